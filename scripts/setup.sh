@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent setup on Debian 12: system packages (Open vSwitch userspace datapath, iproute2, tools the lab
+# uses), then a venv in .venv with the project installed editable. Needs root for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PKGS="openvswitch-switch openvswitch-common iproute2 ethtool iputils-ping tcpdump iperf3 netcat-openbsd"
+missing=""
+for p in $APT_PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # The packaged service would start a system-wide ovs-vswitchd; the lab runs its own per chassis.
+  systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import grpc, os_ken, ovs, networkx, netaddr, pyroute2" 
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
