@@ -1,0 +1,73 @@
+"""Bearer tokens: a JSON file in the data directory (mode 0600) mapping token -> tenant and admin flag."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+ADMIN_TENANT = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    admin: bool
+
+    def can_see(self, tenant: str) -> bool:
+        return self.admin or tenant == self.tenant
+
+
+class TokenFile:
+    """Loaded once, rewritten atomically on change; the first start creates it with one admin token."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self.created_admin_token: str | None = None
+        if self.path.exists():
+            self._tokens: dict[str, Principal] = self._read()
+        else:
+            token = secrets.token_urlsafe(32)
+            self._tokens = {token: Principal(ADMIN_TENANT, True)}
+            self.created_admin_token = token
+            self._write()
+
+    def _read(self) -> dict[str, Principal]:
+        data = json.loads(self.path.read_text())
+        return {t: Principal(v["tenant"], bool(v.get("admin", False))) for t, v in data["tokens"].items()}
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"tokens": {t: {"tenant": p.tenant, "admin": p.admin} for t, p in self._tokens.items()}},
+                      f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def lookup(self, token: str) -> Principal | None:
+        return self._tokens.get(token)
+
+    def admin_token(self) -> str:
+        return next(t for t, p in self._tokens.items() if p.admin)
+
+    def create(self, tenant: str, admin: bool) -> str:
+        with self._lock:
+            token = secrets.token_urlsafe(32)
+            self._tokens = {**self._tokens, token: Principal(tenant, admin)}
+            self._write()
+            return token
+
+    def revoke(self, token: str) -> bool:
+        with self._lock:
+            if token not in self._tokens:
+                return False
+            self._tokens = {t: p for t, p in self._tokens.items() if t != token}
+            self._write()
+            return True

@@ -1,0 +1,95 @@
+"""Controller configuration: defaults, then a TOML file, then command-line flags (each overrides the last)."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from topology.model import ModelConfig
+
+
+def _ranges(spec: str) -> tuple[tuple[int, int], ...]:
+    """"1000:1999,5000:5999" -> ((1000, 1999), (5000, 5999))."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        lo, _, hi = part.partition(":")
+        out.append((int(lo), int(hi or lo)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Config:
+    openflow_listen: str = "0.0.0.0:6653"
+    grpc_listen: str = "127.0.0.1:50051"
+    data_dir: str = "data"
+    log_level: str = "INFO"
+    grpc_workers: int = 32
+    underlay_mtu: int = 1500
+    default_segment_type: str = "vxlan"
+    vxlan_ranges: str = "1000:99999"
+    gre_ranges: str = "1000:99999"
+    geneve_ranges: str = "1000:99999"
+    vlan_ranges: list[str] = field(default_factory=list)  # "physnet:low:high"
+    shutdown_grace_s: float = 5.0
+    demo: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def model_config(self) -> ModelConfig:
+        vlan: dict[str, list[tuple[int, int]]] = {}
+        for spec in self.vlan_ranges:
+            physnet, _, rng = spec.partition(":")
+            vlan.setdefault(physnet, []).extend(_ranges(rng))
+        return ModelConfig(
+            underlay_mtu=self.underlay_mtu, default_segment_type=self.default_segment_type,
+            tunnel_ranges={"vxlan": _ranges(self.vxlan_ranges), "gre": _ranges(self.gre_ranges),
+                           "geneve": _ranges(self.geneve_ranges)},
+            vlan_ranges={k: tuple(v) for k, v in vlan.items()})
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdn-controller", description="Run the SDN controller "
+                                "(OpenFlow listener + gRPC API) on a data directory.")
+    p.add_argument("--config", help="TOML file with any of the options below (flags win)")
+    p.add_argument("--openflow-listen", help="HOST:PORT for switches (default 0.0.0.0:6653)")
+    p.add_argument("--grpc-listen", help="HOST:PORT for the API (default 127.0.0.1:50051)")
+    p.add_argument("--data-dir", help="where the store and token file live (default ./data)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument("--grpc-workers", type=int, help="API worker threads; each Watch stream holds one")
+    p.add_argument("--underlay-mtu", type=int, help="MTU of the tunnel underlay (default 1500)")
+    p.add_argument("--default-segment-type", choices=["vxlan", "gre", "geneve"])
+    p.add_argument("--vxlan-ranges", help="VNIs tenants' networks get, e.g. 1000:1999,5000:5999")
+    p.add_argument("--gre-ranges")
+    p.add_argument("--geneve-ranges")
+    p.add_argument("--vlan-range", dest="vlan_ranges", action="append",
+                   help="PHYSNET:LOW:HIGH VLAN ids allocatable on a physical network (repeatable)")
+    p.add_argument("--demo", action="store_true", default=None,
+                   help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
+    return p
+
+
+def load(argv: list[str] | None = None) -> Config:
+    args = parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        data = tomllib.loads(Path(args.config).read_text())
+        known = {f.name for f in fields(Config)}
+        unknown = set(data) - known
+        if unknown:
+            raise SystemExit(f"{args.config}: unknown option(s) {', '.join(sorted(unknown))}")
+        values.update(data)
+    for f in fields(Config):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return replace(Config(), **values)

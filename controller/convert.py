@@ -1,0 +1,100 @@
+"""Between API messages (resource names, enums) and model records (ids, plain strings)."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from proto.sdn.v1 import topology_pb2 as pb
+from topology import errors
+from topology.records import Chassis, Network, Port, Record, Subnet
+
+COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
+              "securityGroup": "securityGroups"}
+SEGMENT_TO_PB = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
+                 "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
+SEGMENT_FROM_PB = {v: k for k, v in SEGMENT_TO_PB.items()}
+STATUS_TO_PB = {"DOWN": pb.Port.DOWN, "ACTIVE": pb.Port.ACTIVE}
+
+
+def name_of(kind: str, ident: str) -> str:
+    return f"{COLLECTION[kind]}/{ident}" if ident else ""
+
+
+def parse_name(kind: str, name: str, field_path: str) -> str:
+    """The id in a resource name like "networks/abc"; INVALID_ARGUMENT naming `field_path` otherwise."""
+    prefix = COLLECTION[kind] + "/"
+    if not name:
+        raise errors.invalid(field_path, f"required: a {kind} name like {prefix}ID")
+    if not name.startswith(prefix) or "/" in name[len(prefix):] or len(name) == len(prefix):
+        raise errors.invalid(field_path, f"{name!r} is not a {kind} name ({prefix}ID)")
+    return name[len(prefix):]
+
+
+def _ts(t: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(t * 1e9))
+    return ts
+
+
+def network_to_pb(n: Network) -> pb.Network:
+    return pb.Network(name=name_of("network", n.id), tenant=n.tenant, display_name=n.display_name,
+                      segment_type=SEGMENT_TO_PB[n.segment_type], segment_id=n.segment_id or 0,
+                      physical_network=n.physical_network, mtu=n.mtu, admin_state_up=n.admin_state_up,
+                      external=n.external, revision=n.revision, create_time=_ts(n.create_time),
+                      update_time=_ts(n.update_time))
+
+
+def subnet_to_pb(s: Subnet) -> pb.Subnet:
+    return pb.Subnet(name=name_of("subnet", s.id), tenant=s.tenant, display_name=s.display_name,
+                     network=name_of("network", s.network_id), cidr=s.cidr, ip_version=s.ip_version,
+                     gateway_ip=s.gateway_ip or "",
+                     allocation_pools=[pb.AllocationPool(start=a, end=b) for a, b in s.allocation_pools],
+                     enable_dhcp=s.enable_dhcp, dns_servers=list(s.dns_servers),
+                     host_routes=[pb.HostRoute(destination=d, nexthop=n) for d, n in s.host_routes],
+                     revision=s.revision, create_time=_ts(s.create_time), update_time=_ts(s.update_time))
+
+
+def port_to_pb(p: Port) -> pb.Port:
+    return pb.Port(name=name_of("port", p.id), tenant=p.tenant, display_name=p.display_name,
+                   network=name_of("network", p.network_id), mac_address=p.mac,
+                   fixed_ips=[pb.FixedIp(subnet=name_of("subnet", s), ip_address=a) for s, a in p.fixed_ips],
+                   device_owner=p.device_owner, device_id=p.device_id, admin_state_up=p.admin_state_up,
+                   port_security_enabled=p.port_security_enabled,
+                   allowed_address_pairs=[pb.AddressPair(ip_address=i, mac_address=m)
+                                          for i, m in p.allowed_address_pairs],
+                   security_groups=[name_of("securityGroup", g) for g in p.security_groups],
+                   binding_chassis=name_of("chassis", p.binding_chassis),
+                   status=STATUS_TO_PB.get(p.status, pb.Port.STATUS_UNSPECIFIED), revision=p.revision,
+                   create_time=_ts(p.create_time), update_time=_ts(p.update_time))
+
+
+def chassis_to_pb(c: Chassis) -> pb.Chassis:
+    return pb.Chassis(name=name_of("chassis", c.id), datapath_id=c.datapath_id, tunnel_ip=c.tunnel_ip,
+                      ovsdb_address=c.ovsdb_address, bridge_mappings=dict(c.bridge_mappings),
+                      revision=c.revision, create_time=_ts(c.create_time), update_time=_ts(c.update_time))
+
+
+def to_pb(rec: Record) -> pb.Network | pb.Subnet | pb.Port | pb.Chassis:
+    if isinstance(rec, Network):
+        return network_to_pb(rec)
+    if isinstance(rec, Subnet):
+        return subnet_to_pb(rec)
+    if isinstance(rec, Port):
+        return port_to_pb(rec)
+    return chassis_to_pb(rec)
+
+
+def fixed_ip_requests(fixed_ips: list[pb.FixedIp], field_path: str = "fixed_ips") -> list[tuple[str, str]]:
+    out = []
+    for i, f in enumerate(fixed_ips):
+        sid = parse_name("subnet", f.subnet, f"{field_path}[{i}].subnet") if f.subnet else ""
+        out.append((sid, f.ip_address))
+    return out
+
+
+def group_ids(names: list[str], field_path: str = "security_groups") -> list[str]:
+    return [parse_name("securityGroup", n, f"{field_path}[{i}]") for i, n in enumerate(names)]
+
+
+def chassis_ref(name: str, field_path: str = "binding_chassis") -> str:
+    return parse_name("chassis", name, field_path) if name else ""

@@ -1,0 +1,506 @@
+"""The gRPC TopologyService: authenticate, authorize (tenant scope, admin-only fields), translate to model
+writes in topology.ops, and answer in API terms. No flows here: the dataplane follows the store's changes."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+
+from controller import convert
+from controller.auth import Principal, TokenFile
+from controller.status import abort, unauthenticated
+from proto.sdn.v1 import topology_pb2 as pb
+from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
+from topology import errors, ops
+from topology.errors import ApiError
+from topology.model import Topology
+from topology.records import PROVIDER_TYPES, Chassis, Network, Port, Record, Subnet
+from topology.state import State
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+WATCH_BATCH_REVISIONS = 500
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _unary(method: F) -> F:
+    """Authenticate, call with the principal, map ApiError to a gRPC status."""
+
+    @functools.wraps(method)
+    def wrapper(self: TopologyService, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            principal = self.authenticate(context)
+            return method(self, request, context, principal)
+        except ApiError as err:
+            abort(context, err)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _visible(p: Principal, rec: Record) -> bool:
+    if isinstance(rec, Chassis):
+        return p.admin
+    return p.can_see(rec.tenant) or (isinstance(rec, Network) and rec.external)
+
+
+def _admin_only(p: Principal, field_path: str, what: str) -> None:
+    if not p.admin:
+        raise errors.permission_denied(field_path, f"{what} is admin only")
+
+
+def _page(items: list[Record], page_size: int, page_token: str, filters: dict[str, str],
+          ) -> tuple[list[Record], str]:
+    """Keyset pagination by id; the token binds the filters so a token cannot be replayed on another query."""
+    if page_size < 0:
+        raise errors.invalid("page_size", "must not be negative")
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    fingerprint = hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()[:16]
+    after = ""
+    if page_token:
+        try:
+            tok = json.loads(base64.urlsafe_b64decode(page_token.encode()))
+            after, fp = tok["after"], tok["f"]
+        except (ValueError, KeyError, TypeError):
+            raise errors.invalid("page_token", "not a token this server issued") from None
+        if fp != fingerprint:
+            raise errors.invalid("page_token", "was issued for a different query")
+    ordered = sorted((r for r in items if r.id > after), key=lambda r: r.id)
+    page = ordered[:size]
+    token = ""
+    if len(ordered) > size:
+        token = base64.urlsafe_b64encode(json.dumps({"after": page[-1].id, "f": fingerprint}).encode()).decode()
+    return page, token
+
+
+class TopologyService(pb_grpc.TopologyServiceServicer):
+    def __init__(self, state: State, tokens: TokenFile, stopping: Callable[[], bool] = lambda: False) -> None:
+        self.state = state
+        self.tokens = tokens
+        self._stopping = stopping
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def authenticate(self, context: grpc.ServicerContext) -> Principal:
+        for key, value in context.invocation_metadata():
+            if key == "authorization":
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() != "bearer" or not token:
+                    raise unauthenticated("authorization must be 'Bearer <token>'")
+                principal = self.tokens.lookup(token.strip())
+                if principal is None:
+                    raise unauthenticated("unknown or revoked token")
+                return principal
+        raise unauthenticated("missing 'authorization: Bearer <token>' metadata")
+
+    def _get(self, topo: Topology, p: Principal, kind: str, name: str, field_path: str = "name") -> Any:
+        ident = convert.parse_name(kind, name, field_path)
+        rec = topo.table(kind).get(ident)
+        if kind == "chassis" and not p.admin:
+            raise errors.permission_denied(field_path, "chassis are admin only")
+        if rec is None or not _visible(p, rec):
+            raise errors.not_found(kind, ident)
+        return rec
+
+    def _owned(self, topo: Topology, p: Principal, kind: str, name: str, field_path: str = "name") -> Any:
+        rec = self._get(topo, p, kind, name, field_path)
+        if not p.can_see(rec.tenant):
+            raise errors.permission_denied(field_path, f"{kind} {rec.id!r} belongs to the operator; "
+                                                       "tenants may only read it")
+        return rec
+
+    def _write(self, fn: Callable[[Topology, int, float], list[ops.Change]]) -> tuple[int, list[ops.Change]]:
+        return self.state.write(fn)
+
+    def _list(self, kind: str, p: Principal, request: Any, keep: Callable[[Any], bool],
+              filters: dict[str, str]) -> tuple[list[Record], str]:
+        if request.tenant and not p.admin and request.tenant != p.tenant:
+            raise errors.permission_denied("tenant", "filtering by another tenant is admin only")
+        with self.state.lock:
+            items = [r for r in self.state.topology.table(kind).values()
+                     if _visible(p, r) and (not request.tenant or r.tenant == request.tenant) and keep(r)]
+        return _page(items, request.page_size, request.page_token, {"tenant": request.tenant, **filters})
+
+    @staticmethod
+    def _mask(msg: Any, update_mask: Any, current: Any, output_only: set[str], mutable: set[str]) -> list[str]:
+        """Explicit paths as given ("*" = every mutable field); an empty mask = every populated field,
+        ignoring output-only fields and immutable fields whose value is unchanged (AIP-134)."""
+        if update_mask.paths:
+            paths = list(update_mask.paths)
+            return sorted(mutable) if "*" in paths else paths
+        paths = []
+        for fd, value in msg.ListFields():
+            if fd.name == "name" or fd.name in output_only:
+                continue
+            if fd.name not in mutable and value == getattr(current, fd.name):
+                continue
+            paths.append(fd.name)
+        return paths
+
+    # ------------------------------------------------------------------------------------------ networks
+
+    @_unary
+    def CreateNetwork(self, request: pb.CreateNetworkRequest, context: Any, p: Principal) -> pb.Network:
+        m = request.network
+        stype = convert.SEGMENT_FROM_PB.get(m.segment_type, "") if m.segment_type else ""
+        if m.segment_type and not stype:
+            raise errors.invalid("network.segment_type", "unknown segment type")
+        if stype in PROVIDER_TYPES:
+            _admin_only(p, "network.segment_type", f"a {stype} (provider) network")
+        if m.physical_network:
+            _admin_only(p, "network.physical_network", "a physical network")
+        if m.segment_id:
+            _admin_only(p, "network.segment_id", "choosing a segment id")
+        if m.external:
+            _admin_only(p, "network.external", "an external network")
+        tenant = self._tenant_for(p, m.tenant, "network.tenant")
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            ident = ops.new_id(topo, "network", request.network_id, "network_id")
+            net = Network(id=ident, tenant=tenant, display_name=m.display_name, segment_type=stype,
+                          segment_id=m.segment_id or None, physical_network=m.physical_network, mtu=m.mtu,
+                          admin_state_up=m.admin_state_up if m.HasField("admin_state_up") else True,
+                          external=m.external)
+            return ops.create_network(topo, net, rev, now)
+
+        return convert.network_to_pb(self._created(fn, "network."))  # type: ignore[arg-type]
+
+    def _tenant_for(self, p: Principal, requested: str, field_path: str) -> str:
+        if requested and requested != p.tenant:
+            _admin_only(p, field_path, "acting for another tenant")
+            ops.check_id(requested, field_path)
+            return requested
+        return p.tenant
+
+    def _created(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str) -> Record:
+        try:
+            _, changes = self._write(fn)
+        except ApiError as err:
+            raise _prefixed(err, prefix) from None
+        rec = changes[-1][3]
+        assert rec is not None
+        return rec
+
+    @_unary
+    def GetNetwork(self, request: pb.GetNetworkRequest, context: Any, p: Principal) -> pb.Network:
+        return convert.network_to_pb(self._get(self.state.topology, p, "network", request.name))
+
+    @_unary
+    def ListNetworks(self, request: pb.ListNetworksRequest, context: Any, p: Principal) -> pb.ListNetworksResponse:
+        page, token = self._list("network", p, request, lambda r: True, {})
+        return pb.ListNetworksResponse(networks=[convert.network_to_pb(r) for r in page],  # type: ignore[arg-type]
+                                       next_page_token=token)
+
+    @_unary
+    def UpdateNetwork(self, request: pb.UpdateNetworkRequest, context: Any, p: Principal) -> pb.Network:
+        m = request.network
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            old = self._owned(topo, p, "network", m.name, "network.name")
+            paths = self._mask(m, request.update_mask, convert.network_to_pb(old), ops.NETWORK_OUTPUT,
+                               ops.NETWORK_MUTABLE)
+            if "external" in paths:
+                _admin_only(p, "network.external", "the external flag")
+            fields = {path: getattr(m, path) if path in ops.NETWORK_MUTABLE else None for path in paths}
+            return ops.update_network(topo, old, fields, rev, now)
+
+        return convert.network_to_pb(self._updated(fn, "network."))  # type: ignore[arg-type]
+
+    def _updated(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str) -> Record:
+        try:
+            _, changes = self._write(fn)
+        except ApiError as err:
+            raise _prefixed(err, prefix) from None
+        if not changes:
+            raise errors.invalid("update_mask", "nothing to update")
+        rec = changes[-1][3]
+        assert rec is not None
+        return rec
+
+    @_unary
+    def DeleteNetwork(self, request: pb.DeleteNetworkRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            return ops.delete_network(topo, self._owned(topo, p, "network", request.name), request.force)
+
+        self._write(fn)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------------------------------------ subnets
+
+    @_unary
+    def CreateSubnet(self, request: pb.CreateSubnetRequest, context: Any, p: Principal) -> pb.Subnet:
+        m = request.subnet
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            net = self._owned(topo, p, "network", m.network, "subnet.network")
+            ident = ops.new_id(topo, "subnet", request.subnet_id, "subnet_id")
+            sub = Subnet(id=ident, tenant=net.tenant, network_id=net.id, cidr=m.cidr, display_name=m.display_name,
+                         gateway_ip=m.gateway_ip,
+                         allocation_pools=tuple((a.start, a.end) for a in m.allocation_pools),
+                         enable_dhcp=m.enable_dhcp if m.HasField("enable_dhcp") else True,
+                         dns_servers=tuple(m.dns_servers),
+                         host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes))
+            return ops.create_subnet(topo, sub, m.HasField("gateway_ip"), rev, now)
+
+        return convert.subnet_to_pb(self._created(fn, "subnet."))  # type: ignore[arg-type]
+
+    @_unary
+    def GetSubnet(self, request: pb.GetSubnetRequest, context: Any, p: Principal) -> pb.Subnet:
+        return convert.subnet_to_pb(self._get(self.state.topology, p, "subnet", request.name))
+
+    @_unary
+    def ListSubnets(self, request: pb.ListSubnetsRequest, context: Any, p: Principal) -> pb.ListSubnetsResponse:
+        net = convert.parse_name("network", request.network, "network") if request.network else ""
+        page, token = self._list("subnet", p, request, lambda r: not net or r.network_id == net, {"network": net})
+        return pb.ListSubnetsResponse(subnets=[convert.subnet_to_pb(r) for r in page],  # type: ignore[arg-type]
+                                      next_page_token=token)
+
+    @_unary
+    def UpdateSubnet(self, request: pb.UpdateSubnetRequest, context: Any, p: Principal) -> pb.Subnet:
+        m = request.subnet
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            old = self._owned(topo, p, "subnet", m.name, "subnet.name")
+            paths = self._mask(m, request.update_mask, convert.subnet_to_pb(old), ops.SUBNET_OUTPUT,
+                               ops.SUBNET_MUTABLE)
+            conv: dict[str, Callable[[], Any]] = {
+                "display_name": lambda: m.display_name,
+                "gateway_ip": lambda: m.gateway_ip,
+                "allocation_pools": lambda: tuple((a.start, a.end) for a in m.allocation_pools),
+                "enable_dhcp": lambda: m.enable_dhcp,
+                "dns_servers": lambda: tuple(m.dns_servers),
+                "host_routes": lambda: tuple((r.destination, r.nexthop) for r in m.host_routes),
+            }
+            fields = {path: conv[path]() if path in conv else None for path in paths}
+            return ops.update_subnet(topo, old, fields, rev, now)
+
+        return convert.subnet_to_pb(self._updated(fn, "subnet."))  # type: ignore[arg-type]
+
+    @_unary
+    def DeleteSubnet(self, request: pb.DeleteSubnetRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            return ops.delete_subnet(topo, self._owned(topo, p, "subnet", request.name), request.force)
+
+        self._write(fn)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------------------------------------ ports
+
+    @_unary
+    def CreatePort(self, request: pb.CreatePortRequest, context: Any, p: Principal) -> pb.Port:
+        m = request.port
+        if m.binding_chassis:
+            _admin_only(p, "port.binding_chassis", "binding a port to a chassis")
+        ip_requests = convert.fixed_ip_requests(list(m.fixed_ips), "port.fixed_ips")
+        groups = convert.group_ids(list(m.security_groups), "port.security_groups")
+        chassis = convert.chassis_ref(m.binding_chassis, "port.binding_chassis")
+        tenant = self._tenant_for(p, m.tenant, "port.tenant") if m.tenant else ""
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            net = self._owned(topo, p, "network", m.network, "port.network")
+            ident = ops.new_id(topo, "port", request.port_id, "port_id")
+            port = Port(id=ident, tenant=tenant or net.tenant, network_id=net.id, mac=m.mac_address,
+                        display_name=m.display_name, device_owner=m.device_owner, device_id=m.device_id,
+                        admin_state_up=m.admin_state_up if m.HasField("admin_state_up") else True,
+                        port_security_enabled=(m.port_security_enabled if m.HasField("port_security_enabled")
+                                               else True),
+                        allowed_address_pairs=tuple((a.ip_address, a.mac_address)
+                                                    for a in m.allowed_address_pairs),
+                        security_groups=tuple(groups), binding_chassis=chassis)
+            return ops.create_port(topo, port, ip_requests, rev, now)
+
+        return convert.port_to_pb(self._created(fn, "port."))  # type: ignore[arg-type]
+
+    @_unary
+    def GetPort(self, request: pb.GetPortRequest, context: Any, p: Principal) -> pb.Port:
+        return convert.port_to_pb(self._get(self.state.topology, p, "port", request.name))
+
+    @_unary
+    def ListPorts(self, request: pb.ListPortsRequest, context: Any, p: Principal) -> pb.ListPortsResponse:
+        net = convert.parse_name("network", request.network, "network") if request.network else ""
+        chassis = convert.chassis_ref(request.binding_chassis) if request.binding_chassis else ""
+
+        def keep(r: Port) -> bool:
+            return ((not net or r.network_id == net) and (not request.device_id or r.device_id == request.device_id)
+                    and (not chassis or r.binding_chassis == chassis))
+
+        page, token = self._list("port", p, request, keep, {"network": net, "device_id": request.device_id,
+                                                              "binding_chassis": chassis})
+        return pb.ListPortsResponse(ports=[convert.port_to_pb(r) for r in page],  # type: ignore[arg-type]
+                                    next_page_token=token)
+
+    @_unary
+    def UpdatePort(self, request: pb.UpdatePortRequest, context: Any, p: Principal) -> pb.Port:
+        m = request.port
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            old = self._owned(topo, p, "port", m.name, "port.name")
+            paths = self._mask(m, request.update_mask, convert.port_to_pb(old), ops.PORT_OUTPUT, ops.PORT_MUTABLE)
+            if "binding_chassis" in paths:
+                _admin_only(p, "port.binding_chassis", "binding a port to a chassis")
+            conv: dict[str, Callable[[], Any]] = {
+                "fixed_ips": lambda: convert.fixed_ip_requests(list(m.fixed_ips)),
+                "allowed_address_pairs": lambda: tuple((a.ip_address, a.mac_address)
+                                                       for a in m.allowed_address_pairs),
+                "security_groups": lambda: tuple(convert.group_ids(list(m.security_groups))),
+                "binding_chassis": lambda: convert.chassis_ref(m.binding_chassis),
+            }
+            fields = {path: (conv[path]() if path in conv else getattr(m, path))
+                      if path in ops.PORT_MUTABLE else None for path in paths}
+            return ops.update_port(topo, old, fields, rev, now)
+
+        return convert.port_to_pb(self._updated(fn, "port."))  # type: ignore[arg-type]
+
+    @_unary
+    def DeletePort(self, request: pb.DeletePortRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            return ops.delete_port(topo, self._owned(topo, p, "port", request.name))
+
+        self._write(fn)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------------------------------------ chassis
+
+    @_unary
+    def CreateChassis(self, request: pb.CreateChassisRequest, context: Any, p: Principal) -> pb.Chassis:
+        _admin_only(p, "", "chassis")
+        m = request.chassis
+        if not request.chassis_id:
+            raise errors.invalid("chassis_id", "required: the chassis's name (usually its hostname)")
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            ident = ops.new_id(topo, "chassis", request.chassis_id, "chassis_id")
+            ch = Chassis(id=ident, datapath_id=m.datapath_id, tunnel_ip=m.tunnel_ip,
+                         ovsdb_address=m.ovsdb_address, bridge_mappings=tuple(sorted(m.bridge_mappings.items())))
+            return ops.create_chassis(topo, ch, rev, now)
+
+        return convert.chassis_to_pb(self._created(fn, "chassis."))  # type: ignore[arg-type]
+
+    @_unary
+    def GetChassis(self, request: pb.GetChassisRequest, context: Any, p: Principal) -> pb.Chassis:
+        return convert.chassis_to_pb(self._get(self.state.topology, p, "chassis", request.name))
+
+    @_unary
+    def ListChassis(self, request: pb.ListChassisRequest, context: Any, p: Principal) -> pb.ListChassisResponse:
+        _admin_only(p, "", "chassis")
+        with self.state.lock:
+            items: list[Record] = list(self.state.topology.chassis.values())
+        page, token = _page(items, request.page_size, request.page_token, {})
+        return pb.ListChassisResponse(chassis=[convert.chassis_to_pb(r) for r in page],  # type: ignore[arg-type]
+                                      next_page_token=token)
+
+    @_unary
+    def UpdateChassis(self, request: pb.UpdateChassisRequest, context: Any, p: Principal) -> pb.Chassis:
+        m = request.chassis
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            old = self._get(topo, p, "chassis", m.name, "chassis.name")
+            paths = self._mask(m, request.update_mask, convert.chassis_to_pb(old), ops.CHASSIS_OUTPUT,
+                               ops.CHASSIS_MUTABLE)
+            fields = {path: (tuple(sorted(m.bridge_mappings.items())) if path == "bridge_mappings"
+                             else getattr(m, path)) if path in ops.CHASSIS_MUTABLE else None for path in paths}
+            return ops.update_chassis(topo, old, fields, rev, now)
+
+        return convert.chassis_to_pb(self._updated(fn, "chassis."))  # type: ignore[arg-type]
+
+    @_unary
+    def DeleteChassis(self, request: pb.DeleteChassisRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            return ops.delete_chassis(topo, self._get(topo, p, "chassis", request.name), request.force, rev, now)
+
+        self._write(fn)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------------------------------------ watch
+
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:
+        try:
+            p = self.authenticate(context)
+            if request.start_revision < 0:
+                raise errors.invalid("start_revision", "must not be negative")
+            if request.start_revision > self.state.revision:
+                raise ApiError("OUT_OF_RANGE", "FUTURE_REVISION",
+                               f"revision {request.start_revision} is ahead of the store "
+                               f"({self.state.revision})", [("start_revision", "ahead of the store")])
+            if request.start_revision and request.start_revision < self.state.store.oldest_retained_revision():
+                raise ApiError("OUT_OF_RANGE", "REVISION_COMPACTED",
+                               f"changes before revision {self.state.store.oldest_retained_revision()} are "
+                               "compacted; watch from 0 for a snapshot", [("start_revision", "compacted")])
+        except ApiError as err:
+            abort(context, err)
+            return
+        yield from self._watch(p, request.start_revision, context)
+
+    def _watch(self, p: Principal, start: int, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:
+        cursor = start
+        if start == 0:
+            with self.state.lock:
+                cursor = self.state.revision
+                snapshot = [r for r in self.state.topology.all_records() if _visible(p, r)]
+            for rec in snapshot:
+                yield _event(pb.WatchEvent.EXISTING, cursor, rec)
+            yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
+        synced = start == 0
+        kinds = {"CREATED": pb.WatchEvent.CREATED, "UPDATED": pb.WatchEvent.UPDATED,
+                 "DELETED": pb.WatchEvent.DELETED}
+        while context.is_active() and not self._stopping() and not self.state.closed:
+            head = self.state.revision  # every revision up to head is committed to the change log
+            if head > cursor:
+                upto = min(head, cursor + WATCH_BATCH_REVISIONS)
+                for rev, _kind, op, rec in self.state.store.changes_since(cursor, upto):
+                    if _visible(p, rec):
+                        yield _event(kinds[op], rev, rec)
+                cursor = upto
+                continue
+            if not synced:
+                synced = True
+                yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
+            with self.state.changed:
+                if self.state.revision <= cursor:
+                    self.state.changed.wait(timeout=0.5)
+
+    # ------------------------------------------------------------------------------------------ misc
+
+    @_unary
+    def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any, p: Principal) -> pb.ServerInfo:
+        return pb.ServerInfo(version=VERSION, revision=self.state.revision, tenant=p.tenant, admin=p.admin)
+
+    @_unary
+    def CreateToken(self, request: pb.CreateTokenRequest, context: Any, p: Principal) -> pb.Token:
+        _admin_only(p, "", "issuing tokens")
+        ops.check_id(request.tenant, "tenant")
+        token = self.tokens.create(request.tenant, request.admin)
+        return pb.Token(token=token, tenant=request.tenant, admin=request.admin)
+
+    @_unary
+    def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        _admin_only(p, "", "revoking tokens")
+        if not self.tokens.revoke(request.token):
+            raise errors.not_found("token", request.token[:6] + "…")
+        return empty_pb2.Empty()
+
+
+def _event(kind: int, revision: int, rec: Record) -> pb.WatchEvent:
+    ev = pb.WatchEvent(type=kind, revision=revision)  # type: ignore[arg-type]
+    getattr(ev, rec.KIND).CopyFrom(convert.to_pb(rec))
+    return ev
+
+
+_REQUEST_LEVEL = ("update_mask", "network_id", "subnet_id", "port_id", "chassis_id",
+                  "network.", "subnet.", "port.", "chassis.")
+
+
+def _prefixed(err: ApiError, prefix: str) -> ApiError:
+    """Model errors name fields relative to the resource; the API names them from the request."""
+    err.violations = [(f if not f or f.startswith(_REQUEST_LEVEL) else prefix + f, d) for f, d in err.violations]
+    return err

@@ -1,0 +1,47 @@
+"""Assemble the gRPC server: TopologyService, health checking and reflection, on one port."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controller.auth import TokenFile
+from controller.northbound import TopologyService
+from proto.sdn.v1 import topology_pb2, topology_pb2_grpc
+from topology.state import State
+
+SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
+
+
+class ApiServer:
+    def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32) -> None:
+        self.state = state
+        self._stopping = threading.Event()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                                  options=[("grpc.so_reuseport", 0)])
+        self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set)
+        topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+
+    def start(self) -> None:
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float) -> None:
+        """Health NOT_SERVING first, then refuse new calls and let in-flight ones finish within `grace`."""
+        self.health.enter_graceful_shutdown()
+        self._stopping.set()
+        with self.state.changed:
+            self.state.changed.notify_all()  # wake Watch streams so they end
+        self.server.stop(grace).wait()

@@ -1,0 +1,464 @@
+import datetime
+
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Network(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time")
+    class SegmentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SEGMENT_TYPE_UNSPECIFIED: _ClassVar[Network.SegmentType]
+        VXLAN: _ClassVar[Network.SegmentType]
+        GRE: _ClassVar[Network.SegmentType]
+        GENEVE: _ClassVar[Network.SegmentType]
+        VLAN: _ClassVar[Network.SegmentType]
+        FLAT: _ClassVar[Network.SegmentType]
+    SEGMENT_TYPE_UNSPECIFIED: Network.SegmentType
+    VXLAN: Network.SegmentType
+    GRE: Network.SegmentType
+    GENEVE: Network.SegmentType
+    VLAN: Network.SegmentType
+    FLAT: Network.SegmentType
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    segment_type: Network.SegmentType
+    segment_id: int
+    physical_network: str
+    mtu: int
+    admin_state_up: bool
+    external: bool
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AllocationPool(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ...) -> None: ...
+
+class HostRoute(_message.Message):
+    __slots__ = ("destination", "nexthop")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    NEXTHOP_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    nexthop: str
+    def __init__(self, destination: _Optional[str] = ..., nexthop: _Optional[str] = ...) -> None: ...
+
+class Subnet(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "network", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CIDR_FIELD_NUMBER: _ClassVar[int]
+    IP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_IP_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_POOLS_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_DHCP_FIELD_NUMBER: _ClassVar[int]
+    DNS_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    HOST_ROUTES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    network: str
+    cidr: str
+    ip_version: int
+    gateway_ip: str
+    allocation_pools: _containers.RepeatedCompositeFieldContainer[AllocationPool]
+    enable_dhcp: bool
+    dns_servers: _containers.RepeatedScalarFieldContainer[str]
+    host_routes: _containers.RepeatedCompositeFieldContainer[HostRoute]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., cidr: _Optional[str] = ..., ip_version: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., allocation_pools: _Optional[_Iterable[_Union[AllocationPool, _Mapping]]] = ..., enable_dhcp: _Optional[bool] = ..., dns_servers: _Optional[_Iterable[str]] = ..., host_routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FixedIp(_message.Message):
+    __slots__ = ("subnet", "ip_address")
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    subnet: str
+    ip_address: str
+    def __init__(self, subnet: _Optional[str] = ..., ip_address: _Optional[str] = ...) -> None: ...
+
+class AddressPair(_message.Message):
+    __slots__ = ("ip_address", "mac_address")
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MAC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ip_address: str
+    mac_address: str
+    def __init__(self, ip_address: _Optional[str] = ..., mac_address: _Optional[str] = ...) -> None: ...
+
+class Port(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[Port.Status]
+        DOWN: _ClassVar[Port.Status]
+        ACTIVE: _ClassVar[Port.Status]
+    STATUS_UNSPECIFIED: Port.Status
+    DOWN: Port.Status
+    ACTIVE: Port.Status
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    MAC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FIXED_IPS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_OWNER_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    PORT_SECURITY_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BINDING_CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    network: str
+    mac_address: str
+    fixed_ips: _containers.RepeatedCompositeFieldContainer[FixedIp]
+    device_owner: str
+    device_id: str
+    admin_state_up: bool
+    port_security_enabled: bool
+    allowed_address_pairs: _containers.RepeatedCompositeFieldContainer[AddressPair]
+    security_groups: _containers.RepeatedScalarFieldContainer[str]
+    binding_chassis: str
+    status: Port.Status
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Chassis(_message.Message):
+    __slots__ = ("name", "datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings", "revision", "create_time", "update_time")
+    class BridgeMappingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATAPATH_ID_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_IP_FIELD_NUMBER: _ClassVar[int]
+    OVSDB_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BRIDGE_MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datapath_id: int
+    tunnel_ip: str
+    ovsdb_address: str
+    bridge_mappings: _containers.ScalarMap[str, str]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., datapath_id: _Optional[int] = ..., tunnel_ip: _Optional[str] = ..., ovsdb_address: _Optional[str] = ..., bridge_mappings: _Optional[_Mapping[str, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateNetworkRequest(_message.Message):
+    __slots__ = ("network", "network_id")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    network: Network
+    network_id: str
+    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., network_id: _Optional[str] = ...) -> None: ...
+
+class GetNetworkRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListNetworksRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListNetworksResponse(_message.Message):
+    __slots__ = ("networks", "next_page_token")
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    networks: _containers.RepeatedCompositeFieldContainer[Network]
+    next_page_token: str
+    def __init__(self, networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateNetworkRequest(_message.Message):
+    __slots__ = ("network", "update_mask")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    network: Network
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteNetworkRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class CreateSubnetRequest(_message.Message):
+    __slots__ = ("subnet", "subnet_id")
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_ID_FIELD_NUMBER: _ClassVar[int]
+    subnet: Subnet
+    subnet_id: str
+    def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., subnet_id: _Optional[str] = ...) -> None: ...
+
+class GetSubnetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListSubnetsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "network")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    network: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., network: _Optional[str] = ...) -> None: ...
+
+class ListSubnetsResponse(_message.Message):
+    __slots__ = ("subnets", "next_page_token")
+    SUBNETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    subnets: _containers.RepeatedCompositeFieldContainer[Subnet]
+    next_page_token: str
+    def __init__(self, subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateSubnetRequest(_message.Message):
+    __slots__ = ("subnet", "update_mask")
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    subnet: Subnet
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteSubnetRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class CreatePortRequest(_message.Message):
+    __slots__ = ("port", "port_id")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PORT_ID_FIELD_NUMBER: _ClassVar[int]
+    port: Port
+    port_id: str
+    def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., port_id: _Optional[str] = ...) -> None: ...
+
+class GetPortRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListPortsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "network", "device_id", "binding_chassis")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    BINDING_CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    network: str
+    device_id: str
+    binding_chassis: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., network: _Optional[str] = ..., device_id: _Optional[str] = ..., binding_chassis: _Optional[str] = ...) -> None: ...
+
+class ListPortsResponse(_message.Message):
+    __slots__ = ("ports", "next_page_token")
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ports: _containers.RepeatedCompositeFieldContainer[Port]
+    next_page_token: str
+    def __init__(self, ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdatePortRequest(_message.Message):
+    __slots__ = ("port", "update_mask")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    port: Port
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeletePortRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CreateChassisRequest(_message.Message):
+    __slots__ = ("chassis", "chassis_id")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    CHASSIS_ID_FIELD_NUMBER: _ClassVar[int]
+    chassis: Chassis
+    chassis_id: str
+    def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., chassis_id: _Optional[str] = ...) -> None: ...
+
+class GetChassisRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListChassisRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListChassisResponse(_message.Message):
+    __slots__ = ("chassis", "next_page_token")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    chassis: _containers.RepeatedCompositeFieldContainer[Chassis]
+    next_page_token: str
+    def __init__(self, chassis: _Optional[_Iterable[_Union[Chassis, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateChassisRequest(_message.Message):
+    __slots__ = ("chassis", "update_mask")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    chassis: Chassis
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteChassisRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("start_revision",)
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    start_revision: int
+    def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
+        EXISTING: _ClassVar[WatchEvent.Type]
+        SYNCED: _ClassVar[WatchEvent.Type]
+        CREATED: _ClassVar[WatchEvent.Type]
+        UPDATED: _ClassVar[WatchEvent.Type]
+        DELETED: _ClassVar[WatchEvent.Type]
+    TYPE_UNSPECIFIED: WatchEvent.Type
+    EXISTING: WatchEvent.Type
+    SYNCED: WatchEvent.Type
+    CREATED: WatchEvent.Type
+    UPDATED: WatchEvent.Type
+    DELETED: WatchEvent.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    type: WatchEvent.Type
+    revision: int
+    network: Network
+    subnet: Subnet
+    port: Port
+    chassis: Chassis
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "revision", "tenant", "admin")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    revision: int
+    tenant: str
+    admin: bool
+    def __init__(self, version: _Optional[str] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("tenant", "admin")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    admin: bool
+    def __init__(self, tenant: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class Token(_message.Message):
+    __slots__ = ("token", "tenant", "admin")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    tenant: str
+    admin: bool
+    def __init__(self, token: _Optional[str] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...

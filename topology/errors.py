@@ -1,0 +1,50 @@
+"""Errors of the model, in the vocabulary of gRPC canonical codes (the northbound maps them 1:1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ApiError(Exception):
+    """A refused request: canonical code name, machine-readable reason, human message, field violations."""
+
+    code: str
+    reason: str
+    message: str
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reason}: {self.message}"
+
+    def prefixed(self, prefix: str) -> ApiError:
+        """The same error with every field path put under `prefix` (e.g. "port.")."""
+        self.violations = [(prefix + f if f else prefix.rstrip("."), d) for f, d in self.violations]
+        return self
+
+
+def invalid(field_path: str, description: str, reason: str = "INVALID_FIELD") -> ApiError:
+    return ApiError("INVALID_ARGUMENT", reason, f"{field_path}: {description}", [(field_path, description)])
+
+
+def not_found(kind: str, ident: str) -> ApiError:
+    return ApiError("NOT_FOUND", f"{kind.upper()}_NOT_FOUND", f"{kind} {ident!r} not found",
+                    metadata={"kind": kind, "id": ident})
+
+
+def already_exists(kind: str, ident: str, reason: str | None = None, message: str | None = None) -> ApiError:
+    return ApiError("ALREADY_EXISTS", reason or f"{kind.upper()}_EXISTS",
+                    message or f"{kind} {ident!r} already exists", metadata={"kind": kind, "id": ident})
+
+
+def failed_precondition(reason: str, message: str, **metadata: str) -> ApiError:
+    return ApiError("FAILED_PRECONDITION", reason, message, metadata=dict(metadata))
+
+
+def exhausted(reason: str, message: str, **metadata: str) -> ApiError:
+    return ApiError("RESOURCE_EXHAUSTED", reason, message, metadata=dict(metadata))
+
+
+def permission_denied(field_path: str, message: str) -> ApiError:
+    return ApiError("PERMISSION_DENIED", "ADMIN_ONLY", message, [(field_path, message)] if field_path else [])

@@ -1,0 +1,194 @@
+"""The in-memory topology: records by kind, the indices derived from them, and a networkx graph for queries.
+
+Every index (IP and MAC allocations, segment ids, the graph) is derived from the records by `apply`, so the
+model after a restart (records loaded from the store) is exactly the model that was acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import netaddr
+import networkx as nx
+
+from topology.allocator import RangeAllocator
+from topology.records import Chassis, Network, Port, Record, Subnet
+
+# Bytes an overlay adds to a tenant frame on an IPv4 underlay (outer IP 20 + UDP/GRE/Geneve headers),
+# the same accounting as Neutron: a 1500-byte underlay leaves 1450 for VXLAN.
+OVERLAY_OVERHEAD = {"vxlan": 50, "gre": 42, "geneve": 58, "vlan": 0, "flat": 0}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the operator configures about allocation (see the README's configuration section)."""
+
+    underlay_mtu: int = 1500
+    default_segment_type: str = "vxlan"
+    # tunnel type -> ranges of segment ids tenants' networks get
+    tunnel_ranges: dict[str, tuple[tuple[int, int], ...]] = field(
+        default_factory=lambda: {"vxlan": ((1000, 99999),), "gre": ((1000, 99999),), "geneve": ((1000, 99999),)}
+    )
+    # physical network -> VLAN ranges allocatable there (empty: VLAN ids must be given)
+    vlan_ranges: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    mac_prefix: str = "fa:16:3e"  # generated MACs: this OUI + 3 random bytes, as Neutron does
+
+    def default_mtu(self, segment_type: str) -> int:
+        return self.underlay_mtu - OVERLAY_OVERHEAD[segment_type]
+
+
+Change = tuple[str, str, Record | None, Record | None]  # (kind, id, old, new)
+
+
+class Topology:
+    """State plus derived indices. Mutated only through `apply`, with changes made by topology.ops."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config or ModelConfig()
+        self.revision = 0
+        self.networks: dict[str, Network] = {}
+        self.subnets: dict[str, Subnet] = {}
+        self.ports: dict[str, Port] = {}
+        self.chassis: dict[str, Chassis] = {}
+        self.graph = nx.Graph()
+        self.macs: dict[str, str] = {}  # MAC -> port id
+        self.ipam: dict[str, RangeAllocator] = {}  # subnet id -> pools allocator (ints)
+        self.ip_owner: dict[str, dict[int, str]] = {}  # subnet id -> address -> port id
+        self.segments: dict[tuple[str, str], RangeAllocator] = {}  # (type, physnet) -> allocator
+
+    # ------------------------------------------------------------------------------------------ access
+
+    def table(self, kind: str) -> dict[str, Record]:
+        return {"network": self.networks, "subnet": self.subnets, "port": self.ports,
+                "chassis": self.chassis}[kind]  # type: ignore[return-value]
+
+    def all_records(self) -> Iterator[Record]:
+        yield from self.chassis.values()
+        yield from self.networks.values()
+        yield from self.subnets.values()
+        yield from self.ports.values()
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    def subnets_of(self, network_id: str) -> list[Subnet]:
+        node = ("network", network_id)
+        if node not in self.graph:
+            return []
+        return sorted((self.subnets[i] for k, i in self.graph[node] if k == "subnet"), key=lambda s: s.id)
+
+    def ports_of(self, network_id: str) -> list[Port]:
+        node = ("network", network_id)
+        if node not in self.graph:
+            return []
+        return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
+
+    def ports_on_chassis(self, chassis_id: str) -> list[Port]:
+        node = ("chassis", chassis_id)
+        if node not in self.graph:
+            return []
+        return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
+
+    def chassis_hosting(self, network_id: str) -> set[str]:
+        """Chassis with at least one port of the network bound to them (where its flows must exist)."""
+        return {p.binding_chassis for p in self.ports_of(network_id) if p.binding_chassis}
+
+    def ports_in_security_group(self, group_id: str) -> list[Port]:
+        node = ("securityGroup", group_id)
+        if node not in self.graph:
+            return []
+        return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
+
+    def ports_with_ip_in(self, subnet_id: str) -> list[Port]:
+        return sorted({self.ports[pid] for pid in self.ip_owner.get(subnet_id, {}).values()}, key=lambda p: p.id)
+
+    def segment_allocator(self, segment_type: str, physnet: str) -> RangeAllocator:
+        key = (segment_type, physnet if segment_type == "vlan" else "")
+        alloc = self.segments.get(key)
+        if alloc is None:
+            if segment_type == "vlan":
+                ranges = self.config.vlan_ranges.get(physnet, ())
+            else:
+                ranges = self.config.tunnel_ranges.get(segment_type, ())
+            alloc = self.segments[key] = RangeAllocator(ranges)
+        return alloc
+
+    # ------------------------------------------------------------------------------------------ mutation
+
+    def apply(self, changes: Iterable[Change], revision: int) -> None:
+        """Make the records of `changes` current and update every derived index."""
+        for kind, ident, old, new in changes:
+            if old is not None:
+                self._unindex(old)
+                del self.table(kind)[ident]
+            if new is not None:
+                self.table(kind)[ident] = new
+                self._index(new)
+        self.revision = revision
+
+    def load(self, records: Iterable[Record], revision: int) -> None:
+        """Rebuild from stored records (chassis and networks first, then subnets, then ports)."""
+        order = {"chassis": 0, "network": 1, "subnet": 2, "port": 3}
+        self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
+
+    def _index(self, rec: Record) -> None:
+        g = self.graph
+        node = (rec.KIND, rec.id)
+        g.add_node(node, tenant=rec.tenant)
+        if isinstance(rec, Network):
+            if rec.segment_id is not None:
+                self.segment_allocator(rec.segment_type, rec.physical_network).add(rec.segment_id)
+        elif isinstance(rec, Subnet):
+            g.add_edge(node, ("network", rec.network_id))
+            alloc = RangeAllocator(_pool_ranges(rec))
+            for addr in self.ip_owner.get(rec.id, ()):
+                alloc.add(addr)
+            self.ipam[rec.id] = alloc
+        elif isinstance(rec, Port):
+            g.add_edge(node, ("network", rec.network_id))
+            if rec.binding_chassis:
+                g.add_edge(node, ("chassis", rec.binding_chassis))
+            for sg in rec.security_groups:
+                g.add_edge(node, ("securityGroup", sg))
+            self.macs[rec.mac] = rec.id
+            for sid, addr in rec.fixed_ips:
+                n = int(netaddr.IPAddress(addr))
+                self.ip_owner.setdefault(sid, {})[n] = rec.id
+                if sid in self.ipam:
+                    self.ipam[sid].add(n)
+
+    def _unindex(self, rec: Record) -> None:
+        g = self.graph
+        node = (rec.KIND, rec.id)
+        if isinstance(rec, Network):
+            if rec.segment_id is not None:
+                self.segment_allocator(rec.segment_type, rec.physical_network).remove(rec.segment_id)
+        elif isinstance(rec, Subnet):
+            self.ipam.pop(rec.id, None)
+        elif isinstance(rec, Port):
+            if self.macs.get(rec.mac) == rec.id:
+                del self.macs[rec.mac]
+            for sid, addr in rec.fixed_ips:
+                n = int(netaddr.IPAddress(addr))
+                owners = self.ip_owner.get(sid, {})
+                if owners.get(n) == rec.id:
+                    del owners[n]
+                if sid in self.ipam:
+                    self.ipam[sid].remove(n)
+        neighbours = list(g[node]) if node in g else []
+        if node in g:
+            g.remove_node(node)
+        # nodes that exist only as edge ends (a chassis or security group not (yet) in the model) go too
+        for nb in neighbours:
+            if g.degree(nb) == 0 and nb[1] not in self._table_or_empty(nb[0]):
+                g.remove_node(nb)
+
+    def _table_or_empty(self, kind: str) -> dict[str, Record]:
+        try:
+            return self.table(kind)
+        except KeyError:
+            return {}
+
+
+def _pool_ranges(subnet: Subnet) -> list[tuple[int, int]]:
+    return [(int(netaddr.IPAddress(a)), int(netaddr.IPAddress(b))) for a, b in subnet.allocation_pools]

@@ -1,0 +1,570 @@
+"""Write operations: validate a request against the model's invariants and return the changes it makes.
+
+Each function reads the Topology and returns a list of changes without touching it; the caller persists them
+and then applies them, so a refused or failed write leaves the model as it was. Field paths in errors are
+relative to the resource ("cidr", "fixed_ips[1].ip_address"); the northbound prefixes them.
+Authorization (who may set what, tenant visibility) is the northbound's job, not this module's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import netaddr
+
+from topology import errors
+from topology.model import OVERLAY_OVERHEAD, Change, Topology
+from topology.records import (
+    OVERLAY_TYPES,
+    PORT_DOWN,
+    SEGMENT_TYPES,
+    Chassis,
+    Network,
+    Port,
+    Record,
+    Subnet,
+)
+
+ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+PHYSNET_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+OVSDB_RE = re.compile(r"^(unix:/\S+|(tcp|ssl):\[?[0-9A-Fa-f.:]+\]?:\d{1,5})$")
+MAX_SEGMENT_ID = {"vxlan": 2**24 - 1, "geneve": 2**24 - 1, "gre": 2**32 - 1, "vlan": 4094}
+MAX_NAME = 255
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def check_id(ident: str, field_path: str) -> None:
+    if not ID_RE.match(ident):
+        raise errors.invalid(field_path, "must be 1-63 characters of a-z, 0-9 and '-', "
+                             "starting and ending with a letter or digit")
+
+
+def _check_name(name: str, field_path: str = "display_name") -> None:
+    if len(name) > MAX_NAME:
+        raise errors.invalid(field_path, f"longer than {MAX_NAME} characters")
+
+
+def _ip(value: str, field_path: str, version: int | None = None) -> netaddr.IPAddress:
+    try:
+        addr = netaddr.IPAddress(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise errors.invalid(field_path, f"{value!r} is not an IP address") from None
+    if "/" in value or (version is not None and addr.version != version):
+        raise errors.invalid(field_path, f"{value!r} is not an IPv{version or 4}/6 address")
+    return addr
+
+
+def _cidr(value: str, field_path: str) -> netaddr.IPNetwork:
+    try:
+        net = netaddr.IPNetwork(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise errors.invalid(field_path, f"{value!r} is not a CIDR") from None
+    if "/" not in value:
+        raise errors.invalid(field_path, f"{value!r} has no prefix length")
+    return net
+
+
+def _mac(value: str, field_path: str) -> str:
+    try:
+        mac = netaddr.EUI(value, dialect=netaddr.mac_unix_expanded)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise errors.invalid(field_path, f"{value!r} is not a MAC address") from None
+    if mac.words[0] & 1:
+        raise errors.invalid(field_path, f"{value!r} is a multicast MAC address")
+    if int(mac) == 0:
+        raise errors.invalid(field_path, "the all-zero MAC address is not allowed")
+    return str(mac)
+
+
+def _host_range(net: netaddr.IPNetwork) -> tuple[int, int]:
+    """First and last usable host: IPv4 excludes network and broadcast addresses (except /31 and /32)."""
+    if net.version == 4 and net.prefixlen < 31:
+        return net.first + 1, net.last - 1
+    if net.version == 6 and net.prefixlen < 127:
+        return net.first + 1, net.last
+    return net.first, net.last
+
+
+def _ip_str(n: int, version: int) -> str:
+    return str(netaddr.IPAddress(n, version))
+
+
+def _stamp(rec: Any, rev: int, now: float, created: bool) -> Any:
+    if created:
+        return dataclasses.replace(rec, revision=rev, create_time=now, update_time=now)
+    return dataclasses.replace(rec, revision=rev, update_time=now)
+
+
+def _check_mask(mask: Sequence[str], mutable: set[str], immutable: set[str], output_only: set[str]) -> None:
+    for path in mask:
+        if path in immutable:
+            raise errors.invalid("update_mask", f"{path!r} is immutable", reason="IMMUTABLE_FIELD")
+        if path in output_only:
+            raise errors.invalid("update_mask", f"{path!r} is output only", reason="OUTPUT_ONLY_FIELD")
+        if path not in mutable:
+            raise errors.invalid("update_mask", f"unknown field {path!r}", reason="UNKNOWN_FIELD")
+
+
+def new_id(topo: Topology, kind: str, requested: str, field_path: str) -> str:
+    """The client-chosen id, checked, or a fresh UUID."""
+    import uuid
+
+    if requested:
+        check_id(requested, field_path)
+        if requested in topo.table(kind):
+            raise errors.already_exists(kind, requested)
+        return requested
+    return str(uuid.uuid4())
+
+
+# ------------------------------------------------------------------------------------------------ networks
+
+
+def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[Change]:
+    """`net` carries the request (segment_id None = allocate, mtu 0 = default)."""
+    _check_name(net.display_name)
+    stype = net.segment_type or topo.config.default_segment_type
+    if stype not in SEGMENT_TYPES:
+        raise errors.invalid("segment_type", f"must be one of {', '.join(SEGMENT_TYPES)}")
+    physnet = net.physical_network
+    seg = net.segment_id
+    if stype in OVERLAY_TYPES:
+        if physnet:
+            raise errors.invalid("physical_network", f"a {stype} network has no physical network")
+    else:
+        if not physnet:
+            raise errors.invalid("physical_network", f"a {stype} network needs a physical network")
+        if not PHYSNET_RE.match(physnet):
+            raise errors.invalid("physical_network", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if stype == "flat":
+        if seg:
+            raise errors.invalid("segment_id", "a flat network has no segment id")
+        seg = None
+        for other in topo.networks.values():
+            if other.segment_type == "flat" and other.physical_network == physnet:
+                raise errors.already_exists("network", other.id, reason="SEGMENT_IN_USE",
+                                            message=f"physical network {physnet!r} already has flat network "
+                                                    f"{other.id!r}")
+    else:
+        alloc = topo.segment_allocator(stype, physnet)
+        if seg:
+            if not 1 <= seg <= MAX_SEGMENT_ID[stype]:
+                raise errors.invalid("segment_id", f"must be 1-{MAX_SEGMENT_ID[stype]} for {stype}")
+            if seg in alloc.allocated:
+                where = f" on {physnet!r}" if stype == "vlan" else ""
+                raise errors.already_exists("network", str(seg), reason="SEGMENT_IN_USE",
+                                            message=f"{stype} segment {seg}{where} is in use")
+        else:
+            chosen = alloc.choose()
+            if chosen is None:
+                where = f" on physical network {physnet!r}" if stype == "vlan" else ""
+                raise errors.exhausted("SEGMENT_POOL_EXHAUSTED", f"no free {stype} segment id{where}",
+                                       segment_type=stype)
+            seg = chosen
+    max_mtu = topo.config.underlay_mtu - OVERLAY_OVERHEAD[stype]
+    mtu = net.mtu or max_mtu
+    if not 68 <= mtu <= max_mtu:
+        raise errors.invalid("mtu", f"must be 68-{max_mtu} for {stype} on a {topo.config.underlay_mtu} underlay")
+    rec = dataclasses.replace(net, segment_type=stype, segment_id=seg, mtu=mtu)
+    return [("network", rec.id, None, _stamp(rec, rev, now, True))]
+
+
+NETWORK_MUTABLE = {"display_name", "mtu", "admin_state_up", "external"}
+NETWORK_IMMUTABLE = {"name", "tenant", "segment_type", "segment_id", "physical_network"}
+NETWORK_OUTPUT = {"revision", "create_time", "update_time"}
+
+
+def update_network(topo: Topology, old: Network, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+    _check_mask(list(fields), NETWORK_MUTABLE, NETWORK_IMMUTABLE, NETWORK_OUTPUT)
+    if "display_name" in fields:
+        _check_name(fields["display_name"])
+    if "mtu" in fields:
+        max_mtu = topo.config.underlay_mtu - OVERLAY_OVERHEAD[old.segment_type]
+        fields["mtu"] = fields["mtu"] or max_mtu
+        if not 68 <= fields["mtu"] <= max_mtu:
+            raise errors.invalid("mtu", f"must be 68-{max_mtu} for {old.segment_type}")
+    new = dataclasses.replace(old, **fields)
+    return [("network", old.id, old, _stamp(new, rev, now, False))]
+
+
+def delete_network(topo: Topology, old: Network, force: bool) -> list[Change]:
+    subnets = topo.subnets_of(old.id)
+    ports = topo.ports_of(old.id)
+    if (subnets or ports) and not force:
+        raise errors.failed_precondition(
+            "NETWORK_IN_USE", f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
+            "delete them first or use force", network=old.id)
+    changes: list[Change] = [("port", p.id, p, None) for p in ports]
+    changes += [("subnet", s.id, s, None) for s in subnets]
+    changes.append(("network", old.id, old, None))
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------ subnets
+
+
+def _check_pools_and_gateway(net: netaddr.IPNetwork, gateway: str | None,
+                             pools: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Validate (or, for an empty `pools`, derive) allocation pools; returns them normalized."""
+    lo, hi = _host_range(net)
+    gw = int(netaddr.IPAddress(gateway)) if gateway else None
+    if not pools:
+        if lo > hi:
+            return ()
+        ranges: list[tuple[int, int]] = []
+        if gw is not None and lo <= gw <= hi:
+            if lo <= gw - 1:
+                ranges.append((lo, gw - 1))
+            if gw + 1 <= hi:
+                ranges.append((gw + 1, hi))
+        else:
+            ranges.append((lo, hi))
+        return tuple((_ip_str(a, net.version), _ip_str(b, net.version)) for a, b in ranges)
+    parsed: list[tuple[int, int, int]] = []
+    for i, (start, end) in enumerate(pools):
+        a = _ip(start, f"allocation_pools[{i}].start", net.version)
+        b = _ip(end, f"allocation_pools[{i}].end", net.version)
+        for addr, which in ((a, "start"), (b, "end")):
+            if not lo <= int(addr) <= hi:
+                raise errors.invalid(f"allocation_pools[{i}].{which}",
+                                     f"{addr} is not a usable host address of {net}")
+        if int(a) > int(b):
+            raise errors.invalid(f"allocation_pools[{i}]", f"start {a} is after end {b}")
+        if gw is not None and int(a) <= gw <= int(b):
+            raise errors.invalid(f"allocation_pools[{i}]", f"contains the gateway {gateway}")
+        parsed.append((int(a), int(b), i))
+    parsed.sort()
+    for (a1, b1, i1), (a2, _b2, i2) in zip(parsed, parsed[1:]):
+        if a2 <= b1:
+            raise errors.invalid(f"allocation_pools[{max(i1, i2)}]",
+                                 f"overlaps allocation_pools[{min(i1, i2)}]")
+    return tuple((_ip_str(a, net.version), _ip_str(b, net.version)) for a, b, _ in parsed)
+
+
+def _check_gateway(net: netaddr.IPNetwork, gateway: str | None) -> str | None:
+    if gateway is None:
+        lo, hi = _host_range(net)
+        return _ip_str(lo, net.version) if lo <= hi else None
+    if gateway == "":
+        return None
+    gw = _ip(gateway, "gateway_ip", net.version)
+    if gw not in net:
+        raise errors.invalid("gateway_ip", f"{gateway} is outside {net}")
+    lo, hi = _host_range(net)
+    if not lo <= int(gw) <= hi:
+        raise errors.invalid("gateway_ip", f"{gateway} is the network or broadcast address of {net}")
+    return str(gw)
+
+
+def _check_dns_and_routes(dns: Sequence[str], routes: Sequence[tuple[str, str]]) -> tuple[tuple[str, ...],
+                                                                                          tuple[tuple[str, str], ...]]:
+    dns_out = tuple(str(_ip(d, f"dns_servers[{i}]")) for i, d in enumerate(dns))
+    routes_out = []
+    for i, (dest, nexthop) in enumerate(routes):
+        d = _cidr(dest, f"host_routes[{i}].destination")
+        n = _ip(nexthop, f"host_routes[{i}].nexthop")
+        routes_out.append((str(d.cidr), str(n)))
+    return dns_out, tuple(routes_out)
+
+
+def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, now: float) -> list[Change]:
+    """`sub.gateway_ip` is the request's value; `gateway_given` False means "default: first host"."""
+    _check_name(sub.display_name)
+    net = _cidr(sub.cidr, "cidr")
+    if net.ip != net.network:
+        raise errors.invalid("cidr", f"{sub.cidr} has host bits set (did you mean {net.cidr}?)")
+    if net.version == 4 and net.prefixlen > 30 or net.version == 6 and net.prefixlen > 126:
+        raise errors.invalid("cidr", f"{sub.cidr} is too small for hosts")
+    for other in topo.subnets_of(sub.network_id):
+        if netaddr.IPNetwork(other.cidr) in net or net in netaddr.IPNetwork(other.cidr):
+            raise errors.invalid("cidr", f"overlaps {other.cidr} of subnet {other.id!r} on the same network",
+                                 reason="OVERLAPPING_CIDR")
+    gateway = _check_gateway(net, sub.gateway_ip if gateway_given else None)
+    pools = _check_pools_and_gateway(net, gateway, sub.allocation_pools)
+    dns, routes = _check_dns_and_routes(sub.dns_servers, sub.host_routes)
+    rec = dataclasses.replace(sub, cidr=str(net.cidr), ip_version=net.version, gateway_ip=gateway,
+                              allocation_pools=pools, dns_servers=dns, host_routes=routes)
+    return [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+
+
+SUBNET_MUTABLE = {"display_name", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes"}
+SUBNET_IMMUTABLE = {"name", "tenant", "network", "cidr"}
+SUBNET_OUTPUT = {"ip_version", "revision", "create_time", "update_time"}
+
+
+def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+    _check_mask(list(fields), SUBNET_MUTABLE, SUBNET_IMMUTABLE, SUBNET_OUTPUT)
+    if "display_name" in fields:
+        _check_name(fields["display_name"])
+    net = netaddr.IPNetwork(old.cidr)
+    gateway = old.gateway_ip
+    if "gateway_ip" in fields:
+        gateway = _check_gateway(net, fields["gateway_ip"] or "")
+        fields["gateway_ip"] = gateway
+    if "allocation_pools" in fields or "gateway_ip" in fields:
+        pools = fields.get("allocation_pools", old.allocation_pools)
+        if "allocation_pools" in fields and not pools:
+            pools = ()  # explicit empty: derive from the CIDR and gateway again
+        fields["allocation_pools"] = _check_pools_and_gateway(net, gateway, pools)
+    if "dns_servers" in fields or "host_routes" in fields:
+        dns, routes = _check_dns_and_routes(fields.get("dns_servers", old.dns_servers),
+                                            fields.get("host_routes", old.host_routes))
+        fields["dns_servers"], fields["host_routes"] = dns, routes
+    new = dataclasses.replace(old, **fields)
+    return [("subnet", old.id, old, _stamp(new, rev, now, False))]
+
+
+def delete_subnet(topo: Topology, old: Subnet, force: bool) -> list[Change]:
+    ports = topo.ports_with_ip_in(old.id)
+    if ports and not force:
+        raise errors.failed_precondition(
+            "SUBNET_IN_USE", f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first "
+            "or use force", subnet=old.id)
+    changes: list[Change] = [("port", p.id, p, None) for p in ports]
+    changes.append(("subnet", old.id, old, None))
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------ ports
+
+
+def _generate_mac(topo: Topology, rng: random.Random) -> str:
+    prefix = topo.config.mac_prefix
+    for _ in range(64):
+        tail = ":".join(f"{rng.randrange(256):02x}" for _ in range(3))
+        mac = f"{prefix}:{tail}"
+        if mac not in topo.macs:
+            return mac
+    raise errors.exhausted("MAC_POOL_EXHAUSTED", f"no free MAC address under {prefix}")
+
+
+_rng = random.SystemRandom()
+
+
+def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
+                       requests: Sequence[tuple[str, str]],
+                       keep: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
+    """Turn (subnet id or "", address or "") requests into (subnet id, address), allocating as needed.
+
+    `keep` are the port's current addresses (on update): asking for one of them again is not a conflict.
+    """
+    subnets = topo.subnets_of(network_id)
+    kept = {(s, int(netaddr.IPAddress(a))) for s, a in keep}
+    result: list[tuple[str, str]] = []
+    taken: dict[str, set[int]] = {}
+    if not requests:
+        for sub in subnets:
+            if sub.ip_version != 4:
+                continue
+            n = topo.ipam[sub.id].choose()
+            if n is not None:
+                return ((sub.id, _ip_str(n, 4)),)
+        if any(s.ip_version == 4 for s in subnets):
+            raise errors.exhausted("IP_POOL_EXHAUSTED", f"no free address on network {network_id!r}",
+                                   network=network_id)
+        return ()
+    explicit: list[tuple[int, str, int]] = []
+    pending: list[tuple[int, str]] = []
+    for i, (subnet_id, address) in enumerate(requests):
+        fp = f"fixed_ips[{i}]"
+        sub: Subnet | None = None
+        if subnet_id:
+            sub = topo.subnets.get(subnet_id)
+            if sub is None or sub.network_id != network_id:
+                raise errors.invalid(f"{fp}.subnet", f"subnet {subnet_id!r} is not on network {network_id!r}")
+        if address:
+            addr = _ip(address, f"{fp}.ip_address")
+            if sub is None:
+                sub = next((s for s in subnets if addr in netaddr.IPNetwork(s.cidr)), None)
+                if sub is None:
+                    raise errors.invalid(f"{fp}.ip_address", f"{address} is in no subnet of network {network_id!r}")
+            net = netaddr.IPNetwork(sub.cidr)
+            if addr not in net:
+                raise errors.invalid(f"{fp}.ip_address", f"{address} is outside {sub.cidr}")
+            lo, hi = _host_range(net)
+            if not lo <= int(addr) <= hi:
+                raise errors.invalid(f"{fp}.ip_address", f"{address} is the network or broadcast address")
+            n = int(addr)
+            owner = topo.ip_owner.get(sub.id, {}).get(n)
+            if (owner is not None and owner != port_id) or n in taken.get(sub.id, set()):
+                if n in taken.get(sub.id, set()):
+                    raise errors.invalid(f"{fp}.ip_address", f"{address} is requested twice")
+                err = errors.already_exists("port", owner or "", reason="IP_ADDRESS_IN_USE",
+                                            message=f"{address} on subnet {sub.id!r} is in use by port {owner!r}")
+                err.violations = [(f"{fp}.ip_address", f"{address} is in use")]
+                raise err
+            taken.setdefault(sub.id, set()).add(n)
+            explicit.append((i, sub.id, n))
+        elif sub is not None:
+            pending.append((i, sub.id))
+        else:
+            raise errors.invalid(fp, "needs a subnet or an ip_address")
+    slots: dict[int, tuple[str, str]] = {}
+    for i, sid, n in explicit:
+        slots[i] = (sid, _ip_str(n, topo.subnets[sid].ip_version))
+    for i, sid in pending:
+        exclude = taken.setdefault(sid, set())
+        sub = topo.subnets[sid]
+        # on update, a kept address of this subnet satisfies a bare-subnet request first
+        reuse = next((n for s, n in sorted(kept) if s == sid and n not in exclude), None)
+        n = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
+        if n is None:
+            raise errors.exhausted("IP_POOL_EXHAUSTED", f"subnet {sid!r} has no free address", subnet=sid)
+        exclude.add(n)
+        slots[i] = (sid, _ip_str(n, sub.ip_version))
+    result = [slots[i] for i in range(len(requests))]
+    return tuple(result)
+
+
+def _check_pairs(pairs: Sequence[tuple[str, str]], mac: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for i, (ip, pair_mac) in enumerate(pairs):
+        fp = f"allowed_address_pairs[{i}]"
+        try:
+            net = netaddr.IPNetwork(ip)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise errors.invalid(f"{fp}.ip_address", f"{ip!r} is not an address or CIDR") from None
+        ip_out = str(net.ip) if "/" not in ip else str(net.cidr)
+        out.append((ip_out, _mac(pair_mac, f"{fp}.mac_address") if pair_mac else mac))
+    return tuple(out)
+
+
+def _check_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    for i, g in enumerate(groups):
+        check_id(g, f"security_groups[{i}]")
+    return tuple(dict.fromkeys(groups))
+
+
+def _check_port_security(port: Port) -> None:
+    if not port.port_security_enabled and (port.security_groups or port.allowed_address_pairs):
+        raise errors.failed_precondition(
+            "PORT_SECURITY_REQUIRED", "port_security_enabled=false needs the port to have no security groups "
+            "and no allowed address pairs", port=port.id)
+
+
+def _check_binding(topo: Topology, chassis_id: str) -> None:
+    if chassis_id and chassis_id not in topo.chassis:
+        raise errors.invalid("binding_chassis", f"chassis {chassis_id!r} does not exist")
+
+
+def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str]],
+                rev: int, now: float) -> list[Change]:
+    """`port.mac` empty = generate; `ip_requests` are (subnet id, address) with either part possibly empty."""
+    _check_name(port.display_name)
+    if port.mac:
+        mac = _mac(port.mac, "mac_address")
+        if mac in topo.macs:
+            err = errors.already_exists("port", topo.macs[mac], reason="MAC_ADDRESS_IN_USE",
+                                        message=f"MAC {mac} is in use by port {topo.macs[mac]!r}")
+            err.violations = [("mac_address", f"{mac} is in use")]
+            raise err
+    else:
+        mac = _generate_mac(topo, _rng)
+    fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests)
+    _check_binding(topo, port.binding_chassis)
+    rec = dataclasses.replace(port, mac=mac, fixed_ips=fixed, status=PORT_DOWN,
+                              allowed_address_pairs=_check_pairs(port.allowed_address_pairs, mac),
+                              security_groups=_check_groups(port.security_groups))
+    _check_port_security(rec)
+    return [("port", rec.id, None, _stamp(rec, rev, now, True))]
+
+
+PORT_MUTABLE = {"display_name", "fixed_ips", "device_owner", "device_id", "admin_state_up",
+                "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis"}
+PORT_IMMUTABLE = {"name", "tenant", "network", "mac_address"}
+PORT_OUTPUT = {"status", "revision", "create_time", "update_time"}
+
+
+def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+    """`fields` maps record field names to new values; fixed_ips holds (subnet id, address) requests."""
+    _check_mask(list(fields), PORT_MUTABLE, PORT_IMMUTABLE, PORT_OUTPUT)
+    if "display_name" in fields:
+        _check_name(fields["display_name"])
+    if "fixed_ips" in fields:
+        fields["fixed_ips"] = _resolve_fixed_ips(topo, old.id, old.network_id, fields["fixed_ips"] or (),
+                                                 keep=old.fixed_ips)
+    if "allowed_address_pairs" in fields:
+        fields["allowed_address_pairs"] = _check_pairs(fields["allowed_address_pairs"], old.mac)
+    if "security_groups" in fields:
+        fields["security_groups"] = _check_groups(fields["security_groups"])
+    if "binding_chassis" in fields:
+        _check_binding(topo, fields["binding_chassis"])
+        if fields["binding_chassis"] != old.binding_chassis:
+            fields["status"] = PORT_DOWN  # the new chassis has not realized it yet
+    new = dataclasses.replace(old, **fields)
+    _check_port_security(new)
+    return [("port", old.id, old, _stamp(new, rev, now, False))]
+
+
+def set_port_status(old: Port, status: str, rev: int, now: float) -> list[Change]:
+    """The dataplane's report (not a client field): DOWN or ACTIVE."""
+    if old.status == status:
+        return []
+    return [("port", old.id, old, _stamp(dataclasses.replace(old, status=status), rev, now, False))]
+
+
+def delete_port(topo: Topology, old: Port) -> list[Change]:
+    return [("port", old.id, old, None)]
+
+
+# ------------------------------------------------------------------------------------------------ chassis
+
+
+def _check_chassis_fields(topo: Topology, ch: Chassis, fields: set[str]) -> Chassis:
+    if "tunnel_ip" in fields and ch.tunnel_ip:
+        ch = dataclasses.replace(ch, tunnel_ip=str(_ip(ch.tunnel_ip, "tunnel_ip", 4)))
+    if "ovsdb_address" in fields and ch.ovsdb_address and not OVSDB_RE.match(ch.ovsdb_address):
+        raise errors.invalid("ovsdb_address", "must be unix:PATH, tcp:IP:PORT or ssl:IP:PORT")
+    if "datapath_id" in fields and ch.datapath_id:
+        if not 0 < ch.datapath_id < 2**64:
+            raise errors.invalid("datapath_id", "must be a 64-bit number")
+        for other in topo.chassis.values():
+            if other.id != ch.id and other.datapath_id == ch.datapath_id:
+                err = errors.already_exists("chassis", other.id, reason="DATAPATH_ID_IN_USE",
+                                            message=f"datapath id {ch.datapath_id:#x} belongs to {other.id!r}")
+                err.violations = [("datapath_id", "in use by another chassis")]
+                raise err
+    if "bridge_mappings" in fields:
+        for physnet, bridge in ch.bridge_mappings:
+            if not PHYSNET_RE.match(physnet):
+                raise errors.invalid(f"bridge_mappings[{physnet!r}]", "bad physical network name")
+            if not BRIDGE_RE.match(bridge):
+                raise errors.invalid(f"bridge_mappings[{physnet!r}]", f"{bridge!r} is not a bridge name")
+        ch = dataclasses.replace(ch, bridge_mappings=tuple(sorted(ch.bridge_mappings)))
+    return ch
+
+
+CHASSIS_MUTABLE = {"datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings"}
+CHASSIS_IMMUTABLE = {"name"}
+CHASSIS_OUTPUT = {"revision", "create_time", "update_time"}
+
+
+def create_chassis(topo: Topology, ch: Chassis, rev: int, now: float) -> list[Change]:
+    ch = _check_chassis_fields(topo, ch, CHASSIS_MUTABLE)
+    return [("chassis", ch.id, None, _stamp(ch, rev, now, True))]
+
+
+def update_chassis(topo: Topology, old: Chassis, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+    _check_mask(list(fields), CHASSIS_MUTABLE, CHASSIS_IMMUTABLE, CHASSIS_OUTPUT)
+    new = _check_chassis_fields(topo, dataclasses.replace(old, **fields), set(fields))
+    return [("chassis", old.id, old, _stamp(new, rev, now, False))]
+
+
+def delete_chassis(topo: Topology, old: Chassis, force: bool, rev: int, now: float) -> list[Change]:
+    ports = topo.ports_on_chassis(old.id)
+    if ports and not force:
+        raise errors.failed_precondition(
+            "CHASSIS_IN_USE", f"chassis {old.id!r} has {len(ports)} bound port(s); unbind them or use force",
+            chassis=old.id)
+    changes: list[Change] = []
+    for p in ports:
+        new = dataclasses.replace(p, binding_chassis="", status=PORT_DOWN)
+        changes.append(("port", p.id, p, _stamp(new, rev, now, False)))
+    changes.append(("chassis", old.id, old, None))
+    return changes

@@ -1,0 +1,112 @@
+"""Typed, immutable records of the tenant topology. Ids, not resource names: the northbound translates."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+SEGMENT_TYPES = ("vxlan", "gre", "geneve", "vlan", "flat")
+OVERLAY_TYPES = ("vxlan", "gre", "geneve")
+PROVIDER_TYPES = ("vlan", "flat")
+
+PORT_DOWN = "DOWN"
+PORT_ACTIVE = "ACTIVE"
+
+
+@dataclass(frozen=True)
+class Network:
+    KIND: ClassVar[str] = "network"
+    id: str
+    tenant: str
+    display_name: str = ""
+    segment_type: str = "vxlan"
+    segment_id: int | None = None  # None only for flat
+    physical_network: str = ""
+    mtu: int = 1450
+    admin_state_up: bool = True
+    external: bool = False
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Subnet:
+    KIND: ClassVar[str] = "subnet"
+    id: str
+    tenant: str
+    network_id: str
+    cidr: str
+    ip_version: int = 4
+    display_name: str = ""
+    gateway_ip: str | None = None
+    allocation_pools: tuple[tuple[str, str], ...] = ()
+    enable_dhcp: bool = True
+    dns_servers: tuple[str, ...] = ()
+    host_routes: tuple[tuple[str, str], ...] = ()  # (destination CIDR, nexthop)
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Port:
+    KIND: ClassVar[str] = "port"
+    id: str
+    tenant: str
+    network_id: str
+    mac: str
+    fixed_ips: tuple[tuple[str, str], ...] = ()  # (subnet id, address)
+    display_name: str = ""
+    device_owner: str = ""
+    device_id: str = ""
+    admin_state_up: bool = True
+    port_security_enabled: bool = True
+    allowed_address_pairs: tuple[tuple[str, str], ...] = ()  # (address or CIDR, MAC)
+    security_groups: tuple[str, ...] = ()
+    binding_chassis: str = ""
+    status: str = PORT_DOWN
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Chassis:
+    KIND: ClassVar[str] = "chassis"
+    id: str
+    datapath_id: int = 0
+    tunnel_ip: str = ""
+    ovsdb_address: str = ""
+    bridge_mappings: tuple[tuple[str, str], ...] = ()  # (physical network, bridge), sorted
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return ""  # chassis belong to the operator
+
+
+Record = Network | Subnet | Port | Chassis
+RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis)}
+R = TypeVar("R", Network, Subnet, Port, Chassis)
+
+
+def to_dict(record: Record) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def from_dict(kind: str, data: dict[str, Any]) -> Record:
+    """Inverse of to_dict; lists become tuples again, unknown keys (from a newer schema) are refused."""
+    cls = RECORD_TYPES[kind]
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[f.name] = value
+    return cls(**kwargs)  # type: ignore[no-any-return]
