@@ -1,0 +1,225 @@
+"""Flow and Group values: immutable, hashable, checked against the pipeline declaration at construction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows import fields, pipeline
+from flows.actions import (
+    CT, INSTRUCTIONS, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter,
+    Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
+)
+from flows.cookie import Cookie
+
+#: one match entry: (field, canonical value, canonical mask or None)
+MatchField = tuple[str, Any, Any]
+
+
+class FlowError(ValueError):
+    """A flow or group that breaks the pipeline declaration or OpenFlow's rules."""
+
+
+_IP4 = ("eth_type", (0x0800,))
+_IP6 = ("eth_type", (0x86DD,))
+_IP = ("eth_type", (0x0800, 0x86DD))
+#: field -> prerequisites: each (field, allowed exact values) must be in the same match
+PREREQUISITES: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
+    "ipv4_src": (_IP4,), "ipv4_dst": (_IP4,),
+    "ipv6_src": (_IP6,), "ipv6_dst": (_IP6,), "ipv6_flabel": (_IP6,),
+    "arp_op": (("eth_type", (0x0806,)),), "arp_spa": (("eth_type", (0x0806,)),),
+    "arp_tpa": (("eth_type", (0x0806,)),), "arp_sha": (("eth_type", (0x0806,)),),
+    "arp_tha": (("eth_type", (0x0806,)),),
+    "ip_proto": (_IP,), "ip_dscp": (_IP,), "ip_ecn": (_IP,), "nw_ttl": (_IP,),
+    "tcp_src": (_IP, ("ip_proto", (6,))), "tcp_dst": (_IP, ("ip_proto", (6,))),
+    "udp_src": (_IP, ("ip_proto", (17,))), "udp_dst": (_IP, ("ip_proto", (17,))),
+    "sctp_src": (_IP, ("ip_proto", (132,))), "sctp_dst": (_IP, ("ip_proto", (132,))),
+    "icmpv4_type": (_IP4, ("ip_proto", (1,))), "icmpv4_code": (_IP4, ("ip_proto", (1,))),
+    "icmpv6_type": (_IP6, ("ip_proto", (58,))), "icmpv6_code": (_IP6, ("ip_proto", (58,))),
+    "ipv6_nd_target": (_IP6, ("ip_proto", (58,)), ("icmpv6_type", (135, 136))),
+    "ipv6_nd_sll": (_IP6, ("ip_proto", (58,)), ("icmpv6_type", (135,))),
+    "ipv6_nd_tll": (_IP6, ("ip_proto", (58,)), ("icmpv6_type", (136,))),
+}
+
+
+def normalize_match(match: Mapping[str, Any] | Iterable[Any]) -> tuple[MatchField, ...]:
+    """Canonical match tuple from a mapping {field: value | (value, mask)} or (field, value[, mask]) items."""
+    items: Iterable[Any] = match.items() if isinstance(match, Mapping) else match
+    out: dict[str, MatchField] = {}
+    for item in items:
+        if len(item) == 3:
+            name, value, mask = item
+            user = value if mask is None else (value, mask)
+        else:
+            name, user = item
+        if name in out:
+            raise FlowError(f"field {name} matched twice")
+        try:
+            norm = fields.normalize(name, user)
+        except fields.FieldError as e:
+            raise FlowError(str(e)) from None
+        if norm is not None:
+            out[name] = (name, norm[0], norm[1])
+    return tuple(sorted(out.values(), key=lambda m: fields.sort_key(m[0])))
+
+
+def _check_prerequisites(match: tuple[MatchField, ...]) -> None:
+    exact = {name: value for name, value, mask in match if mask is None}
+    for name, _, _ in match:
+        for pre, allowed in PREREQUISITES.get(name, ()):
+            if exact.get(pre) not in allowed:
+                want = " or ".join(f"{v:#x}" if pre == "eth_type" else str(v) for v in allowed)
+                raise FlowError(f"matching {name} needs {pre}={want} in the same match")
+
+
+_ORDER = {Meter: 0, WriteMetadata: 2, Goto: 3}
+
+
+def _canonical_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
+    """Actions in canonical order: Meter first, apply-actions in given order, WriteMetadata, Goto."""
+    acts = tuple(actions)
+    seen: set[type] = set()
+    for a in acts:
+        if not isinstance(a, (Output, SetField, Move, GroupAction, PushVlan, PopVlan, DecTtl, CtClear,
+                              Resubmit, Goto, WriteMetadata, Meter, Conjunction, Controller, CT)):
+            raise FlowError(f"not an action value: {a!r}")
+        if isinstance(a, INSTRUCTIONS):
+            if type(a) in seen:
+                raise FlowError(f"more than one {type(a).__name__} in one flow")
+            seen.add(type(a))
+    return tuple(sorted(acts, key=lambda a: _ORDER.get(type(a), 1)))
+
+
+def _check_targets(owner: str, actions: Iterable[Action], st: pipeline.Stage | None) -> None:
+    """Goto / resubmit / ct(table) targets must be declared successors (of `st`, if given)."""
+    for a in actions:
+        target = None
+        if isinstance(a, (Goto, Resubmit)):
+            target = a.stage
+        elif isinstance(a, CT) and a.table is not None:
+            target = a.table
+        if target is None:
+            continue
+        try:
+            t = pipeline.stage(target)
+        except KeyError as e:
+            raise FlowError(f"{owner}: {e.args[0]}") from None
+        if st is None:
+            continue
+        if target not in st.next:
+            raise FlowError(f"{owner}: stage {st.name} may not pass to {target} "
+                            f"(declared successors: {', '.join(sorted(st.next)) or 'none'})")
+        if isinstance(a, Goto) and t.table <= st.table:
+            raise FlowError(f"{owner}: goto from {st.name} to {target} goes backwards; use Resubmit")
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One OpenFlow entry, by value: stage name, priority, canonical match, actions, cookie.
+
+    Flow(stage, priority, match={...}, actions=[...], cookie=Cookie|int). `priority` may be a Band
+    (its base) or an int inside a band. Raises FlowError if the flow breaks the declaration.
+    """
+
+    stage: str
+    priority: int
+    match: tuple[MatchField, ...] = ()
+    actions: tuple[Action, ...] = ()
+    cookie: int = 0
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            st = pipeline.stage(self.stage)
+        except KeyError as e:
+            raise FlowError(e.args[0]) from None
+        prio = self.priority
+        if isinstance(prio, pipeline.Band):
+            prio = prio.base
+        try:
+            pipeline.band_of(prio)
+        except ValueError as e:
+            raise FlowError(f"stage {self.stage}: {e}") from None
+        object.__setattr__(self, "priority", prio)
+        match = normalize_match(self.match)
+        for name, _, _ in match:
+            if name not in st.matches:
+                raise FlowError(f"stage {self.stage} does not match on {name} "
+                                f"(allowed: {', '.join(sorted(st.matches))})")
+        _check_prerequisites(match)
+        object.__setattr__(self, "match", match)
+        actions = _canonical_actions(self.actions)
+        _check_targets(f"flow in {self.stage}", actions, st)
+        object.__setattr__(self, "actions", actions)
+        cookie = self.cookie.value if isinstance(self.cookie, Cookie) else self.cookie
+        if not isinstance(cookie, int) or not 0 <= cookie < 1 << 64:
+            raise FlowError(f"cookie {self.cookie!r} is not a 64-bit value")
+        object.__setattr__(self, "cookie", cookie)
+        object.__setattr__(self, "_hash", hash((self.stage, prio, match, actions, cookie)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @property
+    def table(self) -> int:
+        """Table number of this flow's stage."""
+        return pipeline.table_of(self.stage)
+
+    def match_dict(self) -> dict[str, Any]:
+        """The match as {field: value or (value, mask)}."""
+        return {n: v if m is None else (v, m) for n, v, m in self.match}
+
+    @property
+    def owner(self) -> Cookie | None:
+        """The decoded cookie, or None if the cookie is not ours."""
+        return Cookie.decode(self.cookie)
+
+    def key(self) -> tuple[str, int, tuple[MatchField, ...]]:
+        """What OpenFlow identifies a flow by (table, priority, match): for MODIFY/DELETE_STRICT."""
+        return (self.stage, self.priority, self.match)
+
+
+GROUP_TYPES = ("all", "select", "indirect", "ff")
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One group bucket: its actions, weight (select groups) and liveness watch (ff groups)."""
+
+    actions: tuple[Action, ...]
+    weight: int = 0
+    watch_port: int = 0xFFFFFFFF
+    watch_group: int = 0xFFFFFFFF
+
+    def __post_init__(self) -> None:
+        acts = tuple(self.actions)
+        for a in acts:
+            if isinstance(a, INSTRUCTIONS):
+                raise FlowError(f"{type(a).__name__} is an instruction; buckets hold actions only")
+        _canonical_actions(acts)
+        _check_targets("group bucket", acts, None)
+        object.__setattr__(self, "actions", acts)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """An OpenFlow group: id, type ("all", "select", "indirect", "ff") and buckets."""
+
+    group_id: int
+    type: str
+    buckets: tuple[Bucket, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.group_id <= 0xFFFFFF00:
+            raise FlowError(f"group id {self.group_id:#x} out of range")
+        if self.type not in GROUP_TYPES:
+            raise FlowError(f"group type {self.type!r} not one of {GROUP_TYPES}")
+        buckets = tuple(b if isinstance(b, Bucket) else Bucket(tuple(b)) for b in self.buckets)
+        if self.type == "select":
+            # OpenFlow needs a weight on select buckets; 1 is OVS's default.
+            buckets = tuple(b if b.weight else Bucket(b.actions, 1, b.watch_port, b.watch_group)
+                            for b in buckets)
+        if self.type == "indirect" and len(buckets) != 1:
+            raise FlowError("an indirect group has exactly one bucket")
+        object.__setattr__(self, "buckets", buckets)

@@ -1,0 +1,260 @@
+"""The one declaration of the OpenFlow pipeline: stages, registers, priority bands.
+
+Table numbers live only in this module. Everything else names stages ("l2_lookup"), registers
+(SRC_PORT) and priority bands (MATCH); tests and debug output never depend on the numbers.
+
+Packet walk (logical switch, then optionally a logical router, then back to a logical switch)::
+
+    classify ─► port_sec_in ─► acl_egress ─► arp_nd ─► dhcp ─► lb ─► l2_lookup ─┬─► egress_dispatch
+       │                          ▲   │ ct(table=acl_egress)           ▲         │      │  │ tunnel / VLAN:
+       │                          └───┘                                 │         ▼      │  │ output directly
+       └─ from tunnel / provider VLAN ─► l2_lookup              resubmit │      dnat     ▼
+                                                                        │        ▼   acl_ingress ─► output
+                                                                        └─ snat ◄─ l3_lookup
+
+Register map (the only place logical state is assigned to packet registers)::
+
+    field       bits    name            meaning
+    ----------  ------  --------------  ------------------------------------------------------------------
+    metadata    0..63   DATAPATH        key of the logical network (or router) the packet is in; < 2**24
+                                        so it travels unchanged as a VXLAN VNI / GRE key / Geneve VNI
+    reg0        0..31   NEXT_HOP        IPv4 next hop chosen by l3_lookup (read by snat / neighbour rules)
+    reg5        0..15   CT_ZONE         conntrack zone of the current logical port or router
+    reg6        0..31   SRC_PORT        key of the logical port the packet came from (0: none / tunnel)
+    reg7        0..31   DST_PORT        key of the logical port the packet goes to (0: not decided yet)
+    reg10       0..31   FLAGS           named bits, see FLAGS below
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------------------------------------------------
+# Priority bands
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A named range of flow priorities: [base, base + width)."""
+
+    name: str
+    base: int
+    width: int
+
+    def __call__(self, offset: int = 0) -> int:
+        """Priority `offset` steps above the band's base (e.g. MATCH(prefix_len) for longest prefix)."""
+        if not 0 <= offset < self.width:
+            raise ValueError(f"offset {offset} outside priority band {self.name} (width {self.width})")
+        return self.base + offset
+
+    def __contains__(self, priority: object) -> bool:
+        return isinstance(priority, int) and self.base <= priority < self.base + self.width
+
+
+#: the catch-all of a stage: drop, or pass everything on to the next stage
+DEFAULT = Band("default", 0, 1)
+#: broad fallbacks that specific matches override (flood unknown unicast, allow-all ACLs)
+LOW = Band("low", 100, 100)
+#: ordinary matches; longest-prefix routing uses MATCH(prefix_len) so longer prefixes win
+MATCH = Band("match", 1000, 200)
+#: exceptions that must beat ordinary matches (anti-spoofing drops, ct_state=+inv, conjunction results)
+HIGH = Band("high", 2000, 200)
+#: operator / debug overrides above everything the apps compile
+OVERRIDE = Band("override", 3000, 100)
+
+BANDS: tuple[Band, ...] = (DEFAULT, LOW, MATCH, HIGH, OVERRIDE)
+
+
+def band_of(priority: int) -> Band:
+    """The band holding `priority`; raises ValueError for a priority outside every band."""
+    for band in BANDS:
+        if priority in band:
+            return band
+    raise ValueError(f"priority {priority} is in no priority band ({', '.join(b.name for b in BANDS)})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registers
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """A named slice [start, end] (inclusive bit numbers) of a packet field carrying logical state."""
+
+    name: str
+    field: str
+    start: int
+    end: int
+    doc: str
+
+    @property
+    def mask(self) -> int:
+        """The slice's bits as a mask of the whole field."""
+        return ((1 << (self.end - self.start + 1)) - 1) << self.start
+
+    @property
+    def n_bits(self) -> int:
+        return self.end - self.start + 1
+
+
+DATAPATH = Register("DATAPATH", "metadata", 0, 63, "key of the logical network or router (< 2**24)")
+NEXT_HOP = Register("NEXT_HOP", "reg0", 0, 31, "IPv4 next hop chosen by l3_lookup")
+CT_ZONE = Register("CT_ZONE", "reg5", 0, 15, "conntrack zone of the current logical port or router")
+SRC_PORT = Register("SRC_PORT", "reg6", 0, 31, "key of the logical port the packet came from")
+DST_PORT = Register("DST_PORT", "reg7", 0, 31, "key of the logical port the packet goes to")
+FLAGS = Register("FLAGS", "reg10", 0, 31, "flag bits, see Flag")
+
+REGISTERS: tuple[Register, ...] = (DATAPATH, NEXT_HOP, CT_ZONE, SRC_PORT, DST_PORT, FLAGS)
+
+#: the largest datapath key: it must fit a 24-bit VNI
+MAX_DATAPATH_KEY = (1 << 24) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One named bit of the FLAGS register."""
+
+    name: str
+    bit: int
+    doc: str
+
+    @property
+    def mask(self) -> int:
+        return 1 << self.bit
+
+
+FROM_TUNNEL = Flag("FROM_TUNNEL", 0, "arrived from a tunnel: never sent back into a tunnel (split horizon)")
+ROUTED = Flag("ROUTED", 1, "crossed a logical router: TTL decremented, MACs rewritten")
+ALLOW_LOOPBACK = Flag("ALLOW_LOOPBACK", 2, "may leave on its own in_port (ARP/ND responder replies)")
+CT_COMMIT = Flag("CT_COMMIT", 3, "acl accepted a new connection: commit it to conntrack")
+NAT_DONE = Flag("NAT_DONE", 4, "dnat/snat already applied: do not translate again")
+FLOOD = Flag("FLOOD", 5, "destination is broadcast/multicast/unknown: replicate")
+
+FLAG_BITS: tuple[Flag, ...] = (FROM_TUNNEL, ROUTED, ALLOW_LOOPBACK, CT_COMMIT, NAT_DONE, FLOOD)
+
+
+def flags_match(set_: Iterable[Flag] = (), clear: Iterable[Flag] = ()) -> tuple[int, int]:
+    """(value, mask) for matching FLAGS with the given bits set and the given bits clear."""
+    value = 0
+    mask = 0
+    for f in set_:
+        value |= f.mask
+        mask |= f.mask
+    for f in clear:
+        if value & f.mask:
+            raise ValueError(f"flag {f.name} both set and clear")
+        mask |= f.mask
+    return value, mask
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One table: its name, number, the fields its flows may match, and the stages it may pass to."""
+
+    name: str
+    table: int
+    matches: frozenset[str]
+    next: frozenset[str]
+    doc: str
+
+
+_L2 = {"eth_src", "eth_dst", "eth_type", "vlan_vid"}
+_IP = {"ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_dscp", "nw_ttl"}
+_L4 = {"tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst",
+       "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code"}
+_ARP = {"arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
+_ND = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
+_CT = {"ct_state", "ct_zone", "ct_mark", "ct_label"}
+_LOGICAL = {"metadata", "reg0", "reg5", "reg6", "reg7", "reg10"}
+_ACL = _LOGICAL | _L2 | _IP | _L4 | _CT | {"conj_id"}
+
+
+def _stage(name: str, table: int, matches: Iterable[str], next_: Iterable[str], doc: str) -> Stage:
+    return Stage(name, table, frozenset(matches), frozenset(next_), doc)
+
+
+STAGES: tuple[Stage, ...] = (
+    _stage("classify", 0, {"in_port", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "vlan_vid", "eth_dst"},
+           {"port_sec_in", "l2_lookup"},
+           "in_port / tunnel tun_id / provider VLAN -> DATAPATH in metadata, SRC_PORT, FROM_TUNNEL"),
+    _stage("port_sec_in", 10, _LOGICAL | {"in_port"} | _L2 | _IP | _ARP | _ND | {"icmpv6_type"},
+           {"acl_egress"},
+           "anti-spoofing: only the port's own MAC / IPs may enter; everything else drops"),
+    _stage("acl_egress", 20, _ACL, {"acl_egress", "arp_nd"},
+           "from-port security groups: ct(zone=CT_ZONE) then allow +est/+rel, allowed +new commits"),
+    _stage("arp_nd", 30, _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "icmpv6_type", "icmpv6_code"},
+           {"dhcp"},
+           "answers ARP / neighbour solicitations for known addresses in flows (out IN_PORT)"),
+    _stage("dhcp", 40, _LOGICAL | _L2 | {"ip_proto", "ipv4_src", "ipv4_dst", "udp_src", "udp_dst",
+                                         "ipv6_dst", "icmpv6_type"},
+           {"lb"},
+           "DHCP requests to the controller (metered packet-in); everything else passes"),
+    _stage("lb", 50, _LOGICAL | _L2 | _IP | _L4 | _CT, {"l2_lookup"},
+           "load-balancer VIPs: select group of ct(commit,nat(dst=member)) to l2_lookup"),
+    _stage("l2_lookup", 60, _LOGICAL | {"eth_dst", "eth_type", "vlan_vid"},
+           {"egress_dispatch", "dnat"},
+           "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat)"),
+    _stage("dnat", 70, _ACL, {"dnat", "l3_lookup"},
+           "router: floating IP / un-SNAT of replies via ct(nat) in the router's zone"),
+    _stage("l3_lookup", 80, _LOGICAL | _L2 | _IP | _ARP,
+           {"snat"},
+           "router: longest-prefix routing; dec_ttl, MAC rewrite, DATAPATH := egress network"),
+    _stage("snat", 90, _ACL, {"snat", "l2_lookup"},
+           "router: SNAT / floating IP source translation, then resubmit to l2_lookup of egress network"),
+    _stage("egress_dispatch", 100, _LOGICAL | {"eth_dst", "in_port"},
+           {"acl_ingress"},
+           "DST_PORT local -> acl_ingress; remote -> tun_id+tun_dst+tunnel port; provider -> VLAN out"),
+    _stage("acl_ingress", 110, _ACL, {"acl_ingress", "output"},
+           "to-port security groups: ct(zone) then allow +est/+rel, allowed +new commits"),
+    _stage("output", 120, _LOGICAL | {"in_port", "eth_dst"}, set(),
+           "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK)"),
+)
+
+_BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+_BY_TABLE: dict[int, Stage] = {s.table: s for s in STAGES}
+
+#: the stage every packet enters
+FIRST_STAGE = "classify"
+
+
+def stage(name: str) -> Stage:
+    """The declared stage called `name`; KeyError names the known stages."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def table_of(name: str) -> int:
+    """Table number of stage `name`."""
+    return stage(name).table
+
+
+def stage_at(table: int) -> Stage | None:
+    """The stage at table number `table`, or None if no stage lives there."""
+    return _BY_TABLE.get(table)
+
+
+def _check_declaration() -> None:
+    """Internal consistency: unique names/numbers, successors exist, gotos can go forward."""
+    if len(_BY_NAME) != len(STAGES) or len(_BY_TABLE) != len(STAGES):
+        raise AssertionError("duplicate stage name or table number")
+    for s in STAGES:
+        if not 0 <= s.table < 255:
+            raise AssertionError(f"stage {s.name}: table {s.table} out of range")
+        for n in s.next:
+            if n not in _BY_NAME:
+                raise AssertionError(f"stage {s.name}: successor {n!r} undeclared")
+    if STAGES[0].name != FIRST_STAGE or STAGES[0].table != 0:
+        raise AssertionError("classify must be table 0")
+
+
+_check_declaration()
