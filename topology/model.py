@@ -131,25 +131,34 @@ class Topology:
         order = {"chassis": 0, "network": 1, "subnet": 2, "port": 3}
         self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
 
+    @staticmethod
+    def _edges(rec: Record) -> list[tuple[str, str]]:
+        """The graph edges a record declares (to the nodes it references)."""
+        if isinstance(rec, Subnet):
+            return [("network", rec.network_id)]
+        if isinstance(rec, Port):
+            out = [("network", rec.network_id)]
+            if rec.binding_chassis:
+                out.append(("chassis", rec.binding_chassis))
+            out += [("securityGroup", sg) for sg in rec.security_groups]
+            return out
+        return []
+
     def _index(self, rec: Record) -> None:
         g = self.graph
         node = (rec.KIND, rec.id)
-        g.add_node(node, tenant=rec.tenant)
+        g.add_node(node, tenant=rec.tenant, present=True)
+        for other in self._edges(rec):
+            g.add_edge(node, other)
         if isinstance(rec, Network):
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).add(rec.segment_id)
         elif isinstance(rec, Subnet):
-            g.add_edge(node, ("network", rec.network_id))
             alloc = RangeAllocator(_pool_ranges(rec))
             for addr in self.ip_owner.get(rec.id, ()):
                 alloc.add(addr)
             self.ipam[rec.id] = alloc
         elif isinstance(rec, Port):
-            g.add_edge(node, ("network", rec.network_id))
-            if rec.binding_chassis:
-                g.add_edge(node, ("chassis", rec.binding_chassis))
-            for sg in rec.security_groups:
-                g.add_edge(node, ("securityGroup", sg))
             self.macs[rec.mac] = rec.id
             for sid, addr in rec.fixed_ips:
                 n = int(netaddr.IPAddress(addr))
@@ -160,6 +169,12 @@ class Topology:
     def _unindex(self, rec: Record) -> None:
         g = self.graph
         node = (rec.KIND, rec.id)
+        for other in self._edges(rec):
+            if g.has_edge(node, other):
+                g.remove_edge(node, other)
+            self._drop_if_orphan(other)
+        g.nodes[node]["present"] = False
+        self._drop_if_orphan(node)  # still referenced (e.g. a chassis being updated): the node stays
         if isinstance(rec, Network):
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).remove(rec.segment_id)
@@ -175,19 +190,11 @@ class Topology:
                     del owners[n]
                 if sid in self.ipam:
                     self.ipam[sid].remove(n)
-        neighbours = list(g[node]) if node in g else []
-        if node in g:
-            g.remove_node(node)
-        # nodes that exist only as edge ends (a chassis or security group not (yet) in the model) go too
-        for nb in neighbours:
-            if g.degree(nb) == 0 and nb[1] not in self._table_or_empty(nb[0]):
-                g.remove_node(nb)
 
-    def _table_or_empty(self, kind: str) -> dict[str, Record]:
-        try:
-            return self.table(kind)
-        except KeyError:
-            return {}
+    def _drop_if_orphan(self, node: tuple[str, str]) -> None:
+        g = self.graph
+        if node in g and g.degree(node) == 0 and not g.nodes[node].get("present"):
+            g.remove_node(node)
 
 
 def _pool_ranges(subnet: Subnet) -> list[tuple[int, int]]:
