@@ -1,0 +1,105 @@
+"""One Open vSwitch instance: an ovsdb-server (root namespace) and an ovs-vswitchd inside a namespace."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lab import proc
+from lab.state import LabState
+
+SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+OPENFLOW = "OpenFlow13"
+
+
+class OvsInstance:
+    """ovsdb-server + ovs-vswitchd with all files in `rundir`, vswitchd running in `namespace`."""
+
+    def __init__(self, rundir: Path, namespace: str, state: LabState) -> None:
+        self.rundir = rundir
+        self.namespace = namespace
+        self._state = state
+
+    @property
+    def db_sock(self) -> str:
+        return str(self.rundir / "db.sock")
+
+    @property
+    def ovsdb(self) -> str:
+        """OVSDB address for ovs-vsctl --db / the ovs IDL."""
+        return f"unix:{self.db_sock}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        d = str(self.rundir)
+        return {"OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d, "OVS_SYSCONFDIR": d}
+
+    def _daemon_args(self, name: str) -> list[str]:
+        d = self.rundir
+        return [
+            f"--pidfile={d}/{name}.pid",
+            f"--unixctl={d}/{name}.ctl",
+            f"--log-file={d}/{name}.log",
+            "--detach",
+            "--no-chdir",
+        ]
+
+    def _record(self, name: str) -> int:
+        pid = proc.read_pidfile(str(self.rundir / f"{name}.pid"))
+        if pid is None:
+            raise RuntimeError(f"{name} in {self.rundir} wrote no pidfile")
+        self._state.add_pid(pid)
+        return pid
+
+    def start(self) -> None:
+        """Create the database and start both daemons."""
+        self.rundir.mkdir(parents=True, exist_ok=False)
+        db = str(self.rundir / "conf.db")
+        proc.run(["ovsdb-tool", "create", db, SCHEMA], env=self.env)
+        proc.run(
+            ["ovsdb-server", db, f"--remote=punix:{self.db_sock}", *self._daemon_args("ovsdb-server")],
+            env=self.env,
+        )
+        self._record("ovsdb-server")
+        self.vsctl("init", wait=False)
+        self.start_vswitchd()
+
+    def start_vswitchd(self) -> None:
+        """Start ovs-vswitchd inside the namespace; it re-creates bridges and ports but has no flows."""
+        proc.run(
+            ["ovs-vswitchd", self.ovsdb, *self._daemon_args("ovs-vswitchd")],
+            namespace=self.namespace,
+            env=self.env,
+        )
+        self._record("ovs-vswitchd")
+
+    def vswitchd_pid(self) -> int | None:
+        """Pid of the running ovs-vswitchd, None when it is not running."""
+        pid = proc.read_pidfile(str(self.rundir / "ovs-vswitchd.pid"))
+        return pid if pid is not None and proc.pid_alive(pid) else None
+
+    def kill_vswitchd(self) -> None:
+        """SIGKILL ovs-vswitchd (a crash, not a clean exit) and wait until it is gone."""
+        pid = self.vswitchd_pid()
+        if pid is not None:
+            os.kill(pid, 9)
+            proc.wait_until(lambda: not proc.pid_alive(pid), timeout=5)
+
+    def stop(self) -> None:
+        """Stop both daemons (SIGTERM, then SIGKILL)."""
+        pids = [proc.read_pidfile(str(self.rundir / f"{n}.pid")) for n in ("ovs-vswitchd", "ovsdb-server")]
+        proc.kill_pids(p for p in pids if p is not None)
+
+    def vsctl(self, *args: str, wait: bool = True, check: bool = True) -> str:
+        """ovs-vsctl against this instance; `wait=False` does not wait for ovs-vswitchd to apply it."""
+        opts = [f"--db={self.ovsdb}", "--timeout=20"] + ([] if wait else ["--no-wait"])
+        return proc.run(["ovs-vsctl", *opts, *args], env=self.env, check=check).stdout.strip()
+
+    def ofctl(self, *args: str, check: bool = True) -> str:
+        """ovs-ofctl speaking OpenFlow 1.3 to this vswitchd (through its bridge's mgmt socket in rundir)."""
+        return proc.run(["ovs-ofctl", "-O", OPENFLOW, *args], env=self.env, check=check).stdout
+
+    def appctl(self, *args: str, check: bool = True) -> str:
+        """ovs-appctl to this ovs-vswitchd."""
+        target = str(self.rundir / "ovs-vswitchd.ctl")
+        return proc.run(["ovs-appctl", "-t", target, *args], env=self.env, check=check).stdout
