@@ -1,0 +1,168 @@
+"""Flows and groups as `ovs-ofctl dump-flows`-shaped text, with stage names next to table numbers."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+from flows import pipeline
+from flows.actions import (
+    CT, NAT, PORT_NAMES, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter,
+    Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
+)
+from flows.cookie import CookieRegistry
+from flows.flow import Flow, Group
+
+#: our (os-ken) field names -> the names ovs-ofctl prints
+OVS_NAMES = {
+    "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ipv4_src": "nw_src",
+    "ipv4_dst": "nw_dst", "ip_proto": "nw_proto", "tcp_src": "tp_src", "tcp_dst": "tp_dst",
+    "udp_src": "tp_src", "udp_dst": "tp_dst", "sctp_src": "tp_src", "sctp_dst": "tp_dst",
+    "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code", "icmpv6_type": "icmp_type",
+    "icmpv6_code": "icmp_code", "tunnel_id": "tun_id", "tun_ipv4_src": "tun_src",
+    "tun_ipv4_dst": "tun_dst", "ipv6_nd_target": "nd_target", "ipv6_nd_sll": "nd_sll",
+    "ipv6_nd_tll": "nd_tll", "vlan_vid": "vlan_tci", "ip_dscp": "nw_tos",
+}
+_CT_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
+_SHORTHAND = {(0x0800, None): "ip", (0x0800, 6): "tcp", (0x0800, 17): "udp", (0x0800, 1): "icmp",
+              (0x0800, 132): "sctp", (0x86DD, None): "ipv6", (0x86DD, 6): "tcp6", (0x86DD, 17): "udp6",
+              (0x86DD, 58): "icmp6", (0x0806, None): "arp"}
+
+
+def table_label(stage: str) -> str:
+    """``N(stage)``."""
+    return f"{pipeline.table_of(stage)}({stage})"
+
+
+def _value(name: str, value: Any, mask: Any) -> str:
+    if name == "ct_state":
+        bits = [("+" if value & (1 << i) else "-") + f for i, f in enumerate(_CT_FLAGS)
+                if (mask if mask is not None else value) & (1 << i)]
+        return "".join(bits)
+    if isinstance(value, int):
+        return f"{value:#x}" if mask is None else f"{value:#x}/{mask:#x}"
+    if mask is None:
+        return str(value)
+    try:  # a prefix mask reads better as /len
+        return str(ipaddress.ip_network(f"{value}/{mask}"))
+    except ValueError:
+        return f"{value}/{mask}"
+
+
+def format_match(flow: Flow) -> str:
+    """The match part of a dump-flows line (``tcp,metadata=0x5,nw_dst=10.0.0.0/24``)."""
+    m = flow.match_dict()
+    parts = []
+    eth = m.get("eth_type")
+    proto = m.get("ip_proto")
+    short = _SHORTHAND.get((eth, proto)) if isinstance(eth, int) else None
+    if short is None and isinstance(eth, int):
+        short = _SHORTHAND.get((eth, None))
+        proto = None
+    if short:
+        parts.append(short)
+    for name, value, mask in flow.match:
+        if short and (name == "eth_type" or (name == "ip_proto" and proto is not None)):
+            continue
+        parts.append(f"{OVS_NAMES.get(name, name)}={_value(name, value, mask)}")
+    return ",".join(parts)
+
+
+def _port(port: int) -> str:
+    return PORT_NAMES.get(port, str(port))
+
+
+def _nat(n: NAT) -> str:
+    if not n.kind:
+        return "nat"
+    rng = n.ip_min if ":" not in n.ip_min else f"[{n.ip_min}]"
+    if n.ip_max:
+        rng += f"-{n.ip_max}" if ":" not in n.ip_max else f"-[{n.ip_max}]"
+    if n.port_min is not None:
+        rng += f":{n.port_min}" + (f"-{n.port_max}" if n.port_max is not None else "")
+    extra = "".join(f",{f}" for f in ("persistent", "random") if getattr(n, f))
+    return f"nat({n.kind}={rng}{extra})"
+
+
+def format_action(a: Action) -> str:
+    """One action the way ovs-ofctl writes it (tables as ``N(stage)``)."""
+    if isinstance(a, Output):
+        return _port(a.port) if a.port in PORT_NAMES else f"output:{a.port}"
+    if isinstance(a, SetField):
+        v = _value(a.field, a.value, a.mask)
+        return f"set_field:{v}->{OVS_NAMES.get(a.field, a.field)}"
+    if isinstance(a, Move):
+        return (f"move:{a.src}[{a.src_ofs}..{a.src_ofs + a.n_bits - 1}]"
+                f"->{a.dst}[{a.dst_ofs}..{a.dst_ofs + a.n_bits - 1}]")
+    if isinstance(a, GroupAction):
+        return f"group:{a.group_id}"
+    if isinstance(a, PushVlan):
+        return f"push_vlan:{a.ethertype:#x}"
+    if isinstance(a, PopVlan):
+        return "pop_vlan"
+    if isinstance(a, DecTtl):
+        return "dec_ttl"
+    if isinstance(a, CtClear):
+        return "ct_clear"
+    if isinstance(a, Resubmit):
+        return f"resubmit(,{table_label(a.stage)})"
+    if isinstance(a, Goto):
+        return f"goto_table:{table_label(a.stage)}"
+    if isinstance(a, WriteMetadata):
+        return f"write_metadata:{a.value:#x}" + ("" if a.mask == (1 << 64) - 1 else f"/{a.mask:#x}")
+    if isinstance(a, Meter):
+        return f"meter:{a.meter_id}"
+    if isinstance(a, Conjunction):
+        return f"conjunction({a.conj_id},{a.clause}/{a.n_clauses})"
+    if isinstance(a, Controller):
+        reason = {0: "no_match", 1: "action", 2: "invalid_ttl"}.get(a.reason, str(a.reason))
+        return f"controller(reason={reason},max_len={a.max_len},id={a.controller_id})"
+    if isinstance(a, CT):
+        args = ["commit"] if a.commit else []
+        if a.force:
+            args.append("force")
+        args.append(f"zone={a.zone}[0..15]" if isinstance(a.zone, str) else f"zone={a.zone}")
+        if a.table is not None:
+            args.append(f"table={table_label(a.table)}")
+        if a.alg:
+            args.append(f"alg={a.alg}")
+        if a.nat is not None:
+            args.append(_nat(a.nat))
+        if a.exec:
+            args.append("exec(" + ",".join(format_action(x) for x in a.exec) + ")")
+        return "ct(" + ",".join(args) + ")"
+    raise TypeError(f"not an action: {a!r}")
+
+
+def format_actions(actions: Iterable[Action]) -> str:
+    """Comma-separated actions, or ``drop``."""
+    text = ",".join(format_action(a) for a in actions)
+    return text or "drop"
+
+
+def format_flow(flow: Flow, registry: CookieRegistry | None = None) -> str:
+    """`` cookie=0x..., table=N(stage), priority=P,match actions=...`` plus `` # app/owner`` if known."""
+    match = format_match(flow)
+    line = (f" cookie={flow.cookie:#x}, table={table_label(flow.stage)}, "
+            f"priority={flow.priority}{',' + match if match else ''} actions={format_actions(flow.actions)}")
+    if registry is not None:
+        owner = registry.lookup(flow.cookie)
+        if owner is not None:
+            line += f"  # {owner[0]}/{owner[1]}"
+    return line
+
+
+def format_flows(flows: Iterable[Flow], registry: CookieRegistry | None = None) -> str:
+    """Many flows, ordered like dump-flows: by table, then priority high to low."""
+    ordered = sorted(flows, key=lambda f: (f.table, -f.priority, format_match(f)))
+    return "\n".join(format_flow(f, registry) for f in ordered)
+
+
+def format_group(group: Group) -> str:
+    """`` group_id=N,type=all,bucket=actions=...,bucket=...`` like ovs-ofctl dump-groups."""
+    buckets = []
+    for b in group.buckets:
+        w = f"weight:{b.weight}," if group.type == "select" else ""
+        buckets.append(f"bucket={w}actions={format_actions(b.actions)}")
+    return f" group_id={group.group_id},type={group.type}," + ",".join(buckets)
