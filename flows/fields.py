@@ -44,14 +44,17 @@ def field_size(name: str) -> int:
 
 @lru_cache(maxsize=1 << 16)
 def _normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
-    field_info(name)
+    _, t = field_info(name)
     if isinstance(user_value, list):
         user_value = tuple(user_value)
+    limit = 1 << (8 * t.size)
+    for part in user_value if isinstance(user_value, tuple) else (user_value,):
+        if isinstance(part, int) and not 0 <= part < limit:
+            raise FieldError(f"value {part:#x} does not fit field {name} ({t.size} bytes)")
     try:
         _, v, m = ofp.oxm_from_user(name, user_value)
     except Exception as e:  # os-ken raises assorted errors for bad values
         raise FieldError(f"bad value {user_value!r} for field {name}: {e}") from None
-    _, t = field_info(name)
     if len(v) != t.size:
         raise FieldError(f"value {user_value!r} does not fit field {name} ({t.size} bytes)")
     if m is not None:
@@ -71,8 +74,6 @@ def normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
 
     Accepts what os-ken accepts: ints, MAC/IP strings, "10.0.0.0/24", and (value, mask) pairs.
     """
-    if isinstance(user_value, int) and not isinstance(user_value, bool) and user_value < 0:
-        raise FieldError(f"negative value {user_value} for field {name}")
     try:
         return _normalize(name, user_value)
     except TypeError:  # unhashable input
