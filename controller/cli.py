@@ -1,0 +1,519 @@
+"""sdnctl: the command-line client of the controller's TopologyService (OpenStack client grammar).
+
+    sdnctl [GLOBAL OPTIONS] RESOURCE ACTION [ARGS] [OPTIONS]
+
+Global options (also accepted after the command): --endpoint HOST:PORT (env SDN_ENDPOINT, default
+127.0.0.1:50051), --token TOKEN (env SDN_TOKEN), --token-file PATH (a controller's tokens.json, or its data
+directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|json|value, -c/--column FIELD
+(repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
+The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
+
+References (NET, SUBNET, PORT) are a resource name ("networks/x"), a bare id ("x"), or a display name (resolved
+by listing; an ambiguous display name is an error naming the candidates). CHASSIS is "chassis/x" or "x".
+In `set`, list options (--fixed-ip, --dns-nameserver, ...) replace the whole list; --no-... clears it.
+Only the fields given are sent, in an explicit update mask.
+
+Output: table (aligned list table; field/value table for one resource), json (MessageToDict with proto field
+names, defaults included), value (values only: one line per resource for lists, one per field otherwise).
+`delete` and `token revoke` print nothing on success.
+
+Errors are one line on stderr, e.g.
+    error: INVALID_ARGUMENT subnet.cidr: '10.0.0.0/33' is not a CIDR (INVALID_FIELD)
+(gRPC code, BadRequest field violations or the message, ErrorInfo reason) and these exit codes:
+    0 success                 1 other error (INTERNAL, UNKNOWN, unexpected client failure)
+    2 usage (bad options, no token, unreadable token file)
+    3 NOT_FOUND               4 INVALID_ARGUMENT, OUT_OF_RANGE, ambiguous display name
+    5 ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED
+    6 RESOURCE_EXHAUSTED      7 UNAUTHENTICATED, PERMISSION_DENIED
+    8 cannot reach the controller (UNAVAILABLE) or no answer in time (DEADLINE_EXCEEDED)
+    130 interrupted (Ctrl-C), except `watch`, which Ctrl-C ends normally (0).
+Set SDNCTL_DEBUG=1 to get a traceback for unexpected client failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+
+from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FIXED_IP, POOL,
+                                   ROUTE, CliError, bridge_mapping, chassis_name, datapath_id, event_line,
+                                   group_name, positive, print_many, print_one, rpc_error_line, usage_error)
+from proto.sdn.v1 import topology_pb2 as pb
+from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
+
+DEFAULT_ENDPOINT = "127.0.0.1:50051"
+ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis"}
+SEGMENTS = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
+            "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
+PAGE_SIZE = 1000
+
+
+# ---------------------------------------------------------------------------------------------- client
+
+
+class Client:
+    def __init__(self, endpoint: str, token: str, timeout: float) -> None:
+        self.endpoint, self.timeout = endpoint, timeout
+        self.channel = grpc.insecure_channel(endpoint)
+        self.stub = pb_grpc.TopologyServiceStub(self.channel)
+        self.md = (("authorization", f"Bearer {token}"),)
+
+    def __call__(self, method: str, request: Any) -> Any:
+        return getattr(self.stub, method)(request, metadata=self.md, timeout=self.timeout)
+
+    def list(self, kind: str, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
+        """Every page (or the first `limit` items)."""
+        cap = kind.capitalize()
+        method = "ListChassis" if kind == "chassis" else f"List{cap}s"
+        request_cls = getattr(pb, f"{method}Request")
+        items: list[Any] = []
+        token = ""
+        while True:
+            size = min(page_size, limit - len(items)) if limit else page_size
+            resp = self(method, request_cls(page_size=size, page_token=token, **filters))
+            items.extend(getattr(resp, COLLECTION[kind]))
+            token = resp.next_page_token
+            if not token or (limit and len(items) >= limit):
+                return items[:limit] if limit else items
+
+    def get(self, kind: str, name: str) -> Any:
+        cap = kind.capitalize()
+        return self(f"Get{cap}", getattr(pb, f"Get{cap}Request")(name=name))
+
+    def resolve(self, kind: str, ref: str, **filters: str) -> Any:
+        """The resource a reference names: resource name, bare id, or (unambiguous) display name."""
+        coll = COLLECTION[kind]
+        if "/" in ref or kind == "chassis":
+            return self.get(kind, ref if "/" in ref else f"{coll}/{ref}")
+        missing: grpc.RpcError | None = None
+        if ID_RE.match(ref):
+            try:
+                return self.get(kind, f"{coll}/{ref}")
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                missing = err
+        matches = [m for m in self.list(kind, **filters) if m.display_name == ref]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise CliError("INVALID_ARGUMENT", f"{kind}: display name {ref!r} is ambiguous: matches "
+                           f"{', '.join(m.name for m in matches)}; use the resource name", "AMBIGUOUS_NAME")
+        if missing is not None:
+            raise missing
+        raise CliError("NOT_FOUND", f"{kind} {ref!r} not found", f"{kind.upper()}_NOT_FOUND")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _fixed_ips(c: Client, specs: list[dict[str, str]], network: str) -> list[pb.FixedIp]:
+    return [pb.FixedIp(subnet=c.resolve("subnet", f["subnet"], network=network).name if "subnet" in f else "",
+                       ip_address=f.get("ip_address", "")) for f in specs]
+
+
+def _put(msg: Any, paths: list[str], field: str, value: Any) -> None:
+    """Set `field` of `msg` (scalar, repeated or map) when the option was given, and name it in the mask."""
+    if value is None:
+        return
+    target = getattr(msg, field) if isinstance(value, (list, dict)) else None
+    if isinstance(value, dict):
+        target.clear()  # type: ignore[union-attr]
+        target.update(value)  # type: ignore[union-attr]
+    elif isinstance(value, list):
+        del target[:]  # type: ignore[index]
+        target.extend(value)  # type: ignore[union-attr]
+    else:
+        setattr(msg, field, value)
+    paths.append(field)
+
+
+def _update(c: Client, kind: str, msg: Any, paths: list[str]) -> Any:
+    if not paths:
+        raise usage_error(f"nothing to set: give at least one option (see sdnctl {kind} set --help)")
+    cap = kind.capitalize()
+    request = getattr(pb, f"Update{cap}Request")(**{kind: msg})
+    request.update_mask.paths.extend(paths)
+    return c(f"Update{cap}", request)
+
+
+def _opt(values: list[Any] | None, convert: Callable[[Any], Any]) -> list[Any] | None:
+    return None if values is None else [convert(v) for v in values]
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def network_create(c: Client, a: argparse.Namespace) -> Any:
+    net = pb.Network(display_name=a.display_name, segment_type=SEGMENTS.get(a.segment_type or "", 0),
+                     segment_id=a.segment_id or 0, physical_network=a.physical_network or "", mtu=a.mtu or 0,
+                     external=a.external, tenant=a.tenant or "")
+    if a.disable:
+        net.admin_state_up = False
+    return c("CreateNetwork", pb.CreateNetworkRequest(network=net, network_id=a.id or ""))
+
+
+def network_set(c: Client, a: argparse.Namespace) -> Any:
+    msg, paths = pb.Network(name=c.resolve("network", a.ref).name), []
+    for field in ("display_name", "mtu", "admin_state_up", "external"):
+        _put(msg, paths, field, getattr(a, field))
+    return _update(c, "network", msg, paths)
+
+
+def subnet_create(c: Client, a: argparse.Namespace) -> Any:
+    sub = pb.Subnet(display_name=a.display_name, network=c.resolve("network", a.network).name, cidr=a.cidr,
+                    allocation_pools=[pb.AllocationPool(**p) for p in a.allocation_pools or []],
+                    dns_servers=a.dns_servers or [],
+                    host_routes=[pb.HostRoute(**r) for r in a.host_routes or []])
+    if a.gateway_ip is not None:
+        sub.gateway_ip = a.gateway_ip
+    if a.enable_dhcp is not None:
+        sub.enable_dhcp = a.enable_dhcp
+    return c("CreateSubnet", pb.CreateSubnetRequest(subnet=sub, subnet_id=a.id or ""))
+
+
+def subnet_set(c: Client, a: argparse.Namespace) -> Any:
+    msg, paths = pb.Subnet(name=c.resolve("subnet", a.ref).name), []
+    for field in ("display_name", "gateway_ip", "enable_dhcp", "dns_servers"):
+        _put(msg, paths, field, getattr(a, field))
+    _put(msg, paths, "allocation_pools", _opt(a.allocation_pools, lambda p: pb.AllocationPool(**p)))
+    _put(msg, paths, "host_routes", _opt(a.host_routes, lambda r: pb.HostRoute(**r)))
+    return _update(c, "subnet", msg, paths)
+
+
+def port_create(c: Client, a: argparse.Namespace) -> Any:
+    net = c.resolve("network", a.network).name
+    port = pb.Port(display_name=a.display_name, network=net, fixed_ips=_fixed_ips(c, a.fixed_ips or [], net),
+                   mac_address=a.mac_address or "", device_owner=a.device_owner or "", device_id=a.device_id or "",
+                   allowed_address_pairs=[pb.AddressPair(**p) for p in a.allowed_address_pairs or []],
+                   security_groups=[group_name(g) for g in a.security_groups or []],
+                   binding_chassis=chassis_name(a.binding_chassis or ""), tenant=a.tenant or "")
+    if a.admin_state_up is not None:
+        port.admin_state_up = a.admin_state_up
+    if a.port_security_enabled is not None:
+        port.port_security_enabled = a.port_security_enabled
+    return c("CreatePort", pb.CreatePortRequest(port=port, port_id=a.id or ""))
+
+
+def port_set(c: Client, a: argparse.Namespace) -> Any:
+    old = c.resolve("port", a.ref)
+    msg, paths = pb.Port(name=old.name), []
+    for field in ("display_name", "device_owner", "device_id", "admin_state_up", "port_security_enabled"):
+        _put(msg, paths, field, getattr(a, field))
+    _put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
+    _put(msg, paths, "allowed_address_pairs", _opt(a.allowed_address_pairs, lambda p: pb.AddressPair(**p)))
+    _put(msg, paths, "security_groups", _opt(a.security_groups, group_name))
+    _put(msg, paths, "binding_chassis", None if a.binding_chassis is None else chassis_name(a.binding_chassis))
+    return _update(c, "port", msg, paths)
+
+
+def chassis_create(c: Client, a: argparse.Namespace) -> Any:
+    ch = pb.Chassis(datapath_id=a.datapath_id or 0, tunnel_ip=a.tunnel_ip or "", ovsdb_address=a.ovsdb_address or "",
+                    bridge_mappings=dict(a.bridge_mappings or []))
+    return c("CreateChassis", pb.CreateChassisRequest(chassis=ch, chassis_id=a.display_name))
+
+
+def chassis_set(c: Client, a: argparse.Namespace) -> Any:
+    msg, paths = pb.Chassis(name=chassis_name(a.ref)), []
+    for field in ("datapath_id", "tunnel_ip", "ovsdb_address"):
+        _put(msg, paths, field, getattr(a, field))
+    _put(msg, paths, "bridge_mappings", None if a.bridge_mappings is None else dict(a.bridge_mappings))
+    return _update(c, "chassis", msg, paths)
+
+
+def do_show(c: Client, a: argparse.Namespace) -> Any:
+    return c.resolve(a.kind, a.ref)
+
+
+def do_list(c: Client, a: argparse.Namespace) -> list[Any]:
+    filters = {}
+    if getattr(a, "tenant", None):
+        filters["tenant"] = a.tenant
+    if getattr(a, "network", None):
+        filters["network"] = c.resolve("network", a.network).name
+    if getattr(a, "device_id", None):
+        filters["device_id"] = a.device_id
+    if getattr(a, "host", None):
+        filters["binding_chassis"] = chassis_name(a.host)
+    return c.list(a.kind, limit=a.limit or 0, page_size=a.page_size or PAGE_SIZE, **filters)
+
+
+def do_delete(c: Client, a: argparse.Namespace) -> int:
+    """Delete each; report each failure on its own line; exit with the last failure's code."""
+    cap, status = a.kind.capitalize(), EXIT_OK
+    for ref in a.refs:
+        try:
+            name = chassis_name(ref) if a.kind == "chassis" else c.resolve(a.kind, ref).name
+            request = getattr(pb, f"Delete{cap}Request")(name=name)
+            if getattr(a, "force", False):
+                request.force = True
+            c(f"Delete{cap}", request)
+        except (grpc.RpcError, CliError) as err:
+            status = _report(err, c.endpoint, c.timeout)
+    return status
+
+
+def token_create(c: Client, a: argparse.Namespace) -> Any:
+    return c("CreateToken", pb.CreateTokenRequest(tenant=a.tenant, admin=a.admin))
+
+
+def token_revoke(c: Client, a: argparse.Namespace) -> None:
+    c("RevokeToken", pb.RevokeTokenRequest(token=a.token_value))
+
+
+def info(c: Client, a: argparse.Namespace) -> Any:
+    return c("GetServerInfo", pb.GetServerInfoRequest())
+
+
+def watch(c: Client, a: argparse.Namespace) -> int:
+    stream = c.stub.Watch(pb.WatchRequest(start_revision=a.from_revision), metadata=c.md)
+    seen = 0
+    try:
+        for event in stream:
+            sys.stdout.write(event_line(event, a.format) + "\n")
+            sys.stdout.flush()
+            seen += 1
+            if a.max_events and seen >= a.max_events:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stream.cancel()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: USAGE {self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _globals(p: argparse.ArgumentParser) -> None:
+    s = argparse.SUPPRESS  # set after the command too, without the subparser's defaults undoing it
+    g = p.add_argument_group("global options")
+    g.add_argument("--endpoint", default=s, help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})")
+    g.add_argument("--token", default=s, help="bearer token (env SDN_TOKEN); --token=VALUE if it starts with '-'")
+    g.add_argument("--token-file", default=s, metavar="PATH",
+                   help="use the first admin token of a controller's tokens.json (or data directory)")
+    g.add_argument("-f", "--format", default=s, choices=["table", "json", "value"], help="output (default table)")
+    g.add_argument("-c", "--column", dest="columns", action="append", default=s, metavar="FIELD",
+                   help="only this field (repeatable; proto field names)")
+    g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
+
+
+def _pair(p: argparse.ArgumentParser, dest: str, on: str, off: str, help_on: str = "", help_off: str = "") -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(on, dest=dest, action="store_const", const=True, default=None, help=help_on or None)
+    g.add_argument(off, dest=dest, action="store_const", const=False, help=help_off or None)
+
+
+def _repeated(p: argparse.ArgumentParser, flag: str, dest: str, clear: str | None, metavar: str,
+              type: Callable[[str], Any] = str, help: str = "") -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(flag, dest=dest, action="append", type=type, default=None, metavar=metavar,
+                   help=(help + " (repeatable)").strip())
+    if clear:
+        g.add_argument(clear, dest=dest, action="store_const", const=[], help="clear the list")
+
+
+def _command(sub: Any, name: str, func: Callable[..., Any], kind: str = "", out: str = "one", **kw: Any) -> Any:
+    p = sub.add_parser(name, **kw)
+    _globals(p)
+    p.set_defaults(func=func, kind=kind, out=out)
+    return p
+
+
+def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..., Any],
+              ref: str) -> tuple[Any, Any, Any]:
+    rs = sub.add_parser(kind, help=f"{kind} commands").add_subparsers(dest="action", metavar="ACTION",
+                                                                       required=True)
+    pc = _command(rs, "create", create, kind, help=f"create a {kind}")
+    pc.add_argument("display_name", metavar="NAME", help="display name" if kind != "chassis" else "id (hostname)")
+    if kind != "chassis":
+        pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
+    pl = _command(rs, "list", do_list, kind, out="many", help=f"list {kind}")
+    pl.add_argument("--limit", type=positive, help="at most N (default: every page)")
+    pl.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
+    if kind != "chassis":
+        pl.add_argument("--tenant", help="only this tenant's (admin)")
+    _command(rs, "show", do_show, kind, help=f"show a {kind}").add_argument("ref", metavar=ref)
+    ps = _command(rs, "set", set_, kind, help=f"change a {kind}")
+    ps.add_argument("ref", metavar=ref)
+    if kind != "chassis":
+        ps.add_argument("--name", dest="display_name", help="new display name")
+    pd = _command(rs, "delete", do_delete, kind, out="none", help=f"delete {kind}")
+    pd.add_argument("refs", metavar=ref, nargs="+")
+    if kind != "port":
+        pd.add_argument("--force", action="store_true", help={
+            "network": "also delete its subnets and ports", "subnet": "also delete the ports using it",
+            "chassis": "also unbind its ports"}[kind])
+    return pc, pl, ps
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="sdnctl", description="Command-line client of the SDN controller's topology API.",
+                    epilog="Exit codes: 0 ok, 1 other, 2 usage, 3 not found, 4 invalid argument, 5 conflict, "
+                           "6 exhausted, 7 auth, 8 unreachable, 130 interrupted.")
+    _globals(parser)
+    sub = parser.add_subparsers(dest="resource", metavar="COMMAND", required=True)
+
+    pc, pl, ps = _resource(sub, "network", network_create, network_set, "NET")
+    pc.add_argument("--segment-type", choices=list(SEGMENTS))
+    pc.add_argument("--segment-id", type=positive, help="VNI / GRE key / VLAN id (admin)")
+    pc.add_argument("--physical-network", help="for vlan and flat networks (admin)")
+    pc.add_argument("--mtu", type=positive)
+    pc.add_argument("--external", action="store_true", help="usable as an external gateway network (admin)")
+    pc.add_argument("--disable", action="store_true", help="administratively down")
+    pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
+    ps.add_argument("--mtu", type=positive)
+    _pair(ps, "admin_state_up", "--enable", "--disable")
+    _pair(ps, "external", "--external", "--no-external")
+
+    pc, pl, ps = _resource(sub, "subnet", subnet_create, subnet_set, "SUBNET")
+    pc.add_argument("--network", required=True, metavar="NET")
+    pc.add_argument("--cidr", required=True)
+    pl.add_argument("--network", metavar="NET")
+    for p in (pc, ps):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--gateway", dest="gateway_ip", default=None, metavar="IP")
+        g.add_argument("--no-gateway", dest="gateway_ip", action="store_const", const="")
+        _repeated(p, "--allocation-pool", "allocation_pools", "--no-allocation-pool" if p is ps else None,
+                  "start=IP,end=IP", POOL)
+        _repeated(p, "--dns-nameserver", "dns_servers", "--no-dns-nameservers" if p is ps else None, "IP")
+        _repeated(p, "--host-route", "host_routes", "--no-host-routes" if p is ps else None,
+                  "destination=CIDR,gateway=IP", ROUTE)
+    pc.add_argument("--no-dhcp", dest="enable_dhcp", action="store_const", const=False, default=None)
+    _pair(ps, "enable_dhcp", "--dhcp", "--no-dhcp")
+
+    pc, pl, ps = _resource(sub, "port", port_create, port_set, "PORT")
+    pc.add_argument("--network", required=True, metavar="NET")
+    pc.add_argument("--mac-address", metavar="MAC")
+    pc.add_argument("--tenant", help="owner (admin)")
+    pl.add_argument("--network", metavar="NET")
+    pl.add_argument("--device-id", metavar="D")
+    pl.add_argument("--host", metavar="CHASSIS")
+    for p in (pc, ps):
+        clear = p is ps
+        _repeated(p, "--fixed-ip", "fixed_ips", "--no-fixed-ip" if clear else None,
+                  "subnet=SUBNET,ip-address=IP", FIXED_IP)
+        _repeated(p, "--allowed-address", "allowed_address_pairs", "--no-allowed-address" if clear else None,
+                  "ip-address=IP[,mac-address=MAC]", ADDRESS_PAIR)
+        _repeated(p, "--security-group", "security_groups", "--no-security-group" if clear else None, "SG")
+        p.add_argument("--device-owner", metavar="S")
+        p.add_argument("--device-id", metavar="S")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--host", dest="binding_chassis", metavar="CHASSIS", help="bind to a chassis (admin)")
+        if clear:
+            g.add_argument("--no-host", dest="binding_chassis", action="store_const", const="", help="unbind")
+        _pair(p, "admin_state_up", "--enable", "--disable")
+        _pair(p, "port_security_enabled", "--enable-port-security", "--disable-port-security")
+
+    pc, pl, ps = _resource(sub, "chassis", chassis_create, chassis_set, "CHASSIS")
+    for p in (pc, ps):
+        p.add_argument("--datapath-id", type=datapath_id, metavar="HEX|INT")
+        p.add_argument("--tunnel-ip", metavar="IP")
+        p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "tcp:192.0.2.5:6640"')
+        _repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
+                  "PHYSNET:BRIDGE", bridge_mapping)
+
+    ts = sub.add_parser("token", help="issue and revoke tokens (admin)").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = _command(ts, "create", token_create, help="issue a token")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--admin", action="store_true")
+    _command(ts, "revoke", token_revoke, out="none", help="revoke a token").add_argument(
+        "token_value", metavar="TOKEN", help="the token (write `-- TOKEN` if it starts with '-')")
+    _command(sub, "info", info, help="who am I, server version and revision")
+    p = _command(sub, "watch", watch, out="self", help="print changes as they happen (until Ctrl-C)")
+    p.add_argument("--from-revision", type=positive, default=0, metavar="N",
+                   help="replay changes after revision N (default: a snapshot of everything first)")
+    p.add_argument("--max-events", type=positive, default=0, metavar="N", help="stop after N events")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _token(a: argparse.Namespace) -> str:
+    if getattr(a, "token", None):
+        return str(a.token)
+    path = getattr(a, "token_file", None) or (None if os.environ.get("SDN_TOKEN") else
+                                              os.environ.get("SDN_TOKEN_FILE"))
+    if not path:
+        if os.environ.get("SDN_TOKEN"):
+            return os.environ["SDN_TOKEN"]
+        raise usage_error("no token: give --token, --token-file or set SDN_TOKEN")
+    p = Path(path)
+    p = p / "tokens.json" if p.is_dir() else p
+    try:
+        tokens = json.loads(p.read_text())["tokens"]
+        return next(t for t, v in tokens.items() if v.get("admin"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise usage_error(f"cannot read token file {p}: {err}") from None
+    except StopIteration:
+        raise usage_error(f"no admin token in {p}") from None
+
+
+def _report(err: grpc.RpcError | CliError, endpoint: str, timeout: float | None) -> int:
+    if isinstance(err, CliError):
+        line, code = err.line(), err.exit_code
+    else:
+        line, code = rpc_error_line(err, endpoint, timeout)
+    sys.stderr.write(line + "\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    endpoint = getattr(args, "endpoint", None) or os.environ.get("SDN_ENDPOINT") or DEFAULT_ENDPOINT
+    timeout = getattr(args, "timeout", None) or float(os.environ.get("SDN_TIMEOUT") or 30)
+    args.format = getattr(args, "format", "table")
+    columns = getattr(args, "columns", None)
+    client: Client | None = None
+    try:
+        client = Client(endpoint, _token(args), timeout)
+        result = args.func(client, args)
+        if args.out == "one":
+            print_one(result, args.format, columns, sys.stdout)
+        elif args.out == "many":
+            print_many(args.kind, result, args.format, columns, sys.stdout)
+        elif args.out in ("none", "self") and isinstance(result, int):
+            return result
+        sys.stdout.flush()
+        return EXIT_OK
+    except (grpc.RpcError, CliError) as err:
+        return _report(err, endpoint, timeout)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as err:  # never a traceback, unless asked for
+        if os.environ.get("SDNCTL_DEBUG"):
+            raise
+        sys.stderr.write(f"error: INTERNAL unexpected client failure: {type(err).__name__}: {err}\n")
+        return EXIT_ERROR
+    finally:
+        if client is not None:
+            client.channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
