@@ -24,6 +24,10 @@ OVS_NAMES = {
     "tun_ipv4_dst": "tun_dst", "ipv6_nd_target": "nd_target", "ipv6_nd_sll": "nd_sll",
     "ipv6_nd_tll": "nd_tll", "vlan_vid": "vlan_tci", "ip_dscp": "nw_tos",
 }
+#: fields ovs-ofctl prints in decimal (the rest of the integers in hex)
+_DECIMAL = {"in_port", "tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst", "ip_proto",
+            "arp_op", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code", "nw_ttl", "ip_dscp",
+            "conj_id"}
 _CT_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
 _SHORTHAND = {(0x0800, None): "ip", (0x0800, 6): "tcp", (0x0800, 17): "udp", (0x0800, 1): "icmp",
               (0x0800, 132): "sctp", (0x86DD, None): "ipv6", (0x86DD, 6): "tcp6", (0x86DD, 17): "udp6",
@@ -40,6 +44,8 @@ def _value(name: str, value: Any, mask: Any) -> str:
         bits = [("+" if value & (1 << i) else "-") + f for i, f in enumerate(_CT_FLAGS)
                 if (mask if mask is not None else value) & (1 << i)]
         return "".join(bits)
+    if isinstance(value, int) and name in _DECIMAL:
+        return str(value) if mask is None else f"{value}/{mask:#x}"
     if isinstance(value, int):
         return f"{value:#x}" if mask is None else f"{value:#x}/{mask:#x}"
     if mask is None:

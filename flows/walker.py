@@ -91,8 +91,11 @@ class Result:
         for s in self.steps:
             pad = "    " * s.depth
             head = f"{pipeline.table_of(s.stage)}({s.stage})"
-            body = format_flow(s.flow).strip() if s.flow else "no match: drop"
-            lines.append(f"{pad}{head}: {body}" + (f"  [{s.note}]" if s.note else ""))
+            if s.flow is not None:
+                body = format_flow(s.flow).strip() + (f"  [{s.note}]" if s.note else "")
+            else:
+                body = s.note or "no match: drop"
+            lines.append(f"{pad}{head}: {body}")
         for d in self.outputs:
             lines.append(f"-> output {d.port}")
         if self.dropped:
