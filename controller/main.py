@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     data = cfg.data_path
     data.mkdir(parents=True, exist_ok=True)
     state = State(data / "topology.sqlite", cfg.model_config())
+    # The model keeps many small long-lived objects; the default thresholds make the cyclic GC walk all of
+    # them every few hundred writes (it doubled CreatePort latency at 10k ports). Records form no cycles.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     tokens = TokenFile(data / "tokens.json")
     if tokens.created_admin_token:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")

@@ -454,7 +454,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         kinds = {"CREATED": pb.WatchEvent.CREATED, "UPDATED": pb.WatchEvent.UPDATED,
                  "DELETED": pb.WatchEvent.DELETED}
         while context.is_active() and not self._stopping() and not self.state.closed:
-            head = self.state.revision  # every revision up to head is committed to the change log
+            head = self.state.durable_revision  # every revision up to head is in the change log
             if head > cursor:
                 upto = min(head, cursor + WATCH_BATCH_REVISIONS)
                 for rev, _kind, op, rec in self.state.store.changes_since(cursor, upto):
@@ -466,7 +466,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 synced = True
                 yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
             with self.state.changed:
-                if self.state.revision <= cursor:
+                if self.state.durable_revision <= cursor:
                     self.state.changed.wait(timeout=0.5)
 
     # ------------------------------------------------------------------------------------------ misc

@@ -56,6 +56,7 @@ class Topology:
         self.ipam: dict[str, RangeAllocator] = {}  # subnet id -> pools allocator (ints)
         self.ip_owner: dict[str, dict[int, str]] = {}  # subnet id -> address -> port id
         self.segments: dict[tuple[str, str], RangeAllocator] = {}  # (type, physnet) -> allocator
+        self.network_subnets: dict[str, set[str]] = {}  # network id -> subnet ids (a network has few)
 
     # ------------------------------------------------------------------------------------------ access
 
@@ -72,10 +73,7 @@ class Topology:
     # ------------------------------------------------------------------------------------------ queries
 
     def subnets_of(self, network_id: str) -> list[Subnet]:
-        node = ("network", network_id)
-        if node not in self.graph:
-            return []
-        return sorted((self.subnets[i] for k, i in self.graph[node] if k == "subnet"), key=lambda s: s.id)
+        return sorted((self.subnets[i] for i in self.network_subnets.get(network_id, ())), key=lambda s: s.id)
 
     def ports_of(self, network_id: str) -> list[Port]:
         node = ("network", network_id)
@@ -154,6 +152,7 @@ class Topology:
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).add(rec.segment_id)
         elif isinstance(rec, Subnet):
+            self.network_subnets.setdefault(rec.network_id, set()).add(rec.id)
             alloc = RangeAllocator(_pool_ranges(rec))
             for addr in self.ip_owner.get(rec.id, ()):
                 alloc.add(addr)
@@ -180,6 +179,7 @@ class Topology:
                 self.segment_allocator(rec.segment_type, rec.physical_network).remove(rec.segment_id)
         elif isinstance(rec, Subnet):
             self.ipam.pop(rec.id, None)
+            self.network_subnets.get(rec.network_id, set()).discard(rec.id)
         elif isinstance(rec, Port):
             if self.macs.get(rec.mac) == rec.id:
                 del self.macs[rec.mac]

@@ -9,6 +9,7 @@ Authorization (who may set what, tenant visibility) is the northbound's job, not
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -337,14 +338,14 @@ def delete_subnet(topo: Topology, old: Subnet, force: bool) -> list[Change]:
 def _generate_mac(topo: Topology, rng: random.Random) -> str:
     prefix = topo.config.mac_prefix
     for _ in range(64):
-        tail = ":".join(f"{rng.randrange(256):02x}" for _ in range(3))
+        tail = ":".join(f"{b:02x}" for b in rng.getrandbits(24).to_bytes(3, "big"))
         mac = f"{prefix}:{tail}"
         if mac not in topo.macs:
             return mac
     raise errors.exhausted("MAC_POOL_EXHAUSTED", f"no free MAC address under {prefix}")
 
 
-_rng = random.SystemRandom()
+_rng = random.Random(int.from_bytes(os.urandom(16), "big"))  # unpredictable enough, one syscall
 
 
 def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,

@@ -23,7 +23,7 @@ class Network:
     segment_type: str = "vxlan"
     segment_id: int | None = None  # None only for flat
     physical_network: str = ""
-    mtu: int = 1450
+    mtu: int = 0  # 0 in a create request: the default for the segment type
     admin_state_up: bool = True
     external: bool = False
     revision: int = 0
@@ -94,8 +94,15 @@ RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chas
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def to_dict(record: Record) -> dict[str, Any]:
-    return dataclasses.asdict(record)
+    """Shallow (records hold only scalars and tuples of them): much cheaper than dataclasses.asdict."""
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in dataclasses.fields(record))
+    return {n: getattr(record, n) for n in names}
 
 
 def from_dict(kind: str, data: dict[str, Any]) -> Record:

@@ -1,21 +1,41 @@
-"""The one place writes happen: a lock, the in-memory Topology, the durable Store, and change notification.
+"""The one place writes happen: the in-memory Topology, the durable Store, and change notification.
 
-`write(fn)` runs `fn(topology, revision, now)` under the lock; `fn` validates and returns changes without
-mutating anything. The changes are committed to SQLite first and applied in memory only after the commit,
-so a refused or failed write leaves both as they were, and two writers can never pick the same IP or MAC.
+`write(fn)` runs `fn(topology, revision, now)` under the model lock; `fn` validates and returns changes
+without mutating anything, so a refused write changes nothing. Accepted changes are applied in memory at
+once (the next writer validates against them: two writers can never pick the same IP or MAC) and handed to
+the committer thread; the call returns only when the committer has them on disk.
+
+Group commit (leader/follower): a writer that finds no commit running commits every queued write itself in
+one SQLite transaction with one fsync; writers arriving meanwhile queue and the next leader takes them all.
+With one client that is one transaction per call and no thread hand-off. Each call is still all-or-nothing and acknowledged only once durable; under
+concurrency this turns N fsyncs into one. If a commit ever fails, every write not yet durable is refused
+and the model is reloaded from the store, i.e. from exactly what was acknowledged.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from topology.errors import ApiError
 from topology.model import Change, ModelConfig, Topology
 from topology.store import Store
 
+log = logging.getLogger(__name__)
 WriteFn = Callable[[Topology, int, float], list[Change]]
+Listener = Callable[[int, list[Change]], None]
+
+
+@dataclass
+class _Pending:
+    revision: int
+    changes: list[Change]
+    done: bool = False
+    error: BaseException | None = None
 
 
 class State:
@@ -25,14 +45,19 @@ class State:
         self.topology = Topology(config)
         records, revision = self.store.load()
         self.topology.load(records, revision)
+        self.durable_revision = revision
         self._lock = threading.RLock()
-        self.changed = threading.Condition(threading.Lock())
+        self.changed = threading.Condition(threading.Lock())  # notified when durable_revision moves
         self._clock = clock
-        self._listeners: list[Callable[[int, list[Change]], None]] = []
+        self._listeners: list[Listener] = []
+        self._queue: list[_Pending] = []
+        self._cv = threading.Condition(threading.Lock())  # guards _queue, _committing, _Pending.done
+        self._committing = False
         self.closed = False
 
     @property
     def revision(self) -> int:
+        """The revision of the in-memory model (may be a moment ahead of durable_revision)."""
         return self.topology.revision
 
     @property
@@ -40,30 +65,78 @@ class State:
         """Hold it to read a consistent view of the topology (writes take it too)."""
         return self._lock
 
-    def add_listener(self, fn: Callable[[int, list[Change]], None]) -> None:
-        """Called under the write lock after each applied write (e.g. the dataplane compiler)."""
+    def add_listener(self, fn: Listener) -> None:
+        """Called under the model lock after each applied write, in revision order."""
         self._listeners.append(fn)
 
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
         with self._lock:
             if self.closed:
-                raise RuntimeError("store is closed")
+                raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
             revision = self.topology.revision + 1
             changes = fn(self.topology, revision, self._clock())
             if not changes:
                 return self.topology.revision, []
-            self.store.commit(revision, changes)
             self.topology.apply(changes, revision)
+            pending = _Pending(revision, changes)
+            with self._cv:
+                self._queue.append(pending)
             for listener in self._listeners:
                 listener(revision, changes)
-        with self.changed:
-            self.changed.notify_all()
+        self._drive(pending)
+        if pending.error is not None:
+            raise ApiError("UNAVAILABLE", "STORE_WRITE_FAILED",
+                           f"the write could not be made durable and was not applied: {pending.error}")
         return revision, changes
 
-    def close(self) -> None:
+    def _drive(self, pending: _Pending) -> None:
+        """Return once `pending` is durable (or failed), committing as the leader when nobody else is."""
+        with self._cv:
+            while not pending.done and self._committing:
+                self._cv.wait()
+            if pending.done:
+                return
+            batch, self._queue = self._queue, []
+            self._committing = True
+        error: BaseException | None = None
+        try:
+            self.store.commit_many([(p.revision, p.changes) for p in batch])
+        except BaseException as err:  # noqa: BLE001 - every write of the batch gets it
+            log.exception("store commit failed; reloading the model from the store")
+            error = err
+        if error is not None:
+            batch = self._recover(batch)
+        with self._cv:
+            for p in batch:
+                p.error = error
+                p.done = True
+            self._committing = False
+            self._cv.notify_all()
+        if error is None:
+            with self.changed:
+                self.durable_revision = batch[-1].revision
+                self.changed.notify_all()
+
+    def _recover(self, batch: list[_Pending]) -> list[_Pending]:
+        """After a failed commit: drop every write not yet durable and reload what the store holds."""
         with self._lock:
-            if not self.closed:
-                self.closed = True
-                self.store.close()
+            with self._cv:
+                failed, self._queue = batch + self._queue, []
+            records, revision = self.store.load()
+            fresh = Topology(self.topology.config)
+            fresh.load(records, revision)
+            self.topology = fresh
+        return failed
+
+    def close(self) -> None:
+        """Refuse new writes, let queued ones become durable, close the store."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        with self._cv:
+            while self._queue or self._committing:
+                self._cv.wait()
+        self.store.close()
         with self.changed:
             self.changed.notify_all()

@@ -83,33 +83,45 @@ class Store:
 
     def commit(self, revision: int, changes: list[Change]) -> None:
         """Persist one write atomically; raises (and stores nothing) on any constraint violation."""
+        self.commit_many([(revision, changes)])
+
+    def commit_many(self, writes: list[tuple[int, list[Change]]]) -> None:
+        """Persist several writes (in revision order) in one transaction and one fsync: all or nothing."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                for kind, ident, old, new in changes:
-                    if isinstance(old, Port):
-                        db.execute("DELETE FROM ip_allocations WHERE port_id=?", (ident,))
-                        db.execute("DELETE FROM mac_addresses WHERE port_id=?", (ident,))
-                    if new is None:
-                        assert old is not None
-                        db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, ident))
-                        op, rec = OP_DELETED, old
-                    else:
-                        db.execute("INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)",
-                                   (kind, ident, new.tenant, json.dumps(to_dict(new))))
-                        op, rec = (OP_CREATED if old is None else OP_UPDATED), new
-                    if isinstance(new, Port):
-                        db.executemany("INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
-                                       [(s, a, ident) for s, a in new.fixed_ips])
-                        db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
-                    db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data) VALUES (?,?,?,?,?,?)",
-                               (revision, kind, ident, op, rec.tenant, json.dumps(to_dict(rec))))
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)", (str(revision),))
+                for revision, changes in writes:
+                    self._write_changes(db, revision, changes)
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)",
+                           (str(writes[-1][0]),))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _write_changes(db: sqlite3.Connection, revision: int, changes: list[Change]) -> None:
+            for kind, ident, old, new in changes:
+                if isinstance(old, Port):
+                    db.execute("DELETE FROM ip_allocations WHERE port_id=?", (ident,))
+                    db.execute("DELETE FROM mac_addresses WHERE port_id=?", (ident,))
+                if new is None:
+                    assert old is not None
+                    db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, ident))
+                    op, rec = OP_DELETED, old
+                    data = json.dumps(to_dict(old))
+                else:
+                    data = json.dumps(to_dict(new))
+                    db.execute("INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)",
+                               (kind, ident, new.tenant, data))
+                    op, rec = (OP_CREATED if old is None else OP_UPDATED), new
+                if isinstance(new, Port):
+                    db.executemany("INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
+                                   [(s, a, ident) for s, a in new.fixed_ips])
+                    db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
+                db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data) VALUES (?,?,?,?,?,?)",
+                           (revision, kind, ident, op, rec.tenant, data))
 
     def compact(self, keep_revisions: int) -> int:
         """Drop change-log entries older than the newest `keep_revisions` revisions; returns rows removed."""

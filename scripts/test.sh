@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (Debian packages, .venv) and run the whole test suite, then a smoke run of the benchmarks.
+# Needs root: the lab tests start real ovs-vswitchd daemons in network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PYTHONDONTWRITEBYTECODE=1
+.venv/bin/python -m lab cleanup >/dev/null 2>&1 || true   # leftovers of a crashed earlier run
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+if [ $# -eq 0 ]; then
+  echo "--- benchmark smoke runs (ratios; not pass/fail) ---"
+  .venv/bin/python bench/bench_api.py --quick
+fi
