@@ -154,7 +154,8 @@ class Chassis:
     def start_vswitchd(self) -> None:
         """Start ovs-vswitchd again; it re-creates bridges and ports from OVSDB, with no flows."""
         self._ovs.start_vswitchd()
-        self.vsctl("--", "show")  # waits until vswitchd has caught up with the database
+        # A write without --no-wait returns once vswitchd has applied the whole database (bridges, ports).
+        self.vsctl("set", "Open_vSwitch", ".", f"external_ids:lab-vswitchd-pid={self.vswitchd_pid()}")
 
     def restart_vswitchd(self) -> None:
         """Kill and start ovs-vswitchd."""
@@ -198,7 +199,7 @@ class Chassis:
         gateway: str | None = None,
     ) -> VM:
         """Create a VM namespace whose eth0 is peered with a br-int port carrying `iface_id`."""
-        namespace = self.lab.claim_vm_name(name)
+        namespace = self.lab.claim_name(name)
         port = f"vm{self.lab.next_port_number()}-{name}"[:15]
         self.lab.state.add_namespace(namespace)
         netlink.create_netns(namespace)
@@ -226,5 +227,5 @@ class Chassis:
         netlink.delete_link(vm.port_name, self.namespace)
         netlink.remove_netns(vm.namespace)
         self.lab.state.forget_namespace(vm.namespace)
-        self.lab.release_vm_name(vm.name)
+        self.lab.release_name(vm.name)
         del self.vms[vm.name]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +49,24 @@ class Host:
     ) -> bool:
         """True when `count` echo replies from `ip` arrive within `timeout` seconds.
 
-        ping keeps sending until then, so a first packet lost to ARP (the VM's, or OVS resolving a tunnel
-        destination) does not fail the check.
+        Losses early on (ARP, OVS resolving a tunnel destination) are retried until the deadline: ping
+        itself quits at once on "Destination Host Unreachable", e.g. while an ARP entry is FAILED.
         """
-        cmd = ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-w", str(int(timeout + 0.999))]
-        if size is not None:
-            cmd += ["-s", str(size), "-M", "do"]  # no fragmentation: MTU problems show up as loss
-        result = self.exec([*cmd, ip], check=False, timeout=timeout + 5)
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", result.stdout)
-        return bool(m) and int(m.group(2)) >= count
+        deadline = time.monotonic() + timeout
+        received = 0
+        while received < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            cmd = ["ping", "-n", "-q", "-c", str(count - received), "-i", str(interval), "-w", str(math.ceil(left))]
+            if size is not None:
+                cmd += ["-s", str(size), "-M", "do"]  # no fragmentation: MTU problems show up as loss
+            result = self.exec([*cmd, ip], check=False, timeout=left + 5)
+            m = re.search(r"(\d+) received", result.stdout)
+            received += int(m.group(1)) if m else 0
+            if received < count:
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return True
 
 
 class VM(Host):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -20,6 +21,7 @@ MGMT_SUPERNET = ipaddress.ip_network("100.96.0.0/16")  # one /24 per lab, on a r
 UNDERLAY_NET = ipaddress.ip_network("10.250.0.0/24")  # VTEPs; lives only inside chassis namespaces
 UNDERLAY_MTU = 1600  # >= VM MTU + 50 for VXLAN/Geneve headers (LAB.md)
 EXTERNAL_BRIDGE = "br-ext"
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 
 class Lab:
@@ -38,7 +40,7 @@ class Lab:
         self.external_hosts: dict[str, ExternalHost] = {}
         self.underlay_mtu = UNDERLAY_MTU
         self._physnets: dict[str, tuple[str, int]] = {}
-        self._host_names: set[str] = set()
+        self._names: set[str] = set()
         self._port_counter = 0
         self._state: LabState | None = None
         self.mgmt_net = ipaddress.ip_network("0.0.0.0/32")
@@ -57,6 +59,14 @@ class Lab:
         """Claim a prefix and a management /24, create the management and underlay bridges."""
         if self.clean_stale:
             cleanup_stale(self.state_dir)
+        try:
+            self._create_base()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _create_base(self) -> None:
         with state_lock(self.state_dir):
             self.prefix = self._free_prefix()
             self.mgmt_net = self._free_mgmt_net()
@@ -72,13 +82,48 @@ class Lab:
             netlink.add_address(self.mgmt_bridge, f"{self.mgmt_ip}/{self.mgmt_net.prefixlen}")
         self._state.add_link(self.underlay_bridge)
         netlink.add_bridge(self.underlay_bridge, mtu=self.underlay_mtu)
-        return self
 
     def close(self) -> None:
         """Kill every daemon and process of the lab, then delete its links, namespaces and files."""
         if self._state is not None:
             destroy(self._state)
             self._state = None
+
+    def detach(self) -> str:
+        """Leave the lab running after this process exits (only `python -m lab down` removes it)."""
+        state = self.state
+        state.owner_pid, state.owner_start = 0, None
+        state.save()
+        self._state = None
+        return state.prefix
+
+    def describe(self) -> dict[str, object]:
+        """What a demo or a person needs to use the lab, as plain data (JSON-ready)."""
+        return {
+            "prefix": self.prefix,
+            "workdir": str(self.workdir),
+            "mgmt_ip": self.mgmt_ip,
+            "mgmt_bridge": self.mgmt_bridge,
+            "underlay_bridge": self.underlay_bridge,
+            "provider_networks": {name: bridge for name, (bridge, _) in self._physnets.items()},
+            "chassis": [
+                {
+                    "name": c.name, "namespace": c.namespace, "ovsdb": c.ovsdb, "tunnel_ip": c.tunnel_ip,
+                    "mgmt_ip": c.mgmt_ip, "datapath_id": c.datapath_id_hex, "rundir": str(c.rundir),
+                    "provider_bridges": c.provider_bridges,
+                    "vms": [
+                        {"name": v.name, "namespace": v.namespace, "mac": v.mac, "ip": v.ip_cidr,
+                         "iface_id": v.iface_id, "port": v.port_name}
+                        for v in c.vms.values()
+                    ],
+                }
+                for c in self.chassis.values()
+            ],  # fmt: skip
+            "external_hosts": [
+                {"name": h.name, "namespace": h.namespace, "physnet": h.physnet, "vlan": h.vlan, "ip": h.ip_cidr}
+                for h in self.external_hosts.values()
+            ],
+        }
 
     def _free_prefix(self) -> str:
         taken = {p.stem for p in self.state_dir.glob("*.json")}
@@ -128,15 +173,17 @@ class Lab:
             s.bind((self.mgmt_ip, 0))
             return int(s.getsockname()[1])
 
-    def claim_vm_name(self, name: str) -> str:
-        """Reserve a host name lab-wide; return the namespace it will use."""
-        if name in self._host_names:
-            raise ValueError(f"host name {name!r} already used in this lab")
-        self._host_names.add(name)
+    def claim_name(self, name: str) -> str:
+        """Reserve a chassis or host name lab-wide; return the namespace it will use."""
+        if not NAME_RE.fullmatch(name):
+            raise ValueError(f"bad name {name!r}: use letters, digits, '-' and '_', at most 20 chars")
+        if name in self._names:
+            raise ValueError(f"name {name!r} already used in this lab")
+        self._names.add(name)
         return f"{self.prefix}-{name}"
 
-    def release_vm_name(self, name: str) -> None:
-        self._host_names.discard(name)
+    def release_name(self, name: str) -> None:
+        self._names.discard(name)
 
     def next_port_number(self) -> int:
         self._port_counter += 1
@@ -146,10 +193,8 @@ class Lab:
 
     def add_chassis(self, name: str, datapath_id: int | None = None) -> Chassis:
         """Create a chassis namespace with mgmt and underlay veths, its daemons, br-phy and br-int."""
-        if name in self.chassis:
-            raise ValueError(f"chassis {name!r} already exists")
+        namespace = self.claim_name(name)
         index = len(self.chassis) + 1
-        namespace = f"{self.prefix}-{name}"
         mgmt_ip = str(self.mgmt_net.network_address + 10 + index)
         tunnel_ip = str(UNDERLAY_NET.network_address + 10 + index)
         if datapath_id is None:
@@ -201,7 +246,7 @@ class Lab:
     ) -> ExternalHost:
         """A host namespace on `physnet`: untagged, or on VLAN `vlan` (an OVS access port, see ExternalHost)."""
         root_bridge, _ = self.physnet_bridge(physnet)
-        namespace = self.claim_vm_name(name)
+        namespace = self.claim_name(name)
         index = len(self.external_hosts) + 1
         root_end = f"{self.prefix}x{index}"
         mac = mac or "02:ee:%02x:%02x:%02x:%02x" % tuple(secrets.token_bytes(4))

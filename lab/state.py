@@ -60,7 +60,12 @@ class LabState:
             self.save()
 
     def owner_alive(self) -> bool:
-        """True while the process that created the lab still runs (same pid and start time)."""
+        """True while the process that created the lab still runs (same pid and start time).
+
+        A detached lab (owner_pid 0, `python -m lab up --detach`) never goes stale: only `down` removes it.
+        """
+        if self.owner_pid == 0:
+            return True
         return proc.pid_alive(self.owner_pid) and proc.pid_start_time(self.owner_pid) == self.owner_start
 
     @classmethod
@@ -103,12 +108,19 @@ def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     if not state_dir.is_dir():
         return removed
     with state_lock(state_dir):
-        for path in sorted(state_dir.glob("*.json")):
-            try:
-                state = LabState.load(path)
-            except (ValueError, TypeError, OSError):
-                continue
+        for state in list_labs(state_dir):
             if not state.owner_alive():
                 destroy(state)
                 removed.append(state.prefix)
     return removed
+
+
+def list_labs(state_dir: Path = DEFAULT_STATE_DIR) -> list[LabState]:
+    """Every lab recorded under `state_dir`."""
+    labs = []
+    for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
+        try:
+            labs.append(LabState.load(path))
+        except (ValueError, TypeError, OSError):
+            continue
+    return labs
