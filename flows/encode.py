@@ -204,10 +204,9 @@ def _oxm_header(name: str, masked: bool) -> tuple[int, int]:
 def _tlv(name: str, value: Any, mask: Any) -> bytes:
     """One OXM TLV (header, value, mask)."""
     header, _ = _oxm_header(name, mask is not None)
-    _, t = fields.field_info(name)
-    out = struct.pack("!I", header) + t.from_user(value)
+    out = struct.pack("!I", header) + fields.value_bytes(name, value)
     if mask is not None:
-        out += t.from_user(mask)
+        out += fields.value_bytes(name, mask)
     return out
 
 

@@ -8,9 +8,11 @@ only when it is partial: an all-ones mask is dropped, and an all-zero mask wildc
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
+from os_ken.lib import type_desc
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 #: (value, mask-or-None) as stored in a Flow
@@ -35,6 +37,36 @@ def sort_key(name: str) -> tuple[int, str]:
     """Canonical order of fields in a match: os-ken's own order (OXM number), then name."""
     n, _ = field_info(name)
     return (n[0] if isinstance(n, tuple) else n, name)
+
+
+@lru_cache(maxsize=None)
+def kind(name: str) -> str:
+    """"int", "mac", "ipv4", "ipv6" or "other": picks the fast paths below."""
+    t = field_info(name)[1]
+    if isinstance(t, type_desc.IntDescr):
+        return "int"
+    return {type_desc.MacAddr: "mac", type_desc.IPv4Addr: "ipv4", type_desc.IPv6Addr: "ipv6"}.get(t, "other")
+
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+@lru_cache(maxsize=1 << 16)
+def _canonical_ipv4(v: str) -> bool:
+    parts = v.split(".")
+    return len(parts) == 4 and all(p.isdigit() and str(int(p)) == p and int(p) < 256 for p in parts)
+
+
+def value_bytes(name: str, value: Any) -> bytes:
+    """Wire bytes of a canonical value of field `name`."""
+    k = kind(name)
+    if k == "int":
+        return value.to_bytes(field_info(name)[1].size, "big")
+    if k == "mac":
+        return bytes.fromhex(value.replace(":", ""))
+    if k == "ipv4":
+        return bytes(int(p) for p in value.split("."))
+    return field_info(name)[1].from_user(value)
 
 
 def field_size(name: str) -> int:
@@ -74,6 +106,15 @@ def normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
 
     Accepts what os-ken accepts: ints, MAC/IP strings, "10.0.0.0/24", and (value, mask) pairs.
     """
+    k = kind(name)
+    # fast paths for values already canonical (the common case when apps build many flows)
+    if k == "int" and type(user_value) is int:
+        if not 0 <= user_value < 1 << (8 * field_info(name)[1].size):
+            raise FieldError(f"value {user_value:#x} does not fit field {name}")
+        return user_value, None
+    if type(user_value) is str and "/" not in user_value:
+        if (k == "mac" and _MAC.fullmatch(user_value)) or (k == "ipv4" and _canonical_ipv4(user_value)):
+            return user_value, None
     try:
         return _normalize(name, user_value)
     except TypeError:  # unhashable input
@@ -82,11 +123,15 @@ def normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
 
 def to_int(name: str, value: Any) -> int:
     """Canonical value of field `name` as an unsigned integer (for bit arithmetic)."""
+    if kind(name) == "int":
+        return value
     _, t = field_info(name)
     return int.from_bytes(t.from_user(value), "big")
 
 
 def from_int(name: str, number: int) -> Any:
     """Canonical value of field `name` from an unsigned integer."""
+    if kind(name) == "int":
+        return number
     _, t = field_info(name)
     return t.to_user(number.to_bytes(t.size, "big"))
