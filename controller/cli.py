@@ -14,7 +14,9 @@ In `set`, list options (--fixed-ip, --dns-nameserver, ...) replace the whole lis
 Only the fields given are sent, in an explicit update mask.
 
 Output: table (aligned list table; field/value table for one resource), json (MessageToDict with proto field
-names, defaults included), value (values only: one line per resource for lists, one per field otherwise).
+names, defaults included), value (values only: one line per resource for lists, space-separated, list values
+joined by ",", "-" for an empty value unless a single column; for one resource one field per line, list
+values space-separated).
 `delete` and `token revoke` print nothing on success.
 
 Errors are one line on stderr, e.g.
@@ -37,7 +39,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -481,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     endpoint = getattr(args, "endpoint", None) or os.environ.get("SDN_ENDPOINT") or DEFAULT_ENDPOINT
-    timeout = getattr(args, "timeout", None) or float(os.environ.get("SDN_TIMEOUT") or 30)
+    try:
+        timeout = getattr(args, "timeout", None) or float(os.environ.get("SDN_TIMEOUT") or 30)
+    except ValueError:
+        return _report(usage_error(f"SDN_TIMEOUT={os.environ['SDN_TIMEOUT']!r} is not a number"), endpoint, None)
     args.format = getattr(args, "format", "table")
     columns = getattr(args, "columns", None)
     client: Client | None = None

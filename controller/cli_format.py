@@ -108,16 +108,18 @@ def _kv(d: dict[str, Any], keys: Sequence[tuple[str, str]]) -> str:
 
 
 def cell(field: str, value: Any, compact: bool = False) -> list[str]:
-    """A field's value as display strings (one per list item); `compact` is for list tables."""
+    """A field's value as display strings, one per list item; `compact` (lists) shows fixed IPs' addresses only."""
     if value is None:
         return [""]
     if field == "segment_type":
         return [str(value).lower().replace("segment_type_unspecified", "")]
+    if field in ("create_time", "update_time") and isinstance(value, str) and "." in value:
+        return [value.split(".")[0] + "Z"]  # whole seconds; -f json has the full value
     if field == "datapath_id":
         return [f"0x{int(value):016x}" if int(value) else ""]
     if field == "fixed_ips":
         if compact:
-            return [", ".join(f.get("ip_address", "") for f in value)]
+            return [f.get("ip_address", "") for f in value]
         return [_kv(f, [("subnet", "subnet"), ("ip_address", "ip-address")]) for f in value]
     if field == "allocation_pools":
         return [_kv(p, [("start", "start"), ("end", "end")]) for p in value]
@@ -126,13 +128,11 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
     if field == "allowed_address_pairs":
         return [_kv(p, [("ip_address", "ip-address"), ("mac_address", "mac-address")]) for p in value]
     if field == "bridge_mappings":
-        items = [f"{k}:{v}" for k, v in sorted(value.items())]
-        return [", ".join(items)] if compact else items
+        return [f"{k}:{v}" for k, v in sorted(value.items())]
     if isinstance(value, bool):
         return ["true" if value else "false"]
     if isinstance(value, list):
-        items = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v) for v in value]
-        return [", ".join(items)] if compact else items
+        return [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v) for v in value]
     if isinstance(value, dict):
         return [json.dumps(value, sort_keys=True)]
     return [str(value)]
@@ -181,20 +181,21 @@ def print_many(kind: str, msgs: Sequence[Message], fmt: str, columns: Sequence[s
                out: TextIO) -> None:
     """list: an aligned table, a JSON array, or one line of space-separated values per resource."""
     rows = [to_dict(m) for m in msgs]
-    if fmt == "json":
-        if columns:
-            rows = [{k: r.get(k) for k in columns} for r in rows]
-        out.write(json.dumps(rows, indent=2) + "\n")
-        return
     headers = dict(LIST_COLUMNS[kind])
     all_fields = list(headers) + [f for f in _descriptor_fields(kind) if f not in headers]
     fields = _pick(all_fields, columns) if columns else list(headers)
-    if fmt == "value":
+    if fmt == "json":
+        if columns:
+            rows = [{k: r.get(k) for k in fields} for r in rows]
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if fmt == "value":  # one line per resource; several columns: lists joined by ",", "-" for empty
         for r in rows:
-            out.write(" ".join(" ".join(cell(f, r.get(f), compact=True)) or "-" for f in fields) + "\n")
+            values = [",".join(cell(f, r.get(f), compact=True)) for f in fields]
+            out.write((values[0] if len(values) == 1 else " ".join(v or "-" for v in values)) + "\n")
         return
     lines = _table([headers.get(f, f.upper()) for f in fields],
-                   ([cell(f, r.get(f), compact=True) for f in fields] for r in rows))
+                   ([[", ".join(cell(f, r.get(f), compact=True))] for f in fields] for r in rows))
     out.write("\n".join(lines) + "\n")
 
 

@@ -93,7 +93,9 @@ def test_network_lifecycle(sdnctl: Cli) -> None:
     res = sdnctl("network", "set", "web", token=t, code=2)
     assert "nothing to set" in res.err
 
-    assert sdnctl("network", "delete", "frontend", "db", token=t).out == ""
+    res = sdnctl("network", "delete", "nope", "frontend", token=t, code=3)  # reports "nope", deletes the rest
+    assert error_line(res) == "error: NOT_FOUND network 'nope' not found (NETWORK_NOT_FOUND)"
+    assert sdnctl("network", "delete", "db", token=t).out == ""
     assert sdnctl("network", "list", "-f", "json", token=t).json() == []
     res = sdnctl("network", "show", "web", token=t, code=3)
     assert error_line(res) == "error: NOT_FOUND network 'web' not found (NETWORK_NOT_FOUND)"
@@ -180,6 +182,9 @@ def test_port_lifecycle(sdnctl: Cli) -> None:
     listing = sdnctl("port", "list", "--network", "web").out
     assert "10.0.0.10" in listing and "fa:16:3e:00:00:01" in listing and "DOWN" in listing
     assert sdnctl("-f", "value", "-c", "name", "port", "list", "--device-id", "vm-1").lines == ["ports/vm1"]
+    rows = sdnctl("-f", "value", "-c", "name", "-c", "device_id", "-c", "fixed_ips", "port", "list").lines
+    assert "ports/vm1 vm-1 10.0.0.10" in rows and len(rows) == 2
+    assert f"{p2['name']} - {p2['fixed_ips'][0]['ip_address']}" in rows
     show = sdnctl("port", "show", "vm1").out
     assert "subnet=subnets/web-v4,ip-address=10.0.0.10" in show and "ip-address=10.0.0.100" in show
 
