@@ -40,7 +40,7 @@ def network_to_pb(n: Network) -> pb.Network:
     return pb.Network(name=name_of("network", n.id), tenant=n.tenant, display_name=n.display_name,
                       segment_type=SEGMENT_TO_PB[n.segment_type], segment_id=n.segment_id or 0,
                       physical_network=n.physical_network, mtu=n.mtu, admin_state_up=n.admin_state_up,
-                      external=n.external, revision=n.revision, create_time=_ts(n.create_time),
+                      external=n.external, revision=n.revision, tunnel_key=n.key, create_time=_ts(n.create_time),
                       update_time=_ts(n.update_time))
 
 
@@ -65,6 +65,7 @@ def port_to_pb(p: Port) -> pb.Port:
                    security_groups=[name_of("securityGroup", g) for g in p.security_groups],
                    binding_chassis=name_of("chassis", p.binding_chassis),
                    status=STATUS_TO_PB.get(p.status, pb.Port.STATUS_UNSPECIFIED), revision=p.revision,
+                   tunnel_key=p.key,
                    create_time=_ts(p.create_time), update_time=_ts(p.update_time))
 
 

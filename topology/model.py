@@ -57,6 +57,9 @@ class Topology:
         self.ip_owner: dict[str, dict[int, str]] = {}  # subnet id -> address -> port id
         self.segments: dict[tuple[str, str], RangeAllocator] = {}  # (type, physnet) -> allocator
         self.network_subnets: dict[str, set[str]] = {}  # network id -> subnet ids (a network has few)
+        # dataplane keys (see flows/pipeline.py's register map): datapath keys fit a 24-bit VNI
+        self.datapath_keys = RangeAllocator([(1, (1 << 24) - 1)])
+        self.port_keys = RangeAllocator([(1, (1 << 31) - 1)])
 
     # ------------------------------------------------------------------------------------------ access
 
@@ -151,6 +154,7 @@ class Topology:
         if isinstance(rec, Network):
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).add(rec.segment_id)
+            self.datapath_keys.add(rec.key)
         elif isinstance(rec, Subnet):
             self.network_subnets.setdefault(rec.network_id, set()).add(rec.id)
             alloc = RangeAllocator(_pool_ranges(rec))
@@ -158,6 +162,7 @@ class Topology:
                 alloc.add(addr)
             self.ipam[rec.id] = alloc
         elif isinstance(rec, Port):
+            self.port_keys.add(rec.key)
             self.macs[rec.mac] = rec.id
             for sid, addr in rec.fixed_ips:
                 n = int(netaddr.IPAddress(addr))
@@ -177,10 +182,12 @@ class Topology:
         if isinstance(rec, Network):
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).remove(rec.segment_id)
+            self.datapath_keys.remove(rec.key)
         elif isinstance(rec, Subnet):
             self.ipam.pop(rec.id, None)
             self.network_subnets.get(rec.network_id, set()).discard(rec.id)
         elif isinstance(rec, Port):
+            self.port_keys.remove(rec.key)
             if self.macs.get(rec.mac) == rec.id:
                 del self.macs[rec.mac]
             for sid, addr in rec.fixed_ips:

@@ -172,13 +172,16 @@ def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[C
     mtu = net.mtu or max_mtu
     if not 68 <= mtu <= max_mtu:
         raise errors.invalid("mtu", f"must be 68-{max_mtu} for {stype} on a {topo.config.underlay_mtu} underlay")
-    rec = dataclasses.replace(net, segment_type=stype, segment_id=seg, mtu=mtu)
+    key = topo.datapath_keys.choose()
+    if key is None:
+        raise errors.exhausted("DATAPATH_KEYS_EXHAUSTED", "no free datapath key")
+    rec = dataclasses.replace(net, segment_type=stype, segment_id=seg, mtu=mtu, key=key)
     return [("network", rec.id, None, _stamp(rec, rev, now, True))]
 
 
 NETWORK_MUTABLE = {"display_name", "mtu", "admin_state_up", "external"}
 NETWORK_IMMUTABLE = {"name", "tenant", "segment_type", "segment_id", "physical_network"}
-NETWORK_OUTPUT = {"revision", "create_time", "update_time"}
+NETWORK_OUTPUT = {"revision", "create_time", "update_time", "tunnel_key"}
 
 
 def update_network(topo: Topology, old: Network, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
@@ -469,7 +472,10 @@ def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str
         mac = _generate_mac(topo, _rng)
     fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests)
     _check_binding(topo, port.binding_chassis)
-    rec = dataclasses.replace(port, mac=mac, fixed_ips=fixed, status=PORT_DOWN,
+    key = topo.port_keys.choose()
+    if key is None:
+        raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
+    rec = dataclasses.replace(port, mac=mac, fixed_ips=fixed, status=PORT_DOWN, key=key,
                               allowed_address_pairs=_check_pairs(port.allowed_address_pairs, mac),
                               security_groups=_check_groups(port.security_groups))
     _check_port_security(rec)
@@ -479,7 +485,7 @@ def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str
 PORT_MUTABLE = {"display_name", "fixed_ips", "device_owner", "device_id", "admin_state_up",
                 "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis"}
 PORT_IMMUTABLE = {"name", "tenant", "network", "mac_address"}
-PORT_OUTPUT = {"status", "revision", "create_time", "update_time"}
+PORT_OUTPUT = {"status", "revision", "create_time", "update_time", "tunnel_key"}
 
 
 def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now: float) -> list[Change]:

@@ -26,6 +26,7 @@ class Network:
     mtu: int = 0  # 0 in a create request: the default for the segment type
     admin_state_up: bool = True
     external: bool = False
+    key: int = 0  # datapath key: metadata inside br-int; unique across networks (and later routers)
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0
@@ -67,6 +68,7 @@ class Port:
     security_groups: tuple[str, ...] = ()
     binding_chassis: str = ""
     status: str = PORT_DOWN
+    key: int = 0  # logical port key: SRC_PORT / DST_PORT registers; unique across ports
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0

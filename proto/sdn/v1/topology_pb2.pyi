@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Network(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time", "tunnel_key")
     class SegmentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SEGMENT_TYPE_UNSPECIFIED: _ClassVar[Network.SegmentType]
@@ -40,6 +40,7 @@ class Network(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -52,7 +53,8 @@ class Network(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tunnel_key: int
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
 
 class AllocationPool(_message.Message):
     __slots__ = ("start", "end")
@@ -119,7 +121,7 @@ class AddressPair(_message.Message):
     def __init__(self, ip_address: _Optional[str] = ..., mac_address: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time", "tunnel_key")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[Port.Status]
@@ -145,6 +147,7 @@ class Port(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -162,7 +165,8 @@ class Port(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tunnel_key: int
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
 
 class Chassis(_message.Message):
     __slots__ = ("name", "datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings", "revision", "create_time", "update_time")
