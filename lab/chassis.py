@@ -51,10 +51,29 @@ class Chassis:
     def __repr__(self) -> str:
         return f"Chassis({self.name!r}, ns={self.namespace!r}, vtep={self.tunnel_ip}, dpid={self.datapath_id:#x})"
 
+    def describe(self) -> dict[str, object]:
+        """Plain data for `Lab.describe()`."""
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "ovsdb": self.ovsdb,
+            "tunnel_ip": self.tunnel_ip,
+            "mgmt_ip": self.mgmt_ip,
+            "datapath_id": self.datapath_id_hex,
+            "rundir": str(self.rundir),
+            "provider_bridges": dict(self.provider_bridges),
+            "vms": [vm.describe() for vm in self.vms.values()],
+        }
+
     @property
     def ovsdb(self) -> str:
         """OVSDB address (`unix:/.../db.sock`)."""
         return self._ovs.ovsdb
+
+    @property
+    def bridge_mappings(self) -> dict[str, str]:
+        """physnet -> provider bridge, as a chassis registers them with the controller."""
+        return {physnet: bridge for bridge, physnet in self.provider_bridges.items()}
 
     @property
     def underlay_root_ifname(self) -> str:
@@ -204,7 +223,9 @@ class Chassis:
         self.lab.state.add_namespace(namespace)
         netlink.create_netns(namespace)
         # Created directly in both namespaces: an eth0 made in the root namespace would clash with the host's.
-        netlink.add_veth(port, "eth0", namespace=self.namespace, peer_namespace=namespace, mtu=mtu, peer_mac=mac)
+        netlink.add_veth(
+            port, "eth0", namespace=self.namespace, peer_namespace=namespace, mtu=mtu, peer_mac=mac
+        )
         netlink.add_address("eth0", ip_cidr, namespace)
         if gateway is not None:
             netlink.add_default_route(gateway, namespace)

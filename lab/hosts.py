@@ -29,6 +29,10 @@ class Host:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, ip={self.ip}, mac={self.mac}, ns={self.namespace!r})"
 
+    def describe(self) -> dict[str, object]:
+        """Plain data for `Lab.describe()`."""
+        return {"name": self.name, "namespace": self.namespace, "mac": self.mac, "ip": self.ip_cidr}
+
     def exec(
         self, cmd: str | Sequence[str], check: bool = True, timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
@@ -58,7 +62,17 @@ class Host:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            cmd = ["ping", "-n", "-q", "-c", str(count - received), "-i", str(interval), "-w", str(math.ceil(left))]
+            cmd = [
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                str(count - received),
+                "-i",
+                str(interval),
+                "-w",
+                str(math.ceil(left)),
+            ]
             if size is not None:
                 cmd += ["-s", str(size), "-M", "do"]  # no fragmentation: MTU problems show up as loss
             result = self.exec([*cmd, ip], check=False, timeout=left + 5)
@@ -88,6 +102,9 @@ class VM(Host):
         self.port_name = port_name  # the br-int port (veth end inside the chassis namespace)
         self.chassis = chassis
         self.mtu = mtu
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "iface_id": self.iface_id, "port": self.port_name}
 
     @property
     def ofport(self) -> int:
@@ -119,3 +136,6 @@ class ExternalHost(Host):
         self.vlan = vlan
         self.root_ifname = root_ifname  # its veth end on the physical network's root bridge
         self.ovs = ovs
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "physnet": self.physnet, "vlan": self.vlan}

@@ -10,6 +10,7 @@ import secrets
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from lab import netlink, proc
 from lab.chassis import Chassis
@@ -17,8 +18,8 @@ from lab.hosts import ExternalHost
 from lab.ovs import OvsInstance
 from lab.state import DEFAULT_STATE_DIR, LabState, cleanup_stale, destroy, state_lock
 
-MGMT_SUPERNET = ipaddress.ip_network("100.96.0.0/16")  # one /24 per lab, on a root-namespace bridge
-UNDERLAY_NET = ipaddress.ip_network("10.250.0.0/24")  # VTEPs; lives only inside chassis namespaces
+MGMT_SUPERNET = ipaddress.IPv4Network("100.96.0.0/16")  # one /24 per lab, on a root-namespace bridge
+UNDERLAY_NET = ipaddress.IPv4Network("10.250.0.0/24")  # VTEPs; lives only inside chassis namespaces
 UNDERLAY_MTU = 1600  # >= VM MTU + 50 for VXLAN/Geneve headers (LAB.md)
 EXTERNAL_BRIDGE = "br-ext"
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,20}")
@@ -43,11 +44,11 @@ class Lab:
         self._names: set[str] = set()
         self._port_counter = 0
         self._state: LabState | None = None
-        self.mgmt_net = ipaddress.ip_network("0.0.0.0/32")
+        self.mgmt_net = ipaddress.IPv4Network("0.0.0.0/32")
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -55,7 +56,7 @@ class Lab:
     ) -> None:
         self.close()
 
-    def start(self) -> Lab:
+    def start(self) -> Self:
         """Claim a prefix and a management /24, create the management and underlay bridges."""
         if self.clean_stale:
             cleanup_stale(self.state_dir)
@@ -106,23 +107,8 @@ class Lab:
             "mgmt_bridge": self.mgmt_bridge,
             "underlay_bridge": self.underlay_bridge,
             "provider_networks": {name: bridge for name, (bridge, _) in self._physnets.items()},
-            "chassis": [
-                {
-                    "name": c.name, "namespace": c.namespace, "ovsdb": c.ovsdb, "tunnel_ip": c.tunnel_ip,
-                    "mgmt_ip": c.mgmt_ip, "datapath_id": c.datapath_id_hex, "rundir": str(c.rundir),
-                    "provider_bridges": c.provider_bridges,
-                    "vms": [
-                        {"name": v.name, "namespace": v.namespace, "mac": v.mac, "ip": v.ip_cidr,
-                         "iface_id": v.iface_id, "port": v.port_name}
-                        for v in c.vms.values()
-                    ],
-                }
-                for c in self.chassis.values()
-            ],  # fmt: skip
-            "external_hosts": [
-                {"name": h.name, "namespace": h.namespace, "physnet": h.physnet, "vlan": h.vlan, "ip": h.ip_cidr}
-                for h in self.external_hosts.values()
-            ],
+            "chassis": [c.describe() for c in self.chassis.values()],
+            "external_hosts": [h.describe() for h in self.external_hosts.values()],
         }
 
     def _free_prefix(self) -> str:
@@ -198,7 +184,7 @@ class Lab:
         mgmt_ip = str(self.mgmt_net.network_address + 10 + index)
         tunnel_ip = str(UNDERLAY_NET.network_address + 10 + index)
         if datapath_id is None:
-            datapath_id = (int(self.prefix[2:], 16) << 16) | index
+            datapath_id = (int(self.prefix.removeprefix("lb"), base=16) << 16) | index
         self.state.add_namespace(namespace)
         netlink.create_netns(namespace)
         mgmt_root = f"{self.prefix}c{index}m"  # names mirrored by Chassis.*_root_ifname
@@ -249,7 +235,7 @@ class Lab:
         namespace = self.claim_name(name)
         index = len(self.external_hosts) + 1
         root_end = f"{self.prefix}x{index}"
-        mac = mac or "02:ee:%02x:%02x:%02x:%02x" % tuple(secrets.token_bytes(4))
+        mac = mac or "02:ee:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
         self.state.add_namespace(namespace)
         netlink.create_netns(namespace)
         self.state.add_link(root_end)

@@ -67,9 +67,20 @@ def list_links(namespace: str | None = None) -> list[str]:
 
 
 def add_bridge(ifname: str, mtu: int = 1500) -> None:
-    """Create a Linux bridge in the root namespace and bring it up."""
+    """Create a Linux bridge in the root namespace and bring it up.
+
+    The host sets net.bridge.bridge-nf-call-iptables=1: without opting out per bridge, bridged lab traffic
+    would cross the root namespace's iptables FORWARD chain (e.g. Docker's DROP policy).
+    """
     with rtnl() as ip:
-        ip.link("add", ifname=ifname, kind="bridge")
+        ip.link(
+            "add",
+            ifname=ifname,
+            kind="bridge",
+            br_nf_call_iptables=0,
+            br_nf_call_ip6tables=0,
+            br_nf_call_arptables=0,
+        )
         ip.link("set", index=_index(ip, ifname), mtu=mtu, state="up")
 
 

@@ -92,9 +92,9 @@ def pids_matching(substring: str) -> list[int]:
     """Live pids whose command line contains `substring` (never our own pid)."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid() and substring in pid_cmdline(int(entry)):
-            if pid_alive(int(entry)):
-                found.append(int(entry))
+        pid = int(entry) if entry.isdigit() else 0
+        if pid and pid != os.getpid() and substring in pid_cmdline(pid) and pid_alive(pid):
+            found.append(pid)
     return found
 
 
@@ -143,4 +143,3 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
-

@@ -104,7 +104,7 @@ def destroy(state: LabState) -> None:
 
 def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Destroy every lab under `state_dir` whose owner process is dead; return their prefixes."""
-    removed = []
+    removed: list[str] = []
     if not state_dir.is_dir():
         return removed
     with state_lock(state_dir):

@@ -48,7 +48,9 @@ sys.exit(0 if got.decode() == hashlib.sha256(data).hexdigest() else 3)
 """
 
 
-def tcp_transfer(client: Host, server: Host, port: int = 5001, nbytes: int = 256 * 1024, timeout: float = 10) -> bool:
+def tcp_transfer(
+    client: Host, server: Host, port: int = 5001, nbytes: int = 256 * 1024, timeout: float = 10
+) -> bool:
     """True when `client` sends `nbytes` over TCP to `server` and gets back their correct SHA-256."""
     srv = server.popen([sys.executable, "-c", _SERVER, str(port), str(timeout)])
     try:
@@ -86,7 +88,7 @@ def capture(
     Blocks until tcpdump is listening, so traffic started inside the block is seen.
     """
     cmd = ["tcpdump", "-i", ifname, "-e", "-nn", "-l", "--immediate-mode", *bpf.split()]
-    errors = tempfile.TemporaryFile(mode="w+")
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in the finally below)
     p = subprocess.Popen(proc.in_netns(namespace, cmd), stdout=subprocess.PIPE, stderr=errors, text=True)
     result = Capture()
 

@@ -45,7 +45,9 @@ def leftovers(prefix: str, workdir: str) -> list[str]:
     found = [f"netns {n}" for n in netlink.list_netns() if n.startswith(prefix)]
     found += [f"link {n}" for n in netlink.list_links() if n.startswith(prefix)]
     found += [f"pid {p}: {proc.pid_cmdline(p)}" for p in proc.pids_matching(workdir)]
-    found += [f"path {p}" for p in (workdir, f"{os.path.dirname(workdir)}/{prefix}.json") if os.path.exists(p)]
+    found += [
+        f"path {p}" for p in (workdir, f"{os.path.dirname(workdir)}/{prefix}.json") if os.path.exists(p)
+    ]
     return found
 
 
@@ -122,7 +124,11 @@ def test_vlan_provider_network_reaches_external_host(pair: Pair) -> None:
             f"priority=100,in_port={vm.ofport},actions=push_vlan:0x8100,"
             f"set_field:{0x1000 | VLAN}->vlan_vid,output:{patch}",
         )  # fmt: skip
-        ch1.ofctl("add-flow", "br-int", f"priority=100,in_port={patch},dl_vlan={VLAN},actions=pop_vlan,output:{vm.ofport}")
+        ch1.ofctl(
+            "add-flow",
+            "br-int",
+            f"priority=100,in_port={patch},dl_vlan={VLAN},actions=pop_vlan,output:{vm.ofport}",
+        )
         with capture(ch1.provider_uplink_root_ifname("physnet1")) as wire:
             assert vm.ping(ext.ip, count=2, timeout=5)
         tagged = wire.matching(f"vlan {VLAN}")
@@ -167,11 +173,40 @@ def test_restart_vswitchd_keeps_ports_and_loses_flows(pair: Pair) -> None:
     assert vm.ofport == ofport and ch.dump_flows() == []
 
 
+def test_move_vm_between_chassis(pair: Pair) -> None:
+    """remove_vm unplugs (port and namespace gone); the same VM can then be plugged on another chassis."""
+    vm = pair.ch1.add_vm("mover", "02:00:00:00:01:09", "10.11.0.9/24", "port-mover")
+    old_port, old_ns = vm.port_name, vm.namespace
+    pair.ch1.remove_vm(vm)
+    assert old_port not in pair.ch1.vsctl("list-ports", "br-int").split()
+    assert old_ns not in netlink.list_netns()
+    moved = pair.ch2.add_vm("mover", "02:00:00:00:01:09", "10.11.0.9/24", "port-mover")
+    try:
+        assert (
+            pair.ch2.vsctl("get", "Interface", moved.port_name, "external_ids:iface-id").strip('"')
+            == "port-mover"
+        )
+        pair.ch2.ofctl("add-flow", "br-int", "priority=1,actions=NORMAL")
+        assert moved.ping(pair.vm2.ip, count=1)
+    finally:
+        pair.ch2.ofctl("del-flows", "br-int")
+        pair.ch2.remove_vm(moved)
+
+
+def test_two_labs_side_by_side(pair: Pair) -> None:
+    """A second lab next to the module's one gets its own prefix and management /24."""
+    with Lab() as other:
+        ch = other.add_chassis("ch1")
+        assert other.prefix != pair.lab.prefix and not other.mgmt_net.overlaps(pair.lab.mgmt_net)
+        assert ch.vswitchd_pid() and pair.ch1.vswitchd_pid()
+        assert ch.datapath_id != pair.ch1.datapath_id
+
+
 def build_everything(lab: Lab) -> tuple[VM, subprocess.Popen[str]]:
     """One of each thing a lab can own, plus a stray process inside a VM."""
     ch = lab.add_chassis("a")
     lab.add_chassis("b")
-    vm = ch.add_vm("v", "02:00:00:00:02:01", "10.13.0.1/24", "p-v")
+    vm = ch.add_vm("v", "02:00:00:00:02:01", "10.13.0.1/24", "p-v", gateway="10.13.0.254")
     lab.add_provider_network("pn")
     ch.add_provider_bridge("br-pn", "pn")
     lab.add_external_host("pn", "x1", "10.13.0.100/24", vlan=7)
