@@ -442,6 +442,26 @@ def bundle_ctrl(bundle_id: int, ctrl_type: int, xid: int, flags: int = BUNDLE_FL
                              bundle_id, ctrl_type, flags)
 
 
+def delete_by_cookie(cookie: int, cookie_mask: int, xid: int = 0) -> bytes:
+    """Non-strict DELETE of every flow in every table whose cookie matches under `cookie_mask`
+    (e.g. all flows of one owner: flows.cookie.OWNER_MASK)."""
+    body = _FLOW_MOD.pack(cookie, cookie_mask, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, ofp.OFP_NO_BUFFER,
+                          ofp.OFPP_ANY, ofp.OFPG_ANY, 0) + struct.pack("!HH4x", ofp.OFPMT_OXM, 4)
+    return _with_header(_T_FLOW_MOD, body, xid)
+
+
+def flow_stats_request(xid: int = 0, cookie: int = 0, cookie_mask: int = 0) -> bytes:
+    """OFPMP_FLOW request for all tables (optionally only cookies matching under `cookie_mask`)."""
+    body = struct.pack("!HH4xB3xII4xQQHH4x", ofp.OFPMP_FLOW, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                       cookie, cookie_mask, ofp.OFPMT_OXM, 4)
+    return _with_header(ofp.OFPT_MULTIPART_REQUEST, body, xid)
+
+
+def group_desc_request(xid: int = 0) -> bytes:
+    """OFPMP_GROUP_DESC request (every group with its buckets)."""
+    return _with_header(ofp.OFPT_MULTIPART_REQUEST, struct.pack("!HH4x", ofp.OFPMP_GROUP_DESC, 0), xid)
+
+
 def barrier_request(xid: int) -> bytes:
     """An OFPT_BARRIER_REQUEST."""
     return _HDR.pack(_VERSION, ofp.OFPT_BARRIER_REQUEST, 8, xid)

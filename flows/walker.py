@@ -7,7 +7,8 @@ the controller's trace feature. It models OpenFlow 1.3 + the Nicira actions we e
   (OVS would pick one arbitrarily: that is a compile bug); a table miss drops;
 - conjunction(id, k/n) clause flows set conj_id for flows matching ``conj_id`` when all n clauses match;
 - ct() looks the connection up in a tiny conntrack (new / est / rpl per zone), applies nat ranges
-  (first address/port), commits when asked, and continues in its table as a separate branch;
+  (first address/port), commits when asked, and continues in its table as a separate branch carrying
+  the new ct_state; without a table only the nat applies to the packet going on;
 - groups: ALL replicates to every bucket, SELECT takes one bucket by a stable hash, INDIRECT/FF the first;
 - output to the packet's own in_port is dropped unless the port is IN_PORT (as OVS does).
 
@@ -301,6 +302,8 @@ class Switch:
         ct_pkt = dict(pkt)
         if a.nat is not None:
             _nat(ct_pkt, a.nat)
+            if a.table is None:  # without recirculation the translated headers go on in this pipeline
+                _nat(pkt, a.nat)
         if a.commit:
             self.conntrack.add((zone, key))
             for x in a.exec:

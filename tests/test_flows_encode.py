@@ -14,8 +14,8 @@ from flows import actions as A
 from flows import pipeline as P
 from flows.decode import decode_flow, decode_group
 from flows.encode import (
-    ADD, COMMANDS, DATAPATH_DESC, DELETE, MODIFY, Encoder, barrier_request, osken_bytes,
-    to_osken_flow_mod, to_osken_group_mod,
+    ADD, COMMANDS, DATAPATH_DESC, DELETE, MODIFY, Encoder, barrier_request, delete_by_cookie,
+    flow_stats_request, group_desc_request, osken_bytes, to_osken_flow_mod, to_osken_group_mod,
 )
 from flows.flow import Bucket, Flow, Group
 from tests.test_flows_strategies import flows, groups, osken_serializes_right
@@ -174,3 +174,17 @@ def test_plain_messages_and_barrier():
     req = ofpp.OFPBarrierRequest(DATAPATH_DESC)
     req.set_xid(9)
     assert barrier_request(9) == osken_bytes(req)
+
+
+def test_sync_helpers_equal_osken():
+    def xid(msg, x):
+        msg.set_xid(x)
+        return osken_bytes(msg)
+
+    dp = DATAPATH_DESC
+    assert delete_by_cookie(0xC5AB, 0xFFFF, 4) == xid(ofpp.OFPFlowMod(
+        dp, cookie=0xC5AB, cookie_mask=0xFFFF, table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE, priority=0,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=ofpp.OFPMatch()), 4)
+    assert flow_stats_request(5, 0xC5 << 56, 0xFF << 56) == xid(ofpp.OFPFlowStatsRequest(
+        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0xC5 << 56, 0xFF << 56, ofpp.OFPMatch()), 5)
+    assert group_desc_request(6) == xid(ofpp.OFPGroupDescStatsRequest(dp, 0), 6)

@@ -241,3 +241,33 @@ def test_trace_reads_like_ofproto_trace_with_stage_names():
     text = l2_switch().walk({"in_port": 1, "eth_src": MAC_A, "eth_dst": MAC_B}).format()
     assert "0(classify): cookie=0x0, table=0(classify), priority=1000,in_port=1" in text
     assert "120(output)" in text and text.endswith("-> output 2")
+
+
+def test_provider_vlan_network_tags_on_the_way_out_and_untags_on_the_way_in():
+    phys, vid = 20, 100
+    flows = base_flows() + [
+        Flow("l2_lookup", P.MATCH, {"metadata": NET, "eth_dst": "02:00:00:00:00:ee"},
+             [A.load("reg7", 30), A.Goto("egress_dispatch")]),
+        Flow("egress_dispatch", P.MATCH, {"reg7": 30},
+             [A.PushVlan(), A.SetField("vlan_vid", 0x1000 | vid), A.Output(phys)]),
+        Flow("classify", P.MATCH, {"in_port": phys, "vlan_vid": 0x1000 | vid},
+             [A.PopVlan(), A.WriteMetadata(NET), A.Goto("l2_lookup")]),
+    ]
+    sw = Switch(flows, GROUPS)
+    out = sw.walk({"in_port": 1, "eth_src": MAC_A, "eth_dst": "02:00:00:00:00:ee"})
+    assert out.ports == [phys] and out.outputs[0].headers["vlan_vid"] == 0x1000 | vid
+    back = sw.walk({"in_port": phys, "vlan_vid": 0x1000 | vid, "eth_src": "02:00:00:00:00:ee", "eth_dst": MAC_A})
+    assert back.ports == [1] and "vlan_vid" not in back.outputs[0].headers
+    other_vlan = sw.walk({"in_port": phys, "vlan_vid": 0x1000 | 7, "eth_dst": MAC_A})
+    assert other_vlan.dropped_at == "classify"
+
+
+def test_snat_without_recirculation_rewrites_the_source():
+    flows = [f for f in router_flows() if f.stage != "snat"] + [
+        Flow("snat", P.MATCH, {"metadata": NET2, "eth_type": 0x800, "ipv4_src": "10.0.0.0/24"},
+             [A.CT(commit=True, zone=200, nat=A.NAT("src", "203.0.113.5")), A.Resubmit("l2_lookup")]),
+        Flow("snat", P.DEFAULT, {}, [A.Resubmit("l2_lookup")]),
+    ]
+    r = Switch(flows, GROUPS).walk({"in_port": 1, "eth_src": MAC_A, "eth_dst": R5, "eth_type": 0x800,
+                                    "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.1.3"})
+    assert r.ports == [3] and r.outputs[0].headers["ipv4_src"] == "203.0.113.5"
