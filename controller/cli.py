@@ -8,8 +8,9 @@ directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|j
 (repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
 The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
 
-References (NET, SUBNET, PORT) are a resource name ("networks/x"), a bare id ("x"), or a display name (resolved
-by listing; an ambiguous display name is an error naming the candidates). CHASSIS is "chassis/x" or "x".
+References (NET, SUBNET, PORT) are a resource name ("networks/x"), a bare id ("x"), or a display name
+(resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is "chassis/x"
+or "x" (chassis have no display name).
 In `set`, list options (--fixed-ip, --dns-nameserver, ...) replace the whole list; --no-... clears it.
 Only the fields given are sent, in an explicit update mask.
 
@@ -45,9 +46,10 @@ from typing import Any, NoReturn
 
 import grpc
 
-from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FIXED_IP, POOL,
-                                   ROUTE, CliError, bridge_mapping, chassis_name, datapath_id, event_line,
-                                   group_name, positive, print_many, print_one, rpc_error_line, usage_error)
+from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FIXED_IP,
+                                   POOL, ROUTE, CliError, bridge_mapping, chassis_name, datapath_id,
+                                   event_line, group_name, positive, print_many, print_one, rpc_error_line,
+                                   usage_error)
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
@@ -195,7 +197,8 @@ def subnet_set(c: Client, a: argparse.Namespace) -> Any:
 def port_create(c: Client, a: argparse.Namespace) -> Any:
     net = c.resolve("network", a.network).name
     port = pb.Port(display_name=a.display_name, network=net, fixed_ips=_fixed_ips(c, a.fixed_ips or [], net),
-                   mac_address=a.mac_address or "", device_owner=a.device_owner or "", device_id=a.device_id or "",
+                   mac_address=a.mac_address or "", device_owner=a.device_owner or "",
+                   device_id=a.device_id or "",
                    allowed_address_pairs=[pb.AddressPair(**p) for p in a.allowed_address_pairs or []],
                    security_groups=[group_name(g) for g in a.security_groups or []],
                    binding_chassis=chassis_name(a.binding_chassis or ""), tenant=a.tenant or "")
@@ -214,13 +217,14 @@ def port_set(c: Client, a: argparse.Namespace) -> Any:
     _put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
     _put(msg, paths, "allowed_address_pairs", _opt(a.allowed_address_pairs, lambda p: pb.AddressPair(**p)))
     _put(msg, paths, "security_groups", _opt(a.security_groups, group_name))
-    _put(msg, paths, "binding_chassis", None if a.binding_chassis is None else chassis_name(a.binding_chassis))
+    host = a.binding_chassis
+    _put(msg, paths, "binding_chassis", None if host is None else chassis_name(host))
     return _update(c, "port", msg, paths)
 
 
 def chassis_create(c: Client, a: argparse.Namespace) -> Any:
-    ch = pb.Chassis(datapath_id=a.datapath_id or 0, tunnel_ip=a.tunnel_ip or "", ovsdb_address=a.ovsdb_address or "",
-                    bridge_mappings=dict(a.bridge_mappings or []))
+    ch = pb.Chassis(datapath_id=a.datapath_id or 0, tunnel_ip=a.tunnel_ip or "",
+                    ovsdb_address=a.ovsdb_address or "", bridge_mappings=dict(a.bridge_mappings or []))
     return c("CreateChassis", pb.CreateChassisRequest(chassis=ch, chassis_id=a.display_name))
 
 
@@ -305,20 +309,23 @@ class Parser(argparse.ArgumentParser):
 def _globals(p: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS  # set after the command too, without the subparser's defaults undoing it
     g = p.add_argument_group("global options")
-    g.add_argument("--endpoint", default=s, help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})")
-    g.add_argument("--token", default=s, help="bearer token (env SDN_TOKEN); --token=VALUE if it starts with '-'")
+    g.add_argument("--endpoint", default=s,
+                   help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})")
+    g.add_argument("--token", default=s,
+                   help="bearer token (env SDN_TOKEN); write --token=VALUE if it starts with '-'")
     g.add_argument("--token-file", default=s, metavar="PATH",
                    help="use the first admin token of a controller's tokens.json (or data directory)")
-    g.add_argument("-f", "--format", default=s, choices=["table", "json", "value"], help="output (default table)")
+    g.add_argument("-f", "--format", default=s, choices=["table", "json", "value"],
+                   help="output (default table)")
     g.add_argument("-c", "--column", dest="columns", action="append", default=s, metavar="FIELD",
                    help="only this field (repeatable; proto field names)")
     g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
 
 
-def _pair(p: argparse.ArgumentParser, dest: str, on: str, off: str, help_on: str = "", help_off: str = "") -> None:
+def _pair(p: argparse.ArgumentParser, dest: str, on: str, off: str) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument(on, dest=dest, action="store_const", const=True, default=None, help=help_on or None)
-    g.add_argument(off, dest=dest, action="store_const", const=False, help=help_off or None)
+    g.add_argument(on, dest=dest, action="store_const", const=True, default=None)
+    g.add_argument(off, dest=dest, action="store_const", const=False)
 
 
 def _repeated(p: argparse.ArgumentParser, flag: str, dest: str, clear: str | None, metavar: str,
@@ -330,7 +337,8 @@ def _repeated(p: argparse.ArgumentParser, flag: str, dest: str, clear: str | Non
         g.add_argument(clear, dest=dest, action="store_const", const=[], help="clear the list")
 
 
-def _command(sub: Any, name: str, func: Callable[..., Any], kind: str = "", out: str = "one", **kw: Any) -> Any:
+def _command(sub: Any, name: str, func: Callable[..., Any], kind: str = "", out: str = "one",
+             **kw: Any) -> Any:
     p = sub.add_parser(name, **kw)
     _globals(p)
     p.set_defaults(func=func, kind=kind, out=out)
@@ -342,7 +350,8 @@ def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..
     rs = sub.add_parser(kind, help=f"{kind} commands").add_subparsers(dest="action", metavar="ACTION",
                                                                        required=True)
     pc = _command(rs, "create", create, kind, help=f"create a {kind}")
-    pc.add_argument("display_name", metavar="NAME", help="display name" if kind != "chassis" else "id (hostname)")
+    pc.add_argument("display_name", metavar="NAME",
+                    help="display name" if kind != "chassis" else "its id (the hostname, usually)")
     if kind != "chassis":
         pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
     pl = _command(rs, "list", do_list, kind, out="many", help=f"list {kind}")
@@ -486,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         timeout = getattr(args, "timeout", None) or float(os.environ.get("SDN_TIMEOUT") or 30)
     except ValueError:
-        return _report(usage_error(f"SDN_TIMEOUT={os.environ['SDN_TIMEOUT']!r} is not a number"), endpoint, None)
+        bad = usage_error(f"SDN_TIMEOUT={os.environ['SDN_TIMEOUT']!r} is not a number")
+        return _report(bad, endpoint, None)
     args.format = getattr(args, "format", "table")
     columns = getattr(args, "columns", None)
     client: Client | None = None

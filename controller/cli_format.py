@@ -1,4 +1,4 @@
-"""Output and error formatting for `sdnctl` (controller/cli.py): tables, JSON, bare values, one-line errors."""
+"""Helpers of `sdnctl` (controller/cli.py): output (table, JSON, values), one-line errors, option types."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def usage_error(message: str) -> CliError:
 
 
 def rpc_error_line(err: grpc.RpcError, endpoint: str, timeout: float | None) -> tuple[str, int]:
-    """One line for a failed call: code, field violations (or message), ErrorInfo reason; and the exit code."""
+    """One line for a failed call (code, field violations or message, ErrorInfo reason) and the exit code."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     name = code.name if code is not None else "UNKNOWN"
     status = None
@@ -108,7 +108,7 @@ def _kv(d: dict[str, Any], keys: Sequence[tuple[str, str]]) -> str:
 
 
 def cell(field: str, value: Any, compact: bool = False) -> list[str]:
-    """A field's value as display strings, one per list item; `compact` (lists) shows fixed IPs' addresses only."""
+    """A field's value as display strings, one per list item; `compact` (lists): fixed IPs' addresses only."""
     if value is None:
         return [""]
     if field == "segment_type":
@@ -251,12 +251,14 @@ def kv(keys: dict[str, str], required: Sequence[str] = ()) -> Callable[[str], di
     return parse
 
 
-FIXED_IP = kv({"subnet": "subnet", "ip-address": "ip_address", "ip_address": "ip_address", "ip": "ip_address"})
+FIXED_IP = kv({"subnet": "subnet", "ip-address": "ip_address", "ip_address": "ip_address",
+               "ip": "ip_address"})
 ADDRESS_PAIR = kv({"ip-address": "ip_address", "ip_address": "ip_address", "ip": "ip_address",
                    "mac-address": "mac_address", "mac_address": "mac_address", "mac": "mac_address"},
                   ["ip_address"])
 POOL = kv({"start": "start", "end": "end"}, ["start", "end"])
-ROUTE = kv({"destination": "destination", "gateway": "nexthop", "nexthop": "nexthop"}, ["destination", "nexthop"])
+ROUTE = kv({"destination": "destination", "gateway": "nexthop", "nexthop": "nexthop"},
+           ["destination", "nexthop"])
 
 
 def bridge_mapping(text: str) -> tuple[str, str]:

@@ -64,7 +64,8 @@ def error_line(res: Result) -> str:
 
 def test_network_lifecycle(sdnctl: Cli) -> None:
     t = sdnctl.api.tenant_token("alice")
-    net = sdnctl("-f", "json", "network", "create", "web", "--id", "web", "--segment-type", "gre", token=t).json()
+    net = sdnctl("-f", "json", "network", "create", "web", "--id", "web", "--segment-type", "gre",
+                 token=t).json()
     assert net["name"] == "networks/web" and net["tenant"] == "alice" and net["segment_type"] == "GRE"
     assert net["admin_state_up"] is True and net["external"] is False and net["mtu"] == 1458
 
@@ -123,7 +124,8 @@ def test_subnet_lifecycle(sdnctl: Cli) -> None:
     sub = sdnctl("-f", "json", "subnet", "create", "web-v4", "--network", "web", "--cidr", "10.0.0.0/24",
                  "--gateway", "10.0.0.254", "--allocation-pool", "start=10.0.0.10,end=10.0.0.20",
                  "--allocation-pool", "start=10.0.0.30,end=10.0.0.40", "--dns-nameserver", "10.0.0.2",
-                 "--dns-nameserver", "10.0.0.3", "--host-route", "destination=192.168.0.0/16,gateway=10.0.0.1",
+                 "--dns-nameserver", "10.0.0.3",
+                 "--host-route", "destination=192.168.0.0/16,gateway=10.0.0.1",
                  "--no-dhcp", "--id", "web-v4").json()
     assert sub["name"] == "subnets/web-v4" and sub["network"] == "networks/web"
     assert sub["gateway_ip"] == "10.0.0.254" and sub["enable_dhcp"] is False
@@ -138,7 +140,8 @@ def test_subnet_lifecycle(sdnctl: Cli) -> None:
     show = sdnctl("subnet", "show", "web-v4").out
     assert "start=10.0.0.10,end=10.0.0.20\n" in show and "start=10.0.0.30,end=10.0.0.40" in show
     assert "destination=192.168.0.0/16,gateway=10.0.0.1" in show
-    assert sdnctl("-f", "value", "-c", "name", "subnet", "list", "--network", "web").lines == ["subnets/web-v4"]
+    by_net = sdnctl("-f", "value", "-c", "name", "subnet", "list", "--network", "web").lines
+    assert by_net == ["subnets/web-v4"]
     assert len(sdnctl("subnet", "list").lines) == 3
 
     upd = sdnctl("-f", "json", "subnet", "set", "web-v4", "--name", "front", "--dns-nameserver", "9.9.9.9",
@@ -173,11 +176,13 @@ def test_port_lifecycle(sdnctl: Cli) -> None:
                   "ip-address=10.0.0.101,mac-address=fa:16:3e:00:00:99", "--security-group", "default").json()
     assert port["fixed_ips"] == [{"subnet": "subnets/web-v4", "ip_address": "10.0.0.10"}]
     assert port["mac_address"] == "fa:16:3e:00:00:01" and port["device_id"] == "vm-1"
-    assert port["allowed_address_pairs"][1] == {"ip_address": "10.0.0.101", "mac_address": "fa:16:3e:00:00:99"}
+    assert port["allowed_address_pairs"][1] == {"ip_address": "10.0.0.101",
+                                                "mac_address": "fa:16:3e:00:00:99"}
     assert port["security_groups"] == ["securityGroups/default"] and port["port_security_enabled"] is True
     p2 = sdnctl("-f", "json", "port", "create", "vm2", "--network", "networks/web",
                 "--disable-port-security", "--disable").json()
-    assert p2["port_security_enabled"] is False and p2["admin_state_up"] is False and len(p2["fixed_ips"]) == 1
+    assert p2["port_security_enabled"] is False and p2["admin_state_up"] is False
+    assert len(p2["fixed_ips"]) == 1
 
     listing = sdnctl("port", "list", "--network", "web").out
     assert "10.0.0.10" in listing and "fa:16:3e:00:00:01" in listing and "DOWN" in listing
@@ -259,7 +264,8 @@ def test_display_name_resolution_and_ambiguity(sdnctl: Cli) -> None:
 def test_one_line_errors_per_class(sdnctl: Cli, api: Api) -> None:
     sdnctl("network", "create", "web", "--id", "web")
     res = sdnctl("subnet", "create", "s", "--network", "web", "--cidr", "10.0.0.0/33", code=4)
-    assert error_line(res) == "error: INVALID_ARGUMENT subnet.cidr: '10.0.0.0/33' is not a CIDR (INVALID_FIELD)"
+    assert error_line(res) == \
+        "error: INVALID_ARGUMENT subnet.cidr: '10.0.0.0/33' is not a CIDR (INVALID_FIELD)"
     res = sdnctl("network", "create", "web", "--id", "web", code=5)
     assert error_line(res).startswith("error: ALREADY_EXISTS network 'web' already exists")
     res = sdnctl("network", "create", "x", "--id", "Bad_Id", code=4)
@@ -322,7 +328,8 @@ def test_token_and_info(sdnctl: Cli) -> None:
     assert info["tenant"] == "admin" and info["admin"] is True and int(info["revision"]) >= 0
     token = sdnctl("-f", "value", "-c", "token", "token", "create", "--tenant", "carol").out.strip()
     assert len(token) > 20
-    assert sdnctl("-f", "value", "-c", "tenant", "-c", "admin", "info", token=token).lines == ["carol", "false"]
+    who = sdnctl("-f", "value", "-c", "tenant", "-c", "admin", "info", token=token).lines
+    assert who == ["carol", "false"]
     admin2 = sdnctl("-f", "json", "token", "create", "--tenant", "ops", "--admin").json()
     assert admin2["admin"] is True and admin2["tenant"] == "ops"
     res = sdnctl("token", "create", "--tenant", "dave", token=token, code=7)
@@ -372,5 +379,6 @@ def test_installed_script_end_to_end(server: InProcessServer) -> None:
     del env["SDN_TOKEN"]
     res = _run(["--token-file", str(server.data_dir), "-f", "value", "-c", "tenant", "network", "list"], env)
     assert res.returncode == 0 and res.stdout == "alice\n", res.stderr
-    res = _run(["--token-file", str(server.data_dir / "tokens.json"), "info", "-f", "value", "-c", "admin"], env)
+    token_file = str(server.data_dir / "tokens.json")
+    res = _run(["--token-file", token_file, "info", "-f", "value", "-c", "admin"], env)
     assert res.returncode == 0 and res.stdout == "true\n", res.stderr
