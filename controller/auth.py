@@ -21,6 +21,15 @@ class Principal:
         return self.admin or tenant == self.tenant
 
 
+class LastAdminToken(Exception):
+    """Revoking this token would leave no admin token."""
+
+
+def new_token() -> str:
+    """A random bearer token; the prefix keeps it from starting with '-' (command-line friendly)."""
+    return "sdn_" + secrets.token_urlsafe(32)
+
+
 class TokenFile:
     """Loaded once, rewritten atomically on change; the first start creates it with one admin token."""
 
@@ -31,7 +40,7 @@ class TokenFile:
         if self.path.exists():
             self._tokens: dict[str, Principal] = self._read()
         else:
-            token = secrets.token_urlsafe(32)
+            token = new_token()
             self._tokens = {token: Principal(ADMIN_TENANT, True)}
             self.created_admin_token = token
             self._write()
@@ -59,15 +68,18 @@ class TokenFile:
 
     def create(self, tenant: str, admin: bool) -> str:
         with self._lock:
-            token = secrets.token_urlsafe(32)
+            token = new_token()
             self._tokens = {**self._tokens, token: Principal(tenant, admin)}
             self._write()
             return token
 
     def revoke(self, token: str) -> bool:
+        """False if unknown; LastAdminToken if it is the only admin token (nobody could administer)."""
         with self._lock:
             if token not in self._tokens:
                 return False
+            if self._tokens[token].admin and sum(p.admin for p in self._tokens.values()) == 1:
+                raise LastAdminToken()
             self._tokens = {t: p for t, p in self._tokens.items() if t != token}
             self._write()
             return True

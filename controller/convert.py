@@ -32,7 +32,7 @@ def parse_name(kind: str, name: str, field_path: str) -> str:
 
 def _ts(t: float) -> Timestamp:
     ts = Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
+    ts.FromMicroseconds(round(t * 1e6))  # the clock's float has microsecond precision at best
     return ts
 
 

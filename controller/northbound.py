@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from controller import convert
-from controller.auth import Principal, TokenFile
+from controller.auth import LastAdminToken, Principal, TokenFile
 from controller.status import abort, unauthenticated
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
@@ -209,7 +209,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             old = self._owned(topo, p, "network", m.name, "network.name")
             paths = self._mask(m, request.update_mask, convert.network_to_pb(old), ops.NETWORK_OUTPUT,
                                ops.NETWORK_MUTABLE)
-            if "external" in paths:
+            if "external" in paths and m.external != old.external:
                 _admin_only(p, "network.external", "the external flag")
             fields = {path: getattr(m, path) if path in ops.NETWORK_MUTABLE else None for path in paths}
             return ops.update_network(topo, old, fields, rev, now)
@@ -485,8 +485,13 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     @_unary
     def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         _admin_only(p, "", "revoking tokens")
-        if not self.tokens.revoke(request.token):
-            raise errors.not_found("token", request.token[:6] + "…")
+        try:
+            revoked = self.tokens.revoke(request.token)
+        except LastAdminToken:
+            raise errors.failed_precondition("LAST_ADMIN_TOKEN", "this is the only admin token; create "
+                                             "another admin token before revoking it") from None
+        if not revoked:
+            raise errors.not_found("token", request.token[:8] + "…")
         return empty_pb2.Empty()
 
 

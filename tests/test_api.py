@@ -411,3 +411,23 @@ def test_health_and_reflection(server: InProcessServer) -> None:
     stopper.start()
     assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
     stopper.join()
+
+
+def test_last_admin_token_cannot_be_revoked_and_tokens_are_cli_safe(api: Api) -> None:
+    code, _, reason = expect_error(api.stub.RevokeToken, pb.RevokeTokenRequest(token=api.admin_token),
+                                   metadata=api.admin)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and reason == "LAST_ADMIN_TOKEN"
+    second = api.stub.CreateToken(pb.CreateTokenRequest(tenant="ops", admin=True), metadata=api.admin).token
+    assert not second.startswith("-")
+    api.stub.RevokeToken(pb.RevokeTokenRequest(token=api.admin_token), metadata=api.md(second))
+    code, _, _ = expect_error(api.stub.ListNetworks, pb.ListNetworksRequest(), metadata=api.admin)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_tenant_star_mask_leaves_admin_fields_alone(api: Api) -> None:
+    md = api.md(api.tenant_token("alice"))
+    net = make_net(api, md)
+    upd = api.stub.UpdateNetwork(pb.UpdateNetworkRequest(
+        network=pb.Network(name=net.name, display_name="all", mtu=1400, admin_state_up=True),
+        update_mask=field_mask_pb2.FieldMask(paths=["*"])), metadata=md)
+    assert (upd.display_name, upd.mtu, upd.external) == ("all", 1400, False)
