@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,9 +122,12 @@ class Chassis:
         """ovs-appctl to this chassis's ovs-vswitchd, e.g. `appctl("ofproto/trace", "br-int", "...")`."""
         return self._ovs.appctl(*args, check=check)
 
-    def exec(self, cmd: Sequence[str], check: bool = True, timeout: float = 30.0) -> str:
-        """Run a command in the chassis namespace; return its stdout."""
-        return proc.run(list(cmd), namespace=self.namespace, check=check, timeout=timeout).stdout
+    def exec(
+        self, cmd: str | Sequence[str], check: bool = True, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in the chassis namespace (a string runs through sh -c)."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return proc.run(argv, namespace=self.namespace, check=check, timeout=timeout)
 
     def ofport(self, port_name: str) -> int:
         """OpenFlow port number of an interface (-1 while vswitchd has not opened it)."""
@@ -141,9 +145,13 @@ class Chassis:
         deletes all its flows.
         """
         targets = [target] if isinstance(target, str) else list(target)
-        self.vsctl("set-controller", bridge, *targets)
-        for row in self.vsctl("--columns=_uuid", "--bare", "list", "Controller").split():
-            self.vsctl("set", "Controller", row, "max_backoff=1000", "connection_mode=out-of-band")
+        # One transaction, so vswitchd never connects with the default (in-band, 8 s backoff) settings.
+        args: list[str] = []
+        for i, t in enumerate(targets):
+            args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{t}"']
+            args += ["max_backoff=1000", "connection_mode=out-of-band"]
+        refs = ",".join(f"@c{i}" for i in range(len(targets)))
+        self.vsctl(*args, "--", "set", "Bridge", bridge, f"controller=[{refs}]")
 
     def del_controller(self, bridge: str = INTEGRATION_BRIDGE) -> None:
         """Remove every controller of `bridge` (removing the last one deletes its flows)."""
