@@ -38,8 +38,9 @@ def realistic_flows(n_ports: int) -> list[Flow]:
         cookie = Cookie.for_owner(1, f"port/{p}")
         m, addr = mac(p), ip(p)
         out += [
-            Flow("classify", P.MATCH, {"in_port": p}, [A.WriteMetadata(net), A.load("reg6", p),
-                                                      A.load("reg5", p & 0xFFFF), A.Goto("port_sec_in")], cookie),
+            Flow("classify", P.MATCH, {"in_port": p},
+                 [A.WriteMetadata(net), A.load("reg6", p), A.load("reg5", p & 0xFFFF), A.Goto("port_sec_in")],
+                 cookie),
             Flow("port_sec_in", P.MATCH, {"reg6": p, "eth_src": m, "eth_type": 0x800, "ipv4_src": addr},
                  [A.Goto("acl_egress")], cookie),
             Flow("port_sec_in", P.MATCH, {"reg6": p, "eth_src": m, "eth_type": 0x806, "arp_spa": addr,
@@ -48,7 +49,8 @@ def realistic_flows(n_ports: int) -> list[Flow]:
                                                                          A.Goto("egress_dispatch")], cookie),
             Flow("egress_dispatch", P.MATCH, {"metadata": net, "reg7": p},
                  [A.Goto("acl_ingress")] if p % 3 else
-                 [A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", ip(0x0A0000 + p % 50)), A.Output(9)],
+                 [A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", ip(0x0A0000 + p % 50)),
+                  A.Output(9)],
                  cookie),
             Flow("output", P.MATCH, {"reg7": p}, [A.Output(p)], cookie),
             Flow("acl_ingress", P.MATCH, {"reg7": p, "ct_state": est}, [A.Goto("output")], cookie),

@@ -28,7 +28,9 @@ from flows.actions import (
 )
 from flows.flow import Flow, Group
 
-#: semantic commands; flows map them to ADD / MODIFY_STRICT / DELETE_STRICT, groups to ADD/MODIFY/DELETE
+#: semantic commands; flows map them to ADD / MODIFY_STRICT / DELETE_STRICT, groups to ADD/MODIFY/DELETE.
+#: Note: an OpenFlow 1.1+ MODIFY never changes a flow's cookie (OVS keeps the old one); to replace a
+#: flow whose cookie changed, send ADD with the same table/priority/match: it replaces the entry.
 ADD = "add"
 MODIFY = "modify"
 DELETE = "delete"

@@ -88,6 +88,8 @@ def _canonical_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
             if type(a) in seen:
                 raise FlowError(f"more than one {type(a).__name__} in one flow")
             seen.add(type(a))
+    if any(isinstance(a, Conjunction) for a in acts) and not all(isinstance(a, Conjunction) for a in acts):
+        raise FlowError("conjunction() actions cannot be mixed with other actions (OVS rejects it)")
     return tuple(sorted(acts, key=lambda a: _ORDER.get(type(a), 1)))
 
 
@@ -195,8 +197,8 @@ class Bucket:
     def __post_init__(self) -> None:
         acts = tuple(self.actions)
         for a in acts:
-            if isinstance(a, INSTRUCTIONS):
-                raise FlowError(f"{type(a).__name__} is an instruction; buckets hold actions only")
+            if isinstance(a, INSTRUCTIONS + (Conjunction,)):
+                raise FlowError(f"{type(a).__name__} cannot be in a group bucket")
         _canonical_actions(acts)
         _check_targets("group bucket", acts, None)
         object.__setattr__(self, "actions", acts)

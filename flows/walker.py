@@ -210,7 +210,8 @@ class Switch:
         if goto is not None:
             self._table(goto, pkt, result, depth)
         elif len(result.outputs) == out_before and not any(
-                isinstance(a, (Resubmit, GroupAction)) or (isinstance(a, CT) and a.table) for a in flow.actions):
+                isinstance(a, (Resubmit, GroupAction)) or (isinstance(a, CT) and a.table)
+                for a in flow.actions):
             result.drops.append((stage, "no output"))
 
     # -- actions -----------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ EVERY_KIND = [
     A.SetField("tun_ipv4_dst", "172.16.0.9"), A.SetField("tunnel_id", 99), A.SetField("vlan_vid", 0x1064),
     A.SetField("ipv6_dst", "fd00::1"), A.Move("eth_src", "eth_dst", 48), A.Move("reg6", "reg7", 8, 8, 16),
     A.GroupAction(3), A.PushVlan(), A.PopVlan(), A.DecTtl(), A.CtClear(), A.Resubmit("l2_lookup"),
-    A.Conjunction(12, 2, 3), A.Controller(A.REASON_NO_MATCH, 128, 2), A.Controller(),
+    A.Controller(A.REASON_NO_MATCH, 128, 2), A.Controller(),
     A.CT(), A.CT(commit=True, zone="reg5", table="l2_lookup", force=True, alg=21),
     A.CT(commit=True, zone=9, nat=A.NAT("src", "192.0.2.1", "192.0.2.9", 1024, 65535, persistent=True),
          exec=(A.SetField("ct_mark", 5), A.SetField("ct_label", 7))),
@@ -79,3 +79,8 @@ def test_foreign_entries_raise():
     stats.instructions = [ofpp.OFPInstructionActions(3, [])]  # OFPIT_WRITE_ACTIONS
     with pytest.raises(DecodeError):
         decode_flow(stats)
+
+
+def test_conjunction_flow_round_trips():
+    f = Flow("acl_egress", P.MATCH, {"reg6": 3}, [A.Conjunction(12, 2, 3), A.Conjunction(13, 1, 2)])
+    assert decode_flow(as_flow_stats(f)) == f

@@ -47,7 +47,8 @@ EXAMPLES = [
     Flow("l2_lookup", P.MATCH, {"metadata": 5, "eth_dst": "AA:BB:CC:00:00:01"},
          [A.load("reg7", 3), A.Goto("egress_dispatch")], cookie=0xC501000000010000),
     Flow("classify", P.MATCH, {"in_port": 1},
-         [A.Meter(3), A.WriteMetadata(5), A.load("reg6", 1), A.load("reg10", 1, 3, 3), A.Goto("port_sec_in")]),
+         [A.Meter(3), A.WriteMetadata(5), A.load("reg6", 1), A.load("reg10", 1, 3, 3),
+          A.Goto("port_sec_in")]),
     Flow("egress_dispatch", P.MATCH, {"reg7": 9, "metadata": 77},
          [A.SetField("tunnel_id", 77), A.SetField("tun_ipv4_dst", "192.168.0.2"), A.Output(3)]),
     Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22, "ct_state": (0x21, 0x21)},
@@ -56,10 +57,12 @@ EXAMPLES = [
          [A.DecTtl(), A.Move("ipv4_dst", "reg0", 32), A.SetField("eth_src", "00:00:00:00:00:01"),
           A.Resubmit("snat")]),
     Flow("arp_nd", P.HIGH, {"eth_type": 0x806, "arp_op": 1},
-         [A.Conjunction(5, 1, 2), A.Controller(), A.PushVlan(), A.SetField("vlan_vid", 0x1005), A.PopVlan(),
+         [A.Controller(), A.PushVlan(), A.SetField("vlan_vid", 0x1005), A.PopVlan(),
           A.GroupAction(7), A.CtClear(), A.Output(A.IN_PORT)]),
     Flow("lb", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.10"},
          [A.CT(commit=True, zone=7, table="l2_lookup", nat=A.NAT("dst", "10.0.0.5", "", 80))]),
+    Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_src": "10.0.0.0/8"},
+         [A.Conjunction(5, 1, 2), A.Conjunction(6, 2, 3)]),
     Flow("output", P.DEFAULT),
 ]
 
@@ -153,7 +156,8 @@ def test_bundle_buffer_is_open_adds_commit_with_consecutive_xids():
     for i, (command, item) in enumerate(ops):
         raw = split(buf)[i + 1]
         xid = 101 + i
-        inner = enc.flow_mod(item, command, xid) if isinstance(item, Flow) else enc.group_mod(item, command, xid)
+        is_flow = isinstance(item, Flow)
+        inner = enc.flow_mod(item, command, xid) if is_flow else enc.group_mod(item, command, xid)
         inner_obj = (to_osken_flow_mod(item, command, xid) if isinstance(item, Flow)
                      else to_osken_group_mod(item, command, xid))
         add = ofpp.ONFBundleAddMsg(DATAPATH_DESC, 42, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED, inner_obj, [])
@@ -188,3 +192,10 @@ def test_sync_helpers_equal_osken():
     assert flow_stats_request(5, 0xC5 << 56, 0xFF << 56) == xid(ofpp.OFPFlowStatsRequest(
         dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0xC5 << 56, 0xFF << 56, ofpp.OFPMatch()), 5)
     assert group_desc_request(6) == xid(ofpp.OFPGroupDescStatsRequest(dp, 0), 6)
+
+
+def test_fields_without_a_struct_encoding_fall_back_to_osken():
+    """tcp_flags is an ONF experimenter OXM: the struct path declines it and os-ken encodes it."""
+    f = Flow("output", P.MATCH, {"reg7": 1}, [A.SetField("tcp_flags", 2), A.Output(1)])
+    assert Encoder().flow_mod(f, xid=1) == osken_bytes(to_osken_flow_mod(f, ADD, 1))
+    assert decode_flow(parse(Encoder().flow_mod(f))) == f

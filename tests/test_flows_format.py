@@ -25,7 +25,8 @@ def test_drop_tunnel_and_owner():
     reg.register_app(4, "l2")
     c = reg.register(4, "network/blue")
     drop = Flow("classify", P.DEFAULT, cookie=c)
-    assert format_flow(drop, reg) == f" cookie={c.value:#x}, table=0(classify), priority=0 actions=drop  # l2/network/blue"
+    assert format_flow(drop, reg) == (
+        f" cookie={c.value:#x}, table=0(classify), priority=0 actions=drop  # l2/network/blue")
     out = Flow("egress_dispatch", P.MATCH, {"reg7": 3},
                [A.SetField("tunnel_id", 5), A.SetField("tun_ipv4_dst", "10.9.0.2"), A.Output(7)])
     assert "actions=set_field:0x5->tun_id,set_field:10.9.0.2->tun_dst,output:7" in format_flow(out)

@@ -99,7 +99,6 @@ def plain_actions(targets=()):
                   st.integers(0, 16)),
         st.builds(A.GroupAction, st.integers(0, 1000)),
         st.just(A.PushVlan()), st.just(A.PopVlan()), st.just(A.DecTtl()), st.just(A.CtClear()),
-        st.builds(A.Conjunction, u32, st.just(1), st.integers(2, 4)),
         st.builds(A.Controller, st.integers(0, 2), u16, u16),
         cts(targets),
     ]
@@ -114,6 +113,13 @@ def flows(draw):
     m = draw(matches())
     ok = [s for s in pipeline.STAGES if set(m) <= s.matches]
     s = draw(st.sampled_from(ok))
+    band = draw(st.sampled_from(pipeline.BANDS))
+    prio = band(draw(st.integers(0, band.width - 1)))
+    cookie = draw(st.one_of(st.just(0), st.integers(0, 2**64 - 1)))
+    if draw(st.integers(0, 9)) == 0:  # a conjunctive clause flow: conjunction actions only
+        conj = draw(st.lists(st.builds(A.Conjunction, u32, st.just(1), st.integers(2, 4)), min_size=1,
+                             max_size=3))
+        return Flow(s.name, prio, m, conj, cookie)
     acts = draw(st.lists(plain_actions(s.next), max_size=5))
     if draw(st.booleans()):
         acts.append(A.Meter(draw(st.integers(1, 100))))
@@ -122,9 +128,6 @@ def flows(draw):
     forward = sorted(n for n in s.next if pipeline.table_of(n) > s.table)
     if forward and draw(st.booleans()):
         acts.append(A.Goto(draw(st.sampled_from(forward))))
-    band = draw(st.sampled_from(pipeline.BANDS))
-    prio = band(draw(st.integers(0, band.width - 1)))
-    cookie = draw(st.one_of(st.just(0), st.integers(0, 2**64 - 1)))
     return Flow(s.name, prio, m, acts, cookie)
 
 

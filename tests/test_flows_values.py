@@ -82,7 +82,8 @@ def test_breaking_the_declaration_raises_at_once(build, message):
     lambda: A.Output(A.CONTROLLER), lambda: A.Output(-1), lambda: A.load("reg6", 1 << 16, 16, 31),
     lambda: A.Move("reg6", "reg7", 33), lambda: A.Conjunction(1, 3, 2), lambda: A.CT(zone=1 << 16),
     lambda: A.CT(exec=(A.SetField("ct_mark", 1),)), lambda: A.CT(commit=True, exec=(A.SetField("reg6", 1),)),
-    lambda: A.NAT("src", "not-ip"), lambda: A.NAT("", "10.0.0.1"), lambda: A.NAT("src", "10.0.0.1", "fd00::1"),
+    lambda: A.NAT("src", "not-ip"), lambda: A.NAT("", "10.0.0.1"),
+    lambda: A.NAT("src", "10.0.0.1", "fd00::1"),
     lambda: A.GroupAction(0xFFFFFFFF), lambda: A.SetField("reg6", 1, 0),
 ])
 def test_impossible_actions_raise(build):
@@ -171,3 +172,9 @@ def test_registry_maps_cookies_back_to_owners():
     assert not r.knows(c.value)
     with pytest.raises(ValueError):
         r.register_app(2, "l3")
+
+
+def test_conjunction_cannot_mix_with_other_actions():
+    with pytest.raises(FlowError, match="conjunction"):
+        Flow("acl_egress", P.MATCH, {"reg6": 1}, [A.Conjunction(1, 1, 2), A.Goto("arp_nd")])
+    Flow("acl_egress", P.MATCH, {"reg6": 1}, [A.Conjunction(1, 1, 2), A.Conjunction(2, 2, 2)])

@@ -10,7 +10,8 @@ from flows.flow import Bucket, Flow, Group
 from flows.walker import CT_EST, CT_NEW, CT_TRK, Switch, WalkError
 
 NET, NET2, ROUTER = 5, 6, 100
-MAC_A, MAC_B, MAC_C, MAC_D = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c", "02:00:00:00:00:0d"
+MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+MAC_C, MAC_D = "02:00:00:00:00:0c", "02:00:00:00:00:0d"
 R5, R6 = "02:00:00:00:01:05", "02:00:00:00:01:06"
 BCAST = "ff:ff:ff:ff:ff:ff"
 TUN_PORT, REMOTE_VTEP = 10, "192.168.0.2"
@@ -42,7 +43,8 @@ def base_flows(acl_ingress: list[Flow] | None = None) -> list[Flow]:
     from_tunnel = P.flags_match([P.FROM_TUNNEL])
     fl += [
         Flow("classify", P.MATCH, {"in_port": TUN_PORT, "tunnel_id": NET},
-             [A.WriteMetadata(NET), A.load("reg10", 1, P.FROM_TUNNEL.bit, P.FROM_TUNNEL.bit), A.Goto("l2_lookup")]),
+             [A.WriteMetadata(NET), A.load("reg10", 1, P.FROM_TUNNEL.bit, P.FROM_TUNNEL.bit),
+              A.Goto("l2_lookup")]),
         Flow("classify", P.DEFAULT),  # unknown ports drop
         Flow("port_sec_in", P.DEFAULT),  # spoofed sources drop
         Flow("acl_egress", P.DEFAULT, {}, [A.Goto("arp_nd")]),
@@ -146,12 +148,15 @@ def test_security_group_allows_new_ssh_and_its_replies_but_not_http():
 
 
 def router_flows() -> list[Flow]:
-    ttl_ok = [A.DecTtl(), A.SetField("eth_src", R6), A.SetField("eth_dst", MAC_D), A.SetField("metadata", NET2),
+    ttl_ok = [A.DecTtl(), A.SetField("eth_src", R6), A.SetField("eth_dst", MAC_D),
+              A.SetField("metadata", NET2),
               A.load("reg10", 1, P.ROUTED.bit, P.ROUTED.bit), A.Goto("snat")]
     return base_flows() + [
-        Flow("l2_lookup", P.MATCH, {"metadata": NET, "eth_dst": R5}, [A.WriteMetadata(ROUTER), A.Goto("dnat")]),
+        Flow("l2_lookup", P.MATCH, {"metadata": NET, "eth_dst": R5},
+             [A.WriteMetadata(ROUTER), A.Goto("dnat")]),
         Flow("dnat", P.DEFAULT, {}, [A.Goto("l3_lookup")]),
-        Flow("l3_lookup", P.MATCH(24), {"metadata": ROUTER, "eth_type": 0x800, "ipv4_dst": "10.0.1.0/24"}, ttl_ok),
+        Flow("l3_lookup", P.MATCH(24), {"metadata": ROUTER, "eth_type": 0x800, "ipv4_dst": "10.0.1.0/24"},
+             ttl_ok),
         Flow("l3_lookup", P.MATCH(0), {"metadata": ROUTER, "eth_type": 0x800}, [A.Controller()]),
         Flow("snat", P.DEFAULT, {}, [A.Resubmit("l2_lookup")]),
         Flow("arp_nd", P.MATCH, {"metadata": NET, "eth_type": 0x806, "arp_op": 1, "arp_tpa": "10.0.0.254"}, [
@@ -195,7 +200,8 @@ def test_conjunctive_acl_matches_only_the_cross_product():
         Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_src": src}, [A.Conjunction(7, 1, 2)])
         for src in ("10.0.0.1", "10.0.0.9")
     ] + [
-        Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": port}, [A.Conjunction(7, 2, 2)])
+        Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": port},
+             [A.Conjunction(7, 2, 2)])
         for port in (22, 443)
     ] + [Flow("acl_egress", P.MATCH, {"conj_id": 7}, [A.Goto("arp_nd")])]
     flows = [f for f in base_flows() if not (f.stage == "acl_egress")] + acl + [Flow("acl_egress", P.DEFAULT)]
@@ -256,7 +262,8 @@ def test_provider_vlan_network_tags_on_the_way_out_and_untags_on_the_way_in():
     sw = Switch(flows, GROUPS)
     out = sw.walk({"in_port": 1, "eth_src": MAC_A, "eth_dst": "02:00:00:00:00:ee"})
     assert out.ports == [phys] and out.outputs[0].headers["vlan_vid"] == 0x1000 | vid
-    back = sw.walk({"in_port": phys, "vlan_vid": 0x1000 | vid, "eth_src": "02:00:00:00:00:ee", "eth_dst": MAC_A})
+    back = sw.walk({"in_port": phys, "vlan_vid": 0x1000 | vid, "eth_src": "02:00:00:00:00:ee",
+                    "eth_dst": MAC_A})
     assert back.ports == [1] and "vlan_vid" not in back.outputs[0].headers
     other_vlan = sw.walk({"in_port": phys, "vlan_vid": 0x1000 | 7, "eth_dst": MAC_A})
     assert other_vlan.dropped_at == "classify"
