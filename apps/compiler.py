@@ -1,0 +1,175 @@
+"""Which flows each chassis wants, kept per owner unit, recompiled only where a change can reach.
+
+A chassis's desired state is the union of units: ("pipeline", "") for the stage defaults, ("network", id)
+for a network's classify/replication flows and groups, ("port", id) for a port's ARP, lookup, dispatch
+and delivery flows. A change marks the units it can affect (on the chassis that host the network before
+or after it); only those are recompiled, and their difference is what the switch is sent. Changes to a
+chassis record, or to a chassis's tunnel/patch ports, recompile that chassis (or all) in full: rare.
+
+`full()` computes a chassis from scratch; the property test checks incremental == full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from apps import arp, classify, defaults, egress, l2
+from apps.view import ChassisRuntime, View
+from flows.flow import Flow, Group
+from topology.model import Change, Topology
+
+Item = Flow | Group
+Unit = tuple[str, str]
+PIPELINE: Unit = ("pipeline", "")
+
+
+def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
+    kind, ident = unit
+    if kind == "pipeline":
+        return frozenset(defaults.chassis_flows()) if chassis_id in view.topo.chassis else frozenset()
+    if kind == "network":
+        net = view.topo.networks.get(ident)
+        if net is None or not net.admin_state_up:
+            return frozenset()
+        return frozenset([*classify.network_flows(view, chassis_id, net), *l2.network_flows(view, chassis_id, net)])
+    port = view.topo.ports.get(ident)
+    if port is None:
+        return frozenset()
+    return frozenset([*classify.port_flows(view, chassis_id, port), *arp.port_flows(view, chassis_id, port),
+                      *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port)])
+
+
+def all_units(topo: Topology) -> list[Unit]:
+    return [PIPELINE, *(("network", n) for n in topo.networks), *(("port", p) for p in topo.ports)]
+
+
+def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
+    """Every non-empty unit of a chassis, from scratch."""
+    out = {}
+    for unit in all_units(view.topo):
+        items = compile_unit(view, chassis_id, unit)
+        if items:
+            out[unit] = items
+    return out
+
+
+@dataclass
+class Delta:
+    add: set[Item] = field(default_factory=set)
+    remove: set[Item] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove)
+
+
+class Compiler:
+    """Holds each chassis's compiled units and the hosting sets they were compiled with."""
+
+    def __init__(self) -> None:
+        self.units: dict[str, dict[Unit, frozenset[Item]]] = {}
+        self.hosting: dict[str, frozenset[str]] = {}
+        self.runtime: dict[str, ChassisRuntime] = {}
+
+    def view(self, topo: Topology) -> View:
+        return View(topo, self.runtime)
+
+    def desired(self, chassis_id: str) -> frozenset[Item]:
+        return frozenset(item for items in self.units.get(chassis_id, {}).values() for item in items)
+
+    # ------------------------------------------------------------------------------------------ entry points
+
+    def rebuild(self, topo: Topology) -> dict[str, Delta]:
+        """Recompile every chassis from scratch (start-up, chassis record changes)."""
+        view = self.view(topo)
+        self.hosting = {n: view.hosting(n) for n in topo.networks}
+        deltas = {}
+        for ch in set(topo.chassis) | set(self.units):
+            deltas[ch] = self._recompile(view, ch, all_units(topo) + list(self.units.get(ch, {})))
+        return deltas
+
+    def on_changes(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:
+        """Recompile what a model write can reach; returns the per-chassis difference."""
+        changes = list(changes)
+        if any(kind == "chassis" for kind, *_ in changes):
+            return self.rebuild(topo)
+        view = self.view(topo)
+        nets: set[str] = set()
+        ports: set[str] = set()
+        for kind, ident, old, new in changes:
+            if kind == "port":
+                ports.add(ident)
+                nets.update(r.network_id for r in (old, new) if r is not None)  # type: ignore[union-attr]
+            elif kind == "network":
+                nets.add(ident)
+                ports.update(p.id for p in topo.ports_of(ident))
+        dirty: dict[str, set[Unit]] = {}
+        for n in nets:
+            before = self.hosting.get(n, frozenset())
+            after = view.hosting(n)
+            if after:
+                self.hosting[n] = after
+            else:
+                self.hosting.pop(n, None)
+            for ch in before | after:
+                dirty.setdefault(ch, set()).add(("network", n))
+            # a chassis that starts or stops hosting the network needs (or drops) all of its ports' flows
+            for ch in before ^ after:
+                dirty[ch].update(("port", p.id) for p in topo.ports_of(n))
+                dirty[ch].update(u for u in self.units.get(ch, {}) if u[0] == "port" and u[1] in ports)
+        for pid in ports:
+            port = topo.ports.get(pid)
+            net_id = port.network_id if port else None
+            targets = set(self.hosting.get(net_id, frozenset())) if net_id else set()
+            targets |= {ch for ch, units in self.units.items() if ("port", pid) in units}
+            for ch in targets:
+                dirty.setdefault(ch, set()).add(("port", pid))
+        return {ch: self._recompile(view, ch, units) for ch, units in dirty.items()}
+
+    def on_runtime(self, topo: Topology, runtime: ChassisRuntime) -> Delta:
+        """A chassis's OVSDB facts changed (VIF plugged, tunnel port ofport learned...)."""
+        old = self.runtime.get(runtime.chassis_id)
+        self.runtime[runtime.chassis_id] = runtime
+        ch = runtime.chassis_id
+        view = self.view(topo)
+        if old is None or old.tunnels != runtime.tunnels or old.patches != runtime.patches:
+            return self._recompile(view, ch, all_units(topo) + list(self.units.get(ch, {})))
+        units: set[Unit] = set()
+        for pid in set(old.vifs) ^ set(runtime.vifs) | {p for p in runtime.vifs if old.vifs.get(p) != runtime.vifs[p]}:
+            port = topo.ports.get(pid)
+            if port is not None:
+                units |= {("port", pid), ("network", port.network_id)}
+        return self._recompile(view, ch, units)
+
+    def forget(self, chassis_id: str) -> None:
+        self.units.pop(chassis_id, None)
+        self.runtime.pop(chassis_id, None)
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _recompile(self, view: View, chassis_id: str, units: Iterable[Unit]) -> Delta:
+        current = self.units.setdefault(chassis_id, {})
+        delta = Delta()
+        for unit in set(units):
+            new = compile_unit(view, chassis_id, unit)
+            old = current.get(unit, frozenset())
+            if new == old:
+                continue
+            delta.add |= new - old
+            delta.remove |= old - new
+            if new:
+                current[unit] = new
+            else:
+                current.pop(unit, None)
+        if not current and chassis_id not in view.topo.chassis:
+            self.units.pop(chassis_id, None)
+        # an item that merely moved between units is neither added nor removed
+        both = delta.add & delta.remove
+        delta.add -= both
+        delta.remove -= both
+        return delta
+
+
+def desired_from_scratch(topo: Topology, runtime: Mapping[str, ChassisRuntime], chassis_id: str) -> frozenset[Item]:
+    view = View(topo, runtime)
+    return frozenset(item for items in full(view, chassis_id).values() for item in items)

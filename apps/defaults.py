@@ -1,0 +1,27 @@
+"""Each stage's catch-all: pass-through stages hand the packet on, deciding stages drop what they did not
+claim. Security groups (acl_*) and port security replace these pass-throughs when they land."""
+
+from __future__ import annotations
+
+from apps import ids
+from flows.actions import Goto
+from flows.flow import Flow
+from flows.pipeline import DEFAULT
+
+OWNER = "pipeline"
+PASS_THROUGH = {
+    "port_sec_in": "acl_egress",
+    "acl_egress": "arp_nd",
+    "arp_nd": "dhcp",
+    "dhcp": "lb",
+    "lb": "l2_lookup",
+    "acl_ingress": "output",
+}
+DROP = ("classify", "l2_lookup", "egress_dispatch", "output")
+
+
+def chassis_flows() -> list[Flow]:
+    c = ids.cookie(ids.DEFAULTS, OWNER)
+    out = [Flow(stage, DEFAULT, actions=(Goto(nxt),), cookie=c) for stage, nxt in PASS_THROUGH.items()]
+    out += [Flow(stage, DEFAULT, cookie=c) for stage in DROP]  # no actions: drop, visibly in dumps
+    return out

@@ -1,0 +1,74 @@
+"""l2_lookup and replication. The model knows every MAC, so known unicast is looked up, never learned or
+flooded: dst MAC -> DST_PORT. Broadcast/multicast go to the network's flood group: its local ports plus
+one copy per remote chassis hosting the network (overlay) or one copy to the physical network (provider).
+What came in from a tunnel or the physical network is replicated to local ports only (split horizon).
+Unknown unicast: flooded on overlays; sent only to the physical network on provider networks (every
+port's MAC is known, so an unknown MAC is outside).
+"""
+
+from __future__ import annotations
+
+from apps import ids
+from apps.egress import to_remote, to_uplink
+from apps.view import View
+from flows.actions import Goto, GroupAction, Resubmit, SetField
+from flows.flow import Bucket, Flow, Group
+from flows.pipeline import DST_PORT, FLAGS, FROM_TUNNEL, LOW, MATCH, flags_match
+from topology.records import OVERLAY_TYPES, Network, Port
+
+MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+
+def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
+    net = view.topo.networks.get(port.network_id)
+    if net is None or not view.located(port) or not view.hosts(chassis_id, net.id):
+        return []
+    c = ids.cookie(ids.L2, port.id)
+    macs = dict.fromkeys([port.mac, *(m for _ip, m in port.allowed_address_pairs)])
+    return [Flow("l2_lookup", MATCH, match={"metadata": net.key, "eth_dst": mac},
+                 actions=(SetField(DST_PORT.field, port.key), Goto("egress_dispatch")), cookie=c)
+            for mac in macs]
+
+
+def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow | Group]:
+    if not view.hosts(chassis_id, net.id):
+        return []
+    c = ids.cookie(ids.L2, net.id)
+    local_buckets = []
+    for port in view.topo.ports_of(net.id):
+        if view.local_ofport(chassis_id, port) is not None:
+            local_buckets.append(Bucket((SetField(DST_PORT.field, port.key), Resubmit("egress_dispatch"))))
+    outside_buckets = []
+    if net.segment_type in OVERLAY_TYPES:
+        for remote in sorted(view.hosting(net.id) - {chassis_id}):
+            acts = to_remote(view, chassis_id, net, remote)
+            if acts:
+                outside_buckets.append(Bucket(acts))
+    else:
+        acts = to_uplink(view, chassis_id, net)
+        if acts:
+            outside_buckets.append(Bucket(acts))
+    g_all = Group(ids.flood_all_group(net.key), "all", tuple(local_buckets + outside_buckets))
+    g_local = Group(ids.flood_local_group(net.key), "all", tuple(local_buckets))
+    from_outside = flags_match(set_=[FROM_TUNNEL])
+    from_inside = flags_match(clear=[FROM_TUNNEL])
+    md = {"metadata": net.key}
+    out: list[Flow | Group] = [
+        g_all, g_local,
+        Flow("l2_lookup", MATCH, match={**md, "eth_dst": MULTICAST, FLAGS.field: from_inside},
+             actions=(GroupAction(g_all.group_id),), cookie=c),
+        Flow("l2_lookup", MATCH, match={**md, "eth_dst": MULTICAST, FLAGS.field: from_outside},
+             actions=(GroupAction(g_local.group_id),), cookie=c),
+    ]
+    if net.segment_type in OVERLAY_TYPES:
+        out += [
+            Flow("l2_lookup", LOW, match={**md, FLAGS.field: from_inside},
+                 actions=(GroupAction(g_all.group_id),), cookie=c),
+            Flow("l2_lookup", LOW, match={**md, FLAGS.field: from_outside},
+                 actions=(GroupAction(g_local.group_id),), cookie=c),
+        ]
+    else:
+        acts = to_uplink(view, chassis_id, net)
+        if acts:
+            out.append(Flow("l2_lookup", LOW, match={**md, FLAGS.field: from_inside}, actions=acts, cookie=c))
+    return out

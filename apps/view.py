@@ -1,0 +1,65 @@
+"""What the compilers read: the model plus each chassis's runtime facts (ofports), behind cached queries.
+
+A View is built for one compile pass and never mutated by apps; apps are pure functions of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from topology.model import Topology
+from topology.records import OVERLAY_TYPES, Chassis, Network, Port
+
+
+@dataclass(frozen=True)
+class ChassisRuntime:
+    """Facts a chassis's OVSDB reports: where things are plugged on its br-int."""
+
+    chassis_id: str
+    vifs: Mapping[str, int] = field(default_factory=dict)      # logical port id -> ofport
+    tunnels: Mapping[str, int] = field(default_factory=dict)   # tunnel type -> ofport
+    patches: Mapping[str, int] = field(default_factory=dict)   # physical network -> ofport of patch port
+
+
+class View:
+    def __init__(self, topo: Topology, runtime: Mapping[str, ChassisRuntime]) -> None:
+        self.topo = topo
+        self.runtime = runtime
+        self._hosting: dict[str, frozenset[str]] = {}
+
+    def chassis(self, chassis_id: str) -> Chassis | None:
+        return self.topo.chassis.get(chassis_id)
+
+    def rt(self, chassis_id: str) -> ChassisRuntime:
+        return self.runtime.get(chassis_id) or ChassisRuntime(chassis_id)
+
+    def located(self, port: Port) -> bool:
+        """A port takes part in the dataplane: up, on an up network, bound to a known chassis."""
+        net = self.topo.networks.get(port.network_id)
+        return (port.admin_state_up and net is not None and net.admin_state_up
+                and port.binding_chassis in self.topo.chassis)
+
+    def hosting(self, network_id: str) -> frozenset[str]:
+        """Chassis that need the network's flows: those with a located port of it."""
+        got = self._hosting.get(network_id)
+        if got is None:
+            got = frozenset(p.binding_chassis for p in self.topo.ports_of(network_id) if self.located(p))
+            self._hosting[network_id] = got
+        return got
+
+    def hosts(self, chassis_id: str, network_id: str) -> bool:
+        return chassis_id in self.hosting(network_id)
+
+    def local_ofport(self, chassis_id: str, port: Port) -> int | None:
+        """The port's ofport if it is located on this chassis and plugged."""
+        if port.binding_chassis != chassis_id or not self.located(port):
+            return None
+        return self.rt(chassis_id).vifs.get(port.id)
+
+    def uplink(self, chassis_id: str, net: Network) -> int | None:
+        """br-int's ofport towards the network's segment: its tunnel port, or the patch to its physnet."""
+        rt = self.rt(chassis_id)
+        if net.segment_type in OVERLAY_TYPES:
+            return rt.tunnels.get(net.segment_type)
+        return rt.patches.get(net.physical_network)
