@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+
 from flows import actions as A
 from flows import pipeline as P
 from flows.cookie import CookieRegistry
 from flows.flow import Bucket, Flow, Group
 from flows.format import format_flow, format_flows, format_group
+from tests.test_flows_strategies import flows
 
 
 def test_flow_line_reads_like_ovs_ofctl_with_stage_names():
@@ -37,3 +40,11 @@ def test_group_line():
     g = Group(3, "select", [Bucket((A.Output(1),)), Bucket((A.Resubmit("l2_lookup"),), weight=3)])
     assert format_group(g) == (" group_id=3,type=select,bucket=weight:1,actions=output:1,"
                                "bucket=weight:3,actions=resubmit(,60(l2_lookup))")
+
+
+@settings(max_examples=200, deadline=None)
+@given(flows())
+def test_every_flow_formats_with_its_stage_name(flow):
+    line = format_flow(flow)
+    assert f"table={flow.table}({flow.stage})" in line and f"priority={flow.priority}" in line
+    assert ("actions=drop" in line) == (not flow.actions)
