@@ -17,7 +17,8 @@ Layout (names start with the lab prefix <p>, root-namespace links are at most 12
 - br-int: netdev, fail_mode=secure, OpenFlow13, datapath-id (prefix hex << 16 | index) unless given.
 - provider network j: root bridge <p>n<j> forwarding 802.1q frames untouched; per chassis a netdev
   bridge with uplink `up<j>-<physnet>` (root end <p>c<i>p<j>). No patch ports: bridge mappings are the
-  controller's (`chassis.bridge_mappings`).
+  controller's (`chassis.bridge_mappings`, also written to Open_vSwitch external_ids:bridge-mappings;
+  external_ids:system-id is the chassis name).
 - state: /run/sdn-lab/<p>.json (override with SDN_LAB_STATE_DIR) lists namespaces, root links, daemon pids
   and the workdir /run/sdn-lab/<p>/ (one rundir per chassis: conf.db, db.sock, *.log, *.pid, *.ctl).
   `cleanup_stale()` (run by every `Lab()` start and by `python -m lab cleanup`) removes labs whose

@@ -106,6 +106,7 @@ class Chassis:
             "add-br", INTEGRATION_BRIDGE,
             "--", "set", "Bridge", INTEGRATION_BRIDGE, "datapath_type=netdev", "fail_mode=secure",
             "protocols=OpenFlow13", f"other_config:datapath-id={self.datapath_id_hex}",
+            "--", "set", "Open_vSwitch", ".", f"external_ids:system-id={self.name}",
         )  # fmt: skip
 
     # --- OVS tools -------------------------------------------------------------------------------------
@@ -208,6 +209,9 @@ class Chassis:
         )  # fmt: skip
         netlink.set_link(bridge, self.namespace)
         self.provider_bridges[bridge] = physnet
+        # A hint in OVSDB, OVN-style ("physnet:bridge,..."); nothing in the lab acts on it.
+        mappings = ",".join(f"{p}:{b}" for p, b in sorted(self.bridge_mappings.items()))
+        self.vsctl("set", "Open_vSwitch", ".", f'external_ids:bridge-mappings="{mappings}"')
         return uplink
 
     def provider_uplink_root_ifname(self, physnet: str) -> str:

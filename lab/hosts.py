@@ -41,7 +41,10 @@ class Host:
         return proc.run(argv, namespace=self.namespace, check=check, timeout=timeout)
 
     def popen(self, cmd: str | Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
-        """Start a command in the host's namespace; the lab kills it at teardown if still running."""
+        """Start a command in the host's namespace; the lab kills it at teardown if still running.
+
+        stdout/stderr default to pipes: read them (or pass other targets) for chatty long-running commands.
+        """
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         kwargs.setdefault("text", True)
         kwargs.setdefault("stdout", subprocess.PIPE)

@@ -85,11 +85,6 @@ class OvsInstance:
             os.kill(pid, 9)
             proc.wait_until(lambda: not proc.pid_alive(pid), timeout=5)
 
-    def stop(self) -> None:
-        """Stop both daemons (SIGTERM, then SIGKILL)."""
-        pids = [proc.read_pidfile(str(self.rundir / f"{n}.pid")) for n in ("ovs-vswitchd", "ovsdb-server")]
-        proc.kill_pids(p for p in pids if p is not None)
-
     def vsctl(self, *args: str, wait: bool = True, check: bool = True) -> str:
         """ovs-vsctl against this instance; `wait=False` does not wait for ovs-vswitchd to apply it."""
         opts = [f"--db={self.ovsdb}", "--timeout=20"] + ([] if wait else ["--no-wait"])

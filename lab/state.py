@@ -89,16 +89,23 @@ def destroy(state: LabState) -> None:
     """Remove everything `state` lists: processes first, then links, namespaces, files.
 
     Daemons die before their namespaces go: a vswitchd in a deleted namespace keeps running, hidden.
+    If a process survives SIGKILL the rest is still removed, but the state file stays for a later retry.
     """
     doomed = set(proc.pids_in_netns(state.namespaces)) | set(proc.pids_matching(state.workdir + "/"))
     doomed |= {p for p in state.pids if state.workdir in proc.pid_cmdline(p)}
-    proc.kill_pids(doomed)
+    survivors: RuntimeError | None = None
+    try:
+        proc.kill_pids(doomed)
+    except RuntimeError as e:
+        survivors = e
     # Root-side veth ends first: a deleted namespace releases its veths asynchronously.
     for ifname in reversed(state.links):
         netlink.delete_link(ifname)
     for name in reversed(state.namespaces):
         netlink.remove_netns(name)
     shutil.rmtree(state.workdir, ignore_errors=True)
+    if survivors is not None:
+        raise survivors
     state.path.unlink(missing_ok=True)
 
 

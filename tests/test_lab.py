@@ -108,6 +108,8 @@ def test_vlan_provider_network_reaches_external_host(pair: Pair) -> None:
     lab.add_provider_network("physnet1")
     uplink = ch1.add_provider_bridge("br-ex1", "physnet1")
     assert ch1.ofport(uplink) > 0
+    assert ch1.bridge_mappings == {"physnet1": "br-ex1"}
+    assert "physnet1:br-ex1" in ch1.vsctl("get", "Open_vSwitch", ".", "external_ids:bridge-mappings")
     ext = lab.add_external_host("physnet1", "ext1", "10.12.0.100/24", vlan=VLAN)
     untagged = lab.add_external_host("physnet1", "ext2", "10.12.0.101/24")
     vm = ch1.add_vm("vm3", "02:00:00:00:01:03", "10.12.0.3/24", "port-vm3")
