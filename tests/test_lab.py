@@ -225,6 +225,14 @@ def test_teardown_leaves_nothing() -> None:
     assert leftovers(prefix, workdir) == []
 
 
+def test_failure_inside_lab_still_tears_down() -> None:
+    with pytest.raises(ValueError, match="already used"), Lab() as lab:
+        prefix, workdir = lab.prefix, str(lab.workdir)
+        lab.add_chassis("dup")
+        lab.add_chassis("dup")
+    assert leftovers(prefix, workdir) == []
+
+
 KILLED_LAB = textwrap.dedent(
     """
     import json, sys, time
