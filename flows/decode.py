@@ -36,6 +36,12 @@ def _stage_name(table_id: int) -> str:
     return st.name
 
 
+def _field(name: str) -> str:
+    """Our (OXM) name for a field os-ken parsed from an NXM header: OVS reports reg_move / reg_load
+    with NXM_OF_ETH_SRC-style headers, which os-ken names ``eth_src_nxm``."""
+    return name.removesuffix("_nxm")
+
+
 def _nat(a: Any) -> NAT:
     kind = "src" if a.flags & 1 else "dst" if a.flags & 2 else ""
     ip_min = a.range_ipv4_min or a.range_ipv6_min or ""
@@ -55,12 +61,12 @@ def decode_action(a: Any) -> Action:
             return SetField(a.key, a.value[0], a.value[1])
         return SetField(a.key, a.value)
     if isinstance(a, ofpp.NXActionRegLoad2):
-        return SetField(a.dst, a.value, a.mask)
+        return SetField(_field(a.dst), a.value, a.mask)
     if isinstance(a, ofpp.NXActionRegLoad):
         start, n_bits = a.ofs_nbits >> 6, (a.ofs_nbits & 0x3F) + 1
-        return load(a.dst, a.value, start, start + n_bits - 1)
+        return load(_field(a.dst), a.value, start, start + n_bits - 1)
     if isinstance(a, ofpp.NXActionRegMove):
-        return Move(a.src_field, a.dst_field, a.n_bits, a.src_ofs, a.dst_ofs)
+        return Move(_field(a.src_field), _field(a.dst_field), a.n_bits, a.src_ofs, a.dst_ofs)
     if isinstance(a, ofpp.OFPActionGroup):
         return GroupAction(a.group_id)
     if isinstance(a, ofpp.OFPActionPushVlan):
@@ -83,7 +89,7 @@ def decode_action(a: Any) -> Action:
         if a.zone_src:
             if a.zone_ofs_nbits != nx.ofs_nbits(0, 15):
                 raise DecodeError(f"ct zone from {a.zone_src} bits {a.zone_ofs_nbits:#x} is not ours")
-            zone: int | str = a.zone_src
+            zone: int | str = _field(a.zone_src)
         else:
             zone = a.zone_ofs_nbits
         nat = None

@@ -60,6 +60,11 @@ def test_switch_spellings_decode_to_our_canonical_values():
     old_load = ofpp.NXActionRegLoad(ofs_nbits=(3 << 6) | 0, dst="reg10", value=1)
     assert decode_action(old_load) == A.load("reg10", 1, 3, 3)
     assert decode_action(ofpp.NXActionRegLoad(ofs_nbits=31, dst="reg7", value=4)) == A.SetField("reg7", 4)
+    # OVS 3.1 dumps move with NXM headers (NXM_OF_ETH_SRC), which os-ken names eth_src_nxm
+    nxm_move = ofpp.NXActionRegMove(src_field="eth_src_nxm", dst_field="eth_dst_nxm", n_bits=48)
+    assert decode_action(nxm_move) == A.Move("eth_src", "eth_dst", 48)
+    spa = ofpp.NXActionRegMove(src_field="arp_spa_nxm", dst_field="arp_tpa_nxm", n_bits=32)
+    assert decode_action(spa) == A.Move("arp_spa", "arp_tpa", 32)
 
 
 def test_foreign_entries_raise():
