@@ -247,10 +247,18 @@ class ChassisAgent:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                self._iterate()
-        except Exception:
-            log.exception("%s: OVSDB thread crashed", self.chassis_id)
-            raise
+                try:
+                    self._iterate()
+                except Exception:
+                    # A bug or an unexpected row must not end the agent: drop any half-built transaction,
+                    # look again in a second.
+                    log.exception("%s: OVSDB agent error; retrying in 1 s", self.chassis_id)
+                    if self._idl.txn is not None:
+                        self._idl.txn.abort()
+                    self._txn, self._txn_actions = None, []
+                    self._converged = False
+                    self._seen_seqno = -1
+                    self._stopping.wait(1.0)
         finally:
             self._ready.clear()
             self._idl.close()
@@ -328,7 +336,7 @@ class ChassisAgent:
             self._retry_at = time.monotonic() + RETRY_MIN_S
             return
         log.error(
-            "%s: OVSDB transaction failed (%s): %s; retrying in %.1f s",
+            "%s: OVSDB transaction failed (%s: %s) doing: %s; retrying in %.1f s",
             self.chassis_id, status, txn.get_error() or "no error text", what, self._retry_delay,
         )  # fmt: skip
         self._retry_at = time.monotonic() + self._retry_delay
@@ -373,15 +381,33 @@ class ChassisAgent:
         self._ensure_bridge_settings(br_int, actions)
         self._ensure_controllers(txn, br_int, config.controller_targets, actions)
 
-        wanted = self._wanted_ports(config, bridges)
-        wanted_keys = {(w.bridge, w.name) for w in wanted}
+        groups = self._wanted_ports(config, bridges)
+        wanted_keys = {(w.bridge, w.name) for group in groups for w in group}
+        port_home: dict[str, str] = {}  # port name -> bridge, for every port that stays
         for bridge in bridges.values():
             for port in bridge.ports:
                 if OWNER_KEY in port.external_ids and (bridge.name, port.name) not in wanted_keys:
                     bridge.delvalue("ports", port)
                     actions.append(f"remove port {port.name} from {bridge.name}")
-        for w in wanted:
-            self._ensure_port(txn, bridges[w.bridge], w, actions)
+                else:
+                    port_home[port.name] = bridge.name
+        iface_home = {i.name: p.name for p in tables["Port"].rows.values() for i in p.interfaces}
+        for group in groups:
+            # Port and Interface names are unique database-wide: a name someone else uses would fail the
+            # whole transaction, so that port (and its patch peer) waits until the name is free.
+            taken = [
+                (w.name, port_home.get(w.name), iface_home.get(w.name))
+                for w in group
+                if port_home.get(w.name, w.bridge) != w.bridge or iface_home.get(w.name, w.name) != w.name
+            ]
+            key = "conflict:" + ",".join(w.name for w in group)
+            if taken:
+                self._warn_once(key, "cannot create %s: name in use (name, bridge, port): %s",
+                                " + ".join(f"{w.name} on {w.bridge}" for w in group), taken)  # fmt: skip
+                continue
+            self._warned.discard(key)
+            for w in group:
+                self._ensure_port(txn, bridges[w.bridge], w, actions)
 
     def _create_integration_bridge(self, txn: Any, root: Row, config: _Config, actions: list[str]) -> None:
         tables = self._idl.tables
@@ -462,10 +488,12 @@ class ChassisAgent:
                 ctl.connection_mode = [CONTROLLER_CONNECTION_MODE]
                 actions.append(f"set controller {target} connection_mode={CONTROLLER_CONNECTION_MODE}")
 
-    def _wanted_ports(self, config: _Config, bridges: Mapping[str, Row]) -> list[_WantedPort]:
+    def _wanted_ports(self, config: _Config, bridges: Mapping[str, Row]) -> list[tuple[_WantedPort, ...]]:
+        """The ports this agent should have, in groups that only make sense together (a patch pair)."""
         br_int = self.integration_bridge
+        flow_based = {"remote_ip": "flow", "key": "flow"}
         wanted = [
-            _WantedPort(br_int, tunnel_port_name(t), t, {"remote_ip": "flow", "key": "flow"}, {OWNER_KEY: "tunnel"})
+            (_WantedPort(br_int, tunnel_port_name(t), t, flow_based, {OWNER_KEY: "tunnel"}),)
             for t in self.tunnel_types
         ]
         for physnet, bridge in sorted(config.bridge_mappings.items()):
@@ -477,8 +505,10 @@ class ChassisAgent:
             self._warned.discard(f"{physnet}->{bridge}")
             int_side, provider_side = patch_port_names(physnet)
             ids = {OWNER_KEY: "patch", PHYSNET_KEY: physnet}
-            wanted.append(_WantedPort(br_int, int_side, "patch", {"peer": provider_side}, ids))
-            wanted.append(_WantedPort(bridge, provider_side, "patch", {"peer": int_side}, ids))
+            wanted.append((
+                _WantedPort(br_int, int_side, "patch", {"peer": provider_side}, ids),
+                _WantedPort(bridge, provider_side, "patch", {"peer": int_side}, ids),
+            ))  # fmt: skip
         return wanted
 
     def _warn_once(self, key: str, msg: str, *args: object) -> None:

@@ -221,11 +221,19 @@ def test_bridge_mapping_patch_pair(lab: Lab, chassis: Chassis, agents: Agents) -
     assert long_prov in bridge_ports(ch, "br-ext")
     rec.wait_for(lambda p: dict(p.patches) == {"physnet1": ofport(ch, int_side), long_net: ofport(ch, long_int)})
 
+    # A physnet moving to another bridge moves its provider-side port (same name) in one transaction.
+    int_uuid = vsctl_get(ch, "Port", int_side, "_uuid")
+    agent.update(bridge_mappings={"physnet1": "br-ext", long_net: "br-ext"})
+    eventually(lambda: prov_side in bridge_ports(ch, "br-ext"), "provider side moved to br-ext")
+    assert bridge_ports(ch, "br-phys1") == {uplink}
+    assert vsctl_get(ch, "Port", int_side, "_uuid") == int_uuid  # br-int side untouched
+    assert agent.wait_ready(TIMEOUT)
+
     # Removing a mapping removes its pair, on both bridges.
     agent.update(bridge_mappings={long_net: "br-ext"})
     rec.wait_for(lambda p: set(p.patches) == {long_net})
     eventually(lambda: int_side not in bridge_ports(ch, "br-int"), "br-int patch removed")
-    assert bridge_ports(ch, "br-phys1") == {uplink}
+    assert prov_side not in bridge_ports(ch, "br-ext")
 
     # A mapping to a bridge that does not exist yet is realized as soon as the bridge appears.
     agent.update(bridge_mappings={long_net: "br-ext", "physnet1": "br-late"})
@@ -248,6 +256,50 @@ def test_deleted_tunnel_port_comes_back(chassis: Chassis, agents: Agents) -> Non
     chassis.vsctl("set", "Interface", "tun-gre", "options:key=42")
     eventually(lambda: vsctl_get(chassis, "Interface", "tun-gre", "options:key") == "flow", "tun-gre key=flow")
     assert agent.wait_ready(TIMEOUT)
+
+
+def test_port_name_taken_by_someone_else(chassis: Chassis, agents: Agents, caplog: pytest.LogCaptureFixture) -> None:
+    """A foreign port holding one of our names is left alone (and logged); everything else is configured, and
+    the port is created once the name is free."""
+    ch = chassis
+    ch.vsctl("add-port", "br-phy", "tun-gre", "--", "set", "Interface", "tun-gre", "type=internal")
+    rec = Recorder()
+    agent = ChassisAgent(ch.name, ch.ovsdb, controller_targets=[agents.target()], datapath_id=ch.datapath_id,
+                         on_change=rec)  # fmt: skip
+    agents.started.append(agent)
+    with caplog.at_level(logging.WARNING, logger="controller.ovsdb"):
+        agent.start()
+        rec.wait_for(lambda p: set(p.tunnels) == {"vxlan", "geneve"})
+        assert not agent.wait_ready(0.3)
+    assert any("cannot create tun-gre on br-int: name in use" in r.getMessage() for r in caplog.records)
+    assert bridge_ports(ch, "br-phy") == {"ul0", "tun-gre"}
+
+    ch.vsctl("del-port", "br-phy", "tun-gre")
+    assert agent.wait_ready(TIMEOUT)
+    assert tunnels_match_switch(ch, agent.snapshot())
+
+
+def test_failed_transaction_is_logged_and_retried(
+    chassis: Chassis, agents: Agents, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's reason for refusing a transaction is logged; the agent retries and converges."""
+    plan = ChassisAgent._plan
+    failures = iter(range(2))
+
+    def failing_plan(self: ChassisAgent, txn: object, config: object, actions: list[str]) -> None:
+        plan(self, txn, config, actions)  # type: ignore[arg-type]
+        if actions and next(failures, None) is not None:
+            # A value outside the column's enum: ovsdb-server rejects the whole transaction.
+            txn.add_op({"op": "insert", "table": "Bridge", "row": {"name": "br-bad", "fail_mode": "bogus"}})  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ChassisAgent, "_plan", failing_plan)
+    with caplog.at_level(logging.INFO, logger="controller.ovsdb"):
+        agent, _ = agents.start(chassis)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "OVSDB transaction failed" in errors[0] and "bogus" in errors[0] and "create bridge br-int" in errors[0]
+    assert tunnels_match_switch(chassis, agent.snapshot())
+    assert "br-bad" not in chassis.vsctl("list-br", wait=False).split()
 
 
 def test_controller_target_updated_in_place(chassis: Chassis, agents: Agents) -> None:
