@@ -34,7 +34,18 @@ class Config:
     geneve_ranges: str = "1000:99999"
     vlan_ranges: list[str] = field(default_factory=list)  # "physnet:low:high"
     shutdown_grace_s: float = 5.0
+    # how switches reach this controller (the Controller row the OVSDB agent writes on each chassis);
+    # default: tcp:<openflow_listen host, or 127.0.0.1 for 0.0.0.0>:<port>
+    switch_target: str = ""
+    datapath_type: str = "system"  # br-int's datapath: "system" (kernel) or "netdev" (userspace, the lab)
     demo: bool = False
+
+    @property
+    def switch_controller_target(self) -> str:
+        if self.switch_target:
+            return self.switch_target
+        host, port = split_hostport(self.openflow_listen)
+        return f"tcp:{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
     @property
     def data_path(self) -> Path:
@@ -73,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--geneve-ranges")
     p.add_argument("--vlan-range", dest="vlan_ranges", action="append",
                    help="PHYSNET:LOW:HIGH VLAN ids allocatable on a physical network (repeatable)")
+    p.add_argument("--switch-target", help="controller target written into each chassis's OVSDB, "
+                   "e.g. tcp:192.0.2.1:6653 (default: from --openflow-listen)")
+    p.add_argument("--datapath-type", choices=["system", "netdev"], help="br-int datapath (default system)")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p

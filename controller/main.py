@@ -11,26 +11,37 @@ import sys
 import threading
 from pathlib import Path
 
+from collections.abc import Callable
+from typing import Any
+
 from controller import config as config_mod
+from controller import ofapp
 from controller.auth import TokenFile
+from controller.dataplane import Dataplane
+from controller.ovsdb import ChassisAgent
 from controller.server import ApiServer
+from topology.records import Chassis
 from topology.state import State
 
 log = logging.getLogger("sdn")
 
 
-def start_openflow(listen: str) -> object:
-    """Start os-ken in this process (its hub runs native threads); returns the OFApp instance."""
-    from os_ken import cfg
-    from os_ken.base.app_manager import AppManager
+def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
+    """os-ken in this process (its hub runs native threads), the sync engines, the OVSDB agents."""
+    host, port = config_mod.split_hostport(cfg.openflow_listen)
+    app = ofapp.ensure_started(host, port)
+    target = cfg.switch_controller_target
 
-    host, port = config_mod.split_hostport(listen)
-    cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)], project="os_ken")
-    mgr = AppManager.get_instance()
-    mgr.load_apps(["controller.ofapp"])
-    contexts = mgr.create_contexts()
-    mgr.instantiate_apps(**contexts)
-    return mgr.applications["OFApp"]
+    def agent(ch: Chassis, on_change: Callable[[str, Any], None]) -> ChassisAgent:
+        return ChassisAgent(ch.id, ch.ovsdb_address, controller_targets=[target], datapath_id=ch.datapath_id,
+                            bridge_mappings=dict(ch.bridge_mappings), datapath_type=cfg.datapath_type,
+                            on_change=on_change)
+
+    dataplane = Dataplane(state, engine_factory=lambda dpid, _cb: app.sync.get(dpid), agent_factory=agent,
+                          packet_ins=lambda dpid: app.packet_ins.get(dpid, 0))
+    app.sync.on_realized = dataplane._on_realized
+    dataplane.start()
+    return dataplane
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     tokens = TokenFile(data / "tokens.json")
     if tokens.created_admin_token:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")
-    api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers)
+    dataplane = start_dataplane(cfg, state)
+    log.info("OpenFlow listener on %s; switches are told to connect to %s", cfg.openflow_listen,
+             cfg.switch_controller_target)
+    api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane)
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
     endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid()}
     (data / "endpoints.json").write_text(json.dumps(endpoints))
     log.info("gRPC API on %s (revision %d); data in %s", endpoints["grpc"], state.revision, data.resolve())
-    start_openflow(cfg.openflow_listen)
-    log.info("OpenFlow listener on %s", cfg.openflow_listen)
 
     if cfg.demo:
         from controller import demo
@@ -73,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
     api.stop(cfg.shutdown_grace_s)
+    dataplane.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)
     logging.shutdown()

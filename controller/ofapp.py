@@ -1,7 +1,8 @@
-"""The os-ken application: accepts switch connections and keeps a registry of connected datapaths.
+"""The os-ken application: accepts switch connections, keeps a registry of connected datapaths, and routes
+connection events and replies (barrier, multipart, errors, bundle control) to the sync engines.
 
-The dataplane (flow compile and sync) attaches here in a later step; today the registry answers
-"which chassis are connected" by datapath id.
+The sync engines (controller/sync.py) live in `OFApp.sync`, a SyncManager; they send pre-encoded bytes with
+`Datapath.send` and correlate replies by xid.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
+from controller.sync import SyncManager
+
 log = logging.getLogger(__name__)
+
+#: replies the sync engines wait for
+_REPLY_EVENTS = [ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg, ofp_event.EventOFPFlowStatsReply,
+                 ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventONFBundleCtrlMsg]
 
 
 class DatapathRegistry:
+    """Connected datapaths by id (thread-safe)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_dpid: dict[int, Any] = {}
@@ -27,10 +36,17 @@ class DatapathRegistry:
         with self._lock:
             self._by_dpid[dp.id] = dp
 
-    def remove(self, dp: Any) -> None:
+    def remove(self, dp: Any) -> bool:
+        """Forget `dp` if it is still the current connection of its id; True if it was."""
         with self._lock:
             if self._by_dpid.get(dp.id) is dp:
                 del self._by_dpid[dp.id]
+                return True
+            return False
+
+    def get(self, dpid: int) -> Any | None:
+        with self._lock:
+            return self._by_dpid.get(dpid)
 
     def connected(self) -> dict[int, Any]:
         with self._lock:
@@ -43,6 +59,14 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.registry = DatapathRegistry()
+        self.sync = SyncManager()
+        self.packet_ins: dict[int, int] = {}  # packet-ins received per datapath id
+        self.packet_ins: dict[int, int] = {}  # datapath id -> count (nothing we compile sends any yet)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[misc]
+    def on_packet_in(self, ev: Any) -> None:
+        dpid = ev.msg.datapath.id
+        self.packet_ins[dpid] = self.packet_ins.get(dpid, 0) + 1
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
     def on_features(self, ev: Any) -> None:
@@ -53,6 +77,57 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])  # type: ignore[misc]
     def on_state(self, ev: Any) -> None:
         dp = ev.datapath
-        if ev.state == DEAD_DISPATCHER and dp.id is not None:
+        if dp.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            self.registry.add(dp)
+            self.sync.switch_connected(dp)
+        elif ev.state == DEAD_DISPATCHER:
             log.info("switch disconnected: datapath %016x", dp.id)
             self.registry.remove(dp)
+            self.sync.switch_disconnected(dp)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[misc]
+    def on_packet_in(self, ev: Any) -> None:
+        dpid = ev.msg.datapath.id
+        self.packet_ins[dpid] = self.packet_ins.get(dpid, 0) + 1
+
+    @set_ev_cls(_REPLY_EVENTS, MAIN_DISPATCHER)  # type: ignore[misc]
+    def on_reply(self, ev: Any) -> None:
+        self.sync.dispatch(ev.msg.datapath, ev.msg)
+
+
+_started: OFApp | None = None
+_started_lock = threading.Lock()
+
+
+def ensure_started(host: str, port: int) -> OFApp:
+    """Start os-ken listening on host:port in this process once (AppManager is a process-wide singleton);
+    later calls return the same app whatever they ask for.
+
+    os-ken's hub threads are not daemonic; started from a daemon thread they inherit daemon=True, so a
+    test process (or any embedder) can exit without stopping them.
+    """
+    global _started
+    with _started_lock:
+        if _started is None:
+            result: list[Any] = []
+
+            def start() -> None:
+                from os_ken import cfg
+                from os_ken.base.app_manager import AppManager
+
+                cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)], project="os_ken")
+                mgr = AppManager.get_instance()
+                mgr.load_apps(["controller.ofapp"])
+                contexts = mgr.create_contexts()
+                mgr.instantiate_apps(**contexts)
+                result.append(mgr.applications["OFApp"])
+
+            t = threading.Thread(target=start, name="os-ken-start", daemon=True)
+            t.start()
+            t.join()
+            if not result:
+                raise RuntimeError("os-ken did not start (see the log)")
+            _started = result[0]
+        return _started

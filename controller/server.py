@@ -10,25 +10,33 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controller.auth import TokenFile
+from controller.dataplane import Dataplane
+from controller.dataplane_api import DataplaneService
 from controller.northbound import TopologyService
-from proto.sdn.v1 import topology_pb2, topology_pb2_grpc
+from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
 from topology.state import State
 
 SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
+DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
 
 
 class ApiServer:
-    def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32) -> None:
+    def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
+                 dataplane: Dataplane | None = None) -> None:
         self.state = state
         self._stopping = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                                   options=[("grpc.so_reuseport", 0)])
         self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
+        services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if dataplane is not None:
+            dataplane_pb2_grpc.add_DataplaneServiceServicer_to_server(
+                DataplaneService(self.topology, dataplane), self.server)
+            services.append(DATAPLANE_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        reflection.enable_server_reflection(services, self.server)
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")

@@ -110,4 +110,4 @@ def capture(
             p.kill()
             out, _ = p.communicate()
         errors.close()
-        result.lines = out.splitlines()
+        result.lines = [ln for ln in out.splitlines() if ln.strip()]

@@ -90,6 +90,7 @@ class ControllerProcess:
         self.data_dir = data_dir
         self.grpc_port = free_port()
         self.of_port = free_port()
+        self.of_host = "127.0.0.1"
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "controller.log"
@@ -103,7 +104,7 @@ class ControllerProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(self.data_dir),
-                 "--grpc-listen", self.endpoint, "--openflow-listen", f"127.0.0.1:{self.of_port}",
+                 "--grpc-listen", self.endpoint, "--openflow-listen", f"{self.of_host}:{self.of_port}",
                  *self.extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         channel = grpc.insecure_channel(self.endpoint)

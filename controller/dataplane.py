@@ -1,0 +1,288 @@
+"""The dataplane glue: model writes and chassis facts in, per-switch flow deltas out, port state back.
+
+    State write ──listener (under the model lock)──► Compiler.on_changes ──► SwitchSync.apply (per chassis)
+    ChassisAgent (OVSDB) ──on_change──► Compiler.on_runtime ──► SwitchSync.apply; VIF iface-id ──► binding
+    SwitchSync ──on_realized──► port status ACTIVE, WaitRealized waiters
+
+Each chassis gets its switch's desired state only once its OVSDB facts (ofports) are known, so a
+controller restart never tells a switch to delete flows it merely has not recompiled yet (hitless).
+Sequence numbers given to a SwitchSync are ours (`seq`), mapped back to model revisions here: a change of
+a chassis's ofports changes its flows without a model revision.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from apps.compiler import Compiler, Delta
+from apps.view import ChassisRuntime
+from flows.cookie import owner_hash
+from flows.flow import Flow
+from topology import ops
+from topology.model import Change, Topology
+from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
+from topology.state import State
+
+log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What the dataplane needs from a per-switch sync engine (controller.sync.SwitchSync)."""
+
+    realized_revision: int
+
+    def apply(self, add: Any, remove: Any, revision: int) -> None: ...
+    def replace_desired(self, items: Any, revision: int) -> None: ...
+
+
+class Agent(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def update(self, *, controller_targets: Any = None, bridge_mappings: Any = None) -> None: ...
+
+
+@dataclass
+class ChassisPlane:
+    """The dataplane's bookkeeping for one chassis."""
+
+    chassis_id: str
+    datapath_id: int
+    agent: Agent | None = None
+    engine: Engine | None = None
+    runtime: ChassisRuntime | None = None
+    seq: int = 0
+    history: list[tuple[int, int]] = field(default_factory=list)  # (model revision, seq), oldest first
+    port_seq: dict[str, int] = field(default_factory=dict)  # port id -> seq of its last flow change
+
+    def realized_seq(self) -> int:
+        return self.engine.realized_revision if self.engine is not None else 0
+
+    def realized_model_revision(self) -> int:
+        """The newest model revision whose flows this chassis's switch has confirmed."""
+        realized, out = self.realized_seq(), 0
+        for rev, seq in self.history:
+            if seq <= realized:
+                out = rev
+        return out
+
+    def needed_seq(self, revision: int) -> int:
+        """The seq that realizes every change of this chassis up to model revision `revision`."""
+        needed = 0
+        for rev, seq in self.history:
+            if rev > revision:
+                break
+            needed = seq
+        return needed
+
+
+AgentFactory = Callable[[Chassis, Callable[[str, Any], None]], Agent]
+EngineFactory = Callable[[int, Callable[[int, int], None]], Engine]
+
+
+class Dataplane:
+    def __init__(self, state: State, engine_factory: EngineFactory, agent_factory: AgentFactory,
+                 packet_ins: Callable[[int], int] = lambda _dpid: 0) -> None:
+        self.state = state
+        self.packet_ins = packet_ins
+        self.compiler = Compiler()
+        self.planes: dict[str, ChassisPlane] = {}
+        self._engine_factory = engine_factory
+        self._agent_factory = agent_factory
+        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)
+        self.realized = threading.Condition(threading.Lock())
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        with self.state.lock:
+            topo = self.state.topology
+            self.compiler.rebuild(topo)
+            for ch in topo.chassis.values():
+                self._add_chassis(ch)
+            self.state.add_listener(self._on_write)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._work.put(None)
+        self._worker.join(timeout=10)
+        for plane in list(self.planes.values()):
+            if plane.agent is not None:
+                plane.agent.stop()
+
+    def _run_worker(self) -> None:
+        while True:
+            job = self._work.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - one failed job must not stop the dataplane
+                log.exception("dataplane job failed")
+
+    # ------------------------------------------------------------------------------------------ chassis
+
+    def _add_chassis(self, ch: Chassis) -> None:
+        plane = ChassisPlane(ch.id, ch.datapath_id)
+        self.planes[ch.id] = plane
+        if ch.ovsdb_address:
+            plane.agent = self._agent_factory(ch, self._on_runtime)
+            self._work.put(plane.agent.start)
+        else:
+            log.warning("chassis %s has no OVSDB address: it gets no flows until it has one", ch.id)
+
+    def _remove_chassis(self, chassis_id: str) -> None:
+        plane = self.planes.pop(chassis_id, None)
+        self.compiler.forget(chassis_id)
+        if plane is not None and plane.agent is not None:
+            self._work.put(plane.agent.stop)
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def _on_write(self, revision: int, changes: list[Change]) -> None:
+        """State listener, called under the model lock after each applied write."""
+        topo = self.state.topology
+        for kind, ident, old, new in changes:
+            if kind != "chassis":
+                continue
+            if new is None:
+                self._remove_chassis(ident)
+            elif old is None:
+                self._add_chassis(new)  # type: ignore[arg-type]
+            elif (old.datapath_id, old.ovsdb_address) != (new.datapath_id, new.ovsdb_address):  # type: ignore[union-attr]
+                self._remove_chassis(ident)
+                self._add_chassis(new)  # type: ignore[arg-type]
+            elif old.bridge_mappings != new.bridge_mappings:  # type: ignore[union-attr]
+                plane = self.planes.get(ident)
+                if plane is not None and plane.agent is not None:
+                    agent = plane.agent
+                    self._work.put(lambda: agent.update(bridge_mappings=dict(new.bridge_mappings)))  # type: ignore[union-attr]
+        deltas = self.compiler.on_changes(topo, changes)
+        for chassis_id, delta in deltas.items():
+            self._push(chassis_id, delta, revision)
+
+    def _on_runtime(self, chassis_id: str, ports: Any) -> None:
+        """ChassisAgent callback (its thread): the chassis's ofports, as ChassisPorts."""
+        runtime = ChassisRuntime(chassis_id, dict(ports.vifs), dict(ports.tunnels), dict(ports.patches))
+        with self.state.lock:
+            plane = self.planes.get(chassis_id)
+            if plane is None:
+                return
+            topo = self.state.topology
+            delta = self.compiler.on_runtime(topo, runtime)
+            first = plane.runtime is None
+            plane.runtime = runtime
+            if first:
+                self._make_engine(plane)
+            else:
+                self._push(chassis_id, delta, self.state.revision)
+            self._bind_plugged_ports(topo, chassis_id, runtime)
+        self._work.put(lambda: self._update_statuses(chassis_id))
+
+    def _make_engine(self, plane: ChassisPlane) -> None:
+        plane.seq += 1
+        plane.engine = self._engine_factory(plane.datapath_id, self._on_realized)
+        desired = self.compiler.desired(plane.chassis_id)
+        plane.history.append((self.state.revision, plane.seq))
+        plane.port_seq = {pid: plane.seq for pid in self._port_owners(plane.chassis_id)}
+        plane.engine.replace_desired(desired, plane.seq)
+        log.info("chassis %s: %d desired flows/groups handed to its switch", plane.chassis_id, len(desired))
+
+    def _port_owners(self, chassis_id: str) -> list[str]:
+        return [u[1] for u in self.compiler.units.get(chassis_id, {}) if u[0] == "port"]
+
+    def _push(self, chassis_id: str, delta: Delta, revision: int) -> None:
+        plane = self.planes.get(chassis_id)
+        if plane is None or plane.engine is None or not delta:
+            return
+        plane.seq += 1
+        plane.history.append((revision, plane.seq))
+        if len(plane.history) > 4096:
+            realized = plane.realized_seq()
+            plane.history = [h for h in plane.history if h[1] >= realized][-4096:]
+        touched = {i.owner.owner for i in delta.add | delta.remove if isinstance(i, Flow) and i.owner}
+        for pid in self._port_owners(chassis_id):
+            if owner_hash(pid) in touched:
+                plane.port_seq[pid] = plane.seq
+        plane.engine.apply(delta.add, delta.remove, plane.seq)
+
+    def _bind_plugged_ports(self, topo: Topology, chassis_id: str, runtime: ChassisRuntime) -> None:
+        """A VIF whose iface-id names a logical port binds that port to this chassis (Neutron/OVN)."""
+        to_bind = [pid for pid in runtime.vifs
+                   if pid in topo.ports and topo.ports[pid].binding_chassis != chassis_id]
+        if not to_bind:
+            return
+
+        def bind() -> None:
+            def fn(t: Topology, rev: int, now: float) -> list[Change]:
+                changes: list[Change] = []
+                for pid in to_bind:
+                    port = t.ports.get(pid)
+                    if port is not None and port.binding_chassis != chassis_id and chassis_id in t.chassis:
+                        changes += ops.update_port(t, port, {"binding_chassis": chassis_id}, rev, now)
+                return changes
+
+            self.state.write(fn)
+            log.info("chassis %s: bound %s", chassis_id, ", ".join(to_bind))
+
+        self._work.put(bind)
+
+    # ------------------------------------------------------------------------------------------ realized
+
+    def _on_realized(self, datapath_id: int, seq: int) -> None:
+        with self.realized:
+            self.realized.notify_all()
+        for plane in list(self.planes.values()):
+            if plane.datapath_id == datapath_id:
+                cid = plane.chassis_id
+                self._work.put(lambda: self._update_statuses(cid))
+
+    def _update_statuses(self, chassis_id: str) -> None:
+        """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""
+
+        def fn(t: Topology, rev: int, now: float) -> list[Change]:
+            plane = self.planes.get(chassis_id)
+            if plane is None or plane.runtime is None:
+                return []
+            realized = plane.realized_seq()
+            changes: list[Change] = []
+            for port in t.ports_on_chassis(chassis_id):
+                plugged = port.id in plane.runtime.vifs and port.admin_state_up
+                if plugged and port.id in plane.port_seq and plane.port_seq[port.id] <= realized:
+                    want = PORT_ACTIVE
+                elif not plugged:
+                    want = PORT_DOWN
+                else:
+                    continue
+                changes += ops.set_port_status(port, want, rev, now)
+            return changes
+
+        self.state.write(fn)
+
+    def wait_realized(self, revision: int, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
+        """Block until every chassis with a switch engine has realized `revision` (or timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.state.lock:
+                report = []
+                for plane in sorted(self.planes.values(), key=lambda p: p.chassis_id):
+                    needed = plane.needed_seq(revision)
+                    realized = plane.realized_seq()
+                    report.append({"chassis": plane.chassis_id, "connected": plane.engine is not None,
+                                   "realized_revision": plane.realized_model_revision(),
+                                   "needed_revision": max((r for r, s in plane.history if s <= needed),
+                                                          default=0),
+                                   "realized": plane.engine is not None and realized >= needed})
+            if all(r["realized"] for r in report):
+                return True, report
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False, report
+            with self.realized:
+                self.realized.wait(min(left, 0.2))

@@ -1,0 +1,89 @@
+"""The gRPC DataplaneService: wait for writes to be realized on the switches, dump a chassis's flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from controller import convert
+from controller.auth import Principal
+from controller.dataplane import Dataplane
+from controller.northbound import TopologyService, _admin_only, _unary
+from flows.cookie import owner_hash
+from flows.flow import Flow, Group
+from apps import ids
+from flows import pipeline
+from flows.format import format_flow, format_group, format_match
+from proto.sdn.v1 import dataplane_pb2 as dpb
+from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
+from topology import errors
+
+DEFAULT_WAIT_S = 10.0
+MAX_WAIT_S = 300.0
+
+
+class DataplaneService(dpb_grpc.DataplaneServiceServicer):
+    def __init__(self, topology: TopologyService, dataplane: Dataplane) -> None:
+        self.topology = topology  # shares authentication and the state
+        self.dataplane = dataplane
+
+    def authenticate(self, context: grpc.ServicerContext) -> Principal:
+        return self.topology.authenticate(context)
+
+    @_unary
+    def WaitRealized(self, request: dpb.WaitRealizedRequest, context: Any, p: Principal) -> dpb.WaitRealizedResponse:
+        revision = request.revision or self.topology.state.revision
+        if revision < 0:
+            raise errors.invalid("revision", "must not be negative")
+        timeout = DEFAULT_WAIT_S
+        if request.HasField("timeout"):
+            timeout = request.timeout.ToTimedelta().total_seconds()
+            if not 0 <= timeout <= MAX_WAIT_S:
+                raise errors.invalid("timeout", f"must be between 0 and {MAX_WAIT_S:.0f} s")
+        done, report = self.dataplane.wait_realized(revision, timeout)
+        return dpb.WaitRealizedResponse(realized=done, revision=revision, chassis=[
+            dpb.ChassisRealization(chassis=convert.name_of("chassis", r["chassis"]), connected=r["connected"],
+                                   realized_revision=r["realized_revision"],
+                                   needed_revision=r["needed_revision"], realized=r["realized"])
+            for r in report if p.admin])
+
+    @_unary
+    def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any, p: Principal) -> dpb.DumpFlowsResponse:
+        _admin_only(p, "", "dumping flows")
+        chassis_id = convert.parse_name("chassis", request.chassis, "chassis")
+        if chassis_id not in self.topology.state.topology.chassis:
+            raise errors.not_found("chassis", chassis_id)
+        with self.topology.state.lock:
+            items = self.dataplane.compiler.desired(chassis_id)
+            topo = self.topology.state.topology
+            registry = ids.registry_for([*topo.networks, *topo.ports])
+        if request.stage and request.stage not in {s.name for s in pipeline.STAGES}:
+            raise errors.invalid("stage", f"unknown stage; stages: {', '.join(s.name for s in pipeline.STAGES)}")
+        owner = owner_hash(request.owner) if request.owner else None
+        flows = sorted((i for i in items if isinstance(i, Flow)
+                        and (not request.stage or i.stage == request.stage)
+                        and (owner is None or (i.owner is not None and i.owner.owner == owner))),
+                       key=lambda f: (f.table, -f.priority, format_match(f)))
+        groups = sorted((i for i in items if isinstance(i, Group)), key=lambda g: g.group_id)
+        return dpb.DumpFlowsResponse(flows=[format_flow(f, registry).strip() for f in flows],
+                                     groups=[format_group(g).strip() for g in groups] if not request.stage else [])
+
+    @_unary
+    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any,
+                          p: Principal) -> dpb.ListChassisStatusResponse:
+        _admin_only(p, "", "chassis status")
+        out = []
+        with self.topology.state.lock:
+            for plane in sorted(self.dataplane.planes.values(), key=lambda x: x.chassis_id):
+                eng: Any = plane.engine
+                stats = getattr(eng, "stats", None)
+                out.append(dpb.ChassisStatus(
+                    chassis=convert.name_of("chassis", plane.chassis_id),
+                    connected=bool(getattr(eng, "connected", False)), ovsdb_ready=plane.runtime is not None,
+                    realized_revision=plane.realized_model_revision(),
+                    desired_flows=len(self.dataplane.compiler.desired(plane.chassis_id)),
+                    flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
+                    bundles_sent=getattr(stats, "bundles_sent", 0),
+                    packet_ins=self.dataplane.packet_ins(plane.datapath_id)))
+        return dpb.ListChassisStatusResponse(chassis=out)

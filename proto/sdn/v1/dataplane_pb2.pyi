@@ -1,0 +1,90 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WaitRealizedRequest(_message.Message):
+    __slots__ = ("revision", "timeout")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    timeout: _duration_pb2.Duration
+    def __init__(self, revision: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ChassisRealization(_message.Message):
+    __slots__ = ("chassis", "connected", "realized_revision", "needed_revision", "realized")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    REALIZED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REALIZED_FIELD_NUMBER: _ClassVar[int]
+    chassis: str
+    connected: bool
+    realized_revision: int
+    needed_revision: int
+    realized: bool
+    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., needed_revision: _Optional[int] = ..., realized: _Optional[bool] = ...) -> None: ...
+
+class WaitRealizedResponse(_message.Message):
+    __slots__ = ("realized", "revision", "chassis")
+    REALIZED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    realized: bool
+    revision: int
+    chassis: _containers.RepeatedCompositeFieldContainer[ChassisRealization]
+    def __init__(self, realized: _Optional[bool] = ..., revision: _Optional[int] = ..., chassis: _Optional[_Iterable[_Union[ChassisRealization, _Mapping]]] = ...) -> None: ...
+
+class DumpFlowsRequest(_message.Message):
+    __slots__ = ("chassis", "stage", "owner")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    chassis: str
+    stage: str
+    owner: str
+    def __init__(self, chassis: _Optional[str] = ..., stage: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class DumpFlowsResponse(_message.Message):
+    __slots__ = ("flows", "groups")
+    FLOWS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    flows: _containers.RepeatedScalarFieldContainer[str]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, flows: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListChassisStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ChassisStatus(_message.Message):
+    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    OVSDB_READY_FIELD_NUMBER: _ClassVar[int]
+    REALIZED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FLOWS_FIELD_NUMBER: _ClassVar[int]
+    FLOW_MODS_SENT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_SENT_FIELD_NUMBER: _ClassVar[int]
+    PACKET_INS_FIELD_NUMBER: _ClassVar[int]
+    chassis: str
+    connected: bool
+    ovsdb_ready: bool
+    realized_revision: int
+    desired_flows: int
+    flow_mods_sent: int
+    bundles_sent: int
+    packet_ins: int
+    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ...) -> None: ...
+
+class ListChassisStatusResponse(_message.Message):
+    __slots__ = ("chassis",)
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    chassis: _containers.RepeatedCompositeFieldContainer[ChassisStatus]
+    def __init__(self, chassis: _Optional[_Iterable[_Union[ChassisStatus, _Mapping]]] = ...) -> None: ...
