@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flows.cookie import Cookie
+from collections.abc import Iterable
+
+from flows.cookie import Cookie, CookieRegistry
 
 DEFAULTS = 1
 CLASSIFY = 2
@@ -25,3 +27,18 @@ def flood_all_group(network_key: int) -> int:
 def flood_local_group(network_key: int) -> int:
     """Replicates to local ports only: for packets that came in from a tunnel or the physical network."""
     return network_key * 2 + 1
+
+
+def registry_for(owner_ids: Iterable[str]) -> CookieRegistry:
+    """A cookie registry naming every app and the given owners (model object ids), for dumps and traces.
+    Two owners whose 32-bit hashes collide keep the first name (the cookie cannot tell them apart)."""
+    reg = CookieRegistry()
+    for app, name in APP_NAMES.items():
+        reg.register_app(app, name)
+    for owner in ("pipeline", *owner_ids):
+        for app in APP_NAMES:
+            try:
+                reg.register(app, owner)
+            except ValueError:
+                pass
+    return reg
