@@ -85,5 +85,7 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                     desired_flows=len(self.dataplane.compiler.desired(plane.chassis_id)),
                     flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
                     bundles_sent=getattr(stats, "bundles_sent", 0),
-                    packet_ins=self.dataplane.packet_ins(plane.datapath_id)))
+                    packet_ins=self.dataplane.packet_ins(plane.datapath_id),
+                    group_mods_sent=getattr(stats, "group_mods_sent", 0), resyncs=getattr(stats, "resyncs", 0),
+                    installed_flows=len(eng.installed()) if eng is not None else 0))
         return dpb.ListChassisStatusResponse(chassis=out)

@@ -64,7 +64,7 @@ class ListChassisStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ChassisStatus(_message.Message):
-    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins")
+    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins", "group_mods_sent", "resyncs", "installed_flows")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     OVSDB_READY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,9 @@ class ChassisStatus(_message.Message):
     FLOW_MODS_SENT_FIELD_NUMBER: _ClassVar[int]
     BUNDLES_SENT_FIELD_NUMBER: _ClassVar[int]
     PACKET_INS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_MODS_SENT_FIELD_NUMBER: _ClassVar[int]
+    RESYNCS_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_FLOWS_FIELD_NUMBER: _ClassVar[int]
     chassis: str
     connected: bool
     ovsdb_ready: bool
@@ -81,7 +84,10 @@ class ChassisStatus(_message.Message):
     flow_mods_sent: int
     bundles_sent: int
     packet_ins: int
-    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ...) -> None: ...
+    group_mods_sent: int
+    resyncs: int
+    installed_flows: int
+    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ..., group_mods_sent: _Optional[int] = ..., resyncs: _Optional[int] = ..., installed_flows: _Optional[int] = ...) -> None: ...
 
 class ListChassisStatusResponse(_message.Message):
     __slots__ = ("chassis",)
