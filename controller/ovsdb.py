@@ -64,6 +64,12 @@ class ChassisPorts:
     patches: Mapping[str, int] = field(default_factory=_frozen)  # physnet -> br-int ofport of its patch port
     connected: bool = False  # the agent has a live, synchronized OVSDB session
 
+    def __repr__(self) -> str:
+        return (
+            f"ChassisPorts(vifs={dict(self.vifs)}, tunnels={dict(self.tunnels)}, patches={dict(self.patches)}, "
+            f"connected={self.connected})"
+        )
+
 
 def tunnel_port_name(tunnel_type: str) -> str:
     return f"tun-{tunnel_type}"
@@ -118,7 +124,7 @@ class ChassisAgent:
         *,
         controller_targets: Sequence[str],
         datapath_id: int,
-        bridge_mappings: Mapping[str, str] = {},  # noqa: B006 - read-only, copied
+        bridge_mappings: Mapping[str, str] = {},  # read only: copied
         tunnel_types: Sequence[str] = TUNNEL_TYPES,
         integration_bridge: str = "br-int",
         datapath_type: str = "netdev",
@@ -145,7 +151,10 @@ class ChassisAgent:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._idl: Any = None
-        # IDL-thread state
+        self._reset_thread_state()
+
+    def _reset_thread_state(self) -> None:
+        """State only the IDL thread touches (reset on every start)."""
         self._txn: Any = None
         self._txn_actions: list[str] = []
         self._seen_seqno = -1
@@ -173,6 +182,7 @@ class ChassisAgent:
         self._idl = ovs.db.idl.Idl(self.address, helper)
         # Reach a restarted ovsdb-server within ~2 s instead of the library's 8 s maximum backoff.
         self._idl._session.reconnect.set_backoff(1000, OVSDB_MAX_BACKOFF_MS)
+        self._reset_thread_state()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -204,7 +214,10 @@ class ChassisAgent:
             return self._snapshot
 
     def update(
-        self, *, controller_targets: Sequence[str] | None = None, bridge_mappings: Mapping[str, str] | None = None
+        self,
+        *,
+        controller_targets: Sequence[str] | None = None,
+        bridge_mappings: Mapping[str, str] | None = None,
     ) -> None:
         """The chassis record changed: converge to the new targets and/or mappings (None = unchanged)."""
         with self._lock:
@@ -220,7 +233,8 @@ class ChassisAgent:
         self._wake()
 
     def wait_ready(self, timeout: float) -> bool:
-        """Wait until the switch matches the configuration and every tunnel (and patch) port has an ofport."""
+        """Wait until the database matches the configuration and every tunnel port, and the patch port of
+        every mapping whose provider bridge exists, has an ofport. False on timeout."""
         return self._ready.wait(timeout)
 
     # --- IDL thread -------------------------------------------------------------------------------------
@@ -276,7 +290,9 @@ class ChassisAgent:
             self._disconnected_since = now
         elif now - self._disconnected_since > 5 and not self._warned_disconnected:
             self._warned_disconnected = True
-            log.warning("%s: still no OVSDB connection to %s after 5 s; retrying", self.chassis_id, self.address)
+            log.warning(
+                "%s: still no OVSDB connection to %s after 5 s; retrying", self.chassis_id, self.address
+            )
         if connected != self._was_connected:
             if connected:
                 self._warned_disconnected = False
@@ -427,7 +443,9 @@ class ChassisAgent:
         bridge.other_config = {"datapath-id": self._dpid_hex}
         bridge.controller = [self._new_controller(txn, target) for target in config.controller_targets]
         root.addvalue("bridges", bridge)
-        actions.append(f"create bridge {name} (dpid {self._dpid_hex}, controllers {config.controller_targets})")
+        actions.append(
+            f"create bridge {name} (dpid {self._dpid_hex}, controllers {config.controller_targets})"
+        )
 
     @property
     def _dpid_hex(self) -> str:
@@ -492,7 +510,7 @@ class ChassisAgent:
         """The ports this agent should have, in groups that only make sense together (a patch pair)."""
         br_int = self.integration_bridge
         flow_based = {"remote_ip": "flow", "key": "flow"}
-        wanted = [
+        wanted: list[tuple[_WantedPort, ...]] = [
             (_WantedPort(br_int, tunnel_port_name(t), t, flow_based, {OWNER_KEY: "tunnel"}),)
             for t in self.tunnel_types
         ]
@@ -564,7 +582,11 @@ class ChassisAgent:
                 and self._txn is None
                 and self._config_version == self._applied_version
                 and all(t in ports.tunnels for t in self.tunnel_types)
-                and all(p in ports.patches for p, b in self._config.bridge_mappings.items() if self._bridge_exists(b))
+                and all(
+                    p in ports.patches
+                    for p, b in self._config.bridge_mappings.items()
+                    if self._bridge_exists(b)
+                )
             )
             if ready:
                 self._ready.set()
@@ -587,7 +609,8 @@ class ChassisAgent:
         if not self._idl.has_ever_connected():
             return ChassisPorts(connected=connected)
         br_int = next(
-            (br for br in self._idl.tables["Bridge"].rows.values() if br.name == self.integration_bridge), None
+            (br for br in self._idl.tables["Bridge"].rows.values() if br.name == self.integration_bridge),
+            None,
         )
         if br_int is None:
             return ChassisPorts(connected=connected)
@@ -615,4 +638,3 @@ class ChassisAgent:
                         ofport = min(ofport, vifs[iface_id])
                     vifs[iface_id] = ofport
         return ChassisPorts(_frozen(vifs), _frozen(tunnels), _frozen(patches), connected)
-

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.lab
 
 TUNNELS = ("vxlan", "gre", "geneve")
 TIMEOUT = 10.0
+CONTROLLER_COLUMNS = ("target", "max_backoff", "connection_mode")
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,8 @@ def controller_rows(ch: Chassis) -> list[tuple[str, str, str, str]]:
     rows = []
     for uuid in ch.vsctl("get", "Bridge", "br-int", "controller", wait=False).strip("[]").split(", "):
         if uuid:
-            rows.append((uuid, *(vsctl_get(ch, "Controller", uuid, c) for c in
-                                 ("target", "max_backoff", "connection_mode"))))  # fmt: skip
+            target, backoff, mode = (vsctl_get(ch, "Controller", uuid, c) for c in CONTROLLER_COLUMNS)
+            rows.append((uuid, target, backoff, mode))
     return rows
 
 
@@ -155,7 +156,9 @@ def test_configures_fresh_chassis(chassis: Chassis, agents: Agents) -> None:
     assert dict(snap.vifs) == {} and dict(snap.patches) == {}
 
 
-def test_idempotent_and_repairs_settings(chassis: Chassis, agents: Agents, caplog: pytest.LogCaptureFixture) -> None:
+def test_idempotent_and_repairs_settings(
+    chassis: Chassis, agents: Agents, caplog: pytest.LogCaptureFixture
+) -> None:
     """A second agent on a configured switch writes nothing; settings changed behind its back are put back,
     other keys of other_config are left alone."""
     ch = chassis
@@ -179,6 +182,11 @@ def test_idempotent_and_repairs_settings(chassis: Chassis, agents: Agents, caplo
     assert vsctl_get(ch, "Bridge", "br-int", "other_config:datapath-id") == f"{ch.datapath_id:016x}"
     assert vsctl_get(ch, "Bridge", "br-int", "other_config:mine") == "kept"
     assert agent.wait_ready(TIMEOUT)
+
+    # The same agent stopped and started again picks up where it was.
+    agent.stop()
+    agent.start()
+    assert agent.wait_ready(TIMEOUT) and tunnels_match_switch(ch, agent.snapshot())
 
 
 def test_vm_plug_and_unplug(chassis: Chassis, agents: Agents) -> None:
@@ -219,7 +227,9 @@ def test_bridge_mapping_patch_pair(lab: Lab, chassis: Chassis, agents: Agents) -
     long_int, long_prov = patch_port_names(long_net)
     assert len(long_int) <= 15 and len(long_prov) <= 15 and long_int != long_prov
     assert long_prov in bridge_ports(ch, "br-ext")
-    rec.wait_for(lambda p: dict(p.patches) == {"physnet1": ofport(ch, int_side), long_net: ofport(ch, long_int)})
+    rec.wait_for(
+        lambda p: dict(p.patches) == {"physnet1": ofport(ch, int_side), long_net: ofport(ch, long_int)}
+    )
 
     # A physnet moving to another bridge moves its provider-side port (same name) in one transaction.
     int_uuid = vsctl_get(ch, "Port", int_side, "_uuid")
@@ -254,11 +264,15 @@ def test_deleted_tunnel_port_comes_back(chassis: Chassis, agents: Agents) -> Non
     rec.wait_for(lambda p: tunnels_match_switch(chassis, p))
     # Its options edited behind our back are put back too.
     chassis.vsctl("set", "Interface", "tun-gre", "options:key=42")
-    eventually(lambda: vsctl_get(chassis, "Interface", "tun-gre", "options:key") == "flow", "tun-gre key=flow")
+    eventually(
+        lambda: vsctl_get(chassis, "Interface", "tun-gre", "options:key") == "flow", "tun-gre key=flow"
+    )
     assert agent.wait_ready(TIMEOUT)
 
 
-def test_port_name_taken_by_someone_else(chassis: Chassis, agents: Agents, caplog: pytest.LogCaptureFixture) -> None:
+def test_port_name_taken_by_someone_else(
+    chassis: Chassis, agents: Agents, caplog: pytest.LogCaptureFixture
+) -> None:
     """A foreign port holding one of our names is left alone (and logged); everything else is configured, and
     the port is created once the name is free."""
     ch = chassis
@@ -297,7 +311,11 @@ def test_failed_transaction_is_logged_and_retried(
         agent, _ = agents.start(chassis)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2, errors
-    assert "OVSDB transaction failed" in errors[0] and "bogus" in errors[0] and "create bridge br-int" in errors[0]
+    assert (
+        "OVSDB transaction failed" in errors[0]
+        and "bogus" in errors[0]
+        and "create bridge br-int" in errors[0]
+    )
     assert tunnels_match_switch(chassis, agent.snapshot())
     assert "br-bad" not in chassis.vsctl("list-br", wait=False).split()
 
