@@ -9,19 +9,23 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
-
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from controller import config as config_mod
-from controller import ofapp
-from controller.auth import TokenFile
-from controller.dataplane import Dataplane
-from controller.ovsdb import ChassisAgent
-from controller.server import ApiServer
-from topology.records import Chassis
-from topology.state import State
+# os-ken and the ovs library import eventlet (for hubs we do not use: os-ken runs its native-thread hub),
+# which prints a deprecation notice at import. Silence that one notice before they are imported.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+from controller import config as config_mod  # noqa: E402
+from controller import ofapp  # noqa: E402
+from controller.auth import TokenFile  # noqa: E402
+from controller.dataplane import Dataplane  # noqa: E402
+from controller.ovsdb import ChassisAgent  # noqa: E402
+from controller.server import ApiServer  # noqa: E402
+from topology.records import Chassis  # noqa: E402
+from topology.state import State  # noqa: E402
 
 log = logging.getLogger("sdn")
 

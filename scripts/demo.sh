@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up (Debian packages, .venv) and run the controller with a demo topology on the default store (./data).
-# Extra arguments go to the controller, e.g. --grpc-listen 127.0.0.1:50052.
+# Set up (Debian packages, .venv) and run the controller on the default store (./data) with a demo:
+# two chassis (real ovs-vswitchd in network namespaces), two tenants with the same subnet, four VMs.
+# Needs root. Ctrl-C stops everything and removes the namespaces. Extra arguments go to `python -m lab.demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec .venv/bin/python run_controller.py --demo "$@"
+.venv/bin/python -m lab cleanup >/dev/null 2>&1 || true
+exec .venv/bin/python -m lab.demo "$@"
