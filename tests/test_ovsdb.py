@@ -376,6 +376,20 @@ def test_survives_ovsdb_server_restart(chassis: Chassis, agents: Agents) -> None
     assert agent.wait_ready(TIMEOUT)
 
 
+def test_connects_once_ovsdb_server_comes_up(chassis: Chassis, agents: Agents) -> None:
+    stop_ovsdb_server(chassis)
+    rec = Recorder()
+    agent = ChassisAgent(chassis.name, chassis.ovsdb, controller_targets=[agents.target()],
+                         datapath_id=chassis.datapath_id, on_change=rec)  # fmt: skip
+    agents.started.append(agent)
+    agent.start()
+    assert not agent.wait_ready(1.5)
+    assert not agent.snapshot().connected
+    start_ovsdb_server(chassis)
+    assert agent.wait_ready(TIMEOUT)
+    assert tunnels_match_switch(chassis, agent.snapshot())
+
+
 def test_unreachable_ovsdb_is_not_ready_and_stops(lab: Lab) -> None:
     rec = Recorder()
     agent = ChassisAgent("nowhere", f"unix:{lab.workdir}/no-such.sock", controller_targets=["tcp:127.0.0.1:1"],
@@ -400,13 +414,16 @@ def test_rejects_bad_arguments() -> None:
 # --- helpers that reach below the lab's API ------------------------------------------------------------------
 
 
-def restart_ovsdb_server(ch: Chassis) -> None:
-    """Stop the chassis's ovsdb-server and start it again on the same database and socket."""
-    rundir = ch.rundir
-    pid = proc.read_pidfile(f"{rundir}/ovsdb-server.pid")
+def stop_ovsdb_server(ch: Chassis) -> None:
+    pid = proc.read_pidfile(f"{ch.rundir}/ovsdb-server.pid")
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     assert proc.wait_until(lambda: not proc.pid_alive(pid), timeout=5)
+
+
+def start_ovsdb_server(ch: Chassis) -> None:
+    """Start the chassis's ovsdb-server again on the same database and socket (as lab/ovs.py does)."""
+    rundir = ch.rundir
     env = {k: str(rundir) for k in ("OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR")}
     proc.run(
         ["ovsdb-server", f"{rundir}/conf.db", f"--remote=punix:{rundir}/db.sock",
@@ -414,6 +431,11 @@ def restart_ovsdb_server(ch: Chassis) -> None:
          f"--log-file={rundir}/ovsdb-server.log", "--detach", "--no-chdir"],
         env=env,
     )  # fmt: skip
-    new_pid = proc.read_pidfile(f"{rundir}/ovsdb-server.pid")
-    assert new_pid is not None and new_pid != pid
-    ch.lab.state.add_pid(new_pid)  # so the lab's teardown kills it
+    pid = proc.read_pidfile(f"{rundir}/ovsdb-server.pid")
+    assert pid is not None
+    ch.lab.state.add_pid(pid)  # so the lab's teardown kills it
+
+
+def restart_ovsdb_server(ch: Chassis) -> None:
+    stop_ovsdb_server(ch)
+    start_ovsdb_server(ch)
