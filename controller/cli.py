@@ -50,6 +50,8 @@ from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, E
                                    POOL, ROUTE, CliError, bridge_mapping, chassis_name, datapath_id,
                                    event_line, group_name, positive, print_many, print_one, rpc_error_line,
                                    usage_error)
+from proto.sdn.v1 import dataplane_pb2 as dpb
+from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
@@ -69,6 +71,7 @@ class Client:
         self.endpoint, self.timeout = endpoint, timeout
         self.channel = grpc.insecure_channel(endpoint)
         self.stub = pb_grpc.TopologyServiceStub(self.channel)
+        self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
 
     def __call__(self, method: str, request: Any) -> Any:
@@ -297,6 +300,47 @@ def watch(c: Client, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def flow_dump(c: Client, a: argparse.Namespace) -> int:
+    """A chassis's desired flows, `ovs-ofctl dump-flows` shaped, with stage and owning object."""
+    resp = c.dataplane.DumpFlows(dpb.DumpFlowsRequest(chassis=chassis_name(a.chassis), stage=a.stage or "",
+                                                      owner=a.owner or ""), metadata=c.md, timeout=c.timeout)
+    if a.format == "json":
+        print(json.dumps({"flows": list(resp.flows), "groups": list(resp.groups)}, indent=2))
+    else:
+        for line in [*resp.flows, *resp.groups]:
+            print(line)
+    return EXIT_OK
+
+
+def chassis_status(c: Client, a: argparse.Namespace) -> int:
+    resp = c.dataplane.ListChassisStatus(dpb.ListChassisStatusRequest(), metadata=c.md, timeout=c.timeout)
+    rows = [{"chassis": s.chassis, "connected": s.connected, "ovsdb_ready": s.ovsdb_ready,
+             "realized_revision": s.realized_revision, "desired_flows": s.desired_flows,
+             "installed_flows": s.installed_flows, "flow_mods_sent": s.flow_mods_sent,
+             "resyncs": s.resyncs, "packet_ins": s.packet_ins} for s in resp.chassis]
+    if a.format == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    cols = list(rows[0]) if rows else ["chassis"]
+    table = [cols] + [[str(r[k]) for k in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def wait_realized(c: Client, a: argparse.Namespace) -> int:
+    from google.protobuf import duration_pb2
+
+    req = dpb.WaitRealizedRequest(revision=a.revision, timeout=duration_pb2.Duration(seconds=int(a.wait)))
+    resp = c.dataplane.WaitRealized(req, metadata=c.md, timeout=a.wait + 5)
+    print(f"revision {resp.revision}: {'realized' if resp.realized else 'NOT realized'}")
+    for ch in resp.chassis:
+        print(f"  {ch.chassis}: realized {ch.realized_revision}, needs {ch.needed_revision}"
+              f"{'' if ch.connected else ' (no switch connection)'}")
+    return EXIT_OK if resp.realized else EXIT_ERROR
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -438,6 +482,21 @@ def build_parser() -> Parser:
         p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "tcp:192.0.2.5:6640"')
         _repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
                   "PHYSNET:BRIDGE", bridge_mapping)
+
+    chassis_actions = next(a for a in sub.choices["chassis"]._actions  # noqa: SLF001 - argparse has no API
+                           if isinstance(a, argparse._SubParsersAction))
+    _command(chassis_actions, "status", chassis_status, out="self",
+             help="OpenFlow/OVSDB state, realized revision and flow counts of every chassis (admin)")
+    fs = sub.add_parser("flow", help="look at the flows the controller wants on a chassis (admin)").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    p = _command(fs, "dump", flow_dump, out="self", help="dump-flows lines with stage and owner")
+    p.add_argument("chassis", metavar="CHASSIS")
+    p.add_argument("--stage", help="only this stage, e.g. l2_lookup")
+    p.add_argument("--owner", help="only flows of this object id (a port or network id)")
+    p = _command(sub, "wait-realized", wait_realized, out="self",
+                 help="wait until the switches realize a revision (default: the current one)")
+    p.add_argument("--revision", type=positive, default=0, metavar="N")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS")
 
     ts = sub.add_parser("token", help="issue and revoke tokens (admin)").add_subparsers(
         dest="action", metavar="ACTION", required=True)

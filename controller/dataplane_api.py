@@ -67,7 +67,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                        key=lambda f: (f.table, -f.priority, format_match(f)))
         groups = sorted((i for i in items if isinstance(i, Group)), key=lambda g: g.group_id)
         return dpb.DumpFlowsResponse(flows=[format_flow(f, registry).strip() for f in flows],
-                                     groups=[format_group(g).strip() for g in groups] if not request.stage else [])
+                                     groups=[format_group(g).strip() for g in groups]
+                                     if not (request.stage or request.owner) else [])
 
     @_unary
     def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any,

@@ -172,3 +172,26 @@ def test_a_vm_moved_to_another_chassis_works_again(env: Env) -> None:
     env.wait_realized()
     assert moved.ping(peer.ip, count=2)
     assert peer.ping(moved.ip, count=2)
+
+
+def test_cli_shows_a_chassis_flows_with_stage_and_owner(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller import cli
+
+    md = env.md("cli")
+    net = env.network(md, "cli-net", "10.80.0.0/24")
+    env.plug("hv1", env.port(md, "cli-vm", net))
+    env.wait_realized()
+    base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
+    assert cli.main(["flow", "dump", "hv1", "--owner", "cli-vm", *base]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stages = {ln.split("table=")[1].split(",")[0] for ln in lines}
+    assert {"0(classify)", "30(arp_nd)", "60(l2_lookup)", "100(egress_dispatch)", "120(output)"} <= stages
+    assert all("/cli-vm" in ln for ln in lines)  # "# classify/cli-vm": the owning app and object
+    installed = "\n".join(env.chassis("hv1").dump_flows())
+    cookie = lines[0].split("cookie=")[1].split(",")[0]
+    assert cookie in installed  # what the controller says is what the switch holds
+    assert cli.main(["chassis", "status", *base]) == 0
+    out = capsys.readouterr().out
+    assert "chassis/hv1" in out and "True" in out
+    assert cli.main(["wait-realized", *base]) == 0
+    assert "realized" in capsys.readouterr().out
