@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from os_ken.base import app_manager
+from os_ken.controller import controller as osken_controller
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
@@ -23,6 +24,35 @@ log = logging.getLogger(__name__)
 #: replies the sync engines wait for
 _REPLY_EVENTS = [ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg, ofp_event.EventOFPFlowStatsReply,
                  ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventONFBundleCtrlMsg]
+
+
+def _wake_sender_on_eof() -> None:
+    """Make os-ken notice a closed connection.
+
+    With the native hub, Datapath.serve() joins its send thread after the receive loop ends, but that
+    thread sleeps in send_q.get() until something is sent (hub.kill cannot stop a native thread); with
+    echo requests off (the default) nothing ever is, so DEAD_DISPATCHER never fires and a switch that
+    disconnected stays "connected". Queue an empty close-marker when the receive loop ends.
+    """
+    dp_cls = osken_controller.Datapath
+    if getattr(dp_cls, "_sdn_eof_patch", False):
+        return
+    recv_loop = dp_cls._recv_loop
+
+    def _recv_loop(self: Any) -> None:
+        try:
+            recv_loop(self)
+        finally:
+            try:
+                self.send(b"", close_socket=True)
+            except Exception:  # the send thread is already gone
+                pass
+
+    dp_cls._recv_loop = _recv_loop
+    dp_cls._sdn_eof_patch = True
+
+
+_wake_sender_on_eof()
 
 
 class DatapathRegistry:

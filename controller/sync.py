@@ -1,0 +1,820 @@
+"""Per-switch synchronisation: desired flows and groups vs what the switch holds, one bundle per change.
+
+One SwitchSync per datapath id. Callers (gRPC threads, the dataplane glue) change the desired state with
+apply() / replace_desired(); those calls only update memory and wake the engine's sender thread, which
+
+- on connect (and after any error) dumps the switch's flows and groups, decodes them (flows/decode.py),
+  ADOPTS what equals a desired entry, and sends one bundle that adds what is missing and deletes what is
+  unknown (foreign cookie, undecodable, or ours but no longer desired); nothing differs -> nothing is sent;
+- afterwards sends each coalesced difference as one atomic, ordered ONF bundle followed by a barrier.
+  The barrier reply (with no error for any message of the bundle) confirms the bundle: the installed set
+  is updated and `realized_revision` advances to the revision the bundle was built from.
+
+Groups travel inside the same bundle: checked on OVS 3.1, an OF1.3 ONF bundle accepts group-mods, and a
+flow referencing a group added earlier in the same bundle validates (OVS checks group existence at commit,
+against the bundle's version). Order inside a bundle: group ADD, group MODIFY, flow DELETE, flow ADD,
+group DELETE (OVS deletes the flows that still point at a deleted group, so those go first).
+
+Flows are identified by (stage, priority, match). A flow whose actions or cookie change is sent as one ADD
+(OpenFlow ADD replaces the entry; MODIFY would keep the old cookie). Deletes are DELETE_STRICT carrying the
+entry's own cookie with a full cookie mask, so a delete never hits an entry we did not see.
+
+Errors: OVS reports a bad message of a bundle at commit (error with that message's xid, then
+OFPBFC_MSG_FAILED for the commit) and applies nothing (atomic). The engine logs the failing message
+decoded (ovs-ofctl syntax), does not advance realized_revision, and resyncs; if the same desired state
+fails again it waits for the next desired change (or a backoff) before retrying.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from os_ken.ofproto import ofproto_common
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+
+from flows import encode
+from flows.cookie import CookieRegistry, is_ours
+from flows.decode import DecodeError, decode_flow, decode_group
+from flows.flow import Flow, Group
+from flows.format import format_flow, format_group
+
+log = logging.getLogger(__name__)
+
+Item = Flow | Group
+FlowKey = tuple[Any, ...]
+
+_ALL_COOKIE = (1 << 64) - 1
+_COOKIES = struct.Struct("!QQ")
+_HDR = struct.Struct("!BBHI")
+_BUNDLE_ADD = struct.Struct("!BBHIIII2xHBBHI")  # outer header, experimenter, exp_type, bundle id, flags, inner hdr
+_VERSION = ofp.OFP_VERSION
+_XID_BASE = 1 << 31  # our xids live in the upper half; os-ken's own counter is random but rarely gets there
+
+#: how long to wait for a dump or a barrier before calling the connection broken
+DUMP_TIMEOUT = 60.0
+BARRIER_TIMEOUT = 60.0
+#: retry delay after a bundle failed and the desired state did not change since (doubles, capped)
+RETRY_MIN, RETRY_MAX = 1.0, 60.0
+
+
+class SyncError(RuntimeError):
+    """A switch that is not connected, did not answer, or rejected a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """What verify() found: desired entries missing on the switch, switch entries not desired, and switch
+    entries no Flow value describes (as text)."""
+
+    missing: frozenset[Item]
+    unexpected: frozenset[Item]
+    undecodable: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.undecodable)
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """Counters of one engine (exported to Prometheus later)."""
+
+    flow_mods_sent: int = 0
+    group_mods_sent: int = 0
+    bundles_sent: int = 0
+    bundles_failed: int = 0
+    errors: int = 0
+    resyncs: int = 0
+    last_resync_flow_mods: int = 0
+    last_resync_group_mods: int = 0
+    last_resync_seconds: float = 0.0
+    last_bundle_seconds: float = 0.0
+
+
+@dataclass
+class _Op:
+    """One message of a bundle: what it does (for logs), its type and encoded body."""
+
+    command: str
+    item: Item | str  # a str describes an undecodable switch entry
+    msg_type: int
+    body: bytes
+
+
+@dataclass
+class _Waiter:
+    """A request in flight: collects multipart bodies / errors until done or the connection drops."""
+
+    kind: str  # "flows", "groups", "barrier"
+    done: threading.Event = field(default_factory=threading.Event)
+    entries: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    broken: bool = False
+
+
+@dataclass
+class _Snapshot:
+    """A decoded dump of a switch."""
+
+    flows: dict[FlowKey, Flow]
+    groups: dict[int, Group]
+    raw_flows: list[Any]  # os-ken OFPFlowStats no Flow describes
+    raw_groups: list[Any]
+    stats: dict[FlowKey, tuple[int, int]]  # (packets, bytes) per decoded flow
+
+
+def _describe_raw_flow(e: Any) -> str:
+    return (f"cookie={e.cookie:#x}, table={e.table_id}, priority={e.priority},"
+            f"{','.join(f'{k}={v}' for k, v in e.match.items())} instructions={e.instructions}")
+
+
+class SwitchSync:
+    """Desired vs installed flows and groups of one datapath; see the module docstring.
+
+    Thread-safe. apply() / replace_desired() never touch the network: a per-switch sender thread does.
+    """
+
+    def __init__(self, datapath_id: int, encoder: encode.Encoder | None = None,
+                 on_realized: Callable[[int, int], None] | None = None,
+                 registry: CookieRegistry | None = None) -> None:
+        self.datapath_id = datapath_id
+        self.registry = registry
+        self._enc = encoder or encode.Encoder()
+        self._on_realized = on_realized
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        # desired state (callers' threads)
+        self._desired: dict[FlowKey, Flow] = {}
+        self._desired_groups: dict[int, Group] = {}
+        self._desired_known = False  # no reconcile before the first desired state: it would sweep the switch
+        self._desired_version = 0  # bumps on every change of the desired state
+        self._revision = 0
+        self._dirty: set[FlowKey] = set()
+        self._dirty_groups: set[int] = set()
+        # what we believe the switch holds (written by the sender thread only)
+        self._installed: dict[FlowKey, Flow] = {}
+        self._installed_groups: dict[int, Group] = {}
+        self._realized = 0
+        # connection
+        self._dp: Any = None
+        self._conn = 0  # bumps on every attach / detach
+        self._synced = False  # installed set confirmed on the current connection
+        self._failed_version: int | None = None  # desired version whose bundle failed
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_MIN
+        self._waiters: dict[int, _Waiter] = {}
+        self._bundle_range: tuple[int, int] | None = None  # xids of the bundle in flight
+        self._bundle_ops: list[_Op] = []
+        self._bundle_errors: list[str] = []
+        self._xid = _XID_BASE + random.randrange(1 << 24)
+        self._bundle_ids = itertools.count(random.randrange(1 << 16))
+        self._stats = SyncStats()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"sync-{datapath_id:016x}", daemon=True)
+        self._thread.start()
+
+    # --- desired state (any thread) --------------------------------------------------------------------
+
+    def apply(self, add: Iterable[Item], remove: Iterable[Item], revision: int) -> None:
+        """Change the desired state by a delta (removes first, then adds) and mark it as `revision`."""
+        add, remove = list(add), list(remove)
+        with self._cond:
+            for item in remove:
+                if isinstance(item, Flow):
+                    key = item.key()
+                    if self._desired.get(key) == item:
+                        del self._desired[key]
+                        self._dirty.add(key)
+                else:
+                    if self._desired_groups.get(item.group_id) == item:
+                        del self._desired_groups[item.group_id]
+                        self._dirty_groups.add(item.group_id)
+            for item in add:
+                if isinstance(item, Flow):
+                    key = item.key()
+                    old = self._desired.get(key)
+                    if old is not None and old != item:
+                        log.debug("dp %016x: %s replaces %s", self.datapath_id, item, old)
+                    self._desired[key] = item
+                    self._dirty.add(key)
+                else:
+                    self._desired_groups[item.group_id] = item
+                    self._dirty_groups.add(item.group_id)
+            self._changed(revision)
+
+    def replace_desired(self, flows: Iterable[Item], revision: int) -> None:
+        """Set the whole desired state (initial compile, or a full recompile) as `revision`."""
+        desired: dict[FlowKey, Flow] = {}
+        groups: dict[int, Group] = {}
+        for item in flows:
+            if isinstance(item, Flow):
+                desired[item.key()] = item
+            elif isinstance(item, Group):
+                groups[item.group_id] = item
+            else:
+                raise TypeError(f"not a Flow or Group: {item!r}")
+        with self._cond:
+            self._dirty.update(self._desired.keys() - desired.keys())
+            self._dirty.update(k for k, f in desired.items() if self._desired.get(k) != f)
+            self._dirty_groups.update(self._desired_groups.keys() - groups.keys())
+            self._dirty_groups.update(g for g, v in groups.items() if self._desired_groups.get(g) != v)
+            self._desired, self._desired_groups = desired, groups
+            self._changed(revision)
+
+    def _changed(self, revision: int) -> None:
+        self._desired_known = True
+        self._desired_version += 1
+        self._revision = max(self._revision, revision)
+        self._cond.notify_all()
+
+    def desired(self) -> frozenset[Item]:
+        """The desired flows and groups."""
+        with self._lock:
+            return frozenset(itertools.chain(self._desired.values(), self._desired_groups.values()))
+
+    # --- observation -----------------------------------------------------------------------------------
+
+    @property
+    def realized_revision(self) -> int:
+        """The highest revision whose desired state is confirmed installed on the switch."""
+        with self._lock:
+            return self._realized
+
+    @property
+    def revision(self) -> int:
+        """The revision of the desired state."""
+        with self._lock:
+            return self._revision
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._dp is not None
+
+    @property
+    def stats(self) -> SyncStats:
+        """A copy of the counters."""
+        with self._lock:
+            return replace(self._stats)
+
+    def wait_realized(self, revision: int, timeout: float) -> bool:
+        """Block until `revision` is realized; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._realized < revision:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def installed(self) -> frozenset[Item]:
+        """What we believe the switch holds (as of the last confirmed bundle or dump)."""
+        with self._lock:
+            return frozenset(itertools.chain(self._installed.values(), self._installed_groups.values()))
+
+    def verify(self, timeout: float = DUMP_TIMEOUT) -> Diff:
+        """Dump the switch now and compare with the desired state; changes nothing."""
+        snap = self._dump(timeout)
+        with self._lock:
+            want = set(self._desired.values()) | set(self._desired_groups.values())
+        have = set(snap.flows.values()) | set(snap.groups.values())
+        raw = tuple(_describe_raw_flow(e) for e in snap.raw_flows) + tuple(
+            f"group_id={g.group_id} type={g.type} buckets={g.buckets}" for g in snap.raw_groups)
+        return Diff(frozenset(want - have), frozenset(have - want), raw)
+
+    def dump_text(self, live: bool = False, timeout: float = DUMP_TIMEOUT) -> str:
+        """`ovs-ofctl dump-flows`-shaped lines with stage names and owners (``# app/owner``), then groups.
+
+        live=False formats what we believe is installed; live=True dumps the switch now (with counters,
+        and entries no Flow describes marked ``UNDECODABLE``).
+        """
+        if not live:
+            with self._lock:
+                flows, groups = list(self._installed.values()), list(self._installed_groups.values())
+            return _format(flows, groups, self.registry, {}, ())
+        snap = self._dump(timeout)
+        raw = [f" UNDECODABLE {_describe_raw_flow(e)}" for e in snap.raw_flows]
+        return _format(list(snap.flows.values()), list(snap.groups.values()), self.registry,
+                       {snap.flows[k]: v for k, v in snap.stats.items()}, raw)
+
+    def close(self) -> None:
+        """Stop the sender thread (the switch keeps its flows)."""
+        with self._cond:
+            self._closed = True
+            self._fail_waiters()
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    # --- connection (os-ken threads) ---------------------------------------------------------------------
+
+    def attach(self, dp: Any) -> None:
+        """The switch connected (reached MAIN): reconcile it."""
+        with self._cond:
+            if self._dp is dp:
+                return
+            self._fail_waiters()
+            self._dp = dp
+            self._conn += 1
+            self._synced = False
+            self._failed_version = None
+            self._retry_delay = RETRY_MIN
+            self._cond.notify_all()
+
+    def detach(self, dp: Any) -> None:
+        """The switch's connection `dp` died; anything in flight is unknown until the next resync."""
+        with self._cond:
+            if self._dp is not dp:
+                return
+            self._dp = None
+            self._conn += 1
+            self._synced = False
+            self._fail_waiters()
+            self._cond.notify_all()
+
+    def on_message(self, dp: Any, msg: Any) -> None:
+        """A reply from the switch (barrier, multipart, error, bundle control), from os-ken's thread."""
+        with self._cond:
+            if dp is not self._dp:
+                return
+            xid = msg.xid
+            if isinstance(msg, ofpp.OFPErrorMsg):
+                self._on_error(xid, msg)
+                return
+            w = self._waiters.get(xid)
+            if w is None:
+                return
+            if isinstance(msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply)):
+                w.entries.extend(msg.body)
+                if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+                    del self._waiters[xid]
+                    w.done.set()
+            elif isinstance(msg, ofpp.OFPBarrierReply):
+                del self._waiters[xid]
+                w.done.set()
+
+    def _on_error(self, xid: int, msg: Any) -> None:
+        self._stats.errors += 1
+        what = _error_name(msg)
+        rng = self._bundle_range
+        if rng is not None and rng[0] <= xid <= rng[1]:
+            i = xid - rng[0] - 1
+            if 0 <= i < len(self._bundle_ops):
+                op = self._bundle_ops[i]
+                text = op.item if isinstance(op.item, str) else (
+                    format_flow(op.item, self.registry) if isinstance(op.item, Flow) else format_group(op.item))
+                detail = f"{what} for {op.command}: {text.strip()}"
+            else:
+                detail = f"{what} for bundle {'commit' if xid == rng[1] else 'open'} (xid {xid:#x})"
+            self._bundle_errors.append(detail)
+            log.error("dp %016x: bundle rejected: %s", self.datapath_id, detail)
+            return
+        w = self._waiters.pop(xid, None)
+        if w is not None:
+            w.errors.append(what)
+            w.done.set()
+        log.error("dp %016x: OpenFlow error %s (xid %#x)", self.datapath_id, what, xid)
+
+    def _fail_waiters(self) -> None:
+        for w in self._waiters.values():
+            w.broken = True
+            w.done.set()
+        self._waiters.clear()
+
+    # --- sender thread -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    job = self._next_job()
+                    if job:
+                        break
+                    wait = None
+                    if self._failed_version is not None and self._dp is not None:
+                        wait = max(0.01, self._retry_at - time.monotonic())
+                    self._cond.wait(wait)
+                dp, conn = self._dp, self._conn
+            try:
+                if job == "resync":
+                    self._resync(dp, conn)
+                else:
+                    self._push(dp, conn)
+            except Exception:  # never let the sender die: log, and reconcile from scratch
+                log.exception("dp %016x: sync failed", self.datapath_id)
+                with self._cond:
+                    if self._conn == conn:
+                        self._synced = False
+                        self._note_failure()
+
+    def _next_job(self) -> str | None:
+        """What to do now (under the lock): "resync", "push" or None (wait)."""
+        if self._dp is None or not self._desired_known:
+            return None
+        if self._failed_version is not None:
+            if self._failed_version == self._desired_version and time.monotonic() < self._retry_at:
+                return None
+            return "resync"
+        if not self._synced:
+            return "resync"
+        if self._dirty or self._dirty_groups or self._realized < self._revision:
+            return "push"
+        return None
+
+    def _note_failure(self) -> None:
+        self._stats.bundles_failed += 1
+        if self._failed_version == self._desired_version:
+            self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
+        else:
+            self._retry_delay = RETRY_MIN
+        self._failed_version = self._desired_version
+        self._retry_at = time.monotonic() + self._retry_delay
+
+    def _resync(self, dp: Any, conn: int) -> None:
+        start = time.monotonic()
+        snap = self._dump(DUMP_TIMEOUT, dp, conn)
+        with self._cond:
+            if self._conn != conn:
+                return
+            desired, groups = dict(self._desired), dict(self._desired_groups)
+            revision, version = self._revision, self._desired_version
+            self._dirty.clear()
+            self._dirty_groups.clear()
+        ops = self._ops(desired, groups, snap.flows, snap.groups, desired.keys() | snap.flows.keys(),
+                        groups.keys() | snap.groups.keys())
+        ops[2][:0] = [self._raw_flow_delete(e) for e in snap.raw_flows]
+        ops[4].extend(_Op(encode.DELETE, f"group_id={g.group_id} (undecodable)", ofp.OFPT_GROUP_MOD,
+                          struct.pack("!HBxI", ofp.OFPGC_DELETE, g.type, g.group_id)) for g in snap.raw_groups)
+        flat = [op for part in ops for op in part]
+        n_flow = sum(1 for op in flat if op.msg_type == ofp.OFPT_FLOW_MOD)
+        adopted = sum(1 for k, f in snap.flows.items() if desired.get(k) == f)
+        log.info("dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods "
+                 "(revision %d)", self.datapath_id, len(snap.flows) + len(snap.raw_flows), adopted,
+                 len(ops[2]), len(flat), revision)
+        ok = self._send_bundle(dp, conn, flat) if flat else True
+        with self._cond:
+            if self._conn != conn:
+                return
+            self._stats.resyncs += 1
+            self._stats.last_resync_flow_mods = n_flow
+            self._stats.last_resync_group_mods = len(flat) - n_flow
+            self._stats.last_resync_seconds = time.monotonic() - start
+            if not ok:
+                self._synced = False
+                self._note_failure()
+                return
+            self._installed, self._installed_groups = desired, groups
+            self._synced = True
+            self._failed_version = None
+            self._retry_delay = RETRY_MIN
+            for op in flat:
+                if op.command == encode.DELETE and not isinstance(op.item, str):
+                    self._enc.discard(op.item)
+            self._advance(revision, version)
+
+    def _push(self, dp: Any, conn: int) -> None:
+        with self._cond:
+            keys, gkeys = self._dirty, self._dirty_groups
+            self._dirty, self._dirty_groups = set(), set()
+            desired = {k: self._desired[k] for k in keys if k in self._desired}
+            groups = {g: self._desired_groups[g] for g in gkeys if g in self._desired_groups}
+            revision, version = self._revision, self._desired_version
+        ops = self._ops(desired, groups, self._installed, self._installed_groups, keys, gkeys)
+        flat = [op for part in ops for op in part]
+        ok = self._send_bundle(dp, conn, flat) if flat else True
+        with self._cond:
+            if self._conn != conn:
+                return
+            if not ok:
+                self._synced = False
+                self._note_failure()
+                return
+            for k in keys:
+                f = desired.get(k)
+                if f is None:
+                    old = self._installed.pop(k, None)
+                    if old is not None:
+                        self._enc.discard(old)
+                else:
+                    self._installed[k] = f
+            for g in gkeys:
+                grp = groups.get(g)
+                if grp is None:
+                    self._installed_groups.pop(g, None)
+                else:
+                    self._installed_groups[g] = grp
+            self._advance(revision, version)
+
+    def _advance(self, revision: int, version: int) -> None:
+        """Under the lock: the desired state of `revision` is on the switch."""
+        del version
+        if revision <= self._realized:
+            return
+        self._realized = revision
+        self._cond.notify_all()
+        cb = self._on_realized
+        if cb is not None:
+            # called with the lock held would let a callback deadlock us; hand it off
+            threading.Thread(target=_call, args=(cb, self.datapath_id, revision), daemon=True).start()
+
+    # --- building and sending ------------------------------------------------------------------------------
+
+    def _ops(self, desired: dict[FlowKey, Flow], groups: dict[int, Group], inst: dict[FlowKey, Flow],
+             inst_groups: dict[int, Group], keys: Iterable[FlowKey], gkeys: Iterable[int]) -> list[list[_Op]]:
+        """[group adds, group mods, flow deletes, flow adds, group deletes] turning `inst` into `desired`
+        over `keys` / `gkeys`."""
+        enc = self._enc
+        g_add: list[_Op] = []
+        g_mod: list[_Op] = []
+        g_del: list[_Op] = []
+        for g in gkeys:
+            want, have = groups.get(g), inst_groups.get(g)
+            if want == have:
+                continue
+            if want is None:
+                assert have is not None
+                g_del.append(_Op(encode.DELETE, have, ofp.OFPT_GROUP_MOD, enc.group_body(have, encode.DELETE)))
+            elif have is None:
+                g_add.append(_Op(encode.ADD, want, ofp.OFPT_GROUP_MOD, enc.group_body(want, encode.ADD)))
+            else:
+                g_mod.append(_Op(encode.MODIFY, want, ofp.OFPT_GROUP_MOD, enc.group_body(want, encode.MODIFY)))
+        # a group whose buckets point at another new group goes after it (one level of chaining)
+        g_add.sort(key=lambda op: _refers_to_groups(op.item))
+        f_del: list[_Op] = []
+        f_add: list[_Op] = []
+        for k in keys:
+            want, have = desired.get(k), inst.get(k)
+            if want == have:
+                continue
+            if want is None:
+                assert have is not None
+                f_del.append(_Op(encode.DELETE, have, ofp.OFPT_FLOW_MOD, self._delete_body(have)))
+            else:  # new, or replacing an entry with the same match+priority (ADD replaces, new cookie)
+                f_add.append(_Op(encode.ADD, want, ofp.OFPT_FLOW_MOD, enc.flow_body(want, encode.ADD)))
+        return [g_add, g_mod, f_del, f_add, g_del]
+
+    def _delete_body(self, flow: Flow) -> bytes:
+        """DELETE_STRICT body restricted to the entry's own cookie (full cookie mask)."""
+        return _COOKIES.pack(flow.cookie, _ALL_COOKIE) + self._enc.flow_body(flow, encode.DELETE)[16:]
+
+    @staticmethod
+    def _raw_flow_delete(e: Any) -> _Op:
+        msg = ofpp.OFPFlowMod(encode.DATAPATH_DESC, cookie=e.cookie, cookie_mask=_ALL_COOKIE,
+                              table_id=e.table_id, command=ofp.OFPFC_DELETE_STRICT, priority=e.priority,
+                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=e.match, instructions=[])
+        msg.set_xid(0)
+        return _Op(encode.DELETE, _describe_raw_flow(e), ofp.OFPT_FLOW_MOD, encode.osken_bytes(msg)[8:])
+
+    def _alloc_xids(self, n: int) -> int:
+        """Under the lock: `n` consecutive xids (never wrapping inside the range)."""
+        if self._xid + n >= 1 << 32:
+            self._xid = _XID_BASE
+        start = self._xid
+        self._xid += n
+        return start
+
+    def _send_bundle(self, dp: Any, conn: int, ops: list[_Op]) -> bool:
+        """Send ops as one atomic ordered bundle plus a barrier; True once the barrier confirms no error."""
+        t0 = time.monotonic()
+        with self._cond:
+            if self._conn != conn:
+                return False
+            xid = self._alloc_xids(len(ops) + 3)
+            bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
+            barrier_xid = xid + len(ops) + 2
+            waiter = _Waiter("barrier")
+            self._waiters[barrier_xid] = waiter
+            self._bundle_range = (xid, xid + len(ops) + 1)
+            self._bundle_ops = ops
+            self._bundle_errors = []
+        flags = encode.BUNDLE_FLAGS
+        parts = [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)]
+        pack = _BUNDLE_ADD.pack
+        x = xid + 1
+        onf, add = ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
+        for op in ops:
+            inner = 8 + len(op.body)
+            parts.append(pack(_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id, flags,
+                              _VERSION, op.msg_type, inner, x))
+            parts.append(op.body)
+            x += 1
+        parts.append(encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, x, flags))
+        parts.append(encode.barrier_request(barrier_xid))
+        buf = b"".join(parts)
+        n_flow = sum(1 for op in ops if op.msg_type == ofp.OFPT_FLOW_MOD)
+        sent = dp.send(buf)
+        with self._cond:
+            self._stats.bundles_sent += 1
+            self._stats.flow_mods_sent += n_flow
+            self._stats.group_mods_sent += len(ops) - n_flow
+        ok = sent and waiter.done.wait(BARRIER_TIMEOUT + len(ops) / 5000) and not waiter.broken
+        with self._cond:
+            errors = self._bundle_errors
+            self._bundle_range = None
+            self._bundle_ops = []
+            self._bundle_errors = []
+            self._waiters.pop(barrier_xid, None)
+            self._stats.last_bundle_seconds = time.monotonic() - t0
+        if not ok:
+            log.warning("dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
+                        self.datapath_id, len(ops))
+            return False
+        if errors:
+            log.error("dp %016x: bundle of %d messages failed (%d errors); will resync",
+                      self.datapath_id, len(ops), len(errors))
+            return False
+        log.debug("dp %016x: bundle of %d messages in %.3fs", self.datapath_id, len(ops),
+                  time.monotonic() - t0)
+        return True
+
+    def _dump(self, timeout: float, dp: Any = None, conn: int | None = None) -> _Snapshot:
+        """Dump all flows and groups of the switch and decode them."""
+        with self._cond:
+            if dp is None:
+                dp, conn = self._dp, self._conn
+            if dp is None or conn != self._conn:
+                raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+            xid = self._alloc_xids(2)
+            wf, wg = _Waiter("flows"), _Waiter("groups")
+            self._waiters[xid], self._waiters[xid + 1] = wf, wg
+        req = ofpp.OFPFlowStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                       0, 0, ofpp.OFPMatch())
+        req.set_xid(xid)
+        greq = ofpp.OFPGroupDescStatsRequest(encode.DATAPATH_DESC, 0)
+        greq.set_xid(xid + 1)
+        dp.send(encode.osken_bytes(req) + encode.osken_bytes(greq))
+        deadline = time.monotonic() + timeout
+        for w in (wf, wg):
+            if not w.done.wait(max(0.0, deadline - time.monotonic())) or w.broken or w.errors:
+                with self._cond:
+                    self._waiters.pop(xid, None)
+                    self._waiters.pop(xid + 1, None)
+                raise SyncError(f"dump of {self.datapath_id:016x} failed: "
+                                f"{w.errors or ('connection lost' if w.broken else 'timeout')}")
+        snap = _Snapshot({}, {}, [], [], {})
+        for e in wf.entries:
+            try:
+                f = decode_flow(e)
+            except DecodeError as err:
+                if is_ours(e.cookie):
+                    log.warning("dp %016x: our cookie %#x on an entry no Flow describes: %s",
+                                self.datapath_id, e.cookie, err)
+                snap.raw_flows.append(e)
+                continue
+            snap.flows[f.key()] = f
+            snap.stats[f.key()] = (e.packet_count, e.byte_count)
+        for e in wg.entries:
+            try:
+                g = decode_group(e)
+            except DecodeError:
+                snap.raw_groups.append(e)
+                continue
+            snap.groups[g.group_id] = g
+        return snap
+
+
+def _refers_to_groups(item: Item | str) -> bool:
+    from flows.actions import GroupAction
+
+    return isinstance(item, Group) and any(isinstance(a, GroupAction) for b in item.buckets for a in b.actions)
+
+
+def _call(cb: Callable[[int, int], None], dpid: int, revision: int) -> None:
+    try:
+        cb(dpid, revision)
+    except Exception:
+        log.exception("on_realized callback failed")
+
+
+def _error_name(msg: Any) -> str:
+    """``OFPBAC_BAD_OUT_GROUP``-style name of an error message (ONF bundle errors included)."""
+    if msg.type == ofp.OFPET_EXPERIMENTER:
+        name = _ONF_ERRORS.get(getattr(msg, "exp_type", None), f"exp_type={getattr(msg, 'exp_type', '?')}")
+        return f"{name} (experimenter {getattr(msg, 'experimenter', 0):#x})"
+    type_name = _ERR_TYPES.get(msg.type, f"type {msg.type}")
+    prefix = _ERR_CODE_PREFIX.get(msg.type)
+    code = _codes(prefix).get(msg.code, str(msg.code)) if prefix else str(msg.code)
+    return f"{type_name}/{code}"
+
+
+def _codes(prefix: str) -> dict[int, str]:
+    return {v: k for k, v in vars(ofp).items() if k.startswith(prefix) and isinstance(v, int)}
+
+
+_ERR_TYPES = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
+_ERR_CODE_PREFIX = {ofp.OFPET_BAD_REQUEST: "OFPBRC_", ofp.OFPET_BAD_ACTION: "OFPBAC_",
+                    ofp.OFPET_BAD_INSTRUCTION: "OFPBIC_", ofp.OFPET_BAD_MATCH: "OFPBMC_",
+                    ofp.OFPET_FLOW_MOD_FAILED: "OFPFMFC_", ofp.OFPET_GROUP_MOD_FAILED: "OFPGMFC_",
+                    ofp.OFPET_TABLE_FEATURES_FAILED: "OFPTFFC_", ofp.OFPET_METER_MOD_FAILED: "OFPMMFC_"}
+_ONF_ERRORS = {v: k for k, v in vars(ofp).items() if k.startswith("ONFERR_ET_") and isinstance(v, int)}
+
+
+def _format(flows: list[Flow], groups: list[Group], registry: CookieRegistry | None,
+            counters: dict[Flow, tuple[int, int]], extra: Iterable[str]) -> str:
+    ordered = sorted(flows, key=lambda f: (f.table, -f.priority, repr(f.match)))
+    lines = []
+    for f in ordered:
+        line = format_flow(f, registry)
+        c = counters.get(f)
+        if c is not None:  # dump-flows puts counters between table and priority
+            head, sep, rest = line.partition(" priority=")
+            line = f"{head} n_packets={c[0]}, n_bytes={c[1]},{sep}{rest}"
+        lines.append(line)
+    lines.extend(extra)
+    lines.extend(format_group(g) for g in sorted(groups, key=lambda g: g.group_id))
+    return "\n".join(lines)
+
+
+class SyncManager:
+    """One SwitchSync per datapath id, wired to os-ken's connection events; resettable (tests)."""
+
+    def __init__(self, encoder: encode.Encoder | None = None,
+                 on_realized: Callable[[int, int], None] | None = None,
+                 registry: CookieRegistry | None = None) -> None:
+        self.encoder = encoder
+        self.on_realized = on_realized
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._engines: dict[int, SwitchSync] = {}
+        self._connected: dict[int, Any] = {}
+
+    def get(self, datapath_id: int) -> SwitchSync:
+        """The engine of `datapath_id`, created (and attached, if the switch is connected) on first use."""
+        with self._lock:
+            eng = self._engines.get(datapath_id)
+            if eng is None:
+                eng = self._engines[datapath_id] = SwitchSync(
+                    datapath_id, self.encoder, self._realized, self.registry)
+                dp = self._connected.get(datapath_id)
+                if dp is not None:
+                    eng.attach(dp)
+            return eng
+
+    def _realized(self, datapath_id: int, revision: int) -> None:
+        cb = self.on_realized  # read at call time: the glue may set it after engines exist
+        if cb is not None:
+            cb(datapath_id, revision)
+
+    def engine(self, datapath_id: int) -> SwitchSync | None:
+        with self._lock:
+            return self._engines.get(datapath_id)
+
+    def engines(self) -> dict[int, SwitchSync]:
+        with self._lock:
+            return dict(self._engines)
+
+    def remove(self, datapath_id: int) -> None:
+        """Stop and forget one engine (its switch keeps its flows)."""
+        with self._lock:
+            eng = self._engines.pop(datapath_id, None)
+        if eng is not None:
+            eng.close()
+
+    def reset(self) -> None:
+        """Stop and forget every engine, as a fresh process would have none (connections stay)."""
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for eng in engines:
+            eng.close()
+
+    def dump_text(self, datapath_id: int, live: bool = False) -> str:
+        """Debug dump of one switch (see SwitchSync.dump_text)."""
+        eng = self.engine(datapath_id)
+        if eng is None:
+            raise KeyError(f"no sync engine for datapath {datapath_id:016x}")
+        return eng.dump_text(live=live)
+
+    # --- called by ofapp ---------------------------------------------------------------------------------
+
+    def switch_connected(self, dp: Any) -> None:
+        with self._lock:
+            self._connected[dp.id] = dp
+            eng = self._engines.get(dp.id)
+        if eng is not None:
+            eng.attach(dp)
+
+    def switch_disconnected(self, dp: Any) -> None:
+        with self._lock:
+            if self._connected.get(dp.id) is dp:
+                del self._connected[dp.id]
+            eng = self._engines.get(dp.id)
+        if eng is not None:
+            eng.detach(dp)
+
+    def dispatch(self, dp: Any, msg: Any) -> None:
+        with self._lock:
+            eng = self._engines.get(dp.id) if dp.id is not None else None
+        if eng is not None:
+            eng.on_message(dp, msg)

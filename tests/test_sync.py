@@ -1,0 +1,413 @@
+"""Sync engine against a real ovs-vswitchd (lab chassis) and a real os-ken listener in this process.
+
+os-ken's AppManager is a process-wide singleton: one listener per test session (on 0.0.0.0 and a free
+port, so every lab's management address reaches it); the engines are reset between tests.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from controller.ofapp import OFApp, ensure_started
+from controller.sync import SwitchSync
+from flows import actions as A
+from flows import pipeline as P
+from flows.cookie import Cookie, CookieRegistry
+from flows.flow import Bucket, Flow, Group
+from lab import Chassis, Lab
+
+pytestmark = pytest.mark.lab
+
+APP_PORT, APP_NET, APP_ACL, APP_LB = 1, 2, 3, 4
+TUN_PORT = 4000
+VTEPS = ["10.250.0.%d" % i for i in range(20, 28)]
+
+
+def port_cookie(i: int) -> Cookie:
+    return Cookie.for_owner(APP_PORT, f"port-{i}")
+
+
+def pipeline_flows(n_ports: int, ports_per_net: int = 20, base_port: int = 100,
+                   generation: int = 0) -> list[Flow | Group]:
+    """Flows (and groups) shaped like the real pipeline's for `n_ports` logical ports: ~11 flows a port
+    through every stage (classify, port security, conntrack ACLs, ARP responder, l2 lookup, dispatch to
+    a local port or a tunnel, output), plus per-network flood groups and a load-balancer select group."""
+    out: list[Flow | Group] = []
+    nets: dict[int, list[int]] = {}
+    for i in range(n_ports):
+        net = 1 + i // ports_per_net
+        key = 1 + i
+        ofport = base_port + i
+        mac = "02:%02x:%02x:%02x:%02x:%02x" % (net & 0xFF, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF, 1)
+        ip = "10.%d.%d.%d" % ((net >> 8) & 0xFF, net & 0xFF, 2 + i % ports_per_net)
+        ck = Cookie.for_owner(APP_PORT, f"port-{i}", generation)
+        ack = Cookie.for_owner(APP_ACL, f"port-{i}", generation)
+        local = i % 4 != 3  # every fourth port lives on another chassis
+        nets.setdefault(net, []).append(ofport if local else -1)
+        md = {"metadata": net}
+        if local:
+            out += [
+                Flow("classify", P.MATCH, {"in_port": ofport},
+                     [A.WriteMetadata(net), A.load("reg6", key), A.load("reg5", key & 0xFFFF),
+                      A.Goto("port_sec_in")], ck),
+                Flow("port_sec_in", P.MATCH, {"reg6": key, "eth_src": mac, "eth_type": 0x0800,
+                                              "ipv4_src": ip}, [A.Goto("acl_egress")], ck),
+                Flow("port_sec_in", P.MATCH, {"reg6": key, "eth_src": mac, "eth_type": 0x0806,
+                                              "arp_spa": ip, "arp_sha": mac}, [A.Goto("acl_egress")], ck),
+                Flow("acl_egress", P.MATCH(10), {"reg6": key, "eth_type": 0x0800, "ip_proto": 6,
+                                                 "tcp_dst": 22, "ct_state": (0x21, 0x21)},
+                     [A.CT(commit=True, zone="reg5"), A.Goto("arp_nd")], ack),
+                Flow("acl_ingress", P.MATCH(10), {"reg7": key, "eth_type": 0x0800, "ip_proto": 6,
+                                                  "tcp_dst": 80 + i % 7, "ct_state": (0x21, 0x21)},
+                     [A.CT(commit=True, zone="reg5"), A.Goto("output")], ack),
+                Flow("egress_dispatch", P.MATCH, {"reg7": key}, [A.Goto("acl_ingress")], ck),
+                Flow("output", P.MATCH, {"reg7": key}, [A.Output(ofport)], ck),
+            ]
+        else:
+            out.append(Flow("egress_dispatch", P.MATCH, {"reg7": key},
+                            [A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", VTEPS[i % len(VTEPS)]),
+                             A.Output(TUN_PORT)], ck))
+        out += [
+            Flow("arp_nd", P.MATCH, {**md, "eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip},
+                 [A.Move("eth_src", "eth_dst", 48), A.SetField("eth_src", mac), A.SetField("arp_op", 2),
+                  A.Move("arp_sha", "arp_tha", 48), A.SetField("arp_sha", mac), A.Move("arp_spa", "arp_tpa", 32),
+                  A.SetField("arp_spa", ip), A.load("reg10", 1, P.ALLOW_LOOPBACK.bit, P.ALLOW_LOOPBACK.bit),
+                  A.Output(A.IN_PORT)], ck),
+            Flow("l2_lookup", P.MATCH, {**md, "eth_dst": mac}, [A.load("reg7", key), A.Goto("egress_dispatch")], ck),
+            Flow("dhcp", P.MATCH, {**md, "reg6": key, "eth_type": 0x0800, "ip_proto": 17, "udp_dst": 67},
+                 [A.Controller(max_len=0xFFFF)], ck),
+        ]
+    for net, ports in nets.items():
+        nck = Cookie.for_owner(APP_NET, f"net-{net}", generation)
+        buckets = [Bucket((A.Output(p),)) for p in ports if p > 0]
+        buckets.append(Bucket((A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", VTEPS[net % len(VTEPS)]),
+                               A.Output(TUN_PORT))))
+        out += [
+            Group(net, "all", tuple(buckets)),
+            Flow("classify", P.MATCH, {"in_port": TUN_PORT, "tunnel_id": net},
+                 [A.WriteMetadata(net), A.load("reg10", 1, P.FROM_TUNNEL.bit, P.FROM_TUNNEL.bit),
+                  A.Goto("l2_lookup")], nck),
+            Flow("l2_lookup", P.LOW, {"metadata": net, "eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")},
+                 [A.GroupAction(net)], nck),
+            Flow("acl_egress", P.MATCH(1), {"metadata": net, "eth_type": 0x0800, "ct_state": (0, 0x20)},
+                 [A.CT(zone="reg5", table="acl_egress")], nck),
+            Flow("acl_egress", P.MATCH(2), {"metadata": net, "eth_type": 0x0800, "ct_state": (0x22, 0x22)},
+                 [A.Goto("arp_nd")], nck),
+        ]
+    lb = Cookie.for_owner(APP_LB, "lb-1", generation)
+    vip_group = 0x10000
+    out += [
+        Group(vip_group, "select", tuple(
+            Bucket((A.CT(commit=True, zone=7, table="l2_lookup",
+                         nat=A.NAT("dst", f"10.0.1.{m}", port_min=8080)),), weight=1) for m in range(2, 5))),
+        Flow("lb", P.MATCH, {"metadata": 1, "eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.1.100",
+                             "tcp_dst": 80}, [A.GroupAction(vip_group)], lb),
+    ]
+    defaults = Cookie.for_owner(APP_NET, "pipeline", generation)
+    for st in P.STAGES:
+        nxt = sorted((s for s in st.next if P.table_of(s) > st.table), key=P.table_of)
+        acts = [A.Goto(nxt[0])] if nxt and st.name not in ("classify", "port_sec_in") else []
+        out.append(Flow(st.name, P.DEFAULT, {}, acts, defaults))
+    return out
+
+
+def flows_only(items: list[Flow | Group]) -> list[Flow]:
+    return [f for f in items if isinstance(f, Flow)]
+
+
+# --- fixtures --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ofapp() -> OFApp:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        port = s.getsockname()[1]
+    app = ensure_started("0.0.0.0", port)
+    return app
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        yield lab
+
+
+def of_port(app: OFApp) -> int:
+    from os_ken import cfg
+
+    return int(cfg.CONF.ofp_tcp_listen_port)
+
+
+def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Switch:
+    """A lab chassis whose br-int is connected to the in-process os-ken."""
+
+    def __init__(self, lab: Lab, app: OFApp, name: str) -> None:
+        self.lab, self.app = lab, app
+        self.ch: Chassis = lab.add_chassis(name)
+        self.dpid = self.ch.datapath_id
+        self.target = f"tcp:{lab.mgmt_ip}:{of_port(app)}"
+
+    def connect(self) -> None:
+        self.ch.set_controller(self.target)
+        self.wait_connected()
+
+    def wait_connected(self) -> None:
+        wait_for(lambda: self.app.registry.get(self.dpid) is not None, 20, f"{self.ch.name} to connect")
+
+    def disconnect(self) -> None:
+        """Point br-int at a dead target: the connection drops, the flows stay (fail_mode=secure)."""
+        dead = socket.socket()
+        dead.bind((self.lab.mgmt_ip, 0))
+        port = dead.getsockname()[1]
+        dead.close()
+        self.ch.vsctl("set-controller", "br-int", f"tcp:{self.lab.mgmt_ip}:{port}")
+        wait_for(lambda: self.app.registry.get(self.dpid) is None, 20, f"{self.ch.name} to disconnect")
+
+    def reconnect(self) -> None:
+        self.disconnect()
+        self.ch.vsctl("set-controller", "br-int", self.target)
+        for row in self.ch.vsctl("--columns=_uuid", "--bare", "list", "Controller").split():
+            self.ch.vsctl("set", "Controller", row, "max_backoff=1000", "connection_mode=out-of-band")
+        self.wait_connected()
+
+    def flow_lines(self) -> list[str]:
+        return self.ch.dump_flows()
+
+    def n_packets(self, needle: str) -> int:
+        return sum(int(ln.split("n_packets=")[1].split(",")[0]) for ln in self.flow_lines() if needle in ln)
+
+
+@pytest.fixture(scope="module")
+def sw(lab: Lab, ofapp: OFApp) -> Switch:
+    s = Switch(lab, ofapp, "s1")
+    s.connect()
+    return s
+
+
+@pytest.fixture(autouse=True)
+def fresh_engines(ofapp: OFApp) -> Iterator[None]:
+    ofapp.sync.reset()
+    yield
+    ofapp.sync.reset()
+
+
+def engine(app: OFApp, sw: Switch) -> SwitchSync:
+    return app.sync.get(sw.dpid)
+
+
+def install(app: OFApp, sw: Switch, items: list[Flow | Group], revision: int = 1) -> SwitchSync:
+    eng = engine(app, sw)
+    eng.replace_desired(items, revision)
+    assert eng.wait_realized(revision, 30), f"revision {revision} not realized: {eng.stats}"
+    return eng
+
+
+def clean_switch(sw: Switch) -> None:
+    sw.ch.ofctl("del-flows", "br-int")
+    sw.ch.ofctl("del-groups", "br-int")
+
+
+# --- tests -----------------------------------------------------------------------------------------------
+
+
+def test_replace_desired_installs_exactly_the_desired_flows(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    items = pipeline_flows(40)
+    flows = flows_only(items)
+    assert 300 <= len(flows) <= 600
+    eng = install(ofapp, sw, items)
+    # decoded dump == desired, both ways, and nothing undecodable
+    diff = eng.verify()
+    assert diff.clean, (list(diff.missing)[:3], list(diff.unexpected)[:3], diff.undecodable[:3])
+    # ovs-ofctl sees the same number of flows and groups, with our cookies
+    lines = sw.flow_lines()
+    assert len(lines) == len(flows)
+    assert {int(ln.split("cookie=")[1].split(",")[0], 16) for ln in lines} == {f.cookie for f in flows}
+    groups = [ln for ln in sw.ch.ofctl("dump-groups", "br-int").splitlines() if "group_id=" in ln]
+    assert len(groups) == len(items) - len(flows)
+    assert eng.installed() == frozenset(items)
+    st = eng.stats
+    assert st.bundles_sent == 1 and st.flow_mods_sent == len(flows) and st.resyncs == 1
+    text = eng.dump_text()
+    assert "table=60(l2_lookup)" in text and "goto_table:100(egress_dispatch)" in text
+    live = eng.dump_text(live=True)
+    assert "n_packets=0" in live and len(live.splitlines()) == len(items)
+
+
+def test_connect_sweeps_unknown_and_stale_and_adopts_desired(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    items = pipeline_flows(8)
+    flows = flows_only(items)
+    eng = install(ofapp, sw, items)
+    ofapp.sync.reset()
+    sw.disconnect()
+    # behind our back: a foreign flow, a flow in an undeclared table, and one of ours that is no longer desired
+    sw.ch.ofctl("add-flow", "br-int", "table=0,priority=1234,in_port=77,actions=drop")
+    sw.ch.ofctl("add-flow", "br-int", "table=5,priority=1,actions=drop")
+    stale = flows[0]
+    sw.ch.ofctl("del-flows", "br-int", "--strict", "table=0,priority=1000,in_port=100")
+    sw.ch.ofctl("add-flow", "br-int", f"cookie={stale.cookie:#x},table=0,priority=1000,in_port=100,"
+                                      "actions=write_metadata:0x1,goto_table:10")
+    before = set(sw.flow_lines())
+    desired = items[1:]
+    eng = engine(ofapp, sw)
+    eng.replace_desired(desired, 1)
+    sw.reconnect()
+    assert eng.wait_realized(1, 30), eng.stats
+    st = eng.stats
+    # exactly three deletes: the foreign flow, the table-5 flow and the stale (changed) flow of ours
+    assert st.flow_mods_sent == 3 == st.last_resync_flow_mods, st
+    after = sw.flow_lines()
+    assert not any("in_port=77" in ln or "table=5," in ln for ln in after)
+    assert not any("in_port=100 " in ln for ln in after)
+    assert len(after) == len(flows) - 1
+    # the adopted flows were not re-sent: their duration kept counting (no re-add)
+    kept = [ln for ln in before if "in_port=77" not in ln and "table=5," not in ln and "in_port=100 " not in ln]
+    assert {strip_counters(ln) for ln in kept} == {strip_counters(ln) for ln in after}
+    assert eng.verify().clean
+
+
+def strip_counters(line: str) -> str:
+    return ",".join(p for p in line.split(",") if not p.strip().startswith(("duration=", "n_packets=", "n_bytes=",
+                                                                             "idle_age=")))
+
+
+def test_controller_restart_is_hitless(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    vm = sw.ch.add_vm("h1", "02:00:00:00:aa:01", "10.99.0.1/24", "p-h1") if "h1" not in sw.ch.vms else sw.ch.vms["h1"]
+    items = pipeline_flows(8)
+    # a flow that counts the VM's packets
+    counter = Flow("classify", P.HIGH, {"in_port": vm.ofport}, [], Cookie.for_owner(APP_PORT, "vm-h1"))
+    items.append(counter)
+    install(ofapp, sw, items)
+    vm.ping("10.99.0.2", count=2, timeout=1)
+    hits = sw.n_packets(f"in_port={vm.port_name}") or sw.n_packets(f"in_port={vm.ofport}")
+    assert hits > 0
+    # "restart": a fresh engine with the same desired state, while connected, then a reconnect
+    ofapp.sync.reset()
+    eng = engine(ofapp, sw)
+    eng.replace_desired(pipeline_flows(8) + [counter], 7)
+    assert eng.wait_realized(7, 30)
+    sw.reconnect()
+    wait_for(lambda: eng.stats.resyncs >= 2, 20, "resync after reconnect")
+    st = eng.stats
+    assert st.flow_mods_sent == 0 and st.group_mods_sent == 0 and st.bundles_sent == 0, st
+    assert st.last_resync_flow_mods == 0
+    assert (sw.n_packets(f"in_port={vm.port_name}") or sw.n_packets(f"in_port={vm.ofport}")) >= hits
+    assert eng.realized_revision == 7
+
+
+def test_apply_deltas_one_bundle_each(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    items = pipeline_flows(8)
+    eng = install(ofapp, sw, items, revision=10)
+    base = eng.stats
+    ck = Cookie.for_owner(APP_PORT, "extra")
+    new = [Flow("output", P.MATCH, {"reg7": 1000 + i}, [A.Output(500 + i)], ck) for i in range(5)]
+    # add
+    eng.apply(new, [], 11)
+    assert eng.wait_realized(11, 10)
+    assert eng.realized_revision == 11
+    st = eng.stats
+    assert (st.bundles_sent - base.bundles_sent, st.flow_mods_sent - base.flow_mods_sent) == (1, 5)
+    # modify (same match+priority, new actions) and remove
+    changed = Flow("output", P.MATCH, {"reg7": 1000}, [A.Output(600)], ck)
+    eng.apply([changed], [new[0], new[1]], 12)
+    assert eng.wait_realized(12, 10)
+    st2 = eng.stats
+    assert (st2.bundles_sent - st.bundles_sent, st2.flow_mods_sent - st.flow_mods_sent) == (1, 2)
+    lines = sw.flow_lines()
+    assert any("reg7=0x3e8 actions=output:600" in ln for ln in lines), lines
+    assert not any("reg7=0x3e9 " in ln for ln in lines)
+    # group modify: the flood group of network 1 loses a bucket
+    g1 = next(g for g in items if isinstance(g, Group) and g.group_id == 1)
+    g1b = Group(1, "all", g1.buckets[1:])
+    eng.apply([g1b], [g1], 13)
+    assert eng.wait_realized(13, 10)
+    st3 = eng.stats
+    assert (st3.bundles_sent - st2.bundles_sent, st3.group_mods_sent - st2.group_mods_sent) == (1, 1)
+    dump = sw.ch.ofctl("dump-groups", "br-int")
+    line = next(ln for ln in dump.splitlines() if "group_id=1," in ln)
+    assert line.count("bucket=") == len(g1.buckets) - 1
+    # a new group and the flow using it in one delta; then both removed in one delta
+    g = Group(77, "indirect", (Bucket((A.Output(9),)),))
+    user = Flow("output", P.MATCH, {"reg7": 2000}, [A.GroupAction(77)], ck)
+    eng.apply([user, g], [], 14)
+    assert eng.wait_realized(14, 10)
+    assert eng.stats.bundles_sent - st3.bundles_sent == 1
+    eng.apply([], [g, user], 15)
+    assert eng.wait_realized(15, 10)
+    assert eng.stats.bundles_sent - st3.bundles_sent == 2
+    # coalescing: many deltas while a bundle is in flight become few bundles; all end realized
+    before = eng.stats.bundles_sent
+    for i in range(50):
+        eng.apply([Flow("output", P.MATCH, {"reg7": 3000 + i}, [A.Output(7)], ck)], [], 16 + i)
+    assert eng.wait_realized(65, 10)
+    assert eng.stats.bundles_sent - before <= 50
+    assert eng.verify().clean
+
+
+def test_vswitchd_restart_reinstalls_everything(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    items = pipeline_flows(40)
+    eng = install(ofapp, sw, items)
+    n = len(sw.flow_lines())
+    sw.ch.restart_vswitchd()
+    t0 = time.monotonic()
+    wait_for(lambda: eng.stats.resyncs >= 2 and eng.realized_revision == 1 and len(sw.flow_lines()) == n, 10,
+             "flows back after vswitchd restart")
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10
+    assert eng.stats.last_resync_flow_mods == n
+    assert eng.verify().clean
+
+
+def test_bad_flow_is_an_error_and_the_next_good_revision_is_realized(
+        ofapp: OFApp, sw: Switch, caplog: pytest.LogCaptureFixture) -> None:
+    clean_switch(sw)
+    items = pipeline_flows(4)
+    eng = install(ofapp, sw, items, revision=20)
+    ck = Cookie.for_owner(APP_PORT, "bad")
+    bad = Flow("output", P.MATCH, {"reg7": 4242}, [A.GroupAction(9999)], ck)  # no such group
+    good = Flow("output", P.MATCH, {"reg7": 4243}, [A.Output(3)], ck)
+    with caplog.at_level("ERROR", logger="controller.sync"):
+        eng.apply([bad, good], [], 21)
+        assert not eng.wait_realized(21, 3)
+    assert eng.realized_revision == 20
+    assert eng.stats.bundles_failed >= 1
+    text = caplog.text
+    assert "OFPBAC_BAD_OUT_GROUP" in text and "reg7=0x1092" in text and "group:9999" in text, text
+    # atomic: the good flow of the failed bundle is not on the switch either
+    assert not any("reg7=0x1093" in ln for ln in sw.flow_lines())
+    eng.apply([], [bad], 22)
+    assert eng.wait_realized(22, 15), eng.stats
+    assert any("reg7=0x1093" in ln for ln in sw.flow_lines())
+    assert eng.verify().clean
+
+
+def test_registry_names_owners_in_dump_text(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    reg = CookieRegistry()
+    reg.register_app(APP_PORT, "port")
+    reg.register(APP_PORT, "port-0")
+    ofapp.sync.registry = reg
+    try:
+        install(ofapp, sw, pipeline_flows(2))
+        text = ofapp.sync.dump_text(sw.dpid)
+        assert "# port/port-0" in text
+    finally:
+        ofapp.sync.registry = None
