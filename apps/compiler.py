@@ -58,6 +58,7 @@ def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
 class Delta:
     add: set[Item] = field(default_factory=set)
     remove: set[Item] = field(default_factory=set)
+    units: set[Unit] = field(default_factory=set)  # the units whose items changed
 
     def __bool__(self) -> bool:
         return bool(self.add or self.remove)
@@ -157,6 +158,7 @@ class Compiler:
                 continue
             delta.add |= new - old
             delta.remove |= old - new
+            delta.units.add(unit)
             if new:
                 current[unit] = new
             else:

@@ -34,10 +34,8 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow | Grou
     if not view.hosts(chassis_id, net.id):
         return []
     c = ids.cookie(ids.L2, net.id)
-    local_buckets = []
-    for port in view.topo.ports_of(net.id):
-        if view.local_ofport(chassis_id, port) is not None:
-            local_buckets.append(Bucket((SetField(DST_PORT.field, port.key), Resubmit("egress_dispatch"))))
+    local_buckets = [Bucket((SetField(DST_PORT.field, port.key), Resubmit("egress_dispatch")))
+                     for port in view.local_ports(chassis_id, net.id)]
     outside_buckets = []
     if net.segment_type in OVERLAY_TYPES:
         for remote in sorted(view.hosting(net.id) - {chassis_id}):

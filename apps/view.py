@@ -44,9 +44,22 @@ class View:
         """Chassis that need the network's flows: those with a located port of it."""
         got = self._hosting.get(network_id)
         if got is None:
-            got = frozenset(p.binding_chassis for p in self.topo.ports_of(network_id) if self.located(p))
+            net = self.topo.networks.get(network_id)
+            if net is None or not net.admin_state_up:
+                got = frozenset()
+            else:
+                got = frozenset(c for c in self.topo.bound.get(network_id, {}) if c in self.topo.chassis)
             self._hosting[network_id] = got
         return got
+
+    def local_ports(self, chassis_id: str, network_id: str) -> list[Port]:
+        """The network's ports plugged on this chassis, by id (from the chassis's VIFs, not all ports)."""
+        out = []
+        for pid in self.rt(chassis_id).vifs:
+            port = self.topo.ports.get(pid)
+            if port is not None and port.network_id == network_id and self.local_ofport(chassis_id, port) is not None:
+                out.append(port)
+        return sorted(out, key=lambda p: p.id)
 
     def hosts(self, chassis_id: str, network_id: str) -> bool:
         return chassis_id in self.hosting(network_id)

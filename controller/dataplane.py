@@ -22,8 +22,6 @@ from typing import Any, Protocol
 
 from apps.compiler import Compiler, Delta
 from apps.view import ChassisRuntime
-from flows.cookie import owner_hash
-from flows.flow import Flow
 from topology import ops
 from topology.model import Change, Topology
 from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
@@ -59,6 +57,7 @@ class ChassisPlane:
     seq: int = 0
     history: list[tuple[int, int]] = field(default_factory=list)  # (model revision, seq), oldest first
     port_seq: dict[str, int] = field(default_factory=dict)  # port id -> seq of its last flow change
+    pending_status: set[str] = field(default_factory=set)  # ports whose ACTIVE/DOWN may have to change
 
     def realized_seq(self) -> int:
         return self.engine.realized_revision if self.engine is not None else 0
@@ -177,6 +176,9 @@ class Dataplane:
             topo = self.state.topology
             delta = self.compiler.on_runtime(topo, runtime)
             first = plane.runtime is None
+            if plane.runtime is not None:
+                old = plane.runtime.vifs
+                plane.pending_status |= {p for p in set(old) ^ set(runtime.vifs) if p in topo.ports}
             plane.runtime = runtime
             if first:
                 self._make_engine(plane)
@@ -191,6 +193,7 @@ class Dataplane:
         desired = self.compiler.desired(plane.chassis_id)
         plane.history.append((self.state.revision, plane.seq))
         plane.port_seq = {pid: plane.seq for pid in self._port_owners(plane.chassis_id)}
+        plane.pending_status = {p.id for p in self.state.topology.ports_on_chassis(plane.chassis_id)}
         plane.engine.replace_desired(desired, plane.seq)
         log.info("chassis %s: %d desired flows/groups handed to its switch", plane.chassis_id, len(desired))
 
@@ -203,13 +206,13 @@ class Dataplane:
             return
         plane.seq += 1
         plane.history.append((revision, plane.seq))
-        if len(plane.history) > 4096:
-            realized = plane.realized_seq()
-            plane.history = [h for h in plane.history if h[1] >= realized][-4096:]
-        touched = {i.owner.owner for i in delta.add | delta.remove if isinstance(i, Flow) and i.owner}
-        for pid in self._port_owners(chassis_id):
-            if owner_hash(pid) in touched:
-                plane.port_seq[pid] = plane.seq
+        realized = plane.realized_seq()
+        while len(plane.history) > 1 and plane.history[1][1] <= realized:
+            plane.history.pop(0)  # keep one realized entry: it answers "realized up to which revision"
+        for kind, ident in delta.units:
+            if kind == "port":
+                plane.port_seq[ident] = plane.seq
+                plane.pending_status.add(ident)
         plane.engine.apply(delta.add, delta.remove, plane.seq)
 
     def _bind_plugged_ports(self, topo: Topology, chassis_id: str, runtime: ChassisRuntime) -> None:
@@ -252,14 +255,19 @@ class Dataplane:
                 return []
             realized = plane.realized_seq()
             changes: list[Change] = []
-            for port in t.ports_on_chassis(chassis_id):
+            for pid in sorted(plane.pending_status):
+                port = t.ports.get(pid)
+                if port is None or port.binding_chassis != chassis_id:
+                    plane.pending_status.discard(pid)  # deleted, or another chassis's to report
+                    continue
                 plugged = port.id in plane.runtime.vifs and port.admin_state_up
-                if plugged and port.id in plane.port_seq and plane.port_seq[port.id] <= realized:
+                if plugged and plane.port_seq.get(port.id, realized + 1) <= realized:
                     want = PORT_ACTIVE
                 elif not plugged:
                     want = PORT_DOWN
                 else:
-                    continue
+                    continue  # flows not confirmed yet: look again at the next realization
+                plane.pending_status.discard(pid)
                 changes += ops.set_port_status(port, want, rev, now)
             return changes
 

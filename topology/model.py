@@ -57,6 +57,9 @@ class Topology:
         self.ip_owner: dict[str, dict[int, str]] = {}  # subnet id -> address -> port id
         self.segments: dict[tuple[str, str], RangeAllocator] = {}  # (type, physnet) -> allocator
         self.network_subnets: dict[str, set[str]] = {}  # network id -> subnet ids (a network has few)
+        # network id -> chassis id -> number of its ports that are up and bound there (for "which chassis
+        # host this network" in O(chassis), not O(ports))
+        self.bound: dict[str, dict[str, int]] = {}
         # dataplane keys (see flows/pipeline.py's register map): datapath keys fit a 24-bit VNI
         self.datapath_keys = RangeAllocator([(1, (1 << 24) - 1)])
         self.port_keys = RangeAllocator([(1, (1 << 31) - 1)])
@@ -163,6 +166,9 @@ class Topology:
             self.ipam[rec.id] = alloc
         elif isinstance(rec, Port):
             self.port_keys.add(rec.key)
+            if rec.binding_chassis and rec.admin_state_up:
+                counts = self.bound.setdefault(rec.network_id, {})
+                counts[rec.binding_chassis] = counts.get(rec.binding_chassis, 0) + 1
             self.macs[rec.mac] = rec.id
             for sid, addr in rec.fixed_ips:
                 n = int(netaddr.IPAddress(addr))
@@ -188,6 +194,13 @@ class Topology:
             self.network_subnets.get(rec.network_id, set()).discard(rec.id)
         elif isinstance(rec, Port):
             self.port_keys.remove(rec.key)
+            if rec.binding_chassis and rec.admin_state_up:
+                counts = self.bound[rec.network_id]
+                counts[rec.binding_chassis] -= 1
+                if not counts[rec.binding_chassis]:
+                    del counts[rec.binding_chassis]
+                if not counts:
+                    del self.bound[rec.network_id]
             if self.macs.get(rec.mac) == rec.id:
                 del self.macs[rec.mac]
             for sid, addr in rec.fixed_ips:
