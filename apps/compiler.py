@@ -45,8 +45,11 @@ def all_units(topo: Topology) -> list[Unit]:
 
 
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
-    """Every non-empty unit of a chassis, from scratch."""
-    out = {}
+    """Every non-empty unit of a chassis, from scratch. A chassis whose OVSDB facts are not known yet has
+    no desired state (its switch is not programmed before them)."""
+    out: dict[Unit, frozenset[Item]] = {}
+    if chassis_id not in view.runtime:
+        return out
     for unit in all_units(view.topo):
         items = compile_unit(view, chassis_id, unit)
         if items:
@@ -149,8 +152,10 @@ class Compiler:
     # ------------------------------------------------------------------------------------------ internals
 
     def _recompile(self, view: View, chassis_id: str, units: Iterable[Unit]) -> Delta:
-        current = self.units.setdefault(chassis_id, {})
         delta = Delta()
+        if chassis_id not in view.runtime:
+            return delta  # compiled in full when its runtime facts arrive (on_runtime)
+        current = self.units.setdefault(chassis_id, {})
         for unit in set(units):
             new = compile_unit(view, chassis_id, unit)
             old = current.get(unit, frozenset())

@@ -5,6 +5,8 @@ outside is never sent back outside (split horizon: FROM_TUNNEL must be clear).""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from apps import ids
 from apps.view import View
 from flows.actions import Action, Goto, Output, PushVlan, SetField
@@ -53,5 +55,12 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         acts = to_uplink(view, chassis_id, net)
     if not acts:
         return []
-    return [Flow("egress_dispatch", MATCH, match={**dst, FLAGS.field: flags_match(clear=[FROM_TUNNEL])},
-                 actions=acts, cookie=c)]
+    return [_dispatch(port.id, port.key, acts)]
+
+
+@lru_cache(maxsize=1 << 16)
+def _dispatch(port_id: str, port_key: int, acts: tuple[Action, ...]) -> Flow:
+    """Send DST_PORT `port_key` out with `acts` (a tunnel or the physical network), unless from outside."""
+    return Flow("egress_dispatch", MATCH, match={DST_PORT.field: port_key,
+                                                 FLAGS.field: flags_match(clear=[FROM_TUNNEL])},
+                actions=acts, cookie=ids.cookie(ids.EGRESS, port_id))

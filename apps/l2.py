@@ -8,6 +8,8 @@ port's MAC is known, so an unknown MAC is outside).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from apps import ids
 from apps.egress import to_remote, to_uplink
 from apps.view import View
@@ -23,11 +25,17 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     net = view.topo.networks.get(port.network_id)
     if net is None or not view.located(port) or not view.hosts(chassis_id, net.id):
         return []
+    return list(_lookup(port, net.key))
+
+
+@lru_cache(maxsize=1 << 16)
+def _lookup(port: Port, net_key: int) -> tuple[Flow, ...]:
+    """The same on every chassis hosting the network: computed once per port version."""
     c = ids.cookie(ids.L2, port.id)
     macs = dict.fromkeys([port.mac, *(m for _ip, m in port.allowed_address_pairs)])
-    return [Flow("l2_lookup", MATCH, match={"metadata": net.key, "eth_dst": mac},
-                 actions=(SetField(DST_PORT.field, port.key), Goto("egress_dispatch")), cookie=c)
-            for mac in macs]
+    return tuple(Flow("l2_lookup", MATCH, match={"metadata": net_key, "eth_dst": mac},
+                      actions=(SetField(DST_PORT.field, port.key), Goto("egress_dispatch")), cookie=c)
+                 for mac in macs)
 
 
 def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow | Group]:
