@@ -50,7 +50,27 @@ from flows.format import format_flow, format_group
 log = logging.getLogger(__name__)
 
 Item = Flow | Group
-FlowKey = tuple[Any, ...]
+
+
+class FlowKey:
+    """What OpenFlow identifies a flow by (stage, priority, match), with its hash computed once: tuples
+    re-hash their nested match on every dict lookup, which dominated diffing 50k flows."""
+
+    __slots__ = ("key", "_hash")
+
+    def __init__(self, flow: Flow) -> None:
+        self.key = flow.key()
+        self._hash = hash(self.key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, FlowKey) and self._hash == other._hash and self.key == other.key)
+
+    def __repr__(self) -> str:
+        return f"FlowKey{self.key!r}"
+
 
 _ALL_COOKIE = (1 << 64) - 1
 _COOKIES = struct.Struct("!QQ")
@@ -59,6 +79,14 @@ _BUNDLE_ADD = struct.Struct("!BBHIIII2xHBBHI")  # outer header, experimenter, ex
 _VERSION = ofp.OFP_VERSION
 _XID_BASE = 1 << 31  # our xids live in the upper half; os-ken's own counter is random but rarely gets there
 
+#: Datapath attribute holding {xid: callable(raw reply bytes)}: ofapp hands those multipart replies over
+#: unparsed (see ofapp._raw_multipart_replies)
+RAW_SINKS_ATTR = "_sdn_raw_sinks"
+_MP_HDR = struct.Struct("!BBHIHH4x")  # multipart reply: header, type, flags
+_FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")  # length, table, durations, priority, timeouts, flags, cookie, counts
+
+#: bundle messages per socket write
+SEND_CHUNK = 2048
 #: how long to wait for a dump or a barrier before calling the connection broken
 DUMP_TIMEOUT = 60.0
 BARRIER_TIMEOUT = 60.0
@@ -97,7 +125,11 @@ class SyncStats:
     last_resync_flow_mods: int = 0
     last_resync_group_mods: int = 0
     last_resync_seconds: float = 0.0
-    last_bundle_seconds: float = 0.0
+    last_dump_seconds: float = 0.0  # request to decoded snapshot
+    last_dump_entries: int = 0
+    last_dump_slow: int = 0  # entries that needed os-ken's parser + decode (not byte-equal to a desired flow)
+    last_send_seconds: float = 0.0  # encoding and writing the last bundle
+    last_bundle_seconds: float = 0.0  # the last bundle, from first byte to barrier reply
 
 
 @dataclass
@@ -190,7 +222,7 @@ class SwitchSync:
         with self._cond:
             for item in remove:
                 if isinstance(item, Flow):
-                    key = item.key()
+                    key = FlowKey(item)
                     if self._desired.get(key) == item:
                         del self._desired[key]
                         self._dirty.add(key)
@@ -200,7 +232,7 @@ class SwitchSync:
                         self._dirty_groups.add(item.group_id)
             for item in add:
                 if isinstance(item, Flow):
-                    key = item.key()
+                    key = FlowKey(item)
                     old = self._desired.get(key)
                     if old is not None and old != item:
                         log.debug("dp %016x: %s replaces %s", self.datapath_id, item, old)
@@ -217,7 +249,7 @@ class SwitchSync:
         groups: dict[int, Group] = {}
         for item in flows:
             if isinstance(item, Flow):
-                desired[item.key()] = item
+                desired[FlowKey(item)] = item
             elif isinstance(item, Group):
                 groups[item.group_id] = item
             else:
@@ -562,7 +594,8 @@ class SwitchSync:
                 assert have is not None
                 f_del.append(_Op(encode.DELETE, have, ofp.OFPT_FLOW_MOD, self._delete_body(have)))
             else:  # new, or replacing an entry with the same match+priority (ADD replaces, new cookie)
-                f_add.append(_Op(encode.ADD, want, ofp.OFPT_FLOW_MOD, enc.flow_body(want, encode.ADD)))
+                # body encoded while sending (b""): encoding overlaps with the switch parsing earlier chunks
+                f_add.append(_Op(encode.ADD, want, ofp.OFPT_FLOW_MOD, b""))
         return [g_add, g_mod, f_del, f_add, g_del]
 
     def _delete_body(self, flow: Flow) -> bytes:
@@ -602,19 +635,27 @@ class SwitchSync:
         flags = encode.BUNDLE_FLAGS
         parts = [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)]
         pack = _BUNDLE_ADD.pack
+        flow_body = self._enc.flow_body
         x = xid + 1
         onf, add = ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
-        for op in ops:
-            inner = 8 + len(op.body)
+        sent = True
+        # Large writes, but streamed in chunks: the switch validates the first messages of the bundle
+        # while the rest are still being encoded.
+        for i, op in enumerate(ops, 1):
+            body = op.body or flow_body(op.item, op.command)  # type: ignore[arg-type]
+            inner = 8 + len(body)
             parts.append(pack(_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id, flags,
                               _VERSION, op.msg_type, inner, x))
-            parts.append(op.body)
+            parts.append(body)
             x += 1
+            if not i % SEND_CHUNK:
+                sent = sent and dp.send(b"".join(parts))
+                parts = []
         parts.append(encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, x, flags))
         parts.append(encode.barrier_request(barrier_xid))
-        buf = b"".join(parts)
+        sent = sent and dp.send(b"".join(parts))
+        t_sent = time.monotonic() - t0
         n_flow = sum(1 for op in ops if op.msg_type == ofp.OFPT_FLOW_MOD)
-        sent = dp.send(buf)
         with self._cond:
             self._stats.bundles_sent += 1
             self._stats.flow_mods_sent += n_flow
@@ -627,6 +668,7 @@ class SwitchSync:
             self._bundle_errors = []
             self._waiters.pop(barrier_xid, None)
             self._stats.last_bundle_seconds = time.monotonic() - t0
+            self._stats.last_send_seconds = t_sent
         if not ok:
             log.warning("dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
                         self.datapath_id, len(ops))
@@ -639,8 +681,53 @@ class SwitchSync:
                   time.monotonic() - t0)
         return True
 
+    def _on_raw(self, dp: Any, xid: int, w: _Waiter, buf: bytes) -> None:
+        """A raw flow-stats reply (os-ken receive thread)."""
+        w.entries.append(buf)
+        if not _MP_HDR.unpack_from(buf)[5] & ofp.OFPMPF_REPLY_MORE:
+            w.done.set()
+
+    def _flow_entries(self, parts: list[Any], desired: list[Flow], snap: _Snapshot) -> Iterable[Any]:
+        """Flow entries of a dump that need decoding, as os-ken OFPFlowStats.
+
+        Fast path for raw replies: an entry whose bytes are exactly what we send for a desired flow (match
+        fields compared as a set: OVS orders them its own way) is that flow; it goes straight into `snap`
+        without os-ken's parser or decode (together ~5k entries/s). Entries OVS re-encodes (move with NXM
+        headers, ...) take the slow path.
+        """
+        expected: dict[tuple[Any, ...], Flow] | None = None
+        for part in parts:
+            if not isinstance(part, bytes):  # parsed by os-ken (raw sinks not installed)
+                yield from part if isinstance(part, list) else (part,)
+                continue
+            off, end = _MP_HDR.size, len(part)
+            if off < end and expected is None:  # built on the first entry: an empty switch needs none
+                enc = self._enc
+                expected = {}
+                for f in desired:
+                    body = enc.flow_body(f, encode.ADD)
+                    expected[_canonical(f.table, f.priority, f.cookie, body, 40)] = f
+            unpack = _FLOW_STATS.unpack_from
+            while off < end:
+                length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
+                entry = part[off:off + length]
+                key = _canonical(table, prio, cookie, entry, 48)
+                f = expected.get(key)  # type: ignore[union-attr]
+                if f is None:
+                    moved = _oxm_moves(key[4])
+                    if moved is not None:
+                        f = expected.get(key[:4] + (moved,))  # type: ignore[union-attr]
+                if f is not None:
+                    k = FlowKey(f)
+                    snap.flows[k] = f
+                    snap.stats[k] = (packets, nbytes)
+                else:
+                    yield ofpp.OFPFlowStats.parser(part, off)
+                off += length
+
     def _dump(self, timeout: float, dp: Any = None, conn: int | None = None) -> _Snapshot:
         """Dump all flows and groups of the switch and decode them."""
+        t0 = time.monotonic()
         with self._cond:
             if dp is None:
                 dp, conn = self._dp, self._conn
@@ -649,6 +736,11 @@ class SwitchSync:
             xid = self._alloc_xids(2)
             wf, wg = _Waiter("flows"), _Waiter("groups")
             self._waiters[xid], self._waiters[xid + 1] = wf, wg
+            sinks = getattr(dp, RAW_SINKS_ATTR, None)
+            if sinks is None:
+                sinks = {}
+                setattr(dp, RAW_SINKS_ATTR, sinks)
+            sinks[xid] = lambda buf, w=wf: self._on_raw(dp, xid, w, buf)
         req = ofpp.OFPFlowStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                        0, 0, ofpp.OFPMatch())
         req.set_xid(xid)
@@ -656,15 +748,22 @@ class SwitchSync:
         greq.set_xid(xid + 1)
         dp.send(encode.osken_bytes(req) + encode.osken_bytes(greq))
         deadline = time.monotonic() + timeout
-        for w in (wf, wg):
-            if not w.done.wait(max(0.0, deadline - time.monotonic())) or w.broken or w.errors:
-                with self._cond:
-                    self._waiters.pop(xid, None)
-                    self._waiters.pop(xid + 1, None)
-                raise SyncError(f"dump of {self.datapath_id:016x} failed: "
-                                f"{w.errors or ('connection lost' if w.broken else 'timeout')}")
+        try:
+            for w in (wf, wg):
+                if not w.done.wait(max(0.0, deadline - time.monotonic())) or w.broken or w.errors:
+                    raise SyncError(f"dump of {self.datapath_id:016x} failed: "
+                                    f"{w.errors or ('connection lost' if w.broken else 'timeout')}")
+        finally:
+            sinks.pop(xid, None)
+            with self._cond:
+                self._waiters.pop(xid, None)
+                self._waiters.pop(xid + 1, None)
         snap = _Snapshot({}, {}, [], [], {})
-        for e in wf.entries:
+        with self._lock:
+            desired = list(self._desired.values())
+        slow = 0
+        for e in self._flow_entries(wf.entries, desired, snap):
+            slow += 1
             try:
                 f = decode_flow(e)
             except DecodeError as err:
@@ -673,8 +772,9 @@ class SwitchSync:
                                 self.datapath_id, e.cookie, err)
                 snap.raw_flows.append(e)
                 continue
-            snap.flows[f.key()] = f
-            snap.stats[f.key()] = (e.packet_count, e.byte_count)
+            k = FlowKey(f)
+            snap.flows[k] = f
+            snap.stats[k] = (e.packet_count, e.byte_count)
         for e in wg.entries:
             try:
                 g = decode_group(e)
@@ -682,7 +782,76 @@ class SwitchSync:
                 snap.raw_groups.append(e)
                 continue
             snap.groups[g.group_id] = g
+        with self._lock:
+            self._stats.last_dump_seconds = time.monotonic() - t0
+            self._stats.last_dump_entries = len(snap.flows) + len(snap.raw_flows)
+            self._stats.last_dump_slow = slow
         return snap
+
+
+def _canonical(table: int, priority: int, cookie: int, buf: bytes, start: int) -> tuple[Any, ...]:
+    """(table, priority, cookie, sorted match TLVs, instructions) of a flow-mod body (start=40) or a
+    flow-stats entry (start=48): equal for the same flow whatever order the switch lists match fields in."""
+    mlen = (buf[start + 2] << 8) | buf[start + 3]
+    end = start + mlen
+    off = start + 4
+    tlvs = []
+    while off < end:
+        n = 4 + buf[off + 3]
+        tlvs.append(buf[off:off + n])
+        off += n
+    tlvs.sort()
+    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7):])
+
+
+def _nxm_to_oxm() -> dict[int, int]:
+    """NXM header -> OXM header of the fields that have both, at equal width (OVS reports reg_move
+    with NXM_OF_ETH_SRC where we send OXM_OF_ETH_SRC)."""
+    out = {}
+    for t in ofp.oxm_types:
+        if t.name.endswith("_nxm"):
+            base = t.name.removesuffix("_nxm")
+            try:
+                nxm, size = encode._oxm_header(t.name, False)
+                oxm, size2 = encode._oxm_header(base, False)
+            except (encode.EncodeError, KeyError, ValueError):
+                continue
+            if size == size2:
+                out[nxm] = oxm
+    return out
+
+
+_NXM_TO_OXM = _nxm_to_oxm()
+_NX_REG_MOVE_HDR = struct.pack("!I", ofproto_common.NX_EXPERIMENTER_ID) + struct.pack("!H", 6)  # NXAST_REG_MOVE
+
+
+def _oxm_moves(instructions: bytes) -> bytes | None:
+    """`instructions` with reg_move field headers spelled OXM (as we encode them), or None if none is NXM."""
+    if _NX_REG_MOVE_HDR not in instructions:
+        return None
+    buf = bytearray(instructions)
+    changed = False
+    off = 0
+    while off + 4 <= len(buf):
+        itype, ilen = struct.unpack_from("!HH", buf, off)
+        if ilen < 8:
+            return None
+        if itype == ofp.OFPIT_APPLY_ACTIONS:
+            a, end = off + 8, off + ilen
+            while a + 4 <= end:
+                atype, alen = struct.unpack_from("!HH", buf, a)
+                if alen < 8:
+                    return None
+                if atype == 0xFFFF and buf[a + 4:a + 10] == _NX_REG_MOVE_HDR:
+                    for pos in (a + 16, a + 20):
+                        hdr = struct.unpack_from("!I", buf, pos)[0]
+                        oxm = _NXM_TO_OXM.get(hdr)
+                        if oxm is not None:
+                            struct.pack_into("!I", buf, pos, oxm)
+                            changed = True
+                a += alen
+        off += ilen
+    return bytes(buf) if changed else None
 
 
 def _refers_to_groups(item: Item | str) -> bool:

@@ -1,0 +1,130 @@
+"""Bulk programming through SwitchSync vs `ovs-ofctl --bundle add-flows`, on one lab chassis.
+
+1. ~50k flows shaped like the pipeline's (tests/test_sync.pipeline_flows) go through SwitchSync.replace_desired
+   on an empty br-int, timed until the barrier confirms them (realized_revision).
+2. The same flows, dumped from the switch in ovs-ofctl syntax, are deleted and re-added with
+   `ovs-ofctl --bundle add-flows` (groups installed first, untimed): the baseline.
+3. A fresh engine with the same desired state reconnects: resync time and flow-mods sent (goal: 0).
+
+Prints flows/s and the ratio (wall time is never pass/fail). Needs root (real ovs-vswitchd).
+Run: .venv/bin/python bench/bench_sync.py [n_flows]
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller.ofapp import ensure_started  # noqa: E402
+from flows.flow import Flow  # noqa: E402
+from lab import Lab  # noqa: E402
+from tests.test_sync import Switch, pipeline_flows  # noqa: E402
+
+
+def build(n_flows: int) -> list:
+    n_ports = max(8, int(n_flows / 8.6))
+    items = pipeline_flows(n_ports)
+    return items
+
+
+def main() -> None:
+    target = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        port = s.getsockname()[1]
+    app = ensure_started("0.0.0.0", port)
+    items = build(target)
+    flows = [f for f in items if isinstance(f, Flow)]
+    n = len(flows)
+    print(f"{n} flows, {len(items) - n} groups")
+    with Lab() as lab:
+        sw = Switch(lab, app, "bench")
+        sw.connect()
+        ch = sw.ch
+
+        # 1. SwitchSync, cold encoder cache
+        eng = app.sync.get(sw.dpid)
+        t0 = time.perf_counter()
+        eng.replace_desired(items, 1)
+        assert eng.wait_realized(1, 300), eng.stats
+        t_sync = time.perf_counter() - t0
+        assert len(ch.dump_flows()) == n
+        print(f"SwitchSync install:        {t_sync:7.3f} s  {n / t_sync:9.0f} flows/s  "
+              f"({eng.stats.bundles_sent} bundle, {eng.stats.flow_mods_sent} flow-mods; encode+write "
+              f"{eng.stats.last_send_seconds:.3f} s, bundle to barrier {eng.stats.last_bundle_seconds:.3f} s)")
+
+        # 2. baseline: the same flows as ovs-ofctl text, one bundle
+        workdir = lab.workdir
+        flow_file = workdir / "flows.txt"
+        group_file = workdir / "groups.txt"
+        flow_file.write_text("\n".join(ch.dump_flows()) + "\n")
+        groups = [ln.strip() for ln in ch.ofctl("dump-groups", "br-int").splitlines() if "group_id=" in ln]
+        group_file.write_text("\n".join(groups) + "\n")
+        app.sync.reset()  # the engine must not fight the baseline
+        sw.disconnect()
+        ch.ofctl("del-flows", "br-int")
+        ch.ofctl("del-groups", "br-int")
+        ch.ofctl("--bundle", "add-groups", "br-int", str(group_file))
+        t0 = time.perf_counter()
+        ch.ofctl("--bundle", "add-flows", "br-int", str(flow_file))
+        t_ofctl = time.perf_counter() - t0
+        assert len(ch.dump_flows()) == n
+        print(f"ovs-ofctl --bundle:        {t_ofctl:7.3f} s  {n / t_ofctl:9.0f} flows/s")
+        print(f"ratio SwitchSync / ovs-ofctl --bundle (flows/s): {t_ofctl / t_sync:.2f}")
+
+        # 3. warm: clear the switch and push the same flows again (encoder cache hot, as after a vswitchd
+        #    restart)
+        ch.ofctl("del-flows", "br-int")
+        ch.ofctl("del-groups", "br-int")
+        eng = app.sync.get(sw.dpid)
+        eng.replace_desired(items, 1)
+        t0 = time.perf_counter()
+        sw.reconnect()
+        assert eng.wait_realized(1, 300), eng.stats
+        t_first = time.perf_counter() - t0
+        print(f"fresh engine, empty switch (reconnect + dump + install): {t_first:7.3f} s, "
+              f"{eng.stats.flow_mods_sent} flow-mods")
+        t0 = time.perf_counter()
+        ch.restart_vswitchd()
+        t_restart = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + 120
+        while not (eng.stats.resyncs >= 2 and eng.stats.last_resync_flow_mods == n):
+            assert time.monotonic() < deadline, eng.stats
+            time.sleep(0.01)
+        assert eng.wait_realized(1, 120)
+        print(f"vswitchd restart ({t_restart:.2f} s) -> flows back {time.perf_counter() - t0:7.3f} s later "
+              f"(reconnect + dump + {eng.stats.last_resync_flow_mods} flow-mods)")
+
+        # 4. resync with nothing changed: fresh engine, same desired, reconnect
+        app.sync.reset()
+        eng = app.sync.get(sw.dpid)
+        eng.replace_desired(items, 2)
+        assert eng.wait_realized(2, 120)
+        first = eng.stats
+        t0 = time.perf_counter()
+        sw.reconnect()
+        deadline = time.monotonic() + 120
+        while eng.stats.resyncs < 2:
+            assert time.monotonic() < deadline, eng.stats
+            time.sleep(0.01)
+        t_resync = time.perf_counter() - t0
+        st = eng.stats
+        print(f"resync, nothing changed (new engine, cold encoder): {first.last_resync_seconds:7.3f} s "
+              f"dump+diff, {first.last_resync_flow_mods} flow-mods")
+        print(f"resync after reconnect (warm):  {st.last_resync_seconds:7.3f} s dump+diff "
+              f"({t_resync:.3f} s incl. reconnect; dump+decode {st.last_dump_seconds:.3f} s, "
+              f"{st.last_dump_slow} of {st.last_dump_entries} entries decoded the slow way), "
+              f"{st.last_resync_flow_mods} flow-mods, {st.flow_mods_sent} flow-mods in total")
+        diff = eng.verify()
+        print(f"verify(): {len(diff.missing)} missing, {len(diff.unexpected)} unexpected, "
+              f"{len(diff.undecodable)} undecodable")
+        app.sync.reset()
+
+
+if __name__ == "__main__":
+    main()
