@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -10,6 +11,20 @@ from lab.state import LabState
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OPENFLOW = "OpenFlow13"
+
+
+def _pidfile_locked(path: Path) -> bool:
+    """True while some process holds the fcntl lock OVS daemons keep on their pidfile."""
+    try:
+        with open(path, "r+b") as f:
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.lockf(f, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
 
 
 class OvsInstance:
@@ -84,6 +99,9 @@ class OvsInstance:
         if pid is not None:
             os.kill(pid, 9)
             proc.wait_until(lambda: not proc.pid_alive(pid), timeout=5)
+            # A killed multi-threaded vswitchd shows as a zombie while its other threads still tear down
+            # (seconds with 50k flows) and its pidfile stays locked: a new one would refuse to start.
+            proc.wait_until(lambda: not _pidfile_locked(self.rundir / "ovs-vswitchd.pid"), timeout=30)
 
     def vsctl(self, *args: str, wait: bool = True, check: bool = True) -> str:
         """ovs-vsctl against this instance; `wait=False` does not wait for ovs-vswitchd to apply it."""
