@@ -180,6 +180,9 @@ def ensure_started(host: str, port: int) -> OFApp:
                 from os_ken.base.app_manager import AppManager
 
                 cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)], project="os_ken")
+                # echo requests detect a switch that vanished without closing the connection (~20 s)
+                cfg.CONF.set_override("echo_request_interval", 5.0)
+                cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
                 mgr = AppManager.get_instance()
                 mgr.load_apps(["controller.ofapp"])
                 contexts = mgr.create_contexts()

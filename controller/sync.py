@@ -196,6 +196,7 @@ class SwitchSync:
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
         self._realized = 0
+        self._notify: int | None = None  # realized revision not yet reported to on_realized
         # connection
         self._dp: Any = None
         self._conn = 0  # bumps on every attach / detach
@@ -219,6 +220,9 @@ class SwitchSync:
     def apply(self, add: Iterable[Item], remove: Iterable[Item], revision: int) -> None:
         """Change the desired state by a delta (removes first, then adds) and mark it as `revision`."""
         add, remove = list(add), list(remove)
+        for item in (*add, *remove):
+            if not isinstance(item, (Flow, Group)):
+                raise TypeError(f"not a Flow or Group: {item!r}")
         with self._cond:
             for item in remove:
                 if isinstance(item, Flow):
@@ -444,12 +448,23 @@ class SwitchSync:
                     self._resync(dp, conn)
                 else:
                     self._push(dp, conn)
-            except Exception:  # never let the sender die: log, and reconcile from scratch
-                log.exception("dp %016x: sync failed", self.datapath_id)
+            except Exception as e:  # never let the sender die: log, and reconcile from scratch
+                if isinstance(e, SyncError):
+                    log.warning("dp %016x: %s", self.datapath_id, e)
+                else:
+                    log.exception("dp %016x: sync failed", self.datapath_id)
                 with self._cond:
                     if self._conn == conn:
                         self._synced = False
                         self._note_failure()
+            with self._cond:
+                notify, self._notify = self._notify, None
+            cb = self._on_realized
+            if notify is not None and cb is not None:
+                try:  # on the sender thread, without the lock: a slow callback delays the next bundle
+                    cb(self.datapath_id, notify)
+                except Exception:
+                    log.exception("dp %016x: on_realized callback failed", self.datapath_id)
 
     def _next_job(self) -> str | None:
         """What to do now (under the lock): "resync", "push" or None (wait)."""
@@ -555,11 +570,8 @@ class SwitchSync:
         if revision <= self._realized:
             return
         self._realized = revision
+        self._notify = revision
         self._cond.notify_all()
-        cb = self._on_realized
-        if cb is not None:
-            # called with the lock held would let a callback deadlock us; hand it off
-            threading.Thread(target=_call, args=(cb, self.datapath_id, revision), daemon=True).start()
 
     # --- building and sending ------------------------------------------------------------------------------
 
@@ -858,13 +870,6 @@ def _refers_to_groups(item: Item | str) -> bool:
     from flows.actions import GroupAction
 
     return isinstance(item, Group) and any(isinstance(a, GroupAction) for b in item.buckets for a in b.actions)
-
-
-def _call(cb: Callable[[int, int], None], dpid: int, revision: int) -> None:
-    try:
-        cb(dpid, revision)
-    except Exception:
-        log.exception("on_realized callback failed")
 
 
 def _error_name(msg: Any) -> str:
