@@ -195,3 +195,18 @@ def test_cli_shows_a_chassis_flows_with_stage_and_owner(env: Env, capsys: pytest
     assert "chassis/hv1" in out and "True" in out
     assert cli.main(["wait-realized", *base]) == 0
     assert "realized" in capsys.readouterr().out
+
+
+def test_flat_provider_network_is_untagged_on_the_wire(env: Env) -> None:
+    net = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        segment_type=pb.Network.FLAT, physical_network=PHYSNET), network_id="flat1"), metadata=env.admin)
+    env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="172.31.0.0/24"),
+                                                 subnet_id="flat1-v4"), metadata=env.admin)
+    vm = env.plug("hv2", env.port(env.admin, "flat-vm", net, "172.31.0.10"))
+    ext = env.lab.add_external_host(PHYSNET, "extflat", "172.31.0.200/24")
+    env.wait_realized()
+    uplink = env.chassis("hv2").provider_uplink_root_ifname(PHYSNET)
+    with capture(uplink, "icmp") as wire:
+        assert vm.ping(ext.ip, count=3)
+    assert wire.lines and not any("vlan" in ln for ln in wire.lines), wire.lines
+    assert ext.ping(vm.ip, count=2)
