@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.ofapp import ensure_started  # noqa: E402
-from flows.flow import Flow  # noqa: E402
-from lab import Lab  # noqa: E402
-from tests.test_sync import Switch, pipeline_flows  # noqa: E402
+from controller.ofapp import ensure_started
+from flows.flow import Flow
+from lab import Lab
+from tests.test_sync import Switch, pipeline_flows
 
 
 def build(n_flows: int) -> list:

@@ -56,7 +56,7 @@ class FlowKey:
     """What OpenFlow identifies a flow by (stage, priority, match), with its hash computed once: tuples
     re-hash their nested match on every dict lookup, which dominated diffing 50k flows."""
 
-    __slots__ = ("key", "_hash")
+    __slots__ = ("_hash", "key")
 
     def __init__(self, flow: Flow) -> None:
         self.key = flow.key()
@@ -599,15 +599,15 @@ class SwitchSync:
         f_del: list[_Op] = []
         f_add: list[_Op] = []
         for k in keys:
-            want, have = desired.get(k), inst.get(k)
-            if want == have:
+            fwant, fhave = desired.get(k), inst.get(k)
+            if fwant == fhave:
                 continue
-            if want is None:
-                assert have is not None
-                f_del.append(_Op(encode.DELETE, have, ofp.OFPT_FLOW_MOD, self._delete_body(have)))
+            if fwant is None:
+                assert fhave is not None
+                f_del.append(_Op(encode.DELETE, fhave, ofp.OFPT_FLOW_MOD, self._delete_body(fhave)))
             else:  # new, or replacing an entry with the same match+priority (ADD replaces, new cookie)
                 # body encoded while sending (b""): encoding overlaps with the switch parsing earlier chunks
-                f_add.append(_Op(encode.ADD, want, ofp.OFPT_FLOW_MOD, b""))
+                f_add.append(_Op(encode.ADD, fwant, ofp.OFPT_FLOW_MOD, b""))
         return [g_add, g_mod, f_del, f_add, g_del]
 
     def _delete_body(self, flow: Flow) -> bytes:
@@ -724,14 +724,15 @@ class SwitchSync:
                 length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
                 entry = part[off:off + length]
                 key = _canonical(table, prio, cookie, entry, 48)
-                f = expected.get(key)  # type: ignore[union-attr]
-                if f is None:
+                assert expected is not None
+                hit = expected.get(key)
+                if hit is None:
                     moved = _oxm_moves(key[4])
                     if moved is not None:
-                        f = expected.get(key[:4] + (moved,))  # type: ignore[union-attr]
-                if f is not None:
-                    k = FlowKey(f)
-                    snap.flows[k] = f
+                        hit = expected.get(key[:4] + (moved,))
+                if hit is not None:
+                    k = FlowKey(hit)
+                    snap.flows[k] = hit
                     snap.stats[k] = (packets, nbytes)
                 else:
                     yield ofpp.OFPFlowStats.parser(part, off)
@@ -875,8 +876,9 @@ def _refers_to_groups(item: Item | str) -> bool:
 def _error_name(msg: Any) -> str:
     """``OFPBAC_BAD_OUT_GROUP``-style name of an error message (ONF bundle errors included)."""
     if msg.type == ofp.OFPET_EXPERIMENTER:
-        name = _ONF_ERRORS.get(getattr(msg, "exp_type", None), f"exp_type={getattr(msg, 'exp_type', '?')}")
-        return f"{name} (experimenter {getattr(msg, 'experimenter', 0):#x})"
+        exp_type = int(getattr(msg, "exp_type", 0) or 0)
+        name = _ONF_ERRORS.get(exp_type, f"exp_type={exp_type}")
+        return f"{name} (experimenter {getattr(msg, 'experimenter', 0) or 0:#x})"
     type_name = _ERR_TYPES.get(msg.type, f"type {msg.type}")
     prefix = _ERR_CODE_PREFIX.get(msg.type)
     code = _codes(prefix).get(msg.code, str(msg.code)) if prefix else str(msg.code)
@@ -980,10 +982,11 @@ class SyncManager:
             eng.attach(dp)
 
     def switch_disconnected(self, dp: Any) -> None:
+        dpid = dp.id
         with self._lock:
-            if self._connected.get(dp.id) is dp:
-                del self._connected[dp.id]
-            eng = self._engines.get(dp.id)
+            if self._connected.get(dpid) is dp:
+                del self._connected[dpid]
+            eng = self._engines.get(dpid)
         if eng is not None:
             eng.detach(dp)
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.lab
 
 APP_PORT, APP_NET, APP_ACL, APP_LB = 1, 2, 3, 4
 TUN_PORT = 4000
-VTEPS = ["10.250.0.%d" % i for i in range(20, 28)]
+VTEPS = [f"10.250.0.{i}" for i in range(20, 28)]
 
 
 def port_cookie(i: int) -> Cookie:
@@ -42,8 +42,8 @@ def pipeline_flows(n_ports: int, ports_per_net: int = 20, base_port: int = 100,
         net = 1 + i // ports_per_net
         key = 1 + i
         ofport = base_port + i
-        mac = "02:%02x:%02x:%02x:%02x:%02x" % (net & 0xFF, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF, 1)
-        ip = "10.%d.%d.%d" % ((net >> 8) & 0xFF, net & 0xFF, 2 + i % ports_per_net)
+        mac = f"02:{net & 0xFF:02x}:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:01"
+        ip = f"10.{(net >> 8) & 0xFF}.{net & 0xFF}.{2 + i % ports_per_net}"
         ck = Cookie.for_owner(APP_PORT, f"port-{i}", generation)
         ack = Cookie.for_owner(APP_ACL, f"port-{i}", generation)
         local = i % 4 != 3  # every fourth port lives on another chassis
