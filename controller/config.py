@@ -38,6 +38,10 @@ class Config:
     # default: tcp:<openflow_listen host, or 127.0.0.1 for 0.0.0.0>:<port>
     switch_target: str = ""
     datapath_type: str = "system"  # br-int's datapath: "system" (kernel) or "netdev" (userspace, the lab)
+    metrics_listen: str = "127.0.0.1:9464"    # Prometheus endpoint ("" = off)
+    dashboard_listen: str = "127.0.0.1:8080"  # read-only web dashboard, token-protected ("" = off)
+    drift_interval_s: float = 30.0            # verify every switch's flows against the desired set (0 = off)
+    stats_interval_s: float = 10.0            # collect flow counters for metrics and the dashboard (0 = off)
     demo: bool = False
 
     @property
@@ -87,6 +91,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--switch-target", help="controller target written into each chassis's OVSDB, "
                    "e.g. tcp:192.0.2.1:6653 (default: from --openflow-listen)")
     p.add_argument("--datapath-type", choices=["system", "netdev"], help="br-int datapath (default system)")
+    p.add_argument("--metrics-listen", help='HOST:PORT of the Prometheus endpoint ("" = off)')
+    p.add_argument("--dashboard-listen", help='HOST:PORT of the web dashboard ("" = off)')
+    p.add_argument("--drift-interval-s", type=float, help="seconds between flow verifications (0 = off)")
+    p.add_argument("--stats-interval-s", type=float, help="seconds between flow counter collections")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p
