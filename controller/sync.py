@@ -501,9 +501,16 @@ class SwitchSync:
             self._dirty_groups.clear()
         ops = self._ops(desired, groups, snap.flows, snap.groups, desired.keys() | snap.flows.keys(),
                         groups.keys() | snap.groups.keys())
-        ops[2][:0] = [self._raw_flow_delete(e) for e in snap.raw_flows]
+        ops[2][:0] = [self._raw_flow_delete(e) for e in snap.raw_flows]  # before an ADD of the same key
+        # an undecodable group whose id we want is overwritten (MODIFY), any other one deleted
+        raw_ids = {g.group_id for g in snap.raw_groups}
+        for op in [op for op in ops[0] if op.item.group_id in raw_ids]:  # type: ignore[union-attr]
+            ops[0].remove(op)
+            ops[1].append(_Op(encode.MODIFY, op.item, ofp.OFPT_GROUP_MOD,
+                              self._enc.group_body(op.item, encode.MODIFY)))  # type: ignore[arg-type]
         ops[4].extend(_Op(encode.DELETE, f"group_id={g.group_id} (undecodable)", ofp.OFPT_GROUP_MOD,
-                          struct.pack("!HBxI", ofp.OFPGC_DELETE, g.type, g.group_id)) for g in snap.raw_groups)
+                          struct.pack("!HBxI", ofp.OFPGC_DELETE, g.type, g.group_id))
+                      for g in snap.raw_groups if g.group_id not in groups)
         flat = [op for part in ops for op in part]
         n_flow = sum(1 for op in flat if op.msg_type == ofp.OFPT_FLOW_MOD)
         adopted = sum(1 for k, f in snap.flows.items() if desired.get(k) == f)

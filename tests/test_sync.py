@@ -262,6 +262,11 @@ def test_connect_sweeps_unknown_and_stale_and_adopts_desired(ofapp: OFApp, sw: S
     sw.ch.ofctl("del-flows", "br-int", "--strict", "table=0,priority=1000,in_port=100")
     sw.ch.ofctl("add-flow", "br-int", f"cookie={stale.cookie:#x},table=0,priority=1000,in_port=100,"
                                       "actions=write_metadata:0x1,goto_table:10")
+    # groups behind our back: one we want but with content no Group describes (note action), one foreign
+    # and undecodable, one foreign and decodable
+    sw.ch.ofctl("mod-group", "br-int", "group_id=1,type=all,bucket=actions=note:01,output:100")
+    sw.ch.ofctl("add-group", "br-int", "group_id=555,type=all,bucket=actions=note:02,output:1")
+    sw.ch.ofctl("add-group", "br-int", "group_id=556,type=indirect,bucket=actions=output:2")
     before = set(sw.flow_lines())
     desired = items[1:]
     eng = engine(ofapp, sw)
@@ -271,6 +276,10 @@ def test_connect_sweeps_unknown_and_stale_and_adopts_desired(ofapp: OFApp, sw: S
     st = eng.stats
     # exactly three deletes: the foreign flow, the table-5 flow and the stale (changed) flow of ours
     assert st.flow_mods_sent == 3 == st.last_resync_flow_mods, st
+    # and three group-mods: group 1 overwritten (MODIFY), 555 and 556 deleted
+    assert st.group_mods_sent == 3 == st.last_resync_group_mods, st
+    groups = sw.ch.ofctl("dump-groups", "br-int")
+    assert "note" not in groups and "group_id=555" not in groups and "group_id=556" not in groups, groups
     after = sw.flow_lines()
     assert not any("in_port=77" in ln or "table=5," in ln for ln in after)
     assert not any("in_port=100 " in ln for ln in after)
