@@ -91,6 +91,8 @@ class ControllerProcess:
         self.grpc_port = free_port()
         self.of_port = free_port()
         self.of_host = "127.0.0.1"
+        self.metrics_port = free_port()
+        self.dashboard_port = free_port()
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "controller.log"
@@ -105,6 +107,8 @@ class ControllerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(self.data_dir),
                  "--grpc-listen", self.endpoint, "--openflow-listen", f"{self.of_host}:{self.of_port}",
+                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+                 "--dashboard-listen", f"127.0.0.1:{self.dashboard_port}",
                  *self.extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         channel = grpc.insecure_channel(self.endpoint)
