@@ -456,7 +456,7 @@ class SwitchSync:
                 with self._cond:
                     if self._conn == conn:
                         self._synced = False
-                        self._note_failure()
+                        self._note_failure(self._desired_version)
             with self._cond:
                 notify, self._notify = self._notify, None
             cb = self._on_realized
@@ -480,13 +480,15 @@ class SwitchSync:
             return "push"
         return None
 
-    def _note_failure(self) -> None:
+    def _note_failure(self, version: int) -> None:
+        """Under the lock: the state of desired version `version` could not be installed. Retry at once if
+        the desired state changed since, else after a growing delay."""
         self._stats.bundles_failed += 1
-        if self._failed_version == self._desired_version:
+        if self._failed_version == version:
             self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
         else:
             self._retry_delay = RETRY_MIN
-        self._failed_version = self._desired_version
+        self._failed_version = version
         self._retry_at = time.monotonic() + self._retry_delay
 
     def _resync(self, dp: Any, conn: int) -> None:
@@ -527,7 +529,7 @@ class SwitchSync:
             self._stats.last_resync_seconds = time.monotonic() - start
             if not ok:
                 self._synced = False
-                self._note_failure()
+                self._note_failure(version)
                 return
             self._installed, self._installed_groups = desired, groups
             self._synced = True
@@ -536,7 +538,7 @@ class SwitchSync:
             for op in flat:
                 if op.command == encode.DELETE and not isinstance(op.item, str):
                     self._enc.discard(op.item)
-            self._advance(revision, version)
+            self._advance(revision)
 
     def _push(self, dp: Any, conn: int) -> None:
         with self._cond:
@@ -553,7 +555,7 @@ class SwitchSync:
                 return
             if not ok:
                 self._synced = False
-                self._note_failure()
+                self._note_failure(version)
                 return
             for k in keys:
                 f = desired.get(k)
@@ -562,6 +564,9 @@ class SwitchSync:
                     if old is not None:
                         self._enc.discard(old)
                 else:
+                    old = self._installed.get(k)
+                    if old is not None and old != f:
+                        self._enc.discard(old)  # replaced: its encoding will not be needed again
                     self._installed[k] = f
             for g in gkeys:
                 grp = groups.get(g)
@@ -569,11 +574,10 @@ class SwitchSync:
                     self._installed_groups.pop(g, None)
                 else:
                     self._installed_groups[g] = grp
-            self._advance(revision, version)
+            self._advance(revision)
 
-    def _advance(self, revision: int, version: int) -> None:
+    def _advance(self, revision: int) -> None:
         """Under the lock: the desired state of `revision` is on the switch."""
-        del version
         if revision <= self._realized:
             return
         self._realized = revision

@@ -420,3 +420,18 @@ def test_registry_names_owners_in_dump_text(ofapp: OFApp, sw: Switch) -> None:
         assert "# port/port-0" in text
     finally:
         ofapp.sync.registry = None
+
+
+def test_realized_revision_waits_while_disconnected(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    eng = install(ofapp, sw, pipeline_flows(2), revision=30)
+    sw.disconnect()
+    extra = Flow("output", P.MATCH, {"reg7": 7777}, [A.Output(5)], Cookie.for_owner(APP_PORT, "late"))
+    eng.apply([extra], [], 31)  # returns at once: nothing is sent while the switch is away
+    assert not eng.wait_realized(31, 1.5)
+    assert eng.realized_revision == 30 and not eng.connected
+    assert not any("reg7=0x1e61" in ln for ln in sw.flow_lines())
+    sw.reconnect()
+    assert eng.wait_realized(31, 15), eng.stats
+    assert any("reg7=0x1e61" in ln for ln in sw.flow_lines())
+    assert eng.stats.last_resync_flow_mods == 1  # only the missing flow: the rest was adopted
