@@ -145,6 +145,15 @@ class Compiler:
                 units |= {("port", pid), ("network", port.network_id)}
         return self._recompile(view, ch, units)
 
+    def plan(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:
+        """What on_changes would do, without keeping it (validate_only): the compiler is left as it was."""
+        saved_units = {ch: dict(units) for ch, units in self.units.items()}
+        saved_hosting = dict(self.hosting)
+        try:
+            return {ch: d for ch, d in self.on_changes(topo, changes).items() if d}
+        finally:
+            self.units, self.hosting = saved_units, saved_hosting
+
     def forget(self, chassis_id: str) -> None:
         self.units.pop(chassis_id, None)
         self.runtime.pop(chassis_id, None)

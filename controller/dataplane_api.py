@@ -90,3 +90,38 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                     group_mods_sent=getattr(stats, "group_mods_sent", 0), resyncs=getattr(stats, "resyncs", 0),
                     installed_flows=len(eng.installed()) if eng is not None else 0))
         return dpb.ListChassisStatusResponse(chassis=out)
+
+
+FORWARDING_STAGES = {"classify", "l2_lookup", "egress_dispatch", "output"}
+PLAN_SAMPLE = 20
+
+
+def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> Any:
+    """The Plan of a validate_only write: per chassis the flows it would add and delete (called by
+    State.dry_run with the model as it would be)."""
+    from proto.sdn.v1 import topology_pb2 as pb
+
+    topo = dataplane.state.topology
+    deltas = dataplane.compiler.plan(topo, changes)
+    registry = ids.registry_for([*topo.networks, *topo.ports, *(c[1] for c in changes)])
+    plan = pb.Plan(revision=revision)
+    for chassis_id in sorted(deltas):
+        delta = deltas[chassis_id]
+        added = sorted((f for f in delta.add if isinstance(f, Flow)), key=lambda f: (f.table, -f.priority))
+        deleted = sorted((f for f in delta.remove if isinstance(f, Flow)), key=lambda f: (f.table, -f.priority))
+        before = sum(1 for i in dataplane.compiler.desired(chassis_id) if isinstance(i, Flow))
+        plan.chassis.append(pb.ChassisPlan(
+            chassis=convert.name_of("chassis", chassis_id), flows_added=len(added), flows_deleted=len(deleted),
+            groups_added=sum(1 for g in delta.add if isinstance(g, Group)),
+            groups_deleted=sum(1 for g in delta.remove if isinstance(g, Group)),
+            sample_added=[format_flow(f, registry).strip() for f in added[:PLAN_SAMPLE]],
+            sample_deleted=[format_flow(f, registry).strip() for f in deleted[:PLAN_SAMPLE]],
+            flows_before=before, flows_after=before + len(added) - len(deleted)))
+        replaced = {f.key() for f in added}
+        cut = [f for f in deleted if f.stage in FORWARDING_STAGES and f.key() not in replaced]
+        owners = sorted({(registry.lookup(f.cookie) or ("?", f"{f.cookie:#x}"))[1] for f in cut})
+        if owners:
+            plan.cuts_connections = True
+            plan.cut_reasons.append(f"chassis {chassis_id}: forwarding for {', '.join(owners)} would be removed "
+                                    f"({len(cut)} flows)")
+    return plan

@@ -88,6 +88,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         self.state = state
         self.tokens = tokens
         self._stopping = stopping
+        # builds the Plan of a validate_only write (set when a dataplane runs; else plans are empty)
+        self.planner: Callable[[int, list[ops.Change]], pb.Plan] | None = None
 
     # ------------------------------------------------------------------------------------------ plumbing
 
@@ -119,8 +121,16 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                                                        "tenants may only read it")
         return rec
 
-    def _write(self, fn: Callable[[Topology, int, float], list[ops.Change]]) -> tuple[int, list[ops.Change]]:
-        return self.state.write(fn)
+    def _write(self, fn: Callable[[Topology, int, float], list[ops.Change]], request: Any = None,
+               context: Any = None) -> tuple[int, list[ops.Change]]:
+        """A write, or with request.validate_only (AIP-163) a dry run whose Plan goes in the trailer."""
+        if request is None or not getattr(request, "validate_only", False):
+            return self.state.write(fn)
+        revision, changes, plan = self.state.dry_run(fn, self.planner)
+        if context is not None:
+            plan = plan if plan is not None else pb.Plan(revision=revision)
+            context.set_trailing_metadata((("sdn-plan-bin", plan.SerializeToString()),))
+        return revision, changes
 
     def _list(self, kind: str, p: Principal, request: Any, keep: Callable[[Any], bool],
               filters: dict[str, str]) -> tuple[list[Record], str]:
@@ -173,7 +183,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                           external=m.external)
             return ops.create_network(topo, net, rev, now)
 
-        return convert.network_to_pb(self._created(fn, "network."))  # type: ignore[arg-type]
+        return convert.network_to_pb(self._created(fn, "network.", request, context))  # type: ignore[arg-type]
 
     def _tenant_for(self, p: Principal, requested: str, field_path: str) -> str:
         if requested and requested != p.tenant:
@@ -182,9 +192,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             return requested
         return p.tenant
 
-    def _created(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str) -> Record:
+    def _created(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str,
+                 request: Any = None, context: Any = None) -> Record:
         try:
-            _, changes = self._write(fn)
+            _, changes = self._write(fn, request, context)
         except ApiError as err:
             raise _prefixed(err, prefix) from None
         rec = changes[-1][3]
@@ -193,7 +204,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
     @_unary
     def GetNetwork(self, request: pb.GetNetworkRequest, context: Any, p: Principal) -> pb.Network:
-        return convert.network_to_pb(self._get(self.state.topology, p, "network", request.name))
+        with self.state.lock:
+            return convert.network_to_pb(self._get(self.state.topology, p, "network", request.name))
 
     @_unary
     def ListNetworks(self, request: pb.ListNetworksRequest, context: Any, p: Principal) -> pb.ListNetworksResponse:
@@ -214,11 +226,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             fields = {path: getattr(m, path) if path in ops.NETWORK_MUTABLE else None for path in paths}
             return ops.update_network(topo, old, fields, rev, now)
 
-        return convert.network_to_pb(self._updated(fn, "network."))  # type: ignore[arg-type]
+        return convert.network_to_pb(self._updated(fn, "network.", request, context))  # type: ignore[arg-type]
 
-    def _updated(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str) -> Record:
+    def _updated(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str,
+                 request: Any = None, context: Any = None) -> Record:
         try:
-            _, changes = self._write(fn)
+            _, changes = self._write(fn, request, context)
         except ApiError as err:
             raise _prefixed(err, prefix) from None
         if not changes:
@@ -232,7 +245,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
             return ops.delete_network(topo, self._owned(topo, p, "network", request.name), request.force)
 
-        self._write(fn)
+        self._write(fn, request, context)
         return empty_pb2.Empty()
 
     # ------------------------------------------------------------------------------------------ subnets
@@ -252,11 +265,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                          host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes))
             return ops.create_subnet(topo, sub, m.HasField("gateway_ip"), rev, now)
 
-        return convert.subnet_to_pb(self._created(fn, "subnet."))  # type: ignore[arg-type]
+        return convert.subnet_to_pb(self._created(fn, "subnet.", request, context))  # type: ignore[arg-type]
 
     @_unary
     def GetSubnet(self, request: pb.GetSubnetRequest, context: Any, p: Principal) -> pb.Subnet:
-        return convert.subnet_to_pb(self._get(self.state.topology, p, "subnet", request.name))
+        with self.state.lock:
+            return convert.subnet_to_pb(self._get(self.state.topology, p, "subnet", request.name))
 
     @_unary
     def ListSubnets(self, request: pb.ListSubnetsRequest, context: Any, p: Principal) -> pb.ListSubnetsResponse:
@@ -284,14 +298,14 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             fields = {path: conv[path]() if path in conv else None for path in paths}
             return ops.update_subnet(topo, old, fields, rev, now)
 
-        return convert.subnet_to_pb(self._updated(fn, "subnet."))  # type: ignore[arg-type]
+        return convert.subnet_to_pb(self._updated(fn, "subnet.", request, context))  # type: ignore[arg-type]
 
     @_unary
     def DeleteSubnet(self, request: pb.DeleteSubnetRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
             return ops.delete_subnet(topo, self._owned(topo, p, "subnet", request.name), request.force)
 
-        self._write(fn)
+        self._write(fn, request, context)
         return empty_pb2.Empty()
 
     # ------------------------------------------------------------------------------------------ ports
@@ -319,11 +333,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                         security_groups=tuple(groups), binding_chassis=chassis)
             return ops.create_port(topo, port, ip_requests, rev, now)
 
-        return convert.port_to_pb(self._created(fn, "port."))  # type: ignore[arg-type]
+        return convert.port_to_pb(self._created(fn, "port.", request, context))  # type: ignore[arg-type]
 
     @_unary
     def GetPort(self, request: pb.GetPortRequest, context: Any, p: Principal) -> pb.Port:
-        return convert.port_to_pb(self._get(self.state.topology, p, "port", request.name))
+        with self.state.lock:
+            return convert.port_to_pb(self._get(self.state.topology, p, "port", request.name))
 
     @_unary
     def ListPorts(self, request: pb.ListPortsRequest, context: Any, p: Principal) -> pb.ListPortsResponse:
@@ -359,14 +374,14 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                       if path in ops.PORT_MUTABLE else None for path in paths}
             return ops.update_port(topo, old, fields, rev, now)
 
-        return convert.port_to_pb(self._updated(fn, "port."))  # type: ignore[arg-type]
+        return convert.port_to_pb(self._updated(fn, "port.", request, context))  # type: ignore[arg-type]
 
     @_unary
     def DeletePort(self, request: pb.DeletePortRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
             return ops.delete_port(topo, self._owned(topo, p, "port", request.name))
 
-        self._write(fn)
+        self._write(fn, request, context)
         return empty_pb2.Empty()
 
     # ------------------------------------------------------------------------------------------ chassis
@@ -384,11 +399,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                          ovsdb_address=m.ovsdb_address, bridge_mappings=tuple(sorted(m.bridge_mappings.items())))
             return ops.create_chassis(topo, ch, rev, now)
 
-        return convert.chassis_to_pb(self._created(fn, "chassis."))  # type: ignore[arg-type]
+        return convert.chassis_to_pb(self._created(fn, "chassis.", request, context))  # type: ignore[arg-type]
 
     @_unary
     def GetChassis(self, request: pb.GetChassisRequest, context: Any, p: Principal) -> pb.Chassis:
-        return convert.chassis_to_pb(self._get(self.state.topology, p, "chassis", request.name))
+        with self.state.lock:
+            return convert.chassis_to_pb(self._get(self.state.topology, p, "chassis", request.name))
 
     @_unary
     def ListChassis(self, request: pb.ListChassisRequest, context: Any, p: Principal) -> pb.ListChassisResponse:
@@ -411,14 +427,14 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                              else getattr(m, path)) if path in ops.CHASSIS_MUTABLE else None for path in paths}
             return ops.update_chassis(topo, old, fields, rev, now)
 
-        return convert.chassis_to_pb(self._updated(fn, "chassis."))  # type: ignore[arg-type]
+        return convert.chassis_to_pb(self._updated(fn, "chassis.", request, context))  # type: ignore[arg-type]
 
     @_unary
     def DeleteChassis(self, request: pb.DeleteChassisRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
             return ops.delete_chassis(topo, self._get(topo, p, "chassis", request.name), request.force, rev, now)
 
-        self._write(fn)
+        self._write(fn, request, context)
         return empty_pb2.Empty()
 
     # ------------------------------------------------------------------------------------------ watch

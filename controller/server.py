@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from controller.auth import TokenFile
 from controller.dataplane import Dataplane
-from controller.dataplane_api import DataplaneService
+from controller.dataplane_api import DataplaneService, plan_pb
 from controller.northbound import TopologyService
 from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
 from topology.state import State
@@ -31,6 +31,7 @@ class ApiServer:
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if dataplane is not None:
+            self.topology.planner = lambda revision, changes: plan_pb(dataplane, revision, changes)
             dataplane_pb2_grpc.add_DataplaneServiceServicer_to_server(
                 DataplaneService(self.topology, dataplane), self.server)
             services.append(DATAPLANE_SERVICE_NAME)

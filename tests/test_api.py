@@ -431,3 +431,29 @@ def test_tenant_star_mask_leaves_admin_fields_alone(api: Api) -> None:
         network=pb.Network(name=net.name, display_name="all", mtu=1400, admin_state_up=True),
         update_mask=field_mask_pb2.FieldMask(paths=["*"])), metadata=md)
     assert (upd.display_name, upd.mtu, upd.external) == ("all", 1400, False)
+
+
+def test_validate_only_checks_and_stores_nothing(api: Api) -> None:
+    md = api.md(api.tenant_token("alice"))
+    before = api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md).revision
+    net, call = api.stub.CreateNetwork.with_call(
+        pb.CreateNetworkRequest(network=pb.Network(display_name="dry"), network_id="dry", validate_only=True),
+        metadata=md)
+    assert net.name == "networks/dry" and net.segment_id >= 1000  # the resource as it would be
+    plan = pb.Plan.FromString(dict(call.trailing_metadata())["sdn-plan-bin"])
+    assert plan.revision == before + 1 and not plan.chassis  # no chassis: nothing to program
+    code, _, _ = expect_error(api.stub.GetNetwork, pb.GetNetworkRequest(name="networks/dry"), metadata=md)
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md).revision == before
+    # errors are the same as for a real write
+    code, fields, _ = expect_error(api.stub.CreateNetwork, pb.CreateNetworkRequest(
+        network=pb.Network(mtu=9000), validate_only=True), metadata=md)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["network.mtu"]
+    real = make_net(api, md, "real")
+    make_subnet(api, md, real.name, "10.0.0.0/24")
+    port = api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=real.name), validate_only=True),
+                               metadata=md)
+    # a dry run allocates nothing: the real create gets the same address
+    assert make_port(api, md, real.name).fixed_ips[0].ip_address == port.fixed_ips[0].ip_address
+    api.stub.DeleteNetwork(pb.DeleteNetworkRequest(name=real.name, force=True, validate_only=True), metadata=md)
+    assert api.stub.GetNetwork(pb.GetNetworkRequest(name=real.name), metadata=md) == real

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from pathlib import Path
 
 from topology.errors import ApiError
@@ -27,6 +28,7 @@ from topology.store import Store
 
 log = logging.getLogger(__name__)
 WriteFn = Callable[[Topology, int, float], list[Change]]
+T = TypeVar("T")
 Listener = Callable[[int, list[Change]], None]
 
 
@@ -88,6 +90,25 @@ class State:
             raise ApiError("UNAVAILABLE", "STORE_WRITE_FAILED",
                            f"the write could not be made durable and was not applied: {pending.error}")
         return revision, changes
+
+    def dry_run(self, fn: WriteFn, planner: Callable[[int, list[Change]], T] | None = None,
+                ) -> tuple[int, list[Change], T | None]:
+        """validate_only: run `fn` as a write would, let `planner` look at the model as it would be, then put
+        everything back. Nothing is stored; holds the model lock throughout, so no reader sees it."""
+        with self._lock:
+            if self.closed:
+                raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
+            before = self.topology.revision
+            revision = before + 1
+            changes = fn(self.topology, revision, self._clock())
+            if not changes:
+                return before, [], None
+            self.topology.apply(changes, revision)
+            try:
+                result = planner(revision, changes) if planner is not None else None
+            finally:
+                self.topology.apply([(k, i, new, old) for k, i, old, new in reversed(changes)], before)
+            return revision, changes, result
 
     def _drive(self, pending: _Pending) -> None:
         """Return once `pending` is durable (or failed), committing as the leader when nobody else is."""

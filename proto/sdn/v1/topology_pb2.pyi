@@ -196,12 +196,14 @@ class Chassis(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datapath_id: _Optional[int] = ..., tunnel_ip: _Optional[str] = ..., ovsdb_address: _Optional[str] = ..., bridge_mappings: _Optional[_Mapping[str, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateNetworkRequest(_message.Message):
-    __slots__ = ("network", "network_id")
+    __slots__ = ("network", "network_id", "validate_only")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     network: Network
     network_id: str
-    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., network_id: _Optional[str] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., network_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class GetNetworkRequest(_message.Message):
     __slots__ = ("name",)
@@ -228,28 +230,34 @@ class ListNetworksResponse(_message.Message):
     def __init__(self, networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateNetworkRequest(_message.Message):
-    __slots__ = ("network", "update_mask")
+    __slots__ = ("network", "update_mask", "validate_only")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     network: Network
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteNetworkRequest(_message.Message):
-    __slots__ = ("name", "force")
+    __slots__ = ("name", "force", "validate_only")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class CreateSubnetRequest(_message.Message):
-    __slots__ = ("subnet", "subnet_id")
+    __slots__ = ("subnet", "subnet_id", "validate_only")
     SUBNET_FIELD_NUMBER: _ClassVar[int]
     SUBNET_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     subnet: Subnet
     subnet_id: str
-    def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., subnet_id: _Optional[str] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., subnet_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class GetSubnetRequest(_message.Message):
     __slots__ = ("name",)
@@ -278,28 +286,34 @@ class ListSubnetsResponse(_message.Message):
     def __init__(self, subnets: _Optional[_Iterable[_Union[Subnet, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateSubnetRequest(_message.Message):
-    __slots__ = ("subnet", "update_mask")
+    __slots__ = ("subnet", "update_mask", "validate_only")
     SUBNET_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     subnet: Subnet
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteSubnetRequest(_message.Message):
-    __slots__ = ("name", "force")
+    __slots__ = ("name", "force", "validate_only")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class CreatePortRequest(_message.Message):
-    __slots__ = ("port", "port_id")
+    __slots__ = ("port", "port_id", "validate_only")
     PORT_FIELD_NUMBER: _ClassVar[int]
     PORT_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     port: Port
     port_id: str
-    def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., port_id: _Optional[str] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., port_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class GetPortRequest(_message.Message):
     __slots__ = ("name",)
@@ -332,26 +346,32 @@ class ListPortsResponse(_message.Message):
     def __init__(self, ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdatePortRequest(_message.Message):
-    __slots__ = ("port", "update_mask")
+    __slots__ = ("port", "update_mask", "validate_only")
     PORT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     port: Port
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeletePortRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "validate_only")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class CreateChassisRequest(_message.Message):
-    __slots__ = ("chassis", "chassis_id")
+    __slots__ = ("chassis", "chassis_id", "validate_only")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     CHASSIS_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     chassis: Chassis
     chassis_id: str
-    def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., chassis_id: _Optional[str] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., chassis_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class GetChassisRequest(_message.Message):
     __slots__ = ("name",)
@@ -376,20 +396,24 @@ class ListChassisResponse(_message.Message):
     def __init__(self, chassis: _Optional[_Iterable[_Union[Chassis, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateChassisRequest(_message.Message):
-    __slots__ = ("chassis", "update_mask")
+    __slots__ = ("chassis", "update_mask", "validate_only")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     chassis: Chassis
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteChassisRequest(_message.Message):
-    __slots__ = ("name", "force")
+    __slots__ = ("name", "force", "validate_only")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("start_revision",)
@@ -426,6 +450,40 @@ class WatchEvent(_message.Message):
     port: Port
     chassis: Chassis
     def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ...) -> None: ...
+
+class ChassisPlan(_message.Message):
+    __slots__ = ("chassis", "flows_added", "flows_deleted", "groups_added", "groups_deleted", "sample_added", "sample_deleted", "flows_before", "flows_after")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ADDED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    FLOWS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    chassis: str
+    flows_added: int
+    flows_deleted: int
+    groups_added: int
+    groups_deleted: int
+    sample_added: _containers.RepeatedScalarFieldContainer[str]
+    sample_deleted: _containers.RepeatedScalarFieldContainer[str]
+    flows_before: int
+    flows_after: int
+    def __init__(self, chassis: _Optional[str] = ..., flows_added: _Optional[int] = ..., flows_deleted: _Optional[int] = ..., groups_added: _Optional[int] = ..., groups_deleted: _Optional[int] = ..., sample_added: _Optional[_Iterable[str]] = ..., sample_deleted: _Optional[_Iterable[str]] = ..., flows_before: _Optional[int] = ..., flows_after: _Optional[int] = ...) -> None: ...
+
+class Plan(_message.Message):
+    __slots__ = ("revision", "chassis", "cuts_connections", "cut_reasons")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    CUTS_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    CUT_REASONS_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    chassis: _containers.RepeatedCompositeFieldContainer[ChassisPlan]
+    cuts_connections: bool
+    cut_reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision: _Optional[int] = ..., chassis: _Optional[_Iterable[_Union[ChassisPlan, _Mapping]]] = ..., cuts_connections: _Optional[bool] = ..., cut_reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
