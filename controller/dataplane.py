@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from apps.compiler import Compiler, Delta
 from apps.view import ChassisRuntime
+from controller.context import REQUEST
 from topology import ops
 from topology.model import Change, Topology
 from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
@@ -96,6 +97,8 @@ class Dataplane:
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)
         self.realized = threading.Condition(threading.Lock())
+        # why each unit's flows are what they are: (chassis, unit) -> (model revision, request)
+        self.provenance: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -138,6 +141,7 @@ class Dataplane:
 
     def _remove_chassis(self, chassis_id: str) -> None:
         plane = self.planes.pop(chassis_id, None)
+        self.provenance = {k: v for k, v in self.provenance.items() if k[0] != chassis_id}
         self.compiler.forget(chassis_id)
         if plane is not None and plane.agent is not None:
             self._work.put(plane.agent.stop)
@@ -163,7 +167,10 @@ class Dataplane:
                     agent = plane.agent
                     self._work.put(lambda: agent.update(bridge_mappings=dict(new.bridge_mappings)))  # type: ignore[union-attr]
         deltas = self.compiler.on_changes(topo, changes)
+        why = REQUEST.get() or "controller"
         for chassis_id, delta in deltas.items():
+            for unit in delta.units:
+                self.provenance[(chassis_id, unit)] = (revision, why)
             self._push(chassis_id, delta, revision)
 
     def _on_runtime(self, chassis_id: str, ports: Any) -> None:
@@ -180,6 +187,9 @@ class Dataplane:
                 old = plane.runtime.vifs
                 plane.pending_status |= {p for p in set(old) ^ set(runtime.vifs) if p in topo.ports}
             plane.runtime = runtime
+            why = f"ovsdb {chassis_id}: {'first contact' if first else 'ports changed'}"
+            for unit in (self.compiler.units.get(chassis_id, {}) if first else delta.units):
+                self.provenance[(chassis_id, unit)] = (self.state.revision, why)
             if first:
                 self._make_engine(plane)
             else:
@@ -196,6 +206,17 @@ class Dataplane:
         plane.pending_status = {p.id for p in self.state.topology.ports_on_chassis(plane.chassis_id)}
         plane.engine.replace_desired(desired, plane.seq)
         log.info("chassis %s: %d desired flows/groups handed to its switch", plane.chassis_id, len(desired))
+
+    def why(self, chassis_id: str, owner_id: str) -> tuple[int, str] | None:
+        """(revision, request) that last changed the flows `owner_id` (a port, network or "pipeline") owns."""
+        for kind in ("port", "network", "pipeline"):
+            unit = (kind, "" if kind == "pipeline" else owner_id)
+            if kind == "pipeline" and owner_id != "pipeline":
+                continue
+            got = self.provenance.get((chassis_id, unit))
+            if got is not None:
+                return got
+        return None
 
     def _port_owners(self, chassis_id: str) -> list[str]:
         return [u[1] for u in self.compiler.units.get(chassis_id, {}) if u[0] == "port"]

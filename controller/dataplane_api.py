@@ -66,9 +66,19 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                         and (owner is None or (i.owner is not None and i.owner.owner == owner))),
                        key=lambda f: (f.table, -f.priority, format_match(f)))
         groups = sorted((i for i in items if isinstance(i, Group)), key=lambda g: g.group_id)
-        return dpb.DumpFlowsResponse(flows=[format_flow(f, registry).strip() for f in flows],
+        return dpb.DumpFlowsResponse(flows=[self._line(chassis_id, f, registry) for f in flows],
                                      groups=[format_group(g).strip() for g in groups]
                                      if not (request.stage or request.owner) else [])
+
+    def _line(self, chassis_id: str, flow: Flow, registry: Any) -> str:
+        """A dump-flows line, then who owns the flow and the revision and request that last changed it."""
+        line = format_flow(flow, registry).strip()
+        owner = registry.lookup(flow.cookie)
+        if owner is not None:
+            why = self.dataplane.why(chassis_id, owner[1])
+            if why is not None:
+                line += f" rev={why[0]} by {why[1]}"
+        return line
 
     @_unary
     def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any,

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from google.protobuf import empty_pb2
 
 from controller import convert
 from controller.auth import LastAdminToken, Principal, TokenFile
+from controller.context import REQUEST
 from controller.status import abort, unauthenticated
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
@@ -39,13 +41,31 @@ def _unary(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: TopologyService, request: Any, context: grpc.ServicerContext) -> Any:
+        token = REQUEST.set(f"{method.__name__} {_request_id(context)}")
         try:
             principal = self.authenticate(context)
             return method(self, request, context, principal)
         except ApiError as err:
             abort(context, err)
+        finally:
+            REQUEST.reset(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id (echoed back), or a fresh one: flows remember the request that made them."""
+    for key, value in context.invocation_metadata():
+        if key == "x-request-id" and value:
+            rid = str(value)[:64]
+            break
+    else:
+        rid = uuid.uuid4().hex[:12]
+    try:
+        context.send_initial_metadata((("x-request-id", rid),))
+    except ValueError:
+        pass  # already sent (not on unary calls)
+    return rid
 
 
 def _visible(p: Principal, rec: Record) -> bool:

@@ -187,6 +187,8 @@ def test_cli_shows_a_chassis_flows_with_stage_and_owner(env: Env, capsys: pytest
     stages = {ln.split("table=")[1].split(",")[0] for ln in lines}
     assert {"0(classify)", "30(arp_nd)", "60(l2_lookup)", "100(egress_dispatch)", "120(output)"} <= stages
     assert all("/cli-vm" in ln for ln in lines)  # "# classify/cli-vm": the owning app and object
+    # ...and the revision and the request that last changed it (the binding write, by the dataplane)
+    assert all(" rev=" in ln and " by " in ln for ln in lines), lines
     installed = "\n".join(env.chassis("hv1").dump_flows())
     cookie = lines[0].split("cookie=")[1].split(",")[0]
     assert cookie in installed  # what the controller says is what the switch holds
