@@ -59,6 +59,7 @@ class ChassisPlane:
     history: list[tuple[int, int]] = field(default_factory=list)  # (model revision, seq), oldest first
     port_seq: dict[str, int] = field(default_factory=dict)  # port id -> seq of its last flow change
     pending_status: set[str] = field(default_factory=set)  # ports whose ACTIVE/DOWN may have to change
+    drift_repairs: int = 0  # flows/groups the drift monitor found wrong on the switch and had repaired
 
     def realized_seq(self) -> int:
         return self.engine.realized_revision if self.engine is not None else 0
@@ -93,6 +94,7 @@ class Dataplane:
         self.compiler = Compiler()
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
+        self.drift: Any = None  # controller.drift.DriftMonitor, attached by main
         self._agent_factory = agent_factory
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)

@@ -70,6 +70,27 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                                      groups=[format_group(g).strip() for g in groups]
                                      if not (request.stage or request.owner) else [])
 
+    @_unary
+    def Verify(self, request: dpb.VerifyRequest, context: Any, p: Principal) -> dpb.VerifyResponse:
+        _admin_only(p, "", "verifying switches")
+        drift = getattr(self.dataplane, "drift", None)
+        if drift is None:
+            raise errors.failed_precondition("NO_DATAPLANE", "this controller runs no dataplane")
+        if request.chassis:
+            chassis_id = convert.parse_name("chassis", request.chassis, "chassis")
+            if chassis_id not in self.dataplane.planes:
+                raise errors.not_found("chassis", chassis_id)
+            targets = [chassis_id]
+        else:
+            targets = sorted(self.dataplane.planes)
+        out = []
+        for chassis_id in targets:
+            r = drift.check(chassis_id, repair=request.repair)
+            out.append(dpb.ChassisDrift(chassis=convert.name_of("chassis", chassis_id), checked=r.checked,
+                                        missing=r.missing, unexpected=r.unexpected, undecodable=r.undecodable,
+                                        repaired=r.repaired, note=r.note))
+        return dpb.VerifyResponse(chassis=out)
+
     def _line(self, chassis_id: str, flow: Flow, registry: Any) -> str:
         """A dump-flows line, then who owns the flow and the revision and request that last changed it."""
         line = format_flow(flow, registry).strip()
@@ -98,7 +119,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                     bundles_sent=getattr(stats, "bundles_sent", 0),
                     packet_ins=self.dataplane.packet_ins(plane.datapath_id),
                     group_mods_sent=getattr(stats, "group_mods_sent", 0), resyncs=getattr(stats, "resyncs", 0),
-                    installed_flows=len(eng.installed()) if eng is not None else 0))
+                    installed_flows=len(eng.installed()) if eng is not None else 0,
+                    drift_repairs=plane.drift_repairs))
         return dpb.ListChassisStatusResponse(chassis=out)
 
 

@@ -22,6 +22,7 @@ from controller import config as config_mod  # noqa: E402
 from controller import ofapp  # noqa: E402
 from controller.auth import TokenFile  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
+from controller.drift import DriftMonitor  # noqa: E402
 from controller.ovsdb import ChassisAgent  # noqa: E402
 from controller.server import ApiServer  # noqa: E402
 from topology.records import Chassis  # noqa: E402
@@ -45,6 +46,8 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
                           packet_ins=lambda dpid: app.packet_ins.get(dpid, 0))
     app.sync.on_realized = dataplane._on_realized
     dataplane.start()
+    dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
+    dataplane.drift.start()
     return dataplane
 
 
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
     api.stop(cfg.shutdown_grace_s)
+    dataplane.drift.stop()
     dataplane.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)

@@ -50,6 +50,7 @@ from os_ken.ofproto import ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
+from controller import ofwire
 from flows import encode
 from flows.cookie import CookieRegistry, is_ours
 from flows.decode import DecodeError, decode_flow, decode_group
@@ -82,17 +83,11 @@ class FlowKey:
 
 
 _ALL_COOKIE = (1 << 64) - 1
-_COOKIES = struct.Struct("!QQ")
-_HDR = struct.Struct("!BBHI")
-_BUNDLE_ADD = struct.Struct("!BBHIIII2xHBBHI")  # outer header, experimenter, exp_type, bundle id, flags, inner hdr
-_VERSION = ofp.OFP_VERSION
 _XID_BASE = 1 << 31  # our xids live in the upper half; os-ken's own counter is random but rarely gets there
 
 #: Datapath attribute holding {xid: callable(raw reply bytes)}: ofapp hands those multipart replies over
 #: unparsed (see ofapp._raw_multipart_replies)
 RAW_SINKS_ATTR = "_sdn_raw_sinks"
-_MP_HDR = struct.Struct("!BBHIHH4x")  # multipart reply: header, type, flags
-_FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")  # length, table, durations, priority, timeouts, flags, cookie, counts
 
 #: bundle messages per socket write
 SEND_CHUNK = 2048
@@ -191,6 +186,8 @@ class SwitchSync:
         self.registry = registry
         self._enc = encoder or encode.Encoder()
         self._on_realized = on_realized
+        #: called on the sender thread after each bundle: (datapath id, seconds to barrier, messages, ok)
+        self.on_bundle: Callable[[int, float, int, bool], None] | None = None
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         # desired state (callers' threads)
@@ -322,6 +319,11 @@ class SwitchSync:
                 self._cond.wait(left)
             return True
 
+    def flow_stats(self, timeout: float = DUMP_TIMEOUT) -> dict[Flow, tuple[int, int]]:
+        """Dump the switch now: each decodable flow with its (packets, bytes) counters."""
+        snap = self._dump(timeout)
+        return {snap.flows[k]: v for k, v in snap.stats.items()}
+
     def installed(self) -> frozenset[Item]:
         """What we believe the switch holds (as of the last confirmed bundle or dump)."""
         with self._lock:
@@ -416,7 +418,7 @@ class SwitchSync:
 
     def _on_error(self, xid: int, msg: Any) -> None:
         self._stats.errors += 1
-        what = _error_name(msg)
+        what = ofwire.error_name(msg)
         rng = self._bundle_range
         if rng is not None and rng[0] <= xid <= rng[1]:
             i = xid - rng[0] - 1
@@ -638,7 +640,7 @@ class SwitchSync:
 
     def _delete_body(self, flow: Flow) -> bytes:
         """DELETE_STRICT body restricted to the entry's own cookie (full cookie mask)."""
-        return _COOKIES.pack(flow.cookie, _ALL_COOKIE) + self._enc.flow_body(flow, encode.DELETE)[16:]
+        return ofwire.COOKIES.pack(flow.cookie, _ALL_COOKIE) + self._enc.flow_body(flow, encode.DELETE)[16:]
 
     @staticmethod
     def _raw_flow_delete(e: Any) -> _Op:
@@ -672,7 +674,7 @@ class SwitchSync:
             self._bundle_errors = []
         flags = encode.BUNDLE_FLAGS
         parts = [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)]
-        pack = _BUNDLE_ADD.pack
+        pack = ofwire.BUNDLE_ADD.pack
         flow_body = self._enc.flow_body
         x = xid + 1
         onf, add = ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
@@ -682,8 +684,8 @@ class SwitchSync:
         for i, op in enumerate(ops, 1):
             body = op.body or flow_body(op.item, op.command)  # type: ignore[arg-type]
             inner = 8 + len(body)
-            parts.append(pack(_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id, flags,
-                              _VERSION, op.msg_type, inner, x))
+            parts.append(pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id, flags,
+                              ofp.OFP_VERSION, op.msg_type, inner, x))
             parts.append(body)
             x += 1
             if not i % SEND_CHUNK:
@@ -707,6 +709,11 @@ class SwitchSync:
             self._waiters.pop(barrier_xid, None)
             self._stats.last_bundle_seconds = time.monotonic() - t0
             self._stats.last_send_seconds = t_sent
+        if self.on_bundle is not None:
+            try:
+                self.on_bundle(self.datapath_id, time.monotonic() - t0, len(ops), bool(ok) and not errors)
+            except Exception:
+                log.exception("dp %016x: on_bundle callback failed", self.datapath_id)
         if not ok:
             log.warning("dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
                         self.datapath_id, len(ops))
@@ -722,7 +729,7 @@ class SwitchSync:
     def _on_raw(self, dp: Any, xid: int, w: _Waiter, buf: bytes) -> None:
         """A raw flow-stats reply (os-ken receive thread)."""
         w.entries.append(buf)
-        if not _MP_HDR.unpack_from(buf)[5] & ofp.OFPMPF_REPLY_MORE:
+        if not ofwire.MP_HDR.unpack_from(buf)[5] & ofp.OFPMPF_REPLY_MORE:
             w.done.set()
 
     def _flow_entries(self, parts: list[Any], desired: list[Flow], snap: _Snapshot) -> Iterable[Any]:
@@ -738,22 +745,22 @@ class SwitchSync:
             if not isinstance(part, bytes):  # parsed by os-ken (raw sinks not installed)
                 yield from part if isinstance(part, list) else (part,)
                 continue
-            off, end = _MP_HDR.size, len(part)
+            off, end = ofwire.MP_HDR.size, len(part)
             if off < end and expected is None:  # built on the first entry: an empty switch needs none
                 enc = self._enc
                 expected = {}
                 for f in desired:
                     body = enc.flow_body(f, encode.ADD)
-                    expected[_canonical(f.table, f.priority, f.cookie, body, 40)] = f
-            unpack = _FLOW_STATS.unpack_from
+                    expected[ofwire.canonical_key(f.table, f.priority, f.cookie, body, 40)] = f
+            unpack = ofwire.FLOW_STATS.unpack_from
             while off < end:
                 length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
                 entry = part[off:off + length]
-                key = _canonical(table, prio, cookie, entry, 48)
+                key = ofwire.canonical_key(table, prio, cookie, entry, 48)
                 assert expected is not None
                 hit = expected.get(key)
                 if hit is None:
-                    moved = _oxm_moves(key[4])
+                    moved = ofwire.oxm_moves(key[4])
                     if moved is not None:
                         hit = expected.get(key[:4] + (moved,))
                 if hit is not None:
@@ -828,99 +835,10 @@ class SwitchSync:
         return snap
 
 
-def _canonical(table: int, priority: int, cookie: int, buf: bytes, start: int) -> tuple[Any, ...]:
-    """(table, priority, cookie, sorted match TLVs, instructions) of a flow-mod body (start=40) or a
-    flow-stats entry (start=48): equal for the same flow whatever order the switch lists match fields in."""
-    mlen = (buf[start + 2] << 8) | buf[start + 3]
-    end = start + mlen
-    off = start + 4
-    tlvs = []
-    while off < end:
-        n = 4 + buf[off + 3]
-        tlvs.append(buf[off:off + n])
-        off += n
-    tlvs.sort()
-    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7):])
-
-
-def _nxm_to_oxm() -> dict[int, int]:
-    """NXM header -> OXM header of the fields that have both, at equal width (OVS reports reg_move
-    with NXM_OF_ETH_SRC where we send OXM_OF_ETH_SRC)."""
-    out = {}
-    for t in ofp.oxm_types:
-        if t.name.endswith("_nxm"):
-            base = t.name.removesuffix("_nxm")
-            try:
-                nxm, size = encode._oxm_header(t.name, False)
-                oxm, size2 = encode._oxm_header(base, False)
-            except (encode.EncodeError, KeyError, ValueError):
-                continue
-            if size == size2:
-                out[nxm] = oxm
-    return out
-
-
-_NXM_TO_OXM = _nxm_to_oxm()
-_NX_REG_MOVE_HDR = struct.pack("!I", ofproto_common.NX_EXPERIMENTER_ID) + struct.pack("!H", 6)  # NXAST_REG_MOVE
-
-
-def _oxm_moves(instructions: bytes) -> bytes | None:
-    """`instructions` with reg_move field headers spelled OXM (as we encode them), or None if none is NXM."""
-    if _NX_REG_MOVE_HDR not in instructions:
-        return None
-    buf = bytearray(instructions)
-    changed = False
-    off = 0
-    while off + 4 <= len(buf):
-        itype, ilen = struct.unpack_from("!HH", buf, off)
-        if ilen < 8:
-            return None
-        if itype == ofp.OFPIT_APPLY_ACTIONS:
-            a, end = off + 8, off + ilen
-            while a + 4 <= end:
-                atype, alen = struct.unpack_from("!HH", buf, a)
-                if alen < 8:
-                    return None
-                if atype == 0xFFFF and buf[a + 4:a + 10] == _NX_REG_MOVE_HDR:
-                    for pos in (a + 16, a + 20):
-                        hdr = struct.unpack_from("!I", buf, pos)[0]
-                        oxm = _NXM_TO_OXM.get(hdr)
-                        if oxm is not None:
-                            struct.pack_into("!I", buf, pos, oxm)
-                            changed = True
-                a += alen
-        off += ilen
-    return bytes(buf) if changed else None
-
-
 def _refers_to_groups(item: Item | str) -> bool:
     from flows.actions import GroupAction
 
     return isinstance(item, Group) and any(isinstance(a, GroupAction) for b in item.buckets for a in b.actions)
-
-
-def _error_name(msg: Any) -> str:
-    """``OFPBAC_BAD_OUT_GROUP``-style name of an error message (ONF bundle errors included)."""
-    if msg.type == ofp.OFPET_EXPERIMENTER:
-        exp_type = int(getattr(msg, "exp_type", 0) or 0)
-        name = _ONF_ERRORS.get(exp_type, f"exp_type={exp_type}")
-        return f"{name} (experimenter {getattr(msg, 'experimenter', 0) or 0:#x})"
-    type_name = _ERR_TYPES.get(msg.type, f"type {msg.type}")
-    prefix = _ERR_CODE_PREFIX.get(msg.type)
-    code = _codes(prefix).get(msg.code, str(msg.code)) if prefix else str(msg.code)
-    return f"{type_name}/{code}"
-
-
-def _codes(prefix: str) -> dict[int, str]:
-    return {v: k for k, v in vars(ofp).items() if k.startswith(prefix) and isinstance(v, int)}
-
-
-_ERR_TYPES = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
-_ERR_CODE_PREFIX = {ofp.OFPET_BAD_REQUEST: "OFPBRC_", ofp.OFPET_BAD_ACTION: "OFPBAC_",
-                    ofp.OFPET_BAD_INSTRUCTION: "OFPBIC_", ofp.OFPET_BAD_MATCH: "OFPBMC_",
-                    ofp.OFPET_FLOW_MOD_FAILED: "OFPFMFC_", ofp.OFPET_GROUP_MOD_FAILED: "OFPGMFC_",
-                    ofp.OFPET_TABLE_FEATURES_FAILED: "OFPTFFC_", ofp.OFPET_METER_MOD_FAILED: "OFPMMFC_"}
-_ONF_ERRORS = {v: k for k, v in vars(ofp).items() if k.startswith("ONFERR_ET_") and isinstance(v, int)}
 
 
 def _format(flows: list[Flow], groups: list[Group], registry: CookieRegistry | None,
@@ -947,6 +865,7 @@ class SyncManager:
                  registry: CookieRegistry | None = None) -> None:
         self.encoder = encoder
         self.on_realized = on_realized
+        self.on_bundle: Callable[[int, float, int, bool], None] | None = None  # see SwitchSync.on_bundle
         self.registry = registry
         self._lock = threading.Lock()
         self._engines: dict[int, SwitchSync] = {}
@@ -959,6 +878,7 @@ class SyncManager:
             if eng is None:
                 eng = self._engines[datapath_id] = SwitchSync(
                     datapath_id, self.encoder, self._realized, self.registry)
+                eng.on_bundle = self._bundle
                 dp = self._connected.get(datapath_id)
                 if dp is not None:
                     eng.attach(dp)
@@ -968,6 +888,11 @@ class SyncManager:
         cb = self.on_realized  # read at call time: the glue may set it after engines exist
         if cb is not None:
             cb(datapath_id, revision)
+
+    def _bundle(self, datapath_id: int, seconds: float, n_messages: int, ok: bool) -> None:
+        cb = self.on_bundle
+        if cb is not None:
+            cb(datapath_id, seconds, n_messages, ok)
 
     def engine(self, datapath_id: int) -> SwitchSync | None:
         with self._lock:

@@ -109,18 +109,21 @@ def register_chassis(stub: pb_grpc.TopologyServiceStub, admin, ch: LabChassis) -
         chassis_id=ch.name), metadata=admin)
 
 
-def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None) -> ControllerProcess:
+def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
+                     extra_args: list[str] | None = None) -> ControllerProcess:
     ctl = ControllerProcess(data_dir)
     if of_port is not None:
         ctl.of_port = of_port
-    ctl.extra_args = ["--switch-target", f"tcp:{lab.mgmt_ip}:{ctl.of_port}", "--datapath-type", "netdev"]
+    ctl.extra_args = ["--switch-target", f"tcp:{lab.mgmt_ip}:{ctl.of_port}", "--datapath-type", "netdev",
+                      *(extra_args or [])]
     ctl.of_host = lab.mgmt_ip
     ctl.start()
     return ctl
 
 
 @contextmanager
-def lab_env(tmp: Path, chassis: int = 2, provider: bool = True) -> Iterator[Env]:
+def lab_env(tmp: Path, chassis: int = 2, provider: bool = True,
+            extra_args: list[str] | None = None) -> Iterator[Env]:
     with Lab() as lab:
         if provider:
             lab.add_provider_network(PHYSNET)
@@ -128,7 +131,7 @@ def lab_env(tmp: Path, chassis: int = 2, provider: bool = True) -> Iterator[Env]
             ch = lab.add_chassis(f"hv{i}")
             if provider:
                 ch.add_provider_bridge(PROVIDER_BRIDGE, PHYSNET)
-        ctl = start_controller(lab, tmp / "data")
+        ctl = start_controller(lab, tmp / "data", extra_args=extra_args)
         channel = grpc.insecure_channel(ctl.endpoint)
         try:
             stub = pb_grpc.TopologyServiceStub(channel)

@@ -9,6 +9,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class VerifyRequest(_message.Message):
+    __slots__ = ("chassis", "repair")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
+    chassis: str
+    repair: bool
+    def __init__(self, chassis: _Optional[str] = ..., repair: _Optional[bool] = ...) -> None: ...
+
+class ChassisDrift(_message.Message):
+    __slots__ = ("chassis", "checked", "missing", "unexpected", "undecodable", "repaired", "note")
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    UNEXPECTED_FIELD_NUMBER: _ClassVar[int]
+    UNDECODABLE_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    chassis: str
+    checked: bool
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    unexpected: _containers.RepeatedScalarFieldContainer[str]
+    undecodable: _containers.RepeatedScalarFieldContainer[str]
+    repaired: bool
+    note: str
+    def __init__(self, chassis: _Optional[str] = ..., checked: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., unexpected: _Optional[_Iterable[str]] = ..., undecodable: _Optional[_Iterable[str]] = ..., repaired: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("chassis",)
+    CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    chassis: _containers.RepeatedCompositeFieldContainer[ChassisDrift]
+    def __init__(self, chassis: _Optional[_Iterable[_Union[ChassisDrift, _Mapping]]] = ...) -> None: ...
+
 class WaitRealizedRequest(_message.Message):
     __slots__ = ("revision", "timeout")
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -64,7 +96,7 @@ class ListChassisStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ChassisStatus(_message.Message):
-    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins", "group_mods_sent", "resyncs", "installed_flows")
+    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins", "group_mods_sent", "resyncs", "installed_flows", "drift_repairs")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     OVSDB_READY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +108,7 @@ class ChassisStatus(_message.Message):
     GROUP_MODS_SENT_FIELD_NUMBER: _ClassVar[int]
     RESYNCS_FIELD_NUMBER: _ClassVar[int]
     INSTALLED_FLOWS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_REPAIRS_FIELD_NUMBER: _ClassVar[int]
     chassis: str
     connected: bool
     ovsdb_ready: bool
@@ -87,7 +120,8 @@ class ChassisStatus(_message.Message):
     group_mods_sent: int
     resyncs: int
     installed_flows: int
-    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ..., group_mods_sent: _Optional[int] = ..., resyncs: _Optional[int] = ..., installed_flows: _Optional[int] = ...) -> None: ...
+    drift_repairs: int
+    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ..., group_mods_sent: _Optional[int] = ..., resyncs: _Optional[int] = ..., installed_flows: _Optional[int] = ..., drift_repairs: _Optional[int] = ...) -> None: ...
 
 class ListChassisStatusResponse(_message.Message):
     __slots__ = ("chassis",)

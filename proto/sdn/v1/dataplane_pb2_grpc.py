@@ -49,6 +49,11 @@ class DataplaneServiceStub:
                 request_serializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.ListChassisStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.ListChassisStatusResponse.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/sdn.v1.DataplaneService/Verify',
+                request_serializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.VerifyResponse.FromString,
+                _registered_method=True)
 
 
 class DataplaneServiceServicer:
@@ -76,6 +81,13 @@ class DataplaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Admin only: compare switches' flows with the desired set now (drift); optionally repair the difference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataplaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_DataplaneServiceServicer_to_server(servicer, server):
                     servicer.ListChassisStatus,
                     request_deserializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.ListChassisStatusRequest.FromString,
                     response_serializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.ListChassisStatusResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.VerifyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_dataplane__pb2.VerifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class DataplaneService:
             '/sdn.v1.DataplaneService/ListChassisStatus',
             proto_dot_sdn_dot_v1_dot_dataplane__pb2.ListChassisStatusRequest.SerializeToString,
             proto_dot_sdn_dot_v1_dot_dataplane__pb2.ListChassisStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.DataplaneService/Verify',
+            proto_dot_sdn_dot_v1_dot_dataplane__pb2.VerifyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_dataplane__pb2.VerifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
