@@ -302,12 +302,23 @@ def watch(c: Client, a: argparse.Namespace) -> int:
 
 def flow_dump(c: Client, a: argparse.Namespace) -> int:
     """A chassis's desired flows, `ovs-ofctl dump-flows` shaped, with stage and owning object."""
-    resp = c.dataplane.DumpFlows(dpb.DumpFlowsRequest(chassis=chassis_name(a.chassis), stage=a.stage or "",
-                                                      owner=a.owner or ""), metadata=c.md, timeout=c.timeout)
+    flows: list[str] = []
+    groups: list[str] = []
+    token = ""
+    while True:  # every page
+        resp = c.dataplane.DumpFlows(dpb.DumpFlowsRequest(
+            chassis=chassis_name(a.chassis), stage=a.stage or "", owner=a.owner or "",
+            port=f"ports/{a.port}" if a.port and "/" not in a.port else (a.port or ""),
+            desired_only=a.desired, page_token=token), metadata=c.md, timeout=c.timeout)
+        flows += resp.flows
+        groups += resp.groups
+        token = resp.next_page_token
+        if not token:
+            break
     if a.format == "json":
-        print(json.dumps({"flows": list(resp.flows), "groups": list(resp.groups)}, indent=2))
+        print(json.dumps({"flows": flows, "groups": groups}, indent=2))
     else:
-        for line in [*resp.flows, *resp.groups]:
+        for line in [*flows, *groups]:
             print(line)
     return EXIT_OK
 
@@ -492,7 +503,10 @@ def build_parser() -> Parser:
     p = _command(fs, "dump", flow_dump, out="self", help="dump-flows lines with stage and owner")
     p.add_argument("chassis", metavar="CHASSIS")
     p.add_argument("--stage", help="only this stage, e.g. l2_lookup")
-    p.add_argument("--owner", help="only flows of this object id (a port or network id)")
+    p.add_argument("--owner", "--object", dest="owner", help="only flows of this object id (a port or network id)")
+    p.add_argument("--port", help="only flows owned by or matching on this port")
+    p.add_argument("--desired", action="store_true",
+                   help="what the controller wants (no counters) instead of what the switch holds")
     p = _command(sub, "wait-realized", wait_realized, out="self",
                  help="wait until the switches realize a revision (default: the current one)")
     p.add_argument("--revision", type=positive, default=0, metavar="N")

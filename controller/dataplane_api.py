@@ -52,23 +52,55 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
     def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any, p: Principal) -> dpb.DumpFlowsResponse:
         _admin_only(p, "", "dumping flows")
         chassis_id = convert.parse_name("chassis", request.chassis, "chassis")
-        if chassis_id not in self.topology.state.topology.chassis:
-            raise errors.not_found("chassis", chassis_id)
-        with self.topology.state.lock:
-            items = self.dataplane.compiler.desired(chassis_id)
-            topo = self.topology.state.topology
-            registry = ids.registry_for([*topo.networks, *topo.ports])
         if request.stage and request.stage not in {s.name for s in pipeline.STAGES}:
             raise errors.invalid("stage", f"unknown stage; stages: {', '.join(s.name for s in pipeline.STAGES)}")
+        size = request.page_size or 1000
+        if not 0 < size <= 10000:
+            raise errors.invalid("page_size", "must be 1-10000")
+        offset = 0
+        if request.page_token:
+            try:
+                offset = int(request.page_token)
+            except ValueError:
+                raise errors.invalid("page_token", "not a token this server issued") from None
+        with self.topology.state.lock:
+            topo = self.topology.state.topology
+            if chassis_id not in topo.chassis:
+                raise errors.not_found("chassis", chassis_id)
+            registry = ids.registry_for([*topo.networks, *topo.ports])
+            desired = self.dataplane.compiler.desired(chassis_id)
+            plane = self.dataplane.planes.get(chassis_id)
+            port_match: tuple[str, int, int | None] | None = None
+            if request.port:
+                port_id = convert.parse_name("port", request.port, "port")
+                port = topo.ports.get(port_id)
+                if port is None:
+                    raise errors.not_found("port", port_id)
+                ofport = plane.runtime.vifs.get(port_id) if plane is not None and plane.runtime else None
+                port_match = (port_id, port.key, ofport)
+        stats: dict[Flow, tuple[int, int]] = {}
+        if request.desired_only:
+            flows = [i for i in desired if isinstance(i, Flow)]
+        else:
+            engine = plane.engine if plane is not None else None
+            if engine is None or not engine.connected:
+                raise errors.failed_precondition("SWITCH_NOT_CONNECTED", f"chassis {chassis_id!r} has no switch "
+                                                 "connection; use desired_only", chassis=chassis_id)
+            stats = engine.flow_stats()
+            flows = list(stats)
         owner = owner_hash(request.owner) if request.owner else None
-        flows = sorted((i for i in items if isinstance(i, Flow)
-                        and (not request.stage or i.stage == request.stage)
-                        and (owner is None or (i.owner is not None and i.owner.owner == owner))),
-                       key=lambda f: (f.table, -f.priority, format_match(f)))
-        groups = sorted((i for i in items if isinstance(i, Group)), key=lambda g: g.group_id)
-        return dpb.DumpFlowsResponse(flows=[self._line(chassis_id, f, registry) for f in flows],
-                                     groups=[format_group(g).strip() for g in groups]
-                                     if not (request.stage or request.owner) else [])
+        picked = [f for f in flows if (not request.stage or f.stage == request.stage)
+                  and (owner is None or (f.owner is not None and f.owner.owner == owner))
+                  and (port_match is None or _about_port(f, *port_match))]
+        picked.sort(key=lambda f: (f.table, -f.priority, format_match(f)))
+        page = picked[offset:offset + size]
+        groups = []
+        if offset == 0 and not (request.stage or request.owner or request.port):
+            groups = sorted((i for i in desired if isinstance(i, Group)), key=lambda g: g.group_id)
+        return dpb.DumpFlowsResponse(
+            flows=[self._line(chassis_id, f, registry, stats.get(f)) for f in page],
+            groups=[format_group(g).strip() for g in groups], total=len(picked),
+            next_page_token=str(offset + size) if offset + size < len(picked) else "")
 
     @_unary
     def Verify(self, request: dpb.VerifyRequest, context: Any, p: Principal) -> dpb.VerifyResponse:
@@ -91,9 +123,12 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                                         repaired=r.repaired, note=r.note))
         return dpb.VerifyResponse(chassis=out)
 
-    def _line(self, chassis_id: str, flow: Flow, registry: Any) -> str:
+    def _line(self, chassis_id: str, flow: Flow, registry: Any, counters: tuple[int, int] | None = None) -> str:
         """A dump-flows line, then who owns the flow and the revision and request that last changed it."""
         line = format_flow(flow, registry).strip()
+        if counters is not None:
+            head, _, rest = line.partition(", table=")
+            line = f"{head}, n_packets={counters[0]}, n_bytes={counters[1]}, table={rest}"
         owner = registry.lookup(flow.cookie)
         if owner is not None:
             why = self.dataplane.why(chassis_id, owner[1])
@@ -122,6 +157,14 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                     installed_flows=len(eng.installed()) if eng is not None else 0,
                     drift_repairs=plane.drift_repairs))
         return dpb.ListChassisStatusResponse(chassis=out)
+
+
+def _about_port(flow: Flow, port_id: str, key: int, ofport: int | None) -> bool:
+    """Owned by the port, or matching its ofport or its logical key (source/destination register)."""
+    if flow.owner is not None and flow.owner.owner == owner_hash(port_id):
+        return True
+    m = flow.match_dict()
+    return (ofport is not None and m.get("in_port") == ofport) or m.get("reg6") == key or m.get("reg7") == key
 
 
 FORWARDING_STAGES = {"classify", "l2_lookup", "egress_dispatch", "output"}

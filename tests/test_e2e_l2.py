@@ -189,6 +189,10 @@ def test_cli_shows_a_chassis_flows_with_stage_and_owner(env: Env, capsys: pytest
     assert all("/cli-vm" in ln for ln in lines)  # "# classify/cli-vm": the owning app and object
     # ...and the revision and the request that last changed it (the binding write, by the dataplane)
     assert all(" rev=" in ln and " by " in ln for ln in lines), lines
+    assert all("n_packets=" in ln for ln in lines)  # read from the switch, with its counters
+    assert cli.main(["flow", "dump", "hv1", "--port", "cli-vm", "--desired", "--stage", "output", *base]) == 0
+    desired = capsys.readouterr().out.splitlines()
+    assert len(desired) == 1 and "n_packets" not in desired[0] and "120(output)" in desired[0]
     installed = "\n".join(env.chassis("hv1").dump_flows())
     cookie = lines[0].split("cookie=")[1].split(",")[0]
     assert cookie in installed  # what the controller says is what the switch holds

@@ -74,22 +74,34 @@ class WaitRealizedResponse(_message.Message):
     def __init__(self, realized: _Optional[bool] = ..., revision: _Optional[int] = ..., chassis: _Optional[_Iterable[_Union[ChassisRealization, _Mapping]]] = ...) -> None: ...
 
 class DumpFlowsRequest(_message.Message):
-    __slots__ = ("chassis", "stage", "owner")
+    __slots__ = ("chassis", "stage", "owner", "desired_only", "port", "page_size", "page_token")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     chassis: str
     stage: str
     owner: str
-    def __init__(self, chassis: _Optional[str] = ..., stage: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    desired_only: bool
+    port: str
+    page_size: int
+    page_token: str
+    def __init__(self, chassis: _Optional[str] = ..., stage: _Optional[str] = ..., owner: _Optional[str] = ..., desired_only: _Optional[bool] = ..., port: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class DumpFlowsResponse(_message.Message):
-    __slots__ = ("flows", "groups")
+    __slots__ = ("flows", "groups", "next_page_token", "total")
     FLOWS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     flows: _containers.RepeatedScalarFieldContainer[str]
     groups: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, flows: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ...) -> None: ...
+    next_page_token: str
+    total: int
+    def __init__(self, flows: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ListChassisStatusRequest(_message.Message):
     __slots__ = ()
