@@ -74,8 +74,18 @@ class Client:
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
 
+    validate_only = False  # set from --validate-only: writes become dry runs that print their plan
+
     def __call__(self, method: str, request: Any) -> Any:
-        return getattr(self.stub, method)(request, metadata=self.md, timeout=self.timeout)
+        rpc = getattr(self.stub, method)
+        if not (self.validate_only and hasattr(request, "validate_only")):
+            return rpc(request, metadata=self.md, timeout=self.timeout)
+        request.validate_only = True
+        response, call = rpc.with_call(request, metadata=self.md, timeout=self.timeout)
+        raw = dict(call.trailing_metadata() or ()).get("sdn-plan-bin")
+        if raw is not None:
+            print_plan(pb.Plan.FromString(raw), sys.stderr)
+        return response
 
     def list(self, kind: str, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
         """Every page (or the first `limit` items)."""
@@ -300,6 +310,22 @@ def watch(c: Client, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def print_plan(plan: Any, out: Any) -> None:
+    """What a validate_only write would do, per chassis."""
+    out.write(f"validate only: nothing stored or sent; as revision {plan.revision} it would change "
+              f"{len(plan.chassis)} chassis\n")
+    for ch in plan.chassis:
+        out.write(f"  {ch.chassis}: +{ch.flows_added} -{ch.flows_deleted} flows "
+                  f"({ch.flows_before} -> {ch.flows_after}), +{ch.groups_added} -{ch.groups_deleted} groups\n")
+        for line in ch.sample_added:
+            out.write(f"    + {line}\n")
+        for line in ch.sample_deleted:
+            out.write(f"    - {line}\n")
+    if plan.cuts_connections:
+        for reason in plan.cut_reasons:
+            out.write(f"  cuts existing traffic: {reason}\n")
+
+
 def flow_dump(c: Client, a: argparse.Namespace) -> int:
     """A chassis's desired flows, `ovs-ofctl dump-flows` shaped, with stage and owning object."""
     flows: list[str] = []
@@ -421,6 +447,9 @@ def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..
         ps.add_argument("--name", dest="display_name", help="new display name")
     pd = _command(rs, "delete", do_delete, kind, out="none", help=f"delete {kind}")
     pd.add_argument("refs", metavar=ref, nargs="+")
+    for p in (pc, ps, pd):
+        p.add_argument("--validate-only", action="store_true",
+                       help="check and print what the switches would get; store and change nothing")
     if kind != "port":
         pd.add_argument("--force", action="store_true", help={
             "network": "also delete its subnets and ports", "subnet": "also delete the ports using it",
@@ -575,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     client: Client | None = None
     try:
         client = Client(endpoint, _token(args), timeout)
+        client.validate_only = bool(getattr(args, "validate_only", False))
         result = args.func(client, args)
         if args.out == "one":
             print_one(result, args.format, columns, sys.stdout)

@@ -114,3 +114,14 @@ def test_validate_only_predicts_exactly_what_the_write_does(env: Env) -> None:
     cut = pb.Plan.FromString(dict(call.trailing_metadata())["sdn-plan-bin"])
     assert cut.cuts_connections and any("dbg-b" in r for r in cut.cut_reasons)
     assert env.vms["dbg-a"].ping(env.vms["dbg-b"].ip, count=1)
+
+
+def test_cli_validate_only_prints_the_plan(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller import cli
+
+    base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
+    revision = env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=env.admin).revision
+    assert cli.main(["port", "create", "dry", "--network", "dbg-net", "--host", "hv1", "--validate-only", *base]) == 0
+    out = capsys.readouterr()
+    assert "validate only" in out.err and "chassis/hv1: +" in out.err and "table=60(l2_lookup)" in out.err
+    assert env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=env.admin).revision == revision
