@@ -198,6 +198,7 @@ class SwitchSync:
         self._revision = 0
         self._dirty: set[FlowKey] = set()
         self._dirty_groups: set[int] = set()
+        self._full_diff = False
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
@@ -265,11 +266,8 @@ class SwitchSync:
             else:
                 raise TypeError(f"not a Flow or Group: {item!r}")
         with self._cond:
-            self._dirty.update(self._desired.keys() - desired.keys())
-            self._dirty.update(k for k, f in desired.items() if self._desired.get(k) != f)
-            self._dirty_groups.update(self._desired_groups.keys() - groups.keys())
-            self._dirty_groups.update(g for g, v in groups.items() if self._desired_groups.get(g) != v)
             self._desired, self._desired_groups = desired, groups
+            self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
             self._changed(revision)
 
     def _changed(self, revision: int) -> None:
@@ -493,7 +491,7 @@ class SwitchSync:
             return "resync"
         if not self._synced:
             return "resync"
-        if self._dirty or self._dirty_groups or self._realized < self._revision:
+        if self._dirty or self._dirty_groups or self._full_diff or self._realized < self._revision:
             return "push"
         return None
 
@@ -518,6 +516,7 @@ class SwitchSync:
             revision, version = self._revision, self._desired_version
             self._dirty.clear()
             self._dirty_groups.clear()
+            self._full_diff = False
         ops = self._ops(desired, groups, snap.flows, snap.groups, desired.keys() | snap.flows.keys(),
                         groups.keys() | snap.groups.keys())
         ops[2][:0] = [self._raw_flow_delete(e) for e in snap.raw_flows]  # before an ADD of the same key
@@ -561,6 +560,10 @@ class SwitchSync:
         with self._cond:
             keys, gkeys = self._dirty, self._dirty_groups
             self._dirty, self._dirty_groups = set(), set()
+            if self._full_diff:
+                keys |= self._desired.keys() | self._installed.keys()
+                gkeys |= self._desired_groups.keys() | self._installed_groups.keys()
+                self._full_diff = False
             desired = {k: self._desired[k] for k in keys if k in self._desired}
             groups = {g: self._desired_groups[g] for g in gkeys if g in self._desired_groups}
             revision, version = self._revision, self._desired_version
@@ -626,16 +629,18 @@ class SwitchSync:
         g_add.sort(key=lambda op: _refers_to_groups(op.item))
         f_del: list[_Op] = []
         f_add: list[_Op] = []
+        flow_mod = ofp.OFPT_FLOW_MOD
         for k in keys:
             fwant, fhave = desired.get(k), inst.get(k)
-            if fwant == fhave:
-                continue
-            if fwant is None:
-                assert fhave is not None
-                f_del.append(_Op(encode.DELETE, fhave, ofp.OFPT_FLOW_MOD, self._delete_body(fhave)))
-            else:  # new, or replacing an entry with the same match+priority (ADD replaces, new cookie)
-                # body encoded while sending (b""): encoding overlaps with the switch parsing earlier chunks
-                f_add.append(_Op(encode.ADD, fwant, ofp.OFPT_FLOW_MOD, b""))
+            if fhave is None:
+                if fwant is not None:
+                    # body encoded while sending (b""): overlaps with the switch parsing earlier chunks
+                    f_add.append(_Op(encode.ADD, fwant, flow_mod, b""))
+            elif fwant is None:
+                f_del.append(_Op(encode.DELETE, fhave, flow_mod, self._delete_body(fhave)))
+            elif fwant is not fhave and fwant != fhave:
+                # same match+priority, other actions or cookie: ADD replaces (MODIFY would keep the cookie)
+                f_add.append(_Op(encode.ADD, fwant, flow_mod, b""))
         return [g_add, g_mod, f_del, f_add, g_del]
 
     def _delete_body(self, flow: Flow) -> bytes:

@@ -368,6 +368,21 @@ def test_apply_deltas_one_bundle_each(ofapp: OFApp, sw: Switch) -> None:
     assert eng.wait_realized(65, 10)
     assert eng.stats.bundles_sent - before <= 50
     assert eng.verify().clean
+    # a full replace while in sync sends only the difference: 3 flows dropped, 1 changed, 1 group dropped
+    current = sorted(eng.desired(), key=repr)
+    flows = [f for f in current if isinstance(f, Flow)]
+    changed = Flow(flows[3].stage, flows[3].priority, flows[3].match, [], flows[3].cookie)
+    vip = next(g for g in current if isinstance(g, Group) and g.group_id == 0x10000)
+    users = [f for f in flows if A.GroupAction(vip.group_id) in f.actions]
+    keep = [x for x in current if x not in flows[:4] and x is not vip and x not in users] + [changed]
+    st = eng.stats
+    eng.replace_desired(keep, 100)
+    assert eng.wait_realized(100, 10)
+    st2 = eng.stats
+    assert st2.bundles_sent - st.bundles_sent == 1
+    assert st2.flow_mods_sent - st.flow_mods_sent == 3 + 1 + len(users)
+    assert st2.group_mods_sent - st.group_mods_sent == 1
+    assert eng.verify().clean and eng.installed() == frozenset(keep)
 
 
 def test_vswitchd_restart_reinstalls_everything(ofapp: OFApp, sw: Switch) -> None:
