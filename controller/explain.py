@@ -1,0 +1,280 @@
+"""Explain: can port X reach Y (a port or an IP) on tcp/22, and what decides it?
+
+The answer comes from the model first: an ordered list of deciders, each a function of the query that
+allows, denies, or has nothing to say (port and network state, reachability through the graph of
+networks and routers, security groups). The first denial decides; the allowances say why it passes.
+Later features (security group rules, firewall rules, routes) add deciders to CHECKS. The model's answer
+is then confirmed by tracing the real packet (headers built from the model) through the compiled flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import netaddr
+import networkx as nx
+
+from controller import convert
+from controller.trace import TraceResult, trace
+from topology import errors
+from topology.errors import ApiError
+from topology.model import Topology
+from topology.records import Port
+
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "any": None}
+#: graph nodes that carry traffic between networks (routers and their interfaces, when they exist)
+L3_KINDS = ("network", "router")
+
+
+@dataclass(frozen=True)
+class Decider:
+    """One thing that allows or denies the traffic: kind, the object (resource name) and why."""
+
+    kind: str  # port_state, network, isolation, tenant, route, address, security_group
+    allows: bool
+    description: str
+    resource: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "allows": self.allows, "description": self.description,
+                "resource": self.resource}
+
+
+@dataclass
+class Explanation:
+    allowed: bool
+    verdict: str
+    deciders: list[Decider]
+    source: str
+    destination: str
+    protocol: str
+    port: int | None
+    trace: TraceResult | None = None
+    confirmed: bool | None = None  # does the trace agree with the model (None: no trace)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, with_trace: bool = True) -> dict[str, Any]:
+        return {"allowed": self.allowed, "verdict": self.verdict, "source": self.source,
+                "destination": self.destination, "protocol": self.protocol, "port": self.port,
+                "deciders": [d.to_dict() for d in self.deciders], "confirmed": self.confirmed,
+                "notes": list(self.notes),
+                "trace": self.trace.to_dict() if self.trace is not None and with_trace else None}
+
+    def format(self, with_trace: bool = True) -> str:
+        what = self.protocol + (f"/{self.port}" if self.port else "")
+        lines = [f"{self.source} -> {self.destination} ({what}): {'ALLOWED' if self.allowed else 'DENIED'}",
+                 f"  {self.verdict}"]
+        for d in self.deciders:
+            lines.append(f"  {'allows' if d.allows else 'DENIES'}  [{d.kind}] {d.description}"
+                         + (f" ({d.resource})" if d.resource else ""))
+        for n in self.notes:
+            lines.append(f"  note: {n}")
+        if self.trace is not None:
+            agree = {True: "confirms", False: "CONTRADICTS", None: "cannot confirm"}[self.confirmed]
+            lines.append(f"  trace {agree}: {self.trace.verdict}")
+            if with_trace:
+                lines += ["", self.trace.format()]
+        return "\n".join(lines)
+
+
+@dataclass
+class Query:
+    """What is asked, resolved against the model. `visible(tenant)` says whether the asker may learn about
+    another tenant's objects (an admin may; a tenant sees its own)."""
+
+    topo: Topology
+    src: Port
+    dst: Port | None
+    dst_ip: str | None
+    protocol: str
+    port: int | None
+    visible: Callable[[str], bool]
+
+
+Check = Callable[[Query], list[Decider]]
+
+
+def _net_name(ident: str) -> str:
+    return convert.name_of("network", ident)
+
+
+def check_port_state(q: Query) -> list[Decider]:
+    """Administratively down ports or networks carry nothing; an unbound port is nowhere."""
+    out = []
+    for role, p in (("source", q.src), ("destination", q.dst)):
+        if p is None:
+            continue
+        net = q.topo.networks.get(p.network_id)
+        name = convert.name_of("port", p.id)
+        if not p.admin_state_up:
+            out.append(Decider("port_state", False, f"the {role} port {name} is administratively down", name))
+        elif net is not None and not net.admin_state_up:
+            out.append(Decider("port_state", False, f"the {role}'s network {_net_name(net.id)} is "
+                               "administratively down", _net_name(net.id)))
+        elif not p.binding_chassis:
+            out.append(Decider("port_state", False, f"the {role} port {name} is not bound to any chassis", name))
+    return out
+
+
+def check_reachability(q: Query) -> list[Decider]:
+    """Same network: L2. Otherwise a path of routers through the graph must join the networks (isolation
+    boundary if none); an IP must be in one of the source network's subnets or routed (none yet)."""
+    topo, src = q.topo, q.src
+    src_net = src.network_id
+    if q.dst is None:
+        assert q.dst_ip is not None
+        ip = netaddr.IPAddress(q.dst_ip)
+        subnets = [s for s in topo.subnets_of(src_net) if ip in netaddr.IPNetwork(s.cidr)]
+        out = []
+        elsewhere = [p for sid, owners in topo.ip_owner.items() for n, pid in owners.items()
+                     if n == int(ip) and (p := topo.ports.get(pid)) is not None and p.network_id != src_net
+                     and q.visible(p.tenant)]
+        if not subnets:
+            out.append(Decider("route", False, f"{q.dst_ip} is outside every subnet of {_net_name(src_net)} and "
+                               "no router routes it (routers do not exist yet)", _net_name(src_net)))
+        else:
+            out.append(Decider("address", False, f"no port of {_net_name(src_net)} has {q.dst_ip}: ARP for it "
+                               "is not answered and nothing receives it", convert.name_of("subnet", subnets[0].id)))
+        for p in elsewhere:
+            out.append(Decider("isolation", False, f"{q.dst_ip} is {convert.name_of('port', p.id)} in "
+                               f"{_net_name(p.network_id)}, a separate address space: networks "
+                               f"{src_net} and {p.network_id} are not connected", _net_name(p.network_id)))
+        return out
+    dst = q.dst
+    if dst.network_id == src_net:
+        return [Decider("network", True, f"same network {src_net}", _net_name(src_net))]
+    out = []
+    if not _l3_connected(topo, src_net, dst.network_id):
+        out.append(Decider("isolation", False, f"networks {src_net} and {dst.network_id} are not connected: "
+                           "no router joins them", _net_name(dst.network_id)))
+    if src.tenant != dst.tenant:
+        out.append(Decider("tenant", False, f"different tenants: {src.tenant} and {dst.tenant}; a tenant's "
+                           "networks are isolated from another's", ""))
+    return out
+
+
+def _l3_connected(topo: Topology, a: str, b: str) -> bool:
+    g = topo.graph
+    nodes = [n for n in g if n[0] in L3_KINDS]
+    sub = g.subgraph(nodes)
+    na, nb = ("network", a), ("network", b)
+    return na in sub and nb in sub and nx.has_path(sub, na, nb)
+
+
+def check_security_groups(q: Query) -> list[Decider]:
+    """Not enforced yet: says so (security group rules become deciders here)."""
+    return [Decider("security_group", True, "no security group enforcement yet: security groups and port "
+                    "security are stored, not enforced")]
+
+
+#: in order; the first denial decides
+CHECKS: tuple[Check, ...] = (check_port_state, check_reachability, check_security_groups)
+
+
+def explain(dataplane: Any, topology: Topology | None, source_port: str, destination: str,
+            protocol: str = "tcp", port: int | None = None,
+            visible: Callable[[str], bool] = lambda _tenant: True, with_trace: bool = True) -> Explanation:
+    """Allowed or denied, and what decides it, for traffic from logical port `source_port` to
+    `destination` (a port id or an IP address) on `protocol` ("tcp", "udp", "icmp", "any") and `port`.
+
+    `topology` defaults to the dataplane's model (read under its lock). Raises ApiError for unknown ports,
+    bad IPs or protocols; the caller authorizes (a tenant may ask about its own ports only).
+    """
+    if protocol not in PROTOCOLS:
+        raise errors.invalid("protocol", f"must be one of {', '.join(PROTOCOLS)}")
+    if port is not None and not (protocol in ("tcp", "udp") and 0 < port < 65536):
+        raise errors.invalid("port", "a port number (1..65535) goes with tcp or udp only")
+    lock = dataplane.state.lock if dataplane is not None else _NoLock()
+    with lock:
+        topo = topology if topology is not None else dataplane.state.topology
+        q = _query(topo, source_port, destination, protocol, port, visible)
+        deciders = [d for check in CHECKS for d in check(q)]
+    denied = [d for d in deciders if not d.allows]
+    allowed = not denied
+    dst_name = convert.name_of("port", q.dst.id) if q.dst is not None else str(q.dst_ip)
+    if allowed:
+        reasons = [d.description for d in deciders if d.allows and d.kind != "security_group"]
+        verdict = "allowed, " + ("; ".join(reasons) if reasons else "nothing stops it")
+    else:
+        verdict = "denied: " + "; ".join(d.description for d in denied)
+    exp = Explanation(allowed, verdict, deciders, convert.name_of("port", q.src.id), dst_name, protocol, port)
+    if with_trace and dataplane is not None:
+        _confirm(dataplane, q, exp)
+    return exp
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _query(topo: Topology, source_port: str, destination: str, protocol: str, port: int | None,
+           visible: Callable[[str], bool]) -> Query:
+    src = topo.ports.get(source_port)
+    if src is None or not visible(src.tenant):
+        raise errors.not_found("port", source_port)
+    dst: Port | None = None
+    dst_ip: str | None = None
+    try:
+        dst_ip = str(netaddr.IPAddress(destination, flags=netaddr.INET_PTON))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        dst_ip = None
+    if dst_ip is None:
+        ident = destination.removeprefix("ports/")
+        dst = topo.ports.get(ident)
+        if dst is None or not visible(dst.tenant):
+            raise errors.not_found("port", ident)
+    else:
+        # an address of the source's own network is that port: decide by it
+        ip = netaddr.IPAddress(dst_ip)
+        for s in topo.subnets_of(src.network_id):
+            pid = topo.ip_owner.get(s.id, {}).get(int(ip))
+            if pid is not None and pid in topo.ports:
+                dst = topo.ports[pid]
+                break
+    return Query(topo, src, dst, dst_ip, protocol, port, visible)
+
+
+def _ipv4(p: Port) -> str | None:
+    return next((ip for _, ip in p.fixed_ips if netaddr.IPAddress(ip).version == 4), None)
+
+
+def _confirm(dataplane: Any, q: Query, exp: Explanation) -> None:
+    """Trace the real packet: to the destination port's MAC (the one it would use if it knew it), or an ARP
+    request for an IP no port of the network has."""
+    src, dst = q.src, q.dst
+    headers: dict[str, str | int] = {}
+    src_ip = _ipv4(src)
+    if dst is not None:
+        headers["eth_dst"] = dst.mac
+        dst_ip = q.dst_ip or _ipv4(dst)
+        if dst_ip and src_ip and netaddr.IPAddress(dst_ip).version == 4:
+            headers.update({"ipv4_src": src_ip, "ipv4_dst": dst_ip})
+            proto = PROTOCOLS[q.protocol]
+            if proto is not None:
+                headers["ip_proto"] = proto
+            if q.port is not None:
+                headers[f"{q.protocol}_dst"] = q.port
+                headers[f"{q.protocol}_src"] = 40000
+    elif src_ip and q.dst_ip and netaddr.IPAddress(q.dst_ip).version == 4:
+        headers.update({"eth_dst": "ff:ff:ff:ff:ff:ff", "arp_op": 1, "arp_spa": src_ip, "arp_tpa": q.dst_ip,
+                        "arp_sha": src.mac, "arp_tha": "00:00:00:00:00:00"})
+    else:
+        exp.notes.append("no trace: the source has no IPv4 address")
+        return
+    try:
+        result = trace(dataplane, port_id=src.id, headers=headers)
+    except ApiError as err:
+        exp.notes.append(f"no trace: {err.message}")
+        return
+    exp.trace = result
+    if dst is not None:
+        delivered = any(port == convert.name_of("port", dst.id) for port, _ in result.delivered_to)
+    else:
+        delivered = any(o.kind == "in_port" for h in result.hops for o in h.outputs)  # someone answered ARP
+    exp.confirmed = delivered == exp.allowed
