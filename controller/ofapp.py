@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 _REPLY_EVENTS = [ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg, ofp_event.EventOFPFlowStatsReply,
                  ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventONFBundleCtrlMsg]
 
+#: OpenFlow 1.3 packet-in reason codes, named for metrics
+PACKET_IN_REASONS = {ofproto_v1_3.OFPR_NO_MATCH: "no_match", ofproto_v1_3.OFPR_ACTION: "action",
+                     ofproto_v1_3.OFPR_INVALID_TTL: "invalid_ttl"}
+
 
 def _wake_sender_on_eof() -> None:
     """Make os-ken notice a closed connection.
@@ -124,6 +128,7 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.registry = DatapathRegistry()
         self.sync = SyncManager()
         self.packet_ins: dict[int, int] = {}  # datapath id -> count (nothing we compile sends any yet)
+        self.packet_ins_by_reason: dict[tuple[int, str], int] = {}  # (datapath id, reason name) -> count
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
     def on_features(self, ev: Any) -> None:
@@ -148,6 +153,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
     def on_packet_in(self, ev: Any) -> None:
         dpid = ev.msg.datapath.id
         self.packet_ins[dpid] = self.packet_ins.get(dpid, 0) + 1
+        key = (dpid, PACKET_IN_REASONS.get(ev.msg.reason, str(ev.msg.reason)))
+        self.packet_ins_by_reason[key] = self.packet_ins_by_reason.get(key, 0) + 1
 
     @set_ev_cls(_REPLY_EVENTS, MAIN_DISPATCHER)  # type: ignore[misc]
     def on_reply(self, ev: Any) -> None:
