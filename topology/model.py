@@ -13,7 +13,17 @@ import netaddr
 import networkx as nx
 
 from topology.allocator import RangeAllocator
-from topology.records import Chassis, Network, Port, Record, Subnet
+from topology.records import (
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
+    Chassis,
+    FloatingIp,
+    Network,
+    Port,
+    Record,
+    Router,
+    Subnet,
+)
 
 # Bytes an overlay adds to a tenant frame on an IPv4 underlay (outer IP 20 + UDP/GRE/Geneve headers),
 # the same accounting as Neutron: a 1500-byte underlay leaves 1450 for VXLAN.
@@ -51,6 +61,8 @@ class Topology:
         self.subnets: dict[str, Subnet] = {}
         self.ports: dict[str, Port] = {}
         self.chassis: dict[str, Chassis] = {}
+        self.routers: dict[str, Router] = {}
+        self.floatingips: dict[str, FloatingIp] = {}
         self.graph = nx.Graph()
         self.macs: dict[str, str] = {}  # MAC -> port id
         self.ipam: dict[str, RangeAllocator] = {}  # subnet id -> pools allocator (ints)
@@ -60,6 +72,8 @@ class Topology:
         # network id -> chassis id -> number of its ports that are up and bound there (for "which chassis
         # host this network" in O(chassis), not O(ports))
         self.bound: dict[str, dict[str, int]] = {}
+        # network id -> router id -> number of its interfaces on the network
+        self.network_routers: dict[str, dict[str, int]] = {}
         # dataplane keys (see flows/pipeline.py's register map): datapath keys fit a 24-bit VNI
         self.datapath_keys = RangeAllocator([(1, (1 << 24) - 1)])
         self.port_keys = RangeAllocator([(1, (1 << 31) - 1)])
@@ -68,13 +82,16 @@ class Topology:
 
     def table(self, kind: str) -> dict[str, Record]:
         return {"network": self.networks, "subnet": self.subnets, "port": self.ports,
-                "chassis": self.chassis}[kind]  # type: ignore[return-value]
+                "chassis": self.chassis, "router": self.routers,
+                "floating_ip": self.floatingips}[kind]  # type: ignore[return-value]
 
     def all_records(self) -> Iterator[Record]:
         yield from self.chassis.values()
         yield from self.networks.values()
+        yield from self.routers.values()
         yield from self.subnets.values()
         yield from self.ports.values()
+        yield from self.floatingips.values()
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -102,6 +119,17 @@ class Topology:
         if node not in self.graph:
             return []
         return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
+
+    def router_ports(self, router_id: str) -> list[Port]:
+        """The router's interface and gateway ports."""
+        node = ("router", router_id)
+        if node not in self.graph:
+            return []
+        return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
+
+    def routers_of(self, network_id: str) -> set[str]:
+        """Routers with an interface on the network."""
+        return set(self.network_routers.get(network_id, ()))
 
     def ports_with_ip_in(self, subnet_id: str) -> list[Port]:
         return sorted({self.ports[pid] for pid in self.ip_owner.get(subnet_id, {}).values()}, key=lambda p: p.id)
@@ -132,7 +160,7 @@ class Topology:
 
     def load(self, records: Iterable[Record], revision: int) -> None:
         """Rebuild from stored records (chassis and networks first, then subnets, then ports)."""
-        order = {"chassis": 0, "network": 1, "subnet": 2, "port": 3}
+        order = {"chassis": 0, "network": 1, "router": 2, "subnet": 3, "port": 4, "floating_ip": 5}
         self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
 
     @staticmethod
@@ -145,6 +173,13 @@ class Topology:
             if rec.binding_chassis:
                 out.append(("chassis", rec.binding_chassis))
             out += [("securityGroup", sg) for sg in rec.security_groups]
+            if rec.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY) and rec.device_id:
+                out.append(("router", rec.device_id))
+            return out
+        if isinstance(rec, FloatingIp):
+            out = [("network", rec.network_id)]
+            if rec.port_id:
+                out.append(("port", rec.port_id))
             return out
         return []
 
@@ -158,6 +193,8 @@ class Topology:
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).add(rec.segment_id)
             self.datapath_keys.add(rec.key)
+        elif isinstance(rec, Router):
+            self.datapath_keys.add(rec.key)
         elif isinstance(rec, Subnet):
             self.network_subnets.setdefault(rec.network_id, set()).add(rec.id)
             alloc = RangeAllocator(_pool_ranges(rec))
@@ -169,6 +206,9 @@ class Topology:
             if rec.binding_chassis and rec.admin_state_up:
                 counts = self.bound.setdefault(rec.network_id, {})
                 counts[rec.binding_chassis] = counts.get(rec.binding_chassis, 0) + 1
+            if rec.device_owner == OWNER_ROUTER_INTERFACE and rec.device_id:
+                routers = self.network_routers.setdefault(rec.network_id, {})
+                routers[rec.device_id] = routers.get(rec.device_id, 0) + 1
             self.macs[rec.mac] = rec.id
             for sid, addr in rec.fixed_ips:
                 n = int(netaddr.IPAddress(addr))
@@ -189,6 +229,8 @@ class Topology:
             if rec.segment_id is not None:
                 self.segment_allocator(rec.segment_type, rec.physical_network).remove(rec.segment_id)
             self.datapath_keys.remove(rec.key)
+        elif isinstance(rec, Router):
+            self.datapath_keys.remove(rec.key)
         elif isinstance(rec, Subnet):
             self.ipam.pop(rec.id, None)
             self.network_subnets.get(rec.network_id, set()).discard(rec.id)
@@ -201,6 +243,13 @@ class Topology:
                     del counts[rec.binding_chassis]
                 if not counts:
                     del self.bound[rec.network_id]
+            if rec.device_owner == OWNER_ROUTER_INTERFACE and rec.device_id:
+                routers = self.network_routers[rec.network_id]
+                routers[rec.device_id] -= 1
+                if not routers[rec.device_id]:
+                    del routers[rec.device_id]
+                if not routers:
+                    del self.network_routers[rec.network_id]
             if self.macs.get(rec.mac) == rec.id:
                 del self.macs[rec.mac]
             for sid, addr in rec.fixed_ips:

@@ -91,8 +91,51 @@ class Chassis:
         return ""  # chassis belong to the operator
 
 
-Record = Network | Subnet | Port | Chassis
-RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis)}
+# device_owner values of ports the controller makes for routers and floating IPs (Neutron's names)
+OWNER_ROUTER_INTERFACE = "network:router_interface"  # device_id = router id; holds the subnet's gateway IP
+OWNER_ROUTER_GATEWAY = "network:router_gateway"      # device_id = router id; on the external network
+OWNER_FLOATING_IP = "network:floatingip"             # device_id = floating IP id; reserves its address
+
+
+@dataclass(frozen=True)
+class Router:
+    """A distributed router: its own routing domain (datapath key). Interfaces are ports with
+    device_owner OWNER_ROUTER_INTERFACE; the external gateway is a port OWNER_ROUTER_GATEWAY."""
+
+    KIND: ClassVar[str] = "router"
+    id: str
+    tenant: str
+    display_name: str = ""
+    admin_state_up: bool = True
+    gateway_network_id: str = ""  # an external network, or "" (no gateway)
+    enable_snat: bool = True
+    routes: tuple[tuple[str, str], ...] = ()  # static routes: (destination CIDR, nexthop)
+    key: int = 0  # datapath key, from the same space as networks' keys
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class FloatingIp:
+    """An address of an external network, reserved by a port OWNER_FLOATING_IP, translated to and from a
+    fixed IP of an associated port through the router that joins that port's subnet to the external net."""
+
+    KIND: ClassVar[str] = "floating_ip"
+    id: str
+    tenant: str
+    network_id: str  # the external network
+    address: str
+    port_id: str = ""    # associated port, or ""
+    fixed_ip: str = ""   # which of its fixed IPs
+    router_id: str = ""  # derived when associated
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+Record = Network | Subnet | Port | Chassis | Router | FloatingIp
+RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis, Router, FloatingIp)}
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 

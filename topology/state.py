@@ -56,6 +56,8 @@ class State:
         self._cv = threading.Condition(threading.Lock())  # guards _queue, _committing, _Pending.done
         self._committing = False
         self.closed = False
+        #: called after each durable transaction with (seconds, writes in it), by the committing thread
+        self.on_commit: Callable[[float, int], None] | None = None
 
     @property
     def revision(self) -> int:
@@ -120,6 +122,7 @@ class State:
             batch, self._queue = self._queue, []
             self._committing = True
         error: BaseException | None = None
+        t0 = time.monotonic()
         try:
             self.store.commit_many([(p.revision, p.changes) for p in batch])
         except BaseException as err:  # noqa: BLE001 - every write of the batch gets it
@@ -137,6 +140,12 @@ class State:
             with self.changed:
                 self.durable_revision = batch[-1].revision
                 self.changed.notify_all()
+            hook = self.on_commit
+            if hook is not None:
+                try:
+                    hook(time.monotonic() - t0, len(batch))
+                except Exception:  # noqa: BLE001 - the writes are durable; a metrics hook must not fail them
+                    log.exception("on_commit hook failed")
 
     def _recover(self, batch: list[_Pending]) -> list[_Pending]:
         """After a failed commit: drop every write not yet durable and reload what the store holds."""
