@@ -73,9 +73,10 @@ class Explanation:
             lines.append(f"  note: {n}")
         if self.trace is not None:
             agree = {True: "confirms", False: "CONTRADICTS", None: "cannot confirm"}[self.confirmed]
-            lines.append(f"  trace {agree}: {self.trace.verdict}")
             if with_trace:
-                lines += ["", self.trace.format()]
+                lines += [f"  trace {agree}: {self.trace.verdict}", "", self.trace.format()]
+            else:
+                lines.append(f"  the traced packet {agree} it")
         return "\n".join(lines)
 
 
