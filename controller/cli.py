@@ -51,6 +51,8 @@ from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, E
                                    event_line, group_name, positive, print_many, print_one, rpc_error_line,
                                    usage_error)
 from proto.sdn.v1 import dataplane_pb2 as dpb
+from proto.sdn.v1 import debug_pb2 as dbg
+from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
@@ -72,6 +74,7 @@ class Client:
         self.channel = grpc.insecure_channel(endpoint)
         self.stub = pb_grpc.TopologyServiceStub(self.channel)
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
+        self.debug = dbg_grpc.DebugServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
 
     validate_only = False  # set from --validate-only: writes become dry runs that print their plan
@@ -349,6 +352,61 @@ def flow_dump(c: Client, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1}
+
+
+def flow_trace(c: Client, a: argparse.Namespace) -> int:
+    """Where a packet from a port goes, table by table and chassis by chassis (ovn-trace shaped)."""
+    headers = dict(a.headers or [])
+    if a.eth_dst:
+        headers["eth_dst"] = a.eth_dst
+    if a.ip_dst:
+        headers["ipv4_dst"] = a.ip_dst
+    if a.proto:
+        headers["ip_proto"] = str(PROTO_NUMBERS[a.proto])
+    if a.dst_port_number:
+        if a.proto == "icmp":
+            raise usage_error("--dst-port-number goes with --proto tcp or udp")
+        headers[f"{a.proto or 'tcp'}_dst"] = str(a.dst_port_number)
+        headers.setdefault("ip_proto", str(PROTO_NUMBERS[a.proto or "tcp"]))
+    if not a.port and not (a.chassis and a.in_port):
+        raise usage_error("give --port PORT, or --chassis CHASSIS and --in-port N")
+    req = dbg.TraceRequest(port=c.resolve("port", a.port).name if a.port else "",
+                           chassis=chassis_name(a.chassis) if a.chassis else "", in_port=a.in_port or 0,
+                           headers=headers, destination_port=c.resolve("port", a.dst_port).name if a.dst_port else "",
+                           source=dbg.TraceRequest.INSTALLED if a.installed else dbg.TraceRequest.DESIRED)
+    resp = (c.debug.DiffTrace if a.diff else c.debug.Trace)(req, metadata=c.md, timeout=c.timeout)
+    if a.format == "json":
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True), indent=2))
+    elif a.format == "value":
+        print(resp.installed.verdict if a.diff else resp.verdict)
+    else:
+        print(resp.text)
+    return EXIT_OK
+
+
+def explain(c: Client, a: argparse.Namespace) -> int:
+    """Can SRC reach DST (a port or an IP) on PROTO/PORT, and what decides it."""
+    src = c.resolve("port", a.src).name
+    dst = a.dst
+    if not re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]*:[0-9a-fA-F:.]*", dst):
+        dst = c.resolve("port", dst).name
+    resp = c.debug.Explain(dbg.ExplainRequest(source_port=src, destination=dst, protocol=a.proto,
+                                              port=a.port or 0), metadata=c.md, timeout=c.timeout)
+    if a.format == "json":
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True,
+                                       always_print_fields_with_no_presence=True), indent=2))
+    elif a.format == "value":
+        print("allowed" if resp.allowed else "denied")
+    else:
+        print(resp.text)
+    return EXIT_OK
+
+
 def chassis_status(c: Client, a: argparse.Namespace) -> int:
     resp = c.dataplane.ListChassisStatus(dpb.ListChassisStatusRequest(), metadata=c.md, timeout=c.timeout)
     rows = [{"chassis": s.chassis, "connected": s.connected, "ovsdb_ready": s.ovsdb_ready,
@@ -379,6 +437,13 @@ def wait_realized(c: Client, a: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parser
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    return name.strip(), value.strip()
 
 
 class Parser(argparse.ArgumentParser):
@@ -536,6 +601,29 @@ def build_parser() -> Parser:
     p.add_argument("--port", help="only flows owned by or matching on this port")
     p.add_argument("--desired", action="store_true",
                    help="what the controller wants (no counters) instead of what the switch holds")
+    p = _command(fs, "trace", flow_trace, out="self",
+                 help="a packet's path through the flows, chassis by chassis (admin)")
+    p.add_argument("--port", metavar="PORT", help="the source logical port")
+    p.add_argument("--chassis", metavar="CHASSIS", help="or a chassis and --in-port")
+    p.add_argument("--in-port", type=positive, metavar="OFPORT")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dst-port", metavar="PORT", help="to this port (its MAC, and its IP for IP packets)")
+    g.add_argument("--eth-dst", metavar="MAC")
+    p.add_argument("--ip-dst", metavar="IP")
+    p.add_argument("--proto", choices=list(PROTO_NUMBERS))
+    p.add_argument("--dst-port-number", type=positive, metavar="N", help="tcp/udp destination port")
+    p.add_argument("--header", dest="headers", action="append", type=_header, metavar="FIELD=VALUE",
+                   help="any other packet field, e.g. arp_tpa=10.0.0.5 (repeatable)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--installed", action="store_true", help="walk the flows installed on the switches now")
+    g.add_argument("--diff", action="store_true",
+                   help="desired vs installed flows: where they diverge, with the switch's ofproto/trace")
+    p = _command(sub, "explain", explain, out="self",
+                 help="can SRC reach DST (a port or an IP), and what decides it")
+    p.add_argument("src", metavar="SRC", help="source port")
+    p.add_argument("dst", metavar="DST", help="destination port or IP address")
+    p.add_argument("--proto", default="tcp", choices=["tcp", "udp", "icmp", "any"])
+    p.add_argument("--port", type=positive, metavar="N", help="tcp/udp destination port")
     p = _command(sub, "wait-realized", wait_realized, out="self",
                  help="wait until the switches realize a revision (default: the current one)")
     p.add_argument("--revision", type=positive, default=0, metavar="N")
