@@ -26,7 +26,7 @@ _BACK = Output(IN_PORT)
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     net = view.topo.networks.get(port.network_id)
-    if net is None or not view.located(port) or not view.hosts(chassis_id, net.id):
+    if net is None or not view.present(port) or not view.hosts(chassis_id, net.id):
         return []
     return list(_responder(port, net.key, port.binding_chassis == chassis_id))
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import arp, classify, defaults, egress, l2
+from apps import arp, classify, defaults, egress, l2, l3
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group
 from topology.model import Change, Topology
+from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE
 
 Item = Flow | Group
 Unit = tuple[str, str]
@@ -28,6 +29,9 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     kind, ident = unit
     if kind == "pipeline":
         return frozenset(defaults.chassis_flows()) if chassis_id in view.topo.chassis else frozenset()
+    if kind == "router":
+        router = view.topo.routers.get(ident)
+        return frozenset(l3.router_flows(view, chassis_id, router)) if router is not None else frozenset()
     if kind == "network":
         net = view.topo.networks.get(ident)
         if net is None or not net.admin_state_up:
@@ -37,11 +41,13 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     if port is None:
         return frozenset()
     return frozenset([*classify.port_flows(view, chassis_id, port), *arp.port_flows(view, chassis_id, port),
-                      *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port)])
+                      *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port),
+                      *l3.port_flows(view, chassis_id, port)])
 
 
 def all_units(topo: Topology) -> list[Unit]:
-    return [PIPELINE, *(("network", n) for n in topo.networks), *(("port", p) for p in topo.ports)]
+    return [PIPELINE, *(("network", n) for n in topo.networks), *(("router", r) for r in topo.routers),
+            *(("port", p) for p in topo.ports)]
 
 
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
@@ -95,7 +101,9 @@ class Compiler:
     def on_changes(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:
         """Recompile what a model write can reach; returns the per-chassis difference."""
         changes = list(changes)
-        if any(kind == "chassis" for kind, *_ in changes):
+        # chassis records and router topology (routers, their interfaces) change what many units look
+        # like at once; they are rare: recompile everything
+        if any(kind in ("chassis", "router") or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
             return self.rebuild(topo)
         view = self.view(topo)
         nets: set[str] = set()
@@ -107,6 +115,8 @@ class Compiler:
             elif kind == "network":
                 nets.add(ident)
                 ports.update(p.id for p in topo.ports_of(ident))
+        # distributed routing: a chassis hosting one network of a routed component hosts them all
+        nets = set().union(*(view.component(n) for n in nets)) if nets else set()
         dirty: dict[str, set[Unit]] = {}
         for n in nets:
             before = self.hosting.get(n, frozenset())
@@ -117,6 +127,7 @@ class Compiler:
                 self.hosting.pop(n, None)
             for ch in before | after:
                 dirty.setdefault(ch, set()).add(("network", n))
+                dirty[ch].update(("router", r) for r in topo.routers_of(n))
             # a chassis that starts or stops hosting the network needs (or drops) all of its ports' flows
             for ch in before ^ after:
                 dirty[ch].update(("port", p.id) for p in topo.ports_of(n))
@@ -184,6 +195,10 @@ class Compiler:
         delta.add -= both
         delta.remove -= both
         return delta
+
+
+def _routerish(rec: object) -> bool:
+    return getattr(rec, "device_owner", "") in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)
 
 
 def desired_from_scratch(topo: Topology, runtime: Mapping[str, ChassisRuntime], chassis_id: str) -> frozenset[Item]:

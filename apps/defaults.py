@@ -4,7 +4,7 @@ claim. Security groups (acl_*) and port security replace these pass-throughs whe
 from __future__ import annotations
 
 from apps import ids
-from flows.actions import Goto
+from flows.actions import Goto, Resubmit
 from flows.flow import Flow
 from flows.pipeline import DEFAULT
 
@@ -16,12 +16,15 @@ PASS_THROUGH = {
     "dhcp": "lb",
     "lb": "l2_lookup",
     "acl_ingress": "output",
+    "dnat": "l3_lookup",
 }
-DROP = ("classify", "l2_lookup", "egress_dispatch", "output")
+DROP = ("classify", "l2_lookup", "l3_lookup", "arp_resolve", "egress_dispatch", "output")
 
 
 def chassis_flows() -> list[Flow]:
     c = ids.cookie(ids.DEFAULTS, OWNER)
     out = [Flow(stage, DEFAULT, actions=(Goto(nxt),), cookie=c) for stage, nxt in PASS_THROUGH.items()]
     out += [Flow(stage, DEFAULT, cookie=c) for stage in DROP]  # no actions: drop, visibly in dumps
+    # routed packets (DATAPATH now the egress network, eth_dst resolved) go back to switching
+    out.append(Flow("snat", DEFAULT, actions=(Resubmit("l2_lookup"),), cookie=c))
     return out

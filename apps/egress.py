@@ -9,9 +9,9 @@ from functools import lru_cache
 
 from apps import ids
 from apps.view import View
-from flows.actions import Action, Goto, Output, PushVlan, SetField
+from flows.actions import IN_PORT, Action, Goto, Output, PushVlan, SetField
 from flows.flow import Flow
-from flows.pipeline import DST_PORT, FLAGS, FROM_TUNNEL, MATCH, flags_match
+from flows.pipeline import ALLOW_LOOPBACK, DST_PORT, FLAGS, FROM_TUNNEL, HIGH, MATCH, flags_match
 from topology.records import OVERLAY_TYPES, Network, Port
 
 OFPVID_PRESENT = 0x1000
@@ -45,8 +45,12 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     dst = {DST_PORT.field: port.key}
     ofport = view.local_ofport(chassis_id, port)
     if ofport is not None:
+        loop = flags_match(set_=[ALLOW_LOOPBACK])
         return [Flow("egress_dispatch", MATCH, match=dst, actions=(Goto("acl_ingress"),), cookie=c),
-                Flow("output", MATCH, match=dst, actions=(Output(ofport),), cookie=c)]
+                Flow("output", MATCH, match=dst, actions=(Output(ofport),), cookie=c),
+                # a reply made in flows for the port itself (router echo) leaves where it came in
+                Flow("output", HIGH, match={**dst, "in_port": ofport, FLAGS.field: loop},
+                     actions=(Output(IN_PORT),), cookie=c)]
     if port.binding_chassis == chassis_id:
         return []  # bound here but not plugged (yet): nowhere to deliver
     if net.segment_type in OVERLAY_TYPES:

@@ -11,8 +11,9 @@ CLASSIFY = 2
 L2 = 3
 ARP = 4
 EGRESS = 5
+L3 = 6
 
-APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", EGRESS: "egress"}
+APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", EGRESS: "egress", L3: "l3"}
 
 
 def cookie(app: int, owner_id: str) -> Cookie:

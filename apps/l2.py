@@ -13,7 +13,7 @@ from functools import lru_cache
 from apps import ids
 from apps.egress import to_remote, to_uplink
 from apps.view import View
-from flows.actions import Goto, GroupAction, Resubmit, SetField
+from flows.actions import Goto, GroupAction, Resubmit, SetField, WriteMetadata
 from flows.flow import Bucket, Flow, Group
 from flows.pipeline import DST_PORT, FLAGS, FROM_TUNNEL, LOW, MATCH, flags_match
 from topology.records import OVERLAY_TYPES, Network, Port
@@ -23,7 +23,13 @@ MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     net = view.topo.networks.get(port.network_id)
-    if net is None or not view.located(port) or not view.hosts(chassis_id, net.id):
+    if net is None or not view.hosts(chassis_id, net.id):
+        return []
+    if view.distributed(port):  # a router interface: its MAC leads into the router's pipeline
+        router = view.topo.routers[port.device_id]
+        return [Flow("l2_lookup", MATCH, match={"metadata": net.key, "eth_dst": port.mac, "eth_type": 0x0800},
+                     actions=(WriteMetadata(router.key), Goto("dnat")), cookie=ids.cookie(ids.L2, port.id))]
+    if not view.located(port):
         return []
     return list(_lookup(port, net.key))
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from topology.model import Topology
-from topology.records import OVERLAY_TYPES, Chassis, Network, Port
+from topology.records import OVERLAY_TYPES, OWNER_ROUTER_INTERFACE, Chassis, Network, Port
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class View:
         self.topo = topo
         self.runtime = runtime
         self._hosting: dict[str, frozenset[str]] = {}
+        self._component: dict[str, frozenset[str]] = {}
 
     def chassis(self, chassis_id: str) -> Chassis | None:
         return self.topo.chassis.get(chassis_id)
@@ -40,15 +41,57 @@ class View:
         return (port.admin_state_up and net is not None and net.admin_state_up
                 and port.binding_chassis in self.topo.chassis)
 
+    def distributed(self, port: Port) -> bool:
+        """A router interface: present on every chassis that hosts its network (routing is local)."""
+        if port.device_owner != OWNER_ROUTER_INTERFACE:
+            return False
+        router = self.topo.routers.get(port.device_id)
+        net = self.topo.networks.get(port.network_id)
+        return (router is not None and router.admin_state_up and port.admin_state_up
+                and net is not None and net.admin_state_up)
+
+    def present(self, port: Port) -> bool:
+        """Known to the dataplane: located on a chassis, or a distributed router interface."""
+        return self.located(port) or self.distributed(port)
+
+    def component(self, network_id: str) -> frozenset[str]:
+        """The networks joined to this one through routers' interfaces (itself included): a chassis that
+        routes from one of them must be able to deliver into all of them."""
+        got = self._component.get(network_id)
+        if got is None:
+            seen, todo, routers = {network_id}, [network_id], set()
+            while todo:
+                for router_id in self.topo.routers_of(todo.pop()):
+                    if router_id in routers:
+                        continue
+                    routers.add(router_id)
+                    for p in self.topo.router_ports(router_id):
+                        if p.device_owner == OWNER_ROUTER_INTERFACE and p.network_id not in seen:
+                            seen.add(p.network_id)
+                            todo.append(p.network_id)
+            got = frozenset(seen)
+            for n in got:
+                self._component[n] = got
+        return got
+
+    def routers_here(self, chassis_id: str, network_id: str) -> list[str]:
+        """Routers with an interface on the network, if this chassis hosts it."""
+        if not self.hosts(chassis_id, network_id):
+            return []
+        return sorted(self.topo.routers_of(network_id))
+
     def hosting(self, network_id: str) -> frozenset[str]:
-        """Chassis that need the network's flows: those with a located port of it."""
+        """Chassis that need the network's flows: those with a located port of it, or of a network
+        routed to it (distributed routing delivers from the source chassis)."""
         got = self._hosting.get(network_id)
         if got is None:
             net = self.topo.networks.get(network_id)
             if net is None or not net.admin_state_up:
                 got = frozenset()
             else:
-                got = frozenset(c for c in self.topo.bound.get(network_id, {}) if c in self.topo.chassis)
+                got = frozenset(c for n in self.component(network_id)
+                                if (m := self.topo.networks.get(n)) is not None and m.admin_state_up
+                                for c in self.topo.bound.get(n, {}) if c in self.topo.chassis)
             self._hosting[network_id] = got
         return got
 

@@ -1,0 +1,91 @@
+"""Distributed routing: every chassis hosting a network of a router routes its packets locally.
+
+A packet addressed to a router interface MAC enters the router's own datapath (l2 app), then:
+- l3_lookup (DATAPATH = router): longest prefix wins (priority grows with the prefix length; a connected
+  subnet beats a static route of the same length): dec_ttl once, eth_src := the egress interface's MAC,
+  NEXT_HOP := the destination (connected) or the route's next hop, DATAPATH := the egress network;
+  an ICMP echo request to one of the router's own addresses is turned into the reply and routed back;
+- arp_resolve (DATAPATH = egress network): NEXT_HOP -> eth_dst from the model (every port is known);
+- snat (default) resubmits to l2_lookup in the egress network, which delivers like any L2 packet.
+Each router is its own datapath, so two tenants' routers with the same CIDRs never mix.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import netaddr
+
+from apps import ids
+from apps.view import View
+from flows.actions import DecTtl, Goto, Move, Resubmit, SetField, WriteMetadata, load
+from flows.flow import Flow
+from flows.pipeline import ALLOW_LOOPBACK, FLAGS, HIGH, MATCH, NEXT_HOP
+from topology.records import OWNER_ROUTER_INTERFACE, Port, Router
+
+IPV4 = 0x0800
+ICMP = 1
+
+
+def _interfaces(view: View, router: Router) -> list[tuple[Port, str, netaddr.IPNetwork]]:
+    """(port, address, subnet CIDR) of the router's IPv4 interfaces whose network is up."""
+    out = []
+    for port in view.topo.router_ports(router.id):
+        if port.device_owner != OWNER_ROUTER_INTERFACE or not view.distributed(port):
+            continue
+        for subnet_id, ip in port.fixed_ips:
+            subnet = view.topo.subnets.get(subnet_id)
+            if subnet is not None and subnet.ip_version == 4:
+                out.append((port, ip, netaddr.IPNetwork(subnet.cidr)))
+    return out
+
+
+def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
+    if not router.admin_state_up:
+        return []
+    interfaces = _interfaces(view, router)
+    if not any(view.hosts(chassis_id, port.network_id) for port, _ip, _cidr in interfaces):
+        return []
+    c = ids.cookie(ids.L3, router.id)
+    md = {"metadata": router.key, "eth_type": IPV4}
+    out = []
+    for port, ip, cidr in interfaces:
+        net = view.topo.networks[port.network_id]
+        # connected subnet: the destination itself is the next hop
+        out.append(Flow("l3_lookup", MATCH(2 * cidr.prefixlen + 1), match={**md, "ipv4_dst": str(cidr.cidr)},
+                        actions=(DecTtl(), SetField("eth_src", port.mac), Move("ipv4_dst", NEXT_HOP.field, 32),
+                                 WriteMetadata(net.key), Goto("arp_resolve")), cookie=c))
+        # ping the router: answer in flows (swap the addresses, make it a reply, route it back)
+        out.append(Flow("l3_lookup", HIGH, match={**md, "ipv4_dst": ip, "ip_proto": ICMP, "icmpv4_type": 8},
+                        actions=(Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", ip),
+                                 Move(NEXT_HOP.field, "ipv4_dst", 32), SetField("icmpv4_type", 0),
+                                 load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit),
+                                 Resubmit("l3_lookup")), cookie=c))
+    for dest, nexthop in router.routes:
+        via = next(((port, cidr) for port, _ip, cidr in interfaces if netaddr.IPAddress(nexthop) in cidr), None)
+        if via is None:
+            continue  # its next hop is on no interface (yet): unusable
+        port, _cidr = via
+        net = view.topo.networks[port.network_id]
+        prefix = netaddr.IPNetwork(dest)
+        out.append(Flow("l3_lookup", MATCH(2 * prefix.prefixlen), match={**md, "ipv4_dst": str(prefix.cidr)},
+                        actions=(DecTtl(), SetField("eth_src", port.mac),
+                                 SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))),
+                                 WriteMetadata(net.key), Goto("arp_resolve")), cookie=c))
+    return out
+
+
+def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
+    """arp_resolve for a port's addresses, on chassis that route into its network."""
+    net = view.topo.networks.get(port.network_id)
+    if net is None or not view.located(port) or not view.routers_here(chassis_id, net.id):
+        return []
+    return list(_resolve(port, net.key))
+
+
+@lru_cache(maxsize=1 << 16)
+def _resolve(port: Port, net_key: int) -> tuple[Flow, ...]:
+    c = ids.cookie(ids.L3, port.id)
+    return tuple(Flow("arp_resolve", MATCH, match={"metadata": net_key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
+                      actions=(SetField("eth_dst", port.mac), Goto("snat")), cookie=c)
+                 for _subnet, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4)
