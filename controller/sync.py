@@ -89,6 +89,8 @@ _XID_BASE = 1 << 31  # our xids live in the upper half; os-ken's own counter is 
 #: unparsed (see ofapp._raw_multipart_replies)
 RAW_SINKS_ATTR = "_sdn_raw_sinks"
 
+#: errors of one bundle logged one by one
+MAX_LOGGED_ERRORS = 20
 #: bundle messages per socket write
 SEND_CHUNK = 2048
 #: how long to wait for a dump or a barrier before calling the connection broken
@@ -419,6 +421,9 @@ class SwitchSync:
         what = ofwire.error_name(msg)
         rng = self._bundle_range
         if rng is not None and rng[0] <= xid <= rng[1]:
+            if len(self._bundle_errors) >= MAX_LOGGED_ERRORS:  # a bundle of 50k bad flows: not 50k lines
+                self._bundle_errors.append(what)
+                return
             i = xid - rng[0] - 1
             if 0 <= i < len(self._bundle_ops):
                 op = self._bundle_ops[i]
@@ -428,7 +433,9 @@ class SwitchSync:
             else:
                 detail = f"{what} for bundle {'commit' if xid == rng[1] else 'open'} (xid {xid:#x})"
             self._bundle_errors.append(detail)
-            log.error("dp %016x: bundle rejected: %s", self.datapath_id, detail)
+            log.error("dp %016x: bundle rejected: %s%s", self.datapath_id, detail,
+                      " (further errors of this bundle are counted, not logged)"
+                      if len(self._bundle_errors) == MAX_LOGGED_ERRORS else "")
             return
         w = self._waiters.pop(xid, None)
         if w is not None:
