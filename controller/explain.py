@@ -21,18 +21,19 @@ from controller.trace import TraceResult, trace
 from topology import errors
 from topology.errors import ApiError
 from topology.model import Topology
-from topology.records import Port
+from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port
 
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "any": None}
 #: graph nodes that carry traffic between networks (routers and their interfaces, when they exist)
 L3_KINDS = ("network", "router")
+_ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)
 
 
 @dataclass(frozen=True)
 class Decider:
     """One thing that allows or denies the traffic: kind, the object (resource name) and why."""
 
-    kind: str  # port_state, network, isolation, tenant, route, address, security_group
+    kind: str  # port_state, network, router, isolation, tenant, route, address, security_group
     allows: bool
     description: str
     resource: str = ""
@@ -74,7 +75,10 @@ class Explanation:
         if self.trace is not None:
             agree = {True: "confirms", False: "CONTRADICTS", None: "cannot confirm"}[self.confirmed]
             if with_trace:
-                lines += [f"  trace {agree}: {self.trace.verdict}", "", self.trace.format()]
+                what = self.trace.verdict
+                if not self.allowed and self.destination.startswith("ports/"):
+                    what = f"never reaches {self.destination} ({what})"
+                lines += [f"  trace {agree}: {what}", "", self.trace.format()]
             else:
                 lines.append(f"  the traced packet {agree} it")
         return "\n".join(lines)
@@ -147,21 +151,35 @@ def check_reachability(q: Query) -> list[Decider]:
     if dst.network_id == src_net:
         return [Decider("network", True, f"same network {src_net}", _net_name(src_net))]
     out = []
-    if not _l3_connected(topo, src_net, dst.network_id):
+    routers = _router_path(topo, src_net, dst.network_id)
+    if routers is None:
         out.append(Decider("isolation", False, f"networks {src_net} and {dst.network_id} are not connected: "
                            "no router joins them", _net_name(dst.network_id)))
-    if src.tenant != dst.tenant:
+    else:
+        names = ", ".join(f"routers/{r}" for r in routers)
+        out.append(Decider("router", True, f"networks {src_net} and {dst.network_id} are joined by {names}",
+                           names.split(", ")[0]))
+    if src.tenant != dst.tenant and routers is None:
         out.append(Decider("tenant", False, f"different tenants: {src.tenant} and {dst.tenant}; a tenant's "
                            "networks are isolated from another's", ""))
     return out
 
 
-def _l3_connected(topo: Topology, a: str, b: str) -> bool:
+def _router_path(topo: Topology, a: str, b: str) -> list[str] | None:
+    """Routers on a shortest path from network `a` to network `b` through router interfaces (the graph's
+    network - port - router edges); None if no path."""
     g = topo.graph
-    nodes = [n for n in g if n[0] in L3_KINDS]
-    sub = g.subgraph(nodes)
+    keep = [n for n in g if n[0] in L3_KINDS or (n[0] == "port" and n[1] in topo.ports
+                                                 and topo.ports[n[1]].device_owner in _ROUTER_OWNERS)]
+    sub = g.subgraph(keep)
     na, nb = ("network", a), ("network", b)
-    return na in sub and nb in sub and nx.has_path(sub, na, nb)
+    if na not in sub or nb not in sub:
+        return None
+    try:
+        path = nx.shortest_path(sub, na, nb)
+    except nx.NetworkXNoPath:
+        return None
+    return [ident for kind, ident in path if kind == "router"]
 
 
 def check_security_groups(q: Query) -> list[Decider]:

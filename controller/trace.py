@@ -462,6 +462,10 @@ def _drops(res: Result, chassis_id: str) -> list[str]:
         if reason == "table miss":
             out.append(f"no flow matched in {stage} on {chassis_id}")
             continue
+        last = next((s for s in reversed(res.steps) if s.stage == stage), None)
+        if reason == "no output" and last is not None and last.note.endswith("is in_port: skipped"):
+            out.append(f"the copy for the source's own port is not sent back (hairpin) on {chassis_id}")
+            continue
         flow = next((s.flow for s in reversed(res.steps) if s.stage == stage and s.flow is not None), None)
         by = f" by {format_flow(flow).strip()}" if flow is not None and reason == "no output" else f" ({reason})"
         out.append(f"dropped at {stage}{by} on {chassis_id}")
@@ -539,7 +543,8 @@ def _verdict(hops: list[Hop], start: _Start) -> str:
             elif o.kind == "tunnel" and not o.port.startswith("chassis/"):
                 parts.append(f"tunnelled from {o.chassis} to {o.port}, which is no known chassis")
     if parts:
-        return "; ".join(dict.fromkeys(parts))
+        flooded = any(s.note.startswith("group ") for h in hops for s in h.steps)
+        return ("flooded: " if flooded else "") + "; ".join(dict.fromkeys(parts))
     for h in hops:
         if h.error:
             return f"no verdict on {h.chassis}: {h.error}"
@@ -718,8 +723,10 @@ def _first_difference(w: Hop, h: Hop) -> Divergence | None:
 def ovs_flow_text(packet: Mapping[str, Any]) -> str:
     """The packet as an ovs-ofctl flow (``in_port=1,dl_src=..,dl_dst=..,dl_type=0x0800,nw_dst=..``), the
     argument ofproto/trace takes."""
+    # prerequisites first: OVS parses left to right (nw_proto before icmp_type, dl_type before nw_src)
     order = ["in_port", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "eth_src", "eth_dst", "vlan_vid",
-             "eth_type"]
+             "eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "nw_ttl", "arp_op",
+             "arp_spa", "arp_tpa", "arp_sha", "arp_tha"]
     keys = [k for k in order if k in packet] + sorted(k for k in packet if k not in order)
     proto = packet.get("ip_proto")
     parts = []

@@ -176,8 +176,7 @@ def test_ovs_flow_text_is_what_ofproto_trace_takes() -> None:
     pkt = {"in_port": 3, "eth_src": "fa:16:3e:00:00:01", "eth_dst": "fa:16:3e:00:00:02", "eth_type": 0x0800,
            "ipv4_src": "10.0.0.5", "ipv4_dst": "10.0.0.7", "ip_proto": 6, "tcp_dst": 22, "reg6": 5}
     assert tr.ovs_flow_text(pkt) == ("in_port=3,dl_src=fa:16:3e:00:00:01,dl_dst=fa:16:3e:00:00:02,dl_type=0x800,"
-                                     "ip_proto=6,nw_dst=10.0.0.7,nw_src=10.0.0.5,tp_dst=22".replace(
-                                         "ip_proto", "nw_proto"))
+                                     "nw_proto=6,nw_src=10.0.0.5,nw_dst=10.0.0.7,tp_dst=22")
     assert tr.vswitchd_ctl("tcp:192.0.2.1:6640") is None
 
 
