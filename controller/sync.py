@@ -201,6 +201,7 @@ class SwitchSync:
         self._dirty: set[FlowKey] = set()
         self._dirty_groups: set[int] = set()
         self._full_diff = False
+        self._resync_gen = 0  # bumped by request_resync
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
@@ -333,6 +334,7 @@ class SwitchSync:
         """Dump and reconcile again (drift repair): adopts what is right, sends only the difference."""
         with self._cond:
             self._synced = False
+            self._resync_gen += 1  # a resync already running started too early: it must not count
             self._cond.notify_all()
 
     def verify(self, timeout: float = DUMP_TIMEOUT) -> Diff:
@@ -515,6 +517,8 @@ class SwitchSync:
 
     def _resync(self, dp: Any, conn: int) -> None:
         start = time.monotonic()
+        with self._cond:
+            gen = self._resync_gen
         snap = self._dump(DUMP_TIMEOUT, dp, conn)
         with self._cond:
             if self._conn != conn:
@@ -555,7 +559,7 @@ class SwitchSync:
                 self._note_failure(version)
                 return
             self._installed, self._installed_groups = desired, groups
-            self._synced = True
+            self._synced = gen == self._resync_gen
             self._failed_version = None
             self._retry_delay = RETRY_MIN
             for op in flat:

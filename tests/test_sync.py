@@ -450,3 +450,24 @@ def test_realized_revision_waits_while_disconnected(ofapp: OFApp, sw: Switch) ->
     assert eng.wait_realized(31, 15), eng.stats
     assert any("reg7=0x1e61" in ln for ln in sw.flow_lines())
     assert eng.stats.last_resync_flow_mods == 1  # only the missing flow: the rest was adopted
+
+
+def test_verify_reports_drift_without_changing_anything_and_resync_repairs_it(ofapp: OFApp, sw: Switch) -> None:
+    clean_switch(sw)
+    items = pipeline_flows(4)
+    eng = install(ofapp, sw, items, revision=40)
+    gone = flows_only(items)[0]  # classify in_port=100
+    sw.ch.ofctl("del-flows", "br-int", "--strict", "table=0,priority=1000,in_port=100")
+    sw.ch.ofctl("add-flow", "br-int", "table=120,priority=100,actions=drop")  # decodable, foreign cookie
+    sw.ch.ofctl("add-flow", "br-int", "table=120,priority=1,actions=drop")  # priority in no band: undecodable
+    before = eng.stats
+    diff = eng.verify()
+    assert diff.missing == {gone}
+    assert {(f.stage, f.priority, f.cookie) for f in diff.unexpected} == {("output", 100, 0)}  # type: ignore[union-attr]
+    assert len(diff.undecodable) == 1 and "priority=1," in diff.undecodable[0]
+    assert eng.stats.flow_mods_sent == before.flow_mods_sent  # verify sends nothing
+    assert not any("in_port=100 " in ln for ln in sw.flow_lines())
+    eng.request_resync()
+    wait_for(lambda: eng.stats.resyncs > before.resyncs, 10, "resync")
+    assert eng.stats.last_resync_flow_mods == 3  # re-add one, delete two; the rest adopted
+    assert eng.verify().clean
