@@ -23,6 +23,7 @@ from controller import ofapp  # noqa: E402
 from controller.auth import TokenFile  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
 from controller.drift import DriftMonitor  # noqa: E402
+from controller.metrics import Metrics  # noqa: E402
 from controller.ovsdb import ChassisAgent  # noqa: E402
 from controller.server import ApiServer  # noqa: E402
 from topology.records import Chassis  # noqa: E402
@@ -51,6 +52,17 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
     return dataplane
 
 
+def start_metrics(cfg: config_mod.Config, state: State, dataplane: Dataplane) -> Metrics | None:
+    """The Prometheus endpoint and its hooks (store commits, bundles, packet-ins, flow counters); None if off."""
+    if not cfg.metrics_listen:
+        return None
+    app = ofapp.ensure_started(*config_mod.split_hostport(cfg.openflow_listen))  # the running app
+    metrics = Metrics(state, dataplane, lambda: dict(app.packet_ins_by_reason), cfg.stats_interval_s)
+    port = metrics.start(cfg.metrics_listen, sync=app.sync)
+    log.info("metrics on http://%s:%d/metrics", config_mod.split_hostport(cfg.metrics_listen)[0], port)
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load(argv)
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
@@ -68,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     dataplane = start_dataplane(cfg, state)
     log.info("OpenFlow listener on %s; switches are told to connect to %s", cfg.openflow_listen,
              cfg.switch_controller_target)
-    api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane)
+    metrics = start_metrics(cfg, state, dataplane)
+    api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane,
+                    interceptors=[metrics.interceptor()] if metrics is not None else [])
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
     endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid()}
@@ -92,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):
         pass
     api.stop(cfg.shutdown_grace_s)
+    if metrics is not None:
+        metrics.stop()
     dataplane.drift.stop()
     dataplane.stop()
     state.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
@@ -22,11 +23,12 @@ DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneSer
 
 class ApiServer:
     def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
-                 dataplane: Dataplane | None = None) -> None:
+                 dataplane: Dataplane | None = None,
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()) -> None:
         self.state = state
         self._stopping = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                                  options=[("grpc.so_reuseport", 0)])
+                                  options=[("grpc.so_reuseport", 0)], interceptors=list(interceptors))
         self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
