@@ -14,11 +14,14 @@ from controller.auth import TokenFile
 from controller.dataplane import Dataplane
 from controller.dataplane_api import DataplaneService, plan_pb
 from controller.northbound import TopologyService
+from controller.debug_api import DebugService
 from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
+from proto.sdn.v1 import debug_pb2, debug_pb2_grpc
 from topology.state import State
 
 SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
+DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 
 
 class ApiServer:
@@ -37,6 +40,9 @@ class ApiServer:
             dataplane_pb2_grpc.add_DataplaneServiceServicer_to_server(
                 DataplaneService(self.topology, dataplane), self.server)
             services.append(DATAPLANE_SERVICE_NAME)
+            debug_pb2_grpc.add_DebugServiceServicer_to_server(
+                DebugService(self.topology, dataplane), self.server)
+            services.append(DEBUG_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(services, self.server)
