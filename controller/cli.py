@@ -373,7 +373,8 @@ def flow_trace(c: Client, a: argparse.Namespace) -> int:
         raise usage_error("give --port PORT, or --chassis CHASSIS and --in-port N")
     req = dbg.TraceRequest(port=c.resolve("port", a.port).name if a.port else "",
                            chassis=chassis_name(a.chassis) if a.chassis else "", in_port=a.in_port or 0,
-                           headers=headers, destination_port=c.resolve("port", a.dst_port).name if a.dst_port else "",
+                           headers=headers,
+                           destination_port=c.resolve("port", a.dst_port).name if a.dst_port else "",
                            source=dbg.TraceRequest.INSTALLED if a.installed else dbg.TraceRequest.DESIRED)
     resp = (c.debug.DiffTrace if a.diff else c.debug.Trace)(req, metadata=c.md, timeout=c.timeout)
     if a.format == "json":

@@ -64,8 +64,9 @@ class DebugService(dbg_grpc.DebugServiceServicer):
         d = trace.diff_trace(self.dataplane, **self._args(request))
         return dbg.DiffTraceResponse(
             desired=trace_to_pb(d.desired), installed=trace_to_pb(d.installed), text=d.format(),
-            divergences=[dbg.Divergence(chassis=x.chassis, stage=x.stage, table=x.table, desired_flow=x.desired,
-                                        installed_flow=x.installed, description=x.description)
+            divergences=[dbg.Divergence(chassis=x.chassis, stage=x.stage, table=x.table,
+                                        desired_flow=x.desired, installed_flow=x.installed,
+                                        description=x.description)
                          for x in d.divergences],
             switch_traces=[dbg.SwitchTrace(chassis=s.chassis, flow=s.flow, output=s.output, error=s.error)
                            for s in d.switch])
@@ -82,9 +83,10 @@ class DebugService(dbg_grpc.DebugServiceServicer):
                             visible=p.can_see)
         resp = dbg.ExplainResponse(
             allowed=e.allowed, verdict=e.verdict, destination=e.destination, notes=e.notes,
-            trace_confirms=bool(e.confirmed), trace_verdict=e.trace.verdict if e.trace is not None and p.admin else "",
-            deciders=[dbg.Decider(kind=d.kind, allows=d.allows, description=d.description, resource=d.resource)
-                      for d in e.deciders],
+            trace_confirms=bool(e.confirmed),
+            trace_verdict=e.trace.verdict if e.trace is not None and p.admin else "",
+            deciders=[dbg.Decider(kind=d.kind, allows=d.allows, description=d.description,
+                                  resource=d.resource) for d in e.deciders],
             text=e.format(with_trace=p.admin))
         if p.admin and e.trace is not None:
             resp.trace.CopyFrom(trace_to_pb(e.trace))

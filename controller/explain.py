@@ -119,7 +119,8 @@ def check_port_state(q: Query) -> list[Decider]:
             out.append(Decider("port_state", False, f"the {role}'s network {_net_name(net.id)} is "
                                "administratively down", _net_name(net.id)))
         elif not p.binding_chassis:
-            out.append(Decider("port_state", False, f"the {role} port {name} is not bound to any chassis", name))
+            out.append(Decider("port_state", False, f"the {role} port {name} is not bound to any chassis",
+                               name))
     return out
 
 
@@ -137,11 +138,12 @@ def check_reachability(q: Query) -> list[Decider]:
                      if n == int(ip) and (p := topo.ports.get(pid)) is not None and p.network_id != src_net
                      and q.visible(p.tenant)]
         if not subnets:
-            out.append(Decider("route", False, f"{q.dst_ip} is outside every subnet of {_net_name(src_net)} and "
-                               "no router routes it (routers do not exist yet)", _net_name(src_net)))
+            out.append(Decider("route", False, f"{q.dst_ip} is outside every subnet of {_net_name(src_net)} "
+                               "and no router routes it", _net_name(src_net)))
         else:
-            out.append(Decider("address", False, f"no port of {_net_name(src_net)} has {q.dst_ip}: ARP for it "
-                               "is not answered and nothing receives it", convert.name_of("subnet", subnets[0].id)))
+            out.append(Decider("address", False, f"no port of {_net_name(src_net)} has {q.dst_ip}: ARP for "
+                               "it is not answered and nothing receives it",
+                               convert.name_of("subnet", subnets[0].id)))
         for p in elsewhere:
             out.append(Decider("isolation", False, f"{q.dst_ip} is {convert.name_of('port', p.id)} in "
                                f"{_net_name(p.network_id)}, a separate address space: networks "

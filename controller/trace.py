@@ -135,7 +135,8 @@ class TraceResult:
         return [(o.port, o.chassis) for h in self.hops for o in h.outputs if o.kind == "vif"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": dict(self.source), "hops": [h.to_dict() for h in self.hops], "verdict": self.verdict}
+        return {"source": dict(self.source), "hops": [h.to_dict() for h in self.hops],
+                "verdict": self.verdict}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -273,8 +274,8 @@ def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port:
             if src is None:
                 raise errors.not_found("port", port_id)
             if not src.binding_chassis:
-                raise errors.failed_precondition("PORT_NOT_BOUND", f"port {port_id!r} is not bound to a chassis",
-                                                 port=port_id)
+                raise errors.failed_precondition("PORT_NOT_BOUND", f"port {port_id!r} is not bound to a "
+                                                 "chassis", port=port_id)
             chassis_id = src.binding_chassis
             rt = _runtime(dataplane, chassis_id)
             ofport = rt.vifs.get(port_id)
@@ -287,7 +288,8 @@ def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port:
             if chassis_id not in topo.chassis:
                 raise errors.not_found("chassis", chassis_id)
             if in_port is None or in_port <= 0:
-                raise errors.invalid("in_port", "required with a chassis (the OpenFlow port the packet enters)")
+                raise errors.invalid("in_port", "required with a chassis (the OpenFlow port the packet "
+                                     "enters)")
             src = _port_at(_runtime(dataplane, chassis_id), topo, in_port)
         else:
             raise errors.invalid("port", "give a source port, or a chassis and in_port")
@@ -451,8 +453,9 @@ def _steps(res: Result, registry: CookieRegistry, counters: Mapping[Flow, tuple[
         if counters is not None and s.flow in counters:
             n_packets, n_bytes = counters[s.flow]
             note = (note + "; " if note else "") + f"n_packets={n_packets}, n_bytes={n_bytes}"
-        out.append(TraceStep(s.stage, table, format_flow(s.flow).strip(), f"{owner[0]}/{owner[1]}" if owner else "",
-                             note, s.depth, format_actions(s.flow.actions), s.flow))
+        out.append(TraceStep(s.stage, table, format_flow(s.flow).strip(),
+                             f"{owner[0]}/{owner[1]}" if owner else "", note, s.depth,
+                             format_actions(s.flow.actions), s.flow))
     return out
 
 
@@ -467,7 +470,8 @@ def _drops(res: Result, chassis_id: str) -> list[str]:
             out.append(f"the copy for the source's own port is not sent back (hairpin) on {chassis_id}")
             continue
         flow = next((s.flow for s in reversed(res.steps) if s.stage == stage and s.flow is not None), None)
-        by = f" by {format_flow(flow).strip()}" if flow is not None and reason == "no output" else f" ({reason})"
+        by = (f" by {format_flow(flow).strip()}" if flow is not None and reason == "no output"
+              else f" ({reason})")
         out.append(f"dropped at {stage}{by} on {chassis_id}")
     return out
 
@@ -499,7 +503,8 @@ def _classify_output(port: int | str, headers: dict[str, Any], hop: Hop, rt: Cha
         nxt["tun_ipv4_dst"] = dst_ip
         if own is not None and own.tunnel_ip:
             nxt["tun_ipv4_src"] = own.tunnel_ip
-        return TraceOutput("tunnel", cid, convert.name_of("chassis", remote.id), port, shown), (remote.id, nxt, cid)
+        out = TraceOutput("tunnel", cid, convert.name_of("chassis", remote.id), port, shown)
+        return out, (remote.id, nxt, cid)
     patches = {n: pn for pn, n in (rt.patches.items() if rt else ())}
     if port in patches:
         physnet = patches[port]
@@ -612,7 +617,8 @@ class DiffTrace:
             lines.append(f"  desired:   {d.desired or '(no flow)'}")
             lines.append(f"  installed: {d.installed or '(no flow)'}")
         lines += ["", f"desired:   {self.desired.verdict}", f"installed: {self.installed.verdict}", "",
-                  "---- desired ----", self.desired.format(), "", "---- installed ----", self.installed.format()]
+                  "---- desired ----", self.desired.format(), "",
+                  "---- installed ----", self.installed.format()]
         for s in self.switch:
             lines += ["", f"---- {s.chassis}: ovs-appctl ofproto/trace br-int '{s.flow}' ----"]
             lines.append(s.output.rstrip() if s.output else f"(not available: {s.error})")
@@ -662,8 +668,8 @@ def compare(want: TraceResult, have: TraceResult) -> list[Divergence]:
             first = w.steps[0] if w.steps else None
             out.append(Divergence(w.chassis, first.stage if first else pipeline.FIRST_STAGE,
                                   first.table if first else 0, first.flow if first else "", "",
-                                  f"the desired flows bring the packet to {w.chassis} (from {w.came_from or 'the source'}); "
-                                  "the installed flows do not"))
+                                  f"the desired flows bring the packet to {w.chassis} (from "
+                                  f"{w.came_from or 'the source'}); the installed flows do not"))
             flagged.add(w.chassis)
             continue
         d = _first_difference(w, h)
@@ -678,7 +684,8 @@ def compare(want: TraceResult, have: TraceResult) -> list[Divergence]:
             first = h.steps[0] if h.steps else None
             out.append(Divergence(h.chassis, first.stage if first else pipeline.FIRST_STAGE,
                                   first.table if first else 0, "", first.flow if first else "",
-                                  f"the installed flows bring the packet to {h.chassis}; the desired flows do not"))
+                                  f"the installed flows bring the packet to {h.chassis}; the desired "
+                                  "flows do not"))
             flagged.add(h.chassis)
     return out
 
@@ -761,12 +768,14 @@ def ofproto_trace(chassis_id: str, ovsdb_address: str, packet: Mapping[str, Any]
     flow = ovs_flow_text(packet)
     ctl = vswitchd_ctl(ovsdb_address)
     if ctl is None:
-        return SwitchTrace(chassis_id, flow, "", f"no ovs-vswitchd control socket reachable for {ovsdb_address!r}")
+        return SwitchTrace(chassis_id, flow, "",
+                           f"no ovs-vswitchd control socket reachable for {ovsdb_address!r}")
     try:
         proc = subprocess.run(["ovs-appctl", "-t", str(ctl), "ofproto/trace", bridge, flow],
                               capture_output=True, text=True, timeout=APPCTL_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         return SwitchTrace(chassis_id, flow, "", f"ovs-appctl failed: {err}")
     if proc.returncode != 0:
-        return SwitchTrace(chassis_id, flow, proc.stdout, f"ovs-appctl exit {proc.returncode}: {proc.stderr.strip()}")
+        return SwitchTrace(chassis_id, flow, proc.stdout,
+                           f"ovs-appctl exit {proc.returncode}: {proc.stderr.strip()}")
     return SwitchTrace(chassis_id, flow, proc.stdout)

@@ -12,7 +12,7 @@ from google.rpc import code_pb2
 from controller.auth import Principal
 from controller.debug_api import DebugService
 from proto.sdn.v1 import debug_pb2 as dbg
-from tests.test_apps_l2 import two_tenants
+from tests.test_apps_l2 import BCAST, two_tenants
 from tests.test_trace import FakeDataplane
 
 
@@ -38,7 +38,8 @@ class Ctx:
 
 def service(principal: Principal) -> DebugService:
     w, _ = two_tenants()
-    return DebugService(SimpleNamespace(authenticate=lambda _ctx: principal), FakeDataplane(w))  # type: ignore[arg-type]
+    auth = SimpleNamespace(authenticate=lambda _ctx: principal)
+    return DebugService(auth, FakeDataplane(w))  # type: ignore[arg-type]
 
 
 def call(svc: DebugService, method: str, request: Any) -> Any:
@@ -50,7 +51,8 @@ ALICE = Principal("alice", False)
 
 
 def test_trace_and_diff_trace_are_admin_only() -> None:
-    req = dbg.TraceRequest(port="ports/a1", destination_port="ports/a3", headers={"ip_proto": "6", "tcp_dst": "22"})
+    req = dbg.TraceRequest(port="ports/a1", destination_port="ports/a3",
+                           headers={"ip_proto": "6", "tcp_dst": "22"})
     resp = call(service(ADMIN), "Trace", req)
     assert resp.verdict == "delivered to ports/a3 on hv2" and [h.chassis for h in resp.hops] == ["hv1", "hv2"]
     assert resp.hops[0].outputs[0].kind == "tunnel" and resp.hops[1].from_chassis == "hv1"
@@ -67,7 +69,7 @@ def test_trace_errors_name_the_field() -> None:
         call(service(ADMIN), "Trace", dbg.TraceRequest(port="a1"))
     assert e.value.status.code == grpc.StatusCode.INVALID_ARGUMENT and "port" in e.value.status.details
     with pytest.raises(Aborted) as e:
-        call(service(ADMIN), "Trace", dbg.TraceRequest(port="ports/zz", headers={"eth_dst": "ff:ff:ff:ff:ff:ff"}))
+        call(service(ADMIN), "Trace", dbg.TraceRequest(port="ports/zz", headers={"eth_dst": BCAST}))
     assert e.value.status.code == grpc.StatusCode.NOT_FOUND
     assert code_pb2.NOT_FOUND == 5
 
@@ -77,12 +79,14 @@ def test_explain_tenant_scope() -> None:
                                                             protocol="tcp", port=22))
     assert ok.allowed and ok.verdict == "allowed, same network a" and ok.trace_confirms
     assert not ok.HasField("trace") and ok.trace_verdict == ""  # the path (chassis) is for admins
-    by_ip = call(service(ALICE), "Explain", dbg.ExplainRequest(source_port="ports/a1", destination="10.0.0.6"))
+    by_ip = call(service(ALICE), "Explain",
+                 dbg.ExplainRequest(source_port="ports/a1", destination="10.0.0.6"))
     assert by_ip.allowed and by_ip.destination == "ports/a2"
     for src, dst in (("ports/b1", "ports/a1"), ("ports/a1", "ports/b2")):
         with pytest.raises(Aborted) as e:
             call(service(ALICE), "Explain", dbg.ExplainRequest(source_port=src, destination=dst))
         assert e.value.status.code == grpc.StatusCode.NOT_FOUND
-    cross = call(service(ADMIN), "Explain", dbg.ExplainRequest(source_port="ports/a1", destination="ports/b2"))
+    cross = call(service(ADMIN), "Explain",
+                 dbg.ExplainRequest(source_port="ports/a1", destination="ports/b2"))
     assert not cross.allowed and cross.HasField("trace") and cross.trace_confirms
     assert {d.kind for d in cross.deciders if not d.allows} == {"isolation", "tenant"}
