@@ -118,6 +118,15 @@ class Diff:
         return not (self.missing or self.unexpected or self.undecodable)
 
 
+@dataclass(frozen=True, slots=True)
+class SwitchDump:
+    """What a switch holds right now: decoded flows -> (packets, bytes), groups, undecodable entries."""
+
+    flows: dict[Flow, tuple[int, int]]
+    groups: tuple[Group, ...]
+    undecodable: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class SyncStats:
     """Counters of one engine (exported to Prometheus later)."""
@@ -336,6 +345,13 @@ class SwitchSync:
             self._synced = False
             self._resync_gen += 1  # a resync already running started too early: it must not count
             self._cond.notify_all()
+
+    def dump(self, timeout: float = DUMP_TIMEOUT) -> SwitchDump:
+        """Dump the switch now: decoded flows with (packets, bytes) counters, groups, and entries no Flow
+        describes (as text). Changes nothing (traces, dashboards)."""
+        snap = self._dump(timeout)
+        return SwitchDump({f: snap.stats.get(k, (0, 0)) for k, f in snap.flows.items()},
+                          tuple(snap.groups.values()), tuple(_describe_raw_flow(e) for e in snap.raw_flows))
 
     def verify(self, timeout: float = DUMP_TIMEOUT) -> Diff:
         """Dump the switch now and compare with the desired state; changes nothing."""
