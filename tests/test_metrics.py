@@ -150,6 +150,18 @@ def test_flow_counters_stay_monotonic_across_flow_churn(fake: SimpleNamespace) -
     assert any(k[2] == f"{port_flow('vm3', 3).owner.owner:08x}" for k in fc.totals())  # type: ignore[union-attr]
 
 
+def test_packet_ins_are_counted_by_named_reason() -> None:
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+
+    from controller.ofapp import OFApp
+
+    app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={})
+    for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):
+        OFApp.on_packet_in(app, SimpleNamespace(msg=SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)))
+    assert app.packet_ins == {1: 5}
+    assert app.packet_ins_by_reason == {(1, "no_match"): 1, (1, "action"): 2, (1, "invalid_ttl"): 1, (1, "9"): 1}
+
+
 def test_store_commits_are_timed(fake: SimpleNamespace) -> None:
     m: Metrics = fake.metrics
     m.start()  # installs the store hook; no HTTP, no poller
@@ -160,6 +172,19 @@ def test_store_commits_are_timed(fake: SimpleNamespace) -> None:
     fams = families(m.exposition().decode())
     assert sample(fams, "sdn_store_commit_duration_seconds_count") == 1
     assert sample(fams, "sdn_store_revision") == fake.state.revision == 1
+
+
+def test_http_endpoint_serves_the_registry_and_stops(fake: SimpleNamespace) -> None:
+    m: Metrics = fake.metrics
+    port = m.start("127.0.0.1:0")
+    try:
+        fams = scrape(port)
+        assert fams["sdn_chassis_openflow_connected"].type == "gauge"
+        assert "process_cpu_seconds" in fams
+    finally:
+        m.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
 # --- API -----------------------------------------------------------------------------------------------------
@@ -318,3 +343,26 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         # requests entered at m-a on hv1, replies at m-b on hv2
         assert after[0] >= before[0] + 5 and after[1] >= before[1] + 5, f"classify packets {before} -> {after}"
         assert sample(fams, "sdn_flow_bytes_total", chassis="hv1", app="classify", owner="m-a") >= 5 * 84
+
+        # drift: flows deleted behind the controller's back and repaired show in the drift and resync counters
+        from flows.pipeline import table_of
+        from proto.sdn.v1 import dataplane_pb2 as dpb
+
+        hv1 = env.chassis("hv1")
+        table = table_of("l2_lookup")
+        deleted = sum(1 for ln in hv1.dump_flows() if f"table={table}," in ln)
+        assert deleted
+        resyncs = sample(fams, "sdn_resyncs_total", chassis="hv1")
+        hv1.ofctl("del-flows", "br-int", f"table={table}")
+        fixed = env.dp.Verify(dpb.VerifyRequest(chassis="chassis/hv1", repair=True), metadata=env.admin).chassis[0]
+        assert fixed.repaired
+        deadline = time.monotonic() + 10
+        while True:
+            fams = scrape(port)
+            if sample(fams, "sdn_resyncs_total", chassis="hv1") > resyncs or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sample(fams, "sdn_drift_repairs_total", chassis="hv1") >= deleted
+        assert sample(fams, "sdn_drift_repairs_total", chassis="hv2") == 0
+        assert sample(fams, "sdn_resyncs_total", chassis="hv1") > resyncs
+        assert sample(fams, "sdn_api_requests_total", method="Verify", code="OK") == 1
