@@ -96,6 +96,7 @@ class Query:
     protocol: str
     port: int | None
     visible: Callable[[str], bool]
+    via: tuple[str, str] | None = None  # (router, network) an IP outside the source's subnets is routed to
 
 
 Check = Callable[[Query], list[Decider]]
@@ -134,6 +135,14 @@ def check_reachability(q: Query) -> list[Decider]:
         ip = netaddr.IPAddress(q.dst_ip)
         subnets = [s for s in topo.subnets_of(src_net) if ip in netaddr.IPNetwork(s.cidr)]
         out = []
+        if q.via is not None:
+            router, net = q.via
+            out.append(Decider("router", True, f"{q.dst_ip} is routed by routers/{router} to "
+                               f"{_net_name(net)}", f"routers/{router}"))
+            subnets = [s for s in topo.subnets_of(net) if ip in netaddr.IPNetwork(s.cidr)]
+            out.append(Decider("address", False, f"no port of {_net_name(net)} has {q.dst_ip}",
+                               convert.name_of("subnet", subnets[0].id)))
+            return out
         elsewhere = [p for sid, owners in topo.ip_owner.items() for n, pid in owners.items()
                      if n == int(ip) and (p := topo.ports.get(pid)) is not None and p.network_id != src_net
                      and q.visible(p.tenant)]
@@ -250,15 +259,35 @@ def _query(topo: Topology, source_port: str, destination: str, protocol: str, po
         dst = topo.ports.get(ident)
         if dst is None or not visible(dst.tenant):
             raise errors.not_found("port", ident)
-    else:
-        # an address of the source's own network is that port: decide by it
+    via = None
+    if dst_ip is not None:
+        # an address of the source's own network, or of a network a router joins it to, is that port
         ip = netaddr.IPAddress(dst_ip)
-        for s in topo.subnets_of(src.network_id):
-            pid = topo.ip_owner.get(s.id, {}).get(int(ip))
-            if pid is not None and pid in topo.ports:
-                dst = topo.ports[pid]
-                break
-    return Query(topo, src, dst, dst_ip, protocol, port, visible)
+        nets = [src.network_id]
+        if not any(ip in netaddr.IPNetwork(s.cidr) for s in topo.subnets_of(src.network_id)):
+            via = _routed(topo, src.network_id, ip)
+            nets = [via[1]] if via is not None else []
+        for net in nets:
+            for s in topo.subnets_of(net):
+                pid = topo.ip_owner.get(s.id, {}).get(int(ip))
+                if pid is not None and pid in topo.ports:
+                    dst = topo.ports[pid]
+                    break
+    return Query(topo, src, dst, dst_ip, protocol, port, visible, via)
+
+
+def _routed(topo: Topology, network_id: str, ip: netaddr.IPAddress) -> tuple[str, str] | None:
+    """(router, network) for an address outside the network's subnets that one of its routers has an
+    interface subnet for."""
+    routers_of = getattr(topo, "routers_of", None)
+    if routers_of is None:
+        return None
+    for router in sorted(routers_of(network_id)):
+        for p in topo.router_ports(router):
+            if p.network_id != network_id and any(ip in netaddr.IPNetwork(s.cidr)
+                                                  for s in topo.subnets_of(p.network_id)):
+                return router, p.network_id
+    return None
 
 
 def _ipv4(p: Port) -> str | None:
@@ -273,6 +302,12 @@ def _confirm(dataplane: Any, q: Query, exp: Explanation) -> None:
     src_ip = _ipv4(src)
     if dst is not None:
         headers["eth_dst"] = dst.mac
+        routers = (_router_path(q.topo, src.network_id, dst.network_id)
+                   if dst.network_id != src.network_id else [])
+        gateway = next((p for p in (q.topo.router_ports(routers[0]) if routers else ())
+                        if p.network_id == src.network_id), None)
+        if gateway is not None:  # routed: the packet goes to the router's interface on the source network
+            headers["eth_dst"] = gateway.mac
         dst_ip = q.dst_ip or _ipv4(dst)
         if dst_ip and src_ip and netaddr.IPAddress(dst_ip).version == 4:
             headers.update({"ipv4_src": src_ip, "ipv4_dst": dst_ip})

@@ -222,14 +222,8 @@ def installed_flows(dataplane: Any, timeout: float = 10.0) -> FlowSource:
 
 
 def _dump(engine: Any, timeout: float) -> ChassisFlows:
-    dump = getattr(engine, "dump", None)
-    if dump is not None:  # SwitchSync.dump(): flows with counters, groups, undecodable entries
-        d = dump(timeout)
-        return ChassisFlows(tuple(d.flows), tuple(d.groups), dict(d.flows), tuple(d.undecodable))
-    snap = engine._dump(timeout)  # an engine without the public dump (older sync.py)
-    counters = {f: snap.stats.get(k, (0, 0)) for k, f in snap.flows.items()}
-    return ChassisFlows(tuple(counters), tuple(snap.groups.values()), counters,
-                        tuple(str(e) for e in snap.raw_flows))
+    d = engine.dump(timeout)  # SwitchSync.dump(): flows with counters, groups, undecodable entries
+    return ChassisFlows(tuple(d.flows), tuple(d.groups), dict(d.flows), tuple(d.undecodable))
 
 
 # ------------------------------------------------------------------------------------------------ trace

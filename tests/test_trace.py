@@ -206,3 +206,31 @@ def test_explain_same_network_and_the_tenant_boundary(world) -> None:  # type: i
     with pytest.raises(ApiError) as e:
         explain(dp, None, "a1", "b2", visible=lambda t: t == "alice")
     assert e.value.code == "NOT_FOUND"
+
+
+def test_explain_follows_router_interfaces_in_the_model(world) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from topology import ops
+    from topology.records import OWNER_ROUTER_INTERFACE, Router
+
+    w, p, _ = world
+    w.network("c", "alice", "10.1.0.0/24")
+    w.port("c1", "c", "hv2", "10.1.0.5")
+    w.apply([("router", "r1", None, Router(id="r1", tenant="alice", key=900))])
+    for ident, net, ip in (("r1-a", "a", "10.0.0.1"), ("r1-c", "c", "10.1.0.1")):
+        port = dataclasses.replace(p["a1"], id=ident, network_id=net, mac="", fixed_ips=(),
+                                   binding_chassis="")
+        changes = ops.create_port(w.topo, port, [("", ip)], w.rev + 1, 0.0)
+        w.apply([(k, i, o, dataclasses.replace(n, device_owner=OWNER_ROUTER_INTERFACE, device_id="r1"))
+                 for k, i, o, n in changes])
+    dp = FakeDataplane(w)
+    e = explain(dp, None, "a1", "10.1.0.5", "tcp", 22)
+    assert e.allowed and e.destination == "ports/c1", e.format()
+    assert any(d.kind == "router" and "routers/r1" in d.description for d in e.deciders)
+    by_port = explain(dp, None, "a1", "c1", "tcp", 22)
+    assert by_port.allowed and "joined by routers/r1" in by_port.verdict
+    nobody = explain(dp, None, "a1", "10.1.0.99", "tcp", 22)
+    assert not nobody.allowed and "no port of networks/c has 10.1.0.99" in nobody.verdict
+    # b is bob's: no router joins it to alice's networks
+    assert not explain(dp, None, "c1", "b1").allowed
