@@ -292,10 +292,26 @@ def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port:
             dst = topo.ports.get(dst_port)
             if dst is None:
                 raise errors.not_found("port", dst_port)
+        elif src is not None and not ({"eth_dst", "dl_dst"} & set(headers)):
+            dst = _by_ip(topo, src, headers)  # what ARP in the source's network would answer
         packet = build_headers(headers, src, dst)
     assert chassis_id is not None and in_port is not None
     packet["in_port"] = in_port
     return _Start(chassis_id, in_port, src.id if src is not None and port_id else "", packet)
+
+
+def _by_ip(topo: Topology, src: Port, headers: Mapping[str, str | int]) -> Port | None:
+    """The port of the source's network that has the packet's ipv4_dst, if any."""
+    ip = headers.get("ipv4_dst", headers.get("nw_dst"))
+    try:
+        n = int(netaddr.IPAddress(str(ip)))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+    for sub in topo.subnets_of(src.network_id):
+        pid = topo.ip_owner.get(sub.id, {}).get(n)
+        if pid is not None:
+            return topo.ports.get(pid)
+    return None
 
 
 def _runtime(dataplane: Any, chassis_id: str) -> ChassisRuntime:

@@ -152,6 +152,8 @@ def test_bad_requests_are_api_errors(world) -> None:  # type: ignore[no-untyped-
     with pytest.raises(ApiError) as e:
         tr.trace(dp, port_id="a1", headers={})
     assert "eth_dst" in e.value.message
+    # an IP of the source's network stands for its port's MAC (as ARP would answer)
+    assert tr.trace(dp, port_id="a1", headers={"ipv4_dst": "10.0.0.7"}).verdict == "delivered to ports/a3 on hv2"
     # OVS names and string values are accepted
     res = tr.trace(dp, port_id="a1", headers={"dl_dst": "ff:ff:ff:ff:ff:ff", "dl_type": "0x0800"})
     assert res.source["headers"]["eth_type"] == 0x0800
