@@ -22,6 +22,8 @@ ALL = 0xFFFFFFFC
 CONTROLLER = 0xFFFFFFFD
 LOCAL = 0xFFFFFFFE
 ANY = 0xFFFFFFFF
+#: the largest ordinary port number OVS accepts (16-bit port space below the OpenFlow 1.0 reserved range)
+MAX_PORT = 0xFEFF
 PORT_NAMES = {IN_PORT: "IN_PORT", TABLE: "TABLE", NORMAL: "NORMAL", FLOOD: "FLOOD", ALL: "ALL",
               CONTROLLER: "CONTROLLER", LOCAL: "LOCAL", ANY: "ANY"}
 
@@ -55,6 +57,8 @@ class Output:
         _u("max_len", self.max_len, 16)
         if self.port == CONTROLLER:
             raise ActionError("use Controller() to send to the controller (one canonical form)")
+        if MAX_PORT < self.port and self.port not in (IN_PORT, TABLE, NORMAL, FLOOD, ALL, LOCAL):
+            raise ActionError(f"output port {self.port:#x} is neither a port (< 0xff00) nor a usable reserved one")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +234,14 @@ class NAT:
             ips.append(v)
         if ips[1] and not ips[0]:
             raise ActionError("nat ip_max without ip_min")
-        if ips[1] == ips[0]:
-            object.__setattr__(self, "ip_max", "")
+        if ips[0] and ipaddress.ip_address(ips[0]).is_unspecified:
+            raise ActionError("nat to the unspecified address (OVS reads it as 'no address')")
         if ips[0] and ips[1] and (":" in ips[0]) != (":" in ips[1]):
             raise ActionError("nat range mixes IPv4 and IPv6")
+        if ips[1] == ips[0]:
+            object.__setattr__(self, "ip_max", "")
+        elif ips[1] and ipaddress.ip_address(ips[1]) < ipaddress.ip_address(ips[0]):
+            raise ActionError(f"nat range {ips[0]}-{ips[1]} runs backwards")
         if self.port_max is not None and self.port_min is None:
             raise ActionError("nat port_max without port_min")
         for name in ("port_min", "port_max"):
@@ -242,6 +250,8 @@ class NAT:
                 _u(name, v, 16)
         if self.port_max == self.port_min:
             object.__setattr__(self, "port_max", None)
+        elif self.port_max is not None and self.port_max < self.port_min:  # type: ignore[operator]
+            raise ActionError(f"nat port range {self.port_min}-{self.port_max} runs backwards")
         if (self.ip_min or self.port_min is not None) and not self.kind:
             raise ActionError("nat with a range needs kind 'src' or 'dst'")
 
@@ -272,6 +282,8 @@ class CT:
             raise ActionError("ct exec() needs commit")
         if self.force and not self.commit:
             raise ActionError("ct force needs commit")
+        if self.nat is not None and self.nat.kind and not self.commit:
+            raise ActionError("nat with an address range needs ct(commit) (OVS rejects it otherwise)")
         _u("alg", self.alg, 16)
 
 

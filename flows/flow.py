@@ -73,7 +73,55 @@ def _check_prerequisites(match: tuple[MatchField, ...]) -> None:
                 raise FlowError(f"matching {name} needs {pre}={want} in the same match")
 
 
+def _check_action_prerequisites(match: tuple[MatchField, ...], actions: tuple[Action, ...]) -> None:
+    """OVS rejects actions the match does not make valid (OFPBAC_MATCH_INCONSISTENT): set_field / move
+    of a field whose prerequisites the match lacks, ct() and dec_ttl without an IP match, nat() of an
+    address family the match does not pin down, pop_vlan / set vlan_vid without a VLAN tag (matched,
+    or pushed by an earlier action), ct(commit) of a packet matched as +inv. (Learnt from OVS 3.1.)"""
+    exact = {name: value for name, value, mask in match if mask is None}
+
+    def need(what: str, name: str) -> None:
+        for pre, allowed in PREREQUISITES.get(name, ()):
+            if exact.get(pre) not in allowed:
+                want = " or ".join(f"{v:#x}" if pre == "eth_type" else str(v) for v in allowed)
+                raise FlowError(f"{what} needs {pre}={want} in the match")
+
+    ip_any = exact.get("eth_type") in (0x0800, 0x86DD)
+    ct_state = next((v for n, v, _ in match if n == "ct_state"), 0)
+    # VLAN tags on the packet at this point (OVS tracks at most two)
+    vlan = 1 if exact.get("vlan_vid", 0) & 0x1000 or any(
+        n == "vlan_vid" and v & 0x1000 and m & 0x1000 for n, v, m in match if m is not None) else 0
+    for a in actions:
+        if isinstance(a, PushVlan):
+            vlan += 1
+            if vlan > 2:
+                raise FlowError("push_vlan beyond two VLAN tags")
+        elif isinstance(a, PopVlan):
+            if not vlan:
+                raise FlowError("pop_vlan needs a VLAN: match vlan_vid with 0x1000 set, or push_vlan first")
+            vlan -= 1
+        elif isinstance(a, SetField) and a.field in ("vlan_vid", "vlan_pcp") and not vlan:
+            raise FlowError(f"set_field of {a.field} needs a VLAN: match one or push_vlan first")
+        if isinstance(a, SetField):
+            need(f"set_field of {a.field}", a.field)
+        elif isinstance(a, Move):
+            need(f"move from {a.src}", a.src)
+            need(f"move to {a.dst}", a.dst)
+        elif isinstance(a, DecTtl) and not ip_any:
+            raise FlowError("dec_ttl needs eth_type=0x800 or 0x86dd in the match")
+        elif isinstance(a, CT):
+            if not ip_any:
+                raise FlowError("ct() needs eth_type=0x800 or 0x86dd in the match")
+            if a.commit and ct_state & _CT_INV:
+                raise FlowError("ct(commit) of a packet matched as ct_state=+inv")
+            if a.nat is not None and a.nat.ip_min:
+                family = 0x86DD if ":" in a.nat.ip_min else 0x0800
+                if exact.get("eth_type") != family:
+                    raise FlowError(f"nat to {a.nat.ip_min} needs eth_type={family:#x} in the match")
+
+
 _ORDER = {Meter: 0, WriteMetadata: 2, Goto: 3}
+_CT_INV = 0x10
 
 
 def _canonical_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
@@ -153,6 +201,7 @@ class Flow:
         object.__setattr__(self, "match", match)
         actions = _canonical_actions(self.actions)
         _check_targets(f"flow in {self.stage}", actions, st)
+        _check_action_prerequisites(match, actions)
         object.__setattr__(self, "actions", actions)
         cookie = self.cookie.value if isinstance(self.cookie, Cookie) else self.cookie
         if not isinstance(cookie, int) or not 0 <= cookie < 1 << 64:

@@ -31,6 +31,8 @@ def matches(draw):
             draw(st.sets(st.sampled_from(pipeline.FLAG_BITS), max_size=2)), ())
     if draw(st.booleans()):
         m["eth_dst"] = draw(macs)
+    if draw(st.integers(0, 3)) == 0:
+        m["vlan_vid"] = 0x1000 | draw(st.integers(0, 4095))
     layer = draw(st.sampled_from(["none", "ip", "tcp", "arp", "ipv6", "ct"]))
     if layer in ("ip", "tcp", "ct"):
         m["eth_type"] = 0x0800
@@ -71,18 +73,26 @@ def set_fields():
     )
 
 
+def _ip_key(ip: str) -> int:
+    return int(__import__("ipaddress").ip_address(ip))
+
+
 nats = st.one_of(
     st.just(A.NAT()),
-    st.builds(A.NAT, st.sampled_from(["src", "dst"]), ipv4s, st.one_of(st.just(""), ipv4s),
-              st.one_of(st.none(), st.integers(1, 1000)), st.none(), st.booleans(), st.booleans()),
-    st.builds(A.NAT, st.just("dst"), ipv6s),
+    st.builds(lambda kind, a, b, port, extra, p, r: A.NAT(kind, min(a, b, key=_ip_key),
+                                                          max(a, b, key=_ip_key) if extra else "",
+                                                          port, port + extra if port else None, p, r),
+              st.sampled_from(["src", "dst"]), ipv4s.filter(lambda i: i != "0.0.0.0"),
+              ipv4s.filter(lambda i: i != "0.0.0.0"), st.one_of(st.none(), st.integers(1, 1000)),
+              st.integers(0, 100), st.booleans(), st.booleans()),
+    st.builds(A.NAT, st.just("dst"), ipv6s.filter(lambda i: i != "::")),
 )
 
 
 def cts(targets):
     return st.builds(
-        lambda commit, zone, table, nat, mark: A.CT(commit=commit or bool(mark), zone=zone, table=table,
-                                                    nat=nat, exec=mark),
+        lambda commit, zone, table, nat, mark: A.CT(commit=commit or bool(mark) or bool(nat and nat.kind),
+                                                    zone=zone, table=table, nat=nat, exec=mark),
         st.booleans(), st.one_of(u16, st.just("reg5")),
         st.one_of(st.none(), st.sampled_from(sorted(targets))) if targets else st.none(),
         st.one_of(st.none(), nats),
@@ -93,7 +103,7 @@ def cts(targets):
 def plain_actions(targets=()):
     """Apply-actions (no instructions); resubmit / ct table only to `targets`."""
     choices = [
-        st.builds(A.Output, st.one_of(st.integers(1, 0xFFFFFF00), st.just(A.IN_PORT))),
+        st.builds(A.Output, st.one_of(st.integers(1, A.MAX_PORT), st.just(A.IN_PORT))),
         set_fields(),
         st.builds(A.Move, st.just("reg6"), st.just("reg7"), st.integers(1, 16), st.integers(0, 16),
                   st.integers(0, 16)),
@@ -105,6 +115,16 @@ def plain_actions(targets=()):
     if targets:
         choices.append(st.builds(A.Resubmit, st.sampled_from(sorted(targets))))
     return st.one_of(*choices)
+
+
+def _valid_for(match, actions) -> bool:
+    """True if the match makes these actions valid (as OVS checks them)."""
+    from flows.flow import FlowError, _check_action_prerequisites, normalize_match
+    try:
+        _check_action_prerequisites(normalize_match(match), tuple(actions))
+    except FlowError:
+        return False
+    return True
 
 
 @st.composite
@@ -120,7 +140,10 @@ def flows(draw):
         conj = draw(st.lists(st.builds(A.Conjunction, u32, st.just(1), st.integers(2, 4)), min_size=1,
                              max_size=3))
         return Flow(s.name, prio, m, conj, cookie)
-    acts = draw(st.lists(plain_actions(s.next), max_size=5))
+    acts: list = []
+    for a in draw(st.lists(plain_actions(s.next), max_size=5)):
+        if _valid_for(m, acts + [a]):
+            acts.append(a)
     if draw(st.booleans()):
         acts.append(A.Meter(draw(st.integers(1, 100))))
     if draw(st.booleans()):

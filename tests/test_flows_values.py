@@ -72,6 +72,18 @@ def test_registers_and_flags():
     (lambda: Flow("l2_lookup", P.MATCH, {"eth_dst": "not-a-mac"}), "bad value"),
     (lambda: Flow("l2_lookup", P.MATCH, {"reg7": 2**32}), "does not fit"),
     (lambda: Flow("l2_lookup", P.MATCH, {}, ["output:1"]), "not an action"),
+    (lambda: Flow("acl_egress", P.MATCH, {"reg6": 1}, [A.CT(zone=1)]), "ct\\(\\) needs eth_type"),
+    (lambda: Flow("l3_lookup", P.MATCH, {"metadata": 1}, [A.DecTtl()]), "dec_ttl needs"),
+    (lambda: Flow("l3_lookup", P.MATCH, {}, [A.SetField("ipv4_dst", "10.0.0.1")]), "set_field of ipv4_dst"),
+    (lambda: Flow("arp_nd", P.MATCH, {"eth_type": 0x800}, [A.Move("arp_sha", "arp_tha", 48)]), "move from"),
+    (lambda: Flow("snat", P.MATCH, {"eth_type": 0x86DD}, [A.CT(commit=True, nat=A.NAT("src", "10.0.0.1"))]),
+     "nat to"),
+    (lambda: Flow("classify", P.MATCH, {"in_port": 1}, [A.PopVlan()]), "pop_vlan needs a VLAN"),
+    (lambda: Flow("egress_dispatch", P.MATCH, {}, [A.SetField("vlan_vid", 0x1005)]), "needs a VLAN"),
+    (lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PushVlan(), A.PopVlan(), A.PopVlan()]), "pop_vlan"),
+    (lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PushVlan()] * 3), "beyond two"),
+    (lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT(commit=True)]),
+     "\\+inv"),
 ])
 def test_breaking_the_declaration_raises_at_once(build, message):
     with pytest.raises(FlowError, match=message):
@@ -84,7 +96,9 @@ def test_breaking_the_declaration_raises_at_once(build, message):
     lambda: A.CT(exec=(A.SetField("ct_mark", 1),)), lambda: A.CT(commit=True, exec=(A.SetField("reg6", 1),)),
     lambda: A.NAT("src", "not-ip"), lambda: A.NAT("", "10.0.0.1"),
     lambda: A.NAT("src", "10.0.0.1", "fd00::1"),
-    lambda: A.GroupAction(0xFFFFFFFF), lambda: A.SetField("reg6", 1, 0),
+    lambda: A.GroupAction(0xFFFFFFFF), lambda: A.SetField("reg6", 1, 0), lambda: A.Output(0xFF00),
+    lambda: A.Output(A.ANY), lambda: A.CT(nat=A.NAT("src", "10.0.0.1")),
+    lambda: A.NAT("src", "10.0.0.9", "10.0.0.1"), lambda: A.NAT("src", "0.0.0.0", "0.0.0.9"), lambda: A.NAT("dst", "10.0.0.1", "", 9, 8),
 ])
 def test_impossible_actions_raise(build):
     with pytest.raises(ActionError):
