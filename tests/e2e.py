@@ -61,7 +61,7 @@ class Env:
         sub = self.stub.GetSubnet(pb.GetSubnetRequest(name=port.fixed_ips[0].subnet), metadata=self.admin)
         prefix = sub.cidr.split("/")[1]
         vm = self.chassis(chassis).add_vm(ident, port.mac_address, f"{port.fixed_ips[0].ip_address}/{prefix}",
-                                          iface_id=ident, mtu=net.mtu)
+                                          iface_id=ident, mtu=net.mtu, gateway=sub.gateway_ip or None)
         self.vms[ident] = vm
         if wait:
             self.wait_active(port.name, chassis)
