@@ -6,10 +6,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors
-from topology.records import Chassis, Network, Port, Record, Subnet
+from topology.records import (
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
+    Chassis,
+    FloatingIp,
+    Network,
+    Port,
+    Record,
+    Router,
+    Subnet,
+)
 
 COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
-              "securityGroup": "securityGroups"}
+              "securityGroup": "securityGroups", "router": "routers", "floating_ip": "floatingIps"}
 SEGMENT_TO_PB = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
                  "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
 SEGMENT_FROM_PB = {v: k for k, v in SEGMENT_TO_PB.items()}
@@ -75,13 +85,53 @@ def chassis_to_pb(c: Chassis) -> pb.Chassis:
                       revision=c.revision, create_time=_ts(c.create_time), update_time=_ts(c.update_time))
 
 
-def to_pb(rec: Record) -> pb.Network | pb.Subnet | pb.Port | pb.Chassis:
+def router_interface_pb(router_id: str, port: Port, subnet_id: str, address: str) -> pb.RouterInterface:
+    return pb.RouterInterface(router=name_of("router", router_id), port=name_of("port", port.id),
+                              subnet=name_of("subnet", subnet_id), network=name_of("network", port.network_id),
+                              ip_address=address)
+
+
+def router_to_pb(r: Router, ports: list[Port] | None = None) -> pb.Router:
+    """`ports`: the router's interface and gateway ports (None: leave interfaces and the gateway's address
+    out, as Watch events do)."""
+    msg = pb.Router(name=name_of("router", r.id), tenant=r.tenant, display_name=r.display_name,
+                    admin_state_up=r.admin_state_up,
+                    routes=[pb.HostRoute(destination=d, nexthop=n) for d, n in r.routes],
+                    revision=r.revision, tunnel_key=r.key, create_time=_ts(r.create_time),
+                    update_time=_ts(r.update_time))
+    if r.gateway_network_id:
+        msg.external_gateway.network = name_of("network", r.gateway_network_id)
+        msg.external_gateway.enable_snat = r.enable_snat
+    for p in ports or ():
+        if p.device_owner == OWNER_ROUTER_INTERFACE:
+            msg.interfaces.extend(router_interface_pb(r.id, p, s, a) for s, a in p.fixed_ips)
+        elif p.device_owner == OWNER_ROUTER_GATEWAY and r.gateway_network_id:
+            msg.external_gateway.port = name_of("port", p.id)
+            if p.fixed_ips:
+                msg.external_gateway.fixed_ip.subnet = name_of("subnet", p.fixed_ips[0][0])
+                msg.external_gateway.fixed_ip.ip_address = p.fixed_ips[0][1]
+    return msg
+
+
+def floating_ip_to_pb(f: FloatingIp) -> pb.FloatingIp:
+    return pb.FloatingIp(name=name_of("floating_ip", f.id), tenant=f.tenant,
+                         floating_network=name_of("network", f.network_id), floating_ip_address=f.address,
+                         port=name_of("port", f.port_id), fixed_ip_address=f.fixed_ip,
+                         router=name_of("router", f.router_id), revision=f.revision,
+                         create_time=_ts(f.create_time), update_time=_ts(f.update_time))
+
+
+def to_pb(rec: Record) -> pb.Network | pb.Subnet | pb.Port | pb.Chassis | pb.Router | pb.FloatingIp:
     if isinstance(rec, Network):
         return network_to_pb(rec)
     if isinstance(rec, Subnet):
         return subnet_to_pb(rec)
     if isinstance(rec, Port):
         return port_to_pb(rec)
+    if isinstance(rec, Router):
+        return router_to_pb(rec)
+    if isinstance(rec, FloatingIp):
+        return floating_ip_to_pb(rec)
     return chassis_to_pb(rec)
 
 

@@ -24,7 +24,18 @@ from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors, ops
 from topology.errors import ApiError
 from topology.model import Topology
-from topology.records import PROVIDER_TYPES, Chassis, Network, Port, Record, Subnet
+from topology.records import (
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
+    PROVIDER_TYPES,
+    Chassis,
+    FloatingIp,
+    Network,
+    Port,
+    Record,
+    Router,
+    Subnet,
+)
 from topology.state import State
 
 log = logging.getLogger(__name__)
@@ -263,7 +274,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     @_unary
     def DeleteNetwork(self, request: pb.DeleteNetworkRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
-            return ops.delete_network(topo, self._owned(topo, p, "network", request.name), request.force)
+            return ops.delete_network(topo, self._owned(topo, p, "network", request.name), request.force, rev, now)
 
         self._write(fn, request, context)
         return empty_pb2.Empty()
@@ -323,7 +334,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     @_unary
     def DeleteSubnet(self, request: pb.DeleteSubnetRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
-            return ops.delete_subnet(topo, self._owned(topo, p, "subnet", request.name), request.force)
+            return ops.delete_subnet(topo, self._owned(topo, p, "subnet", request.name), request.force, rev, now)
 
         self._write(fn, request, context)
         return empty_pb2.Empty()
@@ -399,7 +410,204 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     @_unary
     def DeletePort(self, request: pb.DeletePortRequest, context: Any, p: Principal) -> empty_pb2.Empty:
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
-            return ops.delete_port(topo, self._owned(topo, p, "port", request.name))
+            return ops.delete_port(topo, self._owned(topo, p, "port", request.name), rev, now)
+
+        self._write(fn, request, context)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------------------------------------ routers
+
+    def _gateway(self, topo: Topology, p: Principal, eg: pb.ExternalGateway) -> ops.GatewayRequest:
+        """The external gateway asked for: a visible network (external ones are visible to every tenant)."""
+        if not eg.network:
+            raise errors.invalid("router.external_gateway.network", "required: an external network (leave "
+                                 "external_gateway unset for no gateway)")
+        net = self._get(topo, p, "network", eg.network, "router.external_gateway.network")
+        subnet = (convert.parse_name("subnet", eg.fixed_ip.subnet, "router.external_gateway.fixed_ip.subnet")
+                  if eg.fixed_ip.subnet else "")
+        return ops.GatewayRequest(network_id=net.id, subnet_id=subnet, ip_address=eg.fixed_ip.ip_address,
+                                  enable_snat=eg.enable_snat if eg.HasField("enable_snat") else True)
+
+    def _router_pb(self, router: Router, changes: list[ops.Change]) -> pb.Router:
+        """The router with its interfaces and gateway as `changes` leave them (also for a dry run, whose
+        changes are no longer in the model)."""
+        with self.state.lock:
+            ports = {port.id: port for port in self.state.topology.router_ports(router.id)}
+        for kind, ident, _old, new in changes:
+            if kind == "port":
+                ports.pop(ident, None)
+                if (isinstance(new, Port) and new.device_id == router.id
+                        and new.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)):
+                    ports[ident] = new
+        return convert.router_to_pb(router, sorted(ports.values(), key=lambda port: port.id))
+
+    def _changed(self, fn: Callable[[Topology, int, float], list[ops.Change]], prefix: str, kind: str,
+                 request: Any, context: Any) -> tuple[Any, list[ops.Change]]:
+        """A write whose answer is the record of `kind` it creates or changes (not necessarily the last)."""
+        try:
+            _, changes = self._write(fn, request, context)
+        except ApiError as err:
+            raise _prefixed(err, prefix) from None
+        rec = next((new for k, _i, _old, new in changes if k == kind and new is not None), None)
+        if rec is None:
+            raise errors.invalid("update_mask", "nothing to update")
+        return rec, changes
+
+    @_unary
+    def CreateRouter(self, request: pb.CreateRouterRequest, context: Any, p: Principal) -> pb.Router:
+        m = request.router
+        tenant = self._tenant_for(p, m.tenant, "router.tenant")
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            ident = ops.new_id(topo, "router", request.router_id, "router_id")
+            gateway = self._gateway(topo, p, m.external_gateway) if m.HasField("external_gateway") else None
+            router = Router(id=ident, tenant=tenant, display_name=m.display_name,
+                            admin_state_up=m.admin_state_up if m.HasField("admin_state_up") else True,
+                            routes=tuple((r.destination, r.nexthop) for r in m.routes))
+            return ops.create_router(topo, router, gateway, rev, now)
+
+        rec, changes = self._changed(fn, "router.", "router", request, context)
+        return self._router_pb(rec, changes)
+
+    @_unary
+    def GetRouter(self, request: pb.GetRouterRequest, context: Any, p: Principal) -> pb.Router:
+        with self.state.lock:
+            topo = self.state.topology
+            rec = self._get(topo, p, "router", request.name)
+            return convert.router_to_pb(rec, topo.router_ports(rec.id))
+
+    @_unary
+    def ListRouters(self, request: pb.ListRoutersRequest, context: Any, p: Principal) -> pb.ListRoutersResponse:
+        page, token = self._list("router", p, request, lambda r: True, {})
+        with self.state.lock:
+            topo = self.state.topology
+            routers = [convert.router_to_pb(r, topo.router_ports(r.id)) for r in page]  # type: ignore[arg-type]
+        return pb.ListRoutersResponse(routers=routers, next_page_token=token)
+
+    @_unary
+    def UpdateRouter(self, request: pb.UpdateRouterRequest, context: Any, p: Principal) -> pb.Router:
+        m = request.router
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            old = self._owned(topo, p, "router", m.name, "router.name")
+            paths = self._mask(m, request.update_mask, convert.router_to_pb(old, topo.router_ports(old.id)),
+                               ops.ROUTER_OUTPUT, ops.ROUTER_MUTABLE)
+            conv: dict[str, Callable[[], Any]] = {
+                "display_name": lambda: m.display_name,
+                "admin_state_up": lambda: m.admin_state_up,
+                "routes": lambda: tuple((r.destination, r.nexthop) for r in m.routes),
+                "external_gateway": lambda: (self._gateway(topo, p, m.external_gateway)
+                                             if m.HasField("external_gateway") else None),
+            }
+            fields = {path: conv[path]() if path in conv else None for path in paths}
+            return ops.update_router(topo, old, fields, rev, now)
+
+        rec, changes = self._changed(fn, "router.", "router", request, context)
+        return self._router_pb(rec, changes)
+
+    @_unary
+    def DeleteRouter(self, request: pb.DeleteRouterRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            return ops.delete_router(topo, self._owned(topo, p, "router", request.name), request.force, rev, now)
+
+        self._write(fn, request, context)
+        return empty_pb2.Empty()
+
+    @_unary
+    def AddRouterInterface(self, request: pb.AddRouterInterfaceRequest, context: Any,
+                           p: Principal) -> pb.RouterInterface:
+        which = request.WhichOneof("interface")
+        if which is None:
+            raise errors.invalid("subnet", "required: a subnet or a port")
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            router = self._owned(topo, p, "router", request.name)
+            subnet = self._owned(topo, p, "subnet", request.subnet, "subnet").id if which == "subnet" else ""
+            port = self._owned(topo, p, "port", request.port, "port").id if which == "port" else ""
+            return ops.add_router_interface(topo, router, subnet, port, str(uuid.uuid4()), rev, now)
+
+        _, changes = self._write(fn, request, context)
+        port = changes[0][3]
+        assert isinstance(port, Port)
+        return _interface_pb(port, port.device_id)
+
+    @_unary
+    def RemoveRouterInterface(self, request: pb.RemoveRouterInterfaceRequest, context: Any,
+                              p: Principal) -> pb.RouterInterface:
+        which = request.WhichOneof("interface")
+        if which is None:
+            raise errors.invalid("subnet", "required: a subnet or a port")
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            router = self._owned(topo, p, "router", request.name)
+            subnet = self._owned(topo, p, "subnet", request.subnet, "subnet").id if which == "subnet" else ""
+            port = self._owned(topo, p, "port", request.port, "port").id if which == "port" else ""
+            return ops.remove_router_interface(topo, router, subnet, port, rev, now)
+
+        _, changes = self._write(fn, request, context)
+        port = changes[0][2]
+        assert isinstance(port, Port)
+        return _interface_pb(port, port.device_id)
+
+    # ------------------------------------------------------------------------------------------ floating IPs
+
+    @_unary
+    def CreateFloatingIp(self, request: pb.CreateFloatingIpRequest, context: Any, p: Principal) -> pb.FloatingIp:
+        m = request.floating_ip
+        tenant = self._tenant_for(p, m.tenant, "floating_ip.tenant")
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            net = self._get(topo, p, "network", m.floating_network, "floating_ip.floating_network")
+            ident = ops.new_id(topo, "floating_ip", request.floating_ip_id, "floating_ip_id")
+            port = self._owned(topo, p, "port", m.port, "floating_ip.port").id if m.port else ""
+            fip = FloatingIp(id=ident, tenant=tenant, network_id=net.id, address=m.floating_ip_address,
+                             port_id=port, fixed_ip=m.fixed_ip_address)
+            return ops.create_floating_ip(topo, fip, str(uuid.uuid4()), rev, now)
+
+        rec, _ = self._changed(fn, "floating_ip.", "floating_ip", request, context)
+        return convert.floating_ip_to_pb(rec)
+
+    @_unary
+    def GetFloatingIp(self, request: pb.GetFloatingIpRequest, context: Any, p: Principal) -> pb.FloatingIp:
+        with self.state.lock:
+            return convert.floating_ip_to_pb(self._get(self.state.topology, p, "floating_ip", request.name))
+
+    @_unary
+    def ListFloatingIps(self, request: pb.ListFloatingIpsRequest, context: Any,
+                        p: Principal) -> pb.ListFloatingIpsResponse:
+        net = (convert.parse_name("network", request.floating_network, "floating_network")
+               if request.floating_network else "")
+        port = convert.parse_name("port", request.port, "port") if request.port else ""
+
+        def keep(r: FloatingIp) -> bool:
+            return (not net or r.network_id == net) and (not port or r.port_id == port)
+
+        page, token = self._list("floating_ip", p, request, keep, {"floating_network": net, "port": port})
+        return pb.ListFloatingIpsResponse(floating_ips=[convert.floating_ip_to_pb(r) for r in page],  # type: ignore[arg-type]
+                                          next_page_token=token)
+
+    @_unary
+    def UpdateFloatingIp(self, request: pb.UpdateFloatingIpRequest, context: Any, p: Principal) -> pb.FloatingIp:
+        m = request.floating_ip
+
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            old = self._owned(topo, p, "floating_ip", m.name, "floating_ip.name")
+            paths = self._mask(m, request.update_mask, convert.floating_ip_to_pb(old), ops.FLOATING_IP_OUTPUT,
+                               ops.FLOATING_IP_MUTABLE)
+            conv: dict[str, Callable[[], Any]] = {
+                "port": lambda: self._owned(topo, p, "port", m.port, "floating_ip.port").id if m.port else "",
+                "fixed_ip_address": lambda: m.fixed_ip_address,
+            }
+            fields = {path: conv[path]() if path in conv else None for path in paths}
+            return ops.update_floating_ip(topo, old, fields, rev, now)
+
+        rec, _ = self._changed(fn, "floating_ip.", "floating_ip", request, context)
+        return convert.floating_ip_to_pb(rec)
+
+    @_unary
+    def DeleteFloatingIp(self, request: pb.DeleteFloatingIpRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
+            return ops.delete_floating_ip(topo, self._owned(topo, p, "floating_ip", request.name))
 
         self._write(fn, request, context)
         return empty_pb2.Empty()
@@ -537,8 +745,14 @@ def _event(kind: int, revision: int, rec: Record) -> pb.WatchEvent:
     return ev
 
 
-_REQUEST_LEVEL = ("update_mask", "network_id", "subnet_id", "port_id", "chassis_id",
-                  "network.", "subnet.", "port.", "chassis.")
+_REQUEST_LEVEL = ("update_mask", "network_id", "subnet_id", "port_id", "chassis_id", "router_id", "floating_ip_id",
+                  "network.", "subnet.", "port.", "chassis.", "router.", "floating_ip.")
+
+
+def _interface_pb(port: Port, router_id: str) -> pb.RouterInterface:
+    """An interface as the API shows it: its port's first address (by subnet, the only one)."""
+    subnet, address = port.fixed_ips[0] if port.fixed_ips else ("", "")
+    return convert.router_interface_pb(router_id, port, subnet, address)
 
 
 def _prefixed(err: ApiError, prefix: str) -> ApiError:

@@ -21,12 +21,17 @@ from topology import errors
 from topology.model import OVERLAY_OVERHEAD, Change, Topology
 from topology.records import (
     OVERLAY_TYPES,
+    OWNER_FLOATING_IP,
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
     PORT_DOWN,
     SEGMENT_TYPES,
     Chassis,
+    FloatingIp,
     Network,
     Port,
     Record,
+    Router,
     Subnet,
 )
 
@@ -188,6 +193,8 @@ def update_network(topo: Topology, old: Network, fields: dict[str, Any], rev: in
     _check_mask(list(fields), NETWORK_MUTABLE, NETWORK_IMMUTABLE, NETWORK_OUTPUT)
     if "display_name" in fields:
         _check_name(fields["display_name"])
+    if "external" in fields and fields["external"] != old.external:
+        _check_external_flip(topo, old, bool(fields["external"]))
     if "mtu" in fields:
         max_mtu = topo.config.underlay_mtu - OVERLAY_OVERHEAD[old.segment_type]
         fields["mtu"] = fields["mtu"] or max_mtu
@@ -197,14 +204,46 @@ def update_network(topo: Topology, old: Network, fields: dict[str, Any], rev: in
     return [("network", old.id, old, _stamp(new, rev, now, False))]
 
 
-def delete_network(topo: Topology, old: Network, force: bool) -> list[Change]:
+def _check_external_flip(topo: Topology, old: Network, external: bool) -> None:
+    """An external network in use by gateways or floating IPs stays external; one with router interfaces
+    cannot become external (Neutron's rules)."""
+    owners = {p.device_owner for p in topo.ports_of(old.id)}
+    if not external and owners & {OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP}:
+        raise errors.failed_precondition(
+            "NETWORK_IN_USE", f"network {old.id!r} holds router gateways or floating IPs; it stays external "
+            "until they are gone", network=old.id)
+    if external and topo.routers_of(old.id):
+        raise errors.failed_precondition(
+            "NETWORK_IN_USE", f"network {old.id!r} has interfaces of router(s) "
+            f"{', '.join(sorted(topo.routers_of(old.id)))}; an external network cannot", network=old.id)
+
+
+def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metadata: str) -> None:
+    """Even `force` does not remove router interfaces, gateways or floating IP addresses (Neutron refuses
+    too): they are removed through their router or floating IP."""
+    for p in ports:
+        if p.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY):
+            kind = "an interface" if p.device_owner == OWNER_ROUTER_INTERFACE else "the external gateway"
+            raise errors.failed_precondition(
+                reason, f"{what} holds {kind} of router {p.device_id!r} (port {p.id!r}); remove it from the "
+                "router first (force does not)", router=p.device_id, port=p.id, **metadata)
+        if p.device_owner == OWNER_FLOATING_IP:
+            raise errors.failed_precondition(
+                reason, f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
+                "first (force does not)", floating_ip=p.device_id, port=p.id, **metadata)
+
+
+def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = None,
+                   now: float = 0.0) -> list[Change]:
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
+    _refuse_router_owned(ports, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
     if (subnets or ports) and not force:
         raise errors.failed_precondition(
             "NETWORK_IN_USE", f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
             "delete them first or use force", network=old.id)
-    changes: list[Change] = [("port", p.id, p, None) for p in ports]
+    changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
+    changes += [("port", p.id, p, None) for p in ports]
     changes += [("subnet", s.id, s, None) for s in subnets]
     changes.append(("network", old.id, old, None))
     return changes
@@ -324,13 +363,16 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
     return [("subnet", old.id, old, _stamp(new, rev, now, False))]
 
 
-def delete_subnet(topo: Topology, old: Subnet, force: bool) -> list[Change]:
+def delete_subnet(topo: Topology, old: Subnet, force: bool, rev: int | None = None,
+                  now: float = 0.0) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
+    _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
             "SUBNET_IN_USE", f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first "
             "or use force", subnet=old.id)
-    changes: list[Change] = [("port", p.id, p, None) for p in ports]
+    changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
+    changes += [("port", p.id, p, None) for p in ports]
     changes.append(("subnet", old.id, old, None))
     return changes
 
@@ -457,10 +499,22 @@ def _check_binding(topo: Topology, chassis_id: str) -> None:
         raise errors.invalid("binding_chassis", f"chassis {chassis_id!r} does not exist")
 
 
+ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP)
+
+
+def _check_device_owner(owner: str) -> None:
+    """The owners that make a port part of a router or floating IP are set only by those resources' calls
+    (otherwise anyone could plug a port into someone else's router by naming its id)."""
+    if owner in ROUTER_OWNERS:
+        raise errors.invalid("device_owner", f"{owner!r} is set by the router and floating IP calls, not "
+                             "on ports", reason="RESERVED_DEVICE_OWNER")
+
+
 def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str]],
                 rev: int, now: float) -> list[Change]:
     """`port.mac` empty = generate; `ip_requests` are (subnet id, address) with either part possibly empty."""
     _check_name(port.display_name)
+    _check_device_owner(port.device_owner)
     if port.mac:
         mac = _mac(port.mac, "mac_address")
         if mac in topo.macs:
@@ -505,6 +559,26 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
         if fields["binding_chassis"] != old.binding_chassis:
             fields["status"] = PORT_DOWN  # the new chassis has not realized it yet
     new = dataclasses.replace(old, **fields)
+    if old.device_owner in ROUTER_OWNERS:
+        for name in ("fixed_ips", "device_owner", "device_id"):
+            if getattr(new, name) != getattr(old, name):
+                owner = "floating IP" if old.device_owner == OWNER_FLOATING_IP else "router"
+                err = errors.failed_precondition(
+                    f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
+                    f"port {old.id!r} belongs to {owner} {old.device_id!r}: its {name} change only through "
+                    f"the {owner}", port=old.id, owner=old.device_owner)
+                err.violations = [(name, f"owned by {owner} {old.device_id!r}")]
+                raise err
+    elif new.device_owner != old.device_owner:
+        _check_device_owner(new.device_owner)
+    if new.fixed_ips != old.fixed_ips:
+        kept = set(new.fixed_ips)
+        for fip in _fips_of_port(topo, old.id):
+            if not any(a == fip.fixed_ip for _s, a in kept):
+                raise errors.failed_precondition(
+                    "FLOATING_IP_ASSOCIATED", f"floating IP {fip.id!r} ({fip.address}) maps {fip.fixed_ip} of "
+                    f"port {old.id!r}; dissociate it before removing that address", floating_ip=fip.id,
+                    port=old.id)
     _check_port_security(new)
     return [("port", old.id, old, _stamp(new, rev, now, False))]
 
@@ -516,8 +590,18 @@ def set_port_status(old: Port, status: str, rev: int, now: float) -> list[Change
     return [("port", old.id, old, _stamp(dataclasses.replace(old, status=status), rev, now, False))]
 
 
-def delete_port(topo: Topology, old: Port) -> list[Change]:
-    return [("port", old.id, old, None)]
+def delete_port(topo: Topology, old: Port, rev: int | None = None, now: float = 0.0) -> list[Change]:
+    """Router and floating IP ports go with their owner; a deleted port's floating IPs are dissociated
+    (as Neutron does)."""
+    if old.device_owner in ROUTER_OWNERS:
+        owner = "floating IP" if old.device_owner == OWNER_FLOATING_IP else "router"
+        raise errors.failed_precondition(
+            f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
+            f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it "
+            f"({'RemoveRouterInterface or the router gateway' if owner == 'router' else 'DeleteFloatingIp'})",
+            port=old.id, owner=old.device_owner, device_id=old.device_id)
+    changes = _dissociate_ports(topo, {old.id}, _rev(topo, rev), now)
+    return changes + [("port", old.id, old, None)]
 
 
 # ------------------------------------------------------------------------------------------------ chassis
@@ -574,4 +658,404 @@ def delete_chassis(topo: Topology, old: Chassis, force: bool, rev: int, now: flo
         new = dataclasses.replace(p, binding_chassis="", status=PORT_DOWN)
         changes.append(("port", p.id, p, _stamp(new, rev, now, False)))
     changes.append(("chassis", old.id, old, None))
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------ routers
+
+
+def _rev(topo: Topology, rev: int | None) -> int:
+    return topo.revision + 1 if rev is None else rev
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayRequest:
+    """A router's external gateway as asked for: the external network, optionally a subnet and/or address."""
+
+    network_id: str
+    subnet_id: str = ""
+    ip_address: str = ""
+    enable_snat: bool = True
+
+
+def router_interfaces(topo: Topology, router_id: str) -> list[tuple[Port, str, str]]:
+    """(interface port, subnet id, router address on it) for each address of each interface port."""
+    return [(p, sid, addr) for p in topo.router_ports(router_id) if p.device_owner == OWNER_ROUTER_INTERFACE
+            for sid, addr in p.fixed_ips]
+
+
+def gateway_port(topo: Topology, router_id: str) -> Port | None:
+    return next((p for p in topo.router_ports(router_id) if p.device_owner == OWNER_ROUTER_GATEWAY), None)
+
+
+def floating_ip_port(topo: Topology, fip: FloatingIp) -> Port | None:
+    """The port reserving the floating IP's address on its external network."""
+    n = int(netaddr.IPAddress(fip.address))
+    for sub in topo.subnets_of(fip.network_id):
+        pid = topo.ip_owner.get(sub.id, {}).get(n)
+        if pid is not None and topo.ports[pid].device_owner == OWNER_FLOATING_IP:
+            return topo.ports[pid]
+    return None
+
+
+def _fips_of_port(topo: Topology, port_id: str) -> list[FloatingIp]:
+    node = ("port", port_id)
+    if node not in topo.graph:
+        return []
+    return sorted((topo.floatingips[i] for k, i in topo.graph[node] if k == "floating_ip" and i in topo.floatingips),
+                  key=lambda f: f.id)
+
+
+def _dissociated(fip: FloatingIp, rev: int, now: float) -> Change:
+    return ("floating_ip", fip.id, fip, _stamp(dataclasses.replace(fip, port_id="", fixed_ip="", router_id=""),
+                                              rev, now, False))
+
+
+def _dissociate_ports(topo: Topology, port_ids: set[str], rev: int, now: float) -> list[Change]:
+    """Floating IPs of ports about to be deleted lose their association (Neutron does the same)."""
+    return [_dissociated(f, rev, now) for pid in sorted(port_ids) for f in _fips_of_port(topo, pid)]
+
+
+def _renamed(err: errors.ApiError, paths: dict[str, str]) -> errors.ApiError:
+    """Field paths of an inner check (e.g. fixed_ips[0].ip_address) as the caller's request names them."""
+    out = []
+    for f, d in err.violations:
+        for old, new in paths.items():
+            if f == old or f.startswith(old + "."):
+                f = new + f[len(old):]
+                break
+        out.append((f, d))
+    err.violations = out
+    return err
+
+
+def _new_owned_port(topo: Topology, ident: str, network_id: str, tenant: str, owner: str, device_id: str,
+                    requests: Sequence[tuple[str, str]], paths: dict[str, str], rev: int, now: float) -> Change:
+    """A port the controller makes for a router or floating IP: generated MAC, an IPv4 address, a port key."""
+    try:
+        fixed = _resolve_fixed_ips(topo, ident, network_id, requests)
+    except errors.ApiError as err:
+        raise _renamed(err, paths) from None
+    if not fixed:
+        raise errors.failed_precondition("NO_SUBNET", f"network {network_id!r} has no IPv4 subnet to take an "
+                                         "address from", network=network_id)
+    for sid, addr in fixed:
+        if addr == topo.subnets[sid].gateway_ip and owner != OWNER_ROUTER_INTERFACE:
+            path = paths.get("fixed_ips[0].ip_address", "ip_address")
+            raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
+    key = topo.port_keys.choose()
+    if key is None:
+        raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
+    port = Port(id=ident, tenant=tenant, network_id=network_id, mac=_generate_mac(topo, _rng), fixed_ips=fixed,
+                device_owner=owner, device_id=device_id, port_security_enabled=False, key=key)
+    return ("port", ident, None, _stamp(port, rev, now, True))
+
+
+def _check_external(topo: Topology, network_id: str, field_path: str) -> Network:
+    net = topo.networks.get(network_id)
+    if net is None:
+        raise errors.not_found("network", network_id)
+    if not net.external:
+        raise errors.invalid(field_path, f"network {network_id!r} is not an external network",
+                             reason="NOT_EXTERNAL_NETWORK")
+    return net
+
+
+GATEWAY_PATHS = {"fixed_ips[0].ip_address": "external_gateway.fixed_ip.ip_address",
+                 "fixed_ips[0].subnet": "external_gateway.fixed_ip.subnet",
+                 "fixed_ips[0]": "external_gateway.fixed_ip"}
+
+
+def _gateway_request(gw: GatewayRequest) -> list[tuple[str, str]]:
+    return [(gw.subnet_id, gw.ip_address)] if gw.subnet_id or gw.ip_address else []
+
+
+def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: int, now: float) -> Change:
+    _check_external(topo, gw.network_id, "external_gateway.network")
+    import uuid
+
+    # tenant "": like Neutron's, the gateway port is nobody's to see or touch but the operator's
+    return _new_owned_port(topo, str(uuid.uuid4()), gw.network_id, "", OWNER_ROUTER_GATEWAY, router.id,
+                           _gateway_request(gw), GATEWAY_PATHS, rev, now)
+
+
+def _check_routes(topo: Topology, router_id: str, routes: Sequence[tuple[str, str]],
+                  without_ports: set[str] = frozenset()) -> tuple[tuple[str, str], ...]:  # type: ignore[assignment]
+    """Static routes: a CIDR and a nexthop inside one of the router's interface subnets (not the router's own
+    address); `without_ports` are interfaces about to be removed."""
+    ifaces = [(sid, addr) for p, sid, addr in router_interfaces(topo, router_id) if p.id not in without_ports]
+    nets = [netaddr.IPNetwork(topo.subnets[sid].cidr) for sid, _ in ifaces]
+    own = {addr for _, addr in ifaces}
+    out: list[tuple[str, str]] = []
+    for i, (dest, nexthop) in enumerate(routes):
+        d = _cidr(dest, f"routes[{i}].destination")
+        n = _ip(nexthop, f"routes[{i}].nexthop")
+        if n.version != d.version:
+            raise errors.invalid(f"routes[{i}].nexthop", f"{nexthop} is not an IPv{d.version} address")
+        if not any(n in net for net in nets):
+            raise errors.invalid(f"routes[{i}].nexthop", f"{nexthop} is in none of the router's interface "
+                                 "subnets", reason="NEXTHOP_NOT_CONNECTED")
+        if str(n) in own:
+            raise errors.invalid(f"routes[{i}].nexthop", f"{nexthop} is the router's own address")
+        route = (str(d.cidr), str(n))
+        if route in out:
+            raise errors.invalid(f"routes[{i}]", f"repeats routes[{out.index(route)}]")
+        out.append(route)
+    return tuple(out)
+
+
+def create_router(topo: Topology, router: Router, gateway: GatewayRequest | None, rev: int,
+                  now: float) -> list[Change]:
+    """The router first, then its gateway port (if any)."""
+    _check_name(router.display_name)
+    routes = _check_routes(topo, router.id, router.routes)  # no interfaces yet: only an empty list passes
+    key = topo.datapath_keys.choose()
+    if key is None:
+        raise errors.exhausted("DATAPATH_KEYS_EXHAUSTED", "no free datapath key")
+    rec = dataclasses.replace(router, key=key, routes=routes,
+                              gateway_network_id=gateway.network_id if gateway else "",
+                              enable_snat=gateway.enable_snat if gateway else True)
+    changes: list[Change] = [("router", rec.id, None, _stamp(rec, rev, now, True))]
+    if gateway is not None:
+        changes.append(_new_gateway_port(topo, rec, gateway, rev, now))
+    return changes
+
+
+ROUTER_MUTABLE = {"display_name", "admin_state_up", "external_gateway", "routes"}
+ROUTER_IMMUTABLE = {"name", "tenant"}
+ROUTER_OUTPUT = {"interfaces", "revision", "create_time", "update_time", "tunnel_key"}
+
+
+def _fips_via(topo: Topology, router_id: str) -> list[FloatingIp]:
+    return sorted((f for f in topo.floatingips.values() if f.router_id == router_id), key=lambda f: f.id)
+
+
+def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+    """`fields["external_gateway"]` is a GatewayRequest, or None to clear the gateway. The router's change
+    comes first, then its gateway port's."""
+    _check_mask(list(fields), ROUTER_MUTABLE, ROUTER_IMMUTABLE, ROUTER_OUTPUT)
+    if "display_name" in fields:
+        _check_name(fields["display_name"])
+    ports: list[Change] = []
+    if "external_gateway" in fields:
+        gw: GatewayRequest | None = fields.pop("external_gateway")
+        cur = gateway_port(topo, old.id)
+        using = _fips_via(topo, old.id)
+        moving = gw is None or gw.network_id != old.gateway_network_id
+        if moving and using and old.gateway_network_id:
+            raise errors.failed_precondition(
+                "ROUTER_GATEWAY_IN_USE", f"floating IP(s) {', '.join(f.id for f in using)} reach their external "
+                f"network through router {old.id!r}'s gateway; dissociate them first", router=old.id)
+        if gw is None:
+            if cur is not None:
+                ports.append(("port", cur.id, cur, None))
+            fields.update(gateway_network_id="", enable_snat=True)
+        else:
+            if moving or cur is None:
+                if cur is not None:
+                    ports.append(("port", cur.id, cur, None))
+                ports.append(_new_gateway_port(topo, old, gw, rev, now))
+            elif _gateway_request(gw):  # same network: move the gateway's address if another is asked for
+                try:
+                    fixed = _resolve_fixed_ips(topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips)
+                except errors.ApiError as err:
+                    raise _renamed(err, GATEWAY_PATHS) from None
+                if fixed != cur.fixed_ips:
+                    ports.append(("port", cur.id, cur, _stamp(dataclasses.replace(cur, fixed_ips=fixed),
+                                                              rev, now, False)))
+            fields.update(gateway_network_id=gw.network_id, enable_snat=gw.enable_snat)
+    if "routes" in fields:
+        fields["routes"] = _check_routes(topo, old.id, fields["routes"])
+    new = dataclasses.replace(old, **fields)
+    return [("router", old.id, old, _stamp(new, rev, now, False)), *ports]
+
+
+def delete_router(topo: Topology, old: Router, force: bool, rev: int, now: float) -> list[Change]:
+    """Refused while it has interfaces or translates floating IPs, unless `force`: then those interfaces are
+    deleted and the floating IPs dissociated. The gateway port always goes with the router."""
+    ifaces = [p for p in topo.router_ports(old.id) if p.device_owner == OWNER_ROUTER_INTERFACE]
+    fips = _fips_via(topo, old.id)
+    if (ifaces or fips) and not force:
+        raise errors.failed_precondition(
+            "ROUTER_IN_USE", f"router {old.id!r} has {len(ifaces)} interface(s) and translates {len(fips)} "
+            "floating IP(s); remove them first or use force", router=old.id)
+    changes: list[Change] = [_dissociated(f, rev, now) for f in fips]
+    changes += [("port", p.id, p, None) for p in topo.router_ports(old.id)]
+    changes.append(("router", old.id, old, None))
+    return changes
+
+
+def _check_new_interface_subnets(topo: Topology, router: Router, subnets: Sequence[Subnet], field_path: str) -> None:
+    current = router_interfaces(topo, router.id)
+    for sub in subnets:
+        net = netaddr.IPNetwork(sub.cidr)
+        for port, sid, _addr in current:
+            if sid == sub.id:
+                err = errors.already_exists("router_interface", sub.id, reason="ROUTER_INTERFACE_EXISTS",
+                                            message=f"subnet {sub.id!r} is already on router {router.id!r} "
+                                                    f"(port {port.id!r})")
+                err.violations = [(field_path, f"subnet {sub.id!r} is already an interface of the router")]
+                raise err
+            other = topo.subnets[sid]
+            if net in netaddr.IPNetwork(other.cidr) or netaddr.IPNetwork(other.cidr) in net:
+                raise errors.invalid(field_path, f"{sub.cidr} of subnet {sub.id!r} overlaps {other.cidr} of subnet "
+                                     f"{sid!r}, already on router {router.id!r}", reason="OVERLAPPING_CIDR")
+
+
+def add_router_interface(topo: Topology, router: Router, subnet_id: str, port_id: str, new_port_id: str,
+                         rev: int, now: float) -> list[Change]:
+    """By subnet (a new port holding its gateway_ip) or by port (an unused port of the tenant). The interface
+    port's change comes first, then the router's (its revision moves: its interfaces changed)."""
+    if subnet_id:
+        sub = topo.subnets[subnet_id]
+        if topo.networks[sub.network_id].external:
+            raise errors.invalid("subnet", f"subnet {sub.id!r} is on external network {sub.network_id!r}: use it "
+                                 "as the router's external gateway", reason="EXTERNAL_NETWORK")
+        if not sub.gateway_ip:
+            raise errors.invalid("subnet", f"subnet {sub.id!r} has no gateway_ip for the router to hold "
+                                 "(add the interface by port instead)", reason="NO_GATEWAY_IP")
+        _check_new_interface_subnets(topo, router, [sub], "subnet")
+        owner = topo.ip_owner.get(sub.id, {}).get(int(netaddr.IPAddress(sub.gateway_ip)))
+        if owner is not None:
+            err = errors.already_exists("port", owner, reason="IP_ADDRESS_IN_USE",
+                                        message=f"gateway {sub.gateway_ip} of subnet {sub.id!r} is in use by port "
+                                                f"{owner!r}")
+            err.violations = [("subnet", f"its gateway_ip {sub.gateway_ip} is in use by port {owner!r}")]
+            raise err
+        port_change = _new_owned_port(topo, new_port_id, sub.network_id, sub.tenant, OWNER_ROUTER_INTERFACE,
+                                      router.id, [(sub.id, sub.gateway_ip)], {}, rev, now)
+    else:
+        port = topo.ports[port_id]
+        if port.device_owner or port.device_id or port.binding_chassis or _fips_of_port(topo, port.id):
+            raise errors.failed_precondition(
+                "PORT_IN_USE", f"port {port.id!r} is in use (device_owner {port.device_owner!r}, device_id "
+                f"{port.device_id!r}, bound to {port.binding_chassis or 'no chassis'!s}, or has a floating IP); "
+                "a router interface must be an unused port", port=port.id)
+        if topo.networks[port.network_id].external:
+            raise errors.invalid("port", f"port {port.id!r} is on external network {port.network_id!r}",
+                                 reason="EXTERNAL_NETWORK")
+        if not port.fixed_ips:
+            raise errors.invalid("port", f"port {port.id!r} has no fixed IP for the router to use",
+                                 reason="NO_FIXED_IP")
+        if sum(1 for s, _a in port.fixed_ips if topo.subnets[s].ip_version == 4) > 1:
+            raise errors.invalid("port", f"port {port.id!r} has several IPv4 addresses; a router port has one",
+                                 reason="MULTIPLE_IPV4_ADDRESSES")
+        _check_new_interface_subnets(topo, router, [topo.subnets[s] for s, _a in port.fixed_ips], "port")
+        new = dataclasses.replace(port, device_owner=OWNER_ROUTER_INTERFACE, device_id=router.id)
+        port_change = ("port", port.id, port, _stamp(new, rev, now, False))
+    return [port_change, ("router", router.id, router, _stamp(router, rev, now, False))]
+
+
+def remove_router_interface(topo: Topology, router: Router, subnet_id: str, port_id: str, rev: int,
+                            now: float) -> list[Change]:
+    """Deletes the interface port (also one added by port, as Neutron does). Refused while a static route's
+    nexthop or an associated floating IP needs the subnet."""
+    ifaces = router_interfaces(topo, router.id)
+    ports = {p.id: p for p, sid, _a in ifaces if (sid == subnet_id if subnet_id else p.id == port_id)}
+    if not ports:
+        what = f"subnet {subnet_id!r}" if subnet_id else f"port {port_id!r}"
+        raise errors.ApiError("NOT_FOUND", "ROUTER_INTERFACE_NOT_FOUND", f"{what} is not an interface of router "
+                              f"{router.id!r}", metadata={"router": router.id})
+    gone = {sid for p, sid, _a in ifaces if p.id in ports}
+    try:
+        _check_routes(topo, router.id, router.routes, without_ports=set(ports))
+    except errors.ApiError as err:
+        raise errors.failed_precondition(
+            "ROUTER_INTERFACE_IN_USE", f"static route {err.violations[0][0] if err.violations else ''} of router "
+            f"{router.id!r} needs this interface for its nexthop; change the routes first", router=router.id) from None
+    for fip in _fips_via(topo, router.id):
+        port = topo.ports.get(fip.port_id)
+        if port is not None and any(a == fip.fixed_ip and s in gone for s, a in port.fixed_ips):
+            raise errors.failed_precondition(
+                "ROUTER_INTERFACE_IN_USE", f"floating IP {fip.id!r} ({fip.address} -> {fip.fixed_ip}) is "
+                f"translated through this interface of router {router.id!r}; dissociate it first",
+                router=router.id, floating_ip=fip.id)
+    changes: list[Change] = [("port", p.id, p, None) for p in ports.values()]
+    changes.append(("router", router.id, router, _stamp(router, rev, now, False)))
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------ floating IPs
+
+
+def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> FloatingIp:
+    """The floating IP mapped to `fixed_ip` (default: the port's only IPv4 address) of the port, through the
+    router that joins that address's subnet to the floating IP's external network."""
+    port = topo.ports[port_id]
+    if port.device_owner in ROUTER_OWNERS:
+        raise errors.invalid("port", f"port {port.id!r} belongs to {port.device_owner} {port.device_id!r}")
+    if fixed_ip:
+        addr = _ip(fixed_ip, "fixed_ip_address", 4)
+        match = [(s, a) for s, a in port.fixed_ips if a == str(addr)]
+        if not match:
+            raise errors.invalid("fixed_ip_address", f"{fixed_ip} is not an address of port {port.id!r}")
+    else:
+        match = [(s, a) for s, a in port.fixed_ips if topo.subnets[s].ip_version == 4]
+        if not match:
+            raise errors.invalid("port", f"port {port.id!r} has no IPv4 address to map")
+        if len(match) > 1:
+            raise errors.invalid("fixed_ip_address", f"required: port {port.id!r} has several IPv4 addresses")
+    sid, addr_s = match[0]
+    for other in _fips_of_port(topo, port.id):
+        if other.id != fip.id and other.fixed_ip == addr_s:
+            err = errors.already_exists("floating_ip", other.id, reason="FIXED_IP_IN_USE",
+                                        message=f"{addr_s} of port {port.id!r} already has floating IP "
+                                                f"{other.id!r} ({other.address})")
+            err.violations = [("fixed_ip_address", f"{addr_s} already has floating IP {other.id!r}")]
+            raise err
+    for rid in sorted(topo.routers_of(port.network_id)):
+        router = topo.routers[rid]
+        if router.gateway_network_id == fip.network_id and any(
+                s == sid for _p, s, _a in router_interfaces(topo, rid)):
+            return dataclasses.replace(fip, port_id=port.id, fixed_ip=addr_s, router_id=rid)
+    raise errors.failed_precondition(
+        "EXTERNAL_GATEWAY_UNREACHABLE", f"no router joins subnet {sid!r} of port {port.id!r} to external network "
+        f"{fip.network_id!r} (add the subnet to a router whose external gateway is there)", port=port.id,
+        subnet=sid, network=fip.network_id)
+
+
+def create_floating_ip(topo: Topology, fip: FloatingIp, new_port_id: str, rev: int, now: float) -> list[Change]:
+    """`fip.address` empty = allocate; `fip.port_id` set = associate at once (with `fip.fixed_ip` or the
+    port's only IPv4 address). The reservation port first, then the floating IP."""
+    _check_external(topo, fip.network_id, "floating_network")
+    port_change = _new_owned_port(
+        topo, new_port_id, fip.network_id, "", OWNER_FLOATING_IP, fip.id, [("", fip.address)] if fip.address else [],
+        {"fixed_ips[0].ip_address": "floating_ip_address", "fixed_ips[0]": "floating_ip_address"}, rev, now)
+    reserved = port_change[3]
+    assert isinstance(reserved, Port)
+    rec = dataclasses.replace(fip, address=reserved.fixed_ips[0][1], port_id="", fixed_ip="", router_id="")
+    if fip.port_id:
+        rec = _associate(topo, rec, fip.port_id, fip.fixed_ip)
+    elif fip.fixed_ip:
+        raise errors.invalid("fixed_ip_address", "needs a port")
+    return [port_change, ("floating_ip", rec.id, None, _stamp(rec, rev, now, True))]
+
+
+FLOATING_IP_MUTABLE = {"port", "fixed_ip_address"}
+FLOATING_IP_IMMUTABLE = {"name", "tenant", "floating_network", "floating_ip_address"}
+FLOATING_IP_OUTPUT = {"router", "revision", "create_time", "update_time"}
+
+
+def update_floating_ip(topo: Topology, old: FloatingIp, fields: dict[str, Any], rev: int,
+                       now: float) -> list[Change]:
+    """`fields`: "port" (a port id, "" = dissociate) and/or "fixed_ip_address"."""
+    _check_mask(list(fields), FLOATING_IP_MUTABLE, FLOATING_IP_IMMUTABLE, FLOATING_IP_OUTPUT)
+    port_id = fields.get("port", old.port_id)
+    same_port = port_id == old.port_id
+    fixed = fields.get("fixed_ip_address", old.fixed_ip if same_port else "")
+    if not port_id:
+        if fields.get("fixed_ip_address"):
+            raise errors.invalid("fixed_ip_address", "needs a port")
+        new = dataclasses.replace(old, port_id="", fixed_ip="", router_id="")
+    else:
+        new = _associate(topo, old, port_id, fixed)
+    return [("floating_ip", old.id, old, _stamp(new, rev, now, False))]
+
+
+def delete_floating_ip(topo: Topology, old: FloatingIp) -> list[Change]:
+    """The floating IP, then the port reserving its address."""
+    changes: list[Change] = [("floating_ip", old.id, old, None)]
+    port = floating_ip_port(topo, old)
+    if port is not None:
+        changes.append(("port", port.id, port, None))
     return changes

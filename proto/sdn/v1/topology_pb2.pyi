@@ -168,6 +168,82 @@ class Port(_message.Message):
     tunnel_key: int
     def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
 
+class RouterInterface(_message.Message):
+    __slots__ = ("router", "port", "subnet", "network", "ip_address")
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    router: str
+    port: str
+    subnet: str
+    network: str
+    ip_address: str
+    def __init__(self, router: _Optional[str] = ..., port: _Optional[str] = ..., subnet: _Optional[str] = ..., network: _Optional[str] = ..., ip_address: _Optional[str] = ...) -> None: ...
+
+class ExternalGateway(_message.Message):
+    __slots__ = ("network", "fixed_ip", "enable_snat", "port")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    FIXED_IP_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_SNAT_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    fixed_ip: FixedIp
+    enable_snat: bool
+    port: str
+    def __init__(self, network: _Optional[str] = ..., fixed_ip: _Optional[_Union[FixedIp, _Mapping]] = ..., enable_snat: _Optional[bool] = ..., port: _Optional[str] = ...) -> None: ...
+
+class Router(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "admin_state_up", "external_gateway", "routes", "interfaces", "revision", "create_time", "update_time", "tunnel_key")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    admin_state_up: bool
+    external_gateway: ExternalGateway
+    routes: _containers.RepeatedCompositeFieldContainer[HostRoute]
+    interfaces: _containers.RepeatedCompositeFieldContainer[RouterInterface]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    tunnel_key: int
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., external_gateway: _Optional[_Union[ExternalGateway, _Mapping]] = ..., routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., interfaces: _Optional[_Iterable[_Union[RouterInterface, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
+
+class FloatingIp(_message.Message):
+    __slots__ = ("name", "tenant", "floating_network", "floating_ip_address", "port", "fixed_ip_address", "router", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FLOATING_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    FLOATING_IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    FIXED_IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    floating_network: str
+    floating_ip_address: str
+    port: str
+    fixed_ip_address: str
+    router: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., floating_network: _Optional[str] = ..., floating_ip_address: _Optional[str] = ..., port: _Optional[str] = ..., fixed_ip_address: _Optional[str] = ..., router: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Chassis(_message.Message):
     __slots__ = ("name", "datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings", "revision", "create_time", "update_time")
     class BridgeMappingsEntry(_message.Message):
@@ -363,6 +439,140 @@ class DeletePortRequest(_message.Message):
     validate_only: bool
     def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
+class CreateRouterRequest(_message.Message):
+    __slots__ = ("router", "router_id", "validate_only")
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    router: Router
+    router_id: str
+    validate_only: bool
+    def __init__(self, router: _Optional[_Union[Router, _Mapping]] = ..., router_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetRouterRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListRoutersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListRoutersResponse(_message.Message):
+    __slots__ = ("routers", "next_page_token")
+    ROUTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    routers: _containers.RepeatedCompositeFieldContainer[Router]
+    next_page_token: str
+    def __init__(self, routers: _Optional[_Iterable[_Union[Router, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateRouterRequest(_message.Message):
+    __slots__ = ("router", "update_mask", "validate_only")
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    router: Router
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, router: _Optional[_Union[Router, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteRouterRequest(_message.Message):
+    __slots__ = ("name", "force", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class AddRouterInterfaceRequest(_message.Message):
+    __slots__ = ("name", "subnet", "port", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    subnet: str
+    port: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., subnet: _Optional[str] = ..., port: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class RemoveRouterInterfaceRequest(_message.Message):
+    __slots__ = ("name", "subnet", "port", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    subnet: str
+    port: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., subnet: _Optional[str] = ..., port: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateFloatingIpRequest(_message.Message):
+    __slots__ = ("floating_ip", "floating_ip_id", "validate_only")
+    FLOATING_IP_FIELD_NUMBER: _ClassVar[int]
+    FLOATING_IP_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    floating_ip: FloatingIp
+    floating_ip_id: str
+    validate_only: bool
+    def __init__(self, floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., floating_ip_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetFloatingIpRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListFloatingIpsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "floating_network", "port")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    FLOATING_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    floating_network: str
+    port: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., floating_network: _Optional[str] = ..., port: _Optional[str] = ...) -> None: ...
+
+class ListFloatingIpsResponse(_message.Message):
+    __slots__ = ("floating_ips", "next_page_token")
+    FLOATING_IPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    floating_ips: _containers.RepeatedCompositeFieldContainer[FloatingIp]
+    next_page_token: str
+    def __init__(self, floating_ips: _Optional[_Iterable[_Union[FloatingIp, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateFloatingIpRequest(_message.Message):
+    __slots__ = ("floating_ip", "update_mask", "validate_only")
+    FLOATING_IP_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    floating_ip: FloatingIp
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteFloatingIpRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
 class CreateChassisRequest(_message.Message):
     __slots__ = ("chassis", "chassis_id", "validate_only")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
@@ -422,7 +632,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis")
+    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
@@ -443,13 +653,17 @@ class WatchEvent(_message.Message):
     SUBNET_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    FLOATING_IP_FIELD_NUMBER: _ClassVar[int]
     type: WatchEvent.Type
     revision: int
     network: Network
     subnet: Subnet
     port: Port
     chassis: Chassis
-    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ...) -> None: ...
+    router: Router
+    floating_ip: FloatingIp
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ...) -> None: ...
 
 class ChassisPlan(_message.Message):
     __slots__ = ("chassis", "flows_added", "flows_deleted", "groups_added", "groups_deleted", "sample_added", "sample_deleted", "flows_before", "flows_after")

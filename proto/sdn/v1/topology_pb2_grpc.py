@@ -110,6 +110,66 @@ class TopologyServiceStub:
                 request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeletePortRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateRouter = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateRouter',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateRouterRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Router.FromString,
+                _registered_method=True)
+        self.GetRouter = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetRouter',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetRouterRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Router.FromString,
+                _registered_method=True)
+        self.ListRouters = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListRouters',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListRoutersRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListRoutersResponse.FromString,
+                _registered_method=True)
+        self.UpdateRouter = channel.unary_unary(
+                '/sdn.v1.TopologyService/UpdateRouter',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateRouterRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Router.FromString,
+                _registered_method=True)
+        self.DeleteRouter = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteRouter',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteRouterRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AddRouterInterface = channel.unary_unary(
+                '/sdn.v1.TopologyService/AddRouterInterface',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.AddRouterInterfaceRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.RouterInterface.FromString,
+                _registered_method=True)
+        self.RemoveRouterInterface = channel.unary_unary(
+                '/sdn.v1.TopologyService/RemoveRouterInterface',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.RemoveRouterInterfaceRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.RouterInterface.FromString,
+                _registered_method=True)
+        self.CreateFloatingIp = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateFloatingIp',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFloatingIpRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.FromString,
+                _registered_method=True)
+        self.GetFloatingIp = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetFloatingIp',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFloatingIpRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.FromString,
+                _registered_method=True)
+        self.ListFloatingIps = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListFloatingIps',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFloatingIpsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFloatingIpsResponse.FromString,
+                _registered_method=True)
+        self.UpdateFloatingIp = channel.unary_unary(
+                '/sdn.v1.TopologyService/UpdateFloatingIp',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFloatingIpRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.FromString,
+                _registered_method=True)
+        self.DeleteFloatingIp = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteFloatingIp',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFloatingIpRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.CreateChassis = channel.unary_unary(
                 '/sdn.v1.TopologyService/CreateChassis',
                 request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateChassisRequest.SerializeToString,
@@ -250,6 +310,82 @@ class TopologyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRouter(self, request, context):
+        """Routers (Neutron semantics): a routing domain of their own; interfaces join subnets to it, an external
+        gateway joins it to an external network (SNAT), static routes add next hops inside its subnets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRouter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRouters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRouter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRouter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddRouterInterface(self, request, context):
+        """AIP-136 custom methods, POST routers/{router}:addInterface and routers/{router}:removeInterface.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRouterInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFloatingIp(self, request, context):
+        """Floating IPs: an address of an external network, translated to and from a port's fixed IP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFloatingIp(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFloatingIps(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFloatingIp(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFloatingIp(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateChassis(self, request, context):
         """Chassis are admin only.
         """
@@ -384,6 +520,66 @@ def add_TopologyServiceServicer_to_server(servicer, server):
             'DeletePort': grpc.unary_unary_rpc_method_handler(
                     servicer.DeletePort,
                     request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeletePortRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateRouter': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRouter,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateRouterRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Router.SerializeToString,
+            ),
+            'GetRouter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRouter,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetRouterRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Router.SerializeToString,
+            ),
+            'ListRouters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRouters,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListRoutersRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListRoutersResponse.SerializeToString,
+            ),
+            'UpdateRouter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRouter,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateRouterRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Router.SerializeToString,
+            ),
+            'DeleteRouter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRouter,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteRouterRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'AddRouterInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddRouterInterface,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.AddRouterInterfaceRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.RouterInterface.SerializeToString,
+            ),
+            'RemoveRouterInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRouterInterface,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.RemoveRouterInterfaceRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.RouterInterface.SerializeToString,
+            ),
+            'CreateFloatingIp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFloatingIp,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFloatingIpRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.SerializeToString,
+            ),
+            'GetFloatingIp': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFloatingIp,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFloatingIpRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.SerializeToString,
+            ),
+            'ListFloatingIps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFloatingIps,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFloatingIpsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFloatingIpsResponse.SerializeToString,
+            ),
+            'UpdateFloatingIp': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFloatingIp,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFloatingIpRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.SerializeToString,
+            ),
+            'DeleteFloatingIp': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFloatingIp,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFloatingIpRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'CreateChassis': grpc.unary_unary_rpc_method_handler(
@@ -836,6 +1032,330 @@ class TopologyService:
             target,
             '/sdn.v1.TopologyService/DeletePort',
             proto_dot_sdn_dot_v1_dot_topology__pb2.DeletePortRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRouter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateRouter',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateRouterRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Router.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRouter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetRouter',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetRouterRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Router.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRouters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListRouters',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListRoutersRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListRoutersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRouter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/UpdateRouter',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateRouterRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Router.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRouter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteRouter',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteRouterRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddRouterInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/AddRouterInterface',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.AddRouterInterfaceRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.RouterInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRouterInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/RemoveRouterInterface',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.RemoveRouterInterfaceRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.RouterInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFloatingIp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateFloatingIp',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFloatingIpRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFloatingIp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetFloatingIp',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetFloatingIpRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFloatingIps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListFloatingIps',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFloatingIpsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFloatingIpsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFloatingIp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/UpdateFloatingIp',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFloatingIpRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FloatingIp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFloatingIp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteFloatingIp',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFloatingIpRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
