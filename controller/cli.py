@@ -59,7 +59,12 @@ from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis"}
+COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
+              "router": "routers", "floating_ip": "floatingIps"}
+# the RPC name part and the List response field of each kind
+METHOD = {"network": "Network", "subnet": "Subnet", "port": "Port", "chassis": "Chassis", "router": "Router",
+          "floating_ip": "FloatingIp"}
+LIST_FIELD = {"floating_ip": "floating_ips"}
 SEGMENTS = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
             "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
 PAGE_SIZE = 1000
@@ -92,7 +97,7 @@ class Client:
 
     def list(self, kind: str, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
         """Every page (or the first `limit` items)."""
-        cap = kind.capitalize()
+        cap = METHOD[kind]
         method = "ListChassis" if kind == "chassis" else f"List{cap}s"
         request_cls = getattr(pb, f"{method}Request")
         items: list[Any] = []
@@ -100,17 +105,18 @@ class Client:
         while True:
             size = min(page_size, limit - len(items)) if limit else page_size
             resp = self(method, request_cls(page_size=size, page_token=token, **filters))
-            items.extend(getattr(resp, COLLECTION[kind]))
+            items.extend(getattr(resp, LIST_FIELD.get(kind, COLLECTION[kind])))
             token = resp.next_page_token
             if not token or (limit and len(items) >= limit):
                 return items[:limit] if limit else items
 
     def get(self, kind: str, name: str) -> Any:
-        cap = kind.capitalize()
+        cap = METHOD[kind]
         return self(f"Get{cap}", getattr(pb, f"Get{cap}Request")(name=name))
 
     def resolve(self, kind: str, ref: str, **filters: str) -> Any:
-        """The resource a reference names: resource name, bare id, or (unambiguous) display name."""
+        """The resource a reference names: resource name, bare id, or (unambiguous) display name (for a
+        floating IP: its address)."""
         coll = COLLECTION[kind]
         if "/" in ref or kind == "chassis":
             return self.get(kind, ref if "/" in ref else f"{coll}/{ref}")
@@ -122,7 +128,8 @@ class Client:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise
                 missing = err
-        matches = [m for m in self.list(kind, **filters) if m.display_name == ref]
+        label = "floating_ip_address" if kind == "floating_ip" else "display_name"
+        matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -160,7 +167,7 @@ def _put(msg: Any, paths: list[str], field: str, value: Any) -> None:
 def _update(c: Client, kind: str, msg: Any, paths: list[str]) -> Any:
     if not paths:
         raise usage_error(f"nothing to set: give at least one option (see sdnctl {kind} set --help)")
-    cap = kind.capitalize()
+    cap = METHOD[kind]
     request = getattr(pb, f"Update{cap}Request")(**{kind: msg})
     request.update_mask.paths.extend(paths)
     return c(f"Update{cap}", request)
@@ -252,6 +259,86 @@ def chassis_set(c: Client, a: argparse.Namespace) -> Any:
     return _update(c, "chassis", msg, paths)
 
 
+def _gateway(c: Client, network: str, fixed_ip: dict[str, str] | None, snat: bool | None) -> pb.ExternalGateway:
+    """--external-gateway NET [--fixed-ip ...] [--enable-snat|--disable-snat]; the external subnet is the
+    operator's (tenants cannot look it up), so it is passed on by id or name as given."""
+    gw = pb.ExternalGateway(network=c.resolve("network", network).name)
+    if fixed_ip:
+        sub = fixed_ip.get("subnet", "")
+        gw.fixed_ip.subnet = sub if not sub or "/" in sub else f"subnets/{sub}"
+        gw.fixed_ip.ip_address = fixed_ip.get("ip_address", "")
+    if snat is not None:
+        gw.enable_snat = snat
+    return gw
+
+
+def router_create(c: Client, a: argparse.Namespace) -> Any:
+    router = pb.Router(display_name=a.display_name, tenant=a.tenant or "")
+    if a.disable:
+        router.admin_state_up = False
+    if a.external_gateway:
+        router.external_gateway.CopyFrom(_gateway(c, a.external_gateway, a.fixed_ip, a.enable_snat))
+    elif a.fixed_ip or a.enable_snat is not None:
+        raise usage_error("--fixed-ip and --enable-snat/--disable-snat go with --external-gateway NET")
+    return c("CreateRouter", pb.CreateRouterRequest(router=router, router_id=a.id or ""))
+
+
+def router_set(c: Client, a: argparse.Namespace) -> Any:
+    old = c.resolve("router", a.ref)
+    msg, paths = pb.Router(name=old.name), []
+    for field in ("display_name", "admin_state_up"):
+        _put(msg, paths, field, getattr(a, field))
+    _put(msg, paths, "routes", _opt(a.routes, lambda r: pb.HostRoute(**r)))
+    if a.external_gateway == "":  # --no-external-gateway: in the mask, unset
+        if a.fixed_ip or a.enable_snat is not None:
+            raise usage_error("--no-external-gateway takes no --fixed-ip or --enable-snat/--disable-snat")
+        paths.append("external_gateway")
+    elif a.external_gateway:
+        msg.external_gateway.CopyFrom(_gateway(c, a.external_gateway, a.fixed_ip, a.enable_snat))
+        paths.append("external_gateway")
+    elif a.fixed_ip or a.enable_snat is not None:  # the same gateway network, changed
+        if not old.HasField("external_gateway"):
+            raise usage_error(f"router {old.name} has no external gateway: give --external-gateway NET")
+        snat = old.external_gateway.enable_snat if a.enable_snat is None else a.enable_snat
+        gw = _gateway(c, old.external_gateway.network, a.fixed_ip, snat)
+        msg.external_gateway.CopyFrom(gw)
+        paths.append("external_gateway")
+    return _update(c, "router", msg, paths)
+
+
+def router_interface(c: Client, a: argparse.Namespace) -> Any:
+    """router add|remove subnet|port ROUTER X"""
+    router = c.resolve("router", a.router).name
+    target = {a.what: c.resolve(a.what, a.target).name}
+    if a.action == "add":
+        return c("AddRouterInterface", pb.AddRouterInterfaceRequest(name=router, **target))
+    c("RemoveRouterInterface", pb.RemoveRouterInterfaceRequest(name=router, **target))
+    return None
+
+
+def floating_ip_create(c: Client, a: argparse.Namespace) -> Any:
+    if a.fixed_ip_address and not a.port:
+        raise usage_error("--fixed-ip-address goes with --port")
+    fip = pb.FloatingIp(floating_network=c.resolve("network", a.network).name,
+                        floating_ip_address=a.floating_ip_address or "",
+                        port=c.resolve("port", a.port).name if a.port else "",
+                        fixed_ip_address=a.fixed_ip_address or "", tenant=a.tenant or "")
+    return c("CreateFloatingIp", pb.CreateFloatingIpRequest(floating_ip=fip, floating_ip_id=a.id or ""))
+
+
+def floating_ip_set(c: Client, a: argparse.Namespace) -> Any:
+    msg, paths = pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name), []
+    _put(msg, paths, "port", c.resolve("port", a.port).name)
+    _put(msg, paths, "fixed_ip_address", a.fixed_ip_address)
+    return _update(c, "floating_ip", msg, paths)
+
+
+def floating_ip_unset(c: Client, a: argparse.Namespace) -> Any:
+    if not a.port:
+        raise usage_error("nothing to unset: give --port (dissociate)")
+    return _update(c, "floating_ip", pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name), ["port"])
+
+
 def do_show(c: Client, a: argparse.Namespace) -> Any:
     return c.resolve(a.kind, a.ref)
 
@@ -261,7 +348,9 @@ def do_list(c: Client, a: argparse.Namespace) -> list[Any]:
     if getattr(a, "tenant", None):
         filters["tenant"] = a.tenant
     if getattr(a, "network", None):
-        filters["network"] = c.resolve("network", a.network).name
+        filters["floating_network" if a.kind == "floating_ip" else "network"] = c.resolve("network", a.network).name
+    if getattr(a, "port_ref", None):
+        filters["port"] = c.resolve("port", a.port_ref).name
     if getattr(a, "device_id", None):
         filters["device_id"] = a.device_id
     if getattr(a, "host", None):
@@ -271,7 +360,7 @@ def do_list(c: Client, a: argparse.Namespace) -> list[Any]:
 
 def do_delete(c: Client, a: argparse.Namespace) -> int:
     """Delete each; report each failure on its own line; exit with the last failure's code."""
-    cap, status = a.kind.capitalize(), EXIT_OK
+    cap, status = METHOD[a.kind], EXIT_OK
     for ref in a.refs:
         try:
             name = chassis_name(ref) if a.kind == "chassis" else c.resolve(a.kind, ref).name
@@ -519,7 +608,8 @@ def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..
     if kind != "port":
         pd.add_argument("--force", action="store_true", help={
             "network": "also delete its subnets and ports", "subnet": "also delete the ports using it",
-            "chassis": "also unbind its ports"}[kind])
+            "chassis": "also unbind its ports",
+            "router": "also remove its interfaces and dissociate the floating IPs it translates"}[kind])
     return pc, pl, ps
 
 
@@ -588,6 +678,70 @@ def build_parser() -> Parser:
         p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "tcp:192.0.2.5:6640"')
         _repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
                   "PHYSNET:BRIDGE", bridge_mapping)
+
+    pc, pl, ps = _resource(sub, "router", router_create, router_set, "ROUTER")
+    pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
+    pc.add_argument("--disable", action="store_true", help="administratively down")
+    _pair(ps, "admin_state_up", "--enable", "--disable")
+    for p in (pc, ps):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--external-gateway", metavar="NET", help="an external network")
+        if p is ps:
+            g.add_argument("--no-external-gateway", dest="external_gateway", action="store_const", const="",
+                           help="remove the external gateway")
+        p.add_argument("--fixed-ip", type=FIXED_IP, metavar="subnet=SUBNET,ip-address=IP",
+                       help="the gateway's address on the external network (default: allocated)")
+        _pair(p, "enable_snat", "--enable-snat", "--disable-snat")
+    _repeated(ps, "--route", "routes", "--no-route", "destination=CIDR,gateway=IP", ROUTE,
+              help="static route; replaces the list")
+    router_actions = next(a for a in sub.choices["router"]._actions
+                          if isinstance(a, argparse._SubParsersAction))
+    for action, out, verb in (("add", "one", "add an interface to"), ("remove", "none", "remove an interface from")):
+        what = router_actions.add_parser(action, help=f"{verb} a router").add_subparsers(
+            dest="what", metavar="subnet|port", required=True)
+        for target, helptext in (("subnet", "by subnet (the router takes its gateway address)"),
+                                 ("port", "by an unused port (the router takes its address)")):
+            p = _command(what, target, router_interface, out=out, help=helptext)
+            p.add_argument("router", metavar="ROUTER")
+            p.add_argument("target", metavar=target.upper())
+            p.add_argument("--validate-only", action="store_true",
+                           help="check and print what the switches would get; store and change nothing")
+
+    fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
+        dest="floating", metavar="ip", required=True)
+    fs = fip.add_parser("ip", help="floating IP commands").add_subparsers(dest="action", metavar="ACTION",
+                                                                          required=True)
+    p = _command(fs, "create", floating_ip_create, "floating_ip", help="allocate a floating IP")
+    p.add_argument("network", metavar="EXTNET", help="the external network")
+    p.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
+    p.add_argument("--floating-ip-address", metavar="IP", help="default: allocated")
+    p.add_argument("--port", metavar="PORT", help="associate at once")
+    p.add_argument("--fixed-ip-address", metavar="IP", help="which of the port's addresses (default: its only IPv4)")
+    p.add_argument("--tenant", help="owner (admin)")
+    fip_writes = [p]
+    p = _command(fs, "list", do_list, "floating_ip", out="many", help="list floating IPs")
+    p.add_argument("--limit", type=positive, help="at most N (default: every page)")
+    p.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
+    p.add_argument("--tenant", help="only this tenant's (admin)")
+    p.add_argument("--network", metavar="EXTNET")
+    p.add_argument("--port", dest="port_ref", metavar="PORT")
+    _command(fs, "show", do_show, "floating_ip", help="show a floating IP").add_argument(
+        "ref", metavar="FIP", help="id, name or address")
+    p = _command(fs, "set", floating_ip_set, "floating_ip", help="associate with a port")
+    p.add_argument("ref", metavar="FIP")
+    p.add_argument("--port", required=True, metavar="PORT")
+    p.add_argument("--fixed-ip-address", metavar="IP")
+    fip_writes.append(p)
+    p = _command(fs, "unset", floating_ip_unset, "floating_ip", help="dissociate (--port)")
+    p.add_argument("ref", metavar="FIP")
+    p.add_argument("--port", action="store_true", help="dissociate from its port")
+    fip_writes.append(p)
+    p = _command(fs, "delete", do_delete, "floating_ip", out="none", help="release floating IPs")
+    p.add_argument("refs", metavar="FIP", nargs="+")
+    fip_writes.append(p)
+    for p in fip_writes:
+        p.add_argument("--validate-only", action="store_true",
+                       help="check and print what the switches would get; store and change nothing")
 
     chassis_actions = next(a for a in sub.choices["chassis"]._actions  # noqa: SLF001 - argparse has no API
                            if isinstance(a, argparse._SubParsersAction))

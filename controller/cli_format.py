@@ -38,6 +38,10 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
              ("binding_chassis", "HOST")],
     "chassis": [("name", "NAME"), ("datapath_id", "DATAPATH ID"), ("tunnel_ip", "TUNNEL IP"),
                 ("ovsdb_address", "OVSDB"), ("bridge_mappings", "BRIDGE MAPPINGS")],
+    "router": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
+               ("external_gateway", "EXTERNAL GATEWAY"), ("interfaces", "INTERFACES"), ("admin_state_up", "UP")],
+    "floating_ip": [("name", "NAME"), ("floating_ip_address", "FLOATING IP"), ("fixed_ip_address", "FIXED IP"),
+                    ("port", "PORT"), ("floating_network", "NETWORK"), ("router", "ROUTER")],
 }
 
 
@@ -123,7 +127,16 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
         return [_kv(f, [("subnet", "subnet"), ("ip_address", "ip-address")]) for f in value]
     if field == "allocation_pools":
         return [_kv(p, [("start", "start"), ("end", "end")]) for p in value]
-    if field == "host_routes":
+    if field == "external_gateway":
+        address = (value.get("fixed_ip") or {}).get("ip_address", "")
+        parts = [f"network={value.get('network', '')}", f"ip-address={address}" if address else "",
+                 f"snat={'true' if value.get('enable_snat') else 'false'}"]
+        return [",".join(p for p in parts if p)]
+    if field == "interfaces":
+        if compact:
+            return [i.get("ip_address", "") for i in value]
+        return [_kv(i, [("subnet", "subnet"), ("ip_address", "ip-address"), ("port", "port")]) for i in value]
+    if field in ("host_routes", "routes"):
         return [_kv(r, [("destination", "destination"), ("nexthop", "gateway")]) for r in value]
     if field == "allowed_address_pairs":
         return [_kv(p, [("ip_address", "ip-address"), ("mac_address", "mac-address")]) for p in value]
@@ -202,7 +215,8 @@ def print_many(kind: str, msgs: Sequence[Message], fmt: str, columns: Sequence[s
 def _descriptor_fields(kind: str) -> list[str]:
     from proto.sdn.v1 import topology_pb2 as pb
 
-    return [f.name for f in getattr(pb, kind.capitalize()).DESCRIPTOR.fields]
+    message = "".join(part.capitalize() for part in kind.split("_"))  # floating_ip -> FloatingIp
+    return [f.name for f in getattr(pb, message).DESCRIPTOR.fields]
 
 
 def event_line(event: Message, fmt: str) -> str:
