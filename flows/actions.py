@@ -284,7 +284,8 @@ class CT:
             raise ActionError("ct force needs commit")
         if self.nat is not None and self.nat.kind and not self.commit:
             raise ActionError("nat with an address range needs ct(commit) (OVS rejects it otherwise)")
-        _u("alg", self.alg, 16)
+        if self.alg not in (0, 21, 69):
+            raise ActionError(f"ct alg={self.alg}: OVS has helpers for ftp (21) and tftp (69) only")
 
 
 Action = Union[Output, SetField, Move, GroupAction, PushVlan, PopVlan, DecTtl, CtClear, Resubmit, Goto,

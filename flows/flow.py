@@ -114,6 +114,8 @@ def _check_action_prerequisites(match: tuple[MatchField, ...], actions: tuple[Ac
                 raise FlowError("ct() needs eth_type=0x800 or 0x86dd in the match")
             if a.commit and ct_state & _CT_INV:
                 raise FlowError("ct(commit) of a packet matched as ct_state=+inv")
+            if a.alg and exact.get("ip_proto") != _ALG_PROTO[a.alg]:
+                raise FlowError(f"ct(alg={a.alg}) needs ip_proto={_ALG_PROTO[a.alg]} in the match")
             if a.nat is not None and a.nat.ip_min:
                 family = 0x86DD if ":" in a.nat.ip_min else 0x0800
                 if exact.get("eth_type") != family:
@@ -122,6 +124,8 @@ def _check_action_prerequisites(match: tuple[MatchField, ...], actions: tuple[Ac
 
 _ORDER = {Meter: 0, WriteMetadata: 2, Goto: 3}
 _CT_INV = 0x10
+#: conntrack helpers OVS has: ftp (tcp), tftp (udp)
+_ALG_PROTO = {21: 6, 69: 17}
 
 
 def _canonical_actions(actions: Iterable[Action]) -> tuple[Action, ...]:

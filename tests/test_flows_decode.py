@@ -50,7 +50,7 @@ EVERY_KIND = [
 @pytest.mark.parametrize("action", EVERY_KIND, ids=repr)
 def test_every_action_kind_round_trips(action):
     eth_type = 0x86DD if "fd00" in repr(action) else 0x800
-    f = Flow("lb", P.MATCH, {"metadata": 1, "eth_type": eth_type, "vlan_vid": 0x1005},
+    f = Flow("lb", P.MATCH, {"metadata": 1, "eth_type": eth_type, "vlan_vid": 0x1005, "ip_proto": 6},
              [A.Meter(2), action, A.WriteMetadata(3, 0xF)])
     assert decode_flow(as_flow_stats(f)) == f
 

@@ -84,6 +84,8 @@ def test_registers_and_flags():
     (lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PushVlan()] * 3), "beyond two"),
     (lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT(commit=True)]),
      "\\+inv"),
+    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 17}, [A.CT(commit=True, alg=21)]),
+     "ip_proto=6"),
 ])
 def test_breaking_the_declaration_raises_at_once(build, message):
     with pytest.raises(FlowError, match=message):
@@ -97,7 +99,7 @@ def test_breaking_the_declaration_raises_at_once(build, message):
     lambda: A.NAT("src", "not-ip"), lambda: A.NAT("", "10.0.0.1"),
     lambda: A.NAT("src", "10.0.0.1", "fd00::1"),
     lambda: A.GroupAction(0xFFFFFFFF), lambda: A.SetField("reg6", 1, 0), lambda: A.Output(0xFF00),
-    lambda: A.Output(A.ANY), lambda: A.CT(nat=A.NAT("src", "10.0.0.1")),
+    lambda: A.Output(A.ANY), lambda: A.CT(nat=A.NAT("src", "10.0.0.1")), lambda: A.CT(alg=80),
     lambda: A.NAT("src", "10.0.0.9", "10.0.0.1"), lambda: A.NAT("src", "0.0.0.0", "0.0.0.9"), lambda: A.NAT("dst", "10.0.0.1", "", 9, 8),
 ])
 def test_impossible_actions_raise(build):
