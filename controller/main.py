@@ -86,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
     endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid()}
+    dashboard = None
+    if cfg.dashboard_listen:
+        from controller.dashboard import DashboardServer
+
+        dashboard = DashboardServer(state, tokens, cfg.dashboard_listen, dataplane=dataplane)
+        dashboard.start()
+        endpoints["dashboard"] = dashboard.url
+        log.info("dashboard on %s", dashboard.url)
     (data / "endpoints.json").write_text(json.dumps(endpoints))
     log.info("gRPC API on %s (revision %d); data in %s", endpoints["grpc"], state.revision, data.resolve())
 
@@ -105,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("ready")
     while not stop.wait(1.0):
         pass
+    if dashboard is not None:
+        dashboard.stop()
     api.stop(cfg.shutdown_grace_s)
     if metrics is not None:
         metrics.stop()

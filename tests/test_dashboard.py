@@ -1,0 +1,266 @@
+"""The web dashboard: its JSON API refuses requests without a known token, scopes tenants to their own
+objects, streams topology changes; and, in headless Chromium against a real controller and lab, it shows
+the topology, a chassis's flow tables by stage and a trace's path (screenshots in test-artifacts/)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.dashboard import DashboardServer
+from proto.sdn.v1 import topology_pb2 as pb
+from tests.conftest import ROOT, Api, InProcessServer
+
+ARTIFACTS = ROOT / "test-artifacts"
+API_PATHS = ["/api/whoami", "/api/topology", "/api/chassis", "/api/flows?chassis=hv1",
+             "/api/trace?src=a&dst=b", "/api/trace/ports", "/api/events?from=1"]
+
+
+def get(port: int, path: str, token: str | None = None, headers: dict[str, str] | None = None,
+        method: str = "GET") -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    hdrs = dict(headers or {})
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, headers=hdrs)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    ctype = resp.getheader("Content-Type", "")
+    return resp.status, json.loads(body) if ctype.startswith("application/json") else body.decode()
+
+
+@pytest.fixture
+def dashboard(server: InProcessServer) -> Iterator[DashboardServer]:
+    dash = DashboardServer(server.state, server.server.topology.tokens, "127.0.0.1:0")
+    dash.start()
+    try:
+        yield dash
+    finally:
+        dash.stop()
+
+
+def _seed(api: Api) -> dict[str, str]:
+    """alice and bob, each with a network, a subnet and a port; a chassis (admin only)."""
+    tokens = {t: api.tenant_token(t) for t in ("alice", "bob")}
+    for tenant, token in tokens.items():
+        md = api.md(token)
+        net = api.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(display_name="web"),
+                                                             network_id=f"{tenant}-web"), metadata=md)
+        api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24"),
+                                                     subnet_id=f"{tenant}-web-v4"), metadata=md)
+        api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id=f"{tenant}-vm1"),
+                            metadata=md)
+    api.stub.CreateChassis(pb.CreateChassisRequest(chassis=pb.Chassis(datapath_id=1, tunnel_ip="192.0.2.11"),
+                                                   chassis_id="hv1"), metadata=api.admin)
+    return tokens
+
+
+def test_every_endpoint_refuses_a_missing_or_bad_token(dashboard: DashboardServer) -> None:
+    for path in API_PATHS:
+        status, body = get(dashboard.port, path)
+        assert status == 401, (path, body)
+        assert "error" in body
+        assert get(dashboard.port, path, token="sdn_not-a-token")[0] == 401, path
+        assert get(dashboard.port, path, headers={"Authorization": "Basic YWRtaW46eA=="})[0] == 401, path
+    # the page itself carries no data: it is served to anyone, with a strict CSP
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    conn.request("GET", "/")
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    assert resp.status == 200 and 'id="login-form"' in page
+    assert "default-src 'self'" in (resp.getheader("Content-Security-Policy") or "")
+    assert get(dashboard.port, "/static/../../auth.py")[0] == 404
+    assert get(dashboard.port, "/api/topology", token="x", method="POST")[0] == 405  # read-only
+
+
+def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: DashboardServer) -> None:
+    tokens = _seed(server.api)
+    status, me = get(dashboard.port, "/api/whoami", tokens["alice"])
+    assert status == 200 and me["tenant"] == "alice" and not me["admin"]
+
+    _, topo = get(dashboard.port, "/api/topology", tokens["alice"])
+    ids = {n["id"] for n in topo["nodes"]}
+    assert ids == {"tenant:alice", "network:alice-web", "port:alice-vm1"}
+    assert not any("bob" in json.dumps(n) for n in topo["nodes"])
+    assert {(e["source"], e["target"]) for e in topo["edges"]} == {
+        ("tenant:alice", "network:alice-web"), ("network:alice-web", "port:alice-vm1")}
+    net = next(n for n in topo["nodes"] if n["id"] == "network:alice-web")
+    assert net["details"]["subnets"][0]["cidr"] == "10.0.0.0/24"
+    for path in ("/api/chassis", "/api/flows?chassis=hv1", "/api/trace/ports", "/api/trace?src=alice-vm1&dst=x"):
+        assert get(dashboard.port, path, tokens["alice"])[0] == 403, path
+
+    _, topo = get(dashboard.port, "/api/topology", server.api.admin_token)
+    ids = {n["id"] for n in topo["nodes"]}
+    assert {"tenant:alice", "tenant:bob", "network:bob-web", "port:bob-vm1", "chassis:hv1"} <= ids
+    assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1 for n in topo["nodes"])
+
+
+def _read_events(sock_file: Any, until: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    events, kind = [], ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = sock_file.readline().decode().rstrip("\n")
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:") and kind == "change":
+            events.append(json.loads(line[5:]))
+            if events[-1]["name"] == until:
+                return events
+    raise AssertionError(f"no event for {until} in {events}")
+
+
+def test_event_stream_follows_watch_scoped_to_the_tenant(server: InProcessServer,
+                                                         dashboard: DashboardServer) -> None:
+    api = server.api
+    tokens = _seed(api)
+    _, topo = get(dashboard.port, "/api/topology", tokens["alice"])
+    with socket.create_connection(("127.0.0.1", dashboard.port), timeout=10) as s:
+        s.sendall(f"GET /api/events?from={topo['revision']} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {tokens['alice']}\r\n\r\n".encode())
+        f = s.makefile("rb")
+        assert b"200" in f.readline()
+        assert "text/event-stream" in f.readline().decode() + f.readline().decode() + f.readline().decode()
+        # bob's port first, then alice's: alice's stream carries only hers
+        for tenant in ("bob", "alice"):
+            api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=f"networks/{tenant}-web"),
+                                                     port_id=f"{tenant}-vm2"), metadata=api.md(tokens[tenant]))
+        events = _read_events(f, until="ports/alice-vm2")
+    assert all("bob" not in e["name"] for e in events), events
+    assert events[-1]["type"] == "CREATED" and events[-1]["kind"] == "port"
+
+
+# ------------------------------------------------------------------------------------------------ browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def _browser(profile: Path) -> Any:
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a driver or browser
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--window-size=1440,1000", "--force-device-scale-factor=1"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+
+
+def _full_screenshot(driver: Any, path: Path) -> None:
+    """The whole page, not just the window."""
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, 700)")
+    driver.set_window_size(1440, min(int(height) + 40, 4000))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1440, 1000)
+
+
+@pytest.mark.lab
+def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.e2e import lab_env
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with lab_env(tmp_path, chassis=2, provider=False) as env:
+        alice = env.md("alice")
+        net = env.network(alice, "web", "10.0.0.0/24", display_name="web")
+        p1 = env.port(alice, "vm1", net, "10.0.0.11")
+        p2 = env.port(alice, "vm2", net, "10.0.0.12")
+        env.plug("hv1", p1)
+        env.plug("hv2", p2)
+        env.wait_realized()
+        assert env.vms["vm1"].ping("10.0.0.12", count=2)  # traffic, so hv1's counters move
+        url = f"http://127.0.0.1:{env.controller.dashboard_port}/"
+        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+            driver = _browser(Path(profile))
+            wait = WebDriverWait(driver, 20)
+            try:
+                driver.get(url)
+                wait.until(ec.visibility_of_element_located((By.ID, "token")))
+                driver.save_screenshot(str(ARTIFACTS / "dashboard-login.png"))
+                driver.find_element(By.ID, "token").send_keys("sdn_wrong")
+                driver.find_element(By.ID, "login-button").click()
+                wait.until(ec.text_to_be_present_in_element((By.ID, "login-error"), "not known"))
+                driver.find_element(By.ID, "token").clear()
+                driver.find_element(By.ID, "token").send_keys(env.controller.admin_token())
+                driver.find_element(By.ID, "login-button").click()
+
+                # topology: networks, ports, chassis and their edges
+                for node in ("tenant:alice", "network:web", "port:vm1", "port:vm2", "chassis:hv1", "chassis:hv2"):
+                    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'#graph .node[data-id="{node}"]')))
+                wait.until(lambda d: "ACTIVE" in d.find_element(By.ID, "graph").text)
+                assert driver.find_elements(By.CSS_SELECTOR, '#graph .edge.bound[data-target="chassis:hv2"]')
+                wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
+                driver.find_element(By.CSS_SELECTOR, '#graph .node[data-id="network:web"] .shape').click()
+                wait.until(ec.text_to_be_present_in_element((By.ID, "details"), "10.0.0.0/24"))
+                # live: a port created through the API appears without a reload
+                env.port(alice, "vm3", net, "10.0.0.13")
+                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="port:vm3"]')))
+                driver.save_screenshot(str(ARTIFACTS / "dashboard-topology.png"))
+
+                # flow tables of hv1: stage names with table numbers, owners, counters from the switch
+                driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').click()
+                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#flows .stage[data-stage="classify"]')))
+                assert "hv1" in driver.find_element(By.CSS_SELECTOR, "#chassis-picker .chip.active").text
+                text = driver.find_element(By.ID, "flows").text
+                for stage in ("classify", "l2_lookup", "egress_dispatch", "output"):
+                    assert stage in text, stage
+                assert "table 0" in text and "l2/vm2" in text
+                summary = driver.find_element(By.ID, "flows-summary").text
+                assert "installed" in summary
+                _full_screenshot(driver, ARTIFACTS / "dashboard-flows-hv1.png")
+
+                # trace vm1 -> vm2 (ICMP): two hops, hv1 then hv2 over the tunnel, delivered to vm2
+                driver.find_element(By.CSS_SELECTOR, '.tab[data-view="trace"]').click()
+                wait.until(lambda d: len(Select(d.find_element(By.ID, "trace-src")).options) >= 3)
+                Select(driver.find_element(By.ID, "trace-src")).select_by_value("vm1")
+                dst = driver.find_element(By.ID, "trace-dst")
+                dst.clear()
+                dst.send_keys("10.0.0.12")
+                driver.find_element(By.ID, "trace-button").click()
+                verdict = wait.until(ec.visibility_of_element_located((By.ID, "trace-verdict")))
+                wait.until(lambda d: "delivered" in d.find_element(By.ID, "trace-verdict").text)
+                assert "vm2" in verdict.text, verdict.text
+                hops = [h.get_attribute("data-chassis") for h in
+                        driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .hop")]
+                assert hops[:2] == ["hv1", "hv2"], hops
+                assert driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .tunnel-link")
+                stages = {s.get_attribute("data-stage") for s in
+                          driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .step")}
+                assert {"classify", "l2_lookup", "egress_dispatch", "output"} <= stages, stages
+                _full_screenshot(driver, ARTIFACTS / "dashboard-trace.png")
+
+                # a tenant's token: only its own objects, no chassis, no admin tabs
+                bob = env.md("bob")
+                env.network(bob, "bob-net", "10.0.0.0/24")
+                driver.find_element(By.ID, "logout").click()
+                wait.until(ec.visibility_of_element_located((By.ID, "token")))
+                driver.find_element(By.ID, "token").clear()
+                driver.find_element(By.ID, "token").send_keys(bob[0][1].split()[1])
+                driver.find_element(By.ID, "login-button").click()
+                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="network:bob-net"]')))
+                ids = {n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node")}
+                assert ids == {"tenant:bob", "network:bob-net"}, ids
+                assert not driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').is_displayed()
+                driver.save_screenshot(str(ARTIFACTS / "dashboard-tenant.png"))
+            except Exception:
+                driver.save_screenshot(str(ARTIFACTS / "dashboard-failure.png"))
+                raise
+            finally:
+                driver.quit()
