@@ -8,9 +8,9 @@ directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|j
 (repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
 The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
 
-References (NET, SUBNET, PORT) are a resource name ("networks/x"), a bare id ("x"), or a display name
-(resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is "chassis/x"
-or "x" (chassis have no display name).
+References (NET, SUBNET, PORT, ROUTER) are a resource name ("networks/x"), a bare id ("x"), or a display
+name (resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is
+"chassis/x" or "x" (chassis have no display name); FIP is "floatingIps/x", "x" or the floating address.
 In `set`, list options (--fixed-ip, --dns-nameserver, ...) replace the whole list; --no-... clears it.
 Only the fields given are sent, in an explicit update mask.
 

@@ -750,8 +750,9 @@ _REQUEST_LEVEL = ("update_mask", "network_id", "subnet_id", "port_id", "chassis_
 
 
 def _interface_pb(port: Port, router_id: str) -> pb.RouterInterface:
-    """An interface as the API shows it: its port's first address (by subnet, the only one)."""
-    subnet, address = port.fixed_ips[0] if port.fixed_ips else ("", "")
+    """An interface as the API shows it: its port's first IPv4 address (by subnet, the only one)."""
+    ordered = sorted(port.fixed_ips, key=lambda f: ":" in f[1])  # IPv4 first, stable otherwise
+    subnet, address = ordered[0] if ordered else ("", "")
     return convert.router_interface_pb(router_id, port, subnet, address)
 
 

@@ -135,6 +135,10 @@ def test_router_lifecycle_and_gateway(api: Api, alice: Md) -> None:
     code, _, _ = expect_error(api.stub.GetPort, pb.GetPortRequest(name=gw.port), metadata=alice)
     assert code == NOT_FOUND
 
+    # AIP-134: what Get returned, sent back with an empty mask, changes nothing but the revision
+    same_again = api.stub.UpdateRouter(pb.UpdateRouterRequest(router=router), metadata=alice)
+    assert same_again.external_gateway == router.external_gateway and same_again.revision > router.revision
+    router = same_again
     upd = update_router(api, alice, pb.Router(name=router.name, display_name="core", admin_state_up=False),
                         "display_name", "admin_state_up")
     assert (upd.display_name, upd.admin_state_up, upd.revision > router.revision) == ("core", False, True)
@@ -301,6 +305,10 @@ def test_router_ports_cannot_be_changed_through_port_calls(api: Api, alice: Md) 
         got = expect_error(api.stub.UpdatePort, pb.UpdatePortRequest(port=port, update_mask=mask(*paths)),
                            metadata=alice)
         assert got == (PRECONDITION, [field], "PORT_OWNED_BY_ROUTER"), paths
+    code, _, reason = expect_error(api.stub.UpdateSubnet, pb.UpdateSubnetRequest(
+        subnet=pb.Subnet(name=subs["a"].name, gateway_ip="10.1.0.254"), update_mask=mask("gateway_ip")),
+        metadata=alice)
+    assert (code, reason) == (PRECONDITION, "GATEWAY_IN_USE")
     renamed = api.stub.UpdatePort(pb.UpdatePortRequest(port=pb.Port(name=iface.port, display_name="gw"),
                                                        update_mask=mask("display_name")), metadata=alice)
     assert renamed.display_name == "gw" and renamed.device_owner == OWNER_ROUTER_INTERFACE
@@ -405,6 +413,8 @@ def test_floating_ip_lifecycle(api: Api, alice: Md) -> None:
     assert [(p.device_id, p.fixed_ips[0].ip_address, p.tenant) for p in reserved] == [("f1", "203.0.113.3", "")]
     assert get_fip(api, alice, fip.name) == fip
     assoc = update_fip(api, alice, fip.name, port=vm.name)
+    again = api.stub.UpdateFloatingIp(pb.UpdateFloatingIpRequest(floating_ip=assoc), metadata=alice)  # empty mask
+    assert (again.port, again.fixed_ip_address, again.router) == (assoc.port, assoc.fixed_ip_address, assoc.router)
     assert (assoc.port, assoc.fixed_ip_address, assoc.router) == (vm.name, vm.fixed_ips[0].ip_address, router.name)
     assert assoc.revision > fip.revision
     listed = api.stub.ListFloatingIps(pb.ListFloatingIpsRequest(port=vm.name), metadata=alice).floating_ips

@@ -350,6 +350,11 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
     if "gateway_ip" in fields:
         gateway = _check_gateway(net, fields["gateway_ip"] or "")
         fields["gateway_ip"] = gateway
+        holder = _gateway_holder(topo, old)
+        if gateway != old.gateway_ip and holder is not None:
+            raise errors.failed_precondition(
+                "GATEWAY_IN_USE", f"gateway {old.gateway_ip} of subnet {old.id!r} is router {holder.device_id!r}'s "
+                f"interface (port {holder.id!r}); remove the interface first", subnet=old.id, port=holder.id)
     if "allocation_pools" in fields or "gateway_ip" in fields:
         pools = fields.get("allocation_pools", old.allocation_pools)
         if "allocation_pools" in fields and not pools:
@@ -361,6 +366,15 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
         fields["dns_servers"], fields["host_routes"] = dns, routes
     new = dataclasses.replace(old, **fields)
     return [("subnet", old.id, old, _stamp(new, rev, now, False))]
+
+
+def _gateway_holder(topo: Topology, sub: Subnet) -> Port | None:
+    """The router interface port holding the subnet's gateway address, if any."""
+    if not sub.gateway_ip:
+        return None
+    pid = topo.ip_owner.get(sub.id, {}).get(int(netaddr.IPAddress(sub.gateway_ip)))
+    port = topo.ports.get(pid) if pid is not None else None
+    return port if port is not None and port.device_owner == OWNER_ROUTER_INTERFACE else None
 
 
 def delete_subnet(topo: Topology, old: Subnet, force: bool, rev: int | None = None,
