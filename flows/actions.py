@@ -58,7 +58,8 @@ class Output:
         if self.port == CONTROLLER:
             raise ActionError("use Controller() to send to the controller (one canonical form)")
         if MAX_PORT < self.port and self.port not in (IN_PORT, TABLE, NORMAL, FLOOD, ALL, LOCAL):
-            raise ActionError(f"output port {self.port:#x} is neither a port (< 0xff00) nor a usable reserved one")
+            raise ActionError(f"output port {self.port:#x} is neither a port (< 0xff00) "
+                              "nor a usable reserved one")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from flows import actions as A
 from flows import pipeline as P
 from flows.decode import decode_flow, decode_group
 from flows.encode import ADD, DATAPATH_DESC, Encoder, barrier_request, flow_stats_request, group_desc_request
-from flows.flow import Flow
+from flows.flow import Flow, Group
 from tests.test_flows_decode import EVERY_KIND
 from tests.test_flows_encode import EXAMPLES
 from tests.test_flows_strategies import flows as flow_values
@@ -50,7 +50,8 @@ class Switch:
         self.run("ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/db.pid",
                  f"--unixctl={d}/db.ctl", f"--log-file={d}/db.log", "--detach", "--no-chdir")
         self.run("ovs-vsctl", self.db, "--no-wait", "init")
-        self.run("ip", "netns", "exec", self.ns, "ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/vs.pid", f"--unixctl={d}/vs.ctl",
+        self.run("ip", "netns", "exec", self.ns, "ovs-vswitchd", f"unix:{d}/db.sock",
+                 f"--pidfile={d}/vs.pid", f"--unixctl={d}/vs.ctl",
                  f"--log-file={d}/vs.log", "--detach", "--no-chdir")
         self.run("ovs-vsctl", self.db, "add-br", "brf", "--", "set", "bridge", "brf", "datapath_type=netdev",
                  "protocols=OpenFlow13", "fail_mode=secure")
@@ -161,9 +162,7 @@ def test_compiled_shapes_install_and_dump_back_as_equal_values(switch):
     every_kind = [Flow("lb", P.MATCH(i), {"metadata": 1, "vlan_vid": 0x1005, "ip_proto": 6,
                                           "eth_type": 0x86DD if "fd00" in repr(a) else 0x800}, [a])
                   for i, a in enumerate(EVERY_KIND) if not isinstance(a, A.GroupAction)]
-    extra_groups = [g for g in (A.GroupAction(3), A.GroupAction(7))]
-    groups = list(GROUPS) + [__import__("flows.flow", fromlist=["Group"]).Group(ga.group_id, "all", ())
-                             for ga in extra_groups]
+    groups = list(GROUPS) + [Group(3, "all", ()), Group(7, "all", ())]  # targets of EVERY_KIND / EXAMPLES
     wanted = unique_keys([f for f in EXAMPLES if not any(isinstance(a, A.Meter) for a in f.actions)]
                          + router_flows() + stateful_acl() + every_kind)
     assert switch.install(wanted, groups) == []

@@ -100,7 +100,8 @@ def test_breaking_the_declaration_raises_at_once(build, message):
     lambda: A.NAT("src", "10.0.0.1", "fd00::1"),
     lambda: A.GroupAction(0xFFFFFFFF), lambda: A.SetField("reg6", 1, 0), lambda: A.Output(0xFF00),
     lambda: A.Output(A.ANY), lambda: A.CT(nat=A.NAT("src", "10.0.0.1")), lambda: A.CT(alg=80),
-    lambda: A.NAT("src", "10.0.0.9", "10.0.0.1"), lambda: A.NAT("src", "0.0.0.0", "0.0.0.9"), lambda: A.NAT("dst", "10.0.0.1", "", 9, 8),
+    lambda: A.NAT("src", "10.0.0.9", "10.0.0.1"), lambda: A.NAT("src", "0.0.0.0", "0.0.0.9"),
+    lambda: A.NAT("dst", "10.0.0.1", "", 9, 8),
 ])
 def test_impossible_actions_raise(build):
     with pytest.raises(ActionError):
