@@ -8,9 +8,12 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -52,16 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="data", help="the controller's store (default ./data)")
     ap.add_argument("--grpc-listen", default="127.0.0.1:50051")
+    ap.add_argument("--dashboard-listen", default="",
+                    help="HOST:PORT of the web dashboard (default 127.0.0.1:8080, or a free port if that is taken)")
     ap.add_argument("--check", action="store_true", help="run the pings yourself, print the result, exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = Path(args.data_dir).resolve()
+    dashboard_listen = args.dashboard_listen or _dashboard_address()
     with Lab() as lab:
         chassis = [lab.add_chassis(f"hv{i}") for i in (1, 2)]
         of_port = lab.free_port()
         ctl = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(data),
                                 "--grpc-listen", args.grpc_listen, "--openflow-listen", f"{lab.mgmt_ip}:{of_port}",
                                 "--switch-target", f"tcp:{lab.mgmt_ip}:{of_port}", "--datapath-type", "netdev",
+                                "--dashboard-listen", dashboard_listen,
                                 "--log-level", "WARNING"], cwd=ROOT)
         try:
             _wait_ready(args.grpc_listen, ctl)
@@ -89,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 time.sleep(0.2)
             dp.WaitRealized(dpb.WaitRealizedRequest(), metadata=admin)
-            _guide(lab, vms, args.grpc_listen, data)
+            dashboard = _dashboard_url(data, dashboard_listen)
+            _guide(lab, vms, args.grpc_listen, data, dashboard, admin_token)
             if args.check:
+                print(f"demo check: dashboard {'ok' if _dashboard_ok(dashboard, admin_token) else 'FAILED'}",
+                      flush=True)
                 ok = vms["alice-vm1"].ping("10.0.0.12", count=3) and vms["bob-vm1"].ping("10.0.0.12", count=3)
                 neigh = vms["bob-vm1"].exec("ip neigh show 10.0.0.12").stdout
                 isolated = vms["bob-vm2"].mac in neigh and vms["alice-vm2"].mac not in neigh
@@ -111,8 +121,44 @@ def main(argv: list[str] | None = None) -> int:
                 ctl.kill()
 
 
-def _guide(lab: Lab, vms: dict, endpoint: str, data: Path) -> None:  # type: ignore[type-arg]
+def _dashboard_address() -> str:
+    """127.0.0.1:8080 when it is free, else a free port (the controller would not start on a taken one)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8080))
+            return "127.0.0.1:8080"
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _dashboard_url(data: Path, listen: str) -> str:
+    try:
+        return str(json.loads((data / "endpoints.json").read_text())["dashboard"])
+    except (OSError, KeyError, ValueError):
+        return f"http://{listen}/"
+
+
+def _dashboard_ok(url: str, token: str) -> bool:
+    """The page loads and the admin token is accepted by its API."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as page:
+            if b'id="login-form"' not in page.read():
+                return False
+        req = urllib.request.Request(url + "api/topology", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            nodes = {n["id"] for n in json.loads(resp.read())["nodes"]}
+        return {"network:alice-web", "network:bob-web", "chassis:hv1", "chassis:hv2"} <= nodes
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _guide(lab: Lab, vms: dict, endpoint: str, data: Path, dashboard: str,  # type: ignore[type-arg]
+           admin_token: str) -> None:
     ns = {name: vm.namespace for name, vm in vms.items()}
+    port = urllib.parse.urlsplit(dashboard).port
     print(f"""
 The demo is up: two chassis (ovs-vswitchd in namespaces {', '.join(c.namespace for c in lab.chassis.values())}),
 tenants alice and bob, each with network "web" = 10.0.0.0/24 and VMs vm1 = 10.0.0.11 on hv1, vm2 = 10.0.0.12 on hv2.
@@ -128,6 +174,12 @@ Look at the API and the flows:
   .venv/bin/sdnctl chassis list
   OVS_RUNDIR={lab.chassis['hv1'].rundir} ovs-ofctl -O OpenFlow13 dump-flows br-int
 Tenant tokens are in {data}/demo-tokens.json. Ctrl-C stops the controller and removes the lab.
+
+Watch it in a browser (read-only dashboard: topology, flow tables with counters, packet traces):
+  {dashboard}
+  sign in with the admin token {admin_token}
+  (or a tenant's token from demo-tokens.json to see only that tenant). From another machine:
+  ssh -L {port}:127.0.0.1:{port} <this host>, then open the same URL.
 """, flush=True)
 
 

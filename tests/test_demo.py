@@ -21,3 +21,5 @@ def test_demo_check_twice_on_the_same_store(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "demo check: pings ok, tenants isolated" in out.stdout
         assert "ip netns exec" in out.stdout
+        assert "demo check: dashboard ok" in out.stdout  # the printed URL serves the page, the token works
+        assert "sign in with the admin token sdn_" in out.stdout
