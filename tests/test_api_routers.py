@@ -158,6 +158,14 @@ def test_router_lifecycle_and_gateway(api: Api, alice: Md) -> None:
     upd = update_router(api, alice, pb.Router(name=router.name, external_gateway=pb.ExternalGateway(
         network=ext.name, fixed_ip=pb.FixedIp(ip_address="203.0.113.9"))), "external_gateway")
     assert upd.external_gateway.fixed_ip.ip_address == "203.0.113.9" and upd.external_gateway.enable_snat
+    # change: to another external network, a new gateway port there, none left on the first
+    other, other_sub = external(api, "198.51.100.0/24", "public2")
+    moved = update_router(api, alice, pb.Router(name=router.name, external_gateway=pb.ExternalGateway(
+        network=other.name)), "external_gateway")
+    assert moved.external_gateway.network == other.name and moved.external_gateway.port != upd.external_gateway.port
+    assert (moved.external_gateway.fixed_ip.subnet, moved.external_gateway.fixed_ip.ip_address) == (
+        other_sub.name, "198.51.100.2")
+    assert not ports_on(api, ext.name) and [p.device_id for p in ports_on(api, other.name)] == ["r1"]
     # a router without a gateway
     plain = make_router(api, alice)
     assert not plain.HasField("external_gateway") and plain.name.startswith("routers/")
@@ -526,6 +534,7 @@ def test_tenant_scoping_both_ways(api: Api, alice: Md, bob: Md) -> None:
             (api.stub.AddRouterInterface, pb.AddRouterInterfaceRequest(name=foreign_r.name,
                                                                        subnet=foreign_sub.name)),
             (api.stub.AddRouterInterface, pb.AddRouterInterfaceRequest(name=own_r.name, subnet=foreign_sub.name)),
+            (api.stub.AddRouterInterface, pb.AddRouterInterfaceRequest(name=own_r.name, port=foreign_vm.name)),
             (api.stub.RemoveRouterInterface, pb.RemoveRouterInterfaceRequest(name=foreign_r.name,
                                                                              port=foreign_vm.name)),
             (api.stub.GetFloatingIp, pb.GetFloatingIpRequest(name=foreign_f.name)),

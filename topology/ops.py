@@ -794,7 +794,7 @@ def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: i
 
 
 def _check_routes(topo: Topology, router_id: str, routes: Sequence[tuple[str, str]],
-                  without_ports: set[str] = frozenset()) -> tuple[tuple[str, str], ...]:  # type: ignore[assignment]
+                  without_ports: set[str] | frozenset[str] = frozenset()) -> tuple[tuple[str, str], ...]:
     """Static routes: a CIDR and a nexthop inside one of the router's interface subnets (not the router's own
     address); `without_ports` are interfaces about to be removed."""
     ifaces = [(sid, addr) for p, sid, addr in router_interfaces(topo, router_id) if p.id not in without_ports]
