@@ -118,7 +118,8 @@ def test_from_tunnel_to_local_mac_is_delivered():
 def stateful_acl() -> list[Flow]:
     """to-port security group: allow established, and new tcp/22 only."""
     return [
-        Flow("acl_ingress", P.HIGH, {"ct_state": (0, CT_TRK)}, [A.CT(zone="reg5", table="acl_ingress")]),
+        Flow("acl_ingress", P.HIGH, {"ct_state": (0, CT_TRK), "eth_type": 0x800},
+             [A.CT(zone="reg5", table="acl_ingress")]),
         Flow("acl_ingress", P.MATCH, {"ct_state": (ALLOW_EST, ALLOW_EST)}, [A.Goto("output")]),
         Flow("acl_ingress", P.MATCH(1), {"ct_state": (ALLOW_NEW, ALLOW_NEW), "eth_type": 0x800,
                                          "ip_proto": 6, "tcp_dst": 22},
