@@ -178,14 +178,18 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
 
     ARTIFACTS.mkdir(exist_ok=True)
     with lab_env(tmp_path, chassis=2, provider=False) as env:
-        alice = env.md("alice")
-        net = env.network(alice, "web", "10.0.0.0/24", display_name="web")
-        p1 = env.port(alice, "vm1", net, "10.0.0.11")
-        p2 = env.port(alice, "vm2", net, "10.0.0.12")
-        env.plug("hv1", p1)
-        env.plug("hv2", p2)
+        # the README demo's shape: alice and bob both on 10.0.0.0/24, a VM of each on each chassis
+        tokens, nets = {}, {}
+        for tenant in ("alice", "bob"):
+            md = tokens[tenant] = env.md(tenant)
+            net = nets[tenant] = env.network(md, f"{tenant}-web", "10.0.0.0/24", display_name="web")
+            for vm, (ip, chassis) in {"vm1": ("10.0.0.11", "hv1"), "vm2": ("10.0.0.12", "hv2")}.items():
+                env.plug(chassis, env.port(md, f"{tenant}-{vm}", net, ip), wait=False)
+        for tenant in ("alice", "bob"):
+            for vm, chassis in (("vm1", "hv1"), ("vm2", "hv2")):
+                env.wait_active(f"ports/{tenant}-{vm}", chassis)
         env.wait_realized()
-        assert env.vms["vm1"].ping("10.0.0.12", count=2)  # traffic, so hv1's counters move
+        assert env.vms["alice-vm1"].ping("10.0.0.12", count=2)  # traffic, so hv1's counters move
         url = f"http://127.0.0.1:{env.controller.dashboard_port}/"
         with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
             driver = _browser(Path(profile))
@@ -202,16 +206,17 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 driver.find_element(By.ID, "login-button").click()
 
                 # topology: networks, ports, chassis and their edges
-                for node in ("tenant:alice", "network:web", "port:vm1", "port:vm2", "chassis:hv1", "chassis:hv2"):
+                for node in ("tenant:alice", "tenant:bob", "network:alice-web", "network:bob-web", "port:alice-vm1",
+                             "port:alice-vm2", "port:bob-vm1", "port:bob-vm2", "chassis:hv1", "chassis:hv2"):
                     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'#graph .node[data-id="{node}"]')))
                 wait.until(lambda d: "ACTIVE" in d.find_element(By.ID, "graph").text)
                 assert driver.find_elements(By.CSS_SELECTOR, '#graph .edge.bound[data-target="chassis:hv2"]')
                 wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
-                driver.find_element(By.CSS_SELECTOR, '#graph .node[data-id="network:web"] .shape').click()
+                driver.find_element(By.CSS_SELECTOR, '#graph .node[data-id="network:alice-web"] .shape').click()
                 wait.until(ec.text_to_be_present_in_element((By.ID, "details"), "10.0.0.0/24"))
                 # live: a port created through the API appears without a reload
-                env.port(alice, "vm3", net, "10.0.0.13")
-                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="port:vm3"]')))
+                env.port(tokens["alice"], "alice-vm3", nets["alice"], "10.0.0.13")
+                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="port:alice-vm3"]')))
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-topology.png"))
 
                 # flow tables of hv1: stage names with table numbers, owners, counters from the switch
@@ -221,7 +226,7 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 text = driver.find_element(By.ID, "flows").text
                 for stage in ("classify", "l2_lookup", "egress_dispatch", "output"):
                     assert stage in text, stage
-                assert "table 0" in text and "l2/vm2" in text
+                assert "table 0" in text and "l2/alice-vm2" in text
                 summary = driver.find_element(By.ID, "flows-summary").text
                 assert "installed" in summary
                 _full_screenshot(driver, ARTIFACTS / "dashboard-flows-hv1.png")
@@ -229,14 +234,14 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 # trace vm1 -> vm2 (ICMP): two hops, hv1 then hv2 over the tunnel, delivered to vm2
                 driver.find_element(By.CSS_SELECTOR, '.tab[data-view="trace"]').click()
                 wait.until(lambda d: len(Select(d.find_element(By.ID, "trace-src")).options) >= 3)
-                Select(driver.find_element(By.ID, "trace-src")).select_by_value("vm1")
+                Select(driver.find_element(By.ID, "trace-src")).select_by_value("alice-vm1")
                 dst = driver.find_element(By.ID, "trace-dst")
                 dst.clear()
                 dst.send_keys("10.0.0.12")
                 driver.find_element(By.ID, "trace-button").click()
                 verdict = wait.until(ec.visibility_of_element_located((By.ID, "trace-verdict")))
                 wait.until(lambda d: "delivered" in d.find_element(By.ID, "trace-verdict").text)
-                assert "vm2" in verdict.text, verdict.text
+                assert "alice-vm2" in verdict.text and "bob" not in verdict.text, verdict.text
                 hops = [h.get_attribute("data-chassis") for h in
                         driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .hop")]
                 assert hops[:2] == ["hv1", "hv2"], hops
@@ -247,16 +252,14 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 _full_screenshot(driver, ARTIFACTS / "dashboard-trace.png")
 
                 # a tenant's token: only its own objects, no chassis, no admin tabs
-                bob = env.md("bob")
-                env.network(bob, "bob-net", "10.0.0.0/24")
                 driver.find_element(By.ID, "logout").click()
                 wait.until(ec.visibility_of_element_located((By.ID, "token")))
                 driver.find_element(By.ID, "token").clear()
-                driver.find_element(By.ID, "token").send_keys(bob[0][1].split()[1])
+                driver.find_element(By.ID, "token").send_keys(tokens["bob"][0][1].split()[1])
                 driver.find_element(By.ID, "login-button").click()
-                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="network:bob-net"]')))
+                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="network:bob-web"]')))
                 ids = {n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node")}
-                assert ids == {"tenant:bob", "network:bob-net"}, ids
+                assert ids == {"tenant:bob", "network:bob-web", "port:bob-vm1", "port:bob-vm2"}, ids
                 assert not driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').is_displayed()
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-tenant.png"))
             except Exception:

@@ -115,7 +115,8 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
     chassis_slot = dict(zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis]), strict=True))
     width = 1 + max([0.0, *port_slot.values(), *net_slot.values(), *tenant_slot.values(), *chassis_slot.values(),
                      *router_slot.values()])
-    layers = [k for k in LAYERS if k != "router" or routers]  # no empty router row before routers exist
+    # rows that can hold something: routers once there are some, chassis for admins
+    layers = [k for k in LAYERS if (k != "router" or routers) and (k != "chassis" or p.admin)]
     nodes: list[dict[str, Any]] = []
 
     def add(kind: str, ident: str, label: str, slot: float, **extra: Any) -> None:

@@ -142,9 +142,9 @@ function drawTopology() {
 
   const left = 110;
   const W = Math.max(900, left + 60 + 130 * (t.slots || 1));
-  const H = 560;
+  const H = 110 + 150 * ((t.layers || []).length - 1 || 3);
   const pos = {};
-  for (const n of t.nodes) pos[n.id] = { x: left + n.x * (W - left - 60), y: 50 + n.y * (H - 130), kind: n.kind };
+  for (const n of t.nodes) pos[n.id] = { x: left + n.x * (W - left - 60), y: 50 + n.y * (H - 110), kind: n.kind };
   const g = $("#graph");
   g.setAttribute("viewBox", `0 0 ${W} ${H}`);
   g.replaceChildren();
@@ -152,7 +152,7 @@ function drawTopology() {
   const layers = t.layers || ["tenant", "network", "port", "chassis"];
   layers.forEach((k, i) => {
     if (k === "chassis" && !state.me.admin) return;
-    g.append(svg("text", { class: "layer-label", x: 12, y: 54 + (i / (layers.length - 1)) * (H - 130) }, names[k]));
+    g.append(svg("text", { class: "layer-label", x: 12, y: 54 + (i / (layers.length - 1)) * (H - 110) }, names[k]));
   });
   const edges = svg("g", { class: "edges" });
   for (const e of t.edges) {
