@@ -106,6 +106,24 @@ def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: 
     assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1 for n in topo["nodes"])
 
 
+def test_routers_join_their_networks_in_the_graph(server: InProcessServer, dashboard: DashboardServer) -> None:
+    api = server.api
+    tokens = _seed(api)
+    md = api.md(tokens["alice"])
+    api.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="edge"), router_id="r1"), metadata=md)
+    api.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name="routers/r1", subnet="subnets/alice-web-v4"),
+                                metadata=md)
+    _, topo = get(dashboard.port, "/api/topology", tokens["alice"])
+    router = next(n for n in topo["nodes"] if n["id"] == "router:r1")
+    assert router["label"] == "edge" and router["details"]["interfaces"] == ["alice-web"]
+    edges = {(e["source"], e["target"], e["kind"]) for e in topo["edges"]}
+    assert ("router:r1", "network:alice-web", "routes") in edges
+    assert ("tenant:alice", "router:r1", "owns") in edges
+    assert topo["layers"] == ["tenant", "router", "network", "port"]  # no chassis row for a tenant
+    _, bobs = get(dashboard.port, "/api/topology", tokens["bob"])
+    assert not any(n["kind"] == "router" for n in bobs["nodes"]) and "router" not in bobs["layers"]
+
+
 def _read_events(sock_file: Any, until: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     events, kind = [], ""
     deadline = time.monotonic() + timeout

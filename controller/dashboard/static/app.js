@@ -141,10 +141,11 @@ function drawTopology() {
   counts.append(el("span", { class: "muted" }, "revision " + t.revision));
 
   const left = 110;
-  const W = Math.max(900, left + 60 + 130 * (t.slots || 1));
+  const right = 150;  // room for the labels beside the rightmost network / router / tenant
+  const W = Math.max(900, left + right + 130 * (t.slots || 1));
   const H = 110 + 150 * ((t.layers || []).length - 1 || 3);
   const pos = {};
-  for (const n of t.nodes) pos[n.id] = { x: left + n.x * (W - left - 60), y: 50 + n.y * (H - 110), kind: n.kind };
+  for (const n of t.nodes) pos[n.id] = { x: left + n.x * (W - left - right), y: 50 + n.y * (H - 110), kind: n.kind };
   const g = $("#graph");
   g.setAttribute("viewBox", `0 0 ${W} ${H}`);
   g.replaceChildren();
@@ -180,7 +181,9 @@ const EDGE_IN = { tenant: 17, router: 15, network: 13, port: 10, chassis: 15 };
 
 function drawNode(n, p) {
   const cls = ["node", n.kind];
-  if (n.kind === "port" && n.status !== "ACTIVE") cls.push("down");
+  const routerPort = n.kind === "port" && (n.details.device_owner || "").startsWith("network:router");
+  if (routerPort) cls.push("router-port");  // a router's leg: logical, never plugged, so never ACTIVE
+  else if (n.kind === "port" && n.status !== "ACTIVE") cls.push("down");
   if (n.kind === "chassis" && !n.connected) cls.push("disconnected");
   if (state.flashed.has(n.id)) cls.push("flash");
   let shape;
@@ -191,9 +194,12 @@ function drawNode(n, p) {
   else shape = svg("rect", { class: "shape", x: -22, y: -15, width: 44, height: 30, rx: 4 });
   let title = n.label, sub = "";
   if (n.kind === "port") {
-    title = n.name;
+    const owner = n.details.device_owner || "";
+    title = owner.startsWith("network:router") && n.details.device_id
+      ? (owner.endsWith("gateway") ? "gw of " : "if of ") + n.details.device_id : n.name;
+    title = clip(title, 18);
     const ips = (n.details.fixed_ips || []).map((f) => f.ip_address);
-    sub = [ips[0], n.status].filter(Boolean).join(" · ");
+    sub = [ips[0], routerPort ? "router" : n.status].filter(Boolean).join(" · ");
   } else if (n.kind === "network") {
     sub = [n.details.segment_type, n.details.segment_id].filter((v) => v !== null && v !== "").join(" ")
       + ((n.details.subnets || []).length ? " · " + n.details.subnets.map((s) => s.cidr).join(", ") : "");
@@ -329,8 +335,8 @@ function drawFlows() {
         el("td", { class: "owner", title: x.cookie },
           x.owner ? [el("span", { class: "app" }, x.app + "/"), x.owner] : el("span", { class: "muted" }, x.cookie),
           x.state !== "installed" ? [" ", el("span", { class: "state " + x.state }, x.state)] : null),
-        el("td", { class: "num" }, num(x.packets)),
-        el("td", { class: "num" }, num(x.bytes))))));
+        el("td", { class: "num" + (x.packets ? " hit" : " zero") }, num(x.packets)),
+        el("td", { class: "num" + (x.bytes ? "" : " zero") }, num(x.bytes))))));
     out.append(el("section", { class: "card stage", "data-stage": s.name },
       el("div", { class: "stage-head" }, el("span", { class: "tno" }, "table " + s.table), el("h4", {}, s.name),
         el("span", { class: "doc" }, s.doc), el("span", { class: "n" }, rows.length + " flows")),
