@@ -12,6 +12,7 @@ a chassis's ofports changes its flows without a model revision.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -166,8 +167,8 @@ class Dataplane:
             elif old.bridge_mappings != new.bridge_mappings:  # type: ignore[union-attr]
                 plane = self.planes.get(ident)
                 if plane is not None and plane.agent is not None:
-                    agent = plane.agent
-                    self._work.put(lambda: agent.update(bridge_mappings=dict(new.bridge_mappings)))  # type: ignore[union-attr]
+                    mappings = dict(new.bridge_mappings)  # type: ignore[union-attr]
+                    self._work.put(functools.partial(plane.agent.update, bridge_mappings=mappings))
         deltas = self.compiler.on_changes(topo, changes)
         why = REQUEST.get() or "controller"
         for chassis_id, delta in deltas.items():
@@ -197,7 +198,7 @@ class Dataplane:
             else:
                 self._push(chassis_id, delta, self.state.revision)
             self._bind_plugged_ports(topo, chassis_id, runtime)
-        self._work.put(lambda: self._update_statuses(chassis_id))
+        self._work.put(functools.partial(self._update_statuses, chassis_id))
 
     def _make_engine(self, plane: ChassisPlane) -> None:
         plane.seq += 1
@@ -266,8 +267,7 @@ class Dataplane:
             self.realized.notify_all()
         for plane in list(self.planes.values()):
             if plane.datapath_id == datapath_id:
-                cid = plane.chassis_id
-                self._work.put(lambda: self._update_statuses(cid))
+                self._work.put(functools.partial(self._update_statuses, plane.chassis_id))
 
     def _update_statuses(self, chassis_id: str) -> None:
         """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""

@@ -6,14 +6,14 @@ from typing import Any
 
 import grpc
 
+from apps import ids
 from controller import convert
 from controller.auth import Principal
 from controller.dataplane import Dataplane
 from controller.northbound import TopologyService, _admin_only, _unary
+from flows import pipeline
 from flows.cookie import owner_hash
 from flows.flow import Flow, Group
-from apps import ids
-from flows import pipeline
 from flows.format import format_flow, format_group, format_match
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc

@@ -8,7 +8,6 @@ is answered by flows; broadcast stays in its network; a VLAN provider network ca
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
