@@ -474,6 +474,7 @@ def test_floating_ip_errors_name_the_field(api: Api, alice: Md) -> None:
          "IP_ADDRESS_IN_USE"),
         ({"floating_ip_address": "198.51.100.7"}, INVALID, ["floating_ip.floating_ip_address"], "INVALID_FIELD"),
         ({"floating_ip_address": "203.0.113.1"}, INVALID, ["floating_ip.floating_ip_address"], "INVALID_FIELD"),
+        ({"floating_ip_address": "2001:db8::5"}, INVALID, ["floating_ip.floating_ip_address"], "INVALID_FIELD"),
         ({"ident": "Bad_Id"}, INVALID, ["floating_ip_id"], "INVALID_FIELD"),
     ]
     before = revision(api)

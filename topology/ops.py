@@ -1032,6 +1032,8 @@ def create_floating_ip(topo: Topology, fip: FloatingIp, new_port_id: str, rev: i
     """`fip.address` empty = allocate; `fip.port_id` set = associate at once (with `fip.fixed_ip` or the
     port's only IPv4 address). The reservation port first, then the floating IP."""
     _check_external(topo, fip.network_id, "floating_network")
+    if fip.address:
+        _ip(fip.address, "floating_ip_address", 4)  # floating IPs are IPv4 (as in Neutron)
     port_change = _new_owned_port(
         topo, new_port_id, fip.network_id, "", OWNER_FLOATING_IP, fip.id, [("", fip.address)] if fip.address else [],
         {"fixed_ips[0].ip_address": "floating_ip_address", "fixed_ips[0]": "floating_ip_address"}, rev, now)
