@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from controller.dashboard import DashboardServer
+from controller.dashboard import DashboardServer, views
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.conftest import ROOT, Api, InProcessServer
 
@@ -122,6 +122,29 @@ def test_routers_join_their_networks_in_the_graph(server: InProcessServer, dashb
     assert topo["layers"] == ["tenant", "router", "network", "port"]  # no chassis row for a tenant
     _, bobs = get(dashboard.port, "/api/topology", tokens["bob"])
     assert not any(n["kind"] == "router" for n in bobs["nodes"]) and "router" not in bobs["layers"]
+
+
+def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
+    tokens = _seed(server.api)
+    alice = server.state.topology.ports["alice-vm1"]
+    p = server.server.topology.tokens.lookup(tokens["alice"])
+    assert p is not None
+    mac = alice.mac
+    ip = alice.fixed_ips[0][1]
+    src, h, resolved = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": ip, "proto": "tcp",
+                                                              "dport": "22"})
+    assert (src, h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == ("alice-vm1", mac, ip, 22, 6)
+    assert "port alice-vm1" in resolved
+    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": mac.upper()})
+    assert h["eth_dst"] == mac and h["icmpv4_type"] == 8
+    _, h, resolved = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})
+    assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in resolved
+    with pytest.raises(views.NotFound):  # bob's port is not alice's to trace from
+        views.trace_headers(server.state, p, {"src": "bob-vm1", "dst": ip})
+    for bad in ({"src": "alice-vm1", "dst": "nowhere"}, {"src": "alice-vm1", "dst": ip, "proto": "gre"},
+                {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"}):
+        with pytest.raises(views.BadRequest):
+            views.trace_headers(server.state, p, bad)
 
 
 def _read_events(sock_file: Any, until: str, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -268,6 +291,11 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                           driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .step")}
                 assert {"classify", "l2_lookup", "egress_dispatch", "output"} <= stages, stages
                 _full_screenshot(driver, ARTIFACTS / "dashboard-trace.png")
+                # the same packet through the flows dumped from the switches now: the same path
+                Select(driver.find_element(By.ID, "trace-flows")).select_by_value("installed")
+                driver.find_element(By.ID, "trace-button").click()
+                wait.until(lambda d: "switches' flows" in d.find_element(By.ID, "trace-verdict").text)
+                assert "delivered to ports/alice-vm2" in driver.find_element(By.ID, "trace-verdict").text
 
                 # a tenant's token: only its own objects, no chassis, no admin tabs
                 driver.find_element(By.ID, "logout").click()

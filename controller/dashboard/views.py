@@ -357,7 +357,8 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
 
 
 def trace(state: State, dataplane: Any, p: Principal, form: Mapping[str, str]) -> dict[str, Any]:
-    """Run controller.trace.trace for the form's packet; {"available": False, ...} until that module exists."""
+    """Run controller.trace.trace for the form's packet through the desired (compiled) or installed (dumped
+    now) flows; {"available": False, ...} when that module is not there."""
     src_id, headers, resolved = trace_headers(state, p, form)
     request = {"src": src_id, "dst": form.get("dst", ""), "resolved": resolved, "headers": headers}
     try:
@@ -365,8 +366,12 @@ def trace(state: State, dataplane: Any, p: Principal, form: Mapping[str, str]) -
     except ImportError as err:
         return {"available": False, "request": request,
                 "message": f"trace not available in this build (controller/trace.py: {err})"}
+    source = (form.get("flows") or "desired").strip()
+    if source not in ("desired", "installed"):
+        raise BadRequest("flows: desired (compiled) or installed (dumped from the switches now)")
+    request["flows"] = source
     try:
-        result = trace_mod.trace(dataplane, port_id=src_id, headers=headers, source="desired")
+        result = trace_mod.trace(dataplane, port_id=src_id, headers=headers, source=source)
     except ApiError as err:
         raise BadRequest(f"cannot trace: {err.message}") from None
     return {"available": True, "request": request, **result.to_dict()}

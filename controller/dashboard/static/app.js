@@ -410,7 +410,8 @@ function drawTrace(r) {
   const out = $("#trace-result");
   out.replaceChildren();
   const req = r.request || {};
-  const reqText = `${req.src} → ${req.dst}${req.resolved ? " (" + req.resolved + ")" : ""}`;
+  const reqText = `${req.src} → ${req.dst}${req.resolved ? " (" + req.resolved + ")" : ""}` +
+    (req.flows === "installed" ? " · switches' flows" : " · compiled flows");
   if (!r.available) {
     out.append(el("div", { class: "verdict info", id: "trace-verdict" }, el("span", {}, r.message),
       el("span", { class: "req" }, reqText)));
