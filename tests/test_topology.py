@@ -147,3 +147,42 @@ def test_update_fixed_ips_keeps_an_address_asked_for_again() -> None:
     changes = ops.update_port(topo, topo.ports["p"], {"fixed_ips": [("s", ""), ("s", "")]}, 4, 0.0)
     new = changes[0][3]
     assert new is not None and new.fixed_ips == (("s", "10.0.0.2"), ("s", "10.0.0.3"))
+
+
+def test_router_ops_keep_keys_and_indices_exact() -> None:
+    from topology.records import FloatingIp, Router
+
+    topo = Topology()
+    rev = 0
+
+    def apply(changes):  # type: ignore[no-untyped-def]
+        nonlocal rev
+        rev += 1
+        topo.apply(changes, rev)
+        return changes
+
+    apply(ops.create_network(topo, Network(id="ext", tenant="op", segment_type="flat", physical_network="e",
+                                           external=True), 1, 0.0))
+    apply(ops.create_subnet(topo, Subnet(id="ext-s", tenant="op", network_id="ext", cidr="203.0.113.0/24"),
+                            False, 2, 0.0))
+    apply(ops.create_network(topo, Network(id="n", tenant="a"), 3, 0.0))
+    apply(ops.create_subnet(topo, Subnet(id="s", tenant="a", network_id="n", cidr="10.0.0.0/24"), False, 4, 0.0))
+    keys = set(topo.datapath_keys.allocated)
+    apply(ops.create_router(topo, Router(id="r", tenant="a"), ops.GatewayRequest("ext"), rev + 1, 0.0))
+    key = topo.routers["r"].key
+    assert key not in keys and key in topo.datapath_keys.allocated
+    assert ops.gateway_port(topo, "r") is not None and not topo.routers_of("ext")  # a gateway is no interface
+    apply(ops.add_router_interface(topo, topo.routers["r"], "s", "", "rp", rev + 1, 0.0))
+    assert topo.routers_of("n") == {"r"} and [a for _p, _s, a in ops.router_interfaces(topo, "r")] == ["10.0.0.1"]
+    apply(ops.create_port(topo, Port(id="vm", tenant="a", network_id="n", mac=""), [], rev + 1, 0.0))
+    apply(ops.create_floating_ip(topo, FloatingIp(id="f", tenant="a", network_id="ext", address="", port_id="vm"),
+                                 "fp", rev + 1, 0.0))
+    assert topo.floatingips["f"].router_id == "r" and topo.ports["fp"].fixed_ips == (("ext-s", "203.0.113.3"),)
+    # deleting the VM's port dissociates the floating IP in the same write
+    changes = apply(ops.delete_port(topo, topo.ports["vm"], rev + 1, 0.0))
+    assert [c[0] for c in changes] == ["floating_ip", "port"] and topo.floatingips["f"].port_id == ""
+    apply(ops.delete_floating_ip(topo, topo.floatingips["f"]))
+    assert "fp" not in topo.ports and 0xCB007103 not in topo.ipam["ext-s"].allocated
+    apply(ops.delete_router(topo, topo.routers["r"], True, rev + 1, 0.0))
+    assert key not in topo.datapath_keys.allocated and not topo.routers_of("n") and not topo.network_routers
+    assert not topo.ports and ("router", "r") not in topo.graph
