@@ -29,7 +29,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from apps import ids
-from flows.cookie import Cookie, CookieRegistry
+from flows.cookie import Cookie, owner_hash
 from flows.flow import Flow, Group
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,8 @@ class FlowCounters:
 
     Kept monotonic across flow churn: each round adds, per flow (stage, priority, match), what its counters
     grew since the last round (a counter that went down was reset by a re-add: its whole value is new).
-    An owner's series disappears once it has no flows on that chassis anymore.
+    An owner's series appears once its flows have matched a packet (idle objects cost no series: a scrape
+    spends ~20 us per sample) and disappears once it has no flows on that chassis anymore.
     """
 
     def __init__(self, metrics: Metrics) -> None:
@@ -271,12 +272,12 @@ class FlowCounters:
         self._lock = threading.Lock()
         self._last: dict[tuple[str, Any], tuple[int, int]] = {}  # (chassis, flow key) -> last (packets, bytes)
         self._totals: dict[Owner, list[int]] = {}  # -> [packets, bytes]
-        self._registry: tuple[int, CookieRegistry] | None = None
+        self._names: tuple[int, dict[int, str]] | None = None  # (store revision, owner hash -> id)
         self.rounds = 0
 
     def collect_once(self, timeout: float = 10.0) -> None:
         """Dump every connected switch's flow counters now and fold them in."""
-        registry = self._owner_registry()
+        names = self._owner_names()
         for plane in self.m.planes():
             eng = plane.engine
             if eng is None or not getattr(eng, "connected", False) or not hasattr(eng, "flow_stats"):
@@ -286,7 +287,7 @@ class FlowCounters:
             except Exception as err:  # noqa: BLE001 - a switch that went away: next round
                 log.debug("chassis %s: no flow counters: %s", plane.chassis_id, err)
                 continue
-            self.fold(str(plane.chassis_id), stats, registry)
+            self.fold(str(plane.chassis_id), stats, names)
         with self._lock:
             live = {str(p.chassis_id) for p in self.m.planes()}
             for key in [k for k in self._totals if k[0] not in live]:
@@ -295,17 +296,22 @@ class FlowCounters:
                 del self._last[key]
             self.rounds += 1
 
-    def fold(self, chassis: str, stats: Mapping[Flow, tuple[int, int]], registry: CookieRegistry) -> None:
-        """Add one dump of `chassis` (flow -> (packets, bytes)) to the per-owner totals."""
+    def fold(self, chassis: str, stats: Mapping[Flow, tuple[int, int]], names: Mapping[int, str]) -> None:
+        """Add one dump of `chassis` (flow -> (packets, bytes)) to the per-owner totals; `names` maps owner
+        hashes to model object ids (an unknown owner is labelled with its hash in hex)."""
         seen: dict[tuple[str, Any], tuple[int, int]] = {}
         owners: set[Owner] = set()
+        by_cookie: dict[int, Owner | None] = {}  # many flows share a cookie
         with self._lock:
             for flow, (packets, nbytes) in stats.items():
-                owner = _owner_of(flow.cookie, registry)
-                if owner is None:
+                o = by_cookie.get(flow.cookie, ())  # type: ignore[arg-type]
+                if o == ():
+                    c = Cookie.decode(flow.cookie)
+                    o = by_cookie[flow.cookie] = None if c is None else (
+                        chassis, ids.APP_NAMES.get(c.app, str(c.app)), names.get(c.owner, f"{c.owner:08x}"))
+                if o is None:
                     continue  # not ours: sync sweeps it
                 key = (chassis, flow.key())
-                o = (chassis, *owner)
                 owners.add(o)
                 last = self._last.get(key)
                 if last is None or packets < last[0] or nbytes < last[1]:
@@ -330,16 +336,20 @@ class FlowCounters:
                            "(from flow stats, every stats_interval_s)", labels)
         nbytes = _counter("sdn_flow_bytes", "Bytes matched by the installed flows of an owner object", labels)
         for (chassis, app, owner), (p, b) in sorted(self.totals().items()):
+            if not p:
+                continue
             packets.add_metric([chassis, app, owner], p)
             nbytes.add_metric([chassis, app, owner], b)
         yield packets
         yield nbytes
 
-    def _owner_registry(self) -> CookieRegistry:
-        """Every model object (and compiled unit) as a possible cookie owner; rebuilt when the store moves."""
+    def _owner_names(self) -> dict[int, str]:
+        """Owner hash -> id of every model object and compiled unit (what apps stamp into cookies, as
+        apps.ids.registry_for names them: "pipeline" first, then the first id of a colliding hash); rebuilt
+        when the store revision moves."""
         state = self.m.state
         rev = int(state.revision) if state is not None else 0
-        cached = self._registry
+        cached = self._names
         if cached is not None and cached[0] == rev:
             return cached[1]
         owners: set[str] = set()
@@ -349,20 +359,11 @@ class FlowCounters:
                 if self.m.dataplane is not None:
                     for units in self.m.dataplane.compiler.units.values():
                         owners.update(str(u[1]) for u in units)
-        reg = ids.registry_for(sorted(owners))
-        self._registry = (rev, reg)
-        return reg
-
-
-def _owner_of(cookie: int, registry: CookieRegistry) -> tuple[str, str] | None:
-    """(app name, owner id) of a cookie; an unknown owner is its hash in hex. None if not our cookie."""
-    named = registry.lookup(cookie)
-    if named is not None:
-        return named
-    c = Cookie.decode(cookie)
-    if c is None:
-        return None
-    return ids.APP_NAMES.get(c.app, str(c.app)), f"{c.owner:08x}"
+        names: dict[int, str] = {}
+        for owner in ("pipeline", *sorted(owners)):
+            names.setdefault(owner_hash(owner), owner)
+        self._names = (rev, names)
+        return names
 
 
 # --- gRPC --------------------------------------------------------------------------------------------------------

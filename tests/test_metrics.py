@@ -148,6 +148,11 @@ def test_flow_counters_stay_monotonic_across_flow_churn(fake: SimpleNamespace) -
     eng.counters[port_flow("vm3", 3)] = (1, 64)  # an owner the model does not know: its hash
     fc.collect_once()
     assert any(k[2] == f"{port_flow('vm3', 3).owner.owner:08x}" for k in fc.totals())  # type: ignore[union-attr]
+    eng.counters[port_flow("vm1", 1)] = (0, 0)
+    del eng.counters[port_flow("vm3", 3)]
+    fc.collect_once()  # an owner whose flows matched nothing yet has no series
+    fams = families(m.exposition().decode())
+    assert {s.labels["owner"] for s in fams["sdn_flow_packets"].samples} == {"vm1"}
 
 
 def test_packet_ins_are_counted_by_named_reason() -> None:
