@@ -60,7 +60,8 @@ class Metrics:
         self.api_duration = Histogram("sdn_api_request_duration_seconds",
                                       "Latency of unary gRPC calls (streams are not timed)",
                                       ["service", "method"], buckets=LATENCY_BUCKETS, registry=r)
-        self.api_streams_started = Counter("sdn_api_streams_started", "Streaming gRPC calls started (Watch...)",
+        self.api_streams_started = Counter("sdn_api_streams_started",
+                                           "Streaming gRPC calls started (Watch, reflection)",
                                            ["service", "method"], registry=r)
         self.api_streams_open = Gauge("sdn_api_streams_open", "Streaming gRPC calls in progress",
                                       ["service", "method"], registry=r)
@@ -85,7 +86,8 @@ class Metrics:
 
     def start(self, listen: str = "", sync: Any = None) -> int:
         """Install the hooks (State.on_commit; `sync`, a SyncManager: on_bundle), start the flow-counter
-        poller, and serve /metrics on `listen` ("host:port"; "" = no HTTP). Returns the bound port (0 if none)."""
+        poller, and serve /metrics on `listen` ("host:port"; "" = no HTTP). Returns the bound port, 0 if
+        none."""
         if self.state is not None:
             self.state.on_commit = self.observe_commit
         if sync is not None:
@@ -150,7 +152,7 @@ class Metrics:
         return list(self.dataplane.planes.values())
 
 
-# --- scrape-time values --------------------------------------------------------------------------------------
+# --- scrape-time values -------------------------------------------------------------------------------------
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -183,8 +185,8 @@ class _ScrapeCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         m = self.m
-        of_up = _gauge("sdn_chassis_openflow_connected", "1 if the chassis's br-int is connected over OpenFlow",
-                       ["chassis"])
+        of_up = _gauge("sdn_chassis_openflow_connected",
+                       "1 if the chassis's br-int is connected over OpenFlow", ["chassis"])
         ovsdb = _gauge("sdn_chassis_ovsdb_ready", "1 once the chassis's OVSDB facts (ofports) are known",
                        ["chassis"])
         desired = _gauge("sdn_flows_desired", "Flows the compiler wants on the chassis", ["chassis"])
@@ -195,8 +197,9 @@ class _ScrapeCollector(Collector):
         realized = _gauge("sdn_chassis_realized_revision",
                           "Newest store revision whose flows the chassis's switch has confirmed", ["chassis"])
         lag = _gauge("sdn_chassis_realized_revision_lag",
-                     "Store revision minus the chassis's realized revision; 0 when every change handed to the "
-                     "switch is confirmed (revisions that do not touch a chassis are no lag)", ["chassis"])
+                     "Store revision minus the chassis's realized revision; 0 when every change handed to "
+                     "the switch is confirmed (revisions that do not touch a chassis are no lag)",
+                     ["chassis"])
         drift = _counter("sdn_drift_repairs", "Flow and group entries repaired after drift was found",
                          ["chassis"])
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
@@ -252,7 +255,7 @@ class _NoLock:
         return None
 
 
-# --- per-owner flow counters -----------------------------------------------------------------------------------
+# --- per-owner flow counters --------------------------------------------------------------------------------
 
 
 Owner = tuple[str, str, str]  # (chassis, app name, owner id)
@@ -270,7 +273,8 @@ class FlowCounters:
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
         self._lock = threading.Lock()
-        self._last: dict[tuple[str, Any], tuple[int, int]] = {}  # (chassis, flow key) -> last (packets, bytes)
+        # (chassis, flow key) -> (packets, bytes) at the last round
+        self._last: dict[tuple[str, Any], tuple[int, int]] = {}
         self._totals: dict[Owner, list[int]] = {}  # -> [packets, bytes]
         self._names: tuple[int, dict[int, str]] | None = None  # (store revision, owner hash -> id)
         self.rounds = 0
@@ -366,7 +370,7 @@ class FlowCounters:
         return names
 
 
-# --- gRPC --------------------------------------------------------------------------------------------------------
+# --- gRPC ---------------------------------------------------------------------------------------------------
 
 
 def _split(full_method: str) -> tuple[str, str]:
@@ -444,7 +448,8 @@ class ApiMetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 try:
                     yield from inner(request, context)
                     # a stream that ends because its client went away (Watch checks is_active) was cancelled
-                    code = _code(context, grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED)
+                    ended = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+                    code = _code(context, ended)
                 except GeneratorExit:
                     code = grpc.StatusCode.CANCELLED.name
                     raise

@@ -55,7 +55,8 @@ FAMILIES = {
 
 
 def port_flow(port: str, ofport: int) -> Flow:
-    return Flow("classify", P.MATCH, {"in_port": ofport}, [A.Goto("port_sec_in")], ids.cookie(ids.CLASSIFY, port))
+    return Flow("classify", P.MATCH, {"in_port": ofport}, [A.Goto("port_sec_in")],
+                ids.cookie(ids.CLASSIFY, port))
 
 
 class FakeEngine:
@@ -82,7 +83,8 @@ def fake(tmp_path: Path) -> Iterator[SimpleNamespace]:
     group = Group(10, "all", [Bucket([A.Output(1)])])
     items = frozenset([port_flow("vm1", 1), port_flow("vm2", 2), group])
     eng = FakeEngine(items, {port_flow("vm1", 1): (5, 500), port_flow("vm2", 2): (1, 100)})
-    plane = ChassisPlane("hv1", 1, engine=eng, runtime=object(), seq=1, history=[(0, 1)])  # type: ignore[arg-type]
+    plane = ChassisPlane("hv1", 1, engine=eng, runtime=object(),  # type: ignore[arg-type]
+                         seq=1, history=[(0, 1)])
     plane.drift_repairs = 3  # type: ignore[attr-defined]
     dataplane = SimpleNamespace(planes={"hv1": plane},
                                 compiler=SimpleNamespace(desired=lambda _c: items, units={
@@ -147,7 +149,8 @@ def test_flow_counters_stay_monotonic_across_flow_churn(fake: SimpleNamespace) -
     assert ("hv1", "classify", "vm2") not in fc.totals()
     eng.counters[port_flow("vm3", 3)] = (1, 64)  # an owner the model does not know: its hash
     fc.collect_once()
-    assert any(k[2] == f"{port_flow('vm3', 3).owner.owner:08x}" for k in fc.totals())  # type: ignore[union-attr]
+    vm3 = port_flow("vm3", 3).owner
+    assert vm3 is not None and any(k[2] == f"{vm3.owner:08x}" for k in fc.totals())
     eng.counters[port_flow("vm1", 1)] = (0, 0)
     del eng.counters[port_flow("vm3", 3)]
     fc.collect_once()  # an owner whose flows matched nothing yet has no series
@@ -162,9 +165,11 @@ def test_packet_ins_are_counted_by_named_reason() -> None:
 
     app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={})
     for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):
-        OFApp.on_packet_in(app, SimpleNamespace(msg=SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)))
+        msg = SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)
+        OFApp.on_packet_in(app, SimpleNamespace(msg=msg))
     assert app.packet_ins == {1: 5}
-    assert app.packet_ins_by_reason == {(1, "no_match"): 1, (1, "action"): 2, (1, "invalid_ttl"): 1, (1, "9"): 1}
+    assert app.packet_ins_by_reason == {(1, "no_match"): 1, (1, "action"): 2, (1, "invalid_ttl"): 1,
+                                        (1, "9"): 1}
 
 
 def test_store_commits_are_timed(fake: SimpleNamespace) -> None:
@@ -192,7 +197,7 @@ def test_http_endpoint_serves_the_registry_and_stops(fake: SimpleNamespace) -> N
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
-# --- API -----------------------------------------------------------------------------------------------------
+# --- API ----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -219,7 +224,8 @@ def test_api_counters_move_with_calls(api_with_metrics: SimpleNamespace) -> None
     svc = "sdn.v1.TopologyService"
 
     def requests(method: str, code: str) -> float:
-        return reg.get_sample_value("sdn_api_requests_total", {"service": svc, "method": method, "code": code}) or 0
+        labels = {"service": svc, "method": method, "code": code}
+        return reg.get_sample_value("sdn_api_requests_total", labels) or 0
 
     env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="n1"), metadata=env.admin)
     env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="n2"), metadata=env.admin)
@@ -253,7 +259,7 @@ def test_api_counters_move_with_calls(api_with_metrics: SimpleNamespace) -> None
     assert fams["sdn_api_request_duration_seconds"].type == "histogram"
 
 
-# --- Grafana dashboard ---------------------------------------------------------------------------------------
+# --- Grafana dashboard --------------------------------------------------------------------------------------
 
 
 def exported_names(fams: dict[str, Any]) -> set[str]:
@@ -287,7 +293,7 @@ def test_grafana_dashboard_uses_only_exported_metrics(fake: SimpleNamespace) -> 
         assert topic in titles, f"no panel about {topic}"
 
 
-# --- end to end ----------------------------------------------------------------------------------------------
+# --- end to end ---------------------------------------------------------------------------------------------
 
 
 def scrape(port: int) -> dict[str, Any]:
@@ -316,9 +322,9 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while True:  # installed catches up with desired once the last bundle is confirmed
             fams = scrape(port)
-            pairs = {c: (sample(fams, "sdn_flows_desired", chassis=c), sample(fams, "sdn_flows_installed", chassis=c),
-                         sample(fams, "sdn_groups_desired", chassis=c), sample(fams, "sdn_groups_installed", chassis=c))
-                     for c in ("hv1", "hv2")}
+            pairs = {c: tuple(sample(fams, name, chassis=c) for name in (
+                "sdn_flows_desired", "sdn_flows_installed", "sdn_groups_desired", "sdn_groups_installed"))
+                for c in ("hv1", "hv2")}
             if all(p[0] == p[1] and p[2] == p[3] for p in pairs.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -341,12 +347,13 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         after = before
         while time.monotonic() < deadline:
             fams = scrape(port)
-            after = owner_packets(fams, "hv1", "m-a", "classify"), owner_packets(fams, "hv2", "m-b", "classify")
+            after = (owner_packets(fams, "hv1", "m-a", "classify"),
+                     owner_packets(fams, "hv2", "m-b", "classify"))
             if after[0] >= before[0] + 5 and after[1] >= before[1] + 5:
                 break
             time.sleep(0.5)
         # requests entered at m-a on hv1, replies at m-b on hv2
-        assert after[0] >= before[0] + 5 and after[1] >= before[1] + 5, f"classify packets {before} -> {after}"
+        assert after[0] >= before[0] + 5 and after[1] >= before[1] + 5, f"classify: {before} -> {after}"
         assert sample(fams, "sdn_flow_bytes_total", chassis="hv1", app="classify", owner="m-a") >= 5 * 84
 
         # drift: flows deleted behind the controller's back and repaired show in the drift and resync counters
@@ -359,7 +366,8 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         assert deleted
         resyncs = sample(fams, "sdn_resyncs_total", chassis="hv1")
         hv1.ofctl("del-flows", "br-int", f"table={table}")
-        fixed = env.dp.Verify(dpb.VerifyRequest(chassis="chassis/hv1", repair=True), metadata=env.admin).chassis[0]
+        verify = dpb.VerifyRequest(chassis="chassis/hv1", repair=True)
+        fixed = env.dp.Verify(verify, metadata=env.admin).chassis[0]
         assert fixed.repaired
         deadline = time.monotonic() + 10
         while True:
