@@ -53,7 +53,7 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
 
 
 def start_metrics(cfg: config_mod.Config, state: State, dataplane: Dataplane) -> Metrics | None:
-    """The Prometheus endpoint and its hooks (store commits, bundles, packet-ins, flow counters); None if off."""
+    """The Prometheus endpoint and its hooks (store commits, bundles, packet-ins, flow counters), or None."""
     if not cfg.metrics_listen:
         return None
     app = ofapp.ensure_started(*config_mod.split_hostport(cfg.openflow_listen))  # the running app
