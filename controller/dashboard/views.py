@@ -27,6 +27,9 @@ LAYERS = ("tenant", "router", "network", "port", "chassis")
 #: names a per-flow counter source may have on a SwitchSync (engine) or on the Dataplane (per chassis);
 #: the first one present is used. Expected to return {Flow (or anything with .key()): (packets, bytes)}.
 COUNTER_METHODS = ("flow_stats", "flow_counters", "counters")
+PORTS_PER_ROW = 14
+BESIDE_GAP = 1.5  # slots between nodes labelled beside themselves (tenants, routers, networks)
+MAX_PORT_ROWS = 6
 COUNTER_TIMEOUT_S = 3.0  # a live dump for the counters; the view shows "—" if the switch does not answer
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -91,25 +94,29 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
     status = chassis_status(dataplane) if dataplane is not None and p.admin else {}
     tenants = sorted({r.tenant for r in (*networks, *ports, *routers) if r.tenant and p.can_see(r.tenant)})
     net_order = {n.id: i for i, n in enumerate(networks)}
-    ports.sort(key=lambda x: (net_order.get(x.network_id, 1 << 30), x.id))
+    ports.sort(key=lambda x: (net_order.get(x.network_id, 1 << 30), _natural(x.id)))
 
     # layered layout in slots: ports evenly, each network over its ports, each router over its networks,
     # each tenant over its networks and routers, each chassis under the ports bound to it; a layer keeps
     # its order and one slot between nodes
-    port_slot = {x.id: float(i) for i, x in enumerate(ports)}
+    # many ports: zig-zag them over PORT_ROWS sub-rows so the drawing stays about as wide as a screen
+    port_rows = min(MAX_PORT_ROWS, max(1, -(-len(ports) // PORTS_PER_ROW)))
+    port_slot = {x.id: float(i // port_rows) for i, x in enumerate(ports)}
+    port_row = {x.id: i % port_rows for i, x in enumerate(ports)}
     net_ports: dict[str, list[float]] = {}
     for x in ports:
         net_ports.setdefault(x.network_id, []).append(port_slot[x.id])
     net_slot = dict(zip([n.id for n in networks],
-                        _place([_mean(net_ports.get(n.id)) for n in networks]), strict=True))
+                        _place([_mean(net_ports.get(n.id)) for n in networks], BESIDE_GAP), strict=True))
     linked = {r.id: [net_slot[n] for n in router_nets[r.id] | {r.gateway_network_id} if n in net_slot]
               for r in routers}
     routers.sort(key=lambda r: (_mean(linked[r.id]) or 0.0, r.id))
-    router_slot = dict(zip([r.id for r in routers], _place([_mean(linked[r.id]) for r in routers]), strict=True))
+    router_slot = dict(zip([r.id for r in routers],
+                           _place([_mean(linked[r.id]) for r in routers], BESIDE_GAP), strict=True))
     tenant_slot = dict(zip(tenants, _place([
         _mean([net_slot[n.id] for n in networks if n.tenant == t] + [router_slot[r.id] for r in routers
                                                                       if r.tenant == t])
-        for t in tenants]), strict=True))
+        for t in tenants], BESIDE_GAP), strict=True))
     bound = {c.id: [port_slot[x.id] for x in ports if x.binding_chassis == c.id] for c in chassis}
     chassis.sort(key=lambda c: (_mean(bound[c.id]) if bound[c.id] else float(len(ports)), c.id))
     chassis_slot = dict(zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis]), strict=True))
@@ -133,7 +140,7 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
     for n in networks:
         add("network", n.id, _label(n), net_slot[n.id], tenant=n.tenant, details=details[f"network:{n.id}"])
     for x in ports:
-        add("port", x.id, _label(x), port_slot[x.id], tenant=x.tenant, status=x.status,
+        add("port", x.id, _label(x), port_slot[x.id], tenant=x.tenant, status=x.status, row=port_row[x.id],
             details=details[f"port:{x.id}"])
     for c in chassis:
         st = status.get(c.id, {})
@@ -159,19 +166,25 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
         if x.binding_chassis and f"chassis:{x.binding_chassis}" in ids_:
             edges.append({"source": f"port:{x.id}", "target": f"chassis:{x.binding_chassis}", "kind": "bound"})
     return {"revision": revision, "nodes": nodes, "edges": edges, "slots": width, "layers": layers,
+            "port_rows": port_rows,
             "counts": {"tenants": len(tenants), "routers": len(routers), "networks": len(networks),
                        "subnets": subnets, "ports": len(ports), "chassis": len(chassis)}}
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """Sort key where vm2 comes before vm10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
 def _mean(values: list[float] | None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _place(desired: list[float | None]) -> list[float]:
-    """Slots for one layer, in order: as near the desired slot as the one-slot spacing allows (None: next)."""
+def _place(desired: list[float | None], gap: float = 1.0) -> list[float]:
+    """Slots for one layer, in order: as near the desired slot as the spacing allows (None: next)."""
     out: list[float] = []
     for d in desired:
-        lo = out[-1] + 1 if out else 0.0
+        lo = out[-1] + gap if out else 0.0
         out.append(max(lo, d) if d is not None else lo)
     return out
 

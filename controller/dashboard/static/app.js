@@ -143,17 +143,25 @@ function drawTopology() {
   const left = 110;
   const right = 150;  // room for the labels beside the rightmost network / router / tenant
   const W = Math.max(900, left + right + 130 * (t.slots || 1));
-  const H = 110 + 150 * ((t.layers || []).length - 1 || 3);
+  const layers = t.layers || ["tenant", "network", "port", "chassis"];
+  const rows = t.port_rows || 1, ROW = 64, GAP = 150;
+  const H = 110 + GAP * (layers.length - 1) + ROW * (rows - 1);
+  const portLayer = layers.indexOf("port");
+  const yOf = (kind, row) => {
+    const i = layers.indexOf(kind);
+    return 50 + GAP * i + (portLayer >= 0 && i > portLayer ? ROW * (rows - 1) : 0) + (kind === "port" ? ROW * (row || 0) : 0);
+  };
   const pos = {};
-  for (const n of t.nodes) pos[n.id] = { x: left + n.x * (W - left - right), y: 50 + n.y * (H - 110), kind: n.kind };
+  for (const n of t.nodes) pos[n.id] = { x: left + n.x * (W - left - right), y: yOf(n.kind, n.row), kind: n.kind };
   const g = $("#graph");
-  g.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const keep = state.view3 && state.view3.W === W && state.view3.H === H ? state.view3.box : null;
+  state.view3 = { W, H, box: keep || [0, 0, W, H] };
+  g.setAttribute("viewBox", state.view3.box.join(" "));
   g.replaceChildren();
   const names = { tenant: "tenants", router: "routers", network: "networks", port: "ports", chassis: "chassis" };
-  const layers = t.layers || ["tenant", "network", "port", "chassis"];
-  layers.forEach((k, i) => {
+  layers.forEach((k) => {
     if (k === "chassis" && !state.me.admin) return;
-    g.append(svg("text", { class: "layer-label", x: 12, y: 54 + (i / (layers.length - 1)) * (H - 110) }, names[k]));
+    g.append(svg("text", { class: "layer-label", x: 12, y: yOf(k, 0) + 4 }, names[k]));
   });
   const edges = svg("g", { class: "edges" });
   for (const e of t.edges) {
@@ -220,6 +228,42 @@ function drawNode(n, p) {
   sub ? svg("text", { x: lx, y: dy + 14, "text-anchor": anchor, class: "sub" }, sub) : null,
   svg("title", {}, `${n.kind} ${n.name}`));
   return node;
+}
+
+// zoom with the wheel (around the pointer), pan by dragging, double-click to fit everything again
+function setupZoom(g) {
+  const apply = () => g.setAttribute("viewBox", state.view3.box.join(" "));
+  const toSvg = (ev) => {
+    const r = g.getBoundingClientRect(), [x, y, w, h] = state.view3.box;
+    return [x + (ev.clientX - r.left) / r.width * w, y + (ev.clientY - r.top) / r.height * h];
+  };
+  g.addEventListener("wheel", (ev) => {
+    if (!state.view3) return;
+    ev.preventDefault();
+    const [px, py] = toSvg(ev), [x, y, w, h] = state.view3.box;
+    const f = Math.min(Math.max(ev.deltaY > 0 ? 1.15 : 1 / 1.15, 0.1), 10);
+    const nw = Math.min(Math.max(w * f, state.view3.W / 20), state.view3.W * 2);
+    const k = nw / w;
+    state.view3.box = [px - (px - x) * k, py - (py - y) * k, nw, h * k];
+    apply();
+  }, { passive: false });
+  let drag = null;
+  g.addEventListener("pointerdown", (ev) => {
+    if (ev.target.closest(".node")) return;
+    drag = { x: ev.clientX, y: ev.clientY, box: [...state.view3.box] };
+    g.setPointerCapture(ev.pointerId);
+    g.classList.add("panning");
+  });
+  g.addEventListener("pointermove", (ev) => {
+    if (!drag) return;
+    const r = g.getBoundingClientRect(), [x, y, w, h] = drag.box;
+    state.view3.box = [x - (ev.clientX - drag.x) / r.width * w, y - (ev.clientY - drag.y) / r.height * h, w, h];
+    apply();
+  });
+  const end = () => { drag = null; g.classList.remove("panning"); };
+  g.addEventListener("pointerup", end);
+  g.addEventListener("pointercancel", end);
+  g.addEventListener("dblclick", () => { state.view3.box = [0, 0, state.view3.W, state.view3.H]; apply(); });
 }
 
 function select(id) {
@@ -603,6 +647,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#owner-filter").addEventListener("input", drawFlows);
   $("#hide-empty").addEventListener("change", drawFlows);
   $("#trace-form").addEventListener("submit", runTrace);
+  setupZoom($("#graph"));
   $("#trace-proto").addEventListener("change", () => {
     $("#trace-dport").disabled = !["tcp", "udp"].includes($("#trace-proto").value);
   });
