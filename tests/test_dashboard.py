@@ -177,8 +177,16 @@ def test_event_stream_follows_watch_scoped_to_the_tenant(server: InProcessServer
             api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=f"networks/{tenant}-web"),
                                                      port_id=f"{tenant}-vm2"), metadata=api.md(tokens[tenant]))
         events = _read_events(f, until="ports/alice-vm2")
-    assert all("bob" not in e["name"] for e in events), events
-    assert events[-1]["type"] == "CREATED" and events[-1]["kind"] == "port"
+        assert all("bob" not in e["name"] for e in events), events
+        assert events[-1]["type"] == "CREATED" and events[-1]["kind"] == "port"
+        # revoking the token ends the stream
+        api.stub.RevokeToken(pb.RevokeTokenRequest(token=tokens["alice"]), metadata=api.admin)
+        s.settimeout(10)
+        deadline = time.monotonic() + 10
+        while f.read1(4096) and time.monotonic() < deadline:
+            pass
+        assert time.monotonic() < deadline, "the stream of a revoked token stayed open"
+    assert get(dashboard.port, "/api/topology", tokens["alice"])[0] == 401
 
 
 # ------------------------------------------------------------------------------------------------ browser

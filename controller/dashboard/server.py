@@ -22,6 +22,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +48,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 HEARTBEAT_S = 15.0
+REAUTH_S = 2.0  # how often an open event stream checks that its token is still valid
 MAX_STREAMS = 32  # event streams at once (each holds a thread)
 _EVENT_TYPES = {pb.WatchEvent.CREATED: "CREATED", pb.WatchEvent.UPDATED: "UPDATED",
                 pb.WatchEvent.DELETED: "DELETED", pb.WatchEvent.EXISTING: "EXISTING"}
@@ -132,9 +134,11 @@ class _StreamContext:
     """What TopologyService._watch asks of a gRPC context: is the client still there? Also sends a
     heartbeat comment when the stream has been quiet, which is how a vanished client is noticed."""
 
-    def __init__(self, handler: _Handler) -> None:
+    def __init__(self, handler: _Handler, still_authorized: Callable[[], bool]) -> None:
         self.handler = handler
+        self.still_authorized = still_authorized
         self.last_write = time.monotonic()
+        self.last_auth = time.monotonic()
         self.closed = False
 
     def write(self, text: str) -> None:
@@ -148,6 +152,11 @@ class _StreamContext:
     def is_active(self) -> bool:
         if self.closed:
             return False
+        if time.monotonic() - self.last_auth > REAUTH_S:  # a revoked token's stream ends
+            self.last_auth = time.monotonic()
+            if not self.still_authorized():
+                self.closed = True
+                return False
         if time.monotonic() - self.last_write > HEARTBEAT_S:
             self.write(": keepalive\n\n")
         sock = self.handler.connection
@@ -243,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "too many event streams")
         try:
             self._headers(HTTPStatus.OK, "text/event-stream")
-            ctx = _StreamContext(self)
+            token = (self.headers.get("Authorization") or "").partition(" ")[2].strip()
+            ctx = _StreamContext(self, lambda: self.app.tokens.lookup(token) == p)
             head = state.revision
             if start <= 0 or start > head or start < state.store.oldest_retained_revision():
                 start = head
