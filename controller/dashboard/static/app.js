@@ -312,17 +312,35 @@ function showDetails(n) {
     box.append(el("p", {}, el("button", { class: "ghost", onclick: () => { state.chassis = n.name; show("flows"); } },
       "Flow tables of " + n.name + " →")));
   }
-  if (n.kind === "port" && state.me.admin) {
-    box.append(el("p", {}, el("button", { class: "ghost", onclick: () => { show("trace"); setTraceSource(n.name); } },
-      "Trace from " + n.name + " →")));
+  const actions = el("div", { class: "actions" });
+  if (n.kind === "port" && state.me.admin && n.details.binding_chassis) {
+    actions.append(el("button", { class: "ghost", onclick: () => { show("trace"); setTraceSource(n.name); } },
+      "Trace from " + n.name + " →"));
+    actions.append(el("button", { class: "ghost", onclick: () => showFlows(n.details.binding_chassis, n.name) },
+      `Its flows on ${n.details.binding_chassis} →`));
   }
+  if (n.kind === "network" && state.me.admin) {
+    const hosts = [...new Set(state.topo.edges.filter((e) => e.source === n.id && e.kind === "attached")
+      .flatMap((e) => state.topo.edges.filter((b) => b.source === e.target && b.kind === "bound"))
+      .map((b) => b.target.replace(/^chassis:/, "")))].sort();
+    for (const h of hosts) {
+      actions.append(el("button", { class: "ghost", onclick: () => showFlows(h, n.name) }, `Its flows on ${h} →`));
+    }
+  }
+  if (actions.childNodes.length) box.append(actions);
+}
+
+function showFlows(chassis, filter) {
+  state.chassis = chassis;
+  $("#owner-filter").value = filter || "";
+  show("flows");
 }
 
 // ------------------------------------------------------------------------------------------ flows
 
 async function loadChassis() {
   let list;
-  try { list = (await api("/api/chassis")).chassis; } catch (err) { if (!onAuthLost(err)) $("#flows-summary").textContent = err.message; return; }
+  try { list = state.chassisList = (await api("/api/chassis")).chassis; } catch (err) { if (!onAuthLost(err)) $("#flows-summary").textContent = err.message; return; }
   const picker = $("#chassis-picker");
   picker.replaceChildren();
   if (!list.length) { $("#flows-summary").textContent = "No chassis registered."; return; }
@@ -359,9 +377,12 @@ function drawFlows() {
   const stageFilter = $("#stage-filter").value;
   const q = $("#owner-filter").value.trim().toLowerCase();
   const hideEmpty = $("#hide-empty").checked;
+  const ch = (state.chassisList || []).find((c) => c.id === f.chassis) || {};
   $("#flows-summary").replaceChildren(
     el("b", {}, f.chassis), ` — ${f.installed} flows installed, ${f.desired} desired; switch `,
-    f.connected ? "connected" : "not connected", "; ", f.counter_note, ".");
+    f.connected ? "connected" : "not connected",
+    ch.realized_revision !== undefined ? `, realized revision ${ch.realized_revision}` : "",
+    "; ", f.counter_note, ".");
   const out = $("#flows");
   out.replaceChildren();
   for (const s of f.stages) {
@@ -376,8 +397,9 @@ function drawFlows() {
         el("td", { class: "num" }, x.priority),
         el("td", { class: "mono" }, x.match),
         el("td", { class: "mono" }, x.actions),
-        el("td", { class: "owner", title: x.cookie },
-          x.owner ? [el("span", { class: "app" }, x.app + "/"), x.owner] : el("span", { class: "muted" }, x.cookie),
+        el("td", { class: "owner", title: "cookie " + x.cookie + (x.owner ? " — click to show only " + x.owner + "'s flows" : "") },
+          x.owner ? el("a", { href: "#flows", onclick: (ev) => { ev.preventDefault(); $("#owner-filter").value = x.owner; drawFlows(); } },
+            el("span", { class: "app" }, x.app + "/"), x.owner) : el("span", { class: "muted" }, x.cookie),
           x.state !== "installed" ? [" ", el("span", { class: "state " + x.state }, x.state)] : null),
         el("td", { class: "num" + (x.packets ? " hit" : " zero") }, num(x.packets)),
         el("td", { class: "num" + (x.bytes ? "" : " zero") }, num(x.bytes))))));
