@@ -299,6 +299,13 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                           driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .step")}
                 assert {"classify", "l2_lookup", "egress_dispatch", "output"} <= stages, stages
                 _full_screenshot(driver, ARTIFACTS / "dashboard-trace.png")
+                driver.find_element(By.ID, "trace-on-topology").click()  # the same path on the graph
+                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node.onpath[data-id="port:alice-vm2"]')))
+                onpath = {n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node.onpath")}
+                assert onpath == {"port:alice-vm1", "network:alice-web", "chassis:hv1", "chassis:hv2",
+                                  "port:alice-vm2"}, onpath
+                driver.save_screenshot(str(ARTIFACTS / "dashboard-trace-path.png"))
+                driver.find_element(By.CSS_SELECTOR, '.tab[data-view="trace"]').click()
                 # the same packet through the flows dumped from the switches now: the same path
                 Select(driver.find_element(By.ID, "trace-flows")).select_by_value("installed")
                 driver.find_element(By.ID, "trace-button").click()

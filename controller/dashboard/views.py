@@ -119,7 +119,8 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
         for t in tenants], BESIDE_GAP), strict=True))
     bound = {c.id: [port_slot[x.id] for x in ports if x.binding_chassis == c.id] for c in chassis}
     chassis.sort(key=lambda c: (_mean(bound[c.id]) if bound[c.id] else float(len(ports)), c.id))
-    chassis_slot = dict(zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis]), strict=True))
+    chassis_slot = dict(zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis], 1.2),
+                                                         strict=True))
     width = 1 + max([0.0, *port_slot.values(), *net_slot.values(), *tenant_slot.values(), *chassis_slot.values(),
                      *router_slot.values()])
     # rows that can hold something: routers once there are some, chassis for admins

@@ -139,6 +139,10 @@ function drawTopology() {
     counts.append(el("span", {}, el("b", {}, v), k));
   }
   counts.append(el("span", { class: "muted" }, "revision " + t.revision));
+  if (state.path) {
+    counts.append(el("span", { class: "pathnote" }, "trace path highlighted ",
+      el("a", { href: "#topology", onclick: (ev) => { ev.preventDefault(); state.path = null; drawTopology(); } }, "clear")));
+  }
 
   const left = 110;
   const right = 150;  // room for the labels beside the rightmost network / router / tenant
@@ -168,8 +172,9 @@ function drawTopology() {
     const a = pos[e.source], b = pos[e.target];
     if (!a || !b) continue;
     const ay = a.y + EDGE_OUT[a.kind], by = b.y - EDGE_IN[b.kind], my = (ay + by) / 2;
+    const onPath = state.path && state.path.has(e.source) && state.path.has(e.target);
     edges.append(svg("path", {
-      class: "edge " + e.kind, "data-source": e.source, "data-target": e.target,
+      class: "edge " + e.kind + (onPath ? " onpath" : ""), "data-source": e.source, "data-target": e.target,
       d: `M${a.x},${ay} C${a.x},${my} ${b.x},${my} ${b.x},${by}`,
     }));
   }
@@ -194,6 +199,7 @@ function drawNode(n, p) {
   else if (n.kind === "port" && n.status !== "ACTIVE") cls.push("down");
   if (n.kind === "chassis" && !n.connected) cls.push("disconnected");
   if (state.flashed.has(n.id)) cls.push("flash");
+  if (state.path && state.path.has(n.id)) cls.push("onpath");
   let shape;
   if (n.kind === "tenant") shape = svg("circle", { class: "shape", r: 17 });
   else if (n.kind === "network") shape = svg("rect", { class: "shape", x: -16, y: -13, width: 32, height: 26, rx: 6 });
@@ -561,6 +567,17 @@ function drawTrace(r) {
     s.append(svg("path", { class: "tunnel-link", d: `M${a.x},${a.y} C${a.x + 60},${a.y} ${bx - 60},${by} ${bx},${by}`, "marker-end": "url(#arrow-t)" }));
   }
   out.append(el("div", { class: "card trace-card" }, s));
+
+  // the path on the topology: source port, its network, chassis visited, ports delivered to
+  const path = new Set(["port:" + req.src]);
+  const srcNode = state.topo && state.topo.nodes.find((x) => x.id === "port:" + req.src);
+  if (srcNode) path.add("network:" + srcNode.details.network_id);
+  for (const h of hops) {
+    path.add("chassis:" + h.chassis);
+    for (const o of h.outputs || []) if (o.kind === "vif" || o.kind === "in_port") path.add("port:" + short(o.port));
+  }
+  out.append(el("p", {}, el("button", { class: "ghost", id: "trace-on-topology",
+    onclick: () => { state.path = path; show("topology"); drawTopology(); } }, "Show the path on the topology →")));
 
   // the same steps as text, for copying
   const lines = [];
