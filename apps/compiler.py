@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import arp, classify, defaults, egress, l2, l3
+from apps import arp, classify, defaults, egress, l2, l3, nat
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group
 from topology.model import Change, Topology
@@ -36,7 +36,8 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
         net = view.topo.networks.get(ident)
         if net is None or not net.admin_state_up:
             return frozenset()
-        return frozenset([*classify.network_flows(view, chassis_id, net), *l2.network_flows(view, chassis_id, net)])
+        return frozenset([*classify.network_flows(view, chassis_id, net), *l2.network_flows(view, chassis_id, net),
+                          *nat.network_flows(view, chassis_id, net)])
     port = view.topo.ports.get(ident)
     if port is None:
         return frozenset()
@@ -76,13 +77,16 @@ class Delta:
 class Compiler:
     """Holds each chassis's compiled units and the hosting sets they were compiled with."""
 
-    def __init__(self) -> None:
+    def __init__(self, gateway_chassis: Iterable[str] = ()) -> None:
         self.units: dict[str, dict[Unit, frozenset[Item]]] = {}
         self.hosting: dict[str, frozenset[str]] = {}
         self.runtime: dict[str, ChassisRuntime] = {}
+        self.gateway_chassis = tuple(gateway_chassis)
+        # learned MAC bindings of external next hops: network id -> {IPv4 address: MAC}
+        self.neighbors: dict[str, dict[str, str]] = {}
 
     def view(self, topo: Topology) -> View:
-        return View(topo, self.runtime)
+        return View(topo, self.runtime, self.gateway_chassis, self.neighbors)
 
     def desired(self, chassis_id: str) -> frozenset[Item]:
         return frozenset(item for items in self.units.get(chassis_id, {}).values() for item in items)
@@ -103,7 +107,7 @@ class Compiler:
         changes = list(changes)
         # chassis records and router topology (routers, their interfaces) change what many units look
         # like at once; they are rare: recompile everything
-        if any(kind in ("chassis", "router") or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
+        if any(kind in ("chassis", "router", "floating_ip") or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
             return self.rebuild(topo)
         view = self.view(topo)
         nets: set[str] = set()
@@ -201,6 +205,8 @@ def _routerish(rec: object) -> bool:
     return getattr(rec, "device_owner", "") in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)
 
 
-def desired_from_scratch(topo: Topology, runtime: Mapping[str, ChassisRuntime], chassis_id: str) -> frozenset[Item]:
-    view = View(topo, runtime)
+def desired_from_scratch(topo: Topology, runtime: Mapping[str, ChassisRuntime], chassis_id: str,
+                         gateway_chassis: Iterable[str] = (),
+                         neighbors: Mapping[str, Mapping[str, str]] | None = None) -> frozenset[Item]:
+    view = View(topo, runtime, tuple(gateway_chassis), neighbors)
     return frozenset(item for items in full(view, chassis_id).values() for item in items)

@@ -12,8 +12,10 @@ L2 = 3
 ARP = 4
 EGRESS = 5
 L3 = 6
+NAT = 7
 
-APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", EGRESS: "egress", L3: "l3"}
+APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", EGRESS: "egress", L3: "l3",
+             NAT: "nat"}
 
 
 def cookie(app: int, owner_id: str) -> Cookie:

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import netaddr
 
-from apps import ids
+from apps import ids, nat
 from apps.view import View
 from flows.actions import DecTtl, Goto, Move, Resubmit, SetField, WriteMetadata, load
 from flows.flow import Flow
@@ -44,8 +44,10 @@ def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
     if not router.admin_state_up:
         return []
     interfaces = _interfaces(view, router)
-    if not any(view.hosts(chassis_id, port.network_id) for port, _ip, _cidr in interfaces):
-        return []
+    routes_here = any(view.hosts(chassis_id, port.network_id) for port, _ip, _cidr in interfaces)
+    gateway = nat.router_flows(view, chassis_id, router, routes_here)
+    if not routes_here:
+        return gateway
     c = ids.cookie(ids.L3, router.id)
     md = {"metadata": router.key, "eth_type": IPV4}
     out = []
@@ -72,7 +74,7 @@ def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
                         actions=(DecTtl(), SetField("eth_src", port.mac),
                                  SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))),
                                  WriteMetadata(net.key), Goto("arp_resolve")), cookie=c))
-    return out
+    return out + gateway
 
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:

@@ -9,7 +9,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from topology.model import Topology
-from topology.records import OVERLAY_TYPES, OWNER_ROUTER_INTERFACE, Chassis, Network, Port
+from topology.records import (
+    OVERLAY_TYPES,
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
+    Chassis,
+    Network,
+    Port,
+    Router,
+)
+
+#: learned MAC bindings of external next hops: network id -> ((IPv4 address, MAC), ...)
+Neighbors = Mapping[str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -23,11 +34,57 @@ class ChassisRuntime:
 
 
 class View:
-    def __init__(self, topo: Topology, runtime: Mapping[str, ChassisRuntime]) -> None:
+    def __init__(self, topo: Topology, runtime: Mapping[str, ChassisRuntime],
+                 gateway_chassis: tuple[str, ...] = (), neighbors: Neighbors | None = None) -> None:
         self.topo = topo
         self.runtime = runtime
+        self.gateway_chassis = tuple(gateway_chassis)
+        self.neighbors: Neighbors = neighbors if neighbors is not None else {}
         self._hosting: dict[str, frozenset[str]] = {}
         self._component: dict[str, frozenset[str]] = {}
+        self._gateways: dict[str, frozenset[str]] | None = None  # network id -> gateway chassis routing it
+
+    # ------------------------------------------------------------------------------------------ gateways
+
+    def gateway_port(self, router: Router) -> Port | None:
+        """The router's port on its external network (holds the gateway address and MAC)."""
+        return next((p for p in self.topo.router_ports(router.id) if p.device_owner == OWNER_ROUTER_GATEWAY
+                     and p.network_id == router.gateway_network_id), None)
+
+    def gateway_of(self, router: Router) -> str | None:
+        """The router's gateway chassis: the first configured gateway chassis with a bridge mapping for
+        the external network's physical network (None: no gateway, or nowhere to put it)."""
+        if not router.gateway_network_id or not router.admin_state_up:
+            return None
+        net = self.topo.networks.get(router.gateway_network_id)
+        if net is None or not net.admin_state_up or net.segment_type in OVERLAY_TYPES:
+            return None
+        for ch_id in self.gateway_chassis:
+            ch = self.topo.chassis.get(ch_id)
+            if ch is not None and ch.tunnel_ip and any(pn == net.physical_network for pn, _br in ch.bridge_mappings):
+                return ch_id
+        return None
+
+    def is_gateway_for(self, chassis_id: str, network_id: str) -> bool:
+        """This chassis is the gateway chassis of a router whose external network this is."""
+        return any(r.gateway_network_id == network_id and self.gateway_of(r) == chassis_id
+                   for r in self.topo.routers.values())
+
+    def _gateway_hosting(self) -> dict[str, frozenset[str]]:
+        """Networks a gateway chassis must host: the external network and the router's routed component."""
+        if self._gateways is None:
+            got: dict[str, set[str]] = {}
+            for router in self.topo.routers.values():
+                gc = self.gateway_of(router)
+                if gc is None:
+                    continue
+                got.setdefault(router.gateway_network_id, set()).add(gc)
+                for p in self.topo.router_ports(router.id):
+                    if p.device_owner == OWNER_ROUTER_INTERFACE:
+                        for n in self.component(p.network_id):
+                            got.setdefault(n, set()).add(gc)
+            self._gateways = {n: frozenset(c) for n, c in got.items()}
+        return self._gateways
 
     def chassis(self, chassis_id: str) -> Chassis | None:
         return self.topo.chassis.get(chassis_id)
@@ -92,6 +149,7 @@ class View:
                 got = frozenset(c for n in self.component(network_id)
                                 if (m := self.topo.networks.get(n)) is not None and m.admin_state_up
                                 for c in self.topo.bound.get(n, {}) if c in self.topo.chassis)
+                got |= self._gateway_hosting().get(network_id, frozenset())
             self._hosting[network_id] = got
         return got
 

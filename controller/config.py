@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from apps.nat import REDIRECT_BASE
 from topology.model import ModelConfig
 
 
@@ -43,6 +44,8 @@ class Config:
     drift_interval_s: float = 30.0            # verify every switch's flows against the desired set (0 = off)
     stats_interval_s: float = 10.0            # collect flow counters for metrics and the dashboard (0 = off)
     demo: bool = False
+    # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
+    gateway_chassis: list[str] = field(default_factory=list)
 
     @property
     def switch_controller_target(self) -> str:
@@ -95,6 +98,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-listen", help='HOST:PORT of the web dashboard ("" = off)')
     p.add_argument("--drift-interval-s", type=float, help="seconds between flow verifications (0 = off)")
     p.add_argument("--stats-interval-s", type=float, help="seconds between flow counter collections")
+    p.add_argument("--gateway-chassis", dest="gateway_chassis", action="append",
+                   help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
+                   "in order of preference: a router's gateway goes to the first one mapping its external "
+                   "network's physical network")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p
@@ -114,4 +121,8 @@ def load(argv: list[str] | None = None) -> Config:
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
-    return replace(Config(), **values)
+    cfg = replace(Config(), **values)
+    if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):
+        raise SystemExit(f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
+                         "packets to their gateway chassis")
+    return cfg

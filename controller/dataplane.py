@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import netaddr
+
 from apps.compiler import Compiler, Delta
 from apps.view import ChassisRuntime
 from controller.context import REQUEST
@@ -89,10 +91,14 @@ EngineFactory = Callable[[int, Callable[[int, int], None]], Engine]
 
 class Dataplane:
     def __init__(self, state: State, engine_factory: EngineFactory, agent_factory: AgentFactory,
-                 packet_ins: Callable[[int], int] = lambda _dpid: 0) -> None:
+                 packet_ins: Callable[[int], int] = lambda _dpid: 0,
+                 gateway_chassis: tuple[str, ...] = ()) -> None:
         self.state = state
         self.packet_ins = packet_ins
-        self.compiler = Compiler()
+        self.compiler = Compiler(gateway_chassis)
+        # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
+        self.packet_out: Callable[[int, bytes, int], bool] | None = None
+        self._probed: dict[tuple[str, str, str], float] = {}  # (chassis, network, address) -> last probe
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
         self.drift: Any = None  # controller.drift.DriftMonitor, attached by main
@@ -259,6 +265,92 @@ class Dataplane:
             log.info("chassis %s: bound %s", chassis_id, ", ".join(to_bind))
 
         self._work.put(bind)
+
+    # ------------------------------------------------------------------------------------------ neighbours
+
+    #: at most one ARP probe per (chassis, external network, address) per this many seconds
+    PROBE_INTERVAL_S = 1.0
+
+    def on_packet_in(self, dpid: int, data: bytes, match: dict[str, Any]) -> None:
+        """OFApp callback (os-ken's thread): handled on the dataplane worker."""
+        self._work.put(functools.partial(self._packet_in, dpid, data, match))
+
+    def _packet_in(self, dpid: int, data: bytes, match: dict[str, Any]) -> None:
+        """An ARP reply to a router's gateway MAC teaches a binding; a routed packet whose external next hop
+        is unknown makes the controller probe for it."""
+        from os_ken.lib.packet import arp, ethernet, ipv4, packet
+
+        try:
+            pkt = packet.Packet(data)
+        except Exception:  # noqa: BLE001 - a packet we cannot parse is not ours to handle
+            return
+        eth = pkt.get_protocol(ethernet.ethernet)
+        if eth is None:
+            return
+        with self.state.lock:
+            topo = self.state.topology
+            plane = next((p for p in self.planes.values() if p.datapath_id == dpid), None)
+            if plane is None or plane.runtime is None:
+                return
+            view = self.compiler.view(topo)
+            gateways = [(r, gwp) for r in topo.routers.values()
+                        if view.gateway_of(r) == plane.chassis_id and (gwp := view.gateway_port(r)) is not None]
+            a = pkt.get_protocol(arp.arp)
+            if a is not None:
+                if a.opcode == arp.ARP_REPLY:
+                    for router, gwp in gateways:
+                        if gwp.mac == eth.dst:
+                            self._learn(topo, router.gateway_network_id, a.src_ip, a.src_mac)
+                            break
+                return
+            ip = pkt.get_protocol(ipv4.ipv4)
+            if ip is None:
+                return
+            net = next((n for n in topo.networks.values() if n.key == match.get("metadata")), None)
+            if net is None:
+                return
+            reg0 = match.get("reg0")
+            nexthop = str(netaddr.IPAddress(reg0)) if isinstance(reg0, int) and reg0 else ip.dst
+            self._probe(plane, net, nexthop, [gwp for r, gwp in gateways if r.gateway_network_id == net.id])
+
+    def _learn(self, topo: Topology, network_id: str, ip: str, mac: str) -> None:
+        known = self.compiler.neighbors.setdefault(network_id, {})
+        if known.get(ip) == mac:
+            return
+        known[ip] = mac
+        log.info("external network %s: %s is at %s", network_id, ip, mac)
+        for chassis_id, delta in self.compiler.rebuild(topo).items():
+            self._push(chassis_id, delta, self.state.revision)
+
+    def _probe(self, plane: ChassisPlane, net: Any, nexthop: str, gw_ports: list[Any]) -> None:
+        """ARP request for `nexthop` from a gateway port's MAC and address, out the chassis's patch port."""
+        from os_ken.lib.packet import arp, ethernet, packet, vlan
+
+        key = (plane.chassis_id, net.id, nexthop)
+        now = time.monotonic()
+        if now - self._probed.get(key, -1e9) < self.PROBE_INTERVAL_S or self.packet_out is None:
+            return
+        assert plane.runtime is not None
+        patch = plane.runtime.patches.get(net.physical_network)
+        target = netaddr.IPAddress(nexthop)
+        for gwp in gw_ports:
+            src = next((ip for sid, ip in gwp.fixed_ips if (sub := self.state.topology.subnets.get(sid)) is not None
+                        and target in netaddr.IPNetwork(sub.cidr)), None)
+            if src is None or patch is None:
+                continue
+            self._probed[key] = now
+            pkt = packet.Packet()
+            if net.segment_type == "vlan":
+                pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", gwp.mac, 0x8100))
+                pkt.add_protocol(vlan.vlan(vid=net.segment_id, ethertype=0x0806))
+            else:
+                pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", gwp.mac, 0x0806))
+            pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=gwp.mac, src_ip=src,
+                                     dst_mac="00:00:00:00:00:00", dst_ip=nexthop))
+            pkt.serialize()
+            self.packet_out(plane.datapath_id, bytes(pkt.data), patch)
+            log.info("chassis %s: ARP probe for %s on %s", plane.chassis_id, nexthop, net.id)
+            return
 
     # ------------------------------------------------------------------------------------------ realized
 

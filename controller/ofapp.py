@@ -129,6 +129,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.sync = SyncManager()
         self.packet_ins: dict[int, int] = {}  # datapath id -> count (nothing we compile sends any yet)
         self.packet_ins_by_reason: dict[tuple[int, str], int] = {}  # (datapath id, reason name) -> count
+        # who gets packet-ins (the dataplane: probe answers, unresolved external next hops)
+        self.packet_in_handler: Any = None
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
     def on_features(self, ev: Any) -> None:
@@ -155,6 +157,23 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.packet_ins[dpid] = self.packet_ins.get(dpid, 0) + 1
         key = (dpid, PACKET_IN_REASONS.get(ev.msg.reason, str(ev.msg.reason)))
         self.packet_ins_by_reason[key] = self.packet_ins_by_reason.get(key, 0) + 1
+        handler = self.packet_in_handler
+        if handler is not None:
+            try:
+                match = dict(ev.msg.match.items())
+            except Exception:  # noqa: BLE001 - a match os-ken cannot list: the packet alone must do
+                match = {}
+            handler(dpid, bytes(ev.msg.data), match)
+
+    def packet_out(self, dpid: int, data: bytes, port: int) -> bool:
+        """Send `data` out `port` of switch `dpid` (from the controller, no pipeline); False if not connected."""
+        dp = self.registry.get(dpid)
+        if dp is None:
+            return False
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                        actions=[parser.OFPActionOutput(port)], data=data))
+        return True
 
     @set_ev_cls(_REPLY_EVENTS, MAIN_DISPATCHER)  # type: ignore[misc]
     def on_reply(self, ev: Any) -> None:

@@ -183,8 +183,9 @@ def _stage(name: str, table: int, matches: Iterable[str], next_: Iterable[str], 
 
 STAGES: tuple[Stage, ...] = (
     _stage("classify", 0, {"in_port", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "vlan_vid", "eth_dst"},
-           {"port_sec_in", "l2_lookup"},
-           "in_port / tunnel tun_id / provider VLAN -> DATAPATH in metadata, SRC_PORT, FROM_TUNNEL"),
+           {"port_sec_in", "l2_lookup", "l3_lookup"},
+           "in_port / tunnel tun_id / provider VLAN -> DATAPATH in metadata, SRC_PORT, FROM_TUNNEL; "
+           "on a gateway chassis, a router-redirect tun_id -> the router's l3_lookup"),
     _stage("port_sec_in", 10, _LOGICAL | {"in_port"} | _L2 | _IP | _ARP | _ND | {"icmpv6_type"},
            {"acl_egress"},
            "anti-spoofing: only the port's own MAC / IPs may enter; everything else drops"),
@@ -199,9 +200,10 @@ STAGES: tuple[Stage, ...] = (
            "DHCP requests to the controller (metered packet-in); everything else passes"),
     _stage("lb", 50, _LOGICAL | _L2 | _IP | _L4 | _CT, {"l2_lookup"},
            "load-balancer VIPs: select group of ct(commit,nat(dst=member)) to l2_lookup"),
-    _stage("l2_lookup", 60, _LOGICAL | {"eth_dst", "eth_type", "vlan_vid"},
+    _stage("l2_lookup", 60, _LOGICAL | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"},
            {"egress_dispatch", "dnat"},
-           "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat)"),
+           "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "
+           "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here"),
     _stage("dnat", 70, _ACL, {"dnat", "l3_lookup"},
            "router: floating IP / un-SNAT of replies via ct(nat) in the router's zone"),
     _stage("l3_lookup", 80, _LOGICAL | _L2 | _IP | _ARP | {"icmpv4_type", "icmpv4_code"},

@@ -1,0 +1,211 @@
+"""North-south: SNAT and floating IPs, centralized on each router's gateway chassis (GC).
+
+GC is the first configured gateway chassis with a bridge mapping for the external network's physical
+network (View.gateway_of). Only there does the router's gateway port exist in flows:
+
+- outbound: a route into the external network (its connected subnet, the default route via the external
+  subnet's gateway_ip) sends the packet, on any other chassis, to GC in router context (tun_id = the
+  router's redirect id, no TTL change); on GC it is routed: dec_ttl, eth_src := gateway MAC, NEXT_HOP,
+  CT_ZONE := the router's zone, DATAPATH := external network; arp_resolve uses MAC bindings the controller
+  learns by probing (a miss goes to the controller); snat: ct(nat) translates replies of DNAT'ed
+  connections, new connections from a fixed IP with a floating IP get nat(src=FIP), others (enable_snat)
+  nat(src=gateway IP); then l2_lookup puts it on the physical network;
+- inbound: the gateway MAC on the external network enters the router (dnat): ct(nat) un-NATs replies,
+  new connections to a floating IP get nat(dst=fixed IP), any other new connection is dropped; then
+  l3_lookup routes to the VM like east-west traffic;
+- ARP from the physical network for the gateway address and the floating IPs is answered in l2_lookup
+  (with the gateway MAC); ARP replies to the gateway MAC go to the controller (its probes' answers).
+"""
+
+from __future__ import annotations
+
+import netaddr
+
+from apps import ids
+from apps.view import View
+from flows.actions import (
+    CT,
+    IN_PORT,
+    NAT,
+    Controller,
+    DecTtl,
+    Goto,
+    Move,
+    Output,
+    Resubmit,
+    SetField,
+    WriteMetadata,
+    load,
+)
+from flows.flow import Flow
+from flows.pipeline import ALLOW_LOOPBACK, CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
+from topology.records import FloatingIp, Network, Port, Router
+
+IPV4 = 0x0800
+ARP = 0x0806
+ICMP = 1
+#: the tunnel type that carries router-redirected packets to the gateway chassis
+REDIRECT_TUNNEL = "vxlan"
+#: redirect ids live above every segment id tenants get: (1 << 23) | router key
+REDIRECT_BASE = 1 << 23
+
+CT_NEW, CT_EST, CT_TRK = 0x01, 0x02, 0x20
+
+
+def redirect_id(router: Router) -> int:
+    """The tun_id that carries a router's packets to its gateway chassis (keys < 2**23)."""
+    return REDIRECT_BASE | (router.key & (REDIRECT_BASE - 1))
+
+
+def zone(router: Router) -> int:
+    """The router's conntrack zone (1..65535)."""
+    return (router.key - 1) % 0xFFFF + 1
+
+
+def _v4(port: Port) -> list[tuple[str, str]]:
+    return [(sid, ip) for sid, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4]
+
+
+def floating_ips(view: View, router: Router) -> list[FloatingIp]:
+    """The router's associated floating IPs (the fixed IP must still be the port's)."""
+    out = []
+    for fip in view.topo.floatingips.values():
+        if fip.router_id != router.id or not fip.port_id or not fip.fixed_ip:
+            continue
+        port = view.topo.ports.get(fip.port_id)
+        if port is None or all(ip != fip.fixed_ip for _s, ip in port.fixed_ips):
+            continue
+        out.append(fip)
+    return sorted(out, key=lambda f: f.id)
+
+
+def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool) -> list[Flow]:
+    """The router's gateway flows on `chassis_id`; `routes_here`: the router routes on this chassis."""
+    if not router.admin_state_up:
+        return []
+    gc = view.gateway_of(router)
+    gwp = view.gateway_port(router)
+    if gc is None or gwp is None or not gwp.admin_state_up:
+        return []
+    ext = view.topo.networks[router.gateway_network_id]
+    gw_ips = _v4(gwp)
+    if not gw_ips:
+        return []
+    c = ids.cookie(ids.NAT, router.id)
+    out: list[Flow] = []
+    md = {"metadata": router.key, "eth_type": IPV4}
+    on_gc = chassis_id == gc
+    if on_gc:
+        redirect = None
+    else:
+        tun = view.rt(chassis_id).tunnels.get(REDIRECT_TUNNEL)
+        gc_rec = view.chassis(gc)
+        if tun is None or gc_rec is None or not gc_rec.tunnel_ip:
+            redirect = ()
+        else:
+            redirect = (SetField("tunnel_id", redirect_id(router)), SetField("tun_ipv4_dst", gc_rec.tunnel_ip),
+                        Output(tun))
+    own_default = any(netaddr.IPNetwork(d).prefixlen == 0 for d, _n in router.routes)
+    if routes_here:
+        for sid, ip in gw_ips:
+            sub = view.topo.subnets.get(sid)
+            if sub is None:
+                continue
+            cidr = netaddr.IPNetwork(sub.cidr)
+            routes: list[tuple[netaddr.IPNetwork, str | None, int]] = [(cidr, None, 2 * cidr.prefixlen + 1)]
+            if sub.gateway_ip and not own_default:
+                routes.append((netaddr.IPNetwork("0.0.0.0/0"), sub.gateway_ip, 0))
+            for prefix, nexthop, prio in routes:
+                if redirect is not None:
+                    if redirect:
+                        out.append(Flow("l3_lookup", MATCH(prio), match={**md, "ipv4_dst": str(prefix.cidr)},
+                                        actions=redirect, cookie=c))
+                    continue
+                hop = (Move("ipv4_dst", NEXT_HOP.field, 32) if nexthop is None
+                       else SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))))
+                out.append(Flow("l3_lookup", MATCH(prio), match={**md, "ipv4_dst": str(prefix.cidr)},
+                                actions=(DecTtl(), SetField("eth_src", gwp.mac), hop,
+                                         load(CT_ZONE.field, zone(router), CT_ZONE.start, CT_ZONE.end),
+                                         WriteMetadata(ext.key), Goto("arp_resolve")), cookie=c))
+            # ping the gateway address from inside: answered where the router routes
+            out.append(Flow("l3_lookup", HIGH, match={**md, "ipv4_dst": ip, "ip_proto": ICMP, "icmpv4_type": 8},
+                            actions=(Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", ip),
+                                     Move(NEXT_HOP.field, "ipv4_dst", 32), SetField("icmpv4_type", 0),
+                                     load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit),
+                                     Resubmit("l3_lookup")), cookie=c))
+    if not on_gc:
+        return out
+    out += _gateway_chassis_flows(view, chassis_id, router, ext, gwp, gw_ips, c)
+    return out
+
+
+def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Network, gwp: Port,
+                           gw_ips: list[tuple[str, str]], c: object) -> list[Flow]:
+    out: list[Flow] = []
+    z = zone(router)
+    fips = floating_ips(view, router)
+    # redirected packets from other chassis enter the router's routing
+    tun = view.rt(chassis_id).tunnels.get(REDIRECT_TUNNEL)
+    if tun is not None:
+        out.append(Flow("classify", MATCH, match={"in_port": tun, "tunnel_id": redirect_id(router)},
+                        actions=(WriteMetadata(router.key), Goto("l3_lookup")), cookie=c))
+    ext_md = {"metadata": ext.key}
+    # the gateway MAC on the external network leads into the router (no longer "from outside")
+    out.append(Flow("l2_lookup", MATCH, match={**ext_md, "eth_dst": gwp.mac, "eth_type": IPV4},
+                    actions=(load(CT_ZONE.field, z, CT_ZONE.start, CT_ZONE.end),
+                             load(FLAGS.field, 0, FROM_TUNNEL.bit, FROM_TUNNEL.bit),
+                             WriteMetadata(router.key), Goto("dnat")), cookie=c))
+    # ARP replies to the gateway MAC: answers to the controller's probes
+    out.append(Flow("l2_lookup", MATCH, match={**ext_md, "eth_dst": gwp.mac, "eth_type": ARP},
+                    actions=(Controller(),), cookie=c))
+    # ARP requests for the gateway address and the floating IPs: answered with the gateway MAC
+    for addr in [ip for _s, ip in gw_ips] + [f.address for f in fips]:
+        out.append(Flow("l2_lookup", HIGH, match={**ext_md, "eth_type": ARP, "arp_op": 1, "arp_tpa": addr},
+                        actions=(Move("eth_src", "eth_dst", 48), SetField("eth_src", gwp.mac), SetField("arp_op", 2),
+                                 Move("arp_sha", "arp_tha", 48), Move("arp_spa", "arp_tpa", 32),
+                                 SetField("arp_sha", gwp.mac), SetField("arp_spa", addr), Output(IN_PORT)),
+                        cookie=c))
+    # dnat (DATAPATH = router, CT_ZONE = router's zone: came in from the external network)
+    rmd = {"metadata": router.key, "eth_type": IPV4, CT_ZONE.field: z}
+    out += [
+        Flow("dnat", MATCH(1), match={**rmd, "ct_state": (0, CT_TRK)},
+             actions=(CT(zone=CT_ZONE.field, nat=NAT(), table="dnat"),), cookie=c),
+        Flow("dnat", MATCH(1), match={**rmd, "ct_state": (CT_TRK, CT_TRK)}, cookie=c),  # untracked states: drop
+        Flow("dnat", MATCH(2), match={**rmd, "ct_state": (CT_TRK | CT_EST, CT_TRK | CT_EST)},
+             actions=(Goto("l3_lookup"),), cookie=c),
+        Flow("dnat", MATCH(3), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}, cookie=c),  # drop
+    ]
+    for f in fips:
+        out.append(Flow("dnat", MATCH(4), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW),
+                                                 "ipv4_dst": f.address},
+                        actions=(CT(commit=True, zone=CT_ZONE.field, nat=NAT("dst", f.fixed_ip),
+                                    table="l3_lookup"),), cookie=c))
+    # snat (DATAPATH = external network, CT_ZONE = router's zone: routed out by this router)
+    smd = {"metadata": ext.key, "eth_type": IPV4, CT_ZONE.field: z}
+    out += [
+        Flow("snat", MATCH(1), match={**smd, "ct_state": (0, CT_TRK)},
+             actions=(CT(zone=CT_ZONE.field, nat=NAT(), table="snat"),), cookie=c),
+        Flow("snat", MATCH(1), match={**smd, "ct_state": (CT_TRK, CT_TRK)}, actions=(Resubmit("l2_lookup"),),
+             cookie=c),
+    ]
+    new = {**smd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}
+    if router.enable_snat:
+        out.append(Flow("snat", MATCH(2), match=new, cookie=c, actions=(
+            CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", gw_ips[0][1]), table="l2_lookup"),)))
+    for f in fips:
+        out.append(Flow("snat", MATCH(3), match={**new, "ipv4_src": f.fixed_ip}, cookie=c, actions=(
+            CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", f.address), table="l2_lookup"),)))
+    return out
+
+
+def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
+    """arp_resolve of an external network on a gateway chassis: learned bindings, else ask the controller."""
+    if not net.external or not view.is_gateway_for(chassis_id, net.id):
+        return []
+    c = ids.cookie(ids.NAT, net.id)
+    out = [Flow("arp_resolve", LOW, match={"metadata": net.key, "eth_type": IPV4}, actions=(Controller(),),
+                cookie=c)]
+    for ip, mac in sorted(view.neighbors.get(net.id, {}).items()):
+        out.append(Flow("arp_resolve", MATCH, match={"metadata": net.key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
+                        actions=(SetField("eth_dst", mac), Goto("snat")), cookie=c))
+    return out

@@ -1,0 +1,205 @@
+"""SNAT and floating IPs by behaviour: walk packets through the gateway chassis's and another chassis's tables."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps import nat
+from apps.compiler import Compiler, desired_from_scratch
+from controller import config
+from flows.flow import Flow, Group
+from flows.walker import Switch
+from tests.test_apps_l2 import PATCH, TUN, World
+from topology import ops
+from topology.records import FloatingIp, Port, Router
+
+PHYSNET = "physnet1"
+EXT_HOST = ("172.24.4.100", "02:ee:00:00:00:64")
+GC = ("hv1",)
+
+
+class NatWorld(World):
+    neighbors: dict[str, dict[str, str]]
+
+    def switch(self, chassis: str) -> Switch:
+        items = desired_from_scratch(self.topo, self.runtime, chassis, GC, self.neighbors)
+        return Switch([i for i in items if isinstance(i, Flow)], [i for i in items if isinstance(i, Group)])
+
+
+def nat_world(snat: bool = True) -> tuple[NatWorld, dict[str, Port]]:
+    w = NatWorld()
+    w.neighbors = {}
+    w.chassis("hv1", "192.0.2.1", [(PHYSNET, "br-prov")])
+    w.chassis("hv2", "192.0.2.2", [(PHYSNET, "br-prov")])
+    w.network("ext", "admin", "172.24.4.0/24", segment_type="flat", physical_network=PHYSNET, external=True)
+    w.network("a", "alice", "10.0.0.0/24")
+    w.apply(ops.create_router(w.topo, Router(id="r", tenant="alice"),
+                              ops.GatewayRequest("ext", enable_snat=snat), w.rev + 1, 0.0))
+    r = w.topo.routers["r"]
+    w.apply(ops.add_router_interface(w.topo, r, "a-sub", "", "r-a", w.rev + 1, 0.0))
+    p = {"a1": w.port("a1", "a", "hv1", "10.0.0.10"), "a2": w.port("a2", "a", "hv2", "10.0.0.20")}
+    w.neighbors["ext"] = {EXT_HOST[0]: EXT_HOST[1]}
+    return w, p
+
+
+def gw_port(w: World) -> Port:
+    return next(p for p in w.topo.router_ports("r") if p.network_id == "ext")
+
+
+def add_fip(w: World, port: str, address: str = "172.24.4.50") -> FloatingIp:
+    w.apply(ops.create_floating_ip(w.topo, FloatingIp(id="f", tenant="alice", network_id="ext", address=address,
+                                                      port_id=port), "f-port", w.rev + 1, 0.0))
+    return w.topo.floatingips["f"]
+
+
+def out_of_vm(w: World, p: Port, dst: str, **l4) -> dict:  # type: ignore[type-arg]
+    iface = w.topo.ports["r-a"]
+    return {"in_port": w.ofport(p), "eth_src": p.mac, "eth_dst": iface.mac, "eth_type": 0x0800,
+            "ipv4_src": p.fixed_ips[0][1], "ipv4_dst": dst, "nw_ttl": 64, "ip_proto": 6, "tcp_src": 40000,
+            "tcp_dst": 80, **l4}
+
+
+def from_outside(w: World, dst: str, sport: int = 80, dport: int = 40000) -> dict:  # type: ignore[type-arg]
+    return {"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": gw_port(w).mac, "eth_type": 0x0800,
+            "ipv4_src": EXT_HOST[0], "ipv4_dst": dst, "nw_ttl": 64, "ip_proto": 6, "tcp_src": sport,
+            "tcp_dst": dport}
+
+
+def test_snat_on_the_gateway_chassis_and_the_reply_comes_back() -> None:
+    w, p = nat_world()
+    sw = w.switch("hv1")
+    res = sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
+    assert res.ports == [PATCH], res.format()
+    h = res.outputs[0].headers
+    gw = gw_port(w)
+    assert h["ipv4_src"] == gw.fixed_ips[0][1] and h["eth_src"] == gw.mac and h["eth_dst"] == EXT_HOST[1]
+    assert h["nw_ttl"] == 63
+    # the reply to the gateway address is un-NATed by the walker's conntrack only if it knew the mapping;
+    # it tracks the connection by its original tuple: the reply to the VM's address is established
+    back = sw.walk({**from_outside(w, p["a1"].fixed_ips[0][1])})
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    assert back.outputs[0].headers["eth_dst"] == p["a1"].mac
+
+
+def test_another_chassis_redirects_to_the_gateway_chassis_without_ttl_change() -> None:
+    w, p = nat_world()
+    res = w.switch("hv2").walk(out_of_vm(w, p["a2"], "8.8.8.8"))
+    assert res.ports == [TUN["vxlan"]], res.format()
+    h = res.outputs[0].headers
+    r = w.topo.routers["r"]
+    assert h["tunnel_id"] == nat.redirect_id(r) and h["tun_ipv4_dst"] == "192.0.2.1" and h["nw_ttl"] == 64
+    # the gateway chassis takes it in router context and routes it out via the external gateway_ip
+    w.neighbors["ext"]["172.24.4.1"] = "02:ee:00:00:00:01"
+    on_gc = w.switch("hv1").walk({"in_port": TUN["vxlan"], "tunnel_id": h["tunnel_id"],
+                                  **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
+    assert on_gc.ports == [PATCH], on_gc.format()
+    o = on_gc.outputs[0].headers
+    assert o["eth_dst"] == "02:ee:00:00:00:01" and o["nw_ttl"] == 63 and o["ipv4_src"] == gw_port(w).fixed_ips[0][1]
+
+
+def test_unknown_external_next_hop_goes_to_the_controller() -> None:
+    w, p = nat_world()
+    w.neighbors.clear()
+    res = w.switch("hv1").walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
+    assert res.ports == ["CONTROLLER"]
+    assert res.outputs[0].headers["reg0"] == EXT_HOST[0] or res.outputs[0].headers["reg0"]
+
+
+def test_new_connections_from_outside_to_the_gateway_or_a_fixed_ip_are_dropped() -> None:
+    w, p = nat_world()
+    sw = w.switch("hv1")
+    assert sw.walk(from_outside(w, gw_port(w).fixed_ips[0][1])).ports == []
+    assert sw.walk(from_outside(w, p["a1"].fixed_ips[0][1], sport=5555, dport=22)).ports == []
+    assert w.switch("hv2").walk(from_outside(w, p["a1"].fixed_ips[0][1])).ports == []  # hv2 has no gateway
+
+
+def test_floating_ip_dnat_to_a_vm_on_another_chassis_and_the_reply_is_translated() -> None:
+    w, p = nat_world()
+    fip = add_fip(w, "a2")
+    sw = w.switch("hv1")
+    res = sw.walk(from_outside(w, fip.address, sport=5555, dport=22))
+    assert res.ports == [TUN["vxlan"]], res.format()
+    h = res.outputs[0].headers
+    assert h["ipv4_dst"] == "10.0.0.20" and h["ipv4_src"] == EXT_HOST[0] and h["eth_dst"] == p["a2"].mac
+    assert h["tunnel_id"] == w.topo.networks["a"].segment_id and h["tun_ipv4_dst"] == "192.0.2.2"
+    # the VM's new outbound connection leaves with the floating IP as its source
+    out = sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
+    assert out.outputs[0].headers["ipv4_src"] == gw_port(w).fixed_ips[0][1]  # a1 has no FIP: SNAT
+    red = w.switch("hv2").walk(out_of_vm(w, p["a2"], EXT_HOST[0], tcp_src=41000)).outputs[0].headers
+    on_gc = sw.walk({"in_port": TUN["vxlan"], "tunnel_id": red["tunnel_id"],
+                     **{k: v for k, v in red.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
+    assert on_gc.ports == [PATCH] and on_gc.outputs[0].headers["ipv4_src"] == fip.address
+
+
+def test_gateway_chassis_answers_arp_for_the_gateway_and_floating_ips_only() -> None:
+    w, _p = nat_world()
+    fip = add_fip(w, "a1")
+    sw = w.switch("hv1")
+    gw = gw_port(w)
+    for addr in (gw.fixed_ips[0][1], fip.address):
+        res = sw.walk({"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806,
+                       "arp_op": 1, "arp_spa": EXT_HOST[0], "arp_tpa": addr, "arp_sha": EXT_HOST[1],
+                       "arp_tha": "00:00:00:00:00:00"})
+        assert res.ports == [PATCH] and res.outputs[0].headers["arp_sha"] == gw.mac, res.format()
+    assert w.switch("hv2").walk({"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": "ff:ff:ff:ff:ff:ff",
+                                 "eth_type": 0x0806, "arp_op": 1, "arp_spa": EXT_HOST[0], "arp_tpa": fip.address,
+                                 "arp_sha": EXT_HOST[1], "arp_tha": "00:00:00:00:00:00"}).ports == []
+
+
+def test_without_gateway_chassis_nothing_leaves() -> None:
+    w, p = nat_world()
+    items = desired_from_scratch(w.topo, w.runtime, "hv1", (), w.neighbors)
+    sw = Switch([i for i in items if isinstance(i, Flow)], [i for i in items if isinstance(i, Group)])
+    assert sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0])).ports == []
+
+
+def test_gateway_chassis_option_from_toml_and_repeatable_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert config.load([]).gateway_chassis == []
+    assert config.load(["--gateway-chassis", "hv1", "--gateway-chassis", "hv2"]).gateway_chassis == ["hv1", "hv2"]
+    toml = tmp_path / "c.toml"
+    toml.write_text('gateway_chassis = ["gw1"]\n')
+    assert config.load(["--config", str(toml)]).gateway_chassis == ["gw1"]
+    assert config.load(["--config", str(toml), "--gateway-chassis", "gw2"]).gateway_chassis == ["gw2"]
+    with pytest.raises(SystemExit):
+        config.load(["--vxlan-ranges", f"1000:{nat.REDIRECT_BASE}"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["move", "delete", "fip", "unfip", "learn"]), st.sampled_from(["a1", "a2"]),
+                          st.sampled_from(["hv1", "hv2"])), min_size=1, max_size=10))
+def test_incremental_equals_full_with_gateways(actions) -> None:  # type: ignore[no-untyped-def]
+    w, _p = nat_world()
+    comp = Compiler(GC)
+    comp.neighbors = w.neighbors
+    for rt in w.runtime.values():
+        comp.on_runtime(w.topo, rt)
+    comp.rebuild(w.topo)
+    n = 0
+    for op, pid, ch in actions:
+        port = w.topo.ports.get(pid)
+        changes = []
+        if op == "move" and port is not None:
+            changes = w.apply(ops.update_port(w.topo, port, {"binding_chassis": ch}, w.rev + 1, 0.0))
+        elif op == "delete" and port is not None:
+            fips = [f for f in w.topo.floatingips.values() if f.port_id == pid]
+            changes = w.apply([*(("floating_ip", f.id, f, FloatingIp(**{**f.__dict__, "port_id": "", "fixed_ip": "",
+                                                                          "router_id": ""})) for f in fips),
+                               *ops.delete_port(w.topo, port)])
+        elif op == "fip" and port is not None and "f" not in w.topo.floatingips:
+            before = w.rev
+            add_fip(w, pid)
+            changes = [("port", "f-port", None, w.topo.ports["f-port"]),
+                       ("floating_ip", "f", None, w.topo.floatingips["f"])]
+            assert w.rev == before + 1
+        elif op == "unfip" and "f" in w.topo.floatingips:
+            changes = w.apply(ops.update_floating_ip(w.topo, w.topo.floatingips["f"], {"port": ""}, w.rev + 1, 0.0))
+        elif op == "learn":
+            n += 1
+            w.neighbors["ext"][f"172.24.4.{200 + n}"] = f"02:ee:00:00:01:{n:02x}"
+            comp.rebuild(w.topo)
+        if changes:
+            comp.on_changes(w.topo, changes)
+        for c in ("hv1", "hv2"):
+            assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (op, pid, ch, c)

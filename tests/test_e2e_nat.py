@@ -1,0 +1,118 @@
+"""SNAT and floating IPs end to end: real packets between VMs behind a router and a host on the external
+(provider) network, through the router's gateway chassis (hv1) on real ovs-vswitchd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+from google.protobuf import field_mask_pb2
+
+from lab import VM
+from lab.hosts import ExternalHost
+from lab.traffic import capture, tcp_transfer
+from proto.sdn.v1 import topology_pb2 as pb
+from tests.e2e import PHYSNET, Env, lab_env
+
+pytestmark = pytest.mark.lab
+
+EXT_CIDR = "172.24.4.0/24"
+EXT_HOST = "172.24.4.100"
+
+
+@dataclass
+class World:
+    env: Env
+    md: tuple[tuple[str, str], ...]
+    ext_host: ExternalHost
+    gateway_ip: str
+    vm1: VM  # on hv1, the gateway chassis
+    vm2: VM  # on hv2: its external traffic is redirected to hv1
+    vm2_port: pb.Port
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with lab_env(tmp_path_factory.mktemp("e2e-nat"), extra_args=["--gateway-chassis", "hv1"]) as env:
+        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True, display_name="public"),
+            network_id="public"), metadata=env.admin)
+        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR),
+                                                     subnet_id="public-v4"), metadata=env.admin)
+        md = env.md("nat")
+        net = env.network(md, "nat-a", "10.130.0.0/24")
+        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
+            display_name="nat-r", external_gateway=pb.ExternalGateway(network=ext.name)), router_id="nat-r"),
+            metadata=md)
+        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/nat-a-v4"),
+                                    metadata=md)
+        r = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=md)
+        gateway_ip = r.external_gateway.fixed_ip.ip_address
+        assert gateway_ip, r
+        host = env.lab.add_external_host(PHYSNET, "ext", f"{EXT_HOST}/24")
+        host.exec("ethtool -K eth0 tx off", check=False)
+        # the external host can address the tenant subnet through the router (to show it is refused)
+        host.exec(f"ip route add 10.130.0.0/24 via {gateway_ip}")
+        vm1 = env.plug("hv1", env.port(md, "nat-v1", net))
+        vm2_port = env.port(md, "nat-v2", net)
+        vm2 = env.plug("hv2", vm2_port)
+        env.wait_realized()
+        yield World(env, md, host, gateway_ip, vm1, vm2, vm2_port)
+
+
+def test_vms_reach_the_external_host_through_snat(world: World) -> None:
+    w = world
+    # the first packets may be lost while the gateway chassis resolves the external host's MAC
+    assert w.vm1.ping(EXT_HOST, count=2, timeout=10), w.env.controller_log()
+    with capture("eth0", "icmp", namespace=w.ext_host.namespace) as seen:
+        assert w.vm2.ping(EXT_HOST, count=2, timeout=10), w.env.controller_log()
+    requests = seen.matching("echo request")
+    assert requests and all(f"{w.gateway_ip} > {EXT_HOST}" in ln for ln in requests), seen.lines
+    assert not seen.matching("10.130.0."), "a fixed IP leaked onto the external network"
+    assert tcp_transfer(w.vm2, w.ext_host, nbytes=256 * 1024), "TCP through SNAT from the other chassis"
+    assert tcp_transfer(w.vm1, w.ext_host, port=5002), "TCP through SNAT on the gateway chassis"
+
+
+def test_default_route_goes_to_the_external_subnets_gateway(world: World) -> None:
+    """Beyond the external subnet: next hop = the external subnet's gateway_ip, found by the controller's
+    ARP probe (reg0 of the packet-in, not the packet's destination)."""
+    w = world
+    sub = w.env.stub.GetSubnet(pb.GetSubnetRequest(name="subnets/public-v4"), metadata=w.env.admin)
+    upstream = w.env.lab.add_external_host(PHYSNET, "upstream", f"{sub.gateway_ip}/24")
+    upstream.exec("ip addr add 198.51.100.1/32 dev lo")
+    with capture("eth0", "icmp", namespace=upstream.namespace) as seen:
+        assert w.vm2.ping("198.51.100.1", count=2, timeout=10), w.env.controller_log()
+    assert seen.matching(f"{w.gateway_ip} > 198.51.100.1"), seen.lines
+
+
+def test_outside_cannot_open_connections_to_a_fixed_ip_or_the_gateway(world: World) -> None:
+    w = world
+    assert w.vm1.ping(EXT_HOST, count=1, timeout=10)  # the neighbours are known
+    assert not w.ext_host.ping(w.vm2.ip, count=1, timeout=3)
+    assert not w.ext_host.ping(w.vm1.ip, count=1, timeout=3)
+    assert not w.ext_host.ping(w.gateway_ip, count=1, timeout=3)
+
+
+def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:
+    w = world
+    fip = w.env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
+        floating_network="networks/public", port=w.vm2_port.name), floating_ip_id="nat-f"), metadata=w.md)
+    w.env.wait_realized()
+    addr = fip.floating_ip_address
+    with capture("eth0", "icmp", namespace=w.vm2.namespace) as seen:
+        assert w.ext_host.ping(addr, count=2, timeout=10), w.env.controller_log()
+    assert seen.matching(f"{EXT_HOST} > {w.vm2.ip}: ICMP echo request"), seen.lines
+    at_fip = SimpleNamespace(popen=w.vm2.popen, ip=addr)  # the VM's server, addressed by its floating IP
+    assert tcp_transfer(w.ext_host, at_fip, port=5003), "TCP to the floating IP"  # type: ignore[arg-type]
+    # the VM's own connections leave with its floating IP now
+    with capture("eth0", "icmp", namespace=w.ext_host.namespace) as out:
+        assert w.vm2.ping(EXT_HOST, count=1, timeout=10)
+    assert out.matching(f"{addr} > {EXT_HOST}"), out.lines
+    w.env.stub.UpdateFloatingIp(pb.UpdateFloatingIpRequest(
+        floating_ip=pb.FloatingIp(name=fip.name, port=""), update_mask=field_mask_pb2.FieldMask(paths=["port"])),
+        metadata=w.md)
+    w.env.wait_realized()
+    assert not w.ext_host.ping(addr, count=1, timeout=3), "a dissociated floating IP must not reach the VM"
+    assert w.vm2.ping(EXT_HOST, count=1, timeout=10), "SNAT still works"
