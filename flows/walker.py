@@ -6,9 +6,11 @@ the controller's trace feature. It models OpenFlow 1.3 + the Nicira actions we e
 - highest priority match wins; two different matching flows at the same priority raise WalkError
   (OVS would pick one arbitrarily: that is a compile bug); a table miss drops;
 - conjunction(id, k/n) clause flows set conj_id for flows matching ``conj_id`` when all n clauses match;
-- ct() looks the connection up in a tiny conntrack (new / est / rpl per zone), applies nat ranges
-  (first address/port), commits when asked, and continues in its table as a separate branch carrying
-  the new ct_state; without a table only the nat applies to the packet going on;
+- ct() looks the connection up in a tiny conntrack (new / est / rpl per zone, by its original tuple and
+  by its reply tuple, which a committed nat changes), applies nat ranges to a new connection (first
+  address/port), translates packets of a committed NAT connection when ct() has nat (forwards: as
+  committed; replies: back to the original addresses), commits when asked, and continues in its table as
+  a separate branch carrying the new ct_state; without a table only the nat applies to the packet going on;
 - groups: ALL replicates to every bucket, SELECT takes one bucket by a stable hash, INDIRECT/FF the first;
 - output to the packet's own in_port is dropped unless the port is IN_PORT (as OVS does).
 
@@ -25,8 +27,24 @@ from typing import Any
 
 from flows import fields, pipeline
 from flows.actions import (
-    CT, IN_PORT, NAT, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter, Move,
-    Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
+    CT,
+    IN_PORT,
+    NAT,
+    Action,
+    Conjunction,
+    Controller,
+    CtClear,
+    DecTtl,
+    Goto,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    WriteMetadata,
 )
 from flows.flow import Flow, Group
 from flows.format import format_flow
@@ -151,8 +169,8 @@ class Switch:
             if g.group_id in self.groups and self.groups[g.group_id] != g:
                 raise WalkError(f"two different groups with id {g.group_id}")
             self.groups[g.group_id] = g
-        # (zone, connection key) -> committed; replies are found by the reversed key
-        self.conntrack: set[tuple[int, tuple[Any, ...]]] = set()
+        # (zone, tuple as seen in one direction) -> (connection, that direction is the reply)
+        self.conntrack: dict[tuple[int, tuple[Any, ...]], tuple[_Conn, bool]] = {}
 
     def walk(self, packet: Mapping[str, Any]) -> Result:
         """Walk `packet` (must hold in_port) from the first stage; returns deliveries and trace."""
@@ -293,20 +311,30 @@ class Switch:
     def _ct(self, a: CT, stage: str, pkt: dict[str, Any], result: Result, depth: int) -> None:
         zone = a.zone if isinstance(a.zone, int) else (_get_int(pkt, a.zone) or 0) & 0xFFFF
         key = _conn_key(pkt)
+        found = self.conntrack.get((zone, key))
         state = CT_TRK
-        if (zone, key) in self.conntrack:
-            state |= CT_EST
-        elif (zone, _reverse(key)) in self.conntrack:
-            state |= CT_EST | CT_RPL
+        if found is not None:
+            state |= CT_EST | (CT_RPL if found[1] else 0)
         else:
             state |= CT_NEW
         ct_pkt = dict(pkt)
         if a.nat is not None:
-            _nat(ct_pkt, a.nat)
-            if a.table is None:  # without recirculation the translated headers go on in this pipeline
-                _nat(pkt, a.nat)
+            if found is not None:
+                conn, reply = found
+                if conn.nat is not None:
+                    _translate(ct_pkt, conn, reply)
+                    if a.table is None:
+                        _translate(pkt, conn, reply)
+            elif a.commit:
+                _nat(ct_pkt, a.nat)
+                if a.table is None:  # without recirculation the translated headers go on in this pipeline
+                    _nat(pkt, a.nat)
         if a.commit:
-            self.conntrack.add((zone, key))
+            if found is None:
+                nat = a.nat if a.nat is not None and a.nat.kind and a.nat.ip_min else None
+                conn = _Conn(key, nat)
+                self.conntrack[(zone, key)] = (conn, False)
+                self.conntrack.setdefault((zone, _reverse(_conn_key(ct_pkt))), (conn, True))
             for x in a.exec:
                 _set(ct_pkt, x.field, x.value, x.mask)
         ct_pkt["ct_state"] = state
@@ -315,6 +343,33 @@ class Switch:
         result.steps.append(Step(stage, None, depth + 1, note))
         if a.table is not None:
             self._table(a.table, ct_pkt, result, depth + 1)
+
+
+@dataclass(frozen=True)
+class _Conn:
+    """A committed connection: its original tuple and the NAT it was committed with."""
+
+    orig: tuple[Any, ...]
+    nat: NAT | None
+
+
+def _translate(pkt: dict[str, Any], conn: _Conn, reply: bool) -> None:
+    """NAT of a packet of a committed connection: forwards as committed, replies back to the original."""
+    assert conn.nat is not None
+    if not reply:
+        _nat(pkt, conn.nat)
+        return
+    _proto, src, sport, dst, dport = conn.orig
+    v6 = ":" in str(src)
+    if conn.nat.kind == "src":  # the reply goes to the translated source: back to the original one
+        side, ip, port = "dst", src, sport
+    else:  # the reply comes from the translated destination: from the original one
+        side, ip, port = "src", dst, dport
+    pkt[f"ipv6_{side}" if v6 else f"ipv4_{side}"] = ip
+    if conn.nat.port_min is not None:
+        for proto in ("tcp", "udp"):
+            if f"{proto}_{side}" in pkt:
+                pkt[f"{proto}_{side}"] = port
 
 
 def _set(pkt: dict[str, Any], name: str, value: Any, mask: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import netaddr
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -76,11 +77,13 @@ def test_snat_on_the_gateway_chassis_and_the_reply_comes_back() -> None:
     gw = gw_port(w)
     assert h["ipv4_src"] == gw.fixed_ips[0][1] and h["eth_src"] == gw.mac and h["eth_dst"] == EXT_HOST[1]
     assert h["nw_ttl"] == 63
-    # the reply to the gateway address is un-NATed by the walker's conntrack only if it knew the mapping;
-    # it tracks the connection by its original tuple: the reply to the VM's address is established
-    back = sw.walk({**from_outside(w, p["a1"].fixed_ips[0][1])})
+    # the reply, addressed to the gateway address, is un-NATed back to the VM
+    back = sw.walk(from_outside(w, gw.fixed_ips[0][1]))
     assert back.ports == [w.ofport(p["a1"])], back.format()
-    assert back.outputs[0].headers["eth_dst"] == p["a1"].mac
+    b = back.outputs[0].headers
+    assert (b["eth_dst"], b["ipv4_dst"], b["ipv4_src"]) == (p["a1"].mac, "10.0.0.10", EXT_HOST[0])
+    # a new connection from outside to the gateway address is not a reply: dropped
+    assert sw.walk(from_outside(w, gw.fixed_ips[0][1], sport=81)).ports == []
 
 
 def test_another_chassis_redirects_to_the_gateway_chassis_without_ttl_change() -> None:
@@ -104,7 +107,7 @@ def test_unknown_external_next_hop_goes_to_the_controller() -> None:
     w.neighbors.clear()
     res = w.switch("hv1").walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
     assert res.ports == ["CONTROLLER"]
-    assert res.outputs[0].headers["reg0"] == EXT_HOST[0] or res.outputs[0].headers["reg0"]
+    assert res.outputs[0].headers["reg0"] == int(netaddr.IPAddress(EXT_HOST[0]))  # the next hop to probe for
 
 
 def test_new_connections_from_outside_to_the_gateway_or_a_fixed_ip_are_dropped() -> None:
@@ -124,6 +127,15 @@ def test_floating_ip_dnat_to_a_vm_on_another_chassis_and_the_reply_is_translated
     h = res.outputs[0].headers
     assert h["ipv4_dst"] == "10.0.0.20" and h["ipv4_src"] == EXT_HOST[0] and h["eth_dst"] == p["a2"].mac
     assert h["tunnel_id"] == w.topo.networks["a"].segment_id and h["tun_ipv4_dst"] == "192.0.2.2"
+    # the VM's reply leaves through the gateway chassis translated back to the floating IP
+    reply = {"eth_src": p["a2"].mac, "eth_dst": w.topo.ports["r-a"].mac, "eth_type": 0x0800, "nw_ttl": 64,
+             "ipv4_src": "10.0.0.20", "ipv4_dst": EXT_HOST[0], "ip_proto": 6, "tcp_src": 22, "tcp_dst": 5555}
+    red0 = w.switch("hv2").walk({"in_port": w.ofport(p["a2"]), **reply}).outputs[0].headers
+    assert red0["tunnel_id"] == nat.redirect_id(w.topo.routers["r"])
+    back = sw.walk({"in_port": TUN["vxlan"], "tunnel_id": red0["tunnel_id"],
+                    **{k: v for k, v in red0.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
+    assert back.ports == [PATCH], back.format()
+    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (fip.address, EXT_HOST[0])
     # the VM's new outbound connection leaves with the floating IP as its source
     out = sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
     assert out.outputs[0].headers["ipv4_src"] == gw_port(w).fixed_ips[0][1]  # a1 has no FIP: SNAT
