@@ -8,8 +8,8 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   router's redirect id, no TTL change); on GC it is routed: dec_ttl, eth_src := gateway MAC, NEXT_HOP,
   CT_ZONE := the router's zone, DATAPATH := external network; arp_resolve uses MAC bindings the controller
   learns by probing (a miss goes to the controller); snat: ct(nat) translates replies of DNAT'ed
-  connections, new connections from a fixed IP with a floating IP get nat(src=FIP), others (enable_snat)
-  nat(src=gateway IP); then l2_lookup puts it on the physical network;
+  connections, new connections from a fixed IP with a floating IP get nat(src=FIP), others nat(src=gateway
+  IP) (enable_snat; without it they are committed untranslated, so their replies are let in); then l2_lookup puts it on the physical network;
 - inbound: the gateway MAC on the external network enters the router (dnat): ct(nat) un-NATs replies,
   new connections to a floating IP get nat(dst=fixed IP), any other new connection is dropped; then
   l3_lookup routes to the VM like east-west traffic;
@@ -189,9 +189,10 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
              cookie=c),
     ]
     new = {**smd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}
-    if router.enable_snat:
-        out.append(Flow("snat", MATCH(2), match=new, cookie=c, actions=(
-            CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", gw_ips[0][1]), table="l2_lookup"),)))
+    # without SNAT the connection leaves with its fixed source, committed so that its replies come back in
+    snat = NAT("src", gw_ips[0][1]) if router.enable_snat else None
+    out.append(Flow("snat", MATCH(2), match=new, cookie=c, actions=(
+        CT(commit=True, zone=CT_ZONE.field, nat=snat, table="l2_lookup"),)))
     for f in fips:
         out.append(Flow("snat", MATCH(3), match={**new, "ipv4_src": f.fixed_ip}, cookie=c, actions=(
             CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", f.address), table="l2_lookup"),)))

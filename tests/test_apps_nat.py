@@ -86,6 +86,16 @@ def test_snat_on_the_gateway_chassis_and_the_reply_comes_back() -> None:
     assert sw.walk(from_outside(w, gw.fixed_ips[0][1], sport=81)).ports == []
 
 
+def test_without_snat_connections_leave_with_their_fixed_address_and_replies_come_back() -> None:
+    w, p = nat_world(snat=False)
+    sw = w.switch("hv1")
+    res = sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
+    assert res.ports == [PATCH] and res.outputs[0].headers["ipv4_src"] == "10.0.0.10", res.format()
+    back = sw.walk(from_outside(w, "10.0.0.10"))
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    assert sw.walk(from_outside(w, "10.0.0.10", sport=81)).ports == []  # not a reply: dropped
+
+
 def test_another_chassis_redirects_to_the_gateway_chassis_without_ttl_change() -> None:
     w, p = nat_world()
     res = w.switch("hv2").walk(out_of_vm(w, p["a2"], "8.8.8.8"))
