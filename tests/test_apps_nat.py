@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps import nat
+from apps import ids, nat
 from apps.compiler import Compiler, desired_from_scratch
 from controller import config
 from flows.flow import Flow, Group
@@ -175,6 +175,33 @@ def test_without_gateway_chassis_nothing_leaves() -> None:
     items = desired_from_scratch(w.topo, w.runtime, "hv1", (), w.neighbors)
     sw = Switch([i for i in items if isinstance(i, Flow)], [i for i in items if isinstance(i, Group)])
     assert sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0])).ports == []
+
+
+def test_clearing_the_gateway_removes_exactly_its_flows() -> None:
+    w, p = nat_world()
+    r = w.topo.routers["r"]
+    comp = Compiler(GC)
+    comp.neighbors = w.neighbors
+    for rt in w.runtime.values():
+        comp.on_runtime(w.topo, rt)
+    comp.rebuild(w.topo)
+    with_gw = {c: comp.desired(c) for c in ("hv1", "hv2")}
+    fip = add_fip(w, "a2")
+    comp.on_changes(w.topo, [("port", "f-port", None, w.topo.ports["f-port"]), ("floating_ip", "f", None, fip)])
+    assert comp.desired("hv1") != with_gw["hv1"]
+    comp.on_changes(w.topo, w.apply(ops.delete_floating_ip(w.topo, fip)))
+    assert {c: comp.desired(c) for c in ("hv1", "hv2")} == with_gw
+    comp.on_changes(w.topo, w.apply(ops.update_router(w.topo, r, {"external_gateway": None}, w.rev + 1, 0.0)))
+    for c in ("hv1", "hv2"):
+        left = comp.desired(c)
+        assert left == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors)
+        owners = {f.owner.app for f in left if isinstance(f, Flow) and f.owner is not None}
+        assert ids.NAT not in owners, "no nat flows without a gateway"
+        assert not any(isinstance(f, Flow) and f.match_dict().get("metadata") == w.topo.networks["ext"].key
+                       for f in left), "the external network is not hosted any more"
+    # hv2 is left with exactly what a router without a gateway compiles to
+    sw = w.switch("hv2")
+    assert sw.walk(out_of_vm(w, p["a2"], "8.8.8.8")).ports == []
 
 
 def test_gateway_chassis_option_from_toml_and_repeatable_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]

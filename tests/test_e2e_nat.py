@@ -116,3 +116,19 @@ def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:
     w.env.wait_realized()
     assert not w.ext_host.ping(addr, count=1, timeout=3), "a dissociated floating IP must not reach the VM"
     assert w.vm2.ping(EXT_HOST, count=1, timeout=10), "SNAT still works"
+
+
+def test_clearing_the_gateway_cuts_north_south_and_removes_its_flows(world: World) -> None:
+    w = world
+    r = w.env.stub.GetRouter(pb.GetRouterRequest(name="routers/nat-r"), metadata=w.md)
+    gw_port = w.env.stub.GetPort(pb.GetPortRequest(name=r.external_gateway.port), metadata=w.env.admin)
+    assert any(gw_port.mac_address in f for f in w.env.ovs_flows("hv1"))
+    w.env.stub.UpdateRouter(pb.UpdateRouterRequest(router=pb.Router(name=r.name),
+                                                   update_mask=field_mask_pb2.FieldMask(paths=["external_gateway"])),
+                            metadata=w.md)
+    w.env.wait_realized()
+    assert not w.vm2.ping(EXT_HOST, count=1, timeout=3)
+    assert not w.vm1.ping(EXT_HOST, count=1, timeout=3)
+    for ch in ("hv1", "hv2"):
+        assert not any(gw_port.mac_address in f or w.gateway_ip in f for f in w.env.ovs_flows(ch)), ch
+    assert w.vm1.ping(w.vm2.ip, count=2), "inside the subnet nothing changed"
