@@ -322,6 +322,7 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 ids = {n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node")}
                 assert ids == {"tenant:bob", "network:bob-web", "port:bob-vm1", "port:bob-vm2"}, ids
                 assert not driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').is_displayed()
+                assert "trace path" not in driver.find_element(By.ID, "counts").text  # nothing of the admin's session
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-tenant.png"))
             except Exception:
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-failure.png"))

@@ -83,6 +83,14 @@ function logout() {
   clearTimeout(state.flowsTimer);
   sessionStorage.removeItem(TOKEN_KEY);
   $("#token").value = "";
+  // nothing of this session may show in the next one (another principal sees other things)
+  Object.assign(state, { topo: null, selected: null, path: null, chassis: null, chassisList: null, flows: null,
+    ports: [], revision: 0, view3: null });
+  $("#owner-filter").value = "";
+  $("#trace-dst").value = "";
+  for (const id of ["#trace-result", "#flows", "#flows-summary", "#chassis-picker", "#graph", "#details"]) {
+    $(id).replaceChildren();
+  }
   state.token = "";
   state.me = null;
   showLogin();
