@@ -13,12 +13,15 @@ a chassis's ofports changes its flows without a model revision.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import netaddr
@@ -92,13 +95,15 @@ EngineFactory = Callable[[int, Callable[[int, int], None]], Engine]
 class Dataplane:
     def __init__(self, state: State, engine_factory: EngineFactory, agent_factory: AgentFactory,
                  packet_ins: Callable[[int], int] = lambda _dpid: 0,
-                 gateway_chassis: tuple[str, ...] = ()) -> None:
+                 gateway_chassis: tuple[str, ...] = (), neighbors_file: Path | None = None) -> None:
         self.state = state
         self.packet_ins = packet_ins
         self.compiler = Compiler(gateway_chassis)
         # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
         self.packet_out: Callable[[int, bytes, int], bool] | None = None
         self._probed: dict[tuple[str, str, str], float] = {}  # (chassis, network, address) -> last probe
+        # learned external next hops survive a restart here (the switches keep their flows: hitless)
+        self.neighbors_file = neighbors_file
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
         self.drift: Any = None  # controller.drift.DriftMonitor, attached by main
@@ -112,6 +117,7 @@ class Dataplane:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self._load_neighbors()
         with self.state.lock:
             topo = self.state.topology
             self.compiler.rebuild(topo)
@@ -319,8 +325,28 @@ class Dataplane:
             return
         known[ip] = mac
         log.info("external network %s: %s is at %s", network_id, ip, mac)
+        self._save_neighbors()
         for chassis_id, delta in self.compiler.rebuild(topo).items():
             self._push(chassis_id, delta, self.state.revision)
+
+    def _load_neighbors(self) -> None:
+        if self.neighbors_file is None or not self.neighbors_file.exists():
+            return
+        try:
+            data = json.loads(self.neighbors_file.read_text())
+            self.compiler.neighbors = {str(n): {str(ip): str(mac) for ip, mac in m.items()} for n, m in data.items()}
+        except (OSError, ValueError, AttributeError):
+            log.warning("%s unreadable: external next hops are learnt again", self.neighbors_file)
+
+    def _save_neighbors(self) -> None:
+        if self.neighbors_file is None:
+            return
+        tmp = self.neighbors_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self.compiler.neighbors, sort_keys=True))
+            os.replace(tmp, self.neighbors_file)
+        except OSError:
+            log.exception("could not save %s", self.neighbors_file)
 
     def _probe(self, plane: ChassisPlane, net: Any, nexthop: str, gw_ports: list[Any]) -> None:
         """ARP request for `nexthop` from a gateway port's MAC and address, out the chassis's patch port."""

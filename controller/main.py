@@ -45,7 +45,8 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
 
     dataplane = Dataplane(state, engine_factory=lambda dpid, _cb: app.sync.get(dpid), agent_factory=agent,
                           packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
-                          gateway_chassis=tuple(cfg.gateway_chassis))
+                          gateway_chassis=tuple(cfg.gateway_chassis),
+                          neighbors_file=cfg.data_path / "neighbors.json")
     app.sync.on_realized = dataplane._on_realized
     dataplane.packet_out = app.packet_out
     app.packet_in_handler = dataplane.on_packet_in
