@@ -163,7 +163,7 @@ def test_packet_ins_are_counted_by_named_reason() -> None:
 
     from controller.ofapp import OFApp
 
-    app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={})
+    app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None)
     for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):
         msg = SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)
         OFApp.on_packet_in(app, SimpleNamespace(msg=msg))
