@@ -18,6 +18,12 @@ APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", E
              NAT: "nat"}
 
 
+#: the meter every flow sending packets to the controller goes through (installed by the OpenFlow app on
+#: each switch's connection): packets per second, the excess dropped in the switch
+PACKET_IN_METER = 1
+PACKET_IN_RATE_PPS = 100
+
+
 def cookie(app: int, owner_id: str) -> Cookie:
     return Cookie.for_owner(app, owner_id)
 

@@ -30,6 +30,7 @@ from flows.actions import (
     Controller,
     DecTtl,
     Goto,
+    Meter,
     Move,
     Output,
     Resubmit,
@@ -157,7 +158,7 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
                              WriteMetadata(router.key), Goto("dnat")), cookie=c))
     # ARP replies to the gateway MAC: answers to the controller's probes
     out.append(Flow("l2_lookup", MATCH, match={**ext_md, "eth_dst": gwp.mac, "eth_type": ARP},
-                    actions=(Controller(),), cookie=c))
+                    actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c))
     # ARP requests for the gateway address and the floating IPs: answered with the gateway MAC
     for addr in [ip for _s, ip in gw_ips] + [f.address for f in fips]:
         out.append(Flow("l2_lookup", HIGH, match={**ext_md, "eth_type": ARP, "arp_op": 1, "arp_tpa": addr},
@@ -204,8 +205,8 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
     if not net.external or not view.is_gateway_for(chassis_id, net.id):
         return []
     c = ids.cookie(ids.NAT, net.id)
-    out = [Flow("arp_resolve", LOW, match={"metadata": net.key, "eth_type": IPV4}, actions=(Controller(),),
-                cookie=c)]
+    out = [Flow("arp_resolve", LOW, match={"metadata": net.key, "eth_type": IPV4},
+                actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c)]
     for ip, mac in sorted(view.neighbors.get(net.id, {}).items()):
         out.append(Flow("arp_resolve", MATCH, match={"metadata": net.key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
                         actions=(SetField("eth_dst", mac), Goto("snat")), cookie=c))

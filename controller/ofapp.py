@@ -15,8 +15,9 @@ from os_ken.base import app_manager
 from os_ken.controller import controller as osken_controller
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
+from apps import ids
 from controller.sync import RAW_SINKS_ATTR, SyncManager
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.packet_ins_by_reason: dict[tuple[int, str], int] = {}  # (datapath id, reason name) -> count
         # who gets packet-ins (the dataplane: probe answers, unresolved external next hops)
         self.packet_in_handler: Any = None
+        self._meter_xids: set[tuple[int, int]] = set()  # (datapath id, xid) of meter-mods we sent
+        self._meter_lock = threading.Lock()
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
     def on_features(self, ev: Any) -> None:
@@ -145,6 +148,7 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
             return
         if ev.state == MAIN_DISPATCHER:
             self.registry.add(dp)
+            self._add_meters(dp)  # before the sync engine's first flows (same connection: in order)
             self.sync.switch_connected(dp)
         elif ev.state == DEAD_DISPATCHER:
             log.info("switch disconnected: datapath %016x", dp.id)
@@ -175,9 +179,28 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
                                         actions=[parser.OFPActionOutput(port)], data=data))
         return True
 
+    def _add_meters(self, dp: Any) -> None:
+        """The packet-in meter (apps.ids.PACKET_IN_METER). On a reconnect it exists already: the switch's
+        METER_EXISTS error for this xid is expected and dropped (flows referencing the meter stay)."""
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        msg = parser.OFPMeterMod(dp, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_PKTPS, meter_id=ids.PACKET_IN_METER,
+                                 bands=[parser.OFPMeterBandDrop(rate=ids.PACKET_IN_RATE_PPS, burst_size=0)])
+        dp.set_xid(msg)
+        with self._meter_lock:
+            self._meter_xids.add((dp.id, msg.xid))
+        dp.send_msg(msg)
+
     @set_ev_cls(_REPLY_EVENTS, MAIN_DISPATCHER)  # type: ignore[misc]
     def on_reply(self, ev: Any) -> None:
-        self.sync.dispatch(ev.msg.datapath, ev.msg)
+        msg = ev.msg
+        if isinstance(msg, ofproto_v1_3_parser.OFPErrorMsg):
+            with self._meter_lock:
+                ours = (msg.datapath.id, msg.xid) in self._meter_xids
+                self._meter_xids.discard((msg.datapath.id, msg.xid))
+            if ours:
+                log.debug("datapath %016x: packet-in meter: %s", msg.datapath.id, msg)
+                return
+        self.sync.dispatch(msg.datapath, msg)
 
 
 _started: OFApp | None = None

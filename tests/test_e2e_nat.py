@@ -79,6 +79,9 @@ def test_vms_reach_the_external_host_through_snat(world: World) -> None:
     assert not seen.matching("10.130.0."), "a fixed IP leaked onto the external network"
     assert tcp_transfer(w.vm2, w.ext_host, nbytes=256 * 1024), "TCP through SNAT from the other chassis"
     assert tcp_transfer(w.vm1, w.ext_host, port=5002), "TCP through SNAT on the gateway chassis"
+    # packets to the controller (unresolved next hops, probe answers) pass the packet-in meter
+    assert "pktps" in w.env.chassis("hv1").ofctl("-O", "OpenFlow13", "dump-meters", "br-int")
+    assert any("meter:1" in f and "CONTROLLER" in f for f in w.env.ovs_flows("hv1"))
 
 
 def test_default_route_goes_to_the_external_subnets_gateway(world: World) -> None:
