@@ -82,8 +82,8 @@ def floating_ips(view: View, router: Router) -> list[FloatingIp]:
 
 def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool) -> list[Flow]:
     """The router's gateway flows on `chassis_id`; `routes_here`: the router routes on this chassis."""
-    if not router.admin_state_up:
-        return []
+    if not router.admin_state_up or router.key >= REDIRECT_BASE:
+        return []  # a key from 2**23 up has no redirect id of its own (datapath keys are handed out lowest first)
     gc = view.gateway_of(router)
     gwp = view.gateway_port(router)
     if gc is None or gwp is None or not gwp.admin_state_up:

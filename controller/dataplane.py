@@ -356,6 +356,8 @@ class Dataplane:
         now = time.monotonic()
         if now - self._probed.get(key, -1e9) < self.PROBE_INTERVAL_S or self.packet_out is None:
             return
+        if len(self._probed) > 4096:  # forget old probes: the table must not grow with every address tried
+            self._probed = {k: t for k, t in self._probed.items() if now - t < self.PROBE_INTERVAL_S}
         assert plane.runtime is not None
         patch = plane.runtime.patches.get(net.physical_network)
         target = netaddr.IPAddress(nexthop)
