@@ -75,7 +75,9 @@ def field_size(name: str) -> int:
 
 
 @lru_cache(maxsize=1 << 16)
-def _normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
+def _normalize(name: str, user_value: Any, types: Any = None) -> tuple[Any, Any] | None:
+    # `types` (the types of user_value's parts) only keys the cache: 1 == 1.0 == True hash alike, and a
+    # cached (1, m) must not make (1.0, m), which os-ken rejects, look valid.
     _, t = field_info(name)
     if isinstance(user_value, list):
         user_value = tuple(user_value)
@@ -101,22 +103,50 @@ def _normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
     return t.to_user(v), (None if m is None else t.to_user(m))
 
 
+#: field -> 1 << bits for integer fields, 0 for the others (filled as fields are first seen)
+_INT_LIMIT: dict[str, int] = {}
+
+
+def _int_limit(name: str) -> int:
+    lim = _INT_LIMIT.get(name)
+    if lim is None:
+        lim = 1 << (8 * field_info(name)[1].size) if kind(name) == "int" else 0  # FieldError if unknown
+        _INT_LIMIT[name] = lim
+    return lim
+
+
 def normalize(name: str, user_value: Any) -> tuple[Any, Any] | None:
     """Canonical (value, mask-or-None) for `user_value` of field `name`; None if fully wildcarded.
 
     Accepts what os-ken accepts: ints, MAC/IP strings, "10.0.0.0/24", and (value, mask) pairs.
     """
-    k = kind(name)
-    # fast paths for values already canonical (the common case when apps build many flows)
-    if k == "int" and type(user_value) is int:
-        if not 0 <= user_value < 1 << (8 * field_info(name)[1].size):
-            raise FieldError(f"value {user_value:#x} does not fit field {name}")
-        return user_value, None
-    if type(user_value) is str and "/" not in user_value:
+    lim = _int_limit(name)
+    t = type(user_value)
+    # fast paths for values already canonical (the common case when apps build many flows); each gives
+    # what _normalize gives (tests/test_flows_cache.py compares them)
+    if lim:
+        if t is int:
+            if not 0 <= user_value < lim:
+                raise FieldError(f"value {user_value:#x} does not fit field {name}")
+            return user_value, None
+        if t is tuple and len(user_value) == 2:
+            v, m = user_value
+            if type(v) is int and type(m) is int and 0 <= v < lim and 0 <= m < lim:
+                if m == lim - 1:
+                    return v, None
+                if m == 0:
+                    return None
+                return v & m, m
+    elif t is str and "/" not in user_value:
+        k = kind(name)
         if (k == "mac" and _MAC.fullmatch(user_value)) or (k == "ipv4" and _canonical_ipv4(user_value)):
             return user_value, None
+    if t is tuple or t is list:
+        types: Any = tuple(map(type, user_value))
+    else:
+        types = t
     try:
-        return _normalize(name, user_value)
+        return _normalize(name, user_value, types)
     except TypeError:  # unhashable input
         raise FieldError(f"bad value {user_value!r} for field {name}") from None
 

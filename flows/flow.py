@@ -43,25 +43,51 @@ PREREQUISITES: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
 }
 
 
+#: names of a match in given order -> the same names in canonical order (few distinct shapes)
+_SORTED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def normalize_match(match: Mapping[str, Any] | Iterable[Any]) -> tuple[MatchField, ...]:
     """Canonical match tuple from a mapping {field: value | (value, mask)} or (field, value[, mask]) items."""
-    items: Iterable[Any] = match.items() if isinstance(match, Mapping) else match
+    if not match and type(match) in (dict, tuple, list):
+        return ()
     out: dict[str, MatchField] = {}
-    for item in items:
-        if len(item) == 3:
-            name, value, mask = item
-            user = value if mask is None else (value, mask)
+    normalize = fields.normalize
+    try:
+        if type(match) is dict:
+            int_limit = fields._INT_LIMIT
+            for name, user in match.items():  # a dict has no field twice
+                if type(user) is int:  # fields.normalize's first fast path, inline
+                    lim = int_limit.get(name)
+                    if lim and 0 <= user < lim:
+                        out[name] = (name, user, None)
+                        continue
+                norm = normalize(name, user)
+                if norm is not None:
+                    out[name] = (name, norm[0], norm[1])
         else:
-            name, user = item
-        if name in out:
-            raise FlowError(f"field {name} matched twice")
-        try:
-            norm = fields.normalize(name, user)
-        except fields.FieldError as e:
-            raise FlowError(str(e)) from None
-        if norm is not None:
-            out[name] = (name, norm[0], norm[1])
-    return tuple(sorted(out.values(), key=lambda m: fields.sort_key(m[0])))
+            items: Iterable[Any] = match.items() if isinstance(match, Mapping) else match
+            for item in items:
+                if len(item) == 3:
+                    name, value, mask = item
+                    user = value if mask is None else (value, mask)
+                else:
+                    name, user = item
+                if name in out:
+                    raise FlowError(f"field {name} matched twice")
+                norm = normalize(name, user)
+                if norm is not None:
+                    out[name] = (name, norm[0], norm[1])
+    except fields.FieldError as e:
+        raise FlowError(str(e)) from None
+    names = tuple(out)
+    order = _SORTED_NAMES.get(names)
+    if order is None:
+        order = tuple(sorted(names, key=fields.sort_key))
+        if len(_SORTED_NAMES) >= _CACHE_MAX:
+            _SORTED_NAMES.clear()
+        _SORTED_NAMES[names] = order
+    return tuple(map(out.__getitem__, order))
 
 
 def _check_prerequisites(match: tuple[MatchField, ...]) -> None:
@@ -168,6 +194,82 @@ def _check_targets(owner: str, actions: Iterable[Action], st: pipeline.Stage | N
             raise FlowError(f"{owner}: goto from {st.name} to {target} goes backwards; use Resubmit")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Validation cache. A Flow's checks (fields allowed in the stage, match prerequisites, canonical actions,
+# targets, action prerequisites) read only: the stage, the match's field names, the exact values of a few
+# match fields, and per action its type and a few of its attributes. `_validation_key` collects exactly
+# those, so flows with equal keys pass or fail alike; only passes are cached, so every failure is
+# reported by the full checks in `_validate`.
+# ---------------------------------------------------------------------------------------------------------
+
+_CACHE_MAX = 1 << 14
+_STAGES: dict[str, pipeline.Stage] = {s.name: s for s in pipeline.STAGES}
+_PRIORITIES = frozenset(p for b in pipeline.BANDS for p in range(b.base, b.base + b.width))
+#: match fields whose values (not just presence) the checks read
+_VALUE_FIELDS = frozenset({pre for pres in PREREQUISITES.values() for pre, _ in pres}
+                          | {"eth_type", "ip_proto", "vlan_vid", "ct_state"})
+_MISS = object()
+#: (stage, match key, actions key) -> permutation into canonical action order (None: already in order)
+_VALID: dict[tuple[Any, ...], tuple[int, ...] | None] = {}
+
+
+def _ct_key(a: CT) -> tuple[Any, ...]:
+    nat = a.nat
+    family = 0 if nat is None or not nat.ip_min else 2 if ":" in nat.ip_min else 1
+    return (CT, bool(a.commit), a.alg, a.table, family)
+
+
+#: action type -> what the checks read of such an action (a constant: the type alone)
+_ACTION_KEY: dict[type, Any] = {
+    Output: Output, GroupAction: GroupAction, PushVlan: PushVlan, PopVlan: PopVlan, DecTtl: DecTtl,
+    CtClear: CtClear, WriteMetadata: WriteMetadata, Meter: Meter, Conjunction: Conjunction,
+    Controller: Controller,
+    SetField: lambda a: (SetField, a.field),
+    Move: lambda a: (Move, a.src, a.dst),
+    Goto: lambda a: (Goto, a.stage),
+    Resubmit: lambda a: (Resubmit, a.stage),
+    CT: _ct_key,
+}
+
+
+def _validation_key(stage: str, match: tuple[MatchField, ...], acts: tuple[Any, ...]) -> Any:
+    """What the checks of a flow read; None when some action is not one of our exact types (no caching)."""
+    akey = []
+    for a in acts:
+        k = _ACTION_KEY.get(type(a))
+        if k is None:
+            return None
+        akey.append(k if type(k) is type else k(a))
+    mkey = tuple([m if m[0] in _VALUE_FIELDS else m[0] for m in match])
+    return (stage, mkey, tuple(akey))
+
+
+def _permutation(acts: tuple[Any, ...], actions: tuple[Any, ...]) -> tuple[int, ...] | None:
+    if len(actions) == len(acts) and all(x is y for x, y in zip(acts, actions)):
+        return None
+    pending = list(range(len(acts)))
+    order = []
+    for a in actions:
+        i = next(i for i in pending if acts[i] is a)
+        pending.remove(i)
+        order.append(i)
+    return tuple(order)
+
+
+def _validate(stage_name: str, st: pipeline.Stage, match: tuple[MatchField, ...],
+              acts: tuple[Any, ...]) -> tuple[Action, ...]:
+    """Every check of a flow (raises FlowError); its actions in canonical order."""
+    for name, _, _ in match:
+        if name not in st.matches:
+            raise FlowError(f"stage {stage_name} does not match on {name} "
+                            f"(allowed: {', '.join(sorted(st.matches))})")
+    _check_prerequisites(match)
+    actions = _canonical_actions(acts)
+    _check_targets(f"flow in {stage_name}", actions, st)
+    _check_action_prerequisites(match, actions)
+    return actions
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """One OpenFlow entry, by value: stage name, priority, canonical match, actions, cookie.
@@ -184,34 +286,59 @@ class Flow:
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        try:
-            st = pipeline.stage(self.stage)
-        except KeyError as e:
-            raise FlowError(e.args[0]) from None
+        setattr_ = object.__setattr__
+        st = _STAGES.get(self.stage) if type(self.stage) is str else None
+        if st is None:
+            try:
+                st = pipeline.stage(self.stage)
+            except KeyError as e:
+                raise FlowError(e.args[0]) from None
         prio = self.priority
-        if isinstance(prio, pipeline.Band):
+        if type(prio) is pipeline.Band:
             prio = prio.base
-        try:
-            pipeline.band_of(prio)
-        except ValueError as e:
-            raise FlowError(f"stage {self.stage}: {e}") from None
-        object.__setattr__(self, "priority", prio)
+        if type(prio) is not int or prio not in _PRIORITIES:
+            if isinstance(prio, pipeline.Band):
+                prio = prio.base
+            try:
+                pipeline.band_of(prio)
+            except ValueError as e:
+                raise FlowError(f"stage {self.stage}: {e}") from None
+        if prio is not self.priority:
+            setattr_(self, "priority", prio)
         match = normalize_match(self.match)
-        for name, _, _ in match:
-            if name not in st.matches:
-                raise FlowError(f"stage {self.stage} does not match on {name} "
-                                f"(allowed: {', '.join(sorted(st.matches))})")
-        _check_prerequisites(match)
-        object.__setattr__(self, "match", match)
-        actions = _canonical_actions(self.actions)
-        _check_targets(f"flow in {self.stage}", actions, st)
-        _check_action_prerequisites(match, actions)
-        object.__setattr__(self, "actions", actions)
-        cookie = self.cookie.value if isinstance(self.cookie, Cookie) else self.cookie
-        if not isinstance(cookie, int) or not 0 <= cookie < 1 << 64:
-            raise FlowError(f"cookie {self.cookie!r} is not a 64-bit value")
-        object.__setattr__(self, "cookie", cookie)
-        object.__setattr__(self, "_hash", hash((self.stage, prio, match, actions, cookie)))
+        acts = self.actions
+        if type(acts) is not tuple:
+            acts = tuple(acts)
+        key = _validation_key(st.name, match, acts)
+        order = _MISS
+        if key is not None:
+            try:
+                order = _VALID.get(key, _MISS)
+            except TypeError:  # e.g. an unhashable Goto target: let the checks say what is wrong
+                key = None
+        if order is _MISS:
+            actions = _validate(self.stage, st, match, acts)
+            if key is not None:
+                if len(_VALID) >= _CACHE_MAX:
+                    _VALID.clear()
+                # the actions' permutation into canonical order (it depends on their types only)
+                _VALID[key] = _permutation(acts, actions)
+        elif order is None:
+            actions = acts
+        else:
+            actions = tuple(map(acts.__getitem__, order))
+        setattr_(self, "match", match)
+        setattr_(self, "actions", actions)
+        cookie = self.cookie
+        if type(cookie) is Cookie:
+            cookie = cookie.value
+        if type(cookie) is not int or not 0 <= cookie < 1 << 64:
+            cookie = cookie.value if isinstance(cookie, Cookie) else cookie
+            if not isinstance(cookie, int) or not 0 <= cookie < 1 << 64:
+                raise FlowError(f"cookie {self.cookie!r} is not a 64-bit value")
+        if cookie is not self.cookie:
+            setattr_(self, "cookie", cookie)
+        setattr_(self, "_hash", hash((self.stage, prio, match, actions, cookie)))
 
     def __hash__(self) -> int:
         return self._hash
