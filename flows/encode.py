@@ -212,10 +212,61 @@ def _tlv(name: str, value: Any, mask: Any) -> bytes:
     return out
 
 
+#: zero padding by length (0..7)
+_PADS = tuple(bytes(i) for i in range(8))
+_MATCH_HDR = struct.Struct("!HH")
+_OXM = ofp.OFPMT_OXM
+
+#: bounded value caches shared by every Encoder of the process (cleared when full). Keys are the values
+#: themselves (a Flow's match entry tuple, a Flow's action tuple), so a hit is an equal value: it has the
+#: same bytes. Most flows of a pipeline share their instructions and many of their match fields.
+CACHE_LIMIT = 1 << 17
+_MATCH_TLVS: dict[tuple[str, Any, Any], bytes] = {}
+_INSTRUCTIONS: dict[tuple[Action, ...], bytes] = {}
+
+
+#: (field, masked) -> (packed OXM header, field size if an integer field else 0)
+_TLV_PREFIX: dict[tuple[str, bool], tuple[bytes, int]] = {}
+
+
+def _tlv_prefix(name: str, masked: bool) -> tuple[bytes, int]:
+    spec = _TLV_PREFIX.get((name, masked))
+    if spec is None:
+        header, size = _oxm_header(name, masked)
+        spec = _TLV_PREFIX[(name, masked)] = (struct.pack("!I", header),
+                                              size if fields.kind(name) == "int" else 0)
+    return spec
+
+
+def _entry_tlv(entry: tuple[str, Any, Any]) -> bytes:
+    """TLV of one match entry (name, value, mask), through the process-wide cache: what _tlv gives."""
+    tlv = _MATCH_TLVS.get(entry)
+    if tlv is None:
+        name, value, mask = entry
+        prefix, size = _tlv_prefix(name, mask is not None)
+        if size and type(value) is int and (mask is None or type(mask) is int):
+            tlv = prefix + value.to_bytes(size, "big")
+            if mask is not None:
+                tlv += mask.to_bytes(size, "big")
+        else:
+            tlv = _tlv(name, value, mask)
+        if len(_MATCH_TLVS) >= CACHE_LIMIT:
+            _MATCH_TLVS.clear()
+        _MATCH_TLVS[entry] = tlv
+    return tlv
+
+
 def _match_bytes(flow: Flow) -> bytes:
-    body = b"".join([_tlv(n, v, m) for n, v, m in flow.match])
+    get = _MATCH_TLVS.get
+    parts = []
+    for entry in flow.match:
+        tlv = get(entry)
+        if tlv is None:
+            tlv = _entry_tlv(entry)
+        parts.append(tlv)
+    body = b"".join(parts)
     length = 4 + len(body)
-    return struct.pack("!HH", ofp.OFPMT_OXM, length) + body + bytes(_pad8(length) - length)
+    return _MATCH_HDR.pack(_OXM, length) + body + _PADS[-length & 7]
 
 
 def _nx(subtype: int, body: bytes, min_body: int = 0) -> bytes:
@@ -245,6 +296,13 @@ def _nat_bytes(n: NAT) -> bytes:
         present |= nx.NX_NAT_RANGE_PROTO_MAX
         opt += struct.pack("!H", n.port_max)
     return _nx(nx.NXAST_NAT, struct.pack("!2xHH", _nat_flags(n), present) + opt)
+
+
+def _set_field_bytes(name: str, value: Any) -> bytes:
+    """An unmasked OFPAT_SET_FIELD: what action_bytes(SetField(name, value)) gives."""
+    tlv = _entry_tlv((name, value, None))
+    length = _pad8(4 + len(tlv))
+    return struct.pack("!HH", ofp.OFPAT_SET_FIELD, length) + tlv + bytes(length - 4 - len(tlv))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -293,17 +351,40 @@ def action_bytes(a: Action) -> bytes:
 
 
 def instructions_bytes(actions: Sequence[Action]) -> bytes:
-    """Wire bytes of a Flow's instructions (meter, apply-actions, write-metadata, goto)."""
+    """Wire bytes of a Flow's instructions (meter, apply-actions, write-metadata, goto), cached per
+    distinct action tuple (process-wide, bounded)."""
+    if type(actions) is not tuple:
+        return _encode_instructions(actions)
+    body = _INSTRUCTIONS.get(actions)
+    if body is None:
+        body = _encode_instructions(actions)
+        if len(_INSTRUCTIONS) >= CACHE_LIMIT:
+            _INSTRUCTIONS.clear()
+        _INSTRUCTIONS[actions] = body
+    return body
+
+
+_OUTPUT = struct.Struct("!HHIH6x")
+_T_OUTPUT = ofp.OFPAT_OUTPUT
+
+
+def _encode_instructions(actions: Sequence[Action]) -> bytes:
+    """Wire bytes of a Flow's instructions, not cached."""
     head = b""
     apply: list[bytes] = []
     tail = b""
     for a in actions:
-        if isinstance(a, Meter):
+        t = type(a)
+        if t is Output:  # the most common action, cheaper packed than looked up
+            apply.append(_OUTPUT.pack(_T_OUTPUT, 16, a.port, a.max_len))
+        elif t is SetField and a.mask is None:
+            apply.append(_set_field_bytes(a.field, a.value))
+        elif isinstance(a, Meter):
             head = struct.pack("!HHI", ofp.OFPIT_METER, 8, a.meter_id)
         elif isinstance(a, WriteMetadata):
             tail = struct.pack("!HH4xQQ", ofp.OFPIT_WRITE_METADATA, 24, a.value, a.mask) + tail
         elif isinstance(a, Goto):
-            tail += struct.pack("!HHB3x", ofp.OFPIT_GOTO_TABLE, 8, pipeline.table_of(a.stage))
+            tail += struct.pack("!HHB3x", ofp.OFPIT_GOTO_TABLE, 8, _table(a.stage))
         else:
             apply.append(action_bytes(a))
     if apply:
@@ -312,14 +393,34 @@ def instructions_bytes(actions: Sequence[Action]) -> bytes:
     return head + tail
 
 
+_TABLES: dict[str, int] = {}
+
+
+def _table(stage: str) -> int:
+    t = _TABLES.get(stage)
+    if t is None:
+        t = _TABLES[stage] = pipeline.table_of(stage)
+    return t
+
+
+_NO_BUFFER = ofp.OFP_NO_BUFFER
+
+
 def flow_mod_body(flow: Flow, command: str = ADD) -> bytes:
-    """A flow-mod without its 8-byte header (struct path, not cached)."""
+    """A flow-mod without its 8-byte header (struct path; the flow-mod itself is not cached here)."""
     match = _match_bytes(flow)
+    table = _TABLES.get(flow.stage)
+    if table is None:
+        table = _table(flow.stage)
     if command == DELETE:
-        return _FLOW_MOD.pack(0, 0, flow.table, ofp.OFPFC_DELETE_STRICT, 0, 0, flow.priority,
-                              ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0) + match
-    return (_FLOW_MOD.pack(flow.cookie, 0, flow.table, _FLOW_CMD[command], 0, 0, flow.priority,
-                           ofp.OFP_NO_BUFFER, 0, 0, 0) + match + instructions_bytes(flow.actions))
+        return _FLOW_MOD.pack(0, 0, table, ofp.OFPFC_DELETE_STRICT, 0, 0, flow.priority,
+                              _NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0) + match
+    actions = flow.actions
+    instructions = _INSTRUCTIONS.get(actions)
+    if instructions is None:
+        instructions = instructions_bytes(actions)
+    return (_FLOW_MOD.pack(flow.cookie, 0, table, _FLOW_CMD[command], 0, 0, flow.priority,
+                           _NO_BUFFER, 0, 0, 0) + match + instructions)
 
 
 def group_mod_body(group: Group, command: str = ADD) -> bytes:

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from os_ken.ofproto import ofproto_parser as op
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
@@ -199,3 +200,49 @@ def test_fields_without_a_struct_encoding_fall_back_to_osken():
     f = Flow("output", P.MATCH, {"reg7": 1}, [A.SetField("tcp_flags", 2), A.Output(1)])
     assert Encoder().flow_mod(f, xid=1) == osken_bytes(to_osken_flow_mod(f, ADD, 1))
     assert decode_flow(parse(Encoder().flow_mod(f))) == f
+
+
+def _clear_value_caches():
+    import flows.encode as E
+    E._MATCH_TLVS.clear()
+    E._INSTRUCTIONS.clear()
+    E._TLV_PREFIX.clear()
+    E._tlv.cache_clear()
+    E.action_bytes.cache_clear()
+
+
+@SETTINGS
+@given(st.lists(flows(), min_size=2, max_size=12))
+def test_value_caches_give_each_flow_its_own_bytes(batch):
+    """The process-wide TLV / instruction caches: bytes with warm caches (filled by other flows sharing
+    fields and actions) equal bytes computed from empty caches, flow by flow, for every command."""
+    warm = Encoder()
+    got = {(i, c): warm.flow_mod(f, c, xid=i) for i, f in enumerate(batch + EXAMPLES) for c in COMMANDS}
+    for (i, c), buf in got.items():
+        _clear_value_caches()
+        f = (batch + EXAMPLES)[i]
+        assert buf == Encoder().flow_mod(f, c, xid=i)
+        if osken_serializes_right(f.actions):
+            assert buf == osken_bytes(to_osken_flow_mod(f, c, i))
+
+
+def test_instruction_cache_is_keyed_by_value():
+    """Flows sharing actions by value share cached instruction bytes; different actions never do."""
+    import flows.encode as E
+    _clear_value_caches()
+    a = Flow("output", P.MATCH, {"reg7": 1}, [A.Output(1)])
+    b = Flow("output", P.MATCH, {"reg7": 2}, [A.Output(1)])
+    c = Flow("output", P.MATCH, {"reg7": 3}, [A.Output(2)])
+    enc = Encoder()
+    for f in (a, b, c):
+        assert enc.flow_mod(f, xid=1) == osken_bytes(to_osken_flow_mod(f, ADD, 1))
+    assert len(E._INSTRUCTIONS) == 2 and E._INSTRUCTIONS[a.actions] is E._INSTRUCTIONS[b.actions]
+    assert E._INSTRUCTIONS[c.actions] != E._INSTRUCTIONS[a.actions]
+    E.CACHE_LIMIT, old = 1, E.CACHE_LIMIT
+    _clear_value_caches()
+    try:  # a full cache is emptied, not wrong
+        for f in (a, b, c, a):
+            assert Encoder().flow_mod(f, xid=1) == osken_bytes(to_osken_flow_mod(f, ADD, 1))
+        assert len(E._INSTRUCTIONS) == 1 and len(E._MATCH_TLVS) == 1
+    finally:
+        E.CACHE_LIMIT = old
