@@ -42,6 +42,7 @@ class View:
         self.neighbors: Neighbors = neighbors if neighbors is not None else {}
         self._hosting: dict[str, frozenset[str]] = {}
         self._component: dict[str, frozenset[str]] = {}
+        self._local: dict[str, dict[str, list[Port]]] = {}  # chassis -> network -> its plugged ports
         self._gateways: dict[str, frozenset[str]] | None = None  # network id -> gateway chassis routing it
 
     # ------------------------------------------------------------------------------------------ gateways
@@ -154,13 +155,15 @@ class View:
         return got
 
     def local_ports(self, chassis_id: str, network_id: str) -> list[Port]:
-        """The network's ports plugged on this chassis, by id (from the chassis's VIFs, not all ports)."""
-        out = []
-        for pid in self.rt(chassis_id).vifs:
-            port = self.topo.ports.get(pid)
-            if port is not None and port.network_id == network_id and self.local_ofport(chassis_id, port) is not None:
-                out.append(port)
-        return sorted(out, key=lambda p: p.id)
+        """The network's ports plugged on this chassis, by id (from the chassis's VIFs, indexed once per view)."""
+        by_net = self._local.get(chassis_id)
+        if by_net is None:
+            by_net = self._local[chassis_id] = {}
+            for pid in sorted(self.rt(chassis_id).vifs):
+                port = self.topo.ports.get(pid)
+                if port is not None and self.local_ofport(chassis_id, port) is not None:
+                    by_net.setdefault(port.network_id, []).append(port)
+        return by_net.get(network_id, [])
 
     def hosts(self, chassis_id: str, network_id: str) -> bool:
         return chassis_id in self.hosting(network_id)
