@@ -71,7 +71,7 @@ def api_ratio(calls: int, clients: int) -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(tmp),
                              "--grpc-listen", f"127.0.0.1:{port}", "--openflow-listen", f"127.0.0.1:{free_port()}",
-                             "--dashboard-listen", "", "--log-level", "WARNING"], cwd=ROOT)
+                             "--dashboard-listen", "", "--metrics-listen", "", "--log-level", "WARNING"], cwd=ROOT)
     try:
         endpoint = f"127.0.0.1:{port}"
         grpc.channel_ready_future(grpc.insecure_channel(endpoint)).result(timeout=30)

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpc-listen", default="127.0.0.1:50051")
     ap.add_argument("--dashboard-listen", default="",
                     help="HOST:PORT of the web dashboard (default 127.0.0.1:8080, or a free port if that is taken)")
+    ap.add_argument("--metrics-listen", default="127.0.0.1:9464",
+                    help='HOST:PORT of the Prometheus endpoint ("" = off)')
     ap.add_argument("--check", action="store_true", help="run the pings yourself, print the result, exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         ctl = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(data),
                                 "--grpc-listen", args.grpc_listen, "--openflow-listen", f"{lab.mgmt_ip}:{of_port}",
                                 "--switch-target", f"tcp:{lab.mgmt_ip}:{of_port}", "--datapath-type", "netdev",
-                                "--dashboard-listen", dashboard_listen,
+                                "--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen,
                                 "--log-level", "WARNING"], cwd=ROOT)
         try:
             _wait_ready(args.grpc_listen, ctl)
