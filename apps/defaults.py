@@ -12,6 +12,10 @@ OWNER = "pipeline"
 PASS_THROUGH = {
     "port_sec_in": "acl_egress",
     "acl_egress": "arp_nd",
+    "fw_router_in": "acl_egress_commit",
+    "acl_egress_commit": "arp_nd",
+    "fw_router_out": "snat",
+    "acl_ingress_commit": "output",
     "arp_nd": "dhcp",
     "dhcp": "lb",
     "lb": "l2_lookup",

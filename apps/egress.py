@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from apps import ids
 from apps.view import View
-from flows.actions import IN_PORT, Action, Goto, Output, PushVlan, SetField
+from flows.actions import IN_PORT, Action, CtClear, Goto, Output, PushVlan, SetField
 from flows.flow import Flow
 from flows.pipeline import ALLOW_LOOPBACK, DST_PORT, FLAGS, FROM_TUNNEL, HIGH, MATCH, flags_match
 from topology.records import OVERLAY_TYPES, Network, Port
@@ -46,7 +46,9 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     ofport = view.local_ofport(chassis_id, port)
     if ofport is not None:
         loop = flags_match(set_=[ALLOW_LOOPBACK])
-        return [Flow("egress_dispatch", MATCH, match=dst, actions=(Goto("acl_ingress"),), cookie=c),
+        # the port's security groups track in its own zone: forget the state of the zones the packet
+        # crossed on the way (the sender's, a router's)
+        return [Flow("egress_dispatch", MATCH, match=dst, actions=(CtClear(), Goto("acl_ingress")), cookie=c),
                 Flow("output", MATCH, match=dst, actions=(Output(ofport),), cookie=c),
                 # a reply made in flows for the port itself (router echo) leaves where it came in
                 Flow("output", HIGH, match={**dst, "in_port": ofport, FLAGS.field: loop},

@@ -13,9 +13,25 @@ ARP = 4
 EGRESS = 5
 L3 = 6
 NAT = 7
+SECURITY_GROUP = 8
+PORT_SECURITY = 9
+FIREWALL = 10
+DHCP = 11
+LB = 12
 
 APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", EGRESS: "egress", L3: "l3",
-             NAT: "nat"}
+             NAT: "nat", SECURITY_GROUP: "security_group", PORT_SECURITY: "port_security",
+             FIREWALL: "firewall", DHCP: "dhcp", LB: "lb"}
+
+
+def ct_zone(port_key: int) -> int:
+    """The conntrack zone of a port on its chassis (both directions of its security groups and the router
+    firewall checks made there), and of a router on its gateway chassis (its gateway port's key): port keys
+    are unique and < 2**16 (topology.model.MAX_PORT_KEY), so no two ports, or a port and a router, share
+    conntrack state, whatever addresses their tenants use."""
+    if not 0 < port_key <= 0xFFFF:
+        raise ValueError(f"port key {port_key} is not a conntrack zone (1..65535)")
+    return port_key
 
 
 #: the meter every flow sending packets to the controller goes through (installed by the OpenFlow app on

@@ -89,5 +89,5 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
 def _resolve(port: Port, net_key: int) -> tuple[Flow, ...]:
     c = ids.cookie(ids.L3, port.id)
     return tuple(Flow("arp_resolve", MATCH, match={"metadata": net_key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
-                      actions=(SetField("eth_dst", port.mac), Goto("snat")), cookie=c)
+                      actions=(SetField("eth_dst", port.mac), Goto("fw_router_out")), cookie=c)
                  for _subnet, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4)

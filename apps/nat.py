@@ -28,6 +28,7 @@ from flows.actions import (
     IN_PORT,
     NAT,
     Controller,
+    CtClear,
     DecTtl,
     Goto,
     Meter,
@@ -58,9 +59,9 @@ def redirect_id(router: Router) -> int:
     return REDIRECT_BASE | (router.key & (REDIRECT_BASE - 1))
 
 
-def zone(router: Router) -> int:
-    """The router's conntrack zone (1..65535)."""
-    return (router.key - 1) % 0xFFFF + 1
+def zone(gateway_port: Port) -> int:
+    """The router's conntrack zone on its gateway chassis: its gateway port's zone (never another port's)."""
+    return ids.ct_zone(gateway_port.key)
 
 
 def _v4(port: Port) -> list[tuple[str, str]]:
@@ -126,8 +127,9 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
                        else SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))))
                 out.append(Flow("l3_lookup", MATCH(prio), match={**md, "ipv4_dst": str(prefix.cidr)},
                                 actions=(DecTtl(), SetField("eth_src", gwp.mac), hop,
-                                         load(CT_ZONE.field, zone(router), CT_ZONE.start, CT_ZONE.end),
-                                         WriteMetadata(ext.key), Goto("arp_resolve")), cookie=c))
+                                         load(CT_ZONE.field, zone(gwp), CT_ZONE.start, CT_ZONE.end),
+                                         # forget the source port's conntrack state: snat tracks afresh
+                                         CtClear(), WriteMetadata(ext.key), Goto("arp_resolve")), cookie=c))
             # ping the gateway address from inside: answered where the router routes
             out.append(Flow("l3_lookup", HIGH, match={**md, "ipv4_dst": ip, "ip_proto": ICMP, "icmpv4_type": 8},
                             actions=(Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", ip),
@@ -143,7 +145,7 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
 def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Network, gwp: Port,
                            gw_ips: list[tuple[str, str]], c: object) -> list[Flow]:
     out: list[Flow] = []
-    z = zone(router)
+    z = zone(gwp)
     fips = floating_ips(view, router)
     # redirected packets from other chassis enter the router's routing
     tun = view.rt(chassis_id).tunnels.get(REDIRECT_TUNNEL)
@@ -209,5 +211,5 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
                 actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c)]
     for ip, mac in sorted(view.neighbors.get(net.id, {}).items()):
         out.append(Flow("arp_resolve", MATCH, match={"metadata": net.key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
-                        actions=(SetField("eth_dst", mac), Goto("snat")), cookie=c))
+                        actions=(SetField("eth_dst", mac), Goto("fw_router_out")), cookie=c))
     return out

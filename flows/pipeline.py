@@ -5,12 +5,14 @@ Table numbers live only in this module. Everything else names stages ("l2_lookup
 
 Packet walk (logical switch, then optionally a logical router, then back to a logical switch)::
 
-    classify ─► port_sec_in ─► acl_egress ─► arp_nd ─► dhcp ─► lb ─► l2_lookup ─┬─► egress_dispatch
-       │                          ▲   │ ct(table=acl_egress)           ▲         │      │  │ tunnel / VLAN:
-       │                          └───┘                                 │         ▼      │  │ output directly
-       └─ from tunnel / provider VLAN ─► l2_lookup              resubmit │      dnat     ▼
-                                                                        │        ▼   acl_ingress ─► output
-                                                                        └─ snat ◄─ l3_lookup
+    classify ─► port_sec_in ─► acl_egress ─► fw_router_in ─► acl_egress_commit ─► arp_nd ─► dhcp ─► lb ─► l2_lookup
+       │                        ▲    │  ct(table=acl_egress)                                                │
+       │                        └────┘  (replies / +rel skip to arp_nd)                                    │
+       └─ from tunnel / provider VLAN ──────────────────────────────────────────────────────────────► l2_lookup
+                                                                                                            │
+    l2_lookup ─┬─► egress_dispatch ─► acl_ingress ─► acl_ingress_commit ─► output      (local port)
+               │        └─► tunnel / VLAN out                                          (remote port)
+               └─► dnat ─► l3_lookup ─► arp_resolve ─► fw_router_out ─► snat ─► (resubmit) l2_lookup   (router MAC)
 
 Register map (the only place logical state is assigned to packet registers)::
 
@@ -186,11 +188,19 @@ STAGES: tuple[Stage, ...] = (
            {"port_sec_in", "l2_lookup", "l3_lookup"},
            "in_port / tunnel tun_id / provider VLAN -> DATAPATH in metadata, SRC_PORT, FROM_TUNNEL; "
            "on a gateway chassis, a router-redirect tun_id -> the router's l3_lookup"),
-    _stage("port_sec_in", 10, _LOGICAL | {"in_port"} | _L2 | _IP | _ARP | _ND | {"icmpv6_type"},
+    _stage("port_sec_in", 10, _LOGICAL | {"in_port"} | _L2 | _IP | _L4 | _ARP | _ND,
            {"acl_egress"},
-           "anti-spoofing: only the port's own MAC / IPs may enter; everything else drops"),
-    _stage("acl_egress", 20, _ACL, {"acl_egress", "arp_nd"},
-           "from-port security groups: ct(zone=CT_ZONE) then allow +est/+rel, allowed +new commits"),
+           "anti-spoofing: only the port's own MAC / IPs (and allowed address pairs) may enter, ARP included; "
+           "a VM never answers DHCP; everything else drops"),
+    _stage("acl_egress", 20, _ACL, {"acl_egress", "fw_router_in", "arp_nd"},
+           "from-port security groups: ct(zone=the port's zone, table=acl_egress); +inv drops, replies "
+           "(+est+rpl) and +rel pass on; other tracked packets pass only if a rule of the port's groups allows "
+           "(conjunctions), then fw_router_in; non-IP passes"),
+    _stage("fw_router_in", 24, _ACL, {"acl_egress_commit"},
+           "router firewall, ingress side: a packet to a firewalled router interface's MAC is checked "
+           "against the interface's ingress policy (ordered: allow / deny / reject to the controller)"),
+    _stage("acl_egress_commit", 27, _ACL, {"arp_nd"},
+           "a new connection that got this far is committed to conntrack in CT_ZONE"),
     _stage("arp_nd", 30, _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "icmpv6_type", "icmpv6_code"},
            {"dhcp"},
            "answers ARP / neighbour solicitations for known addresses in flows (out IN_PORT)"),
@@ -211,15 +221,21 @@ STAGES: tuple[Stage, ...] = (
            "router: longest-prefix routing (priority = prefix length); dec_ttl, eth_src := interface MAC, "
            "NEXT_HOP := next hop, DATAPATH := egress network; echo replies for the router's own addresses"),
     _stage("arp_resolve", 85, _LOGICAL | {"eth_type"},
-           {"snat"},
+           {"fw_router_out", "snat"},
            "router: NEXT_HOP in the egress network -> eth_dst (every port's MAC is known: no ARP request)"),
+    _stage("fw_router_out", 87, _ACL, {"snat"},
+           "router firewall, egress side: a routed packet leaving a firewalled interface (eth_src = its MAC) "
+           "is checked against the interface's egress policy; replies (+rpl) and +rel pass"),
     _stage("snat", 90, _ACL, {"snat", "l2_lookup"},
            "router: SNAT / floating IP source translation, then resubmit to l2_lookup of egress network"),
     _stage("egress_dispatch", 100, _LOGICAL | {"eth_dst", "in_port"},
            {"acl_ingress"},
            "DST_PORT local -> acl_ingress; remote -> tun_id+tun_dst+tunnel port; provider -> VLAN out"),
-    _stage("acl_ingress", 110, _ACL, {"acl_ingress", "output"},
-           "to-port security groups: ct(zone) then allow +est/+rel, allowed +new commits"),
+    _stage("acl_ingress", 110, _ACL, {"acl_ingress", "acl_ingress_commit", "output"},
+           "to-port security groups: ct(zone=the destination port's zone, table=acl_ingress); as acl_egress, "
+           "with rules matching the remote end as source"),
+    _stage("acl_ingress_commit", 115, _ACL, {"output"},
+           "a new connection allowed to the port is committed to conntrack in CT_ZONE"),
     _stage("output", 120, _LOGICAL | {"in_port", "eth_dst"}, set(),
            "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK)"),
 )

@@ -75,7 +75,7 @@ def test_graph_queries_follow_bindings_and_groups(tmp_path: Path) -> None:
     assert [p.id for p in topo.ports_in_security_group("web")] == ["p0"]
     assert [p.id for p in topo.ports_on_chassis("hv2")] == ["p1"]
     _write(state, lambda t, r, n: ops.delete_port(t, t.ports["p0"]))
-    assert ("securityGroup", "web") not in topo.graph  # nothing references it any more
+    assert ("security_group", "web") not in topo.graph  # nothing references it any more
     assert topo.chassis_hosting("net") == {"hv2"}
     state.close()
 

@@ -14,14 +14,20 @@ import networkx as nx
 
 from topology.allocator import RangeAllocator
 from topology.records import (
+    DEFAULT_GROUP_NAME,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     Chassis,
+    FirewallGroup,
+    FirewallPolicy,
+    FirewallRule,
     FloatingIp,
     Network,
     Port,
     Record,
     Router,
+    SecurityGroup,
+    SecurityGroupRule,
     Subnet,
 )
 
@@ -50,6 +56,9 @@ class ModelConfig:
 
 Change = tuple[str, str, Record | None, Record | None]  # (kind, id, old, new)
 
+#: ports (VMs', routers' and floating IPs' together) a deployment holds: a port key is its conntrack zone
+MAX_PORT_KEY = 0xFFFF
+
 
 class Topology:
     """State plus derived indices. Mutated only through `apply`, with changes made by topology.ops."""
@@ -63,6 +72,21 @@ class Topology:
         self.chassis: dict[str, Chassis] = {}
         self.routers: dict[str, Router] = {}
         self.floatingips: dict[str, FloatingIp] = {}
+        self.security_groups: dict[str, SecurityGroup] = {}
+        self.sg_rules: dict[str, SecurityGroupRule] = {}
+        self.firewall_rules: dict[str, FirewallRule] = {}
+        self.firewall_policies: dict[str, FirewallPolicy] = {}
+        self.firewall_groups: dict[str, FirewallGroup] = {}
+        # security group id -> ids of its rules; -> ids of rules elsewhere naming it as remote group
+        self.group_rules: dict[str, set[str]] = {}
+        self.remote_rules: dict[str, set[str]] = {}
+        # tenant -> id of its default security group
+        self.default_groups: dict[str, str] = {}
+        # firewall rule id -> the policy listing it; policy id -> firewall groups using it; router interface
+        # port id -> its firewall group
+        self.rule_policy: dict[str, str] = {}
+        self.policy_groups: dict[str, set[str]] = {}
+        self.port_firewall: dict[str, str] = {}
         self.graph = nx.Graph()
         self.macs: dict[str, str] = {}  # MAC -> port id
         self.ipam: dict[str, RangeAllocator] = {}  # subnet id -> pools allocator (ints)
@@ -76,14 +100,20 @@ class Topology:
         self.network_routers: dict[str, dict[str, int]] = {}
         # dataplane keys (see flows/pipeline.py's register map): datapath keys fit a 24-bit VNI
         self.datapath_keys = RangeAllocator([(1, (1 << 24) - 1)])
-        self.port_keys = RangeAllocator([(1, (1 << 31) - 1)])
+        # a port's key is also its conntrack zone on its chassis (apps/ids.py ct_zone): 16 bits
+        self.port_keys = RangeAllocator([(1, MAX_PORT_KEY)])
+        # security group rules' keys: their conjunction ids in the dataplane
+        self.rule_keys = RangeAllocator([(1, (1 << 31) - 1)])
 
     # ------------------------------------------------------------------------------------------ access
 
     def table(self, kind: str) -> dict[str, Record]:
         return {"network": self.networks, "subnet": self.subnets, "port": self.ports,
                 "chassis": self.chassis, "router": self.routers,
-                "floating_ip": self.floatingips}[kind]  # type: ignore[return-value]
+                "floating_ip": self.floatingips, "security_group": self.security_groups,
+                "security_group_rule": self.sg_rules, "firewall_rule": self.firewall_rules,
+                "firewall_policy": self.firewall_policies,
+                "firewall_group": self.firewall_groups}[kind]  # type: ignore[return-value]
 
     def all_records(self) -> Iterator[Record]:
         yield from self.chassis.values()
@@ -92,6 +122,11 @@ class Topology:
         yield from self.subnets.values()
         yield from self.ports.values()
         yield from self.floatingips.values()
+        yield from self.security_groups.values()
+        yield from self.sg_rules.values()
+        yield from self.firewall_rules.values()
+        yield from self.firewall_policies.values()
+        yield from self.firewall_groups.values()
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -115,10 +150,18 @@ class Topology:
         return {p.binding_chassis for p in self.ports_of(network_id) if p.binding_chassis}
 
     def ports_in_security_group(self, group_id: str) -> list[Port]:
-        node = ("securityGroup", group_id)
+        node = ("security_group", group_id)
         if node not in self.graph:
             return []
         return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
+
+    def group_rules_of(self, group_id: str) -> list[SecurityGroupRule]:
+        """The group's rules, by id."""
+        return sorted((self.sg_rules[i] for i in self.group_rules.get(group_id, ())), key=lambda r: r.id)
+
+    def rules_naming_remote(self, group_id: str) -> list[SecurityGroupRule]:
+        """Rules (of any group) whose remote group is this one, by id."""
+        return sorted((self.sg_rules[i] for i in self.remote_rules.get(group_id, ())), key=lambda r: r.id)
 
     def router_ports(self, router_id: str) -> list[Port]:
         """The router's interface and gateway ports."""
@@ -160,7 +203,9 @@ class Topology:
 
     def load(self, records: Iterable[Record], revision: int) -> None:
         """Rebuild from stored records (chassis and networks first, then subnets, then ports)."""
-        order = {"chassis": 0, "network": 1, "router": 2, "subnet": 3, "port": 4, "floating_ip": 5}
+        order = {"chassis": 0, "network": 1, "router": 2, "subnet": 3, "security_group": 4, "port": 5,
+                 "floating_ip": 6, "security_group_rule": 7, "firewall_rule": 8, "firewall_policy": 9,
+                 "firewall_group": 10}
         self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
 
     @staticmethod
@@ -172,7 +217,7 @@ class Topology:
             out = [("network", rec.network_id)]
             if rec.binding_chassis:
                 out.append(("chassis", rec.binding_chassis))
-            out += [("securityGroup", sg) for sg in rec.security_groups]
+            out += [("security_group", sg) for sg in rec.security_groups]
             if rec.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY) and rec.device_id:
                 out.append(("router", rec.device_id))
             return out
@@ -180,6 +225,17 @@ class Topology:
             out = [("network", rec.network_id)]
             if rec.port_id:
                 out.append(("port", rec.port_id))
+            return out
+        if isinstance(rec, SecurityGroupRule):
+            out = [("security_group", rec.security_group_id)]
+            if rec.remote_group_id and rec.remote_group_id != rec.security_group_id:
+                out.append(("security_group", rec.remote_group_id))
+            return out
+        if isinstance(rec, FirewallPolicy):
+            return [("firewall_rule", r) for r in rec.rules]
+        if isinstance(rec, FirewallGroup):
+            out = [("port", p) for p in rec.ports]
+            out += [("firewall_policy", p) for p in {rec.ingress_policy_id, rec.egress_policy_id} if p]
             return out
         return []
 
@@ -201,6 +257,22 @@ class Topology:
             for addr in self.ip_owner.get(rec.id, ()):
                 alloc.add(addr)
             self.ipam[rec.id] = alloc
+        elif isinstance(rec, SecurityGroup):
+            if rec.display_name == DEFAULT_GROUP_NAME:
+                self.default_groups.setdefault(rec.tenant, rec.id)
+        elif isinstance(rec, SecurityGroupRule):
+            self.rule_keys.add(rec.key)
+            self.group_rules.setdefault(rec.security_group_id, set()).add(rec.id)
+            if rec.remote_group_id:
+                self.remote_rules.setdefault(rec.remote_group_id, set()).add(rec.id)
+        elif isinstance(rec, FirewallPolicy):
+            for r in rec.rules:
+                self.rule_policy[r] = rec.id
+        elif isinstance(rec, FirewallGroup):
+            for p in {rec.ingress_policy_id, rec.egress_policy_id} - {""}:
+                self.policy_groups.setdefault(p, set()).add(rec.id)
+            for p in rec.ports:
+                self.port_firewall[p] = rec.id
         elif isinstance(rec, Port):
             self.port_keys.add(rec.key)
             if rec.binding_chassis and rec.admin_state_up:
@@ -234,6 +306,24 @@ class Topology:
         elif isinstance(rec, Subnet):
             self.ipam.pop(rec.id, None)
             self.network_subnets.get(rec.network_id, set()).discard(rec.id)
+        elif isinstance(rec, SecurityGroup):
+            if self.default_groups.get(rec.tenant) == rec.id:
+                del self.default_groups[rec.tenant]
+        elif isinstance(rec, SecurityGroupRule):
+            self.rule_keys.remove(rec.key)
+            _discard(self.group_rules, rec.security_group_id, rec.id)
+            if rec.remote_group_id:
+                _discard(self.remote_rules, rec.remote_group_id, rec.id)
+        elif isinstance(rec, FirewallPolicy):
+            for r in rec.rules:
+                if self.rule_policy.get(r) == rec.id:
+                    del self.rule_policy[r]
+        elif isinstance(rec, FirewallGroup):
+            for p in {rec.ingress_policy_id, rec.egress_policy_id} - {""}:
+                _discard(self.policy_groups, p, rec.id)
+            for p in rec.ports:
+                if self.port_firewall.get(p) == rec.id:
+                    del self.port_firewall[p]
         elif isinstance(rec, Port):
             self.port_keys.remove(rec.key)
             if rec.binding_chassis and rec.admin_state_up:
@@ -264,6 +354,14 @@ class Topology:
         g = self.graph
         if node in g and g.degree(node) == 0 and not g.nodes[node].get("present"):
             g.remove_node(node)
+
+
+def _discard(index: dict[str, set[str]], key: str, value: str) -> None:
+    got = index.get(key)
+    if got is not None:
+        got.discard(value)
+        if not got:
+            del index[key]
 
 
 def _pool_ranges(subnet: Subnet) -> list[tuple[int, int]]:

@@ -134,8 +134,129 @@ class FloatingIp:
     update_time: float = 0.0
 
 
-Record = Network | Subnet | Port | Chassis | Router | FloatingIp
-RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis, Router, FloatingIp)}
+#: SecurityGroupRule.direction / FirewallGroup sides
+INGRESS = "ingress"
+EGRESS = "egress"
+DIRECTIONS = (INGRESS, EGRESS)
+ETHERTYPES = ("IPv4", "IPv6")
+#: protocol names the API accepts (besides a decimal IP protocol number and "" for any)
+PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
+FIREWALL_ACTIONS = ("allow", "deny", "reject")
+#: the security group every tenant gets (created on first need), with Neutron's rules: all egress, and
+#: ingress from members of the same group
+DEFAULT_GROUP_NAME = "default"
+
+
+@dataclass(frozen=True)
+class SecurityGroup:
+    """A named set of allow rules; a port in several groups gets the union of their rules."""
+
+    KIND: ClassVar[str] = "security_group"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class SecurityGroupRule:
+    """One allow rule of a group (Neutron's shape). Rules are immutable: create and delete, no update.
+
+    protocol: "" (any), a name of PROTOCOL_NUMBERS, or a decimal IP protocol number as text;
+    port_range_min/max: tcp/udp/sctp destination ports (0, 0: any); icmp_type/icmp_code: -1 for any;
+    remote: at most one of remote_ip_prefix (a CIDR) and remote_group_id (members' fixed IPs and pairs);
+    key: the rule's number in the dataplane (its conjunction id), unique across rules.
+    """
+
+    KIND: ClassVar[str] = "security_group_rule"
+    id: str
+    tenant: str
+    security_group_id: str
+    direction: str = INGRESS
+    ethertype: str = "IPv4"
+    protocol: str = ""
+    port_range_min: int = 0
+    port_range_max: int = 0
+    icmp_type: int = -1
+    icmp_code: int = -1
+    remote_ip_prefix: str = ""
+    remote_group_id: str = ""
+    description: str = ""
+    key: int = 0
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One rule of a router firewall policy (Neutron FWaaS v2's shape); a rule is in at most one policy.
+
+    protocol as in SecurityGroupRule; *_ip_address: a CIDR or "" (any); *_port_min/max: 0, 0 for any."""
+
+    KIND: ClassVar[str] = "firewall_rule"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    action: str = "deny"
+    protocol: str = ""
+    ip_version: int = 4
+    source_ip_address: str = ""
+    destination_ip_address: str = ""
+    source_port_min: int = 0
+    source_port_max: int = 0
+    destination_port_min: int = 0
+    destination_port_max: int = 0
+    enabled: bool = True
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class FirewallPolicy:
+    """An ordered list of firewall rules: the first that matches a new connection decides; none: deny."""
+
+    KIND: ClassVar[str] = "firewall_policy"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    rules: tuple[str, ...] = ()  # firewall rule ids, in order
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class FirewallGroup:
+    """Policies applied to router interfaces: ingress = what the router receives on the interface (from
+    its subnet), egress = what the router sends out of it (into its subnet). A port is in at most one group.
+    An empty policy id: that side is not filtered."""
+
+    KIND: ClassVar[str] = "firewall_group"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    ingress_policy_id: str = ""
+    egress_policy_id: str = ""
+    ports: tuple[str, ...] = ()  # router interface port ids
+    admin_state_up: bool = True
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+Record = (Network | Subnet | Port | Chassis | Router | FloatingIp | SecurityGroup | SecurityGroupRule
+          | FirewallRule | FirewallPolicy | FirewallGroup)
+RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis, Router, FloatingIp,
+                                                     SecurityGroup, SecurityGroupRule, FirewallRule,
+                                                     FirewallPolicy, FirewallGroup)}
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 
