@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import netaddr
 
 from apps.compiler import Compiler, Delta
+from flows.cookie import MAGIC
 from apps.view import ChassisRuntime
 from controller.context import REQUEST
 from topology import ops
@@ -35,6 +36,22 @@ from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
 from topology.state import State
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PacketIn:
+    """A packet-in for an app's handler (registered in Dataplane.packet_in_apps by the cookie's app id),
+    called on the dataplane worker under the model lock: reply with Dataplane.packet_out."""
+
+    chassis_id: str
+    datapath_id: int
+    data: bytes
+    match: dict[str, Any]  # the packet-in's match: in_port, metadata, registers
+    topo: Topology
+    view: Any  # apps.view.View of the current model
+
+
+PacketInHandler = Callable[[PacketIn], None]
 
 
 class Engine(Protocol):
@@ -101,6 +118,8 @@ class Dataplane:
         self.compiler = Compiler(gateway_chassis)
         # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
         self.packet_out: Callable[[int, bytes, int], bool] | None = None
+        # app id (apps.ids) -> handler of packet-ins from flows that app compiled (DHCP, firewall reject...)
+        self.packet_in_apps: dict[int, PacketInHandler] = {}
         self._probed: dict[tuple[str, str, str], float] = {}  # (chassis, network, address) -> last probe
         # learned external next hops survive a restart here (the switches keep their flows: hitless)
         self.neighbors_file = neighbors_file
@@ -277,9 +296,26 @@ class Dataplane:
     #: at most one ARP probe per (chassis, external network, address) per this many seconds
     PROBE_INTERVAL_S = 1.0
 
-    def on_packet_in(self, dpid: int, data: bytes, match: dict[str, Any]) -> None:
-        """OFApp callback (os-ken's thread): handled on the dataplane worker."""
-        self._work.put(functools.partial(self._packet_in, dpid, data, match))
+    def on_packet_in(self, dpid: int, data: bytes, match: dict[str, Any], cookie: int = 0) -> None:
+        """OFApp callback (os-ken's thread): handled on the dataplane worker. A packet-in whose flow's cookie
+        names an app registered in `packet_in_apps` goes to that app's handler; the rest are the NAT
+        app's (neighbour learning and probes)."""
+        app = (cookie >> 48) & 0xFF if (cookie >> 56) == MAGIC else 0
+        handler = self.packet_in_apps.get(app)
+        if handler is not None:
+            self._work.put(functools.partial(self._app_packet_in, handler, dpid, data, match))
+        else:
+            self._work.put(functools.partial(self._packet_in, dpid, data, match))
+
+    def _app_packet_in(self, handler: PacketInHandler, dpid: int, data: bytes, match: dict[str, Any]) -> None:
+        with self.state.lock:
+            plane = next((p for p in self.planes.values() if p.datapath_id == dpid), None)
+            if plane is None or plane.runtime is None:
+                return
+            try:
+                handler(PacketIn(plane.chassis_id, dpid, data, match, self.state.topology, self.compiler.view(self.state.topology)))
+            except Exception:  # noqa: BLE001 - one bad packet must not stop the dataplane worker
+                log.exception("packet-in handler failed on chassis %s", plane.chassis_id)
 
     def _packet_in(self, dpid: int, data: bytes, match: dict[str, Any]) -> None:
         """An ARP reply to a router's gateway MAC teaches a binding; a routed packet whose external next hop

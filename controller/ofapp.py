@@ -167,7 +167,7 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 match = dict(ev.msg.match.items())
             except Exception:  # noqa: BLE001 - a match os-ken cannot list: the packet alone must do
                 match = {}
-            handler(dpid, bytes(ev.msg.data), match)
+            handler(dpid, bytes(ev.msg.data), match, int(ev.msg.cookie))
 
     def packet_out(self, dpid: int, data: bytes, port: int) -> bool:
         """Send `data` out `port` of switch `dpid` (from the controller, no pipeline); False if not connected."""
