@@ -30,6 +30,11 @@ def _blocks(lo: int, hi: int, bits: int) -> Iterator[tuple[int, int]]:
         lo += size
 
 
+def port_masks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """(value, mask) pairs covering the 16-bit port range lo..hi (what apps/acl.py matches)."""
+    return range_masks(lo, hi, 16)
+
+
 def port_match(lo: int, hi: int) -> list[int | tuple[int, int]]:
     """Match values for a 16-bit L4 port range: [] for any port (0, 0 or 0..65535), else exact ints and
     (value, mask) pairs, ready for a Flow match."""

@@ -30,3 +30,9 @@ def test_known_shapes() -> None:
     assert port_match(0, 0) == [] and port_match(0, 0xFFFF) == []
     assert port_match(80, 80) == [80]
     assert port_match(80, 81) == [(80, 0xFFFE)]
+
+
+def test_port_masks_is_the_16_bit_expansion() -> None:
+    from flows.ranges import port_masks
+
+    assert port_masks(1, 0xFFFF) == range_masks(1, 0xFFFF)
