@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import arp, classify, defaults, egress, l2, l3, nat
+from apps import acl, arp, classify, defaults, egress, l2, l3, nat
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group
 from topology.model import Change, Topology
@@ -38,17 +38,25 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
             return frozenset()
         return frozenset([*classify.network_flows(view, chassis_id, net), *l2.network_flows(view, chassis_id, net),
                           *nat.network_flows(view, chassis_id, net)])
+    if kind == "acl":
+        return frozenset(acl.chassis_flows()) if chassis_id in view.topo.chassis else frozenset()
+    if kind == "acl_remote":
+        return frozenset(acl.remote_flows(view, chassis_id, ident))
+    if kind == "sg_rule":
+        rule = view.topo.sg_rules.get(ident)
+        return frozenset(acl.rule_flows(view, chassis_id, rule)) if rule is not None else frozenset()
     port = view.topo.ports.get(ident)
     if port is None:
         return frozenset()
     return frozenset([*classify.port_flows(view, chassis_id, port), *arp.port_flows(view, chassis_id, port),
+                      *acl.port_flows(view, chassis_id, port),
                       *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port),
                       *l3.port_flows(view, chassis_id, port)])
 
 
 def all_units(topo: Topology) -> list[Unit]:
     return [PIPELINE, *(("network", n) for n in topo.networks), *(("router", r) for r in topo.routers),
-            *(("port", p) for p in topo.ports)]
+            *(("port", p) for p in topo.ports), *acl.all_units(topo)]
 
 
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
@@ -112,10 +120,14 @@ class Compiler:
         view = self.view(topo)
         nets: set[str] = set()
         ports: set[str] = set()
+        sg = acl.Dirty()
         for kind, ident, old, new in changes:
             if kind == "port":
                 ports.add(ident)
                 nets.update(r.network_id for r in (old, new) if r is not None)  # type: ignore[union-attr]
+                acl.on_port_change(topo, old, new, sg)  # type: ignore[arg-type]
+            elif kind == "security_group_rule":
+                acl.on_rule_change(topo, old, new, sg)  # type: ignore[arg-type]
             elif kind == "network":
                 nets.add(ident)
                 ports.update(p.id for p in topo.ports_of(ident))
@@ -136,6 +148,10 @@ class Compiler:
             for ch in before ^ after:
                 dirty[ch].update(("port", p.id) for p in topo.ports_of(n))
                 dirty[ch].update(u for u in self.units.get(ch, {}) if u[0] == "port" and u[1] in ports)
+        ports |= sg.ports
+        for unit, where in sg.units.items():
+            for ch in where | {ch for ch, units in self.units.items() if unit in units}:
+                dirty.setdefault(ch, set()).add(unit)
         for pid in ports:
             port = topo.ports.get(pid)
             net_id = port.network_id if port else None

@@ -210,6 +210,8 @@ class Switch:
             if not ok:
                 continue
             if best is not None:
+                if best.actions == f.actions:
+                    continue  # e.g. two security-group rules allow the packet: either flow does the same
                 raise WalkError(f"ambiguous: two flows at priority {f.priority} in {stage} match:\n"
                                 f"{format_flow(best)}\n{format_flow(f)}")
             best = f

@@ -80,6 +80,15 @@ class Topology:
         # security group id -> ids of its rules; -> ids of rules elsewhere naming it as remote group
         self.group_rules: dict[str, set[str]] = {}
         self.remote_rules: dict[str, set[str]] = {}
+        # security group id -> its member ports (ports naming it, with port security) / -> chassis -> number of
+        # those bound there and up (the chassis where the group's rules need flows)
+        self.group_ports: dict[str, set[str]] = {}
+        self.group_chassis: dict[str, dict[str, int]] = {}
+        # a port's addresses as remote-group members see them (fixed IPs, allowed pairs' addresses or CIDRs,
+        # normalized by records.remote_value) -> port ids; a rule's remote_ip_prefix (normalized, "" for any)
+        # -> ids of rules using it
+        self.value_ports: dict[str, set[str]] = {}
+        self.prefix_rules: dict[str, set[str]] = {}
         # tenant -> id of its default security group
         self.default_groups: dict[str, str] = {}
         # firewall rule id -> the policy listing it; policy id -> firewall groups using it; router interface
@@ -265,6 +274,8 @@ class Topology:
             self.group_rules.setdefault(rec.security_group_id, set()).add(rec.id)
             if rec.remote_group_id:
                 self.remote_rules.setdefault(rec.remote_group_id, set()).add(rec.id)
+            else:
+                self.prefix_rules.setdefault(remote_value(rec.remote_ip_prefix), set()).add(rec.id)
         elif isinstance(rec, FirewallPolicy):
             for r in rec.rules:
                 self.rule_policy[r] = rec.id
@@ -275,6 +286,14 @@ class Topology:
                 self.port_firewall[p] = rec.id
         elif isinstance(rec, Port):
             self.port_keys.add(rec.key)
+            if rec.port_security_enabled:
+                for g in rec.security_groups:
+                    self.group_ports.setdefault(g, set()).add(rec.id)
+                    if rec.binding_chassis and rec.admin_state_up:
+                        counts = self.group_chassis.setdefault(g, {})
+                        counts[rec.binding_chassis] = counts.get(rec.binding_chassis, 0) + 1
+            for v in member_values(rec):
+                self.value_ports.setdefault(v, set()).add(rec.id)
             if rec.binding_chassis and rec.admin_state_up:
                 counts = self.bound.setdefault(rec.network_id, {})
                 counts[rec.binding_chassis] = counts.get(rec.binding_chassis, 0) + 1
@@ -314,6 +333,8 @@ class Topology:
             _discard(self.group_rules, rec.security_group_id, rec.id)
             if rec.remote_group_id:
                 _discard(self.remote_rules, rec.remote_group_id, rec.id)
+            else:
+                _discard(self.prefix_rules, remote_value(rec.remote_ip_prefix), rec.id)
         elif isinstance(rec, FirewallPolicy):
             for r in rec.rules:
                 if self.rule_policy.get(r) == rec.id:
@@ -326,6 +347,18 @@ class Topology:
                     del self.port_firewall[p]
         elif isinstance(rec, Port):
             self.port_keys.remove(rec.key)
+            if rec.port_security_enabled:
+                for g in rec.security_groups:
+                    _discard(self.group_ports, g, rec.id)
+                    if rec.binding_chassis and rec.admin_state_up:
+                        counts = self.group_chassis[g]
+                        counts[rec.binding_chassis] -= 1
+                        if not counts[rec.binding_chassis]:
+                            del counts[rec.binding_chassis]
+                        if not counts:
+                            del self.group_chassis[g]
+            for v in member_values(rec):
+                _discard(self.value_ports, v, rec.id)
             if rec.binding_chassis and rec.admin_state_up:
                 counts = self.bound[rec.network_id]
                 counts[rec.binding_chassis] -= 1
@@ -354,6 +387,28 @@ class Topology:
         g = self.graph
         if node in g and g.degree(node) == 0 and not g.nodes[node].get("present"):
             g.remove_node(node)
+
+
+def remote_value(prefix: str) -> str:
+    """A remote address or CIDR in one spelling: "" for any (no prefix or a /0), a host route as the bare
+    address, otherwise the CIDR with host bits cleared."""
+    if not prefix:
+        return ""
+    net = netaddr.IPNetwork(prefix)
+    if net.prefixlen == 0:
+        return ""
+    if (net.version == 4 and net.prefixlen == 32) or (net.version == 6 and net.prefixlen == 128):
+        return str(net.ip)
+    return str(net.cidr)
+
+
+def member_values(port: Port) -> set[str]:
+    """The addresses a port stands for as a member of a remote group: fixed IPs and allowed pairs'."""
+    if not port.port_security_enabled or not port.security_groups:
+        return set()
+    out = {str(netaddr.IPAddress(a)) for _s, a in port.fixed_ips}
+    out.update(v for a, _m in port.allowed_address_pairs if (v := remote_value(a)))
+    return out
 
 
 def _discard(index: dict[str, set[str]], key: str, value: str) -> None:

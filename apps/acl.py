@@ -1,0 +1,384 @@
+"""Security groups: stateful allow rules per port, in conntrack zones of their own, with conjunctive matches.
+
+Every VM port located on the chassis has its own conntrack zone (ids.ct_zone: its key). An IP packet from
+the port is tracked in acl_egress (ct(zone, table=acl_egress)), one to it in acl_ingress. Then, in both
+tables:
+
+    HIGH(40)  ARP-less exceptions: DHCP client -> server (egress), server -> client (ingress), IPv6 ND: pass
+    HIGH(35)  a port without port security: every tracked packet passes (to the router firewall, commit)
+    HIGH(30)  +inv: drop
+    HIGH(21)  +rel: pass, skipping the firewall and the commit stage
+    HIGH(20)  +est+rpl (a reply of a connection this port's zone committed): pass, likewise
+    HIGH(5)   untracked IP of the port: load CT_ZONE, ct(zone=CT_ZONE, table=<this stage>)
+    MATCH(0)  the rules, as conjunctions: clause 1 = the port (reg6 / reg7 = its key), clause 2 = the remote
+              end (ipv4/6 src for ingress, dst for egress = one member address of the remote group, the
+              remote CIDR, or just the ethertype for "any"); the conj_id flow (= the rule's key) adds the
+              protocol, port range pieces or ICMP type/code, and passes the packet on
+    LOW       anything else tracked: drop (a new connection no rule allows, or an established one in its
+              original direction that no rule allows any more: removing a rule cuts its connections too)
+
+A port in several groups gets the union of their rules. Flows grow with ports + members + rules: a
+member's address is one flow carrying a conjunction clause for every rule naming its group as remote, a
+port is one flow carrying clause 1 of every rule of its groups. Units (see apps/compiler.py) are chosen so
+that one membership change recompiles one address flow per rule direction and the port's own flows.
+
+Commit: acl_egress_commit / acl_ingress_commit commit +new connections in CT_ZONE (after the router
+firewall on the way out, so a connection the firewall refuses is not committed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import netaddr
+
+from apps import ids
+from apps.view import View
+from flows.actions import CT, Conjunction, Goto, load
+from flows.flow import Flow
+from flows.pipeline import CT_ZONE, DST_PORT, HIGH, LOW, MATCH, SRC_PORT
+from flows.ranges import range_masks
+from topology.model import Topology, member_values, remote_value
+from topology.records import EGRESS, INGRESS, PROTOCOL_NUMBERS, Port, SecurityGroupRule
+
+IPV4, IPV6 = 0x0800, 0x86DD
+ETH = {"IPv4": IPV4, "IPv6": IPV6}
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+UDP, TCP, SCTP, ICMP, ICMPV6 = 17, 6, 132, 1, 58
+
+
+@dataclass(frozen=True)
+class Side:
+    """One direction of the ACL, seen from the port."""
+
+    direction: str
+    stage: str          # where the rules live
+    commit_stage: str   # where new connections are committed
+    allowed: str        # where an allowed packet goes next
+    skip: str           # where replies and related packets go (no firewall, no commit)
+    port_reg: str       # register holding the port's key
+    remote: str         # "src" or "dst": which address is the remote end
+
+
+SIDES = {
+    EGRESS: Side(EGRESS, "acl_egress", "acl_egress_commit", "fw_router_in", "arp_nd", SRC_PORT.field, "dst"),
+    INGRESS: Side(INGRESS, "acl_ingress", "acl_ingress_commit", "acl_ingress_commit", "output", DST_PORT.field,
+                  "src"),
+}
+
+OWNER = "security-groups"
+
+
+def _ct(flags: int, mask: int | None = None) -> tuple[int, int]:
+    return (flags, flags if mask is None else mask)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# chassis-wide flows
+# ---------------------------------------------------------------------------------------------------------
+
+
+def chassis_flows() -> list[Flow]:
+    """The state handling every port shares (the ("acl", "") unit of each chassis)."""
+    c = ids.cookie(ids.SECURITY_GROUP, OWNER)
+    out: list[Flow] = []
+    for side in SIDES.values():
+        for eth in (IPV4, IPV6):
+            out += [
+                Flow(side.stage, HIGH(30), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_INV)}, cookie=c),
+                Flow(side.stage, HIGH(21), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_REL)},
+                     actions=(Goto(side.skip),), cookie=c),
+                Flow(side.stage, HIGH(20), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_EST | CT_RPL)},
+                     actions=(Goto(side.skip),), cookie=c),
+                Flow(side.stage, LOW, match={"eth_type": eth, "ct_state": _ct(CT_TRK)}, cookie=c),  # drop
+                Flow(side.commit_stage, HIGH, match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_NEW)},
+                     actions=(CT(commit=True, zone=CT_ZONE.field), Goto(_after_commit(side))), cookie=c),
+            ]
+        # neighbour discovery never needs a rule (as ARP, which is not IP, never meets conntrack)
+        for icmp6_type in (133, 134, 135, 136):
+            out.append(Flow(side.stage, HIGH(40), match={"eth_type": IPV6, "ip_proto": ICMPV6,
+                                                         "icmpv6_type": icmp6_type},
+                            actions=(Goto(side.skip),), cookie=c))
+    # DHCP: a port may always ask, and hear the answers (port security stops it from answering)
+    out.append(Flow("acl_egress", HIGH(40), match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 68, "udp_dst": 67},
+                    actions=(Goto("arp_nd"),), cookie=c))
+    out.append(Flow("acl_ingress", HIGH(40), match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 67,
+                                                    "udp_dst": 68},
+                    actions=(Goto("output"),), cookie=c))
+    return out
+
+
+def _after_commit(side: Side) -> str:
+    return "arp_nd" if side.direction == EGRESS else "output"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# per port: tracking, and clause 1 of its groups' rules
+# ---------------------------------------------------------------------------------------------------------
+
+
+def secured(port: Port) -> bool:
+    return port.port_security_enabled
+
+
+def relevant(topo: Topology, rule: SecurityGroupRule, chassis_id: str) -> bool:
+    """The rule's group has a member bound (and up) on this chassis: its rule needs flows here."""
+    return chassis_id in topo.group_chassis.get(rule.security_group_id, {})
+
+
+def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
+    ofport = view.local_ofport(chassis_id, port)
+    if ofport is None:
+        return []
+    topo = view.topo
+    c = ids.cookie(ids.SECURITY_GROUP, port.id)
+    zone = ids.ct_zone(port.key)
+    out: list[Flow] = []
+    for side in SIDES.values():
+        me = {side.port_reg: port.key}
+        for eth in (IPV4, IPV6):
+            out.append(Flow(side.stage, HIGH(5), match={**me, "eth_type": eth, "ct_state": (0, CT_TRK)},
+                            actions=(load(CT_ZONE.field, zone, CT_ZONE.start, CT_ZONE.end),
+                                     CT(zone=CT_ZONE.field, table=side.stage)), cookie=c))
+            if not secured(port):
+                out.append(Flow(side.stage, HIGH(35), match={**me, "eth_type": eth, "ct_state": _ct(CT_TRK)},
+                                actions=(Goto(side.allowed),), cookie=c))
+        if not secured(port):
+            continue
+        clauses = sorted({r.key for g in port.security_groups for r in topo.group_rules_of(g)
+                          if r.direction == side.direction})
+        if clauses:
+            out.append(Flow(side.stage, MATCH, match=me,
+                            actions=tuple(Conjunction(k, 1, 2) for k in clauses), cookie=c))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# clause 2: the remote end, one flow per (side, ethertype, address / CIDR / any)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def remote_unit(direction: str, ethertype: str, value: str) -> tuple[str, str]:
+    return ("acl_remote", f"{direction}|{ethertype}|{value}")
+
+
+def parse_remote_unit(ident: str) -> tuple[str, str, str]:
+    direction, ethertype, value = ident.split("|", 2)
+    return direction, ethertype, value
+
+
+def _version(value: str) -> int:
+    return netaddr.IPNetwork(value).version
+
+
+def rules_for_value(topo: Topology, direction: str, ethertype: str, value: str) -> list[SecurityGroupRule]:
+    """Rules of this side and ethertype whose remote end includes `value` (a member's address or pair
+    CIDR, a remote prefix, or "" for any)."""
+    ids_: set[str] = set(topo.prefix_rules.get(value, ()))
+    for pid in topo.value_ports.get(value, ()):
+        port = topo.ports.get(pid)
+        if port is None or not port.port_security_enabled:
+            continue
+        for g in port.security_groups:
+            ids_.update(topo.remote_rules.get(g, ()))
+    out = [r for i in ids_ if (r := topo.sg_rules.get(i)) is not None
+           and r.direction == direction and r.ethertype == ethertype]
+    return sorted(out, key=lambda r: r.key)
+
+
+def remote_flows(view: View, chassis_id: str, ident: str) -> list[Flow]:
+    direction, ethertype, value = parse_remote_unit(ident)
+    if value and _version(value) != (4 if ethertype == "IPv4" else 6):
+        return []
+    topo = view.topo
+    keys = [r.key for r in rules_for_value(topo, direction, ethertype, value) if relevant(topo, r, chassis_id)]
+    if not keys:
+        return []
+    side = SIDES[direction]
+    eth = ETH[ethertype]
+    match: dict[str, object] = {"eth_type": eth}
+    if value:
+        match[f"{'ipv4' if eth == IPV4 else 'ipv6'}_{side.remote}"] = value
+    return [Flow(side.stage, MATCH, match=match, actions=tuple(Conjunction(k, 2, 2) for k in keys),
+                 cookie=ids.cookie(ids.SECURITY_GROUP, f"remote:{ident}"))]
+
+
+def rule_values(topo: Topology, rule: SecurityGroupRule) -> set[str]:
+    """The clause-2 values a rule contributes to: its remote group members' addresses, or its prefix."""
+    if rule.remote_group_id:
+        want = 4 if rule.ethertype == "IPv4" else 6
+        return {v for pid in topo.group_ports.get(rule.remote_group_id, ())
+                if (p := topo.ports.get(pid)) is not None for v in member_values(p) if _version(v) == want}
+    return {remote_value(rule.remote_ip_prefix)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the conjunction's result: the rule's protocol and ports, then pass
+# ---------------------------------------------------------------------------------------------------------
+
+
+def protocol_number(protocol: str) -> int | None:
+    if not protocol:
+        return None
+    return PROTOCOL_NUMBERS.get(protocol.lower(), None) if not protocol.isdigit() else int(protocol)
+
+
+def l4_matches(rule: SecurityGroupRule) -> list[dict[str, object]]:
+    """The rule's protocol part as matches (one per port-range piece); [{}] for any protocol."""
+    eth = ETH[rule.ethertype]
+    proto = protocol_number(rule.protocol)
+    if proto is None:
+        return [{"eth_type": eth}]
+    base: dict[str, object] = {"eth_type": eth, "ip_proto": proto}
+    name = {TCP: "tcp", UDP: "udp", SCTP: "sctp"}.get(proto)
+    if name and (rule.port_range_min or rule.port_range_max):
+        lo, hi = rule.port_range_min or 1, rule.port_range_max or rule.port_range_min
+        return [{**base, f"{name}_dst": (v, m)} for v, m in range_masks(lo, hi)]
+    if proto in (ICMP, ICMPV6) and rule.icmp_type >= 0:
+        fam = "icmpv4" if proto == ICMP else "icmpv6"
+        m = {**base, f"{fam}_type": rule.icmp_type}
+        if rule.icmp_code >= 0:
+            m[f"{fam}_code"] = rule.icmp_code
+        return [m]
+    return [base]
+
+
+def rule_flows(view: View, chassis_id: str, rule: SecurityGroupRule) -> list[Flow]:
+    if not relevant(view.topo, rule, chassis_id):
+        return []
+    return list(_rule_flows(rule))
+
+
+@lru_cache(maxsize=1 << 14)
+def _rule_flows(rule: SecurityGroupRule) -> tuple[Flow, ...]:
+    side = SIDES[rule.direction]
+    c = ids.cookie(ids.SECURITY_GROUP, rule.id)
+    return tuple(Flow(side.stage, MATCH, match={"conj_id": rule.key, **m}, actions=(Goto(side.allowed),),
+                      cookie=c) for m in l4_matches(rule))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# units: which to recompile when the model changes
+# ---------------------------------------------------------------------------------------------------------
+
+
+def all_units(topo: Topology) -> list[tuple[str, str]]:
+    """Every security-group unit the model can have flows for (the port units are the compiler's)."""
+    out: set[tuple[str, str]] = {("acl", "")}
+    for rule in topo.sg_rules.values():
+        out.add(("sg_rule", rule.id))
+        for v in rule_values(topo, rule):
+            out.add(remote_unit(rule.direction, rule.ethertype, v))
+    return sorted(out)
+
+
+@dataclass
+class Dirty:
+    """What a change touches: ports whose units to recompile (where they are hosted), and security-group
+    units with the chassis where they may now be needed (besides those holding them already)."""
+
+    ports: set[str] = field(default_factory=set)
+    units: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def add(self, units: Iterable[tuple[str, str]], chassis: Iterable[str]) -> None:
+        chassis = set(chassis)
+        for u in units:
+            self.units.setdefault(u, set()).update(chassis)
+
+
+def rule_units(topo: Topology, rule: SecurityGroupRule) -> set[tuple[str, str]]:
+    return {("sg_rule", rule.id)} | {remote_unit(rule.direction, rule.ethertype, v) for v in rule_values(topo, rule)}
+
+
+def on_rule_change(topo: Topology, old: SecurityGroupRule | None, new: SecurityGroupRule | None,
+                   dirty: Dirty) -> None:
+    """A rule created or deleted: its group's ports (clause 1), its values (clause 2), its result flows."""
+    for rule in (old, new):
+        if rule is None:
+            continue
+        dirty.ports.update(topo.group_ports.get(rule.security_group_id, ()))
+        dirty.add(rule_units(topo, rule), topo.group_chassis.get(rule.security_group_id, {}))
+
+
+def on_port_change(topo: Topology, old: Port | None, new: Port | None, dirty: Dirty) -> None:
+    """A port's groups, addresses, security or binding changed: the address flows of rules naming its groups
+    as remote, and, where its groups gain or lose their first / last member on a chassis, their rules."""
+    before_vals = member_values(old) if old is not None else set()
+    after_vals = member_values(new) if new is not None else set()
+    groups_before = set(old.security_groups) if old is not None and old.port_security_enabled else set()
+    groups_after = set(new.security_groups) if new is not None and new.port_security_enabled else set()
+    if before_vals != after_vals or groups_before != groups_after:
+        for g in groups_before | groups_after:
+            for rid in topo.remote_rules.get(g, ()):
+                rule = topo.sg_rules[rid]
+                want = 4 if rule.ethertype == "IPv4" else 6
+                dirty.add((remote_unit(rule.direction, rule.ethertype, v) for v in before_vals | after_vals
+                           if _version(v) == want), topo.group_chassis.get(rule.security_group_id, {}))
+    # a group's rules exist on a chassis while a member is bound there: recompile them where that may flip
+    where_before = (old.binding_chassis, old.admin_state_up) if old is not None else ("", False)
+    where_after = (new.binding_chassis, new.admin_state_up) if new is not None else ("", False)
+    flips = (groups_before ^ groups_after) if where_before == where_after else (groups_before | groups_after)
+    for g in flips:
+        counts = topo.group_chassis.get(g, {})
+        for ch, up in {where_before, where_after}:
+            if ch and up and counts.get(ch, 0) <= 1:
+                for rid in topo.group_rules.get(g, ()):
+                    dirty.add(rule_units(topo, topo.sg_rules[rid]), (ch,))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# flow budget
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetExcess:
+    chassis: str
+    rule_id: str   # the rule with the largest share of the tenant's flows on that chassis
+    flows: int
+    budget: int
+
+
+def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]]]:
+    """Per chassis: (security-group flows the tenant's ports and rules make there, flows per rule id).
+
+    Follows what the compiler emits: per member port bound there 2 directions x (2 tracking flows + 1
+    clause-1 flow), counted once per group it is in; per rule relevant there its result pieces plus its
+    clause-2 flows (one per remote group member, or one); shared flows are counted once per rule naming
+    them, so this is an upper bound. O(groups x chassis + rules) whatever the group sizes."""
+    per_chassis: dict[str, tuple[int, dict[str, int]]] = {}
+    for g in topo.security_groups.values():
+        if g.tenant != tenant:
+            continue
+        counts = topo.group_chassis.get(g.id, {})
+        if not counts:
+            continue
+        shares: dict[str, int] = {}
+        for rid in topo.group_rules.get(g.id, ()):
+            r = topo.sg_rules[rid]
+            remote = len(topo.group_ports.get(r.remote_group_id, ())) if r.remote_group_id else 1
+            shares[rid] = len(l4_matches(r)) + remote
+        for ch, n_ports in counts.items():
+            total, by_rule = per_chassis.get(ch, (0, {}))
+            for rid, n in shares.items():
+                by_rule[rid] = by_rule.get(rid, 0) + n
+            per_chassis[ch] = (total + sum(shares.values()) + 6 * n_ports, by_rule)
+    return per_chassis
+
+
+def over_budget(topo: Topology, tenant: str, budget: int) -> BudgetExcess | None:
+    """The first chassis (by name) where the tenant's security-group flows would exceed `budget`, naming
+    the rule with the largest share there; None when within (or budget <= 0: no budget)."""
+    if budget <= 0:
+        return None
+    for ch, (total, by_rule) in sorted(estimate(topo, tenant).items()):
+        if total > budget:
+            rule_id = max(sorted(by_rule), key=lambda r: by_rule[r]) if by_rule else ""
+            return BudgetExcess(ch, rule_id, total, budget)
+    return None
+
+
+def unit_kinds() -> Iterable[str]:
+    return ("acl", "acl_remote", "sg_rule")
