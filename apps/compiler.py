@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, egress, l2, l3, nat
+from apps import acl, arp, classify, defaults, egress, firewall, l2, l3, nat
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group
 from topology.model import Change, Topology
@@ -45,6 +45,9 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     if kind == "sg_rule":
         rule = view.topo.sg_rules.get(ident)
         return frozenset(acl.rule_flows(view, chassis_id, rule)) if rule is not None else frozenset()
+    if kind == firewall.UNIT:
+        group = view.topo.firewall_groups.get(ident)
+        return frozenset(firewall.group_flows(view, chassis_id, group)) if group is not None else frozenset()
     port = view.topo.ports.get(ident)
     if port is None:
         return frozenset()
@@ -56,7 +59,8 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
 
 def all_units(topo: Topology) -> list[Unit]:
     return [PIPELINE, *(("network", n) for n in topo.networks), *(("router", r) for r in topo.routers),
-            *(("port", p) for p in topo.ports), *acl.all_units(topo)]
+            *(("port", p) for p in topo.ports), *((firewall.UNIT, g) for g in topo.firewall_groups),
+            *acl.all_units(topo)]
 
 
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
@@ -121,7 +125,10 @@ class Compiler:
         nets: set[str] = set()
         ports: set[str] = set()
         sg = acl.Dirty()
+        fw: set[str] = set()  # firewall groups whose rules, policies or interfaces changed
         for kind, ident, old, new in changes:
+            if kind.startswith("firewall_"):
+                fw |= firewall.changed_groups(topo, kind, old, new)
             if kind == "port":
                 ports.add(ident)
                 nets.update(r.network_id for r in (old, new) if r is not None)  # type: ignore[union-attr]
@@ -144,6 +151,7 @@ class Compiler:
             for ch in before | after:
                 dirty.setdefault(ch, set()).add(("network", n))
                 dirty[ch].update(("router", r) for r in topo.routers_of(n))
+                dirty[ch].update((firewall.UNIT, g) for g in firewall.groups_on(topo, n))
             # a chassis that starts or stops hosting the network needs (or drops) all of its ports' flows
             for ch in before ^ after:
                 dirty[ch].update(("port", p.id) for p in topo.ports_of(n))
@@ -151,6 +159,10 @@ class Compiler:
         ports |= sg.ports
         for unit, where in sg.units.items():
             for ch in where | {ch for ch, units in self.units.items() if unit in units}:
+                dirty.setdefault(ch, set()).add(unit)
+        for g in fw:
+            unit = (firewall.UNIT, g)
+            for ch in firewall.group_chassis(view, g) | {ch for ch, units in self.units.items() if unit in units}:
                 dirty.setdefault(ch, set()).add(unit)
         for pid in ports:
             port = topo.ports.get(pid)

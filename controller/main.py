@@ -18,7 +18,9 @@ from typing import Any
 # which prints a deprecation notice at import. Silence that one notice before they are imported.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
+from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
+from controller import firewall_reject  # noqa: E402
 from controller import ofapp  # noqa: E402
 from controller.auth import TokenFile  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
@@ -49,6 +51,7 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
                           neighbors_file=cfg.data_path / "neighbors.json")
     app.sync.on_realized = dataplane._on_realized
     dataplane.packet_out = app.packet_out
+    dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
     app.packet_in_handler = dataplane.on_packet_in
     dataplane.start()
     dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
