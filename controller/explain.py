@@ -3,7 +3,8 @@
 The answer comes from the model first: an ordered list of deciders, each a function of the query that
 allows, denies, or has nothing to say (port and network state, reachability through the graph of
 networks and routers, security groups). The first denial decides; the allowances say why it passes.
-Later features (security group rules, firewall rules, routes) add deciders to CHECKS. The model's answer
+Security group rules and router firewall rules are deciders too: the rule that allows (or the group or
+policy that has none) is named. The model's answer
 is then confirmed by tracing the real packet (headers built from the model) through the compiled flows.
 """
 
@@ -20,8 +21,17 @@ from controller import convert
 from controller.trace import TraceResult, trace
 from topology import errors
 from topology.errors import ApiError
-from topology.model import Topology
-from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port
+from apps import acl
+from topology.model import Topology, member_values, remote_value
+from topology.records import (
+    EGRESS,
+    INGRESS,
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
+    FirewallRule,
+    Port,
+    SecurityGroupRule,
+)
 
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "any": None}
 #: graph nodes that carry traffic between networks (routers and their interfaces, when they exist)
@@ -193,14 +203,125 @@ def _router_path(topo: Topology, a: str, b: str) -> list[str] | None:
     return [ident for kind, ident in path if kind == "router"]
 
 
+def _ip_of(p: Port | None, fallback: str | None = None) -> str | None:
+    return (_ipv4(p) if p is not None else None) or fallback
+
+
+def _sg_rule_allows(topo: Topology, rule: SecurityGroupRule, protocol: str, port: int | None,
+                    remote_ip: str | None) -> bool:
+    """Does this allow rule let IPv4 traffic of `protocol`/`port` with the far end at `remote_ip` pass?"""
+    if rule.ethertype != "IPv4":
+        return False
+    want = PROTOCOLS[protocol]
+    have = acl.protocol_number(rule.protocol)
+    if have is not None and have != want:
+        return False
+    if rule.port_range_min and (port is None or not rule.port_range_min <= port <= (rule.port_range_max
+                                                                                      or rule.port_range_min)):
+        return False
+    if have == 1 and rule.icmp_type >= 0 and rule.icmp_type != 8:
+        return False  # explain asks about echo requests for icmp
+    if rule.remote_group_id:
+        members = topo.group_ports.get(rule.remote_group_id, set())
+        return remote_ip is not None and any(remote_ip in member_values(topo.ports[m]) or any(
+            netaddr.IPAddress(remote_ip) in netaddr.IPNetwork(v) for v in member_values(topo.ports[m]) if "/" in v)
+            for m in members if m in topo.ports)
+    prefix = remote_value(rule.remote_ip_prefix)
+    return not prefix or (remote_ip is not None and netaddr.IPAddress(remote_ip) in netaddr.IPNetwork(prefix))
+
+
+def _sg_side(q: Query, port: Port, direction: str, remote_ip: str | None) -> list[Decider]:
+    topo = q.topo
+    name = convert.name_of("port", port.id)
+    role = "destination" if direction == INGRESS else "source"
+    if not port.port_security_enabled:
+        return [Decider("security_group", True, f"the {role} port {name} has port security disabled: no "
+                        "security group filters it", name)]
+    what = q.protocol + (f"/{q.port}" if q.port else "")
+    if not port.security_groups:
+        return [Decider("security_group", False, f"the {role} port {name} has port security but no security "
+                        f"group: nothing may {'reach' if direction == INGRESS else 'leave'} it", name)]
+    for g in port.security_groups:
+        for rule in topo.group_rules_of(g):
+            if rule.direction == direction and _sg_rule_allows(topo, rule, q.protocol, q.port, remote_ip):
+                gname = topo.security_groups[g].display_name if g in topo.security_groups else g
+                return [Decider("security_group", True,
+                                f"securityGroupRules/{rule.id} of security group {gname!r} allows {direction} "
+                                f"{what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
+                                f"securityGroupRules/{rule.id}")]
+    groups = ", ".join(f"securityGroups/{g}" for g in port.security_groups)
+    return [Decider("security_group", False, f"no {direction} rule of {name}'s security groups ({groups}) "
+                    f"allows {what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
+                    f"securityGroups/{port.security_groups[0]}")]
+
+
 def check_security_groups(q: Query) -> list[Decider]:
-    """Not enforced yet: says so (security group rules become deciders here)."""
-    return [Decider("security_group", True, "no security group enforcement yet: security groups and port "
-                    "security are stored, not enforced")]
+    """The source's egress rules must allow the packet to the destination address, the destination's
+    ingress rules must allow it from the source address (a reply of an allowed connection always passes)."""
+    if q.protocol == "any":
+        return []
+    out = _sg_side(q, q.src, EGRESS, _ip_of(q.dst, q.dst_ip))
+    if q.dst is not None:
+        out += _sg_side(q, q.dst, INGRESS, _ip_of(q.src))
+    return out
+
+
+def _fw_rule_matches(rule: FirewallRule, protocol: str, port: int | None, src: str | None,
+                     dst: str | None) -> bool:
+    if not rule.enabled or rule.ip_version != 4:
+        return False
+    have = acl.protocol_number(rule.protocol)
+    if have is not None and have != PROTOCOLS[protocol]:
+        return False
+    for cidr, ip in ((rule.source_ip_address, src), (rule.destination_ip_address, dst)):
+        if cidr and (ip is None or netaddr.IPAddress(ip) not in netaddr.IPNetwork(cidr)):
+            return False
+    if rule.source_port_min:
+        return False  # explain's client port is arbitrary: a rule on source ports is not what decides
+    if rule.destination_port_min and (port is None or not rule.destination_port_min <= port <= (
+            rule.destination_port_max or rule.destination_port_min)):
+        return False
+    return True
+
+
+def check_firewall(q: Query) -> list[Decider]:
+    """Routed traffic crosses the router interface on the source's network (its ingress policy) and the
+    one on the destination's (its egress policy): the first matching rule of each decides, none denies."""
+    topo = q.topo
+    if q.dst is None or q.dst.network_id == q.src.network_id or q.protocol == "any":
+        return []
+    routers = _router_path(topo, q.src.network_id, q.dst.network_id)
+    if not routers:
+        return []
+    router = routers[0]
+    src_ip, dst_ip = _ip_of(q.src), _ip_of(q.dst, q.dst_ip)
+    out = []
+    for net, side in ((q.src.network_id, "ingress"), (q.dst.network_id, "egress")):
+        iface = next((p for p in topo.router_ports(router) if p.network_id == net
+                      and p.device_owner == OWNER_ROUTER_INTERFACE), None)
+        group = topo.firewall_groups.get(topo.port_firewall.get(iface.id, "")) if iface is not None else None
+        if iface is None or group is None or not group.admin_state_up:
+            continue
+        policy_id = group.ingress_policy_id if side == "ingress" else group.egress_policy_id
+        policy = topo.firewall_policies.get(policy_id)
+        if policy is None:
+            continue
+        where = f"the {side} policy firewallPolicies/{policy.id} of firewallGroups/{group.id} on {convert.name_of('port', iface.id)}"
+        for rid in policy.rules:
+            rule = topo.firewall_rules.get(rid)
+            if rule is not None and _fw_rule_matches(rule, q.protocol, q.port, src_ip, dst_ip):
+                out.append(Decider("firewall", rule.action == "allow",
+                                   f"firewallRules/{rule.id} ({rule.action}) is the first rule of {where} "
+                                   "that matches", f"firewallRules/{rule.id}"))
+                break
+        else:
+            out.append(Decider("firewall", False, f"no rule of {where} matches: the policy denies",
+                               f"firewallPolicies/{policy.id}"))
+    return out
 
 
 #: in order; the first denial decides
-CHECKS: tuple[Check, ...] = (check_port_state, check_reachability, check_security_groups)
+CHECKS: tuple[Check, ...] = (check_port_state, check_reachability, check_security_groups, check_firewall)
 
 
 def explain(dataplane: Any, topology: Topology | None, source_port: str, destination: str,
@@ -225,7 +346,7 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
     allowed = not denied
     dst_name = convert.name_of("port", q.dst.id) if q.dst is not None else str(q.dst_ip)
     if allowed:
-        reasons = [d.description for d in deciders if d.allows and d.kind != "security_group"]
+        reasons = [d.description for d in deciders if d.allows]
         verdict = "allowed, " + ("; ".join(reasons) if reasons else "nothing stops it")
     else:
         verdict = "denied: " + "; ".join(d.description for d in denied)

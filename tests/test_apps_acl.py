@@ -207,9 +207,12 @@ def test_one_member_joining_a_500_member_group_changes_a_handful_of_flows() -> N
     w.port("new", "a", "hv1", "10.0.9.9")
     comp.on_changes(w.topo, [("port", "new", None, w.topo.ports["new"])])
     comp.on_runtime(w.topo, w.runtime["hv1"])  # plugged
-    changes = w.set_port("new", security_groups=("g",))
-    old = dataclasses.replace(changes, security_groups=())
-    delta = comp.on_changes(w.topo, [("port", "new", old, changes)])["hv1"]
+    before = w.topo.ports["new"]  # in alice's default group, as every port World makes
+    old = w.set_port("new", security_groups=())
+    comp.on_changes(w.topo, [("port", "new", before, old)])
+    assert desired_from_scratch(w.topo, w.runtime, "hv1") == comp.desired("hv1")
+    new = w.set_port("new", security_groups=("g",))
+    delta = comp.on_changes(w.topo, [("port", "new", old, new)])["hv1"]
     acl_changes = [f for f in delta.add | delta.remove if isinstance(f, Flow) and f.stage.startswith("acl")]
     # the new member's address flow (one per ingress ethertype) and its own clause-1 flows (old and new)
     assert len(acl_changes) <= 6, acl_changes
@@ -303,3 +306,19 @@ def test_budget_estimate_bounds_the_compiled_flows_and_names_the_biggest_rule() 
     excess = acl.over_budget(w.topo, "alice", 10)
     assert excess is not None and excess.chassis == "hv1" and excess.rule_id == "web-members"
     assert acl.over_budget(w.topo, "alice", total) is None
+
+
+def test_explain_names_the_rule_that_allows_tcp_22_and_the_groups_that_refuse_23() -> None:
+    from controller.explain import explain
+    from tests.test_trace import FakeDataplane
+
+    w, p = world()
+    dp = FakeDataplane(w)
+    ok = explain(dp, None, "n1", "a2", "tcp", 22)
+    assert ok.allowed and ok.confirmed is True
+    assert any(d.resource == "securityGroupRules/web-ssh" and d.allows for d in ok.deciders)
+    no = explain(dp, None, "n1", "a2", "tcp", 23)
+    assert not no.allowed and no.confirmed is True, no.format()
+    denial = next(d for d in no.deciders if not d.allows)
+    assert denial.kind == "security_group" and "securityGroups/web" in denial.description
+    assert "ingress" in denial.description and "tcp/23" in denial.description

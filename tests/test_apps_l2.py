@@ -12,7 +12,7 @@ from apps.ids import flood_all_group
 from apps.view import ChassisRuntime
 from flows.flow import Flow, Group
 from flows.walker import Switch
-from topology import ops
+from topology import ops, ops_security
 from topology.model import Topology
 from topology.records import Chassis, Network, Port, Subnet
 
@@ -48,9 +48,14 @@ class World:
         return self.topo.networks[ident]
 
     def port(self, ident: str, net: str, chassis: str, ip: str = "") -> Port:
+        """A port in its tenant's default security group (made on first need, as the API does)."""
         reqs = [("", ip)] if ip else []
-        self.apply(ops.create_port(self.topo, Port(id=ident, tenant=self.topo.networks[net].tenant,
-                                                   network_id=net, mac="", binding_chassis=chassis),
+        tenant = self.topo.networks[net].tenant
+        group, made = ops_security.ensure_default_group(self.topo, tenant, self.rev + 1, 0.0)
+        if made:
+            self.apply(made)
+        self.apply(ops.create_port(self.topo, Port(id=ident, tenant=tenant, network_id=net, mac="",
+                                                   binding_chassis=chassis, security_groups=(group,)),
                                    reqs, self.rev + 1, 0.0))
         rt = self.runtime[chassis]
         self.runtime[chassis] = dataclasses.replace(rt, vifs={**rt.vifs, ident: self.next_ofport})
@@ -82,7 +87,8 @@ def two_tenants() -> tuple[World, dict[str, Port]]:
 
 
 def eth(src: Port, dst_mac: str, **extra) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    return {"eth_src": src.mac, "eth_dst": dst_mac, "eth_type": 0x0800, **extra}
+    own = {"ipv4_src": src.fixed_ips[0][1]} if src.fixed_ips else {}  # port security checks it
+    return {"eth_src": src.mac, "eth_dst": dst_mac, "eth_type": 0x0800, **own, **extra}
 
 
 def test_known_unicast_goes_to_one_local_port() -> None:
@@ -189,10 +195,16 @@ def test_deleting_a_port_removes_exactly_its_flows() -> None:
     delta = comp.on_changes(w.topo, changes)["hv1"]
     from flows.cookie import owner_hash
 
-    removed_owners = {i.owner.owner for i in delta.remove if isinstance(i, Flow) and i.owner}
+    a2_ip = p["a2"].fixed_ips[0][1]
+    # a2 also leaves alice's default group: the flow standing for its address as a remote-group member
+    # loses alice's rule (bob's b2 has the same address: the flow stays, with bob's rule only)
+    member = {i for i in delta.remove | delta.add if isinstance(i, Flow) and i.stage == "acl_ingress"
+              and i.match_dict().get("ipv4_src") == a2_ip}
+    assert len(member) == 2
+    removed_owners = {i.owner.owner for i in delta.remove - member if isinstance(i, Flow) and i.owner}
     assert removed_owners == {owner_hash("a2")} and delta.remove <= before
-    # the only additions: network a's flood groups without a2's bucket (and their flows are unchanged)
-    assert all(isinstance(i, Group) for i in delta.add)
+    # the only other additions: network a's flood groups without a2's bucket (their flows are unchanged)
+    assert all(isinstance(i, Group) for i in delta.add - member)
 
 
 # --------------------------------------------------------------------------------------- incremental == full
