@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, egress, firewall, l2, l3, nat
+from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, nat
 from apps.view import ChassisRuntime, View
-from flows.flow import Flow, Group
+from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
 from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE
 
-Item = Flow | Group
+Item = Flow | Group | MeterEntry
 Unit = tuple[str, str]
 PIPELINE: Unit = ("pipeline", "")
 
@@ -28,7 +28,9 @@ PIPELINE: Unit = ("pipeline", "")
 def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     kind, ident = unit
     if kind == "pipeline":
-        return frozenset(defaults.chassis_flows()) if chassis_id in view.topo.chassis else frozenset()
+        if chassis_id not in view.topo.chassis:
+            return frozenset()
+        return frozenset([*defaults.chassis_flows(), *dhcp.chassis_flows()])
     if kind == "router":
         router = view.topo.routers.get(ident)
         return frozenset(l3.router_flows(view, chassis_id, router)) if router is not None else frozenset()
@@ -54,7 +56,8 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     return frozenset([*classify.port_flows(view, chassis_id, port), *arp.port_flows(view, chassis_id, port),
                       *acl.port_flows(view, chassis_id, port),
                       *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port),
-                      *l3.port_flows(view, chassis_id, port)])
+                      *l3.port_flows(view, chassis_id, port),
+                      *dhcp.port_flows(view, chassis_id, port)])
 
 
 def all_units(topo: Topology) -> list[Unit]:
@@ -89,16 +92,17 @@ class Delta:
 class Compiler:
     """Holds each chassis's compiled units and the hosting sets they were compiled with."""
 
-    def __init__(self, gateway_chassis: Iterable[str] = ()) -> None:
+    def __init__(self, gateway_chassis: Iterable[str] = (), dhcp_rate_pps: int = dhcp.DEFAULT_RATE_PPS) -> None:
         self.units: dict[str, dict[Unit, frozenset[Item]]] = {}
         self.hosting: dict[str, frozenset[str]] = {}
         self.runtime: dict[str, ChassisRuntime] = {}
         self.gateway_chassis = tuple(gateway_chassis)
+        self.dhcp_rate_pps = dhcp_rate_pps
         # learned MAC bindings of external next hops: network id -> {IPv4 address: MAC}
         self.neighbors: dict[str, dict[str, str]] = {}
 
     def view(self, topo: Topology) -> View:
-        return View(topo, self.runtime, self.gateway_chassis, self.neighbors)
+        return View(topo, self.runtime, self.gateway_chassis, self.neighbors, self.dhcp_rate_pps)
 
     def desired(self, chassis_id: str) -> frozenset[Item]:
         return frozenset(item for items in self.units.get(chassis_id, {}).values() for item in items)
@@ -138,6 +142,10 @@ class Compiler:
             elif kind == "network":
                 nets.add(ident)
                 ports.update(p.id for p in topo.ports_of(ident))
+            elif kind == "subnet":  # DHCP options, enable_dhcp: what the network's ports get
+                for rec in (old, new):
+                    if rec is not None:
+                        ports.update(p.id for p in topo.ports_of(rec.network_id))  # type: ignore[union-attr]
         # distributed routing: a chassis hosting one network of a routed component hosts them all
         nets = set().union(*(view.component(n) for n in nets)) if nets else set()
         dirty: dict[str, set[Unit]] = {}

@@ -40,6 +40,18 @@ PACKET_IN_METER = 1
 PACKET_IN_RATE_PPS = 100
 
 
+#: per-port DHCP meters: DHCP_METER_BASE + the port key (keys < 2**16, so ids 65537..131071: clear of the
+#: packet-in meter, and inside the 262144 meters OVS 3.1's userspace datapath holds)
+DHCP_METER_BASE = 1 << 16
+
+
+def dhcp_meter(port_key: int) -> int:
+    """The meter a port's DHCP requests pass on their way to the controller."""
+    if not 0 < port_key <= 0xFFFF:
+        raise ValueError(f"port key {port_key} has no DHCP meter (1..65535)")
+    return DHCP_METER_BASE + port_key
+
+
 def cookie(app: int, owner_id: str) -> Cookie:
     return Cookie.for_owner(app, owner_id)
 

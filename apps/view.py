@@ -35,8 +35,10 @@ class ChassisRuntime:
 
 class View:
     def __init__(self, topo: Topology, runtime: Mapping[str, ChassisRuntime],
-                 gateway_chassis: tuple[str, ...] = (), neighbors: Neighbors | None = None) -> None:
+                 gateway_chassis: tuple[str, ...] = (), neighbors: Neighbors | None = None,
+                 dhcp_rate_pps: int = 10) -> None:
         self.topo = topo
+        self.dhcp_rate_pps = dhcp_rate_pps  # each port's DHCP meter (apps/dhcp.py)
         self.runtime = runtime
         self.gateway_chassis = tuple(gateway_chassis)
         self.neighbors: Neighbors = neighbors if neighbors is not None else {}

@@ -46,6 +46,9 @@ class Config:
     demo: bool = False
     # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
     gateway_chassis: list[str] = field(default_factory=list)
+    # DHCPv4 (controller/dhcp.py): the lease the controller gives, and each port's DHCP packets/s to it
+    dhcp_lease_s: int = 43200
+    dhcp_rate_pps: int = 10
 
     @property
     def switch_controller_target(self) -> str:
@@ -102,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
                    help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
                    "in order of preference: a router's gateway goes to the first one mapping its external "
                    "network's physical network")
+    p.add_argument("--dhcp-lease-s", type=int, help="lease time of DHCPv4 answers (default 43200)")
+    p.add_argument("--dhcp-rate-pps", type=int, help="DHCP packets/s each port may send the controller; the "
+                   "excess is dropped in the switch by the port's meter (default 10, burst as many)")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p
@@ -122,6 +128,8 @@ def load(argv: list[str] | None = None) -> Config:
         if v is not None:
             values[f.name] = v
     cfg = replace(Config(), **values)
+    if cfg.dhcp_rate_pps < 1 or cfg.dhcp_lease_s < 60:
+        raise SystemExit("dhcp_rate_pps must be at least 1 and dhcp_lease_s at least 60")
     if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):
         raise SystemExit(f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
                          "packets to their gateway chassis")

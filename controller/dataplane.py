@@ -112,10 +112,11 @@ EngineFactory = Callable[[int, Callable[[int, int], None]], Engine]
 class Dataplane:
     def __init__(self, state: State, engine_factory: EngineFactory, agent_factory: AgentFactory,
                  packet_ins: Callable[[int], int] = lambda _dpid: 0,
-                 gateway_chassis: tuple[str, ...] = (), neighbors_file: Path | None = None) -> None:
+                 gateway_chassis: tuple[str, ...] = (), neighbors_file: Path | None = None,
+                 dhcp_rate_pps: int = 10) -> None:
         self.state = state
         self.packet_ins = packet_ins
-        self.compiler = Compiler(gateway_chassis)
+        self.compiler = Compiler(gateway_chassis, dhcp_rate_pps)
         # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
         self.packet_out: Callable[[int, bytes, int], bool] | None = None
         # app id (apps.ids) -> handler of packet-ins from flows that app compiled (DHCP, firewall reject...)

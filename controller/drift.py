@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps import ids
-from flows.flow import Flow
-from flows.format import format_flow, format_group
+from flows.flow import Flow, MeterEntry
+from flows.format import format_flow, format_group, format_meter
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class DriftReport:
 
 
 def _text(item: Any, registry: Any) -> str:
+    if isinstance(item, MeterEntry):
+        return format_meter(item).strip()
     return (format_flow(item, registry) if isinstance(item, Flow) else format_group(item)).strip()
 
 
@@ -82,7 +84,8 @@ class DriftMonitor:
             return report
         topo = self.dataplane.state.topology
         registry = ids.registry_for([*topo.networks, *topo.ports])
-        order = (lambda i: (0, i.table, -i.priority) if isinstance(i, Flow) else (1, i.group_id, 0))
+        order = (lambda i: (0, i.table, -i.priority) if isinstance(i, Flow) else
+                 (2, i.meter_id, 0) if isinstance(i, MeterEntry) else (1, i.group_id, 0))
         report.checked = True
         report.missing = [_text(i, registry) for i in sorted(diff.missing, key=order)]
         report.unexpected = [_text(i, registry) for i in sorted(diff.unexpected, key=order)]

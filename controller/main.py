@@ -20,6 +20,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
+from controller import dhcp  # noqa: E402
 from controller import firewall_reject  # noqa: E402
 from controller import ofapp  # noqa: E402
 from controller.auth import TokenFile  # noqa: E402
@@ -48,9 +49,10 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
     dataplane = Dataplane(state, engine_factory=lambda dpid, _cb: app.sync.get(dpid), agent_factory=agent,
                           packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
                           gateway_chassis=tuple(cfg.gateway_chassis),
-                          neighbors_file=cfg.data_path / "neighbors.json")
+                          neighbors_file=cfg.data_path / "neighbors.json", dhcp_rate_pps=cfg.dhcp_rate_pps)
     app.sync.on_realized = dataplane._on_realized
     dataplane.packet_out = app.packet_out
+    dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
     app.packet_in_handler = dataplane.on_packet_in
     dataplane.start()

@@ -218,10 +218,11 @@ class _ScrapeCollector(Collector):
                 for plane in m.planes():
                     items = dp.compiler.desired(plane.chassis_id)
                     n_groups = sum(1 for i in items if isinstance(i, Group))
+                    n_flows = sum(1 for i in items if isinstance(i, Flow))  # meters are neither
                     eng = plane.engine
                     done = eng is not None and plane.realized_seq() >= plane.seq
                     rrev = plane.realized_model_revision()
-                    rows.append((plane, eng, len(items) - n_groups, n_groups, rrev,
+                    rows.append((plane, eng, n_flows, n_groups, rrev,
                                  0 if done else max(0, store_rev - rrev)))
         for plane, eng, n_flows, n_groups, rrev, behind in rows:
             c = [str(plane.chassis_id)]
@@ -231,7 +232,7 @@ class _ScrapeCollector(Collector):
             gdesired.add_metric(c, n_groups)
             have = eng.installed() if eng is not None and hasattr(eng, "installed") else frozenset()
             n_inst_groups = sum(1 for i in have if isinstance(i, Group))
-            installed.add_metric(c, len(have) - n_inst_groups)
+            installed.add_metric(c, sum(1 for i in have if isinstance(i, Flow)))
             ginstalled.add_metric(c, n_inst_groups)
             realized.add_metric(c, rrev)
             lag.add_metric(c, behind)

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 #: replies the sync engines wait for
 _REPLY_EVENTS = [ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg, ofp_event.EventOFPFlowStatsReply,
-                 ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventONFBundleCtrlMsg]
+                 ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
+                 ofp_event.EventONFBundleCtrlMsg]
 
 #: OpenFlow 1.3 packet-in reason codes, named for metrics
 PACKET_IN_REASONS = {ofproto_v1_3.OFPR_NO_MATCH: "no_match", ofproto_v1_3.OFPR_ACTION: "action",

@@ -15,6 +15,12 @@ flow referencing a group added earlier in the same bundle validates (OVS checks 
 against the bundle's version). Order inside a bundle: group ADD, group MODIFY, flow DELETE, flow ADD,
 group DELETE (OVS deletes the flows that still point at a deleted group, so those go first).
 
+Meters (MeterEntry) are desired state too, but OVS takes no meter-mod inside a bundle (OFPBFC_MSG_UNSUP):
+meter ADD / MODIFY go as plain messages with a barrier BEFORE the bundle (a flow naming a missing meter
+is rejected), meter DELETE after the bundle is confirmed (deleting a meter deletes the flows that use it).
+A resync dumps the meters' config (OFPMeterConfigStatsRequest), adopts the equal ones, modifies the
+differing ones and deletes unknown ones (but KEEP_METERS).
+
 Flows are identified by (stage, priority, match). A flow whose actions or cookie change is sent as one ADD
 (OpenFlow ADD replaces the entry; MODIFY would keep the old cookie). Deletes are DELETE_STRICT carrying the
 entry's own cookie with a full cookie mask, so a delete never hits an entry we did not see.
@@ -55,13 +61,17 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 from controller import ofwire
 from flows import encode
 from flows.cookie import CookieRegistry, is_ours
-from flows.decode import DecodeError, decode_flow, decode_group
-from flows.flow import Flow, Group
-from flows.format import format_flow, format_group
+from flows.decode import DecodeError, decode_flow, decode_group, decode_meter
+from flows.flow import Flow, Group, MeterEntry
+from flows.format import format_flow, format_group, format_meter
 
 log = logging.getLogger(__name__)
 
-Item = Flow | Group
+Item = Flow | Group | MeterEntry
+
+#: meters the engine never deletes although nobody desires them: the packet-in meter, which the OpenFlow
+#: app adds on every connection itself (apps.ids.PACKET_IN_METER)
+KEEP_METERS = frozenset({1})
 
 
 class FlowKey:
@@ -143,6 +153,7 @@ class SwitchDump:
     flows: dict[Flow, tuple[int, int]]
     groups: tuple[Group, ...]
     undecodable: tuple[str, ...] = ()
+    meters: tuple[MeterEntry, ...] = ()
 
 
 @dataclass(slots=True)
@@ -151,6 +162,7 @@ class SyncStats:
 
     flow_mods_sent: int = 0
     group_mods_sent: int = 0
+    meter_mods_sent: int = 0
     bundles_sent: int = 0
     bundles_failed: int = 0
     errors: int = 0
@@ -179,7 +191,7 @@ class _Op:
 class _Waiter:
     """A request in flight: collects multipart bodies / errors until done or the connection drops."""
 
-    kind: str  # "flows", "groups", "barrier"
+    kind: str  # "flows", "groups", "meters", "barrier"
     done: threading.Event = field(default_factory=threading.Event)
     entries: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -195,6 +207,8 @@ class _Snapshot:
     raw_flows: list[Any]  # os-ken OFPFlowStats no Flow describes
     raw_groups: list[Any]
     stats: dict[FlowKey, tuple[int, int]]  # (packets, bytes) per decoded flow
+    meters: dict[int, MeterEntry] = field(default_factory=dict)
+    raw_meters: list[Any] = field(default_factory=list)  # os-ken OFPMeterConfigStats no MeterEntry describes
 
 
 def _describe_raw_flow(e: Any) -> str:
@@ -222,16 +236,19 @@ class SwitchSync:
         # desired state (callers' threads)
         self._desired: dict[FlowKey, Flow] = {}
         self._desired_groups: dict[int, Group] = {}
+        self._desired_meters: dict[int, MeterEntry] = {}
         self._desired_known = False  # no reconcile before the first desired state: it would sweep the switch
         self._desired_version = 0  # bumps on every change of the desired state
         self._revision = 0
         self._dirty: set[FlowKey] = set()
         self._dirty_groups: set[int] = set()
+        self._dirty_meters: set[int] = set()
         self._full_diff = False
         self._resync_gen = 0  # bumped by request_resync
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
+        self._installed_meters: dict[int, MeterEntry] = {}
         self._realized = 0
         self._notify: int | None = None  # realized revision not yet reported to on_realized
         # connection
@@ -258,8 +275,8 @@ class SwitchSync:
         """Change the desired state by a delta (removes first, then adds) and mark it as `revision`."""
         add, remove = list(add), list(remove)
         for item in (*add, *remove):
-            if not isinstance(item, (Flow, Group)):
-                raise TypeError(f"not a Flow or Group: {item!r}")
+            if not isinstance(item, (Flow, Group, MeterEntry)):
+                raise TypeError(f"not a Flow, Group or MeterEntry: {item!r}")
         with self._cond:
             for item in remove:
                 if isinstance(item, Flow):
@@ -267,6 +284,10 @@ class SwitchSync:
                     if self._desired.get(key) == item:
                         del self._desired[key]
                         self._dirty.add(key)
+                elif isinstance(item, MeterEntry):
+                    if self._desired_meters.get(item.meter_id) == item:
+                        del self._desired_meters[item.meter_id]
+                        self._dirty_meters.add(item.meter_id)
                 else:
                     if self._desired_groups.get(item.group_id) == item:
                         del self._desired_groups[item.group_id]
@@ -279,6 +300,9 @@ class SwitchSync:
                         log.debug("dp %016x: %s replaces %s", self.datapath_id, item, old)
                     self._desired[key] = item
                     self._dirty.add(key)
+                elif isinstance(item, MeterEntry):
+                    self._desired_meters[item.meter_id] = item
+                    self._dirty_meters.add(item.meter_id)
                 else:
                     self._desired_groups[item.group_id] = item
                     self._dirty_groups.add(item.group_id)
@@ -288,15 +312,18 @@ class SwitchSync:
         """Set the whole desired state (initial compile, or a full recompile) as `revision`."""
         desired: dict[FlowKey, Flow] = {}
         groups: dict[int, Group] = {}
+        meters: dict[int, MeterEntry] = {}
         for item in flows:
             if isinstance(item, Flow):
                 desired[FlowKey(item)] = item
             elif isinstance(item, Group):
                 groups[item.group_id] = item
+            elif isinstance(item, MeterEntry):
+                meters[item.meter_id] = item
             else:
-                raise TypeError(f"not a Flow or Group: {item!r}")
+                raise TypeError(f"not a Flow, Group or MeterEntry: {item!r}")
         with self._cond:
-            self._desired, self._desired_groups = desired, groups
+            self._desired, self._desired_groups, self._desired_meters = desired, groups, meters
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
             self._changed(revision)
 
@@ -307,9 +334,10 @@ class SwitchSync:
         self._cond.notify_all()
 
     def desired(self) -> frozenset[Item]:
-        """The desired flows and groups."""
+        """The desired flows, groups and meters."""
         with self._lock:
-            return frozenset(itertools.chain(self._desired.values(), self._desired_groups.values()))
+            return frozenset(itertools.chain(self._desired.values(), self._desired_groups.values(),
+                                             self._desired_meters.values()))
 
     # --- observation -----------------------------------------------------------------------------------
 
@@ -355,7 +383,8 @@ class SwitchSync:
     def installed(self) -> frozenset[Item]:
         """What we believe the switch holds (as of the last confirmed bundle or dump)."""
         with self._lock:
-            return frozenset(itertools.chain(self._installed.values(), self._installed_groups.values()))
+            return frozenset(itertools.chain(self._installed.values(), self._installed_groups.values(),
+                                             self._installed_meters.values()))
 
     def request_resync(self) -> None:
         """Dump and reconcile again (drift repair): adopts what is right, sends only the difference."""
@@ -369,16 +398,20 @@ class SwitchSync:
         describes (as text). Changes nothing (traces, dashboards)."""
         snap = self._dump(timeout)
         return SwitchDump({f: snap.stats.get(k, (0, 0)) for k, f in snap.flows.items()},
-                          tuple(snap.groups.values()), tuple(_describe_raw_flow(e) for e in snap.raw_flows))
+                          tuple(snap.groups.values()), tuple(_describe_raw_flow(e) for e in snap.raw_flows),
+                          tuple(snap.meters.values()))
 
     def verify(self, timeout: float = DUMP_TIMEOUT) -> Diff:
         """Dump the switch now and compare with the desired state; changes nothing."""
         snap = self._dump(timeout)
         with self._lock:
-            want = set(self._desired.values()) | set(self._desired_groups.values())
-        have = set(snap.flows.values()) | set(snap.groups.values())
+            want = set(self._desired.values()) | set(self._desired_groups.values()) | set(self._desired_meters.values())
+        have = set(snap.flows.values()) | set(snap.groups.values()) | {
+            m for m in snap.meters.values() if m.meter_id not in KEEP_METERS}
         raw = tuple(_describe_raw_flow(e) for e in snap.raw_flows) + tuple(
-            f"group_id={g.group_id} type={g.type} buckets={g.buckets}" for g in snap.raw_groups)
+            f"group_id={g.group_id} type={g.type} buckets={g.buckets}" for g in snap.raw_groups) + tuple(
+            f"meter={m.meter_id} flags={m.flags:#x} bands={m.bands}" for m in snap.raw_meters
+            if m.meter_id not in KEEP_METERS)
         return Diff(frozenset(want - have), frozenset(have - want), raw)
 
     def dump_text(self, live: bool = False, timeout: float = DUMP_TIMEOUT) -> str:
@@ -390,11 +423,12 @@ class SwitchSync:
         if not live:
             with self._lock:
                 flows, groups = list(self._installed.values()), list(self._installed_groups.values())
-            return _format(flows, groups, self.registry, {}, ())
+                meters = list(self._installed_meters.values())
+            return _format(flows, groups, self.registry, {}, (), meters)
         snap = self._dump(timeout)
         raw = [f" UNDECODABLE {_describe_raw_flow(e)}" for e in snap.raw_flows]
         return _format(list(snap.flows.values()), list(snap.groups.values()), self.registry,
-                       {snap.flows[k]: v for k, v in snap.stats.items()}, raw)
+                       {snap.flows[k]: v for k, v in snap.stats.items()}, raw, list(snap.meters.values()))
 
     def close(self) -> None:
         """Stop the sender thread (the switch keeps its flows)."""
@@ -443,7 +477,7 @@ class SwitchSync:
             w = self._waiters.get(xid)
             if w is None:
                 return
-            if isinstance(msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply)):
+            if isinstance(msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply, ofpp.OFPMeterConfigStatsReply)):
                 w.entries.extend(msg.body)
                 if not msg.flags & ofp.OFPMPF_REPLY_MORE:
                     del self._waiters[xid]
@@ -464,7 +498,8 @@ class SwitchSync:
             if 0 <= i < len(self._bundle_ops):
                 op = self._bundle_ops[i]
                 text = op.item if isinstance(op.item, str) else (
-                    format_flow(op.item, self.registry) if isinstance(op.item, Flow) else format_group(op.item))
+                    format_flow(op.item, self.registry) if isinstance(op.item, Flow) else
+                    format_meter(op.item) if isinstance(op.item, MeterEntry) else format_group(op.item))
                 detail = f"{what} for {op.command}: {text.strip()}"
             else:
                 detail = f"{what} for bundle {'commit' if xid == rng[1] else 'open'} (xid {xid:#x})"
@@ -534,7 +569,8 @@ class SwitchSync:
             return "resync"
         if not self._synced:
             return "resync"
-        if self._dirty or self._dirty_groups or self._full_diff or self._realized < self._revision:
+        if (self._dirty or self._dirty_groups or self._dirty_meters or self._full_diff
+                or self._realized < self._revision):
             return "push"
         return None
 
@@ -558,9 +594,11 @@ class SwitchSync:
             if self._conn != conn:
                 return
             desired, groups = dict(self._desired), dict(self._desired_groups)
+            meters = dict(self._desired_meters)
             revision, version = self._revision, self._desired_version
             self._dirty.clear()
             self._dirty_groups.clear()
+            self._dirty_meters.clear()
             self._full_diff = False
         with _gc_paused():
             ops = self._ops(desired, groups, snap.flows, snap.groups, None, groups.keys() | snap.groups.keys())
@@ -577,10 +615,13 @@ class SwitchSync:
         flat = [op for part in ops for op in part]
         n_flow = sum(1 for op in flat if op.msg_type == ofp.OFPT_FLOW_MOD)
         adopted = sum(1 for k, f in snap.flows.items() if desired.get(k) == f)
-        log.info("dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods "
-                 "(revision %d)", self.datapath_id, len(snap.flows) + len(snap.raw_flows), adopted,
-                 len(ops[2]), len(flat), revision)
-        ok = self._send_bundle(dp, conn, flat) if flat else True
+        raw_meters = {m.meter_id for m in snap.raw_meters if m.meter_id not in KEEP_METERS}
+        m_before, m_after = self._meter_ops(meters, snap.meters, meters.keys() | snap.meters.keys() | raw_meters,
+                                            raw_meters)
+        log.info("dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods, "
+                 "%d meter-mods (revision %d)", self.datapath_id, len(snap.flows) + len(snap.raw_flows), adopted,
+                 len(ops[2]), len(flat), len(m_before) + len(m_after), revision)
+        ok = self._send_all(dp, conn, m_before, flat, m_after)
         with self._cond:
             if self._conn != conn:
                 return
@@ -592,7 +633,7 @@ class SwitchSync:
                 self._synced = False
                 self._note_failure(version)
                 return
-            self._installed, self._installed_groups = desired, groups
+            self._installed, self._installed_groups, self._installed_meters = desired, groups, meters
             self._synced = gen == self._resync_gen
             self._failed_version = None
             self._retry_delay = RETRY_MIN
@@ -603,19 +644,22 @@ class SwitchSync:
 
     def _push(self, dp: Any, conn: int) -> None:
         with self._cond:
-            keys, gkeys = self._dirty, self._dirty_groups
-            self._dirty, self._dirty_groups = set(), set()
+            keys, gkeys, mkeys = self._dirty, self._dirty_groups, self._dirty_meters
+            self._dirty, self._dirty_groups, self._dirty_meters = set(), set(), set()
             if self._full_diff:
                 keys |= self._desired.keys() | self._installed.keys()
                 gkeys |= self._desired_groups.keys() | self._installed_groups.keys()
+                mkeys |= self._desired_meters.keys() | self._installed_meters.keys()
                 self._full_diff = False
             desired = {k: self._desired[k] for k in keys if k in self._desired}
             groups = {g: self._desired_groups[g] for g in gkeys if g in self._desired_groups}
+            meters = {m: self._desired_meters[m] for m in mkeys if m in self._desired_meters}
             revision, version = self._revision, self._desired_version
         with _gc_paused():
             ops = self._ops(desired, groups, self._installed, self._installed_groups, keys, gkeys)
         flat = [op for part in ops for op in part]
-        ok = self._send_bundle(dp, conn, flat) if flat else True
+        m_before, m_after = self._meter_ops(meters, self._installed_meters, mkeys)
+        ok = self._send_all(dp, conn, m_before, flat, m_after)
         with self._cond:
             if self._conn != conn:
                 return
@@ -640,6 +684,12 @@ class SwitchSync:
                     self._installed_groups.pop(g, None)
                 else:
                     self._installed_groups[g] = grp
+            for m in mkeys:
+                meter = meters.get(m)
+                if meter is None:
+                    self._installed_meters.pop(m, None)
+                else:
+                    self._installed_meters[m] = meter
             self._advance(revision)
 
     def _advance(self, revision: int) -> None:
@@ -697,6 +747,34 @@ class SwitchSync:
                 f_add.append(_Op(encode.ADD, fwant, flow_mod, b""))
         return [g_add, g_mod, f_del, f_add, g_del]
 
+    def _meter_ops(self, desired: dict[int, MeterEntry], inst: dict[int, MeterEntry], mkeys: Iterable[int],
+                   raw: Iterable[int] = ()) -> tuple[list[_Op], list[_Op]]:
+        """(adds and modifies to send before the bundle, deletes to send after it) turning `inst` into
+        `desired` over meter ids `mkeys`; `raw`: ids the switch holds with a config no MeterEntry describes."""
+        before: list[_Op] = []
+        after: list[_Op] = []
+        raw = set(raw)
+        t = ofp.OFPT_METER_MOD
+        for m in sorted(mkeys):
+            want, have = desired.get(m), inst.get(m)
+            if want is not None:
+                if have is None and m not in raw:
+                    before.append(_Op(encode.ADD, want, t, encode.meter_mod_body(want, encode.ADD)))
+                elif want != have:
+                    before.append(_Op(encode.MODIFY, want, t, encode.meter_mod_body(want, encode.MODIFY)))
+            elif m not in KEEP_METERS and (have is not None or m in raw):
+                gone = have or MeterEntry(m, 1)
+                after.append(_Op(encode.DELETE, gone, t, encode.meter_mod_body(gone, encode.DELETE)))
+        return before, after
+
+    def _send_all(self, dp: Any, conn: int, before: list[_Op], bundle: list[_Op], after: list[_Op]) -> bool:
+        """Meter adds/modifies, then the bundle once they are confirmed, then meter deletes once the bundle
+        is: each step only if it has messages; True when all of them were confirmed without error."""
+        for ops, plain in ((before, True), (bundle, False), (after, True)):
+            if ops and not self._send_bundle(dp, conn, ops, plain=plain):
+                return False
+        return True
+
     def _delete_body(self, flow: Flow) -> bytes:
         """DELETE_STRICT body restricted to the entry's own cookie (full cookie mask)."""
         return ofwire.COOKIES.pack(flow.cookie, _ALL_COOKIE) + self._enc.flow_body(flow, encode.DELETE)[16:]
@@ -717,8 +795,9 @@ class SwitchSync:
         self._xid += n
         return start
 
-    def _send_bundle(self, dp: Any, conn: int, ops: list[_Op]) -> bool:
-        """Send ops as one atomic ordered bundle plus a barrier; True once the barrier confirms no error."""
+    def _send_bundle(self, dp: Any, conn: int, ops: list[_Op], plain: bool = False) -> bool:
+        """Send ops as one atomic ordered bundle plus a barrier; True once the barrier confirms no error.
+        plain=True: the same messages unbundled, in order (meter-mods, which OVS takes in no bundle)."""
         t0 = time.monotonic()
         with self._cond:
             if self._conn != conn:
@@ -732,7 +811,7 @@ class SwitchSync:
             self._bundle_ops = ops
             self._bundle_errors = []
         flags = encode.BUNDLE_FLAGS
-        parts = [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)]
+        parts = [] if plain else [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)]
         pack = ofwire.BUNDLE_ADD.pack
         flow_body = self._enc.flow_body
         x = xid + 1
@@ -744,22 +823,28 @@ class SwitchSync:
             for i, op in enumerate(ops, 1):
                 body = op.body or flow_body(op.item, op.command)  # type: ignore[arg-type]
                 inner = 8 + len(body)
-                parts.append(pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id,
-                                  flags, ofp.OFP_VERSION, op.msg_type, inner, x))
+                if plain:
+                    parts.append(struct.pack("!BBHI", ofp.OFP_VERSION, op.msg_type, inner, x))
+                else:
+                    parts.append(pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id,
+                                      flags, ofp.OFP_VERSION, op.msg_type, inner, x))
                 parts.append(body)
                 x += 1
                 if not i % SEND_CHUNK:
                     sent = sent and dp.send(b"".join(parts))
                     parts = []
-            parts.append(encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, x, flags))
+            if not plain:
+                parts.append(encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, x, flags))
             parts.append(encode.barrier_request(barrier_xid))
             sent = sent and dp.send(b"".join(parts))
         t_sent = time.monotonic() - t0
         n_flow = sum(1 for op in ops if op.msg_type == ofp.OFPT_FLOW_MOD)
+        n_meter = sum(1 for op in ops if op.msg_type == ofp.OFPT_METER_MOD)
         with self._cond:
-            self._stats.bundles_sent += 1
+            self._stats.bundles_sent += 0 if plain else 1
             self._stats.flow_mods_sent += n_flow
-            self._stats.group_mods_sent += len(ops) - n_flow
+            self._stats.meter_mods_sent += n_meter
+            self._stats.group_mods_sent += len(ops) - n_flow - n_meter
         ok = sent and waiter.done.wait(BARRIER_TIMEOUT + len(ops) / 5000) and not waiter.broken
         with self._cond:
             errors = self._bundle_errors
@@ -839,9 +924,9 @@ class SwitchSync:
                 dp, conn = self._dp, self._conn
             if dp is None or conn != self._conn:
                 raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
-            xid = self._alloc_xids(2)
-            wf, wg = _Waiter("flows"), _Waiter("groups")
-            self._waiters[xid], self._waiters[xid + 1] = wf, wg
+            xid = self._alloc_xids(3)
+            wf, wg, wm = _Waiter("flows"), _Waiter("groups"), _Waiter("meters")
+            self._waiters[xid], self._waiters[xid + 1], self._waiters[xid + 2] = wf, wg, wm
             sinks = getattr(dp, RAW_SINKS_ATTR, None)
             if sinks is None:
                 sinks = {}
@@ -852,18 +937,25 @@ class SwitchSync:
         req.set_xid(xid)
         greq = ofpp.OFPGroupDescStatsRequest(encode.DATAPATH_DESC, 0)
         greq.set_xid(xid + 1)
-        dp.send(encode.osken_bytes(req) + encode.osken_bytes(greq))
+        mreq = ofpp.OFPMeterConfigStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPM_ALL)
+        mreq.set_xid(xid + 2)
+        dp.send(encode.osken_bytes(req) + encode.osken_bytes(greq) + encode.osken_bytes(mreq))
         deadline = time.monotonic() + timeout
         try:
-            for w in (wf, wg):
-                if not w.done.wait(max(0.0, deadline - time.monotonic())) or w.broken or w.errors:
+            for w in (wf, wg, wm):
+                if not w.done.wait(max(0.0, deadline - time.monotonic())) or w.broken or (
+                        w.errors and w is not wm):
                     raise SyncError(f"dump of {self.datapath_id:016x} failed: "
                                     f"{w.errors or ('connection lost' if w.broken else 'timeout')}")
+            if wm.errors:  # a switch without meters: it holds none (and flows using one will fail loudly)
+                log.warning("dp %016x: meter config request failed: %s", self.datapath_id, wm.errors)
+                wm.entries.clear()
         finally:
             sinks.pop(xid, None)
             with self._cond:
                 self._waiters.pop(xid, None)
                 self._waiters.pop(xid + 1, None)
+                self._waiters.pop(xid + 2, None)
         snap = _Snapshot({}, {}, [], [], {})
         with self._lock:
             desired = list(self._desired.values())
@@ -888,6 +980,11 @@ class SwitchSync:
                 snap.raw_groups.append(e)
                 continue
             snap.groups[g.group_id] = g
+        for e in wm.entries:
+            try:
+                snap.meters[e.meter_id] = decode_meter(e)
+            except DecodeError:
+                snap.raw_meters.append(e)
         with self._lock:
             self._stats.last_dump_seconds = time.monotonic() - t0
             self._stats.last_dump_entries = len(snap.flows) + len(snap.raw_flows)
@@ -902,7 +999,7 @@ def _refers_to_groups(item: Item | str) -> bool:
 
 
 def _format(flows: list[Flow], groups: list[Group], registry: CookieRegistry | None,
-            counters: dict[Flow, tuple[int, int]], extra: Iterable[str]) -> str:
+            counters: dict[Flow, tuple[int, int]], extra: Iterable[str], meters: Iterable[MeterEntry] = ()) -> str:
     ordered = sorted(flows, key=lambda f: (f.table, -f.priority, repr(f.match)))
     lines = []
     for f in ordered:
@@ -914,6 +1011,7 @@ def _format(flows: list[Flow], groups: list[Group], registry: CookieRegistry | N
         lines.append(line)
     lines.extend(extra)
     lines.extend(format_group(g) for g in sorted(groups, key=lambda g: g.group_id))
+    lines.extend(format_meter(m) for m in sorted(meters, key=lambda m: m.meter_id) if m.meter_id not in KEEP_METERS)
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from flows.actions import (
     GroupAction, Meter, Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata, load,
 )
 from flows.encode import GROUP_TYPE_CODES
-from flows.flow import Bucket, Flow, FlowError, Group
+from flows.flow import Bucket, Flow, FlowError, Group, MeterEntry
 
 _GROUP_TYPES = {v: k for k, v in GROUP_TYPE_CODES.items()}
 _NX_IN_PORT = 0xFFF8
@@ -152,3 +152,18 @@ def decode_group(entry: Any) -> Group:
         return Group(entry.group_id, gtype, buckets)
     except (FlowError, ValueError) as e:
         raise DecodeError(f"group {entry.group_id}: {e}") from None
+
+
+def decode_meter(entry: Any) -> MeterEntry:
+    """The MeterEntry for an os-ken OFPMeterConfigStats (or parsed OFPMeterMod): packets/s, one drop band;
+    anything else (kbps, several bands, DSCP remarking) is no MeterEntry."""
+    if not entry.flags & ofp.OFPMF_PKTPS or entry.flags & ofp.OFPMF_KBPS:
+        raise DecodeError(f"meter {entry.meter_id}: not in packets/s (flags {entry.flags:#x})")
+    if len(entry.bands) != 1 or not isinstance(entry.bands[0], ofpp.OFPMeterBandDrop):
+        raise DecodeError(f"meter {entry.meter_id}: not one drop band ({entry.bands})")
+    band = entry.bands[0]
+    burst = band.burst_size if entry.flags & ofp.OFPMF_BURST else 0
+    try:
+        return MeterEntry(entry.meter_id, band.rate, burst)
+    except FlowError as e:
+        raise DecodeError(str(e)) from None

@@ -26,7 +26,7 @@ from flows.actions import (
     CT, NAT, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter, Move, Output,
     PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
 )
-from flows.flow import Flow, Group
+from flows.flow import Flow, Group, MeterEntry
 
 #: semantic commands; flows map them to ADD / MODIFY_STRICT / DELETE_STRICT, groups to ADD/MODIFY/DELETE.
 #: Note: an OpenFlow 1.1+ MODIFY never changes a flow's cookie (OVS keeps the old one); to replace a
@@ -163,6 +163,24 @@ def to_osken_group_mod(group: Group, command: str = ADD, xid: int = 0, datapath:
                            buckets)
     msg.set_xid(xid)
     return msg
+
+
+_METER_CMD = {ADD: ofp.OFPMC_ADD, MODIFY: ofp.OFPMC_MODIFY, DELETE: ofp.OFPMC_DELETE}
+
+
+def to_osken_meter_mod(meter: MeterEntry, command: str = ADD, xid: int = 0, datapath: Any = DATAPATH_DESC) -> Any:
+    """The os-ken OFPMeterMod for `meter`: packets/s, one drop band (DELETE carries no band)."""
+    flags = ofp.OFPMF_PKTPS | (ofp.OFPMF_BURST if meter.burst else 0)
+    bands = [] if command == DELETE else [ofpp.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)]
+    msg = ofpp.OFPMeterMod(datapath, command=_METER_CMD[command], flags=0 if command == DELETE else flags,
+                           meter_id=meter.meter_id, bands=bands)
+    msg.set_xid(xid)
+    return msg
+
+
+def meter_mod_body(meter: MeterEntry, command: str = ADD) -> bytes:
+    """Meter-mod body (after the header), serialized by os-ken (meters are few: no cache, no fast path)."""
+    return osken_bytes(to_osken_meter_mod(meter, command))[8:]
 
 
 def osken_bytes(msg: Any) -> bytes:

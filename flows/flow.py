@@ -405,3 +405,26 @@ class Group:
         if self.type == "indirect" and len(buckets) != 1:
             raise FlowError("an indirect group has exactly one bucket")
         object.__setattr__(self, "buckets", buckets)
+
+
+#: meter ids a switch may hold (OpenFlow reserves 0xffff0000 and above; 0 is no meter)
+MAX_METER_ID = 0xFFFF0000
+
+
+@dataclass(frozen=True, slots=True)
+class MeterEntry:
+    """An OpenFlow meter, by value: id and one drop band of `rate` packets/s with `burst` packets of burst
+    (0: none). Flows reach it through the Meter instruction; the sync engine adds it before them and
+    deletes it after them (see controller/sync.py)."""
+
+    meter_id: int
+    rate: int
+    burst: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.meter_id < MAX_METER_ID:
+            raise FlowError(f"meter id {self.meter_id:#x} out of range")
+        if not 0 < self.rate < 1 << 32:
+            raise FlowError(f"meter rate {self.rate} is not a positive 32-bit value")
+        if not 0 <= self.burst < 1 << 32:
+            raise FlowError(f"meter burst {self.burst} is not a 32-bit value")

@@ -12,7 +12,7 @@ from flows.actions import (
     Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
 )
 from flows.cookie import CookieRegistry
-from flows.flow import Flow, Group
+from flows.flow import Flow, Group, MeterEntry
 
 #: our (os-ken) field names -> the names ovs-ofctl prints
 OVS_NAMES = {
@@ -172,3 +172,9 @@ def format_group(group: Group) -> str:
         w = f"weight:{b.weight}," if group.type == "select" else ""
         buckets.append(f"bucket={w}actions={format_actions(b.actions)}")
     return f" group_id={group.group_id},type={group.type}," + ",".join(buckets)
+
+
+def format_meter(meter: MeterEntry) -> str:
+    """`` meter=N pktps [burst] bands=type=drop rate=R [burst_size=B]`` like ovs-ofctl dump-meters."""
+    burst = f" burst_size={meter.burst}" if meter.burst else ""
+    return f" meter={meter.meter_id} pktps{' burst' if meter.burst else ''} bands=type=drop rate={meter.rate}{burst}"
