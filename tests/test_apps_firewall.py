@@ -20,8 +20,9 @@ from controller.dataplane import PacketIn
 from flows.cookie import Cookie
 from flows.flow import Flow, Group
 from flows.walker import Result, Switch
-from tests.test_apps_l2 import World
+from tests.test_apps_l2 import PATCH, TUN, World
 from tests.test_apps_l3 import attach, gw, routed_world
+from tests.test_apps_nat import EXT_HOST, GC, add_fip, from_outside, nat_world, out_of_vm
 from topology import ops
 from topology.records import (
     EGRESS,
@@ -37,11 +38,9 @@ from topology.records import (
 IPV4 = 0x0800
 
 
-def world() -> tuple[World, dict[str, Port]]:
-    """tests/test_apps_l3.py's routed world plus a2 in subnet a; every VM port in a security group that
-    allows everything both ways (so only the router firewall filters; conntrack is the groups')."""
-    w, p = routed_world()
-    p["a2"] = w.port("a2", "alice-a", "hv1", "10.1.0.11")
+def open_group(w: World, p: dict[str, Port]) -> None:
+    """Every port of `p` in a security group allowing everything both ways (so only the router firewall
+    filters; the conntrack is the groups')."""
     w.apply([("security_group", "open", None, SecurityGroup(id="open", tenant="alice"))])
     for direction in (INGRESS, EGRESS):
         key = w.topo.rule_keys.choose()
@@ -53,6 +52,13 @@ def world() -> tuple[World, dict[str, Port]]:
         new = dataclasses.replace(port, security_groups=("open",))
         w.apply([("port", port.id, port, new)])
         p[name] = new
+
+
+def world() -> tuple[World, dict[str, Port]]:
+    """tests/test_apps_l3.py's routed world plus a2 in subnet a, all in the open group."""
+    w, p = routed_world()
+    p["a2"] = w.port("a2", "alice-a", "hv1", "10.1.0.11")
+    open_group(w, p)
     return w, p
 
 
@@ -224,6 +230,39 @@ def test_flows_only_where_the_interfaces_network_is_hosted() -> None:
     assert fw == []
     assert any(i.stage == "fw_router_out" for i in desired_from_scratch(w.topo, w.runtime, "hv2")
                if isinstance(i, Flow))
+
+
+def test_floating_ip_inbound_meets_the_egress_policy_on_the_gateway_chassis() -> None:
+    w, p = nat_world()
+    open_group(w, p)
+    fip = add_fip(w, "a2")
+    firewall(w, [rule("r22", dport=22), rule("rej", "reject", dport=23), rule("any", "allow", protocol="")],
+             "egress", ports=("r-a",))
+    sw = w.switch("hv1")  # the gateway chassis
+    assert sw.walk(from_outside(w, fip.address, sport=5555, dport=22)).dropped_at == "fw_router_out"
+    assert sw.walk(from_outside(w, fip.address, sport=5555, dport=80)).ports == [TUN["vxlan"]]
+    # reject from outside: to the controller, which has no local VM to answer: it acts as deny
+    rej = sw.walk(from_outside(w, fip.address, sport=5555, dport=23))
+    assert rej.ports == ["CONTROLLER"]
+    frame = _frame(w.topo.ports["r-a"].mac, p["a2"].mac, EXT_HOST[0], "10.0.0.20",
+                   tcp.tcp(src_port=5555, dst_port=23, seq=1, bits=firewall_reject.TCP_SYN, window_size=1))
+    pin = PacketIn("hv1", 1, frame, {"in_port": PATCH}, w.topo, View(w.topo, w.runtime, GC))
+    assert firewall_reject.build_reply(pin) is None
+
+
+def test_replies_from_outside_pass_an_egress_policy_that_denies_everything_new() -> None:
+    w, p = nat_world()
+    open_group(w, p)
+    firewall(w, [], "egress", ports=("r-a",))
+    sw = w.switch("hv1")
+    out = sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0], tcp_src=41000, tcp_dst=80))
+    assert out.ports == [PATCH], out.format()
+    h = out.outputs[0].headers
+    back = sw.walk(from_outside(w, h["ipv4_src"], sport=80, dport=h["tcp_src"]))
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    # while a new connection from outside (to a floating IP) is denied
+    fip = add_fip(w, "a2")
+    assert w.switch("hv1").walk(from_outside(w, fip.address, sport=80, dport=22)).dropped_at == "fw_router_out"
 
 
 # ------------------------------------------------------------------------------------------ reject replies
