@@ -342,29 +342,38 @@ class BudgetExcess:
 
 
 def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]]]:
-    """Per chassis: (security-group flows the tenant's ports and rules make there, flows per rule id).
+    """Per chassis: (flows the tenant's security group rules and memberships make there, share per rule id).
 
-    Follows what the compiler emits: per member port bound there 2 directions x (2 tracking flows + 1
-    clause-1 flow), counted once per group it is in; per rule relevant there its result pieces plus its
-    clause-2 flows (one per remote group member, or one); shared flows are counted once per rule naming
-    them, so this is an upper bound. O(groups x chassis + rules) whatever the group sizes."""
+    Follows what the compiler emits on a chassis where a group has a member: per member there one clause-1
+    flow per direction its groups have rules for; per rule its result flows (one per port-range piece);
+    per remote end (a remote group's member addresses of the rule's ethertype, or one prefix) per side, its
+    clause-2 flows, counted once and charged to the first rule naming it. The fixed per-port tracking
+    flows (4 a port, whatever the rules) are not counted. O(groups x chassis + rules), whatever the sizes."""
     per_chassis: dict[str, tuple[int, dict[str, int]]] = {}
-    for g in topo.security_groups.values():
+    seen: dict[str, set[tuple[str, str, str]]] = {}
+    for g in sorted(topo.security_groups.values(), key=lambda g: g.id):
         if g.tenant != tenant:
             continue
         counts = topo.group_chassis.get(g.id, {})
         if not counts:
             continue
-        shares: dict[str, int] = {}
-        for rid in topo.group_rules.get(g.id, ()):
-            r = topo.sg_rules[rid]
-            remote = len(topo.group_ports.get(r.remote_group_id, ())) if r.remote_group_id else 1
-            shares[rid] = len(l4_matches(r)) + remote
-        for ch, n_ports in counts.items():
+        rules = sorted((topo.sg_rules[rid] for rid in topo.group_rules.get(g.id, ())), key=lambda r: r.id)
+        directions = {r.direction for r in rules}
+        for ch, n_members in counts.items():
             total, by_rule = per_chassis.get(ch, (0, {}))
-            for rid, n in shares.items():
-                by_rule[rid] = by_rule.get(rid, 0) + n
-            per_chassis[ch] = (total + sum(shares.values()) + 6 * n_ports, by_rule)
+            total += n_members * len(directions)
+            remotes = seen.setdefault(ch, set())
+            for r in rules:
+                share = len(l4_matches(r))
+                remote = (r.remote_group_id or "prefix:" + remote_value(r.remote_ip_prefix), r.direction,
+                          r.ethertype)
+                if remote not in remotes:
+                    remotes.add(remote)
+                    share += (topo.group_values.get(r.remote_group_id, [0, 0])[r.ethertype == "IPv6"]
+                              if r.remote_group_id else 1)
+                by_rule[r.id] = by_rule.get(r.id, 0) + share
+                total += share
+            per_chassis[ch] = (total, by_rule)
     return per_chassis
 
 

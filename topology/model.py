@@ -84,6 +84,8 @@ class Topology:
         # those bound there and up (the chassis where the group's rules need flows)
         self.group_ports: dict[str, set[str]] = {}
         self.group_chassis: dict[str, dict[str, int]] = {}
+        # security group id -> [IPv4, IPv6] addresses / CIDRs its members stand for as a remote group
+        self.group_values: dict[str, list[int]] = {}
         # a port's addresses as remote-group members see them (fixed IPs, allowed pairs' addresses or CIDRs,
         # normalized by records.remote_value) -> port ids; a rule's remote_ip_prefix (normalized, "" for any)
         # -> ids of rules using it
@@ -287,8 +289,12 @@ class Topology:
         elif isinstance(rec, Port):
             self.port_keys.add(rec.key)
             if rec.port_security_enabled:
+                versions = [netaddr.IPNetwork(v).version for v in member_values(rec)]
                 for g in rec.security_groups:
                     self.group_ports.setdefault(g, set()).add(rec.id)
+                    counts4_6 = self.group_values.setdefault(g, [0, 0])
+                    counts4_6[0] += versions.count(4)
+                    counts4_6[1] += versions.count(6)
                     if rec.binding_chassis and rec.admin_state_up:
                         counts = self.group_chassis.setdefault(g, {})
                         counts[rec.binding_chassis] = counts.get(rec.binding_chassis, 0) + 1
@@ -348,8 +354,14 @@ class Topology:
         elif isinstance(rec, Port):
             self.port_keys.remove(rec.key)
             if rec.port_security_enabled:
+                versions = [netaddr.IPNetwork(v).version for v in member_values(rec)]
                 for g in rec.security_groups:
                     _discard(self.group_ports, g, rec.id)
+                    counts4_6 = self.group_values[g]
+                    counts4_6[0] -= versions.count(4)
+                    counts4_6[1] -= versions.count(6)
+                    if g not in self.group_ports:
+                        del self.group_values[g]
                     if rec.binding_chassis and rec.admin_state_up:
                         counts = self.group_chassis[g]
                         counts[rec.binding_chassis] -= 1
