@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, nat
+from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, nat, port_security
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
@@ -57,6 +57,7 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
                       *acl.port_flows(view, chassis_id, port),
                       *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port),
                       *l3.port_flows(view, chassis_id, port),
+                      *port_security.port_flows(view, chassis_id, port),
                       *dhcp.port_flows(view, chassis_id, port)])
 
 

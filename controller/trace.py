@@ -375,6 +375,9 @@ def build_headers(headers: Mapping[str, str | int], src: Port | None = None,
     for proto, names in l4.items():
         if any(n in pkt for n in names):
             pkt.setdefault("ip_proto", _PROTO_OF[proto])
+    if src is not None and "eth_type" not in pkt and not any(k.startswith(("arp_", "ipv6_")) for k in pkt):
+        # a port's packet is an ICMP echo unless told otherwise: port security drops a bare frame
+        pkt.setdefault("ip_proto", 1)
     if any(k.startswith("arp_") for k in pkt):
         pkt.setdefault("eth_type", 0x0806)
     if "ip_proto" in pkt or any(k.startswith("ipv4_") for k in pkt):
