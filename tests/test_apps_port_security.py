@@ -15,9 +15,9 @@ from apps.compiler import Compiler, desired_from_scratch
 from flows.cookie import owner_hash
 from flows.flow import Flow
 from flows.walker import Result
+from tests.test_apps_l2 import World
 from topology import ops
 from topology.records import Port, Subnet
-from tests.test_apps_l2 import World
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 OTHER_MAC = "02:00:00:00:00:99"  # nobody's
@@ -242,7 +242,7 @@ def test_port_security_disabled_lets_everything_through() -> None:
 
 
 def test_flows_only_where_the_port_is_plugged() -> None:
-    w, vm, peer = world()
+    w, vm, _peer = world()
     remote = w.port("remote", "a", "hv2", "10.0.0.7")
 
     def owned_by(chassis: str, port: Port) -> set[Flow]:
