@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PKGS="openvswitch-switch openvswitch-common iproute2 ethtool iputils-ping tcpdump iperf3 netcat-openbsd"
 APT_PKGS="$APT_PKGS chromium chromium-driver"  # headless browser for the dashboard test (no downloaded driver)
+APT_PKGS="$APT_PKGS busybox"  # udhcpc: the DHCP client of the DHCP end-to-end test
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
