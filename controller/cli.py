@@ -8,7 +8,7 @@ directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|j
 (repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
 The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
 
-References (NET, SUBNET, PORT, ROUTER) are a resource name ("networks/x"), a bare id ("x"), or a display
+References (NET, SUBNET, PORT, ROUTER, SG, POLICY, ...) are a resource name ("networks/x"), a bare id ("x"), or a display
 name (resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is
 "chassis/x" or "x" (chassis have no display name); FIP is "floatingIps/x", "x" or the floating address.
 In `set`, list options (--fixed-ip, --dns-nameserver, ...) replace the whole list; --no-... clears it.
@@ -60,11 +60,17 @@ from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
-              "router": "routers", "floating_ip": "floatingIps"}
-# the RPC name part and the List response field of each kind
+              "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
+              "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
+              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups"}
+# the RPC name part, the List method (default List<part>s) and the List response field of each kind
 METHOD = {"network": "Network", "subnet": "Subnet", "port": "Port", "chassis": "Chassis", "router": "Router",
-          "floating_ip": "FloatingIp"}
-LIST_FIELD = {"floating_ip": "floating_ips"}
+          "floating_ip": "FloatingIp", "security_group": "SecurityGroup", "security_group_rule": "SecurityGroupRule",
+          "firewall_rule": "FirewallRule", "firewall_policy": "FirewallPolicy", "firewall_group": "FirewallGroup"}
+LIST_METHOD = {"chassis": "ListChassis", "firewall_policy": "ListFirewallPolicies"}
+LIST_FIELD = {"floating_ip": "floating_ips", "security_group": "security_groups",
+              "security_group_rule": "security_group_rules", "firewall_rule": "firewall_rules",
+              "firewall_policy": "firewall_policies", "firewall_group": "firewall_groups"}
 SEGMENTS = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
             "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
 PAGE_SIZE = 1000
@@ -98,7 +104,7 @@ class Client:
     def list(self, kind: str, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
         """Every page (or the first `limit` items)."""
         cap = METHOD[kind]
-        method = "ListChassis" if kind == "chassis" else f"List{cap}s"
+        method = LIST_METHOD.get(kind, f"List{cap}s")
         request_cls = getattr(pb, f"{method}Request")
         items: list[Any] = []
         token = ""
@@ -129,7 +135,10 @@ class Client:
                     raise
                 missing = err
         label = "floating_ip_address" if kind == "floating_ip" else "display_name"
-        matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]
+        if kind == "security_group_rule":  # rules have no display name
+            matches = []
+        else:
+            matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -223,7 +232,7 @@ def port_create(c: Client, a: argparse.Namespace) -> Any:
                    mac_address=a.mac_address or "", device_owner=a.device_owner or "",
                    device_id=a.device_id or "",
                    allowed_address_pairs=[pb.AddressPair(**p) for p in a.allowed_address_pairs or []],
-                   security_groups=[group_name(g) for g in a.security_groups or []],
+                   security_groups=[_group_ref(c, g) for g in a.security_groups or []],
                    binding_chassis=chassis_name(a.binding_chassis or ""), tenant=a.tenant or "")
     if a.admin_state_up is not None:
         port.admin_state_up = a.admin_state_up
@@ -239,10 +248,16 @@ def port_set(c: Client, a: argparse.Namespace) -> Any:
         _put(msg, paths, field, getattr(a, field))
     _put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
     _put(msg, paths, "allowed_address_pairs", _opt(a.allowed_address_pairs, lambda p: pb.AddressPair(**p)))
-    _put(msg, paths, "security_groups", _opt(a.security_groups, group_name))
+    _put(msg, paths, "security_groups", _opt(a.security_groups, lambda g: _group_ref(c, g)))
     host = a.binding_chassis
     _put(msg, paths, "binding_chassis", None if host is None else chassis_name(host))
     return _update(c, "port", msg, paths)
+
+
+def _group_ref(c: Client, ref: str) -> str:
+    from controller.cli_security import group_ref
+
+    return group_ref(c, ref)
 
 
 def chassis_create(c: Client, a: argparse.Namespace) -> Any:
@@ -707,6 +722,9 @@ def build_parser() -> Parser:
             p.add_argument("--validate-only", action="store_true",
                            help="check and print what the switches would get; store and change nothing")
 
+    from controller.cli_security import add_commands
+
+    add_commands(sub)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
         dest="floating", metavar="ip", required=True)
     fs = fip.add_parser("ip", help="floating IP commands").add_subparsers(dest="action", metavar="ACTION",

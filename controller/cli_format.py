@@ -42,6 +42,20 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
                ("external_gateway", "EXTERNAL GATEWAY"), ("interfaces", "INTERFACES"), ("admin_state_up", "UP")],
     "floating_ip": [("name", "NAME"), ("floating_ip_address", "FLOATING IP"), ("fixed_ip_address", "FIXED IP"),
                     ("port", "PORT"), ("floating_network", "NETWORK"), ("router", "ROUTER")],
+    "security_group": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
+                       ("description", "DESCRIPTION")],
+    "security_group_rule": [("name", "NAME"), ("security_group", "GROUP"), ("direction", "DIRECTION"),
+                            ("ethertype", "ETHERTYPE"), ("protocol", "PROTOCOL"), ("port_range_min", "PORT MIN"),
+                            ("port_range_max", "PORT MAX"), ("remote_ip_prefix", "REMOTE IP"),
+                            ("remote_group", "REMOTE GROUP")],
+    "firewall_rule": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("action", "ACTION"),
+                      ("protocol", "PROTOCOL"), ("source_ip_address", "SOURCE"),
+                      ("destination_ip_address", "DESTINATION"), ("destination_port_min", "DST PORT"),
+                      ("enabled", "ENABLED")],
+    "firewall_policy": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("firewall_rules", "RULES")],
+    "firewall_group": [("name", "NAME"), ("display_name", "DISPLAY NAME"),
+                       ("ingress_firewall_policy", "INGRESS POLICY"), ("egress_firewall_policy", "EGRESS POLICY"),
+                       ("ports", "PORTS"), ("admin_state_up", "UP")],
 }
 
 
@@ -140,6 +154,8 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
         return [_kv(r, [("destination", "destination"), ("nexthop", "gateway")]) for r in value]
     if field == "allowed_address_pairs":
         return [_kv(p, [("ip_address", "ip-address"), ("mac_address", "mac-address")]) for p in value]
+    if field == "rules":  # a security group's
+        return [rule_text(r) for r in value]
     if field == "bridge_mappings":
         return [f"{k}:{v}" for k, v in sorted(value.items())]
     if isinstance(value, bool):
@@ -149,6 +165,18 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
     if isinstance(value, dict):
         return [json.dumps(value, sort_keys=True)]
     return [str(value)]
+
+
+def rule_text(r: dict[str, Any]) -> str:
+    """A security group rule in one line: "ingress IPv4 tcp 22-22 from 10.0.0.0/8 (securityGroupRules/x)"."""
+    what = r.get("protocol") or "any"
+    if r.get("port_range_min"):
+        what += f" {r['port_range_min']}-{r.get('port_range_max', r['port_range_min'])}"
+    if "icmp_type" in r and r.get("icmp_type") is not None:
+        what += f" type {r['icmp_type']}" + (f" code {r['icmp_code']}" if r.get("icmp_code") is not None else "")
+    side = "from" if r.get("direction") == "ingress" else "to"
+    remote = r.get("remote_ip_prefix") or r.get("remote_group") or "any"
+    return f"{r.get('direction', '')} {r.get('ethertype', '')} {what} {side} {remote} ({r.get('name', '')})"
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[list[str]]]) -> list[str]:

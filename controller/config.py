@@ -10,6 +10,7 @@ from typing import Any
 
 from apps.nat import REDIRECT_BASE
 from topology.model import ModelConfig
+from topology.ops_security import DEFAULT_FLOW_BUDGET
 
 
 def _ranges(spec: str) -> tuple[tuple[int, int], ...]:
@@ -46,6 +47,8 @@ class Config:
     demo: bool = False
     # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
     gateway_chassis: list[str] = field(default_factory=list)
+    # security-group flows a tenant may have on one chassis; writes going over it are refused (0 = no budget)
+    flow_budget_per_tenant: int = DEFAULT_FLOW_BUDGET
     # DHCPv4 (controller/dhcp.py): the lease the controller gives, and each port's DHCP packets/s to it
     dhcp_lease_s: int = 43200
     dhcp_rate_pps: int = 10
@@ -105,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
                    help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
                    "in order of preference: a router's gateway goes to the first one mapping its external "
                    "network's physical network")
+    p.add_argument("--flow-budget-per-tenant", type=int, metavar="N",
+                   help="security-group flows a tenant may have per chassis; a rule or port change going over "
+                   f"it is refused with FAILED_PRECONDITION (default {DEFAULT_FLOW_BUDGET}; 0 = no budget)")
     p.add_argument("--dhcp-lease-s", type=int, help="lease time of DHCPv4 answers (default 43200)")
     p.add_argument("--dhcp-rate-pps", type=int, help="DHCP packets/s each port may send the controller; the "
                    "excess is dropped in the switch by the port's meter (default 10, burst as many)")

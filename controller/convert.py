@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.sdn.v1 import topology_pb2 as pb
@@ -10,16 +12,23 @@ from topology.records import (
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     Chassis,
+    FirewallGroup,
+    FirewallPolicy,
+    FirewallRule,
     FloatingIp,
     Network,
     Port,
     Record,
     Router,
+    SecurityGroup,
+    SecurityGroupRule,
     Subnet,
 )
 
 COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
-              "securityGroup": "securityGroups", "router": "routers", "floating_ip": "floatingIps"}
+              "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
+              "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
+              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups"}
 SEGMENT_TO_PB = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
                  "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
 SEGMENT_FROM_PB = {v: k for k, v in SEGMENT_TO_PB.items()}
@@ -72,7 +81,7 @@ def port_to_pb(p: Port) -> pb.Port:
                    port_security_enabled=p.port_security_enabled,
                    allowed_address_pairs=[pb.AddressPair(ip_address=i, mac_address=m)
                                           for i, m in p.allowed_address_pairs],
-                   security_groups=[name_of("securityGroup", g) for g in p.security_groups],
+                   security_groups=[name_of("security_group", g) for g in p.security_groups],
                    binding_chassis=name_of("chassis", p.binding_chassis),
                    status=STATUS_TO_PB.get(p.status, pb.Port.STATUS_UNSPECIFIED), revision=p.revision,
                    tunnel_key=p.key,
@@ -121,7 +130,65 @@ def floating_ip_to_pb(f: FloatingIp) -> pb.FloatingIp:
                          create_time=_ts(f.create_time), update_time=_ts(f.update_time))
 
 
-def to_pb(rec: Record) -> pb.Network | pb.Subnet | pb.Port | pb.Chassis | pb.Router | pb.FloatingIp:
+def security_group_rule_to_pb(r: SecurityGroupRule) -> pb.SecurityGroupRule:
+    msg = pb.SecurityGroupRule(
+        name=name_of("security_group_rule", r.id), tenant=r.tenant,
+        security_group=name_of("security_group", r.security_group_id), direction=r.direction,
+        ethertype=r.ethertype, protocol=r.protocol, port_range_min=r.port_range_min,
+        port_range_max=r.port_range_max, remote_ip_prefix=r.remote_ip_prefix,
+        remote_group=name_of("security_group", r.remote_group_id), description=r.description,
+        revision=r.revision, create_time=_ts(r.create_time), update_time=_ts(r.update_time), conjunction_id=r.key)
+    if r.icmp_type >= 0:
+        msg.icmp_type = r.icmp_type
+    if r.icmp_code >= 0:
+        msg.icmp_code = r.icmp_code
+    return msg
+
+
+def security_group_to_pb(g: SecurityGroup, rules: list[SecurityGroupRule] | None = None) -> pb.SecurityGroup:
+    """`rules`: the group's (None: left out, as Watch events do)."""
+    return pb.SecurityGroup(name=name_of("security_group", g.id), tenant=g.tenant, display_name=g.display_name,
+                            description=g.description,
+                            rules=[security_group_rule_to_pb(r) for r in rules or ()], revision=g.revision,
+                            create_time=_ts(g.create_time), update_time=_ts(g.update_time))
+
+
+def firewall_rule_to_pb(r: FirewallRule) -> pb.FirewallRule:
+    return pb.FirewallRule(
+        name=name_of("firewall_rule", r.id), tenant=r.tenant, display_name=r.display_name, description=r.description,
+        action=r.action, protocol=r.protocol, ip_version=r.ip_version, source_ip_address=r.source_ip_address,
+        destination_ip_address=r.destination_ip_address, source_port_min=r.source_port_min,
+        source_port_max=r.source_port_max, destination_port_min=r.destination_port_min,
+        destination_port_max=r.destination_port_max, enabled=r.enabled, revision=r.revision,
+        create_time=_ts(r.create_time), update_time=_ts(r.update_time))
+
+
+def firewall_policy_to_pb(p: FirewallPolicy) -> pb.FirewallPolicy:
+    return pb.FirewallPolicy(name=name_of("firewall_policy", p.id), tenant=p.tenant, display_name=p.display_name,
+                             description=p.description, firewall_rules=[name_of("firewall_rule", r) for r in p.rules],
+                             revision=p.revision, create_time=_ts(p.create_time), update_time=_ts(p.update_time))
+
+
+def firewall_group_to_pb(g: FirewallGroup) -> pb.FirewallGroup:
+    return pb.FirewallGroup(name=name_of("firewall_group", g.id), tenant=g.tenant, display_name=g.display_name,
+                            description=g.description,
+                            ingress_firewall_policy=name_of("firewall_policy", g.ingress_policy_id),
+                            egress_firewall_policy=name_of("firewall_policy", g.egress_policy_id),
+                            ports=[name_of("port", p) for p in g.ports], admin_state_up=g.admin_state_up,
+                            revision=g.revision, create_time=_ts(g.create_time), update_time=_ts(g.update_time))
+
+
+def to_pb(rec: Record) -> Any:
+    if isinstance(rec, SecurityGroup):
+        return security_group_to_pb(rec)
+    if isinstance(rec, SecurityGroupRule):
+        return security_group_rule_to_pb(rec)
+    if isinstance(rec, FirewallRule):
+        return firewall_rule_to_pb(rec)
+    if isinstance(rec, FirewallPolicy):
+        return firewall_policy_to_pb(rec)
+    if isinstance(rec, FirewallGroup):
+        return firewall_group_to_pb(rec)
     if isinstance(rec, Network):
         return network_to_pb(rec)
     if isinstance(rec, Subnet):
@@ -144,7 +211,7 @@ def fixed_ip_requests(fixed_ips: list[pb.FixedIp], field_path: str = "fixed_ips"
 
 
 def group_ids(names: list[str], field_path: str = "security_groups") -> list[str]:
-    return [parse_name("securityGroup", n, f"{field_path}[{i}]") for i, n in enumerate(names)]
+    return [parse_name("security_group", n, f"{field_path}[{i}]") for i, n in enumerate(names)]
 
 
 def chassis_ref(name: str, field_path: str = "binding_chassis") -> str:

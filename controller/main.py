@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
              cfg.switch_controller_target)
     metrics = start_metrics(cfg, state, dataplane)
     api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane,
-                    interceptors=[metrics.interceptor()] if metrics is not None else [])
+                    interceptors=[metrics.interceptor()] if metrics is not None else [],
+                    flow_budget=cfg.flow_budget_per_tenant)
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
     endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid()}

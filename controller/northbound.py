@@ -16,12 +16,14 @@ import grpc
 from google.protobuf import empty_pb2
 
 from controller import convert
+from controller.flow_budget import budgeted
 from controller.auth import LastAdminToken, Principal, TokenFile
 from controller.context import REQUEST
 from controller.status import abort, unauthenticated
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors, ops
+from topology import ops_security as sec
 from topology.errors import ApiError
 from topology.model import Topology
 from topology.records import (
@@ -115,10 +117,15 @@ def _page(items: list[Record], page_size: int, page_token: str, filters: dict[st
 
 
 class TopologyService(pb_grpc.TopologyServiceServicer):
-    def __init__(self, state: State, tokens: TokenFile, stopping: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, state: State, tokens: TokenFile, stopping: Callable[[], bool] = lambda: False,
+                 flow_budget: int = sec.DEFAULT_FLOW_BUDGET) -> None:
+        from controller.security_api import SecurityApi
+
         self.state = state
         self.tokens = tokens
         self._stopping = stopping
+        self.flow_budget = flow_budget  # per tenant and chassis, security-group flows (0: none)
+        self.security = SecurityApi(self)
         # builds the Plan of a validate_only write (set when a dataplane runs; else plans are empty)
         self.planner: Callable[[int, list[ops.Change]], pb.Plan] | None = None
 
@@ -154,7 +161,9 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
     def _write(self, fn: Callable[[Topology, int, float], list[ops.Change]], request: Any = None,
                context: Any = None) -> tuple[int, list[ops.Change]]:
-        """A write, or with request.validate_only (AIP-163) a dry run whose Plan goes in the trailer."""
+        """A write, or with request.validate_only (AIP-163) a dry run whose Plan goes in the trailer. Either
+        is refused when it takes a tenant's security-group flows over the flow budget."""
+        fn = budgeted(fn, self.flow_budget)
         if request is None or not getattr(request, "validate_only", False):
             return self.state.write(fn)
         revision, changes, plan = self.state.dry_run(fn, self.planner)
@@ -350,19 +359,23 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         groups = convert.group_ids(list(m.security_groups), "port.security_groups")
         chassis = convert.chassis_ref(m.binding_chassis, "port.binding_chassis")
         tenant = self._tenant_for(p, m.tenant, "port.tenant") if m.tenant else ""
+        port_security = m.port_security_enabled if m.HasField("port_security_enabled") else True
+        if port_security and not groups:
+            groups = [sec.DEFAULT_GROUP_REF]  # Neutron: a port with port security gets the default group
 
         def fn(topo: Topology, rev: int, now: float) -> list[ops.Change]:
             net = self._owned(topo, p, "network", m.network, "port.network")
             ident = ops.new_id(topo, "port", request.port_id, "port_id")
-            port = Port(id=ident, tenant=tenant or net.tenant, network_id=net.id, mac=m.mac_address,
+            owner = tenant or net.tenant
+            group_ids, made = sec.resolve_groups(topo, owner, groups, "security_groups", p.admin, rev, now)
+            port = Port(id=ident, tenant=owner, network_id=net.id, mac=m.mac_address,
                         display_name=m.display_name, device_owner=m.device_owner, device_id=m.device_id,
                         admin_state_up=m.admin_state_up if m.HasField("admin_state_up") else True,
-                        port_security_enabled=(m.port_security_enabled if m.HasField("port_security_enabled")
-                                               else True),
+                        port_security_enabled=port_security,
                         allowed_address_pairs=tuple((a.ip_address, a.mac_address)
                                                     for a in m.allowed_address_pairs),
-                        security_groups=tuple(groups), binding_chassis=chassis)
-            return ops.create_port(topo, port, ip_requests, rev, now)
+                        security_groups=group_ids, binding_chassis=chassis)
+            return made + ops.create_port(topo, port, ip_requests, rev, now)
 
         return convert.port_to_pb(self._created(fn, "port.", request, context))  # type: ignore[arg-type]
 
@@ -403,7 +416,11 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             }
             fields = {path: (conv[path]() if path in conv else getattr(m, path))
                       if path in ops.PORT_MUTABLE else None for path in paths}
-            return ops.update_port(topo, old, fields, rev, now)
+            made: list[ops.Change] = []
+            if "security_groups" in fields:
+                fields["security_groups"], made = sec.resolve_groups(topo, old.tenant, fields["security_groups"],
+                                                                     "security_groups", p.admin, rev, now)
+            return made + ops.update_port(topo, old, fields, rev, now)
 
         return convert.port_to_pb(self._updated(fn, "port.", request, context))  # type: ignore[arg-type]
 
@@ -612,6 +629,127 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         self._write(fn, request, context)
         return empty_pb2.Empty()
 
+    # ------------------------------------------------------------------------------------------ security groups
+    # (controller/security_api.py)
+
+    @_unary
+    def CreateSecurityGroup(self, request: pb.CreateSecurityGroupRequest, context: Any,
+                            p: Principal) -> pb.SecurityGroup:
+        return self.security.create_group(request, context, p)
+
+    @_unary
+    def GetSecurityGroup(self, request: pb.GetSecurityGroupRequest, context: Any, p: Principal) -> pb.SecurityGroup:
+        return self.security.get_group(request, context, p)
+
+    @_unary
+    def ListSecurityGroups(self, request: pb.ListSecurityGroupsRequest, context: Any,
+                           p: Principal) -> pb.ListSecurityGroupsResponse:
+        return self.security.list_groups(request, context, p)
+
+    @_unary
+    def UpdateSecurityGroup(self, request: pb.UpdateSecurityGroupRequest, context: Any,
+                            p: Principal) -> pb.SecurityGroup:
+        return self.security.update_group(request, context, p)
+
+    @_unary
+    def DeleteSecurityGroup(self, request: pb.DeleteSecurityGroupRequest, context: Any,
+                            p: Principal) -> empty_pb2.Empty:
+        return self.security.delete_group(request, context, p)
+
+    @_unary
+    def CreateSecurityGroupRule(self, request: pb.CreateSecurityGroupRuleRequest, context: Any,
+                                p: Principal) -> pb.SecurityGroupRule:
+        return self.security.create_rule(request, context, p)
+
+    @_unary
+    def GetSecurityGroupRule(self, request: pb.GetSecurityGroupRuleRequest, context: Any,
+                             p: Principal) -> pb.SecurityGroupRule:
+        return self.security.get_rule(request, context, p)
+
+    @_unary
+    def ListSecurityGroupRules(self, request: pb.ListSecurityGroupRulesRequest, context: Any,
+                               p: Principal) -> pb.ListSecurityGroupRulesResponse:
+        return self.security.list_rules(request, context, p)
+
+    @_unary
+    def DeleteSecurityGroupRule(self, request: pb.DeleteSecurityGroupRuleRequest, context: Any,
+                                p: Principal) -> empty_pb2.Empty:
+        return self.security.delete_rule(request, context, p)
+
+    # ------------------------------------------------------------------------------------------ router firewalls
+
+    @_unary
+    def CreateFirewallRule(self, request: pb.CreateFirewallRuleRequest, context: Any, p: Principal) -> pb.FirewallRule:
+        return self.security.create_fw_rule(request, context, p)
+
+    @_unary
+    def GetFirewallRule(self, request: pb.GetFirewallRuleRequest, context: Any, p: Principal) -> pb.FirewallRule:
+        return self.security.get("firewall_rule", request.name, p)  # type: ignore[no-any-return]
+
+    @_unary
+    def ListFirewallRules(self, request: pb.ListFirewallRulesRequest, context: Any,
+                          p: Principal) -> pb.ListFirewallRulesResponse:
+        items, token = self.security.list("firewall_rule", request, p)
+        return pb.ListFirewallRulesResponse(firewall_rules=items, next_page_token=token)
+
+    @_unary
+    def UpdateFirewallRule(self, request: pb.UpdateFirewallRuleRequest, context: Any, p: Principal) -> pb.FirewallRule:
+        return self.security.update_fw_rule(request, context, p)
+
+    @_unary
+    def DeleteFirewallRule(self, request: pb.DeleteFirewallRuleRequest, context: Any, p: Principal) -> empty_pb2.Empty:
+        return self.security.delete("firewall_rule", request, context, p)
+
+    @_unary
+    def CreateFirewallPolicy(self, request: pb.CreateFirewallPolicyRequest, context: Any,
+                             p: Principal) -> pb.FirewallPolicy:
+        return self.security.create_policy(request, context, p)
+
+    @_unary
+    def GetFirewallPolicy(self, request: pb.GetFirewallPolicyRequest, context: Any, p: Principal) -> pb.FirewallPolicy:
+        return self.security.get("firewall_policy", request.name, p)  # type: ignore[no-any-return]
+
+    @_unary
+    def ListFirewallPolicies(self, request: pb.ListFirewallPoliciesRequest, context: Any,
+                             p: Principal) -> pb.ListFirewallPoliciesResponse:
+        items, token = self.security.list("firewall_policy", request, p)
+        return pb.ListFirewallPoliciesResponse(firewall_policies=items, next_page_token=token)
+
+    @_unary
+    def UpdateFirewallPolicy(self, request: pb.UpdateFirewallPolicyRequest, context: Any,
+                             p: Principal) -> pb.FirewallPolicy:
+        return self.security.update_policy(request, context, p)
+
+    @_unary
+    def DeleteFirewallPolicy(self, request: pb.DeleteFirewallPolicyRequest, context: Any,
+                             p: Principal) -> empty_pb2.Empty:
+        return self.security.delete("firewall_policy", request, context, p)
+
+    @_unary
+    def CreateFirewallGroup(self, request: pb.CreateFirewallGroupRequest, context: Any,
+                            p: Principal) -> pb.FirewallGroup:
+        return self.security.create_fw_group(request, context, p)
+
+    @_unary
+    def GetFirewallGroup(self, request: pb.GetFirewallGroupRequest, context: Any, p: Principal) -> pb.FirewallGroup:
+        return self.security.get("firewall_group", request.name, p)  # type: ignore[no-any-return]
+
+    @_unary
+    def ListFirewallGroups(self, request: pb.ListFirewallGroupsRequest, context: Any,
+                           p: Principal) -> pb.ListFirewallGroupsResponse:
+        items, token = self.security.list("firewall_group", request, p)
+        return pb.ListFirewallGroupsResponse(firewall_groups=items, next_page_token=token)
+
+    @_unary
+    def UpdateFirewallGroup(self, request: pb.UpdateFirewallGroupRequest, context: Any,
+                            p: Principal) -> pb.FirewallGroup:
+        return self.security.update_fw_group(request, context, p)
+
+    @_unary
+    def DeleteFirewallGroup(self, request: pb.DeleteFirewallGroupRequest, context: Any,
+                            p: Principal) -> empty_pb2.Empty:
+        return self.security.delete("firewall_group", request, context, p)
+
     # ------------------------------------------------------------------------------------------ chassis
 
     @_unary
@@ -746,7 +884,9 @@ def _event(kind: int, revision: int, rec: Record) -> pb.WatchEvent:
 
 
 _REQUEST_LEVEL = ("update_mask", "network_id", "subnet_id", "port_id", "chassis_id", "router_id", "floating_ip_id",
-                  "network.", "subnet.", "port.", "chassis.", "router.", "floating_ip.")
+                  "security_group_id", "security_group_rule_id", "firewall_rule_id", "firewall_policy_id",
+                  "firewall_group_id", "network.", "subnet.", "port.", "chassis.", "router.", "floating_ip.",
+                  "security_group.", "security_group_rule.", "firewall_rule.", "firewall_policy.", "firewall_group.")
 
 
 def _interface_pb(port: Port, router_id: str) -> pb.RouterInterface:

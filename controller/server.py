@@ -17,6 +17,7 @@ from controller.northbound import TopologyService
 from controller.debug_api import DebugService
 from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
 from proto.sdn.v1 import debug_pb2, debug_pb2_grpc
+from topology.ops_security import DEFAULT_FLOW_BUDGET
 from topology.state import State
 
 SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
@@ -27,12 +28,13 @@ DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_
 class ApiServer:
     def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
                  dataplane: Dataplane | None = None,
-                 interceptors: Sequence[grpc.ServerInterceptor] = ()) -> None:
+                 interceptors: Sequence[grpc.ServerInterceptor] = (),
+                 flow_budget: int = DEFAULT_FLOW_BUDGET) -> None:
         self.state = state
         self._stopping = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                                   options=[("grpc.so_reuseport", 0)], interceptors=list(interceptors))
-        self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set)
+        self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set, flow_budget=flow_budget)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
         services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if dataplane is not None:

@@ -178,7 +178,10 @@ def test_port_lifecycle(sdnctl: Cli) -> None:
     assert port["mac_address"] == "fa:16:3e:00:00:01" and port["device_id"] == "vm-1"
     assert port["allowed_address_pairs"][1] == {"ip_address": "10.0.0.101",
                                                 "mac_address": "fa:16:3e:00:00:99"}
-    assert port["security_groups"] == ["securityGroups/default"] and port["port_security_enabled"] is True
+    # "default" names the tenant's default group (made on its first need), whose id is its own
+    default = sdnctl("-f", "json", "security", "group", "show", "default").json()
+    assert default["display_name"] == "default" and default["name"] != "securityGroups/default"
+    assert port["security_groups"] == [default["name"]] and port["port_security_enabled"] is True
     p2 = sdnctl("-f", "json", "port", "create", "vm2", "--network", "networks/web",
                 "--disable-port-security", "--disable").json()
     assert p2["port_security_enabled"] is False and p2["admin_state_up"] is False

@@ -138,12 +138,16 @@ def test_watch_snapshot_then_changes_and_resume_without_gaps(controller: Control
     stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24"),
                                              subnet_id="s1"), metadata=alice)
     port = stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="p1"), metadata=alice)
-    events = _collect(stream, 2)
+    # the tenant's first port brings its default security group (and the group's four rules) in its write
+    events = _collect(stream, 7)
     assert [(e.type, e.WhichOneof("resource")) for e in events] == [
-        (pb.WatchEvent.CREATED, "subnet"), (pb.WatchEvent.CREATED, "port")]
-    assert events[1].port == port and events[0].revision == start + 1 and events[1].revision == start + 2
+        (pb.WatchEvent.CREATED, "subnet"), (pb.WatchEvent.CREATED, "security_group"),
+        *[(pb.WatchEvent.CREATED, "security_group_rule")] * 4, (pb.WatchEvent.CREATED, "port")]
+    assert events[-1].port == port and events[0].revision == start + 1
+    assert {e.revision for e in events[1:]} == {start + 2}
+    assert list(port.security_groups) == [events[1].security_group.name]
     stream.cancel()
-    resume_at = events[1].revision
+    resume_at = events[-1].revision
 
     # changes while nobody watches, then a restart: resuming replays exactly what was missed
     stub.UpdatePort(pb.UpdatePortRequest(port=pb.Port(name=port.name, display_name="renamed")), metadata=alice)

@@ -896,7 +896,7 @@ def delete_router(topo: Topology, old: Router, force: bool, rev: int, now: float
     changes: list[Change] = [_dissociated(f, rev, now) for f in fips]
     changes += [("port", p.id, p, None) for p in topo.router_ports(old.id)]
     changes.append(("router", old.id, old, None))
-    return changes
+    return changes + _firewall_detach(topo, {p.id for p in topo.router_ports(old.id)}, rev, now)
 
 
 def _check_new_interface_subnets(topo: Topology, router: Router, subnets: Sequence[Subnet], field_path: str) -> None:
@@ -986,7 +986,17 @@ def remove_router_interface(topo: Topology, router: Router, subnet_id: str, port
                 router=router.id, floating_ip=fip.id)
     changes: list[Change] = [("port", p.id, p, None) for p in ports.values()]
     changes.append(("router", router.id, router, _stamp(router, rev, now, False)))
-    return changes
+    return changes + _firewall_detach(topo, set(ports), rev, now)
+
+
+def _firewall_detach(topo: Topology, port_ids: set[str], rev: int, now: float) -> list[Change]:
+    """Router interface ports about to go leave their firewall groups (as in FWaaS)."""
+    out: list[Change] = []
+    for gid in sorted({topo.port_firewall[p] for p in port_ids if p in topo.port_firewall}):
+        group = topo.firewall_groups[gid]
+        new = dataclasses.replace(group, ports=tuple(p for p in group.ports if p not in port_ids))
+        out.append(("firewall_group", gid, group, _stamp(new, rev, now, False)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ floating IPs

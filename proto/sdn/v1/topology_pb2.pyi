@@ -244,6 +244,148 @@ class FloatingIp(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., floating_network: _Optional[str] = ..., floating_ip_address: _Optional[str] = ..., port: _Optional[str] = ..., fixed_ip_address: _Optional[str] = ..., router: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class SecurityGroup(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "rules", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    rules: _containers.RepeatedCompositeFieldContainer[SecurityGroupRule]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[SecurityGroupRule, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SecurityGroupRule(_message.Message):
+    __slots__ = ("name", "tenant", "security_group", "direction", "ethertype", "protocol", "port_range_min", "port_range_max", "icmp_type", "icmp_code", "remote_ip_prefix", "remote_group", "description", "revision", "create_time", "update_time", "conjunction_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    ETHERTYPE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORT_RANGE_MIN_FIELD_NUMBER: _ClassVar[int]
+    PORT_RANGE_MAX_FIELD_NUMBER: _ClassVar[int]
+    ICMP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ICMP_CODE_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_IP_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONJUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    security_group: str
+    direction: str
+    ethertype: str
+    protocol: str
+    port_range_min: int
+    port_range_max: int
+    icmp_type: int
+    icmp_code: int
+    remote_ip_prefix: str
+    remote_group: str
+    description: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    conjunction_id: int
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., security_group: _Optional[str] = ..., direction: _Optional[str] = ..., ethertype: _Optional[str] = ..., protocol: _Optional[str] = ..., port_range_min: _Optional[int] = ..., port_range_max: _Optional[int] = ..., icmp_type: _Optional[int] = ..., icmp_code: _Optional[int] = ..., remote_ip_prefix: _Optional[str] = ..., remote_group: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conjunction_id: _Optional[int] = ...) -> None: ...
+
+class FirewallRule(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "action", "protocol", "ip_version", "source_ip_address", "destination_ip_address", "source_port_min", "source_port_max", "destination_port_min", "destination_port_max", "enabled", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    IP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PORT_MIN_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PORT_MAX_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_PORT_MIN_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_PORT_MAX_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    action: str
+    protocol: str
+    ip_version: int
+    source_ip_address: str
+    destination_ip_address: str
+    source_port_min: int
+    source_port_max: int
+    destination_port_min: int
+    destination_port_max: int
+    enabled: bool
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., action: _Optional[str] = ..., protocol: _Optional[str] = ..., ip_version: _Optional[int] = ..., source_ip_address: _Optional[str] = ..., destination_ip_address: _Optional[str] = ..., source_port_min: _Optional[int] = ..., source_port_max: _Optional[int] = ..., destination_port_min: _Optional[int] = ..., destination_port_max: _Optional[int] = ..., enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FirewallPolicy(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "firewall_rules", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_RULES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    firewall_rules: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., firewall_rules: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FirewallGroup(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "ingress_firewall_policy", "egress_firewall_policy", "ports", "admin_state_up", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INGRESS_FIREWALL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIREWALL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    ingress_firewall_policy: str
+    egress_firewall_policy: str
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    admin_state_up: bool
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., ingress_firewall_policy: _Optional[str] = ..., egress_firewall_policy: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Chassis(_message.Message):
     __slots__ = ("name", "datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings", "revision", "create_time", "update_time")
     class BridgeMappingsEntry(_message.Message):
@@ -573,6 +715,260 @@ class DeleteFloatingIpRequest(_message.Message):
     validate_only: bool
     def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
+class CreateSecurityGroupRequest(_message.Message):
+    __slots__ = ("security_group", "security_group_id", "validate_only")
+    SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    security_group: SecurityGroup
+    security_group_id: str
+    validate_only: bool
+    def __init__(self, security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetSecurityGroupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListSecurityGroupsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListSecurityGroupsResponse(_message.Message):
+    __slots__ = ("security_groups", "next_page_token")
+    SECURITY_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    security_groups: _containers.RepeatedCompositeFieldContainer[SecurityGroup]
+    next_page_token: str
+    def __init__(self, security_groups: _Optional[_Iterable[_Union[SecurityGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateSecurityGroupRequest(_message.Message):
+    __slots__ = ("security_group", "update_mask", "validate_only")
+    SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    security_group: SecurityGroup
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteSecurityGroupRequest(_message.Message):
+    __slots__ = ("name", "force", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateSecurityGroupRuleRequest(_message.Message):
+    __slots__ = ("security_group_rule", "security_group_rule_id", "validate_only")
+    SECURITY_GROUP_RULE_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    security_group_rule: SecurityGroupRule
+    security_group_rule_id: str
+    validate_only: bool
+    def __init__(self, security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., security_group_rule_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetSecurityGroupRuleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListSecurityGroupRulesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "security_group")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    security_group: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., security_group: _Optional[str] = ...) -> None: ...
+
+class ListSecurityGroupRulesResponse(_message.Message):
+    __slots__ = ("security_group_rules", "next_page_token")
+    SECURITY_GROUP_RULES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    security_group_rules: _containers.RepeatedCompositeFieldContainer[SecurityGroupRule]
+    next_page_token: str
+    def __init__(self, security_group_rules: _Optional[_Iterable[_Union[SecurityGroupRule, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteSecurityGroupRuleRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateFirewallRuleRequest(_message.Message):
+    __slots__ = ("firewall_rule", "firewall_rule_id", "validate_only")
+    FIREWALL_RULE_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    firewall_rule: FirewallRule
+    firewall_rule_id: str
+    validate_only: bool
+    def __init__(self, firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_rule_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetFirewallRuleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListFirewallRulesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListFirewallRulesResponse(_message.Message):
+    __slots__ = ("firewall_rules", "next_page_token")
+    FIREWALL_RULES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    firewall_rules: _containers.RepeatedCompositeFieldContainer[FirewallRule]
+    next_page_token: str
+    def __init__(self, firewall_rules: _Optional[_Iterable[_Union[FirewallRule, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateFirewallRuleRequest(_message.Message):
+    __slots__ = ("firewall_rule", "update_mask", "validate_only")
+    FIREWALL_RULE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    firewall_rule: FirewallRule
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteFirewallRuleRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateFirewallPolicyRequest(_message.Message):
+    __slots__ = ("firewall_policy", "firewall_policy_id", "validate_only")
+    FIREWALL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    firewall_policy: FirewallPolicy
+    firewall_policy_id: str
+    validate_only: bool
+    def __init__(self, firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_policy_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetFirewallPolicyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListFirewallPoliciesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListFirewallPoliciesResponse(_message.Message):
+    __slots__ = ("firewall_policies", "next_page_token")
+    FIREWALL_POLICIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    firewall_policies: _containers.RepeatedCompositeFieldContainer[FirewallPolicy]
+    next_page_token: str
+    def __init__(self, firewall_policies: _Optional[_Iterable[_Union[FirewallPolicy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateFirewallPolicyRequest(_message.Message):
+    __slots__ = ("firewall_policy", "update_mask", "validate_only")
+    FIREWALL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    firewall_policy: FirewallPolicy
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteFirewallPolicyRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateFirewallGroupRequest(_message.Message):
+    __slots__ = ("firewall_group", "firewall_group_id", "validate_only")
+    FIREWALL_GROUP_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    firewall_group: FirewallGroup
+    firewall_group_id: str
+    validate_only: bool
+    def __init__(self, firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., firewall_group_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetFirewallGroupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListFirewallGroupsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListFirewallGroupsResponse(_message.Message):
+    __slots__ = ("firewall_groups", "next_page_token")
+    FIREWALL_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    firewall_groups: _containers.RepeatedCompositeFieldContainer[FirewallGroup]
+    next_page_token: str
+    def __init__(self, firewall_groups: _Optional[_Iterable[_Union[FirewallGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateFirewallGroupRequest(_message.Message):
+    __slots__ = ("firewall_group", "update_mask", "validate_only")
+    FIREWALL_GROUP_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    firewall_group: FirewallGroup
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteFirewallGroupRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
 class CreateChassisRequest(_message.Message):
     __slots__ = ("chassis", "chassis_id", "validate_only")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
@@ -632,7 +1028,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip")
+    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
@@ -655,6 +1051,11 @@ class WatchEvent(_message.Message):
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_FIELD_NUMBER: _ClassVar[int]
     FLOATING_IP_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_GROUP_RULE_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_RULE_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    FIREWALL_GROUP_FIELD_NUMBER: _ClassVar[int]
     type: WatchEvent.Type
     revision: int
     network: Network
@@ -663,7 +1064,12 @@ class WatchEvent(_message.Message):
     chassis: Chassis
     router: Router
     floating_ip: FloatingIp
-    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ...) -> None: ...
+    security_group: SecurityGroup
+    security_group_rule: SecurityGroupRule
+    firewall_rule: FirewallRule
+    firewall_policy: FirewallPolicy
+    firewall_group: FirewallGroup
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ...) -> None: ...
 
 class ChassisPlan(_message.Message):
     __slots__ = ("chassis", "flows_added", "flows_deleted", "groups_added", "groups_deleted", "sample_added", "sample_deleted", "flows_before", "flows_after")

@@ -170,6 +170,126 @@ class TopologyServiceStub:
                 request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFloatingIpRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateSecurityGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateSecurityGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateSecurityGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.GetSecurityGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetSecurityGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetSecurityGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.ListSecurityGroups = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListSecurityGroups',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSecurityGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/UpdateSecurityGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateSecurityGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.DeleteSecurityGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteSecurityGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteSecurityGroupRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateSecurityGroupRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateSecurityGroupRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateSecurityGroupRuleRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroupRule.FromString,
+                _registered_method=True)
+        self.GetSecurityGroupRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetSecurityGroupRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetSecurityGroupRuleRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroupRule.FromString,
+                _registered_method=True)
+        self.ListSecurityGroupRules = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListSecurityGroupRules',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupRulesRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupRulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecurityGroupRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteSecurityGroupRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteSecurityGroupRuleRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateFirewallRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateFirewallRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallRuleRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.FromString,
+                _registered_method=True)
+        self.GetFirewallRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetFirewallRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallRuleRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.FromString,
+                _registered_method=True)
+        self.ListFirewallRules = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListFirewallRules',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallRulesRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallRulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateFirewallRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/UpdateFirewallRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallRuleRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.FromString,
+                _registered_method=True)
+        self.DeleteFirewallRule = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteFirewallRule',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallRuleRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateFirewallPolicy = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateFirewallPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.FromString,
+                _registered_method=True)
+        self.GetFirewallPolicy = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetFirewallPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.FromString,
+                _registered_method=True)
+        self.ListFirewallPolicies = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListFirewallPolicies',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallPoliciesRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallPoliciesResponse.FromString,
+                _registered_method=True)
+        self.UpdateFirewallPolicy = channel.unary_unary(
+                '/sdn.v1.TopologyService/UpdateFirewallPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.FromString,
+                _registered_method=True)
+        self.DeleteFirewallPolicy = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteFirewallPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallPolicyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateFirewallGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/CreateFirewallGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.FromString,
+                _registered_method=True)
+        self.GetFirewallGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/GetFirewallGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.FromString,
+                _registered_method=True)
+        self.ListFirewallGroups = channel.unary_unary(
+                '/sdn.v1.TopologyService/ListFirewallGroups',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallGroupsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallGroupsResponse.FromString,
+                _registered_method=True)
+        self.UpdateFirewallGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/UpdateFirewallGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.FromString,
+                _registered_method=True)
+        self.DeleteFirewallGroup = channel.unary_unary(
+                '/sdn.v1.TopologyService/DeleteFirewallGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallGroupRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
         self.CreateChassis = channel.unary_unary(
                 '/sdn.v1.TopologyService/CreateChassis',
                 request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateChassisRequest.SerializeToString,
@@ -386,6 +506,156 @@ class TopologyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSecurityGroup(self, request, context):
+        """Security groups (Neutron semantics): allow rules, stateful; a port in several groups gets the union of
+        their rules. Every tenant has a group with display_name "default" (all egress; ingress from members of
+        the same group), made on the tenant's first need of it; "securityGroups/default" names it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSecurityGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecurityGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSecurityGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecurityGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSecurityGroupRule(self, request, context):
+        """Rules are immutable (as in Neutron): create and delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSecurityGroupRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecurityGroupRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecurityGroupRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFirewallRule(self, request, context):
+        """Router firewalls (Neutron FWaaS v2): rules, ordered in policies, applied by firewall groups to router
+        interface ports, per direction; stateful (replies of allowed connections pass).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFirewallRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFirewallRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFirewallRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFirewallRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFirewallPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFirewallPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFirewallPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFirewallPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFirewallPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFirewallGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFirewallGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFirewallGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFirewallGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFirewallGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateChassis(self, request, context):
         """Chassis are admin only.
         """
@@ -580,6 +850,126 @@ def add_TopologyServiceServicer_to_server(servicer, server):
             'DeleteFloatingIp': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteFloatingIp,
                     request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFloatingIpRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecurityGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateSecurityGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.SerializeToString,
+            ),
+            'GetSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSecurityGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetSecurityGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.SerializeToString,
+            ),
+            'ListSecurityGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecurityGroups,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupsResponse.SerializeToString,
+            ),
+            'UpdateSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSecurityGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateSecurityGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.SerializeToString,
+            ),
+            'DeleteSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecurityGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteSecurityGroupRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateSecurityGroupRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecurityGroupRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateSecurityGroupRuleRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroupRule.SerializeToString,
+            ),
+            'GetSecurityGroupRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSecurityGroupRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetSecurityGroupRuleRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroupRule.SerializeToString,
+            ),
+            'ListSecurityGroupRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecurityGroupRules,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupRulesRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupRulesResponse.SerializeToString,
+            ),
+            'DeleteSecurityGroupRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecurityGroupRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteSecurityGroupRuleRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateFirewallRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFirewallRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallRuleRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.SerializeToString,
+            ),
+            'GetFirewallRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFirewallRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallRuleRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.SerializeToString,
+            ),
+            'ListFirewallRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFirewallRules,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallRulesRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallRulesResponse.SerializeToString,
+            ),
+            'UpdateFirewallRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFirewallRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallRuleRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.SerializeToString,
+            ),
+            'DeleteFirewallRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFirewallRule,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallRuleRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateFirewallPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFirewallPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallPolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.SerializeToString,
+            ),
+            'GetFirewallPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFirewallPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallPolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.SerializeToString,
+            ),
+            'ListFirewallPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFirewallPolicies,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallPoliciesRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallPoliciesResponse.SerializeToString,
+            ),
+            'UpdateFirewallPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFirewallPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallPolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.SerializeToString,
+            ),
+            'DeleteFirewallPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFirewallPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallPolicyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateFirewallGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFirewallGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.SerializeToString,
+            ),
+            'GetFirewallGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFirewallGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.SerializeToString,
+            ),
+            'ListFirewallGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFirewallGroups,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallGroupsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallGroupsResponse.SerializeToString,
+            ),
+            'UpdateFirewallGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFirewallGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.SerializeToString,
+            ),
+            'DeleteFirewallGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFirewallGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallGroupRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'CreateChassis': grpc.unary_unary_rpc_method_handler(
@@ -1356,6 +1746,654 @@ class TopologyService:
             target,
             '/sdn.v1.TopologyService/DeleteFloatingIp',
             proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFloatingIpRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateSecurityGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateSecurityGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetSecurityGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetSecurityGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecurityGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListSecurityGroups',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/UpdateSecurityGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateSecurityGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteSecurityGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteSecurityGroupRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecurityGroupRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateSecurityGroupRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateSecurityGroupRuleRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroupRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSecurityGroupRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetSecurityGroupRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetSecurityGroupRuleRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.SecurityGroupRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecurityGroupRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListSecurityGroupRules',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupRulesRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListSecurityGroupRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecurityGroupRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteSecurityGroupRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteSecurityGroupRuleRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFirewallRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateFirewallRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallRuleRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFirewallRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetFirewallRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallRuleRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFirewallRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListFirewallRules',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallRulesRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFirewallRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/UpdateFirewallRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallRuleRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFirewallRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteFirewallRule',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallRuleRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFirewallPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateFirewallPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallPolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFirewallPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetFirewallPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallPolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFirewallPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListFirewallPolicies',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallPoliciesRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFirewallPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/UpdateFirewallPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallPolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFirewallPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteFirewallPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallPolicyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFirewallGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/CreateFirewallGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateFirewallGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFirewallGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/GetFirewallGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetFirewallGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFirewallGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/ListFirewallGroups',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallGroupsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListFirewallGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFirewallGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/UpdateFirewallGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateFirewallGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.FirewallGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFirewallGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.TopologyService/DeleteFirewallGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteFirewallGroupRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
