@@ -48,7 +48,7 @@ import grpc
 
 from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FIXED_IP,
                                    POOL, ROUTE, CliError, bridge_mapping, chassis_name, datapath_id,
-                                   event_line, group_name, positive, print_many, print_one, rpc_error_line,
+                                   event_line, positive, print_many, print_one, rpc_error_line,
                                    usage_error)
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import debug_pb2 as dbg

@@ -16,9 +16,9 @@ import grpc
 from google.protobuf import empty_pb2
 
 from controller import convert
-from controller.flow_budget import budgeted
 from controller.auth import LastAdminToken, Principal, TokenFile
 from controller.context import REQUEST
+from controller.flow_budget import budgeted
 from controller.status import abort, unauthenticated
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
