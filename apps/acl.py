@@ -10,16 +10,18 @@ tables:
     HIGH(21)  +rel: pass, skipping the firewall and the commit stage
     HIGH(20)  +est+rpl (a reply of a connection this port's zone committed): pass, likewise
     HIGH(5)   untracked IP of the port: load CT_ZONE, ct(zone=CT_ZONE, table=<this stage>)
-    MATCH(0)  the rules, as conjunctions: clause 1 = the port (reg6 / reg7 = its key), clause 2 = the remote
-              end (ipv4/6 src for ingress, dst for egress = one member address of the remote group, the
-              remote CIDR, or just the ethertype for "any"); the conj_id flow (= the rule's key) adds the
-              protocol, port range pieces or ICMP type/code, and passes the packet on
+    MATCH(0)  the rules, as conjunctions: clause 1 = the port (reg6 / reg7 = its key); then the remote end
+              unless it is "any" (ipv4/6 src for ingress, dst for egress = one member address of the remote
+              group, or the remote CIDR); then the protocol part if any (ip_proto, one flow per port-range
+              piece, or ICMP type/code); the conj_id flow (= the rule's key) matches the conj_id alone and
+              passes the packet on
     LOW       anything else tracked: drop (a new connection no rule allows, or an established one in its
               original direction that no rule allows any more: removing a rule cuts its connections too)
 
 A port in several groups gets the union of their rules. Flows grow with ports + members + rules: a
 member's address is one flow carrying a conjunction clause for every rule naming its group as remote, a
-port is one flow carrying clause 1 of every rule of its groups. Units (see apps/compiler.py) are chosen so
+port is one flow carrying clause 1 of every rule of its groups, a port-range piece one flow for every rule
+with it. Units (see apps/compiler.py) are chosen so
 that one membership change recompiles one address flow per rule direction and the port's own flows.
 
 Commit: acl_egress_commit / acl_ingress_commit commit +new connections in CT_ZONE (after the router
@@ -147,66 +149,79 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
                                 actions=(Goto(side.allowed),), cookie=c))
         if not secured(port):
             continue
-        clauses = sorted({r.key for g in port.security_groups for r in topo.group_rules_of(g)
-                          if r.direction == side.direction})
-        if clauses:
+        rules = sorted({r for g in port.security_groups for r in topo.group_rules_of(g)
+                        if r.direction == side.direction}, key=lambda r: r.key)
+        if rules:
             out.append(Flow(side.stage, MATCH, match=me,
-                            actions=tuple(Conjunction(k, 1, 2) for k in clauses), cookie=c))
+                            actions=tuple(Conjunction(r.key, 1, n_clauses(r)) for r in rules), cookie=c))
     return out
 
 
 # ---------------------------------------------------------------------------------------------------------
-# clause 2: the remote end, one flow per (side, ethertype, address / CIDR / any)
+# clauses 2 and 3: the remote end and the protocol part, one flow per (side, ethertype, match)
 # ---------------------------------------------------------------------------------------------------------
+#
+# A rule is the conjunction of: the port (clause 1, in the port's unit), the remote end if it is not "any"
+# (a member address of the remote group, or the prefix), and the protocol part if it has one (one flow per
+# port-range piece, or ICMP type/code, or just the protocol); a rule with neither gets an ethertype clause.
+# Clauses with the same match are one flow listing every rule's clause (OpenFlow cannot have two flows with
+# one match and priority), so a clause flow is its own unit, keyed by its match. The conj_id flow matches
+# nothing else: OVS looks up only one completed conjunction per clause flow, so the allowing must not
+# depend on anything but the conjunction.
+
+Clause = tuple[str, str]  # (unit kind "acl_clause", "direction|ethertype|kind|value")
 
 
-def remote_unit(direction: str, ethertype: str, value: str) -> tuple[str, str]:
-    return ("acl_remote", f"{direction}|{ethertype}|{value}")
-
-
-def parse_remote_unit(ident: str) -> tuple[str, str, str]:
-    direction, ethertype, value = ident.split("|", 2)
-    return direction, ethertype, value
+def clause_unit(direction: str, ethertype: str, kind: str, value: str) -> tuple[str, str]:
+    return ("acl_clause", f"{direction}|{ethertype}|{kind}|{value}")
 
 
 def _version(value: str) -> int:
     return netaddr.IPNetwork(value).version
 
 
-def rules_for_value(topo: Topology, direction: str, ethertype: str, value: str) -> list[SecurityGroupRule]:
-    """Rules of this side and ethertype whose remote end includes `value` (a member's address or pair
-    CIDR, a remote prefix, or "" for any)."""
-    ids_: set[str] = set(topo.prefix_rules.get(value, ()))
-    for pid in topo.value_ports.get(value, ()):
-        port = topo.ports.get(pid)
-        if port is None or not port.port_security_enabled:
-            continue
-        for g in port.security_groups:
-            ids_.update(topo.remote_rules.get(g, ()))
-    out = [r for i in ids_ if (r := topo.sg_rules.get(i)) is not None
-           and r.direction == direction and r.ethertype == ethertype]
-    return sorted(out, key=lambda r: r.key)
+def protocol_number(protocol: str) -> int | None:
+    if not protocol:
+        return None
+    return int(protocol) if protocol.isdigit() else PROTOCOL_NUMBERS.get(protocol.lower())
 
 
-def remote_flows(view: View, chassis_id: str, ident: str) -> list[Flow]:
-    direction, ethertype, value = parse_remote_unit(ident)
-    if value and _version(value) != (4 if ethertype == "IPv4" else 6):
+def _l4_values(rule: SecurityGroupRule) -> list[str]:
+    """The rule's protocol part as clause values: "proto", "proto|field|value/mask" per port-range piece,
+    "proto|icmp|type/code"; [] for any protocol."""
+    proto = protocol_number(rule.protocol)
+    if proto is None:
         return []
-    topo = view.topo
-    keys = [r.key for r in rules_for_value(topo, direction, ethertype, value) if relevant(topo, r, chassis_id)]
-    if not keys:
-        return []
-    side = SIDES[direction]
-    eth = ETH[ethertype]
-    match: dict[str, object] = {"eth_type": eth}
-    if value:
-        match[f"{'ipv4' if eth == IPV4 else 'ipv6'}_{side.remote}"] = value
-    return [Flow(side.stage, MATCH, match=match, actions=tuple(Conjunction(k, 2, 2) for k in keys),
-                 cookie=ids.cookie(ids.SECURITY_GROUP, f"remote:{ident}"))]
+    name = {TCP: "tcp", UDP: "udp", SCTP: "sctp"}.get(proto)
+    if name and (rule.port_range_min or rule.port_range_max):
+        lo, hi = rule.port_range_min or 1, rule.port_range_max or rule.port_range_min
+        return [f"{proto}|{name}_dst|{v}/{m}" for v, m in range_masks(lo, hi)]
+    if proto in (ICMP, ICMPV6) and rule.icmp_type >= 0:
+        return [f"{proto}|icmp|{rule.icmp_type}/{rule.icmp_code}"]
+    return [f"{proto}"]
+
+
+def clauses(topo: Topology, rule: SecurityGroupRule) -> list[list[tuple[str, str]]]:
+    """The rule's clauses after the port's, each a list of (kind, value) alternatives (a flow each)."""
+    out: list[list[tuple[str, str]]] = []
+    if rule.remote_group_id or remote_value(rule.remote_ip_prefix):
+        out.append([("r", v) for v in sorted(rule_values(topo, rule))])
+    l4 = _l4_values(rule)
+    if l4:
+        out.append([("p", v) for v in l4])
+    if not out:
+        out.append([("e", "")])
+    return out
+
+
+def n_clauses(rule: SecurityGroupRule) -> int:
+    has_remote = bool(rule.remote_group_id or remote_value(rule.remote_ip_prefix))
+    return 1 + max(1, int(has_remote) + int(protocol_number(rule.protocol) is not None))
 
 
 def rule_values(topo: Topology, rule: SecurityGroupRule) -> set[str]:
-    """The clause-2 values a rule contributes to: its remote group members' addresses, or its prefix."""
+    """The remote clause's values: the remote group members' addresses of the rule's family, or its prefix
+    (empty for a group without members: the rule then matches nothing)."""
     if rule.remote_group_id:
         want = 4 if rule.ethertype == "IPv4" else 6
         return {v for pid in topo.group_ports.get(rule.remote_group_id, ())
@@ -214,49 +229,100 @@ def rule_values(topo: Topology, rule: SecurityGroupRule) -> set[str]:
     return {remote_value(rule.remote_ip_prefix)}
 
 
+def rule_clause_units(topo: Topology, rule: SecurityGroupRule) -> set[tuple[str, str]]:
+    return {clause_unit(rule.direction, rule.ethertype, kind, value)
+            for alternatives in clauses(topo, rule) for kind, value in alternatives}
+
+
+def rules_for_clause(topo: Topology, direction: str, ethertype: str, kind: str,
+                     value: str) -> list[tuple[SecurityGroupRule, int]]:
+    """(rule, clause number) of the rules of this side and ethertype with a clause of this match."""
+    cands: set[str] = set()
+    if kind == "r":
+        cands.update(topo.prefix_rules.get(value, ()))
+        for pid in topo.value_ports.get(value, ()):
+            port = topo.ports.get(pid)
+            if port is not None and port.port_security_enabled:
+                for g in port.security_groups:
+                    cands.update(topo.remote_rules.get(g, ()))
+    elif kind == "p":
+        proto = int(value.split("|", 1)[0])
+        names = {n: name for name, n in PROTOCOL_NUMBERS.items()}
+        for spelled in {str(proto), names.get(proto, str(proto))}:
+            cands.update(topo.proto_rules.get(f"{direction}|{ethertype}|{spelled}", ()))
+    else:
+        cands.update(topo.proto_rules.get(f"{direction}|{ethertype}|", ()))
+    out = []
+    for rid in cands:
+        rule = topo.sg_rules.get(rid)
+        if rule is None or rule.direction != direction or rule.ethertype != ethertype:
+            continue
+        has_remote = bool(rule.remote_group_id or remote_value(rule.remote_ip_prefix))
+        if kind == "r" and has_remote:
+            out.append((rule, 2))  # found through its prefix or a member holding the address
+        elif kind == "p" and value in _l4_values(rule):
+            out.append((rule, 2 + int(has_remote)))
+        elif kind == "e" and not has_remote and protocol_number(rule.protocol) is None:
+            out.append((rule, 2))
+    return sorted(out, key=lambda rc: rc[0].key)
+
+
+def _clause_match(direction: str, ethertype: str, kind: str, value: str) -> dict[str, object]:
+    eth = ETH[ethertype]
+    match: dict[str, object] = {"eth_type": eth}
+    if kind == "r":
+        match[f"{'ipv4' if eth == IPV4 else 'ipv6'}_{SIDES[direction].remote}"] = value
+    elif kind == "p":
+        parts = value.split("|")
+        match["ip_proto"] = int(parts[0])
+        if len(parts) == 3:
+            field_, vm = parts[1], parts[2]
+            v, m = (int(x) for x in vm.split("/"))
+            if field_ == "icmp":
+                fam = "icmpv4" if int(parts[0]) == ICMP else "icmpv6"
+                match[f"{fam}_type"] = v
+                if m >= 0:
+                    match[f"{fam}_code"] = m
+            else:
+                match[field_] = v if m == 0xFFFF else (v, m)
+    return match
+
+
+def clause_flows(view: View, chassis_id: str, ident: str) -> list[Flow]:
+    direction, ethertype, kind, value = ident.split("|", 3)
+    if kind == "r" and _version(value) != (4 if ethertype == "IPv4" else 6):
+        return []
+    topo = view.topo
+    conj = [Conjunction(rule.key, i, n_clauses(rule))
+            for rule, i in rules_for_clause(topo, direction, ethertype, kind, value)
+            if relevant(topo, rule, chassis_id)]
+    if not conj:
+        return []
+    return [Flow(SIDES[direction].stage, MATCH, match=_clause_match(direction, ethertype, kind, value),
+                 actions=tuple(conj), cookie=ids.cookie(ids.SECURITY_GROUP, f"clause:{ident}"))]
+
+
 # ---------------------------------------------------------------------------------------------------------
-# the conjunction's result: the rule's protocol and ports, then pass
+# the conjunction's result: pass
 # ---------------------------------------------------------------------------------------------------------
-
-
-def protocol_number(protocol: str) -> int | None:
-    if not protocol:
-        return None
-    return PROTOCOL_NUMBERS.get(protocol.lower(), None) if not protocol.isdigit() else int(protocol)
-
-
-def l4_matches(rule: SecurityGroupRule) -> list[dict[str, object]]:
-    """The rule's protocol part as matches (one per port-range piece); [{}] for any protocol."""
-    eth = ETH[rule.ethertype]
-    proto = protocol_number(rule.protocol)
-    if proto is None:
-        return [{"eth_type": eth}]
-    base: dict[str, object] = {"eth_type": eth, "ip_proto": proto}
-    name = {TCP: "tcp", UDP: "udp", SCTP: "sctp"}.get(proto)
-    if name and (rule.port_range_min or rule.port_range_max):
-        lo, hi = rule.port_range_min or 1, rule.port_range_max or rule.port_range_min
-        return [{**base, f"{name}_dst": (v, m)} for v, m in range_masks(lo, hi)]
-    if proto in (ICMP, ICMPV6) and rule.icmp_type >= 0:
-        fam = "icmpv4" if proto == ICMP else "icmpv6"
-        m = {**base, f"{fam}_type": rule.icmp_type}
-        if rule.icmp_code >= 0:
-            m[f"{fam}_code"] = rule.icmp_code
-        return [m]
-    return [base]
 
 
 def rule_flows(view: View, chassis_id: str, rule: SecurityGroupRule) -> list[Flow]:
     if not relevant(view.topo, rule, chassis_id):
         return []
-    return list(_rule_flows(rule))
+    return [_rule_flow(rule)]
 
 
 @lru_cache(maxsize=1 << 14)
-def _rule_flows(rule: SecurityGroupRule) -> tuple[Flow, ...]:
+def _rule_flow(rule: SecurityGroupRule) -> Flow:
     side = SIDES[rule.direction]
-    c = ids.cookie(ids.SECURITY_GROUP, rule.id)
-    return tuple(Flow(side.stage, MATCH, match={"conj_id": rule.key, **m}, actions=(Goto(side.allowed),),
-                      cookie=c) for m in l4_matches(rule))
+    return Flow(side.stage, MATCH, match={"conj_id": rule.key}, actions=(Goto(side.allowed),),
+                cookie=ids.cookie(ids.SECURITY_GROUP, rule.id))
+
+
+def l4_matches(rule: SecurityGroupRule) -> list[str]:
+    """The rule's protocol-part clause values (for the budget: one flow each)."""
+    return _l4_values(rule)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -269,8 +335,7 @@ def all_units(topo: Topology) -> list[tuple[str, str]]:
     out: set[tuple[str, str]] = {("acl", "")}
     for rule in topo.sg_rules.values():
         out.add(("sg_rule", rule.id))
-        for v in rule_values(topo, rule):
-            out.add(remote_unit(rule.direction, rule.ethertype, v))
+        out |= rule_clause_units(topo, rule)
     return sorted(out)
 
 
@@ -289,12 +354,12 @@ class Dirty:
 
 
 def rule_units(topo: Topology, rule: SecurityGroupRule) -> set[tuple[str, str]]:
-    return {("sg_rule", rule.id)} | {remote_unit(rule.direction, rule.ethertype, v) for v in rule_values(topo, rule)}
+    return {("sg_rule", rule.id)} | rule_clause_units(topo, rule)
 
 
 def on_rule_change(topo: Topology, old: SecurityGroupRule | None, new: SecurityGroupRule | None,
                    dirty: Dirty) -> None:
-    """A rule created or deleted: its group's ports (clause 1), its values (clause 2), its result flows."""
+    """A rule created or deleted: its group's ports (clause 1), its other clauses, its result flow."""
     for rule in (old, new):
         if rule is None:
             continue
@@ -314,7 +379,7 @@ def on_port_change(topo: Topology, old: Port | None, new: Port | None, dirty: Di
             for rid in topo.remote_rules.get(g, ()):
                 rule = topo.sg_rules[rid]
                 want = 4 if rule.ethertype == "IPv4" else 6
-                dirty.add((remote_unit(rule.direction, rule.ethertype, v) for v in before_vals | after_vals
+                dirty.add((clause_unit(rule.direction, rule.ethertype, "r", v) for v in before_vals | after_vals
                            if _version(v) == want), topo.group_chassis.get(rule.security_group_id, {}))
     # a group's rules exist on a chassis while a member is bound there: recompile them where that may flip
     where_before = (old.binding_chassis, old.admin_state_up) if old is not None else ("", False)
@@ -364,7 +429,7 @@ def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]
             total += n_members * len(directions)
             remotes = seen.setdefault(ch, set())
             for r in rules:
-                share = len(l4_matches(r))
+                share = 1 + (len(l4_matches(r)) or int(not (r.remote_group_id or remote_value(r.remote_ip_prefix))))
                 remote = (r.remote_group_id or "prefix:" + remote_value(r.remote_ip_prefix), r.direction,
                           r.ethertype)
                 if remote not in remotes:

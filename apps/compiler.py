@@ -42,8 +42,8 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
                           *nat.network_flows(view, chassis_id, net)])
     if kind == "acl":
         return frozenset(acl.chassis_flows()) if chassis_id in view.topo.chassis else frozenset()
-    if kind == "acl_remote":
-        return frozenset(acl.remote_flows(view, chassis_id, ident))
+    if kind == "acl_clause":
+        return frozenset(acl.clause_flows(view, chassis_id, ident))
     if kind == "sg_rule":
         rule = view.topo.sg_rules.get(ident)
         return frozenset(acl.rule_flows(view, chassis_id, rule)) if rule is not None else frozenset()

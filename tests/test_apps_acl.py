@@ -322,3 +322,20 @@ def test_explain_names_the_rule_that_allows_tcp_22_and_the_groups_that_refuse_23
     denial = next(d for d in no.deciders if not d.allows)
     assert denial.kind == "security_group" and "securityGroups/web" in denial.description
     assert "ingress" in denial.description and "tcp/23" in denial.description
+
+
+def test_conjunction_results_match_the_conjunction_alone() -> None:
+    """OVS looks up one completed conjunction per clause flow: if its conj_id flow could still fail on another
+    field, a packet that another completed rule allows would drop. So conj_id flows match nothing else, and
+    the protocol part is a clause (this is the e2e case: icmp from anywhere + udp/53 from one address)."""
+    w, p = world()
+    w.rule("lone-udp", "lone", INGRESS, protocol="udp", port_range_min=53, port_range_max=53,
+           remote_ip_prefix="10.0.0.9/32")
+    w.rule("lone-echo", "lone", INGRESS, protocol="icmp", icmp_type=8, icmp_code=0)
+    flows = [i for i in desired_from_scratch(w.topo, w.runtime, "hv1") if isinstance(i, Flow)]
+    results = [f for f in flows if "conj_id" in f.match_dict()]
+    assert results and all(set(f.match_dict()) == {"conj_id"} for f in results)
+    sw = w.switch("hv1")
+    assert send(w, sw, p["o1"], p["n1"]) == [w.ofport(p["n1"])]
+    assert send(w, sw, p["o1"], p["n1"], UDP, udp_src=5353, udp_dst=53) == [w.ofport(p["n1"])]
+    assert send(w, sw, p["o1"], p["n1"], UDP, udp_src=5353, udp_dst=54) == []

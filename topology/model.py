@@ -91,6 +91,8 @@ class Topology:
         # -> ids of rules using it
         self.value_ports: dict[str, set[str]] = {}
         self.prefix_rules: dict[str, set[str]] = {}
+        # "direction|ethertype|protocol" (protocol as stored: "" for any) -> ids of rules
+        self.proto_rules: dict[str, set[str]] = {}
         # tenant -> id of its default security group
         self.default_groups: dict[str, str] = {}
         # firewall rule id -> the policy listing it; policy id -> firewall groups using it; router interface
@@ -278,6 +280,7 @@ class Topology:
                 self.remote_rules.setdefault(rec.remote_group_id, set()).add(rec.id)
             else:
                 self.prefix_rules.setdefault(remote_value(rec.remote_ip_prefix), set()).add(rec.id)
+            self.proto_rules.setdefault(f"{rec.direction}|{rec.ethertype}|{rec.protocol}", set()).add(rec.id)
         elif isinstance(rec, FirewallPolicy):
             for r in rec.rules:
                 self.rule_policy[r] = rec.id
@@ -341,6 +344,7 @@ class Topology:
                 _discard(self.remote_rules, rec.remote_group_id, rec.id)
             else:
                 _discard(self.prefix_rules, remote_value(rec.remote_ip_prefix), rec.id)
+            _discard(self.proto_rules, f"{rec.direction}|{rec.ethertype}|{rec.protocol}", rec.id)
         elif isinstance(rec, FirewallPolicy):
             for r in rec.rules:
                 if self.rule_policy.get(r) == rec.id:
