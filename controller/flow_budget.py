@@ -75,12 +75,13 @@ def budgeted(fn: WriteFn, budget: int) -> WriteFn:
 def _refusal(topo: Topology, tenant: str, excess: Any) -> errors.ApiError:
     rule = topo.sg_rules.get(excess.rule_id)
     group = topo.security_groups.get(rule.security_group_id) if rule is not None else None
-    label = f"{group.display_name or group.id!r}" if group is not None else "?"
-    if group is not None and group.display_name:
-        label = f"{group.display_name!r} ({group.id})"
+    label = "?"
+    if group is not None:
+        label = repr(group.display_name or group.id) + (f" ({group.id})" if group.display_name not in ("", group.id)
+                                                         else "")
     return errors.failed_precondition(
         "FLOW_BUDGET_EXCEEDED",
-        f"security group rule {excess.rule_id} of group {label} would make ~{excess.flows} flows of tenant "
-        f"{tenant!r} on chassis {excess.chassis} (budget {excess.budget})",
+        f"security group rule {excess.rule_id} of group {label} would make ~{excess.flows} flows on chassis "
+        f"{excess.chassis} (budget {excess.budget}, tenant {tenant!r})",
         tenant=tenant, chassis=str(excess.chassis), security_group_rule=str(excess.rule_id),
         flows=str(excess.flows), budget=str(excess.budget))

@@ -539,8 +539,8 @@ def test_flow_budget_refuses_the_rule_and_leaves_everything_as_it_was(budget_ser
     with pytest.raises(grpc.RpcError) as info:
         make_rule(api, md, web.name, "ssh-from-web", protocol="tcp", port_range_min=22, remote_group=web.name)
     message = info.value.details()
-    assert "security group rule ssh-from-web of group 'web'" in message and "on chassis hv1" in message
-    assert f"(budget {budget})" in message
+    assert message.startswith("security group rule ssh-from-web of group 'web' would make ~")
+    assert f"flows on chassis hv1 (budget {budget}, tenant 'alice')" in message
     assert _model(state) == before and _stored(state) == stored
     # a dry run is refused the same way and changes nothing either
     code, _, reason = expect_error(make_rule, api, md, web.name, protocol="tcp", port_range_min=22,
