@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 
+from apps import firewall as firewall_app
 from apps import ids
 from apps.compiler import Compiler, desired_from_scratch
 from apps.view import View
@@ -200,6 +201,19 @@ def test_ranges_addresses_and_protocols() -> None:
     sw = switch(w, "hv1")
     assert routed(sw, w, p["a1"], p["b1"], dport=22).dropped
     assert not routed(sw, w, p["a2"], p["b1"], dport=22).dropped
+
+
+def test_a_policy_holds_max_rules_and_fails_closed_beyond() -> None:
+    """Rule n gets priority MATCH(199 - n): 200 rules are ordered in flows; later ones are not compiled,
+    so what they would allow is denied by the policy's end."""
+    assert firewall_app.MAX_RULES == 200
+    for allow_at, passes in ((firewall_app.MAX_RULES - 1, True), (firewall_app.MAX_RULES, False)):
+        w, p = world()
+        rules = [rule(f"u{i}", protocol="udp", dport=1000 + i) for i in range(allow_at)]
+        firewall(w, [*rules, rule("any", "allow", protocol="")], "egress")
+        sw = switch(w, "hv1")
+        assert routed(sw, w, p["a1"], p["b1"], dport=80).dropped is not passes, allow_at
+        assert routed(sw, w, p["a1"], p["b1"], proto=17, dport=1000).dropped  # the first rule: deny
 
 
 def test_reject_goes_to_the_controller_under_the_firewall_cookie() -> None:
