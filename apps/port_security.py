@@ -7,12 +7,13 @@ address pair's, and its source address is one that MAC may use:
   MAC); a DHCP client's discover/request from 0.0.0.0 (udp 68 -> 67);
 - ARP: arp_sha = eth_src and arp_spa as for IPv4; ARP probes (request, arp_spa 0.0.0.0) too;
 - IPv6: ipv6_src one of the MAC's IPv6 addresses or its EUI-64 link-local address; duplicate address
-  detection (neighbour solicitation, MLD report) from ::; a neighbour advertisement only for a target
-  that is one of those addresses (receivers act on the target, not on the source).
+  detection (neighbour solicitation) from ::; a neighbour advertisement only for a target that is one of
+  those addresses (receivers act on the target, not on the source).
 
 Whatever the addresses, a VM never acts as a DHCP server (udp source port 67, DHCPv6 547) or a router
-(router advertisements, redirects): dropped at HIGH. Anything else from the port drops (its LOW flow),
-so the stage's DEFAULT pass-through only serves ports without port security, which get no flows here.
+(router advertisements, redirects), and never sends VLAN-tagged frames: dropped at HIGH. Anything else
+from the port drops (its LOW flow), so the stage's DEFAULT pass-through only serves ports without port
+security, which get no flows here.
 
 Priorities inside MATCH and HIGH grow with the prefix length of the source (or ND target), as in
 longest-prefix routing, so an address that is both a fixed IP and inside a pair's CIDR matches one flow.
@@ -35,9 +36,12 @@ from topology.records import Port
 IPV4, ARP, IPV6 = 0x0800, 0x0806, 0x86DD
 UDP, ICMPV6 = 17, 58
 DHCP_SERVER, DHCP_CLIENT, DHCPV6_SERVER = 67, 68, 547
-ND_NS, ND_NA, ND_RA, ND_REDIRECT, MLD2_REPORT = 135, 136, 134, 137, 143
+ND_RA, ND_NS, ND_NA, ND_REDIRECT = 134, 135, 136, 137
+VLAN_PRESENT = 0x1000
 #: above every prefix length (IPv4 32, IPv6 128): the fixed-shape exceptions from the unspecified address
 _UNSPECIFIED = 129
+#: above the neighbour advertisements allowed at HIGH(1 + prefix length)
+_TAGGED = 130
 _PASS = (Goto("acl_egress"),)
 
 
@@ -65,7 +69,7 @@ def _masked(net: netaddr.IPNetwork) -> str | tuple[str, str]:
 @lru_cache(maxsize=1 << 16)
 def _flows(port_id: str, key: int, mac: str, fixed_ips: tuple[tuple[str, str], ...],
            pairs: tuple[tuple[str, str], ...]) -> tuple[Flow, ...]:
-    """The same on every chassis: computed once per port version."""
+    """Computed once per port version (the port's chassis asks again on every compile of the port)."""
     c = ids.cookie(ids.PORT_SECURITY, port_id)
     src = {SRC_PORT.field: key}
     out = [
@@ -75,9 +79,12 @@ def _flows(port_id: str, key: int, mac: str, fixed_ips: tuple[tuple[str, str], .
                                                    "udp_src": DHCP_SERVER}),
         Flow("port_sec_in", HIGH, cookie=c, match={**src, "eth_type": IPV6, "ip_proto": UDP,
                                                    "udp_src": DHCPV6_SERVER}),
+        # (OVS refuses a masked ICMP type: one flow each) neighbour advertisements only as allowed below
         *(Flow("port_sec_in", HIGH, cookie=c, match={**src, "eth_type": IPV6, "ip_proto": ICMPV6,
                                                      "icmpv6_type": t})
-          for t in (ND_RA, ND_REDIRECT, ND_NA)),  # advertisements: only those allowed below (HIGH(1+))
+          for t in (ND_RA, ND_REDIRECT, ND_NA)),
+        # a VLAN tag would smuggle the frame past every check here (they match whatever the tag)
+        Flow("port_sec_in", HIGH(_TAGGED), cookie=c, match={**src, "vlan_vid": (VLAN_PRESENT, VLAN_PRESENT)}),
     ]
     for mac_, nets in sorted(allowed_sources(mac, fixed_ips, pairs).items()):
         l2 = {**src, "eth_src": mac_}
@@ -87,9 +94,8 @@ def _flows(port_id: str, key: int, mac: str, fixed_ips: tuple[tuple[str, str], .
                 "udp_src": DHCP_CLIENT, "udp_dst": DHCP_SERVER}),
             Flow("port_sec_in", MATCH(_UNSPECIFIED), actions=_PASS, cookie=c, match={
                 **l2, "eth_type": ARP, "arp_op": 1, "arp_sha": mac_, "arp_spa": "0.0.0.0"}),
-            *(Flow("port_sec_in", MATCH(_UNSPECIFIED), actions=_PASS, cookie=c, match={
-                **l2, "eth_type": IPV6, "ipv6_src": "::", "ip_proto": ICMPV6, "icmpv6_type": t})
-              for t in (ND_NS, MLD2_REPORT)),
+            Flow("port_sec_in", MATCH(_UNSPECIFIED), actions=_PASS, cookie=c, match={
+                **l2, "eth_type": IPV6, "ipv6_src": "::", "ip_proto": ICMPV6, "icmpv6_type": ND_NS}),
         ]
         for net in sorted(nets, key=lambda n: (n.version, n.value, n.prefixlen)):
             prio = MATCH(net.prefixlen)

@@ -14,18 +14,23 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
+import netaddr
 import pytest
 from google.protobuf import field_mask_pb2
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, ICMPv6NDOptPrefixInfo, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 
+from apps import port_security
 from lab import VM
 from lab.traffic import Capture, capture
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.e2e import Env, lab_env
+from tests.test_flows_ovs import Switch
 
 pytestmark = pytest.mark.lab
 
@@ -141,6 +146,33 @@ def test_a_vm_cannot_answer_dhcp(lab: Lab) -> None:
     assert not at_t.matching(f"{a.ip}.67 > "), f"a DHCP offer from a VM arrived: {at_t.lines}"
 
 
+def link_local(v: VM) -> str:
+    return str(netaddr.EUI(v.mac).ipv6_link_local())
+
+
+def advert(v: VM, target: str) -> Packet:
+    """An unsolicited neighbour advertisement to all nodes: "target is at my MAC"."""
+    return (Ether(src=v.mac, dst="33:33:00:00:00:01") / IPv6(src=link_local(v), dst="ff02::1", hlim=255)
+            / ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=v.mac))
+
+
+def test_ipv6_only_own_neighbour_advertisements_and_no_router_advertisements(lab: Lab) -> None:
+    a, _ = vm(lab, "ps-6", "10.61.0.24")
+    t, c = lab.target, lab.bystander
+    ra = (Ether(src=a.mac, dst="33:33:00:00:00:01") / IPv6(src=link_local(a), dst="ff02::1", hlim=255)
+          / ICMPv6ND_RA() / ICMPv6NDOptPrefixInfo(prefix="2001:db8:66::", prefixlen=64))
+    frames = [advert(a, link_local(a)),  # control: its own address
+              advert(a, link_local(t)), advert(a, link_local(c)), advert(a, "2001:db8::10"), ra]
+    with capture("eth0", "icmp6", namespace=t.namespace) as at_t:
+        send(a, *frames)
+        time.sleep(1.0)
+    assert at_t.matching(f"tgt is {link_local(a)}"), f"the control advertisement must arrive: {at_t.lines}"
+    leaked = [ln for ln in at_t.lines if "router advertisement" in ln or any(
+        f"tgt is {x}" in ln for x in (link_local(t), link_local(c), "2001:db8::10"))]
+    assert not leaked, f"forged advertisements arrived: {leaked}"
+    assert "2001:db8:66:" not in t.exec("ip -6 addr show dev eth0").stdout, "no address from a VM's prefix"
+
+
 def test_an_allowed_address_pair_passes(lab: Lab) -> None:
     p, port = vm(lab, "ps-p", "10.61.0.22")
     t = lab.target
@@ -177,3 +209,19 @@ def test_port_security_disabled_lets_forged_frames_through(lab: Lab) -> None:
     assert after.matching(f"{c.ip}.40010 > {t.ip}.40010") and after.matching(f"{c.ip}.40011 > {t.ip}.40011"), \
         after.lines
     assert after.matching(f"Reply {c.ip} is-at {x.mac}"), after.lines
+
+
+def test_every_port_security_flow_shape_installs_in_ovs(tmp_path: Path) -> None:
+    """Own and pair MACs, IPv4 and IPv6 addresses and CIDRs (masked nw_src, arp_spa, ipv6_src, nd_target):
+    one bundle into a real ovs-vswitchd, no error, and the dump decodes back to the same flows."""
+    flows = list(port_security._flows(
+        "ps-shapes", 7, "fa:16:3e:00:00:01", (("v4", "10.0.0.5"), ("v6", "2001:db8::5")),
+        (("10.0.1.0/24", "fa:16:3e:00:00:01"), ("10.0.0.100", "02:00:00:00:00:aa"),
+         ("2001:db8:1::/64", "02:00:00:00:00:aa"), ("0.0.0.0/0", "02:00:00:00:00:bb"))))
+    sw = Switch(tmp_path)
+    try:
+        assert sw.install(flows) == []
+        got, _ = sw.dump()
+        assert set(got) == set(flows)
+    finally:
+        sw.close()
