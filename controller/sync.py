@@ -638,7 +638,7 @@ class SwitchSync:
             self._failed_version = None
             self._retry_delay = RETRY_MIN
             for op in flat:
-                if op.command == encode.DELETE and not isinstance(op.item, str):
+                if op.command == encode.DELETE and isinstance(op.item, (Flow, Group)):
                     self._enc.discard(op.item)
             self._advance(revision)
 
