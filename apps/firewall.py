@@ -153,7 +153,9 @@ def rule_matches(rule: FirewallRule) -> list[dict[str, object]]:
     if l4 is None:
         return []
     out = []
-    for sp, dp in itertools.product(sports or [None], dports or [None]):
+    src_pieces: list[int | tuple[int, int] | None] = [*sports] or [None]
+    dst_pieces: list[int | tuple[int, int] | None] = [*dports] or [None]
+    for sp, dp in itertools.product(src_pieces, dst_pieces):
         m = dict(base)
         if sp is not None:
             m[f"{l4}_src"] = sp
