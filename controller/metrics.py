@@ -167,6 +167,7 @@ def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
 SYNC_COUNTERS = {
     "flow_mods_sent": ("sdn_flow_mods_sent", "Flow-mods sent to the switch (inside bundles)"),
     "group_mods_sent": ("sdn_group_mods_sent", "Group-mods sent to the switch (inside bundles)"),
+    "meter_mods_sent": ("sdn_meter_mods_sent", "Meter-mods sent to the switch (before / after bundles)"),
     "bundles_sent": ("sdn_bundles_sent", "OpenFlow bundles sent"),
     "bundles_failed": ("sdn_bundles_failed", "Bundles or resyncs that were rejected or not confirmed"),
     "resyncs": ("sdn_resyncs", "Full reconciliations (dump, adopt, repair) of the switch"),

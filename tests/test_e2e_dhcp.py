@@ -232,3 +232,39 @@ def test_a_flood_is_held_to_the_meter_and_others_still_get_leases(env: Env, scri
     print(f"flood: {sent} frames sent in {elapsed:.1f}s, {entered} reached the meter, {passed} passed, "
           f"{pins:.0f} packet-ins")
     assert pins <= bound + 10, f"{pins} packet-ins from hv1 during the flood"
+
+
+def metric(env: Env, name: str, chassis: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10).read()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
+               if line.startswith(name + "{") and f'chassis="{chassis}"' in line)
+
+
+def test_a_controller_restart_re_adds_no_meter_and_still_answers(env: Env, script: Path) -> None:
+    """Last in this module: it restarts the controller (kill -9) under the other tests' ports."""
+    import grpc
+
+    from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
+    from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
+
+    before = env.chassis("hv1").ofctl("-O", "OpenFlow13", "dump-meters", "br-int")
+    assert before.count("meter=") >= 4  # the packet-in meter and the DHCP ports' meters
+    env.controller.kill()
+    env.controller.start()
+    env.channel.close()
+    env.channel = grpc.insecure_channel(env.controller.endpoint)
+    env.stub = pb_grpc.TopologyServiceStub(env.channel)
+    env.dp = dpb_grpc.DataplaneServiceStub(env.channel)
+    deadline = time.monotonic() + 30
+    while not all(s.connected and s.resyncs >= 1 for s in env.status().values()):
+        assert time.monotonic() < deadline, env.controller_log()
+        time.sleep(0.1)
+    env.wait_realized()
+    for ch in ("hv1", "hv2"):
+        assert metric(env, "sdn_meter_mods_sent_total", ch) == 0, env.controller_log()
+        assert metric(env, "sdn_flow_mods_sent_total", ch) == 0, env.controller_log()
+    assert env.chassis("hv1").ofctl("-O", "OpenFlow13", "dump-meters", "br-int") == before
+    vm = env.vms["dhcp-vm1"]
+    vm.exec("ip addr flush dev eth0")
+    ok, lease, _ = udhcpc(vm, script)
+    assert ok and lease["serverid"] == "10.70.0.1", env.controller_log()
