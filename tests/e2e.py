@@ -54,6 +54,18 @@ class Env:
         return self.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name, fixed_ips=fixed),
                                                          port_id=ident), metadata=md)
 
+    def allow_ingress(self, md, protocol: str = "", remote_ip_prefix: str = "0.0.0.0/0") -> None:  # type: ignore[no-untyped-def]
+        """Let traffic from anywhere into the ports of the caller's default security group (which lets in
+        only its own members): for tests whose traffic comes from outside the tenant (an external host)."""
+        try:
+            self.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(
+                security_group_rule=pb.SecurityGroupRule(security_group="securityGroups/default",
+                                                         direction="ingress", protocol=protocol,
+                                                         remote_ip_prefix=remote_ip_prefix)), metadata=md)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+
     def plug(self, chassis: str, port: pb.Port, wait: bool = True) -> VM:
         """Start a VM namespace on `chassis` for logical port `port` (iface-id = its id)."""
         ident = port.name.split("/")[1]

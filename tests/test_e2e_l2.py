@@ -143,11 +143,13 @@ def test_deleting_a_port_removes_its_flows_and_only_its_flows(env: Env) -> None:
     before = {ch: env.ovs_flows(ch) for ch in ("hv1", "hv2")}
     env.stub.DeletePort(pb.DeletePortRequest(name=gone.name), metadata=md)
     env.wait_realized()
-    cookie_tag = f"{owner_hash('del-gone'):08x}"
+    # its flows, and the flow standing for its address as a member of its default group (a remote group)
+    tags = (f"{owner_hash('del-gone'):08x}",
+            f"{owner_hash('clause:ingress|IPv4|r|' + gone.fixed_ips[0].ip_address):08x}")
     for ch in ("hv1", "hv2"):
         after = env.ovs_flows(ch)
         removed, added = before[ch] - after, after - before[ch]
-        assert removed and all(cookie_tag in line.split(",")[0] for line in removed), (ch, removed)
+        assert removed and all(any(t in line.split(",")[0] for t in tags) for line in removed), (ch, removed)
         assert not added, (ch, added)
     assert keep.ping(remote.ip, count=2)
 
@@ -209,4 +211,6 @@ def test_flat_provider_network_is_untagged_on_the_wire(env: Env) -> None:
     with capture(uplink, "icmp") as wire:
         assert vm.ping(ext.ip, count=3)
     assert wire.lines and not any("vlan" in ln for ln in wire.lines), wire.lines
-    assert ext.ping(vm.ip, count=2)
+    assert not ext.ping(vm.ip, count=1, timeout=2), "the VM's default security group lets no outsider in"
+    env.allow_ingress(env.admin)
+    assert ext.ping(vm.ip, count=2, timeout=5)

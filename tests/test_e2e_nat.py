@@ -61,6 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         host.exec("ethtool -K eth0 tx off", check=False)
         # the external host can address the tenant subnet through the router (to show it is refused)
         host.exec(f"ip route add 10.130.0.0/24 via {gateway_ip}")
+        env.allow_ingress(md)  # the external host is no member of the VMs' default security group
         vm1 = env.plug("hv1", env.port(md, "nat-v1", net))
         vm2_port = env.port(md, "nat-v2", net)
         vm2 = env.plug("hv2", vm2_port)
