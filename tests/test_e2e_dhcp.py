@@ -35,7 +35,10 @@ case "$1" in
     ip addr flush dev "$interface"
     ip link set "$interface" up
     ;;
-  bound|renew)
+  renew|bound)
+    if [ "$1" = renew ] && ip -4 addr show dev "$interface" | grep -q "inet $ip/"; then
+      exit 0  # the same lease again: nothing to change (and the neighbour cache stays)
+    fi
     [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" broadcast "$broadcast" dev "$interface"
@@ -232,6 +235,46 @@ def test_a_flood_is_held_to_the_meter_and_others_still_get_leases(env: Env, scri
     print(f"flood: {sent} frames sent in {elapsed:.1f}s, {entered} reached the meter, {passed} passed, "
           f"{pins:.0f} packet-ins")
     assert pins <= bound + 10, f"{pins} packet-ins from hv1 during the flood"
+
+
+def test_renewal_is_unicast_to_the_router_holding_the_gateway(env: Env, script: Path) -> None:
+    """With a router on the subnet the server's MAC is the router interface's: a renewing client (unicast to
+    the server identifier, ARP answered by the router's flows) is answered too."""
+    md = env.md("renew")
+    net = subnet(env, md, "renew-net", "10.74.0.0/24")
+    router = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="renew-r"),
+                                                          router_id="renew-r"), metadata=md)
+    env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=router.name, subnet="subnets/renew-net-v4"),
+                                metadata=md)
+    gw_port = next(p for p in env.stub.ListPorts(pb.ListPortsRequest(), metadata=md).ports
+                   if p.device_owner == "network:router_interface" and p.network == net.name)
+    vm = bare_vm(env, "hv1", env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name),
+                                                                     port_id="renew-vm"), metadata=md))
+    env.wait_realized()
+    out = script.parent / f"{vm.name}.env"
+    client = subprocess.Popen(["ip", "netns", "exec", vm.namespace, "env", f"DHCP_OUT={out}", "busybox", "udhcpc",
+                               "-i", "eth0", "-f", "-t", "3", "-T", "1", "-s", str(script)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        bound = Path(f"{out}.bound")
+        deadline = time.monotonic() + 15
+        while not bound.exists():
+            assert time.monotonic() < deadline, f"no lease\n{env.controller_log()}"
+            time.sleep(0.1)
+        time.sleep(0.2)  # the script has applied the address
+        lease = dict(line.split("=", 1) for line in bound.read_text().splitlines() if "=" in line)
+        assert lease["serverid"] == "10.74.0.1" and lease["router"] == "10.74.0.1"
+        client.send_signal(10)  # SIGUSR1: renew now (a unicast REQUEST from the leased address)
+        renewed = Path(f"{out}.renew")
+        deadline = time.monotonic() + 10
+        while not renewed.exists():
+            assert time.monotonic() < deadline, f"no answer to the renewal\n{env.controller_log()}"
+            time.sleep(0.1)
+        # the VM resolved the server identifier to the router interface's MAC to renew
+        assert gw_port.mac_address in vm.exec("ip neigh show 10.74.0.1").stdout
+    finally:
+        client.kill()
+        client.wait(timeout=10)
 
 
 def metric(env: Env, name: str, chassis: str) -> float:
