@@ -210,3 +210,17 @@ def test_classless_routes_encoding() -> None:
     assert classless_routes([("10.0.0.0/8", "1.2.3.4")]) == bytes([8, 10, 1, 2, 3, 4])
     assert classless_routes([("10.27.129.0/24", "1.2.3.4")]) == bytes([24, 10, 27, 129, 1, 2, 3, 4])
     assert classless_routes([("10.229.0.128/25", "1.2.3.4")]) == bytes([25, 10, 229, 0, 128, 1, 2, 3, 4])
+
+
+def test_server_mac_is_the_router_interfaces_where_a_router_holds_the_gateway() -> None:
+    from topology.records import Router
+
+    w = world()
+    vm1 = w.topo.ports["vm1"]
+    w.apply(ops.create_router(w.topo, Router(id="r1", tenant="alice"), None, w.rev + 1, 0.0))
+    w.apply(ops.add_router_interface(w.topo, w.topo.routers["r1"], "a-sub", "", "r1-if", w.rev + 1, 0.0))
+    iface = w.topo.ports["r1-if"]
+    a = ask(w, "vm1", build(vm1.mac, DISCOVER))
+    assert a is not None and a.eth.src == iface.mac and a.ip.src == "10.0.0.1" and ip(a.opts[54]) == "10.0.0.1"
+    # the interface itself is no DHCP client
+    assert Responder().answer(View(w.topo, w.runtime), "hv1", {"in_port": 99}, build(iface.mac, DISCOVER)) is None
