@@ -67,7 +67,7 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             topo = self.topology.state.topology
             if chassis_id not in topo.chassis:
                 raise errors.not_found("chassis", chassis_id)
-            registry = ids.registry_for([*topo.networks, *topo.ports])
+            registry = ids.registry_for(ids.model_owners(topo))
             desired = self.dataplane.compiler.desired(chassis_id)
             plane = self.dataplane.planes.get(chassis_id)
             port_match: tuple[str, int, int | None] | None = None
@@ -178,7 +178,7 @@ def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> Any:
 
     topo = dataplane.state.topology
     deltas = dataplane.compiler.plan(topo, changes)
-    registry = ids.registry_for([*topo.networks, *topo.ports, *(c[1] for c in changes)])
+    registry = ids.registry_for([*ids.model_owners(topo), *(c[1] for c in changes)])
     plan = pb.Plan(revision=revision)
     for chassis_id in sorted(deltas):
         delta = deltas[chassis_id]

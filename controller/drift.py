@@ -83,7 +83,7 @@ class DriftMonitor:
             report.note = "a change was installed during the check; not drift"
             return report
         topo = self.dataplane.state.topology
-        registry = ids.registry_for([*topo.networks, *topo.ports])
+        registry = ids.registry_for(ids.model_owners(topo))
         order = (lambda i: (0, i.table, -i.priority) if isinstance(i, Flow) else
                  (2, i.meter_id, 0) if isinstance(i, MeterEntry) else (1, i.group_id, 0))
         report.checked = True

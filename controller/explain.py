@@ -300,7 +300,11 @@ def check_firewall(q: Query) -> list[Decider]:
         iface = next((p for p in topo.router_ports(router) if p.network_id == net
                       and p.device_owner == OWNER_ROUTER_INTERFACE), None)
         group = topo.firewall_groups.get(topo.port_firewall.get(iface.id, "")) if iface is not None else None
-        if iface is None or group is None or not group.admin_state_up:
+        if iface is None or group is None:
+            continue
+        if not group.admin_state_up:
+            out.append(Decider("firewall", False, f"firewallGroups/{group.id} on {convert.name_of('port', iface.id)} "
+                               "is administratively down: it forwards nothing new", f"firewallGroups/{group.id}"))
             continue
         policy_id = group.ingress_policy_id if side == "ingress" else group.egress_policy_id
         policy = topo.firewall_policies.get(policy_id)

@@ -408,7 +408,7 @@ def build_headers(headers: Mapping[str, str | int], src: Port | None = None,
 def _run(dataplane: Any, start: _Start, flows: FlowSource, source: str) -> TraceResult:
     with dataplane.state.lock:
         topo: Topology = dataplane.state.topology
-        registry = ids.registry_for([*topo.networks, *topo.ports])
+        registry = ids.registry_for(ids.model_owners(topo))
         chassis = dict(topo.chassis)
         ports = dict(topo.ports)
         macs = dict(topo.macs)

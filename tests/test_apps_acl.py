@@ -339,3 +339,14 @@ def test_conjunction_results_match_the_conjunction_alone() -> None:
     assert send(w, sw, p["o1"], p["n1"]) == [w.ofport(p["n1"])]
     assert send(w, sw, p["o1"], p["n1"], UDP, udp_src=5353, udp_dst=53) == [w.ofport(p["n1"])]
     assert send(w, sw, p["o1"], p["n1"], UDP, udp_src=5353, udp_dst=54) == []
+
+
+def test_a_trace_names_the_security_group_rule_and_clauses_that_let_a_packet_in() -> None:
+    from controller import trace as tr
+    from tests.test_trace import FakeDataplane
+
+    w, p = world()
+    res = tr.trace(FakeDataplane(w), port_id="n1", dst_port="a2", headers={"ip_proto": 6, "tcp_dst": 22})
+    assert res.verdict == "delivered to ports/a2 on hv1"
+    owners = [s.owner for h in res.hops for s in h.steps if s.stage == "acl_ingress" and s.owner]
+    assert "security_group/web-ssh" in owners, owners

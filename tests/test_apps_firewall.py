@@ -397,3 +397,41 @@ def test_incremental_equals_full_with_firewalls(actions) -> None:  # type: ignor
         comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2"):
             assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c), (op, ch, c)
+
+
+def test_explain_names_the_deciding_firewall_rule_and_an_admin_down_group() -> None:
+    from controller.explain import explain
+    from tests.test_trace import FakeDataplane
+
+    w, p = world()
+    firewall(w, DENY_22_ALLOW_ALL, "egress")
+    no = explain(FakeDataplane(w), None, "a1", "b1", "tcp", 22)
+    assert not no.allowed and no.confirmed is True, no.format()
+    fw = [d for d in no.deciders if d.kind == "firewall"]
+    assert [(d.allows, d.resource) for d in fw] == [(False, "firewallRules/r22")]
+    ok = explain(FakeDataplane(w), None, "a1", "b1", "tcp", 80)
+    assert ok.allowed and ok.confirmed is True
+    assert [d.resource for d in ok.deciders if d.kind == "firewall"] == ["firewallRules/any"]
+    old = w.topo.firewall_groups["fwg"]
+    w.apply([("firewall_group", "fwg", old, dataclasses.replace(old, admin_state_up=False))])
+    down = explain(FakeDataplane(w), None, "a1", "b1", "tcp", 80)
+    assert not down.allowed and down.confirmed is True, down.format()
+    assert any(d.kind == "firewall" and "administratively down" in d.description for d in down.deciders)
+
+
+def test_a_policy_orders_at_most_as_many_rules_as_the_dataplane_can() -> None:
+    from topology import ops_security
+    from topology.errors import ApiError
+
+    w, _p = world()
+    rules = [rule(f"r{i}", dport=1000 + i) for i in range(firewall_app.MAX_RULES + 1)]
+    w.apply([("firewall_rule", r.id, None, r) for r in rules])
+    try:
+        ops_security.create_firewall_policy(w.topo, FirewallPolicy(id="big", tenant="alice",
+                                                                    rules=tuple(r.id for r in rules)), 99, 0.0)
+    except ApiError as err:
+        assert err.violations and err.violations[0][0] == "firewall_rules"
+    else:
+        raise AssertionError("a policy longer than the dataplane can order was accepted")
+    ops_security.create_firewall_policy(w.topo, FirewallPolicy(id="ok", tenant="alice",
+                                                               rules=tuple(r.id for r in rules[:-1])), 99, 0.0)

@@ -368,7 +368,13 @@ def delete_firewall_rule(topo: Topology, old: FirewallRule) -> list[Change]:
 # ------------------------------------------------------------------------------------------------ policies
 
 
+#: rules a policy may order: the dataplane gives each its own priority (apps/firewall.py MAX_RULES)
+MAX_POLICY_RULES = 200
+
+
 def _check_policy_rules(topo: Topology, tenant: str, policy_id: str, rules: Sequence[str]) -> tuple[str, ...]:
+    if len(rules) > MAX_POLICY_RULES:
+        raise errors.invalid("firewall_rules", f"{len(rules)} rules: a policy orders at most {MAX_POLICY_RULES}")
     seen: dict[str, int] = {}
     for i, rid in enumerate(rules):
         path = f"firewall_rules[{i}]"

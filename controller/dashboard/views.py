@@ -255,7 +255,7 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
         topo = state.topology
         if chassis_id not in topo.chassis:
             raise NotFound(f"chassis {chassis_id!r}")
-        registry = ids.registry_for([*topo.networks, *topo.ports])
+        registry = ids.registry_for(ids.model_owners(topo))
         plane = dataplane.planes.get(chassis_id)
         desired = dataplane.compiler.desired(chassis_id)
     engine = plane.engine if plane is not None else None
