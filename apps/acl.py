@@ -34,7 +34,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import netaddr
 
 from apps import ids
 from apps.view import View
@@ -42,7 +41,7 @@ from flows.actions import CT, Conjunction, Goto, load
 from flows.flow import Flow
 from flows.pipeline import CT_ZONE, DST_PORT, HIGH, LOW, MATCH, SRC_PORT
 from flows.ranges import range_masks
-from topology.model import Topology, member_values, remote_value
+from topology.model import Topology, member_values, remote_value, value_version
 from topology.records import EGRESS, INGRESS, PROTOCOL_NUMBERS, Port, SecurityGroupRule
 
 IPV4, IPV6 = 0x0800, 0x86DD
@@ -177,7 +176,7 @@ def clause_unit(direction: str, ethertype: str, kind: str, value: str) -> tuple[
 
 
 def _version(value: str) -> int:
-    return netaddr.IPNetwork(value).version
+    return value_version(value)
 
 
 def protocol_number(protocol: str) -> int | None:
@@ -440,6 +439,28 @@ def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]
                 total += share
             per_chassis[ch] = (total, by_rule)
     return per_chassis
+
+
+def rule_share(topo: Topology, rule: SecurityGroupRule) -> int:
+    """What estimate() charges a rule on a chassis where it is relevant, at most (its result flow, its
+    protocol clauses, its remote end's flows)."""
+    remote = (topo.group_values.get(rule.remote_group_id, [0, 0])[rule.ethertype == "IPv6"]
+              if rule.remote_group_id else 1)
+    return 1 + max(len(l4_matches(rule)), 1) + remote
+
+
+def port_growth_bound(topo: Topology, port: Port) -> int:
+    """An upper bound of what writing `port` (as it will be) can add to estimate() on any one chassis: its
+    addresses in the remote clauses of rules naming its groups, its clause-1 flows, and its groups' rules if
+    it is their first member on a chassis. Cheap: lets the flow budget skip the exact check."""
+    if not port.port_security_enabled:
+        return 0
+    n_values = len(member_values(port))
+    bound = 0
+    for g in port.security_groups:
+        bound += n_values * len(topo.remote_rules.get(g, ())) + 2
+        bound += sum(rule_share(topo, topo.sg_rules[r]) for r in topo.group_rules.get(g, ()))
+    return bound
 
 
 def over_budget(topo: Topology, tenant: str, budget: int) -> BudgetExcess | None:

@@ -32,6 +32,23 @@ def tenants_to_check(changes: list[Change]) -> set[str]:
     return out
 
 
+def _surely_within(topo: Topology, changes: list[Change], tenant: str, budget: int) -> bool:
+    """True when the tenant's busiest chassis now, plus the most these changes can add to any chassis, stays
+    within the budget (the common case: no tentative apply needed). Only port writes have such a bound."""
+    from apps import acl
+
+    bound = 0
+    for _kind, _ident, _old, new in changes:
+        if getattr(new, "tenant", tenant) != tenant:
+            continue
+        if isinstance(new, SecurityGroupRule):
+            return False
+        if isinstance(new, Port):
+            bound += acl.port_growth_bound(topo, new)
+    peak = max((total for total, _by_rule in acl.estimate(topo, tenant).values()), default=0)
+    return peak + bound <= budget
+
+
 def _over_budget() -> Callable[[Topology, str, int], Any] | None:
     try:
         from apps.acl import over_budget
@@ -52,6 +69,9 @@ def budgeted(fn: WriteFn, budget: int) -> WriteFn:
         tenants = tenants_to_check(changes)
         estimate = _over_budget() if tenants else None
         if estimate is None:
+            return changes
+        tenants = {t for t in tenants if not _surely_within(topo, changes, t, budget)}
+        if not tenants:
             return changes
         before = {t: estimate(topo, t, budget) for t in sorted(tenants)}
         old_rev = topo.revision

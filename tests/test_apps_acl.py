@@ -350,3 +350,25 @@ def test_a_trace_names_the_security_group_rule_and_clauses_that_let_a_packet_in(
     assert res.verdict == "delivered to ports/a2 on hv1"
     owners = [s.owner for h in res.hops for s in h.steps if s.stage == "acl_ingress" and s.owner]
     assert "security_group/web-ssh" in owners, owners
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from([("web",), ("lone",), ("web", "lone"), ()]),
+                          st.sampled_from(["hv1", "hv2", ""])), min_size=1, max_size=8))
+def test_a_port_write_never_adds_more_than_its_growth_bound(writes) -> None:  # type: ignore[no-untyped-def]
+    """The flow budget skips the exact check when the busiest chassis plus this bound fits: it must bound."""
+    w, _p = world()
+    w.rule("lone-from-web", "lone", INGRESS, remote_group_id="web", protocol="tcp", port_range_min=1000,
+           port_range_max=1999)
+    for i in range(10):
+        w.port(f"x{i}", "a", "hv1", f"10.0.0.{50 + i}")
+    for i, groups, chassis in writes:
+        old = w.topo.ports[f"x{i}"]
+        new = dataclasses.replace(old, security_groups=groups, port_security_enabled=bool(groups),
+                                  binding_chassis=chassis)
+        before = acl.estimate(w.topo, "alice")
+        bound = acl.port_growth_bound(w.topo, new)
+        w.apply([("port", old.id, old, new)])
+        after = acl.estimate(w.topo, "alice")
+        for ch, (total, _by_rule) in after.items():
+            assert total - before.get(ch, (0, {}))[0] <= bound, (ch, groups, chassis)

@@ -292,7 +292,7 @@ class Topology:
         elif isinstance(rec, Port):
             self.port_keys.add(rec.key)
             if rec.port_security_enabled:
-                versions = [netaddr.IPNetwork(v).version for v in member_values(rec)]
+                versions = [value_version(v) for v in member_values(rec)]
                 for g in rec.security_groups:
                     self.group_ports.setdefault(g, set()).add(rec.id)
                     counts4_6 = self.group_values.setdefault(g, [0, 0])
@@ -358,7 +358,7 @@ class Topology:
         elif isinstance(rec, Port):
             self.port_keys.remove(rec.key)
             if rec.port_security_enabled:
-                versions = [netaddr.IPNetwork(v).version for v in member_values(rec)]
+                versions = [value_version(v) for v in member_values(rec)]
                 for g in rec.security_groups:
                     _discard(self.group_ports, g, rec.id)
                     counts4_6 = self.group_values[g]
@@ -422,9 +422,14 @@ def member_values(port: Port) -> set[str]:
     """The addresses a port stands for as a member of a remote group: fixed IPs and allowed pairs'."""
     if not port.port_security_enabled or not port.security_groups:
         return set()
-    out = {str(netaddr.IPAddress(a)) for _s, a in port.fixed_ips}
+    out = {a for _s, a in port.fixed_ips}  # stored normalized by topology.ops
     out.update(v for a, _m in port.allowed_address_pairs if (v := remote_value(a)))
     return out
+
+
+def value_version(value: str) -> int:
+    """4 or 6 for a normalized address or CIDR (as member_values / remote_value spell them)."""
+    return 6 if ":" in value else 4
 
 
 def _discard(index: dict[str, set[str]], key: str, value: str) -> None:
