@@ -34,7 +34,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-
 from apps import ids
 from apps.view import View
 from flows.actions import CT, Conjunction, Goto, load
@@ -167,9 +166,6 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
 # one match and priority), so a clause flow is its own unit, keyed by its match. The conj_id flow matches
 # nothing else: OVS looks up only one completed conjunction per clause flow, so the allowing must not
 # depend on anything but the conjunction.
-
-Clause = tuple[str, str]  # (unit kind "acl_clause", "direction|ethertype|kind|value")
-
 
 def clause_unit(direction: str, ethertype: str, kind: str, value: str) -> tuple[str, str]:
     return ("acl_clause", f"{direction}|{ethertype}|{kind}|{value}")

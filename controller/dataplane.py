@@ -27,9 +27,9 @@ from typing import Any, Protocol
 import netaddr
 
 from apps.compiler import Compiler, Delta
-from flows.cookie import MAGIC
 from apps.view import ChassisRuntime
 from controller.context import REQUEST
+from flows.cookie import MAGIC
 from topology import ops
 from topology.model import Change, Topology
 from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis

@@ -17,11 +17,11 @@ from typing import Any
 import netaddr
 import networkx as nx
 
+from apps import acl
 from controller import convert
 from controller.trace import TraceResult, trace
 from topology import errors
 from topology.errors import ApiError
-from apps import acl
 from topology.model import Topology, member_values, remote_value
 from topology.records import (
     EGRESS,

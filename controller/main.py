@@ -11,7 +11,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 # os-ken and the ovs library import eventlet (for hubs we do not use: os-ken runs its native-thread hub),
@@ -20,9 +19,11 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
-from controller import dhcp  # noqa: E402
-from controller import firewall_reject  # noqa: E402
-from controller import ofapp  # noqa: E402
+from controller import (
+    dhcp,  # noqa: E402
+    firewall_reject,  # noqa: E402
+    ofapp,  # noqa: E402
+)
 from controller.auth import TokenFile  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
 from controller.drift import DriftMonitor  # noqa: E402

@@ -301,7 +301,7 @@ def test_budget_estimate_bounds_the_compiled_flows_and_names_the_biggest_rule() 
                 or (f.stage in ("acl_egress", "acl_ingress") and any(a.__class__.__name__ == "Conjunction"
                                                                      for a in f.actions))]
     est = acl.estimate(w.topo, "alice")
-    total, by_rule = est["hv1"]
+    total, _by_rule = est["hv1"]
     assert total >= len(sg_flows)
     excess = acl.over_budget(w.topo, "alice", 10)
     assert excess is not None and excess.chassis == "hv1" and excess.rule_id == "web-members"
@@ -312,7 +312,7 @@ def test_explain_names_the_rule_that_allows_tcp_22_and_the_groups_that_refuse_23
     from controller.explain import explain
     from tests.test_trace import FakeDataplane
 
-    w, p = world()
+    w, _p = world()
     dp = FakeDataplane(w)
     ok = explain(dp, None, "n1", "a2", "tcp", 22)
     assert ok.allowed and ok.confirmed is True
@@ -345,7 +345,7 @@ def test_a_trace_names_the_security_group_rule_and_clauses_that_let_a_packet_in(
     from controller import trace as tr
     from tests.test_trace import FakeDataplane
 
-    w, p = world()
+    w, _p = world()
     res = tr.trace(FakeDataplane(w), port_id="n1", dst_port="a2", headers={"ip_proto": 6, "tcp_dst": 22})
     assert res.verdict == "delivered to ports/a2 on hv1"
     owners = [s.owner for h in res.hops for s in h.steps if s.stage == "acl_ingress" and s.owner]

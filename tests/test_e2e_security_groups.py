@@ -193,7 +193,7 @@ def world(env: Env):  # type: ignore[no-untyped-def]
 
 
 def test_default_group_members_reach_each_other_and_outsiders_do_not_reach_in(world) -> None:  # type: ignore[no-untyped-def]
-    sg, vms, _ = world
+    _sg, vms, _ = world
     m1, m2, x1 = vms["m1"], vms["m2"], vms["x1"]
     assert m1.ping(m2.ip, count=2) and m2.ping(m1.ip, count=2), "members of the default group, across chassis"
     assert connect(m1, m2, 23) == "ok"
@@ -204,7 +204,7 @@ def test_default_group_members_reach_each_other_and_outsiders_do_not_reach_in(wo
 
 
 def test_ingress_tcp_22_opens_22_and_not_23(world) -> None:  # type: ignore[no-untyped-def]
-    sg, vms, _ = world
+    _sg, vms, _ = world
     x1, w1 = vms["x1"], vms["w1"]
     assert connect(x1, w1, 22) == "ok", "x1's egress is open and w1 allows tcp/22 from anywhere"
     assert connect(x1, w1, 23) == "timeout", "23 listens too, but no rule opens it"
@@ -214,7 +214,7 @@ def test_ingress_tcp_22_opens_22_and_not_23(world) -> None:  # type: ignore[no-u
 
 
 def test_remote_group_rule(world) -> None:  # type: ignore[no-untyped-def]
-    sg, vms, _ = world
+    _sg, vms, _ = world
     assert connect(vms["w1"], vms["d1"], 5432) == "ok", "w1 is in web, which db lets in on 5432"
     assert connect(vms["x1"], vms["d1"], 5432) == "timeout"
     assert connect(vms["w1"], vms["d1"], 23) == "timeout", "only 5432"
