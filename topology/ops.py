@@ -22,6 +22,7 @@ from topology.model import OVERLAY_OVERHEAD, Change, Topology
 from topology.records import (
     OVERLAY_TYPES,
     OWNER_FLOATING_IP,
+    OWNER_LOAD_BALANCER,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     PORT_DOWN,
@@ -231,6 +232,10 @@ def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metada
             raise errors.failed_precondition(
                 reason, f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
                 "first (force does not)", floating_ip=p.device_id, port=p.id, **metadata)
+        if p.device_owner == OWNER_LOAD_BALANCER:
+            raise errors.failed_precondition(
+                reason, f"{what} holds the VIP of load balancer {p.device_id!r} (port {p.id!r}); delete the load "
+                "balancer first (force does not)", load_balancer=p.device_id, port=p.id, **metadata)
 
 
 def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = None,
@@ -513,15 +518,18 @@ def _check_binding(topo: Topology, chassis_id: str) -> None:
         raise errors.invalid("binding_chassis", f"chassis {chassis_id!r} does not exist")
 
 
-ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP)
+ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP, OWNER_LOAD_BALANCER)
+#: who a controller-made port belongs to, as errors name it
+OWNER_LABEL = {OWNER_FLOATING_IP: "floating IP", OWNER_LOAD_BALANCER: "load balancer"}
 
 
 def _check_device_owner(owner: str) -> None:
-    """The owners that make a port part of a router or floating IP are set only by those resources' calls
+    """The owners that make a port part of a router, floating IP or load balancer are set only by those
+    resources' calls
     (otherwise anyone could plug a port into someone else's router by naming its id)."""
     if owner in ROUTER_OWNERS:
-        raise errors.invalid("device_owner", f"{owner!r} is set by the router and floating IP calls, not "
-                             "on ports", reason="RESERVED_DEVICE_OWNER")
+        raise errors.invalid("device_owner", f"{owner!r} is set by the router, floating IP and load balancer "
+                             "calls, not on ports", reason="RESERVED_DEVICE_OWNER")
 
 
 def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str]],
@@ -576,7 +584,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     if old.device_owner in ROUTER_OWNERS:
         for name in ("fixed_ips", "device_owner", "device_id"):
             if getattr(new, name) != getattr(old, name):
-                owner = "floating IP" if old.device_owner == OWNER_FLOATING_IP else "router"
+                owner = OWNER_LABEL.get(old.device_owner, "router")
                 err = errors.failed_precondition(
                     f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
                     f"port {old.id!r} belongs to {owner} {old.device_id!r}: its {name} change only through "
@@ -608,11 +616,12 @@ def delete_port(topo: Topology, old: Port, rev: int | None = None, now: float = 
     """Router and floating IP ports go with their owner; a deleted port's floating IPs are dissociated
     (as Neutron does)."""
     if old.device_owner in ROUTER_OWNERS:
-        owner = "floating IP" if old.device_owner == OWNER_FLOATING_IP else "router"
+        owner = OWNER_LABEL.get(old.device_owner, "router")
+        how = {"router": "RemoveRouterInterface or the router gateway", "floating IP": "DeleteFloatingIp",
+               "load balancer": "DeleteLoadBalancer"}[owner]
         raise errors.failed_precondition(
             f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
-            f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it "
-            f"({'RemoveRouterInterface or the router gateway' if owner == 'router' else 'DeleteFloatingIp'})",
+            f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it ({how})",
             port=old.id, owner=old.device_owner, device_id=old.device_id)
     changes = _dissociate_ports(topo, {old.id}, _rev(topo, rev), now)
     return changes + [("port", old.id, old, None)]
