@@ -363,7 +363,7 @@ def test_listener_and_pool_errors(api: Api) -> None:
 
 
 def test_member_and_monitor_errors(api: Api) -> None:
-    md, lb, sub = _alice(api)
+    md, lb, _sub = _alice(api)
     _tree(lb)
     other = make_subnet(api, md, "networks/web", "192.168.5.0/24", "db-v4")
     assert lb.member(ident="db", address="192.168.5.9", subnet=other.name).subnet == other.name
