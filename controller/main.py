@@ -22,6 +22,7 @@ from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
 from controller import dhcp  # noqa: E402
 from controller import firewall_reject  # noqa: E402
+from controller import health  # noqa: E402
 from controller import ofapp  # noqa: E402
 from controller.auth import TokenFile  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
@@ -54,8 +55,12 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
     dataplane.packet_out = app.packet_out
     dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
+    # load balancers' health monitors: probes injected into the pipeline, answers from the LB app's packet-ins
+    dataplane.health = health.HealthService(state, app.inject)
+    dataplane.packet_in_apps[ids.LB] = dataplane.health.on_packet_in
     app.packet_in_handler = dataplane.on_packet_in
     dataplane.start()
+    dataplane.health.start()
     dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
     dataplane.drift.start()
     return dataplane
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if metrics is not None:
         metrics.stop()
     dataplane.drift.stop()
+    if dataplane.health is not None:
+        dataplane.health.stop()
     dataplane.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)

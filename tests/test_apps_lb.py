@@ -338,3 +338,25 @@ def test_incremental_equals_full(actions) -> None:  # type: ignore[no-untyped-de
             comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2"):
             assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (op, i, ch, c)
+
+
+def test_a_member_on_another_subnet_is_reached_through_the_router_and_its_probe_answers_come_back() -> None:
+    w, p = lb_world(weights=(0, 0, 0))
+    b1 = w.port("b1", "b", "hv1", "10.1.0.20")
+    w.put(Member(id="mb", tenant="alice", pool_id="pool", address="10.1.0.20", protocol_port=8080, subnet_id="b-sub"))
+    sw = w.switch("hv1")
+    for sport in (1, 2, 3):
+        res = sw.walk(syn(w, p["c1"], p["vip"].mac, 44000 + sport))
+        assert res.ports == [w.ofport(b1)], res.format()
+        h = res.outputs[0].headers
+        assert (h["ipv4_dst"], h["tcp_dst"], h["eth_dst"], h["nw_ttl"]) == ("10.1.0.20", 8080, b1.mac, 63)
+    # the reply is routed back and comes from the VIP
+    back = sw.walk({"in_port": w.ofport(b1), "eth_src": b1.mac, "eth_dst": w.topo.ports["r-b"].mac, "eth_type": 0x0800,
+                    "ipv4_src": "10.1.0.20", "ipv4_dst": "10.0.0.5", "nw_ttl": 64, "ip_proto": TCP, "tcp_src": 8080,
+                    "tcp_dst": 44001})
+    assert back.ports == [w.ofport(p["c1"])] and back.outputs[0].headers["ipv4_src"] == VIP, back.format()
+    # a health probe's answer to the VIP is routed into the VIP's network and reaches the controller
+    answer = sw.walk({"in_port": w.ofport(b1), "eth_src": b1.mac, "eth_dst": w.topo.ports["r-b"].mac,
+                      "eth_type": 0x0800, "ipv4_src": "10.1.0.20", "ipv4_dst": VIP, "nw_ttl": 64, "ip_proto": TCP,
+                      "tcp_src": 8080, "tcp_dst": 61001})
+    assert answer.ports == ["CONTROLLER"], answer.format()

@@ -386,6 +386,11 @@ def delete_subnet(topo: Topology, old: Subnet, force: bool, rev: int | None = No
                   now: float = 0.0) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
     _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
+    members = sorted(m.id for m in topo.members.values() if m.subnet_id == old.id)
+    if members:
+        raise errors.failed_precondition(
+            "SUBNET_IN_USE", f"subnet {old.id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
+            "delete them first (force does not)", subnet=old.id, member=members[0])
     if ports and not force:
         raise errors.failed_precondition(
             "SUBNET_IN_USE", f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first "
@@ -567,6 +572,12 @@ PORT_OUTPUT = {"status", "revision", "create_time", "update_time", "tunnel_key"}
 def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
     """`fields` maps record field names to new values; fixed_ips holds (subnet id, address) requests."""
     _check_mask(list(fields), PORT_MUTABLE, PORT_IMMUTABLE, PORT_OUTPUT)
+    if old.device_owner == OWNER_LOAD_BALANCER and fields:  # a VIP port is the load balancer's, all of it
+        err = errors.failed_precondition(
+            "PORT_OWNED_BY_LOAD_BALANCER", f"port {old.id!r} holds the VIP of load balancer {old.device_id!r}: it "
+            "changes only with the load balancer", port=old.id, owner=old.device_owner)
+        err.violations = [(sorted(fields)[0], f"owned by load balancer {old.device_id!r}")]
+        raise err
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "fixed_ips" in fields:
@@ -1015,7 +1026,8 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
     """The floating IP mapped to `fixed_ip` (default: the port's only IPv4 address) of the port, through the
     router that joins that address's subnet to the floating IP's external network."""
     port = topo.ports[port_id]
-    if port.device_owner in ROUTER_OWNERS:
+    # a load balancer's VIP may have a floating IP (balanced on the gateway chassis: apps/lb.py)
+    if port.device_owner in ROUTER_OWNERS and port.device_owner != OWNER_LOAD_BALANCER:
         raise errors.invalid("port", f"port {port.id!r} belongs to {port.device_owner} {port.device_id!r}")
     if fixed_ip:
         addr = _ip(fixed_ip, "fixed_ip_address", 4)
