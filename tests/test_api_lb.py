@@ -4,12 +4,15 @@ Watch events, tenant scope, and the operating-status helpers the health monitor 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from controller.auth import TokenFile
+from controller.server import ApiServer
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import Api, InProcessServer
@@ -17,6 +20,7 @@ from tests.test_api import expect_error, make_net, make_port, make_subnet
 from topology import ops_lb
 from topology.model import Change
 from topology.records import OWNER_LOAD_BALANCER, to_dict
+from topology.state import State
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 PRECONDITION, EXISTS = grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS
@@ -122,6 +126,10 @@ def test_load_balancer_lifecycle_with_its_vip_port(api: Api) -> None:
         port=pb.Port(name=created.vip_port, device_id="x"), update_mask=field_mask_pb2.FieldMask(paths=["device_id"])),
         metadata=md)
     assert (code, fields, reason) == (PRECONDITION, ["port.device_id"], "PORT_OWNED_BY_LOAD_BALANCER")
+    code, fields, reason = expect_error(api.stub.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(name=created.vip_port, admin_state_up=False),
+        update_mask=field_mask_pb2.FieldMask(paths=["admin_state_up"])), metadata=md)
+    assert (code, fields, reason) == (PRECONDITION, ["port.admin_state_up"], "PORT_OWNED_BY_LOAD_BALANCER")
     code, fields, reason = expect_error(make_port, api, md, "networks/web", device_owner=OWNER_LOAD_BALANCER)
     assert (code, fields, reason) == (INVALID, ["port.device_owner"], "RESERVED_DEVICE_OWNER")
     # nor do the subnet and network go while it holds the VIP, even with force
@@ -367,6 +375,10 @@ def test_member_and_monitor_errors(api: Api) -> None:
     _tree(lb)
     other = make_subnet(api, md, "networks/web", "192.168.5.0/24", "db-v4")
     assert lb.member(ident="db", address="192.168.5.9", subnet=other.name).subnet == other.name
+    # a member's subnet stays while the member names it
+    code, _, reason = expect_error(api.stub.DeleteSubnet, pb.DeleteSubnetRequest(name=other.name, force=True),
+                                   metadata=md)
+    assert (code, reason) == (PRECONDITION, "SUBNET_IN_USE")
     member_cases = [
         ({"address": ""}, INVALID, ["member.address"], "INVALID_FIELD"),
         ({"address": "10.0.0.300"}, INVALID, ["member.address"], "INVALID_FIELD"),
@@ -519,3 +531,31 @@ def test_derive_status_rules() -> None:
     assert ops_lb.derive_status(True, []) == "ONLINE"
     assert ops_lb.derive_status(True, ["NO_MONITOR"]) == "ONLINE"
     assert ops_lb.derive_status(False, ["ONLINE"]) == "OFFLINE"
+
+
+def test_load_balancers_survive_a_restart(tmp_path: Path) -> None:
+    state = State(tmp_path / "topology.sqlite")
+    tokens = TokenFile(tmp_path / "tokens.json")
+    srv = ApiServer(state, tokens, "127.0.0.1:0")
+    srv.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    api = Api(f"127.0.0.1:{srv.port}", tokens.admin_token(), channel, pb_grpc.TopologyServiceStub(channel))
+    try:
+        _md, lb, _sub = _alice(api)
+        _tree(lb)
+        lb.monitor("h1")
+        state.write(lambda topo, rev, now: ops_lb.set_operating_status(topo, "member", "m1", "ERROR", rev, now))
+        before = {r.id: to_dict(r) for r in state.topology.all_records()}
+    finally:
+        channel.close()
+        srv.stop(0)
+        state.close()
+    again = State(tmp_path / "topology.sqlite")
+    try:
+        topo = again.topology
+        assert {r.id: to_dict(r) for r in topo.all_records()} == before
+        assert (topo.lb_listeners, topo.lb_pools, topo.pool_members, topo.pool_monitor) == (
+            {"lb1": {"l1"}}, {"lb1": {"p1"}}, {"p1": {"m1"}}, {"p1": "h1"})
+        assert topo.load_balancers["lb1"].operating_status == "ERROR"
+    finally:
+        again.close()
