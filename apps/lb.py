@@ -121,17 +121,17 @@ def member_network(topo: Topology, lb: LoadBalancer, member: Member) -> str | No
     return subnet.network_id if subnet is not None else None
 
 
-def port_with_address(topo: Topology, network_id: str, address: str) -> Port | None:
-    for port in topo.ports_of(network_id):
-        if port.device_owner != OWNER_LOAD_BALANCER and any(ip == address for _s, ip in port.fixed_ips):
-            return port
-    return None
-
-
 def member_port(topo: Topology, lb: LoadBalancer, member: Member) -> Port | None:
-    """The VM port holding the member's address (None: not a port of ours)."""
-    net = member_network(topo, lb, member)
-    return port_with_address(topo, net, member.address) if net else None
+    """The VM port holding the member's address in its subnet (None: not a port of ours)."""
+    try:
+        addr = int(netaddr.IPAddress(member.address))
+    except (netaddr.AddrFormatError, ValueError):
+        return None
+    pid = topo.ip_owner.get(member.subnet_id or lb.vip_subnet_id, {}).get(addr)
+    port = topo.ports.get(pid) if pid is not None else None
+    if port is None or port.device_owner == OWNER_LOAD_BALANCER:
+        return None
+    return port
 
 
 def _vip_v4(lb: LoadBalancer) -> bool:

@@ -9,7 +9,7 @@ controller (apps/lb.py, cookie app LB, metered), and reaches `Prober.on_packet`:
 
 - TCP: SYN; SYN-ACK -> healthy (then RST), RST or nothing within `timeout` -> unhealthy;
 - PING: ICMP echo request; the echo reply -> healthy;
-- HTTP: SYN; after the SYN-ACK, ACK + "GET url_path HTTP/1.0"; the status line of the first data segment
+- HTTP: SYN; after the SYN-ACK, ACK + "<http_method> url_path HTTP/1.0"; the status line of the first data segment
   must be in `expected_codes` ("200", "200,202", "200-204"); then RST.
 
 `max_retries` consecutive failures make a member ERROR (it leaves the rotation: its bucket is compiled away),
@@ -57,6 +57,7 @@ class Target:
     status: str                 # the member's operating status in the model
     vip_address: str
     vip_mac: str
+    http_method: str = "GET"
     # where to inject: None when the member's address is no located port of ours (its probes fail)
     chassis_id: str | None = None
     datapath_id: int = 0
@@ -117,7 +118,7 @@ def targets(topo: Topology) -> list[Target]:
                          "port_key": port.key, "mac": port.mac}
             out.append(Target(m.id, lb.id, hm.type, hm.delay, hm.timeout, hm.max_retries, hm.url_path,
                               hm.expected_codes, m.address, m.protocol_port, m.operating_status, lb.vip_address,
-                              vip.mac, **where))
+                              vip.mac, hm.http_method or "GET", **where))
     return out
 
 
@@ -280,7 +281,7 @@ def _with_status(t: Target, status: str) -> Target:
 
 
 def _request(t: Target) -> bytes:
-    return f"GET {t.url_path or '/'} HTTP/1.0\r\nHost: {t.address}\r\nUser-Agent: sdn-health\r\n\r\n".encode()
+    return f"{t.http_method} {t.url_path or '/'} HTTP/1.0\r\nHost: {t.address}\r\nUser-Agent: sdn-health\r\n\r\n".encode()
 
 
 def _tcp(t: Target, sport: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:
@@ -351,6 +352,8 @@ class HealthService:
         self.clock = clock
         self.interval = interval
         self.prober = Prober()
+        self._rev = -1
+        self._targets: list[Target] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -383,7 +386,10 @@ class HealthService:
 
     def step(self) -> None:
         with self.state.lock:
-            current = targets(self.state.topology)
+            rev = self.state.topology.revision
+            if rev != self._rev:  # the model changed: who to probe, and how, may have
+                self._targets, self._rev = targets(self.state.topology), rev
+            current = self._targets
         sends, changes = self.prober.tick(self.clock(), current)
         for s in sends:
             self._send(s)

@@ -70,6 +70,7 @@ class World:
     md: tuple[tuple[str, str], ...]
     members: dict[str, VM]
     client: VM
+    routed: VM
     ext_host: ExternalHost
     servers: dict[str, object]
 
@@ -119,6 +120,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 security_groups=["securityGroups/web"]), port_id=name), metadata=md)
             members[name] = env.plug(ch, port)
         client = env.plug("hv2", env.port(md, "lbc", net, "10.140.0.5"))
+        # a client on another subnet, routed to the VIP's
+        net_b = env.network(md, "lb-b", "10.141.0.0/24")
+        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/lb-b-v4"), metadata=md)
+        routed = env.plug("hv1", env.port(md, "lbc-b", net_b, "10.141.0.5"))
         host = env.lab.add_external_host(PHYSNET, "lbext", f"{EXT_HOST}/24")
         host.exec("ethtool -K eth0 tx off", check=False)
         lb = lbs.CreateLoadBalancer(pb.CreateLoadBalancerRequest(load_balancer=pb.LoadBalancer(
@@ -138,7 +143,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             floating_network=ext.name, floating_ip_address=FIP, port=lb.vip_port), floating_ip_id="lb-fip"),
             metadata=md)
         env.wait_realized()
-        w = World(env, lbs, md, members, client, host, {})
+        w = World(env, lbs, md, members, client, routed, host, {})
         for name in members:
             w.serve(name)
         try:
@@ -167,6 +172,11 @@ def test_200_connections_spread_by_weight_and_all_complete(world: World) -> None
     total = sum(WEIGHTS.values())
     for name, weight in WEIGHTS.items():
         assert abs(counts[name] / 200 - weight / total) <= TOLERANCE, (counts, w.env.controller_log())
+
+
+def test_a_client_on_another_subnet_reaches_the_vip_through_the_router(world: World) -> None:
+    got = world.connect(world.routed, 30)
+    assert set(got) <= set(WEIGHTS) and len(set(got)) >= 2, (Counter(got), world.env.controller_log())
 
 
 def test_source_ip_keeps_a_client_on_one_member(world: World) -> None:
@@ -201,3 +211,41 @@ def test_a_member_reaching_the_vip_may_land_on_itself_hairpin(world: World) -> N
 def test_the_vip_through_its_floating_ip_from_the_external_host(world: World) -> None:
     got = world.connect(world.ext_host, 30, dst=FIP)
     assert set(got) <= set(WEIGHTS) and len(set(got)) >= 2, (Counter(got), world.env.controller_log())
+
+
+def test_http_monitor_checks_the_status_line(world: World) -> None:
+    """An HTTP monitor on another pool: lbm1 runs a web server on 8081 (200 for /), lbm3 has nothing there."""
+    w = world
+    w.env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(security_group_rule=pb.SecurityGroupRule(
+        security_group="securityGroups/web", direction="ingress", protocol="tcp", port_range_min=8081,
+        port_range_max=8081, remote_ip_prefix="0.0.0.0/0")), metadata=w.md)
+    web = w.members["lbm1"].popen([sys.executable, "-m", "http.server", "8081", "--bind", "0.0.0.0"],
+                                  cwd="/")
+    try:
+        ls = w.lbs.CreateListener(pb.CreateListenerRequest(listener=pb.Listener(
+            load_balancer="loadBalancers/lb", protocol="TCP", protocol_port=82), listener_id="web"), metadata=w.md)
+        w.lbs.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP"), pool_id="web"),
+                         metadata=w.md)
+        for name, addr in (("lbm1", "10.140.0.11"), ("lbm3", "10.140.0.13")):
+            w.lbs.CreateMember(pb.CreateMemberRequest(parent="pools/web", member=pb.Member(
+                address=addr, protocol_port=8081), member_id=f"web-{name}"), metadata=w.md)
+        w.lbs.CreateHealthMonitor(pb.CreateHealthMonitorRequest(health_monitor=pb.HealthMonitor(
+            pool="pools/web", type="HTTP", delay=DELAY, timeout=TIMEOUT, max_retries=RETRIES, url_path="/",
+            expected_codes="200"), health_monitor_id="hm-web"), metadata=w.md)
+        deadline = time.monotonic() + DELAY * RETRIES + DELAY + 5
+        while time.monotonic() < deadline:
+            got = {n: w.lbs.GetMember(pb.GetMemberRequest(name=f"pools/web/members/web-{n}"), metadata=w.md)
+                   .operating_status for n in ("lbm1", "lbm3")}
+            if got == {"lbm1": "ONLINE", "lbm3": "ERROR"}:
+                break
+            time.sleep(0.1)
+        assert got == {"lbm1": "ONLINE", "lbm3": "ERROR"}, (got, w.env.controller_log())
+        # a client fetching through the VIP always gets lbm1's page
+        w.env.wait_realized()
+        for _ in range(5):
+            fetch = f"import urllib.request; print(urllib.request.urlopen('http://{VIP}:82/', timeout=3).status)"
+            res = w.client.exec([sys.executable, "-c", fetch], timeout=10)
+            assert res.stdout.strip() == "200"
+    finally:
+        web.kill()
+        web.wait()
