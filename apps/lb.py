@@ -18,10 +18,10 @@ Client side (every chassis hosting the VIP's network or a network routed to it):
   zone, eth_src := VIP MAC, eth_dst := member MAC, ALLOW_LOOPBACK, to l2_lookup (out its own port);
   MATCH(5) member -> VIP: ct(zone=VIP zone, nat) then MATCH(20) an un-SNAT'ed hairpin reply (member ->
   member) is un-DNAT'ed in the member's zone, and MATCH(20) (VIP -> member, member's zone, +est+rpl) goes
-  straight out its port (output stage); MATCH(15) anything else to the VIP (health probe answers) goes on
-  to l2_lookup;
-- l2_lookup (VIP network): eth_dst = VIP MAC -> controller (metered): health probe answers;
-  arp_resolve: the VIP address -> VIP MAC (probe answers from members routed to the VIP's network).
+  straight out its port (output stage); MATCH(15) anything else from a member to the VIP (health probe
+  answers) goes to the controller (metered), on the member's chassis, whatever the member's subnet;
+- l2_lookup (VIP network): anything else to the VIP MAC is dropped (a port no listener has);
+  arp_resolve: the VIP address -> VIP MAC (routed clients to such ports).
 
 Floating IP on the VIP (router's gateway chassis, dnat stage MATCH(5)): new to FIP:listener port -> a select
 group of ct(commit, zone=the router's zone, nat(dst=member:port), table=l3_lookup); replies are un-NAT'ed by
@@ -258,9 +258,8 @@ def lb_flows(view: View, chassis_id: str, lb: LoadBalancer) -> list[Flow | Group
                         actions=(SetField("eth_dst", mac), Goto("l2_lookup")), cookie=c))
         if port is not None and port.key and view.located(port) and view.hosts(chassis_id, port.network_id):
             out += _hairpin(topo.networks[port.network_id].key, lb, vip, vzone, port, addr, c)
-    # answers to the health probes (from the VIP address and MAC) go to the controller
-    out.append(Flow("l2_lookup", MATCH, match={"metadata": vnet.key, "eth_dst": vip.mac, "eth_type": IPV4},
-                    actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c))
+    # anything else to the VIP MAC (a port no listener has) goes nowhere (rather than flooded as unknown)
+    out.append(Flow("l2_lookup", MATCH, match={"metadata": vnet.key, "eth_dst": vip.mac}, cookie=c))
     if view.routers_here(chassis_id, vnet.id):
         out.append(Flow("arp_resolve", MATCH, match={"metadata": vnet.key,
                                                      NEXT_HOP.field: int(netaddr.IPAddress(lb.vip_address))},
@@ -281,8 +280,9 @@ def _hairpin(net_key: int, lb: LoadBalancer, vip: Port, vzone: int, port: Port, 
                       CT(commit=True, zone=vzone, nat=NAT("src", lb.vip_address), table="l2_lookup")), cookie=c),
         Flow("lb", MATCH(5), match={**md, "ipv4_src": addr, "ipv4_dst": lb.vip_address},
              actions=(CtClear(), CT(zone=vzone, nat=NAT(), table="lb")), cookie=c),
+        # not a hairpin answer: a health probe's answer (to the VIP address and MAC) goes to the controller
         Flow("lb", MATCH(15), match={**md, "ipv4_src": addr, "ipv4_dst": lb.vip_address, "ct_zone": vzone},
-             actions=(Goto("l2_lookup"),), cookie=c),
+             actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c),
         Flow("lb", MATCH(20), match={**md, "ipv4_src": addr, "ipv4_dst": addr, "ct_zone": vzone, "ct_state": est_rpl},
              actions=(CtClear(), CT(zone=mzone, nat=NAT(), table="lb")), cookie=c),
         Flow("lb", MATCH(20), match={**md, "ipv4_src": lb.vip_address, "ipv4_dst": addr, "ct_zone": mzone,
