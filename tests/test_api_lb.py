@@ -379,6 +379,9 @@ def test_member_and_monitor_errors(api: Api) -> None:
     code, _, reason = expect_error(api.stub.DeleteSubnet, pb.DeleteSubnetRequest(name=other.name, force=True),
                                    metadata=md)
     assert (code, reason) == (PRECONDITION, "SUBNET_IN_USE")
+    code, _, reason = expect_error(api.stub.DeleteNetwork, pb.DeleteNetworkRequest(name="networks/web", force=True),
+                                   metadata=md)
+    assert (code, reason) == (PRECONDITION, "NETWORK_IN_USE")
     member_cases = [
         ({"address": ""}, INVALID, ["member.address"], "INVALID_FIELD"),
         ({"address": "10.0.0.300"}, INVALID, ["member.address"], "INVALID_FIELD"),
@@ -559,3 +562,18 @@ def test_load_balancers_survive_a_restart(tmp_path: Path) -> None:
         assert topo.load_balancers["lb1"].operating_status == "ERROR"
     finally:
         again.close()
+
+
+def test_admin_acts_for_a_tenant(api: Api) -> None:
+    md, alice, sub = _alice(api)
+    admin = Lb(api, api.admin)
+    made = admin.lb("lb1", vip_subnet=sub.name, tenant="alice")
+    assert made.tenant == "alice"
+    port = api.stub.GetPort(pb.GetPortRequest(name=made.vip_port), metadata=md)
+    assert port.tenant == "alice"
+    assert [x.name for x in alice.ListLoadBalancers(pb.ListLoadBalancersRequest()).load_balancers] == [made.name]
+    listener = admin.listener("l1", protocol_port=80)
+    assert listener.tenant == "alice"
+    assert alice.GetListener(pb.GetListenerRequest(name="listeners/l1")) == listener
+    got = expect_error(alice.stub.ListLoadBalancers, pb.ListLoadBalancersRequest(tenant="bob"), metadata=md)
+    assert got[0] == grpc.StatusCode.PERMISSION_DENIED

@@ -238,11 +238,22 @@ def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metada
                 "balancer first (force does not)", load_balancer=p.device_id, port=p.id, **metadata)
 
 
+def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, **metadata: str) -> None:
+    """A subnet named by load balancer members goes only after them (force does not remove them)."""
+    members = sorted(m.id for m in topo.members.values() if m.subnet_id == subnet_id)
+    if members:
+        raise errors.failed_precondition(
+            reason, f"{what}: subnet {subnet_id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
+            "delete them first (force does not)", member=members[0], **metadata)
+
+
 def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = None,
                    now: float = 0.0) -> list[Change]:
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
     _refuse_router_owned(ports, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
+    for sub in subnets:
+        _refuse_lb_members(topo, sub.id, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
     if (subnets or ports) and not force:
         raise errors.failed_precondition(
             "NETWORK_IN_USE", f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
@@ -386,11 +397,7 @@ def delete_subnet(topo: Topology, old: Subnet, force: bool, rev: int | None = No
                   now: float = 0.0) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
     _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
-    members = sorted(m.id for m in topo.members.values() if m.subnet_id == old.id)
-    if members:
-        raise errors.failed_precondition(
-            "SUBNET_IN_USE", f"subnet {old.id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
-            "delete them first (force does not)", subnet=old.id, member=members[0])
+    _refuse_lb_members(topo, old.id, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
             "SUBNET_IN_USE", f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first "
