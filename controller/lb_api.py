@@ -206,8 +206,11 @@ class LoadBalancerService(pb_grpc.LoadBalancerServiceServicer):
 
         def fn(topo: Topology, rev: int, now: float) -> list[Change]:
             listener = self._owned(topo, p, "listener", m.listener, "pool.listener") if m.listener else None
-            lb = (self._owned(topo, p, "load_balancer", m.load_balancer, "pool.load_balancer") if m.load_balancer
-                  else topo.load_balancers[listener.load_balancer_id])
+            if m.load_balancer:
+                lb = self._owned(topo, p, "load_balancer", m.load_balancer, "pool.load_balancer")
+            else:
+                assert listener is not None  # one of them is required (checked above)
+                lb = topo.load_balancers[listener.load_balancer_id]
             made["id"] = new_id(topo, "pool", request.pool_id, "pool_id")
             rec = Pool(id=made["id"], tenant=lb.tenant, load_balancer_id=lb.id, protocol=m.protocol,
                        lb_algorithm=m.lb_algorithm, display_name=m.display_name,

@@ -320,7 +320,7 @@ def test_listener_and_pool_errors(api: Api) -> None:
     lb.lb("lb2", vip_subnet=sub.name)
     lb.pool("other", load_balancer="loadBalancers/lb2")
     lb.pool("udp", load_balancer="loadBalancers/lb1", protocol="UDP")
-    cases = [
+    cases: list[tuple[Any, ...]] = [
         (lb.listener, {"load_balancer": ""}, INVALID, ["listener.load_balancer"], "INVALID_FIELD"),
         (lb.listener, {"load_balancer": "loadBalancers/nope", "protocol_port": 1}, NOT_FOUND, [],
          "LOAD_BALANCER_NOT_FOUND"),
@@ -382,7 +382,7 @@ def test_member_and_monitor_errors(api: Api) -> None:
     code, _, reason = expect_error(api.stub.DeleteNetwork, pb.DeleteNetworkRequest(name="networks/web", force=True),
                                    metadata=md)
     assert (code, reason) == (PRECONDITION, "NETWORK_IN_USE")
-    member_cases = [
+    member_cases: list[tuple[Any, ...]] = [
         ({"address": ""}, INVALID, ["member.address"], "INVALID_FIELD"),
         ({"address": "10.0.0.300"}, INVALID, ["member.address"], "INVALID_FIELD"),
         ({"address": "192.168.5.9"}, INVALID, ["member.address"], "ADDRESS_OUTSIDE_SUBNET"),  # not the VIP subnet
@@ -415,7 +415,7 @@ def test_member_and_monitor_errors(api: Api) -> None:
     code, _, _ = expect_error(lb.stub.GetMember, pb.GetMemberRequest(name="pools/other/members/m1"), metadata=md)
     assert code == NOT_FOUND
 
-    monitor_cases = [
+    monitor_cases: list[tuple[Any, ...]] = [
         ({"pool": ""}, INVALID, ["health_monitor.pool"], "INVALID_FIELD"),
         ({"pool": "pools/nope"}, NOT_FOUND, [], "POOL_NOT_FOUND"),
         ({"type": "UDP-CONNECT"}, INVALID, ["health_monitor.type"], "INVALID_FIELD"),
