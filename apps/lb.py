@@ -33,7 +33,6 @@ Established connections keep their member whatever happens to it (conntrack).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,17 +61,14 @@ PROTO = {"TCP": TCP, "UDP": UDP}
 CT_NEW, CT_EST, CT_RPL, CT_TRK = 0x01, 0x02, 0x08, 0x20
 #: SOURCE_IP affinity: clients are shared out by the low bits of their address
 SOURCE_IP_BITS = 6
-#: load-balancer group ids: above every flood group (network keys < 2**24, flood ids < 2**25)
-GROUP_BASE = 1 << 30
 CLIENT, FLOATING = 0, 1
 UNIT = "lb"
 KINDS = ("load_balancer", "listener", "pool", "member", "health_monitor")
 
 
 def group_id(listener_id: str, kind: int) -> int:
-    """A listener's select group (kind CLIENT: VM clients, FLOATING: through a floating IP). A hash of the
-    listener id (listeners have no key): 2**29 ids per kind, so two listeners collide with a tiny chance."""
-    return GROUP_BASE | (kind << 29) | (zlib.crc32(listener_id.encode()) & ((1 << 29) - 1))
+    """A listener's select group (kind CLIENT or FLOATING): apps.ids.lb_group."""
+    return ids.lb_group(listener_id, kind)
 
 
 # ---------------------------------------------------------------------------------------------------------
