@@ -9,7 +9,9 @@ tables:
     HIGH(30)  +inv: drop
     HIGH(21)  +rel: pass, skipping the firewall and the commit stage
     HIGH(20)  +est+rpl (a reply of a connection this port's zone committed): pass, likewise
-    HIGH(5)   untracked IP of the port: load CT_ZONE, ct(zone=CT_ZONE, table=<this stage>)
+    HIGH(5)   untracked IP of the port: load CT_ZONE, ct(zone=CT_ZONE, nat, table=<this stage>): packets of a
+              connection to a load balancer's VIP are DNAT'ed to their member (apps/lb.py), replies get the
+              VIP back as source; so the rules see established packets to a VIP with the member's address
     MATCH(0)  the rules, as conjunctions: clause 1 = the port (reg6 / reg7 = its key); then the remote end
               unless it is "any" (ipv4/6 src for ingress, dst for egress = one member address of the remote
               group, or the remote CIDR); then the protocol part if any (ip_proto, one flow per port-range
@@ -36,7 +38,7 @@ from functools import lru_cache
 
 from apps import ids
 from apps.view import View
-from flows.actions import CT, Conjunction, Goto, load
+from flows.actions import CT, NAT, Conjunction, Goto, load
 from flows.flow import Flow
 from flows.pipeline import CT_ZONE, DST_PORT, HIGH, LOW, MATCH, SRC_PORT
 from flows.ranges import range_masks
@@ -141,7 +143,7 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         for eth in (IPV4, IPV6):
             out.append(Flow(side.stage, HIGH(5), match={**me, "eth_type": eth, "ct_state": (0, CT_TRK)},
                             actions=(load(CT_ZONE.field, zone, CT_ZONE.start, CT_ZONE.end),
-                                     CT(zone=CT_ZONE.field, table=side.stage)), cookie=c))
+                                     CT(zone=CT_ZONE.field, nat=NAT(), table=side.stage)), cookie=c))
             if not secured(port):
                 out.append(Flow(side.stage, HIGH(35), match={**me, "eth_type": eth, "ct_state": _ct(CT_TRK)},
                                 actions=(Goto(side.allowed),), cookie=c))

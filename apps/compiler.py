@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, nat, port_security
+from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, lb, nat, port_security
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
@@ -47,6 +47,9 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     if kind == "sg_rule":
         rule = view.topo.sg_rules.get(ident)
         return frozenset(acl.rule_flows(view, chassis_id, rule)) if rule is not None else frozenset()
+    if kind == lb.UNIT:
+        rec = view.topo.load_balancers.get(ident)
+        return frozenset(lb.lb_flows(view, chassis_id, rec)) if rec is not None else frozenset()
     if kind == firewall.UNIT:
         group = view.topo.firewall_groups.get(ident)
         return frozenset(firewall.group_flows(view, chassis_id, group)) if group is not None else frozenset()
@@ -64,7 +67,7 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
 def all_units(topo: Topology) -> list[Unit]:
     return [PIPELINE, *(("network", n) for n in topo.networks), *(("router", r) for r in topo.routers),
             *(("port", p) for p in topo.ports), *((firewall.UNIT, g) for g in topo.firewall_groups),
-            *acl.all_units(topo)]
+            *acl.all_units(topo), *lb.all_units(topo)]
 
 
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
@@ -131,7 +134,12 @@ class Compiler:
         ports: set[str] = set()
         sg = acl.Dirty()
         fw: set[str] = set()  # firewall groups whose rules, policies or interfaces changed
+        lbs: set[str] = set()  # load balancers whose listeners, pools, members or networks changed
         for kind, ident, old, new in changes:
+            if kind in lb.KINDS:
+                lbs |= lb.changed_lbs(topo, kind, old, new)
+                if kind == "load_balancer":  # the VIP port's ARP answer follows the load balancer's state
+                    ports.update(r.vip_port_id for r in (old, new) if r is not None)  # type: ignore[union-attr]
             if kind.startswith("firewall_"):
                 fw |= firewall.changed_groups(topo, kind, old, new)
             if kind == "port":
@@ -149,6 +157,7 @@ class Compiler:
                         ports.update(p.id for p in topo.ports_of(rec.network_id))  # type: ignore[union-attr]
         # distributed routing: a chassis hosting one network of a routed component hosts them all
         nets = set().union(*(view.component(n) for n in nets)) if nets else set()
+        lbs |= lb.lbs_near(view, nets)  # members' ports and the VIP port live in these networks
         dirty: dict[str, set[Unit]] = {}
         for n in nets:
             before = self.hosting.get(n, frozenset())
@@ -172,6 +181,13 @@ class Compiler:
         for g in fw:
             unit = (firewall.UNIT, g)
             for ch in firewall.group_chassis(view, g) | {ch for ch, units in self.units.items() if unit in units}:
+                dirty.setdefault(ch, set()).add(unit)
+        for lb_id in lbs:
+            unit = (lb.UNIT, lb_id)
+            rec = topo.load_balancers.get(lb_id)
+            vport = topo.ports.get(rec.vip_port_id) if rec is not None else None
+            where = set(view.hosting(vport.network_id)) if vport is not None else set()
+            for ch in where | {ch for ch, units in self.units.items() if unit in units}:
                 dirty.setdefault(ch, set()).add(unit)
         for pid in ports:
             port = topo.ports.get(pid)

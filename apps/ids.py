@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,6 +78,18 @@ def model_owners(topo: object) -> list[str]:
            *t.firewall_groups, acl.OWNER]
     out += [f"clause:{ident}" for kind, ident in acl.all_units(t) if kind == "acl_clause"]
     return out
+
+
+#: load-balancer select groups live above every flood group (network keys < 2**24, flood ids < 2**25)
+LB_GROUP_BASE = 1 << 30
+
+
+def lb_group(listener_id: str, kind: int) -> int:
+    """A listener's select group (kind 0: VM clients, 1: through a floating IP of the VIP). Listeners have no
+    key: a hash of the id, 2**29 ids per kind, so two listeners may collide (very unlikely at our scale)."""
+    if kind not in (0, 1):
+        raise ValueError(f"load-balancer group kind {kind} is not 0 or 1")
+    return LB_GROUP_BASE | (kind << 29) | (zlib.crc32(listener_id.encode()) & ((1 << 29) - 1))
 
 
 def registry_for(owner_ids: Iterable[str]) -> CookieRegistry:

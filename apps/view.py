@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from topology.model import Topology
 from topology.records import (
     OVERLAY_TYPES,
+    OWNER_LOAD_BALANCER,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     Chassis,
@@ -110,9 +111,19 @@ class View:
         return (router is not None and router.admin_state_up and port.admin_state_up
                 and net is not None and net.admin_state_up)
 
+    def vip(self, port: Port) -> bool:
+        """An up load balancer's VIP port: present on every chassis hosting its network (ARP for the VIP is
+        answered there), never located (no ofport, never a delivery target)."""
+        if port.device_owner != OWNER_LOAD_BALANCER or not port.admin_state_up:
+            return False
+        lb = self.topo.load_balancers.get(port.device_id)
+        net = self.topo.networks.get(port.network_id)
+        return (lb is not None and lb.admin_state_up and lb.vip_port_id == port.id
+                and net is not None and net.admin_state_up)
+
     def present(self, port: Port) -> bool:
-        """Known to the dataplane: located on a chassis, or a distributed router interface."""
-        return self.located(port) or self.distributed(port)
+        """Known to the dataplane: located on a chassis, a distributed router interface, or a VIP."""
+        return self.located(port) or self.distributed(port) or self.vip(port)
 
     def component(self, network_id: str) -> frozenset[str]:
         """The networks joined to this one through routers' interfaces (itself included): a chassis that

@@ -62,15 +62,20 @@ ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
               "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
               "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
-              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups"}
+              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups",
+              "load_balancer": "loadBalancers", "listener": "listeners", "pool": "pools", "member": "members",
+              "health_monitor": "healthMonitors"}
 # the RPC name part, the List method (default List<part>s) and the List response field of each kind
 METHOD = {"network": "Network", "subnet": "Subnet", "port": "Port", "chassis": "Chassis", "router": "Router",
           "floating_ip": "FloatingIp", "security_group": "SecurityGroup", "security_group_rule": "SecurityGroupRule",
-          "firewall_rule": "FirewallRule", "firewall_policy": "FirewallPolicy", "firewall_group": "FirewallGroup"}
+          "firewall_rule": "FirewallRule", "firewall_policy": "FirewallPolicy", "firewall_group": "FirewallGroup",
+          "load_balancer": "LoadBalancer", "listener": "Listener", "pool": "Pool", "member": "Member",
+          "health_monitor": "HealthMonitor"}
 LIST_METHOD = {"chassis": "ListChassis", "firewall_policy": "ListFirewallPolicies"}
 LIST_FIELD = {"floating_ip": "floating_ips", "security_group": "security_groups",
               "security_group_rule": "security_group_rules", "firewall_rule": "firewall_rules",
-              "firewall_policy": "firewall_policies", "firewall_group": "firewall_groups"}
+              "firewall_policy": "firewall_policies", "firewall_group": "firewall_groups",
+              "load_balancer": "load_balancers", "health_monitor": "health_monitors"}
 SEGMENTS = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
             "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
 PAGE_SIZE = 1000
@@ -86,12 +91,13 @@ class Client:
         self.stub = pb_grpc.TopologyServiceStub(self.channel)
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.debug = dbg_grpc.DebugServiceStub(self.channel)
+        self.lb = pb_grpc.LoadBalancerServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
 
     validate_only = False  # set from --validate-only: writes become dry runs that print their plan
 
     def __call__(self, method: str, request: Any) -> Any:
-        rpc = getattr(self.stub, method)
+        rpc = getattr(self.stub, method, None) or getattr(self.lb, method)
         if not (self.validate_only and hasattr(request, "validate_only")):
             return rpc(request, metadata=self.md, timeout=self.timeout)
         request.validate_only = True
@@ -722,9 +728,11 @@ def build_parser() -> Parser:
             p.add_argument("--validate-only", action="store_true",
                            help="check and print what the switches would get; store and change nothing")
 
+    from controller.cli_lb import add_commands as add_lb_commands
     from controller.cli_security import add_commands
 
     add_commands(sub)
+    add_lb_commands(sub)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
         dest="floating", metavar="ip", required=True)
     fs = fip.add_parser("ip", help="floating IP commands").add_subparsers(dest="action", metavar="ACTION",

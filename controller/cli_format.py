@@ -56,6 +56,20 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "firewall_group": [("name", "NAME"), ("display_name", "DISPLAY NAME"),
                        ("ingress_firewall_policy", "INGRESS POLICY"), ("egress_firewall_policy", "EGRESS POLICY"),
                        ("ports", "PORTS"), ("admin_state_up", "UP")],
+    "load_balancer": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
+                      ("vip_address", "VIP ADDRESS"), ("admin_state_up", "UP"), ("operating_status", "STATUS")],
+    "listener": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("load_balancer", "LOAD BALANCER"),
+                 ("protocol", "PROTOCOL"), ("protocol_port", "PORT"), ("default_pool", "DEFAULT POOL"),
+                 ("admin_state_up", "UP")],
+    "pool": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("load_balancer", "LOAD BALANCER"),
+             ("protocol", "PROTOCOL"), ("lb_algorithm", "ALGORITHM"), ("admin_state_up", "UP"),
+             ("operating_status", "STATUS")],
+    "member": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("address", "ADDRESS"),
+               ("protocol_port", "PORT"), ("weight", "WEIGHT"), ("admin_state_up", "UP"),
+               ("operating_status", "STATUS")],
+    "health_monitor": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("pool", "POOL"), ("type", "TYPE"),
+                       ("delay", "DELAY"), ("timeout", "TIMEOUT"), ("max_retries", "RETRIES"),
+                       ("admin_state_up", "UP")],
 }
 
 

@@ -16,7 +16,12 @@ from topology.records import (
     FirewallPolicy,
     FirewallRule,
     FloatingIp,
+    HealthMonitor,
+    Listener,
+    LoadBalancer,
+    Member,
     Network,
+    Pool,
     Port,
     Record,
     Router,
@@ -28,7 +33,9 @@ from topology.records import (
 COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
               "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
               "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
-              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups"}
+              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups",
+              "load_balancer": "loadBalancers", "listener": "listeners", "pool": "pools",
+              "health_monitor": "healthMonitors"}  # members: "pools/{pool}/members/{member}" (member_name)
 SEGMENT_TO_PB = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
                  "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
 SEGMENT_FROM_PB = {v: k for k, v in SEGMENT_TO_PB.items()}
@@ -178,7 +185,65 @@ def firewall_group_to_pb(g: FirewallGroup) -> pb.FirewallGroup:
                             revision=g.revision, create_time=_ts(g.create_time), update_time=_ts(g.update_time))
 
 
+def member_name(pool_id: str, member_id: str) -> str:
+    return f"pools/{pool_id}/members/{member_id}"
+
+
+def parse_member_name(name: str, field_path: str) -> tuple[str, str]:
+    """(pool id, member id) of "pools/{pool}/members/{member}"."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "pools" or parts[2] != "members" or not parts[1] or not parts[3]:
+        raise errors.invalid(field_path, f"{name!r} is not a member name (pools/POOL/members/ID)" if name else
+                             "required: a member name like pools/POOL/members/ID")
+    return parts[1], parts[3]
+
+
+def load_balancer_to_pb(lb: LoadBalancer) -> pb.LoadBalancer:
+    return pb.LoadBalancer(name=name_of("load_balancer", lb.id), tenant=lb.tenant, display_name=lb.display_name,
+                           description=lb.description, vip_subnet=name_of("subnet", lb.vip_subnet_id),
+                           vip_address=lb.vip_address, vip_port=name_of("port", lb.vip_port_id),
+                           admin_state_up=lb.admin_state_up, operating_status=lb.operating_status,
+                           revision=lb.revision, create_time=_ts(lb.create_time), update_time=_ts(lb.update_time))
+
+
+def listener_to_pb(li: Listener) -> pb.Listener:
+    return pb.Listener(name=name_of("listener", li.id), tenant=li.tenant, display_name=li.display_name,
+                       load_balancer=name_of("load_balancer", li.load_balancer_id), protocol=li.protocol,
+                       protocol_port=li.protocol_port, default_pool=name_of("pool", li.default_pool_id),
+                       admin_state_up=li.admin_state_up, revision=li.revision, create_time=_ts(li.create_time),
+                       update_time=_ts(li.update_time))
+
+
+def pool_to_pb(po: Pool) -> pb.Pool:
+    return pb.Pool(name=name_of("pool", po.id), tenant=po.tenant, display_name=po.display_name,
+                   load_balancer=name_of("load_balancer", po.load_balancer_id), protocol=po.protocol,
+                   lb_algorithm=po.lb_algorithm, admin_state_up=po.admin_state_up,
+                   operating_status=po.operating_status, revision=po.revision, create_time=_ts(po.create_time),
+                   update_time=_ts(po.update_time))
+
+
+def member_to_pb(m: Member) -> pb.Member:
+    return pb.Member(name=member_name(m.pool_id, m.id), tenant=m.tenant, display_name=m.display_name,
+                     address=m.address, protocol_port=m.protocol_port, subnet=name_of("subnet", m.subnet_id),
+                     weight=m.weight, admin_state_up=m.admin_state_up, operating_status=m.operating_status,
+                     revision=m.revision, create_time=_ts(m.create_time), update_time=_ts(m.update_time))
+
+
+def health_monitor_to_pb(h: HealthMonitor) -> pb.HealthMonitor:
+    return pb.HealthMonitor(name=name_of("health_monitor", h.id), tenant=h.tenant, display_name=h.display_name,
+                            pool=name_of("pool", h.pool_id), type=h.type, delay=h.delay, timeout=h.timeout,
+                            max_retries=h.max_retries, http_method=h.http_method, url_path=h.url_path,
+                            expected_codes=h.expected_codes, admin_state_up=h.admin_state_up,
+                            revision=h.revision, create_time=_ts(h.create_time), update_time=_ts(h.update_time))
+
+
+_LB_TO_PB: dict[type, Any] = {LoadBalancer: load_balancer_to_pb, Listener: listener_to_pb, Pool: pool_to_pb,
+                              Member: member_to_pb, HealthMonitor: health_monitor_to_pb}
+
+
 def to_pb(rec: Record) -> Any:
+    if type(rec) in _LB_TO_PB:
+        return _LB_TO_PB[type(rec)](rec)
     if isinstance(rec, SecurityGroup):
         return security_group_to_pb(rec)
     if isinstance(rec, SecurityGroupRule):
@@ -199,6 +264,7 @@ def to_pb(rec: Record) -> Any:
         return router_to_pb(rec)
     if isinstance(rec, FloatingIp):
         return floating_ip_to_pb(rec)
+    assert isinstance(rec, Chassis)
     return chassis_to_pb(rec)
 
 

@@ -127,6 +127,7 @@ class Dataplane:
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
         self.drift: Any = None  # controller.drift.DriftMonitor, attached by main
+        self.health: Any = None  # controller.health.HealthService (load-balancer monitors), attached by main
         self._agent_factory = agent_factory
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)

@@ -22,6 +22,7 @@ from controller import config as config_mod  # noqa: E402
 from controller import (
     dhcp,  # noqa: E402
     firewall_reject,  # noqa: E402
+    health,  # noqa: E402
     ofapp,  # noqa: E402
 )
 from controller.auth import TokenFile  # noqa: E402
@@ -55,8 +56,12 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
     dataplane.packet_out = app.packet_out
     dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
+    # load balancers' health monitors: probes injected into the pipeline, answers from the LB app's packet-ins
+    dataplane.health = health.HealthService(state, app.inject)
+    dataplane.packet_in_apps[ids.LB] = dataplane.health.on_packet_in
     app.packet_in_handler = dataplane.on_packet_in
     dataplane.start()
+    dataplane.health.start()
     dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
     dataplane.drift.start()
     return dataplane
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if metrics is not None:
         metrics.stop()
     dataplane.drift.stop()
+    if dataplane.health is not None:
+        dataplane.health.stop()
     dataplane.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)

@@ -19,6 +19,7 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from apps import ids
 from controller.sync import RAW_SINKS_ATTR, SyncManager
+from flows import pipeline
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,20 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         ofp, parser = dp.ofproto, dp.ofproto_parser
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
                                         actions=[parser.OFPActionOutput(port)], data=data))
+        return True
+
+    def inject(self, dpid: int, data: bytes, metadata: int, reg7: int) -> bool:
+        """Send `data` into switch `dpid`'s pipeline as if the logical network `metadata` delivered it to
+        logical port `reg7`: set both and resubmit to egress_dispatch (the port's security groups apply).
+        The load balancers' health probes (controller/health.py). False if not connected."""
+        dp = self.registry.get(dpid)
+        if dp is None:
+            return False
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        actions = [parser.OFPActionSetField(metadata=metadata), parser.OFPActionSetField(reg7=reg7),
+                   parser.NXActionResubmitTable(in_port=0xFFF8, table_id=pipeline.table_of("egress_dispatch"))]
+        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                        actions=actions, data=data))
         return True
 
     def _add_meters(self, dp: Any) -> None:

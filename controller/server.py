@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from controller.auth import TokenFile
 from controller.dataplane import Dataplane
 from controller.dataplane_api import DataplaneService, plan_pb
+from controller.lb_api import LoadBalancerService
 from controller.northbound import TopologyService
 from controller.debug_api import DebugService
 from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
@@ -21,6 +22,7 @@ from topology.ops_security import DEFAULT_FLOW_BUDGET
 from topology.state import State
 
 SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
+LB_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["LoadBalancerService"].full_name
 DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
 DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 
@@ -36,7 +38,8 @@ class ApiServer:
                                   options=[("grpc.so_reuseport", 0)], interceptors=list(interceptors))
         self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set, flow_budget=flow_budget)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
-        services = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(LoadBalancerService(self.topology), self.server)
+        services = [SERVICE_NAME, LB_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if dataplane is not None:
             self.topology.planner = lambda revision, changes: plan_pb(dataplane, revision, changes)
             dataplane_pb2_grpc.add_DataplaneServiceServicer_to_server(

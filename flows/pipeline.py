@@ -208,8 +208,9 @@ STAGES: tuple[Stage, ...] = (
                                          "ipv6_dst", "icmpv6_type"},
            {"lb"},
            "DHCP requests to the controller (metered packet-in); everything else passes"),
-    _stage("lb", 50, _LOGICAL | _L2 | _IP | _L4 | _CT, {"l2_lookup"},
-           "load-balancer VIPs: select group of ct(commit,nat(dst=member)) to l2_lookup"),
+    _stage("lb", 50, _LOGICAL | _L2 | _IP | _L4 | _CT, {"l2_lookup", "lb", "output"},
+           "load-balancer VIPs after DNAT: eth_dst VIP MAC -> the member's (or its router's) MAC; hairpin: "
+           "SNAT to the VIP in the VIP's zone (ct(table=lb)), the reply un-NAT'ed and out its own port"),
     _stage("l2_lookup", 60, _LOGICAL | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"},
            {"egress_dispatch", "dnat"},
            "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "

@@ -171,9 +171,11 @@ class Switch:
             self.groups[g.group_id] = g
         # (zone, tuple as seen in one direction) -> (connection, that direction is the reply)
         self.conntrack: dict[tuple[int, tuple[Any, ...]], tuple[_Conn, bool]] = {}
+        self.ct_marks: dict[tuple[int, tuple[Any, ...]], int] = {}  # (zone, original tuple) -> ct_mark
 
-    def walk(self, packet: Mapping[str, Any]) -> Result:
-        """Walk `packet` (must hold in_port) from the first stage; returns deliveries and trace."""
+    def walk(self, packet: Mapping[str, Any], stage: str = pipeline.FIRST_STAGE) -> Result:
+        """Walk `packet` (must hold in_port) from the first stage (or `stage`, e.g. a packet-out that
+        resubmits there); returns deliveries and trace."""
         if "in_port" not in packet:
             raise WalkError("packet needs an in_port")
         pkt = {}
@@ -183,7 +185,7 @@ class Switch:
                 raise WalkError(f"packet field {k}={v!r} must be a plain value")
             pkt[k] = norm[0]
         result = Result()
-        self._table(pipeline.FIRST_STAGE, pkt, result, 0)
+        self._table(stage, pkt, result, 0)
         return result
 
     # -- tables ------------------------------------------------------------------------------------------
@@ -331,14 +333,22 @@ class Switch:
                 _nat(ct_pkt, a.nat)
                 if a.table is None:  # without recirculation the translated headers go on in this pipeline
                     _nat(pkt, a.nat)
+        if found is not None:
+            ct_pkt["ct_mark"] = self.ct_marks.get((zone, found[0].orig), 0)
+        else:
+            ct_pkt.pop("ct_mark", None)
         if a.commit:
             if found is None:
                 nat = a.nat if a.nat is not None and a.nat.kind and a.nat.ip_min else None
                 conn = _Conn(key, nat)
                 self.conntrack[(zone, key)] = (conn, False)
                 self.conntrack.setdefault((zone, _reverse(_conn_key(ct_pkt))), (conn, True))
+            else:
+                conn = found[0]
             for x in a.exec:
                 _set(ct_pkt, x.field, x.value, x.mask)
+                if x.field == "ct_mark":
+                    self.ct_marks[(zone, conn.orig)] = fields.to_int("ct_mark", ct_pkt["ct_mark"])
         ct_pkt["ct_state"] = state
         ct_pkt["ct_zone"] = zone
         note = f"ct(zone={zone}{',commit' if a.commit else ''}) -> ct_state={state:#x}"

@@ -22,7 +22,12 @@ from topology.records import (
     FirewallPolicy,
     FirewallRule,
     FloatingIp,
+    HealthMonitor,
+    Listener,
+    LoadBalancer,
+    Member,
     Network,
+    Pool,
     Port,
     Record,
     Router,
@@ -77,6 +82,16 @@ class Topology:
         self.firewall_rules: dict[str, FirewallRule] = {}
         self.firewall_policies: dict[str, FirewallPolicy] = {}
         self.firewall_groups: dict[str, FirewallGroup] = {}
+        self.load_balancers: dict[str, LoadBalancer] = {}
+        self.listeners: dict[str, Listener] = {}
+        self.pools: dict[str, Pool] = {}
+        self.members: dict[str, Member] = {}
+        self.health_monitors: dict[str, HealthMonitor] = {}
+        # load balancer id -> its listener / pool ids; pool id -> its member ids, its monitor id
+        self.lb_listeners: dict[str, set[str]] = {}
+        self.lb_pools: dict[str, set[str]] = {}
+        self.pool_members: dict[str, set[str]] = {}
+        self.pool_monitor: dict[str, str] = {}
         # security group id -> ids of its rules; -> ids of rules elsewhere naming it as remote group
         self.group_rules: dict[str, set[str]] = {}
         self.remote_rules: dict[str, set[str]] = {}
@@ -126,7 +141,9 @@ class Topology:
                 "floating_ip": self.floatingips, "security_group": self.security_groups,
                 "security_group_rule": self.sg_rules, "firewall_rule": self.firewall_rules,
                 "firewall_policy": self.firewall_policies,
-                "firewall_group": self.firewall_groups}[kind]  # type: ignore[return-value]
+                "firewall_group": self.firewall_groups, "load_balancer": self.load_balancers,
+                "listener": self.listeners, "pool": self.pools, "member": self.members,
+                "health_monitor": self.health_monitors}[kind]  # type: ignore[return-value]
 
     def all_records(self) -> Iterator[Record]:
         yield from self.chassis.values()
@@ -140,6 +157,11 @@ class Topology:
         yield from self.firewall_rules.values()
         yield from self.firewall_policies.values()
         yield from self.firewall_groups.values()
+        yield from self.load_balancers.values()
+        yield from self.pools.values()
+        yield from self.listeners.values()
+        yield from self.members.values()
+        yield from self.health_monitors.values()
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -218,7 +240,8 @@ class Topology:
         """Rebuild from stored records (chassis and networks first, then subnets, then ports)."""
         order = {"chassis": 0, "network": 1, "router": 2, "subnet": 3, "security_group": 4, "port": 5,
                  "floating_ip": 6, "security_group_rule": 7, "firewall_rule": 8, "firewall_policy": 9,
-                 "firewall_group": 10}
+                 "firewall_group": 10, "load_balancer": 11, "pool": 12, "listener": 13, "member": 14,
+                 "health_monitor": 15}
         self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
 
     @staticmethod
@@ -246,6 +269,17 @@ class Topology:
             return out
         if isinstance(rec, FirewallPolicy):
             return [("firewall_rule", r) for r in rec.rules]
+        if isinstance(rec, LoadBalancer):
+            return [("subnet", rec.vip_subnet_id)] + ([("port", rec.vip_port_id)] if rec.vip_port_id else [])
+        if isinstance(rec, Listener):
+            return [("load_balancer", rec.load_balancer_id)] + (
+                [("pool", rec.default_pool_id)] if rec.default_pool_id else [])
+        if isinstance(rec, Pool):
+            return [("load_balancer", rec.load_balancer_id)]
+        if isinstance(rec, Member):
+            return [("pool", rec.pool_id)] + ([("subnet", rec.subnet_id)] if rec.subnet_id else [])
+        if isinstance(rec, HealthMonitor):
+            return [("pool", rec.pool_id)]
         if isinstance(rec, FirewallGroup):
             out = [("port", p) for p in rec.ports]
             out += [("firewall_policy", p) for p in {rec.ingress_policy_id, rec.egress_policy_id} if p]
@@ -270,6 +304,14 @@ class Topology:
             for addr in self.ip_owner.get(rec.id, ()):
                 alloc.add(addr)
             self.ipam[rec.id] = alloc
+        elif isinstance(rec, Listener):
+            self.lb_listeners.setdefault(rec.load_balancer_id, set()).add(rec.id)
+        elif isinstance(rec, Pool):
+            self.lb_pools.setdefault(rec.load_balancer_id, set()).add(rec.id)
+        elif isinstance(rec, Member):
+            self.pool_members.setdefault(rec.pool_id, set()).add(rec.id)
+        elif isinstance(rec, HealthMonitor):
+            self.pool_monitor[rec.pool_id] = rec.id
         elif isinstance(rec, SecurityGroup):
             if rec.display_name == DEFAULT_GROUP_NAME:
                 self.default_groups.setdefault(rec.tenant, rec.id)
@@ -334,6 +376,15 @@ class Topology:
         elif isinstance(rec, Subnet):
             self.ipam.pop(rec.id, None)
             self.network_subnets.get(rec.network_id, set()).discard(rec.id)
+        elif isinstance(rec, Listener):
+            _discard(self.lb_listeners, rec.load_balancer_id, rec.id)
+        elif isinstance(rec, Pool):
+            _discard(self.lb_pools, rec.load_balancer_id, rec.id)
+        elif isinstance(rec, Member):
+            _discard(self.pool_members, rec.pool_id, rec.id)
+        elif isinstance(rec, HealthMonitor):
+            if self.pool_monitor.get(rec.pool_id) == rec.id:
+                del self.pool_monitor[rec.pool_id]
         elif isinstance(rec, SecurityGroup):
             if self.default_groups.get(rec.tenant) == rec.id:
                 del self.default_groups[rec.tenant]

@@ -22,6 +22,7 @@ from topology.model import OVERLAY_OVERHEAD, Change, Topology
 from topology.records import (
     OVERLAY_TYPES,
     OWNER_FLOATING_IP,
+    OWNER_LOAD_BALANCER,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     PORT_DOWN,
@@ -231,6 +232,19 @@ def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metada
             raise errors.failed_precondition(
                 reason, f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
                 "first (force does not)", floating_ip=p.device_id, port=p.id, **metadata)
+        if p.device_owner == OWNER_LOAD_BALANCER:
+            raise errors.failed_precondition(
+                reason, f"{what} holds the VIP of load balancer {p.device_id!r} (port {p.id!r}); delete the load "
+                "balancer first (force does not)", load_balancer=p.device_id, port=p.id, **metadata)
+
+
+def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, **metadata: str) -> None:
+    """A subnet named by load balancer members goes only after them (force does not remove them)."""
+    members = sorted(m.id for m in topo.members.values() if m.subnet_id == subnet_id)
+    if members:
+        raise errors.failed_precondition(
+            reason, f"{what}: subnet {subnet_id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
+            "delete them first (force does not)", member=members[0], **metadata)
 
 
 def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = None,
@@ -238,6 +252,8 @@ def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = 
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
     _refuse_router_owned(ports, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
+    for sub in subnets:
+        _refuse_lb_members(topo, sub.id, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
     if (subnets or ports) and not force:
         raise errors.failed_precondition(
             "NETWORK_IN_USE", f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
@@ -381,6 +397,7 @@ def delete_subnet(topo: Topology, old: Subnet, force: bool, rev: int | None = No
                   now: float = 0.0) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
     _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
+    _refuse_lb_members(topo, old.id, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
             "SUBNET_IN_USE", f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first "
@@ -513,15 +530,18 @@ def _check_binding(topo: Topology, chassis_id: str) -> None:
         raise errors.invalid("binding_chassis", f"chassis {chassis_id!r} does not exist")
 
 
-ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP)
+ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP, OWNER_LOAD_BALANCER)
+#: who a controller-made port belongs to, as errors name it
+OWNER_LABEL = {OWNER_FLOATING_IP: "floating IP", OWNER_LOAD_BALANCER: "load balancer"}
 
 
 def _check_device_owner(owner: str) -> None:
-    """The owners that make a port part of a router or floating IP are set only by those resources' calls
+    """The owners that make a port part of a router, floating IP or load balancer are set only by those
+    resources' calls
     (otherwise anyone could plug a port into someone else's router by naming its id)."""
     if owner in ROUTER_OWNERS:
-        raise errors.invalid("device_owner", f"{owner!r} is set by the router and floating IP calls, not "
-                             "on ports", reason="RESERVED_DEVICE_OWNER")
+        raise errors.invalid("device_owner", f"{owner!r} is set by the router, floating IP and load balancer "
+                             "calls, not on ports", reason="RESERVED_DEVICE_OWNER")
 
 
 def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str]],
@@ -559,6 +579,12 @@ PORT_OUTPUT = {"status", "revision", "create_time", "update_time", "tunnel_key"}
 def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
     """`fields` maps record field names to new values; fixed_ips holds (subnet id, address) requests."""
     _check_mask(list(fields), PORT_MUTABLE, PORT_IMMUTABLE, PORT_OUTPUT)
+    if old.device_owner == OWNER_LOAD_BALANCER and fields:  # a VIP port is the load balancer's, all of it
+        err = errors.failed_precondition(
+            "PORT_OWNED_BY_LOAD_BALANCER", f"port {old.id!r} holds the VIP of load balancer {old.device_id!r}: it "
+            "changes only with the load balancer", port=old.id, owner=old.device_owner)
+        err.violations = [(sorted(fields)[0], f"owned by load balancer {old.device_id!r}")]
+        raise err
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "fixed_ips" in fields:
@@ -576,7 +602,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     if old.device_owner in ROUTER_OWNERS:
         for name in ("fixed_ips", "device_owner", "device_id"):
             if getattr(new, name) != getattr(old, name):
-                owner = "floating IP" if old.device_owner == OWNER_FLOATING_IP else "router"
+                owner = OWNER_LABEL.get(old.device_owner, "router")
                 err = errors.failed_precondition(
                     f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
                     f"port {old.id!r} belongs to {owner} {old.device_id!r}: its {name} change only through "
@@ -608,11 +634,12 @@ def delete_port(topo: Topology, old: Port, rev: int | None = None, now: float = 
     """Router and floating IP ports go with their owner; a deleted port's floating IPs are dissociated
     (as Neutron does)."""
     if old.device_owner in ROUTER_OWNERS:
-        owner = "floating IP" if old.device_owner == OWNER_FLOATING_IP else "router"
+        owner = OWNER_LABEL.get(old.device_owner, "router")
+        how = {"router": "RemoveRouterInterface or the router gateway", "floating IP": "DeleteFloatingIp",
+               "load balancer": "DeleteLoadBalancer"}[owner]
         raise errors.failed_precondition(
             f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
-            f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it "
-            f"({'RemoveRouterInterface or the router gateway' if owner == 'router' else 'DeleteFloatingIp'})",
+            f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it ({how})",
             port=old.id, owner=old.device_owner, device_id=old.device_id)
     changes = _dissociate_ports(topo, {old.id}, _rev(topo, rev), now)
     return changes + [("port", old.id, old, None)]
@@ -1006,7 +1033,8 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
     """The floating IP mapped to `fixed_ip` (default: the port's only IPv4 address) of the port, through the
     router that joins that address's subnet to the floating IP's external network."""
     port = topo.ports[port_id]
-    if port.device_owner in ROUTER_OWNERS:
+    # a load balancer's VIP may have a floating IP (balanced on the gateway chassis: apps/lb.py)
+    if port.device_owner in ROUTER_OWNERS and port.device_owner != OWNER_LOAD_BALANCER:
         raise errors.invalid("port", f"port {port.id!r} belongs to {port.device_owner} {port.device_id!r}")
     if fixed_ip:
         addr = _ip(fixed_ip, "fixed_ip_address", 4)

@@ -252,11 +252,114 @@ class FirewallGroup:
     update_time: float = 0.0
 
 
+# ----------------------------------------------------------------------------------------------- load balancers
+# Octavia's shape: a load balancer owns a VIP (an address of a subnet, reserved by a port with device_owner
+# OWNER_LOAD_BALANCER); listeners (protocol + port) send to a pool; a pool spreads over its members
+# (ROUND_ROBIN by weight, or SOURCE_IP affinity) and may have one health monitor. operating_status is the
+# controller's (health monitor results), never a client's.
+
+OWNER_LOAD_BALANCER = "network:loadbalancer"  # device_id = load balancer id; holds the VIP address
+LB_PROTOCOLS = ("TCP", "UDP")
+LB_ALGORITHMS = ("ROUND_ROBIN", "SOURCE_IP")
+MONITOR_TYPES = ("TCP", "PING", "HTTP")
+ONLINE, OFFLINE, ERROR, NO_MONITOR, DEGRADED = "ONLINE", "OFFLINE", "ERROR", "NO_MONITOR", "DEGRADED"
+OPERATING_STATUSES = (ONLINE, OFFLINE, ERROR, NO_MONITOR, DEGRADED)
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    KIND: ClassVar[str] = "load_balancer"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    vip_subnet_id: str = ""
+    vip_address: str = ""
+    vip_port_id: str = ""  # the port reserving the VIP (made with the load balancer)
+    admin_state_up: bool = True
+    operating_status: str = ONLINE  # ONLINE, DEGRADED (some member down), ERROR (all down), OFFLINE (admin)
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Listener:
+    KIND: ClassVar[str] = "listener"
+    id: str
+    tenant: str
+    load_balancer_id: str
+    protocol: str = "TCP"
+    protocol_port: int = 0
+    default_pool_id: str = ""
+    display_name: str = ""
+    admin_state_up: bool = True
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pool:
+    KIND: ClassVar[str] = "pool"
+    id: str
+    tenant: str
+    load_balancer_id: str
+    protocol: str = "TCP"
+    lb_algorithm: str = "ROUND_ROBIN"
+    display_name: str = ""
+    admin_state_up: bool = True
+    operating_status: str = ONLINE
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class Member:
+    KIND: ClassVar[str] = "member"
+    id: str
+    tenant: str
+    pool_id: str
+    address: str
+    protocol_port: int
+    subnet_id: str = ""  # where the address lives ("" : the VIP's subnet)
+    weight: int = 1      # 0..256; 0: no new connections
+    display_name: str = ""
+    admin_state_up: bool = True
+    operating_status: str = NO_MONITOR  # ONLINE / ERROR under a health monitor, OFFLINE when admin down
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthMonitor:
+    KIND: ClassVar[str] = "health_monitor"
+    id: str
+    tenant: str
+    pool_id: str
+    type: str = "TCP"
+    delay: float = 5.0      # seconds between probes of a member
+    timeout: float = 3.0    # seconds a probe may take
+    max_retries: int = 3    # consecutive results that change a member's status
+    http_method: str = "GET"
+    url_path: str = "/"
+    expected_codes: str = "200"  # "200", "200,202", "200-204"
+    display_name: str = ""
+    admin_state_up: bool = True
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
 Record = (Network | Subnet | Port | Chassis | Router | FloatingIp | SecurityGroup | SecurityGroupRule
-          | FirewallRule | FirewallPolicy | FirewallGroup)
+          | FirewallRule | FirewallPolicy | FirewallGroup | LoadBalancer | Listener | Pool | Member
+          | HealthMonitor)
 RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis, Router, FloatingIp,
                                                      SecurityGroup, SecurityGroupRule, FirewallRule,
-                                                     FirewallPolicy, FirewallGroup)}
+                                                     FirewallPolicy, FirewallGroup, LoadBalancer, Listener,
+                                                     Pool, Member, HealthMonitor)}
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 

@@ -1028,7 +1028,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group")
+    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group", "load_balancer", "listener", "pool", "member", "health_monitor")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
@@ -1056,6 +1056,11 @@ class WatchEvent(_message.Message):
     FIREWALL_RULE_FIELD_NUMBER: _ClassVar[int]
     FIREWALL_POLICY_FIELD_NUMBER: _ClassVar[int]
     FIREWALL_GROUP_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    LISTENER_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_MONITOR_FIELD_NUMBER: _ClassVar[int]
     type: WatchEvent.Type
     revision: int
     network: Network
@@ -1069,7 +1074,12 @@ class WatchEvent(_message.Message):
     firewall_rule: FirewallRule
     firewall_policy: FirewallPolicy
     firewall_group: FirewallGroup
-    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ...) -> None: ...
+    load_balancer: LoadBalancer
+    listener: Listener
+    pool: Pool
+    member: Member
+    health_monitor: HealthMonitor
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., listener: _Optional[_Union[Listener, _Mapping]] = ..., pool: _Optional[_Union[Pool, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ...) -> None: ...
 
 class ChassisPlan(_message.Message):
     __slots__ = ("chassis", "flows_added", "flows_deleted", "groups_added", "groups_deleted", "sample_added", "sample_deleted", "flows_before", "flows_after")
@@ -1144,3 +1154,419 @@ class RevokeTokenRequest(_message.Message):
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     token: str
     def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class LoadBalancer(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "vip_subnet", "vip_address", "vip_port", "admin_state_up", "operating_status", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VIP_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    VIP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VIP_PORT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    OPERATING_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    vip_subnet: str
+    vip_address: str
+    vip_port: str
+    admin_state_up: bool
+    operating_status: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., vip_subnet: _Optional[str] = ..., vip_address: _Optional[str] = ..., vip_port: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Listener(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "load_balancer", "protocol", "protocol_port", "default_pool", "admin_state_up", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_PORT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_POOL_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    load_balancer: str
+    protocol: str
+    protocol_port: int
+    default_pool: str
+    admin_state_up: bool
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., load_balancer: _Optional[str] = ..., protocol: _Optional[str] = ..., protocol_port: _Optional[int] = ..., default_pool: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Pool(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "load_balancer", "listener", "protocol", "lb_algorithm", "admin_state_up", "operating_status", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    LISTENER_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    LB_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    OPERATING_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    load_balancer: str
+    listener: str
+    protocol: str
+    lb_algorithm: str
+    admin_state_up: bool
+    operating_status: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., load_balancer: _Optional[str] = ..., listener: _Optional[str] = ..., protocol: _Optional[str] = ..., lb_algorithm: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "address", "protocol_port", "subnet", "weight", "admin_state_up", "operating_status", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_PORT_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    OPERATING_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    address: str
+    protocol_port: int
+    subnet: str
+    weight: int
+    admin_state_up: bool
+    operating_status: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., address: _Optional[str] = ..., protocol_port: _Optional[int] = ..., subnet: _Optional[str] = ..., weight: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class HealthMonitor(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "pool", "type", "delay", "timeout", "max_retries", "http_method", "url_path", "expected_codes", "admin_state_up", "revision", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    HTTP_METHOD_FIELD_NUMBER: _ClassVar[int]
+    URL_PATH_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CODES_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    pool: str
+    type: str
+    delay: float
+    timeout: float
+    max_retries: int
+    http_method: str
+    url_path: str
+    expected_codes: str
+    admin_state_up: bool
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., pool: _Optional[str] = ..., type: _Optional[str] = ..., delay: _Optional[float] = ..., timeout: _Optional[float] = ..., max_retries: _Optional[int] = ..., http_method: _Optional[str] = ..., url_path: _Optional[str] = ..., expected_codes: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateLoadBalancerRequest(_message.Message):
+    __slots__ = ("load_balancer", "load_balancer_id", "validate_only")
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BALANCER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    load_balancer: LoadBalancer
+    load_balancer_id: str
+    validate_only: bool
+    def __init__(self, load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., load_balancer_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetLoadBalancerRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListLoadBalancersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListLoadBalancersResponse(_message.Message):
+    __slots__ = ("load_balancers", "next_page_token")
+    LOAD_BALANCERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    load_balancers: _containers.RepeatedCompositeFieldContainer[LoadBalancer]
+    next_page_token: str
+    def __init__(self, load_balancers: _Optional[_Iterable[_Union[LoadBalancer, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateLoadBalancerRequest(_message.Message):
+    __slots__ = ("load_balancer", "update_mask", "validate_only")
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    load_balancer: LoadBalancer
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteLoadBalancerRequest(_message.Message):
+    __slots__ = ("name", "force", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateListenerRequest(_message.Message):
+    __slots__ = ("listener", "listener_id", "validate_only")
+    LISTENER_FIELD_NUMBER: _ClassVar[int]
+    LISTENER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    listener: Listener
+    listener_id: str
+    validate_only: bool
+    def __init__(self, listener: _Optional[_Union[Listener, _Mapping]] = ..., listener_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetListenerRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListListenersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "load_balancer")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    load_balancer: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., load_balancer: _Optional[str] = ...) -> None: ...
+
+class ListListenersResponse(_message.Message):
+    __slots__ = ("listeners", "next_page_token")
+    LISTENERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    listeners: _containers.RepeatedCompositeFieldContainer[Listener]
+    next_page_token: str
+    def __init__(self, listeners: _Optional[_Iterable[_Union[Listener, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateListenerRequest(_message.Message):
+    __slots__ = ("listener", "update_mask", "validate_only")
+    LISTENER_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    listener: Listener
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, listener: _Optional[_Union[Listener, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteListenerRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreatePoolRequest(_message.Message):
+    __slots__ = ("pool", "pool_id", "validate_only")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    POOL_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    pool_id: str
+    validate_only: bool
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., pool_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetPoolRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListPoolsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "load_balancer")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_BALANCER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    load_balancer: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., load_balancer: _Optional[str] = ...) -> None: ...
+
+class ListPoolsResponse(_message.Message):
+    __slots__ = ("pools", "next_page_token")
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[Pool]
+    next_page_token: str
+    def __init__(self, pools: _Optional[_Iterable[_Union[Pool, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdatePoolRequest(_message.Message):
+    __slots__ = ("pool", "update_mask", "validate_only")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeletePoolRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateMemberRequest(_message.Message):
+    __slots__ = ("parent", "member", "member_id", "validate_only")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    member: Member
+    member_id: str
+    validate_only: bool
+    def __init__(self, parent: _Optional[str] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., member_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetMemberRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListMembersRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token", "tenant")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListMembersResponse(_message.Message):
+    __slots__ = ("members", "next_page_token")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    next_page_token: str
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateMemberRequest(_message.Message):
+    __slots__ = ("member", "update_mask", "validate_only")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    member: Member
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, member: _Optional[_Union[Member, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteMemberRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class CreateHealthMonitorRequest(_message.Message):
+    __slots__ = ("health_monitor", "health_monitor_id", "validate_only")
+    HEALTH_MONITOR_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_MONITOR_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    health_monitor: HealthMonitor
+    health_monitor_id: str
+    validate_only: bool
+    def __init__(self, health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., health_monitor_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetHealthMonitorRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListHealthMonitorsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "pool")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    pool: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., pool: _Optional[str] = ...) -> None: ...
+
+class ListHealthMonitorsResponse(_message.Message):
+    __slots__ = ("health_monitors", "next_page_token")
+    HEALTH_MONITORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    health_monitors: _containers.RepeatedCompositeFieldContainer[HealthMonitor]
+    next_page_token: str
+    def __init__(self, health_monitors: _Optional[_Iterable[_Union[HealthMonitor, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateHealthMonitorRequest(_message.Message):
+    __slots__ = ("health_monitor", "update_mask", "validate_only")
+    HEALTH_MONITOR_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    health_monitor: HealthMonitor
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteHealthMonitorRequest(_message.Message):
+    __slots__ = ("name", "validate_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...

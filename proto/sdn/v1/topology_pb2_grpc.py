@@ -2647,3 +2647,1139 @@ class TopologyService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LoadBalancerServiceStub:
+    """---------------------------------------------------------------------------------------------- load balancers
+
+    Load balancers in the shape of OpenStack Octavia: a load balancer holds a VIP (an address of a subnet, kept by
+    a port the controller makes with device_owner "network:loadbalancer"); listeners (TCP or UDP, a port) send new
+    connections to their default pool; a pool spreads them over its members (ROUND_ROBIN by weight, or SOURCE_IP
+    affinity), watched by at most one health monitor. The dataplane is apps/lb.py.
+    Same conventions and errors as TopologyService; changes appear in TopologyService.Watch.
+    operating_status (output only) is the controller's: ONLINE, OFFLINE (administratively down), ERROR (failing
+    its health checks), NO_MONITOR (member of a pool without a health monitor), DEGRADED (pool or load balancer
+    with some members in ERROR).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateLoadBalancer = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/CreateLoadBalancer',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateLoadBalancerRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.FromString,
+                _registered_method=True)
+        self.GetLoadBalancer = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/GetLoadBalancer',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetLoadBalancerRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.FromString,
+                _registered_method=True)
+        self.ListLoadBalancers = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/ListLoadBalancers',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListLoadBalancersRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListLoadBalancersResponse.FromString,
+                _registered_method=True)
+        self.UpdateLoadBalancer = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/UpdateLoadBalancer',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateLoadBalancerRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.FromString,
+                _registered_method=True)
+        self.DeleteLoadBalancer = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/DeleteLoadBalancer',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteLoadBalancerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateListener = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/CreateListener',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateListenerRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.FromString,
+                _registered_method=True)
+        self.GetListener = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/GetListener',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetListenerRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.FromString,
+                _registered_method=True)
+        self.ListListeners = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/ListListeners',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListListenersRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListListenersResponse.FromString,
+                _registered_method=True)
+        self.UpdateListener = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/UpdateListener',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateListenerRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.FromString,
+                _registered_method=True)
+        self.DeleteListener = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/DeleteListener',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteListenerRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreatePool = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/CreatePool',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreatePoolRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.FromString,
+                _registered_method=True)
+        self.GetPool = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/GetPool',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetPoolRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.FromString,
+                _registered_method=True)
+        self.ListPools = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/ListPools',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListPoolsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListPoolsResponse.FromString,
+                _registered_method=True)
+        self.UpdatePool = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/UpdatePool',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdatePoolRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.FromString,
+                _registered_method=True)
+        self.DeletePool = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/DeletePool',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeletePoolRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateMember = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/CreateMember',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateMemberRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Member.FromString,
+                _registered_method=True)
+        self.GetMember = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/GetMember',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetMemberRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Member.FromString,
+                _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/ListMembers',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.UpdateMember = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/UpdateMember',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateMemberRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Member.FromString,
+                _registered_method=True)
+        self.DeleteMember = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/DeleteMember',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteMemberRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateHealthMonitor = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/CreateHealthMonitor',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateHealthMonitorRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.FromString,
+                _registered_method=True)
+        self.GetHealthMonitor = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/GetHealthMonitor',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetHealthMonitorRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.FromString,
+                _registered_method=True)
+        self.ListHealthMonitors = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/ListHealthMonitors',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListHealthMonitorsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListHealthMonitorsResponse.FromString,
+                _registered_method=True)
+        self.UpdateHealthMonitor = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/UpdateHealthMonitor',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateHealthMonitorRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.FromString,
+                _registered_method=True)
+        self.DeleteHealthMonitor = channel.unary_unary(
+                '/sdn.v1.LoadBalancerService/DeleteHealthMonitor',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteHealthMonitorRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+
+
+class LoadBalancerServiceServicer:
+    """---------------------------------------------------------------------------------------------- load balancers
+
+    Load balancers in the shape of OpenStack Octavia: a load balancer holds a VIP (an address of a subnet, kept by
+    a port the controller makes with device_owner "network:loadbalancer"); listeners (TCP or UDP, a port) send new
+    connections to their default pool; a pool spreads them over its members (ROUND_ROBIN by weight, or SOURCE_IP
+    affinity), watched by at most one health monitor. The dataplane is apps/lb.py.
+    Same conventions and errors as TopologyService; changes appear in TopologyService.Watch.
+    operating_status (output only) is the controller's: ONLINE, OFFLINE (administratively down), ERROR (failing
+    its health checks), NO_MONITOR (member of a pool without a health monitor), DEGRADED (pool or load balancer
+    with some members in ERROR).
+    """
+
+    def CreateLoadBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLoadBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLoadBalancers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLoadBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLoadBalancer(self, request, context):
+        """Refused while it has listeners or pools, unless force (Octavia's cascade delete: everything under it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateListener(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetListener(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListListeners(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateListener(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteListener(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePool(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPool(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPools(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePool(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePool(self, request, context):
+        """Refused while a listener uses it as default pool; its members and health monitor go with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateHealthMonitor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHealthMonitor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHealthMonitors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateHealthMonitor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteHealthMonitor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LoadBalancerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLoadBalancer,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateLoadBalancerRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.SerializeToString,
+            ),
+            'GetLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoadBalancer,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetLoadBalancerRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.SerializeToString,
+            ),
+            'ListLoadBalancers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLoadBalancers,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListLoadBalancersRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListLoadBalancersResponse.SerializeToString,
+            ),
+            'UpdateLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLoadBalancer,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateLoadBalancerRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.SerializeToString,
+            ),
+            'DeleteLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLoadBalancer,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteLoadBalancerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateListener': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateListener,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateListenerRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.SerializeToString,
+            ),
+            'GetListener': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetListener,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetListenerRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.SerializeToString,
+            ),
+            'ListListeners': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListListeners,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListListenersRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListListenersResponse.SerializeToString,
+            ),
+            'UpdateListener': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateListener,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateListenerRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.SerializeToString,
+            ),
+            'DeleteListener': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteListener,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteListenerRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreatePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePool,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreatePoolRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.SerializeToString,
+            ),
+            'GetPool': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPool,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetPoolRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.SerializeToString,
+            ),
+            'ListPools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPools,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListPoolsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListPoolsResponse.SerializeToString,
+            ),
+            'UpdatePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePool,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdatePoolRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.SerializeToString,
+            ),
+            'DeletePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePool,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeletePoolRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMember,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateMemberRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Member.SerializeToString,
+            ),
+            'GetMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMember,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetMemberRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Member.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListMembersRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'UpdateMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMember,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateMemberRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.Member.SerializeToString,
+            ),
+            'DeleteMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMember,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteMemberRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateHealthMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateHealthMonitor,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateHealthMonitorRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.SerializeToString,
+            ),
+            'GetHealthMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealthMonitor,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetHealthMonitorRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.SerializeToString,
+            ),
+            'ListHealthMonitors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHealthMonitors,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListHealthMonitorsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListHealthMonitorsResponse.SerializeToString,
+            ),
+            'UpdateHealthMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateHealthMonitor,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateHealthMonitorRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.SerializeToString,
+            ),
+            'DeleteHealthMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteHealthMonitor,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteHealthMonitorRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sdn.v1.LoadBalancerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sdn.v1.LoadBalancerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LoadBalancerService:
+    """---------------------------------------------------------------------------------------------- load balancers
+
+    Load balancers in the shape of OpenStack Octavia: a load balancer holds a VIP (an address of a subnet, kept by
+    a port the controller makes with device_owner "network:loadbalancer"); listeners (TCP or UDP, a port) send new
+    connections to their default pool; a pool spreads them over its members (ROUND_ROBIN by weight, or SOURCE_IP
+    affinity), watched by at most one health monitor. The dataplane is apps/lb.py.
+    Same conventions and errors as TopologyService; changes appear in TopologyService.Watch.
+    operating_status (output only) is the controller's: ONLINE, OFFLINE (administratively down), ERROR (failing
+    its health checks), NO_MONITOR (member of a pool without a health monitor), DEGRADED (pool or load balancer
+    with some members in ERROR).
+    """
+
+    @staticmethod
+    def CreateLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/CreateLoadBalancer',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateLoadBalancerRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/GetLoadBalancer',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetLoadBalancerRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLoadBalancers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/ListLoadBalancers',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListLoadBalancersRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListLoadBalancersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/UpdateLoadBalancer',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateLoadBalancerRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.LoadBalancer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/DeleteLoadBalancer',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteLoadBalancerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateListener(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/CreateListener',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateListenerRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetListener(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/GetListener',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetListenerRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListListeners(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/ListListeners',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListListenersRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListListenersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateListener(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/UpdateListener',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateListenerRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Listener.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteListener(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/DeleteListener',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteListenerRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/CreatePool',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreatePoolRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/GetPool',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetPoolRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/ListPools',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListPoolsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListPoolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/UpdatePool',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdatePoolRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Pool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/DeletePool',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeletePoolRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/CreateMember',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateMemberRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Member.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/GetMember',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetMemberRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Member.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/ListMembers',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListMembersRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/UpdateMember',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateMemberRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.Member.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/DeleteMember',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteMemberRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateHealthMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/CreateHealthMonitor',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateHealthMonitorRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealthMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/GetHealthMonitor',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetHealthMonitorRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHealthMonitors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/ListHealthMonitors',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListHealthMonitorsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListHealthMonitorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateHealthMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/UpdateHealthMonitor',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateHealthMonitorRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.HealthMonitor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteHealthMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.LoadBalancerService/DeleteHealthMonitor',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteHealthMonitorRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
