@@ -70,12 +70,13 @@ def flood_local_group(network_key: int) -> int:
 
 def model_owners(topo: object) -> list[str]:
     """Every owner id flows of the model can carry in their cookies: networks, ports, routers, floating IPs,
-    security group rules and their clause flows, firewall rules and groups (for dumps, traces, metrics)."""
+    security group rules and their clause flows, firewall rules and groups, load balancers (for dumps, traces,
+    metrics)."""
     from apps import acl  # acl imports this module
 
     t: Any = topo
     out = [*t.networks, *t.ports, *t.routers, *t.floatingips, *t.sg_rules, *t.firewall_rules,
-           *t.firewall_groups, acl.OWNER]
+           *t.firewall_groups, *t.load_balancers, acl.OWNER]
     out += [f"clause:{ident}" for kind, ident in acl.all_units(t) if kind == "acl_clause"]
     return out
 
