@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -85,12 +84,14 @@ def model_owners(topo: object) -> list[str]:
 LB_GROUP_BASE = 1 << 30
 
 
-def lb_group(listener_id: str, kind: int) -> int:
-    """A listener's select group (kind 0: VM clients, 1: through a floating IP of the VIP). Listeners have no
-    key: a hash of the id, 2**29 ids per kind, so two listeners may collide (very unlikely at our scale)."""
+def lb_group(listener_key: int, kind: int) -> int:
+    """A listener's select group (kind 0: VM clients, 1: through a floating IP of the VIP), from its key (unique,
+    < 2**28, allocated by the model): no two listeners share a group."""
     if kind not in (0, 1):
         raise ValueError(f"load-balancer group kind {kind} is not 0 or 1")
-    return LB_GROUP_BASE | (kind << 29) | (zlib.crc32(listener_id.encode()) & ((1 << 29) - 1))
+    if not 0 < listener_key < 1 << 28:
+        raise ValueError(f"listener key {listener_key} outside 1..2**28-1")
+    return LB_GROUP_BASE | (kind << 28) | listener_key
 
 
 def registry_for(owner_ids: Iterable[str]) -> CookieRegistry:

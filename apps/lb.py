@@ -66,9 +66,9 @@ UNIT = "lb"
 KINDS = ("load_balancer", "listener", "pool", "member", "health_monitor")
 
 
-def group_id(listener_id: str, kind: int) -> int:
-    """A listener's select group (kind CLIENT or FLOATING): apps.ids.lb_group."""
-    return ids.lb_group(listener_id, kind)
+def group_id(listener: Listener, kind: int) -> int:
+    """A listener's select group (kind CLIENT or FLOATING): apps.ids.lb_group of its key."""
+    return ids.lb_group(listener.key, kind)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def lb_flows(view: View, chassis_id: str, lb: LoadBalancer) -> list[Flow | Group
         for m in members:
             all_members.setdefault(m.address, (m, member_port(topo, lb, m)))
         live = [m for m in members if usable(topo, pool, m) and netaddr.IPAddress(m.address).version == 4]
-        gid = group_id(ls.id, CLIENT)
+        gid = group_id(ls, CLIENT)
         for n in clients:
             match = {**new, "metadata": topo.networks[n].key, **_l4(ls)}
             out += [x for x in _spread("acl_egress_commit", HIGH(10), match, pool, live, gid, CT_ZONE.field,
@@ -311,7 +311,7 @@ def _floating(view: View, chassis_id: str, lb: LoadBalancer, vip: Port, ls: List
             continue
         match = {"metadata": router.key, "eth_type": IPV4, CT_ZONE.field: nat.zone(gwp),
                  "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW), "ipv4_dst": fip.address, **_l4(ls)}
-        out += _spread("dnat", MATCH(5), match, pool, live, group_id(ls.id, FLOATING), CT_ZONE.field,
+        out += _spread("dnat", MATCH(5), match, pool, live, group_id(ls, FLOATING), CT_ZONE.field,
                        "l3_lookup", None, c)
     return out
 

@@ -577,3 +577,21 @@ def test_admin_acts_for_a_tenant(api: Api) -> None:
     assert alice.GetListener(pb.GetListenerRequest(name="listeners/l1")) == listener
     got = expect_error(alice.stub.ListLoadBalancers, pb.ListLoadBalancersRequest(tenant="bob"), metadata=md)
     assert got[0] == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_listeners_get_distinct_dataplane_keys_and_free_them(server) -> None:  # type: ignore[no-untyped-def]
+    """A listener's select groups are numbered by its key (no hash: no two listeners can share a group)."""
+    from apps import ids
+
+    _md, lb, _sub = _alice(server.api)
+    lb.lb("lb1", vip_subnet="subnets/web-v4", vip_address="10.0.0.100")
+    for i, port in enumerate((80, 443, 8080)):
+        lb.listener(f"l{i}", protocol="TCP", protocol_port=port)
+    topo = server.state.topology
+    keys = {ls.id: ls.key for ls in topo.listeners.values()}
+    assert len(keys) == 3 and all(keys.values()) and len(set(keys.values())) == 3
+    groups = {ids.lb_group(k, kind) for k in keys.values() for kind in (0, 1)}
+    assert len(groups) == 6
+    lb.DeleteListener(pb.DeleteListenerRequest(name="listeners/l1"))
+    lb.listener("l9", protocol="TCP", protocol_port=9000)
+    assert topo.listeners["l9"].key == keys["l1"], "a freed key is reused"

@@ -88,7 +88,7 @@ def lb_world(algorithm: str = "ROUND_ROBIN", weights: tuple[int, int, int] = (1,
     w.put(LoadBalancer(id="lb", tenant="alice", vip_subnet_id="a-sub", vip_address=VIP, vip_port_id="vip"))
     w.put(Pool(id="pool", tenant="alice", load_balancer_id="lb", lb_algorithm=algorithm))
     w.put(Listener(id="http", tenant="alice", load_balancer_id="lb", protocol="TCP", protocol_port=80,
-                   default_pool_id="pool"))
+                   default_pool_id="pool", key=1))
     for i, weight in enumerate(weights, 1):
         w.put(Member(id=f"m{i}", tenant="alice", pool_id="pool", address=f"10.0.0.1{i}", protocol_port=8080,
                      weight=weight))
@@ -324,7 +324,7 @@ def test_incremental_equals_full(actions) -> None:  # type: ignore[no-untyped-de
                 changes = w.drop("listener", "udp")
             else:
                 changes = w.put(Listener(id="udp", tenant="alice", load_balancer_id="lb", protocol="UDP",
-                                         protocol_port=53, default_pool_id="pool"))
+                                         protocol_port=53, default_pool_id="pool", key=2))
         elif op == "monitor":
             if "hm" in w.topo.health_monitors:
                 changes = w.drop("health_monitor", "hm")

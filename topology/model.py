@@ -132,6 +132,8 @@ class Topology:
         self.port_keys = RangeAllocator([(1, MAX_PORT_KEY)])
         # security group rules' keys: their conjunction ids in the dataplane
         self.rule_keys = RangeAllocator([(1, (1 << 31) - 1)])
+        # listeners' keys: their select groups' ids (apps/ids.py lb_group)
+        self.listener_keys = RangeAllocator([(1, (1 << 28) - 1)])
 
     # ------------------------------------------------------------------------------------------ access
 
@@ -306,6 +308,8 @@ class Topology:
             self.ipam[rec.id] = alloc
         elif isinstance(rec, Listener):
             self.lb_listeners.setdefault(rec.load_balancer_id, set()).add(rec.id)
+            if rec.key:
+                self.listener_keys.add(rec.key)
         elif isinstance(rec, Pool):
             self.lb_pools.setdefault(rec.load_balancer_id, set()).add(rec.id)
         elif isinstance(rec, Member):
@@ -378,6 +382,8 @@ class Topology:
             self.network_subnets.get(rec.network_id, set()).discard(rec.id)
         elif isinstance(rec, Listener):
             _discard(self.lb_listeners, rec.load_balancer_id, rec.id)
+            if rec.key:
+                self.listener_keys.remove(rec.key)
         elif isinstance(rec, Pool):
             _discard(self.lb_pools, rec.load_balancer_id, rec.id)
         elif isinstance(rec, Member):

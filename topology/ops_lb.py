@@ -317,6 +317,10 @@ def create_listener(topo: Topology, listener: Listener, rev: int, now: float) ->
             err.violations = [("protocol_port", f"{rec.protocol} {rec.protocol_port} is in use")]
             raise err
     _check_default_pool(topo, rec)
+    key = topo.listener_keys.choose()
+    if key is None:
+        raise errors.exhausted("LISTENER_KEYS_EXHAUSTED", "no free listener key")
+    rec = dataclasses.replace(rec, key=key)
     return [("listener", rec.id, None, _stamp(rec, rev, now, True))]
 
 

@@ -294,6 +294,7 @@ class Listener:
     default_pool_id: str = ""
     display_name: str = ""
     admin_state_up: bool = True
+    key: int = 0  # the listener's number in the dataplane (its select groups' ids): unique, from the model
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0
