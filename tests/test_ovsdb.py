@@ -215,8 +215,12 @@ def test_bridge_mapping_patch_pair(lab: Lab, chassis: Chassis, agents: Agents) -
     assert vsctl_get(ch, "Interface", int_side, "type") == "patch"
     assert vsctl_get(ch, "Interface", int_side, "options:peer") == prov_side
     assert vsctl_get(ch, "Interface", prov_side, "options:peer") == int_side
-    assert dict(agent.snapshot().patches) == {"physnet1": ofport(ch, int_side)}
-    assert ofport(ch, int_side) > 0
+    # vswitchd assigns the patch port's ofport a moment after the transaction: wait for the agent to report it
+    def patched(p: ChassisPorts) -> bool:
+        got = vsctl_get(ch, "Interface", int_side, "ofport")
+        return got.lstrip("-").isdigit() and int(got) > 0 and dict(p.patches) == {"physnet1": int(got)}
+
+    rec.wait_for(patched)
     [flow] = ch.dump_flows("br-phys1")  # still standalone: the one NORMAL flow
     assert "NORMAL" in flow
 
