@@ -104,9 +104,11 @@ class Compiler:
         self.dhcp_rate_pps = dhcp_rate_pps
         # learned MAC bindings of external next hops: network id -> {IPv4 address: MAC}
         self.neighbors: dict[str, dict[str, str]] = {}
+        # gateway chassis held for failed (runtime liveness, set by the dataplane; a change is a rebuild)
+        self.down: frozenset[str] = frozenset()
 
     def view(self, topo: Topology) -> View:
-        return View(topo, self.runtime, self.gateway_chassis, self.neighbors, self.dhcp_rate_pps)
+        return View(topo, self.runtime, self.gateway_chassis, self.neighbors, self.dhcp_rate_pps, self.down)
 
     def desired(self, chassis_id: str) -> frozenset[Item]:
         return frozenset(item for items in self.units.get(chassis_id, {}).values() for item in items)
@@ -260,6 +262,7 @@ def _routerish(rec: object) -> bool:
 
 def desired_from_scratch(topo: Topology, runtime: Mapping[str, ChassisRuntime], chassis_id: str,
                          gateway_chassis: Iterable[str] = (),
-                         neighbors: Mapping[str, Mapping[str, str]] | None = None) -> frozenset[Item]:
-    view = View(topo, runtime, tuple(gateway_chassis), neighbors)
+                         neighbors: Mapping[str, Mapping[str, str]] | None = None,
+                         down: frozenset[str] = frozenset()) -> frozenset[Item]:
+    view = View(topo, runtime, tuple(gateway_chassis), neighbors, down=down)
     return frozenset(item for items in full(view, chassis_id).values() for item in items)

@@ -37,8 +37,11 @@ class ChassisRuntime:
 class View:
     def __init__(self, topo: Topology, runtime: Mapping[str, ChassisRuntime],
                  gateway_chassis: tuple[str, ...] = (), neighbors: Neighbors | None = None,
-                 dhcp_rate_pps: int = 10) -> None:
+                 dhcp_rate_pps: int = 10, down: frozenset[str] = frozenset()) -> None:
         self.topo = topo
+        # gateway chassis the controller holds for failed (a runtime fact, like the ofports): skipped by
+        # gateway_of, so their routers go to the next candidate (controller/liveness.py decides)
+        self.down = frozenset(down)
         self.dhcp_rate_pps = dhcp_rate_pps  # each port's DHCP meter (apps/dhcp.py)
         self.runtime = runtime
         self.gateway_chassis = tuple(gateway_chassis)
@@ -56,18 +59,19 @@ class View:
                      and p.network_id == router.gateway_network_id), None)
 
     def gateway_of(self, router: Router) -> str | None:
-        """The router's gateway chassis: the first configured gateway chassis with a bridge mapping for
-        the external network's physical network (None: no gateway, or nowhere to put it)."""
+        """The router's gateway chassis: the first configured gateway chassis that is not down and has a
+        bridge mapping for the external network's physical network, or the first with such a mapping when
+        all of them are down (None: no gateway, or nowhere to put it)."""
         if not router.gateway_network_id or not router.admin_state_up:
             return None
         net = self.topo.networks.get(router.gateway_network_id)
         if net is None or not net.admin_state_up or net.segment_type in OVERLAY_TYPES:
             return None
-        for ch_id in self.gateway_chassis:
-            ch = self.topo.chassis.get(ch_id)
-            if ch is not None and ch.tunnel_ip and any(pn == net.physical_network for pn, _br in ch.bridge_mappings):
-                return ch_id
-        return None
+        able = [ch_id for ch_id in self.gateway_chassis
+                if (ch := self.topo.chassis.get(ch_id)) is not None and ch.tunnel_ip
+                and any(pn == net.physical_network for pn, _br in ch.bridge_mappings)]
+        # every candidate down: the router stays on the preferred one (nothing better to do, nothing churns)
+        return next((ch_id for ch_id in able if ch_id not in self.down), able[0] if able else None)
 
     def is_gateway_for(self, chassis_id: str, network_id: str) -> bool:
         """This chassis is the gateway chassis of a router whose external network this is."""

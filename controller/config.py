@@ -47,6 +47,11 @@ class Config:
     demo: bool = False
     # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
     gateway_chassis: list[str] = field(default_factory=list)
+    # a gateway chassis whose switch is disconnected (or OVSDB unknown) this long loses its routers to the
+    # next candidate; healthy this long again, it takes them back
+    gateway_failover_s: float = 3.0
+    # learned external next hops not confirmed by an ARP reply this long are probed again (gone: removed)
+    neighbor_ttl_s: float = 600.0
     # security-group flows a tenant may have on one chassis; writes going over it are refused (0 = no budget)
     flow_budget_per_tenant: int = DEFAULT_FLOW_BUDGET
     # DHCPv4 (controller/dhcp.py): the lease the controller gives, and each port's DHCP packets/s to it
@@ -108,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
                    help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
                    "in order of preference: a router's gateway goes to the first one mapping its external "
                    "network's physical network")
+    p.add_argument("--gateway-failover-s", type=float, help="seconds a gateway chassis's switch may be "
+                   "disconnected (or its OVSDB facts unknown) before its routers move to the next gateway chassis; "
+                   "as long healthy again before they move back (default 3)")
+    p.add_argument("--neighbor-ttl-s", type=float, help="seconds after which a learnt external next hop is "
+                   "probed again, and removed if it does not answer (default 600; 0 = never)")
     p.add_argument("--flow-budget-per-tenant", type=int, metavar="N",
                    help="security-group flows a tenant may have per chassis; a rule or port change going over "
                    f"it is refused with FAILED_PRECONDITION (default {DEFAULT_FLOW_BUDGET}; 0 = no budget)")
@@ -134,6 +144,8 @@ def load(argv: list[str] | None = None) -> Config:
         if v is not None:
             values[f.name] = v
     cfg = replace(Config(), **values)
+    if cfg.gateway_failover_s <= 0 or cfg.neighbor_ttl_s < 0:
+        raise SystemExit("gateway_failover_s must be above 0 and neighbor_ttl_s at least 0")
     if cfg.dhcp_rate_pps < 1 or cfg.dhcp_lease_s < 60:
         raise SystemExit("dhcp_rate_pps must be at least 1 and dhcp_lease_s at least 60")
     if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):

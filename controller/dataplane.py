@@ -29,6 +29,7 @@ import netaddr
 from apps.compiler import Compiler, Delta
 from apps.view import ChassisRuntime
 from controller.context import REQUEST
+from controller.liveness import GatewayLiveness
 from flows.cookie import MAGIC
 from topology import ops
 from topology.model import Change, Topology
@@ -82,6 +83,7 @@ class ChassisPlane:
     history: list[tuple[int, int]] = field(default_factory=list)  # (model revision, seq), oldest first
     port_seq: dict[str, int] = field(default_factory=dict)  # port id -> seq of its last flow change
     pending_status: set[str] = field(default_factory=set)  # ports whose ACTIVE/DOWN may have to change
+    ovsdb_connected: bool = True  # the OVSDB agent's session is up (its last report said so)
     drift_repairs: int = 0  # flows/groups the drift monitor found wrong on the switch and had repaired
 
     def realized_seq(self) -> int:
@@ -113,10 +115,26 @@ class Dataplane:
     def __init__(self, state: State, engine_factory: EngineFactory, agent_factory: AgentFactory,
                  packet_ins: Callable[[int], int] = lambda _dpid: 0,
                  gateway_chassis: tuple[str, ...] = (), neighbors_file: Path | None = None,
-                 dhcp_rate_pps: int = 10) -> None:
+                 dhcp_rate_pps: int = 10, connected: Callable[[int], bool] | None = None,
+                 gateway_failover_s: float = 3.0, neighbor_ttl_s: float = 600.0,
+                 gateways_file: Path | None = None, clock: Callable[[], float] = time.monotonic,
+                 tick_s: float = 0.25, startup_grace_s: float = 10.0) -> None:
         self.state = state
         self.packet_ins = packet_ins
         self.compiler = Compiler(gateway_chassis, dhcp_rate_pps)
+        self.clock = clock
+        # gateway failover: is a switch connected (OpenFlow)? None: the dataplane cannot tell (always yes)
+        self.connected = connected if connected is not None else (lambda _dpid: True)
+        self.gateways_file = gateways_file  # the chassis held down, kept across restarts (hitless)
+        self.liveness = GatewayLiveness(gateway_failover_s, clock(), startup_grace_s, self._load_down())
+        self.compiler.down = self.liveness.down
+        self._announce: list[tuple[float, str, str]] = []  # (due, chassis, router): gratuitous ARPs to send
+        # neighbour expiry: (network, address) -> when last confirmed by an ARP reply / first re-probed
+        self.neighbor_ttl_s = neighbor_ttl_s
+        self._confirmed: dict[tuple[str, str], float] = {}
+        self._reprobing: dict[tuple[str, str], float] = {}
+        self._tick_s = tick_s
+        self._ticker_stop = threading.Event()
         # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
         self.packet_out: Callable[[int, bytes, int], bool] | None = None
         # app id (apps.ids) -> handler of packet-ins from flows that app compiled (DHCP, firewall reject...)
@@ -146,8 +164,11 @@ class Dataplane:
                 self._add_chassis(ch)
             self.state.add_listener(self._on_write)
         self._worker.start()
+        if self._tick_s > 0:
+            threading.Thread(target=self._run_ticker, name="dataplane-ticker", daemon=True).start()
 
     def stop(self) -> None:
+        self._ticker_stop.set()
         self._work.put(None)
         self._worker.join(timeout=10)
         for plane in list(self.planes.values()):
@@ -179,6 +200,7 @@ class Dataplane:
         plane = self.planes.pop(chassis_id, None)
         self.provenance = {k: v for k, v in self.provenance.items() if k[0] != chassis_id}
         self.compiler.forget(chassis_id)
+        self.liveness.forget(chassis_id)
         if plane is not None and plane.agent is not None:
             self._work.put(plane.agent.stop)
 
@@ -216,6 +238,7 @@ class Dataplane:
             plane = self.planes.get(chassis_id)
             if plane is None:
                 return
+            plane.ovsdb_connected = bool(getattr(ports, "connected", True))
             topo = self.state.topology
             delta = self.compiler.on_runtime(topo, runtime)
             first = plane.runtime is None
@@ -358,6 +381,8 @@ class Dataplane:
             self._probe(plane, net, nexthop, [gwp for r, gwp in gateways if r.gateway_network_id == net.id])
 
     def _learn(self, topo: Topology, network_id: str, ip: str, mac: str) -> None:
+        self._confirmed[(network_id, ip)] = self.clock()
+        self._reprobing.pop((network_id, ip), None)
         known = self.compiler.neighbors.setdefault(network_id, {})
         if known.get(ip) == mac:
             return
@@ -373,6 +398,8 @@ class Dataplane:
         try:
             data = json.loads(self.neighbors_file.read_text())
             self.compiler.neighbors = {str(n): {str(ip): str(mac) for ip, mac in m.items()} for n, m in data.items()}
+            now = self.clock()  # ages are not kept: a loaded binding counts as confirmed now
+            self._confirmed = {(n, ip): now for n, m in self.compiler.neighbors.items() for ip in m}
         except (OSError, ValueError, AttributeError):
             log.warning("%s unreadable: external next hops are learnt again", self.neighbors_file)
 
@@ -388,10 +415,8 @@ class Dataplane:
 
     def _probe(self, plane: ChassisPlane, net: Any, nexthop: str, gw_ports: list[Any]) -> None:
         """ARP request for `nexthop` from a gateway port's MAC and address, out the chassis's patch port."""
-        from os_ken.lib.packet import arp, ethernet, packet, vlan
-
         key = (plane.chassis_id, net.id, nexthop)
-        now = time.monotonic()
+        now = self.clock()
         if now - self._probed.get(key, -1e9) < self.PROBE_INTERVAL_S or self.packet_out is None:
             return
         if len(self._probed) > 4096:  # forget old probes: the table must not grow with every address tried
@@ -405,18 +430,146 @@ class Dataplane:
             if src is None or patch is None:
                 continue
             self._probed[key] = now
-            pkt = packet.Packet()
-            if net.segment_type == "vlan":
-                pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", gwp.mac, 0x8100))
-                pkt.add_protocol(vlan.vlan(vid=net.segment_id, ethertype=0x0806))
-            else:
-                pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", gwp.mac, 0x0806))
-            pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=gwp.mac, src_ip=src,
-                                     dst_mac="00:00:00:00:00:00", dst_ip=nexthop))
-            pkt.serialize()
-            self.packet_out(plane.datapath_id, bytes(pkt.data), patch)
+            self.packet_out(plane.datapath_id, _arp_request(net, gwp.mac, src, nexthop), patch)
             log.info("chassis %s: ARP probe for %s on %s", plane.chassis_id, nexthop, net.id)
             return
+
+    # ------------------------------------------------------------------------------------------ timers
+
+    #: a binding re-probed this long without an answer is removed (probes go once a second meanwhile)
+    NEIGHBOR_PROBE_WAIT_S = 3.0
+    #: gratuitous ARPs from a router's new gateway chassis, this long after the move
+    ANNOUNCE_AFTER_S = (0.0, 1.0, 3.0)
+
+    def _run_ticker(self) -> None:
+        while not self._ticker_stop.wait(self._tick_s):
+            self._work.put(self.tick)
+
+    def tick(self) -> None:
+        """Timed work (the ticker queues it on the worker): gateway liveness, gratuitous ARPs, neighbour
+        expiry."""
+        with self.state.lock:
+            now = self.clock()
+            self._gateway_liveness(now)
+            self._send_announcements(now)
+            self._age_neighbors(now)
+
+    def _healthy(self, plane: ChassisPlane) -> bool:
+        return plane.runtime is not None and plane.ovsdb_connected and self.connected(plane.datapath_id)
+
+    def _gateway_liveness(self, now: float) -> None:
+        """Observe each gateway chassis; when the down set changes, recompile (routers move to the next
+        candidate, or back to a preferred one) and announce the moved routers' addresses."""
+        for ch_id in self.compiler.gateway_chassis:
+            plane = self.planes.get(ch_id)
+            if plane is not None:
+                self.liveness.observe(ch_id, self._healthy(plane), now)
+        if not self.liveness.update(now):
+            return
+        topo = self.state.topology
+        before = {r.id: self.compiler.view(topo).gateway_of(r) for r in topo.routers.values()}
+        self.compiler.down = self.liveness.down
+        log.warning("gateway chassis held down: %s", ", ".join(sorted(self.liveness.down)) or "none")
+        self._save_down()
+        for chassis_id, delta in self.compiler.rebuild(topo).items():
+            for unit in delta.units:
+                self.provenance[(chassis_id, unit)] = (self.state.revision, "gateway failover")
+            self._push(chassis_id, delta, self.state.revision)
+        view = self.compiler.view(topo)
+        for r in topo.routers.values():
+            gc = view.gateway_of(r)
+            if gc != before.get(r.id):
+                log.warning("router %s: gateway chassis %s -> %s", r.id, before.get(r.id), gc)
+                if gc is not None:
+                    self._announce += [(now + d, gc, r.id) for d in self.ANNOUNCE_AFTER_S]
+
+    def _send_announcements(self, now: float) -> None:
+        """Gratuitous ARP (request, sender = target = the address) for a moved router's gateway addresses
+        and floating IPs, from its gateway MAC out the new gateway chassis's patch port: the physical
+        network's switches learn where the MAC is now."""
+        from apps import nat
+
+        due = [a for a in self._announce if a[0] <= now]
+        if not due:
+            return
+        self._announce = [a for a in self._announce if a[0] > now]
+        topo = self.state.topology
+        view = self.compiler.view(topo)
+        for _t, ch_id, router_id in due:
+            router = topo.routers.get(router_id)
+            plane = self.planes.get(ch_id)
+            if router is None or plane is None or plane.runtime is None or self.packet_out is None:
+                continue
+            gwp = view.gateway_port(router)
+            if view.gateway_of(router) != ch_id or gwp is None:
+                continue
+            net = topo.networks[router.gateway_network_id]
+            patch = plane.runtime.patches.get(net.physical_network)
+            if patch is None:
+                continue
+            addrs = [ip for _s, ip in nat._v4(gwp)] + [f.address for f in nat.floating_ips(view, router)]
+            for addr in addrs:
+                self.packet_out(plane.datapath_id, _arp_request(net, gwp.mac, addr, addr), patch)
+            log.info("chassis %s: gratuitous ARP for %s", ch_id, ", ".join(addrs))
+
+    def _age_neighbors(self, now: float) -> None:
+        """A binding not confirmed for neighbor_ttl_s is probed again (once a second); still unanswered
+        after NEIGHBOR_PROBE_WAIT_S it is removed (the next packet to it misses and is probed afresh)."""
+        if self.neighbor_ttl_s <= 0:
+            return
+        topo = self.state.topology
+        view = None
+        removed = False
+        for net_id, known in list(self.compiler.neighbors.items()):
+            for ip in list(known):
+                key = (net_id, ip)
+                confirmed = self._confirmed.setdefault(key, now)
+                if now - confirmed < self.neighbor_ttl_s:
+                    continue
+                started = self._reprobing.setdefault(key, now)
+                if now - started >= self.NEIGHBOR_PROBE_WAIT_S:
+                    del known[ip]
+                    self._confirmed.pop(key, None)
+                    self._reprobing.pop(key, None)
+                    removed = True
+                    log.info("external network %s: %s expired (no answer to its probes)", net_id, ip)
+                    continue
+                net = topo.networks.get(net_id)
+                if net is None:
+                    continue
+                view = view or self.compiler.view(topo)
+                for router in sorted(topo.routers.values(), key=lambda r: r.id):
+                    gc = view.gateway_of(router) if router.gateway_network_id == net_id else None
+                    plane = self.planes.get(gc) if gc is not None else None
+                    gwp = view.gateway_port(router)
+                    if plane is not None and plane.runtime is not None and gwp is not None:
+                        self._probe(plane, net, ip, [gwp])
+                        break
+            if not known:
+                del self.compiler.neighbors[net_id]
+        if removed:
+            self._save_neighbors()
+            for chassis_id, delta in self.compiler.rebuild(topo).items():
+                self._push(chassis_id, delta, self.state.revision)
+
+    def _load_down(self) -> frozenset[str]:
+        if self.gateways_file is None or not self.gateways_file.exists():
+            return frozenset()
+        try:
+            return frozenset(str(c) for c in json.loads(self.gateways_file.read_text()).get("down", []))
+        except (OSError, ValueError, AttributeError, TypeError):
+            log.warning("%s unreadable: every gateway chassis starts up", self.gateways_file)
+            return frozenset()
+
+    def _save_down(self) -> None:
+        if self.gateways_file is None:
+            return
+        tmp = self.gateways_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"down": sorted(self.liveness.down)}))
+            os.replace(tmp, self.gateways_file)
+        except OSError:
+            log.exception("could not save %s", self.gateways_file)
 
     # ------------------------------------------------------------------------------------------ realized
 
@@ -475,3 +628,20 @@ class Dataplane:
                 return False, report
             with self.realized:
                 self.realized.wait(min(left, 0.2))
+
+
+def _arp_request(net: Any, src_mac: str, src_ip: str, dst_ip: str) -> bytes:
+    """A broadcast ARP request on an external network (802.1q-tagged on a VLAN one); src_ip == dst_ip makes
+    it gratuitous."""
+    from os_ken.lib.packet import arp, ethernet, packet, vlan
+
+    pkt = packet.Packet()
+    if net.segment_type == "vlan":
+        pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, 0x8100))
+        pkt.add_protocol(vlan.vlan(vid=net.segment_id, ethertype=0x0806))
+    else:
+        pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, 0x0806))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=src_mac, src_ip=src_ip,
+                             dst_mac="00:00:00:00:00:00", dst_ip=dst_ip))
+    pkt.serialize()
+    return bytes(pkt.data)

@@ -51,7 +51,10 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
     dataplane = Dataplane(state, engine_factory=lambda dpid, _cb: app.sync.get(dpid), agent_factory=agent,
                           packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
                           gateway_chassis=tuple(cfg.gateway_chassis),
-                          neighbors_file=cfg.data_path / "neighbors.json", dhcp_rate_pps=cfg.dhcp_rate_pps)
+                          neighbors_file=cfg.data_path / "neighbors.json", dhcp_rate_pps=cfg.dhcp_rate_pps,
+                          connected=lambda dpid: app.registry.get(dpid) is not None,
+                          gateway_failover_s=cfg.gateway_failover_s, neighbor_ttl_s=cfg.neighbor_ttl_s,
+                          gateways_file=cfg.data_path / "gateways.json")
     app.sync.on_realized = dataplane._on_realized
     dataplane.packet_out = app.packet_out
     dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
