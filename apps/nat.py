@@ -14,7 +14,13 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   new connections to a floating IP get nat(dst=fixed IP), any other new connection is dropped; then
   l3_lookup routes to the VM like east-west traffic;
 - ARP from the physical network for the gateway address and the floating IPs is answered in l2_lookup
-  (with the gateway MAC); ARP replies to the gateway MAC go to the controller (its probes' answers).
+  (with the gateway MAC); ARP replies to the gateway MAC go to the controller (its probes' answers);
+- hairpin (a VM to a floating IP of its own router): arp_resolve resolves the router's own external addresses
+  to the gateway MAC (in_port := 0: the packet may have to leave by the tunnel it came in by), so the packet
+  routed to one is SNAT'ed in snat as if it left (the source's FIP, else the gateway IP, with or without
+  enable_snat), then l2_lookup leads it back into the router as if it came in (ct_clear; dnat DNATs it to the
+  fixed IP: a second conntrack entry in the same zone); the target's replies, addressed to the SNAT address,
+  take the same way: un-DNAT'ed in snat, un-SNAT'ed in dnat, routed back to the VM.
 """
 
 from __future__ import annotations
@@ -154,8 +160,9 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
                         actions=(WriteMetadata(router.key), Goto("l3_lookup")), cookie=c))
     ext_md = {"metadata": ext.key}
     # the gateway MAC on the external network leads into the router (no longer "from outside")
+    # (ct_clear: a hairpinned packet comes here from snat still tracked in the same zone; dnat tracks afresh)
     out.append(Flow("l2_lookup", MATCH, match={**ext_md, "eth_dst": gwp.mac, "eth_type": IPV4},
-                    actions=(load(CT_ZONE.field, z, CT_ZONE.start, CT_ZONE.end),
+                    actions=(CtClear(), load(CT_ZONE.field, z, CT_ZONE.start, CT_ZONE.end),
                              load(FLAGS.field, 0, FROM_TUNNEL.bit, FROM_TUNNEL.bit),
                              WriteMetadata(router.key), Goto("dnat")), cookie=c))
     # ARP replies to the gateway MAC: answers to the controller's probes
@@ -167,6 +174,15 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
                         actions=(Move("eth_src", "eth_dst", 48), SetField("eth_src", gwp.mac), SetField("arp_op", 2),
                                  Move("arp_sha", "arp_tha", 48), Move("arp_spa", "arp_tpa", 32),
                                  SetField("arp_sha", gwp.mac), SetField("arp_spa", addr), Output(IN_PORT)),
+                        cookie=c))
+    # hairpin: the router's own external addresses resolve to its gateway MAC (as ARP on the wire would answer), so
+    # a packet routed to one of them is SNAT'ed in snat as if it left, then l2_lookup leads it back into the router
+    # as if it came in (dnat: DNAT to the floating IP's fixed IP); its replies take the same way back. in_port := 0:
+    # a packet redirected here may have to leave by the tunnel port it came in by (to a VM on its own chassis)
+    for addr in [ip for _s, ip in gw_ips] + [f.address for f in fips]:
+        out.append(Flow("arp_resolve", MATCH(1),
+                        match={"metadata": ext.key, NEXT_HOP.field: int(netaddr.IPAddress(addr))},
+                        actions=(SetField("eth_dst", gwp.mac), SetField("in_port_nxm", 0), Goto("fw_router_out")),
                         cookie=c))
     # dnat (DATAPATH = router, CT_ZONE = router's zone: came in from the external network)
     rmd = {"metadata": router.key, "eth_type": IPV4, CT_ZONE.field: z}
@@ -196,8 +212,14 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
     snat = NAT("src", gw_ips[0][1]) if router.enable_snat else None
     out.append(Flow("snat", MATCH(2), match=new, cookie=c, actions=(
         CT(commit=True, zone=CT_ZONE.field, nat=snat, table="l2_lookup"),)))
+    if not router.enable_snat:
+        # a hairpin to a floating IP is SNAT'ed to the gateway address all the same: untranslated, the target's
+        # replies to a fixed IP would be routed straight back, past the un-DNAT
+        for f in fips:
+            out.append(Flow("snat", MATCH(3), match={**new, "ipv4_dst": f.address}, cookie=c, actions=(
+                CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", gw_ips[0][1]), table="l2_lookup"),)))
     for f in fips:
-        out.append(Flow("snat", MATCH(3), match={**new, "ipv4_src": f.fixed_ip}, cookie=c, actions=(
+        out.append(Flow("snat", MATCH(4), match={**new, "ipv4_src": f.fixed_ip}, cookie=c, actions=(
             CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", f.address), table="l2_lookup"),)))
     return out
 

@@ -251,8 +251,8 @@ class Switch:
                 result.outputs.append(Delivery(port, dict(pkt)))
             elif isinstance(a, Controller):
                 result.outputs.append(Delivery("CONTROLLER", dict(pkt)))
-            elif isinstance(a, SetField):
-                _set(pkt, a.field, a.value, a.mask)
+            elif isinstance(a, SetField):  # in_port_nxm (NXM_OF_IN_PORT) is in_port, 16 bits wide
+                _set(pkt, "in_port" if a.field == "in_port_nxm" else a.field, a.value, a.mask)
             elif isinstance(a, Move):
                 src = _get_int(pkt, a.src)
                 if src is None:

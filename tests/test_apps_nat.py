@@ -11,10 +11,10 @@ from apps import ids, nat
 from apps.compiler import Compiler, desired_from_scratch
 from controller import config
 from flows.flow import Flow, Group
-from flows.walker import Switch
+from flows.walker import Result, Switch
 from tests.test_apps_l2 import PATCH, TUN, World
-from topology import ops
-from topology.records import FloatingIp, Port, Router
+from topology import ops, ops_security
+from topology.records import FloatingIp, Port, Router, SecurityGroupRule
 
 PHYSNET = "physnet1"
 EXT_HOST = ("172.24.4.100", "02:ee:00:00:00:64")
@@ -49,10 +49,10 @@ def gw_port(w: World) -> Port:
     return next(p for p in w.topo.router_ports("r") if p.network_id == "ext")
 
 
-def add_fip(w: World, port: str, address: str = "172.24.4.50") -> FloatingIp:
-    w.apply(ops.create_floating_ip(w.topo, FloatingIp(id="f", tenant="alice", network_id="ext", address=address,
-                                                      port_id=port), "f-port", w.rev + 1, 0.0))
-    return w.topo.floatingips["f"]
+def add_fip(w: World, port: str, address: str = "172.24.4.50", fid: str = "f") -> FloatingIp:
+    w.apply(ops.create_floating_ip(w.topo, FloatingIp(id=fid, tenant="alice", network_id="ext", address=address,
+                                                      port_id=port), f"{fid}-port", w.rev + 1, 0.0))
+    return w.topo.floatingips[fid]
 
 
 def out_of_vm(w: World, p: Port, dst: str, **l4) -> dict:  # type: ignore[type-arg]
@@ -153,6 +153,136 @@ def test_floating_ip_dnat_to_a_vm_on_another_chassis_and_the_reply_is_translated
     on_gc = sw.walk({"in_port": TUN["vxlan"], "tunnel_id": red["tunnel_id"],
                      **{k: v for k, v in red.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
     assert on_gc.ports == [PATCH] and on_gc.outputs[0].headers["ipv4_src"] == fip.address
+
+
+def allow_ingress(w: World) -> None:
+    """An ingress rule from anywhere in alice's default group: hairpinned packets come from the router's external
+    addresses, which the default group (ingress from its members only) refuses, as it refuses outside traffic."""
+    group = next(g.id for g in w.topo.security_groups.values() if g.tenant == "alice")
+    w.apply(ops_security.create_security_group_rule(w.topo, SecurityGroupRule(
+        id="any-in", tenant="alice", security_group_id=group, direction="ingress", ethertype="IPv4",
+        remote_ip_prefix="0.0.0.0/0"), True, w.rev + 1, 0.0))
+
+
+def _arrive(sw: Switch, h: dict) -> Result:  # type: ignore[type-arg]
+    """Walk a packet that left another chassis by a tunnel into `sw`."""
+    return sw.walk({"in_port": TUN["vxlan"], "tunnel_id": h["tunnel_id"],
+                    **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp", "icmp"))}})
+
+
+def _reply(w: World, port: Port, iface: str, h: dict) -> dict:  # type: ignore[type-arg]
+    """What `port` answers to the delivered packet `h` (TCP), sent to its router interface `iface`."""
+    return {"in_port": w.ofport(port), "eth_src": port.mac, "eth_dst": w.topo.ports[iface].mac, "eth_type": 0x0800,
+            "nw_ttl": 64, "ipv4_src": h["ipv4_dst"], "ipv4_dst": h["ipv4_src"], "ip_proto": 6,
+            "tcp_src": h["tcp_dst"], "tcp_dst": h["tcp_src"]}
+
+
+def test_hairpin_to_a_floating_ip_of_the_same_router() -> None:
+    """A VM reaches another VM's floating IP through their router: on the gateway chassis the packet is SNAT'ed
+    (the source's floating IP, else the gateway address) and DNAT'ed to the target as if it had left and come
+    back; the reply is un-NAT'ed the same way back; nothing goes to the physical network or the controller."""
+    w, p = nat_world()
+    w.network("b", "alice", "10.0.1.0/24")
+    w.apply(ops.add_router_interface(w.topo, w.topo.routers["r"], "b-sub", "", "r-b", w.rev + 1, 0.0))
+    b1 = w.port("b1", "b", "hv2", "10.0.1.10")
+    f2 = add_fip(w, "a2", "172.24.4.50", "f2")
+    allow_ingress(w)
+    gw = gw_port(w).fixed_ips[0][1]
+    hv1, hv2 = w.switch("hv1"), w.switch("hv2")
+    seg_a, seg_b = w.topo.networks["a"].segment_id, w.topo.networks["b"].segment_id
+    # a1 (on the gateway chassis, no floating IP) -> f2 (a2, on hv2): a2 sees the gateway address
+    res = hv1.walk(out_of_vm(w, p["a1"], f2.address))
+    assert res.ports == [TUN["vxlan"]], res.format()
+    h = res.outputs[0].headers
+    assert (h["ipv4_src"], h["ipv4_dst"], h["eth_dst"]) == (gw, "10.0.0.20", p["a2"].mac), res.format()
+    assert (h["tunnel_id"], h["tun_ipv4_dst"], h["nw_ttl"]) == (seg_a, "192.0.2.2", 62)
+    at_a2 = _arrive(hv2, h)
+    assert at_a2.ports == [w.ofport(p["a2"])], at_a2.format()
+    # its reply goes to the gateway chassis (redirect) and back to a1 from the floating IP
+    red = hv2.walk(_reply(w, p["a2"], "r-a", at_a2.outputs[0].headers))
+    assert red.ports == [TUN["vxlan"]] and red.outputs[0].headers["tunnel_id"] == nat.redirect_id(w.topo.routers["r"])
+    back = _arrive(hv1, red.outputs[0].headers)
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    b = back.outputs[0].headers
+    assert (b["ipv4_src"], b["ipv4_dst"], b["tcp_src"], b["tcp_dst"]) == (f2.address, "10.0.0.10", 80, 40000)
+    # b1 (another subnet, hv2) -> f2 (a2, hv2): through the gateway chassis, back out of the tunnel it came in by
+    red = hv2.walk({**out_of_vm(w, b1, f2.address, tcp_src=40001), "eth_dst": w.topo.ports["r-b"].mac})
+    assert red.ports == [TUN["vxlan"]], red.format()
+    there = _arrive(hv1, red.outputs[0].headers)
+    assert there.ports == [TUN["vxlan"]], there.format()
+    t = there.outputs[0].headers
+    assert (t["ipv4_src"], t["ipv4_dst"], t["tunnel_id"], t["tun_ipv4_dst"]) == (gw, "10.0.0.20", seg_a, "192.0.2.2")
+    at_a2 = _arrive(hv2, t)
+    assert at_a2.ports == [w.ofport(p["a2"])], at_a2.format()
+    red = hv2.walk(_reply(w, p["a2"], "r-a", at_a2.outputs[0].headers))
+    back = _arrive(hv1, red.outputs[0].headers)
+    assert back.ports == [TUN["vxlan"]], back.format()
+    bh = back.outputs[0].headers
+    assert (bh["ipv4_src"], bh["ipv4_dst"], bh["tunnel_id"]) == (f2.address, "10.0.1.10", seg_b)
+    assert _arrive(hv2, bh).ports == [w.ofport(b1)]
+    # a1 with a floating IP of its own: a2 sees that one; and a2 -> f1: a1 sees f2
+    f1 = add_fip(w, "a1", "172.24.4.51", "f1")
+    hv1, hv2 = w.switch("hv1"), w.switch("hv2")
+    res = hv1.walk(out_of_vm(w, p["a1"], f2.address, tcp_src=40002))
+    assert res.ports == [TUN["vxlan"]] and res.outputs[0].headers["ipv4_src"] == f1.address, res.format()
+    red = hv2.walk(out_of_vm(w, p["a2"], f1.address, tcp_src=40003))
+    there = _arrive(hv1, red.outputs[0].headers)
+    assert there.ports == [w.ofport(p["a1"])], there.format()
+    t = there.outputs[0].headers
+    assert (t["ipv4_src"], t["ipv4_dst"]) == (f2.address, "10.0.0.10")
+    back = hv1.walk(_reply(w, p["a1"], "r-a", t))
+    assert back.ports == [TUN["vxlan"]], back.format()
+    bh = back.outputs[0].headers
+    assert (bh["ipv4_src"], bh["ipv4_dst"], bh["tcp_src"], bh["tcp_dst"]) == (f1.address, "10.0.0.20", 80, 40003)
+    assert _arrive(hv2, bh).ports == [w.ofport(p["a2"])]
+    # a VM reaching its own floating IP comes back to itself, from it
+    own = hv1.walk(out_of_vm(w, p["a1"], f1.address, tcp_src=40004))
+    assert own.ports == [w.ofport(p["a1"])], own.format()
+    assert (own.outputs[0].headers["ipv4_src"], own.outputs[0].headers["ipv4_dst"]) == (f1.address, "10.0.0.10")
+
+
+def test_hairpin_without_snat_leaves_as_the_gateway_address() -> None:
+    """Without enable_snat a VM without a floating IP still reaches a floating IP of its router: the hairpin is
+    SNAT'ed to the gateway address (untranslated, the target would answer the fixed IP directly)."""
+    w, p = nat_world(snat=False)
+    f2 = add_fip(w, "a2", "172.24.4.50", "f2")
+    allow_ingress(w)
+    hv1, hv2 = w.switch("hv1"), w.switch("hv2")
+    res = hv1.walk(out_of_vm(w, p["a1"], f2.address))
+    assert res.ports == [TUN["vxlan"]], res.format()
+    h = res.outputs[0].headers
+    assert (h["ipv4_src"], h["ipv4_dst"]) == (gw_port(w).fixed_ips[0][1], "10.0.0.20")
+    at_a2 = _arrive(hv2, h)
+    red = hv2.walk(_reply(w, p["a2"], "r-a", at_a2.outputs[0].headers))
+    back = _arrive(hv1, red.outputs[0].headers)
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    assert back.outputs[0].headers["ipv4_src"] == f2.address
+    # other connections still leave untranslated
+    out = hv1.walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
+    assert out.ports == [PATCH] and out.outputs[0].headers["ipv4_src"] == "10.0.0.10", out.format()
+
+
+def test_hairpin_to_a_floating_ip_of_another_router_with_the_same_gateway_chassis() -> None:
+    """Two routers on the same external network and gateway chassis: a VM behind one reaches a floating IP of
+    the other, SNAT'ed by its own router (zone) and DNAT'ed by the other's, as across the physical network."""
+    w, p = nat_world()
+    allow_ingress(w)
+    w.network("c", "alice", "10.0.2.0/24")
+    w.apply(ops.create_router(w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0))
+    w.apply(ops.add_router_interface(w.topo, w.topo.routers["r2"], "c-sub", "", "r2-c", w.rev + 1, 0.0))
+    c1 = w.port("c1", "c", "hv2", "10.0.2.10")
+    fc = add_fip(w, "c1", "172.24.4.60", "fc")
+    hv1, hv2 = w.switch("hv1"), w.switch("hv2")
+    res = hv1.walk(out_of_vm(w, p["a1"], fc.address))
+    assert res.ports == [TUN["vxlan"]], res.format()
+    h = res.outputs[0].headers
+    assert (h["ipv4_src"], h["ipv4_dst"]) == (gw_port(w).fixed_ips[0][1], "10.0.2.10")
+    at_c1 = _arrive(hv2, h)
+    assert at_c1.ports == [w.ofport(c1)], at_c1.format()
+    red = hv2.walk(_reply(w, c1, "r2-c", at_c1.outputs[0].headers))
+    back = _arrive(hv1, red.outputs[0].headers)
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (fc.address, "10.0.0.10")
 
 
 def test_gateway_chassis_answers_arp_for_the_gateway_and_floating_ips_only() -> None:

@@ -13,6 +13,7 @@ from os_ken.lib.packet import arp, ethernet, ipv4, packet
 
 from controller.dataplane import Dataplane
 from flows.flow import Flow
+from flows.pipeline import MATCH
 from topology import ops
 from topology.records import Chassis, Network, Port, Router, Subnet
 from topology.state import State
@@ -93,9 +94,10 @@ def gateway(dp: Dataplane) -> Port:
 
 
 def arp_resolve_flows(engine: FakeEngine, ext_key: int) -> dict[int, str]:
-    """NEXT_HOP -> MAC of the external network's arp_resolve flows."""
+    """NEXT_HOP -> MAC of the external network's learnt arp_resolve flows (not the router's own addresses,
+    which resolve to its gateway MAC one priority above, for hairpin)."""
     return {f.match_dict()["reg0"]: next(a.value for a in f.actions if getattr(a, "field", "") == "eth_dst")
-            for f in engine.desired if isinstance(f, Flow) and f.stage == "arp_resolve"
+            for f in engine.desired if isinstance(f, Flow) and f.stage == "arp_resolve" and f.priority == MATCH()
             and "reg0" in f.match_dict() and f.match_dict()["metadata"] == ext_key}
 
 

@@ -128,6 +128,66 @@ def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:
     assert w.vm2.ping(EXT_HOST, count=1, timeout=10), "SNAT still works"
 
 
+def _tcp_seen_from(seen: list[str], src: str, dst: str, port: int) -> bool:
+    return any(f" {src}." in ln and f"> {dst}.{port}:" in ln for ln in seen)
+
+
+def test_hairpin_to_floating_ips_of_the_same_router(world: World) -> None:
+    """A VM reaches another VM's floating IP through their router, across chassis, from the same or another
+    subnet: on the gateway chassis the packet is SNAT'ed (to the source's floating IP, else the gateway
+    address) and DNAT'ed to the target, as if it had left and come back; nothing goes onto the physical
+    network."""
+    w, env = world, world.env
+    net_b = env.network(w.md, "nat-b", "10.131.0.0/24")
+    env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name="routers/nat-r", subnet="subnets/nat-b-v4"),
+                                metadata=w.md)
+    vm3 = env.plug("hv2", env.port(w.md, "nat-v3", net_b))
+    vm1_port = env.stub.GetPort(pb.GetPortRequest(name="ports/nat-v1"), metadata=w.md)
+    f2 = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
+        floating_network="networks/public", port=w.vm2_port.name), floating_ip_id="nat-hp2"), metadata=w.md)
+    env.wait_realized()
+    fip2 = f2.floating_ip_address
+    created = [f2.name]
+    try:
+        with capture("eth0", f"host {fip2}", namespace=w.ext_host.namespace) as outside:
+            # vm1 (the gateway chassis, no floating IP) -> vm2's floating IP (hv2): vm2 sees the gateway address
+            with capture("eth0", "icmp or tcp", namespace=w.vm2.namespace) as at_vm2:
+                assert w.vm1.ping(fip2, count=2, timeout=10), env.controller_log()
+                at_fip2 = SimpleNamespace(popen=w.vm2.popen, ip=fip2)
+                assert tcp_transfer(w.vm1, at_fip2, port=5004), "TCP to a floating IP of the same router"  # type: ignore[arg-type]
+            assert at_vm2.matching(f"{w.gateway_ip} > {w.vm2.ip}: ICMP echo request"), at_vm2.lines
+            assert _tcp_seen_from(at_vm2.lines, w.gateway_ip, w.vm2.ip, 5004), at_vm2.lines
+            assert not at_vm2.matching(f"{w.vm1.ip} >"), "the source must be translated"
+            # vm3 (another subnet, hv2) -> vm2's floating IP (hv2): through the gateway chassis and back
+            with capture("eth0", "icmp", namespace=w.vm2.namespace) as at_vm2:
+                assert vm3.ping(fip2, count=2, timeout=10), env.controller_log()
+            assert at_vm2.matching(f"{w.gateway_ip} > {w.vm2.ip}: ICMP echo request"), at_vm2.lines
+            # vm2 (with its floating IP) -> vm1's floating IP: vm1 sees vm2's floating IP
+            f1 = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
+                floating_network="networks/public", port=vm1_port.name), floating_ip_id="nat-hp1"), metadata=w.md)
+            created.append(f1.name)
+            env.wait_realized()
+            fip1 = f1.floating_ip_address
+            with capture("eth0", "icmp or tcp", namespace=w.vm1.namespace) as at_vm1:
+                assert w.vm2.ping(fip1, count=2, timeout=10), env.controller_log()
+                at_fip1 = SimpleNamespace(popen=w.vm1.popen, ip=fip1)
+                assert tcp_transfer(w.vm2, at_fip1, port=5005), "TCP between two floating IPs"  # type: ignore[arg-type]
+            assert at_vm1.matching(f"{fip2} > {w.vm1.ip}: ICMP echo request"), at_vm1.lines
+            assert _tcp_seen_from(at_vm1.lines, fip2, w.vm1.ip, 5005), at_vm1.lines
+            # and the other way, vm1 now leaving as its own floating IP
+            with capture("eth0", "icmp", namespace=w.vm2.namespace) as at_vm2:
+                assert w.vm1.ping(fip2, count=1, timeout=10), env.controller_log()
+            assert at_vm2.matching(f"{fip1} > {w.vm2.ip}: ICMP echo request"), at_vm2.lines
+        assert not outside.lines, f"hairpin traffic reached the physical network: {outside.lines}"
+        # the external host still reaches the floating IP (and its replies still leave as the floating IP)
+        assert w.ext_host.ping(fip2, count=1, timeout=10), env.controller_log()
+    finally:
+        for name in created:
+            env.stub.DeleteFloatingIp(pb.DeleteFloatingIpRequest(name=name), metadata=w.md)
+        env.wait_realized()
+    assert not w.vm1.ping(fip2, count=1, timeout=3), "a deleted floating IP is not reached any more"
+
+
 def test_kill_9_controller_keeps_north_south_hitless(world: World) -> None:
     """Learned external next hops are kept in the data directory: a restarted controller compiles the same
     flows, sends no flow-mod, and a ping through SNAT loses nothing."""
