@@ -124,6 +124,10 @@ def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:
         floating_ip=pb.FloatingIp(name=fip.name, port=""), update_mask=field_mask_pb2.FieldMask(paths=["port"])),
         metadata=w.md)
     w.env.wait_realized()
+    # the switches confirmed the new tables; their datapath flow caches follow a moment later (a new ping in that
+    # moment can still be DNAT'ed by a cached megaflow): let the revalidators finish a round first
+    for ch in ("hv1", "hv2"):
+        w.env.chassis(ch).appctl("revalidator/wait")
     assert not w.ext_host.ping(addr, count=1, timeout=3), "a dissociated floating IP must not reach the VM"
     assert w.vm2.ping(EXT_HOST, count=1, timeout=10), "SNAT still works"
 
