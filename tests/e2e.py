@@ -96,6 +96,10 @@ class Env:
         resp = self.dp.WaitRealized(dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=int(timeout))),
                                     metadata=self.admin, timeout=timeout + 5)
         assert resp.realized, resp
+        # the switches confirmed their new tables; their datapath flow caches follow a moment later, and a
+        # packet in that moment may still take a cached megaflow: assertions start after a revalidator round
+        for ch in self.lab.chassis.values():
+            ch.appctl("--timeout=5", "revalidator/wait", check=False)
 
     def controller_log(self) -> str:
         return self.controller.log.read_text()[-4000:]

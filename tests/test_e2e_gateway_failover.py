@@ -110,7 +110,9 @@ def test_gateway_fails_over_to_the_next_chassis_and_moves_back(world: World) -> 
         assert w.ext_host.ping(w.fip, count=2, timeout=10), env.controller_log()
     print(f"\nfailover: gateway flows on hv2 {moved:.2f} s after hv1's vswitchd died; "
           f"longest gap between echo replies {lost:.2f} s; failover_s={FAILOVER_S}")
-    assert lost < FAILOVER_S + 3.0, out
+    # measured 4.2-4.6 s on an idle machine (the killed vswitchd takes ~2 s to drop the connection, then the
+    # hold time, then the rebuild); the bound leaves room for a loaded CI machine
+    assert lost < FAILOVER_S + 8.0, out
     assert time.monotonic() - t0 < 40
     # outside sees the same gateway address and MAC; gratuitous ARPs for the gateway and floating IP
     requests = seen.matching("echo request")
