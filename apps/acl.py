@@ -59,7 +59,7 @@ class Side:
     stage: str          # where the rules live
     commit_stage: str   # where new connections are committed
     allowed: str        # where an allowed packet goes next
-    skip: str           # where replies and related packets go (no firewall, no commit)
+    skip: str           # where replies and related packets go (no firewall, no commit), and committed ones
     port_reg: str       # register holding the port's key
     remote: str         # "src" or "dst": which address is the remote end
 
@@ -96,7 +96,7 @@ def chassis_flows() -> list[Flow]:
                      actions=(Goto(side.skip),), cookie=c),
                 Flow(side.stage, LOW, match={"eth_type": eth, "ct_state": _ct(CT_TRK)}, cookie=c),  # drop
                 Flow(side.commit_stage, HIGH, match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_NEW)},
-                     actions=(CT(commit=True, zone=CT_ZONE.field), Goto(_after_commit(side))), cookie=c),
+                     actions=(CT(commit=True, zone=CT_ZONE.field), Goto(side.skip)), cookie=c),
             ]
         # neighbour discovery never needs a rule (as ARP, which is not IP, never meets conntrack)
         for icmp6_type in (133, 134, 135, 136):
@@ -110,10 +110,6 @@ def chassis_flows() -> list[Flow]:
                                                     "udp_dst": 68},
                     actions=(Goto("output"),), cookie=c))
     return out
-
-
-def _after_commit(side: Side) -> str:
-    return "arp_nd" if side.direction == EGRESS else "output"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -317,11 +313,6 @@ def _rule_flow(rule: SecurityGroupRule) -> Flow:
                 cookie=ids.cookie(ids.SECURITY_GROUP, rule.id))
 
 
-def l4_matches(rule: SecurityGroupRule) -> list[str]:
-    """The rule's protocol-part clause values (for the budget: one flow each)."""
-    return _l4_values(rule)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # units: which to recompile when the model changes
 # ---------------------------------------------------------------------------------------------------------
@@ -426,7 +417,7 @@ def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]
             total += n_members * len(directions)
             remotes = seen.setdefault(ch, set())
             for r in rules:
-                share = 1 + (len(l4_matches(r)) or int(not (r.remote_group_id or remote_value(r.remote_ip_prefix))))
+                share = 1 + (len(_l4_values(r)) or int(not (r.remote_group_id or remote_value(r.remote_ip_prefix))))
                 remote = (r.remote_group_id or "prefix:" + remote_value(r.remote_ip_prefix), r.direction,
                           r.ethertype)
                 if remote not in remotes:
@@ -444,7 +435,7 @@ def rule_share(topo: Topology, rule: SecurityGroupRule) -> int:
     protocol clauses, its remote end's flows)."""
     remote = (topo.group_values.get(rule.remote_group_id, [0, 0])[rule.ethertype == "IPv6"]
               if rule.remote_group_id else 1)
-    return 1 + max(len(l4_matches(rule)), 1) + remote
+    return 1 + max(len(_l4_values(rule)), 1) + remote
 
 
 def port_growth_bound(topo: Topology, port: Port) -> int:
@@ -471,7 +462,3 @@ def over_budget(topo: Topology, tenant: str, budget: int) -> BudgetExcess | None
             rule_id = max(sorted(by_rule), key=lambda r: by_rule[r]) if by_rule else ""
             return BudgetExcess(ch, rule_id, total, budget)
     return None
-
-
-def unit_kinds() -> Iterable[str]:
-    return ("acl", "acl_remote", "sg_rule")
