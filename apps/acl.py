@@ -334,6 +334,7 @@ class Dirty:
 
     ports: set[str] = field(default_factory=set)
     units: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    groups: set[str] = field(default_factory=set)  # groups whose bound members may have changed chassis
 
     def add(self, units: Iterable[tuple[str, str]], chassis: Iterable[str]) -> None:
         chassis = set(chassis)
@@ -369,16 +370,17 @@ def on_port_change(topo: Topology, old: Port | None, new: Port | None, dirty: Di
                 want = 4 if rule.ethertype == "IPv4" else 6
                 dirty.add((clause_unit(rule.direction, rule.ethertype, "r", v) for v in before_vals | after_vals
                            if _version(v) == want), topo.group_chassis.get(rule.security_group_id, {}))
-    # a group's rules exist on a chassis while a member is bound there: recompile them where that may flip
-    where_before = (old.binding_chassis, old.admin_state_up) if old is not None else ("", False)
-    where_after = (new.binding_chassis, new.admin_state_up) if new is not None else ("", False)
-    flips = (groups_before ^ groups_after) if where_before == where_after else (groups_before | groups_after)
-    for g in flips:
-        counts = topo.group_chassis.get(g, {})
-        for ch, up in {where_before, where_after}:
-            if ch and up and counts.get(ch, 0) <= 1:
-                for rid in topo.group_rules.get(g, ()):
-                    dirty.add(rule_units(topo, topo.sg_rules[rid]), (ch,))
+    # a group's rules exist on a chassis while a member is bound there: the compiler compares where each
+    # touched group was relevant when it last compiled with where it is now (several ports may move in one
+    # write, so the model's counts alone cannot say whether this port was the first or the last)
+    dirty.groups |= groups_before | groups_after
+
+
+def on_relevance_change(topo: Topology, group_id: str, chassis: Iterable[str], dirty: Dirty) -> None:
+    """The group gained its first or lost its last bound member on `chassis`: its rules' units there."""
+    chassis = set(chassis)
+    for rid in topo.group_rules.get(group_id, ()):
+        dirty.add(rule_units(topo, topo.sg_rules[rid]), chassis)
 
 
 # ---------------------------------------------------------------------------------------------------------

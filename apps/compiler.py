@@ -93,12 +93,28 @@ class Delta:
         return bool(self.add or self.remove)
 
 
+@dataclass
+class Divergence:
+    """What the incremental compile of a chassis holds that a full compile does not, and the reverse."""
+
+    chassis: str
+    missing: set[Item] = field(default_factory=set)  # in the full compile only
+    extra: set[Item] = field(default_factory=set)    # in the incremental state only
+    units: set[Unit] = field(default_factory=set)    # the owner units that differ
+    full: dict[Unit, frozenset[Item]] = field(default_factory=dict, repr=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.units)
+
+
 class Compiler:
     """Holds each chassis's compiled units and the hosting sets they were compiled with."""
 
     def __init__(self, gateway_chassis: Iterable[str] = (), dhcp_rate_pps: int = dhcp.DEFAULT_RATE_PPS) -> None:
         self.units: dict[str, dict[Unit, frozenset[Item]]] = {}
         self.hosting: dict[str, frozenset[str]] = {}
+        # security group -> chassis where it had a bound member when last compiled (its rules' flows are there)
+        self.group_where: dict[str, frozenset[str]] = {}
         self.runtime: dict[str, ChassisRuntime] = {}
         self.gateway_chassis = tuple(gateway_chassis)
         self.dhcp_rate_pps = dhcp_rate_pps
@@ -119,6 +135,7 @@ class Compiler:
         """Recompile every chassis from scratch (start-up, chassis record changes)."""
         view = self.view(topo)
         self.hosting = {n: view.hosting(n) for n in topo.networks}
+        self.group_where = {g: frozenset(where) for g, where in topo.group_chassis.items() if where}
         deltas = {}
         for ch in set(topo.chassis) | set(self.units):
             deltas[ch] = self._recompile(view, ch, all_units(topo) + list(self.units.get(ch, {})))
@@ -176,6 +193,15 @@ class Compiler:
             for ch in before ^ after:
                 dirty[ch].update(("port", p.id) for p in topo.ports_of(n))
                 dirty[ch].update(u for u in self.units.get(ch, {}) if u[0] == "port" and u[1] in ports)
+        for g in sg.groups:
+            now = frozenset(topo.group_chassis.get(g, {}))
+            before = self.group_where.get(g, frozenset())
+            if now != before:
+                acl.on_relevance_change(topo, g, now ^ before, sg)
+            if now:
+                self.group_where[g] = now
+            else:
+                self.group_where.pop(g, None)
         ports |= sg.ports
         for unit, where in sg.units.items():
             for ch in where | {ch for ch, units in self.units.items() if unit in units}:
@@ -218,11 +244,39 @@ class Compiler:
     def plan(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:
         """What on_changes would do, without keeping it (validate_only): the compiler is left as it was."""
         saved_units = {ch: dict(units) for ch, units in self.units.items()}
-        saved_hosting = dict(self.hosting)
+        saved_hosting, saved_groups = dict(self.hosting), dict(self.group_where)
         try:
             return {ch: d for ch, d in self.on_changes(topo, changes).items() if d}
         finally:
-            self.units, self.hosting = saved_units, saved_hosting
+            self.units, self.hosting, self.group_where = saved_units, saved_hosting, saved_groups
+
+    def check(self, topo: Topology, chassis_id: str) -> Divergence:
+        """The self-check: this chassis's incremental units against a full compile from scratch."""
+        view = self.view(topo)
+        want = full(view, chassis_id)
+        have = self.units.get(chassis_id, {})
+        out = Divergence(chassis_id)
+        for unit in set(want) | set(have):
+            new, old = want.get(unit, frozenset()), have.get(unit, frozenset())
+            if new != old:
+                out.units.add(unit)
+                out.missing |= new - old
+                out.extra |= old - new
+        moved = out.missing & out.extra  # an item kept under another unit is no divergence of the switch
+        out.missing -= moved
+        out.extra -= moved
+        out.full = want
+        return out
+
+    def repair(self, div: Divergence) -> Delta:
+        """Replace the chassis's units with the full compile `check` made; the switch gets the difference."""
+        current = self.units.setdefault(div.chassis, {})
+        for unit in div.units:
+            if unit in div.full:
+                current[unit] = div.full[unit]
+            else:
+                current.pop(unit, None)
+        return Delta(set(div.missing), set(div.extra), set(div.units))
 
     def forget(self, chassis_id: str) -> None:
         self.units.pop(chassis_id, None)

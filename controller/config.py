@@ -44,6 +44,9 @@ class Config:
     dashboard_listen: str = "127.0.0.1:8080"  # read-only web dashboard, token-protected ("" = off)
     drift_interval_s: float = 30.0            # verify every switch's flows against the desired set (0 = off)
     stats_interval_s: float = 10.0            # collect flow counters for metrics and the dashboard (0 = off)
+    # compare each chassis's incremental compile with a full compile, repair a divergence (0 = off)
+    self_check_interval_s: float = 300.0
+    self_check_every_change: bool = False     # the self-check after every change (tests; costly at scale)
     demo: bool = False
     # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
     gateway_chassis: list[str] = field(default_factory=list)
@@ -109,6 +112,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-listen", help='HOST:PORT of the web dashboard ("" = off)')
     p.add_argument("--drift-interval-s", type=float, help="seconds between flow verifications (0 = off)")
     p.add_argument("--stats-interval-s", type=float, help="seconds between flow counter collections")
+    p.add_argument("--self-check-interval-s", type=float, help="seconds between compile self-checks: every "
+                   "chassis compiled from scratch and compared with the incremental state (default 300; 0 = off)")
+    p.add_argument("--self-check-every-change", action="store_true", default=None,
+                   help="run the compile self-check after every change (tests; a full compile per change)")
     p.add_argument("--gateway-chassis", dest="gateway_chassis", action="append",
                    help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
                    "in order of preference: a router's gateway goes to the first one mapping its external "

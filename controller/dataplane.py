@@ -19,19 +19,20 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import netaddr
 
-from apps.compiler import Compiler, Delta
+from apps.compiler import Compiler, Delta, Divergence
 from apps.view import ChassisRuntime
 from controller.context import REQUEST
 from controller.liveness import GatewayLiveness
+from controller.selfcheck import SelfCheck
 from flows.cookie import MAGIC
-from topology import ops
+from topology import binding, ops
 from topology.model import Change, Topology
 from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
 from topology.state import State
@@ -85,6 +86,7 @@ class ChassisPlane:
     pending_status: set[str] = field(default_factory=set)  # ports whose ACTIVE/DOWN may have to change
     ovsdb_connected: bool = True  # the OVSDB agent's session is up (its last report said so)
     drift_repairs: int = 0  # flows/groups the drift monitor found wrong on the switch and had repaired
+    compile_divergences: int = 0  # self-checks that found the incremental compile != a full compile
 
     def realized_seq(self) -> int:
         return self.engine.realized_revision if self.engine is not None else 0
@@ -118,7 +120,8 @@ class Dataplane:
                  dhcp_rate_pps: int = 10, connected: Callable[[int], bool] | None = None,
                  gateway_failover_s: float = 3.0, neighbor_ttl_s: float = 600.0,
                  gateways_file: Path | None = None, clock: Callable[[], float] = time.monotonic,
-                 tick_s: float = 0.25, startup_grace_s: float = 10.0) -> None:
+                 tick_s: float = 0.25, startup_grace_s: float = 10.0, self_check_interval_s: float = 0.0,
+                 self_check_every_change: bool = False) -> None:
         self.state = state
         self.packet_ins = packet_ins
         self.compiler = Compiler(gateway_chassis, dhcp_rate_pps)
@@ -152,6 +155,8 @@ class Dataplane:
         self.realized = threading.Condition(threading.Lock())
         # why each unit's flows are what they are: (chassis, unit) -> (model revision, request)
         self.provenance: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
+        self.selfcheck = SelfCheck(self, self_check_interval_s)
+        self.self_check_every_change = self_check_every_change
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -164,10 +169,12 @@ class Dataplane:
                 self._add_chassis(ch)
             self.state.add_listener(self._on_write)
         self._worker.start()
+        self.selfcheck.start()
         if self._tick_s > 0:
             threading.Thread(target=self._run_ticker, name="dataplane-ticker", daemon=True).start()
 
     def stop(self) -> None:
+        self.selfcheck.stop()
         self._ticker_stop.set()
         self._work.put(None)
         self._worker.join(timeout=10)
@@ -179,11 +186,18 @@ class Dataplane:
         while True:
             job = self._work.get()
             if job is None:
+                self._work.task_done()
                 return
             try:
                 job()
             except Exception:  # noqa: BLE001 - one failed job must not stop the dataplane
                 log.exception("dataplane job failed")
+            finally:
+                self._work.task_done()
+
+    def settle(self) -> None:
+        """Wait until the worker has run every queued job (and the jobs they queued): bindings, statuses."""
+        self._work.join()
 
     # ------------------------------------------------------------------------------------------ chassis
 
@@ -230,6 +244,10 @@ class Dataplane:
             for unit in delta.units:
                 self.provenance[(chassis_id, unit)] = (revision, why)
             self._push(chassis_id, delta, revision)
+        # a port written after its VIF was plugged (or re-created, or unpinned) binds now, not at the next
+        # OVSDB report of its chassis
+        self._rebind(topo, [ident for kind, ident, _old, new in changes if kind == "port" and new is not None])
+        self._after_change()
 
     def _on_runtime(self, chassis_id: str, ports: Any) -> None:
         """ChassisAgent callback (its thread): the chassis's ofports, as ChassisPorts."""
@@ -242,6 +260,7 @@ class Dataplane:
             topo = self.state.topology
             delta = self.compiler.on_runtime(topo, runtime)
             first = plane.runtime is None
+            old_runtime = plane.runtime
             if plane.runtime is not None:
                 old = plane.runtime.vifs
                 plane.pending_status |= {p for p in set(old) ^ set(runtime.vifs) if p in topo.ports}
@@ -253,8 +272,24 @@ class Dataplane:
                 self._make_engine(plane)
             else:
                 self._push(chassis_id, delta, self.state.revision)
-            self._bind_plugged_ports(topo, chassis_id, runtime)
+            old_vifs = set() if first or old_runtime is None else set(old_runtime.vifs)
+            self._rebind(topo, set(runtime.vifs) ^ old_vifs)
+            self._after_change()
         self._work.put(functools.partial(self._update_statuses, chassis_id))
+
+    def _after_change(self) -> None:
+        """Tests: the self-check after every change (the caller holds the model lock)."""
+        if self.self_check_every_change:
+            for chassis_id in sorted(self.planes):
+                self.selfcheck.check_locked(chassis_id, repair=True)
+
+    def repair_compile(self, div: Divergence) -> None:
+        """Make a chassis's desired state its full compile (the self-check found them apart); the caller
+        holds the model lock."""
+        delta = self.compiler.repair(div)
+        for unit in delta.units:
+            self.provenance[(div.chassis, unit)] = (self.state.revision, "compile self-check repair")
+        self._push(div.chassis, delta, self.state.revision)
 
     def _make_engine(self, plane: ChassisPlane) -> None:
         plane.seq += 1
@@ -295,24 +330,31 @@ class Dataplane:
                 plane.pending_status.add(ident)
         plane.engine.apply(delta.add, delta.remove, plane.seq)
 
-    def _bind_plugged_ports(self, topo: Topology, chassis_id: str, runtime: ChassisRuntime) -> None:
-        """A VIF whose iface-id names a logical port binds that port to this chassis (Neutron/OVN)."""
-        to_bind = [pid for pid in runtime.vifs
-                   if pid in topo.ports and topo.ports[pid].binding_chassis != chassis_id]
-        if not to_bind:
+    def reports(self) -> dict[str, frozenset[str]]:
+        """Each chassis's VIFs (port ids) as its OVSDB last reported them (chassis not heard from: none)."""
+        return {ch: frozenset(p.runtime.vifs) for ch, p in self.planes.items() if p.runtime is not None}
+
+    def _rebind(self, topo: Topology, port_ids: Iterable[str]) -> None:
+        """Bind the ports among `port_ids` whose binding is not what topology.binding says: a write of its
+        own, queued (we are under the model lock, inside a write or a chassis report)."""
+        reports = self.reports()
+        todo = binding.stale(topo, reports, port_ids)
+        for pid in port_ids:
+            port = topo.ports.get(pid)
+            if port is not None and (elsewhere := binding.conflicts(port, reports)):
+                log.warning("port %s is pinned to chassis %s; its VIF on %s is ignored", pid,
+                            port.requested_chassis, ", ".join(elsewhere))
+        if not todo:
             return
 
         def bind() -> None:
             def fn(t: Topology, rev: int, now: float) -> list[Change]:
-                changes: list[Change] = []
-                for pid in to_bind:
-                    port = t.ports.get(pid)
-                    if port is not None and port.binding_chassis != chassis_id and chassis_id in t.chassis:
-                        changes += ops.update_port(t, port, {"binding_chassis": chassis_id}, rev, now)
-                return changes
+                return binding.rebind(t, self.reports(), todo, rev, now)
 
-            self.state.write(fn)
-            log.info("chassis %s: bound %s", chassis_id, ", ".join(to_bind))
+            _rev, changes = self.state.write(fn)
+            for _k, pid, old, new in changes:
+                log.info("port %s bound to chassis %s (was %s)", pid, new.binding_chassis or "-",  # type: ignore[union-attr]
+                         old.binding_chassis or "-")  # type: ignore[union-attr]
 
         self._work.put(bind)
 

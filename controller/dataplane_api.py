@@ -118,9 +118,12 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         out = []
         for chassis_id in targets:
             r = drift.check(chassis_id, repair=request.repair)
+            c = self.dataplane.selfcheck.run([chassis_id], repair=request.repair)[0]
             out.append(dpb.ChassisDrift(chassis=convert.name_of("chassis", chassis_id), checked=r.checked,
                                         missing=r.missing, unexpected=r.unexpected, undecodable=r.undecodable,
-                                        repaired=r.repaired, note=r.note))
+                                        repaired=r.repaired or c.repaired, note=r.note,
+                                        compile_missing=c.missing, compile_extra=c.extra,
+                                        compile_owners=c.owners))
         return dpb.VerifyResponse(chassis=out)
 
     def _line(self, chassis_id: str, flow: Flow, registry: Any, counters: tuple[int, int] | None = None) -> str:
@@ -155,7 +158,7 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                     packet_ins=self.dataplane.packet_ins(plane.datapath_id),
                     group_mods_sent=getattr(stats, "group_mods_sent", 0), resyncs=getattr(stats, "resyncs", 0),
                     installed_flows=len(eng.installed()) if eng is not None else 0,
-                    drift_repairs=plane.drift_repairs))
+                    drift_repairs=plane.drift_repairs, compile_divergences=plane.compile_divergences))
         return dpb.ListChassisStatusResponse(chassis=out)
 
 

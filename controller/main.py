@@ -54,7 +54,9 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
                           neighbors_file=cfg.data_path / "neighbors.json", dhcp_rate_pps=cfg.dhcp_rate_pps,
                           connected=lambda dpid: app.registry.get(dpid) is not None,
                           gateway_failover_s=cfg.gateway_failover_s, neighbor_ttl_s=cfg.neighbor_ttl_s,
-                          gateways_file=cfg.data_path / "gateways.json")
+                          gateways_file=cfg.data_path / "gateways.json",
+                          self_check_interval_s=cfg.self_check_interval_s,
+                          self_check_every_change=cfg.self_check_every_change)
     app.sync.on_realized = dataplane._on_realized
     dataplane.packet_out = app.packet_out
     dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)

@@ -203,6 +203,8 @@ class _ScrapeCollector(Collector):
                      ["chassis"])
         drift = _counter("sdn_drift_repairs", "Flow and group entries repaired after drift was found",
                          ["chassis"])
+        divergence = _counter("sdn_compile_divergence", "Compile self-checks that found the incremental "
+                              "desired state != a full compile (each one repaired)", ["chassis"])
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
         pins = _counter("sdn_packet_ins", "Packet-ins received, by OpenFlow reason", ["chassis", "reason"])
@@ -238,6 +240,7 @@ class _ScrapeCollector(Collector):
             realized.add_metric(c, rrev)
             lag.add_metric(c, behind)
             drift.add_metric(c, int(getattr(plane, "drift_repairs", 0)))
+            divergence.add_metric(c, int(getattr(plane, "compile_divergences", 0)))
             stats = getattr(eng, "stats", None)
             for f, fam in sync.items():
                 fam.add_metric(c, int(getattr(stats, f, 0)))
@@ -245,7 +248,7 @@ class _ScrapeCollector(Collector):
             for (dpid, reason), n in sorted(dict(m.packet_ins()).items()):
                 pins.add_metric([m.chassis_of(dpid), reason], n)
         yield from (of_up, ovsdb, desired, installed, gdesired, ginstalled, *sync.values(), pins, revision,
-                    realized, lag, drift)
+                    realized, lag, drift, divergence)
         yield from m.flow_counters.families()
 
 

@@ -109,7 +109,7 @@ class ControllerProcess:
                  "--grpc-listen", self.endpoint, "--openflow-listen", f"{self.of_host}:{self.of_port}",
                  "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
                  "--dashboard-listen", f"127.0.0.1:{self.dashboard_port}",
-                 *self.extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                 "--self-check-every-change", *self.extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         channel = grpc.insecure_channel(self.endpoint)
         try:
@@ -139,6 +139,17 @@ class ControllerProcess:
             self.proc.kill()
             self.proc.wait(timeout=30)
 
+    def divergences(self) -> list[str]:
+        """What the compile self-check (run after every change here) found over this controller's whole
+        life, restarts included: every lab test ends by asserting it found nothing."""
+        if not self.log.exists():
+            return []
+        return [line for line in self.log.read_text(errors="replace").splitlines() if "compile divergence" in line]
+
+    def assert_no_divergence(self) -> None:
+        found = self.divergences()
+        assert not found, "the incremental compile diverged from a full compile:\n" + "\n".join(found[:40])
+
 
 @pytest.fixture
 def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
@@ -147,6 +158,7 @@ def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
         yield proc
     finally:
         proc.stop()
+    proc.assert_no_divergence()
 
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

@@ -160,6 +160,7 @@ def lab_env(tmp: Path, chassis: int = 2, provider: bool = True,
         finally:
             channel.close()
             ctl.stop()
+        ctl.assert_no_divergence()  # the self-check ran after every change (restarts share the log)
 
 
 __all__ = ["Env", "free_port", "lab_env", "start_controller"]

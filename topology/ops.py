@@ -564,6 +564,7 @@ def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str
     if key is None:
         raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
     rec = dataclasses.replace(port, mac=mac, fixed_ips=fixed, status=PORT_DOWN, key=key,
+                              requested_chassis=port.binding_chassis,
                               allowed_address_pairs=_check_pairs(port.allowed_address_pairs, mac),
                               security_groups=_check_groups(port.security_groups))
     _check_port_security(rec)
@@ -596,6 +597,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
         fields["security_groups"] = _check_groups(fields["security_groups"])
     if "binding_chassis" in fields:
         _check_binding(topo, fields["binding_chassis"])
+        fields["requested_chassis"] = fields["binding_chassis"]  # a client's binding pins the port
         if fields["binding_chassis"] != old.binding_chassis:
             fields["status"] = PORT_DOWN  # the new chassis has not realized it yet
     new = dataclasses.replace(old, **fields)
@@ -620,6 +622,14 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
                     f"port {old.id!r}; dissociate it before removing that address", floating_ip=fip.id,
                     port=old.id)
     _check_port_security(new)
+    return [("port", old.id, old, _stamp(new, rev, now, False))]
+
+
+def bind_port(old: Port, chassis_id: str, rev: int, now: float) -> list[Change]:
+    """The dataplane's binding (topology/binding.py), not a client's: the port goes where its VIF is."""
+    if old.binding_chassis == chassis_id:
+        return []
+    new = dataclasses.replace(old, binding_chassis=chassis_id, status=PORT_DOWN)
     return [("port", old.id, old, _stamp(new, rev, now, False))]
 
 
@@ -696,7 +706,7 @@ def delete_chassis(topo: Topology, old: Chassis, force: bool, rev: int, now: flo
             chassis=old.id)
     changes: list[Change] = []
     for p in ports:
-        new = dataclasses.replace(p, binding_chassis="", status=PORT_DOWN)
+        new = dataclasses.replace(p, binding_chassis="", requested_chassis="", status=PORT_DOWN)
         changes.append(("port", p.id, p, _stamp(new, rev, now, False)))
     changes.append(("chassis", old.id, old, None))
     return changes

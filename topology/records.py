@@ -66,7 +66,8 @@ class Port:
     port_security_enabled: bool = True
     allowed_address_pairs: tuple[tuple[str, str], ...] = ()  # (address or CIDR, MAC)
     security_groups: tuple[str, ...] = ()
-    binding_chassis: str = ""
+    binding_chassis: str = ""  # where the port is bound (topology/binding.py decides; flows follow it)
+    requested_chassis: str = ""  # an admin's binding_chassis: pins the port there ("" = follow its VIF)
     status: str = PORT_DOWN
     key: int = 0  # logical port key: SRC_PORT / DST_PORT registers; unique across ports
     revision: int = 0

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/sdn/v1/dataplane.proto\x12\x06sdn.v1\x1a\x1egoogle/protobuf/duration.proto\"0\n\rVerifyRequest\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x0e\n\x06repair\x18\x02 \x01(\x08\"\x8a\x01\n\x0c\x43hassisDrift\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x08\x12\x0f\n\x07missing\x18\x03 \x03(\t\x12\x12\n\nunexpected\x18\x04 \x03(\t\x12\x13\n\x0bundecodable\x18\x05 \x03(\t\x12\x10\n\x08repaired\x18\x06 \x01(\x08\x12\x0c\n\x04note\x18\x07 \x01(\t\"7\n\x0eVerifyResponse\x12%\n\x07\x63hassis\x18\x01 \x03(\x0b\x32\x14.sdn.v1.ChassisDrift\"S\n\x13WaitRealizedRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"~\n\x12\x43hassisRealization\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x19\n\x11realized_revision\x18\x03 \x01(\x03\x12\x17\n\x0fneeded_revision\x18\x04 \x01(\x03\x12\x10\n\x08realized\x18\x05 \x01(\x08\"g\n\x14WaitRealizedResponse\x12\x10\n\x08realized\x18\x01 \x01(\x08\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12+\n\x07\x63hassis\x18\x03 \x03(\x0b\x32\x1a.sdn.v1.ChassisRealization\"\x8c\x01\n\x10\x44umpFlowsRequest\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65sired_only\x18\x04 \x01(\x08\x12\x0c\n\x04port\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"Z\n\x11\x44umpFlowsResponse\x12\r\n\x05\x66lows\x18\x01 \x03(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\r\n\x05total\x18\x04 \x01(\x05\"\x1a\n\x18ListChassisStatusRequest\"\x96\x02\n\rChassisStatus\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x13\n\x0bovsdb_ready\x18\x03 \x01(\x08\x12\x19\n\x11realized_revision\x18\x04 \x01(\x03\x12\x15\n\rdesired_flows\x18\x05 \x01(\x03\x12\x16\n\x0e\x66low_mods_sent\x18\x06 \x01(\x04\x12\x14\n\x0c\x62undles_sent\x18\x07 \x01(\x04\x12\x12\n\npacket_ins\x18\x08 \x01(\x04\x12\x17\n\x0fgroup_mods_sent\x18\t \x01(\x04\x12\x0f\n\x07resyncs\x18\n \x01(\x04\x12\x17\n\x0finstalled_flows\x18\x0b \x01(\x03\x12\x15\n\rdrift_repairs\x18\x0c \x01(\x04\"C\n\x19ListChassisStatusResponse\x12&\n\x07\x63hassis\x18\x01 \x03(\x0b\x32\x15.sdn.v1.ChassisStatus2\xb2\x02\n\x10\x44\x61taplaneService\x12I\n\x0cWaitRealized\x12\x1b.sdn.v1.WaitRealizedRequest\x1a\x1c.sdn.v1.WaitRealizedResponse\x12@\n\tDumpFlows\x12\x18.sdn.v1.DumpFlowsRequest\x1a\x19.sdn.v1.DumpFlowsResponse\x12X\n\x11ListChassisStatus\x12 .sdn.v1.ListChassisStatusRequest\x1a!.sdn.v1.ListChassisStatusResponse\x12\x37\n\x06Verify\x12\x15.sdn.v1.VerifyRequest\x1a\x16.sdn.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/sdn/v1/dataplane.proto\x12\x06sdn.v1\x1a\x1egoogle/protobuf/duration.proto\"0\n\rVerifyRequest\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x0e\n\x06repair\x18\x02 \x01(\x08\"\xd2\x01\n\x0c\x43hassisDrift\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x08\x12\x0f\n\x07missing\x18\x03 \x03(\t\x12\x12\n\nunexpected\x18\x04 \x03(\t\x12\x13\n\x0bundecodable\x18\x05 \x03(\t\x12\x10\n\x08repaired\x18\x06 \x01(\x08\x12\x0c\n\x04note\x18\x07 \x01(\t\x12\x17\n\x0f\x63ompile_missing\x18\x08 \x03(\t\x12\x15\n\rcompile_extra\x18\t \x03(\t\x12\x16\n\x0e\x63ompile_owners\x18\n \x03(\t\"7\n\x0eVerifyResponse\x12%\n\x07\x63hassis\x18\x01 \x03(\x0b\x32\x14.sdn.v1.ChassisDrift\"S\n\x13WaitRealizedRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"~\n\x12\x43hassisRealization\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x19\n\x11realized_revision\x18\x03 \x01(\x03\x12\x17\n\x0fneeded_revision\x18\x04 \x01(\x03\x12\x10\n\x08realized\x18\x05 \x01(\x08\"g\n\x14WaitRealizedResponse\x12\x10\n\x08realized\x18\x01 \x01(\x08\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12+\n\x07\x63hassis\x18\x03 \x03(\x0b\x32\x1a.sdn.v1.ChassisRealization\"\x8c\x01\n\x10\x44umpFlowsRequest\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65sired_only\x18\x04 \x01(\x08\x12\x0c\n\x04port\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"Z\n\x11\x44umpFlowsResponse\x12\r\n\x05\x66lows\x18\x01 \x03(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\r\n\x05total\x18\x04 \x01(\x05\"\x1a\n\x18ListChassisStatusRequest\"\xb3\x02\n\rChassisStatus\x12\x0f\n\x07\x63hassis\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x13\n\x0bovsdb_ready\x18\x03 \x01(\x08\x12\x19\n\x11realized_revision\x18\x04 \x01(\x03\x12\x15\n\rdesired_flows\x18\x05 \x01(\x03\x12\x16\n\x0e\x66low_mods_sent\x18\x06 \x01(\x04\x12\x14\n\x0c\x62undles_sent\x18\x07 \x01(\x04\x12\x12\n\npacket_ins\x18\x08 \x01(\x04\x12\x17\n\x0fgroup_mods_sent\x18\t \x01(\x04\x12\x0f\n\x07resyncs\x18\n \x01(\x04\x12\x17\n\x0finstalled_flows\x18\x0b \x01(\x03\x12\x15\n\rdrift_repairs\x18\x0c \x01(\x04\x12\x1b\n\x13\x63ompile_divergences\x18\r \x01(\x04\"C\n\x19ListChassisStatusResponse\x12&\n\x07\x63hassis\x18\x01 \x03(\x0b\x32\x15.sdn.v1.ChassisStatus2\xb2\x02\n\x10\x44\x61taplaneService\x12I\n\x0cWaitRealized\x12\x1b.sdn.v1.WaitRealizedRequest\x1a\x1c.sdn.v1.WaitRealizedResponse\x12@\n\tDumpFlows\x12\x18.sdn.v1.DumpFlowsRequest\x1a\x19.sdn.v1.DumpFlowsResponse\x12X\n\x11ListChassisStatus\x12 .sdn.v1.ListChassisStatusRequest\x1a!.sdn.v1.ListChassisStatusResponse\x12\x37\n\x06Verify\x12\x15.sdn.v1.VerifyRequest\x1a\x16.sdn.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYREQUEST']._serialized_start=72
   _globals['_VERIFYREQUEST']._serialized_end=120
   _globals['_CHASSISDRIFT']._serialized_start=123
-  _globals['_CHASSISDRIFT']._serialized_end=261
-  _globals['_VERIFYRESPONSE']._serialized_start=263
-  _globals['_VERIFYRESPONSE']._serialized_end=318
-  _globals['_WAITREALIZEDREQUEST']._serialized_start=320
-  _globals['_WAITREALIZEDREQUEST']._serialized_end=403
-  _globals['_CHASSISREALIZATION']._serialized_start=405
-  _globals['_CHASSISREALIZATION']._serialized_end=531
-  _globals['_WAITREALIZEDRESPONSE']._serialized_start=533
-  _globals['_WAITREALIZEDRESPONSE']._serialized_end=636
-  _globals['_DUMPFLOWSREQUEST']._serialized_start=639
-  _globals['_DUMPFLOWSREQUEST']._serialized_end=779
-  _globals['_DUMPFLOWSRESPONSE']._serialized_start=781
-  _globals['_DUMPFLOWSRESPONSE']._serialized_end=871
-  _globals['_LISTCHASSISSTATUSREQUEST']._serialized_start=873
-  _globals['_LISTCHASSISSTATUSREQUEST']._serialized_end=899
-  _globals['_CHASSISSTATUS']._serialized_start=902
-  _globals['_CHASSISSTATUS']._serialized_end=1180
-  _globals['_LISTCHASSISSTATUSRESPONSE']._serialized_start=1182
-  _globals['_LISTCHASSISSTATUSRESPONSE']._serialized_end=1249
-  _globals['_DATAPLANESERVICE']._serialized_start=1252
-  _globals['_DATAPLANESERVICE']._serialized_end=1558
+  _globals['_CHASSISDRIFT']._serialized_end=333
+  _globals['_VERIFYRESPONSE']._serialized_start=335
+  _globals['_VERIFYRESPONSE']._serialized_end=390
+  _globals['_WAITREALIZEDREQUEST']._serialized_start=392
+  _globals['_WAITREALIZEDREQUEST']._serialized_end=475
+  _globals['_CHASSISREALIZATION']._serialized_start=477
+  _globals['_CHASSISREALIZATION']._serialized_end=603
+  _globals['_WAITREALIZEDRESPONSE']._serialized_start=605
+  _globals['_WAITREALIZEDRESPONSE']._serialized_end=708
+  _globals['_DUMPFLOWSREQUEST']._serialized_start=711
+  _globals['_DUMPFLOWSREQUEST']._serialized_end=851
+  _globals['_DUMPFLOWSRESPONSE']._serialized_start=853
+  _globals['_DUMPFLOWSRESPONSE']._serialized_end=943
+  _globals['_LISTCHASSISSTATUSREQUEST']._serialized_start=945
+  _globals['_LISTCHASSISSTATUSREQUEST']._serialized_end=971
+  _globals['_CHASSISSTATUS']._serialized_start=974
+  _globals['_CHASSISSTATUS']._serialized_end=1281
+  _globals['_LISTCHASSISSTATUSRESPONSE']._serialized_start=1283
+  _globals['_LISTCHASSISSTATUSRESPONSE']._serialized_end=1350
+  _globals['_DATAPLANESERVICE']._serialized_start=1353
+  _globals['_DATAPLANESERVICE']._serialized_end=1659
 # @@protoc_insertion_point(module_scope)

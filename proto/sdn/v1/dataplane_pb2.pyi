@@ -18,7 +18,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, chassis: _Optional[str] = ..., repair: _Optional[bool] = ...) -> None: ...
 
 class ChassisDrift(_message.Message):
-    __slots__ = ("chassis", "checked", "missing", "unexpected", "undecodable", "repaired", "note")
+    __slots__ = ("chassis", "checked", "missing", "unexpected", "undecodable", "repaired", "note", "compile_missing", "compile_extra", "compile_owners")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     CHECKED_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,9 @@ class ChassisDrift(_message.Message):
     UNDECODABLE_FIELD_NUMBER: _ClassVar[int]
     REPAIRED_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_MISSING_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_EXTRA_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_OWNERS_FIELD_NUMBER: _ClassVar[int]
     chassis: str
     checked: bool
     missing: _containers.RepeatedScalarFieldContainer[str]
@@ -33,7 +36,10 @@ class ChassisDrift(_message.Message):
     undecodable: _containers.RepeatedScalarFieldContainer[str]
     repaired: bool
     note: str
-    def __init__(self, chassis: _Optional[str] = ..., checked: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., unexpected: _Optional[_Iterable[str]] = ..., undecodable: _Optional[_Iterable[str]] = ..., repaired: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+    compile_missing: _containers.RepeatedScalarFieldContainer[str]
+    compile_extra: _containers.RepeatedScalarFieldContainer[str]
+    compile_owners: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, chassis: _Optional[str] = ..., checked: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., unexpected: _Optional[_Iterable[str]] = ..., undecodable: _Optional[_Iterable[str]] = ..., repaired: _Optional[bool] = ..., note: _Optional[str] = ..., compile_missing: _Optional[_Iterable[str]] = ..., compile_extra: _Optional[_Iterable[str]] = ..., compile_owners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("chassis",)
@@ -108,7 +114,7 @@ class ListChassisStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ChassisStatus(_message.Message):
-    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins", "group_mods_sent", "resyncs", "installed_flows", "drift_repairs")
+    __slots__ = ("chassis", "connected", "ovsdb_ready", "realized_revision", "desired_flows", "flow_mods_sent", "bundles_sent", "packet_ins", "group_mods_sent", "resyncs", "installed_flows", "drift_repairs", "compile_divergences")
     CHASSIS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     OVSDB_READY_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +127,7 @@ class ChassisStatus(_message.Message):
     RESYNCS_FIELD_NUMBER: _ClassVar[int]
     INSTALLED_FLOWS_FIELD_NUMBER: _ClassVar[int]
     DRIFT_REPAIRS_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_DIVERGENCES_FIELD_NUMBER: _ClassVar[int]
     chassis: str
     connected: bool
     ovsdb_ready: bool
@@ -133,7 +140,8 @@ class ChassisStatus(_message.Message):
     resyncs: int
     installed_flows: int
     drift_repairs: int
-    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ..., group_mods_sent: _Optional[int] = ..., resyncs: _Optional[int] = ..., installed_flows: _Optional[int] = ..., drift_repairs: _Optional[int] = ...) -> None: ...
+    compile_divergences: int
+    def __init__(self, chassis: _Optional[str] = ..., connected: _Optional[bool] = ..., ovsdb_ready: _Optional[bool] = ..., realized_revision: _Optional[int] = ..., desired_flows: _Optional[int] = ..., flow_mods_sent: _Optional[int] = ..., bundles_sent: _Optional[int] = ..., packet_ins: _Optional[int] = ..., group_mods_sent: _Optional[int] = ..., resyncs: _Optional[int] = ..., installed_flows: _Optional[int] = ..., drift_repairs: _Optional[int] = ..., compile_divergences: _Optional[int] = ...) -> None: ...
 
 class ListChassisStatusResponse(_message.Message):
     __slots__ = ("chassis",)
