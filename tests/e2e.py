@@ -101,6 +101,30 @@ class Env:
         for ch in self.lab.chassis.values():
             ch.appctl("--timeout=5", "revalidator/wait", check=False)
 
+    def restart_controller(self, sig: int = 9, timeout: float = 20.0) -> dict[str, dpb.ChassisStatus]:
+        """Kill the controller (SIGKILL by default), start it again on the same data directory, and
+        reconnect (see `reconnect`)."""
+        self.controller.kill(sig)
+        self.controller.start()
+        return self.reconnect(timeout)
+
+    def reconnect(self, timeout: float = 20.0) -> dict[str, dpb.ChassisStatus]:
+        """After the controller (re)started: new stubs, then wait until every switch has resynced and every
+        change is realized; returns the chassis statuses then."""
+        self.channel.close()
+        self.channel = grpc.insecure_channel(self.controller.endpoint)
+        self.stub = pb_grpc.TopologyServiceStub(self.channel)
+        self.dp = dpb_grpc.DataplaneServiceStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if all(s.connected and s.ovsdb_ready and s.resyncs >= 1 for s in st.values()):
+                self.wait_realized()
+                return self.status()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"switches did not resync: {st}\n{self.controller_log()}")
+            time.sleep(0.1)
+
     def controller_log(self) -> str:
         return self.controller.log.read_text()[-4000:]
 
