@@ -523,7 +523,8 @@ def chassis_status(c: Client, a: argparse.Namespace) -> int:
     rows = [{"chassis": s.chassis, "connected": s.connected, "ovsdb_ready": s.ovsdb_ready,
              "realized_revision": s.realized_revision, "desired_flows": s.desired_flows,
              "installed_flows": s.installed_flows, "flow_mods_sent": s.flow_mods_sent,
-             "resyncs": s.resyncs, "packet_ins": s.packet_ins} for s in resp.chassis]
+             "resyncs": s.resyncs, "packet_ins": s.packet_ins, "drift_repairs": s.drift_repairs,
+             "compile_divergences": s.compile_divergences} for s in resp.chassis]
     if a.format == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK

@@ -93,11 +93,14 @@ class SelfCheck:
                 log.exception("compile self-check failed")
 
     def run(self, chassis_ids: list[str] | None = None, repair: bool = True) -> list[CheckResult]:
-        """Compare (and repair) the given chassis, or all; holds the model lock while it compiles."""
+        """Compare (and repair) the given chassis, or all; holds the model lock while it compiles one."""
         dp = self.dataplane
         t0 = time.monotonic()
-        with dp.state.lock:
-            out = [self.check_locked(ch, repair) for ch in (chassis_ids or sorted(dp.planes))]
+        out = []
+        for ch in chassis_ids or sorted(dp.planes):
+            with dp.state.lock:  # per chassis: writes wait for one chassis's compile at most
+                if ch in dp.planes:
+                    out.append(self.check_locked(ch, repair))
         if chassis_ids is None:
             self.last_seconds = time.monotonic() - t0
         return out

@@ -204,6 +204,8 @@ def chassis_status(dataplane: Any) -> dict[str, dict[str, Any]]:
             "realized_revision": plane.realized_model_revision(),
             "desired_flows": len(dataplane.compiler.desired(plane.chassis_id)),
             "installed_flows": len(eng.installed()) if eng is not None else 0,
+            "drift_repairs": plane.drift_repairs,
+            "compile_divergences": plane.compile_divergences,  # the self-check found incremental != full
         }
     return out
 

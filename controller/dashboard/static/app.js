@@ -396,6 +396,8 @@ function drawFlows() {
     el("b", {}, f.chassis), ` — ${f.installed} flows installed, ${f.desired} desired; switch `,
     f.connected ? "connected" : "not connected",
     ch.realized_revision !== undefined ? `, realized revision ${ch.realized_revision}` : "",
+    ch.drift_repairs ? `, ${num(ch.drift_repairs)} drift repairs` : "",
+    ch.compile_divergences ? el("b", { class: "error" }, `, compile self-check diverged ${num(ch.compile_divergences)} times (repaired; see the controller log)`) : "",
     "; ", f.counter_note, ".");
   const out = $("#flows");
   out.replaceChildren();
