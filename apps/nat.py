@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import netaddr
 
-from apps import ids
+from apps import echo, ids
 from apps.view import View
 from flows.actions import (
     CT,
@@ -46,12 +46,11 @@ from flows.actions import (
     load,
 )
 from flows.flow import Flow
-from flows.pipeline import ALLOW_LOOPBACK, CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
+from flows.pipeline import CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
 from topology.records import FloatingIp, Network, Port, Router
 
 IPV4 = 0x0800
 ARP = 0x0806
-ICMP = 1
 #: the tunnel type that carries router-redirected packets to the gateway chassis
 REDIRECT_TUNNEL = "vxlan"
 #: redirect ids live above every segment id tenants get: (1 << 23) | router key
@@ -137,11 +136,8 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
                                          # forget the source port's conntrack state: snat tracks afresh
                                          CtClear(), WriteMetadata(ext.key), Goto("arp_resolve")), cookie=c))
             # ping the gateway address from inside: answered where the router routes
-            out.append(Flow("l3_lookup", HIGH, match={**md, "ipv4_dst": ip, "ip_proto": ICMP, "icmpv4_type": 8},
-                            actions=(Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", ip),
-                                     Move(NEXT_HOP.field, "ipv4_dst", 32), SetField("icmpv4_type", 0),
-                                     load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit),
-                                     Resubmit("l3_lookup")), cookie=c))
+            out.append(Flow("l3_lookup", HIGH, match={**md, **echo.request(ip)},
+                            actions=(*echo.reply(ip), Resubmit("l3_lookup")), cookie=c))
     if not on_gc:
         return out
     out += _gateway_chassis_flows(view, chassis_id, router, ext, gwp, gw_ips, c)
@@ -194,6 +190,11 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
              actions=(Goto("l3_lookup"),), cookie=c),
         Flow("dnat", MATCH(3), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}, cookie=c),  # drop
     ]
+    # ping the gateway address from outside: answered before conntrack (no entry; the reply leaves through snat's
+    # ct as untracked-invalid, un-NATed). in_port := 0: the reply leaves by the patch port the request came in by
+    for _s, ip in gw_ips:
+        out.append(Flow("dnat", HIGH, match={**rmd, **echo.request(ip)}, cookie=c,
+                        actions=(*echo.reply(ip), SetField("in_port_nxm", 0), Goto("l3_lookup"))))
     for f in fips:
         out.append(Flow("dnat", MATCH(4), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW),
                                                  "ipv4_dst": f.address},
