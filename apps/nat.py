@@ -10,9 +10,10 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   learns by probing (a miss goes to the controller); snat: ct(nat) translates replies of DNAT'ed
   connections, new connections from a fixed IP with a floating IP get nat(src=FIP), others nat(src=gateway
   IP) (enable_snat; without it they are committed untranslated, so their replies are let in); then l2_lookup puts it on the physical network;
-- inbound: the gateway MAC on the external network enters the router (dnat): ct(nat) un-NATs replies,
-  new connections to a floating IP get nat(dst=fixed IP), any other new connection is dropped; then
-  l3_lookup routes to the VM like east-west traffic;
+- inbound: the gateway MAC on the external network enters the router (dnat): an ICMP echo request to the
+  gateway address is answered first (the router's own reply, TTL 64, no conntrack entry: apps/echo.py),
+  ct(nat) un-NATs replies, new connections to a floating IP get nat(dst=fixed IP), any other new connection
+  is dropped; then l3_lookup routes to the VM like east-west traffic (or the echo reply back out);
 - ARP from the physical network for the gateway address and the floating IPs is answered in l2_lookup
   (with the gateway MAC); ARP replies to the gateway MAC go to the controller (its probes' answers);
 - hairpin (a VM to a floating IP of its own router): arp_resolve resolves the router's own external addresses
