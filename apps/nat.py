@@ -114,7 +114,7 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
             redirect = (SetField("tunnel_id", redirect_id(router)), SetField("tun_ipv4_dst", gc_rec.tunnel_ip),
                         Output(tun))
     own_default = any(netaddr.IPNetwork(d).prefixlen == 0 for d, _n in router.routes)
-    if routes_here or on_gc:  # on the gateway chassis, the router answers its gateway address from outside
+    if routes_here or on_gc:  # on the gateway chassis also without interfaces there: echo replies to outside
         for sid, ip in gw_ips:
             sub = view.topo.subnets.get(sid)
             if sub is None:
