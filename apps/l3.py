@@ -4,7 +4,8 @@ A packet addressed to a router interface MAC enters the router's own datapath (l
 - l3_lookup (DATAPATH = router): longest prefix wins (priority grows with the prefix length; a connected
   subnet beats a static route of the same length): dec_ttl once, eth_src := the egress interface's MAC,
   NEXT_HOP := the destination (connected) or the route's next hop, DATAPATH := the egress network;
-  an ICMP echo request to one of the router's own addresses is turned into the reply and routed back;
+  an ICMP echo request to one of the router's own addresses is turned into the reply and routed back,
+  leaving with TTL 64 like any packet the router sends itself (apps/echo.py);
 - arp_resolve (DATAPATH = egress network): NEXT_HOP -> eth_dst from the model (every port is known);
 - snat (default) resubmits to l2_lookup in the egress network, which delivers like any L2 packet.
 Each router is its own datapath, so two tenants' routers with the same CIDRs never mix.
@@ -16,15 +17,14 @@ from functools import lru_cache
 
 import netaddr
 
-from apps import ids, nat
+from apps import echo, ids, nat
 from apps.view import View
-from flows.actions import DecTtl, Goto, Move, Resubmit, SetField, WriteMetadata, load
+from flows.actions import DecTtl, Goto, Move, Resubmit, SetField, WriteMetadata
 from flows.flow import Flow
-from flows.pipeline import ALLOW_LOOPBACK, FLAGS, HIGH, MATCH, NEXT_HOP
+from flows.pipeline import HIGH, MATCH, NEXT_HOP
 from topology.records import OWNER_ROUTER_INTERFACE, Port, Router
 
 IPV4 = 0x0800
-ICMP = 1
 
 
 def _interfaces(view: View, router: Router) -> list[tuple[Port, str, netaddr.IPNetwork]]:
@@ -57,12 +57,9 @@ def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
         out.append(Flow("l3_lookup", MATCH(2 * cidr.prefixlen + 1), match={**md, "ipv4_dst": str(cidr.cidr)},
                         actions=(DecTtl(), SetField("eth_src", port.mac), Move("ipv4_dst", NEXT_HOP.field, 32),
                                  WriteMetadata(net.key), Goto("arp_resolve")), cookie=c))
-        # ping the router: answer in flows (swap the addresses, make it a reply, route it back)
-        out.append(Flow("l3_lookup", HIGH, match={**md, "ipv4_dst": ip, "ip_proto": ICMP, "icmpv4_type": 8},
-                        actions=(Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", ip),
-                                 Move(NEXT_HOP.field, "ipv4_dst", 32), SetField("icmpv4_type", 0),
-                                 load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit),
-                                 Resubmit("l3_lookup")), cookie=c))
+        # ping the router: answer in flows (the router's own reply, routed back)
+        out.append(Flow("l3_lookup", HIGH, match={**md, **echo.request(ip)},
+                        actions=(*echo.reply(ip), Resubmit("l3_lookup")), cookie=c))
     for dest, nexthop in router.routes:
         via = next(((port, cidr) for port, _ip, cidr in interfaces if netaddr.IPAddress(nexthop) in cidr), None)
         if via is None:

@@ -10,9 +10,10 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   learns by probing (a miss goes to the controller); snat: ct(nat) translates replies of DNAT'ed
   connections, new connections from a fixed IP with a floating IP get nat(src=FIP), others nat(src=gateway
   IP) (enable_snat; without it they are committed untranslated, so their replies are let in); then l2_lookup puts it on the physical network;
-- inbound: the gateway MAC on the external network enters the router (dnat): ct(nat) un-NATs replies,
-  new connections to a floating IP get nat(dst=fixed IP), any other new connection is dropped; then
-  l3_lookup routes to the VM like east-west traffic;
+- inbound: the gateway MAC on the external network enters the router (dnat): an ICMP echo request to the
+  gateway address is answered first (the router's own reply, TTL 64, no conntrack entry: apps/echo.py),
+  ct(nat) un-NATs replies, new connections to a floating IP get nat(dst=fixed IP), any other new connection
+  is dropped; then l3_lookup routes to the VM like east-west traffic (or the echo reply back out);
 - ARP from the physical network for the gateway address and the floating IPs is answered in l2_lookup
   (with the gateway MAC); ARP replies to the gateway MAC go to the controller (its probes' answers);
 - hairpin (a VM to a floating IP of its own router): arp_resolve resolves the router's own external addresses
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import netaddr
 
-from apps import ids
+from apps import echo, ids
 from apps.view import View
 from flows.actions import (
     CT,
@@ -46,12 +47,11 @@ from flows.actions import (
     load,
 )
 from flows.flow import Flow
-from flows.pipeline import ALLOW_LOOPBACK, CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
+from flows.pipeline import CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
 from topology.records import FloatingIp, Network, Port, Router
 
 IPV4 = 0x0800
 ARP = 0x0806
-ICMP = 1
 #: the tunnel type that carries router-redirected packets to the gateway chassis
 REDIRECT_TUNNEL = "vxlan"
 #: redirect ids live above every segment id tenants get: (1 << 23) | router key
@@ -114,7 +114,7 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
             redirect = (SetField("tunnel_id", redirect_id(router)), SetField("tun_ipv4_dst", gc_rec.tunnel_ip),
                         Output(tun))
     own_default = any(netaddr.IPNetwork(d).prefixlen == 0 for d, _n in router.routes)
-    if routes_here:
+    if routes_here or on_gc:  # on the gateway chassis also without interfaces there: echo replies to outside
         for sid, ip in gw_ips:
             sub = view.topo.subnets.get(sid)
             if sub is None:
@@ -137,11 +137,8 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
                                          # forget the source port's conntrack state: snat tracks afresh
                                          CtClear(), WriteMetadata(ext.key), Goto("arp_resolve")), cookie=c))
             # ping the gateway address from inside: answered where the router routes
-            out.append(Flow("l3_lookup", HIGH, match={**md, "ipv4_dst": ip, "ip_proto": ICMP, "icmpv4_type": 8},
-                            actions=(Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", ip),
-                                     Move(NEXT_HOP.field, "ipv4_dst", 32), SetField("icmpv4_type", 0),
-                                     load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit),
-                                     Resubmit("l3_lookup")), cookie=c))
+            out.append(Flow("l3_lookup", HIGH, match={**md, **echo.request(ip)},
+                            actions=(*echo.reply(ip), Resubmit("l3_lookup")), cookie=c))
     if not on_gc:
         return out
     out += _gateway_chassis_flows(view, chassis_id, router, ext, gwp, gw_ips, c)
@@ -194,6 +191,11 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
              actions=(Goto("l3_lookup"),), cookie=c),
         Flow("dnat", MATCH(3), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}, cookie=c),  # drop
     ]
+    # ping the gateway address from outside: answered before conntrack (no entry; the reply leaves through snat's
+    # ct as untracked-invalid, un-NATed). in_port := 0: the reply leaves by the patch port the request came in by
+    for _s, ip in gw_ips:
+        out.append(Flow("dnat", HIGH, match={**rmd, **echo.request(ip)}, cookie=c,
+                        actions=(*echo.reply(ip), SetField("in_port_nxm", 0), Goto("l3_lookup"))))
     for f in fips:
         out.append(Flow("dnat", MATCH(4), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW),
                                                  "ipv4_dst": f.address},

@@ -216,7 +216,8 @@ STAGES: tuple[Stage, ...] = (
            "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "
            "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here"),
     _stage("dnat", 70, _ACL, {"dnat", "l3_lookup"},
-           "router: floating IP / un-SNAT of replies via ct(nat) in the router's zone"),
+           "router: floating IP / un-SNAT of replies via ct(nat) in the router's zone; on a gateway chassis, "
+           "echo requests from outside to the gateway address are answered (before ct)"),
     _stage("l3_lookup", 80, _LOGICAL | _L2 | _IP | _ARP | {"icmpv4_type", "icmpv4_code"},
            {"l3_lookup", "arp_resolve", "snat"},
            "router: longest-prefix routing (priority = prefix length); dec_ttl, eth_src := interface MAC, "

@@ -11,6 +11,8 @@ the controller's trace feature. It models OpenFlow 1.3 + the Nicira actions we e
   address/port), translates packets of a committed NAT connection when ct() has nat (forwards: as
   committed; replies: back to the original addresses), commits when asked, and continues in its table as
   a separate branch carrying the new ct_state; without a table only the nat applies to the packet going on;
+  an ICMPv4 message that cannot open a connection (an echo reply, unlike a request) and matches none is
+  +inv and is not committed (as OVS conntrack's valid_new);
 - groups: ALL replicates to every bucket, SELECT takes one bucket by a stable hash, INDIRECT/FF the first;
 - output to the packet's own in_port is dropped unless the port is IN_PORT (as OVS does).
 
@@ -148,6 +150,17 @@ def _conn_key(pkt: Mapping[str, Any]) -> tuple[Any, ...]:
     src = pkt.get("ipv4_src", pkt.get("ipv6_src"))
     dst = pkt.get("ipv4_dst", pkt.get("ipv6_dst"))
     return (pkt.get("ip_proto"), src, sport, dst, dport)
+
+
+#: ICMPv4 types that may start a connection in conntrack: echo, timestamp and information requests
+_ICMP_NEW = frozenset({8, 13, 15})
+
+
+def _valid_new(pkt: Mapping[str, Any]) -> bool:
+    """Whether conntrack would take the packet as a new connection (an ICMPv4 reply or error never is)."""
+    if pkt.get("ip_proto") != 1 or "ipv4_src" not in pkt or "icmpv4_type" not in pkt:
+        return True
+    return pkt["icmpv4_type"] in _ICMP_NEW
 
 
 def _reverse(key: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -317,8 +330,11 @@ class Switch:
         key = _conn_key(pkt)
         found = self.conntrack.get((zone, key))
         state = CT_TRK
+        invalid = found is None and not _valid_new(pkt)
         if found is not None:
             state |= CT_EST | (CT_RPL if found[1] else 0)
+        elif invalid:
+            state |= CT_INV
         else:
             state |= CT_NEW
         ct_pkt = dict(pkt)
@@ -329,7 +345,7 @@ class Switch:
                     _translate(ct_pkt, conn, reply)
                     if a.table is None:
                         _translate(pkt, conn, reply)
-            elif a.commit:
+            elif a.commit and not invalid:
                 _nat(ct_pkt, a.nat)
                 if a.table is None:  # without recirculation the translated headers go on in this pipeline
                     _nat(pkt, a.nat)
@@ -337,7 +353,7 @@ class Switch:
             ct_pkt["ct_mark"] = self.ct_marks.get((zone, found[0].orig), 0)
         else:
             ct_pkt.pop("ct_mark", None)
-        if a.commit:
+        if a.commit and not invalid:
             if found is None:
                 nat = a.nat if a.nat is not None and a.nat.kind and a.nat.ip_min else None
                 conn = _Conn(key, nat)

@@ -170,3 +170,31 @@ def test_incremental_equals_full_with_routers(actions) -> None:  # type: ignore[
             comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2"):
             assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c), (op, pid, ch, c)
+
+
+def echo(src: Port, dst_mac: str, dst_ip: str, ttl: int = 64) -> dict:  # type: ignore[type-arg]
+    return ip(src, dst_mac, dst_ip, ttl, icmpv4_type=8, icmpv4_code=0)
+
+
+def test_router_echo_replies_leave_with_the_routers_own_ttl() -> None:
+    """The router answers as a host sending its own packet: TTL 64, whatever the request's TTL, whichever of its
+    interface addresses is pinged (a Linux router does not decrement its own replies)."""
+    w, p = routed_world()
+    ga, gb = gw(w, "alice-r", "alice-a"), gw(w, "alice-r", "alice-b")
+    sw = w.switch("hv1")
+    for addr in ("10.1.0.1", "10.2.0.1"):  # on-link, and the interface on the other subnet
+        for ttl in (64, 200, 1):  # a request to the router itself is not forwarded: TTL 1 is answered too
+            res = sw.walk({"in_port": w.ofport(p["a1"]), **echo(p["a1"], ga.mac, addr, ttl)})
+            assert res.ports == [w.ofport(p["a1"])], res.format()
+            h = res.outputs[0].headers
+            assert (h["ipv4_src"], h["ipv4_dst"], h["icmpv4_type"]) == (addr, "10.1.0.10", 0)
+            assert h["nw_ttl"] == 64, (addr, ttl, res.format())
+            assert (h["eth_src"], h["eth_dst"]) == (ga.mac, p["a1"].mac)
+    # answered on the pinger's own chassis (distributed): b2 on hv2 pings the interface on alice-a
+    res = w.switch("hv2").walk({"in_port": w.ofport(p["b2"]), **echo(p["b2"], gb.mac, "10.1.0.1")})
+    assert res.ports == [w.ofport(p["b2"])], res.format()
+    assert (res.outputs[0].headers["nw_ttl"], res.outputs[0].headers["ipv4_src"]) == (64, "10.1.0.1")
+    # routed traffic is still decremented once
+    assert sw.walk({"in_port": w.ofport(p["a1"]), **echo(p["a1"], ga.mac, "10.2.0.10")}).outputs[0].headers[
+        "nw_ttl"] == 63
+

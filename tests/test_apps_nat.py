@@ -382,3 +382,68 @@ def test_incremental_equals_full_with_gateways(actions) -> None:  # type: ignore
             comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2"):
             assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (op, pid, ch, c)
+
+
+def ping_from_outside(w: World, dst: str, ttl: int = 64, icmp_type: int = 8) -> dict:  # type: ignore[type-arg]
+    return {"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": gw_port(w).mac, "eth_type": 0x0800,
+            "ipv4_src": EXT_HOST[0], "ipv4_dst": dst, "nw_ttl": ttl, "ip_proto": 1, "icmpv4_type": icmp_type,
+            "icmpv4_code": 0}
+
+
+def ping_from_vm(w: World, p: Port, dst: str) -> dict:  # type: ignore[type-arg]
+    pkt = {**out_of_vm(w, p, dst), "ip_proto": 1, "icmpv4_type": 8, "icmpv4_code": 0}
+    del pkt["tcp_src"], pkt["tcp_dst"]
+    return pkt
+
+
+def test_the_gateway_address_answers_ping_from_outside_and_nothing_else_new_gets_in() -> None:
+    """An echo request from the external network to the gateway address is answered on the gateway chassis, by
+    the router itself (TTL 64, out the patch port it came in by); TCP, UDP and pings to anything else but a
+    floating IP stay dropped, and SNAT'ed pings of the VMs still get their replies."""
+    w, p = nat_world()
+    fip = add_fip(w, "a2")
+    gw = gw_port(w)
+    gw_ip = gw.fixed_ips[0][1]
+    sw = w.switch("hv1")
+    for ttl in (64, 1):
+        res = sw.walk(ping_from_outside(w, gw_ip, ttl))
+        assert res.ports == [PATCH], res.format()
+        h = res.outputs[0].headers
+        assert (h["ipv4_src"], h["ipv4_dst"], h["icmpv4_type"], h["nw_ttl"]) == (gw_ip, EXT_HOST[0], 0, 64)
+        assert (h["eth_src"], h["eth_dst"]) == (gw.mac, EXT_HOST[1])
+    assert w.switch("hv2").walk(ping_from_outside(w, gw_ip)).ports == []  # only the gateway chassis has it
+    # nothing else new from outside: TCP / UDP to the gateway address, a ping to a fixed IP or the router's
+    # interface, an unsolicited echo reply
+    assert sw.walk(from_outside(w, gw_ip, sport=5555, dport=22)).ports == []
+    udp = {**ping_from_outside(w, gw_ip), "ip_proto": 17, "udp_src": 5555, "udp_dst": 53}
+    del udp["icmpv4_type"], udp["icmpv4_code"]
+    assert sw.walk(udp).ports == []
+    assert sw.walk(ping_from_outside(w, "10.0.0.10")).ports == []
+    assert sw.walk(ping_from_outside(w, "10.0.0.1")).ports == []
+    assert sw.walk(ping_from_outside(w, gw_ip, icmp_type=0)).ports == []
+    assert sw.walk(from_outside(w, "10.0.0.10", sport=5555, dport=22)).ports == []
+    # a ping to the floating IP still reaches its VM (on hv2), DNAT'ed
+    res = sw.walk(ping_from_outside(w, fip.address))
+    assert res.ports == [TUN["vxlan"]], res.format()
+    assert (res.outputs[0].headers["ipv4_dst"], res.outputs[0].headers["icmpv4_type"]) == ("10.0.0.20", 8)
+    # a VM's ping out is SNAT'ed to the gateway address and its reply comes back to it, not answered
+    out = sw.walk(ping_from_vm(w, p["a1"], EXT_HOST[0]))
+    assert out.ports == [PATCH] and out.outputs[0].headers["ipv4_src"] == gw_ip, out.format()
+    back = sw.walk(ping_from_outside(w, gw_ip, icmp_type=0))
+    assert back.ports == [w.ofport(p["a1"])], back.format()
+    assert (back.outputs[0].headers["ipv4_dst"], back.outputs[0].headers["icmpv4_type"]) == ("10.0.0.10", 0)
+
+
+def test_a_vm_pinging_another_routers_gateway_address_gets_the_reply_through_its_own_router() -> None:
+    """r2's gateway address seen from a VM behind r (same external network and gateway chassis): r2 answers with
+    64, r (a further hop) routes the reply back with 63, un-SNAT'ed; and the VM's own gateway address gives 64."""
+    w, p = nat_world()
+    w.apply(ops.create_router(w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0))
+    gw2 = next(q for q in w.topo.router_ports("r2") if q.network_id == "ext").fixed_ips[0][1]
+    own = gw_port(w).fixed_ips[0][1]
+    sw = w.switch("hv1")
+    for addr, ttl in ((gw2, 63), (own, 64)):
+        res = sw.walk(ping_from_vm(w, p["a1"], addr))
+        assert res.ports == [w.ofport(p["a1"])], res.format()
+        h = res.outputs[0].headers
+        assert (h["ipv4_src"], h["ipv4_dst"], h["icmpv4_type"], h["nw_ttl"]) == (addr, "10.0.0.10", 0, ttl)

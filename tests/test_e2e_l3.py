@@ -54,6 +54,28 @@ def test_routing_between_subnets_on_one_and_two_chassis(env: Env) -> None:
     assert tcp_transfer(vb_local, va)
 
 
+def test_the_router_answers_its_own_addresses_with_ttl_64(env: Env) -> None:
+    """As a Linux router: its echo replies leave with 64, on-link or from the interface on the other subnet,
+    on the pinger's own chassis; routed packets still lose one."""
+    md = env.md("rttl")
+    a = env.network(md, "rttl-a", "10.103.0.0/24")
+    b = env.network(md, "rttl-b", "10.104.0.0/24")
+    router(env, md, "rttl-r", "rttl-a", "rttl-b")
+    va = env.plug("hv1", env.port(md, "rttl-va", a))
+    vb = env.plug("hv2", env.port(md, "rttl-vb", b))
+    env.wait_realized()
+    assert va.ping("10.103.0.1", count=1, timeout=10) and vb.ping("10.103.0.1", count=1, timeout=10)
+    with capture("eth0", "icmp", namespace=vb.namespace) as at_vb:
+        assert ttl_of_reply(va, "10.103.0.1") == 64, "the interface on the pinger's subnet"
+        assert ttl_of_reply(va, "10.104.0.1") == 64, "the interface on the other subnet: no decrement either"
+    assert not at_vb.lines, f"the router's own addresses are answered by the router: {at_vb.lines}"
+    assert ttl_of_reply(vb, "10.103.0.1") == 64, "answered on hv2 as well"
+    assert ttl_of_reply(vb, "10.104.0.1") == 64
+    with capture("eth0", "icmp", namespace=vb.namespace) as at_vb:
+        assert ttl_of_reply(va, vb.ip) == 63, "a routed packet still loses one"
+    assert at_vb.matching(f"{vb.ip} > {va.ip}: ICMP echo reply"), at_vb.lines  # the VM answered, not the router
+
+
 def test_two_tenants_with_identical_cidrs_behind_their_own_routers(env: Env) -> None:
     vms = {}
     for tenant in ("ra", "rb"):

@@ -15,7 +15,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from lab import VM
-from lab.hosts import ExternalHost
+from lab.hosts import ExternalHost, Host
+from lab.proc import wait_until
 from lab.traffic import capture, tcp_transfer
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
@@ -97,12 +98,72 @@ def test_default_route_goes_to_the_external_subnets_gateway(world: World) -> Non
     assert seen.matching(f"{w.gateway_ip} > 198.51.100.1"), seen.lines
 
 
-def test_outside_cannot_open_connections_to_a_fixed_ip_or_the_gateway(world: World) -> None:
-    w = world
+def _ttl_of_reply(host: Host, ip: str) -> int:
+    """The TTL of the first echo reply from `ip` (a few tries: the first may meet an unresolved neighbour)."""
+    out = host.exec(f"ping -n -c 3 -i 0.3 -W 3 {ip}", check=False).stdout
+    m = re.search(r"ttl=(\d+)", out)
+    assert m, out
+    return int(m.group(1))
+
+
+def _tcp_connects(client: Host, ip: str, port: int) -> bool:
+    return client.exec(f"nc -z -n -w 3 {ip} {port}", check=False, timeout=15).returncode == 0
+
+
+def test_outside_pings_the_gateway_address_and_opens_nothing_else(world: World) -> None:
+    """The gateway address answers ping from the external network (the router itself: ttl=64, from the
+    gateway MAC, no VM sees it); TCP and UDP to it and any new connection to a fixed IP stay unanswered
+    while a VM listening on that port is reachable from inside; a floating IP still reaches its VM."""
+    w, env = world, world.env
     assert w.vm1.ping(EXT_HOST, count=1, timeout=10)  # the neighbours are known
-    assert not w.ext_host.ping(w.vm2.ip, count=1, timeout=3)
-    assert not w.ext_host.ping(w.vm1.ip, count=1, timeout=3)
-    assert not w.ext_host.ping(w.gateway_ip, count=1, timeout=3)
+    gw_port = env.stub.GetPort(pb.GetPortRequest(name=env.stub.GetRouter(
+        pb.GetRouterRequest(name="routers/nat-r"), metadata=w.md).external_gateway.port), metadata=env.admin)
+    with capture("eth0", "icmp", namespace=w.vm1.namespace) as at_vm1, \
+            capture("eth0", "icmp", namespace=w.vm2.namespace) as at_vm2, \
+            capture("eth0", "icmp", namespace=w.ext_host.namespace) as outside:
+        assert w.ext_host.ping(w.gateway_ip, count=2, timeout=10), env.controller_log()
+        assert _ttl_of_reply(w.ext_host, w.gateway_ip) == 64, "the router's own reply, not routed"
+    replies = outside.matching(f"{w.gateway_ip} > {EXT_HOST}: ICMP echo reply")
+    assert replies and all(f" {gw_port.mac_address} > " in ln for ln in replies), outside.lines
+    assert not at_vm1.lines and not at_vm2.lines, "a ping to the gateway address reached a VM"
+    assert _ttl_of_reply(w.vm2, w.gateway_ip) == 64, "from inside (hv2, answered there) as well"
+    # the VMs listen on TCP 5010 and UDP 5011, reachable from inside
+    servers = [vm.popen(["timeout", "60", "nc", "-n", *args]) for vm in (w.vm1, w.vm2)
+               for args in (["-l", "-k", "5010"], ["-u", "-l", "5011"])]
+    try:
+        assert wait_until(lambda: _tcp_connects(w.vm1, w.vm2.ip, 5010), 15), "vm2's server is up (from inside)"
+        assert wait_until(lambda: _tcp_connects(w.vm2, w.vm1.ip, 5010), 15), "vm1's server is up (from inside)"
+        bpf = "tcp port 5010 or udp port 5011 or udp port 53 or tcp port 22 or icmp"
+        with capture("eth0", bpf, namespace=w.vm1.namespace) as at_vm1, \
+                capture("eth0", bpf, namespace=w.vm2.namespace) as at_vm2, \
+                capture("eth0", f"src host {w.gateway_ip} or src net 10.130.0.0/24",
+                        namespace=w.ext_host.namespace) as back:
+            for ip in (w.gateway_ip, w.vm1.ip, w.vm2.ip):
+                for port in (5010, 22):
+                    assert not _tcp_connects(w.ext_host, ip, port), f"TCP {ip}:{port} opened from outside"
+                w.ext_host.exec(f"echo probe | nc -n -u -w 1 {ip} 5011; echo probe | nc -n -u -w 1 {ip} 53",
+                                check=False, timeout=15)
+            assert not w.ext_host.ping(w.vm1.ip, count=1, timeout=3)
+            assert not w.ext_host.ping(w.vm2.ip, count=1, timeout=3)
+        assert not at_vm1.lines and not at_vm2.lines, f"reached a VM: {at_vm1.lines} {at_vm2.lines}"
+        assert not back.lines, f"answered from inside: {back.lines}"  # no SYN-ACK, RST, port unreachable
+    finally:
+        for server in servers:
+            server.terminate()  # timeout passes it on to nc
+            server.communicate(timeout=10)
+    # a floating IP still reaches its VM (TCP), and the gateway address still answers only ping
+    fip = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
+        floating_network="networks/public", port=w.vm2_port.name), floating_ip_id="nat-gwping"), metadata=w.md)
+    try:
+        env.wait_realized()
+        at_fip = SimpleNamespace(popen=w.vm2.popen, ip=fip.floating_ip_address)
+        assert tcp_transfer(w.ext_host, at_fip, port=5012), "TCP to the floating IP"  # type: ignore[arg-type]
+        assert w.ext_host.ping(fip.floating_ip_address, count=1, timeout=10)
+        assert w.ext_host.ping(w.gateway_ip, count=1, timeout=10)
+        assert not _tcp_connects(w.ext_host, w.gateway_ip, 5012)
+    finally:
+        env.stub.DeleteFloatingIp(pb.DeleteFloatingIpRequest(name=fip.name), metadata=w.md)
+        env.wait_realized()
 
 
 def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:

@@ -279,3 +279,22 @@ def test_snat_without_recirculation_rewrites_the_source():
     r = Switch(flows, GROUPS).walk({"in_port": 1, "eth_src": MAC_A, "eth_dst": R5, "eth_type": 0x800,
                                     "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.1.3"})
     assert r.ports == [3] and r.outputs[0].headers["ipv4_src"] == "203.0.113.5"
+
+
+def test_an_icmp_echo_reply_opens_no_connection_but_answers_a_request():
+    """As OVS conntrack: an echo reply matching no connection is +inv and commit keeps nothing of it; the reply to
+    a committed echo request is +est+rpl."""
+    sw = Switch([
+        Flow("dnat", P.MATCH, {"ct_state": (0, CT_TRK), "eth_type": 0x800}, [A.CT(zone=1, table="dnat")]),
+        Flow("dnat", P.MATCH, {"ct_state": (CT_TRK, CT_TRK), "eth_type": 0x800},
+             [A.CT(commit=True, zone=1), A.Output(2)]),
+    ])
+    walk = (lambda pkt: sw.walk(pkt, stage="dnat"))
+    echo = {"in_port": 1, "eth_type": 0x800, "ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.2", "ip_proto": 1,
+            "icmpv4_code": 0}
+    for _ in range(2):
+        unsolicited = walk({**echo, "icmpv4_type": 0})
+        assert any("ct_state=0x30" in s.note for s in unsolicited.steps), unsolicited.format()  # trk+inv
+    assert any("ct_state=0x21" in s.note for s in walk({**echo, "icmpv4_type": 8}).steps)  # trk+new
+    reply = walk({**echo, "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1", "icmpv4_type": 0})
+    assert any("ct_state=0x2a" in s.note for s in reply.steps), reply.format()  # trk+est+rpl
