@@ -136,7 +136,7 @@ def test_outside_pings_the_gateway_address_and_opens_nothing_else(world: World) 
         bpf = "tcp port 5010 or udp port 5011 or udp port 53 or tcp port 22 or icmp"
         with capture("eth0", bpf, namespace=w.vm1.namespace) as at_vm1, \
                 capture("eth0", bpf, namespace=w.vm2.namespace) as at_vm2, \
-                capture("eth0", f"src host {w.gateway_ip} or src net 10.130.0.0/24",
+                capture("eth0", f"ip and (src host {w.gateway_ip} or src net 10.130.0.0/24)",
                         namespace=w.ext_host.namespace) as back:
             for ip in (w.gateway_ip, w.vm1.ip, w.vm2.ip):
                 for port in (5010, 22):
