@@ -527,6 +527,11 @@ class Dataplane:
                 log.info("chassis %s: gratuitous ARP for %s at %s (%d ports)", p.chassis, p.claim.address,
                          p.claim.mac, len(targets(p)))
 
+    def _announce_realized(self) -> None:
+        """A switch confirmed flows: announcements waiting for them go now, not at the next tick."""
+        with self.state.lock:
+            self._send_announcements(self.clock())
+
     def _realized_for_announce(self, chassis_id: str, revision: int) -> bool:
         plane = self.planes.get(chassis_id)
         if plane is None or plane.engine is None or plane.runtime is None:
@@ -614,6 +619,8 @@ class Dataplane:
         for plane in list(self.planes.values()):
             if plane.datapath_id == datapath_id:
                 self._work.put(functools.partial(self._update_statuses, plane.chassis_id))
+        if self.announcer.pending:
+            self._work.put(self._announce_realized)
 
     def _update_statuses(self, chassis_id: str) -> None:
         """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""
