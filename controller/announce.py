@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 import netaddr
 
 from apps.view import View
-from topology.records import OWNER_ROUTER_INTERFACE, FloatingIp, Network
+from topology.model import Change
+from topology.records import (
+    OWNER_LOAD_BALANCER,
+    OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE,
+    FloatingIp,
+    Network,
+)
 
 #: announce a claim this long after it changed (the first as soon as the chassis's flows are realized)
 DELAYS_S = (0.0, 1.0, 3.0)
@@ -78,6 +85,21 @@ def claims(view: View) -> dict[tuple[str, str], Claim]:
         if vip is not None and view.vip(vip):
             add(vip.network_id, vip.mac, (ip for _s, ip in vip.fixed_ips))
     return out
+
+
+def may_change(change: Change) -> bool:
+    """Can this model change alter the claims? (Most writes are VM ports' status and binding: they cannot.)"""
+    kind, _ident, old, new = change
+    if kind not in KINDS:
+        return False
+    if kind != "port":
+        return True
+    owners = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_LOAD_BALANCER)
+    if old is None or new is None:
+        return getattr(old or new, "device_owner", "") in owners
+    # a floating IP holds while its fixed IP is still the port's
+    return (getattr(new, "device_owner", "") in owners or getattr(old, "fixed_ips", ()) != getattr(new, "fixed_ips", ())
+            or getattr(old, "mac", "") != getattr(new, "mac", ""))
 
 
 def changed(before: Claims, after: Claims) -> list[Claim]:

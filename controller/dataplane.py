@@ -34,14 +34,7 @@ from controller.liveness import GatewayLiveness
 from flows.cookie import MAGIC
 from topology import ops
 from topology.model import Change, Topology
-from topology.records import (
-    OWNER_LOAD_BALANCER,
-    OWNER_ROUTER_GATEWAY,
-    OWNER_ROUTER_INTERFACE,
-    PORT_ACTIVE,
-    PORT_DOWN,
-    Chassis,
-)
+from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
 from topology.state import State
 
 log = logging.getLogger(__name__)
@@ -448,6 +441,7 @@ class Dataplane:
 
     #: a binding re-probed this long without an answer is removed (probes go once a second meanwhile)
     NEIGHBOR_PROBE_WAIT_S = 3.0
+
     def _run_ticker(self) -> None:
         while not self._ticker_stop.wait(self._tick_s):
             self._work.put(self.tick)
@@ -495,7 +489,7 @@ class Dataplane:
     def _announce_on_write(self, revision: int, changes: list[Change]) -> None:
         """State listener (after _on_write): router interfaces, gateways, floating IPs and VIPs that appeared,
         changed MAC or moved are announced (controller/announce.py) once this revision's flows are realized."""
-        if any(_may_claim(c) for c in changes):
+        if any(announce.may_change(c) for c in changes):
             moved = self.announcer.update(self.compiler.view(self.state.topology), self.clock(), revision)
             if moved:
                 log.info("to announce: %s", ", ".join(f"{c.address} at {c.mac}" for c in moved))
@@ -670,20 +664,6 @@ class Dataplane:
                 return False, report
             with self.realized:
                 self.realized.wait(min(left, 0.2))
-
-
-def _may_claim(change: Change) -> bool:
-    """Can this change alter what controller/announce.py claims? (most writes are VM ports' status)"""
-    kind, _ident, old, new = change
-    if kind not in announce.KINDS:
-        return False
-    if kind != "port":
-        return True
-    owners = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_LOAD_BALANCER)
-    if old is None or new is None:
-        return getattr(old or new, "device_owner", "") in owners
-    return (getattr(new, "device_owner", "") in owners or getattr(old, "fixed_ips", ()) != getattr(new, "fixed_ips", ())
-            or getattr(old, "mac", "") != getattr(new, "mac", ""))
 
 
 def _arp_request(net: Any, src_mac: str, src_ip: str, dst_ip: str) -> bytes:
