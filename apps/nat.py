@@ -12,7 +12,8 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   IP) (enable_snat; without it they are committed untranslated, so their replies are let in); then l2_lookup puts it on the physical network;
 - inbound: the gateway MAC on the external network enters the router (dnat): an ICMP echo request to the
   gateway address is answered first (the router's own reply, TTL 64, no conntrack entry: apps/echo.py),
-  ct(nat) un-NATs replies, new connections to a floating IP get nat(dst=fixed IP), any other new connection
+  ct(nat) un-NATs replies, new connections to a floating IP get nat(dst=fixed IP) (a later packet of one not
+  answered yet is still new, and already translated by ct(nat): +dnat, it goes on), any other new connection
   is dropped; then l3_lookup routes to the VM like east-west traffic (or the echo reply back out);
 - ARP from the physical network for the gateway address and the floating IPs is answered in l2_lookup
   (with the gateway MAC); ARP replies to the gateway MAC go to the controller (its probes' answers);
@@ -57,7 +58,7 @@ REDIRECT_TUNNEL = "vxlan"
 #: redirect ids live above every segment id tenants get: (1 << 23) | router key
 REDIRECT_BASE = 1 << 23
 
-CT_NEW, CT_EST, CT_TRK = 0x01, 0x02, 0x20
+CT_NEW, CT_EST, CT_TRK, CT_DNAT = 0x01, 0x02, 0x20, 0x80
 
 
 def redirect_id(router: Router) -> int:
@@ -190,6 +191,11 @@ def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Net
         Flow("dnat", MATCH(2), match={**rmd, "ct_state": (CT_TRK | CT_EST, CT_TRK | CT_EST)},
              actions=(Goto("l3_lookup"),), cookie=c),
         Flow("dnat", MATCH(3), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}, cookie=c),  # drop
+        # a connection DNAT'ed here whose reply has not passed yet (lost on its way out, e.g. to the controller
+        # while the external next hop was unknown) is still new to conntrack, and ct(nat) has already
+        # translated its next packet (an echo request of the same ping, a retried SYN): it goes on as committed
+        Flow("dnat", MATCH(6), match={**rmd, "ct_state": (CT_TRK | CT_NEW | CT_DNAT, CT_TRK | CT_NEW | CT_DNAT)},
+             actions=(Goto("l3_lookup"),), cookie=c),
     ]
     # ping the gateway address from outside: answered before conntrack (no entry; the reply leaves through snat's
     # ct as untracked-invalid, un-NATed). in_port := 0: the reply leaves by the patch port the request came in by

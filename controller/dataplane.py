@@ -28,6 +28,7 @@ import netaddr
 
 from apps.compiler import Compiler, Delta, Divergence
 from apps.view import ChassisRuntime
+from controller import announce
 from controller.context import REQUEST
 from controller.liveness import GatewayLiveness
 from controller.selfcheck import SelfCheck
@@ -131,7 +132,7 @@ class Dataplane:
         self.gateways_file = gateways_file  # the chassis held down, kept across restarts (hitless)
         self.liveness = GatewayLiveness(gateway_failover_s, clock(), startup_grace_s, self._load_down())
         self.compiler.down = self.liveness.down
-        self._announce: list[tuple[float, str, str]] = []  # (due, chassis, router): gratuitous ARPs to send
+        self.announcer = announce.Announcer()  # gratuitous ARPs for addresses that appear or move
         # neighbour expiry: (network, address) -> when last confirmed by an ARP reply / first re-probed
         self.neighbor_ttl_s = neighbor_ttl_s
         self._confirmed: dict[tuple[str, str], float] = {}
@@ -168,6 +169,8 @@ class Dataplane:
             for ch in topo.chassis.values():
                 self._add_chassis(ch)
             self.state.add_listener(self._on_write)
+            self.announcer.reset(self.compiler.view(topo))  # a start announces nothing: nothing moved
+            self.state.add_listener(self._announce_on_write)
         self._worker.start()
         self.selfcheck.start()
         if self._tick_s > 0:
@@ -480,8 +483,6 @@ class Dataplane:
 
     #: a binding re-probed this long without an answer is removed (probes go once a second meanwhile)
     NEIGHBOR_PROBE_WAIT_S = 3.0
-    #: gratuitous ARPs from a router's new gateway chassis, this long after the move
-    ANNOUNCE_AFTER_S = (0.0, 1.0, 3.0)
 
     def _run_ticker(self) -> None:
         while not self._ticker_stop.wait(self._tick_s):
@@ -522,37 +523,70 @@ class Dataplane:
             gc = view.gateway_of(r)
             if gc != before.get(r.id):
                 log.warning("router %s: gateway chassis %s -> %s", r.id, before.get(r.id), gc)
-                if gc is not None:
-                    self._announce += [(now + d, gc, r.id) for d in self.ANNOUNCE_AFTER_S]
+        # the moved routers' gateway addresses and floating IPs, from their new gateway chassis, at once
+        self.announcer.update(view, now, 0)
+
+    # ------------------------------------------------------------------------------------------ announcements
+
+    def _announce_on_write(self, revision: int, changes: list[Change]) -> None:
+        """State listener (after _on_write): router interfaces, gateways, floating IPs and VIPs that appeared,
+        changed MAC or moved are announced (controller/announce.py) once this revision's flows are realized."""
+        if any(announce.may_change(c) for c in changes):
+            moved = self.announcer.update(self.compiler.view(self.state.topology), self.clock(), revision)
+            if moved:
+                log.info("to announce: %s", ", ".join(f"{c.address} at {c.mac}" for c in moved))
 
     def _send_announcements(self, now: float) -> None:
-        """Gratuitous ARP (request, sender = target = the address) for a moved router's gateway addresses
-        and floating IPs, from its gateway MAC out the new gateway chassis's patch port: the physical
-        network's switches learn where the MAC is now."""
-        from apps import nat
-
-        due = [a for a in self._announce if a[0] <= now]
-        if not due:
+        """Send the due gratuitous ARPs (requests, sender = target = the address, from the claiming MAC):
+        a gateway chassis's out its patch port (the physical network's switches and hosts learn where the
+        address is), a distributed claim's out each local VM port of its network (VMs replace a stale MAC)."""
+        if not self.announcer.pending:
             return
-        self._announce = [a for a in self._announce if a[0] > now]
+        if self.packet_out is None:
+            self.announcer.pending.clear()
+            return
         topo = self.state.topology
         view = self.compiler.view(topo)
-        for _t, ch_id, router_id in due:
-            router = topo.routers.get(router_id)
-            plane = self.planes.get(ch_id)
-            if router is None or plane is None or plane.runtime is None or self.packet_out is None:
-                continue
-            gwp = view.gateway_port(router)
-            if view.gateway_of(router) != ch_id or gwp is None:
-                continue
-            net = topo.networks[router.gateway_network_id]
+        out: dict[int, list[tuple[int, bytes]]] = {}
+
+        def targets(p: announce.Pending) -> list[tuple[int, bytes]]:
+            got = out.get(id(p))
+            if got is None:
+                got = out[id(p)] = self._announce_targets(view, p)
+            return got
+
+        for p in self.announcer.due(now, self._realized_for_announce, lambda p: len(targets(p))):
+            plane = self.planes[p.chassis]
+            for ofport, data in targets(p):
+                self.packet_out(plane.datapath_id, data, ofport)
+            if targets(p):
+                log.info("chassis %s: gratuitous ARP for %s at %s (%d ports)", p.chassis, p.claim.address,
+                         p.claim.mac, len(targets(p)))
+
+    def _announce_realized(self) -> None:
+        """A switch confirmed flows: announcements waiting for them go now, not at the next tick."""
+        with self.state.lock:
+            self._send_announcements(self.clock())
+
+    def _realized_for_announce(self, chassis_id: str, revision: int) -> bool:
+        plane = self.planes.get(chassis_id)
+        if plane is None or plane.engine is None or plane.runtime is None:
+            return False
+        return revision <= 0 or plane.realized_seq() >= plane.needed_seq(revision)
+
+    def _announce_targets(self, view: Any, p: announce.Pending) -> list[tuple[int, bytes]]:
+        """(ofport, packet) of one announcement on its chassis."""
+        plane = self.planes.get(p.chassis)
+        net = view.topo.networks.get(p.claim.network_id)
+        if plane is None or plane.runtime is None or net is None:
+            return []
+        if p.claim.chassis is not None:
             patch = plane.runtime.patches.get(net.physical_network)
-            if patch is None:
-                continue
-            addrs = [ip for _s, ip in nat._v4(gwp)] + [f.address for f in nat.floating_ips(view, router)]
-            for addr in addrs:
-                self.packet_out(plane.datapath_id, _arp_request(net, gwp.mac, addr, addr), patch)
-            log.info("chassis %s: gratuitous ARP for %s", ch_id, ", ".join(addrs))
+            data = announce.garp(p.claim.mac, p.claim.address, announce.uplink_vlan(net))
+            return [] if patch is None else [(patch, data)]
+        data = announce.garp(p.claim.mac, p.claim.address)
+        return [(ofport, data) for port in view.local_ports(p.chassis, net.id)
+                if (ofport := view.local_ofport(p.chassis, port)) is not None]
 
     def _age_neighbors(self, now: float) -> None:
         """A binding not confirmed for neighbor_ttl_s is probed again (once a second); still unanswered
@@ -621,6 +655,8 @@ class Dataplane:
         for plane in list(self.planes.values()):
             if plane.datapath_id == datapath_id:
                 self._work.put(functools.partial(self._update_statuses, plane.chassis_id))
+        if self.announcer.pending:
+            self._work.put(self._announce_realized)
 
     def _update_statuses(self, chassis_id: str) -> None:
         """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""

@@ -7,7 +7,8 @@ the controller's trace feature. It models OpenFlow 1.3 + the Nicira actions we e
   (OVS would pick one arbitrarily: that is a compile bug); a table miss drops;
 - conjunction(id, k/n) clause flows set conj_id for flows matching ``conj_id`` when all n clauses match;
 - ct() looks the connection up in a tiny conntrack (new / est / rpl per zone, by its original tuple and
-  by its reply tuple, which a committed nat changes), applies nat ranges to a new connection (first
+  by its reply tuple, which a committed nat changes; a committed connection stays new until a reply passes,
+  as in OVS; a translated packet gets +snat / +dnat), applies nat ranges to a new connection (first
   address/port), translates packets of a committed NAT connection when ct() has nat (forwards: as
   committed; replies: back to the original addresses), commits when asked, and continues in its table as
   a separate branch carrying the new ct_state; without a table only the nat applies to the packet going on;
@@ -185,6 +186,7 @@ class Switch:
         # (zone, tuple as seen in one direction) -> (connection, that direction is the reply)
         self.conntrack: dict[tuple[int, tuple[Any, ...]], tuple[_Conn, bool]] = {}
         self.ct_marks: dict[tuple[int, tuple[Any, ...]], int] = {}  # (zone, original tuple) -> ct_mark
+        self.answered: set[tuple[int, tuple[Any, ...]]] = set()  # (zone, original tuple): a reply was seen
 
     def walk(self, packet: Mapping[str, Any], stage: str = pipeline.FIRST_STAGE) -> Result:
         """Walk `packet` (must hold in_port) from the first stage (or `stage`, e.g. a packet-out that
@@ -331,11 +333,14 @@ class Switch:
         found = self.conntrack.get((zone, key))
         state = CT_TRK
         invalid = found is None and not _valid_new(pkt)
-        if found is not None:
-            state |= CT_EST | (CT_RPL if found[1] else 0)
+        if found is not None and found[1]:
+            self.answered.add((zone, found[0].orig))
+            state |= CT_EST | CT_RPL
+        elif found is not None and (zone, found[0].orig) in self.answered:
+            state |= CT_EST
         elif invalid:
             state |= CT_INV
-        else:
+        else:  # not committed, or committed but never answered: conntrack still calls it new
             state |= CT_NEW
         ct_pkt = dict(pkt)
         if a.nat is not None:
@@ -343,10 +348,13 @@ class Switch:
                 conn, reply = found
                 if conn.nat is not None:
                     _translate(ct_pkt, conn, reply)
+                    state |= _nat_flag(conn.nat, reply)
                     if a.table is None:
                         _translate(pkt, conn, reply)
             elif a.commit and not invalid:
                 _nat(ct_pkt, a.nat)
+                if a.nat.kind and a.nat.ip_min:
+                    state |= _nat_flag(a.nat, False)
                 if a.table is None:  # without recirculation the translated headers go on in this pipeline
                     _nat(pkt, a.nat)
         if found is not None:
@@ -379,6 +387,12 @@ class _Conn:
 
     orig: tuple[Any, ...]
     nat: NAT | None
+
+
+def _nat_flag(nat: NAT, reply: bool) -> int:
+    """The ct_state bit conntrack sets on a packet it translated: +snat / +dnat for what changed in it (a
+    reply of a DNAT'ed connection has its source changed: +snat)."""
+    return CT_DNAT if (nat.kind == "dst") != reply else CT_SNAT
 
 
 def _translate(pkt: dict[str, Any], conn: _Conn, reply: bool) -> None:

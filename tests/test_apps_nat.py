@@ -447,3 +447,34 @@ def test_a_vm_pinging_another_routers_gateway_address_gets_the_reply_through_its
         assert res.ports == [w.ofport(p["a1"])], res.format()
         h = res.outputs[0].headers
         assert (h["ipv4_src"], h["ipv4_dst"], h["icmpv4_type"], h["nw_ttl"]) == (addr, "10.0.0.10", 0, ttl)
+
+
+def test_a_retried_first_packet_to_a_floating_ip_still_reaches_the_vm() -> None:
+    """The first packet's reply can be lost on the gateway chassis (its external next hop unknown yet: it goes to
+    the controller before snat sees it): the connection stays new in conntrack, its DNAT committed. A retry on
+    the same ports (the next echo request of one ping, a TCP SYN retransmission) comes out of ct(nat) already
+    translated and still new: it must go on to the VM, and the next reply must leave as the floating IP."""
+    w, p = nat_world()
+    allow_ingress(w)
+    fip = add_fip(w, "a1")
+    w.neighbors["ext"] = {}
+    sw = w.switch("hv1")
+    first = sw.walk(from_outside(w, fip.address, sport=5555, dport=22))
+    assert first.ports == [w.ofport(p["a1"])], first.format()
+    reply = {"in_port": w.ofport(p["a1"]), "eth_src": p["a1"].mac, "eth_dst": w.topo.ports["r-a"].mac,
+             "eth_type": 0x0800, "nw_ttl": 64, "ipv4_src": "10.0.0.10", "ipv4_dst": EXT_HOST[0], "ip_proto": 6,
+             "tcp_src": 22, "tcp_dst": 5555}
+    lost = sw.walk(reply)
+    assert lost.ports == ["CONTROLLER"], lost.format()  # the next hop is unknown: the reply is lost
+    # the controller learns the next hop; the switch (and its conntrack) stays the same
+    w.neighbors["ext"] = {EXT_HOST[0]: EXT_HOST[1]}
+    learnt = w.switch("hv1")
+    learnt.conntrack, learnt.answered = sw.conntrack, sw.answered
+    again = learnt.walk(from_outside(w, fip.address, sport=5555, dport=22))
+    assert again.ports == [w.ofport(p["a1"])], again.format()
+    assert again.outputs[0].headers["ipv4_dst"] == "10.0.0.10"
+    back = learnt.walk(reply)
+    assert back.ports == [PATCH], back.format()
+    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (fip.address, EXT_HOST[0])
+    # a connection to the fixed IP that was never DNAT'ed is still refused
+    assert learnt.walk(from_outside(w, "10.0.0.10", sport=5556, dport=22)).ports == []

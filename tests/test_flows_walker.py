@@ -298,3 +298,37 @@ def test_an_icmp_echo_reply_opens_no_connection_but_answers_a_request():
     assert any("ct_state=0x21" in s.note for s in walk({**echo, "icmpv4_type": 8}).steps)  # trk+new
     reply = walk({**echo, "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1", "icmpv4_type": 0})
     assert any("ct_state=0x2a" in s.note for s in reply.steps), reply.format()  # trk+est+rpl
+
+
+def test_a_committed_connection_stays_new_until_answered_and_translated_packets_carry_the_nat_flag():
+    """As OVS's conntrack: a second packet before any reply is +new (already translated: +dnat); the reply
+    is +est+rpl (its source un-DNAT'ed: +snat); the originator's packets are +est from then on."""
+    from flows.walker import CT_DNAT, CT_RPL, CT_SNAT
+
+    flows = [
+        Flow("classify", P.MATCH, {"in_port": 1}, [A.Goto("l2_lookup")]),
+        Flow("classify", P.MATCH, {"in_port": 2}, [A.Goto("l2_lookup")]),
+        Flow("l2_lookup", P.MATCH, {}, [A.Goto("dnat")]),
+        Flow("dnat", P.MATCH(1), {"eth_type": 0x800, "ct_state": (0, CT_TRK)},
+             [A.CT(zone=9, nat=A.NAT(), table="dnat")]),
+        Flow("dnat", P.MATCH(2), {"eth_type": 0x800, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW),
+                                  "ipv4_dst": "203.0.113.5"},
+             [A.CT(commit=True, zone=9, nat=A.NAT("dst", "10.0.0.5"), table="l3_lookup")]),
+        Flow("dnat", P.MATCH(0), {"eth_type": 0x800, "ct_state": (CT_TRK, CT_TRK)}, [A.Goto("l3_lookup")]),
+        Flow("l3_lookup", P.MATCH, {}, [A.Output(7)]),
+    ]
+    sw = Switch(flows)
+    fwd = {"in_port": 1, "eth_type": 0x800, "ipv4_src": "198.51.100.1", "ipv4_dst": "203.0.113.5",
+           "ip_proto": 6, "tcp_src": 4000, "tcp_dst": 80}
+    rpl = {"in_port": 2, "eth_type": 0x800, "ipv4_src": "10.0.0.5", "ipv4_dst": "198.51.100.1",
+           "ip_proto": 6, "tcp_src": 80, "tcp_dst": 4000}
+
+    def states(pkt: dict) -> list[int]:  # type: ignore[type-arg]
+        res = sw.walk(pkt)
+        assert res.ports == [7], res.format()
+        return [int(st.note.split("ct_state=")[1], 16) for st in res.steps if "ct_state=" in st.note]
+
+    assert states(fwd) == [CT_TRK | CT_NEW, CT_TRK | CT_NEW | CT_DNAT]  # looked up, then committed with DNAT
+    assert states(fwd) == [CT_TRK | CT_NEW | CT_DNAT]  # no reply yet: still new, already translated by ct(nat)
+    assert states(rpl) == [CT_TRK | CT_EST | CT_RPL | CT_SNAT]
+    assert states(fwd) == [CT_TRK | CT_EST | CT_DNAT]
