@@ -276,7 +276,7 @@ class Dataplane:
             else:
                 self._push(chassis_id, delta, self.state.revision)
             old_vifs = set() if first or old_runtime is None else set(old_runtime.vifs)
-            self._rebind(topo, set(runtime.vifs) ^ old_vifs)
+            self._rebind(topo, set(runtime.vifs) ^ old_vifs, warn=True)
             self._after_change()
         self._work.put(functools.partial(self._update_statuses, chassis_id))
 
@@ -337,12 +337,13 @@ class Dataplane:
         """Each chassis's VIFs (port ids) as its OVSDB last reported them (chassis not heard from: none)."""
         return {ch: frozenset(p.runtime.vifs) for ch, p in self.planes.items() if p.runtime is not None}
 
-    def _rebind(self, topo: Topology, port_ids: Iterable[str]) -> None:
+    def _rebind(self, topo: Topology, port_ids: Iterable[str], warn: bool = False) -> None:
         """Bind the ports among `port_ids` whose binding is not what topology.binding says: a write of its
-        own, queued (we are under the model lock, inside a write or a chassis report)."""
+        own, queued (we are under the model lock, inside a write or a chassis report). `warn`: log a VIF
+        reported for a port pinned elsewhere (once per report, not on every write of the port)."""
         reports = self.reports()
         todo = binding.stale(topo, reports, port_ids)
-        for pid in port_ids:
+        for pid in port_ids if warn else ():
             port = topo.ports.get(pid)
             if port is not None and (elsewhere := binding.conflicts(port, reports)):
                 log.warning("port %s is pinned to chassis %s; its VIF on %s is ignored", pid,
