@@ -63,10 +63,8 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect()
-        if not self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
-            # a new file: freed pages can be returned in small steps (vacuum_step) instead of a blocking VACUUM
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._db = self._connect(new_file=fresh)
         self._db.executescript(SCHEMA)
         if "ts" not in {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}:
             self._db.execute("ALTER TABLE changes ADD COLUMN ts REAL")  # stores from before compaction
@@ -77,8 +75,12 @@ class Store:
         self.longest_maintenance_hold = 0.0
         self.compacted_revision = self._read_compacted_revision()
 
-    def _connect(self, synchronous: str = "FULL") -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "FULL", new_file: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        if new_file:
+            # before anything writes the header: freed pages can then be given back in small steps
+            # (vacuum_step) instead of by a VACUUM, which would block writes while it rewrites the file
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")
         return db
@@ -276,10 +278,10 @@ class Store:
             surplus = free - int(keep_free * (pages - free))
             if surplus < 64:  # not worth a transaction
                 return 0
-            n = min(max_pages, surplus)
-            db.execute(f"PRAGMA incremental_vacuum({n})").fetchall()
+            # executescript steps the pragma to the end (execute frees one page per step taken, i.e. one)
+            db.executescript(f"PRAGMA incremental_vacuum({min(max_pages, surplus)});")
             self._note_hold(time.monotonic() - t0)
-            return n
+            return int(free - db.execute("PRAGMA freelist_count").fetchone()[0])
 
     def _note_hold(self, seconds: float) -> None:
         self.longest_maintenance_hold = max(self.longest_maintenance_hold, seconds)
