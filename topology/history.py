@@ -42,6 +42,7 @@ class RoundStats:
     wal_truncated: bool = False
     pages_freed: int = 0
     seconds: float = 0.0
+    longest_step_s: float = 0.0  # the longest the write lock was held by one step (compaction, vacuum, truncate)
 
 
 class Compactor:
@@ -92,6 +93,7 @@ class Compactor:
             n, stats.compacted_revision = self.store.compact_batch(max_revision, before_ts, self.policy.batch_rows)
             if not n:
                 break
+            stats.longest_step_s = max(stats.longest_step_s, time.monotonic() - s0)
             stats.rows += n
             stats.steps += 1
             self.rows_dropped += n
@@ -102,9 +104,12 @@ class Compactor:
                 freed = self.store.vacuum_step()
                 if not freed:
                     break
+                stats.longest_step_s = max(stats.longest_step_s, time.monotonic() - s0)
                 stats.pages_freed += freed
                 time.sleep(time.monotonic() - s0)
-        stats.wal_truncated = self.store.checkpoint().truncated
+        ckpt = self.store.checkpoint()
+        stats.wal_truncated = ckpt.truncated
+        stats.longest_step_s = max(stats.longest_step_s, ckpt.locked_s)
         stats.seconds = time.monotonic() - t0
         self.last_round = stats
         if stats.rows:

@@ -52,11 +52,13 @@ class HistoryCompacted(Exception):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What one `checkpoint()` did: WAL frames before and after, and whether the WAL file was truncated."""
+    """What one `checkpoint()` did: WAL frames and how many were copied, whether the WAL file was truncated,
+    and how long that held the write lock."""
 
     wal_frames: int
     checkpointed: int
     truncated: bool
+    locked_s: float = 0.0
 
 
 class Store:
@@ -201,6 +203,8 @@ class Store:
         # on power loss only keeps more history); the checkpoint still syncs the database file
         if self._maint is None:
             self._maint = self._connect("NORMAL")
+            # its commits happen under the write lock: leave checkpoints to `checkpoint`, which copies unlocked
+            self._maint.execute("PRAGMA wal_autocheckpoint=0")
         return self._maint
 
     def compact_batch(self, max_revision: int, before_ts: float | None, limit: int = 500) -> tuple[int, int]:
@@ -252,7 +256,7 @@ class Store:
         for readers still on an older snapshot (then the next round does it)."""
         db = self._maintenance_db()
         _busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        truncated = False
+        truncated, held = False, 0.0
         if truncate and frames > 0 and done == frames:
             with self._lock:
                 t0 = time.monotonic()
@@ -262,8 +266,18 @@ class Store:
                 finally:
                     db.execute("PRAGMA busy_timeout=30000")
                 truncated = not busy
-                self._note_hold(time.monotonic() - t0)
-        return Checkpoint(frames, done, truncated)
+                held = time.monotonic() - t0
+                self._note_hold(held)
+        return Checkpoint(frames, done, truncated, held)
+
+    def checkpoint_truncate_locked(self) -> float:
+        """TRUNCATE straight away under the write lock (copying the whole WAL there); seconds held. Only to
+        measure what `checkpoint` avoids (bench/bench_store.py)."""
+        db = self._maintenance_db()
+        with self._lock:
+            t0 = time.monotonic()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return time.monotonic() - t0
 
     def vacuum_step(self, max_pages: int = 256, keep_free: float = 0.25) -> int:
         """Return up to `max_pages` free pages to the file system (incremental auto-vacuum stores only), while

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Store size under steady churn: N writes (port and network creates and deletes through topology.ops and
+State, as the API makes them; 500 ports stay alive) on a real SQLite file, once without compaction (the
+baseline) and once with the background Compactor at the default policy, in the same run. Prints the database
+and WAL size every N/10 writes, the final ratio, write latency (p50/p99/max: the longest stall a writer saw)
+in both, the longest the compactor held the write lock in one step, and what a plain TRUNCATE checkpoint of
+the baseline's WAL would have held it.
+
+    .venv/bin/python bench/bench_store.py               # 100k writes, 3 runs
+    .venv/bin/python bench/bench_store.py --quick       # 10k writes, 1 run, a smaller history (smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from topology import ops
+from topology.history import Compactor, HistoryPolicy
+from topology.records import Network, Port, Subnet
+from topology.state import State
+
+LIVE_PORTS = 500
+
+
+@dataclass
+class Run:
+    label: str
+    samples: list[tuple[int, int, int, int]] = field(default_factory=list)  # (writes, db, wal, history rows)
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    longest_hold_s: float = 0.0
+    rounds: int = 0
+    truncate_all_s: float = 0.0  # baseline: a TRUNCATE checkpoint of the whole WAL under the lock
+    loadavg: tuple[float, float] = (0.0, 0.0)
+
+    def pct(self, q: float) -> float:
+        s = sorted(self.latencies)
+        return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def churn(state: State, writes: int, every: int, run: Run) -> None:
+    """Each step of 4 writes: create port i, delete port i-LIVE_PORTS, create network, delete it."""
+
+    def timed(fn) -> None:  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        state.write(fn)
+        run.latencies.append(time.perf_counter() - t0)
+        if len(run.latencies) % every == 0:
+            sizes = state.store.sizes()
+            run.samples.append((len(run.latencies), sizes["db"], sizes["wal"], state.store.history_rows()))
+
+    timed(lambda t, r, n: ops.create_network(t, Network(id="base", tenant="t"), r, n))
+    timed(lambda t, r, n: ops.create_subnet(t, Subnet(id="s", tenant="t", network_id="base", cidr="10.0.0.0/16"),
+                                            False, r, n))
+    i = 0
+    while len(run.latencies) < writes:
+        pid, old, net = f"p{i}", f"p{i - LIVE_PORTS}", f"n{i}"
+        timed(lambda t, r, n, pid=pid: ops.create_port(t, Port(id=pid, tenant="t", network_id="base", mac=""),
+                                                       [], r, n))
+        if i >= LIVE_PORTS:
+            timed(lambda t, r, n, old=old: ops.delete_port(t, t.ports[old], r, n))
+        timed(lambda t, r, n, net=net: ops.create_network(t, Network(id=net, tenant="t"), r, n))
+        timed(lambda t, r, n, net=net: ops.delete_network(t, t.networks[net], False, r, n))
+        i += 1
+
+
+def one(label: str, writes: int, policy: HistoryPolicy | None) -> Run:
+    tmp = Path(tempfile.mkdtemp(prefix="sdn-bench-store-"))
+    state = State(tmp / "topology.sqlite")
+    run = Run(label)
+    compactor = Compactor(state.store, policy) if policy is not None else None
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    if compactor is not None:
+        compactor.start()
+    churn(state, writes, max(1, writes // 10), run)
+    run.seconds = time.perf_counter() - t0
+    if compactor is not None:
+        compactor.stop()
+        run.longest_hold_s = state.store.longest_maintenance_hold
+    else:
+        run.truncate_all_s = state.store.checkpoint_truncate_locked()
+    run.loadavg = (load0, os.getloadavg()[0])
+    state.close()
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    return run
+
+
+def end_kib(run: Run) -> float:
+    """Database + WAL at the last sample."""
+    return (run.samples[-1][1] + run.samples[-1][2]) / 1024
+
+
+def show(run: Run) -> None:
+    print(f"  {run.label}: {len(run.latencies)} writes in {run.seconds:.1f} s "
+          f"({len(run.latencies) / run.seconds:.0f}/s), load average {run.loadavg[0]:.2f} -> {run.loadavg[1]:.2f}")
+    print("    writes      db KiB   WAL KiB   history rows")
+    for n, db, wal, rows in run.samples:
+        print(f"    {n:>7}  {db / 1024:>9.0f} {wal / 1024:>9.0f} {rows:>12}")
+    print(f"    write latency p50 {run.pct(0.5) * 1e3:.2f} ms, p99 {run.pct(0.99) * 1e3:.2f} ms, "
+          f"max {max(run.latencies) * 1e3:.1f} ms")
+    if run.longest_hold_s:
+        print(f"    longest compactor step holding the write lock: {run.longest_hold_s * 1e3:.1f} ms")
+    if run.truncate_all_s:
+        print(f"    TRUNCATE checkpoint of this WAL under the write lock: {run.truncate_all_s * 1e3:.1f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10k writes, 1 run, 1000 revisions kept (smoke)")
+    ap.add_argument("--writes", type=int, help="writes per run (default 100000; quick 10000)")
+    ap.add_argument("--runs", type=int, help="runs of each (default 3; quick 1)")
+    args = ap.parse_args()
+    writes = args.writes or (10_000 if args.quick else 100_000)
+    runs = args.runs or (1 if args.quick else 3)
+    policy = HistoryPolicy(revisions=1000, interval_s=0.5) if args.quick else HistoryPolicy()
+    print(f"{writes} writes per run, {runs} run(s); compaction policy {policy}")
+    results: list[tuple[Run, Run]] = []
+    for k in range(runs):
+        print(f"run {k + 1}")
+        base = one("baseline (no compaction)", writes, None)
+        show(base)
+        comp = one("with compaction", writes, policy)
+        show(comp)
+        results.append((base, comp))
+
+    def summary(name: str, values: list[float], fmt: str) -> None:
+        print(f"  {name}: min {fmt.format(min(values))}, median {fmt.format(statistics.median(values))}, "
+              f"max {fmt.format(max(values))}")
+
+    print(f"summary over {runs} run(s)")
+    summary("baseline db+WAL at the end, KiB", [end_kib(b) for b, _ in results], "{:.0f}")
+    summary("compacted db+WAL at the end, KiB", [end_kib(c) for _, c in results], "{:.0f}")
+    summary("compacted ÷ baseline size", [end_kib(c) / end_kib(b) for b, c in results], "{:.3f}")
+    half = [c.samples[len(c.samples) // 2] for _, c in results]
+    summary("compacted: growth from mid-run to the end, KiB",
+            [end_kib(c) - (h[1] + h[2]) / 1024 for (_, c), h in zip(results, half, strict=True)], "{:+.0f}")
+    summary("writes/s with ÷ without compaction",
+            [(len(c.latencies) / c.seconds) / (len(b.latencies) / b.seconds) for b, c in results], "{:.2f}")
+    summary("max write latency without compaction, ms", [max(b.latencies) * 1e3 for b, _ in results], "{:.1f}")
+    summary("max write latency with compaction, ms", [max(c.latencies) * 1e3 for _, c in results], "{:.1f}")
+    summary("p99 write latency with ÷ without", [c.pct(0.99) / b.pct(0.99) for b, c in results], "{:.2f}")
+    summary("longest compactor step holding the write lock, ms", [c.longest_hold_s * 1e3 for _, c in results],
+            "{:.1f}")
+    summary("TRUNCATE of the baseline's whole WAL under the lock, ms", [b.truncate_all_s * 1e3 for b, _ in results],
+            "{:.1f}")
+
+
+if __name__ == "__main__":
+    main()
