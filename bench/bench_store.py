@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,18 +122,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10k writes, 1 run, 1000 revisions kept (smoke)")
     ap.add_argument("--writes", type=int, help="writes per run (default 100000; quick 10000)")
     ap.add_argument("--runs", type=int, help="runs of each (default 3; quick 1)")
+    ap.add_argument("--wal-truncate", choices=["idle", "always", "never"], default="idle",
+                    help="when a round truncates the WAL file (default idle, as the controller)")
+    ap.add_argument("--no-vacuum", action="store_true", help="keep free pages on the freelist")
     args = ap.parse_args()
     writes = args.writes or (10_000 if args.quick else 100_000)
     runs = args.runs or (1 if args.quick else 3)
-    policy = HistoryPolicy(revisions=1000, interval_s=0.5) if args.quick else HistoryPolicy()
+    policy = replace(HistoryPolicy(revisions=1000, interval_s=0.5) if args.quick else HistoryPolicy(),
+                     wal_truncate=args.wal_truncate, vacuum=not args.no_vacuum)
     print(f"{writes} writes per run, {runs} run(s); compaction policy {policy}")
     results: list[tuple[Run, Run]] = []
     for k in range(runs):
-        print(f"run {k + 1}")
+        print(f"run {k + 1}", flush=True)
         base = one("baseline (no compaction)", writes, None)
         show(base)
         comp = one("with compaction", writes, policy)
         show(comp)
+        sys.stdout.flush()
         results.append((base, comp))
 
     def summary(name: str, values: list[float], fmt: str) -> None:

@@ -26,6 +26,11 @@ class HistoryPolicy:
     age_s: float = 3600.0  # drop changes committed longer ago than this (0 = no age bound)
     interval_s: float = 5.0  # between compaction rounds
     batch_rows: int = 500  # change rows per step; the write lock is held for one step at a time
+    # truncate the WAL file after a complete checkpoint: "idle" (only if nothing was written since the last
+    # round: a busy store refills it at once, and a growing WAL makes each write's fsync dearer), "always",
+    # "never" (SQLite's auto-checkpoint still bounds it near 1000 pages)
+    wal_truncate: str = "idle"
+    vacuum: bool = True  # give a large free-page surplus back to the file system (incremental auto-vacuum)
 
     @property
     def enabled(self) -> bool:
@@ -53,6 +58,7 @@ class Compactor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rows_dropped = 0  # since start, for metrics
+        self._last_revision = -1  # the head at the previous round: unchanged means idle
         self.last_round: RoundStats | None = None
 
     def start(self) -> None:
@@ -74,10 +80,10 @@ class Compactor:
             except Exception:  # a failed round only keeps history longer; the next one retries
                 log.exception("store compaction round failed")
 
-    def due(self, now: float) -> tuple[int, float | None]:
+    def due(self, head: int, now: float) -> tuple[int, float | None]:
         """(highest revision due by count, commit time before which changes are due by age, or None)."""
         p = self.policy
-        by_count = self.store.revision() - p.revisions if p.revisions > 0 else 0
+        by_count = head - p.revisions if p.revisions > 0 else 0
         return by_count, (now - p.age_s if p.age_s > 0 else None)
 
     def run_once(self, now: float | None = None) -> RoundStats:
@@ -87,7 +93,9 @@ class Compactor:
         if not self.policy.enabled:
             return stats
         t0 = time.monotonic()
-        max_revision, before_ts = self.due(self._clock() if now is None else now)
+        head = self.store.committed_revision()
+        idle, self._last_revision = head == self._last_revision, head
+        max_revision, before_ts = self.due(head, self._clock() if now is None else now)
         while not self._stop.is_set():
             s0 = time.monotonic()
             n, stats.compacted_revision = self.store.compact_batch(max_revision, before_ts, self.policy.batch_rows)
@@ -98,7 +106,7 @@ class Compactor:
             stats.steps += 1
             self.rows_dropped += n
             time.sleep(time.monotonic() - s0)
-        if stats.rows:
+        if stats.rows and self.policy.vacuum:
             while not self._stop.is_set():
                 s0 = time.monotonic()
                 freed = self.store.vacuum_step()
@@ -107,7 +115,8 @@ class Compactor:
                 stats.longest_step_s = max(stats.longest_step_s, time.monotonic() - s0)
                 stats.pages_freed += freed
                 time.sleep(time.monotonic() - s0)
-        ckpt = self.store.checkpoint()
+        mode = self.policy.wal_truncate
+        ckpt = self.store.checkpoint(truncate=mode == "always" or (mode == "idle" and idle))
         stats.wal_truncated = ckpt.truncated
         stats.longest_step_s = max(stats.longest_step_s, ckpt.locked_s)
         stats.seconds = time.monotonic() - t0

@@ -207,6 +207,12 @@ class Store:
             self._maint.execute("PRAGMA wal_autocheckpoint=0")
         return self._maint
 
+    def committed_revision(self) -> int:
+        """The revision on disk, read on the compactor's own connection: never a transaction still open on
+        the writer's connection (which `revision()`, sharing it, could see)."""
+        row = self._maintenance_db().execute("SELECT value FROM meta WHERE key='revision'").fetchone()
+        return int(row[0]) if row else 0
+
     def compact_batch(self, max_revision: int, before_ts: float | None, limit: int = 500) -> tuple[int, int]:
         """Drop the oldest changes, whole revisions only, about `limit` rows (a single larger revision goes
         whole): those of a revision <= `max_revision` or committed before `before_ts` (None: no age bound).
@@ -279,7 +285,7 @@ class Store:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             return time.monotonic() - t0
 
-    def vacuum_step(self, max_pages: int = 256, keep_free: float = 0.25) -> int:
+    def vacuum_step(self, max_pages: int = 256, keep_free: float = 1.0) -> int:
         """Return up to `max_pages` free pages to the file system (incremental auto-vacuum stores only), while
         more than `keep_free` of the file is free: some slack stays for churn to reuse. Returns pages freed."""
         with self._lock:
