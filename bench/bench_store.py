@@ -2,9 +2,10 @@
 """Store size under steady churn: N writes (port and network creates and deletes through topology.ops and
 State, as the API makes them; 500 ports stay alive) on a real SQLite file, once without compaction (the
 baseline) and once with the background Compactor at the default policy, in the same run. Prints the database
-and WAL size every N/10 writes, the final ratio, write latency (p50/p99/max: the longest stall a writer saw)
-in both, the longest the compactor held the write lock in one step, and what a plain TRUNCATE checkpoint of
-the baseline's WAL would have held it.
+and WAL size every N/10 writes, the final ratio, write latency (p50/p99/max) in both, the longest a write's
+commit waited for the write lock (with one writer only the compactor can hold it: the stall it caused), the
+longest the compactor held the lock in one step, and what a plain TRUNCATE checkpoint of the baseline's WAL
+would have held it.
 
     .venv/bin/python bench/bench_store.py               # 100k writes, 3 runs
     .venv/bin/python bench/bench_store.py --quick       # 10k writes, 1 run, a smaller history (smoke)
@@ -39,6 +40,7 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     longest_hold_s: float = 0.0
+    longest_wait_s: float = 0.0  # the longest a write's commit waited for the write lock
     rounds: int = 0
     truncate_all_s: float = 0.0  # baseline: a TRUNCATE checkpoint of the whole WAL under the lock
     loadavg: tuple[float, float] = (0.0, 0.0)
@@ -85,6 +87,7 @@ def one(label: str, writes: int, policy: HistoryPolicy | None) -> Run:
         compactor.start()
     churn(state, writes, max(1, writes // 10), run)
     run.seconds = time.perf_counter() - t0
+    run.longest_wait_s = state.store.longest_write_wait
     if compactor is not None:
         compactor.stop()
         run.longest_hold_s = state.store.longest_maintenance_hold
@@ -111,6 +114,7 @@ def show(run: Run) -> None:
         print(f"    {n:>7}  {db / 1024:>9.0f} {wal / 1024:>9.0f} {rows:>12}")
     print(f"    write latency p50 {run.pct(0.5) * 1e3:.2f} ms, p99 {run.pct(0.99) * 1e3:.2f} ms, "
           f"max {max(run.latencies) * 1e3:.1f} ms")
+    print(f"    longest wait of a commit for the write lock: {run.longest_wait_s * 1e3:.1f} ms")
     if run.longest_hold_s:
         print(f"    longest compactor step holding the write lock: {run.longest_hold_s * 1e3:.1f} ms")
     if run.truncate_all_s:
@@ -157,6 +161,10 @@ def main() -> None:
     summary("max write latency without compaction, ms", [max(b.latencies) * 1e3 for b, _ in results], "{:.1f}")
     summary("max write latency with compaction, ms", [max(c.latencies) * 1e3 for _, c in results], "{:.1f}")
     summary("p99 write latency with ÷ without", [c.pct(0.99) / b.pct(0.99) for b, c in results], "{:.2f}")
+    summary("longest wait of a commit for the write lock without compaction, ms",
+            [b.longest_wait_s * 1e3 for b, _ in results], "{:.1f}")
+    summary("longest wait of a commit for the write lock with compaction (the stall it caused), ms",
+            [c.longest_wait_s * 1e3 for _, c in results], "{:.1f}")
     summary("longest compactor step holding the write lock, ms", [c.longest_hold_s * 1e3 for _, c in results],
             "{:.1f}")
     summary("TRUNCATE of the baseline's whole WAL under the lock, ms", [b.truncate_all_s * 1e3 for b, _ in results],

@@ -75,6 +75,8 @@ class Store:
         self._maint: sqlite3.Connection | None = None  # the compactor's connection (synchronous=NORMAL)
         #: the longest the compactor held the write lock in one step (seconds), for benchmarks and metrics
         self.longest_maintenance_hold = 0.0
+        #: the longest a commit waited for the write lock (seconds): the stall maintenance caused a write
+        self.longest_write_wait = 0.0
         self.compacted_revision = self._read_compacted_revision()
 
     def _connect(self, synchronous: str = "FULL", new_file: bool = False) -> sqlite3.Connection:
@@ -158,7 +160,10 @@ class Store:
 
     def commit_many(self, writes: list[tuple[int, list[Change]]]) -> None:
         """Persist several writes (in revision order) in one transaction and one fsync: all or nothing."""
+        t0 = time.monotonic()
         with self._lock:
+            # with group commit only one writer commits at a time: a wait here is the compactor's doing
+            self.longest_write_wait = max(self.longest_write_wait, time.monotonic() - t0)
             db = self._db
             # commit time of the changes, for compaction by age; never going back, so it grows with seq
             self._last_ts = ts = max(self._last_ts, time.time())
