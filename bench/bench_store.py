@@ -14,11 +14,13 @@ would have held it.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -101,6 +103,41 @@ def one(label: str, writes: int, policy: HistoryPolicy | None) -> Run:
     return run
 
 
+def wal_growth_cost(rounds: int, writes: int = 400) -> tuple[list[float], list[float]]:
+    """Median write latency of `writes` writes after the WAL file was truncated (it grows again) and after
+    a checkpoint that leaves it at its size (it is rewound and reused), alternating `rounds` times."""
+    tmp = Path(tempfile.mkdtemp(prefix="sdn-bench-wal-"))
+    state = State(tmp / "topology.sqlite")
+    run = Run("wal")
+    churn(state, 2 * writes, 10**9, run)  # the WAL is at its auto-checkpoint size now
+    grown, reused = [], []
+    for k in range(rounds):
+        for truncate, out in ((True, grown), (False, reused)):
+            if truncate:
+                state.store.checkpoint_truncate_locked()
+            else:
+                state.store.checkpoint(truncate=False)
+            start = len(run.latencies)
+            churn_more(state, writes, f"w{k}{int(truncate)}-", run)
+            out.append(statistics.median(run.latencies[start:]))
+    state.close()
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    return grown, reused
+
+
+def churn_more(state: State, writes: int, prefix: str, run: Run) -> None:
+    """`writes` more writes: network creates and deletes."""
+    for i in range(writes // 2):
+        net = f"{prefix}{i}"
+        for fn in (lambda t, r, n, net=net: ops.create_network(t, Network(id=net, tenant="t"), r, n),
+                   lambda t, r, n, net=net: ops.delete_network(t, t.networks[net], False, r, n)):
+            t0 = time.perf_counter()
+            state.write(fn)
+            run.latencies.append(time.perf_counter() - t0)
+
+
 def end_kib(run: Run) -> float:
     """Database + WAL at the last sample."""
     return (run.samples[-1][1] + run.samples[-1][2]) / 1024
@@ -129,6 +166,8 @@ def main() -> None:
     ap.add_argument("--wal-truncate", choices=["idle", "always", "never"], default="idle",
                     help="when a round truncates the WAL file (default idle, as the controller)")
     ap.add_argument("--no-vacuum", action="store_true", help="keep free pages on the freelist")
+    ap.add_argument("--sequential", action="store_true", help="baseline first, then compaction (default: "
+                    "both at once in two processes)")
     args = ap.parse_args()
     writes = args.writes or (10_000 if args.quick else 100_000)
     runs = args.runs or (1 if args.quick else 3)
@@ -138,12 +177,19 @@ def main() -> None:
     results: list[tuple[Run, Run]] = []
     for k in range(runs):
         print(f"run {k + 1}", flush=True)
-        base = one("baseline (no compaction)", writes, None)
+        if args.sequential:
+            base = one("baseline (no compaction)", writes, None)
+            comp = one("with compaction", writes, policy)
+        else:  # side by side, one process each: machine load from elsewhere hits both alike
+            with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+                fb = pool.submit(one, "baseline (no compaction)", writes, None)
+                fc = pool.submit(one, "with compaction", writes, policy)
+                base, comp = fb.result(), fc.result()
         show(base)
-        comp = one("with compaction", writes, policy)
         show(comp)
         sys.stdout.flush()
         results.append((base, comp))
+    growth = wal_growth_cost(5 if args.quick else 10)
 
     def summary(name: str, values: list[float], fmt: str) -> None:
         print(f"  {name}: min {fmt.format(min(values))}, median {fmt.format(statistics.median(values))}, "
@@ -167,6 +213,10 @@ def main() -> None:
             [c.longest_wait_s * 1e3 for _, c in results], "{:.1f}")
     summary("longest compactor step holding the write lock, ms", [c.longest_hold_s * 1e3 for _, c in results],
             "{:.1f}")
+    summary("median write after a WAL TRUNCATE (the file grows again), ms", [g * 1e3 for g in growth[0]],
+            "{:.2f}")
+    summary("median write after a PASSIVE checkpoint (the WAL is reused), ms", [g * 1e3 for g in growth[1]],
+            "{:.2f}")
     summary("TRUNCATE of the baseline's whole WAL under the lock, ms", [b.truncate_all_s * 1e3 for b, _ in results],
             "{:.1f}")
 
