@@ -110,7 +110,8 @@ def wal_growth_cost(rounds: int, writes: int = 400) -> tuple[list[float], list[f
     state = State(tmp / "topology.sqlite")
     run = Run("wal")
     churn(state, 2 * writes, 10**9, run)  # the WAL is at its auto-checkpoint size now
-    grown, reused = [], []
+    grown: list[float] = []
+    reused: list[float] = []
     for k in range(rounds):
         for truncate, out in ((True, grown), (False, reused)):
             if truncate:

@@ -22,7 +22,7 @@ from tests.conftest import ControllerProcess, InProcessServer
 from topology import ops
 from topology.history import Compactor, HistoryPolicy
 from topology.records import Network, Port, Subnet
-from topology.state import State
+from topology.state import State, WriteFn
 from topology.store import HistoryCompacted
 
 
@@ -32,14 +32,20 @@ def seed(state: State) -> None:
                                                             cidr="10.0.0.0/16"), False, r, n))
 
 
+def create_port(pid: str) -> WriteFn:
+    return lambda t, r, now: ops.create_port(t, Port(id=pid, tenant="t", network_id="n", mac=""), [], r, now)
+
+
+def delete_port(pid: str) -> WriteFn:
+    return lambda t, r, now: ops.delete_port(t, t.ports[pid], r, now)
+
+
 def churn(state: State, prefix: str, n: int, keep_every: int = 0) -> None:
     """n port creates and deletes; every `keep_every`-th port stays."""
     for i in range(n):
-        pid = f"{prefix}{i}"
-        state.write(lambda t, r, now, pid=pid: ops.create_port(t, Port(id=pid, tenant="t", network_id="n",
-                                                                         mac=""), [], r, now))
+        state.write(create_port(f"{prefix}{i}"))
         if not keep_every or i % keep_every:
-            state.write(lambda t, r, now, pid=pid: ops.delete_port(t, t.ports[pid], r, now))
+            state.write(delete_port(f"{prefix}{i}"))
 
 
 def error_info(err: grpc.RpcError) -> tuple[grpc.StatusCode, dict[str, str], str, list[str], str]:
