@@ -4,6 +4,7 @@ losing any, shrinks the files, and a Watch from a compacted revision is told to 
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -254,3 +255,29 @@ def test_controller_compacts_in_the_background_with_its_flags(tmp_path: Path) ->
         channel.close()
     finally:
         ctl.stop()
+
+
+def test_a_store_from_before_compaction_opens_and_compacts(tmp_path: Path) -> None:
+    """A file without `changes.ts` or a compacted revision: the column is added, the revision is derived from
+    the first change kept, and its undated changes count as older than any dated one."""
+    path = tmp_path / "topology.sqlite"
+    state = State(path)
+    seed(state)
+    churn(state, "p", 10, keep_every=2)
+    state.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE changes DROP COLUMN ts")
+    db.execute("DELETE FROM changes WHERE revision <= 3")  # as the old compact() could have left it
+    db.execute("DELETE FROM meta WHERE key='compacted_revision'")
+    db.commit()
+    db.close()
+    state = State(path)
+    assert state.store.compacted_revision == 3 and len(state.topology.ports) == 5
+    churn(state, "q", 2)
+    head = state.revision
+    stats = Compactor(state.store, HistoryPolicy(revisions=0, age_s=60.0)).run_once(now=time.time())
+    assert stats.compacted_revision == head - 4  # the undated ones went, the four new ones stay
+    state.close()
+    reopened = State(path)
+    assert len(reopened.topology.ports) == 5 and reopened.revision == head
+    reopened.close()
