@@ -273,6 +273,8 @@ def test_a_store_from_before_compaction_opens_and_compacts(tmp_path: Path) -> No
     db.close()
     state = State(path)
     assert state.store.compacted_revision == 3 and len(state.topology.ports) == 5
+    with pytest.raises(HistoryCompacted):
+        state.store.changes_since(2, state.revision)  # refused, not a silent gap
     churn(state, "q", 2)
     head = state.revision
     stats = Compactor(state.store, HistoryPolicy(revisions=0, age_s=60.0)).run_once(now=time.time())

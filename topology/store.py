@@ -78,6 +78,9 @@ class Store:
         #: the longest a commit waited for the write lock (seconds): the stall maintenance caused a write
         self.longest_write_wait = 0.0
         self.compacted_revision = self._read_compacted_revision()
+        # on disk too: changes_since checks it in its own snapshot
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('compacted_revision', ?)",
+                         (str(self.compacted_revision),))
 
     def _connect(self, synchronous: str = "FULL", new_file: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
