@@ -64,8 +64,8 @@ def churn(state: State, writes: int, every: int, run: Run) -> None:
             run.samples.append((len(run.latencies), sizes["db"], sizes["wal"], state.store.history_rows()))
 
     timed(lambda t, r, n: ops.create_network(t, Network(id="base", tenant="t"), r, n))
-    timed(lambda t, r, n: ops.create_subnet(t, Subnet(id="s", tenant="t", network_id="base", cidr="10.0.0.0/16"),
-                                            False, r, n))
+    subnet = Subnet(id="s", tenant="t", network_id="base", cidr="10.0.0.0/16")
+    timed(lambda t, r, n: ops.create_subnet(t, subnet, False, r, n))
     i = 0
     while len(run.latencies) < writes:
         pid, old, net = f"p{i}", f"p{i - LIVE_PORTS}", f"n{i}"
@@ -146,7 +146,8 @@ def end_kib(run: Run) -> float:
 
 def show(run: Run) -> None:
     print(f"  {run.label}: {len(run.latencies)} writes in {run.seconds:.1f} s "
-          f"({len(run.latencies) / run.seconds:.0f}/s), load average {run.loadavg[0]:.2f} -> {run.loadavg[1]:.2f}")
+          f"({len(run.latencies) / run.seconds:.0f}/s), "
+          f"load average {run.loadavg[0]:.2f} -> {run.loadavg[1]:.2f}")
     print("    writes      db KiB   WAL KiB   history rows")
     for n, db, wal, rows in run.samples:
         print(f"    {n:>7}  {db / 1024:>9.0f} {wal / 1024:>9.0f} {rows:>12}")
@@ -205,7 +206,8 @@ def main() -> None:
             [end_kib(c) - (h[1] + h[2]) / 1024 for (_, c), h in zip(results, half, strict=True)], "{:+.0f}")
     summary("writes/s with ÷ without compaction",
             [(len(c.latencies) / c.seconds) / (len(b.latencies) / b.seconds) for b, c in results], "{:.2f}")
-    summary("max write latency without compaction, ms", [max(b.latencies) * 1e3 for b, _ in results], "{:.1f}")
+    summary("max write latency without compaction, ms", [max(b.latencies) * 1e3 for b, _ in results],
+            "{:.1f}")
     summary("max write latency with compaction, ms", [max(c.latencies) * 1e3 for _, c in results], "{:.1f}")
     summary("p99 write latency with ÷ without", [c.pct(0.99) / b.pct(0.99) for b, c in results], "{:.2f}")
     summary("longest wait of a commit for the write lock without compaction, ms",
@@ -218,8 +220,8 @@ def main() -> None:
             "{:.2f}")
     summary("median write after a PASSIVE checkpoint (the WAL is reused), ms", [g * 1e3 for g in growth[1]],
             "{:.2f}")
-    summary("TRUNCATE of the baseline's whole WAL under the lock, ms", [b.truncate_all_s * 1e3 for b, _ in results],
-            "{:.1f}")
+    summary("TRUNCATE of the baseline's whole WAL under the lock, ms",
+            [b.truncate_all_s * 1e3 for b, _ in results], "{:.1f}")
 
 
 if __name__ == "__main__":

@@ -829,8 +829,9 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     def _compacted(self, start: int, compacted: int) -> ApiError:
         """etcd's answer to a watch from a compacted revision, with what the client needs to re-list."""
         return ApiError("OUT_OF_RANGE", "REVISION_COMPACTED",
-                        f"revision {start} is compacted (history is kept after revision {compacted}): re-list, "
-                        "e.g. Watch with start_revision 0 for a snapshot, then resume from its revision",
+                        f"revision {start} is compacted (history is kept after revision {compacted}): "
+                        "re-list, e.g. Watch with start_revision 0 for a snapshot, then resume from its "
+                        "revision",
                         [("start_revision", f"compacted; the oldest revision to resume from is {compacted}")],
                         metadata={"compacted_revision": str(compacted), "start_revision": str(start),
                                   "current_revision": str(self.state.durable_revision)})

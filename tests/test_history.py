@@ -1,5 +1,6 @@
 """Bounded change history: compaction keeps every object and whole revisions, runs beside writers without
-losing any, shrinks the files, and a Watch from a compacted revision is told to re-list (real gRPC channel)."""
+losing any, shrinks the files, and a Watch from a compacted revision is told to re-list (real gRPC
+channel)."""
 
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def test_compaction_by_age_and_off(tmp_path: Path) -> None:
     off = Compactor(state.store, HistoryPolicy(revisions=0, age_s=0))
     assert not off.policy.enabled and off.run_once().rows == 0
     by_age = Compactor(state.store, HistoryPolicy(revisions=0, age_s=10.0))
-    assert by_age.run_once(now=cut + 10.0).compacted_revision == head - 10  # only the 10 new writes are younger
+    # only the 10 newest writes are younger than 10 s then
+    assert by_age.run_once(now=cut + 10.0).compacted_revision == head - 10
     assert by_age.run_once(now=cut + 10.0).rows == 0  # nothing more is due
     state.close()
 
@@ -182,7 +184,8 @@ def test_watch_from_a_compacted_revision_is_out_of_range_and_says_re_list(server
 def test_watch_replaying_behind_a_compaction_ends_out_of_range_without_a_gap(server: InProcessServer,
                                                                            monkeypatch: pytest.MonkeyPatch
                                                                            ) -> None:
-    """A stream replaying old changes that a compaction overtakes ends with REVISION_COMPACTED: never skips."""
+    """A stream replaying old changes that a compaction overtakes ends with REVISION_COMPACTED, never
+    skips."""
     monkeypatch.setattr(northbound, "WATCH_BATCH_REVISIONS", 1)  # one revision per read: the race is wide
     api, state = server.api, server.state
     seed(state)

@@ -1,10 +1,10 @@
 """Bounded change history: a background thread compacts the store's change log, checkpoints the WAL and gives
 surplus free pages back, in small steps so that a write never waits long behind it.
 
-A change is dropped once it is more than `revisions` revisions behind the head or older than `age_s`, whichever
-comes first (0 turns that bound off; both 0: everything is kept). Only the change log shrinks: the current
-objects are the model itself and are never touched. A Watch resuming from before the compacted revision is
-told to re-list (controller/northbound.py).
+A change is dropped once it is more than `revisions` revisions behind the head or older than `age_s`,
+whichever comes first (0 turns that bound off; both 0: everything is kept). Only the change log shrinks:
+the current objects are the model itself and are never touched. A Watch resuming from before the compacted
+revision is told to re-list (controller/northbound.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class HistoryPolicy:
 
 @dataclass
 class RoundStats:
-    """One compaction round: change rows dropped, steps, compacted revision after, WAL truncated, pages freed."""
+    """One compaction round: rows dropped, steps, compacted revision after, WAL truncated, pages freed."""
 
     rows: int = 0
     steps: int = 0
@@ -47,7 +47,7 @@ class RoundStats:
     wal_truncated: bool = False
     pages_freed: int = 0
     seconds: float = 0.0
-    longest_step_s: float = 0.0  # the longest the write lock was held by one step (compaction, vacuum, truncate)
+    longest_step_s: float = 0.0  # longest write-lock hold of one step (compaction, vacuum, truncate)
 
 
 class Compactor:
@@ -98,7 +98,8 @@ class Compactor:
         max_revision, before_ts = self.due(head, self._clock() if now is None else now)
         while not self._stop.is_set():
             s0 = time.monotonic()
-            n, stats.compacted_revision = self.store.compact_batch(max_revision, before_ts, self.policy.batch_rows)
+            n, stats.compacted_revision = self.store.compact_batch(max_revision, before_ts,
+                                                                   self.policy.batch_rows)
             if not n:
                 break
             stats.longest_step_s = max(stats.longest_step_s, time.monotonic() - s0)

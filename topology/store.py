@@ -201,8 +201,8 @@ class Store:
                     db.executemany("INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
                                    [(s, a, ident) for s, a in new.fixed_ips])
                     db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
-                db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data, ts) VALUES (?,?,?,?,?,?,?)",
-                           (revision, kind, ident, op, rec.tenant, data, ts))
+                db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data, ts) "
+                           "VALUES (?,?,?,?,?,?,?)", (revision, kind, ident, op, rec.tenant, data, ts))
 
     # ------------------------------------------------------------------------------------------ maintenance
 
@@ -211,7 +211,7 @@ class Store:
         # on power loss only keeps more history); the checkpoint still syncs the database file
         if self._maint is None:
             self._maint = self._connect("NORMAL")
-            # its commits happen under the write lock: leave checkpoints to `checkpoint`, which copies unlocked
+            # its commits happen under the write lock: leave checkpoints to `checkpoint` (copies unlocked)
             self._maint.execute("PRAGMA wal_autocheckpoint=0")
         return self._maint
 
@@ -228,7 +228,8 @@ class Store:
         with self._lock:
             t0 = time.monotonic()
             db = self._maintenance_db()
-            rows = db.execute("SELECT revision, ts FROM changes ORDER BY seq LIMIT ?", (limit + 1,)).fetchall()
+            rows = db.execute("SELECT revision, ts FROM changes ORDER BY seq LIMIT ?",
+                              (limit + 1,)).fetchall()
             # revision and ts never decrease along seq, so what is due is a prefix; one revision's rows
             # share one ts (one transaction), so the first row not due starts a revision not due
             # (ts None: a change from before compaction existed, older than any with a ts)
@@ -256,7 +257,7 @@ class Store:
             return n, bound
 
     def compact(self, keep_revisions: int) -> int:
-        """Drop every change older than the newest `keep_revisions` revisions at once; returns rows removed."""
+        """Drop every change older than the newest `keep_revisions` revisions now; returns rows removed."""
         removed = 0
         while True:
             n, _ = self.compact_batch(self.revision() - keep_revisions, None, limit=10_000)
@@ -294,8 +295,9 @@ class Store:
             return time.monotonic() - t0
 
     def vacuum_step(self, max_pages: int = 256, keep_free: float = 1.0) -> int:
-        """Return up to `max_pages` free pages to the file system (incremental auto-vacuum stores only), while
-        more than `keep_free` of the file is free: some slack stays for churn to reuse. Returns pages freed."""
+        """Return up to `max_pages` free pages to the file system (incremental auto-vacuum stores only) while
+        free pages outnumber `keep_free` times the pages in use: that slack stays for churn to reuse. Returns
+        the pages freed."""
         with self._lock:
             t0 = time.monotonic()
             db = self._maintenance_db()
