@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.nat import REDIRECT_BASE
+from topology.history import HistoryPolicy
 from topology.model import ModelConfig
 from topology.ops_security import DEFAULT_FLOW_BUDGET
 
@@ -60,6 +61,11 @@ class Config:
     # DHCPv4 (controller/dhcp.py): the lease the controller gives, and each port's DHCP packets/s to it
     dhcp_lease_s: int = 43200
     dhcp_rate_pps: int = 10
+    # change history kept for Watch resumes (topology/history.py): a change is compacted once it is this many
+    # revisions behind or this old, whichever comes first (0 = that bound off; both 0 = keep everything)
+    history_revisions: int = 10_000
+    history_age_s: float = 3600.0
+    history_interval_s: float = 5.0           # seconds between compaction rounds
 
     @property
     def switch_controller_target(self) -> str:
@@ -71,6 +77,10 @@ class Config:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    def history_policy(self) -> HistoryPolicy:
+        return HistoryPolicy(revisions=self.history_revisions, age_s=self.history_age_s,
+                             interval_s=self.history_interval_s)
 
     def model_config(self) -> ModelConfig:
         vlan: dict[str, list[tuple[int, int]]] = {}
@@ -131,6 +141,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dhcp-lease-s", type=int, help="lease time of DHCPv4 answers (default 43200)")
     p.add_argument("--dhcp-rate-pps", type=int, help="DHCP packets/s each port may send the controller; the "
                    "excess is dropped in the switch by the port's meter (default 10, burst as many)")
+    p.add_argument("--history-revisions", type=int, metavar="N",
+                   help="keep the changes of the newest N revisions for Watch resumes (default 10000; 0 = no "
+                   "count bound)")
+    p.add_argument("--history-age-s", type=float, metavar="S",
+                   help="compact changes older than S seconds (default 3600; 0 = no age bound); a Watch "
+                   "resuming from a compacted revision gets OUT_OF_RANGE REVISION_COMPACTED and must re-list")
+    p.add_argument("--history-interval-s", type=float, help="seconds between compaction rounds (default 5)")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p
@@ -155,6 +172,9 @@ def load(argv: list[str] | None = None) -> Config:
         raise SystemExit("gateway_failover_s must be above 0 and neighbor_ttl_s at least 0")
     if cfg.dhcp_rate_pps < 1 or cfg.dhcp_lease_s < 60:
         raise SystemExit("dhcp_rate_pps must be at least 1 and dhcp_lease_s at least 60")
+    if cfg.history_revisions < 0 or cfg.history_age_s < 0 or cfg.history_interval_s <= 0:
+        raise SystemExit("history_revisions and history_age_s must be at least 0 (0 = off) and "
+                         "history_interval_s above 0")
     if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):
         raise SystemExit(f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
                          "packets to their gateway chassis")

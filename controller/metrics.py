@@ -4,7 +4,8 @@ Two kinds of values:
 
 - read at scrape time by a custom collector, from the live objects (no copies to keep in step): chassis
   connection state, flows desired vs installed, the sync engines' counters (SyncStats), packet-ins, store
-  revision and realized-revision lag, drift repairs, and the per-owner flow counters last collected;
+  revision, size on disk and compacted revision, realized-revision lag, drift repairs, and the per-owner
+  flow counters last collected;
 - observed where events happen: API requests (a gRPC server interceptor), bundle latency (SwitchSync's
   `on_bundle` hook), store commit latency (State's `on_commit` hook).
 
@@ -49,8 +50,9 @@ class Metrics:
     """
 
     def __init__(self, state: Any = None, dataplane: Any = None, packet_ins: PacketIns | None = None,
-                 stats_interval_s: float = 0.0) -> None:
+                 stats_interval_s: float = 0.0, compactor: Any = None) -> None:
         self.state = state
+        self.compactor = compactor  # topology.history.Compactor: changes compacted
         self.dataplane = dataplane
         self.packet_ins = packet_ins
         self.registry = CollectorRegistry()
@@ -207,12 +209,22 @@ class _ScrapeCollector(Collector):
                               "desired state != a full compile (each one repaired)", ["chassis"])
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
+        size = _gauge("sdn_store_size_bytes", "Bytes on disk of the store's database file and its WAL",
+                      ["file"])
+        compacted = _gauge("sdn_store_compacted_revision", "Changes up to this revision are compacted: the "
+                           "oldest revision a Watch can resume from", [])
+        dropped = _counter("sdn_store_compacted_changes", "Change-log rows compacted since start", [])
         pins = _counter("sdn_packet_ins", "Packet-ins received, by OpenFlow reason", ["chassis", "reason"])
 
         state, dp = m.state, m.dataplane
         store_rev = int(state.revision) if state is not None else 0
         if state is not None:
             revision.add_metric([], store_rev)
+            for name, n in state.store.sizes().items():
+                size.add_metric([name], n)
+            compacted.add_metric([], state.store.compacted_revision)
+        if m.compactor is not None:
+            dropped.add_metric([], m.compactor.rows_dropped)
         rows = []
         if dp is not None:
             # the compiler's units and the planes' histories change under the model lock
@@ -248,7 +260,7 @@ class _ScrapeCollector(Collector):
             for (dpid, reason), n in sorted(dict(m.packet_ins()).items()):
                 pins.add_metric([m.chassis_of(dpid), reason], n)
         yield from (of_up, ovsdb, desired, installed, gdesired, ginstalled, *sync.values(), pins, revision,
-                    realized, lag, drift, divergence)
+                    size, compacted, dropped, realized, lag, drift, divergence)
         yield from m.flow_counters.families()
 
 

@@ -39,6 +39,7 @@ from topology.records import (
     Subnet,
 )
 from topology.state import State
+from topology.store import HistoryCompacted
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -814,14 +815,26 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 raise ApiError("OUT_OF_RANGE", "FUTURE_REVISION",
                                f"revision {request.start_revision} is ahead of the store "
                                f"({self.state.revision})", [("start_revision", "ahead of the store")])
-            if request.start_revision and request.start_revision < self.state.store.oldest_retained_revision():
-                raise ApiError("OUT_OF_RANGE", "REVISION_COMPACTED",
-                               f"changes before revision {self.state.store.oldest_retained_revision()} are "
-                               "compacted; watch from 0 for a snapshot", [("start_revision", "compacted")])
+            compacted = self.state.store.compacted_revision
+            if request.start_revision and request.start_revision < compacted:
+                raise self._compacted(request.start_revision, compacted)
         except ApiError as err:
             abort(context, err)
             return
-        yield from self._watch(p, request.start_revision, context)
+        try:
+            yield from self._watch(p, request.start_revision, context)
+        except HistoryCompacted as gone:  # the stream fell behind a compaction while it replayed
+            abort(context, self._compacted(gone.after, gone.compacted_revision))
+
+    def _compacted(self, start: int, compacted: int) -> ApiError:
+        """etcd's answer to a watch from a compacted revision, with what the client needs to re-list."""
+        return ApiError("OUT_OF_RANGE", "REVISION_COMPACTED",
+                        f"revision {start} is compacted (history is kept after revision {compacted}): "
+                        "re-list, e.g. Watch with start_revision 0 for a snapshot, then resume from its "
+                        "revision",
+                        [("start_revision", f"compacted; the oldest revision to resume from is {compacted}")],
+                        metadata={"compacted_revision": str(compacted), "start_revision": str(start),
+                                  "current_revision": str(self.state.durable_revision)})
 
     def _watch(self, p: Principal, start: int, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:
         cursor = start
@@ -855,7 +868,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
     @_unary
     def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any, p: Principal) -> pb.ServerInfo:
-        return pb.ServerInfo(version=VERSION, revision=self.state.revision, tenant=p.tenant, admin=p.admin)
+        return pb.ServerInfo(version=VERSION, revision=self.state.revision, tenant=p.tenant, admin=p.admin,
+                             compacted_revision=self.state.store.compacted_revision)
 
     @_unary
     def CreateToken(self, request: pb.CreateTokenRequest, context: Any, p: Principal) -> pb.Token:

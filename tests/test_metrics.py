@@ -49,6 +49,8 @@ FAMILIES = {
     "sdn_api_requests": "counter", "sdn_api_request_duration_seconds": "histogram",
     "sdn_api_streams_started": "counter", "sdn_api_streams_open": "gauge",
     "sdn_store_revision": "gauge", "sdn_store_commit_duration_seconds": "histogram",
+    "sdn_store_size_bytes": "gauge", "sdn_store_compacted_revision": "gauge",
+    "sdn_store_compacted_changes": "counter",
     "sdn_chassis_realized_revision": "gauge", "sdn_chassis_realized_revision_lag": "gauge",
     "sdn_drift_repairs": "counter",
     "sdn_flow_packets": "counter", "sdn_flow_bytes": "counter",

@@ -1,9 +1,14 @@
 """Durable storage of the model: one SQLite file in WAL mode, one transaction per accepted write.
 
-Tables: `objects` (current records as JSON), `changes` (every change with its revision, for Watch replay),
-`meta` (the revision), and `ip_allocations` / `mac_addresses` whose UNIQUE constraints make a duplicate IP or
-MAC impossible even if the in-memory checks had a bug. `synchronous=FULL`: a commit is on disk before the
-call that made it returns.
+Tables: `objects` (current records as JSON), `changes` (recent changes with their revision and commit time,
+for Watch replay), `meta` (the revision, and `compacted_revision`: every change up to it is dropped), and
+`ip_allocations` / `mac_addresses` whose UNIQUE constraints make a duplicate IP or MAC impossible even if the
+in-memory checks had a bug. `synchronous=FULL`: a commit is on disk before the call that made it returns.
+
+History is bounded by compaction (topology/history.py drives it): `compact_batch` drops the oldest whole
+revisions of `changes` a few hundred rows at a time under the write lock, so a write waits at most one small
+batch; `objects` is never touched by it. Freed pages go to SQLite's freelist and new rows reuse them; new
+stores use incremental auto-vacuum so `vacuum_step` can hand a large surplus back to the file system.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from topology.model import Change
@@ -24,7 +31,7 @@ CREATE TABLE IF NOT EXISTS objects (
     PRIMARY KEY (kind, id));
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, revision INTEGER NOT NULL, kind TEXT NOT NULL,
-    id TEXT NOT NULL, op TEXT NOT NULL, tenant TEXT NOT NULL, data TEXT NOT NULL);
+    id TEXT NOT NULL, op TEXT NOT NULL, tenant TEXT NOT NULL, data TEXT NOT NULL, ts REAL);
 CREATE INDEX IF NOT EXISTS changes_by_revision ON changes (revision);
 CREATE TABLE IF NOT EXISTS ip_allocations (
     subnet_id TEXT NOT NULL, address TEXT NOT NULL, port_id TEXT NOT NULL, PRIMARY KEY (subnet_id, address));
@@ -34,22 +41,62 @@ CREATE TABLE IF NOT EXISTS mac_addresses (mac TEXT PRIMARY KEY, port_id TEXT NOT
 OP_CREATED, OP_UPDATED, OP_DELETED = "CREATED", "UPDATED", "DELETED"
 
 
+class HistoryCompacted(Exception):
+    """The changes a reader asked for are compacted: it must re-read the objects (a snapshot) and go on."""
+
+    def __init__(self, after: int, compacted_revision: int) -> None:
+        super().__init__(f"changes after revision {after} are compacted up to revision {compacted_revision}")
+        self.after = after
+        self.compacted_revision = compacted_revision
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What one `checkpoint()` did: WAL frames and how many were copied, whether the WAL file was truncated,
+    and how long that held the write lock."""
+
+    wal_frames: int
+    checkpointed: int
+    truncated: bool
+    locked_s: float = 0.0
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect()
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._db = self._connect(new_file=fresh)
         self._db.executescript(SCHEMA)
+        if "ts" not in {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}:
+            self._db.execute("ALTER TABLE changes ADD COLUMN ts REAL")  # stores from before compaction
         self._lock = threading.Lock()
+        self._last_ts = 0.0
+        self._maint: sqlite3.Connection | None = None  # the compactor's connection (synchronous=NORMAL)
+        #: the longest the compactor held the write lock in one step (seconds), for benchmarks and metrics
+        self.longest_maintenance_hold = 0.0
+        #: the longest a commit waited for the write lock (seconds): the stall maintenance caused a write
+        self.longest_write_wait = 0.0
+        self.compacted_revision = self._read_compacted_revision()
+        # on disk too: changes_since checks it in its own snapshot
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('compacted_revision', ?)",
+                         (str(self.compacted_revision),))
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "FULL", new_file: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        if new_file:
+            # before anything writes the header: freed pages can then be given back in small steps
+            # (vacuum_step) instead of by a VACUUM, which would block writes while it rewrites the file
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
         return db
 
     def close(self) -> None:
         with self._lock:
+            if self._maint is not None:
+                self._maint.close()
+                self._maint = None
             self._db.close()
 
     # ------------------------------------------------------------------------------------------ reads
@@ -66,18 +113,47 @@ class Store:
 
     def changes_since(self, after: int, upto: int) -> list[tuple[int, str, str, Record]]:
         """(revision, kind, op, record) of the changes with after < revision <= upto, oldest first (whole
-        revisions only); a fresh connection per call so readers never wait for the writer (WAL)."""
-        db = sqlite3.connect(self.path, timeout=30)
+        revisions only); a fresh connection per call so readers never wait for the writer (WAL). Raises
+        HistoryCompacted if some of them are compacted: the check and the read share one snapshot, so a
+        compaction running meanwhile can never make a silent gap."""
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
+            db.execute("BEGIN")
+            row = db.execute("SELECT value FROM meta WHERE key='compacted_revision'").fetchone()
+            compacted = int(row[0]) if row else 0
+            if after < compacted:
+                raise HistoryCompacted(after, compacted)
             rows = db.execute("SELECT revision, kind, op, data FROM changes WHERE revision > ? AND revision <= ? "
                               "ORDER BY seq", (after, upto)).fetchall()
+            db.execute("COMMIT")
         finally:
             db.close()
         return [(rev, kind, op, from_dict(kind, json.loads(data))) for rev, kind, op, data in rows]
 
     def oldest_retained_revision(self) -> int:
+        """The oldest revision a reader can resume from (changes after it are all kept)."""
+        return self.compacted_revision
+
+    def _read_compacted_revision(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key='compacted_revision'").fetchone()
+        if row:
+            return int(row[0])
+        # a store from before compaction kept everything, or was cut by hand: the first change kept says
         row = self._db.execute("SELECT MIN(revision) FROM changes").fetchone()
         return int(row[0]) - 1 if row and row[0] is not None else self.revision()
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes on disk of the database file and of its write-ahead log (0 if absent)."""
+        out = {}
+        for name, path in (("db", self.path), ("wal", self.path.with_name(self.path.name + "-wal"))):
+            try:
+                out[name] = path.stat().st_size
+            except FileNotFoundError:
+                out[name] = 0
+        return out
+
+    def history_rows(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM changes").fetchone()[0])
 
     # ------------------------------------------------------------------------------------------ writes
 
@@ -87,12 +163,17 @@ class Store:
 
     def commit_many(self, writes: list[tuple[int, list[Change]]]) -> None:
         """Persist several writes (in revision order) in one transaction and one fsync: all or nothing."""
+        t0 = time.monotonic()
         with self._lock:
+            # with group commit only one writer commits at a time: a wait here is the compactor's doing
+            self.longest_write_wait = max(self.longest_write_wait, time.monotonic() - t0)
             db = self._db
+            # commit time of the changes, for compaction by age; never going back, so it grows with seq
+            self._last_ts = ts = max(self._last_ts, time.time())
             db.execute("BEGIN IMMEDIATE")
             try:
                 for revision, changes in writes:
-                    self._write_changes(db, revision, changes)
+                    self._write_changes(db, revision, changes, ts)
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)",
                            (str(writes[-1][0]),))
                 db.execute("COMMIT")
@@ -101,7 +182,7 @@ class Store:
                 raise
 
     @staticmethod
-    def _write_changes(db: sqlite3.Connection, revision: int, changes: list[Change]) -> None:
+    def _write_changes(db: sqlite3.Connection, revision: int, changes: list[Change], ts: float) -> None:
             for kind, ident, old, new in changes:
                 if isinstance(old, Port):
                     db.execute("DELETE FROM ip_allocations WHERE port_id=?", (ident,))
@@ -120,14 +201,120 @@ class Store:
                     db.executemany("INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
                                    [(s, a, ident) for s, a in new.fixed_ips])
                     db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
-                db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data) VALUES (?,?,?,?,?,?)",
-                           (revision, kind, ident, op, rec.tenant, data))
+                db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data, ts) "
+                           "VALUES (?,?,?,?,?,?,?)", (revision, kind, ident, op, rec.tenant, data, ts))
+
+    # ------------------------------------------------------------------------------------------ maintenance
+
+    def _maintenance_db(self) -> sqlite3.Connection:
+        # NORMAL: a compaction step need not be on disk before the next write's fsync carries it (losing one
+        # on power loss only keeps more history); the checkpoint still syncs the database file
+        if self._maint is None:
+            self._maint = self._connect("NORMAL")
+            # its commits happen under the write lock: leave checkpoints to `checkpoint` (copies unlocked)
+            self._maint.execute("PRAGMA wal_autocheckpoint=0")
+        return self._maint
+
+    def committed_revision(self) -> int:
+        """The revision on disk, read on the compactor's own connection: never a transaction still open on
+        the writer's connection (which `revision()`, sharing it, could see)."""
+        row = self._maintenance_db().execute("SELECT value FROM meta WHERE key='revision'").fetchone()
+        return int(row[0]) if row else 0
+
+    def compact_batch(self, max_revision: int, before_ts: float | None, limit: int = 500) -> tuple[int, int]:
+        """Drop the oldest changes, whole revisions only, about `limit` rows (a single larger revision goes
+        whole): those of a revision <= `max_revision` or committed before `before_ts` (None: no age bound).
+        Objects are never touched. Returns (rows dropped, compacted revision); 0 rows when none is due."""
+        with self._lock:
+            t0 = time.monotonic()
+            db = self._maintenance_db()
+            rows = db.execute("SELECT revision, ts FROM changes ORDER BY seq LIMIT ?",
+                              (limit + 1,)).fetchall()
+            # revision and ts never decrease along seq, so what is due is a prefix; one revision's rows
+            # share one ts (one transaction), so the first row not due starts a revision not due
+            # (ts None: a change from before compaction existed, older than any with a ts)
+            if not rows:
+                return 0, self.compacted_revision
+            for rev, ts in rows:
+                if not (rev <= max_revision or (before_ts is not None and (ts or 0.0) < before_ts)):
+                    bound = rev - 1
+                    break
+            else:  # all due; past the limit, the last row may start a revision that goes on beyond it
+                bound = rows[-1][0] if len(rows) <= limit else max(rows[-1][0] - 1, rows[0][0])
+            if bound < rows[0][0]:
+                return 0, self.compacted_revision
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                n = db.execute("DELETE FROM changes WHERE revision <= ?", (bound,)).rowcount
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted_revision', ?)",
+                           (str(bound),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self.compacted_revision = bound
+            self._note_hold(time.monotonic() - t0)
+            return n, bound
 
     def compact(self, keep_revisions: int) -> int:
-        """Drop change-log entries older than the newest `keep_revisions` revisions; returns rows removed."""
+        """Drop every change older than the newest `keep_revisions` revisions now; returns rows removed."""
+        removed = 0
+        while True:
+            n, _ = self.compact_batch(self.revision() - keep_revisions, None, limit=10_000)
+            if not n:
+                return removed
+            removed += n
+
+    def checkpoint(self, truncate: bool = True) -> Checkpoint:
+        """Copy the WAL into the database file without blocking writers (PASSIVE); if that got every frame,
+        truncate the WAL file under the write lock (nothing is left to copy, so it is quick), not waiting
+        for readers still on an older snapshot (then the next round does it)."""
+        db = self._maintenance_db()
+        _busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        truncated, held = False, 0.0
+        if truncate and frames > 0 and done == frames:
+            with self._lock:
+                t0 = time.monotonic()
+                db.execute("PRAGMA busy_timeout=0")
+                try:
+                    busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    db.execute("PRAGMA busy_timeout=30000")
+                truncated = not busy
+                held = time.monotonic() - t0
+                self._note_hold(held)
+        return Checkpoint(frames, done, truncated, held)
+
+    def checkpoint_truncate_locked(self) -> float:
+        """TRUNCATE straight away under the write lock (copying the whole WAL there); seconds held. Only to
+        measure what `checkpoint` avoids (bench/bench_store.py)."""
+        db = self._maintenance_db()
         with self._lock:
-            cur = self._db.execute("DELETE FROM changes WHERE revision <= ?", (self.revision() - keep_revisions,))
-            return cur.rowcount
+            t0 = time.monotonic()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return time.monotonic() - t0
+
+    def vacuum_step(self, max_pages: int = 256, keep_free: float = 1.0) -> int:
+        """Return up to `max_pages` free pages to the file system (incremental auto-vacuum stores only) while
+        free pages outnumber `keep_free` times the pages in use: that slack stays for churn to reuse. Returns
+        the pages freed."""
+        with self._lock:
+            t0 = time.monotonic()
+            db = self._maintenance_db()
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                return 0
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            surplus = free - int(keep_free * (pages - free))
+            if surplus < 64:  # not worth a transaction
+                return 0
+            # executescript steps the pragma to the end (execute frees one page per step taken, i.e. one)
+            db.executescript(f"PRAGMA incremental_vacuum({min(max_pages, surplus)});")
+            self._note_hold(time.monotonic() - t0)
+            return int(free - db.execute("PRAGMA freelist_count").fetchone()[0])
+
+    def _note_hold(self, seconds: float) -> None:
+        self.longest_maintenance_hold = max(self.longest_maintenance_hold, seconds)
 
     def iter_objects(self) -> Iterator[tuple[str, str]]:
         yield from self._db.execute("SELECT kind, id FROM objects")

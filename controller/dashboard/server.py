@@ -35,6 +35,7 @@ from controller.dashboard import views
 from controller.northbound import TopologyService
 from proto.sdn.v1 import topology_pb2 as pb
 from topology.state import State
+from topology.store import HistoryCompacted
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -259,16 +260,19 @@ class _Handler(BaseHTTPRequestHandler):
                 start = head
                 ctx.write(f"event: reset\ndata: {json.dumps({'revision': head})}\n\n")
             ctx.write(f"event: hello\ndata: {json.dumps({'revision': start})}\n\n")
-            for ev in self.app.watch._watch(p, start, ctx):  # type: ignore[arg-type]
-                kind = ev.WhichOneof("resource")
-                if kind is None:  # SYNCED: caught up
-                    ctx.write(f"event: synced\ndata: {json.dumps({'revision': ev.revision})}\n\n")
-                    continue
-                obj = getattr(ev, kind)
-                body = {"type": _EVENT_TYPES.get(ev.type, str(ev.type)), "revision": ev.revision, "kind": kind,
-                        "name": obj.name}
-                ctx.write(f"event: change\ndata: {json.dumps(body)}\n\n")
-                if ctx.closed:
-                    break
+            try:
+                for ev in self.app.watch._watch(p, start, ctx):  # type: ignore[arg-type]
+                    kind = ev.WhichOneof("resource")
+                    if kind is None:  # SYNCED: caught up
+                        ctx.write(f"event: synced\ndata: {json.dumps({'revision': ev.revision})}\n\n")
+                        continue
+                    obj = getattr(ev, kind)
+                    body = {"type": _EVENT_TYPES.get(ev.type, str(ev.type)), "revision": ev.revision,
+                            "kind": kind, "name": obj.name}
+                    ctx.write(f"event: change\ndata: {json.dumps(body)}\n\n")
+                    if ctx.closed:
+                        break
+            except HistoryCompacted:  # fell behind a compaction while replaying: refetch, as for `from`
+                ctx.write(f"event: reset\ndata: {json.dumps({'revision': state.revision})}\n\n")
         finally:
             self.app._streams.release()

@@ -1120,16 +1120,18 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "revision", "tenant", "admin")
+    __slots__ = ("version", "revision", "tenant", "admin", "compacted_revision")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
+    COMPACTED_REVISION_FIELD_NUMBER: _ClassVar[int]
     version: str
     revision: int
     tenant: str
     admin: bool
-    def __init__(self, version: _Optional[str] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+    compacted_revision: int
+    def __init__(self, version: _Optional[str] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., compacted_revision: _Optional[int] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
     __slots__ = ("tenant", "admin")
