@@ -21,6 +21,10 @@ from topology.model import Change, Topology
 from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE
 
 Item = Flow | Group | MeterEntry
+#: kinds whose changes reach many units at once (rare): a write with one recompiles every chassis in full;
+#: neighbours and gateway holds are read through Compiler.neighbors / .down, which the dataplane keeps
+#: equal to the model's (Dataplane._sync_internal)
+REBUILD_KINDS = ("chassis", "router", "floating_ip", "neighbor", "gateway_hold")
 Unit = tuple[str, str]
 PIPELINE: Unit = ("pipeline", "")
 
@@ -146,7 +150,7 @@ class Compiler:
         changes = list(changes)
         # chassis records and router topology (routers, their interfaces) change what many units look
         # like at once; they are rare: recompile everything
-        if any(kind in ("chassis", "router", "floating_ip") or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
+        if any(kind in REBUILD_KINDS or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
             return self.rebuild(topo)
         view = self.view(topo)
         nets: set[str] = set()

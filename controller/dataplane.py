@@ -35,7 +35,7 @@ from controller.selfcheck import SelfCheck
 from flows.cookie import MAGIC
 from topology import binding, ops
 from topology.model import Change, Topology
-from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis
+from topology.records import INTERNAL_KINDS, PORT_ACTIVE, PORT_DOWN, Chassis, GatewayHold, Neighbor
 from topology.state import State
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,9 @@ class Dataplane:
         self.clock = clock
         # gateway failover: is a switch connected (OpenFlow)? None: the dataplane cannot tell (always yes)
         self.connected = connected if connected is not None else (lambda _dpid: True)
-        self.gateways_file = gateways_file  # the chassis held down, kept across restarts (hitless)
-        self.liveness = GatewayLiveness(gateway_failover_s, clock(), startup_grace_s, self._load_down())
+        self.gateways_file = gateways_file  # the JSON file earlier versions kept holds in (migrated at start)
+        held = frozenset(state.topology.gateway_holds) | self._load_down()
+        self.liveness = GatewayLiveness(gateway_failover_s, clock(), startup_grace_s, held)
         self.compiler.down = self.liveness.down
         self.announcer = announce.Announcer()  # gratuitous ARPs for addresses that appear or move
         # neighbour expiry: (network, address) -> when last confirmed by an ARP reply / first re-probed
@@ -144,7 +145,7 @@ class Dataplane:
         # app id (apps.ids) -> handler of packet-ins from flows that app compiled (DHCP, firewall reject...)
         self.packet_in_apps: dict[int, PacketInHandler] = {}
         self._probed: dict[tuple[str, str, str], float] = {}  # (chassis, network, address) -> last probe
-        # learned external next hops survive a restart here (the switches keep their flows: hitless)
+        # the JSON file earlier versions kept learnt next hops in (migrated into the store at start)
         self.neighbors_file = neighbors_file
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
@@ -162,9 +163,12 @@ class Dataplane:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._load_neighbors()
+        self._migrate_files()
         with self.state.lock:
             topo = self.state.topology
+            self._sync_internal(topo)
+            now = self.clock()  # ages are not kept: a stored binding counts as confirmed at start
+            self._confirmed = {(n, ip): now for n, m in self.compiler.neighbors.items() for ip in m}
             self.compiler.rebuild(topo)
             for ch in topo.chassis.values():
                 self._add_chassis(ch)
@@ -241,6 +245,8 @@ class Dataplane:
                 if plane is not None and plane.agent is not None:
                     mappings = dict(new.bridge_mappings)  # type: ignore[union-attr]
                     self._work.put(functools.partial(plane.agent.update, bridge_mappings=mappings))
+        if any(kind in INTERNAL_KINDS for kind, _i, _o, _n in changes):
+            self._sync_internal(topo)
         deltas = self.compiler.on_changes(topo, changes)
         why = REQUEST.get() or "controller"
         for chassis_id, delta in deltas.items():
@@ -427,37 +433,65 @@ class Dataplane:
             self._probe(plane, net, nexthop, [gwp for r, gwp in gateways if r.gateway_network_id == net.id])
 
     def _learn(self, topo: Topology, network_id: str, ip: str, mac: str) -> None:
+        """An ARP reply to a gateway's probe: the address's MAC, written to the store if it is news (the
+        write recompiles, see _on_write)."""
         self._confirmed[(network_id, ip)] = self.clock()
         self._reprobing.pop((network_id, ip), None)
-        known = self.compiler.neighbors.setdefault(network_id, {})
-        if known.get(ip) == mac:
+        ident = f"{network_id}|{ip}"
+        old = topo.neighbors.get(ident)
+        if old is not None and old.mac == mac:
             return
-        known[ip] = mac
+
+        def fn(t: Topology, rev: int, now: float) -> list[Change]:
+            before = t.neighbors.get(ident)
+            if before is not None and before.mac == mac:
+                return []
+            new = Neighbor(id=ident, network_id=network_id, address=ip, mac=mac, revision=rev,
+                           create_time=before.create_time if before is not None else now, update_time=now)
+            return [("neighbor", ident, before, new)]
+
+        self._internal_write(fn, "neighbour learnt")
         log.info("external network %s: %s is at %s", network_id, ip, mac)
-        self._save_neighbors()
-        for chassis_id, delta in self.compiler.rebuild(topo).items():
-            self._push(chassis_id, delta, self.state.revision)
 
-    def _load_neighbors(self) -> None:
-        if self.neighbors_file is None or not self.neighbors_file.exists():
-            return
-        try:
-            data = json.loads(self.neighbors_file.read_text())
-            self.compiler.neighbors = {str(n): {str(ip): str(mac) for ip, mac in m.items()} for n, m in data.items()}
-            now = self.clock()  # ages are not kept: a loaded binding counts as confirmed now
-            self._confirmed = {(n, ip): now for n, m in self.compiler.neighbors.items() for ip in m}
-        except (OSError, ValueError, AttributeError):
-            log.warning("%s unreadable: external next hops are learnt again", self.neighbors_file)
+    def _sync_internal(self, topo: Topology) -> None:
+        """The compiler reads learnt neighbours and held gateways from these copies of the model's records."""
+        self.compiler.neighbors = topo.neighbor_map()
+        self.compiler.down = frozenset(topo.gateway_holds)
 
-    def _save_neighbors(self) -> None:
-        if self.neighbors_file is None:
-            return
-        tmp = self.neighbors_file.with_suffix(".tmp")
+    def _internal_write(self, fn: Callable[[Topology, int, float], list[Change]], why: str) -> None:
+        """A write of the controller's own state (neighbours, gateway holds), named in flow provenance."""
+        token = REQUEST.set(why)
         try:
-            tmp.write_text(json.dumps(self.compiler.neighbors, sort_keys=True))
-            os.replace(tmp, self.neighbors_file)
-        except OSError:
-            log.exception("could not save %s", self.neighbors_file)
+            self.state.write(fn)
+        except Exception:  # noqa: BLE001 - e.g. the store refused it: the next probe / tick tries again
+            log.exception("could not store %s", why)
+        finally:
+            REQUEST.reset(token)
+
+    def _migrate_files(self) -> None:
+        """Earlier versions kept learnt neighbours and gateway holds in JSON files beside the store: move
+        them into it once, then remove the files."""
+        if self.neighbors_file is not None and self.neighbors_file.exists():
+            try:
+                data = json.loads(self.neighbors_file.read_text())
+                found = [(str(n), str(ip), str(mac)) for n, m in data.items() for ip, mac in m.items()]
+            except (OSError, ValueError, AttributeError):
+                found = []
+                log.warning("%s unreadable: external next hops are learnt again", self.neighbors_file)
+
+            def fn(t: Topology, rev: int, now: float) -> list[Change]:
+                return [("neighbor", f"{n}|{ip}", None, Neighbor(id=f"{n}|{ip}", network_id=n, address=ip, mac=mac,
+                                                                  revision=rev, create_time=now, update_time=now))
+                        for n, ip, mac in found if f"{n}|{ip}" not in t.neighbors and n in t.networks]
+
+            self._internal_write(fn, "neighbours migrated from " + self.neighbors_file.name)
+            self.neighbors_file.unlink(missing_ok=True)
+        if self.gateways_file is not None and self.gateways_file.exists():
+            held = self._load_down()
+            self._internal_write(lambda t, rev, now: [
+                ("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now, update_time=now))
+                for c in sorted(held) if c not in t.gateway_holds], "gateway holds migrated")
+            self.gateways_file.unlink(missing_ok=True)
 
     def _probe(self, plane: ChassisPlane, net: Any, nexthop: str, gw_ports: list[Any]) -> None:
         """ARP request for `nexthop` from a gateway port's MAC and address, out the chassis's patch port."""
@@ -512,13 +546,18 @@ class Dataplane:
             return
         topo = self.state.topology
         before = {r.id: self.compiler.view(topo).gateway_of(r) for r in topo.routers.values()}
-        self.compiler.down = self.liveness.down
         log.warning("gateway chassis held down: %s", ", ".join(sorted(self.liveness.down)) or "none")
-        self._save_down()
-        for chassis_id, delta in self.compiler.rebuild(topo).items():
-            for unit in delta.units:
-                self.provenance[(chassis_id, unit)] = (self.state.revision, "gateway failover")
-            self._push(chassis_id, delta, self.state.revision)
+        down = self.liveness.down
+
+        def fn(t: Topology, rev: int, now: float) -> list[Change]:
+            changes: list[Change] = [("gateway_hold", c, t.gateway_holds[c], None)
+                                     for c in sorted(set(t.gateway_holds) - down)]
+            return changes + [("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now,
+                                                                    update_time=now))
+                              for c in sorted(down - set(t.gateway_holds))]
+
+        self._internal_write(fn, "gateway failover")  # the write moves the routers (_on_write recompiles)
+        topo = self.state.topology
         view = self.compiler.view(topo)
         for r in topo.routers.values():
             gc = view.gateway_of(r)
@@ -596,19 +635,18 @@ class Dataplane:
             return
         topo = self.state.topology
         view = None
-        removed = False
-        for net_id, known in list(self.compiler.neighbors.items()):
-            for ip in list(known):
+        removed: list[str] = []
+        for net_id, known in sorted(topo.neighbor_map().items()):
+            for ip in sorted(known):
                 key = (net_id, ip)
                 confirmed = self._confirmed.setdefault(key, now)
                 if now - confirmed < self.neighbor_ttl_s:
                     continue
                 started = self._reprobing.setdefault(key, now)
                 if now - started >= self.NEIGHBOR_PROBE_WAIT_S:
-                    del known[ip]
                     self._confirmed.pop(key, None)
                     self._reprobing.pop(key, None)
-                    removed = True
+                    removed.append(f"{net_id}|{ip}")
                     log.info("external network %s: %s expired (no answer to its probes)", net_id, ip)
                     continue
                 net = topo.networks.get(net_id)
@@ -622,12 +660,9 @@ class Dataplane:
                     if plane is not None and plane.runtime is not None and gwp is not None:
                         self._probe(plane, net, ip, [gwp])
                         break
-            if not known:
-                del self.compiler.neighbors[net_id]
         if removed:
-            self._save_neighbors()
-            for chassis_id, delta in self.compiler.rebuild(topo).items():
-                self._push(chassis_id, delta, self.state.revision)
+            self._internal_write(lambda t, _rev, _now: [("neighbor", i, t.neighbors[i], None) for i in removed
+                                                         if i in t.neighbors], "neighbour expired")
 
     def _load_down(self) -> frozenset[str]:
         if self.gateways_file is None or not self.gateways_file.exists():
@@ -637,16 +672,6 @@ class Dataplane:
         except (OSError, ValueError, AttributeError, TypeError):
             log.warning("%s unreadable: every gateway chassis starts up", self.gateways_file)
             return frozenset()
-
-    def _save_down(self) -> None:
-        if self.gateways_file is None:
-            return
-        tmp = self.gateways_file.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps({"down": sorted(self.liveness.down)}))
-            os.replace(tmp, self.gateways_file)
-        except OSError:
-            log.exception("could not save %s", self.gateways_file)
 
     # ------------------------------------------------------------------------------------------ realized
 

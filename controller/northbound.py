@@ -27,6 +27,7 @@ from topology import ops_security as sec
 from topology.errors import ApiError
 from topology.model import Topology
 from topology.records import (
+    INTERNAL_KINDS,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     PROVIDER_TYPES,
@@ -83,6 +84,8 @@ def _request_id(context: grpc.ServicerContext) -> str:
 
 
 def _visible(p: Principal, rec: Record) -> bool:
+    if rec.KIND in INTERNAL_KINDS:  # the controller's own records (neighbours, gateway holds): not API objects
+        return False
     if isinstance(rec, Chassis):
         return p.admin
     return p.can_see(rec.tenant) or (isinstance(rec, Network) and rec.external)

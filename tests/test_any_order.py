@@ -38,6 +38,7 @@ from topology.records import (
     FirewallPolicy,
     FirewallRule,
     FloatingIp,
+    GatewayHold,
     Listener,
     LoadBalancer,
     Member,
@@ -405,6 +406,26 @@ class AnyOrder(RuleBasedStateMachine):
                 t, FirewallPolicy(id="fwp", tenant="alice", rules=("fwr",)), rev, now))
         self.write(lambda t, rev, now: ops_security.create_firewall_group(t, FirewallGroup(
             id="fwg", tenant="alice", ingress_policy_id="fwp", egress_policy_id="fwp", ports=ifaces[:1]), rev, now))
+
+    # ------------------------------------------------------------------------------------------ controller state
+
+    @rule(host=st.sampled_from(("172.24.4.100", "172.24.4.101")), mac=st.sampled_from(("02:ee:00:00:00:01",
+                                                                                     "02:ee:00:00:00:02")))
+    def learn_neighbor(self, host: str, mac: str) -> None:
+        """The gateway chassis's ARP probe is answered (a packet-in in the real controller)."""
+        with self.state.lock:
+            self.dp._learn(self.topo, "ext", host, mac)
+        self.dp.settle()
+
+    @rule(ch=st.sampled_from(GATEWAYS))
+    def toggle_gateway_hold(self, ch: str) -> None:
+        """Gateway failover holds a gateway chassis down (or lets it back up)."""
+        def fn(t: Topology, rev: int, now: float) -> list[Change]:
+            if ch in t.gateway_holds:
+                return [("gateway_hold", ch, t.gateway_holds[ch], None)]
+            return [("gateway_hold", ch, None, GatewayHold(id=ch, revision=rev))]
+
+        self.write(fn)
 
     # ------------------------------------------------------------------------------------------ invariants
 

@@ -132,7 +132,8 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
         want = {int(netaddr.IPAddress(EXT_HOST[0])): EXT_HOST[1]}
         assert arp_resolve_flows(engines[1], ext_key) == want
         assert arp_resolve_flows(engines[2], ext_key) == {}
-        assert (tmp_path / "neighbors.json").exists()
+        assert [(n.network_id, n.address, n.mac) for n in dp.state.topology.neighbors.values()] == [
+            ("ext", EXT_HOST[0], EXT_HOST[1])]  # in the store: revisioned, kept across restarts
     finally:
         dp.stop()
         dp.state.close()
@@ -142,3 +143,25 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
     finally:
         again.stop()
         again.state.close()
+
+
+def test_neighbours_and_gateway_holds_of_the_old_json_files_move_into_the_store(tmp_path: Path) -> None:
+    """Earlier versions kept them in neighbors.json and gateways.json beside the store."""
+    (tmp_path / "neighbors.json").write_text('{"ext": {"%s": "%s"}, "gone": {"10.9.9.9": "02:00:00:00:00:09"}}'
+                                              % EXT_HOST)
+    (tmp_path / "gateways.json").write_text('{"down": ["hv2"]}')
+    state = State(tmp_path / "topology.sqlite")
+    build(state)
+    dp = Dataplane(state, engine_factory=lambda _d, _cb: FakeEngine(), agent_factory=lambda _ch, _cb: FakeAgent(),
+                   gateway_chassis=("hv1", "hv2"), neighbors_file=tmp_path / "neighbors.json",
+                   gateways_file=tmp_path / "gateways.json", tick_s=0)
+    dp.start()
+    try:
+        topo = state.topology
+        assert [(n.network_id, n.address, n.mac) for n in topo.neighbors.values()] == [("ext", *EXT_HOST)]
+        assert set(topo.gateway_holds) == {"hv2"} and dp.compiler.down == {"hv2"}
+        assert dp.compiler.neighbors == {"ext": {EXT_HOST[0]: EXT_HOST[1]}}
+        assert not (tmp_path / "neighbors.json").exists() and not (tmp_path / "gateways.json").exists()
+    finally:
+        dp.stop()
+        state.close()

@@ -22,10 +22,12 @@ from topology.records import (
     FirewallPolicy,
     FirewallRule,
     FloatingIp,
+    GatewayHold,
     HealthMonitor,
     Listener,
     LoadBalancer,
     Member,
+    Neighbor,
     Network,
     Pool,
     Port,
@@ -87,6 +89,9 @@ class Topology:
         self.pools: dict[str, Pool] = {}
         self.members: dict[str, Member] = {}
         self.health_monitors: dict[str, HealthMonitor] = {}
+        # the controller's own state that decides flows (records.INTERNAL_KINDS)
+        self.neighbors: dict[str, Neighbor] = {}
+        self.gateway_holds: dict[str, GatewayHold] = {}
         # load balancer id -> its listener / pool ids; pool id -> its member ids, its monitor id
         self.lb_listeners: dict[str, set[str]] = {}
         self.lb_pools: dict[str, set[str]] = {}
@@ -145,9 +150,18 @@ class Topology:
                 "firewall_policy": self.firewall_policies,
                 "firewall_group": self.firewall_groups, "load_balancer": self.load_balancers,
                 "listener": self.listeners, "pool": self.pools, "member": self.members,
-                "health_monitor": self.health_monitors}[kind]  # type: ignore[return-value]
+                "health_monitor": self.health_monitors, "neighbor": self.neighbors,
+                "gateway_hold": self.gateway_holds}[kind]  # type: ignore[return-value]
+
+    def neighbor_map(self) -> dict[str, dict[str, str]]:
+        """Learnt external next hops: network id -> {address: MAC}."""
+        out: dict[str, dict[str, str]] = {}
+        for n in self.neighbors.values():
+            out.setdefault(n.network_id, {})[n.address] = n.mac
+        return out
 
     def all_records(self) -> Iterator[Record]:
+        """The API's records (not the controller's internal ones)."""
         yield from self.chassis.values()
         yield from self.networks.values()
         yield from self.routers.values()
@@ -243,7 +257,7 @@ class Topology:
         order = {"chassis": 0, "network": 1, "router": 2, "subnet": 3, "security_group": 4, "port": 5,
                  "floating_ip": 6, "security_group_rule": 7, "firewall_rule": 8, "firewall_policy": 9,
                  "firewall_group": 10, "load_balancer": 11, "pool": 12, "listener": 13, "member": 14,
-                 "health_monitor": 15}
+                 "health_monitor": 15, "neighbor": 16, "gateway_hold": 17}
         self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
 
     @staticmethod

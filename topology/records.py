@@ -92,6 +92,46 @@ class Chassis:
         return ""  # chassis belong to the operator
 
 
+@dataclass(frozen=True)
+class Neighbor:
+    """A learnt MAC of an address on an external network (a router's next hop that answered the gateway
+    chassis's ARP probe). It decides flows, so it lives in the store: revisioned, kept across restarts,
+    seen by every controller. Internal: not in the API."""
+
+    KIND: ClassVar[str] = "neighbor"
+    id: str  # "{network id}|{address}"
+    network_id: str = ""
+    address: str = ""
+    mac: str = ""
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class GatewayHold:
+    """A gateway chassis the controller holds for failed (controller/liveness.py): its routers' gateways go
+    to the next candidate until it is healthy long enough. In the store for the same reasons as Neighbor."""
+
+    KIND: ClassVar[str] = "gateway_hold"
+    id: str  # the chassis id
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return ""
+
+
+#: kinds the controller keeps for itself: in the store and the model, never in the API (Watch, List)
+INTERNAL_KINDS = ("neighbor", "gateway_hold")
+
+
 # device_owner values of ports the controller makes for routers and floating IPs (Neutron's names)
 OWNER_ROUTER_INTERFACE = "network:router_interface"  # device_id = router id; holds the subnet's gateway IP
 OWNER_ROUTER_GATEWAY = "network:router_gateway"      # device_id = router id; on the external network
@@ -357,11 +397,11 @@ class HealthMonitor:
 
 Record = (Network | Subnet | Port | Chassis | Router | FloatingIp | SecurityGroup | SecurityGroupRule
           | FirewallRule | FirewallPolicy | FirewallGroup | LoadBalancer | Listener | Pool | Member
-          | HealthMonitor)
+          | HealthMonitor | Neighbor | GatewayHold)
 RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis, Router, FloatingIp,
                                                      SecurityGroup, SecurityGroupRule, FirewallRule,
                                                      FirewallPolicy, FirewallGroup, LoadBalancer, Listener,
-                                                     Pool, Member, HealthMonitor)}
+                                                     Pool, Member, HealthMonitor, Neighbor, GatewayHold)}
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 
