@@ -376,6 +376,18 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if dst_ip is None or netaddr.IPAddress(dst_ip).version != 4:
         exp.notes.append("no walk: the destination has no IPv4 address; the verdict is the model's reasoning")
         return
+    if dst_ip in {ip for _, ip in q.src.fixed_ips}:  # the VM's own stack delivers it, nothing is sent
+        name = convert.name_of("port", q.src.id)
+        itself = q.dst is None or q.dst.id == q.src.id
+        why = f"{dst_ip} is the source's own address: its own IP stack delivers it, nothing crosses the network"
+        if not itself:
+            why += f", and {exp.destination} (the same address elsewhere) is never reached"
+        exp.confirmed = exp.allowed == itself
+        if not exp.confirmed:
+            exp.notes.insert(0, _disagree(exp.allowed, exp.verdict, itself))
+        exp.allowed, exp.deciders = itself, [Decider("network", itself, why, name)]
+        exp.verdict = _verdict(itself, exp.deciders)
+        return
     l4: dict[str, Any] = {"ip_proto": PROTOCOLS[q.protocol] or 1}
     if q.protocol in ("icmp", "any"):
         l4.update({"icmpv4_type": 8, "icmpv4_code": 0})
@@ -401,12 +413,16 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     else:
         kept = [d for d in exp.deciders if not d.allows and d.kind == "port_state"]
     if not exp.confirmed:
-        exp.notes.insert(0, f"the model's reasoning over the graph of routers and interfaces says "
-                         f"{'ALLOWED' if model else 'DENIED'} ({exp.verdict}); the packet walked through the "
-                         f"flows is {'ALLOWED' if allowed else 'DENIED'}: the walk wins")
+        exp.notes.insert(0, _disagree(model, exp.verdict, allowed))
     exp.allowed = allowed
     exp.deciders = walked + [d for d in kept if d not in walked]
     exp.verdict = _verdict(allowed, exp.deciders)
+
+
+def _disagree(model: bool, reasoning: str, walked: bool) -> str:
+    return (f"the model's reasoning over the graph of routers and interfaces says {'ALLOWED' if model else 'DENIED'} "
+            f"({reasoning}); the packet walked through the flows is {'ALLOWED' if walked else 'DENIED'}: the walk "
+            "wins")
 
 
 def _hide(q: Query, text: str) -> str:

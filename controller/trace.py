@@ -538,13 +538,13 @@ def _classify_output(port: int | str, headers: dict[str, Any], hop: Hop, rt: Cha
         return TraceOutput("controller", cid, "CONTROLLER", None, shown), None
     assert isinstance(port, int)
     vifs = {n: pid for pid, n in (rt.vifs.items() if rt else ())}
-    if port == hop.in_port:  # only IN_PORT gets here (the walker drops other hairpins)
+    tunnels = {n: t for t, n in (rt.tunnels.items() if rt else ())}
+    if port == hop.in_port and port not in tunnels:  # only IN_PORT gets here (the walker drops other hairpins)
         name = convert.name_of("port", vifs[port]) if port in vifs else ""
         return TraceOutput("in_port", cid, name, port, shown), None
     if port in vifs:
         return TraceOutput("vif", cid, convert.name_of("port", vifs[port]), port, shown), None
-    tunnels = {n: t for t, n in (rt.tunnels.items() if rt else ())}
-    if port in tunnels:
+    if port in tunnels:  # IN_PORT on a tunnel too: back through the tunnel to another chassis
         dst_ip = headers.get("tun_ipv4_dst", "")
         remote = next((c for c in chassis.values() if c.tunnel_ip and c.tunnel_ip == dst_ip), None)
         if remote is None or remote.id not in runtimes or tunnels[port] not in runtimes[remote.id].tunnels:

@@ -5,14 +5,22 @@ MAC. Behaviour only: packets walked through flows compiled from Worlds built thr
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+import netaddr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apps.compiler import Compiler
 from controller import first_hop
 from controller import trace as tr
 from controller.explain import explain
 from tests.test_apps_l2 import World
 from tests.test_apps_l3 import add_router, attach
-from tests.test_trace import FakeDataplane
+from tests.test_trace import FakeDataplane, FakeEngine, FakePlane, FakeState
 from topology import ops, ops_security
-from topology.records import Port
+from topology.model import Topology
+from topology.records import FloatingIp, Port, Router, SecurityGroup, SecurityGroupRule
 
 
 def vm_port(w: World, ident: str, net: str, chassis: str, ip: str, device: str = "",
@@ -137,7 +145,7 @@ def test_a_forwarding_vm_with_port_security_drops_what_it_forwards() -> None:
 
 
 def test_explain_names_what_the_walk_drops_at() -> None:
-    w, p = static_route_world()
+    w, _ = static_route_world()
     # the graph says r1 joins a1 and a2, and the walk agrees: one leg, the model's reasons
     e = explain(FakeDataplane(w), None, "a1-1", "fw-a2", "tcp", 22)
     assert e.allowed and e.confirmed is True and "joined by routers/r1" in e.verdict
@@ -147,3 +155,176 @@ def test_explain_names_what_the_walk_drops_at() -> None:
     dead = explain(FakeDataplane(w), None, "a1-1", "a3-1", "icmp")
     assert not dead.allowed and dead.walk is not None and dead.walk.outcome == "dropped", dead.format()
     assert "arp_resolve" in dead.walk.verdict
+
+
+# ------------------------------------------------------------------------------------------------ property
+
+
+PHYSNET = "physnet1"
+EXT_HOST = ("172.24.4.100", "02:ee:00:00:00:64")
+
+
+class GatewayDataplane(FakeDataplane):
+    """FakeDataplane with hv1 as the gateway chassis and the external host's MAC learnt (NAT compiles)."""
+
+    def __init__(self, w: World) -> None:
+        self.state = FakeState(w.topo)
+        self.compiler = Compiler(("hv1",))
+        self.compiler.neighbors = {"ext": {EXT_HOST[0]: EXT_HOST[1]}}
+        for rt in w.runtime.values():
+            self.compiler.on_runtime(w.topo, rt)
+        self.compiler.rebuild(w.topo)
+        self.planes = {cid: FakePlane(rt, FakeEngine(set(self.compiler.desired(cid))))
+                       for cid, rt in w.runtime.items()}
+
+
+@st.composite
+def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
+    """Networks (alice's, one of bob's with an overlapping CIDR), routers joining some of alice's, maybe an
+    external gateway, a VM forwarding between two networks with a static route to it, security groups
+    (default and an ssh group), floating IPs. Returns the world, the VMs, and addresses to ask about."""
+    w = World()
+    for i in (1, 2):
+        w.chassis(f"hv{i}", f"192.0.2.{i}", mappings=[(PHYSNET, "br-prov")])
+    w.network("ext", "admin", "172.24.4.0/24", segment_type="flat", physical_network=PHYSNET, external=True)
+    n = draw(st.integers(2, 4))
+    nets = [f"n{i}" for i in range(1, n + 1)]
+    for i, net in enumerate(nets, start=1):
+        w.network(net, "alice", f"10.{i}.0.0/24")
+    w.network("bob", "bob", "10.1.0.0/24")
+    routed = {net: draw(st.sampled_from(["", "r1", "r1", "r2"])) for net in nets}
+    gateway = draw(st.sampled_from([True, True, False]))
+    for r in ("r1", "r2"):
+        gw = ops.GatewayRequest("ext") if r == "r1" and gateway else None
+        w.apply(ops.create_router(w.topo, Router(id=r, tenant="alice"), gw, w.rev + 1, 0.0))
+        for net in nets:
+            if routed[net] == r:
+                w.apply(ops.add_router_interface(w.topo, w.topo.routers[r], f"{net}-sub", "", f"{r}-{net}",
+                                                 w.rev + 1, 0.0))
+    w.apply(ops_security.create_security_group(w.topo, SecurityGroup(id="ssh", tenant="alice"), w.rev + 1, 0.0))
+    w.apply(ops_security.create_security_group_rule(w.topo, SecurityGroupRule(
+        id="ssh-in", tenant="alice", security_group_id="ssh", direction="ingress", protocol="tcp",
+        port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0"), False, w.rev + 1, 0.0))
+    default, _ = ops_security.ensure_default_group(w.topo, "alice", w.rev + 1, 0.0)
+    group_sets = [(default,), (default,), ("ssh",), (default, "ssh")]
+    vms: list[Port] = []
+    for net in [*nets, "bob"]:
+        for k in range(draw(st.integers(1, 2))):
+            chassis = draw(st.sampled_from(["hv1", "hv2"]))
+            port = vm_port(w, f"{net}-vm{k}", net, chassis, f"10.{nets.index(net) + 1 if net in nets else 1}.0.{11 + k}")
+            if net != "bob":
+                groups = draw(st.sampled_from(group_sets))
+                w.apply(ops.update_port(w.topo, port, {"security_groups": groups}, w.rev + 1, 0.0))
+            vms.append(w.topo.ports[port.id])
+    asks = [EXT_HOST[0], "10.1.0.99"]
+    with_routers = [net for net in nets if routed[net]]
+    if draw(st.booleans()) and with_routers:  # a VM forwarding between x (routed by r) and y, r's static route
+        x = draw(st.sampled_from(with_routers))
+        y = draw(st.sampled_from([net for net in nets if net != x]))
+        xi, yi = nets.index(x) + 1, nets.index(y) + 1
+        security = draw(st.sampled_from(["off", "pairs", "on"]))
+        pairs = (("0.0.0.0/0", ""),) if security == "pairs" else ()
+        on = security != "off"
+        y_ip = f"10.{yi}.0.5" if routed[y] else f"10.{yi}.0.1"  # holds y's gateway if no router does
+        vm_port(w, "fw-x", x, draw(st.sampled_from(["hv1", "hv2"])), f"10.{xi}.0.5", "fw", on, pairs)
+        vm_port(w, "fw-y", y, draw(st.sampled_from(["hv1", "hv2"])), y_ip, "fw", on, pairs)
+        r = w.topo.routers[routed[x]]
+        w.apply([("router", r.id, r, dataclasses.replace(r, routes=((f"10.{yi}.0.0/24", f"10.{xi}.0.5"),)))])
+    if gateway and draw(st.booleans()):
+        owners = [p for p in vms if routed.get(p.network_id) == "r1"]
+        if owners:
+            fip = draw(st.sampled_from(owners))
+            w.apply(ops.create_floating_ip(w.topo, FloatingIp(id="fip", tenant="alice", network_id="ext",
+                                                              address="172.24.4.50", port_id=fip.id),
+                                           "fip-port", w.rev + 1, 0.0))
+            asks.append("172.24.4.50")
+    return w, vms, asks
+
+
+def _vm_route(topo: Topology, ports: list[Port], ip: str) -> tuple[Port, str] | None:
+    """Independently of controller.first_hop: (egress port, next hop's MAC) as Linux picks them for VMs
+    with one subnet per port: on-link first, else the first port's gateway that is not itself."""
+    addr = netaddr.IPAddress(ip)
+    for p in ports:
+        sid, _own = p.fixed_ips[0]
+        if addr in netaddr.IPNetwork(topo.subnets[sid].cidr):
+            return p, _mac_of(topo, p.network_id, ip)
+    for p in ports:
+        sid, own = p.fixed_ips[0]
+        gw = topo.subnets[sid].gateway_ip
+        if gw and gw != own:
+            return p, _mac_of(topo, p.network_id, gw)
+    return None
+
+
+def _mac_of(topo: Topology, net: str, ip: str) -> str:
+    return next((p.mac for p in topo.ports.values() if p.network_id == net and ip in (a for _, a in p.fixed_ips)),
+                "")
+
+
+def walker_verdict(dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4: dict[str, Any],
+                   target: Port | None) -> bool:
+    """The walker trace, leg by leg: does a packet from `src` to `dst_ip` get there (VMs that are sent a
+    packet for someone else forward it)?"""
+    if dst_ip == src.fixed_ips[0][1]:
+        return target is None or target.id == src.id  # its own stack answers
+    ports, base = [src], {"eth_type": 0x0800, "ipv4_src": src.fixed_ips[0][1], "ipv4_dst": dst_ip,
+                          "nw_ttl": 64, **l4}
+    for _ in range(8):
+        hop = _vm_route(topo, ports, base["ipv4_dst"])
+        if hop is None or not hop[1]:
+            return False
+        res = tr.trace(dp, port_id=hop[0].id, headers={**base, "eth_src": hop[0].mac, "eth_dst": hop[1]})
+        outs = [o for h in res.hops for o in h.outputs]
+        fwd = None
+        for o in outs:
+            p = topo.ports.get(o.port.removeprefix("ports/"))
+            if o.kind != "vif" or p is None or o.headers.get("eth_dst") != p.mac:
+                continue
+            if o.headers.get("ipv4_dst") in (a for _, a in p.fixed_ips):
+                return target is None or p.id == target.id
+            fwd = fwd or (p, o.headers)
+        if fwd is None:
+            ours = any(int(netaddr.IPAddress(dst_ip)) in owners for owners in topo.ip_owner.values())
+            return any(o.kind == "physical" for o in outs) and not ours
+        p, h = fwd
+        if int(h["nw_ttl"]) <= 1:
+            return False
+        ports = [p, *(x for x in topo.ports.values() if x.device_id == p.device_id and x.id != p.id
+                      and p.device_id)]
+        base = {**{k: h[k] for k in base if k in h and k not in ("eth_src", "eth_dst")}, "nw_ttl": int(h["nw_ttl"]) - 1}
+    return False
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(topologies(), st.data())
+def test_explain_agrees_with_the_walker_trace_on_random_topologies(world: Any, data: st.DataObject) -> None:
+    w, vms, asks = world
+    dp = GatewayDataplane(w)
+    sources = [p for p in vms if p.tenant == "alice"]
+    for _ in range(6):
+        src = data.draw(st.sampled_from(sources))
+        dst = data.draw(st.sampled_from([*(p for p in vms if p != src), *asks,
+                                         *(f"ip:{p.id}" for p in vms if p != src)]))
+        proto = data.draw(st.sampled_from(["icmp", "tcp", "udp"]))
+        port = data.draw(st.sampled_from([22, 80])) if proto != "icmp" else None
+        target: Port | None = None
+        if isinstance(dst, Port):
+            target, dst_ip, ask = dst, dst.fixed_ips[0][1], dst.id
+        elif dst.startswith("ip:"):
+            dst_ip = ask = w.topo.ports[dst[3:]].fixed_ips[0][1]
+        else:
+            dst_ip = ask = dst
+        l4: dict[str, Any] = {"ip_proto": {"icmp": 1, "tcp": 6, "udp": 17}[proto]}
+        if proto == "icmp":
+            l4 |= {"icmpv4_type": 8, "icmpv4_code": 0}
+        else:
+            l4 |= {f"{proto}_src": 40000, f"{proto}_dst": port}
+        e = explain(dp, None, src.id, ask, proto, port)
+        want = walker_verdict(dp, w.topo, src, dst_ip, l4, target)
+        assert e.allowed == want, (src.id, ask, proto, port, e.format())
+        if e.confirmed is False:
+            assert any("the walk wins" in n for n in e.notes), e.format()
+        if e.allowed and target is not None and target != src:
+            assert e.trace is not None and f"ports/{target.id}" in (x for x, _ in e.trace.delivered_to)
