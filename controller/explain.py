@@ -27,6 +27,7 @@ from topology.model import Topology, member_values, remote_value
 from topology.records import (
     EGRESS,
     INGRESS,
+    OWNER_FLOATING_IP,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     FirewallRule,
@@ -395,13 +396,17 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
             exp.notes.append("'any' is walked as an ICMP echo request")
     elif q.port is not None:
         l4.update({f"{q.protocol}_src": 40000, f"{q.protocol}_dst": q.port})
-    w = pathwalk.walk(dataplane, q.src, dst_ip, l4, q.dst)
+    target = q.dst
+    if target is not None and target.device_owner.startswith("network:"):  # a router's, a floating IP's...
+        fip = q.topo.floatingips.get(target.device_id) if target.device_owner == OWNER_FLOATING_IP else None
+        target = q.topo.ports.get(fip.port_id) if fip is not None and fip.port_id else None
+    w = pathwalk.walk(dataplane, q.src, dst_ip, l4, target)
     exp.walk = w
     exp.trace = w.merged()
     allowed = w.outcome in pathwalk.PASSES
     model = exp.allowed
     exp.confirmed = allowed == model
-    if w.reached is not None and q.dst is None and q.visible(w.reached.tenant):
+    if w.reached is not None and (q.dst is None or q.dst != target) and q.visible(w.reached.tenant):
         exp.destination = convert.name_of("port", w.reached.id)
     exp.notes += [_hide(q, a) for a in w.assumptions]
     if exp.confirmed and len(w.legs) <= 1:
