@@ -36,11 +36,11 @@ class Route:
         return self.holder.mac if self.holder is not None else None
 
     def describe(self) -> str:
-        who = (f"{self.holder.id} ({self.holder.mac})" if self.holder is not None
+        who = (f"ports/{self.holder.id} ({self.holder.mac})" if self.holder is not None
                else "nobody (ARP for it is not answered)")
         if self.on_link:
-            return f"{self.next_hop} is on-link for {self.port.id}: eth_dst = {who}"
-        return f"{self.port.id} sends it to its {self.via}: eth_dst = {who}"
+            return f"{self.next_hop} is on-link for ports/{self.port.id}: eth_dst = {who}"
+        return f"ports/{self.port.id} sends it to its {self.via}: eth_dst = {who}"
 
 
 def ipv4_subnets(topo: Topology, port: Port) -> list[tuple[Subnet, str]]:
