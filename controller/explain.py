@@ -20,7 +20,7 @@ import netaddr
 import networkx as nx
 
 from apps import acl
-from controller import convert, pathwalk
+from controller import convert, first_hop, pathwalk
 from controller.trace import TraceResult
 from topology import errors
 from topology.model import Topology, member_values, remote_value
@@ -420,6 +420,8 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if not exp.confirmed:
         exp.notes.insert(0, _disagree(model, exp.verdict, allowed))
     exp.allowed = allowed
+    walked = [dataclasses.replace(d, description=_hide(q, d.description), resource=_hide(q, d.resource))
+              for d in walked]
     exp.deciders = walked + [d for d in kept if d not in walked]
     exp.verdict = _verdict(allowed, exp.deciders)
 
@@ -537,7 +539,7 @@ def _receiver(q: Query, w: pathwalk.Walk) -> Port | None:
     if q.dst is not None and ip in {a for _, a in q.dst.fixed_ips}:
         return q.dst
     hosts = {h.chassis for h in leg.trace.hops} if leg.trace is not None else set()
-    return next((p for p in q.topo.ports.values() if p.binding_chassis in hosts and pathwalk.holds(p, ip)
+    return next((p for p in q.topo.ports.values() if p.binding_chassis in hosts and first_hop.holds(p, ip)
                  and not p.device_owner.startswith("network:")), None)
 
 

@@ -107,3 +107,18 @@ def route(topo: Topology, ports: Sequence[Port], dst_ip: str) -> Route | None:
                 return Route(p, sub.gateway_ip, f"default gateway {sub.gateway_ip}",
                              holder(topo, p.network_id, sub.gateway_ip))
     return None
+
+
+def addresses(port: Port) -> list[netaddr.IPNetwork]:
+    """The IPv4 addresses a port's VM owns: fixed IPs and allowed address pairs (which may be prefixes)."""
+    out = [netaddr.IPNetwork(ip) for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4]
+    for addr, _mac in port.allowed_address_pairs:
+        net = netaddr.IPNetwork(addr)
+        if net.version == 4 and net.prefixlen > 0:  # 0.0.0.0/0 says "may forward anything", not "is anything"
+            out.append(net)
+    return out
+
+
+def holds(port: Port, ip: str) -> bool:
+    a = netaddr.IPAddress(ip)
+    return any(a in net if net.prefixlen < 32 else a == net.ip for net in addresses(port))

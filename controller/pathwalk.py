@@ -89,21 +89,6 @@ class Walk:
         return out
 
 
-def addresses(port: Port) -> list[netaddr.IPNetwork]:
-    """The IPv4 addresses a port's VM owns: fixed IPs and allowed address pairs (which may be prefixes)."""
-    out = [netaddr.IPNetwork(ip) for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4]
-    for addr, _mac in port.allowed_address_pairs:
-        net = netaddr.IPNetwork(addr)
-        if net.version == 4 and net.prefixlen > 0:  # 0.0.0.0/0 says "may forward anything", not "is anything"
-            out.append(net)
-    return out
-
-
-def holds(port: Port, ip: str) -> bool:
-    a = netaddr.IPAddress(ip)
-    return any(a in net if net.prefixlen < 32 else a == net.ip for net in addresses(port))
-
-
 def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], target: Port | None = None,
          flows: str = "desired") -> Walk:
     """Walk a packet from port `source` to `dst_ip` (`l4`: ip_proto and tcp/udp ports, icmp type) through
@@ -209,7 +194,7 @@ def _leg_end(topo: Topology, res: TraceResult, leg_dst: str, dst_ip: str,
                 ignored.append(o.port)  # a flooded copy to someone else's MAC: its NIC drops it
                 continue
             ip = str(o.headers.get("ipv4_dst", ""))
-            if ip and holds(p, ip):
+            if ip and first_hop.holds(p, ip):
                 return "delivered", p, f"delivered to {o.port} on {o.chassis}"
             if eth_dst == p.mac.lower() and forward is None:
                 forward = p

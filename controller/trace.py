@@ -489,7 +489,21 @@ def _run(dataplane: Any, start: _Start, flows: FlowSource, source: str) -> Trace
             hop.outputs.append(out)
             if nxt is not None:
                 queue.append(nxt)
-    return TraceResult(start.source(), hops, _verdict(hops, start), source)
+    return TraceResult(start.source(), hops, _verdict(hops, start) + _next_hops(hops, ports), source)
+
+
+def _next_hops(hops: list[Hop], ports: Mapping[str, Port]) -> str:
+    """A delivery to a port that is only the packet's next hop (its MAC, another address) is not the end of
+    the path when that VM forwards: say so."""
+    out = []
+    for h in hops:
+        for o in h.outputs:
+            p = ports.get(o.port.removeprefix("ports/")) if o.kind == "vif" else None
+            ip = o.headers.get("ipv4_dst")
+            if p is not None and ip and o.headers.get("eth_dst") == p.mac and not first_hop.holds(p, str(ip)):
+                out.append(f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards it "
+                           "(explain follows it)")
+    return "".join(dict.fromkeys(out))
 
 
 def _steps(res: Result, registry: CookieRegistry, counters: Mapping[Flow, tuple[int, int]] | None,
