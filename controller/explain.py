@@ -88,12 +88,14 @@ class Explanation:
         if self.walk is not None:
             agree = "agrees" if self.confirmed else "DISAGREES (the walk decides)"
             if with_trace:
-                lines.append(f"  walked through the flows: {self.walk.verdict}; the model's reasoning {agree}")
+                lines.append(f"  walked through the flows: {self.walk.verdict}; "
+                             f"the model's reasoning {agree}")
                 lines += [f"    leg {i}: {leg}" for i, leg in enumerate(self.walk.path(), start=1)]
                 if self.trace is not None:
                     lines += ["", self.trace.format()]
             else:
-                lines.append(f"  the packet walked through the flows is {'ALLOWED' if self.allowed else 'DENIED'}; "
+                verdict = "ALLOWED" if self.allowed else "DENIED"
+                lines.append(f"  the packet walked through the flows is {verdict}; "
                              f"the model's reasoning {agree}")
         return "\n".join(lines)
 
@@ -356,8 +358,8 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
         q = _query(topo, source_port, destination, protocol, port, visible)
         deciders = [d for check in CHECKS for d in check(q)]
     dst_name = convert.name_of("port", q.dst.id) if q.dst is not None else str(q.dst_ip)
-    exp = Explanation(not any(not d.allows for d in deciders), "", deciders, convert.name_of("port", q.src.id),
-                      dst_name, protocol, port)
+    exp = Explanation(not any(not d.allows for d in deciders), "", deciders,
+                      convert.name_of("port", q.src.id), dst_name, protocol, port)
     exp.verdict = _verdict(exp.allowed, deciders)
     if with_trace and dataplane is not None:
         _walk(dataplane, q, exp)
@@ -380,7 +382,8 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if dst_ip in {ip for _, ip in q.src.fixed_ips}:  # the VM's own stack delivers it, nothing is sent
         name = convert.name_of("port", q.src.id)
         itself = q.dst is None or q.dst.id == q.src.id
-        why = f"{dst_ip} is the source's own address: its own IP stack delivers it, nothing crosses the network"
+        why = (f"{dst_ip} is the source's own address: its own IP stack delivers it, nothing crosses the "
+               "network")
         if not itself:
             why += f", and {exp.destination} (the same address elsewhere) is never reached"
         exp.confirmed = exp.allowed == itself
@@ -427,9 +430,9 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
 
 
 def _disagree(model: bool, reasoning: str, walked: bool) -> str:
-    return (f"the model's reasoning over the graph of routers and interfaces says {'ALLOWED' if model else 'DENIED'} "
-            f"({reasoning}); the packet walked through the flows is {'ALLOWED' if walked else 'DENIED'}: the walk "
-            "wins")
+    said, walk = ("ALLOWED" if model else "DENIED"), ("ALLOWED" if walked else "DENIED")
+    return (f"the model's reasoning over the graph of routers and interfaces says {said} ({reasoning}); the "
+            f"packet walked through the flows is {walk}: the walk wins")
 
 
 def _hide(q: Query, text: str) -> str:
@@ -473,8 +476,10 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
 
 def _relay(deciders: list[Decider]) -> list[Decider]:
     """Security-group deciders of a forwarding VM's ports: it receives and sends, it is neither end."""
-    return [dataclasses.replace(d, description=d.description.replace("the destination port", "the next hop's port")
-                                .replace("the source port", "the forwarding port")) for d in deciders]
+    return [dataclasses.replace(d, description=d.description.replace("the destination port", "the next hop's "
+                                                                     "port").replace("the source port",
+                                                                                     "the forwarding port"))
+            for d in deciders]
 
 
 def _route_decider(q: Query, router_id: str, prefix: Any, dst_ip: str) -> Decider:
@@ -494,8 +499,9 @@ def _route_decider(q: Query, router_id: str, prefix: Any, dst_ip: str) -> Decide
 #: the kind of reason a drop in each stage has
 _STAGE_KIND = {"classify": "port_state", "port_sec_in": "port_security", "acl_egress": "security_group",
                "acl_egress_commit": "security_group", "acl_ingress": "security_group",
-               "acl_ingress_commit": "security_group", "fw_router_in": "firewall", "fw_router_out": "firewall",
-               "l3_lookup": "route", "arp_resolve": "address", "l2_lookup": "network"}
+               "acl_ingress_commit": "security_group", "fw_router_in": "firewall",
+               "fw_router_out": "firewall", "l3_lookup": "route", "arp_resolve": "address",
+               "l2_lookup": "network"}
 
 
 def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
@@ -512,8 +518,9 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
     sender = leg.sender
     name = _hide(q, convert.name_of("port", sender.id))
     if kind == "port_security":
-        return [Decider("port_security", False, f"port security of {name} drops it: {leg.packet.get('ipv4_src')} "
-                        f"is not one of its addresses or allowed address pairs", name)]
+        return [Decider("port_security", False, f"port security of {name} drops it: "
+                        f"{leg.packet.get('ipv4_src')} is not one of its addresses or allowed address pairs",
+                        name)]
     if kind == "security_group" and stage.startswith("acl_egress"):
         found = [d for d in _sg_side(q, sender, EGRESS, str(leg.packet.get("ipv4_dst"))) if not d.allows]
         if found:
@@ -521,7 +528,8 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
     if kind == "security_group" and stage.startswith("acl_ingress"):
         receiver = _receiver(q, w)
         if receiver is not None:
-            found = [d for d in _sg_side(q, receiver, INGRESS, str(leg.packet.get("ipv4_src"))) if not d.allows]
+            found = [d for d in _sg_side(q, receiver, INGRESS, str(leg.packet.get("ipv4_src")))
+                     if not d.allows]
             if found:
                 return found
     if kind == "firewall":

@@ -182,7 +182,8 @@ def _leg_end(topo: Topology, res: TraceResult, leg_dst: str, dst_ip: str,
     ignored = []
     for h in res.hops:
         for o in h.outputs:
-            if o.kind == "in_port" and o.headers.get("ipv4_src") == leg_dst and o.headers.get("icmpv4_type") == 0:
+            echo_reply = o.headers.get("ipv4_src") == leg_dst and o.headers.get("icmpv4_type") == 0
+            if o.kind == "in_port" and echo_reply:
                 return "answered", None, f"{leg_dst} answers the echo request in flows (a router's address)"
             if o.kind != "vif":
                 continue

@@ -327,8 +327,8 @@ def _via_gateway(topo: Topology, src: Port, dst: Port | None, headers: Mapping[s
         return headers, ""
     r = first_hop.route(topo, [src], ip)
     if r is None:
-        raise errors.failed_precondition("NO_ROUTE", f"port {src.id!r} has no route to {ip}: it is on none of "
-                                         "its subnets, and they have no gateway or host route for it",
+        raise errors.failed_precondition("NO_ROUTE", f"port {src.id!r} has no route to {ip}: it is on none "
+                                         "of its subnets, and they have no gateway or host route for it",
                                          port=src.id)
     if r.on_link:
         return headers, ""
@@ -501,8 +501,8 @@ def _next_hops(hops: list[Hop], ports: Mapping[str, Port]) -> str:
             p = ports.get(o.port.removeprefix("ports/")) if o.kind == "vif" else None
             ip = o.headers.get("ipv4_dst")
             if p is not None and ip and o.headers.get("eth_dst") == p.mac and not first_hop.holds(p, str(ip)):
-                out.append(f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards it "
-                           "(explain follows it)")
+                out.append(f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards "
+                           "it (explain follows it)")
     return "".join(dict.fromkeys(out))
 
 
@@ -553,7 +553,7 @@ def _classify_output(port: int | str, headers: dict[str, Any], hop: Hop, rt: Cha
     assert isinstance(port, int)
     vifs = {n: pid for pid, n in (rt.vifs.items() if rt else ())}
     tunnels = {n: t for t, n in (rt.tunnels.items() if rt else ())}
-    if port == hop.in_port and port not in tunnels:  # only IN_PORT gets here (the walker drops other hairpins)
+    if port == hop.in_port and port not in tunnels:  # only IN_PORT gets here (the walker drops hairpins)
         name = convert.name_of("port", vifs[port]) if port in vifs else ""
         return TraceOutput("in_port", cid, name, port, shown), None
     if port in vifs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ class World:
 
 
 def _port(env: Env, md: Md, ident: str, net: pb.Network, ip: str, groups: tuple[str, ...] = (),
-          **kw) -> pb.Port:  # type: ignore[no-untyped-def]
+          **kw: Any) -> pb.Port:
     port = pb.Port(network=net.name, fixed_ips=[pb.FixedIp(ip_address=ip)],
                    security_groups=[f"securityGroups/{g}" for g in groups], **kw)
     return env.stub.CreatePort(pb.CreatePortRequest(port=port, port_id=ident), metadata=md)
@@ -73,11 +74,13 @@ def world(env: Env) -> Iterator[World]:
     # ssh-only: a group that lets in tcp/22 from anywhere, nothing else
     env.stub.CreateSecurityGroup(pb.CreateSecurityGroupRequest(
         security_group=pb.SecurityGroup(display_name="ssh-only"), security_group_id="ssh-only"), metadata=md)
-    env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(security_group_rule=pb.SecurityGroupRule(
-        security_group="securityGroups/ssh-only", direction="ingress", protocol="tcp", port_range_min=22,
-        port_range_max=22, remote_ip_prefix="0.0.0.0/0")), metadata=md)
-    fw_a2 = _port(env, md, "fw-a2", nets[2], "10.83.2.5", device_id="fw", allowed_address_pairs=FORWARD_ANYTHING)
-    fw_a3 = _port(env, md, "fw-a3", nets[3], "10.83.3.1", device_id="fw", allowed_address_pairs=FORWARD_ANYTHING)
+    ssh = pb.SecurityGroupRule(security_group="securityGroups/ssh-only", direction="ingress", protocol="tcp",
+                               port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0")
+    env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(security_group_rule=ssh), metadata=md)
+    fw_a2 = _port(env, md, "fw-a2", nets[2], "10.83.2.5", device_id="fw",
+                  allowed_address_pairs=FORWARD_ANYTHING)
+    fw_a3 = _port(env, md, "fw-a3", nets[3], "10.83.3.1", device_id="fw",
+                  allowed_address_pairs=FORWARD_ANYTHING)
     env.stub.UpdateRouter(pb.UpdateRouterRequest(
         router=pb.Router(name=r.name, routes=[pb.HostRoute(destination="10.83.3.0/24", nexthop="10.83.2.5")]),
         update_mask={"paths": ["routes"]}), metadata=md)
@@ -181,7 +184,8 @@ def test_without_the_address_pair_the_forwarding_vm_is_dropped_and_explain_says_
         assert not world.vms["a1-1"].ping("10.83.3.11", count=2, timeout=2), "port security drops it for real"
     finally:
         for p in world.fw_ports.values():
-            env.stub.UpdatePort(pb.UpdatePortRequest(port=pb.Port(name=p.name, allowed_address_pairs=FORWARD_ANYTHING),
-                                                     update_mask={"paths": ["allowed_address_pairs"]}), metadata=md)
+            port = pb.Port(name=p.name, allowed_address_pairs=FORWARD_ANYTHING)
+            mask = {"paths": ["allowed_address_pairs"]}
+            env.stub.UpdatePort(pb.UpdatePortRequest(port=port, update_mask=mask), metadata=md)
         env.wait_realized()
     assert world.vms["a1-1"].ping("10.83.3.11", count=2, timeout=3)

@@ -118,7 +118,7 @@ def test_explain_follows_the_static_route_through_the_forwarding_vm_and_says_the
     assert any(d.kind == "next_hop" and d.resource == "ports/fw-a3" for d in e.deciders)
     assert e.walk is not None and [leg.sender.id for leg in e.walk.legs] == ["a1-1", "fw-a3"]
     second = e.walk.legs[1].packet
-    assert second["eth_src"] == p["fw-a3"].mac and second["eth_dst"] == p["a3-1"].mac and second["nw_ttl"] == 62
+    assert (second["eth_src"], second["eth_dst"], second["nw_ttl"]) == (p["fw-a3"].mac, p["a3-1"].mac, 62)
     # the merged trace shows both legs, the forwarded one saying so
     assert e.trace is not None and e.trace.delivered_to[-1][0] == "ports/a3-1"
     assert any("forwards the packet (assumed)" in h.came_from for h in e.trace.hops)
@@ -127,7 +127,8 @@ def test_explain_follows_the_static_route_through_the_forwarding_vm_and_says_the
     # by address, and the way back (a3-1's gateway is fw itself, whose default route is r1)
     assert explain(dp, None, "a1-1", "10.3.0.11", "icmp").destination == "ports/a3-1"
     back = explain(dp, None, "a3-1", "a1-1", "tcp", 22)
-    assert back.allowed and [leg.sender.id for leg in back.walk.legs] == ["a3-1", "fw-a2"]  # type: ignore[union-attr]
+    assert back.allowed and back.walk is not None
+    assert [leg.sender.id for leg in back.walk.legs] == ["a3-1", "fw-a2"]
 
 
 def test_a_forwarding_vm_with_port_security_drops_what_it_forwards() -> None:
@@ -201,7 +202,8 @@ def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
             if routed[net] == r:
                 w.apply(ops.add_router_interface(w.topo, w.topo.routers[r], f"{net}-sub", "", f"{r}-{net}",
                                                  w.rev + 1, 0.0))
-    w.apply(ops_security.create_security_group(w.topo, SecurityGroup(id="ssh", tenant="alice"), w.rev + 1, 0.0))
+    w.apply(ops_security.create_security_group(w.topo, SecurityGroup(id="ssh", tenant="alice"), w.rev + 1,
+                                               0.0))
     w.apply(ops_security.create_security_group_rule(w.topo, SecurityGroupRule(
         id="ssh-in", tenant="alice", security_group_id="ssh", direction="ingress", protocol="tcp",
         port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0"), False, w.rev + 1, 0.0))
@@ -211,14 +213,15 @@ def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
     for net in [*nets, "bob"]:
         for k in range(draw(st.integers(1, 2))):
             chassis = draw(st.sampled_from(["hv1", "hv2"]))
-            port = vm_port(w, f"{net}-vm{k}", net, chassis, f"10.{nets.index(net) + 1 if net in nets else 1}.0.{11 + k}")
+            third = nets.index(net) + 1 if net in nets else 1
+            port = vm_port(w, f"{net}-vm{k}", net, chassis, f"10.{third}.0.{11 + k}")
             if net != "bob":
                 groups = draw(st.sampled_from(group_sets))
                 w.apply(ops.update_port(w.topo, port, {"security_groups": groups}, w.rev + 1, 0.0))
             vms.append(w.topo.ports[port.id])
     asks = [EXT_HOST[0], "10.1.0.99"]
     with_routers = [net for net in nets if routed[net]]
-    if draw(st.booleans()) and with_routers:  # a VM forwarding between x (routed by r) and y, r's static route
+    if draw(st.booleans()) and with_routers:  # a VM forwarding between x (routed by r) and y; r's route
         x = draw(st.sampled_from(with_routers))
         y = draw(st.sampled_from([net for net in nets if net != x]))
         xi, yi = nets.index(x) + 1, nets.index(y) + 1
@@ -228,8 +231,9 @@ def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
         y_ip = f"10.{yi}.0.5" if routed[y] else f"10.{yi}.0.1"  # holds y's gateway if no router does
         vm_port(w, "fw-x", x, draw(st.sampled_from(["hv1", "hv2"])), f"10.{xi}.0.5", "fw", on, pairs)
         vm_port(w, "fw-y", y, draw(st.sampled_from(["hv1", "hv2"])), y_ip, "fw", on, pairs)
-        r = w.topo.routers[routed[x]]
-        w.apply([("router", r.id, r, dataclasses.replace(r, routes=((f"10.{yi}.0.0/24", f"10.{xi}.0.5"),)))])
+        rr = w.topo.routers[routed[x]]
+        route = (f"10.{yi}.0.0/24", f"10.{xi}.0.5")
+        w.apply([("router", rr.id, rr, dataclasses.replace(rr, routes=(route,)))])
     if gateway and draw(st.booleans()):
         owners = [p for p in vms if routed.get(p.network_id) == "r1"]
         if owners:
@@ -258,8 +262,8 @@ def _vm_route(topo: Topology, ports: list[Port], ip: str) -> tuple[Port, str] | 
 
 
 def _mac_of(topo: Topology, net: str, ip: str) -> str:
-    return next((p.mac for p in topo.ports.values() if p.network_id == net and ip in (a for _, a in p.fixed_ips)),
-                "")
+    return next((p.mac for p in topo.ports.values()
+                 if p.network_id == net and ip in (a for _, a in p.fixed_ips)), "")
 
 
 def walker_verdict(dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4: dict[str, Any],
@@ -281,7 +285,7 @@ def walker_verdict(dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4
             p = topo.ports.get(o.port.removeprefix("ports/"))
             if o.kind != "vif" or p is None or o.headers.get("eth_dst") != p.mac:
                 continue
-            if o.headers.get("ipv4_dst") in (a for _, a in p.fixed_ips):
+            if o.headers.get("ipv4_dst") in {a for _, a in p.fixed_ips}:
                 return target is None or p.id == target.id
             fwd = fwd or (p, o.headers)
         if fwd is None:
@@ -292,7 +296,8 @@ def walker_verdict(dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4
             return False
         ports = [p, *(x for x in topo.ports.values() if x.device_id == p.device_id and x.id != p.id
                       and p.device_id)]
-        base = {**{k: h[k] for k in base if k in h and k not in ("eth_src", "eth_dst")}, "nw_ttl": int(h["nw_ttl"]) - 1}
+        base = {**{k: h[k] for k in base if k in h and k not in ("eth_src", "eth_dst")},
+                "nw_ttl": int(h["nw_ttl"]) - 1}
     return False
 
 

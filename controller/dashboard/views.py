@@ -384,8 +384,8 @@ def _first_hop(topo: Topology, src: Port, dst_ip: str, dst_mac: str, resolved: s
     if r.on_link:
         return dst_mac, resolved
     if r.holder is None:
-        raise BadRequest(f"{src.id} sends {dst_ip} to its {r.via}, but no port of network {src.network_id} has "
-                         f"{r.next_hop}: ARP for it is not answered, a real VM sends nothing")
+        raise BadRequest(f"{src.id} sends {dst_ip} to its {r.via}, but no port of network {src.network_id} "
+                         f"has {r.next_hop}: ARP for it is not answered, a real VM sends nothing")
     return r.holder.mac, f"{resolved}; via {r.via} = port {r.holder.id}"
 
 
