@@ -412,10 +412,11 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if w.reached is not None and (q.dst is None or q.dst != target) and q.visible(w.reached.tenant):
         exp.destination = convert.name_of("port", w.reached.id)
     exp.notes += [_hide(q, a) for a in w.assumptions]
-    if exp.confirmed and len(w.legs) <= 1:
+    if exp.confirmed and len(w.legs) <= 1 and not w.assumptions and w.outcome != "answered":
         return  # the model's reasons, confirmed by the flows
     with dataplane.state.lock:
-        walked = _path_deciders(q, w) if allowed else _drop_deciders(q, w)
+        path = _path_deciders(q, w)  # for a drop: how far it got, then why it stops
+        walked = path if allowed else [d for d in path if d.allows] + _drop_deciders(q, w)
     if allowed:
         kept = [d for d in exp.deciders if d.allows and d.kind in ("security_group", "firewall", "network")]
     else:
@@ -458,11 +459,18 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
             out += _relay(_sg_side(q, leg.sender, EGRESS, dst))
         elif "on-link" not in leg.route:
             out.append(Decider("route", True, f"{name} sends it {_hide(q, leg.route)}", name))
+        answered = False
         for h in leg.trace.hops if leg.trace is not None else ():
             for s in h.steps:
                 app, _, obj = s.owner.partition("/")
                 if s.stage == "l3_lookup" and app == "l3" and s.matched is not None and obj in topo.routers:
-                    out.append(_route_decider(q, obj, s.matched.match_dict().get("ipv4_dst"), dst))
+                    match = s.matched.match_dict()
+                    if match.get("icmpv4_type") == 8:  # the router's own address: answered in flows
+                        out.append(Decider("router", True, f"routers/{obj} answers the echo request to its "
+                                           f"address {dst}", f"routers/{obj}"))
+                        answered = True
+                    elif not answered:
+                        out.append(_route_decider(q, obj, match.get("ipv4_dst"), dst))
                 elif s.stage in ("snat", "dnat") and s.matched is not None and any(
                         getattr(a, "nat", None) is not None for a in s.matched.actions):
                     what = "source" if s.stage == "snat" else "destination"

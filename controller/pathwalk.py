@@ -112,9 +112,10 @@ def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], targe
             return Walk(legs, "no_route", f"{who} has no route to {base['ipv4_dst']}: it is on none of its "
                         "subnets, which have no gateway or host route for it", assumptions=assumptions)
         if r.holder is None:
-            return Walk(legs, "unresolved", f"{who} sends {base['ipv4_dst']} to its {r.via}, but no port of "
-                        f"networks/{r.port.network_id} has {r.next_hop}: ARP for it is not answered, nothing "
-                        "is sent", assumptions=assumptions)
+            how = (f"{base['ipv4_dst']} is on-link for {_port(r.port)}" if r.on_link
+                   else f"{_port(r.port)} sends {base['ipv4_dst']} to its {r.via}")
+            return Walk(legs, "unresolved", f"{how}, but no port of networks/{r.port.network_id} has "
+                        f"{r.next_hop}: ARP for it is not answered, nothing is sent", assumptions=assumptions)
         packet = {**base, "eth_src": r.port.mac, "eth_dst": r.holder.mac}
         leg = Leg(r.port, _route_words(r), packet, received_on=received_on)
         legs.append(leg)
