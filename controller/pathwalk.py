@@ -124,7 +124,8 @@ def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], targe
         except ApiError as err:
             return Walk(legs, "not_sent", f"{_port(r.port)} cannot send it: {err.message}",
                         assumptions=assumptions)
-        outcome = _leg_end(topo, leg.trace, base["ipv4_dst"], dst_ip)
+        with dataplane.state.lock:
+            outcome = _leg_end(topo, leg.trace, base["ipv4_dst"], dst_ip)
         if outcome[0] in ("delivered", "answered", "outside"):
             kind, port, words = outcome
             if kind == "delivered" and target is not None and port is not None and port.id != target.id:
@@ -136,7 +137,8 @@ def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], targe
             return Walk(legs, "dropped", words, assumptions=assumptions)
         out = _delivery(leg.trace, fwd)
         ttl = int(out.get("nw_ttl", 64)) - 1
-        host = first_hop.host_ports(topo, fwd)
+        with dataplane.state.lock:
+            host = first_hop.host_ports(topo, fwd)
         if fwd.id in seen:
             return Walk(legs, "loop", f"{_port(fwd)} gets the packet a second time: a forwarding loop",
                         assumptions=assumptions)
