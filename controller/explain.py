@@ -412,7 +412,11 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if w.reached is not None and (q.dst is None or q.dst != target) and q.visible(w.reached.tenant):
         exp.destination = convert.name_of("port", w.reached.id)
     exp.notes += [_hide(q, a) for a in w.assumptions]
-    if exp.confirmed and len(w.legs) <= 1 and not w.assumptions and w.outcome != "answered":
+    crossed = any(s.stage == "l3_lookup" and s.matched is not None
+                  for leg in w.legs if leg.trace is not None for h in leg.trace.hops for s in h.steps)
+    unrouted = any(d.kind in ("isolation", "route") and not d.allows for d in exp.deciders)
+    if exp.confirmed and len(w.legs) <= 1 and not w.assumptions and w.outcome != "answered" and not (
+            crossed and unrouted):
         return  # the model's reasons, confirmed by the flows
     with dataplane.state.lock:
         path = _path_deciders(q, w)  # for a drop: how far it got, then why it stops
@@ -437,10 +441,15 @@ def _disagree(model: bool, reasoning: str, walked: bool) -> str:
 
 
 def _hide(q: Query, text: str) -> str:
-    """Names of ports the asker may not see, replaced (a tenant learns nothing of another's ports)."""
+    """Names of ports the asker may not see, replaced (a tenant learns nothing of another's ports); for a
+    tenant, also the flows and chassis a trace names (the operator's)."""
     for p in q.topo.ports.values():
         if not q.visible(p.tenant) and f"ports/{p.id}" in text:
             text = text.replace(f"ports/{p.id}", "a port of another tenant")
+    if not q.visible(""):
+        text = re.sub(r" by cookie=.*?(?= on | from |$)", "", text)
+        for cid in q.topo.chassis:
+            text = re.sub(rf" (on|from) {re.escape(cid)}\b", "", text)
     return text
 
 
@@ -540,6 +549,21 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                      if not d.allows]
             if found:
                 return found
+    if kind in ("address", "route"):
+        routed = [d for d in _path_deciders(q, pathwalk.Walk([leg], "dropped", ""))
+                  if d.kind in ("route", "router") and d.resource.startswith("routers/")]
+        if routed and kind == "address":
+            why = (f"{routed[-1].description}, but no port has that next hop's address: the router cannot "
+                   "resolve it")
+            return [dataclasses.replace(routed[-1], allows=False, description=why)]
+        if kind == "route":
+            gw = q.topo.ports.get(q.topo.macs.get(str(leg.packet.get("eth_dst")), ""))
+            router = "the router"
+            if gw is not None and gw.device_owner == OWNER_ROUTER_INTERFACE:
+                router = f"routers/{gw.device_id}"
+            return [Decider("route", False, f"{router} has no route to {leg.packet.get('ipv4_dst')} (no "
+                            "connected subnet, static route or external gateway covers it)",
+                            router if router.startswith("routers/") else "")]
     if kind == "firewall":
         found = [d for d in check_firewall(q) if not d.allows]
         if found:

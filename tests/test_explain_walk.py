@@ -157,6 +157,12 @@ def test_explain_names_what_the_walk_drops_at() -> None:
     dead = explain(FakeDataplane(w), None, "a1-1", "a3-1", "icmp")
     assert not dead.allowed and dead.walk is not None and dead.walk.outcome == "dropped", dead.format()
     assert "arp_resolve" in dead.walk.verdict
+    assert [d.resource for d in dead.deciders if not d.allows] == ["routers/r1"]
+    assert "static route 10.3.0.0/24 via 10.2.0.99 of routers/r1" in dead.verdict and "resolve" in dead.verdict
+    # nowhere: the router has no route; a tenant is told so without the operator's flows and chassis
+    nowhere = explain(FakeDataplane(w), None, "a1-1", "10.9.9.9", "icmp", visible=lambda t: t == "alice")
+    assert not nowhere.allowed and "routers/r1 has no route to 10.9.9.9" in nowhere.verdict
+    assert "hv1" not in nowhere.format(with_trace=False) and "cookie=" not in nowhere.format(with_trace=False)
 
 
 # ------------------------------------------------------------------------------------------------ property
