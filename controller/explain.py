@@ -10,6 +10,8 @@ is then confirmed by tracing the real packet (headers built from the model) thro
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +20,14 @@ import netaddr
 import networkx as nx
 
 from apps import acl
-from controller import convert
-from controller.trace import TraceResult, trace
+from controller import convert, first_hop, pathwalk
+from controller.trace import TraceResult
 from topology import errors
-from topology.errors import ApiError
 from topology.model import Topology, member_values, remote_value
 from topology.records import (
     EGRESS,
     INGRESS,
+    OWNER_FLOATING_IP,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     FirewallRule,
@@ -63,8 +65,9 @@ class Explanation:
     protocol: str
     port: int | None
     trace: TraceResult | None = None
-    confirmed: bool | None = None  # does the trace agree with the model (None: no trace)
+    confirmed: bool | None = None  # does the model's reasoning agree with the walk (None: no walk)
     notes: list[str] = field(default_factory=list)
+    walk: pathwalk.Walk | None = None
 
     def to_dict(self, with_trace: bool = True) -> dict[str, Any]:
         return {"allowed": self.allowed, "verdict": self.verdict, "source": self.source,
@@ -82,15 +85,18 @@ class Explanation:
                          + (f" ({d.resource})" if d.resource else ""))
         for n in self.notes:
             lines.append(f"  note: {n}")
-        if self.trace is not None:
-            agree = {True: "confirms", False: "CONTRADICTS", None: "cannot confirm"}[self.confirmed]
+        if self.walk is not None:
+            agree = "agrees" if self.confirmed else "DISAGREES (the walk decides)"
             if with_trace:
-                what = self.trace.verdict
-                if not self.allowed and self.destination.startswith("ports/"):
-                    what = f"never reaches {self.destination} ({what})"
-                lines += [f"  trace {agree}: {what}", "", self.trace.format()]
+                lines.append(f"  walked through the flows: {self.walk.verdict}; "
+                             f"the model's reasoning {agree}")
+                lines += [f"    leg {i}: {leg}" for i, leg in enumerate(self.walk.path(), start=1)]
+                if self.trace is not None:
+                    lines += ["", self.trace.format()]
             else:
-                lines.append(f"  the traced packet {agree} it")
+                verdict = "ALLOWED" if self.allowed else "DENIED"
+                lines.append(f"  the packet walked through the flows is {verdict}; "
+                             f"the model's reasoning {agree}")
         return "\n".join(lines)
 
 
@@ -334,6 +340,11 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
     """Allowed or denied, and what decides it, for traffic from logical port `source_port` to
     `destination` (a port id or an IP address) on `protocol` ("tcp", "udp", "icmp", "any") and `port`.
 
+    The verdict is the walk's (controller.pathwalk: the packet a real VM sends, followed through the
+    compiled flows hop by hop, through routers, static routes, VMs that forward, NAT and tunnels); the
+    model's deciders name the reasons, and where their reasoning disagrees with the walk, the explanation
+    says so and the walk wins. Without a dataplane (or with_trace=False) only the model answers.
+
     `topology` defaults to the dataplane's model (read under its lock). Raises ApiError for unknown ports,
     bad IPs or protocols; the caller authorizes (a tenant may ask about its own ports only).
     """
@@ -346,18 +357,230 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
         topo = topology if topology is not None else dataplane.state.topology
         q = _query(topo, source_port, destination, protocol, port, visible)
         deciders = [d for check in CHECKS for d in check(q)]
-    denied = [d for d in deciders if not d.allows]
-    allowed = not denied
     dst_name = convert.name_of("port", q.dst.id) if q.dst is not None else str(q.dst_ip)
+    exp = Explanation(not any(not d.allows for d in deciders), "", deciders,
+                      convert.name_of("port", q.src.id), dst_name, protocol, port)
+    exp.verdict = _verdict(exp.allowed, deciders)
+    if with_trace and dataplane is not None:
+        _walk(dataplane, q, exp)
+    return exp
+
+
+def _verdict(allowed: bool, deciders: list[Decider]) -> str:
     if allowed:
         reasons = [d.description for d in deciders if d.allows]
-        verdict = "allowed, " + ("; ".join(reasons) if reasons else "nothing stops it")
+        return "allowed, " + ("; ".join(dict.fromkeys(reasons)) if reasons else "nothing stops it")
+    return "denied: " + "; ".join(dict.fromkeys(d.description for d in deciders if not d.allows))
+
+
+def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
+    """Walk the packet through the flows; the walk decides, the model's deciders name why."""
+    dst_ip = q.dst_ip or (_ipv4(q.dst) if q.dst is not None else None)
+    if dst_ip is None or netaddr.IPAddress(dst_ip).version != 4:
+        exp.notes.append("no walk: the destination has no IPv4 address; the verdict is the model's reasoning")
+        return
+    if dst_ip in {ip for _, ip in q.src.fixed_ips}:  # the VM's own stack delivers it, nothing is sent
+        name = convert.name_of("port", q.src.id)
+        itself = q.dst is None or q.dst.id == q.src.id
+        why = (f"{dst_ip} is the source's own address: its own IP stack delivers it, nothing crosses the "
+               "network")
+        if not itself:
+            why += f", and {exp.destination} (the same address elsewhere) is never reached"
+        exp.confirmed = exp.allowed == itself
+        if not exp.confirmed:
+            exp.notes.insert(0, _disagree(exp.allowed, exp.verdict, itself))
+        exp.allowed, exp.deciders = itself, [Decider("network", itself, why, name)]
+        exp.verdict = _verdict(itself, exp.deciders)
+        return
+    l4: dict[str, Any] = {"ip_proto": PROTOCOLS[q.protocol] or 1}
+    if q.protocol in ("icmp", "any"):
+        l4.update({"icmpv4_type": 8, "icmpv4_code": 0})
+        if q.protocol == "any":
+            exp.notes.append("'any' is walked as an ICMP echo request")
+    elif q.port is not None:
+        l4.update({f"{q.protocol}_src": 40000, f"{q.protocol}_dst": q.port})
+    target = q.dst
+    if target is not None and target.device_owner.startswith("network:"):  # a router's, a floating IP's...
+        fip = q.topo.floatingips.get(target.device_id) if target.device_owner == OWNER_FLOATING_IP else None
+        target = q.topo.ports.get(fip.port_id) if fip is not None and fip.port_id else None
+    w = pathwalk.walk(dataplane, q.src, dst_ip, l4, target)
+    exp.walk = w
+    exp.trace = w.merged()
+    allowed = w.outcome in pathwalk.PASSES
+    model = exp.allowed
+    exp.confirmed = allowed == model
+    if w.reached is not None and (q.dst is None or q.dst != target) and q.visible(w.reached.tenant):
+        exp.destination = convert.name_of("port", w.reached.id)
+    exp.notes += [_hide(q, a) for a in w.assumptions]
+    crossed = any(s.stage == "l3_lookup" and s.matched is not None
+                  for leg in w.legs if leg.trace is not None for h in leg.trace.hops for s in h.steps)
+    unrouted = any(d.kind in ("isolation", "route") and not d.allows for d in exp.deciders)
+    if exp.confirmed and len(w.legs) <= 1 and not w.assumptions and w.outcome != "answered" and not (
+            crossed and unrouted):
+        return  # the model's reasons, confirmed by the flows
+    with dataplane.state.lock:
+        path = _path_deciders(q, w)  # for a drop: how far it got, then why it stops
+        walked = path if allowed else [d for d in path if d.allows] + _drop_deciders(q, w)
+    if allowed:
+        kept = [d for d in exp.deciders if d.allows and d.kind in ("security_group", "firewall", "network")]
     else:
-        verdict = "denied: " + "; ".join(d.description for d in denied)
-    exp = Explanation(allowed, verdict, deciders, convert.name_of("port", q.src.id), dst_name, protocol, port)
-    if with_trace and dataplane is not None:
-        _confirm(dataplane, q, exp)
-    return exp
+        kept = [d for d in exp.deciders if not d.allows and d.kind == "port_state"]
+    if not exp.confirmed:
+        exp.notes.insert(0, _disagree(model, exp.verdict, allowed))
+    exp.allowed = allowed
+    walked = [dataclasses.replace(d, description=_hide(q, d.description), resource=_hide(q, d.resource))
+              for d in walked]
+    exp.deciders = walked + [d for d in kept if d not in walked]
+    exp.verdict = _verdict(allowed, exp.deciders)
+
+
+def _disagree(model: bool, reasoning: str, walked: bool) -> str:
+    said, walk = ("ALLOWED" if model else "DENIED"), ("ALLOWED" if walked else "DENIED")
+    return (f"the model's reasoning over the graph of routers and interfaces says {said} ({reasoning}); the "
+            f"packet walked through the flows is {walk}: the walk wins")
+
+
+def _hide(q: Query, text: str) -> str:
+    """Names of ports the asker may not see, replaced (a tenant learns nothing of another's ports); for a
+    tenant, also the flows and chassis a trace names (the operator's)."""
+    for p in q.topo.ports.values():
+        if not q.visible(p.tenant) and f"ports/{p.id}" in text:
+            text = text.replace(f"ports/{p.id}", "a port of another tenant")
+    if not q.visible(""):
+        text = re.sub(r" by cookie=.*?(?= on | from |$)", "", text)
+        for cid in q.topo.chassis:
+            text = re.sub(rf" (on|from) {re.escape(cid)}\b", "", text)
+    return text
+
+
+def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
+    """What carried the packet, leg by leg: the sender's route, routers and their static routes, VMs that
+    forward it (and their security groups), NAT."""
+    topo = q.topo
+    out: list[Decider] = []
+    for leg in w.legs:
+        name = _hide(q, convert.name_of("port", leg.sender.id))
+        src, dst = str(leg.packet.get("ipv4_src")), str(leg.packet.get("ipv4_dst"))
+        if leg.received_on is not None:
+            out += _relay(_sg_side(q, leg.received_on, INGRESS, src))
+            out.append(Decider("next_hop", True, f"{name}'s VM forwards it (assumed): {_hide(q, leg.route)}",
+                               name))
+            out += _relay(_sg_side(q, leg.sender, EGRESS, dst))
+        elif "on-link" not in leg.route:
+            out.append(Decider("route", True, f"{name} sends it {_hide(q, leg.route)}", name))
+        answered = False
+        for h in leg.trace.hops if leg.trace is not None else ():
+            for s in h.steps:
+                app, _, obj = s.owner.partition("/")
+                if s.stage == "l3_lookup" and app == "l3" and s.matched is not None and obj in topo.routers:
+                    match = s.matched.match_dict()
+                    if match.get("icmpv4_type") == 8:  # the router's own address: answered in flows
+                        out.append(Decider("router", True, f"routers/{obj} answers the echo request to its "
+                                           f"address {dst}", f"routers/{obj}"))
+                        answered = True
+                    elif not answered:
+                        out.append(_route_decider(q, obj, match.get("ipv4_dst"), dst))
+                elif s.stage in ("snat", "dnat") and s.matched is not None and any(
+                        getattr(a, "nat", None) is not None for a in s.matched.actions):
+                    what = "source" if s.stage == "snat" else "destination"
+                    out.append(Decider("nat", True, f"{what} NAT in {s.stage} on {h.chassis} ({s.owner})",
+                                       s.owner))
+    last = w.ended
+    if w.reached is not None and q.dst is None and last is not None:
+        out += _sg_side(q, w.reached, INGRESS, str(last.packet.get("ipv4_src")))
+    return list(dict.fromkeys(out))
+
+
+def _relay(deciders: list[Decider]) -> list[Decider]:
+    """Security-group deciders of a forwarding VM's ports: it receives and sends, it is neither end."""
+    return [dataclasses.replace(d, description=d.description.replace("the destination port", "the next hop's "
+                                                                     "port").replace("the source port",
+                                                                                     "the forwarding port"))
+            for d in deciders]
+
+
+def _route_decider(q: Query, router_id: str, prefix: Any, dst_ip: str) -> Decider:
+    """The router's route that matched: a static route (named) or a connected subnet."""
+    router = q.topo.routers[router_id]
+    cidr = ""
+    if prefix is not None:
+        cidr = str(netaddr.IPNetwork("/".join(prefix) if isinstance(prefix, tuple) else str(prefix)).cidr)
+    for dest, nexthop in router.routes:
+        if cidr and str(netaddr.IPNetwork(dest).cidr) == cidr:
+            return Decider("route", True, f"static route {dest} via {nexthop} of routers/{router_id} routes "
+                           f"{dst_ip}", f"routers/{router_id}")
+    return Decider("router", True, f"routers/{router_id} routes {dst_ip} to its connected subnet {cidr}",
+                   f"routers/{router_id}")
+
+
+#: the kind of reason a drop in each stage has
+_STAGE_KIND = {"classify": "port_state", "port_sec_in": "port_security", "acl_egress": "security_group",
+               "acl_egress_commit": "security_group", "acl_ingress": "security_group",
+               "acl_ingress_commit": "security_group", "fw_router_in": "firewall",
+               "fw_router_out": "firewall", "l3_lookup": "route", "arp_resolve": "address",
+               "l2_lookup": "network"}
+
+
+def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
+    """Why the walk stops: the stage that dropped it, named by the model (the security group, firewall
+    rule, port security or route there)."""
+    leg = w.ended
+    if leg is None or leg.trace is None or w.outcome != "dropped":
+        kind = {"no_route": "route", "unresolved": "address", "ttl": "route", "loop": "route",
+                "not_sent": "port_state"}.get(w.outcome, "isolation")
+        return [Decider(kind, False, _hide(q, w.verdict), "")]
+    m = re.search(r"(?:dropped at|no flow matched in) (\w+)", w.verdict)
+    stage = m.group(1) if m else ""
+    kind = _STAGE_KIND.get(stage, "dataplane")
+    sender = leg.sender
+    name = _hide(q, convert.name_of("port", sender.id))
+    if kind == "port_security":
+        return [Decider("port_security", False, f"port security of {name} drops it: "
+                        f"{leg.packet.get('ipv4_src')} is not one of its addresses or allowed address pairs",
+                        name)]
+    if kind == "security_group" and stage.startswith("acl_egress"):
+        found = [d for d in _sg_side(q, sender, EGRESS, str(leg.packet.get("ipv4_dst"))) if not d.allows]
+        if found:
+            return found
+    if kind == "security_group" and stage.startswith("acl_ingress"):
+        receiver = _receiver(q, w)
+        if receiver is not None:
+            found = [d for d in _sg_side(q, receiver, INGRESS, str(leg.packet.get("ipv4_src")))
+                     if not d.allows]
+            if found:
+                return found
+    if kind in ("address", "route"):
+        routed = [d for d in _path_deciders(q, pathwalk.Walk([leg], "dropped", ""))
+                  if d.kind in ("route", "router") and d.resource.startswith("routers/")]
+        if routed and kind == "address":
+            why = (f"{routed[-1].description}, but no port has that next hop's address: the router cannot "
+                   "resolve it")
+            return [dataclasses.replace(routed[-1], allows=False, description=why)]
+        if kind == "route":
+            gw = q.topo.ports.get(q.topo.macs.get(str(leg.packet.get("eth_dst")), ""))
+            router = "the router"
+            if gw is not None and gw.device_owner == OWNER_ROUTER_INTERFACE:
+                router = f"routers/{gw.device_id}"
+            return [Decider("route", False, f"{router} has no route to {leg.packet.get('ipv4_dst')} (no "
+                            "connected subnet, static route or external gateway covers it)",
+                            router if router.startswith("routers/") else "")]
+    if kind == "firewall":
+        found = [d for d in check_firewall(q) if not d.allows]
+        if found:
+            return found
+    return [Decider(kind, False, _hide(q, w.verdict), "")]
+
+
+def _receiver(q: Query, w: pathwalk.Walk) -> Port | None:
+    """The port a dropped leg was heading for: the destination, or the holder of its address."""
+    leg = w.ended
+    assert leg is not None
+    ip = str(leg.packet.get("ipv4_dst"))
+    if q.dst is not None and ip in {a for _, a in q.dst.fixed_ips}:
+        return q.dst
+    hosts = {h.chassis for h in leg.trace.hops} if leg.trace is not None else set()
+    return next((p for p in q.topo.ports.values() if p.binding_chassis in hosts and first_hop.holds(p, ip)
+                 and not p.device_owner.startswith("network:")), None)
 
 
 class _NoLock:
@@ -417,45 +640,3 @@ def _routed(topo: Topology, network_id: str, ip: netaddr.IPAddress) -> tuple[str
 
 def _ipv4(p: Port) -> str | None:
     return next((ip for _, ip in p.fixed_ips if netaddr.IPAddress(ip).version == 4), None)
-
-
-def _confirm(dataplane: Any, q: Query, exp: Explanation) -> None:
-    """Trace the real packet: to the destination port's MAC (the one it would use if it knew it), or an ARP
-    request for an IP no port of the network has."""
-    src, dst = q.src, q.dst
-    headers: dict[str, str | int] = {}
-    src_ip = _ipv4(src)
-    if dst is not None:
-        headers["eth_dst"] = dst.mac
-        routers = (_router_path(q.topo, src.network_id, dst.network_id)
-                   if dst.network_id != src.network_id else [])
-        gateway = next((p for p in (q.topo.router_ports(routers[0]) if routers else ())
-                        if p.network_id == src.network_id), None)
-        if gateway is not None:  # routed: the packet goes to the router's interface on the source network
-            headers["eth_dst"] = gateway.mac
-        dst_ip = q.dst_ip or _ipv4(dst)
-        if dst_ip and src_ip and netaddr.IPAddress(dst_ip).version == 4:
-            headers.update({"ipv4_src": src_ip, "ipv4_dst": dst_ip})
-            proto = PROTOCOLS[q.protocol]
-            if proto is not None:
-                headers["ip_proto"] = proto
-            if q.port is not None:
-                headers[f"{q.protocol}_dst"] = q.port
-                headers[f"{q.protocol}_src"] = 40000
-    elif src_ip and q.dst_ip and netaddr.IPAddress(q.dst_ip).version == 4:
-        headers.update({"eth_dst": "ff:ff:ff:ff:ff:ff", "arp_op": 1, "arp_spa": src_ip, "arp_tpa": q.dst_ip,
-                        "arp_sha": src.mac, "arp_tha": "00:00:00:00:00:00"})
-    else:
-        exp.notes.append("no trace: the source has no IPv4 address")
-        return
-    try:
-        result = trace(dataplane, port_id=src.id, headers=headers)
-    except ApiError as err:
-        exp.notes.append(f"no trace: {err.message}")
-        return
-    exp.trace = result
-    if dst is not None:
-        delivered = any(port == convert.name_of("port", dst.id) for port, _ in result.delivered_to)
-    else:
-        delivered = any(o.kind == "in_port" for h in result.hops for o in h.outputs)  # someone answered ARP
-    exp.confirmed = delivered == exp.allowed

@@ -27,7 +27,7 @@ import netaddr
 
 from apps import ids
 from apps.view import ChassisRuntime
-from controller import convert
+from controller import convert, first_hop
 from flows import fields, pipeline
 from flows.cookie import CookieRegistry
 from flows.flow import Flow, Group
@@ -146,7 +146,10 @@ class TraceResult:
         src = self.source
         where = f"{src['port']} on " if src.get("port") else ""
         lines = [f"Trace ({self.flows} flows): {where}{src.get('chassis', '')} in_port={src.get('in_port')}",
-                 f"Packet: {ovs_flow_text(src.get('headers', {}))}", ""]
+                 f"Packet: {ovs_flow_text(src.get('headers', {}))}"]
+        if src.get("first_hop"):
+            lines.append(f"First hop: {src['first_hop']}")
+        lines.append("")
         for hop in self.hops:
             came = f", from {hop.came_from}" if hop.came_from else ""
             lines.append(f"== {hop.chassis} (in_port={hop.in_port}{came}) ==")
@@ -252,10 +255,14 @@ class _Start:
     in_port: int
     port: str  # logical port id ("" when started from chassis + in_port)
     packet: dict[str, Any]
+    first_hop: str = ""  # how the source chose eth_dst, when it is a gateway's MAC
 
     def source(self) -> dict[str, Any]:
-        return {"port": convert.name_of("port", self.port), "chassis": self.chassis, "in_port": self.in_port,
-                "headers": {k: v for k, v in self.packet.items() if k != "in_port"}}
+        out = {"port": convert.name_of("port", self.port), "chassis": self.chassis, "in_port": self.in_port,
+               "headers": {k: v for k, v in self.packet.items() if k != "in_port"}}
+        if self.first_hop:
+            out["first_hop"] = self.first_hop
+        return out
 
 
 def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port: int | None,
@@ -294,10 +301,42 @@ def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port:
                 raise errors.not_found("port", dst_port)
         elif src is not None and not ({"eth_dst", "dl_dst"} & set(headers)):
             dst = _by_ip(topo, src, headers)  # what ARP in the source's network would answer
+        hop = ""
+        if src is not None and not ({"eth_dst", "dl_dst"} & set(headers)):
+            headers, hop = _via_gateway(topo, src, dst, headers)
         packet = build_headers(headers, src, dst)
     assert chassis_id is not None and in_port is not None
     packet["in_port"] = in_port
-    return _Start(chassis_id, in_port, src.id if src is not None and port_id else "", packet)
+    return _Start(chassis_id, in_port, src.id if src is not None and port_id else "", packet, hop)
+
+
+def _via_gateway(topo: Topology, src: Port, dst: Port | None, headers: Mapping[str, str | int],
+                 ) -> tuple[Mapping[str, str | int], str]:
+    """An IPv4 packet to an address off the source's subnets goes where a real VM sends it: to the MAC of
+    its gateway (or host route's next hop), not to the destination's own MAC. Returns the headers with that
+    eth_dst, and the first hop in words ("" when on-link or not an IPv4 packet)."""
+    if any(str(k).startswith(("arp_", "ipv6_")) for k in headers) or str(
+            headers.get("eth_type", headers.get("dl_type", "0x0800"))) not in ("0x0800", "0x800", "2048"):
+        return headers, ""
+    dst_ip = headers.get("ipv4_dst", headers.get("nw_dst", headers.get("ip_dst"))) or _ipv4(dst)
+    try:
+        ip = str(netaddr.IPAddress(str(dst_ip), flags=netaddr.INET_PTON)) if dst_ip else None
+    except (netaddr.AddrFormatError, ValueError):
+        return headers, ""  # build_headers says what is wrong with it
+    if ip is None or netaddr.IPAddress(ip).version != 4 or _ipv4(src) is None:
+        return headers, ""
+    r = first_hop.route(topo, [src], ip)
+    if r is None:
+        raise errors.failed_precondition("NO_ROUTE", f"port {src.id!r} has no route to {ip}: it is on none "
+                                         "of its subnets, and they have no gateway or host route for it",
+                                         port=src.id)
+    if r.on_link:
+        return headers, ""
+    if r.holder is None:
+        raise errors.failed_precondition("NEXT_HOP_UNRESOLVED", f"port {src.id!r} sends {ip} to its {r.via}, "
+                                         f"but no port of network {src.network_id!r} has {r.next_hop}: ARP "
+                                         "for it is not answered and a real VM sends nothing", port=src.id)
+    return {**headers, "eth_dst": r.holder.mac}, r.describe()
 
 
 def _by_ip(topo: Topology, src: Port, headers: Mapping[str, str | int]) -> Port | None:
@@ -450,7 +489,21 @@ def _run(dataplane: Any, start: _Start, flows: FlowSource, source: str) -> Trace
             hop.outputs.append(out)
             if nxt is not None:
                 queue.append(nxt)
-    return TraceResult(start.source(), hops, _verdict(hops, start), source)
+    return TraceResult(start.source(), hops, _verdict(hops, start) + _next_hops(hops, ports), source)
+
+
+def _next_hops(hops: list[Hop], ports: Mapping[str, Port]) -> str:
+    """A delivery to a port that is only the packet's next hop (its MAC, another address) is not the end of
+    the path when that VM forwards: say so."""
+    out = []
+    for h in hops:
+        for o in h.outputs:
+            p = ports.get(o.port.removeprefix("ports/")) if o.kind == "vif" else None
+            ip = o.headers.get("ipv4_dst")
+            if p is not None and ip and o.headers.get("eth_dst") == p.mac and not first_hop.holds(p, str(ip)):
+                out.append(f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards "
+                           "it (explain follows it)")
+    return "".join(dict.fromkeys(out))
 
 
 def _steps(res: Result, registry: CookieRegistry, counters: Mapping[Flow, tuple[int, int]] | None,
@@ -499,13 +552,13 @@ def _classify_output(port: int | str, headers: dict[str, Any], hop: Hop, rt: Cha
         return TraceOutput("controller", cid, "CONTROLLER", None, shown), None
     assert isinstance(port, int)
     vifs = {n: pid for pid, n in (rt.vifs.items() if rt else ())}
-    if port == hop.in_port:  # only IN_PORT gets here (the walker drops other hairpins)
+    tunnels = {n: t for t, n in (rt.tunnels.items() if rt else ())}
+    if port == hop.in_port and port not in tunnels:  # only IN_PORT gets here (the walker drops hairpins)
         name = convert.name_of("port", vifs[port]) if port in vifs else ""
         return TraceOutput("in_port", cid, name, port, shown), None
     if port in vifs:
         return TraceOutput("vif", cid, convert.name_of("port", vifs[port]), port, shown), None
-    tunnels = {n: t for t, n in (rt.tunnels.items() if rt else ())}
-    if port in tunnels:
+    if port in tunnels:  # IN_PORT on a tunnel too: back through the tunnel to another chassis
         dst_ip = headers.get("tun_ipv4_dst", "")
         remote = next((c for c in chassis.values() if c.tunnel_ip and c.tunnel_ip == dst_ip), None)
         if remote is None or remote.id not in runtimes or tunnels[port] not in runtimes[remote.id].tunnels:

@@ -147,6 +147,37 @@ def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
             views.trace_headers(server.state, p, bad)
 
 
+def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProcessServer) -> None:
+    tokens = _seed(server.api)
+    md = server.api.md(tokens["alice"])
+    net = server.api.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(display_name="db"),
+                                                                network_id="alice-db"), metadata=md)
+    subnet = pb.Subnet(network=net.name, cidr="10.5.0.0/24")
+    server.api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=subnet, subnet_id="alice-db-v4"), metadata=md)
+    db = server.api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"),
+                                    metadata=md)
+    p = server.server.topology.tokens.lookup(tokens["alice"])
+    assert p is not None
+    # no router yet: alice-web's gateway address is nobody's, a real VM sends nothing
+    with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
+        views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "alice-db1"})
+    server.api.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"),
+                                 metadata=md)
+    for sub in ("alice-web-v4", "alice-db-v4"):
+        req = pb.AddRouterInterfaceRequest(name="routers/r2", subnet=f"subnets/{sub}")
+        server.api.stub.AddRouterInterface(req, metadata=md)
+    gw = next(x for x in server.state.topology.ports.values()
+              if x.device_id == "r2" and x.network_id == "alice-web")
+    for dst in ("alice-db1", db.fixed_ips[0].ip_address):
+        form = {"src": "alice-vm1", "dst": dst, "proto": "tcp"}
+        _, h, resolved = views.trace_headers(server.state, p, form)
+        assert h["eth_dst"] == gw.mac and h["ipv4_dst"] == db.fixed_ips[0].ip_address, (dst, h)
+        assert "via default gateway 10.0.0.1" in resolved
+    # an explicit MAC is sent as given
+    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": db.mac_address})
+    assert h["eth_dst"] == db.mac_address
+
+
 def _read_events(sock_file: Any, until: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     events, kind = [], ""
     deadline = time.monotonic() + timeout

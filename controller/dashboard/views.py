@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from apps import ids
+from controller import first_hop
 from controller.auth import Principal
 from controller.northbound import _visible
 from flows import pipeline
 from flows.flow import Flow, Group
 from flows.format import format_actions, format_group, format_match
 from topology.errors import ApiError
+from topology.model import Topology
 from topology.records import Chassis, Network, Port, Record, to_dict
 from topology.state import State
 
@@ -352,6 +354,9 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
                 dst_mac, resolved = owner.mac, f"IP {dst_ip} = port {owner.id}"
             else:
                 dst_mac, resolved = BROADCAST, f"IP {dst_ip}: no port of network {src.network_id} has it"
+        by_mac = not (port is not None and _visible(p, port)) and bool(_MAC.match(dst))
+        if proto != "arp" and src_ip and dst_ip and not by_mac:
+            dst_mac, resolved = _first_hop(topo, src, dst_ip, dst_mac, resolved)
     headers: dict[str, Any] = {"eth_src": src.mac, "eth_dst": dst_mac}
     if proto == "arp":
         headers.update({"eth_dst": BROADCAST, "eth_type": 0x0806, "arp_op": 1, "arp_sha": src.mac,
@@ -370,6 +375,20 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
     else:
         headers.update({"ip_proto": 17, "udp_src": 40000, "udp_dst": dport})
     return src_id, headers, resolved
+
+
+def _first_hop(topo: Topology, src: Port, dst_ip: str, dst_mac: str, resolved: str) -> tuple[str, str]:
+    """A destination off the source's subnets is sent where a real VM sends it: its gateway's MAC."""
+    r = first_hop.route(topo, [src], dst_ip)
+    if r is None:
+        raise BadRequest(f"{src.id} has no route to {dst_ip}: none of its subnets holds it and they have no "
+                         "gateway or host route for it")
+    if r.on_link:
+        return dst_mac, resolved
+    if r.holder is None:
+        raise BadRequest(f"{src.id} sends {dst_ip} to its {r.via}, but no port of network {src.network_id} "
+                         f"has {r.next_hop}: ARP for it is not answered, a real VM sends nothing")
+    return r.holder.mac, f"{resolved}; via {r.via} = port {r.holder.id}"
 
 
 def trace(state: State, dataplane: Any, p: Principal, form: Mapping[str, str]) -> dict[str, Any]:
