@@ -10,12 +10,12 @@ the difference. `ChassisPlane.drift_repairs` counts repaired entries (exported a
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from apps import ids
+from controller.periodic import Periodic
 from flows.flow import Flow, MeterEntry
 from flows.format import format_flow, format_group, format_meter
 
@@ -47,26 +47,20 @@ class DriftMonitor:
     def __init__(self, dataplane: Any, interval_s: float) -> None:
         self.dataplane = dataplane
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._timer = Periodic("drift", interval_s, self._round)
 
     def start(self) -> None:
-        if self.interval_s > 0:
-            self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
-            self._thread.start()
+        self._timer.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._timer.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            for chassis_id in sorted(self.dataplane.planes):
-                try:
-                    self.check(chassis_id, repair=True)
-                except Exception:  # noqa: BLE001 - the monitor keeps going
-                    log.exception("drift check of %s failed", chassis_id)
+    def _round(self) -> None:
+        for chassis_id in sorted(self.dataplane.planes):
+            try:
+                self.check(chassis_id, repair=True)
+            except Exception:  # noqa: BLE001 - one chassis's failure does not stop the others'
+                log.exception("drift check of %s failed", chassis_id)
 
     def check(self, chassis_id: str, repair: bool, timeout: float = 30.0) -> DriftReport:
         report = DriftReport(chassis_id)

@@ -12,13 +12,13 @@ the desired state becomes the full compile and the switch gets the minimal diffe
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from apps import ids
 from apps.compiler import Divergence
+from controller.periodic import Periodic
 from flows.flow import Flow, MeterEntry
 from flows.format import format_flow, format_group, format_meter
 
@@ -72,25 +72,13 @@ class SelfCheck:
         self.interval_s = interval_s
         self.checks = 0  # chassis compared (all runs)
         self.last_seconds = 0.0  # duration of the last full run over every chassis
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._timer = Periodic("self-check", interval_s, self.run)
 
     def start(self) -> None:
-        if self.interval_s > 0:
-            self._thread = threading.Thread(target=self._run, name="self-check", daemon=True)
-            self._thread.start()
+        self._timer.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.run(repair=True)
-            except Exception:  # noqa: BLE001 - the monitor keeps going
-                log.exception("compile self-check failed")
+        self._timer.stop()
 
     def run(self, chassis_ids: list[str] | None = None, repair: bool = True) -> list[CheckResult]:
         """Compare (and repair) the given chassis, or all; holds the model lock while it compiles one."""
