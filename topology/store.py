@@ -9,6 +9,7 @@ call that made it returns.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -37,7 +38,9 @@ OP_CREATED, OP_UPDATED, OP_DELETED = "CREATED", "UPDATED", "DELETED"
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # private from the start: SQLite gives the -wal and -shm files the database file's mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = self._connect()
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
