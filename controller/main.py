@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         datadir.acquire()  # one controller per data directory, held until the process exits
         state = State(data / "topology.sqlite", cfg.model_config())
         tokens = TokenFile(data / "tokens.json")
-    except (DataDirError, OSError, sqlite3.Error) as err:
+    except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))
         return 1
     # The model keeps many small long-lived objects; the default thresholds make the cyclic GC walk all of
@@ -168,7 +168,9 @@ def _one_line(err: BaseException, data: object) -> str:
     if isinstance(err, OSError):
         where = f" ({err.filename})" if err.filename else ""
         return f"data directory {data}: {err.strerror or err}{where}"
-    return f"data directory {data}: the store cannot be opened: {err}"
+    if isinstance(err, sqlite3.Error):
+        return f"data directory {data}: the store cannot be opened: {err}"
+    return f"data directory {data}: tokens.json is not a token file ({type(err).__name__}: {err})"
 
 
 if __name__ == "__main__":
