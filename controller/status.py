@@ -24,7 +24,7 @@ DOMAIN = "sdn.v1"
 ECHO_LIMIT = 128
 #: characters of a whole message or description (several echoed values)
 MESSAGE_LIMIT = 1024
-_LONG_WORD = re.compile(r"\S{%d,}" % (ECHO_LIMIT + 1))
+_LONG_WORD = re.compile(rf"\S{{{ECHO_LIMIT + 1},}}")
 
 
 def cap(text: str, limit: int = MESSAGE_LIMIT) -> str:
