@@ -196,6 +196,9 @@ def member_name(pool_id: str, member_id: str) -> str:
 
 def parse_member_name(name: str, field_path: str) -> tuple[str, str]:
     """(pool id, member id) of "pools/{pool}/members/{member}"."""
+    if len(name) > len("pools//members/") + 2 * MAX_ID:
+        raise errors.invalid(field_path, f"longer than {len('pools//members/') + 2 * MAX_ID} characters: no "
+                             "member has such a name", reason="NAME_TOO_LONG")
     parts = name.split("/")
     if len(parts) != 4 or parts[0] != "pools" or parts[2] != "members" or not parts[1] or not parts[3]:
         raise errors.invalid(field_path, f"{name!r} is not a member name (pools/POOL/members/ID)" if name else
