@@ -65,7 +65,10 @@ class TokenFile:
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # (a read-only disk) the first error is the one to report
             raise
         dirfd = os.open(self.path.parent, os.O_RDONLY)
         try:

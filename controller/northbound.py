@@ -826,6 +826,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         except ApiError as err:
             abort(context, err)
             return
+        except (OSError, sqlite3.Error) as err:
+            log.error("Watch: storage failure: %s", err)
+            abort(context, storage_error(err))
+            return
         try:
             yield from self._watch(p, request.start_revision, context)
         except (OSError, sqlite3.Error) as err:

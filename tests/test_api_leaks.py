@@ -226,3 +226,30 @@ def test_create_token_on_a_full_disk_changes_nothing(tmp_path: Path) -> None:
             channel.close()
             srv.stop(0)
             state.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+def test_token_calls_on_a_read_only_disk_fail_precondition_and_change_nothing(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "data", "2m") as data:
+        state = State(tmp_path / "topology.sqlite")  # an open store would keep the mount writable
+        tokens = TokenFile(data / "tokens.json")
+        srv = ApiServer(state, tokens, "127.0.0.1:0", workers=4)
+        srv.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+        stub = pb_grpc.TopologyServiceStub(channel)
+        admin = Api.md(tokens.admin_token())
+        try:
+            alice = stub.CreateToken(pb.CreateTokenRequest(tenant="alice"), metadata=admin)
+            on_disk = (data / "tokens.json").read_bytes()
+            subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
+            for call, request in ((stub.CreateToken, pb.CreateTokenRequest(tenant="bob")),
+                                  (stub.RevokeToken, pb.RevokeTokenRequest(token=alice.token))):
+                code, reason, message, text = refused(call, request, metadata=admin)
+                assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STORAGE_READ_ONLY"), text
+                assert "errno=EROFS" in text and str(data) not in text
+            assert (data / "tokens.json").read_bytes() == on_disk
+            assert stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=Api.md(alice.token)).tenant == "alice"
+        finally:
+            channel.close()
+            srv.stop(0)
+            state.close()
