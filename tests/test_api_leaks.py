@@ -244,7 +244,7 @@ def test_token_calls_on_a_read_only_disk_fail_precondition_and_change_nothing(tm
             subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
             for call, request in ((stub.CreateToken, pb.CreateTokenRequest(tenant="bob")),
                                   (stub.RevokeToken, pb.RevokeTokenRequest(token=alice.token))):
-                code, reason, message, text = refused(call, request, metadata=admin)
+                code, reason, _, text = refused(call, request, metadata=admin)
                 assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STORAGE_READ_ONLY"), text
                 assert "errno=EROFS" in text and str(data) not in text
             assert (data / "tokens.json").read_bytes() == on_disk
