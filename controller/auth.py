@@ -31,7 +31,8 @@ def new_token() -> str:
 
 
 class TokenFile:
-    """Loaded once, rewritten atomically on change; the first start creates it with one admin token."""
+    """Loaded once, rewritten atomically on change; the first start creates it with one admin token. A change
+    is in memory only once it is durable in the file: a failed write (disk full) leaves both as they were."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -49,16 +50,31 @@ class TokenFile:
         data = json.loads(self.path.read_text())
         return {t: Principal(v["tenant"], bool(v.get("admin", False))) for t, v in data["tokens"].items()}
 
-    def _write(self) -> None:
+    def _write(self, tokens: dict[str, Principal] | None = None) -> None:
+        """Write `tokens` (default: the current table) durably: temp file, fsync, rename, fsync of the
+        directory. Raises OSError (full or read-only disk) with the file as it was."""
+        tokens = self._tokens if tokens is None else tokens
         tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"tokens": {t: {"tenant": p.tenant, "admin": p.admin} for t, p in self._tokens.items()}},
-                      f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"tokens": {t: {"tenant": p.tenant, "admin": p.admin} for t, p in tokens.items()}},
+                          f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # (a read-only disk) the first error is the one to report
+            raise
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)  # the rename itself is durable
+        finally:
+            os.close(dirfd)
 
     def lookup(self, token: str) -> Principal | None:
         return self._tokens.get(token)
@@ -69,8 +85,9 @@ class TokenFile:
     def create(self, tenant: str, admin: bool) -> str:
         with self._lock:
             token = new_token()
-            self._tokens = {**self._tokens, token: Principal(tenant, admin)}
-            self._write()
+            tokens = {**self._tokens, token: Principal(tenant, admin)}
+            self._write(tokens)  # memory changes only once the file has it
+            self._tokens = tokens
             return token
 
     def revoke(self, token: str) -> bool:
@@ -80,6 +97,7 @@ class TokenFile:
                 return False
             if self._tokens[token].admin and sum(p.admin for p in self._tokens.values()) == 1:
                 raise LastAdminToken()
-            self._tokens = {t: p for t, p in self._tokens.items() if t != token}
-            self._write()
+            tokens = {t: p for t, p in self._tokens.items() if t != token}
+            self._write(tokens)
+            self._tokens = tokens
             return True

@@ -30,6 +30,8 @@ from topology.records import (
     Subnet,
 )
 
+#: the longest id a name may carry (ids are at most 63 characters, or UUIDs; room for older stores)
+MAX_ID = 128
 COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
               "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
               "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
@@ -51,6 +53,9 @@ def parse_name(kind: str, name: str, field_path: str) -> str:
     prefix = COLLECTION[kind] + "/"
     if not name:
         raise errors.invalid(field_path, f"required: a {kind} name like {prefix}ID")
+    if len(name) > len(prefix) + MAX_ID:
+        raise errors.invalid(field_path, f"longer than {len(prefix) + MAX_ID} characters: no {kind} has such "
+                             "a name", reason="NAME_TOO_LONG")
     if not name.startswith(prefix) or "/" in name[len(prefix):] or len(name) == len(prefix):
         raise errors.invalid(field_path, f"{name!r} is not a {kind} name ({prefix}ID)")
     return name[len(prefix):]
@@ -191,6 +196,9 @@ def member_name(pool_id: str, member_id: str) -> str:
 
 def parse_member_name(name: str, field_path: str) -> tuple[str, str]:
     """(pool id, member id) of "pools/{pool}/members/{member}"."""
+    if len(name) > len("pools//members/") + 2 * MAX_ID:
+        raise errors.invalid(field_path, f"longer than {len('pools//members/') + 2 * MAX_ID} characters: no "
+                             "member has such a name", reason="NAME_TOO_LONG")
     parts = name.split("/")
     if len(parts) != 4 or parts[0] != "pools" or parts[2] != "members" or not parts[1] or not parts[3]:
         raise errors.invalid(field_path, f"{name!r} is not a member name (pools/POOL/members/ID)" if name else

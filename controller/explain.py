@@ -114,6 +114,29 @@ class Query:
     visible: Callable[[str], bool]
     via: tuple[str, str] | None = None  # (router, network) an IP outside the source's subnets is routed to
 
+    def port_label(self, p: Port) -> str:
+        """The port's name, or for one the asker may not see (another tenant's, reached by its IP address)
+        the address only: an answer never names another tenant's objects."""
+        if self.visible(p.tenant):
+            return convert.name_of("port", p.id)
+        return f"{_ipv4(p) or self.dst_ip or 'the address'} (another tenant's port)"
+
+    def net_label(self, ident: str) -> str:
+        net = self.topo.networks.get(ident)
+        if net is None or net.external or self.visible(net.tenant):
+            return _net_name(ident)
+        return "another tenant's network"
+
+    def router_label(self, ident: str) -> str:
+        router = self.topo.routers.get(ident)
+        if router is None or self.visible(router.tenant):
+            return f"routers/{ident}"
+        return "another tenant's router"
+
+    def resource(self, name: str, tenant: str) -> str:
+        """`name` for a Decider's resource if the asker may see its tenant's objects, else nothing."""
+        return name if self.visible(tenant) else ""
+
 
 Check = Callable[[Query], list[Decider]]
 
@@ -129,15 +152,17 @@ def check_port_state(q: Query) -> list[Decider]:
         if p is None:
             continue
         net = q.topo.networks.get(p.network_id)
-        name = convert.name_of("port", p.id)
+        name = q.port_label(p)
+        res = q.resource(convert.name_of("port", p.id), p.tenant)
         if not p.admin_state_up:
-            out.append(Decider("port_state", False, f"the {role} port {name} is administratively down", name))
+            out.append(Decider("port_state", False, f"the {role} port {name} is administratively down", res))
         elif net is not None and not net.admin_state_up:
-            out.append(Decider("port_state", False, f"the {role}'s network {_net_name(net.id)} is "
-                               "administratively down", _net_name(net.id)))
+            label = q.net_label(net.id)
+            out.append(Decider("port_state", False, f"the {role}'s network {label} is administratively down",
+                               label if label.startswith("networks/") else ""))
         elif not p.binding_chassis:
             out.append(Decider("port_state", False, f"the {role} port {name} is not bound to any chassis",
-                               name))
+                               res))
     return out
 
 
@@ -153,11 +178,12 @@ def check_reachability(q: Query) -> list[Decider]:
         out = []
         if q.via is not None:
             router, net = q.via
-            out.append(Decider("router", True, f"{q.dst_ip} is routed by routers/{router} to "
-                               f"{_net_name(net)}", f"routers/{router}"))
+            rname, nname = q.router_label(router), q.net_label(net)
+            out.append(Decider("router", True, f"{q.dst_ip} is routed by {rname} to {nname}",
+                               rname if rname.startswith("routers/") else ""))
             subnets = [s for s in topo.subnets_of(net) if ip in netaddr.IPNetwork(s.cidr)]
-            out.append(Decider("address", False, f"no port of {_net_name(net)} has {q.dst_ip}",
-                               convert.name_of("subnet", subnets[0].id)))
+            out.append(Decider("address", False, f"no port of {nname} has {q.dst_ip}",
+                               convert.name_of("subnet", subnets[0].id) if nname.startswith("networks/") else ""))
             return out
         elsewhere = [p for sid, owners in topo.ip_owner.items() for n, pid in owners.items()
                      if n == int(ip) and (p := topo.ports.get(pid)) is not None and p.network_id != src_net
@@ -179,15 +205,20 @@ def check_reachability(q: Query) -> list[Decider]:
         return [Decider("network", True, f"same network {src_net}", _net_name(src_net))]
     out = []
     routers = _router_path(topo, src_net, dst.network_id)
+    dst_net = q.net_label(dst.network_id)
+    dst_net_res = dst_net if dst_net.startswith("networks/") else ""
+    dst_net = dst_net.removeprefix("networks/")
     if routers is None:
-        out.append(Decider("isolation", False, f"networks {src_net} and {dst.network_id} are not connected: "
-                           "no router joins them", _net_name(dst.network_id)))
+        out.append(Decider("isolation", False, f"networks {src_net} and {dst_net} are not connected: "
+                           "no router joins them", dst_net_res))
     else:
-        names = ", ".join(f"routers/{r}" for r in routers)
-        out.append(Decider("router", True, f"networks {src_net} and {dst.network_id} are joined by {names}",
-                           names.split(", ")[0]))
+        names = ", ".join(q.router_label(r) for r in routers)
+        first = q.router_label(routers[0]) if routers else ""
+        out.append(Decider("router", True, f"networks {src_net} and {dst_net} are joined by {names}",
+                           first if first.startswith("routers/") else ""))
     if src.tenant != dst.tenant and routers is None:
-        out.append(Decider("tenant", False, f"different tenants: {src.tenant} and {dst.tenant}; a tenant's "
+        other = dst.tenant if q.visible(dst.tenant) else "another tenant"
+        out.append(Decider("tenant", False, f"different tenants: {src.tenant} and {other}; a tenant's "
                            "networks are isolated from another's", ""))
     return out
 
@@ -238,8 +269,10 @@ def _sg_rule_allows(topo: Topology, rule: SecurityGroupRule, protocol: str, port
 
 def _sg_side(q: Query, port: Port, direction: str, remote_ip: str | None) -> list[Decider]:
     topo = q.topo
-    name = convert.name_of("port", port.id)
+    name = q.port_label(port)
     role = "destination" if direction == INGRESS else "source"
+    if not q.visible(port.tenant):
+        return _sg_side_hidden(q, port, direction, remote_ip, name)
     if not port.port_security_enabled:
         return [Decider("security_group", True, f"the {role} port {name} has port security disabled: no "
                         "security group filters it", name)]
@@ -259,6 +292,17 @@ def _sg_side(q: Query, port: Port, direction: str, remote_ip: str | None) -> lis
     return [Decider("security_group", False, f"no {direction} rule of {name}'s security groups ({groups}) "
                     f"allows {what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
                     f"securityGroups/{port.security_groups[0]}")]
+
+
+def _sg_side_hidden(q: Query, port: Port, direction: str, remote_ip: str | None, name: str) -> list[Decider]:
+    """Another tenant's port: whether its security groups let the traffic in, not which group or rule."""
+    what = q.protocol + (f"/{q.port}" if q.port else "")
+    allows = not port.port_security_enabled or any(
+        rule.direction == direction and _sg_rule_allows(q.topo, rule, q.protocol, q.port, remote_ip)
+        for g in port.security_groups for rule in q.topo.group_rules_of(g))
+    verb = "allow" if allows else "do not allow"
+    return [Decider("security_group", allows, f"the security groups of {name} {verb} {direction} {what} from "
+                    f"{remote_ip or 'it'}", "")]
 
 
 def check_security_groups(q: Query) -> list[Decider]:
@@ -308,6 +352,10 @@ def check_firewall(q: Query) -> list[Decider]:
         group = topo.firewall_groups.get(topo.port_firewall.get(iface.id, "")) if iface is not None else None
         if iface is None or group is None:
             continue
+        if not q.visible(group.tenant):  # another tenant's router: its verdict, not its rules
+            hidden = _firewall_hidden(q, group, side, src_ip, dst_ip)
+            out += [hidden] if hidden is not None else []
+            continue
         if not group.admin_state_up:
             out.append(Decider("firewall", False, f"firewallGroups/{group.id} on {convert.name_of('port', iface.id)} "
                                "is administratively down: it forwards nothing new", f"firewallGroups/{group.id}"))
@@ -328,6 +376,22 @@ def check_firewall(q: Query) -> list[Decider]:
             out.append(Decider("firewall", False, f"no rule of {where} matches: the policy denies",
                                f"firewallPolicies/{policy.id}"))
     return out
+
+
+def _firewall_hidden(q: Query, group: Any, side: str, src_ip: str | None, dst_ip: str | None,
+                     ) -> Decider | None:
+    """Another tenant's router firewall: what check_firewall would decide, without naming its rules."""
+    topo = q.topo
+    if not group.admin_state_up:
+        return Decider("firewall", False, "another tenant's router firewall is administratively down", "")
+    policy = topo.firewall_policies.get(group.ingress_policy_id if side == "ingress" else group.egress_policy_id)
+    if policy is None:
+        return None
+    rule = next((r for rid in policy.rules if (r := topo.firewall_rules.get(rid)) is not None
+                 and _fw_rule_matches(r, q.protocol, q.port, src_ip, dst_ip)), None)
+    allows = rule is not None and rule.action == "allow"
+    return Decider("firewall", allows, f"another tenant's router firewall ({side}) "
+                   f"{'allows' if allows else 'denies'} it", "")
 
 
 #: in order; the first denial decides
@@ -357,7 +421,8 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
         topo = topology if topology is not None else dataplane.state.topology
         q = _query(topo, source_port, destination, protocol, port, visible)
         deciders = [d for check in CHECKS for d in check(q)]
-    dst_name = convert.name_of("port", q.dst.id) if q.dst is not None else str(q.dst_ip)
+    dst_name = (convert.name_of("port", q.dst.id) if q.dst is not None and visible(q.dst.tenant)
+                else str(q.dst_ip))
     exp = Explanation(not any(not d.allows for d in deciders), "", deciders,
                       convert.name_of("port", q.src.id), dst_name, protocol, port)
     exp.verdict = _verdict(exp.allowed, deciders)

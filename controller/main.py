@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import warnings
@@ -26,6 +27,7 @@ from controller import (
     ofapp,  # noqa: E402
 )
 from controller.auth import TokenFile  # noqa: E402
+from controller.datadir import DataDir, DataDirError  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
 from controller.drift import DriftMonitor  # noqa: E402
 from controller.metrics import Metrics  # noqa: E402
@@ -91,15 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = cfg.data_path
-    data.mkdir(parents=True, exist_ok=True)
-    state = State(data / "topology.sqlite", cfg.model_config())
+    datadir = DataDir(data)
+    try:
+        datadir.acquire()  # one controller per data directory, held until the process exits
+        state = State(data / "topology.sqlite", cfg.model_config())
+        tokens = TokenFile(data / "tokens.json")
+    except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
+        log.error("cannot start: %s", _one_line(err, data))
+        return 1
     compactor = Compactor(state.store, cfg.history_policy())
     compactor.start()
     # The model keeps many small long-lived objects; the default thresholds make the cyclic GC walk all of
     # them every few hundred writes (it doubled CreatePort latency at 10k ports). Records form no cycles.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    tokens = TokenFile(data / "tokens.json")
     if tokens.created_admin_token:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")
     dataplane = start_dataplane(cfg, state)
@@ -120,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         dashboard.start()
         endpoints["dashboard"] = dashboard.url
         log.info("dashboard on %s", dashboard.url)
-    (data / "endpoints.json").write_text(json.dumps(endpoints))
+    try:
+        (data / "endpoints.json").write_text(json.dumps(endpoints))
+    except OSError as err:
+        log.error("cannot start: %s", _one_line(err, data))
+        logging.shutdown()
+        os._exit(1)  # os-ken's hub threads are not daemonic
     log.info("gRPC API on %s (revision %d); data in %s", endpoints["grpc"], state.revision, data.resolve())
 
     if cfg.demo:
@@ -153,6 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     log.info("stopped cleanly at revision %d", state.revision)
     logging.shutdown()
     os._exit(0)  # os-ken's hub threads are not daemonic; the store is closed, nothing is left to flush
+
+
+def _one_line(err: BaseException, data: object) -> str:
+    """What went wrong starting on the data directory, in one line for the operator (no traceback)."""
+    if isinstance(err, DataDirError):
+        return str(err)
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        return f"data directory {data}: {err.strerror or err}{where}"
+    if isinstance(err, sqlite3.Error):
+        return f"data directory {data}: the store cannot be opened: {err}"
+    return f"data directory {data}: tokens.json is not a token file ({type(err).__name__}: {err})"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import logging
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from controller import convert
 from controller.auth import LastAdminToken, Principal, TokenFile
 from controller.context import REQUEST
 from controller.flow_budget import budgeted
-from controller.status import abort, unauthenticated
+from controller.status import abort, storage_error, unauthenticated
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors, ops
@@ -52,7 +53,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _unary(method: F) -> F:
-    """Authenticate, call with the principal, map ApiError to a gRPC status."""
+    """Authenticate, call with the principal, map ApiError (and storage failures: a full or read-only disk)
+    to a gRPC status."""
 
     @functools.wraps(method)
     def wrapper(self: TopologyService, request: Any, context: grpc.ServicerContext) -> Any:
@@ -62,6 +64,9 @@ def _unary(method: F) -> F:
             return method(self, request, context, principal)
         except ApiError as err:
             abort(context, err)
+        except (OSError, sqlite3.Error) as err:
+            log.error("%s: storage failure: %s", method.__name__, err)
+            abort(context, storage_error(err))
         finally:
             REQUEST.reset(token)
 
@@ -824,10 +829,17 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         except ApiError as err:
             abort(context, err)
             return
+        except (OSError, sqlite3.Error) as err:
+            log.error("Watch: storage failure: %s", err)
+            abort(context, storage_error(err))
+            return
         try:
             yield from self._watch(p, request.start_revision, context)
         except HistoryCompacted as gone:  # the stream fell behind a compaction while it replayed
             abort(context, self._compacted(gone.after, gone.compacted_revision))
+        except (OSError, sqlite3.Error) as err:
+            log.error("Watch: storage failure: %s", err)
+            abort(context, storage_error(err))
 
     def _compacted(self, start: int, compacted: int) -> ApiError:
         """etcd's answer to a watch from a compacted revision, with what the client needs to re-list."""

@@ -38,6 +38,12 @@ def already_exists(kind: str, ident: str, reason: str | None = None, message: st
                     message or f"{kind} {ident!r} already exists", metadata={"kind": kind, "id": ident})
 
 
+def in_use(reason: str, message: str, **metadata: str) -> ApiError:
+    """ALREADY_EXISTS for a value that must be unique across tenants (a MAC, an IP address): says what is
+    taken, never by whom, since the holder may be another tenant's object."""
+    return ApiError("ALREADY_EXISTS", reason, message, metadata=dict(metadata))
+
+
 def failed_precondition(reason: str, message: str, **metadata: str) -> ApiError:
     return ApiError("FAILED_PRECONDITION", reason, message, metadata=dict(metadata))
 

@@ -472,8 +472,8 @@ def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
             if (owner is not None and owner != port_id) or n in taken.get(sub.id, set()):
                 if n in taken.get(sub.id, set()):
                     raise errors.invalid(f"{fp}.ip_address", f"{address} is requested twice")
-                err = errors.already_exists("port", owner or "", reason="IP_ADDRESS_IN_USE",
-                                            message=f"{address} on subnet {sub.id!r} is in use by port {owner!r}")
+                err = errors.in_use("IP_ADDRESS_IN_USE", f"{address} on subnet {sub.id!r} is in use",
+                             subnet=sub.id, ip_address=address)
                 err.violations = [(f"{fp}.ip_address", f"{address} is in use")]
                 raise err
             taken.setdefault(sub.id, set()).add(n)
@@ -552,8 +552,7 @@ def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str
     if port.mac:
         mac = _mac(port.mac, "mac_address")
         if mac in topo.macs:
-            err = errors.already_exists("port", topo.macs[mac], reason="MAC_ADDRESS_IN_USE",
-                                        message=f"MAC {mac} is in use by port {topo.macs[mac]!r}")
+            err = errors.in_use("MAC_ADDRESS_IN_USE", f"MAC {mac} is in use", mac_address=mac)
             err.violations = [("mac_address", f"{mac} is in use")]
             raise err
     else:
@@ -968,10 +967,9 @@ def add_router_interface(topo: Topology, router: Router, subnet_id: str, port_id
         _check_new_interface_subnets(topo, router, [sub], "subnet")
         owner = topo.ip_owner.get(sub.id, {}).get(int(netaddr.IPAddress(sub.gateway_ip)))
         if owner is not None:
-            err = errors.already_exists("port", owner, reason="IP_ADDRESS_IN_USE",
-                                        message=f"gateway {sub.gateway_ip} of subnet {sub.id!r} is in use by port "
-                                                f"{owner!r}")
-            err.violations = [("subnet", f"its gateway_ip {sub.gateway_ip} is in use by port {owner!r}")]
+            err = errors.in_use("IP_ADDRESS_IN_USE", f"gateway {sub.gateway_ip} of subnet {sub.id!r} is in use by a port",
+                         subnet=sub.id, ip_address=sub.gateway_ip)
+            err.violations = [("subnet", f"its gateway_ip {sub.gateway_ip} is in use")]
             raise err
         port_change = _new_owned_port(topo, new_port_id, sub.network_id, sub.tenant, OWNER_ROUTER_INTERFACE,
                                       router.id, [(sub.id, sub.gateway_ip)], {}, rev, now)
@@ -1060,10 +1058,15 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
     sid, addr_s = match[0]
     for other in _fips_of_port(topo, port.id):
         if other.id != fip.id and other.fixed_ip == addr_s:
-            err = errors.already_exists("floating_ip", other.id, reason="FIXED_IP_IN_USE",
-                                        message=f"{addr_s} of port {port.id!r} already has floating IP "
-                                                f"{other.id!r} ({other.address})")
-            err.violations = [("fixed_ip_address", f"{addr_s} already has floating IP {other.id!r}")]
+            if other.tenant == fip.tenant:  # the asker's own floating IP may be named; another tenant's not
+                err = errors.already_exists("floating_ip", other.id, reason="FIXED_IP_IN_USE",
+                                            message=f"{addr_s} of port {port.id!r} already has floating IP "
+                                                    f"{other.id!r} ({other.address})")
+                err.violations = [("fixed_ip_address", f"{addr_s} already has floating IP {other.id!r}")]
+            else:
+                err = errors.in_use("FIXED_IP_IN_USE", f"{addr_s} of port {port.id!r} already has a floating IP",
+                             port=port.id, fixed_ip_address=addr_s)
+                err.violations = [("fixed_ip_address", f"{addr_s} already has a floating IP")]
             raise err
     for rid in sorted(topo.routers_of(port.network_id)):
         router = topo.routers[rid]

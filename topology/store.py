@@ -14,6 +14,7 @@ stores use incremental auto-vacuum so `vacuum_step` can hand a large surplus bac
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -64,8 +65,10 @@ class Checkpoint:
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
+        # private from the start: SQLite gives the -wal and -shm files the database file's mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = self._connect(new_file=fresh)
         self._db.executescript(SCHEMA)
         if "ts" not in {row[1] for row in self._db.execute("PRAGMA table_info(changes)")}:
