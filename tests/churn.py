@@ -123,6 +123,13 @@ class Churn:
     b_attached: bool = False
     n: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    addrs: dict[str, str] = field(default_factory=dict)  # churn port id -> the address it was given
+
+    def _addr(self, net: str) -> str:
+        """A free address for a port made with a chosen address (its VIF may be plugged before the port)."""
+        prefix = "10.160.0." if net == "ch-a" else "10.161.0."
+        taken = set(self.addrs.values())
+        return next(f"{prefix}{i}" for i in self.rng.sample(range(100, 250), 150) if f"{prefix}{i}" not in taken)
 
     @property
     def env(self) -> Env:
@@ -131,9 +138,6 @@ class Churn:
     @property
     def md(self) -> tuple[tuple[str, str], ...]:
         return self.steady.md
-
-    def _addr(self, i: int, net: str) -> str:
-        return f"10.{160 if net == 'ch-a' else 161}.0.{100 + i % 100}"
 
     # ------------------------------------------------------------------------------------------ operations
 
@@ -144,7 +148,8 @@ class Churn:
         net = self.rng.choice(["ch-a", "ch-b"]) if self.b_attached else "ch-a"
         ch = self.rng.choice(["hv1", "hv2"])
         mac = f"fa:16:3e:77:{self.n // 256 % 256:02x}:{self.n % 256:02x}"
-        ip = self._addr(self.n, net)
+        ip = self._addr(net)
+        self.addrs[pid] = ip
         vif_first = self.rng.random() < 0.5
         if vif_first:
             self._plug(pid, ch, mac, ip, net)
@@ -162,8 +167,11 @@ class Churn:
     def bare_port(self) -> None:
         self.n += 1
         pid = f"ch-p{self.n}"
+        ip = self._addr("ch-a")  # chosen, not allocated: IPAM would hand out what a VIF-first port wants
+        self.addrs[pid] = ip
         self.env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
-            network="networks/ch-a", security_groups=self._groups()), port_id=pid), metadata=self.md)
+            network="networks/ch-a", fixed_ips=[pb.FixedIp(ip_address=ip)], security_groups=self._groups()),
+            port_id=pid), metadata=self.md)
         self.ports[pid] = ""
 
     def _groups(self) -> list[str]:
@@ -175,6 +183,7 @@ class Churn:
             return self.vm_port()
         pid = self.rng.choice(sorted(self.ports))
         ch = self.ports.pop(pid)
+        self.addrs.pop(pid, None)
         for fid in [f for f, p in self.fips.items() if p == pid]:
             self.fips[fid] = ""  # deleting a port dissociates its floating IPs
         unplug_first = self.rng.random() < 0.5
