@@ -63,8 +63,8 @@ def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
         srv.start()
         endpoint = f"127.0.0.1:{srv.port}"
         channel = grpc.insecure_channel(endpoint)
-        env = Env(Api(endpoint, tokens.admin_token(), channel, pb_grpc.TopologyServiceStub(channel)), srv, state,
-                  metrics, [channel])
+        api = Api(endpoint, tokens.admin_token(), channel, pb_grpc.TopologyServiceStub(channel))
+        env = Env(api, srv, state, metrics, [channel])
         made.append(env)
         return env
 
@@ -188,8 +188,8 @@ def test_per_tenant_cap_refuses_with_details_and_spares_other_tenants(make_env: 
                                 {"method": "Watch", "reason": "TENANT_STREAM_LIMIT"}) == 1
     assert reg.get_sample_value("sdn_api_streams_limit", {"scope": "tenant"}) == 3
     assert reg.get_sample_value("sdn_api_streams_admitted", {}) == 4
-    assert reg.get_sample_value("sdn_api_requests_total", {"service": "sdn.v1.TopologyService",
-                                                           "method": "Watch", "code": "RESOURCE_EXHAUSTED"}) == 1
+    watch_refused = {"service": "sdn.v1.TopologyService", "method": "Watch", "code": "RESOURCE_EXHAUSTED"}
+    assert reg.get_sample_value("sdn_api_requests_total", watch_refused) == 1
     for s in [*mine, theirs]:
         s.cancel()
 
@@ -345,7 +345,8 @@ class EventStream:
         self.conn.close()
 
 
-def test_revoking_a_token_ends_its_dashboard_event_stream_within_a_second(make_env: Callable[..., Env]) -> None:
+def test_revoking_a_token_ends_its_dashboard_event_stream_within_a_second(
+        make_env: Callable[..., Env]) -> None:
     env = make_env()
     api = env.api
     dash = DashboardServer(env.state, env.server.tokens, "127.0.0.1:0")
