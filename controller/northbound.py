@@ -8,9 +8,7 @@ import functools
 import hashlib
 import json
 import logging
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -23,6 +21,7 @@ from controller.context import REQUEST
 from controller.flow_budget import budgeted
 from controller.status import abort, unauthenticated
 from controller.streams import StreamLimiter, Ticket, refusal_status, revoked_error
+from controller.watch_feed import ChangeFeed, Follower, SharedChanges
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors, ops
@@ -42,7 +41,7 @@ from topology.records import (
     Subnet,
 )
 from topology.state import State
-from topology.store import HistoryCompacted, Store
+from topology.store import HistoryCompacted
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -121,43 +120,6 @@ def _page(items: list[Record], page_size: int, page_token: str, filters: dict[st
     return page, token
 
 
-class _SharedChanges:
-    """Store.changes_since shared by the streams reading the same range: one write wakes every Watch at the
-    head, and they all ask for (head - 1, head]; the first reads the store, the others wait for its rows."""
-
-    KEEP = 16  # ranges remembered
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._rows: OrderedDict[tuple[int, int], list[tuple[int, str, str, Record]]] = OrderedDict()
-        self._reading: dict[tuple[int, int], threading.Event] = {}
-
-    def get(self, after: int, upto: int) -> list[tuple[int, str, str, Record]]:
-        key = (after, upto)
-        while True:
-            with self._lock:
-                rows = self._rows.get(key)
-                if rows is not None:
-                    return rows
-                busy = self._reading.get(key)
-                if busy is None:
-                    done = self._reading[key] = threading.Event()
-                    break
-            busy.wait()  # another stream reads it; its rows (or its error: then read ourselves) follow
-        try:
-            rows = self.store.changes_since(after, upto)  # HistoryCompacted goes to this caller
-            with self._lock:
-                self._rows[key] = rows
-                while len(self._rows) > self.KEEP:
-                    self._rows.popitem(last=False)
-            return rows
-        finally:
-            with self._lock:
-                del self._reading[key]
-            done.set()
-
-
 class TopologyService(pb_grpc.TopologyServiceServicer):
     def __init__(self, state: State, tokens: TokenFile, stopping: Callable[[], bool] = lambda: False,
                  flow_budget: int = sec.DEFAULT_FLOW_BUDGET, streams: StreamLimiter | None = None) -> None:
@@ -168,7 +130,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         self._stopping = stopping
         # caps on open Watch streams (the server passes the one shared with its other streaming services)
         self.streams = streams if streams is not None else StreamLimiter()
-        self._changes = _SharedChanges(state.store)
+        self._changes = SharedChanges(state.store)
+        self._feed = ChangeFeed(state, self._changes, stopping, batch=WATCH_BATCH_REVISIONS)
         self.flow_budget = flow_budget  # per tenant and chassis, security-group flows (0: none)
         self.security = SecurityApi(self)
         # builds the Plan of a validate_only write (set when a dataplane runs; else plans are empty)
@@ -914,21 +877,31 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         synced = start == 0
         kinds = {"CREATED": pb.WatchEvent.CREATED, "UPDATED": pb.WatchEvent.UPDATED,
                  "DELETED": pb.WatchEvent.DELETED}
-        while context.is_active() and not self._stopping() and not self.state.closed and valid():
-            head = self.state.durable_revision  # every revision up to head is in the change log
-            if head > cursor:
-                upto = min(head, cursor + WATCH_BATCH_REVISIONS)
-                for rev, _kind, op, rec in self._changes.get(cursor, upto):
-                    if _visible(p, rec):
-                        yield _event(kinds[op], rev, rec)
-                cursor = upto
-                continue
-            if not synced:
-                synced = True
-                yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
-            with self.state.changed:
-                if self.state.durable_revision <= cursor:
-                    self.state.changed.wait(timeout=WATCH_WAIT_S)
+        follower = Follower(lambda rec: _visible(p, rec), cursor)
+        self._feed.follow(follower)
+        try:
+            while context.is_active() and not self._stopping() and not self.state.closed and valid():
+                head = self.state.durable_revision  # every revision up to head is in the change log
+                if head > cursor:
+                    upto = min(head, cursor + WATCH_BATCH_REVISIONS)
+                    for rev, _kind, op, rec in self._changes.get(cursor, upto):
+                        if _visible(p, rec):
+                            yield _event(kinds[op], rev, rec)
+                    cursor = upto
+                    continue
+                if not synced:
+                    synced = True
+                    yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
+                # woken by a change it can see (past ones it cannot), a stop or a revocation, or the timeout
+                cursor = self._feed.wait(follower, cursor, WATCH_WAIT_S)
+        finally:
+            self._feed.unfollow(follower)
+
+    def wake_streams(self) -> None:
+        """Every open Watch re-checks its client, token and the server now (stop, revocation)."""
+        with self.state.changed:
+            self.state.changed.notify_all()
+        self._feed.wake_all()
 
     # ------------------------------------------------------------------------------------------ misc
 

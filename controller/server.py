@@ -90,8 +90,7 @@ class ApiServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def _wake_streams(self) -> None:
-        with self.state.changed:
-            self.state.changed.notify_all()
+        self.topology.wake_streams()
 
     def stop(self, grace: float) -> None:
         """Health NOT_SERVING first, then refuse new calls and let in-flight ones finish within `grace`."""

@@ -96,8 +96,7 @@ class DashboardServer:
         self._thread.start()
 
     def _wake(self) -> None:
-        with self.state.changed:
-            self.state.changed.notify_all()
+        self.watch.wake_streams()
 
     def stop(self) -> None:
         self._stopping.set()
