@@ -409,6 +409,7 @@ def test_sleeping_watch_streams_miss_nothing_they_may_see(make_env: Callable[...
             def got(f: Follower = f) -> list[tuple[str, int, str]]:
                 return [(pb.WatchEvent.Type.Name(ev.type), ev.revision, ev.network.name.split("/")[-1])
                         for ev in f.events if ev.HasField("network") and ev.revision > start]
-            wait_for(lambda: len(got()) >= len(expected))
+            n = len(expected)
+            wait_for(lambda got=got, n=n: len(got()) >= n)
             assert got() == expected
             f.stream.cancel()
