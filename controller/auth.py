@@ -38,7 +38,7 @@ class TokenFile:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.created_admin_token: str | None = None
-        self._revoke_listeners: list[Callable[[str], None]] = []  # see on_revoke
+        self._revoke_listeners: list[Callable[[str], object]] = []  # see on_revoke
         if self.path.exists():
             self._tokens: dict[str, Principal] = self._read()
         else:
@@ -90,10 +90,10 @@ class TokenFile:
 
     # --- fair API: the open streams of a revoked token end at once (controller/streams.py) ---
 
-    def on_revoke(self, listener: Callable[[str], None]) -> None:
+    def on_revoke(self, listener: Callable[[str], object]) -> None:
         """Call `listener(token)` after each revocation (it is already refused by lookup by then)."""
         self._revoke_listeners.append(listener)
 
-    def remove_revoke_listener(self, listener: Callable[[str], None]) -> None:
+    def remove_revoke_listener(self, listener: Callable[[str], object]) -> None:
         if listener in self._revoke_listeners:
             self._revoke_listeners.remove(listener)

@@ -5,6 +5,7 @@ while other tokens' streams go on. Real gRPC server and channels, real store in 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import statistics
 import threading
@@ -372,6 +373,11 @@ def test_revoking_a_token_ends_its_dashboard_event_stream_within_a_second(
         dash.stop()
 
 
+def network_events(f: Follower, after: int) -> list[tuple[str, int, str]]:
+    return [(pb.WatchEvent.Type.Name(ev.type), ev.revision, ev.network.name.split("/")[-1])
+            for ev in f.events if ev.HasField("network") and ev.revision > after]
+
+
 def test_sleeping_watch_streams_miss_nothing_they_may_see(make_env: Callable[..., Env]) -> None:
     """Streams are only woken for changes they can see (controller/watch_feed.py): with writes of several
     tenants racing, each stream still gets exactly the events a store replay filtered by its tenant gives."""
@@ -405,11 +411,8 @@ def test_sleeping_watch_streams_miss_nothing_they_may_see(make_env: Callable[...
         expected = [(op, rev, rec.id) for rev, _kind, op, rec in env.state.store.changes_since(start, head)
                     if rec.tenant == tenant]
         assert len(expected) == 20
+        n = len(expected)
         for f in fs:
-            def got(f: Follower = f) -> list[tuple[str, int, str]]:
-                return [(pb.WatchEvent.Type.Name(ev.type), ev.revision, ev.network.name.split("/")[-1])
-                        for ev in f.events if ev.HasField("network") and ev.revision > start]
-            n = len(expected)
-            wait_for(lambda got=got, n=n: len(got()) >= n)
-            assert got() == expected
+            wait_for(functools.partial(lambda f, n: len(network_events(f, start)) >= n, f, n))
+            assert network_events(f, start) == expected
             f.stream.cancel()
