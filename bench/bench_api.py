@@ -2,7 +2,8 @@
 """API benchmark: CreatePort requests/s through the real controller process divided by a no-op unary call
 (GetServerInfo: same server, same auth, same channel) measured in the same run; plus IPAM allocation time
 with 100 and with 10,000 ports in one subnet; plus fairness: unary p50/p99 (admin GetServerInfo, admin and
-tenant CreateNetwork) with 0 and with 200 Watch streams open (8 tenants x 25), as a ratio.
+tenant CreateNetwork, and CreateNetwork by a tenant whose own 25 streams see it) with 0 and with 200 Watch
+streams open (8 tenants x 25), as a ratio.
 
     .venv/bin/python bench/bench_api.py            # full run
     .venv/bin/python bench/bench_api.py --quick    # a smoke run (CI)
@@ -150,6 +151,8 @@ def stream_fairness(n_streams: int, calls: int, rounds: int) -> None:
                                                                 timeout=10),
             "CreateNetwork (admin)": lambda: create(admin),
             "CreateNetwork (tenant)": lambda: create(writer),
+            # a tenant whose own 25 streams each get the event: the streams that can see a write do wake
+            "CreateNetwork (watched)": lambda: create((("authorization", "Bearer " + tenants[0]),)),
         }
         for fn in probes.values():  # warm-up
             for _ in range(10):
