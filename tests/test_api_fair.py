@@ -416,3 +416,56 @@ def test_sleeping_watch_streams_miss_nothing_they_may_see(make_env: Callable[...
             wait_for(functools.partial(lambda f, n: len(network_events(f, start)) >= n, f, n))
             assert network_events(f, start) == expected
             f.stream.cancel()
+
+
+class StuckDataplane:
+    """A dataplane whose switches never realize anything until released (a chassis gone quiet)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def wait_realized(self, revision: int, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
+        if timeout > 0:
+            self.release.wait(timeout)
+        return self.release.is_set(), []
+
+
+def test_wait_realized_takes_a_stream_slot_while_it_waits(tmp_path: Path) -> None:
+    """WaitRealized blocks its thread (up to 300 s) like a stream, so a wait counts under the same caps."""
+    from google.protobuf import duration_pb2
+
+    from proto.sdn.v1 import dataplane_pb2 as dpb
+    from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
+
+    state = State(tmp_path / "topology.sqlite")
+    tokens = TokenFile(tmp_path / "tokens.json")
+    dp = StuckDataplane()
+    srv = ApiServer(state, tokens, "127.0.0.1:0", workers=4, dataplane=dp,  # type: ignore[arg-type]
+                    max_streams=4, max_streams_per_tenant=2)
+    srv.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    try:
+        stub, dps = pb_grpc.TopologyServiceStub(channel), dpb_grpc.DataplaneServiceStub(channel)
+        admin = Api.md(tokens.admin_token())
+        alice = Api.md(stub.CreateToken(pb.CreateTokenRequest(tenant="alice"), metadata=admin).token)
+        bob = Api.md(stub.CreateToken(pb.CreateTokenRequest(tenant="bob"), metadata=admin).token)
+        wait = dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=30))
+        pending = [dps.WaitRealized.future(wait, metadata=alice) for _ in range(2)]
+        wait_for(lambda: srv.streams.open_by_tenant().get("alice") == 2)
+        with pytest.raises(grpc.RpcError) as err:
+            dps.WaitRealized(wait, metadata=alice, timeout=5)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details(err.value)[0].reason == "TENANT_STREAM_LIMIT"
+        with pytest.raises(grpc.RpcError) as err:
+            next(stub.Watch(pb.WatchRequest(), metadata=alice))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=bob, timeout=5)
+        no_wait = dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=0))
+        assert not dps.WaitRealized(no_wait, metadata=alice, timeout=5).realized  # a 0 s wait needs no slot
+        dp.release.set()
+        assert all(f.result(timeout=5).realized for f in pending)
+        wait_for(lambda: srv.streams.total == 0)
+    finally:
+        channel.close()
+        srv.stop(0)
+        state.close()
