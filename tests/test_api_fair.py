@@ -384,13 +384,14 @@ def test_sleeping_watch_streams_miss_nothing_they_may_see(make_env: Callable[...
     env = make_env()
     api = env.api
     tokens = {t: api.tenant_token(t) for t in ("alice", "bob", "carol")}
-    api.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="pre"), metadata=api.admin)
+    api.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="pre"),
+                           metadata=api.admin)
     start = env.state.durable_revision
     followers: dict[str, list[Follower]] = {}
     for tenant, token in tokens.items():
         stub = env.stub()
-        followers[tenant] = [Follower(open_watch(stub, token)),
-                             Follower(stub.Watch(pb.WatchRequest(start_revision=start), metadata=api.md(token)))]
+        resumed = stub.Watch(pb.WatchRequest(start_revision=start), metadata=api.md(token))
+        followers[tenant] = [Follower(open_watch(stub, token)), Follower(resumed)]
 
     def writes(tenant: str, md: tuple[tuple[str, str], ...]) -> None:
         s = env.stub()
