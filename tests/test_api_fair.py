@@ -470,3 +470,24 @@ def test_wait_realized_takes_a_stream_slot_while_it_waits(tmp_path: Path) -> Non
         channel.close()
         srv.stop(0)
         state.close()
+
+
+def test_dashboard_event_streams_are_capped_per_tenant(make_env: Callable[..., Env]) -> None:
+    env = make_env()
+    dash = DashboardServer(env.state, env.server.tokens, "127.0.0.1:0", max_streams_per_tenant=2)
+    dash.start()
+    try:
+        alice, bob = env.api.tenant_token("alice"), env.api.tenant_token("bob")
+        held = [EventStream(dash.port, alice) for _ in range(2)]
+        conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=10)
+        conn.request("GET", "/api/events?from=0", headers={"Authorization": f"Bearer {alice}"})
+        resp = conn.getresponse()
+        assert resp.status == 503
+        assert "2 per tenant" in resp.read().decode()
+        conn.close()
+        held.append(EventStream(dash.port, bob))  # another tenant's stream is admitted
+        assert dash.streams.total == 3
+        for s in held:
+            s.close()
+    finally:
+        dash.stop()

@@ -262,8 +262,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             ticket = self.app.streams.admit(p.tenant, token, "events")
         except ApiError as err:
+            limits = self.app.streams
+            mine = "yours" if err.reason == "TENANT_STREAM_LIMIT" else "this server's"
             raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE,
-                            f"too many event streams: {err.message}") from None
+                            f"too many event streams ({mine} are full: {limits.max_per_tenant} per tenant, "
+                            f"{limits.max_total} in all); close another dashboard tab or retry later"
+                            ) from None
         try:
             self._headers(HTTPStatus.OK, "text/event-stream")
             ctx = _StreamContext(self, lambda: not ticket.revoked and self.app.tokens.lookup(token) == p)
