@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """API benchmark: CreatePort requests/s through the real controller process divided by a no-op unary call
 (GetServerInfo: same server, same auth, same channel) measured in the same run; plus IPAM allocation time
-with 100 and with 10,000 ports in one subnet.
+with 100 and with 10,000 ports in one subnet; plus fairness: unary p50/p99 (admin GetServerInfo, admin and
+tenant CreateNetwork, and CreateNetwork by a tenant whose own 25 streams see it) with 0 and with 200 Watch
+streams open (8 tenants x 25), as a ratio.
 
     .venv/bin/python bench/bench_api.py            # full run
     .venv/bin/python bench/bench_api.py --quick    # a smoke run (CI)
+    .venv/bin/python bench/bench_api.py --streams-only --rounds 5   # only the fairness part
 """
 
 from __future__ import annotations
@@ -66,12 +69,17 @@ def rate(call, clients: int, per_client: int) -> float:  # type: ignore[no-untyp
     return clients * per_client / elapsed
 
 
+def start_controller(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(tmp),
+                             "--grpc-listen", f"127.0.0.1:{port}",
+                             "--openflow-listen", f"127.0.0.1:{free_port()}", "--dashboard-listen", "",
+                             "--metrics-listen", "", "--log-level", "WARNING"], cwd=ROOT)
+
+
 def api_ratio(calls: int, clients: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sdn-bench-"))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(tmp),
-                             "--grpc-listen", f"127.0.0.1:{port}", "--openflow-listen", f"127.0.0.1:{free_port()}",
-                             "--dashboard-listen", "", "--metrics-listen", "", "--log-level", "WARNING"], cwd=ROOT)
+    proc = start_controller(tmp, port)
     try:
         endpoint = f"127.0.0.1:{port}"
         grpc.channel_ready_future(grpc.insecure_channel(endpoint)).result(timeout=30)
@@ -102,6 +110,109 @@ def api_ratio(calls: int, clients: int) -> None:
         print(f"  CreatePort             {c:8.0f} req/s  (durable: SQLite WAL, synchronous=FULL)")
         print(f"  ratio CreatePort/no-op {c / n:8.2f}   (goal >= 0.5)")
     finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def percentile(samples: list[float], q: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
+
+
+def stream_fairness(n_streams: int, calls: int, rounds: int) -> None:
+    """Unary latency (sequential calls on one channel) with no stream open, then with `n_streams` Watch
+    streams open (tenants of 25 streams each, one channel per tenant), alternately, `rounds` times."""
+    tmp = Path(tempfile.mkdtemp(prefix="sdn-bench-"))
+    port = free_port()
+    proc = start_controller(tmp, port)
+    channels: list[grpc.Channel] = []
+    try:
+        endpoint = f"127.0.0.1:{port}"
+        grpc.channel_ready_future(grpc.insecure_channel(endpoint)).result(timeout=30)
+        tokens = json.loads((tmp / "tokens.json").read_text())["tokens"]
+        admin = (("authorization", "Bearer " + next(iter(tokens))),)
+        ch = grpc.insecure_channel(endpoint)
+        channels.append(ch)
+        stub = pb_grpc.TopologyServiceStub(ch)
+        per_tenant = 25
+        tenants = [stub.CreateToken(pb.CreateTokenRequest(tenant=f"w{i}"), metadata=admin).token
+                   for i in range((n_streams + per_tenant - 1) // per_tenant)]
+        writer = (("authorization", "Bearer " + stub.CreateToken(pb.CreateTokenRequest(tenant="writer"),
+                                                                 metadata=admin).token),)
+        seq = [0]
+
+        def create(md: tuple[tuple[str, str], ...]) -> None:
+            seq[0] += 1
+            stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id=f"b{seq[0]}"),
+                               metadata=md, timeout=10)
+
+        probes = {
+            "GetServerInfo (admin)": lambda: stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=admin,
+                                                                timeout=10),
+            "CreateNetwork (admin)": lambda: create(admin),
+            "CreateNetwork (tenant)": lambda: create(writer),
+            # a tenant whose own 25 streams each get the event: the streams that can see a write do wake
+            "CreateNetwork (watched)": lambda: create((("authorization", "Bearer " + tenants[0]),)),
+        }
+        for fn in probes.values():  # warm-up
+            for _ in range(10):
+                fn()
+
+        def measure() -> dict[str, list[float]]:
+            out: dict[str, list[float]] = {}
+            for name, fn in probes.items():
+                times = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                out[name] = times
+            return out
+
+        def open_streams() -> list[object]:
+            streams = []
+            for i in range(n_streams):
+                if i % per_tenant == 0:
+                    c = grpc.insecure_channel(endpoint)
+                    channels.append(c)
+                    s = pb_grpc.TopologyServiceStub(c)
+                md = (("authorization", "Bearer " + tenants[i // per_tenant]),)
+                it = s.Watch(pb.WatchRequest(), metadata=md)
+                for ev in it:
+                    if ev.type == pb.WatchEvent.SYNCED:
+                        break
+                streams.append(it)
+            return streams
+
+        results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for _ in range(rounds):
+            for name, times in measure().items():
+                results.setdefault((name, 0), []).append((statistics.median(times), percentile(times, 99)))
+            streams = open_streams()
+            for name, times in measure().items():
+                results.setdefault((name, n_streams), []).append(
+                    (statistics.median(times), percentile(times, 99)))
+            for it in streams:
+                it.cancel()  # type: ignore[attr-defined]
+            time.sleep(1.0)  # the server notices the cancels (Watch re-checks its client every 0.5 s)
+
+        def mmm(xs: list[float]) -> str:
+            return f"{min(xs) * 1e3:5.1f} / {statistics.median(xs) * 1e3:5.1f} / {max(xs) * 1e3:5.1f}"
+
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"fairness: {calls} sequential calls per method and round, {rounds} rounds, "
+              f"ms as min / median / max over rounds; load average {load}")
+        for name in probes:
+            base, loaded = results[(name, 0)], results[(name, n_streams)]
+            p99_0 = statistics.median(p for _, p in base)
+            p99_n = statistics.median(p for _, p in loaded)
+            print(f"  {name:24s}   0 streams: p50 {mmm([m for m, _ in base])}  "
+                  f"p99 {mmm([p for _, p in base])}")
+            print(f"  {'':24s} {n_streams:3d} streams: p50 {mmm([m for m, _ in loaded])}  "
+                  f"p99 {mmm([p for _, p in loaded])}  p99 ratio {p99_n / p99_0:.2f} (goal: p99 < 100 ms)")
+    finally:
+        for c in channels:
+            c.close()
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,9 +249,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--streams", type=int, default=200, help="Watch streams open in the fairness part")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the fairness part")
+    ap.add_argument("--streams-only", action="store_true", help="only the fairness part")
     args = ap.parse_args()
-    ipam_timing([100, 10_000] if not args.quick else [100, 1000], 200 if not args.quick else 20)
-    api_ratio(400 if args.quick else 4000, args.clients)
+    if not args.streams_only:
+        ipam_timing([100, 10_000] if not args.quick else [100, 1000], 200 if not args.quick else 20)
+        api_ratio(400 if args.quick else 4000, args.clients)
+    stream_fairness(args.streams if not args.quick else min(args.streams, 50), 50 if args.quick else 200,
+                    1 if args.quick else args.rounds)
 
 
 if __name__ == "__main__":

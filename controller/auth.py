@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class TokenFile:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.created_admin_token: str | None = None
+        self._revoke_listeners: list[Callable[[str], object]] = []  # see on_revoke
         if self.path.exists():
             self._tokens: dict[str, Principal] = self._read()
         else:
@@ -100,4 +102,16 @@ class TokenFile:
             tokens = {t: p for t, p in self._tokens.items() if t != token}
             self._write(tokens)
             self._tokens = tokens
-            return True
+        for listener in list(self._revoke_listeners):
+            listener(token)
+        return True
+
+    # --- fair API: the open streams of a revoked token end at once (controller/streams.py) ---
+
+    def on_revoke(self, listener: Callable[[str], object]) -> None:
+        """Call `listener(token)` after each revocation (it is already refused by lookup by then)."""
+        self._revoke_listeners.append(listener)
+
+    def remove_revoke_listener(self, listener: Callable[[str], object]) -> None:
+        if listener in self._revoke_listeners:
+            self._revoke_listeners.remove(listener)

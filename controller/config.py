@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.nat import REDIRECT_BASE
+from controller.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TENANT
 from topology.history import HistoryPolicy
 from topology.model import ModelConfig
 from topology.ops_security import DEFAULT_FLOW_BUDGET
@@ -29,7 +30,11 @@ class Config:
     grpc_listen: str = "127.0.0.1:50051"
     data_dir: str = "data"
     log_level: str = "INFO"
-    grpc_workers: int = 32
+    grpc_workers: int = 32  # API threads for unary calls; streams get threads of their own (max_streams)
+    # open streams (Watch, health Watch, reflection) at once, in total and per tenant; one over is refused
+    # with RESOURCE_EXHAUSTED before it starts, so streams never take the unary calls' threads
+    max_streams: int = DEFAULT_MAX_STREAMS
+    max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT
     underlay_mtu: int = 1500
     default_segment_type: str = "vxlan"
     vxlan_ranges: str = "1000:99999"
@@ -107,7 +112,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-listen", help="HOST:PORT for the API (default 127.0.0.1:50051)")
     p.add_argument("--data-dir", help="where the store and token file live (default ./data)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
-    p.add_argument("--grpc-workers", type=int, help="API worker threads; each Watch stream holds one")
+    p.add_argument("--grpc-workers", type=int, help="API threads for unary calls (default 32); streams run "
+                   "on threads of their own, up to --max-streams")
+    p.add_argument("--max-streams", type=int, metavar="N",
+                   help="open API streams (Watch, health Watch, reflection) at once; one more is refused "
+                   f"with RESOURCE_EXHAUSTED (default {DEFAULT_MAX_STREAMS})")
+    p.add_argument("--max-streams-per-tenant", type=int, metavar="N",
+                   help="open API streams one tenant may hold (streams without a token share one bucket); "
+                   f"one more is refused with RESOURCE_EXHAUSTED (default {DEFAULT_MAX_STREAMS_PER_TENANT})")
     p.add_argument("--underlay-mtu", type=int, help="MTU of the tunnel underlay (default 1500)")
     p.add_argument("--default-segment-type", choices=["vxlan", "gre", "geneve"])
     p.add_argument("--vxlan-ranges", help="VNIs tenants' networks get, e.g. 1000:1999,5000:5999")
@@ -175,6 +187,9 @@ def load(argv: list[str] | None = None) -> Config:
     if cfg.history_revisions < 0 or cfg.history_age_s < 0 or cfg.history_interval_s <= 0:
         raise SystemExit("history_revisions and history_age_s must be at least 0 (0 = off) and "
                          "history_interval_s above 0")
+    if cfg.grpc_workers < 1 or cfg.max_streams < 1 or not 1 <= cfg.max_streams_per_tenant <= cfg.max_streams:
+        raise SystemExit("grpc_workers and max_streams must be at least 1, and max_streams_per_tenant "
+                         "between 1 and max_streams")
     if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):
         raise SystemExit(f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
                          "packets to their gateway chassis")

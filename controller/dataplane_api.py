@@ -11,6 +11,7 @@ from controller import convert
 from controller.auth import Principal
 from controller.dataplane import Dataplane
 from controller.northbound import TopologyService, _admin_only, _unary
+from controller.streams import refusal_status
 from flows import pipeline
 from flows.cookie import owner_hash
 from flows.flow import Flow, Group
@@ -41,7 +42,20 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             timeout = request.timeout.ToTimedelta().total_seconds()
             if not 0 <= timeout <= MAX_WAIT_S:
                 raise errors.invalid("timeout", f"must be between 0 and {MAX_WAIT_S:.0f} s")
-        done, report = self.dataplane.wait_realized(revision, timeout)
+        done, report = self.dataplane.wait_realized(revision, 0)
+        if not done and timeout > 0:
+            # a wait holds its thread like a stream: it takes a stream slot (the same caps), so waits cannot
+            # take the threads of unary calls either
+            limiter = self.topology.streams
+            try:
+                ticket = limiter.admit(p.tenant, "", "WaitRealized")
+            except errors.ApiError as err:
+                context.abort_with_status(refusal_status(err, limiter))
+                raise  # not reached: abort_with_status raises
+            try:
+                done, report = self.dataplane.wait_realized(revision, timeout)
+            finally:
+                limiter.release(ticket)
         return dpb.WaitRealizedResponse(realized=done, revision=revision, chassis=[
             dpb.ChassisRealization(chassis=convert.name_of("chassis", r["chassis"]), connected=r["connected"],
                                    realized_revision=r["realized_revision"],

@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = start_metrics(cfg, state, dataplane, compactor)
     api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane,
                     interceptors=[metrics.interceptor()] if metrics is not None else [],
-                    flow_budget=cfg.flow_budget_per_tenant)
+                    flow_budget=cfg.flow_budget_per_tenant, max_streams=cfg.max_streams,
+                    max_streams_per_tenant=cfg.max_streams_per_tenant)
+    if metrics is not None:
+        metrics.streams = api.streams
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
     endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid()}

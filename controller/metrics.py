@@ -55,6 +55,7 @@ class Metrics:
         self.compactor = compactor  # topology.history.Compactor: changes compacted
         self.dataplane = dataplane
         self.packet_ins = packet_ins
+        self.streams: Any = None  # controller.streams.StreamLimiter of the API server: caps, refusals
         self.registry = CollectorRegistry()
         r = self.registry
         self.api_requests = Counter("sdn_api_requests", "gRPC calls finished, by method and status code",
@@ -215,6 +216,21 @@ class _ScrapeCollector(Collector):
                            "oldest revision a Watch can resume from", [])
         dropped = _counter("sdn_store_compacted_changes", "Change-log rows compacted since start", [])
         pins = _counter("sdn_packet_ins", "Packet-ins received, by OpenFlow reason", ["chassis", "reason"])
+        s_limit = _gauge("sdn_api_streams_limit", "Caps on open API streams: scope server (max_streams) and "
+                         "tenant (max_streams_per_tenant)", ["scope"])
+        s_admitted = _gauge("sdn_api_streams_admitted", "API streams holding a slot under the caps", [])
+        s_refused = _counter("sdn_api_streams_refused", "API streams refused over a cap "
+                             "(RESOURCE_EXHAUSTED), by reason TOO_MANY_STREAMS or TENANT_STREAM_LIMIT",
+                             ["method", "reason"])
+        s_revoked = _counter("sdn_api_streams_revoked", "API streams ended because their token was revoked",
+                             [])
+        if m.streams is not None:
+            s_limit.add_metric(["server"], m.streams.max_total)
+            s_limit.add_metric(["tenant"], m.streams.max_per_tenant)
+            s_admitted.add_metric([], m.streams.total)
+            for (method, reason), n in sorted(m.streams.refused.items()):
+                s_refused.add_metric([method, reason], n)
+            s_revoked.add_metric([], m.streams.revoked_streams)
 
         state, dp = m.state, m.dataplane
         store_rev = int(state.revision) if state is not None else 0
@@ -260,7 +276,8 @@ class _ScrapeCollector(Collector):
             for (dpid, reason), n in sorted(dict(m.packet_ins()).items()):
                 pins.add_metric([m.chassis_of(dpid), reason], n)
         yield from (of_up, ovsdb, desired, installed, gdesired, ginstalled, *sync.values(), pins, revision,
-                    size, compacted, dropped, realized, lag, drift, divergence)
+                    size, compacted, dropped, realized, lag, drift, divergence, s_limit, s_admitted,
+                    s_refused, s_revoked)
         yield from m.flow_counters.families()
 
 

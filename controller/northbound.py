@@ -21,6 +21,8 @@ from controller.auth import LastAdminToken, Principal, TokenFile
 from controller.context import REQUEST
 from controller.flow_budget import budgeted
 from controller.status import abort, storage_error, unauthenticated
+from controller.streams import StreamLimiter, Ticket, refusal_status, revoked_error
+from controller.watch_feed import ChangeFeed, Follower, SharedChanges
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors, ops
@@ -48,6 +50,7 @@ VERSION = "0.1.0"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 WATCH_BATCH_REVISIONS = 500
+WATCH_WAIT_S = 0.5  # the longest a Watch waits before it re-checks its client, its token and the server
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,12 +130,16 @@ def _page(items: list[Record], page_size: int, page_token: str, filters: dict[st
 
 class TopologyService(pb_grpc.TopologyServiceServicer):
     def __init__(self, state: State, tokens: TokenFile, stopping: Callable[[], bool] = lambda: False,
-                 flow_budget: int = sec.DEFAULT_FLOW_BUDGET) -> None:
+                 flow_budget: int = sec.DEFAULT_FLOW_BUDGET, streams: StreamLimiter | None = None) -> None:
         from controller.security_api import SecurityApi
 
         self.state = state
         self.tokens = tokens
         self._stopping = stopping
+        # caps on open Watch streams (the server passes the one shared with its other streaming services)
+        self.streams = streams if streams is not None else StreamLimiter()
+        self._changes = SharedChanges(state.store)
+        self._feed = ChangeFeed(state, self._changes, stopping, batch=WATCH_BATCH_REVISIONS)
         self.flow_budget = flow_budget  # per tenant and chassis, security-group flows (0: none)
         self.security = SecurityApi(self)
         # builds the Plan of a validate_only write (set when a dataplane runs; else plans are empty)
@@ -141,6 +148,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     # ------------------------------------------------------------------------------------------ plumbing
 
     def authenticate(self, context: grpc.ServicerContext) -> Principal:
+        return self._authenticate(context)[0]
+
+    def _authenticate(self, context: grpc.ServicerContext) -> tuple[Principal, str]:
+        """The caller's principal and bearer token."""
         for key, value in context.invocation_metadata():
             if key == "authorization":
                 scheme, _, token = value.partition(" ")
@@ -149,7 +160,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 principal = self.tokens.lookup(token.strip())
                 if principal is None:
                     raise unauthenticated("unknown or revoked token")
-                return principal
+                return principal, token.strip()
         raise unauthenticated("missing 'authorization: Bearer <token>' metadata")
 
     def _get(self, topo: Topology, p: Principal, kind: str, name: str, field_path: str = "name") -> Any:
@@ -815,8 +826,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     # ------------------------------------------------------------------------------------------ watch
 
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:
+        """Authenticate, check the request, take a stream slot (RESOURCE_EXHAUSTED over a cap), then stream
+        until the client goes, the server stops, or the token is revoked (UNAUTHENTICATED TOKEN_REVOKED)."""
         try:
-            p = self.authenticate(context)
+            p, token = self._authenticate(context)
             if request.start_revision < 0:
                 raise errors.invalid("start_revision", "must not be negative")
             if request.start_revision > self.state.revision:
@@ -834,12 +847,25 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             abort(context, storage_error(err))
             return
         try:
-            yield from self._watch(p, request.start_revision, context)
+            ticket = self.streams.admit(p.tenant, token, "Watch")
+        except ApiError as err:
+            context.abort_with_status(refusal_status(err, self.streams))
+            return
+        try:
+            yield from self._watch(p, request.start_revision, context, self._valid(ticket, p))
+            if ticket.revoked or self.tokens.lookup(token) != p:
+                abort(context, revoked_error())
         except HistoryCompacted as gone:  # the stream fell behind a compaction while it replayed
             abort(context, self._compacted(gone.after, gone.compacted_revision))
         except (OSError, sqlite3.Error) as err:
             log.error("Watch: storage failure: %s", err)
             abort(context, storage_error(err))
+        finally:
+            self.streams.release(ticket)
+
+    def _valid(self, ticket: Ticket, p: Principal) -> Callable[[], bool]:
+        """Is the stream's token still the principal's? (Revocation also wakes the stream: see streams.py.)"""
+        return lambda: not ticket.revoked and self.tokens.lookup(ticket.token) == p
 
     def _compacted(self, start: int, compacted: int) -> ApiError:
         """etcd's answer to a watch from a compacted revision, with what the client needs to re-list."""
@@ -851,7 +877,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                         metadata={"compacted_revision": str(compacted), "start_revision": str(start),
                                   "current_revision": str(self.state.durable_revision)})
 
-    def _watch(self, p: Principal, start: int, context: grpc.ServicerContext) -> Iterator[pb.WatchEvent]:
+    def _watch(self, p: Principal, start: int, context: grpc.ServicerContext,
+               valid: Callable[[], bool] = lambda: True) -> Iterator[pb.WatchEvent]:
+        """Snapshot (start 0) or replay from `start`, then follow the store's changes. Ends when the client
+        goes, the server stops or `valid()` turns false, each checked at least every WATCH_WAIT_S."""
         cursor = start
         if start == 0:
             with self.state.lock:
@@ -863,21 +892,31 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         synced = start == 0
         kinds = {"CREATED": pb.WatchEvent.CREATED, "UPDATED": pb.WatchEvent.UPDATED,
                  "DELETED": pb.WatchEvent.DELETED}
-        while context.is_active() and not self._stopping() and not self.state.closed:
-            head = self.state.durable_revision  # every revision up to head is in the change log
-            if head > cursor:
-                upto = min(head, cursor + WATCH_BATCH_REVISIONS)
-                for rev, _kind, op, rec in self.state.store.changes_since(cursor, upto):
-                    if _visible(p, rec):
-                        yield _event(kinds[op], rev, rec)
-                cursor = upto
-                continue
-            if not synced:
-                synced = True
-                yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
-            with self.state.changed:
-                if self.state.durable_revision <= cursor:
-                    self.state.changed.wait(timeout=0.5)
+        follower = Follower(lambda rec: _visible(p, rec), cursor)
+        self._feed.follow(follower)
+        try:
+            while context.is_active() and not self._stopping() and not self.state.closed and valid():
+                head = self.state.durable_revision  # every revision up to head is in the change log
+                if head > cursor:
+                    upto = min(head, cursor + WATCH_BATCH_REVISIONS)
+                    for rev, _kind, op, rec in self._changes.get(cursor, upto):
+                        if _visible(p, rec):
+                            yield _event(kinds[op], rev, rec)
+                    cursor = upto
+                    continue
+                if not synced:
+                    synced = True
+                    yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
+                # woken by a change it can see (past ones it cannot), a stop or a revocation, or the timeout
+                cursor = self._feed.wait(follower, cursor, WATCH_WAIT_S)
+        finally:
+            self._feed.unfollow(follower)
+
+    def wake_streams(self) -> None:
+        """Every open Watch re-checks its client, token and the server now (stop, revocation)."""
+        with self.state.changed:
+            self.state.changed.notify_all()
+        self._feed.wake_all()
 
     # ------------------------------------------------------------------------------------------ misc
 

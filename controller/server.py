@@ -1,4 +1,12 @@
-"""Assemble the gRPC server: TopologyService, health checking and reflection, on one port."""
+"""Assemble the gRPC server: TopologyService, health checking and reflection, on one port.
+
+Threads: grpcio's sync server runs every call on one thread of its pool, and a stream holds its thread
+while it is open. The pool has `workers` threads for unary calls plus `max_streams` for streams, and
+StreamLimiter refuses a stream over `max_streams` (or over `max_streams_per_tenant` for its tenant) before
+it starts: however many streams clients open, `workers` threads stay for unary calls. (grpc.aio would hold
+no thread per stream, but every handler here is sync code that blocks on the store; measured, a sync
+pool sized so keeps unary p99 low with 200 open Watch streams: BENCHMARKS.md.)
+"""
 
 from __future__ import annotations
 
@@ -13,11 +21,23 @@ from grpc_reflection.v1alpha import reflection
 from controller.auth import TokenFile
 from controller.dataplane import Dataplane
 from controller.dataplane_api import DataplaneService, plan_pb
+from controller.debug_api import DebugService
 from controller.lb_api import LoadBalancerService
 from controller.northbound import TopologyService
-from controller.debug_api import DebugService
-from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
-from proto.sdn.v1 import debug_pb2, debug_pb2_grpc
+from controller.streams import (
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_TENANT,
+    StreamAdmission,
+    StreamLimiter,
+)
+from proto.sdn.v1 import (
+    dataplane_pb2,
+    dataplane_pb2_grpc,
+    debug_pb2,
+    debug_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
+)
 from topology.ops_security import DEFAULT_FLOW_BUDGET
 from topology.state import State
 
@@ -25,18 +45,27 @@ SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_
 LB_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["LoadBalancerService"].full_name
 DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
 DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
+WATCH_METHOD = f"/{SERVICE_NAME}/Watch"  # admits itself, by tenant, once authenticated
 
 
 class ApiServer:
     def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
                  dataplane: Dataplane | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 flow_budget: int = DEFAULT_FLOW_BUDGET) -> None:
+                 flow_budget: int = DEFAULT_FLOW_BUDGET, max_streams: int = DEFAULT_MAX_STREAMS,
+                 max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT) -> None:
         self.state = state
+        self.tokens = tokens
         self._stopping = threading.Event()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                                  options=[("grpc.so_reuseport", 0)], interceptors=list(interceptors))
-        self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set, flow_budget=flow_budget)
+        self.streams = StreamLimiter(max_streams, max_streams_per_tenant, wake=self._wake_streams)
+        tokens.on_revoke(self.streams.revoke)
+        # `workers` threads for unary calls, `max_streams` more for the streams the limiter lets in
+        pool = futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="grpc")
+        admission = StreamAdmission(self.streams, frozenset({WATCH_METHOD}))
+        self.server = grpc.server(pool, options=[("grpc.so_reuseport", 0)],
+                                  interceptors=[*interceptors, admission])
+        self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set,
+                                        flow_budget=flow_budget, streams=self.streams)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
         topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(LoadBalancerService(self.topology), self.server)
         services = [SERVICE_NAME, LB_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -60,10 +89,13 @@ class ApiServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    def _wake_streams(self) -> None:
+        self.topology.wake_streams()
+
     def stop(self, grace: float) -> None:
         """Health NOT_SERVING first, then refuse new calls and let in-flight ones finish within `grace`."""
         self.health.enter_graceful_shutdown()
         self._stopping.set()
-        with self.state.changed:
-            self.state.changed.notify_all()  # wake Watch streams so they end
+        self.tokens.remove_revoke_listener(self.streams.revoke)
+        self._wake_streams()  # wake Watch streams so they end
         self.server.stop(grace).wait()

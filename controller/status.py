@@ -34,7 +34,8 @@ def cap(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def to_status(err: ApiError) -> grpc.Status:
+def to_status(err: ApiError, extra: tuple[object, ...] = ()) -> grpc.Status:
+    """The status of `err`: BadRequest (if it names fields), ErrorInfo, then `extra` detail messages."""
     details = []
     if err.violations:
         bad = error_details_pb2.BadRequest(field_violations=[
@@ -44,6 +45,7 @@ def to_status(err: ApiError) -> grpc.Status:
     metadata = {cap(k, ECHO_LIMIT): cap(v, ECHO_LIMIT) for k, v in err.metadata.items()}
     details.append(_pack(error_details_pb2.ErrorInfo(reason=cap(err.reason, ECHO_LIMIT), domain=DOMAIN,
                                                      metadata=metadata)))
+    details.extend(_pack(m) for m in extra)
     st = status_pb2.Status(code=getattr(code_pb2, err.code), message=cap(err.message), details=details)
     return rpc_status.to_status(st)
 

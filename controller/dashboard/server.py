@@ -7,7 +7,9 @@
     GET /api/chassis           chassis with switch status                      (admin)
     GET /api/flows?chassis=ID  the chassis's flow tables by stage, with counters  (admin)
     GET /api/trace?src=&dst=&proto=&dport=   controller.trace of that packet    (admin)
-    GET /api/events?from=REV   server-sent events: the topology Watch from REV
+    GET /api/events?from=REV   server-sent events: the topology Watch from REV (at most MAX_STREAMS at once,
+                               max_streams_per_tenant of one tenant: 503 over; a revoked token's stream
+                               gets `event: revoked` and ends within a second)
 
 Every /api call needs ``Authorization: Bearer <token>``, checked against the controller's TokenFile
 (401 without a known token, 403 for admin views with a tenant token). The page keeps the token in
@@ -33,7 +35,9 @@ from controller import config as config_mod
 from controller.auth import Principal, TokenFile
 from controller.dashboard import views
 from controller.northbound import TopologyService
+from controller.streams import StreamLimiter
 from proto.sdn.v1 import topology_pb2 as pb
+from topology.errors import ApiError
 from topology.state import State
 from topology.store import HistoryCompacted
 
@@ -49,8 +53,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 HEARTBEAT_S = 15.0
-REAUTH_S = 2.0  # how often an open event stream checks that its token is still valid
 MAX_STREAMS = 32  # event streams at once (each holds a thread)
+MAX_STREAMS_PER_TENANT = 8  # of them, one tenant's
 _EVENT_TYPES = {pb.WatchEvent.CREATED: "CREATED", pb.WatchEvent.UPDATED: "UPDATED",
                 pb.WatchEvent.DELETED: "DELETED", pb.WatchEvent.EXISTING: "EXISTING"}
 
@@ -64,12 +68,15 @@ class HttpError(Exception):
 class DashboardServer:
     """Serves the dashboard on `address` (HOST:PORT; port 0 picks one) from its own threads."""
 
-    def __init__(self, state: State, tokens: TokenFile, address: str, dataplane: Any = None) -> None:
+    def __init__(self, state: State, tokens: TokenFile, address: str, dataplane: Any = None,
+                 max_streams_per_tenant: int = MAX_STREAMS_PER_TENANT) -> None:
         self.state = state
         self.tokens = tokens
         self.dataplane = dataplane
         self._stopping = threading.Event()
-        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
+        # event streams, capped in total and per tenant; a revoked token's streams are woken and end
+        self.streams = StreamLimiter(MAX_STREAMS, min(max_streams_per_tenant, MAX_STREAMS), wake=self._wake)
+        tokens.on_revoke(self.streams.revoke)
         # the northbound's own Watch logic (snapshot-free resume from a revision, visibility per principal)
         self.watch = TopologyService(state, tokens, stopping=self._stopping.is_set)
         host, port = config_mod.split_hostport(address)
@@ -88,10 +95,13 @@ class DashboardServer:
     def start(self) -> None:
         self._thread.start()
 
+    def _wake(self) -> None:
+        self.watch.wake_streams()
+
     def stop(self) -> None:
         self._stopping.set()
-        with self.state.changed:
-            self.state.changed.notify_all()  # wake event streams so they end
+        self.tokens.remove_revoke_listener(self.streams.revoke)
+        self._wake()  # wake event streams so they end
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(timeout=5)
@@ -132,15 +142,16 @@ class DashboardServer:
 
 
 class _StreamContext:
-    """What TopologyService._watch asks of a gRPC context: is the client still there? Also sends a
-    heartbeat comment when the stream has been quiet, which is how a vanished client is noticed."""
+    """What TopologyService._watch asks of a gRPC context: is the client still there (and its token still
+    valid)? Also sends a heartbeat comment when the stream has been quiet, which is how a vanished client is
+    noticed."""
 
     def __init__(self, handler: _Handler, still_authorized: Callable[[], bool]) -> None:
         self.handler = handler
         self.still_authorized = still_authorized
         self.last_write = time.monotonic()
-        self.last_auth = time.monotonic()
         self.closed = False
+        self.revoked = False
 
     def write(self, text: str) -> None:
         try:
@@ -153,11 +164,9 @@ class _StreamContext:
     def is_active(self) -> bool:
         if self.closed:
             return False
-        if time.monotonic() - self.last_auth > REAUTH_S:  # a revoked token's stream ends
-            self.last_auth = time.monotonic()
-            if not self.still_authorized():
-                self.closed = True
-                return False
+        if not self.still_authorized():  # a revoked token's stream ends (a dict lookup: checked every time)
+            self.revoked = True
+            return False
         if time.monotonic() - self.last_write > HEARTBEAT_S:
             self.write(": keepalive\n\n")
         sock = self.handler.connection
@@ -249,12 +258,19 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(query.get("from", "0") or 0)
         except ValueError:
             raise HttpError(HTTPStatus.BAD_REQUEST, "from must be a revision number") from None
-        if not self.app._streams.acquire(blocking=False):
-            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "too many event streams")
+        token = (self.headers.get("Authorization") or "").partition(" ")[2].strip()
+        try:
+            ticket = self.app.streams.admit(p.tenant, token, "events")
+        except ApiError as err:
+            limits = self.app.streams
+            mine = "yours" if err.reason == "TENANT_STREAM_LIMIT" else "this server's"
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE,
+                            f"too many event streams ({mine} are full: {limits.max_per_tenant} per tenant, "
+                            f"{limits.max_total} in all); close another dashboard tab or retry later"
+                            ) from None
         try:
             self._headers(HTTPStatus.OK, "text/event-stream")
-            token = (self.headers.get("Authorization") or "").partition(" ")[2].strip()
-            ctx = _StreamContext(self, lambda: self.app.tokens.lookup(token) == p)
+            ctx = _StreamContext(self, lambda: not ticket.revoked and self.app.tokens.lookup(token) == p)
             head = state.revision
             if start <= 0 or start > head or start < state.store.oldest_retained_revision():
                 start = head
@@ -274,5 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
                         break
             except HistoryCompacted:  # fell behind a compaction while replaying: refetch, as for `from`
                 ctx.write(f"event: reset\ndata: {json.dumps({'revision': state.revision})}\n\n")
+            if ctx.revoked:  # tell the page why, then end the response (HTTP/1.0: the connection closes)
+                ctx.write(f"event: revoked\ndata: {json.dumps({'error': 'the token was revoked'})}\n\n")
         finally:
-            self.app._streams.release()
+            self.app.streams.release(ticket)

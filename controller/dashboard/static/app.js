@@ -666,6 +666,7 @@ function handleEvent(block) {
   if (!data) return;
   const d = JSON.parse(data);
   if (type === "reset") { state.revision = d.revision; scheduleRefresh(); return; }
+  if (type === "revoked") { stopStream(); onAuthLost(new AuthError("token revoked", state.token)); return; }
   if (type === "change") {
     state.revision = Math.max(state.revision, d.revision);
     const id = d.kind + ":" + d.name.split("/").slice(1).join("/");
