@@ -35,6 +35,7 @@ from flows.actions import (
     CT,
     IN_PORT,
     NAT,
+    Action,
     Controller,
     CtClear,
     DecTtl,
@@ -47,6 +48,7 @@ from flows.actions import (
     WriteMetadata,
     load,
 )
+from flows.cookie import Cookie
 from flows.flow import Flow
 from flows.pipeline import CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
 from topology.records import FloatingIp, Network, Port, Router
@@ -104,6 +106,7 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
     out: list[Flow] = []
     md = {"metadata": router.key, "eth_type": IPV4}
     on_gc = chassis_id == gc
+    redirect: tuple[Action, ...] | None
     if on_gc:
         redirect = None
     else:
@@ -147,7 +150,7 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
 
 
 def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Network, gwp: Port,
-                           gw_ips: list[tuple[str, str]], c: object) -> list[Flow]:
+                           gw_ips: list[tuple[str, str]], c: Cookie) -> list[Flow]:
     out: list[Flow] = []
     z = zone(gwp)
     fips = floating_ips(view, router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows import fields, pipeline
 from flows.actions import (
@@ -285,6 +285,11 @@ class Flow:
     cookie: int = 0
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
+    if TYPE_CHECKING:  # what the constructor accepts; __post_init__ makes the fields canonical
+        def __init__(self, stage: str, priority: int | pipeline.Band,
+                     match: Mapping[str, Any] | Iterable[Any] = (), actions: Iterable[Action] = (),
+                     cookie: int | Cookie = 0) -> None: ...
+
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
         st = _STAGES.get(self.stage) if type(self.stage) is str else None
@@ -374,6 +379,10 @@ class Bucket:
     watch_port: int = 0xFFFFFFFF
     watch_group: int = 0xFFFFFFFF
 
+    if TYPE_CHECKING:  # any iterable of actions; __post_init__ makes it a tuple
+        def __init__(self, actions: Iterable[Action], weight: int = 0, watch_port: int = 0xFFFFFFFF,
+                     watch_group: int = 0xFFFFFFFF) -> None: ...
+
     def __post_init__(self) -> None:
         acts = tuple(self.actions)
         for a in acts:
@@ -391,6 +400,9 @@ class Group:
     group_id: int
     type: str
     buckets: tuple[Bucket, ...]
+
+    if TYPE_CHECKING:  # buckets or bare action lists; __post_init__ makes them Buckets
+        def __init__(self, group_id: int, type: str, buckets: Iterable[Bucket | Iterable[Action]]) -> None: ...
 
     def __post_init__(self) -> None:
         if not 0 <= self.group_id <= 0xFFFFFF00:

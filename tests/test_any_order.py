@@ -50,7 +50,7 @@ from topology.records import (
     SecurityGroupRule,
     Subnet,
 )
-from topology.state import State
+from topology.state import State, WriteFn
 
 CHASSIS = ("hv1", "hv2", "hv3")
 GATEWAYS = ("hv1", "hv2")
@@ -121,23 +121,28 @@ class AnyOrder(RuleBasedStateMachine):
 
     @initialize()
     def build(self) -> None:
-        writes: list[Callable[[Topology, int, float], list[Change]]] = []
-        for i, ch in enumerate(CHASSIS, 1):
-            writes.append(lambda t, rev, now, i=i, ch=ch: ops.create_chassis(t, Chassis(
-                id=ch, datapath_id=i, tunnel_ip=f"192.0.2.{i}", ovsdb_address="unix:/nonexistent",
-                bridge_mappings=((PHYSNET, "br-prov"),) if ch in GATEWAYS else ()), rev, now))
-        writes.append(lambda t, rev, now: ops.create_network(t, Network(
-            id="ext", tenant="admin", segment_type="flat", physical_network=PHYSNET, external=True), rev, now))
-        writes.append(lambda t, rev, now: ops.create_subnet(t, Subnet(
-            id="ext-sub", tenant="admin", network_id="ext", cidr="172.24.4.0/24"), False, rev, now))
+        writes: list[WriteFn] = []
+
+        def chassis(i: int, ch: str) -> WriteFn:
+            rec = Chassis(id=ch, datapath_id=i, tunnel_ip=f"192.0.2.{i}", ovsdb_address="unix:/nonexistent",
+                          bridge_mappings=((PHYSNET, "br-prov"),) if ch in GATEWAYS else ())
+            return lambda t, rev, now: ops.create_chassis(t, rec, rev, now)
+
+        def network(net: Network, sub: Subnet) -> list[WriteFn]:
+            return [lambda t, rev, now: ops.create_network(t, net, rev, now),
+                    lambda t, rev, now: ops.create_subnet(t, sub, False, rev, now)]
+
+        def default_group(tenant: str) -> WriteFn:
+            return lambda t, rev, now: ops_security.ensure_default_group(t, tenant, rev, now)[1]
+
+        writes += [chassis(i, ch) for i, ch in enumerate(CHASSIS, 1)]
+        writes += network(Network(id="ext", tenant="admin", segment_type="flat", physical_network=PHYSNET,
+                                  external=True),
+                          Subnet(id="ext-sub", tenant="admin", network_id="ext", cidr="172.24.4.0/24"))
         for net, (tenant, cidr) in NETS.items():
-            writes.append(lambda t, rev, now, net=net, tenant=tenant: ops.create_network(
-                t, Network(id=net, tenant=tenant), rev, now))
-            writes.append(lambda t, rev, now, net=net, tenant=tenant, cidr=cidr: ops.create_subnet(
-                t, Subnet(id=f"{net}-sub", tenant=tenant, network_id=net, cidr=cidr), False, rev, now))
-        for tenant in ("alice", "bob"):
-            writes.append(lambda t, rev, now, tenant=tenant: ops_security.ensure_default_group(t, tenant, rev,
-                                                                                               now)[1])
+            writes += network(Network(id=net, tenant=tenant),
+                              Subnet(id=f"{net}-sub", tenant=tenant, network_id=net, cidr=cidr))
+        writes += [default_group(tenant) for tenant in ("alice", "bob")]
         writes.append(lambda t, rev, now: ops_security.create_security_group(
             t, SecurityGroup(id="web", tenant="alice"), rev, now))
         writes.append(lambda t, rev, now: ops.create_router(t, Router(id="r", tenant="alice"),
