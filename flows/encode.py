@@ -392,10 +392,9 @@ def _encode_instructions(actions: Sequence[Action]) -> bytes:
     apply: list[bytes] = []
     tail = b""
     for a in actions:
-        t = type(a)
-        if t is Output:  # the most common action, cheaper packed than looked up
+        if type(a) is Output:  # the most common action, cheaper packed than looked up
             apply.append(_OUTPUT.pack(_T_OUTPUT, 16, a.port, a.max_len))
-        elif t is SetField and a.mask is None:
+        elif type(a) is SetField and a.mask is None:
             apply.append(_set_field_bytes(a.field, a.value))
         elif isinstance(a, Meter):
             head = struct.pack("!HHI", ofp.OFPIT_METER, 8, a.meter_id)

@@ -331,7 +331,7 @@ class Flow:
         elif order is None:
             actions = acts
         else:
-            actions = tuple(map(acts.__getitem__, order))
+            actions = tuple(map(acts.__getitem__, order))  # type: ignore[call-overload]  # a permutation
         setattr_(self, "match", match)
         setattr_(self, "actions", actions)
         cookie = self.cookie

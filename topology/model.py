@@ -370,8 +370,8 @@ class Topology:
                 routers = self.network_routers.setdefault(rec.network_id, {})
                 routers[rec.device_id] = routers.get(rec.device_id, 0) + 1
             self.macs[rec.mac] = rec.id
-            for sid, addr in rec.fixed_ips:
-                n = int(netaddr.IPAddress(addr))
+            for sid, address in rec.fixed_ips:
+                n = int(netaddr.IPAddress(address))
                 self.ip_owner.setdefault(sid, {})[n] = rec.id
                 if sid in self.ipam:
                     self.ipam[sid].add(n)

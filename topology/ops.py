@@ -436,12 +436,12 @@ def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
     result: list[tuple[str, str]] = []
     taken: dict[str, set[int]] = {}
     if not requests:
-        for sub in subnets:
-            if sub.ip_version != 4:
+        for candidate in subnets:
+            if candidate.ip_version != 4:
                 continue
-            n = topo.ipam[sub.id].choose()
+            n = topo.ipam[candidate.id].choose()
             if n is not None:
-                return ((sub.id, _ip_str(n, 4)),)
+                return ((candidate.id, _ip_str(n, 4)),)
         if any(s.ip_version == 4 for s in subnets):
             raise errors.exhausted("IP_POOL_EXHAUSTED", f"no free address on network {network_id!r}",
                                    network=network_id)
