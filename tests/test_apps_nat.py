@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import netaddr
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -164,13 +167,13 @@ def allow_ingress(w: World) -> None:
         remote_ip_prefix="0.0.0.0/0"), True, w.rev + 1, 0.0))
 
 
-def _arrive(sw: Switch, h: dict) -> Result:  # type: ignore[type-arg]
+def _arrive(sw: Switch, h: Mapping[str, Any]) -> Result:
     """Walk a packet that left another chassis by a tunnel into `sw`."""
     return sw.walk({"in_port": TUN["vxlan"], "tunnel_id": h["tunnel_id"],
                     **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp", "icmp"))}})
 
 
-def _reply(w: World, port: Port, iface: str, h: dict) -> dict:  # type: ignore[type-arg]
+def _reply(w: World, port: Port, iface: str, h: Mapping[str, Any]) -> dict[str, Any]:
     """What `port` answers to the delivered packet `h` (TCP), sent to its router interface `iface`."""
     return {"in_port": w.ofport(port), "eth_src": port.mac, "eth_dst": w.topo.ports[iface].mac, "eth_type": 0x0800,
             "nw_ttl": 64, "ipv4_src": h["ipv4_dst"], "ipv4_dst": h["ipv4_src"], "ip_proto": 6,

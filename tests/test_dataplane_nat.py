@@ -12,6 +12,7 @@ import netaddr
 from os_ken.lib.packet import arp, ethernet, ipv4, packet
 
 from controller.dataplane import Dataplane
+from flows.actions import SetField
 from flows.flow import Flow
 from flows.pipeline import MATCH
 from topology import ops
@@ -96,7 +97,7 @@ def gateway(dp: Dataplane) -> Port:
 def arp_resolve_flows(engine: FakeEngine, ext_key: int) -> dict[int, str]:
     """NEXT_HOP -> MAC of the external network's learnt arp_resolve flows (not the router's own addresses,
     which resolve to its gateway MAC one priority above, for hairpin)."""
-    return {f.match_dict()["reg0"]: next(a.value for a in f.actions if getattr(a, "field", "") == "eth_dst")
+    return {f.match_dict()["reg0"]: next(a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst")
             for f in engine.desired if isinstance(f, Flow) and f.stage == "arp_resolve" and f.priority == MATCH()
             and "reg0" in f.match_dict() and f.match_dict()["metadata"] == ext_key}
 

@@ -12,6 +12,7 @@ from os_ken.lib.packet import arp, ethernet, packet
 
 from controller.dataplane import Dataplane
 from controller.liveness import GatewayLiveness
+from flows.actions import SetField
 from flows.flow import Flow
 from tests.test_dataplane_nat import EXT_HOST, PATCH, TUN, FakeAgent, FakeEngine, build, gateway
 from topology.state import State
@@ -79,7 +80,7 @@ def has_gateway(engine: FakeEngine, mac: str) -> bool:
 
 def redirect_target(engine: FakeEngine) -> set[str]:
     return {a.value for f in engine.desired if isinstance(f, Flow) and f.stage == "l3_lookup"
-            for a in f.actions if getattr(a, "field", "") == "tun_ipv4_dst"}
+            for a in f.actions if isinstance(a, SetField) and a.field == "tun_ipv4_dst"}
 
 
 def garps(sent: list[Any]) -> list[tuple[int, str, str]]:
@@ -179,7 +180,7 @@ def reply(gw: Any, mac: str) -> bytes:
 
 
 def resolved(engine: FakeEngine, ext_key: int) -> dict[int, str]:
-    return {f.match_dict()["reg0"]: next(a.value for a in f.actions if getattr(a, "field", "") == "eth_dst")
+    return {f.match_dict()["reg0"]: next(a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst")
             for f in engine.desired if isinstance(f, Flow) and f.stage == "arp_resolve"
             and "reg0" in f.match_dict() and f.match_dict()["metadata"] == ext_key}
 
