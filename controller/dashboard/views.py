@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from apps import ids
+from apps import ids, owners
 from controller import first_hop
 from controller.auth import Principal
 from controller.northbound import _visible
@@ -259,7 +259,7 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
         topo = state.topology
         if chassis_id not in topo.chassis:
             raise NotFound(f"chassis {chassis_id!r}")
-        registry = ids.registry_for(ids.model_owners(topo))
+        registry = ids.registry_for(owners.model_owners(topo))
         plane = dataplane.planes.get(chassis_id)
         desired = dataplane.compiler.desired(chassis_id)
     engine = plane.engine if plane is not None else None
