@@ -87,12 +87,10 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
         records: list[Any] = [*networks, *ports, *chassis, *routers]
         details = {f"{r.KIND}:{r.id}": _details(r, topo, p) for r in records}
         subnets = sum(1 for s in topo.subnets.values() if _visible(p, s))
-        # router id -> networks it has an interface on (and its gateway network)
-        router_nets: dict[str, set[str]] = {r.id: set() for r in routers}
-        for net_id, by_router in getattr(topo, "network_routers", {}).items():
-            for rid in by_router:
-                if rid in router_nets:
-                    router_nets[rid].add(net_id)
+        # router id -> networks it has an interface on (its neighbours in the model's routed graph; the
+        # gateway network is added below)
+        router_nets: dict[str, set[str]] = {
+            r.id: {ident for _kind, ident in topo.routed.adj.get(("router", r.id), ())} for r in routers}
     status = chassis_status(dataplane) if dataplane is not None and p.admin else {}
     tenants = sorted({r.tenant for r in (*networks, *ports, *routers) if r.tenant and p.can_see(r.tenant)})
     net_order = {n.id: i for i, n in enumerate(networks)}
@@ -100,7 +98,8 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
 
     # layered layout in slots: ports evenly, each network over its ports, each router over its networks,
     # each tenant over its networks and routers, each chassis under the ports bound to it; a layer keeps
-    # its order and one slot between nodes
+    # its order and one slot between nodes. Not a networkx layout: multipartite_layout spaces each layer by
+    # index alone (a network would not sit over its ports) and the spring layouts move between refreshes
     # many ports: zig-zag them over PORT_ROWS sub-rows so the drawing stays about as wide as a screen
     port_rows = min(MAX_PORT_ROWS, max(1, -(-len(ports) // PORTS_PER_ROW)))
     port_slot = {x.id: float(i // port_rows) for i, x in enumerate(ports)}
