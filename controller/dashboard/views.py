@@ -4,11 +4,12 @@ principal with the northbound's visibility rules. No HTTP here (see server.py)."
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import logging
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import netaddr
 
 from apps import ids, owners
 from controller import first_hop
@@ -302,7 +303,7 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
 
 def _ipv4(rec: Port) -> str:
     for _, addr in rec.fixed_ips:
-        if ipaddress.ip_address(addr).version == 4:
+        if netaddr.IPAddress(addr).version == 4:
             return addr
     return ""
 
@@ -344,8 +345,8 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
             resolved = f"MAC {dst_mac}" + (f" (port {owner.id})" if owner is not None and _visible(p, owner) else "")
         else:
             try:
-                dst_ip = str(ipaddress.IPv4Address(dst))
-            except ValueError:
+                dst_ip = str(netaddr.IPAddress(dst, 4))
+            except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address") from None
             # the port of the source's network holding that address (same L2 segment), if any
             owner = next((x for x in topo.ports_of(src.network_id) if dst_ip in (a for _, a in x.fixed_ips)), None)
