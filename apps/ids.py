@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from flows.cookie import Cookie, CookieRegistry
 
@@ -65,19 +64,6 @@ def flood_all_group(network_key: int) -> int:
 def flood_local_group(network_key: int) -> int:
     """Replicates to local ports only: for packets that came in from a tunnel or the physical network."""
     return network_key * 2 + 1
-
-
-def model_owners(topo: object) -> list[str]:
-    """Every owner id flows of the model can carry in their cookies: networks, ports, routers, floating IPs,
-    security group rules and their clause flows, firewall rules and groups, load balancers (for dumps, traces,
-    metrics)."""
-    from apps import acl  # acl imports this module
-
-    t: Any = topo
-    out = [*t.networks, *t.ports, *t.routers, *t.floatingips, *t.sg_rules, *t.firewall_rules,
-           *t.firewall_groups, *t.load_balancers, acl.OWNER]
-    out += [f"clause:{ident}" for kind, ident in acl.all_units(t) if kind == "acl_clause"]
-    return out
 
 
 #: load-balancer select groups live above every flood group (network keys < 2**24, flood ids < 2**25)

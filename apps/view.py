@@ -48,6 +48,7 @@ class View:
         self.neighbors: Neighbors = neighbors if neighbors is not None else {}
         self._hosting: dict[str, frozenset[str]] = {}
         self._component: dict[str, frozenset[str]] = {}
+        self._routers: dict[str, tuple[str, ...]] = {}  # network -> routers with an interface on it
         self._local: dict[str, dict[str, list[Port]]] = {}  # chassis -> network -> its plugged ports
         self._gateways: dict[str, frozenset[str]] | None = None  # network id -> gateway chassis routing it
 
@@ -131,29 +132,24 @@ class View:
 
     def component(self, network_id: str) -> frozenset[str]:
         """The networks joined to this one through routers' interfaces (itself included): a chassis that
-        routes from one of them must be able to deliver into all of them."""
+        routes from one of them must be able to deliver into all of them. Cached for every network of the
+        component at once (the model's routed graph answers it, Topology.routed_networks)."""
         got = self._component.get(network_id)
         if got is None:
-            seen, todo, routers = {network_id}, [network_id], set()
-            while todo:
-                for router_id in self.topo.routers_of(todo.pop()):
-                    if router_id in routers:
-                        continue
-                    routers.add(router_id)
-                    for p in self.topo.router_ports(router_id):
-                        if p.device_owner == OWNER_ROUTER_INTERFACE and p.network_id not in seen:
-                            seen.add(p.network_id)
-                            todo.append(p.network_id)
-            got = frozenset(seen)
+            got = frozenset(self.topo.routed_networks(network_id))
             for n in got:
                 self._component[n] = got
         return got
 
-    def routers_here(self, chassis_id: str, network_id: str) -> list[str]:
-        """Routers with an interface on the network, if this chassis hosts it."""
+    def routers_here(self, chassis_id: str, network_id: str) -> tuple[str, ...]:
+        """Routers with an interface on the network, if this chassis hosts it (sorted; asked once per port,
+        cached per network)."""
         if not self.hosts(chassis_id, network_id):
-            return []
-        return sorted(self.topo.routers_of(network_id))
+            return ()
+        got = self._routers.get(network_id)
+        if got is None:
+            got = self._routers[network_id] = tuple(sorted(self.topo.routers_of(network_id)))
+        return got
 
     def hosting(self, network_id: str) -> frozenset[str]:
         """Chassis that need the network's flows: those with a located port of it, or of a network

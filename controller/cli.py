@@ -46,113 +46,47 @@ from typing import Any, NoReturn
 
 import grpc
 
-from controller.cli_format import (ADDRESS_PAIR, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, FIXED_IP,
-                                   POOL, ROUTE, CliError, bridge_mapping, chassis_name, datapath_id,
-                                   event_line, positive, print_many, print_one, rpc_error_line,
-                                   usage_error)
+from controller import cli_lb, cli_security
+from controller.cli_common import (
+    DEFAULT_ENDPOINT,
+    PAGE_SIZE,
+    Client,
+    add_globals,
+    command,
+    do_delete,
+    do_list,
+    do_show,
+    pair,
+    put,
+    repeated,
+    report,
+    update,
+)
+from controller.cli_format import (
+    ADDRESS_PAIR,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FIXED_IP,
+    POOL,
+    ROUTE,
+    CliError,
+    bridge_mapping,
+    chassis_name,
+    datapath_id,
+    event_line,
+    positive,
+    print_many,
+    print_one,
+    usage_error,
+)
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import debug_pb2 as dbg
-from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
-from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
-from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
-DEFAULT_ENDPOINT = "127.0.0.1:50051"
-ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
-              "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
-              "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
-              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups",
-              "load_balancer": "loadBalancers", "listener": "listeners", "pool": "pools", "member": "members",
-              "health_monitor": "healthMonitors"}
-# the RPC name part, the List method (default List<part>s) and the List response field of each kind
-METHOD = {"network": "Network", "subnet": "Subnet", "port": "Port", "chassis": "Chassis", "router": "Router",
-          "floating_ip": "FloatingIp", "security_group": "SecurityGroup", "security_group_rule": "SecurityGroupRule",
-          "firewall_rule": "FirewallRule", "firewall_policy": "FirewallPolicy", "firewall_group": "FirewallGroup",
-          "load_balancer": "LoadBalancer", "listener": "Listener", "pool": "Pool", "member": "Member",
-          "health_monitor": "HealthMonitor"}
-LIST_METHOD = {"chassis": "ListChassis", "firewall_policy": "ListFirewallPolicies"}
-LIST_FIELD = {"floating_ip": "floating_ips", "security_group": "security_groups",
-              "security_group_rule": "security_group_rules", "firewall_rule": "firewall_rules",
-              "firewall_policy": "firewall_policies", "firewall_group": "firewall_groups",
-              "load_balancer": "load_balancers", "health_monitor": "health_monitors"}
 SEGMENTS = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
             "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
-PAGE_SIZE = 1000
-
-
-# ---------------------------------------------------------------------------------------------- client
-
-
-class Client:
-    def __init__(self, endpoint: str, token: str, timeout: float) -> None:
-        self.endpoint, self.timeout = endpoint, timeout
-        self.channel = grpc.insecure_channel(endpoint)
-        self.stub = pb_grpc.TopologyServiceStub(self.channel)
-        self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
-        self.debug = dbg_grpc.DebugServiceStub(self.channel)
-        self.lb = pb_grpc.LoadBalancerServiceStub(self.channel)
-        self.md = (("authorization", f"Bearer {token}"),)
-
-    validate_only = False  # set from --validate-only: writes become dry runs that print their plan
-
-    def __call__(self, method: str, request: Any) -> Any:
-        rpc = getattr(self.stub, method, None) or getattr(self.lb, method)
-        if not (self.validate_only and hasattr(request, "validate_only")):
-            return rpc(request, metadata=self.md, timeout=self.timeout)
-        request.validate_only = True
-        response, call = rpc.with_call(request, metadata=self.md, timeout=self.timeout)
-        raw = dict(call.trailing_metadata() or ()).get("sdn-plan-bin")
-        if raw is not None:
-            print_plan(pb.Plan.FromString(raw), sys.stderr)
-        return response
-
-    def list(self, kind: str, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
-        """Every page (or the first `limit` items)."""
-        cap = METHOD[kind]
-        method = LIST_METHOD.get(kind, f"List{cap}s")
-        request_cls = getattr(pb, f"{method}Request")
-        items: list[Any] = []
-        token = ""
-        while True:
-            size = min(page_size, limit - len(items)) if limit else page_size
-            resp = self(method, request_cls(page_size=size, page_token=token, **filters))
-            items.extend(getattr(resp, LIST_FIELD.get(kind, COLLECTION[kind])))
-            token = resp.next_page_token
-            if not token or (limit and len(items) >= limit):
-                return items[:limit] if limit else items
-
-    def get(self, kind: str, name: str) -> Any:
-        cap = METHOD[kind]
-        return self(f"Get{cap}", getattr(pb, f"Get{cap}Request")(name=name))
-
-    def resolve(self, kind: str, ref: str, **filters: str) -> Any:
-        """The resource a reference names: resource name, bare id, or (unambiguous) display name (for a
-        floating IP: its address)."""
-        coll = COLLECTION[kind]
-        if "/" in ref or kind == "chassis":
-            return self.get(kind, ref if "/" in ref else f"{coll}/{ref}")
-        missing: grpc.RpcError | None = None
-        if ID_RE.match(ref):
-            try:
-                return self.get(kind, f"{coll}/{ref}")
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                missing = err
-        label = "floating_ip_address" if kind == "floating_ip" else "display_name"
-        if kind == "security_group_rule":  # rules have no display name
-            matches = []
-        else:
-            matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise CliError("INVALID_ARGUMENT", f"{kind}: display name {ref!r} is ambiguous: matches "
-                           f"{', '.join(m.name for m in matches)}; use the resource name", "AMBIGUOUS_NAME")
-        if missing is not None:
-            raise missing
-        raise CliError("NOT_FOUND", f"{kind} {ref!r} not found", f"{kind.upper()}_NOT_FOUND")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -161,31 +95,6 @@ class Client:
 def _fixed_ips(c: Client, specs: list[dict[str, str]], network: str) -> list[pb.FixedIp]:
     return [pb.FixedIp(subnet=c.resolve("subnet", f["subnet"], network=network).name if "subnet" in f else "",
                        ip_address=f.get("ip_address", "")) for f in specs]
-
-
-def _put(msg: Any, paths: list[str], field: str, value: Any) -> None:
-    """Set `field` of `msg` (scalar, repeated or map) when the option was given, and name it in the mask."""
-    if value is None:
-        return
-    target = getattr(msg, field) if isinstance(value, (list, dict)) else None
-    if isinstance(value, dict):
-        target.clear()  # type: ignore[union-attr]
-        target.update(value)  # type: ignore[union-attr]
-    elif isinstance(value, list):
-        del target[:]  # type: ignore[index]
-        target.extend(value)  # type: ignore[union-attr]
-    else:
-        setattr(msg, field, value)
-    paths.append(field)
-
-
-def _update(c: Client, kind: str, msg: Any, paths: list[str]) -> Any:
-    if not paths:
-        raise usage_error(f"nothing to set: give at least one option (see sdnctl {kind} set --help)")
-    cap = METHOD[kind]
-    request = getattr(pb, f"Update{cap}Request")(**{kind: msg})
-    request.update_mask.paths.extend(paths)
-    return c(f"Update{cap}", request)
 
 
 def _opt(values: list[Any] | None, convert: Callable[[Any], Any]) -> list[Any] | None:
@@ -207,8 +116,8 @@ def network_create(c: Client, a: argparse.Namespace) -> Any:
 def network_set(c: Client, a: argparse.Namespace) -> Any:
     msg, paths = pb.Network(name=c.resolve("network", a.ref).name), []
     for field in ("display_name", "mtu", "admin_state_up", "external"):
-        _put(msg, paths, field, getattr(a, field))
-    return _update(c, "network", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    return update(c, "network", msg, paths)
 
 
 def subnet_create(c: Client, a: argparse.Namespace) -> Any:
@@ -226,10 +135,10 @@ def subnet_create(c: Client, a: argparse.Namespace) -> Any:
 def subnet_set(c: Client, a: argparse.Namespace) -> Any:
     msg, paths = pb.Subnet(name=c.resolve("subnet", a.ref).name), []
     for field in ("display_name", "gateway_ip", "enable_dhcp", "dns_servers"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "allocation_pools", _opt(a.allocation_pools, lambda p: pb.AllocationPool(**p)))
-    _put(msg, paths, "host_routes", _opt(a.host_routes, lambda r: pb.HostRoute(**r)))
-    return _update(c, "subnet", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "allocation_pools", _opt(a.allocation_pools, lambda p: pb.AllocationPool(**p)))
+    put(msg, paths, "host_routes", _opt(a.host_routes, lambda r: pb.HostRoute(**r)))
+    return update(c, "subnet", msg, paths)
 
 
 def port_create(c: Client, a: argparse.Namespace) -> Any:
@@ -238,7 +147,7 @@ def port_create(c: Client, a: argparse.Namespace) -> Any:
                    mac_address=a.mac_address or "", device_owner=a.device_owner or "",
                    device_id=a.device_id or "",
                    allowed_address_pairs=[pb.AddressPair(**p) for p in a.allowed_address_pairs or []],
-                   security_groups=[_group_ref(c, g) for g in a.security_groups or []],
+                   security_groups=[cli_security.group_ref(c, g) for g in a.security_groups or []],
                    binding_chassis=chassis_name(a.binding_chassis or ""), tenant=a.tenant or "")
     if a.admin_state_up is not None:
         port.admin_state_up = a.admin_state_up
@@ -251,19 +160,13 @@ def port_set(c: Client, a: argparse.Namespace) -> Any:
     old = c.resolve("port", a.ref)
     msg, paths = pb.Port(name=old.name), []
     for field in ("display_name", "device_owner", "device_id", "admin_state_up", "port_security_enabled"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
-    _put(msg, paths, "allowed_address_pairs", _opt(a.allowed_address_pairs, lambda p: pb.AddressPair(**p)))
-    _put(msg, paths, "security_groups", _opt(a.security_groups, lambda g: _group_ref(c, g)))
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
+    put(msg, paths, "allowed_address_pairs", _opt(a.allowed_address_pairs, lambda p: pb.AddressPair(**p)))
+    put(msg, paths, "security_groups", _opt(a.security_groups, lambda g: cli_security.group_ref(c, g)))
     host = a.binding_chassis
-    _put(msg, paths, "binding_chassis", None if host is None else chassis_name(host))
-    return _update(c, "port", msg, paths)
-
-
-def _group_ref(c: Client, ref: str) -> str:
-    from controller.cli_security import group_ref
-
-    return group_ref(c, ref)
+    put(msg, paths, "binding_chassis", None if host is None else chassis_name(host))
+    return update(c, "port", msg, paths)
 
 
 def chassis_create(c: Client, a: argparse.Namespace) -> Any:
@@ -275,9 +178,9 @@ def chassis_create(c: Client, a: argparse.Namespace) -> Any:
 def chassis_set(c: Client, a: argparse.Namespace) -> Any:
     msg, paths = pb.Chassis(name=chassis_name(a.ref)), []
     for field in ("datapath_id", "tunnel_ip", "ovsdb_address"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "bridge_mappings", None if a.bridge_mappings is None else dict(a.bridge_mappings))
-    return _update(c, "chassis", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "bridge_mappings", None if a.bridge_mappings is None else dict(a.bridge_mappings))
+    return update(c, "chassis", msg, paths)
 
 
 def _gateway(c: Client, network: str, fixed_ip: dict[str, str] | None, snat: bool | None) -> pb.ExternalGateway:
@@ -308,8 +211,8 @@ def router_set(c: Client, a: argparse.Namespace) -> Any:
     old = c.resolve("router", a.ref)
     msg, paths = pb.Router(name=old.name), []
     for field in ("display_name", "admin_state_up"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "routes", _opt(a.routes, lambda r: pb.HostRoute(**r)))
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "routes", _opt(a.routes, lambda r: pb.HostRoute(**r)))
     if a.external_gateway == "":  # --no-external-gateway: in the mask, unset
         if a.fixed_ip or a.enable_snat is not None:
             raise usage_error("--no-external-gateway takes no --fixed-ip or --enable-snat/--disable-snat")
@@ -324,7 +227,7 @@ def router_set(c: Client, a: argparse.Namespace) -> Any:
         gw = _gateway(c, old.external_gateway.network, a.fixed_ip, snat)
         msg.external_gateway.CopyFrom(gw)
         paths.append("external_gateway")
-    return _update(c, "router", msg, paths)
+    return update(c, "router", msg, paths)
 
 
 def router_interface(c: Client, a: argparse.Namespace) -> Any:
@@ -349,49 +252,15 @@ def floating_ip_create(c: Client, a: argparse.Namespace) -> Any:
 
 def floating_ip_set(c: Client, a: argparse.Namespace) -> Any:
     msg, paths = pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name), []
-    _put(msg, paths, "port", c.resolve("port", a.port).name)
-    _put(msg, paths, "fixed_ip_address", a.fixed_ip_address)
-    return _update(c, "floating_ip", msg, paths)
+    put(msg, paths, "port", c.resolve("port", a.port).name)
+    put(msg, paths, "fixed_ip_address", a.fixed_ip_address)
+    return update(c, "floating_ip", msg, paths)
 
 
 def floating_ip_unset(c: Client, a: argparse.Namespace) -> Any:
     if not a.port:
         raise usage_error("nothing to unset: give --port (dissociate)")
-    return _update(c, "floating_ip", pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name), ["port"])
-
-
-def do_show(c: Client, a: argparse.Namespace) -> Any:
-    return c.resolve(a.kind, a.ref)
-
-
-def do_list(c: Client, a: argparse.Namespace) -> list[Any]:
-    filters = {}
-    if getattr(a, "tenant", None):
-        filters["tenant"] = a.tenant
-    if getattr(a, "network", None):
-        filters["floating_network" if a.kind == "floating_ip" else "network"] = c.resolve("network", a.network).name
-    if getattr(a, "port_ref", None):
-        filters["port"] = c.resolve("port", a.port_ref).name
-    if getattr(a, "device_id", None):
-        filters["device_id"] = a.device_id
-    if getattr(a, "host", None):
-        filters["binding_chassis"] = chassis_name(a.host)
-    return c.list(a.kind, limit=a.limit or 0, page_size=a.page_size or PAGE_SIZE, **filters)
-
-
-def do_delete(c: Client, a: argparse.Namespace) -> int:
-    """Delete each; report each failure on its own line; exit with the last failure's code."""
-    cap, status = METHOD[a.kind], EXIT_OK
-    for ref in a.refs:
-        try:
-            name = chassis_name(ref) if a.kind == "chassis" else c.resolve(a.kind, ref).name
-            request = getattr(pb, f"Delete{cap}Request")(name=name)
-            if getattr(a, "force", False):
-                request.force = True
-            c(f"Delete{cap}", request)
-        except (grpc.RpcError, CliError) as err:
-            status = _report(err, c.endpoint, c.timeout)
-    return status
+    return update(c, "floating_ip", pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name), ["port"])
 
 
 def token_create(c: Client, a: argparse.Namespace) -> Any:
@@ -421,22 +290,6 @@ def watch(c: Client, a: argparse.Namespace) -> int:
     finally:
         stream.cancel()
     return EXIT_OK
-
-
-def print_plan(plan: Any, out: Any) -> None:
-    """What a validate_only write would do, per chassis."""
-    out.write(f"validate only: nothing stored or sent; as revision {plan.revision} it would change "
-              f"{len(plan.chassis)} chassis\n")
-    for ch in plan.chassis:
-        out.write(f"  {ch.chassis}: +{ch.flows_added} -{ch.flows_deleted} flows "
-                  f"({ch.flows_before} -> {ch.flows_after}), +{ch.groups_added} -{ch.groups_deleted} groups\n")
-        for line in ch.sample_added:
-            out.write(f"    + {line}\n")
-        for line in ch.sample_deleted:
-            out.write(f"    - {line}\n")
-    if plan.cuts_connections:
-        for reason in plan.cut_reasons:
-            out.write(f"  cuts existing traffic: {reason}\n")
 
 
 def flow_dump(c: Client, a: argparse.Namespace) -> int:
@@ -564,65 +417,26 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _globals(p: argparse.ArgumentParser) -> None:
-    s = argparse.SUPPRESS  # set after the command too, without the subparser's defaults undoing it
-    g = p.add_argument_group("global options")
-    g.add_argument("--endpoint", default=s,
-                   help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})")
-    g.add_argument("--token", default=s,
-                   help="bearer token (env SDN_TOKEN); write --token=VALUE if it starts with '-'")
-    g.add_argument("--token-file", default=s, metavar="PATH",
-                   help="use the first admin token of a controller's tokens.json (or data directory)")
-    g.add_argument("-f", "--format", default=s, choices=["table", "json", "value"],
-                   help="output (default table)")
-    g.add_argument("-c", "--column", dest="columns", action="append", default=s, metavar="FIELD",
-                   help="only this field (repeatable; proto field names)")
-    g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
-
-
-def _pair(p: argparse.ArgumentParser, dest: str, on: str, off: str) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument(on, dest=dest, action="store_const", const=True, default=None)
-    g.add_argument(off, dest=dest, action="store_const", const=False)
-
-
-def _repeated(p: argparse.ArgumentParser, flag: str, dest: str, clear: str | None, metavar: str,
-              type: Callable[[str], Any] = str, help: str = "") -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument(flag, dest=dest, action="append", type=type, default=None, metavar=metavar,
-                   help=(help + " (repeatable)").strip())
-    if clear:
-        g.add_argument(clear, dest=dest, action="store_const", const=[], help="clear the list")
-
-
-def _command(sub: Any, name: str, func: Callable[..., Any], kind: str = "", out: str = "one",
-             **kw: Any) -> Any:
-    p = sub.add_parser(name, **kw)
-    _globals(p)
-    p.set_defaults(func=func, kind=kind, out=out)
-    return p
-
-
 def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..., Any],
               ref: str) -> tuple[Any, Any, Any]:
     rs = sub.add_parser(kind, help=f"{kind} commands").add_subparsers(dest="action", metavar="ACTION",
                                                                        required=True)
-    pc = _command(rs, "create", create, kind, help=f"create a {kind}")
+    pc = command(rs, "create", create, kind, help=f"create a {kind}")
     pc.add_argument("display_name", metavar="NAME",
                     help="display name" if kind != "chassis" else "its id (the hostname, usually)")
     if kind != "chassis":
         pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
-    pl = _command(rs, "list", do_list, kind, out="many", help=f"list {kind}")
+    pl = command(rs, "list", do_list, kind, out="many", help=f"list {kind}")
     pl.add_argument("--limit", type=positive, help="at most N (default: every page)")
     pl.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
     if kind != "chassis":
         pl.add_argument("--tenant", help="only this tenant's (admin)")
-    _command(rs, "show", do_show, kind, help=f"show a {kind}").add_argument("ref", metavar=ref)
-    ps = _command(rs, "set", set_, kind, help=f"change a {kind}")
+    command(rs, "show", do_show, kind, help=f"show a {kind}").add_argument("ref", metavar=ref)
+    ps = command(rs, "set", set_, kind, help=f"change a {kind}")
     ps.add_argument("ref", metavar=ref)
     if kind != "chassis":
         ps.add_argument("--name", dest="display_name", help="new display name")
-    pd = _command(rs, "delete", do_delete, kind, out="none", help=f"delete {kind}")
+    pd = command(rs, "delete", do_delete, kind, out="none", help=f"delete {kind}")
     pd.add_argument("refs", metavar=ref, nargs="+")
     for p in (pc, ps, pd):
         p.add_argument("--validate-only", action="store_true",
@@ -639,7 +453,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="sdnctl", description="Command-line client of the SDN controller's topology API.",
                     epilog="Exit codes: 0 ok, 1 other, 2 usage, 3 not found, 4 invalid argument, 5 conflict, "
                            "6 exhausted, 7 auth, 8 unreachable, 130 interrupted.")
-    _globals(parser)
+    add_globals(parser)
     sub = parser.add_subparsers(dest="resource", metavar="COMMAND", required=True)
 
     pc, pl, ps = _resource(sub, "network", network_create, network_set, "NET")
@@ -651,8 +465,8 @@ def build_parser() -> Parser:
     pc.add_argument("--disable", action="store_true", help="administratively down")
     pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
     ps.add_argument("--mtu", type=positive)
-    _pair(ps, "admin_state_up", "--enable", "--disable")
-    _pair(ps, "external", "--external", "--no-external")
+    pair(ps, "admin_state_up", "--enable", "--disable")
+    pair(ps, "external", "--external", "--no-external")
 
     pc, pl, ps = _resource(sub, "subnet", subnet_create, subnet_set, "SUBNET")
     pc.add_argument("--network", required=True, metavar="NET")
@@ -662,13 +476,13 @@ def build_parser() -> Parser:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--gateway", dest="gateway_ip", default=None, metavar="IP")
         g.add_argument("--no-gateway", dest="gateway_ip", action="store_const", const="")
-        _repeated(p, "--allocation-pool", "allocation_pools", "--no-allocation-pool" if p is ps else None,
+        repeated(p, "--allocation-pool", "allocation_pools", "--no-allocation-pool" if p is ps else None,
                   "start=IP,end=IP", POOL)
-        _repeated(p, "--dns-nameserver", "dns_servers", "--no-dns-nameservers" if p is ps else None, "IP")
-        _repeated(p, "--host-route", "host_routes", "--no-host-routes" if p is ps else None,
+        repeated(p, "--dns-nameserver", "dns_servers", "--no-dns-nameservers" if p is ps else None, "IP")
+        repeated(p, "--host-route", "host_routes", "--no-host-routes" if p is ps else None,
                   "destination=CIDR,gateway=IP", ROUTE)
     pc.add_argument("--no-dhcp", dest="enable_dhcp", action="store_const", const=False, default=None)
-    _pair(ps, "enable_dhcp", "--dhcp", "--no-dhcp")
+    pair(ps, "enable_dhcp", "--dhcp", "--no-dhcp")
 
     pc, pl, ps = _resource(sub, "port", port_create, port_set, "PORT")
     pc.add_argument("--network", required=True, metavar="NET")
@@ -679,32 +493,32 @@ def build_parser() -> Parser:
     pl.add_argument("--host", metavar="CHASSIS")
     for p in (pc, ps):
         clear = p is ps
-        _repeated(p, "--fixed-ip", "fixed_ips", "--no-fixed-ip" if clear else None,
+        repeated(p, "--fixed-ip", "fixed_ips", "--no-fixed-ip" if clear else None,
                   "subnet=SUBNET,ip-address=IP", FIXED_IP)
-        _repeated(p, "--allowed-address", "allowed_address_pairs", "--no-allowed-address" if clear else None,
+        repeated(p, "--allowed-address", "allowed_address_pairs", "--no-allowed-address" if clear else None,
                   "ip-address=IP[,mac-address=MAC]", ADDRESS_PAIR)
-        _repeated(p, "--security-group", "security_groups", "--no-security-group" if clear else None, "SG")
+        repeated(p, "--security-group", "security_groups", "--no-security-group" if clear else None, "SG")
         p.add_argument("--device-owner", metavar="S")
         p.add_argument("--device-id", metavar="S")
         g = p.add_mutually_exclusive_group()
         g.add_argument("--host", dest="binding_chassis", metavar="CHASSIS", help="bind to a chassis (admin)")
         if clear:
             g.add_argument("--no-host", dest="binding_chassis", action="store_const", const="", help="unbind")
-        _pair(p, "admin_state_up", "--enable", "--disable")
-        _pair(p, "port_security_enabled", "--enable-port-security", "--disable-port-security")
+        pair(p, "admin_state_up", "--enable", "--disable")
+        pair(p, "port_security_enabled", "--enable-port-security", "--disable-port-security")
 
     pc, pl, ps = _resource(sub, "chassis", chassis_create, chassis_set, "CHASSIS")
     for p in (pc, ps):
         p.add_argument("--datapath-id", type=datapath_id, metavar="HEX|INT")
         p.add_argument("--tunnel-ip", metavar="IP")
         p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "tcp:192.0.2.5:6640"')
-        _repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
+        repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
                   "PHYSNET:BRIDGE", bridge_mapping)
 
     pc, pl, ps = _resource(sub, "router", router_create, router_set, "ROUTER")
     pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
     pc.add_argument("--disable", action="store_true", help="administratively down")
-    _pair(ps, "admin_state_up", "--enable", "--disable")
+    pair(ps, "admin_state_up", "--enable", "--disable")
     for p in (pc, ps):
         g = p.add_mutually_exclusive_group()
         g.add_argument("--external-gateway", metavar="NET", help="an external network")
@@ -713,8 +527,8 @@ def build_parser() -> Parser:
                            help="remove the external gateway")
         p.add_argument("--fixed-ip", type=FIXED_IP, metavar="subnet=SUBNET,ip-address=IP",
                        help="the gateway's address on the external network (default: allocated)")
-        _pair(p, "enable_snat", "--enable-snat", "--disable-snat")
-    _repeated(ps, "--route", "routes", "--no-route", "destination=CIDR,gateway=IP", ROUTE,
+        pair(p, "enable_snat", "--enable-snat", "--disable-snat")
+    repeated(ps, "--route", "routes", "--no-route", "destination=CIDR,gateway=IP", ROUTE,
               help="static route; replaces the list")
     router_actions = next(a for a in sub.choices["router"]._actions
                           if isinstance(a, argparse._SubParsersAction))
@@ -723,22 +537,19 @@ def build_parser() -> Parser:
             dest="what", metavar="subnet|port", required=True)
         for target, helptext in (("subnet", "by subnet (the router takes its gateway address)"),
                                  ("port", "by an unused port (the router takes its address)")):
-            p = _command(what, target, router_interface, out=out, help=helptext)
+            p = command(what, target, router_interface, out=out, help=helptext)
             p.add_argument("router", metavar="ROUTER")
             p.add_argument("target", metavar=target.upper())
             p.add_argument("--validate-only", action="store_true",
                            help="check and print what the switches would get; store and change nothing")
 
-    from controller.cli_lb import add_commands as add_lb_commands
-    from controller.cli_security import add_commands
-
-    add_commands(sub)
-    add_lb_commands(sub)
+    cli_security.add_commands(sub)
+    cli_lb.add_commands(sub)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
         dest="floating", metavar="ip", required=True)
     fs = fip.add_parser("ip", help="floating IP commands").add_subparsers(dest="action", metavar="ACTION",
                                                                           required=True)
-    p = _command(fs, "create", floating_ip_create, "floating_ip", help="allocate a floating IP")
+    p = command(fs, "create", floating_ip_create, "floating_ip", help="allocate a floating IP")
     p.add_argument("network", metavar="EXTNET", help="the external network")
     p.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
     p.add_argument("--floating-ip-address", metavar="IP", help="default: allocated")
@@ -746,24 +557,24 @@ def build_parser() -> Parser:
     p.add_argument("--fixed-ip-address", metavar="IP", help="which of the port's addresses (default: its only IPv4)")
     p.add_argument("--tenant", help="owner (admin)")
     fip_writes = [p]
-    p = _command(fs, "list", do_list, "floating_ip", out="many", help="list floating IPs")
+    p = command(fs, "list", do_list, "floating_ip", out="many", help="list floating IPs")
     p.add_argument("--limit", type=positive, help="at most N (default: every page)")
     p.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
     p.add_argument("--tenant", help="only this tenant's (admin)")
     p.add_argument("--network", metavar="EXTNET")
     p.add_argument("--port", dest="port_ref", metavar="PORT")
-    _command(fs, "show", do_show, "floating_ip", help="show a floating IP").add_argument(
+    command(fs, "show", do_show, "floating_ip", help="show a floating IP").add_argument(
         "ref", metavar="FIP", help="id, name or address")
-    p = _command(fs, "set", floating_ip_set, "floating_ip", help="associate with a port")
+    p = command(fs, "set", floating_ip_set, "floating_ip", help="associate with a port")
     p.add_argument("ref", metavar="FIP")
     p.add_argument("--port", required=True, metavar="PORT")
     p.add_argument("--fixed-ip-address", metavar="IP")
     fip_writes.append(p)
-    p = _command(fs, "unset", floating_ip_unset, "floating_ip", help="dissociate (--port)")
+    p = command(fs, "unset", floating_ip_unset, "floating_ip", help="dissociate (--port)")
     p.add_argument("ref", metavar="FIP")
     p.add_argument("--port", action="store_true", help="dissociate from its port")
     fip_writes.append(p)
-    p = _command(fs, "delete", do_delete, "floating_ip", out="none", help="release floating IPs")
+    p = command(fs, "delete", do_delete, "floating_ip", out="none", help="release floating IPs")
     p.add_argument("refs", metavar="FIP", nargs="+")
     fip_writes.append(p)
     for p in fip_writes:
@@ -772,18 +583,18 @@ def build_parser() -> Parser:
 
     chassis_actions = next(a for a in sub.choices["chassis"]._actions  # noqa: SLF001 - argparse has no API
                            if isinstance(a, argparse._SubParsersAction))
-    _command(chassis_actions, "status", chassis_status, out="self",
+    command(chassis_actions, "status", chassis_status, out="self",
              help="OpenFlow/OVSDB state, realized revision and flow counts of every chassis (admin)")
     fs = sub.add_parser("flow", help="look at the flows the controller wants on a chassis (admin)").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    p = _command(fs, "dump", flow_dump, out="self", help="dump-flows lines with stage and owner")
+    p = command(fs, "dump", flow_dump, out="self", help="dump-flows lines with stage and owner")
     p.add_argument("chassis", metavar="CHASSIS")
     p.add_argument("--stage", help="only this stage, e.g. l2_lookup")
     p.add_argument("--owner", "--object", dest="owner", help="only flows of this object id (a port or network id)")
     p.add_argument("--port", help="only flows owned by or matching on this port")
     p.add_argument("--desired", action="store_true",
                    help="what the controller wants (no counters) instead of what the switch holds")
-    p = _command(fs, "trace", flow_trace, out="self",
+    p = command(fs, "trace", flow_trace, out="self",
                  help="a packet's path through the flows, chassis by chassis (admin)")
     p.add_argument("--port", metavar="PORT", help="the source logical port")
     p.add_argument("--chassis", metavar="CHASSIS", help="or a chassis and --in-port")
@@ -800,26 +611,26 @@ def build_parser() -> Parser:
     g.add_argument("--installed", action="store_true", help="walk the flows installed on the switches now")
     g.add_argument("--diff", action="store_true",
                    help="desired vs installed flows: where they diverge, with the switch's ofproto/trace")
-    p = _command(sub, "explain", explain, out="self",
+    p = command(sub, "explain", explain, out="self",
                  help="can SRC reach DST (a port or an IP), and what decides it")
     p.add_argument("src", metavar="SRC", help="source port")
     p.add_argument("dst", metavar="DST", help="destination port or IP address")
     p.add_argument("--proto", default="tcp", choices=["tcp", "udp", "icmp", "any"])
     p.add_argument("--port", type=positive, metavar="N", help="tcp/udp destination port")
-    p = _command(sub, "wait-realized", wait_realized, out="self",
+    p = command(sub, "wait-realized", wait_realized, out="self",
                  help="wait until the switches realize a revision (default: the current one)")
     p.add_argument("--revision", type=positive, default=0, metavar="N")
     p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS")
 
     ts = sub.add_parser("token", help="issue and revoke tokens (admin)").add_subparsers(
         dest="action", metavar="ACTION", required=True)
-    p = _command(ts, "create", token_create, help="issue a token")
+    p = command(ts, "create", token_create, help="issue a token")
     p.add_argument("--tenant", required=True)
     p.add_argument("--admin", action="store_true")
-    _command(ts, "revoke", token_revoke, out="none", help="revoke a token").add_argument(
+    command(ts, "revoke", token_revoke, out="none", help="revoke a token").add_argument(
         "token_value", metavar="TOKEN", help="the token (write `-- TOKEN` if it starts with '-')")
-    _command(sub, "info", info, help="who am I, server version and revision")
-    p = _command(sub, "watch", watch, out="self", help="print changes as they happen (until Ctrl-C)")
+    command(sub, "info", info, help="who am I, server version and revision")
+    p = command(sub, "watch", watch, out="self", help="print changes as they happen (until Ctrl-C)")
     p.add_argument("--from-revision", type=positive, default=0, metavar="N",
                    help="replay changes after revision N (default: a snapshot of everything first)")
     p.add_argument("--max-events", type=positive, default=0, metavar="N", help="stop after N events")
@@ -849,15 +660,6 @@ def _token(a: argparse.Namespace) -> str:
         raise usage_error(f"no admin token in {p}") from None
 
 
-def _report(err: grpc.RpcError | CliError, endpoint: str, timeout: float | None) -> int:
-    if isinstance(err, CliError):
-        line, code = err.line(), err.exit_code
-    else:
-        line, code = rpc_error_line(err, endpoint, timeout)
-    sys.stderr.write(line + "\n")
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -868,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = getattr(args, "timeout", None) or float(os.environ.get("SDN_TIMEOUT") or 30)
     except ValueError:
         bad = usage_error(f"SDN_TIMEOUT={os.environ['SDN_TIMEOUT']!r} is not a number")
-        return _report(bad, endpoint, None)
+        return report(bad, endpoint, None)
     args.format = getattr(args, "format", "table")
     columns = getattr(args, "columns", None)
     client: Client | None = None
@@ -885,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return EXIT_OK
     except (grpc.RpcError, CliError) as err:
-        return _report(err, endpoint, timeout)
+        return report(err, endpoint, timeout)
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED

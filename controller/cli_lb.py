@@ -24,17 +24,17 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from controller.cli import (
+from controller.cli_common import (
     PAGE_SIZE,
     Client,
-    _command,
-    _pair,
-    _put,
-    _report,
-    _update,
+    command,
     do_delete,
     do_list,
     do_show,
+    pair,
+    put,
+    report,
+    update,
 )
 from controller.cli_format import EXIT_OK, CliError, positive
 from proto.sdn.v1 import topology_pb2 as pb
@@ -84,8 +84,8 @@ def lb_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.LoadBalancer(name=c.resolve("load_balancer", a.ref).name)
     for field in ("display_name", "description", "admin_state_up"):
-        _put(msg, paths, field, getattr(a, field))
-    return _update(c, "load_balancer", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    return update(c, "load_balancer", msg, paths)
 
 
 def listener_create(c: Client, a: argparse.Namespace) -> Any:
@@ -99,9 +99,9 @@ def listener_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.Listener(name=c.resolve("listener", a.ref).name)
     for field in ("display_name", "admin_state_up"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "default_pool", _name(c, "pool", a.default_pool))
-    return _update(c, "listener", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "default_pool", _name(c, "pool", a.default_pool))
+    return update(c, "listener", msg, paths)
 
 
 def pool_create(c: Client, a: argparse.Namespace) -> Any:
@@ -115,8 +115,8 @@ def pool_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.Pool(name=c.resolve("pool", a.ref).name)
     for field in ("display_name", "lb_algorithm", "admin_state_up"):
-        _put(msg, paths, field, getattr(a, field))
-    return _update(c, "pool", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    return update(c, "pool", msg, paths)
 
 
 def member_create(c: Client, a: argparse.Namespace) -> Any:
@@ -141,8 +141,8 @@ def member_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.Member(name=member_ref(c, c.resolve("pool", a.pool).name, a.ref))
     for field in ("display_name", "weight", "admin_state_up"):
-        _put(msg, paths, field, getattr(a, field))
-    return _update(c, "member", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    return update(c, "member", msg, paths)
 
 
 def member_delete(c: Client, a: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def member_delete(c: Client, a: argparse.Namespace) -> int:
         try:
             c("DeleteMember", pb.DeleteMemberRequest(name=member_ref(c, c.resolve("pool", a.pool).name, ref)))
         except (grpc.RpcError, CliError) as err:
-            status = _report(err, c.endpoint, c.timeout)
+            status = report(err, c.endpoint, c.timeout)
     return status
 
 
@@ -173,8 +173,8 @@ def hm_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.HealthMonitor(name=c.resolve("health_monitor", a.ref).name)
     for field, dest in _HM_FIELDS.items():
-        _put(msg, paths, field, getattr(a, dest))
-    return _update(c, "health_monitor", msg, paths)
+        put(msg, paths, field, getattr(a, dest))
+    return update(c, "health_monitor", msg, paths)
 
 
 def status_show(c: Client, a: argparse.Namespace) -> int:
@@ -224,23 +224,23 @@ def _crud(sub: Any, kind: str, what: str, ref: str, create: Any, set_: Any,
     """create / list / show REF / set REF / delete REF... of one kind (the Octavia client's grammar: --name).
     A health monitor's create and set take their own --timeout (the global one then goes before the command)."""
     resolve = {"conflict_handler": "resolve"} if kind == "health_monitor" else {}
-    pc = _command(sub, "create", create, kind, help=f"create a {what}", **resolve)
+    pc = command(sub, "create", create, kind, help=f"create a {what}", **resolve)
     if parent:
         pc.add_argument(parent.lower(), metavar=parent)
     pc.add_argument("--name", dest="display_name", help="display name")
     pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
-    pl = _command(sub, "list", do_list, kind, out="many", help=f"list {what}s")
+    pl = command(sub, "list", do_list, kind, out="many", help=f"list {what}s")
     pl.add_argument("--limit", type=positive, help="at most N (default: every page)")
     pl.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
     pl.add_argument("--tenant", help="only this tenant's (admin)")
-    _command(sub, "show", do_show, kind, help=f"show a {what}").add_argument("ref", metavar=ref)
-    ps = _command(sub, "set", set_, kind, help=f"change a {what}", **resolve)
+    command(sub, "show", do_show, kind, help=f"show a {what}").add_argument("ref", metavar=ref)
+    ps = command(sub, "set", set_, kind, help=f"change a {what}", **resolve)
     ps.add_argument("ref", metavar=ref)
     ps.add_argument("--name", dest="display_name", help="new display name")
-    pd = _command(sub, "delete", do_delete, kind, out="none", help=f"delete {what}s")
+    pd = command(sub, "delete", do_delete, kind, out="none", help=f"delete {what}s")
     pd.add_argument("refs", metavar=ref, nargs="+")
     for p in (pc, ps):
-        _pair(p, "admin_state_up", "--enable", "--disable")
+        pair(p, "admin_state_up", "--enable", "--disable")
     for p in (pc, ps, pd):
         p.add_argument("--validate-only", action="store_true", help=VALIDATE_HELP)
     return pc, pl, ps, pd
@@ -265,7 +265,7 @@ def add_commands(sub: Any) -> None:
                     help="also delete its listeners, pools, members and health monitors")
     status = lbs.add_parser("status", help="operating statuses").add_subparsers(dest="status_action",
                                                                                metavar="show", required=True)
-    _command(status, "show", status_show, "load_balancer", out="self",
+    command(status, "show", status_show, "load_balancer", out="self",
              help="the load balancer's tree with operating statuses").add_argument("ref", metavar="LB")
 
     listeners = lbs.add_parser("listener", help="listeners: protocol and port").add_subparsers(
@@ -296,30 +296,30 @@ def add_commands(sub: Any) -> None:
 
     members = lbs.add_parser("member", help="pool members").add_subparsers(
         dest="member_action", metavar="ACTION", required=True)
-    pc = _command(members, "create", member_create, "member", help="add a member to a pool")
+    pc = command(members, "create", member_create, "member", help="add a member to a pool")
     pc.add_argument("pool", metavar="POOL")
     pc.add_argument("--name", dest="display_name")
     pc.add_argument("--id", help="client-chosen id")
     pc.add_argument("--address", required=True, metavar="IP")
     pc.add_argument("--protocol-port", required=True, type=positive, metavar="PORT")
     pc.add_argument("--subnet-id", dest="subnet", metavar="SUBNET", help="default: the VIP's subnet")
-    pl = _command(members, "list", member_list, "member", out="many", help="list a pool's members")
+    pl = command(members, "list", member_list, "member", out="many", help="list a pool's members")
     pl.add_argument("pool", metavar="POOL")
     pl.add_argument("--limit", type=positive)
     pl.add_argument("--page-size", type=positive)
-    p = _command(members, "show", member_show, "member", help="show a member")
+    p = command(members, "show", member_show, "member", help="show a member")
     p.add_argument("pool", metavar="POOL")
     p.add_argument("ref", metavar="MEMBER")
-    ps = _command(members, "set", member_set, "member", help="change a member")
+    ps = command(members, "set", member_set, "member", help="change a member")
     ps.add_argument("pool", metavar="POOL")
     ps.add_argument("ref", metavar="MEMBER")
     ps.add_argument("--name", dest="display_name")
-    pd = _command(members, "delete", member_delete, "member", out="none", help="remove members")
+    pd = command(members, "delete", member_delete, "member", out="none", help="remove members")
     pd.add_argument("pool", metavar="POOL")
     pd.add_argument("refs", metavar="MEMBER", nargs="+")
     for p in (pc, ps):
         p.add_argument("--weight", type=int, metavar="0-256")
-        _pair(p, "admin_state_up", "--enable", "--disable")
+        pair(p, "admin_state_up", "--enable", "--disable")
     for p in (pc, ps, pd):
         p.add_argument("--validate-only", action="store_true", help=VALIDATE_HELP)
 

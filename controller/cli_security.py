@@ -17,17 +17,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.cli import (
+from controller.cli_common import (
     PAGE_SIZE,
     Client,
-    _command,
-    _pair,
-    _put,
-    _repeated,
-    _update,
+    command,
     do_delete,
     do_list,
     do_show,
+    pair,
+    put,
+    repeated,
+    update,
 )
 from controller.cli_format import group_name, positive, usage_error
 from proto.sdn.v1 import topology_pb2 as pb
@@ -68,8 +68,8 @@ def sg_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.SecurityGroup(name=group_ref(c, a.ref))
     for field in ("display_name", "description"):
-        _put(msg, paths, field, getattr(a, field))
-    return _update(c, "security_group", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    return update(c, "security_group", msg, paths)
 
 
 def sg_show(c: Client, a: argparse.Namespace) -> Any:
@@ -136,8 +136,8 @@ def fw_rule_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.FirewallRule(name=c.resolve("firewall_rule", a.ref).name)
     for field, value in _fw_rule_fields(a).items():
-        _put(msg, paths, field, value)
-    return _update(c, "firewall_rule", msg, paths)
+        put(msg, paths, field, value)
+    return update(c, "firewall_rule", msg, paths)
 
 
 def _rules(c: Client, refs: list[str] | None) -> list[str] | None:
@@ -155,9 +155,9 @@ def fw_policy_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.FirewallPolicy(name=c.resolve("firewall_policy", a.ref).name)
     for field in ("display_name", "description"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "firewall_rules", _rules(c, a.firewall_rules))
-    return _update(c, "firewall_policy", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "firewall_rules", _rules(c, a.firewall_rules))
+    return update(c, "firewall_policy", msg, paths)
 
 
 def _policy(c: Client, ref: str | None) -> str | None:
@@ -181,11 +181,11 @@ def fw_group_set(c: Client, a: argparse.Namespace) -> Any:
     paths: list[str] = []
     msg = pb.FirewallGroup(name=c.resolve("firewall_group", a.ref).name)
     for field in ("display_name", "description", "admin_state_up"):
-        _put(msg, paths, field, getattr(a, field))
-    _put(msg, paths, "ingress_firewall_policy", _policy(c, a.ingress_firewall_policy))
-    _put(msg, paths, "egress_firewall_policy", _policy(c, a.egress_firewall_policy))
-    _put(msg, paths, "ports", None if a.ports is None else [c.resolve("port", p).name for p in a.ports])
-    return _update(c, "firewall_group", msg, paths)
+        put(msg, paths, field, getattr(a, field))
+    put(msg, paths, "ingress_firewall_policy", _policy(c, a.ingress_firewall_policy))
+    put(msg, paths, "egress_firewall_policy", _policy(c, a.egress_firewall_policy))
+    put(msg, paths, "ports", None if a.ports is None else [c.resolve("port", p).name for p in a.ports])
+    return update(c, "firewall_group", msg, paths)
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -200,20 +200,20 @@ def _validate_only(*parsers: Any) -> None:
 def _crud(sub: Any, kind: str, what: str, ref: str, create: Any, set_: Any, show: Any = do_show,
           force: str = "") -> tuple[Any, Any, Any, Any]:
     """create NAME / list / show REF / set REF / delete REF... of one kind."""
-    pc = _command(sub, "create", create, kind, help=f"create a {what}")
+    pc = command(sub, "create", create, kind, help=f"create a {what}")
     pc.add_argument("display_name", metavar="NAME", nargs="?" if kind == "firewall_rule" else None, default="",
                     help="display name")
     pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
     pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
-    pl = _command(sub, "list", do_list, kind, out="many", help=f"list {what}s")
+    pl = command(sub, "list", do_list, kind, out="many", help=f"list {what}s")
     pl.add_argument("--limit", type=positive, help="at most N (default: every page)")
     pl.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
     pl.add_argument("--tenant", help="only this tenant's (admin)")
-    _command(sub, "show", show, kind, help=f"show a {what}").add_argument("ref", metavar=ref)
-    ps = _command(sub, "set", set_, kind, help=f"change a {what}")
+    command(sub, "show", show, kind, help=f"show a {what}").add_argument("ref", metavar=ref)
+    ps = command(sub, "set", set_, kind, help=f"change a {what}")
     ps.add_argument("ref", metavar=ref)
     ps.add_argument("--name", dest="display_name", help="new display name")
-    pd = _command(sub, "delete", do_delete, kind, out="none", help=f"delete {what}s")
+    pd = command(sub, "delete", do_delete, kind, out="none", help=f"delete {what}s")
     pd.add_argument("refs", metavar=ref, nargs="+")
     if force:
         pd.add_argument("--force", action="store_true", help=force)
@@ -235,7 +235,7 @@ def add_commands(sub: Any) -> None:
     _crud(sg, "security_group", "security group", "SG", sg_create, sg_set, show=sg_show,
           force="also take it off the ports using it and delete other groups' rules naming it")
     rules = _actions(sg.add_parser("rule", help="security group rules"), "rule_action")
-    p = _command(rules, "create", rule_create, "security_group_rule", help="add a rule to a group")
+    p = command(rules, "create", rule_create, "security_group_rule", help="add a rule to a group")
     p.add_argument("group", metavar="SG")
     p.add_argument("--id", help="client-chosen id")
     g = p.add_mutually_exclusive_group()
@@ -253,14 +253,14 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--remote-group", metavar="SG", help="from/to the members of this group")
     p.add_argument("--description")
     _validate_only(p)
-    p = _command(rules, "list", rule_list, "security_group_rule", out="many", help="list rules")
+    p = command(rules, "list", rule_list, "security_group_rule", out="many", help="list rules")
     p.add_argument("group", metavar="SG", nargs="?", help="only this group's")
     p.add_argument("--limit", type=positive)
     p.add_argument("--page-size", type=positive)
     p.add_argument("--tenant", help="only this tenant's (admin)")
-    _command(rules, "show", rule_show, "security_group_rule", help="show a rule").add_argument("ref",
+    command(rules, "show", rule_show, "security_group_rule", help="show a rule").add_argument("ref",
                                                                                                 metavar="RULE")
-    p = _command(rules, "delete", rule_delete, "security_group_rule", out="none", help="delete rules")
+    p = command(rules, "delete", rule_delete, "security_group_rule", out="none", help="delete rules")
     p.add_argument("refs", metavar="RULE", nargs="+")
     _validate_only(p)
 
@@ -276,9 +276,9 @@ def add_commands(sub: Any) -> None:
             if clear:
                 g.add_argument(f"--no-{side}-firewall-policy", dest=f"{side}_firewall_policy",
                                action="store_const", const="", help=f"no {side} filtering")
-        _repeated(p, "--port", "ports", "--no-port" if clear else None, "PORT",
+        repeated(p, "--port", "ports", "--no-port" if clear else None, "PORT",
                   help="a router interface port" + ("; replaces the list" if clear else ""))
-        _pair(p, "admin_state_up", "--enable", "--disable")
+        pair(p, "admin_state_up", "--enable", "--disable")
 
     rules = _actions(fg.add_parser("rule", help="firewall rules"), "rule_action")
     pc, _pl, ps, _pd = _crud(rules, "firewall_rule", "firewall rule", "RULE", fw_rule_create, fw_rule_set)
@@ -290,11 +290,11 @@ def add_commands(sub: Any) -> None:
         p.add_argument("--destination-ip-address", metavar="CIDR")
         p.add_argument("--source-port", type=port_range, metavar="PORT[:MAX]")
         p.add_argument("--destination-port", type=port_range, metavar="PORT[:MAX]")
-        _pair(p, "enabled", "--enable-rule", "--disable-rule")
+        pair(p, "enabled", "--enable-rule", "--disable-rule")
 
     policies = _actions(fg.add_parser("policy", help="firewall policies: ordered rules"), "policy_action")
     pc, _pl, ps, _pd = _crud(policies, "firewall_policy", "firewall policy", "POLICY", fw_policy_create,
                              fw_policy_set)
-    _repeated(pc, "--firewall-rule", "firewall_rules", None, "RULE", help="in order")
-    _repeated(ps, "--firewall-rule", "firewall_rules", "--no-firewall-rule", "RULE",
+    repeated(pc, "--firewall-rule", "firewall_rules", None, "RULE", help="in order")
+    repeated(ps, "--firewall-rule", "firewall_rules", "--no-firewall-rule", "RULE",
               help="in order; replaces the list")

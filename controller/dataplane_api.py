@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from apps import ids
+from apps import ids, owners
 from controller import convert
 from controller.auth import Principal
 from controller.dataplane import Dataplane
@@ -81,7 +81,7 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             topo = self.topology.state.topology
             if chassis_id not in topo.chassis:
                 raise errors.not_found("chassis", chassis_id)
-            registry = ids.registry_for(ids.model_owners(topo))
+            registry = ids.registry_for(owners.model_owners(topo))
             desired = self.dataplane.compiler.desired(chassis_id)
             plane = self.dataplane.planes.get(chassis_id)
             port_match: tuple[str, int, int | None] | None = None
@@ -195,7 +195,7 @@ def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> Any:
 
     topo = dataplane.state.topology
     deltas = dataplane.compiler.plan(topo, changes)
-    registry = ids.registry_for([*ids.model_owners(topo), *(c[1] for c in changes)])
+    registry = ids.registry_for([*owners.model_owners(topo), *(c[1] for c in changes)])
     plan = pb.Plan(revision=revision)
     for chassis_id in sorted(deltas):
         delta = deltas[chassis_id]
@@ -211,9 +211,9 @@ def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> Any:
             flows_before=before, flows_after=before + len(added) - len(deleted)))
         replaced = {f.key() for f in added}
         cut = [f for f in deleted if f.stage in FORWARDING_STAGES and f.key() not in replaced]
-        owners = sorted({(registry.lookup(f.cookie) or ("?", f"{f.cookie:#x}"))[1] for f in cut})
-        if owners:
+        cut_owners = sorted({(registry.lookup(f.cookie) or ("?", f"{f.cookie:#x}"))[1] for f in cut})
+        if cut_owners:
             plan.cuts_connections = True
-            plan.cut_reasons.append(f"chassis {chassis_id}: forwarding for {', '.join(owners)} would be removed "
+            plan.cut_reasons.append(f"chassis {chassis_id}: forwarding for {', '.join(cut_owners)} would be removed "
                                     f"({len(cut)} flows)")
     return plan

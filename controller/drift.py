@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps import ids
+from apps import ids, owners
 from controller.periodic import Periodic
 from flows.flow import Flow, MeterEntry
 from flows.format import format_flow, format_group, format_meter
@@ -77,7 +77,7 @@ class DriftMonitor:
             report.note = "a change was installed during the check; not drift"
             return report
         topo = self.dataplane.state.topology
-        registry = ids.registry_for(ids.model_owners(topo))
+        registry = ids.registry_for(owners.model_owners(topo))
         order = (lambda i: (0, i.table, -i.priority) if isinstance(i, Flow) else
                  (2, i.meter_id, 0) if isinstance(i, MeterEntry) else (1, i.group_id, 0))
         report.checked = True

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps import ids
+from apps import ids, owners
 from apps.compiler import Divergence
 from controller.periodic import Periodic
 from flows.flow import Flow, MeterEntry
@@ -57,7 +57,7 @@ def _order(item: Any) -> tuple[int, int, int]:
 
 
 def describe(div: Divergence, topo: Any) -> CheckResult:
-    registry = ids.registry_for(ids.model_owners(topo))
+    registry = ids.registry_for(owners.model_owners(topo))
     return CheckResult(div.chassis,
                        missing=[_text(i, registry) for i in sorted(div.missing, key=_order)],
                        extra=[_text(i, registry) for i in sorted(div.extra, key=_order)],

@@ -25,7 +25,7 @@ from typing import Any
 
 import netaddr
 
-from apps import ids
+from apps import ids, owners
 from apps.view import ChassisRuntime
 from controller import convert, first_hop
 from flows import fields, pipeline
@@ -447,7 +447,7 @@ def build_headers(headers: Mapping[str, str | int], src: Port | None = None,
 def _run(dataplane: Any, start: _Start, flows: FlowSource, source: str) -> TraceResult:
     with dataplane.state.lock:
         topo: Topology = dataplane.state.topology
-        registry = ids.registry_for(ids.model_owners(topo))
+        registry = ids.registry_for(owners.model_owners(topo))
         chassis = dict(topo.chassis)
         ports = dict(topo.ports)
         macs = dict(topo.macs)

@@ -7,9 +7,10 @@ instructions rather than actions; a Flow keeps them in its action tuple in canon
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Union
+
+import netaddr
 
 from flows import fields
 
@@ -223,26 +224,28 @@ class NAT:
     def __post_init__(self) -> None:
         if self.kind not in ("", "src", "dst"):
             raise ActionError(f"nat kind must be '', 'src' or 'dst', not {self.kind!r}")
-        ips = []
+        ips: list[netaddr.IPAddress | None] = []  # each parsed once, kept in its canonical spelling
         for name in ("ip_min", "ip_max"):
             v = getattr(self, name)
+            addr = None
             if v:
                 try:
-                    v = str(ipaddress.ip_address(v))
-                except ValueError:
+                    addr = netaddr.IPAddress(v)
+                except (netaddr.AddrFormatError, ValueError, TypeError):
                     raise ActionError(f"nat {name}={v!r} is not an IP address") from None
-                object.__setattr__(self, name, v)
-            ips.append(v)
-        if ips[1] and not ips[0]:
+                object.__setattr__(self, name, str(addr))
+            ips.append(addr)
+        lo, hi = ips
+        if hi is not None and lo is None:
             raise ActionError("nat ip_max without ip_min")
-        if ips[0] and ipaddress.ip_address(ips[0]).is_unspecified:
+        if lo is not None and int(lo) == 0:  # 0.0.0.0 or ::
             raise ActionError("nat to the unspecified address (OVS reads it as 'no address')")
-        if ips[0] and ips[1] and (":" in ips[0]) != (":" in ips[1]):
+        if lo is not None and hi is not None and lo.version != hi.version:
             raise ActionError("nat range mixes IPv4 and IPv6")
-        if ips[1] == ips[0]:
+        if hi is not None and hi == lo:
             object.__setattr__(self, "ip_max", "")
-        elif ips[1] and ipaddress.ip_address(ips[1]) < ipaddress.ip_address(ips[0]):
-            raise ActionError(f"nat range {ips[0]}-{ips[1]} runs backwards")
+        elif hi is not None and lo is not None and hi < lo:
+            raise ActionError(f"nat range {self.ip_min}-{self.ip_max} runs backwards")
         if self.port_max is not None and self.port_min is None:
             raise ActionError("nat port_max without port_min")
         for name in ("port_min", "port_max"):

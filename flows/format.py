@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Any
+
+import netaddr
 
 from flows import pipeline
 from flows.actions import (
@@ -50,10 +51,41 @@ def _value(name: str, value: Any, mask: Any) -> str:
         return f"{value:#x}" if mask is None else f"{value:#x}/{mask:#x}"
     if mask is None:
         return str(value)
-    try:  # a prefix mask reads better as /len
-        return str(ipaddress.ip_network(f"{value}/{mask}"))
-    except ValueError:
-        return f"{value}/{mask}"
+    cidr = _cidr(value, mask)  # a prefix mask reads better as /len
+    return cidr if cidr is not None else f"{value}/{mask}"
+
+
+def _cidr(value: Any, mask: Any) -> str | None:
+    """ADDR/LEN for an address under a prefix: a prefix length, or an IPv4 netmask (also in its host-mask
+    spelling, 0.0.0.255 for /24); None for any other mask (IPv6 and MAC masks print as value/mask) or an
+    address with bits outside the prefix."""
+    try:
+        addr = netaddr.IPAddress(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+    width = 32 if addr.version == 4 else 128
+    if isinstance(mask, str) and mask.isascii() and mask.isdigit():
+        mask = int(mask)
+    if isinstance(mask, int):
+        if not 0 <= mask <= width:
+            return None
+        prefix = mask
+    elif addr.version == 4 and isinstance(mask, str):
+        try:
+            m = int(netaddr.IPAddress(mask, 4))
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            return None
+        if not (inv := m ^ 0xFFFFFFFF) & (inv + 1):  # ones then zeros: a netmask
+            prefix = 32 - inv.bit_length()
+        elif not m & (m + 1):  # zeros then ones: a host mask
+            prefix = 32 - m.bit_length()
+        else:
+            return None
+    else:
+        return None
+    if int(addr) & ((1 << (width - prefix)) - 1):
+        return None
+    return f"{addr}/{prefix}"
 
 
 def format_match(flow: Flow) -> str:

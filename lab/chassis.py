@@ -5,14 +5,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lab import netlink, proc
+from lab.contracts import LabResources
 from lab.hosts import VM
 from lab.ovs import OvsInstance
-
-if TYPE_CHECKING:
-    from lab.lab import Lab
 
 INTEGRATION_BRIDGE = "br-int"
 UNDERLAY_BRIDGE = "br-phy"
@@ -26,7 +23,7 @@ class Chassis:
 
     def __init__(
         self,
-        lab: Lab,
+        lab: LabResources,
         name: str,
         index: int,
         namespace: str,

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lab import proc
+from lab.contracts import VswitchHost
 
 if TYPE_CHECKING:
-    from lab.chassis import Chassis
     from lab.ovs import OvsInstance
 
 
@@ -97,7 +97,7 @@ class VM(Host):
         ip_cidr: str,
         iface_id: str,
         port_name: str,
-        chassis: Chassis,
+        chassis: VswitchHost,
         mtu: int,
     ) -> None:
         super().__init__(name, namespace, mac, ip_cidr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
 import re
@@ -12,14 +11,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import netaddr
+
 from lab import netlink, proc
 from lab.chassis import Chassis
 from lab.hosts import ExternalHost
 from lab.ovs import OvsInstance
 from lab.state import DEFAULT_STATE_DIR, LabState, cleanup_stale, destroy, state_lock
 
-MGMT_SUPERNET = ipaddress.IPv4Network("100.96.0.0/16")  # one /24 per lab, on a root-namespace bridge
-UNDERLAY_NET = ipaddress.IPv4Network("10.250.0.0/24")  # VTEPs; lives only inside chassis namespaces
+MGMT_SUPERNET = netaddr.IPNetwork("100.96.0.0/16")  # one /24 per lab, on a root-namespace bridge
+UNDERLAY_NET = netaddr.IPNetwork("10.250.0.0/24")  # VTEPs; lives only inside chassis namespaces
 UNDERLAY_MTU = 1600  # >= VM MTU + 50 for VXLAN/Geneve headers (LAB.md)
 EXTERNAL_BRIDGE = "br-ext"
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,20}")
@@ -44,7 +45,7 @@ class Lab:
         self._names: set[str] = set()
         self._port_counter = 0
         self._state: LabState | None = None
-        self.mgmt_net = ipaddress.IPv4Network("0.0.0.0/32")
+        self.mgmt_net = netaddr.IPNetwork("0.0.0.0/32")
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -119,12 +120,12 @@ class Lab:
             if prefix not in taken and not any(name.startswith(prefix) for name in links):
                 return prefix
 
-    def _free_mgmt_net(self) -> ipaddress.IPv4Network:
-        used = [ipaddress.ip_interface(a).network for a in netlink.root_addresses()]
-        candidates = list(MGMT_SUPERNET.subnets(new_prefix=24))
+    def _free_mgmt_net(self) -> netaddr.IPNetwork:
+        used = [netaddr.IPNetwork(a).cidr for a in netlink.root_addresses()]
+        candidates = list(MGMT_SUPERNET.subnet(24))
         random.shuffle(candidates)
         for net in candidates:
-            if not any(net.overlaps(u) for u in used):
+            if not any(net in u or u in net for u in used):  # CIDR blocks overlap only by nesting
                 return net
         raise RuntimeError(f"no free /24 left in {MGMT_SUPERNET}")
 
@@ -151,7 +152,7 @@ class Lab:
     @property
     def mgmt_ip(self) -> str:
         """The root namespace's address on the management network: where a controller should listen."""
-        return str(self.mgmt_net.network_address + 1)
+        return str(self.mgmt_net.network + 1)
 
     def free_port(self) -> int:
         """A TCP port free on `mgmt_ip` right now (never listen on a fixed port in tests)."""
@@ -181,8 +182,8 @@ class Lab:
         """Create a chassis namespace with mgmt and underlay veths, its daemons, br-phy and br-int."""
         namespace = self.claim_name(name)
         index = len(self.chassis) + 1
-        mgmt_ip = str(self.mgmt_net.network_address + 10 + index)
-        tunnel_ip = str(UNDERLAY_NET.network_address + 10 + index)
+        mgmt_ip = str(self.mgmt_net.network + 10 + index)
+        tunnel_ip = str(UNDERLAY_NET.network + 10 + index)
         if datapath_id is None:
             datapath_id = (int(self.prefix.removeprefix("lb"), base=16) << 16) | index
         self.state.add_namespace(namespace)

@@ -48,3 +48,15 @@ def test_every_flow_formats_with_its_stage_name(flow):
     line = format_flow(flow)
     assert f"table={flow.table}({flow.stage})" in line and f"priority={flow.priority}" in line
     assert ("actions=drop" in line) == (not flow.actions)
+
+
+def test_masks_print_as_prefixes_where_they_are_one():
+    from flows.format import _value
+
+    assert _value("ipv4_dst", "10.0.0.0", "255.255.255.0") == "10.0.0.0/24"
+    assert _value("ipv4_dst", "10.0.0.0", "255.0.255.0") == "10.0.0.0/255.0.255.0"  # not a prefix
+    assert _value("ipv4_src", "10.0.0.1", "255.255.255.0") == "10.0.0.1/255.255.255.0"  # bits past the prefix
+    assert _value("ipv4_src", "0.0.0.0", "0.0.0.0") == "0.0.0.0/0"
+    assert _value("ipv6_dst", "2001:db8::", "ffff:ffff::") == "2001:db8::/ffff:ffff::"
+    assert _value("eth_dst", "01:00:00:00:00:00", "01:00:00:00:00:00") == "01:00:00:00:00:00/01:00:00:00:00:00"
+    assert A.NAT("src", "2001:DB8::1", "2001:db8:0::1").ip_min == "2001:db8::1"  # one spelling, no range

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import netaddr
 from hypothesis import strategies as st
 
 from flows import actions as A
@@ -12,8 +13,7 @@ u32 = st.integers(0, 2**32 - 1)
 u16 = st.integers(0, 2**16 - 1)
 macs = st.binary(min_size=6, max_size=6).map(lambda b: ":".join(f"{x:02x}" for x in b))
 ipv4s = st.integers(0, 2**32 - 1).map(lambda i: ".".join(str((i >> s) & 255) for s in (24, 16, 8, 0)))
-ipv6s = st.binary(min_size=16, max_size=16).map(
-    lambda b: __import__("ipaddress").IPv6Address(b).compressed)
+ipv6s = st.binary(min_size=16, max_size=16).map(lambda b: str(netaddr.IPAddress(int.from_bytes(b, "big"), 6)))
 prefix4 = st.tuples(ipv4s, st.integers(1, 32)).map(lambda t: f"{t[0]}/{t[1]}")
 
 

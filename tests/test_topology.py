@@ -184,5 +184,42 @@ def test_router_ops_keep_keys_and_indices_exact() -> None:
     apply(ops.delete_floating_ip(topo, topo.floatingips["f"]))
     assert "fp" not in topo.ports and 0xCB007103 not in topo.ipam["ext-s"].allocated
     apply(ops.delete_router(topo, topo.routers["r"], True, rev + 1, 0.0))
-    assert key not in topo.datapath_keys.allocated and not topo.routers_of("n") and not topo.network_routers
+    assert key not in topo.datapath_keys.allocated and not topo.routers_of("n") and not topo.routed
     assert not topo.ports and ("router", "r") not in topo.graph
+
+
+def test_routed_networks_are_the_routed_graphs_components() -> None:
+    """Networks joined through routers' interfaces (a gateway port joins nothing); two interfaces of a router
+    on one network are one edge that stays until the second goes."""
+    from topology.records import Router
+
+    topo = Topology()
+    rev = 0
+
+    def apply(changes):  # type: ignore[no-untyped-def]
+        nonlocal rev
+        rev += 1
+        topo.apply(changes, rev)
+
+    apply(ops.create_network(topo, Network(id="ext", tenant="op", segment_type="flat", physical_network="e",
+                                           external=True), rev + 1, 0.0))
+    apply(ops.create_subnet(topo, Subnet(id="ext-s", tenant="op", network_id="ext", cidr="203.0.113.0/24"),
+                            False, rev + 1, 0.0))
+    for i, n in enumerate("abcd"):
+        apply(ops.create_network(topo, Network(id=n, tenant="t"), rev + 1, 0.0))
+        for k in (0, 1, 2):
+            apply(ops.create_subnet(topo, Subnet(id=f"{n}{k}", tenant="t", network_id=n, cidr=f"10.{i}.{k}.0/24"),
+                                    False, rev + 1, 0.0))
+    for r in ("r1", "r2"):
+        apply(ops.create_router(topo, Router(id=r, tenant="t"), ops.GatewayRequest("ext"), rev + 1, 0.0))
+    for r, sub in (("r1", "a0"), ("r1", "b0"), ("r1", "b1"), ("r2", "b2"), ("r2", "c0")):
+        apply(ops.add_router_interface(topo, topo.routers[r], sub, "", f"{r}-{sub}", rev + 1, 0.0))
+    assert topo.routed_networks("a") == {"a", "b", "c"} == topo.routed_networks("c")
+    assert topo.routed_networks("d") == {"d"} and topo.routed_networks("ext") == {"ext"}
+    assert topo.routers_of("b") == {"r1", "r2"}
+    assert topo.routed.edges[("network", "b"), ("router", "r1")] == {"interfaces": 2}
+    apply(ops.remove_router_interface(topo, topo.routers["r1"], "b1", "", rev + 1, 0.0))
+    assert topo.routed_networks("a") == {"a", "b", "c"}  # r1 still has b0
+    apply(ops.remove_router_interface(topo, topo.routers["r1"], "b0", "", rev + 1, 0.0))
+    assert topo.routed_networks("a") == {"a"} and topo.routed_networks("b") == {"b", "c"}
+    assert ("router", "r1") in topo.routed and topo.routers_of("a") == {"r1"}

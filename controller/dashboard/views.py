@@ -4,13 +4,14 @@ principal with the northbound's visibility rules. No HTTP here (see server.py)."
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from apps import ids
+import netaddr
+
+from apps import ids, owners
 from controller import first_hop
 from controller.auth import Principal
 from controller.northbound import _visible
@@ -87,12 +88,10 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
         records: list[Any] = [*networks, *ports, *chassis, *routers]
         details = {f"{r.KIND}:{r.id}": _details(r, topo, p) for r in records}
         subnets = sum(1 for s in topo.subnets.values() if _visible(p, s))
-        # router id -> networks it has an interface on (and its gateway network)
-        router_nets: dict[str, set[str]] = {r.id: set() for r in routers}
-        for net_id, by_router in getattr(topo, "network_routers", {}).items():
-            for rid in by_router:
-                if rid in router_nets:
-                    router_nets[rid].add(net_id)
+        # router id -> networks it has an interface on (its neighbours in the model's routed graph; the
+        # gateway network is added below)
+        router_nets: dict[str, set[str]] = {
+            r.id: {ident for _kind, ident in topo.routed.adj.get(("router", r.id), ())} for r in routers}
     status = chassis_status(dataplane) if dataplane is not None and p.admin else {}
     tenants = sorted({r.tenant for r in (*networks, *ports, *routers) if r.tenant and p.can_see(r.tenant)})
     net_order = {n.id: i for i, n in enumerate(networks)}
@@ -100,7 +99,8 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
 
     # layered layout in slots: ports evenly, each network over its ports, each router over its networks,
     # each tenant over its networks and routers, each chassis under the ports bound to it; a layer keeps
-    # its order and one slot between nodes
+    # its order and one slot between nodes. Not a networkx layout: multipartite_layout spaces each layer by
+    # index alone (a network would not sit over its ports) and the spring layouts move between refreshes
     # many ports: zig-zag them over PORT_ROWS sub-rows so the drawing stays about as wide as a screen
     port_rows = min(MAX_PORT_ROWS, max(1, -(-len(ports) // PORTS_PER_ROW)))
     port_slot = {x.id: float(i // port_rows) for i, x in enumerate(ports)}
@@ -259,7 +259,7 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
         topo = state.topology
         if chassis_id not in topo.chassis:
             raise NotFound(f"chassis {chassis_id!r}")
-        registry = ids.registry_for(ids.model_owners(topo))
+        registry = ids.registry_for(owners.model_owners(topo))
         plane = dataplane.planes.get(chassis_id)
         desired = dataplane.compiler.desired(chassis_id)
     engine = plane.engine if plane is not None else None
@@ -303,7 +303,7 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
 
 def _ipv4(rec: Port) -> str:
     for _, addr in rec.fixed_ips:
-        if ipaddress.ip_address(addr).version == 4:
+        if netaddr.IPAddress(addr).version == 4:
             return addr
     return ""
 
@@ -345,8 +345,8 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
             resolved = f"MAC {dst_mac}" + (f" (port {owner.id})" if owner is not None and _visible(p, owner) else "")
         else:
             try:
-                dst_ip = str(ipaddress.IPv4Address(dst))
-            except ValueError:
+                dst_ip = str(netaddr.IPAddress(dst, 4))
+            except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address") from None
             # the port of the source's network holding that address (same L2 segment), if any
             owner = next((x for x in topo.ports_of(src.network_id) if dst_ip in (a for _, a in x.fixed_ips)), None)
