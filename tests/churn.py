@@ -125,11 +125,13 @@ class Churn:
     counts: dict[str, int] = field(default_factory=dict)
     addrs: dict[str, str] = field(default_factory=dict)  # churn port id -> the address it was given
 
-    def _addr(self, net: str) -> str:
-        """A free address for a port made with a chosen address (its VIF may be plugged before the port)."""
+    def _addr(self, net: str) -> str | None:
+        """A free address for a port made with a chosen address (its VIF may be plugged before the port);
+        None when all 150 of the network's churn addresses are in use."""
         prefix = "10.160.0." if net == "ch-a" else "10.161.0."
         taken = set(self.addrs.values())
-        return next(f"{prefix}{i}" for i in self.rng.sample(range(100, 250), 150) if f"{prefix}{i}" not in taken)
+        return next((f"{prefix}{i}" for i in self.rng.sample(range(100, 250), 150)
+                     if f"{prefix}{i}" not in taken), None)
 
     @property
     def env(self) -> Env:
@@ -149,6 +151,8 @@ class Churn:
         ch = self.rng.choice(["hv1", "hv2"])
         mac = f"fa:16:3e:77:{self.n // 256 % 256:02x}:{self.n % 256:02x}"
         ip = self._addr(net)
+        if ip is None:
+            return self.delete_port()
         self.addrs[pid] = ip
         vif_first = self.rng.random() < 0.5
         if vif_first:
@@ -168,6 +172,8 @@ class Churn:
         self.n += 1
         pid = f"ch-p{self.n}"
         ip = self._addr("ch-a")  # chosen, not allocated: IPAM would hand out what a VIF-first port wants
+        if ip is None:
+            return self.delete_port()
         self.addrs[pid] = ip
         self.env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
             network="networks/ch-a", fixed_ips=[pb.FixedIp(ip_address=ip)], security_groups=self._groups()),
