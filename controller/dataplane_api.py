@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from apps import ids
 from controller import convert
-from controller.auth import Principal
 from controller.dataplane import Dataplane
-from controller.northbound import TopologyService, _admin_only, _unary
+from controller.interceptors import principal
+from controller.northbound import TopologyService
+from controller.resources import admin_only
 from controller.streams import refusal_status
 from flows import pipeline
 from flows.cookie import owner_hash
@@ -29,11 +28,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         self.topology = topology  # shares authentication and the state
         self.dataplane = dataplane
 
-    def authenticate(self, context: grpc.ServicerContext) -> Principal:
-        return self.topology.authenticate(context)
-
-    @_unary
-    def WaitRealized(self, request: dpb.WaitRealizedRequest, context: Any, p: Principal) -> dpb.WaitRealizedResponse:
+    def WaitRealized(self, request: dpb.WaitRealizedRequest, context: Any) -> dpb.WaitRealizedResponse:
+        p = principal()
         revision = request.revision or self.topology.state.revision
         if revision < 0:
             raise errors.invalid("revision", "must not be negative")
@@ -62,9 +58,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                                    needed_revision=r["needed_revision"], realized=r["realized"])
             for r in report if p.admin])
 
-    @_unary
-    def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any, p: Principal) -> dpb.DumpFlowsResponse:
-        _admin_only(p, "", "dumping flows")
+    def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any) -> dpb.DumpFlowsResponse:
+        admin_only(principal(), "", "dumping flows")
         chassis_id = convert.parse_name("chassis", request.chassis, "chassis")
         if request.stage and request.stage not in {s.name for s in pipeline.STAGES}:
             raise errors.invalid("stage", f"unknown stage; stages: {', '.join(s.name for s in pipeline.STAGES)}")
@@ -116,9 +111,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             groups=[format_group(g).strip() for g in groups], total=len(picked),
             next_page_token=str(offset + size) if offset + size < len(picked) else "")
 
-    @_unary
-    def Verify(self, request: dpb.VerifyRequest, context: Any, p: Principal) -> dpb.VerifyResponse:
-        _admin_only(p, "", "verifying switches")
+    def Verify(self, request: dpb.VerifyRequest, context: Any) -> dpb.VerifyResponse:
+        admin_only(principal(), "", "verifying switches")
         drift = getattr(self.dataplane, "drift", None)
         if drift is None:
             raise errors.failed_precondition("NO_DATAPLANE", "this controller runs no dataplane")
@@ -153,10 +147,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                 line += f" rev={why[0]} by {why[1]}"
         return line
 
-    @_unary
-    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any,
-                          p: Principal) -> dpb.ListChassisStatusResponse:
-        _admin_only(p, "", "chassis status")
+    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any) -> dpb.ListChassisStatusResponse:
+        admin_only(principal(), "", "chassis status")
         out = []
         with self.topology.state.lock:
             for plane in sorted(self.dataplane.planes.values(), key=lambda x: x.chassis_id):

@@ -13,7 +13,7 @@ from typing import Any
 from apps import ids
 from controller import first_hop
 from controller.auth import Principal
-from controller.northbound import _visible
+from controller.resources import visible as _visible
 from flows import pipeline
 from flows.flow import Flow, Group
 from flows.format import format_actions, format_group, format_match
