@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +79,7 @@ def request_id(context: grpc.ServicerContext) -> str:
 
 
 Unary = Callable[[Any, grpc.ServicerContext], Any]
-Streaming = Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+Streaming = Callable[[Any, grpc.ServicerContext], Generator[Any, None, None]]
 
 
 def guard(method: str, who: Callable[[grpc.ServicerContext], Caller], inner: Unary) -> Unary:
@@ -132,7 +132,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def _stream(self, inner: Streaming) -> Streaming:
         tokens = self.tokens
 
-        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Generator[Any, None, None]:
             try:
                 who = authenticate(tokens, context)
             except ApiError as err:
