@@ -147,7 +147,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                 line += f" rev={why[0]} by {why[1]}"
         return line
 
-    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any) -> dpb.ListChassisStatusResponse:
+    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest,
+                          context: Any) -> dpb.ListChassisStatusResponse:
         admin_only(principal(), "", "chassis status")
         out = []
         with self.topology.state.lock:

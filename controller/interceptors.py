@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Caller:
-    """Who makes the call being served: the token's principal, and the token (streams end on its revocation)."""
+    """Who makes the call being served: the token's principal, and the token (its revocation ends streams)."""
 
     principal: Principal
     token: str

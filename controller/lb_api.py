@@ -150,7 +150,8 @@ def _create_monitor(c: Call, m: pb.HealthMonitor) -> list[Change]:
 
 
 HEALTH_MONITOR = Resource(
-    kind="health_monitor", plural="HealthMonitors", to_pb=convert.health_monitor_to_pb, create=_create_monitor,
+    kind="health_monitor", plural="HealthMonitors", to_pb=convert.health_monitor_to_pb,
+    create=_create_monitor,
     update=lambda c, old, fields: lbo.update_health_monitor(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_health_monitor(c.topo, old, c.rev, c.now),
     mutable=frozenset(lbo.MONITOR_MUTABLE), output_only=frozenset(lbo.MONITOR_OUTPUT),
@@ -170,4 +171,4 @@ class LoadBalancerService(pb_grpc.LoadBalancerServiceServicer):
         self.tables = topology.tables  # the TopologyService's: one store, one set of specs
 
 
-serve(LoadBalancerService, lambda svc: svc.tables, SPECS)
+serve(LoadBalancerService, SPECS)

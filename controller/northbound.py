@@ -98,8 +98,9 @@ NETWORK = Resource(
 
 def _create_subnet(c: Call, m: pb.Subnet) -> list[Change]:
     net = c.owned("network", m.network, "subnet.network")
-    sub = Subnet(id=c.new_id(), tenant=net.tenant, network_id=net.id, cidr=m.cidr, display_name=m.display_name,
-                 gateway_ip=m.gateway_ip, allocation_pools=tuple((a.start, a.end) for a in m.allocation_pools),
+    sub = Subnet(id=c.new_id(), tenant=net.tenant, network_id=net.id, cidr=m.cidr,
+                 display_name=m.display_name, gateway_ip=m.gateway_ip,
+                 allocation_pools=tuple((a.start, a.end) for a in m.allocation_pools),
                  enable_dhcp=m.enable_dhcp if m.HasField("enable_dhcp") else True,
                  dns_servers=tuple(m.dns_servers),
                  host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes))
@@ -226,8 +227,8 @@ ROUTER = Resource(
     delete=lambda c, old, force: ops.delete_router(c.topo, old, force, c.rev, c.now),
     mutable=frozenset(ops.ROUTER_MUTABLE), output_only=frozenset(ops.ROUTER_OUTPUT),
     values={"routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.routes),
-            "external_gateway": lambda c, m: (_gateway(c, m.external_gateway) if m.HasField("external_gateway")
-                                              else None)},
+            "external_gateway": lambda c, m: (_gateway(c, m.external_gateway)
+                                              if m.HasField("external_gateway") else None)},
     show=_router_pb)
 
 # ------------------------------------------------------------------------------------------ floating IPs
@@ -268,7 +269,8 @@ FLOATING_IP = Resource(
 def _create_chassis(c: Call, m: pb.Chassis) -> list[Change]:
     if not c.request.chassis_id:
         raise errors.invalid("chassis_id", "required: the chassis's name (usually its hostname)")
-    ch = Chassis(id=c.new_id(), datapath_id=m.datapath_id, tunnel_ip=m.tunnel_ip, ovsdb_address=m.ovsdb_address,
+    ch = Chassis(id=c.new_id(), datapath_id=m.datapath_id, tunnel_ip=m.tunnel_ip,
+                 ovsdb_address=m.ovsdb_address,
                  bridge_mappings=tuple(sorted(m.bridge_mappings.items())))
     return ops.create_chassis(c.topo, ch, c.rev, c.now)
 
@@ -316,10 +318,11 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     def planner(self, planner: Callable[[int, list[ops.Change]], pb.Plan] | None) -> None:
         self.tables.planner = planner
 
-    # ------------------------------------------------------------------------------------------ router interfaces
+    # -------------------------------------------------------------------------------------- router interfaces
 
     def _interface_write(self, request: Any, context: Any,
-                         op: Callable[[Topology, Router, str, str, int, float], list[Change]]) -> list[Change]:
+                         op: Callable[[Topology, Router, str, str, int, float], list[Change]],
+                         ) -> list[Change]:
         which = request.WhichOneof("interface")
         if which is None:
             raise errors.invalid("subnet", "required: a subnet or a port")
@@ -328,8 +331,11 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
         def fn(topo: Topology, rev: int, now: float) -> list[Change]:
             router = lookup(topo, p, "router", request.name, owned=True)
-            subnet = lookup(topo, p, "subnet", request.subnet, "subnet", owned=True).id if which == "subnet" else ""
-            port = lookup(topo, p, "port", request.port, "port", owned=True).id if which == "port" else ""
+            subnet = port = ""
+            if which == "subnet":
+                subnet = lookup(topo, p, "subnet", request.subnet, "subnet", owned=True).id
+            else:
+                port = lookup(topo, p, "port", request.port, "port", owned=True).id
             return op(topo, router, subnet, port, rev, now)
 
         return self.tables.write(fn, request, context)
@@ -342,7 +348,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         assert isinstance(port, Port)
         return _interface_pb(port, port.device_id)
 
-    def RemoveRouterInterface(self, request: pb.RemoveRouterInterfaceRequest, context: Any) -> pb.RouterInterface:
+    def RemoveRouterInterface(self, request: pb.RemoveRouterInterfaceRequest,
+                              context: Any) -> pb.RouterInterface:
         port = self._interface_write(request, context, ops.remove_router_interface)[0][2]
         assert isinstance(port, Port)
         return _interface_pb(port, port.device_id)
@@ -468,7 +475,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         return empty_pb2.Empty()
 
 
-serve(TopologyService, lambda svc: svc.tables, [*SPECS, *security_api.SPECS])
+serve(TopologyService, [*SPECS, *security_api.SPECS])
 
 
 def _event(kind: int, revision: int, rec: Record) -> pb.WatchEvent:

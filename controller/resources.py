@@ -48,7 +48,7 @@ class Scope(Enum):
 
 def visible(p: Principal, rec: Record) -> bool:
     """May `p` see `rec`? (External networks are seen by every tenant.)"""
-    if rec.KIND in INTERNAL_KINDS:  # the controller's own records (neighbours, gateway holds): not API objects
+    if rec.KIND in INTERNAL_KINDS:  # the controller's own records (neighbours, gateway holds): not API ones
         return False
     if isinstance(rec, Chassis):
         return p.admin
@@ -82,7 +82,7 @@ class Call:
         return self.tables.lookup(self.topo, self.p, kind, name, field_path, owned=False)
 
     def owned(self, kind: str, name: str, field_path: str) -> Any:
-        """The record `name` of `kind`, which the caller may change (PERMISSION_DENIED if it may only read)."""
+        """The record `name` of `kind`, which the caller may change (PERMISSION_DENIED: it only reads it)."""
         return self.tables.lookup(self.topo, self.p, kind, name, field_path, owned=True)
 
     def tenant_for(self, requested: str, field_path: str) -> str:
@@ -178,11 +178,13 @@ def page(items: list[Any], page_size: int, page_token: str, filters: dict[str, s
     chosen = ordered[:size]
     token = ""
     if len(ordered) > size:
-        token = base64.urlsafe_b64encode(json.dumps({"after": chosen[-1].id, "f": fingerprint}).encode()).decode()
+        after_last = json.dumps({"after": chosen[-1].id, "f": fingerprint})
+        token = base64.urlsafe_b64encode(after_last.encode()).decode()
     return chosen, token
 
 
-def mask(msg: Any, update_mask: Any, current: Any, output_only: frozenset[str], mutable: frozenset[str]) -> list[str]:
+def mask(msg: Any, update_mask: Any, current: Any, output_only: frozenset[str],
+         mutable: frozenset[str]) -> list[str]:
     """Explicit paths as given ("*" = every mutable field); an empty mask = every populated field,
     ignoring output-only fields and immutable fields whose value is unchanged (AIP-134)."""
     if update_mask.paths:
@@ -209,7 +211,8 @@ def _answer(changes: Sequence[Change], kind: str, ident: str | None) -> Any:
 class Tables:
     """The standard methods over the specs, and the write every method (custom ones too) goes through."""
 
-    def __init__(self, state: State, specs: Sequence[Resource], flow_budget: int = sec.DEFAULT_FLOW_BUDGET) -> None:
+    def __init__(self, state: State, specs: Sequence[Resource],
+                 flow_budget: int = sec.DEFAULT_FLOW_BUDGET) -> None:
         self.state = state
         self.specs = {s.kind: s for s in specs}
         self.request_level = request_level(specs)
@@ -266,7 +269,7 @@ class Tables:
             spec.before(self, p, request, method)
         return p
 
-    # ------------------------------------------------------------------------------------------ standard methods
+    # -------------------------------------------------------------------------------------- standard methods
 
     def create(self, spec: Resource, request: Any, context: grpc.ServicerContext) -> Message:
         p = principal()
@@ -350,22 +353,23 @@ class Tables:
         return empty_pb2.Empty()
 
 
-def serve(service: type, tables: Callable[[Any], Tables], specs: Sequence[Resource]) -> None:
-    """Give `service` (a generated servicer class) the standard methods of `specs`: CreateX, GetX,
-    ListXs, UpdateX (where the spec has one) and DeleteX, each `tables(self).<method>(spec, ...)`."""
+def serve(service: type, specs: Sequence[Resource]) -> None:
+    """Give `service` (a generated servicer class whose instances have `tables`) the standard methods of
+    `specs`: CreateX, GetX, ListXs, UpdateX (where the spec has one) and DeleteX: Tables' over the spec."""
 
-    def method(spec: Resource, name: str) -> Callable[[Any, Any, grpc.ServicerContext], Message]:
+    def method(spec: Resource,
+               standard: Callable[..., Message]) -> Callable[[Any, Any, grpc.ServicerContext], Message]:
         def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Message:
-            return getattr(tables(self), name)(spec, request, context)  # type: ignore[no-any-return]
+            return standard(self.tables, spec, request, context)
 
         return handler
 
     for spec in specs:
-        rpcs = {f"Create{spec.rpc}": "create", f"Get{spec.rpc}": "get", f"List{spec.plural}": "list",
-                f"Delete{spec.rpc}": "delete"}
+        rpcs = {f"Create{spec.rpc}": Tables.create, f"Get{spec.rpc}": Tables.get,
+                f"List{spec.plural}": Tables.list, f"Delete{spec.rpc}": Tables.delete}
         if spec.update is not None:
-            rpcs[f"Update{spec.rpc}"] = "update"
-        for rpc, name in rpcs.items():
-            handler = method(spec, name)
+            rpcs[f"Update{spec.rpc}"] = Tables.update
+        for rpc, standard in rpcs.items():
+            handler = method(spec, standard)
             handler.__name__ = handler.__qualname__ = rpc
             setattr(service, rpc, handler)

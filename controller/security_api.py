@@ -20,6 +20,8 @@ from topology import ops_security as sec
 from topology.model import Change, Topology
 from topology.records import FirewallGroup, FirewallPolicy, FirewallRule, SecurityGroup, SecurityGroupRule
 
+KeepAndFilters = tuple[Callable[[Any], bool], dict[str, str]]
+
 # ------------------------------------------------------------------------------------------ groups
 
 
@@ -73,7 +75,8 @@ def _group_before(tables: Tables, p: Principal, request: Any, method: str) -> No
 
 def _create_group(c: Call, m: pb.SecurityGroup) -> list[Change]:
     tenant = c.tenant_for(m.tenant, "security_group.tenant")
-    group = SecurityGroup(id=c.new_id(), tenant=tenant, display_name=m.display_name, description=m.description)
+    group = SecurityGroup(id=c.new_id(), tenant=tenant, display_name=m.display_name,
+                          description=m.description)
     return sec.create_security_group(c.topo, group, c.rev, c.now)
 
 
@@ -109,7 +112,7 @@ def _create_rule(c: Call, m: pb.SecurityGroupRule) -> list[Change]:
 
 
 def _rules_of_group(tables: Tables, p: Principal,
-                    request: pb.ListSecurityGroupRulesRequest) -> tuple[Callable[[Any], bool], dict[str, str]]:
+                    request: pb.ListSecurityGroupRulesRequest) -> KeepAndFilters:
     gid = ""
     if request.security_group:
         with tables.state.lock:
@@ -130,7 +133,8 @@ def _create_fw_rule(c: Call, m: pb.FirewallRule) -> list[Change]:
     rule = FirewallRule(id=c.new_id(), tenant=tenant, display_name=m.display_name, description=m.description,
                         action=m.action, protocol=m.protocol, ip_version=m.ip_version,
                         source_ip_address=m.source_ip_address.strip(),
-                        destination_ip_address=m.destination_ip_address.strip(), source_port_min=m.source_port_min,
+                        destination_ip_address=m.destination_ip_address.strip(),
+                        source_port_min=m.source_port_min,
                         source_port_max=m.source_port_max, destination_port_min=m.destination_port_min,
                         destination_port_max=m.destination_port_max,
                         enabled=m.enabled if m.HasField("enabled") else True)
@@ -155,13 +159,14 @@ def _rule_ids(names: Sequence[str], field_path: str) -> tuple[str, ...]:
 def _create_policy(c: Call, m: pb.FirewallPolicy) -> list[Change]:
     tenant = c.tenant_for(m.tenant, "firewall_policy.tenant")
     rules = _rule_ids(m.firewall_rules, "firewall_policy.firewall_rules")
-    policy = FirewallPolicy(id=c.new_id(), tenant=tenant, display_name=m.display_name, description=m.description,
-                            rules=rules)
+    policy = FirewallPolicy(id=c.new_id(), tenant=tenant, display_name=m.display_name,
+                            description=m.description, rules=rules)
     return sec.create_firewall_policy(c.topo, policy, c.rev, c.now)
 
 
 FIREWALL_POLICY = Resource(
-    kind="firewall_policy", plural="FirewallPolicies", to_pb=convert.firewall_policy_to_pb, create=_create_policy,
+    kind="firewall_policy", plural="FirewallPolicies", to_pb=convert.firewall_policy_to_pb,
+    create=_create_policy,
     update=lambda c, old, fields: sec.update_firewall_policy(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: sec.delete_firewall_policy(c.topo, old),
     mutable=frozenset(sec.FIREWALL_POLICY_MUTABLE), output_only=frozenset(sec.FIREWALL_POLICY_OUTPUT),
@@ -183,20 +188,23 @@ def _create_fw_group(c: Call, m: pb.FirewallGroup) -> list[Change]:
     ingress = _policy_ref(m.ingress_firewall_policy, "ingress_firewall_policy")
     egress = _policy_ref(m.egress_firewall_policy, "egress_firewall_policy")
     ports = _port_refs(m)
-    group = FirewallGroup(id=c.new_id(), tenant=tenant, display_name=m.display_name, description=m.description,
+    group = FirewallGroup(id=c.new_id(), tenant=tenant, display_name=m.display_name,
+                          description=m.description,
                           ingress_policy_id=ingress, egress_policy_id=egress, ports=ports,
                           admin_state_up=m.admin_state_up if m.HasField("admin_state_up") else True)
     return sec.create_firewall_group(c.topo, group, c.rev, c.now)
 
 
 FIREWALL_GROUP = Resource(
-    kind="firewall_group", plural="FirewallGroups", to_pb=convert.firewall_group_to_pb, create=_create_fw_group,
+    kind="firewall_group", plural="FirewallGroups", to_pb=convert.firewall_group_to_pb,
+    create=_create_fw_group,
     update=lambda c, old, fields: sec.update_firewall_group(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: sec.delete_firewall_group(old),
     mutable=frozenset(sec.FIREWALL_GROUP_MUTABLE), output_only=frozenset(sec.FIREWALL_GROUP_OUTPUT),
     values={"ingress_firewall_policy": lambda c, m: _policy_ref(m.ingress_firewall_policy,
                                                                "ingress_firewall_policy"),
-            "egress_firewall_policy": lambda c, m: _policy_ref(m.egress_firewall_policy, "egress_firewall_policy"),
+            "egress_firewall_policy": lambda c, m: _policy_ref(m.egress_firewall_policy,
+                                                              "egress_firewall_policy"),
             "ports": lambda c, m: _port_refs(m)})
 
 SPECS = (SECURITY_GROUP, SECURITY_GROUP_RULE, FIREWALL_RULE, FIREWALL_POLICY, FIREWALL_GROUP)

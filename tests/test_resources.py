@@ -68,8 +68,8 @@ def _update(c: Call, old: Network, fields: dict[str, Any]) -> list[Change]:
 
 TOY = Resource(kind="network", plural="Networks", to_pb=convert.network_to_pb, create=_create, update=_update,
                delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
-               mutable=frozenset({"display_name"}), output_only=frozenset({"revision", "tunnel_key", "create_time",
-                                                                          "update_time"}))
+               mutable=frozenset({"display_name"}),
+               output_only=frozenset({"revision", "tunnel_key", "create_time", "update_time"}))
 
 
 @pytest.fixture
@@ -139,7 +139,8 @@ def test_model_field_paths_are_named_from_the_request(tables: Tables) -> None:
 def test_validate_only_changes_nothing_and_plans(tables: Tables) -> None:
     before = tables.state.revision
     ctx = Ctx()
-    req = pb.CreateNetworkRequest(network=pb.Network(display_name="dry"), network_id="dry", validate_only=True)
+    req = pb.CreateNetworkRequest(network=pb.Network(display_name="dry"), network_id="dry",
+                                  validate_only=True)
     made = run(ALICE, lambda r, c: tables.create(TOY, r, c), req, ctx)
     assert made.name == "networks/dry" and made.revision == before + 1
     assert tables.state.revision == before and "dry" not in tables.state.topology.networks
@@ -177,7 +178,8 @@ def test_list_pages_by_id_and_binds_the_token_to_the_query(tables: Tables) -> No
 def test_tenant_scope(tables: Tables) -> None:
     create(tables, ALICE, "mine")
     create(tables, ADMIN, "ext", external=True)
-    code, _ = refusal(lambda: run(BOB, lambda r, c: tables.get(TOY, r, c), pb.GetNetworkRequest(name="networks/mine")))
+    code, _ = refusal(lambda: run(BOB, lambda r, c: tables.get(TOY, r, c),
+                                  pb.GetNetworkRequest(name="networks/mine")))
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = refusal(lambda: listed(tables, BOB, tenant="alice"))
     assert code == grpc.StatusCode.PERMISSION_DENIED
@@ -196,7 +198,8 @@ def test_tenant_scope(tables: Tables) -> None:
 
 def test_admin_scope(tables: Tables) -> None:
     admin_only = dataclasses.replace(TOY, scope=Scope.ADMIN)
-    code, details = refusal(lambda: run(ALICE, lambda r, c: tables.list(admin_only, r, c), pb.ListNetworksRequest()))
+    code, details = refusal(lambda: run(ALICE, lambda r, c: tables.list(admin_only, r, c),
+                                        pb.ListNetworksRequest()))
     assert code == grpc.StatusCode.PERMISSION_DENIED and details == "network is admin only"
     assert run(ADMIN, lambda r, c: tables.list(admin_only, r, c), pb.ListNetworksRequest()).networks == []
 
@@ -210,8 +213,9 @@ def test_field_mask(tables: Tables) -> None:
                                            ["display_name", "mtu"]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("mtu:")
     with calling_as(ALICE), pytest.raises(errors.ApiError) as e:
-        tables.update(TOY, pb.UpdateNetworkRequest(network=pb.Network(name="networks/n"),
-                                                   update_mask=field_mask_pb2.FieldMask(paths=["mtu"])), Ctx())
+        only_mtu = field_mask_pb2.FieldMask(paths=["mtu"])
+        request = pb.UpdateNetworkRequest(network=pb.Network(name="networks/n"), update_mask=only_mtu)
+        tables.update(TOY, request, Ctx())
     assert e.value.violations == [("network.mtu", "not a field an update may change")]
     assert update(tables, ALICE, pb.Network(name="networks/n", display_name="d"), ["*"]).display_name == "d"
     code, details = refusal(lambda: update(tables, ALICE, pb.Network(name="networks/n", display_name="d"),
@@ -236,7 +240,7 @@ def test_serve_installs_the_standard_methods() -> None:
             self.tables = tables
 
     no_update = dataclasses.replace(TOY, kind="floating_ip", plural="FloatingIps", update=None)
-    serve(Service, lambda svc: svc.tables, [TOY, no_update])
-    assert {"CreateNetwork", "GetNetwork", "ListNetworks", "UpdateNetwork", "DeleteNetwork", "CreateFloatingIp",
-            "ListFloatingIps"} <= set(vars(Service))
+    serve(Service, [TOY, no_update])
+    assert {"CreateNetwork", "GetNetwork", "ListNetworks", "UpdateNetwork", "DeleteNetwork",
+            "CreateFloatingIp", "ListFloatingIps"} <= set(vars(Service))
     assert "UpdateFloatingIp" not in vars(Service) and no_update.list_field == "floating_ips"
