@@ -201,11 +201,12 @@ def mask(msg: Any, update_mask: Any, current: Any, output_only: frozenset[str],
 
 
 def _answer(changes: Sequence[Change], kind: str, ident: str | None) -> Any:
-    """The last record of `kind` the changes leave: the one named `ident`, or (None) the last one created."""
-    for k, i, old, new in reversed(changes):
-        if k == kind and new is not None and (i == ident if ident is not None else old is None):
-            return new
-    return None
+    """The record of `kind` named `ident` (None: the last one created) as the changes leave it."""
+    if ident is None:
+        ident = next((i for k, i, old, new in reversed(changes) if k == kind and old is None and new is not None),
+                     None)
+    return next((new for k, i, _old, new in reversed(changes) if k == kind and i == ident and new is not None),
+                None)
 
 
 class Tables:
