@@ -51,7 +51,9 @@ LOAD_BALANCER = Resource(
     update=lambda c, old, fields: lbo.update_load_balancer(c.topo, old, fields, c.rev, c.now),
     # cascade (force): its listeners, pools, members and monitors go with it (ops_lb)
     delete=lambda c, old, force: lbo.delete_load_balancer(c.topo, old, force),
-    mutable=frozenset(lbo.LOAD_BALANCER_MUTABLE), output_only=frozenset(lbo.LOAD_BALANCER_OUTPUT))
+    mutable=frozenset(lbo.LOAD_BALANCER_MUTABLE),
+    immutable=frozenset({"tenant", "vip_subnet", "vip_address"}),
+    output_only=frozenset({"name", "vip_port", "operating_status", "revision", "create_time", "update_time"}))
 
 # ------------------------------------------------------------------------------------------ listeners
 
@@ -69,7 +71,9 @@ LISTENER = Resource(
     kind="listener", plural="Listeners", to_pb=convert.listener_to_pb, create=_create_listener,
     update=lambda c, old, fields: lbo.update_listener(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_listener(old),
-    mutable=frozenset(lbo.LISTENER_MUTABLE), output_only=frozenset(lbo.LISTENER_OUTPUT),
+    mutable=frozenset(lbo.LISTENER_MUTABLE),
+    immutable=frozenset({"load_balancer", "protocol", "protocol_port"}),
+    output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
     values={"default_pool": lambda c, m: _ref_id("pool", m.default_pool, "default_pool")},
     list_filter=lambda t, p, r: _under("load_balancer_id", _ref_id("load_balancer", r.load_balancer,
                                                                    "load_balancer")),
@@ -96,7 +100,8 @@ POOL = Resource(
     kind="pool", plural="Pools", to_pb=convert.pool_to_pb, create=_create_pool,
     update=lambda c, old, fields: lbo.update_pool(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_pool(c.topo, old, c.rev, c.now),
-    mutable=frozenset(lbo.POOL_MUTABLE), output_only=frozenset(lbo.POOL_OUTPUT),
+    mutable=frozenset(lbo.POOL_MUTABLE), immutable=frozenset({"load_balancer", "listener", "protocol"}),
+    output_only=frozenset({"name", "tenant", "operating_status", "revision", "create_time", "update_time"}),
     list_filter=lambda t, p, r: _under("load_balancer_id", _ref_id("load_balancer", r.load_balancer,
                                                                    "load_balancer")),
     parent="load_balancer")
@@ -133,7 +138,8 @@ MEMBER = Resource(
     kind="member", plural="Members", to_pb=convert.member_to_pb, create=_create_member,
     update=lambda c, old, fields: lbo.update_member(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_member(c.topo, old, c.rev, c.now),
-    mutable=frozenset(lbo.MEMBER_MUTABLE), output_only=frozenset(lbo.MEMBER_OUTPUT),
+    mutable=frozenset(lbo.MEMBER_MUTABLE), immutable=frozenset({"address", "protocol_port", "subnet"}),
+    output_only=frozenset({"name", "tenant", "operating_status", "revision", "create_time", "update_time"}),
     lookup=_member_lookup, list_filter=_members_of_pool, parent="pool")
 
 # ------------------------------------------------------------------------------------------ health monitors
@@ -154,7 +160,8 @@ HEALTH_MONITOR = Resource(
     create=_create_monitor,
     update=lambda c, old, fields: lbo.update_health_monitor(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_health_monitor(c.topo, old, c.rev, c.now),
-    mutable=frozenset(lbo.MONITOR_MUTABLE), output_only=frozenset(lbo.MONITOR_OUTPUT),
+    mutable=frozenset(lbo.MONITOR_MUTABLE), immutable=frozenset({"pool", "type"}),
+    output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
     list_filter=lambda t, p, r: _under("pool_id", _ref_id("pool", r.pool, "pool")), parent="pool")
 
 SPECS = (LOAD_BALANCER, LISTENER, POOL, MEMBER, HEALTH_MONITOR)

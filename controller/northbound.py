@@ -90,7 +90,9 @@ NETWORK = Resource(
     kind="network", plural="Networks", to_pb=convert.network_to_pb, create=_create_network,
     update=lambda c, old, fields: ops.update_network(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.NETWORK_MUTABLE), output_only=frozenset(ops.NETWORK_OUTPUT),
+    mutable=frozenset(ops.NETWORK_MUTABLE),
+    immutable=frozenset({"name", "tenant", "segment_type", "segment_id", "physical_network"}),
+    output_only=frozenset({"revision", "create_time", "update_time", "tunnel_key"}),
     check_paths=_external_admin_only)
 
 # ------------------------------------------------------------------------------------------ subnets
@@ -116,7 +118,8 @@ SUBNET = Resource(
     kind="subnet", plural="Subnets", to_pb=convert.subnet_to_pb, create=_create_subnet,
     update=lambda c, old, fields: ops.update_subnet(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_subnet(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.SUBNET_MUTABLE), output_only=frozenset(ops.SUBNET_OUTPUT),
+    mutable=frozenset(ops.SUBNET_MUTABLE), immutable=frozenset({"name", "tenant", "network", "cidr"}),
+    output_only=frozenset({"ip_version", "revision", "create_time", "update_time"}),
     values={"allocation_pools": lambda c, m: tuple((a.start, a.end) for a in m.allocation_pools),
             "dns_servers": lambda c, m: tuple(m.dns_servers),
             "host_routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.host_routes)},
@@ -176,7 +179,8 @@ def _port_filter(tables: Tables, p: Principal, request: pb.ListPortsRequest) -> 
 PORT = Resource(
     kind="port", plural="Ports", to_pb=convert.port_to_pb, create=_create_port, update=_update_port,
     delete=lambda c, old, force: ops.delete_port(c.topo, old, c.rev, c.now),
-    mutable=frozenset(ops.PORT_MUTABLE), output_only=frozenset(ops.PORT_OUTPUT),
+    mutable=frozenset(ops.PORT_MUTABLE), immutable=frozenset({"name", "tenant", "network", "mac_address"}),
+    output_only=frozenset({"status", "revision", "create_time", "update_time", "tunnel_key"}),
     values={"fixed_ips": lambda c, m: convert.fixed_ip_requests(list(m.fixed_ips)),
             "allowed_address_pairs": lambda c, m: tuple((a.ip_address, a.mac_address)
                                                         for a in m.allowed_address_pairs),
@@ -225,7 +229,8 @@ ROUTER = Resource(
     kind="router", plural="Routers", to_pb=convert.router_to_pb, create=_create_router,
     update=lambda c, old, fields: ops.update_router(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_router(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.ROUTER_MUTABLE), output_only=frozenset(ops.ROUTER_OUTPUT),
+    mutable=frozenset(ops.ROUTER_MUTABLE), immutable=frozenset({"name", "tenant"}),
+    output_only=frozenset({"interfaces", "revision", "create_time", "update_time", "tunnel_key"}),
     values={"routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.routes),
             "external_gateway": lambda c, m: (_gateway(c, m.external_gateway)
                                               if m.HasField("external_gateway") else None)},
@@ -259,7 +264,9 @@ FLOATING_IP = Resource(
     # (re)association: the port must be the caller's; the model checks the router path to it
     update=lambda c, old, fields: ops.update_floating_ip(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_floating_ip(c.topo, old),
-    mutable=frozenset(ops.FLOATING_IP_MUTABLE), output_only=frozenset(ops.FLOATING_IP_OUTPUT),
+    mutable=frozenset(ops.FLOATING_IP_MUTABLE),
+    immutable=frozenset({"name", "tenant", "floating_network", "floating_ip_address"}),
+    output_only=frozenset({"router", "revision", "create_time", "update_time"}),
     values={"port": lambda c, m: c.owned("port", m.port, "floating_ip.port").id if m.port else ""},
     list_filter=_fip_filter)
 
@@ -279,7 +286,8 @@ CHASSIS = Resource(
     kind="chassis", plural="Chassis", to_pb=convert.chassis_to_pb, create=_create_chassis,
     update=lambda c, old, fields: ops.update_chassis(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_chassis(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.CHASSIS_MUTABLE), output_only=frozenset(ops.CHASSIS_OUTPUT),
+    mutable=frozenset(ops.CHASSIS_MUTABLE), immutable=frozenset({"name"}),
+    output_only=frozenset({"revision", "create_time", "update_time"}),
     values={"bridge_mappings": lambda c, m: tuple(sorted(m.bridge_mappings.items()))}, scope=Scope.ADMIN)
 
 SPECS = (NETWORK, SUBNET, PORT, ROUTER, FLOATING_IP, CHASSIS)

@@ -96,7 +96,7 @@ class Call:
 
 #: Create: build the record from the message (names resolved, ids from call.new_id()) and call the model op
 CreateHook = Callable[[Call, Any], list[Change]]
-#: Update: the model op over the record and the fields the mask names (non-mutable ones map to None)
+#: Update: the model op over the record and the mask's fields (mutable ones: check_mask refuses the rest)
 UpdateHook = Callable[[Call, Any, dict[str, Any]], list[Change]]
 #: Delete: the model op over the record; the bool is the request's force (False where it has none)
 DeleteHook = Callable[[Call, Any, bool], list[Change]]
@@ -125,8 +125,9 @@ class Resource:
     create: CreateHook
     delete: DeleteHook
     update: UpdateHook | None = None  # None: no Update (security group rules)
-    mutable: frozenset[str] = frozenset()
-    output_only: frozenset[str] = frozenset()
+    mutable: frozenset[str] = frozenset()  # FieldMask paths an Update may name (the model op's fields)
+    immutable: frozenset[str] = frozenset()  # paths set at create only: refused by name in a mask
+    output_only: frozenset[str] = frozenset()  # set by the server: refused in a mask, ignored in a message
     values: Mapping[str, FieldValue] = field(default_factory=dict)
     check_paths: CheckPaths | None = None
     list_filter: ListFilter | None = None
@@ -200,13 +201,24 @@ def mask(msg: Any, update_mask: Any, current: Any, output_only: frozenset[str],
     return out
 
 
+def check_mask(spec: Resource, paths: Sequence[str]) -> None:
+    """Every path of an update is a mutable field of the resource (INVALID_ARGUMENT naming the mask)."""
+    for path in paths:
+        if path in spec.immutable:
+            raise errors.invalid("update_mask", f"{path!r} is immutable", reason="IMMUTABLE_FIELD")
+        if path in spec.output_only:
+            raise errors.invalid("update_mask", f"{path!r} is output only", reason="OUTPUT_ONLY_FIELD")
+        if path not in spec.mutable:
+            raise errors.invalid("update_mask", f"unknown field {path!r}", reason="UNKNOWN_FIELD")
+
+
 def _answer(changes: Sequence[Change], kind: str, ident: str | None) -> Any:
     """The record of `kind` named `ident` (None: the last one created) as the changes leave it."""
     if ident is None:
-        ident = next((i for k, i, old, new in reversed(changes) if k == kind and old is None and new is not None),
-                     None)
-    return next((new for k, i, _old, new in reversed(changes) if k == kind and i == ident and new is not None),
-                None)
+        ident = next((i for k, i, old, new in reversed(changes)
+                      if k == kind and old is None and new is not None), None)
+    return next((new for k, i, _old, new in reversed(changes)
+                 if k == kind and i == ident and new is not None), None)
 
 
 class Tables:
@@ -327,8 +339,8 @@ class Tables:
             paths = mask(message, request.update_mask, self.show(spec, old), spec.output_only, spec.mutable)
             if spec.check_paths is not None:
                 spec.check_paths(call, old, message, paths)
-            fields = {path: self._value(spec, call, message, path) if path in spec.mutable else None
-                      for path in paths}
+            fields = {path: self._value(spec, call, message, path) for path in paths if path in spec.mutable}
+            check_mask(spec, paths)
             return update(call, old, fields)
 
         changes = self.write(fn, request, context, prefix=spec.kind + ".")

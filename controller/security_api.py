@@ -85,7 +85,8 @@ SECURITY_GROUP = Resource(
     create=_create_group,
     update=lambda c, old, fields: sec.update_security_group(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: sec.delete_security_group(c.topo, old, force, c.p.admin, c.rev, c.now),
-    mutable=frozenset(sec.SECURITY_GROUP_MUTABLE), output_only=frozenset(sec.SECURITY_GROUP_OUTPUT),
+    mutable=frozenset(sec.SECURITY_GROUP_MUTABLE), immutable=frozenset({"name", "tenant"}),
+    output_only=frozenset({"rules", "revision", "create_time", "update_time"}),
     before=_group_before, show=_group_pb, lookup=_group_lookup)
 
 # ------------------------------------------------------------------------------------------ rules
@@ -145,7 +146,8 @@ FIREWALL_RULE = Resource(
     kind="firewall_rule", plural="FirewallRules", to_pb=convert.firewall_rule_to_pb, create=_create_fw_rule,
     update=lambda c, old, fields: sec.update_firewall_rule(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: sec.delete_firewall_rule(c.topo, old),
-    mutable=frozenset(sec.FIREWALL_RULE_MUTABLE), output_only=frozenset(sec.FIREWALL_RULE_OUTPUT),
+    mutable=frozenset(sec.FIREWALL_RULE_MUTABLE), immutable=frozenset({"name", "tenant"}),
+    output_only=frozenset({"revision", "create_time", "update_time"}),
     values={"source_ip_address": lambda c, m: m.source_ip_address.strip(),
             "destination_ip_address": lambda c, m: m.destination_ip_address.strip()})
 
@@ -169,7 +171,8 @@ FIREWALL_POLICY = Resource(
     create=_create_policy,
     update=lambda c, old, fields: sec.update_firewall_policy(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: sec.delete_firewall_policy(c.topo, old),
-    mutable=frozenset(sec.FIREWALL_POLICY_MUTABLE), output_only=frozenset(sec.FIREWALL_POLICY_OUTPUT),
+    mutable=frozenset(sec.FIREWALL_POLICY_MUTABLE), immutable=frozenset({"name", "tenant"}),
+    output_only=frozenset({"revision", "create_time", "update_time"}),
     values={"firewall_rules": lambda c, m: _rule_ids(m.firewall_rules, "firewall_policy.firewall_rules")})
 
 # ------------------------------------------------------------------------------------------ firewall groups
@@ -200,7 +203,8 @@ FIREWALL_GROUP = Resource(
     create=_create_fw_group,
     update=lambda c, old, fields: sec.update_firewall_group(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: sec.delete_firewall_group(old),
-    mutable=frozenset(sec.FIREWALL_GROUP_MUTABLE), output_only=frozenset(sec.FIREWALL_GROUP_OUTPUT),
+    mutable=frozenset(sec.FIREWALL_GROUP_MUTABLE), immutable=frozenset({"name", "tenant"}),
+    output_only=frozenset({"revision", "create_time", "update_time"}),
     values={"ingress_firewall_policy": lambda c, m: _policy_ref(m.ingress_firewall_policy,
                                                                "ingress_firewall_policy"),
             "egress_firewall_policy": lambda c, m: _policy_ref(m.egress_firewall_policy,

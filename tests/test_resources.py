@@ -59,16 +59,14 @@ def _create(c: Call, m: pb.Network) -> list[Change]:
 
 
 def _update(c: Call, old: Network, fields: dict[str, Any]) -> list[Change]:
-    for path, value in fields.items():
-        if value is None:
-            raise errors.invalid(path, "not a field an update may change")
+    assert set(fields) <= {"display_name"}  # the mask was checked
     new = dataclasses.replace(old, display_name=fields.get("display_name", old.display_name), revision=c.rev)
     return [] if new.display_name == old.display_name else [("network", old.id, old, new)]
 
 
 TOY = Resource(kind="network", plural="Networks", to_pb=convert.network_to_pb, create=_create, update=_update,
                delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
-               mutable=frozenset({"display_name"}),
+               mutable=frozenset({"display_name"}), immutable=frozenset({"name", "tenant"}),
                output_only=frozenset({"revision", "tunnel_key", "create_time", "update_time"}))
 
 
@@ -209,14 +207,23 @@ def test_field_mask(tables: Tables) -> None:
     net = pb.Network(name="networks/n", display_name="b", tenant="alice")
     # an empty mask: the populated fields; an immutable one left as it is is no change
     assert update(tables, ALICE, net).display_name == "b"
-    code, details = refusal(lambda: update(tables, ALICE, pb.Network(name="networks/n", display_name="c"),
-                                           ["display_name", "mtu"]))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("mtu:")
+    for paths, answer in ((["display_name", "mtu"], "update_mask: unknown field 'mtu'"),
+                          (["tenant"], "update_mask: 'tenant' is immutable"),
+                          (["revision", "display_name"], "update_mask: 'revision' is output only")):
+        net = pb.Network(name="networks/n", display_name="c")
+        code, details = refusal(lambda net=net, paths=paths: update(tables, ALICE, net, paths))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details == answer
     with calling_as(ALICE), pytest.raises(errors.ApiError) as e:
-        only_mtu = field_mask_pb2.FieldMask(paths=["mtu"])
-        request = pb.UpdateNetworkRequest(network=pb.Network(name="networks/n"), update_mask=only_mtu)
+        only_tenant = field_mask_pb2.FieldMask(paths=["tenant"])
+        request = pb.UpdateNetworkRequest(network=pb.Network(name="networks/n"), update_mask=only_tenant)
         tables.update(TOY, request, Ctx())
-    assert e.value.violations == [("network.mtu", "not a field an update may change")]
+    assert e.value.reason == "IMMUTABLE_FIELD"
+    assert e.value.violations == [("update_mask", "'tenant' is immutable")]  # the request's, not the resource's
+    # an empty mask: an immutable field sent as it is is no change, a changed one is refused
+    same_tenant = pb.Network(name="networks/n", tenant="alice", display_name="c")
+    assert update(tables, ALICE, same_tenant).display_name == "c"
+    code, details = refusal(lambda: update(tables, ALICE, pb.Network(name="networks/n", tenant="bob")))
+    assert details == "update_mask: 'tenant' is immutable"
     assert update(tables, ALICE, pb.Network(name="networks/n", display_name="d"), ["*"]).display_name == "d"
     code, details = refusal(lambda: update(tables, ALICE, pb.Network(name="networks/n", display_name="d"),
                                            ["display_name"]))
