@@ -6,12 +6,11 @@ A member is named under its pool: "pools/{pool}/members/{member}".
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from controller import convert
 from controller.auth import Principal
-from controller.resources import Call, Resource, Tables, serve
+from controller.resources import Call, Parent, Resource, Tables, serve
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors
@@ -19,16 +18,9 @@ from topology import ops_lb as lbo
 from topology.model import Change, Topology
 from topology.records import HealthMonitor, Listener, LoadBalancer, Member, Pool
 
-KeepAndFilters = tuple[Callable[[Any], bool], dict[str, str]]
-
 
 def _ref_id(kind: str, name: str, field_path: str) -> str:
     return convert.parse_name(kind, name, field_path) if name else ""
-
-
-def _under(field: str, parent: str) -> KeepAndFilters:
-    """List filter: only records whose `field` is `parent` (all without one); the token binds it."""
-    return (lambda r: not parent or getattr(r, field) == parent), {field: parent}
 
 
 def _up(m: Any) -> bool:
@@ -75,9 +67,7 @@ LISTENER = Resource(
     immutable=frozenset({"load_balancer", "protocol", "protocol_port"}),
     output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
     values={"default_pool": lambda c, m: _ref_id("pool", m.default_pool, "default_pool")},
-    list_filter=lambda t, p, r: _under("load_balancer_id", _ref_id("load_balancer", r.load_balancer,
-                                                                   "load_balancer")),
-    parent="load_balancer")
+    parent=Parent("load_balancer", "load_balancer", "load_balancer_id", token_key="load_balancer_id"))
 
 # ------------------------------------------------------------------------------------------ pools
 
@@ -102,9 +92,7 @@ POOL = Resource(
     delete=lambda c, old, force: lbo.delete_pool(c.topo, old, c.rev, c.now),
     mutable=frozenset(lbo.POOL_MUTABLE), immutable=frozenset({"load_balancer", "listener", "protocol"}),
     output_only=frozenset({"name", "tenant", "operating_status", "revision", "create_time", "update_time"}),
-    list_filter=lambda t, p, r: _under("load_balancer_id", _ref_id("load_balancer", r.load_balancer,
-                                                                   "load_balancer")),
-    parent="load_balancer")
+    parent=Parent("load_balancer", "load_balancer", "load_balancer_id", token_key="load_balancer_id"))
 
 # ------------------------------------------------------------------------------------------ members
 
@@ -128,19 +116,13 @@ def _create_member(c: Call, m: pb.Member) -> list[Change]:
     return lbo.create_member(c.topo, rec, c.p.admin, c.rev, c.now)
 
 
-def _members_of_pool(tables: Tables, p: Principal, request: pb.ListMembersRequest) -> KeepAndFilters:
-    with tables.state.lock:
-        pool = tables.lookup(tables.state.topology, p, "pool", request.parent, "parent")
-    return _under("pool_id", pool.id)
-
-
 MEMBER = Resource(
     kind="member", plural="Members", to_pb=convert.member_to_pb, create=_create_member,
     update=lambda c, old, fields: lbo.update_member(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_member(c.topo, old, c.rev, c.now),
     mutable=frozenset(lbo.MEMBER_MUTABLE), immutable=frozenset({"address", "protocol_port", "subnet"}),
     output_only=frozenset({"name", "tenant", "operating_status", "revision", "create_time", "update_time"}),
-    lookup=_member_lookup, list_filter=_members_of_pool, parent="pool")
+    lookup=_member_lookup, parent=Parent("pool", "parent", "pool_id", token_key="pool_id", required=True))
 
 # ------------------------------------------------------------------------------------------ health monitors
 
@@ -162,7 +144,7 @@ HEALTH_MONITOR = Resource(
     delete=lambda c, old, force: lbo.delete_health_monitor(c.topo, old, c.rev, c.now),
     mutable=frozenset(lbo.MONITOR_MUTABLE), immutable=frozenset({"pool", "type"}),
     output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
-    list_filter=lambda t, p, r: _under("pool_id", _ref_id("pool", r.pool, "pool")), parent="pool")
+    parent=Parent("pool", "pool", "pool_id", token_key="pool_id"))
 
 SPECS = (LOAD_BALANCER, LISTENER, POOL, MEMBER, HEALTH_MONITOR)
 

@@ -18,7 +18,17 @@ from google.protobuf import empty_pb2
 from controller import convert, lb_api, security_api
 from controller.auth import LastAdminToken, Principal, TokenFile
 from controller.interceptors import caller, principal
-from controller.resources import Call, Resource, Scope, Tables, admin_only, serve, visible
+from controller.resources import (
+    Call,
+    KeepAndFilters,
+    Parent,
+    Resource,
+    Scope,
+    Tables,
+    admin_only,
+    serve,
+    visible,
+)
 from controller.status import abort, storage_error
 from controller.streams import StreamLimiter, Ticket, refusal_status, revoked_error
 from controller.watch_feed import ChangeFeed, Follower, SharedChanges
@@ -47,9 +57,6 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 WATCH_BATCH_REVISIONS = 500
 WATCH_WAIT_S = 0.5  # the longest a Watch waits before it re-checks its client, its token and the server
-
-KeepAndFilters = tuple[Callable[[Any], bool], dict[str, str]]
-
 
 def _up(m: Any) -> bool:
     return m.admin_state_up if m.HasField("admin_state_up") else True
@@ -109,11 +116,6 @@ def _create_subnet(c: Call, m: pb.Subnet) -> list[Change]:
     return ops.create_subnet(c.topo, sub, m.HasField("gateway_ip"), c.rev, c.now)
 
 
-def _on_network(tables: Tables, p: Principal, request: Any) -> KeepAndFilters:
-    net = _ref("network", request.network, "network")
-    return (lambda r: not net or r.network_id == net), {"network": net}
-
-
 SUBNET = Resource(
     kind="subnet", plural="Subnets", to_pb=convert.subnet_to_pb, create=_create_subnet,
     update=lambda c, old, fields: ops.update_subnet(c.topo, old, fields, c.rev, c.now),
@@ -123,7 +125,7 @@ SUBNET = Resource(
     values={"allocation_pools": lambda c, m: tuple((a.start, a.end) for a in m.allocation_pools),
             "dns_servers": lambda c, m: tuple(m.dns_servers),
             "host_routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.host_routes)},
-    list_filter=_on_network, parent="network")
+    parent=Parent("network", "network", "network_id"))
 
 # ------------------------------------------------------------------------------------------ ports
 
@@ -186,7 +188,7 @@ PORT = Resource(
                                                         for a in m.allowed_address_pairs),
             "security_groups": lambda c, m: tuple(convert.group_ids(list(m.security_groups))),
             "binding_chassis": lambda c, m: convert.chassis_ref(m.binding_chassis)},
-    check_paths=_binding_admin_only, list_filter=_port_filter, parent="network")
+    check_paths=_binding_admin_only, list_filter=_port_filter)
 
 # ------------------------------------------------------------------------------------------ routers
 

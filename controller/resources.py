@@ -61,6 +61,18 @@ def admin_only(p: Principal, field_path: str, what: str) -> None:
 
 
 @dataclass(frozen=True)
+class Parent:
+    """The kind a resource lives under, and how a List request names it: only children of that parent are
+    listed (all of them without one, unless `required`). The page token binds the parent's id."""
+
+    kind: str  # "network"
+    request_field: str  # the List request's field naming it: "network" ("parent" for members)
+    record_field: str  # the child record's field holding its id: "network_id"
+    token_key: str = ""  # its key in the page token's filters (default: request_field)
+    required: bool = False  # the parent must be given and visible to the caller (NOT_FOUND otherwise)
+
+
+@dataclass(frozen=True)
 class Call:
     """One standard method call inside its write: what a hook needs (caller, request, model, revision)."""
 
@@ -104,8 +116,10 @@ DeleteHook = Callable[[Call, Any, bool], list[Change]]
 FieldValue = Callable[[Call, Any], Any]
 #: Update: refuse some paths for this caller before anything is converted (admin-only fields)
 CheckPaths = Callable[[Call, Any, Any, list[str]], None]
-#: List: (keep(record), filters as the page token binds them) from the request's filter fields
-ListFilter = Callable[["Tables", Principal, Any], tuple[Callable[[Any], bool], dict[str, str]]]
+#: a List's filter: keep(record), and the filters as the page token binds them
+KeepAndFilters = tuple[Callable[[Any], bool], dict[str, str]]
+#: List: the filter from the request's filter fields
+ListFilter = Callable[["Tables", Principal, Any], KeepAndFilters]
 #: before each standard method ("create", "get", "list", "update", "delete"), outside the write
 Before = Callable[["Tables", Principal, Any, str], None]
 #: the API message of a record, as `changes` (of a write, possibly a dry run) leave the model around it
@@ -130,12 +144,12 @@ class Resource:
     output_only: frozenset[str] = frozenset()  # set by the server: refused in a mask, ignored in a message
     values: Mapping[str, FieldValue] = field(default_factory=dict)
     check_paths: CheckPaths | None = None
-    list_filter: ListFilter | None = None
+    parent: Parent | None = None
+    list_filter: ListFilter | None = None  # filters beyond the parent's (ports: device, chassis)
     scope: Scope = Scope.TENANT
     before: Before | None = None
     show: Show | None = None  # default: to_pb(record)
     lookup: Lookup | None = None
-    parent: str = ""  # the kind a record is named under ("pool" for members); documentation and routing
 
     @property
     def rpc(self) -> str:
@@ -308,7 +322,12 @@ class Tables:
 
     def list(self, spec: Resource, request: Any, context: grpc.ServicerContext) -> Message:
         p = self._start(spec, request, "list")
-        keep, filters = spec.list_filter(self, p, request) if spec.list_filter is not None else (None, {})
+        if spec.list_filter is not None:
+            keep, filters = spec.list_filter(self, p, request)
+        elif spec.parent is not None:
+            keep, filters = self._children_of(spec.parent, p, request)
+        else:
+            keep, filters = None, {}
         tenant = ""
         if spec.scope is Scope.ADMIN:
             admin_only(p, "", spec.kind)
@@ -324,6 +343,18 @@ class Tables:
         response: Message = getattr(pb, f"List{spec.plural}Response")(next_page_token=token)
         getattr(response, spec.list_field).extend([self.show(spec, r) for r in chosen])
         return response
+
+    def _children_of(self, parent: Parent, p: Principal, request: Any) -> KeepAndFilters:
+        name = getattr(request, parent.request_field)
+        ident = ""
+        if parent.required:
+            with self.state.lock:
+                ident = self.lookup(self.state.topology, p, parent.kind, name, parent.request_field).id
+        elif name:
+            ident = convert.parse_name(parent.kind, name, parent.request_field)
+        field_name = parent.record_field
+        return ((lambda r: not ident or getattr(r, field_name) == ident),
+                {parent.token_key or parent.request_field: ident})
 
     def update(self, spec: Resource, request: Any, context: grpc.ServicerContext) -> Message:
         assert spec.update is not None

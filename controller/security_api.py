@@ -8,19 +8,17 @@ tenant that has no default group yet makes it first (Neutron does the same on a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from controller import convert
 from controller.auth import Principal
-from controller.resources import Call, Resource, Tables
+from controller.resources import Call, KeepAndFilters, Resource, Tables
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors
 from topology import ops_security as sec
 from topology.model import Change, Topology
 from topology.records import FirewallGroup, FirewallPolicy, FirewallRule, SecurityGroup, SecurityGroupRule
-
-KeepAndFilters = tuple[Callable[[Any], bool], dict[str, str]]
 
 # ------------------------------------------------------------------------------------------ groups
 
@@ -124,7 +122,7 @@ def _rules_of_group(tables: Tables, p: Principal,
 SECURITY_GROUP_RULE = Resource(
     kind="security_group_rule", plural="SecurityGroupRules", to_pb=convert.security_group_rule_to_pb,
     create=_create_rule, delete=lambda c, old, force: sec.delete_security_group_rule(old),
-    before=_rule_before, list_filter=_rules_of_group, parent="security_group")
+    before=_rule_before, list_filter=_rules_of_group)  # its parent may be "default": a filter of its own
 
 # ------------------------------------------------------------------------------------------ firewall rules
 

@@ -16,11 +16,11 @@ from google.protobuf import field_mask_pb2
 from controller import convert
 from controller.auth import Principal
 from controller.interceptors import CALLER, Caller, guard, principal
-from controller.resources import Call, Resource, Scope, Tables, mask, serve
+from controller.resources import Call, Parent, Resource, Scope, Tables, mask, serve
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors, ops
 from topology.model import Change
-from topology.records import Network
+from topology.records import Network, Subnet
 from topology.state import State
 
 ADMIN = Principal("admin", True)
@@ -251,3 +251,41 @@ def test_serve_installs_the_standard_methods() -> None:
     assert {"CreateNetwork", "GetNetwork", "ListNetworks", "UpdateNetwork", "DeleteNetwork",
             "CreateFloatingIp", "ListFloatingIps"} <= set(vars(Service))
     assert "UpdateFloatingIp" not in vars(Service) and no_update.list_field == "floating_ips"
+
+
+def _toy_subnet(c: Call, m: pb.Subnet) -> list[Change]:
+    net = c.owned("network", m.network, "subnet.network")
+    sub = Subnet(id=c.new_id(), tenant=net.tenant, network_id=net.id, cidr=m.cidr)
+    return ops.create_subnet(c.topo, sub, False, c.rev, c.now)
+
+
+def test_a_parent_filters_lists(tables: Tables) -> None:
+    optional = Resource(kind="subnet", plural="Subnets", to_pb=convert.subnet_to_pb, create=_toy_subnet,
+                        delete=lambda c, old, force: [], parent=Parent("network", "network", "network_id"))
+    required = dataclasses.replace(optional, parent=Parent("network", "network", "network_id", required=True))
+    for net in ("a", "b"):
+        create(tables, ALICE, net)
+        for i in range(2):
+            request = pb.CreateSubnetRequest(subnet=pb.Subnet(network=f"networks/{net}", cidr=f"10.{i}.0.0/24"),
+                                             subnet_id=f"{net}{i}")
+            run(ALICE, lambda r, c: tables.create(optional, r, c), request)
+    create(tables, BOB, "hidden")
+
+    def names(spec: Resource, network: str) -> list[str]:
+        page = run(ALICE, lambda r, c: tables.list(spec, r, c), pb.ListSubnetsRequest(network=network))
+        return [s.name for s in page.subnets]
+
+    assert names(optional, "networks/b") == ["subnets/b0", "subnets/b1"]
+    assert names(optional, "") == ["subnets/a0", "subnets/a1", "subnets/b0", "subnets/b1"]
+    assert names(optional, "networks/hidden") == []  # without `required`, only a filter
+    assert names(required, "networks/a") == ["subnets/a0", "subnets/a1"]
+    code, details = refusal(lambda: names(required, "networks/hidden"))
+    assert code == grpc.StatusCode.NOT_FOUND and "'hidden'" in details
+    code, details = refusal(lambda: names(required, ""))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("network: required")
+    first = run(ALICE, lambda r, c: tables.list(optional, r, c), pb.ListSubnetsRequest(network="networks/a",
+                                                                                       page_size=1))
+    code, details = refusal(lambda: run(ALICE, lambda r, c: tables.list(optional, r, c),
+                                        pb.ListSubnetsRequest(network="networks/b", page_size=1,
+                                                              page_token=first.next_page_token)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "different query" in details
