@@ -218,7 +218,7 @@ def test_field_mask(tables: Tables) -> None:
         request = pb.UpdateNetworkRequest(network=pb.Network(name="networks/n"), update_mask=only_tenant)
         tables.update(TOY, request, Ctx())
     assert e.value.reason == "IMMUTABLE_FIELD"
-    assert e.value.violations == [("update_mask", "'tenant' is immutable")]  # the request's, not the resource's
+    assert e.value.violations == [("update_mask", "'tenant' is immutable")]  # the request's field
     # an empty mask: an immutable field sent as it is is no change, a changed one is refused
     same_tenant = pb.Network(name="networks/n", tenant="alice", display_name="c")
     assert update(tables, ALICE, same_tenant).display_name == "c"
@@ -266,8 +266,8 @@ def test_a_parent_filters_lists(tables: Tables) -> None:
     for net in ("a", "b"):
         create(tables, ALICE, net)
         for i in range(2):
-            request = pb.CreateSubnetRequest(subnet=pb.Subnet(network=f"networks/{net}", cidr=f"10.{i}.0.0/24"),
-                                             subnet_id=f"{net}{i}")
+            subnet = pb.Subnet(network=f"networks/{net}", cidr=f"10.{i}.0.0/24")
+            request = pb.CreateSubnetRequest(subnet=subnet, subnet_id=f"{net}{i}")
             run(ALICE, lambda r, c: tables.create(optional, r, c), request)
     create(tables, BOB, "hidden")
 
