@@ -131,7 +131,8 @@ Lookup = Callable[["Tables", Topology, Principal, str, str, bool], Any]
 @dataclass(frozen=True)
 class Resource:
     """A resource kind as data. `kind` is the model's table and the request's field ("floating_ip": the
-    request has `floating_ip` and `floating_ip_id`); `plural` names the List RPC and its response."""
+    request has `floating_ip` and `floating_ip_id`); `plural` names the List RPC and its response. Names are
+    "{convert.COLLECTION[kind]}/{id}" unless `lookup` reads them otherwise ("pools/{pool}/members/{id}")."""
 
     kind: str
     plural: str  # "FloatingIps": ListFloatingIps, ListFloatingIpsResponse.floating_ips
@@ -145,7 +146,7 @@ class Resource:
     values: Mapping[str, FieldValue] = field(default_factory=dict)
     check_paths: CheckPaths | None = None
     parent: Parent | None = None
-    list_filter: ListFilter | None = None  # filters beyond the parent's (ports: device, chassis)
+    list_filter: ListFilter | None = None  # instead of the parent's (ports: network, device, chassis)
     scope: Scope = Scope.TENANT
     before: Before | None = None
     show: Show | None = None  # default: to_pb(record)
