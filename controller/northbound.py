@@ -22,6 +22,7 @@ from controller.resources import (
     Call,
     KeepAndFilters,
     Parent,
+    Planner,
     Resource,
     Scope,
     Tables,
@@ -320,12 +321,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         self.tables.flow_budget = budget
 
     @property
-    def planner(self) -> Callable[[int, list[ops.Change]], pb.Plan] | None:
+    def planner(self) -> Planner | None:
         """Builds the Plan of a validate_only write (set when a dataplane runs; else plans are empty)."""
         return self.tables.planner
 
     @planner.setter
-    def planner(self, planner: Callable[[int, list[ops.Change]], pb.Plan] | None) -> None:
+    def planner(self, planner: Planner | None) -> None:
         self.tables.planner = planner
 
     # -------------------------------------------------------------------------------------- router interfaces
