@@ -17,6 +17,7 @@ from flows.flow import Flow, Group
 from flows.format import format_flow, format_group, format_match
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
+from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors
 
 DEFAULT_WAIT_S = 10.0
@@ -181,11 +182,9 @@ FORWARDING_STAGES = {"classify", "l2_lookup", "egress_dispatch", "output"}
 PLAN_SAMPLE = 20
 
 
-def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> Any:
+def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> pb.Plan:
     """The Plan of a validate_only write: per chassis the flows it would add and delete (called by
     State.dry_run with the model as it would be)."""
-    from proto.sdn.v1 import topology_pb2 as pb
-
     topo = dataplane.state.topology
     deltas = dataplane.compiler.plan(topo, changes)
     registry = ids.registry_for([*ids.model_owners(topo), *(c[1] for c in changes)])
