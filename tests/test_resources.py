@@ -15,7 +15,8 @@ from google.protobuf import field_mask_pb2
 
 from controller import convert
 from controller.auth import Principal
-from controller.interceptors import CALLER, Caller, guard, principal
+from controller.context import REQUEST
+from controller.interceptors import CALLER, AuthInterceptor, Caller, guard, principal
 from controller.resources import Call, Parent, Resource, Scope, Tables, mask, serve
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors, ops
@@ -289,3 +290,49 @@ def test_a_parent_filters_lists(tables: Tables) -> None:
                                         pb.ListSubnetsRequest(network="networks/b", page_size=1,
                                                               page_token=first.next_page_token)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "different query" in details
+
+
+class Tokens:
+    def lookup(self, token: str) -> Principal | None:
+        return {"a": ALICE}.get(token)
+
+
+class Details:
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+
+class TokenCtx(Ctx):
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}"), ("x-request-id", "req-1")]
+
+
+def test_the_auth_interceptor_sets_the_caller_for_the_services_it_guards() -> None:
+    seen: list[tuple[Principal, str]] = []
+
+    def unary(request: Any, context: Any) -> str:
+        seen.append((principal(), REQUEST.get()))
+        return "ok"
+
+    def stream(request: Any, context: Any) -> Iterator[Principal]:
+        yield principal()
+        yield principal()
+
+    auth = AuthInterceptor(Tokens(), frozenset({"sdn.v1.TopologyService"}))  # type: ignore[arg-type]
+    guarded = auth.intercept_service(lambda d: grpc.unary_unary_rpc_method_handler(unary),
+                                     Details("/sdn.v1.TopologyService/GetServerInfo"))
+    assert guarded.unary_unary(None, TokenCtx("a")) == "ok"
+    assert seen == [(ALICE, "GetServerInfo req-1")] and CALLER.get() is None and REQUEST.get() == ""
+    code, details = refusal(lambda: guarded.unary_unary(None, TokenCtx("b")))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and details == "unknown or revoked token"
+    watch = auth.intercept_service(lambda d: grpc.unary_stream_rpc_method_handler(stream),
+                                   Details("/sdn.v1.TopologyService/Watch"))
+    assert list(watch.unary_stream(None, TokenCtx("a"))) == [ALICE, ALICE] and CALLER.get() is None
+    code, _ = refusal(lambda: list(watch.unary_stream(None, TokenCtx("b"))))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    handler = grpc.unary_unary_rpc_method_handler(unary)  # another service (health): not authenticated here
+    assert auth.intercept_service(lambda d: handler, Details("/grpc.health.v1.Health/Check")) is handler
