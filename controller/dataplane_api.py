@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 
 from apps import ids, owners
 from controller import convert
-from controller.auth import Principal
 from controller.dataplane import Dataplane
-from controller.northbound import TopologyService, _admin_only, _unary
+from controller.interceptors import principal
+from controller.northbound import TopologyService
+from controller.resources import admin_only
 from controller.streams import refusal_status
 from flows import pipeline
 from flows.cookie import owner_hash
@@ -18,6 +18,7 @@ from flows.flow import Flow, Group
 from flows.format import format_flow, format_group, format_match
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
+from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors
 
 DEFAULT_WAIT_S = 10.0
@@ -29,11 +30,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         self.topology = topology  # shares authentication and the state
         self.dataplane = dataplane
 
-    def authenticate(self, context: grpc.ServicerContext) -> Principal:
-        return self.topology.authenticate(context)
-
-    @_unary
-    def WaitRealized(self, request: dpb.WaitRealizedRequest, context: Any, p: Principal) -> dpb.WaitRealizedResponse:
+    def WaitRealized(self, request: dpb.WaitRealizedRequest, context: Any) -> dpb.WaitRealizedResponse:
+        p = principal()
         revision = request.revision or self.topology.state.revision
         if revision < 0:
             raise errors.invalid("revision", "must not be negative")
@@ -62,9 +60,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                                    needed_revision=r["needed_revision"], realized=r["realized"])
             for r in report if p.admin])
 
-    @_unary
-    def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any, p: Principal) -> dpb.DumpFlowsResponse:
-        _admin_only(p, "", "dumping flows")
+    def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any) -> dpb.DumpFlowsResponse:
+        admin_only(principal(), "", "dumping flows")
         chassis_id = convert.parse_name("chassis", request.chassis, "chassis")
         if request.stage and request.stage not in {s.name for s in pipeline.STAGES}:
             raise errors.invalid("stage", f"unknown stage; stages: {', '.join(s.name for s in pipeline.STAGES)}")
@@ -116,9 +113,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             groups=[format_group(g).strip() for g in groups], total=len(picked),
             next_page_token=str(offset + size) if offset + size < len(picked) else "")
 
-    @_unary
-    def Verify(self, request: dpb.VerifyRequest, context: Any, p: Principal) -> dpb.VerifyResponse:
-        _admin_only(p, "", "verifying switches")
+    def Verify(self, request: dpb.VerifyRequest, context: Any) -> dpb.VerifyResponse:
+        admin_only(principal(), "", "verifying switches")
         drift = getattr(self.dataplane, "drift", None)
         if drift is None:
             raise errors.failed_precondition("NO_DATAPLANE", "this controller runs no dataplane")
@@ -153,10 +149,9 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                 line += f" rev={why[0]} by {why[1]}"
         return line
 
-    @_unary
-    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest, context: Any,
-                          p: Principal) -> dpb.ListChassisStatusResponse:
-        _admin_only(p, "", "chassis status")
+    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest,
+                          context: Any) -> dpb.ListChassisStatusResponse:
+        admin_only(principal(), "", "chassis status")
         out = []
         with self.topology.state.lock:
             for plane in sorted(self.dataplane.planes.values(), key=lambda x: x.chassis_id):
@@ -188,11 +183,9 @@ FORWARDING_STAGES = {"classify", "l2_lookup", "egress_dispatch", "output"}
 PLAN_SAMPLE = 20
 
 
-def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> Any:
+def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> pb.Plan:
     """The Plan of a validate_only write: per chassis the flows it would add and delete (called by
     State.dry_run with the model as it would be)."""
-    from proto.sdn.v1 import topology_pb2 as pb
-
     topo = dataplane.state.topology
     deltas = dataplane.compiler.plan(topo, changes)
     registry = ids.registry_for([*owners.model_owners(topo), *(c[1] for c in changes)])

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from controller import convert, explain, trace
-from controller.auth import Principal
 from controller.dataplane import Dataplane
-from controller.northbound import TopologyService, _admin_only, _unary
+from controller.interceptors import principal
+from controller.northbound import TopologyService
+from controller.resources import admin_only
 from proto.sdn.v1 import debug_pb2 as dbg
 from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
 from topology import errors
@@ -39,9 +38,6 @@ class DebugService(dbg_grpc.DebugServiceServicer):
         self.topology = topology  # shares authentication and the state
         self.dataplane = dataplane
 
-    def authenticate(self, context: grpc.ServicerContext) -> Principal:
-        return self.topology.authenticate(context)
-
     def _args(self, request: dbg.TraceRequest) -> dict[str, Any]:
         port = convert.parse_name("port", request.port, "port") if request.port else None
         chassis = convert.parse_name("chassis", request.chassis, "chassis") if request.chassis else None
@@ -52,15 +48,13 @@ class DebugService(dbg_grpc.DebugServiceServicer):
         return {"port_id": port, "chassis_id": chassis, "in_port": request.in_port or None,
                 "headers": dict(request.headers), "dst_port": dst}
 
-    @_unary
-    def Trace(self, request: dbg.TraceRequest, context: Any, p: Principal) -> dbg.TraceResponse:
-        _admin_only(p, "", "tracing")
+    def Trace(self, request: dbg.TraceRequest, context: Any) -> dbg.TraceResponse:
+        admin_only(principal(), "", "tracing")
         source = "installed" if request.source == dbg.TraceRequest.INSTALLED else "desired"
         return trace_to_pb(trace.trace(self.dataplane, source=source, **self._args(request)))
 
-    @_unary
-    def DiffTrace(self, request: dbg.TraceRequest, context: Any, p: Principal) -> dbg.DiffTraceResponse:
-        _admin_only(p, "", "tracing")
+    def DiffTrace(self, request: dbg.TraceRequest, context: Any) -> dbg.DiffTraceResponse:
+        admin_only(principal(), "", "tracing")
         d = trace.diff_trace(self.dataplane, **self._args(request))
         return dbg.DiffTraceResponse(
             desired=trace_to_pb(d.desired), installed=trace_to_pb(d.installed), text=d.format(),
@@ -71,8 +65,8 @@ class DebugService(dbg_grpc.DebugServiceServicer):
             switch_traces=[dbg.SwitchTrace(chassis=s.chassis, flow=s.flow, output=s.output, error=s.error)
                            for s in d.switch])
 
-    @_unary
-    def Explain(self, request: dbg.ExplainRequest, context: Any, p: Principal) -> dbg.ExplainResponse:
+    def Explain(self, request: dbg.ExplainRequest, context: Any) -> dbg.ExplainResponse:
+        p = principal()
         src = convert.parse_name("port", request.source_port, "source_port")
         if not request.destination:
             raise errors.invalid("destination", "required: a port (ports/ID) or an IP address")

@@ -22,6 +22,7 @@ from controller.auth import TokenFile
 from controller.dataplane import Dataplane
 from controller.dataplane_api import DataplaneService, plan_pb
 from controller.debug_api import DebugService
+from controller.interceptors import AuthInterceptor
 from controller.lb_api import LoadBalancerService
 from controller.northbound import TopologyService
 from controller.streams import (
@@ -62,8 +63,10 @@ class ApiServer:
         # `workers` threads for unary calls, `max_streams` more for the streams the limiter lets in
         pool = futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="grpc")
         admission = StreamAdmission(self.streams, frozenset({WATCH_METHOD}))
+        authn = AuthInterceptor(tokens, frozenset({SERVICE_NAME, LB_SERVICE_NAME, DATAPLANE_SERVICE_NAME,
+                                                   DEBUG_SERVICE_NAME}))
         self.server = grpc.server(pool, options=[("grpc.so_reuseport", 0)],
-                                  interceptors=[*interceptors, admission])
+                                  interceptors=[*interceptors, admission, authn])
         self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set,
                                         flow_budget=flow_budget, streams=self.streams)
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)

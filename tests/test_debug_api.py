@@ -11,6 +11,7 @@ from google.rpc import code_pb2
 
 from controller.auth import Principal
 from controller.debug_api import DebugService
+from controller.interceptors import Caller, guard
 from proto.sdn.v1 import debug_pb2 as dbg
 from tests.test_apps_l2 import BCAST, two_tenants
 from tests.test_trace import FakeDataplane
@@ -36,13 +37,15 @@ class Ctx:
         raise Aborted(status)
 
 
-def service(principal: Principal) -> DebugService:
+def service(principal: Principal) -> Any:
+    """The service's methods as the server runs them: authenticated as `principal`, errors as statuses."""
     w, _ = two_tenants()
-    auth = SimpleNamespace(authenticate=lambda _ctx: principal)
-    return DebugService(auth, FakeDataplane(w))  # type: ignore[arg-type]
+    svc = DebugService(SimpleNamespace(), FakeDataplane(w))  # type: ignore[arg-type]
+    return SimpleNamespace(**{m: guard(m, lambda _ctx: Caller(principal, ""), getattr(svc, m))
+                              for m in ("Trace", "DiffTrace", "Explain")})
 
 
-def call(svc: DebugService, method: str, request: Any) -> Any:
+def call(svc: Any, method: str, request: Any) -> Any:
     return getattr(svc, method)(request, Ctx())
 
 

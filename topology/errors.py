@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ApiError(Exception):
-    """A refused request: canonical code name, machine-readable reason, human message, field violations."""
+    """A refused request: canonical code name, machine-readable reason, human message, field violations.
+    The model names fields relative to the resource ("cidr"); the API layer names them from the request
+    (controller/resources.py `prefixed`)."""
 
     code: str
     reason: str
@@ -17,11 +19,6 @@ class ApiError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code} {self.reason}: {self.message}"
-
-    def prefixed(self, prefix: str) -> ApiError:
-        """The same error with every field path put under `prefix` (e.g. "port.")."""
-        self.violations = [(prefix + f if f else prefix.rstrip("."), d) for f, d in self.violations]
-        return self
 
 
 def invalid(field_path: str, description: str, reason: str = "INVALID_FIELD") -> ApiError:

@@ -23,7 +23,7 @@ import netaddr
 
 from topology import errors
 from topology.model import Change, Topology
-from topology.ops import _check_mask, _check_name, _ip, _new_owned_port, _stamp
+from topology.ops import _check_fields, _check_name, _ip, _new_owned_port, _stamp
 from topology.records import (
     DEGRADED,
     ERROR,
@@ -54,21 +54,11 @@ VIP_PATHS = {"fixed_ips[0].ip_address": "vip_address", "fixed_ips[0].subnet": "v
              "fixed_ips[0]": "vip_address"}
 
 LOAD_BALANCER_MUTABLE = {"display_name", "description", "admin_state_up"}
-LOAD_BALANCER_IMMUTABLE = {"tenant", "vip_subnet", "vip_address"}
-LOAD_BALANCER_OUTPUT = {"name", "vip_port", "operating_status", "revision", "create_time", "update_time"}
 LISTENER_MUTABLE = {"display_name", "default_pool", "admin_state_up"}
-LISTENER_IMMUTABLE = {"load_balancer", "protocol", "protocol_port"}
-LISTENER_OUTPUT = {"name", "tenant", "revision", "create_time", "update_time"}
 POOL_MUTABLE = {"display_name", "lb_algorithm", "admin_state_up"}
-POOL_IMMUTABLE = {"load_balancer", "listener", "protocol"}
-POOL_OUTPUT = {"name", "tenant", "operating_status", "revision", "create_time", "update_time"}
 MEMBER_MUTABLE = {"display_name", "weight", "admin_state_up"}
-MEMBER_IMMUTABLE = {"address", "protocol_port", "subnet"}
-MEMBER_OUTPUT = {"name", "tenant", "operating_status", "revision", "create_time", "update_time"}
 MONITOR_MUTABLE = {"display_name", "delay", "timeout", "max_retries", "http_method", "url_path", "expected_codes",
                    "admin_state_up"}
-MONITOR_IMMUTABLE = {"pool", "type"}
-MONITOR_OUTPUT = {"name", "tenant", "revision", "create_time", "update_time"}
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -258,7 +248,7 @@ def create_load_balancer(topo: Topology, lb: LoadBalancer, admin: bool, rev: int
 
 def update_load_balancer(topo: Topology, old: LoadBalancer, fields: dict[str, Any], rev: int,
                          now: float) -> list[Change]:
-    _check_mask(list(fields), LOAD_BALANCER_MUTABLE, LOAD_BALANCER_IMMUTABLE, LOAD_BALANCER_OUTPUT)
+    _check_fields(fields, LOAD_BALANCER_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "description" in fields:
@@ -325,7 +315,7 @@ def create_listener(topo: Topology, listener: Listener, rev: int, now: float) ->
 
 
 def update_listener(topo: Topology, old: Listener, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
-    _check_mask(list(fields), LISTENER_MUTABLE, LISTENER_IMMUTABLE, LISTENER_OUTPUT)
+    _check_fields(fields, LISTENER_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "default_pool" in fields:
@@ -373,7 +363,7 @@ def create_pool(topo: Topology, pool: Pool, listener: Listener | None, rev: int,
 
 
 def update_pool(topo: Topology, old: Pool, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
-    _check_mask(list(fields), POOL_MUTABLE, POOL_IMMUTABLE, POOL_OUTPUT)
+    _check_fields(fields, POOL_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "lb_algorithm" in fields:
@@ -444,7 +434,7 @@ def create_member(topo: Topology, member: Member, admin: bool, rev: int, now: fl
 
 
 def update_member(topo: Topology, old: Member, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
-    _check_mask(list(fields), MEMBER_MUTABLE, MEMBER_IMMUTABLE, MEMBER_OUTPUT)
+    _check_fields(fields, MEMBER_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "weight" in fields:
@@ -512,7 +502,7 @@ def create_health_monitor(topo: Topology, mon: HealthMonitor, given: set[str], r
 
 def update_health_monitor(topo: Topology, old: HealthMonitor, fields: dict[str, Any], rev: int,
                           now: float) -> list[Change]:
-    _check_mask(list(fields), MONITOR_MUTABLE, MONITOR_IMMUTABLE, MONITOR_OUTPUT)
+    _check_fields(fields, MONITOR_MUTABLE)
     new = _check_monitor(dataclasses.replace(old, **fields), set(fields))
     return settle(topo, [("health_monitor", old.id, old, _stamp(new, rev, now, False))],
                   [topo.pools[old.pool_id].load_balancer_id], rev, now)

@@ -16,7 +16,7 @@ import netaddr
 
 from topology import errors
 from topology.model import Change, Topology
-from topology.ops import _check_mask, _check_name, _stamp, check_id
+from topology.ops import _check_fields, _check_name, _stamp, check_id
 from topology.records import (
     DEFAULT_GROUP_NAME,
     DIRECTIONS,
@@ -202,13 +202,11 @@ def create_security_group(topo: Topology, group: SecurityGroup, rev: int, now: f
 
 
 SECURITY_GROUP_MUTABLE = {"display_name", "description"}
-SECURITY_GROUP_IMMUTABLE = {"name", "tenant"}
-SECURITY_GROUP_OUTPUT = {"rules", "revision", "create_time", "update_time"}
 
 
 def update_security_group(topo: Topology, old: SecurityGroup, fields: dict[str, Any], rev: int,
                           now: float) -> list[Change]:
-    _check_mask(list(fields), SECURITY_GROUP_MUTABLE, SECURITY_GROUP_IMMUTABLE, SECURITY_GROUP_OUTPUT)
+    _check_fields(fields, SECURITY_GROUP_MUTABLE)
     is_default = topo.default_groups.get(old.tenant) == old.id
     if "display_name" in fields:
         _check_group_name(fields["display_name"], is_default)
@@ -344,14 +342,12 @@ def create_firewall_rule(topo: Topology, rule: FirewallRule, rev: int, now: floa
 FIREWALL_RULE_MUTABLE = {"display_name", "description", "action", "protocol", "ip_version", "source_ip_address",
                          "destination_ip_address", "source_port_min", "source_port_max", "destination_port_min",
                          "destination_port_max", "enabled"}
-FIREWALL_RULE_IMMUTABLE = {"name", "tenant"}
-FIREWALL_RULE_OUTPUT = {"revision", "create_time", "update_time"}
 
 
 def update_firewall_rule(topo: Topology, old: FirewallRule, fields: dict[str, Any], rev: int,
                          now: float) -> list[Change]:
     """The rule as changed is checked whole (a new protocol may no longer allow its ports)."""
-    _check_mask(list(fields), FIREWALL_RULE_MUTABLE, FIREWALL_RULE_IMMUTABLE, FIREWALL_RULE_OUTPUT)
+    _check_fields(fields, FIREWALL_RULE_MUTABLE)
     new = _check_firewall_rule(dataclasses.replace(old, **fields))
     return [("firewall_rule", old.id, old, _stamp(new, rev, now, False))]
 
@@ -404,14 +400,12 @@ def create_firewall_policy(topo: Topology, policy: FirewallPolicy, rev: int, now
 
 
 FIREWALL_POLICY_MUTABLE = {"display_name", "description", "firewall_rules"}
-FIREWALL_POLICY_IMMUTABLE = {"name", "tenant"}
-FIREWALL_POLICY_OUTPUT = {"revision", "create_time", "update_time"}
 
 
 def update_firewall_policy(topo: Topology, old: FirewallPolicy, fields: dict[str, Any], rev: int,
                            now: float) -> list[Change]:
     """`fields["firewall_rules"]`: the whole ordered list of rule ids."""
-    _check_mask(list(fields), FIREWALL_POLICY_MUTABLE, FIREWALL_POLICY_IMMUTABLE, FIREWALL_POLICY_OUTPUT)
+    _check_fields(fields, FIREWALL_POLICY_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "description" in fields:
@@ -474,15 +468,13 @@ def create_firewall_group(topo: Topology, group: FirewallGroup, rev: int, now: f
 
 FIREWALL_GROUP_MUTABLE = {"display_name", "description", "ingress_firewall_policy", "egress_firewall_policy",
                           "ports", "admin_state_up"}
-FIREWALL_GROUP_IMMUTABLE = {"name", "tenant"}
-FIREWALL_GROUP_OUTPUT = {"revision", "create_time", "update_time"}
 _GROUP_FIELDS = {"ingress_firewall_policy": "ingress_policy_id", "egress_firewall_policy": "egress_policy_id"}
 
 
 def update_firewall_group(topo: Topology, old: FirewallGroup, fields: dict[str, Any], rev: int,
                           now: float) -> list[Change]:
     """`fields` by API name; policies as ids ("" = unfiltered), ports as the whole list of ids."""
-    _check_mask(list(fields), FIREWALL_GROUP_MUTABLE, FIREWALL_GROUP_IMMUTABLE, FIREWALL_GROUP_OUTPUT)
+    _check_fields(fields, FIREWALL_GROUP_MUTABLE)
     values: dict[str, Any] = {_GROUP_FIELDS.get(k, k): (tuple(v) if k == "ports" else v) for k, v in fields.items()}
     new = _check_firewall_group(topo, dataclasses.replace(old, **values))
     return [("firewall_group", old.id, old, _stamp(new, rev, now, False))]

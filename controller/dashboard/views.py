@@ -14,7 +14,7 @@ import netaddr
 from apps import ids, owners
 from controller import first_hop
 from controller.auth import Principal
-from controller.northbound import _visible
+from controller.resources import visible as _visible
 from flows import pipeline
 from flows.flow import Flow, Group
 from flows.format import format_actions, format_group, format_match
