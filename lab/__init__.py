@@ -44,6 +44,11 @@ Gotchas learned:
   neighbour goes FAILED and the next `ping` exits at once with "Destination Host Unreachable". `VM.ping`
   therefore retries until its deadline; tests also `ip neigh flush all` after installing flows.
 - The first packet to a new tun_dst can be lost while OVS ARPs for it (`appctl tnl/neigh/show`).
+- ovs-vswitchd runs with --disable-system-route and the underlay /24 added with `ovs/route/add ... br-phy`
+  (after every start: such routes live in vswitchd only). OVS 3.1 re-reads the kernel's routes after
+  every link change in its namespace (each VM plugged or unplugged), deleting and re-inserting them, and
+  with the br-phy route the tunnel-termination entries of the VTEP address: a steady tunneled packet
+  translated in between was dropped before encapsulation or given to the kernel (ICMP port unreachable).
 - Deleting a namespace releases its veths asynchronously: teardown deletes the root-side ends first, then
   the namespaces, after killing every process in them (vswitchd would live on in a hidden namespace).
 - Read-only ovs-vsctl commands never wait for vswitchd; after starting it, `start_vswitchd` writes

@@ -6,6 +6,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import netaddr
+
 from lab import netlink, proc
 from lab.contracts import LabResources
 from lab.hosts import VM
@@ -44,7 +46,12 @@ class Chassis:
         self.datapath_id = datapath_id
         self.vms: dict[str, VM] = {}
         self.provider_bridges: dict[str, str] = {}  # bridge name -> physnet
-        self._ovs = OvsInstance(rundir, namespace, lab.state)
+        # Without the kernel's routes: OVS 3.1 re-reads them after every link change in the namespace (each VM
+        # plugged or unplugged), deleting and re-inserting each route and, with the route over br-phy, the
+        # tunnel-termination entries of br-phy's address; a packet translated in between is dropped (no
+        # route: not encapsulated) or handed to the kernel (no tunnel port: ICMP port unreachable). A route
+        # of our own (ovs/route/add) survives those re-reads. See BENCHMARKS.md "Churn soak".
+        self._ovs = OvsInstance(rundir, namespace, lab.state, system_routes=False)
 
     def __repr__(self) -> str:
         return f"Chassis({self.name!r}, ns={self.namespace!r}, vtep={self.tunnel_ip}, dpid={self.datapath_id:#x})"
@@ -99,6 +106,7 @@ class Chassis:
         # The VTEP must sit on br-phy's internal port (LAB.md): on a plain veth, native tunneling drops.
         netlink.set_link(UNDERLAY_BRIDGE, self.namespace, mtu=self.lab.underlay_mtu)
         netlink.add_address(UNDERLAY_BRIDGE, f"{self.tunnel_ip}/{self.tunnel_prefixlen}", self.namespace)
+        self._add_underlay_route()
         self.vsctl(
             "add-br", INTEGRATION_BRIDGE,
             "--", "set", "Bridge", INTEGRATION_BRIDGE, "datapath_type=netdev", "fail_mode=secure",
@@ -181,6 +189,13 @@ class Chassis:
         self._ovs.start_vswitchd()
         # A write without --no-wait returns once vswitchd has applied the whole database (bridges, ports).
         self.vsctl("set", "Open_vSwitch", ".", f"external_ids:lab-vswitchd-pid={self.vswitchd_pid()}")
+        self._add_underlay_route()
+
+    def _add_underlay_route(self) -> None:
+        """The route to the other VTEPs, held by ovs-vswitchd itself (it does not read the kernel's: see
+        __init__); lost when vswitchd stops, so added after each start."""
+        subnet = netaddr.IPNetwork(f"{self.tunnel_ip}/{self.tunnel_prefixlen}").cidr
+        self.appctl("ovs/route/add", str(subnet), UNDERLAY_BRIDGE)
 
     def restart_vswitchd(self) -> None:
         """Kill and start ovs-vswitchd."""

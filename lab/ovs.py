@@ -30,10 +30,13 @@ def _pidfile_locked(path: Path) -> bool:
 class OvsInstance:
     """ovsdb-server + ovs-vswitchd with all files in `rundir`, vswitchd running in `namespace`."""
 
-    def __init__(self, rundir: Path, namespace: str, state: LabState) -> None:
+    def __init__(self, rundir: Path, namespace: str, state: LabState, system_routes: bool = True) -> None:
         self.rundir = rundir
         self.namespace = namespace
         self._state = state
+        # False: ovs-vswitchd does not mirror the kernel's routes (--disable-system-route); native tunnels
+        # then need a route added with `ovs/route/add` after every start (see Chassis.start_vswitchd).
+        self.system_routes = system_routes
 
     @property
     def db_sock(self) -> str:
@@ -81,8 +84,9 @@ class OvsInstance:
 
     def start_vswitchd(self) -> None:
         """Start ovs-vswitchd inside the namespace; it re-creates bridges and ports but has no flows."""
+        routes = [] if self.system_routes else ["--disable-system-route"]
         proc.run(
-            ["ovs-vswitchd", self.ovsdb, *self._daemon_args("ovs-vswitchd")],
+            ["ovs-vswitchd", self.ovsdb, *routes, *self._daemon_args("ovs-vswitchd")],
             namespace=self.namespace,
             env=self.env,
         )
