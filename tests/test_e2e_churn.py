@@ -16,7 +16,7 @@ pytestmark = pytest.mark.lab
 
 SEED = int(os.environ.get("CHURN_SEED", "11"))
 SECONDS = float(os.environ.get("CHURN_SECONDS", "30"))  # per half; the controller is killed in between
-MAX_LOSS = 0.02  # of each steady ping's packets: measured up to 1.2% on a loaded 2-core machine (BENCHMARKS.md)
+MAX_LOSS = 0.005  # of each steady ping's packets: 0 measured once the lab's vswitchd keeps its own routes (BENCHMARKS.md)
 
 
 def test_churn_ends_exactly_where_it_started(tmp_path: Path) -> None:
