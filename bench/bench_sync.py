@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.ofapp import ensure_started
+from controller.southbound.ofapp import ensure_started
 from flows.flow import Flow
 from lab import Lab
 from tests.test_sync import Switch, pipeline_flows

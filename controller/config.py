@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.nat import REDIRECT_BASE
-from controller.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TENANT
+from controller.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TENANT
 from topology.history import HistoryPolicy
 from topology.model import ModelConfig
 from topology.ops_security import DEFAULT_FLOW_BUDGET

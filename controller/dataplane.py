@@ -28,10 +28,10 @@ import netaddr
 
 from apps.compiler import Compiler, Delta, Divergence
 from apps.view import ChassisRuntime
-from controller import announce
-from controller.context import REQUEST
-from controller.liveness import GatewayLiveness
-from controller.selfcheck import SelfCheck
+from controller.services import announce
+from controller.api.context import REQUEST
+from controller.southbound.liveness import GatewayLiveness
+from controller.debug.selfcheck import SelfCheck
 from flows.cookie import MAGIC
 from topology import binding, ops
 from topology.model import Change, Topology
@@ -58,7 +58,7 @@ PacketInHandler = Callable[[PacketIn], None]
 
 
 class Engine(Protocol):
-    """What the dataplane needs from a per-switch sync engine (controller.sync.SwitchSync)."""
+    """What the dataplane needs from a per-switch sync engine (controller.southbound.sync.SwitchSync)."""
 
     realized_revision: int
 
@@ -149,8 +149,8 @@ class Dataplane:
         self.neighbors_file = neighbors_file
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
-        self.drift: Any = None  # controller.drift.DriftMonitor, attached by main
-        self.health: Any = None  # controller.health.HealthService (load-balancer monitors), attached by main
+        self.drift: Any = None  # controller.debug.drift.DriftMonitor, attached by main
+        self.health: Any = None  # controller.services.health.HealthService (load-balancer monitors), attached by main
         self._agent_factory = agent_factory
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)

@@ -20,19 +20,15 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
-from controller import (
-    dhcp,  # noqa: E402
-    firewall_reject,  # noqa: E402
-    health,  # noqa: E402
-    ofapp,  # noqa: E402
-)
-from controller.auth import TokenFile  # noqa: E402
+from controller.services import dhcp, firewall_reject, health  # noqa: E402
+from controller.southbound import ofapp  # noqa: E402
+from controller.api.auth import TokenFile  # noqa: E402
 from controller.datadir import DataDir, DataDirError  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
-from controller.drift import DriftMonitor  # noqa: E402
-from controller.metrics import Metrics  # noqa: E402
-from controller.ovsdb import ChassisAgent  # noqa: E402
-from controller.server import ApiServer  # noqa: E402
+from controller.debug.drift import DriftMonitor  # noqa: E402
+from controller.debug.metrics import Metrics  # noqa: E402
+from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
+from controller.api.server import ApiServer  # noqa: E402
 from topology.history import Compactor
 from topology.records import Chassis  # noqa: E402
 from topology.state import State  # noqa: E402

@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from controller.auth import TokenFile
-from controller.server import ApiServer
+from controller.api.auth import TokenFile
+from controller.api.server import ApiServer
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology.state import State

@@ -9,7 +9,7 @@ from typing import Any
 
 from os_ken.lib.packet import arp, ethernet, packet
 
-from controller.announce import Announcer, Claim, Pending
+from controller.services.announce import Announcer, Claim, Pending
 from controller.dataplane import Dataplane
 from tests.test_dataplane_nat import PATCH, gateway
 from tests.test_gateway_failover import Clock, make

@@ -21,10 +21,10 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from controller.auth import TokenFile
+from controller.api.auth import TokenFile
 from controller.dashboard import DashboardServer
-from controller.metrics import Metrics
-from controller.server import ApiServer
+from controller.debug.metrics import Metrics
+from controller.api.server import ApiServer
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import Api

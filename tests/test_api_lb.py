@@ -11,8 +11,8 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from controller.auth import TokenFile
-from controller.server import ApiServer
+from controller.api.auth import TokenFile
+from controller.api.server import ApiServer
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import Api, InProcessServer

@@ -16,10 +16,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from controller import explain
-from controller.auth import Principal, TokenFile
-from controller.server import ApiServer
-from controller.status import ECHO_LIMIT, cap
+from controller.debug import explain
+from controller.api.auth import Principal, TokenFile
+from controller.api.server import ApiServer
+from controller.api.status import ECHO_LIMIT, cap
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import Api, InProcessServer

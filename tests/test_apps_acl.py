@@ -309,7 +309,7 @@ def test_budget_estimate_bounds_the_compiled_flows_and_names_the_biggest_rule() 
 
 
 def test_explain_names_the_rule_that_allows_tcp_22_and_the_groups_that_refuse_23() -> None:
-    from controller.explain import explain
+    from controller.debug.explain import explain
     from tests.test_trace import FakeDataplane
 
     w, _p = world()
@@ -342,7 +342,7 @@ def test_conjunction_results_match_the_conjunction_alone() -> None:
 
 
 def test_a_trace_names_the_security_group_rule_and_clauses_that_let_a_packet_in() -> None:
-    from controller import trace as tr
+    from controller.debug import trace as tr
     from tests.test_trace import FakeDataplane
 
     w, _p = world()

@@ -16,7 +16,7 @@ from apps import firewall as firewall_app
 from apps import ids
 from apps.compiler import Compiler, desired_from_scratch
 from apps.view import View
-from controller import firewall_reject
+from controller.services import firewall_reject
 from controller.dataplane import PacketIn
 from flows.cookie import Cookie
 from flows.flow import Flow, Group
@@ -400,7 +400,7 @@ def test_incremental_equals_full_with_firewalls(actions) -> None:  # type: ignor
 
 
 def test_explain_names_the_deciding_firewall_rule_and_an_admin_down_group() -> None:
-    from controller.explain import explain
+    from controller.debug.explain import explain
     from tests.test_trace import FakeDataplane
 
     w, p = world()

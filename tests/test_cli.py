@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
+from controller.cli import sdnctl as cli
 from tests.conftest import Api, InProcessServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,7 +365,7 @@ def test_watch_prints_the_snapshot(sdnctl: Cli) -> None:
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).parent / "sdnctl"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli.sdnctl"]
     return subprocess.run([*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.rpc import code_pb2
 
-from controller.auth import Principal
-from controller.debug_api import DebugService
-from controller.interceptors import Caller, guard
+from controller.api.auth import Principal
+from controller.api.debug_api import DebugService
+from controller.api.interceptors import Caller, guard
 from proto.sdn.v1 import debug_pb2 as dbg
 from tests.test_apps_l2 import BCAST, two_tenants
 from tests.test_trace import FakeDataplane

@@ -9,7 +9,7 @@ from os_ken.lib.packet import dhcp, ethernet, ipv4, packet, udp
 
 from apps.view import View
 from controller.dataplane import PacketIn
-from controller.dhcp import (
+from controller.services.dhcp import (
     DHCP_INFORM,
     DHCP_NAK,
     DHCP_RELEASE,

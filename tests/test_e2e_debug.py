@@ -117,7 +117,7 @@ def test_validate_only_predicts_exactly_what_the_write_does(env: Env) -> None:
 
 
 def test_cli_validate_only_prints_the_plan(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    from controller import cli
+    from controller.cli import sdnctl as cli
 
     base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
     revision = env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=env.admin).revision

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller import cli
+from controller.cli import sdnctl as cli
 from lab import VM, netlink
 from lab.chassis import INTEGRATION_BRIDGE
 from proto.sdn.v1 import debug_pb2 as dbg

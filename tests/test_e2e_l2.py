@@ -170,7 +170,7 @@ def test_a_vm_moved_to_another_chassis_works_again(env: Env) -> None:
 
 
 def test_cli_shows_a_chassis_flows_with_stage_and_owner(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    from controller import cli
+    from controller.cli import sdnctl as cli
 
     md = env.md("cli")
     net = env.network(md, "cli-net", "10.80.0.0/24")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from controller import cli
+from controller.cli import sdnctl as cli
 from lab import VM
 from proto.sdn.v1 import debug_pb2 as dbg
 from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc

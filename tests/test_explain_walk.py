@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.compiler import Compiler
-from controller import first_hop
-from controller import trace as tr
-from controller.explain import explain
+from controller.debug import first_hop
+from controller.debug import trace as tr
+from controller.debug.explain import explain
 from tests.test_apps_l2 import World
 from tests.test_apps_l3 import add_router, attach
 from tests.test_trace import FakeDataplane, FakeEngine, FakePlane, FakeState
@@ -253,7 +253,7 @@ def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
 
 
 def _vm_route(topo: Topology, ports: list[Port], ip: str) -> tuple[Port, str] | None:
-    """Independently of controller.first_hop: (egress port, next hop's MAC) as Linux picks them for VMs
+    """Independently of controller.debug.first_hop: (egress port, next hop's MAC) as Linux picks them for VMs
     with one subnet per port: on-link first, else the first port's gateway that is not itself."""
     addr = netaddr.IPAddress(ip)
     for p in ports:

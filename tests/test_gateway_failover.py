@@ -11,7 +11,7 @@ import netaddr
 from os_ken.lib.packet import arp, ethernet, packet
 
 from controller.dataplane import Dataplane
-from controller.liveness import GatewayLiveness
+from controller.southbound.liveness import GatewayLiveness
 from flows.actions import SetField
 from flows.flow import Flow
 from tests.test_dataplane_nat import EXT_HOST, PATCH, TUN, FakeAgent, FakeEngine, build, gateway

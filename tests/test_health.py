@@ -6,8 +6,8 @@ import random
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
 
-from controller import health
-from controller.health import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Prober, code_expected, targets
+from controller.services import health
+from controller.services.health import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Prober, code_expected, targets
 from tests.test_apps_lb import VIP, lb_world
 from topology import ops_lb
 from topology.records import ERROR, ONLINE, HealthMonitor

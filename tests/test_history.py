@@ -16,8 +16,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from controller import config, northbound
-from controller.metrics import Metrics
+from controller import config
+
+from controller.api import northbound
+from controller.debug.metrics import Metrics
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import ControllerProcess, InProcessServer

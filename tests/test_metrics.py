@@ -21,11 +21,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps import ids
-from controller.auth import TokenFile
+from controller.api.auth import TokenFile
 from controller.dataplane import ChassisPlane
-from controller.metrics import Metrics
-from controller.server import ApiServer
-from controller.sync import SyncStats
+from controller.debug.metrics import Metrics
+from controller.api.server import ApiServer
+from controller.southbound.sync import SyncStats
 from flows import actions as A
 from flows import pipeline as P
 from flows.flow import Bucket, Flow, Group
@@ -164,7 +164,7 @@ def test_flow_counters_stay_monotonic_across_flow_churn(fake: SimpleNamespace) -
 def test_packet_ins_are_counted_by_named_reason() -> None:
     from os_ken.ofproto import ofproto_v1_3 as ofp
 
-    from controller.ofapp import OFApp
+    from controller.southbound.ofapp import OFApp
 
     app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None)
     for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from controller import ofwire
+from controller.southbound import ofwire
 from flows import actions as A
 from flows import encode
 from flows import pipeline as P

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from controller.ovsdb import ChassisAgent, ChassisPorts, patch_port_names, tunnel_port_name
+from controller.southbound.ovsdb import ChassisAgent, ChassisPorts, patch_port_names, tunnel_port_name
 from lab import Chassis, Lab, proc
 
 pytestmark = pytest.mark.lab
@@ -166,7 +166,7 @@ def test_idempotent_and_repairs_settings(
     uuids = {name: vsctl_get(ch, "Port", name, "_uuid") for name in bridge_ports(ch, "br-int")}
     ctl_rows = controller_rows(ch)
     first.stop()
-    with caplog.at_level(logging.INFO, logger="controller.ovsdb"):
+    with caplog.at_level(logging.INFO, logger="controller.southbound.ovsdb"):
         agent, _ = agents.start(ch)
     assert not [r for r in caplog.records if "OVSDB updated" in r.getMessage()]
     assert {name: vsctl_get(ch, "Port", name, "_uuid") for name in bridge_ports(ch, "br-int")} == uuids
@@ -285,7 +285,7 @@ def test_port_name_taken_by_someone_else(
     agent = ChassisAgent(ch.name, ch.ovsdb, controller_targets=[agents.target()], datapath_id=ch.datapath_id,
                          on_change=rec)  # fmt: skip
     agents.started.append(agent)
-    with caplog.at_level(logging.WARNING, logger="controller.ovsdb"):
+    with caplog.at_level(logging.WARNING, logger="controller.southbound.ovsdb"):
         agent.start()
         rec.wait_for(lambda p: set(p.tunnels) == {"vxlan", "geneve"})
         assert not agent.wait_ready(0.3)
@@ -311,7 +311,7 @@ def test_failed_transaction_is_logged_and_retried(
             txn.add_op({"op": "insert", "table": "Bridge", "row": {"name": "br-bad", "fail_mode": "bogus"}})  # type: ignore[attr-defined]
 
     monkeypatch.setattr(ChassisAgent, "_plan", failing_plan)
-    with caplog.at_level(logging.INFO, logger="controller.ovsdb"):
+    with caplog.at_level(logging.INFO, logger="controller.southbound.ovsdb"):
         agent, _ = agents.start(chassis)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2, errors

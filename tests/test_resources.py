@@ -13,11 +13,11 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from controller import convert
-from controller.auth import Principal
-from controller.context import REQUEST
-from controller.interceptors import CALLER, AuthInterceptor, Caller, guard, principal
-from controller.resources import Call, Parent, Resource, Scope, Tables, mask, serve
+from controller.api import convert
+from controller.api.auth import Principal
+from controller.api.context import REQUEST
+from controller.api.interceptors import CALLER, AuthInterceptor, Caller, guard, principal
+from controller.api.resources import Call, Parent, Resource, Scope, Tables, mask, serve
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors, ops
 from topology.model import Change

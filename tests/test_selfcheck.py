@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from apps.compiler import Delta
-from controller.selfcheck import SelfCheck
+from controller.debug.selfcheck import SelfCheck
 from tests.test_any_order import AnyOrder
 
 
@@ -42,7 +42,7 @@ def test_a_lost_unit_is_found_named_counted_and_repaired(machine, caplog) -> Non
         lost = dp.compiler.units["hv1"].pop(("port", "p1"))  # as if an incremental step had missed it
         dp._push("hv1", Delta(remove=set(lost)), machine.state.revision)  # ... and the switch lost its flows
     assert not lost <= engine.desired
-    with caplog.at_level(logging.ERROR, logger="controller.selfcheck"):
+    with caplog.at_level(logging.ERROR, logger="controller.debug.selfcheck"):
         results = SelfCheck(dp, interval_s=0).run(["hv1"])
     (r,) = results
     assert r.owners == ["port:p1"] and len(r.missing) == len(lost) and not r.extra and r.repaired

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.ofapp import OFApp, ensure_started
-from controller.sync import SwitchSync
+from controller.southbound.ofapp import OFApp, ensure_started
+from controller.southbound.sync import SwitchSync
 from flows import actions as A
 from flows import pipeline as P
 from flows.cookie import Cookie, CookieRegistry
@@ -408,7 +408,7 @@ def test_bad_flow_is_an_error_and_the_next_good_revision_is_realized(
     ck = Cookie.for_owner(APP_PORT, "bad")
     bad = Flow("output", P.MATCH, {"reg7": 4242}, [A.GroupAction(9999)], ck)  # no such group
     good = Flow("output", P.MATCH, {"reg7": 4243}, [A.Output(3)], ck)
-    with caplog.at_level("ERROR", logger="controller.sync"):
+    with caplog.at_level("ERROR", logger="controller.southbound.sync"):
         eng.apply([bad, good], [], 21)
         assert not eng.wait_realized(21, 3)
     assert eng.realized_revision == 20

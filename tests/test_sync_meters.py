@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.ofapp import OFApp
+from controller.southbound.ofapp import OFApp
 from flows import actions as A
 from flows import pipeline as P
 from flows.cookie import Cookie

@@ -11,8 +11,8 @@ import pytest
 
 from apps.compiler import Compiler
 from apps.view import ChassisRuntime
-from controller import trace as tr
-from controller.explain import explain
+from controller.debug import trace as tr
+from controller.debug.explain import explain
 from flows.flow import Flow, Group
 from tests.test_apps_l2 import BCAST, PATCH, TUN, World, two_tenants
 from topology.errors import ApiError

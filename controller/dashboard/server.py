@@ -6,7 +6,7 @@
     GET /api/topology          nodes and edges the token may see, laid out
     GET /api/chassis           chassis with switch status                      (admin)
     GET /api/flows?chassis=ID  the chassis's flow tables by stage, with counters  (admin)
-    GET /api/trace?src=&dst=&proto=&dport=   controller.trace of that packet    (admin)
+    GET /api/trace?src=&dst=&proto=&dport=   controller.debug.trace of that packet    (admin)
     GET /api/events?from=REV   server-sent events: the topology Watch from REV (at most MAX_STREAMS at once,
                                max_streams_per_tenant of one tenant: 503 over; a revoked token's stream
                                gets `event: revoked` and ends within a second)
@@ -32,10 +32,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from controller import config as config_mod
-from controller.auth import Principal, TokenFile
+from controller.api.auth import Principal, TokenFile
 from controller.dashboard import views
-from controller.northbound import TopologyService
-from controller.streams import StreamLimiter
+from controller.api.northbound import TopologyService
+from controller.api.streams import StreamLimiter
 from proto.sdn.v1 import topology_pb2 as pb
 from topology.errors import ApiError
 from topology.state import State

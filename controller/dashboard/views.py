@@ -12,9 +12,9 @@ from typing import Any
 import netaddr
 
 from apps import ids, owners
-from controller import first_hop
-from controller.auth import Principal
-from controller.resources import visible as _visible
+from controller.debug import first_hop
+from controller.api.auth import Principal
+from controller.api.resources import visible as _visible
 from flows import pipeline
 from flows.flow import Flow, Group
 from flows.format import format_actions, format_group, format_match
@@ -392,12 +392,12 @@ def _first_hop(topo: Topology, src: Port, dst_ip: str, dst_mac: str, resolved: s
 
 
 def trace(state: State, dataplane: Any, p: Principal, form: Mapping[str, str]) -> dict[str, Any]:
-    """Run controller.trace.trace for the form's packet through the desired (compiled) or installed (dumped
+    """Run controller.debug.trace.trace for the form's packet through the desired (compiled) or installed (dumped
     now) flows; {"available": False, ...} when that module is not there."""
     src_id, headers, resolved = trace_headers(state, p, form)
     request = {"src": src_id, "dst": form.get("dst", ""), "resolved": resolved, "headers": headers}
     try:
-        from controller import trace as trace_mod  # built separately; optional until it lands
+        from controller.debug import trace as trace_mod  # built separately; optional until it lands
     except ImportError as err:
         return {"available": False, "request": request,
                 "message": f"trace not available in this build (controller/trace.py: {err})"}

@@ -1,5 +1,5 @@
 """The API's cross-cutting concerns as a gRPC server interceptor: the request id (echoed back, and in
-controller.context.REQUEST for provenance), authentication (the caller in the CALLER contextvar), and the
+controller.api.context.REQUEST for provenance), authentication (the caller in the CALLER contextvar), and the
 mapping of refusals (ApiError) and storage failures to gRPC statuses. Handlers only read `principal()`.
 
 grpcio's sync server picks the handler on its polling thread and runs it on a pool thread, so the contextvars
@@ -18,9 +18,9 @@ from typing import Any
 
 import grpc
 
-from controller.auth import Principal, TokenFile
-from controller.context import REQUEST
-from controller.status import abort, storage_error, unauthenticated
+from controller.api.auth import Principal, TokenFile
+from controller.api.context import REQUEST
+from controller.api.status import abort, storage_error, unauthenticated
 from topology.errors import ApiError
 
 log = logging.getLogger(__name__)

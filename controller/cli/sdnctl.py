@@ -46,8 +46,10 @@ from typing import Any, NoReturn
 
 import grpc
 
-from controller import cli_lb, cli_security
-from controller.cli_common import (
+from controller.cli import lb as cli_lb
+
+from controller.cli import security as cli_security
+from controller.cli.common import (
     DEFAULT_ENDPOINT,
     PAGE_SIZE,
     Client,
@@ -62,7 +64,7 @@ from controller.cli_common import (
     report,
     update,
 )
-from controller.cli_format import (
+from controller.cli.format import (
     ADDRESS_PAIR,
     EXIT_ERROR,
     EXIT_INTERRUPTED,

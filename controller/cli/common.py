@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from controller.cli_format import EXIT_OK, CliError, chassis_name, rpc_error_line, usage_error
+from controller.cli.format import EXIT_OK, CliError, chassis_name, rpc_error_line, usage_error
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
 from proto.sdn.v1 import topology_pb2 as pb

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from controller import convert
-from controller.auth import Principal
-from controller.resources import Call, KeepAndFilters, Resource, Tables
+from controller.api import convert
+from controller.api.auth import Principal
+from controller.api.resources import Call, KeepAndFilters, Resource, Tables
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors
 from topology import ops_security as sec

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2
 
-from controller.status import to_status
+from controller.api.status import to_status
 from topology.errors import ApiError
 
 DEFAULT_MAX_STREAMS = 256

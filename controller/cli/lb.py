@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from controller.cli_common import (
+from controller.cli.common import (
     PAGE_SIZE,
     Client,
     command,
@@ -36,7 +36,7 @@ from controller.cli_common import (
     report,
     update,
 )
-from controller.cli_format import EXIT_OK, CliError, positive
+from controller.cli.format import EXIT_OK, CliError, positive
 from proto.sdn.v1 import topology_pb2 as pb
 
 VALIDATE_HELP = "check and print what the switches would get; store and change nothing"

@@ -18,14 +18,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from controller.auth import TokenFile
+from controller.api.auth import TokenFile
 from controller.dataplane import Dataplane
-from controller.dataplane_api import DataplaneService, plan_pb
-from controller.debug_api import DebugService
-from controller.interceptors import AuthInterceptor
-from controller.lb_api import LoadBalancerService
-from controller.northbound import TopologyService
-from controller.streams import (
+from controller.api.dataplane_api import DataplaneService, plan_pb
+from controller.api.debug_api import DebugService
+from controller.api.interceptors import AuthInterceptor
+from controller.api.lb_api import LoadBalancerService
+from controller.api.northbound import TopologyService
+from controller.api.streams import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_TENANT,
     StreamAdmission,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from controller import convert
-from controller.auth import Principal
-from controller.resources import Call, Parent, Resource, Tables, serve
+from controller.api import convert
+from controller.api.auth import Principal
+from controller.api.resources import Call, Parent, Resource, Tables, serve
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors

@@ -27,7 +27,8 @@ import netaddr
 
 from apps import ids, owners
 from apps.view import ChassisRuntime
-from controller import convert, first_hop
+from controller.api import convert
+from controller.debug import first_hop
 from flows import fields, pipeline
 from flows.cookie import CookieRegistry
 from flows.flow import Flow, Group

@@ -15,10 +15,14 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from controller import convert, lb_api, security_api
-from controller.auth import LastAdminToken, Principal, TokenFile
-from controller.interceptors import caller, principal
-from controller.resources import (
+from controller.api import convert
+
+from controller.api import lb_api
+
+from controller.api import security_api
+from controller.api.auth import LastAdminToken, Principal, TokenFile
+from controller.api.interceptors import caller, principal
+from controller.api.resources import (
     Call,
     KeepAndFilters,
     Parent,
@@ -30,9 +34,9 @@ from controller.resources import (
     serve,
     visible,
 )
-from controller.status import abort, storage_error
-from controller.streams import StreamLimiter, Ticket, refusal_status, revoked_error
-from controller.watch_feed import ChangeFeed, Follower, SharedChanges
+from controller.api.status import abort, storage_error
+from controller.api.streams import StreamLimiter, Ticket, refusal_status, revoked_error
+from controller.api.watch_feed import ChangeFeed, Follower, SharedChanges
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology import errors, ops

@@ -2,7 +2,7 @@
 
 A leg is one packet a VM sends: built as the VM builds it (its route: on-link, host route or default
 gateway; the next hop's MAC as ARP answers it), traced through every chassis it reaches
-(controller.trace). When a leg delivers the packet to a port that is not its destination but was sent it
+(controller.debug.trace). When a leg delivers the packet to a port that is not its destination but was sent it
 as a next hop (eth_dst its MAC, ipv4_dst another address: the next hop of a static route, a VM that
 forwards between networks), the walk assumes that VM forwards (ip_forward=1 inside it, which the
 controller cannot see, and says so) and continues with the new packet it sends: from its port with its MAC
@@ -17,8 +17,10 @@ from typing import Any
 
 import netaddr
 
-from controller import convert, first_hop
-from controller.trace import Hop, TraceResult, trace
+from controller.api import convert
+
+from controller.debug import first_hop
+from controller.debug.trace import Hop, TraceResult, trace
 from topology.errors import ApiError
 from topology.model import Topology
 from topology.records import Port

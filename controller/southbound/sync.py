@@ -58,7 +58,7 @@ from os_ken.ofproto import ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from controller import ofwire
+from controller.southbound import ofwire
 from flows import encode
 from flows.cookie import CookieRegistry, is_ours
 from flows.decode import DecodeError, decode_flow, decode_group, decode_meter

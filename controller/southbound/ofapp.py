@@ -18,7 +18,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from apps import ids
-from controller.sync import RAW_SINKS_ATTR, SyncManager
+from controller.southbound.sync import RAW_SINKS_ATTR, SyncManager
 from flows import pipeline
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def ensure_started(host: str, port: int) -> OFApp:
                 cfg.CONF.set_override("echo_request_interval", 5.0)
                 cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
                 mgr = AppManager.get_instance()
-                mgr.load_apps(["controller.ofapp"])
+                mgr.load_apps(["controller.southbound.ofapp"])
                 contexts = mgr.create_contexts()
                 mgr.instantiate_apps(**contexts)
                 result.append(mgr.applications["OFApp"])

@@ -55,7 +55,7 @@ class Metrics:
         self.compactor = compactor  # topology.history.Compactor: changes compacted
         self.dataplane = dataplane
         self.packet_ins = packet_ins
-        self.streams: Any = None  # controller.streams.StreamLimiter of the API server: caps, refusals
+        self.streams: Any = None  # controller.api.streams.StreamLimiter of the API server: caps, refusals
         self.registry = CollectorRegistry()
         r = self.registry
         self.api_requests = Counter("sdn_api_requests", "gRPC calls finished, by method and status code",

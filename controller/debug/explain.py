@@ -20,8 +20,10 @@ import netaddr
 import networkx as nx
 
 from apps import acl
-from controller import convert, first_hop, pathwalk
-from controller.trace import TraceResult
+from controller.api import convert
+from controller.debug import first_hop
+from controller.debug import pathwalk
+from controller.debug.trace import TraceResult
 from topology import errors
 from topology.model import Topology, member_values, remote_value
 from topology.records import (
@@ -404,7 +406,7 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
     """Allowed or denied, and what decides it, for traffic from logical port `source_port` to
     `destination` (a port id or an IP address) on `protocol` ("tcp", "udp", "icmp", "any") and `port`.
 
-    The verdict is the walk's (controller.pathwalk: the packet a real VM sends, followed through the
+    The verdict is the walk's (controller.debug.pathwalk: the packet a real VM sends, followed through the
     compiled flows hop by hop, through routers, static routes, VMs that forward, NAT and tunnels); the
     model's deciders name the reasons, and where their reasoning disagrees with the walk, the explanation
     says so and the walk wins. Without a dataplane (or with_trace=False) only the model answers.

@@ -6,12 +6,12 @@ from typing import Any
 
 
 from apps import ids, owners
-from controller import convert
+from controller.api import convert
 from controller.dataplane import Dataplane
-from controller.interceptors import principal
-from controller.northbound import TopologyService
-from controller.resources import admin_only
-from controller.streams import refusal_status
+from controller.api.interceptors import principal
+from controller.api.northbound import TopologyService
+from controller.api.resources import admin_only
+from controller.api.streams import refusal_status
 from flows import pipeline
 from flows.cookie import owner_hash
 from flows.flow import Flow, Group

@@ -22,10 +22,10 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from controller import convert
-from controller.auth import Principal
-from controller.flow_budget import budgeted
-from controller.interceptors import principal
+from controller.api import convert
+from controller.api.auth import Principal
+from controller.api.flow_budget import budgeted
+from controller.api.interceptors import principal
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors, ops
 from topology import ops_security as sec

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller import convert, explain, trace
+from controller.api import convert
+
+from controller.debug import explain
+
+from controller.debug import trace
 from controller.dataplane import Dataplane
-from controller.interceptors import principal
-from controller.northbound import TopologyService
-from controller.resources import admin_only
+from controller.api.interceptors import principal
+from controller.api.northbound import TopologyService
+from controller.api.resources import admin_only
 from proto.sdn.v1 import debug_pb2 as dbg
 from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
 from topology import errors

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controller.cli_common import (
+from controller.cli.common import (
     PAGE_SIZE,
     Client,
     command,
@@ -29,7 +29,7 @@ from controller.cli_common import (
     repeated,
     update,
 )
-from controller.cli_format import group_name, positive, usage_error
+from controller.cli.format import group_name, positive, usage_error
 from proto.sdn.v1 import topology_pb2 as pb
 
 

@@ -1,0 +1,1 @@
+"""The api part of the controller (see README, "How it is built")."""

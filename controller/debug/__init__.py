@@ -1,0 +1,1 @@
+"""The debug part of the controller (see README, "How it is built")."""

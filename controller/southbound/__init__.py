@@ -1,0 +1,1 @@
+"""The southbound part of the controller (see README, "How it is built")."""
