@@ -49,10 +49,12 @@ class Metrics:
     """
 
     def __init__(self, state: Any = None, dataplane: Any = None, packet_ins: PacketIns | None = None,
-                 stats_interval_s: float = 0.0) -> None:
+                 stats_interval_s: float = 0.0,
+                 southbound_rejected: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.state = state
         self.dataplane = dataplane
         self.packet_ins = packet_ins
+        self.southbound_rejected = southbound_rejected  # reason -> refused switch connections (ofapp)
         self.registry = CollectorRegistry()
         r = self.registry
         self.api_requests = Counter("sdn_api_requests", "gRPC calls finished, by method and status code",
@@ -208,6 +210,9 @@ class _ScrapeCollector(Collector):
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
         pins = _counter("sdn_packet_ins", "Packet-ins received, by OpenFlow reason", ["chassis", "reason"])
+        refused = _counter("sdn_southbound_rejected", "Switch connections refused: tls_handshake (no or a "
+                           "foreign certificate, plaintext), unknown_chassis, wrong_datapath_id (the certificate's "
+                           "chassis has another), datapath_in_use (claimed from another identity)", ["reason"])
 
         state, dp = m.state, m.dataplane
         store_rev = int(state.revision) if state is not None else 0
@@ -247,8 +252,11 @@ class _ScrapeCollector(Collector):
         if m.packet_ins is not None:
             for (dpid, reason), n in sorted(dict(m.packet_ins()).items()):
                 pins.add_metric([m.chassis_of(dpid), reason], n)
+        if m.southbound_rejected is not None:
+            for reason, n in sorted(m.southbound_rejected().items()):
+                refused.add_metric([reason], n)
         yield from (of_up, ovsdb, desired, installed, gdesired, ginstalled, *sync.values(), pins, revision,
-                    realized, lag, drift, divergence)
+                    realized, lag, drift, divergence, refused)
         yield from m.flow_counters.families()
 
 

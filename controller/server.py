@@ -15,6 +15,7 @@ from controller.dataplane import Dataplane
 from controller.dataplane_api import DataplaneService, plan_pb
 from controller.lb_api import LoadBalancerService
 from controller.northbound import TopologyService
+from controller.pki import TlsFiles
 from controller.debug_api import DebugService
 from proto.sdn.v1 import dataplane_pb2, dataplane_pb2_grpc, topology_pb2, topology_pb2_grpc
 from proto.sdn.v1 import debug_pb2, debug_pb2_grpc
@@ -27,11 +28,21 @@ DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneSer
 DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 
 
+def tls_credentials(files: TlsFiles, require_client_cert: bool = False) -> grpc.ServerCredentials:
+    """Our key and certificate; client certificates are asked for, and required and verified against the CA
+    with `require_client_cert` (bearer tokens are required either way)."""
+    return grpc.ssl_server_credentials([(files.key.read_bytes(), files.cert.read_bytes())],
+                                       root_certificates=files.ca.read_bytes(),
+                                       require_client_auth=require_client_cert)
+
+
 class ApiServer:
     def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
                  dataplane: Dataplane | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 flow_budget: int = DEFAULT_FLOW_BUDGET) -> None:
+                 flow_budget: int = DEFAULT_FLOW_BUDGET,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
+        """`credentials`: TLS (see tls_credentials); None listens in plaintext."""
         self.state = state
         self._stopping = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
@@ -51,7 +62,10 @@ class ApiServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(services, self.server)
-        self.port = self.server.add_insecure_port(address)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
 

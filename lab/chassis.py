@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from controller.pki import TlsFiles
 from lab import netlink, proc
 from lab.hosts import VM
 from lab.ovs import OvsInstance
@@ -35,6 +36,7 @@ class Chassis:
         tunnel_prefixlen: int,
         mgmt_ip: str,
         datapath_id: int,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.lab = lab
         self.name = name
@@ -47,7 +49,8 @@ class Chassis:
         self.datapath_id = datapath_id
         self.vms: dict[str, VM] = {}
         self.provider_bridges: dict[str, str] = {}  # bridge name -> physnet
-        self._ovs = OvsInstance(rundir, namespace, lab.state)
+        self.tls = tls  # its certificate (CN = name) when the lab has a CA: ssl: to the controller and OVSDB
+        self._ovs = OvsInstance(rundir, namespace, lab.state, tls=tls, ovsdb_ssl_ip=mgmt_ip)
 
     def __repr__(self) -> str:
         return f"Chassis({self.name!r}, ns={self.namespace!r}, vtep={self.tunnel_ip}, dpid={self.datapath_id:#x})"
@@ -58,6 +61,7 @@ class Chassis:
             "name": self.name,
             "namespace": self.namespace,
             "ovsdb": self.ovsdb,
+            "ovsdb_remote": self.ovsdb_remote,
             "tunnel_ip": self.tunnel_ip,
             "mgmt_ip": self.mgmt_ip,
             "datapath_id": self.datapath_id_hex,
@@ -70,6 +74,12 @@ class Chassis:
     def ovsdb(self) -> str:
         """OVSDB address (`unix:/.../db.sock`)."""
         return self._ovs.ovsdb
+
+    @property
+    def ovsdb_remote(self) -> str:
+        """The OVSDB address to register with the controller: `ssl:MGMT_IP:6640` when the chassis has a
+        certificate, else the unix socket."""
+        return self._ovs.ovsdb_remote
 
     @property
     def bridge_mappings(self) -> dict[str, str]:
