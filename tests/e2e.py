@@ -169,9 +169,11 @@ def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
 
 @contextmanager
 def lab_env(tmp: Path, chassis: int = 2, provider: bool = True,
-            extra_args: list[str] | None = None) -> Iterator[Env]:
-    authority = Pki(tmp / "data" / "pki")  # the controller's CA, made first: each chassis gets a certificate
-    authority.init()
+            extra_args: list[str] | None = None, tls: bool = True) -> Iterator[Env]:
+    """`tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates."""
+    authority = Pki(tmp / "data" / "pki") if tls else None  # the controller's CA first: chassis get certificates
+    if authority is not None:
+        authority.init()
     with Lab(pki=authority) as lab:
         if provider:
             lab.add_provider_network(PHYSNET)
