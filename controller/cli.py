@@ -7,6 +7,9 @@ Global options (also accepted after the command): --endpoint HOST:PORT (env SDN_
 directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|json|value, -c/--column FIELD
 (repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
 The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
+TLS (an API beyond loopback, or --grpc-tls always): --ca-cert PATH (env SDN_CA_CERT; the controller's
+DATA_DIR/pki/ca.crt) verifies the controller and turns TLS on; --client-cert/--client-key PATH (env
+SDN_CLIENT_CERT, SDN_CLIENT_KEY; from `sdn-controller pki issue-client NAME`) present a client certificate.
 
 References (NET, SUBNET, PORT, ROUTER, SG, POLICY, ...) are a resource name ("networks/x"), a bare id ("x"), or a display
 name (resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is
@@ -85,9 +88,11 @@ PAGE_SIZE = 1000
 
 
 class Client:
-    def __init__(self, endpoint: str, token: str, timeout: float) -> None:
+    def __init__(self, endpoint: str, token: str, timeout: float,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.endpoint, self.timeout = endpoint, timeout
-        self.channel = grpc.insecure_channel(endpoint)
+        self.channel = (grpc.secure_channel(endpoint, credentials) if credentials is not None
+                        else grpc.insecure_channel(endpoint))
         self.stub = pb_grpc.TopologyServiceStub(self.channel)
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.debug = dbg_grpc.DebugServiceStub(self.channel)
@@ -578,6 +583,30 @@ def _globals(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--column", dest="columns", action="append", default=s, metavar="FIELD",
                    help="only this field (repeatable; proto field names)")
     g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
+    g.add_argument("--ca-cert", default=s, metavar="PATH",
+                   help="TLS: the controller's CA certificate, DATA_DIR/pki/ca.crt (env SDN_CA_CERT)")
+    g.add_argument("--client-cert", default=s, metavar="PATH", help="TLS client certificate (env SDN_CLIENT_CERT)")
+    g.add_argument("--client-key", default=s, metavar="PATH", help="its private key (env SDN_CLIENT_KEY)")
+
+
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials when a CA is given (option or environment), else None (plaintext)."""
+    def opt(name: str, env: str) -> str:
+        return str(getattr(args, name, None) or os.environ.get(env) or "")
+
+    ca, cert, key = (opt("ca_cert", "SDN_CA_CERT"), opt("client_cert", "SDN_CLIENT_CERT"),
+                     opt("client_key", "SDN_CLIENT_KEY"))
+    if not ca:
+        if cert or key:
+            raise usage_error("--client-cert/--client-key need --ca-cert (TLS)")
+        return None
+    if bool(cert) != bool(key):
+        raise usage_error("--client-cert and --client-key go together")
+    try:
+        return grpc.ssl_channel_credentials(Path(ca).read_bytes(), Path(key).read_bytes() if key else None,
+                                            Path(cert).read_bytes() if cert else None)
+    except OSError as e:
+        raise usage_error(f"cannot read TLS file: {e}") from None
 
 
 def _pair(p: argparse.ArgumentParser, dest: str, on: str, off: str) -> None:
@@ -873,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = getattr(args, "columns", None)
     client: Client | None = None
     try:
-        client = Client(endpoint, _token(args), timeout)
+        client = Client(endpoint, _token(args), timeout, _credentials(args))
         client.validate_only = bool(getattr(args, "validate_only", False))
         result = args.func(client, args)
         if args.out == "one":

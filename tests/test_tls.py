@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from controller import config
+from controller import cli, config
 from controller.ovsdb import ChassisAgent
 from controller.pki import Pki, peer_common_name
 from controller.pki import main as pki_main
@@ -118,6 +118,13 @@ def test_grpc_over_tls_tokens_still_required_plaintext_refused(tls_controller: C
                                              (d / "ops.key").read_bytes(), (d / "ops.crt").read_bytes())
         with grpc.secure_channel(ctl.endpoint, creds) as ch:
             _list(ch, admin)
+        # the CLI over TLS, with and without a client certificate; plaintext fails with "cannot reach" (8)
+        token = ["--endpoint", ctl.endpoint, "--token", ctl.admin_token(), "-f", "json"]
+        ca = ["--ca-cert", str(ctl.data_dir / "pki" / "ca.crt")]
+        assert cli.main([*token, *ca, "network", "list"]) == 0
+        assert cli.main([*token, *ca, "--client-cert", str(d / "ops.crt"), "--client-key", str(d / "ops.key"),
+                         "network", "list"]) == 0
+        assert cli.main([*token, "network", "list"]) == 8
         # plaintext to the TLS listener: refused
         with grpc.insecure_channel(ctl.endpoint) as ch:
             with pytest.raises(grpc.RpcError) as e:
