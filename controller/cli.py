@@ -726,7 +726,7 @@ def build_parser() -> Parser:
     for p in (pc, ps):
         p.add_argument("--datapath-id", type=datapath_id, metavar="HEX|INT")
         p.add_argument("--tunnel-ip", metavar="IP")
-        p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "tcp:192.0.2.5:6640"')
+        p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "ssl:192.0.2.5:6640" (tcp: only with insecure_ovsdb)')
         _repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
                   "PHYSNET:BRIDGE", bridge_mapping)
 
