@@ -133,7 +133,15 @@ class Churn:
         return self.steady.md
 
     def _addr(self, i: int, net: str) -> str:
-        return f"10.{160 if net == 'ch-a' else 161}.0.{100 + i % 100}"
+        """.100-.199 of `net` by port number, skipping addresses live churn ports still hold (the numbers wrap
+        past 100 ports: a fast run would otherwise ask for an address in use)."""
+        prefix = f"10.{160 if net == 'ch-a' else 161}.0."
+        taken = {vm.ip for pid, vm in self.env.vms.items() if pid in self.ports}
+        for k in range(100):
+            ip = f"{prefix}{100 + (i + k) % 100}"
+            if ip not in taken:
+                return ip
+        raise RuntimeError(f"no free churn address left in {prefix}100-199")
 
     # ------------------------------------------------------------------------------------------ operations
 
