@@ -70,6 +70,9 @@ class Config:
     insecure_grpc: bool = False      # plaintext gRPC on a non-loopback grpc_listen
     grpc_tls: str = "auto"           # "auto": TLS unless grpc_listen is a loopback address; "always"
     grpc_require_client_cert: bool = False  # gRPC clients must present a certificate of our CA (tokens still)
+    # where co-located chassis keep their ovs-vswitchd control sockets, DIR/<chassis id>/ovs-vswitchd*.ctl, for
+    # the switch's own ofproto/trace in diff traces when their OVSDB is not a local unix socket (the lab)
+    vswitchd_ctl_dir: str = ""
 
     @property
     def switch_controller_target(self) -> str:
@@ -177,6 +180,8 @@ def parser() -> argparse.ArgumentParser:
                    help="auto (default): TLS unless --grpc-listen is loopback; always: TLS on loopback too")
     p.add_argument("--grpc-require-client-cert", action="store_true", default=None,
                    help="gRPC clients must present a certificate issued by the CA (bearer tokens still required)")
+    p.add_argument("--vswitchd-ctl-dir", help="DIR with CHASSIS/ovs-vswitchd*.ctl of chassis on this machine whose "
+                   "OVSDB is reached over ssl: (the lab): diff traces add the switch's ofproto/trace")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p

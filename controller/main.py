@@ -102,6 +102,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
                           self_check_interval_s=cfg.self_check_interval_s,
                           self_check_every_change=cfg.self_check_every_change)
     app.sync.on_realized = dataplane._on_realized
+    dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir
     dataplane.packet_out = app.packet_out
     dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ctl = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(data),
                                 "--grpc-listen", args.grpc_listen, "--openflow-listen", f"{lab.mgmt_ip}:{of_port}",
                                 "--switch-target", f"ssl:{lab.mgmt_ip}:{of_port}", "--datapath-type", "netdev",
+                                "--vswitchd-ctl-dir", str(lab.workdir),
                                 "--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen,
                                 "--log-level", "WARNING"], cwd=ROOT)
         try:

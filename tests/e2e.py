@@ -161,7 +161,9 @@ def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
         security = ["--switch-target", f"ssl:{lab.mgmt_ip}:{ctl.of_port}", "--pki-dir", str(lab.pki.root)]
     else:
         security = ["--switch-target", f"tcp:{lab.mgmt_ip}:{ctl.of_port}", "--insecure-openflow"]
-    ctl.extra_args = [*security, "--datapath-type", "netdev", *(extra_args or [])]
+    # the chassis's ovs-vswitchd control sockets, in <workdir>/<chassis>/, for diff traces' ofproto/trace
+    ctl.extra_args = [*security, "--datapath-type", "netdev", "--vswitchd-ctl-dir", str(lab.workdir),
+                      *(extra_args or [])]
     ctl.of_host = lab.mgmt_ip
     ctl.start()
     return ctl
