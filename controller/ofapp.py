@@ -17,6 +17,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -129,6 +130,23 @@ class Rejections:
 
 
 _rejections = Rejections()
+REFUSAL_LOG_INTERVAL_S = 30.0  # a refused switch retries every second: one log line per peer and reason per 30 s
+_refusal_logged: dict[tuple[str, str], tuple[float, int]] = {}  # (address, reason) -> (last logged, suppressed)
+_refusal_lock = threading.Lock()
+
+
+def _log_refusal(address: str, reason: str, msg: str, *args: object) -> None:
+    now = time.monotonic()
+    with _refusal_lock:
+        last, suppressed = _refusal_logged.get((address, reason), (-1e9, 0))
+        if now - last < REFUSAL_LOG_INTERVAL_S:
+            _refusal_logged[(address, reason)] = (last, suppressed + 1)
+            return
+        _refusal_logged[(address, reason)] = (now, 0)
+        if len(_refusal_logged) > 10_000:  # many peers: forget the old ones
+            _refusal_logged.clear()
+    more = f" ({suppressed} more like it not logged)" if suppressed else ""
+    log.warning(msg + more, *args)
 _listener_tls: TlsFiles | None = None  # set by ensure_started before os-ken's listener starts
 
 
@@ -177,8 +195,8 @@ def _handle_connection(conn: socket.socket, addr: Any, ctx: ssl.SSLContext | Non
             conn = ctx.wrap_socket(conn, server_side=True)
         except OSError as e:  # ssl.SSLError included: no or a foreign certificate, plaintext, timeout
             _rejections.add("tls_handshake")
-            log.warning("OpenFlow connection from %s refused: TLS handshake failed (%s)", addr[0],
-                        getattr(e, "reason", None) or e)
+            _log_refusal(addr[0], "tls_handshake", "OpenFlow connection from %s refused: TLS handshake failed (%s)",
+                         addr[0], getattr(e, "reason", None) or e)
             conn.close()
             return
     osken_controller.datapath_connection_factory(conn, addr)
@@ -253,8 +271,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _refuse(self, dp: Any, reason: str, detail: str) -> None:
         _rejections.add(reason)
-        log.warning("refused switch from %s claiming datapath %016x: %s (%s)", dp.address[0], dp.id, reason,
-                    detail)
+        _log_refusal(dp.address[0], reason, "refused switch from %s claiming datapath %016x: %s (%s)",
+                     dp.address[0], dp.id, reason, detail)
         _drop_connection(dp)
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
