@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -71,13 +72,36 @@ class Config:
     history_revisions: int = 10_000
     history_age_s: float = 3600.0
     history_interval_s: float = 5.0           # seconds between compaction rounds
+    # TLS (README "Security"): the CA and the controller's certificate live in pki_dir (default DATA_DIR/pki,
+    # created on first start); each insecure_* option turns one channel's TLS off, with a warning at start
+    pki_dir: str = ""
+    tls_san: list[str] = field(default_factory=list)  # more names the controller's certificate must be valid for
+    insecure_openflow: bool = False  # plaintext OpenFlow: no certificates, a datapath id is bound to an address
+    insecure_ovsdb: bool = False     # let chassis register plaintext tcp: OVSDB addresses
+    insecure_grpc: bool = False      # plaintext gRPC on a non-loopback grpc_listen
+    grpc_tls: str = "auto"           # "auto": TLS unless grpc_listen is a loopback address; "always"
+    grpc_require_client_cert: bool = False  # gRPC clients must present a certificate of our CA (tokens still)
+    # where co-located chassis keep their ovs-vswitchd control sockets, DIR/<chassis id>/ovs-vswitchd*.ctl, for
+    # the switch's own ofproto/trace in diff traces when their OVSDB is not a local unix socket (the lab)
+    vswitchd_ctl_dir: str = ""
 
     @property
     def switch_controller_target(self) -> str:
         if self.switch_target:
             return self.switch_target
         host, port = split_hostport(self.openflow_listen)
-        return f"tcp:{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+        scheme = "tcp" if self.insecure_openflow else "ssl"
+        return f"{scheme}:{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+    @property
+    def pki_path(self) -> Path:
+        return Path(self.pki_dir) if self.pki_dir else self.data_path / "pki"
+
+    @property
+    def grpc_uses_tls(self) -> bool:
+        if self.grpc_tls == "always":
+            return True
+        return not (is_loopback(split_hostport(self.grpc_listen)[0]) or self.insecure_grpc)
 
     @property
     def data_path(self) -> Path:
@@ -97,6 +121,16 @@ class Config:
             tunnel_ranges={"vxlan": _ranges(self.vxlan_ranges), "gre": _ranges(self.gre_ranges),
                            "geneve": _ranges(self.geneve_ranges)},
             vlan_ranges={k: tuple(v) for k, v in vlan.items()})
+
+
+def is_loopback(host: str) -> bool:
+    """`host` can only be reached from this machine (a loopback address or "localhost")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -160,6 +194,23 @@ def parser() -> argparse.ArgumentParser:
                    help="compact changes older than S seconds (default 3600; 0 = no age bound); a Watch "
                    "resuming from a compacted revision gets OUT_OF_RANGE REVISION_COMPACTED and must re-list")
     p.add_argument("--history-interval-s", type=float, help="seconds between compaction rounds (default 5)")
+    p.add_argument("--pki-dir", help="the CA and the controller's certificate (default DATA_DIR/pki, created "
+                   "on first start; see `sdn-controller pki --help`)")
+    p.add_argument("--tls-san", dest="tls_san", action="append",
+                   help="a host name or address the controller's certificate must also be valid for (repeatable)")
+    p.add_argument("--insecure-openflow", action="store_true", default=None,
+                   help="plaintext OpenFlow (tcp: targets): no switch certificates; a datapath id is bound to the "
+                   "address it first connects from (warned at start)")
+    p.add_argument("--insecure-ovsdb", action="store_true", default=None,
+                   help="allow plaintext tcp: OVSDB addresses for chassis (warned at start)")
+    p.add_argument("--insecure-grpc", action="store_true", default=None,
+                   help="plaintext gRPC on a non-loopback --grpc-listen (warned at start; tokens still needed)")
+    p.add_argument("--grpc-tls", choices=["auto", "always"],
+                   help="auto (default): TLS unless --grpc-listen is loopback; always: TLS on loopback too")
+    p.add_argument("--grpc-require-client-cert", action="store_true", default=None,
+                   help="gRPC clients must present a certificate issued by the CA (bearer tokens still required)")
+    p.add_argument("--vswitchd-ctl-dir", help="DIR with CHASSIS/ovs-vswitchd*.ctl of chassis on this machine whose "
+                   "OVSDB is reached over ssl: (the lab): diff traces add the switch's ofproto/trace")
     p.add_argument("--demo", action="store_true", default=None,
                    help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
     return p
@@ -190,6 +241,13 @@ def load(argv: list[str] | None = None) -> Config:
     if cfg.grpc_workers < 1 or cfg.max_streams < 1 or not 1 <= cfg.max_streams_per_tenant <= cfg.max_streams:
         raise SystemExit("grpc_workers and max_streams must be at least 1, and max_streams_per_tenant "
                          "between 1 and max_streams")
+    if cfg.grpc_tls not in ("auto", "always"):
+        raise SystemExit(f"grpc_tls must be auto or always, not {cfg.grpc_tls!r}")
+    if cfg.insecure_openflow and cfg.switch_target.startswith("ssl:"):
+        raise SystemExit("insecure_openflow listens without TLS: switch_target must be a tcp: target")
+    if not cfg.insecure_openflow and cfg.switch_target and not cfg.switch_target.startswith("ssl:"):
+        raise SystemExit(f"switch_target {cfg.switch_target!r}: the OpenFlow listener speaks TLS, so switches "
+                         "need an ssl: target (or set insecure_openflow)")
     if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):
         raise SystemExit(f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
                          "packets to their gateway chassis")

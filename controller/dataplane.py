@@ -142,6 +142,7 @@ class Dataplane:
         self._ticker_stop = threading.Event()
         # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
         self.packet_out: Callable[[int, bytes, int], bool] | None = None
+        self.vswitchd_ctl_dir = ""  # co-located chassis' ovs-vswitchd control sockets (trace.vswitchd_ctl)
         # app id (apps.ids) -> handler of packet-ins from flows that app compiled (DHCP, firewall reject...)
         self.packet_in_apps: dict[int, PacketInHandler] = {}
         self._probed: dict[tuple[str, str, str], float] = {}  # (chassis, network, address) -> last probe

@@ -20,32 +20,75 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
-from controller.services import dhcp, firewall_reject, health  # noqa: E402
-from controller.southbound import ofapp  # noqa: E402
+from controller import pki  # noqa: E402
 from controller.api.auth import TokenFile  # noqa: E402
+from controller.api.server import ApiServer, tls_credentials  # noqa: E402
 from controller.datadir import DataDir, DataDirError  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
 from controller.debug.drift import DriftMonitor  # noqa: E402
 from controller.debug.metrics import Metrics  # noqa: E402
+from controller.services import dhcp, firewall_reject, health  # noqa: E402
+from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
-from controller.api.server import ApiServer  # noqa: E402
-from topology.history import Compactor
+from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
 from topology.state import State  # noqa: E402
 
 log = logging.getLogger("sdn")
 
 
-def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
+def setup_tls(cfg: config_mod.Config) -> pki.TlsFiles:
+    """The CA (created on first start) and the controller's certificate, valid for the addresses clients and
+    switches are told to use; and warnings for every channel an insecure_* option leaves in plaintext."""
+    authority = pki.Pki(cfg.pki_path)
+    if authority.init():
+        log.info("created a certificate authority in %s (its key ca.key is 0600)", cfg.pki_path)
+    names = [h for h in (config_mod.split_hostport(cfg.grpc_listen)[0],
+                         config_mod.split_hostport(cfg.openflow_listen)[0],
+                         cfg.switch_controller_target.split(":")[1]) if h not in ("0.0.0.0", "::", "")]
+    files = authority.ensure_controller([*names, *cfg.tls_san])
+    if cfg.insecure_openflow:
+        log.warning("insecure_openflow: OpenFlow on %s is PLAINTEXT and unauthenticated: any host reaching it "
+                    "can claim a datapath id not yet connected", cfg.openflow_listen)
+    if cfg.insecure_ovsdb:
+        log.warning("insecure_ovsdb: chassis may use plaintext tcp: OVSDB addresses (unauthenticated, readable "
+                    "by anyone on the path)")
+    if not cfg.grpc_uses_tls and not config_mod.is_loopback(config_mod.split_hostport(cfg.grpc_listen)[0]):
+        log.warning("insecure_grpc: the gRPC API on %s is PLAINTEXT beyond loopback: bearer tokens travel in "
+                    "clear", cfg.grpc_listen)
+    for what, listen in (("dashboard", cfg.dashboard_listen), ("metrics", cfg.metrics_listen)):
+        if listen and not config_mod.is_loopback(config_mod.split_hostport(listen)[0]):
+            log.warning("the %s on %s is plain HTTP beyond loopback", what, listen)
+    return files
+
+
+def _authorizer(state: State) -> Callable[[int, str], str | None]:
+    """A switch may be datapath `dpid` only if its certificate names a registered chassis with that id."""
+
+    def authorize(dpid: int, chassis_id: str) -> str | None:
+        ch = state.topology.chassis.get(chassis_id)  # one dict read: no lock (this is os-ken's event thread)
+        if ch is None:
+            return "unknown_chassis"
+        if ch.datapath_id != dpid:
+            return "wrong_datapath_id"
+        return None
+
+    return authorize
+
+
+def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> Dataplane:
     """os-ken in this process (its hub runs native threads), the sync engines, the OVSDB agents."""
     host, port = config_mod.split_hostport(cfg.openflow_listen)
-    app = ofapp.ensure_started(host, port)
+    app = ofapp.ensure_started(host, port, tls=None if cfg.insecure_openflow else tls)
+    if not cfg.insecure_openflow:
+        app.authorize = _authorizer(state)
+    ovsdb.set_ssl_identity(tls)  # ssl: OVSDB addresses; process-wide in the ovs library
     target = cfg.switch_controller_target
 
     def agent(ch: Chassis, on_change: Callable[[str, Any], None]) -> ChassisAgent:
         return ChassisAgent(ch.id, ch.ovsdb_address, controller_targets=[target], datapath_id=ch.datapath_id,
                             bridge_mappings=dict(ch.bridge_mappings), datapath_type=cfg.datapath_type,
-                            on_change=on_change)
+                            on_change=on_change, allow_tcp=cfg.insecure_ovsdb)
 
     dataplane = Dataplane(state, engine_factory=lambda dpid, _cb: app.sync.get(dpid), agent_factory=agent,
                           packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
@@ -57,6 +100,7 @@ def start_dataplane(cfg: config_mod.Config, state: State) -> Dataplane:
                           self_check_interval_s=cfg.self_check_interval_s,
                           self_check_every_change=cfg.self_check_every_change)
     app.sync.on_realized = dataplane._on_realized
+    dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir
     dataplane.packet_out = app.packet_out
     dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
@@ -78,14 +122,17 @@ def start_metrics(cfg: config_mod.Config, state: State, dataplane: Dataplane,
         return None
     app = ofapp.ensure_started(*config_mod.split_hostport(cfg.openflow_listen))  # the running app
     metrics = Metrics(state, dataplane, lambda: dict(app.packet_ins_by_reason), cfg.stats_interval_s,
-                      compactor=compactor)
+                      compactor=compactor, southbound_rejected=app.rejected)
     port = metrics.start(cfg.metrics_listen, sync=app.sync)
     log.info("metrics on http://%s:%d/metrics", config_mod.split_hostport(cfg.metrics_listen)[0], port)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_mod.load(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["pki"]:
+        return pki.main(args[1:])
+    cfg = config_mod.load(args)
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = cfg.data_path
@@ -105,19 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(50_000, 20, 20)
     if tokens.created_admin_token:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")
-    dataplane = start_dataplane(cfg, state)
+    tls = setup_tls(cfg)
+    dataplane = start_dataplane(cfg, state, tls)
     log.info("OpenFlow listener on %s; switches are told to connect to %s", cfg.openflow_listen,
              cfg.switch_controller_target)
     metrics = start_metrics(cfg, state, dataplane, compactor)
     api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane,
                     interceptors=[metrics.interceptor()] if metrics is not None else [],
                     flow_budget=cfg.flow_budget_per_tenant, max_streams=cfg.max_streams,
-                    max_streams_per_tenant=cfg.max_streams_per_tenant)
+                    max_streams_per_tenant=cfg.max_streams_per_tenant,
+                    credentials=tls_credentials(tls, cfg.grpc_require_client_cert) if cfg.grpc_uses_tls else None)
     if metrics is not None:
         metrics.streams = api.streams
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
-    endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid()}
+    endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid(),
+                 "grpc_tls": cfg.grpc_uses_tls, "ca_cert": str(tls.ca.resolve())}
     dashboard = None
     if cfg.dashboard_listen:
         from controller.dashboard import DashboardServer
@@ -132,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", _one_line(err, data))
         logging.shutdown()
         os._exit(1)  # os-ken's hub threads are not daemonic
-    log.info("gRPC API on %s (revision %d); data in %s", endpoints["grpc"], state.revision, data.resolve())
+    log.info("gRPC API on %s (%s; revision %d); data in %s", endpoints["grpc"],
+             "TLS" if cfg.grpc_uses_tls else "plaintext, loopback only", state.revision, data.resolve())
 
     if cfg.demo:
         from controller import demo

@@ -15,6 +15,11 @@ Layout (names start with the lab prefix <p>, root-namespace links are at most 12
   br-phy's internal port. VMs default to MTU 1450. tcpdump on <p>c<i>u (`chassis.underlay_root_ifname`)
   sees that chassis's encapsulated traffic.
 - br-int: netdev, fail_mode=secure, OpenFlow13, datapath-id (prefix hex << 16 | index) unless given.
+- TLS: `Lab(pki=controller.pki.Pki(...))` (the controller's CA) issues each chassis a certificate at
+  creation (CN = chassis name, files in <workdir>/pki/<name>/, key 0600). Its ovs-vswitchd gets them on the
+  command line (for `ssl:` controller targets), and its ovsdb-server then runs inside the chassis namespace
+  and also serves SSL on mgmt_ip:6640 (`chassis.ovsdb_remote`; `chassis.ovsdb` stays the local unix socket).
+  Without a CA the lab is plaintext and ovsdb-server stays in the root namespace.
 - provider network j: root bridge <p>n<j> forwarding 802.1q frames untouched; per chassis a netdev
   bridge with uplink `up<j>-<physnet>` (root end <p>c<i>p<j>). No patch ports: bridge mappings are the
   controller's (`chassis.bridge_mappings`, also written to Open_vSwitch external_ids:bridge-mappings;

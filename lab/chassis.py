@@ -8,6 +8,7 @@ from pathlib import Path
 
 import netaddr
 
+from controller.pki import TlsFiles
 from lab import netlink, proc
 from lab.contracts import LabResources
 from lab.hosts import VM
@@ -34,6 +35,7 @@ class Chassis:
         tunnel_prefixlen: int,
         mgmt_ip: str,
         datapath_id: int,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.lab = lab
         self.name = name
@@ -51,7 +53,8 @@ class Chassis:
         # tunnel-termination entries of br-phy's address; a packet translated in between is dropped (no
         # route: not encapsulated) or handed to the kernel (no tunnel port: ICMP port unreachable). A route
         # of our own (ovs/route/add) survives those re-reads. See BENCHMARKS.md "Churn soak".
-        self._ovs = OvsInstance(rundir, namespace, lab.state, system_routes=False)
+        self.tls = tls  # its certificate (CN = name) when the lab has a CA: ssl: to the controller and OVSDB
+        self._ovs = OvsInstance(rundir, namespace, lab.state, tls=tls, ovsdb_ssl_ip=mgmt_ip, system_routes=False)
 
     def __repr__(self) -> str:
         return f"Chassis({self.name!r}, ns={self.namespace!r}, vtep={self.tunnel_ip}, dpid={self.datapath_id:#x})"
@@ -62,6 +65,7 @@ class Chassis:
             "name": self.name,
             "namespace": self.namespace,
             "ovsdb": self.ovsdb,
+            "ovsdb_remote": self.ovsdb_remote,
             "tunnel_ip": self.tunnel_ip,
             "mgmt_ip": self.mgmt_ip,
             "datapath_id": self.datapath_id_hex,
@@ -74,6 +78,12 @@ class Chassis:
     def ovsdb(self) -> str:
         """OVSDB address (`unix:/.../db.sock`)."""
         return self._ovs.ovsdb
+
+    @property
+    def ovsdb_remote(self) -> str:
+        """The OVSDB address to register with the controller: `ssl:MGMT_IP:6640` when the chassis has a
+        certificate, else the unix socket."""
+        return self._ovs.ovsdb_remote
 
     @property
     def bridge_mappings(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from controller import demo
+from controller.pki import Pki
 from lab.lab import Lab
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
@@ -64,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = Path(args.data_dir).resolve()
     dashboard_listen = args.dashboard_listen or _dashboard_address()
-    with Lab() as lab:
+    authority = Pki(data / "pki")  # the controller's CA (kept in the store): each chassis gets a certificate
+    authority.init()
+    with Lab(pki=authority) as lab:
         chassis = [lab.add_chassis(f"hv{i}") for i in (1, 2)]
         of_port = lab.free_port()
+        # OpenFlow over TLS (ssl: target, certificates both ways), OVSDB over SSL (ssl:MGMT_IP:6640)
         ctl = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(data),
                                 "--grpc-listen", args.grpc_listen, "--openflow-listen", f"{lab.mgmt_ip}:{of_port}",
-                                "--switch-target", f"tcp:{lab.mgmt_ip}:{of_port}", "--datapath-type", "netdev",
+                                "--switch-target", f"ssl:{lab.mgmt_ip}:{of_port}", "--datapath-type", "netdev",
+                                "--vswitchd-ctl-dir", str(lab.workdir),
                                 "--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen,
                                 "--log-level", "WARNING"], cwd=ROOT)
         try:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             stub = pb_grpc.TopologyServiceStub(channel)
             for ch in chassis:  # create, or point an existing record at this lab's switch
                 record = pb.Chassis(name=f"chassis/{ch.name}", datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip,
-                                    ovsdb_address=ch.ovsdb)
+                                    ovsdb_address=ch.ovsdb_remote)
                 try:
                     stub.UpdateChassis(pb.UpdateChassisRequest(chassis=record), metadata=admin)
                 except grpc.RpcError:
@@ -108,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 isolated = vms["bob-vm2"].mac in neigh and vms["alice-vm2"].mac not in neigh
                 print(f"demo check: pings {'ok' if ok else 'FAILED'}, tenants "
                       f"{'isolated' if isolated else 'MIXED'}", flush=True)
-                return 0 if ok and isolated else 1
+                tls = _tls_ok(chassis)
+                print(f"demo check: switches and OVSDB over TLS {'ok' if tls else 'FAILED'}", flush=True)
+                return 0 if ok and isolated and tls else 1
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             try:
                 signal.pause()
@@ -121,6 +128,26 @@ def main(argv: list[str] | None = None) -> int:
                 ctl.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 ctl.kill()
+
+
+def _tls_ok(chassis: list, timeout: float = 15.0) -> bool:  # type: ignore[type-arg]
+    """Every br-int is connected to an ssl: controller target (vswitchd refreshes is_connected every few
+    seconds: wait for it) and the controller reaches its OVSDB over SSL."""
+    deadline = time.monotonic() + timeout
+    while True:
+        bad = {}
+        for ch in chassis:
+            rows = ch.vsctl("--format=csv", "--data=bare", "--no-headings", "--columns=target,is_connected",
+                            "list", "Controller").splitlines()
+            if not rows or not all(r.startswith("ssl:") and r.endswith(",true") for r in rows) \
+                    or not ch.ovsdb_remote.startswith("ssl:"):
+                bad[ch.name] = (rows, ch.ovsdb_remote)
+        if not bad:
+            return True
+        if time.monotonic() > deadline:
+            print(f"not over TLS: {bad}", file=sys.stderr, flush=True)
+            return False
+        time.sleep(0.5)
 
 
 def _dashboard_address() -> str:
@@ -176,6 +203,9 @@ Look at the API and the flows:
   .venv/bin/sdnctl chassis list
   OVS_RUNDIR={lab.chassis['hv1'].rundir} ovs-ofctl -O OpenFlow13 dump-flows br-int
 Tenant tokens are in {data}/demo-tokens.json. Ctrl-C stops the controller and removes the lab.
+
+Every switch talks OpenFlow over TLS to the controller with its own certificate (CN = chassis id), and the
+controller reaches each chassis's OVSDB over SSL ({lab.chassis['hv1'].ovsdb_remote}); the CA is {data}/pki/ca.crt.
 
 Watch it in a browser (read-only dashboard: topology, flow tables with counters, packet traces):
   {dashboard}

@@ -13,6 +13,7 @@ from typing import Self
 
 import netaddr
 
+from controller.pki import Pki
 from lab import netlink, proc
 from lab.chassis import Chassis
 from lab.hosts import ExternalHost
@@ -34,9 +35,11 @@ class Lab:
     `<p>c<i>m|u|p<j>` chassis i's veth ends, `<p>x<k>` external host k's veth end.
     """
 
-    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, clean_stale: bool = True) -> None:
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, clean_stale: bool = True,
+                 pki: Pki | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.clean_stale = clean_stale
+        self.pki = pki  # the controller's CA: each chassis gets its certificate from it at creation
         self.prefix = ""
         self.chassis: dict[str, Chassis] = {}
         self.external_hosts: dict[str, ExternalHost] = {}
@@ -197,9 +200,10 @@ class Lab:
         netlink.add_veth(
             underlay_root, "ul0", peer_namespace=namespace, mtu=self.underlay_mtu, master=self.underlay_bridge
         )
+        tls = self.pki.issue_chassis(name, out=self.workdir / "pki" / name) if self.pki is not None else None
         chassis = Chassis(
             self, name, index, namespace, self.workdir / name, tunnel_ip, UNDERLAY_NET.prefixlen, mgmt_ip,
-            datapath_id,
+            datapath_id, tls,
         )  # fmt: skip
         self.chassis[name] = chassis
         chassis.start()

@@ -6,11 +6,13 @@ import fcntl
 import os
 from pathlib import Path
 
+from controller.pki import TlsFiles
 from lab import proc
 from lab.state import LabState
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OPENFLOW = "OpenFlow13"
+OVSDB_SSL_PORT = 6640  # on the chassis's own management address, inside its namespace: always free
 
 
 def _pidfile_locked(path: Path) -> bool:
@@ -28,15 +30,32 @@ def _pidfile_locked(path: Path) -> bool:
 
 
 class OvsInstance:
-    """ovsdb-server + ovs-vswitchd with all files in `rundir`, vswitchd running in `namespace`."""
+    """ovsdb-server + ovs-vswitchd with all files in `rundir`, vswitchd running in `namespace`.
 
-    def __init__(self, rundir: Path, namespace: str, state: LabState, system_routes: bool = True) -> None:
+    With `tls` (key, certificate, CA: a chassis certificate of the controller's CA), ovs-vswitchd uses it for
+    its ssl: controller connections, and ovsdb-server runs in the namespace too and also serves SSL on
+    `ovsdb_ssl_ip`:6640 (clients need a certificate of the same CA); the unix socket stays for local tools.
+    """
+
+    def __init__(self, rundir: Path, namespace: str, state: LabState, tls: TlsFiles | None = None,
+                 ovsdb_ssl_ip: str | None = None, system_routes: bool = True) -> None:
         self.rundir = rundir
         self.namespace = namespace
         self._state = state
         # False: ovs-vswitchd does not mirror the kernel's routes (--disable-system-route); native tunnels
         # then need a route added with `ovs/route/add` after every start (see Chassis.start_vswitchd).
         self.system_routes = system_routes
+        self.tls = tls
+        self.ovsdb_ssl_ip = ovsdb_ssl_ip if tls is not None else None
+
+    @property
+    def ovsdb_remote(self) -> str:
+        """The address a controller uses: ssl:IP:6640 with TLS, else the unix socket."""
+        return f"ssl:{self.ovsdb_ssl_ip}:{OVSDB_SSL_PORT}" if self.ovsdb_ssl_ip else self.ovsdb
+
+    def _tls_args(self) -> list[str]:
+        t = self.tls
+        return [] if t is None else [f"--private-key={t.key}", f"--certificate={t.cert}", f"--ca-cert={t.ca}"]
 
     @property
     def db_sock(self) -> str:
@@ -74,8 +93,12 @@ class OvsInstance:
         self.rundir.mkdir(parents=True, exist_ok=False)
         db = str(self.rundir / "conf.db")
         proc.run(["ovsdb-tool", "create", db, SCHEMA], env=self.env)
+        remotes = [f"--remote=punix:{self.db_sock}"]
+        if self.ovsdb_ssl_ip:
+            remotes.append(f"--remote=pssl:{OVSDB_SSL_PORT}:{self.ovsdb_ssl_ip}")
         proc.run(
-            ["ovsdb-server", db, f"--remote=punix:{self.db_sock}", *self._daemon_args("ovsdb-server")],
+            ["ovsdb-server", db, *remotes, *self._tls_args(), *self._daemon_args("ovsdb-server")],
+            namespace=self.namespace if self.ovsdb_ssl_ip else None,
             env=self.env,
         )
         self._record("ovsdb-server")
@@ -86,7 +109,7 @@ class OvsInstance:
         """Start ovs-vswitchd inside the namespace; it re-creates bridges and ports but has no flows."""
         routes = [] if self.system_routes else ["--disable-system-route"]
         proc.run(
-            ["ovs-vswitchd", self.ovsdb, *routes, *self._daemon_args("ovs-vswitchd")],
+            ["ovs-vswitchd", self.ovsdb, *routes, *self._tls_args(), *self._daemon_args("ovs-vswitchd")],
             namespace=self.namespace,
             env=self.env,
         )

@@ -96,6 +96,7 @@ class ControllerProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "controller.log"
+        self.credentials: grpc.ChannelCredentials | None = None  # TLS to the API (--grpc-tls always)
 
     @property
     def endpoint(self) -> str:
@@ -111,7 +112,7 @@ class ControllerProcess:
                  "--dashboard-listen", f"127.0.0.1:{self.dashboard_port}",
                  "--self-check-every-change", *self.extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
-        channel = grpc.insecure_channel(self.endpoint)
+        channel = self.channel()
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -124,6 +125,12 @@ class ControllerProcess:
             raise TimeoutError("controller did not start")
         finally:
             channel.close()
+
+    def channel(self) -> grpc.Channel:
+        """A channel to the API: TLS when `credentials` are set, else plaintext (loopback)."""
+        if self.credentials is not None:
+            return grpc.secure_channel(self.endpoint, self.credentials)
+        return grpc.insecure_channel(self.endpoint)
 
     def admin_token(self) -> str:
         data = json.loads((self.data_dir / "tokens.json").read_text())

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2
 
+from controller.pki import Pki
 from lab import VM, Lab
 from lab.chassis import Chassis as LabChassis
 from proto.sdn.v1 import dataplane_pb2 as dpb
@@ -144,17 +145,24 @@ class Env:
 
 def register_chassis(stub: pb_grpc.TopologyServiceStub, admin, ch: LabChassis) -> None:  # type: ignore[no-untyped-def]
     stub.CreateChassis(pb.CreateChassisRequest(chassis=pb.Chassis(
-        datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip, ovsdb_address=ch.ovsdb,
+        datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip, ovsdb_address=ch.ovsdb_remote,
         bridge_mappings={PHYSNET: PROVIDER_BRIDGE} if PROVIDER_BRIDGE in ch.provider_bridges else {}),
         chassis_id=ch.name), metadata=admin)
 
 
 def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
                      extra_args: list[str] | None = None) -> ControllerProcess:
+    """The controller on `data_dir`, its OpenFlow listener on the lab's management address. Over TLS with the
+    lab's CA when the lab has one (lab_env's labs do), else plaintext (--insecure-openflow)."""
     ctl = ControllerProcess(data_dir)
     if of_port is not None:
         ctl.of_port = of_port
-    ctl.extra_args = ["--switch-target", f"tcp:{lab.mgmt_ip}:{ctl.of_port}", "--datapath-type", "netdev",
+    if lab.pki is not None:
+        security = ["--switch-target", f"ssl:{lab.mgmt_ip}:{ctl.of_port}", "--pki-dir", str(lab.pki.root)]
+    else:
+        security = ["--switch-target", f"tcp:{lab.mgmt_ip}:{ctl.of_port}", "--insecure-openflow"]
+    # the chassis's ovs-vswitchd control sockets, in <workdir>/<chassis>/, for diff traces' ofproto/trace
+    ctl.extra_args = [*security, "--datapath-type", "netdev", "--vswitchd-ctl-dir", str(lab.workdir),
                       *(extra_args or [])]
     ctl.of_host = lab.mgmt_ip
     ctl.start()
@@ -163,8 +171,12 @@ def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
 
 @contextmanager
 def lab_env(tmp: Path, chassis: int = 2, provider: bool = True,
-            extra_args: list[str] | None = None) -> Iterator[Env]:
-    with Lab() as lab:
+            extra_args: list[str] | None = None, tls: bool = True) -> Iterator[Env]:
+    """`tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates."""
+    authority = Pki(tmp / "data" / "pki") if tls else None  # the controller's CA first: chassis get certificates
+    if authority is not None:
+        authority.init()
+    with Lab(pki=authority) as lab:
         if provider:
             lab.add_provider_network(PHYSNET)
         for i in range(1, chassis + 1):

@@ -21,6 +21,7 @@ def test_demo_check_twice_on_the_same_store(tmp_path: Path) -> None:
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "demo check: pings ok, tenants isolated" in out.stdout
+        assert "demo check: switches and OVSDB over TLS ok" in out.stdout
         assert "ip netns exec" in out.stdout
         assert "demo check: dashboard ok" in out.stdout  # the printed URL serves the page, the token works
         assert "sign in with the admin token sdn_" in out.stdout

@@ -52,7 +52,7 @@ FAMILIES = {
     "sdn_store_size_bytes": "gauge", "sdn_store_compacted_revision": "gauge",
     "sdn_store_compacted_changes": "counter",
     "sdn_chassis_realized_revision": "gauge", "sdn_chassis_realized_revision_lag": "gauge",
-    "sdn_drift_repairs": "counter",
+    "sdn_drift_repairs": "counter", "sdn_southbound_rejected": "counter",
     "sdn_flow_packets": "counter", "sdn_flow_bytes": "counter",
 }
 
@@ -92,7 +92,8 @@ def fake(tmp_path: Path) -> Iterator[SimpleNamespace]:
     dataplane = SimpleNamespace(planes={"hv1": plane},
                                 compiler=SimpleNamespace(desired=lambda _c: items, units={
                                     "hv1": {("port", "vm1"): frozenset(), ("port", "vm2"): frozenset()}}))
-    metrics = Metrics(state, dataplane, lambda: {(1, "action"): 4})
+    metrics = Metrics(state, dataplane, lambda: {(1, "action"): 4},
+                      southbound_rejected=lambda: {"tls_handshake": 2, "wrong_datapath_id": 0})
     try:
         yield SimpleNamespace(metrics=metrics, state=state, engine=eng)
     finally:
@@ -128,6 +129,7 @@ def test_exposition_parses_with_every_family_and_type(fake: SimpleNamespace) -> 
     assert sample(fams, "sdn_flow_mods_sent_total", chassis="hv1") == 7
     assert sample(fams, "sdn_drift_repairs_total", chassis="hv1") == 3
     assert sample(fams, "sdn_packet_ins_total", chassis="hv1", reason="action") == 4
+    assert sample(fams, "sdn_southbound_rejected_total", reason="tls_handshake") == 2
     assert sample(fams, "sdn_bundle_duration_seconds_count", chassis="hv1") == 1
     assert sample(fams, "sdn_bundle_messages_sum", chassis="hv1") == 12
     assert sample(fams, "sdn_store_commit_duration_seconds_count") == 1
@@ -166,7 +168,7 @@ def test_packet_ins_are_counted_by_named_reason() -> None:
 
     from controller.southbound.ofapp import OFApp
 
-    app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None)
+    app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None, _current=lambda dp: True)
     for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):
         msg = SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)
         OFApp.on_packet_in(app, SimpleNamespace(msg=msg))

@@ -114,13 +114,11 @@ def bridge_ports(ch: Chassis, bridge: str) -> set[str]:
 
 
 def controller_rows(ch: Chassis) -> list[tuple[str, str, str, str]]:
-    """(uuid, target, max_backoff, connection_mode) of br-int's controllers."""
-    rows = []
-    for uuid in ch.vsctl("get", "Bridge", "br-int", "controller", wait=False).strip("[]").split(", "):
-        if uuid:
-            target, backoff, mode = (vsctl_get(ch, "Controller", uuid, c) for c in CONTROLLER_COLUMNS)
-            rows.append((uuid, target, backoff, mode))
-    return rows
+    """(uuid, target, max_backoff, connection_mode) of br-int's controllers (the chassis's only ones), read in
+    one command: row by row, the agent could delete a row between the listing and the reading."""
+    out = ch.vsctl("--format=csv", "--data=bare", "--no-headings", f"--columns=_uuid,{','.join(CONTROLLER_COLUMNS)}",
+                   "list", "Controller", wait=False)
+    return [(u, t, b, m) for u, t, b, m in (line.split(",") for line in out.splitlines() if line)]
 
 
 def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:

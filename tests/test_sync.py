@@ -1,7 +1,8 @@
 """Sync engine against a real ovs-vswitchd (lab chassis) and a real os-ken listener in this process.
 
 os-ken's AppManager is a process-wide singleton: one listener per test session (on 0.0.0.0 and a free
-port, so every lab's management address reaches it); the engines are reset between tests.
+port, so every lab's management address reaches it); the engines are reset between tests. Switches connect
+over TLS with their chassis certificates, admitted by datapath id as in the controller (`CHASSIS_DPIDS`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from controller.southbound.ofapp import OFApp, ensure_started
+from controller.pki import Pki
 from controller.southbound.sync import SwitchSync
 from flows import actions as A
 from flows import pipeline as P
@@ -122,18 +124,36 @@ def flows_only(items: list[Flow | Group]) -> list[Flow]:
 # --- fixtures --------------------------------------------------------------------------------------------
 
 
+CHASSIS_DPIDS: dict[str, int] = {}  # chassis name -> datapath id, for the listener's identity check
+
+
+_pki: list[Pki] = []
+
+
 @pytest.fixture(scope="session")
-def ofapp() -> OFApp:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One CA for the session's one listener, also where other modules import this fixture (pytest would
+    otherwise make one per importing module)."""
+    if not _pki:
+        authority = Pki(tmp_path_factory.mktemp("sync-pki"))
+        authority.init()
+        _pki.append(authority)
+    return _pki[0]
+
+
+@pytest.fixture(scope="session")
+def ofapp(pki: Pki) -> OFApp:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
-    app = ensure_started("0.0.0.0", port)
+    app = ensure_started("0.0.0.0", port, tls=pki.ensure_controller([]))
+    app.authorize = lambda dpid, chassis: None if CHASSIS_DPIDS.get(chassis) == dpid else "wrong_datapath_id"
     return app
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
+def lab(pki: Pki) -> Iterator[Lab]:
+    with Lab(pki=pki) as lab:
         yield lab
 
 
@@ -159,7 +179,8 @@ class Switch:
         self.lab, self.app = lab, app
         self.ch: Chassis = lab.add_chassis(name)
         self.dpid = self.ch.datapath_id
-        self.target = f"tcp:{lab.mgmt_ip}:{of_port(app)}"
+        CHASSIS_DPIDS[name] = self.dpid
+        self.target = f"ssl:{lab.mgmt_ip}:{of_port(app)}"
 
     def connect(self) -> None:
         self.ch.set_controller(self.target)

@@ -8,19 +8,20 @@ from collections.abc import Iterator
 import pytest
 
 from controller.southbound.ofapp import OFApp
+from controller.pki import Pki
 from flows import actions as A
 from flows import pipeline as P
 from flows.cookie import Cookie
 from flows.flow import Flow, MeterEntry
 from lab import Lab
-from tests.test_sync import Switch, engine, install, ofapp  # noqa: F401 - fixtures
+from tests.test_sync import Switch, engine, install, ofapp, pki  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab() as lab:
+def lab(pki: Pki) -> Iterator[Lab]:  # noqa: F811
+    with Lab(pki=pki) as lab:
         yield lab
 
 

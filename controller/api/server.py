@@ -39,6 +39,7 @@ from proto.sdn.v1 import (
     topology_pb2,
     topology_pb2_grpc,
 )
+from controller.pki import TlsFiles
 from topology.ops_security import DEFAULT_FLOW_BUDGET
 from topology.state import State
 
@@ -49,12 +50,22 @@ DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_
 WATCH_METHOD = f"/{SERVICE_NAME}/Watch"  # admits itself, by tenant, once authenticated
 
 
+def tls_credentials(files: TlsFiles, require_client_cert: bool = False) -> grpc.ServerCredentials:
+    """Our key and certificate; client certificates are asked for, and required and verified against the CA
+    with `require_client_cert` (bearer tokens are required either way)."""
+    return grpc.ssl_server_credentials([(files.key.read_bytes(), files.cert.read_bytes())],
+                                       root_certificates=files.ca.read_bytes(),
+                                       require_client_auth=require_client_cert)
+
+
 class ApiServer:
     def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
                  dataplane: Dataplane | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
                  flow_budget: int = DEFAULT_FLOW_BUDGET, max_streams: int = DEFAULT_MAX_STREAMS,
-                 max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT) -> None:
+                 max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
+        """`credentials`: TLS (see tls_credentials); None listens in plaintext."""
         self.state = state
         self.tokens = tokens
         self._stopping = threading.Event()
@@ -83,7 +94,10 @@ class ApiServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(services, self.server)
-        self.port = self.server.add_insecure_port(address)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
 

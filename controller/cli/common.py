@@ -8,9 +8,11 @@ subcommands without an import cycle.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,9 +46,11 @@ PAGE_SIZE = 1000
 
 
 class Client:
-    def __init__(self, endpoint: str, token: str, timeout: float) -> None:
+    def __init__(self, endpoint: str, token: str, timeout: float,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.endpoint, self.timeout = endpoint, timeout
-        self.channel = grpc.insecure_channel(endpoint)
+        self.channel = (grpc.secure_channel(endpoint, credentials) if credentials is not None
+                        else grpc.insecure_channel(endpoint))
         self.stub = pb_grpc.TopologyServiceStub(self.channel)
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.debug = dbg_grpc.DebugServiceStub(self.channel)
@@ -212,6 +216,30 @@ def add_globals(p: argparse.ArgumentParser) -> None:
     g.add_argument("-c", "--column", dest="columns", action="append", default=s, metavar="FIELD",
                    help="only this field (repeatable; proto field names)")
     g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
+    g.add_argument("--ca-cert", default=s, metavar="PATH",
+                   help="TLS: the controller's CA certificate, DATA_DIR/pki/ca.crt (env SDN_CA_CERT)")
+    g.add_argument("--client-cert", default=s, metavar="PATH", help="TLS client certificate (env SDN_CLIENT_CERT)")
+    g.add_argument("--client-key", default=s, metavar="PATH", help="its private key (env SDN_CLIENT_KEY)")
+
+
+def credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials when a CA is given (option or environment), else None (plaintext)."""
+    def opt(name: str, env: str) -> str:
+        return str(getattr(args, name, None) or os.environ.get(env) or "")
+
+    ca, cert, key = (opt("ca_cert", "SDN_CA_CERT"), opt("client_cert", "SDN_CLIENT_CERT"),
+                     opt("client_key", "SDN_CLIENT_KEY"))
+    if not ca:
+        if cert or key:
+            raise usage_error("--client-cert/--client-key need --ca-cert (TLS)")
+        return None
+    if bool(cert) != bool(key):
+        raise usage_error("--client-cert and --client-key go together")
+    try:
+        return grpc.ssl_channel_credentials(Path(ca).read_bytes(), Path(key).read_bytes() if key else None,
+                                            Path(cert).read_bytes() if cert else None)
+    except OSError as e:
+        raise usage_error(f"cannot read TLS file: {e}") from None
 
 
 def pair(p: argparse.ArgumentParser, dest: str, on: str, off: str) -> None:

@@ -7,6 +7,9 @@ Global options (also accepted after the command): --endpoint HOST:PORT (env SDN_
 directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|json|value, -c/--column FIELD
 (repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
 The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
+TLS (an API beyond loopback, or --grpc-tls always): --ca-cert PATH (env SDN_CA_CERT; the controller's
+DATA_DIR/pki/ca.crt) verifies the controller and turns TLS on; --client-cert/--client-key PATH (env
+SDN_CLIENT_CERT, SDN_CLIENT_KEY; from `sdn-controller pki issue-client NAME`) present a client certificate.
 
 References (NET, SUBNET, PORT, ROUTER, SG, POLICY, ...) are a resource name ("networks/x"), a bare id ("x"), or a display
 name (resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is
@@ -53,6 +56,7 @@ from controller.cli.common import (
     DEFAULT_ENDPOINT,
     PAGE_SIZE,
     Client,
+    credentials,
     add_globals,
     command,
     do_delete,
@@ -513,7 +517,8 @@ def build_parser() -> Parser:
     for p in (pc, ps):
         p.add_argument("--datapath-id", type=datapath_id, metavar="HEX|INT")
         p.add_argument("--tunnel-ip", metavar="IP")
-        p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR", help='e.g. "tcp:192.0.2.5:6640"')
+        p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR",
+                       help='e.g. "ssl:192.0.2.5:6640" (tcp: only with insecure_ovsdb)')
         repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
                   "PHYSNET:BRIDGE", bridge_mapping)
 
@@ -677,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = getattr(args, "columns", None)
     client: Client | None = None
     try:
-        client = Client(endpoint, _token(args), timeout)
+        client = Client(endpoint, _token(args), timeout, credentials(args))
         client.validate_only = bool(getattr(args, "validate_only", False))
         result = args.func(client, args)
         if args.out == "one":

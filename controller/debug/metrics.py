@@ -50,12 +50,14 @@ class Metrics:
     """
 
     def __init__(self, state: Any = None, dataplane: Any = None, packet_ins: PacketIns | None = None,
-                 stats_interval_s: float = 0.0, compactor: Any = None) -> None:
+                 stats_interval_s: float = 0.0, compactor: Any = None,
+                 southbound_rejected: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.state = state
         self.compactor = compactor  # topology.history.Compactor: changes compacted
         self.dataplane = dataplane
         self.packet_ins = packet_ins
         self.streams: Any = None  # controller.api.streams.StreamLimiter of the API server: caps, refusals
+        self.southbound_rejected = southbound_rejected  # reason -> refused switch connections (ofapp)
         self.registry = CollectorRegistry()
         r = self.registry
         self.api_requests = Counter("sdn_api_requests", "gRPC calls finished, by method and status code",
@@ -231,6 +233,9 @@ class _ScrapeCollector(Collector):
             for (method, reason), n in sorted(m.streams.refused.items()):
                 s_refused.add_metric([method, reason], n)
             s_revoked.add_metric([], m.streams.revoked_streams)
+        refused = _counter("sdn_southbound_rejected", "Switch connections refused: tls_handshake (no or a "
+                           "foreign certificate, plaintext), unknown_chassis, wrong_datapath_id (the certificate's "
+                           "chassis has another), datapath_in_use (claimed from another identity)", ["reason"])
 
         state, dp = m.state, m.dataplane
         store_rev = int(state.revision) if state is not None else 0
@@ -275,9 +280,12 @@ class _ScrapeCollector(Collector):
         if m.packet_ins is not None:
             for (dpid, reason), n in sorted(dict(m.packet_ins()).items()):
                 pins.add_metric([m.chassis_of(dpid), reason], n)
+        if m.southbound_rejected is not None:
+            for reason, n in sorted(m.southbound_rejected().items()):
+                refused.add_metric([reason], n)
         yield from (of_up, ovsdb, desired, installed, gdesired, ginstalled, *sync.values(), pins, revision,
                     size, compacted, dropped, realized, lag, drift, divergence, s_limit, s_admitted,
-                    s_refused, s_revoked)
+                    s_refused, s_revoked, refused)
         yield from m.flow_counters.families()
 
 

@@ -710,7 +710,8 @@ def diff_trace(dataplane: Any, *, port_id: str | None = None, chassis_id: str | 
             if hop.chassis in done:
                 continue
             done.add(hop.chassis)
-            traces.append(ofproto_trace(hop.chassis, addresses.get(hop.chassis, ""), hop.entry))
+            traces.append(ofproto_trace(hop.chassis, addresses.get(hop.chassis, ""), hop.entry,
+                                        ctl_dir=getattr(dataplane, "vswitchd_ctl_dir", "")))
     return DiffTrace(want, have, divergences, traces)
 
 
@@ -818,11 +819,15 @@ def ovs_flow_text(packet: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
-def vswitchd_ctl(ovsdb_address: str) -> Path | None:
-    """The chassis's ovs-vswitchd control socket, when its OVSDB is a local unix socket next to it."""
-    if not ovsdb_address.startswith("unix:"):
+def vswitchd_ctl(ovsdb_address: str, chassis_id: str = "", ctl_dir: str = "") -> Path | None:
+    """The chassis's ovs-vswitchd control socket, when its OVSDB is a local unix socket next to it, or, for
+    a chassis on this machine reached over ssl: (the lab), in `ctl_dir`/<chassis id>/ (option vswitchd_ctl_dir)."""
+    if ovsdb_address.startswith("unix:"):
+        rundir = Path(ovsdb_address[len("unix:"):]).parent
+    elif ctl_dir and chassis_id and "/" not in chassis_id and chassis_id not in (".", ".."):
+        rundir = Path(ctl_dir) / chassis_id
+    else:
         return None
-    rundir = Path(ovsdb_address[len("unix:"):]).parent
     if not rundir.is_dir():
         return None
     found = sorted(rundir.glob("ovs-vswitchd.*.ctl")) + sorted(rundir.glob("ovs-vswitchd.ctl"))
@@ -830,10 +835,10 @@ def vswitchd_ctl(ovsdb_address: str) -> Path | None:
 
 
 def ofproto_trace(chassis_id: str, ovsdb_address: str, packet: Mapping[str, Any],
-                  bridge: str = "br-int") -> SwitchTrace:
+                  bridge: str = "br-int", ctl_dir: str = "") -> SwitchTrace:
     """`ovs-appctl -t CTL ofproto/trace br-int FLOW` on the chassis, if its control socket is reachable."""
     flow = ovs_flow_text(packet)
-    ctl = vswitchd_ctl(ovsdb_address)
+    ctl = vswitchd_ctl(ovsdb_address, chassis_id, ctl_dir)
     if ctl is None:
         return SwitchTrace(chassis_id, flow, "",
                            f"no ovs-vswitchd control socket reachable for {ovsdb_address!r}")

@@ -3,21 +3,33 @@ connection events and replies (barrier, multipart, errors, bundle control) to th
 
 The sync engines (controller/sync.py) live in `OFApp.sync`, a SyncManager; they send pre-encoded bytes with
 `Datapath.send` and correlate replies by xid.
+
+Who may be which switch: over TLS (the default) the listener requires a client certificate signed by the
+controller's CA, and a switch is admitted as datapath D only when its certificate names a chassis whose
+registered datapath id is D (`OFApp.authorize`); without TLS (`insecure_openflow`) a datapath id already
+connected from one address is refused from another. A refused connection is closed before it reaches the
+sync engines (it never gets a flow), logged, and counted by reason (`OFApp.rejected`).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import controller as osken_controller
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from apps import ids
+from controller.pki import TlsFiles, peer_common_name
 from controller.southbound.sync import RAW_SINKS_ATTR, SyncManager
 from flows import pipeline
 
@@ -94,6 +106,119 @@ def _raw_multipart_replies() -> None:
 _raw_multipart_replies()
 
 
+#: why a switch connection was refused (label of sdn_southbound_rejected_total)
+REJECT_REASONS = ("tls_handshake", "unknown_chassis", "wrong_datapath_id", "datapath_in_use")
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+IDENTITY_ATTR = "_sdn_identity"  # on a Datapath: "chassis:NAME" (its certificate) or "address:IP" (no TLS)
+ADMITTED_ATTR = "_sdn_admitted"  # on a Datapath: True once admitted as its datapath id
+
+
+class Rejections:
+    """Refused switch connections by reason (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(REJECT_REASONS, 0)
+
+    def add(self, reason: str) -> None:
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+_rejections = Rejections()
+REFUSAL_LOG_INTERVAL_S = 30.0  # a refused switch retries every second: one log line per peer and reason per 30 s
+_refusal_logged: dict[tuple[str, str], tuple[float, int]] = {}  # (address, reason) -> (last logged, suppressed)
+_refusal_lock = threading.Lock()
+
+
+def _log_refusal(address: str, reason: str, msg: str, *args: object) -> None:
+    now = time.monotonic()
+    with _refusal_lock:
+        last, suppressed = _refusal_logged.get((address, reason), (-1e9, 0))
+        if now - last < REFUSAL_LOG_INTERVAL_S:
+            _refusal_logged[(address, reason)] = (last, suppressed + 1)
+            return
+        _refusal_logged[(address, reason)] = (now, 0)
+        if len(_refusal_logged) > 10_000:  # many peers: forget the old ones
+            _refusal_logged.clear()
+    more = f" ({suppressed} more like it not logged)" if suppressed else ""
+    log.warning(msg + more, *args)
+_listener_tls: TlsFiles | None = None  # set by ensure_started before os-ken's listener starts
+
+
+class _OFSSLSocket(ssl.SSLSocket):
+    """os-ken's receive loop retries on any ssl.SSLError (meant for eventlet's read timeouts), so a real TLS
+    error would spin it forever: report one as the end of the connection instead."""
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as e:
+            raise EOFError(f"TLS: {e}") from e
+
+
+def tls_server_context(files: TlsFiles) -> ssl.SSLContext:
+    """TLS 1.2+, our certificate, and a client certificate signed by our CA required."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(files.cert), str(files.key))
+    ctx.load_verify_locations(str(files.ca))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.sslsocket_class = _OFSSLSocket
+    return ctx
+
+
+def _server_loop(self: Any, _tcp_port: int, _ssl_port: int) -> None:
+    """Replaces os-ken's OpenFlowController.server_loop: one listener on ofp_listen_host and
+    ofp_tcp_listen_port, TLS with required client certificates unless started without TLS files. The
+    handshake runs in the connection's own thread (a slow or silent peer holds up nobody); a failed one is
+    logged and counted."""
+    from os_ken import cfg
+
+    host, port = cfg.CONF.ofp_listen_host, cfg.CONF.ofp_tcp_listen_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = hub.listen((host, port), family=family)
+    ctx = tls_server_context(_listener_tls) if _listener_tls is not None else None
+    while True:
+        conn, addr = server.accept()
+        hub.spawn(_handle_connection, conn, addr, ctx)
+
+
+def _handle_connection(conn: socket.socket, addr: Any, ctx: ssl.SSLContext | None) -> None:
+    if ctx is not None:
+        conn.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
+        try:
+            conn = ctx.wrap_socket(conn, server_side=True)
+        except OSError as e:  # ssl.SSLError included: no or a foreign certificate, plaintext, timeout
+            _rejections.add("tls_handshake")
+            _log_refusal(addr[0], "tls_handshake", "OpenFlow connection from %s refused: TLS handshake failed (%s)",
+                         addr[0], getattr(e, "reason", None) or e)
+            conn.close()
+            return
+    osken_controller.datapath_connection_factory(conn, addr)
+
+
+osken_controller.OpenFlowController.server_loop = _server_loop
+
+
+def _peer_chassis(dp: Any) -> str | None:
+    """The chassis named by the switch's certificate (its CN), None without TLS."""
+    getpeercert = getattr(dp.socket, "getpeercert", None)
+    return peer_common_name(getpeercert()) if getpeercert is not None else None
+
+
+def _drop_connection(dp: Any) -> None:
+    """Close a refused switch's connection in both directions (its receive loop then ends: DEAD)."""
+    try:
+        socket.socket.shutdown(dp.socket, socket.SHUT_RDWR)  # below TLS: no close_notify to wait for
+    except OSError:
+        pass
+
+
 class DatapathRegistry:
     """Connected datapaths by id (thread-safe)."""
 
@@ -136,19 +261,60 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.packet_in_handler: Any = None
         self._meter_xids: set[tuple[int, int]] = set()  # (datapath id, xid) of meter-mods we sent
         self._meter_lock = threading.Lock()
+        # (datapath id, chassis named by the certificate) -> None if that switch may be that datapath, else
+        # the reason it may not (REJECT_REASONS); None = no certificate check (no TLS)
+        self.authorize: Callable[[int, str], str | None] | None = None
+
+    def rejected(self) -> dict[str, int]:
+        """Refused switch connections by reason, since the process started."""
+        return _rejections.counts()
+
+    def _refuse(self, dp: Any, reason: str, detail: str) -> None:
+        _rejections.add(reason)
+        _log_refusal(dp.address[0], reason, "refused switch from %s claiming datapath %016x: %s (%s)",
+                     dp.address[0], dp.id, reason, detail)
+        _drop_connection(dp)
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
     def on_features(self, ev: Any) -> None:
+        """Admit or refuse the connection as its claimed datapath id, before it can reach MAIN (and the
+        sync engine). Runs in this app's event thread, like on_state: decisions are serialized."""
         dp = ev.msg.datapath
-        log.info("switch connected: datapath %016x from %s", dp.id, dp.address)
-        self.registry.add(dp)
+        chassis = _peer_chassis(dp)
+        identity = f"chassis:{chassis}" if chassis is not None else f"address:{dp.address[0]}"
+        setattr(dp, IDENTITY_ATTR, identity)
+        if self.authorize is not None:
+            if chassis is None:
+                self._refuse(dp, "tls_handshake", "no certificate")
+                return
+            reason = self.authorize(dp.id, chassis)
+            if reason is not None:
+                self._refuse(dp, reason, f"its certificate names chassis {chassis!r}")
+                return
+        current = self.registry.get(dp.id)
+        if current is not None and current is not dp and getattr(current, IDENTITY_ATTR, None) != identity:
+            self._refuse(dp, "datapath_in_use", f"connected as {getattr(current, IDENTITY_ATTR, '?')}, "
+                         f"this one is {identity}")
+            return
+        setattr(dp, ADMITTED_ATTR, True)
+        log.info("switch connected: datapath %016x from %s (%s)", dp.id, dp.address, identity)
+
+    def _current(self, dp: Any) -> bool:
+        """`dp` is the admitted connection of its datapath id (messages from any other are ignored)."""
+        return dp.id is not None and self.registry.get(dp.id) is dp
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])  # type: ignore[misc]
     def on_state(self, ev: Any) -> None:
         dp = ev.datapath
-        if dp.id is None:
+        if dp.id is None or not getattr(dp, ADMITTED_ATTR, False):
             return
         if ev.state == MAIN_DISPATCHER:
+            current = self.registry.get(dp.id)
+            identity = getattr(dp, IDENTITY_ATTR, None)
+            if current is not None and current is not dp and getattr(current, IDENTITY_ATTR, None) != identity:
+                setattr(dp, ADMITTED_ATTR, False)  # another identity got in between features and now
+                self._refuse(dp, "datapath_in_use", f"connected as {getattr(current, IDENTITY_ATTR, '?')}")
+                return
             self.registry.add(dp)
             self._add_meters(dp)  # before the sync engine's first flows (same connection: in order)
             self.sync.switch_connected(dp)
@@ -159,6 +325,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)  # type: ignore[misc]
     def on_packet_in(self, ev: Any) -> None:
+        if not self._current(ev.msg.datapath):
+            return  # a refused connection, or one already replaced
         dpid = ev.msg.datapath.id
         self.packet_ins[dpid] = self.packet_ins.get(dpid, 0) + 1
         key = (dpid, PACKET_IN_REASONS.get(ev.msg.reason, str(ev.msg.reason)))
@@ -209,6 +377,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(_REPLY_EVENTS, MAIN_DISPATCHER)  # type: ignore[misc]
     def on_reply(self, ev: Any) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         if isinstance(msg, ofproto_v1_3_parser.OFPErrorMsg):
             with self._meter_lock:
                 ours = (msg.datapath.id, msg.xid) in self._meter_xids
@@ -223,16 +393,18 @@ _started: OFApp | None = None
 _started_lock = threading.Lock()
 
 
-def ensure_started(host: str, port: int) -> OFApp:
+def ensure_started(host: str, port: int, tls: TlsFiles | None = None) -> OFApp:
     """Start os-ken listening on host:port in this process once (AppManager is a process-wide singleton);
-    later calls return the same app whatever they ask for.
+    later calls return the same app whatever they ask for. With `tls`, the listener speaks only TLS and
+    requires a client certificate signed by `tls.ca`; set `OFApp.authorize` to check which chassis it names.
 
     os-ken's hub threads are not daemonic; started from a daemon thread they inherit daemon=True, so a
     test process (or any embedder) can exit without stopping them.
     """
-    global _started
+    global _started, _listener_tls
     with _started_lock:
         if _started is None:
+            _listener_tls = tls
             result: list[Any] = []
 
             def start() -> None:

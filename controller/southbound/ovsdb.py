@@ -24,6 +24,9 @@ from typing import Any
 
 import ovs.db.idl
 import ovs.poller
+import ovs.stream
+
+from controller.pki import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,34 @@ MONITORED = {
 }
 
 Row = Any  # ovs.db.idl.Row: untyped, columns are attributes
+
+
+_ssl_lock = threading.Lock()
+_ssl_identity: TlsFiles | None = None
+
+
+def set_ssl_identity(files: TlsFiles) -> None:
+    """The key, certificate and CA every `ssl:` OVSDB connection of this process uses. The ovs library keeps
+    them process-wide (class attributes of ovs.stream.Stream), so one identity serves every chassis: set it
+    once, before any agent starts; setting other files later is an error, the same ones again a no-op."""
+    global _ssl_identity
+    with _ssl_lock:
+        if _ssl_identity is not None:
+            if _ssl_identity != files:
+                raise RuntimeError(f"the ovs library's SSL identity is process-wide and already {_ssl_identity}")
+            return
+        for path in (files.key, files.cert, files.ca):
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"OVSDB SSL: {path} does not exist")
+        ovs.stream.Stream.ssl_set_private_key_file(str(files.key))
+        ovs.stream.Stream.ssl_set_certificate_file(str(files.cert))
+        ovs.stream.Stream.ssl_set_ca_cert_file(str(files.ca))
+        _ssl_identity = files
+
+
+def ssl_identity() -> TlsFiles | None:
+    with _ssl_lock:
+        return _ssl_identity
 
 
 def _frozen(d: Mapping[str, int] | None = None) -> Mapping[str, int]:
@@ -129,6 +160,7 @@ class ChassisAgent:
         integration_bridge: str = "br-int",
         datapath_type: str = "netdev",
         on_change: Callable[[str, ChassisPorts], None] | None = None,
+        allow_tcp: bool = False,
     ) -> None:
         bad = [t for t in tunnel_types if t not in TUNNEL_TYPES]
         if bad:
@@ -137,6 +169,7 @@ class ChassisAgent:
             raise ValueError(f"datapath_id {datapath_id:#x} does not fit in 64 bits")
         self.chassis_id = chassis_id
         self.address = address
+        self.allow_tcp = allow_tcp  # plaintext tcp: addresses (insecure_ovsdb); unix: and ssl: always work
         self.datapath_id = datapath_id
         self.tunnel_types = tuple(dict.fromkeys(tunnel_types))
         self.integration_bridge = integration_bridge
@@ -176,6 +209,15 @@ class ChassisAgent:
         """Start the IDL thread. Raises at once if the schema can't be read; connection errors are retried."""
         if self._thread is not None:
             raise RuntimeError(f"{self!r} already started")
+        scheme = self.address.partition(":")[0]
+        if scheme == "tcp" and not self.allow_tcp:
+            log.error("%s: refusing plaintext OVSDB address %s: use ssl:HOST:PORT (or set insecure_ovsdb)",
+                      self.chassis_id, self.address)
+            return
+        if scheme == "ssl" and ssl_identity() is None:
+            log.error("%s: OVSDB address %s needs the controller's SSL identity, which is not set",
+                      self.chassis_id, self.address)
+            return
         helper = ovs.db.idl.SchemaHelper(location=VSWITCH_SCHEMA)
         for table, columns in MONITORED.items():
             helper.register_columns(table, columns)
