@@ -56,18 +56,19 @@ class Side:
     """One direction of the ACL, seen from the port."""
 
     direction: str
-    stage: str          # where the rules live
-    commit_stage: str   # where new connections are committed
-    allowed: str        # where an allowed packet goes next
-    skip: str           # where replies and related packets go (no firewall, no commit), and committed ones
-    port_reg: str       # register holding the port's key
-    remote: str         # "src" or "dst": which address is the remote end
+    stage: str  # where the rules live
+    commit_stage: str  # where new connections are committed
+    allowed: str  # where an allowed packet goes next
+    skip: str  # where replies and related packets go (no firewall, no commit), and committed ones
+    port_reg: str  # register holding the port's key
+    remote: str  # "src" or "dst": which address is the remote end
 
 
 SIDES = {
     EGRESS: Side(EGRESS, "acl_egress", "acl_egress_commit", "fw_router_in", "arp_nd", SRC_PORT.field, "dst"),
-    INGRESS: Side(INGRESS, "acl_ingress", "acl_ingress_commit", "acl_ingress_commit", "output", DST_PORT.field,
-                  "src"),
+    INGRESS: Side(
+        INGRESS, "acl_ingress", "acl_ingress_commit", "acl_ingress_commit", "output", DST_PORT.field, "src"
+    ),
 }
 
 OWNER = "security-groups"
@@ -89,26 +90,62 @@ def chassis_flows() -> list[Flow]:
     for side in SIDES.values():
         for eth in (IPV4, IPV6):
             out += [
-                Flow(side.stage, HIGH(30), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_INV)}, cookie=c),
-                Flow(side.stage, HIGH(21), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_REL)},
-                     actions=(Goto(side.skip),), cookie=c),
-                Flow(side.stage, HIGH(20), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_EST | CT_RPL)},
-                     actions=(Goto(side.skip),), cookie=c),
+                Flow(
+                    side.stage, HIGH(30), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_INV)}, cookie=c
+                ),
+                Flow(
+                    side.stage,
+                    HIGH(21),
+                    match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_REL)},
+                    actions=(Goto(side.skip),),
+                    cookie=c,
+                ),
+                Flow(
+                    side.stage,
+                    HIGH(20),
+                    match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_EST | CT_RPL)},
+                    actions=(Goto(side.skip),),
+                    cookie=c,
+                ),
                 Flow(side.stage, LOW, match={"eth_type": eth, "ct_state": _ct(CT_TRK)}, cookie=c),  # drop
-                Flow(side.commit_stage, HIGH, match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_NEW)},
-                     actions=(CT(commit=True, zone=CT_ZONE.field), Goto(side.skip)), cookie=c),
+                Flow(
+                    side.commit_stage,
+                    HIGH,
+                    match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_NEW)},
+                    actions=(CT(commit=True, zone=CT_ZONE.field), Goto(side.skip)),
+                    cookie=c,
+                ),
             ]
         # neighbour discovery never needs a rule (as ARP, which is not IP, never meets conntrack)
         for icmp6_type in (133, 134, 135, 136):
-            out.append(Flow(side.stage, HIGH(40), match={"eth_type": IPV6, "ip_proto": ICMPV6,
-                                                         "icmpv6_type": icmp6_type},
-                            actions=(Goto(side.skip),), cookie=c))
+            out.append(
+                Flow(
+                    side.stage,
+                    HIGH(40),
+                    match={"eth_type": IPV6, "ip_proto": ICMPV6, "icmpv6_type": icmp6_type},
+                    actions=(Goto(side.skip),),
+                    cookie=c,
+                )
+            )
     # DHCP: a port may always ask, and hear the answers (port security stops it from answering)
-    out.append(Flow("acl_egress", HIGH(40), match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 68, "udp_dst": 67},
-                    actions=(Goto("arp_nd"),), cookie=c))
-    out.append(Flow("acl_ingress", HIGH(40), match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 67,
-                                                    "udp_dst": 68},
-                    actions=(Goto("output"),), cookie=c))
+    out.append(
+        Flow(
+            "acl_egress",
+            HIGH(40),
+            match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 68, "udp_dst": 67},
+            actions=(Goto("arp_nd"),),
+            cookie=c,
+        )
+    )
+    out.append(
+        Flow(
+            "acl_ingress",
+            HIGH(40),
+            match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 67, "udp_dst": 68},
+            actions=(Goto("output"),),
+            cookie=c,
+        )
+    )
     return out
 
 
@@ -137,19 +174,49 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     for side in SIDES.values():
         me = {side.port_reg: port.key}
         for eth in (IPV4, IPV6):
-            out.append(Flow(side.stage, HIGH(5), match={**me, "eth_type": eth, "ct_state": (0, CT_TRK)},
-                            actions=(load(CT_ZONE.field, zone, CT_ZONE.start, CT_ZONE.end),
-                                     CT(zone=CT_ZONE.field, nat=NAT(), table=side.stage)), cookie=c))
+            out.append(
+                Flow(
+                    side.stage,
+                    HIGH(5),
+                    match={**me, "eth_type": eth, "ct_state": (0, CT_TRK)},
+                    actions=(
+                        load(CT_ZONE.field, zone, CT_ZONE.start, CT_ZONE.end),
+                        CT(zone=CT_ZONE.field, nat=NAT(), table=side.stage),
+                    ),
+                    cookie=c,
+                )
+            )
             if not secured(port):
-                out.append(Flow(side.stage, HIGH(35), match={**me, "eth_type": eth, "ct_state": _ct(CT_TRK)},
-                                actions=(Goto(side.allowed),), cookie=c))
+                out.append(
+                    Flow(
+                        side.stage,
+                        HIGH(35),
+                        match={**me, "eth_type": eth, "ct_state": _ct(CT_TRK)},
+                        actions=(Goto(side.allowed),),
+                        cookie=c,
+                    )
+                )
         if not secured(port):
             continue
-        rules = sorted({r for g in port.security_groups for r in topo.group_rules_of(g)
-                        if r.direction == side.direction}, key=lambda r: r.key)
+        rules = sorted(
+            {
+                r
+                for g in port.security_groups
+                for r in topo.group_rules_of(g)
+                if r.direction == side.direction
+            },
+            key=lambda r: r.key,
+        )
         if rules:
-            out.append(Flow(side.stage, MATCH, match=me,
-                            actions=tuple(Conjunction(r.key, 1, n_clauses(r)) for r in rules), cookie=c))
+            out.append(
+                Flow(
+                    side.stage,
+                    MATCH,
+                    match=me,
+                    actions=tuple(Conjunction(r.key, 1, n_clauses(r)) for r in rules),
+                    cookie=c,
+                )
+            )
     return out
 
 
@@ -164,6 +231,7 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
 # one match and priority), so a clause flow is its own unit, keyed by its match. The conj_id flow matches
 # nothing else: OVS looks up only one completed conjunction per clause flow, so the allowing must not
 # depend on anything but the conjunction.
+
 
 def clause_unit(direction: str, ethertype: str, kind: str, value: str) -> tuple[str, str]:
     return ("acl_clause", f"{direction}|{ethertype}|{kind}|{value}")
@@ -217,18 +285,27 @@ def rule_values(topo: Topology, rule: SecurityGroupRule) -> set[str]:
     (empty for a group without members: the rule then matches nothing)."""
     if rule.remote_group_id:
         want = 4 if rule.ethertype == "IPv4" else 6
-        return {v for pid in topo.group_ports.get(rule.remote_group_id, ())
-                if (p := topo.ports.get(pid)) is not None for v in member_values(p) if _version(v) == want}
+        return {
+            v
+            for pid in topo.group_ports.get(rule.remote_group_id, ())
+            if (p := topo.ports.get(pid)) is not None
+            for v in member_values(p)
+            if _version(v) == want
+        }
     return {remote_value(rule.remote_ip_prefix)}
 
 
 def rule_clause_units(topo: Topology, rule: SecurityGroupRule) -> set[tuple[str, str]]:
-    return {clause_unit(rule.direction, rule.ethertype, kind, value)
-            for alternatives in clauses(topo, rule) for kind, value in alternatives}
+    return {
+        clause_unit(rule.direction, rule.ethertype, kind, value)
+        for alternatives in clauses(topo, rule)
+        for kind, value in alternatives
+    }
 
 
-def rules_for_clause(topo: Topology, direction: str, ethertype: str, kind: str,
-                     value: str) -> list[tuple[SecurityGroupRule, int]]:
+def rules_for_clause(
+    topo: Topology, direction: str, ethertype: str, kind: str, value: str
+) -> list[tuple[SecurityGroupRule, int]]:
     """(rule, clause number) of the rules of this side and ethertype with a clause of this match."""
     cands: set[str] = set()
     if kind == "r":
@@ -286,13 +363,22 @@ def clause_flows(view: View, chassis_id: str, ident: str) -> list[Flow]:
     if kind == "r" and _version(value) != (4 if ethertype == "IPv4" else 6):
         return []
     topo = view.topo
-    conj = [Conjunction(rule.key, i, n_clauses(rule))
-            for rule, i in rules_for_clause(topo, direction, ethertype, kind, value)
-            if relevant(topo, rule, chassis_id)]
+    conj = [
+        Conjunction(rule.key, i, n_clauses(rule))
+        for rule, i in rules_for_clause(topo, direction, ethertype, kind, value)
+        if relevant(topo, rule, chassis_id)
+    ]
     if not conj:
         return []
-    return [Flow(SIDES[direction].stage, MATCH, match=_clause_match(direction, ethertype, kind, value),
-                 actions=tuple(conj), cookie=ids.cookie(ids.SECURITY_GROUP, f"clause:{ident}"))]
+    return [
+        Flow(
+            SIDES[direction].stage,
+            MATCH,
+            match=_clause_match(direction, ethertype, kind, value),
+            actions=tuple(conj),
+            cookie=ids.cookie(ids.SECURITY_GROUP, f"clause:{ident}"),
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -309,8 +395,13 @@ def rule_flows(view: View, chassis_id: str, rule: SecurityGroupRule) -> list[Flo
 @lru_cache(maxsize=1 << 14)
 def _rule_flow(rule: SecurityGroupRule) -> Flow:
     side = SIDES[rule.direction]
-    return Flow(side.stage, MATCH, match={"conj_id": rule.key}, actions=(Goto(side.allowed),),
-                cookie=ids.cookie(ids.SECURITY_GROUP, rule.id))
+    return Flow(
+        side.stage,
+        MATCH,
+        match={"conj_id": rule.key},
+        actions=(Goto(side.allowed),),
+        cookie=ids.cookie(ids.SECURITY_GROUP, rule.id),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,8 +437,9 @@ def rule_units(topo: Topology, rule: SecurityGroupRule) -> set[tuple[str, str]]:
     return {("sg_rule", rule.id)} | rule_clause_units(topo, rule)
 
 
-def on_rule_change(topo: Topology, old: SecurityGroupRule | None, new: SecurityGroupRule | None,
-                   dirty: Dirty) -> None:
+def on_rule_change(
+    topo: Topology, old: SecurityGroupRule | None, new: SecurityGroupRule | None, dirty: Dirty
+) -> None:
     """A rule created or deleted: its group's ports (clause 1), its other clauses, its result flow."""
     for rule in (old, new):
         if rule is None:
@@ -368,8 +460,14 @@ def on_port_change(topo: Topology, old: Port | None, new: Port | None, dirty: Di
             for rid in topo.remote_rules.get(g, ()):
                 rule = topo.sg_rules[rid]
                 want = 4 if rule.ethertype == "IPv4" else 6
-                dirty.add((clause_unit(rule.direction, rule.ethertype, "r", v) for v in before_vals | after_vals
-                           if _version(v) == want), topo.group_chassis.get(rule.security_group_id, {}))
+                dirty.add(
+                    (
+                        clause_unit(rule.direction, rule.ethertype, "r", v)
+                        for v in before_vals | after_vals
+                        if _version(v) == want
+                    ),
+                    topo.group_chassis.get(rule.security_group_id, {}),
+                )
     # a group's rules exist on a chassis while a member is bound there: the compiler compares where each
     # touched group was relevant when it last compiled with where it is now (several ports may move in one
     # write, so the model's counts alone cannot say whether this port was the first or the last)
@@ -391,7 +489,7 @@ def on_relevance_change(topo: Topology, group_id: str, chassis: Iterable[str], d
 @dataclass(frozen=True)
 class BudgetExcess:
     chassis: str
-    rule_id: str   # the rule with the largest share of the tenant's flows on that chassis
+    rule_id: str  # the rule with the largest share of the tenant's flows on that chassis
     flows: int
     budget: int
 
@@ -419,13 +517,21 @@ def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]
             total += n_members * len(directions)
             remotes = seen.setdefault(ch, set())
             for r in rules:
-                share = 1 + (len(_l4_values(r)) or int(not (r.remote_group_id or remote_value(r.remote_ip_prefix))))
-                remote = (r.remote_group_id or "prefix:" + remote_value(r.remote_ip_prefix), r.direction,
-                          r.ethertype)
+                share = 1 + (
+                    len(_l4_values(r)) or int(not (r.remote_group_id or remote_value(r.remote_ip_prefix)))
+                )
+                remote = (
+                    r.remote_group_id or "prefix:" + remote_value(r.remote_ip_prefix),
+                    r.direction,
+                    r.ethertype,
+                )
                 if remote not in remotes:
                     remotes.add(remote)
-                    share += (topo.group_values.get(r.remote_group_id, [0, 0])[r.ethertype == "IPv6"]
-                              if r.remote_group_id else 1)
+                    share += (
+                        topo.group_values.get(r.remote_group_id, [0, 0])[r.ethertype == "IPv6"]
+                        if r.remote_group_id
+                        else 1
+                    )
                 by_rule[r.id] = by_rule.get(r.id, 0) + share
                 total += share
             per_chassis[ch] = (total, by_rule)
@@ -435,8 +541,11 @@ def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]
 def rule_share(topo: Topology, rule: SecurityGroupRule) -> int:
     """What estimate() charges a rule on a chassis where it is relevant, at most (its result flow, its
     protocol clauses, its remote end's flows)."""
-    remote = (topo.group_values.get(rule.remote_group_id, [0, 0])[rule.ethertype == "IPv6"]
-              if rule.remote_group_id else 1)
+    remote = (
+        topo.group_values.get(rule.remote_group_id, [0, 0])[rule.ethertype == "IPv6"]
+        if rule.remote_group_id
+        else 1
+    )
     return 1 + max(len(_l4_values(rule)), 1) + remote
 
 

@@ -40,11 +40,32 @@ def _responder(port: Port, net_key: int, local: bool) -> tuple[Flow, ...]:
         if netaddr.IPAddress(ip).version != 4:
             continue
         match = {"metadata": net_key, "eth_type": ARP, "arp_op": 1, "arp_tpa": ip}
-        out.append(Flow("arp_nd", MATCH, match=match, cookie=c, actions=(
-            _TO_ASKER, SetField("eth_src", port.mac), _REPLY, _THA, _TPA,
-            SetField("arp_sha", port.mac), SetField("arp_spa", ip), _BACK,
-        )))
+        out.append(
+            Flow(
+                "arp_nd",
+                MATCH,
+                match=match,
+                cookie=c,
+                actions=(
+                    _TO_ASKER,
+                    SetField("eth_src", port.mac),
+                    _REPLY,
+                    _THA,
+                    _TPA,
+                    SetField("arp_sha", port.mac),
+                    SetField("arp_spa", ip),
+                    _BACK,
+                ),
+            )
+        )
         if local:
-            out.append(Flow("arp_nd", HIGH, match={**match, SRC_PORT.field: port.key},
-                            actions=(Goto("dhcp"),), cookie=c))
+            out.append(
+                Flow(
+                    "arp_nd",
+                    HIGH,
+                    match={**match, SRC_PORT.field: port.key},
+                    actions=(Goto("dhcp"),),
+                    cookie=c,
+                )
+            )
     return tuple(out)

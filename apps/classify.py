@@ -23,9 +23,15 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     net = view.topo.networks.get(port.network_id)
     if ofport is None or net is None:
         return []
-    return [Flow("classify", MATCH, match={"in_port": ofport},
-                 actions=(SetField(SRC_PORT.field, port.key), WriteMetadata(net.key), Goto("port_sec_in")),
-                 cookie=ids.cookie(ids.CLASSIFY, port.id))]
+    return [
+        Flow(
+            "classify",
+            MATCH,
+            match={"in_port": ofport},
+            actions=(SetField(SRC_PORT.field, port.key), WriteMetadata(net.key), Goto("port_sec_in")),
+            cookie=ids.cookie(ids.CLASSIFY, port.id),
+        )
+    ]
 
 
 def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
@@ -38,11 +44,32 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
     from_outside = load(FLAGS.field, 1, FROM_TUNNEL.bit, FROM_TUNNEL.bit)
     if net.segment_type in OVERLAY_TYPES:
         assert net.segment_id is not None
-        return [Flow("classify", MATCH, match={"in_port": uplink, "tunnel_id": net.segment_id},
-                     actions=(from_outside, WriteMetadata(net.key), Goto("l2_lookup")), cookie=c)]
+        return [
+            Flow(
+                "classify",
+                MATCH,
+                match={"in_port": uplink, "tunnel_id": net.segment_id},
+                actions=(from_outside, WriteMetadata(net.key), Goto("l2_lookup")),
+                cookie=c,
+            )
+        ]
     if net.segment_type == "vlan":
         assert net.segment_id is not None
-        return [Flow("classify", MATCH, match={"in_port": uplink, "vlan_vid": OFPVID_PRESENT | net.segment_id},
-                     actions=(PopVlan(), from_outside, WriteMetadata(net.key), Goto("l2_lookup")), cookie=c)]
-    return [Flow("classify", MATCH, match={"in_port": uplink, "vlan_vid": 0},  # untagged: flat
-                 actions=(from_outside, WriteMetadata(net.key), Goto("l2_lookup")), cookie=c)]
+        return [
+            Flow(
+                "classify",
+                MATCH,
+                match={"in_port": uplink, "vlan_vid": OFPVID_PRESENT | net.segment_id},
+                actions=(PopVlan(), from_outside, WriteMetadata(net.key), Goto("l2_lookup")),
+                cookie=c,
+            )
+        ]
+    return [
+        Flow(
+            "classify",
+            MATCH,
+            match={"in_port": uplink, "vlan_vid": 0},  # untagged: flat
+            actions=(from_outside, WriteMetadata(net.key), Goto("l2_lookup")),
+            cookie=c,
+        )
+    ]

@@ -42,8 +42,13 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
         net = view.topo.networks.get(ident)
         if net is None or not net.admin_state_up:
             return frozenset()
-        return frozenset([*classify.network_flows(view, chassis_id, net), *l2.network_flows(view, chassis_id, net),
-                          *nat.network_flows(view, chassis_id, net)])
+        return frozenset(
+            [
+                *classify.network_flows(view, chassis_id, net),
+                *l2.network_flows(view, chassis_id, net),
+                *nat.network_flows(view, chassis_id, net),
+            ]
+        )
     if kind == "acl":
         return frozenset(acl.chassis_flows()) if chassis_id in view.topo.chassis else frozenset()
     if kind == "acl_clause":
@@ -60,18 +65,30 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     port = view.topo.ports.get(ident)
     if port is None:
         return frozenset()
-    return frozenset([*classify.port_flows(view, chassis_id, port), *arp.port_flows(view, chassis_id, port),
-                      *acl.port_flows(view, chassis_id, port),
-                      *l2.port_flows(view, chassis_id, port), *egress.port_flows(view, chassis_id, port),
-                      *l3.port_flows(view, chassis_id, port),
-                      *port_security.port_flows(view, chassis_id, port),
-                      *dhcp.port_flows(view, chassis_id, port)])
+    return frozenset(
+        [
+            *classify.port_flows(view, chassis_id, port),
+            *arp.port_flows(view, chassis_id, port),
+            *acl.port_flows(view, chassis_id, port),
+            *l2.port_flows(view, chassis_id, port),
+            *egress.port_flows(view, chassis_id, port),
+            *l3.port_flows(view, chassis_id, port),
+            *port_security.port_flows(view, chassis_id, port),
+            *dhcp.port_flows(view, chassis_id, port),
+        ]
+    )
 
 
 def all_units(topo: Topology) -> list[Unit]:
-    return [PIPELINE, *(("network", n) for n in topo.networks), *(("router", r) for r in topo.routers),
-            *(("port", p) for p in topo.ports), *((firewall.UNIT, g) for g in topo.firewall_groups),
-            *acl.all_units(topo), *lb.all_units(topo)]
+    return [
+        PIPELINE,
+        *(("network", n) for n in topo.networks),
+        *(("router", r) for r in topo.routers),
+        *(("port", p) for p in topo.ports),
+        *((firewall.UNIT, g) for g in topo.firewall_groups),
+        *acl.all_units(topo),
+        *lb.all_units(topo),
+    ]
 
 
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
@@ -103,8 +120,8 @@ class Divergence:
 
     chassis: str
     missing: set[Item] = field(default_factory=set)  # in the full compile only
-    extra: set[Item] = field(default_factory=set)    # in the incremental state only
-    units: set[Unit] = field(default_factory=set)    # the owner units that differ
+    extra: set[Item] = field(default_factory=set)  # in the incremental state only
+    units: set[Unit] = field(default_factory=set)  # the owner units that differ
     full: dict[Unit, frozenset[Item]] = field(default_factory=dict, repr=False)
 
     def __bool__(self) -> bool:
@@ -114,7 +131,9 @@ class Divergence:
 class Compiler:
     """Holds each chassis's compiled units and the hosting sets they were compiled with."""
 
-    def __init__(self, gateway_chassis: Iterable[str] = (), dhcp_rate_pps: int = dhcp.DEFAULT_RATE_PPS) -> None:
+    def __init__(
+        self, gateway_chassis: Iterable[str] = (), dhcp_rate_pps: int = dhcp.DEFAULT_RATE_PPS
+    ) -> None:
         self.units: dict[str, dict[Unit, frozenset[Item]]] = {}
         self.hosting: dict[str, frozenset[str]] = {}
         # security group -> chassis where it had a bound member when last compiled (its rules' flows are there)
@@ -212,7 +231,9 @@ class Compiler:
                 dirty.setdefault(ch, set()).add(unit)
         for g in fw:
             unit = (firewall.UNIT, g)
-            for ch in firewall.group_chassis(view, g) | {ch for ch, units in self.units.items() if unit in units}:
+            for ch in firewall.group_chassis(view, g) | {
+                ch for ch, units in self.units.items() if unit in units
+            }:
                 dirty.setdefault(ch, set()).add(unit)
         for lb_id in lbs:
             unit = (lb.UNIT, lb_id)
@@ -239,7 +260,9 @@ class Compiler:
         if old is None or old.tunnels != runtime.tunnels or old.patches != runtime.patches:
             return self._recompile(view, ch, all_units(topo) + list(self.units.get(ch, {})))
         units: set[Unit] = set()
-        for pid in set(old.vifs) ^ set(runtime.vifs) | {p for p in runtime.vifs if old.vifs.get(p) != runtime.vifs[p]}:
+        for pid in set(old.vifs) ^ set(runtime.vifs) | {
+            p for p in runtime.vifs if old.vifs.get(p) != runtime.vifs[p]
+        }:
             port = topo.ports.get(pid)
             if port is not None:
                 units |= {("port", pid), ("network", port.network_id)}
@@ -318,9 +341,13 @@ def _routerish(rec: object) -> bool:
     return getattr(rec, "device_owner", "") in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)
 
 
-def desired_from_scratch(topo: Topology, runtime: Mapping[str, ChassisRuntime], chassis_id: str,
-                         gateway_chassis: Iterable[str] = (),
-                         neighbors: Mapping[str, Mapping[str, str]] | None = None,
-                         down: frozenset[str] = frozenset()) -> frozenset[Item]:
+def desired_from_scratch(
+    topo: Topology,
+    runtime: Mapping[str, ChassisRuntime],
+    chassis_id: str,
+    gateway_chassis: Iterable[str] = (),
+    neighbors: Mapping[str, Mapping[str, str]] | None = None,
+    down: frozenset[str] = frozenset(),
+) -> frozenset[Item]:
     view = View(topo, runtime, tuple(gateway_chassis), neighbors, down=down)
     return frozenset(item for items in full(view, chassis_id).values() for item in items)

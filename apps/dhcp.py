@@ -46,9 +46,16 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow | MeterEntr
         return []
     meter = ids.dhcp_meter(port.key)
     rate = view.dhcp_rate_pps
-    return [MeterEntry(meter, rate, rate),
-            Flow("dhcp", MATCH, match={SRC_PORT.field: port.key, "eth_src": port.mac, **_REQUEST},
-                 actions=(Meter(meter), Controller()), cookie=ids.cookie(ids.DHCP, port.id))]
+    return [
+        MeterEntry(meter, rate, rate),
+        Flow(
+            "dhcp",
+            MATCH,
+            match={SRC_PORT.field: port.key, "eth_src": port.mac, **_REQUEST},
+            actions=(Meter(meter), Controller()),
+            cookie=ids.cookie(ids.DHCP, port.id),
+        ),
+    ]
 
 
 def chassis_flows() -> list[Flow]:

@@ -27,6 +27,11 @@ def reply(address: str) -> tuple[Action, ...]:
     """Turn an echo request to `address` into its reply from `address`, ready to be routed (NEXT_HOP is scratch).
 
     ALLOW_LOOPBACK: the reply may leave by the port the request came in by."""
-    return (Move("ipv4_src", NEXT_HOP.field, 32), SetField("ipv4_src", address), Move(NEXT_HOP.field, "ipv4_dst", 32),
-            SetField("icmpv4_type", ECHO_REPLY), SetField("nw_ttl", ROUTER_TTL + 1),
-            load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit))
+    return (
+        Move("ipv4_src", NEXT_HOP.field, 32),
+        SetField("ipv4_src", address),
+        Move(NEXT_HOP.field, "ipv4_dst", 32),
+        SetField("icmpv4_type", ECHO_REPLY),
+        SetField("nw_ttl", ROUTER_TTL + 1),
+        load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit),
+    )

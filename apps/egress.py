@@ -48,11 +48,18 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         loop = flags_match(set_=[ALLOW_LOOPBACK])
         # the port's security groups track in its own zone: forget the state of the zones the packet
         # crossed on the way (the sender's, a router's)
-        return [Flow("egress_dispatch", MATCH, match=dst, actions=(CtClear(), Goto("acl_ingress")), cookie=c),
-                Flow("output", MATCH, match=dst, actions=(Output(ofport),), cookie=c),
-                # a reply made in flows for the port itself (router echo) leaves where it came in
-                Flow("output", HIGH, match={**dst, "in_port": ofport, FLAGS.field: loop},
-                     actions=(Output(IN_PORT),), cookie=c)]
+        return [
+            Flow("egress_dispatch", MATCH, match=dst, actions=(CtClear(), Goto("acl_ingress")), cookie=c),
+            Flow("output", MATCH, match=dst, actions=(Output(ofport),), cookie=c),
+            # a reply made in flows for the port itself (router echo) leaves where it came in
+            Flow(
+                "output",
+                HIGH,
+                match={**dst, "in_port": ofport, FLAGS.field: loop},
+                actions=(Output(IN_PORT),),
+                cookie=c,
+            ),
+        ]
     if port.binding_chassis == chassis_id:
         return []  # bound here but not plugged (yet): nowhere to deliver
     if net.segment_type in OVERLAY_TYPES:
@@ -67,6 +74,10 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
 @lru_cache(maxsize=1 << 16)
 def _dispatch(port_id: str, port_key: int, acts: tuple[Action, ...]) -> Flow:
     """Send DST_PORT `port_key` out with `acts` (a tunnel or the physical network), unless from outside."""
-    return Flow("egress_dispatch", MATCH, match={DST_PORT.field: port_key,
-                                                 FLAGS.field: flags_match(clear=[FROM_TUNNEL])},
-                actions=acts, cookie=ids.cookie(ids.EGRESS, port_id))
+    return Flow(
+        "egress_dispatch",
+        MATCH,
+        match={DST_PORT.field: port_key, FLAGS.field: flags_match(clear=[FROM_TUNNEL])},
+        actions=acts,
+        cookie=ids.cookie(ids.EGRESS, port_id),
+    )

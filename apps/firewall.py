@@ -57,8 +57,10 @@ MAX_RULES = MATCH.width
 
 INGRESS, EGRESS = "ingress", "egress"
 #: side -> (stage, the interface MAC's field, where an allowed packet goes)
-SIDES = {INGRESS: ("fw_router_in", "eth_dst", "acl_egress_commit"),
-         EGRESS: ("fw_router_out", "eth_src", "snat")}
+SIDES = {
+    INGRESS: ("fw_router_in", "eth_dst", "acl_egress_commit"),
+    EGRESS: ("fw_router_out", "eth_src", "snat"),
+}
 
 
 def group_flows(view: View, chassis_id: str, group: FirewallGroup) -> list[Flow]:
@@ -67,8 +69,13 @@ def group_flows(view: View, chassis_id: str, group: FirewallGroup) -> list[Flow]
     out: list[Flow] = []
     for pid in group.ports:
         port = topo.ports.get(pid)
-        if (port is None or topo.port_firewall.get(pid) != group.id or port.device_owner != OWNER_ROUTER_INTERFACE
-                or not view.distributed(port) or not view.hosts(chassis_id, port.network_id)):
+        if (
+            port is None
+            or topo.port_firewall.get(pid) != group.id
+            or port.device_owner != OWNER_ROUTER_INTERFACE
+            or not view.distributed(port)
+            or not view.hosts(chassis_id, port.network_id)
+        ):
             continue
         net_key = topo.networks[port.network_id].key
         for side, policy_id in ((INGRESS, group.ingress_policy_id), (EGRESS, group.egress_policy_id)):
@@ -82,24 +89,42 @@ def group_flows(view: View, chassis_id: str, group: FirewallGroup) -> list[Flow]
 
 
 @lru_cache(maxsize=1 << 12)
-def _side_flows(side: str, net_key: int, mac: str, rules: tuple[FirewallRule | None, ...],
-                group_id: str) -> tuple[Flow, ...]:
+def _side_flows(
+    side: str, net_key: int, mac: str, rules: tuple[FirewallRule | None, ...], group_id: str
+) -> tuple[Flow, ...]:
     stage, mac_field, allowed = SIDES[side]
     base = {"metadata": net_key, mac_field: mac, "eth_type": IPV4}
     c = ids.cookie(ids.FIREWALL, group_id)
-    out = [Flow(stage, HIGH(1), match={**base, "ct_state": (CT_TRK | CT_RPL, CT_TRK | CT_RPL)},
-                actions=(Goto(allowed),), cookie=c),
-           Flow(stage, HIGH(0), match={**base, "ct_state": (CT_TRK | CT_REL, CT_TRK | CT_REL)},
-                actions=(Goto(allowed),), cookie=c),
-           Flow(stage, LOW, match=base, cookie=c)]  # the policy's end: drop
+    out = [
+        Flow(
+            stage,
+            HIGH(1),
+            match={**base, "ct_state": (CT_TRK | CT_RPL, CT_TRK | CT_RPL)},
+            actions=(Goto(allowed),),
+            cookie=c,
+        ),
+        Flow(
+            stage,
+            HIGH(0),
+            match={**base, "ct_state": (CT_TRK | CT_REL, CT_TRK | CT_REL)},
+            actions=(Goto(allowed),),
+            cookie=c,
+        ),
+        Flow(stage, LOW, match=base, cookie=c),
+    ]  # the policy's end: drop
     for n, rule in enumerate(rules[:MAX_RULES]):
         if rule is None or not rule.enabled:
             continue
-        acts: tuple[Action, ...] = {"allow": (Goto(allowed),), "deny": (),
-                                    "reject": (Meter(ids.PACKET_IN_METER), Controller())}[rule.action]
+        acts: tuple[Action, ...] = {
+            "allow": (Goto(allowed),),
+            "deny": (),
+            "reject": (Meter(ids.PACKET_IN_METER), Controller()),
+        }[rule.action]
         rc = ids.cookie(ids.FIREWALL, rule.id)
-        out += [Flow(stage, MATCH(MATCH.width - 1 - n), match={**base, **m}, actions=acts, cookie=rc)
-                for m in rule_matches(rule)]
+        out += [
+            Flow(stage, MATCH(MATCH.width - 1 - n), match={**base, **m}, actions=acts, cookie=rc)
+            for m in rule_matches(rule)
+        ]
     return tuple(out)
 
 
@@ -174,8 +199,12 @@ UNIT = "firewall_group"
 
 def groups_on(topo: Topology, network_id: str) -> set[str]:
     """Firewall groups with an interface on the network (their flows follow its hosting chassis)."""
-    return {g for r in topo.routers_of(network_id) for p in topo.router_ports(r)
-            if p.network_id == network_id and (g := topo.port_firewall.get(p.id))}
+    return {
+        g
+        for r in topo.routers_of(network_id)
+        for p in topo.router_ports(r)
+        if p.network_id == network_id and (g := topo.port_firewall.get(p.id))
+    }
 
 
 def changed_groups(topo: Topology, kind: str, old: object, new: object) -> set[str]:
@@ -186,7 +215,9 @@ def changed_groups(topo: Topology, kind: str, old: object, new: object) -> set[s
     if kind == "firewall_policy":
         policies = {r.id for r in (old, new) if isinstance(r, FirewallPolicy)}
     elif kind == "firewall_rule":
-        policies = {p for r in (old, new) if isinstance(r, FirewallRule) and (p := topo.rule_policy.get(r.id))}
+        policies = {
+            p for r in (old, new) if isinstance(r, FirewallRule) and (p := topo.rule_policy.get(r.id))
+        }
     return {g for p in policies for g in topo.policy_groups.get(p, ())}
 
 
@@ -195,5 +226,9 @@ def group_chassis(view: View, group_id: str) -> set[str]:
     group = view.topo.firewall_groups.get(group_id)
     if group is None:
         return set()
-    return {ch for pid in group.ports if (p := view.topo.ports.get(pid)) is not None
-            for ch in view.hosting(p.network_id)}
+    return {
+        ch
+        for pid in group.ports
+        if (p := view.topo.ports.get(pid)) is not None
+        for ch in view.hosting(p.network_id)
+    }

@@ -19,9 +19,20 @@ FIREWALL = 10
 DHCP = 11
 LB = 12
 
-APP_NAMES = {DEFAULTS: "defaults", CLASSIFY: "classify", L2: "l2", ARP: "arp", EGRESS: "egress", L3: "l3",
-             NAT: "nat", SECURITY_GROUP: "security_group", PORT_SECURITY: "port_security",
-             FIREWALL: "firewall", DHCP: "dhcp", LB: "lb"}
+APP_NAMES = {
+    DEFAULTS: "defaults",
+    CLASSIFY: "classify",
+    L2: "l2",
+    ARP: "arp",
+    EGRESS: "egress",
+    L3: "l3",
+    NAT: "nat",
+    SECURITY_GROUP: "security_group",
+    PORT_SECURITY: "port_security",
+    FIREWALL: "firewall",
+    DHCP: "dhcp",
+    LB: "lb",
+}
 
 
 def ct_zone(port_key: int) -> int:

@@ -27,8 +27,15 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         return []
     if view.distributed(port):  # a router interface: its MAC leads into the router's pipeline
         router = view.topo.routers[port.device_id]
-        return [Flow("l2_lookup", MATCH, match={"metadata": net.key, "eth_dst": port.mac, "eth_type": 0x0800},
-                     actions=(WriteMetadata(router.key), Goto("dnat")), cookie=ids.cookie(ids.L2, port.id))]
+        return [
+            Flow(
+                "l2_lookup",
+                MATCH,
+                match={"metadata": net.key, "eth_dst": port.mac, "eth_type": 0x0800},
+                actions=(WriteMetadata(router.key), Goto("dnat")),
+                cookie=ids.cookie(ids.L2, port.id),
+            )
+        ]
     if not view.located(port):
         return []
     return list(_lookup(port, net.key))
@@ -39,17 +46,26 @@ def _lookup(port: Port, net_key: int) -> tuple[Flow, ...]:
     """The same on every chassis hosting the network: computed once per port version."""
     c = ids.cookie(ids.L2, port.id)
     macs = dict.fromkeys([port.mac, *(m for _ip, m in port.allowed_address_pairs)])
-    return tuple(Flow("l2_lookup", MATCH, match={"metadata": net_key, "eth_dst": mac},
-                      actions=(SetField(DST_PORT.field, port.key), Goto("egress_dispatch")), cookie=c)
-                 for mac in macs)
+    return tuple(
+        Flow(
+            "l2_lookup",
+            MATCH,
+            match={"metadata": net_key, "eth_dst": mac},
+            actions=(SetField(DST_PORT.field, port.key), Goto("egress_dispatch")),
+            cookie=c,
+        )
+        for mac in macs
+    )
 
 
 def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow | Group]:
     if not view.hosts(chassis_id, net.id):
         return []
     c = ids.cookie(ids.L2, net.id)
-    local_buckets = [Bucket((SetField(DST_PORT.field, port.key), Resubmit("egress_dispatch")))
-                     for port in view.local_ports(chassis_id, net.id)]
+    local_buckets = [
+        Bucket((SetField(DST_PORT.field, port.key), Resubmit("egress_dispatch")))
+        for port in view.local_ports(chassis_id, net.id)
+    ]
     outside_buckets = []
     if net.segment_type in OVERLAY_TYPES:
         for remote in sorted(view.hosting(net.id) - {chassis_id}):
@@ -66,18 +82,39 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow | Grou
     from_inside = flags_match(clear=[FROM_TUNNEL])
     md = {"metadata": net.key}
     out: list[Flow | Group] = [
-        g_all, g_local,
-        Flow("l2_lookup", MATCH, match={**md, "eth_dst": MULTICAST, FLAGS.field: from_inside},
-             actions=(GroupAction(g_all.group_id),), cookie=c),
-        Flow("l2_lookup", MATCH, match={**md, "eth_dst": MULTICAST, FLAGS.field: from_outside},
-             actions=(GroupAction(g_local.group_id),), cookie=c),
+        g_all,
+        g_local,
+        Flow(
+            "l2_lookup",
+            MATCH,
+            match={**md, "eth_dst": MULTICAST, FLAGS.field: from_inside},
+            actions=(GroupAction(g_all.group_id),),
+            cookie=c,
+        ),
+        Flow(
+            "l2_lookup",
+            MATCH,
+            match={**md, "eth_dst": MULTICAST, FLAGS.field: from_outside},
+            actions=(GroupAction(g_local.group_id),),
+            cookie=c,
+        ),
     ]
     if net.segment_type in OVERLAY_TYPES:
         out += [
-            Flow("l2_lookup", LOW, match={**md, FLAGS.field: from_inside},
-                 actions=(GroupAction(g_all.group_id),), cookie=c),
-            Flow("l2_lookup", LOW, match={**md, FLAGS.field: from_outside},
-                 actions=(GroupAction(g_local.group_id),), cookie=c),
+            Flow(
+                "l2_lookup",
+                LOW,
+                match={**md, FLAGS.field: from_inside},
+                actions=(GroupAction(g_all.group_id),),
+                cookie=c,
+            ),
+            Flow(
+                "l2_lookup",
+                LOW,
+                match={**md, FLAGS.field: from_outside},
+                actions=(GroupAction(g_local.group_id),),
+                cookie=c,
+            ),
         ]
     else:
         acts = to_uplink(view, chassis_id, net)

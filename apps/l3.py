@@ -54,23 +54,55 @@ def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
     for port, ip, cidr in interfaces:
         net = view.topo.networks[port.network_id]
         # connected subnet: the destination itself is the next hop
-        out.append(Flow("l3_lookup", MATCH(2 * cidr.prefixlen + 1), match={**md, "ipv4_dst": str(cidr.cidr)},
-                        actions=(DecTtl(), SetField("eth_src", port.mac), Move("ipv4_dst", NEXT_HOP.field, 32),
-                                 WriteMetadata(net.key), Goto("arp_resolve")), cookie=c))
+        out.append(
+            Flow(
+                "l3_lookup",
+                MATCH(2 * cidr.prefixlen + 1),
+                match={**md, "ipv4_dst": str(cidr.cidr)},
+                actions=(
+                    DecTtl(),
+                    SetField("eth_src", port.mac),
+                    Move("ipv4_dst", NEXT_HOP.field, 32),
+                    WriteMetadata(net.key),
+                    Goto("arp_resolve"),
+                ),
+                cookie=c,
+            )
+        )
         # ping the router: answer in flows (the router's own reply, routed back)
-        out.append(Flow("l3_lookup", HIGH, match={**md, **echo.request(ip)},
-                        actions=(*echo.reply(ip), Resubmit("l3_lookup")), cookie=c))
+        out.append(
+            Flow(
+                "l3_lookup",
+                HIGH,
+                match={**md, **echo.request(ip)},
+                actions=(*echo.reply(ip), Resubmit("l3_lookup")),
+                cookie=c,
+            )
+        )
     for dest, nexthop in router.routes:
-        via = next(((port, cidr) for port, _ip, cidr in interfaces if netaddr.IPAddress(nexthop) in cidr), None)
+        via = next(
+            ((port, cidr) for port, _ip, cidr in interfaces if netaddr.IPAddress(nexthop) in cidr), None
+        )
         if via is None:
             continue  # its next hop is on no interface (yet): unusable
         port, _cidr = via
         net = view.topo.networks[port.network_id]
         prefix = netaddr.IPNetwork(dest)
-        out.append(Flow("l3_lookup", MATCH(2 * prefix.prefixlen), match={**md, "ipv4_dst": str(prefix.cidr)},
-                        actions=(DecTtl(), SetField("eth_src", port.mac),
-                                 SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))),
-                                 WriteMetadata(net.key), Goto("arp_resolve")), cookie=c))
+        out.append(
+            Flow(
+                "l3_lookup",
+                MATCH(2 * prefix.prefixlen),
+                match={**md, "ipv4_dst": str(prefix.cidr)},
+                actions=(
+                    DecTtl(),
+                    SetField("eth_src", port.mac),
+                    SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))),
+                    WriteMetadata(net.key),
+                    Goto("arp_resolve"),
+                ),
+                cookie=c,
+            )
+        )
     return out + gateway
 
 
@@ -85,6 +117,14 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
 @lru_cache(maxsize=1 << 16)
 def _resolve(port: Port, net_key: int) -> tuple[Flow, ...]:
     c = ids.cookie(ids.L3, port.id)
-    return tuple(Flow("arp_resolve", MATCH, match={"metadata": net_key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
-                      actions=(SetField("eth_dst", port.mac), Goto("fw_router_out")), cookie=c)
-                 for _subnet, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4)
+    return tuple(
+        Flow(
+            "arp_resolve",
+            MATCH,
+            match={"metadata": net_key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
+            actions=(SetField("eth_dst", port.mac), Goto("fw_router_out")),
+            cookie=c,
+        )
+        for _subnet, ip in port.fixed_ips
+        if netaddr.IPAddress(ip).version == 4
+    )

@@ -89,14 +89,19 @@ def monitored(topo: Topology, pool: Pool) -> bool:
 
 
 def pool_members(topo: Topology, pool: Pool) -> list[Member]:
-    return sorted((m for mid in topo.pool_members.get(pool.id, ()) if (m := topo.members.get(mid)) is not None),
-                  key=lambda m: m.id)
+    return sorted(
+        (m for mid in topo.pool_members.get(pool.id, ()) if (m := topo.members.get(mid)) is not None),
+        key=lambda m: m.id,
+    )
 
 
 def usable(topo: Topology, pool: Pool, member: Member) -> bool:
     """The member takes new connections."""
-    return member.admin_state_up and member.weight > 0 and not (member.operating_status == ERROR
-                                                                 and monitored(topo, pool))
+    return (
+        member.admin_state_up
+        and member.weight > 0
+        and not (member.operating_status == ERROR and monitored(topo, pool))
+    )
 
 
 def listeners(topo: Topology, lb: LoadBalancer) -> list[tuple[Listener, Pool]]:
@@ -197,20 +202,42 @@ def _slots(members: list[Member]) -> list[Member]:
 
 
 def _dnat(m: Member, zone: int | str, table: str, mark: int | None) -> CT:
-    return CT(commit=True, zone=zone, nat=NAT("dst", m.address, port_min=m.protocol_port),
-              exec=(SetField("ct_mark", mark),) if mark is not None else (), table=table)
+    return CT(
+        commit=True,
+        zone=zone,
+        nat=NAT("dst", m.address, port_min=m.protocol_port),
+        exec=(SetField("ct_mark", mark),) if mark is not None else (),
+        table=table,
+    )
 
 
-def _spread(stage: str, prio: int, match: dict[str, Any], pool: Pool, members: list[Member], gid: int,
-            zone: int | str, table: str, mark: int | None, c: Any) -> list[Flow | Group]:
+def _spread(
+    stage: str,
+    prio: int,
+    match: dict[str, Any],
+    pool: Pool,
+    members: list[Member],
+    gid: int,
+    zone: int | str,
+    table: str,
+    mark: int | None,
+    c: Any,
+) -> list[Flow | Group]:
     """New connections matching `match` over `members`: a select group, SOURCE_IP slot flows, or a drop."""
     if not members:
         return [Flow(stage, prio, match=match, cookie=c)]
     if pool.lb_algorithm == "SOURCE_IP":
         mask = (1 << SOURCE_IP_BITS) - 1
-        return [Flow(stage, prio, match={**match, "ipv4_src": (str(netaddr.IPAddress(i)), str(netaddr.IPAddress(mask)))},
-                     actions=(_dnat(m, zone, table, mark),), cookie=c)
-                for i, m in enumerate(_slots(members))]
+        return [
+            Flow(
+                stage,
+                prio,
+                match={**match, "ipv4_src": (str(netaddr.IPAddress(i)), str(netaddr.IPAddress(mask)))},
+                actions=(_dnat(m, zone, table, mark),),
+                cookie=c,
+            )
+            for i, m in enumerate(_slots(members))
+        ]
     group = Group(gid, "select", tuple(Bucket((_dnat(m, zone, table, mark),), m.weight) for m in members))
     return [group, Flow(stage, prio, match=match, actions=(GroupAction(gid),), cookie=c)]
 
@@ -235,8 +262,13 @@ def lb_flows(view: View, chassis_id: str, lb: LoadBalancer) -> list[Flow | Group
         gid = group_id(ls, CLIENT)
         for n in clients:
             match = {**new, "metadata": topo.networks[n].key, **_l4(ls)}
-            out += [x for x in _spread("acl_egress_commit", HIGH(10), match, pool, live, gid, CT_ZONE.field,
-                                       "arp_nd", vip.key, c) if isinstance(x, Flow) or n == clients[0]]
+            out += [
+                x
+                for x in _spread(
+                    "acl_egress_commit", HIGH(10), match, pool, live, gid, CT_ZONE.field, "arp_nd", vip.key, c
+                )
+                if isinstance(x, Flow) or n == clients[0]
+            ]
         out += _floating(view, chassis_id, lb, vip, ls, pool, live, c)
     # after DNAT the frame still goes to the VIP MAC: to the member's MAC (or its router)
     router_mac = _router_mac(view, vnet.id)
@@ -250,41 +282,88 @@ def lb_flows(view: View, chassis_id: str, lb: LoadBalancer) -> list[Flow | Group
             mac = router_mac
         else:
             continue
-        out.append(Flow("lb", MATCH(0), match={**vmd, "eth_dst": vip.mac, "ipv4_dst": addr},
-                        actions=(SetField("eth_dst", mac), Goto("l2_lookup")), cookie=c))
+        out.append(
+            Flow(
+                "lb",
+                MATCH(0),
+                match={**vmd, "eth_dst": vip.mac, "ipv4_dst": addr},
+                actions=(SetField("eth_dst", mac), Goto("l2_lookup")),
+                cookie=c,
+            )
+        )
         if port is not None and port.key and view.located(port) and view.hosts(chassis_id, port.network_id):
             out += _hairpin(topo.networks[port.network_id].key, lb, vip, vzone, port, addr, c)
     # anything else to the VIP MAC (a port no listener has) goes nowhere (rather than flooded as unknown)
     out.append(Flow("l2_lookup", MATCH, match={"metadata": vnet.key, "eth_dst": vip.mac}, cookie=c))
     if view.routers_here(chassis_id, vnet.id):
-        out.append(Flow("arp_resolve", MATCH, match={"metadata": vnet.key,
-                                                     NEXT_HOP.field: int(netaddr.IPAddress(lb.vip_address))},
-                        actions=(SetField("eth_dst", vip.mac), Goto("fw_router_out")), cookie=c))
+        out.append(
+            Flow(
+                "arp_resolve",
+                MATCH,
+                match={"metadata": vnet.key, NEXT_HOP.field: int(netaddr.IPAddress(lb.vip_address))},
+                actions=(SetField("eth_dst", vip.mac), Goto("fw_router_out")),
+                cookie=c,
+            )
+        )
     return out
 
 
-def _hairpin(net_key: int, lb: LoadBalancer, vip: Port, vzone: int, port: Port, addr: str,
-             c: Any) -> list[Flow]:
+def _hairpin(
+    net_key: int, lb: LoadBalancer, vip: Port, vzone: int, port: Port, addr: str, c: Any
+) -> list[Flow]:
     """A member reaching the VIP and landing on itself: SNAT to the VIP in the VIP's zone, and back."""
     mzone = ids.ct_zone(port.key)
     md = {"metadata": net_key, "eth_type": IPV4}
     loop = load(FLAGS.field, 1, ALLOW_LOOPBACK.bit, ALLOW_LOOPBACK.bit)
     est_rpl = (CT_TRK | CT_EST | CT_RPL, CT_TRK | CT_EST | CT_RPL)
     return [
-        Flow("lb", MATCH(10), match={**md, "ipv4_src": addr, "ipv4_dst": addr, "ct_zone": mzone, "ct_mark": vip.key},
-             actions=(SetField("eth_src", vip.mac), SetField("eth_dst", port.mac), loop,
-                      CT(commit=True, zone=vzone, nat=NAT("src", lb.vip_address), table="l2_lookup")), cookie=c),
-        Flow("lb", MATCH(5), match={**md, "ipv4_src": addr, "ipv4_dst": lb.vip_address},
-             actions=(CtClear(), CT(zone=vzone, nat=NAT(), table="lb")), cookie=c),
+        Flow(
+            "lb",
+            MATCH(10),
+            match={**md, "ipv4_src": addr, "ipv4_dst": addr, "ct_zone": mzone, "ct_mark": vip.key},
+            actions=(
+                SetField("eth_src", vip.mac),
+                SetField("eth_dst", port.mac),
+                loop,
+                CT(commit=True, zone=vzone, nat=NAT("src", lb.vip_address), table="l2_lookup"),
+            ),
+            cookie=c,
+        ),
+        Flow(
+            "lb",
+            MATCH(5),
+            match={**md, "ipv4_src": addr, "ipv4_dst": lb.vip_address},
+            actions=(CtClear(), CT(zone=vzone, nat=NAT(), table="lb")),
+            cookie=c,
+        ),
         # not a hairpin answer: a health probe's answer (to the VIP address and MAC) goes to the controller
-        Flow("lb", MATCH(15), match={**md, "ipv4_src": addr, "ipv4_dst": lb.vip_address, "ct_zone": vzone},
-             actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c),
-        Flow("lb", MATCH(20), match={**md, "ipv4_src": addr, "ipv4_dst": addr, "ct_zone": vzone, "ct_state": est_rpl},
-             actions=(CtClear(), CT(zone=mzone, nat=NAT(), table="lb")), cookie=c),
-        Flow("lb", MATCH(20), match={**md, "ipv4_src": lb.vip_address, "ipv4_dst": addr, "ct_zone": mzone,
-                                     "ct_state": est_rpl},
-             actions=(SetField("eth_src", vip.mac), SetField("eth_dst", port.mac),
-                      load(DST_PORT.field, port.key), loop, Goto("output")), cookie=c),
+        Flow(
+            "lb",
+            MATCH(15),
+            match={**md, "ipv4_src": addr, "ipv4_dst": lb.vip_address, "ct_zone": vzone},
+            actions=(Meter(ids.PACKET_IN_METER), Controller()),
+            cookie=c,
+        ),
+        Flow(
+            "lb",
+            MATCH(20),
+            match={**md, "ipv4_src": addr, "ipv4_dst": addr, "ct_zone": vzone, "ct_state": est_rpl},
+            actions=(CtClear(), CT(zone=mzone, nat=NAT(), table="lb")),
+            cookie=c,
+        ),
+        Flow(
+            "lb",
+            MATCH(20),
+            match={**md, "ipv4_src": lb.vip_address, "ipv4_dst": addr, "ct_zone": mzone, "ct_state": est_rpl},
+            actions=(
+                SetField("eth_src", vip.mac),
+                SetField("eth_dst", port.mac),
+                load(DST_PORT.field, port.key),
+                loop,
+                Goto("output"),
+            ),
+            cookie=c,
+        ),
     ]
 
 
@@ -296,8 +375,16 @@ def _router_mac(view: View, network_id: str) -> str | None:
     return None
 
 
-def _floating(view: View, chassis_id: str, lb: LoadBalancer, vip: Port, ls: Listener, pool: Pool,
-              live: list[Member], c: Any) -> list[Flow | Group]:
+def _floating(
+    view: View,
+    chassis_id: str,
+    lb: LoadBalancer,
+    vip: Port,
+    ls: Listener,
+    pool: Pool,
+    live: list[Member],
+    c: Any,
+) -> list[Flow | Group]:
     """On a router's gateway chassis: new connections to a floating IP of the VIP, to the listener's port."""
     out: list[Flow | Group] = []
     for fip in sorted(view.topo.floatingips.values(), key=lambda f: f.id):
@@ -309,10 +396,17 @@ def _floating(view: View, chassis_id: str, lb: LoadBalancer, vip: Port, ls: List
         gwp = view.gateway_port(router)
         if gwp is None or not gwp.admin_state_up or not gwp.key:
             continue
-        match = {"metadata": router.key, "eth_type": IPV4, CT_ZONE.field: nat.zone(gwp),
-                 "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW), "ipv4_dst": fip.address, **_l4(ls)}
-        out += _spread("dnat", MATCH(5), match, pool, live, group_id(ls, FLOATING), CT_ZONE.field,
-                       "l3_lookup", None, c)
+        match = {
+            "metadata": router.key,
+            "eth_type": IPV4,
+            CT_ZONE.field: nat.zone(gwp),
+            "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW),
+            "ipv4_dst": fip.address,
+            **_l4(ls),
+        }
+        out += _spread(
+            "dnat", MATCH(5), match, pool, live, group_id(ls, FLOATING), CT_ZONE.field, "l3_lookup", None, c
+        )
     return out
 
 

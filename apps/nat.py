@@ -115,8 +115,11 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
         if tun is None or gc_rec is None or not gc_rec.tunnel_ip:
             redirect = ()
         else:
-            redirect = (SetField("tunnel_id", redirect_id(router)), SetField("tun_ipv4_dst", gc_rec.tunnel_ip),
-                        Output(tun))
+            redirect = (
+                SetField("tunnel_id", redirect_id(router)),
+                SetField("tun_ipv4_dst", gc_rec.tunnel_ip),
+                Output(tun),
+            )
     own_default = any(netaddr.IPNetwork(d).prefixlen == 0 for d, _n in router.routes)
     if routes_here or on_gc:  # on the gateway chassis also without interfaces there: echo replies to outside
         for sid, ip in gw_ips:
@@ -130,108 +133,252 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
             for prefix, nexthop, prio in routes:
                 if redirect is not None:
                     if redirect:
-                        out.append(Flow("l3_lookup", MATCH(prio), match={**md, "ipv4_dst": str(prefix.cidr)},
-                                        actions=redirect, cookie=c))
+                        out.append(
+                            Flow(
+                                "l3_lookup",
+                                MATCH(prio),
+                                match={**md, "ipv4_dst": str(prefix.cidr)},
+                                actions=redirect,
+                                cookie=c,
+                            )
+                        )
                     continue
-                hop = (Move("ipv4_dst", NEXT_HOP.field, 32) if nexthop is None
-                       else SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop))))
-                out.append(Flow("l3_lookup", MATCH(prio), match={**md, "ipv4_dst": str(prefix.cidr)},
-                                actions=(DecTtl(), SetField("eth_src", gwp.mac), hop,
-                                         load(CT_ZONE.field, zone(gwp), CT_ZONE.start, CT_ZONE.end),
-                                         # forget the source port's conntrack state: snat tracks afresh
-                                         CtClear(), WriteMetadata(ext.key), Goto("arp_resolve")), cookie=c))
+                hop = (
+                    Move("ipv4_dst", NEXT_HOP.field, 32)
+                    if nexthop is None
+                    else SetField(NEXT_HOP.field, int(netaddr.IPAddress(nexthop)))
+                )
+                out.append(
+                    Flow(
+                        "l3_lookup",
+                        MATCH(prio),
+                        match={**md, "ipv4_dst": str(prefix.cidr)},
+                        actions=(
+                            DecTtl(),
+                            SetField("eth_src", gwp.mac),
+                            hop,
+                            load(CT_ZONE.field, zone(gwp), CT_ZONE.start, CT_ZONE.end),
+                            # forget the source port's conntrack state: snat tracks afresh
+                            CtClear(),
+                            WriteMetadata(ext.key),
+                            Goto("arp_resolve"),
+                        ),
+                        cookie=c,
+                    )
+                )
             # ping the gateway address from inside: answered where the router routes
-            out.append(Flow("l3_lookup", HIGH, match={**md, **echo.request(ip)},
-                            actions=(*echo.reply(ip), Resubmit("l3_lookup")), cookie=c))
+            out.append(
+                Flow(
+                    "l3_lookup",
+                    HIGH,
+                    match={**md, **echo.request(ip)},
+                    actions=(*echo.reply(ip), Resubmit("l3_lookup")),
+                    cookie=c,
+                )
+            )
     if not on_gc:
         return out
     out += _gateway_chassis_flows(view, chassis_id, router, ext, gwp, gw_ips, c)
     return out
 
 
-def _gateway_chassis_flows(view: View, chassis_id: str, router: Router, ext: Network, gwp: Port,
-                           gw_ips: list[tuple[str, str]], c: Cookie) -> list[Flow]:
+def _gateway_chassis_flows(
+    view: View,
+    chassis_id: str,
+    router: Router,
+    ext: Network,
+    gwp: Port,
+    gw_ips: list[tuple[str, str]],
+    c: Cookie,
+) -> list[Flow]:
     out: list[Flow] = []
     z = zone(gwp)
     fips = floating_ips(view, router)
     # redirected packets from other chassis enter the router's routing
     tun = view.rt(chassis_id).tunnels.get(REDIRECT_TUNNEL)
     if tun is not None:
-        out.append(Flow("classify", MATCH, match={"in_port": tun, "tunnel_id": redirect_id(router)},
-                        actions=(WriteMetadata(router.key), Goto("l3_lookup")), cookie=c))
+        out.append(
+            Flow(
+                "classify",
+                MATCH,
+                match={"in_port": tun, "tunnel_id": redirect_id(router)},
+                actions=(WriteMetadata(router.key), Goto("l3_lookup")),
+                cookie=c,
+            )
+        )
     ext_md = {"metadata": ext.key}
     # the gateway MAC on the external network leads into the router (no longer "from outside")
     # (ct_clear: a hairpinned packet comes here from snat still tracked in the same zone; dnat tracks afresh)
-    out.append(Flow("l2_lookup", MATCH, match={**ext_md, "eth_dst": gwp.mac, "eth_type": IPV4},
-                    actions=(CtClear(), load(CT_ZONE.field, z, CT_ZONE.start, CT_ZONE.end),
-                             load(FLAGS.field, 0, FROM_TUNNEL.bit, FROM_TUNNEL.bit),
-                             WriteMetadata(router.key), Goto("dnat")), cookie=c))
+    out.append(
+        Flow(
+            "l2_lookup",
+            MATCH,
+            match={**ext_md, "eth_dst": gwp.mac, "eth_type": IPV4},
+            actions=(
+                CtClear(),
+                load(CT_ZONE.field, z, CT_ZONE.start, CT_ZONE.end),
+                load(FLAGS.field, 0, FROM_TUNNEL.bit, FROM_TUNNEL.bit),
+                WriteMetadata(router.key),
+                Goto("dnat"),
+            ),
+            cookie=c,
+        )
+    )
     # ARP replies to the gateway MAC: answers to the controller's probes
-    out.append(Flow("l2_lookup", MATCH, match={**ext_md, "eth_dst": gwp.mac, "eth_type": ARP},
-                    actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c))
+    out.append(
+        Flow(
+            "l2_lookup",
+            MATCH,
+            match={**ext_md, "eth_dst": gwp.mac, "eth_type": ARP},
+            actions=(Meter(ids.PACKET_IN_METER), Controller()),
+            cookie=c,
+        )
+    )
     # ARP requests for the gateway address and the floating IPs: answered with the gateway MAC
     for addr in [ip for _s, ip in gw_ips] + [f.address for f in fips]:
-        out.append(Flow("l2_lookup", HIGH, match={**ext_md, "eth_type": ARP, "arp_op": 1, "arp_tpa": addr},
-                        actions=(Move("eth_src", "eth_dst", 48), SetField("eth_src", gwp.mac), SetField("arp_op", 2),
-                                 Move("arp_sha", "arp_tha", 48), Move("arp_spa", "arp_tpa", 32),
-                                 SetField("arp_sha", gwp.mac), SetField("arp_spa", addr), Output(IN_PORT)),
-                        cookie=c))
+        out.append(
+            Flow(
+                "l2_lookup",
+                HIGH,
+                match={**ext_md, "eth_type": ARP, "arp_op": 1, "arp_tpa": addr},
+                actions=(
+                    Move("eth_src", "eth_dst", 48),
+                    SetField("eth_src", gwp.mac),
+                    SetField("arp_op", 2),
+                    Move("arp_sha", "arp_tha", 48),
+                    Move("arp_spa", "arp_tpa", 32),
+                    SetField("arp_sha", gwp.mac),
+                    SetField("arp_spa", addr),
+                    Output(IN_PORT),
+                ),
+                cookie=c,
+            )
+        )
     # hairpin: the router's own external addresses resolve to its gateway MAC (as ARP on the wire would answer), so
     # a packet routed to one of them is SNAT'ed in snat as if it left, then l2_lookup leads it back into the router
     # as if it came in (dnat: DNAT to the floating IP's fixed IP); its replies take the same way back. in_port := 0:
     # a packet redirected here may have to leave by the tunnel port it came in by (to a VM on its own chassis)
     for addr in [ip for _s, ip in gw_ips] + [f.address for f in fips]:
-        out.append(Flow("arp_resolve", MATCH(1),
-                        match={"metadata": ext.key, NEXT_HOP.field: int(netaddr.IPAddress(addr))},
-                        actions=(SetField("eth_dst", gwp.mac), SetField("in_port_nxm", 0), Goto("fw_router_out")),
-                        cookie=c))
+        out.append(
+            Flow(
+                "arp_resolve",
+                MATCH(1),
+                match={"metadata": ext.key, NEXT_HOP.field: int(netaddr.IPAddress(addr))},
+                actions=(SetField("eth_dst", gwp.mac), SetField("in_port_nxm", 0), Goto("fw_router_out")),
+                cookie=c,
+            )
+        )
     # dnat (DATAPATH = router, CT_ZONE = router's zone: came in from the external network)
     rmd = {"metadata": router.key, "eth_type": IPV4, CT_ZONE.field: z}
     out += [
-        Flow("dnat", MATCH(1), match={**rmd, "ct_state": (0, CT_TRK)},
-             actions=(CT(zone=CT_ZONE.field, nat=NAT(), table="dnat"),), cookie=c),
-        Flow("dnat", MATCH(1), match={**rmd, "ct_state": (CT_TRK, CT_TRK)}, cookie=c),  # untracked states: drop
-        Flow("dnat", MATCH(2), match={**rmd, "ct_state": (CT_TRK | CT_EST, CT_TRK | CT_EST)},
-             actions=(Goto("l3_lookup"),), cookie=c),
-        Flow("dnat", MATCH(3), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}, cookie=c),  # drop
+        Flow(
+            "dnat",
+            MATCH(1),
+            match={**rmd, "ct_state": (0, CT_TRK)},
+            actions=(CT(zone=CT_ZONE.field, nat=NAT(), table="dnat"),),
+            cookie=c,
+        ),
+        Flow(
+            "dnat", MATCH(1), match={**rmd, "ct_state": (CT_TRK, CT_TRK)}, cookie=c
+        ),  # untracked states: drop
+        Flow(
+            "dnat",
+            MATCH(2),
+            match={**rmd, "ct_state": (CT_TRK | CT_EST, CT_TRK | CT_EST)},
+            actions=(Goto("l3_lookup"),),
+            cookie=c,
+        ),
+        Flow(
+            "dnat", MATCH(3), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}, cookie=c
+        ),  # drop
         # a connection DNAT'ed here whose reply has not passed yet (lost on its way out, e.g. to the controller
         # while the external next hop was unknown) is still new to conntrack, and ct(nat) has already
         # translated its next packet (an echo request of the same ping, a retried SYN): it goes on as committed
-        Flow("dnat", MATCH(6), match={**rmd, "ct_state": (CT_TRK | CT_NEW | CT_DNAT, CT_TRK | CT_NEW | CT_DNAT)},
-             actions=(Goto("l3_lookup"),), cookie=c),
+        Flow(
+            "dnat",
+            MATCH(6),
+            match={**rmd, "ct_state": (CT_TRK | CT_NEW | CT_DNAT, CT_TRK | CT_NEW | CT_DNAT)},
+            actions=(Goto("l3_lookup"),),
+            cookie=c,
+        ),
     ]
     # ping the gateway address from outside: answered before conntrack (no entry; the reply leaves through snat's
     # ct as untracked-invalid, un-NATed). in_port := 0: the reply leaves by the patch port the request came in by
     for _s, ip in gw_ips:
-        out.append(Flow("dnat", HIGH, match={**rmd, **echo.request(ip)}, cookie=c,
-                        actions=(*echo.reply(ip), SetField("in_port_nxm", 0), Goto("l3_lookup"))))
+        out.append(
+            Flow(
+                "dnat",
+                HIGH,
+                match={**rmd, **echo.request(ip)},
+                cookie=c,
+                actions=(*echo.reply(ip), SetField("in_port_nxm", 0), Goto("l3_lookup")),
+            )
+        )
     for f in fips:
-        out.append(Flow("dnat", MATCH(4), match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW),
-                                                 "ipv4_dst": f.address},
-                        actions=(CT(commit=True, zone=CT_ZONE.field, nat=NAT("dst", f.fixed_ip),
-                                    table="l3_lookup"),), cookie=c))
+        out.append(
+            Flow(
+                "dnat",
+                MATCH(4),
+                match={**rmd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW), "ipv4_dst": f.address},
+                actions=(CT(commit=True, zone=CT_ZONE.field, nat=NAT("dst", f.fixed_ip), table="l3_lookup"),),
+                cookie=c,
+            )
+        )
     # snat (DATAPATH = external network, CT_ZONE = router's zone: routed out by this router)
     smd = {"metadata": ext.key, "eth_type": IPV4, CT_ZONE.field: z}
     out += [
-        Flow("snat", MATCH(1), match={**smd, "ct_state": (0, CT_TRK)},
-             actions=(CT(zone=CT_ZONE.field, nat=NAT(), table="snat"),), cookie=c),
-        Flow("snat", MATCH(1), match={**smd, "ct_state": (CT_TRK, CT_TRK)}, actions=(Resubmit("l2_lookup"),),
-             cookie=c),
+        Flow(
+            "snat",
+            MATCH(1),
+            match={**smd, "ct_state": (0, CT_TRK)},
+            actions=(CT(zone=CT_ZONE.field, nat=NAT(), table="snat"),),
+            cookie=c,
+        ),
+        Flow(
+            "snat",
+            MATCH(1),
+            match={**smd, "ct_state": (CT_TRK, CT_TRK)},
+            actions=(Resubmit("l2_lookup"),),
+            cookie=c,
+        ),
     ]
     new = {**smd, "ct_state": (CT_TRK | CT_NEW, CT_TRK | CT_NEW)}
     # without SNAT the connection leaves with its fixed source, committed so that its replies come back in
     snat = NAT("src", gw_ips[0][1]) if router.enable_snat else None
-    out.append(Flow("snat", MATCH(2), match=new, cookie=c, actions=(
-        CT(commit=True, zone=CT_ZONE.field, nat=snat, table="l2_lookup"),)))
+    out.append(
+        Flow(
+            "snat",
+            MATCH(2),
+            match=new,
+            cookie=c,
+            actions=(CT(commit=True, zone=CT_ZONE.field, nat=snat, table="l2_lookup"),),
+        )
+    )
     if not router.enable_snat:
         # a hairpin to a floating IP is SNAT'ed to the gateway address all the same: untranslated, the target's
         # replies to a fixed IP would be routed straight back, past the un-DNAT
         for f in fips:
-            out.append(Flow("snat", MATCH(3), match={**new, "ipv4_dst": f.address}, cookie=c, actions=(
-                CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", gw_ips[0][1]), table="l2_lookup"),)))
+            out.append(
+                Flow(
+                    "snat",
+                    MATCH(3),
+                    match={**new, "ipv4_dst": f.address},
+                    cookie=c,
+                    actions=(
+                        CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", gw_ips[0][1]), table="l2_lookup"),
+                    ),
+                )
+            )
     for f in fips:
-        out.append(Flow("snat", MATCH(4), match={**new, "ipv4_src": f.fixed_ip}, cookie=c, actions=(
-            CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", f.address), table="l2_lookup"),)))
+        out.append(
+            Flow(
+                "snat",
+                MATCH(4),
+                match={**new, "ipv4_src": f.fixed_ip},
+                cookie=c,
+                actions=(CT(commit=True, zone=CT_ZONE.field, nat=NAT("src", f.address), table="l2_lookup"),),
+            )
+        )
     return out
 
 
@@ -240,9 +387,23 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
     if not net.external or not view.is_gateway_for(chassis_id, net.id):
         return []
     c = ids.cookie(ids.NAT, net.id)
-    out = [Flow("arp_resolve", LOW, match={"metadata": net.key, "eth_type": IPV4},
-                actions=(Meter(ids.PACKET_IN_METER), Controller()), cookie=c)]
+    out = [
+        Flow(
+            "arp_resolve",
+            LOW,
+            match={"metadata": net.key, "eth_type": IPV4},
+            actions=(Meter(ids.PACKET_IN_METER), Controller()),
+            cookie=c,
+        )
+    ]
     for ip, mac in sorted(view.neighbors.get(net.id, {}).items()):
-        out.append(Flow("arp_resolve", MATCH, match={"metadata": net.key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
-                        actions=(SetField("eth_dst", mac), Goto("fw_router_out")), cookie=c))
+        out.append(
+            Flow(
+                "arp_resolve",
+                MATCH,
+                match={"metadata": net.key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
+                actions=(SetField("eth_dst", mac), Goto("fw_router_out")),
+                cookie=c,
+            )
+        )
     return out

@@ -13,7 +13,16 @@ from topology.model import Topology
 def model_owners(topo: Topology) -> list[str]:
     """Every owner id flows of the model can carry in their cookies: networks, ports, routers, floating IPs,
     security group rules and their clause flows, firewall rules and groups, load balancers."""
-    out = [*topo.networks, *topo.ports, *topo.routers, *topo.floatingips, *topo.sg_rules, *topo.firewall_rules,
-           *topo.firewall_groups, *topo.load_balancers, acl.OWNER]
+    out = [
+        *topo.networks,
+        *topo.ports,
+        *topo.routers,
+        *topo.floatingips,
+        *topo.sg_rules,
+        *topo.firewall_rules,
+        *topo.firewall_groups,
+        *topo.load_balancers,
+        acl.OWNER,
+    ]
     out += [f"clause:{ident}" for kind, ident in acl.all_units(topo) if kind == "acl_clause"]
     return out

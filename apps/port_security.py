@@ -51,8 +51,9 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     return list(_flows(port.id, port.key, port.mac, port.fixed_ips, port.allowed_address_pairs))
 
 
-def allowed_sources(mac: str, fixed_ips: Iterable[tuple[str, str]],
-                    pairs: Iterable[tuple[str, str]]) -> dict[str, set[netaddr.IPNetwork]]:
+def allowed_sources(
+    mac: str, fixed_ips: Iterable[tuple[str, str]], pairs: Iterable[tuple[str, str]]
+) -> dict[str, set[netaddr.IPNetwork]]:
     """Each MAC the port may send from -> the source networks (/32, /128 or a pair's CIDR) it may use."""
     out: dict[str, set[netaddr.IPNetwork]] = {mac: {netaddr.IPNetwork(ip) for _subnet, ip in fixed_ips}}
     for cidr, pair_mac in pairs:
@@ -63,55 +64,124 @@ def allowed_sources(mac: str, fixed_ips: Iterable[tuple[str, str]],
 
 
 def _masked(net: netaddr.IPNetwork) -> str | tuple[str, str]:
-    return str(net.ip) if net.prefixlen == (32 if net.version == 4 else 128) else (str(net.network), str(net.netmask))
+    return (
+        str(net.ip)
+        if net.prefixlen == (32 if net.version == 4 else 128)
+        else (str(net.network), str(net.netmask))
+    )
 
 
 @lru_cache(maxsize=1 << 16)
-def _flows(port_id: str, key: int, mac: str, fixed_ips: tuple[tuple[str, str], ...],
-           pairs: tuple[tuple[str, str], ...]) -> tuple[Flow, ...]:
+def _flows(
+    port_id: str,
+    key: int,
+    mac: str,
+    fixed_ips: tuple[tuple[str, str], ...],
+    pairs: tuple[tuple[str, str], ...],
+) -> tuple[Flow, ...]:
     """Computed once per port version (the port's chassis asks again on every compile of the port)."""
     c = ids.cookie(ids.PORT_SECURITY, port_id)
     src = {SRC_PORT.field: key}
     out = [
         Flow("port_sec_in", LOW, match=src, cookie=c),  # no actions: everything not allowed below drops
         # never a DHCP server or an IPv6 router, whatever its addresses
-        Flow("port_sec_in", HIGH, cookie=c, match={**src, "eth_type": IPV4, "ip_proto": UDP,
-                                                   "udp_src": DHCP_SERVER}),
-        Flow("port_sec_in", HIGH, cookie=c, match={**src, "eth_type": IPV6, "ip_proto": UDP,
-                                                   "udp_src": DHCPV6_SERVER}),
+        Flow(
+            "port_sec_in",
+            HIGH,
+            cookie=c,
+            match={**src, "eth_type": IPV4, "ip_proto": UDP, "udp_src": DHCP_SERVER},
+        ),
+        Flow(
+            "port_sec_in",
+            HIGH,
+            cookie=c,
+            match={**src, "eth_type": IPV6, "ip_proto": UDP, "udp_src": DHCPV6_SERVER},
+        ),
         # (OVS refuses a masked ICMP type: one flow each) neighbour advertisements only as allowed below
-        *(Flow("port_sec_in", HIGH, cookie=c, match={**src, "eth_type": IPV6, "ip_proto": ICMPV6,
-                                                     "icmpv6_type": t})
-          for t in (ND_RA, ND_REDIRECT, ND_NA)),
+        *(
+            Flow(
+                "port_sec_in",
+                HIGH,
+                cookie=c,
+                match={**src, "eth_type": IPV6, "ip_proto": ICMPV6, "icmpv6_type": t},
+            )
+            for t in (ND_RA, ND_REDIRECT, ND_NA)
+        ),
         # a VLAN tag would smuggle the frame past every check here (they match whatever the tag)
         Flow("port_sec_in", HIGH(_TAGGED), cookie=c, match={**src, "vlan_vid": (VLAN_PRESENT, VLAN_PRESENT)}),
     ]
     for mac_, nets in sorted(allowed_sources(mac, fixed_ips, pairs).items()):
         l2 = {**src, "eth_src": mac_}
         out += [
-            Flow("port_sec_in", MATCH(_UNSPECIFIED), actions=_PASS, cookie=c, match={
-                **l2, "eth_type": IPV4, "ipv4_src": "0.0.0.0", "ip_proto": UDP,
-                "udp_src": DHCP_CLIENT, "udp_dst": DHCP_SERVER}),
-            Flow("port_sec_in", MATCH(_UNSPECIFIED), actions=_PASS, cookie=c, match={
-                **l2, "eth_type": ARP, "arp_op": 1, "arp_sha": mac_, "arp_spa": "0.0.0.0"}),
-            Flow("port_sec_in", MATCH(_UNSPECIFIED), actions=_PASS, cookie=c, match={
-                **l2, "eth_type": IPV6, "ipv6_src": "::", "ip_proto": ICMPV6, "icmpv6_type": ND_NS}),
+            Flow(
+                "port_sec_in",
+                MATCH(_UNSPECIFIED),
+                actions=_PASS,
+                cookie=c,
+                match={
+                    **l2,
+                    "eth_type": IPV4,
+                    "ipv4_src": "0.0.0.0",
+                    "ip_proto": UDP,
+                    "udp_src": DHCP_CLIENT,
+                    "udp_dst": DHCP_SERVER,
+                },
+            ),
+            Flow(
+                "port_sec_in",
+                MATCH(_UNSPECIFIED),
+                actions=_PASS,
+                cookie=c,
+                match={**l2, "eth_type": ARP, "arp_op": 1, "arp_sha": mac_, "arp_spa": "0.0.0.0"},
+            ),
+            Flow(
+                "port_sec_in",
+                MATCH(_UNSPECIFIED),
+                actions=_PASS,
+                cookie=c,
+                match={**l2, "eth_type": IPV6, "ipv6_src": "::", "ip_proto": ICMPV6, "icmpv6_type": ND_NS},
+            ),
         ]
         for net in sorted(nets, key=lambda n: (n.version, n.value, n.prefixlen)):
             prio = MATCH(net.prefixlen)
             if net.version == 4:
                 out += [
-                    Flow("port_sec_in", prio, actions=_PASS, cookie=c,
-                         match={**l2, "eth_type": IPV4, "ipv4_src": _masked(net)}),
-                    Flow("port_sec_in", prio, actions=_PASS, cookie=c,
-                         match={**l2, "eth_type": ARP, "arp_sha": mac_, "arp_spa": _masked(net)}),
+                    Flow(
+                        "port_sec_in",
+                        prio,
+                        actions=_PASS,
+                        cookie=c,
+                        match={**l2, "eth_type": IPV4, "ipv4_src": _masked(net)},
+                    ),
+                    Flow(
+                        "port_sec_in",
+                        prio,
+                        actions=_PASS,
+                        cookie=c,
+                        match={**l2, "eth_type": ARP, "arp_sha": mac_, "arp_spa": _masked(net)},
+                    ),
                 ]
             else:
                 out += [
-                    Flow("port_sec_in", prio, actions=_PASS, cookie=c,
-                         match={**l2, "eth_type": IPV6, "ipv6_src": _masked(net)}),
-                    Flow("port_sec_in", HIGH(1 + net.prefixlen), actions=_PASS, cookie=c, match={
-                        **l2, "eth_type": IPV6, "ip_proto": ICMPV6, "icmpv6_type": ND_NA,
-                        "ipv6_nd_target": _masked(net)}),
+                    Flow(
+                        "port_sec_in",
+                        prio,
+                        actions=_PASS,
+                        cookie=c,
+                        match={**l2, "eth_type": IPV6, "ipv6_src": _masked(net)},
+                    ),
+                    Flow(
+                        "port_sec_in",
+                        HIGH(1 + net.prefixlen),
+                        actions=_PASS,
+                        cookie=c,
+                        match={
+                            **l2,
+                            "eth_type": IPV6,
+                            "ip_proto": ICMPV6,
+                            "icmpv6_type": ND_NA,
+                            "ipv6_nd_target": _masked(net),
+                        },
+                    ),
                 ]
     return tuple(out)

@@ -29,15 +29,21 @@ class ChassisRuntime:
     """Facts a chassis's OVSDB reports: where things are plugged on its br-int."""
 
     chassis_id: str
-    vifs: Mapping[str, int] = field(default_factory=dict)      # logical port id -> ofport
-    tunnels: Mapping[str, int] = field(default_factory=dict)   # tunnel type -> ofport
-    patches: Mapping[str, int] = field(default_factory=dict)   # physical network -> ofport of patch port
+    vifs: Mapping[str, int] = field(default_factory=dict)  # logical port id -> ofport
+    tunnels: Mapping[str, int] = field(default_factory=dict)  # tunnel type -> ofport
+    patches: Mapping[str, int] = field(default_factory=dict)  # physical network -> ofport of patch port
 
 
 class View:
-    def __init__(self, topo: Topology, runtime: Mapping[str, ChassisRuntime],
-                 gateway_chassis: tuple[str, ...] = (), neighbors: Neighbors | None = None,
-                 dhcp_rate_pps: int = 10, down: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        topo: Topology,
+        runtime: Mapping[str, ChassisRuntime],
+        gateway_chassis: tuple[str, ...] = (),
+        neighbors: Neighbors | None = None,
+        dhcp_rate_pps: int = 10,
+        down: frozenset[str] = frozenset(),
+    ) -> None:
         self.topo = topo
         # gateway chassis the controller holds for failed (a runtime fact, like the ofports): skipped by
         # gateway_of, so their routers go to the next candidate (controller/liveness.py decides)
@@ -56,8 +62,14 @@ class View:
 
     def gateway_port(self, router: Router) -> Port | None:
         """The router's port on its external network (holds the gateway address and MAC)."""
-        return next((p for p in self.topo.router_ports(router.id) if p.device_owner == OWNER_ROUTER_GATEWAY
-                     and p.network_id == router.gateway_network_id), None)
+        return next(
+            (
+                p
+                for p in self.topo.router_ports(router.id)
+                if p.device_owner == OWNER_ROUTER_GATEWAY and p.network_id == router.gateway_network_id
+            ),
+            None,
+        )
 
     def gateway_of(self, router: Router) -> str | None:
         """The router's gateway chassis: the first configured gateway chassis that is not down and has a
@@ -68,16 +80,22 @@ class View:
         net = self.topo.networks.get(router.gateway_network_id)
         if net is None or not net.admin_state_up or net.segment_type in OVERLAY_TYPES:
             return None
-        able = [ch_id for ch_id in self.gateway_chassis
-                if (ch := self.topo.chassis.get(ch_id)) is not None and ch.tunnel_ip
-                and any(pn == net.physical_network for pn, _br in ch.bridge_mappings)]
+        able = [
+            ch_id
+            for ch_id in self.gateway_chassis
+            if (ch := self.topo.chassis.get(ch_id)) is not None
+            and ch.tunnel_ip
+            and any(pn == net.physical_network for pn, _br in ch.bridge_mappings)
+        ]
         # every candidate down: the router stays on the preferred one (nothing better to do, nothing churns)
         return next((ch_id for ch_id in able if ch_id not in self.down), able[0] if able else None)
 
     def is_gateway_for(self, chassis_id: str, network_id: str) -> bool:
         """This chassis is the gateway chassis of a router whose external network this is."""
-        return any(r.gateway_network_id == network_id and self.gateway_of(r) == chassis_id
-                   for r in self.topo.routers.values())
+        return any(
+            r.gateway_network_id == network_id and self.gateway_of(r) == chassis_id
+            for r in self.topo.routers.values()
+        )
 
     def _gateway_hosting(self) -> dict[str, frozenset[str]]:
         """Networks a gateway chassis must host: the external network and the router's routed component."""
@@ -104,8 +122,12 @@ class View:
     def located(self, port: Port) -> bool:
         """A port takes part in the dataplane: up, on an up network, bound to a known chassis."""
         net = self.topo.networks.get(port.network_id)
-        return (port.admin_state_up and net is not None and net.admin_state_up
-                and port.binding_chassis in self.topo.chassis)
+        return (
+            port.admin_state_up
+            and net is not None
+            and net.admin_state_up
+            and port.binding_chassis in self.topo.chassis
+        )
 
     def distributed(self, port: Port) -> bool:
         """A router interface: present on every chassis that hosts its network (routing is local)."""
@@ -113,8 +135,13 @@ class View:
             return False
         router = self.topo.routers.get(port.device_id)
         net = self.topo.networks.get(port.network_id)
-        return (router is not None and router.admin_state_up and port.admin_state_up
-                and net is not None and net.admin_state_up)
+        return (
+            router is not None
+            and router.admin_state_up
+            and port.admin_state_up
+            and net is not None
+            and net.admin_state_up
+        )
 
     def vip(self, port: Port) -> bool:
         """An up load balancer's VIP port: present on every chassis hosting its network (ARP for the VIP is
@@ -123,8 +150,13 @@ class View:
             return False
         lb = self.topo.load_balancers.get(port.device_id)
         net = self.topo.networks.get(port.network_id)
-        return (lb is not None and lb.admin_state_up and lb.vip_port_id == port.id
-                and net is not None and net.admin_state_up)
+        return (
+            lb is not None
+            and lb.admin_state_up
+            and lb.vip_port_id == port.id
+            and net is not None
+            and net.admin_state_up
+        )
 
     def present(self, port: Port) -> bool:
         """Known to the dataplane: located on a chassis, a distributed router interface, or a VIP."""
@@ -160,9 +192,13 @@ class View:
             if net is None or not net.admin_state_up:
                 got = frozenset()
             else:
-                got = frozenset(c for n in self.component(network_id)
-                                if (m := self.topo.networks.get(n)) is not None and m.admin_state_up
-                                for c in self.topo.bound.get(n, {}) if c in self.topo.chassis)
+                got = frozenset(
+                    c
+                    for n in self.component(network_id)
+                    if (m := self.topo.networks.get(n)) is not None and m.admin_state_up
+                    for c in self.topo.bound.get(n, {})
+                    if c in self.topo.chassis
+                )
                 got |= self._gateway_hosting().get(network_id, frozenset())
             self._hosting[network_id] = got
         return got

@@ -52,18 +52,45 @@ def acl_flows(members: int, rules: int) -> int:
 
     apply(ops.create_chassis(topo, Chassis(id="hv1", datapath_id=1, tunnel_ip="192.0.2.1"), rev + 1, 0.0))
     apply(ops.create_network(topo, Network(id="n", tenant="t"), rev + 1, 0.0))
-    apply(ops.create_subnet(topo, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/16"), False,
-                            rev + 1, 0.0))
+    apply(
+        ops.create_subnet(
+            topo, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/16"), False, rev + 1, 0.0
+        )
+    )
     apply([("security_group", "g", None, SecurityGroup(id="g", tenant="t", display_name="g"))])
     for i in range(rules):
         key = topo.rule_keys.choose()
-        apply([("security_group_rule", f"r{i}", None, SecurityGroupRule(
-            id=f"r{i}", tenant="t", security_group_id="g", direction=INGRESS, protocol="tcp",
-            port_range_min=1000 + i, port_range_max=1000 + i, remote_group_id="g", key=key or 0))])
+        apply(
+            [
+                (
+                    "security_group_rule",
+                    f"r{i}",
+                    None,
+                    SecurityGroupRule(
+                        id=f"r{i}",
+                        tenant="t",
+                        security_group_id="g",
+                        direction=INGRESS,
+                        protocol="tcp",
+                        port_range_min=1000 + i,
+                        port_range_max=1000 + i,
+                        remote_group_id="g",
+                        key=key or 0,
+                    ),
+                )
+            ]
+        )
     vifs = {}
     for i in range(members):
-        changes = ops.create_port(topo, Port(id=f"p{i}", tenant="t", network_id="n", mac="", binding_chassis="hv1",
-                                             security_groups=("g",)), [], rev + 1, 0.0)
+        changes = ops.create_port(
+            topo,
+            Port(
+                id=f"p{i}", tenant="t", network_id="n", mac="", binding_chassis="hv1", security_groups=("g",)
+            ),
+            [],
+            rev + 1,
+            0.0,
+        )
         apply(changes)
         vifs[f"p{i}"] = i + 10
     runtime = {"hv1": ChassisRuntime("hv1", vifs, {"vxlan": 1}, {})}
@@ -79,8 +106,10 @@ def flows_table(ns: list[int], ms: list[int]) -> None:
         print(f"   N={n:<5}" + "".join(f"{grid[n, m]:>8} ({grid[n, m] / n:4.1f}/port)" for m in ms))
     n0, m0 = ns[0], ms[0]
     worst = max(abs(grid[n, m] - grid[n, m0] - grid[n0, m] + grid[n0, m0]) for n in ns for m in ms)
-    print(f"   additivity residual F(N,M) - F(N,{m0}) - F({n0},M) + F({n0},{m0}): max |.| = {worst} "
-          "(0: flows grow with members + rules, no members x rules term)")
+    print(
+        f"   additivity residual F(N,M) - F(N,{m0}) - F({n0},M) + F({n0},{m0}): max |.| = {worst} "
+        "(0: flows grow with members + rules, no members x rules term)"
+    )
 
 
 def membership(samples: int, sizes: list[int]) -> None:
@@ -92,28 +121,55 @@ def membership(samples: int, sizes: list[int]) -> None:
         anchor = env.plug("hv1", env.port(md, "bacl-anchor", net))  # hv1 hosts the network
         results = {}
         for size in sizes:
-            g = env.stub.CreateSecurityGroup(pb.CreateSecurityGroupRequest(
-                security_group=pb.SecurityGroup(display_name=f"g{size}"), security_group_id=f"g{size}"),
-                metadata=md)
+            g = env.stub.CreateSecurityGroup(
+                pb.CreateSecurityGroupRequest(
+                    security_group=pb.SecurityGroup(display_name=f"g{size}"), security_group_id=f"g{size}"
+                ),
+                metadata=md,
+            )
             for proto in ("tcp", "udp"):
-                env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(
-                    security_group_rule=pb.SecurityGroupRule(security_group=g.name, direction="ingress",
-                                                             protocol=proto, port_range_min=80,
-                                                             port_range_max=80, remote_group=g.name)),
-                    metadata=md)
+                env.stub.CreateSecurityGroupRule(
+                    pb.CreateSecurityGroupRuleRequest(
+                        security_group_rule=pb.SecurityGroupRule(
+                            security_group=g.name,
+                            direction="ingress",
+                            protocol=proto,
+                            port_range_min=80,
+                            port_range_max=80,
+                            remote_group=g.name,
+                        )
+                    ),
+                    metadata=md,
+                )
             for i in range(size):
-                env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
-                    network=net.name, binding_chassis="chassis/hv1", security_groups=[g.name]),
-                    port_id=f"m{size}-{i}"), metadata=env.admin)
+                env.stub.CreatePort(
+                    pb.CreatePortRequest(
+                        port=pb.Port(
+                            network=net.name, binding_chassis="chassis/hv1", security_groups=[g.name]
+                        ),
+                        port_id=f"m{size}-{i}",
+                    ),
+                    metadata=env.admin,
+                )
             env.wait_realized(120)
             times = []
             for i in range(samples):
                 t0 = time.perf_counter()
-                port = env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
-                    network=net.name, binding_chassis="chassis/hv1", security_groups=[g.name]),
-                    port_id=f"j{size}-{i}"), metadata=env.admin)
-                resp = env.dp.WaitRealized(dpb.WaitRealizedRequest(
-                    revision=port.revision, timeout=duration_pb2.Duration(seconds=30)), metadata=env.admin)
+                port = env.stub.CreatePort(
+                    pb.CreatePortRequest(
+                        port=pb.Port(
+                            network=net.name, binding_chassis="chassis/hv1", security_groups=[g.name]
+                        ),
+                        port_id=f"j{size}-{i}",
+                    ),
+                    metadata=env.admin,
+                )
+                resp = env.dp.WaitRealized(
+                    dpb.WaitRealizedRequest(
+                        revision=port.revision, timeout=duration_pb2.Duration(seconds=30)
+                    ),
+                    metadata=env.admin,
+                )
                 if not resp.realized:
                     raise RuntimeError(f"revision {port.revision} not realized: {resp}")
                 times.append(time.perf_counter() - t0)
@@ -121,12 +177,16 @@ def membership(samples: int, sizes: list[int]) -> None:
         del anchor
         print("2. a port joining a group -> its flows realized on the switch (CreatePort + WaitRealized)")
         for size, xs in results.items():
-            print(f"   group of {size:4d}: median {statistics.median(xs) * 1e3:6.1f} ms  "
-                  f"max {max(xs) * 1e3:6.1f} ms  ({len(xs)} samples)")
+            print(
+                f"   group of {size:4d}: median {statistics.median(xs) * 1e3:6.1f} ms  "
+                f"max {max(xs) * 1e3:6.1f} ms  ({len(xs)} samples)"
+            )
         small, large = min(sizes), max(sizes)
-        print(f"   ratio median {large}/{small}: "
-              f"{statistics.median(results[large]) / statistics.median(results[small]):.2f} (1.0: independent "
-              "of the group's size)")
+        print(
+            f"   ratio median {large}/{small}: "
+            f"{statistics.median(results[large]) / statistics.median(results[small]):.2f} (1.0: independent "
+            "of the group's size)"
+        )
 
 
 def main() -> None:

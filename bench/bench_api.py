@@ -70,10 +70,25 @@ def rate(call, clients: int, per_client: int) -> float:  # type: ignore[no-untyp
 
 
 def start_controller(tmp: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(tmp),
-                             "--grpc-listen", f"127.0.0.1:{port}",
-                             "--openflow-listen", f"127.0.0.1:{free_port()}", "--dashboard-listen", "",
-                             "--metrics-listen", "", "--log-level", "WARNING"], cwd=ROOT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "run_controller.py"),
+            "--data-dir",
+            str(tmp),
+            "--grpc-listen",
+            f"127.0.0.1:{port}",
+            "--openflow-listen",
+            f"127.0.0.1:{free_port()}",
+            "--dashboard-listen",
+            "",
+            "--metrics-listen",
+            "",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+    )
 
 
 def api_ratio(calls: int, clients: int) -> None:
@@ -87,8 +102,9 @@ def api_ratio(calls: int, clients: int) -> None:
         md = (("authorization", "Bearer " + next(iter(tokens))),)
         stub = pb_grpc.TopologyServiceStub(grpc.insecure_channel(endpoint))
         net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network()), metadata=md)
-        stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/16")),
-                          metadata=md)
+        stub.CreateSubnet(
+            pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/16")), metadata=md
+        )
 
         def noop():  # type: ignore[no-untyped-def]
             s = pb_grpc.TopologyServiceStub(grpc.insecure_channel(endpoint))
@@ -135,20 +151,30 @@ def stream_fairness(n_streams: int, calls: int, rounds: int) -> None:
         channels.append(ch)
         stub = pb_grpc.TopologyServiceStub(ch)
         per_tenant = 25
-        tenants = [stub.CreateToken(pb.CreateTokenRequest(tenant=f"w{i}"), metadata=admin).token
-                   for i in range((n_streams + per_tenant - 1) // per_tenant)]
-        writer = (("authorization", "Bearer " + stub.CreateToken(pb.CreateTokenRequest(tenant="writer"),
-                                                                 metadata=admin).token),)
+        tenants = [
+            stub.CreateToken(pb.CreateTokenRequest(tenant=f"w{i}"), metadata=admin).token
+            for i in range((n_streams + per_tenant - 1) // per_tenant)
+        ]
+        writer = (
+            (
+                "authorization",
+                "Bearer " + stub.CreateToken(pb.CreateTokenRequest(tenant="writer"), metadata=admin).token,
+            ),
+        )
         seq = [0]
 
         def create(md: tuple[tuple[str, str], ...]) -> None:
             seq[0] += 1
-            stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id=f"b{seq[0]}"),
-                               metadata=md, timeout=10)
+            stub.CreateNetwork(
+                pb.CreateNetworkRequest(network=pb.Network(), network_id=f"b{seq[0]}"),
+                metadata=md,
+                timeout=10,
+            )
 
         probes = {
-            "GetServerInfo (admin)": lambda: stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=admin,
-                                                                timeout=10),
+            "GetServerInfo (admin)": lambda: stub.GetServerInfo(
+                pb.GetServerInfoRequest(), metadata=admin, timeout=10
+            ),
             "CreateNetwork (admin)": lambda: create(admin),
             "CreateNetwork (tenant)": lambda: create(writer),
             # a tenant whose own 25 streams each get the event: the streams that can see a write do wake
@@ -191,7 +217,8 @@ def stream_fairness(n_streams: int, calls: int, rounds: int) -> None:
             streams = open_streams()
             for name, times in measure().items():
                 results.setdefault((name, n_streams), []).append(
-                    (statistics.median(times), percentile(times, 99)))
+                    (statistics.median(times), percentile(times, 99))
+                )
             for it in streams:
                 it.cancel()  # type: ignore[attr-defined]
             time.sleep(1.0)  # the server notices the cancels (Watch re-checks its client every 0.5 s)
@@ -200,16 +227,21 @@ def stream_fairness(n_streams: int, calls: int, rounds: int) -> None:
             return f"{min(xs) * 1e3:5.1f} / {statistics.median(xs) * 1e3:5.1f} / {max(xs) * 1e3:5.1f}"
 
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-        print(f"fairness: {calls} sequential calls per method and round, {rounds} rounds, "
-              f"ms as min / median / max over rounds; load average {load}")
+        print(
+            f"fairness: {calls} sequential calls per method and round, {rounds} rounds, "
+            f"ms as min / median / max over rounds; load average {load}"
+        )
         for name in probes:
             base, loaded = results[(name, 0)], results[(name, n_streams)]
             p99_0 = statistics.median(p for _, p in base)
             p99_n = statistics.median(p for _, p in loaded)
-            print(f"  {name:24s}   0 streams: p50 {mmm([m for m, _ in base])}  "
-                  f"p99 {mmm([p for _, p in base])}")
-            print(f"  {'':24s} {n_streams:3d} streams: p50 {mmm([m for m, _ in loaded])}  "
-                  f"p99 {mmm([p for _, p in loaded])}  p99 ratio {p99_n / p99_0:.2f} (goal: p99 < 100 ms)")
+            print(
+                f"  {name:24s}   0 streams: p50 {mmm([m for m, _ in base])}  p99 {mmm([p for _, p in base])}"
+            )
+            print(
+                f"  {'':24s} {n_streams:3d} streams: p50 {mmm([m for m, _ in loaded])}  "
+                f"p99 {mmm([p for _, p in loaded])}  p99 ratio {p99_n / p99_0:.2f} (goal: p99 < 100 ms)"
+            )
     finally:
         for c in channels:
             c.close()
@@ -224,11 +256,17 @@ def ipam_timing(counts: list[int], samples: int) -> None:
     for n in counts:
         topo = Topology()
         topo.apply(ops.create_network(topo, Network(id="n", tenant="t"), 1, 0.0), 1)
-        topo.apply(ops.create_subnet(topo, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/16"),
-                                     False, 2, 0.0), 2)
+        topo.apply(
+            ops.create_subnet(
+                topo, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/16"), False, 2, 0.0
+            ),
+            2,
+        )
         rev = 3
         for i in range(n):
-            topo.apply(ops.create_port(topo, Port(id=f"p{i}", tenant="t", network_id="n", mac=""), [], rev, 0.0), rev)
+            topo.apply(
+                ops.create_port(topo, Port(id=f"p{i}", tenant="t", network_id="n", mac=""), [], rev, 0.0), rev
+            )
             rev += 1
         # free a few addresses behind the cursor, as deletions do
         for i in range(0, n, max(1, n // 10)):
@@ -237,12 +275,16 @@ def ipam_timing(counts: list[int], samples: int) -> None:
         times = []
         for i in range(samples):
             t0 = time.perf_counter()
-            changes = ops.create_port(topo, Port(id=f"x{i}", tenant="t", network_id="n", mac=""), [], rev, 0.0)
+            changes = ops.create_port(
+                topo, Port(id=f"x{i}", tenant="t", network_id="n", mac=""), [], rev, 0.0
+            )
             topo.apply(changes, rev)
             times.append(time.perf_counter() - t0)
             rev += 1
-        print(f"  N={n:6d}: median {statistics.median(times) * 1e6:7.1f} us, "
-              f"max {max(times) * 1e6:7.1f} us over {samples} allocations")
+        print(
+            f"  N={n:6d}: median {statistics.median(times) * 1e6:7.1f} us, "
+            f"max {max(times) * 1e6:7.1f} us over {samples} allocations"
+        )
 
 
 def main() -> None:
@@ -256,8 +298,11 @@ def main() -> None:
     if not args.streams_only:
         ipam_timing([100, 10_000] if not args.quick else [100, 1000], 200 if not args.quick else 20)
         api_ratio(400 if args.quick else 4000, args.clients)
-    stream_fairness(args.streams if not args.quick else min(args.streams, 50), 50 if args.quick else 200,
-                    1 if args.quick else args.rounds)
+    stream_fairness(
+        args.streams if not args.quick else min(args.streams, 50),
+        50 if args.quick else 200,
+        1 if args.quick else args.rounds,
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ def resources(env: Env) -> str:
 
 def phase(env: Env, churn: Churn, name: str, seconds: float) -> None:
     steady = churn.steady
-    pingers = [start_ping("l2", steady.s1, steady.s2.ip), start_ping("snat", steady.s1, EXT_HOST),
-               start_ping("fip", steady.ext, steady.fip)]
+    pingers = [
+        start_ping("l2", steady.s1, steady.s2.ip),
+        start_ping("snat", steady.s1, EXT_HOST),
+        start_ping("fip", steady.ext, steady.fip),
+    ]
     t0 = time.monotonic()
     steps = run(churn, seconds)
     took = time.monotonic() - t0
@@ -51,8 +54,10 @@ def phase(env: Env, churn: Churn, name: str, seconds: float) -> None:
     for p in pingers:
         sent, received = p.stop()
         loss.append(f"{p.name} {sent - received}/{sent}")
-    print(f"{name:<28} {steps:5d} steps ({steps / took:4.1f}/s)  lost: {', '.join(loss)}  |  {resources(env)}",
-          flush=True)
+    print(
+        f"{name:<28} {steps:5d} steps ({steps / took:4.1f}/s)  lost: {', '.join(loss)}  |  {resources(env)}",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -64,7 +69,10 @@ def main() -> int:
     if a.quick:
         a.phase_s = 10.0
     print(f"churn soak: seed {a.seed}, {a.phase_s:.0f} s per phase, load average {os.getloadavg()[0]:.2f}")
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env,
+    ):
         steady = build(env)
         before = snapshot(env)
         churn = Churn(steady, random.Random(a.seed))
@@ -80,7 +88,9 @@ def main() -> int:
         env.wait_realized()
         after = snapshot(env)
         same = all(after[ch] == before[ch] for ch in before)
-        print(f"after deleting every churn object: flows/groups/meters as at the start: {same}  |  {resources(env)}")
+        print(
+            f"after deleting every churn object: flows/groups/meters as at the start: {same}  |  {resources(env)}"
+        )
         status = env.restart_controller()
         mods = {ch: (st.flow_mods_sent, st.group_mods_sent) for ch, st in status.items()}
         print(f"restart afterwards: (flow-mods, group-mods) sent per chassis {mods}")

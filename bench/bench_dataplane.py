@@ -47,8 +47,12 @@ def fill(env: Env, net: pb.Network, count: int, start: int, chassis: str) -> Non
                 i = next(it, None)
             if i is None:
                 break
-            stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name, binding_chassis=f"chassis/{chassis}"),
-                                                 port_id=f"fill-{i}"), metadata=env.admin)
+            stub.CreatePort(
+                pb.CreatePortRequest(
+                    port=pb.Port(network=net.name, binding_chassis=f"chassis/{chassis}"), port_id=f"fill-{i}"
+                ),
+                metadata=env.admin,
+            )
         ch.close()
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
@@ -62,11 +66,16 @@ def measure(env: Env, net: pb.Network, samples: int, tag: str) -> list[float]:
     out = []
     for i in range(samples):
         t0 = time.perf_counter()
-        port = env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name, binding_chassis="chassis/hv2"),
-                                                        port_id=f"m-{tag}-{i}"), metadata=env.admin)
-        resp = env.dp.WaitRealized(dpb.WaitRealizedRequest(revision=port.revision,
-                                                           timeout=duration_pb2.Duration(seconds=30)),
-                                   metadata=env.admin)
+        port = env.stub.CreatePort(
+            pb.CreatePortRequest(
+                port=pb.Port(network=net.name, binding_chassis="chassis/hv2"), port_id=f"m-{tag}-{i}"
+            ),
+            metadata=env.admin,
+        )
+        resp = env.dp.WaitRealized(
+            dpb.WaitRealizedRequest(revision=port.revision, timeout=duration_pb2.Duration(seconds=30)),
+            metadata=env.admin,
+        )
         if not resp.realized:
             raise RuntimeError(f"revision {port.revision} not realized: {resp}")
         out.append(time.perf_counter() - t0)
@@ -89,7 +98,9 @@ def main() -> None:
         args.large, args.samples = 1000, 30
     with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), provider=False) as env:
         net = env.network(env.admin, "bench", "10.128.0.0/9")
-        env.plug("hv1", env.port(env.admin, "anchor", net))  # hv1 hosts the network: it gets every port's flows
+        env.plug(
+            "hv1", env.port(env.admin, "anchor", net)
+        )  # hv1 hosts the network: it gets every port's flows
         env.wait_realized(120)
         fill(env, net, args.small, 0, "hv2")
         env.wait_realized(120)
@@ -101,9 +112,11 @@ def main() -> None:
         large = measure(env, net, args.samples, "large")
         flows = env.status()["hv1"].installed_flows
         print(f"incremental: CreatePort -> flows realized on the switches ({args.samples} samples each)")
-        for name, xs, n in (("small", small, args.small), ("large", large, args.large)):
-            print(f"  {n:6d} ports: p50 {pct(xs, 50) * 1e3:6.1f} ms  p99 {pct(xs, 99) * 1e3:6.1f} ms  "
-                  f"mean {statistics.mean(xs) * 1e3:6.1f} ms")
+        for _name, xs, n in (("small", small, args.small), ("large", large, args.large)):
+            print(
+                f"  {n:6d} ports: p50 {pct(xs, 50) * 1e3:6.1f} ms  p99 {pct(xs, 99) * 1e3:6.1f} ms  "
+                f"mean {statistics.mean(xs) * 1e3:6.1f} ms"
+            )
         print(f"  ratio p99 large/small: {pct(large, 99) / pct(small, 99):.2f}   (goal <= 1.5)")
         print(f"  (filling {args.large - args.small} ports took {fill_s:.1f} s; hv1 holds {flows} flows)")
 
@@ -122,9 +135,11 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         mods = sum(s.flow_mods_sent + s.group_mods_sent for s in st.values())
         same = env.ovs_flows("hv1") == before
-        print(f"restart: kill -9 and start with {st['hv1'].installed_flows} flows on hv1: resynced in "
-              f"{elapsed:.2f} s (process start included), flow/group-mods sent: {mods} (goal 0), "
-              f"switch flows unchanged: {same}")
+        print(
+            f"restart: kill -9 and start with {st['hv1'].installed_flows} flows on hv1: resynced in "
+            f"{elapsed:.2f} s (process start included), flow/group-mods sent: {mods} (goal 0), "
+            f"switch flows unchanged: {same}"
+        )
 
 
 if __name__ == "__main__":

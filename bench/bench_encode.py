@@ -12,16 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows import actions as A  # noqa: E402
-from flows import pipeline as P  # noqa: E402
-from flows.cookie import Cookie  # noqa: E402
-from flows.encode import ADD, MODIFY, Encoder, osken_bytes, to_osken_flow_mod  # noqa: E402
-from flows.flow import Flow  # noqa: E402
+from flows import actions as A
+from flows import pipeline as P
+from flows.cookie import Cookie
+from flows.encode import ADD, MODIFY, Encoder, osken_bytes, to_osken_flow_mod
+from flows.flow import Flow
 
 
 def mac(i: int) -> str:
-    return "02:%02x:%02x:%02x:%02x:%02x" % ((i >> 32) & 255, (i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255,
-                                            i & 255)
+    return "02:" + ":".join(f"{(i >> shift) & 255:02x}" for shift in (32, 24, 16, 8, 0))
 
 
 def ip(i: int) -> str:
@@ -38,31 +37,79 @@ def realistic_flows(n_ports: int) -> list[Flow]:
         cookie = Cookie.for_owner(1, f"port/{p}")
         m, addr = mac(p), ip(p)
         out += [
-            Flow("classify", P.MATCH, {"in_port": p},
-                 [A.WriteMetadata(net), A.load("reg6", p), A.load("reg5", p & 0xFFFF), A.Goto("port_sec_in")],
-                 cookie),
-            Flow("port_sec_in", P.MATCH, {"reg6": p, "eth_src": m, "eth_type": 0x800, "ipv4_src": addr},
-                 [A.Goto("acl_egress")], cookie),
-            Flow("port_sec_in", P.MATCH, {"reg6": p, "eth_src": m, "eth_type": 0x806, "arp_spa": addr,
-                                          "arp_sha": m}, [A.Goto("acl_egress")], cookie),
-            Flow("l2_lookup", P.MATCH, {"metadata": net, "eth_dst": m}, [A.load("reg7", p),
-                                                                         A.Goto("egress_dispatch")], cookie),
-            Flow("egress_dispatch", P.MATCH, {"metadata": net, "reg7": p},
-                 [A.Goto("acl_ingress")] if p % 3 else
-                 [A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", ip(0x0A0000 + p % 50)),
-                  A.Output(9)],
-                 cookie),
+            Flow(
+                "classify",
+                P.MATCH,
+                {"in_port": p},
+                [A.WriteMetadata(net), A.load("reg6", p), A.load("reg5", p & 0xFFFF), A.Goto("port_sec_in")],
+                cookie,
+            ),
+            Flow(
+                "port_sec_in",
+                P.MATCH,
+                {"reg6": p, "eth_src": m, "eth_type": 0x800, "ipv4_src": addr},
+                [A.Goto("acl_egress")],
+                cookie,
+            ),
+            Flow(
+                "port_sec_in",
+                P.MATCH,
+                {"reg6": p, "eth_src": m, "eth_type": 0x806, "arp_spa": addr, "arp_sha": m},
+                [A.Goto("acl_egress")],
+                cookie,
+            ),
+            Flow(
+                "l2_lookup",
+                P.MATCH,
+                {"metadata": net, "eth_dst": m},
+                [A.load("reg7", p), A.Goto("egress_dispatch")],
+                cookie,
+            ),
+            Flow(
+                "egress_dispatch",
+                P.MATCH,
+                {"metadata": net, "reg7": p},
+                [A.Goto("acl_ingress")]
+                if p % 3
+                else [
+                    A.SetField("tunnel_id", net),
+                    A.SetField("tun_ipv4_dst", ip(0x0A0000 + p % 50)),
+                    A.Output(9),
+                ],
+                cookie,
+            ),
             Flow("output", P.MATCH, {"reg7": p}, [A.Output(p)], cookie),
             Flow("acl_ingress", P.MATCH, {"reg7": p, "ct_state": est}, [A.Goto("output")], cookie),
-            Flow("acl_ingress", P.MATCH(1), {"reg7": p, "eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22,
-                                             "ct_state": (0x21, 0x21)},
-                 [A.CT(commit=True, zone="reg5"), A.Goto("output")], cookie),
-            Flow("acl_egress", P.MATCH, {"reg6": p, "ct_state": (0, 0x20), "eth_type": 0x800},
-                 [A.CT(zone="reg5", table="acl_egress")], cookie),
-            Flow("arp_nd", P.MATCH, {"metadata": net, "eth_type": 0x806, "arp_op": 1, "arp_tpa": addr}, [
-                A.Move("eth_src", "eth_dst", 48), A.SetField("eth_src", m), A.SetField("arp_op", 2),
-                A.Move("arp_sha", "arp_tha", 48), A.SetField("arp_sha", m), A.Move("arp_spa", "arp_tpa", 32),
-                A.SetField("arp_spa", addr), A.Output(A.IN_PORT)], cookie),
+            Flow(
+                "acl_ingress",
+                P.MATCH(1),
+                {"reg7": p, "eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22, "ct_state": (0x21, 0x21)},
+                [A.CT(commit=True, zone="reg5"), A.Goto("output")],
+                cookie,
+            ),
+            Flow(
+                "acl_egress",
+                P.MATCH,
+                {"reg6": p, "ct_state": (0, 0x20), "eth_type": 0x800},
+                [A.CT(zone="reg5", table="acl_egress")],
+                cookie,
+            ),
+            Flow(
+                "arp_nd",
+                P.MATCH,
+                {"metadata": net, "eth_type": 0x806, "arp_op": 1, "arp_tpa": addr},
+                [
+                    A.Move("eth_src", "eth_dst", 48),
+                    A.SetField("eth_src", m),
+                    A.SetField("arp_op", 2),
+                    A.Move("arp_sha", "arp_tha", 48),
+                    A.SetField("arp_sha", m),
+                    A.Move("arp_spa", "arp_tpa", 32),
+                    A.SetField("arp_spa", addr),
+                    A.Output(A.IN_PORT),
+                ],
+                cookie,
+            ),
         ]
     return out
 

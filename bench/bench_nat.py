@@ -35,8 +35,11 @@ def iperf(client: Host, server: Host, seconds: float, port: int) -> float:
     try:
         time.sleep(0.5)
         for _ in range(3):  # the first connection attempt may meet an unresolved next hop
-            res = client.exec(["iperf3", "-c", server.ip, "-p", str(port), "-t", str(seconds), "-J"],
-                              check=False, timeout=seconds + 30)
+            res = client.exec(
+                ["iperf3", "-c", server.ip, "-p", str(port), "-t", str(seconds), "-J"],
+                check=False,
+                timeout=seconds + 30,
+            )
             if res.returncode == 0:
                 return float(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"])
             time.sleep(1)
@@ -51,20 +54,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env:
-        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True), network_id="public"),
-            metadata=env.admin)
-        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr="172.24.4.0/24"),
-                                                     subnet_id="public-v4"), metadata=env.admin)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env,
+    ):
+        ext = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(
+                network=pb.Network(segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True),
+                network_id="public",
+            ),
+            metadata=env.admin,
+        )
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(
+                subnet=pb.Subnet(network=ext.name, cidr="172.24.4.0/24"), subnet_id="public-v4"
+            ),
+            metadata=env.admin,
+        )
         md = env.md("bench")
         a = env.network(md, "b-a", "10.140.0.0/24")
         b = env.network(md, "b-b", "10.141.0.0/24")
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
-            external_gateway=pb.ExternalGateway(network=ext.name)), router_id="b-r"), metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(
+                router=pb.Router(external_gateway=pb.ExternalGateway(network=ext.name)), router_id="b-r"
+            ),
+            metadata=md,
+        )
         for sub in ("b-a-v4", "b-b-v4"):
-            env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{sub}"),
-                                        metadata=md)
+            env.stub.AddRouterInterface(
+                pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{sub}"), metadata=md
+            )
         host = env.lab.add_external_host(PHYSNET, "ext", "172.24.4.100/24")
         host.exec("ethtool -K eth0 tx off", check=False)
         va1 = env.plug("hv1", env.port(md, "b-va1", a))

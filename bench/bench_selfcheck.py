@@ -48,21 +48,52 @@ def build(n_ports: int, n_chassis: int) -> tuple[Topology, dict[str, ChassisRunt
     for n in range((n_ports + per_net - 1) // per_net):
         net, sub, grp = f"n{n}", f"s{n}", f"g{n}"
         apply(ops.create_network(topo, Network(id=net, tenant="t"), rev + 1, 0.0))
-        apply(ops.create_subnet(topo, Subnet(id=sub, tenant="t", network_id=net, cidr=f"10.{n // 250}.{n % 250}.0/24"),
-                                False, rev + 1, 0.0))
+        apply(
+            ops.create_subnet(
+                topo,
+                Subnet(id=sub, tenant="t", network_id=net, cidr=f"10.{n // 250}.{n % 250}.0/24"),
+                False,
+                rev + 1,
+                0.0,
+            )
+        )
         if n % 2 == 0:
             router = f"r{n}"
             apply(ops.create_router(topo, Router(id=router, tenant="t"), None, rev + 1, 0.0))
         apply(ops.add_router_interface(topo, topo.routers[router], sub, "", f"{router}-{net}", rev + 1, 0.0))
         apply(ops_security.create_security_group(topo, SecurityGroup(id=grp, tenant="t"), rev + 1, 0.0))
-        apply(ops_security.create_security_group_rule(topo, SecurityGroupRule(
-            id=f"{grp}-ssh", tenant="t", security_group_id=grp, direction=INGRESS, protocol="tcp",
-            port_range_min=22, port_range_max=22, remote_group_id=grp), True, rev + 1, 0.0))
+        apply(
+            ops_security.create_security_group_rule(
+                topo,
+                SecurityGroupRule(
+                    id=f"{grp}-ssh",
+                    tenant="t",
+                    security_group_id=grp,
+                    direction=INGRESS,
+                    protocol="tcp",
+                    port_range_min=22,
+                    port_range_max=22,
+                    remote_group_id=grp,
+                ),
+                True,
+                rev + 1,
+                0.0,
+            )
+        )
         for j in range(min(per_net, n_ports - n * per_net)):
             pid = f"p{n}-{j}"
             ch = chassis[(n * per_net + j) % n_chassis]
-            apply(ops.create_port(topo, Port(id=pid, tenant="t", network_id=net, mac="", binding_chassis=ch,
-                                             security_groups=(grp,)), [], rev + 1, 0.0))
+            apply(
+                ops.create_port(
+                    topo,
+                    Port(
+                        id=pid, tenant="t", network_id=net, mac="", binding_chassis=ch, security_groups=(grp,)
+                    ),
+                    [],
+                    rev + 1,
+                    0.0,
+                )
+            )
             vifs[ch][pid] = len(vifs[ch]) + 10
     runtime = {ch: ChassisRuntime(ch, vifs[ch], {"vxlan": 1, "gre": 2, "geneve": 3}, {}) for ch in chassis}
     return topo, runtime
@@ -82,8 +113,10 @@ def main() -> int:
     comp = Compiler()
     for rt in runtime.values():
         comp.on_runtime(topo, rt)
-    print(f"model: {a.ports} ports, {len(topo.networks)} networks, {len(topo.routers)} routers, {a.chassis} chassis "
-          f"(built and compiled in {time.perf_counter() - t0:.1f} s); load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"model: {a.ports} ports, {len(topo.networks)} networks, {len(topo.routers)} routers, {a.chassis} chassis "
+        f"(built and compiled in {time.perf_counter() - t0:.1f} s); load average {os.getloadavg()[0]:.2f}"
+    )
     ch = "hv1"
     print(f"flows/groups on {ch}: {len(comp.desired(ch))}")
     fulls, checks = [], []
@@ -100,11 +133,17 @@ def main() -> int:
         comp.check(topo, c)
     every = time.perf_counter() - s
     med_full, med_check = statistics.median(fulls), statistics.median(checks)
-    print(f"full compile of {ch}: min {min(fulls) * 1e3:.0f} / median {med_full * 1e3:.0f} / max {max(fulls) * 1e3:.0f} ms "
-          f"({a.runs} runs)")
-    print(f"self-check of {ch}:   min {min(checks) * 1e3:.0f} / median {med_check * 1e3:.0f} / max {max(checks) * 1e3:.0f} ms")
+    print(
+        f"full compile of {ch}: min {min(fulls) * 1e3:.0f} / median {med_full * 1e3:.0f} / max {max(fulls) * 1e3:.0f} ms "
+        f"({a.runs} runs)"
+    )
+    print(
+        f"self-check of {ch}:   min {min(checks) * 1e3:.0f} / median {med_check * 1e3:.0f} / max {max(checks) * 1e3:.0f} ms"
+    )
     print(f"ratio self-check / full compile (medians): {med_check / med_full:.2f}")
-    print(f"self-check of all {a.chassis} chassis: {every:.2f} s (the model lock is held that long per periodic run)")
+    print(
+        f"self-check of all {a.chassis} chassis: {every:.2f} s (the model lock is held that long per periodic run)"
+    )
     return 0
 
 

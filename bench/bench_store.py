@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from topology import ops
-from topology.history import Compactor, HistoryPolicy
-from topology.records import Network, Port, Subnet
-from topology.state import State
+from topology import ops  # noqa: E402
+from topology.history import Compactor, HistoryPolicy  # noqa: E402
+from topology.records import Network, Port, Subnet  # noqa: E402
+from topology.state import State  # noqa: E402
 
 LIVE_PORTS = 500
 
@@ -69,8 +69,11 @@ def churn(state: State, writes: int, every: int, run: Run) -> None:
     i = 0
     while len(run.latencies) < writes:
         pid, old, net = f"p{i}", f"p{i - LIVE_PORTS}", f"n{i}"
-        timed(lambda t, r, n, pid=pid: ops.create_port(t, Port(id=pid, tenant="t", network_id="base", mac=""),
-                                                       [], r, n))
+        timed(
+            lambda t, r, n, pid=pid: ops.create_port(
+                t, Port(id=pid, tenant="t", network_id="base", mac=""), [], r, n
+            )
+        )
         if i >= LIVE_PORTS:
             timed(lambda t, r, n, old=old: ops.delete_port(t, t.ports[old], r, n))
         timed(lambda t, r, n, net=net: ops.create_network(t, Network(id=net, tenant="t"), r, n))
@@ -132,8 +135,10 @@ def churn_more(state: State, writes: int, prefix: str, run: Run) -> None:
     """`writes` more writes: network creates and deletes."""
     for i in range(writes // 2):
         net = f"{prefix}{i}"
-        for fn in (lambda t, r, n, net=net: ops.create_network(t, Network(id=net, tenant="t"), r, n),
-                   lambda t, r, n, net=net: ops.delete_network(t, t.networks[net], False, r, n)):
+        for fn in (
+            lambda t, r, n, net=net: ops.create_network(t, Network(id=net, tenant="t"), r, n),
+            lambda t, r, n, net=net: ops.delete_network(t, t.networks[net], False, r, n),
+        ):
             t0 = time.perf_counter()
             state.write(fn)
             run.latencies.append(time.perf_counter() - t0)
@@ -145,14 +150,18 @@ def end_kib(run: Run) -> float:
 
 
 def show(run: Run) -> None:
-    print(f"  {run.label}: {len(run.latencies)} writes in {run.seconds:.1f} s "
-          f"({len(run.latencies) / run.seconds:.0f}/s), "
-          f"load average {run.loadavg[0]:.2f} -> {run.loadavg[1]:.2f}")
+    print(
+        f"  {run.label}: {len(run.latencies)} writes in {run.seconds:.1f} s "
+        f"({len(run.latencies) / run.seconds:.0f}/s), "
+        f"load average {run.loadavg[0]:.2f} -> {run.loadavg[1]:.2f}"
+    )
     print("    writes      db KiB   WAL KiB   history rows")
     for n, db, wal, rows in run.samples:
         print(f"    {n:>7}  {db / 1024:>9.0f} {wal / 1024:>9.0f} {rows:>12}")
-    print(f"    write latency p50 {run.pct(0.5) * 1e3:.2f} ms, p99 {run.pct(0.99) * 1e3:.2f} ms, "
-          f"max {max(run.latencies) * 1e3:.1f} ms")
+    print(
+        f"    write latency p50 {run.pct(0.5) * 1e3:.2f} ms, p99 {run.pct(0.99) * 1e3:.2f} ms, "
+        f"max {max(run.latencies) * 1e3:.1f} ms"
+    )
     print(f"    longest wait of a commit for the write lock: {run.longest_wait_s * 1e3:.1f} ms")
     if run.longest_hold_s:
         print(f"    longest compactor step holding the write lock: {run.longest_hold_s * 1e3:.1f} ms")
@@ -165,16 +174,26 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10k writes, 1 run, 1000 revisions kept (smoke)")
     ap.add_argument("--writes", type=int, help="writes per run (default 100000; quick 10000)")
     ap.add_argument("--runs", type=int, help="runs of each (default 3; quick 1)")
-    ap.add_argument("--wal-truncate", choices=["idle", "always", "never"], default="idle",
-                    help="when a round truncates the WAL file (default idle, as the controller)")
+    ap.add_argument(
+        "--wal-truncate",
+        choices=["idle", "always", "never"],
+        default="idle",
+        help="when a round truncates the WAL file (default idle, as the controller)",
+    )
     ap.add_argument("--no-vacuum", action="store_true", help="keep free pages on the freelist")
-    ap.add_argument("--sequential", action="store_true", help="baseline first, then compaction (default: "
-                    "both at once in two processes)")
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="baseline first, then compaction (default: both at once in two processes)",
+    )
     args = ap.parse_args()
     writes = args.writes or (10_000 if args.quick else 100_000)
     runs = args.runs or (1 if args.quick else 3)
-    policy = replace(HistoryPolicy(revisions=1000, interval_s=0.5) if args.quick else HistoryPolicy(),
-                     wal_truncate=args.wal_truncate, vacuum=not args.no_vacuum)
+    policy = replace(
+        HistoryPolicy(revisions=1000, interval_s=0.5) if args.quick else HistoryPolicy(),
+        wal_truncate=args.wal_truncate,
+        vacuum=not args.no_vacuum,
+    )
     print(f"{writes} writes per run, {runs} run(s); compaction policy {policy}")
     results: list[tuple[Run, Run]] = []
     for k in range(runs):
@@ -194,34 +213,59 @@ def main() -> None:
     growth = wal_growth_cost(5 if args.quick else 10)
 
     def summary(name: str, values: list[float], fmt: str) -> None:
-        print(f"  {name}: min {fmt.format(min(values))}, median {fmt.format(statistics.median(values))}, "
-              f"max {fmt.format(max(values))}")
+        print(
+            f"  {name}: min {fmt.format(min(values))}, median {fmt.format(statistics.median(values))}, "
+            f"max {fmt.format(max(values))}"
+        )
 
     print(f"summary over {runs} run(s)")
     summary("baseline db+WAL at the end, KiB", [end_kib(b) for b, _ in results], "{:.0f}")
     summary("compacted db+WAL at the end, KiB", [end_kib(c) for _, c in results], "{:.0f}")
     summary("compacted ÷ baseline size", [end_kib(c) / end_kib(b) for b, c in results], "{:.3f}")
     half = [c.samples[len(c.samples) // 2] for _, c in results]
-    summary("compacted: growth from mid-run to the end, KiB",
-            [end_kib(c) - (h[1] + h[2]) / 1024 for (_, c), h in zip(results, half, strict=True)], "{:+.0f}")
-    summary("writes/s with ÷ without compaction",
-            [(len(c.latencies) / c.seconds) / (len(b.latencies) / b.seconds) for b, c in results], "{:.2f}")
-    summary("max write latency without compaction, ms", [max(b.latencies) * 1e3 for b, _ in results],
-            "{:.1f}")
+    summary(
+        "compacted: growth from mid-run to the end, KiB",
+        [end_kib(c) - (h[1] + h[2]) / 1024 for (_, c), h in zip(results, half, strict=True)],
+        "{:+.0f}",
+    )
+    summary(
+        "writes/s with ÷ without compaction",
+        [(len(c.latencies) / c.seconds) / (len(b.latencies) / b.seconds) for b, c in results],
+        "{:.2f}",
+    )
+    summary(
+        "max write latency without compaction, ms", [max(b.latencies) * 1e3 for b, _ in results], "{:.1f}"
+    )
     summary("max write latency with compaction, ms", [max(c.latencies) * 1e3 for _, c in results], "{:.1f}")
     summary("p99 write latency with ÷ without", [c.pct(0.99) / b.pct(0.99) for b, c in results], "{:.2f}")
-    summary("longest wait of a commit for the write lock without compaction, ms",
-            [b.longest_wait_s * 1e3 for b, _ in results], "{:.1f}")
-    summary("longest wait of a commit for the write lock with compaction (the stall it caused), ms",
-            [c.longest_wait_s * 1e3 for _, c in results], "{:.1f}")
-    summary("longest compactor step holding the write lock, ms", [c.longest_hold_s * 1e3 for _, c in results],
-            "{:.1f}")
-    summary("median write after a WAL TRUNCATE (the file grows again), ms", [g * 1e3 for g in growth[0]],
-            "{:.2f}")
-    summary("median write after a PASSIVE checkpoint (the WAL is reused), ms", [g * 1e3 for g in growth[1]],
-            "{:.2f}")
-    summary("TRUNCATE of the baseline's whole WAL under the lock, ms",
-            [b.truncate_all_s * 1e3 for b, _ in results], "{:.1f}")
+    summary(
+        "longest wait of a commit for the write lock without compaction, ms",
+        [b.longest_wait_s * 1e3 for b, _ in results],
+        "{:.1f}",
+    )
+    summary(
+        "longest wait of a commit for the write lock with compaction (the stall it caused), ms",
+        [c.longest_wait_s * 1e3 for _, c in results],
+        "{:.1f}",
+    )
+    summary(
+        "longest compactor step holding the write lock, ms",
+        [c.longest_hold_s * 1e3 for _, c in results],
+        "{:.1f}",
+    )
+    summary(
+        "median write after a WAL TRUNCATE (the file grows again), ms", [g * 1e3 for g in growth[0]], "{:.2f}"
+    )
+    summary(
+        "median write after a PASSIVE checkpoint (the WAL is reused), ms",
+        [g * 1e3 for g in growth[1]],
+        "{:.2f}",
+    )
+    summary(
+        "TRUNCATE of the baseline's whole WAL under the lock, ms",
+        [b.truncate_all_s * 1e3 for b, _ in results],
+        "{:.1f}",
+    )
 
 
 if __name__ == "__main__":

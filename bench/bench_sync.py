@@ -56,9 +56,11 @@ def main() -> None:
         assert eng.wait_realized(1, 300), eng.stats
         t_sync = time.perf_counter() - t0
         assert len(ch.dump_flows()) == n
-        print(f"SwitchSync install (cold process): {t_sync:7.3f} s  {n / t_sync:9.0f} flows/s  "
-              f"({eng.stats.bundles_sent} bundle, {eng.stats.flow_mods_sent} flow-mods; encode+write "
-              f"{eng.stats.last_send_seconds:.3f} s, bundle to barrier {eng.stats.last_bundle_seconds:.3f} s)")
+        print(
+            f"SwitchSync install (cold process): {t_sync:7.3f} s  {n / t_sync:9.0f} flows/s  "
+            f"({eng.stats.bundles_sent} bundle, {eng.stats.flow_mods_sent} flow-mods; encode+write "
+            f"{eng.stats.last_send_seconds:.3f} s, bundle to barrier {eng.stats.last_bundle_seconds:.3f} s)"
+        )
 
         # 2. baseline: the same flows as ovs-ofctl text, one bundle
         workdir = lab.workdir
@@ -101,8 +103,10 @@ def main() -> None:
             ofctls.append(time.perf_counter() - t0)
             print(f"  round {rnd + 1}: SwitchSync {syncs[-1]:.3f} s, ovs-ofctl --bundle {ofctls[-1]:.3f} s")
         ms, mo = statistics.median(syncs), statistics.median(ofctls)
-        print(f"median of {ROUNDS}: SwitchSync {n / ms:9.0f} flows/s, ovs-ofctl --bundle {n / mo:9.0f} flows/s, "
-              f"ratio {mo / ms:.2f}")
+        print(
+            f"median of {ROUNDS}: SwitchSync {n / ms:9.0f} flows/s, ovs-ofctl --bundle {n / mo:9.0f} flows/s, "
+            f"ratio {mo / ms:.2f}"
+        )
 
         # 3. again through a new engine (its own cold encoder cache; the process's per-field and per-action
         #    caches are warm, as for every switch after the first)
@@ -114,8 +118,10 @@ def main() -> None:
         eng.replace_desired(items, 1)
         assert eng.wait_realized(1, 300), eng.stats
         t_second = time.perf_counter() - t0
-        print(f"new engine, warm process:  {t_second:7.3f} s  {n / t_second:9.0f} flows/s  "
-              f"(ratio to ovs-ofctl --bundle {t_ofctl / t_second:.2f})")
+        print(
+            f"new engine, warm process:  {t_second:7.3f} s  {n / t_second:9.0f} flows/s  "
+            f"(ratio to ovs-ofctl --bundle {t_ofctl / t_second:.2f})"
+        )
         t0 = time.perf_counter()
         ch.restart_vswitchd()
         t_restart = time.perf_counter() - t0
@@ -126,9 +132,11 @@ def main() -> None:
             time.sleep(0.01)
         assert eng.wait_realized(1, 120)
         t_back = time.perf_counter() - t0
-        print(f"vswitchd restart ({t_restart:.2f} s) -> flows back {t_back:7.3f} s later "
-              f"(reconnect + dump + {eng.stats.last_resync_flow_mods} flow-mods from the engine's warm cache; "
-              f"ratio to ovs-ofctl --bundle {t_ofctl / t_back:.2f})")
+        print(
+            f"vswitchd restart ({t_restart:.2f} s) -> flows back {t_back:7.3f} s later "
+            f"(reconnect + dump + {eng.stats.last_resync_flow_mods} flow-mods from the engine's warm cache; "
+            f"ratio to ovs-ofctl --bundle {t_ofctl / t_back:.2f})"
+        )
 
         # 4. resync with nothing changed: fresh engine, same desired, reconnect
         app.sync.reset()
@@ -144,15 +152,21 @@ def main() -> None:
             time.sleep(0.01)
         t_resync = time.perf_counter() - t0
         st = eng.stats
-        print(f"resync, nothing changed (new engine, cold encoder): {first.last_resync_seconds:7.3f} s "
-              f"dump+diff, {first.last_resync_flow_mods} flow-mods")
-        print(f"resync after reconnect (warm):  {st.last_resync_seconds:7.3f} s dump+diff "
-              f"({t_resync:.3f} s incl. reconnect; dump+decode {st.last_dump_seconds:.3f} s, "
-              f"{st.last_dump_slow} of {st.last_dump_entries} entries decoded the slow way), "
-              f"{st.last_resync_flow_mods} flow-mods, {st.flow_mods_sent} flow-mods in total")
+        print(
+            f"resync, nothing changed (new engine, cold encoder): {first.last_resync_seconds:7.3f} s "
+            f"dump+diff, {first.last_resync_flow_mods} flow-mods"
+        )
+        print(
+            f"resync after reconnect (warm):  {st.last_resync_seconds:7.3f} s dump+diff "
+            f"({t_resync:.3f} s incl. reconnect; dump+decode {st.last_dump_seconds:.3f} s, "
+            f"{st.last_dump_slow} of {st.last_dump_entries} entries decoded the slow way), "
+            f"{st.last_resync_flow_mods} flow-mods, {st.flow_mods_sent} flow-mods in total"
+        )
         diff = eng.verify()
-        print(f"verify(): {len(diff.missing)} missing, {len(diff.unexpected)} unexpected, "
-              f"{len(diff.undecodable)} undecodable")
+        print(
+            f"verify(): {len(diff.missing)} missing, {len(diff.unexpected)} unexpected, "
+            f"{len(diff.undecodable)} undecodable"
+        )
         app.sync.reset()
 
 

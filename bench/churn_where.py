@@ -35,8 +35,9 @@ ECHO = re.compile(r"([\d.]+) > ([\d.]+): ICMP echo (request|reply), id \d+, seq 
 
 def read_pcap(path: Path) -> tuple[set[tuple[str, str, str, int]], int]:
     """The echo packets (src, dst, kind, seq) in a capture (tunneled ones decoded), and its unreachables."""
-    out = subprocess.run(["tcpdump", "-r", str(path), "-n", "-v"], capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(
+        ["tcpdump", "-r", str(path), "-n", "-v"], capture_output=True, text=True, check=False
+    ).stdout
     records: list[str] = []
     for line in out.splitlines():
         if line[:1].isdigit():
@@ -62,15 +63,28 @@ def classify(d: Path, s1: str, s2: str, fip: str) -> tuple[Counter[str], int]:
     ext = EXT_HOST
     # (capture point, packet, what lies between it and the next point)
     paths = {
-        "l2": [("s1", (s1, s2, "request"), "hv1 encap"), ("ul1", (s1, s2, "request"), "wire"),
-               ("ul2", (s1, s2, "request"), "hv2 decap"), ("s2", (s1, s2, "request"), "vm"),
-               ("s2", (s2, s1, "reply"), "hv2 encap"), ("ul2", (s2, s1, "reply"), "wire"),
-               ("ul1", (s2, s1, "reply"), "hv1 decap"), ("s1", (s2, s1, "reply"), "")],
-        "fip": [("ext", (ext, fip, "request"), "wire"), ("prov1", (ext, fip, "request"), "hv1 encap"),
-                ("ul1", (ext, s2, "request"), "wire"), ("ul2", (ext, s2, "request"), "hv2 decap"),
-                ("s2", (ext, s2, "request"), "vm"), ("s2", (s2, ext, "reply"), "hv2 encap"),
-                ("ul2", (s2, ext, "reply"), "wire"), ("ul1", (s2, ext, "reply"), "hv1 decap"),
-                ("prov1", (fip, ext, "reply"), "wire"), ("ext", (fip, ext, "reply"), "")],
+        "l2": [
+            ("s1", (s1, s2, "request"), "hv1 encap"),
+            ("ul1", (s1, s2, "request"), "wire"),
+            ("ul2", (s1, s2, "request"), "hv2 decap"),
+            ("s2", (s1, s2, "request"), "vm"),
+            ("s2", (s2, s1, "reply"), "hv2 encap"),
+            ("ul2", (s2, s1, "reply"), "wire"),
+            ("ul1", (s2, s1, "reply"), "hv1 decap"),
+            ("s1", (s2, s1, "reply"), ""),
+        ],
+        "fip": [
+            ("ext", (ext, fip, "request"), "wire"),
+            ("prov1", (ext, fip, "request"), "hv1 encap"),
+            ("ul1", (ext, s2, "request"), "wire"),
+            ("ul2", (ext, s2, "request"), "hv2 decap"),
+            ("s2", (ext, s2, "request"), "vm"),
+            ("s2", (s2, ext, "reply"), "hv2 encap"),
+            ("ul2", (s2, ext, "reply"), "wire"),
+            ("ul1", (s2, ext, "reply"), "hv1 decap"),
+            ("prov1", (fip, ext, "reply"), "wire"),
+            ("ext", (fip, ext, "reply"), ""),
+        ],
     }
     where: Counter[str] = Counter()
     for name, path in paths.items():
@@ -85,7 +99,9 @@ def classify(d: Path, s1: str, s2: str, fip: str) -> tuple[Counter[str], int]:
 
 
 def coverage(ch) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    return {ln.split()[0]: int(ln.split()[-1]) for ln in ch.appctl("coverage/show").splitlines() if "total:" in ln}
+    return {
+        ln.split()[0]: int(ln.split()[-1]) for ln in ch.appctl("coverage/show").splitlines() if "total:" in ln
+    }
 
 
 def main() -> None:
@@ -96,7 +112,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="keep the captures here")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env,
+    ):
         out = args.out or Path(tmp) / "captures"
         out.mkdir(parents=True, exist_ok=True)
         steady = build(env)
@@ -114,13 +133,29 @@ def main() -> None:
             d = out / f"{i:02d}-{mode}"
             d.mkdir()
             caps = []
-            for name, ns, ifname in [("s1", steady.s1.namespace, "eth0"), ("s2", steady.s2.namespace, "eth0"),
-                                     ("ext", steady.ext.namespace, "eth0"), ("ul1", None, hvs[0].underlay_root_ifname),
-                                     ("ul2", None, hvs[1].underlay_root_ifname),
-                                     ("prov1", None, hvs[0].provider_uplink_root_ifname(PHYSNET))]:
-                argv = ["tcpdump", "-i", ifname, "-n", "-U", "-s", "200", "-w", str(d / f"{name}.pcap"),
-                        "icmp or udp port 4789"]
-                caps.append(subprocess.Popen(proc.in_netns(ns, argv) if ns else argv, stderr=subprocess.DEVNULL))
+            for name, ns, ifname in [
+                ("s1", steady.s1.namespace, "eth0"),
+                ("s2", steady.s2.namespace, "eth0"),
+                ("ext", steady.ext.namespace, "eth0"),
+                ("ul1", None, hvs[0].underlay_root_ifname),
+                ("ul2", None, hvs[1].underlay_root_ifname),
+                ("prov1", None, hvs[0].provider_uplink_root_ifname(PHYSNET)),
+            ]:
+                argv = [
+                    "tcpdump",
+                    "-i",
+                    ifname,
+                    "-n",
+                    "-U",
+                    "-s",
+                    "200",
+                    "-w",
+                    str(d / f"{name}.pcap"),
+                    "icmp or udp port 4789",
+                ]
+                caps.append(
+                    subprocess.Popen(proc.in_netns(ns, argv) if ns else argv, stderr=subprocess.DEVNULL)
+                )
             time.sleep(1)
             before = [coverage(ch) for ch in hvs]
             pingers = [start_ping("l2", steady.s1, steady.s2.ip), start_ping("fip", steady.ext, steady.fip)]
@@ -131,8 +166,12 @@ def main() -> None:
                     continue
                 if mode == "raw":
                     ch = rng.choice(hvs)
-                    vm = ch.add_vm(f"raw{n}", f"fa:16:3e:99:00:{n % 256:02x}", f"10.199.0.{n % 200 + 2}/24",
-                                   iface_id=f"nobody-{n}")
+                    vm = ch.add_vm(
+                        f"raw{n}",
+                        f"fa:16:3e:99:00:{n % 256:02x}",
+                        f"10.199.0.{n % 200 + 2}/24",
+                        iface_id=f"nobody-{n}",
+                    )
                     ch.remove_vm(vm)
                 elif mode == "ports":
                     (churn.vm_port if n % 2 == 0 or not churn.ports else churn.delete_port)()
@@ -147,10 +186,16 @@ def main() -> None:
             for p in caps:
                 p.wait(timeout=10)
             where, unreachable = classify(d, steady.s1.ip, steady.s2.ip, steady.fip)
-            print(f"{mode:<12} {n:4d} steps  " + "  ".join(f"{name} {s - r}/{s}" for name, s, r in lost)
-                  + f"  missing at capture points: {dict(where)}  port unreachables: {unreachable}", flush=True)
+            print(
+                f"{mode:<12} {n:4d} steps  "
+                + "  ".join(f"{name} {s - r}/{s}" for name, s, r in lost)
+                + f"  missing at capture points: {dict(where)}  port unreachables: {unreachable}",
+                flush=True,
+            )
             for ch, b, a in zip(hvs, before, after, strict=True):
-                delta = {k: v - b.get(k, 0) for k, v in a.items() if k.startswith(COVERAGE) and v != b.get(k, 0)}
+                delta = {
+                    k: v - b.get(k, 0) for k, v in a.items() if k.startswith(COVERAGE) and v != b.get(k, 0)
+                }
                 print(f"    {ch.name} coverage {json.dumps(delta)}", flush=True)
 
 

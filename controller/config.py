@@ -17,7 +17,7 @@ from topology.ops_security import DEFAULT_FLOW_BUDGET
 
 
 def _ranges(spec: str) -> tuple[tuple[int, int], ...]:
-    """"1000:1999,5000:5999" -> ((1000, 1999), (5000, 5999))."""
+    """ "1000:1999,5000:5999" -> ((1000, 1999), (5000, 5999))."""
     out = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         lo, _, hi = part.partition(":")
@@ -47,13 +47,13 @@ class Config:
     # default: tcp:<openflow_listen host, or 127.0.0.1 for 0.0.0.0>:<port>
     switch_target: str = ""
     datapath_type: str = "system"  # br-int's datapath: "system" (kernel) or "netdev" (userspace, the lab)
-    metrics_listen: str = "127.0.0.1:9464"    # Prometheus endpoint ("" = off)
+    metrics_listen: str = "127.0.0.1:9464"  # Prometheus endpoint ("" = off)
     dashboard_listen: str = "127.0.0.1:8080"  # read-only web dashboard, token-protected ("" = off)
-    drift_interval_s: float = 30.0            # verify every switch's flows against the desired set (0 = off)
-    stats_interval_s: float = 10.0            # collect flow counters for metrics and the dashboard (0 = off)
+    drift_interval_s: float = 30.0  # verify every switch's flows against the desired set (0 = off)
+    stats_interval_s: float = 10.0  # collect flow counters for metrics and the dashboard (0 = off)
     # compare each chassis's incremental compile with a full compile, repair a divergence (0 = off)
     self_check_interval_s: float = 300.0
-    self_check_every_change: bool = False     # the self-check after every change (tests; costly at scale)
+    self_check_every_change: bool = False  # the self-check after every change (tests; costly at scale)
     demo: bool = False
     # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
     gateway_chassis: list[str] = field(default_factory=list)
@@ -71,15 +71,19 @@ class Config:
     # revisions behind or this old, whichever comes first (0 = that bound off; both 0 = keep everything)
     history_revisions: int = 10_000
     history_age_s: float = 3600.0
-    history_interval_s: float = 5.0           # seconds between compaction rounds
+    history_interval_s: float = 5.0  # seconds between compaction rounds
     # TLS (README "Security"): the CA and the controller's certificate live in pki_dir (default DATA_DIR/pki,
     # created on first start); each insecure_* option turns one channel's TLS off, with a warning at start
     pki_dir: str = ""
-    tls_san: list[str] = field(default_factory=list)  # more names the controller's certificate must be valid for
-    insecure_openflow: bool = False  # plaintext OpenFlow: no certificates, a datapath id is bound to an address
-    insecure_ovsdb: bool = False     # let chassis register plaintext tcp: OVSDB addresses
-    insecure_grpc: bool = False      # plaintext gRPC on a non-loopback grpc_listen
-    grpc_tls: str = "auto"           # "auto": TLS unless grpc_listen is a loopback address; "always"
+    tls_san: list[str] = field(
+        default_factory=list
+    )  # more names the controller's certificate must be valid for
+    insecure_openflow: bool = (
+        False  # plaintext OpenFlow: no certificates, a datapath id is bound to an address
+    )
+    insecure_ovsdb: bool = False  # let chassis register plaintext tcp: OVSDB addresses
+    insecure_grpc: bool = False  # plaintext gRPC on a non-loopback grpc_listen
+    grpc_tls: str = "auto"  # "auto": TLS unless grpc_listen is a loopback address; "always"
     grpc_require_client_cert: bool = False  # gRPC clients must present a certificate of our CA (tokens still)
     # where co-located chassis keep their ovs-vswitchd control sockets, DIR/<chassis id>/ovs-vswitchd*.ctl, for
     # the switch's own ofproto/trace in diff traces when their OVSDB is not a local unix socket (the lab)
@@ -108,8 +112,9 @@ class Config:
         return Path(self.data_dir)
 
     def history_policy(self) -> HistoryPolicy:
-        return HistoryPolicy(revisions=self.history_revisions, age_s=self.history_age_s,
-                             interval_s=self.history_interval_s)
+        return HistoryPolicy(
+            revisions=self.history_revisions, age_s=self.history_age_s, interval_s=self.history_interval_s
+        )
 
     def model_config(self) -> ModelConfig:
         vlan: dict[str, list[tuple[int, int]]] = {}
@@ -117,10 +122,15 @@ class Config:
             physnet, _, rng = spec.partition(":")
             vlan.setdefault(physnet, []).extend(_ranges(rng))
         return ModelConfig(
-            underlay_mtu=self.underlay_mtu, default_segment_type=self.default_segment_type,
-            tunnel_ranges={"vxlan": _ranges(self.vxlan_ranges), "gre": _ranges(self.gre_ranges),
-                           "geneve": _ranges(self.geneve_ranges)},
-            vlan_ranges={k: tuple(v) for k, v in vlan.items()})
+            underlay_mtu=self.underlay_mtu,
+            default_segment_type=self.default_segment_type,
+            tunnel_ranges={
+                "vxlan": _ranges(self.vxlan_ranges),
+                "gre": _ranges(self.gre_ranges),
+                "geneve": _ranges(self.geneve_ranges),
+            },
+            vlan_ranges={k: tuple(v) for k, v in vlan.items()},
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -139,80 +149,170 @@ def split_hostport(value: str) -> tuple[str, int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sdn-controller", description="Run the SDN controller "
-                                "(OpenFlow listener + gRPC API) on a data directory.")
+    p = argparse.ArgumentParser(
+        prog="sdn-controller",
+        description="Run the SDN controller (OpenFlow listener + gRPC API) on a data directory.",
+    )
     p.add_argument("--config", help="TOML file with any of the options below (flags win)")
     p.add_argument("--openflow-listen", help="HOST:PORT for switches (default 0.0.0.0:6653)")
     p.add_argument("--grpc-listen", help="HOST:PORT for the API (default 127.0.0.1:50051)")
     p.add_argument("--data-dir", help="where the store and token file live (default ./data)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
-    p.add_argument("--grpc-workers", type=int, help="API threads for unary calls (default 32); streams run "
-                   "on threads of their own, up to --max-streams")
-    p.add_argument("--max-streams", type=int, metavar="N",
-                   help="open API streams (Watch, health Watch, reflection) at once; one more is refused "
-                   f"with RESOURCE_EXHAUSTED (default {DEFAULT_MAX_STREAMS})")
-    p.add_argument("--max-streams-per-tenant", type=int, metavar="N",
-                   help="open API streams one tenant may hold (streams without a token share one bucket); "
-                   f"one more is refused with RESOURCE_EXHAUSTED (default {DEFAULT_MAX_STREAMS_PER_TENANT})")
+    p.add_argument(
+        "--grpc-workers",
+        type=int,
+        help="API threads for unary calls (default 32); streams run "
+        "on threads of their own, up to --max-streams",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        metavar="N",
+        help="open API streams (Watch, health Watch, reflection) at once; one more is refused "
+        f"with RESOURCE_EXHAUSTED (default {DEFAULT_MAX_STREAMS})",
+    )
+    p.add_argument(
+        "--max-streams-per-tenant",
+        type=int,
+        metavar="N",
+        help="open API streams one tenant may hold (streams without a token share one bucket); "
+        f"one more is refused with RESOURCE_EXHAUSTED (default {DEFAULT_MAX_STREAMS_PER_TENANT})",
+    )
     p.add_argument("--underlay-mtu", type=int, help="MTU of the tunnel underlay (default 1500)")
     p.add_argument("--default-segment-type", choices=["vxlan", "gre", "geneve"])
     p.add_argument("--vxlan-ranges", help="VNIs tenants' networks get, e.g. 1000:1999,5000:5999")
     p.add_argument("--gre-ranges")
     p.add_argument("--geneve-ranges")
-    p.add_argument("--vlan-range", dest="vlan_ranges", action="append",
-                   help="PHYSNET:LOW:HIGH VLAN ids allocatable on a physical network (repeatable)")
-    p.add_argument("--switch-target", help="controller target written into each chassis's OVSDB, "
-                   "e.g. tcp:192.0.2.1:6653 (default: from --openflow-listen)")
+    p.add_argument(
+        "--vlan-range",
+        dest="vlan_ranges",
+        action="append",
+        help="PHYSNET:LOW:HIGH VLAN ids allocatable on a physical network (repeatable)",
+    )
+    p.add_argument(
+        "--switch-target",
+        help="controller target written into each chassis's OVSDB, "
+        "e.g. tcp:192.0.2.1:6653 (default: from --openflow-listen)",
+    )
     p.add_argument("--datapath-type", choices=["system", "netdev"], help="br-int datapath (default system)")
     p.add_argument("--metrics-listen", help='HOST:PORT of the Prometheus endpoint ("" = off)')
     p.add_argument("--dashboard-listen", help='HOST:PORT of the web dashboard ("" = off)')
     p.add_argument("--drift-interval-s", type=float, help="seconds between flow verifications (0 = off)")
     p.add_argument("--stats-interval-s", type=float, help="seconds between flow counter collections")
-    p.add_argument("--self-check-interval-s", type=float, help="seconds between compile self-checks: every "
-                   "chassis compiled from scratch and compared with the incremental state (default 300; 0 = off)")
-    p.add_argument("--self-check-every-change", action="store_true", default=None,
-                   help="run the compile self-check after every change (tests; a full compile per change)")
-    p.add_argument("--gateway-chassis", dest="gateway_chassis", action="append",
-                   help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
-                   "in order of preference: a router's gateway goes to the first one mapping its external "
-                   "network's physical network")
-    p.add_argument("--gateway-failover-s", type=float, help="seconds a gateway chassis's switch may be "
-                   "disconnected (or its OVSDB facts unknown) before its routers move to the next gateway chassis; "
-                   "as long healthy again before they move back (default 3)")
-    p.add_argument("--neighbor-ttl-s", type=float, help="seconds after which a learnt external next hop is "
-                   "probed again, and removed if it does not answer (default 600; 0 = never)")
-    p.add_argument("--flow-budget-per-tenant", type=int, metavar="N",
-                   help="security-group flows a tenant may have per chassis; a rule or port change going over "
-                   f"it is refused with FAILED_PRECONDITION (default {DEFAULT_FLOW_BUDGET}; 0 = no budget)")
+    p.add_argument(
+        "--self-check-interval-s",
+        type=float,
+        help="seconds between compile self-checks: every "
+        "chassis compiled from scratch and compared with the incremental state (default 300; 0 = off)",
+    )
+    p.add_argument(
+        "--self-check-every-change",
+        action="store_true",
+        default=None,
+        help="run the compile self-check after every change (tests; a full compile per change)",
+    )
+    p.add_argument(
+        "--gateway-chassis",
+        dest="gateway_chassis",
+        action="append",
+        help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
+        "in order of preference: a router's gateway goes to the first one mapping its external "
+        "network's physical network",
+    )
+    p.add_argument(
+        "--gateway-failover-s",
+        type=float,
+        help="seconds a gateway chassis's switch may be "
+        "disconnected (or its OVSDB facts unknown) before its routers move to the next gateway chassis; "
+        "as long healthy again before they move back (default 3)",
+    )
+    p.add_argument(
+        "--neighbor-ttl-s",
+        type=float,
+        help="seconds after which a learnt external next hop is "
+        "probed again, and removed if it does not answer (default 600; 0 = never)",
+    )
+    p.add_argument(
+        "--flow-budget-per-tenant",
+        type=int,
+        metavar="N",
+        help="security-group flows a tenant may have per chassis; a rule or port change going over "
+        f"it is refused with FAILED_PRECONDITION (default {DEFAULT_FLOW_BUDGET}; 0 = no budget)",
+    )
     p.add_argument("--dhcp-lease-s", type=int, help="lease time of DHCPv4 answers (default 43200)")
-    p.add_argument("--dhcp-rate-pps", type=int, help="DHCP packets/s each port may send the controller; the "
-                   "excess is dropped in the switch by the port's meter (default 10, burst as many)")
-    p.add_argument("--history-revisions", type=int, metavar="N",
-                   help="keep the changes of the newest N revisions for Watch resumes (default 10000; 0 = no "
-                   "count bound)")
-    p.add_argument("--history-age-s", type=float, metavar="S",
-                   help="compact changes older than S seconds (default 3600; 0 = no age bound); a Watch "
-                   "resuming from a compacted revision gets OUT_OF_RANGE REVISION_COMPACTED and must re-list")
+    p.add_argument(
+        "--dhcp-rate-pps",
+        type=int,
+        help="DHCP packets/s each port may send the controller; the "
+        "excess is dropped in the switch by the port's meter (default 10, burst as many)",
+    )
+    p.add_argument(
+        "--history-revisions",
+        type=int,
+        metavar="N",
+        help="keep the changes of the newest N revisions for Watch resumes (default 10000; 0 = no "
+        "count bound)",
+    )
+    p.add_argument(
+        "--history-age-s",
+        type=float,
+        metavar="S",
+        help="compact changes older than S seconds (default 3600; 0 = no age bound); a Watch "
+        "resuming from a compacted revision gets OUT_OF_RANGE REVISION_COMPACTED and must re-list",
+    )
     p.add_argument("--history-interval-s", type=float, help="seconds between compaction rounds (default 5)")
-    p.add_argument("--pki-dir", help="the CA and the controller's certificate (default DATA_DIR/pki, created "
-                   "on first start; see `sdn-controller pki --help`)")
-    p.add_argument("--tls-san", dest="tls_san", action="append",
-                   help="a host name or address the controller's certificate must also be valid for (repeatable)")
-    p.add_argument("--insecure-openflow", action="store_true", default=None,
-                   help="plaintext OpenFlow (tcp: targets): no switch certificates; a datapath id is bound to the "
-                   "address it first connects from (warned at start)")
-    p.add_argument("--insecure-ovsdb", action="store_true", default=None,
-                   help="allow plaintext tcp: OVSDB addresses for chassis (warned at start)")
-    p.add_argument("--insecure-grpc", action="store_true", default=None,
-                   help="plaintext gRPC on a non-loopback --grpc-listen (warned at start; tokens still needed)")
-    p.add_argument("--grpc-tls", choices=["auto", "always"],
-                   help="auto (default): TLS unless --grpc-listen is loopback; always: TLS on loopback too")
-    p.add_argument("--grpc-require-client-cert", action="store_true", default=None,
-                   help="gRPC clients must present a certificate issued by the CA (bearer tokens still required)")
-    p.add_argument("--vswitchd-ctl-dir", help="DIR with CHASSIS/ovs-vswitchd*.ctl of chassis on this machine whose "
-                   "OVSDB is reached over ssl: (the lab): diff traces add the switch's ofproto/trace")
-    p.add_argument("--demo", action="store_true", default=None,
-                   help="create a demo topology (two tenants, overlapping subnets) if the store is empty")
+    p.add_argument(
+        "--pki-dir",
+        help="the CA and the controller's certificate (default DATA_DIR/pki, created "
+        "on first start; see `sdn-controller pki --help`)",
+    )
+    p.add_argument(
+        "--tls-san",
+        dest="tls_san",
+        action="append",
+        help="a host name or address the controller's certificate must also be valid for (repeatable)",
+    )
+    p.add_argument(
+        "--insecure-openflow",
+        action="store_true",
+        default=None,
+        help="plaintext OpenFlow (tcp: targets): no switch certificates; a datapath id is bound to the "
+        "address it first connects from (warned at start)",
+    )
+    p.add_argument(
+        "--insecure-ovsdb",
+        action="store_true",
+        default=None,
+        help="allow plaintext tcp: OVSDB addresses for chassis (warned at start)",
+    )
+    p.add_argument(
+        "--insecure-grpc",
+        action="store_true",
+        default=None,
+        help="plaintext gRPC on a non-loopback --grpc-listen (warned at start; tokens still needed)",
+    )
+    p.add_argument(
+        "--grpc-tls",
+        choices=["auto", "always"],
+        help="auto (default): TLS unless --grpc-listen is loopback; always: TLS on loopback too",
+    )
+    p.add_argument(
+        "--grpc-require-client-cert",
+        action="store_true",
+        default=None,
+        help="gRPC clients must present a certificate issued by the CA (bearer tokens still required)",
+    )
+    p.add_argument(
+        "--vswitchd-ctl-dir",
+        help="DIR with CHASSIS/ovs-vswitchd*.ctl of chassis on this machine whose "
+        "OVSDB is reached over ssl: (the lab): diff traces add the switch's ofproto/trace",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="create a demo topology (two tenants, overlapping subnets) if the store is empty",
+    )
     return p
 
 
@@ -236,19 +336,26 @@ def load(argv: list[str] | None = None) -> Config:
     if cfg.dhcp_rate_pps < 1 or cfg.dhcp_lease_s < 60:
         raise SystemExit("dhcp_rate_pps must be at least 1 and dhcp_lease_s at least 60")
     if cfg.history_revisions < 0 or cfg.history_age_s < 0 or cfg.history_interval_s <= 0:
-        raise SystemExit("history_revisions and history_age_s must be at least 0 (0 = off) and "
-                         "history_interval_s above 0")
+        raise SystemExit(
+            "history_revisions and history_age_s must be at least 0 (0 = off) and history_interval_s above 0"
+        )
     if cfg.grpc_workers < 1 or cfg.max_streams < 1 or not 1 <= cfg.max_streams_per_tenant <= cfg.max_streams:
-        raise SystemExit("grpc_workers and max_streams must be at least 1, and max_streams_per_tenant "
-                         "between 1 and max_streams")
+        raise SystemExit(
+            "grpc_workers and max_streams must be at least 1, and max_streams_per_tenant "
+            "between 1 and max_streams"
+        )
     if cfg.grpc_tls not in ("auto", "always"):
         raise SystemExit(f"grpc_tls must be auto or always, not {cfg.grpc_tls!r}")
     if cfg.insecure_openflow and cfg.switch_target.startswith("ssl:"):
         raise SystemExit("insecure_openflow listens without TLS: switch_target must be a tcp: target")
     if not cfg.insecure_openflow and cfg.switch_target and not cfg.switch_target.startswith("ssl:"):
-        raise SystemExit(f"switch_target {cfg.switch_target!r}: the OpenFlow listener speaks TLS, so switches "
-                         "need an ssl: target (or set insecure_openflow)")
+        raise SystemExit(
+            f"switch_target {cfg.switch_target!r}: the OpenFlow listener speaks TLS, so switches "
+            "need an ssl: target (or set insecure_openflow)"
+        )
     if any(hi >= REDIRECT_BASE for _lo, hi in _ranges(cfg.vxlan_ranges)):
-        raise SystemExit(f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
-                         "packets to their gateway chassis")
+        raise SystemExit(
+            f"vxlan_ranges must stay below {REDIRECT_BASE}: VNIs from there up carry routers' "
+            "packets to their gateway chassis"
+        )
     return cfg

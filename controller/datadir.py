@@ -21,8 +21,16 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 #: files of the data directory that must be private (the store holds every tenant's topology, tokens.json
 #: every bearer token)
-PRIVATE_GLOBS = ("topology.sqlite", "topology.sqlite-*", "tokens.json", "*.tmp", "neighbors.json", "gateways.json",
-                 "endpoints.json", LOCK_FILE)
+PRIVATE_GLOBS = (
+    "topology.sqlite",
+    "topology.sqlite-*",
+    "tokens.json",
+    "*.tmp",
+    "neighbors.json",
+    "gateways.json",
+    "endpoints.json",
+    LOCK_FILE,
+)
 
 
 class DataDirError(Exception):
@@ -76,8 +84,10 @@ class DataDir:
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            raise DataDirError(f"data directory {self.path} is in use by another controller (pid {holder}); "
-                               "one controller per data directory") from None
+            raise DataDirError(
+                f"data directory {self.path} is in use by another controller (pid {holder}); "
+                "one controller per data directory"
+            ) from None
         except OSError as err:
             os.close(fd)
             raise DataDirError(f"cannot lock data directory {self.path}: {_why(err)}") from None

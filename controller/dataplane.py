@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -28,10 +27,10 @@ import netaddr
 
 from apps.compiler import Compiler, Delta, Divergence
 from apps.view import ChassisRuntime
-from controller.services import announce
 from controller.api.context import REQUEST
-from controller.southbound.liveness import GatewayLiveness
 from controller.debug.selfcheck import SelfCheck
+from controller.services import announce
+from controller.southbound.liveness import GatewayLiveness
 from flows.cookie import MAGIC
 from topology import binding, ops
 from topology.model import Change, Topology
@@ -115,14 +114,25 @@ EngineFactory = Callable[[int, Callable[[int, int], None]], Engine]
 
 
 class Dataplane:
-    def __init__(self, state: State, engine_factory: EngineFactory, agent_factory: AgentFactory,
-                 packet_ins: Callable[[int], int] = lambda _dpid: 0,
-                 gateway_chassis: tuple[str, ...] = (), neighbors_file: Path | None = None,
-                 dhcp_rate_pps: int = 10, connected: Callable[[int], bool] | None = None,
-                 gateway_failover_s: float = 3.0, neighbor_ttl_s: float = 600.0,
-                 gateways_file: Path | None = None, clock: Callable[[], float] = time.monotonic,
-                 tick_s: float = 0.25, startup_grace_s: float = 10.0, self_check_interval_s: float = 0.0,
-                 self_check_every_change: bool = False) -> None:
+    def __init__(
+        self,
+        state: State,
+        engine_factory: EngineFactory,
+        agent_factory: AgentFactory,
+        packet_ins: Callable[[int], int] = lambda _dpid: 0,
+        gateway_chassis: tuple[str, ...] = (),
+        neighbors_file: Path | None = None,
+        dhcp_rate_pps: int = 10,
+        connected: Callable[[int], bool] | None = None,
+        gateway_failover_s: float = 3.0,
+        neighbor_ttl_s: float = 600.0,
+        gateways_file: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick_s: float = 0.25,
+        startup_grace_s: float = 10.0,
+        self_check_interval_s: float = 0.0,
+        self_check_every_change: bool = False,
+    ) -> None:
         self.state = state
         self.packet_ins = packet_ins
         self.compiler = Compiler(gateway_chassis, dhcp_rate_pps)
@@ -151,7 +161,9 @@ class Dataplane:
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
         self.drift: Any = None  # controller.debug.drift.DriftMonitor, attached by main
-        self.health: Any = None  # controller.services.health.HealthService (load-balancer monitors), attached by main
+        self.health: Any = (
+            None  # controller.services.health.HealthService (load-balancer monitors), attached by main
+        )
         self._agent_factory = agent_factory
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)
@@ -198,7 +210,7 @@ class Dataplane:
                 return
             try:
                 job()
-            except Exception:  # noqa: BLE001 - one failed job must not stop the dataplane
+            except Exception:
                 log.exception("dataplane job failed")
             finally:
                 self._work.task_done()
@@ -256,7 +268,9 @@ class Dataplane:
             self._push(chassis_id, delta, revision)
         # a port written after its VIF was plugged (or re-created, or unpinned) binds now, not at the next
         # OVSDB report of its chassis
-        self._rebind(topo, [ident for kind, ident, _old, new in changes if kind == "port" and new is not None])
+        self._rebind(
+            topo, [ident for kind, ident, _old, new in changes if kind == "port" and new is not None]
+        )
         self._after_change()
 
     def _on_runtime(self, chassis_id: str, ports: Any) -> None:
@@ -276,7 +290,7 @@ class Dataplane:
                 plane.pending_status |= {p for p in set(old) ^ set(runtime.vifs) if p in topo.ports}
             plane.runtime = runtime
             why = f"ovsdb {chassis_id}: {'first contact' if first else 'ports changed'}"
-            for unit in (self.compiler.units.get(chassis_id, {}) if first else delta.units):
+            for unit in self.compiler.units.get(chassis_id, {}) if first else delta.units:
                 self.provenance[(chassis_id, unit)] = (self.state.revision, why)
             if first:
                 self._make_engine(plane)
@@ -353,8 +367,12 @@ class Dataplane:
         for pid in port_ids if warn else ():
             port = topo.ports.get(pid)
             if port is not None and (elsewhere := binding.conflicts(port, reports)):
-                log.warning("port %s is pinned to chassis %s; its VIF on %s is ignored", pid,
-                            port.requested_chassis, ", ".join(elsewhere))
+                log.warning(
+                    "port %s is pinned to chassis %s; its VIF on %s is ignored",
+                    pid,
+                    port.requested_chassis,
+                    ", ".join(elsewhere),
+                )
         if not todo:
             return
 
@@ -364,8 +382,12 @@ class Dataplane:
 
             _rev, changes = self.state.write(fn)
             for _k, pid, old, new in changes:
-                log.info("port %s bound to chassis %s (was %s)", pid, new.binding_chassis or "-",  # type: ignore[union-attr]
-                         old.binding_chassis or "-")  # type: ignore[union-attr]
+                log.info(
+                    "port %s bound to chassis %s (was %s)",
+                    pid,
+                    new.binding_chassis or "-",  # type: ignore[union-attr]
+                    old.binding_chassis or "-",
+                )  # type: ignore[union-attr]
 
         self._work.put(bind)
 
@@ -391,8 +413,17 @@ class Dataplane:
             if plane is None or plane.runtime is None:
                 return
             try:
-                handler(PacketIn(plane.chassis_id, dpid, data, match, self.state.topology, self.compiler.view(self.state.topology)))
-            except Exception:  # noqa: BLE001 - one bad packet must not stop the dataplane worker
+                handler(
+                    PacketIn(
+                        plane.chassis_id,
+                        dpid,
+                        data,
+                        match,
+                        self.state.topology,
+                        self.compiler.view(self.state.topology),
+                    )
+                )
+            except Exception:
                 log.exception("packet-in handler failed on chassis %s", plane.chassis_id)
 
     def _packet_in(self, dpid: int, data: bytes, match: dict[str, Any]) -> None:
@@ -413,8 +444,11 @@ class Dataplane:
             if plane is None or plane.runtime is None:
                 return
             view = self.compiler.view(topo)
-            gateways = [(r, gwp) for r in topo.routers.values()
-                        if view.gateway_of(r) == plane.chassis_id and (gwp := view.gateway_port(r)) is not None]
+            gateways = [
+                (r, gwp)
+                for r in topo.routers.values()
+                if view.gateway_of(r) == plane.chassis_id and (gwp := view.gateway_port(r)) is not None
+            ]
             a = pkt.get_protocol(arp.arp)
             if a is not None:
                 if a.opcode == arp.ARP_REPLY:
@@ -447,8 +481,15 @@ class Dataplane:
             before = t.neighbors.get(ident)
             if before is not None and before.mac == mac:
                 return []
-            new = Neighbor(id=ident, network_id=network_id, address=ip, mac=mac, revision=rev,
-                           create_time=before.create_time if before is not None else now, update_time=now)
+            new = Neighbor(
+                id=ident,
+                network_id=network_id,
+                address=ip,
+                mac=mac,
+                revision=rev,
+                create_time=before.create_time if before is not None else now,
+                update_time=now,
+            )
             return [("neighbor", ident, before, new)]
 
         self._internal_write(fn, "neighbour learnt")
@@ -464,7 +505,7 @@ class Dataplane:
         token = REQUEST.set(why)
         try:
             self.state.write(fn)
-        except Exception:  # noqa: BLE001 - e.g. the store refused it: the next probe / tick tries again
+        except Exception:
             log.exception("could not store %s", why)
         finally:
             REQUEST.reset(token)
@@ -481,17 +522,42 @@ class Dataplane:
                 log.warning("%s unreadable: external next hops are learnt again", self.neighbors_file)
 
             def fn(t: Topology, rev: int, now: float) -> list[Change]:
-                return [("neighbor", f"{n}|{ip}", None, Neighbor(id=f"{n}|{ip}", network_id=n, address=ip, mac=mac,
-                                                                  revision=rev, create_time=now, update_time=now))
-                        for n, ip, mac in found if f"{n}|{ip}" not in t.neighbors and n in t.networks]
+                return [
+                    (
+                        "neighbor",
+                        f"{n}|{ip}",
+                        None,
+                        Neighbor(
+                            id=f"{n}|{ip}",
+                            network_id=n,
+                            address=ip,
+                            mac=mac,
+                            revision=rev,
+                            create_time=now,
+                            update_time=now,
+                        ),
+                    )
+                    for n, ip, mac in found
+                    if f"{n}|{ip}" not in t.neighbors and n in t.networks
+                ]
 
             self._internal_write(fn, "neighbours migrated from " + self.neighbors_file.name)
             self.neighbors_file.unlink(missing_ok=True)
         if self.gateways_file is not None and self.gateways_file.exists():
             held = self._load_down()
-            self._internal_write(lambda t, rev, now: [
-                ("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now, update_time=now))
-                for c in sorted(held) if c not in t.gateway_holds], "gateway holds migrated")
+            self._internal_write(
+                lambda t, rev, now: [
+                    (
+                        "gateway_hold",
+                        c,
+                        None,
+                        GatewayHold(id=c, revision=rev, create_time=now, update_time=now),
+                    )
+                    for c in sorted(held)
+                    if c not in t.gateway_holds
+                ],
+                "gateway holds migrated",
+            )
             self.gateways_file.unlink(missing_ok=True)
 
     def _probe(self, plane: ChassisPlane, net: Any, nexthop: str, gw_ports: list[Any]) -> None:
@@ -506,8 +572,15 @@ class Dataplane:
         patch = plane.runtime.patches.get(net.physical_network)
         target = netaddr.IPAddress(nexthop)
         for gwp in gw_ports:
-            src = next((ip for sid, ip in gwp.fixed_ips if (sub := self.state.topology.subnets.get(sid)) is not None
-                        and target in netaddr.IPNetwork(sub.cidr)), None)
+            src = next(
+                (
+                    ip
+                    for sid, ip in gwp.fixed_ips
+                    if (sub := self.state.topology.subnets.get(sid)) is not None
+                    and target in netaddr.IPNetwork(sub.cidr)
+                ),
+                None,
+            )
             if src is None or patch is None:
                 continue
             self._probed[key] = now
@@ -551,11 +624,13 @@ class Dataplane:
         down = self.liveness.down
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
-            changes: list[Change] = [("gateway_hold", c, t.gateway_holds[c], None)
-                                     for c in sorted(set(t.gateway_holds) - down)]
-            return changes + [("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now,
-                                                                    update_time=now))
-                              for c in sorted(down - set(t.gateway_holds))]
+            changes: list[Change] = [
+                ("gateway_hold", c, t.gateway_holds[c], None) for c in sorted(set(t.gateway_holds) - down)
+            ]
+            return changes + [
+                ("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now, update_time=now))
+                for c in sorted(down - set(t.gateway_holds))
+            ]
 
         self._internal_write(fn, "gateway failover")  # the write moves the routers (_on_write recompiles)
         topo = self.state.topology
@@ -601,8 +676,13 @@ class Dataplane:
             for ofport, data in targets(p):
                 self.packet_out(plane.datapath_id, data, ofport)
             if targets(p):
-                log.info("chassis %s: gratuitous ARP for %s at %s (%d ports)", p.chassis, p.claim.address,
-                         p.claim.mac, len(targets(p)))
+                log.info(
+                    "chassis %s: gratuitous ARP for %s at %s (%d ports)",
+                    p.chassis,
+                    p.claim.address,
+                    p.claim.mac,
+                    len(targets(p)),
+                )
 
     def _announce_realized(self) -> None:
         """A switch confirmed flows: announcements waiting for them go now, not at the next tick."""
@@ -626,8 +706,11 @@ class Dataplane:
             data = announce.garp(p.claim.mac, p.claim.address, announce.uplink_vlan(net))
             return [] if patch is None else [(patch, data)]
         data = announce.garp(p.claim.mac, p.claim.address)
-        return [(ofport, data) for port in view.local_ports(p.chassis, net.id)
-                if (ofport := view.local_ofport(p.chassis, port)) is not None]
+        return [
+            (ofport, data)
+            for port in view.local_ports(p.chassis, net.id)
+            if (ofport := view.local_ofport(p.chassis, port)) is not None
+        ]
 
     def _age_neighbors(self, now: float) -> None:
         """A binding not confirmed for neighbor_ttl_s is probed again (once a second); still unanswered
@@ -662,8 +745,12 @@ class Dataplane:
                         self._probe(plane, net, ip, [gwp])
                         break
         if removed:
-            self._internal_write(lambda t, _rev, _now: [("neighbor", i, t.neighbors[i], None) for i in removed
-                                                         if i in t.neighbors], "neighbour expired")
+            self._internal_write(
+                lambda t, _rev, _now: [
+                    ("neighbor", i, t.neighbors[i], None) for i in removed if i in t.neighbors
+                ],
+                "neighbour expired",
+            )
 
     def _load_down(self) -> frozenset[str]:
         if self.gateways_file is None or not self.gateways_file.exists():
@@ -721,11 +808,15 @@ class Dataplane:
                 for plane in sorted(self.planes.values(), key=lambda p: p.chassis_id):
                     needed = plane.needed_seq(revision)
                     realized = plane.realized_seq()
-                    report.append({"chassis": plane.chassis_id, "connected": plane.engine is not None,
-                                   "realized_revision": plane.realized_model_revision(),
-                                   "needed_revision": max((r for r, s in plane.history if s <= needed),
-                                                          default=0),
-                                   "realized": plane.engine is not None and realized >= needed})
+                    report.append(
+                        {
+                            "chassis": plane.chassis_id,
+                            "connected": plane.engine is not None,
+                            "realized_revision": plane.realized_model_revision(),
+                            "needed_revision": max((r for r, s in plane.history if s <= needed), default=0),
+                            "realized": plane.engine is not None and realized >= needed,
+                        }
+                    )
             if all(r["realized"] for r in report):
                 return True, report
             left = deadline - time.monotonic()
@@ -746,7 +837,10 @@ def _arp_request(net: Any, src_mac: str, src_ip: str, dst_ip: str) -> bytes:
         pkt.add_protocol(vlan.vlan(vid=net.segment_id, ethertype=0x0806))
     else:
         pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, 0x0806))
-    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=src_mac, src_ip=src_ip,
-                             dst_mac="00:00:00:00:00:00", dst_ip=dst_ip))
+    pkt.add_protocol(
+        arp.arp(
+            opcode=arp.ARP_REQUEST, src_mac=src_mac, src_ip=src_ip, dst_mac="00:00:00:00:00:00", dst_ip=dst_ip
+        )
+    )
     pkt.serialize()
     return bytes(pkt.data)

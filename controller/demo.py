@@ -30,7 +30,9 @@ class DemoPort:
     mtu: int
 
 
-def _tokens(stub: pb_grpc.TopologyServiceStub, admin: tuple[tuple[str, str], ...], path: Path) -> dict[str, str]:
+def _tokens(
+    stub: pb_grpc.TopologyServiceStub, admin: tuple[tuple[str, str], ...], path: Path
+) -> dict[str, str]:
     if path.exists():
         return dict(json.loads(path.read_text()))
     tokens = {t: stub.CreateToken(pb.CreateTokenRequest(tenant=t), metadata=admin).token for t in TENANTS}
@@ -53,21 +55,35 @@ def seed(endpoint: str, admin_token: str, data_dir: Path) -> list[DemoPort]:
         try:
             net = stub.GetNetwork(pb.GetNetworkRequest(name=net_name), metadata=md)
         except grpc.RpcError:
-            net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(display_name="web"),
-                                                             network_id=f"{tenant}-web"), metadata=md)
-            stub.CreateSubnet(pb.CreateSubnetRequest(
-                subnet=pb.Subnet(network=net.name, cidr=CIDR, display_name="web-v4"),
-                subnet_id=f"{tenant}-web-v4"), metadata=md)
+            net = stub.CreateNetwork(
+                pb.CreateNetworkRequest(network=pb.Network(display_name="web"), network_id=f"{tenant}-web"),
+                metadata=md,
+            )
+            stub.CreateSubnet(
+                pb.CreateSubnetRequest(
+                    subnet=pb.Subnet(network=net.name, cidr=CIDR, display_name="web-v4"),
+                    subnet_id=f"{tenant}-web-v4",
+                ),
+                metadata=md,
+            )
             log.info("demo: tenant %s has %s with %s (%s)", tenant, net.name, sub_name, CIDR)
         for vm, (ip, chassis_index) in VMS.items():
             port_id = f"{tenant}-{vm}"
             try:
                 port = stub.GetPort(pb.GetPortRequest(name=f"ports/{port_id}"), metadata=md)
             except grpc.RpcError:
-                port = stub.CreatePort(pb.CreatePortRequest(
-                    port=pb.Port(network=net.name, display_name=port_id, device_id=port_id,
-                                 fixed_ips=[pb.FixedIp(subnet=sub_name, ip_address=ip)]),
-                    port_id=port_id), metadata=md)
+                port = stub.CreatePort(
+                    pb.CreatePortRequest(
+                        port=pb.Port(
+                            network=net.name,
+                            display_name=port_id,
+                            device_id=port_id,
+                            fixed_ips=[pb.FixedIp(subnet=sub_name, ip_address=ip)],
+                        ),
+                        port_id=port_id,
+                    ),
+                    metadata=md,
+                )
             out.append(DemoPort(tenant, port_id, vm, port.mac_address, ip, chassis_index, net.mtu))
     channel.close()
     return out

@@ -43,19 +43,32 @@ def setup_tls(cfg: config_mod.Config) -> pki.TlsFiles:
     authority = pki.Pki(cfg.pki_path)
     if authority.init():
         log.info("created a certificate authority in %s (its key ca.key is 0600)", cfg.pki_path)
-    names = [h for h in (config_mod.split_hostport(cfg.grpc_listen)[0],
-                         config_mod.split_hostport(cfg.openflow_listen)[0],
-                         cfg.switch_controller_target.split(":")[1]) if h not in ("0.0.0.0", "::", "")]
+    names = [
+        h
+        for h in (
+            config_mod.split_hostport(cfg.grpc_listen)[0],
+            config_mod.split_hostport(cfg.openflow_listen)[0],
+            cfg.switch_controller_target.split(":")[1],
+        )
+        if h not in ("0.0.0.0", "::", "")
+    ]
     files = authority.ensure_controller([*names, *cfg.tls_san])
     if cfg.insecure_openflow:
-        log.warning("insecure_openflow: OpenFlow on %s is PLAINTEXT and unauthenticated: any host reaching it "
-                    "can claim a datapath id not yet connected", cfg.openflow_listen)
+        log.warning(
+            "insecure_openflow: OpenFlow on %s is PLAINTEXT and unauthenticated: any host reaching it "
+            "can claim a datapath id not yet connected",
+            cfg.openflow_listen,
+        )
     if cfg.insecure_ovsdb:
-        log.warning("insecure_ovsdb: chassis may use plaintext tcp: OVSDB addresses (unauthenticated, readable "
-                    "by anyone on the path)")
+        log.warning(
+            "insecure_ovsdb: chassis may use plaintext tcp: OVSDB addresses (unauthenticated, readable "
+            "by anyone on the path)"
+        )
     if not cfg.grpc_uses_tls and not config_mod.is_loopback(config_mod.split_hostport(cfg.grpc_listen)[0]):
-        log.warning("insecure_grpc: the gRPC API on %s is PLAINTEXT beyond loopback: bearer tokens travel in "
-                    "clear", cfg.grpc_listen)
+        log.warning(
+            "insecure_grpc: the gRPC API on %s is PLAINTEXT beyond loopback: bearer tokens travel in clear",
+            cfg.grpc_listen,
+        )
     for what, listen in (("dashboard", cfg.dashboard_listen), ("metrics", cfg.metrics_listen)):
         if listen and not config_mod.is_loopback(config_mod.split_hostport(listen)[0]):
             log.warning("the %s on %s is plain HTTP beyond loopback", what, listen)
@@ -86,19 +99,32 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     target = cfg.switch_controller_target
 
     def agent(ch: Chassis, on_change: Callable[[str, Any], None]) -> ChassisAgent:
-        return ChassisAgent(ch.id, ch.ovsdb_address, controller_targets=[target], datapath_id=ch.datapath_id,
-                            bridge_mappings=dict(ch.bridge_mappings), datapath_type=cfg.datapath_type,
-                            on_change=on_change, allow_tcp=cfg.insecure_ovsdb)
+        return ChassisAgent(
+            ch.id,
+            ch.ovsdb_address,
+            controller_targets=[target],
+            datapath_id=ch.datapath_id,
+            bridge_mappings=dict(ch.bridge_mappings),
+            datapath_type=cfg.datapath_type,
+            on_change=on_change,
+            allow_tcp=cfg.insecure_ovsdb,
+        )
 
-    dataplane = Dataplane(state, engine_factory=lambda dpid, _cb: app.sync.get(dpid), agent_factory=agent,
-                          packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
-                          gateway_chassis=tuple(cfg.gateway_chassis),
-                          neighbors_file=cfg.data_path / "neighbors.json", dhcp_rate_pps=cfg.dhcp_rate_pps,
-                          connected=lambda dpid: app.registry.get(dpid) is not None,
-                          gateway_failover_s=cfg.gateway_failover_s, neighbor_ttl_s=cfg.neighbor_ttl_s,
-                          gateways_file=cfg.data_path / "gateways.json",
-                          self_check_interval_s=cfg.self_check_interval_s,
-                          self_check_every_change=cfg.self_check_every_change)
+    dataplane = Dataplane(
+        state,
+        engine_factory=lambda dpid, _cb: app.sync.get(dpid),
+        agent_factory=agent,
+        packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
+        gateway_chassis=tuple(cfg.gateway_chassis),
+        neighbors_file=cfg.data_path / "neighbors.json",
+        dhcp_rate_pps=cfg.dhcp_rate_pps,
+        connected=lambda dpid: app.registry.get(dpid) is not None,
+        gateway_failover_s=cfg.gateway_failover_s,
+        neighbor_ttl_s=cfg.neighbor_ttl_s,
+        gateways_file=cfg.data_path / "gateways.json",
+        self_check_interval_s=cfg.self_check_interval_s,
+        self_check_every_change=cfg.self_check_every_change,
+    )
     app.sync.on_realized = dataplane._on_realized
     dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir
     dataplane.packet_out = app.packet_out
@@ -115,14 +141,21 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     return dataplane
 
 
-def start_metrics(cfg: config_mod.Config, state: State, dataplane: Dataplane,
-                  compactor: Compactor | None = None) -> Metrics | None:
+def start_metrics(
+    cfg: config_mod.Config, state: State, dataplane: Dataplane, compactor: Compactor | None = None
+) -> Metrics | None:
     """The Prometheus endpoint and its hooks (store commits, bundles, packet-ins, flow counters), or None."""
     if not cfg.metrics_listen:
         return None
     app = ofapp.ensure_started(*config_mod.split_hostport(cfg.openflow_listen))  # the running app
-    metrics = Metrics(state, dataplane, lambda: dict(app.packet_ins_by_reason), cfg.stats_interval_s,
-                      compactor=compactor, southbound_rejected=app.rejected)
+    metrics = Metrics(
+        state,
+        dataplane,
+        lambda: dict(app.packet_ins_by_reason),
+        cfg.stats_interval_s,
+        compactor=compactor,
+        southbound_rejected=app.rejected,
+    )
     port = metrics.start(cfg.metrics_listen, sync=app.sync)
     log.info("metrics on http://%s:%d/metrics", config_mod.split_hostport(cfg.metrics_listen)[0], port)
     return metrics
@@ -133,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["pki"]:
         return pki.main(args[1:])
     cfg = config_mod.load(args)
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     data = cfg.data_path
     datadir = DataDir(data)
     try:
@@ -154,20 +190,35 @@ def main(argv: list[str] | None = None) -> int:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")
     tls = setup_tls(cfg)
     dataplane = start_dataplane(cfg, state, tls)
-    log.info("OpenFlow listener on %s; switches are told to connect to %s", cfg.openflow_listen,
-             cfg.switch_controller_target)
+    log.info(
+        "OpenFlow listener on %s; switches are told to connect to %s",
+        cfg.openflow_listen,
+        cfg.switch_controller_target,
+    )
     metrics = start_metrics(cfg, state, dataplane, compactor)
-    api = ApiServer(state, tokens, cfg.grpc_listen, cfg.grpc_workers, dataplane=dataplane,
-                    interceptors=[metrics.interceptor()] if metrics is not None else [],
-                    flow_budget=cfg.flow_budget_per_tenant, max_streams=cfg.max_streams,
-                    max_streams_per_tenant=cfg.max_streams_per_tenant,
-                    credentials=tls_credentials(tls, cfg.grpc_require_client_cert) if cfg.grpc_uses_tls else None)
+    api = ApiServer(
+        state,
+        tokens,
+        cfg.grpc_listen,
+        cfg.grpc_workers,
+        dataplane=dataplane,
+        interceptors=[metrics.interceptor()] if metrics is not None else [],
+        flow_budget=cfg.flow_budget_per_tenant,
+        max_streams=cfg.max_streams,
+        max_streams_per_tenant=cfg.max_streams_per_tenant,
+        credentials=tls_credentials(tls, cfg.grpc_require_client_cert) if cfg.grpc_uses_tls else None,
+    )
     if metrics is not None:
         metrics.streams = api.streams
     api.start()
     grpc_host, _ = config_mod.split_hostport(cfg.grpc_listen)
-    endpoints = {"grpc": f"{grpc_host}:{api.port}", "openflow": cfg.openflow_listen, "pid": os.getpid(),
-                 "grpc_tls": cfg.grpc_uses_tls, "ca_cert": str(tls.ca.resolve())}
+    endpoints = {
+        "grpc": f"{grpc_host}:{api.port}",
+        "openflow": cfg.openflow_listen,
+        "pid": os.getpid(),
+        "grpc_tls": cfg.grpc_uses_tls,
+        "ca_cert": str(tls.ca.resolve()),
+    }
     dashboard = None
     if cfg.dashboard_listen:
         from controller.dashboard import DashboardServer
@@ -182,8 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", _one_line(err, data))
         logging.shutdown()
         os._exit(1)  # os-ken's hub threads are not daemonic
-    log.info("gRPC API on %s (%s; revision %d); data in %s", endpoints["grpc"],
-             "TLS" if cfg.grpc_uses_tls else "plaintext, loopback only", state.revision, data.resolve())
+    log.info(
+        "gRPC API on %s (%s; revision %d); data in %s",
+        endpoints["grpc"],
+        "TLS" if cfg.grpc_uses_tls else "plaintext, loopback only",
+        state.revision,
+        data.resolve(),
+    )
 
     if cfg.demo:
         from controller import demo

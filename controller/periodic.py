@@ -33,5 +33,5 @@ class Periodic:
         while not self._stop.wait(self.interval_s):
             try:
                 self.job()
-            except Exception:  # noqa: BLE001 - the thread keeps going
+            except Exception:
                 log.exception("%s failed", self.name)

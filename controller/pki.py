@@ -68,8 +68,9 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _now() -> datetime.datetime:
@@ -116,17 +117,35 @@ class Pki:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-                          x509.NameAttribute(NameOID.COMMON_NAME, f"{ORGANIZATION} CA")])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{ORGANIZATION} CA"),
+            ]
+        )
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(_now())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now())
             .not_valid_after(_now() + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -134,8 +153,9 @@ class Pki:
         _write_public(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
         return True
 
-    def _issue(self, key_path: Path, cert_path: Path, cn: str, sans: Sequence[str], server: bool,
-               client: bool) -> TlsFiles:
+    def _issue(
+        self, key_path: Path, cert_path: Path, cn: str, sans: Sequence[str], server: bool, client: bool
+    ) -> TlsFiles:
         if not self.exists():
             raise FileNotFoundError(f"no CA in {self.root}: run `sdn-controller pki init` first")
         ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
@@ -143,22 +163,43 @@ class Pki:
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         key = ec.generate_private_key(ec.SECP256R1())
         usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
-            [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+            [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        )
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(_now())
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+                        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now())
             .not_valid_after(_now() + datetime.timedelta(days=LEAF_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_agreement=True, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, encipher_only=False, decipher_only=False),
-                           critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectAlternativeName(_san(sans)), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
             .sign(ca_key, hashes.SHA256())
         )
         _write_private(key_path, _key_pem(key))
@@ -199,7 +240,8 @@ class Pki:
             try:
                 have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
                 present = {str(v) for v in have.get_values_for_type(x509.DNSName)} | {
-                    str(v) for v in have.get_values_for_type(x509.IPAddress)}
+                    str(v) for v in have.get_values_for_type(x509.IPAddress)
+                }
             except x509.ExtensionNotFound:
                 present = set()
             expires = cert.not_valid_after_utc
@@ -231,18 +273,34 @@ def peer_common_name(cert: dict | None) -> str | None:  # type: ignore[type-arg]
 
 def main(argv: Sequence[str], default_data_dir: str = "data") -> int:
     """`sdn-controller pki ...`."""
-    ap = argparse.ArgumentParser(prog="sdn-controller pki", description="The controller's certificate authority "
-                                 "(in DATA_DIR/pki): create it, issue chassis and client certificates.")
-    ap.add_argument("--data-dir", default=default_data_dir, help="the controller's data directory (default ./data)")
+    ap = argparse.ArgumentParser(
+        prog="sdn-controller pki",
+        description="The controller's certificate authority "
+        "(in DATA_DIR/pki): create it, issue chassis and client certificates.",
+    )
+    ap.add_argument(
+        "--data-dir", default=default_data_dir, help="the controller's data directory (default ./data)"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create the CA and the controller's certificate (kept if they exist)")
-    init.add_argument("--san", action="append", default=[],
-                      help="host name or address the controller's certificate must be valid for (repeatable)")
-    for cmd, what in (("issue-chassis", "a chassis (NAME = its chassis id)"), ("issue-client", "a gRPC client")):
+    init.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        help="host name or address the controller's certificate must be valid for (repeatable)",
+    )
+    for cmd, what in (
+        ("issue-chassis", "a chassis (NAME = its chassis id)"),
+        ("issue-client", "a gRPC client"),
+    ):
         p = sub.add_parser(cmd, help=f"issue a key and certificate for {what}")
         p.add_argument("name")
-        p.add_argument("--out", type=Path, help="directory for NAME.key, NAME.crt and ca.crt "
-                       "(default DATA_DIR/pki/chassis or DATA_DIR/pki/clients)")
+        p.add_argument(
+            "--out",
+            type=Path,
+            help="directory for NAME.key, NAME.crt and ca.crt "
+            "(default DATA_DIR/pki/chassis or DATA_DIR/pki/clients)",
+        )
     args = ap.parse_args(list(argv))
     pki = Pki(Path(args.data_dir) / "pki")
     try:

@@ -8,7 +8,7 @@ instructions rather than actions; a Flow keeps them in its action tuple in canon
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import netaddr
 
@@ -25,8 +25,16 @@ LOCAL = 0xFFFFFFFE
 ANY = 0xFFFFFFFF
 #: the largest ordinary port number OVS accepts (16-bit port space below the OpenFlow 1.0 reserved range)
 MAX_PORT = 0xFEFF
-PORT_NAMES = {IN_PORT: "IN_PORT", TABLE: "TABLE", NORMAL: "NORMAL", FLOOD: "FLOOD", ALL: "ALL",
-              CONTROLLER: "CONTROLLER", LOCAL: "LOCAL", ANY: "ANY"}
+PORT_NAMES = {
+    IN_PORT: "IN_PORT",
+    TABLE: "TABLE",
+    NORMAL: "NORMAL",
+    FLOOD: "FLOOD",
+    ALL: "ALL",
+    CONTROLLER: "CONTROLLER",
+    LOCAL: "LOCAL",
+    ANY: "ANY",
+}
 
 #: the largest datapath-specific group id (above it are reserved ids)
 MAX_GROUP_ID = 0xFFFFFF00
@@ -58,9 +66,10 @@ class Output:
         _u("max_len", self.max_len, 16)
         if self.port == CONTROLLER:
             raise ActionError("use Controller() to send to the controller (one canonical form)")
-        if MAX_PORT < self.port and self.port not in (IN_PORT, TABLE, NORMAL, FLOOD, ALL, LOCAL):
-            raise ActionError(f"output port {self.port:#x} is neither a port (< 0xff00) "
-                              "nor a usable reserved one")
+        if self.port > MAX_PORT and self.port not in (IN_PORT, TABLE, NORMAL, FLOOD, ALL, LOCAL):
+            raise ActionError(
+                f"output port {self.port:#x} is neither a port (< 0xff00) nor a usable reserved one"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +301,23 @@ class CT:
             raise ActionError(f"ct alg={self.alg}: OVS has helpers for ftp (21) and tftp (69) only")
 
 
-Action = Union[Output, SetField, Move, GroupAction, PushVlan, PopVlan, DecTtl, CtClear, Resubmit, Goto,
-               WriteMetadata, Meter, Conjunction, Controller, CT]
+Action = (
+    Output
+    | SetField
+    | Move
+    | GroupAction
+    | PushVlan
+    | PopVlan
+    | DecTtl
+    | CtClear
+    | Resubmit
+    | Goto
+    | WriteMetadata
+    | Meter
+    | Conjunction
+    | Controller
+    | CT
+)
 
 #: instruction-level values: at most one of each per flow
 INSTRUCTIONS = (Goto, WriteMetadata, Meter)

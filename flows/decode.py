@@ -15,8 +15,26 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from flows import pipeline
 from flows.actions import (
-    CONTROLLER, CT, NAT, REASON_ACTION, Action, Conjunction, Controller, CtClear, DecTtl, Goto,
-    GroupAction, Meter, Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata, load,
+    CONTROLLER,
+    CT,
+    NAT,
+    REASON_ACTION,
+    Action,
+    Conjunction,
+    Controller,
+    CtClear,
+    DecTtl,
+    Goto,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    WriteMetadata,
+    load,
 )
 from flows.encode import GROUP_TYPE_CODES
 from flows.flow import Bucket, Flow, FlowError, Group, MeterEntry
@@ -46,8 +64,15 @@ def _nat(a: Any) -> NAT:
     kind = "src" if a.flags & 1 else "dst" if a.flags & 2 else ""
     ip_min = a.range_ipv4_min or a.range_ipv6_min or ""
     ip_max = a.range_ipv4_max or a.range_ipv6_max or ""
-    return NAT(kind, ip_min, ip_max, a.range_proto_min, a.range_proto_max,
-               persistent=bool(a.flags & 4), random=bool(a.flags & 16))
+    return NAT(
+        kind,
+        ip_min,
+        ip_max,
+        a.range_proto_min,
+        a.range_proto_max,
+        persistent=bool(a.flags & 4),
+        random=bool(a.flags & 16),
+    )
 
 
 def decode_action(a: Any) -> Action:
@@ -103,8 +128,15 @@ def decode_action(a: Any) -> Action:
                     raise DecodeError(f"ct exec action {x!r} is not ours")
                 exec_.append(d)
         table = None if a.recirc_table == nx.NX_CT_RECIRC_NONE else _stage_name(a.recirc_table)
-        return CT(commit=bool(a.flags & nx.NX_CT_F_COMMIT), zone=zone, table=table, nat=nat,
-                  exec=tuple(exec_), force=bool(a.flags & nx.NX_CT_F_FORCE), alg=a.alg)
+        return CT(
+            commit=bool(a.flags & nx.NX_CT_F_COMMIT),
+            zone=zone,
+            table=table,
+            nat=nat,
+            exec=tuple(exec_),
+            force=bool(a.flags & nx.NX_CT_F_FORCE),
+            alg=a.alg,
+        )
     raise DecodeError(f"action {type(a).__name__} is not one we emit")
 
 
@@ -146,8 +178,10 @@ def decode_group(entry: Any) -> Group:
         gtype = _GROUP_TYPES[entry.type]
     except KeyError:
         raise DecodeError(f"unknown group type {entry.type}") from None
-    buckets = tuple(Bucket(tuple(decode_action(a) for a in b.actions), b.weight, b.watch_port, b.watch_group)
-                    for b in entry.buckets)
+    buckets = tuple(
+        Bucket(tuple(decode_action(a) for a in b.actions), b.weight, b.watch_port, b.watch_group)
+        for b in entry.buckets
+    )
     try:
         return Group(entry.group_id, gtype, buckets)
     except (FlowError, ValueError) as e:

@@ -12,19 +12,33 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from os_ken.ofproto import nicira_ext as nx
-from os_ken.ofproto import ofproto_common
-from os_ken.ofproto import ofproto_protocol
+from os_ken.ofproto import ofproto_common, ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from flows import fields, pipeline
 from flows.actions import (
-    CT, NAT, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter, Move, Output,
-    PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
+    CT,
+    NAT,
+    Action,
+    Conjunction,
+    Controller,
+    CtClear,
+    DecTtl,
+    Goto,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    WriteMetadata,
 )
 from flows.flow import Flow, Group, MeterEntry
 
@@ -38,8 +52,12 @@ COMMANDS = (ADD, MODIFY, DELETE)
 
 _FLOW_CMD = {ADD: ofp.OFPFC_ADD, MODIFY: ofp.OFPFC_MODIFY_STRICT, DELETE: ofp.OFPFC_DELETE_STRICT}
 _GROUP_CMD = {ADD: ofp.OFPGC_ADD, MODIFY: ofp.OFPGC_MODIFY, DELETE: ofp.OFPGC_DELETE}
-GROUP_TYPE_CODES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT, "indirect": ofp.OFPGT_INDIRECT,
-                    "ff": ofp.OFPGT_FF}
+GROUP_TYPE_CODES = {
+    "all": ofp.OFPGT_ALL,
+    "select": ofp.OFPGT_SELECT,
+    "indirect": ofp.OFPGT_INDIRECT,
+    "ff": ofp.OFPGT_FF,
+}
 
 #: bundle flags: all-or-nothing, applied in order
 BUNDLE_FLAGS = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
@@ -78,8 +96,9 @@ def to_osken_action(a: Action) -> Any:
             return ofpp.OFPActionSetField(**{a.field: a.value})
         return ofpp.NXActionRegLoad2(dst=a.field, value=a.value, mask=a.mask)
     if isinstance(a, Move):
-        return ofpp.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=a.n_bits,
-                                    src_ofs=a.src_ofs, dst_ofs=a.dst_ofs)
+        return ofpp.NXActionRegMove(
+            src_field=a.src, dst_field=a.dst, n_bits=a.n_bits, src_ofs=a.src_ofs, dst_ofs=a.dst_ofs
+        )
     if isinstance(a, GroupAction):
         return ofpp.OFPActionGroup(a.group_id)
     if isinstance(a, PushVlan):
@@ -102,16 +121,28 @@ def to_osken_action(a: Action) -> Any:
         if a.nat is not None:
             n = a.nat
             v6 = ":" in n.ip_min
-            nested.append(ofpp.NXActionNAT(
-                flags=_nat_flags(n),
-                range_ipv4_min=n.ip_min if not v6 else "", range_ipv4_max=n.ip_max if not v6 else "",
-                range_ipv6_min=n.ip_min if v6 else "", range_ipv6_max=n.ip_max if v6 else "",
-                range_proto_min=n.port_min, range_proto_max=n.port_max))
+            nested.append(
+                ofpp.NXActionNAT(
+                    flags=_nat_flags(n),
+                    range_ipv4_min=n.ip_min if not v6 else "",
+                    range_ipv4_max=n.ip_max if not v6 else "",
+                    range_ipv6_min=n.ip_min if v6 else "",
+                    range_ipv6_max=n.ip_max if v6 else "",
+                    range_proto_min=n.port_min,
+                    range_proto_max=n.port_max,
+                )
+            )
         nested += [to_osken_action(x) for x in a.exec]
         table = nx.NX_CT_RECIRC_NONE if a.table is None else pipeline.table_of(a.table)
         flags = (nx.NX_CT_F_COMMIT if a.commit else 0) | (nx.NX_CT_F_FORCE if a.force else 0)
-        return ofpp.NXActionCT(flags=flags, zone_src=zone_src, zone_ofs_nbits=zone_ofs_nbits,
-                               recirc_table=table, alg=a.alg, actions=nested)
+        return ofpp.NXActionCT(
+            flags=flags,
+            zone_src=zone_src,
+            zone_ofs_nbits=zone_ofs_nbits,
+            recirc_table=table,
+            alg=a.alg,
+            actions=nested,
+        )
     raise EncodeError(f"{a!r} is not an apply-action")
 
 
@@ -142,25 +173,45 @@ def to_osken_match(flow: Flow) -> Any:
 def to_osken_flow_mod(flow: Flow, command: str = ADD, xid: int = 0, datapath: Any = DATAPATH_DESC) -> Any:
     """The os-ken OFPFlowMod for `flow` (DELETE: strict, any out_port/group, no instructions)."""
     if command == DELETE:
-        msg = ofpp.OFPFlowMod(datapath, cookie=0, cookie_mask=0, table_id=flow.table,
-                              command=ofp.OFPFC_DELETE_STRICT, priority=flow.priority,
-                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                              match=to_osken_match(flow), instructions=[])
+        msg = ofpp.OFPFlowMod(
+            datapath,
+            cookie=0,
+            cookie_mask=0,
+            table_id=flow.table,
+            command=ofp.OFPFC_DELETE_STRICT,
+            priority=flow.priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=to_osken_match(flow),
+            instructions=[],
+        )
     else:
-        msg = ofpp.OFPFlowMod(datapath, cookie=flow.cookie, table_id=flow.table,
-                              command=_FLOW_CMD[command], priority=flow.priority,
-                              match=to_osken_match(flow), instructions=to_osken_instructions(flow.actions))
+        msg = ofpp.OFPFlowMod(
+            datapath,
+            cookie=flow.cookie,
+            table_id=flow.table,
+            command=_FLOW_CMD[command],
+            priority=flow.priority,
+            match=to_osken_match(flow),
+            instructions=to_osken_instructions(flow.actions),
+        )
     msg.set_xid(xid)
     return msg
 
 
 def to_osken_group_mod(group: Group, command: str = ADD, xid: int = 0, datapath: Any = DATAPATH_DESC) -> Any:
     """The os-ken OFPGroupMod for `group` (DELETE carries no buckets)."""
-    buckets = [] if command == DELETE else [
-        ofpp.OFPBucket(b.weight, b.watch_port, b.watch_group, [to_osken_action(a) for a in b.actions])
-        for b in group.buckets]
-    msg = ofpp.OFPGroupMod(datapath, _GROUP_CMD[command], GROUP_TYPE_CODES[group.type], group.group_id,
-                           buckets)
+    buckets = (
+        []
+        if command == DELETE
+        else [
+            ofpp.OFPBucket(b.weight, b.watch_port, b.watch_group, [to_osken_action(a) for a in b.actions])
+            for b in group.buckets
+        ]
+    )
+    msg = ofpp.OFPGroupMod(
+        datapath, _GROUP_CMD[command], GROUP_TYPE_CODES[group.type], group.group_id, buckets
+    )
     msg.set_xid(xid)
     return msg
 
@@ -168,12 +219,19 @@ def to_osken_group_mod(group: Group, command: str = ADD, xid: int = 0, datapath:
 _METER_CMD = {ADD: ofp.OFPMC_ADD, MODIFY: ofp.OFPMC_MODIFY, DELETE: ofp.OFPMC_DELETE}
 
 
-def to_osken_meter_mod(meter: MeterEntry, command: str = ADD, xid: int = 0, datapath: Any = DATAPATH_DESC) -> Any:
+def to_osken_meter_mod(
+    meter: MeterEntry, command: str = ADD, xid: int = 0, datapath: Any = DATAPATH_DESC
+) -> Any:
     """The os-ken OFPMeterMod for `meter`: packets/s, one drop band (DELETE carries no band)."""
     flags = ofp.OFPMF_PKTPS | (ofp.OFPMF_BURST if meter.burst else 0)
     bands = [] if command == DELETE else [ofpp.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)]
-    msg = ofpp.OFPMeterMod(datapath, command=_METER_CMD[command], flags=0 if command == DELETE else flags,
-                           meter_id=meter.meter_id, bands=bands)
+    msg = ofpp.OFPMeterMod(
+        datapath,
+        command=_METER_CMD[command],
+        flags=0 if command == DELETE else flags,
+        meter_id=meter.meter_id,
+        bands=bands,
+    )
     msg.set_xid(xid)
     return msg
 
@@ -210,7 +268,7 @@ def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
 
-@lru_cache(maxsize=None)
+@cache
 def _oxm_header(name: str, masked: bool) -> tuple[int, int]:
     """(OXM/NXM 32-bit header, value size) for a field; experimenter OXMs are not supported here."""
     n, t = fields.field_info(name)
@@ -251,8 +309,10 @@ def _tlv_prefix(name: str, masked: bool) -> tuple[bytes, int]:
     spec = _TLV_PREFIX.get((name, masked))
     if spec is None:
         header, size = _oxm_header(name, masked)
-        spec = _TLV_PREFIX[(name, masked)] = (struct.pack("!I", header),
-                                              size if fields.kind(name) == "int" else 0)
+        spec = _TLV_PREFIX[(name, masked)] = (
+            struct.pack("!I", header),
+            size if fields.kind(name) == "int" else 0,
+        )
     return spec
 
 
@@ -298,8 +358,10 @@ def _nat_bytes(n: NAT) -> bytes:
     present = 0
     opt = b""
     v6 = ":" in n.ip_min
-    for value, v4bit, v6bit in ((n.ip_min, nx.NX_NAT_RANGE_IPV4_MIN, nx.NX_NAT_RANGE_IPV6_MIN),
-                                (n.ip_max, nx.NX_NAT_RANGE_IPV4_MAX, nx.NX_NAT_RANGE_IPV6_MAX)):
+    for value, v4bit, v6bit in (
+        (n.ip_min, nx.NX_NAT_RANGE_IPV4_MIN, nx.NX_NAT_RANGE_IPV6_MIN),
+        (n.ip_max, nx.NX_NAT_RANGE_IPV4_MAX, nx.NX_NAT_RANGE_IPV6_MAX),
+    ):
         if value:
             if v6:
                 present |= v6bit
@@ -363,8 +425,9 @@ def action_bytes(a: Action) -> bytes:
         nested = (_nat_bytes(a.nat) if a.nat is not None else b"") + b"".join(action_bytes(x) for x in a.exec)
         table = nx.NX_CT_RECIRC_NONE if a.table is None else pipeline.table_of(a.table)
         flags = (nx.NX_CT_F_COMMIT if a.commit else 0) | (nx.NX_CT_F_FORCE if a.force else 0)
-        return _nx(nx.NXAST_CT, struct.pack("!H4sHB3xH", flags, zone_src, zone_ofs_nbits, table, a.alg)
-                   + nested)
+        return _nx(
+            nx.NXAST_CT, struct.pack("!H4sHB3xH", flags, zone_src, zone_ofs_nbits, table, a.alg) + nested
+        )
     raise EncodeError(f"{a!r} is not an apply-action")
 
 
@@ -430,14 +493,31 @@ def flow_mod_body(flow: Flow, command: str = ADD) -> bytes:
     if table is None:
         table = _table(flow.stage)
     if command == DELETE:
-        return _FLOW_MOD.pack(0, 0, table, ofp.OFPFC_DELETE_STRICT, 0, 0, flow.priority,
-                              _NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0) + match
+        return (
+            _FLOW_MOD.pack(
+                0,
+                0,
+                table,
+                ofp.OFPFC_DELETE_STRICT,
+                0,
+                0,
+                flow.priority,
+                _NO_BUFFER,
+                ofp.OFPP_ANY,
+                ofp.OFPG_ANY,
+                0,
+            )
+            + match
+        )
     actions = flow.actions
     instructions = _INSTRUCTIONS.get(actions)
     if instructions is None:
         instructions = instructions_bytes(actions)
-    return (_FLOW_MOD.pack(flow.cookie, 0, table, _FLOW_CMD[command], 0, 0, flow.priority,
-                           _NO_BUFFER, 0, 0, 0) + match + instructions)
+    return (
+        _FLOW_MOD.pack(flow.cookie, 0, table, _FLOW_CMD[command], 0, 0, flow.priority, _NO_BUFFER, 0, 0, 0)
+        + match
+        + instructions
+    )
 
 
 def group_mod_body(group: Group, command: str = ADD) -> bytes:
@@ -534,8 +614,9 @@ class Encoder:
             xid = (xid + 1) & 0xFFFFFFFF
         return b"".join(parts), xid
 
-    def bundle(self, ops: Iterable[tuple[str, Flow | Group]], bundle_id: int, xid: int = 0,
-               flags: int = BUNDLE_FLAGS) -> tuple[bytes, int]:
+    def bundle(
+        self, ops: Iterable[tuple[str, Flow | Group]], bundle_id: int, xid: int = 0, flags: int = BUNDLE_FLAGS
+    ) -> tuple[bytes, int]:
         """One buffer: bundle OPEN, one ADD_MESSAGE per (command, item), COMMIT.
 
         xids: OPEN gets `xid`, op i gets xid+1+i (so an error names the op), COMMIT the next one.
@@ -547,9 +628,22 @@ class Encoder:
         for command, item in ops:
             msg_type, body = self.body(item, command)
             inner = 8 + len(body)
-            parts.append(pack(_VERSION, _T_EXPERIMENTER, 24 + inner, xid, _ONF_ID,
-                              ofp.ONF_ET_BUNDLE_ADD_MESSAGE, bundle_id, flags,
-                              _VERSION, msg_type, inner, xid))
+            parts.append(
+                pack(
+                    _VERSION,
+                    _T_EXPERIMENTER,
+                    24 + inner,
+                    xid,
+                    _ONF_ID,
+                    ofp.ONF_ET_BUNDLE_ADD_MESSAGE,
+                    bundle_id,
+                    flags,
+                    _VERSION,
+                    msg_type,
+                    inner,
+                    xid,
+                )
+            )
             parts.append(body)
             xid = (xid + 1) & 0xFFFFFFFF
         parts.append(bundle_ctrl(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, xid, flags))
@@ -558,22 +652,44 @@ class Encoder:
 
 def bundle_ctrl(bundle_id: int, ctrl_type: int, xid: int, flags: int = BUNDLE_FLAGS) -> bytes:
     """An ONF bundle control message (OPEN / CLOSE / COMMIT / DISCARD request)."""
-    return _BUNDLE_CTRL.pack(_VERSION, _T_EXPERIMENTER, 24, xid, _ONF_ID, ofp.ONF_ET_BUNDLE_CONTROL,
-                             bundle_id, ctrl_type, flags)
+    return _BUNDLE_CTRL.pack(
+        _VERSION, _T_EXPERIMENTER, 24, xid, _ONF_ID, ofp.ONF_ET_BUNDLE_CONTROL, bundle_id, ctrl_type, flags
+    )
 
 
 def delete_by_cookie(cookie: int, cookie_mask: int, xid: int = 0) -> bytes:
     """Non-strict DELETE of every flow in every table whose cookie matches under `cookie_mask`
     (e.g. all flows of one owner: flows.cookie.OWNER_MASK)."""
-    body = _FLOW_MOD.pack(cookie, cookie_mask, ofp.OFPTT_ALL, ofp.OFPFC_DELETE, 0, 0, 0, ofp.OFP_NO_BUFFER,
-                          ofp.OFPP_ANY, ofp.OFPG_ANY, 0) + struct.pack("!HH4x", ofp.OFPMT_OXM, 4)
+    body = _FLOW_MOD.pack(
+        cookie,
+        cookie_mask,
+        ofp.OFPTT_ALL,
+        ofp.OFPFC_DELETE,
+        0,
+        0,
+        0,
+        ofp.OFP_NO_BUFFER,
+        ofp.OFPP_ANY,
+        ofp.OFPG_ANY,
+        0,
+    ) + struct.pack("!HH4x", ofp.OFPMT_OXM, 4)
     return _with_header(_T_FLOW_MOD, body, xid)
 
 
 def flow_stats_request(xid: int = 0, cookie: int = 0, cookie_mask: int = 0) -> bytes:
     """OFPMP_FLOW request for all tables (optionally only cookies matching under `cookie_mask`)."""
-    body = struct.pack("!HH4xB3xII4xQQHH4x", ofp.OFPMP_FLOW, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                       cookie, cookie_mask, ofp.OFPMT_OXM, 4)
+    body = struct.pack(
+        "!HH4xB3xII4xQQHH4x",
+        ofp.OFPMP_FLOW,
+        0,
+        ofp.OFPTT_ALL,
+        ofp.OFPP_ANY,
+        ofp.OFPG_ANY,
+        cookie,
+        cookie_mask,
+        ofp.OFPMT_OXM,
+        4,
+    )
     return _with_header(ofp.OFPT_MULTIPART_REQUEST, body, xid)
 
 

@@ -9,7 +9,7 @@ only when it is partial: an all-ones mask is dropped, and an all-zero mask wildc
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from os_ken.lib import type_desc
@@ -23,7 +23,7 @@ class FieldError(ValueError):
     """A field name or value that OpenFlow 1.3 + Nicira extensions cannot carry."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_info(name: str) -> tuple[int, Any]:
     """(os-ken OXM number, os-ken type descriptor) of field `name`."""
     try:
@@ -32,16 +32,16 @@ def field_info(name: str) -> tuple[int, Any]:
         raise FieldError(f"unknown match/set field {name!r}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def sort_key(name: str) -> tuple[int, str]:
     """Canonical order of fields in a match: os-ken's own order (OXM number), then name."""
     n, _ = field_info(name)
     return (n[0] if isinstance(n, tuple) else n, name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def kind(name: str) -> str:
-    """"int", "mac", "ipv4", "ipv6" or "other": picks the fast paths below."""
+    """ "int", "mac", "ipv4", "ipv6" or "other": picks the fast paths below."""
     t = field_info(name)[1]
     if isinstance(t, type_desc.IntDescr):
         return "int"
@@ -87,7 +87,7 @@ def _normalize(name: str, user_value: Any, types: Any = None) -> tuple[Any, Any]
             raise FieldError(f"value {part:#x} does not fit field {name} ({t.size} bytes)")
     try:
         _, v, m = ofp.oxm_from_user(name, user_value)
-    except Exception as e:  # os-ken raises assorted errors for bad values
+    except Exception as e:  # noqa: BLE001 - os-ken raises assorted errors for bad values
         raise FieldError(f"bad value {user_value!r} for field {name}: {e}") from None
     if len(v) != t.size:
         raise FieldError(f"value {user_value!r} does not fit field {name} ({t.size} bytes)")

@@ -8,8 +8,23 @@ from typing import TYPE_CHECKING, Any
 
 from flows import fields, pipeline
 from flows.actions import (
-    CT, INSTRUCTIONS, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter,
-    Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
+    CT,
+    INSTRUCTIONS,
+    Action,
+    Conjunction,
+    Controller,
+    CtClear,
+    DecTtl,
+    Goto,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    WriteMetadata,
 )
 from flows.cookie import Cookie
 
@@ -26,17 +41,30 @@ _IP6 = ("eth_type", (0x86DD,))
 _IP = ("eth_type", (0x0800, 0x86DD))
 #: field -> prerequisites: each (field, allowed exact values) must be in the same match
 PREREQUISITES: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
-    "ipv4_src": (_IP4,), "ipv4_dst": (_IP4,),
-    "ipv6_src": (_IP6,), "ipv6_dst": (_IP6,), "ipv6_flabel": (_IP6,),
-    "arp_op": (("eth_type", (0x0806,)),), "arp_spa": (("eth_type", (0x0806,)),),
-    "arp_tpa": (("eth_type", (0x0806,)),), "arp_sha": (("eth_type", (0x0806,)),),
+    "ipv4_src": (_IP4,),
+    "ipv4_dst": (_IP4,),
+    "ipv6_src": (_IP6,),
+    "ipv6_dst": (_IP6,),
+    "ipv6_flabel": (_IP6,),
+    "arp_op": (("eth_type", (0x0806,)),),
+    "arp_spa": (("eth_type", (0x0806,)),),
+    "arp_tpa": (("eth_type", (0x0806,)),),
+    "arp_sha": (("eth_type", (0x0806,)),),
     "arp_tha": (("eth_type", (0x0806,)),),
-    "ip_proto": (_IP,), "ip_dscp": (_IP,), "ip_ecn": (_IP,), "nw_ttl": (_IP,),
-    "tcp_src": (_IP, ("ip_proto", (6,))), "tcp_dst": (_IP, ("ip_proto", (6,))),
-    "udp_src": (_IP, ("ip_proto", (17,))), "udp_dst": (_IP, ("ip_proto", (17,))),
-    "sctp_src": (_IP, ("ip_proto", (132,))), "sctp_dst": (_IP, ("ip_proto", (132,))),
-    "icmpv4_type": (_IP4, ("ip_proto", (1,))), "icmpv4_code": (_IP4, ("ip_proto", (1,))),
-    "icmpv6_type": (_IP6, ("ip_proto", (58,))), "icmpv6_code": (_IP6, ("ip_proto", (58,))),
+    "ip_proto": (_IP,),
+    "ip_dscp": (_IP,),
+    "ip_ecn": (_IP,),
+    "nw_ttl": (_IP,),
+    "tcp_src": (_IP, ("ip_proto", (6,))),
+    "tcp_dst": (_IP, ("ip_proto", (6,))),
+    "udp_src": (_IP, ("ip_proto", (17,))),
+    "udp_dst": (_IP, ("ip_proto", (17,))),
+    "sctp_src": (_IP, ("ip_proto", (132,))),
+    "sctp_dst": (_IP, ("ip_proto", (132,))),
+    "icmpv4_type": (_IP4, ("ip_proto", (1,))),
+    "icmpv4_code": (_IP4, ("ip_proto", (1,))),
+    "icmpv6_type": (_IP6, ("ip_proto", (58,))),
+    "icmpv6_code": (_IP6, ("ip_proto", (58,))),
     "ipv6_nd_target": (_IP6, ("ip_proto", (58,)), ("icmpv6_type", (135, 136))),
     "ipv6_nd_sll": (_IP6, ("ip_proto", (58,)), ("icmpv6_type", (135,))),
     "ipv6_nd_tll": (_IP6, ("ip_proto", (58,)), ("icmpv6_type", (136,))),
@@ -115,8 +143,12 @@ def _check_action_prerequisites(match: tuple[MatchField, ...], actions: tuple[Ac
     ip_any = exact.get("eth_type") in (0x0800, 0x86DD)
     ct_state = next((v for n, v, _ in match if n == "ct_state"), 0)
     # VLAN tags on the packet at this point (OVS tracks at most two)
-    vlan = 1 if exact.get("vlan_vid", 0) & 0x1000 or any(
-        n == "vlan_vid" and v & 0x1000 and m & 0x1000 for n, v, m in match if m is not None) else 0
+    vlan = (
+        1
+        if exact.get("vlan_vid", 0) & 0x1000
+        or any(n == "vlan_vid" and v & 0x1000 and m & 0x1000 for n, v, m in match if m is not None)
+        else 0
+    )
     for a in actions:
         if isinstance(a, PushVlan):
             vlan += 1
@@ -159,8 +191,26 @@ def _canonical_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
     acts = tuple(actions)
     seen: set[type] = set()
     for a in acts:
-        if not isinstance(a, (Output, SetField, Move, GroupAction, PushVlan, PopVlan, DecTtl, CtClear,
-                              Resubmit, Goto, WriteMetadata, Meter, Conjunction, Controller, CT)):
+        if not isinstance(
+            a,
+            (
+                Output,
+                SetField,
+                Move,
+                GroupAction,
+                PushVlan,
+                PopVlan,
+                DecTtl,
+                CtClear,
+                Resubmit,
+                Goto,
+                WriteMetadata,
+                Meter,
+                Conjunction,
+                Controller,
+                CT,
+            ),
+        ):
             raise FlowError(f"not an action value: {a!r}")
         if isinstance(a, INSTRUCTIONS):
             if type(a) in seen:
@@ -188,8 +238,10 @@ def _check_targets(owner: str, actions: Iterable[Action], st: pipeline.Stage | N
         if st is None:
             continue
         if target not in st.next:
-            raise FlowError(f"{owner}: stage {st.name} may not pass to {target} "
-                            f"(declared successors: {', '.join(sorted(st.next)) or 'none'})")
+            raise FlowError(
+                f"{owner}: stage {st.name} may not pass to {target} "
+                f"(declared successors: {', '.join(sorted(st.next)) or 'none'})"
+            )
         if isinstance(a, Goto) and t.table <= st.table:
             raise FlowError(f"{owner}: goto from {st.name} to {target} goes backwards; use Resubmit")
 
@@ -206,8 +258,10 @@ _CACHE_MAX = 1 << 14
 _STAGES: dict[str, pipeline.Stage] = {s.name: s for s in pipeline.STAGES}
 _PRIORITIES = frozenset(p for b in pipeline.BANDS for p in range(b.base, b.base + b.width))
 #: match fields whose values (not just presence) the checks read
-_VALUE_FIELDS = frozenset({pre for pres in PREREQUISITES.values() for pre, _ in pres}
-                          | {"eth_type", "ip_proto", "vlan_vid", "ct_state"})
+_VALUE_FIELDS = frozenset(
+    {pre for pres in PREREQUISITES.values() for pre, _ in pres}
+    | {"eth_type", "ip_proto", "vlan_vid", "ct_state"}
+)
 _MISS = object()
 #: (stage, match key, actions key) -> permutation into canonical action order (None: already in order)
 _VALID: dict[tuple[Any, ...], tuple[int, ...] | None] = {}
@@ -221,8 +275,15 @@ def _ct_key(a: CT) -> tuple[Any, ...]:
 
 #: action type -> what the checks read of such an action (a constant: the type alone)
 _ACTION_KEY: dict[type, Any] = {
-    Output: Output, GroupAction: GroupAction, PushVlan: PushVlan, PopVlan: PopVlan, DecTtl: DecTtl,
-    CtClear: CtClear, WriteMetadata: WriteMetadata, Meter: Meter, Conjunction: Conjunction,
+    Output: Output,
+    GroupAction: GroupAction,
+    PushVlan: PushVlan,
+    PopVlan: PopVlan,
+    DecTtl: DecTtl,
+    CtClear: CtClear,
+    WriteMetadata: WriteMetadata,
+    Meter: Meter,
+    Conjunction: Conjunction,
     Controller: Controller,
     SetField: lambda a: (SetField, a.field),
     Move: lambda a: (Move, a.src, a.dst),
@@ -256,13 +317,15 @@ def _permutation(acts: tuple[Any, ...], actions: tuple[Any, ...]) -> tuple[int, 
     return tuple(order)
 
 
-def _validate(stage_name: str, st: pipeline.Stage, match: tuple[MatchField, ...],
-              acts: tuple[Any, ...]) -> tuple[Action, ...]:
+def _validate(
+    stage_name: str, st: pipeline.Stage, match: tuple[MatchField, ...], acts: tuple[Any, ...]
+) -> tuple[Action, ...]:
     """Every check of a flow (raises FlowError); its actions in canonical order."""
     for name, _, _ in match:
         if name not in st.matches:
-            raise FlowError(f"stage {stage_name} does not match on {name} "
-                            f"(allowed: {', '.join(sorted(st.matches))})")
+            raise FlowError(
+                f"stage {stage_name} does not match on {name} (allowed: {', '.join(sorted(st.matches))})"
+            )
     _check_prerequisites(match)
     actions = _canonical_actions(acts)
     _check_targets(f"flow in {stage_name}", actions, st)
@@ -286,9 +349,15 @@ class Flow:
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     if TYPE_CHECKING:  # what the constructor accepts; __post_init__ makes the fields canonical
-        def __init__(self, stage: str, priority: int | pipeline.Band,
-                     match: Mapping[str, Any] | Iterable[Any] = (), actions: Iterable[Action] = (),
-                     cookie: int | Cookie = 0) -> None: ...
+
+        def __init__(
+            self,
+            stage: str,
+            priority: int | pipeline.Band,
+            match: Mapping[str, Any] | Iterable[Any] = (),
+            actions: Iterable[Action] = (),
+            cookie: int | Cookie = 0,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -380,8 +449,14 @@ class Bucket:
     watch_group: int = 0xFFFFFFFF
 
     if TYPE_CHECKING:  # any iterable of actions; __post_init__ makes it a tuple
-        def __init__(self, actions: Iterable[Action], weight: int = 0, watch_port: int = 0xFFFFFFFF,
-                     watch_group: int = 0xFFFFFFFF) -> None: ...
+
+        def __init__(
+            self,
+            actions: Iterable[Action],
+            weight: int = 0,
+            watch_port: int = 0xFFFFFFFF,
+            watch_group: int = 0xFFFFFFFF,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         acts = tuple(self.actions)
@@ -402,7 +477,10 @@ class Group:
     buckets: tuple[Bucket, ...]
 
     if TYPE_CHECKING:  # buckets or bare action lists; __post_init__ makes them Buckets
-        def __init__(self, group_id: int, type: str, buckets: Iterable[Bucket | Iterable[Action]]) -> None: ...
+
+        def __init__(
+            self, group_id: int, type: str, buckets: Iterable[Bucket | Iterable[Action]]
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         if not 0 <= self.group_id <= 0xFFFFFF00:
@@ -412,8 +490,9 @@ class Group:
         buckets = tuple(b if isinstance(b, Bucket) else Bucket(tuple(b)) for b in self.buckets)
         if self.type == "select":
             # OpenFlow needs a weight on select buckets; 1 is OVS's default.
-            buckets = tuple(b if b.weight else Bucket(b.actions, 1, b.watch_port, b.watch_group)
-                            for b in buckets)
+            buckets = tuple(
+                b if b.weight else Bucket(b.actions, 1, b.watch_port, b.watch_group) for b in buckets
+            )
         if self.type == "indirect" and len(buckets) != 1:
             raise FlowError("an indirect group has exactly one bucket")
         object.__setattr__(self, "buckets", buckets)

@@ -9,30 +9,87 @@ import netaddr
 
 from flows import pipeline
 from flows.actions import (
-    CT, NAT, PORT_NAMES, Action, Conjunction, Controller, CtClear, DecTtl, Goto, GroupAction, Meter,
-    Move, Output, PopVlan, PushVlan, Resubmit, SetField, WriteMetadata,
+    CT,
+    NAT,
+    PORT_NAMES,
+    Action,
+    Conjunction,
+    Controller,
+    CtClear,
+    DecTtl,
+    Goto,
+    GroupAction,
+    Meter,
+    Move,
+    Output,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    WriteMetadata,
 )
 from flows.cookie import CookieRegistry
 from flows.flow import Flow, Group, MeterEntry
 
 #: our (os-ken) field names -> the names ovs-ofctl prints
 OVS_NAMES = {
-    "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ipv4_src": "nw_src",
-    "ipv4_dst": "nw_dst", "ip_proto": "nw_proto", "tcp_src": "tp_src", "tcp_dst": "tp_dst",
-    "udp_src": "tp_src", "udp_dst": "tp_dst", "sctp_src": "tp_src", "sctp_dst": "tp_dst",
-    "icmpv4_type": "icmp_type", "icmpv4_code": "icmp_code", "icmpv6_type": "icmp_type",
-    "icmpv6_code": "icmp_code", "tunnel_id": "tun_id", "tun_ipv4_src": "tun_src",
-    "tun_ipv4_dst": "tun_dst", "ipv6_nd_target": "nd_target", "ipv6_nd_sll": "nd_sll",
-    "ipv6_nd_tll": "nd_tll", "vlan_vid": "vlan_tci", "ip_dscp": "nw_tos",
+    "eth_src": "dl_src",
+    "eth_dst": "dl_dst",
+    "eth_type": "dl_type",
+    "ipv4_src": "nw_src",
+    "ipv4_dst": "nw_dst",
+    "ip_proto": "nw_proto",
+    "tcp_src": "tp_src",
+    "tcp_dst": "tp_dst",
+    "udp_src": "tp_src",
+    "udp_dst": "tp_dst",
+    "sctp_src": "tp_src",
+    "sctp_dst": "tp_dst",
+    "icmpv4_type": "icmp_type",
+    "icmpv4_code": "icmp_code",
+    "icmpv6_type": "icmp_type",
+    "icmpv6_code": "icmp_code",
+    "tunnel_id": "tun_id",
+    "tun_ipv4_src": "tun_src",
+    "tun_ipv4_dst": "tun_dst",
+    "ipv6_nd_target": "nd_target",
+    "ipv6_nd_sll": "nd_sll",
+    "ipv6_nd_tll": "nd_tll",
+    "vlan_vid": "vlan_tci",
+    "ip_dscp": "nw_tos",
 }
 #: fields ovs-ofctl prints in decimal (the rest of the integers in hex)
-_DECIMAL = {"in_port", "tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst", "ip_proto",
-            "arp_op", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code", "nw_ttl", "ip_dscp",
-            "conj_id"}
+_DECIMAL = {
+    "in_port",
+    "tcp_src",
+    "tcp_dst",
+    "udp_src",
+    "udp_dst",
+    "sctp_src",
+    "sctp_dst",
+    "ip_proto",
+    "arp_op",
+    "icmpv4_type",
+    "icmpv4_code",
+    "icmpv6_type",
+    "icmpv6_code",
+    "nw_ttl",
+    "ip_dscp",
+    "conj_id",
+}
 _CT_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk", "snat", "dnat")
-_SHORTHAND = {(0x0800, None): "ip", (0x0800, 6): "tcp", (0x0800, 17): "udp", (0x0800, 1): "icmp",
-              (0x0800, 132): "sctp", (0x86DD, None): "ipv6", (0x86DD, 6): "tcp6", (0x86DD, 17): "udp6",
-              (0x86DD, 58): "icmp6", (0x0806, None): "arp"}
+_SHORTHAND = {
+    (0x0800, None): "ip",
+    (0x0800, 6): "tcp",
+    (0x0800, 17): "udp",
+    (0x0800, 1): "icmp",
+    (0x0800, 132): "sctp",
+    (0x86DD, None): "ipv6",
+    (0x86DD, 6): "tcp6",
+    (0x86DD, 17): "udp6",
+    (0x86DD, 58): "icmp6",
+    (0x0806, None): "arp",
+}
 
 
 def table_label(stage: str) -> str:
@@ -42,8 +99,11 @@ def table_label(stage: str) -> str:
 
 def _value(name: str, value: Any, mask: Any) -> str:
     if name == "ct_state":
-        bits = [("+" if value & (1 << i) else "-") + f for i, f in enumerate(_CT_FLAGS)
-                if (mask if mask is not None else value) & (1 << i)]
+        bits = [
+            ("+" if value & (1 << i) else "-") + f
+            for i, f in enumerate(_CT_FLAGS)
+            if (mask if mask is not None else value) & (1 << i)
+        ]
         return "".join(bits)
     if isinstance(value, int) and name in _DECIMAL:
         return str(value) if mask is None else f"{value}/{mask:#x}"
@@ -131,8 +191,10 @@ def format_action(a: Action) -> str:
         v = _value(a.field, a.value, a.mask)
         return f"set_field:{v}->{OVS_NAMES.get(a.field, a.field)}"
     if isinstance(a, Move):
-        return (f"move:{a.src}[{a.src_ofs}..{a.src_ofs + a.n_bits - 1}]"
-                f"->{a.dst}[{a.dst_ofs}..{a.dst_ofs + a.n_bits - 1}]")
+        return (
+            f"move:{a.src}[{a.src_ofs}..{a.src_ofs + a.n_bits - 1}]"
+            f"->{a.dst}[{a.dst_ofs}..{a.dst_ofs + a.n_bits - 1}]"
+        )
     if isinstance(a, GroupAction):
         return f"group:{a.group_id}"
     if isinstance(a, PushVlan):
@@ -182,8 +244,10 @@ def format_actions(actions: Iterable[Action]) -> str:
 def format_flow(flow: Flow, registry: CookieRegistry | None = None) -> str:
     """`` cookie=0x..., table=N(stage), priority=P,match actions=...`` plus `` # app/owner`` if known."""
     match = format_match(flow)
-    line = (f" cookie={flow.cookie:#x}, table={table_label(flow.stage)}, "
-            f"priority={flow.priority}{',' + match if match else ''} actions={format_actions(flow.actions)}")
+    line = (
+        f" cookie={flow.cookie:#x}, table={table_label(flow.stage)}, "
+        f"priority={flow.priority}{',' + match if match else ''} actions={format_actions(flow.actions)}"
+    )
     if registry is not None:
         owner = registry.lookup(flow.cookie)
         if owner is not None:

@@ -170,8 +170,18 @@ class Stage:
 
 _L2 = {"eth_src", "eth_dst", "eth_type", "vlan_vid"}
 _IP = {"ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_dscp", "nw_ttl"}
-_L4 = {"tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst",
-       "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code"}
+_L4 = {
+    "tcp_src",
+    "tcp_dst",
+    "udp_src",
+    "udp_dst",
+    "sctp_src",
+    "sctp_dst",
+    "icmpv4_type",
+    "icmpv4_code",
+    "icmpv6_type",
+    "icmpv6_code",
+}
 _ARP = {"arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
 _ND = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
 _CT = {"ct_state", "ct_zone", "ct_mark", "ct_label"}
@@ -184,62 +194,145 @@ def _stage(name: str, table: int, matches: Iterable[str], next_: Iterable[str], 
 
 
 STAGES: tuple[Stage, ...] = (
-    _stage("classify", 0, {"in_port", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "vlan_vid", "eth_dst"},
-           {"port_sec_in", "l2_lookup", "l3_lookup"},
-           "in_port / tunnel tun_id / provider VLAN -> DATAPATH in metadata, SRC_PORT, FROM_TUNNEL; "
-           "on a gateway chassis, a router-redirect tun_id -> the router's l3_lookup"),
-    _stage("port_sec_in", 10, _LOGICAL | {"in_port"} | _L2 | _IP | _L4 | _ARP | _ND,
-           {"acl_egress"},
-           "anti-spoofing: only the port's own MAC / IPs (and allowed address pairs) may enter, ARP included; "
-           "a VM never answers DHCP; everything else drops"),
-    _stage("acl_egress", 20, _ACL, {"acl_egress", "fw_router_in", "arp_nd"},
-           "from-port security groups: ct(zone=the port's zone, table=acl_egress); +inv drops, replies "
-           "(+est+rpl) and +rel pass on; other tracked packets pass only if a rule of the port's groups allows "
-           "(conjunctions), then fw_router_in; non-IP passes"),
-    _stage("fw_router_in", 24, _ACL, {"acl_egress_commit"},
-           "router firewall, ingress side: a packet to a firewalled router interface's MAC is checked "
-           "against the interface's ingress policy (ordered: allow / deny / reject to the controller)"),
-    _stage("acl_egress_commit", 27, _ACL, {"arp_nd"},
-           "a new connection that got this far is committed to conntrack in CT_ZONE"),
-    _stage("arp_nd", 30, _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "icmpv6_type", "icmpv6_code"},
-           {"dhcp"},
-           "answers ARP / neighbour solicitations for known addresses in flows (out IN_PORT)"),
-    _stage("dhcp", 40, _LOGICAL | _L2 | {"ip_proto", "ipv4_src", "ipv4_dst", "udp_src", "udp_dst",
-                                         "ipv6_dst", "icmpv6_type"},
-           {"lb"},
-           "DHCP requests to the controller (metered packet-in); everything else passes"),
-    _stage("lb", 50, _LOGICAL | _L2 | _IP | _L4 | _CT, {"l2_lookup", "lb", "output"},
-           "load-balancer VIPs after DNAT: eth_dst VIP MAC -> the member's (or its router's) MAC; hairpin: "
-           "SNAT to the VIP in the VIP's zone (ct(table=lb)), the reply un-NAT'ed and out its own port"),
-    _stage("l2_lookup", 60, _LOGICAL | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"},
-           {"egress_dispatch", "dnat"},
-           "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "
-           "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here"),
-    _stage("dnat", 70, _ACL, {"dnat", "l3_lookup"},
-           "router: floating IP / un-SNAT of replies via ct(nat) in the router's zone; on a gateway chassis, "
-           "echo requests from outside to the gateway address are answered (before ct)"),
-    _stage("l3_lookup", 80, _LOGICAL | _L2 | _IP | _ARP | {"icmpv4_type", "icmpv4_code"},
-           {"l3_lookup", "arp_resolve", "snat"},
-           "router: longest-prefix routing (priority = prefix length); dec_ttl, eth_src := interface MAC, "
-           "NEXT_HOP := next hop, DATAPATH := egress network; echo replies for the router's own addresses"),
-    _stage("arp_resolve", 85, _LOGICAL | {"eth_type"},
-           {"fw_router_out", "snat"},
-           "router: NEXT_HOP in the egress network -> eth_dst (every port's MAC is known: no ARP request)"),
-    _stage("fw_router_out", 87, _ACL, {"snat"},
-           "router firewall, egress side: a routed packet leaving a firewalled interface (eth_src = its MAC) "
-           "is checked against the interface's egress policy; replies (+rpl) and +rel pass"),
-    _stage("snat", 90, _ACL, {"snat", "l2_lookup"},
-           "router: SNAT / floating IP source translation, then resubmit to l2_lookup of egress network"),
-    _stage("egress_dispatch", 100, _LOGICAL | {"eth_dst", "in_port"},
-           {"acl_ingress"},
-           "DST_PORT local -> acl_ingress; remote -> tun_id+tun_dst+tunnel port; provider -> VLAN out"),
-    _stage("acl_ingress", 110, _ACL, {"acl_ingress", "acl_ingress_commit", "output"},
-           "to-port security groups: ct(zone=the destination port's zone, table=acl_ingress); as acl_egress, "
-           "with rules matching the remote end as source"),
-    _stage("acl_ingress_commit", 115, _ACL, {"output"},
-           "a new connection allowed to the port is committed to conntrack in CT_ZONE"),
-    _stage("output", 120, _LOGICAL | {"in_port", "eth_dst"}, set(),
-           "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK)"),
+    _stage(
+        "classify",
+        0,
+        {"in_port", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "vlan_vid", "eth_dst"},
+        {"port_sec_in", "l2_lookup", "l3_lookup"},
+        "in_port / tunnel tun_id / provider VLAN -> DATAPATH in metadata, SRC_PORT, FROM_TUNNEL; "
+        "on a gateway chassis, a router-redirect tun_id -> the router's l3_lookup",
+    ),
+    _stage(
+        "port_sec_in",
+        10,
+        _LOGICAL | {"in_port"} | _L2 | _IP | _L4 | _ARP | _ND,
+        {"acl_egress"},
+        "anti-spoofing: only the port's own MAC / IPs (and allowed address pairs) may enter, ARP included; "
+        "a VM never answers DHCP; everything else drops",
+    ),
+    _stage(
+        "acl_egress",
+        20,
+        _ACL,
+        {"acl_egress", "fw_router_in", "arp_nd"},
+        "from-port security groups: ct(zone=the port's zone, table=acl_egress); +inv drops, replies "
+        "(+est+rpl) and +rel pass on; other tracked packets pass only if a rule of the port's groups allows "
+        "(conjunctions), then fw_router_in; non-IP passes",
+    ),
+    _stage(
+        "fw_router_in",
+        24,
+        _ACL,
+        {"acl_egress_commit"},
+        "router firewall, ingress side: a packet to a firewalled router interface's MAC is checked "
+        "against the interface's ingress policy (ordered: allow / deny / reject to the controller)",
+    ),
+    _stage(
+        "acl_egress_commit",
+        27,
+        _ACL,
+        {"arp_nd"},
+        "a new connection that got this far is committed to conntrack in CT_ZONE",
+    ),
+    _stage(
+        "arp_nd",
+        30,
+        _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "icmpv6_type", "icmpv6_code"},
+        {"dhcp"},
+        "answers ARP / neighbour solicitations for known addresses in flows (out IN_PORT)",
+    ),
+    _stage(
+        "dhcp",
+        40,
+        _LOGICAL
+        | _L2
+        | {"ip_proto", "ipv4_src", "ipv4_dst", "udp_src", "udp_dst", "ipv6_dst", "icmpv6_type"},
+        {"lb"},
+        "DHCP requests to the controller (metered packet-in); everything else passes",
+    ),
+    _stage(
+        "lb",
+        50,
+        _LOGICAL | _L2 | _IP | _L4 | _CT,
+        {"l2_lookup", "lb", "output"},
+        "load-balancer VIPs after DNAT: eth_dst VIP MAC -> the member's (or its router's) MAC; hairpin: "
+        "SNAT to the VIP in the VIP's zone (ct(table=lb)), the reply un-NAT'ed and out its own port",
+    ),
+    _stage(
+        "l2_lookup",
+        60,
+        _LOGICAL | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"},
+        {"egress_dispatch", "dnat"},
+        "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "
+        "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here",
+    ),
+    _stage(
+        "dnat",
+        70,
+        _ACL,
+        {"dnat", "l3_lookup"},
+        "router: floating IP / un-SNAT of replies via ct(nat) in the router's zone; on a gateway chassis, "
+        "echo requests from outside to the gateway address are answered (before ct)",
+    ),
+    _stage(
+        "l3_lookup",
+        80,
+        _LOGICAL | _L2 | _IP | _ARP | {"icmpv4_type", "icmpv4_code"},
+        {"l3_lookup", "arp_resolve", "snat"},
+        "router: longest-prefix routing (priority = prefix length); dec_ttl, eth_src := interface MAC, "
+        "NEXT_HOP := next hop, DATAPATH := egress network; echo replies for the router's own addresses",
+    ),
+    _stage(
+        "arp_resolve",
+        85,
+        _LOGICAL | {"eth_type"},
+        {"fw_router_out", "snat"},
+        "router: NEXT_HOP in the egress network -> eth_dst (every port's MAC is known: no ARP request)",
+    ),
+    _stage(
+        "fw_router_out",
+        87,
+        _ACL,
+        {"snat"},
+        "router firewall, egress side: a routed packet leaving a firewalled interface (eth_src = its MAC) "
+        "is checked against the interface's egress policy; replies (+rpl) and +rel pass",
+    ),
+    _stage(
+        "snat",
+        90,
+        _ACL,
+        {"snat", "l2_lookup"},
+        "router: SNAT / floating IP source translation, then resubmit to l2_lookup of egress network",
+    ),
+    _stage(
+        "egress_dispatch",
+        100,
+        _LOGICAL | {"eth_dst", "in_port"},
+        {"acl_ingress"},
+        "DST_PORT local -> acl_ingress; remote -> tun_id+tun_dst+tunnel port; provider -> VLAN out",
+    ),
+    _stage(
+        "acl_ingress",
+        110,
+        _ACL,
+        {"acl_ingress", "acl_ingress_commit", "output"},
+        "to-port security groups: ct(zone=the destination port's zone, table=acl_ingress); as acl_egress, "
+        "with rules matching the remote end as source",
+    ),
+    _stage(
+        "acl_ingress_commit",
+        115,
+        _ACL,
+        {"output"},
+        "a new connection allowed to the port is committed to conntrack in CT_ZONE",
+    ),
+    _stage(
+        "output",
+        120,
+        _LOGICAL | {"in_port", "eth_dst"},
+        set(),
+        "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK)",
+    ),
 )
 
 _BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}

@@ -52,8 +52,18 @@ from flows.actions import (
 from flows.flow import Flow, Group
 from flows.format import format_flow
 
-_ZERO_DEFAULT = {"metadata", "tunnel_id", "ct_state", "ct_zone", "ct_mark", "ct_label", "conj_id",
-                 "vlan_vid", "tun_ipv4_src", "tun_ipv4_dst"} | {f"reg{i}" for i in range(16)}
+_ZERO_DEFAULT = {
+    "metadata",
+    "tunnel_id",
+    "ct_state",
+    "ct_zone",
+    "ct_mark",
+    "ct_label",
+    "conj_id",
+    "vlan_vid",
+    "tun_ipv4_src",
+    "tun_ipv4_dst",
+} | {f"reg{i}" for i in range(16)}
 _MAX_DEPTH = 64
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK, CT_SNAT, CT_DNAT = (1 << i for i in range(8))
 
@@ -222,15 +232,20 @@ class Switch:
             if f.actions and all(isinstance(a, Conjunction) for a in f.actions):
                 continue
             needs_conj = f.match_dict().get("conj_id")
-            ok = any(_matches(f, {**pkt, "conj_id": c}) for c in done) if needs_conj is not None \
+            ok = (
+                any(_matches(f, {**pkt, "conj_id": c}) for c in done)
+                if needs_conj is not None
                 else _matches(f, pkt)
+            )
             if not ok:
                 continue
             if best is not None:
                 if best.actions == f.actions:
                     continue  # e.g. two security-group rules allow the packet: either flow does the same
-                raise WalkError(f"ambiguous: two flows at priority {f.priority} in {stage} match:\n"
-                                f"{format_flow(best)}\n{format_flow(f)}")
+                raise WalkError(
+                    f"ambiguous: two flows at priority {f.priority} in {stage} match:\n"
+                    f"{format_flow(best)}\n{format_flow(f)}"
+                )
             best = f
         return best
 
@@ -247,14 +262,15 @@ class Switch:
         if goto is not None:
             self._table(goto, pkt, result, depth)
         elif len(result.outputs) == out_before and not any(
-                isinstance(a, (Resubmit, GroupAction)) or (isinstance(a, CT) and a.table)
-                for a in flow.actions):
+            isinstance(a, (Resubmit, GroupAction)) or (isinstance(a, CT) and a.table) for a in flow.actions
+        ):
             result.drops.append((stage, "no output"))
 
     # -- actions -----------------------------------------------------------------------------------------
 
-    def _actions(self, actions: Iterable[Action], stage: str, pkt: dict[str, Any], result: Result,
-                 depth: int) -> str | None:
+    def _actions(
+        self, actions: Iterable[Action], stage: str, pkt: dict[str, Any], result: Result, depth: int
+    ) -> str | None:
         """Apply actions to `pkt` in place; returns the goto stage, if any."""
         goto = None
         for a in actions:

@@ -54,7 +54,9 @@ class Chassis:
         # route: not encapsulated) or handed to the kernel (no tunnel port: ICMP port unreachable). A route
         # of our own (ovs/route/add) survives those re-reads. See BENCHMARKS.md "Churn soak".
         self.tls = tls  # its certificate (CN = name) when the lab has a CA: ssl: to the controller and OVSDB
-        self._ovs = OvsInstance(rundir, namespace, lab.state, tls=tls, ovsdb_ssl_ip=mgmt_ip, system_routes=False)
+        self._ovs = OvsInstance(
+            rundir, namespace, lab.state, tls=tls, ovsdb_ssl_ip=mgmt_ip, system_routes=False
+        )
 
     def __repr__(self) -> str:
         return f"Chassis({self.name!r}, ns={self.namespace!r}, vtep={self.tunnel_ip}, dpid={self.datapath_id:#x})"

@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", default="data", help="the controller's store (default ./data)")
     ap.add_argument("--grpc-listen", default="127.0.0.1:50051")
-    ap.add_argument("--dashboard-listen", default="",
-                    help="HOST:PORT of the web dashboard (default 127.0.0.1:8080, or a free port if that is taken)")
-    ap.add_argument("--metrics-listen", default="127.0.0.1:9464",
-                    help='HOST:PORT of the Prometheus endpoint ("" = off)')
+    ap.add_argument(
+        "--dashboard-listen",
+        default="",
+        help="HOST:PORT of the web dashboard (default 127.0.0.1:8080, or a free port if that is taken)",
+    )
+    ap.add_argument(
+        "--metrics-listen", default="127.0.0.1:9464", help='HOST:PORT of the Prometheus endpoint ("" = off)'
+    )
     ap.add_argument("--check", action="store_true", help="run the pings yourself, print the result, exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -71,12 +75,31 @@ def main(argv: list[str] | None = None) -> int:
         chassis = [lab.add_chassis(f"hv{i}") for i in (1, 2)]
         of_port = lab.free_port()
         # OpenFlow over TLS (ssl: target, certificates both ways), OVSDB over SSL (ssl:MGMT_IP:6640)
-        ctl = subprocess.Popen([sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(data),
-                                "--grpc-listen", args.grpc_listen, "--openflow-listen", f"{lab.mgmt_ip}:{of_port}",
-                                "--switch-target", f"ssl:{lab.mgmt_ip}:{of_port}", "--datapath-type", "netdev",
-                                "--vswitchd-ctl-dir", str(lab.workdir),
-                                "--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen,
-                                "--log-level", "WARNING"], cwd=ROOT)
+        ctl = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "run_controller.py"),
+                "--data-dir",
+                str(data),
+                "--grpc-listen",
+                args.grpc_listen,
+                "--openflow-listen",
+                f"{lab.mgmt_ip}:{of_port}",
+                "--switch-target",
+                f"ssl:{lab.mgmt_ip}:{of_port}",
+                "--datapath-type",
+                "netdev",
+                "--vswitchd-ctl-dir",
+                str(lab.workdir),
+                "--dashboard-listen",
+                dashboard_listen,
+                "--metrics-listen",
+                args.metrics_listen,
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+        )
         try:
             _wait_ready(args.grpc_listen, ctl)
             admin_token = _admin_token(data)
@@ -84,17 +107,24 @@ def main(argv: list[str] | None = None) -> int:
             channel = grpc.insecure_channel(args.grpc_listen)
             stub = pb_grpc.TopologyServiceStub(channel)
             for ch in chassis:  # create, or point an existing record at this lab's switch
-                record = pb.Chassis(name=f"chassis/{ch.name}", datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip,
-                                    ovsdb_address=ch.ovsdb_remote)
+                record = pb.Chassis(
+                    name=f"chassis/{ch.name}",
+                    datapath_id=ch.datapath_id,
+                    tunnel_ip=ch.tunnel_ip,
+                    ovsdb_address=ch.ovsdb_remote,
+                )
                 try:
                     stub.UpdateChassis(pb.UpdateChassisRequest(chassis=record), metadata=admin)
                 except grpc.RpcError:
-                    stub.CreateChassis(pb.CreateChassisRequest(chassis=record, chassis_id=ch.name), metadata=admin)
+                    stub.CreateChassis(
+                        pb.CreateChassisRequest(chassis=record, chassis_id=ch.name), metadata=admin
+                    )
             ports = demo.seed(args.grpc_listen, admin_token, data)
             vms = {}
             for p in ports:
-                vms[p.port_id] = chassis[p.chassis_index].add_vm(p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id,
-                                                                 mtu=p.mtu)
+                vms[p.port_id] = chassis[p.chassis_index].add_vm(
+                    p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu
+                )
             dp = dpb_grpc.DataplaneServiceStub(channel)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -106,13 +136,18 @@ def main(argv: list[str] | None = None) -> int:
             dashboard = _dashboard_url(data, dashboard_listen)
             _guide(lab, vms, args.grpc_listen, data, dashboard, admin_token)
             if args.check:
-                print(f"demo check: dashboard {'ok' if _dashboard_ok(dashboard, admin_token) else 'FAILED'}",
-                      flush=True)
+                print(
+                    f"demo check: dashboard {'ok' if _dashboard_ok(dashboard, admin_token) else 'FAILED'}",
+                    flush=True,
+                )
                 ok = vms["alice-vm1"].ping("10.0.0.12", count=3) and vms["bob-vm1"].ping("10.0.0.12", count=3)
                 neigh = vms["bob-vm1"].exec("ip neigh show 10.0.0.12").stdout
                 isolated = vms["bob-vm2"].mac in neigh and vms["alice-vm2"].mac not in neigh
-                print(f"demo check: pings {'ok' if ok else 'FAILED'}, tenants "
-                      f"{'isolated' if isolated else 'MIXED'}", flush=True)
+                print(
+                    f"demo check: pings {'ok' if ok else 'FAILED'}, tenants "
+                    f"{'isolated' if isolated else 'MIXED'}",
+                    flush=True,
+                )
                 tls = _tls_ok(chassis)
                 print(f"demo check: switches and OVSDB over TLS {'ok' if tls else 'FAILED'}", flush=True)
                 return 0 if ok and isolated and tls else 1
@@ -137,10 +172,19 @@ def _tls_ok(chassis: list, timeout: float = 15.0) -> bool:  # type: ignore[type-
     while True:
         bad = {}
         for ch in chassis:
-            rows = ch.vsctl("--format=csv", "--data=bare", "--no-headings", "--columns=target,is_connected",
-                            "list", "Controller").splitlines()
-            if not rows or not all(r.startswith("ssl:") and r.endswith(",true") for r in rows) \
-                    or not ch.ovsdb_remote.startswith("ssl:"):
+            rows = ch.vsctl(
+                "--format=csv",
+                "--data=bare",
+                "--no-headings",
+                "--columns=target,is_connected",
+                "list",
+                "Controller",
+            ).splitlines()
+            if (
+                not rows
+                or not all(r.startswith("ssl:") and r.endswith(",true") for r in rows)
+                or not ch.ovsdb_remote.startswith("ssl:")
+            ):
                 bad[ch.name] = (rows, ch.ovsdb_remote)
         if not bad:
             return True
@@ -184,35 +228,44 @@ def _dashboard_ok(url: str, token: str) -> bool:
         return False
 
 
-def _guide(lab: Lab, vms: dict, endpoint: str, data: Path, dashboard: str,  # type: ignore[type-arg]
-           admin_token: str) -> None:
+def _guide(
+    lab: Lab,
+    vms: dict,
+    endpoint: str,
+    data: Path,
+    dashboard: str,  # type: ignore[type-arg]
+    admin_token: str,
+) -> None:
     ns = {name: vm.namespace for name, vm in vms.items()}
     port = urllib.parse.urlsplit(dashboard).port
-    print(f"""
-The demo is up: two chassis (ovs-vswitchd in namespaces {', '.join(c.namespace for c in lab.chassis.values())}),
+    print(
+        f"""
+The demo is up: two chassis (ovs-vswitchd in namespaces {", ".join(c.namespace for c in lab.chassis.values())}),
 tenants alice and bob, each with network "web" = 10.0.0.0/24 and VMs vm1 = 10.0.0.11 on hv1, vm2 = 10.0.0.12 on hv2.
 
 Ping across chassis over VXLAN, inside each tenant (same addresses, separate networks):
-  ip netns exec {ns['alice-vm1']} ping -c 3 10.0.0.12     # alice-vm1 -> alice-vm2
-  ip netns exec {ns['bob-vm1']} ping -c 3 10.0.0.12       # bob-vm1 -> bob-vm2, never alice's
-  ip netns exec {ns['bob-vm1']} ip neigh                  # the MAC is bob-vm2's (answered by flows)
+  ip netns exec {ns["alice-vm1"]} ping -c 3 10.0.0.12     # alice-vm1 -> alice-vm2
+  ip netns exec {ns["bob-vm1"]} ping -c 3 10.0.0.12       # bob-vm1 -> bob-vm2, never alice's
+  ip netns exec {ns["bob-vm1"]} ip neigh                  # the MAC is bob-vm2's (answered by flows)
 
 Look at the API and the flows:
   export SDN_ENDPOINT={endpoint} SDN_TOKEN_FILE={data}/tokens.json
   .venv/bin/sdnctl port list
   .venv/bin/sdnctl chassis list
-  OVS_RUNDIR={lab.chassis['hv1'].rundir} ovs-ofctl -O OpenFlow13 dump-flows br-int
+  OVS_RUNDIR={lab.chassis["hv1"].rundir} ovs-ofctl -O OpenFlow13 dump-flows br-int
 Tenant tokens are in {data}/demo-tokens.json. Ctrl-C stops the controller and removes the lab.
 
 Every switch talks OpenFlow over TLS to the controller with its own certificate (CN = chassis id), and the
-controller reaches each chassis's OVSDB over SSL ({lab.chassis['hv1'].ovsdb_remote}); the CA is {data}/pki/ca.crt.
+controller reaches each chassis's OVSDB over SSL ({lab.chassis["hv1"].ovsdb_remote}); the CA is {data}/pki/ca.crt.
 
 Watch it in a browser (read-only dashboard: topology, flow tables with counters, packet traces):
   {dashboard}
   sign in with the admin token {admin_token}
   (or a tenant's token from demo-tokens.json to see only that tenant). From another machine:
   ssh -L {port}:127.0.0.1:{port} <this host>, then open the same URL.
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

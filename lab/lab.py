@@ -35,8 +35,9 @@ class Lab:
     `<p>c<i>m|u|p<j>` chassis i's veth ends, `<p>x<k>` external host k's veth end.
     """
 
-    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, clean_stale: bool = True,
-                 pki: Pki | None = None) -> None:
+    def __init__(
+        self, state_dir: Path = DEFAULT_STATE_DIR, clean_stale: bool = True, pki: Pki | None = None
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.clean_stale = clean_stale
         self.pki = pki  # the controller's CA: each chassis gets its certificate from it at creation

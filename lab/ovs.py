@@ -37,8 +37,15 @@ class OvsInstance:
     `ovsdb_ssl_ip`:6640 (clients need a certificate of the same CA); the unix socket stays for local tools.
     """
 
-    def __init__(self, rundir: Path, namespace: str, state: LabState, tls: TlsFiles | None = None,
-                 ovsdb_ssl_ip: str | None = None, system_routes: bool = True) -> None:
+    def __init__(
+        self,
+        rundir: Path,
+        namespace: str,
+        state: LabState,
+        tls: TlsFiles | None = None,
+        ovsdb_ssl_ip: str | None = None,
+        system_routes: bool = True,
+    ) -> None:
         self.rundir = rundir
         self.namespace = namespace
         self._state = state

@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/python -m lab cleanup >/dev/null 2>&1 || true   # leftovers of a crashed earlier run
+if [ $# -eq 0 ]; then  # the whole run: lint and format first (a finding fails it)
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 if [ $# -eq 0 ]; then
   echo "--- benchmark smoke runs (ratios; not pass/fail) ---"

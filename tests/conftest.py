@@ -106,11 +106,26 @@ class ControllerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "run_controller.py"), "--data-dir", str(self.data_dir),
-                 "--grpc-listen", self.endpoint, "--openflow-listen", f"{self.of_host}:{self.of_port}",
-                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-                 "--dashboard-listen", f"127.0.0.1:{self.dashboard_port}",
-                 "--self-check-every-change", *self.extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                [
+                    sys.executable,
+                    str(ROOT / "run_controller.py"),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--grpc-listen",
+                    self.endpoint,
+                    "--openflow-listen",
+                    f"{self.of_host}:{self.of_port}",
+                    "--metrics-listen",
+                    f"127.0.0.1:{self.metrics_port}",
+                    "--dashboard-listen",
+                    f"127.0.0.1:{self.dashboard_port}",
+                    "--self-check-every-change",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
         deadline = time.monotonic() + timeout
         channel = self.channel()
         try:
@@ -151,7 +166,9 @@ class ControllerProcess:
         life, restarts included: every lab test ends by asserting it found nothing."""
         if not self.log.exists():
             return []
-        return [line for line in self.log.read_text(errors="replace").splitlines() if "compile divergence" in line]
+        return [
+            line for line in self.log.read_text(errors="replace").splitlines() if "compile divergence" in line
+        ]
 
     def assert_no_divergence(self) -> None:
         found = self.divergences()

@@ -44,25 +44,36 @@ class Env:
         return self.lab.chassis[name]
 
     def network(self, md, ident: str, cidr: str, **kw) -> pb.Network:  # type: ignore[no-untyped-def]
-        net = self.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(**kw), network_id=ident),
-                                      metadata=md)
-        self.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr=cidr),
-                                                      subnet_id=ident + "-v4"), metadata=md)
+        net = self.stub.CreateNetwork(
+            pb.CreateNetworkRequest(network=pb.Network(**kw), network_id=ident), metadata=md
+        )
+        self.stub.CreateSubnet(
+            pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr=cidr), subnet_id=ident + "-v4"),
+            metadata=md,
+        )
         return net
 
     def port(self, md, ident: str, net: pb.Network, ip: str = "") -> pb.Port:  # type: ignore[no-untyped-def]
         fixed = [pb.FixedIp(ip_address=ip)] if ip else []
-        return self.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name, fixed_ips=fixed),
-                                                         port_id=ident), metadata=md)
+        return self.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=net.name, fixed_ips=fixed), port_id=ident), metadata=md
+        )
 
     def allow_ingress(self, md, protocol: str = "", remote_ip_prefix: str = "0.0.0.0/0") -> None:  # type: ignore[no-untyped-def]
         """Let traffic from anywhere into the ports of the caller's default security group (which lets in
         only its own members): for tests whose traffic comes from outside the tenant (an external host)."""
         try:
-            self.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(
-                security_group_rule=pb.SecurityGroupRule(security_group="securityGroups/default",
-                                                         direction="ingress", protocol=protocol,
-                                                         remote_ip_prefix=remote_ip_prefix)), metadata=md)
+            self.stub.CreateSecurityGroupRule(
+                pb.CreateSecurityGroupRuleRequest(
+                    security_group_rule=pb.SecurityGroupRule(
+                        security_group="securityGroups/default",
+                        direction="ingress",
+                        protocol=protocol,
+                        remote_ip_prefix=remote_ip_prefix,
+                    )
+                ),
+                metadata=md,
+            )
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
@@ -73,8 +84,14 @@ class Env:
         net = self.stub.GetNetwork(pb.GetNetworkRequest(name=port.network), metadata=self.admin)
         sub = self.stub.GetSubnet(pb.GetSubnetRequest(name=port.fixed_ips[0].subnet), metadata=self.admin)
         prefix = sub.cidr.split("/")[1]
-        vm = self.chassis(chassis).add_vm(ident, port.mac_address, f"{port.fixed_ips[0].ip_address}/{prefix}",
-                                          iface_id=ident, mtu=net.mtu, gateway=sub.gateway_ip or None)
+        vm = self.chassis(chassis).add_vm(
+            ident,
+            port.mac_address,
+            f"{port.fixed_ips[0].ip_address}/{prefix}",
+            iface_id=ident,
+            mtu=net.mtu,
+            gateway=sub.gateway_ip or None,
+        )
         self.vms[ident] = vm
         if wait:
             self.wait_active(port.name, chassis)
@@ -94,8 +111,11 @@ class Env:
             time.sleep(0.05)
 
     def wait_realized(self, timeout: float = 20.0) -> None:
-        resp = self.dp.WaitRealized(dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=int(timeout))),
-                                    metadata=self.admin, timeout=timeout + 5)
+        resp = self.dp.WaitRealized(
+            dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=int(timeout))),
+            metadata=self.admin,
+            timeout=timeout + 5,
+        )
         assert resp.realized, resp
         # the switches confirmed their new tables; their datapath flow caches follow a moment later, and a
         # packet in that moment may still take a cached megaflow: assertions start after a revalidator round
@@ -133,8 +153,11 @@ class Env:
         """br-int's flows without counters: comparable across dumps."""
         out = set()
         for line in self.chassis(chassis).dump_flows():
-            parts = [p for p in line.strip().split(", ")
-                     if not p.startswith(("duration=", "n_packets=", "n_bytes=", "idle_age=", "hard_age="))]
+            parts = [
+                p
+                for p in line.strip().split(", ")
+                if not p.startswith(("duration=", "n_packets=", "n_bytes=", "idle_age=", "hard_age="))
+            ]
             out.add(", ".join(parts))
         return out
 
@@ -144,14 +167,23 @@ class Env:
 
 
 def register_chassis(stub: pb_grpc.TopologyServiceStub, admin, ch: LabChassis) -> None:  # type: ignore[no-untyped-def]
-    stub.CreateChassis(pb.CreateChassisRequest(chassis=pb.Chassis(
-        datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip, ovsdb_address=ch.ovsdb_remote,
-        bridge_mappings={PHYSNET: PROVIDER_BRIDGE} if PROVIDER_BRIDGE in ch.provider_bridges else {}),
-        chassis_id=ch.name), metadata=admin)
+    stub.CreateChassis(
+        pb.CreateChassisRequest(
+            chassis=pb.Chassis(
+                datapath_id=ch.datapath_id,
+                tunnel_ip=ch.tunnel_ip,
+                ovsdb_address=ch.ovsdb_remote,
+                bridge_mappings={PHYSNET: PROVIDER_BRIDGE} if PROVIDER_BRIDGE in ch.provider_bridges else {},
+            ),
+            chassis_id=ch.name,
+        ),
+        metadata=admin,
+    )
 
 
-def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
-                     extra_args: list[str] | None = None) -> ControllerProcess:
+def start_controller(
+    lab: Lab, data_dir: Path, of_port: int | None = None, extra_args: list[str] | None = None
+) -> ControllerProcess:
     """The controller on `data_dir`, its OpenFlow listener on the lab's management address. Over TLS with the
     lab's CA when the lab has one (lab_env's labs do), else plaintext (--insecure-openflow)."""
     ctl = ControllerProcess(data_dir)
@@ -162,18 +194,27 @@ def start_controller(lab: Lab, data_dir: Path, of_port: int | None = None,
     else:
         security = ["--switch-target", f"tcp:{lab.mgmt_ip}:{ctl.of_port}", "--insecure-openflow"]
     # the chassis's ovs-vswitchd control sockets, in <workdir>/<chassis>/, for diff traces' ofproto/trace
-    ctl.extra_args = [*security, "--datapath-type", "netdev", "--vswitchd-ctl-dir", str(lab.workdir),
-                      *(extra_args or [])]
+    ctl.extra_args = [
+        *security,
+        "--datapath-type",
+        "netdev",
+        "--vswitchd-ctl-dir",
+        str(lab.workdir),
+        *(extra_args or []),
+    ]
     ctl.of_host = lab.mgmt_ip
     ctl.start()
     return ctl
 
 
 @contextmanager
-def lab_env(tmp: Path, chassis: int = 2, provider: bool = True,
-            extra_args: list[str] | None = None, tls: bool = True) -> Iterator[Env]:
+def lab_env(
+    tmp: Path, chassis: int = 2, provider: bool = True, extra_args: list[str] | None = None, tls: bool = True
+) -> Iterator[Env]:
     """`tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates."""
-    authority = Pki(tmp / "data" / "pki") if tls else None  # the controller's CA first: chassis get certificates
+    authority = (
+        Pki(tmp / "data" / "pki") if tls else None
+    )  # the controller's CA first: chassis get certificates
     if authority is not None:
         authority.init()
     with Lab(pki=authority) as lab:

@@ -28,7 +28,7 @@ HEADER = struct.Struct("!BBHI")
 @dataclass
 class FakeResult:
     received: list[int] = field(default_factory=list)  # message types, in order
-    connected: bool = False      # the TCP (and TLS, if asked) connection came up
+    connected: bool = False  # the TCP (and TLS, if asked) connection came up
     features_sent: bool = False  # it claimed the datapath id
     closed_by_peer: bool = False
     error: str = ""
@@ -52,8 +52,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def run_fake_switch(host: str, port: int, dpid: int, tls: TlsFiles | None = None, ca: str | None = None,
-                    duration: float = 8.0) -> FakeResult:
+def run_fake_switch(
+    host: str, port: int, dpid: int, tls: TlsFiles | None = None, ca: str | None = None, duration: float = 8.0
+) -> FakeResult:
     """Connect to host:port (TLS when `ca` is given, presenting `tls` if given), claim `dpid`, answer what a
     switch answers (echo, port description, barrier) for up to `duration` seconds or until the controller
     closes the connection."""
@@ -110,8 +111,9 @@ def run_fake_switch(host: str, port: int, dpid: int, tls: TlsFiles | None = None
 class FakeSwitchThread(threading.Thread):
     """run_fake_switch in the background, again and again until stopped (a switch retries its connection)."""
 
-    def __init__(self, name: str, host: str, port: int, dpid: int, tls: TlsFiles | None = None,
-                 ca: str | None = None) -> None:
+    def __init__(
+        self, name: str, host: str, port: int, dpid: int, tls: TlsFiles | None = None, ca: str | None = None
+    ) -> None:
         super().__init__(name=f"fake-{name}", daemon=True)
         self.args = (host, port, dpid, tls, ca)
         self.results: list[FakeResult] = []

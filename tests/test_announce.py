@@ -9,8 +9,8 @@ from typing import Any
 
 from os_ken.lib.packet import arp, ethernet, packet
 
-from controller.services.announce import Announcer, Claim, Pending
 from controller.dataplane import Dataplane
+from controller.services.announce import Announcer, Claim, Pending
 from tests.test_dataplane_nat import PATCH, gateway
 from tests.test_gateway_failover import Clock, make
 from topology import ops
@@ -49,8 +49,14 @@ def test_a_re_added_router_interface_is_announced_to_the_networks_vms_after_its_
         dp.tick()
         assert not sent, "a start announces nothing"
         old = dp.state.topology.ports["r-a"]
-        write(dp.state, lambda t, rev, now: ops.remove_router_interface(t, t.routers["r"], "a-sub", "", rev, now))
-        write(dp.state, lambda t, rev, now: ops.add_router_interface(t, t.routers["r"], "a-sub", "", "r-a2", rev, now))
+        write(
+            dp.state,
+            lambda t, rev, now: ops.remove_router_interface(t, t.routers["r"], "a-sub", "", rev, now),
+        )
+        write(
+            dp.state,
+            lambda t, rev, now: ops.add_router_interface(t, t.routers["r"], "a-sub", "", "r-a2", rev, now),
+        )
         new = dp.state.topology.ports["r-a2"]
         assert new.mac != old.mac and new.fixed_ips == old.fixed_ips
         dp.tick()
@@ -78,15 +84,29 @@ def test_a_new_floating_ip_is_announced_from_the_gateway_chassis_only(tmp_path: 
     try:
         dp.tick()
         realize(dp)
-        write(dp.state, lambda t, rev, now: ops.create_floating_ip(t, FloatingIp(
-            id="f", tenant="alice", network_id="ext", address="172.24.4.50", port_id="vm"), "f-port", rev, now))
+        write(
+            dp.state,
+            lambda t, rev, now: ops.create_floating_ip(
+                t,
+                FloatingIp(id="f", tenant="alice", network_id="ext", address="172.24.4.50", port_id="vm"),
+                "f-port",
+                rev,
+                now,
+            ),
+        )
         realize(dp)
         dp.tick()
         gw = gateway(dp)
-        assert announced(sent) == [(1, PATCH, "172.24.4.50", gw.mac)], "hv1 (the gateway chassis), out its patch"
+        assert announced(sent) == [(1, PATCH, "172.24.4.50", gw.mac)], (
+            "hv1 (the gateway chassis), out its patch"
+        )
         # a VM port that comes and goes changes nothing announced
-        write(dp.state, lambda t, rev, now: ops.create_port(t, Port(
-            id="vm2", tenant="alice", network_id="a", mac="", binding_chassis="hv2"), [], rev, now))
+        write(
+            dp.state,
+            lambda t, rev, now: ops.create_port(
+                t, Port(id="vm2", tenant="alice", network_id="a", mac="", binding_chassis="hv2"), [], rev, now
+            ),
+        )
         realize(dp)
         clock.now += 5.0
         dp.tick()

@@ -59,8 +59,12 @@ TUN = {"vxlan": 900, "gre": 901, "geneve": 902}
 PATCH = 950
 PORTS = ("p0", "p1", "p2", "p3")
 VIF_IDS = (*PORTS, "ghost")  # an iface-id naming no port (yet)
-NETS = {"n0": ("alice", "10.0.0.0/24"), "n1": ("alice", "10.1.0.0/24"), "n2": ("alice", "10.2.0.0/24"),
-        "nb": ("bob", "10.0.0.0/24")}
+NETS = {
+    "n0": ("alice", "10.0.0.0/24"),
+    "n1": ("alice", "10.1.0.0/24"),
+    "n2": ("alice", "10.2.0.0/24"),
+    "nb": ("bob", "10.0.0.0/24"),
+}
 ROUTED = ("n0", "n1", "n2")  # alice's networks router r may join
 GROUPS = ("default", "web")
 
@@ -86,17 +90,29 @@ class AnyOrder(RuleBasedStateMachine):
             self.engines[dpid] = FakeEngine()
             return self.engines[dpid]
 
-        dp = Dataplane(self.state, engine_factory=engine, agent_factory=lambda _ch, _cb: FakeAgent(),
-                       gateway_chassis=GATEWAYS, neighbors_file=self.tmp / "neighbors.json",
-                       gateways_file=self.tmp / "gateways.json", tick_s=0)
+        dp = Dataplane(
+            self.state,
+            engine_factory=engine,
+            agent_factory=lambda _ch, _cb: FakeAgent(),
+            gateway_chassis=GATEWAYS,
+            neighbors_file=self.tmp / "neighbors.json",
+            gateways_file=self.tmp / "gateways.json",
+            tick_s=0,
+        )
         dp.start()
         return dp
 
     def report(self, ch: str) -> None:
         """The chassis's OVSDB agent delivers its ports (as after any change of them, or on connect)."""
-        self.dp._on_runtime(ch, SimpleNamespace(vifs=dict(self.vifs[ch]), tunnels=dict(TUN),
-                                                patches={PHYSNET: PATCH} if ch in GATEWAYS else {},
-                                                connected=True))
+        self.dp._on_runtime(
+            ch,
+            SimpleNamespace(
+                vifs=dict(self.vifs[ch]),
+                tunnels=dict(TUN),
+                patches={PHYSNET: PATCH} if ch in GATEWAYS else {},
+                connected=True,
+            ),
+        )
         self.dp.settle()
 
     def write(self, fn: Callable[[Topology, int, float], list[Change]]) -> bool:
@@ -124,29 +140,45 @@ class AnyOrder(RuleBasedStateMachine):
         writes: list[WriteFn] = []
 
         def chassis(i: int, ch: str) -> WriteFn:
-            rec = Chassis(id=ch, datapath_id=i, tunnel_ip=f"192.0.2.{i}", ovsdb_address="unix:/nonexistent",
-                          bridge_mappings=((PHYSNET, "br-prov"),) if ch in GATEWAYS else ())
+            rec = Chassis(
+                id=ch,
+                datapath_id=i,
+                tunnel_ip=f"192.0.2.{i}",
+                ovsdb_address="unix:/nonexistent",
+                bridge_mappings=((PHYSNET, "br-prov"),) if ch in GATEWAYS else (),
+            )
             return lambda t, rev, now: ops.create_chassis(t, rec, rev, now)
 
         def network(net: Network, sub: Subnet) -> list[WriteFn]:
-            return [lambda t, rev, now: ops.create_network(t, net, rev, now),
-                    lambda t, rev, now: ops.create_subnet(t, sub, False, rev, now)]
+            return [
+                lambda t, rev, now: ops.create_network(t, net, rev, now),
+                lambda t, rev, now: ops.create_subnet(t, sub, False, rev, now),
+            ]
 
         def default_group(tenant: str) -> WriteFn:
             return lambda t, rev, now: ops_security.ensure_default_group(t, tenant, rev, now)[1]
 
         writes += [chassis(i, ch) for i, ch in enumerate(CHASSIS, 1)]
-        writes += network(Network(id="ext", tenant="admin", segment_type="flat", physical_network=PHYSNET,
-                                  external=True),
-                          Subnet(id="ext-sub", tenant="admin", network_id="ext", cidr="172.24.4.0/24"))
+        writes += network(
+            Network(id="ext", tenant="admin", segment_type="flat", physical_network=PHYSNET, external=True),
+            Subnet(id="ext-sub", tenant="admin", network_id="ext", cidr="172.24.4.0/24"),
+        )
         for net, (tenant, cidr) in NETS.items():
-            writes += network(Network(id=net, tenant=tenant),
-                              Subnet(id=f"{net}-sub", tenant=tenant, network_id=net, cidr=cidr))
+            writes += network(
+                Network(id=net, tenant=tenant),
+                Subnet(id=f"{net}-sub", tenant=tenant, network_id=net, cidr=cidr),
+            )
         writes += [default_group(tenant) for tenant in ("alice", "bob")]
-        writes.append(lambda t, rev, now: ops_security.create_security_group(
-            t, SecurityGroup(id="web", tenant="alice"), rev, now))
-        writes.append(lambda t, rev, now: ops.create_router(t, Router(id="r", tenant="alice"),
-                                                            ops.GatewayRequest("ext"), rev, now))
+        writes.append(
+            lambda t, rev, now: ops_security.create_security_group(
+                t, SecurityGroup(id="web", tenant="alice"), rev, now
+            )
+        )
+        writes.append(
+            lambda t, rev, now: ops.create_router(
+                t, Router(id="r", tenant="alice"), ops.GatewayRequest("ext"), rev, now
+            )
+        )
         for fn in writes:
             self.state.write(fn)
         self.dp.settle()
@@ -213,20 +245,33 @@ class AnyOrder(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------------------------------ ports
 
-    @rule(pid=port_st, net=st.sampled_from(sorted(NETS)), pin=st.sampled_from(("", *CHASSIS)),
-          groups=st.sets(st.sampled_from(GROUPS), max_size=2))
+    @rule(
+        pid=port_st,
+        net=st.sampled_from(sorted(NETS)),
+        pin=st.sampled_from(("", *CHASSIS)),
+        groups=st.sets(st.sampled_from(GROUPS), max_size=2),
+    )
     def create_port(self, pid: str, net: str, pin: str, groups: set[str]) -> None:
         tenant = NETS[net][0]
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
-            gids, made = ops_security.resolve_groups(t, tenant, sorted(groups) or ["default"], "security_groups",
-                                                     True, rev, now)
+            gids, made = ops_security.resolve_groups(
+                t, tenant, sorted(groups) or ["default"], "security_groups", True, rev, now
+            )
             if tenant != "alice":
-                gids, made = ops_security.resolve_groups(t, tenant, ["default"], "security_groups", True, rev,
-                                                         now)
+                gids, made = ops_security.resolve_groups(
+                    t, tenant, ["default"], "security_groups", True, rev, now
+                )
             ident = ops.new_id(t, "port", pid, "port_id")  # ALREADY_EXISTS, as through the API
-            return made + ops.create_port(t, Port(id=ident, tenant=tenant, network_id=net, mac="",
-                                                  security_groups=gids, binding_chassis=pin), [], rev, now)
+            return made + ops.create_port(
+                t,
+                Port(
+                    id=ident, tenant=tenant, network_id=net, mac="", security_groups=gids, binding_chassis=pin
+                ),
+                [],
+                rev,
+                now,
+            )
 
         self.write(fn)
 
@@ -235,8 +280,11 @@ class AnyOrder(RuleBasedStateMachine):
         self.write(lambda t, rev, now: ops.delete_port(t, t.ports[pid], rev, now) if pid in t.ports else [])
 
     def _update(self, pid: str, fields: dict[str, Any]) -> None:
-        self.write(lambda t, rev, now: ops.update_port(t, t.ports[pid], dict(fields), rev, now)
-                   if pid in t.ports else [])
+        self.write(
+            lambda t, rev, now: (
+                ops.update_port(t, t.ports[pid], dict(fields), rev, now) if pid in t.ports else []
+            )
+        )
 
     @rule(pid=port_st, pin=st.sampled_from(("", *CHASSIS)))
     def pin(self, pid: str, pin: str) -> None:
@@ -263,10 +311,14 @@ class AnyOrder(RuleBasedStateMachine):
         if port is None:
             return
         if port.port_security_enabled:
-            self._update(pid, {"port_security_enabled": False, "security_groups": (), "allowed_address_pairs": ()})
+            self._update(
+                pid, {"port_security_enabled": False, "security_groups": (), "allowed_address_pairs": ()}
+            )
         else:
             default = self.topo.default_groups.get(port.tenant, "")
-            self._update(pid, {"port_security_enabled": True, "security_groups": (default,) if default else ()})
+            self._update(
+                pid, {"port_security_enabled": True, "security_groups": (default,) if default else ()}
+            )
 
     @rule(pid=port_st, n=st.integers(50, 60))
     def readdress(self, pid: str, n: int) -> None:
@@ -279,8 +331,11 @@ class AnyOrder(RuleBasedStateMachine):
     @rule(pid=port_st, net=st.sampled_from(sorted(NETS)))
     def toggle_network(self, pid: str, net: str) -> None:
         old = self.topo.networks[net]
-        self.write(lambda t, rev, now: ops.update_network(t, t.networks[net], {"admin_state_up": not old.admin_state_up},
-                                                          rev, now))
+        self.write(
+            lambda t, rev, now: ops.update_network(
+                t, t.networks[net], {"admin_state_up": not old.admin_state_up}, rev, now
+            )
+        )
 
     # ------------------------------------------------------------------------------------------ security groups
 
@@ -290,15 +345,36 @@ class AnyOrder(RuleBasedStateMachine):
         rid = f"{kind}-{self.counter}"
         default = self.topo.default_groups.get("alice", "")
         rec = {
-            "ssh-from-web": SecurityGroupRule(id=rid, tenant="alice", security_group_id="web", protocol="tcp",
-                                              port_range_min=22, port_range_max=22, remote_group_id="web"),
-            "http-from-cidr": SecurityGroupRule(id=rid, tenant="alice", security_group_id="web", protocol="tcp",
-                                                port_range_min=80, port_range_max=81, remote_ip_prefix="10.0.0.0/8"),
-            "icmp-from-default": SecurityGroupRule(id=rid, tenant="alice", security_group_id="web",
-                                                   protocol="icmp", remote_group_id=default),
-            "egress-udp": SecurityGroupRule(id=rid, tenant="alice", security_group_id=default or "web",
-                                            direction="egress", protocol="udp", port_range_min=53,
-                                            port_range_max=53),
+            "ssh-from-web": SecurityGroupRule(
+                id=rid,
+                tenant="alice",
+                security_group_id="web",
+                protocol="tcp",
+                port_range_min=22,
+                port_range_max=22,
+                remote_group_id="web",
+            ),
+            "http-from-cidr": SecurityGroupRule(
+                id=rid,
+                tenant="alice",
+                security_group_id="web",
+                protocol="tcp",
+                port_range_min=80,
+                port_range_max=81,
+                remote_ip_prefix="10.0.0.0/8",
+            ),
+            "icmp-from-default": SecurityGroupRule(
+                id=rid, tenant="alice", security_group_id="web", protocol="icmp", remote_group_id=default
+            ),
+            "egress-udp": SecurityGroupRule(
+                id=rid,
+                tenant="alice",
+                security_group_id=default or "web",
+                direction="egress",
+                protocol="udp",
+                port_range_min=53,
+                port_range_max=53,
+            ),
         }[kind]
         self.write(lambda t, rev, now: ops_security.create_security_group_rule(t, rec, True, rev, now))
 
@@ -318,14 +394,17 @@ class AnyOrder(RuleBasedStateMachine):
         if attached:
             self.write(lambda t, rev, now: ops.remove_router_interface(t, t.routers["r"], sub, "", rev, now))
         else:
-            self.write(lambda t, rev, now: ops.add_router_interface(t, t.routers["r"], sub, "", f"r-{net}", rev,
-                                                                    now))
+            self.write(
+                lambda t, rev, now: ops.add_router_interface(t, t.routers["r"], sub, "", f"r-{net}", rev, now)
+            )
 
     @rule()
     def toggle_gateway(self) -> None:
         router = self.topo.routers["r"]
         gw = None if router.gateway_network_id else ops.GatewayRequest("ext")
-        self.write(lambda t, rev, now: ops.update_router(t, t.routers["r"], {"external_gateway": gw}, rev, now))
+        self.write(
+            lambda t, rev, now: ops.update_router(t, t.routers["r"], {"external_gateway": gw}, rev, now)
+        )
 
     @rule(pid=port_st, cidr=st.sampled_from(("10.3.0.0/24", "10.4.0.0/16")))
     def toggle_route(self, pid: str, cidr: str) -> None:
@@ -347,16 +426,23 @@ class AnyOrder(RuleBasedStateMachine):
         if fid in self.topo.floatingips:
             self.write(lambda t, rev, now: ops.delete_floating_ip(t, t.floatingips[fid]))
         elif pid in self.topo.ports:
-            self.write(lambda t, rev, now: ops.create_floating_ip(
-                t, FloatingIp(id=fid, tenant="alice", network_id="ext", address="", port_id=pid), f"{fid}-port",
-                rev, now))
+            self.write(
+                lambda t, rev, now: ops.create_floating_ip(
+                    t,
+                    FloatingIp(id=fid, tenant="alice", network_id="ext", address="", port_id=pid),
+                    f"{fid}-port",
+                    rev,
+                    now,
+                )
+            )
 
     @rule(pid=port_st)
     def move_floating_ip(self, pid: str) -> None:
         fips = sorted(self.topo.floatingips)
         if fips and pid in self.topo.ports:
-            self.write(lambda t, rev, now: ops.update_floating_ip(t, t.floatingips[fips[0]], {"port": pid},
-                                                                  rev, now))
+            self.write(
+                lambda t, rev, now: ops.update_floating_ip(t, t.floatingips[fips[0]], {"port": pid}, rev, now)
+            )
 
     # ------------------------------------------------------------------------------------------ load balancers
 
@@ -367,15 +453,25 @@ class AnyOrder(RuleBasedStateMachine):
             self.write(lambda t, rev, now: ops_lb.delete_load_balancer(t, t.load_balancers[lb_id], True))
             return
 
-        listener = Listener(id=f"{lb_id}-l", tenant="alice", load_balancer_id=lb_id, protocol="TCP",
-                            protocol_port=80)
-        if not self.write(lambda t, rev, now: ops_lb.create_load_balancer(
-                t, LoadBalancer(id=lb_id, tenant="alice", vip_subnet_id=f"{net}-sub"), True, rev, now)):
+        listener = Listener(
+            id=f"{lb_id}-l", tenant="alice", load_balancer_id=lb_id, protocol="TCP", protocol_port=80
+        )
+        if not self.write(
+            lambda t, rev, now: ops_lb.create_load_balancer(
+                t, LoadBalancer(id=lb_id, tenant="alice", vip_subnet_id=f"{net}-sub"), True, rev, now
+            )
+        ):
             return
         self.write(lambda t, rev, now: ops_lb.create_listener(t, listener, rev, now))
-        self.write(lambda t, rev, now: ops_lb.create_pool(t, Pool(id=f"{lb_id}-pool", tenant="alice",
-                                                                  load_balancer_id=lb_id),
-                                                          t.listeners.get(listener.id), rev, now))
+        self.write(
+            lambda t, rev, now: ops_lb.create_pool(
+                t,
+                Pool(id=f"{lb_id}-pool", tenant="alice", load_balancer_id=lb_id),
+                t.listeners.get(listener.id),
+                rev,
+                now,
+            )
+        )
 
     @rule(pid=port_st, net=st.sampled_from(ROUTED))
     def toggle_member(self, pid: str, net: str) -> None:
@@ -388,9 +484,15 @@ class AnyOrder(RuleBasedStateMachine):
         if pool not in self.topo.pools or port is None or not port.fixed_ips:
             return
         sub, addr = port.fixed_ips[0]
-        self.write(lambda t, rev, now: ops_lb.create_member(
-            t, Member(id=mid, tenant="alice", pool_id=pool, address=addr, protocol_port=8080, subnet_id=sub), True,
-            rev, now))
+        self.write(
+            lambda t, rev, now: ops_lb.create_member(
+                t,
+                Member(id=mid, tenant="alice", pool_id=pool, address=addr, protocol_port=8080, subnet_id=sub),
+                True,
+                rev,
+                now,
+            )
+        )
 
     # ------------------------------------------------------------------------------------------ firewall
 
@@ -404,18 +506,47 @@ class AnyOrder(RuleBasedStateMachine):
             return
 
         if "fwr" not in self.topo.firewall_rules:
-            self.write(lambda t, rev, now: ops_security.create_firewall_rule(t, FirewallRule(
-                id="fwr", tenant="alice", action="deny", protocol="tcp", destination_port_min=23,
-                destination_port_max=23), rev, now))
-            self.write(lambda t, rev, now: ops_security.create_firewall_policy(
-                t, FirewallPolicy(id="fwp", tenant="alice", rules=("fwr",)), rev, now))
-        self.write(lambda t, rev, now: ops_security.create_firewall_group(t, FirewallGroup(
-            id="fwg", tenant="alice", ingress_policy_id="fwp", egress_policy_id="fwp", ports=ifaces[:1]), rev, now))
+            self.write(
+                lambda t, rev, now: ops_security.create_firewall_rule(
+                    t,
+                    FirewallRule(
+                        id="fwr",
+                        tenant="alice",
+                        action="deny",
+                        protocol="tcp",
+                        destination_port_min=23,
+                        destination_port_max=23,
+                    ),
+                    rev,
+                    now,
+                )
+            )
+            self.write(
+                lambda t, rev, now: ops_security.create_firewall_policy(
+                    t, FirewallPolicy(id="fwp", tenant="alice", rules=("fwr",)), rev, now
+                )
+            )
+        self.write(
+            lambda t, rev, now: ops_security.create_firewall_group(
+                t,
+                FirewallGroup(
+                    id="fwg",
+                    tenant="alice",
+                    ingress_policy_id="fwp",
+                    egress_policy_id="fwp",
+                    ports=ifaces[:1],
+                ),
+                rev,
+                now,
+            )
+        )
 
     # ------------------------------------------------------------------------------------------ controller state
 
-    @rule(host=st.sampled_from(("172.24.4.100", "172.24.4.101")), mac=st.sampled_from(("02:ee:00:00:00:01",
-                                                                                     "02:ee:00:00:00:02")))
+    @rule(
+        host=st.sampled_from(("172.24.4.100", "172.24.4.101")),
+        mac=st.sampled_from(("02:ee:00:00:00:01", "02:ee:00:00:00:02")),
+    )
     def learn_neighbor(self, host: str, mac: str) -> None:
         """The gateway chassis's ARP probe is answered (a packet-in in the real controller)."""
         with self.state.lock:
@@ -425,6 +556,7 @@ class AnyOrder(RuleBasedStateMachine):
     @rule(ch=st.sampled_from(GATEWAYS))
     def toggle_gateway_hold(self, ch: str) -> None:
         """Gateway failover holds a gateway chassis down (or lets it back up)."""
+
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
             if ch in t.gateway_holds:
                 return [("gateway_hold", ch, t.gateway_holds[ch], None)]
@@ -443,10 +575,15 @@ class AnyOrder(RuleBasedStateMachine):
             for ch in CHASSIS:
                 if ch not in dp.compiler.runtime:
                     continue
-                full = desired_from_scratch(topo, dp.compiler.runtime, ch, GATEWAYS, dp.compiler.neighbors,
-                                            dp.compiler.down)
+                full = desired_from_scratch(
+                    topo, dp.compiler.runtime, ch, GATEWAYS, dp.compiler.neighbors, dp.compiler.down
+                )
                 have = dp.compiler.desired(ch)
-                assert have == full, (ch, sorted(map(str, have - full))[:5], sorted(map(str, full - have))[:5])
+                assert have == full, (
+                    ch,
+                    sorted(map(str, have - full))[:5],
+                    sorted(map(str, full - have))[:5],
+                )
                 engine = self.engines[topo.chassis[ch].datapath_id]
                 assert engine.desired == set(full), ch
                 assert not dp.compiler.check(topo, ch), ch
@@ -468,9 +605,12 @@ class AnyOrder(RuleBasedStateMachine):
 
 
 # ANY_ORDER_EXAMPLES=2000 for a deeper search (bench/ or by hand); CI runs the default
-AnyOrder.TestCase.settings = settings(max_examples=int(os.environ.get("ANY_ORDER_EXAMPLES", "100")),
-                                      stateful_step_count=30, deadline=None,
-                                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+AnyOrder.TestCase.settings = settings(
+    max_examples=int(os.environ.get("ANY_ORDER_EXAMPLES", "100")),
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 test_any_order = AnyOrder.TestCase
 
 

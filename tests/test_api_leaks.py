@@ -16,10 +16,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from controller.debug import explain
 from controller.api.auth import Principal, TokenFile
 from controller.api.server import ApiServer
 from controller.api.status import ECHO_LIMIT, cap
+from controller.debug import explain
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import Api, InProcessServer
@@ -77,8 +77,9 @@ def test_cap_cuts_long_words_and_long_messages() -> None:
 def test_an_8kb_name_gets_invalid_argument_with_a_capped_message(api: Api, alice: Md) -> None:
     huge = "a" * 8192
     before = api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=api.admin).revision
-    code, reason, message, _ = refused(api.stub.GetNetwork, pb.GetNetworkRequest(name="networks/" + huge),
-                                       metadata=alice)
+    code, reason, message, _ = refused(
+        api.stub.GetNetwork, pb.GetNetworkRequest(name="networks/" + huge), metadata=alice
+    )
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NAME_TOO_LONG") and len(message) < 200
     net = make_net(api, alice, "n")
     # a value echoed in the message (an invalid CIDR) is cut to ECHO_LIMIT characters with an ellipsis
@@ -86,7 +87,9 @@ def test_an_8kb_name_gets_invalid_argument_with_a_capped_message(api: Api, alice
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "subnet.cidr" in text
     assert "1" * ECHO_LIMIT not in message and "…" in message and len(text) < 1024
     for kwargs in ({"network_id": huge}, {"network": pb.Network(display_name=huge)}):
-        code, _, message, text = refused(api.stub.CreateNetwork, pb.CreateNetworkRequest(**kwargs), metadata=alice)
+        code, _, message, text = refused(
+            api.stub.CreateNetwork, pb.CreateNetworkRequest(**kwargs), metadata=alice
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT and len(text) < 1024
     code, _, message, _ = refused(make_port, api, alice, "networks/" + "b" * 100)  # a plausible name: echoed
     assert code == grpc.StatusCode.NOT_FOUND and "b" * 100 in message
@@ -111,11 +114,14 @@ def test_mac_and_ip_in_use_do_not_name_another_tenants_port(api: Api, alice: Md,
     # floating IP addresses on the shared external network
     external(api)
     a_fip = make_fip(api, alice, "networks/public", "alice-fip", floating_ip_address="203.0.113.50")
-    public_ports = [p.name for p in api.stub.ListPorts(pb.ListPortsRequest(network="networks/public"),
-                                                       metadata=api.admin).ports]
+    public_ports = [
+        p.name
+        for p in api.stub.ListPorts(pb.ListPortsRequest(network="networks/public"), metadata=api.admin).ports
+    ]
     assert public_ports
-    code, reason, message, text = refused(make_fip, api, bob, "networks/public",
-                                          floating_ip_address=a_fip.floating_ip_address)
+    code, reason, message, text = refused(
+        make_fip, api, bob, "networks/public", floating_ip_address=a_fip.floating_ip_address
+    )
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IP_ADDRESS_IN_USE")
     assert "203.0.113.50" in message
     for secret in ["alice", *public_ports, *(n.split("/")[-1] for n in public_ports)]:
@@ -124,7 +130,9 @@ def test_mac_and_ip_in_use_do_not_name_another_tenants_port(api: Api, alice: Md,
     router = pb.Router()
     router.external_gateway.network = "networks/public"
     router.external_gateway.fixed_ip.ip_address = "203.0.113.50"
-    code, reason, _, text = refused(api.stub.CreateRouter, pb.CreateRouterRequest(router=router), metadata=bob)
+    code, reason, _, text = refused(
+        api.stub.CreateRouter, pb.CreateRouterRequest(router=router), metadata=bob
+    )
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IP_ADDRESS_IN_USE") and "alice" not in text
     # nothing of bob's was stored by the refusals
     assert not api.stub.ListPorts(pb.ListPortsRequest(), metadata=bob).ports
@@ -145,8 +153,11 @@ def test_explain_does_not_name_another_tenants_objects(server: InProcessServer, 
         if who == "bob":
             fip = make_fip(api, md, "networks/public", "bob-fip", port=vm.name)
             ids[who].append(fip.name)
-    bob_public = [p.name for p in api.stub.ListPorts(pb.ListPortsRequest(network="networks/public"),
-                                                     metadata=api.admin).ports if p.tenant != "alice"]
+    bob_public = [
+        p.name
+        for p in api.stub.ListPorts(pb.ListPortsRequest(network="networks/public"), metadata=api.admin).ports
+        if p.tenant != "alice"
+    ]
     secrets = {s.split("/")[-1] for s in ids["bob"] + bob_public} | {"bob"}
     topo = server.state.topology
     args = ("alice-vm", fip.floating_ip_address, "tcp", 22)
@@ -160,8 +171,9 @@ def test_explain_does_not_name_another_tenants_objects(server: InProcessServer, 
         assert s not in said, (s, said)
     # a port of bob's network reached by its address through no router of alice's: nothing named either
     bob_vm_ip = api.stub.GetPort(pb.GetPortRequest(name="ports/bob-vm"), metadata=bob).fixed_ips[0].ip_address
-    other = explain.explain(None, topo, "alice-vm", bob_vm_ip, visible=Principal("alice", False).can_see,
-                            with_trace=False)
+    other = explain.explain(
+        None, topo, "alice-vm", bob_vm_ip, visible=Principal("alice", False).can_see, with_trace=False
+    )
     assert not other.allowed and not any(s in json.dumps(other.to_dict()) for s in secrets)
 
 
@@ -208,8 +220,9 @@ def test_create_token_on_a_full_disk_changes_nothing(tmp_path: Path) -> None:
             on_disk = (data / "tokens.json").read_bytes()
             in_memory = dict(tokens._tokens)
             filler = fill(data / "filler")
-            code, reason, message, text = refused(stub.CreateToken, pb.CreateTokenRequest(tenant="bob"),
-                                                  metadata=admin)
+            code, reason, message, text = refused(
+                stub.CreateToken, pb.CreateTokenRequest(tenant="bob"), metadata=admin
+            )
             assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
             assert reason == "STORAGE_FULL" and "errno=ENOSPC" in text and "nothing was changed" in message
             assert tokens._tokens == in_memory and (data / "tokens.json").read_bytes() == on_disk
@@ -242,13 +255,17 @@ def test_token_calls_on_a_read_only_disk_fail_precondition_and_change_nothing(tm
             alice = stub.CreateToken(pb.CreateTokenRequest(tenant="alice"), metadata=admin)
             on_disk = (data / "tokens.json").read_bytes()
             subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
-            for call, request in ((stub.CreateToken, pb.CreateTokenRequest(tenant="bob")),
-                                  (stub.RevokeToken, pb.RevokeTokenRequest(token=alice.token))):
+            for call, request in (
+                (stub.CreateToken, pb.CreateTokenRequest(tenant="bob")),
+                (stub.RevokeToken, pb.RevokeTokenRequest(token=alice.token)),
+            ):
                 code, reason, _, text = refused(call, request, metadata=admin)
                 assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STORAGE_READ_ONLY"), text
                 assert "errno=EROFS" in text and str(data) not in text
             assert (data / "tokens.json").read_bytes() == on_disk
-            assert stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=Api.md(alice.token)).tenant == "alice"
+            assert (
+                stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=Api.md(alice.token)).tenant == "alice"
+            )
         finally:
             channel.close()
             srv.stop(0)

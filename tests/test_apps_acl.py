@@ -28,8 +28,14 @@ class SgWorld(World):
     def rule(self, ident: str, group: str, direction: str = INGRESS, **kw) -> SecurityGroupRule:  # type: ignore[no-untyped-def]
         key = self.topo.rule_keys.choose()
         assert key is not None
-        r = SecurityGroupRule(id=ident, tenant=self.topo.security_groups[group].tenant, security_group_id=group,
-                              direction=direction, key=key, **kw)
+        r = SecurityGroupRule(
+            id=ident,
+            tenant=self.topo.security_groups[group].tenant,
+            security_group_id=group,
+            direction=direction,
+            key=key,
+            **kw,
+        )
         self.apply([("security_group_rule", ident, None, r)])
         return r
 
@@ -54,13 +60,24 @@ def world() -> tuple[SgWorld, dict[str, Port]]:
     w.group("lone")
     w.rule("web-egress", "web", EGRESS)
     w.rule("web-members", "web", INGRESS, remote_group_id="web")
-    w.rule("web-ssh", "web", INGRESS, protocol="tcp", port_range_min=22, port_range_max=22,
-           remote_ip_prefix="0.0.0.0/0")
+    w.rule(
+        "web-ssh",
+        "web",
+        INGRESS,
+        protocol="tcp",
+        port_range_min=22,
+        port_range_max=22,
+        remote_ip_prefix="0.0.0.0/0",
+    )
     w.rule("lone-egress", "lone", EGRESS)
     p = {}
-    for name, chassis, ip, groups in (("a1", "hv1", "10.0.0.5", ("web",)), ("a2", "hv1", "10.0.0.6", ("web",)),
-                                      ("a3", "hv2", "10.0.0.7", ("web",)), ("n1", "hv1", "10.0.0.8", ("lone",)),
-                                      ("o1", "hv1", "10.0.0.9", ())):
+    for name, chassis, ip, groups in (
+        ("a1", "hv1", "10.0.0.5", ("web",)),
+        ("a2", "hv1", "10.0.0.6", ("web",)),
+        ("a3", "hv2", "10.0.0.7", ("web",)),
+        ("n1", "hv1", "10.0.0.8", ("lone",)),
+        ("o1", "hv1", "10.0.0.9", ()),
+    ):
         w.port(name, "a", chassis, ip)
         p[name] = w.set_port(name, security_groups=groups, port_security_enabled=bool(groups))
     return w, p
@@ -68,7 +85,14 @@ def world() -> tuple[SgWorld, dict[str, Port]]:
 
 def ip(src: Port, dst: Port, proto: int = ICMP, **extra):  # type: ignore[no-untyped-def]
     l4 = {"icmpv4_type": 8, "icmpv4_code": 0} if proto == ICMP else {}
-    return {**eth(src, dst.mac), "ipv4_dst": dst.fixed_ips[0][1], "ip_proto": proto, "nw_ttl": 64, **l4, **extra}
+    return {
+        **eth(src, dst.mac),
+        "ipv4_dst": dst.fixed_ips[0][1],
+        "ip_proto": proto,
+        "nw_ttl": 64,
+        **l4,
+        **extra,
+    }
 
 
 def send(w: SgWorld, sw: Switch, src: Port, dst: Port, proto: int = ICMP, **extra) -> list[int | str]:  # type: ignore[no-untyped-def]
@@ -129,8 +153,8 @@ def test_remote_cidr_rule() -> None:
     w, p = world()
     w.rule("lone-from-9", "lone", INGRESS, remote_ip_prefix="10.0.0.9/32")
     sw = w.switch("hv1")
-    assert send(w, sw, p["o1"], p["n1"]) == [w.ofport(p["n1"])]       # 10.0.0.9
-    assert send(w, sw, p["a1"], p["n1"]) == []                          # 10.0.0.5
+    assert send(w, sw, p["o1"], p["n1"]) == [w.ofport(p["n1"])]  # 10.0.0.9
+    assert send(w, sw, p["a1"], p["n1"]) == []  # 10.0.0.5
 
 
 def test_removing_a_rule_stops_new_and_established_connections() -> None:
@@ -140,8 +164,8 @@ def test_removing_a_rule_stops_new_and_established_connections() -> None:
     w.drop_rule("web-ssh")
     sw2 = w.switch("hv1")
     sw2.conntrack = sw.conntrack  # the switch keeps its connections across a flow change
-    assert send(w, sw2, p["n1"], p["a2"], TCP, tcp_src=40000, tcp_dst=22) == []   # established, original dir
-    assert send(w, sw2, p["n1"], p["a2"], TCP, tcp_src=40002, tcp_dst=22) == []   # new
+    assert send(w, sw2, p["n1"], p["a2"], TCP, tcp_src=40000, tcp_dst=22) == []  # established, original dir
+    assert send(w, sw2, p["n1"], p["a2"], TCP, tcp_src=40002, tcp_dst=22) == []  # new
 
 
 def test_tenants_with_the_same_addresses_never_share_conntrack_state() -> None:
@@ -149,12 +173,12 @@ def test_tenants_with_the_same_addresses_never_share_conntrack_state() -> None:
     w.network("b", "bob", "10.0.0.0/24")
     w.group("bob-lone", "bob")
     w.rule("bob-egress", "bob-lone", EGRESS)
-    w.port("b1", "b", "hv1", "10.0.0.8")   # n1's address, in another tenant
-    w.port("b2", "b", "hv1", "10.0.0.9")   # o1's address
+    w.port("b1", "b", "hv1", "10.0.0.8")  # n1's address, in another tenant
+    w.port("b2", "b", "hv1", "10.0.0.9")  # o1's address
     b1 = w.set_port("b1", security_groups=("bob-lone",))
     b2 = w.set_port("b2", security_groups=(), port_security_enabled=False)
     sw = w.switch("hv1")
-    assert send(w, sw, p["n1"], p["o1"]) == [w.ofport(p["o1"])]        # alice opens 10.0.0.8 -> .9
+    assert send(w, sw, p["n1"], p["o1"]) == [w.ofport(p["o1"])]  # alice opens 10.0.0.8 -> .9
     # bob's b2 (10.0.0.9) "answering" to b1 (10.0.0.8): not a reply in b1's zone, b1 allows no ingress
     assert reply(w, sw, b2, b1) == []
 
@@ -176,8 +200,15 @@ def test_flows_grow_with_members_plus_rules_not_their_product() -> None:
         w.network("a", "alice", "10.0.0.0/16")
         w.group("g")
         for i in range(rules):
-            w.rule(f"r{i}", "g", INGRESS, protocol="tcp", port_range_min=1000 + i, port_range_max=1000 + i,
-                   remote_group_id="g")
+            w.rule(
+                f"r{i}",
+                "g",
+                INGRESS,
+                protocol="tcp",
+                port_range_min=1000 + i,
+                port_range_max=1000 + i,
+                remote_group_id="g",
+            )
         for i in range(members):
             w.port(f"p{i}", "a", "hv1", f"10.0.{i // 200}.{i % 200 + 2}")
             w.set_port(f"p{i}", security_groups=("g",))
@@ -196,7 +227,9 @@ def test_one_member_joining_a_500_member_group_changes_a_handful_of_flows() -> N
     w.network("a", "alice", "10.0.0.0/16")
     w.group("g")
     for i, proto in enumerate(("tcp", "udp")):
-        w.rule(f"r{i}", "g", INGRESS, protocol=proto, port_range_min=80, port_range_max=80, remote_group_id="g")
+        w.rule(
+            f"r{i}", "g", INGRESS, protocol=proto, port_range_min=80, port_range_max=80, remote_group_id="g"
+        )
     w.rule("out", "g", EGRESS)
     comp = Compiler()
     for i in range(500):
@@ -222,8 +255,15 @@ def test_one_member_joining_a_500_member_group_changes_a_handful_of_flows() -> N
 # ------------------------------------------------------------------------------------------ incremental
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["join", "leave", "rule+", "rule-", "ip", "bind", "secoff"]),
-                         st.integers(0, 5), st.integers(0, 2)), min_size=1, max_size=12)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["join", "leave", "rule+", "rule-", "ip", "bind", "secoff"]),
+        st.integers(0, 5),
+        st.integers(0, 2),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -248,7 +288,9 @@ def test_incremental_equals_full(ops_: list[tuple[str, int, int]]) -> None:
         group = groups[g]
         changes: list = []  # type: ignore[type-arg]
         if op == "join" and group not in port.security_groups:
-            new = dataclasses.replace(port, security_groups=(*port.security_groups, group), port_security_enabled=True)
+            new = dataclasses.replace(
+                port, security_groups=(*port.security_groups, group), port_security_enabled=True
+            )
             changes = [("port", port.id, port, new)]
         elif op == "leave" and port.security_groups:
             new = dataclasses.replace(port, security_groups=port.security_groups[1:])
@@ -256,11 +298,17 @@ def test_incremental_equals_full(ops_: list[tuple[str, int, int]]) -> None:
         elif op == "rule+":
             n_rules += 1
             key = w.topo.rule_keys.choose()
-            r = SecurityGroupRule(id=f"r{n_rules}", tenant="alice", security_group_id=group,
-                                  direction=INGRESS if i % 2 else EGRESS, key=key or 0,
-                                  protocol="tcp" if i % 3 else "", port_range_min=(80 if i % 3 else 0),
-                                  port_range_max=(81 if i % 3 else 0),
-                                  remote_group_id=groups[(g + 1) % 3] if i < 3 else "")
+            r = SecurityGroupRule(
+                id=f"r{n_rules}",
+                tenant="alice",
+                security_group_id=group,
+                direction=INGRESS if i % 2 else EGRESS,
+                key=key or 0,
+                protocol="tcp" if i % 3 else "",
+                port_range_min=(80 if i % 3 else 0),
+                port_range_max=(81 if i % 3 else 0),
+                remote_group_id=groups[(g + 1) % 3] if i < 3 else "",
+            )
             changes = [("security_group_rule", r.id, None, r)]
         elif op == "rule-" and w.topo.sg_rules:
             rid = sorted(w.topo.sg_rules)[i % len(w.topo.sg_rules)]
@@ -268,7 +316,10 @@ def test_incremental_equals_full(ops_: list[tuple[str, int, int]]) -> None:
         elif op == "ip":
             sub = port.fixed_ips[0][0]
             new = dataclasses.replace(port, fixed_ips=((sub, f"10.0.0.{100 + i * 3 + g}"),))
-            if all(not (pp.fixed_ips and pp.fixed_ips[0][1] == new.fixed_ips[0][1]) for pp in w.topo.ports.values()):
+            if all(
+                not (pp.fixed_ips and pp.fixed_ips[0][1] == new.fixed_ips[0][1])
+                for pp in w.topo.ports.values()
+            ):
                 changes = [("port", port.id, port, new)]
         elif op == "bind":
             new = dataclasses.replace(port, binding_chassis="hv2" if port.binding_chassis == "hv1" else "hv1")
@@ -297,9 +348,16 @@ def test_budget_estimate_bounds_the_compiled_flows_and_names_the_biggest_rule() 
         w.port(f"m{i}", "a", "hv1", f"10.0.0.{100 + i}")
         w.set_port(f"m{i}", security_groups=("web",))
     flows = [i for i in desired_from_scratch(w.topo, w.runtime, "hv1") if isinstance(i, Flow)]
-    sg_flows = [f for f in flows if f.stage in ("acl_egress", "acl_ingress") and f.match_dict().get("conj_id")
-                or (f.stage in ("acl_egress", "acl_ingress") and any(a.__class__.__name__ == "Conjunction"
-                                                                     for a in f.actions))]
+    sg_flows = [
+        f
+        for f in flows
+        if f.stage in ("acl_egress", "acl_ingress")
+        and f.match_dict().get("conj_id")
+        or (
+            f.stage in ("acl_egress", "acl_ingress")
+            and any(a.__class__.__name__ == "Conjunction" for a in f.actions)
+        )
+    ]
     est = acl.estimate(w.topo, "alice")
     total, _by_rule = est["hv1"]
     assert total >= len(sg_flows)
@@ -329,8 +387,15 @@ def test_conjunction_results_match_the_conjunction_alone() -> None:
     field, a packet that another completed rule allows would drop. So conj_id flows match nothing else, and
     the protocol part is a clause (this is the e2e case: icmp from anywhere + udp/53 from one address)."""
     w, p = world()
-    w.rule("lone-udp", "lone", INGRESS, protocol="udp", port_range_min=53, port_range_max=53,
-           remote_ip_prefix="10.0.0.9/32")
+    w.rule(
+        "lone-udp",
+        "lone",
+        INGRESS,
+        protocol="udp",
+        port_range_min=53,
+        port_range_max=53,
+        remote_ip_prefix="10.0.0.9/32",
+    )
     w.rule("lone-echo", "lone", INGRESS, protocol="icmp", icmp_type=8, icmp_code=0)
     flows = [i for i in desired_from_scratch(w.topo, w.runtime, "hv1") if isinstance(i, Flow)]
     results = [f for f in flows if "conj_id" in f.match_dict()]
@@ -353,19 +418,36 @@ def test_a_trace_names_the_security_group_rule_and_clauses_that_let_a_packet_in(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(0, 9), st.sampled_from([("web",), ("lone",), ("web", "lone"), ()]),
-                          st.sampled_from(["hv1", "hv2", ""])), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 9),
+            st.sampled_from([("web",), ("lone",), ("web", "lone"), ()]),
+            st.sampled_from(["hv1", "hv2", ""]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_a_port_write_never_adds_more_than_its_growth_bound(writes) -> None:  # type: ignore[no-untyped-def]
     """The flow budget skips the exact check when the busiest chassis plus this bound fits: it must bound."""
     w, _p = world()
-    w.rule("lone-from-web", "lone", INGRESS, remote_group_id="web", protocol="tcp", port_range_min=1000,
-           port_range_max=1999)
+    w.rule(
+        "lone-from-web",
+        "lone",
+        INGRESS,
+        remote_group_id="web",
+        protocol="tcp",
+        port_range_min=1000,
+        port_range_max=1999,
+    )
     for i in range(10):
         w.port(f"x{i}", "a", "hv1", f"10.0.0.{50 + i}")
     for i, groups, chassis in writes:
         old = w.topo.ports[f"x{i}"]
-        new = dataclasses.replace(old, security_groups=groups, port_security_enabled=bool(groups),
-                                  binding_chassis=chassis)
+        new = dataclasses.replace(
+            old, security_groups=groups, port_security_enabled=bool(groups), binding_chassis=chassis
+        )
         before = acl.estimate(w.topo, "alice")
         bound = acl.port_growth_bound(w.topo, new)
         w.apply([("port", old.id, old, new)])

@@ -21,8 +21,15 @@ def world() -> World:
     w.network("a", "alice", "10.0.0.0/24")
     # a network whose subnet has DHCP off
     w.apply(ops.create_network(w.topo, Network(id="s", tenant="alice"), w.rev + 1, 0.0))
-    w.apply(ops.create_subnet(w.topo, Subnet(id="s-sub", tenant="alice", network_id="s", cidr="10.9.0.0/24",
-                                             enable_dhcp=False), False, w.rev + 1, 0.0))
+    w.apply(
+        ops.create_subnet(
+            w.topo,
+            Subnet(id="s-sub", tenant="alice", network_id="s", cidr="10.9.0.0/24", enable_dhcp=False),
+            False,
+            w.rev + 1,
+            0.0,
+        )
+    )
     w.port("a1", "a", "hv1", "10.0.0.5")
     w.port("a2", "a", "hv2", "10.0.0.6")
     w.port("s1", "s", "hv1", "10.9.0.5")
@@ -30,8 +37,17 @@ def world() -> World:
 
 
 def discover(port: Port, mac: str | None = None, **extra) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    return {"eth_src": mac or port.mac, "eth_dst": BCAST, "eth_type": 0x0800, "ipv4_src": "0.0.0.0",
-            "ipv4_dst": "255.255.255.255", "ip_proto": 17, "udp_src": 68, "udp_dst": 67, **extra}
+    return {
+        "eth_src": mac or port.mac,
+        "eth_dst": BCAST,
+        "eth_type": 0x0800,
+        "ipv4_src": "0.0.0.0",
+        "ipv4_dst": "255.255.255.255",
+        "ip_proto": 17,
+        "udp_src": 68,
+        "udp_dst": 67,
+        **extra,
+    }
 
 
 def test_discover_from_the_ports_mac_goes_to_the_controller_through_its_meter() -> None:
@@ -62,7 +78,9 @@ def test_wrong_mac_and_no_dhcp_subnet_are_dropped() -> None:
     a1 = w.topo.ports["a1"]
     s1 = w.topo.ports["s1"]
     # port security off, so only the dhcp stage decides about a foreign MAC
-    w.apply(ops.update_port(w.topo, a1, {"port_security_enabled": False, "security_groups": ()}, w.rev + 1, 0.0))
+    w.apply(
+        ops.update_port(w.topo, a1, {"port_security_enabled": False, "security_groups": ()}, w.rev + 1, 0.0)
+    )
     a1 = w.topo.ports["a1"]
     sw = w.switch("hv1")
     res = sw.walk({"in_port": w.ofport(a1), **discover(a1, mac="02:00:00:00:99:99")})
@@ -86,12 +104,30 @@ def test_only_ports_plugged_here_get_flows_and_meters() -> None:
 def test_other_traffic_passes() -> None:
     w = world()
     # no security groups in the way (they are tested elsewhere)
-    w.apply(ops.update_port(w.topo, w.topo.ports["a1"], {"port_security_enabled": False, "security_groups": ()}, w.rev + 1, 0.0))
+    w.apply(
+        ops.update_port(
+            w.topo,
+            w.topo.ports["a1"],
+            {"port_security_enabled": False, "security_groups": ()},
+            w.rev + 1,
+            0.0,
+        )
+    )
     a1 = w.topo.ports["a1"]
     # DNS to a broadcast address, from the port's own address: flooded, not sent to the controller
-    res = w.switch("hv1").walk({"in_port": w.ofport(a1), "eth_src": a1.mac, "eth_dst": BCAST, "eth_type": 0x0800,
-                                "ipv4_src": "10.0.0.5", "ipv4_dst": "10.0.0.255", "ip_proto": 17,
-                                "udp_src": 5353, "udp_dst": 53})
+    res = w.switch("hv1").walk(
+        {
+            "in_port": w.ofport(a1),
+            "eth_src": a1.mac,
+            "eth_dst": BCAST,
+            "eth_type": 0x0800,
+            "ipv4_src": "10.0.0.5",
+            "ipv4_dst": "10.0.0.255",
+            "ip_proto": 17,
+            "udp_src": 5353,
+            "udp_dst": 53,
+        }
+    )
     assert "dhcp" in res.stages() and "CONTROLLER" not in res.ports and not res.dropped, res.format()
 
 
@@ -105,8 +141,15 @@ def test_subnet_updates_recompile_the_networks_ports() -> None:
     s1 = w.topo.ports["s1"]
 
     def dhcp_items(ch: str) -> set[object]:
-        return {i for i in comp.desired(ch) if isinstance(i, MeterEntry)
-                or isinstance(i, Flow) and i.stage == "dhcp" and i.owner is not None and i.owner.app == ids.DHCP}
+        return {
+            i
+            for i in comp.desired(ch)
+            if isinstance(i, MeterEntry)
+            or isinstance(i, Flow)
+            and i.stage == "dhcp"
+            and i.owner is not None
+            and i.owner.app == ids.DHCP
+        }
 
     def step(changes) -> None:  # type: ignore[no-untyped-def]
         comp.on_changes(w.topo, changes)
@@ -118,8 +161,11 @@ def test_subnet_updates_recompile_the_networks_ports() -> None:
     assert ids.dhcp_meter(a1.key) not in {i.meter_id for i in dhcp_items("hv1") if isinstance(i, MeterEntry)}
     step(w.apply(ops.update_subnet(w.topo, w.topo.subnets["s-sub"], {"enable_dhcp": True}, w.rev + 1, 0.0)))
     assert ids.dhcp_meter(s1.key) in {i.meter_id for i in dhcp_items("hv1") if isinstance(i, MeterEntry)}
-    step(w.apply(ops.update_subnet(w.topo, w.topo.subnets["s-sub"], {"dns_servers": ("10.9.0.2",)},
-                                   w.rev + 1, 0.0)))
+    step(
+        w.apply(
+            ops.update_subnet(w.topo, w.topo.subnets["s-sub"], {"dns_servers": ("10.9.0.2",)}, w.rev + 1, 0.0)
+        )
+    )
     # the port leaves: its flow and meter go
     step(w.apply(ops.delete_port(w.topo, w.topo.ports["s1"])))
     assert not {i for i in dhcp_items("hv1") if isinstance(i, MeterEntry)}

@@ -16,8 +16,8 @@ from apps import firewall as firewall_app
 from apps import ids
 from apps.compiler import Compiler, desired_from_scratch
 from apps.view import View
-from controller.services import firewall_reject
 from controller.dataplane import PacketIn
+from controller.services import firewall_reject
 from flows.cookie import Cookie
 from flows.flow import Flow, Group
 from flows.walker import Result, Switch
@@ -46,8 +46,9 @@ def open_group(w: World, p: dict[str, Port]) -> None:
     for direction in (INGRESS, EGRESS):
         key = w.topo.rule_keys.choose()
         assert key is not None
-        r = SecurityGroupRule(id=f"open-{direction}", tenant="alice", security_group_id="open",
-                              direction=direction, key=key)
+        r = SecurityGroupRule(
+            id=f"open-{direction}", tenant="alice", security_group_id="open", direction=direction, key=key
+        )
         w.apply([("security_group_rule", r.id, None, r)])
     for name, port in list(p.items()):
         new = dataclasses.replace(port, security_groups=("open",))
@@ -71,31 +72,64 @@ def switch(w: World, chassis: str) -> Switch:
 I1, I2 = "alice-r-alice-a", "alice-r-alice-b"
 
 
-def rule(ident: str, action: str = "deny", protocol: str = "tcp", dport: int | tuple[int, int] = 0,
-         **kw: object) -> FirewallRule:
+def rule(
+    ident: str, action: str = "deny", protocol: str = "tcp", dport: int | tuple[int, int] = 0, **kw: object
+) -> FirewallRule:
     lo, hi = dport if isinstance(dport, tuple) else (dport, dport)
-    return FirewallRule(id=ident, tenant="alice", action=action, protocol=protocol,
-                        destination_port_min=lo, destination_port_max=hi, **kw)  # type: ignore[arg-type]
+    return FirewallRule(
+        id=ident,
+        tenant="alice",
+        action=action,
+        protocol=protocol,
+        destination_port_min=lo,
+        destination_port_max=hi,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
-def firewall(w: World, rules: list[FirewallRule], side: str = "egress", ports: tuple[str, ...] = (I2,),
-             **group_kw: object) -> list:  # type: ignore[type-arg]
+def firewall(
+    w: World,
+    rules: list[FirewallRule],
+    side: str = "egress",
+    ports: tuple[str, ...] = (I2,),
+    **group_kw: object,
+) -> list:  # type: ignore[type-arg]
     """One policy of `rules`, on `side` of a group on `ports`; returns the changes."""
     changes: list = [("firewall_rule", r.id, None, r) for r in rules]  # type: ignore[type-arg]
     policy = FirewallPolicy(id="pol", tenant="alice", rules=tuple(r.id for r in rules))
     changes.append(("firewall_policy", policy.id, None, policy))
-    group = FirewallGroup(id="fwg", tenant="alice", ports=ports,
-                          **{f"{side}_policy_id": policy.id}, **group_kw)  # type: ignore[arg-type]
+    group = FirewallGroup(
+        id="fwg", tenant="alice", ports=ports, **{f"{side}_policy_id": policy.id}, **group_kw
+    )  # type: ignore[arg-type]
     changes.append(("firewall_group", group.id, None, group))
     return w.apply(changes)
 
 
-def send(sw: Switch, w: World, src: Port, dst_ip: str, dst_mac: str, proto: int = 6, sport: int = 40000,
-         dport: int = 22) -> Result:
+def send(
+    sw: Switch,
+    w: World,
+    src: Port,
+    dst_ip: str,
+    dst_mac: str,
+    proto: int = 6,
+    sport: int = 40000,
+    dport: int = 22,
+) -> Result:
     l4 = {6: "tcp", 17: "udp"}[proto]
-    return sw.walk({"in_port": w.ofport(src), "eth_src": src.mac, "eth_dst": dst_mac, "eth_type": IPV4,
-                    "ipv4_src": src.fixed_ips[0][1], "ipv4_dst": dst_ip, "nw_ttl": 64, "ip_proto": proto,
-                    f"{l4}_src": sport, f"{l4}_dst": dport})
+    return sw.walk(
+        {
+            "in_port": w.ofport(src),
+            "eth_src": src.mac,
+            "eth_dst": dst_mac,
+            "eth_type": IPV4,
+            "ipv4_src": src.fixed_ips[0][1],
+            "ipv4_dst": dst_ip,
+            "nw_ttl": 64,
+            "ip_proto": proto,
+            f"{l4}_src": sport,
+            f"{l4}_dst": dport,
+        }
+    )
 
 
 def routed(sw: Switch, w: World, src: Port, dst: Port, **kw: int) -> Result:
@@ -161,10 +195,12 @@ def test_replies_pass_an_egress_policy_that_denies_everything_new() -> None:
 
 def test_rule_order_decides_and_disabled_rules_are_skipped() -> None:
     w, p = world()
-    firewall(w, [rule("allow22", "allow", dport=22), rule("r22", dport=22), rule("all", protocol="")], "egress")
+    firewall(
+        w, [rule("allow22", "allow", dport=22), rule("r22", dport=22), rule("all", protocol="")], "egress"
+    )
     sw = switch(w, "hv1")
     assert routed(sw, w, p["a1"], p["b1"], dport=22).ports == [w.ofport(p["b1"])]  # first match: allow
-    assert routed(sw, w, p["a1"], p["b1"], dport=80).dropped                    # no allow: the deny-all
+    assert routed(sw, w, p["a1"], p["b1"], dport=80).dropped  # no allow: the deny-all
     w2, p2 = world()
     firewall(w2, [rule("r22", dport=22, enabled=False), rule("any", "allow", protocol="")], "egress")
     assert routed(switch(w2, "hv1"), w2, p2["a1"], p2["b1"], dport=22).ports == [w2.ofport(p2["b1"])]
@@ -187,17 +223,31 @@ def test_no_match_is_deny_and_an_empty_group_filters_nothing() -> None:
 
 def test_ranges_addresses_and_protocols() -> None:
     w, p = world()
-    firewall(w, [rule("range", dport=(20, 25), source_ip_address="10.1.0.0/28"),
-                 rule("udp", protocol="udp", dport=53),
-                 rule("any", "allow", protocol="")], "egress")
+    firewall(
+        w,
+        [
+            rule("range", dport=(20, 25), source_ip_address="10.1.0.0/28"),
+            rule("udp", protocol="udp", dport=53),
+            rule("any", "allow", protocol=""),
+        ],
+        "egress",
+    )
     sw = switch(w, "hv1")
     for port, blocked in ((19, False), (20, True), (23, True), (25, True), (26, False)):
         assert routed(sw, w, p["a1"], p["b1"], dport=port).dropped is blocked, port
     assert routed(sw, w, p["a1"], p["b1"], proto=17, dport=53).dropped
     assert not routed(sw, w, p["a1"], p["b1"], proto=17, dport=54).dropped
     # 10.1.0.11 is outside 10.1.0.0/28? no: inside; a source outside the CIDR is not matched
-    w.apply([("firewall_rule", "range", w.topo.firewall_rules["range"],
-              dataclasses.replace(w.topo.firewall_rules["range"], source_ip_address="10.1.0.10/32"))])
+    w.apply(
+        [
+            (
+                "firewall_rule",
+                "range",
+                w.topo.firewall_rules["range"],
+                dataclasses.replace(w.topo.firewall_rules["range"], source_ip_address="10.1.0.10/32"),
+            )
+        ]
+    )
     sw = switch(w, "hv1")
     assert routed(sw, w, p["a1"], p["b1"], dport=22).dropped
     assert not routed(sw, w, p["a2"], p["b1"], dport=22).dropped
@@ -239,27 +289,42 @@ def test_flows_only_where_the_interfaces_network_is_hosted() -> None:
     w.network("alice-c", "alice", "10.3.0.0/24")
     w.chassis("hv3", "192.0.2.3")
     w.port("c1", "alice-c", "hv3", "10.3.0.10")  # alice-c is not routed: hv3 hosts nothing of the router
-    fw = [i for i in desired_from_scratch(w.topo, w.runtime, "hv3")
-          if isinstance(i, Flow) and Cookie.decode(int(i.cookie)).app == ids.FIREWALL]  # type: ignore[union-attr]
+    fw = [
+        i
+        for i in desired_from_scratch(w.topo, w.runtime, "hv3")
+        if isinstance(i, Flow) and Cookie.decode(int(i.cookie)).app == ids.FIREWALL
+    ]  # type: ignore[union-attr]
     assert fw == []
-    assert any(i.stage == "fw_router_out" for i in desired_from_scratch(w.topo, w.runtime, "hv2")
-               if isinstance(i, Flow))
+    assert any(
+        i.stage == "fw_router_out"
+        for i in desired_from_scratch(w.topo, w.runtime, "hv2")
+        if isinstance(i, Flow)
+    )
 
 
 def test_floating_ip_inbound_meets_the_egress_policy_on_the_gateway_chassis() -> None:
     w, p = nat_world()
     open_group(w, p)
     fip = add_fip(w, "a2")
-    firewall(w, [rule("r22", dport=22), rule("rej", "reject", dport=23), rule("any", "allow", protocol="")],
-             "egress", ports=("r-a",))
+    firewall(
+        w,
+        [rule("r22", dport=22), rule("rej", "reject", dport=23), rule("any", "allow", protocol="")],
+        "egress",
+        ports=("r-a",),
+    )
     sw = w.switch("hv1")  # the gateway chassis
     assert sw.walk(from_outside(w, fip.address, sport=5555, dport=22)).dropped_at == "fw_router_out"
     assert sw.walk(from_outside(w, fip.address, sport=5555, dport=80)).ports == [TUN["vxlan"]]
     # reject from outside: to the controller, which has no local VM to answer: it acts as deny
     rej = sw.walk(from_outside(w, fip.address, sport=5555, dport=23))
     assert rej.ports == ["CONTROLLER"]
-    frame = _frame(w.topo.ports["r-a"].mac, p["a2"].mac, EXT_HOST[0], "10.0.0.20",
-                   tcp.tcp(src_port=5555, dst_port=23, seq=1, bits=firewall_reject.TCP_SYN, window_size=1))
+    frame = _frame(
+        w.topo.ports["r-a"].mac,
+        p["a2"].mac,
+        EXT_HOST[0],
+        "10.0.0.20",
+        tcp.tcp(src_port=5555, dst_port=23, seq=1, bits=firewall_reject.TCP_SYN, window_size=1),
+    )
     pin = PacketIn("hv1", 1, frame, {"in_port": PATCH}, w.topo, View(w.topo, w.runtime, GC))
     assert firewall_reject.build_reply(pin) is None
 
@@ -276,7 +341,9 @@ def test_replies_from_outside_pass_an_egress_policy_that_denies_everything_new()
     assert back.ports == [w.ofport(p["a1"])], back.format()
     # while a new connection from outside (to a floating IP) is denied
     fip = add_fip(w, "a2")
-    assert w.switch("hv1").walk(from_outside(w, fip.address, sport=80, dport=22)).dropped_at == "fw_router_out"
+    assert (
+        w.switch("hv1").walk(from_outside(w, fip.address, sport=80, dport=22)).dropped_at == "fw_router_out"
+    )
 
 
 # ------------------------------------------------------------------------------------------ reject replies
@@ -313,7 +380,9 @@ def test_reject_answers_a_syn_with_a_rst_from_the_destination() -> None:
     assert t.bits == firewall_reject.TCP_RST | firewall_reject.TCP_ACK and (t.seq, t.ack) == (0, 1001)
     # a segment with ACK gets a plain RST with seq = its ack
     ack = tcp.tcp(src_port=40000, dst_port=22, seq=5, ack=777, bits=firewall_reject.TCP_ACK, window_size=1000)
-    handle(_pin(w, a1, _frame(a1.mac, gw(w, "alice-r", "alice-a").mac, "10.1.0.10", "10.2.0.10", ack, ttl=64)))
+    handle(
+        _pin(w, a1, _frame(a1.mac, gw(w, "alice-r", "alice-a").mac, "10.1.0.10", "10.2.0.10", ack, ttl=64))
+    )
     t2 = packet.Packet(sent[1][1]).get_protocol(tcp.tcp)
     assert (t2.bits, t2.seq) == (firewall_reject.TCP_RST, 777)
 
@@ -323,13 +392,19 @@ def test_reject_answers_udp_with_port_unreachable_quoting_the_packet() -> None:
     a1 = p["a1"]
     sent: list[tuple[int, bytes, int]] = []
     handle = firewall_reject.handler(lambda dp, data, port: sent.append((dp, data, port)))
-    frame = _frame(a1.mac, gw(w, "alice-r", "alice-a").mac, "10.1.0.10", "10.2.0.10",
-                   udp.udp(src_port=5000, dst_port=53), ttl=64)
+    frame = _frame(
+        a1.mac,
+        gw(w, "alice-r", "alice-a").mac,
+        "10.1.0.10",
+        "10.2.0.10",
+        udp.udp(src_port=5000, dst_port=53),
+        ttl=64,
+    )
     handle(_pin(w, a1, frame))
     out = packet.Packet(sent[0][1])
     ip, ic = out.get_protocol(ipv4.ipv4), out.get_protocol(icmp.icmp)
     assert (ip.src, ip.dst, ic.type, ic.code) == ("10.2.0.10", "10.1.0.10", 3, 3)
-    assert ic.data.data == frame[14:14 + 20 + 8]
+    assert ic.data.data == frame[14 : 14 + 20 + 8]
     # never about an ICMP error, and nothing for a packet that did not come from a local VM
     sent.clear()
     bogus = PacketIn("hv1", 1, frame, {"in_port": 4242}, w.topo, View(w.topo, w.runtime))
@@ -341,12 +416,36 @@ def test_reject_answers_udp_with_port_unreachable_quoting_the_packet() -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["toggle", "action", "reorder", "ports", "policy", "group", "move",
-                                           "detach", "attach", "delete_rule"]),
-                          st.sampled_from(["hv1", "hv2"])), min_size=1, max_size=10))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "toggle",
+                    "action",
+                    "reorder",
+                    "ports",
+                    "policy",
+                    "group",
+                    "move",
+                    "detach",
+                    "attach",
+                    "delete_rule",
+                ]
+            ),
+            st.sampled_from(["hv1", "hv2"]),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
 def test_incremental_equals_full_with_firewalls(actions) -> None:  # type: ignore[no-untyped-def]
     w, _p = world()
-    firewall(w, [rule("r22", dport=22), rule("r80", "reject", dport=80), rule("any", "allow", protocol="")], "egress")
+    firewall(
+        w,
+        [rule("r22", dport=22), rule("r80", "reject", dport=80), rule("any", "allow", protocol="")],
+        "egress",
+    )
     comp = Compiler()
     for rt in w.runtime.values():
         comp.on_runtime(w.topo, rt)
@@ -361,8 +460,16 @@ def test_incremental_equals_full_with_firewalls(actions) -> None:  # type: ignor
             changes = [("firewall_rule", r.id, r, dataclasses.replace(r, enabled=not r.enabled))]
         elif op == "action":
             r = t.firewall_rules["r80"]
-            changes = [("firewall_rule", r.id, r, dataclasses.replace(
-                r, action={"reject": "allow", "allow": "deny", "deny": "reject"}[r.action]))]
+            changes = [
+                (
+                    "firewall_rule",
+                    r.id,
+                    r,
+                    dataclasses.replace(
+                        r, action={"reject": "allow", "allow": "deny", "deny": "reject"}[r.action]
+                    ),
+                )
+            ]
         elif op == "reorder":
             changes = [("firewall_policy", pol.id, pol, dataclasses.replace(pol, rules=pol.rules[::-1]))]
         elif op == "ports" and g is not None:
@@ -386,8 +493,15 @@ def test_incremental_equals_full_with_firewalls(actions) -> None:  # type: ignor
             changes = [("port", I2, None, w.topo.ports[I2])]
             w.rev -= 1  # attach applied it already
         elif op == "delete_rule" and "r22" in t.firewall_rules:
-            changes = [("firewall_policy", pol.id, pol, dataclasses.replace(
-                pol, rules=tuple(x for x in pol.rules if x != "r22"))), ("firewall_rule", "r22", t.firewall_rules["r22"], None)]
+            changes = [
+                (
+                    "firewall_policy",
+                    pol.id,
+                    pol,
+                    dataclasses.replace(pol, rules=tuple(x for x in pol.rules if x != "r22")),
+                ),
+                ("firewall_rule", "r22", t.firewall_rules["r22"], None),
+            ]
         if not changes:
             continue
         if op != "attach":
@@ -427,11 +541,13 @@ def test_a_policy_orders_at_most_as_many_rules_as_the_dataplane_can() -> None:
     rules = [rule(f"r{i}", dport=1000 + i) for i in range(firewall_app.MAX_RULES + 1)]
     w.apply([("firewall_rule", r.id, None, r) for r in rules])
     try:
-        ops_security.create_firewall_policy(w.topo, FirewallPolicy(id="big", tenant="alice",
-                                                                    rules=tuple(r.id for r in rules)), 99, 0.0)
+        ops_security.create_firewall_policy(
+            w.topo, FirewallPolicy(id="big", tenant="alice", rules=tuple(r.id for r in rules)), 99, 0.0
+        )
     except ApiError as err:
         assert err.violations and err.violations[0][0] == "firewall_rules"
     else:
         raise AssertionError("a policy longer than the dataplane can order was accepted")
-    ops_security.create_firewall_policy(w.topo, FirewallPolicy(id="ok", tenant="alice",
-                                                               rules=tuple(r.id for r in rules[:-1])), 99, 0.0)
+    ops_security.create_firewall_policy(
+        w.topo, FirewallPolicy(id="ok", tenant="alice", rules=tuple(r.id for r in rules[:-1])), 99, 0.0
+    )

@@ -36,15 +36,32 @@ class World:
         return changes
 
     def chassis(self, name: str, ip: str, mappings=()) -> None:  # type: ignore[no-untyped-def]
-        self.apply(ops.create_chassis(self.topo, Chassis(id=name, datapath_id=len(self.topo.chassis) + 1,
-                                                         tunnel_ip=ip, bridge_mappings=tuple(mappings)),
-                                      self.rev + 1, 0.0))
+        self.apply(
+            ops.create_chassis(
+                self.topo,
+                Chassis(
+                    id=name,
+                    datapath_id=len(self.topo.chassis) + 1,
+                    tunnel_ip=ip,
+                    bridge_mappings=tuple(mappings),
+                ),
+                self.rev + 1,
+                0.0,
+            )
+        )
         self.runtime[name] = ChassisRuntime(name, {}, dict(TUN), {pn: PATCH for pn, _ in mappings})
 
     def network(self, ident: str, tenant: str, cidr: str, **kw) -> Network:  # type: ignore[no-untyped-def]
         self.apply(ops.create_network(self.topo, Network(id=ident, tenant=tenant, **kw), self.rev + 1, 0.0))
-        self.apply(ops.create_subnet(self.topo, Subnet(id=ident + "-sub", tenant=tenant, network_id=ident,
-                                                       cidr=cidr), False, self.rev + 1, 0.0))
+        self.apply(
+            ops.create_subnet(
+                self.topo,
+                Subnet(id=ident + "-sub", tenant=tenant, network_id=ident, cidr=cidr),
+                False,
+                self.rev + 1,
+                0.0,
+            )
+        )
         return self.topo.networks[ident]
 
     def port(self, ident: str, net: str, chassis: str, ip: str = "") -> Port:
@@ -54,9 +71,22 @@ class World:
         group, made = ops_security.ensure_default_group(self.topo, tenant, self.rev + 1, 0.0)
         if made:
             self.apply(made)
-        self.apply(ops.create_port(self.topo, Port(id=ident, tenant=tenant, network_id=net, mac="",
-                                                   binding_chassis=chassis, security_groups=(group,)),
-                                   reqs, self.rev + 1, 0.0))
+        self.apply(
+            ops.create_port(
+                self.topo,
+                Port(
+                    id=ident,
+                    tenant=tenant,
+                    network_id=net,
+                    mac="",
+                    binding_chassis=chassis,
+                    security_groups=(group,),
+                ),
+                reqs,
+                self.rev + 1,
+                0.0,
+            )
+        )
         rt = self.runtime[chassis]
         self.runtime[chassis] = dataclasses.replace(rt, vifs={**rt.vifs, ident: self.next_ofport})
         self.next_ofport += 1
@@ -105,8 +135,9 @@ def test_remote_unicast_is_tunnelled_to_the_right_chassis_with_the_segment_id() 
     headers = res.outputs[0].headers
     assert headers["tunnel_id"] == w.topo.networks["a"].segment_id and headers["tun_ipv4_dst"] == "192.0.2.2"
     # and on the far side it is delivered to a3 only
-    back = w.switch("hv2").walk({"in_port": TUN["vxlan"], "tunnel_id": headers["tunnel_id"],
-                                 **eth(p["a1"], p["a3"].mac)})
+    back = w.switch("hv2").walk(
+        {"in_port": TUN["vxlan"], "tunnel_id": headers["tunnel_id"], **eth(p["a1"], p["a3"].mac)}
+    )
     assert back.ports == [w.ofport(p["a3"])]
 
 
@@ -119,14 +150,27 @@ def test_tenants_with_the_same_cidr_are_isolated() -> None:
     assert set(res.ports) <= {w.ofport(p["a2"]), TUN["vxlan"]}
     # ARP for 10.0.0.6 from a1 is answered with alice's a2, from b1 with bob's b2
     for asker, owner in ((p["a1"], p["a2"]), (p["b1"], p["b2"])):
-        arp = {"in_port": w.ofport(asker), "eth_src": asker.mac, "eth_dst": BCAST, "eth_type": 0x0806,
-               "arp_op": 1, "arp_spa": asker.fixed_ips[0][1], "arp_tpa": "10.0.0.6", "arp_sha": asker.mac,
-               "arp_tha": "00:00:00:00:00:00"}
+        arp = {
+            "in_port": w.ofport(asker),
+            "eth_src": asker.mac,
+            "eth_dst": BCAST,
+            "eth_type": 0x0806,
+            "arp_op": 1,
+            "arp_spa": asker.fixed_ips[0][1],
+            "arp_tpa": "10.0.0.6",
+            "arp_sha": asker.mac,
+            "arp_tha": "00:00:00:00:00:00",
+        }
         res = sw.walk(arp)
         assert res.ports == [w.ofport(asker)]  # back out the asking port (IN_PORT), nowhere else
         reply = res.outputs[0].headers
         assert (reply["arp_op"], reply["arp_sha"], reply["eth_src"], reply["eth_dst"], reply["arp_tpa"]) == (
-            2, owner.mac, owner.mac, asker.mac, asker.fixed_ips[0][1])
+            2,
+            owner.mac,
+            owner.mac,
+            asker.mac,
+            asker.fixed_ips[0][1],
+        )
 
 
 def test_broadcast_reaches_every_port_of_its_network_once_and_nothing_else() -> None:
@@ -144,8 +188,17 @@ def test_broadcast_reaches_every_port_of_its_network_once_and_nothing_else() -> 
 def test_own_address_arp_is_not_answered_but_broadcast() -> None:
     w, p = two_tenants()
     a1 = p["a1"]
-    garp = {"in_port": w.ofport(a1), "eth_src": a1.mac, "eth_dst": BCAST, "eth_type": 0x0806, "arp_op": 1,
-            "arp_spa": "10.0.0.5", "arp_tpa": "10.0.0.5", "arp_sha": a1.mac, "arp_tha": "00:00:00:00:00:00"}
+    garp = {
+        "in_port": w.ofport(a1),
+        "eth_src": a1.mac,
+        "eth_dst": BCAST,
+        "eth_type": 0x0806,
+        "arp_op": 1,
+        "arp_spa": "10.0.0.5",
+        "arp_tpa": "10.0.0.5",
+        "arp_sha": a1.mac,
+        "arp_tha": "00:00:00:00:00:00",
+    }
     res = w.switch("hv1").walk(garp)
     assert w.ofport(a1) not in res.ports and w.ofport(p["a2"]) in res.ports
 
@@ -198,8 +251,11 @@ def test_deleting_a_port_removes_exactly_its_flows() -> None:
     a2_ip = p["a2"].fixed_ips[0][1]
     # a2 also leaves alice's default group: the flow standing for its address as a remote-group member
     # loses alice's rule (bob's b2 has the same address: the flow stays, with bob's rule only)
-    member = {i for i in delta.remove | delta.add if isinstance(i, Flow) and i.stage == "acl_ingress"
-              and i.match_dict().get("ipv4_src") == a2_ip}
+    member = {
+        i
+        for i in delta.remove | delta.add
+        if isinstance(i, Flow) and i.stage == "acl_ingress" and i.match_dict().get("ipv4_src") == a2_ip
+    }
     assert len(member) == 2
     removed_owners = {i.owner.owner for i in delta.remove - member if isinstance(i, Flow) and i.owner}
     assert removed_owners == {owner_hash("a2")} and delta.remove <= before
@@ -209,8 +265,15 @@ def test_deleting_a_port_removes_exactly_its_flows() -> None:
 
 # --------------------------------------------------------------------------------------- incremental == full
 
-ACTIONS = st.lists(st.tuples(st.sampled_from(["add", "delete", "move", "admin", "plug", "unplug", "net"]),
-                             st.integers(0, 7), st.sampled_from(["hv1", "hv2", "hv3"])), min_size=1, max_size=25)
+ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "delete", "move", "admin", "plug", "unplug", "net"]),
+        st.integers(0, 7),
+        st.sampled_from(["hv1", "hv2", "hv3"]),
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -238,8 +301,9 @@ def test_incremental_compile_equals_full_compile(actions) -> None:  # type: igno
         elif op == "move" and port is not None:
             changes = w.apply(ops.update_port(w.topo, port, {"binding_chassis": ch}, w.rev + 1, 0.0))
         elif op == "admin" and port is not None:
-            changes = w.apply(ops.update_port(w.topo, port, {"admin_state_up": not port.admin_state_up},
-                                              w.rev + 1, 0.0))
+            changes = w.apply(
+                ops.update_port(w.topo, port, {"admin_state_up": not port.admin_state_up}, w.rev + 1, 0.0)
+            )
         elif op in ("plug", "unplug"):
             rt = w.runtime[ch]
             vifs = dict(rt.vifs)
@@ -251,8 +315,9 @@ def test_incremental_compile_equals_full_compile(actions) -> None:  # type: igno
             comp.on_runtime(w.topo, w.runtime[ch])
         elif op == "net":
             net = w.topo.networks["a"]
-            changes = w.apply(ops.update_network(w.topo, net, {"admin_state_up": not net.admin_state_up},
-                                                 w.rev + 1, 0.0))
+            changes = w.apply(
+                ops.update_network(w.topo, net, {"admin_state_up": not net.admin_state_up}, w.rev + 1, 0.0)
+            )
         if changes:
             comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2", "hv3"):

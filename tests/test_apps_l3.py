@@ -26,8 +26,16 @@ def attach(w: World, router: str, net: str) -> Port:
     sub = w.topo.subnets_of(net)[0]
     key = w.topo.port_keys.choose()
     mac = f"02:r0:00:00:{len(w.topo.ports) % 256:02x}:01".replace("r0", "a0")
-    port = Port(id=f"{router}-{net}", tenant=sub.tenant, network_id=net, mac=mac, key=key or 0,
-                fixed_ips=((sub.id, sub.gateway_ip or ""),), device_owner=OWNER_ROUTER_INTERFACE, device_id=router)
+    port = Port(
+        id=f"{router}-{net}",
+        tenant=sub.tenant,
+        network_id=net,
+        mac=mac,
+        key=key or 0,
+        fixed_ips=((sub.id, sub.gateway_ip or ""),),
+        device_owner=OWNER_ROUTER_INTERFACE,
+        device_id=router,
+    )
     w.apply([("port", port.id, None, port)])
     return port
 
@@ -53,8 +61,14 @@ def routed_world() -> tuple[World, dict[str, Port]]:
 
 
 def ip(src: Port, dst_mac: str, dst_ip: str, ttl: int = 64, **extra):  # type: ignore[no-untyped-def]
-    return {**eth(src, dst_mac), "ipv4_src": src.fixed_ips[0][1], "ipv4_dst": dst_ip, "nw_ttl": ttl,
-            "ip_proto": 1, **extra}
+    return {
+        **eth(src, dst_mac),
+        "ipv4_src": src.fixed_ips[0][1],
+        "ipv4_dst": dst_ip,
+        "nw_ttl": ttl,
+        "ip_proto": 1,
+        **extra,
+    }
 
 
 def gw(w: World, router: str, net: str) -> Port:
@@ -63,8 +77,9 @@ def gw(w: World, router: str, net: str) -> Port:
 
 def test_routes_between_subnets_on_one_chassis_with_ttl_minus_one_and_new_macs() -> None:
     w, p = routed_world()
-    res = w.switch("hv1").walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "alice-r", "alice-a").mac,
-                                                                  "10.2.0.10")})
+    res = w.switch("hv1").walk(
+        {"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "alice-r", "alice-a").mac, "10.2.0.10")}
+    )
     assert res.ports == [w.ofport(p["b1"])]
     out = res.outputs[0].headers
     assert out["nw_ttl"] == 63
@@ -73,26 +88,34 @@ def test_routes_between_subnets_on_one_chassis_with_ttl_minus_one_and_new_macs()
 
 def test_routes_to_another_chassis_through_the_destination_networks_tunnel() -> None:
     w, p = routed_world()
-    res = w.switch("hv1").walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "alice-r", "alice-a").mac,
-                                                                  "10.2.0.20")})
+    res = w.switch("hv1").walk(
+        {"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "alice-r", "alice-a").mac, "10.2.0.20")}
+    )
     assert res.ports == [TUN["vxlan"]]
     h = res.outputs[0].headers
     assert h["tunnel_id"] == w.topo.networks["alice-b"].segment_id and h["tun_ipv4_dst"] == "192.0.2.2"
     assert h["nw_ttl"] == 63 and h["eth_dst"] == p["b2"].mac
     # hv2 hosts alice-b (b2 is there) and delivers it as plain L2
-    back = w.switch("hv2").walk({"in_port": TUN["vxlan"], "tunnel_id": h["tunnel_id"],
-                                 **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_"))}})
+    back = w.switch("hv2").walk(
+        {
+            "in_port": TUN["vxlan"],
+            "tunnel_id": h["tunnel_id"],
+            **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_"))},
+        }
+    )
     assert back.ports == [w.ofport(p["b2"])]
 
 
 def test_two_tenants_with_the_same_cidrs_route_only_inside_their_router() -> None:
     w, p = routed_world()
-    res = w.switch("hv1").walk({"in_port": w.ofport(p["xa"]), **ip(p["xa"], gw(w, "bob-r", "bob-a").mac,
-                                                                  "10.2.0.10")})
+    res = w.switch("hv1").walk(
+        {"in_port": w.ofport(p["xa"]), **ip(p["xa"], gw(w, "bob-r", "bob-a").mac, "10.2.0.10")}
+    )
     assert res.ports == [w.ofport(p["xb"])]  # bob's 10.2.0.10, never alice's b1
     # alice's packet to bob's router MAC goes nowhere
-    res = w.switch("hv1").walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "bob-r", "bob-a").mac,
-                                                                  "10.2.0.10")})
+    res = w.switch("hv1").walk(
+        {"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "bob-r", "bob-a").mac, "10.2.0.10")}
+    )
     assert w.ofport(p["xb"]) not in res.ports and w.ofport(p["b1"]) not in res.ports
 
 
@@ -100,37 +123,60 @@ def test_gateway_answers_arp_and_ping_in_flows() -> None:
     w, p = routed_world()
     g = gw(w, "alice-r", "alice-a")
     sw = w.switch("hv1")
-    arp = {"in_port": w.ofport(p["a1"]), "eth_src": p["a1"].mac, "eth_dst": "ff:ff:ff:ff:ff:ff",
-           "eth_type": 0x0806, "arp_op": 1, "arp_spa": "10.1.0.10", "arp_tpa": "10.1.0.1", "arp_sha": p["a1"].mac,
-           "arp_tha": "00:00:00:00:00:00"}
+    arp = {
+        "in_port": w.ofport(p["a1"]),
+        "eth_src": p["a1"].mac,
+        "eth_dst": "ff:ff:ff:ff:ff:ff",
+        "eth_type": 0x0806,
+        "arp_op": 1,
+        "arp_spa": "10.1.0.10",
+        "arp_tpa": "10.1.0.1",
+        "arp_sha": p["a1"].mac,
+        "arp_tha": "00:00:00:00:00:00",
+    }
     res = sw.walk(arp)
     assert res.ports == [w.ofport(p["a1"])] and res.outputs[0].headers["arp_sha"] == g.mac
-    echo = sw.walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], g.mac, "10.1.0.1", icmpv4_type=8, icmpv4_code=0)})
+    echo = sw.walk(
+        {"in_port": w.ofport(p["a1"]), **ip(p["a1"], g.mac, "10.1.0.1", icmpv4_type=8, icmpv4_code=0)}
+    )
     assert echo.ports == [w.ofport(p["a1"])]
     h = echo.outputs[0].headers
-    assert (h["ipv4_src"], h["ipv4_dst"], h["icmpv4_type"], h["eth_dst"]) == ("10.1.0.1", "10.1.0.10", 0,
-                                                                              p["a1"].mac)
+    assert (h["ipv4_src"], h["ipv4_dst"], h["icmpv4_type"], h["eth_dst"]) == (
+        "10.1.0.1",
+        "10.1.0.10",
+        0,
+        p["a1"].mac,
+    )
 
 
 def test_longest_prefix_wins_and_static_routes_apply() -> None:
     w, p = routed_world()
     r = w.topo.routers["alice-r"]
     # 10.2.0.128/25 via b1 (10.2.0.10) beats the connected 10.2.0.0/24; 0/0 via b2
-    w.apply([("router", r.id, r, dataclasses.replace(r, routes=(("10.2.0.128/25", "10.2.0.10"),
-                                                                ("0.0.0.0/0", "10.2.0.20"))))])
+    w.apply(
+        [
+            (
+                "router",
+                r.id,
+                r,
+                dataclasses.replace(r, routes=(("10.2.0.128/25", "10.2.0.10"), ("0.0.0.0/0", "10.2.0.20"))),
+            )
+        ]
+    )
     sw = w.switch("hv1")
     g = gw(w, "alice-r", "alice-a").mac
-    to = (lambda dst: sw.walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], g, dst)}))
-    assert to("10.2.0.200").outputs[0].headers["eth_dst"] == p["b1"].mac   # /25 static route
-    assert to("10.2.0.20").outputs[0].headers["eth_dst"] == p["b2"].mac    # connected /24
-    assert to("8.8.8.8").outputs[0].headers["eth_dst"] == p["b2"].mac      # default route
-    assert to("10.2.0.99").dropped                                         # connected, nobody there
+    to = lambda dst: sw.walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], g, dst)})
+    assert to("10.2.0.200").outputs[0].headers["eth_dst"] == p["b1"].mac  # /25 static route
+    assert to("10.2.0.20").outputs[0].headers["eth_dst"] == p["b2"].mac  # connected /24
+    assert to("8.8.8.8").outputs[0].headers["eth_dst"] == p["b2"].mac  # default route
+    assert to("10.2.0.99").dropped  # connected, nobody there
 
 
 def test_ttl_expiry_is_not_forwarded() -> None:
     w, p = routed_world()
-    res = w.switch("hv1").walk({"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "alice-r", "alice-a").mac,
-                                                                  "10.2.0.10", ttl=1)})
+    res = w.switch("hv1").walk(
+        {"in_port": w.ofport(p["a1"]), **ip(p["a1"], gw(w, "alice-r", "alice-a").mac, "10.2.0.10", ttl=1)}
+    )
     assert w.ofport(p["b1"]) not in res.ports
 
 
@@ -143,8 +189,17 @@ def test_a_chassis_hosting_one_routed_network_gets_the_others() -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["move", "delete", "detach", "attach"]), st.sampled_from(["a1", "b1", "b2"]),
-                          st.sampled_from(["hv1", "hv2"])), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["move", "delete", "detach", "attach"]),
+            st.sampled_from(["a1", "b1", "b2"]),
+            st.sampled_from(["hv1", "hv2"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_incremental_equals_full_with_routers(actions) -> None:  # type: ignore[no-untyped-def]
     w, p = routed_world()
     comp = Compiler()
@@ -195,6 +250,9 @@ def test_router_echo_replies_leave_with_the_routers_own_ttl() -> None:
     assert res.ports == [w.ofport(p["b2"])], res.format()
     assert (res.outputs[0].headers["nw_ttl"], res.outputs[0].headers["ipv4_src"]) == (64, "10.1.0.1")
     # routed traffic is still decremented once
-    assert sw.walk({"in_port": w.ofport(p["a1"]), **echo(p["a1"], ga.mac, "10.2.0.10")}).outputs[0].headers[
-        "nw_ttl"] == 63
-
+    assert (
+        sw.walk({"in_port": w.ofport(p["a1"]), **echo(p["a1"], ga.mac, "10.2.0.10")})
+        .outputs[0]
+        .headers["nw_ttl"]
+        == 63
+    )

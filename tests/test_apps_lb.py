@@ -56,8 +56,9 @@ class LbWorld(SgWorld):
         return self.put(dataclasses.replace(self.topo.members[ident], **kw))
 
 
-def lb_world(algorithm: str = "ROUND_ROBIN", weights: tuple[int, int, int] = (1, 2, 3),
-             fip: bool = False) -> tuple[LbWorld, dict[str, Port]]:
+def lb_world(
+    algorithm: str = "ROUND_ROBIN", weights: tuple[int, int, int] = (1, 2, 3), fip: bool = False
+) -> tuple[LbWorld, dict[str, Port]]:
     """Network a (10.0.0.0/24, the VIP's) and b (10.1.0.0/24) joined by router r with a gateway on ext;
     members m1 (hv1), m2 (hv2), m3 (hv1) behind VIP 10.0.0.100:80; clients c1 (a, hv1), c2 (b, hv1)."""
     w = LbWorld()
@@ -67,38 +68,94 @@ def lb_world(algorithm: str = "ROUND_ROBIN", weights: tuple[int, int, int] = (1,
     w.network("ext", "admin", "172.24.4.0/24", segment_type="flat", physical_network=PHYSNET, external=True)
     w.network("a", "alice", "10.0.0.0/24")
     w.network("b", "alice", "10.1.0.0/24")
-    w.apply(ops.create_router(w.topo, Router(id="r", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0))
+    w.apply(
+        ops.create_router(w.topo, Router(id="r", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0)
+    )
     for sub, iface in (("a-sub", "r-a"), ("b-sub", "r-b")):
         w.apply(ops.add_router_interface(w.topo, w.topo.routers["r"], sub, "", iface, w.rev + 1, 0.0))
-    p = {name: w.port(name, net, ch, ip) for name, net, ch, ip in (
-        ("m1", "a", "hv1", "10.0.0.11"), ("m2", "a", "hv2", "10.0.0.12"), ("m3", "a", "hv1", "10.0.0.13"),
-        ("c1", "a", "hv1", "10.0.0.5"), ("c2", "b", "hv1", "10.1.0.5"))}
+    p = {
+        name: w.port(name, net, ch, ip)
+        for name, net, ch, ip in (
+            ("m1", "a", "hv1", "10.0.0.11"),
+            ("m2", "a", "hv2", "10.0.0.12"),
+            ("m3", "a", "hv1", "10.0.0.13"),
+            ("c1", "a", "hv1", "10.0.0.5"),
+            ("c2", "b", "hv1", "10.1.0.5"),
+        )
+    }
     # members take tcp/8080 from anywhere (clients, the VIP's health probes and hairpin, the outside)
     group = p["m1"].security_groups[0]
-    w.rule("http-in", group, INGRESS, protocol="tcp", port_range_min=8080, port_range_max=8080,
-           remote_ip_prefix="0.0.0.0/0")
+    w.rule(
+        "http-in",
+        group,
+        INGRESS,
+        protocol="tcp",
+        port_range_min=8080,
+        port_range_max=8080,
+        remote_ip_prefix="0.0.0.0/0",
+    )
     # the API makes the VIP port with the load balancer (a reserved owner): here, a port made owned after
-    w.apply(ops.create_port(w.topo, Port(id="vip", tenant="alice", network_id="a", mac="",
-                                         port_security_enabled=False), [("", VIP)], w.rev + 1, 0.0))
+    w.apply(
+        ops.create_port(
+            w.topo,
+            Port(id="vip", tenant="alice", network_id="a", mac="", port_security_enabled=False),
+            [("", VIP)],
+            w.rev + 1,
+            0.0,
+        )
+    )
     if fip:  # associated before the port is the load balancer's (ops refuse other owners' ports)
-        w.apply(ops.create_floating_ip(w.topo, FloatingIp(id="f", tenant="alice", network_id="ext",
-                                                          address="172.24.4.50", port_id="vip"),
-                                       "f-port", w.rev + 1, 0.0))
+        w.apply(
+            ops.create_floating_ip(
+                w.topo,
+                FloatingIp(id="f", tenant="alice", network_id="ext", address="172.24.4.50", port_id="vip"),
+                "f-port",
+                w.rev + 1,
+                0.0,
+            )
+        )
     w.set_port("vip", device_owner=OWNER_LOAD_BALANCER, device_id="lb")
     w.put(LoadBalancer(id="lb", tenant="alice", vip_subnet_id="a-sub", vip_address=VIP, vip_port_id="vip"))
     w.put(Pool(id="pool", tenant="alice", load_balancer_id="lb", lb_algorithm=algorithm))
-    w.put(Listener(id="http", tenant="alice", load_balancer_id="lb", protocol="TCP", protocol_port=80,
-                   default_pool_id="pool", key=1))
+    w.put(
+        Listener(
+            id="http",
+            tenant="alice",
+            load_balancer_id="lb",
+            protocol="TCP",
+            protocol_port=80,
+            default_pool_id="pool",
+            key=1,
+        )
+    )
     for i, weight in enumerate(weights, 1):
-        w.put(Member(id=f"m{i}", tenant="alice", pool_id="pool", address=f"10.0.0.1{i}", protocol_port=8080,
-                     weight=weight))
+        w.put(
+            Member(
+                id=f"m{i}",
+                tenant="alice",
+                pool_id="pool",
+                address=f"10.0.0.1{i}",
+                protocol_port=8080,
+                weight=weight,
+            )
+        )
     return w, {n: w.topo.ports[n] for n in (*p, "vip")}
 
 
 def syn(w: LbWorld, src: Port, dst_mac: str, sport: int, dst: str = VIP, dport: int = 80, **kw) -> dict:  # type: ignore[type-arg]
-    return {"in_port": w.ofport(src), "eth_src": src.mac, "eth_dst": dst_mac, "eth_type": 0x0800,
-            "ipv4_src": src.fixed_ips[0][1], "ipv4_dst": dst, "nw_ttl": 64, "ip_proto": TCP, "tcp_src": sport,
-            "tcp_dst": dport, **kw}
+    return {
+        "in_port": w.ofport(src),
+        "eth_src": src.mac,
+        "eth_dst": dst_mac,
+        "eth_type": 0x0800,
+        "ipv4_src": src.fixed_ips[0][1],
+        "ipv4_dst": dst,
+        "nw_ttl": 64,
+        "ip_proto": TCP,
+        "tcp_src": sport,
+        "tcp_dst": dport,
+        **kw,
+    }
 
 
 def landed(w: LbWorld, res) -> str | None:  # type: ignore[no-untyped-def]
@@ -138,9 +195,20 @@ def test_a_connection_keeps_its_member_and_replies_come_from_the_vip() -> None:
         for _ in range(3):  # established: same member
             assert landed(w, sw.walk(syn(w, p["c1"], p["vip"].mac, sport))) == first
         member = p[first]
-        back = sw.walk({"in_port": w.ofport(member), "eth_src": member.mac, "eth_dst": p["c1"].mac,
-                        "eth_type": 0x0800, "ipv4_src": member.fixed_ips[0][1], "ipv4_dst": "10.0.0.5",
-                        "nw_ttl": 64, "ip_proto": TCP, "tcp_src": 8080, "tcp_dst": sport})
+        back = sw.walk(
+            {
+                "in_port": w.ofport(member),
+                "eth_src": member.mac,
+                "eth_dst": p["c1"].mac,
+                "eth_type": 0x0800,
+                "ipv4_src": member.fixed_ips[0][1],
+                "ipv4_dst": "10.0.0.5",
+                "nw_ttl": 64,
+                "ip_proto": TCP,
+                "tcp_src": 8080,
+                "tcp_dst": sport,
+            }
+        )
         assert back.ports == [w.ofport(p["c1"])], back.format()
         h = back.outputs[0].headers
         assert (h["ipv4_src"], h["tcp_src"]) == (VIP, 80)
@@ -163,9 +231,20 @@ def test_routed_client_reaches_members_through_the_router() -> None:
     res = sw.walk(syn(w, p["c2"], rb.mac, 41000))
     m = landed(w, res)
     if m != "m2":
-        back = sw.walk({"in_port": w.ofport(p[m]), "eth_src": p[m].mac, "eth_dst": w.topo.ports["r-a"].mac,
-                        "eth_type": 0x0800, "ipv4_src": p[m].fixed_ips[0][1], "ipv4_dst": "10.1.0.5", "nw_ttl": 64,
-                        "ip_proto": TCP, "tcp_src": 8080, "tcp_dst": 41000})
+        back = sw.walk(
+            {
+                "in_port": w.ofport(p[m]),
+                "eth_src": p[m].mac,
+                "eth_dst": w.topo.ports["r-a"].mac,
+                "eth_type": 0x0800,
+                "ipv4_src": p[m].fixed_ips[0][1],
+                "ipv4_dst": "10.1.0.5",
+                "nw_ttl": 64,
+                "ip_proto": TCP,
+                "tcp_src": 8080,
+                "tcp_dst": 41000,
+            }
+        )
         assert back.ports == [w.ofport(p["c2"])] and back.outputs[0].headers["ipv4_src"] == VIP
 
 
@@ -195,7 +274,10 @@ def test_other_ports_of_the_vip_and_other_tenants_with_the_same_address_are_not_
     res = sw.walk(syn(w, z1, w.topo.ports["z2"].mac, 5000))
     assert res.ports == [w.ofport(w.topo.ports["z2"])] and res.outputs[0].headers["ipv4_dst"] == VIP
     res = sw.walk(syn(w, p["c1"], p["vip"].mac, 5001, dport=81))
-    assert landed(w, res) is None and res.ports in ([], ["CONTROLLER"])  # the controller drops what is no probe's
+    assert landed(w, res) is None and res.ports in (
+        [],
+        ["CONTROLLER"],
+    )  # the controller drops what is no probe's
 
 
 def test_arp_for_the_vip_is_answered_on_every_chassis_hosting_its_network() -> None:
@@ -203,16 +285,36 @@ def test_arp_for_the_vip_is_answered_on_every_chassis_hosting_its_network() -> N
     for ch in ("hv1", "hv2"):
         sw = w.switch(ch)
         asker = p["c1"] if ch == "hv1" else p["m2"]
-        res = sw.walk({"in_port": w.ofport(asker), "eth_src": asker.mac, "eth_dst": "ff:ff:ff:ff:ff:ff",
-                       "eth_type": 0x0806, "arp_op": 1, "arp_sha": asker.mac, "arp_spa": asker.fixed_ips[0][1],
-                       "arp_tha": "00:00:00:00:00:00", "arp_tpa": VIP})
+        res = sw.walk(
+            {
+                "in_port": w.ofport(asker),
+                "eth_src": asker.mac,
+                "eth_dst": "ff:ff:ff:ff:ff:ff",
+                "eth_type": 0x0806,
+                "arp_op": 1,
+                "arp_sha": asker.mac,
+                "arp_spa": asker.fixed_ips[0][1],
+                "arp_tha": "00:00:00:00:00:00",
+                "arp_tpa": VIP,
+            }
+        )
         assert res.ports == [w.ofport(asker)]
         assert res.outputs[0].headers["arp_sha"] == p["vip"].mac
     w.put(dataclasses.replace(w.topo.load_balancers["lb"], admin_state_up=False))
     sw = w.switch("hv1")
-    res = sw.walk({"in_port": w.ofport(p["c1"]), "eth_src": p["c1"].mac, "eth_dst": "ff:ff:ff:ff:ff:ff",
-                   "eth_type": 0x0806, "arp_op": 1, "arp_sha": p["c1"].mac, "arp_spa": "10.0.0.5",
-                   "arp_tha": "00:00:00:00:00:00", "arp_tpa": VIP})
+    res = sw.walk(
+        {
+            "in_port": w.ofport(p["c1"]),
+            "eth_src": p["c1"].mac,
+            "eth_dst": "ff:ff:ff:ff:ff:ff",
+            "eth_type": 0x0806,
+            "arp_op": 1,
+            "arp_sha": p["c1"].mac,
+            "arp_spa": "10.0.0.5",
+            "arp_tha": "00:00:00:00:00:00",
+            "arp_tpa": VIP,
+        }
+    )
     assert all(d.headers.get("arp_op") != 2 for d in res.outputs)
 
 
@@ -238,9 +340,20 @@ def test_hairpin_a_member_reaching_the_vip_lands_on_itself() -> None:
         assert h["eth_src"] == p["vip"].mac and h["eth_dst"] == m1.mac
         nat_sport = h["tcp_src"]
         # the server in m1 answers the VIP: back to m1's client socket, from VIP:80
-        back = sw.walk({"in_port": w.ofport(m1), "eth_src": m1.mac, "eth_dst": p["vip"].mac, "eth_type": 0x0800,
-                        "ipv4_src": "10.0.0.11", "ipv4_dst": VIP, "nw_ttl": 64, "ip_proto": TCP, "tcp_src": 8080,
-                        "tcp_dst": nat_sport})
+        back = sw.walk(
+            {
+                "in_port": w.ofport(m1),
+                "eth_src": m1.mac,
+                "eth_dst": p["vip"].mac,
+                "eth_type": 0x0800,
+                "ipv4_src": "10.0.0.11",
+                "ipv4_dst": VIP,
+                "nw_ttl": 64,
+                "ip_proto": TCP,
+                "tcp_src": 8080,
+                "tcp_dst": nat_sport,
+            }
+        )
         assert back.ports == [w.ofport(m1)], back.format()
         h = back.outputs[0].headers
         assert (h["ipv4_src"], h["tcp_src"], h["ipv4_dst"], h["tcp_dst"]) == (VIP, 80, "10.0.0.11", sport)
@@ -252,13 +365,35 @@ def test_health_probe_injected_at_egress_dispatch_and_its_answer_reaches_the_con
     w, p = lb_world()
     sw = w.switch("hv1")
     m1, vip = p["m1"], p["vip"]
-    probe = {"in_port": CONTROLLER, "metadata": w.topo.networks["a"].key, "reg7": m1.key, "eth_src": vip.mac,
-             "eth_dst": m1.mac, "eth_type": 0x0800, "ipv4_src": VIP, "ipv4_dst": "10.0.0.11", "nw_ttl": 64,
-             "ip_proto": TCP, "tcp_src": 61000, "tcp_dst": 8080}
+    probe = {
+        "in_port": CONTROLLER,
+        "metadata": w.topo.networks["a"].key,
+        "reg7": m1.key,
+        "eth_src": vip.mac,
+        "eth_dst": m1.mac,
+        "eth_type": 0x0800,
+        "ipv4_src": VIP,
+        "ipv4_dst": "10.0.0.11",
+        "nw_ttl": 64,
+        "ip_proto": TCP,
+        "tcp_src": 61000,
+        "tcp_dst": 8080,
+    }
     assert sw.walk(probe, stage="egress_dispatch").ports == [w.ofport(m1)]
-    answer = sw.walk({"in_port": w.ofport(m1), "eth_src": m1.mac, "eth_dst": vip.mac, "eth_type": 0x0800,
-                      "ipv4_src": "10.0.0.11", "ipv4_dst": VIP, "nw_ttl": 64, "ip_proto": TCP, "tcp_src": 8080,
-                      "tcp_dst": 61000})
+    answer = sw.walk(
+        {
+            "in_port": w.ofport(m1),
+            "eth_src": m1.mac,
+            "eth_dst": vip.mac,
+            "eth_type": 0x0800,
+            "ipv4_src": "10.0.0.11",
+            "ipv4_dst": VIP,
+            "nw_ttl": 64,
+            "ip_proto": TCP,
+            "tcp_src": 8080,
+            "tcp_dst": 61000,
+        }
+    )
     assert answer.ports == ["CONTROLLER"], answer.format()
 
 
@@ -268,25 +403,67 @@ def test_floating_ip_on_the_vip_is_balanced_on_the_gateway_chassis() -> None:
     gw = next(q for q in w.topo.router_ports("r") if q.network_id == "ext")
     seen = Counter()
     for sport in range(100):
-        res = sw.walk({"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": gw.mac, "eth_type": 0x0800,
-                       "ipv4_src": EXT_HOST[0], "ipv4_dst": "172.24.4.50", "nw_ttl": 64, "ip_proto": TCP,
-                       "tcp_src": 10000 + sport, "tcp_dst": 80})
+        res = sw.walk(
+            {
+                "in_port": PATCH,
+                "eth_src": EXT_HOST[1],
+                "eth_dst": gw.mac,
+                "eth_type": 0x0800,
+                "ipv4_src": EXT_HOST[0],
+                "ipv4_dst": "172.24.4.50",
+                "nw_ttl": 64,
+                "ip_proto": TCP,
+                "tcp_src": 10000 + sport,
+                "tcp_dst": 80,
+            }
+        )
         m = landed(w, res)
         assert m is not None, res.format()
         seen[m] += 1
         if m != "m2" and sport < 5:  # reply from a member on the gateway chassis leaves as the floating IP
-            back = sw.walk({"in_port": w.ofport(p[m]), "eth_src": p[m].mac, "eth_dst": w.topo.ports["r-a"].mac,
-                            "eth_type": 0x0800, "ipv4_src": p[m].fixed_ips[0][1], "ipv4_dst": EXT_HOST[0],
-                            "nw_ttl": 64, "ip_proto": TCP, "tcp_src": 8080, "tcp_dst": 10000 + sport})
+            back = sw.walk(
+                {
+                    "in_port": w.ofport(p[m]),
+                    "eth_src": p[m].mac,
+                    "eth_dst": w.topo.ports["r-a"].mac,
+                    "eth_type": 0x0800,
+                    "ipv4_src": p[m].fixed_ips[0][1],
+                    "ipv4_dst": EXT_HOST[0],
+                    "nw_ttl": 64,
+                    "ip_proto": TCP,
+                    "tcp_src": 8080,
+                    "tcp_dst": 10000 + sport,
+                }
+            )
             assert back.ports == [PATCH], back.format()
             h = back.outputs[0].headers
             assert (h["ipv4_src"], h["tcp_src"]) == ("172.24.4.50", 80)
     assert set(seen) == {"m1", "m2", "m3"}
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["weight", "admin", "error", "online", "delete", "add", "move", "lb",
-                                          "listener", "monitor", "algo"]),
-                         st.integers(1, 3), st.sampled_from(["hv1", "hv2"])), min_size=1, max_size=10)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "weight",
+                "admin",
+                "error",
+                "online",
+                "delete",
+                "add",
+                "move",
+                "lb",
+                "listener",
+                "monitor",
+                "algo",
+            ]
+        ),
+        st.integers(1, 3),
+        st.sampled_from(["hv1", "hv2"]),
+    ),
+    min_size=1,
+    max_size=10,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -311,8 +488,9 @@ def test_incremental_equals_full(actions) -> None:  # type: ignore[no-untyped-de
         elif op == "delete" and m is not None:
             changes = w.drop("member", mid)
         elif op == "add" and m is None:
-            changes = w.put(Member(id=mid, tenant="alice", pool_id="pool", address=f"10.0.0.1{i}",
-                                   protocol_port=8080))
+            changes = w.put(
+                Member(id=mid, tenant="alice", pool_id="pool", address=f"10.0.0.1{i}", protocol_port=8080)
+            )
         elif op == "move":
             port = w.topo.ports[mid]
             changes = w.apply(ops.update_port(w.topo, port, {"binding_chassis": ch}, w.rev + 1, 0.0))
@@ -323,8 +501,17 @@ def test_incremental_equals_full(actions) -> None:  # type: ignore[no-untyped-de
             if "udp" in w.topo.listeners:
                 changes = w.drop("listener", "udp")
             else:
-                changes = w.put(Listener(id="udp", tenant="alice", load_balancer_id="lb", protocol="UDP",
-                                         protocol_port=53, default_pool_id="pool", key=2))
+                changes = w.put(
+                    Listener(
+                        id="udp",
+                        tenant="alice",
+                        load_balancer_id="lb",
+                        protocol="UDP",
+                        protocol_port=53,
+                        default_pool_id="pool",
+                        key=2,
+                    )
+                )
         elif op == "monitor":
             if "hm" in w.topo.health_monitors:
                 changes = w.drop("health_monitor", "hm")
@@ -337,13 +524,27 @@ def test_incremental_equals_full(actions) -> None:  # type: ignore[no-untyped-de
         if changes:
             comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2"):
-            assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (op, i, ch, c)
+            assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (
+                op,
+                i,
+                ch,
+                c,
+            )
 
 
 def test_a_member_on_another_subnet_is_reached_through_the_router_and_its_probe_answers_come_back() -> None:
     w, p = lb_world(weights=(0, 0, 0))
     b1 = w.port("b1", "b", "hv1", "10.1.0.20")
-    w.put(Member(id="mb", tenant="alice", pool_id="pool", address="10.1.0.20", protocol_port=8080, subnet_id="b-sub"))
+    w.put(
+        Member(
+            id="mb",
+            tenant="alice",
+            pool_id="pool",
+            address="10.1.0.20",
+            protocol_port=8080,
+            subnet_id="b-sub",
+        )
+    )
     sw = w.switch("hv1")
     for sport in (1, 2, 3):
         res = sw.walk(syn(w, p["c1"], p["vip"].mac, 44000 + sport))
@@ -351,12 +552,34 @@ def test_a_member_on_another_subnet_is_reached_through_the_router_and_its_probe_
         h = res.outputs[0].headers
         assert (h["ipv4_dst"], h["tcp_dst"], h["eth_dst"], h["nw_ttl"]) == ("10.1.0.20", 8080, b1.mac, 63)
     # the reply is routed back and comes from the VIP
-    back = sw.walk({"in_port": w.ofport(b1), "eth_src": b1.mac, "eth_dst": w.topo.ports["r-b"].mac, "eth_type": 0x0800,
-                    "ipv4_src": "10.1.0.20", "ipv4_dst": "10.0.0.5", "nw_ttl": 64, "ip_proto": TCP, "tcp_src": 8080,
-                    "tcp_dst": 44001})
+    back = sw.walk(
+        {
+            "in_port": w.ofport(b1),
+            "eth_src": b1.mac,
+            "eth_dst": w.topo.ports["r-b"].mac,
+            "eth_type": 0x0800,
+            "ipv4_src": "10.1.0.20",
+            "ipv4_dst": "10.0.0.5",
+            "nw_ttl": 64,
+            "ip_proto": TCP,
+            "tcp_src": 8080,
+            "tcp_dst": 44001,
+        }
+    )
     assert back.ports == [w.ofport(p["c1"])] and back.outputs[0].headers["ipv4_src"] == VIP, back.format()
     # a health probe's answer to the VIP is routed into the VIP's network and reaches the controller
-    answer = sw.walk({"in_port": w.ofport(b1), "eth_src": b1.mac, "eth_dst": w.topo.ports["r-b"].mac,
-                      "eth_type": 0x0800, "ipv4_src": "10.1.0.20", "ipv4_dst": VIP, "nw_ttl": 64, "ip_proto": TCP,
-                      "tcp_src": 8080, "tcp_dst": 61001})
+    answer = sw.walk(
+        {
+            "in_port": w.ofport(b1),
+            "eth_src": b1.mac,
+            "eth_dst": w.topo.ports["r-b"].mac,
+            "eth_type": 0x0800,
+            "ipv4_src": "10.1.0.20",
+            "ipv4_dst": VIP,
+            "nw_ttl": 64,
+            "ip_proto": TCP,
+            "tcp_src": 8080,
+            "tcp_dst": 61001,
+        }
+    )
     assert answer.ports == ["CONTROLLER"], answer.format()

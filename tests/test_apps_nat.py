@@ -39,8 +39,15 @@ def nat_world(snat: bool = True) -> tuple[NatWorld, dict[str, Port]]:
     w.chassis("hv2", "192.0.2.2", [(PHYSNET, "br-prov")])
     w.network("ext", "admin", "172.24.4.0/24", segment_type="flat", physical_network=PHYSNET, external=True)
     w.network("a", "alice", "10.0.0.0/24")
-    w.apply(ops.create_router(w.topo, Router(id="r", tenant="alice"),
-                              ops.GatewayRequest("ext", enable_snat=snat), w.rev + 1, 0.0))
+    w.apply(
+        ops.create_router(
+            w.topo,
+            Router(id="r", tenant="alice"),
+            ops.GatewayRequest("ext", enable_snat=snat),
+            w.rev + 1,
+            0.0,
+        )
+    )
     r = w.topo.routers["r"]
     w.apply(ops.add_router_interface(w.topo, r, "a-sub", "", "r-a", w.rev + 1, 0.0))
     p = {"a1": w.port("a1", "a", "hv1", "10.0.0.10"), "a2": w.port("a2", "a", "hv2", "10.0.0.20")}
@@ -53,22 +60,48 @@ def gw_port(w: World) -> Port:
 
 
 def add_fip(w: World, port: str, address: str = "172.24.4.50", fid: str = "f") -> FloatingIp:
-    w.apply(ops.create_floating_ip(w.topo, FloatingIp(id=fid, tenant="alice", network_id="ext", address=address,
-                                                      port_id=port), f"{fid}-port", w.rev + 1, 0.0))
+    w.apply(
+        ops.create_floating_ip(
+            w.topo,
+            FloatingIp(id=fid, tenant="alice", network_id="ext", address=address, port_id=port),
+            f"{fid}-port",
+            w.rev + 1,
+            0.0,
+        )
+    )
     return w.topo.floatingips[fid]
 
 
 def out_of_vm(w: World, p: Port, dst: str, **l4) -> dict:  # type: ignore[type-arg]
     iface = w.topo.ports["r-a"]
-    return {"in_port": w.ofport(p), "eth_src": p.mac, "eth_dst": iface.mac, "eth_type": 0x0800,
-            "ipv4_src": p.fixed_ips[0][1], "ipv4_dst": dst, "nw_ttl": 64, "ip_proto": 6, "tcp_src": 40000,
-            "tcp_dst": 80, **l4}
+    return {
+        "in_port": w.ofport(p),
+        "eth_src": p.mac,
+        "eth_dst": iface.mac,
+        "eth_type": 0x0800,
+        "ipv4_src": p.fixed_ips[0][1],
+        "ipv4_dst": dst,
+        "nw_ttl": 64,
+        "ip_proto": 6,
+        "tcp_src": 40000,
+        "tcp_dst": 80,
+        **l4,
+    }
 
 
 def from_outside(w: World, dst: str, sport: int = 80, dport: int = 40000) -> dict:  # type: ignore[type-arg]
-    return {"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": gw_port(w).mac, "eth_type": 0x0800,
-            "ipv4_src": EXT_HOST[0], "ipv4_dst": dst, "nw_ttl": 64, "ip_proto": 6, "tcp_src": sport,
-            "tcp_dst": dport}
+    return {
+        "in_port": PATCH,
+        "eth_src": EXT_HOST[1],
+        "eth_dst": gw_port(w).mac,
+        "eth_type": 0x0800,
+        "ipv4_src": EXT_HOST[0],
+        "ipv4_dst": dst,
+        "nw_ttl": 64,
+        "ip_proto": 6,
+        "tcp_src": sport,
+        "tcp_dst": dport,
+    }
 
 
 def test_snat_on_the_gateway_chassis_and_the_reply_comes_back() -> None:
@@ -108,11 +141,20 @@ def test_another_chassis_redirects_to_the_gateway_chassis_without_ttl_change() -
     assert h["tunnel_id"] == nat.redirect_id(r) and h["tun_ipv4_dst"] == "192.0.2.1" and h["nw_ttl"] == 64
     # the gateway chassis takes it in router context and routes it out via the external gateway_ip
     w.neighbors["ext"]["172.24.4.1"] = "02:ee:00:00:00:01"
-    on_gc = w.switch("hv1").walk({"in_port": TUN["vxlan"], "tunnel_id": h["tunnel_id"],
-                                  **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
+    on_gc = w.switch("hv1").walk(
+        {
+            "in_port": TUN["vxlan"],
+            "tunnel_id": h["tunnel_id"],
+            **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))},
+        }
+    )
     assert on_gc.ports == [PATCH], on_gc.format()
     o = on_gc.outputs[0].headers
-    assert o["eth_dst"] == "02:ee:00:00:00:01" and o["nw_ttl"] == 63 and o["ipv4_src"] == gw_port(w).fixed_ips[0][1]
+    assert (
+        o["eth_dst"] == "02:ee:00:00:00:01"
+        and o["nw_ttl"] == 63
+        and o["ipv4_src"] == gw_port(w).fixed_ips[0][1]
+    )
 
 
 def test_unknown_external_next_hop_goes_to_the_controller() -> None:
@@ -141,20 +183,42 @@ def test_floating_ip_dnat_to_a_vm_on_another_chassis_and_the_reply_is_translated
     assert h["ipv4_dst"] == "10.0.0.20" and h["ipv4_src"] == EXT_HOST[0] and h["eth_dst"] == p["a2"].mac
     assert h["tunnel_id"] == w.topo.networks["a"].segment_id and h["tun_ipv4_dst"] == "192.0.2.2"
     # the VM's reply leaves through the gateway chassis translated back to the floating IP
-    reply = {"eth_src": p["a2"].mac, "eth_dst": w.topo.ports["r-a"].mac, "eth_type": 0x0800, "nw_ttl": 64,
-             "ipv4_src": "10.0.0.20", "ipv4_dst": EXT_HOST[0], "ip_proto": 6, "tcp_src": 22, "tcp_dst": 5555}
+    reply = {
+        "eth_src": p["a2"].mac,
+        "eth_dst": w.topo.ports["r-a"].mac,
+        "eth_type": 0x0800,
+        "nw_ttl": 64,
+        "ipv4_src": "10.0.0.20",
+        "ipv4_dst": EXT_HOST[0],
+        "ip_proto": 6,
+        "tcp_src": 22,
+        "tcp_dst": 5555,
+    }
     red0 = w.switch("hv2").walk({"in_port": w.ofport(p["a2"]), **reply}).outputs[0].headers
     assert red0["tunnel_id"] == nat.redirect_id(w.topo.routers["r"])
-    back = sw.walk({"in_port": TUN["vxlan"], "tunnel_id": red0["tunnel_id"],
-                    **{k: v for k, v in red0.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
+    back = sw.walk(
+        {
+            "in_port": TUN["vxlan"],
+            "tunnel_id": red0["tunnel_id"],
+            **{k: v for k, v in red0.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))},
+        }
+    )
     assert back.ports == [PATCH], back.format()
-    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (fip.address, EXT_HOST[0])
+    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (
+        fip.address,
+        EXT_HOST[0],
+    )
     # the VM's new outbound connection leaves with the floating IP as its source
     out = sw.walk(out_of_vm(w, p["a1"], EXT_HOST[0]))
     assert out.outputs[0].headers["ipv4_src"] == gw_port(w).fixed_ips[0][1]  # a1 has no FIP: SNAT
     red = w.switch("hv2").walk(out_of_vm(w, p["a2"], EXT_HOST[0], tcp_src=41000)).outputs[0].headers
-    on_gc = sw.walk({"in_port": TUN["vxlan"], "tunnel_id": red["tunnel_id"],
-                     **{k: v for k, v in red.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))}})
+    on_gc = sw.walk(
+        {
+            "in_port": TUN["vxlan"],
+            "tunnel_id": red["tunnel_id"],
+            **{k: v for k, v in red.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp"))},
+        }
+    )
     assert on_gc.ports == [PATCH] and on_gc.outputs[0].headers["ipv4_src"] == fip.address
 
 
@@ -162,22 +226,49 @@ def allow_ingress(w: World) -> None:
     """An ingress rule from anywhere in alice's default group: hairpinned packets come from the router's external
     addresses, which the default group (ingress from its members only) refuses, as it refuses outside traffic."""
     group = next(g.id for g in w.topo.security_groups.values() if g.tenant == "alice")
-    w.apply(ops_security.create_security_group_rule(w.topo, SecurityGroupRule(
-        id="any-in", tenant="alice", security_group_id=group, direction="ingress", ethertype="IPv4",
-        remote_ip_prefix="0.0.0.0/0"), True, w.rev + 1, 0.0))
+    w.apply(
+        ops_security.create_security_group_rule(
+            w.topo,
+            SecurityGroupRule(
+                id="any-in",
+                tenant="alice",
+                security_group_id=group,
+                direction="ingress",
+                ethertype="IPv4",
+                remote_ip_prefix="0.0.0.0/0",
+            ),
+            True,
+            w.rev + 1,
+            0.0,
+        )
+    )
 
 
 def _arrive(sw: Switch, h: Mapping[str, Any]) -> Result:
     """Walk a packet that left another chassis by a tunnel into `sw`."""
-    return sw.walk({"in_port": TUN["vxlan"], "tunnel_id": h["tunnel_id"],
-                    **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp", "icmp"))}})
+    return sw.walk(
+        {
+            "in_port": TUN["vxlan"],
+            "tunnel_id": h["tunnel_id"],
+            **{k: v for k, v in h.items() if k.startswith(("eth", "ipv4", "nw_", "ip_", "tcp", "icmp"))},
+        }
+    )
 
 
 def _reply(w: World, port: Port, iface: str, h: Mapping[str, Any]) -> dict[str, Any]:
     """What `port` answers to the delivered packet `h` (TCP), sent to its router interface `iface`."""
-    return {"in_port": w.ofport(port), "eth_src": port.mac, "eth_dst": w.topo.ports[iface].mac, "eth_type": 0x0800,
-            "nw_ttl": 64, "ipv4_src": h["ipv4_dst"], "ipv4_dst": h["ipv4_src"], "ip_proto": 6,
-            "tcp_src": h["tcp_dst"], "tcp_dst": h["tcp_src"]}
+    return {
+        "in_port": w.ofport(port),
+        "eth_src": port.mac,
+        "eth_dst": w.topo.ports[iface].mac,
+        "eth_type": 0x0800,
+        "nw_ttl": 64,
+        "ipv4_src": h["ipv4_dst"],
+        "ipv4_dst": h["ipv4_src"],
+        "ip_proto": 6,
+        "tcp_src": h["tcp_dst"],
+        "tcp_dst": h["tcp_src"],
+    }
 
 
 def test_hairpin_to_a_floating_ip_of_the_same_router() -> None:
@@ -203,7 +294,9 @@ def test_hairpin_to_a_floating_ip_of_the_same_router() -> None:
     assert at_a2.ports == [w.ofport(p["a2"])], at_a2.format()
     # its reply goes to the gateway chassis (redirect) and back to a1 from the floating IP
     red = hv2.walk(_reply(w, p["a2"], "r-a", at_a2.outputs[0].headers))
-    assert red.ports == [TUN["vxlan"]] and red.outputs[0].headers["tunnel_id"] == nat.redirect_id(w.topo.routers["r"])
+    assert red.ports == [TUN["vxlan"]] and red.outputs[0].headers["tunnel_id"] == nat.redirect_id(
+        w.topo.routers["r"]
+    )
     back = _arrive(hv1, red.outputs[0].headers)
     assert back.ports == [w.ofport(p["a1"])], back.format()
     b = back.outputs[0].headers
@@ -214,7 +307,12 @@ def test_hairpin_to_a_floating_ip_of_the_same_router() -> None:
     there = _arrive(hv1, red.outputs[0].headers)
     assert there.ports == [TUN["vxlan"]], there.format()
     t = there.outputs[0].headers
-    assert (t["ipv4_src"], t["ipv4_dst"], t["tunnel_id"], t["tun_ipv4_dst"]) == (gw, "10.0.0.20", seg_a, "192.0.2.2")
+    assert (t["ipv4_src"], t["ipv4_dst"], t["tunnel_id"], t["tun_ipv4_dst"]) == (
+        gw,
+        "10.0.0.20",
+        seg_a,
+        "192.0.2.2",
+    )
     at_a2 = _arrive(hv2, t)
     assert at_a2.ports == [w.ofport(p["a2"])], at_a2.format()
     red = hv2.walk(_reply(w, p["a2"], "r-a", at_a2.outputs[0].headers))
@@ -236,12 +334,20 @@ def test_hairpin_to_a_floating_ip_of_the_same_router() -> None:
     back = hv1.walk(_reply(w, p["a1"], "r-a", t))
     assert back.ports == [TUN["vxlan"]], back.format()
     bh = back.outputs[0].headers
-    assert (bh["ipv4_src"], bh["ipv4_dst"], bh["tcp_src"], bh["tcp_dst"]) == (f1.address, "10.0.0.20", 80, 40003)
+    assert (bh["ipv4_src"], bh["ipv4_dst"], bh["tcp_src"], bh["tcp_dst"]) == (
+        f1.address,
+        "10.0.0.20",
+        80,
+        40003,
+    )
     assert _arrive(hv2, bh).ports == [w.ofport(p["a2"])]
     # a VM reaching its own floating IP comes back to itself, from it
     own = hv1.walk(out_of_vm(w, p["a1"], f1.address, tcp_src=40004))
     assert own.ports == [w.ofport(p["a1"])], own.format()
-    assert (own.outputs[0].headers["ipv4_src"], own.outputs[0].headers["ipv4_dst"]) == (f1.address, "10.0.0.10")
+    assert (own.outputs[0].headers["ipv4_src"], own.outputs[0].headers["ipv4_dst"]) == (
+        f1.address,
+        "10.0.0.10",
+    )
 
 
 def test_hairpin_without_snat_leaves_as_the_gateway_address() -> None:
@@ -271,7 +377,9 @@ def test_hairpin_to_a_floating_ip_of_another_router_with_the_same_gateway_chassi
     w, p = nat_world()
     allow_ingress(w)
     w.network("c", "alice", "10.0.2.0/24")
-    w.apply(ops.create_router(w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0))
+    w.apply(
+        ops.create_router(w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0)
+    )
     w.apply(ops.add_router_interface(w.topo, w.topo.routers["r2"], "c-sub", "", "r2-c", w.rev + 1, 0.0))
     c1 = w.port("c1", "c", "hv2", "10.0.2.10")
     fc = add_fip(w, "c1", "172.24.4.60", "fc")
@@ -285,7 +393,10 @@ def test_hairpin_to_a_floating_ip_of_another_router_with_the_same_gateway_chassi
     red = hv2.walk(_reply(w, c1, "r2-c", at_c1.outputs[0].headers))
     back = _arrive(hv1, red.outputs[0].headers)
     assert back.ports == [w.ofport(p["a1"])], back.format()
-    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (fc.address, "10.0.0.10")
+    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (
+        fc.address,
+        "10.0.0.10",
+    )
 
 
 def test_gateway_chassis_answers_arp_for_the_gateway_and_floating_ips_only() -> None:
@@ -294,13 +405,38 @@ def test_gateway_chassis_answers_arp_for_the_gateway_and_floating_ips_only() -> 
     sw = w.switch("hv1")
     gw = gw_port(w)
     for addr in (gw.fixed_ips[0][1], fip.address):
-        res = sw.walk({"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806,
-                       "arp_op": 1, "arp_spa": EXT_HOST[0], "arp_tpa": addr, "arp_sha": EXT_HOST[1],
-                       "arp_tha": "00:00:00:00:00:00"})
+        res = sw.walk(
+            {
+                "in_port": PATCH,
+                "eth_src": EXT_HOST[1],
+                "eth_dst": "ff:ff:ff:ff:ff:ff",
+                "eth_type": 0x0806,
+                "arp_op": 1,
+                "arp_spa": EXT_HOST[0],
+                "arp_tpa": addr,
+                "arp_sha": EXT_HOST[1],
+                "arp_tha": "00:00:00:00:00:00",
+            }
+        )
         assert res.ports == [PATCH] and res.outputs[0].headers["arp_sha"] == gw.mac, res.format()
-    assert w.switch("hv2").walk({"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": "ff:ff:ff:ff:ff:ff",
-                                 "eth_type": 0x0806, "arp_op": 1, "arp_spa": EXT_HOST[0], "arp_tpa": fip.address,
-                                 "arp_sha": EXT_HOST[1], "arp_tha": "00:00:00:00:00:00"}).ports == []
+    assert (
+        w.switch("hv2")
+        .walk(
+            {
+                "in_port": PATCH,
+                "eth_src": EXT_HOST[1],
+                "eth_dst": "ff:ff:ff:ff:ff:ff",
+                "eth_type": 0x0806,
+                "arp_op": 1,
+                "arp_spa": EXT_HOST[0],
+                "arp_tpa": fip.address,
+                "arp_sha": EXT_HOST[1],
+                "arp_tha": "00:00:00:00:00:00",
+            }
+        )
+        .ports
+        == []
+    )
 
 
 def test_without_gateway_chassis_nothing_leaves() -> None:
@@ -320,7 +456,9 @@ def test_clearing_the_gateway_removes_exactly_its_flows() -> None:
     comp.rebuild(w.topo)
     with_gw = {c: comp.desired(c) for c in ("hv1", "hv2")}
     fip = add_fip(w, "a2")
-    comp.on_changes(w.topo, [("port", "f-port", None, w.topo.ports["f-port"]), ("floating_ip", "f", None, fip)])
+    comp.on_changes(
+        w.topo, [("port", "f-port", None, w.topo.ports["f-port"]), ("floating_ip", "f", None, fip)]
+    )
     assert comp.desired("hv1") != with_gw["hv1"]
     comp.on_changes(w.topo, w.apply(ops.delete_floating_ip(w.topo, fip)))
     assert {c: comp.desired(c) for c in ("hv1", "hv2")} == with_gw
@@ -330,8 +468,9 @@ def test_clearing_the_gateway_removes_exactly_its_flows() -> None:
         assert left == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors)
         owners = {f.owner.app for f in left if isinstance(f, Flow) and f.owner is not None}
         assert ids.NAT not in owners, "no nat flows without a gateway"
-        assert not any(isinstance(f, Flow) and f.match_dict().get("metadata") == w.topo.networks["ext"].key
-                       for f in left), "the external network is not hosted any more"
+        assert not any(
+            isinstance(f, Flow) and f.match_dict().get("metadata") == w.topo.networks["ext"].key for f in left
+        ), "the external network is not hosted any more"
     # hv2 is left with exactly what a router without a gateway compiles to
     sw = w.switch("hv2")
     assert sw.walk(out_of_vm(w, p["a2"], "8.8.8.8")).ports == []
@@ -339,7 +478,10 @@ def test_clearing_the_gateway_removes_exactly_its_flows() -> None:
 
 def test_gateway_chassis_option_from_toml_and_repeatable_flags(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert config.load([]).gateway_chassis == []
-    assert config.load(["--gateway-chassis", "hv1", "--gateway-chassis", "hv2"]).gateway_chassis == ["hv1", "hv2"]
+    assert config.load(["--gateway-chassis", "hv1", "--gateway-chassis", "hv2"]).gateway_chassis == [
+        "hv1",
+        "hv2",
+    ]
     toml = tmp_path / "c.toml"
     toml.write_text('gateway_chassis = ["gw1"]\n')
     assert config.load(["--config", str(toml)]).gateway_chassis == ["gw1"]
@@ -349,8 +491,17 @@ def test_gateway_chassis_option_from_toml_and_repeatable_flags(tmp_path) -> None
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["move", "delete", "fip", "unfip", "learn"]), st.sampled_from(["a1", "a2"]),
-                          st.sampled_from(["hv1", "hv2"])), min_size=1, max_size=10))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["move", "delete", "fip", "unfip", "learn"]),
+            st.sampled_from(["a1", "a2"]),
+            st.sampled_from(["hv1", "hv2"]),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
 def test_incremental_equals_full_with_gateways(actions) -> None:  # type: ignore[no-untyped-def]
     w, _p = nat_world()
     comp = Compiler(GC)
@@ -366,17 +517,32 @@ def test_incremental_equals_full_with_gateways(actions) -> None:  # type: ignore
             changes = w.apply(ops.update_port(w.topo, port, {"binding_chassis": ch}, w.rev + 1, 0.0))
         elif op == "delete" and port is not None:
             fips = [f for f in w.topo.floatingips.values() if f.port_id == pid]
-            changes = w.apply([*(("floating_ip", f.id, f, FloatingIp(**{**f.__dict__, "port_id": "", "fixed_ip": "",
-                                                                          "router_id": ""})) for f in fips),
-                               *ops.delete_port(w.topo, port)])
+            changes = w.apply(
+                [
+                    *(
+                        (
+                            "floating_ip",
+                            f.id,
+                            f,
+                            FloatingIp(**{**f.__dict__, "port_id": "", "fixed_ip": "", "router_id": ""}),
+                        )
+                        for f in fips
+                    ),
+                    *ops.delete_port(w.topo, port),
+                ]
+            )
         elif op == "fip" and port is not None and "f" not in w.topo.floatingips:
             before = w.rev
             add_fip(w, pid)
-            changes = [("port", "f-port", None, w.topo.ports["f-port"]),
-                       ("floating_ip", "f", None, w.topo.floatingips["f"])]
+            changes = [
+                ("port", "f-port", None, w.topo.ports["f-port"]),
+                ("floating_ip", "f", None, w.topo.floatingips["f"]),
+            ]
             assert w.rev == before + 1
         elif op == "unfip" and "f" in w.topo.floatingips:
-            changes = w.apply(ops.update_floating_ip(w.topo, w.topo.floatingips["f"], {"port": ""}, w.rev + 1, 0.0))
+            changes = w.apply(
+                ops.update_floating_ip(w.topo, w.topo.floatingips["f"], {"port": ""}, w.rev + 1, 0.0)
+            )
         elif op == "learn":
             n += 1
             w.neighbors["ext"][f"172.24.4.{200 + n}"] = f"02:ee:00:00:01:{n:02x}"
@@ -384,13 +550,27 @@ def test_incremental_equals_full_with_gateways(actions) -> None:  # type: ignore
         if changes:
             comp.on_changes(w.topo, changes)
         for c in ("hv1", "hv2"):
-            assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (op, pid, ch, c)
+            assert comp.desired(c) == desired_from_scratch(w.topo, w.runtime, c, GC, w.neighbors), (
+                op,
+                pid,
+                ch,
+                c,
+            )
 
 
 def ping_from_outside(w: World, dst: str, ttl: int = 64, icmp_type: int = 8) -> dict:  # type: ignore[type-arg]
-    return {"in_port": PATCH, "eth_src": EXT_HOST[1], "eth_dst": gw_port(w).mac, "eth_type": 0x0800,
-            "ipv4_src": EXT_HOST[0], "ipv4_dst": dst, "nw_ttl": ttl, "ip_proto": 1, "icmpv4_type": icmp_type,
-            "icmpv4_code": 0}
+    return {
+        "in_port": PATCH,
+        "eth_src": EXT_HOST[1],
+        "eth_dst": gw_port(w).mac,
+        "eth_type": 0x0800,
+        "ipv4_src": EXT_HOST[0],
+        "ipv4_dst": dst,
+        "nw_ttl": ttl,
+        "ip_proto": 1,
+        "icmpv4_type": icmp_type,
+        "icmpv4_code": 0,
+    }
 
 
 def ping_from_vm(w: World, p: Port, dst: str) -> dict:  # type: ignore[type-arg]
@@ -441,7 +621,9 @@ def test_a_vm_pinging_another_routers_gateway_address_gets_the_reply_through_its
     """r2's gateway address seen from a VM behind r (same external network and gateway chassis): r2 answers with
     64, r (a further hop) routes the reply back with 63, un-SNAT'ed; and the VM's own gateway address gives 64."""
     w, p = nat_world()
-    w.apply(ops.create_router(w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0))
+    w.apply(
+        ops.create_router(w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext"), w.rev + 1, 0.0)
+    )
     gw2 = next(q for q in w.topo.router_ports("r2") if q.network_id == "ext").fixed_ips[0][1]
     own = gw_port(w).fixed_ips[0][1]
     sw = w.switch("hv1")
@@ -464,9 +646,18 @@ def test_a_retried_first_packet_to_a_floating_ip_still_reaches_the_vm() -> None:
     sw = w.switch("hv1")
     first = sw.walk(from_outside(w, fip.address, sport=5555, dport=22))
     assert first.ports == [w.ofport(p["a1"])], first.format()
-    reply = {"in_port": w.ofport(p["a1"]), "eth_src": p["a1"].mac, "eth_dst": w.topo.ports["r-a"].mac,
-             "eth_type": 0x0800, "nw_ttl": 64, "ipv4_src": "10.0.0.10", "ipv4_dst": EXT_HOST[0], "ip_proto": 6,
-             "tcp_src": 22, "tcp_dst": 5555}
+    reply = {
+        "in_port": w.ofport(p["a1"]),
+        "eth_src": p["a1"].mac,
+        "eth_dst": w.topo.ports["r-a"].mac,
+        "eth_type": 0x0800,
+        "nw_ttl": 64,
+        "ipv4_src": "10.0.0.10",
+        "ipv4_dst": EXT_HOST[0],
+        "ip_proto": 6,
+        "tcp_src": 22,
+        "tcp_dst": 5555,
+    }
     lost = sw.walk(reply)
     assert lost.ports == ["CONTROLLER"], lost.format()  # the next hop is unknown: the reply is lost
     # the controller learns the next hop; the switch (and its conntrack) stays the same
@@ -478,6 +669,9 @@ def test_a_retried_first_packet_to_a_floating_ip_still_reaches_the_vm() -> None:
     assert again.outputs[0].headers["ipv4_dst"] == "10.0.0.10"
     back = learnt.walk(reply)
     assert back.ports == [PATCH], back.format()
-    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (fip.address, EXT_HOST[0])
+    assert (back.outputs[0].headers["ipv4_src"], back.outputs[0].headers["ipv4_dst"]) == (
+        fip.address,
+        EXT_HOST[0],
+    )
     # a connection to the fixed IP that was never DNAT'ed is still refused
     assert learnt.walk(from_outside(w, "10.0.0.10", sport=5556, dport=22)).ports == []

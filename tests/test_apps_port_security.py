@@ -29,8 +29,15 @@ def world() -> tuple[World, Port, Port]:
     w.chassis("hv1", "192.0.2.1")
     w.chassis("hv2", "192.0.2.2")
     w.network("a", "alice", "10.0.0.0/24")
-    w.apply(ops.create_subnet(w.topo, Subnet(id="a-v6", tenant="alice", network_id="a", cidr="2001:db8::/64"),
-                              False, w.rev + 1, 0.0))
+    w.apply(
+        ops.create_subnet(
+            w.topo,
+            Subnet(id="a-v6", tenant="alice", network_id="a", cidr="2001:db8::/64"),
+            False,
+            w.rev + 1,
+            0.0,
+        )
+    )
     vm = w.port("vm", "a", "hv1", "10.0.0.5")
     peer = w.port("peer", "a", "hv1", "10.0.0.6")
     for port in (vm, peer):  # and an IPv6 address each
@@ -59,25 +66,55 @@ def dropped_here(res: Result) -> bool:
 
 
 def ipv4(mac: str, src: str, dst_mac: str, dst: str, **extra: Any) -> dict[str, Any]:
-    return {"eth_src": mac, "eth_dst": dst_mac, "eth_type": 0x0800, "ipv4_src": src, "ipv4_dst": dst,
-            "ip_proto": 1, "icmpv4_type": 8, "icmpv4_code": 0, **extra}
+    return {
+        "eth_src": mac,
+        "eth_dst": dst_mac,
+        "eth_type": 0x0800,
+        "ipv4_src": src,
+        "ipv4_dst": dst,
+        "ip_proto": 1,
+        "icmpv4_type": 8,
+        "icmpv4_code": 0,
+        **extra,
+    }
 
 
 def udp(mac: str, src: str, dst_mac: str, dst: str, sport: int, dport: int) -> dict[str, Any]:
-    return {"eth_src": mac, "eth_dst": dst_mac, "eth_type": 0x0800, "ipv4_src": src, "ipv4_dst": dst,
-            "ip_proto": 17, "udp_src": sport, "udp_dst": dport}
+    return {
+        "eth_src": mac,
+        "eth_dst": dst_mac,
+        "eth_type": 0x0800,
+        "ipv4_src": src,
+        "ipv4_dst": dst,
+        "ip_proto": 17,
+        "udp_src": sport,
+        "udp_dst": dport,
+    }
 
 
 def arp(mac: str, sha: str, spa: str, tpa: str, op: int = 1) -> dict[str, Any]:
-    return {"eth_src": mac, "eth_dst": BCAST, "eth_type": 0x0806, "arp_op": op, "arp_sha": sha,
-            "arp_spa": spa, "arp_tpa": tpa, "arp_tha": "00:00:00:00:00:00"}
+    return {
+        "eth_src": mac,
+        "eth_dst": BCAST,
+        "eth_type": 0x0806,
+        "arp_op": op,
+        "arp_sha": sha,
+        "arp_spa": spa,
+        "arp_tpa": tpa,
+        "arp_tha": "00:00:00:00:00:00",
+    }
 
 
 def owned(w: World, chassis: str, port: Port) -> set[Flow]:
     """The port-security flows of `port` a chassis wants."""
-    return {i for i in desired_from_scratch(w.topo, w.runtime, chassis)
-            if isinstance(i, Flow) and i.owner is not None and i.owner.app == ids.PORT_SECURITY
-            and i.owner.owner == owner_hash(port.id)}
+    return {
+        i
+        for i in desired_from_scratch(w.topo, w.runtime, chassis)
+        if isinstance(i, Flow)
+        and i.owner is not None
+        and i.owner.app == ids.PORT_SECURITY
+        and i.owner.owner == owner_hash(port.id)
+    }
 
 
 def ll(mac: str) -> str:
@@ -85,8 +122,17 @@ def ll(mac: str) -> str:
 
 
 def icmp6(mac: str, src: str, type_: int, dst: str = "ff02::1", **extra: Any) -> dict[str, Any]:
-    return {"eth_src": mac, "eth_dst": "33:33:00:00:00:01", "eth_type": 0x86DD, "ipv6_src": src,
-            "ipv6_dst": dst, "ip_proto": 58, "icmpv6_type": type_, "icmpv6_code": 0, **extra}
+    return {
+        "eth_src": mac,
+        "eth_dst": "33:33:00:00:00:01",
+        "eth_type": 0x86DD,
+        "ipv6_src": src,
+        "ipv6_dst": dst,
+        "ip_proto": 58,
+        "icmpv6_type": type_,
+        "icmpv6_code": 0,
+        **extra,
+    }
 
 
 def v4(port: Port) -> str:
@@ -107,7 +153,9 @@ def test_own_mac_and_address_pass_and_reach_the_peer() -> None:
     assert w.ofport(peer) in res.ports or res.dropped_at in ("acl_egress", "acl_ingress"), res.format()
     assert passes(send(w, vm, **arp(vm.mac, vm.mac, v4(vm), v4(peer))))
     assert passes(send(w, vm, **arp(vm.mac, vm.mac, v4(vm), v4(vm), op=2)))  # its own gratuitous ARP
-    assert passes(send(w, vm, **arp(vm.mac, vm.mac, "0.0.0.0", v4(peer))))  # ARP probe (address conflict check)
+    assert passes(
+        send(w, vm, **arp(vm.mac, vm.mac, "0.0.0.0", v4(peer)))
+    )  # ARP probe (address conflict check)
 
 
 def test_spoofed_source_mac_is_dropped() -> None:
@@ -160,8 +208,14 @@ def test_dhcp_client_from_nowhere_passes_but_a_vm_never_serves_dhcp() -> None:
 
 def test_ipv6_own_addresses_pass_others_and_router_roles_drop() -> None:
     w, vm, peer = world()
-    six = {"eth_dst": peer.mac, "eth_type": 0x86DD, "ipv6_dst": v6(peer), "ip_proto": 17, "udp_src": 4000,
-           "udp_dst": 53}
+    six = {
+        "eth_dst": peer.mac,
+        "eth_type": 0x86DD,
+        "ipv6_dst": v6(peer),
+        "ip_proto": 17,
+        "udp_src": 4000,
+        "udp_dst": 53,
+    }
     assert passes(send(w, vm, eth_src=vm.mac, ipv6_src=v6(vm), **six))
     assert passes(send(w, vm, eth_src=vm.mac, ipv6_src=ll(vm.mac), **six))
     assert dropped_here(send(w, vm, eth_src=vm.mac, ipv6_src=v6(peer), **six))
@@ -178,8 +232,9 @@ def test_ipv6_own_addresses_pass_others_and_router_roles_drop() -> None:
     # a VM is no router and no DHCPv6 server
     assert dropped_here(send(w, vm, **icmp6(vm.mac, ll(vm.mac), 134)))
     assert dropped_here(send(w, vm, **icmp6(vm.mac, ll(vm.mac), 137, v6(peer))))
-    assert dropped_here(send(w, vm, eth_src=vm.mac, ipv6_src=ll(vm.mac), **{**six, "udp_src": 547,
-                                                                              "udp_dst": 546}))
+    assert dropped_here(
+        send(w, vm, eth_src=vm.mac, ipv6_src=ll(vm.mac), **{**six, "udp_src": 547, "udp_dst": 546})
+    )
 
 
 # ------------------------------------------------------------------------------------- allowed address pairs
@@ -187,8 +242,11 @@ def test_ipv6_own_addresses_pass_others_and_router_roles_drop() -> None:
 
 def test_allowed_pairs_pass_with_their_mac_only() -> None:
     w, vm, peer = world()
-    vm = update(w, vm, allowed_address_pairs=(("10.0.0.100", PAIR_MAC), ("10.0.1.0/24", ""),
-                                              ("2001:db8:1::/64", PAIR_MAC)))
+    vm = update(
+        w,
+        vm,
+        allowed_address_pairs=(("10.0.0.100", PAIR_MAC), ("10.0.1.0/24", ""), ("2001:db8:1::/64", PAIR_MAC)),
+    )
     assert vm.allowed_address_pairs[1] == ("10.0.1.0/24", vm.mac)  # no MAC given: the port's
     # a pair address with the pair's MAC: IP and ARP (a VRRP-style virtual address taking over)
     assert passes(send(w, vm, **ipv4(PAIR_MAC, "10.0.0.100", peer.mac, v4(peer))))
@@ -202,8 +260,14 @@ def test_allowed_pairs_pass_with_their_mac_only() -> None:
     assert dropped_here(send(w, vm, **ipv4(vm.mac, "10.0.2.1", peer.mac, v4(peer))))
     assert dropped_here(send(w, vm, **ipv4(PAIR_MAC, "10.0.1.77", peer.mac, v4(peer))))
     # the pair MAC's own addresses: its link-local and its IPv6 CIDR, NAs for them
-    six = {"eth_dst": peer.mac, "eth_type": 0x86DD, "ipv6_dst": v6(peer), "ip_proto": 17, "udp_src": 4000,
-           "udp_dst": 53}
+    six = {
+        "eth_dst": peer.mac,
+        "eth_type": 0x86DD,
+        "ipv6_dst": v6(peer),
+        "ip_proto": 17,
+        "udp_src": 4000,
+        "udp_dst": 53,
+    }
     assert passes(send(w, vm, eth_src=PAIR_MAC, ipv6_src="2001:db8:1::42", **six))
     assert passes(send(w, vm, eth_src=PAIR_MAC, ipv6_src=ll(PAIR_MAC), **six))
     assert dropped_here(send(w, vm, eth_src=vm.mac, ipv6_src="2001:db8:1::42", **six))
@@ -232,9 +296,13 @@ def test_a_pair_covering_a_fixed_ip_is_one_well_defined_match() -> None:
 def test_port_security_disabled_lets_everything_through() -> None:
     w, vm, peer = world()
     vm = update(w, vm, port_security_enabled=False, security_groups=())  # groups need port security
-    for frame in (ipv4(OTHER_MAC, v4(vm), peer.mac, v4(peer)), ipv4(vm.mac, v4(peer), peer.mac, v4(peer)),
-                  arp(vm.mac, vm.mac, v4(peer), v4(peer), op=2), udp(vm.mac, v4(vm), BCAST, "255.255.255.255", 67, 68),
-                  icmp6(vm.mac, ll(vm.mac), 134)):
+    for frame in (
+        ipv4(OTHER_MAC, v4(vm), peer.mac, v4(peer)),
+        ipv4(vm.mac, v4(peer), peer.mac, v4(peer)),
+        arp(vm.mac, vm.mac, v4(peer), v4(peer), op=2),
+        udp(vm.mac, v4(vm), BCAST, "255.255.255.255", 67, 68),
+        icmp6(vm.mac, ll(vm.mac), 134),
+    ):
         assert passes(send(w, vm, **frame)), frame
     assert not owned(w, "hv1", vm)
     # the peer, still secured, is not affected
@@ -255,15 +323,23 @@ def test_flows_only_where_the_port_is_plugged() -> None:
     assert not owned_by("hv2", vm) and not owned_by("hv1", remote)
     assert all(f.stage == "port_sec_in" for f in owned_by("hv1", vm))
     # unplugged (bound but no VIF): nothing
-    w.runtime["hv1"] = dataclasses.replace(w.runtime["hv1"], vifs={k: v for k, v in w.runtime["hv1"].vifs.items()
-                                                                   if k != vm.id})
+    w.runtime["hv1"] = dataclasses.replace(
+        w.runtime["hv1"], vifs={k: v for k, v in w.runtime["hv1"].vifs.items() if k != vm.id}
+    )
     assert not owned_by("hv1", vm)
 
 
 # --------------------------------------------------------------------------------------- incremental == full
 
-STEPS = st.lists(st.tuples(st.sampled_from(["security", "pairs", "ips", "move", "unplug", "plug"]),
-                           st.integers(0, 2), st.sampled_from(["hv1", "hv2"])), min_size=1, max_size=15)
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["security", "pairs", "ips", "move", "unplug", "plug"]),
+        st.integers(0, 2),
+        st.sampled_from(["hv1", "hv2"]),
+    ),
+    min_size=1,
+    max_size=15,
+)
 PAIRS = [(), (("10.0.0.100", PAIR_MAC),), (("10.0.1.0/24", ""), ("2001:db8:9::/64", PAIR_MAC))]
 
 
@@ -285,7 +361,9 @@ def test_incremental_compile_equals_full_compile(steps) -> None:  # type: ignore
                 fields.update(allowed_address_pairs=(), security_groups=())
             changes = w.apply(ops.update_port(w.topo, port, fields, w.rev + 1, 0.0))
         elif op == "pairs" and port.port_security_enabled:
-            changes = w.apply(ops.update_port(w.topo, port, {"allowed_address_pairs": PAIRS[n]}, w.rev + 1, 0.0))
+            changes = w.apply(
+                ops.update_port(w.topo, port, {"allowed_address_pairs": PAIRS[n]}, w.rev + 1, 0.0)
+            )
         elif op == "ips":
             ip = f"10.0.0.{50 + i}"
             changes = w.apply(ops.update_port(w.topo, port, {"fixed_ips": (("", ip),)}, w.rev + 1, 0.0))

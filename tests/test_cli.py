@@ -64,8 +64,9 @@ def error_line(res: Result) -> str:
 
 def test_network_lifecycle(sdnctl: Cli) -> None:
     t = sdnctl.api.tenant_token("alice")
-    net = sdnctl("-f", "json", "network", "create", "web", "--id", "web", "--segment-type", "gre",
-                 token=t).json()
+    net = sdnctl(
+        "-f", "json", "network", "create", "web", "--id", "web", "--segment-type", "gre", token=t
+    ).json()
     assert net["name"] == "networks/web" and net["tenant"] == "alice" and net["segment_type"] == "GRE"
     assert net["admin_state_up"] is True and net["external"] is False and net["mtu"] == 1458
 
@@ -87,8 +88,9 @@ def test_network_lifecycle(sdnctl: Cli) -> None:
         assert sdnctl("network", "show", ref, "-f", "json", token=t).json()["name"] == "networks/web"
     assert sdnctl("-f", "value", "-c", "mtu", "network", "show", "db", token=t).out == "1400\n"
 
-    upd = sdnctl("network", "set", "web", "--name", "frontend", "--mtu", "1300", "--disable", "-f", "json",
-                 token=t).json()
+    upd = sdnctl(
+        "network", "set", "web", "--name", "frontend", "--mtu", "1300", "--disable", "-f", "json", token=t
+    ).json()
     assert (upd["display_name"], upd["mtu"], upd["admin_state_up"]) == ("frontend", 1300, False)
     assert sdnctl("network", "set", "frontend", "--enable", "-f", "json", token=t).json()["admin_state_up"]
     res = sdnctl("network", "set", "web", token=t, code=2)
@@ -103,10 +105,26 @@ def test_network_lifecycle(sdnctl: Cli) -> None:
 
 
 def test_network_admin_options_and_paging(sdnctl: Cli) -> None:
-    ext = sdnctl("-f", "json", "network", "create", "public", "--segment-type", "flat", "--physical-network",
-                 "physnet1", "--external", "--tenant", "ops").json()
-    assert (ext["segment_type"], ext["physical_network"], ext["external"], ext["tenant"]) == \
-        ("FLAT", "physnet1", True, "ops")
+    ext = sdnctl(
+        "-f",
+        "json",
+        "network",
+        "create",
+        "public",
+        "--segment-type",
+        "flat",
+        "--physical-network",
+        "physnet1",
+        "--external",
+        "--tenant",
+        "ops",
+    ).json()
+    assert (ext["segment_type"], ext["physical_network"], ext["external"], ext["tenant"]) == (
+        "FLAT",
+        "physnet1",
+        True,
+        "ops",
+    )
     assert sdnctl("-f", "json", "network", "set", "public", "--no-external").json()["external"] is False
     for i in range(6):
         sdnctl("network", "create", f"n{i}", "--id", f"n{i}")
@@ -121,20 +139,52 @@ def test_network_admin_options_and_paging(sdnctl: Cli) -> None:
 def test_subnet_lifecycle(sdnctl: Cli) -> None:
     sdnctl("network", "create", "web", "--id", "web")
     sdnctl("network", "create", "db", "--id", "db")
-    sub = sdnctl("-f", "json", "subnet", "create", "web-v4", "--network", "web", "--cidr", "10.0.0.0/24",
-                 "--gateway", "10.0.0.254", "--allocation-pool", "start=10.0.0.10,end=10.0.0.20",
-                 "--allocation-pool", "start=10.0.0.30,end=10.0.0.40", "--dns-nameserver", "10.0.0.2",
-                 "--dns-nameserver", "10.0.0.3",
-                 "--host-route", "destination=192.168.0.0/16,gateway=10.0.0.1",
-                 "--no-dhcp", "--id", "web-v4").json()
+    sub = sdnctl(
+        "-f",
+        "json",
+        "subnet",
+        "create",
+        "web-v4",
+        "--network",
+        "web",
+        "--cidr",
+        "10.0.0.0/24",
+        "--gateway",
+        "10.0.0.254",
+        "--allocation-pool",
+        "start=10.0.0.10,end=10.0.0.20",
+        "--allocation-pool",
+        "start=10.0.0.30,end=10.0.0.40",
+        "--dns-nameserver",
+        "10.0.0.2",
+        "--dns-nameserver",
+        "10.0.0.3",
+        "--host-route",
+        "destination=192.168.0.0/16,gateway=10.0.0.1",
+        "--no-dhcp",
+        "--id",
+        "web-v4",
+    ).json()
     assert sub["name"] == "subnets/web-v4" and sub["network"] == "networks/web"
     assert sub["gateway_ip"] == "10.0.0.254" and sub["enable_dhcp"] is False
-    assert sub["allocation_pools"] == [{"start": "10.0.0.10", "end": "10.0.0.20"},
-                                       {"start": "10.0.0.30", "end": "10.0.0.40"}]
+    assert sub["allocation_pools"] == [
+        {"start": "10.0.0.10", "end": "10.0.0.20"},
+        {"start": "10.0.0.30", "end": "10.0.0.40"},
+    ]
     assert sub["dns_servers"] == ["10.0.0.2", "10.0.0.3"]
     assert sub["host_routes"] == [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.1"}]
-    other = sdnctl("-f", "json", "subnet", "create", "db-v4", "--network", "networks/db", "--cidr",
-                   "10.1.0.0/24", "--no-gateway").json()
+    other = sdnctl(
+        "-f",
+        "json",
+        "subnet",
+        "create",
+        "db-v4",
+        "--network",
+        "networks/db",
+        "--cidr",
+        "10.1.0.0/24",
+        "--no-gateway",
+    ).json()
     assert other["gateway_ip"] == "" and other["enable_dhcp"] is True
 
     show = sdnctl("subnet", "show", "web-v4").out
@@ -144,15 +194,38 @@ def test_subnet_lifecycle(sdnctl: Cli) -> None:
     assert by_net == ["subnets/web-v4"]
     assert len(sdnctl("subnet", "list").lines) == 3
 
-    upd = sdnctl("-f", "json", "subnet", "set", "web-v4", "--name", "front", "--dns-nameserver", "9.9.9.9",
-                 "--no-host-routes", "--dhcp", "--no-gateway", "--no-allocation-pool").json()
+    upd = sdnctl(
+        "-f",
+        "json",
+        "subnet",
+        "set",
+        "web-v4",
+        "--name",
+        "front",
+        "--dns-nameserver",
+        "9.9.9.9",
+        "--no-host-routes",
+        "--dhcp",
+        "--no-gateway",
+        "--no-allocation-pool",
+    ).json()
     assert upd["display_name"] == "front" and upd["dns_servers"] == ["9.9.9.9"] and upd["host_routes"] == []
     assert upd["enable_dhcp"] is True and upd["gateway_ip"] == ""
     assert upd["allocation_pools"] == [{"start": "10.0.0.1", "end": "10.0.0.254"}]
-    upd = sdnctl("-f", "json", "subnet", "set", "front", "--gateway", "10.0.0.1",
-                 "--allocation-pool", "start=10.0.0.100,end=10.0.0.110").json()
-    assert upd["gateway_ip"] == "10.0.0.1" and upd["allocation_pools"] == [{"start": "10.0.0.100",
-                                                                             "end": "10.0.0.110"}]
+    upd = sdnctl(
+        "-f",
+        "json",
+        "subnet",
+        "set",
+        "front",
+        "--gateway",
+        "10.0.0.1",
+        "--allocation-pool",
+        "start=10.0.0.100,end=10.0.0.110",
+    ).json()
+    assert upd["gateway_ip"] == "10.0.0.1" and upd["allocation_pools"] == [
+        {"start": "10.0.0.100", "end": "10.0.0.110"}
+    ]
 
     sdnctl("port", "create", "p", "--network", "web")
     res = sdnctl("subnet", "delete", "front", code=5)
@@ -169,21 +242,52 @@ def test_port_lifecycle(sdnctl: Cli) -> None:
     sdnctl("network", "create", "web", "--id", "web")
     sdnctl("subnet", "create", "web-v4", "--network", "web", "--cidr", "10.0.0.0/24", "--id", "web-v4")
     sdnctl("subnet", "create", "web-v4b", "--network", "web", "--cidr", "10.0.1.0/24", "--id", "web-v4b")
-    port = sdnctl("-f", "json", "port", "create", "vm1", "--network", "web", "--id", "vm1",
-                  "--fixed-ip", "subnet=web-v4,ip-address=10.0.0.10", "--mac-address", "fa:16:3e:00:00:01",
-                  "--device-owner", "compute:nova", "--device-id", "vm-1",
-                  "--allowed-address", "ip-address=10.0.0.100", "--allowed-address",
-                  "ip-address=10.0.0.101,mac-address=fa:16:3e:00:00:99", "--security-group", "default").json()
+    port = sdnctl(
+        "-f",
+        "json",
+        "port",
+        "create",
+        "vm1",
+        "--network",
+        "web",
+        "--id",
+        "vm1",
+        "--fixed-ip",
+        "subnet=web-v4,ip-address=10.0.0.10",
+        "--mac-address",
+        "fa:16:3e:00:00:01",
+        "--device-owner",
+        "compute:nova",
+        "--device-id",
+        "vm-1",
+        "--allowed-address",
+        "ip-address=10.0.0.100",
+        "--allowed-address",
+        "ip-address=10.0.0.101,mac-address=fa:16:3e:00:00:99",
+        "--security-group",
+        "default",
+    ).json()
     assert port["fixed_ips"] == [{"subnet": "subnets/web-v4", "ip_address": "10.0.0.10"}]
     assert port["mac_address"] == "fa:16:3e:00:00:01" and port["device_id"] == "vm-1"
-    assert port["allowed_address_pairs"][1] == {"ip_address": "10.0.0.101",
-                                                "mac_address": "fa:16:3e:00:00:99"}
+    assert port["allowed_address_pairs"][1] == {
+        "ip_address": "10.0.0.101",
+        "mac_address": "fa:16:3e:00:00:99",
+    }
     # "default" names the tenant's default group (made on its first need), whose id is its own
     default = sdnctl("-f", "json", "security", "group", "show", "default").json()
     assert default["display_name"] == "default" and default["name"] != "securityGroups/default"
     assert port["security_groups"] == [default["name"]] and port["port_security_enabled"] is True
-    p2 = sdnctl("-f", "json", "port", "create", "vm2", "--network", "networks/web",
-                "--disable-port-security", "--disable").json()
+    p2 = sdnctl(
+        "-f",
+        "json",
+        "port",
+        "create",
+        "vm2",
+        "--network",
+        "networks/web",
+        "--disable-port-security",
+        "--disable",
+    ).json()
     assert p2["port_security_enabled"] is False and p2["admin_state_up"] is False
     assert len(p2["fixed_ips"]) == 1
 
@@ -196,11 +300,24 @@ def test_port_lifecycle(sdnctl: Cli) -> None:
     show = sdnctl("port", "show", "vm1").out
     assert "subnet=subnets/web-v4,ip-address=10.0.0.10" in show and "ip-address=10.0.0.100" in show
 
-    upd = sdnctl("-f", "json", "port", "set", "vm1", "--name", "vm1-eth0", "--fixed-ip",
-                 "subnet=web-v4b,ip-address=10.0.1.5", "--no-allowed-address", "--no-security-group",
-                 "--disable", "--disable-port-security").json()
-    assert upd["display_name"] == "vm1-eth0" and upd["fixed_ips"] == [{"subnet": "subnets/web-v4b",
-                                                                        "ip_address": "10.0.1.5"}]
+    upd = sdnctl(
+        "-f",
+        "json",
+        "port",
+        "set",
+        "vm1",
+        "--name",
+        "vm1-eth0",
+        "--fixed-ip",
+        "subnet=web-v4b,ip-address=10.0.1.5",
+        "--no-allowed-address",
+        "--no-security-group",
+        "--disable",
+        "--disable-port-security",
+    ).json()
+    assert upd["display_name"] == "vm1-eth0" and upd["fixed_ips"] == [
+        {"subnet": "subnets/web-v4b", "ip_address": "10.0.1.5"}
+    ]
     assert upd["allowed_address_pairs"] == [] and upd["security_groups"] == []
     assert upd["admin_state_up"] is False and upd["port_security_enabled"] is False
 
@@ -218,9 +335,23 @@ def test_port_lifecycle(sdnctl: Cli) -> None:
 
 
 def test_chassis_lifecycle(sdnctl: Cli) -> None:
-    ch = sdnctl("-f", "json", "chassis", "create", "hv1", "--datapath-id", "0x1a", "--tunnel-ip", "192.0.2.1",
-                "--ovsdb", "tcp:192.0.2.1:6640", "--bridge-mapping", "physnet1:br-ex",
-                "--bridge-mapping", "physnet2:br-p2").json()
+    ch = sdnctl(
+        "-f",
+        "json",
+        "chassis",
+        "create",
+        "hv1",
+        "--datapath-id",
+        "0x1a",
+        "--tunnel-ip",
+        "192.0.2.1",
+        "--ovsdb",
+        "tcp:192.0.2.1:6640",
+        "--bridge-mapping",
+        "physnet1:br-ex",
+        "--bridge-mapping",
+        "physnet2:br-p2",
+    ).json()
     assert ch["name"] == "chassis/hv1" and ch["datapath_id"] == "26" and ch["tunnel_ip"] == "192.0.2.1"
     assert ch["bridge_mappings"] == {"physnet1": "br-ex", "physnet2": "br-p2"}
     sdnctl("chassis", "create", "hv2", "--datapath-id", "00:00:00:00:00:00:00:1b")
@@ -229,8 +360,18 @@ def test_chassis_lifecycle(sdnctl: Cli) -> None:
     listing = sdnctl("chassis", "list").lines
     assert listing[0].startswith("NAME") and len(listing) == 3 and "0x000000000000001b" in listing[2]
 
-    upd = sdnctl("-f", "json", "chassis", "set", "chassis/hv1", "--tunnel-ip", "192.0.2.9",
-                 "--no-bridge-mapping", "--datapath-id", "000000000000002a").json()
+    upd = sdnctl(
+        "-f",
+        "json",
+        "chassis",
+        "set",
+        "chassis/hv1",
+        "--tunnel-ip",
+        "192.0.2.9",
+        "--no-bridge-mapping",
+        "--datapath-id",
+        "000000000000002a",
+    ).json()
     assert upd["tunnel_ip"] == "192.0.2.9" and upd["bridge_mappings"] == {} and upd["datapath_id"] == "42"
 
     sdnctl("network", "create", "web", "--id", "web")
@@ -267,8 +408,9 @@ def test_display_name_resolution_and_ambiguity(sdnctl: Cli) -> None:
 def test_one_line_errors_per_class(sdnctl: Cli, api: Api) -> None:
     sdnctl("network", "create", "web", "--id", "web")
     res = sdnctl("subnet", "create", "s", "--network", "web", "--cidr", "10.0.0.0/33", code=4)
-    assert error_line(res) == \
-        "error: INVALID_ARGUMENT subnet.cidr: '10.0.0.0/33' is not a CIDR (INVALID_FIELD)"
+    assert (
+        error_line(res) == "error: INVALID_ARGUMENT subnet.cidr: '10.0.0.0/33' is not a CIDR (INVALID_FIELD)"
+    )
     res = sdnctl("network", "create", "web", "--id", "web", code=5)
     assert error_line(res).startswith("error: ALREADY_EXISTS network 'web' already exists")
     res = sdnctl("network", "create", "x", "--id", "Bad_Id", code=4)
@@ -278,8 +420,9 @@ def test_one_line_errors_per_class(sdnctl: Cli, api: Api) -> None:
 
     tenant = api.tenant_token("alice")
     res = sdnctl("network", "create", "pub", "--external", token=tenant, code=7)
-    assert error_line(res) == ("error: PERMISSION_DENIED network.external: an external network is admin only "
-                               "(ADMIN_ONLY)")
+    assert error_line(res) == (
+        "error: PERMISSION_DENIED network.external: an external network is admin only (ADMIN_ONLY)"
+    )
     res = sdnctl("chassis", "list", token=tenant, code=7)
     assert error_line(res).startswith("error: PERMISSION_DENIED") and "(ADMIN_ONLY)" in res.err
     res = sdnctl("info", token="not-a-token", code=7)
@@ -322,8 +465,9 @@ def test_tenant_cannot_see_another_tenants_network(sdnctl: Cli, api: Api) -> Non
     res = sdnctl("network", "list", "--tenant", "alice", token=bob, code=7)
     assert "PERMISSION_DENIED tenant:" in res.err
     # the admin sees both, and can filter
-    assert sdnctl("-f", "value", "-c", "name", "network", "list", "--tenant", "alice").lines == \
-        ["networks/alice-net"]
+    assert sdnctl("-f", "value", "-c", "name", "network", "list", "--tenant", "alice").lines == [
+        "networks/alice-net"
+    ]
 
 
 def test_token_and_info(sdnctl: Cli) -> None:
@@ -366,7 +510,9 @@ def test_watch_prints_the_snapshot(sdnctl: Cli) -> None:
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).parent / "sdnctl"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli.sdnctl"]
-    return subprocess.run([*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [*cmd, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 def test_installed_script_end_to_end(server: InProcessServer) -> None:

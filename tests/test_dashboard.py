@@ -22,12 +22,20 @@ from proto.sdn.v1 import topology_pb2 as pb
 from tests.conftest import ROOT, Api, InProcessServer
 
 ARTIFACTS = ROOT / "test-artifacts"
-API_PATHS = ["/api/whoami", "/api/topology", "/api/chassis", "/api/flows?chassis=hv1",
-             "/api/trace?src=a&dst=b", "/api/trace/ports", "/api/events?from=1"]
+API_PATHS = [
+    "/api/whoami",
+    "/api/topology",
+    "/api/chassis",
+    "/api/flows?chassis=hv1",
+    "/api/trace?src=a&dst=b",
+    "/api/trace/ports",
+    "/api/events?from=1",
+]
 
 
-def get(port: int, path: str, token: str | None = None, headers: dict[str, str] | None = None,
-        method: str = "GET") -> tuple[int, Any]:
+def get(
+    port: int, path: str, token: str | None = None, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     hdrs = dict(headers or {})
     if token is not None:
@@ -55,14 +63,23 @@ def _seed(api: Api) -> dict[str, str]:
     tokens = {t: api.tenant_token(t) for t in ("alice", "bob")}
     for tenant, token in tokens.items():
         md = api.md(token)
-        net = api.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(display_name="web"),
-                                                             network_id=f"{tenant}-web"), metadata=md)
-        api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24"),
-                                                     subnet_id=f"{tenant}-web-v4"), metadata=md)
-        api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id=f"{tenant}-vm1"),
-                            metadata=md)
-    api.stub.CreateChassis(pb.CreateChassisRequest(chassis=pb.Chassis(datapath_id=1, tunnel_ip="192.0.2.11"),
-                                                   chassis_id="hv1"), metadata=api.admin)
+        net = api.stub.CreateNetwork(
+            pb.CreateNetworkRequest(network=pb.Network(display_name="web"), network_id=f"{tenant}-web"),
+            metadata=md,
+        )
+        api.stub.CreateSubnet(
+            pb.CreateSubnetRequest(
+                subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24"), subnet_id=f"{tenant}-web-v4"
+            ),
+            metadata=md,
+        )
+        api.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=net.name), port_id=f"{tenant}-vm1"), metadata=md
+        )
+    api.stub.CreateChassis(
+        pb.CreateChassisRequest(chassis=pb.Chassis(datapath_id=1, tunnel_ip="192.0.2.11"), chassis_id="hv1"),
+        metadata=api.admin,
+    )
     return tokens
 
 
@@ -94,10 +111,17 @@ def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: 
     assert ids == {"tenant:alice", "network:alice-web", "port:alice-vm1"}
     assert not any("bob" in json.dumps(n) for n in topo["nodes"])
     assert {(e["source"], e["target"]) for e in topo["edges"]} == {
-        ("tenant:alice", "network:alice-web"), ("network:alice-web", "port:alice-vm1")}
+        ("tenant:alice", "network:alice-web"),
+        ("network:alice-web", "port:alice-vm1"),
+    }
     net = next(n for n in topo["nodes"] if n["id"] == "network:alice-web")
     assert net["details"]["subnets"][0]["cidr"] == "10.0.0.0/24"
-    for path in ("/api/chassis", "/api/flows?chassis=hv1", "/api/trace/ports", "/api/trace?src=alice-vm1&dst=x"):
+    for path in (
+        "/api/chassis",
+        "/api/flows?chassis=hv1",
+        "/api/trace/ports",
+        "/api/trace?src=alice-vm1&dst=x",
+    ):
         assert get(dashboard.port, path, tokens["alice"])[0] == 403, path
 
     _, topo = get(dashboard.port, "/api/topology", server.api.admin_token)
@@ -106,13 +130,18 @@ def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: 
     assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1 for n in topo["nodes"])
 
 
-def test_routers_join_their_networks_in_the_graph(server: InProcessServer, dashboard: DashboardServer) -> None:
+def test_routers_join_their_networks_in_the_graph(
+    server: InProcessServer, dashboard: DashboardServer
+) -> None:
     api = server.api
     tokens = _seed(api)
     md = api.md(tokens["alice"])
-    api.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="edge"), router_id="r1"), metadata=md)
-    api.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name="routers/r1", subnet="subnets/alice-web-v4"),
-                                metadata=md)
+    api.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name="edge"), router_id="r1"), metadata=md
+    )
+    api.stub.AddRouterInterface(
+        pb.AddRouterInterfaceRequest(name="routers/r1", subnet="subnets/alice-web-v4"), metadata=md
+    )
     _, topo = get(dashboard.port, "/api/topology", tokens["alice"])
     router = next(n for n in topo["nodes"] if n["id"] == "router:r1")
     assert router["label"] == "edge" and router["details"]["interfaces"] == ["alice-web"]
@@ -131,18 +160,24 @@ def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
     assert p is not None
     mac = alice.mac
     ip = alice.fixed_ips[0][1]
-    src, h, resolved = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": ip, "proto": "tcp",
-                                                              "dport": "22"})
+    src, h, resolved = views.trace_headers(
+        server.state, p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"}
+    )
     assert (src, h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == ("alice-vm1", mac, ip, 22, 6)
     assert "port alice-vm1" in resolved
     _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": mac.upper()})
     assert h["eth_dst"] == mac and h["icmpv4_type"] == 8
-    _, h, resolved = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})
+    _, h, resolved = views.trace_headers(
+        server.state, p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"}
+    )
     assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in resolved
     with pytest.raises(views.NotFound):  # bob's port is not alice's to trace from
         views.trace_headers(server.state, p, {"src": "bob-vm1", "dst": ip})
-    for bad in ({"src": "alice-vm1", "dst": "nowhere"}, {"src": "alice-vm1", "dst": ip, "proto": "gre"},
-                {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"}):
+    for bad in (
+        {"src": "alice-vm1", "dst": "nowhere"},
+        {"src": "alice-vm1", "dst": ip, "proto": "gre"},
+        {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"},
+    ):
         with pytest.raises(views.BadRequest):
             views.trace_headers(server.state, p, bad)
 
@@ -150,24 +185,28 @@ def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
 def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProcessServer) -> None:
     tokens = _seed(server.api)
     md = server.api.md(tokens["alice"])
-    net = server.api.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(display_name="db"),
-                                                                network_id="alice-db"), metadata=md)
+    net = server.api.stub.CreateNetwork(
+        pb.CreateNetworkRequest(network=pb.Network(display_name="db"), network_id="alice-db"), metadata=md
+    )
     subnet = pb.Subnet(network=net.name, cidr="10.5.0.0/24")
     server.api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=subnet, subnet_id="alice-db-v4"), metadata=md)
-    db = server.api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"),
-                                    metadata=md)
+    db = server.api.stub.CreatePort(
+        pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"), metadata=md
+    )
     p = server.server.topology.tokens.lookup(tokens["alice"])
     assert p is not None
     # no router yet: alice-web's gateway address is nobody's, a real VM sends nothing
     with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
         views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "alice-db1"})
-    server.api.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"),
-                                 metadata=md)
+    server.api.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"), metadata=md
+    )
     for sub in ("alice-web-v4", "alice-db-v4"):
         req = pb.AddRouterInterfaceRequest(name="routers/r2", subnet=f"subnets/{sub}")
         server.api.stub.AddRouterInterface(req, metadata=md)
-    gw = next(x for x in server.state.topology.ports.values()
-              if x.device_id == "r2" and x.network_id == "alice-web")
+    gw = next(
+        x for x in server.state.topology.ports.values() if x.device_id == "r2" and x.network_id == "alice-web"
+    )
     for dst in ("alice-db1", db.fixed_ips[0].ip_address):
         form = {"src": "alice-vm1", "dst": dst, "proto": "tcp"}
         _, h, resolved = views.trace_headers(server.state, p, form)
@@ -192,21 +231,26 @@ def _read_events(sock_file: Any, until: str, timeout: float = 10.0) -> list[dict
     raise AssertionError(f"no event for {until} in {events}")
 
 
-def test_event_stream_follows_watch_scoped_to_the_tenant(server: InProcessServer,
-                                                         dashboard: DashboardServer) -> None:
+def test_event_stream_follows_watch_scoped_to_the_tenant(
+    server: InProcessServer, dashboard: DashboardServer
+) -> None:
     api = server.api
     tokens = _seed(api)
     _, topo = get(dashboard.port, "/api/topology", tokens["alice"])
     with socket.create_connection(("127.0.0.1", dashboard.port), timeout=10) as s:
-        s.sendall(f"GET /api/events?from={topo['revision']} HTTP/1.1\r\nHost: x\r\n"
-                  f"Authorization: Bearer {tokens['alice']}\r\n\r\n".encode())
+        s.sendall(
+            f"GET /api/events?from={topo['revision']} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {tokens['alice']}\r\n\r\n".encode()
+        )
         f = s.makefile("rb")
         assert b"200" in f.readline()
         assert "text/event-stream" in f.readline().decode() + f.readline().decode() + f.readline().decode()
         # bob's port first, then alice's: alice's stream carries only hers
         for tenant in ("bob", "alice"):
-            api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=f"networks/{tenant}-web"),
-                                                     port_id=f"{tenant}-vm2"), metadata=api.md(tokens[tenant]))
+            api.stub.CreatePort(
+                pb.CreatePortRequest(port=pb.Port(network=f"networks/{tenant}-web"), port_id=f"{tenant}-vm2"),
+                metadata=api.md(tokens[tenant]),
+            )
         events = _read_events(f, until="ports/alice-vm2")
         assert all("bob" not in e["name"] for e in events), events
         assert events[-1]["type"] == "CREATED" and events[-1]["kind"] == "port"
@@ -233,9 +277,19 @@ def _browser(profile: Path) -> Any:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--window-size=1440,1000", "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1440,1000",
+        "--force-device-scale-factor=1",
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
 
@@ -286,22 +340,42 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 driver.find_element(By.ID, "login-button").click()
 
                 # topology: networks, ports, chassis and their edges
-                for node in ("tenant:alice", "tenant:bob", "network:alice-web", "network:bob-web", "port:alice-vm1",
-                             "port:alice-vm2", "port:bob-vm1", "port:bob-vm2", "chassis:hv1", "chassis:hv2"):
-                    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'#graph .node[data-id="{node}"]')))
+                for node in (
+                    "tenant:alice",
+                    "tenant:bob",
+                    "network:alice-web",
+                    "network:bob-web",
+                    "port:alice-vm1",
+                    "port:alice-vm2",
+                    "port:bob-vm1",
+                    "port:bob-vm2",
+                    "chassis:hv1",
+                    "chassis:hv2",
+                ):
+                    wait.until(
+                        ec.presence_of_element_located((By.CSS_SELECTOR, f'#graph .node[data-id="{node}"]'))
+                    )
                 wait.until(lambda d: "ACTIVE" in d.find_element(By.ID, "graph").text)
                 assert driver.find_elements(By.CSS_SELECTOR, '#graph .edge.bound[data-target="chassis:hv2"]')
                 wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
-                driver.find_element(By.CSS_SELECTOR, '#graph .node[data-id="network:alice-web"] .shape').click()
+                driver.find_element(
+                    By.CSS_SELECTOR, '#graph .node[data-id="network:alice-web"] .shape'
+                ).click()
                 wait.until(ec.text_to_be_present_in_element((By.ID, "details"), "10.0.0.0/24"))
                 # live: a port created through the API appears without a reload
                 env.port(tokens["alice"], "alice-vm3", nets["alice"], "10.0.0.13")
-                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="port:alice-vm3"]')))
+                wait.until(
+                    ec.presence_of_element_located(
+                        (By.CSS_SELECTOR, '#graph .node[data-id="port:alice-vm3"]')
+                    )
+                )
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-topology.png"))
 
                 # flow tables of hv1: stage names with table numbers, owners, counters from the switch
                 driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').click()
-                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#flows .stage[data-stage="classify"]')))
+                wait.until(
+                    ec.presence_of_element_located((By.CSS_SELECTOR, '#flows .stage[data-stage="classify"]'))
+                )
                 assert "hv1" in driver.find_element(By.CSS_SELECTOR, "#chassis-picker .chip.active").text
                 text = driver.find_element(By.ID, "flows").text
                 for stage in ("classify", "l2_lookup", "egress_dispatch", "output"):
@@ -322,19 +396,35 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 verdict = wait.until(ec.visibility_of_element_located((By.ID, "trace-verdict")))
                 wait.until(lambda d: "delivered" in d.find_element(By.ID, "trace-verdict").text)
                 assert "alice-vm2" in verdict.text and "bob" not in verdict.text, verdict.text
-                hops = [h.get_attribute("data-chassis") for h in
-                        driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .hop")]
+                hops = [
+                    h.get_attribute("data-chassis")
+                    for h in driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .hop")
+                ]
                 assert hops[:2] == ["hv1", "hv2"], hops
                 assert driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .tunnel-link")
-                stages = {s.get_attribute("data-stage") for s in
-                          driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .step")}
+                stages = {
+                    s.get_attribute("data-stage")
+                    for s in driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .step")
+                }
                 assert {"classify", "l2_lookup", "egress_dispatch", "output"} <= stages, stages
                 _full_screenshot(driver, ARTIFACTS / "dashboard-trace.png")
                 driver.find_element(By.ID, "trace-on-topology").click()  # the same path on the graph
-                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node.onpath[data-id="port:alice-vm2"]')))
-                onpath = {n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node.onpath")}
-                assert onpath == {"port:alice-vm1", "network:alice-web", "chassis:hv1", "chassis:hv2",
-                                  "port:alice-vm2"}, onpath
+                wait.until(
+                    ec.presence_of_element_located(
+                        (By.CSS_SELECTOR, '#graph .node.onpath[data-id="port:alice-vm2"]')
+                    )
+                )
+                onpath = {
+                    n.get_attribute("data-id")
+                    for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node.onpath")
+                }
+                assert onpath == {
+                    "port:alice-vm1",
+                    "network:alice-web",
+                    "chassis:hv1",
+                    "chassis:hv2",
+                    "port:alice-vm2",
+                }, onpath
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-trace-path.png"))
                 driver.find_element(By.CSS_SELECTOR, '.tab[data-view="trace"]').click()
                 # the same packet through the flows dumped from the switches now: the same path
@@ -349,11 +439,19 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 driver.find_element(By.ID, "token").clear()
                 driver.find_element(By.ID, "token").send_keys(tokens["bob"][0][1].split()[1])
                 driver.find_element(By.ID, "login-button").click()
-                wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, '#graph .node[data-id="network:bob-web"]')))
-                ids = {n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node")}
+                wait.until(
+                    ec.presence_of_element_located(
+                        (By.CSS_SELECTOR, '#graph .node[data-id="network:bob-web"]')
+                    )
+                )
+                ids = {
+                    n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node")
+                }
                 assert ids == {"tenant:bob", "network:bob-web", "port:bob-vm1", "port:bob-vm2"}, ids
                 assert not driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').is_displayed()
-                assert "trace path" not in driver.find_element(By.ID, "counts").text  # nothing of the admin's session
+                assert (
+                    "trace path" not in driver.find_element(By.ID, "counts").text
+                )  # nothing of the admin's session
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-tenant.png"))
             except Exception:
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-failure.png"))

@@ -24,7 +24,9 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def stub_of(ctl: ControllerProcess) -> tuple[grpc.Channel, pb_grpc.TopologyServiceStub, tuple[tuple[str, str]]]:
+def stub_of(
+    ctl: ControllerProcess,
+) -> tuple[grpc.Channel, pb_grpc.TopologyServiceStub, tuple[tuple[str, str]]]:
     channel = grpc.insecure_channel(ctl.endpoint)
     return channel, pb_grpc.TopologyServiceStub(channel), (("authorization", f"Bearer {ctl.admin_token()}"),)
 
@@ -35,8 +37,11 @@ def refused_start(ctl: ControllerProcess) -> tuple[int, list[str]]:
         ctl.start(timeout=60)
     assert ctl.proc is not None
     rc = ctl.proc.wait(timeout=30)
-    lines = [line for line in ctl.log.read_text(errors="replace").splitlines()
-             if line.strip() and "Warning" not in line and not line.startswith("  ")]
+    lines = [
+        line
+        for line in ctl.log.read_text(errors="replace").splitlines()
+        if line.strip() and "Warning" not in line and not line.startswith("  ")
+    ]
     return rc, lines
 
 
@@ -54,7 +59,9 @@ def test_a_second_controller_on_the_same_directory_exits_naming_the_first(tmp_pa
         assert not any("Traceback" in line for line in lines)
         # the first one was not disturbed: it keeps serving and acknowledging writes
         channel, stub, md = stub_of(first)
-        net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="after"), metadata=md)
+        net = stub.CreateNetwork(
+            pb.CreateNetworkRequest(network=pb.Network(), network_id="after"), metadata=md
+        )
         assert stub.GetNetwork(pb.GetNetworkRequest(name=net.name), metadata=md) == net
         channel.close()
         assert first.proc.poll() is None
@@ -62,7 +69,9 @@ def test_a_second_controller_on_the_same_directory_exits_naming_the_first(tmp_pa
         first.kill()
         second.start()
         channel, stub, md = stub_of(second)
-        assert stub.GetNetwork(pb.GetNetworkRequest(name="networks/after"), metadata=md).name == "networks/after"
+        assert (
+            stub.GetNetwork(pb.GetNetworkRequest(name="networks/after"), metadata=md).name == "networks/after"
+        )
         channel.close()
     finally:
         first.stop()
@@ -77,8 +86,9 @@ def test_store_and_token_files_are_private_also_after_writes_and_fixed_at_start(
         ctl.start()
         channel, stub, md = stub_of(ctl)
         net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network()), metadata=md)
-        stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24")),
-                          metadata=md)
+        stub.CreateSubnet(
+            pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24")), metadata=md
+        )
         stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name)), metadata=md)
         stub.CreateToken(pb.CreateTokenRequest(tenant="alice"), metadata=md)
         channel.close()

@@ -4,6 +4,7 @@ across a restart. A real State and Dataplane; fake switch engines and OVSDB agen
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -45,25 +46,42 @@ def build(state: State) -> None:
     def fn(t, rev, now):  # type: ignore[no-untyped-def]
         changes = []
         for i, name in enumerate(("hv1", "hv2"), 1):
-            c = ops.create_chassis(t, Chassis(id=name, datapath_id=i, tunnel_ip=f"192.0.2.{i}", ovsdb_address="unix:/nonexistent",
-                                              bridge_mappings=(("physnet1", "br-prov"),)), rev, now)
+            c = ops.create_chassis(
+                t,
+                Chassis(
+                    id=name,
+                    datapath_id=i,
+                    tunnel_ip=f"192.0.2.{i}",
+                    ovsdb_address="unix:/nonexistent",
+                    bridge_mappings=(("physnet1", "br-prov"),),
+                ),
+                rev,
+                now,
+            )
             t.apply(c, rev)
             changes += c
-        for net, cidr, kw in (("ext", "172.24.4.0/24", {"segment_type": "flat", "physical_network": "physnet1",
-                                                        "external": True}),
-                              ("a", "10.0.0.0/24", {})):
+        for net, cidr, kw in (
+            (
+                "ext",
+                "172.24.4.0/24",
+                {"segment_type": "flat", "physical_network": "physnet1", "external": True},
+            ),
+            ("a", "10.0.0.0/24", {}),
+        ):
             c = ops.create_network(t, Network(id=net, tenant="alice", **kw), rev, now)
             t.apply(c, rev)
-            c2 = ops.create_subnet(t, Subnet(id=f"{net}-sub", tenant="alice", network_id=net, cidr=cidr), False, rev,
-                                   now)
+            c2 = ops.create_subnet(
+                t, Subnet(id=f"{net}-sub", tenant="alice", network_id=net, cidr=cidr), False, rev, now
+            )
             t.apply(c2, rev)
             changes += c + c2
         c = ops.create_router(t, Router(id="r", tenant="alice"), ops.GatewayRequest("ext"), rev, now)
         t.apply(c, rev)
         c2 = ops.add_router_interface(t, t.routers["r"], "a-sub", "", "r-a", rev, now)
         t.apply(c2, rev)
-        c3 = ops.create_port(t, Port(id="vm", tenant="alice", network_id="a", mac="", binding_chassis="hv2"),
-                             [], rev, now)
+        c3 = ops.create_port(
+            t, Port(id="vm", tenant="alice", network_id="a", mac="", binding_chassis="hv2"), [], rev, now
+        )
         t.apply(c3, rev)
         return changes + c + c2 + c3
 
@@ -80,8 +98,13 @@ def dataplane(tmp: Path) -> tuple[Dataplane, list[tuple[int, bytes, int]], dict[
         engines[dpid] = FakeEngine()
         return engines[dpid]
 
-    dp = Dataplane(state, engine_factory=engine, agent_factory=lambda _ch, _cb: FakeAgent(),
-                   gateway_chassis=("hv1",), neighbors_file=tmp / "neighbors.json")
+    dp = Dataplane(
+        state,
+        engine_factory=engine,
+        agent_factory=lambda _ch, _cb: FakeAgent(),
+        gateway_chassis=("hv1",),
+        neighbors_file=tmp / "neighbors.json",
+    )
     sent: list[tuple[int, bytes, int]] = []
     dp.packet_out = lambda dpid, data, port: sent.append((dpid, data, port)) or True
     dp.start()
@@ -97,13 +120,22 @@ def gateway(dp: Dataplane) -> Port:
 def arp_resolve_flows(engine: FakeEngine, ext_key: int) -> dict[int, str]:
     """NEXT_HOP -> MAC of the external network's learnt arp_resolve flows (not the router's own addresses,
     which resolve to its gateway MAC one priority above, for hairpin)."""
-    return {f.match_dict()["reg0"]: next(a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst")
-            for f in engine.desired if isinstance(f, Flow) and f.stage == "arp_resolve" and f.priority == MATCH()
-            and "reg0" in f.match_dict() and f.match_dict()["metadata"] == ext_key}
+    return {
+        f.match_dict()["reg0"]: next(
+            a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst"
+        )
+        for f in engine.desired
+        if isinstance(f, Flow)
+        and f.stage == "arp_resolve"
+        and f.priority == MATCH()
+        and "reg0" in f.match_dict()
+        and f.match_dict()["metadata"] == ext_key
+    }
 
 
 def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_survives_a_restart(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     dp, sent, engines = dataplane(tmp_path)
     try:
         topo = dp.state.topology
@@ -120,21 +152,33 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
         dpid, data, port = sent[0]
         req = packet.Packet(data).get_protocol(arp.arp)
         assert (dpid, port) == (1, PATCH)
-        assert (req.opcode, req.src_mac, req.src_ip, req.dst_ip) == (arp.ARP_REQUEST, gw.mac, gw.fixed_ips[0][1],
-                                                                     EXT_HOST[0])
+        assert (req.opcode, req.src_mac, req.src_ip, req.dst_ip) == (
+            arp.ARP_REQUEST,
+            gw.mac,
+            gw.fixed_ips[0][1],
+            EXT_HOST[0],
+        )
         assert dp._packet_in(2, bytes(pkt.data), match) is None and len(sent) == 1  # hv2 is no gateway
         # the answer, to the gateway MAC: learnt, compiled into hv1's arp_resolve, saved
         rep = packet.Packet()
         rep.add_protocol(ethernet.ethernet(gw.mac, EXT_HOST[1], 0x0806))
-        rep.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=EXT_HOST[1], src_ip=EXT_HOST[0], dst_mac=gw.mac,
-                                 dst_ip=gw.fixed_ips[0][1]))
+        rep.add_protocol(
+            arp.arp(
+                opcode=arp.ARP_REPLY,
+                src_mac=EXT_HOST[1],
+                src_ip=EXT_HOST[0],
+                dst_mac=gw.mac,
+                dst_ip=gw.fixed_ips[0][1],
+            )
+        )
         rep.serialize()
         dp._packet_in(1, bytes(rep.data), {})
         want = {int(netaddr.IPAddress(EXT_HOST[0])): EXT_HOST[1]}
         assert arp_resolve_flows(engines[1], ext_key) == want
         assert arp_resolve_flows(engines[2], ext_key) == {}
         assert [(n.network_id, n.address, n.mac) for n in dp.state.topology.neighbors.values()] == [
-            ("ext", EXT_HOST[0], EXT_HOST[1])]  # in the store: revisioned, kept across restarts
+            ("ext", EXT_HOST[0], EXT_HOST[1])
+        ]  # in the store: revisioned, kept across restarts
     finally:
         dp.stop()
         dp.state.close()
@@ -148,14 +192,21 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
 
 def test_neighbours_and_gateway_holds_of_the_old_json_files_move_into_the_store(tmp_path: Path) -> None:
     """Earlier versions kept them in neighbors.json and gateways.json beside the store."""
-    (tmp_path / "neighbors.json").write_text('{"ext": {"%s": "%s"}, "gone": {"10.9.9.9": "02:00:00:00:00:09"}}'
-                                              % EXT_HOST)
+    (tmp_path / "neighbors.json").write_text(
+        json.dumps({"ext": {EXT_HOST[0]: EXT_HOST[1]}, "gone": {"10.9.9.9": "02:00:00:00:00:09"}})
+    )
     (tmp_path / "gateways.json").write_text('{"down": ["hv2"]}')
     state = State(tmp_path / "topology.sqlite")
     build(state)
-    dp = Dataplane(state, engine_factory=lambda _d, _cb: FakeEngine(), agent_factory=lambda _ch, _cb: FakeAgent(),
-                   gateway_chassis=("hv1", "hv2"), neighbors_file=tmp_path / "neighbors.json",
-                   gateways_file=tmp_path / "gateways.json", tick_s=0)
+    dp = Dataplane(
+        state,
+        engine_factory=lambda _d, _cb: FakeEngine(),
+        agent_factory=lambda _ch, _cb: FakeAgent(),
+        gateway_chassis=("hv1", "hv2"),
+        neighbors_file=tmp_path / "neighbors.json",
+        gateways_file=tmp_path / "gateways.json",
+        tick_s=0,
+    )
     dp.start()
     try:
         topo = state.topology

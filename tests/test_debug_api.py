@@ -41,8 +41,12 @@ def service(principal: Principal) -> Any:
     """The service's methods as the server runs them: authenticated as `principal`, errors as statuses."""
     w, _ = two_tenants()
     svc = DebugService(SimpleNamespace(), FakeDataplane(w))  # type: ignore[arg-type]
-    return SimpleNamespace(**{m: guard(m, lambda _ctx: Caller(principal, ""), getattr(svc, m))
-                              for m in ("Trace", "DiffTrace", "Explain")})
+    return SimpleNamespace(
+        **{
+            m: guard(m, lambda _ctx: Caller(principal, ""), getattr(svc, m))
+            for m in ("Trace", "DiffTrace", "Explain")
+        }
+    )
 
 
 def call(svc: Any, method: str, request: Any) -> Any:
@@ -54,8 +58,9 @@ ALICE = Principal("alice", False)
 
 
 def test_trace_and_diff_trace_are_admin_only() -> None:
-    req = dbg.TraceRequest(port="ports/a1", destination_port="ports/a3",
-                           headers={"ip_proto": "6", "tcp_dst": "22"})
+    req = dbg.TraceRequest(
+        port="ports/a1", destination_port="ports/a3", headers={"ip_proto": "6", "tcp_dst": "22"}
+    )
     resp = call(service(ADMIN), "Trace", req)
     assert resp.verdict == "delivered to ports/a3 on hv2" and [h.chassis for h in resp.hops] == ["hv1", "hv2"]
     assert resp.hops[0].outputs[0].kind == "tunnel" and resp.hops[1].from_chassis == "hv1"
@@ -78,18 +83,27 @@ def test_trace_errors_name_the_field() -> None:
 
 
 def test_explain_tenant_scope() -> None:
-    ok = call(service(ALICE), "Explain", dbg.ExplainRequest(source_port="ports/a1", destination="ports/a2",
-                                                            protocol="tcp", port=22))
-    assert ok.allowed and ok.verdict.startswith("allowed, same network a; securityGroupRules/") and ok.trace_confirms
+    ok = call(
+        service(ALICE),
+        "Explain",
+        dbg.ExplainRequest(source_port="ports/a1", destination="ports/a2", protocol="tcp", port=22),
+    )
+    assert (
+        ok.allowed
+        and ok.verdict.startswith("allowed, same network a; securityGroupRules/")
+        and ok.trace_confirms
+    )
     assert not ok.HasField("trace") and ok.trace_verdict == ""  # the path (chassis) is for admins
-    by_ip = call(service(ALICE), "Explain",
-                 dbg.ExplainRequest(source_port="ports/a1", destination="10.0.0.6"))
+    by_ip = call(
+        service(ALICE), "Explain", dbg.ExplainRequest(source_port="ports/a1", destination="10.0.0.6")
+    )
     assert by_ip.allowed and by_ip.destination == "ports/a2"
     for src, dst in (("ports/b1", "ports/a1"), ("ports/a1", "ports/b2")):
         with pytest.raises(Aborted) as e:
             call(service(ALICE), "Explain", dbg.ExplainRequest(source_port=src, destination=dst))
         assert e.value.status.code == grpc.StatusCode.NOT_FOUND
-    cross = call(service(ADMIN), "Explain",
-                 dbg.ExplainRequest(source_port="ports/a1", destination="ports/b2"))
+    cross = call(
+        service(ADMIN), "Explain", dbg.ExplainRequest(source_port="ports/a1", destination="ports/b2")
+    )
     assert not cross.allowed and cross.HasField("trace") and cross.trace_confirms
     assert {d.kind for d in cross.deciders if not d.allows} == {"isolation", "tenant"}

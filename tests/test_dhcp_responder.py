@@ -31,17 +31,43 @@ def world() -> World:
     w.chassis("hv1", "192.0.2.1")
     w.chassis("hv2", "192.0.2.2")
     w.apply(ops.create_network(w.topo, Network(id="a", tenant="alice"), w.rev + 1, 0.0))
-    w.apply(ops.create_subnet(w.topo, Subnet(
-        id="a-sub", tenant="alice", network_id="a", cidr="10.0.0.0/24", dns_servers=("10.0.0.2", "9.9.9.9"),
-        host_routes=(("192.168.0.0/16", "10.0.0.254"), ("172.16.5.0/24", "10.0.0.253"))),
-        False, w.rev + 1, 0.0))
+    w.apply(
+        ops.create_subnet(
+            w.topo,
+            Subnet(
+                id="a-sub",
+                tenant="alice",
+                network_id="a",
+                cidr="10.0.0.0/24",
+                dns_servers=("10.0.0.2", "9.9.9.9"),
+                host_routes=(("192.168.0.0/16", "10.0.0.254"), ("172.16.5.0/24", "10.0.0.253")),
+            ),
+            False,
+            w.rev + 1,
+            0.0,
+        )
+    )
     # no gateway, no DHCP
     w.apply(ops.create_network(w.topo, Network(id="n", tenant="alice"), w.rev + 1, 0.0))
-    w.apply(ops.create_subnet(w.topo, Subnet(id="n-sub", tenant="alice", network_id="n", cidr="10.5.0.0/16",
-                                             gateway_ip=""), True, w.rev + 1, 0.0))
+    w.apply(
+        ops.create_subnet(
+            w.topo,
+            Subnet(id="n-sub", tenant="alice", network_id="n", cidr="10.5.0.0/16", gateway_ip=""),
+            True,
+            w.rev + 1,
+            0.0,
+        )
+    )
     w.apply(ops.create_network(w.topo, Network(id="off", tenant="alice"), w.rev + 1, 0.0))
-    w.apply(ops.create_subnet(w.topo, Subnet(id="off-sub", tenant="alice", network_id="off", cidr="10.6.0.0/24",
-                                             enable_dhcp=False), False, w.rev + 1, 0.0))
+    w.apply(
+        ops.create_subnet(
+            w.topo,
+            Subnet(id="off-sub", tenant="alice", network_id="off", cidr="10.6.0.0/24", enable_dhcp=False),
+            False,
+            w.rev + 1,
+            0.0,
+        )
+    )
     w.port("vm1", "a", "hv1", "10.0.0.5")
     w.port("vm2", "a", "hv2", "10.0.0.6")
     w.port("nogw", "n", "hv1", "10.5.1.7")
@@ -50,8 +76,16 @@ def world() -> World:
     return w
 
 
-def build(mac: str, kind: int, *, xid: int = 0x1234, requested: str | None = None, server: str | None = None,
-          ciaddr: str = "0.0.0.0", flags: int = 0) -> bytes:
+def build(
+    mac: str,
+    kind: int,
+    *,
+    xid: int = 0x1234,
+    requested: str | None = None,
+    server: str | None = None,
+    ciaddr: str = "0.0.0.0",
+    flags: int = 0,
+) -> bytes:
     opts = [dhcp.option(dhcp.DHCP_MESSAGE_TYPE_OPT, bytes([kind]))]
     if requested:
         opts.append(dhcp.option(dhcp.DHCP_REQUESTED_IP_ADDR_OPT, ipv4_bytes(requested)))
@@ -61,8 +95,17 @@ def build(mac: str, kind: int, *, xid: int = 0x1234, requested: str | None = Non
     pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, 0x0800))
     pkt.add_protocol(ipv4.ipv4(src=ciaddr, dst="255.255.255.255", proto=17))
     pkt.add_protocol(udp.udp(src_port=68, dst_port=67))
-    pkt.add_protocol(dhcp.dhcp(op=dhcp.DHCP_BOOT_REQUEST, chaddr=mac, xid=xid, flags=flags, ciaddr=ciaddr, hlen=6,
-                               options=dhcp.options(opts)))
+    pkt.add_protocol(
+        dhcp.dhcp(
+            op=dhcp.DHCP_BOOT_REQUEST,
+            chaddr=mac,
+            xid=xid,
+            flags=flags,
+            ciaddr=ciaddr,
+            hlen=6,
+            options=dhcp.options(opts),
+        )
+    )
     pkt.serialize()
     return bytes(pkt.data)
 
@@ -110,7 +153,9 @@ def test_discover_gets_an_offer_with_every_option() -> None:
     assert a.dhcp.op == dhcp.DHCP_BOOT_REPLY and a.dhcp.xid == 0xCAFE and a.dhcp.chaddr == vm1.mac
     assert a.dhcp.yiaddr == "10.0.0.5" and a.dhcp.siaddr == "10.0.0.1"
     assert (a.udp.src_port, a.udp.dst_port) == (67, 68)
-    assert a.ip.src == "10.0.0.1" and a.ip.dst == "10.0.0.5"  # unicast to the offered address (no broadcast flag)
+    assert (
+        a.ip.src == "10.0.0.1" and a.ip.dst == "10.0.0.5"
+    )  # unicast to the offered address (no broadcast flag)
     assert a.eth.dst == vm1.mac and a.eth.src == SERVER_MAC  # no router holds the gateway address
     assert ip(a.opts[1]) == "255.255.255.0"
     assert ip(a.opts[3]) == "10.0.0.1"
@@ -129,7 +174,9 @@ def test_request_for_the_ports_address_is_acked_and_another_is_naked() -> None:
     vm1 = w.topo.ports["vm1"]
     a = ask(w, "vm1", build(vm1.mac, REQUEST, requested="10.0.0.5", server="10.0.0.1", flags=0x8000))
     assert a is not None and a.type == ACK and a.dhcp.yiaddr == "10.0.0.5"
-    assert a.ip.dst == "255.255.255.255" and a.eth.dst == "ff:ff:ff:ff:ff:ff"  # the client asked for broadcast
+    assert (
+        a.ip.dst == "255.255.255.255" and a.eth.dst == "ff:ff:ff:ff:ff:ff"
+    )  # the client asked for broadcast
     assert a.u32(51) == 3600 and 121 in a.opts and 26 in a.opts
     nak = ask(w, "vm1", build(vm1.mac, REQUEST, requested="10.0.0.99"))
     assert nak is not None and nak.type == DHCP_NAK and nak.dhcp.yiaddr == "0.0.0.0"
@@ -161,8 +208,9 @@ def test_subnet_without_gateway() -> None:
     assert ip(a.opts[1]) == "255.255.0.0" and ip(a.opts[28]) == "10.5.255.255"
 
 
-@pytest.mark.parametrize("case", ["wrong_mac", "wrong_chaddr", "other_chassis", "dhcp_off", "wrong_in_port",
-                                  "unknown_key"])
+@pytest.mark.parametrize(
+    "case", ["wrong_mac", "wrong_chaddr", "other_chassis", "dhcp_off", "wrong_in_port", "unknown_key"]
+)
 def test_nobody_else_gets_an_answer(case: str) -> None:
     w = world()
     vm1 = w.topo.ports["vm1"]
@@ -180,8 +228,9 @@ def test_nobody_else_gets_an_answer(case: str) -> None:
         assert ask(w, "vm1", bytes(out.data)) is None
     elif case == "other_chassis":  # vm2 lives on hv2: hv1 does not answer for it
         vm2 = w.topo.ports["vm2"]
-        reply = Responder().answer(View(w.topo, w.runtime), "hv1", {"in_port": 2, "reg6": vm2.key},
-                                   build(vm2.mac, DISCOVER))
+        reply = Responder().answer(
+            View(w.topo, w.runtime), "hv1", {"in_port": 2, "reg6": vm2.key}, build(vm2.mac, DISCOVER)
+        )
         assert reply is None
     elif case == "dhcp_off":
         off = w.topo.ports["off1"]
@@ -197,8 +246,16 @@ def test_handler_sends_out_the_ports_ofport() -> None:
     vm1 = w.topo.ports["vm1"]
     sent: list[tuple[int, bytes, int]] = []
     r = Responder(send=lambda dpid, data, port: sent.append((dpid, data, port)))
-    r(PacketIn("hv1", 7, build(vm1.mac, DISCOVER), {"in_port": w.ofport(vm1), "reg6": vm1.key}, w.topo,
-               View(w.topo, w.runtime)))
+    r(
+        PacketIn(
+            "hv1",
+            7,
+            build(vm1.mac, DISCOVER),
+            {"in_port": w.ofport(vm1), "reg6": vm1.key},
+            w.topo,
+            View(w.topo, w.runtime),
+        )
+    )
     assert len(sent) == 1 and sent[0][0] == 7 and sent[0][2] == w.ofport(vm1)
     assert Answered(sent[0][1]).type == OFFER
     assert r.counts["DISCOVER"] == 1 and r.counts["sent_OFFER"] == 1
@@ -221,6 +278,11 @@ def test_server_mac_is_the_router_interfaces_where_a_router_holds_the_gateway() 
     w.apply(ops.add_router_interface(w.topo, w.topo.routers["r1"], "a-sub", "", "r1-if", w.rev + 1, 0.0))
     iface = w.topo.ports["r1-if"]
     a = ask(w, "vm1", build(vm1.mac, DISCOVER))
-    assert a is not None and a.eth.src == iface.mac and a.ip.src == "10.0.0.1" and ip(a.opts[54]) == "10.0.0.1"
+    assert (
+        a is not None and a.eth.src == iface.mac and a.ip.src == "10.0.0.1" and ip(a.opts[54]) == "10.0.0.1"
+    )
     # the interface itself is no DHCP client
-    assert Responder().answer(View(w.topo, w.runtime), "hv1", {"in_port": 99}, build(iface.mac, DISCOVER)) is None
+    assert (
+        Responder().answer(View(w.topo, w.runtime), "hv1", {"in_port": 99}, build(iface.mac, DISCOVER))
+        is None
+    )

@@ -15,7 +15,9 @@ from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import ControllerProcess
 
 
-def connect(ctl: ControllerProcess) -> tuple[grpc.Channel, pb_grpc.TopologyServiceStub, tuple[tuple[str, str]]]:
+def connect(
+    ctl: ControllerProcess,
+) -> tuple[grpc.Channel, pb_grpc.TopologyServiceStub, tuple[tuple[str, str]]]:
     channel = grpc.insecure_channel(ctl.endpoint)
     return channel, pb_grpc.TopologyServiceStub(channel), (("authorization", f"Bearer {ctl.admin_token()}"),)
 
@@ -34,8 +36,9 @@ def test_kill_9_keeps_every_acknowledged_write(controller: ControllerProcess) ->
     controller.start()
     channel, stub, md = connect(controller)
     net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(display_name="n")), metadata=md)
-    sub = stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/16")),
-                            metadata=md)
+    sub = stub.CreateSubnet(
+        pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/16")), metadata=md
+    )
     acked: dict[str, pb.Port] = {}
     stop = threading.Event()
 
@@ -43,8 +46,11 @@ def test_kill_9_keeps_every_acknowledged_write(controller: ControllerProcess) ->
         i = 0
         while not stop.is_set():
             try:
-                port = stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name),
-                                                            port_id=f"w{k}-{i}"), metadata=md, timeout=5)
+                port = stub.CreatePort(
+                    pb.CreatePortRequest(port=pb.Port(network=net.name), port_id=f"w{k}-{i}"),
+                    metadata=md,
+                    timeout=5,
+                )
                 acked[port.name] = port
             except grpc.RpcError:
                 return  # the controller died under us: this call was not acknowledged
@@ -81,7 +87,9 @@ def test_concurrent_clients_never_share_an_ip_or_mac(controller: ControllerProce
     controller.start()
     channel, stub, md = connect(controller)
     net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network()), metadata=md)
-    stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/20")), metadata=md)
+    stub.CreateSubnet(
+        pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/20")), metadata=md
+    )
     created: list[list[pb.Port]] = [[] for _ in range(8)]
     errors: list[BaseException] = []
 
@@ -90,7 +98,9 @@ def test_concurrent_clients_never_share_an_ip_or_mac(controller: ControllerProce
         s = pb_grpc.TopologyServiceStub(ch)
         try:
             for _ in range(200):
-                created[k].append(s.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name)), metadata=md))
+                created[k].append(
+                    s.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name)), metadata=md)
+                )
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
         finally:
@@ -124,8 +134,12 @@ def _collect(stream, n: int) -> list[pb.WatchEvent]:  # type: ignore[no-untyped-
 def test_watch_snapshot_then_changes_and_resume_without_gaps(controller: ControllerProcess) -> None:
     controller.start()
     channel, stub, md = connect(controller)
-    alice = (("authorization", "Bearer " + stub.CreateToken(pb.CreateTokenRequest(tenant="alice"),
-                                                            metadata=md).token),)
+    alice = (
+        (
+            "authorization",
+            "Bearer " + stub.CreateToken(pb.CreateTokenRequest(tenant="alice"), metadata=md).token,
+        ),
+    )
     net = stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="n1"), metadata=alice)
     stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id="admin-net"), metadata=md)
 
@@ -135,14 +149,19 @@ def test_watch_snapshot_then_changes_and_resume_without_gaps(controller: Control
     synced = next(stream)
     assert synced.type == pb.WatchEvent.SYNCED
     start = synced.revision
-    stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24"),
-                                             subnet_id="s1"), metadata=alice)
+    stub.CreateSubnet(
+        pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="10.0.0.0/24"), subnet_id="s1"),
+        metadata=alice,
+    )
     port = stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="p1"), metadata=alice)
     # the tenant's first port brings its default security group (and the group's four rules) in its write
     events = _collect(stream, 7)
     assert [(e.type, e.WhichOneof("resource")) for e in events] == [
-        (pb.WatchEvent.CREATED, "subnet"), (pb.WatchEvent.CREATED, "security_group"),
-        *[(pb.WatchEvent.CREATED, "security_group_rule")] * 4, (pb.WatchEvent.CREATED, "port")]
+        (pb.WatchEvent.CREATED, "subnet"),
+        (pb.WatchEvent.CREATED, "security_group"),
+        *[(pb.WatchEvent.CREATED, "security_group_rule")] * 4,
+        (pb.WatchEvent.CREATED, "port"),
+    ]
     assert events[-1].port == port and events[0].revision == start + 1
     assert {e.revision for e in events[1:]} == {start + 2}
     assert list(port.security_groups) == [events[1].security_group.name]
@@ -150,7 +169,9 @@ def test_watch_snapshot_then_changes_and_resume_without_gaps(controller: Control
     resume_at = events[-1].revision
 
     # changes while nobody watches, then a restart: resuming replays exactly what was missed
-    stub.UpdatePort(pb.UpdatePortRequest(port=pb.Port(name=port.name, display_name="renamed")), metadata=alice)
+    stub.UpdatePort(
+        pb.UpdatePortRequest(port=pb.Port(name=port.name, display_name="renamed")), metadata=alice
+    )
     stub.DeleteNetwork(pb.DeleteNetworkRequest(name=net.name, force=True), metadata=alice)
     channel.close()
     controller.kill(signal.SIGKILL)
@@ -159,8 +180,12 @@ def test_watch_snapshot_then_changes_and_resume_without_gaps(controller: Control
     stream = stub.Watch(pb.WatchRequest(start_revision=resume_at), metadata=alice)
     events = _collect(stream, 5)
     assert [(e.type, e.WhichOneof("resource")) for e in events] == [
-        (pb.WatchEvent.UPDATED, "port"), (pb.WatchEvent.DELETED, "port"), (pb.WatchEvent.DELETED, "subnet"),
-        (pb.WatchEvent.DELETED, "network"), (pb.WatchEvent.SYNCED, None)]
+        (pb.WatchEvent.UPDATED, "port"),
+        (pb.WatchEvent.DELETED, "port"),
+        (pb.WatchEvent.DELETED, "subnet"),
+        (pb.WatchEvent.DELETED, "network"),
+        (pb.WatchEvent.SYNCED, None),
+    ]
     assert events[0].revision == resume_at + 1 and events[0].port.display_name == "renamed"
     assert {e.revision for e in events[1:4]} == {resume_at + 2}  # one write, one revision
     # live changes keep coming on the resumed stream
@@ -191,4 +216,6 @@ def test_sigterm_finishes_in_flight_calls_and_closes(controller: ControllerProce
     channel.close()
     controller.start()
     _, stub, md = connect(controller)
-    assert stub.GetNetwork(pb.GetNetworkRequest(name="networks/before"), metadata=md).name == "networks/before"
+    assert (
+        stub.GetNetwork(pb.GetNetworkRequest(name="networks/before"), metadata=md).name == "networks/before"
+    )

@@ -63,20 +63,40 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with lab_env(tmp_path_factory.mktemp("e2e-announce"), extra_args=["--gateway-chassis", "hv1"]) as env:
         lbs = pb_grpc.LoadBalancerServiceStub(env.channel)
-        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True, display_name="public"),
-            network_id="public"), metadata=env.admin)
-        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=f"{EXT_PREFIX}.0/24"),
-                                                     subnet_id="public-v4"), metadata=env.admin)
+        ext = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(
+                network=pb.Network(
+                    segment_type=pb.Network.FLAT,
+                    physical_network=PHYSNET,
+                    external=True,
+                    display_name="public",
+                ),
+                network_id="public",
+            ),
+            metadata=env.admin,
+        )
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(
+                subnet=pb.Subnet(network=ext.name, cidr=f"{EXT_PREFIX}.0/24"), subnet_id="public-v4"
+            ),
+            metadata=env.admin,
+        )
         md = env.md("garp")
         net_a = env.network(md, "garp-a", f"{NET_A}.0/24")
         net_b = env.network(md, "garp-b", f"{NET_B}.0/24")
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
-            display_name="garp-r", external_gateway=pb.ExternalGateway(network=ext.name)), router_id="garp-r"),
-            metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(
+                router=pb.Router(
+                    display_name="garp-r", external_gateway=pb.ExternalGateway(network=ext.name)
+                ),
+                router_id="garp-r",
+            ),
+            metadata=md,
+        )
         for sub in ("garp-a-v4", "garp-b-v4"):
-            env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{sub}"),
-                                        metadata=md)
+            env.stub.AddRouterInterface(
+                pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{sub}"), metadata=md
+            )
         env.allow_ingress(md)  # the external host is no member of the default security group
         a1 = env.plug("hv1", env.port(md, "garp-a1", net_a, f"{NET_A}.11"))
         a2 = env.plug("hv2", env.port(md, "garp-a2", net_a, f"{NET_A}.12"))
@@ -117,14 +137,18 @@ def test_a_re_added_router_interface_is_reachable_at_once(world: World) -> None:
     assert w.a1.ping(w.b1.ip, count=1, timeout=10), env.controller_log()
     old = _neigh(w.a1, gateway)
     assert old, "a1 knows its gateway's MAC"
-    env.stub.RemoveRouterInterface(pb.RemoveRouterInterfaceRequest(name="routers/garp-r", subnet="subnets/garp-a-v4"),
-                                   metadata=w.md)
+    env.stub.RemoveRouterInterface(
+        pb.RemoveRouterInterfaceRequest(name="routers/garp-r", subnet="subnets/garp-a-v4"), metadata=w.md
+    )
     env.wait_realized()
-    with capture("eth0", "arp", namespace=w.a1.namespace) as at_a1, \
-            capture("eth0", "arp", namespace=w.b1.namespace) as at_b1, \
-            capture("eth0", "arp", namespace=w.ext_host.namespace) as outside:
-        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name="routers/garp-r", subnet="subnets/garp-a-v4"),
-                                    metadata=w.md)
+    with (
+        capture("eth0", "arp", namespace=w.a1.namespace) as at_a1,
+        capture("eth0", "arp", namespace=w.b1.namespace) as at_b1,
+        capture("eth0", "arp", namespace=w.ext_host.namespace) as outside,
+    ):
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name="routers/garp-r", subnet="subnets/garp-a-v4"), metadata=w.md
+        )
         took = _until(_pings(w.a1, w.b1.ip), 10)
         new = _neigh(w.a1, gateway)
         time.sleep(3.5)  # the later announcements
@@ -137,14 +161,34 @@ def test_a_re_added_router_interface_is_reachable_at_once(world: World) -> None:
 
 
 def _create_lb(w: World, ident: str) -> None:
-    lb = w.lbs.CreateLoadBalancer(pb.CreateLoadBalancerRequest(load_balancer=pb.LoadBalancer(
-        vip_subnet="subnets/garp-a-v4", vip_address=VIP), load_balancer_id=ident), metadata=w.md)
-    ls = w.lbs.CreateListener(pb.CreateListenerRequest(listener=pb.Listener(
-        load_balancer=lb.name, protocol="TCP", protocol_port=80), listener_id=f"{ident}-l"), metadata=w.md)
-    w.lbs.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP", lb_algorithm="ROUND_ROBIN"),
-                                          pool_id=f"{ident}-p"), metadata=w.md)
-    w.lbs.CreateMember(pb.CreateMemberRequest(parent=f"pools/{ident}-p", member=pb.Member(
-        address=w.a2.ip, protocol_port=8080), member_id=f"{ident}-m"), metadata=w.md)
+    lb = w.lbs.CreateLoadBalancer(
+        pb.CreateLoadBalancerRequest(
+            load_balancer=pb.LoadBalancer(vip_subnet="subnets/garp-a-v4", vip_address=VIP),
+            load_balancer_id=ident,
+        ),
+        metadata=w.md,
+    )
+    ls = w.lbs.CreateListener(
+        pb.CreateListenerRequest(
+            listener=pb.Listener(load_balancer=lb.name, protocol="TCP", protocol_port=80),
+            listener_id=f"{ident}-l",
+        ),
+        metadata=w.md,
+    )
+    w.lbs.CreatePool(
+        pb.CreatePoolRequest(
+            pool=pb.Pool(listener=ls.name, protocol="TCP", lb_algorithm="ROUND_ROBIN"), pool_id=f"{ident}-p"
+        ),
+        metadata=w.md,
+    )
+    w.lbs.CreateMember(
+        pb.CreateMemberRequest(
+            parent=f"pools/{ident}-p",
+            member=pb.Member(address=w.a2.ip, protocol_port=8080),
+            member_id=f"{ident}-m",
+        ),
+        metadata=w.md,
+    )
 
 
 def test_a_re_created_vip_is_reachable_at_once(world: World) -> None:
@@ -158,11 +202,15 @@ def test_a_re_created_vip_is_reachable_at_once(world: World) -> None:
     assert _until(connects, 10) is not None, env.controller_log()
     old = _neigh(w.a1, VIP)
     assert old, "a1 knows the VIP's MAC"
-    w.lbs.DeleteLoadBalancer(pb.DeleteLoadBalancerRequest(name="loadBalancers/garp-lb1", force=True), metadata=w.md)
+    w.lbs.DeleteLoadBalancer(
+        pb.DeleteLoadBalancerRequest(name="loadBalancers/garp-lb1", force=True), metadata=w.md
+    )
     env.wait_realized()
     assert not connects(), "a deleted load balancer answers no more"
-    with capture("eth0", "arp", namespace=w.a1.namespace) as at_a1, \
-            capture("eth0", "arp", namespace=w.b1.namespace) as at_b1:
+    with (
+        capture("eth0", "arp", namespace=w.a1.namespace) as at_a1,
+        capture("eth0", "arp", namespace=w.b1.namespace) as at_b1,
+    ):
         _create_lb(w, "garp-lb2")  # the VIP (a new port: a new MAC) comes with the first of its four calls
         took = _until(connects, 10)  # from the last call (only then has the VIP a member)
         new = _neigh(w.a1, VIP)
@@ -179,12 +227,22 @@ def test_a_new_floating_ip_is_announced_on_the_external_network(world: World) ->
     elsewhere) reaches it at once: the gateway chassis announces it out its patch port."""
     w, env = world, world.env
     addr = f"{EXT_PREFIX}.77"
-    w.ext_host.exec(["ip", "neigh", "replace", addr, "lladdr", "02:00:00:00:77:77", "dev", "eth0", "nud", "stale"])
-    with capture("eth0", "arp", namespace=w.ext_host.namespace) as outside, \
-            capture("eth0", "arp", namespace=w.a1.namespace) as at_a1:
-        env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-            floating_network="networks/public", floating_ip_address=addr, port="ports/garp-a1"),
-            floating_ip_id="garp-f"), metadata=w.md)
+    w.ext_host.exec(
+        ["ip", "neigh", "replace", addr, "lladdr", "02:00:00:00:77:77", "dev", "eth0", "nud", "stale"]
+    )
+    with (
+        capture("eth0", "arp", namespace=w.ext_host.namespace) as outside,
+        capture("eth0", "arp", namespace=w.a1.namespace) as at_a1,
+    ):
+        env.stub.CreateFloatingIp(
+            pb.CreateFloatingIpRequest(
+                floating_ip=pb.FloatingIp(
+                    floating_network="networks/public", floating_ip_address=addr, port="ports/garp-a1"
+                ),
+                floating_ip_id="garp-f",
+            ),
+            metadata=w.md,
+        )
         took = _until(_pings(w.ext_host, addr), 10)
         time.sleep(3.5)
     assert took is not None and took <= REACHABLE_S, f"reachable after {took} s\n{env.controller_log()}"

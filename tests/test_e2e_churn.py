@@ -23,8 +23,11 @@ def test_churn_ends_exactly_where_it_started(tmp_path: Path) -> None:
     with lab_env(tmp_path, extra_args=["--gateway-chassis", "hv1"]) as env:
         steady = build(env)
         before = snapshot(env)
-        pingers = [start_ping("l2", steady.s1, steady.s2.ip), start_ping("snat", steady.s1, EXT_HOST),
-                   start_ping("fip", steady.ext, steady.fip)]
+        pingers = [
+            start_ping("l2", steady.s1, steady.s2.ip),
+            start_ping("snat", steady.s1, EXT_HOST),
+            start_ping("fip", steady.ext, steady.fip),
+        ]
         churn = Churn(steady, random.Random(SEED))
         try:
             steps = run(churn, SECONDS)
@@ -38,11 +41,15 @@ def test_churn_ends_exactly_where_it_started(tmp_path: Path) -> None:
         after = snapshot(env)
         for ch in before:
             for what, b, a in zip(("flows", "groups", "meters"), before[ch], after[ch]):
-                assert a == b, (f"{ch} {what} differ after the churn (seed {SEED}, {churn.counts}):\n"
-                                f"  missing: {sorted(b - a)[:10]}\n  extra: {sorted(a - b)[:10]}")
+                assert a == b, (
+                    f"{ch} {what} differ after the churn (seed {SEED}, {churn.counts}):\n"
+                    f"  missing: {sorted(b - a)[:10]}\n  extra: {sorted(a - b)[:10]}"
+                )
         status = env.restart_controller()
         for ch, st in status.items():
             assert st.flow_mods_sent == 0 and st.group_mods_sent == 0, f"{ch} was sent changes: {st}"
         for name, (sent, received) in results.items():
             assert sent > 100, (name, sent)
-            assert sent - received <= MAX_LOSS * sent, f"{name}: {sent - received} of {sent} lost ({churn.counts})"
+            assert sent - received <= MAX_LOSS * sent, (
+                f"{name}: {sent - received} of {sent} lost ({churn.counts})"
+            )

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     # no periodic drift check: the tests run it on demand, so they know when it happens
-    with lab_env(tmp_path_factory.mktemp("e2e-debug"), provider=False, extra_args=["--drift-interval-s", "0"]) as e:
+    with lab_env(
+        tmp_path_factory.mktemp("e2e-debug"), provider=False, extra_args=["--drift-interval-s", "0"]
+    ) as e:
         md = e.md("dbg")
         net = e.network(md, "dbg-net", "10.90.0.0/24")
         e.plug("hv1", e.port(md, "dbg-a", net))
@@ -37,8 +39,11 @@ def _counters(lines: list[str]) -> dict[str, str]:
     out = {}
     for line in lines:
         m = re.search(r"n_packets=(\d+)", line)
-        key = ", ".join(p for p in line.strip().split(", ")
-                        if not p.startswith(("duration=", "n_packets=", "n_bytes=", "idle_age=", "hard_age=")))
+        key = ", ".join(
+            p
+            for p in line.strip().split(", ")
+            if not p.startswith(("duration=", "n_packets=", "n_bytes=", "idle_age=", "hard_age="))
+        )
         out[key] = m.group(1) if m else ""
     return out
 
@@ -63,7 +68,9 @@ def test_drift_is_found_and_only_the_difference_is_repaired(env: Env) -> None:
     other = env.dp.Verify(dpb.VerifyRequest(chassis="chassis/hv2"), metadata=env.admin).chassis[0]
     assert other.checked and not other.missing and not other.unexpected and not other.undecodable
     mods_before = env.status()["hv1"].flow_mods_sent
-    fixed = env.dp.Verify(dpb.VerifyRequest(chassis="chassis/hv1", repair=True), metadata=env.admin).chassis[0]
+    fixed = env.dp.Verify(dpb.VerifyRequest(chassis="chassis/hv1", repair=True), metadata=env.admin).chassis[
+        0
+    ]
     assert fixed.repaired
     deadline = time.monotonic() + 15
     while set(_counters(hv1.dump_flows())) != set(before):
@@ -85,8 +92,9 @@ def test_validate_only_predicts_exactly_what_the_write_does(env: Env) -> None:
     net = env.stub.GetNetwork(pb.GetNetworkRequest(name="networks/dbg-net"), metadata=env.admin)
     flows = {ch: env.ovs_flows(ch) for ch in ("hv1", "hv2")}
     revision = env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md).revision
-    request = pb.CreatePortRequest(port=pb.Port(network=net.name, binding_chassis="chassis/hv2"), port_id="dbg-new",
-                                   validate_only=True)
+    request = pb.CreatePortRequest(
+        port=pb.Port(network=net.name, binding_chassis="chassis/hv2"), port_id="dbg-new", validate_only=True
+    )
     port, call = env.stub.CreatePort.with_call(request, metadata=env.admin)
     plan = pb.Plan.FromString(dict(call.trailing_metadata())["sdn-plan-bin"])
     assert port.name == "ports/dbg-new" and plan.revision == revision + 1
@@ -109,8 +117,9 @@ def test_validate_only_predicts_exactly_what_the_write_does(env: Env) -> None:
         assert sorted(_cookie(x) for x in p.sample_deleted) == sorted(_cookie(x) for x in deleted)
     assert not plan.cuts_connections
     # deleting a port with traffic is a cut, and the plan says whose
-    _, call = env.stub.DeletePort.with_call(pb.DeletePortRequest(name="ports/dbg-b", validate_only=True),
-                                            metadata=env.admin)
+    _, call = env.stub.DeletePort.with_call(
+        pb.DeletePortRequest(name="ports/dbg-b", validate_only=True), metadata=env.admin
+    )
     cut = pb.Plan.FromString(dict(call.trailing_metadata())["sdn-plan-bin"])
     assert cut.cuts_connections and any("dbg-b" in r for r in cut.cut_reasons)
     assert env.vms["dbg-a"].ping(env.vms["dbg-b"].ip, count=1)
@@ -121,7 +130,10 @@ def test_cli_validate_only_prints_the_plan(env: Env, capsys: pytest.CaptureFixtu
 
     base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
     revision = env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=env.admin).revision
-    assert cli.main(["port", "create", "dry", "--network", "dbg-net", "--host", "hv1", "--validate-only", *base]) == 0
+    assert (
+        cli.main(["port", "create", "dry", "--network", "dbg-net", "--host", "hv1", "--validate-only", *base])
+        == 0
+    )
     out = capsys.readouterr()
     assert "validate only" in out.err and "chassis/hv1: +" in out.err and "table=60(l2_lookup)" in out.err
     assert env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=env.admin).revision == revision

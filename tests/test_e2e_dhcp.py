@@ -74,8 +74,11 @@ print(n)
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     assert shutil.which("busybox"), "busybox (Debian package busybox) is installed by scripts/setup.sh"
-    with lab_env(tmp_path_factory.mktemp("e2e-dhcp"), provider=False,
-                 extra_args=["--dhcp-rate-pps", str(RATE_PPS), "--dhcp-lease-s", str(LEASE_S)]) as e:
+    with lab_env(
+        tmp_path_factory.mktemp("e2e-dhcp"),
+        provider=False,
+        extra_args=["--dhcp-rate-pps", str(RATE_PPS), "--dhcp-lease-s", str(LEASE_S)],
+    ) as e:
         yield e
 
 
@@ -89,8 +92,10 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def subnet(env: Env, md, ident: str, cidr: str, **kw) -> pb.Network:  # type: ignore[no-untyped-def]
     net = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(), network_id=ident), metadata=md)
-    env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr=cidr, **kw),
-                                                 subnet_id=ident + "-v4"), metadata=md)
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr=cidr, **kw), subnet_id=ident + "-v4"),
+        metadata=md,
+    )
     return net
 
 
@@ -109,9 +114,35 @@ def udhcpc(vm: VM, script: Path, tries: int = 3) -> tuple[bool, dict[str, str], 
     for old in script.parent.glob(f"{vm.name}.env.*"):
         old.unlink()
     t0 = time.monotonic()
-    res = subprocess.run(["ip", "netns", "exec", vm.namespace, "env", f"DHCP_OUT={out}", "busybox", "udhcpc",
-                          "-i", "eth0", "-f", "-q", "-n", "-t", str(tries), "-T", "1", "-A", "1", "-s", str(script)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    res = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            vm.namespace,
+            "env",
+            f"DHCP_OUT={out}",
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            str(tries),
+            "-T",
+            "1",
+            "-A",
+            "1",
+            "-s",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     took = time.monotonic() - t0
     bound = script.parent / f"{vm.name}.env.bound"
     if res.returncode != 0 or not bound.exists():
@@ -122,11 +153,18 @@ def udhcpc(vm: VM, script: Path, tries: int = 3) -> tuple[bool, dict[str, str], 
 
 def test_udhcpc_gets_address_gateway_routes_and_mtu(env: Env, script: Path) -> None:
     md = env.md("dhcp")
-    net = subnet(env, md, "dhcp-net", "10.70.0.0/24", dns_servers=["10.70.0.2", "9.9.9.9"],
-                 host_routes=[pb.HostRoute(destination="192.168.50.0/24", nexthop="10.70.0.254")])
+    net = subnet(
+        env,
+        md,
+        "dhcp-net",
+        "10.70.0.0/24",
+        dns_servers=["10.70.0.2", "9.9.9.9"],
+        host_routes=[pb.HostRoute(destination="192.168.50.0/24", nexthop="10.70.0.254")],
+    )
     assert net.mtu == 1450  # VXLAN on a 1500 underlay
-    port = env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="dhcp-vm1"),
-                               metadata=md)
+    port = env.stub.CreatePort(
+        pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="dhcp-vm1"), metadata=md
+    )
     ip = port.fixed_ips[0].ip_address
     vm = bare_vm(env, "hv1", port)
     env.wait_realized()
@@ -143,8 +181,9 @@ def test_udhcpc_gets_address_gateway_routes_and_mtu(env: Env, script: Path) -> N
     assert "default via 10.70.0.1 dev eth0" in routes, routes
     assert "192.168.50.0/24 via 10.70.0.254 dev eth0" in routes, routes
     # with its address it talks to another VM of the network, on the other chassis, configured the same way
-    other = env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="dhcp-vm2"),
-                                metadata=md)
+    other = env.stub.CreatePort(
+        pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="dhcp-vm2"), metadata=md
+    )
     vm2 = bare_vm(env, "hv2", other)
     env.wait_realized()
     ok, lease2, _ = udhcpc(vm2, script)
@@ -155,11 +194,21 @@ def test_udhcpc_gets_address_gateway_routes_and_mtu(env: Env, script: Path) -> N
 def test_no_answer_without_dhcp_or_for_a_foreign_mac(env: Env, script: Path) -> None:
     md = env.md("nodhcp")
     off = subnet(env, md, "nodhcp-net", "10.71.0.0/24", enable_dhcp=False)
-    vm = bare_vm(env, "hv1", env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=off.name),
-                                                                     port_id="nodhcp-vm"), metadata=md))
+    vm = bare_vm(
+        env,
+        "hv1",
+        env.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=off.name), port_id="nodhcp-vm"), metadata=md
+        ),
+    )
     on = subnet(env, md, "spoof-net", "10.72.0.0/24")
-    spoof = bare_vm(env, "hv1", env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=on.name),
-                                                                        port_id="spoof-vm"), metadata=md))
+    spoof = bare_vm(
+        env,
+        "hv1",
+        env.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=on.name), port_id="spoof-vm"), metadata=md
+        ),
+    )
     spoof.exec("ip link set eth0 address 02:00:00:77:77:77")
     env.wait_realized()
     for who in (vm, spoof):
@@ -178,7 +227,9 @@ def meter_stats(env: Env, chassis: str, meter_id: int) -> tuple[int, int]:
 
 
 def packet_ins(env: Env, chassis: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10).read()
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10
+    ).read()
     total = 0.0
     for line in text.decode().splitlines():
         if line.startswith("sdn_packet_ins_total{") and f'chassis="{chassis}"' in line:
@@ -191,8 +242,15 @@ def discover(mac: str) -> bytes:
     pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, 0x0800))
     pkt.add_protocol(ipv4.ipv4(src="0.0.0.0", dst="255.255.255.255", proto=17))
     pkt.add_protocol(udp.udp(src_port=68, dst_port=67))
-    pkt.add_protocol(dhcp.dhcp(op=dhcp.DHCP_BOOT_REQUEST, chaddr=mac, xid=0x5EED, hlen=6, options=dhcp.options(
-        [dhcp.option(dhcp.DHCP_MESSAGE_TYPE_OPT, bytes([dhcp.DHCP_DISCOVER]))])))
+    pkt.add_protocol(
+        dhcp.dhcp(
+            op=dhcp.DHCP_BOOT_REQUEST,
+            chaddr=mac,
+            xid=0x5EED,
+            hlen=6,
+            options=dhcp.options([dhcp.option(dhcp.DHCP_MESSAGE_TYPE_OPT, bytes([dhcp.DHCP_DISCOVER]))]),
+        )
+    )
     pkt.serialize()
     return bytes(pkt.data)
 
@@ -200,20 +258,45 @@ def discover(mac: str) -> bytes:
 def test_a_flood_is_held_to_the_meter_and_others_still_get_leases(env: Env, script: Path) -> None:
     md = env.md("flood")
     net = subnet(env, md, "flood-net", "10.73.0.0/24")
-    flooder = bare_vm(env, "hv1", env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name),
-                                                                          port_id="flooder"), metadata=md))
-    victim = bare_vm(env, "hv1", env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name),
-                                                                         port_id="victim"), metadata=md))
+    flooder = bare_vm(
+        env,
+        "hv1",
+        env.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="flooder"), metadata=md
+        ),
+    )
+    victim = bare_vm(
+        env,
+        "hv1",
+        env.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="victim"), metadata=md
+        ),
+    )
     env.wait_realized()
     # the flooder's meter: named by its DHCP flow on the switch
-    line = next(ln for ln in env.chassis("hv1").dump_flows() if f"dl_src={flooder.mac}" in ln and "meter:" in ln)
+    line = next(
+        ln for ln in env.chassis("hv1").dump_flows() if f"dl_src={flooder.mac}" in ln and "meter:" in ln
+    )
     meter_id = int(re.search(r"meter:(\d+)", line).group(1))  # type: ignore[union-attr]
     entered0, dropped0 = meter_stats(env, "hv1", meter_id)
     pins0 = packet_ins(env, "hv1")
     seconds = 4.0
     t0 = time.monotonic()
-    flood = subprocess.Popen(["ip", "netns", "exec", flooder.namespace, sys.executable, "-c", FLOOD,
-                              discover(flooder.mac).hex(), str(seconds)], stdout=subprocess.PIPE, text=True)
+    flood = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            flooder.namespace,
+            sys.executable,
+            "-c",
+            FLOOD,
+            discover(flooder.mac).hex(),
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)
         ok, lease, took = udhcpc(victim, script)
@@ -232,8 +315,10 @@ def test_a_flood_is_held_to_the_meter_and_others_still_get_leases(env: Env, scri
     assert passed <= bound, f"{passed} packets passed the meter in {elapsed:.1f}s (rate {RATE_PPS}/s)"
     # ... and the controller saw no more than the meter let through (plus the victim's own requests)
     pins = packet_ins(env, "hv1") - pins0
-    print(f"flood: {sent} frames sent in {elapsed:.1f}s, {entered} reached the meter, {passed} passed, "
-          f"{pins:.0f} packet-ins")
+    print(
+        f"flood: {sent} frames sent in {elapsed:.1f}s, {entered} reached the meter, {passed} passed, "
+        f"{pins:.0f} packet-ins"
+    )
     assert pins <= bound + 10, f"{pins} packet-ins from hv1 during the flood"
 
 
@@ -242,19 +327,49 @@ def test_renewal_is_unicast_to_the_router_holding_the_gateway(env: Env, script: 
     the server identifier, ARP answered by the router's flows) is answered too."""
     md = env.md("renew")
     net = subnet(env, md, "renew-net", "10.74.0.0/24")
-    router = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="renew-r"),
-                                                          router_id="renew-r"), metadata=md)
-    env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=router.name, subnet="subnets/renew-net-v4"),
-                                metadata=md)
-    gw_port = next(p for p in env.stub.ListPorts(pb.ListPortsRequest(), metadata=md).ports
-                   if p.device_owner == "network:router_interface" and p.network == net.name)
-    vm = bare_vm(env, "hv1", env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name),
-                                                                     port_id="renew-vm"), metadata=md))
+    router = env.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name="renew-r"), router_id="renew-r"), metadata=md
+    )
+    env.stub.AddRouterInterface(
+        pb.AddRouterInterfaceRequest(name=router.name, subnet="subnets/renew-net-v4"), metadata=md
+    )
+    gw_port = next(
+        p
+        for p in env.stub.ListPorts(pb.ListPortsRequest(), metadata=md).ports
+        if p.device_owner == "network:router_interface" and p.network == net.name
+    )
+    vm = bare_vm(
+        env,
+        "hv1",
+        env.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="renew-vm"), metadata=md
+        ),
+    )
     env.wait_realized()
     out = script.parent / f"{vm.name}.env"
-    client = subprocess.Popen(["ip", "netns", "exec", vm.namespace, "env", f"DHCP_OUT={out}", "busybox", "udhcpc",
-                               "-i", "eth0", "-f", "-t", "3", "-T", "1", "-s", str(script)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            vm.namespace,
+            "env",
+            f"DHCP_OUT={out}",
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-f",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-s",
+            str(script),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         bound = Path(f"{out}.bound")
         deadline = time.monotonic() + 15
@@ -278,9 +393,14 @@ def test_renewal_is_unicast_to_the_router_holding_the_gateway(env: Env, script: 
 
 
 def metric(env: Env, name: str, chassis: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10).read()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
-               if line.startswith(name + "{") and f'chassis="{chassis}"' in line)
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10
+    ).read()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.decode().splitlines()
+        if line.startswith(name + "{") and f'chassis="{chassis}"' in line
+    )
 
 
 def test_a_controller_restart_re_adds_no_meter_and_still_answers(env: Env, script: Path) -> None:

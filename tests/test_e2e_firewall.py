@@ -77,17 +77,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with lab_env(tmp_path_factory.mktemp("e2e-fw"), provider=False) as env:
         md = env.md(TENANT)
         nets = {x: env.network(md, f"fw-{x}", f"10.13{i}.0.0/24") for i, x in enumerate("ab", start=1)}
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name="fw-r"), router_id="fw-r"),
-                                  metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(router=pb.Router(display_name="fw-r"), router_id="fw-r"), metadata=md
+        )
         iface = {}
         for x in "ab":
-            ri = env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/fw-{x}-v4"),
-                                             metadata=md)
+            ri = env.stub.AddRouterInterface(
+                pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/fw-{x}-v4"), metadata=md
+            )
             iface[x] = ri.port.split("/")[1]
-        vms = {"a1": env.plug("hv1", env.port(md, "fw-a1", nets["a"])),
-               "a2": env.plug("hv2", env.port(md, "fw-a2", nets["a"])),
-               "b1": env.plug("hv2", env.port(md, "fw-b1", nets["b"])),
-               "b2": env.plug("hv1", env.port(md, "fw-b2", nets["b"]))}
+        vms = {
+            "a1": env.plug("hv1", env.port(md, "fw-a1", nets["a"])),
+            "a2": env.plug("hv2", env.port(md, "fw-a2", nets["a"])),
+            "b1": env.plug("hv2", env.port(md, "fw-b1", nets["b"])),
+            "b2": env.plug("hv1", env.port(md, "fw-b2", nets["b"])),
+        }
         for vm in vms.values():
             _serve(vm, "tcp:22", "tcp:80", "udp:53")
         env.wait_realized()
@@ -96,32 +100,65 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield s
 
 
-def connect(s: Setup, src: str, dst: str, port: int, kind: str = "tcp", timeout: float = 3.0,
-            elapsed: list[float] | None = None) -> str:
-    """"ok" (the server answered), "refused" (RST / ICMP unreachable) or "timeout"."""
-    out = s.vms[src].exec([sys.executable, "-c", _CLIENT, kind, s.vms[dst].ip, str(port), str(timeout)],
-                          check=False, timeout=timeout + 10).stdout.split()
+def connect(
+    s: Setup,
+    src: str,
+    dst: str,
+    port: int,
+    kind: str = "tcp",
+    timeout: float = 3.0,
+    elapsed: list[float] | None = None,
+) -> str:
+    """ "ok" (the server answered), "refused" (RST / ICMP unreachable) or "timeout"."""
+    out = (
+        s.vms[src]
+        .exec(
+            [sys.executable, "-c", _CLIENT, kind, s.vms[dst].ip, str(port), str(timeout)],
+            check=False,
+            timeout=timeout + 10,
+        )
+        .stdout.split()
+    )
     assert out, f"client printed nothing ({src} -> {dst}:{port})"
     if elapsed is not None:
         elapsed.append(float(out[1]))
     return out[0]
 
 
-def firewall(s: Setup, name: str, rules: list[dict[str, object]], *, ingress: str = "", egress: str = "") -> str:
+def firewall(
+    s: Setup, name: str, rules: list[dict[str, object]], *, ingress: str = "", egress: str = ""
+) -> str:
     """A policy of `rules` (FirewallRule fields) on the ingress and/or egress of the interfaces on subnets
     `ingress` / `egress` ("a", "b", "ab"); returns the group's resource name."""
     st, md = s.env.stub, s.md
     ids = []
     for i, fields in enumerate(rules):
-        st.CreateFirewallRule(pb.CreateFirewallRuleRequest(firewall_rule=pb.FirewallRule(**fields),  # type: ignore[arg-type]
-                                                           firewall_rule_id=f"{name}-r{i}"), metadata=md)
+        st.CreateFirewallRule(
+            pb.CreateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(**fields),  # type: ignore[arg-type]
+                firewall_rule_id=f"{name}-r{i}",
+            ),
+            metadata=md,
+        )
         ids.append(f"firewallRules/{name}-r{i}")
-    pol = st.CreateFirewallPolicy(pb.CreateFirewallPolicyRequest(
-        firewall_policy=pb.FirewallPolicy(firewall_rules=ids), firewall_policy_id=f"{name}-p"), metadata=md)
+    pol = st.CreateFirewallPolicy(
+        pb.CreateFirewallPolicyRequest(
+            firewall_policy=pb.FirewallPolicy(firewall_rules=ids), firewall_policy_id=f"{name}-p"
+        ),
+        metadata=md,
+    )
     ports = sorted({f"ports/{s.iface[x]}" for x in ingress + egress})
-    group = st.CreateFirewallGroup(pb.CreateFirewallGroupRequest(firewall_group=pb.FirewallGroup(
-        ingress_firewall_policy=pol.name if ingress else "", egress_firewall_policy=pol.name if egress else "",
-        ports=ports), firewall_group_id=f"{name}-g"), metadata=md)
+    group = st.CreateFirewallGroup(
+        pb.CreateFirewallGroupRequest(
+            firewall_group=pb.FirewallGroup(
+                ingress_firewall_policy=pol.name if ingress else "",
+                egress_firewall_policy=pol.name if egress else "",
+                ports=ports,
+            ),
+            firewall_group_id=f"{name}-g",
+        ),
+        metadata=md,
+    )
     s.env.wait_realized()
     return group.name
 
@@ -131,23 +168,30 @@ def remove(s: Setup, group: str) -> None:
     s.env.wait_realized()
 
 
-DENY_22 = [{"action": "deny", "protocol": "tcp", "destination_port_min": 22, "destination_port_max": 22},
-           {"action": "allow"}]
+DENY_22 = [
+    {"action": "deny", "protocol": "tcp", "destination_port_min": 22, "destination_port_max": 22},
+    {"action": "allow"},
+]
 
 
 def test_deny_rule_blocks_routed_traffic_between_subnets_not_inside_them(setup: Setup) -> None:
     s = setup
     # a port range (20-23: one masked match) rather than one port
-    group = firewall(s, "deny22", [{**DENY_22[0], "destination_port_min": 20, "destination_port_max": 23},
-                                   DENY_22[1]], egress="b")
+    group = firewall(
+        s,
+        "deny22",
+        [{**DENY_22[0], "destination_port_min": 20, "destination_port_max": 23}, DENY_22[1]],
+        egress="b",
+    )
     try:
         assert connect(s, "a1", "b1", 22, timeout=1.5) == "timeout", "routed tcp/22 into subnet b is denied"
         assert connect(s, "a2", "b2", 22, timeout=1.5) == "timeout", "from the other chassis too"
         assert connect(s, "a1", "b1", 80) == "ok", "tcp/80 is allowed (the next rule)"
         assert connect(s, "a1", "b1", 53, kind="udp") == "ok"
         assert connect(s, "b1", "a1", 22) == "ok", "the other direction leaves through a, unfiltered"
-        assert connect(s, "a1", "a2", 22) == "ok" and connect(s, "b2", "b1", 22) == "ok", \
+        assert connect(s, "a1", "a2", 22) == "ok" and connect(s, "b2", "b1", 22) == "ok", (
             "inside each subnet nothing is filtered"
+        )
     finally:
         remove(s, group)
     assert connect(s, "a1", "b1", 22) == "ok", "removing the group restores traffic"
@@ -166,15 +210,24 @@ def test_ingress_deny_on_the_source_subnets_interface(setup: Setup) -> None:
 
 def test_reject_fails_at_once(setup: Setup) -> None:
     s = setup
-    group = firewall(s, "rej", [{"action": "reject", "protocol": "tcp", "destination_port_min": 22},
-                                {"action": "reject", "protocol": "udp", "destination_port_min": 53},
-                                {"action": "allow"}], egress="b")
+    group = firewall(
+        s,
+        "rej",
+        [
+            {"action": "reject", "protocol": "tcp", "destination_port_min": 22},
+            {"action": "reject", "protocol": "udp", "destination_port_min": 53},
+            {"action": "allow"},
+        ],
+        egress="b",
+    )
     try:
         took: list[float] = []
         assert connect(s, "a1", "b1", 22, timeout=5, elapsed=took) == "refused", s.env.controller_log()
         assert connect(s, "a2", "b2", 22, timeout=5, elapsed=took) == "refused"
         assert max(took) < 1.0, f"a RST, not a timeout: {took}"
-        assert connect(s, "a1", "b1", 53, kind="udp", timeout=5, elapsed=took) == "refused", "ICMP port unreachable"
+        assert connect(s, "a1", "b1", 53, kind="udp", timeout=5, elapsed=took) == "refused", (
+            "ICMP port unreachable"
+        )
         assert connect(s, "a1", "b1", 80) == "ok"
     finally:
         remove(s, group)
@@ -208,9 +261,13 @@ def test_rule_changes_apply_to_established_connections_too(setup: Setup) -> None
         assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
         cli = a1.popen([sys.executable, "-c", _TALKER, b1.ip])
         time.sleep(1.5)
-        s.env.stub.UpdateFirewallRule(pb.UpdateFirewallRuleRequest(
-            firewall_rule=pb.FirewallRule(name="firewallRules/live-r0", action="deny"),
-            update_mask=field_mask_pb2.FieldMask(paths=["action"])), metadata=s.md)
+        s.env.stub.UpdateFirewallRule(
+            pb.UpdateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(name="firewallRules/live-r0", action="deny"),
+                update_mask=field_mask_pb2.FieldMask(paths=["action"]),
+            ),
+            metadata=s.md,
+        )
         s.env.wait_realized()
         cut = time.monotonic()
         cli.wait(timeout=30)

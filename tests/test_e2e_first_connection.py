@@ -35,26 +35,50 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with lab_env(tmp_path_factory.mktemp("e2e-first"), extra_args=["--gateway-chassis", "hv1"]) as env:
-        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True, display_name="public"),
-            network_id="public"), metadata=env.admin)
-        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=f"{EXT_PREFIX}.0/24"),
-                                                     subnet_id="public-v4"), metadata=env.admin)
+        ext = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(
+                network=pb.Network(
+                    segment_type=pb.Network.FLAT,
+                    physical_network=PHYSNET,
+                    external=True,
+                    display_name="public",
+                ),
+                network_id="public",
+            ),
+            metadata=env.admin,
+        )
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(
+                subnet=pb.Subnet(network=ext.name, cidr=f"{EXT_PREFIX}.0/24"), subnet_id="public-v4"
+            ),
+            metadata=env.admin,
+        )
         md = env.md("first")
         net = env.network(md, "first-a", "10.140.0.0/24")
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
-            display_name="first-r", external_gateway=pb.ExternalGateway(network=ext.name)), router_id="first-r"),
-            metadata=md)
-        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/first-a-v4"),
-                                    metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(
+                router=pb.Router(
+                    display_name="first-r", external_gateway=pb.ExternalGateway(network=ext.name)
+                ),
+                router_id="first-r",
+            ),
+            metadata=md,
+        )
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/first-a-v4"), metadata=md
+        )
         env.allow_ingress(md)  # the external hosts are no members of the VMs' default security group
         vms, fips = {}, {}
         for name, chassis in (("vm1", "hv1"), ("vm2", "hv2")):
             port = env.port(md, f"first-{name}", net)
             vms[name] = env.plug(chassis, port)
-            fips[name] = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-                floating_network="networks/public", port=port.name), floating_ip_id=f"first-f-{name}"),
-                metadata=md).floating_ip_address
+            fips[name] = env.stub.CreateFloatingIp(
+                pb.CreateFloatingIpRequest(
+                    floating_ip=pb.FloatingIp(floating_network="networks/public", port=port.name),
+                    floating_ip_id=f"first-f-{name}",
+                ),
+                metadata=md,
+            ).floating_ip_address
         env.wait_realized()
         yield World(env, vms, fips)
 
@@ -71,10 +95,14 @@ def test_one_ping_process_to_a_floating_ip_gets_its_answers(world: World, target
     w = world
     host, vm, fip = _new_host(w, index), w.vms[target], w.fips[target]
     with capture("eth0", "icmp", namespace=host.namespace) as outside:
-        out = host.exec(["ping", "-n", "-q", "-c", "10", "-i", "0.2", "-W", "2", fip], check=False, timeout=30).stdout
+        out = host.exec(
+            ["ping", "-n", "-q", "-c", "10", "-i", "0.2", "-W", "2", fip], check=False, timeout=30
+        ).stdout
     m = re.search(r"(\d+) received", out)
     received = int(m.group(1)) if m else 0
-    assert received >= 9, f"{out}\n{w.env.chassis('hv1').appctl('dpctl/dump-conntrack')}\n{w.env.controller_log()}"
+    assert received >= 9, (
+        f"{out}\n{w.env.chassis('hv1').appctl('dpctl/dump-conntrack')}\n{w.env.controller_log()}"
+    )
     replies = outside.matching("echo reply")
     assert replies and all(f"{fip} > {host.ip}" in ln for ln in replies), outside.lines
     assert not outside.matching(vm.ip), "the fixed IP leaked onto the external network"
@@ -113,8 +141,9 @@ print(sum(1 for p in sniffer.results if TCP in p and p[TCP].flags == "SA"))
 
 
 @pytest.mark.parametrize(("target", "index"), [("vm1", 103), ("vm2", 104)])
-def test_a_tcp_client_retrying_its_syn_gets_an_answer_from_a_floating_ip(world: World, target: str,
-                                                                         index: int) -> None:
+def test_a_tcp_client_retrying_its_syn_gets_an_answer_from_a_floating_ip(
+    world: World, target: str, index: int
+) -> None:
     """The first SYN's SYN-ACK is lost while the gateway chassis resolves the client; the client's SYN sent
     again on the same ports must reach the server, whose SYN-ACK then comes back. The server does not
     retransmit its SYN-ACK on its own (tcp_synack_retries=0): that retransmission, a reply, would pass once
@@ -170,15 +199,21 @@ while time.monotonic() < end:
 
 
 @pytest.mark.parametrize(("target", "index"), [("vm1", 105), ("vm2", 106)])
-def test_a_udp_client_on_one_port_gets_answers_from_a_floating_ip(world: World, target: str, index: int) -> None:
+def test_a_udp_client_on_one_port_gets_answers_from_a_floating_ip(
+    world: World, target: str, index: int
+) -> None:
     """UDP from one source port (one conntrack connection, new until answered, like a ping's)."""
     w = world
     host, vm, fip = _new_host(w, index), w.vms[target], w.fips[target]
     srv = vm.popen([sys.executable, "-c", _UDP_SERVER, "5301", "15"])
     try:
         assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
-        res = host.exec([sys.executable, "-c", _UDP_CLIENT, fip, "5301", str(41000 + index), "10"], timeout=20)
+        res = host.exec(
+            [sys.executable, "-c", _UDP_CLIENT, fip, "5301", str(41000 + index), "10"], timeout=20
+        )
     finally:
         srv.kill()
         srv.communicate()
-    assert int(res.stdout.strip()) >= 9, f"{res.stdout}\n{w.env.chassis('hv1').appctl('dpctl/dump-conntrack')}"
+    assert int(res.stdout.strip()) >= 9, (
+        f"{res.stdout}\n{w.env.chassis('hv1').appctl('dpctl/dump-conntrack')}"
+    )

@@ -25,8 +25,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield e
 
 
-@pytest.mark.parametrize("segment,cidr", [("vxlan", "10.11.0.0/24"), ("gre", "10.12.0.0/24"),
-                                          ("geneve", "10.13.0.0/24")])
+@pytest.mark.parametrize(
+    "segment,cidr", [("vxlan", "10.11.0.0/24"), ("gre", "10.12.0.0/24"), ("geneve", "10.13.0.0/24")]
+)
 def test_vms_reach_each_other_on_one_and_across_chassis(env: Env, segment: str, cidr: str) -> None:
     md = env.md(f"t-{segment}")
     net = env.network(md, f"n-{segment}", cidr, segment_type=pb.Network.SegmentType.Value(segment.upper()))
@@ -100,10 +101,12 @@ def test_broadcast_reaches_its_network_only(env: Env) -> None:
     outside_remote = env.plug("hv2", env.port(md, "bc-out2", other))
     env.wait_realized()
     probe = "udp and port 9999"
-    with capture("eth0", probe, namespace=same_local.namespace) as c1, \
-            capture("eth0", probe, namespace=same_remote.namespace) as c2, \
-            capture("eth0", probe, namespace=outside_local.namespace) as c3, \
-            capture("eth0", probe, namespace=outside_remote.namespace) as c4:
+    with (
+        capture("eth0", probe, namespace=same_local.namespace) as c1,
+        capture("eth0", probe, namespace=same_remote.namespace) as c2,
+        capture("eth0", probe, namespace=outside_local.namespace) as c3,
+        capture("eth0", probe, namespace=outside_remote.namespace) as c4,
+    ):
         for _ in range(3):
             src.exec("echo hi | nc -u -b -w 1 -q 0 10.40.0.255 9999 || true", check=False)
     assert c1.matching("ff:ff:ff:ff:ff:ff") and c2.matching("ff:ff:ff:ff:ff:ff"), (c1.lines, c2.lines)
@@ -111,11 +114,19 @@ def test_broadcast_reaches_its_network_only(env: Env) -> None:
 
 
 def test_vlan_provider_network_reaches_an_external_host_with_its_tag(env: Env) -> None:
-    net = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-        segment_type=pb.Network.VLAN, physical_network=PHYSNET, segment_id=123), network_id="prov123"),
-        metadata=env.admin)
-    env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="172.30.0.0/24"),
-                                                 subnet_id="prov123-v4"), metadata=env.admin)
+    net = env.stub.CreateNetwork(
+        pb.CreateNetworkRequest(
+            network=pb.Network(segment_type=pb.Network.VLAN, physical_network=PHYSNET, segment_id=123),
+            network_id="prov123",
+        ),
+        metadata=env.admin,
+    )
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(
+            subnet=pb.Subnet(network=net.name, cidr="172.30.0.0/24"), subnet_id="prov123-v4"
+        ),
+        metadata=env.admin,
+    )
     vm = env.plug("hv1", env.port(env.admin, "prov-vm", net, "172.30.0.10"))
     ext = env.lab.add_external_host(PHYSNET, "ext123", "172.30.0.200/24", vlan=123)
     other_vlan = env.lab.add_external_host(PHYSNET, "ext124", "172.30.0.201/24", vlan=124)
@@ -144,8 +155,10 @@ def test_deleting_a_port_removes_its_flows_and_only_its_flows(env: Env) -> None:
     env.stub.DeletePort(pb.DeletePortRequest(name=gone.name), metadata=md)
     env.wait_realized()
     # its flows, and the flow standing for its address as a member of its default group (a remote group)
-    tags = (f"{owner_hash('del-gone'):08x}",
-            f"{owner_hash('clause:ingress|IPv4|r|' + gone.fixed_ips[0].ip_address):08x}")
+    tags = (
+        f"{owner_hash('del-gone'):08x}",
+        f"{owner_hash('clause:ingress|IPv4|r|' + gone.fixed_ips[0].ip_address):08x}",
+    )
     for ch in ("hv1", "hv2"):
         after = env.ovs_flows(ch)
         removed, added = before[ch] - after, after - before[ch]
@@ -200,10 +213,18 @@ def test_cli_shows_a_chassis_flows_with_stage_and_owner(env: Env, capsys: pytest
 
 
 def test_flat_provider_network_is_untagged_on_the_wire(env: Env) -> None:
-    net = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-        segment_type=pb.Network.FLAT, physical_network=PHYSNET), network_id="flat1"), metadata=env.admin)
-    env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=net.name, cidr="172.31.0.0/24"),
-                                                 subnet_id="flat1-v4"), metadata=env.admin)
+    net = env.stub.CreateNetwork(
+        pb.CreateNetworkRequest(
+            network=pb.Network(segment_type=pb.Network.FLAT, physical_network=PHYSNET), network_id="flat1"
+        ),
+        metadata=env.admin,
+    )
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(
+            subnet=pb.Subnet(network=net.name, cidr="172.31.0.0/24"), subnet_id="flat1-v4"
+        ),
+        metadata=env.admin,
+    )
     vm = env.plug("hv2", env.port(env.admin, "flat-vm", net, "172.31.0.10"))
     ext = env.lab.add_external_host(PHYSNET, "extflat", "172.31.0.200/24")
     env.wait_realized()

@@ -21,11 +21,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def router(env: Env, md, ident: str, *nets: str) -> pb.Router:  # type: ignore[no-untyped-def]
-    r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(display_name=ident), router_id=ident),
-                              metadata=md)
+    r = env.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name=ident), router_id=ident), metadata=md
+    )
     for net in nets:
-        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{net}-v4"),
-                                    metadata=md)
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{net}-v4"), metadata=md
+        )
     return r
 
 
@@ -73,7 +75,9 @@ def test_the_router_answers_its_own_addresses_with_ttl_64(env: Env) -> None:
     assert ttl_of_reply(vb, "10.104.0.1") == 64
     with capture("eth0", "icmp", namespace=vb.namespace) as at_vb:
         assert ttl_of_reply(va, vb.ip) == 63, "a routed packet still loses one"
-    assert at_vb.matching(f"{vb.ip} > {va.ip}: ICMP echo reply"), at_vb.lines  # the VM answered, not the router
+    assert at_vb.matching(f"{vb.ip} > {va.ip}: ICMP echo reply"), (
+        at_vb.lines
+    )  # the VM answered, not the router
 
 
 def test_two_tenants_with_identical_cidrs_behind_their_own_routers(env: Env) -> None:
@@ -103,8 +107,9 @@ def test_detaching_an_interface_cuts_that_subnet_only(env: Env) -> None:
     c2 = env.plug("hv2", env.port(md, "dt-vc2", nets["c"]))
     env.wait_realized()
     assert vm["a"].ping(vm["c"].ip, count=1) and vm["a"].ping(vm["b"].ip, count=1)
-    env.stub.RemoveRouterInterface(pb.RemoveRouterInterfaceRequest(name=r.name, subnet="subnets/dt-c-v4"),
-                                   metadata=md)
+    env.stub.RemoveRouterInterface(
+        pb.RemoveRouterInterfaceRequest(name=r.name, subnet="subnets/dt-c-v4"), metadata=md
+    )
     env.wait_realized()
     assert not vm["a"].ping(vm["c"].ip, count=1, timeout=2), "routing to the detached subnet must stop"
     assert vm["a"].ping(vm["b"].ip, count=2), "the other subnets still route"

@@ -97,52 +97,125 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with lab_env(tmp_path_factory.mktemp("e2e-lb"), extra_args=["--gateway-chassis", "hv1"]) as env:
         lbs = pb_grpc.LoadBalancerServiceStub(env.channel)
-        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True, display_name="public"),
-            network_id="public"), metadata=env.admin)
-        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR),
-                                                     subnet_id="public-v4"), metadata=env.admin)
+        ext = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(
+                network=pb.Network(
+                    segment_type=pb.Network.FLAT,
+                    physical_network=PHYSNET,
+                    external=True,
+                    display_name="public",
+                ),
+                network_id="public",
+            ),
+            metadata=env.admin,
+        )
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR), subnet_id="public-v4"),
+            metadata=env.admin,
+        )
         md = env.md("lbt")
         net = env.network(md, "lb-a", "10.140.0.0/24")
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
-            display_name="lb-r", external_gateway=pb.ExternalGateway(network=ext.name)), router_id="lb-r"),
-            metadata=md)
-        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/lb-a-v4"), metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(
+                router=pb.Router(display_name="lb-r", external_gateway=pb.ExternalGateway(network=ext.name)),
+                router_id="lb-r",
+            ),
+            metadata=md,
+        )
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/lb-a-v4"), metadata=md
+        )
         # members take tcp/8080 from anywhere: clients, the VIP (health probes, hairpin), the outside
-        env.stub.CreateSecurityGroup(pb.CreateSecurityGroupRequest(
-            security_group=pb.SecurityGroup(display_name="web"), security_group_id="web"), metadata=md)
-        env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(security_group_rule=pb.SecurityGroupRule(
-            security_group="securityGroups/web", direction="ingress", protocol="tcp", port_range_min=8080,
-            port_range_max=8080, remote_ip_prefix="0.0.0.0/0")), metadata=md)
+        env.stub.CreateSecurityGroup(
+            pb.CreateSecurityGroupRequest(
+                security_group=pb.SecurityGroup(display_name="web"), security_group_id="web"
+            ),
+            metadata=md,
+        )
+        env.stub.CreateSecurityGroupRule(
+            pb.CreateSecurityGroupRuleRequest(
+                security_group_rule=pb.SecurityGroupRule(
+                    security_group="securityGroups/web",
+                    direction="ingress",
+                    protocol="tcp",
+                    port_range_min=8080,
+                    port_range_max=8080,
+                    remote_ip_prefix="0.0.0.0/0",
+                )
+            ),
+            metadata=md,
+        )
         members = {}
         for i, (name, ch) in enumerate((("lbm1", "hv1"), ("lbm2", "hv2"), ("lbm3", "hv1")), 1):
-            port = env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
-                network=net.name, fixed_ips=[pb.FixedIp(ip_address=f"10.140.0.1{i}")],
-                security_groups=["securityGroups/web"]), port_id=name), metadata=md)
+            port = env.stub.CreatePort(
+                pb.CreatePortRequest(
+                    port=pb.Port(
+                        network=net.name,
+                        fixed_ips=[pb.FixedIp(ip_address=f"10.140.0.1{i}")],
+                        security_groups=["securityGroups/web"],
+                    ),
+                    port_id=name,
+                ),
+                metadata=md,
+            )
             members[name] = env.plug(ch, port)
         client = env.plug("hv2", env.port(md, "lbc", net, "10.140.0.5"))
         # a client on another subnet, routed to the VIP's
         net_b = env.network(md, "lb-b", "10.141.0.0/24")
-        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/lb-b-v4"), metadata=md)
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/lb-b-v4"), metadata=md
+        )
         routed = env.plug("hv1", env.port(md, "lbc-b", net_b, "10.141.0.5"))
         host = env.lab.add_external_host(PHYSNET, "lbext", f"{EXT_HOST}/24")
         host.exec("ethtool -K eth0 tx off", check=False)
-        lb = lbs.CreateLoadBalancer(pb.CreateLoadBalancerRequest(load_balancer=pb.LoadBalancer(
-            vip_subnet="subnets/lb-a-v4", vip_address=VIP), load_balancer_id="lb"), metadata=md)
+        lb = lbs.CreateLoadBalancer(
+            pb.CreateLoadBalancerRequest(
+                load_balancer=pb.LoadBalancer(vip_subnet="subnets/lb-a-v4", vip_address=VIP),
+                load_balancer_id="lb",
+            ),
+            metadata=md,
+        )
         for lid, port, pool, algo in (("http", 80, "rr", "ROUND_ROBIN"), ("sticky", 81, "src", "SOURCE_IP")):
-            ls = lbs.CreateListener(pb.CreateListenerRequest(listener=pb.Listener(
-                load_balancer=lb.name, protocol="TCP", protocol_port=port), listener_id=lid), metadata=md)
-            lbs.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP", lb_algorithm=algo),
-                                                pool_id=pool), metadata=md)
+            ls = lbs.CreateListener(
+                pb.CreateListenerRequest(
+                    listener=pb.Listener(load_balancer=lb.name, protocol="TCP", protocol_port=port),
+                    listener_id=lid,
+                ),
+                metadata=md,
+            )
+            lbs.CreatePool(
+                pb.CreatePoolRequest(
+                    pool=pb.Pool(listener=ls.name, protocol="TCP", lb_algorithm=algo), pool_id=pool
+                ),
+                metadata=md,
+            )
             for i, (name, weight) in enumerate(WEIGHTS.items(), 1):
-                lbs.CreateMember(pb.CreateMemberRequest(parent=f"pools/{pool}", member=pb.Member(
-                    address=f"10.140.0.1{i}", protocol_port=8080, weight=weight), member_id=f"{pool}-{name}"), metadata=md)
-        lbs.CreateHealthMonitor(pb.CreateHealthMonitorRequest(health_monitor=pb.HealthMonitor(
-            pool="pools/rr", type="TCP", delay=DELAY, timeout=TIMEOUT, max_retries=RETRIES),
-            health_monitor_id="hm"), metadata=md)
-        env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-            floating_network=ext.name, floating_ip_address=FIP, port=lb.vip_port), floating_ip_id="lb-fip"),
-            metadata=md)
+                lbs.CreateMember(
+                    pb.CreateMemberRequest(
+                        parent=f"pools/{pool}",
+                        member=pb.Member(address=f"10.140.0.1{i}", protocol_port=8080, weight=weight),
+                        member_id=f"{pool}-{name}",
+                    ),
+                    metadata=md,
+                )
+        lbs.CreateHealthMonitor(
+            pb.CreateHealthMonitorRequest(
+                health_monitor=pb.HealthMonitor(
+                    pool="pools/rr", type="TCP", delay=DELAY, timeout=TIMEOUT, max_retries=RETRIES
+                ),
+                health_monitor_id="hm",
+            ),
+            metadata=md,
+        )
+        env.stub.CreateFloatingIp(
+            pb.CreateFloatingIpRequest(
+                floating_ip=pb.FloatingIp(
+                    floating_network=ext.name, floating_ip_address=FIP, port=lb.vip_port
+                ),
+                floating_ip_id="lb-fip",
+            ),
+            metadata=md,
+        )
         env.wait_realized()
         w = World(env, lbs, md, members, client, routed, host, {})
         for name in members:
@@ -217,26 +290,63 @@ def test_the_vip_through_its_floating_ip_from_the_external_host(world: World) ->
 def test_http_monitor_checks_the_status_line(world: World) -> None:
     """An HTTP monitor on another pool: lbm1 runs a web server on 8081 (200 for /), lbm3 has nothing there."""
     w = world
-    w.env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(security_group_rule=pb.SecurityGroupRule(
-        security_group="securityGroups/web", direction="ingress", protocol="tcp", port_range_min=8081,
-        port_range_max=8081, remote_ip_prefix="0.0.0.0/0")), metadata=w.md)
-    web = w.members["lbm1"].popen([sys.executable, "-m", "http.server", "8081", "--bind", "0.0.0.0"],
-                                  cwd="/")
+    w.env.stub.CreateSecurityGroupRule(
+        pb.CreateSecurityGroupRuleRequest(
+            security_group_rule=pb.SecurityGroupRule(
+                security_group="securityGroups/web",
+                direction="ingress",
+                protocol="tcp",
+                port_range_min=8081,
+                port_range_max=8081,
+                remote_ip_prefix="0.0.0.0/0",
+            )
+        ),
+        metadata=w.md,
+    )
+    web = w.members["lbm1"].popen([sys.executable, "-m", "http.server", "8081", "--bind", "0.0.0.0"], cwd="/")
     try:
-        ls = w.lbs.CreateListener(pb.CreateListenerRequest(listener=pb.Listener(
-            load_balancer="loadBalancers/lb", protocol="TCP", protocol_port=82), listener_id="web"), metadata=w.md)
-        w.lbs.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP"), pool_id="web"),
-                         metadata=w.md)
+        ls = w.lbs.CreateListener(
+            pb.CreateListenerRequest(
+                listener=pb.Listener(load_balancer="loadBalancers/lb", protocol="TCP", protocol_port=82),
+                listener_id="web",
+            ),
+            metadata=w.md,
+        )
+        w.lbs.CreatePool(
+            pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP"), pool_id="web"), metadata=w.md
+        )
         for name, addr in (("lbm1", "10.140.0.11"), ("lbm3", "10.140.0.13")):
-            w.lbs.CreateMember(pb.CreateMemberRequest(parent="pools/web", member=pb.Member(
-                address=addr, protocol_port=8081), member_id=f"web-{name}"), metadata=w.md)
-        w.lbs.CreateHealthMonitor(pb.CreateHealthMonitorRequest(health_monitor=pb.HealthMonitor(
-            pool="pools/web", type="HTTP", delay=DELAY, timeout=TIMEOUT, max_retries=RETRIES, url_path="/",
-            expected_codes="200"), health_monitor_id="hm-web"), metadata=w.md)
+            w.lbs.CreateMember(
+                pb.CreateMemberRequest(
+                    parent="pools/web",
+                    member=pb.Member(address=addr, protocol_port=8081),
+                    member_id=f"web-{name}",
+                ),
+                metadata=w.md,
+            )
+        w.lbs.CreateHealthMonitor(
+            pb.CreateHealthMonitorRequest(
+                health_monitor=pb.HealthMonitor(
+                    pool="pools/web",
+                    type="HTTP",
+                    delay=DELAY,
+                    timeout=TIMEOUT,
+                    max_retries=RETRIES,
+                    url_path="/",
+                    expected_codes="200",
+                ),
+                health_monitor_id="hm-web",
+            ),
+            metadata=w.md,
+        )
         deadline = time.monotonic() + DELAY * RETRIES + DELAY + 5
         while time.monotonic() < deadline:
-            got = {n: w.lbs.GetMember(pb.GetMemberRequest(name=f"pools/web/members/web-{n}"), metadata=w.md)
-                   .operating_status for n in ("lbm1", "lbm3")}
+            got = {
+                n: w.lbs.GetMember(
+                    pb.GetMemberRequest(name=f"pools/web/members/web-{n}"), metadata=w.md
+                ).operating_status
+                for n in ("lbm1", "lbm3")
+            }
             if got == {"lbm1": "ONLINE", "lbm3": "ERROR"}:
                 break
             time.sleep(0.1)
@@ -244,7 +354,9 @@ def test_http_monitor_checks_the_status_line(world: World) -> None:
         # a client fetching through the VIP always gets lbm1's page
         w.env.wait_realized()
         for _ in range(5):
-            fetch = f"import urllib.request; print(urllib.request.urlopen('http://{VIP}:82/', timeout=3).status)"
+            fetch = (
+                f"import urllib.request; print(urllib.request.urlopen('http://{VIP}:82/', timeout=3).status)"
+            )
             res = w.client.exec([sys.executable, "-c", fetch], timeout=10)
             assert res.stdout.strip() == "200"
     finally:

@@ -43,18 +43,34 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with lab_env(tmp_path_factory.mktemp("e2e-nat"), extra_args=["--gateway-chassis", "hv1"]) as env:
-        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True, display_name="public"),
-            network_id="public"), metadata=env.admin)
-        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR),
-                                                     subnet_id="public-v4"), metadata=env.admin)
+        ext = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(
+                network=pb.Network(
+                    segment_type=pb.Network.FLAT,
+                    physical_network=PHYSNET,
+                    external=True,
+                    display_name="public",
+                ),
+                network_id="public",
+            ),
+            metadata=env.admin,
+        )
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR), subnet_id="public-v4"),
+            metadata=env.admin,
+        )
         md = env.md("nat")
         net = env.network(md, "nat-a", "10.130.0.0/24")
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
-            display_name="nat-r", external_gateway=pb.ExternalGateway(network=ext.name)), router_id="nat-r"),
-            metadata=md)
-        env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/nat-a-v4"),
-                                    metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(
+                router=pb.Router(display_name="nat-r", external_gateway=pb.ExternalGateway(network=ext.name)),
+                router_id="nat-r",
+            ),
+            metadata=md,
+        )
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet="subnets/nat-a-v4"), metadata=md
+        )
         r = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=md)
         gateway_ip = r.external_gateway.fixed_ip.ip_address
         assert gateway_ip, r
@@ -116,11 +132,19 @@ def test_outside_pings_the_gateway_address_and_opens_nothing_else(world: World) 
     while a VM listening on that port is reachable from inside; a floating IP still reaches its VM."""
     w, env = world, world.env
     assert w.vm1.ping(EXT_HOST, count=1, timeout=10)  # the neighbours are known
-    gw_port = env.stub.GetPort(pb.GetPortRequest(name=env.stub.GetRouter(
-        pb.GetRouterRequest(name="routers/nat-r"), metadata=w.md).external_gateway.port), metadata=env.admin)
-    with capture("eth0", "icmp", namespace=w.vm1.namespace) as at_vm1, \
-            capture("eth0", "icmp", namespace=w.vm2.namespace) as at_vm2, \
-            capture("eth0", "icmp", namespace=w.ext_host.namespace) as outside:
+    gw_port = env.stub.GetPort(
+        pb.GetPortRequest(
+            name=env.stub.GetRouter(
+                pb.GetRouterRequest(name="routers/nat-r"), metadata=w.md
+            ).external_gateway.port
+        ),
+        metadata=env.admin,
+    )
+    with (
+        capture("eth0", "icmp", namespace=w.vm1.namespace) as at_vm1,
+        capture("eth0", "icmp", namespace=w.vm2.namespace) as at_vm2,
+        capture("eth0", "icmp", namespace=w.ext_host.namespace) as outside,
+    ):
         assert w.ext_host.ping(w.gateway_ip, count=2, timeout=10), env.controller_log()
         assert _ttl_of_reply(w.ext_host, w.gateway_ip) == 64, "the router's own reply, not routed"
     replies = outside.matching(f"{w.gateway_ip} > {EXT_HOST}: ICMP echo reply")
@@ -128,21 +152,36 @@ def test_outside_pings_the_gateway_address_and_opens_nothing_else(world: World) 
     assert not at_vm1.lines and not at_vm2.lines, "a ping to the gateway address reached a VM"
     assert _ttl_of_reply(w.vm2, w.gateway_ip) == 64, "from inside (hv2, answered there) as well"
     # the VMs listen on TCP 5010 and UDP 5011, reachable from inside
-    servers = [vm.popen(["timeout", "60", "nc", "-n", *args]) for vm in (w.vm1, w.vm2)
-               for args in (["-l", "-k", "5010"], ["-u", "-l", "5011"])]
+    servers = [
+        vm.popen(["timeout", "60", "nc", "-n", *args])
+        for vm in (w.vm1, w.vm2)
+        for args in (["-l", "-k", "5010"], ["-u", "-l", "5011"])
+    ]
     try:
-        assert wait_until(lambda: _tcp_connects(w.vm1, w.vm2.ip, 5010), 15), "vm2's server is up (from inside)"
-        assert wait_until(lambda: _tcp_connects(w.vm2, w.vm1.ip, 5010), 15), "vm1's server is up (from inside)"
+        assert wait_until(lambda: _tcp_connects(w.vm1, w.vm2.ip, 5010), 15), (
+            "vm2's server is up (from inside)"
+        )
+        assert wait_until(lambda: _tcp_connects(w.vm2, w.vm1.ip, 5010), 15), (
+            "vm1's server is up (from inside)"
+        )
         bpf = "tcp port 5010 or udp port 5011 or udp port 53 or tcp port 22 or icmp"
-        with capture("eth0", bpf, namespace=w.vm1.namespace) as at_vm1, \
-                capture("eth0", bpf, namespace=w.vm2.namespace) as at_vm2, \
-                capture("eth0", f"ip and (src host {w.gateway_ip} or src net 10.130.0.0/24)",
-                        namespace=w.ext_host.namespace) as back:
+        with (
+            capture("eth0", bpf, namespace=w.vm1.namespace) as at_vm1,
+            capture("eth0", bpf, namespace=w.vm2.namespace) as at_vm2,
+            capture(
+                "eth0",
+                f"ip and (src host {w.gateway_ip} or src net 10.130.0.0/24)",
+                namespace=w.ext_host.namespace,
+            ) as back,
+        ):
             for ip in (w.gateway_ip, w.vm1.ip, w.vm2.ip):
                 for port in (5010, 22):
                     assert not _tcp_connects(w.ext_host, ip, port), f"TCP {ip}:{port} opened from outside"
-                w.ext_host.exec(f"echo probe | nc -n -u -w 1 {ip} 5011; echo probe | nc -n -u -w 1 {ip} 53",
-                                check=False, timeout=15)
+                w.ext_host.exec(
+                    f"echo probe | nc -n -u -w 1 {ip} 5011; echo probe | nc -n -u -w 1 {ip} 53",
+                    check=False,
+                    timeout=15,
+                )
             assert not w.ext_host.ping(w.vm1.ip, count=1, timeout=3)
             assert not w.ext_host.ping(w.vm2.ip, count=1, timeout=3)
         assert not at_vm1.lines and not at_vm2.lines, f"reached a VM: {at_vm1.lines} {at_vm2.lines}"
@@ -152,8 +191,13 @@ def test_outside_pings_the_gateway_address_and_opens_nothing_else(world: World) 
             server.terminate()  # timeout passes it on to nc
             server.communicate(timeout=10)
     # a floating IP still reaches its VM (TCP), and the gateway address still answers only ping
-    fip = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-        floating_network="networks/public", port=w.vm2_port.name), floating_ip_id="nat-gwping"), metadata=w.md)
+    fip = env.stub.CreateFloatingIp(
+        pb.CreateFloatingIpRequest(
+            floating_ip=pb.FloatingIp(floating_network="networks/public", port=w.vm2_port.name),
+            floating_ip_id="nat-gwping",
+        ),
+        metadata=w.md,
+    )
     try:
         env.wait_realized()
         at_fip = SimpleNamespace(popen=w.vm2.popen, ip=fip.floating_ip_address)
@@ -168,8 +212,13 @@ def test_outside_pings_the_gateway_address_and_opens_nothing_else(world: World) 
 
 def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:
     w = world
-    fip = w.env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-        floating_network="networks/public", port=w.vm2_port.name), floating_ip_id="nat-f"), metadata=w.md)
+    fip = w.env.stub.CreateFloatingIp(
+        pb.CreateFloatingIpRequest(
+            floating_ip=pb.FloatingIp(floating_network="networks/public", port=w.vm2_port.name),
+            floating_ip_id="nat-f",
+        ),
+        metadata=w.md,
+    )
     w.env.wait_realized()
     addr = fip.floating_ip_address
     with capture("eth0", "icmp", namespace=w.vm2.namespace) as seen:
@@ -181,9 +230,13 @@ def test_floating_ip_reaches_the_vm_until_dissociated(world: World) -> None:
     with capture("eth0", "icmp", namespace=w.ext_host.namespace) as out:
         assert w.vm2.ping(EXT_HOST, count=1, timeout=10)
     assert out.matching(f"{addr} > {EXT_HOST}"), out.lines
-    w.env.stub.UpdateFloatingIp(pb.UpdateFloatingIpRequest(
-        floating_ip=pb.FloatingIp(name=fip.name, port=""), update_mask=field_mask_pb2.FieldMask(paths=["port"])),
-        metadata=w.md)
+    w.env.stub.UpdateFloatingIp(
+        pb.UpdateFloatingIpRequest(
+            floating_ip=pb.FloatingIp(name=fip.name, port=""),
+            update_mask=field_mask_pb2.FieldMask(paths=["port"]),
+        ),
+        metadata=w.md,
+    )
     w.env.wait_realized()
     # the switches confirmed the new tables; their datapath flow caches follow a moment later (a new ping in that
     # moment can still be DNAT'ed by a cached megaflow): let the revalidators finish a round first
@@ -204,12 +257,18 @@ def test_hairpin_to_floating_ips_of_the_same_router(world: World) -> None:
     network."""
     w, env = world, world.env
     net_b = env.network(w.md, "nat-b", "10.131.0.0/24")
-    env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name="routers/nat-r", subnet="subnets/nat-b-v4"),
-                                metadata=w.md)
+    env.stub.AddRouterInterface(
+        pb.AddRouterInterfaceRequest(name="routers/nat-r", subnet="subnets/nat-b-v4"), metadata=w.md
+    )
     vm3 = env.plug("hv2", env.port(w.md, "nat-v3", net_b))
     vm1_port = env.stub.GetPort(pb.GetPortRequest(name="ports/nat-v1"), metadata=w.md)
-    f2 = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-        floating_network="networks/public", port=w.vm2_port.name), floating_ip_id="nat-hp2"), metadata=w.md)
+    f2 = env.stub.CreateFloatingIp(
+        pb.CreateFloatingIpRequest(
+            floating_ip=pb.FloatingIp(floating_network="networks/public", port=w.vm2_port.name),
+            floating_ip_id="nat-hp2",
+        ),
+        metadata=w.md,
+    )
     env.wait_realized()
     fip2 = f2.floating_ip_address
     created = [f2.name]
@@ -228,8 +287,13 @@ def test_hairpin_to_floating_ips_of_the_same_router(world: World) -> None:
                 assert vm3.ping(fip2, count=2, timeout=10), env.controller_log()
             assert at_vm2.matching(f"{w.gateway_ip} > {w.vm2.ip}: ICMP echo request"), at_vm2.lines
             # vm2 (with its floating IP) -> vm1's floating IP: vm1 sees vm2's floating IP
-            f1 = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-                floating_network="networks/public", port=vm1_port.name), floating_ip_id="nat-hp1"), metadata=w.md)
+            f1 = env.stub.CreateFloatingIp(
+                pb.CreateFloatingIpRequest(
+                    floating_ip=pb.FloatingIp(floating_network="networks/public", port=vm1_port.name),
+                    floating_ip_id="nat-hp1",
+                ),
+                metadata=w.md,
+            )
             created.append(f1.name)
             env.wait_realized()
             fip1 = f1.floating_ip_address
@@ -290,9 +354,12 @@ def test_clearing_the_gateway_cuts_north_south_and_removes_its_flows(world: Worl
     r = w.env.stub.GetRouter(pb.GetRouterRequest(name="routers/nat-r"), metadata=w.md)
     gw_port = w.env.stub.GetPort(pb.GetPortRequest(name=r.external_gateway.port), metadata=w.env.admin)
     assert any(gw_port.mac_address in f for f in w.env.ovs_flows("hv1"))
-    w.env.stub.UpdateRouter(pb.UpdateRouterRequest(router=pb.Router(name=r.name),
-                                                   update_mask=field_mask_pb2.FieldMask(paths=["external_gateway"])),
-                            metadata=w.md)
+    w.env.stub.UpdateRouter(
+        pb.UpdateRouterRequest(
+            router=pb.Router(name=r.name), update_mask=field_mask_pb2.FieldMask(paths=["external_gateway"])
+        ),
+        metadata=w.md,
+    )
     w.env.wait_realized()
     assert not w.vm2.ping(EXT_HOST, count=1, timeout=3)
     assert not w.vm1.ping(EXT_HOST, count=1, timeout=3)

@@ -103,13 +103,17 @@ for _ in range(int(sys.argv[3])):
 
 
 def connect(client: Host, server: Host, port: int, timeout: float = 1.5) -> str:
-    return client.exec([sys.executable, "-c", _CONNECT, server.ip, str(port), str(timeout)], check=False,
-                       timeout=timeout * 3 + 5).stdout.strip()
+    return client.exec(
+        [sys.executable, "-c", _CONNECT, server.ip, str(port), str(timeout)],
+        check=False,
+        timeout=timeout * 3 + 5,
+    ).stdout.strip()
 
 
 def udp(client: Host, server: Host, port: int, timeout: float = 1.0) -> str:
-    return client.exec([sys.executable, "-c", _UDP, server.ip, str(port), str(timeout)], check=False,
-                       timeout=timeout * 4 + 5).stdout.strip()
+    return client.exec(
+        [sys.executable, "-c", _UDP, server.ip, str(port), str(timeout)], check=False, timeout=timeout * 4 + 5
+    ).stdout.strip()
 
 
 def eventually(check, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
@@ -135,14 +139,23 @@ class Sg:
         self.md = env.md(TENANT)
 
     def group(self, ident: str) -> pb.SecurityGroup:
-        return self.env.stub.CreateSecurityGroup(pb.CreateSecurityGroupRequest(
-            security_group=pb.SecurityGroup(display_name=ident), security_group_id=ident), metadata=self.md)
+        return self.env.stub.CreateSecurityGroup(
+            pb.CreateSecurityGroupRequest(
+                security_group=pb.SecurityGroup(display_name=ident), security_group_id=ident
+            ),
+            metadata=self.md,
+        )
 
     def rule(self, group: str, direction: str, **kw) -> pb.SecurityGroupRule | None:  # type: ignore[no-untyped-def]
         try:
-            r = self.env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(
-                security_group_rule=pb.SecurityGroupRule(security_group=f"securityGroups/{group}",
-                                                         direction=direction, **kw)), metadata=self.md)
+            r = self.env.stub.CreateSecurityGroupRule(
+                pb.CreateSecurityGroupRuleRequest(
+                    security_group_rule=pb.SecurityGroupRule(
+                        security_group=f"securityGroups/{group}", direction=direction, **kw
+                    )
+                ),
+                metadata=self.md,
+            )
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.ALREADY_EXISTS:  # e.g. a new group's own egress rules
                 return None
@@ -151,7 +164,9 @@ class Sg:
         return r
 
     def delete_rule(self, rule: pb.SecurityGroupRule) -> None:
-        self.env.stub.DeleteSecurityGroupRule(pb.DeleteSecurityGroupRuleRequest(name=rule.name), metadata=self.md)
+        self.env.stub.DeleteSecurityGroupRule(
+            pb.DeleteSecurityGroupRuleRequest(name=rule.name), metadata=self.md
+        )
         self.env.wait_realized()
 
     def vm(self, ident: str, net: pb.Network, chassis: str, groups: list[str] | None = None):  # type: ignore[no-untyped-def]
@@ -169,10 +184,17 @@ def world(env: Env):  # type: ignore[no-untyped-def]
     for g in ("outsider", "web", "db"):
         sg.group(g)
         sg.rule(g, "egress")
-    ssh = sg.rule("web", "ingress", protocol="tcp", port_range_min=22, port_range_max=22,
-                  remote_ip_prefix="0.0.0.0/0")
-    sg.rule("db", "ingress", protocol="tcp", port_range_min=5432, port_range_max=5432,
-            remote_group="securityGroups/web")
+    ssh = sg.rule(
+        "web", "ingress", protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0"
+    )
+    sg.rule(
+        "db",
+        "ingress",
+        protocol="tcp",
+        port_range_min=5432,
+        port_range_max=5432,
+        remote_group="securityGroups/web",
+    )
     vms = {
         "m1": sg.vm("sgt-m1", net, "hv1"),
         "m2": sg.vm("sgt-m2", net, "hv2"),
@@ -224,7 +246,9 @@ def test_remote_cidr_udp_and_icmp_rules(world) -> None:  # type: ignore[no-untyp
     sg, vms, _ = world
     x1, m1, d1 = vms["x1"], vms["m1"], vms["d1"]
     assert udp(x1, d1, 53) == "timeout" and not x1.ping(d1.ip, count=1, timeout=2)
-    sg.rule("db", "ingress", protocol="udp", port_range_min=53, port_range_max=53, remote_ip_prefix=f"{x1.ip}/32")
+    sg.rule(
+        "db", "ingress", protocol="udp", port_range_min=53, port_range_max=53, remote_ip_prefix=f"{x1.ip}/32"
+    )
     assert eventually(lambda: udp(x1, d1, 53) == "ok"), "udp/53 from x1's address"
     assert udp(x1, d1, 54) == "timeout", "not 54"
     assert udp(m1, d1, 53) == "timeout", "not from another address"
@@ -246,6 +270,7 @@ def test_removing_a_rule_blocks_new_and_established_connections(world) -> None: 
     assert "lost" in lines, "the established connection stops once its rule is gone"
     assert lines[-1] == "lost", "and stays stopped"
     assert connect(x1, w1, 22) == "timeout", "no new connection either"
-    rules["ssh"] = sg.rule("web", "ingress", protocol="tcp", port_range_min=22, port_range_max=22,
-                           remote_ip_prefix="0.0.0.0/0")
+    rules["ssh"] = sg.rule(
+        "web", "ingress", protocol="tcp", port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0"
+    )
     assert eventually(lambda: connect(x1, w1, 22) == "ok"), "the rule back: new connections again"

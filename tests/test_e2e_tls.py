@@ -32,7 +32,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def rejected(env: Env) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10).read()
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{env.controller.metrics_port}/metrics", timeout=10
+    ).read()
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text.decode()):
         if fam.name == "sdn_southbound_rejected":

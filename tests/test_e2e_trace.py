@@ -24,8 +24,9 @@ Md = tuple[tuple[str, str], ...]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     # no drift repair: the differential trace must see the flows deleted behind the controller's back
-    with lab_env(tmp_path_factory.mktemp("e2e-trace"), provider=False,
-                 extra_args=["--drift-interval-s", "0"]) as e:
+    with lab_env(
+        tmp_path_factory.mktemp("e2e-trace"), provider=False, extra_args=["--drift-interval-s", "0"]
+    ) as e:
         yield e
 
 
@@ -52,22 +53,40 @@ def _stages(hop: dbg.TraceHop) -> list[str]:
 
 
 def test_trace_between_vms_on_two_chassis_matches_the_real_packet(
-        env: Env, debug: dbg_grpc.DebugServiceStub, vms: tuple[VM, VM, Md],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    env: Env, debug: dbg_grpc.DebugServiceStub, vms: tuple[VM, VM, Md], capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b, _ = vms
     req = dbg.TraceRequest(port="ports/tr-a", destination_port="ports/tr-b", headers={"ip_proto": "1"})
     resp = debug.Trace(req, metadata=env.admin)
     assert [h.chassis for h in resp.hops] == ["hv1", "hv2"], resp.text
     hv1, hv2 = resp.hops
     # acl_egress twice: ct() recirculates into it, then the default group's egress rule passes it on
-    assert _stages(hv1) == ["classify", "port_sec_in", "acl_egress", "acl_egress", "fw_router_in",
-                            "acl_egress_commit", "arp_nd", "dhcp", "lb", "l2_lookup", "egress_dispatch"], resp.text
+    assert _stages(hv1) == [
+        "classify",
+        "port_sec_in",
+        "acl_egress",
+        "acl_egress",
+        "fw_router_in",
+        "acl_egress_commit",
+        "arp_nd",
+        "dhcp",
+        "lb",
+        "l2_lookup",
+        "egress_dispatch",
+    ], resp.text
     assert (hv1.outputs[0].kind, hv1.outputs[0].port) == ("tunnel", "chassis/hv2")
     assert hv1.outputs[0].ofport > 0
     assert hv1.outputs[0].headers["tun_ipv4_dst"] == env.chassis("hv2").tunnel_ip
     assert hv2.from_chassis == "hv1" and hv2.in_port > 0
-    assert _stages(hv2) == ["classify", "l2_lookup", "egress_dispatch", "acl_ingress", "acl_ingress",
-                            "acl_ingress_commit", "output"], resp.text
+    assert _stages(hv2) == [
+        "classify",
+        "l2_lookup",
+        "egress_dispatch",
+        "acl_ingress",
+        "acl_ingress",
+        "acl_ingress_commit",
+        "output",
+    ], resp.text
     assert (hv2.outputs[0].kind, hv2.outputs[0].port, hv2.outputs[0].chassis) == ("vif", "ports/tr-b", "hv2")
     assert hv2.outputs[0].ofport == env.chassis("hv2").ofport(b.port_name)
     assert resp.verdict == "delivered to ports/tr-b on hv2"
@@ -75,9 +94,15 @@ def test_trace_between_vms_on_two_chassis_matches_the_real_packet(
     assert owners == {"l2/tr-b"}
     assert a.ping(b.ip, count=2), "the real packet goes where the trace says"
     # the installed flows (dumped now) agree, with counters that moved with the ping
-    inst = debug.Trace(dbg.TraceRequest(port="ports/tr-a", destination_port="ports/tr-b",
-                                        headers={"ip_proto": "1"}, source=dbg.TraceRequest.INSTALLED),
-                       metadata=env.admin)
+    inst = debug.Trace(
+        dbg.TraceRequest(
+            port="ports/tr-a",
+            destination_port="ports/tr-b",
+            headers={"ip_proto": "1"},
+            source=dbg.TraceRequest.INSTALLED,
+        ),
+        metadata=env.admin,
+    )
     assert inst.verdict == resp.verdict and inst.flows == "installed"
     lookup = next(s for s in inst.hops[0].steps if s.stage == "l2_lookup")
     assert "n_packets=" in lookup.note and "n_packets=0," not in lookup.note, lookup.note
@@ -87,25 +112,45 @@ def test_trace_between_vms_on_two_chassis_matches_the_real_packet(
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # the CLI prints the ovn-trace-like text
     base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
-    assert cli.main(["flow", "trace", "--port", "tr-a", "--dst-port", "tr-b", "--proto", "tcp",
-                     "--dst-port-number", "22", *base]) == 0
+    assert (
+        cli.main(
+            [
+                "flow",
+                "trace",
+                "--port",
+                "tr-a",
+                "--dst-port",
+                "tr-b",
+                "--proto",
+                "tcp",
+                "--dst-port-number",
+                "22",
+                *base,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "== hv1 (in_port=" in out and "60(l2_lookup)" in out
     assert "Verdict: delivered to ports/tr-b on hv2" in out
 
 
 def test_explain_same_network_and_the_cross_tenant_boundary(
-        env: Env, debug: dbg_grpc.DebugServiceStub, vms: tuple[VM, VM, Md],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    env: Env, debug: dbg_grpc.DebugServiceStub, vms: tuple[VM, VM, Md], capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b, alice = vms
-    ok = debug.Explain(dbg.ExplainRequest(source_port="ports/tr-a", destination="ports/tr-b", protocol="tcp",
-                                          port=22), metadata=alice)
+    ok = debug.Explain(
+        dbg.ExplainRequest(source_port="ports/tr-a", destination="ports/tr-b", protocol="tcp", port=22),
+        metadata=alice,
+    )
     assert ok.allowed and ok.verdict.startswith("allowed, same network tr-net") and ok.trace_confirms
     rules = [d for d in ok.deciders if d.kind == "security_group"]
     assert len(rules) == 2 and all(d.allows and d.resource.startswith("securityGroupRules/") for d in rules)
     assert "ingress tcp/22 from" in rules[1].description and "'default'" in rules[1].description
-    cross = debug.Explain(dbg.ExplainRequest(source_port="ports/tr-a", destination="ports/bob-x",
-                                             protocol="tcp", port=22), metadata=env.admin)
+    cross = debug.Explain(
+        dbg.ExplainRequest(source_port="ports/tr-a", destination="ports/bob-x", protocol="tcp", port=22),
+        metadata=env.admin,
+    )
     assert not cross.allowed and cross.trace_confirms, cross.text
     assert "networks tr-net and bob-net are not connected" in cross.verdict
     assert "different tenants: alice and bob" in cross.verdict
@@ -114,8 +159,9 @@ def test_explain_same_network_and_the_cross_tenant_boundary(
     with pytest.raises(grpc.RpcError) as e:
         debug.Explain(dbg.ExplainRequest(source_port="ports/tr-a", destination="ports/bob-x"), metadata=alice)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    by_ip = debug.Explain(dbg.ExplainRequest(source_port="ports/tr-a", destination="10.70.0.50"),
-                          metadata=alice)
+    by_ip = debug.Explain(
+        dbg.ExplainRequest(source_port="ports/tr-a", destination="10.70.0.50"), metadata=alice
+    )
     assert not by_ip.allowed and "no port of networks/tr-net has 10.70.0.50" in by_ip.verdict
     assert "bob" not in by_ip.text
     assert not a.ping("10.70.0.50", count=1, timeout=2), "the real packet does not cross the boundary either"
@@ -127,8 +173,8 @@ def test_explain_same_network_and_the_cross_tenant_boundary(
 
 
 def test_diff_trace_finds_a_stage_deleted_behind_the_controllers_back(
-        env: Env, debug: dbg_grpc.DebugServiceStub, vms: tuple[VM, VM, Md],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    env: Env, debug: dbg_grpc.DebugServiceStub, vms: tuple[VM, VM, Md], capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b, _ = vms
     req = dbg.TraceRequest(port="ports/tr-a", destination_port="ports/tr-b", headers={"ip_proto": "1"})
     clean = debug.DiffTrace(req, metadata=env.admin)

@@ -48,16 +48,27 @@ class World:
 def _plug_first(env: Env) -> dict[str, VM]:
     vms = {}
     for name, (ch, net, ip, mac) in VMS.items():
-        vms[name] = env.chassis(ch).add_vm(name, mac, f"{ip}/24", iface_id=name, mtu=1450,
-                                           gateway=CIDRS[net].replace("0/24", "1"))
+        vms[name] = env.chassis(ch).add_vm(
+            name, mac, f"{ip}/24", iface_id=name, mtu=1450, gateway=CIDRS[net].replace("0/24", "1")
+        )
         env.vms[name] = vms[name]
     return vms
 
 
 def _rule(env: Env, md, group: str, port: int, **remote: str) -> None:  # type: ignore[no-untyped-def]
-    env.stub.CreateSecurityGroupRule(pb.CreateSecurityGroupRuleRequest(security_group_rule=pb.SecurityGroupRule(
-        security_group=f"securityGroups/{group}", direction="ingress", protocol="tcp", port_range_min=port,
-        port_range_max=port, **remote)), metadata=md)
+    env.stub.CreateSecurityGroupRule(
+        pb.CreateSecurityGroupRuleRequest(
+            security_group_rule=pb.SecurityGroupRule(
+                security_group=f"securityGroups/{group}",
+                direction="ingress",
+                protocol="tcp",
+                port_range_min=port,
+                port_range_max=port,
+                **remote,
+            )
+        ),
+        metadata=md,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,46 +78,96 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ext_host = env.lab.add_external_host(PHYSNET, "vfext", f"{EXT_HOST}/24")
         ext_host.exec("ethtool -K eth0 tx off", check=False)
         # now the API, as a tenant would use it
-        ext = env.stub.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
-            segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True), network_id="vf-public"),
-            metadata=env.admin)
-        env.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR),
-                                                     subnet_id="vf-public-v4"), metadata=env.admin)
+        ext = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(
+                network=pb.Network(segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True),
+                network_id="vf-public",
+            ),
+            metadata=env.admin,
+        )
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(
+                subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR), subnet_id="vf-public-v4"
+            ),
+            metadata=env.admin,
+        )
         md = env.md("viffirst")
         nets = {name: env.network(md, name, cidr) for name, cidr in CIDRS.items()}
-        r = env.stub.CreateRouter(pb.CreateRouterRequest(router=pb.Router(
-            external_gateway=pb.ExternalGateway(network=ext.name)), router_id="vf-r"), metadata=md)
+        r = env.stub.CreateRouter(
+            pb.CreateRouterRequest(
+                router=pb.Router(external_gateway=pb.ExternalGateway(network=ext.name)), router_id="vf-r"
+            ),
+            metadata=md,
+        )
         for name in CIDRS:
-            env.stub.AddRouterInterface(pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{name}-v4"),
-                                        metadata=md)
+            env.stub.AddRouterInterface(
+                pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{name}-v4"), metadata=md
+            )
         for group in ("vf-websg", "vf-dbsg"):
-            env.stub.CreateSecurityGroup(pb.CreateSecurityGroupRequest(
-                security_group=pb.SecurityGroup(display_name=group), security_group_id=group), metadata=md)
+            env.stub.CreateSecurityGroup(
+                pb.CreateSecurityGroupRequest(
+                    security_group=pb.SecurityGroup(display_name=group), security_group_id=group
+                ),
+                metadata=md,
+            )
         _rule(env, md, "vf-websg", 22, remote_group="securityGroups/vf-websg")  # ssh among web servers
         _rule(env, md, "vf-websg", 8080, remote_ip_prefix="0.0.0.0/0")  # the service, from anywhere
         _rule(env, md, "vf-dbsg", 5432, remote_ip_prefix=CIDRS["vf-web"])  # the database, from the web tier
         for name, (_ch, net, ip, mac) in VMS.items():
             group = "vf-dbsg" if net == "vf-db" else "vf-websg"
-            env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
-                network=nets[net].name, mac_address=mac, fixed_ips=[pb.FixedIp(ip_address=ip)],
-                security_groups=[f"securityGroups/{group}"]), port_id=name), metadata=md)
-        fip = env.stub.CreateFloatingIp(pb.CreateFloatingIpRequest(floating_ip=pb.FloatingIp(
-            floating_network=ext.name, port="ports/vf-w3"), floating_ip_id="vf-fip"), metadata=md)
+            env.stub.CreatePort(
+                pb.CreatePortRequest(
+                    port=pb.Port(
+                        network=nets[net].name,
+                        mac_address=mac,
+                        fixed_ips=[pb.FixedIp(ip_address=ip)],
+                        security_groups=[f"securityGroups/{group}"],
+                    ),
+                    port_id=name,
+                ),
+                metadata=md,
+            )
+        fip = env.stub.CreateFloatingIp(
+            pb.CreateFloatingIpRequest(
+                floating_ip=pb.FloatingIp(floating_network=ext.name, port="ports/vf-w3"),
+                floating_ip_id="vf-fip",
+            ),
+            metadata=md,
+        )
         lbs = pb_grpc.LoadBalancerServiceStub(env.channel)
-        lb = lbs.CreateLoadBalancer(pb.CreateLoadBalancerRequest(load_balancer=pb.LoadBalancer(
-            vip_subnet="subnets/vf-web-v4", vip_address=VIP), load_balancer_id="vf-lb"), metadata=md)
-        ls = lbs.CreateListener(pb.CreateListenerRequest(listener=pb.Listener(
-            load_balancer=lb.name, protocol="TCP", protocol_port=80), listener_id="vf-http"), metadata=md)
-        lbs.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP"), pool_id="vf-pool"),
-                       metadata=md)
+        lb = lbs.CreateLoadBalancer(
+            pb.CreateLoadBalancerRequest(
+                load_balancer=pb.LoadBalancer(vip_subnet="subnets/vf-web-v4", vip_address=VIP),
+                load_balancer_id="vf-lb",
+            ),
+            metadata=md,
+        )
+        ls = lbs.CreateListener(
+            pb.CreateListenerRequest(
+                listener=pb.Listener(load_balancer=lb.name, protocol="TCP", protocol_port=80),
+                listener_id="vf-http",
+            ),
+            metadata=md,
+        )
+        lbs.CreatePool(
+            pb.CreatePoolRequest(pool=pb.Pool(listener=ls.name, protocol="TCP"), pool_id="vf-pool"),
+            metadata=md,
+        )
         for member in ("vf-w2", "vf-w3"):
-            lbs.CreateMember(pb.CreateMemberRequest(parent="pools/vf-pool", member=pb.Member(
-                address=VMS[member][2], protocol_port=8080), member_id=member), metadata=md)
+            lbs.CreateMember(
+                pb.CreateMemberRequest(
+                    parent="pools/vf-pool",
+                    member=pb.Member(address=VMS[member][2], protocol_port=8080),
+                    member_id=member,
+                ),
+                metadata=md,
+            )
         for name, (ch, *_rest) in VMS.items():
             env.wait_active(f"ports/{name}", ch)
         env.wait_realized()
-        gateway_ip = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=md).external_gateway \
-            .fixed_ip.ip_address
+        gateway_ip = env.stub.GetRouter(
+            pb.GetRouterRequest(name=r.name), metadata=md
+        ).external_gateway.fixed_ip.ip_address
         ext_host.exec(f"ip route add 10.150.0.0/16 via {gateway_ip}")  # to show fixed IPs stay unreachable
         servers = [vm.popen([sys.executable, "-c", _LISTEN, "22,23,8080,5432", ""]) for vm in vms.values()]
         for proc in servers:
@@ -179,14 +240,24 @@ def test_a_controller_restart_between_plug_and_port(world: World) -> None:
     """The VIF is plugged while the controller is down; its port is created after the restart."""
     env, md = world.env, world.md
     env.controller.kill()
-    late = env.chassis("hv2").add_vm("vf-w4", "fa:16:3e:00:50:14", "10.150.0.14/24", iface_id="vf-w4", mtu=1450,
-                                     gateway="10.150.0.1")
+    late = env.chassis("hv2").add_vm(
+        "vf-w4", "fa:16:3e:00:50:14", "10.150.0.14/24", iface_id="vf-w4", mtu=1450, gateway="10.150.0.1"
+    )
     env.vms["vf-w4"] = late
     env.controller.start()
     env.reconnect()
-    env.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(
-        network="networks/vf-web", mac_address="fa:16:3e:00:50:14", fixed_ips=[pb.FixedIp(ip_address="10.150.0.14")],
-        security_groups=["securityGroups/vf-websg"]), port_id="vf-w4"), metadata=md)
+    env.stub.CreatePort(
+        pb.CreatePortRequest(
+            port=pb.Port(
+                network="networks/vf-web",
+                mac_address="fa:16:3e:00:50:14",
+                fixed_ips=[pb.FixedIp(ip_address="10.150.0.14")],
+                security_groups=["securityGroups/vf-websg"],
+            ),
+            port_id="vf-w4",
+        ),
+        metadata=md,
+    )
     env.wait_active("ports/vf-w4", "hv2")
     env.wait_realized()
     server = late.popen([sys.executable, "-c", _LISTEN, "22", ""])

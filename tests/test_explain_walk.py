@@ -23,8 +23,16 @@ from topology.model import Topology
 from topology.records import FloatingIp, Port, Router, SecurityGroup, SecurityGroupRule
 
 
-def vm_port(w: World, ident: str, net: str, chassis: str, ip: str, device: str = "",
-            security: bool = True, pairs: tuple[tuple[str, str], ...] = ()) -> Port:
+def vm_port(
+    w: World,
+    ident: str,
+    net: str,
+    chassis: str,
+    ip: str,
+    device: str = "",
+    security: bool = True,
+    pairs: tuple[tuple[str, str], ...] = (),
+) -> Port:
     """A port as a Neutron user makes it: in the default group (or with port security off), on `device`."""
     tenant = w.topo.networks[net].tenant
     groups: tuple[str, ...] = ()
@@ -33,10 +41,25 @@ def vm_port(w: World, ident: str, net: str, chassis: str, ip: str, device: str =
         if made:
             w.apply(made)
         groups = (group,)
-    w.apply(ops.create_port(w.topo, Port(id=ident, tenant=tenant, network_id=net, mac="", device_id=device,
-                                         binding_chassis=chassis, security_groups=groups,
-                                         port_security_enabled=security, allowed_address_pairs=pairs),
-                            [("", ip)], w.rev + 1, 0.0))
+    w.apply(
+        ops.create_port(
+            w.topo,
+            Port(
+                id=ident,
+                tenant=tenant,
+                network_id=net,
+                mac="",
+                device_id=device,
+                binding_chassis=chassis,
+                security_groups=groups,
+                port_security_enabled=security,
+                allowed_address_pairs=pairs,
+            ),
+            [("", ip)],
+            w.rev + 1,
+            0.0,
+        )
+    )
     rt = w.runtime[chassis]
     w.runtime[chassis] = dataclasses.replace(rt, vifs={**rt.vifs, ident: w.next_ofport})
     w.next_ofport += 1
@@ -58,10 +81,12 @@ def static_route_world(fw_security: str = "off") -> tuple[World, dict[str, Port]
     attach(w, "r1", "a2")
     on = fw_security != "off"
     pairs = (("0.0.0.0/0", ""),) if fw_security == "pairs" else ()
-    p = {"a1-1": vm_port(w, "a1-1", "a1", "hv1", "10.1.0.11"),
-         "fw-a2": vm_port(w, "fw-a2", "a2", "hv2", "10.2.0.5", "fw", on, pairs),
-         "fw-a3": vm_port(w, "fw-a3", "a3", "hv2", "10.3.0.1", "fw", on, pairs),
-         "a3-1": vm_port(w, "a3-1", "a3", "hv1", "10.3.0.11")}
+    p = {
+        "a1-1": vm_port(w, "a1-1", "a1", "hv1", "10.1.0.11"),
+        "fw-a2": vm_port(w, "fw-a2", "a2", "hv2", "10.2.0.5", "fw", on, pairs),
+        "fw-a3": vm_port(w, "fw-a3", "a3", "hv2", "10.3.0.1", "fw", on, pairs),
+        "a3-1": vm_port(w, "a3-1", "a3", "hv1", "10.3.0.11"),
+    }
     return w, p
 
 
@@ -158,7 +183,9 @@ def test_explain_names_what_the_walk_drops_at() -> None:
     assert not dead.allowed and dead.walk is not None and dead.walk.outcome == "dropped", dead.format()
     assert "arp_resolve" in dead.walk.verdict
     assert [d.resource for d in dead.deciders if not d.allows] == ["routers/r1"]
-    assert "static route 10.3.0.0/24 via 10.2.0.99 of routers/r1" in dead.verdict and "resolve" in dead.verdict
+    assert (
+        "static route 10.3.0.0/24 via 10.2.0.99 of routers/r1" in dead.verdict and "resolve" in dead.verdict
+    )
     # nowhere: the router has no route; a tenant is told so without the operator's flows and chassis
     nowhere = explain(FakeDataplane(w), None, "a1-1", "10.9.9.9", "icmp", visible=lambda t: t == "alice")
     assert not nowhere.allowed and "routers/r1 has no route to 10.9.9.9" in nowhere.verdict
@@ -182,8 +209,9 @@ class GatewayDataplane(FakeDataplane):
         for rt in w.runtime.values():
             self.compiler.on_runtime(w.topo, rt)
         self.compiler.rebuild(w.topo)
-        self.planes = {cid: FakePlane(rt, FakeEngine(set(self.compiler.desired(cid))))
-                       for cid, rt in w.runtime.items()}
+        self.planes = {
+            cid: FakePlane(rt, FakeEngine(set(self.compiler.desired(cid)))) for cid, rt in w.runtime.items()
+        }
 
 
 @st.composite
@@ -207,13 +235,32 @@ def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
         w.apply(ops.create_router(w.topo, Router(id=r, tenant="alice"), gw, w.rev + 1, 0.0))
         for net in nets:
             if routed[net] == r:
-                w.apply(ops.add_router_interface(w.topo, w.topo.routers[r], f"{net}-sub", "", f"{r}-{net}",
-                                                 w.rev + 1, 0.0))
-    w.apply(ops_security.create_security_group(w.topo, SecurityGroup(id="ssh", tenant="alice"), w.rev + 1,
-                                               0.0))
-    w.apply(ops_security.create_security_group_rule(w.topo, SecurityGroupRule(
-        id="ssh-in", tenant="alice", security_group_id="ssh", direction="ingress", protocol="tcp",
-        port_range_min=22, port_range_max=22, remote_ip_prefix="0.0.0.0/0"), False, w.rev + 1, 0.0))
+                w.apply(
+                    ops.add_router_interface(
+                        w.topo, w.topo.routers[r], f"{net}-sub", "", f"{r}-{net}", w.rev + 1, 0.0
+                    )
+                )
+    w.apply(
+        ops_security.create_security_group(w.topo, SecurityGroup(id="ssh", tenant="alice"), w.rev + 1, 0.0)
+    )
+    w.apply(
+        ops_security.create_security_group_rule(
+            w.topo,
+            SecurityGroupRule(
+                id="ssh-in",
+                tenant="alice",
+                security_group_id="ssh",
+                direction="ingress",
+                protocol="tcp",
+                port_range_min=22,
+                port_range_max=22,
+                remote_ip_prefix="0.0.0.0/0",
+            ),
+            False,
+            w.rev + 1,
+            0.0,
+        )
+    )
     default, _ = ops_security.ensure_default_group(w.topo, "alice", w.rev + 1, 0.0)
     group_sets = [(default,), (default,), ("ssh",), (default, "ssh")]
     vms: list[Port] = []
@@ -245,9 +292,17 @@ def topologies(draw: st.DrawFn) -> tuple[World, list[Port], list[str]]:
         owners = [p for p in vms if routed.get(p.network_id) == "r1"]
         if owners:
             fip = draw(st.sampled_from(owners))
-            w.apply(ops.create_floating_ip(w.topo, FloatingIp(id="fip", tenant="alice", network_id="ext",
-                                                              address="172.24.4.50", port_id=fip.id),
-                                           "fip-port", w.rev + 1, 0.0))
+            w.apply(
+                ops.create_floating_ip(
+                    w.topo,
+                    FloatingIp(
+                        id="fip", tenant="alice", network_id="ext", address="172.24.4.50", port_id=fip.id
+                    ),
+                    "fip-port",
+                    w.rev + 1,
+                    0.0,
+                )
+            )
             asks.append("172.24.4.50")
     return w, vms, asks
 
@@ -269,18 +324,22 @@ def _vm_route(topo: Topology, ports: list[Port], ip: str) -> tuple[Port, str] | 
 
 
 def _mac_of(topo: Topology, net: str, ip: str) -> str:
-    return next((p.mac for p in topo.ports.values()
-                 if p.network_id == net and ip in (a for _, a in p.fixed_ips)), "")
+    return next(
+        (p.mac for p in topo.ports.values() if p.network_id == net and ip in (a for _, a in p.fixed_ips)), ""
+    )
 
 
-def walker_verdict(dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4: dict[str, Any],
-                   target: Port | None) -> bool:
+def walker_verdict(
+    dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4: dict[str, Any], target: Port | None
+) -> bool:
     """The walker trace, leg by leg: does a packet from `src` to `dst_ip` get there (VMs that are sent a
     packet for someone else forward it)?"""
     if dst_ip == src.fixed_ips[0][1]:
         return target is None or target.id == src.id  # its own stack answers
-    ports, base = [src], {"eth_type": 0x0800, "ipv4_src": src.fixed_ips[0][1], "ipv4_dst": dst_ip,
-                          "nw_ttl": 64, **l4}
+    ports, base = (
+        [src],
+        {"eth_type": 0x0800, "ipv4_src": src.fixed_ips[0][1], "ipv4_dst": dst_ip, "nw_ttl": 64, **l4},
+    )
     for _ in range(8):
         hop = _vm_route(topo, ports, base["ipv4_dst"])
         if hop is None or not hop[1]:
@@ -301,15 +360,18 @@ def walker_verdict(dp: FakeDataplane, topo: Topology, src: Port, dst_ip: str, l4
         p, h = fwd
         if int(h["nw_ttl"]) <= 1:
             return False
-        ports = [p, *(x for x in topo.ports.values() if x.device_id == p.device_id and x.id != p.id
-                      and p.device_id)]
-        base = {**{k: h[k] for k in base if k in h and k not in ("eth_src", "eth_dst")},
-                "nw_ttl": int(h["nw_ttl"]) - 1}
+        ports = [
+            p,
+            *(x for x in topo.ports.values() if x.device_id == p.device_id and x.id != p.id and p.device_id),
+        ]
+        base = {
+            **{k: h[k] for k in base if k in h and k not in ("eth_src", "eth_dst")},
+            "nw_ttl": int(h["nw_ttl"]) - 1,
+        }
     return False
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-          derandomize=True)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(topologies(), st.data())
 def test_explain_agrees_with_the_walker_trace_on_random_topologies(world: Any, data: st.DataObject) -> None:
     w, vms, asks = world
@@ -317,8 +379,9 @@ def test_explain_agrees_with_the_walker_trace_on_random_topologies(world: Any, d
     sources = [p for p in vms if p.tenant == "alice"]
     for _ in range(6):
         src = data.draw(st.sampled_from(sources))
-        dst = data.draw(st.sampled_from([*(p for p in vms if p != src), *asks,
-                                         *(f"ip:{p.id}" for p in vms if p != src)]))
+        dst = data.draw(
+            st.sampled_from([*(p for p in vms if p != src), *asks, *(f"ip:{p.id}" for p in vms if p != src)])
+        )
         proto = data.draw(st.sampled_from(["icmp", "tcp", "udp"]))
         port = data.draw(st.sampled_from([22, 80])) if proto != "icmp" else None
         target: Port | None = None

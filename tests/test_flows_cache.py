@@ -33,70 +33,158 @@ def outcome(build):  # type: ignore[no-untyped-def]
 
 # -- a flow valid (and cached) in one place is still checked in another ------------------------------------
 
-@pytest.mark.parametrize("good, bad, message", [
-    # targets: the same actions on a stage that may not pass there
-    (lambda: Flow("l2_lookup", P.MATCH, {}, [A.Goto("egress_dispatch")]),
-     lambda: Flow("classify", P.MATCH, {}, [A.Goto("egress_dispatch")]), "may not pass to egress_dispatch"),
-    (lambda: Flow("snat", P.MATCH, {}, [A.Resubmit("l2_lookup")]),
-     lambda: Flow("dnat", P.MATCH, {}, [A.Resubmit("l2_lookup")]), "may not pass to l2_lookup"),
-    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800}, [A.CT(table="acl_egress")]),
-     lambda: Flow("acl_ingress", P.MATCH, {"eth_type": 0x800}, [A.CT(table="acl_egress")]), "may not pass"),
-    (lambda: Flow("dnat", P.MATCH, {}, [A.Goto("l3_lookup")]),
-     lambda: Flow("l3_lookup", P.MATCH, {}, [A.Goto("l3_lookup")]), "goes backwards"),
-    # the same match on a stage that does not allow its fields
-    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
-     lambda: Flow("l2_lookup", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}), "does not match on"),
-    # match prerequisites: same fields, other values
-    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
-     lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x86DD, "ipv4_dst": "10.0.0.1"}), "needs eth_type"),
-    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
-     lambda: Flow("acl_egress", P.MATCH, {"eth_type": (0x800, 0xFF00), "ipv4_dst": "10.0.0.1"}), "needs"),
-    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 80}),
-     lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 17, "tcp_dst": 80}), "ip_proto=6"),
-    # action prerequisites: same actions, a match that does not make them valid
-    (lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x800}, [A.SetField("ipv4_dst", "10.0.0.1")]),
-     lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x806}, [A.SetField("ipv4_dst", "10.0.0.1")]),
-     "set_field of ipv4_dst"),
-    (lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x800}, [A.DecTtl()]),
-     lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x806}, [A.DecTtl()]), "dec_ttl"),
-    (lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x20, 0x30)}, [A.CT(commit=True)]),
-     lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT(commit=True)]),
-     "\\+inv"),
-    (lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT()]),
-     lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT(commit=True)]),
-     "\\+inv"),
-    (lambda: Flow("snat", P.MATCH, {"eth_type": 0x800}, [A.CT(commit=True, nat=A.NAT("src", "10.0.0.1"))]),
-     lambda: Flow("snat", P.MATCH, {"eth_type": 0x800}, [A.CT(commit=True, nat=A.NAT("src", "fd00::1"))]),
-     "nat to"),
-    (lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 6}, [A.CT(commit=True, alg=21)]),
-     lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 17}, [A.CT(commit=True, alg=21)]),
-     "ip_proto=6"),
-    (lambda: Flow("classify", P.MATCH, {"vlan_vid": 0x1005}, [A.PopVlan()]),
-     lambda: Flow("classify", P.MATCH, {"vlan_vid": 0x0005}, [A.PopVlan()]), "pop_vlan needs"),
-    (lambda: Flow("classify", P.MATCH, {"vlan_vid": (0x1000, 0x1000)}, [A.PopVlan()]),
-     lambda: Flow("classify", P.MATCH, {"vlan_vid": (0x0000, 0x1000)}, [A.PopVlan()]), "pop_vlan needs"),
-    (lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PushVlan(), A.PopVlan()]),
-     lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PopVlan(), A.PushVlan()]), "pop_vlan needs"),
-    (lambda: Flow("arp_nd", P.MATCH, {"eth_type": 0x806}, [A.Move("arp_sha", "arp_tha", 48)]),
-     lambda: Flow("arp_nd", P.MATCH, {"eth_type": 0x806}, [A.Move("arp_sha", "ipv6_src", 48)]), "move to"),
-    # canonical actions: same types, one more instruction / a conjunction mixed in
-    (lambda: Flow("l2_lookup", P.MATCH, {}, [A.Goto("dnat")]),
-     lambda: Flow("l2_lookup", P.MATCH, {}, [A.Goto("dnat"), A.Goto("dnat")]), "more than one"),
-    (lambda: Flow("acl_egress", P.MATCH, {}, [A.Conjunction(1, 1, 2)]),
-     lambda: Flow("acl_egress", P.MATCH, {}, [A.Conjunction(1, 1, 2), A.Output(1)]), "conjunction"),
-    # values whose types differ from the cached one's (1 == 1.0 == True hash alike)
-    (lambda: Flow("l2_lookup", P.MATCH, {"reg7": (5, 0xFF)}),
-     lambda: Flow("l2_lookup", P.MATCH, {"reg7": (5.0, 0xFF)}), "bad value"),
-    (lambda: Flow("l2_lookup", P.MATCH, {"reg7": True}),
-     lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1.0}), "bad value"),
-    (lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}),
-     lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1.0}), "bad value"),
-    # priorities and cookies are checked whatever is cached
-    (lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}),
-     lambda: Flow("l2_lookup", P.MATCH.base + P.MATCH.width, {"reg7": 1}), "no priority band"),
-    (lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}, cookie=1),
-     lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}, cookie=1 << 64), "64-bit"),
-])
+
+@pytest.mark.parametrize(
+    "good, bad, message",
+    [
+        # targets: the same actions on a stage that may not pass there
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {}, [A.Goto("egress_dispatch")]),
+            lambda: Flow("classify", P.MATCH, {}, [A.Goto("egress_dispatch")]),
+            "may not pass to egress_dispatch",
+        ),
+        (
+            lambda: Flow("snat", P.MATCH, {}, [A.Resubmit("l2_lookup")]),
+            lambda: Flow("dnat", P.MATCH, {}, [A.Resubmit("l2_lookup")]),
+            "may not pass to l2_lookup",
+        ),
+        (
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800}, [A.CT(table="acl_egress")]),
+            lambda: Flow("acl_ingress", P.MATCH, {"eth_type": 0x800}, [A.CT(table="acl_egress")]),
+            "may not pass",
+        ),
+        (
+            lambda: Flow("dnat", P.MATCH, {}, [A.Goto("l3_lookup")]),
+            lambda: Flow("l3_lookup", P.MATCH, {}, [A.Goto("l3_lookup")]),
+            "goes backwards",
+        ),
+        # the same match on a stage that does not allow its fields
+        (
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
+            lambda: Flow("l2_lookup", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
+            "does not match on",
+        ),
+        # match prerequisites: same fields, other values
+        (
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x86DD, "ipv4_dst": "10.0.0.1"}),
+            "needs eth_type",
+        ),
+        (
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.1"}),
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": (0x800, 0xFF00), "ipv4_dst": "10.0.0.1"}),
+            "needs",
+        ),
+        (
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 80}),
+            lambda: Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 17, "tcp_dst": 80}),
+            "ip_proto=6",
+        ),
+        # action prerequisites: same actions, a match that does not make them valid
+        (
+            lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x800}, [A.SetField("ipv4_dst", "10.0.0.1")]),
+            lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x806}, [A.SetField("ipv4_dst", "10.0.0.1")]),
+            "set_field of ipv4_dst",
+        ),
+        (
+            lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x800}, [A.DecTtl()]),
+            lambda: Flow("l3_lookup", P.MATCH, {"eth_type": 0x806}, [A.DecTtl()]),
+            "dec_ttl",
+        ),
+        (
+            lambda: Flow(
+                "acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x20, 0x30)}, [A.CT(commit=True)]
+            ),
+            lambda: Flow(
+                "acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT(commit=True)]
+            ),
+            "\\+inv",
+        ),
+        (
+            lambda: Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT()]),
+            lambda: Flow(
+                "acl_egress", P.HIGH, {"eth_type": 0x800, "ct_state": (0x30, 0x30)}, [A.CT(commit=True)]
+            ),
+            "\\+inv",
+        ),
+        (
+            lambda: Flow(
+                "snat", P.MATCH, {"eth_type": 0x800}, [A.CT(commit=True, nat=A.NAT("src", "10.0.0.1"))]
+            ),
+            lambda: Flow(
+                "snat", P.MATCH, {"eth_type": 0x800}, [A.CT(commit=True, nat=A.NAT("src", "fd00::1"))]
+            ),
+            "nat to",
+        ),
+        (
+            lambda: Flow(
+                "acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 6}, [A.CT(commit=True, alg=21)]
+            ),
+            lambda: Flow(
+                "acl_egress", P.MATCH, {"eth_type": 0x800, "ip_proto": 17}, [A.CT(commit=True, alg=21)]
+            ),
+            "ip_proto=6",
+        ),
+        (
+            lambda: Flow("classify", P.MATCH, {"vlan_vid": 0x1005}, [A.PopVlan()]),
+            lambda: Flow("classify", P.MATCH, {"vlan_vid": 0x0005}, [A.PopVlan()]),
+            "pop_vlan needs",
+        ),
+        (
+            lambda: Flow("classify", P.MATCH, {"vlan_vid": (0x1000, 0x1000)}, [A.PopVlan()]),
+            lambda: Flow("classify", P.MATCH, {"vlan_vid": (0x0000, 0x1000)}, [A.PopVlan()]),
+            "pop_vlan needs",
+        ),
+        (
+            lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PushVlan(), A.PopVlan()]),
+            lambda: Flow("egress_dispatch", P.MATCH, {}, [A.PopVlan(), A.PushVlan()]),
+            "pop_vlan needs",
+        ),
+        (
+            lambda: Flow("arp_nd", P.MATCH, {"eth_type": 0x806}, [A.Move("arp_sha", "arp_tha", 48)]),
+            lambda: Flow("arp_nd", P.MATCH, {"eth_type": 0x806}, [A.Move("arp_sha", "ipv6_src", 48)]),
+            "move to",
+        ),
+        # canonical actions: same types, one more instruction / a conjunction mixed in
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {}, [A.Goto("dnat")]),
+            lambda: Flow("l2_lookup", P.MATCH, {}, [A.Goto("dnat"), A.Goto("dnat")]),
+            "more than one",
+        ),
+        (
+            lambda: Flow("acl_egress", P.MATCH, {}, [A.Conjunction(1, 1, 2)]),
+            lambda: Flow("acl_egress", P.MATCH, {}, [A.Conjunction(1, 1, 2), A.Output(1)]),
+            "conjunction",
+        ),
+        # values whose types differ from the cached one's (1 == 1.0 == True hash alike)
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": (5, 0xFF)}),
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": (5.0, 0xFF)}),
+            "bad value",
+        ),
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": True}),
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1.0}),
+            "bad value",
+        ),
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}),
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1.0}),
+            "bad value",
+        ),
+        # priorities and cookies are checked whatever is cached
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}),
+            lambda: Flow("l2_lookup", P.MATCH.base + P.MATCH.width, {"reg7": 1}),
+            "no priority band",
+        ),
+        (
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}, cookie=1),
+            lambda: Flow("l2_lookup", P.MATCH, {"reg7": 1}, cookie=1 << 64),
+            "64-bit",
+        ),
+    ],
+)
 def test_a_flow_cached_as_valid_does_not_make_an_invalid_one_pass(good, bad, message):
     for warm_first in (False, True):
         cold()
@@ -111,9 +199,12 @@ def test_a_flow_cached_as_valid_does_not_make_an_invalid_one_pass(good, bad, mes
 
 
 def test_actions_are_put_in_canonical_order_from_the_cache_too():
-    build = lambda port: Flow("classify", P.MATCH, {"in_port": port},  # noqa: E731
-                              [A.Goto("port_sec_in"), A.WriteMetadata(5), A.Output(port), A.Meter(1),
-                               A.load("reg6", port)])
+    build = lambda port: Flow(
+        "classify",
+        P.MATCH,
+        {"in_port": port},
+        [A.Goto("port_sec_in"), A.WriteMetadata(5), A.Output(port), A.Meter(1), A.load("reg6", port)],
+    )
     cold()
     first = build(1)
     again = build(2)  # from the cache: same shape, other values
@@ -152,8 +243,11 @@ def test_cold_and_warm_caches_give_the_same_verdicts_on_every_stage(flow, data):
     if match:
         drop = data.draw(st.sampled_from(sorted(match)))
         variants.append({k: v for k, v in match.items() if k != drop})
-    builds = [lambda s=s, m=m: Flow(s.name, flow.priority, m, flow.actions, flow.cookie)
-              for s in P.STAGES for m in variants]
+    builds = [
+        lambda s=s, m=m: Flow(s.name, flow.priority, m, flow.actions, flow.cookie)
+        for s in P.STAGES
+        for m in variants
+    ]
     warm = [outcome(b) for b in builds]  # caches fill as we go
     warm_again = [outcome(b) for b in builds]  # all from the caches
     cold_each = []

@@ -20,8 +20,20 @@ def as_flow_stats(flow: Flow, packets: int = 3, nbytes: int = 300):
     """The ofp_flow_stats entry a switch would send for `flow`, parsed by os-ken."""
     body = Encoder().flow_body(flow)
     match_and_insts = body[40:]  # flow-mod body: 40 fixed bytes, then match + instructions
-    head = struct.pack("!HBxIIHHHH4xQQQ", 48 + len(match_and_insts), flow.table, 12, 500, flow.priority,
-                       0, 0, 0, flow.cookie, packets, nbytes)
+    head = struct.pack(
+        "!HBxIIHHHH4xQQQ",
+        48 + len(match_and_insts),
+        flow.table,
+        12,
+        500,
+        flow.priority,
+        0,
+        0,
+        0,
+        flow.cookie,
+        packets,
+        nbytes,
+    )
     return ofpp.OFPFlowStats.parser(head + match_and_insts, 0)
 
 
@@ -34,24 +46,48 @@ def test_round_trip_through_flow_stats(flow):
 
 
 EVERY_KIND = [
-    A.Output(7), A.Output(A.IN_PORT, 0), A.SetField("reg7", 4), A.load("reg10", 1, 2, 2),
-    A.SetField("metadata", 0x1234, 0xFFFF), A.SetField("eth_dst", "02:00:00:00:00:09"),
-    A.SetField("tun_ipv4_dst", "172.16.0.9"), A.SetField("tunnel_id", 99), A.SetField("vlan_vid", 0x1064),
-    A.SetField("ipv6_dst", "fd00::1"), A.Move("eth_src", "eth_dst", 48), A.Move("reg6", "reg7", 8, 8, 16),
-    A.GroupAction(3), A.PushVlan(), A.PopVlan(), A.DecTtl(), A.CtClear(), A.Resubmit("l2_lookup"),
-    A.Controller(A.REASON_NO_MATCH, 128, 2), A.Controller(),
-    A.CT(), A.CT(commit=True, zone="reg5", table="l2_lookup", force=True, alg=21),
-    A.CT(commit=True, zone=9, nat=A.NAT("src", "192.0.2.1", "192.0.2.9", 1024, 65535, persistent=True),
-         exec=(A.SetField("ct_mark", 5), A.SetField("ct_label", 7))),
-    A.CT(zone=9, table="l2_lookup", nat=A.NAT()), A.CT(commit=True, nat=A.NAT("dst", "fd00::5", "", 443)),
+    A.Output(7),
+    A.Output(A.IN_PORT, 0),
+    A.SetField("reg7", 4),
+    A.load("reg10", 1, 2, 2),
+    A.SetField("metadata", 0x1234, 0xFFFF),
+    A.SetField("eth_dst", "02:00:00:00:00:09"),
+    A.SetField("tun_ipv4_dst", "172.16.0.9"),
+    A.SetField("tunnel_id", 99),
+    A.SetField("vlan_vid", 0x1064),
+    A.SetField("ipv6_dst", "fd00::1"),
+    A.Move("eth_src", "eth_dst", 48),
+    A.Move("reg6", "reg7", 8, 8, 16),
+    A.GroupAction(3),
+    A.PushVlan(),
+    A.PopVlan(),
+    A.DecTtl(),
+    A.CtClear(),
+    A.Resubmit("l2_lookup"),
+    A.Controller(A.REASON_NO_MATCH, 128, 2),
+    A.Controller(),
+    A.CT(),
+    A.CT(commit=True, zone="reg5", table="l2_lookup", force=True, alg=21),
+    A.CT(
+        commit=True,
+        zone=9,
+        nat=A.NAT("src", "192.0.2.1", "192.0.2.9", 1024, 65535, persistent=True),
+        exec=(A.SetField("ct_mark", 5), A.SetField("ct_label", 7)),
+    ),
+    A.CT(zone=9, table="l2_lookup", nat=A.NAT()),
+    A.CT(commit=True, nat=A.NAT("dst", "fd00::5", "", 443)),
 ]
 
 
 @pytest.mark.parametrize("action", EVERY_KIND, ids=repr)
 def test_every_action_kind_round_trips(action):
     eth_type = 0x86DD if "fd00" in repr(action) else 0x800
-    f = Flow("lb", P.MATCH, {"metadata": 1, "eth_type": eth_type, "vlan_vid": 0x1005, "ip_proto": 6},
-             [A.Meter(2), action, A.WriteMetadata(3, 0xF)])
+    f = Flow(
+        "lb",
+        P.MATCH,
+        {"metadata": 1, "eth_type": eth_type, "vlan_vid": 0x1005, "ip_proto": 6},
+        [A.Meter(2), action, A.WriteMetadata(3, 0xF)],
+    )
     assert decode_flow(as_flow_stats(f)) == f
 
 

@@ -15,8 +15,19 @@ from flows import actions as A
 from flows import pipeline as P
 from flows.decode import decode_flow, decode_group
 from flows.encode import (
-    ADD, COMMANDS, DATAPATH_DESC, DELETE, MODIFY, Encoder, barrier_request, delete_by_cookie,
-    flow_stats_request, group_desc_request, osken_bytes, to_osken_flow_mod, to_osken_group_mod,
+    ADD,
+    COMMANDS,
+    DATAPATH_DESC,
+    DELETE,
+    MODIFY,
+    Encoder,
+    barrier_request,
+    delete_by_cookie,
+    flow_stats_request,
+    group_desc_request,
+    osken_bytes,
+    to_osken_flow_mod,
+    to_osken_group_mod,
 )
 from flows.flow import Bucket, Flow, Group
 from tests.test_flows_strategies import flows, groups, osken_serializes_right
@@ -45,25 +56,68 @@ def split(buf: bytes) -> list[bytes]:
 
 
 EXAMPLES = [
-    Flow("l2_lookup", P.MATCH, {"metadata": 5, "eth_dst": "AA:BB:CC:00:00:01"},
-         [A.load("reg7", 3), A.Goto("egress_dispatch")], cookie=0xC501000000010000),
-    Flow("classify", P.MATCH, {"in_port": 1},
-         [A.Meter(3), A.WriteMetadata(5), A.load("reg6", 1), A.load("reg10", 1, 3, 3),
-          A.Goto("port_sec_in")]),
-    Flow("egress_dispatch", P.MATCH, {"reg7": 9, "metadata": 77},
-         [A.SetField("tunnel_id", 77), A.SetField("tun_ipv4_dst", "192.168.0.2"), A.Output(3)]),
-    Flow("acl_egress", P.HIGH, {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22, "ct_state": (0x21, 0x21)},
-         [A.CT(commit=True, zone="reg5", table="arp_nd", exec=(A.SetField("ct_mark", 1),))]),
-    Flow("l3_lookup", P.MATCH(24), {"metadata": 9, "eth_type": 0x800, "ipv4_dst": "10.1.0.0/16"},
-         [A.DecTtl(), A.Move("ipv4_dst", "reg0", 32), A.SetField("eth_src", "00:00:00:00:00:01"),
-          A.Resubmit("snat")]),
-    Flow("arp_nd", P.HIGH, {"eth_type": 0x806, "arp_op": 1},
-         [A.Controller(), A.PushVlan(), A.SetField("vlan_vid", 0x1005), A.PopVlan(),
-          A.GroupAction(7), A.CtClear(), A.Output(A.IN_PORT)]),
-    Flow("lb", P.MATCH, {"eth_type": 0x800, "ipv4_dst": "10.0.0.10"},
-         [A.CT(commit=True, zone=7, table="l2_lookup", nat=A.NAT("dst", "10.0.0.5", "", 80))]),
-    Flow("acl_egress", P.MATCH, {"eth_type": 0x800, "ipv4_src": "10.0.0.0/8"},
-         [A.Conjunction(5, 1, 2), A.Conjunction(6, 2, 3)]),
+    Flow(
+        "l2_lookup",
+        P.MATCH,
+        {"metadata": 5, "eth_dst": "AA:BB:CC:00:00:01"},
+        [A.load("reg7", 3), A.Goto("egress_dispatch")],
+        cookie=0xC501000000010000,
+    ),
+    Flow(
+        "classify",
+        P.MATCH,
+        {"in_port": 1},
+        [A.Meter(3), A.WriteMetadata(5), A.load("reg6", 1), A.load("reg10", 1, 3, 3), A.Goto("port_sec_in")],
+    ),
+    Flow(
+        "egress_dispatch",
+        P.MATCH,
+        {"reg7": 9, "metadata": 77},
+        [A.SetField("tunnel_id", 77), A.SetField("tun_ipv4_dst", "192.168.0.2"), A.Output(3)],
+    ),
+    Flow(
+        "acl_egress",
+        P.HIGH,
+        {"eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22, "ct_state": (0x21, 0x21)},
+        [A.CT(commit=True, zone="reg5", table="arp_nd", exec=(A.SetField("ct_mark", 1),))],
+    ),
+    Flow(
+        "l3_lookup",
+        P.MATCH(24),
+        {"metadata": 9, "eth_type": 0x800, "ipv4_dst": "10.1.0.0/16"},
+        [
+            A.DecTtl(),
+            A.Move("ipv4_dst", "reg0", 32),
+            A.SetField("eth_src", "00:00:00:00:00:01"),
+            A.Resubmit("snat"),
+        ],
+    ),
+    Flow(
+        "arp_nd",
+        P.HIGH,
+        {"eth_type": 0x806, "arp_op": 1},
+        [
+            A.Controller(),
+            A.PushVlan(),
+            A.SetField("vlan_vid", 0x1005),
+            A.PopVlan(),
+            A.GroupAction(7),
+            A.CtClear(),
+            A.Output(A.IN_PORT),
+        ],
+    ),
+    Flow(
+        "lb",
+        P.MATCH,
+        {"eth_type": 0x800, "ipv4_dst": "10.0.0.10"},
+        [A.CT(commit=True, zone=7, table="l2_lookup", nat=A.NAT("dst", "10.0.0.5", "", 80))],
+    ),
+    Flow(
+        "acl_egress",
+        P.MATCH,
+        {"eth_type": 0x800, "ipv4_src": "10.0.0.0/8"},
+        [A.Conjunction(5, 1, 2), A.Conjunction(6, 2, 3)],
+    ),
     Flow("output", P.DEFAULT),
 ]
 
@@ -84,8 +138,10 @@ def test_struct_path_equals_osken_or_parses_back(flow):
             assert ours == osken_bytes(to_osken_flow_mod(flow, command, 3))
         msg = parse(ours)
         assert msg.xid == 3 and msg.table_id == flow.table and msg.priority == flow.priority
-        assert msg.command == {ADD: ofp.OFPFC_ADD, MODIFY: ofp.OFPFC_MODIFY_STRICT,
-                               DELETE: ofp.OFPFC_DELETE_STRICT}[command]
+        assert (
+            msg.command
+            == {ADD: ofp.OFPFC_ADD, MODIFY: ofp.OFPFC_MODIFY_STRICT, DELETE: ofp.OFPFC_DELETE_STRICT}[command]
+        )
         if command != DELETE:
             assert decode_flow(msg) == flow
 
@@ -120,6 +176,7 @@ def test_delete_is_strict_and_matches_any_out_port():
 
 def test_cache_encodes_each_flow_once(monkeypatch):
     import flows.encode as E
+
     calls = []
     real = E.flow_mod_body
     monkeypatch.setattr(E, "flow_mod_body", lambda f, c=ADD: calls.append(f) or real(f, c))
@@ -138,9 +195,14 @@ def test_cache_encodes_each_flow_once(monkeypatch):
 
 
 def test_bundle_buffer_is_open_adds_commit_with_consecutive_xids():
-    g = Group(5, "all", [Bucket([A.load("reg7", 2), A.Resubmit("egress_dispatch")]),
-                         Bucket([A.SetField("tunnel_id", 5), A.SetField("tun_ipv4_dst", "10.9.0.2"),
-                                 A.Output(4)])])
+    g = Group(
+        5,
+        "all",
+        [
+            Bucket([A.load("reg7", 2), A.Resubmit("egress_dispatch")]),
+            Bucket([A.SetField("tunnel_id", 5), A.SetField("tun_ipv4_dst", "10.9.0.2"), A.Output(4)]),
+        ],
+    )
     ops = [(ADD, g)] + [(ADD, f) for f in EXAMPLES] + [(MODIFY, EXAMPLES[0]), (DELETE, EXAMPLES[2])]
     buf, next_xid = Encoder().bundle(ops, bundle_id=42, xid=100)
     msgs = [parse(m) for m in split(buf)]
@@ -159,14 +221,18 @@ def test_bundle_buffer_is_open_adds_commit_with_consecutive_xids():
         xid = 101 + i
         is_flow = isinstance(item, Flow)
         inner = enc.flow_mod(item, command, xid) if is_flow else enc.group_mod(item, command, xid)
-        inner_obj = (to_osken_flow_mod(item, command, xid) if isinstance(item, Flow)
-                     else to_osken_group_mod(item, command, xid))
+        inner_obj = (
+            to_osken_flow_mod(item, command, xid)
+            if isinstance(item, Flow)
+            else to_osken_group_mod(item, command, xid)
+        )
         add = ofpp.ONFBundleAddMsg(DATAPATH_DESC, 42, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED, inner_obj, [])
         add.set_xid(xid)
         assert raw == osken_bytes(add)
         assert raw[24:] == inner
-    ctrl = ofpp.ONFBundleCtrlMsg(DATAPATH_DESC, 42, ofp.ONF_BCT_OPEN_REQUEST,
-                                 ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED, [])
+    ctrl = ofpp.ONFBundleCtrlMsg(
+        DATAPATH_DESC, 42, ofp.ONF_BCT_OPEN_REQUEST, ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED, []
+    )
     ctrl.set_xid(100)
     assert split(buf)[0] == osken_bytes(ctrl)
 
@@ -187,11 +253,26 @@ def test_sync_helpers_equal_osken():
         return osken_bytes(msg)
 
     dp = DATAPATH_DESC
-    assert delete_by_cookie(0xC5AB, 0xFFFF, 4) == xid(ofpp.OFPFlowMod(
-        dp, cookie=0xC5AB, cookie_mask=0xFFFF, table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE, priority=0,
-        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=ofpp.OFPMatch()), 4)
-    assert flow_stats_request(5, 0xC5 << 56, 0xFF << 56) == xid(ofpp.OFPFlowStatsRequest(
-        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0xC5 << 56, 0xFF << 56, ofpp.OFPMatch()), 5)
+    assert delete_by_cookie(0xC5AB, 0xFFFF, 4) == xid(
+        ofpp.OFPFlowMod(
+            dp,
+            cookie=0xC5AB,
+            cookie_mask=0xFFFF,
+            table_id=ofp.OFPTT_ALL,
+            command=ofp.OFPFC_DELETE,
+            priority=0,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=ofpp.OFPMatch(),
+        ),
+        4,
+    )
+    assert flow_stats_request(5, 0xC5 << 56, 0xFF << 56) == xid(
+        ofpp.OFPFlowStatsRequest(
+            dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0xC5 << 56, 0xFF << 56, ofpp.OFPMatch()
+        ),
+        5,
+    )
     assert group_desc_request(6) == xid(ofpp.OFPGroupDescStatsRequest(dp, 0), 6)
 
 
@@ -204,6 +285,7 @@ def test_fields_without_a_struct_encoding_fall_back_to_osken():
 
 def _clear_value_caches():
     import flows.encode as E
+
     E._MATCH_TLVS.clear()
     E._INSTRUCTIONS.clear()
     E._TLV_PREFIX.clear()
@@ -229,6 +311,7 @@ def test_value_caches_give_each_flow_its_own_bytes(batch):
 def test_instruction_cache_is_keyed_by_value():
     """Flows sharing actions by value share cached instruction bytes; different actions never do."""
     import flows.encode as E
+
     _clear_value_caches()
     a = Flow("output", P.MATCH, {"reg7": 1}, [A.Output(1)])
     b = Flow("output", P.MATCH, {"reg7": 2}, [A.Output(1)])

@@ -27,7 +27,9 @@ from tests.test_flows_encode import EXAMPLES
 from tests.test_flows_strategies import flows as flow_values
 from tests.test_flows_walker import GROUPS, router_flows, stateful_acl
 
-pytestmark = pytest.mark.lab  # needs root and OVS, like every lab test: it fails rather than skips without them
+pytestmark = (
+    pytest.mark.lab
+)  # needs root and OVS, like every lab test: it fails rather than skips without them
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
@@ -43,20 +45,60 @@ class Switch:
         self.db = f"--db=unix:{d}/db.sock"
         self.run("ip", "netns", "add", self.ns)
         self.run("ovsdb-tool", "create", f"{d}/conf.db", SCHEMA)
-        self.run("ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/db.pid",
-                 f"--unixctl={d}/db.ctl", f"--log-file={d}/db.log", "--detach", "--no-chdir")
+        self.run(
+            "ovsdb-server",
+            f"{d}/conf.db",
+            f"--remote=punix:{d}/db.sock",
+            f"--pidfile={d}/db.pid",
+            f"--unixctl={d}/db.ctl",
+            f"--log-file={d}/db.log",
+            "--detach",
+            "--no-chdir",
+        )
         self.run("ovs-vsctl", self.db, "--no-wait", "init")
-        self.run("ip", "netns", "exec", self.ns, "ovs-vswitchd", f"unix:{d}/db.sock",
-                 f"--pidfile={d}/vs.pid", f"--unixctl={d}/vs.ctl",
-                 f"--log-file={d}/vs.log", "--detach", "--no-chdir")
-        self.run("ovs-vsctl", self.db, "add-br", "brf", "--", "set", "bridge", "brf", "datapath_type=netdev",
-                 "protocols=OpenFlow13", "fail_mode=secure")
+        self.run(
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            "ovs-vswitchd",
+            f"unix:{d}/db.sock",
+            f"--pidfile={d}/vs.pid",
+            f"--unixctl={d}/vs.ctl",
+            f"--log-file={d}/vs.log",
+            "--detach",
+            "--no-chdir",
+        )
+        self.run(
+            "ovs-vsctl",
+            self.db,
+            "add-br",
+            "brf",
+            "--",
+            "set",
+            "bridge",
+            "brf",
+            "datapath_type=netdev",
+            "protocols=OpenFlow13",
+            "fail_mode=secure",
+        )
         srv = socket.socket(socket.AF_UNIX)
         srv.bind(f"{d}/of.sock")
         srv.listen(1)
         srv.settimeout(20)
-        self.run("ovs-vsctl", self.db, "set-controller", "brf", f"unix:{d}/of.sock", "--",
-                 "set", "controller", "brf", "max_backoff=1000", "connection_mode=out-of-band")
+        self.run(
+            "ovs-vsctl",
+            self.db,
+            "set-controller",
+            "brf",
+            f"unix:{d}/of.sock",
+            "--",
+            "set",
+            "controller",
+            "brf",
+            "max_backoff=1000",
+            "connection_mode=out-of-band",
+        )
         self.conn, _ = srv.accept()
         srv.close()
         self.conn.settimeout(20)
@@ -86,7 +128,7 @@ class Switch:
                     if state == "Z":
                         break
                     time.sleep(0.1)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30, check=False)
 
     def recv(self) -> bytes:
         while True:
@@ -155,25 +197,48 @@ def unique_keys(flows: list[Flow]) -> list[Flow]:
 
 
 def test_compiled_shapes_install_and_dump_back_as_equal_values(switch):
-    every_kind = [Flow("lb", P.MATCH(i), {"metadata": 1, "vlan_vid": 0x1005, "ip_proto": 6,
-                                          "eth_type": 0x86DD if "fd00" in repr(a) else 0x800}, [a])
-                  for i, a in enumerate(EVERY_KIND) if not isinstance(a, A.GroupAction)]
+    every_kind = [
+        Flow(
+            "lb",
+            P.MATCH(i),
+            {
+                "metadata": 1,
+                "vlan_vid": 0x1005,
+                "ip_proto": 6,
+                "eth_type": 0x86DD if "fd00" in repr(a) else 0x800,
+            },
+            [a],
+        )
+        for i, a in enumerate(EVERY_KIND)
+        if not isinstance(a, A.GroupAction)
+    ]
     groups = list(GROUPS) + [Group(3, "all", ()), Group(7, "all", ())]  # targets of EVERY_KIND / EXAMPLES
-    wanted = unique_keys([f for f in EXAMPLES if not any(isinstance(a, A.Meter) for a in f.actions)]
-                         + router_flows() + stateful_acl() + every_kind)
+    wanted = unique_keys(
+        [f for f in EXAMPLES if not any(isinstance(a, A.Meter) for a in f.actions)]
+        + router_flows()
+        + stateful_acl()
+        + every_kind
+    )
     assert switch.install(wanted, groups) == []
     flows, got_groups = switch.dump()
     assert set(flows) == set(wanted)
     assert set(got_groups) == set(groups)
 
 
-@settings(max_examples=5, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(st.lists(flow_values(), min_size=30, max_size=60))
 def test_random_flows_install_and_dump_back_as_equal_values(switch, flows):
-    wanted = unique_keys([f for f in flows
-                          if not any(isinstance(a, (A.Meter, A.GroupAction)) for a in f.actions)])
+    wanted = unique_keys(
+        [f for f in flows if not any(isinstance(a, (A.Meter, A.GroupAction)) for a in f.actions)]
+    )
     assert switch.install(wanted) == []
     got, _ = switch.dump()
     assert set(got) == set(wanted)

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.lab
 def test_load_balancer_shapes_install_and_dump_back_as_equal_values(switch, algorithm):  # noqa: F811
     w, _p = lb_world(algorithm, fip=True)
     items = w.switch("hv1")
-    flows = [f for fl in items.tables.values() for f in fl
-             if not any(isinstance(a, A.Meter) for a in f.actions)]
+    flows = [
+        f for fl in items.tables.values() for f in fl if not any(isinstance(a, A.Meter) for a in f.actions)
+    ]
     groups = list(items.groups.values())
     assert any(f.stage == "lb" for f in flows) and (algorithm == "SOURCE_IP" or groups)
     wanted = unique_keys(flows)

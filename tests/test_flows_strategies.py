@@ -27,8 +27,7 @@ def matches(draw):
         if draw(st.booleans()):
             m[reg] = draw(u32)
     if draw(st.booleans()):
-        m["reg10"] = pipeline.flags_match(
-            draw(st.sets(st.sampled_from(pipeline.FLAG_BITS), max_size=2)), ())
+        m["reg10"] = pipeline.flags_match(draw(st.sets(st.sampled_from(pipeline.FLAG_BITS), max_size=2)), ())
     if draw(st.booleans()):
         m["eth_dst"] = draw(macs)
     if draw(st.integers(0, 3)) == 0:
@@ -66,10 +65,10 @@ def set_fields():
         st.builds(A.SetField, st.just("vlan_vid"), st.integers(0, 4095).map(lambda v: v | 0x1000)),
         st.builds(A.SetField, st.just("metadata"), st.integers(0, 2**24 - 1)),
         st.builds(A.SetField, st.just("ipv4_dst"), ipv4s),
-        st.tuples(st.sampled_from(pipeline.FLAG_BITS)).map(
-            lambda t: A.load("reg10", 1, t[0].bit, t[0].bit)),
+        st.tuples(st.sampled_from(pipeline.FLAG_BITS)).map(lambda t: A.load("reg10", 1, t[0].bit, t[0].bit)),
         st.tuples(st.integers(0, 15), st.integers(0, 16)).map(
-            lambda t: A.load("reg6", t[1] & 0xFFFF, t[0], t[0] + 15)),
+            lambda t: A.load("reg6", t[1] & 0xFFFF, t[0], t[0] + 15)
+        ),
     )
 
 
@@ -79,21 +78,35 @@ def _ip_key(ip: str) -> int:
 
 nats = st.one_of(
     st.just(A.NAT()),
-    st.builds(lambda kind, a, b, port, extra, p, r: A.NAT(kind, min(a, b, key=_ip_key),
-                                                          max(a, b, key=_ip_key) if extra else "",
-                                                          port, port + extra if port else None, p, r),
-              st.sampled_from(["src", "dst"]), ipv4s.filter(lambda i: i != "0.0.0.0"),
-              ipv4s.filter(lambda i: i != "0.0.0.0"), st.one_of(st.none(), st.integers(1, 1000)),
-              st.integers(0, 100), st.booleans(), st.booleans()),
+    st.builds(
+        lambda kind, a, b, port, extra, p, r: A.NAT(
+            kind,
+            min(a, b, key=_ip_key),
+            max(a, b, key=_ip_key) if extra else "",
+            port,
+            port + extra if port else None,
+            p,
+            r,
+        ),
+        st.sampled_from(["src", "dst"]),
+        ipv4s.filter(lambda i: i != "0.0.0.0"),
+        ipv4s.filter(lambda i: i != "0.0.0.0"),
+        st.one_of(st.none(), st.integers(1, 1000)),
+        st.integers(0, 100),
+        st.booleans(),
+        st.booleans(),
+    ),
     st.builds(A.NAT, st.just("dst"), ipv6s.filter(lambda i: i != "::")),
 )
 
 
 def cts(targets):
     return st.builds(
-        lambda commit, zone, table, nat, mark: A.CT(commit=commit or bool(mark) or bool(nat and nat.kind),
-                                                    zone=zone, table=table, nat=nat, exec=mark),
-        st.booleans(), st.one_of(u16, st.just("reg5")),
+        lambda commit, zone, table, nat, mark: A.CT(
+            commit=commit or bool(mark) or bool(nat and nat.kind), zone=zone, table=table, nat=nat, exec=mark
+        ),
+        st.booleans(),
+        st.one_of(u16, st.just("reg5")),
         st.one_of(st.none(), st.sampled_from(sorted(targets))) if targets else st.none(),
         st.one_of(st.none(), nats),
         st.one_of(st.just(()), u32.map(lambda v: (A.SetField("ct_mark", v),))),
@@ -105,10 +118,19 @@ def plain_actions(targets=()):
     choices = [
         st.builds(A.Output, st.one_of(st.integers(1, A.MAX_PORT), st.just(A.IN_PORT))),
         set_fields(),
-        st.builds(A.Move, st.just("reg6"), st.just("reg7"), st.integers(1, 16), st.integers(0, 16),
-                  st.integers(0, 16)),
+        st.builds(
+            A.Move,
+            st.just("reg6"),
+            st.just("reg7"),
+            st.integers(1, 16),
+            st.integers(0, 16),
+            st.integers(0, 16),
+        ),
         st.builds(A.GroupAction, st.integers(0, 1000)),
-        st.just(A.PushVlan()), st.just(A.PopVlan()), st.just(A.DecTtl()), st.just(A.CtClear()),
+        st.just(A.PushVlan()),
+        st.just(A.PopVlan()),
+        st.just(A.DecTtl()),
+        st.just(A.CtClear()),
         st.builds(A.Controller, st.integers(0, 2), u16, u16),
         cts(targets),
     ]
@@ -120,6 +142,7 @@ def plain_actions(targets=()):
 def _valid_for(match, actions) -> bool:
     """True if the match makes these actions valid (as OVS checks them)."""
     from flows.flow import FlowError, _check_action_prerequisites, normalize_match
+
     try:
         _check_action_prerequisites(normalize_match(match), tuple(actions))
     except FlowError:
@@ -137,8 +160,9 @@ def flows(draw):
     prio = band(draw(st.integers(0, band.width - 1)))
     cookie = draw(st.one_of(st.just(0), st.integers(0, 2**64 - 1)))
     if draw(st.integers(0, 9)) == 0:  # a conjunctive clause flow: conjunction actions only
-        conj = draw(st.lists(st.builds(A.Conjunction, u32, st.just(1), st.integers(2, 4)), min_size=1,
-                             max_size=3))
+        conj = draw(
+            st.lists(st.builds(A.Conjunction, u32, st.just(1), st.integers(2, 4)), min_size=1, max_size=3)
+        )
         return Flow(s.name, prio, m, conj, cookie)
     acts: list = []
     for a in draw(st.lists(plain_actions(s.next), max_size=5)):
@@ -159,8 +183,13 @@ def groups(draw):
     gtype = draw(st.sampled_from(["all", "select", "indirect", "ff"]))
     n = 1 if gtype == "indirect" else draw(st.integers(0, 4))
     targets = {"egress_dispatch", "l2_lookup", "output"}
-    buckets = [Bucket(tuple(draw(st.lists(plain_actions(targets), max_size=4))),
-                      draw(st.integers(0, 10)) if gtype == "select" else 0) for _ in range(n)]
+    buckets = [
+        Bucket(
+            tuple(draw(st.lists(plain_actions(targets), max_size=4))),
+            draw(st.integers(0, 10)) if gtype == "select" else 0,
+        )
+        for _ in range(n)
+    ]
     return Group(draw(st.integers(0, 0xFFFFFF00)), gtype, tuple(buckets))
 
 
@@ -172,6 +201,7 @@ def osken_serializes_right(actions, in_group: bool = False) -> bool:
     for a in actions:
         if isinstance(a, A.SetField) and a.mask is not None:
             from flows.fields import field_size
+
             if field_size(a.field) > 5:
                 return False
         if isinstance(a, A.CT):

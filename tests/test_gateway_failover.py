@@ -50,7 +50,9 @@ def test_liveness_starts_from_the_persisted_down_set() -> None:
     assert lv.update(3.1) and lv.down == frozenset()
 
 
-def make(tmp: Path, clock: Clock, up: set[int], ttl: float = 600.0) -> tuple[Dataplane, list[Any], dict[int, FakeEngine]]:
+def make(
+    tmp: Path, clock: Clock, up: set[int], ttl: float = 600.0
+) -> tuple[Dataplane, list[Any], dict[int, FakeEngine]]:
     state = State(tmp / "topology.sqlite")
     if not state.topology.routers:
         build(state)
@@ -60,27 +62,46 @@ def make(tmp: Path, clock: Clock, up: set[int], ttl: float = 600.0) -> tuple[Dat
         engines[dpid] = FakeEngine()
         return engines[dpid]
 
-    dp = Dataplane(state, engine_factory=engine, agent_factory=lambda _ch, _cb: FakeAgent(),
-                   gateway_chassis=("hv1", "hv2"), neighbors_file=tmp / "neighbors.json",
-                   gateways_file=tmp / "gateways.json", connected=lambda dpid: dpid in up,
-                   gateway_failover_s=2.0, neighbor_ttl_s=ttl, clock=clock, tick_s=0, startup_grace_s=10)
+    dp = Dataplane(
+        state,
+        engine_factory=engine,
+        agent_factory=lambda _ch, _cb: FakeAgent(),
+        gateway_chassis=("hv1", "hv2"),
+        neighbors_file=tmp / "neighbors.json",
+        gateways_file=tmp / "gateways.json",
+        connected=lambda dpid: dpid in up,
+        gateway_failover_s=2.0,
+        neighbor_ttl_s=ttl,
+        clock=clock,
+        tick_s=0,
+        startup_grace_s=10,
+    )
     sent: list[Any] = []
     dp.packet_out = lambda dpid, data, port: sent.append((dpid, data, port)) or True
     dp.start()
     for name, vifs in (("hv1", {}), ("hv2", {"vm": 5})):
-        dp._on_runtime(name, SimpleNamespace(vifs=vifs, tunnels={"vxlan": TUN}, patches={"physnet1": PATCH},
-                                             connected=True))
+        dp._on_runtime(
+            name,
+            SimpleNamespace(vifs=vifs, tunnels={"vxlan": TUN}, patches={"physnet1": PATCH}, connected=True),
+        )
     return dp, sent, engines
 
 
 def has_gateway(engine: FakeEngine, mac: str) -> bool:
-    return any(isinstance(f, Flow) and f.stage == "l2_lookup" and f.match_dict().get("eth_dst") == mac
-               for f in engine.desired)
+    return any(
+        isinstance(f, Flow) and f.stage == "l2_lookup" and f.match_dict().get("eth_dst") == mac
+        for f in engine.desired
+    )
 
 
 def redirect_target(engine: FakeEngine) -> set[str]:
-    return {a.value for f in engine.desired if isinstance(f, Flow) and f.stage == "l3_lookup"
-            for a in f.actions if isinstance(a, SetField) and a.field == "tun_ipv4_dst"}
+    return {
+        a.value
+        for f in engine.desired
+        if isinstance(f, Flow) and f.stage == "l3_lookup"
+        for a in f.actions
+        if isinstance(a, SetField) and a.field == "tun_ipv4_dst"
+    }
 
 
 def garps(sent: list[Any]) -> list[tuple[int, str, str]]:
@@ -173,21 +194,34 @@ def test_other_chassis_redirect_to_the_new_gateway(tmp_path: Path) -> None:
 def reply(gw: Any, mac: str) -> bytes:
     rep = packet.Packet()
     rep.add_protocol(ethernet.ethernet(gw.mac, mac, 0x0806))
-    rep.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=EXT_HOST[0], dst_mac=gw.mac,
-                             dst_ip=gw.fixed_ips[0][1]))
+    rep.add_protocol(
+        arp.arp(
+            opcode=arp.ARP_REPLY, src_mac=mac, src_ip=EXT_HOST[0], dst_mac=gw.mac, dst_ip=gw.fixed_ips[0][1]
+        )
+    )
     rep.serialize()
     return bytes(rep.data)
 
 
 def resolved(engine: FakeEngine, ext_key: int) -> dict[int, str]:
-    return {f.match_dict()["reg0"]: next(a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst")
-            for f in engine.desired if isinstance(f, Flow) and f.stage == "arp_resolve"
-            and "reg0" in f.match_dict() and f.match_dict()["metadata"] == ext_key}
+    return {
+        f.match_dict()["reg0"]: next(
+            a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst"
+        )
+        for f in engine.desired
+        if isinstance(f, Flow)
+        and f.stage == "arp_resolve"
+        and "reg0" in f.match_dict()
+        and f.match_dict()["metadata"] == ext_key
+    }
 
 
 def probes(sent: list[Any]) -> list[str]:
-    return [a.dst_ip for _d, data, _p in sent if (a := packet.Packet(data).get_protocol(arp.arp)) is not None
-            and a.src_ip != a.dst_ip]
+    return [
+        a.dst_ip
+        for _d, data, _p in sent
+        if (a := packet.Packet(data).get_protocol(arp.arp)) is not None and a.src_ip != a.dst_ip
+    ]
 
 
 def test_neighbours_expire_unless_a_reprobe_is_answered(tmp_path: Path) -> None:

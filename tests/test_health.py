@@ -15,8 +15,11 @@ from topology.records import ERROR, ONLINE, HealthMonitor
 
 def world(kind: str = "TCP", **kw):  # type: ignore[no-untyped-def]
     w, p = lb_world()
-    w.put(HealthMonitor(id="hm", tenant="alice", pool_id="pool", type=kind, delay=5.0, timeout=2.0, max_retries=3,
-                        **kw))
+    w.put(
+        HealthMonitor(
+            id="hm", tenant="alice", pool_id="pool", type=kind, delay=5.0, timeout=2.0, max_retries=3, **kw
+        )
+    )
     for m in ("m1", "m2", "m3"):
         w.member(m, operating_status=ONLINE)
     return w, p
@@ -34,8 +37,15 @@ def answer(probe: bytes, flags: int, payload: bytes = b"", seq: int = 1000, ack:
     pkt.add_protocol(ethernet.ethernet(eth.src, eth.dst, 0x0800))
     pkt.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6))
     sent = len(_payload(probe))
-    pkt.add_protocol(tcp.tcp(src_port=seg.dst_port, dst_port=seg.src_port, seq=seq,
-                             ack=(seg.seq + 1 + sent) % (1 << 32) if ack is None else ack, bits=flags))
+    pkt.add_protocol(
+        tcp.tcp(
+            src_port=seg.dst_port,
+            dst_port=seg.src_port,
+            seq=seq,
+            ack=(seg.seq + 1 + sent) % (1 << 32) if ack is None else ack,
+            bits=flags,
+        )
+    )
     if payload:
         pkt.add_protocol(payload)
     pkt.serialize()
@@ -121,7 +131,10 @@ def test_http_sends_the_request_after_the_handshake_and_checks_the_status_line()
     w, _p = world("HTTP", url_path="/healthz", expected_codes="200-204")
     prober = Prober(random.Random(4))
     sends = by_member(w, prober.tick(0.0, targets(w.topo))[0])
-    for mid, status_line, ok in (("m1", b"HTTP/1.0 204 No Content", True), ("m2", b"HTTP/1.1 503 Busy", False)):
+    for mid, status_line, ok in (
+        ("m1", b"HTTP/1.0 204 No Content", True),
+        ("m2", b"HTTP/1.1 503 Busy", False),
+    ):
         req = prober.on_packet(answer(sends[mid].data, TCP_SYN | TCP_ACK, seq=5000))
         assert len(req) == 1
         _eth, _ip, seg, _ = parse(req[0].data)
@@ -144,7 +157,9 @@ def test_ping_monitor_uses_echo_requests() -> None:
     rep = packet.Packet()
     rep.add_protocol(ethernet.ethernet(req.get_protocol(ethernet.ethernet).src, "00:00:00:00:00:01", 0x0800))
     rep.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=1))
-    rep.add_protocol(icmp.icmp(type_=0, code=0, csum=0, data=icmp.echo(id_=ic.data.id, seq=ic.data.seq, data=b"x")))
+    rep.add_protocol(
+        icmp.icmp(type_=0, code=0, csum=0, data=icmp.echo(id_=ic.data.id, seq=ic.data.seq, data=b"x"))
+    )
     rep.serialize()
     prober.on_packet(bytes(rep.data))
     mid = next(m.id for m in w.topo.members.values() if m.address == ip.dst)
@@ -170,7 +185,9 @@ def test_unmonitored_and_admin_down_members_are_not_probed_and_a_memberless_port
 
 def test_expected_codes() -> None:
     assert code_expected(200, "200") and not code_expected(201, "200")
-    assert code_expected(202, "200,202") and code_expected(203, "200-204") and not code_expected(205, "200-204")
+    assert (
+        code_expected(202, "200,202") and code_expected(203, "200-204") and not code_expected(205, "200-204")
+    )
 
 
 def test_the_service_writes_statuses_through_the_model() -> None:
@@ -179,6 +196,7 @@ def test_the_service_writes_statuses_through_the_model() -> None:
     class FakeState:
         def __init__(self) -> None:
             import threading
+
             self.lock = threading.RLock()
             self.topology = w.topo
 

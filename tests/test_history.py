@@ -17,7 +17,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from controller import config
-
 from controller.api import northbound
 from controller.debug.metrics import Metrics
 from proto.sdn.v1 import topology_pb2 as pb
@@ -32,8 +31,11 @@ from topology.store import HistoryCompacted
 
 def seed(state: State) -> None:
     state.write(lambda t, r, n: ops.create_network(t, Network(id="n", tenant="t"), r, n))
-    state.write(lambda t, r, n: ops.create_subnet(t, Subnet(id="s", tenant="t", network_id="n",
-                                                            cidr="10.0.0.0/16"), False, r, n))
+    state.write(
+        lambda t, r, n: ops.create_subnet(
+            t, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/16"), False, r, n
+        )
+    )
 
 
 def create_port(pid: str) -> WriteFn:
@@ -130,8 +132,9 @@ def test_compactor_beside_writers_loses_nothing(tmp_path: Path) -> None:
     assert compacted == head - 20 and compactor.rows_dropped > 0
     expected = sorted(state.topology.ports)
     assert len(expected) == 4 * 50
-    assert sorted({r for r, *_ in state.store.changes_since(compacted, head)}) == list(range(compacted + 1,
-                                                                                            head + 1))
+    assert sorted({r for r, *_ in state.store.changes_since(compacted, head)}) == list(
+        range(compacted + 1, head + 1)
+    )
     state.close()
     reopened = State(path)
     assert sorted(reopened.topology.ports) == expected and reopened.revision == head
@@ -166,8 +169,11 @@ def test_watch_from_a_compacted_revision_is_out_of_range_and_says_re_list(server
         next(api.stub.Watch(pb.WatchRequest(start_revision=compacted - 1), metadata=api.admin))
     code, meta, reason, fields, message = error_info(err.value)
     assert code == grpc.StatusCode.OUT_OF_RANGE and reason == "REVISION_COMPACTED"
-    assert meta == {"compacted_revision": str(compacted), "start_revision": str(compacted - 1),
-                    "current_revision": str(head)}
+    assert meta == {
+        "compacted_revision": str(compacted),
+        "start_revision": str(compacted - 1),
+        "current_revision": str(head),
+    }
     assert fields == ["start_revision"] and "re-list" in message
 
     # the oldest kept revision still resumes without a gap; a re-list (0) gives the snapshot
@@ -183,9 +189,9 @@ def test_watch_from_a_compacted_revision_is_out_of_range_and_says_re_list(server
     stream.cancel()
 
 
-def test_watch_replaying_behind_a_compaction_ends_out_of_range_without_a_gap(server: InProcessServer,
-                                                                           monkeypatch: pytest.MonkeyPatch
-                                                                           ) -> None:
+def test_watch_replaying_behind_a_compaction_ends_out_of_range_without_a_gap(
+    server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stream replaying old changes that a compaction overtakes ends with REVISION_COMPACTED, never
     skips."""
     monkeypatch.setattr(northbound, "WATCH_BATCH_REVISIONS", 1)  # one revision per read: the race is wide
@@ -253,9 +259,11 @@ def test_controller_compacts_in_the_background_with_its_flags(tmp_path: Path) ->
         assert len(stub.ListNetworks(pb.ListNetworksRequest(), metadata=md).networks) == 8
         with pytest.raises(grpc.RpcError) as err:
             next(stub.Watch(pb.WatchRequest(start_revision=4), metadata=md))
-        assert error_info(err.value)[:3] == (grpc.StatusCode.OUT_OF_RANGE,
-                                             {"compacted_revision": "5", "start_revision": "4",
-                                              "current_revision": "8"}, "REVISION_COMPACTED")
+        assert error_info(err.value)[:3] == (
+            grpc.StatusCode.OUT_OF_RANGE,
+            {"compacted_revision": "5", "start_revision": "4", "current_revision": "8"},
+            "REVISION_COMPACTED",
+        )
         assert next(stub.Watch(pb.WatchRequest(start_revision=5), metadata=md)).network.name == "networks/n5"
         channel.close()
     finally:

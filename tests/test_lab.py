@@ -200,7 +200,9 @@ def test_two_labs_side_by_side(pair: Pair) -> None:
     with Lab() as other:
         ch = other.add_chassis("ch1")
         assert other.prefix != pair.lab.prefix
-        assert other.mgmt_net not in pair.lab.mgmt_net and pair.lab.mgmt_net not in other.mgmt_net  # no overlap
+        assert (
+            other.mgmt_net not in pair.lab.mgmt_net and pair.lab.mgmt_net not in other.mgmt_net
+        )  # no overlap
         assert ch.vswitchd_pid() and pair.ch1.vswitchd_pid()
         assert ch.datapath_id != pair.ch1.datapath_id
 

@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apps import ids
 from controller.api.auth import TokenFile
+from controller.api.server import ApiServer
 from controller.dataplane import ChassisPlane
 from controller.debug.metrics import Metrics
-from controller.api.server import ApiServer
 from controller.southbound.sync import SyncStats
 from flows import actions as A
 from flows import pipeline as P
@@ -38,28 +38,44 @@ DASHBOARD = ROOT / "dashboards" / "grafana-sdn.json"
 
 #: family (as the parser names it: counters without _total) -> type
 FAMILIES = {
-    "sdn_chassis_openflow_connected": "gauge", "sdn_chassis_ovsdb_ready": "gauge",
-    "sdn_flows_desired": "gauge", "sdn_flows_installed": "gauge",
-    "sdn_groups_desired": "gauge", "sdn_groups_installed": "gauge",
-    "sdn_flow_mods_sent": "counter", "sdn_group_mods_sent": "counter", "sdn_meter_mods_sent": "counter",
+    "sdn_chassis_openflow_connected": "gauge",
+    "sdn_chassis_ovsdb_ready": "gauge",
+    "sdn_flows_desired": "gauge",
+    "sdn_flows_installed": "gauge",
+    "sdn_groups_desired": "gauge",
+    "sdn_groups_installed": "gauge",
+    "sdn_flow_mods_sent": "counter",
+    "sdn_group_mods_sent": "counter",
+    "sdn_meter_mods_sent": "counter",
     "sdn_bundles_sent": "counter",
-    "sdn_bundles_failed": "counter", "sdn_resyncs": "counter", "sdn_openflow_errors": "counter",
-    "sdn_bundle_duration_seconds": "histogram", "sdn_bundle_messages": "histogram",
+    "sdn_bundles_failed": "counter",
+    "sdn_resyncs": "counter",
+    "sdn_openflow_errors": "counter",
+    "sdn_bundle_duration_seconds": "histogram",
+    "sdn_bundle_messages": "histogram",
     "sdn_packet_ins": "counter",
-    "sdn_api_requests": "counter", "sdn_api_request_duration_seconds": "histogram",
-    "sdn_api_streams_started": "counter", "sdn_api_streams_open": "gauge",
-    "sdn_store_revision": "gauge", "sdn_store_commit_duration_seconds": "histogram",
-    "sdn_store_size_bytes": "gauge", "sdn_store_compacted_revision": "gauge",
+    "sdn_api_requests": "counter",
+    "sdn_api_request_duration_seconds": "histogram",
+    "sdn_api_streams_started": "counter",
+    "sdn_api_streams_open": "gauge",
+    "sdn_store_revision": "gauge",
+    "sdn_store_commit_duration_seconds": "histogram",
+    "sdn_store_size_bytes": "gauge",
+    "sdn_store_compacted_revision": "gauge",
     "sdn_store_compacted_changes": "counter",
-    "sdn_chassis_realized_revision": "gauge", "sdn_chassis_realized_revision_lag": "gauge",
-    "sdn_drift_repairs": "counter", "sdn_southbound_rejected": "counter",
-    "sdn_flow_packets": "counter", "sdn_flow_bytes": "counter",
+    "sdn_chassis_realized_revision": "gauge",
+    "sdn_chassis_realized_revision_lag": "gauge",
+    "sdn_drift_repairs": "counter",
+    "sdn_southbound_rejected": "counter",
+    "sdn_flow_packets": "counter",
+    "sdn_flow_bytes": "counter",
 }
 
 
 def port_flow(port: str, ofport: int) -> Flow:
-    return Flow("classify", P.MATCH, {"in_port": ofport}, [A.Goto("port_sec_in")],
-                ids.cookie(ids.CLASSIFY, port))
+    return Flow(
+        "classify", P.MATCH, {"in_port": ofport}, [A.Goto("port_sec_in")], ids.cookie(ids.CLASSIFY, port)
+    )
 
 
 class FakeEngine:
@@ -86,14 +102,28 @@ def fake(tmp_path: Path) -> Iterator[SimpleNamespace]:
     group = Group(10, "all", [Bucket([A.Output(1)])])
     items = frozenset([port_flow("vm1", 1), port_flow("vm2", 2), group])
     eng = FakeEngine(items, {port_flow("vm1", 1): (5, 500), port_flow("vm2", 2): (1, 100)})
-    plane = ChassisPlane("hv1", 1, engine=eng, runtime=object(),  # type: ignore[arg-type]
-                         seq=1, history=[(0, 1)])
+    plane = ChassisPlane(
+        "hv1",
+        1,
+        engine=eng,
+        runtime=object(),  # type: ignore[arg-type]
+        seq=1,
+        history=[(0, 1)],
+    )
     plane.drift_repairs = 3  # type: ignore[attr-defined]
-    dataplane = SimpleNamespace(planes={"hv1": plane},
-                                compiler=SimpleNamespace(desired=lambda _c: items, units={
-                                    "hv1": {("port", "vm1"): frozenset(), ("port", "vm2"): frozenset()}}))
-    metrics = Metrics(state, dataplane, lambda: {(1, "action"): 4},
-                      southbound_rejected=lambda: {"tls_handshake": 2, "wrong_datapath_id": 0})
+    dataplane = SimpleNamespace(
+        planes={"hv1": plane},
+        compiler=SimpleNamespace(
+            desired=lambda _c: items,
+            units={"hv1": {("port", "vm1"): frozenset(), ("port", "vm2"): frozenset()}},
+        ),
+    )
+    metrics = Metrics(
+        state,
+        dataplane,
+        lambda: {(1, "action"): 4},
+        southbound_rejected=lambda: {"tls_handshake": 2, "wrong_datapath_id": 0},
+    )
     try:
         yield SimpleNamespace(metrics=metrics, state=state, engine=eng)
     finally:
@@ -168,13 +198,19 @@ def test_packet_ins_are_counted_by_named_reason() -> None:
 
     from controller.southbound.ofapp import OFApp
 
-    app = SimpleNamespace(packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None, _current=lambda dp: True)
+    app = SimpleNamespace(
+        packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None, _current=lambda dp: True
+    )
     for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):
         msg = SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)
         OFApp.on_packet_in(app, SimpleNamespace(msg=msg))
     assert app.packet_ins == {1: 5}
-    assert app.packet_ins_by_reason == {(1, "no_match"): 1, (1, "action"): 2, (1, "invalid_ttl"): 1,
-                                        (1, "9"): 1}
+    assert app.packet_ins_by_reason == {
+        (1, "no_match"): 1,
+        (1, "action"): 2,
+        (1, "invalid_ttl"): 1,
+        (1, "9"): 1,
+    }
 
 
 def test_store_commits_are_timed(fake: SimpleNamespace) -> None:
@@ -215,8 +251,11 @@ def api_with_metrics(tmp_path: Path) -> Iterator[SimpleNamespace]:
     srv.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
     try:
-        yield SimpleNamespace(metrics=metrics, stub=pb_grpc.TopologyServiceStub(channel),
-                              admin=(("authorization", f"Bearer {tokens.admin_token()}"),))
+        yield SimpleNamespace(
+            metrics=metrics,
+            stub=pb_grpc.TopologyServiceStub(channel),
+            admin=(("authorization", f"Bearer {tokens.admin_token()}"),),
+        )
     finally:
         channel.close()
         srv.stop(0)
@@ -238,13 +277,18 @@ def test_api_counters_move_with_calls(api_with_metrics: SimpleNamespace) -> None
         env.stub.GetNetwork(pb.GetNetworkRequest(name="networks/nope"), metadata=env.admin)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError):
-        env.stub.GetNetwork(pb.GetNetworkRequest(name="networks/n1"),
-                            metadata=(("authorization", "Bearer wrong"),))
+        env.stub.GetNetwork(
+            pb.GetNetworkRequest(name="networks/n1"), metadata=(("authorization", "Bearer wrong"),)
+        )
     assert requests("CreateNetwork", "OK") == 2
     assert requests("GetNetwork", "NOT_FOUND") == 1
     assert requests("GetNetwork", "UNAUTHENTICATED") == 1
-    assert reg.get_sample_value("sdn_api_request_duration_seconds_count",
-                                {"service": svc, "method": "CreateNetwork"}) == 2
+    assert (
+        reg.get_sample_value(
+            "sdn_api_request_duration_seconds_count", {"service": svc, "method": "CreateNetwork"}
+        )
+        == 2
+    )
 
     # a Watch stream: counted when it starts, open while it runs, counted again (CANCELLED) when it ends
     stream = env.stub.Watch(pb.WatchRequest(), metadata=env.admin)
@@ -269,8 +313,11 @@ def test_api_counters_move_with_calls(api_with_metrics: SimpleNamespace) -> None
 
 def exported_names(fams: dict[str, Any]) -> set[str]:
     """Every series name the families can produce."""
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-                "gauge": ("",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "gauge": ("",),
+    }
     out = set()
     for name, fam in fams.items():
         out.update(name + s for s in suffixes.get(fam.type, ("",)))
@@ -307,9 +354,14 @@ def scrape(port: int) -> dict[str, Any]:
 
 
 def owner_packets(fams: dict[str, Any], chassis: str, owner: str, app: str) -> float:
-    return sum(s.value for s in fams["sdn_flow_packets"].samples
-               if s.name == "sdn_flow_packets_total" and s.labels["chassis"] == chassis
-               and s.labels["owner"] == owner and s.labels["app"] == app)
+    return sum(
+        s.value
+        for s in fams["sdn_flow_packets"].samples
+        if s.name == "sdn_flow_packets_total"
+        and s.labels["chassis"] == chassis
+        and s.labels["owner"] == owner
+        and s.labels["app"] == app
+    )
 
 
 @pytest.mark.lab
@@ -327,9 +379,18 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while True:  # installed catches up with desired once the last bundle is confirmed
             fams = scrape(port)
-            pairs = {c: tuple(sample(fams, name, chassis=c) for name in (
-                "sdn_flows_desired", "sdn_flows_installed", "sdn_groups_desired", "sdn_groups_installed"))
-                for c in ("hv1", "hv2")}
+            pairs = {
+                c: tuple(
+                    sample(fams, name, chassis=c)
+                    for name in (
+                        "sdn_flows_desired",
+                        "sdn_flows_installed",
+                        "sdn_groups_desired",
+                        "sdn_groups_installed",
+                    )
+                )
+                for c in ("hv1", "hv2")
+            }
             if all(p[0] == p[1] and p[2] == p[3] for p in pairs.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -352,8 +413,10 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         after = before
         while time.monotonic() < deadline:
             fams = scrape(port)
-            after = (owner_packets(fams, "hv1", "m-a", "classify"),
-                     owner_packets(fams, "hv2", "m-b", "classify"))
+            after = (
+                owner_packets(fams, "hv1", "m-a", "classify"),
+                owner_packets(fams, "hv2", "m-b", "classify"),
+            )
             if after[0] >= before[0] + 5 and after[1] >= before[1] + 5:
                 break
             time.sleep(0.5)

@@ -19,18 +19,26 @@ def stats_entry(flow: Flow, match_order: list[int] | None = None, instructions: 
     tlvs, off = [], 44
     while off < 40 + mlen:
         n = 4 + body[off + 3]
-        tlvs.append(body[off:off + n])
+        tlvs.append(body[off : off + n])
         off += n
     if match_order is not None:
         tlvs = [tlvs[i] for i in match_order]
-    match = body[40:44] + b"".join(tlvs) + body[40 + mlen:40 + ((mlen + 7) & ~7)]
-    insts = body[40 + ((mlen + 7) & ~7):] if instructions is None else instructions
+    match = body[40:44] + b"".join(tlvs) + body[40 + mlen : 40 + ((mlen + 7) & ~7)]
+    insts = body[40 + ((mlen + 7) & ~7) :] if instructions is None else instructions
     tail = match + insts
-    return ofwire.FLOW_STATS.pack(48 + len(tail), flow.table, 1, 2, flow.priority, 0, 0, 0, flow.cookie, 5, 500) + tail
+    return (
+        ofwire.FLOW_STATS.pack(48 + len(tail), flow.table, 1, 2, flow.priority, 0, 0, 0, flow.cookie, 5, 500)
+        + tail
+    )
 
 
-FLOW = Flow("port_sec_in", P.MATCH, {"reg6": 3, "eth_src": "02:00:00:00:00:01", "eth_type": 0x0806,
-                                     "arp_spa": "10.0.0.1"}, [A.Goto("acl_egress")], 0xC501000000010000)
+FLOW = Flow(
+    "port_sec_in",
+    P.MATCH,
+    {"reg6": 3, "eth_src": "02:00:00:00:00:01", "eth_type": 0x0806, "arp_spa": "10.0.0.1"},
+    [A.Goto("acl_egress")],
+    0xC501000000010000,
+)
 
 
 def test_key_ignores_match_field_order() -> None:
@@ -51,7 +59,7 @@ def test_moves_reported_with_nxm_headers_compare_equal() -> None:
         oxm_hdr = struct.pack("!I", encode._oxm_header(name, False)[0])
         nxm_hdr = struct.pack("!I", encode._oxm_header(f"{name}_nxm", False)[0])
         i = bytes(nxm).index(oxm_hdr)
-        nxm[i:i + 4] = nxm_hdr
+        nxm[i : i + 4] = nxm_hdr
     assert bytes(nxm) != ours
     assert ofwire.oxm_moves(bytes(nxm)) == ours
     assert ofwire.oxm_moves(ours) is None  # nothing to respell

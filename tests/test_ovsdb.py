@@ -116,8 +116,15 @@ def bridge_ports(ch: Chassis, bridge: str) -> set[str]:
 def controller_rows(ch: Chassis) -> list[tuple[str, str, str, str]]:
     """(uuid, target, max_backoff, connection_mode) of br-int's controllers (the chassis's only ones), read in
     one command: row by row, the agent could delete a row between the listing and the reading."""
-    out = ch.vsctl("--format=csv", "--data=bare", "--no-headings", f"--columns=_uuid,{','.join(CONTROLLER_COLUMNS)}",
-                   "list", "Controller", wait=False)
+    out = ch.vsctl(
+        "--format=csv",
+        "--data=bare",
+        "--no-headings",
+        f"--columns=_uuid,{','.join(CONTROLLER_COLUMNS)}",
+        "list",
+        "Controller",
+        wait=False,
+    )
     return [(u, t, b, m) for u, t, b, m in (line.split(",") for line in out.splitlines() if line)]
 
 
@@ -213,6 +220,7 @@ def test_bridge_mapping_patch_pair(lab: Lab, chassis: Chassis, agents: Agents) -
     assert vsctl_get(ch, "Interface", int_side, "type") == "patch"
     assert vsctl_get(ch, "Interface", int_side, "options:peer") == prov_side
     assert vsctl_get(ch, "Interface", prov_side, "options:peer") == int_side
+
     # vswitchd assigns the patch port's ofport a moment after the transaction: wait for the agent to report it
     def patched(p: ChassisPorts) -> bool:
         got = vsctl_get(ch, "Interface", int_side, "ofport")

@@ -12,16 +12,34 @@ GENERATED = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
 def test_committed_stubs_match_the_generator(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "proto", tmp_path / "proto", ignore=shutil.ignore_patterns("*_pb2*", "__pycache__"))
+    shutil.copytree(
+        ROOT / "proto", tmp_path / "proto", ignore=shutil.ignore_patterns("*_pb2*", "__pycache__")
+    )
     protos = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "proto").rglob("*.proto"))
     assert protos, "no .proto files found"
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.",
-                    "--grpc_python_out=.", *protos], cwd=tmp_path, check=True)
-    fresh = sorted(p.relative_to(tmp_path) for p in (tmp_path / "proto").rglob("*") if p.name.endswith(GENERATED))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I.",
+            "--python_out=.",
+            "--pyi_out=.",
+            "--grpc_python_out=.",
+            *protos,
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
+    fresh = sorted(
+        p.relative_to(tmp_path) for p in (tmp_path / "proto").rglob("*") if p.name.endswith(GENERATED)
+    )
     committed = sorted(p.relative_to(ROOT) for p in (ROOT / "proto").rglob("*") if p.name.endswith(GENERATED))
     assert fresh == committed, "stub files differ from the generator's: run scripts/gen-proto.sh"
     for rel in fresh:
-        assert (tmp_path / rel).read_text() == (ROOT / rel).read_text(), f"{rel} is stale: run scripts/gen-proto.sh"
+        assert (tmp_path / rel).read_text() == (ROOT / rel).read_text(), (
+            f"{rel} is stale: run scripts/gen-proto.sh"
+        )
 
 
 def test_generator_script_uses_the_same_command() -> None:

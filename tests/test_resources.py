@@ -54,8 +54,12 @@ class Ctx:
 
 
 def _create(c: Call, m: pb.Network) -> list[Change]:
-    net = Network(id=c.new_id(), tenant=c.tenant_for(m.tenant, "network.tenant"), display_name=m.display_name,
-                  external=m.external)
+    net = Network(
+        id=c.new_id(),
+        tenant=c.tenant_for(m.tenant, "network.tenant"),
+        display_name=m.display_name,
+        external=m.external,
+    )
     return ops.create_network(c.topo, net, c.rev, c.now)
 
 
@@ -65,10 +69,17 @@ def _update(c: Call, old: Network, fields: dict[str, Any]) -> list[Change]:
     return [] if new.display_name == old.display_name else [("network", old.id, old, new)]
 
 
-TOY = Resource(kind="network", plural="Networks", to_pb=convert.network_to_pb, create=_create, update=_update,
-               delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
-               mutable=frozenset({"display_name"}), immutable=frozenset({"name", "tenant"}),
-               output_only=frozenset({"revision", "tunnel_key", "create_time", "update_time"}))
+TOY = Resource(
+    kind="network",
+    plural="Networks",
+    to_pb=convert.network_to_pb,
+    create=_create,
+    update=_update,
+    delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
+    mutable=frozenset({"display_name"}),
+    immutable=frozenset({"name", "tenant"}),
+    output_only=frozenset({"revision", "tunnel_key", "create_time", "update_time"}),
+)
 
 
 @pytest.fixture
@@ -138,12 +149,13 @@ def test_model_field_paths_are_named_from_the_request(tables: Tables) -> None:
 def test_validate_only_changes_nothing_and_plans(tables: Tables) -> None:
     before = tables.state.revision
     ctx = Ctx()
-    req = pb.CreateNetworkRequest(network=pb.Network(display_name="dry"), network_id="dry",
-                                  validate_only=True)
+    req = pb.CreateNetworkRequest(
+        network=pb.Network(display_name="dry"), network_id="dry", validate_only=True
+    )
     made = run(ALICE, lambda r, c: tables.create(TOY, r, c), req, ctx)
     assert made.name == "networks/dry" and made.revision == before + 1
     assert tables.state.revision == before and "dry" not in tables.state.topology.networks
-    (key, value), = ctx.trailing
+    ((key, value),) = ctx.trailing
     assert key == "sdn-plan-bin" and pb.Plan.FromString(value).revision == before + 1
     assert ctx.initial == (("x-request-id", "req-1"),)  # the request id is echoed
 
@@ -164,8 +176,9 @@ def test_list_pages_by_id_and_binds_the_token_to_the_query(tables: Tables) -> No
     assert names == [f"networks/n{i}" for i in range(5)]  # bob's is not alice's to see
     first = listed(tables, ADMIN, page_size=2)
     assert [n.name for n in first.networks] == ["networks/b0", "networks/n0"]
-    code, details = refusal(lambda: listed(tables, ADMIN, page_size=2, tenant="alice",
-                                           page_token=first.next_page_token))
+    code, details = refusal(
+        lambda: listed(tables, ADMIN, page_size=2, tenant="alice", page_token=first.next_page_token)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "different query" in details
     code, _ = refusal(lambda: listed(tables, ADMIN, page_token="garbage"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -177,8 +190,9 @@ def test_list_pages_by_id_and_binds_the_token_to_the_query(tables: Tables) -> No
 def test_tenant_scope(tables: Tables) -> None:
     create(tables, ALICE, "mine")
     create(tables, ADMIN, "ext", external=True)
-    code, _ = refusal(lambda: run(BOB, lambda r, c: tables.get(TOY, r, c),
-                                  pb.GetNetworkRequest(name="networks/mine")))
+    code, _ = refusal(
+        lambda: run(BOB, lambda r, c: tables.get(TOY, r, c), pb.GetNetworkRequest(name="networks/mine"))
+    )
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = refusal(lambda: listed(tables, BOB, tenant="alice"))
     assert code == grpc.StatusCode.PERMISSION_DENIED
@@ -188,8 +202,9 @@ def test_tenant_scope(tables: Tables) -> None:
     assert [n.name for n in listed(tables, BOB).networks] == ["networks/ext"]
     code, details = refusal(lambda: update(tables, BOB, pb.Network(name="networks/ext", display_name="x")))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "belongs to the operator" in details
-    code, _ = refusal(lambda: run(BOB, lambda r, c: tables.delete(TOY, r, c),
-                                  pb.DeleteNetworkRequest(name="networks/ext")))
+    code, _ = refusal(
+        lambda: run(BOB, lambda r, c: tables.delete(TOY, r, c), pb.DeleteNetworkRequest(name="networks/ext"))
+    )
     assert code == grpc.StatusCode.PERMISSION_DENIED
     run(ALICE, lambda r, c: tables.delete(TOY, r, c), pb.DeleteNetworkRequest(name="networks/mine"))
     assert "mine" not in tables.state.topology.networks
@@ -197,8 +212,9 @@ def test_tenant_scope(tables: Tables) -> None:
 
 def test_admin_scope(tables: Tables) -> None:
     admin_only = dataclasses.replace(TOY, scope=Scope.ADMIN)
-    code, details = refusal(lambda: run(ALICE, lambda r, c: tables.list(admin_only, r, c),
-                                        pb.ListNetworksRequest()))
+    code, details = refusal(
+        lambda: run(ALICE, lambda r, c: tables.list(admin_only, r, c), pb.ListNetworksRequest())
+    )
     assert code == grpc.StatusCode.PERMISSION_DENIED and details == "network is admin only"
     assert run(ADMIN, lambda r, c: tables.list(admin_only, r, c), pb.ListNetworksRequest()).networks == []
 
@@ -208,9 +224,11 @@ def test_field_mask(tables: Tables) -> None:
     net = pb.Network(name="networks/n", display_name="b", tenant="alice")
     # an empty mask: the populated fields; an immutable one left as it is is no change
     assert update(tables, ALICE, net).display_name == "b"
-    for paths, answer in ((["display_name", "mtu"], "update_mask: unknown field 'mtu'"),
-                          (["tenant"], "update_mask: 'tenant' is immutable"),
-                          (["revision", "display_name"], "update_mask: 'revision' is output only")):
+    for paths, answer in (
+        (["display_name", "mtu"], "update_mask: unknown field 'mtu'"),
+        (["tenant"], "update_mask: 'tenant' is immutable"),
+        (["revision", "display_name"], "update_mask: 'revision' is output only"),
+    ):
         net = pb.Network(name="networks/n", display_name="c")
         code, details = refusal(lambda net=net, paths=paths: update(tables, ALICE, net, paths))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details == answer
@@ -226,12 +244,18 @@ def test_field_mask(tables: Tables) -> None:
     code, details = refusal(lambda: update(tables, ALICE, pb.Network(name="networks/n", tenant="bob")))
     assert details == "update_mask: 'tenant' is immutable"
     assert update(tables, ALICE, pb.Network(name="networks/n", display_name="d"), ["*"]).display_name == "d"
-    code, details = refusal(lambda: update(tables, ALICE, pb.Network(name="networks/n", display_name="d"),
-                                           ["display_name"]))
+    code, details = refusal(
+        lambda: update(tables, ALICE, pb.Network(name="networks/n", display_name="d"), ["display_name"])
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "nothing to update" in details
     current = convert.network_to_pb(tables.state.topology.networks["n"])
-    assert mask(pb.Network(name="networks/n", tenant="alice", revision=9, display_name="e"),
-                field_mask_pb2.FieldMask(), current, TOY.output_only, TOY.mutable) == ["display_name"]
+    assert mask(
+        pb.Network(name="networks/n", tenant="alice", revision=9, display_name="e"),
+        field_mask_pb2.FieldMask(),
+        current,
+        TOY.output_only,
+        TOY.mutable,
+    ) == ["display_name"]
 
 
 def test_principal_is_the_callers_only_during_the_call() -> None:
@@ -249,8 +273,15 @@ def test_serve_installs_the_standard_methods() -> None:
 
     no_update = dataclasses.replace(TOY, kind="floating_ip", plural="FloatingIps", update=None)
     serve(Service, [TOY, no_update])
-    assert {"CreateNetwork", "GetNetwork", "ListNetworks", "UpdateNetwork", "DeleteNetwork",
-            "CreateFloatingIp", "ListFloatingIps"} <= set(vars(Service))
+    assert {
+        "CreateNetwork",
+        "GetNetwork",
+        "ListNetworks",
+        "UpdateNetwork",
+        "DeleteNetwork",
+        "CreateFloatingIp",
+        "ListFloatingIps",
+    } <= set(vars(Service))
     assert "UpdateFloatingIp" not in vars(Service) and no_update.list_field == "floating_ips"
 
 
@@ -261,8 +292,14 @@ def _toy_subnet(c: Call, m: pb.Subnet) -> list[Change]:
 
 
 def test_a_parent_filters_lists(tables: Tables) -> None:
-    optional = Resource(kind="subnet", plural="Subnets", to_pb=convert.subnet_to_pb, create=_toy_subnet,
-                        delete=lambda c, old, force: [], parent=Parent("network", "network", "network_id"))
+    optional = Resource(
+        kind="subnet",
+        plural="Subnets",
+        to_pb=convert.subnet_to_pb,
+        create=_toy_subnet,
+        delete=lambda c, old, force: [],
+        parent=Parent("network", "network", "network_id"),
+    )
     required = dataclasses.replace(optional, parent=Parent("network", "network", "network_id", required=True))
     for net in ("a", "b"):
         create(tables, ALICE, net)
@@ -284,11 +321,18 @@ def test_a_parent_filters_lists(tables: Tables) -> None:
     assert code == grpc.StatusCode.NOT_FOUND and "'hidden'" in details
     code, details = refusal(lambda: names(required, ""))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("network: required")
-    first = run(ALICE, lambda r, c: tables.list(optional, r, c), pb.ListSubnetsRequest(network="networks/a",
-                                                                                       page_size=1))
-    code, details = refusal(lambda: run(ALICE, lambda r, c: tables.list(optional, r, c),
-                                        pb.ListSubnetsRequest(network="networks/b", page_size=1,
-                                                              page_token=first.next_page_token)))
+    first = run(
+        ALICE,
+        lambda r, c: tables.list(optional, r, c),
+        pb.ListSubnetsRequest(network="networks/a", page_size=1),
+    )
+    code, details = refusal(
+        lambda: run(
+            ALICE,
+            lambda r, c: tables.list(optional, r, c),
+            pb.ListSubnetsRequest(network="networks/b", page_size=1, page_token=first.next_page_token),
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "different query" in details
 
 
@@ -323,14 +367,16 @@ def test_the_auth_interceptor_sets_the_caller_for_the_services_it_guards() -> No
         yield principal()
 
     auth = AuthInterceptor(Tokens(), frozenset({"sdn.v1.TopologyService"}))  # type: ignore[arg-type]
-    guarded = auth.intercept_service(lambda d: grpc.unary_unary_rpc_method_handler(unary),
-                                     Details("/sdn.v1.TopologyService/GetServerInfo"))
+    guarded = auth.intercept_service(
+        lambda d: grpc.unary_unary_rpc_method_handler(unary), Details("/sdn.v1.TopologyService/GetServerInfo")
+    )
     assert guarded.unary_unary(None, TokenCtx("a")) == "ok"
     assert seen == [(ALICE, "GetServerInfo req-1")] and CALLER.get() is None and REQUEST.get() == ""
     code, details = refusal(lambda: guarded.unary_unary(None, TokenCtx("b")))
     assert code == grpc.StatusCode.UNAUTHENTICATED and details == "unknown or revoked token"
-    watch = auth.intercept_service(lambda d: grpc.unary_stream_rpc_method_handler(stream),
-                                   Details("/sdn.v1.TopologyService/Watch"))
+    watch = auth.intercept_service(
+        lambda d: grpc.unary_stream_rpc_method_handler(stream), Details("/sdn.v1.TopologyService/Watch")
+    )
     assert list(watch.unary_stream(None, TokenCtx("a"))) == [ALICE, ALICE] and CALLER.get() is None
     code, _ = refusal(lambda: list(watch.unary_stream(None, TokenCtx("b"))))
     assert code == grpc.StatusCode.UNAUTHENTICATED

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.southbound.ofapp import OFApp, ensure_started
 from controller.pki import Pki
+from controller.southbound.ofapp import OFApp, ensure_started
 from controller.southbound.sync import SwitchSync
 from flows import actions as A
 from flows import pipeline as P
@@ -33,8 +33,9 @@ def port_cookie(i: int) -> Cookie:
     return Cookie.for_owner(APP_PORT, f"port-{i}")
 
 
-def pipeline_flows(n_ports: int, ports_per_net: int = 20, base_port: int = 100,
-                   generation: int = 0) -> list[Flow | Group]:
+def pipeline_flows(
+    n_ports: int, ports_per_net: int = 20, base_port: int = 100, generation: int = 0
+) -> list[Flow | Group]:
     """Flows (and groups) shaped like the real pipeline's for `n_ports` logical ports: ~11 flows a port
     through every stage (classify, port security, conntrack ACLs, ARP responder, l2 lookup, dispatch to
     a local port or a tunnel, output), plus per-network flood groups and a load-balancer select group."""
@@ -53,61 +54,177 @@ def pipeline_flows(n_ports: int, ports_per_net: int = 20, base_port: int = 100,
         md = {"metadata": net}
         if local:
             out += [
-                Flow("classify", P.MATCH, {"in_port": ofport},
-                     [A.WriteMetadata(net), A.load("reg6", key), A.load("reg5", key & 0xFFFF),
-                      A.Goto("port_sec_in")], ck),
-                Flow("port_sec_in", P.MATCH, {"reg6": key, "eth_src": mac, "eth_type": 0x0800,
-                                              "ipv4_src": ip}, [A.Goto("acl_egress")], ck),
-                Flow("port_sec_in", P.MATCH, {"reg6": key, "eth_src": mac, "eth_type": 0x0806,
-                                              "arp_spa": ip, "arp_sha": mac}, [A.Goto("acl_egress")], ck),
-                Flow("acl_egress", P.MATCH(10), {"reg6": key, "eth_type": 0x0800, "ip_proto": 6,
-                                                 "tcp_dst": 22, "ct_state": (0x21, 0x21)},
-                     [A.CT(commit=True, zone="reg5"), A.Goto("arp_nd")], ack),
-                Flow("acl_ingress", P.MATCH(10), {"reg7": key, "eth_type": 0x0800, "ip_proto": 6,
-                                                  "tcp_dst": 80 + i % 7, "ct_state": (0x21, 0x21)},
-                     [A.CT(commit=True, zone="reg5"), A.Goto("output")], ack),
+                Flow(
+                    "classify",
+                    P.MATCH,
+                    {"in_port": ofport},
+                    [
+                        A.WriteMetadata(net),
+                        A.load("reg6", key),
+                        A.load("reg5", key & 0xFFFF),
+                        A.Goto("port_sec_in"),
+                    ],
+                    ck,
+                ),
+                Flow(
+                    "port_sec_in",
+                    P.MATCH,
+                    {"reg6": key, "eth_src": mac, "eth_type": 0x0800, "ipv4_src": ip},
+                    [A.Goto("acl_egress")],
+                    ck,
+                ),
+                Flow(
+                    "port_sec_in",
+                    P.MATCH,
+                    {"reg6": key, "eth_src": mac, "eth_type": 0x0806, "arp_spa": ip, "arp_sha": mac},
+                    [A.Goto("acl_egress")],
+                    ck,
+                ),
+                Flow(
+                    "acl_egress",
+                    P.MATCH(10),
+                    {"reg6": key, "eth_type": 0x0800, "ip_proto": 6, "tcp_dst": 22, "ct_state": (0x21, 0x21)},
+                    [A.CT(commit=True, zone="reg5"), A.Goto("arp_nd")],
+                    ack,
+                ),
+                Flow(
+                    "acl_ingress",
+                    P.MATCH(10),
+                    {
+                        "reg7": key,
+                        "eth_type": 0x0800,
+                        "ip_proto": 6,
+                        "tcp_dst": 80 + i % 7,
+                        "ct_state": (0x21, 0x21),
+                    },
+                    [A.CT(commit=True, zone="reg5"), A.Goto("output")],
+                    ack,
+                ),
                 Flow("egress_dispatch", P.MATCH, {"reg7": key}, [A.Goto("acl_ingress")], ck),
                 Flow("output", P.MATCH, {"reg7": key}, [A.Output(ofport)], ck),
             ]
         else:
-            out.append(Flow("egress_dispatch", P.MATCH, {"reg7": key},
-                            [A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", VTEPS[i % len(VTEPS)]),
-                             A.Output(TUN_PORT)], ck))
+            out.append(
+                Flow(
+                    "egress_dispatch",
+                    P.MATCH,
+                    {"reg7": key},
+                    [
+                        A.SetField("tunnel_id", net),
+                        A.SetField("tun_ipv4_dst", VTEPS[i % len(VTEPS)]),
+                        A.Output(TUN_PORT),
+                    ],
+                    ck,
+                )
+            )
         out += [
-            Flow("arp_nd", P.MATCH, {**md, "eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip},
-                 [A.Move("eth_src", "eth_dst", 48), A.SetField("eth_src", mac), A.SetField("arp_op", 2),
-                  A.Move("arp_sha", "arp_tha", 48), A.SetField("arp_sha", mac), A.Move("arp_spa", "arp_tpa", 32),
-                  A.SetField("arp_spa", ip), A.load("reg10", 1, P.ALLOW_LOOPBACK.bit, P.ALLOW_LOOPBACK.bit),
-                  A.Output(A.IN_PORT)], ck),
-            Flow("l2_lookup", P.MATCH, {**md, "eth_dst": mac}, [A.load("reg7", key), A.Goto("egress_dispatch")], ck),
-            Flow("dhcp", P.MATCH, {**md, "reg6": key, "eth_type": 0x0800, "ip_proto": 17, "udp_dst": 67},
-                 [A.Controller(max_len=0xFFFF)], ck),
+            Flow(
+                "arp_nd",
+                P.MATCH,
+                {**md, "eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip},
+                [
+                    A.Move("eth_src", "eth_dst", 48),
+                    A.SetField("eth_src", mac),
+                    A.SetField("arp_op", 2),
+                    A.Move("arp_sha", "arp_tha", 48),
+                    A.SetField("arp_sha", mac),
+                    A.Move("arp_spa", "arp_tpa", 32),
+                    A.SetField("arp_spa", ip),
+                    A.load("reg10", 1, P.ALLOW_LOOPBACK.bit, P.ALLOW_LOOPBACK.bit),
+                    A.Output(A.IN_PORT),
+                ],
+                ck,
+            ),
+            Flow(
+                "l2_lookup",
+                P.MATCH,
+                {**md, "eth_dst": mac},
+                [A.load("reg7", key), A.Goto("egress_dispatch")],
+                ck,
+            ),
+            Flow(
+                "dhcp",
+                P.MATCH,
+                {**md, "reg6": key, "eth_type": 0x0800, "ip_proto": 17, "udp_dst": 67},
+                [A.Controller(max_len=0xFFFF)],
+                ck,
+            ),
         ]
     for net, ports in nets.items():
         nck = Cookie.for_owner(APP_NET, f"net-{net}", generation)
         buckets = [Bucket((A.Output(p),)) for p in ports if p > 0]
-        buckets.append(Bucket((A.SetField("tunnel_id", net), A.SetField("tun_ipv4_dst", VTEPS[net % len(VTEPS)]),
-                               A.Output(TUN_PORT))))
+        buckets.append(
+            Bucket(
+                (
+                    A.SetField("tunnel_id", net),
+                    A.SetField("tun_ipv4_dst", VTEPS[net % len(VTEPS)]),
+                    A.Output(TUN_PORT),
+                )
+            )
+        )
         out += [
             Group(net, "all", tuple(buckets)),
-            Flow("classify", P.MATCH, {"in_port": TUN_PORT, "tunnel_id": net},
-                 [A.WriteMetadata(net), A.load("reg10", 1, P.FROM_TUNNEL.bit, P.FROM_TUNNEL.bit),
-                  A.Goto("l2_lookup")], nck),
-            Flow("l2_lookup", P.LOW, {"metadata": net, "eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")},
-                 [A.GroupAction(net)], nck),
-            Flow("acl_egress", P.MATCH(1), {"metadata": net, "eth_type": 0x0800, "ct_state": (0, 0x20)},
-                 [A.CT(zone="reg5", table="acl_egress")], nck),
-            Flow("acl_egress", P.MATCH(2), {"metadata": net, "eth_type": 0x0800, "ct_state": (0x22, 0x22)},
-                 [A.Goto("arp_nd")], nck),
+            Flow(
+                "classify",
+                P.MATCH,
+                {"in_port": TUN_PORT, "tunnel_id": net},
+                [
+                    A.WriteMetadata(net),
+                    A.load("reg10", 1, P.FROM_TUNNEL.bit, P.FROM_TUNNEL.bit),
+                    A.Goto("l2_lookup"),
+                ],
+                nck,
+            ),
+            Flow(
+                "l2_lookup",
+                P.LOW,
+                {"metadata": net, "eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")},
+                [A.GroupAction(net)],
+                nck,
+            ),
+            Flow(
+                "acl_egress",
+                P.MATCH(1),
+                {"metadata": net, "eth_type": 0x0800, "ct_state": (0, 0x20)},
+                [A.CT(zone="reg5", table="acl_egress")],
+                nck,
+            ),
+            Flow(
+                "acl_egress",
+                P.MATCH(2),
+                {"metadata": net, "eth_type": 0x0800, "ct_state": (0x22, 0x22)},
+                [A.Goto("arp_nd")],
+                nck,
+            ),
         ]
     lb = Cookie.for_owner(APP_LB, "lb-1", generation)
     vip_group = 0x10000
     out += [
-        Group(vip_group, "select", tuple(
-            Bucket((A.CT(commit=True, zone=7, table="l2_lookup",
-                         nat=A.NAT("dst", f"10.0.1.{m}", port_min=8080)),), weight=1) for m in range(2, 5))),
-        Flow("lb", P.MATCH, {"metadata": 1, "eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.1.100",
-                             "tcp_dst": 80}, [A.GroupAction(vip_group)], lb),
+        Group(
+            vip_group,
+            "select",
+            tuple(
+                Bucket(
+                    (
+                        A.CT(
+                            commit=True,
+                            zone=7,
+                            table="l2_lookup",
+                            nat=A.NAT("dst", f"10.0.1.{m}", port_min=8080),
+                        ),
+                    ),
+                    weight=1,
+                )
+                for m in range(2, 5)
+            ),
+        ),
+        Flow(
+            "lb",
+            P.MATCH,
+            {"metadata": 1, "eth_type": 0x0800, "ip_proto": 6, "ipv4_dst": "10.0.1.100", "tcp_dst": 80},
+            [A.GroupAction(vip_group)],
+            lb,
+        ),
     ]
     defaults = Cookie.for_owner(APP_NET, "pipeline", generation)
     for st in P.STAGES:
@@ -281,8 +398,12 @@ def test_connect_sweeps_unknown_and_stale_and_adopts_desired(ofapp: OFApp, sw: S
     sw.ch.ofctl("add-flow", "br-int", "table=5,priority=1,actions=drop")
     stale = flows[0]
     sw.ch.ofctl("del-flows", "br-int", "--strict", "table=0,priority=1000,in_port=100")
-    sw.ch.ofctl("add-flow", "br-int", f"cookie={stale.cookie:#x},table=0,priority=1000,in_port=100,"
-                                      "actions=write_metadata:0x1,goto_table:10")
+    sw.ch.ofctl(
+        "add-flow",
+        "br-int",
+        f"cookie={stale.cookie:#x},table=0,priority=1000,in_port=100,"
+        "actions=write_metadata:0x1,goto_table:10",
+    )
     # groups behind our back: one we want but with content no Group describes (note action), one foreign
     # and undecodable, one foreign and decodable
     sw.ch.ofctl("mod-group", "br-int", "group_id=1,type=all,bucket=actions=note:01,output:100")
@@ -306,19 +427,28 @@ def test_connect_sweeps_unknown_and_stale_and_adopts_desired(ofapp: OFApp, sw: S
     assert not any("in_port=100 " in ln for ln in after)
     assert len(after) == len(flows) - 1
     # the adopted flows were not re-sent: their duration kept counting (no re-add)
-    kept = [ln for ln in before if "in_port=77" not in ln and "table=5," not in ln and "in_port=100 " not in ln]
+    kept = [
+        ln for ln in before if "in_port=77" not in ln and "table=5," not in ln and "in_port=100 " not in ln
+    ]
     assert {strip_counters(ln) for ln in kept} == {strip_counters(ln) for ln in after}
     assert eng.verify().clean
 
 
 def strip_counters(line: str) -> str:
-    return ",".join(p for p in line.split(",") if not p.strip().startswith(("duration=", "n_packets=", "n_bytes=",
-                                                                             "idle_age=")))
+    return ",".join(
+        p
+        for p in line.split(",")
+        if not p.strip().startswith(("duration=", "n_packets=", "n_bytes=", "idle_age="))
+    )
 
 
 def test_controller_restart_is_hitless(ofapp: OFApp, sw: Switch) -> None:
     clean_switch(sw)
-    vm = sw.ch.add_vm("h1", "02:00:00:00:aa:01", "10.99.0.1/24", "p-h1") if "h1" not in sw.ch.vms else sw.ch.vms["h1"]
+    vm = (
+        sw.ch.add_vm("h1", "02:00:00:00:aa:01", "10.99.0.1/24", "p-h1")
+        if "h1" not in sw.ch.vms
+        else sw.ch.vms["h1"]
+    )
     items = pipeline_flows(8)
     # a flow that counts the VM's packets
     counter = Flow("classify", P.HIGH, {"in_port": vm.ofport}, [], Cookie.for_owner(APP_PORT, "vm-h1"))
@@ -413,8 +543,11 @@ def test_vswitchd_restart_reinstalls_everything(ofapp: OFApp, sw: Switch) -> Non
     n = len(sw.flow_lines())
     sw.ch.restart_vswitchd()
     t0 = time.monotonic()
-    wait_for(lambda: eng.stats.resyncs >= 2 and eng.realized_revision == 1 and len(sw.flow_lines()) == n, 10,
-             "flows back after vswitchd restart")
+    wait_for(
+        lambda: eng.stats.resyncs >= 2 and eng.realized_revision == 1 and len(sw.flow_lines()) == n,
+        10,
+        "flows back after vswitchd restart",
+    )
     elapsed = time.monotonic() - t0
     assert elapsed < 10
     assert eng.stats.last_resync_flow_mods == n
@@ -422,7 +555,8 @@ def test_vswitchd_restart_reinstalls_everything(ofapp: OFApp, sw: Switch) -> Non
 
 
 def test_bad_flow_is_an_error_and_the_next_good_revision_is_realized(
-        ofapp: OFApp, sw: Switch, caplog: pytest.LogCaptureFixture) -> None:
+    ofapp: OFApp, sw: Switch, caplog: pytest.LogCaptureFixture
+) -> None:
     clean_switch(sw)
     items = pipeline_flows(4)
     eng = install(ofapp, sw, items, revision=20)
@@ -473,7 +607,9 @@ def test_realized_revision_waits_while_disconnected(ofapp: OFApp, sw: Switch) ->
     assert eng.stats.last_resync_flow_mods == 1  # only the missing flow: the rest was adopted
 
 
-def test_verify_reports_drift_without_changing_anything_and_resync_repairs_it(ofapp: OFApp, sw: Switch) -> None:
+def test_verify_reports_drift_without_changing_anything_and_resync_repairs_it(
+    ofapp: OFApp, sw: Switch
+) -> None:
     clean_switch(sw)
     items = pipeline_flows(4)
     eng = install(ofapp, sw, items, revision=40)

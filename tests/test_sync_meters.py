@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.southbound.ofapp import OFApp
 from controller.pki import Pki
+from controller.southbound.ofapp import OFApp
 from flows import actions as A
 from flows import pipeline as P
 from flows.cookie import Cookie
@@ -56,9 +56,15 @@ def items(n: int, rate: int = 10) -> list[Flow | MeterEntry]:
     for i in range(1, n + 1):
         mid = 65536 + i
         out.append(MeterEntry(mid, rate, rate))
-        out.append(Flow("dhcp", P.MATCH, {"reg6": i, "eth_type": 0x0800, "ip_proto": 17, "udp_src": 68,
-                                          "udp_dst": 67}, [A.Meter(mid), A.Controller()],
-                        Cookie.for_owner(11, f"port-{i}")))
+        out.append(
+            Flow(
+                "dhcp",
+                P.MATCH,
+                {"reg6": i, "eth_type": 0x0800, "ip_proto": 17, "udp_src": 68, "udp_dst": 67},
+                [A.Meter(mid), A.Controller()],
+                Cookie.for_owner(11, f"port-{i}"),
+            )
+        )
     out.append(Flow("dhcp", P.DEFAULT, {}, [A.Goto("lb")], Cookie.for_owner(1, "pipeline")))
     return out
 
@@ -87,8 +93,12 @@ def test_meters_go_before_their_flows_and_are_adopted_on_reconnect(ofapp: OFApp,
 def test_removed_meter_goes_after_its_flow_changed_one_is_modified(ofapp: OFApp, sw: Switch) -> None:  # noqa: F811
     full = items(2)
     eng = install(ofapp, sw, full)  # type: ignore[arg-type]
-    gone = [i for i in full if (isinstance(i, MeterEntry) and i.meter_id == 65538)
-            or (isinstance(i, Flow) and i.cookie == Cookie.for_owner(11, "port-2").value)]
+    gone = [
+        i
+        for i in full
+        if (isinstance(i, MeterEntry) and i.meter_id == 65538)
+        or (isinstance(i, Flow) and i.cookie == Cookie.for_owner(11, "port-2").value)
+    ]
     eng.apply([MeterEntry(65537, 20, 5)], gone, 2)
     assert eng.wait_realized(2, 30), eng.stats
     got = meters(sw)

@@ -34,8 +34,23 @@ def mode(p: Path) -> int:
 
 def test_pki_init_and_issue(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    out = subprocess.run([sys.executable, str(ROOT / "run_controller.py"), "pki", "--data-dir", str(data), "init",
-                          "--san", "ctl.example"], check=False, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_controller.py"),
+            "pki",
+            "--data-dir",
+            str(data),
+            "init",
+            "--san",
+            "ctl.example",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     root = data / "pki"
     assert mode(root / "ca.key") == 0o600 and mode(root / "controller.key") == 0o600 and mode(root) == 0o700
@@ -55,8 +70,11 @@ def test_pki_init_and_issue(tmp_path: Path) -> None:
     ca_before = (root / "ca.crt").read_bytes()
     files = Pki(root).ensure_controller(["192.0.2.9"])
     assert (root / "ca.crt").read_bytes() == ca_before
-    sans = x509.load_pem_x509_certificate(files.cert.read_bytes()).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName).value
+    sans = (
+        x509.load_pem_x509_certificate(files.cert.read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     assert any(str(ip) == "192.0.2.9" for ip in sans.get_values_for_type(x509.IPAddress))
     assert not any(b"PRIVATE" in p.read_bytes() for p in root.rglob("*.crt"))
 
@@ -99,8 +117,9 @@ def _list(channel: grpc.Channel, md: tuple[tuple[str, str], ...] = ()) -> None:
     pb_grpc.TopologyServiceStub(channel).ListNetworks(pb.ListNetworksRequest(), metadata=md, timeout=10)
 
 
-def test_grpc_over_tls_tokens_still_required_plaintext_refused(tls_controller: ControllerProcess,
-                                                               tmp_path: Path) -> None:
+def test_grpc_over_tls_tokens_still_required_plaintext_refused(
+    tls_controller: ControllerProcess, tmp_path: Path
+) -> None:
     ctl = tls_controller
     ctl.start()
     try:
@@ -115,16 +134,32 @@ def test_grpc_over_tls_tokens_still_required_plaintext_refused(tls_controller: C
         # a client certificate is optional, and accepted
         assert pki_main(["--data-dir", str(ctl.data_dir), "issue-client", "ops"]) == 0
         d = ctl.data_dir / "pki" / "clients"
-        creds = grpc.ssl_channel_credentials((ctl.data_dir / "pki" / "ca.crt").read_bytes(),
-                                             (d / "ops.key").read_bytes(), (d / "ops.crt").read_bytes())
+        creds = grpc.ssl_channel_credentials(
+            (ctl.data_dir / "pki" / "ca.crt").read_bytes(),
+            (d / "ops.key").read_bytes(),
+            (d / "ops.crt").read_bytes(),
+        )
         with grpc.secure_channel(ctl.endpoint, creds) as ch:
             _list(ch, admin)
         # the CLI over TLS, with and without a client certificate; plaintext fails with "cannot reach" (8)
         token = ["--endpoint", ctl.endpoint, "--token", ctl.admin_token(), "-f", "json"]
         ca = ["--ca-cert", str(ctl.data_dir / "pki" / "ca.crt")]
         assert cli.main([*token, *ca, "network", "list"]) == 0
-        assert cli.main([*token, *ca, "--client-cert", str(d / "ops.crt"), "--client-key", str(d / "ops.key"),
-                         "network", "list"]) == 0
+        assert (
+            cli.main(
+                [
+                    *token,
+                    *ca,
+                    "--client-cert",
+                    str(d / "ops.crt"),
+                    "--client-key",
+                    str(d / "ops.key"),
+                    "network",
+                    "list",
+                ]
+            )
+            == 0
+        )
         assert cli.main([*token, "network", "list"]) == 8
         # plaintext to the TLS listener: refused
         with grpc.insecure_channel(ctl.endpoint) as ch:
@@ -135,7 +170,10 @@ def test_grpc_over_tls_tokens_still_required_plaintext_refused(tls_controller: C
         r = run_fake_switch("127.0.0.1", ctl.of_port, 0x1234, duration=5)
         assert r.connected and r.closed_by_peer and not r.received, r
         # an unknown CA: the handshake fails on our side already
-        with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", ctl.of_port), timeout=5) as raw:
+        with (
+            pytest.raises(ssl.SSLError),
+            socket.create_connection(("127.0.0.1", ctl.of_port), timeout=5) as raw,
+        ):
             ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
     finally:
         ctl.stop()
@@ -146,8 +184,9 @@ def test_grpc_client_certificate_required(tls_controller: ControllerProcess) -> 
     ctl.extra_args.append("--grpc-require-client-cert")
     pki = Pki(ctl.data_dir / "pki")
     files = pki.issue_client("ops")
-    ctl.credentials = grpc.ssl_channel_credentials(pki.ca_cert.read_bytes(), files.key.read_bytes(),
-                                                   files.cert.read_bytes())
+    ctl.credentials = grpc.ssl_channel_credentials(
+        pki.ca_cert.read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
+    )
     ctl.start()
     try:
         admin = (("authorization", f"Bearer {ctl.admin_token()}"),)

@@ -52,24 +52,39 @@ def _setup(state: State) -> None:
     _write(state, lambda t, r, n: ops.create_chassis(t, Chassis(id="hv1", datapath_id=1), r, n))
     _write(state, lambda t, r, n: ops.create_chassis(t, Chassis(id="hv2", datapath_id=2), r, n))
     _write(state, lambda t, r, n: ops.create_network(t, Network(id="net", tenant="a"), r, n))
-    _write(state, lambda t, r, n: ops.create_subnet(
-        t, Subnet(id="sub", tenant="a", network_id="net", cidr="10.0.0.0/24"), False, r, n))
+    _write(
+        state,
+        lambda t, r, n: ops.create_subnet(
+            t, Subnet(id="sub", tenant="a", network_id="net", cidr="10.0.0.0/24"), False, r, n
+        ),
+    )
 
 
 def test_graph_queries_follow_bindings_and_groups(tmp_path: Path) -> None:
     state = State(tmp_path / "db")
     _setup(state)
     for i, (chassis, groups) in enumerate([("hv1", ("web",)), ("hv1", ("web", "db")), ("", ("db",))]):
-        _write(state, lambda t, r, n, i=i, c=chassis, g=groups: ops.create_port(
-            t, Port(id=f"p{i}", tenant="a", network_id="net", mac="", binding_chassis=c, security_groups=g),
-            [], r, n))
+        _write(
+            state,
+            lambda t, r, n, i=i, c=chassis, g=groups: ops.create_port(
+                t,
+                Port(id=f"p{i}", tenant="a", network_id="net", mac="", binding_chassis=c, security_groups=g),
+                [],
+                r,
+                n,
+            ),
+        )
     topo = state.topology
     assert topo.chassis_hosting("net") == {"hv1"}
     assert [p.id for p in topo.ports_in_security_group("web")] == ["p0", "p1"]
     assert [p.id for p in topo.ports_on_chassis("hv1")] == ["p0", "p1"]
     # move p1 to hv2 and out of "web"; update a chassis record: bindings survive it
-    _write(state, lambda t, r, n: ops.update_port(t, t.ports["p1"], {"binding_chassis": "hv2",
-                                                                       "security_groups": ("db",)}, r, n))
+    _write(
+        state,
+        lambda t, r, n: ops.update_port(
+            t, t.ports["p1"], {"binding_chassis": "hv2", "security_groups": ("db",)}, r, n
+        ),
+    )
     _write(state, lambda t, r, n: ops.update_chassis(t, t.chassis["hv2"], {"tunnel_ip": "192.0.2.2"}, r, n))
     assert topo.chassis_hosting("net") == {"hv1", "hv2"}
     assert [p.id for p in topo.ports_in_security_group("web")] == ["p0"]
@@ -84,9 +99,18 @@ def test_reload_rebuilds_exactly_the_same_indices(tmp_path: Path) -> None:
     state = State(tmp_path / "db")
     _setup(state)
     for i in range(20):
-        _write(state, lambda t, r, n, i=i: ops.create_port(
-            t, Port(id=f"p{i}", tenant="a", network_id="net", mac="", binding_chassis="hv1" if i % 2 else ""),
-            [], r, n))
+        _write(
+            state,
+            lambda t, r, n, i=i: ops.create_port(
+                t,
+                Port(
+                    id=f"p{i}", tenant="a", network_id="net", mac="", binding_chassis="hv1" if i % 2 else ""
+                ),
+                [],
+                r,
+                n,
+            ),
+        )
     for i in range(0, 20, 3):
         _write(state, lambda t, r, n, i=i: ops.delete_port(t, t.ports[f"p{i}"]))
     before = state.topology
@@ -107,7 +131,10 @@ def test_reload_rebuilds_exactly_the_same_indices(tmp_path: Path) -> None:
 def test_a_failed_commit_refuses_the_write_and_keeps_the_acknowledged_model(tmp_path: Path) -> None:
     state = State(tmp_path / "db")
     _setup(state)
-    _write(state, lambda t, r, n: ops.create_port(t, Port(id="p1", tenant="a", network_id="net", mac=""), [], r, n))
+    _write(
+        state,
+        lambda t, r, n: ops.create_port(t, Port(id="p1", tenant="a", network_id="net", mac=""), [], r, n),
+    )
     # corrupt the store behind the model's back: the MAC the next port will be given is already "taken" on disk
     db = sqlite3.connect(tmp_path / "db")
     db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES ('02:00:00:00:00:99', 'ghost')")
@@ -115,13 +142,20 @@ def test_a_failed_commit_refuses_the_write_and_keeps_the_acknowledged_model(tmp_
     db.close()
     revision = state.revision
     with pytest.raises(ApiError) as info:
-        _write(state, lambda t, r, n: ops.create_port(
-            t, Port(id="p2", tenant="a", network_id="net", mac="02:00:00:00:00:99"), [], r, n))
+        _write(
+            state,
+            lambda t, r, n: ops.create_port(
+                t, Port(id="p2", tenant="a", network_id="net", mac="02:00:00:00:00:99"), [], r, n
+            ),
+        )
     assert info.value.code == "UNAVAILABLE" and info.value.reason == "STORE_WRITE_FAILED"
     assert "p2" not in state.topology.ports and state.revision == revision == state.durable_revision
     assert "02:00:00:00:00:99" not in state.topology.macs
     # and the model still works
-    _write(state, lambda t, r, n: ops.create_port(t, Port(id="p3", tenant="a", network_id="net", mac=""), [], r, n))
+    _write(
+        state,
+        lambda t, r, n: ops.create_port(t, Port(id="p3", tenant="a", network_id="net", mac=""), [], r, n),
+    )
     state.close()
 
 
@@ -139,8 +173,12 @@ def test_default_mtu_accounts_for_the_overlay() -> None:
 def test_update_fixed_ips_keeps_an_address_asked_for_again() -> None:
     topo = Topology()
     topo.apply(ops.create_network(topo, Network(id="n", tenant="a"), 1, 0.0), 1)
-    topo.apply(ops.create_subnet(topo, Subnet(id="s", tenant="a", network_id="n", cidr="10.0.0.0/29"),
-                                 False, 2, 0.0), 2)
+    topo.apply(
+        ops.create_subnet(
+            topo, Subnet(id="s", tenant="a", network_id="n", cidr="10.0.0.0/29"), False, 2, 0.0
+        ),
+        2,
+    )
     topo.apply(ops.create_port(topo, Port(id="p", tenant="a", network_id="n", mac=""), [], 3, 0.0), 3)
     assert topo.ports["p"].fixed_ips == (("s", "10.0.0.2"),)
     # asking again for the subnet (bare) keeps the current address, and adding one allocates a new one
@@ -161,23 +199,45 @@ def test_router_ops_keep_keys_and_indices_exact() -> None:
         topo.apply(changes, rev)
         return changes
 
-    apply(ops.create_network(topo, Network(id="ext", tenant="op", segment_type="flat", physical_network="e",
-                                           external=True), 1, 0.0))
-    apply(ops.create_subnet(topo, Subnet(id="ext-s", tenant="op", network_id="ext", cidr="203.0.113.0/24"),
-                            False, 2, 0.0))
+    apply(
+        ops.create_network(
+            topo,
+            Network(id="ext", tenant="op", segment_type="flat", physical_network="e", external=True),
+            1,
+            0.0,
+        )
+    )
+    apply(
+        ops.create_subnet(
+            topo, Subnet(id="ext-s", tenant="op", network_id="ext", cidr="203.0.113.0/24"), False, 2, 0.0
+        )
+    )
     apply(ops.create_network(topo, Network(id="n", tenant="a"), 3, 0.0))
-    apply(ops.create_subnet(topo, Subnet(id="s", tenant="a", network_id="n", cidr="10.0.0.0/24"), False, 4, 0.0))
+    apply(
+        ops.create_subnet(topo, Subnet(id="s", tenant="a", network_id="n", cidr="10.0.0.0/24"), False, 4, 0.0)
+    )
     keys = set(topo.datapath_keys.allocated)
     apply(ops.create_router(topo, Router(id="r", tenant="a"), ops.GatewayRequest("ext"), rev + 1, 0.0))
     key = topo.routers["r"].key
     assert key not in keys and key in topo.datapath_keys.allocated
     assert ops.gateway_port(topo, "r") is not None and not topo.routers_of("ext")  # a gateway is no interface
     apply(ops.add_router_interface(topo, topo.routers["r"], "s", "", "rp", rev + 1, 0.0))
-    assert topo.routers_of("n") == {"r"} and [a for _p, _s, a in ops.router_interfaces(topo, "r")] == ["10.0.0.1"]
+    assert topo.routers_of("n") == {"r"} and [a for _p, _s, a in ops.router_interfaces(topo, "r")] == [
+        "10.0.0.1"
+    ]
     apply(ops.create_port(topo, Port(id="vm", tenant="a", network_id="n", mac=""), [], rev + 1, 0.0))
-    apply(ops.create_floating_ip(topo, FloatingIp(id="f", tenant="a", network_id="ext", address="", port_id="vm"),
-                                 "fp", rev + 1, 0.0))
-    assert topo.floatingips["f"].router_id == "r" and topo.ports["fp"].fixed_ips == (("ext-s", "203.0.113.3"),)
+    apply(
+        ops.create_floating_ip(
+            topo,
+            FloatingIp(id="f", tenant="a", network_id="ext", address="", port_id="vm"),
+            "fp",
+            rev + 1,
+            0.0,
+        )
+    )
+    assert topo.floatingips["f"].router_id == "r" and topo.ports["fp"].fixed_ips == (
+        ("ext-s", "203.0.113.3"),
+    )
     # deleting the VM's port dissociates the floating IP in the same write
     changes = apply(ops.delete_port(topo, topo.ports["vm"], rev + 1, 0.0))
     assert [c[0] for c in changes] == ["floating_ip", "port"] and topo.floatingips["f"].port_id == ""
@@ -201,15 +261,35 @@ def test_routed_networks_are_the_routed_graphs_components() -> None:
         rev += 1
         topo.apply(changes, rev)
 
-    apply(ops.create_network(topo, Network(id="ext", tenant="op", segment_type="flat", physical_network="e",
-                                           external=True), rev + 1, 0.0))
-    apply(ops.create_subnet(topo, Subnet(id="ext-s", tenant="op", network_id="ext", cidr="203.0.113.0/24"),
-                            False, rev + 1, 0.0))
+    apply(
+        ops.create_network(
+            topo,
+            Network(id="ext", tenant="op", segment_type="flat", physical_network="e", external=True),
+            rev + 1,
+            0.0,
+        )
+    )
+    apply(
+        ops.create_subnet(
+            topo,
+            Subnet(id="ext-s", tenant="op", network_id="ext", cidr="203.0.113.0/24"),
+            False,
+            rev + 1,
+            0.0,
+        )
+    )
     for i, n in enumerate("abcd"):
         apply(ops.create_network(topo, Network(id=n, tenant="t"), rev + 1, 0.0))
         for k in (0, 1, 2):
-            apply(ops.create_subnet(topo, Subnet(id=f"{n}{k}", tenant="t", network_id=n, cidr=f"10.{i}.{k}.0/24"),
-                                    False, rev + 1, 0.0))
+            apply(
+                ops.create_subnet(
+                    topo,
+                    Subnet(id=f"{n}{k}", tenant="t", network_id=n, cidr=f"10.{i}.{k}.0/24"),
+                    False,
+                    rev + 1,
+                    0.0,
+                )
+            )
     for r in ("r1", "r2"):
         apply(ops.create_router(topo, Router(id=r, tenant="t"), ops.GatewayRequest("ext"), rev + 1, 0.0))
     for r, sub in (("r1", "a0"), ("r1", "b0"), ("r1", "b1"), ("r2", "b2"), ("r2", "c0")):

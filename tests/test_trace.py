@@ -52,8 +52,9 @@ class FakeDataplane:
         for rt in w.runtime.values():
             self.compiler.on_runtime(w.topo, rt)
         self.compiler.rebuild(w.topo)
-        self.planes = {cid: FakePlane(rt, FakeEngine(set(self.compiler.desired(cid))))
-                       for cid, rt in w.runtime.items()}
+        self.planes = {
+            cid: FakePlane(rt, FakeEngine(set(self.compiler.desired(cid)))) for cid, rt in w.runtime.items()
+        }
 
 
 @pytest.fixture
@@ -75,8 +76,14 @@ def test_trace_across_chassis_reaches_the_destination(world) -> None:  # type: i
     # a3's security groups track the packet in its zone (ct recirculates into acl_ingress), allow it
     # (alice's default group: a1 is a member) and commit the new connection
     stages = [s.stage for s in hv2.steps]
-    assert list(dict.fromkeys(stages)) == ["classify", "l2_lookup", "egress_dispatch", "acl_ingress",
-                                           "acl_ingress_commit", "output"]
+    assert list(dict.fromkeys(stages)) == [
+        "classify",
+        "l2_lookup",
+        "egress_dispatch",
+        "acl_ingress",
+        "acl_ingress_commit",
+        "output",
+    ]
     assert stages.count("acl_ingress") >= 2, "tracked in a3's zone: ct() recirculates into acl_ingress"
     assert hv2.outputs[0].kind == "vif" and hv2.outputs[0].port == "ports/a3"
     assert res.verdict == "delivered to ports/a3 on hv2"
@@ -118,13 +125,17 @@ def test_local_broadcast_arp_and_drops(world) -> None:  # type: ignore[no-untype
     bc = tr.trace(dp, port_id="a1", headers={"eth_dst": BCAST})
     assert {(port, ch) for port, ch in bc.delivered_to} == {("ports/a2", "hv1"), ("ports/a3", "hv2")}
     assert "ports/b1" not in bc.verdict and "ports/b2" not in bc.verdict
-    arp = tr.trace(dp, port_id="a1", headers={"eth_dst": BCAST, "arp_op": 1, "arp_tpa": "10.0.0.6",
-                                              "arp_spa": "10.0.0.5"})
+    arp = tr.trace(
+        dp,
+        port_id="a1",
+        headers={"eth_dst": BCAST, "arp_op": 1, "arp_tpa": "10.0.0.6", "arp_spa": "10.0.0.5"},
+    )
     assert arp.verdict == "back to the source ports/a1 on hv1"
     assert arp.hops[0].outputs[0].headers["arp_sha"] == p["a2"].mac
     # a packet from a port nobody knows: dropped by the classify default
-    miss = tr.trace(dp, chassis_id="hv1", in_port=999,
-                    headers={"eth_src": p["a1"].mac, "eth_dst": p["a2"].mac})
+    miss = tr.trace(
+        dp, chassis_id="hv1", in_port=999, headers={"eth_src": p["a1"].mac, "eth_dst": p["a2"].mac}
+    )
     assert miss.verdict.startswith("dropped at classify by ") and "priority=0" in miss.verdict
 
 
@@ -157,7 +168,9 @@ def test_bad_requests_are_api_errors(world) -> None:  # type: ignore[no-untyped-
         tr.trace(dp, port_id="a1", headers={})
     assert "eth_dst" in e.value.message
     # an IP of the source's network stands for its port's MAC (as ARP would answer)
-    assert tr.trace(dp, port_id="a1", headers={"ipv4_dst": "10.0.0.7"}).verdict == "delivered to ports/a3 on hv2"
+    assert (
+        tr.trace(dp, port_id="a1", headers={"ipv4_dst": "10.0.0.7"}).verdict == "delivered to ports/a3 on hv2"
+    )
     # OVS names and string values are accepted
     res = tr.trace(dp, port_id="a1", headers={"dl_dst": "ff:ff:ff:ff:ff:ff", "dl_type": "0x0800"})
     assert res.source["headers"]["eth_type"] == 0x0800
@@ -182,18 +195,32 @@ def test_diff_trace_finds_a_stage_missing_on_the_switch(world) -> None:  # type:
 
 
 def test_ovs_flow_text_is_what_ofproto_trace_takes() -> None:
-    pkt = {"in_port": 3, "eth_src": "fa:16:3e:00:00:01", "eth_dst": "fa:16:3e:00:00:02", "eth_type": 0x0800,
-           "ipv4_src": "10.0.0.5", "ipv4_dst": "10.0.0.7", "ip_proto": 6, "tcp_dst": 22, "reg6": 5}
-    assert tr.ovs_flow_text(pkt) == ("in_port=3,dl_src=fa:16:3e:00:00:01,dl_dst=fa:16:3e:00:00:02,"
-                                     "dl_type=0x800,nw_proto=6,nw_src=10.0.0.5,nw_dst=10.0.0.7,tp_dst=22")
+    pkt = {
+        "in_port": 3,
+        "eth_src": "fa:16:3e:00:00:01",
+        "eth_dst": "fa:16:3e:00:00:02",
+        "eth_type": 0x0800,
+        "ipv4_src": "10.0.0.5",
+        "ipv4_dst": "10.0.0.7",
+        "ip_proto": 6,
+        "tcp_dst": 22,
+        "reg6": 5,
+    }
+    assert tr.ovs_flow_text(pkt) == (
+        "in_port=3,dl_src=fa:16:3e:00:00:01,dl_dst=fa:16:3e:00:00:02,"
+        "dl_type=0x800,nw_proto=6,nw_src=10.0.0.5,nw_dst=10.0.0.7,tp_dst=22"
+    )
     assert tr.vswitchd_ctl("tcp:192.0.2.1:6640") is None
 
 
 def test_explain_same_network_and_the_tenant_boundary(world) -> None:  # type: ignore[no-untyped-def]
     w, p, dp = world
     ok = explain(dp, None, "a1", "a3", "tcp", 22)
-    assert ok.allowed and ok.verdict.startswith("allowed, same network a; securityGroupRules/") \
+    assert (
+        ok.allowed
+        and ok.verdict.startswith("allowed, same network a; securityGroupRules/")
         and ok.confirmed is True
+    )
     assert [d.kind for d in ok.deciders] == ["network", "security_group", "security_group"]
     egress, ingress = ok.deciders[1:]
     assert "allows egress tcp/22 to 10.0.0.7" in egress.description
@@ -228,11 +255,16 @@ def test_explain_follows_router_interfaces_in_the_model(world) -> None:  # type:
     w.port("c1", "c", "hv2", "10.1.0.5")
     w.apply([("router", "r1", None, Router(id="r1", tenant="alice", key=900))])
     for ident, net, ip in (("r1-a", "a", "10.0.0.1"), ("r1-c", "c", "10.1.0.1")):
-        port = dataclasses.replace(p["a1"], id=ident, network_id=net, mac="", fixed_ips=(),
-                                   binding_chassis="")
+        port = dataclasses.replace(
+            p["a1"], id=ident, network_id=net, mac="", fixed_ips=(), binding_chassis=""
+        )
         changes = ops.create_port(w.topo, port, [("", ip)], w.rev + 1, 0.0)
-        w.apply([(k, i, o, dataclasses.replace(n, device_owner=OWNER_ROUTER_INTERFACE, device_id="r1"))
-                 for k, i, o, n in changes])
+        w.apply(
+            [
+                (k, i, o, dataclasses.replace(n, device_owner=OWNER_ROUTER_INTERFACE, device_id="r1"))
+                for k, i, o, n in changes
+            ]
+        )
     dp = FakeDataplane(w)
     e = explain(dp, None, "a1", "10.1.0.5", "tcp", 22)
     assert e.allowed and e.destination == "ports/c1", e.format()

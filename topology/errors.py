@@ -26,13 +26,21 @@ def invalid(field_path: str, description: str, reason: str = "INVALID_FIELD") ->
 
 
 def not_found(kind: str, ident: str) -> ApiError:
-    return ApiError("NOT_FOUND", f"{kind.upper()}_NOT_FOUND", f"{kind} {ident!r} not found",
-                    metadata={"kind": kind, "id": ident})
+    return ApiError(
+        "NOT_FOUND",
+        f"{kind.upper()}_NOT_FOUND",
+        f"{kind} {ident!r} not found",
+        metadata={"kind": kind, "id": ident},
+    )
 
 
 def already_exists(kind: str, ident: str, reason: str | None = None, message: str | None = None) -> ApiError:
-    return ApiError("ALREADY_EXISTS", reason or f"{kind.upper()}_EXISTS",
-                    message or f"{kind} {ident!r} already exists", metadata={"kind": kind, "id": ident})
+    return ApiError(
+        "ALREADY_EXISTS",
+        reason or f"{kind.upper()}_EXISTS",
+        message or f"{kind} {ident!r} already exists",
+        metadata={"kind": kind, "id": ident},
+    )
 
 
 def in_use(reason: str, message: str, **metadata: str) -> ApiError:

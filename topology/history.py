@@ -98,8 +98,9 @@ class Compactor:
         max_revision, before_ts = self.due(head, self._clock() if now is None else now)
         while not self._stop.is_set():
             s0 = time.monotonic()
-            n, stats.compacted_revision = self.store.compact_batch(max_revision, before_ts,
-                                                                   self.policy.batch_rows)
+            n, stats.compacted_revision = self.store.compact_batch(
+                max_revision, before_ts, self.policy.batch_rows
+            )
             if not n:
                 break
             stats.longest_step_s = max(stats.longest_step_s, time.monotonic() - s0)
@@ -123,6 +124,11 @@ class Compactor:
         stats.seconds = time.monotonic() - t0
         self.last_round = stats
         if stats.rows:
-            log.debug("compacted %d changes up to revision %d in %d steps (%.3f s)", stats.rows,
-                      stats.compacted_revision, stats.steps, stats.seconds)
+            log.debug(
+                "compacted %d changes up to revision %d in %d steps (%.3f s)",
+                stats.rows,
+                stats.compacted_revision,
+                stats.steps,
+                stats.seconds,
+            )
         return stats

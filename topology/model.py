@@ -51,7 +51,11 @@ class ModelConfig:
     default_segment_type: str = "vxlan"
     # tunnel type -> ranges of segment ids tenants' networks get
     tunnel_ranges: dict[str, tuple[tuple[int, int], ...]] = field(
-        default_factory=lambda: {"vxlan": ((1000, 99999),), "gre": ((1000, 99999),), "geneve": ((1000, 99999),)}
+        default_factory=lambda: {
+            "vxlan": ((1000, 99999),),
+            "gre": ((1000, 99999),),
+            "geneve": ((1000, 99999),),
+        }
     )
     # physical network -> VLAN ranges allocatable there (empty: VLAN ids must be given)
     vlan_ranges: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
@@ -146,15 +150,26 @@ class Topology:
     # ------------------------------------------------------------------------------------------ access
 
     def table(self, kind: str) -> dict[str, Record]:
-        return {"network": self.networks, "subnet": self.subnets, "port": self.ports,
-                "chassis": self.chassis, "router": self.routers,
-                "floating_ip": self.floatingips, "security_group": self.security_groups,
-                "security_group_rule": self.sg_rules, "firewall_rule": self.firewall_rules,
-                "firewall_policy": self.firewall_policies,
-                "firewall_group": self.firewall_groups, "load_balancer": self.load_balancers,
-                "listener": self.listeners, "pool": self.pools, "member": self.members,
-                "health_monitor": self.health_monitors, "neighbor": self.neighbors,
-                "gateway_hold": self.gateway_holds}[kind]  # type: ignore[return-value]
+        return {
+            "network": self.networks,
+            "subnet": self.subnets,
+            "port": self.ports,
+            "chassis": self.chassis,
+            "router": self.routers,
+            "floating_ip": self.floatingips,
+            "security_group": self.security_groups,
+            "security_group_rule": self.sg_rules,
+            "firewall_rule": self.firewall_rules,
+            "firewall_policy": self.firewall_policies,
+            "firewall_group": self.firewall_groups,
+            "load_balancer": self.load_balancers,
+            "listener": self.listeners,
+            "pool": self.pools,
+            "member": self.members,
+            "health_monitor": self.health_monitors,
+            "neighbor": self.neighbors,
+            "gateway_hold": self.gateway_holds,
+        }[kind]  # type: ignore[return-value]
 
     def neighbor_map(self) -> dict[str, dict[str, str]]:
         """Learnt external next hops: network id -> {address: MAC}."""
@@ -240,7 +255,9 @@ class Topology:
         return {ident for kind, ident in nx.node_connected_component(self.routed, node) if kind == "network"}
 
     def ports_with_ip_in(self, subnet_id: str) -> list[Port]:
-        return sorted({self.ports[pid] for pid in self.ip_owner.get(subnet_id, {}).values()}, key=lambda p: p.id)
+        return sorted(
+            {self.ports[pid] for pid in self.ip_owner.get(subnet_id, {}).values()}, key=lambda p: p.id
+        )
 
     def segment_allocator(self, segment_type: str, physnet: str) -> RangeAllocator:
         key = (segment_type, physnet if segment_type == "vlan" else "")
@@ -268,10 +285,26 @@ class Topology:
 
     def load(self, records: Iterable[Record], revision: int) -> None:
         """Rebuild from stored records (chassis and networks first, then subnets, then ports)."""
-        order = {"chassis": 0, "network": 1, "router": 2, "subnet": 3, "security_group": 4, "port": 5,
-                 "floating_ip": 6, "security_group_rule": 7, "firewall_rule": 8, "firewall_policy": 9,
-                 "firewall_group": 10, "load_balancer": 11, "pool": 12, "listener": 13, "member": 14,
-                 "health_monitor": 15, "neighbor": 16, "gateway_hold": 17}
+        order = {
+            "chassis": 0,
+            "network": 1,
+            "router": 2,
+            "subnet": 3,
+            "security_group": 4,
+            "port": 5,
+            "floating_ip": 6,
+            "security_group_rule": 7,
+            "firewall_rule": 8,
+            "firewall_policy": 9,
+            "firewall_group": 10,
+            "load_balancer": 11,
+            "pool": 12,
+            "listener": 13,
+            "member": 14,
+            "health_monitor": 15,
+            "neighbor": 16,
+            "gateway_hold": 17,
+        }
         self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
 
     @staticmethod
@@ -303,7 +336,8 @@ class Topology:
             return [("subnet", rec.vip_subnet_id)] + ([("port", rec.vip_port_id)] if rec.vip_port_id else [])
         if isinstance(rec, Listener):
             return [("load_balancer", rec.load_balancer_id)] + (
-                [("pool", rec.default_pool_id)] if rec.default_pool_id else [])
+                [("pool", rec.default_pool_id)] if rec.default_pool_id else []
+            )
         if isinstance(rec, Pool):
             return [("load_balancer", rec.load_balancer_id)]
         if isinstance(rec, Member):

@@ -32,7 +32,6 @@ from topology.records import (
     FloatingIp,
     Network,
     Port,
-    Record,
     Router,
     Subnet,
 )
@@ -49,8 +48,10 @@ MAX_NAME = 255
 
 def check_id(ident: str, field_path: str) -> None:
     if not ID_RE.match(ident):
-        raise errors.invalid(field_path, "must be 1-63 characters of a-z, 0-9 and '-', "
-                             "starting and ending with a letter or digit")
+        raise errors.invalid(
+            field_path,
+            "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+        )
 
 
 def _check_name(name: str, field_path: str = "display_name") -> None:
@@ -153,9 +154,12 @@ def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[C
         seg = None
         for other in topo.networks.values():
             if other.segment_type == "flat" and other.physical_network == physnet:
-                raise errors.already_exists("network", other.id, reason="SEGMENT_IN_USE",
-                                            message=f"physical network {physnet!r} already has flat network "
-                                                    f"{other.id!r}")
+                raise errors.already_exists(
+                    "network",
+                    other.id,
+                    reason="SEGMENT_IN_USE",
+                    message=f"physical network {physnet!r} already has flat network {other.id!r}",
+                )
     else:
         alloc = topo.segment_allocator(stype, physnet)
         if seg:
@@ -163,19 +167,26 @@ def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[C
                 raise errors.invalid("segment_id", f"must be 1-{MAX_SEGMENT_ID[stype]} for {stype}")
             if seg in alloc.allocated:
                 where = f" on {physnet!r}" if stype == "vlan" else ""
-                raise errors.already_exists("network", str(seg), reason="SEGMENT_IN_USE",
-                                            message=f"{stype} segment {seg}{where} is in use")
+                raise errors.already_exists(
+                    "network",
+                    str(seg),
+                    reason="SEGMENT_IN_USE",
+                    message=f"{stype} segment {seg}{where} is in use",
+                )
         else:
             chosen = alloc.choose()
             if chosen is None:
                 where = f" on physical network {physnet!r}" if stype == "vlan" else ""
-                raise errors.exhausted("SEGMENT_POOL_EXHAUSTED", f"no free {stype} segment id{where}",
-                                       segment_type=stype)
+                raise errors.exhausted(
+                    "SEGMENT_POOL_EXHAUSTED", f"no free {stype} segment id{where}", segment_type=stype
+                )
             seg = chosen
     max_mtu = topo.config.underlay_mtu - OVERLAY_OVERHEAD[stype]
     mtu = net.mtu or max_mtu
     if not 68 <= mtu <= max_mtu:
-        raise errors.invalid("mtu", f"must be 68-{max_mtu} for {stype} on a {topo.config.underlay_mtu} underlay")
+        raise errors.invalid(
+            "mtu", f"must be 68-{max_mtu} for {stype} on a {topo.config.underlay_mtu} underlay"
+        )
     key = topo.datapath_keys.choose()
     if key is None:
         raise errors.exhausted("DATAPATH_KEYS_EXHAUSTED", "no free datapath key")
@@ -186,7 +197,9 @@ def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[C
 NETWORK_MUTABLE = {"display_name", "mtu", "admin_state_up", "external"}
 
 
-def update_network(topo: Topology, old: Network, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+def update_network(
+    topo: Topology, old: Network, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     _check_fields(fields, NETWORK_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
@@ -207,12 +220,18 @@ def _check_external_flip(topo: Topology, old: Network, external: bool) -> None:
     owners = {p.device_owner for p in topo.ports_of(old.id)}
     if not external and owners & {OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP}:
         raise errors.failed_precondition(
-            "NETWORK_IN_USE", f"network {old.id!r} holds router gateways or floating IPs; it stays external "
-            "until they are gone", network=old.id)
+            "NETWORK_IN_USE",
+            f"network {old.id!r} holds router gateways or floating IPs; it stays external "
+            "until they are gone",
+            network=old.id,
+        )
     if external and topo.routers_of(old.id):
         raise errors.failed_precondition(
-            "NETWORK_IN_USE", f"network {old.id!r} has interfaces of router(s) "
-            f"{', '.join(sorted(topo.routers_of(old.id)))}; an external network cannot", network=old.id)
+            "NETWORK_IN_USE",
+            f"network {old.id!r} has interfaces of router(s) "
+            f"{', '.join(sorted(topo.routers_of(old.id)))}; an external network cannot",
+            network=old.id,
+        )
 
 
 def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metadata: str) -> None:
@@ -222,16 +241,31 @@ def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metada
         if p.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY):
             kind = "an interface" if p.device_owner == OWNER_ROUTER_INTERFACE else "the external gateway"
             raise errors.failed_precondition(
-                reason, f"{what} holds {kind} of router {p.device_id!r} (port {p.id!r}); remove it from the "
-                "router first (force does not)", router=p.device_id, port=p.id, **metadata)
+                reason,
+                f"{what} holds {kind} of router {p.device_id!r} (port {p.id!r}); remove it from the "
+                "router first (force does not)",
+                router=p.device_id,
+                port=p.id,
+                **metadata,
+            )
         if p.device_owner == OWNER_FLOATING_IP:
             raise errors.failed_precondition(
-                reason, f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
-                "first (force does not)", floating_ip=p.device_id, port=p.id, **metadata)
+                reason,
+                f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
+                "first (force does not)",
+                floating_ip=p.device_id,
+                port=p.id,
+                **metadata,
+            )
         if p.device_owner == OWNER_LOAD_BALANCER:
             raise errors.failed_precondition(
-                reason, f"{what} holds the VIP of load balancer {p.device_id!r} (port {p.id!r}); delete the load "
-                "balancer first (force does not)", load_balancer=p.device_id, port=p.id, **metadata)
+                reason,
+                f"{what} holds the VIP of load balancer {p.device_id!r} (port {p.id!r}); delete the load "
+                "balancer first (force does not)",
+                load_balancer=p.device_id,
+                port=p.id,
+                **metadata,
+            )
 
 
 def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, **metadata: str) -> None:
@@ -239,12 +273,17 @@ def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, *
     members = sorted(m.id for m in topo.members.values() if m.subnet_id == subnet_id)
     if members:
         raise errors.failed_precondition(
-            reason, f"{what}: subnet {subnet_id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
-            "delete them first (force does not)", member=members[0], **metadata)
+            reason,
+            f"{what}: subnet {subnet_id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
+            "delete them first (force does not)",
+            member=members[0],
+            **metadata,
+        )
 
 
-def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = None,
-                   now: float = 0.0) -> list[Change]:
+def delete_network(
+    topo: Topology, old: Network, force: bool, rev: int | None = None, now: float = 0.0
+) -> list[Change]:
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
     _refuse_router_owned(ports, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
@@ -252,8 +291,11 @@ def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = 
         _refuse_lb_members(topo, sub.id, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
     if (subnets or ports) and not force:
         raise errors.failed_precondition(
-            "NETWORK_IN_USE", f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
-            "delete them first or use force", network=old.id)
+            "NETWORK_IN_USE",
+            f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
+            "delete them first or use force",
+            network=old.id,
+        )
     changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
     changes += [("port", p.id, p, None) for p in ports]
     changes += [("subnet", s.id, s, None) for s in subnets]
@@ -264,8 +306,9 @@ def delete_network(topo: Topology, old: Network, force: bool, rev: int | None = 
 # ------------------------------------------------------------------------------------------------ subnets
 
 
-def _check_pools_and_gateway(net: netaddr.IPNetwork, gateway: str | None,
-                             pools: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def _check_pools_and_gateway(
+    net: netaddr.IPNetwork, gateway: str | None, pools: Sequence[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
     """Validate (or, for an empty `pools`, derive) allocation pools; returns them normalized."""
     lo, hi = _host_range(net)
     gw = int(netaddr.IPAddress(gateway)) if gateway else None
@@ -287,18 +330,20 @@ def _check_pools_and_gateway(net: netaddr.IPNetwork, gateway: str | None,
         b = _ip(end, f"allocation_pools[{i}].end", net.version)
         for addr, which in ((a, "start"), (b, "end")):
             if not lo <= int(addr) <= hi:
-                raise errors.invalid(f"allocation_pools[{i}].{which}",
-                                     f"{addr} is not a usable host address of {net}")
+                raise errors.invalid(
+                    f"allocation_pools[{i}].{which}", f"{addr} is not a usable host address of {net}"
+                )
         if int(a) > int(b):
             raise errors.invalid(f"allocation_pools[{i}]", f"start {a} is after end {b}")
         if gw is not None and int(a) <= gw <= int(b):
             raise errors.invalid(f"allocation_pools[{i}]", f"contains the gateway {gateway}")
         parsed.append((int(a), int(b), i))
     parsed.sort()
-    for (a1, b1, i1), (a2, _b2, i2) in zip(parsed, parsed[1:]):
+    for (_a1, b1, i1), (a2, _b2, i2) in zip(parsed, parsed[1:]):
         if a2 <= b1:
-            raise errors.invalid(f"allocation_pools[{max(i1, i2)}]",
-                                 f"overlaps allocation_pools[{min(i1, i2)}]")
+            raise errors.invalid(
+                f"allocation_pools[{max(i1, i2)}]", f"overlaps allocation_pools[{min(i1, i2)}]"
+            )
     return tuple((_ip_str(a, net.version), _ip_str(b, net.version)) for a, b, _ in parsed)
 
 
@@ -317,8 +362,9 @@ def _check_gateway(net: netaddr.IPNetwork, gateway: str | None) -> str | None:
     return str(gw)
 
 
-def _check_dns_and_routes(dns: Sequence[str], routes: Sequence[tuple[str, str]]) -> tuple[tuple[str, ...],
-                                                                                          tuple[tuple[str, str], ...]]:
+def _check_dns_and_routes(
+    dns: Sequence[str], routes: Sequence[tuple[str, str]]
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     dns_out = tuple(str(_ip(d, f"dns_servers[{i}]")) for i, d in enumerate(dns))
     routes_out = []
     for i, (dest, nexthop) in enumerate(routes):
@@ -338,17 +384,34 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
         raise errors.invalid("cidr", f"{sub.cidr} is too small for hosts")
     for other in topo.subnets_of(sub.network_id):
         if netaddr.IPNetwork(other.cidr) in net or net in netaddr.IPNetwork(other.cidr):
-            raise errors.invalid("cidr", f"overlaps {other.cidr} of subnet {other.id!r} on the same network",
-                                 reason="OVERLAPPING_CIDR")
+            raise errors.invalid(
+                "cidr",
+                f"overlaps {other.cidr} of subnet {other.id!r} on the same network",
+                reason="OVERLAPPING_CIDR",
+            )
     gateway = _check_gateway(net, sub.gateway_ip if gateway_given else None)
     pools = _check_pools_and_gateway(net, gateway, sub.allocation_pools)
     dns, routes = _check_dns_and_routes(sub.dns_servers, sub.host_routes)
-    rec = dataclasses.replace(sub, cidr=str(net.cidr), ip_version=net.version, gateway_ip=gateway,
-                              allocation_pools=pools, dns_servers=dns, host_routes=routes)
+    rec = dataclasses.replace(
+        sub,
+        cidr=str(net.cidr),
+        ip_version=net.version,
+        gateway_ip=gateway,
+        allocation_pools=pools,
+        dns_servers=dns,
+        host_routes=routes,
+    )
     return [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
 
 
-SUBNET_MUTABLE = {"display_name", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes"}
+SUBNET_MUTABLE = {
+    "display_name",
+    "gateway_ip",
+    "allocation_pools",
+    "enable_dhcp",
+    "dns_servers",
+    "host_routes",
+}
 
 
 def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
@@ -363,16 +426,21 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
         holder = _gateway_holder(topo, old)
         if gateway != old.gateway_ip and holder is not None:
             raise errors.failed_precondition(
-                "GATEWAY_IN_USE", f"gateway {old.gateway_ip} of subnet {old.id!r} is router {holder.device_id!r}'s "
-                f"interface (port {holder.id!r}); remove the interface first", subnet=old.id, port=holder.id)
+                "GATEWAY_IN_USE",
+                f"gateway {old.gateway_ip} of subnet {old.id!r} is router {holder.device_id!r}'s "
+                f"interface (port {holder.id!r}); remove the interface first",
+                subnet=old.id,
+                port=holder.id,
+            )
     if "allocation_pools" in fields or "gateway_ip" in fields:
         pools = fields.get("allocation_pools", old.allocation_pools)
         if "allocation_pools" in fields and not pools:
             pools = ()  # explicit empty: derive from the CIDR and gateway again
         fields["allocation_pools"] = _check_pools_and_gateway(net, gateway, pools)
     if "dns_servers" in fields or "host_routes" in fields:
-        dns, routes = _check_dns_and_routes(fields.get("dns_servers", old.dns_servers),
-                                            fields.get("host_routes", old.host_routes))
+        dns, routes = _check_dns_and_routes(
+            fields.get("dns_servers", old.dns_servers), fields.get("host_routes", old.host_routes)
+        )
         fields["dns_servers"], fields["host_routes"] = dns, routes
     new = dataclasses.replace(old, **fields)
     return [("subnet", old.id, old, _stamp(new, rev, now, False))]
@@ -387,15 +455,18 @@ def _gateway_holder(topo: Topology, sub: Subnet) -> Port | None:
     return port if port is not None and port.device_owner == OWNER_ROUTER_INTERFACE else None
 
 
-def delete_subnet(topo: Topology, old: Subnet, force: bool, rev: int | None = None,
-                  now: float = 0.0) -> list[Change]:
+def delete_subnet(
+    topo: Topology, old: Subnet, force: bool, rev: int | None = None, now: float = 0.0
+) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
     _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     _refuse_lb_members(topo, old.id, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
-            "SUBNET_IN_USE", f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first "
-            "or use force", subnet=old.id)
+            "SUBNET_IN_USE",
+            f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first or use force",
+            subnet=old.id,
+        )
     changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
     changes += [("port", p.id, p, None) for p in ports]
     changes.append(("subnet", old.id, old, None))
@@ -418,9 +489,13 @@ def _generate_mac(topo: Topology, rng: random.Random) -> str:
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))  # unpredictable enough, one syscall
 
 
-def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
-                       requests: Sequence[tuple[str, str]],
-                       keep: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
+def _resolve_fixed_ips(
+    topo: Topology,
+    port_id: str,
+    network_id: str,
+    requests: Sequence[tuple[str, str]],
+    keep: Sequence[tuple[str, str]] = (),
+) -> tuple[tuple[str, str], ...]:
     """Turn (subnet id or "", address or "") requests into (subnet id, address), allocating as needed.
 
     `keep` are the port's current addresses (on update): asking for one of them again is not a conflict.
@@ -437,8 +512,9 @@ def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
             if n is not None:
                 return ((candidate.id, _ip_str(n, 4)),)
         if any(s.ip_version == 4 for s in subnets):
-            raise errors.exhausted("IP_POOL_EXHAUSTED", f"no free address on network {network_id!r}",
-                                   network=network_id)
+            raise errors.exhausted(
+                "IP_POOL_EXHAUSTED", f"no free address on network {network_id!r}", network=network_id
+            )
         return ()
     explicit: list[tuple[int, str, int]] = []
     pending: list[tuple[int, str]] = []
@@ -454,7 +530,9 @@ def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
             if sub is None:
                 sub = next((s for s in subnets if addr in netaddr.IPNetwork(s.cidr)), None)
                 if sub is None:
-                    raise errors.invalid(f"{fp}.ip_address", f"{address} is in no subnet of network {network_id!r}")
+                    raise errors.invalid(
+                        f"{fp}.ip_address", f"{address} is in no subnet of network {network_id!r}"
+                    )
             net = netaddr.IPNetwork(sub.cidr)
             if addr not in net:
                 raise errors.invalid(f"{fp}.ip_address", f"{address} is outside {sub.cidr}")
@@ -466,8 +544,12 @@ def _resolve_fixed_ips(topo: Topology, port_id: str, network_id: str,
             if (owner is not None and owner != port_id) or n in taken.get(sub.id, set()):
                 if n in taken.get(sub.id, set()):
                     raise errors.invalid(f"{fp}.ip_address", f"{address} is requested twice")
-                err = errors.in_use("IP_ADDRESS_IN_USE", f"{address} on subnet {sub.id!r} is in use",
-                             subnet=sub.id, ip_address=address)
+                err = errors.in_use(
+                    "IP_ADDRESS_IN_USE",
+                    f"{address} on subnet {sub.id!r} is in use",
+                    subnet=sub.id,
+                    ip_address=address,
+                )
                 err.violations = [(f"{fp}.ip_address", f"{address} is in use")]
                 raise err
             taken.setdefault(sub.id, set()).add(n)
@@ -515,8 +597,11 @@ def _check_groups(groups: Sequence[str]) -> tuple[str, ...]:
 def _check_port_security(port: Port) -> None:
     if not port.port_security_enabled and (port.security_groups or port.allowed_address_pairs):
         raise errors.failed_precondition(
-            "PORT_SECURITY_REQUIRED", "port_security_enabled=false needs the port to have no security groups "
-            "and no allowed address pairs", port=port.id)
+            "PORT_SECURITY_REQUIRED",
+            "port_security_enabled=false needs the port to have no security groups "
+            "and no allowed address pairs",
+            port=port.id,
+        )
 
 
 def _check_binding(topo: Topology, chassis_id: str) -> None:
@@ -534,12 +619,16 @@ def _check_device_owner(owner: str) -> None:
     resources' calls
     (otherwise anyone could plug a port into someone else's router by naming its id)."""
     if owner in ROUTER_OWNERS:
-        raise errors.invalid("device_owner", f"{owner!r} is set by the router, floating IP and load balancer "
-                             "calls, not on ports", reason="RESERVED_DEVICE_OWNER")
+        raise errors.invalid(
+            "device_owner",
+            f"{owner!r} is set by the router, floating IP and load balancer calls, not on ports",
+            reason="RESERVED_DEVICE_OWNER",
+        )
 
 
-def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str]],
-                rev: int, now: float) -> list[Change]:
+def create_port(
+    topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str]], rev: int, now: float
+) -> list[Change]:
     """`port.mac` empty = generate; `ip_requests` are (subnet id, address) with either part possibly empty."""
     _check_name(port.display_name)
     _check_device_owner(port.device_owner)
@@ -556,16 +645,31 @@ def create_port(topo: Topology, port: Port, ip_requests: Sequence[tuple[str, str
     key = topo.port_keys.choose()
     if key is None:
         raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
-    rec = dataclasses.replace(port, mac=mac, fixed_ips=fixed, status=PORT_DOWN, key=key,
-                              requested_chassis=port.binding_chassis,
-                              allowed_address_pairs=_check_pairs(port.allowed_address_pairs, mac),
-                              security_groups=_check_groups(port.security_groups))
+    rec = dataclasses.replace(
+        port,
+        mac=mac,
+        fixed_ips=fixed,
+        status=PORT_DOWN,
+        key=key,
+        requested_chassis=port.binding_chassis,
+        allowed_address_pairs=_check_pairs(port.allowed_address_pairs, mac),
+        security_groups=_check_groups(port.security_groups),
+    )
     _check_port_security(rec)
     return [("port", rec.id, None, _stamp(rec, rev, now, True))]
 
 
-PORT_MUTABLE = {"display_name", "fixed_ips", "device_owner", "device_id", "admin_state_up",
-                "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis"}
+PORT_MUTABLE = {
+    "display_name",
+    "fixed_ips",
+    "device_owner",
+    "device_id",
+    "admin_state_up",
+    "port_security_enabled",
+    "allowed_address_pairs",
+    "security_groups",
+    "binding_chassis",
+}
 
 
 def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
@@ -573,15 +677,20 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     _check_fields(fields, PORT_MUTABLE)
     if old.device_owner == OWNER_LOAD_BALANCER and fields:  # a VIP port is the load balancer's, all of it
         err = errors.failed_precondition(
-            "PORT_OWNED_BY_LOAD_BALANCER", f"port {old.id!r} holds the VIP of load balancer {old.device_id!r}: it "
-            "changes only with the load balancer", port=old.id, owner=old.device_owner)
+            "PORT_OWNED_BY_LOAD_BALANCER",
+            f"port {old.id!r} holds the VIP of load balancer {old.device_id!r}: it "
+            "changes only with the load balancer",
+            port=old.id,
+            owner=old.device_owner,
+        )
         err.violations = [(sorted(fields)[0], f"owned by load balancer {old.device_id!r}")]
         raise err
     if "display_name" in fields:
         _check_name(fields["display_name"])
     if "fixed_ips" in fields:
-        fields["fixed_ips"] = _resolve_fixed_ips(topo, old.id, old.network_id, fields["fixed_ips"] or (),
-                                                 keep=old.fixed_ips)
+        fields["fixed_ips"] = _resolve_fixed_ips(
+            topo, old.id, old.network_id, fields["fixed_ips"] or (), keep=old.fixed_ips
+        )
     if "allowed_address_pairs" in fields:
         fields["allowed_address_pairs"] = _check_pairs(fields["allowed_address_pairs"], old.mac)
     if "security_groups" in fields:
@@ -599,7 +708,10 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
                 err = errors.failed_precondition(
                     f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
                     f"port {old.id!r} belongs to {owner} {old.device_id!r}: its {name} change only through "
-                    f"the {owner}", port=old.id, owner=old.device_owner)
+                    f"the {owner}",
+                    port=old.id,
+                    owner=old.device_owner,
+                )
                 err.violations = [(name, f"owned by {owner} {old.device_id!r}")]
                 raise err
     elif new.device_owner != old.device_owner:
@@ -609,9 +721,12 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
         for fip in _fips_of_port(topo, old.id):
             if not any(a == fip.fixed_ip for _s, a in kept):
                 raise errors.failed_precondition(
-                    "FLOATING_IP_ASSOCIATED", f"floating IP {fip.id!r} ({fip.address}) maps {fip.fixed_ip} of "
-                    f"port {old.id!r}; dissociate it before removing that address", floating_ip=fip.id,
-                    port=old.id)
+                    "FLOATING_IP_ASSOCIATED",
+                    f"floating IP {fip.id!r} ({fip.address}) maps {fip.fixed_ip} of "
+                    f"port {old.id!r}; dissociate it before removing that address",
+                    floating_ip=fip.id,
+                    port=old.id,
+                )
     _check_port_security(new)
     return [("port", old.id, old, _stamp(new, rev, now, False))]
 
@@ -636,12 +751,18 @@ def delete_port(topo: Topology, old: Port, rev: int | None = None, now: float = 
     (as Neutron does)."""
     if old.device_owner in ROUTER_OWNERS:
         owner = OWNER_LABEL.get(old.device_owner, "router")
-        how = {"router": "RemoveRouterInterface or the router gateway", "floating IP": "DeleteFloatingIp",
-               "load balancer": "DeleteLoadBalancer"}[owner]
+        how = {
+            "router": "RemoveRouterInterface or the router gateway",
+            "floating IP": "DeleteFloatingIp",
+            "load balancer": "DeleteLoadBalancer",
+        }[owner]
         raise errors.failed_precondition(
             f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
             f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it ({how})",
-            port=old.id, owner=old.device_owner, device_id=old.device_id)
+            port=old.id,
+            owner=old.device_owner,
+            device_id=old.device_id,
+        )
     changes = _dissociate_ports(topo, {old.id}, _rev(topo, rev), now)
     return changes + [("port", old.id, old, None)]
 
@@ -659,8 +780,12 @@ def _check_chassis_fields(topo: Topology, ch: Chassis, fields: set[str]) -> Chas
             raise errors.invalid("datapath_id", "must be a 64-bit number")
         for other in topo.chassis.values():
             if other.id != ch.id and other.datapath_id == ch.datapath_id:
-                err = errors.already_exists("chassis", other.id, reason="DATAPATH_ID_IN_USE",
-                                            message=f"datapath id {ch.datapath_id:#x} belongs to {other.id!r}")
+                err = errors.already_exists(
+                    "chassis",
+                    other.id,
+                    reason="DATAPATH_ID_IN_USE",
+                    message=f"datapath id {ch.datapath_id:#x} belongs to {other.id!r}",
+                )
                 err.violations = [("datapath_id", "in use by another chassis")]
                 raise err
     if "bridge_mappings" in fields:
@@ -681,7 +806,9 @@ def create_chassis(topo: Topology, ch: Chassis, rev: int, now: float) -> list[Ch
     return [("chassis", ch.id, None, _stamp(ch, rev, now, True))]
 
 
-def update_chassis(topo: Topology, old: Chassis, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+def update_chassis(
+    topo: Topology, old: Chassis, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     _check_fields(fields, CHASSIS_MUTABLE)
     new = _check_chassis_fields(topo, dataclasses.replace(old, **fields), set(fields))
     return [("chassis", old.id, old, _stamp(new, rev, now, False))]
@@ -691,8 +818,10 @@ def delete_chassis(topo: Topology, old: Chassis, force: bool, rev: int, now: flo
     ports = topo.ports_on_chassis(old.id)
     if ports and not force:
         raise errors.failed_precondition(
-            "CHASSIS_IN_USE", f"chassis {old.id!r} has {len(ports)} bound port(s); unbind them or use force",
-            chassis=old.id)
+            "CHASSIS_IN_USE",
+            f"chassis {old.id!r} has {len(ports)} bound port(s); unbind them or use force",
+            chassis=old.id,
+        )
     changes: list[Change] = []
     for p in ports:
         new = dataclasses.replace(p, binding_chassis="", requested_chassis="", status=PORT_DOWN)
@@ -720,8 +849,12 @@ class GatewayRequest:
 
 def router_interfaces(topo: Topology, router_id: str) -> list[tuple[Port, str, str]]:
     """(interface port, subnet id, router address on it) for each address of each interface port."""
-    return [(p, sid, addr) for p in topo.router_ports(router_id) if p.device_owner == OWNER_ROUTER_INTERFACE
-            for sid, addr in p.fixed_ips]
+    return [
+        (p, sid, addr)
+        for p in topo.router_ports(router_id)
+        if p.device_owner == OWNER_ROUTER_INTERFACE
+        for sid, addr in p.fixed_ips
+    ]
 
 
 def gateway_port(topo: Topology, router_id: str) -> Port | None:
@@ -742,13 +875,19 @@ def _fips_of_port(topo: Topology, port_id: str) -> list[FloatingIp]:
     node = ("port", port_id)
     if node not in topo.graph:
         return []
-    return sorted((topo.floatingips[i] for k, i in topo.graph[node] if k == "floating_ip" and i in topo.floatingips),
-                  key=lambda f: f.id)
+    return sorted(
+        (topo.floatingips[i] for k, i in topo.graph[node] if k == "floating_ip" and i in topo.floatingips),
+        key=lambda f: f.id,
+    )
 
 
 def _dissociated(fip: FloatingIp, rev: int, now: float) -> Change:
-    return ("floating_ip", fip.id, fip, _stamp(dataclasses.replace(fip, port_id="", fixed_ip="", router_id=""),
-                                              rev, now, False))
+    return (
+        "floating_ip",
+        fip.id,
+        fip,
+        _stamp(dataclasses.replace(fip, port_id="", fixed_ip="", router_id=""), rev, now, False),
+    )
 
 
 def _dissociate_ports(topo: Topology, port_ids: set[str], rev: int, now: float) -> list[Change]:
@@ -762,23 +901,36 @@ def _renamed(err: errors.ApiError, paths: dict[str, str]) -> errors.ApiError:
     for f, d in err.violations:
         for old, new in paths.items():
             if f == old or f.startswith(old + "."):
-                f = new + f[len(old):]
+                f = new + f[len(old) :]
                 break
         out.append((f, d))
     err.violations = out
     return err
 
 
-def _new_owned_port(topo: Topology, ident: str, network_id: str, tenant: str, owner: str, device_id: str,
-                    requests: Sequence[tuple[str, str]], paths: dict[str, str], rev: int, now: float) -> Change:
+def _new_owned_port(
+    topo: Topology,
+    ident: str,
+    network_id: str,
+    tenant: str,
+    owner: str,
+    device_id: str,
+    requests: Sequence[tuple[str, str]],
+    paths: dict[str, str],
+    rev: int,
+    now: float,
+) -> Change:
     """A port the controller makes for a router or floating IP: generated MAC, an IPv4 address, a port key."""
     try:
         fixed = _resolve_fixed_ips(topo, ident, network_id, requests)
     except errors.ApiError as err:
         raise _renamed(err, paths) from None
     if not fixed:
-        raise errors.failed_precondition("NO_SUBNET", f"network {network_id!r} has no IPv4 subnet to take an "
-                                         "address from", network=network_id)
+        raise errors.failed_precondition(
+            "NO_SUBNET",
+            f"network {network_id!r} has no IPv4 subnet to take an address from",
+            network=network_id,
+        )
     for sid, addr in fixed:
         if addr == topo.subnets[sid].gateway_ip and owner != OWNER_ROUTER_INTERFACE:
             path = paths.get("fixed_ips[0].ip_address", "ip_address")
@@ -786,8 +938,17 @@ def _new_owned_port(topo: Topology, ident: str, network_id: str, tenant: str, ow
     key = topo.port_keys.choose()
     if key is None:
         raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
-    port = Port(id=ident, tenant=tenant, network_id=network_id, mac=_generate_mac(topo, _rng), fixed_ips=fixed,
-                device_owner=owner, device_id=device_id, port_security_enabled=False, key=key)
+    port = Port(
+        id=ident,
+        tenant=tenant,
+        network_id=network_id,
+        mac=_generate_mac(topo, _rng),
+        fixed_ips=fixed,
+        device_owner=owner,
+        device_id=device_id,
+        port_security_enabled=False,
+        key=key,
+    )
     return ("port", ident, None, _stamp(port, rev, now, True))
 
 
@@ -796,14 +957,17 @@ def _check_external(topo: Topology, network_id: str, field_path: str) -> Network
     if net is None:
         raise errors.not_found("network", network_id)
     if not net.external:
-        raise errors.invalid(field_path, f"network {network_id!r} is not an external network",
-                             reason="NOT_EXTERNAL_NETWORK")
+        raise errors.invalid(
+            field_path, f"network {network_id!r} is not an external network", reason="NOT_EXTERNAL_NETWORK"
+        )
     return net
 
 
-GATEWAY_PATHS = {"fixed_ips[0].ip_address": "external_gateway.fixed_ip.ip_address",
-                 "fixed_ips[0].subnet": "external_gateway.fixed_ip.subnet",
-                 "fixed_ips[0]": "external_gateway.fixed_ip"}
+GATEWAY_PATHS = {
+    "fixed_ips[0].ip_address": "external_gateway.fixed_ip.ip_address",
+    "fixed_ips[0].subnet": "external_gateway.fixed_ip.subnet",
+    "fixed_ips[0]": "external_gateway.fixed_ip",
+}
 
 
 def _gateway_request(gw: GatewayRequest) -> list[tuple[str, str]]:
@@ -815,12 +979,26 @@ def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: i
     import uuid
 
     # tenant "": like Neutron's, the gateway port is nobody's to see or touch but the operator's
-    return _new_owned_port(topo, str(uuid.uuid4()), gw.network_id, "", OWNER_ROUTER_GATEWAY, router.id,
-                           _gateway_request(gw), GATEWAY_PATHS, rev, now)
+    return _new_owned_port(
+        topo,
+        str(uuid.uuid4()),
+        gw.network_id,
+        "",
+        OWNER_ROUTER_GATEWAY,
+        router.id,
+        _gateway_request(gw),
+        GATEWAY_PATHS,
+        rev,
+        now,
+    )
 
 
-def _check_routes(topo: Topology, router_id: str, routes: Sequence[tuple[str, str]],
-                  without_ports: set[str] | frozenset[str] = frozenset()) -> tuple[tuple[str, str], ...]:
+def _check_routes(
+    topo: Topology,
+    router_id: str,
+    routes: Sequence[tuple[str, str]],
+    without_ports: set[str] | frozenset[str] = frozenset(),
+) -> tuple[tuple[str, str], ...]:
     """Static routes: a CIDR and a nexthop inside one of the router's interface subnets (not the router's own
     address); `without_ports` are interfaces about to be removed."""
     ifaces = [(sid, addr) for p, sid, addr in router_interfaces(topo, router_id) if p.id not in without_ports]
@@ -833,8 +1011,11 @@ def _check_routes(topo: Topology, router_id: str, routes: Sequence[tuple[str, st
         if n.version != d.version:
             raise errors.invalid(f"routes[{i}].nexthop", f"{nexthop} is not an IPv{d.version} address")
         if not any(n in net for net in nets):
-            raise errors.invalid(f"routes[{i}].nexthop", f"{nexthop} is in none of the router's interface "
-                                 "subnets", reason="NEXTHOP_NOT_CONNECTED")
+            raise errors.invalid(
+                f"routes[{i}].nexthop",
+                f"{nexthop} is in none of the router's interface subnets",
+                reason="NEXTHOP_NOT_CONNECTED",
+            )
         if str(n) in own:
             raise errors.invalid(f"routes[{i}].nexthop", f"{nexthop} is the router's own address")
         route = (str(d.cidr), str(n))
@@ -844,17 +1025,22 @@ def _check_routes(topo: Topology, router_id: str, routes: Sequence[tuple[str, st
     return tuple(out)
 
 
-def create_router(topo: Topology, router: Router, gateway: GatewayRequest | None, rev: int,
-                  now: float) -> list[Change]:
+def create_router(
+    topo: Topology, router: Router, gateway: GatewayRequest | None, rev: int, now: float
+) -> list[Change]:
     """The router first, then its gateway port (if any)."""
     _check_name(router.display_name)
     routes = _check_routes(topo, router.id, router.routes)  # no interfaces yet: only an empty list passes
     key = topo.datapath_keys.choose()
     if key is None:
         raise errors.exhausted("DATAPATH_KEYS_EXHAUSTED", "no free datapath key")
-    rec = dataclasses.replace(router, key=key, routes=routes,
-                              gateway_network_id=gateway.network_id if gateway else "",
-                              enable_snat=gateway.enable_snat if gateway else True)
+    rec = dataclasses.replace(
+        router,
+        key=key,
+        routes=routes,
+        gateway_network_id=gateway.network_id if gateway else "",
+        enable_snat=gateway.enable_snat if gateway else True,
+    )
     changes: list[Change] = [("router", rec.id, None, _stamp(rec, rev, now, True))]
     if gateway is not None:
         changes.append(_new_gateway_port(topo, rec, gateway, rev, now))
@@ -882,8 +1068,11 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
         moving = gw is None or gw.network_id != old.gateway_network_id
         if moving and using and old.gateway_network_id:
             raise errors.failed_precondition(
-                "ROUTER_GATEWAY_IN_USE", f"floating IP(s) {', '.join(f.id for f in using)} reach their external "
-                f"network through router {old.id!r}'s gateway; dissociate them first", router=old.id)
+                "ROUTER_GATEWAY_IN_USE",
+                f"floating IP(s) {', '.join(f.id for f in using)} reach their external "
+                f"network through router {old.id!r}'s gateway; dissociate them first",
+                router=old.id,
+            )
         if gw is None:
             if cur is not None:
                 ports.append(("port", cur.id, cur, None))
@@ -895,12 +1084,20 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
                 ports.append(_new_gateway_port(topo, old, gw, rev, now))
             elif _gateway_request(gw):  # same network: move the gateway's address if another is asked for
                 try:
-                    fixed = _resolve_fixed_ips(topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips)
+                    fixed = _resolve_fixed_ips(
+                        topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips
+                    )
                 except errors.ApiError as err:
                     raise _renamed(err, GATEWAY_PATHS) from None
                 if fixed != cur.fixed_ips:
-                    ports.append(("port", cur.id, cur, _stamp(dataclasses.replace(cur, fixed_ips=fixed),
-                                                              rev, now, False)))
+                    ports.append(
+                        (
+                            "port",
+                            cur.id,
+                            cur,
+                            _stamp(dataclasses.replace(cur, fixed_ips=fixed), rev, now, False),
+                        )
+                    )
             fields.update(gateway_network_id=gw.network_id, enable_snat=gw.enable_snat)
     if "routes" in fields:
         fields["routes"] = _check_routes(topo, old.id, fields["routes"])
@@ -915,98 +1112,154 @@ def delete_router(topo: Topology, old: Router, force: bool, rev: int, now: float
     fips = _fips_via(topo, old.id)
     if (ifaces or fips) and not force:
         raise errors.failed_precondition(
-            "ROUTER_IN_USE", f"router {old.id!r} has {len(ifaces)} interface(s) and translates {len(fips)} "
-            "floating IP(s); remove them first or use force", router=old.id)
+            "ROUTER_IN_USE",
+            f"router {old.id!r} has {len(ifaces)} interface(s) and translates {len(fips)} "
+            "floating IP(s); remove them first or use force",
+            router=old.id,
+        )
     changes: list[Change] = [_dissociated(f, rev, now) for f in fips]
     changes += [("port", p.id, p, None) for p in topo.router_ports(old.id)]
     changes.append(("router", old.id, old, None))
     return changes + _firewall_detach(topo, {p.id for p in topo.router_ports(old.id)}, rev, now)
 
 
-def _check_new_interface_subnets(topo: Topology, router: Router, subnets: Sequence[Subnet], field_path: str) -> None:
+def _check_new_interface_subnets(
+    topo: Topology, router: Router, subnets: Sequence[Subnet], field_path: str
+) -> None:
     current = router_interfaces(topo, router.id)
     for sub in subnets:
         net = netaddr.IPNetwork(sub.cidr)
         for port, sid, _addr in current:
             if sid == sub.id:
-                err = errors.already_exists("router_interface", sub.id, reason="ROUTER_INTERFACE_EXISTS",
-                                            message=f"subnet {sub.id!r} is already on router {router.id!r} "
-                                                    f"(port {port.id!r})")
+                err = errors.already_exists(
+                    "router_interface",
+                    sub.id,
+                    reason="ROUTER_INTERFACE_EXISTS",
+                    message=f"subnet {sub.id!r} is already on router {router.id!r} (port {port.id!r})",
+                )
                 err.violations = [(field_path, f"subnet {sub.id!r} is already an interface of the router")]
                 raise err
             other = topo.subnets[sid]
             if net in netaddr.IPNetwork(other.cidr) or netaddr.IPNetwork(other.cidr) in net:
-                raise errors.invalid(field_path, f"{sub.cidr} of subnet {sub.id!r} overlaps {other.cidr} of subnet "
-                                     f"{sid!r}, already on router {router.id!r}", reason="OVERLAPPING_CIDR")
+                raise errors.invalid(
+                    field_path,
+                    f"{sub.cidr} of subnet {sub.id!r} overlaps {other.cidr} of subnet "
+                    f"{sid!r}, already on router {router.id!r}",
+                    reason="OVERLAPPING_CIDR",
+                )
 
 
-def add_router_interface(topo: Topology, router: Router, subnet_id: str, port_id: str, new_port_id: str,
-                         rev: int, now: float) -> list[Change]:
+def add_router_interface(
+    topo: Topology, router: Router, subnet_id: str, port_id: str, new_port_id: str, rev: int, now: float
+) -> list[Change]:
     """By subnet (a new port holding its gateway_ip) or by port (an unused port of the tenant). The interface
     port's change comes first, then the router's (its revision moves: its interfaces changed)."""
     if subnet_id:
         sub = topo.subnets[subnet_id]
         if topo.networks[sub.network_id].external:
-            raise errors.invalid("subnet", f"subnet {sub.id!r} is on external network {sub.network_id!r}: use it "
-                                 "as the router's external gateway", reason="EXTERNAL_NETWORK")
+            raise errors.invalid(
+                "subnet",
+                f"subnet {sub.id!r} is on external network {sub.network_id!r}: use it "
+                "as the router's external gateway",
+                reason="EXTERNAL_NETWORK",
+            )
         if not sub.gateway_ip:
-            raise errors.invalid("subnet", f"subnet {sub.id!r} has no gateway_ip for the router to hold "
-                                 "(add the interface by port instead)", reason="NO_GATEWAY_IP")
+            raise errors.invalid(
+                "subnet",
+                f"subnet {sub.id!r} has no gateway_ip for the router to hold "
+                "(add the interface by port instead)",
+                reason="NO_GATEWAY_IP",
+            )
         _check_new_interface_subnets(topo, router, [sub], "subnet")
         owner = topo.ip_owner.get(sub.id, {}).get(int(netaddr.IPAddress(sub.gateway_ip)))
         if owner is not None:
-            err = errors.in_use("IP_ADDRESS_IN_USE", f"gateway {sub.gateway_ip} of subnet {sub.id!r} is in use by a port",
-                         subnet=sub.id, ip_address=sub.gateway_ip)
+            err = errors.in_use(
+                "IP_ADDRESS_IN_USE",
+                f"gateway {sub.gateway_ip} of subnet {sub.id!r} is in use by a port",
+                subnet=sub.id,
+                ip_address=sub.gateway_ip,
+            )
             err.violations = [("subnet", f"its gateway_ip {sub.gateway_ip} is in use")]
             raise err
-        port_change = _new_owned_port(topo, new_port_id, sub.network_id, sub.tenant, OWNER_ROUTER_INTERFACE,
-                                      router.id, [(sub.id, sub.gateway_ip)], {}, rev, now)
+        port_change = _new_owned_port(
+            topo,
+            new_port_id,
+            sub.network_id,
+            sub.tenant,
+            OWNER_ROUTER_INTERFACE,
+            router.id,
+            [(sub.id, sub.gateway_ip)],
+            {},
+            rev,
+            now,
+        )
     else:
         port = topo.ports[port_id]
         if port.device_owner or port.device_id or port.binding_chassis or _fips_of_port(topo, port.id):
             raise errors.failed_precondition(
-                "PORT_IN_USE", f"port {port.id!r} is in use (device_owner {port.device_owner!r}, device_id "
+                "PORT_IN_USE",
+                f"port {port.id!r} is in use (device_owner {port.device_owner!r}, device_id "
                 f"{port.device_id!r}, bound to {port.binding_chassis or 'no chassis'!s}, or has a floating IP); "
-                "a router interface must be an unused port", port=port.id)
+                "a router interface must be an unused port",
+                port=port.id,
+            )
         if topo.networks[port.network_id].external:
-            raise errors.invalid("port", f"port {port.id!r} is on external network {port.network_id!r}",
-                                 reason="EXTERNAL_NETWORK")
+            raise errors.invalid(
+                "port",
+                f"port {port.id!r} is on external network {port.network_id!r}",
+                reason="EXTERNAL_NETWORK",
+            )
         if not port.fixed_ips:
-            raise errors.invalid("port", f"port {port.id!r} has no fixed IP for the router to use",
-                                 reason="NO_FIXED_IP")
+            raise errors.invalid(
+                "port", f"port {port.id!r} has no fixed IP for the router to use", reason="NO_FIXED_IP"
+            )
         if sum(1 for s, _a in port.fixed_ips if topo.subnets[s].ip_version == 4) > 1:
-            raise errors.invalid("port", f"port {port.id!r} has several IPv4 addresses; a router port has one",
-                                 reason="MULTIPLE_IPV4_ADDRESSES")
+            raise errors.invalid(
+                "port",
+                f"port {port.id!r} has several IPv4 addresses; a router port has one",
+                reason="MULTIPLE_IPV4_ADDRESSES",
+            )
         _check_new_interface_subnets(topo, router, [topo.subnets[s] for s, _a in port.fixed_ips], "port")
         new = dataclasses.replace(port, device_owner=OWNER_ROUTER_INTERFACE, device_id=router.id)
         port_change = ("port", port.id, port, _stamp(new, rev, now, False))
     return [port_change, ("router", router.id, router, _stamp(router, rev, now, False))]
 
 
-def remove_router_interface(topo: Topology, router: Router, subnet_id: str, port_id: str, rev: int,
-                            now: float) -> list[Change]:
+def remove_router_interface(
+    topo: Topology, router: Router, subnet_id: str, port_id: str, rev: int, now: float
+) -> list[Change]:
     """Deletes the interface port (also one added by port, as Neutron does). Refused while a static route's
     nexthop or an associated floating IP needs the subnet."""
     ifaces = router_interfaces(topo, router.id)
     ports = {p.id: p for p, sid, _a in ifaces if (sid == subnet_id if subnet_id else p.id == port_id)}
     if not ports:
         what = f"subnet {subnet_id!r}" if subnet_id else f"port {port_id!r}"
-        raise errors.ApiError("NOT_FOUND", "ROUTER_INTERFACE_NOT_FOUND", f"{what} is not an interface of router "
-                              f"{router.id!r}", metadata={"router": router.id})
+        raise errors.ApiError(
+            "NOT_FOUND",
+            "ROUTER_INTERFACE_NOT_FOUND",
+            f"{what} is not an interface of router {router.id!r}",
+            metadata={"router": router.id},
+        )
     gone = {sid for p, sid, _a in ifaces if p.id in ports}
     try:
         _check_routes(topo, router.id, router.routes, without_ports=set(ports))
     except errors.ApiError as err:
         raise errors.failed_precondition(
-            "ROUTER_INTERFACE_IN_USE", f"static route {err.violations[0][0] if err.violations else ''} of router "
-            f"{router.id!r} needs this interface for its nexthop; change the routes first", router=router.id) from None
+            "ROUTER_INTERFACE_IN_USE",
+            f"static route {err.violations[0][0] if err.violations else ''} of router "
+            f"{router.id!r} needs this interface for its nexthop; change the routes first",
+            router=router.id,
+        ) from None
     for fip in _fips_via(topo, router.id):
         port = topo.ports.get(fip.port_id)
         if port is not None and any(a == fip.fixed_ip and s in gone for s, a in port.fixed_ips):
             raise errors.failed_precondition(
-                "ROUTER_INTERFACE_IN_USE", f"floating IP {fip.id!r} ({fip.address} -> {fip.fixed_ip}) is "
+                "ROUTER_INTERFACE_IN_USE",
+                f"floating IP {fip.id!r} ({fip.address} -> {fip.fixed_ip}) is "
                 f"translated through this interface of router {router.id!r}; dissociate it first",
-                router=router.id, floating_ip=fip.id)
+                router=router.id,
+                floating_ip=fip.id,
+            )
     changes: list[Change] = [("port", p.id, p, None) for p in ports.values()]
     changes.append(("router", router.id, router, _stamp(router, rev, now, False)))
     return changes + _firewall_detach(topo, set(ports), rev, now)
@@ -1047,35 +1300,59 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
     for other in _fips_of_port(topo, port.id):
         if other.id != fip.id and other.fixed_ip == addr_s:
             if other.tenant == fip.tenant:  # the asker's own floating IP may be named; another tenant's not
-                err = errors.already_exists("floating_ip", other.id, reason="FIXED_IP_IN_USE",
-                                            message=f"{addr_s} of port {port.id!r} already has floating IP "
-                                                    f"{other.id!r} ({other.address})")
+                err = errors.already_exists(
+                    "floating_ip",
+                    other.id,
+                    reason="FIXED_IP_IN_USE",
+                    message=f"{addr_s} of port {port.id!r} already has floating IP "
+                    f"{other.id!r} ({other.address})",
+                )
                 err.violations = [("fixed_ip_address", f"{addr_s} already has floating IP {other.id!r}")]
             else:
-                err = errors.in_use("FIXED_IP_IN_USE", f"{addr_s} of port {port.id!r} already has a floating IP",
-                             port=port.id, fixed_ip_address=addr_s)
+                err = errors.in_use(
+                    "FIXED_IP_IN_USE",
+                    f"{addr_s} of port {port.id!r} already has a floating IP",
+                    port=port.id,
+                    fixed_ip_address=addr_s,
+                )
                 err.violations = [("fixed_ip_address", f"{addr_s} already has a floating IP")]
             raise err
     for rid in sorted(topo.routers_of(port.network_id)):
         router = topo.routers[rid]
         if router.gateway_network_id == fip.network_id and any(
-                s == sid for _p, s, _a in router_interfaces(topo, rid)):
+            s == sid for _p, s, _a in router_interfaces(topo, rid)
+        ):
             return dataclasses.replace(fip, port_id=port.id, fixed_ip=addr_s, router_id=rid)
     raise errors.failed_precondition(
-        "EXTERNAL_GATEWAY_UNREACHABLE", f"no router joins subnet {sid!r} of port {port.id!r} to external network "
-        f"{fip.network_id!r} (add the subnet to a router whose external gateway is there)", port=port.id,
-        subnet=sid, network=fip.network_id)
+        "EXTERNAL_GATEWAY_UNREACHABLE",
+        f"no router joins subnet {sid!r} of port {port.id!r} to external network "
+        f"{fip.network_id!r} (add the subnet to a router whose external gateway is there)",
+        port=port.id,
+        subnet=sid,
+        network=fip.network_id,
+    )
 
 
-def create_floating_ip(topo: Topology, fip: FloatingIp, new_port_id: str, rev: int, now: float) -> list[Change]:
+def create_floating_ip(
+    topo: Topology, fip: FloatingIp, new_port_id: str, rev: int, now: float
+) -> list[Change]:
     """`fip.address` empty = allocate; `fip.port_id` set = associate at once (with `fip.fixed_ip` or the
     port's only IPv4 address). The reservation port first, then the floating IP."""
     _check_external(topo, fip.network_id, "floating_network")
     if fip.address:
         _ip(fip.address, "floating_ip_address", 4)  # floating IPs are IPv4 (as in Neutron)
     port_change = _new_owned_port(
-        topo, new_port_id, fip.network_id, "", OWNER_FLOATING_IP, fip.id, [("", fip.address)] if fip.address else [],
-        {"fixed_ips[0].ip_address": "floating_ip_address", "fixed_ips[0]": "floating_ip_address"}, rev, now)
+        topo,
+        new_port_id,
+        fip.network_id,
+        "",
+        OWNER_FLOATING_IP,
+        fip.id,
+        [("", fip.address)] if fip.address else [],
+        {"fixed_ips[0].ip_address": "floating_ip_address", "fixed_ips[0]": "floating_ip_address"},
+        rev,
+        now,
+    )
     reserved = port_change[3]
     assert isinstance(reserved, Port)
     rec = dataclasses.replace(fip, address=reserved.fixed_ips[0][1], port_id="", fixed_ip="", router_id="")
@@ -1089,8 +1366,9 @@ def create_floating_ip(topo: Topology, fip: FloatingIp, new_port_id: str, rev: i
 FLOATING_IP_MUTABLE = {"port", "fixed_ip_address"}
 
 
-def update_floating_ip(topo: Topology, old: FloatingIp, fields: dict[str, Any], rev: int,
-                       now: float) -> list[Change]:
+def update_floating_ip(
+    topo: Topology, old: FloatingIp, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     """`fields`: "port" (a port id, "" = dissociate) and/or "fixed_ip_address"."""
     _check_fields(fields, FLOATING_IP_MUTABLE)
     port_id = fields.get("port", old.port_id)

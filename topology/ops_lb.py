@@ -50,15 +50,26 @@ MAX_RETRIES = 10
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 _CODES_RE = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
 #: the VIP port's request field paths, as the load balancer names them
-VIP_PATHS = {"fixed_ips[0].ip_address": "vip_address", "fixed_ips[0].subnet": "vip_subnet",
-             "fixed_ips[0]": "vip_address"}
+VIP_PATHS = {
+    "fixed_ips[0].ip_address": "vip_address",
+    "fixed_ips[0].subnet": "vip_subnet",
+    "fixed_ips[0]": "vip_address",
+}
 
 LOAD_BALANCER_MUTABLE = {"display_name", "description", "admin_state_up"}
 LISTENER_MUTABLE = {"display_name", "default_pool", "admin_state_up"}
 POOL_MUTABLE = {"display_name", "lb_algorithm", "admin_state_up"}
 MEMBER_MUTABLE = {"display_name", "weight", "admin_state_up"}
-MONITOR_MUTABLE = {"display_name", "delay", "timeout", "max_retries", "http_method", "url_path", "expected_codes",
-                   "admin_state_up"}
+MONITOR_MUTABLE = {
+    "display_name",
+    "delay",
+    "timeout",
+    "max_retries",
+    "http_method",
+    "url_path",
+    "expected_codes",
+    "admin_state_up",
+}
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -150,7 +161,9 @@ def derive_status(up: bool, parts: Iterable[str]) -> str:
     return ONLINE
 
 
-def settle(topo: Topology, changes: list[Change], lb_ids: Iterable[str], rev: int, now: float) -> list[Change]:
+def settle(
+    topo: Topology, changes: list[Change], lb_ids: Iterable[str], rev: int, now: float
+) -> list[Change]:
     """`changes` with the operating statuses of everything under the load balancers `lb_ids` made consistent
     (member statuses from admin state and monitor presence; pool and load balancer derived). A record already
     changed gets its status in that change; others get an update change."""
@@ -179,8 +192,10 @@ def settle(topo: Topology, changes: list[Change], lb_ids: Iterable[str], rev: in
         for pool in view.children("pool", topo.lb_pools, "load_balancer_id", lb_id):
             monitor = view.monitor(pool.id)
             monitored = monitor is not None and monitor.admin_state_up
-            states = [put(m, member_status(m, monitored)).operating_status
-                      for m in view.children("member", topo.pool_members, "pool_id", pool.id)]
+            states = [
+                put(m, member_status(m, monitored)).operating_status
+                for m in view.children("member", topo.pool_members, "pool_id", pool.id)
+            ]
             pool_up = pool.admin_state_up and lb.admin_state_up
             pool = put(pool, derive_status(pool_up, states if monitored else ()))
             if pool.admin_state_up:
@@ -196,7 +211,9 @@ def _lb_of(topo: Topology, kind: str, ident: str) -> str:
     return rec.load_balancer_id if rec is not None else ""
 
 
-def set_operating_status(topo: Topology, kind: str, ident: str, status: str, rev: int, now: float) -> list[Change]:
+def set_operating_status(
+    topo: Topology, kind: str, ident: str, status: str, rev: int, now: float
+) -> list[Change]:
     """The health monitor's report (never a client's): a member's ONLINE / ERROR (its pool's and load
     balancer's statuses follow in the same changes), or a pool's / load balancer's status set directly.
     No changes if nothing changes (or the record is gone); an administratively down member stays OFFLINE."""
@@ -212,9 +229,12 @@ def set_operating_status(topo: Topology, kind: str, ident: str, status: str, rev
             return []
         return [_updated(rec, {"operating_status": status}, rev, now)]
     monitor = _View(topo, []).monitor(rec.pool_id)
-    target = member_status(dataclasses.replace(rec, operating_status=status),
-                           monitor is not None and monitor.admin_state_up)
-    changes = [_updated(rec, {"operating_status": target}, rev, now)] if target != rec.operating_status else []
+    target = member_status(
+        dataclasses.replace(rec, operating_status=status), monitor is not None and monitor.admin_state_up
+    )
+    changes = (
+        [_updated(rec, {"operating_status": target}, rev, now)] if target != rec.operating_status else []
+    )
     return settle(topo, changes, [_lb_of(topo, kind, ident)], rev, now)
 
 
@@ -236,18 +256,30 @@ def create_load_balancer(topo: Topology, lb: LoadBalancer, admin: bool, rev: int
     if lb.vip_address:
         _ip(lb.vip_address, "vip_address")
     port_id = str(uuid.uuid4())
-    port_change = _new_owned_port(topo, port_id, sub.network_id, lb.tenant, OWNER_LOAD_BALANCER, lb.id,
-                                  [(sub.id, lb.vip_address)], VIP_PATHS, rev, now)
+    port_change = _new_owned_port(
+        topo,
+        port_id,
+        sub.network_id,
+        lb.tenant,
+        OWNER_LOAD_BALANCER,
+        lb.id,
+        [(sub.id, lb.vip_address)],
+        VIP_PATHS,
+        rev,
+        now,
+    )
     port = port_change[3]
     assert port is not None
     address = next(a for s, a in port.fixed_ips if s == sub.id)  # type: ignore[union-attr]
     rec = dataclasses.replace(lb, vip_address=address, vip_port_id=port_id, operating_status=ONLINE)
-    return settle(topo, [port_change, ("load_balancer", lb.id, None, _stamp(rec, rev, now, True))], [lb.id], rev,
-                  now)
+    return settle(
+        topo, [port_change, ("load_balancer", lb.id, None, _stamp(rec, rev, now, True))], [lb.id], rev, now
+    )
 
 
-def update_load_balancer(topo: Topology, old: LoadBalancer, fields: dict[str, Any], rev: int,
-                         now: float) -> list[Change]:
+def update_load_balancer(
+    topo: Topology, old: LoadBalancer, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     _check_fields(fields, LOAD_BALANCER_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
@@ -263,8 +295,11 @@ def delete_load_balancer(topo: Topology, old: LoadBalancer, force: bool) -> list
     pools = sorted(topo.lb_pools.get(old.id, ()))
     if (listeners or pools) and not force:
         raise errors.failed_precondition(
-            "LOAD_BALANCER_IN_USE", f"load balancer {old.id!r} has {len(listeners)} listener(s) and {len(pools)} "
-            "pool(s); delete them first or use force (cascade)", load_balancer=old.id)
+            "LOAD_BALANCER_IN_USE",
+            f"load balancer {old.id!r} has {len(listeners)} listener(s) and {len(pools)} "
+            "pool(s); delete them first or use force (cascade)",
+            load_balancer=old.id,
+        )
     changes: list[Change] = [("listener", i, topo.listeners[i], None) for i in listeners]
     for pid in pools:
         changes += _pool_contents(topo, pid)
@@ -286,24 +321,36 @@ def _check_default_pool(topo: Topology, listener: Listener, pending: Sequence[Ch
     if pool is None or pool.tenant != listener.tenant:
         raise _not_found("pool", listener.default_pool_id, "default_pool")
     if pool.load_balancer_id != listener.load_balancer_id:
-        raise errors.invalid("default_pool", f"pool {pool.id!r} belongs to load balancer {pool.load_balancer_id!r}, "
-                             f"not {listener.load_balancer_id!r}", reason="POOL_OF_ANOTHER_LOAD_BALANCER")
+        raise errors.invalid(
+            "default_pool",
+            f"pool {pool.id!r} belongs to load balancer {pool.load_balancer_id!r}, "
+            f"not {listener.load_balancer_id!r}",
+            reason="POOL_OF_ANOTHER_LOAD_BALANCER",
+        )
     if pool.protocol != listener.protocol:
-        raise errors.invalid("default_pool", f"pool {pool.id!r} is {pool.protocol}, the listener "
-                             f"{listener.protocol}", reason="PROTOCOL_MISMATCH")
+        raise errors.invalid(
+            "default_pool",
+            f"pool {pool.id!r} is {pool.protocol}, the listener {listener.protocol}",
+            reason="PROTOCOL_MISMATCH",
+        )
 
 
 def create_listener(topo: Topology, listener: Listener, rev: int, now: float) -> list[Change]:
     """`listener.load_balancer_id` must be an existing load balancer (the northbound checked its tenant)."""
     _check_name(listener.display_name)
-    rec = dataclasses.replace(listener, protocol=_protocol(listener.protocol),
-                              protocol_port=_port(listener.protocol_port))
+    rec = dataclasses.replace(
+        listener, protocol=_protocol(listener.protocol), protocol_port=_port(listener.protocol_port)
+    )
     for other_id in sorted(topo.lb_listeners.get(rec.load_balancer_id, ())):
         other = topo.listeners[other_id]
         if (other.protocol, other.protocol_port) == (rec.protocol, rec.protocol_port):
-            err = errors.already_exists("listener", other.id, reason="LISTENER_PORT_IN_USE",
-                                        message=f"load balancer {rec.load_balancer_id!r} already listens on "
-                                        f"{rec.protocol} {rec.protocol_port} (listener {other.id!r})")
+            err = errors.already_exists(
+                "listener",
+                other.id,
+                reason="LISTENER_PORT_IN_USE",
+                message=f"load balancer {rec.load_balancer_id!r} already listens on "
+                f"{rec.protocol} {rec.protocol_port} (listener {other.id!r})",
+            )
             err.violations = [("protocol_port", f"{rec.protocol} {rec.protocol_port} is in use")]
             raise err
     _check_default_pool(topo, rec)
@@ -314,7 +361,9 @@ def create_listener(topo: Topology, listener: Listener, rev: int, now: float) ->
     return [("listener", rec.id, None, _stamp(rec, rev, now, True))]
 
 
-def update_listener(topo: Topology, old: Listener, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
+def update_listener(
+    topo: Topology, old: Listener, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     _check_fields(fields, LISTENER_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
@@ -345,15 +394,23 @@ def create_pool(topo: Topology, pool: Pool, listener: Listener | None, rev: int,
     changes: list[Change] = []
     if listener is not None:
         if rec.load_balancer_id != listener.load_balancer_id:
-            raise errors.invalid("load_balancer", f"listener {listener.id!r} is on load balancer "
-                                 f"{listener.load_balancer_id!r}", reason="POOL_OF_ANOTHER_LOAD_BALANCER")
+            raise errors.invalid(
+                "load_balancer",
+                f"listener {listener.id!r} is on load balancer {listener.load_balancer_id!r}",
+                reason="POOL_OF_ANOTHER_LOAD_BALANCER",
+            )
         if listener.protocol != protocol:
-            raise errors.invalid("protocol", f"{protocol} differs from listener {listener.id!r}'s "
-                                 f"{listener.protocol}", reason="PROTOCOL_MISMATCH")
+            raise errors.invalid(
+                "protocol",
+                f"{protocol} differs from listener {listener.id!r}'s {listener.protocol}",
+                reason="PROTOCOL_MISMATCH",
+            )
         if listener.default_pool_id:
             err = errors.failed_precondition(
-                "LISTENER_HAS_DEFAULT_POOL", f"listener {listener.id!r} already has default pool "
-                f"{listener.default_pool_id!r}", listener=listener.id)
+                "LISTENER_HAS_DEFAULT_POOL",
+                f"listener {listener.id!r} already has default pool {listener.default_pool_id!r}",
+                listener=listener.id,
+            )
             err.violations = [("listener", f"has default pool {listener.default_pool_id!r}")]
             raise err
     changes.append(("pool", rec.id, None, _stamp(rec, rev, now, True)))
@@ -369,7 +426,9 @@ def update_pool(topo: Topology, old: Pool, fields: dict[str, Any], rev: int, now
     if "lb_algorithm" in fields:
         fields["lb_algorithm"] = fields["lb_algorithm"].strip().upper()
         if fields["lb_algorithm"] not in LB_ALGORITHMS:
-            raise errors.invalid("lb_algorithm", f"{fields['lb_algorithm']!r} is not {' or '.join(LB_ALGORITHMS)}")
+            raise errors.invalid(
+                "lb_algorithm", f"{fields['lb_algorithm']!r} is not {' or '.join(LB_ALGORITHMS)}"
+            )
     return settle(topo, [_updated(old, fields, rev, now)], [old.load_balancer_id], rev, now)
 
 
@@ -384,12 +443,19 @@ def _pool_contents(topo: Topology, pool_id: str) -> list[Change]:
 
 def delete_pool(topo: Topology, old: Pool, rev: int, now: float) -> list[Change]:
     """Refused while a listener sends to it; its members and monitor go with it."""
-    users = sorted(i for i in topo.lb_listeners.get(old.load_balancer_id, ())
-                   if topo.listeners[i].default_pool_id == old.id)
+    users = sorted(
+        i
+        for i in topo.lb_listeners.get(old.load_balancer_id, ())
+        if topo.listeners[i].default_pool_id == old.id
+    )
     if users:
         raise errors.failed_precondition(
-            "POOL_IN_USE", f"pool {old.id!r} is the default pool of listener(s) {', '.join(users)}; change their "
-            "default_pool first", pool=old.id, listener=users[0])
+            "POOL_IN_USE",
+            f"pool {old.id!r} is the default pool of listener(s) {', '.join(users)}; change their "
+            "default_pool first",
+            pool=old.id,
+            listener=users[0],
+        )
     changes = [*_pool_contents(topo, old.id), ("pool", old.id, old, None)]
     return settle(topo, changes, [old.load_balancer_id], rev, now)
 
@@ -417,20 +483,29 @@ def create_member(topo: Topology, member: Member, admin: bool, rev: int, now: fl
         sub = topo.subnets[topo.load_balancers[pool.load_balancer_id].vip_subnet_id]
     if addr not in netaddr.IPNetwork(sub.cidr):
         field_path = "address"
-        raise errors.invalid(field_path, f"{member.address} is outside subnet {sub.id!r} ({sub.cidr})"
-                             + ("" if member.subnet_id else ": name the member's subnet"),
-                             reason="ADDRESS_OUTSIDE_SUBNET")
+        raise errors.invalid(
+            field_path,
+            f"{member.address} is outside subnet {sub.id!r} ({sub.cidr})"
+            + ("" if member.subnet_id else ": name the member's subnet"),
+            reason="ADDRESS_OUTSIDE_SUBNET",
+        )
     address = str(addr)
     for other_id in sorted(topo.pool_members.get(pool.id, ())):
         other = topo.members[other_id]
         if (other.address, other.protocol_port) == (address, member.protocol_port):
-            err = errors.already_exists("member", other.id, reason="MEMBER_EXISTS",
-                                        message=f"pool {pool.id!r} already has {address}:{member.protocol_port} "
-                                        f"(member {other.id!r})")
+            err = errors.already_exists(
+                "member",
+                other.id,
+                reason="MEMBER_EXISTS",
+                message=f"pool {pool.id!r} already has {address}:{member.protocol_port} "
+                f"(member {other.id!r})",
+            )
             err.violations = [("address", f"{address}:{member.protocol_port} is already a member")]
             raise err
     rec = dataclasses.replace(member, address=address, subnet_id=member.subnet_id, operating_status=ONLINE)
-    return settle(topo, [("member", rec.id, None, _stamp(rec, rev, now, True))], [pool.load_balancer_id], rev, now)
+    return settle(
+        topo, [("member", rec.id, None, _stamp(rec, rev, now, True))], [pool.load_balancer_id], rev, now
+    )
 
 
 def update_member(topo: Topology, old: Member, fields: dict[str, Any], rev: int, now: float) -> list[Change]:
@@ -483,32 +558,49 @@ def _check_monitor(mon: HealthMonitor, given: set[str]) -> HealthMonitor:
     return dataclasses.replace(mon, http_method=method, url_path=path, expected_codes=codes)
 
 
-def create_health_monitor(topo: Topology, mon: HealthMonitor, given: set[str], rev: int,
-                          now: float) -> list[Change]:
+def create_health_monitor(
+    topo: Topology, mon: HealthMonitor, given: set[str], rev: int, now: float
+) -> list[Change]:
     """`mon.pool_id` must be an existing pool (the northbound checked its tenant); one monitor per pool."""
     mon_type = (mon.type or "").strip().upper()
     if mon_type not in MONITOR_TYPES:
         raise errors.invalid("type", f"{mon.type!r} is not a monitor type: {', '.join(MONITOR_TYPES)}")
     existing = topo.pool_monitor.get(mon.pool_id)
     if existing is not None:
-        err = errors.already_exists("health_monitor", existing, reason="HEALTH_MONITOR_EXISTS",
-                                    message=f"pool {mon.pool_id!r} already has health monitor {existing!r}")
+        err = errors.already_exists(
+            "health_monitor",
+            existing,
+            reason="HEALTH_MONITOR_EXISTS",
+            message=f"pool {mon.pool_id!r} already has health monitor {existing!r}",
+        )
         err.violations = [("pool", f"has health monitor {existing!r}")]
         raise err
     rec = _check_monitor(dataclasses.replace(mon, type=mon_type), given)
-    return settle(topo, [("health_monitor", rec.id, None, _stamp(rec, rev, now, True))],
-                  [topo.pools[rec.pool_id].load_balancer_id], rev, now)
+    return settle(
+        topo,
+        [("health_monitor", rec.id, None, _stamp(rec, rev, now, True))],
+        [topo.pools[rec.pool_id].load_balancer_id],
+        rev,
+        now,
+    )
 
 
-def update_health_monitor(topo: Topology, old: HealthMonitor, fields: dict[str, Any], rev: int,
-                          now: float) -> list[Change]:
+def update_health_monitor(
+    topo: Topology, old: HealthMonitor, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     _check_fields(fields, MONITOR_MUTABLE)
     new = _check_monitor(dataclasses.replace(old, **fields), set(fields))
-    return settle(topo, [("health_monitor", old.id, old, _stamp(new, rev, now, False))],
-                  [topo.pools[old.pool_id].load_balancer_id], rev, now)
+    return settle(
+        topo,
+        [("health_monitor", old.id, old, _stamp(new, rev, now, False))],
+        [topo.pools[old.pool_id].load_balancer_id],
+        rev,
+        now,
+    )
 
 
 def delete_health_monitor(topo: Topology, old: HealthMonitor, rev: int, now: float) -> list[Change]:
     """Its pool's members go back to NO_MONITOR."""
-    return settle(topo, [("health_monitor", old.id, old, None)], [topo.pools[old.pool_id].load_balancer_id], rev,
-                  now)
+    return settle(
+        topo, [("health_monitor", old.id, old, None)], [topo.pools[old.pool_id].load_balancer_id], rev, now
+    )

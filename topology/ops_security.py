@@ -51,7 +51,7 @@ def _check_description(text: str, field_path: str = "description") -> None:
 
 
 def _protocol(value: str, field_path: str = "protocol") -> str:
-    """"" / "any" -> ""; a name of PROTOCOL_NUMBERS; a number 0-255 (a known one as its name)."""
+    """ "" / "any" -> ""; a name of PROTOCOL_NUMBERS; a number 0-255 (a known one as its name)."""
     p = value.strip().lower()
     if p in ("", "any"):
         return ""
@@ -60,18 +60,22 @@ def _protocol(value: str, field_path: str = "protocol") -> str:
     if p.isdigit() and 0 <= int(p) <= 255:
         names = {n: name for name, n in PROTOCOL_NUMBERS.items()}
         return names.get(int(p), str(int(p)))
-    raise errors.invalid(field_path, f"{value!r} is not a protocol: any, {', '.join(PROTOCOL_NUMBERS)} or a "
-                         "number 0-255")
+    raise errors.invalid(
+        field_path, f"{value!r} is not a protocol: any, {', '.join(PROTOCOL_NUMBERS)} or a number 0-255"
+    )
 
 
-def _port_range(lo: int, hi: int, protocol: str, allowed: Sequence[str], lo_path: str,
-                hi_path: str) -> tuple[int, int]:
+def _port_range(
+    lo: int, hi: int, protocol: str, allowed: Sequence[str], lo_path: str, hi_path: str
+) -> tuple[int, int]:
     """(0, 0) = any port; a max alone is refused, a min alone is a single port."""
     if not lo and not hi:
         return 0, 0
     if protocol not in allowed:
-        raise errors.invalid(lo_path if lo else hi_path, f"ports go only with protocol {' or '.join(allowed)}"
-                             f" (not {protocol or 'any'!r})")
+        raise errors.invalid(
+            lo_path if lo else hi_path,
+            f"ports go only with protocol {' or '.join(allowed)} (not {protocol or 'any'!r})",
+        )
     if not lo:
         raise errors.invalid(lo_path, "required with " + hi_path.rsplit(".", 1)[-1])
     hi = hi or lo
@@ -109,8 +113,9 @@ def _new_rule_key(topo: Topology, changes: Sequence[Change]) -> int:
     return key
 
 
-def _rule_change(topo: Topology, rule: SecurityGroupRule, pending: Sequence[Change], rev: int,
-                 now: float) -> Change:
+def _rule_change(
+    topo: Topology, rule: SecurityGroupRule, pending: Sequence[Change], rev: int, now: float
+) -> Change:
     rec = dataclasses.replace(rule, key=_new_rule_key(topo, pending))
     return ("security_group_rule", rec.id, None, _stamp(rec, rev, now, True))
 
@@ -118,38 +123,66 @@ def _rule_change(topo: Topology, rule: SecurityGroupRule, pending: Sequence[Chan
 def _egress_rules(topo: Topology, group: SecurityGroup, pending: list[Change], rev: int, now: float) -> None:
     """Neutron's rules of a new group: all egress, IPv4 and IPv6."""
     for ethertype in ETHERTYPES:
-        rule = SecurityGroupRule(id=str(uuid.uuid4()), tenant=group.tenant, security_group_id=group.id,
-                                 direction=EGRESS, ethertype=ethertype)
+        rule = SecurityGroupRule(
+            id=str(uuid.uuid4()),
+            tenant=group.tenant,
+            security_group_id=group.id,
+            direction=EGRESS,
+            ethertype=ethertype,
+        )
         pending.append(_rule_change(topo, rule, pending, rev, now))
 
 
 # ------------------------------------------------------------------------------------------------ groups
 
 
-def ensure_default_group(topo: Topology, tenant: str, rev: int, now: float,
-                         pending: Sequence[Change] = ()) -> tuple[str, list[Change]]:
+def ensure_default_group(
+    topo: Topology, tenant: str, rev: int, now: float, pending: Sequence[Change] = ()
+) -> tuple[str, list[Change]]:
     """The tenant's default group id, and the changes creating it (with Neutron's four rules: all egress;
     ingress from members of the group itself) if it does not exist yet."""
     gid = topo.default_groups.get(tenant)
     if gid is not None:
         return gid, []
     for kind, ident, _old, new in pending:  # made earlier in the same write
-        if kind == "security_group" and isinstance(new, SecurityGroup) and new.tenant == tenant \
-                and new.display_name == DEFAULT_GROUP_NAME:
+        if (
+            kind == "security_group"
+            and isinstance(new, SecurityGroup)
+            and new.tenant == tenant
+            and new.display_name == DEFAULT_GROUP_NAME
+        ):
             return ident, []
-    group = SecurityGroup(id=str(uuid.uuid4()), tenant=tenant, display_name=DEFAULT_GROUP_NAME,
-                          description="Default security group")
+    group = SecurityGroup(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        display_name=DEFAULT_GROUP_NAME,
+        description="Default security group",
+    )
     made: list[Change] = [*pending, ("security_group", group.id, None, _stamp(group, rev, now, True))]
     _egress_rules(topo, group, made, rev, now)
     for ethertype in ETHERTYPES:
-        rule = SecurityGroupRule(id=str(uuid.uuid4()), tenant=tenant, security_group_id=group.id,
-                                 direction=INGRESS, ethertype=ethertype, remote_group_id=group.id)
+        rule = SecurityGroupRule(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            security_group_id=group.id,
+            direction=INGRESS,
+            ethertype=ethertype,
+            remote_group_id=group.id,
+        )
         made.append(_rule_change(topo, rule, made, rev, now))
-    return group.id, made[len(pending):]
+    return group.id, made[len(pending) :]
 
 
-def resolve_groups(topo: Topology, tenant: str, ids: Sequence[str], field_path: str, admin: bool, rev: int,
-                   now: float, pending: Sequence[Change] = ()) -> tuple[tuple[str, ...], list[Change]]:
+def resolve_groups(
+    topo: Topology,
+    tenant: str,
+    ids: Sequence[str],
+    field_path: str,
+    admin: bool,
+    rev: int,
+    now: float,
+    pending: Sequence[Change] = (),
+) -> tuple[tuple[str, ...], list[Change]]:
     """Group ids as a port of `tenant` may use them ("default": the tenant's default group, made if need
     be), and the changes making the default group. Another tenant's group is NOT_FOUND to a tenant (it
     cannot see it) and INVALID_ARGUMENT to an admin."""
@@ -173,26 +206,37 @@ def check_group(topo: Topology, tenant: str, gid: str, field_path: str, admin: b
         err.violations = [(field_path, f"security group {gid!r} not found")]
         raise err
     if group.tenant != tenant:
-        raise errors.invalid(field_path, f"security group {gid!r} belongs to tenant {group.tenant!r}, not "
-                             f"{tenant!r}", reason="SECURITY_GROUP_OF_ANOTHER_TENANT")
+        raise errors.invalid(
+            field_path,
+            f"security group {gid!r} belongs to tenant {group.tenant!r}, not {tenant!r}",
+            reason="SECURITY_GROUP_OF_ANOTHER_TENANT",
+        )
     return group
 
 
 def _check_group_name(name: str, is_default: bool) -> None:
     _check_name(name)
     if name == DEFAULT_GROUP_NAME and not is_default:
-        raise errors.invalid("display_name", f"{DEFAULT_GROUP_NAME!r} is the name of the tenant's default "
-                             "group", reason="RESERVED_NAME")
+        raise errors.invalid(
+            "display_name",
+            f"{DEFAULT_GROUP_NAME!r} is the name of the tenant's default group",
+            reason="RESERVED_NAME",
+        )
     if is_default and name != DEFAULT_GROUP_NAME:
-        raise errors.invalid("display_name", "the default group keeps its name", reason="DEFAULT_SECURITY_GROUP")
+        raise errors.invalid(
+            "display_name", "the default group keeps its name", reason="DEFAULT_SECURITY_GROUP"
+        )
 
 
 def create_security_group(topo: Topology, group: SecurityGroup, rev: int, now: float) -> list[Change]:
     """The tenant's default group first if it has none yet, then the group, then its two egress rules
     (Neutron gives every new group all egress)."""
     if group.id == DEFAULT_GROUP_REF:
-        raise errors.invalid("security_group_id", f"{DEFAULT_GROUP_REF!r} is reserved: securityGroups/default "
-                             "names the tenant's default group", reason="RESERVED_NAME")
+        raise errors.invalid(
+            "security_group_id",
+            f"{DEFAULT_GROUP_REF!r} is reserved: securityGroups/default names the tenant's default group",
+            reason="RESERVED_NAME",
+        )
     _check_group_name(group.display_name, False)
     _check_description(group.description)
     _gid, changes = ensure_default_group(topo, group.tenant, rev, now)
@@ -204,8 +248,9 @@ def create_security_group(topo: Topology, group: SecurityGroup, rev: int, now: f
 SECURITY_GROUP_MUTABLE = {"display_name", "description"}
 
 
-def update_security_group(topo: Topology, old: SecurityGroup, fields: dict[str, Any], rev: int,
-                          now: float) -> list[Change]:
+def update_security_group(
+    topo: Topology, old: SecurityGroup, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     _check_fields(fields, SECURITY_GROUP_MUTABLE)
     is_default = topo.default_groups.get(old.tenant) == old.id
     if "display_name" in fields:
@@ -216,21 +261,28 @@ def update_security_group(topo: Topology, old: SecurityGroup, fields: dict[str, 
     return [("security_group", old.id, old, _stamp(new, rev, now, False))]
 
 
-def delete_security_group(topo: Topology, old: SecurityGroup, force: bool, admin: bool, rev: int,
-                          now: float) -> list[Change]:
+def delete_security_group(
+    topo: Topology, old: SecurityGroup, force: bool, admin: bool, rev: int, now: float
+) -> list[Change]:
     """Refused while ports use it or other groups' rules name it as remote group, unless `force`: then it
     is taken off those ports and those rules go. Its own rules go with it. Only an admin deletes a
     tenant's default group (Neutron)."""
     if topo.default_groups.get(old.tenant) == old.id and not admin:
-        raise errors.failed_precondition("DEFAULT_SECURITY_GROUP", f"security group {old.id!r} is the "
-                                         "tenant's default group; it cannot be deleted", security_group=old.id)
+        raise errors.failed_precondition(
+            "DEFAULT_SECURITY_GROUP",
+            f"security group {old.id!r} is the tenant's default group; it cannot be deleted",
+            security_group=old.id,
+        )
     ports = topo.ports_in_security_group(old.id)
     remote = [r for r in topo.rules_naming_remote(old.id) if r.security_group_id != old.id]
     if (ports or remote) and not force:
         raise errors.failed_precondition(
-            "SECURITY_GROUP_IN_USE", f"security group {old.id!r} is used by {len(ports)} port(s)"
+            "SECURITY_GROUP_IN_USE",
+            f"security group {old.id!r} is used by {len(ports)} port(s)"
             f"{' (' + ', '.join(p.id for p in ports[:5]) + ')' if ports else ''} and named as remote group by "
-            f"{len(remote)} rule(s) of other groups; detach it first or use force", security_group=old.id)
+            f"{len(remote)} rule(s) of other groups; detach it first or use force",
+            security_group=old.id,
+        )
     changes: list[Change] = []
     for p in ports:
         new = dataclasses.replace(p, security_groups=tuple(g for g in p.security_groups if g != old.id))
@@ -245,17 +297,32 @@ def delete_security_group(topo: Topology, old: SecurityGroup, force: bool, admin
 
 
 def _rule_identity(r: SecurityGroupRule) -> tuple[Any, ...]:
-    return (r.security_group_id, r.direction, r.ethertype, r.protocol, r.port_range_min, r.port_range_max,
-            r.icmp_type, r.icmp_code, _any_prefix(r.remote_ip_prefix), r.remote_group_id)
+    return (
+        r.security_group_id,
+        r.direction,
+        r.ethertype,
+        r.protocol,
+        r.port_range_min,
+        r.port_range_max,
+        r.icmp_type,
+        r.icmp_code,
+        _any_prefix(r.remote_ip_prefix),
+        r.remote_group_id,
+    )
 
 
-def create_security_group_rule(topo: Topology, rule: SecurityGroupRule, admin: bool, rev: int,
-                               now: float) -> list[Change]:
+def create_security_group_rule(
+    topo: Topology, rule: SecurityGroupRule, admin: bool, rev: int, now: float
+) -> list[Change]:
     """`rule.security_group_id` is an existing group of `rule.tenant` (the northbound checked);
     `rule.remote_group_id` may be "default" (the tenant's default group)."""
     if rule.direction not in DIRECTIONS:
-        raise errors.invalid("direction", f"required: {' or '.join(DIRECTIONS)}" if not rule.direction else
-                             f"{rule.direction!r} is not {' or '.join(DIRECTIONS)}")
+        raise errors.invalid(
+            "direction",
+            f"required: {' or '.join(DIRECTIONS)}"
+            if not rule.direction
+            else f"{rule.direction!r} is not {' or '.join(DIRECTIONS)}",
+        )
     ethertype = {e.lower(): e for e in ETHERTYPES}.get((rule.ethertype or "IPv4").lower())
     if ethertype is None:
         raise errors.invalid("ethertype", f"{rule.ethertype!r} is not {' or '.join(ETHERTYPES)}")
@@ -265,13 +332,16 @@ def create_security_group_rule(topo: Topology, rule: SecurityGroupRule, admin: b
         protocol = "icmpv6"  # Neutron accepts icmp on IPv6 rules and means ICMPv6
     if protocol == "icmpv6" and version == 4:
         raise errors.invalid("protocol", "icmpv6 needs ethertype IPv6")
-    lo, hi = _port_range(rule.port_range_min, rule.port_range_max, protocol, PORT_PROTOCOLS, "port_range_min",
-                         "port_range_max")
+    lo, hi = _port_range(
+        rule.port_range_min, rule.port_range_max, protocol, PORT_PROTOCOLS, "port_range_min", "port_range_max"
+    )
     icmp_type, icmp_code = rule.icmp_type, rule.icmp_code
     if icmp_type >= 0 or icmp_code >= 0:
         if protocol not in ICMP_PROTOCOLS:
-            raise errors.invalid("icmp_type" if icmp_type >= 0 else "icmp_code",
-                                 f"goes only with protocol icmp or icmpv6 (not {protocol or 'any'!r})")
+            raise errors.invalid(
+                "icmp_type" if icmp_type >= 0 else "icmp_code",
+                f"goes only with protocol icmp or icmpv6 (not {protocol or 'any'!r})",
+            )
         if icmp_code >= 0 and icmp_type < 0:
             raise errors.invalid("icmp_code", "needs icmp_type")
         for value, path in ((icmp_type, "icmp_type"), (icmp_code, "icmp_code")):
@@ -288,15 +358,27 @@ def create_security_group_rule(topo: Topology, rule: SecurityGroupRule, admin: b
         check_id(remote, "remote_group")
         check_group(topo, rule.tenant, remote, "remote_group", admin)
     _check_description(rule.description)
-    new = dataclasses.replace(rule, direction=rule.direction, ethertype=ethertype, protocol=protocol,
-                              port_range_min=lo, port_range_max=hi, icmp_type=icmp_type, icmp_code=icmp_code,
-                              remote_ip_prefix=prefix, remote_group_id=remote)
+    new = dataclasses.replace(
+        rule,
+        direction=rule.direction,
+        ethertype=ethertype,
+        protocol=protocol,
+        port_range_min=lo,
+        port_range_max=hi,
+        icmp_type=icmp_type,
+        icmp_code=icmp_code,
+        remote_ip_prefix=prefix,
+        remote_group_id=remote,
+    )
     ident = _rule_identity(new)
     for other in topo.group_rules_of(new.security_group_id):
         if _rule_identity(other) == ident:
-            err = errors.already_exists("security_group_rule", other.id, reason="SECURITY_GROUP_RULE_EXISTS",
-                                        message=f"security group {new.security_group_id!r} already has this rule "
-                                                f"({other.id!r})")
+            err = errors.already_exists(
+                "security_group_rule",
+                other.id,
+                reason="SECURITY_GROUP_RULE_EXISTS",
+                message=f"security group {new.security_group_id!r} already has this rule ({other.id!r})",
+            )
             raise err
     changes.append(_rule_change(topo, new, changes, rev, now))
     return changes
@@ -325,13 +407,34 @@ def _check_firewall_rule(rule: FirewallRule) -> FirewallRule:
         raise errors.invalid("protocol", "icmpv6 needs ip_version 6")
     src = _prefix(rule.source_ip_address, version, "source_ip_address")
     dst = _prefix(rule.destination_ip_address, version, "destination_ip_address")
-    sp = _port_range(rule.source_port_min, rule.source_port_max, protocol, ("tcp", "udp"), "source_port_min",
-                     "source_port_max")
-    dp = _port_range(rule.destination_port_min, rule.destination_port_max, protocol, ("tcp", "udp"),
-                     "destination_port_min", "destination_port_max")
-    return dataclasses.replace(rule, action=action, ip_version=version, protocol=protocol, source_ip_address=src,
-                               destination_ip_address=dst, source_port_min=sp[0], source_port_max=sp[1],
-                               destination_port_min=dp[0], destination_port_max=dp[1])
+    sp = _port_range(
+        rule.source_port_min,
+        rule.source_port_max,
+        protocol,
+        ("tcp", "udp"),
+        "source_port_min",
+        "source_port_max",
+    )
+    dp = _port_range(
+        rule.destination_port_min,
+        rule.destination_port_max,
+        protocol,
+        ("tcp", "udp"),
+        "destination_port_min",
+        "destination_port_max",
+    )
+    return dataclasses.replace(
+        rule,
+        action=action,
+        ip_version=version,
+        protocol=protocol,
+        source_ip_address=src,
+        destination_ip_address=dst,
+        source_port_min=sp[0],
+        source_port_max=sp[1],
+        destination_port_min=dp[0],
+        destination_port_max=dp[1],
+    )
 
 
 def create_firewall_rule(topo: Topology, rule: FirewallRule, rev: int, now: float) -> list[Change]:
@@ -339,13 +442,25 @@ def create_firewall_rule(topo: Topology, rule: FirewallRule, rev: int, now: floa
     return [("firewall_rule", rec.id, None, _stamp(rec, rev, now, True))]
 
 
-FIREWALL_RULE_MUTABLE = {"display_name", "description", "action", "protocol", "ip_version", "source_ip_address",
-                         "destination_ip_address", "source_port_min", "source_port_max", "destination_port_min",
-                         "destination_port_max", "enabled"}
+FIREWALL_RULE_MUTABLE = {
+    "display_name",
+    "description",
+    "action",
+    "protocol",
+    "ip_version",
+    "source_ip_address",
+    "destination_ip_address",
+    "source_port_min",
+    "source_port_max",
+    "destination_port_min",
+    "destination_port_max",
+    "enabled",
+}
 
 
-def update_firewall_rule(topo: Topology, old: FirewallRule, fields: dict[str, Any], rev: int,
-                         now: float) -> list[Change]:
+def update_firewall_rule(
+    topo: Topology, old: FirewallRule, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     """The rule as changed is checked whole (a new protocol may no longer allow its ports)."""
     _check_fields(fields, FIREWALL_RULE_MUTABLE)
     new = _check_firewall_rule(dataclasses.replace(old, **fields))
@@ -355,9 +470,12 @@ def update_firewall_rule(topo: Topology, old: FirewallRule, fields: dict[str, An
 def delete_firewall_rule(topo: Topology, old: FirewallRule) -> list[Change]:
     policy = topo.rule_policy.get(old.id)
     if policy is not None:
-        raise errors.failed_precondition("FIREWALL_RULE_IN_USE", f"firewall rule {old.id!r} is in policy "
-                                         f"{policy!r}; remove it from the policy first", firewall_rule=old.id,
-                                         firewall_policy=policy)
+        raise errors.failed_precondition(
+            "FIREWALL_RULE_IN_USE",
+            f"firewall rule {old.id!r} is in policy {policy!r}; remove it from the policy first",
+            firewall_rule=old.id,
+            firewall_policy=policy,
+        )
     return [("firewall_rule", old.id, old, None)]
 
 
@@ -370,7 +488,9 @@ MAX_POLICY_RULES = 200
 
 def _check_policy_rules(topo: Topology, tenant: str, policy_id: str, rules: Sequence[str]) -> tuple[str, ...]:
     if len(rules) > MAX_POLICY_RULES:
-        raise errors.invalid("firewall_rules", f"{len(rules)} rules: a policy orders at most {MAX_POLICY_RULES}")
+        raise errors.invalid(
+            "firewall_rules", f"{len(rules)} rules: a policy orders at most {MAX_POLICY_RULES}"
+        )
     seen: dict[str, int] = {}
     for i, rid in enumerate(rules):
         path = f"firewall_rules[{i}]"
@@ -384,9 +504,12 @@ def _check_policy_rules(topo: Topology, tenant: str, policy_id: str, rules: Sequ
         seen[rid] = i
         other = topo.rule_policy.get(rid)
         if other is not None and other != policy_id:
-            err = errors.failed_precondition("FIREWALL_RULE_IN_USE", f"firewall rule {rid!r} is already in policy "
-                                             f"{other!r} (a rule is in at most one policy)",
-                                             firewall_rule=rid, firewall_policy=other)
+            err = errors.failed_precondition(
+                "FIREWALL_RULE_IN_USE",
+                f"firewall rule {rid!r} is already in policy {other!r} (a rule is in at most one policy)",
+                firewall_rule=rid,
+                firewall_policy=other,
+            )
             err.violations = [(path, f"in policy {other!r}")]
             raise err
     return tuple(rules)
@@ -402,8 +525,9 @@ def create_firewall_policy(topo: Topology, policy: FirewallPolicy, rev: int, now
 FIREWALL_POLICY_MUTABLE = {"display_name", "description", "firewall_rules"}
 
 
-def update_firewall_policy(topo: Topology, old: FirewallPolicy, fields: dict[str, Any], rev: int,
-                           now: float) -> list[Change]:
+def update_firewall_policy(
+    topo: Topology, old: FirewallPolicy, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     """`fields["firewall_rules"]`: the whole ordered list of rule ids."""
     _check_fields(fields, FIREWALL_POLICY_MUTABLE)
     if "display_name" in fields:
@@ -419,8 +543,11 @@ def update_firewall_policy(topo: Topology, old: FirewallPolicy, fields: dict[str
 def delete_firewall_policy(topo: Topology, old: FirewallPolicy) -> list[Change]:
     groups = sorted(topo.policy_groups.get(old.id, ()))
     if groups:
-        raise errors.failed_precondition("FIREWALL_POLICY_IN_USE", f"firewall policy {old.id!r} is used by "
-                                         f"firewall group(s) {', '.join(groups)}", firewall_policy=old.id)
+        raise errors.failed_precondition(
+            "FIREWALL_POLICY_IN_USE",
+            f"firewall policy {old.id!r} is used by firewall group(s) {', '.join(groups)}",
+            firewall_policy=old.id,
+        )
     return [("firewall_policy", old.id, old, None)]
 
 
@@ -430,8 +557,10 @@ def delete_firewall_policy(topo: Topology, old: FirewallPolicy) -> list[Change]:
 def _check_firewall_group(topo: Topology, group: FirewallGroup) -> FirewallGroup:
     _check_name(group.display_name)
     _check_description(group.description)
-    for pid, path in ((group.ingress_policy_id, "ingress_firewall_policy"),
-                      (group.egress_policy_id, "egress_firewall_policy")):
+    for pid, path in (
+        (group.ingress_policy_id, "ingress_firewall_policy"),
+        (group.egress_policy_id, "egress_firewall_policy"),
+    ):
         policy = topo.firewall_policies.get(pid) if pid else None
         if pid and (policy is None or policy.tenant != group.tenant):
             err = errors.not_found("firewall_policy", pid)
@@ -446,16 +575,22 @@ def _check_firewall_group(topo: Topology, group: FirewallGroup) -> FirewallGroup
             err.violations = [(path, f"port {port_id!r} not found")]
             raise err
         if port.device_owner != OWNER_ROUTER_INTERFACE:
-            raise errors.invalid(path, f"port {port_id!r} is not a router interface (device_owner "
-                                 f"{OWNER_ROUTER_INTERFACE!r})", reason="NOT_ROUTER_INTERFACE")
+            raise errors.invalid(
+                path,
+                f"port {port_id!r} is not a router interface (device_owner {OWNER_ROUTER_INTERFACE!r})",
+                reason="NOT_ROUTER_INTERFACE",
+            )
         if port_id in seen:
             raise errors.invalid(path, f"repeats ports[{seen[port_id]}]")
         seen[port_id] = i
         other = topo.port_firewall.get(port_id)
         if other is not None and other != group.id:
-            err = errors.failed_precondition("PORT_IN_FIREWALL_GROUP", f"port {port_id!r} is already in firewall "
-                                             f"group {other!r} (a port is in at most one)", port=port_id,
-                                             firewall_group=other)
+            err = errors.failed_precondition(
+                "PORT_IN_FIREWALL_GROUP",
+                f"port {port_id!r} is already in firewall group {other!r} (a port is in at most one)",
+                port=port_id,
+                firewall_group=other,
+            )
             err.violations = [(path, f"in firewall group {other!r}")]
             raise err
     return group
@@ -466,16 +601,25 @@ def create_firewall_group(topo: Topology, group: FirewallGroup, rev: int, now: f
     return [("firewall_group", rec.id, None, _stamp(rec, rev, now, True))]
 
 
-FIREWALL_GROUP_MUTABLE = {"display_name", "description", "ingress_firewall_policy", "egress_firewall_policy",
-                          "ports", "admin_state_up"}
+FIREWALL_GROUP_MUTABLE = {
+    "display_name",
+    "description",
+    "ingress_firewall_policy",
+    "egress_firewall_policy",
+    "ports",
+    "admin_state_up",
+}
 _GROUP_FIELDS = {"ingress_firewall_policy": "ingress_policy_id", "egress_firewall_policy": "egress_policy_id"}
 
 
-def update_firewall_group(topo: Topology, old: FirewallGroup, fields: dict[str, Any], rev: int,
-                          now: float) -> list[Change]:
+def update_firewall_group(
+    topo: Topology, old: FirewallGroup, fields: dict[str, Any], rev: int, now: float
+) -> list[Change]:
     """`fields` by API name; policies as ids ("" = unfiltered), ports as the whole list of ids."""
     _check_fields(fields, FIREWALL_GROUP_MUTABLE)
-    values: dict[str, Any] = {_GROUP_FIELDS.get(k, k): (tuple(v) if k == "ports" else v) for k, v in fields.items()}
+    values: dict[str, Any] = {
+        _GROUP_FIELDS.get(k, k): (tuple(v) if k == "ports" else v) for k, v in fields.items()
+    }
     new = _check_firewall_group(topo, dataclasses.replace(old, **values))
     return [("firewall_group", old.id, old, _stamp(new, rev, now, False))]
 

@@ -134,8 +134,8 @@ INTERNAL_KINDS = ("neighbor", "gateway_hold")
 
 # device_owner values of ports the controller makes for routers and floating IPs (Neutron's names)
 OWNER_ROUTER_INTERFACE = "network:router_interface"  # device_id = router id; holds the subnet's gateway IP
-OWNER_ROUTER_GATEWAY = "network:router_gateway"      # device_id = router id; on the external network
-OWNER_FLOATING_IP = "network:floatingip"             # device_id = floating IP id; reserves its address
+OWNER_ROUTER_GATEWAY = "network:router_gateway"  # device_id = router id; on the external network
+OWNER_FLOATING_IP = "network:floatingip"  # device_id = floating IP id; reserves its address
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,8 @@ class FloatingIp:
     tenant: str
     network_id: str  # the external network
     address: str
-    port_id: str = ""    # associated port, or ""
-    fixed_ip: str = ""   # which of its fixed IPs
+    port_id: str = ""  # associated port, or ""
+    fixed_ip: str = ""  # which of its fixed IPs
     router_id: str = ""  # derived when associated
     revision: int = 0
     create_time: float = 0.0
@@ -366,7 +366,7 @@ class Member:
     address: str
     protocol_port: int
     subnet_id: str = ""  # where the address lives ("" : the VIP's subnet)
-    weight: int = 1      # 0..256; 0: no new connections
+    weight: int = 1  # 0..256; 0: no new connections
     display_name: str = ""
     admin_state_up: bool = True
     operating_status: str = NO_MONITOR  # ONLINE / ERROR under a health monitor, OFFLINE when admin down
@@ -382,9 +382,9 @@ class HealthMonitor:
     tenant: str
     pool_id: str
     type: str = "TCP"
-    delay: float = 5.0      # seconds between probes of a member
-    timeout: float = 3.0    # seconds a probe may take
-    max_retries: int = 3    # consecutive results that change a member's status
+    delay: float = 5.0  # seconds between probes of a member
+    timeout: float = 3.0  # seconds a probe may take
+    max_retries: int = 3  # consecutive results that change a member's status
     http_method: str = "GET"
     url_path: str = "/"
     expected_codes: str = "200"  # "200", "200,202", "200-204"
@@ -395,13 +395,49 @@ class HealthMonitor:
     update_time: float = 0.0
 
 
-Record = (Network | Subnet | Port | Chassis | Router | FloatingIp | SecurityGroup | SecurityGroupRule
-          | FirewallRule | FirewallPolicy | FirewallGroup | LoadBalancer | Listener | Pool | Member
-          | HealthMonitor | Neighbor | GatewayHold)
-RECORD_TYPES: dict[str, type] = {t.KIND: t for t in (Network, Subnet, Port, Chassis, Router, FloatingIp,
-                                                     SecurityGroup, SecurityGroupRule, FirewallRule,
-                                                     FirewallPolicy, FirewallGroup, LoadBalancer, Listener,
-                                                     Pool, Member, HealthMonitor, Neighbor, GatewayHold)}
+Record = (
+    Network
+    | Subnet
+    | Port
+    | Chassis
+    | Router
+    | FloatingIp
+    | SecurityGroup
+    | SecurityGroupRule
+    | FirewallRule
+    | FirewallPolicy
+    | FirewallGroup
+    | LoadBalancer
+    | Listener
+    | Pool
+    | Member
+    | HealthMonitor
+    | Neighbor
+    | GatewayHold
+)
+RECORD_TYPES: dict[str, type] = {
+    t.KIND: t
+    for t in (
+        Network,
+        Subnet,
+        Port,
+        Chassis,
+        Router,
+        FloatingIp,
+        SecurityGroup,
+        SecurityGroupRule,
+        FirewallRule,
+        FirewallPolicy,
+        FirewallGroup,
+        LoadBalancer,
+        Listener,
+        Pool,
+        Member,
+        HealthMonitor,
+        Neighbor,
+        GatewayHold,
+    )
+}
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 

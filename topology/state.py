@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 from topology.errors import ApiError
 from topology.model import Change, ModelConfig, Topology
@@ -41,8 +41,9 @@ class _Pending:
 
 
 class State:
-    def __init__(self, path: Path, config: ModelConfig | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path, config: ModelConfig | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = Store(path)
         self.topology = Topology(config)
         records, revision = self.store.load()
@@ -89,12 +90,18 @@ class State:
                 listener(revision, changes)
         self._drive(pending)
         if pending.error is not None:
-            raise ApiError("UNAVAILABLE", "STORE_WRITE_FAILED",
-                           f"the write could not be made durable and was not applied: {pending.error}")
+            raise ApiError(
+                "UNAVAILABLE",
+                "STORE_WRITE_FAILED",
+                f"the write could not be made durable and was not applied: {pending.error}",
+            )
         return revision, changes
 
-    def dry_run(self, fn: WriteFn, planner: Callable[[int, list[Change]], T] | None = None,
-                ) -> tuple[int, list[Change], T | None]:
+    def dry_run(
+        self,
+        fn: WriteFn,
+        planner: Callable[[int, list[Change]], T] | None = None,
+    ) -> tuple[int, list[Change], T | None]:
         """validate_only: run `fn` as a write would, let `planner` look at the model as it would be, then put
         everything back. Nothing is stored; holds the model lock throughout, so no reader sees it."""
         with self._lock:
@@ -125,7 +132,7 @@ class State:
         t0 = time.monotonic()
         try:
             self.store.commit_many([(p.revision, p.changes) for p in batch])
-        except BaseException as err:  # noqa: BLE001 - every write of the batch gets it
+        except BaseException as err:
             log.exception("store commit failed; reloading the model from the store")
             error = err
         if error is not None:
@@ -144,7 +151,7 @@ class State:
             if hook is not None:
                 try:
                     hook(time.monotonic() - t0, len(batch))
-                except Exception:  # noqa: BLE001 - the writes are durable; a metrics hook must not fail them
+                except Exception:
                     log.exception("on_commit hook failed")
 
     def _recover(self, batch: list[_Pending]) -> list[_Pending]:

@@ -82,8 +82,10 @@ class Store:
         self.longest_write_wait = 0.0
         self.compacted_revision = self._read_compacted_revision()
         # on disk too: changes_since checks it in its own snapshot
-        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('compacted_revision', ?)",
-                         (str(self.compacted_revision),))
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('compacted_revision', ?)",
+            (str(self.compacted_revision),),
+        )
 
     def _connect(self, synchronous: str = "FULL", new_file: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -126,8 +128,11 @@ class Store:
             compacted = int(row[0]) if row else 0
             if after < compacted:
                 raise HistoryCompacted(after, compacted)
-            rows = db.execute("SELECT revision, kind, op, data FROM changes WHERE revision > ? AND revision <= ? "
-                              "ORDER BY seq", (after, upto)).fetchall()
+            rows = db.execute(
+                "SELECT revision, kind, op, data FROM changes WHERE revision > ? AND revision <= ? "
+                "ORDER BY seq",
+                (after, upto),
+            ).fetchall()
             db.execute("COMMIT")
         finally:
             db.close()
@@ -177,8 +182,9 @@ class Store:
             try:
                 for revision, changes in writes:
                     self._write_changes(db, revision, changes, ts)
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)",
-                           (str(writes[-1][0]),))
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)", (str(writes[-1][0]),)
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -186,26 +192,32 @@ class Store:
 
     @staticmethod
     def _write_changes(db: sqlite3.Connection, revision: int, changes: list[Change], ts: float) -> None:
-            for kind, ident, old, new in changes:
-                if isinstance(old, Port):
-                    db.execute("DELETE FROM ip_allocations WHERE port_id=?", (ident,))
-                    db.execute("DELETE FROM mac_addresses WHERE port_id=?", (ident,))
-                if new is None:
-                    assert old is not None
-                    db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, ident))
-                    op, rec = OP_DELETED, old
-                    data = json.dumps(to_dict(old))
-                else:
-                    data = json.dumps(to_dict(new))
-                    db.execute("INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)",
-                               (kind, ident, new.tenant, data))
-                    op, rec = (OP_CREATED if old is None else OP_UPDATED), new
-                if isinstance(new, Port):
-                    db.executemany("INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
-                                   [(s, a, ident) for s, a in new.fixed_ips])
-                    db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
-                db.execute("INSERT INTO changes (revision, kind, id, op, tenant, data, ts) "
-                           "VALUES (?,?,?,?,?,?,?)", (revision, kind, ident, op, rec.tenant, data, ts))
+        for kind, ident, old, new in changes:
+            if isinstance(old, Port):
+                db.execute("DELETE FROM ip_allocations WHERE port_id=?", (ident,))
+                db.execute("DELETE FROM mac_addresses WHERE port_id=?", (ident,))
+            if new is None:
+                assert old is not None
+                db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, ident))
+                op, rec = OP_DELETED, old
+                data = json.dumps(to_dict(old))
+            else:
+                data = json.dumps(to_dict(new))
+                db.execute(
+                    "INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)",
+                    (kind, ident, new.tenant, data),
+                )
+                op, rec = (OP_CREATED if old is None else OP_UPDATED), new
+            if isinstance(new, Port):
+                db.executemany(
+                    "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
+                    [(s, a, ident) for s, a in new.fixed_ips],
+                )
+                db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
+            db.execute(
+                "INSERT INTO changes (revision, kind, id, op, tenant, data, ts) VALUES (?,?,?,?,?,?,?)",
+                (revision, kind, ident, op, rec.tenant, data, ts),
+            )
 
     # ------------------------------------------------------------------------------------------ maintenance
 
@@ -231,8 +243,9 @@ class Store:
         with self._lock:
             t0 = time.monotonic()
             db = self._maintenance_db()
-            rows = db.execute("SELECT revision, ts FROM changes ORDER BY seq LIMIT ?",
-                              (limit + 1,)).fetchall()
+            rows = db.execute(
+                "SELECT revision, ts FROM changes ORDER BY seq LIMIT ?", (limit + 1,)
+            ).fetchall()
             # revision and ts never decrease along seq, so what is due is a prefix; one revision's rows
             # share one ts (one transaction), so the first row not due starts a revision not due
             # (ts None: a change from before compaction existed, older than any with a ts)
@@ -249,8 +262,9 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             try:
                 n = db.execute("DELETE FROM changes WHERE revision <= ?", (bound,)).rowcount
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted_revision', ?)",
-                           (str(bound),))
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted_revision', ?)", (str(bound),)
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -60,8 +60,11 @@ class TokenFile:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump({"tokens": {t: {"tenant": p.tenant, "admin": p.admin} for t, p in tokens.items()}},
-                          f, indent=2)
+                json.dump(
+                    {"tokens": {t: {"tenant": p.tenant, "admin": p.admin} for t, p in tokens.items()}},
+                    f,
+                    indent=2,
+                )
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o600)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from apps import ids, owners
 from controller.api import convert
-from controller.dataplane import Dataplane
 from controller.api.interceptors import principal
 from controller.api.northbound import TopologyService
 from controller.api.resources import admin_only
 from controller.api.streams import refusal_status
+from controller.dataplane import Dataplane
 from flows import pipeline
 from flows.cookie import owner_hash
 from flows.flow import Flow, Group
@@ -54,17 +53,29 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                 done, report = self.dataplane.wait_realized(revision, timeout)
             finally:
                 limiter.release(ticket)
-        return dpb.WaitRealizedResponse(realized=done, revision=revision, chassis=[
-            dpb.ChassisRealization(chassis=convert.name_of("chassis", r["chassis"]), connected=r["connected"],
-                                   realized_revision=r["realized_revision"],
-                                   needed_revision=r["needed_revision"], realized=r["realized"])
-            for r in report if p.admin])
+        return dpb.WaitRealizedResponse(
+            realized=done,
+            revision=revision,
+            chassis=[
+                dpb.ChassisRealization(
+                    chassis=convert.name_of("chassis", r["chassis"]),
+                    connected=r["connected"],
+                    realized_revision=r["realized_revision"],
+                    needed_revision=r["needed_revision"],
+                    realized=r["realized"],
+                )
+                for r in report
+                if p.admin
+            ],
+        )
 
     def DumpFlows(self, request: dpb.DumpFlowsRequest, context: Any) -> dpb.DumpFlowsResponse:
         admin_only(principal(), "", "dumping flows")
         chassis_id = convert.parse_name("chassis", request.chassis, "chassis")
         if request.stage and request.stage not in {s.name for s in pipeline.STAGES}:
-            raise errors.invalid("stage", f"unknown stage; stages: {', '.join(s.name for s in pipeline.STAGES)}")
+            raise errors.invalid(
+                "stage", f"unknown stage; stages: {', '.join(s.name for s in pipeline.STAGES)}"
+            )
         size = request.page_size or 1000
         if not 0 < size <= 10000:
             raise errors.invalid("page_size", "must be 1-10000")
@@ -95,23 +106,32 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         else:
             engine = plane.engine if plane is not None else None
             if engine is None or not engine.connected:
-                raise errors.failed_precondition("SWITCH_NOT_CONNECTED", f"chassis {chassis_id!r} has no switch "
-                                                 "connection; use desired_only", chassis=chassis_id)
+                raise errors.failed_precondition(
+                    "SWITCH_NOT_CONNECTED",
+                    f"chassis {chassis_id!r} has no switch connection; use desired_only",
+                    chassis=chassis_id,
+                )
             stats = engine.flow_stats()
             flows = list(stats)
         owner = owner_hash(request.owner) if request.owner else None
-        picked = [f for f in flows if (not request.stage or f.stage == request.stage)
-                  and (owner is None or (f.owner is not None and f.owner.owner == owner))
-                  and (port_match is None or _about_port(f, *port_match))]
+        picked = [
+            f
+            for f in flows
+            if (not request.stage or f.stage == request.stage)
+            and (owner is None or (f.owner is not None and f.owner.owner == owner))
+            and (port_match is None or _about_port(f, *port_match))
+        ]
         picked.sort(key=lambda f: (f.table, -f.priority, format_match(f)))
-        page = picked[offset:offset + size]
+        page = picked[offset : offset + size]
         groups = []
         if offset == 0 and not (request.stage or request.owner or request.port):
             groups = sorted((i for i in desired if isinstance(i, Group)), key=lambda g: g.group_id)
         return dpb.DumpFlowsResponse(
             flows=[self._line(chassis_id, f, registry, stats.get(f)) for f in page],
-            groups=[format_group(g).strip() for g in groups], total=len(picked),
-            next_page_token=str(offset + size) if offset + size < len(picked) else "")
+            groups=[format_group(g).strip() for g in groups],
+            total=len(picked),
+            next_page_token=str(offset + size) if offset + size < len(picked) else "",
+        )
 
     def Verify(self, request: dpb.VerifyRequest, context: Any) -> dpb.VerifyResponse:
         admin_only(principal(), "", "verifying switches")
@@ -129,14 +149,25 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         for chassis_id in targets:
             r = drift.check(chassis_id, repair=request.repair)
             c = self.dataplane.selfcheck.run([chassis_id], repair=request.repair)[0]
-            out.append(dpb.ChassisDrift(chassis=convert.name_of("chassis", chassis_id), checked=r.checked,
-                                        missing=r.missing, unexpected=r.unexpected, undecodable=r.undecodable,
-                                        repaired=r.repaired or c.repaired, note=r.note,
-                                        compile_missing=c.missing, compile_extra=c.extra,
-                                        compile_owners=c.owners))
+            out.append(
+                dpb.ChassisDrift(
+                    chassis=convert.name_of("chassis", chassis_id),
+                    checked=r.checked,
+                    missing=r.missing,
+                    unexpected=r.unexpected,
+                    undecodable=r.undecodable,
+                    repaired=r.repaired or c.repaired,
+                    note=r.note,
+                    compile_missing=c.missing,
+                    compile_extra=c.extra,
+                    compile_owners=c.owners,
+                )
+            )
         return dpb.VerifyResponse(chassis=out)
 
-    def _line(self, chassis_id: str, flow: Flow, registry: Any, counters: tuple[int, int] | None = None) -> str:
+    def _line(
+        self, chassis_id: str, flow: Flow, registry: Any, counters: tuple[int, int] | None = None
+    ) -> str:
         """A dump-flows line, then who owns the flow and the revision and request that last changed it."""
         line = format_flow(flow, registry).strip()
         if counters is not None:
@@ -149,25 +180,32 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
                 line += f" rev={why[0]} by {why[1]}"
         return line
 
-    def ListChassisStatus(self, request: dpb.ListChassisStatusRequest,
-                          context: Any) -> dpb.ListChassisStatusResponse:
+    def ListChassisStatus(
+        self, request: dpb.ListChassisStatusRequest, context: Any
+    ) -> dpb.ListChassisStatusResponse:
         admin_only(principal(), "", "chassis status")
         out = []
         with self.topology.state.lock:
             for plane in sorted(self.dataplane.planes.values(), key=lambda x: x.chassis_id):
                 eng: Any = plane.engine
                 stats = getattr(eng, "stats", None)
-                out.append(dpb.ChassisStatus(
-                    chassis=convert.name_of("chassis", plane.chassis_id),
-                    connected=bool(getattr(eng, "connected", False)), ovsdb_ready=plane.runtime is not None,
-                    realized_revision=plane.realized_model_revision(),
-                    desired_flows=len(self.dataplane.compiler.desired(plane.chassis_id)),
-                    flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
-                    bundles_sent=getattr(stats, "bundles_sent", 0),
-                    packet_ins=self.dataplane.packet_ins(plane.datapath_id),
-                    group_mods_sent=getattr(stats, "group_mods_sent", 0), resyncs=getattr(stats, "resyncs", 0),
-                    installed_flows=len(eng.installed()) if eng is not None else 0,
-                    drift_repairs=plane.drift_repairs, compile_divergences=plane.compile_divergences))
+                out.append(
+                    dpb.ChassisStatus(
+                        chassis=convert.name_of("chassis", plane.chassis_id),
+                        connected=bool(getattr(eng, "connected", False)),
+                        ovsdb_ready=plane.runtime is not None,
+                        realized_revision=plane.realized_model_revision(),
+                        desired_flows=len(self.dataplane.compiler.desired(plane.chassis_id)),
+                        flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
+                        bundles_sent=getattr(stats, "bundles_sent", 0),
+                        packet_ins=self.dataplane.packet_ins(plane.datapath_id),
+                        group_mods_sent=getattr(stats, "group_mods_sent", 0),
+                        resyncs=getattr(stats, "resyncs", 0),
+                        installed_flows=len(eng.installed()) if eng is not None else 0,
+                        drift_repairs=plane.drift_repairs,
+                        compile_divergences=plane.compile_divergences,
+                    )
+                )
         return dpb.ListChassisStatusResponse(chassis=out)
 
 
@@ -193,20 +231,30 @@ def plan_pb(dataplane: Dataplane, revision: int, changes: list[Any]) -> pb.Plan:
     for chassis_id in sorted(deltas):
         delta = deltas[chassis_id]
         added = sorted((f for f in delta.add if isinstance(f, Flow)), key=lambda f: (f.table, -f.priority))
-        deleted = sorted((f for f in delta.remove if isinstance(f, Flow)), key=lambda f: (f.table, -f.priority))
+        deleted = sorted(
+            (f for f in delta.remove if isinstance(f, Flow)), key=lambda f: (f.table, -f.priority)
+        )
         before = sum(1 for i in dataplane.compiler.desired(chassis_id) if isinstance(i, Flow))
-        plan.chassis.append(pb.ChassisPlan(
-            chassis=convert.name_of("chassis", chassis_id), flows_added=len(added), flows_deleted=len(deleted),
-            groups_added=sum(1 for g in delta.add if isinstance(g, Group)),
-            groups_deleted=sum(1 for g in delta.remove if isinstance(g, Group)),
-            sample_added=[format_flow(f, registry).strip() for f in added[:PLAN_SAMPLE]],
-            sample_deleted=[format_flow(f, registry).strip() for f in deleted[:PLAN_SAMPLE]],
-            flows_before=before, flows_after=before + len(added) - len(deleted)))
+        plan.chassis.append(
+            pb.ChassisPlan(
+                chassis=convert.name_of("chassis", chassis_id),
+                flows_added=len(added),
+                flows_deleted=len(deleted),
+                groups_added=sum(1 for g in delta.add if isinstance(g, Group)),
+                groups_deleted=sum(1 for g in delta.remove if isinstance(g, Group)),
+                sample_added=[format_flow(f, registry).strip() for f in added[:PLAN_SAMPLE]],
+                sample_deleted=[format_flow(f, registry).strip() for f in deleted[:PLAN_SAMPLE]],
+                flows_before=before,
+                flows_after=before + len(added) - len(deleted),
+            )
+        )
         replaced = {f.key() for f in added}
         cut = [f for f in deleted if f.stage in FORWARDING_STAGES and f.key() not in replaced]
         cut_owners = sorted({(registry.lookup(f.cookie) or ("?", f"{f.cookie:#x}"))[1] for f in cut})
         if cut_owners:
             plan.cuts_connections = True
-            plan.cut_reasons.append(f"chassis {chassis_id}: forwarding for {', '.join(cut_owners)} would be removed "
-                                    f"({len(cut)} flows)")
+            plan.cut_reasons.append(
+                f"chassis {chassis_id}: forwarding for {', '.join(cut_owners)} would be removed "
+                f"({len(cut)} flows)"
+            )
     return plan

@@ -17,8 +17,14 @@ from topology.records import Port, SecurityGroupRule
 
 WriteFn = Callable[[Topology, int, float], list[Change]]
 # the fields of a port that decide its security-group flows (and its weight as a remote-group member)
-_PORT_FIELDS = ("security_groups", "port_security_enabled", "fixed_ips", "allowed_address_pairs",
-                "binding_chassis", "admin_state_up")
+_PORT_FIELDS = (
+    "security_groups",
+    "port_security_enabled",
+    "fixed_ips",
+    "allowed_address_pairs",
+    "binding_chassis",
+    "admin_state_up",
+)
 
 
 def tenants_to_check(changes: list[Change]) -> set[str]:
@@ -26,8 +32,16 @@ def tenants_to_check(changes: list[Change]) -> set[str]:
     what their groups' flows are made of."""
     out: set[str] = set()
     for _kind, _ident, old, new in changes:
-        if isinstance(new, SecurityGroupRule) and old is None or (isinstance(new, Port) and new.port_security_enabled and new.security_groups
-              and (old is None or any(getattr(old, f) != getattr(new, f) for f in _PORT_FIELDS))):
+        if (
+            isinstance(new, SecurityGroupRule)
+            and old is None
+            or (
+                isinstance(new, Port)
+                and new.port_security_enabled
+                and new.security_groups
+                and (old is None or any(getattr(old, f) != getattr(new, f) for f in _PORT_FIELDS))
+            )
+        ):
             out.add(new.tenant)
     return out
 
@@ -97,11 +111,16 @@ def _refusal(topo: Topology, tenant: str, excess: Any) -> errors.ApiError:
     group = topo.security_groups.get(rule.security_group_id) if rule is not None else None
     label = "?"
     if group is not None:
-        label = repr(group.display_name or group.id) + (f" ({group.id})" if group.display_name not in ("", group.id)
-                                                         else "")
+        label = repr(group.display_name or group.id) + (
+            f" ({group.id})" if group.display_name not in ("", group.id) else ""
+        )
     return errors.failed_precondition(
         "FLOW_BUDGET_EXCEEDED",
         f"security group rule {excess.rule_id} of group {label} would make ~{excess.flows} flows on chassis "
         f"{excess.chassis} (budget {excess.budget}, tenant {tenant!r})",
-        tenant=tenant, chassis=str(excess.chassis), security_group_rule=str(excess.rule_id),
-        flows=str(excess.flows), budget=str(excess.budget))
+        tenant=tenant,
+        chassis=str(excess.chassis),
+        security_group_rule=str(excess.rule_id),
+        flows=str(excess.flows),
+        budget=str(excess.budget),
+    )

@@ -33,19 +33,30 @@ def _up(m: Any) -> bool:
 def _create_lb(c: Call, m: pb.LoadBalancer) -> list[Change]:
     tenant = c.tenant_for(m.tenant, "load_balancer.tenant")
     subnet = convert.parse_name("subnet", m.vip_subnet, "load_balancer.vip_subnet")
-    lb = LoadBalancer(id=c.new_id(), tenant=tenant, display_name=m.display_name, description=m.description,
-                      vip_subnet_id=subnet, vip_address=m.vip_address.strip(), admin_state_up=_up(m))
+    lb = LoadBalancer(
+        id=c.new_id(),
+        tenant=tenant,
+        display_name=m.display_name,
+        description=m.description,
+        vip_subnet_id=subnet,
+        vip_address=m.vip_address.strip(),
+        admin_state_up=_up(m),
+    )
     return lbo.create_load_balancer(c.topo, lb, c.p.admin, c.rev, c.now)
 
 
 LOAD_BALANCER = Resource(
-    kind="load_balancer", plural="LoadBalancers", to_pb=convert.load_balancer_to_pb, create=_create_lb,
+    kind="load_balancer",
+    plural="LoadBalancers",
+    to_pb=convert.load_balancer_to_pb,
+    create=_create_lb,
     update=lambda c, old, fields: lbo.update_load_balancer(c.topo, old, fields, c.rev, c.now),
     # cascade (force): its listeners, pools, members and monitors go with it (ops_lb)
     delete=lambda c, old, force: lbo.delete_load_balancer(c.topo, old, force),
     mutable=frozenset(lbo.LOAD_BALANCER_MUTABLE),
     immutable=frozenset({"tenant", "vip_subnet", "vip_address"}),
-    output_only=frozenset({"name", "vip_port", "operating_status", "revision", "create_time", "update_time"}))
+    output_only=frozenset({"name", "vip_port", "operating_status", "revision", "create_time", "update_time"}),
+)
 
 # ------------------------------------------------------------------------------------------ listeners
 
@@ -53,21 +64,32 @@ LOAD_BALANCER = Resource(
 def _create_listener(c: Call, m: pb.Listener) -> list[Change]:
     pool_id = _ref_id("pool", m.default_pool, "listener.default_pool")
     lb = c.owned("load_balancer", m.load_balancer, "listener.load_balancer")
-    rec = Listener(id=c.new_id(), tenant=lb.tenant, load_balancer_id=lb.id, protocol=m.protocol,
-                   protocol_port=m.protocol_port, default_pool_id=pool_id, display_name=m.display_name,
-                   admin_state_up=_up(m))
+    rec = Listener(
+        id=c.new_id(),
+        tenant=lb.tenant,
+        load_balancer_id=lb.id,
+        protocol=m.protocol,
+        protocol_port=m.protocol_port,
+        default_pool_id=pool_id,
+        display_name=m.display_name,
+        admin_state_up=_up(m),
+    )
     return lbo.create_listener(c.topo, rec, c.rev, c.now)
 
 
 LISTENER = Resource(
-    kind="listener", plural="Listeners", to_pb=convert.listener_to_pb, create=_create_listener,
+    kind="listener",
+    plural="Listeners",
+    to_pb=convert.listener_to_pb,
+    create=_create_listener,
     update=lambda c, old, fields: lbo.update_listener(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_listener(old),
     mutable=frozenset(lbo.LISTENER_MUTABLE),
     immutable=frozenset({"load_balancer", "protocol", "protocol_port"}),
     output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
     values={"default_pool": lambda c, m: _ref_id("pool", m.default_pool, "default_pool")},
-    parent=Parent("load_balancer", "load_balancer", "load_balancer_id", token_key="load_balancer_id"))
+    parent=Parent("load_balancer", "load_balancer", "load_balancer_id", token_key="load_balancer_id"),
+)
 
 # ------------------------------------------------------------------------------------------ pools
 
@@ -81,25 +103,38 @@ def _create_pool(c: Call, m: pb.Pool) -> list[Change]:
     else:
         assert listener is not None  # one of them is required (checked above)
         lb = c.topo.load_balancers[listener.load_balancer_id]
-    rec = Pool(id=c.new_id(), tenant=lb.tenant, load_balancer_id=lb.id, protocol=m.protocol,
-               lb_algorithm=m.lb_algorithm, display_name=m.display_name, admin_state_up=_up(m))
+    rec = Pool(
+        id=c.new_id(),
+        tenant=lb.tenant,
+        load_balancer_id=lb.id,
+        protocol=m.protocol,
+        lb_algorithm=m.lb_algorithm,
+        display_name=m.display_name,
+        admin_state_up=_up(m),
+    )
     return lbo.create_pool(c.topo, rec, listener, c.rev, c.now)
 
 
 POOL = Resource(
-    kind="pool", plural="Pools", to_pb=convert.pool_to_pb, create=_create_pool,
+    kind="pool",
+    plural="Pools",
+    to_pb=convert.pool_to_pb,
+    create=_create_pool,
     update=lambda c, old, fields: lbo.update_pool(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_pool(c.topo, old, c.rev, c.now),
-    mutable=frozenset(lbo.POOL_MUTABLE), immutable=frozenset({"load_balancer", "listener", "protocol"}),
+    mutable=frozenset(lbo.POOL_MUTABLE),
+    immutable=frozenset({"load_balancer", "listener", "protocol"}),
     output_only=frozenset({"name", "tenant", "operating_status", "revision", "create_time", "update_time"}),
-    parent=Parent("load_balancer", "load_balancer", "load_balancer_id", token_key="load_balancer_id"))
+    parent=Parent("load_balancer", "load_balancer", "load_balancer_id", token_key="load_balancer_id"),
+)
 
 # ------------------------------------------------------------------------------------------ members
 
 
-def _member_lookup(tables: Tables, topo: Topology, p: Principal, name: str, field_path: str,
-                   owned: bool) -> Member:
-    """"pools/{pool}/members/{member}": the member must be in that pool (and the caller's)."""
+def _member_lookup(
+    tables: Tables, topo: Topology, p: Principal, name: str, field_path: str, owned: bool
+) -> Member:
+    """ "pools/{pool}/members/{member}": the member must be in that pool (and the caller's)."""
     pool_id, ident = convert.parse_member_name(name, field_path)
     rec = topo.members.get(ident)
     if rec is None or rec.pool_id != pool_id or not p.can_see(rec.tenant):
@@ -110,19 +145,33 @@ def _member_lookup(tables: Tables, topo: Topology, p: Principal, name: str, fiel
 def _create_member(c: Call, m: pb.Member) -> list[Change]:
     subnet = _ref_id("subnet", m.subnet, "member.subnet")
     pool = c.owned("pool", c.request.parent, "parent")
-    rec = Member(id=c.new_id(), tenant=pool.tenant, pool_id=pool.id, address=m.address.strip(),
-                 protocol_port=m.protocol_port, subnet_id=subnet, display_name=m.display_name,
-                 weight=m.weight if m.HasField("weight") else 1, admin_state_up=_up(m))
+    rec = Member(
+        id=c.new_id(),
+        tenant=pool.tenant,
+        pool_id=pool.id,
+        address=m.address.strip(),
+        protocol_port=m.protocol_port,
+        subnet_id=subnet,
+        display_name=m.display_name,
+        weight=m.weight if m.HasField("weight") else 1,
+        admin_state_up=_up(m),
+    )
     return lbo.create_member(c.topo, rec, c.p.admin, c.rev, c.now)
 
 
 MEMBER = Resource(
-    kind="member", plural="Members", to_pb=convert.member_to_pb, create=_create_member,
+    kind="member",
+    plural="Members",
+    to_pb=convert.member_to_pb,
+    create=_create_member,
     update=lambda c, old, fields: lbo.update_member(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_member(c.topo, old, c.rev, c.now),
-    mutable=frozenset(lbo.MEMBER_MUTABLE), immutable=frozenset({"address", "protocol_port", "subnet"}),
+    mutable=frozenset(lbo.MEMBER_MUTABLE),
+    immutable=frozenset({"address", "protocol_port", "subnet"}),
     output_only=frozenset({"name", "tenant", "operating_status", "revision", "create_time", "update_time"}),
-    lookup=_member_lookup, parent=Parent("pool", "parent", "pool_id", token_key="pool_id", required=True))
+    lookup=_member_lookup,
+    parent=Parent("pool", "parent", "pool_id", token_key="pool_id", required=True),
+)
 
 # ------------------------------------------------------------------------------------------ health monitors
 
@@ -130,21 +179,35 @@ MEMBER = Resource(
 def _create_monitor(c: Call, m: pb.HealthMonitor) -> list[Change]:
     given = {fd.name for fd, _v in m.ListFields()}
     pool = c.owned("pool", m.pool, "health_monitor.pool")
-    rec = HealthMonitor(id=c.new_id(), tenant=pool.tenant, pool_id=pool.id, type=m.type, delay=m.delay,
-                        timeout=m.timeout, max_retries=m.max_retries, http_method=m.http_method,
-                        url_path=m.url_path, expected_codes=m.expected_codes, display_name=m.display_name,
-                        admin_state_up=_up(m))
+    rec = HealthMonitor(
+        id=c.new_id(),
+        tenant=pool.tenant,
+        pool_id=pool.id,
+        type=m.type,
+        delay=m.delay,
+        timeout=m.timeout,
+        max_retries=m.max_retries,
+        http_method=m.http_method,
+        url_path=m.url_path,
+        expected_codes=m.expected_codes,
+        display_name=m.display_name,
+        admin_state_up=_up(m),
+    )
     return lbo.create_health_monitor(c.topo, rec, given, c.rev, c.now)
 
 
 HEALTH_MONITOR = Resource(
-    kind="health_monitor", plural="HealthMonitors", to_pb=convert.health_monitor_to_pb,
+    kind="health_monitor",
+    plural="HealthMonitors",
+    to_pb=convert.health_monitor_to_pb,
     create=_create_monitor,
     update=lambda c, old, fields: lbo.update_health_monitor(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: lbo.delete_health_monitor(c.topo, old, c.rev, c.now),
-    mutable=frozenset(lbo.MONITOR_MUTABLE), immutable=frozenset({"pool", "type"}),
+    mutable=frozenset(lbo.MONITOR_MUTABLE),
+    immutable=frozenset({"pool", "type"}),
     output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
-    parent=Parent("pool", "pool", "pool_id", token_key="pool_id"))
+    parent=Parent("pool", "pool", "pool_id", token_key="pool_id"),
+)
 
 SPECS = (LOAD_BALANCER, LISTENER, POOL, MEMBER, HEALTH_MONITOR)
 

@@ -15,11 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from controller.api import convert
-
-from controller.api import lb_api
-
-from controller.api import security_api
+from controller.api import convert, lb_api, security_api
 from controller.api.auth import LastAdminToken, Principal, TokenFile
 from controller.api.interceptors import caller, principal
 from controller.api.resources import (
@@ -63,6 +59,7 @@ VERSION = "0.1.0"
 WATCH_BATCH_REVISIONS = 500
 WATCH_WAIT_S = 0.5  # the longest a Watch waits before it re-checks its client, its token and the server
 
+
 def _up(m: Any) -> bool:
     return m.admin_state_up if m.HasField("admin_state_up") else True
 
@@ -87,9 +84,17 @@ def _create_network(c: Call, m: pb.Network) -> list[Change]:
     if m.external:
         admin_only(c.p, "network.external", "an external network")
     tenant = c.tenant_for(m.tenant, "network.tenant")
-    net = Network(id=c.new_id(), tenant=tenant, display_name=m.display_name, segment_type=stype,
-                  segment_id=m.segment_id or None, physical_network=m.physical_network, mtu=m.mtu,
-                  admin_state_up=_up(m), external=m.external)
+    net = Network(
+        id=c.new_id(),
+        tenant=tenant,
+        display_name=m.display_name,
+        segment_type=stype,
+        segment_id=m.segment_id or None,
+        physical_network=m.physical_network,
+        mtu=m.mtu,
+        admin_state_up=_up(m),
+        external=m.external,
+    )
     return ops.create_network(c.topo, net, c.rev, c.now)
 
 
@@ -99,38 +104,55 @@ def _external_admin_only(c: Call, old: Network, m: pb.Network, paths: list[str])
 
 
 NETWORK = Resource(
-    kind="network", plural="Networks", to_pb=convert.network_to_pb, create=_create_network,
+    kind="network",
+    plural="Networks",
+    to_pb=convert.network_to_pb,
+    create=_create_network,
     update=lambda c, old, fields: ops.update_network(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
     mutable=frozenset(ops.NETWORK_MUTABLE),
     immutable=frozenset({"name", "tenant", "segment_type", "segment_id", "physical_network"}),
     output_only=frozenset({"revision", "create_time", "update_time", "tunnel_key"}),
-    check_paths=_external_admin_only)
+    check_paths=_external_admin_only,
+)
 
 # ------------------------------------------------------------------------------------------ subnets
 
 
 def _create_subnet(c: Call, m: pb.Subnet) -> list[Change]:
     net = c.owned("network", m.network, "subnet.network")
-    sub = Subnet(id=c.new_id(), tenant=net.tenant, network_id=net.id, cidr=m.cidr,
-                 display_name=m.display_name, gateway_ip=m.gateway_ip,
-                 allocation_pools=tuple((a.start, a.end) for a in m.allocation_pools),
-                 enable_dhcp=m.enable_dhcp if m.HasField("enable_dhcp") else True,
-                 dns_servers=tuple(m.dns_servers),
-                 host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes))
+    sub = Subnet(
+        id=c.new_id(),
+        tenant=net.tenant,
+        network_id=net.id,
+        cidr=m.cidr,
+        display_name=m.display_name,
+        gateway_ip=m.gateway_ip,
+        allocation_pools=tuple((a.start, a.end) for a in m.allocation_pools),
+        enable_dhcp=m.enable_dhcp if m.HasField("enable_dhcp") else True,
+        dns_servers=tuple(m.dns_servers),
+        host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes),
+    )
     return ops.create_subnet(c.topo, sub, m.HasField("gateway_ip"), c.rev, c.now)
 
 
 SUBNET = Resource(
-    kind="subnet", plural="Subnets", to_pb=convert.subnet_to_pb, create=_create_subnet,
+    kind="subnet",
+    plural="Subnets",
+    to_pb=convert.subnet_to_pb,
+    create=_create_subnet,
     update=lambda c, old, fields: ops.update_subnet(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_subnet(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.SUBNET_MUTABLE), immutable=frozenset({"name", "tenant", "network", "cidr"}),
+    mutable=frozenset(ops.SUBNET_MUTABLE),
+    immutable=frozenset({"name", "tenant", "network", "cidr"}),
     output_only=frozenset({"ip_version", "revision", "create_time", "update_time"}),
-    values={"allocation_pools": lambda c, m: tuple((a.start, a.end) for a in m.allocation_pools),
-            "dns_servers": lambda c, m: tuple(m.dns_servers),
-            "host_routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.host_routes)},
-    parent=Parent("network", "network", "network_id"))
+    values={
+        "allocation_pools": lambda c, m: tuple((a.start, a.end) for a in m.allocation_pools),
+        "dns_servers": lambda c, m: tuple(m.dns_servers),
+        "host_routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.host_routes),
+    },
+    parent=Parent("network", "network", "network_id"),
+)
 
 # ------------------------------------------------------------------------------------------ ports
 
@@ -149,11 +171,20 @@ def _create_port(c: Call, m: pb.Port) -> list[Change]:
     ident = c.new_id()
     owner = tenant or net.tenant
     group_ids, made = sec.resolve_groups(c.topo, owner, groups, "security_groups", c.p.admin, c.rev, c.now)
-    port = Port(id=ident, tenant=owner, network_id=net.id, mac=m.mac_address, display_name=m.display_name,
-                device_owner=m.device_owner, device_id=m.device_id, admin_state_up=_up(m),
-                port_security_enabled=port_security,
-                allowed_address_pairs=tuple((a.ip_address, a.mac_address) for a in m.allowed_address_pairs),
-                security_groups=group_ids, binding_chassis=chassis)
+    port = Port(
+        id=ident,
+        tenant=owner,
+        network_id=net.id,
+        mac=m.mac_address,
+        display_name=m.display_name,
+        device_owner=m.device_owner,
+        device_id=m.device_id,
+        admin_state_up=_up(m),
+        port_security_enabled=port_security,
+        allowed_address_pairs=tuple((a.ip_address, a.mac_address) for a in m.allowed_address_pairs),
+        security_groups=group_ids,
+        binding_chassis=chassis,
+    )
     return made + ops.create_port(c.topo, port, ip_requests, c.rev, c.now)
 
 
@@ -163,11 +194,12 @@ def _binding_admin_only(c: Call, old: Port, m: pb.Port, paths: list[str]) -> Non
 
 
 def _update_port(c: Call, old: Port, fields: dict[str, Any]) -> list[Change]:
-    """"default" among the groups is the port's tenant's default group (made in this write if need be)."""
+    """ "default" among the groups is the port's tenant's default group (made in this write if need be)."""
     made: list[Change] = []
     if "security_groups" in fields:
-        fields["security_groups"], made = sec.resolve_groups(c.topo, old.tenant, fields["security_groups"],
-                                                             "security_groups", c.p.admin, c.rev, c.now)
+        fields["security_groups"], made = sec.resolve_groups(
+            c.topo, old.tenant, fields["security_groups"], "security_groups", c.p.admin, c.rev, c.now
+        )
     return made + ops.update_port(c.topo, old, fields, c.rev, c.now)
 
 
@@ -177,23 +209,36 @@ def _port_filter(tables: Tables, p: Principal, request: pb.ListPortsRequest) -> 
     device = request.device_id
 
     def keep(r: Port) -> bool:
-        return ((not net or r.network_id == net) and (not device or r.device_id == device)
-                and (not chassis or r.binding_chassis == chassis))
+        return (
+            (not net or r.network_id == net)
+            and (not device or r.device_id == device)
+            and (not chassis or r.binding_chassis == chassis)
+        )
 
     return keep, {"network": net, "device_id": device, "binding_chassis": chassis}
 
 
 PORT = Resource(
-    kind="port", plural="Ports", to_pb=convert.port_to_pb, create=_create_port, update=_update_port,
+    kind="port",
+    plural="Ports",
+    to_pb=convert.port_to_pb,
+    create=_create_port,
+    update=_update_port,
     delete=lambda c, old, force: ops.delete_port(c.topo, old, c.rev, c.now),
-    mutable=frozenset(ops.PORT_MUTABLE), immutable=frozenset({"name", "tenant", "network", "mac_address"}),
+    mutable=frozenset(ops.PORT_MUTABLE),
+    immutable=frozenset({"name", "tenant", "network", "mac_address"}),
     output_only=frozenset({"status", "revision", "create_time", "update_time", "tunnel_key"}),
-    values={"fixed_ips": lambda c, m: convert.fixed_ip_requests(list(m.fixed_ips)),
-            "allowed_address_pairs": lambda c, m: tuple((a.ip_address, a.mac_address)
-                                                        for a in m.allowed_address_pairs),
-            "security_groups": lambda c, m: tuple(convert.group_ids(list(m.security_groups))),
-            "binding_chassis": lambda c, m: convert.chassis_ref(m.binding_chassis)},
-    check_paths=_binding_admin_only, list_filter=_port_filter)
+    values={
+        "fixed_ips": lambda c, m: convert.fixed_ip_requests(list(m.fixed_ips)),
+        "allowed_address_pairs": lambda c, m: tuple(
+            (a.ip_address, a.mac_address) for a in m.allowed_address_pairs
+        ),
+        "security_groups": lambda c, m: tuple(convert.group_ids(list(m.security_groups))),
+        "binding_chassis": lambda c, m: convert.chassis_ref(m.binding_chassis),
+    },
+    check_paths=_binding_admin_only,
+    list_filter=_port_filter,
+)
 
 # ------------------------------------------------------------------------------------------ routers
 
@@ -201,20 +246,31 @@ PORT = Resource(
 def _gateway(c: Call, eg: pb.ExternalGateway) -> ops.GatewayRequest:
     """The external gateway asked for: a visible network (external ones are visible to every tenant)."""
     if not eg.network:
-        raise errors.invalid("router.external_gateway.network", "required: an external network (leave "
-                             "external_gateway unset for no gateway)")
+        raise errors.invalid(
+            "router.external_gateway.network",
+            "required: an external network (leave external_gateway unset for no gateway)",
+        )
     net = c.get("network", eg.network, "router.external_gateway.network")
     subnet = _ref("subnet", eg.fixed_ip.subnet, "router.external_gateway.fixed_ip.subnet")
-    return ops.GatewayRequest(network_id=net.id, subnet_id=subnet, ip_address=eg.fixed_ip.ip_address,
-                              enable_snat=eg.enable_snat if eg.HasField("enable_snat") else True)
+    return ops.GatewayRequest(
+        network_id=net.id,
+        subnet_id=subnet,
+        ip_address=eg.fixed_ip.ip_address,
+        enable_snat=eg.enable_snat if eg.HasField("enable_snat") else True,
+    )
 
 
 def _create_router(c: Call, m: pb.Router) -> list[Change]:
     tenant = c.tenant_for(m.tenant, "router.tenant")
     ident = c.new_id()
     gateway = _gateway(c, m.external_gateway) if m.HasField("external_gateway") else None
-    router = Router(id=ident, tenant=tenant, display_name=m.display_name, admin_state_up=_up(m),
-                    routes=tuple((r.destination, r.nexthop) for r in m.routes))
+    router = Router(
+        id=ident,
+        tenant=tenant,
+        display_name=m.display_name,
+        admin_state_up=_up(m),
+        routes=tuple((r.destination, r.nexthop) for r in m.routes),
+    )
     return ops.create_router(c.topo, router, gateway, c.rev, c.now)
 
 
@@ -226,22 +282,33 @@ def _router_pb(tables: Tables, router: Router, changes: Sequence[Change]) -> pb.
     for kind, ident, _old, new in changes:
         if kind == "port":
             ports.pop(ident, None)
-            if (isinstance(new, Port) and new.device_id == router.id
-                    and new.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)):
+            if (
+                isinstance(new, Port)
+                and new.device_id == router.id
+                and new.device_owner in (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY)
+            ):
                 ports[ident] = new
     return convert.router_to_pb(router, sorted(ports.values(), key=lambda port: port.id))
 
 
 ROUTER = Resource(
-    kind="router", plural="Routers", to_pb=convert.router_to_pb, create=_create_router,
+    kind="router",
+    plural="Routers",
+    to_pb=convert.router_to_pb,
+    create=_create_router,
     update=lambda c, old, fields: ops.update_router(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_router(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.ROUTER_MUTABLE), immutable=frozenset({"name", "tenant"}),
+    mutable=frozenset(ops.ROUTER_MUTABLE),
+    immutable=frozenset({"name", "tenant"}),
     output_only=frozenset({"interfaces", "revision", "create_time", "update_time", "tunnel_key"}),
-    values={"routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.routes),
-            "external_gateway": lambda c, m: (_gateway(c, m.external_gateway)
-                                              if m.HasField("external_gateway") else None)},
-    show=_router_pb)
+    values={
+        "routes": lambda c, m: tuple((r.destination, r.nexthop) for r in m.routes),
+        "external_gateway": lambda c, m: (
+            _gateway(c, m.external_gateway) if m.HasField("external_gateway") else None
+        ),
+    },
+    show=_router_pb,
+)
 
 # ------------------------------------------------------------------------------------------ floating IPs
 
@@ -251,8 +318,14 @@ def _create_floating_ip(c: Call, m: pb.FloatingIp) -> list[Change]:
     net = c.get("network", m.floating_network, "floating_ip.floating_network")
     ident = c.new_id()
     port = c.owned("port", m.port, "floating_ip.port").id if m.port else ""
-    fip = FloatingIp(id=ident, tenant=tenant, network_id=net.id, address=m.floating_ip_address, port_id=port,
-                     fixed_ip=m.fixed_ip_address)
+    fip = FloatingIp(
+        id=ident,
+        tenant=tenant,
+        network_id=net.id,
+        address=m.floating_ip_address,
+        port_id=port,
+        fixed_ip=m.fixed_ip_address,
+    )
     return ops.create_floating_ip(c.topo, fip, str(uuid.uuid4()), c.rev, c.now)
 
 
@@ -267,7 +340,10 @@ def _fip_filter(tables: Tables, p: Principal, request: pb.ListFloatingIpsRequest
 
 
 FLOATING_IP = Resource(
-    kind="floating_ip", plural="FloatingIps", to_pb=convert.floating_ip_to_pb, create=_create_floating_ip,
+    kind="floating_ip",
+    plural="FloatingIps",
+    to_pb=convert.floating_ip_to_pb,
+    create=_create_floating_ip,
     # (re)association: the port must be the caller's; the model checks the router path to it
     update=lambda c, old, fields: ops.update_floating_ip(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_floating_ip(c.topo, old),
@@ -275,7 +351,8 @@ FLOATING_IP = Resource(
     immutable=frozenset({"name", "tenant", "floating_network", "floating_ip_address"}),
     output_only=frozenset({"router", "revision", "create_time", "update_time"}),
     values={"port": lambda c, m: c.owned("port", m.port, "floating_ip.port").id if m.port else ""},
-    list_filter=_fip_filter)
+    list_filter=_fip_filter,
+)
 
 # ------------------------------------------------------------------------------------------ chassis
 
@@ -283,19 +360,29 @@ FLOATING_IP = Resource(
 def _create_chassis(c: Call, m: pb.Chassis) -> list[Change]:
     if not c.request.chassis_id:
         raise errors.invalid("chassis_id", "required: the chassis's name (usually its hostname)")
-    ch = Chassis(id=c.new_id(), datapath_id=m.datapath_id, tunnel_ip=m.tunnel_ip,
-                 ovsdb_address=m.ovsdb_address,
-                 bridge_mappings=tuple(sorted(m.bridge_mappings.items())))
+    ch = Chassis(
+        id=c.new_id(),
+        datapath_id=m.datapath_id,
+        tunnel_ip=m.tunnel_ip,
+        ovsdb_address=m.ovsdb_address,
+        bridge_mappings=tuple(sorted(m.bridge_mappings.items())),
+    )
     return ops.create_chassis(c.topo, ch, c.rev, c.now)
 
 
 CHASSIS = Resource(
-    kind="chassis", plural="Chassis", to_pb=convert.chassis_to_pb, create=_create_chassis,
+    kind="chassis",
+    plural="Chassis",
+    to_pb=convert.chassis_to_pb,
+    create=_create_chassis,
     update=lambda c, old, fields: ops.update_chassis(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_chassis(c.topo, old, force, c.rev, c.now),
-    mutable=frozenset(ops.CHASSIS_MUTABLE), immutable=frozenset({"name"}),
+    mutable=frozenset(ops.CHASSIS_MUTABLE),
+    immutable=frozenset({"name"}),
     output_only=frozenset({"revision", "create_time", "update_time"}),
-    values={"bridge_mappings": lambda c, m: tuple(sorted(m.bridge_mappings.items()))}, scope=Scope.ADMIN)
+    values={"bridge_mappings": lambda c, m: tuple(sorted(m.bridge_mappings.items()))},
+    scope=Scope.ADMIN,
+)
 
 SPECS = (NETWORK, SUBNET, PORT, ROUTER, FLOATING_IP, CHASSIS)
 
@@ -304,8 +391,14 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     """The standard methods of SPECS and security_api.SPECS (installed by `serve` below), router interfaces,
     Watch, server info and tokens."""
 
-    def __init__(self, state: State, tokens: TokenFile, stopping: Callable[[], bool] = lambda: False,
-                 flow_budget: int = sec.DEFAULT_FLOW_BUDGET, streams: StreamLimiter | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        tokens: TokenFile,
+        stopping: Callable[[], bool] = lambda: False,
+        flow_budget: int = sec.DEFAULT_FLOW_BUDGET,
+        streams: StreamLimiter | None = None,
+    ) -> None:
         self.state = state
         self.tokens = tokens
         self._stopping = stopping
@@ -335,9 +428,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
     # -------------------------------------------------------------------------------------- router interfaces
 
-    def _interface_write(self, request: Any, context: Any,
-                         op: Callable[[Topology, Router, str, str, int, float], list[Change]],
-                         ) -> list[Change]:
+    def _interface_write(
+        self,
+        request: Any,
+        context: Any,
+        op: Callable[[Topology, Router, str, str, int, float], list[Change]],
+    ) -> list[Change]:
         which = request.WhichOneof("interface")
         if which is None:
             raise errors.invalid("subnet", "required: a subnet or a port")
@@ -363,8 +459,9 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         assert isinstance(port, Port)
         return _interface_pb(port, port.device_id)
 
-    def RemoveRouterInterface(self, request: pb.RemoveRouterInterfaceRequest,
-                              context: Any) -> pb.RouterInterface:
+    def RemoveRouterInterface(
+        self, request: pb.RemoveRouterInterfaceRequest, context: Any
+    ) -> pb.RouterInterface:
         port = self._interface_write(request, context, ops.remove_router_interface)[0][2]
         assert isinstance(port, Port)
         return _interface_pb(port, port.device_id)
@@ -380,9 +477,12 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             if request.start_revision < 0:
                 raise errors.invalid("start_revision", "must not be negative")
             if request.start_revision > self.state.revision:
-                raise ApiError("OUT_OF_RANGE", "FUTURE_REVISION",
-                               f"revision {request.start_revision} is ahead of the store "
-                               f"({self.state.revision})", [("start_revision", "ahead of the store")])
+                raise ApiError(
+                    "OUT_OF_RANGE",
+                    "FUTURE_REVISION",
+                    f"revision {request.start_revision} is ahead of the store ({self.state.revision})",
+                    [("start_revision", "ahead of the store")],
+                )
             compacted = self.state.store.compacted_revision
             if request.start_revision and request.start_revision < compacted:
                 raise self._compacted(request.start_revision, compacted)
@@ -416,16 +516,27 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
     def _compacted(self, start: int, compacted: int) -> ApiError:
         """etcd's answer to a watch from a compacted revision, with what the client needs to re-list."""
-        return ApiError("OUT_OF_RANGE", "REVISION_COMPACTED",
-                        f"revision {start} is compacted (history is kept after revision {compacted}): "
-                        "re-list, e.g. Watch with start_revision 0 for a snapshot, then resume from its "
-                        "revision",
-                        [("start_revision", f"compacted; the oldest revision to resume from is {compacted}")],
-                        metadata={"compacted_revision": str(compacted), "start_revision": str(start),
-                                  "current_revision": str(self.state.durable_revision)})
+        return ApiError(
+            "OUT_OF_RANGE",
+            "REVISION_COMPACTED",
+            f"revision {start} is compacted (history is kept after revision {compacted}): "
+            "re-list, e.g. Watch with start_revision 0 for a snapshot, then resume from its "
+            "revision",
+            [("start_revision", f"compacted; the oldest revision to resume from is {compacted}")],
+            metadata={
+                "compacted_revision": str(compacted),
+                "start_revision": str(start),
+                "current_revision": str(self.state.durable_revision),
+            },
+        )
 
-    def _watch(self, p: Principal, start: int, context: grpc.ServicerContext,
-               valid: Callable[[], bool] = lambda: True) -> Iterator[pb.WatchEvent]:
+    def _watch(
+        self,
+        p: Principal,
+        start: int,
+        context: grpc.ServicerContext,
+        valid: Callable[[], bool] = lambda: True,
+    ) -> Iterator[pb.WatchEvent]:
         """Snapshot (start 0) or replay from `start`, then follow the store's changes. Ends when the client
         goes, the server stops or `valid()` turns false, each checked at least every WATCH_WAIT_S."""
         cursor = start
@@ -437,8 +548,11 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 yield _event(pb.WatchEvent.EXISTING, cursor, rec)
             yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
         synced = start == 0
-        kinds = {"CREATED": pb.WatchEvent.CREATED, "UPDATED": pb.WatchEvent.UPDATED,
-                 "DELETED": pb.WatchEvent.DELETED}
+        kinds = {
+            "CREATED": pb.WatchEvent.CREATED,
+            "UPDATED": pb.WatchEvent.UPDATED,
+            "DELETED": pb.WatchEvent.DELETED,
+        }
         follower = Follower(lambda rec: visible(p, rec), cursor)
         self._feed.follow(follower)
         try:
@@ -469,8 +583,13 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 
     def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any) -> pb.ServerInfo:
         p = principal()
-        return pb.ServerInfo(version=VERSION, revision=self.state.revision, tenant=p.tenant, admin=p.admin,
-                             compacted_revision=self.state.store.compacted_revision)
+        return pb.ServerInfo(
+            version=VERSION,
+            revision=self.state.revision,
+            tenant=p.tenant,
+            admin=p.admin,
+            compacted_revision=self.state.store.compacted_revision,
+        )
 
     def CreateToken(self, request: pb.CreateTokenRequest, context: Any) -> pb.Token:
         admin_only(principal(), "", "issuing tokens")
@@ -483,8 +602,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         try:
             revoked = self.tokens.revoke(request.token)
         except LastAdminToken:
-            raise errors.failed_precondition("LAST_ADMIN_TOKEN", "this is the only admin token; create "
-                                             "another admin token before revoking it") from None
+            raise errors.failed_precondition(
+                "LAST_ADMIN_TOKEN",
+                "this is the only admin token; create another admin token before revoking it",
+            ) from None
         if not revoked:
             raise errors.not_found("token", request.token[:8] + "…")
         return empty_pb2.Empty()

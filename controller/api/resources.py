@@ -154,12 +154,12 @@ class Resource:
 
     @property
     def rpc(self) -> str:
-        """"floating_ip" -> "FloatingIp": CreateFloatingIp, GetFloatingIp, ..."""
+        """ "floating_ip" -> "FloatingIp": CreateFloatingIp, GetFloatingIp, ..."""
         return "".join(w.capitalize() for w in self.kind.split("_"))
 
     @property
     def list_field(self) -> str:
-        """"FloatingIps" -> "floating_ips", the repeated field of the List response."""
+        """ "FloatingIps" -> "floating_ips", the repeated field of the List response."""
         return "".join(f"_{c.lower()}" if c.isupper() else c for c in self.plural).lstrip("_")
 
 
@@ -199,8 +199,9 @@ def page(items: list[Any], page_size: int, page_token: str, filters: dict[str, s
     return chosen, token
 
 
-def mask(msg: Any, update_mask: Any, current: Any, output_only: frozenset[str],
-         mutable: frozenset[str]) -> list[str]:
+def mask(
+    msg: Any, update_mask: Any, current: Any, output_only: frozenset[str], mutable: frozenset[str]
+) -> list[str]:
     """Explicit paths as given ("*" = every mutable field); an empty mask = every populated field,
     ignoring output-only fields and immutable fields whose value is unchanged (AIP-134)."""
     if update_mask.paths:
@@ -230,17 +231,20 @@ def check_mask(spec: Resource, paths: Sequence[str]) -> None:
 def _answer(changes: Sequence[Change], kind: str, ident: str | None) -> Any:
     """The record of `kind` named `ident` (None: the last one created) as the changes leave it."""
     if ident is None:
-        ident = next((i for k, i, old, new in reversed(changes)
-                      if k == kind and old is None and new is not None), None)
-    return next((new for k, i, _old, new in reversed(changes)
-                 if k == kind and i == ident and new is not None), None)
+        ident = next(
+            (i for k, i, old, new in reversed(changes) if k == kind and old is None and new is not None), None
+        )
+    return next(
+        (new for k, i, _old, new in reversed(changes) if k == kind and i == ident and new is not None), None
+    )
 
 
 class Tables:
     """The standard methods over the specs, and the write every method (custom ones too) goes through."""
 
-    def __init__(self, state: State, specs: Sequence[Resource],
-                 flow_budget: int = sec.DEFAULT_FLOW_BUDGET) -> None:
+    def __init__(
+        self, state: State, specs: Sequence[Resource], flow_budget: int = sec.DEFAULT_FLOW_BUDGET
+    ) -> None:
         self.state = state
         self.specs = {s.kind: s for s in specs}
         self.request_level = request_level(specs)
@@ -250,8 +254,9 @@ class Tables:
 
     # ------------------------------------------------------------------------------------------ plumbing
 
-    def write(self, fn: WriteFn, request: Any = None, context: grpc.ServicerContext | None = None,
-              prefix: str = "") -> list[Change]:
+    def write(
+        self, fn: WriteFn, request: Any = None, context: grpc.ServicerContext | None = None, prefix: str = ""
+    ) -> list[Change]:
         """A write, or with request.validate_only (AIP-163) a dry run whose Plan goes in the trailer. Either
         is refused when it takes a tenant's security-group flows over the flow budget. With `prefix`, the
         model's field paths in a refusal are put under it."""
@@ -267,8 +272,15 @@ class Tables:
             context.set_trailing_metadata((("sdn-plan-bin", plan.SerializeToString()),))
         return changes
 
-    def lookup(self, topo: Topology, p: Principal, kind: str, name: str, field_path: str = "name",
-               owned: bool = False) -> Any:
+    def lookup(
+        self,
+        topo: Topology,
+        p: Principal,
+        kind: str,
+        name: str,
+        field_path: str = "name",
+        owned: bool = False,
+    ) -> Any:
         """The record `name` of `kind` as `p` may see it (NOT_FOUND otherwise); with `owned`, one it may
         change (PERMISSION_DENIED for a tenant on the operator's records it can read)."""
         spec = self.specs.get(kind)
@@ -281,8 +293,9 @@ class Tables:
         if rec is None or not visible(p, rec):
             raise errors.not_found(kind, ident)
         if owned and not p.can_see(rec.tenant):
-            raise errors.permission_denied(field_path, f"{kind} {rec.id!r} belongs to the operator; "
-                                                       "tenants may only read it")
+            raise errors.permission_denied(
+                field_path, f"{kind} {rec.id!r} belongs to the operator; tenants may only read it"
+            )
         return rec
 
     def show(self, spec: Resource, rec: Any, changes: Sequence[Change] = ()) -> Message:
@@ -338,8 +351,11 @@ class Tables:
                 raise errors.permission_denied("tenant", "filtering by another tenant is admin only")
             filters = {"tenant": tenant, **filters}
         with self.state.lock:
-            items = [r for r in self.state.topology.table(spec.kind).values()
-                     if visible(p, r) and (not tenant or r.tenant == tenant) and (keep is None or keep(r))]
+            items = [
+                r
+                for r in self.state.topology.table(spec.kind).values()
+                if visible(p, r) and (not tenant or r.tenant == tenant) and (keep is None or keep(r))
+            ]
         chosen, token = page(items, request.page_size, request.page_token, filters)
         response: Message = getattr(pb, f"List{spec.plural}Response")(next_page_token=token)
         getattr(response, spec.list_field).extend([self.show(spec, r) for r in chosen])
@@ -354,8 +370,10 @@ class Tables:
         elif name:
             ident = convert.parse_name(parent.kind, name, parent.request_field)
         field_name = parent.record_field
-        return ((lambda r: not ident or getattr(r, field_name) == ident),
-                {parent.token_key or parent.request_field: ident})
+        return (
+            (lambda r: not ident or getattr(r, field_name) == ident),
+            {parent.token_key or parent.request_field: ident},
+        )
 
     def update(self, spec: Resource, request: Any, context: grpc.ServicerContext) -> Message:
         assert spec.update is not None
@@ -402,16 +420,21 @@ def serve(service: type, specs: Sequence[Resource]) -> None:
     """Give `service` (a generated servicer class whose instances have `tables`) the standard methods of
     `specs`: CreateX, GetX, ListXs, UpdateX (where the spec has one) and DeleteX: Tables' over the spec."""
 
-    def method(spec: Resource,
-               standard: Callable[..., Message]) -> Callable[[Any, Any, grpc.ServicerContext], Message]:
+    def method(
+        spec: Resource, standard: Callable[..., Message]
+    ) -> Callable[[Any, Any, grpc.ServicerContext], Message]:
         def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Message:
             return standard(self.tables, spec, request, context)
 
         return handler
 
     for spec in specs:
-        rpcs = {f"Create{spec.rpc}": Tables.create, f"Get{spec.rpc}": Tables.get,
-                f"List{spec.plural}": Tables.list, f"Delete{spec.rpc}": Tables.delete}
+        rpcs = {
+            f"Create{spec.rpc}": Tables.create,
+            f"Get{spec.rpc}": Tables.get,
+            f"List{spec.plural}": Tables.list,
+            f"Delete{spec.rpc}": Tables.delete,
+        }
         if spec.update is not None:
             rpcs[f"Update{spec.rpc}"] = Tables.update
         for rpc, standard in rpcs.items():

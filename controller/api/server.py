@@ -19,7 +19,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controller.api.auth import TokenFile
-from controller.dataplane import Dataplane
 from controller.api.dataplane_api import DataplaneService, plan_pb
 from controller.api.debug_api import DebugService
 from controller.api.interceptors import AuthInterceptor
@@ -31,6 +30,8 @@ from controller.api.streams import (
     StreamAdmission,
     StreamLimiter,
 )
+from controller.dataplane import Dataplane
+from controller.pki import TlsFiles
 from proto.sdn.v1 import (
     dataplane_pb2,
     dataplane_pb2_grpc,
@@ -39,7 +40,6 @@ from proto.sdn.v1 import (
     topology_pb2,
     topology_pb2_grpc,
 )
-from controller.pki import TlsFiles
 from topology.ops_security import DEFAULT_FLOW_BUDGET
 from topology.state import State
 
@@ -53,18 +53,27 @@ WATCH_METHOD = f"/{SERVICE_NAME}/Watch"  # admits itself, by tenant, once authen
 def tls_credentials(files: TlsFiles, require_client_cert: bool = False) -> grpc.ServerCredentials:
     """Our key and certificate; client certificates are asked for, and required and verified against the CA
     with `require_client_cert` (bearer tokens are required either way)."""
-    return grpc.ssl_server_credentials([(files.key.read_bytes(), files.cert.read_bytes())],
-                                       root_certificates=files.ca.read_bytes(),
-                                       require_client_auth=require_client_cert)
+    return grpc.ssl_server_credentials(
+        [(files.key.read_bytes(), files.cert.read_bytes())],
+        root_certificates=files.ca.read_bytes(),
+        require_client_auth=require_client_cert,
+    )
 
 
 class ApiServer:
-    def __init__(self, state: State, tokens: TokenFile, address: str, workers: int = 32,
-                 dataplane: Dataplane | None = None,
-                 interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 flow_budget: int = DEFAULT_FLOW_BUDGET, max_streams: int = DEFAULT_MAX_STREAMS,
-                 max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT,
-                 credentials: grpc.ServerCredentials | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        tokens: TokenFile,
+        address: str,
+        workers: int = 32,
+        dataplane: Dataplane | None = None,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+        flow_budget: int = DEFAULT_FLOW_BUDGET,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         """`credentials`: TLS (see tls_credentials); None listens in plaintext."""
         self.state = state
         self.tokens = tokens
@@ -74,22 +83,29 @@ class ApiServer:
         # `workers` threads for unary calls, `max_streams` more for the streams the limiter lets in
         pool = futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="grpc")
         admission = StreamAdmission(self.streams, frozenset({WATCH_METHOD}))
-        authn = AuthInterceptor(tokens, frozenset({SERVICE_NAME, LB_SERVICE_NAME, DATAPLANE_SERVICE_NAME,
-                                                   DEBUG_SERVICE_NAME}))
-        self.server = grpc.server(pool, options=[("grpc.so_reuseport", 0)],
-                                  interceptors=[*interceptors, admission, authn])
-        self.topology = TopologyService(state, tokens, stopping=self._stopping.is_set,
-                                        flow_budget=flow_budget, streams=self.streams)
+        authn = AuthInterceptor(
+            tokens, frozenset({SERVICE_NAME, LB_SERVICE_NAME, DATAPLANE_SERVICE_NAME, DEBUG_SERVICE_NAME})
+        )
+        self.server = grpc.server(
+            pool, options=[("grpc.so_reuseport", 0)], interceptors=[*interceptors, admission, authn]
+        )
+        self.topology = TopologyService(
+            state, tokens, stopping=self._stopping.is_set, flow_budget=flow_budget, streams=self.streams
+        )
         topology_pb2_grpc.add_TopologyServiceServicer_to_server(self.topology, self.server)
-        topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(LoadBalancerService(self.topology), self.server)
+        topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(
+            LoadBalancerService(self.topology), self.server
+        )
         services = [SERVICE_NAME, LB_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if dataplane is not None:
             self.topology.planner = lambda revision, changes: plan_pb(dataplane, revision, changes)
             dataplane_pb2_grpc.add_DataplaneServiceServicer_to_server(
-                DataplaneService(self.topology, dataplane), self.server)
+                DataplaneService(self.topology, dataplane), self.server
+            )
             services.append(DATAPLANE_SERVICE_NAME)
             debug_pb2_grpc.add_DebugServiceServicer_to_server(
-                DebugService(self.topology, dataplane), self.server)
+                DebugService(self.topology, dataplane), self.server
+            )
             services.append(DEBUG_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -38,13 +38,19 @@ def to_status(err: ApiError, extra: tuple[object, ...] = ()) -> grpc.Status:
     """The status of `err`: BadRequest (if it names fields), ErrorInfo, then `extra` detail messages."""
     details = []
     if err.violations:
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=cap(f, ECHO_LIMIT), description=cap(d))
-            for f, d in err.violations])
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=cap(f, ECHO_LIMIT), description=cap(d))
+                for f, d in err.violations
+            ]
+        )
         details.append(_pack(bad))
     metadata = {cap(k, ECHO_LIMIT): cap(v, ECHO_LIMIT) for k, v in err.metadata.items()}
-    details.append(_pack(error_details_pb2.ErrorInfo(reason=cap(err.reason, ECHO_LIMIT), domain=DOMAIN,
-                                                     metadata=metadata)))
+    details.append(
+        _pack(
+            error_details_pb2.ErrorInfo(reason=cap(err.reason, ECHO_LIMIT), domain=DOMAIN, metadata=metadata)
+        )
+    )
     details.extend(_pack(m) for m in extra)
     st = status_pb2.Status(code=getattr(code_pb2, err.code), message=cap(err.message), details=details)
     return rpc_status.to_status(st)
@@ -69,10 +75,16 @@ _OS_ERRORS = {
     errno.ENOSPC: ("UNAVAILABLE", "STORAGE_FULL", "the controller's disk is full; retry once space is freed"),
     errno.EDQUOT: ("UNAVAILABLE", "STORAGE_FULL", "the controller's disk quota is exhausted; retry later"),
     errno.EROFS: ("FAILED_PRECONDITION", "STORAGE_READ_ONLY", "the controller's data directory is read-only"),
-    errno.EACCES: ("FAILED_PRECONDITION", "STORAGE_PERMISSION_DENIED",
-                   "the controller may not write its data directory"),
-    errno.EPERM: ("FAILED_PRECONDITION", "STORAGE_PERMISSION_DENIED",
-                  "the controller may not write its data directory"),
+    errno.EACCES: (
+        "FAILED_PRECONDITION",
+        "STORAGE_PERMISSION_DENIED",
+        "the controller may not write its data directory",
+    ),
+    errno.EPERM: (
+        "FAILED_PRECONDITION",
+        "STORAGE_PERMISSION_DENIED",
+        "the controller may not write its data directory",
+    ),
 }
 
 
@@ -80,12 +92,16 @@ def storage_error(err: OSError | sqlite3.Error) -> ApiError:
     """A storage failure as a status: the change was not made (nothing was acknowledged). The path stays in
     the server's log, not in the answer."""
     if isinstance(err, OSError):
-        code, reason, what = _OS_ERRORS.get(err.errno or 0, ("UNAVAILABLE", "STORAGE_ERROR",
-                                                             "the controller could not write its data"))
+        code, reason, what = _OS_ERRORS.get(
+            err.errno or 0, ("UNAVAILABLE", "STORAGE_ERROR", "the controller could not write its data")
+        )
         name = errno.errorcode.get(err.errno or 0, "")
     else:
         full = "full" in str(err).lower()
-        code, reason, what = (("UNAVAILABLE", "STORAGE_FULL", "the controller's disk is full; retry later") if full
-                              else ("UNAVAILABLE", "STORAGE_ERROR", "the controller's store failed"))
+        code, reason, what = (
+            ("UNAVAILABLE", "STORAGE_FULL", "the controller's disk is full; retry later")
+            if full
+            else ("UNAVAILABLE", "STORAGE_ERROR", "the controller's store failed")
+        )
         name = type(err).__name__
     return ApiError(code, reason, f"{what}; nothing was changed", metadata={"errno": name} if name else {})

@@ -44,9 +44,12 @@ class StreamLimiter:
     `wake` is called after a revocation marked streams: it must wake every waiting stream (the northbound's
     Watch waits on State.changed), which then sees its ticket revoked and ends."""
 
-    def __init__(self, max_total: int = DEFAULT_MAX_STREAMS,
-                 max_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT,
-                 wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        max_total: int = DEFAULT_MAX_STREAMS,
+        max_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
         if max_total < 1 or not 1 <= max_per_tenant <= max_total:
             raise ValueError("need 1 <= max_per_tenant <= max_total")
         self.max_total = max_total
@@ -72,18 +75,27 @@ class StreamLimiter:
             mine = self._open.get(tenant, set())
             if len(mine) >= self.max_per_tenant:
                 self.refused[(method, "TENANT_STREAM_LIMIT")] += 1
-                raise ApiError("RESOURCE_EXHAUSTED", "TENANT_STREAM_LIMIT",
-                               f"tenant {tenant!r} already has {len(mine)} streams open, its limit "
-                               "(max_streams_per_tenant): close one (or wait for one to end) and retry",
-                               metadata={"tenant": tenant, "limit": str(self.max_per_tenant),
-                                         "open": str(len(mine)), "method": method})
+                raise ApiError(
+                    "RESOURCE_EXHAUSTED",
+                    "TENANT_STREAM_LIMIT",
+                    f"tenant {tenant!r} already has {len(mine)} streams open, its limit "
+                    "(max_streams_per_tenant): close one (or wait for one to end) and retry",
+                    metadata={
+                        "tenant": tenant,
+                        "limit": str(self.max_per_tenant),
+                        "open": str(len(mine)),
+                        "method": method,
+                    },
+                )
             if self._total >= self.max_total:
                 self.refused[(method, "TOO_MANY_STREAMS")] += 1
-                raise ApiError("RESOURCE_EXHAUSTED", "TOO_MANY_STREAMS",
-                               f"the server already has {self._total} streams open, its limit (max_streams): "
-                               "retry later (unary calls are not affected)",
-                               metadata={"limit": str(self.max_total), "open": str(self._total),
-                                         "method": method})
+                raise ApiError(
+                    "RESOURCE_EXHAUSTED",
+                    "TOO_MANY_STREAMS",
+                    f"the server already has {self._total} streams open, its limit (max_streams): "
+                    "retry later (unary calls are not affected)",
+                    metadata={"limit": str(self.max_total), "open": str(self._total), "method": method},
+                )
             ticket = Ticket(tenant, token, method)
             self._open.setdefault(tenant, set()).add(ticket)
             self._total += 1
@@ -119,8 +131,9 @@ def refusal_status(err: ApiError, limiter: StreamLimiter) -> grpc.Status:
     else:
         subject = "server"
         what = f"open streams on the server (max_streams={limiter.max_total})"
-    quota = error_details_pb2.QuotaFailure(violations=[
-        error_details_pb2.QuotaFailure.Violation(subject=subject, description=what)])
+    quota = error_details_pb2.QuotaFailure(
+        violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=what)]
+    )
     return to_status(err, extra=(quota,))
 
 

@@ -72,8 +72,9 @@ class Follower:
 
 
 class ChangeFeed:
-    def __init__(self, state: State, changes: SharedChanges, stopping: Callable[[], bool],
-                 batch: int = 500) -> None:
+    def __init__(
+        self, state: State, changes: SharedChanges, stopping: Callable[[], bool], batch: int = 500
+    ) -> None:
         self.state = state
         self.changes = changes
         self.stopping = stopping
@@ -124,8 +125,9 @@ class ChangeFeed:
             try:
                 rows = self.changes.get(head, upto)
             except Exception:  # compacted, or failed: the streams read (and report) it themselves
-                log.debug("watch feed: reading (%d, %d] failed; waking every stream", head, upto,
-                          exc_info=True)
+                log.debug(
+                    "watch feed: reading (%d, %d] failed; waking every stream", head, upto, exc_info=True
+                )
                 self.wake_all()
                 head = upto
                 continue

@@ -25,32 +25,67 @@ from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-COLLECTION = {"network": "networks", "subnet": "subnets", "port": "ports", "chassis": "chassis",
-              "router": "routers", "floating_ip": "floatingIps", "security_group": "securityGroups",
-              "security_group_rule": "securityGroupRules", "firewall_rule": "firewallRules",
-              "firewall_policy": "firewallPolicies", "firewall_group": "firewallGroups",
-              "load_balancer": "loadBalancers", "listener": "listeners", "pool": "pools", "member": "members",
-              "health_monitor": "healthMonitors"}
+COLLECTION = {
+    "network": "networks",
+    "subnet": "subnets",
+    "port": "ports",
+    "chassis": "chassis",
+    "router": "routers",
+    "floating_ip": "floatingIps",
+    "security_group": "securityGroups",
+    "security_group_rule": "securityGroupRules",
+    "firewall_rule": "firewallRules",
+    "firewall_policy": "firewallPolicies",
+    "firewall_group": "firewallGroups",
+    "load_balancer": "loadBalancers",
+    "listener": "listeners",
+    "pool": "pools",
+    "member": "members",
+    "health_monitor": "healthMonitors",
+}
 # the RPC name part, the List method (default List<part>s) and the List response field of each kind
-METHOD = {"network": "Network", "subnet": "Subnet", "port": "Port", "chassis": "Chassis", "router": "Router",
-          "floating_ip": "FloatingIp", "security_group": "SecurityGroup", "security_group_rule": "SecurityGroupRule",
-          "firewall_rule": "FirewallRule", "firewall_policy": "FirewallPolicy", "firewall_group": "FirewallGroup",
-          "load_balancer": "LoadBalancer", "listener": "Listener", "pool": "Pool", "member": "Member",
-          "health_monitor": "HealthMonitor"}
+METHOD = {
+    "network": "Network",
+    "subnet": "Subnet",
+    "port": "Port",
+    "chassis": "Chassis",
+    "router": "Router",
+    "floating_ip": "FloatingIp",
+    "security_group": "SecurityGroup",
+    "security_group_rule": "SecurityGroupRule",
+    "firewall_rule": "FirewallRule",
+    "firewall_policy": "FirewallPolicy",
+    "firewall_group": "FirewallGroup",
+    "load_balancer": "LoadBalancer",
+    "listener": "Listener",
+    "pool": "Pool",
+    "member": "Member",
+    "health_monitor": "HealthMonitor",
+}
 LIST_METHOD = {"chassis": "ListChassis", "firewall_policy": "ListFirewallPolicies"}
-LIST_FIELD = {"floating_ip": "floating_ips", "security_group": "security_groups",
-              "security_group_rule": "security_group_rules", "firewall_rule": "firewall_rules",
-              "firewall_policy": "firewall_policies", "firewall_group": "firewall_groups",
-              "load_balancer": "load_balancers", "health_monitor": "health_monitors"}
+LIST_FIELD = {
+    "floating_ip": "floating_ips",
+    "security_group": "security_groups",
+    "security_group_rule": "security_group_rules",
+    "firewall_rule": "firewall_rules",
+    "firewall_policy": "firewall_policies",
+    "firewall_group": "firewall_groups",
+    "load_balancer": "load_balancers",
+    "health_monitor": "health_monitors",
+}
 PAGE_SIZE = 1000
 
 
 class Client:
-    def __init__(self, endpoint: str, token: str, timeout: float,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+    def __init__(
+        self, endpoint: str, token: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.endpoint, self.timeout = endpoint, timeout
-        self.channel = (grpc.secure_channel(endpoint, credentials) if credentials is not None
-                        else grpc.insecure_channel(endpoint))
+        self.channel = (
+            grpc.secure_channel(endpoint, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(endpoint)
+        )
         self.stub = pb_grpc.TopologyServiceStub(self.channel)
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.debug = dbg_grpc.DebugServiceStub(self.channel)
@@ -111,8 +146,12 @@ class Client:
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise CliError("INVALID_ARGUMENT", f"{kind}: display name {ref!r} is ambiguous: matches "
-                           f"{', '.join(m.name for m in matches)}; use the resource name", "AMBIGUOUS_NAME")
+            raise CliError(
+                "INVALID_ARGUMENT",
+                f"{kind}: display name {ref!r} is ambiguous: matches "
+                f"{', '.join(m.name for m in matches)}; use the resource name",
+                "AMBIGUOUS_NAME",
+            )
         if missing is not None:
             raise missing
         raise CliError("NOT_FOUND", f"{kind} {ref!r} not found", f"{kind.upper()}_NOT_FOUND")
@@ -152,7 +191,9 @@ def do_list(c: Client, a: argparse.Namespace) -> list[Any]:
     if getattr(a, "tenant", None):
         filters["tenant"] = a.tenant
     if getattr(a, "network", None):
-        filters["floating_network" if a.kind == "floating_ip" else "network"] = c.resolve("network", a.network).name
+        filters["floating_network" if a.kind == "floating_ip" else "network"] = c.resolve(
+            "network", a.network
+        ).name
     if getattr(a, "port_ref", None):
         filters["port"] = c.resolve("port", a.port_ref).name
     if getattr(a, "device_id", None):
@@ -179,11 +220,15 @@ def do_delete(c: Client, a: argparse.Namespace) -> int:
 
 def print_plan(plan: Any, out: Any) -> None:
     """What a validate_only write would do, per chassis."""
-    out.write(f"validate only: nothing stored or sent; as revision {plan.revision} it would change "
-              f"{len(plan.chassis)} chassis\n")
+    out.write(
+        f"validate only: nothing stored or sent; as revision {plan.revision} it would change "
+        f"{len(plan.chassis)} chassis\n"
+    )
     for ch in plan.chassis:
-        out.write(f"  {ch.chassis}: +{ch.flows_added} -{ch.flows_deleted} flows "
-                  f"({ch.flows_before} -> {ch.flows_after}), +{ch.groups_added} -{ch.groups_deleted} groups\n")
+        out.write(
+            f"  {ch.chassis}: +{ch.flows_added} -{ch.flows_deleted} flows "
+            f"({ch.flows_before} -> {ch.flows_after}), +{ch.groups_added} -{ch.groups_deleted} groups\n"
+        )
         for line in ch.sample_added:
             out.write(f"    + {line}\n")
         for line in ch.sample_deleted:
@@ -205,30 +250,54 @@ def report(err: grpc.RpcError | CliError, endpoint: str, timeout: float | None) 
 def add_globals(p: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS  # set after the command too, without the subparser's defaults undoing it
     g = p.add_argument_group("global options")
-    g.add_argument("--endpoint", default=s,
-                   help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})")
-    g.add_argument("--token", default=s,
-                   help="bearer token (env SDN_TOKEN); write --token=VALUE if it starts with '-'")
-    g.add_argument("--token-file", default=s, metavar="PATH",
-                   help="use the first admin token of a controller's tokens.json (or data directory)")
-    g.add_argument("-f", "--format", default=s, choices=["table", "json", "value"],
-                   help="output (default table)")
-    g.add_argument("-c", "--column", dest="columns", action="append", default=s, metavar="FIELD",
-                   help="only this field (repeatable; proto field names)")
+    g.add_argument(
+        "--endpoint", default=s, help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})"
+    )
+    g.add_argument(
+        "--token", default=s, help="bearer token (env SDN_TOKEN); write --token=VALUE if it starts with '-'"
+    )
+    g.add_argument(
+        "--token-file",
+        default=s,
+        metavar="PATH",
+        help="use the first admin token of a controller's tokens.json (or data directory)",
+    )
+    g.add_argument(
+        "-f", "--format", default=s, choices=["table", "json", "value"], help="output (default table)"
+    )
+    g.add_argument(
+        "-c",
+        "--column",
+        dest="columns",
+        action="append",
+        default=s,
+        metavar="FIELD",
+        help="only this field (repeatable; proto field names)",
+    )
     g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
-    g.add_argument("--ca-cert", default=s, metavar="PATH",
-                   help="TLS: the controller's CA certificate, DATA_DIR/pki/ca.crt (env SDN_CA_CERT)")
-    g.add_argument("--client-cert", default=s, metavar="PATH", help="TLS client certificate (env SDN_CLIENT_CERT)")
+    g.add_argument(
+        "--ca-cert",
+        default=s,
+        metavar="PATH",
+        help="TLS: the controller's CA certificate, DATA_DIR/pki/ca.crt (env SDN_CA_CERT)",
+    )
+    g.add_argument(
+        "--client-cert", default=s, metavar="PATH", help="TLS client certificate (env SDN_CLIENT_CERT)"
+    )
     g.add_argument("--client-key", default=s, metavar="PATH", help="its private key (env SDN_CLIENT_KEY)")
 
 
 def credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS channel credentials when a CA is given (option or environment), else None (plaintext)."""
+
     def opt(name: str, env: str) -> str:
         return str(getattr(args, name, None) or os.environ.get(env) or "")
 
-    ca, cert, key = (opt("ca_cert", "SDN_CA_CERT"), opt("client_cert", "SDN_CLIENT_CERT"),
-                     opt("client_key", "SDN_CLIENT_KEY"))
+    ca, cert, key = (
+        opt("ca_cert", "SDN_CA_CERT"),
+        opt("client_cert", "SDN_CLIENT_CERT"),
+        opt("client_key", "SDN_CLIENT_KEY"),
+    )
     if not ca:
         if cert or key:
             raise usage_error("--client-cert/--client-key need --ca-cert (TLS)")
@@ -236,8 +305,11 @@ def credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     if bool(cert) != bool(key):
         raise usage_error("--client-cert and --client-key go together")
     try:
-        return grpc.ssl_channel_credentials(Path(ca).read_bytes(), Path(key).read_bytes() if key else None,
-                                            Path(cert).read_bytes() if cert else None)
+        return grpc.ssl_channel_credentials(
+            Path(ca).read_bytes(),
+            Path(key).read_bytes() if key else None,
+            Path(cert).read_bytes() if cert else None,
+        )
     except OSError as e:
         raise usage_error(f"cannot read TLS file: {e}") from None
 
@@ -248,17 +320,32 @@ def pair(p: argparse.ArgumentParser, dest: str, on: str, off: str) -> None:
     g.add_argument(off, dest=dest, action="store_const", const=False)
 
 
-def repeated(p: argparse.ArgumentParser, flag: str, dest: str, clear: str | None, metavar: str,
-              type: Callable[[str], Any] = str, help: str = "") -> None:
+def repeated(
+    p: argparse.ArgumentParser,
+    flag: str,
+    dest: str,
+    clear: str | None,
+    metavar: str,
+    type: Callable[[str], Any] = str,
+    help: str = "",
+) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument(flag, dest=dest, action="append", type=type, default=None, metavar=metavar,
-                   help=(help + " (repeatable)").strip())
+    g.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        type=type,
+        default=None,
+        metavar=metavar,
+        help=(help + " (repeatable)").strip(),
+    )
     if clear:
         g.add_argument(clear, dest=dest, action="store_const", const=[], help="clear the list")
 
 
-def command(sub: Any, name: str, func: Callable[..., Any], kind: str = "", out: str = "one",
-             **kw: Any) -> Any:
+def command(
+    sub: Any, name: str, func: Callable[..., Any], kind: str = "", out: str = "one", **kw: Any
+) -> Any:
     p = sub.add_parser(name, **kw)
     add_globals(p)
     p.set_defaults(func=func, kind=kind, out=out)

@@ -19,57 +19,151 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INVALID = 0, 1, 2, 3, 4
 EXIT_CONFLICT, EXIT_EXHAUSTED, EXIT_DENIED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 5, 6, 7, 8, 130
 EXIT_FOR_CODE = {
     "NOT_FOUND": EXIT_NOT_FOUND,
-    "INVALID_ARGUMENT": EXIT_INVALID, "OUT_OF_RANGE": EXIT_INVALID,
-    "ALREADY_EXISTS": EXIT_CONFLICT, "FAILED_PRECONDITION": EXIT_CONFLICT, "ABORTED": EXIT_CONFLICT,
+    "INVALID_ARGUMENT": EXIT_INVALID,
+    "OUT_OF_RANGE": EXIT_INVALID,
+    "ALREADY_EXISTS": EXIT_CONFLICT,
+    "FAILED_PRECONDITION": EXIT_CONFLICT,
+    "ABORTED": EXIT_CONFLICT,
     "RESOURCE_EXHAUSTED": EXIT_EXHAUSTED,
-    "UNAUTHENTICATED": EXIT_DENIED, "PERMISSION_DENIED": EXIT_DENIED,
-    "UNAVAILABLE": EXIT_UNREACHABLE, "DEADLINE_EXCEEDED": EXIT_UNREACHABLE,
+    "UNAUTHENTICATED": EXIT_DENIED,
+    "PERMISSION_DENIED": EXIT_DENIED,
+    "UNAVAILABLE": EXIT_UNREACHABLE,
+    "DEADLINE_EXCEEDED": EXIT_UNREACHABLE,
 }
 
 # Columns of `list` tables: (proto field, header).
 LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "network": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
-                ("segment_type", "TYPE"), ("segment_id", "SEGMENT"), ("mtu", "MTU"),
-                ("admin_state_up", "UP"), ("external", "EXTERNAL")],
-    "subnet": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("network", "NETWORK"), ("cidr", "CIDR"),
-               ("gateway_ip", "GATEWAY"), ("enable_dhcp", "DHCP")],
-    "port": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("network", "NETWORK"),
-             ("mac_address", "MAC"), ("fixed_ips", "FIXED IPS"), ("status", "STATUS"),
-             ("binding_chassis", "HOST")],
-    "chassis": [("name", "NAME"), ("datapath_id", "DATAPATH ID"), ("tunnel_ip", "TUNNEL IP"),
-                ("ovsdb_address", "OVSDB"), ("bridge_mappings", "BRIDGE MAPPINGS")],
-    "router": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
-               ("external_gateway", "EXTERNAL GATEWAY"), ("interfaces", "INTERFACES"), ("admin_state_up", "UP")],
-    "floating_ip": [("name", "NAME"), ("floating_ip_address", "FLOATING IP"), ("fixed_ip_address", "FIXED IP"),
-                    ("port", "PORT"), ("floating_network", "NETWORK"), ("router", "ROUTER")],
-    "security_group": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
-                       ("description", "DESCRIPTION")],
-    "security_group_rule": [("name", "NAME"), ("security_group", "GROUP"), ("direction", "DIRECTION"),
-                            ("ethertype", "ETHERTYPE"), ("protocol", "PROTOCOL"), ("port_range_min", "PORT MIN"),
-                            ("port_range_max", "PORT MAX"), ("remote_ip_prefix", "REMOTE IP"),
-                            ("remote_group", "REMOTE GROUP")],
-    "firewall_rule": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("action", "ACTION"),
-                      ("protocol", "PROTOCOL"), ("source_ip_address", "SOURCE"),
-                      ("destination_ip_address", "DESTINATION"), ("destination_port_min", "DST PORT"),
-                      ("enabled", "ENABLED")],
+    "network": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("tenant", "TENANT"),
+        ("segment_type", "TYPE"),
+        ("segment_id", "SEGMENT"),
+        ("mtu", "MTU"),
+        ("admin_state_up", "UP"),
+        ("external", "EXTERNAL"),
+    ],
+    "subnet": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("network", "NETWORK"),
+        ("cidr", "CIDR"),
+        ("gateway_ip", "GATEWAY"),
+        ("enable_dhcp", "DHCP"),
+    ],
+    "port": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("network", "NETWORK"),
+        ("mac_address", "MAC"),
+        ("fixed_ips", "FIXED IPS"),
+        ("status", "STATUS"),
+        ("binding_chassis", "HOST"),
+    ],
+    "chassis": [
+        ("name", "NAME"),
+        ("datapath_id", "DATAPATH ID"),
+        ("tunnel_ip", "TUNNEL IP"),
+        ("ovsdb_address", "OVSDB"),
+        ("bridge_mappings", "BRIDGE MAPPINGS"),
+    ],
+    "router": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("tenant", "TENANT"),
+        ("external_gateway", "EXTERNAL GATEWAY"),
+        ("interfaces", "INTERFACES"),
+        ("admin_state_up", "UP"),
+    ],
+    "floating_ip": [
+        ("name", "NAME"),
+        ("floating_ip_address", "FLOATING IP"),
+        ("fixed_ip_address", "FIXED IP"),
+        ("port", "PORT"),
+        ("floating_network", "NETWORK"),
+        ("router", "ROUTER"),
+    ],
+    "security_group": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("tenant", "TENANT"),
+        ("description", "DESCRIPTION"),
+    ],
+    "security_group_rule": [
+        ("name", "NAME"),
+        ("security_group", "GROUP"),
+        ("direction", "DIRECTION"),
+        ("ethertype", "ETHERTYPE"),
+        ("protocol", "PROTOCOL"),
+        ("port_range_min", "PORT MIN"),
+        ("port_range_max", "PORT MAX"),
+        ("remote_ip_prefix", "REMOTE IP"),
+        ("remote_group", "REMOTE GROUP"),
+    ],
+    "firewall_rule": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("action", "ACTION"),
+        ("protocol", "PROTOCOL"),
+        ("source_ip_address", "SOURCE"),
+        ("destination_ip_address", "DESTINATION"),
+        ("destination_port_min", "DST PORT"),
+        ("enabled", "ENABLED"),
+    ],
     "firewall_policy": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("firewall_rules", "RULES")],
-    "firewall_group": [("name", "NAME"), ("display_name", "DISPLAY NAME"),
-                       ("ingress_firewall_policy", "INGRESS POLICY"), ("egress_firewall_policy", "EGRESS POLICY"),
-                       ("ports", "PORTS"), ("admin_state_up", "UP")],
-    "load_balancer": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("tenant", "TENANT"),
-                      ("vip_address", "VIP ADDRESS"), ("admin_state_up", "UP"), ("operating_status", "STATUS")],
-    "listener": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("load_balancer", "LOAD BALANCER"),
-                 ("protocol", "PROTOCOL"), ("protocol_port", "PORT"), ("default_pool", "DEFAULT POOL"),
-                 ("admin_state_up", "UP")],
-    "pool": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("load_balancer", "LOAD BALANCER"),
-             ("protocol", "PROTOCOL"), ("lb_algorithm", "ALGORITHM"), ("admin_state_up", "UP"),
-             ("operating_status", "STATUS")],
-    "member": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("address", "ADDRESS"),
-               ("protocol_port", "PORT"), ("weight", "WEIGHT"), ("admin_state_up", "UP"),
-               ("operating_status", "STATUS")],
-    "health_monitor": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("pool", "POOL"), ("type", "TYPE"),
-                       ("delay", "DELAY"), ("timeout", "TIMEOUT"), ("max_retries", "RETRIES"),
-                       ("admin_state_up", "UP")],
+    "firewall_group": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("ingress_firewall_policy", "INGRESS POLICY"),
+        ("egress_firewall_policy", "EGRESS POLICY"),
+        ("ports", "PORTS"),
+        ("admin_state_up", "UP"),
+    ],
+    "load_balancer": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("tenant", "TENANT"),
+        ("vip_address", "VIP ADDRESS"),
+        ("admin_state_up", "UP"),
+        ("operating_status", "STATUS"),
+    ],
+    "listener": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("load_balancer", "LOAD BALANCER"),
+        ("protocol", "PROTOCOL"),
+        ("protocol_port", "PORT"),
+        ("default_pool", "DEFAULT POOL"),
+        ("admin_state_up", "UP"),
+    ],
+    "pool": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("load_balancer", "LOAD BALANCER"),
+        ("protocol", "PROTOCOL"),
+        ("lb_algorithm", "ALGORITHM"),
+        ("admin_state_up", "UP"),
+        ("operating_status", "STATUS"),
+    ],
+    "member": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("address", "ADDRESS"),
+        ("protocol_port", "PORT"),
+        ("weight", "WEIGHT"),
+        ("admin_state_up", "UP"),
+        ("operating_status", "STATUS"),
+    ],
+    "health_monitor": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("pool", "POOL"),
+        ("type", "TYPE"),
+        ("delay", "DELAY"),
+        ("timeout", "TIMEOUT"),
+        ("max_retries", "RETRIES"),
+        ("admin_state_up", "UP"),
+    ],
 }
 
 
@@ -130,8 +224,9 @@ def rpc_error_line(err: grpc.RpcError, endpoint: str, timeout: float | None) -> 
 
 def to_dict(msg: Message) -> dict[str, Any]:
     """The resource as JSON-ready data: proto field names, enum names, every field (defaults included)."""
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _kv(d: dict[str, Any], keys: Sequence[tuple[str, str]]) -> str:
@@ -157,8 +252,11 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
         return [_kv(p, [("start", "start"), ("end", "end")]) for p in value]
     if field == "external_gateway":
         address = (value.get("fixed_ip") or {}).get("ip_address", "")
-        parts = [f"network={value.get('network', '')}", f"ip-address={address}" if address else "",
-                 f"snat={'true' if value.get('enable_snat') else 'false'}"]
+        parts = [
+            f"network={value.get('network', '')}",
+            f"ip-address={address}" if address else "",
+            f"snat={'true' if value.get('enable_snat') else 'false'}",
+        ]
         return [",".join(p for p in parts if p)]
     if field == "interfaces":
         if compact:
@@ -187,7 +285,9 @@ def rule_text(r: dict[str, Any]) -> str:
     if r.get("port_range_min"):
         what += f" {r['port_range_min']}-{r.get('port_range_max', r['port_range_min'])}"
     if "icmp_type" in r and r.get("icmp_type") is not None:
-        what += f" type {r['icmp_type']}" + (f" code {r['icmp_code']}" if r.get("icmp_code") is not None else "")
+        what += f" type {r['icmp_type']}" + (
+            f" code {r['icmp_code']}" if r.get("icmp_code") is not None else ""
+        )
     side = "from" if r.get("direction") == "ingress" else "to"
     remote = r.get("remote_ip_prefix") or r.get("remote_group") or "any"
     return f"{r.get('direction', '')} {r.get('ethertype', '')} {what} {side} {remote} ({r.get('name', '')})"
@@ -203,8 +303,11 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[list[str]]]) -> list[
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
         for k in range(max((len(c) for c in row), default=1) or 1):
-            out.append("  ".join((c[k] if k < len(c) else "").ljust(w)
-                                 for c, w in zip(row, widths, strict=True)).rstrip())
+            out.append(
+                "  ".join(
+                    (c[k] if k < len(c) else "").ljust(w) for c, w in zip(row, widths, strict=True)
+                ).rstrip()
+            )
     return out
 
 
@@ -232,8 +335,9 @@ def print_one(msg: Message, fmt: str, columns: Sequence[str] | None, out: TextIO
     out.write("\n".join(_table(["FIELD", "VALUE"], ([[f], cell(f, data.get(f))] for f in fields))) + "\n")
 
 
-def print_many(kind: str, msgs: Sequence[Message], fmt: str, columns: Sequence[str] | None,
-               out: TextIO) -> None:
+def print_many(
+    kind: str, msgs: Sequence[Message], fmt: str, columns: Sequence[str] | None, out: TextIO
+) -> None:
     """list: an aligned table, a JSON array, or one line of space-separated values per resource."""
     rows = [to_dict(m) for m in msgs]
     headers = dict(LIST_COLUMNS[kind])
@@ -249,8 +353,10 @@ def print_many(kind: str, msgs: Sequence[Message], fmt: str, columns: Sequence[s
             values = [",".join(cell(f, r.get(f), compact=True)) for f in fields]
             out.write((values[0] if len(values) == 1 else " ".join(v or "-" for v in values)) + "\n")
         return
-    lines = _table([headers.get(f, f.upper()) for f in fields],
-                   ([[", ".join(cell(f, r.get(f), compact=True))] for f in fields] for r in rows))
+    lines = _table(
+        [headers.get(f, f.upper()) for f in fields],
+        ([[", ".join(cell(f, r.get(f), compact=True))] for f in fields] for r in rows),
+    )
     out.write("\n".join(lines) + "\n")
 
 
@@ -264,8 +370,9 @@ def _descriptor_fields(kind: str) -> list[str]:
 def event_line(event: Message, fmt: str) -> str:
     """One Watch event: "REVISION TYPE KIND NAME [DISPLAY NAME]" or a compact JSON object."""
     if fmt == "json":
-        return json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True),
-                          separators=(",", ":"))
+        return json.dumps(
+            json_format.MessageToDict(event, preserving_proto_field_name=True), separators=(",", ":")
+        )
     kind = event.WhichOneof("resource")  # type: ignore[attr-defined]
     parts = [str(event.revision), type(event).Type.Name(event.type)]  # type: ignore[attr-defined]
     if kind:
@@ -288,7 +395,7 @@ def group_name(ref: str) -> str:
 
 
 def kv(keys: dict[str, str], required: Sequence[str] = ()) -> Callable[[str], dict[str, str]]:
-    """"a=1,b=2" -> {"a": "1", "b": "2"}; `keys` maps accepted spellings to field names."""
+    """ "a=1,b=2" -> {"a": "1", "b": "2"}; `keys` maps accepted spellings to field names."""
 
     def parse(text: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -297,7 +404,8 @@ def kv(keys: dict[str, str], required: Sequence[str] = ()) -> Callable[[str], di
             field = keys.get(key.strip().lower())
             if not eq or field is None or not value.strip():
                 raise argparse.ArgumentTypeError(
-                    f"{part!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(set(keys)))}")
+                    f"{part!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(set(keys)))}"
+                )
             out[field] = value.strip()
         missing = [k for k in required if k not in out]
         if missing or not out:
@@ -307,14 +415,24 @@ def kv(keys: dict[str, str], required: Sequence[str] = ()) -> Callable[[str], di
     return parse
 
 
-FIXED_IP = kv({"subnet": "subnet", "ip-address": "ip_address", "ip_address": "ip_address",
-               "ip": "ip_address"})
-ADDRESS_PAIR = kv({"ip-address": "ip_address", "ip_address": "ip_address", "ip": "ip_address",
-                   "mac-address": "mac_address", "mac_address": "mac_address", "mac": "mac_address"},
-                  ["ip_address"])
+FIXED_IP = kv(
+    {"subnet": "subnet", "ip-address": "ip_address", "ip_address": "ip_address", "ip": "ip_address"}
+)
+ADDRESS_PAIR = kv(
+    {
+        "ip-address": "ip_address",
+        "ip_address": "ip_address",
+        "ip": "ip_address",
+        "mac-address": "mac_address",
+        "mac_address": "mac_address",
+        "mac": "mac_address",
+    },
+    ["ip_address"],
+)
 POOL = kv({"start": "start", "end": "end"}, ["start", "end"])
-ROUTE = kv({"destination": "destination", "gateway": "nexthop", "nexthop": "nexthop"},
-           ["destination", "nexthop"])
+ROUTE = kv(
+    {"destination": "destination", "gateway": "nexthop", "nexthop": "nexthop"}, ["destination", "nexthop"]
+)
 
 
 def bridge_mapping(text: str) -> tuple[str, str]:
@@ -325,7 +443,7 @@ def bridge_mapping(text: str) -> tuple[str, str]:
 
 
 def datapath_id(text: str) -> int:
-    """"0x1a", "00:00:00:00:00:00:00:1a", "000000000000001a" (16 hex digits) or "26"."""
+    """ "0x1a", "00:00:00:00:00:00:00:1a", "000000000000001a" (16 hex digits) or "26"."""
     t = text.strip().lower()
     try:
         if t.startswith("0x"):

@@ -55,12 +55,18 @@ def member_ref(c: Client, pool: str, ref: str) -> str:
         return ref
     members = c.list("member", parent=pool)
     for field in ("name", "display_name", "address"):
-        found = [m for m in members if getattr(m, field) == (f"{pool}/members/{ref}" if field == "name" else ref)]
+        found = [
+            m for m in members if getattr(m, field) == (f"{pool}/members/{ref}" if field == "name" else ref)
+        ]
         if len(found) == 1:
             return str(found[0].name)
         if found:
-            raise CliError("INVALID_ARGUMENT", f"member: {ref!r} is ambiguous in {pool}: matches "
-                           f"{', '.join(m.name for m in found)}; use the member name", "AMBIGUOUS_NAME")
+            raise CliError(
+                "INVALID_ARGUMENT",
+                f"member: {ref!r} is ambiguous in {pool}: matches "
+                f"{', '.join(m.name for m in found)}; use the member name",
+                "AMBIGUOUS_NAME",
+            )
     raise CliError("NOT_FOUND", f"member {ref!r} not found in {pool}", "MEMBER_NOT_FOUND")
 
 
@@ -74,10 +80,19 @@ def _admin(msg: Any, a: argparse.Namespace) -> Any:
 
 
 def lb_create(c: Client, a: argparse.Namespace) -> Any:
-    lb = _admin(pb.LoadBalancer(display_name=a.display_name or "", description=a.description or "",
-                                vip_subnet=c.resolve("subnet", a.vip_subnet).name, vip_address=a.vip_address or "",
-                                tenant=a.tenant or ""), a)
-    return c("CreateLoadBalancer", pb.CreateLoadBalancerRequest(load_balancer=lb, load_balancer_id=a.id or ""))
+    lb = _admin(
+        pb.LoadBalancer(
+            display_name=a.display_name or "",
+            description=a.description or "",
+            vip_subnet=c.resolve("subnet", a.vip_subnet).name,
+            vip_address=a.vip_address or "",
+            tenant=a.tenant or "",
+        ),
+        a,
+    )
+    return c(
+        "CreateLoadBalancer", pb.CreateLoadBalancerRequest(load_balancer=lb, load_balancer_id=a.id or "")
+    )
 
 
 def lb_set(c: Client, a: argparse.Namespace) -> Any:
@@ -89,9 +104,16 @@ def lb_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 def listener_create(c: Client, a: argparse.Namespace) -> Any:
-    listener = _admin(pb.Listener(display_name=a.display_name or "", load_balancer=c.resolve(
-        "load_balancer", a.load_balancer).name, protocol=a.protocol, protocol_port=a.protocol_port,
-        default_pool=_name(c, "pool", a.default_pool) or ""), a)
+    listener = _admin(
+        pb.Listener(
+            display_name=a.display_name or "",
+            load_balancer=c.resolve("load_balancer", a.load_balancer).name,
+            protocol=a.protocol,
+            protocol_port=a.protocol_port,
+            default_pool=_name(c, "pool", a.default_pool) or "",
+        ),
+        a,
+    )
     return c("CreateListener", pb.CreateListenerRequest(listener=listener, listener_id=a.id or ""))
 
 
@@ -105,9 +127,16 @@ def listener_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 def pool_create(c: Client, a: argparse.Namespace) -> Any:
-    pool = _admin(pb.Pool(display_name=a.display_name or "", load_balancer=_name(c, "load_balancer", a.loadbalancer)
-                          or "", listener=_name(c, "listener", a.listener) or "", protocol=a.protocol or "",
-                          lb_algorithm=a.lb_algorithm), a)
+    pool = _admin(
+        pb.Pool(
+            display_name=a.display_name or "",
+            load_balancer=_name(c, "load_balancer", a.loadbalancer) or "",
+            listener=_name(c, "listener", a.listener) or "",
+            protocol=a.protocol or "",
+            lb_algorithm=a.lb_algorithm,
+        ),
+        a,
+    )
     return c("CreatePool", pb.CreatePoolRequest(pool=pool, pool_id=a.id or ""))
 
 
@@ -120,17 +149,30 @@ def pool_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 def member_create(c: Client, a: argparse.Namespace) -> Any:
-    member = _admin(pb.Member(display_name=a.display_name or "", address=a.address, protocol_port=a.protocol_port,
-                              subnet=_name(c, "subnet", a.subnet) or ""), a)
+    member = _admin(
+        pb.Member(
+            display_name=a.display_name or "",
+            address=a.address,
+            protocol_port=a.protocol_port,
+            subnet=_name(c, "subnet", a.subnet) or "",
+        ),
+        a,
+    )
     if a.weight is not None:
         member.weight = a.weight
-    return c("CreateMember", pb.CreateMemberRequest(parent=c.resolve("pool", a.pool).name, member=member,
-                                                    member_id=a.id or ""))
+    return c(
+        "CreateMember",
+        pb.CreateMemberRequest(parent=c.resolve("pool", a.pool).name, member=member, member_id=a.id or ""),
+    )
 
 
 def member_list(c: Client, a: argparse.Namespace) -> list[Any]:
-    return c.list("member", limit=a.limit or 0, page_size=a.page_size or PAGE_SIZE,
-                  parent=c.resolve("pool", a.pool).name)
+    return c.list(
+        "member",
+        limit=a.limit or 0,
+        page_size=a.page_size or PAGE_SIZE,
+        parent=c.resolve("pool", a.pool).name,
+    )
 
 
 def member_show(c: Client, a: argparse.Namespace) -> Any:
@@ -156,9 +198,16 @@ def member_delete(c: Client, a: argparse.Namespace) -> int:
     return status
 
 
-_HM_FIELDS = {"display_name": "display_name", "delay": "delay", "timeout": "hm_timeout",
-              "max_retries": "max_retries", "http_method": "http_method", "url_path": "url_path",
-              "expected_codes": "expected_codes", "admin_state_up": "admin_state_up"}  # field -> option dest
+_HM_FIELDS = {
+    "display_name": "display_name",
+    "delay": "delay",
+    "timeout": "hm_timeout",
+    "max_retries": "max_retries",
+    "http_method": "http_method",
+    "url_path": "url_path",
+    "expected_codes": "expected_codes",
+    "admin_state_up": "admin_state_up",
+}  # field -> option dest
 
 
 def hm_create(c: Client, a: argparse.Namespace) -> Any:
@@ -166,7 +215,9 @@ def hm_create(c: Client, a: argparse.Namespace) -> Any:
     for field, dest in _HM_FIELDS.items():
         if getattr(a, dest, None) is not None:
             setattr(hm, field, getattr(a, dest))
-    return c("CreateHealthMonitor", pb.CreateHealthMonitorRequest(health_monitor=hm, health_monitor_id=a.id or ""))
+    return c(
+        "CreateHealthMonitor", pb.CreateHealthMonitorRequest(health_monitor=hm, health_monitor_id=a.id or "")
+    )
 
 
 def hm_set(c: Client, a: argparse.Namespace) -> Any:
@@ -182,21 +233,46 @@ def status_show(c: Client, a: argparse.Namespace) -> int:
     lb = c.resolve("load_balancer", a.ref)
     listeners = c.list("listener", load_balancer=lb.name)
     pools = c.list("pool", load_balancer=lb.name)
-    tree: dict[str, Any] = {"name": lb.name, "display_name": lb.display_name, "vip_address": lb.vip_address,
-                            "operating_status": lb.operating_status,
-                            "listeners": [{"name": x.name, "protocol": x.protocol, "protocol_port": x.protocol_port,
-                                           "default_pool": x.default_pool} for x in listeners],
-                            "pools": []}
+    tree: dict[str, Any] = {
+        "name": lb.name,
+        "display_name": lb.display_name,
+        "vip_address": lb.vip_address,
+        "operating_status": lb.operating_status,
+        "listeners": [
+            {
+                "name": x.name,
+                "protocol": x.protocol,
+                "protocol_port": x.protocol_port,
+                "default_pool": x.default_pool,
+            }
+            for x in listeners
+        ],
+        "pools": [],
+    }
     for pool in pools:
         monitors = c.list("health_monitor", pool=pool.name)
         members = c.list("member", parent=pool.name)
-        tree["pools"].append({
-            "name": pool.name, "lb_algorithm": pool.lb_algorithm, "operating_status": pool.operating_status,
-            "health_monitor": json_format.MessageToDict(monitors[0], preserving_proto_field_name=True)
-            if monitors else None,
-            "members": [{"name": m.name, "address": m.address, "protocol_port": m.protocol_port, "weight": m.weight,
-                         "admin_state_up": m.admin_state_up, "operating_status": m.operating_status}
-                        for m in members]})
+        tree["pools"].append(
+            {
+                "name": pool.name,
+                "lb_algorithm": pool.lb_algorithm,
+                "operating_status": pool.operating_status,
+                "health_monitor": json_format.MessageToDict(monitors[0], preserving_proto_field_name=True)
+                if monitors
+                else None,
+                "members": [
+                    {
+                        "name": m.name,
+                        "address": m.address,
+                        "protocol_port": m.protocol_port,
+                        "weight": m.weight,
+                        "admin_state_up": m.admin_state_up,
+                        "operating_status": m.operating_status,
+                    }
+                    for m in members
+                ],
+            }
+        )
     if a.format == "json":
         sys.stdout.write(json.dumps({"loadbalancer": tree}, indent=2) + "\n")
         return EXIT_OK
@@ -206,12 +282,16 @@ def status_show(c: Client, a: argparse.Namespace) -> int:
         lines.append(f"  {x.name} {x.protocol} {x.protocol_port} -> {x.default_pool or '-'}")
     for pool, node in zip(pools, tree["pools"]):
         hm = node["health_monitor"]
-        lines.append(f"  {pool.name} {pool.lb_algorithm} {pool.operating_status}"
-                     + (f" monitor {hm['name']} {hm['type']}" if hm else " (no health monitor)"))
+        lines.append(
+            f"  {pool.name} {pool.lb_algorithm} {pool.operating_status}"
+            + (f" monitor {hm['name']} {hm['type']}" if hm else " (no health monitor)")
+        )
         for m in node["members"]:
             down = "" if m["admin_state_up"] else " (disabled)"
-            lines.append(f"    {m['name']} {m['address']}:{m['protocol_port']} weight {m['weight']} "
-                         f"{m['operating_status']}{down}")
+            lines.append(
+                f"    {m['name']} {m['address']}:{m['protocol_port']} weight {m['weight']} "
+                f"{m['operating_status']}{down}"
+            )
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
@@ -219,8 +299,9 @@ def status_show(c: Client, a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 
 
-def _crud(sub: Any, kind: str, what: str, ref: str, create: Any, set_: Any,
-          parent: str = "") -> tuple[Any, Any, Any, Any]:
+def _crud(
+    sub: Any, kind: str, what: str, ref: str, create: Any, set_: Any, parent: str = ""
+) -> tuple[Any, Any, Any, Any]:
     """create / list / show REF / set REF / delete REF... of one kind (the Octavia client's grammar: --name).
     A health monitor's create and set take their own --timeout (the global one then goes before the command)."""
     resolve = {"conflict_handler": "resolve"} if kind == "health_monitor" else {}
@@ -252,8 +333,10 @@ def _upper(text: str) -> str:
 
 def add_commands(sub: Any) -> None:
     """`loadbalancer ...` under the top-level command parser `sub`."""
-    top = sub.add_parser("loadbalancer", help="load balancer commands (loadbalancer [listener|pool|member|"
-                         "healthmonitor|status] ACTION)")
+    top = sub.add_parser(
+        "loadbalancer",
+        help="load balancer commands (loadbalancer [listener|pool|member|healthmonitor|status] ACTION)",
+    )
     lbs = top.add_subparsers(dest="action", metavar="ACTION", required=True)
     pc, _pl, ps, pd = _crud(lbs, "load_balancer", "load balancer", "LB", lb_create, lb_set)
     pc.add_argument("--vip-subnet-id", dest="vip_subnet", required=True, metavar="SUBNET")
@@ -261,17 +344,31 @@ def add_commands(sub: Any) -> None:
     pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
     for p in (pc, ps):
         p.add_argument("--description", help="free text")
-    pd.add_argument("--cascade", "--force", dest="force", action="store_true",
-                    help="also delete its listeners, pools, members and health monitors")
-    status = lbs.add_parser("status", help="operating statuses").add_subparsers(dest="status_action",
-                                                                               metavar="show", required=True)
-    command(status, "show", status_show, "load_balancer", out="self",
-             help="the load balancer's tree with operating statuses").add_argument("ref", metavar="LB")
+    pd.add_argument(
+        "--cascade",
+        "--force",
+        dest="force",
+        action="store_true",
+        help="also delete its listeners, pools, members and health monitors",
+    )
+    status = lbs.add_parser("status", help="operating statuses").add_subparsers(
+        dest="status_action", metavar="show", required=True
+    )
+    command(
+        status,
+        "show",
+        status_show,
+        "load_balancer",
+        out="self",
+        help="the load balancer's tree with operating statuses",
+    ).add_argument("ref", metavar="LB")
 
     listeners = lbs.add_parser("listener", help="listeners: protocol and port").add_subparsers(
-        dest="listener_action", metavar="ACTION", required=True)
-    pc, pl, ps, _pd = _crud(listeners, "listener", "listener", "LISTENER", listener_create, listener_set,
-                            parent="LOAD_BALANCER")
+        dest="listener_action", metavar="ACTION", required=True
+    )
+    pc, pl, ps, _pd = _crud(
+        listeners, "listener", "listener", "LISTENER", listener_create, listener_set, parent="LOAD_BALANCER"
+    )
     pc.add_argument("--protocol", required=True, type=_upper, choices=["TCP", "UDP"])
     pc.add_argument("--protocol-port", required=True, type=positive, metavar="PORT")
     pc.add_argument("--default-pool", metavar="POOL")
@@ -282,20 +379,21 @@ def add_commands(sub: Any) -> None:
     pl.set_defaults(func=_filtered("load_balancer", "load_balancer_ref", "load_balancer"))
 
     pools = lbs.add_parser("pool", help="pools: members and the algorithm").add_subparsers(
-        dest="pool_action", metavar="ACTION", required=True)
+        dest="pool_action", metavar="ACTION", required=True
+    )
     pc, pl, ps, _pd = _crud(pools, "pool", "pool", "POOL", pool_create, pool_set)
     g = pc.add_mutually_exclusive_group(required=True)
     g.add_argument("--loadbalancer", metavar="LB")
     g.add_argument("--listener", metavar="LISTENER", help="the pool becomes its default pool")
     pc.add_argument("--protocol", type=_upper, choices=["TCP", "UDP"], help="default: the listener's, or TCP")
     for p in (pc, ps):
-        p.add_argument("--lb-algorithm", type=_upper, choices=["ROUND_ROBIN", "SOURCE_IP"],
-                       required=p is pc)
+        p.add_argument("--lb-algorithm", type=_upper, choices=["ROUND_ROBIN", "SOURCE_IP"], required=p is pc)
     pl.add_argument("--loadbalancer", dest="load_balancer_ref", metavar="LB")
     pl.set_defaults(func=_filtered("load_balancer", "load_balancer_ref", "load_balancer"))
 
     members = lbs.add_parser("member", help="pool members").add_subparsers(
-        dest="member_action", metavar="ACTION", required=True)
+        dest="member_action", metavar="ACTION", required=True
+    )
     pc = command(members, "create", member_create, "member", help="add a member to a pool")
     pc.add_argument("pool", metavar="POOL")
     pc.add_argument("--name", dest="display_name")
@@ -324,13 +422,22 @@ def add_commands(sub: Any) -> None:
         p.add_argument("--validate-only", action="store_true", help=VALIDATE_HELP)
 
     monitors = lbs.add_parser("healthmonitor", help="health monitors of pools").add_subparsers(
-        dest="hm_action", metavar="ACTION", required=True)
-    pc, pl, ps, _pd = _crud(monitors, "health_monitor", "health monitor", "HM", hm_create, hm_set, parent="POOL")
+        dest="hm_action", metavar="ACTION", required=True
+    )
+    pc, pl, ps, _pd = _crud(
+        monitors, "health_monitor", "health monitor", "HM", hm_create, hm_set, parent="POOL"
+    )
     pc.add_argument("--type", required=True, type=_upper, choices=["TCP", "PING", "HTTP"])
     for p in (pc, ps):
         p.add_argument("--delay", type=float, required=p is pc, metavar="SECONDS")
-        p.add_argument("--timeout", dest="hm_timeout", type=float, required=p is pc, metavar="SECONDS",
-                       help="a probe's (at most --delay); the call timeout goes before the command")
+        p.add_argument(
+            "--timeout",
+            dest="hm_timeout",
+            type=float,
+            required=p is pc,
+            metavar="SECONDS",
+            help="a probe's (at most --delay); the call timeout goes before the command",
+        )
         p.add_argument("--max-retries", type=int, required=p is pc, metavar="1-10")
         p.add_argument("--http-method", type=_upper, metavar="M", help="HTTP only (default GET)")
         p.add_argument("--url-path", metavar="/PATH", help="HTTP only (default /)")

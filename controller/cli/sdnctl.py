@@ -50,15 +50,14 @@ from typing import Any, NoReturn
 import grpc
 
 from controller.cli import lb as cli_lb
-
 from controller.cli import security as cli_security
 from controller.cli.common import (
     DEFAULT_ENDPOINT,
     PAGE_SIZE,
     Client,
-    credentials,
     add_globals,
     command,
+    credentials,
     do_delete,
     do_list,
     do_show,
@@ -91,16 +90,26 @@ from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import debug_pb2 as dbg
 from proto.sdn.v1 import topology_pb2 as pb
 
-SEGMENTS = {"vxlan": pb.Network.VXLAN, "gre": pb.Network.GRE, "geneve": pb.Network.GENEVE,
-            "vlan": pb.Network.VLAN, "flat": pb.Network.FLAT}
+SEGMENTS = {
+    "vxlan": pb.Network.VXLAN,
+    "gre": pb.Network.GRE,
+    "geneve": pb.Network.GENEVE,
+    "vlan": pb.Network.VLAN,
+    "flat": pb.Network.FLAT,
+}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
 
 def _fixed_ips(c: Client, specs: list[dict[str, str]], network: str) -> list[pb.FixedIp]:
-    return [pb.FixedIp(subnet=c.resolve("subnet", f["subnet"], network=network).name if "subnet" in f else "",
-                       ip_address=f.get("ip_address", "")) for f in specs]
+    return [
+        pb.FixedIp(
+            subnet=c.resolve("subnet", f["subnet"], network=network).name if "subnet" in f else "",
+            ip_address=f.get("ip_address", ""),
+        )
+        for f in specs
+    ]
 
 
 def _opt(values: list[Any] | None, convert: Callable[[Any], Any]) -> list[Any] | None:
@@ -111,9 +120,15 @@ def _opt(values: list[Any] | None, convert: Callable[[Any], Any]) -> list[Any] |
 
 
 def network_create(c: Client, a: argparse.Namespace) -> Any:
-    net = pb.Network(display_name=a.display_name, segment_type=SEGMENTS.get(a.segment_type or "", 0),
-                     segment_id=a.segment_id or 0, physical_network=a.physical_network or "", mtu=a.mtu or 0,
-                     external=a.external, tenant=a.tenant or "")
+    net = pb.Network(
+        display_name=a.display_name,
+        segment_type=SEGMENTS.get(a.segment_type or "", 0),
+        segment_id=a.segment_id or 0,
+        physical_network=a.physical_network or "",
+        mtu=a.mtu or 0,
+        external=a.external,
+        tenant=a.tenant or "",
+    )
     if a.disable:
         net.admin_state_up = False
     return c("CreateNetwork", pb.CreateNetworkRequest(network=net, network_id=a.id or ""))
@@ -127,10 +142,14 @@ def network_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 def subnet_create(c: Client, a: argparse.Namespace) -> Any:
-    sub = pb.Subnet(display_name=a.display_name, network=c.resolve("network", a.network).name, cidr=a.cidr,
-                    allocation_pools=[pb.AllocationPool(**p) for p in a.allocation_pools or []],
-                    dns_servers=a.dns_servers or [],
-                    host_routes=[pb.HostRoute(**r) for r in a.host_routes or []])
+    sub = pb.Subnet(
+        display_name=a.display_name,
+        network=c.resolve("network", a.network).name,
+        cidr=a.cidr,
+        allocation_pools=[pb.AllocationPool(**p) for p in a.allocation_pools or []],
+        dns_servers=a.dns_servers or [],
+        host_routes=[pb.HostRoute(**r) for r in a.host_routes or []],
+    )
     if a.gateway_ip is not None:
         sub.gateway_ip = a.gateway_ip
     if a.enable_dhcp is not None:
@@ -149,12 +168,18 @@ def subnet_set(c: Client, a: argparse.Namespace) -> Any:
 
 def port_create(c: Client, a: argparse.Namespace) -> Any:
     net = c.resolve("network", a.network).name
-    port = pb.Port(display_name=a.display_name, network=net, fixed_ips=_fixed_ips(c, a.fixed_ips or [], net),
-                   mac_address=a.mac_address or "", device_owner=a.device_owner or "",
-                   device_id=a.device_id or "",
-                   allowed_address_pairs=[pb.AddressPair(**p) for p in a.allowed_address_pairs or []],
-                   security_groups=[cli_security.group_ref(c, g) for g in a.security_groups or []],
-                   binding_chassis=chassis_name(a.binding_chassis or ""), tenant=a.tenant or "")
+    port = pb.Port(
+        display_name=a.display_name,
+        network=net,
+        fixed_ips=_fixed_ips(c, a.fixed_ips or [], net),
+        mac_address=a.mac_address or "",
+        device_owner=a.device_owner or "",
+        device_id=a.device_id or "",
+        allowed_address_pairs=[pb.AddressPair(**p) for p in a.allowed_address_pairs or []],
+        security_groups=[cli_security.group_ref(c, g) for g in a.security_groups or []],
+        binding_chassis=chassis_name(a.binding_chassis or ""),
+        tenant=a.tenant or "",
+    )
     if a.admin_state_up is not None:
         port.admin_state_up = a.admin_state_up
     if a.port_security_enabled is not None:
@@ -176,8 +201,12 @@ def port_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 def chassis_create(c: Client, a: argparse.Namespace) -> Any:
-    ch = pb.Chassis(datapath_id=a.datapath_id or 0, tunnel_ip=a.tunnel_ip or "",
-                    ovsdb_address=a.ovsdb_address or "", bridge_mappings=dict(a.bridge_mappings or []))
+    ch = pb.Chassis(
+        datapath_id=a.datapath_id or 0,
+        tunnel_ip=a.tunnel_ip or "",
+        ovsdb_address=a.ovsdb_address or "",
+        bridge_mappings=dict(a.bridge_mappings or []),
+    )
     return c("CreateChassis", pb.CreateChassisRequest(chassis=ch, chassis_id=a.display_name))
 
 
@@ -189,7 +218,9 @@ def chassis_set(c: Client, a: argparse.Namespace) -> Any:
     return update(c, "chassis", msg, paths)
 
 
-def _gateway(c: Client, network: str, fixed_ip: dict[str, str] | None, snat: bool | None) -> pb.ExternalGateway:
+def _gateway(
+    c: Client, network: str, fixed_ip: dict[str, str] | None, snat: bool | None
+) -> pb.ExternalGateway:
     """--external-gateway NET [--fixed-ip ...] [--enable-snat|--disable-snat]; the external subnet is the
     operator's (tenants cannot look it up), so it is passed on by id or name as given."""
     gw = pb.ExternalGateway(network=c.resolve("network", network).name)
@@ -249,10 +280,13 @@ def router_interface(c: Client, a: argparse.Namespace) -> Any:
 def floating_ip_create(c: Client, a: argparse.Namespace) -> Any:
     if a.fixed_ip_address and not a.port:
         raise usage_error("--fixed-ip-address goes with --port")
-    fip = pb.FloatingIp(floating_network=c.resolve("network", a.network).name,
-                        floating_ip_address=a.floating_ip_address or "",
-                        port=c.resolve("port", a.port).name if a.port else "",
-                        fixed_ip_address=a.fixed_ip_address or "", tenant=a.tenant or "")
+    fip = pb.FloatingIp(
+        floating_network=c.resolve("network", a.network).name,
+        floating_ip_address=a.floating_ip_address or "",
+        port=c.resolve("port", a.port).name if a.port else "",
+        fixed_ip_address=a.fixed_ip_address or "",
+        tenant=a.tenant or "",
+    )
     return c("CreateFloatingIp", pb.CreateFloatingIpRequest(floating_ip=fip, floating_ip_id=a.id or ""))
 
 
@@ -304,10 +338,18 @@ def flow_dump(c: Client, a: argparse.Namespace) -> int:
     groups: list[str] = []
     token = ""
     while True:  # every page
-        resp = c.dataplane.DumpFlows(dpb.DumpFlowsRequest(
-            chassis=chassis_name(a.chassis), stage=a.stage or "", owner=a.owner or "",
-            port=f"ports/{a.port}" if a.port and "/" not in a.port else (a.port or ""),
-            desired_only=a.desired, page_token=token), metadata=c.md, timeout=c.timeout)
+        resp = c.dataplane.DumpFlows(
+            dpb.DumpFlowsRequest(
+                chassis=chassis_name(a.chassis),
+                stage=a.stage or "",
+                owner=a.owner or "",
+                port=f"ports/{a.port}" if a.port and "/" not in a.port else (a.port or ""),
+                desired_only=a.desired,
+                page_token=token,
+            ),
+            metadata=c.md,
+            timeout=c.timeout,
+        )
         flows += resp.flows
         groups += resp.groups
         token = resp.next_page_token
@@ -340,11 +382,14 @@ def flow_trace(c: Client, a: argparse.Namespace) -> int:
         headers.setdefault("ip_proto", str(PROTO_NUMBERS[a.proto or "tcp"]))
     if not a.port and not (a.chassis and a.in_port):
         raise usage_error("give --port PORT, or --chassis CHASSIS and --in-port N")
-    req = dbg.TraceRequest(port=c.resolve("port", a.port).name if a.port else "",
-                           chassis=chassis_name(a.chassis) if a.chassis else "", in_port=a.in_port or 0,
-                           headers=headers,
-                           destination_port=c.resolve("port", a.dst_port).name if a.dst_port else "",
-                           source=dbg.TraceRequest.INSTALLED if a.installed else dbg.TraceRequest.DESIRED)
+    req = dbg.TraceRequest(
+        port=c.resolve("port", a.port).name if a.port else "",
+        chassis=chassis_name(a.chassis) if a.chassis else "",
+        in_port=a.in_port or 0,
+        headers=headers,
+        destination_port=c.resolve("port", a.dst_port).name if a.dst_port else "",
+        source=dbg.TraceRequest.INSTALLED if a.installed else dbg.TraceRequest.DESIRED,
+    )
     resp = (c.debug.DiffTrace if a.diff else c.debug.Trace)(req, metadata=c.md, timeout=c.timeout)
     if a.format == "json":
         from google.protobuf.json_format import MessageToDict
@@ -363,13 +408,22 @@ def explain(c: Client, a: argparse.Namespace) -> int:
     dst = a.dst
     if not re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]*:[0-9a-fA-F:.]*", dst):
         dst = c.resolve("port", dst).name
-    resp = c.debug.Explain(dbg.ExplainRequest(source_port=src, destination=dst, protocol=a.proto,
-                                              port=a.port or 0), metadata=c.md, timeout=c.timeout)
+    resp = c.debug.Explain(
+        dbg.ExplainRequest(source_port=src, destination=dst, protocol=a.proto, port=a.port or 0),
+        metadata=c.md,
+        timeout=c.timeout,
+    )
     if a.format == "json":
         from google.protobuf.json_format import MessageToDict
 
-        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True,
-                                       always_print_fields_with_no_presence=True), indent=2))
+        print(
+            json.dumps(
+                MessageToDict(
+                    resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                ),
+                indent=2,
+            )
+        )
     elif a.format == "value":
         print("allowed" if resp.allowed else "denied")
     else:
@@ -379,11 +433,22 @@ def explain(c: Client, a: argparse.Namespace) -> int:
 
 def chassis_status(c: Client, a: argparse.Namespace) -> int:
     resp = c.dataplane.ListChassisStatus(dpb.ListChassisStatusRequest(), metadata=c.md, timeout=c.timeout)
-    rows = [{"chassis": s.chassis, "connected": s.connected, "ovsdb_ready": s.ovsdb_ready,
-             "realized_revision": s.realized_revision, "desired_flows": s.desired_flows,
-             "installed_flows": s.installed_flows, "flow_mods_sent": s.flow_mods_sent,
-             "resyncs": s.resyncs, "packet_ins": s.packet_ins, "drift_repairs": s.drift_repairs,
-             "compile_divergences": s.compile_divergences} for s in resp.chassis]
+    rows = [
+        {
+            "chassis": s.chassis,
+            "connected": s.connected,
+            "ovsdb_ready": s.ovsdb_ready,
+            "realized_revision": s.realized_revision,
+            "desired_flows": s.desired_flows,
+            "installed_flows": s.installed_flows,
+            "flow_mods_sent": s.flow_mods_sent,
+            "resyncs": s.resyncs,
+            "packet_ins": s.packet_ins,
+            "drift_repairs": s.drift_repairs,
+            "compile_divergences": s.compile_divergences,
+        }
+        for s in resp.chassis
+    ]
     if a.format == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -402,8 +467,10 @@ def wait_realized(c: Client, a: argparse.Namespace) -> int:
     resp = c.dataplane.WaitRealized(req, metadata=c.md, timeout=a.wait + 5)
     print(f"revision {resp.revision}: {'realized' if resp.realized else 'NOT realized'}")
     for ch in resp.chassis:
-        print(f"  {ch.chassis}: realized {ch.realized_revision}, needs {ch.needed_revision}"
-              f"{'' if ch.connected else ' (no switch connection)'}")
+        print(
+            f"  {ch.chassis}: realized {ch.realized_revision}, needs {ch.needed_revision}"
+            f"{'' if ch.connected else ' (no switch connection)'}"
+        )
     return EXIT_OK if resp.realized else EXIT_ERROR
 
 
@@ -423,13 +490,18 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..., Any],
-              ref: str) -> tuple[Any, Any, Any]:
-    rs = sub.add_parser(kind, help=f"{kind} commands").add_subparsers(dest="action", metavar="ACTION",
-                                                                       required=True)
+def _resource(
+    sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..., Any], ref: str
+) -> tuple[Any, Any, Any]:
+    rs = sub.add_parser(kind, help=f"{kind} commands").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
     pc = command(rs, "create", create, kind, help=f"create a {kind}")
-    pc.add_argument("display_name", metavar="NAME",
-                    help="display name" if kind != "chassis" else "its id (the hostname, usually)")
+    pc.add_argument(
+        "display_name",
+        metavar="NAME",
+        help="display name" if kind != "chassis" else "its id (the hostname, usually)",
+    )
     if kind != "chassis":
         pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
     pl = command(rs, "list", do_list, kind, out="many", help=f"list {kind}")
@@ -445,20 +517,32 @@ def _resource(sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..
     pd = command(rs, "delete", do_delete, kind, out="none", help=f"delete {kind}")
     pd.add_argument("refs", metavar=ref, nargs="+")
     for p in (pc, ps, pd):
-        p.add_argument("--validate-only", action="store_true",
-                       help="check and print what the switches would get; store and change nothing")
+        p.add_argument(
+            "--validate-only",
+            action="store_true",
+            help="check and print what the switches would get; store and change nothing",
+        )
     if kind != "port":
-        pd.add_argument("--force", action="store_true", help={
-            "network": "also delete its subnets and ports", "subnet": "also delete the ports using it",
-            "chassis": "also unbind its ports",
-            "router": "also remove its interfaces and dissociate the floating IPs it translates"}[kind])
+        pd.add_argument(
+            "--force",
+            action="store_true",
+            help={
+                "network": "also delete its subnets and ports",
+                "subnet": "also delete the ports using it",
+                "chassis": "also unbind its ports",
+                "router": "also remove its interfaces and dissociate the floating IPs it translates",
+            }[kind],
+        )
     return pc, pl, ps
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="sdnctl", description="Command-line client of the SDN controller's topology API.",
-                    epilog="Exit codes: 0 ok, 1 other, 2 usage, 3 not found, 4 invalid argument, 5 conflict, "
-                           "6 exhausted, 7 auth, 8 unreachable, 130 interrupted.")
+    parser = Parser(
+        prog="sdnctl",
+        description="Command-line client of the SDN controller's topology API.",
+        epilog="Exit codes: 0 ok, 1 other, 2 usage, 3 not found, 4 invalid argument, 5 conflict, "
+        "6 exhausted, 7 auth, 8 unreachable, 130 interrupted.",
+    )
     add_globals(parser)
     sub = parser.add_subparsers(dest="resource", metavar="COMMAND", required=True)
 
@@ -482,11 +566,23 @@ def build_parser() -> Parser:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--gateway", dest="gateway_ip", default=None, metavar="IP")
         g.add_argument("--no-gateway", dest="gateway_ip", action="store_const", const="")
-        repeated(p, "--allocation-pool", "allocation_pools", "--no-allocation-pool" if p is ps else None,
-                  "start=IP,end=IP", POOL)
+        repeated(
+            p,
+            "--allocation-pool",
+            "allocation_pools",
+            "--no-allocation-pool" if p is ps else None,
+            "start=IP,end=IP",
+            POOL,
+        )
         repeated(p, "--dns-nameserver", "dns_servers", "--no-dns-nameservers" if p is ps else None, "IP")
-        repeated(p, "--host-route", "host_routes", "--no-host-routes" if p is ps else None,
-                  "destination=CIDR,gateway=IP", ROUTE)
+        repeated(
+            p,
+            "--host-route",
+            "host_routes",
+            "--no-host-routes" if p is ps else None,
+            "destination=CIDR,gateway=IP",
+            ROUTE,
+        )
     pc.add_argument("--no-dhcp", dest="enable_dhcp", action="store_const", const=False, default=None)
     pair(ps, "enable_dhcp", "--dhcp", "--no-dhcp")
 
@@ -499,10 +595,22 @@ def build_parser() -> Parser:
     pl.add_argument("--host", metavar="CHASSIS")
     for p in (pc, ps):
         clear = p is ps
-        repeated(p, "--fixed-ip", "fixed_ips", "--no-fixed-ip" if clear else None,
-                  "subnet=SUBNET,ip-address=IP", FIXED_IP)
-        repeated(p, "--allowed-address", "allowed_address_pairs", "--no-allowed-address" if clear else None,
-                  "ip-address=IP[,mac-address=MAC]", ADDRESS_PAIR)
+        repeated(
+            p,
+            "--fixed-ip",
+            "fixed_ips",
+            "--no-fixed-ip" if clear else None,
+            "subnet=SUBNET,ip-address=IP",
+            FIXED_IP,
+        )
+        repeated(
+            p,
+            "--allowed-address",
+            "allowed_address_pairs",
+            "--no-allowed-address" if clear else None,
+            "ip-address=IP[,mac-address=MAC]",
+            ADDRESS_PAIR,
+        )
         repeated(p, "--security-group", "security_groups", "--no-security-group" if clear else None, "SG")
         p.add_argument("--device-owner", metavar="S")
         p.add_argument("--device-id", metavar="S")
@@ -517,10 +625,20 @@ def build_parser() -> Parser:
     for p in (pc, ps):
         p.add_argument("--datapath-id", type=datapath_id, metavar="HEX|INT")
         p.add_argument("--tunnel-ip", metavar="IP")
-        p.add_argument("--ovsdb", dest="ovsdb_address", metavar="ADDR",
-                       help='e.g. "ssl:192.0.2.5:6640" (tcp: only with insecure_ovsdb)')
-        repeated(p, "--bridge-mapping", "bridge_mappings", "--no-bridge-mapping" if p is ps else None,
-                  "PHYSNET:BRIDGE", bridge_mapping)
+        p.add_argument(
+            "--ovsdb",
+            dest="ovsdb_address",
+            metavar="ADDR",
+            help='e.g. "ssl:192.0.2.5:6640" (tcp: only with insecure_ovsdb)',
+        )
+        repeated(
+            p,
+            "--bridge-mapping",
+            "bridge_mappings",
+            "--no-bridge-mapping" if p is ps else None,
+            "PHYSNET:BRIDGE",
+            bridge_mapping,
+        )
 
     pc, pl, ps = _resource(sub, "router", router_create, router_set, "ROUTER")
     pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
@@ -530,38 +648,68 @@ def build_parser() -> Parser:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--external-gateway", metavar="NET", help="an external network")
         if p is ps:
-            g.add_argument("--no-external-gateway", dest="external_gateway", action="store_const", const="",
-                           help="remove the external gateway")
-        p.add_argument("--fixed-ip", type=FIXED_IP, metavar="subnet=SUBNET,ip-address=IP",
-                       help="the gateway's address on the external network (default: allocated)")
+            g.add_argument(
+                "--no-external-gateway",
+                dest="external_gateway",
+                action="store_const",
+                const="",
+                help="remove the external gateway",
+            )
+        p.add_argument(
+            "--fixed-ip",
+            type=FIXED_IP,
+            metavar="subnet=SUBNET,ip-address=IP",
+            help="the gateway's address on the external network (default: allocated)",
+        )
         pair(p, "enable_snat", "--enable-snat", "--disable-snat")
-    repeated(ps, "--route", "routes", "--no-route", "destination=CIDR,gateway=IP", ROUTE,
-              help="static route; replaces the list")
-    router_actions = next(a for a in sub.choices["router"]._actions
-                          if isinstance(a, argparse._SubParsersAction))
-    for action, out, verb in (("add", "one", "add an interface to"), ("remove", "none", "remove an interface from")):
+    repeated(
+        ps,
+        "--route",
+        "routes",
+        "--no-route",
+        "destination=CIDR,gateway=IP",
+        ROUTE,
+        help="static route; replaces the list",
+    )
+    router_actions = next(
+        a for a in sub.choices["router"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    for action, out, verb in (
+        ("add", "one", "add an interface to"),
+        ("remove", "none", "remove an interface from"),
+    ):
         what = router_actions.add_parser(action, help=f"{verb} a router").add_subparsers(
-            dest="what", metavar="subnet|port", required=True)
-        for target, helptext in (("subnet", "by subnet (the router takes its gateway address)"),
-                                 ("port", "by an unused port (the router takes its address)")):
+            dest="what", metavar="subnet|port", required=True
+        )
+        for target, helptext in (
+            ("subnet", "by subnet (the router takes its gateway address)"),
+            ("port", "by an unused port (the router takes its address)"),
+        ):
             p = command(what, target, router_interface, out=out, help=helptext)
             p.add_argument("router", metavar="ROUTER")
             p.add_argument("target", metavar=target.upper())
-            p.add_argument("--validate-only", action="store_true",
-                           help="check and print what the switches would get; store and change nothing")
+            p.add_argument(
+                "--validate-only",
+                action="store_true",
+                help="check and print what the switches would get; store and change nothing",
+            )
 
     cli_security.add_commands(sub)
     cli_lb.add_commands(sub)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
-        dest="floating", metavar="ip", required=True)
-    fs = fip.add_parser("ip", help="floating IP commands").add_subparsers(dest="action", metavar="ACTION",
-                                                                          required=True)
+        dest="floating", metavar="ip", required=True
+    )
+    fs = fip.add_parser("ip", help="floating IP commands").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
     p = command(fs, "create", floating_ip_create, "floating_ip", help="allocate a floating IP")
     p.add_argument("network", metavar="EXTNET", help="the external network")
     p.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
     p.add_argument("--floating-ip-address", metavar="IP", help="default: allocated")
     p.add_argument("--port", metavar="PORT", help="associate at once")
-    p.add_argument("--fixed-ip-address", metavar="IP", help="which of the port's addresses (default: its only IPv4)")
+    p.add_argument(
+        "--fixed-ip-address", metavar="IP", help="which of the port's addresses (default: its only IPv4)"
+    )
     p.add_argument("--tenant", help="owner (admin)")
     fip_writes = [p]
     p = command(fs, "list", do_list, "floating_ip", out="many", help="list floating IPs")
@@ -571,7 +719,8 @@ def build_parser() -> Parser:
     p.add_argument("--network", metavar="EXTNET")
     p.add_argument("--port", dest="port_ref", metavar="PORT")
     command(fs, "show", do_show, "floating_ip", help="show a floating IP").add_argument(
-        "ref", metavar="FIP", help="id, name or address")
+        "ref", metavar="FIP", help="id, name or address"
+    )
     p = command(fs, "set", floating_ip_set, "floating_ip", help="associate with a port")
     p.add_argument("ref", metavar="FIP")
     p.add_argument("--port", required=True, metavar="PORT")
@@ -585,24 +734,44 @@ def build_parser() -> Parser:
     p.add_argument("refs", metavar="FIP", nargs="+")
     fip_writes.append(p)
     for p in fip_writes:
-        p.add_argument("--validate-only", action="store_true",
-                       help="check and print what the switches would get; store and change nothing")
+        p.add_argument(
+            "--validate-only",
+            action="store_true",
+            help="check and print what the switches would get; store and change nothing",
+        )
 
-    chassis_actions = next(a for a in sub.choices["chassis"]._actions  # noqa: SLF001 - argparse has no API
-                           if isinstance(a, argparse._SubParsersAction))
-    command(chassis_actions, "status", chassis_status, out="self",
-             help="OpenFlow/OVSDB state, realized revision and flow counts of every chassis (admin)")
-    fs = sub.add_parser("flow", help="look at the flows the controller wants on a chassis (admin)").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+    chassis_actions = next(
+        a for a in sub.choices["chassis"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    command(
+        chassis_actions,
+        "status",
+        chassis_status,
+        out="self",
+        help="OpenFlow/OVSDB state, realized revision and flow counts of every chassis (admin)",
+    )
+    fs = sub.add_parser(
+        "flow", help="look at the flows the controller wants on a chassis (admin)"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
     p = command(fs, "dump", flow_dump, out="self", help="dump-flows lines with stage and owner")
     p.add_argument("chassis", metavar="CHASSIS")
     p.add_argument("--stage", help="only this stage, e.g. l2_lookup")
-    p.add_argument("--owner", "--object", dest="owner", help="only flows of this object id (a port or network id)")
+    p.add_argument(
+        "--owner", "--object", dest="owner", help="only flows of this object id (a port or network id)"
+    )
     p.add_argument("--port", help="only flows owned by or matching on this port")
-    p.add_argument("--desired", action="store_true",
-                   help="what the controller wants (no counters) instead of what the switch holds")
-    p = command(fs, "trace", flow_trace, out="self",
-                 help="a packet's path through the flows, chassis by chassis (admin)")
+    p.add_argument(
+        "--desired",
+        action="store_true",
+        help="what the controller wants (no counters) instead of what the switch holds",
+    )
+    p = command(
+        fs,
+        "trace",
+        flow_trace,
+        out="self",
+        help="a packet's path through the flows, chassis by chassis (admin)",
+    )
     p.add_argument("--port", metavar="PORT", help="the source logical port")
     p.add_argument("--chassis", metavar="CHASSIS", help="or a chassis and --in-port")
     p.add_argument("--in-port", type=positive, metavar="OFPORT")
@@ -612,34 +781,56 @@ def build_parser() -> Parser:
     p.add_argument("--ip-dst", metavar="IP")
     p.add_argument("--proto", choices=list(PROTO_NUMBERS))
     p.add_argument("--dst-port-number", type=positive, metavar="N", help="tcp/udp destination port")
-    p.add_argument("--header", dest="headers", action="append", type=_header, metavar="FIELD=VALUE",
-                   help="any other packet field, e.g. arp_tpa=10.0.0.5 (repeatable)")
+    p.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header,
+        metavar="FIELD=VALUE",
+        help="any other packet field, e.g. arp_tpa=10.0.0.5 (repeatable)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--installed", action="store_true", help="walk the flows installed on the switches now")
-    g.add_argument("--diff", action="store_true",
-                   help="desired vs installed flows: where they diverge, with the switch's ofproto/trace")
-    p = command(sub, "explain", explain, out="self",
-                 help="can SRC reach DST (a port or an IP), and what decides it")
+    g.add_argument(
+        "--diff",
+        action="store_true",
+        help="desired vs installed flows: where they diverge, with the switch's ofproto/trace",
+    )
+    p = command(
+        sub, "explain", explain, out="self", help="can SRC reach DST (a port or an IP), and what decides it"
+    )
     p.add_argument("src", metavar="SRC", help="source port")
     p.add_argument("dst", metavar="DST", help="destination port or IP address")
     p.add_argument("--proto", default="tcp", choices=["tcp", "udp", "icmp", "any"])
     p.add_argument("--port", type=positive, metavar="N", help="tcp/udp destination port")
-    p = command(sub, "wait-realized", wait_realized, out="self",
-                 help="wait until the switches realize a revision (default: the current one)")
+    p = command(
+        sub,
+        "wait-realized",
+        wait_realized,
+        out="self",
+        help="wait until the switches realize a revision (default: the current one)",
+    )
     p.add_argument("--revision", type=positive, default=0, metavar="N")
     p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS")
 
     ts = sub.add_parser("token", help="issue and revoke tokens (admin)").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = command(ts, "create", token_create, help="issue a token")
     p.add_argument("--tenant", required=True)
     p.add_argument("--admin", action="store_true")
     command(ts, "revoke", token_revoke, out="none", help="revoke a token").add_argument(
-        "token_value", metavar="TOKEN", help="the token (write `-- TOKEN` if it starts with '-')")
+        "token_value", metavar="TOKEN", help="the token (write `-- TOKEN` if it starts with '-')"
+    )
     command(sub, "info", info, help="who am I, server version and revision")
     p = command(sub, "watch", watch, out="self", help="print changes as they happen (until Ctrl-C)")
-    p.add_argument("--from-revision", type=positive, default=0, metavar="N",
-                   help="replay changes after revision N (default: a snapshot of everything first)")
+    p.add_argument(
+        "--from-revision",
+        type=positive,
+        default=0,
+        metavar="N",
+        help="replay changes after revision N (default: a snapshot of everything first)",
+    )
     p.add_argument("--max-events", type=positive, default=0, metavar="N", help="stop after N events")
     return parser
 
@@ -650,8 +841,9 @@ def build_parser() -> Parser:
 def _token(a: argparse.Namespace) -> str:
     if getattr(a, "token", None):
         return str(a.token)
-    path = getattr(a, "token_file", None) or (None if os.environ.get("SDN_TOKEN") else
-                                              os.environ.get("SDN_TOKEN_FILE"))
+    path = getattr(a, "token_file", None) or (
+        None if os.environ.get("SDN_TOKEN") else os.environ.get("SDN_TOKEN_FILE")
+    )
     if not path:
         if os.environ.get("SDN_TOKEN"):
             return os.environ["SDN_TOKEN"]

@@ -34,7 +34,7 @@ from proto.sdn.v1 import topology_pb2 as pb
 
 
 def port_range(text: str) -> tuple[int, int]:
-    """"22" -> (22, 22); "1000:2000" -> (1000, 2000)."""
+    """ "22" -> (22, 22); "1000:2000" -> (1000, 2000)."""
     lo, sep, hi = text.partition(":")
     try:
         a, b = int(lo), int(hi) if sep else int(lo)
@@ -59,9 +59,13 @@ def _rule_name(ref: str) -> str:
 
 
 def sg_create(c: Client, a: argparse.Namespace) -> Any:
-    group = pb.SecurityGroup(display_name=a.display_name, description=a.description or "", tenant=a.tenant or "")
-    return c("CreateSecurityGroup", pb.CreateSecurityGroupRequest(security_group=group,
-                                                                  security_group_id=a.id or ""))
+    group = pb.SecurityGroup(
+        display_name=a.display_name, description=a.description or "", tenant=a.tenant or ""
+    )
+    return c(
+        "CreateSecurityGroup",
+        pb.CreateSecurityGroupRequest(security_group=group, security_group_id=a.id or ""),
+    )
 
 
 def sg_set(c: Client, a: argparse.Namespace) -> Any:
@@ -79,19 +83,25 @@ def sg_show(c: Client, a: argparse.Namespace) -> Any:
 def rule_create(c: Client, a: argparse.Namespace) -> Any:
     if a.icmp_code is not None and a.icmp_type is None:
         raise usage_error("--icmp-code needs --icmp-type")
-    rule = pb.SecurityGroupRule(security_group=group_ref(c, a.group), direction=a.direction,
-                                ethertype=a.ethertype or "", protocol=a.protocol or "",
-                                remote_ip_prefix=a.remote_ip or "",
-                                remote_group=group_ref(c, a.remote_group) if a.remote_group else "",
-                                description=a.description or "")
+    rule = pb.SecurityGroupRule(
+        security_group=group_ref(c, a.group),
+        direction=a.direction,
+        ethertype=a.ethertype or "",
+        protocol=a.protocol or "",
+        remote_ip_prefix=a.remote_ip or "",
+        remote_group=group_ref(c, a.remote_group) if a.remote_group else "",
+        description=a.description or "",
+    )
     if a.dst_port:
         rule.port_range_min, rule.port_range_max = a.dst_port
     if a.icmp_type is not None:
         rule.icmp_type = a.icmp_type
     if a.icmp_code is not None:
         rule.icmp_code = a.icmp_code
-    return c("CreateSecurityGroupRule", pb.CreateSecurityGroupRuleRequest(security_group_rule=rule,
-                                                                          security_group_rule_id=a.id or ""))
+    return c(
+        "CreateSecurityGroupRule",
+        pb.CreateSecurityGroupRuleRequest(security_group_rule=rule, security_group_rule_id=a.id or ""),
+    )
 
 
 def rule_list(c: Client, a: argparse.Namespace) -> list[Any]:
@@ -115,8 +125,16 @@ def rule_delete(c: Client, a: argparse.Namespace) -> int:
 
 def _fw_rule_fields(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field in ("display_name", "description", "action", "protocol", "ip_version", "source_ip_address",
-                  "destination_ip_address", "enabled"):
+    for field in (
+        "display_name",
+        "description",
+        "action",
+        "protocol",
+        "ip_version",
+        "source_ip_address",
+        "destination_ip_address",
+        "enabled",
+    ):
         value = getattr(a, field, None)
         if value is not None:
             out[field] = value
@@ -129,7 +147,9 @@ def _fw_rule_fields(a: argparse.Namespace) -> dict[str, Any]:
 
 def fw_rule_create(c: Client, a: argparse.Namespace) -> Any:
     rule = pb.FirewallRule(tenant=a.tenant or "", **_fw_rule_fields(a))
-    return c("CreateFirewallRule", pb.CreateFirewallRuleRequest(firewall_rule=rule, firewall_rule_id=a.id or ""))
+    return c(
+        "CreateFirewallRule", pb.CreateFirewallRuleRequest(firewall_rule=rule, firewall_rule_id=a.id or "")
+    )
 
 
 def fw_rule_set(c: Client, a: argparse.Namespace) -> Any:
@@ -145,10 +165,16 @@ def _rules(c: Client, refs: list[str] | None) -> list[str] | None:
 
 
 def fw_policy_create(c: Client, a: argparse.Namespace) -> Any:
-    policy = pb.FirewallPolicy(display_name=a.display_name, description=a.description or "",
-                               firewall_rules=_rules(c, a.firewall_rules) or [], tenant=a.tenant or "")
-    return c("CreateFirewallPolicy", pb.CreateFirewallPolicyRequest(firewall_policy=policy,
-                                                                    firewall_policy_id=a.id or ""))
+    policy = pb.FirewallPolicy(
+        display_name=a.display_name,
+        description=a.description or "",
+        firewall_rules=_rules(c, a.firewall_rules) or [],
+        tenant=a.tenant or "",
+    )
+    return c(
+        "CreateFirewallPolicy",
+        pb.CreateFirewallPolicyRequest(firewall_policy=policy, firewall_policy_id=a.id or ""),
+    )
 
 
 def fw_policy_set(c: Client, a: argparse.Namespace) -> Any:
@@ -167,14 +193,20 @@ def _policy(c: Client, ref: str | None) -> str | None:
 
 
 def fw_group_create(c: Client, a: argparse.Namespace) -> Any:
-    group = pb.FirewallGroup(display_name=a.display_name, description=a.description or "", tenant=a.tenant or "",
-                             ingress_firewall_policy=_policy(c, a.ingress_firewall_policy) or "",
-                             egress_firewall_policy=_policy(c, a.egress_firewall_policy) or "",
-                             ports=[c.resolve("port", p).name for p in a.ports or []])
+    group = pb.FirewallGroup(
+        display_name=a.display_name,
+        description=a.description or "",
+        tenant=a.tenant or "",
+        ingress_firewall_policy=_policy(c, a.ingress_firewall_policy) or "",
+        egress_firewall_policy=_policy(c, a.egress_firewall_policy) or "",
+        ports=[c.resolve("port", p).name for p in a.ports or []],
+    )
     if a.admin_state_up is not None:
         group.admin_state_up = a.admin_state_up
-    return c("CreateFirewallGroup", pb.CreateFirewallGroupRequest(firewall_group=group,
-                                                                  firewall_group_id=a.id or ""))
+    return c(
+        "CreateFirewallGroup",
+        pb.CreateFirewallGroupRequest(firewall_group=group, firewall_group_id=a.id or ""),
+    )
 
 
 def fw_group_set(c: Client, a: argparse.Namespace) -> Any:
@@ -193,16 +225,25 @@ def fw_group_set(c: Client, a: argparse.Namespace) -> Any:
 
 def _validate_only(*parsers: Any) -> None:
     for p in parsers:
-        p.add_argument("--validate-only", action="store_true",
-                       help="check and print what the switches would get; store and change nothing")
+        p.add_argument(
+            "--validate-only",
+            action="store_true",
+            help="check and print what the switches would get; store and change nothing",
+        )
 
 
-def _crud(sub: Any, kind: str, what: str, ref: str, create: Any, set_: Any, show: Any = do_show,
-          force: str = "") -> tuple[Any, Any, Any, Any]:
+def _crud(
+    sub: Any, kind: str, what: str, ref: str, create: Any, set_: Any, show: Any = do_show, force: str = ""
+) -> tuple[Any, Any, Any, Any]:
     """create NAME / list / show REF / set REF / delete REF... of one kind."""
     pc = command(sub, "create", create, kind, help=f"create a {what}")
-    pc.add_argument("display_name", metavar="NAME", nargs="?" if kind == "firewall_rule" else None, default="",
-                    help="display name")
+    pc.add_argument(
+        "display_name",
+        metavar="NAME",
+        nargs="?" if kind == "firewall_rule" else None,
+        default="",
+        help="display name",
+    )
     pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
     pc.add_argument("--tenant", help="owner (admin: create for another tenant)")
     pl = command(sub, "list", do_list, kind, out="many", help=f"list {what}s")
@@ -230,21 +271,46 @@ def _actions(parser: Any, dest: str) -> Any:
 def add_commands(sub: Any) -> None:
     """`security group ...` and `firewall group ...` under the top-level command parser `sub`."""
     security = sub.add_parser("security", help="security group commands (security group [rule] ACTION)")
-    sg = _actions(security.add_subparsers(dest="security", metavar="group", required=True).add_parser(
-        "group", help="security groups: allow rules on ports"), "action")
-    _crud(sg, "security_group", "security group", "SG", sg_create, sg_set, show=sg_show,
-          force="also take it off the ports using it and delete other groups' rules naming it")
+    sg = _actions(
+        security.add_subparsers(dest="security", metavar="group", required=True).add_parser(
+            "group", help="security groups: allow rules on ports"
+        ),
+        "action",
+    )
+    _crud(
+        sg,
+        "security_group",
+        "security group",
+        "SG",
+        sg_create,
+        sg_set,
+        show=sg_show,
+        force="also take it off the ports using it and delete other groups' rules naming it",
+    )
     rules = _actions(sg.add_parser("rule", help="security group rules"), "rule_action")
     p = command(rules, "create", rule_create, "security_group_rule", help="add a rule to a group")
     p.add_argument("group", metavar="SG")
     p.add_argument("--id", help="client-chosen id")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ingress", dest="direction", action="store_const", const="ingress", default="ingress",
-                   help="traffic to the group's ports (default)")
-    g.add_argument("--egress", dest="direction", action="store_const", const="egress",
-                   help="traffic from the group's ports")
+    g.add_argument(
+        "--ingress",
+        dest="direction",
+        action="store_const",
+        const="ingress",
+        default="ingress",
+        help="traffic to the group's ports (default)",
+    )
+    g.add_argument(
+        "--egress",
+        dest="direction",
+        action="store_const",
+        const="egress",
+        help="traffic from the group's ports",
+    )
     p.add_argument("--ethertype", choices=["IPv4", "IPv6"], help="default IPv4")
-    p.add_argument("--protocol", metavar="P", help="any, tcp, udp, sctp, icmp, icmpv6 or a number (default any)")
+    p.add_argument(
+        "--protocol", metavar="P", help="any, tcp, udp, sctp, icmp, icmpv6 or a number (default any)"
+    )
     p.add_argument("--dst-port", type=port_range, metavar="PORT[:MAX]", help="tcp/udp/sctp destination ports")
     p.add_argument("--icmp-type", type=positive, metavar="N")
     p.add_argument("--icmp-code", type=positive, metavar="N")
@@ -258,15 +324,22 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--limit", type=positive)
     p.add_argument("--page-size", type=positive)
     p.add_argument("--tenant", help="only this tenant's (admin)")
-    command(rules, "show", rule_show, "security_group_rule", help="show a rule").add_argument("ref",
-                                                                                                metavar="RULE")
+    command(rules, "show", rule_show, "security_group_rule", help="show a rule").add_argument(
+        "ref", metavar="RULE"
+    )
     p = command(rules, "delete", rule_delete, "security_group_rule", out="none", help="delete rules")
     p.add_argument("refs", metavar="RULE", nargs="+")
     _validate_only(p)
 
-    firewall = sub.add_parser("firewall", help="router firewall commands (firewall group [rule|policy] ACTION)")
-    fg = _actions(firewall.add_subparsers(dest="firewall", metavar="group", required=True).add_parser(
-        "group", help="firewall groups: policies on router interfaces"), "action")
+    firewall = sub.add_parser(
+        "firewall", help="router firewall commands (firewall group [rule|policy] ACTION)"
+    )
+    fg = _actions(
+        firewall.add_subparsers(dest="firewall", metavar="group", required=True).add_parser(
+            "group", help="firewall groups: policies on router interfaces"
+        ),
+        "action",
+    )
     pc, _pl, ps, _pd = _crud(fg, "firewall_group", "firewall group", "FWG", fw_group_create, fw_group_set)
     for p in (pc, ps):
         clear = p is ps
@@ -274,10 +347,21 @@ def add_commands(sub: Any) -> None:
             g = p.add_mutually_exclusive_group()
             g.add_argument(f"--{side}-firewall-policy", metavar="POLICY", help=f"filters {side} traffic")
             if clear:
-                g.add_argument(f"--no-{side}-firewall-policy", dest=f"{side}_firewall_policy",
-                               action="store_const", const="", help=f"no {side} filtering")
-        repeated(p, "--port", "ports", "--no-port" if clear else None, "PORT",
-                  help="a router interface port" + ("; replaces the list" if clear else ""))
+                g.add_argument(
+                    f"--no-{side}-firewall-policy",
+                    dest=f"{side}_firewall_policy",
+                    action="store_const",
+                    const="",
+                    help=f"no {side} filtering",
+                )
+        repeated(
+            p,
+            "--port",
+            "ports",
+            "--no-port" if clear else None,
+            "PORT",
+            help="a router interface port" + ("; replaces the list" if clear else ""),
+        )
         pair(p, "admin_state_up", "--enable", "--disable")
 
     rules = _actions(fg.add_parser("rule", help="firewall rules"), "rule_action")
@@ -293,8 +377,15 @@ def add_commands(sub: Any) -> None:
         pair(p, "enabled", "--enable-rule", "--disable-rule")
 
     policies = _actions(fg.add_parser("policy", help="firewall policies: ordered rules"), "policy_action")
-    pc, _pl, ps, _pd = _crud(policies, "firewall_policy", "firewall policy", "POLICY", fw_policy_create,
-                             fw_policy_set)
+    pc, _pl, ps, _pd = _crud(
+        policies, "firewall_policy", "firewall policy", "POLICY", fw_policy_create, fw_policy_set
+    )
     repeated(pc, "--firewall-rule", "firewall_rules", None, "RULE", help="in order")
-    repeated(ps, "--firewall-rule", "firewall_rules", "--no-firewall-rule", "RULE",
-              help="in order; replaces the list")
+    repeated(
+        ps,
+        "--firewall-rule",
+        "firewall_rules",
+        "--no-firewall-rule",
+        "RULE",
+        help="in order; replaces the list",
+    )

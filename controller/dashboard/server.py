@@ -33,9 +33,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from controller import config as config_mod
 from controller.api.auth import Principal, TokenFile
-from controller.dashboard import views
 from controller.api.northbound import TopologyService
 from controller.api.streams import StreamLimiter
+from controller.dashboard import views
 from proto.sdn.v1 import topology_pb2 as pb
 from topology.errors import ApiError
 from topology.state import State
@@ -43,11 +43,15 @@ from topology.store import HistoryCompacted
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -55,8 +59,12 @@ SECURITY_HEADERS = {
 HEARTBEAT_S = 15.0
 MAX_STREAMS = 32  # event streams at once (each holds a thread)
 MAX_STREAMS_PER_TENANT = 8  # of them, one tenant's
-_EVENT_TYPES = {pb.WatchEvent.CREATED: "CREATED", pb.WatchEvent.UPDATED: "UPDATED",
-                pb.WatchEvent.DELETED: "DELETED", pb.WatchEvent.EXISTING: "EXISTING"}
+_EVENT_TYPES = {
+    pb.WatchEvent.CREATED: "CREATED",
+    pb.WatchEvent.UPDATED: "UPDATED",
+    pb.WatchEvent.DELETED: "DELETED",
+    pb.WatchEvent.EXISTING: "EXISTING",
+}
 
 
 class HttpError(Exception):
@@ -68,8 +76,14 @@ class HttpError(Exception):
 class DashboardServer:
     """Serves the dashboard on `address` (HOST:PORT; port 0 picks one) from its own threads."""
 
-    def __init__(self, state: State, tokens: TokenFile, address: str, dataplane: Any = None,
-                 max_streams_per_tenant: int = MAX_STREAMS_PER_TENANT) -> None:
+    def __init__(
+        self,
+        state: State,
+        tokens: TokenFile,
+        address: str,
+        dataplane: Any = None,
+        max_streams_per_tenant: int = MAX_STREAMS_PER_TENANT,
+    ) -> None:
         self.state = state
         self.tokens = tokens
         self.dataplane = dataplane
@@ -121,9 +135,15 @@ class DashboardServer:
 
     def api(self, path: str, query: dict[str, str], p: Principal) -> Any:
         if path == "/api/whoami":
-            return {"tenant": p.tenant, "admin": p.admin, "revision": self.state.revision,
-                    "features": {"flows": p.admin and self.dataplane is not None,
-                                 "trace": p.admin and self.dataplane is not None}}
+            return {
+                "tenant": p.tenant,
+                "admin": p.admin,
+                "revision": self.state.revision,
+                "features": {
+                    "flows": p.admin and self.dataplane is not None,
+                    "trace": p.admin and self.dataplane is not None,
+                },
+            }
         if path == "/api/topology":
             return views.topology(self.state, p, self.dataplane)
         if path in ("/api/chassis", "/api/flows", "/api/trace", "/api/trace/ports"):
@@ -187,7 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
-    def _headers(self, status: HTTPStatus, ctype: str, length: int | None = None, cache: bool = False) -> None:
+    def _headers(
+        self, status: HTTPStatus, ctype: str, length: int | None = None, cache: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         if length is not None:
@@ -218,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             return self._static("index.html")
         if path.startswith("/static/"):
-            return self._static(path[len("/static/"):])
+            return self._static(path[len("/static/") :])
         if path == "/favicon.ico":
             return self._static("favicon.svg")
         if not path.startswith("/api/"):
@@ -246,8 +268,12 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None:
             return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such file {name}"})
         data = f.read_bytes()
-        self._headers(HTTPStatus.OK, CONTENT_TYPES.get(f.suffix, "application/octet-stream"), len(data),
-                      cache=f.suffix != ".html")
+        self._headers(
+            HTTPStatus.OK,
+            CONTENT_TYPES.get(f.suffix, "application/octet-stream"),
+            len(data),
+            cache=f.suffix != ".html",
+        )
         self.wfile.write(data)
 
     def _events(self, p: Principal, query: dict[str, str]) -> None:
@@ -264,10 +290,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             limits = self.app.streams
             mine = "yours" if err.reason == "TENANT_STREAM_LIMIT" else "this server's"
-            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE,
-                            f"too many event streams ({mine} are full: {limits.max_per_tenant} per tenant, "
-                            f"{limits.max_total} in all); close another dashboard tab or retry later"
-                            ) from None
+            raise HttpError(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many event streams ({mine} are full: {limits.max_per_tenant} per tenant, "
+                f"{limits.max_total} in all); close another dashboard tab or retry later",
+            ) from None
         try:
             self._headers(HTTPStatus.OK, "text/event-stream")
             ctx = _StreamContext(self, lambda: not ticket.revoked and self.app.tokens.lookup(token) == p)
@@ -283,8 +310,12 @@ class _Handler(BaseHTTPRequestHandler):
                         ctx.write(f"event: synced\ndata: {json.dumps({'revision': ev.revision})}\n\n")
                         continue
                     obj = getattr(ev, kind)
-                    body = {"type": _EVENT_TYPES.get(ev.type, str(ev.type)), "revision": ev.revision,
-                            "kind": kind, "name": obj.name}
+                    body = {
+                        "type": _EVENT_TYPES.get(ev.type, str(ev.type)),
+                        "revision": ev.revision,
+                        "kind": kind,
+                        "name": obj.name,
+                    }
                     ctx.write(f"event: change\ndata: {json.dumps(body)}\n\n")
                     if ctx.closed:
                         break

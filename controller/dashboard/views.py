@@ -12,9 +12,9 @@ from typing import Any
 import netaddr
 
 from apps import ids, owners
-from controller.debug import first_hop
 from controller.api.auth import Principal
 from controller.api.resources import visible as _visible
+from controller.debug import first_hop
 from flows import pipeline
 from flows.flow import Flow, Group
 from flows.format import format_actions, format_group, format_match
@@ -61,12 +61,17 @@ def _label(rec: Record) -> str:
 def _details(rec: Any, topo: Any, p: Principal) -> dict[str, Any]:
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in to_dict(rec).items()}
     if isinstance(rec, Network):
-        d["subnets"] = [{"id": s.id, "cidr": s.cidr, "gateway_ip": s.gateway_ip, "enable_dhcp": s.enable_dhcp}
-                        for s in topo.subnets_of(rec.id) if _visible(p, s)]
+        d["subnets"] = [
+            {"id": s.id, "cidr": s.cidr, "gateway_ip": s.gateway_ip, "enable_dhcp": s.enable_dhcp}
+            for s in topo.subnets_of(rec.id)
+            if _visible(p, s)
+        ]
         d["ports"] = len([x for x in topo.ports_of(rec.id) if _visible(p, x)])
     if isinstance(rec, Port):
         d["fixed_ips"] = [{"subnet": s, "ip_address": a} for s, a in rec.fixed_ips]
-        d["allowed_address_pairs"] = [{"ip_address": a, "mac_address": m} for a, m in rec.allowed_address_pairs]
+        d["allowed_address_pairs"] = [
+            {"ip_address": a, "mac_address": m} for a, m in rec.allowed_address_pairs
+        ]
     if isinstance(rec, Chassis):
         d["bridge_mappings"] = {k: v for k, v in rec.bridge_mappings}
         d["ports"] = len(topo.ports_on_chassis(rec.id))
@@ -80,18 +85,23 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
     with state.lock:
         topo = state.topology
         revision = state.revision
-        networks = sorted((n for n in topo.networks.values() if _visible(p, n)), key=lambda n: (n.tenant, n.id))
+        networks = sorted(
+            (n for n in topo.networks.values() if _visible(p, n)), key=lambda n: (n.tenant, n.id)
+        )
         ports = [x for x in topo.ports.values() if _visible(p, x)]
         chassis = sorted((c for c in topo.chassis.values() if _visible(p, c)), key=lambda c: c.id)
-        routers: list[Any] = sorted((r for r in getattr(topo, "routers", {}).values() if _visible(p, r)),
-                                    key=lambda r: (r.tenant, r.id))
+        routers: list[Any] = sorted(
+            (r for r in getattr(topo, "routers", {}).values() if _visible(p, r)),
+            key=lambda r: (r.tenant, r.id),
+        )
         records: list[Any] = [*networks, *ports, *chassis, *routers]
         details = {f"{r.KIND}:{r.id}": _details(r, topo, p) for r in records}
         subnets = sum(1 for s in topo.subnets.values() if _visible(p, s))
         # router id -> networks it has an interface on (its neighbours in the model's routed graph; the
         # gateway network is added below)
         router_nets: dict[str, set[str]] = {
-            r.id: {ident for _kind, ident in topo.routed.adj.get(("router", r.id), ())} for r in routers}
+            r.id: {ident for _kind, ident in topo.routed.adj.get(("router", r.id), ())} for r in routers
+        }
     status = chassis_status(dataplane) if dataplane is not None and p.admin else {}
     tenants = sorted({r.tenant for r in (*networks, *ports, *routers) if r.tenant and p.can_see(r.tenant)})
     net_order = {n.id: i for i, n in enumerate(networks)}
@@ -108,47 +118,114 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
     net_ports: dict[str, list[float]] = {}
     for x in ports:
         net_ports.setdefault(x.network_id, []).append(port_slot[x.id])
-    net_slot = dict(zip([n.id for n in networks],
-                        _place([_mean(net_ports.get(n.id)) for n in networks], BESIDE_GAP), strict=True))
-    linked = {r.id: [net_slot[n] for n in router_nets[r.id] | {r.gateway_network_id} if n in net_slot]
-              for r in routers}
+    net_slot = dict(
+        zip(
+            [n.id for n in networks],
+            _place([_mean(net_ports.get(n.id)) for n in networks], BESIDE_GAP),
+            strict=True,
+        )
+    )
+    linked = {
+        r.id: [net_slot[n] for n in router_nets[r.id] | {r.gateway_network_id} if n in net_slot]
+        for r in routers
+    }
     routers.sort(key=lambda r: (_mean(linked[r.id]) or 0.0, r.id))
-    router_slot = dict(zip([r.id for r in routers],
-                           _place([_mean(linked[r.id]) for r in routers], BESIDE_GAP), strict=True))
-    tenant_slot = dict(zip(tenants, _place([
-        _mean([net_slot[n.id] for n in networks if n.tenant == t] + [router_slot[r.id] for r in routers
-                                                                      if r.tenant == t])
-        for t in tenants], BESIDE_GAP), strict=True))
+    router_slot = dict(
+        zip([r.id for r in routers], _place([_mean(linked[r.id]) for r in routers], BESIDE_GAP), strict=True)
+    )
+    tenant_slot = dict(
+        zip(
+            tenants,
+            _place(
+                [
+                    _mean(
+                        [net_slot[n.id] for n in networks if n.tenant == t]
+                        + [router_slot[r.id] for r in routers if r.tenant == t]
+                    )
+                    for t in tenants
+                ],
+                BESIDE_GAP,
+            ),
+            strict=True,
+        )
+    )
     bound = {c.id: [port_slot[x.id] for x in ports if x.binding_chassis == c.id] for c in chassis}
     chassis.sort(key=lambda c: (_mean(bound[c.id]) if bound[c.id] else float(len(ports)), c.id))
-    chassis_slot = dict(zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis], 1.2),
-                                                         strict=True))
-    width = 1 + max([0.0, *port_slot.values(), *net_slot.values(), *tenant_slot.values(), *chassis_slot.values(),
-                     *router_slot.values()])
+    chassis_slot = dict(
+        zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis], 1.2), strict=True)
+    )
+    width = 1 + max(
+        [
+            0.0,
+            *port_slot.values(),
+            *net_slot.values(),
+            *tenant_slot.values(),
+            *chassis_slot.values(),
+            *router_slot.values(),
+        ]
+    )
     # rows that can hold something: routers once there are some, chassis for admins
     layers = [k for k in LAYERS if (k != "router" or routers) and (k != "chassis" or p.admin)]
     nodes: list[dict[str, Any]] = []
 
     def add(kind: str, ident: str, label: str, slot: float, **extra: Any) -> None:
-        nodes.append({"id": f"{kind}:{ident}", "kind": kind, "name": ident, "label": label,
-                      "x": (slot + 0.5) / width, "y": layers.index(kind) / (len(layers) - 1), **extra})
+        nodes.append(
+            {
+                "id": f"{kind}:{ident}",
+                "kind": kind,
+                "name": ident,
+                "label": label,
+                "x": (slot + 0.5) / width,
+                "y": layers.index(kind) / (len(layers) - 1),
+                **extra,
+            }
+        )
 
     for t in tenants:
-        add("tenant", t, t, tenant_slot[t], details={"tenant": t, "networks": sum(n.tenant == t for n in networks),
-                                                     "routers": sum(r.tenant == t for r in routers),
-                                                     "ports": sum(x.tenant == t for x in ports)})
+        add(
+            "tenant",
+            t,
+            t,
+            tenant_slot[t],
+            details={
+                "tenant": t,
+                "networks": sum(n.tenant == t for n in networks),
+                "routers": sum(r.tenant == t for r in routers),
+                "ports": sum(x.tenant == t for x in ports),
+            },
+        )
     for r in routers:
-        add("router", r.id, r.display_name or r.id, router_slot[r.id], tenant=r.tenant,
-            details={**details[f"router:{r.id}"], "interfaces": sorted(router_nets[r.id])})
+        add(
+            "router",
+            r.id,
+            r.display_name or r.id,
+            router_slot[r.id],
+            tenant=r.tenant,
+            details={**details[f"router:{r.id}"], "interfaces": sorted(router_nets[r.id])},
+        )
     for n in networks:
         add("network", n.id, _label(n), net_slot[n.id], tenant=n.tenant, details=details[f"network:{n.id}"])
     for x in ports:
-        add("port", x.id, _label(x), port_slot[x.id], tenant=x.tenant, status=x.status, row=port_row[x.id],
-            details=details[f"port:{x.id}"])
+        add(
+            "port",
+            x.id,
+            _label(x),
+            port_slot[x.id],
+            tenant=x.tenant,
+            status=x.status,
+            row=port_row[x.id],
+            details=details[f"port:{x.id}"],
+        )
     for c in chassis:
         st = status.get(c.id, {})
-        add("chassis", c.id, c.id, chassis_slot[c.id], connected=st.get("connected", False),
-            details={**details[f"chassis:{c.id}"], **st})
+        add(
+            "chassis",
+            c.id,
+            c.id,
+            chassis_slot[c.id],
+            connected=st.get("connected", False),
+            details={**details[f"chassis:{c.id}"], **st},
+        )
     ids_ = {n["id"] for n in nodes}
     edges = []
     for n in networks:
@@ -161,17 +238,32 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
             if f"network:{net_id}" in ids_:
                 edges.append({"source": f"router:{r.id}", "target": f"network:{net_id}", "kind": "routes"})
         if r.gateway_network_id and f"network:{r.gateway_network_id}" in ids_:
-            edges.append({"source": f"router:{r.id}", "target": f"network:{r.gateway_network_id}",
-                          "kind": "gateway"})
+            edges.append(
+                {"source": f"router:{r.id}", "target": f"network:{r.gateway_network_id}", "kind": "gateway"}
+            )
     for x in ports:
         if f"network:{x.network_id}" in ids_:
             edges.append({"source": f"network:{x.network_id}", "target": f"port:{x.id}", "kind": "attached"})
         if x.binding_chassis and f"chassis:{x.binding_chassis}" in ids_:
-            edges.append({"source": f"port:{x.id}", "target": f"chassis:{x.binding_chassis}", "kind": "bound"})
-    return {"revision": revision, "nodes": nodes, "edges": edges, "slots": width, "layers": layers,
-            "port_rows": port_rows,
-            "counts": {"tenants": len(tenants), "routers": len(routers), "networks": len(networks),
-                       "subnets": subnets, "ports": len(ports), "chassis": len(chassis)}}
+            edges.append(
+                {"source": f"port:{x.id}", "target": f"chassis:{x.binding_chassis}", "kind": "bound"}
+            )
+    return {
+        "revision": revision,
+        "nodes": nodes,
+        "edges": edges,
+        "slots": width,
+        "layers": layers,
+        "port_rows": port_rows,
+        "counts": {
+            "tenants": len(tenants),
+            "routers": len(routers),
+            "networks": len(networks),
+            "subnets": subnets,
+            "ports": len(ports),
+            "chassis": len(chassis),
+        },
+    }
 
 
 def _natural(text: str) -> tuple[Any, ...]:
@@ -216,8 +308,15 @@ def chassis_list(state: State, dataplane: Any) -> list[dict[str, Any]]:
     status = chassis_status(dataplane) if dataplane is not None else {}
     with state.lock:
         chassis = sorted(state.topology.chassis.values(), key=lambda c: c.id)
-    return [{"id": c.id, "tunnel_ip": c.tunnel_ip, "datapath_id": f"{c.datapath_id:#x}",
-             **status.get(c.id, {"connected": False})} for c in chassis]
+    return [
+        {
+            "id": c.id,
+            "tunnel_ip": c.tunnel_ip,
+            "datapath_id": f"{c.datapath_id:#x}",
+            **status.get(c.id, {"connected": False}),
+        }
+        for c in chassis
+    ]
 
 
 def _counter_source(dataplane: Any, chassis_id: str, engine: Any) -> tuple[str, Any] | None:
@@ -267,8 +366,11 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
     counters: dict[Any, tuple[int, int]] = {}
     connected = bool(getattr(engine, "connected", False))
     source = _counter_source(dataplane, chassis_id, engine) if connected else None
-    counter_note = ("no per-flow counter source in this build: counters show —" if connected
-                    else "switch not connected: counters show —")
+    counter_note = (
+        "no per-flow counter source in this build: counters show —"
+        if connected
+        else "switch not connected: counters show —"
+    )
     if source is not None:
         try:
             counters = _normalize_counters(source[1]())
@@ -282,18 +384,30 @@ def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]
     for f in sorted(want | have, key=lambda f: (f.table, -f.priority, format_match(f))):
         owner = registry.lookup(f.cookie)
         c = counters.get(f.key())
-        stages[f.stage].append({
-            "priority": f.priority, "match": format_match(f) or "(any)", "actions": format_actions(f.actions),
-            "cookie": f"{f.cookie:#x}", "app": owner[0] if owner else "", "owner": owner[1] if owner else "",
-            "state": "installed" if f in have and f in want else "pending" if f in want else "stale",
-            "packets": c[0] if c else None, "bytes": c[1] if c else None})
+        stages[f.stage].append(
+            {
+                "priority": f.priority,
+                "match": format_match(f) or "(any)",
+                "actions": format_actions(f.actions),
+                "cookie": f"{f.cookie:#x}",
+                "app": owner[0] if owner else "",
+                "owner": owner[1] if owner else "",
+                "state": "installed" if f in have and f in want else "pending" if f in want else "stale",
+                "packets": c[0] if c else None,
+                "bytes": c[1] if c else None,
+            }
+        )
     groups = sorted({i for i in (*desired, *installed) if isinstance(i, Group)}, key=lambda g: g.group_id)
     return {
-        "chassis": chassis_id, "connected": connected,
-        "counters": bool(counters), "counter_note": counter_note,
-        "desired": len(want), "installed": len(have),
-        "stages": [{"name": s.name, "table": s.table, "doc": s.doc, "flows": stages[s.name]}
-                   for s in pipeline.STAGES],
+        "chassis": chassis_id,
+        "connected": connected,
+        "counters": bool(counters),
+        "counter_note": counter_note,
+        "desired": len(want),
+        "installed": len(have),
+        "stages": [
+            {"name": s.name, "table": s.table, "doc": s.doc, "flows": stages[s.name]} for s in pipeline.STAGES
+        ],
         "groups": [format_group(g).strip() for g in groups],
     }
 
@@ -342,14 +456,18 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
             dst_mac = dst.lower()
             owner = topo.ports.get(topo.macs.get(dst_mac, ""))
             dst_ip = _ipv4(owner) if owner is not None and _visible(p, owner) else ""
-            resolved = f"MAC {dst_mac}" + (f" (port {owner.id})" if owner is not None and _visible(p, owner) else "")
+            resolved = f"MAC {dst_mac}" + (
+                f" (port {owner.id})" if owner is not None and _visible(p, owner) else ""
+            )
         else:
             try:
                 dst_ip = str(netaddr.IPAddress(dst, 4))
             except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address") from None
             # the port of the source's network holding that address (same L2 segment), if any
-            owner = next((x for x in topo.ports_of(src.network_id) if dst_ip in (a for _, a in x.fixed_ips)), None)
+            owner = next(
+                (x for x in topo.ports_of(src.network_id) if dst_ip in (a for _, a in x.fixed_ips)), None
+            )
             if owner is not None:
                 dst_mac, resolved = owner.mac, f"IP {dst_ip} = port {owner.id}"
             else:
@@ -359,9 +477,17 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
             dst_mac, resolved = _first_hop(topo, src, dst_ip, dst_mac, resolved)
     headers: dict[str, Any] = {"eth_src": src.mac, "eth_dst": dst_mac}
     if proto == "arp":
-        headers.update({"eth_dst": BROADCAST, "eth_type": 0x0806, "arp_op": 1, "arp_sha": src.mac,
-                        "arp_spa": src_ip or "0.0.0.0", "arp_tha": "00:00:00:00:00:00",
-                        "arp_tpa": dst_ip or "0.0.0.0"})
+        headers.update(
+            {
+                "eth_dst": BROADCAST,
+                "eth_type": 0x0806,
+                "arp_op": 1,
+                "arp_sha": src.mac,
+                "arp_spa": src_ip or "0.0.0.0",
+                "arp_tha": "00:00:00:00:00:00",
+                "arp_tpa": dst_ip or "0.0.0.0",
+            }
+        )
         return src_id, headers, resolved
     headers["eth_type"] = 0x0800
     if src_ip:
@@ -381,13 +507,17 @@ def _first_hop(topo: Topology, src: Port, dst_ip: str, dst_mac: str, resolved: s
     """A destination off the source's subnets is sent where a real VM sends it: its gateway's MAC."""
     r = first_hop.route(topo, [src], dst_ip)
     if r is None:
-        raise BadRequest(f"{src.id} has no route to {dst_ip}: none of its subnets holds it and they have no "
-                         "gateway or host route for it")
+        raise BadRequest(
+            f"{src.id} has no route to {dst_ip}: none of its subnets holds it and they have no "
+            "gateway or host route for it"
+        )
     if r.on_link:
         return dst_mac, resolved
     if r.holder is None:
-        raise BadRequest(f"{src.id} sends {dst_ip} to its {r.via}, but no port of network {src.network_id} "
-                         f"has {r.next_hop}: ARP for it is not answered, a real VM sends nothing")
+        raise BadRequest(
+            f"{src.id} sends {dst_ip} to its {r.via}, but no port of network {src.network_id} "
+            f"has {r.next_hop}: ARP for it is not answered, a real VM sends nothing"
+        )
     return r.holder.mac, f"{resolved}; via {r.via} = port {r.holder.id}"
 
 
@@ -399,8 +529,11 @@ def trace(state: State, dataplane: Any, p: Principal, form: Mapping[str, str]) -
     try:
         from controller.debug import trace as trace_mod  # built separately; optional until it lands
     except ImportError as err:
-        return {"available": False, "request": request,
-                "message": f"trace not available in this build (controller/trace.py: {err})"}
+        return {
+            "available": False,
+            "request": request,
+            "message": f"trace not available in this build (controller/trace.py: {err})",
+        }
     source = (form.get("flows") or "desired").strip()
     if source not in ("desired", "installed"):
         raise BadRequest("flows: desired (compiled) or installed (dumped from the switches now)")
@@ -416,9 +549,26 @@ def trace_choices(state: State, p: Principal) -> list[dict[str, Any]]:
     """Ports the trace form offers (id, network, MAC, IPv4), visible to `p`."""
     with state.lock:
         ports = sorted((x for x in state.topology.ports.values() if _visible(p, x)), key=lambda x: x.id)
-        return [{"id": x.id, "network": x.network_id, "mac": x.mac, "ip": _ipv4(x), "tenant": x.tenant,
-                 "chassis": x.binding_chassis} for x in ports]
+        return [
+            {
+                "id": x.id,
+                "network": x.network_id,
+                "mac": x.mac,
+                "ip": _ipv4(x),
+                "tenant": x.tenant,
+                "chassis": x.binding_chassis,
+            }
+            for x in ports
+        ]
 
 
-__all__ = ["BadRequest", "NotFound", "chassis_list", "flow_tables", "topology", "trace",
-           "trace_choices", "trace_headers"]
+__all__ = [
+    "BadRequest",
+    "NotFound",
+    "chassis_list",
+    "flow_tables",
+    "topology",
+    "trace",
+    "trace_choices",
+    "trace_headers",
+]

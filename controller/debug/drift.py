@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class DriftReport:
     chassis: str
-    checked: bool = False          # False: not connected, or a change was in flight (try again)
-    missing: list[str] = field(default_factory=list)      # desired, not on the switch
-    unexpected: list[str] = field(default_factory=list)   # on the switch, not desired
+    checked: bool = False  # False: not connected, or a change was in flight (try again)
+    missing: list[str] = field(default_factory=list)  # desired, not on the switch
+    unexpected: list[str] = field(default_factory=list)  # on the switch, not desired
     undecodable: list[str] = field(default_factory=list)  # on the switch, no Flow value describes it
     repaired: bool = False
     note: str = ""
@@ -59,7 +59,7 @@ class DriftMonitor:
         for chassis_id in sorted(self.dataplane.planes):
             try:
                 self.check(chassis_id, repair=True)
-            except Exception:  # noqa: BLE001 - one chassis's failure does not stop the others'
+            except Exception:
                 log.exception("drift check of %s failed", chassis_id)
 
     def check(self, chassis_id: str, repair: bool, timeout: float = 30.0) -> DriftReport:
@@ -78,24 +78,37 @@ class DriftMonitor:
             return report
         topo = self.dataplane.state.topology
         registry = ids.registry_for(owners.model_owners(topo))
-        order = (lambda i: (0, i.table, -i.priority) if isinstance(i, Flow) else
-                 (2, i.meter_id, 0) if isinstance(i, MeterEntry) else (1, i.group_id, 0))
+        order = lambda i: (
+            (0, i.table, -i.priority)
+            if isinstance(i, Flow)
+            else (2, i.meter_id, 0)
+            if isinstance(i, MeterEntry)
+            else (1, i.group_id, 0)
+        )
         report.checked = True
         report.missing = [_text(i, registry) for i in sorted(diff.missing, key=order)]
         report.unexpected = [_text(i, registry) for i in sorted(diff.unexpected, key=order)]
         report.undecodable = list(diff.undecodable)
         if report.clean:
             return report
-        for kind, lines in (("missing", report.missing), ("unexpected", report.unexpected),
-                            ("undecodable", report.undecodable)):
+        for kind, lines in (
+            ("missing", report.missing),
+            ("unexpected", report.unexpected),
+            ("undecodable", report.undecodable),
+        ):
             for line in lines:
                 log.warning("drift on %s: %s %s", chassis_id, kind, line)
         if repair:
             engine.request_resync()
             plane.drift_repairs += len(report.missing) + len(report.unexpected) + len(report.undecodable)
             report.repaired = True
-            log.warning("drift on %s: repairing %d missing, %d unexpected, %d undecodable entries",
-                        chassis_id, len(report.missing), len(report.unexpected), len(report.undecodable))
+            log.warning(
+                "drift on %s: repairing %d missing, %d unexpected, %d undecodable entries",
+                chassis_id,
+                len(report.missing),
+                len(report.unexpected),
+                len(report.undecodable),
+            )
         return report
 
     def wait_repaired(self, chassis_id: str, timeout: float) -> bool:
@@ -106,4 +119,3 @@ class DriftMonitor:
                 return True
             time.sleep(0.1)
         return False
-

@@ -21,8 +21,7 @@ import networkx as nx
 
 from apps import acl
 from controller.api import convert
-from controller.debug import first_hop
-from controller.debug import pathwalk
+from controller.debug import first_hop, pathwalk
 from controller.debug.trace import TraceResult
 from topology import errors
 from topology.model import Topology, member_values, remote_value
@@ -53,8 +52,12 @@ class Decider:
     resource: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "allows": self.allows, "description": self.description,
-                "resource": self.resource}
+        return {
+            "kind": self.kind,
+            "allows": self.allows,
+            "description": self.description,
+            "resource": self.resource,
+        }
 
 
 @dataclass
@@ -72,33 +75,46 @@ class Explanation:
     walk: pathwalk.Walk | None = None
 
     def to_dict(self, with_trace: bool = True) -> dict[str, Any]:
-        return {"allowed": self.allowed, "verdict": self.verdict, "source": self.source,
-                "destination": self.destination, "protocol": self.protocol, "port": self.port,
-                "deciders": [d.to_dict() for d in self.deciders], "confirmed": self.confirmed,
-                "notes": list(self.notes),
-                "trace": self.trace.to_dict() if self.trace is not None and with_trace else None}
+        return {
+            "allowed": self.allowed,
+            "verdict": self.verdict,
+            "source": self.source,
+            "destination": self.destination,
+            "protocol": self.protocol,
+            "port": self.port,
+            "deciders": [d.to_dict() for d in self.deciders],
+            "confirmed": self.confirmed,
+            "notes": list(self.notes),
+            "trace": self.trace.to_dict() if self.trace is not None and with_trace else None,
+        }
 
     def format(self, with_trace: bool = True) -> str:
         what = self.protocol + (f"/{self.port}" if self.port else "")
-        lines = [f"{self.source} -> {self.destination} ({what}): {'ALLOWED' if self.allowed else 'DENIED'}",
-                 f"  {self.verdict}"]
+        lines = [
+            f"{self.source} -> {self.destination} ({what}): {'ALLOWED' if self.allowed else 'DENIED'}",
+            f"  {self.verdict}",
+        ]
         for d in self.deciders:
-            lines.append(f"  {'allows' if d.allows else 'DENIES'}  [{d.kind}] {d.description}"
-                         + (f" ({d.resource})" if d.resource else ""))
+            lines.append(
+                f"  {'allows' if d.allows else 'DENIES'}  [{d.kind}] {d.description}"
+                + (f" ({d.resource})" if d.resource else "")
+            )
         for n in self.notes:
             lines.append(f"  note: {n}")
         if self.walk is not None:
             agree = "agrees" if self.confirmed else "DISAGREES (the walk decides)"
             if with_trace:
-                lines.append(f"  walked through the flows: {self.walk.verdict}; "
-                             f"the model's reasoning {agree}")
+                lines.append(
+                    f"  walked through the flows: {self.walk.verdict}; the model's reasoning {agree}"
+                )
                 lines += [f"    leg {i}: {leg}" for i, leg in enumerate(self.walk.path(), start=1)]
                 if self.trace is not None:
                     lines += ["", self.trace.format()]
             else:
                 verdict = "ALLOWED" if self.allowed else "DENIED"
-                lines.append(f"  the packet walked through the flows is {verdict}; "
-                             f"the model's reasoning {agree}")
+                lines.append(
+                    f"  the packet walked through the flows is {verdict}; the model's reasoning {agree}"
+                )
         return "\n".join(lines)
 
 
@@ -160,11 +176,18 @@ def check_port_state(q: Query) -> list[Decider]:
             out.append(Decider("port_state", False, f"the {role} port {name} is administratively down", res))
         elif net is not None and not net.admin_state_up:
             label = q.net_label(net.id)
-            out.append(Decider("port_state", False, f"the {role}'s network {label} is administratively down",
-                               label if label.startswith("networks/") else ""))
+            out.append(
+                Decider(
+                    "port_state",
+                    False,
+                    f"the {role}'s network {label} is administratively down",
+                    label if label.startswith("networks/") else "",
+                )
+            )
         elif not p.binding_chassis:
-            out.append(Decider("port_state", False, f"the {role} port {name} is not bound to any chassis",
-                               res))
+            out.append(
+                Decider("port_state", False, f"the {role} port {name} is not bound to any chassis", res)
+            )
     return out
 
 
@@ -181,26 +204,63 @@ def check_reachability(q: Query) -> list[Decider]:
         if q.via is not None:
             router, net = q.via
             rname, nname = q.router_label(router), q.net_label(net)
-            out.append(Decider("router", True, f"{q.dst_ip} is routed by {rname} to {nname}",
-                               rname if rname.startswith("routers/") else ""))
+            out.append(
+                Decider(
+                    "router",
+                    True,
+                    f"{q.dst_ip} is routed by {rname} to {nname}",
+                    rname if rname.startswith("routers/") else "",
+                )
+            )
             subnets = [s for s in topo.subnets_of(net) if ip in netaddr.IPNetwork(s.cidr)]
-            out.append(Decider("address", False, f"no port of {nname} has {q.dst_ip}",
-                               convert.name_of("subnet", subnets[0].id) if nname.startswith("networks/") else ""))
+            out.append(
+                Decider(
+                    "address",
+                    False,
+                    f"no port of {nname} has {q.dst_ip}",
+                    convert.name_of("subnet", subnets[0].id) if nname.startswith("networks/") else "",
+                )
+            )
             return out
-        elsewhere = [p for sid, owners in topo.ip_owner.items() for n, pid in owners.items()
-                     if n == int(ip) and (p := topo.ports.get(pid)) is not None and p.network_id != src_net
-                     and q.visible(p.tenant)]
+        elsewhere = [
+            p
+            for sid, owners in topo.ip_owner.items()
+            for n, pid in owners.items()
+            if n == int(ip)
+            and (p := topo.ports.get(pid)) is not None
+            and p.network_id != src_net
+            and q.visible(p.tenant)
+        ]
         if not subnets:
-            out.append(Decider("route", False, f"{q.dst_ip} is outside every subnet of {_net_name(src_net)} "
-                               "and no router routes it", _net_name(src_net)))
+            out.append(
+                Decider(
+                    "route",
+                    False,
+                    f"{q.dst_ip} is outside every subnet of {_net_name(src_net)} and no router routes it",
+                    _net_name(src_net),
+                )
+            )
         else:
-            out.append(Decider("address", False, f"no port of {_net_name(src_net)} has {q.dst_ip}: ARP for "
-                               "it is not answered and nothing receives it",
-                               convert.name_of("subnet", subnets[0].id)))
+            out.append(
+                Decider(
+                    "address",
+                    False,
+                    f"no port of {_net_name(src_net)} has {q.dst_ip}: ARP for "
+                    "it is not answered and nothing receives it",
+                    convert.name_of("subnet", subnets[0].id),
+                )
+            )
         for p in elsewhere:
-            out.append(Decider("isolation", False, f"{q.dst_ip} is {convert.name_of('port', p.id)} in "
-                               f"{_net_name(p.network_id)}, a separate address space: networks "
-                               f"{src_net} and {p.network_id} are not connected", _net_name(p.network_id)))
+            out.append(
+                Decider(
+                    "isolation",
+                    False,
+                    f"{q.dst_ip} is {convert.name_of('port', p.id)} in "
+                    f"{_net_name(p.network_id)}, a separate address space: networks "
+                    f"{src_net} and {p.network_id} are not connected",
+                    _net_name(p.network_id),
+                )
+            )
         return out
     dst = q.dst
     if dst.network_id == src_net:
@@ -211,17 +271,36 @@ def check_reachability(q: Query) -> list[Decider]:
     dst_net_res = dst_net if dst_net.startswith("networks/") else ""
     dst_net = dst_net.removeprefix("networks/")
     if routers is None:
-        out.append(Decider("isolation", False, f"networks {src_net} and {dst_net} are not connected: "
-                           "no router joins them", dst_net_res))
+        out.append(
+            Decider(
+                "isolation",
+                False,
+                f"networks {src_net} and {dst_net} are not connected: no router joins them",
+                dst_net_res,
+            )
+        )
     else:
         names = ", ".join(q.router_label(r) for r in routers)
         first = q.router_label(routers[0]) if routers else ""
-        out.append(Decider("router", True, f"networks {src_net} and {dst_net} are joined by {names}",
-                           first if first.startswith("routers/") else ""))
+        out.append(
+            Decider(
+                "router",
+                True,
+                f"networks {src_net} and {dst_net} are joined by {names}",
+                first if first.startswith("routers/") else "",
+            )
+        )
     if src.tenant != dst.tenant and routers is None:
         other = dst.tenant if q.visible(dst.tenant) else "another tenant"
-        out.append(Decider("tenant", False, f"different tenants: {src.tenant} and {other}; a tenant's "
-                           "networks are isolated from another's", ""))
+        out.append(
+            Decider(
+                "tenant",
+                False,
+                f"different tenants: {src.tenant} and {other}; a tenant's "
+                "networks are isolated from another's",
+                "",
+            )
+        )
     return out
 
 
@@ -229,8 +308,12 @@ def _router_path(topo: Topology, a: str, b: str) -> list[str] | None:
     """Routers on a shortest path from network `a` to network `b` through router interfaces (the graph's
     network - port - router edges); None if no path."""
     g = topo.graph
-    keep = [n for n in g if n[0] in L3_KINDS or (n[0] == "port" and n[1] in topo.ports
-                                                 and topo.ports[n[1]].device_owner in _ROUTER_OWNERS)]
+    keep = [
+        n
+        for n in g
+        if n[0] in L3_KINDS
+        or (n[0] == "port" and n[1] in topo.ports and topo.ports[n[1]].device_owner in _ROUTER_OWNERS)
+    ]
     sub = g.subgraph(keep)
     na, nb = ("network", a), ("network", b)
     if na not in sub or nb not in sub:
@@ -246,8 +329,9 @@ def _ip_of(p: Port | None, fallback: str | None = None) -> str | None:
     return (_ipv4(p) if p is not None else None) or fallback
 
 
-def _sg_rule_allows(topo: Topology, rule: SecurityGroupRule, protocol: str, port: int | None,
-                    remote_ip: str | None) -> bool:
+def _sg_rule_allows(
+    topo: Topology, rule: SecurityGroupRule, protocol: str, port: int | None, remote_ip: str | None
+) -> bool:
     """Does this allow rule let IPv4 traffic of `protocol`/`port` with the far end at `remote_ip` pass?"""
     if rule.ethertype != "IPv4":
         return False
@@ -255,16 +339,24 @@ def _sg_rule_allows(topo: Topology, rule: SecurityGroupRule, protocol: str, port
     have = acl.protocol_number(rule.protocol)
     if have is not None and have != want:
         return False
-    if rule.port_range_min and (port is None or not rule.port_range_min <= port <= (rule.port_range_max
-                                                                                      or rule.port_range_min)):
+    if rule.port_range_min and (
+        port is None or not rule.port_range_min <= port <= (rule.port_range_max or rule.port_range_min)
+    ):
         return False
     if have == 1 and rule.icmp_type >= 0 and rule.icmp_type != 8:
         return False  # explain asks about echo requests for icmp
     if rule.remote_group_id:
         members = topo.group_ports.get(rule.remote_group_id, set())
-        return remote_ip is not None and any(remote_ip in member_values(topo.ports[m]) or any(
-            netaddr.IPAddress(remote_ip) in netaddr.IPNetwork(v) for v in member_values(topo.ports[m]) if "/" in v)
-            for m in members if m in topo.ports)
+        return remote_ip is not None and any(
+            remote_ip in member_values(topo.ports[m])
+            or any(
+                netaddr.IPAddress(remote_ip) in netaddr.IPNetwork(v)
+                for v in member_values(topo.ports[m])
+                if "/" in v
+            )
+            for m in members
+            if m in topo.ports
+        )
     prefix = remote_value(rule.remote_ip_prefix)
     return not prefix or (remote_ip is not None and netaddr.IPAddress(remote_ip) in netaddr.IPNetwork(prefix))
 
@@ -276,24 +368,48 @@ def _sg_side(q: Query, port: Port, direction: str, remote_ip: str | None) -> lis
     if not q.visible(port.tenant):
         return _sg_side_hidden(q, port, direction, remote_ip, name)
     if not port.port_security_enabled:
-        return [Decider("security_group", True, f"the {role} port {name} has port security disabled: no "
-                        "security group filters it", name)]
+        return [
+            Decider(
+                "security_group",
+                True,
+                f"the {role} port {name} has port security disabled: no security group filters it",
+                name,
+            )
+        ]
     what = q.protocol + (f"/{q.port}" if q.port else "")
     if not port.security_groups:
-        return [Decider("security_group", False, f"the {role} port {name} has port security but no security "
-                        f"group: nothing may {'reach' if direction == INGRESS else 'leave'} it", name)]
+        return [
+            Decider(
+                "security_group",
+                False,
+                f"the {role} port {name} has port security but no security "
+                f"group: nothing may {'reach' if direction == INGRESS else 'leave'} it",
+                name,
+            )
+        ]
     for g in port.security_groups:
         for rule in topo.group_rules_of(g):
             if rule.direction == direction and _sg_rule_allows(topo, rule, q.protocol, q.port, remote_ip):
                 gname = topo.security_groups[g].display_name if g in topo.security_groups else g
-                return [Decider("security_group", True,
-                                f"securityGroupRules/{rule.id} of security group {gname!r} allows {direction} "
-                                f"{what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
-                                f"securityGroupRules/{rule.id}")]
+                return [
+                    Decider(
+                        "security_group",
+                        True,
+                        f"securityGroupRules/{rule.id} of security group {gname!r} allows {direction} "
+                        f"{what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
+                        f"securityGroupRules/{rule.id}",
+                    )
+                ]
     groups = ", ".join(f"securityGroups/{g}" for g in port.security_groups)
-    return [Decider("security_group", False, f"no {direction} rule of {name}'s security groups ({groups}) "
-                    f"allows {what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
-                    f"securityGroups/{port.security_groups[0]}")]
+    return [
+        Decider(
+            "security_group",
+            False,
+            f"no {direction} rule of {name}'s security groups ({groups}) "
+            f"allows {what} {'from' if direction == INGRESS else 'to'} {remote_ip or 'it'}",
+            f"securityGroups/{port.security_groups[0]}",
+        )
+    ]
 
 
 def _sg_side_hidden(q: Query, port: Port, direction: str, remote_ip: str | None, name: str) -> list[Decider]:
@@ -301,10 +417,18 @@ def _sg_side_hidden(q: Query, port: Port, direction: str, remote_ip: str | None,
     what = q.protocol + (f"/{q.port}" if q.port else "")
     allows = not port.port_security_enabled or any(
         rule.direction == direction and _sg_rule_allows(q.topo, rule, q.protocol, q.port, remote_ip)
-        for g in port.security_groups for rule in q.topo.group_rules_of(g))
+        for g in port.security_groups
+        for rule in q.topo.group_rules_of(g)
+    )
     verb = "allow" if allows else "do not allow"
-    return [Decider("security_group", allows, f"the security groups of {name} {verb} {direction} {what} from "
-                    f"{remote_ip or 'it'}", "")]
+    return [
+        Decider(
+            "security_group",
+            allows,
+            f"the security groups of {name} {verb} {direction} {what} from {remote_ip or 'it'}",
+            "",
+        )
+    ]
 
 
 def check_security_groups(q: Query) -> list[Decider]:
@@ -318,8 +442,9 @@ def check_security_groups(q: Query) -> list[Decider]:
     return out
 
 
-def _fw_rule_matches(rule: FirewallRule, protocol: str, port: int | None, src: str | None,
-                     dst: str | None) -> bool:
+def _fw_rule_matches(
+    rule: FirewallRule, protocol: str, port: int | None, src: str | None, dst: str | None
+) -> bool:
     if not rule.enabled or rule.ip_version != 4:
         return False
     have = acl.protocol_number(rule.protocol)
@@ -330,10 +455,10 @@ def _fw_rule_matches(rule: FirewallRule, protocol: str, port: int | None, src: s
             return False
     if rule.source_port_min:
         return False  # explain's client port is arbitrary: a rule on source ports is not what decides
-    if rule.destination_port_min and (port is None or not rule.destination_port_min <= port <= (
-            rule.destination_port_max or rule.destination_port_min)):
-        return False
-    return True
+    return not rule.destination_port_min or (
+        port is not None
+        and rule.destination_port_min <= port <= (rule.destination_port_max or rule.destination_port_min)
+    )
 
 
 def check_firewall(q: Query) -> list[Decider]:
@@ -349,8 +474,14 @@ def check_firewall(q: Query) -> list[Decider]:
     src_ip, dst_ip = _ip_of(q.src), _ip_of(q.dst, q.dst_ip)
     out = []
     for net, side in ((q.src.network_id, "ingress"), (q.dst.network_id, "egress")):
-        iface = next((p for p in topo.router_ports(router) if p.network_id == net
-                      and p.device_owner == OWNER_ROUTER_INTERFACE), None)
+        iface = next(
+            (
+                p
+                for p in topo.router_ports(router)
+                if p.network_id == net and p.device_owner == OWNER_ROUTER_INTERFACE
+            ),
+            None,
+        )
         group = topo.firewall_groups.get(topo.port_firewall.get(iface.id, "")) if iface is not None else None
         if iface is None or group is None:
             continue
@@ -359,8 +490,15 @@ def check_firewall(q: Query) -> list[Decider]:
             out += [hidden] if hidden is not None else []
             continue
         if not group.admin_state_up:
-            out.append(Decider("firewall", False, f"firewallGroups/{group.id} on {convert.name_of('port', iface.id)} "
-                               "is administratively down: it forwards nothing new", f"firewallGroups/{group.id}"))
+            out.append(
+                Decider(
+                    "firewall",
+                    False,
+                    f"firewallGroups/{group.id} on {convert.name_of('port', iface.id)} "
+                    "is administratively down: it forwards nothing new",
+                    f"firewallGroups/{group.id}",
+                )
+            )
             continue
         policy_id = group.ingress_policy_id if side == "ingress" else group.egress_policy_id
         policy = topo.firewall_policies.get(policy_id)
@@ -370,39 +508,75 @@ def check_firewall(q: Query) -> list[Decider]:
         for rid in policy.rules:
             rule = topo.firewall_rules.get(rid)
             if rule is not None and _fw_rule_matches(rule, q.protocol, q.port, src_ip, dst_ip):
-                out.append(Decider("firewall", rule.action == "allow",
-                                   f"firewallRules/{rule.id} ({rule.action}) is the first rule of {where} "
-                                   "that matches", f"firewallRules/{rule.id}"))
+                out.append(
+                    Decider(
+                        "firewall",
+                        rule.action == "allow",
+                        f"firewallRules/{rule.id} ({rule.action}) is the first rule of {where} that matches",
+                        f"firewallRules/{rule.id}",
+                    )
+                )
                 break
         else:
-            out.append(Decider("firewall", False, f"no rule of {where} matches: the policy denies",
-                               f"firewallPolicies/{policy.id}"))
+            out.append(
+                Decider(
+                    "firewall",
+                    False,
+                    f"no rule of {where} matches: the policy denies",
+                    f"firewallPolicies/{policy.id}",
+                )
+            )
     return out
 
 
-def _firewall_hidden(q: Query, group: Any, side: str, src_ip: str | None, dst_ip: str | None,
-                     ) -> Decider | None:
+def _firewall_hidden(
+    q: Query,
+    group: Any,
+    side: str,
+    src_ip: str | None,
+    dst_ip: str | None,
+) -> Decider | None:
     """Another tenant's router firewall: what check_firewall would decide, without naming its rules."""
     topo = q.topo
     if not group.admin_state_up:
         return Decider("firewall", False, "another tenant's router firewall is administratively down", "")
-    policy = topo.firewall_policies.get(group.ingress_policy_id if side == "ingress" else group.egress_policy_id)
+    policy = topo.firewall_policies.get(
+        group.ingress_policy_id if side == "ingress" else group.egress_policy_id
+    )
     if policy is None:
         return None
-    rule = next((r for rid in policy.rules if (r := topo.firewall_rules.get(rid)) is not None
-                 and _fw_rule_matches(r, q.protocol, q.port, src_ip, dst_ip)), None)
+    rule = next(
+        (
+            r
+            for rid in policy.rules
+            if (r := topo.firewall_rules.get(rid)) is not None
+            and _fw_rule_matches(r, q.protocol, q.port, src_ip, dst_ip)
+        ),
+        None,
+    )
     allows = rule is not None and rule.action == "allow"
-    return Decider("firewall", allows, f"another tenant's router firewall ({side}) "
-                   f"{'allows' if allows else 'denies'} it", "")
+    return Decider(
+        "firewall",
+        allows,
+        f"another tenant's router firewall ({side}) {'allows' if allows else 'denies'} it",
+        "",
+    )
 
 
 #: in order; the first denial decides
 CHECKS: tuple[Check, ...] = (check_port_state, check_reachability, check_security_groups, check_firewall)
 
 
-def explain(dataplane: Any, topology: Topology | None, source_port: str, destination: str,
-            protocol: str = "tcp", port: int | None = None,
-            visible: Callable[[str], bool] = lambda _tenant: True, with_trace: bool = True) -> Explanation:
+def explain(
+    dataplane: Any,
+    topology: Topology | None,
+    source_port: str,
+    destination: str,
+    protocol: str = "tcp",
+    port: int | None = None,
+    visible: Callable[[str], bool] = lambda _tenant: True,
+    with_trace: bool = True,
+) -> Explanation:
     """Allowed or denied, and what decides it, for traffic from logical port `source_port` to
     `destination` (a port id or an IP address) on `protocol` ("tcp", "udp", "icmp", "any") and `port`.
 
@@ -423,10 +597,18 @@ def explain(dataplane: Any, topology: Topology | None, source_port: str, destina
         topo = topology if topology is not None else dataplane.state.topology
         q = _query(topo, source_port, destination, protocol, port, visible)
         deciders = [d for check in CHECKS for d in check(q)]
-    dst_name = (convert.name_of("port", q.dst.id) if q.dst is not None and visible(q.dst.tenant)
-                else str(q.dst_ip))
-    exp = Explanation(not any(not d.allows for d in deciders), "", deciders,
-                      convert.name_of("port", q.src.id), dst_name, protocol, port)
+    dst_name = (
+        convert.name_of("port", q.dst.id) if q.dst is not None and visible(q.dst.tenant) else str(q.dst_ip)
+    )
+    exp = Explanation(
+        not any(not d.allows for d in deciders),
+        "",
+        deciders,
+        convert.name_of("port", q.src.id),
+        dst_name,
+        protocol,
+        port,
+    )
     exp.verdict = _verdict(exp.allowed, deciders)
     if with_trace and dataplane is not None:
         _walk(dataplane, q, exp)
@@ -449,8 +631,9 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if dst_ip in {ip for _, ip in q.src.fixed_ips}:  # the VM's own stack delivers it, nothing is sent
         name = convert.name_of("port", q.src.id)
         itself = q.dst is None or q.dst.id == q.src.id
-        why = (f"{dst_ip} is the source's own address: its own IP stack delivers it, nothing crosses the "
-               "network")
+        why = (
+            f"{dst_ip} is the source's own address: its own IP stack delivers it, nothing crosses the network"
+        )
         if not itself:
             why += f", and {exp.destination} (the same address elsewhere) is never reached"
         exp.confirmed = exp.allowed == itself
@@ -479,11 +662,21 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if w.reached is not None and (q.dst is None or q.dst != target) and q.visible(w.reached.tenant):
         exp.destination = convert.name_of("port", w.reached.id)
     exp.notes += [_hide(q, a) for a in w.assumptions]
-    crossed = any(s.stage == "l3_lookup" and s.matched is not None
-                  for leg in w.legs if leg.trace is not None for h in leg.trace.hops for s in h.steps)
+    crossed = any(
+        s.stage == "l3_lookup" and s.matched is not None
+        for leg in w.legs
+        if leg.trace is not None
+        for h in leg.trace.hops
+        for s in h.steps
+    )
     unrouted = any(d.kind in ("isolation", "route") and not d.allows for d in exp.deciders)
-    if exp.confirmed and len(w.legs) <= 1 and not w.assumptions and w.outcome != "answered" and not (
-            crossed and unrouted):
+    if (
+        exp.confirmed
+        and len(w.legs) <= 1
+        and not w.assumptions
+        and w.outcome != "answered"
+        and not (crossed and unrouted)
+    ):
         return  # the model's reasons, confirmed by the flows
     with dataplane.state.lock:
         path = _path_deciders(q, w)  # for a drop: how far it got, then why it stops
@@ -495,16 +688,20 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     if not exp.confirmed:
         exp.notes.insert(0, _disagree(model, exp.verdict, allowed))
     exp.allowed = allowed
-    walked = [dataclasses.replace(d, description=_hide(q, d.description), resource=_hide(q, d.resource))
-              for d in walked]
+    walked = [
+        dataclasses.replace(d, description=_hide(q, d.description), resource=_hide(q, d.resource))
+        for d in walked
+    ]
     exp.deciders = walked + [d for d in kept if d not in walked]
     exp.verdict = _verdict(allowed, exp.deciders)
 
 
 def _disagree(model: bool, reasoning: str, walked: bool) -> str:
     said, walk = ("ALLOWED" if model else "DENIED"), ("ALLOWED" if walked else "DENIED")
-    return (f"the model's reasoning over the graph of routers and interfaces says {said} ({reasoning}); the "
-            f"packet walked through the flows is {walk}: the walk wins")
+    return (
+        f"the model's reasoning over the graph of routers and interfaces says {said} ({reasoning}); the "
+        f"packet walked through the flows is {walk}: the walk wins"
+    )
 
 
 def _hide(q: Query, text: str) -> str:
@@ -530,8 +727,9 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
         src, dst = str(leg.packet.get("ipv4_src")), str(leg.packet.get("ipv4_dst"))
         if leg.received_on is not None:
             out += _relay(_sg_side(q, leg.received_on, INGRESS, src))
-            out.append(Decider("next_hop", True, f"{name}'s VM forwards it (assumed): {_hide(q, leg.route)}",
-                               name))
+            out.append(
+                Decider("next_hop", True, f"{name}'s VM forwards it (assumed): {_hide(q, leg.route)}", name)
+            )
             out += _relay(_sg_side(q, leg.sender, EGRESS, dst))
         elif "on-link" not in leg.route:
             out.append(Decider("route", True, f"{name} sends it {_hide(q, leg.route)}", name))
@@ -542,16 +740,26 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                 if s.stage == "l3_lookup" and app == "l3" and s.matched is not None and obj in topo.routers:
                     match = s.matched.match_dict()
                     if match.get("icmpv4_type") == 8:  # the router's own address: answered in flows
-                        out.append(Decider("router", True, f"routers/{obj} answers the echo request to its "
-                                           f"address {dst}", f"routers/{obj}"))
+                        out.append(
+                            Decider(
+                                "router",
+                                True,
+                                f"routers/{obj} answers the echo request to its address {dst}",
+                                f"routers/{obj}",
+                            )
+                        )
                         answered = True
                     elif not answered:
                         out.append(_route_decider(q, obj, match.get("ipv4_dst"), dst))
-                elif s.stage in ("snat", "dnat") and s.matched is not None and any(
-                        getattr(a, "nat", None) is not None for a in s.matched.actions):
+                elif (
+                    s.stage in ("snat", "dnat")
+                    and s.matched is not None
+                    and any(getattr(a, "nat", None) is not None for a in s.matched.actions)
+                ):
                     what = "source" if s.stage == "snat" else "destination"
-                    out.append(Decider("nat", True, f"{what} NAT in {s.stage} on {h.chassis} ({s.owner})",
-                                       s.owner))
+                    out.append(
+                        Decider("nat", True, f"{what} NAT in {s.stage} on {h.chassis} ({s.owner})", s.owner)
+                    )
     last = w.ended
     if w.reached is not None and q.dst is None and last is not None:
         out += _sg_side(q, w.reached, INGRESS, str(last.packet.get("ipv4_src")))
@@ -560,10 +768,15 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
 
 def _relay(deciders: list[Decider]) -> list[Decider]:
     """Security-group deciders of a forwarding VM's ports: it receives and sends, it is neither end."""
-    return [dataclasses.replace(d, description=d.description.replace("the destination port", "the next hop's "
-                                                                     "port").replace("the source port",
-                                                                                     "the forwarding port"))
-            for d in deciders]
+    return [
+        dataclasses.replace(
+            d,
+            description=d.description.replace("the destination port", "the next hop's port").replace(
+                "the source port", "the forwarding port"
+            ),
+        )
+        for d in deciders
+    ]
 
 
 def _route_decider(q: Query, router_id: str, prefix: Any, dst_ip: str) -> Decider:
@@ -574,18 +787,34 @@ def _route_decider(q: Query, router_id: str, prefix: Any, dst_ip: str) -> Decide
         cidr = str(netaddr.IPNetwork("/".join(prefix) if isinstance(prefix, tuple) else str(prefix)).cidr)
     for dest, nexthop in router.routes:
         if cidr and str(netaddr.IPNetwork(dest).cidr) == cidr:
-            return Decider("route", True, f"static route {dest} via {nexthop} of routers/{router_id} routes "
-                           f"{dst_ip}", f"routers/{router_id}")
-    return Decider("router", True, f"routers/{router_id} routes {dst_ip} to its connected subnet {cidr}",
-                   f"routers/{router_id}")
+            return Decider(
+                "route",
+                True,
+                f"static route {dest} via {nexthop} of routers/{router_id} routes {dst_ip}",
+                f"routers/{router_id}",
+            )
+    return Decider(
+        "router",
+        True,
+        f"routers/{router_id} routes {dst_ip} to its connected subnet {cidr}",
+        f"routers/{router_id}",
+    )
 
 
 #: the kind of reason a drop in each stage has
-_STAGE_KIND = {"classify": "port_state", "port_sec_in": "port_security", "acl_egress": "security_group",
-               "acl_egress_commit": "security_group", "acl_ingress": "security_group",
-               "acl_ingress_commit": "security_group", "fw_router_in": "firewall",
-               "fw_router_out": "firewall", "l3_lookup": "route", "arp_resolve": "address",
-               "l2_lookup": "network"}
+_STAGE_KIND = {
+    "classify": "port_state",
+    "port_sec_in": "port_security",
+    "acl_egress": "security_group",
+    "acl_egress_commit": "security_group",
+    "acl_ingress": "security_group",
+    "acl_ingress_commit": "security_group",
+    "fw_router_in": "firewall",
+    "fw_router_out": "firewall",
+    "l3_lookup": "route",
+    "arp_resolve": "address",
+    "l2_lookup": "network",
+}
 
 
 def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
@@ -593,8 +822,13 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
     rule, port security or route there)."""
     leg = w.ended
     if leg is None or leg.trace is None or w.outcome != "dropped":
-        kind = {"no_route": "route", "unresolved": "address", "ttl": "route", "loop": "route",
-                "not_sent": "port_state"}.get(w.outcome, "isolation")
+        kind = {
+            "no_route": "route",
+            "unresolved": "address",
+            "ttl": "route",
+            "loop": "route",
+            "not_sent": "port_state",
+        }.get(w.outcome, "isolation")
         return [Decider(kind, False, _hide(q, w.verdict), "")]
     m = re.search(r"(?:dropped at|no flow matched in) (\w+)", w.verdict)
     stage = m.group(1) if m else ""
@@ -602,9 +836,15 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
     sender = leg.sender
     name = _hide(q, convert.name_of("port", sender.id))
     if kind == "port_security":
-        return [Decider("port_security", False, f"port security of {name} drops it: "
-                        f"{leg.packet.get('ipv4_src')} is not one of its addresses or allowed address pairs",
-                        name)]
+        return [
+            Decider(
+                "port_security",
+                False,
+                f"port security of {name} drops it: "
+                f"{leg.packet.get('ipv4_src')} is not one of its addresses or allowed address pairs",
+                name,
+            )
+        ]
     if kind == "security_group" and stage.startswith("acl_egress"):
         found = [d for d in _sg_side(q, sender, EGRESS, str(leg.packet.get("ipv4_dst"))) if not d.allows]
         if found:
@@ -612,25 +852,37 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
     if kind == "security_group" and stage.startswith("acl_ingress"):
         receiver = _receiver(q, w)
         if receiver is not None:
-            found = [d for d in _sg_side(q, receiver, INGRESS, str(leg.packet.get("ipv4_src")))
-                     if not d.allows]
+            found = [
+                d for d in _sg_side(q, receiver, INGRESS, str(leg.packet.get("ipv4_src"))) if not d.allows
+            ]
             if found:
                 return found
     if kind in ("address", "route"):
-        routed = [d for d in _path_deciders(q, pathwalk.Walk([leg], "dropped", ""))
-                  if d.kind in ("route", "router") and d.resource.startswith("routers/")]
+        routed = [
+            d
+            for d in _path_deciders(q, pathwalk.Walk([leg], "dropped", ""))
+            if d.kind in ("route", "router") and d.resource.startswith("routers/")
+        ]
         if routed and kind == "address":
-            why = (f"{routed[-1].description}, but no port has that next hop's address: the router cannot "
-                   "resolve it")
+            why = (
+                f"{routed[-1].description}, but no port has that next hop's address: the router cannot "
+                "resolve it"
+            )
             return [dataclasses.replace(routed[-1], allows=False, description=why)]
         if kind == "route":
             gw = q.topo.ports.get(q.topo.macs.get(str(leg.packet.get("eth_dst")), ""))
             router = "the router"
             if gw is not None and gw.device_owner == OWNER_ROUTER_INTERFACE:
                 router = f"routers/{gw.device_id}"
-            return [Decider("route", False, f"{router} has no route to {leg.packet.get('ipv4_dst')} (no "
-                            "connected subnet, static route or external gateway covers it)",
-                            router if router.startswith("routers/") else "")]
+            return [
+                Decider(
+                    "route",
+                    False,
+                    f"{router} has no route to {leg.packet.get('ipv4_dst')} (no "
+                    "connected subnet, static route or external gateway covers it)",
+                    router if router.startswith("routers/") else "",
+                )
+            ]
     if kind == "firewall":
         found = [d for d in check_firewall(q) if not d.allows]
         if found:
@@ -646,8 +898,16 @@ def _receiver(q: Query, w: pathwalk.Walk) -> Port | None:
     if q.dst is not None and ip in {a for _, a in q.dst.fixed_ips}:
         return q.dst
     hosts = {h.chassis for h in leg.trace.hops} if leg.trace is not None else set()
-    return next((p for p in q.topo.ports.values() if p.binding_chassis in hosts and first_hop.holds(p, ip)
-                 and not p.device_owner.startswith("network:")), None)
+    return next(
+        (
+            p
+            for p in q.topo.ports.values()
+            if p.binding_chassis in hosts
+            and first_hop.holds(p, ip)
+            and not p.device_owner.startswith("network:")
+        ),
+        None,
+    )
 
 
 class _NoLock:
@@ -658,8 +918,14 @@ class _NoLock:
         return None
 
 
-def _query(topo: Topology, source_port: str, destination: str, protocol: str, port: int | None,
-           visible: Callable[[str], bool]) -> Query:
+def _query(
+    topo: Topology,
+    source_port: str,
+    destination: str,
+    protocol: str,
+    port: int | None,
+    visible: Callable[[str], bool],
+) -> Query:
     src = topo.ports.get(source_port)
     if src is None or not visible(src.tenant):
         raise errors.not_found("port", source_port)
@@ -699,8 +965,9 @@ def _routed(topo: Topology, network_id: str, ip: netaddr.IPAddress) -> tuple[str
         return None
     for router in sorted(routers_of(network_id)):
         for p in topo.router_ports(router):
-            if p.network_id != network_id and any(ip in netaddr.IPNetwork(s.cidr)
-                                                  for s in topo.subnets_of(p.network_id)):
+            if p.network_id != network_id and any(
+                ip in netaddr.IPNetwork(s.cidr) for s in topo.subnets_of(p.network_id)
+            ):
                 return router, p.network_id
     return None
 

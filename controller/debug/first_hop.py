@@ -36,8 +36,11 @@ class Route:
         return self.holder.mac if self.holder is not None else None
 
     def describe(self) -> str:
-        who = (f"ports/{self.holder.id} ({self.holder.mac})" if self.holder is not None
-               else "nobody (ARP for it is not answered)")
+        who = (
+            f"ports/{self.holder.id} ({self.holder.mac})"
+            if self.holder is not None
+            else "nobody (ARP for it is not answered)"
+        )
         if self.on_link:
             return f"{self.next_hop} is on-link for ports/{self.port.id}: eth_dst = {who}"
         return f"ports/{self.port.id} sends it to its {self.via}: eth_dst = {who}"
@@ -72,9 +75,17 @@ def host_ports(topo: Topology, port: Port) -> list[Port]:
     first: a VM with a port on each of two networks can forward between them."""
     if not port.device_id or port.device_owner.startswith("network:"):
         return [port]
-    others = sorted((p for p in topo.ports.values() if p.device_id == port.device_id and p.id != port.id
-                     and p.tenant == port.tenant and not p.device_owner.startswith("network:")),
-                    key=lambda p: (p.create_time, p.id))
+    others = sorted(
+        (
+            p
+            for p in topo.ports.values()
+            if p.device_id == port.device_id
+            and p.id != port.id
+            and p.tenant == port.tenant
+            and not p.device_owner.startswith("network:")
+        ),
+        key=lambda p: (p.create_time, p.id),
+    )
     return [port, *others]
 
 
@@ -94,18 +105,33 @@ def route(topo: Topology, ports: Sequence[Port], dst_ip: str) -> Route | None:
         for sub, own in ipv4_subnets(topo, p):
             for dest, nexthop in sub.host_routes:
                 cidr = netaddr.IPNetwork(dest)
-                if (ip in cidr and cidr.version == 4 and nexthop != own
-                        and netaddr.IPAddress(nexthop) in netaddr.IPNetwork(sub.cidr)
-                        and (best is None or cidr.prefixlen > best[0])):
-                    best = (cidr.prefixlen, Route(p, nexthop, f"host route {cidr} via {nexthop}",
-                                                  holder(topo, p.network_id, nexthop)))
+                if (
+                    ip in cidr
+                    and cidr.version == 4
+                    and nexthop != own
+                    and netaddr.IPAddress(nexthop) in netaddr.IPNetwork(sub.cidr)
+                    and (best is None or cidr.prefixlen > best[0])
+                ):
+                    best = (
+                        cidr.prefixlen,
+                        Route(
+                            p,
+                            nexthop,
+                            f"host route {cidr} via {nexthop}",
+                            holder(topo, p.network_id, nexthop),
+                        ),
+                    )
     if best is not None:
         return best[1]
     for p in ports:  # the default gateway of the first port that has one (not itself)
         for sub, own in ipv4_subnets(topo, p):
             if sub.gateway_ip and sub.gateway_ip != own:
-                return Route(p, sub.gateway_ip, f"default gateway {sub.gateway_ip}",
-                             holder(topo, p.network_id, sub.gateway_ip))
+                return Route(
+                    p,
+                    sub.gateway_ip,
+                    f"default gateway {sub.gateway_ip}",
+                    holder(topo, p.network_id, sub.gateway_ip),
+                )
     return None
 
 

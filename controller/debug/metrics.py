@@ -49,9 +49,15 @@ class Metrics:
     exported without samples.
     """
 
-    def __init__(self, state: Any = None, dataplane: Any = None, packet_ins: PacketIns | None = None,
-                 stats_interval_s: float = 0.0, compactor: Any = None,
-                 southbound_rejected: Callable[[], Mapping[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        state: Any = None,
+        dataplane: Any = None,
+        packet_ins: PacketIns | None = None,
+        stats_interval_s: float = 0.0,
+        compactor: Any = None,
+        southbound_rejected: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self.state = state
         self.compactor = compactor  # topology.history.Compactor: changes compacted
         self.dataplane = dataplane
@@ -60,24 +66,48 @@ class Metrics:
         self.southbound_rejected = southbound_rejected  # reason -> refused switch connections (ofapp)
         self.registry = CollectorRegistry()
         r = self.registry
-        self.api_requests = Counter("sdn_api_requests", "gRPC calls finished, by method and status code",
-                                    ["service", "method", "code"], registry=r)
-        self.api_duration = Histogram("sdn_api_request_duration_seconds",
-                                      "Latency of unary gRPC calls (streams are not timed)",
-                                      ["service", "method"], buckets=LATENCY_BUCKETS, registry=r)
-        self.api_streams_started = Counter("sdn_api_streams_started",
-                                           "Streaming gRPC calls started (Watch, reflection)",
-                                           ["service", "method"], registry=r)
-        self.api_streams_open = Gauge("sdn_api_streams_open", "Streaming gRPC calls in progress",
-                                      ["service", "method"], registry=r)
-        self.bundle_duration = Histogram("sdn_bundle_duration_seconds",
-                                         "OpenFlow bundles, from the first byte sent to the barrier reply",
-                                         ["chassis"], buckets=LATENCY_BUCKETS, registry=r)
-        self.bundle_messages = Histogram("sdn_bundle_messages", "Flow-mods and group-mods per bundle",
-                                         ["chassis"], buckets=SIZE_BUCKETS, registry=r)
-        self.commit_duration = Histogram("sdn_store_commit_duration_seconds",
-                                         "Store transactions (group commit: one may hold several writes), "
-                                         "until durable", buckets=LATENCY_BUCKETS, registry=r)
+        self.api_requests = Counter(
+            "sdn_api_requests",
+            "gRPC calls finished, by method and status code",
+            ["service", "method", "code"],
+            registry=r,
+        )
+        self.api_duration = Histogram(
+            "sdn_api_request_duration_seconds",
+            "Latency of unary gRPC calls (streams are not timed)",
+            ["service", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.api_streams_started = Counter(
+            "sdn_api_streams_started",
+            "Streaming gRPC calls started (Watch, reflection)",
+            ["service", "method"],
+            registry=r,
+        )
+        self.api_streams_open = Gauge(
+            "sdn_api_streams_open", "Streaming gRPC calls in progress", ["service", "method"], registry=r
+        )
+        self.bundle_duration = Histogram(
+            "sdn_bundle_duration_seconds",
+            "OpenFlow bundles, from the first byte sent to the barrier reply",
+            ["chassis"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bundle_messages = Histogram(
+            "sdn_bundle_messages",
+            "Flow-mods and group-mods per bundle",
+            ["chassis"],
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.commit_duration = Histogram(
+            "sdn_store_commit_duration_seconds",
+            "Store transactions (group commit: one may hold several writes), until durable",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.flow_counters = FlowCounters(self)
         self.stats_interval_s = stats_interval_s
         r.register(_ScrapeCollector(self))
@@ -103,8 +133,9 @@ class Metrics:
         if not listen:
             return 0
         host, _, port = listen.rpartition(":")
-        self._http, self._http_thread = start_http_server(int(port), host.strip("[]") or "0.0.0.0",
-                                                          registry=self.registry)
+        self._http, self._http_thread = start_http_server(
+            int(port), host.strip("[]") or "0.0.0.0", registry=self.registry
+        )
         return int(self._http.server_port)
 
     def stop(self) -> None:
@@ -121,7 +152,7 @@ class Metrics:
         while not self._stop.wait(self.stats_interval_s):
             try:
                 self.flow_counters.collect_once()
-            except Exception:  # noqa: BLE001 - a failed round must not stop the poller
+            except Exception:
                 log.exception("flow counter collection failed")
 
     def exposition(self) -> bytes:
@@ -191,41 +222,67 @@ class _ScrapeCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         m = self.m
-        of_up = _gauge("sdn_chassis_openflow_connected",
-                       "1 if the chassis's br-int is connected over OpenFlow", ["chassis"])
-        ovsdb = _gauge("sdn_chassis_ovsdb_ready", "1 once the chassis's OVSDB facts (ofports) are known",
-                       ["chassis"])
+        of_up = _gauge(
+            "sdn_chassis_openflow_connected",
+            "1 if the chassis's br-int is connected over OpenFlow",
+            ["chassis"],
+        )
+        ovsdb = _gauge(
+            "sdn_chassis_ovsdb_ready", "1 once the chassis's OVSDB facts (ofports) are known", ["chassis"]
+        )
         desired = _gauge("sdn_flows_desired", "Flows the compiler wants on the chassis", ["chassis"])
-        installed = _gauge("sdn_flows_installed", "Flows confirmed on the switch (last bundle or dump)",
-                           ["chassis"])
+        installed = _gauge(
+            "sdn_flows_installed", "Flows confirmed on the switch (last bundle or dump)", ["chassis"]
+        )
         gdesired = _gauge("sdn_groups_desired", "Groups the compiler wants on the chassis", ["chassis"])
         ginstalled = _gauge("sdn_groups_installed", "Groups confirmed on the switch", ["chassis"])
-        realized = _gauge("sdn_chassis_realized_revision",
-                          "Newest store revision whose flows the chassis's switch has confirmed", ["chassis"])
-        lag = _gauge("sdn_chassis_realized_revision_lag",
-                     "Store revision minus the chassis's realized revision; 0 when every change handed to "
-                     "the switch is confirmed (revisions that do not touch a chassis are no lag)",
-                     ["chassis"])
-        drift = _counter("sdn_drift_repairs", "Flow and group entries repaired after drift was found",
-                         ["chassis"])
-        divergence = _counter("sdn_compile_divergence", "Compile self-checks that found the incremental "
-                              "desired state != a full compile (each one repaired)", ["chassis"])
+        realized = _gauge(
+            "sdn_chassis_realized_revision",
+            "Newest store revision whose flows the chassis's switch has confirmed",
+            ["chassis"],
+        )
+        lag = _gauge(
+            "sdn_chassis_realized_revision_lag",
+            "Store revision minus the chassis's realized revision; 0 when every change handed to "
+            "the switch is confirmed (revisions that do not touch a chassis are no lag)",
+            ["chassis"],
+        )
+        drift = _counter(
+            "sdn_drift_repairs", "Flow and group entries repaired after drift was found", ["chassis"]
+        )
+        divergence = _counter(
+            "sdn_compile_divergence",
+            "Compile self-checks that found the incremental "
+            "desired state != a full compile (each one repaired)",
+            ["chassis"],
+        )
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
-        size = _gauge("sdn_store_size_bytes", "Bytes on disk of the store's database file and its WAL",
-                      ["file"])
-        compacted = _gauge("sdn_store_compacted_revision", "Changes up to this revision are compacted: the "
-                           "oldest revision a Watch can resume from", [])
+        size = _gauge(
+            "sdn_store_size_bytes", "Bytes on disk of the store's database file and its WAL", ["file"]
+        )
+        compacted = _gauge(
+            "sdn_store_compacted_revision",
+            "Changes up to this revision are compacted: the oldest revision a Watch can resume from",
+            [],
+        )
         dropped = _counter("sdn_store_compacted_changes", "Change-log rows compacted since start", [])
         pins = _counter("sdn_packet_ins", "Packet-ins received, by OpenFlow reason", ["chassis", "reason"])
-        s_limit = _gauge("sdn_api_streams_limit", "Caps on open API streams: scope server (max_streams) and "
-                         "tenant (max_streams_per_tenant)", ["scope"])
+        s_limit = _gauge(
+            "sdn_api_streams_limit",
+            "Caps on open API streams: scope server (max_streams) and tenant (max_streams_per_tenant)",
+            ["scope"],
+        )
         s_admitted = _gauge("sdn_api_streams_admitted", "API streams holding a slot under the caps", [])
-        s_refused = _counter("sdn_api_streams_refused", "API streams refused over a cap "
-                             "(RESOURCE_EXHAUSTED), by reason TOO_MANY_STREAMS or TENANT_STREAM_LIMIT",
-                             ["method", "reason"])
-        s_revoked = _counter("sdn_api_streams_revoked", "API streams ended because their token was revoked",
-                             [])
+        s_refused = _counter(
+            "sdn_api_streams_refused",
+            "API streams refused over a cap "
+            "(RESOURCE_EXHAUSTED), by reason TOO_MANY_STREAMS or TENANT_STREAM_LIMIT",
+            ["method", "reason"],
+        )
+        s_revoked = _counter(
+            "sdn_api_streams_revoked", "API streams ended because their token was revoked", []
+        )
         if m.streams is not None:
             s_limit.add_metric(["server"], m.streams.max_total)
             s_limit.add_metric(["tenant"], m.streams.max_per_tenant)
@@ -233,9 +290,13 @@ class _ScrapeCollector(Collector):
             for (method, reason), n in sorted(m.streams.refused.items()):
                 s_refused.add_metric([method, reason], n)
             s_revoked.add_metric([], m.streams.revoked_streams)
-        refused = _counter("sdn_southbound_rejected", "Switch connections refused: tls_handshake (no or a "
-                           "foreign certificate, plaintext), unknown_chassis, wrong_datapath_id (the certificate's "
-                           "chassis has another), datapath_in_use (claimed from another identity)", ["reason"])
+        refused = _counter(
+            "sdn_southbound_rejected",
+            "Switch connections refused: tls_handshake (no or a "
+            "foreign certificate, plaintext), unknown_chassis, wrong_datapath_id (the certificate's "
+            "chassis has another), datapath_in_use (claimed from another identity)",
+            ["reason"],
+        )
 
         state, dp = m.state, m.dataplane
         store_rev = int(state.revision) if state is not None else 0
@@ -258,8 +319,9 @@ class _ScrapeCollector(Collector):
                     eng = plane.engine
                     done = eng is not None and plane.realized_seq() >= plane.seq
                     rrev = plane.realized_model_revision()
-                    rows.append((plane, eng, n_flows, n_groups, rrev,
-                                 0 if done else max(0, store_rev - rrev)))
+                    rows.append(
+                        (plane, eng, n_flows, n_groups, rrev, 0 if done else max(0, store_rev - rrev))
+                    )
         for plane, eng, n_flows, n_groups, rrev, behind in rows:
             c = [str(plane.chassis_id)]
             of_up.add_metric(c, 1 if eng is not None and getattr(eng, "connected", False) else 0)
@@ -283,9 +345,29 @@ class _ScrapeCollector(Collector):
         if m.southbound_rejected is not None:
             for reason, n in sorted(m.southbound_rejected().items()):
                 refused.add_metric([reason], n)
-        yield from (of_up, ovsdb, desired, installed, gdesired, ginstalled, *sync.values(), pins, revision,
-                    size, compacted, dropped, realized, lag, drift, divergence, s_limit, s_admitted,
-                    s_refused, s_revoked, refused)
+        yield from (
+            of_up,
+            ovsdb,
+            desired,
+            installed,
+            gdesired,
+            ginstalled,
+            *sync.values(),
+            pins,
+            revision,
+            size,
+            compacted,
+            dropped,
+            realized,
+            lag,
+            drift,
+            divergence,
+            s_limit,
+            s_admitted,
+            s_refused,
+            s_revoked,
+            refused,
+        )
         yield from m.flow_counters.families()
 
 
@@ -353,8 +435,15 @@ class FlowCounters:
                 o = by_cookie.get(flow.cookie, ())  # type: ignore[arg-type]
                 if o == ():
                     c = Cookie.decode(flow.cookie)
-                    o = by_cookie[flow.cookie] = None if c is None else (
-                        chassis, ids.APP_NAMES.get(c.app, str(c.app)), names.get(c.owner, f"{c.owner:08x}"))
+                    o = by_cookie[flow.cookie] = (
+                        None
+                        if c is None
+                        else (
+                            chassis,
+                            ids.APP_NAMES.get(c.app, str(c.app)),
+                            names.get(c.owner, f"{c.owner:08x}"),
+                        )
+                    )
                 if o is None:
                     continue  # not ours: sync sweeps it
                 key = (chassis, flow.key())
@@ -378,8 +467,12 @@ class FlowCounters:
 
     def families(self) -> Iterator[Metric]:
         labels = ["chassis", "app", "owner"]
-        packets = _counter("sdn_flow_packets", "Packets matched by the installed flows of an owner object "
-                           "(from flow stats, every stats_interval_s)", labels)
+        packets = _counter(
+            "sdn_flow_packets",
+            "Packets matched by the installed flows of an owner object "
+            "(from flow stats, every stats_interval_s)",
+            labels,
+        )
         nbytes = _counter("sdn_flow_bytes", "Bytes matched by the installed flows of an owner object", labels)
         for (chassis, app, owner), (p, b) in sorted(self.totals().items()):
             if not p:
@@ -416,7 +509,7 @@ class FlowCounters:
 
 
 def _split(full_method: str) -> tuple[str, str]:
-    """"/sdn.v1.TopologyService/CreatePort" -> ("sdn.v1.TopologyService", "CreatePort")."""
+    """ "/sdn.v1.TopologyService/CreatePort" -> ("sdn.v1.TopologyService", "CreatePort")."""
     service, _, method = full_method.lstrip("/").rpartition("/")
     return service, method
 
@@ -466,6 +559,7 @@ class ApiMetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def streaming(inner: Callable[[Any, Any], Any], stream_out: bool) -> Callable[[Any, Any], Any]:
             if not stream_out:
+
                 def call(request: Any, context: Any) -> Any:
                     m.api_streams_started.labels(service, method).inc()
                     m.api_streams_open.labels(service, method).inc()

@@ -18,7 +18,6 @@ from typing import Any
 import netaddr
 
 from controller.api import convert
-
 from controller.debug import first_hop
 from controller.debug.trace import Hop, TraceResult, trace
 from topology.errors import ApiError
@@ -74,8 +73,10 @@ class Walk:
                 continue
             for i, h in enumerate(leg.trace.hops):
                 if i == 0 and leg.forwarded:
-                    h.came_from = (f"{convert.name_of('port', leg.sender.id)}: its VM forwards the packet "
-                                   f"(assumed), a new packet: {leg.route}")
+                    h.came_from = (
+                        f"{convert.name_of('port', leg.sender.id)}: its VM forwards the packet "
+                        f"(assumed), a new packet: {leg.route}"
+                    )
                 hops.append(h)
         return TraceResult(traces[0].source, hops, self.verdict, traces[0].flows)
 
@@ -86,13 +87,21 @@ class Walk:
             chassis = " -> ".join(dict.fromkeys(h.chassis for h in leg.trace.hops)) if leg.trace else ""
             who = convert.name_of("port", leg.sender.id)
             fwd = " (forwards, assumed)" if leg.forwarded else ""
-            out.append(f"{who}{fwd}: {leg.route}; through {chassis or 'nothing'}: "
-                       f"{leg.trace.verdict if leg.trace else 'not sent'}")
+            out.append(
+                f"{who}{fwd}: {leg.route}; through {chassis or 'nothing'}: "
+                f"{leg.trace.verdict if leg.trace else 'not sent'}"
+            )
         return out
 
 
-def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], target: Port | None = None,
-         flows: str = "desired") -> Walk:
+def walk(
+    dataplane: Any,
+    source: Port,
+    dst_ip: str,
+    l4: Mapping[str, Any],
+    target: Port | None = None,
+    flows: str = "desired",
+) -> Walk:
     """Walk a packet from port `source` to `dst_ip` (`l4`: ip_proto and tcp/udp ports, icmp type) through
     the `flows` ("desired" or "installed"), VM by VM. `target`: the port expected to receive it, if any."""
     topo: Topology = dataplane.state.topology
@@ -111,28 +120,43 @@ def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], targe
             r = first_hop.route(topo, ports, base["ipv4_dst"])
         who = _port(sender)
         if r is None:
-            return Walk(legs, "no_route", f"{who} has no route to {base['ipv4_dst']}: it is on none of its "
-                        "subnets, which have no gateway or host route for it", assumptions=assumptions)
+            return Walk(
+                legs,
+                "no_route",
+                f"{who} has no route to {base['ipv4_dst']}: it is on none of its "
+                "subnets, which have no gateway or host route for it",
+                assumptions=assumptions,
+            )
         if r.holder is None:
-            how = (f"{base['ipv4_dst']} is on-link for {_port(r.port)}" if r.on_link
-                   else f"{_port(r.port)} sends {base['ipv4_dst']} to its {r.via}")
-            return Walk(legs, "unresolved", f"{how}, but no port of networks/{r.port.network_id} has "
-                        f"{r.next_hop}: ARP for it is not answered, nothing is sent", assumptions=assumptions)
+            how = (
+                f"{base['ipv4_dst']} is on-link for {_port(r.port)}"
+                if r.on_link
+                else f"{_port(r.port)} sends {base['ipv4_dst']} to its {r.via}"
+            )
+            return Walk(
+                legs,
+                "unresolved",
+                f"{how}, but no port of networks/{r.port.network_id} has "
+                f"{r.next_hop}: ARP for it is not answered, nothing is sent",
+                assumptions=assumptions,
+            )
         packet = {**base, "eth_src": r.port.mac, "eth_dst": r.holder.mac}
         leg = Leg(r.port, _route_words(r), packet, received_on=received_on)
         legs.append(leg)
         try:
             leg.trace = trace(dataplane, port_id=r.port.id, headers=packet, source=flows)
         except ApiError as err:
-            return Walk(legs, "not_sent", f"{_port(r.port)} cannot send it: {err.message}",
-                        assumptions=assumptions)
+            return Walk(
+                legs, "not_sent", f"{_port(r.port)} cannot send it: {err.message}", assumptions=assumptions
+            )
         with dataplane.state.lock:
             outcome = _leg_end(topo, leg.trace, base["ipv4_dst"], dst_ip)
         if outcome[0] in ("delivered", "answered", "outside"):
             kind, port, words = outcome
             if kind == "delivered" and target is not None and port is not None and port.id != target.id:
-                return Walk(legs, "dropped", f"delivered to {_port(port)}, not {_port(target)}", port,
-                            assumptions)
+                return Walk(
+                    legs, "dropped", f"delivered to {_port(port)}, not {_port(target)}", port, assumptions
+                )
             return Walk(legs, kind, words, port, assumptions)
         kind, fwd, words = outcome
         if kind != "forward" or fwd is None:
@@ -142,12 +166,18 @@ def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], targe
         with dataplane.state.lock:
             host = first_hop.host_ports(topo, fwd)
         if fwd.id in seen:
-            return Walk(legs, "loop", f"{_port(fwd)} gets the packet a second time: a forwarding loop",
-                        assumptions=assumptions)
+            return Walk(
+                legs,
+                "loop",
+                f"{_port(fwd)} gets the packet a second time: a forwarding loop",
+                assumptions=assumptions,
+            )
         seen.add(fwd.id)
-        assumptions.append(f"{_port(fwd)} is not {out.get('ipv4_dst')} but its next hop: assumed its VM "
-                           f"({'device ' + fwd.device_id if fwd.device_id else 'one port'}) forwards "
-                           "(ip_forward=1 inside the VM, which the controller cannot see)")
+        assumptions.append(
+            f"{_port(fwd)} is not {out.get('ipv4_dst')} but its next hop: assumed its VM "
+            f"({'device ' + fwd.device_id if fwd.device_id else 'one port'}) forwards "
+            "(ip_forward=1 inside the VM, which the controller cannot see)"
+        )
         if ttl <= 0:
             return Walk(legs, "ttl", f"the TTL expires in {_port(fwd)}'s VM", assumptions=assumptions)
         base = {**{k: v for k, v in out.items() if k in _CARRIED}, "nw_ttl": ttl}
@@ -156,8 +186,18 @@ def walk(dataplane: Any, source: Port, dst_ip: str, l4: Mapping[str, Any], targe
 
 
 #: what a forwarding VM keeps of the packet it forwards (L3 and up; it builds a new Ethernet header)
-_CARRIED = ("eth_type", "ipv4_src", "ipv4_dst", "ip_proto", "tcp_src", "tcp_dst", "udp_src", "udp_dst",
-            "icmpv4_type", "icmpv4_code")
+_CARRIED = (
+    "eth_type",
+    "ipv4_src",
+    "ipv4_dst",
+    "ip_proto",
+    "tcp_src",
+    "tcp_dst",
+    "udp_src",
+    "udp_dst",
+    "icmpv4_type",
+    "icmpv4_code",
+)
 
 
 def _port(p: Port) -> str:
@@ -170,8 +210,12 @@ def _route_words(r: first_hop.Route) -> str:
     if r.holder is None:
         return f"to its {r.via}, which no port has"
     owner = r.holder.device_owner
-    of = (f" ({owner.removeprefix('network:')} of {'routers/' if owner.startswith('network:router') else ''}"
-          f"{r.holder.device_id})" if owner and r.holder.device_id else "")
+    of = (
+        f" ({owner.removeprefix('network:')} of {'routers/' if owner.startswith('network:router') else ''}"
+        f"{r.holder.device_id})"
+        if owner and r.holder.device_id
+        else ""
+    )
     return f"to its {r.via} = {_port(r.holder)}{of}"
 
 
@@ -180,8 +224,12 @@ def _delivery(res: TraceResult, port: Port) -> Mapping[str, Any]:
     return next(o.headers for h in res.hops for o in h.outputs if o.kind == "vif" and o.port == name)
 
 
-def _leg_end(topo: Topology, res: TraceResult, leg_dst: str, dst_ip: str,
-             ) -> tuple[str, Port | None, str]:
+def _leg_end(
+    topo: Topology,
+    res: TraceResult,
+    leg_dst: str,
+    dst_ip: str,
+) -> tuple[str, Port | None, str]:
     """How one leg ends: (delivered | answered | outside | forward | dropped, the port, words)."""
     forward: Port | None = None
     ignored = []
@@ -206,17 +254,30 @@ def _leg_end(topo: Topology, res: TraceResult, leg_dst: str, dst_ip: str,
                 forward = p
     if forward is not None:
         return "forward", forward, f"to next hop {_port(forward)}"
-    leaves = [o for h in res.hops for o in h.outputs if o.kind == "physical"
-              and not any(x.came_from == h.chassis and x.chassis != h.chassis for x in res.hops)]
+    leaves = [
+        o
+        for h in res.hops
+        for o in h.outputs
+        if o.kind == "physical"
+        and not any(x.came_from == h.chassis and x.chassis != h.chassis for x in res.hops)
+    ]
     if leaves and not _ours(topo, dst_ip):
         o = leaves[0]
-        nat = (f", source {o.headers.get('ipv4_src')}" if o.headers.get("ipv4_src") else "")
-        return "outside", None, (f"leaves through physical network {o.port} from {o.chassis}{nat} towards "
-                                 f"{dst_ip}, which no port here has: beyond it, nothing is modelled")
+        nat = f", source {o.headers.get('ipv4_src')}" if o.headers.get("ipv4_src") else ""
+        return (
+            "outside",
+            None,
+            (
+                f"leaves through physical network {o.port} from {o.chassis}{nat} towards "
+                f"{dst_ip}, which no port here has: beyond it, nothing is modelled"
+            ),
+        )
     why = res.verdict
     if ignored:
-        why = (f"flooded to {', '.join(dict.fromkeys(ignored))}, which drop a frame for another MAC; "
-               f"nobody receives it ({res.verdict})")
+        why = (
+            f"flooded to {', '.join(dict.fromkeys(ignored))}, which drop a frame for another MAC; "
+            f"nobody receives it ({res.verdict})"
+        )
     return "dropped", None, why
 
 

@@ -32,8 +32,8 @@ LOG_LINES = 50
 class CheckResult:
     chassis: str
     missing: list[str] = field(default_factory=list)  # in the full compile, not in the incremental state
-    extra: list[str] = field(default_factory=list)    # in the incremental state, not in the full compile
-    owners: list[str] = field(default_factory=list)   # the owner units that differ ("port:vm1", ...)
+    extra: list[str] = field(default_factory=list)  # in the incremental state, not in the full compile
+    owners: list[str] = field(default_factory=list)  # the owner units that differ ("port:vm1", ...)
     repaired: bool = False
     seconds: float = 0.0
 
@@ -58,10 +58,12 @@ def _order(item: Any) -> tuple[int, int, int]:
 
 def describe(div: Divergence, topo: Any) -> CheckResult:
     registry = ids.registry_for(owners.model_owners(topo))
-    return CheckResult(div.chassis,
-                       missing=[_text(i, registry) for i in sorted(div.missing, key=_order)],
-                       extra=[_text(i, registry) for i in sorted(div.extra, key=_order)],
-                       owners=sorted(f"{kind}:{ident}" if ident else kind for kind, ident in div.units))
+    return CheckResult(
+        div.chassis,
+        missing=[_text(i, registry) for i in sorted(div.missing, key=_order)],
+        extra=[_text(i, registry) for i in sorted(div.extra, key=_order)],
+        owners=sorted(f"{kind}:{ident}" if ident else kind for kind, ident in div.units),
+    )
 
 
 class SelfCheck:
@@ -106,8 +108,13 @@ class SelfCheck:
         plane = dp.planes.get(chassis_id)
         if plane is not None:
             plane.compile_divergences += 1
-        log.error("compile divergence on %s (incremental != full compile), owners %s: %d missing, %d extra",
-                  chassis_id, ", ".join(result.owners), len(result.missing), len(result.extra))
+        log.error(
+            "compile divergence on %s (incremental != full compile), owners %s: %d missing, %d extra",
+            chassis_id,
+            ", ".join(result.owners),
+            len(result.missing),
+            len(result.extra),
+        )
         for kind, lines in (("missing", result.missing), ("extra", result.extra)):
             for line in lines[:LOG_LINES]:
                 log.error("compile divergence on %s: %s %s", chassis_id, kind, line)

@@ -43,7 +43,8 @@ SOURCES = ("desired", "installed")
 MAX_HOPS = 32
 #: fields that are switch-local state: they do not travel with a packet to the next chassis
 _LOCAL_STATE = {"in_port", "metadata", "ct_state", "ct_zone", "ct_mark", "ct_label", "conj_id"} | {
-    f"reg{i}" for i in range(16)}
+    f"reg{i}" for i in range(16)
+}
 _PROTO_OF = {"tcp": 6, "udp": 17, "sctp": 132, "icmpv4": 1}
 OFPVID_PRESENT = 0x1000
 APPCTL_TIMEOUT = 5.0
@@ -66,8 +67,14 @@ class TraceStep:
     matched: Flow | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "table": self.table, "flow": self.flow, "owner": self.owner,
-                "note": self.note, "depth": self.depth}
+        return {
+            "stage": self.stage,
+            "table": self.table,
+            "flow": self.flow,
+            "owner": self.owner,
+            "note": self.note,
+            "depth": self.depth,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,16 +93,23 @@ class TraceOutput:
     headers: Mapping[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "chassis": self.chassis, "port": self.port, "ofport": self.ofport,
-                "headers": dict(self.headers)}
+        return {
+            "kind": self.kind,
+            "chassis": self.chassis,
+            "port": self.port,
+            "ofport": self.ofport,
+            "headers": dict(self.headers),
+        }
 
     def describe(self) -> str:
         h = self.headers
         if self.kind == "vif":
             return f"delivered to {self.port} (ofport {self.ofport})"
         if self.kind == "tunnel":
-            return (f"tunnel to {self.port} (ofport {self.ofport}, tun_id={h.get('tunnel_id', 0):#x}, "
-                    f"tun_dst={h.get('tun_ipv4_dst', '?')})")
+            return (
+                f"tunnel to {self.port} (ofport {self.ofport}, tun_id={h.get('tunnel_id', 0):#x}, "
+                f"tun_dst={h.get('tun_ipv4_dst', '?')})"
+            )
         if self.kind == "physical":
             return f"to physical network {self.port}, {_vlan_text(h)} (ofport {self.ofport})"
         if self.kind == "in_port":
@@ -117,8 +131,11 @@ class Hop:
     came_from: str = ""  # chassis the packet was tunnelled / bridged from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chassis": self.chassis, "steps": [s.to_dict() for s in self.steps],
-                "outputs": [o.to_dict() for o in self.outputs]}
+        return {
+            "chassis": self.chassis,
+            "steps": [s.to_dict() for s in self.steps],
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
 
 
 @dataclass
@@ -136,8 +153,11 @@ class TraceResult:
         return [(o.port, o.chassis) for h in self.hops for o in h.outputs if o.kind == "vif"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": dict(self.source), "hops": [h.to_dict() for h in self.hops],
-                "verdict": self.verdict}
+        return {
+            "source": dict(self.source),
+            "hops": [h.to_dict() for h in self.hops],
+            "verdict": self.verdict,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -146,8 +166,10 @@ class TraceResult:
         """ovn-trace-like text: per chassis, each table visit with its flow and owner, then what left."""
         src = self.source
         where = f"{src['port']} on " if src.get("port") else ""
-        lines = [f"Trace ({self.flows} flows): {where}{src.get('chassis', '')} in_port={src.get('in_port')}",
-                 f"Packet: {ovs_flow_text(src.get('headers', {}))}"]
+        lines = [
+            f"Trace ({self.flows} flows): {where}{src.get('chassis', '')} in_port={src.get('in_port')}",
+            f"Packet: {ovs_flow_text(src.get('headers', {}))}",
+        ]
         if src.get("first_hop"):
             lines.append(f"First hop: {src['first_hop']}")
         lines.append("")
@@ -196,8 +218,9 @@ def desired_flows(dataplane: Any) -> FlowSource:
     def get(chassis_id: str) -> ChassisFlows:
         with dataplane.state.lock:
             items = dataplane.compiler.desired(chassis_id)
-        return ChassisFlows(tuple(i for i in items if isinstance(i, Flow)),
-                            tuple(i for i in items if isinstance(i, Group)))
+        return ChassisFlows(
+            tuple(i for i in items if isinstance(i, Flow)), tuple(i for i in items if isinstance(i, Group))
+        )
 
     return get
 
@@ -212,14 +235,17 @@ def installed_flows(dataplane: Any, timeout: float = 10.0) -> FlowSource:
             plane = dataplane.planes.get(chassis_id)
             engine = getattr(plane, "engine", None)
             if engine is None:
-                raise errors.failed_precondition("NOT_CONNECTED", f"chassis {chassis_id!r} has no switch "
-                                                 "connection yet: its installed flows are unknown",
-                                                 chassis=chassis_id)
+                raise errors.failed_precondition(
+                    "NOT_CONNECTED",
+                    f"chassis {chassis_id!r} has no switch connection yet: its installed flows are unknown",
+                    chassis=chassis_id,
+                )
             try:
                 cache[chassis_id] = _dump(engine, timeout)
             except Exception as err:  # noqa: BLE001 - a disconnected switch, a timeout: say so
-                raise errors.failed_precondition("DUMP_FAILED", f"chassis {chassis_id!r}: cannot dump its "
-                                                 f"flows: {err}", chassis=chassis_id) from None
+                raise errors.failed_precondition(
+                    "DUMP_FAILED", f"chassis {chassis_id!r}: cannot dump its flows: {err}", chassis=chassis_id
+                ) from None
         return cache[chassis_id]
 
     return get
@@ -233,9 +259,16 @@ def _dump(engine: Any, timeout: float) -> ChassisFlows:
 # ------------------------------------------------------------------------------------------------ trace
 
 
-def trace(dataplane: Any, *, port_id: str | None = None, chassis_id: str | None = None,
-          in_port: int | None = None, headers: Mapping[str, str | int] | None = None,
-          dst_port: str | None = None, source: str = "desired") -> TraceResult:
+def trace(
+    dataplane: Any,
+    *,
+    port_id: str | None = None,
+    chassis_id: str | None = None,
+    in_port: int | None = None,
+    headers: Mapping[str, str | int] | None = None,
+    dst_port: str | None = None,
+    source: str = "desired",
+) -> TraceResult:
     """Trace a packet from logical port `port_id` (or `chassis_id` + `in_port`) with `headers` (our field
     names: eth_dst, ipv4_dst, ip_proto, tcp_dst...; eth_src, eth_type, ipv4_src, ip_proto are filled in
     from the source port and the fields given; `dst_port` fills eth_dst / ipv4_dst from that port).
@@ -259,15 +292,25 @@ class _Start:
     first_hop: str = ""  # how the source chose eth_dst, when it is a gateway's MAC
 
     def source(self) -> dict[str, Any]:
-        out = {"port": convert.name_of("port", self.port), "chassis": self.chassis, "in_port": self.in_port,
-               "headers": {k: v for k, v in self.packet.items() if k != "in_port"}}
+        out = {
+            "port": convert.name_of("port", self.port),
+            "chassis": self.chassis,
+            "in_port": self.in_port,
+            "headers": {k: v for k, v in self.packet.items() if k != "in_port"},
+        }
         if self.first_hop:
             out["first_hop"] = self.first_hop
         return out
 
 
-def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port: int | None,
-           headers: Mapping[str, str | int], dst_port: str | None) -> _Start:
+def _start(
+    dataplane: Any,
+    port_id: str | None,
+    chassis_id: str | None,
+    in_port: int | None,
+    headers: Mapping[str, str | int],
+    dst_port: str | None,
+) -> _Start:
     with dataplane.state.lock:
         topo: Topology = dataplane.state.topology
         src: Port | None = None
@@ -276,22 +319,26 @@ def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port:
             if src is None:
                 raise errors.not_found("port", port_id)
             if not src.binding_chassis:
-                raise errors.failed_precondition("PORT_NOT_BOUND", f"port {port_id!r} is not bound to a "
-                                                 "chassis", port=port_id)
+                raise errors.failed_precondition(
+                    "PORT_NOT_BOUND", f"port {port_id!r} is not bound to a chassis", port=port_id
+                )
             chassis_id = src.binding_chassis
             rt = _runtime(dataplane, chassis_id)
             ofport = rt.vifs.get(port_id)
             if ofport is None:
-                raise errors.failed_precondition("PORT_NOT_PLUGGED", f"port {port_id!r} is bound to "
-                                                 f"{chassis_id!r} but no VIF there has iface-id={port_id}",
-                                                 port=port_id)
+                raise errors.failed_precondition(
+                    "PORT_NOT_PLUGGED",
+                    f"port {port_id!r} is bound to {chassis_id!r} but no VIF there has iface-id={port_id}",
+                    port=port_id,
+                )
             in_port = ofport
         elif chassis_id:
             if chassis_id not in topo.chassis:
                 raise errors.not_found("chassis", chassis_id)
             if in_port is None or in_port <= 0:
-                raise errors.invalid("in_port", "required with a chassis (the OpenFlow port the packet "
-                                     "enters)")
+                raise errors.invalid(
+                    "in_port", "required with a chassis (the OpenFlow port the packet enters)"
+                )
             src = _port_at(_runtime(dataplane, chassis_id), topo, in_port)
         else:
             raise errors.invalid("port", "give a source port, or a chassis and in_port")
@@ -311,13 +358,18 @@ def _start(dataplane: Any, port_id: str | None, chassis_id: str | None, in_port:
     return _Start(chassis_id, in_port, src.id if src is not None and port_id else "", packet, hop)
 
 
-def _via_gateway(topo: Topology, src: Port, dst: Port | None, headers: Mapping[str, str | int],
-                 ) -> tuple[Mapping[str, str | int], str]:
+def _via_gateway(
+    topo: Topology,
+    src: Port,
+    dst: Port | None,
+    headers: Mapping[str, str | int],
+) -> tuple[Mapping[str, str | int], str]:
     """An IPv4 packet to an address off the source's subnets goes where a real VM sends it: to the MAC of
     its gateway (or host route's next hop), not to the destination's own MAC. Returns the headers with that
     eth_dst, and the first hop in words ("" when on-link or not an IPv4 packet)."""
     if any(str(k).startswith(("arp_", "ipv6_")) for k in headers) or str(
-            headers.get("eth_type", headers.get("dl_type", "0x0800"))) not in ("0x0800", "0x800", "2048"):
+        headers.get("eth_type", headers.get("dl_type", "0x0800"))
+    ) not in ("0x0800", "0x800", "2048"):
         return headers, ""
     dst_ip = headers.get("ipv4_dst", headers.get("nw_dst", headers.get("ip_dst"))) or _ipv4(dst)
     try:
@@ -328,15 +380,22 @@ def _via_gateway(topo: Topology, src: Port, dst: Port | None, headers: Mapping[s
         return headers, ""
     r = first_hop.route(topo, [src], ip)
     if r is None:
-        raise errors.failed_precondition("NO_ROUTE", f"port {src.id!r} has no route to {ip}: it is on none "
-                                         "of its subnets, and they have no gateway or host route for it",
-                                         port=src.id)
+        raise errors.failed_precondition(
+            "NO_ROUTE",
+            f"port {src.id!r} has no route to {ip}: it is on none "
+            "of its subnets, and they have no gateway or host route for it",
+            port=src.id,
+        )
     if r.on_link:
         return headers, ""
     if r.holder is None:
-        raise errors.failed_precondition("NEXT_HOP_UNRESOLVED", f"port {src.id!r} sends {ip} to its {r.via}, "
-                                         f"but no port of network {src.network_id!r} has {r.next_hop}: ARP "
-                                         "for it is not answered and a real VM sends nothing", port=src.id)
+        raise errors.failed_precondition(
+            "NEXT_HOP_UNRESOLVED",
+            f"port {src.id!r} sends {ip} to its {r.via}, "
+            f"but no port of network {src.network_id!r} has {r.next_hop}: ARP "
+            "for it is not answered and a real VM sends nothing",
+            port=src.id,
+        )
     return {**headers, "eth_dst": r.holder.mac}, r.describe()
 
 
@@ -358,8 +417,11 @@ def _runtime(dataplane: Any, chassis_id: str) -> ChassisRuntime:
     plane = dataplane.planes.get(chassis_id)
     rt = getattr(plane, "runtime", None)
     if rt is None:
-        raise errors.failed_precondition("CHASSIS_NOT_READY", f"chassis {chassis_id!r}: its OVSDB facts "
-                                         "(ofports) are not known yet", chassis=chassis_id)
+        raise errors.failed_precondition(
+            "CHASSIS_NOT_READY",
+            f"chassis {chassis_id!r}: its OVSDB facts (ofports) are not known yet",
+            chassis=chassis_id,
+        )
     return rt  # type: ignore[no-any-return]
 
 
@@ -376,12 +438,16 @@ def _ipv4(port: Port | None) -> str | None:
     return next((ip for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4), None)
 
 
-_ALIASES = {ovs: ours for ours, ovs in OVS_NAMES.items() if not ovs.startswith("tp_") and ovs != "icmp_type"
-            and ovs != "icmp_code"} | {"ip_src": "ipv4_src", "ip_dst": "ipv4_dst"}
+_ALIASES = {
+    ovs: ours
+    for ours, ovs in OVS_NAMES.items()
+    if not ovs.startswith("tp_") and ovs != "icmp_type" and ovs != "icmp_code"
+} | {"ip_src": "ipv4_src", "ip_dst": "ipv4_dst"}
 
 
-def build_headers(headers: Mapping[str, str | int], src: Port | None = None,
-                  dst: Port | None = None) -> dict[str, Any]:
+def build_headers(
+    headers: Mapping[str, str | int], src: Port | None = None, dst: Port | None = None
+) -> dict[str, Any]:
     """Canonical packet fields from friendly input: OVS names accepted (dl_dst, nw_dst), values as strings
     or ints; eth_src (and ipv4_src) from the source port, eth_dst (and ipv4_dst) from `dst`, eth_type and
     ip_proto from the fields present, ICMP echo by default."""
@@ -391,8 +457,10 @@ def build_headers(headers: Mapping[str, str | int], src: Port | None = None,
         try:
             kind = fields.kind(name)
         except fields.FieldError:
-            raise errors.invalid(f"headers[{raw_name}]", "unknown field (use names like eth_dst, ipv4_dst, "
-                                 "ip_proto, tcp_dst, arp_tpa)") from None
+            raise errors.invalid(
+                f"headers[{raw_name}]",
+                "unknown field (use names like eth_dst, ipv4_dst, ip_proto, tcp_dst, arp_tpa)",
+            ) from None
         value: Any = raw
         if kind == "int" and isinstance(raw, str):
             try:
@@ -410,8 +478,12 @@ def build_headers(headers: Mapping[str, str | int], src: Port | None = None,
         pkt.setdefault("eth_src", src.mac)
     if dst is not None:
         pkt.setdefault("eth_dst", dst.mac)
-    l4 = {"tcp": ("tcp_src", "tcp_dst"), "udp": ("udp_src", "udp_dst"), "sctp": ("sctp_src", "sctp_dst"),
-          "icmpv4": ("icmpv4_type", "icmpv4_code")}
+    l4 = {
+        "tcp": ("tcp_src", "tcp_dst"),
+        "udp": ("udp_src", "udp_dst"),
+        "sctp": ("sctp_src", "sctp_dst"),
+        "icmpv4": ("icmpv4_type", "icmpv4_code"),
+    }
     for proto, names in l4.items():
         if any(n in pkt for n in names):
             pkt.setdefault("ip_proto", _PROTO_OF[proto])
@@ -502,13 +574,18 @@ def _next_hops(hops: list[Hop], ports: Mapping[str, Port]) -> str:
             p = ports.get(o.port.removeprefix("ports/")) if o.kind == "vif" else None
             ip = o.headers.get("ipv4_dst")
             if p is not None and ip and o.headers.get("eth_dst") == p.mac and not first_hop.holds(p, str(ip)):
-                out.append(f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards "
-                           "it (explain follows it)")
+                out.append(
+                    f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards "
+                    "it (explain follows it)"
+                )
     return "".join(dict.fromkeys(out))
 
 
-def _steps(res: Result, registry: CookieRegistry, counters: Mapping[Flow, tuple[int, int]] | None,
-           ) -> list[TraceStep]:
+def _steps(
+    res: Result,
+    registry: CookieRegistry,
+    counters: Mapping[Flow, tuple[int, int]] | None,
+) -> list[TraceStep]:
     out = []
     for s in res.steps:
         table = pipeline.table_of(s.stage)
@@ -520,9 +597,18 @@ def _steps(res: Result, registry: CookieRegistry, counters: Mapping[Flow, tuple[
         if counters is not None and s.flow in counters:
             n_packets, n_bytes = counters[s.flow]
             note = (note + "; " if note else "") + f"n_packets={n_packets}, n_bytes={n_bytes}"
-        out.append(TraceStep(s.stage, table, format_flow(s.flow).strip(),
-                             f"{owner[0]}/{owner[1]}" if owner else "", note, s.depth,
-                             format_actions(s.flow.actions), s.flow))
+        out.append(
+            TraceStep(
+                s.stage,
+                table,
+                format_flow(s.flow).strip(),
+                f"{owner[0]}/{owner[1]}" if owner else "",
+                note,
+                s.depth,
+                format_actions(s.flow.actions),
+                s.flow,
+            )
+        )
     return out
 
 
@@ -537,16 +623,25 @@ def _drops(res: Result, chassis_id: str) -> list[str]:
             out.append(f"the copy for the source's own port is not sent back (hairpin) on {chassis_id}")
             continue
         flow = next((s.flow for s in reversed(res.steps) if s.stage == stage and s.flow is not None), None)
-        by = (f" by {format_flow(flow).strip()}" if flow is not None and reason == "no output"
-              else f" ({reason})")
+        by = (
+            f" by {format_flow(flow).strip()}"
+            if flow is not None and reason == "no output"
+            else f" ({reason})"
+        )
         out.append(f"dropped at {stage}{by} on {chassis_id}")
     return out
 
 
-def _classify_output(port: int | str, headers: dict[str, Any], hop: Hop, rt: ChassisRuntime | None,
-                     chassis: Mapping[str, Any], ports: Mapping[str, Port], macs: Mapping[str, str],
-                     runtimes: Mapping[str, ChassisRuntime],
-                     ) -> tuple[TraceOutput, tuple[str, dict[str, Any], str] | None]:
+def _classify_output(
+    port: int | str,
+    headers: dict[str, Any],
+    hop: Hop,
+    rt: ChassisRuntime | None,
+    chassis: Mapping[str, Any],
+    ports: Mapping[str, Port],
+    macs: Mapping[str, str],
+    runtimes: Mapping[str, ChassisRuntime],
+) -> tuple[TraceOutput, tuple[str, dict[str, Any], str] | None]:
     cid = hop.chassis
     shown = {k: v for k, v in headers.items() if k != "in_port"}
     if port == "CONTROLLER":
@@ -642,8 +737,14 @@ class Divergence:
     description: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chassis": self.chassis, "stage": self.stage, "table": self.table, "desired": self.desired,
-                "installed": self.installed, "description": self.description}
+        return {
+            "chassis": self.chassis,
+            "stage": self.stage,
+            "table": self.table,
+            "desired": self.desired,
+            "installed": self.installed,
+            "description": self.description,
+        }
 
 
 @dataclass(frozen=True)
@@ -671,9 +772,12 @@ class DiffTrace:
         return bool(self.divergences)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"desired": self.desired.to_dict(), "installed": self.installed.to_dict(),
-                "divergences": [d.to_dict() for d in self.divergences],
-                "switch": [s.to_dict() for s in self.switch]}
+        return {
+            "desired": self.desired.to_dict(),
+            "installed": self.installed.to_dict(),
+            "divergences": [d.to_dict() for d in self.divergences],
+            "switch": [s.to_dict() for s in self.switch],
+        }
 
     def format(self) -> str:
         lines = ["Differential trace: desired flows vs flows installed on the switches", ""]
@@ -683,18 +787,33 @@ class DiffTrace:
             lines.append(f"DIVERGES on {d.chassis} at {d.table}({d.stage}): {d.description}")
             lines.append(f"  desired:   {d.desired or '(no flow)'}")
             lines.append(f"  installed: {d.installed or '(no flow)'}")
-        lines += ["", f"desired:   {self.desired.verdict}", f"installed: {self.installed.verdict}", "",
-                  "---- desired ----", self.desired.format(), "",
-                  "---- installed ----", self.installed.format()]
+        lines += [
+            "",
+            f"desired:   {self.desired.verdict}",
+            f"installed: {self.installed.verdict}",
+            "",
+            "---- desired ----",
+            self.desired.format(),
+            "",
+            "---- installed ----",
+            self.installed.format(),
+        ]
         for s in self.switch:
             lines += ["", f"---- {s.chassis}: ovs-appctl ofproto/trace br-int '{s.flow}' ----"]
             lines.append(s.output.rstrip() if s.output else f"(not available: {s.error})")
         return "\n".join(lines)
 
 
-def diff_trace(dataplane: Any, *, port_id: str | None = None, chassis_id: str | None = None,
-               in_port: int | None = None, headers: Mapping[str, str | int] | None = None,
-               dst_port: str | None = None, switch_trace: bool = True) -> DiffTrace:
+def diff_trace(
+    dataplane: Any,
+    *,
+    port_id: str | None = None,
+    chassis_id: str | None = None,
+    in_port: int | None = None,
+    headers: Mapping[str, str | int] | None = None,
+    dst_port: str | None = None,
+    switch_trace: bool = True,
+) -> DiffTrace:
     """The same packet through desired and installed flows; the first divergence per chassis; and, where
     the chassis's ovs-appctl is reachable, the switch's own ofproto/trace of the packet entering it."""
     start = _start(dataplane, port_id, chassis_id, in_port, headers or {}, dst_port)
@@ -710,8 +829,14 @@ def diff_trace(dataplane: Any, *, port_id: str | None = None, chassis_id: str | 
             if hop.chassis in done:
                 continue
             done.add(hop.chassis)
-            traces.append(ofproto_trace(hop.chassis, addresses.get(hop.chassis, ""), hop.entry,
-                                        ctl_dir=getattr(dataplane, "vswitchd_ctl_dir", "")))
+            traces.append(
+                ofproto_trace(
+                    hop.chassis,
+                    addresses.get(hop.chassis, ""),
+                    hop.entry,
+                    ctl_dir=getattr(dataplane, "vswitchd_ctl_dir", ""),
+                )
+            )
     return DiffTrace(want, have, divergences, traces)
 
 
@@ -734,10 +859,17 @@ def compare(want: TraceResult, have: TraceResult) -> list[Divergence]:
                 unreached.add(w.chassis)  # a consequence of the upstream divergence, not one of its own
                 continue
             first = w.steps[0] if w.steps else None
-            out.append(Divergence(w.chassis, first.stage if first else pipeline.FIRST_STAGE,
-                                  first.table if first else 0, first.flow if first else "", "",
-                                  f"the desired flows bring the packet to {w.chassis} (from "
-                                  f"{w.came_from or 'the source'}); the installed flows do not"))
+            out.append(
+                Divergence(
+                    w.chassis,
+                    first.stage if first else pipeline.FIRST_STAGE,
+                    first.table if first else 0,
+                    first.flow if first else "",
+                    "",
+                    f"the desired flows bring the packet to {w.chassis} (from "
+                    f"{w.came_from or 'the source'}); the installed flows do not",
+                )
+            )
             flagged.add(w.chassis)
             continue
         d = _first_difference(w, h)
@@ -750,10 +882,16 @@ def compare(want: TraceResult, have: TraceResult) -> list[Divergence]:
                 unreached.add(h.chassis)
                 continue
             first = h.steps[0] if h.steps else None
-            out.append(Divergence(h.chassis, first.stage if first else pipeline.FIRST_STAGE,
-                                  first.table if first else 0, "", first.flow if first else "",
-                                  f"the installed flows bring the packet to {h.chassis}; the desired "
-                                  "flows do not"))
+            out.append(
+                Divergence(
+                    h.chassis,
+                    first.stage if first else pipeline.FIRST_STAGE,
+                    first.table if first else 0,
+                    "",
+                    first.flow if first else "",
+                    f"the installed flows bring the packet to {h.chassis}; the desired flows do not",
+                )
+            )
             flagged.add(h.chassis)
     return out
 
@@ -765,14 +903,24 @@ def _entry_key(h: Hop) -> tuple[tuple[str, Any], ...]:
 def _first_difference(w: Hop, h: Hop) -> Divergence | None:
     if w.error or h.error:
         if w.error != h.error:
-            return Divergence(w.chassis, pipeline.FIRST_STAGE, 0, "", "",
-                              f"desired: {w.error or 'walks'}; installed: {h.error or 'walks'}")
+            return Divergence(
+                w.chassis,
+                pipeline.FIRST_STAGE,
+                0,
+                "",
+                "",
+                f"desired: {w.error or 'walks'}; installed: {h.error or 'walks'}",
+            )
         return None
     for i in range(max(len(w.steps), len(h.steps))):
         a = w.steps[i] if i < len(w.steps) else None
         b = h.steps[i] if i < len(h.steps) else None
-        if a is not None and b is not None and (a.stage, a.matched, a.note if a.matched is None else "") == \
-                (b.stage, b.matched, b.note if b.matched is None else ""):
+        if (
+            a is not None
+            and b is not None
+            and (a.stage, a.matched, a.note if a.matched is None else "")
+            == (b.stage, b.matched, b.note if b.matched is None else "")
+        ):
             continue
         s = a or b
         assert s is not None
@@ -787,8 +935,14 @@ def _first_difference(w: Hop, h: Hop) -> Divergence | None:
             why = "a different flow matched"
         return Divergence(w.chassis, s.stage, s.table, da, db, why)
     if [o.to_dict() for o in w.outputs] != [o.to_dict() for o in h.outputs]:
-        return Divergence(w.chassis, "output", pipeline.table_of("output"), "", "",
-                          "same flows, different outputs (a group differs)")
+        return Divergence(
+            w.chassis,
+            "output",
+            pipeline.table_of("output"),
+            "",
+            "",
+            "same flows, different outputs (a group differs)",
+        )
     return None
 
 
@@ -799,9 +953,27 @@ def ovs_flow_text(packet: Mapping[str, Any]) -> str:
     """The packet as an ovs-ofctl flow (``in_port=1,dl_src=..,dl_dst=..,dl_type=0x0800,nw_dst=..``), the
     argument ofproto/trace takes."""
     # prerequisites first: OVS parses left to right (nw_proto before icmp_type, dl_type before nw_src)
-    order = ["in_port", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", "eth_src", "eth_dst", "vlan_vid",
-             "eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "nw_ttl", "arp_op",
-             "arp_spa", "arp_tpa", "arp_sha", "arp_tha"]
+    order = [
+        "in_port",
+        "tunnel_id",
+        "tun_ipv4_src",
+        "tun_ipv4_dst",
+        "eth_src",
+        "eth_dst",
+        "vlan_vid",
+        "eth_type",
+        "ip_proto",
+        "ipv4_src",
+        "ipv4_dst",
+        "ipv6_src",
+        "ipv6_dst",
+        "nw_ttl",
+        "arp_op",
+        "arp_spa",
+        "arp_tpa",
+        "arp_sha",
+        "arp_tha",
+    ]
     keys = [k for k in order if k in packet] + sorted(k for k in packet if k not in order)
     proto = packet.get("ip_proto")
     parts = []
@@ -823,7 +995,7 @@ def vswitchd_ctl(ovsdb_address: str, chassis_id: str = "", ctl_dir: str = "") ->
     """The chassis's ovs-vswitchd control socket, when its OVSDB is a local unix socket next to it, or, for
     a chassis on this machine reached over ssl: (the lab), in `ctl_dir`/<chassis id>/ (option vswitchd_ctl_dir)."""
     if ovsdb_address.startswith("unix:"):
-        rundir = Path(ovsdb_address[len("unix:"):]).parent
+        rundir = Path(ovsdb_address[len("unix:") :]).parent
     elif ctl_dir and chassis_id and "/" not in chassis_id and chassis_id not in (".", ".."):
         rundir = Path(ctl_dir) / chassis_id
     else:
@@ -834,20 +1006,28 @@ def vswitchd_ctl(ovsdb_address: str, chassis_id: str = "", ctl_dir: str = "") ->
     return next((p for p in found if p.is_socket()), None)
 
 
-def ofproto_trace(chassis_id: str, ovsdb_address: str, packet: Mapping[str, Any],
-                  bridge: str = "br-int", ctl_dir: str = "") -> SwitchTrace:
+def ofproto_trace(
+    chassis_id: str, ovsdb_address: str, packet: Mapping[str, Any], bridge: str = "br-int", ctl_dir: str = ""
+) -> SwitchTrace:
     """`ovs-appctl -t CTL ofproto/trace br-int FLOW` on the chassis, if its control socket is reachable."""
     flow = ovs_flow_text(packet)
     ctl = vswitchd_ctl(ovsdb_address, chassis_id, ctl_dir)
     if ctl is None:
-        return SwitchTrace(chassis_id, flow, "",
-                           f"no ovs-vswitchd control socket reachable for {ovsdb_address!r}")
+        return SwitchTrace(
+            chassis_id, flow, "", f"no ovs-vswitchd control socket reachable for {ovsdb_address!r}"
+        )
     try:
-        proc = subprocess.run(["ovs-appctl", "-t", str(ctl), "ofproto/trace", bridge, flow],
-                              capture_output=True, text=True, timeout=APPCTL_TIMEOUT, check=False)
+        proc = subprocess.run(
+            ["ovs-appctl", "-t", str(ctl), "ofproto/trace", bridge, flow],
+            capture_output=True,
+            text=True,
+            timeout=APPCTL_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return SwitchTrace(chassis_id, flow, "", f"ovs-appctl failed: {err}")
     if proc.returncode != 0:
-        return SwitchTrace(chassis_id, flow, proc.stdout,
-                           f"ovs-appctl exit {proc.returncode}: {proc.stderr.strip()}")
+        return SwitchTrace(
+            chassis_id, flow, proc.stdout, f"ovs-appctl exit {proc.returncode}: {proc.stderr.strip()}"
+        )
     return SwitchTrace(chassis_id, flow, proc.stdout)

@@ -78,8 +78,12 @@ def claims(view: View) -> dict[tuple[str, str], Claim]:
         gc, gwp = view.gateway_of(router), view.gateway_port(router)
         if gc is None or gwp is None or not router.admin_state_up or not gwp.admin_state_up:
             continue
-        add(gwp.network_id, gwp.mac, [ip for _s, ip in gwp.fixed_ips] + [f.address for f in fips.get(router.id, [])],
-            gc)
+        add(
+            gwp.network_id,
+            gwp.mac,
+            [ip for _s, ip in gwp.fixed_ips] + [f.address for f in fips.get(router.id, [])],
+            gc,
+        )
     for lb in topo.load_balancers.values():
         vip = topo.ports.get(lb.vip_port_id)
         if vip is not None and view.vip(vip):
@@ -98,8 +102,11 @@ def may_change(change: Change) -> bool:
     if old is None or new is None:
         return getattr(old or new, "device_owner", "") in owners
     # a floating IP holds while its fixed IP is still the port's
-    return (getattr(new, "device_owner", "") in owners or getattr(old, "fixed_ips", ()) != getattr(new, "fixed_ips", ())
-            or getattr(old, "mac", "") != getattr(new, "mac", ""))
+    return (
+        getattr(new, "device_owner", "") in owners
+        or getattr(old, "fixed_ips", ()) != getattr(new, "fixed_ips", ())
+        or getattr(old, "mac", "") != getattr(new, "mac", "")
+    )
 
 
 def changed(before: Claims, after: Claims) -> list[Claim]:
@@ -143,7 +150,9 @@ class Announcer:
         """Take the model's claims as known, announcing nothing (a controller start: nothing moved)."""
         self.current = claims(view)
 
-    def due(self, now: float, ready: Callable[[str, int], bool], cost: Callable[[Pending], int]) -> list[Pending]:
+    def due(
+        self, now: float, ready: Callable[[str, int], bool], cost: Callable[[Pending], int]
+    ) -> list[Pending]:
         """The pending announcements to send now: due, their chassis ready (its switch has realized the model
         revision: `ready(chassis, revision)`), within the chassis's rate (`cost`: the packets an announcement
         takes there). Those not sent now stay pending; one whose claim is no longer current is dropped."""
@@ -166,7 +175,9 @@ class Announcer:
     def _take(self, chassis: str, n: int, now: float) -> bool:
         tokens, when = self._tokens.get(chassis, (self.rate_pps, now))
         tokens = min(self.rate_pps, tokens + (now - when) * self.rate_pps)
-        if n > tokens and tokens < self.rate_pps:  # an announcement larger than the burst goes when it is full
+        if (
+            n > tokens and tokens < self.rate_pps
+        ):  # an announcement larger than the burst goes when it is full
             self._tokens[chassis] = (tokens, now)
             return False
         self._tokens[chassis] = (tokens - n, now)
@@ -184,8 +195,11 @@ def garp(mac: str, address: str, vlan: int | None = None) -> bytes:
         pkt.add_protocol(vlan_.vlan(vid=vlan, ethertype=0x0806))
     else:
         pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, 0x0806))
-    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=address, dst_mac="00:00:00:00:00:00",
-                             dst_ip=address))
+    pkt.add_protocol(
+        arp.arp(
+            opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=address, dst_mac="00:00:00:00:00:00", dst_ip=address
+        )
+    )
     pkt.serialize()
     return bytes(pkt.data)
 

@@ -52,8 +52,16 @@ _BROADCAST_FLAG = 0x8000
 OPT_HOST_NAME, OPT_BROADCAST, OPT_MTU, OPT_CLASSLESS_ROUTES = 12, 28, 26, 121
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
-MESSAGE_NAMES = {dhcp.DHCP_DISCOVER: "DISCOVER", dhcp.DHCP_OFFER: "OFFER", dhcp.DHCP_REQUEST: "REQUEST",
-                 4: "DECLINE", dhcp.DHCP_ACK: "ACK", 6: "NAK", 7: "RELEASE", 8: "INFORM"}
+MESSAGE_NAMES = {
+    dhcp.DHCP_DISCOVER: "DISCOVER",
+    dhcp.DHCP_OFFER: "OFFER",
+    dhcp.DHCP_REQUEST: "REQUEST",
+    4: "DECLINE",
+    dhcp.DHCP_ACK: "ACK",
+    6: "NAK",
+    7: "RELEASE",
+    8: "INFORM",
+}
 DHCP_DECLINE, DHCP_NAK, DHCP_RELEASE, DHCP_INFORM = 4, 6, 7, 8
 
 
@@ -79,7 +87,7 @@ def classless_routes(routes: list[tuple[str, str]]) -> bytes:
         net = netaddr.IPNetwork(dest)
         width = net.prefixlen
         out.append(width)
-        out += net.network.packed[:(width + 7) // 8]
+        out += net.network.packed[: (width + 7) // 8]
         out += _ip_bytes(nexthop)
     return bytes(out)
 
@@ -89,7 +97,9 @@ def server_identity(view: View, subnet: Subnet) -> tuple[str, str]:
     if not subnet.gateway_ip:
         return SERVER_ID_NO_GATEWAY, SERVER_MAC
     for p in view.topo.ports_of(subnet.network_id):
-        if p.device_owner == OWNER_ROUTER_INTERFACE and any(ip == subnet.gateway_ip for _s, ip in p.fixed_ips):
+        if p.device_owner == OWNER_ROUTER_INTERFACE and any(
+            ip == subnet.gateway_ip for _s, ip in p.fixed_ips
+        ):
             return subnet.gateway_ip, p.mac
     return subnet.gateway_ip, SERVER_MAC
 
@@ -129,8 +139,12 @@ class Responder:
         port = self._port(view, chassis_id, match, eth.src)
         if port is None or req.chaddr.lower() != port.mac.lower():
             self._count("unknown_port")
-            log.debug("chassis %s: DHCP from %s (in_port %s): no port of ours, no answer", chassis_id, eth.src,
-                      match.get("in_port"))
+            log.debug(
+                "chassis %s: DHCP from %s (in_port %s): no port of ours, no answer",
+                chassis_id,
+                eth.src,
+                match.get("in_port"),
+            )
             return None
         got = dhcp_address(view, port)
         ofport = view.local_ofport(chassis_id, port)
@@ -149,8 +163,11 @@ class Responder:
             if chosen and chosen != _ip_bytes(server_id):
                 return None  # the client took another server's offer
             requested = _option(req, dhcp.DHCP_REQUESTED_IP_ADDR_OPT)
-            wanted = str(netaddr.IPAddress(int.from_bytes(requested, "big"))) if requested and len(requested) == 4 \
+            wanted = (
+                str(netaddr.IPAddress(int.from_bytes(requested, "big")))
+                if requested and len(requested) == 4
                 else req.ciaddr
+            )
             reply_type = dhcp.DHCP_ACK if wanted == ip else DHCP_NAK
         elif kind == DHCP_INFORM:
             reply_type = dhcp.DHCP_ACK
@@ -177,18 +194,34 @@ class Responder:
                 return port if port.mac.lower() == mac.lower() else None
         return None
 
-    def _build(self, view: View, port: Port, subnet: Subnet, ip: str, req: Any, reply_type: int, kind: int,
-               server_id: str, server_mac: str) -> bytes:
+    def _build(
+        self,
+        view: View,
+        port: Port,
+        subnet: Subnet,
+        ip: str,
+        req: Any,
+        reply_type: int,
+        kind: int,
+        server_id: str,
+        server_mac: str,
+    ) -> bytes:
         net = netaddr.IPNetwork(subnet.cidr)
-        opts: list[tuple[int, bytes]] = [(dhcp.DHCP_MESSAGE_TYPE_OPT, bytes([reply_type])),
-                                         (dhcp.DHCP_SERVER_IDENTIFIER_OPT, _ip_bytes(server_id))]
+        opts: list[tuple[int, bytes]] = [
+            (dhcp.DHCP_MESSAGE_TYPE_OPT, bytes([reply_type])),
+            (dhcp.DHCP_SERVER_IDENTIFIER_OPT, _ip_bytes(server_id)),
+        ]
         if reply_type != DHCP_NAK:
             opts.append((dhcp.DHCP_SUBNET_MASK_OPT, net.netmask.packed))
-            opts.append((OPT_BROADCAST, net.broadcast.packed if net.broadcast is not None else net.network.packed))
+            opts.append(
+                (OPT_BROADCAST, net.broadcast.packed if net.broadcast is not None else net.network.packed)
+            )
             if subnet.gateway_ip:
                 opts.append((dhcp.DHCP_GATEWAY_ADDR_OPT, _ip_bytes(subnet.gateway_ip)))
             if subnet.dns_servers:
-                opts.append((dhcp.DHCP_DNS_SERVER_ADDR_OPT, b"".join(_ip_bytes(d) for d in subnet.dns_servers)))
+                opts.append(
+                    (dhcp.DHCP_DNS_SERVER_ADDR_OPT, b"".join(_ip_bytes(d) for d in subnet.dns_servers))
+                )
             mtu = view.topo.networks[port.network_id].mtu
             if mtu:
                 opts.append((OPT_MTU, mtu.to_bytes(2, "big")))
@@ -201,9 +234,11 @@ class Responder:
                 opts.append((OPT_HOST_NAME, port.display_name.encode()))
             if kind != DHCP_INFORM:  # an INFORM's client has its address: no lease (RFC 2131 3.4)
                 lease = self.lease_s
-                opts += [(dhcp.DHCP_IP_ADDR_LEASE_TIME_OPT, lease.to_bytes(4, "big")),
-                         (dhcp.DHCP_RENEWAL_TIME_OPT, (lease // 2).to_bytes(4, "big")),
-                         (dhcp.DHCP_REBINDING_TIME_OPT, (lease * 7 // 8).to_bytes(4, "big"))]
+                opts += [
+                    (dhcp.DHCP_IP_ADDR_LEASE_TIME_OPT, lease.to_bytes(4, "big")),
+                    (dhcp.DHCP_RENEWAL_TIME_OPT, (lease // 2).to_bytes(4, "big")),
+                    (dhcp.DHCP_REBINDING_TIME_OPT, (lease * 7 // 8).to_bytes(4, "big")),
+                ]
         # where it goes (RFC 2131 4.1): a configured client (ciaddr) by unicast; a NAK, or a client that
         # asked for broadcast, to everyone (on its own port); else to the offered address and its MAC
         if reply_type == DHCP_NAK or (req.ciaddr == "0.0.0.0" and req.flags & _BROADCAST_FLAG):
@@ -213,11 +248,18 @@ class Responder:
         else:
             ip_dst, eth_dst = ip, port.mac
         yiaddr = ip if reply_type != DHCP_NAK and kind != DHCP_INFORM else "0.0.0.0"
-        reply = dhcp.dhcp(op=dhcp.DHCP_BOOT_REPLY, chaddr=port.mac, xid=req.xid, flags=req.flags,
-                          ciaddr=req.ciaddr if kind == DHCP_INFORM else "0.0.0.0", yiaddr=yiaddr,
-                          siaddr=server_id if reply_type != DHCP_NAK else "0.0.0.0", giaddr=req.giaddr,
-                          hlen=6, options=dhcp.options(
-                              [dhcp.option(tag, value) for tag, value in opts]))
+        reply = dhcp.dhcp(
+            op=dhcp.DHCP_BOOT_REPLY,
+            chaddr=port.mac,
+            xid=req.xid,
+            flags=req.flags,
+            ciaddr=req.ciaddr if kind == DHCP_INFORM else "0.0.0.0",
+            yiaddr=yiaddr,
+            siaddr=server_id if reply_type != DHCP_NAK else "0.0.0.0",
+            giaddr=req.giaddr,
+            hlen=6,
+            options=dhcp.options([dhcp.option(tag, value) for tag, value in opts]),
+        )
         out = packet.Packet()
         out.add_protocol(ethernet.ethernet(eth_dst, server_mac, 0x0800))
         out.add_protocol(ipv4.ipv4(src=server_id, dst=ip_dst, proto=17, ttl=64))

@@ -64,8 +64,14 @@ def _gateway_mac(pin: PacketIn, sender: Port, macs: tuple[str, ...]) -> str | No
         iface = topo.ports.get(pid) if pid else None
         if iface is None or iface.device_owner != OWNER_ROUTER_INTERFACE:
             continue
-        gw = next((p for p in topo.router_ports(iface.device_id)
-                   if p.device_owner == OWNER_ROUTER_INTERFACE and p.network_id == sender.network_id), None)
+        gw = next(
+            (
+                p
+                for p in topo.router_ports(iface.device_id)
+                if p.device_owner == OWNER_ROUTER_INTERFACE and p.network_id == sender.network_id
+            ),
+            None,
+        )
         if gw is not None:
             return gw.mac
     return None
@@ -100,18 +106,33 @@ def build_reply(pin: PacketIn) -> tuple[bytes, int] | None:
             return None  # never answer a RST
         reply.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6, ttl=64))
         if seg.bits & TCP_ACK:
-            reply.add_protocol(tcp.tcp(src_port=seg.dst_port, dst_port=seg.src_port, seq=seg.ack, ack=0,
-                                       bits=TCP_RST, window_size=0))
+            reply.add_protocol(
+                tcp.tcp(
+                    src_port=seg.dst_port,
+                    dst_port=seg.src_port,
+                    seq=seg.ack,
+                    ack=0,
+                    bits=TCP_RST,
+                    window_size=0,
+                )
+            )
         else:
             payload = ip.total_length - ihl - seg.offset * 4
             length = payload + (1 if seg.bits & TCP_SYN else 0) + (1 if seg.bits & TCP_FIN else 0)
-            reply.add_protocol(tcp.tcp(src_port=seg.dst_port, dst_port=seg.src_port, seq=0,
-                                       ack=(seg.seq + length) & 0xFFFFFFFF, bits=TCP_RST | TCP_ACK,
-                                       window_size=0))
+            reply.add_protocol(
+                tcp.tcp(
+                    src_port=seg.dst_port,
+                    dst_port=seg.src_port,
+                    seq=0,
+                    ack=(seg.seq + length) & 0xFFFFFFFF,
+                    bits=TCP_RST | TCP_ACK,
+                    window_size=0,
+                )
+            )
     else:
         if ip.proto == 1 and len(raw_ip) > ihl and raw_ip[ihl] in ICMP_ERRORS:
             return None
-        quoted = bytes(raw_ip[:ihl + 8])
+        quoted = bytes(raw_ip[: ihl + 8])
         reply.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=1, ttl=64))
         reply.add_protocol(icmp.icmp(type_=3, code=3, data=icmp.dest_unreach(data=quoted)))
     reply.serialize()

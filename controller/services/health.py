@@ -54,7 +54,7 @@ class Target:
     expected_codes: str
     address: str
     protocol_port: int
-    status: str                 # the member's operating status in the model
+    status: str  # the member's operating status in the model
     vip_address: str
     vip_mac: str
     http_method: str = "GET"
@@ -79,10 +79,10 @@ class Send:
 @dataclass
 class _Probe:
     target: Target
-    sport: int           # TCP/HTTP source port, or ICMP id
-    isn: int             # our initial sequence number (TCP/HTTP)
+    sport: int  # TCP/HTTP source port, or ICMP id
+    isn: int  # our initial sequence number (TCP/HTTP)
     deadline: float
-    stage: str = "syn"   # syn -> (http) request -> done
+    stage: str = "syn"  # syn -> (http) request -> done
 
 
 @dataclass
@@ -101,7 +101,13 @@ def targets(topo: Topology) -> list[Target]:
     for pool in sorted(topo.pools.values(), key=lambda p: p.id):
         hm = topo.health_monitors.get(topo.pool_monitor.get(pool.id, ""))
         lb = topo.load_balancers.get(pool.load_balancer_id)
-        if hm is None or not hm.admin_state_up or lb is None or not lb.admin_state_up or not pool.admin_state_up:
+        if (
+            hm is None
+            or not hm.admin_state_up
+            or lb is None
+            or not lb.admin_state_up
+            or not pool.admin_state_up
+        ):
             continue
         vip = lbapp.vip_port(topo, lb)
         if vip is None or not lb.vip_address:
@@ -114,11 +120,32 @@ def targets(topo: Topology) -> list[Target]:
             ch = topo.chassis.get(port.binding_chassis) if port is not None else None
             net = topo.networks.get(port.network_id) if port is not None else None
             if port is not None and ch is not None and net is not None and port.admin_state_up:
-                where = {"chassis_id": ch.id, "datapath_id": ch.datapath_id, "net_key": net.key,
-                         "port_key": port.key, "mac": port.mac}
-            out.append(Target(m.id, lb.id, hm.type, hm.delay, hm.timeout, hm.max_retries, hm.url_path,
-                              hm.expected_codes, m.address, m.protocol_port, m.operating_status, lb.vip_address,
-                              vip.mac, hm.http_method or "GET", **where))
+                where = {
+                    "chassis_id": ch.id,
+                    "datapath_id": ch.datapath_id,
+                    "net_key": net.key,
+                    "port_key": port.key,
+                    "mac": port.mac,
+                }
+            out.append(
+                Target(
+                    m.id,
+                    lb.id,
+                    hm.type,
+                    hm.delay,
+                    hm.timeout,
+                    hm.max_retries,
+                    hm.url_path,
+                    hm.expected_codes,
+                    m.address,
+                    m.protocol_port,
+                    m.operating_status,
+                    lb.vip_address,
+                    vip.mac,
+                    hm.http_method or "GET",
+                    **where,
+                )
+            )
     return out
 
 
@@ -241,22 +268,39 @@ class Prober:
                 flags, seq, ack, payload = l4["flags"], l4["seq"], l4["ack"], l4["payload"]
                 if flags & TCP_RST:
                     self._finish(st, False, changes)
-                elif probe.stage == "syn" and flags & TCP_SYN and flags & TCP_ACK and ack == (probe.isn + 1) % (1 << 32):
+                elif (
+                    probe.stage == "syn"
+                    and flags & TCP_SYN
+                    and flags & TCP_ACK
+                    and ack == (probe.isn + 1) % (1 << 32)
+                ):
                     if t.type == "TCP":
                         sends.append(self._send(t, _tcp(t, probe.sport, probe.isn + 1, 0, TCP_RST)))
                         self._finish(st, True, changes)
                     else:
                         probe.stage = "request"
                         probe.server_seq = (seq + 1) % (1 << 32)  # type: ignore[attr-defined]
-                        sends.append(self._send(t, _tcp(t, probe.sport, probe.isn + 1, probe.server_seq,  # type: ignore[attr-defined]
-                                                        TCP_ACK | TCP_PSH, _request(t))))
+                        sends.append(
+                            self._send(
+                                t,
+                                _tcp(
+                                    t,
+                                    probe.sport,
+                                    probe.isn + 1,
+                                    probe.server_seq,  # type: ignore[attr-defined]
+                                    TCP_ACK | TCP_PSH,
+                                    _request(t),
+                                ),
+                            )
+                        )
                 elif probe.stage == "request" and payload:
                     ok = False
                     line = payload.split(b"\r\n", 1)[0].split(b"\n", 1)[0].split()
                     if len(line) >= 2 and line[0].startswith(b"HTTP/") and line[1].isdigit():
                         ok = code_expected(int(line[1]), t.expected_codes)
-                    sends.append(self._send(t, _tcp(t, probe.sport, probe.isn + 1 + len(_request(t)), 0,
-                                                    TCP_RST)))
+                    sends.append(
+                        self._send(t, _tcp(t, probe.sport, probe.isn + 1 + len(_request(t)), 0, TCP_RST))
+                    )
                     self._finish(st, ok, changes)
             self._pending.extend(changes)
             return sends
@@ -290,9 +334,17 @@ def _tcp(t: Target, sport: int, seq: int, ack: int, flags: int, payload: bytes =
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(t.mac, t.vip_mac, 0x0800))
     pkt.add_protocol(ipv4.ipv4(src=t.vip_address, dst=t.address, proto=6, ttl=64))
-    pkt.add_protocol(tcp.tcp(src_port=sport, dst_port=t.protocol_port, seq=seq % (1 << 32), ack=ack % (1 << 32),
-                             bits=flags, window_size=64240,
-                             option=[tcp.TCPOptionMaximumSegmentSize(max_seg_size=1400)] if flags & TCP_SYN else None))
+    pkt.add_protocol(
+        tcp.tcp(
+            src_port=sport,
+            dst_port=t.protocol_port,
+            seq=seq % (1 << 32),
+            ack=ack % (1 << 32),
+            bits=flags,
+            window_size=64240,
+            option=[tcp.TCPOptionMaximumSegmentSize(max_seg_size=1400)] if flags & TCP_SYN else None,
+        )
+    )
     if payload:
         pkt.add_protocol(payload)
     pkt.serialize()
@@ -305,8 +357,11 @@ def _icmp_echo(t: Target, ident: int, seq: int) -> bytes:
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(t.mac, t.vip_mac, 0x0800))
     pkt.add_protocol(ipv4.ipv4(src=t.vip_address, dst=t.address, proto=1, ttl=64))
-    pkt.add_protocol(icmp.icmp(type_=ICMP_ECHO_REQUEST, code=0, csum=0,
-                               data=icmp.echo(id_=ident, seq=seq, data=b"sdn-health")))
+    pkt.add_protocol(
+        icmp.icmp(
+            type_=ICMP_ECHO_REQUEST, code=0, csum=0, data=icmp.echo(id_=ident, seq=seq, data=b"sdn-health")
+        )
+    )
     pkt.serialize()
     return bytes(pkt.data)
 
@@ -325,8 +380,19 @@ def _parse(data: bytes) -> tuple[str, str, int, int, dict[str, Any]] | None:
     seg = pkt.get_protocol(tcp.tcp)
     if seg is not None:
         payload = pkt.protocols[-1] if isinstance(pkt.protocols[-1], (bytes, bytearray)) else b""
-        return ip.src, ip.dst, 6, seg.dst_port, {"sport": seg.src_port, "flags": seg.bits, "seq": seg.seq,
-                                                  "ack": seg.ack, "payload": bytes(payload)}
+        return (
+            ip.src,
+            ip.dst,
+            6,
+            seg.dst_port,
+            {
+                "sport": seg.src_port,
+                "flags": seg.bits,
+                "seq": seg.seq,
+                "ack": seg.ack,
+                "payload": bytes(payload),
+            },
+        )
     ic = pkt.get_protocol(icmp.icmp)
     if ic is not None and isinstance(ic.data, icmp.echo):
         return ip.src, ip.dst, 1, ic.data.id, {"type": ic.type}
@@ -345,8 +411,9 @@ class HealthService:
     """Runs a Prober against the model: a thread ticking every `interval` s, answers from the dataplane's
     packet-in handler (Dataplane.packet_in_apps[ids.LB]), status changes written through the model."""
 
-    def __init__(self, state: Any, inject: Inject, clock: Callable[[], float] = time.monotonic,
-                 interval: float = 0.1) -> None:
+    def __init__(
+        self, state: Any, inject: Inject, clock: Callable[[], float] = time.monotonic, interval: float = 0.1
+    ) -> None:
         self.state = state
         self.inject = inject
         self.clock = clock
@@ -403,7 +470,9 @@ class HealthService:
         for member_id, status in changes:
             log.info("load-balancer member %s is %s", member_id, status)
 
-            def fn(t: Topology, rev: int, now: float, member_id: str = member_id, status: str = status) -> list[Any]:
+            def fn(
+                t: Topology, rev: int, now: float, member_id: str = member_id, status: str = status
+            ) -> list[Any]:
                 return ops_lb.set_operating_status(t, "member", member_id, status, rev, now)
 
             self.state.write(fn)

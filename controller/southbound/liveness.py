@@ -13,8 +13,9 @@ from __future__ import annotations
 
 
 class GatewayLiveness:
-    def __init__(self, hold_s: float, start: float, startup_grace_s: float = 10.0,
-                 down: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, hold_s: float, start: float, startup_grace_s: float = 10.0, down: frozenset[str] = frozenset()
+    ) -> None:
         self.hold_s = hold_s
         self.start = start
         self.startup_grace_s = max(startup_grace_s, hold_s)

@@ -36,13 +36,21 @@ from flows import pipeline
 log = logging.getLogger(__name__)
 
 #: replies the sync engines wait for
-_REPLY_EVENTS = [ofp_event.EventOFPBarrierReply, ofp_event.EventOFPErrorMsg, ofp_event.EventOFPFlowStatsReply,
-                 ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
-                 ofp_event.EventONFBundleCtrlMsg]
+_REPLY_EVENTS = [
+    ofp_event.EventOFPBarrierReply,
+    ofp_event.EventOFPErrorMsg,
+    ofp_event.EventOFPFlowStatsReply,
+    ofp_event.EventOFPGroupDescStatsReply,
+    ofp_event.EventOFPMeterConfigStatsReply,
+    ofp_event.EventONFBundleCtrlMsg,
+]
 
 #: OpenFlow 1.3 packet-in reason codes, named for metrics
-PACKET_IN_REASONS = {ofproto_v1_3.OFPR_NO_MATCH: "no_match", ofproto_v1_3.OFPR_ACTION: "action",
-                     ofproto_v1_3.OFPR_INVALID_TTL: "invalid_ttl"}
+PACKET_IN_REASONS = {
+    ofproto_v1_3.OFPR_NO_MATCH: "no_match",
+    ofproto_v1_3.OFPR_ACTION: "action",
+    ofproto_v1_3.OFPR_INVALID_TTL: "invalid_ttl",
+}
 
 
 def _wake_sender_on_eof() -> None:
@@ -130,8 +138,12 @@ class Rejections:
 
 
 _rejections = Rejections()
-REFUSAL_LOG_INTERVAL_S = 30.0  # a refused switch retries every second: one log line per peer and reason per 30 s
-_refusal_logged: dict[tuple[str, str], tuple[float, int]] = {}  # (address, reason) -> (last logged, suppressed)
+REFUSAL_LOG_INTERVAL_S = (
+    30.0  # a refused switch retries every second: one log line per peer and reason per 30 s
+)
+_refusal_logged: dict[
+    tuple[str, str], tuple[float, int]
+] = {}  # (address, reason) -> (last logged, suppressed)
 _refusal_lock = threading.Lock()
 
 
@@ -147,6 +159,8 @@ def _log_refusal(address: str, reason: str, msg: str, *args: object) -> None:
             _refusal_logged.clear()
     more = f" ({suppressed} more like it not logged)" if suppressed else ""
     log.warning(msg + more, *args)
+
+
 _listener_tls: TlsFiles | None = None  # set by ensure_started before os-ken's listener starts
 
 
@@ -195,8 +209,13 @@ def _handle_connection(conn: socket.socket, addr: Any, ctx: ssl.SSLContext | Non
             conn = ctx.wrap_socket(conn, server_side=True)
         except OSError as e:  # ssl.SSLError included: no or a foreign certificate, plaintext, timeout
             _rejections.add("tls_handshake")
-            _log_refusal(addr[0], "tls_handshake", "OpenFlow connection from %s refused: TLS handshake failed (%s)",
-                         addr[0], getattr(e, "reason", None) or e)
+            _log_refusal(
+                addr[0],
+                "tls_handshake",
+                "OpenFlow connection from %s refused: TLS handshake failed (%s)",
+                addr[0],
+                getattr(e, "reason", None) or e,
+            )
             conn.close()
             return
     osken_controller.datapath_connection_factory(conn, addr)
@@ -249,7 +268,7 @@ class DatapathRegistry:
 
 
 class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]  # noqa: RUF012 (os-ken reads this class attribute)
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -271,8 +290,15 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     def _refuse(self, dp: Any, reason: str, detail: str) -> None:
         _rejections.add(reason)
-        _log_refusal(dp.address[0], reason, "refused switch from %s claiming datapath %016x: %s (%s)",
-                     dp.address[0], dp.id, reason, detail)
+        _log_refusal(
+            dp.address[0],
+            reason,
+            "refused switch from %s claiming datapath %016x: %s (%s)",
+            dp.address[0],
+            dp.id,
+            reason,
+            detail,
+        )
         _drop_connection(dp)
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)  # type: ignore[misc]
@@ -293,8 +319,11 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 return
         current = self.registry.get(dp.id)
         if current is not None and current is not dp and getattr(current, IDENTITY_ATTR, None) != identity:
-            self._refuse(dp, "datapath_in_use", f"connected as {getattr(current, IDENTITY_ATTR, '?')}, "
-                         f"this one is {identity}")
+            self._refuse(
+                dp,
+                "datapath_in_use",
+                f"connected as {getattr(current, IDENTITY_ATTR, '?')}, this one is {identity}",
+            )
             return
         setattr(dp, ADMITTED_ATTR, True)
         log.info("switch connected: datapath %016x from %s (%s)", dp.id, dp.address, identity)
@@ -311,7 +340,11 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         if ev.state == MAIN_DISPATCHER:
             current = self.registry.get(dp.id)
             identity = getattr(dp, IDENTITY_ATTR, None)
-            if current is not None and current is not dp and getattr(current, IDENTITY_ATTR, None) != identity:
+            if (
+                current is not None
+                and current is not dp
+                and getattr(current, IDENTITY_ATTR, None) != identity
+            ):
                 setattr(dp, ADMITTED_ATTR, False)  # another identity got in between features and now
                 self._refuse(dp, "datapath_in_use", f"connected as {getattr(current, IDENTITY_ATTR, '?')}")
                 return
@@ -345,8 +378,15 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         if dp is None:
             return False
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                                        actions=[parser.OFPActionOutput(port)], data=data))
+        dp.send_msg(
+            parser.OFPPacketOut(
+                datapath=dp,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=ofp.OFPP_CONTROLLER,
+                actions=[parser.OFPActionOutput(port)],
+                data=data,
+            )
+        )
         return True
 
     def inject(self, dpid: int, data: bytes, metadata: int, reg7: int) -> bool:
@@ -357,18 +397,33 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         if dp is None:
             return False
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        actions = [parser.OFPActionSetField(metadata=metadata), parser.OFPActionSetField(reg7=reg7),
-                   parser.NXActionResubmitTable(in_port=0xFFF8, table_id=pipeline.table_of("egress_dispatch"))]
-        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                                        actions=actions, data=data))
+        actions = [
+            parser.OFPActionSetField(metadata=metadata),
+            parser.OFPActionSetField(reg7=reg7),
+            parser.NXActionResubmitTable(in_port=0xFFF8, table_id=pipeline.table_of("egress_dispatch")),
+        ]
+        dp.send_msg(
+            parser.OFPPacketOut(
+                datapath=dp,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=ofp.OFPP_CONTROLLER,
+                actions=actions,
+                data=data,
+            )
+        )
         return True
 
     def _add_meters(self, dp: Any) -> None:
         """The packet-in meter (apps.ids.PACKET_IN_METER). On a reconnect it exists already: the switch's
         METER_EXISTS error for this xid is expected and dropped (flows referencing the meter stay)."""
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        msg = parser.OFPMeterMod(dp, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_PKTPS, meter_id=ids.PACKET_IN_METER,
-                                 bands=[parser.OFPMeterBandDrop(rate=ids.PACKET_IN_RATE_PPS, burst_size=0)])
+        msg = parser.OFPMeterMod(
+            dp,
+            command=ofp.OFPMC_ADD,
+            flags=ofp.OFPMF_PKTPS,
+            meter_id=ids.PACKET_IN_METER,
+            bands=[parser.OFPMeterBandDrop(rate=ids.PACKET_IN_RATE_PPS, burst_size=0)],
+        )
         dp.set_xid(msg)
         with self._meter_lock:
             self._meter_xids.add((dp.id, msg.xid))
@@ -411,7 +466,9 @@ def ensure_started(host: str, port: int, tls: TlsFiles | None = None) -> OFApp:
                 from os_ken import cfg
                 from os_ken.base.app_manager import AppManager
 
-                cfg.CONF(args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)], project="os_ken")
+                cfg.CONF(
+                    args=["--ofp-listen-host", host, "--ofp-tcp-listen-port", str(port)], project="os_ken"
+                )
                 # echo requests detect a switch that vanished without closing the connection (~20 s)
                 cfg.CONF.set_override("echo_request_interval", 5.0)
                 cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)

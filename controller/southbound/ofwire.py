@@ -30,10 +30,10 @@ def canonical_key(table: int, priority: int, cookie: int, buf: bytes, start: int
     tlvs = []
     while off < end:
         n = 4 + buf[off + 3]
-        tlvs.append(buf[off:off + n])
+        tlvs.append(buf[off : off + n])
         off += n
     tlvs.sort()
-    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7):])
+    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7) :])
 
 
 def _nxm_to_oxm() -> dict[int, int]:
@@ -54,7 +54,9 @@ def _nxm_to_oxm() -> dict[int, int]:
 
 
 _NXM_TO_OXM = _nxm_to_oxm()
-_NX_REG_MOVE_HDR = struct.pack("!I", ofproto_common.NX_EXPERIMENTER_ID) + struct.pack("!H", 6)  # NXAST_REG_MOVE
+_NX_REG_MOVE_HDR = struct.pack("!I", ofproto_common.NX_EXPERIMENTER_ID) + struct.pack(
+    "!H", 6
+)  # NXAST_REG_MOVE
 
 
 def oxm_moves(instructions: bytes) -> bytes | None:
@@ -74,7 +76,7 @@ def oxm_moves(instructions: bytes) -> bytes | None:
                 atype, alen = struct.unpack_from("!HH", buf, a)
                 if alen < 8:
                     return None
-                if atype == 0xFFFF and buf[a + 4:a + 10] == _NX_REG_MOVE_HDR:
+                if atype == 0xFFFF and buf[a + 4 : a + 10] == _NX_REG_MOVE_HDR:
                     for pos in (a + 16, a + 20):
                         hdr = struct.unpack_from("!I", buf, pos)[0]
                         oxm = _NXM_TO_OXM.get(hdr)
@@ -103,8 +105,14 @@ def _codes(prefix: str) -> dict[int, str]:
 
 
 _ERR_TYPES = {v: k for k, v in vars(ofp).items() if k.startswith("OFPET_") and isinstance(v, int)}
-_ERR_CODE_PREFIX = {ofp.OFPET_BAD_REQUEST: "OFPBRC_", ofp.OFPET_BAD_ACTION: "OFPBAC_",
-                    ofp.OFPET_BAD_INSTRUCTION: "OFPBIC_", ofp.OFPET_BAD_MATCH: "OFPBMC_",
-                    ofp.OFPET_FLOW_MOD_FAILED: "OFPFMFC_", ofp.OFPET_GROUP_MOD_FAILED: "OFPGMFC_",
-                    ofp.OFPET_TABLE_FEATURES_FAILED: "OFPTFFC_", ofp.OFPET_METER_MOD_FAILED: "OFPMMFC_"}
+_ERR_CODE_PREFIX = {
+    ofp.OFPET_BAD_REQUEST: "OFPBRC_",
+    ofp.OFPET_BAD_ACTION: "OFPBAC_",
+    ofp.OFPET_BAD_INSTRUCTION: "OFPBIC_",
+    ofp.OFPET_BAD_MATCH: "OFPBMC_",
+    ofp.OFPET_FLOW_MOD_FAILED: "OFPFMFC_",
+    ofp.OFPET_GROUP_MOD_FAILED: "OFPGMFC_",
+    ofp.OFPET_TABLE_FEATURES_FAILED: "OFPTFFC_",
+    ofp.OFPET_METER_MOD_FAILED: "OFPMMFC_",
+}
 _ONF_ERRORS = {v: k for k, v in vars(ofp).items() if k.startswith("ONFERR_ET_") and isinstance(v, int)}

@@ -66,7 +66,9 @@ def set_ssl_identity(files: TlsFiles) -> None:
     with _ssl_lock:
         if _ssl_identity is not None:
             if _ssl_identity != files:
-                raise RuntimeError(f"the ovs library's SSL identity is process-wide and already {_ssl_identity}")
+                raise RuntimeError(
+                    f"the ovs library's SSL identity is process-wide and already {_ssl_identity}"
+                )
             return
         for path in (files.key, files.cert, files.ca):
             if not os.path.exists(path):
@@ -211,12 +213,18 @@ class ChassisAgent:
             raise RuntimeError(f"{self!r} already started")
         scheme = self.address.partition(":")[0]
         if scheme == "tcp" and not self.allow_tcp:
-            log.error("%s: refusing plaintext OVSDB address %s: use ssl:HOST:PORT (or set insecure_ovsdb)",
-                      self.chassis_id, self.address)
+            log.error(
+                "%s: refusing plaintext OVSDB address %s: use ssl:HOST:PORT (or set insecure_ovsdb)",
+                self.chassis_id,
+                self.address,
+            )
             return
         if scheme == "ssl" and ssl_identity() is None:
-            log.error("%s: OVSDB address %s needs the controller's SSL identity, which is not set",
-                      self.chassis_id, self.address)
+            log.error(
+                "%s: OVSDB address %s needs the controller's SSL identity, which is not set",
+                self.chassis_id,
+                self.address,
+            )
             return
         helper = ovs.db.idl.SchemaHelper(location=VSWITCH_SCHEMA)
         for table, columns in MONITORED.items():

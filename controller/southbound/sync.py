@@ -88,7 +88,9 @@ class FlowKey:
         return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return self is other or (isinstance(other, FlowKey) and self._hash == other._hash and self.key == other.key)
+        return self is other or (
+            isinstance(other, FlowKey) and self._hash == other._hash and self.key == other.key
+        )
 
     def __repr__(self) -> str:
         return f"FlowKey{self.key!r}"
@@ -212,8 +214,10 @@ class _Snapshot:
 
 
 def _describe_raw_flow(e: Any) -> str:
-    return (f"cookie={e.cookie:#x}, table={e.table_id}, priority={e.priority},"
-            f"{','.join(f'{k}={v}' for k, v in e.match.items())} instructions={e.instructions}")
+    return (
+        f"cookie={e.cookie:#x}, table={e.table_id}, priority={e.priority},"
+        f"{','.join(f'{k}={v}' for k, v in e.match.items())} instructions={e.instructions}"
+    )
 
 
 class SwitchSync:
@@ -222,9 +226,13 @@ class SwitchSync:
     Thread-safe. apply() / replace_desired() never touch the network: a per-switch sender thread does.
     """
 
-    def __init__(self, datapath_id: int, encoder: encode.Encoder | None = None,
-                 on_realized: Callable[[int, int], None] | None = None,
-                 registry: CookieRegistry | None = None) -> None:
+    def __init__(
+        self,
+        datapath_id: int,
+        encoder: encode.Encoder | None = None,
+        on_realized: Callable[[int, int], None] | None = None,
+        registry: CookieRegistry | None = None,
+    ) -> None:
         self.datapath_id = datapath_id
         self.registry = registry
         self._enc = encoder or encode.Encoder()
@@ -336,8 +344,11 @@ class SwitchSync:
     def desired(self) -> frozenset[Item]:
         """The desired flows, groups and meters."""
         with self._lock:
-            return frozenset(itertools.chain(self._desired.values(), self._desired_groups.values(),
-                                             self._desired_meters.values()))
+            return frozenset(
+                itertools.chain(
+                    self._desired.values(), self._desired_groups.values(), self._desired_meters.values()
+                )
+            )
 
     # --- observation -----------------------------------------------------------------------------------
 
@@ -383,8 +394,11 @@ class SwitchSync:
     def installed(self) -> frozenset[Item]:
         """What we believe the switch holds (as of the last confirmed bundle or dump)."""
         with self._lock:
-            return frozenset(itertools.chain(self._installed.values(), self._installed_groups.values(),
-                                             self._installed_meters.values()))
+            return frozenset(
+                itertools.chain(
+                    self._installed.values(), self._installed_groups.values(), self._installed_meters.values()
+                )
+            )
 
     def request_resync(self) -> None:
         """Dump and reconcile again (drift repair): adopts what is right, sends only the difference."""
@@ -397,21 +411,36 @@ class SwitchSync:
         """Dump the switch now: decoded flows with (packets, bytes) counters, groups, and entries no Flow
         describes (as text). Changes nothing (traces, dashboards)."""
         snap = self._dump(timeout)
-        return SwitchDump({f: snap.stats.get(k, (0, 0)) for k, f in snap.flows.items()},
-                          tuple(snap.groups.values()), tuple(_describe_raw_flow(e) for e in snap.raw_flows),
-                          tuple(snap.meters.values()))
+        return SwitchDump(
+            {f: snap.stats.get(k, (0, 0)) for k, f in snap.flows.items()},
+            tuple(snap.groups.values()),
+            tuple(_describe_raw_flow(e) for e in snap.raw_flows),
+            tuple(snap.meters.values()),
+        )
 
     def verify(self, timeout: float = DUMP_TIMEOUT) -> Diff:
         """Dump the switch now and compare with the desired state; changes nothing."""
         snap = self._dump(timeout)
         with self._lock:
-            want = set(self._desired.values()) | set(self._desired_groups.values()) | set(self._desired_meters.values())
-        have = set(snap.flows.values()) | set(snap.groups.values()) | {
-            m for m in snap.meters.values() if m.meter_id not in KEEP_METERS}
-        raw = tuple(_describe_raw_flow(e) for e in snap.raw_flows) + tuple(
-            f"group_id={g.group_id} type={g.type} buckets={g.buckets}" for g in snap.raw_groups) + tuple(
-            f"meter={m.meter_id} flags={m.flags:#x} bands={m.bands}" for m in snap.raw_meters
-            if m.meter_id not in KEEP_METERS)
+            want = (
+                set(self._desired.values())
+                | set(self._desired_groups.values())
+                | set(self._desired_meters.values())
+            )
+        have = (
+            set(snap.flows.values())
+            | set(snap.groups.values())
+            | {m for m in snap.meters.values() if m.meter_id not in KEEP_METERS}
+        )
+        raw = (
+            tuple(_describe_raw_flow(e) for e in snap.raw_flows)
+            + tuple(f"group_id={g.group_id} type={g.type} buckets={g.buckets}" for g in snap.raw_groups)
+            + tuple(
+                f"meter={m.meter_id} flags={m.flags:#x} bands={m.bands}"
+                for m in snap.raw_meters
+                if m.meter_id not in KEEP_METERS
+            )
+        )
         return Diff(frozenset(want - have), frozenset(have - want), raw)
 
     def dump_text(self, live: bool = False, timeout: float = DUMP_TIMEOUT) -> str:
@@ -427,8 +456,14 @@ class SwitchSync:
             return _format(flows, groups, self.registry, {}, (), meters)
         snap = self._dump(timeout)
         raw = [f" UNDECODABLE {_describe_raw_flow(e)}" for e in snap.raw_flows]
-        return _format(list(snap.flows.values()), list(snap.groups.values()), self.registry,
-                       {snap.flows[k]: v for k, v in snap.stats.items()}, raw, list(snap.meters.values()))
+        return _format(
+            list(snap.flows.values()),
+            list(snap.groups.values()),
+            self.registry,
+            {snap.flows[k]: v for k, v in snap.stats.items()},
+            raw,
+            list(snap.meters.values()),
+        )
 
     def close(self) -> None:
         """Stop the sender thread (the switch keeps its flows)."""
@@ -477,7 +512,9 @@ class SwitchSync:
             w = self._waiters.get(xid)
             if w is None:
                 return
-            if isinstance(msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply, ofpp.OFPMeterConfigStatsReply)):
+            if isinstance(
+                msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply, ofpp.OFPMeterConfigStatsReply)
+            ):
                 w.entries.extend(msg.body)
                 if not msg.flags & ofp.OFPMPF_REPLY_MORE:
                     del self._waiters[xid]
@@ -497,16 +534,29 @@ class SwitchSync:
             i = xid - rng[0] - 1
             if 0 <= i < len(self._bundle_ops):
                 op = self._bundle_ops[i]
-                text = op.item if isinstance(op.item, str) else (
-                    format_flow(op.item, self.registry) if isinstance(op.item, Flow) else
-                    format_meter(op.item) if isinstance(op.item, MeterEntry) else format_group(op.item))
+                text = (
+                    op.item
+                    if isinstance(op.item, str)
+                    else (
+                        format_flow(op.item, self.registry)
+                        if isinstance(op.item, Flow)
+                        else format_meter(op.item)
+                        if isinstance(op.item, MeterEntry)
+                        else format_group(op.item)
+                    )
+                )
                 detail = f"{what} for {op.command}: {text.strip()}"
             else:
                 detail = f"{what} for bundle {'commit' if xid == rng[1] else 'open'} (xid {xid:#x})"
             self._bundle_errors.append(detail)
-            log.error("dp %016x: bundle rejected: %s%s", self.datapath_id, detail,
-                      " (further errors of this bundle are counted, not logged)"
-                      if len(self._bundle_errors) == MAX_LOGGED_ERRORS else "")
+            log.error(
+                "dp %016x: bundle rejected: %s%s",
+                self.datapath_id,
+                detail,
+                " (further errors of this bundle are counted, not logged)"
+                if len(self._bundle_errors) == MAX_LOGGED_ERRORS
+                else "",
+            )
             return
         w = self._waiters.pop(xid, None)
         if w is not None:
@@ -569,8 +619,13 @@ class SwitchSync:
             return "resync"
         if not self._synced:
             return "resync"
-        if (self._dirty or self._dirty_groups or self._dirty_meters or self._full_diff
-                or self._realized < self._revision):
+        if (
+            self._dirty
+            or self._dirty_groups
+            or self._dirty_meters
+            or self._full_diff
+            or self._realized < self._revision
+        ):
             return "push"
         return None
 
@@ -601,26 +656,45 @@ class SwitchSync:
             self._dirty_meters.clear()
             self._full_diff = False
         with _gc_paused():
-            ops = self._ops(desired, groups, snap.flows, snap.groups, None, groups.keys() | snap.groups.keys())
+            ops = self._ops(
+                desired, groups, snap.flows, snap.groups, None, groups.keys() | snap.groups.keys()
+            )
         ops[2][:0] = [self._raw_flow_delete(e) for e in snap.raw_flows]  # before an ADD of the same key
         # an undecodable group whose id we want is overwritten (MODIFY), any other one deleted
         raw_ids = {g.group_id for g in snap.raw_groups}
         for op in [op for op in ops[0] if op.item.group_id in raw_ids]:  # type: ignore[union-attr]
             ops[0].remove(op)
-            ops[1].append(_Op(encode.MODIFY, op.item, ofp.OFPT_GROUP_MOD,
-                              self._enc.group_body(op.item, encode.MODIFY)))  # type: ignore[arg-type]
-        ops[4].extend(_Op(encode.DELETE, f"group_id={g.group_id} (undecodable)", ofp.OFPT_GROUP_MOD,
-                          struct.pack("!HBxI", ofp.OFPGC_DELETE, g.type, g.group_id))
-                      for g in snap.raw_groups if g.group_id not in groups)
+            ops[1].append(
+                _Op(encode.MODIFY, op.item, ofp.OFPT_GROUP_MOD, self._enc.group_body(op.item, encode.MODIFY))
+            )  # type: ignore[arg-type]
+        ops[4].extend(
+            _Op(
+                encode.DELETE,
+                f"group_id={g.group_id} (undecodable)",
+                ofp.OFPT_GROUP_MOD,
+                struct.pack("!HBxI", ofp.OFPGC_DELETE, g.type, g.group_id),
+            )
+            for g in snap.raw_groups
+            if g.group_id not in groups
+        )
         flat = [op for part in ops for op in part]
         n_flow = sum(1 for op in flat if op.msg_type == ofp.OFPT_FLOW_MOD)
         adopted = sum(1 for k, f in snap.flows.items() if desired.get(k) == f)
         raw_meters = {m.meter_id for m in snap.raw_meters if m.meter_id not in KEEP_METERS}
-        m_before, m_after = self._meter_ops(meters, snap.meters, meters.keys() | snap.meters.keys() | raw_meters,
-                                            raw_meters)
-        log.info("dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods, "
-                 "%d meter-mods (revision %d)", self.datapath_id, len(snap.flows) + len(snap.raw_flows), adopted,
-                 len(ops[2]), len(flat), len(m_before) + len(m_after), revision)
+        m_before, m_after = self._meter_ops(
+            meters, snap.meters, meters.keys() | snap.meters.keys() | raw_meters, raw_meters
+        )
+        log.info(
+            "dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods, "
+            "%d meter-mods (revision %d)",
+            self.datapath_id,
+            len(snap.flows) + len(snap.raw_flows),
+            adopted,
+            len(ops[2]),
+            len(flat),
+            len(m_before) + len(m_after),
+            revision,
+        )
         ok = self._send_all(dp, conn, m_before, flat, m_after)
         with self._cond:
             if self._conn != conn:
@@ -702,9 +776,15 @@ class SwitchSync:
 
     # --- building and sending ------------------------------------------------------------------------------
 
-    def _ops(self, desired: dict[FlowKey, Flow], groups: dict[int, Group], inst: dict[FlowKey, Flow],
-             inst_groups: dict[int, Group], keys: Iterable[FlowKey] | None,
-             gkeys: Iterable[int]) -> list[list[_Op]]:
+    def _ops(
+        self,
+        desired: dict[FlowKey, Flow],
+        groups: dict[int, Group],
+        inst: dict[FlowKey, Flow],
+        inst_groups: dict[int, Group],
+        keys: Iterable[FlowKey] | None,
+        gkeys: Iterable[int],
+    ) -> list[list[_Op]]:
         """[group adds, group mods, flow deletes, flow adds, group deletes] turning `inst` into `desired`
         over `keys` (None: every key of either) / `gkeys`."""
         enc = self._enc
@@ -717,11 +797,15 @@ class SwitchSync:
                 continue
             if want is None:
                 assert have is not None
-                g_del.append(_Op(encode.DELETE, have, ofp.OFPT_GROUP_MOD, enc.group_body(have, encode.DELETE)))
+                g_del.append(
+                    _Op(encode.DELETE, have, ofp.OFPT_GROUP_MOD, enc.group_body(have, encode.DELETE))
+                )
             elif have is None:
                 g_add.append(_Op(encode.ADD, want, ofp.OFPT_GROUP_MOD, enc.group_body(want, encode.ADD)))
             else:
-                g_mod.append(_Op(encode.MODIFY, want, ofp.OFPT_GROUP_MOD, enc.group_body(want, encode.MODIFY)))
+                g_mod.append(
+                    _Op(encode.MODIFY, want, ofp.OFPT_GROUP_MOD, enc.group_body(want, encode.MODIFY))
+                )
         # a group whose buckets point at another new group goes after it (one level of chaining)
         g_add.sort(key=lambda op: _refers_to_groups(op.item))
         f_del: list[_Op] = []
@@ -747,8 +831,13 @@ class SwitchSync:
                 f_add.append(_Op(encode.ADD, fwant, flow_mod, b""))
         return [g_add, g_mod, f_del, f_add, g_del]
 
-    def _meter_ops(self, desired: dict[int, MeterEntry], inst: dict[int, MeterEntry], mkeys: Iterable[int],
-                   raw: Iterable[int] = ()) -> tuple[list[_Op], list[_Op]]:
+    def _meter_ops(
+        self,
+        desired: dict[int, MeterEntry],
+        inst: dict[int, MeterEntry],
+        mkeys: Iterable[int],
+        raw: Iterable[int] = (),
+    ) -> tuple[list[_Op], list[_Op]]:
         """(adds and modifies to send before the bundle, deletes to send after it) turning `inst` into
         `desired` over meter ids `mkeys`; `raw`: ids the switch holds with a config no MeterEntry describes."""
         before: list[_Op] = []
@@ -781,9 +870,18 @@ class SwitchSync:
 
     @staticmethod
     def _raw_flow_delete(e: Any) -> _Op:
-        msg = ofpp.OFPFlowMod(encode.DATAPATH_DESC, cookie=e.cookie, cookie_mask=_ALL_COOKIE,
-                              table_id=e.table_id, command=ofp.OFPFC_DELETE_STRICT, priority=e.priority,
-                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=e.match, instructions=[])
+        msg = ofpp.OFPFlowMod(
+            encode.DATAPATH_DESC,
+            cookie=e.cookie,
+            cookie_mask=_ALL_COOKIE,
+            table_id=e.table_id,
+            command=ofp.OFPFC_DELETE_STRICT,
+            priority=e.priority,
+            out_port=ofp.OFPP_ANY,
+            out_group=ofp.OFPG_ANY,
+            match=e.match,
+            instructions=[],
+        )
         msg.set_xid(0)
         return _Op(encode.DELETE, _describe_raw_flow(e), ofp.OFPT_FLOW_MOD, encode.osken_bytes(msg)[8:])
 
@@ -826,8 +924,22 @@ class SwitchSync:
                 if plain:
                     parts.append(struct.pack("!BBHI", ofp.OFP_VERSION, op.msg_type, inner, x))
                 else:
-                    parts.append(pack(ofp.OFP_VERSION, ofp.OFPT_EXPERIMENTER, 24 + inner, x, onf, add, bundle_id,
-                                      flags, ofp.OFP_VERSION, op.msg_type, inner, x))
+                    parts.append(
+                        pack(
+                            ofp.OFP_VERSION,
+                            ofp.OFPT_EXPERIMENTER,
+                            24 + inner,
+                            x,
+                            onf,
+                            add,
+                            bundle_id,
+                            flags,
+                            ofp.OFP_VERSION,
+                            op.msg_type,
+                            inner,
+                            x,
+                        )
+                    )
                 parts.append(body)
                 x += 1
                 if not i % SEND_CHUNK:
@@ -860,15 +972,23 @@ class SwitchSync:
             except Exception:
                 log.exception("dp %016x: on_bundle callback failed", self.datapath_id)
         if not ok:
-            log.warning("dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
-                        self.datapath_id, len(ops))
+            log.warning(
+                "dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
+                self.datapath_id,
+                len(ops),
+            )
             return False
         if errors:
-            log.error("dp %016x: bundle of %d messages failed (%d errors); will resync",
-                      self.datapath_id, len(ops), len(errors))
+            log.error(
+                "dp %016x: bundle of %d messages failed (%d errors); will resync",
+                self.datapath_id,
+                len(ops),
+                len(errors),
+            )
             return False
-        log.debug("dp %016x: bundle of %d messages in %.3fs", self.datapath_id, len(ops),
-                  time.monotonic() - t0)
+        log.debug(
+            "dp %016x: bundle of %d messages in %.3fs", self.datapath_id, len(ops), time.monotonic() - t0
+        )
         return True
 
     def _on_raw(self, dp: Any, xid: int, w: _Waiter, buf: bytes) -> None:
@@ -900,7 +1020,7 @@ class SwitchSync:
             unpack = ofwire.FLOW_STATS.unpack_from
             while off < end:
                 length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
-                entry = part[off:off + length]
+                entry = part[off : off + length]
                 key = ofwire.canonical_key(table, prio, cookie, entry, 48)
                 assert expected is not None
                 hit = expected.get(key)
@@ -932,8 +1052,9 @@ class SwitchSync:
                 sinks = {}
                 setattr(dp, RAW_SINKS_ATTR, sinks)
             sinks[xid] = lambda buf, w=wf: self._on_raw(dp, xid, w, buf)
-        req = ofpp.OFPFlowStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                       0, 0, ofpp.OFPMatch())
+        req = ofpp.OFPFlowStatsRequest(
+            encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
+        )
         req.set_xid(xid)
         greq = ofpp.OFPGroupDescStatsRequest(encode.DATAPATH_DESC, 0)
         greq.set_xid(xid + 1)
@@ -943,10 +1064,15 @@ class SwitchSync:
         deadline = time.monotonic() + timeout
         try:
             for w in (wf, wg, wm):
-                if not w.done.wait(max(0.0, deadline - time.monotonic())) or w.broken or (
-                        w.errors and w is not wm):
-                    raise SyncError(f"dump of {self.datapath_id:016x} failed: "
-                                    f"{w.errors or ('connection lost' if w.broken else 'timeout')}")
+                if (
+                    not w.done.wait(max(0.0, deadline - time.monotonic()))
+                    or w.broken
+                    or (w.errors and w is not wm)
+                ):
+                    raise SyncError(
+                        f"dump of {self.datapath_id:016x} failed: "
+                        f"{w.errors or ('connection lost' if w.broken else 'timeout')}"
+                    )
             if wm.errors:  # a switch without meters: it holds none (and flows using one will fail loudly)
                 log.warning("dp %016x: meter config request failed: %s", self.datapath_id, wm.errors)
                 wm.entries.clear()
@@ -966,8 +1092,12 @@ class SwitchSync:
                 f = decode_flow(e)
             except DecodeError as err:
                 if is_ours(e.cookie):
-                    log.warning("dp %016x: our cookie %#x on an entry no Flow describes: %s",
-                                self.datapath_id, e.cookie, err)
+                    log.warning(
+                        "dp %016x: our cookie %#x on an entry no Flow describes: %s",
+                        self.datapath_id,
+                        e.cookie,
+                        err,
+                    )
                 snap.raw_flows.append(e)
                 continue
             k = FlowKey(f)
@@ -995,11 +1125,19 @@ class SwitchSync:
 def _refers_to_groups(item: Item | str) -> bool:
     from flows.actions import GroupAction
 
-    return isinstance(item, Group) and any(isinstance(a, GroupAction) for b in item.buckets for a in b.actions)
+    return isinstance(item, Group) and any(
+        isinstance(a, GroupAction) for b in item.buckets for a in b.actions
+    )
 
 
-def _format(flows: list[Flow], groups: list[Group], registry: CookieRegistry | None,
-            counters: dict[Flow, tuple[int, int]], extra: Iterable[str], meters: Iterable[MeterEntry] = ()) -> str:
+def _format(
+    flows: list[Flow],
+    groups: list[Group],
+    registry: CookieRegistry | None,
+    counters: dict[Flow, tuple[int, int]],
+    extra: Iterable[str],
+    meters: Iterable[MeterEntry] = (),
+) -> str:
     ordered = sorted(flows, key=lambda f: (f.table, -f.priority, repr(f.match)))
     lines = []
     for f in ordered:
@@ -1011,16 +1149,21 @@ def _format(flows: list[Flow], groups: list[Group], registry: CookieRegistry | N
         lines.append(line)
     lines.extend(extra)
     lines.extend(format_group(g) for g in sorted(groups, key=lambda g: g.group_id))
-    lines.extend(format_meter(m) for m in sorted(meters, key=lambda m: m.meter_id) if m.meter_id not in KEEP_METERS)
+    lines.extend(
+        format_meter(m) for m in sorted(meters, key=lambda m: m.meter_id) if m.meter_id not in KEEP_METERS
+    )
     return "\n".join(lines)
 
 
 class SyncManager:
     """One SwitchSync per datapath id, wired to os-ken's connection events; resettable (tests)."""
 
-    def __init__(self, encoder: encode.Encoder | None = None,
-                 on_realized: Callable[[int, int], None] | None = None,
-                 registry: CookieRegistry | None = None) -> None:
+    def __init__(
+        self,
+        encoder: encode.Encoder | None = None,
+        on_realized: Callable[[int, int], None] | None = None,
+        registry: CookieRegistry | None = None,
+    ) -> None:
         self.encoder = encoder
         self.on_realized = on_realized
         self.on_bundle: Callable[[int, float, int, bool], None] | None = None  # see SwitchSync.on_bundle
@@ -1035,7 +1178,8 @@ class SyncManager:
             eng = self._engines.get(datapath_id)
             if eng is None:
                 eng = self._engines[datapath_id] = SwitchSync(
-                    datapath_id, self.encoder, self._realized, self.registry)
+                    datapath_id, self.encoder, self._realized, self.registry
+                )
                 eng.on_bundle = self._bundle
                 dp = self._connected.get(datapath_id)
                 if dp is not None:
