@@ -386,8 +386,8 @@ class Dataplane:
                     "port %s bound to chassis %s (was %s)",
                     pid,
                     new.binding_chassis or "-",  # type: ignore[union-attr]
-                    old.binding_chassis or "-",
-                )  # type: ignore[union-attr]
+                    old.binding_chassis or "-",  # type: ignore[union-attr]
+                )
 
         self._work.put(bind)
 

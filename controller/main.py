@@ -112,7 +112,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
 
     dataplane = Dataplane(
         state,
-        engine_factory=lambda dpid, _cb: app.sync.get(dpid),
+        engine_factory=lambda dpid, _cb: app.sync.get(dpid),  # type: ignore[arg-type,return-value]
         agent_factory=agent,
         packet_ins=lambda dpid: app.packet_ins.get(dpid, 0),
         gateway_chassis=tuple(cfg.gateway_chassis),
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.demo:
         from controller import demo
 
-        demo.seed(endpoints["grpc"], tokens.admin_token(), data)
+        demo.seed(str(endpoints["grpc"]), tokens.admin_token(), data)
 
     stop = threading.Event()
 

@@ -104,7 +104,7 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         if request.desired_only:
             flows = [i for i in desired if isinstance(i, Flow)]
         else:
-            engine = plane.engine if plane is not None else None
+            engine: Any = plane.engine if plane is not None else None  # a SwitchSync: connected, flow_stats
             if engine is None or not engine.connected:
                 raise errors.failed_precondition(
                     "SWITCH_NOT_CONNECTED",

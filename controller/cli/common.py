@@ -105,7 +105,7 @@ class Client:
             print_plan(pb.Plan.FromString(raw), sys.stderr)
         return response
 
-    def list(self, kind: str, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
+    def list(self, kind: str, *, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
         """Every page (or the first `limit` items)."""
         cap = METHOD[kind]
         method = LIST_METHOD.get(kind, f"List{cap}s")
@@ -142,7 +142,7 @@ class Client:
         if kind == "security_group_rule":  # rules have no display name
             matches = []
         else:
-            matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]
+            matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]  # type: ignore[arg-type]
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -161,13 +161,13 @@ def put(msg: Any, paths: list[str], field: str, value: Any) -> None:
     """Set `field` of `msg` (scalar, repeated or map) when the option was given, and name it in the mask."""
     if value is None:
         return
-    target = getattr(msg, field) if isinstance(value, (list, dict)) else None
+    target: Any = getattr(msg, field) if isinstance(value, (list, dict)) else None
     if isinstance(value, dict):
-        target.clear()  # type: ignore[union-attr]
-        target.update(value)  # type: ignore[union-attr]
+        target.clear()
+        target.update(value)
     elif isinstance(value, list):
-        del target[:]  # type: ignore[index]
-        target.extend(value)  # type: ignore[union-attr]
+        del target[:]
+        target.extend(value)
     else:
         setattr(msg, field, value)
     paths.append(field)

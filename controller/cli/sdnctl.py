@@ -90,7 +90,7 @@ from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import debug_pb2 as dbg
 from proto.sdn.v1 import topology_pb2 as pb
 
-SEGMENTS = {
+SEGMENTS: dict[str, Any] = {
     "vxlan": pb.Network.VXLAN,
     "gre": pb.Network.GRE,
     "geneve": pb.Network.GENEVE,
@@ -135,7 +135,8 @@ def network_create(c: Client, a: argparse.Namespace) -> Any:
 
 
 def network_set(c: Client, a: argparse.Namespace) -> Any:
-    msg, paths = pb.Network(name=c.resolve("network", a.ref).name), []
+    msg = pb.Network(name=c.resolve("network", a.ref).name)
+    paths: list[str] = []
     for field in ("display_name", "mtu", "admin_state_up", "external"):
         put(msg, paths, field, getattr(a, field))
     return update(c, "network", msg, paths)
@@ -158,7 +159,8 @@ def subnet_create(c: Client, a: argparse.Namespace) -> Any:
 
 
 def subnet_set(c: Client, a: argparse.Namespace) -> Any:
-    msg, paths = pb.Subnet(name=c.resolve("subnet", a.ref).name), []
+    msg = pb.Subnet(name=c.resolve("subnet", a.ref).name)
+    paths: list[str] = []
     for field in ("display_name", "gateway_ip", "enable_dhcp", "dns_servers"):
         put(msg, paths, field, getattr(a, field))
     put(msg, paths, "allocation_pools", _opt(a.allocation_pools, lambda p: pb.AllocationPool(**p)))
@@ -189,7 +191,8 @@ def port_create(c: Client, a: argparse.Namespace) -> Any:
 
 def port_set(c: Client, a: argparse.Namespace) -> Any:
     old = c.resolve("port", a.ref)
-    msg, paths = pb.Port(name=old.name), []
+    msg = pb.Port(name=old.name)
+    paths: list[str] = []
     for field in ("display_name", "device_owner", "device_id", "admin_state_up", "port_security_enabled"):
         put(msg, paths, field, getattr(a, field))
     put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
@@ -211,7 +214,8 @@ def chassis_create(c: Client, a: argparse.Namespace) -> Any:
 
 
 def chassis_set(c: Client, a: argparse.Namespace) -> Any:
-    msg, paths = pb.Chassis(name=chassis_name(a.ref)), []
+    msg = pb.Chassis(name=chassis_name(a.ref))
+    paths: list[str] = []
     for field in ("datapath_id", "tunnel_ip", "ovsdb_address"):
         put(msg, paths, field, getattr(a, field))
     put(msg, paths, "bridge_mappings", None if a.bridge_mappings is None else dict(a.bridge_mappings))
@@ -246,7 +250,8 @@ def router_create(c: Client, a: argparse.Namespace) -> Any:
 
 def router_set(c: Client, a: argparse.Namespace) -> Any:
     old = c.resolve("router", a.ref)
-    msg, paths = pb.Router(name=old.name), []
+    msg = pb.Router(name=old.name)
+    paths: list[str] = []
     for field in ("display_name", "admin_state_up"):
         put(msg, paths, field, getattr(a, field))
     put(msg, paths, "routes", _opt(a.routes, lambda r: pb.HostRoute(**r)))
@@ -291,7 +296,8 @@ def floating_ip_create(c: Client, a: argparse.Namespace) -> Any:
 
 
 def floating_ip_set(c: Client, a: argparse.Namespace) -> Any:
-    msg, paths = pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name), []
+    msg = pb.FloatingIp(name=c.resolve("floating_ip", a.ref).name)
+    paths: list[str] = []
     put(msg, paths, "port", c.resolve("port", a.port).name)
     put(msg, paths, "fixed_ip_address", a.fixed_ip_address)
     return update(c, "floating_ip", msg, paths)

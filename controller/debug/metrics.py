@@ -418,8 +418,8 @@ class FlowCounters:
             self.fold(str(plane.chassis_id), stats, names)
         with self._lock:
             live = {str(p.chassis_id) for p in self.m.planes()}
-            for key in [k for k in self._totals if k[0] not in live]:
-                del self._totals[key]
+            for owner in [k for k in self._totals if k[0] not in live]:
+                del self._totals[owner]
             for key in [k for k in self._last if k[0] not in live]:
                 del self._last[key]
             self.rounds += 1
@@ -432,7 +432,7 @@ class FlowCounters:
         by_cookie: dict[int, Owner | None] = {}  # many flows share a cookie
         with self._lock:
             for flow, (packets, nbytes) in stats.items():
-                o = by_cookie.get(flow.cookie, ())  # type: ignore[arg-type]
+                o: Any = by_cookie.get(flow.cookie, ())
                 if o == ():
                     c = Cookie.decode(flow.cookie)
                     o = by_cookie[flow.cookie] = (

@@ -664,9 +664,10 @@ class SwitchSync:
         raw_ids = {g.group_id for g in snap.raw_groups}
         for op in [op for op in ops[0] if op.item.group_id in raw_ids]:  # type: ignore[union-attr]
             ops[0].remove(op)
+            group: Any = op.item  # a Group: its id is a wanted group's
             ops[1].append(
-                _Op(encode.MODIFY, op.item, ofp.OFPT_GROUP_MOD, self._enc.group_body(op.item, encode.MODIFY))
-            )  # type: ignore[arg-type]
+                _Op(encode.MODIFY, group, ofp.OFPT_GROUP_MOD, self._enc.group_body(group, encode.MODIFY))
+            )
         ops[4].extend(
             _Op(
                 encode.DELETE,
