@@ -9,6 +9,7 @@ export PYTHONDONTWRITEBYTECODE=1
 if [ $# -eq 0 ]; then  # the whole run: lint and format first (a finding fails it)
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
+  .venv/bin/mypy .
 fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 if [ $# -eq 0 ]; then
