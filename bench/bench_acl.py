@@ -115,7 +115,10 @@ def flows_table(ns: list[int], ms: list[int]) -> None:
 def membership(samples: int, sizes: list[int]) -> None:
     from tests.e2e import lab_env
 
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), chassis=1, provider=False) as env:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lab_env(Path(tmp), chassis=1, provider=False, self_check=False) as env,
+    ):
         md = env.md("bench-acl")
         net = env.network(md, "bacl", "10.64.0.0/14")
         anchor = env.plug("hv1", env.port(md, "bacl-anchor", net))  # hv1 hosts the network

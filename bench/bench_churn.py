@@ -71,7 +71,7 @@ def main() -> int:
     print(f"churn soak: seed {a.seed}, {a.phase_s:.0f} s per phase, load average {os.getloadavg()[0]:.2f}")
     with (
         tempfile.TemporaryDirectory() as tmp,
-        lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"]) as env,
+        lab_env(Path(tmp), extra_args=["--gateway-chassis", "hv1"], self_check=False) as env,
     ):
         steady = build(env)
         before = snapshot(env)

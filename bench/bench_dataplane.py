@@ -96,7 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.large, args.samples = 1000, 30
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), provider=False) as env:
+    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), provider=False, self_check=False) as env:
         net = env.network(env.admin, "bench", "10.128.0.0/9")
         env.plug(
             "hv1", env.port(env.admin, "anchor", net)

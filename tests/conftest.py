@@ -97,6 +97,9 @@ class ControllerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "controller.log"
         self.credentials: grpc.ChannelCredentials | None = None  # TLS to the API (--grpc-tls always)
+        # the compile self-check after every change: every test controller runs it (benchmarks turn it off:
+        # it is a full compile per change)
+        self.self_check_every_change = True
 
     @property
     def endpoint(self) -> str:
@@ -119,7 +122,7 @@ class ControllerProcess:
                     f"127.0.0.1:{self.metrics_port}",
                     "--dashboard-listen",
                     f"127.0.0.1:{self.dashboard_port}",
-                    "--self-check-every-change",
+                    *(["--self-check-every-change"] if self.self_check_every_change else []),
                     *self.extra_args,
                 ],
                 stdout=log,

@@ -182,11 +182,16 @@ def register_chassis(stub: pb_grpc.TopologyServiceStub, admin, ch: LabChassis) -
 
 
 def start_controller(
-    lab: Lab, data_dir: Path, of_port: int | None = None, extra_args: list[str] | None = None
+    lab: Lab,
+    data_dir: Path,
+    of_port: int | None = None,
+    extra_args: list[str] | None = None,
+    self_check: bool = True,
 ) -> ControllerProcess:
     """The controller on `data_dir`, its OpenFlow listener on the lab's management address. Over TLS with the
     lab's CA when the lab has one (lab_env's labs do), else plaintext (--insecure-openflow)."""
     ctl = ControllerProcess(data_dir)
+    ctl.self_check_every_change = self_check
     if of_port is not None:
         ctl.of_port = of_port
     if lab.pki is not None:
@@ -209,9 +214,15 @@ def start_controller(
 
 @contextmanager
 def lab_env(
-    tmp: Path, chassis: int = 2, provider: bool = True, extra_args: list[str] | None = None, tls: bool = True
+    tmp: Path,
+    chassis: int = 2,
+    provider: bool = True,
+    extra_args: list[str] | None = None,
+    tls: bool = True,
+    self_check: bool = True,
 ) -> Iterator[Env]:
-    """`tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates."""
+    """`tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates.
+    `self_check=False` (benchmarks): no compile self-check after every change (it is a full compile each)."""
     authority = (
         Pki(tmp / "data" / "pki") if tls else None
     )  # the controller's CA first: chassis get certificates
@@ -224,7 +235,7 @@ def lab_env(
             ch = lab.add_chassis(f"hv{i}")
             if provider:
                 ch.add_provider_bridge(PROVIDER_BRIDGE, PHYSNET)
-        ctl = start_controller(lab, tmp / "data", extra_args=extra_args)
+        ctl = start_controller(lab, tmp / "data", extra_args=extra_args, self_check=self_check)
         channel = grpc.insecure_channel(ctl.endpoint)
         try:
             stub = pb_grpc.TopologyServiceStub(channel)
