@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -354,9 +354,10 @@ class Dataplane:
                 plane.pending_status.add(ident)
         plane.engine.apply(delta.add, delta.remove, plane.seq)
 
-    def reports(self) -> dict[str, frozenset[str]]:
-        """Each chassis's VIFs (port ids) as its OVSDB last reported them (chassis not heard from: none)."""
-        return {ch: frozenset(p.runtime.vifs) for ch, p in self.planes.items() if p.runtime is not None}
+    def reports(self) -> dict[str, Mapping[str, int]]:
+        """Each chassis's VIFs (port id -> ofport) as its OVSDB last reported them (chassis not heard from:
+        none). The runtime's own mappings, not copies: a port write asks this, whatever the number of VIFs."""
+        return {ch: p.runtime.vifs for ch, p in self.planes.items() if p.runtime is not None}
 
     def _rebind(self, topo: Topology, port_ids: Iterable[str], warn: bool = False) -> None:
         """Bind the ports among `port_ids` whose binding is not what topology.binding says: a write of its

@@ -17,14 +17,13 @@ writes the difference through the store like any other write, so a restart finds
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
-from collections.abc import Set as AbstractSet
 
 from topology import ops
 from topology.model import Change, Topology
 from topology.records import Port
 
 #: chassis id -> the port ids its VIFs name (iface-id), as its OVSDB last reported
-Reports = Mapping[str, AbstractSet[str]]
+Reports = Mapping[str, Container[str]]
 
 
 def bindable(port: Port) -> bool:
