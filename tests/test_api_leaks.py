@@ -5,7 +5,6 @@ the token table unchanged in memory and on disk."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,7 +204,7 @@ def fill(path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+@pytest.mark.lab  # mounts a tmpfs: needs root (never skipped)
 def test_create_token_on_a_full_disk_changes_nothing(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "data", "2m") as data:
         state = State(data / "topology.sqlite")
@@ -241,7 +240,7 @@ def test_create_token_on_a_full_disk_changes_nothing(tmp_path: Path) -> None:
             state.close()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+@pytest.mark.lab  # mounts a tmpfs: needs root (never skipped)
 def test_token_calls_on_a_read_only_disk_fail_precondition_and_change_nothing(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "data", "2m") as data:
         state = State(tmp_path / "topology.sqlite")  # an open store would keep the mount writable
