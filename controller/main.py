@@ -132,8 +132,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
     # load balancers' health monitors: probes injected into the pipeline, answers from the LB app's packet-ins
     dataplane.health = health.HealthService(state, app.inject)
-    dataplane.packet_in_apps[ids.LB] = dataplane.health.on_packet_in
-    app.packet_in_handler = dataplane.on_packet_in
+    app.packet_in_handler = health.answers_first(dataplane.health, dataplane.on_packet_in)
     dataplane.start()
     dataplane.health.start()
     dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
