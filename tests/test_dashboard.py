@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from controller.dashboard import DashboardServer, views
+from controller.dashboard.client import Api as DashboardApi
+from controller.dashboard.client import Caller
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.conftest import ROOT, Api, InProcessServer
 
@@ -50,12 +52,17 @@ def get(
 
 @pytest.fixture
 def dashboard(server: InProcessServer) -> Iterator[DashboardServer]:
-    dash = DashboardServer(server.state, server.server.topology.tokens, "127.0.0.1:0")
+    dash = DashboardServer(server.api.channel, "127.0.0.1:0")
     dash.start()
     try:
         yield dash
     finally:
         dash.stop()
+
+
+def caller(server: InProcessServer, token: str) -> Caller:
+    """The dashboard's way to the API, as the holder of `token`."""
+    return DashboardApi(server.api.channel).as_caller(token)
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -156,30 +163,25 @@ def test_routers_join_their_networks_in_the_graph(
 def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
     tokens = _seed(server.api)
     alice = server.state.topology.ports["alice-vm1"]
-    p = server.server.topology.tokens.lookup(tokens["alice"])
-    assert p is not None
+    p = caller(server, tokens["alice"])
     mac = alice.mac
     ip = alice.fixed_ips[0][1]
-    src, h, resolved = views.trace_headers(
-        server.state, p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"}
-    )
+    src, h, resolved = views.trace_headers(p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"})
     assert (src, h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == ("alice-vm1", mac, ip, 22, 6)
     assert "port alice-vm1" in resolved
-    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": mac.upper()})
+    _, h, _ = views.trace_headers(p, {"src": "alice-vm1", "dst": mac.upper()})
     assert h["eth_dst"] == mac and h["icmpv4_type"] == 8
-    _, h, resolved = views.trace_headers(
-        server.state, p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"}
-    )
+    _, h, resolved = views.trace_headers(p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})
     assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in resolved
     with pytest.raises(views.NotFound):  # bob's port is not alice's to trace from
-        views.trace_headers(server.state, p, {"src": "bob-vm1", "dst": ip})
+        views.trace_headers(p, {"src": "bob-vm1", "dst": ip})
     for bad in (
         {"src": "alice-vm1", "dst": "nowhere"},
         {"src": "alice-vm1", "dst": ip, "proto": "gre"},
         {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"},
     ):
         with pytest.raises(views.BadRequest):
-            views.trace_headers(server.state, p, bad)
+            views.trace_headers(p, bad)
 
 
 def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProcessServer) -> None:
@@ -193,11 +195,10 @@ def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProce
     db = server.api.stub.CreatePort(
         pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"), metadata=md
     )
-    p = server.server.topology.tokens.lookup(tokens["alice"])
-    assert p is not None
+    p = caller(server, tokens["alice"])
     # no router yet: alice-web's gateway address is nobody's, a real VM sends nothing
     with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
-        views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "alice-db1"})
+        views.trace_headers(p, {"src": "alice-vm1", "dst": "alice-db1"})
     server.api.stub.CreateRouter(
         pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"), metadata=md
     )
@@ -209,11 +210,11 @@ def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProce
     )
     for dst in ("alice-db1", db.fixed_ips[0].ip_address):
         form = {"src": "alice-vm1", "dst": dst, "proto": "tcp"}
-        _, h, resolved = views.trace_headers(server.state, p, form)
+        _, h, resolved = views.trace_headers(p, form)
         assert h["eth_dst"] == gw.mac and h["ipv4_dst"] == db.fixed_ips[0].ip_address, (dst, h)
         assert "via default gateway 10.0.0.1" in resolved
     # an explicit MAC is sent as given
-    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": db.mac_address})
+    _, h, _ = views.trace_headers(p, {"src": "alice-vm1", "dst": db.mac_address})
     assert h["eth_dst"] == db.mac_address
 
 
