@@ -137,6 +137,88 @@ def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: 
     assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1 for n in topo["nodes"])
 
 
+def test_the_dashboard_shows_each_token_what_the_api_shows_it(
+    server: InProcessServer, dashboard: DashboardServer
+) -> None:
+    api = server.api
+    tokens = {**_seed(api), "admin": api.admin_token}
+    api.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name="edge"), router_id="bob-r"),
+        metadata=api.md(tokens["bob"]),
+    )
+    for who, token in tokens.items():
+        md = api.md(token)
+        listed = {
+            *(
+                f"network:{n.name.split('/')[1]}"
+                for n in api.stub.ListNetworks(pb.ListNetworksRequest(), metadata=md).networks
+            ),
+            *(
+                f"port:{x.name.split('/')[1]}"
+                for x in api.stub.ListPorts(pb.ListPortsRequest(), metadata=md).ports
+            ),
+            *(
+                f"router:{r.name.split('/')[1]}"
+                for r in api.stub.ListRouters(pb.ListRoutersRequest(), metadata=md).routers
+            ),
+        }
+        _, topo = get(dashboard.port, "/api/topology", token)
+        shown = {n["id"] for n in topo["nodes"] if n["kind"] in ("network", "port", "router")}
+        assert shown == listed, who
+        assert all(e["source"] in {n["id"] for n in topo["nodes"]} for e in topo["edges"]), who
+    _, mine = get(dashboard.port, "/api/topology", tokens["alice"])
+    assert {n["id"] for n in mine["nodes"]} == {"tenant:alice", "network:alice-web", "port:alice-vm1"}
+    _, everything = get(dashboard.port, "/api/topology", tokens["admin"])
+    assert {"tenant:alice", "tenant:bob", "router:bob-r", "port:bob-vm1", "chassis:hv1"} <= {
+        n["id"] for n in everything["nodes"]
+    }
+    assert everything["counts"]["subnets"] == 2 and mine["counts"]["subnets"] == 1
+    # the admin's trace form offers every tenant's ports
+    _, ports = get(dashboard.port, "/api/trace/ports", tokens["admin"])
+    assert {"alice-vm1", "bob-vm1"} <= {x["id"] for x in ports["ports"]}
+
+
+def test_dashboard_errors_never_reveal_another_tenants_objects(server: InProcessServer) -> None:
+    tokens = _seed(server.api)
+    alice = caller(server, tokens["alice"])
+    bob = server.state.topology.ports["bob-vm1"]
+    # bob's port as a source reads like a port that does not exist
+    with pytest.raises(views.NotFound) as theirs:
+        views.trace_headers(alice, {"src": "bob-vm1", "dst": "10.0.0.5"})
+    with pytest.raises(views.NotFound) as nobodys:
+        views.trace_headers(alice, {"src": "nobody-vm1", "dst": "10.0.0.5"})
+    assert str(theirs.value).replace("bob-vm1", "X") == str(nobodys.value).replace("nobody-vm1", "X")
+    # ... and as a destination, like a name that is no port at all
+    with pytest.raises(views.BadRequest) as theirs_dst:
+        views.trace_headers(alice, {"src": "alice-vm1", "dst": "bob-vm1"})
+    with pytest.raises(views.BadRequest) as nobodys_dst:
+        views.trace_headers(alice, {"src": "alice-vm1", "dst": "nobody-vm1"})
+    assert str(theirs_dst.value).replace("bob-vm1", "X") == str(nobodys_dst.value).replace("nobody-vm1", "X")
+    # bob's MAC (and the address bob's port has, on bob's network) resolve to no port of alice's view
+    _, h, resolved = views.trace_headers(alice, {"src": "alice-vm1", "dst": bob.mac})
+    assert "bob" not in resolved and h["eth_dst"] == bob.mac and "ipv4_dst" not in h
+
+
+def test_the_dashboard_imports_nothing_of_the_api_but_the_contract() -> None:
+    """A client of the API: the generated stubs, never controller.api (servicers, private helpers)."""
+    import ast
+
+    for f in (ROOT / "controller" / "dashboard").glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n == "controller.api" or n.startswith("controller.api.") for n in names), (
+                f,
+                names,
+            )
+
+
 def test_routers_join_their_networks_in_the_graph(
     server: InProcessServer, dashboard: DashboardServer
 ) -> None:
