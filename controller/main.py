@@ -220,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     dashboard = None
     if cfg.dashboard_listen:
-        from controller.dashboard import DashboardServer
+        from controller.dashboard import DashboardServer, connect
 
-        dashboard = DashboardServer(state, tokens, cfg.dashboard_listen, dataplane=dataplane)
+        # a client of the API: a channel to our own gRPC server, as any client reaches it
+        channel = connect(str(endpoints["grpc"]), tls if cfg.grpc_uses_tls else None)
+        dashboard = DashboardServer(channel, cfg.dashboard_listen)
         dashboard.start()
         endpoints["dashboard"] = dashboard.url
         log.info("dashboard on %s", dashboard.url)

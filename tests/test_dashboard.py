@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from controller.dashboard import DashboardServer, views
+from controller.dashboard.client import Api as DashboardApi
+from controller.dashboard.client import Caller
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.conftest import ROOT, Api, InProcessServer
 
@@ -50,12 +52,17 @@ def get(
 
 @pytest.fixture
 def dashboard(server: InProcessServer) -> Iterator[DashboardServer]:
-    dash = DashboardServer(server.state, server.server.topology.tokens, "127.0.0.1:0")
+    dash = DashboardServer(server.api.channel, "127.0.0.1:0")
     dash.start()
     try:
         yield dash
     finally:
         dash.stop()
+
+
+def caller(server: InProcessServer, token: str) -> Caller:
+    """The dashboard's way to the API, as the holder of `token`."""
+    return DashboardApi(server.api.channel).as_caller(token)
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -130,6 +137,88 @@ def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: 
     assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1 for n in topo["nodes"])
 
 
+def test_the_dashboard_shows_each_token_what_the_api_shows_it(
+    server: InProcessServer, dashboard: DashboardServer
+) -> None:
+    api = server.api
+    tokens = {**_seed(api), "admin": api.admin_token}
+    api.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name="edge"), router_id="bob-r"),
+        metadata=api.md(tokens["bob"]),
+    )
+    for who, token in tokens.items():
+        md = api.md(token)
+        listed = {
+            *(
+                f"network:{n.name.split('/')[1]}"
+                for n in api.stub.ListNetworks(pb.ListNetworksRequest(), metadata=md).networks
+            ),
+            *(
+                f"port:{x.name.split('/')[1]}"
+                for x in api.stub.ListPorts(pb.ListPortsRequest(), metadata=md).ports
+            ),
+            *(
+                f"router:{r.name.split('/')[1]}"
+                for r in api.stub.ListRouters(pb.ListRoutersRequest(), metadata=md).routers
+            ),
+        }
+        _, topo = get(dashboard.port, "/api/topology", token)
+        shown = {n["id"] for n in topo["nodes"] if n["kind"] in ("network", "port", "router")}
+        assert shown == listed, who
+        assert all(e["source"] in {n["id"] for n in topo["nodes"]} for e in topo["edges"]), who
+    _, mine = get(dashboard.port, "/api/topology", tokens["alice"])
+    assert {n["id"] for n in mine["nodes"]} == {"tenant:alice", "network:alice-web", "port:alice-vm1"}
+    _, everything = get(dashboard.port, "/api/topology", tokens["admin"])
+    assert {"tenant:alice", "tenant:bob", "router:bob-r", "port:bob-vm1", "chassis:hv1"} <= {
+        n["id"] for n in everything["nodes"]
+    }
+    assert everything["counts"]["subnets"] == 2 and mine["counts"]["subnets"] == 1
+    # the admin's trace form offers every tenant's ports
+    _, ports = get(dashboard.port, "/api/trace/ports", tokens["admin"])
+    assert {"alice-vm1", "bob-vm1"} <= {x["id"] for x in ports["ports"]}
+
+
+def test_dashboard_errors_never_reveal_another_tenants_objects(server: InProcessServer) -> None:
+    tokens = _seed(server.api)
+    alice = caller(server, tokens["alice"])
+    bob = server.state.topology.ports["bob-vm1"]
+    # bob's port as a source reads like a port that does not exist
+    with pytest.raises(views.NotFound) as theirs:
+        views.trace_headers(alice, {"src": "bob-vm1", "dst": "10.0.0.5"})
+    with pytest.raises(views.NotFound) as nobodys:
+        views.trace_headers(alice, {"src": "nobody-vm1", "dst": "10.0.0.5"})
+    assert str(theirs.value).replace("bob-vm1", "X") == str(nobodys.value).replace("nobody-vm1", "X")
+    # ... and as a destination, like a name that is no port at all
+    with pytest.raises(views.BadRequest) as theirs_dst:
+        views.trace_headers(alice, {"src": "alice-vm1", "dst": "bob-vm1"})
+    with pytest.raises(views.BadRequest) as nobodys_dst:
+        views.trace_headers(alice, {"src": "alice-vm1", "dst": "nobody-vm1"})
+    assert str(theirs_dst.value).replace("bob-vm1", "X") == str(nobodys_dst.value).replace("nobody-vm1", "X")
+    # bob's MAC (and the address bob's port has, on bob's network) resolve to no port of alice's view
+    _, h, resolved = views.trace_headers(alice, {"src": "alice-vm1", "dst": bob.mac})
+    assert "bob" not in resolved and h["eth_dst"] == bob.mac and "ipv4_dst" not in h
+
+
+def test_the_dashboard_imports_nothing_of_the_api_but_the_contract() -> None:
+    """A client of the API: the generated stubs, never controller.api (servicers, private helpers)."""
+    import ast
+
+    for f in (ROOT / "controller" / "dashboard").glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n == "controller.api" or n.startswith("controller.api.") for n in names), (
+                f,
+                names,
+            )
+
+
 def test_routers_join_their_networks_in_the_graph(
     server: InProcessServer, dashboard: DashboardServer
 ) -> None:
@@ -156,30 +245,25 @@ def test_routers_join_their_networks_in_the_graph(
 def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
     tokens = _seed(server.api)
     alice = server.state.topology.ports["alice-vm1"]
-    p = server.server.topology.tokens.lookup(tokens["alice"])
-    assert p is not None
+    p = caller(server, tokens["alice"])
     mac = alice.mac
     ip = alice.fixed_ips[0][1]
-    src, h, resolved = views.trace_headers(
-        server.state, p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"}
-    )
+    src, h, resolved = views.trace_headers(p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"})
     assert (src, h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == ("alice-vm1", mac, ip, 22, 6)
     assert "port alice-vm1" in resolved
-    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": mac.upper()})
+    _, h, _ = views.trace_headers(p, {"src": "alice-vm1", "dst": mac.upper()})
     assert h["eth_dst"] == mac and h["icmpv4_type"] == 8
-    _, h, resolved = views.trace_headers(
-        server.state, p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"}
-    )
+    _, h, resolved = views.trace_headers(p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})
     assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in resolved
     with pytest.raises(views.NotFound):  # bob's port is not alice's to trace from
-        views.trace_headers(server.state, p, {"src": "bob-vm1", "dst": ip})
+        views.trace_headers(p, {"src": "bob-vm1", "dst": ip})
     for bad in (
         {"src": "alice-vm1", "dst": "nowhere"},
         {"src": "alice-vm1", "dst": ip, "proto": "gre"},
         {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"},
     ):
         with pytest.raises(views.BadRequest):
-            views.trace_headers(server.state, p, bad)
+            views.trace_headers(p, bad)
 
 
 def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProcessServer) -> None:
@@ -193,11 +277,10 @@ def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProce
     db = server.api.stub.CreatePort(
         pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"), metadata=md
     )
-    p = server.server.topology.tokens.lookup(tokens["alice"])
-    assert p is not None
+    p = caller(server, tokens["alice"])
     # no router yet: alice-web's gateway address is nobody's, a real VM sends nothing
     with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
-        views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "alice-db1"})
+        views.trace_headers(p, {"src": "alice-vm1", "dst": "alice-db1"})
     server.api.stub.CreateRouter(
         pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"), metadata=md
     )
@@ -209,11 +292,11 @@ def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProce
     )
     for dst in ("alice-db1", db.fixed_ips[0].ip_address):
         form = {"src": "alice-vm1", "dst": dst, "proto": "tcp"}
-        _, h, resolved = views.trace_headers(server.state, p, form)
+        _, h, resolved = views.trace_headers(p, form)
         assert h["eth_dst"] == gw.mac and h["ipv4_dst"] == db.fixed_ips[0].ip_address, (dst, h)
         assert "via default gateway 10.0.0.1" in resolved
     # an explicit MAC is sent as given
-    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": db.mac_address})
+    _, h, _ = views.trace_headers(p, {"src": "alice-vm1", "dst": db.mac_address})
     assert h["eth_dst"] == db.mac_address
 
 
