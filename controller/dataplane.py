@@ -3,6 +3,11 @@
     State write ──listener (under the model lock)──► Compiler.on_changes ──► SwitchSync.apply (per chassis)
     ChassisAgent (OVSDB) ──on_change──► Compiler.on_runtime ──► SwitchSync.apply; VIF iface-id ──► binding
     SwitchSync ──on_realized──► port status ACTIVE, WaitRealized waiters
+    OFApp packet-in ──cookie's app──► packet_in_apps handler (controller/services/: neighbours, DHCP...)
+    ticker ──► services' timed work (gateway failover, gratuitous ARPs, neighbour expiry)
+
+The services see the dataplane through controller/services/host.py's Host (current_view, runtime_of,
+realized_on, packet_out); their state is in the store, so a write of theirs comes back here like any other.
 
 Each chassis gets its switch's desired state only once its OVSDB facts (ofports) are known, so a
 controller restart never tells a switch to delete flows it merely has not recompiled yet (hitless).
@@ -38,7 +43,6 @@ from topology.records import INTERNAL_KINDS, PORT_ACTIVE, PORT_DOWN, Chassis
 from topology.state import State
 
 log = logging.getLogger(__name__)
-
 
 __all__ = ["Dataplane", "PacketIn", "PacketInHandler"]  # PacketIn: controller/services/host.py's
 
