@@ -12,16 +12,25 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
+from controller.api.auth import TokenFile
+from controller.api.server import ApiServer
 from controller.dashboard import DashboardServer, views
 from controller.dashboard.client import Api as DashboardApi
 from controller.dashboard.client import Caller
+from controller.dataplane import Dataplane
 from proto.sdn.v1 import topology_pb2 as pb
+from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Api, InProcessServer
+from tests.test_dataplane_nat import FakeAgent, FakeEngine
+from topology.state import State
 
 ARTIFACTS = ROOT / "test-artifacts"
 API_PATHS = [
@@ -63,6 +72,49 @@ def dashboard(server: InProcessServer) -> Iterator[DashboardServer]:
 def caller(server: InProcessServer, token: str) -> Caller:
     """The dashboard's way to the API, as the holder of `token`."""
     return DashboardApi(server.api.channel).as_caller(token)
+
+
+@dataclass
+class Traced(InProcessServer):
+    dataplane: Dataplane
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[Traced]:
+    """An ApiServer with a dataplane (its switches and OVSDB agents faked): the DebugService answers."""
+    state = State(tmp_path / "topology.sqlite")
+    tokens = TokenFile(tmp_path / "tokens.json")
+    dp = Dataplane(
+        state,
+        engine_factory=lambda _dpid, _cb: FakeEngine(),
+        agent_factory=lambda _ch, _cb: FakeAgent(),
+        neighbors_file=tmp_path / "neighbors.json",
+        tick_s=0,
+    )
+    dp.start()
+    srv = ApiServer(state, tokens, "127.0.0.1:0", workers=8, dataplane=dp)
+    srv.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    api = Api(f"127.0.0.1:{srv.port}", tokens.admin_token(), channel, pb_grpc.TopologyServiceStub(channel))
+    try:
+        yield Traced(api, srv, state, tmp_path, dp)
+    finally:
+        channel.close()
+        srv.stop(0)
+        dp.stop()
+        state.close()
+
+
+def _plug(server: Traced, *ports: str) -> None:
+    """hv1's OVSDB reports a VIF for each port (ofports 1, 2...): the dataplane binds them there."""
+    dp = server.dataplane
+    vifs = {p: i for i, p in enumerate(ports, 1)}
+    dp._on_runtime("hv1", SimpleNamespace(vifs=vifs, tunnels={}, patches={}, connected=True))
+    dp.settle()
+    deadline = time.monotonic() + 10
+    while any(server.state.topology.ports[p].binding_chassis != "hv1" for p in ports):
+        assert time.monotonic() < deadline, "ports not bound"
+        time.sleep(0.02)
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -178,25 +230,34 @@ def test_the_dashboard_shows_each_token_what_the_api_shows_it(
     assert {"alice-vm1", "bob-vm1"} <= {x["id"] for x in ports["ports"]}
 
 
-def test_dashboard_errors_never_reveal_another_tenants_objects(server: InProcessServer) -> None:
-    tokens = _seed(server.api)
-    alice = caller(server, tokens["alice"])
-    bob = server.state.topology.ports["bob-vm1"]
-    # bob's port as a source reads like a port that does not exist
-    with pytest.raises(views.NotFound) as theirs:
-        views.trace_headers(alice, {"src": "bob-vm1", "dst": "10.0.0.5"})
-    with pytest.raises(views.NotFound) as nobodys:
-        views.trace_headers(alice, {"src": "nobody-vm1", "dst": "10.0.0.5"})
-    assert str(theirs.value).replace("bob-vm1", "X") == str(nobodys.value).replace("nobody-vm1", "X")
-    # ... and as a destination, like a name that is no port at all
-    with pytest.raises(views.BadRequest) as theirs_dst:
-        views.trace_headers(alice, {"src": "alice-vm1", "dst": "bob-vm1"})
-    with pytest.raises(views.BadRequest) as nobodys_dst:
-        views.trace_headers(alice, {"src": "alice-vm1", "dst": "nobody-vm1"})
-    assert str(theirs_dst.value).replace("bob-vm1", "X") == str(nobodys_dst.value).replace("nobody-vm1", "X")
-    # bob's MAC (and the address bob's port has, on bob's network) resolve to no port of alice's view
-    _, h, resolved = views.trace_headers(alice, {"src": "alice-vm1", "dst": bob.mac})
-    assert "bob" not in resolved and h["eth_dst"] == bob.mac and "ipv4_dst" not in h
+def test_dashboard_errors_never_reveal_another_tenants_objects(traced: Traced) -> None:
+    tokens = _seed(traced.api)
+    _plug(traced, "alice-vm1", "bob-vm1")
+    alice = caller(traced, tokens["alice"])
+    admin = caller(traced, traced.api.admin_token)
+    bob = traced.state.topology.ports["bob-vm1"]
+    # tracing is the admin's (a trace shows every tenant's flows): alice naming bob's port as the source or
+    # the destination, or bob's MAC, is refused exactly as alice naming nobody's (over HTTP: 403)
+    for theirs_form, nobodys_form in (
+        ({"src": "bob-vm1", "dst": "10.0.0.5"}, {"src": "nobody-vm1", "dst": "10.0.0.5"}),
+        ({"src": "alice-vm1", "dst": "bob-vm1"}, {"src": "alice-vm1", "dst": "nobody-vm1"}),
+        ({"src": "alice-vm1", "dst": bob.mac}, {"src": "alice-vm1", "dst": "02:00:00:00:99:99"}),
+    ):
+        with pytest.raises(grpc.RpcError) as theirs:
+            views.trace(alice, theirs_form)
+        with pytest.raises(grpc.RpcError) as nobodys:
+            views.trace(alice, nobodys_form)
+        assert theirs.value.code() == nobodys.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert theirs.value.details() == nobodys.value.details() and "bob" not in theirs.value.details()
+    # the form goes to the API as it is: the dashboard looks up no port of its own (bob's MAC is no port it
+    # knows of, it carries no address of bob's)
+    req = views.trace_request({"src": "alice-vm1", "dst": bob.mac})
+    assert dict(req.headers) == {"ip_proto": "1", "eth_dst": bob.mac} and not req.destination_port
+    # a port that does not exist is the API's NOT_FOUND, in its words
+    with pytest.raises(views.NotFound, match="nobody-vm1"):
+        views.trace(admin, {"src": "nobody-vm1", "dst": "10.0.0.5"})
+    with pytest.raises(views.NotFound, match="nobody-vm1"):
+        views.trace(admin, {"src": "alice-vm1", "dst": "nobody-vm1"})
 
 
 def test_the_dashboard_imports_nothing_of_the_api_but_the_contract() -> None:
@@ -242,61 +303,77 @@ def test_routers_join_their_networks_in_the_graph(
     assert not any(n["kind"] == "router" for n in bobs["nodes"]) and "router" not in bobs["layers"]
 
 
-def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
-    tokens = _seed(server.api)
-    alice = server.state.topology.ports["alice-vm1"]
-    p = caller(server, tokens["alice"])
+def test_trace_form_resolves_the_destination(traced: Traced) -> None:
+    _seed(traced.api)
+    _plug(traced, "alice-vm1")
+    alice = traced.state.topology.ports["alice-vm1"]
+    p = caller(traced, traced.api.admin_token)
     mac = alice.mac
     ip = alice.fixed_ips[0][1]
-    src, h, resolved = views.trace_headers(p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"})
-    assert (src, h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == ("alice-vm1", mac, ip, 22, 6)
-    assert "port alice-vm1" in resolved
-    _, h, _ = views.trace_headers(p, {"src": "alice-vm1", "dst": mac.upper()})
-    assert h["eth_dst"] == mac and h["icmpv4_type"] == 8
-    _, h, resolved = views.trace_headers(p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})
-    assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in resolved
-    with pytest.raises(views.NotFound):  # bob's port is not alice's to trace from
-        views.trace_headers(p, {"src": "bob-vm1", "dst": ip})
+    r = views.trace(p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"})["request"]
+    h = r["headers"]  # the packet the server traced: its eth_dst is what ARP for the address answers
+    assert (r["src"], h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == (
+        "alice-vm1",
+        mac,
+        ip,
+        "22",
+        "6",
+    )
+    assert r["resolved"] == f"ports/alice-vm1 ({ip})"
+    h = views.trace(p, {"src": "alice-vm1", "dst": mac.upper()})["request"]["headers"]
+    assert h["eth_dst"] == mac and h["icmpv4_type"] == "8"
+    r = views.trace(p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})["request"]
+    h = r["headers"]
+    assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in r["resolved"]
+    # an IP packet to that address: ARP for it is not answered, a real VM sends nothing
+    with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
+        views.trace(p, {"src": "alice-vm1", "dst": "10.0.0.99"})
+    with pytest.raises(views.NotFound):  # a port name that is no port
+        views.trace(p, {"src": "alice-vm1", "dst": "nowhere"})
     for bad in (
-        {"src": "alice-vm1", "dst": "nowhere"},
+        {"src": "alice-vm1", "dst": "no where"},
         {"src": "alice-vm1", "dst": ip, "proto": "gre"},
         {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"},
+        {"src": "alice-vm1", "dst": mac, "proto": "arp"},
+        {"src": "alice-vm1", "dst": ip, "flows": "both"},
     ):
         with pytest.raises(views.BadRequest):
-            views.trace_headers(p, bad)
+            views.trace(p, bad)
 
 
-def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProcessServer) -> None:
-    tokens = _seed(server.api)
-    md = server.api.md(tokens["alice"])
-    net = server.api.stub.CreateNetwork(
+def test_trace_form_sends_off_subnet_destinations_to_the_gateway(traced: Traced) -> None:
+    tokens = _seed(traced.api)
+    _plug(traced, "alice-vm1")
+    api = traced.api
+    md = api.md(tokens["alice"])
+    net = api.stub.CreateNetwork(
         pb.CreateNetworkRequest(network=pb.Network(display_name="db"), network_id="alice-db"), metadata=md
     )
     subnet = pb.Subnet(network=net.name, cidr="10.5.0.0/24")
-    server.api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=subnet, subnet_id="alice-db-v4"), metadata=md)
-    db = server.api.stub.CreatePort(
+    api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=subnet, subnet_id="alice-db-v4"), metadata=md)
+    db = api.stub.CreatePort(
         pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"), metadata=md
     )
-    p = caller(server, tokens["alice"])
+    p = caller(traced, api.admin_token)
     # no router yet: alice-web's gateway address is nobody's, a real VM sends nothing
     with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
-        views.trace_headers(p, {"src": "alice-vm1", "dst": "alice-db1"})
-    server.api.stub.CreateRouter(
+        views.trace(p, {"src": "alice-vm1", "dst": "alice-db1"})
+    api.stub.CreateRouter(
         pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"), metadata=md
     )
     for sub in ("alice-web-v4", "alice-db-v4"):
         req = pb.AddRouterInterfaceRequest(name="routers/r2", subnet=f"subnets/{sub}")
-        server.api.stub.AddRouterInterface(req, metadata=md)
+        api.stub.AddRouterInterface(req, metadata=md)
     gw = next(
-        x for x in server.state.topology.ports.values() if x.device_id == "r2" and x.network_id == "alice-web"
+        x for x in traced.state.topology.ports.values() if x.device_id == "r2" and x.network_id == "alice-web"
     )
     for dst in ("alice-db1", db.fixed_ips[0].ip_address):
-        form = {"src": "alice-vm1", "dst": dst, "proto": "tcp"}
-        _, h, resolved = views.trace_headers(p, form)
+        r = views.trace(p, {"src": "alice-vm1", "dst": dst, "proto": "tcp"})["request"]
+        h = r["headers"]
         assert h["eth_dst"] == gw.mac and h["ipv4_dst"] == db.fixed_ips[0].ip_address, (dst, h)
-        assert "via default gateway 10.0.0.1" in resolved
+        assert f"via default gateway 10.0.0.1 = ports/{gw.id} ({gw.mac})" in r["resolved"]
     # an explicit MAC is sent as given
-    _, h, _ = views.trace_headers(p, {"src": "alice-vm1", "dst": db.mac_address})
+    h = views.trace(p, {"src": "alice-vm1", "dst": db.mac_address})["request"]["headers"]
     assert h["eth_dst"] == db.mac_address
 
 
@@ -479,6 +556,7 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 verdict = wait.until(ec.visibility_of_element_located((By.ID, "trace-verdict")))
                 wait.until(lambda d: "delivered" in d.find_element(By.ID, "trace-verdict").text)
                 assert "alice-vm2" in verdict.text and "bob" not in verdict.text, verdict.text
+                assert "ports/alice-vm2 (10.0.0.12)" in verdict.text  # what the server resolved the IP to
                 hops = [
                     h.get_attribute("data-chassis")
                     for h in driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .hop")

@@ -515,95 +515,32 @@ def flow_tables(c: Caller, chassis_id: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ trace
 
 
-def _get_port(c: Caller, port_id: str) -> pb.Port | None:
-    """The port if the caller may see it (the API answers NOT_FOUND for another tenant's)."""
-    if not _ID.match(port_id):
-        return None
-    try:
-        port: pb.Port = c.topology("GetPort", pb.GetPortRequest(name=f"ports/{port_id}"))
-    except grpc.RpcError as err:
-        if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            return None
-        raise
-    return port
+_PROTOCOLS: dict[str, dict[str, str]] = {
+    "icmp": {"ip_proto": "1"},
+    "tcp": {"ip_proto": "6", "tcp_src": "40000"},
+    "udp": {"ip_proto": "17", "udp_src": "40000"},
+    "arp": {"eth_dst": BROADCAST, "eth_type": "0x0806"},
+}
 
 
-@dataclass(frozen=True)
-class _Route:
-    next_hop: str
-    via: str  # "on-link", "host route 10.9.0.0/16 via 10.1.0.5", "default gateway 10.1.0.1"
-    holder: pb.Port | None  # the port holding next_hop on the network (None: ARP for it is unanswered)
-
-
-class _Segment:
-    """The source port's network as the API shows the caller: its subnets and ports."""
-
-    def __init__(self, c: Caller, network: str) -> None:
-        self.subnets = {_id(s.name): s for s in c.list("ListSubnets", "subnets", network=network)}
-        self.ports: list[pb.Port] = c.list("ListPorts", "ports", network=network)
-
-    def holder(self, ip: str) -> pb.Port | None:
-        """The port that answers ARP for `ip`: its fixed IP, else an allowed address pair naming exactly it."""
-        for x in self.ports:
-            if any(f.ip_address == ip for f in x.fixed_ips):
-                return x
-        for x in self.ports:
-            if any("/" not in a.ip_address and a.ip_address == ip for a in x.allowed_address_pairs):
-                return x
-        return None
-
-    def route(self, src: pb.Port, dst_ip: str) -> _Route | None:
-        """How a VM with port `src` sends to `dst_ip` (as controller/debug/first_hop.py, which trace and
-        explain use): on-link by the longest prefix, else a host route, else the default gateway."""
-        ip = netaddr.IPAddress(dst_ip)
-        mine = [
-            (sub, f.ip_address)
-            for f in src.fixed_ips
-            if (sub := self.subnets.get(_id(f.subnet))) is not None
-            and sub.ip_version == 4
-            and netaddr.IPAddress(f.ip_address).version == 4
-        ]
-        best: tuple[int, _Route] | None = None
-        for sub, _own in mine:
-            cidr = netaddr.IPNetwork(sub.cidr)
-            if ip in cidr and (best is None or cidr.prefixlen > best[0]):
-                best = (cidr.prefixlen, _Route(dst_ip, "on-link", self.holder(dst_ip)))
-        if best is not None:
-            return best[1]
-        for sub, own in mine:
-            for hr in sub.host_routes:
-                cidr = netaddr.IPNetwork(hr.destination)
-                if (
-                    ip in cidr
-                    and cidr.version == 4
-                    and hr.nexthop != own
-                    and netaddr.IPAddress(hr.nexthop) in netaddr.IPNetwork(sub.cidr)
-                    and (best is None or cidr.prefixlen > best[0])
-                ):
-                    via = f"host route {cidr} via {hr.nexthop}"
-                    best = (cidr.prefixlen, _Route(hr.nexthop, via, self.holder(hr.nexthop)))
-        if best is not None:
-            return best[1]
-        for sub, own in mine:
-            if sub.gateway_ip and sub.gateway_ip != own:
-                gw = sub.gateway_ip
-                return _Route(gw, f"default gateway {gw}", self.holder(gw))
-        return None
-
-
-def trace_headers(c: Caller, form: Mapping[str, str]) -> tuple[str, dict[str, Any], str]:
-    """(source port id, packet headers, what the destination was resolved to) from the trace form:
-    src = port id; dst = port id, MAC or IPv4 address; proto = icmp|tcp|udp|arp; dport = L4 port."""
-    src_id = (form.get("src") or "").strip()
+def trace_request(form: Mapping[str, str]) -> dbg.TraceRequest:
+    """The trace form as the API's TraceRequest: src = port id; dst = port id (destination_port), MAC
+    (eth_dst, sent as given) or IPv4 address (ipv4_dst, or arp_tpa: the server picks eth_dst as the source's
+    VM would); proto = icmp|tcp|udp|arp; dport = L4 port; flows = desired|installed. Only the form's shape
+    is checked here: which ports exist, and may be seen, is the API's answer to the Trace."""
+    src = (form.get("src") or "").strip()
     dst = (form.get("dst") or "").strip()
     proto = (form.get("proto") or "icmp").strip().lower()
-    if not src_id:
+    flows = (form.get("flows") or "desired").strip()
+    if not src:
         raise BadRequest("choose a source port")
     if not dst:
         raise BadRequest("give a destination: a port, a MAC or an IPv4 address")
-    if proto not in ("icmp", "tcp", "udp", "arp"):
-        raise BadRequest(f"protocol {proto!r}: one of icmp, tcp, udp, arp")
-    dport = 0
+    if proto not in _PROTOCOLS:
+        raise BadRequest(f"protocol {proto!r}: one of {', '.join(_PROTOCOLS)}")
+    if flows not in ("desired", "installed"):
+        raise BadRequest("flows: desired (compiled) or installed (dumped from the switches now)")
+    headers = dict(_PROTOCOLS[proto])
     if proto in ("tcp", "udp"):
         try:
             dport = int(form.get("dport") or 80)
@@ -611,72 +548,23 @@ def trace_headers(c: Caller, form: Mapping[str, str]) -> tuple[str, dict[str, An
             raise BadRequest("destination port must be a number") from None
         if not 0 < dport < 65536:
             raise BadRequest("destination port must be 1..65535")
-    src = _get_port(c, src_id)
-    if src is None:
-        raise NotFound(f"port {src_id!r}")
-    src_ip = _ipv4(src)
-    segment = _Segment(c, src.network)
-    port = _get_port(c, dst)
-    by_mac = False
-    if port is not None:
-        dst_mac, dst_ip, resolved = port.mac_address, _ipv4(port), f"port {_id(port.name)}"
-    elif _MAC.match(dst):
-        by_mac = True
-        dst_mac = dst.lower()
-        owner = next((x for x in c.list("ListPorts", "ports") if x.mac_address == dst_mac), None)
-        dst_ip = _ipv4(owner) if owner is not None else ""
-        resolved = f"MAC {dst_mac}" + (f" (port {_id(owner.name)})" if owner is not None else "")
+        headers[f"{proto}_dst"] = str(dport)
+    request = dbg.TraceRequest(
+        port=f"ports/{src}",
+        source=dbg.TraceRequest.INSTALLED if flows == "installed" else dbg.TraceRequest.DESIRED,
+    )
+    if _MAC.match(dst):
+        if proto == "arp":
+            raise BadRequest("ARP asks for an address: give a port or an IPv4 address")
+        headers["eth_dst"] = dst.lower()
+    elif netaddr.valid_ipv4(dst, netaddr.INET_PTON):
+        headers["arp_tpa" if proto == "arp" else "ipv4_dst"] = dst
+    elif _ID.match(dst):
+        request.destination_port = f"ports/{dst}"
     else:
-        try:
-            dst_ip = str(netaddr.IPAddress(dst, 4))
-        except (netaddr.AddrFormatError, ValueError, TypeError):
-            raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address") from None
-        # the port of the source's network holding that address (same L2 segment), if any
-        owner = next((x for x in segment.ports if any(f.ip_address == dst_ip for f in x.fixed_ips)), None)
-        if owner is not None:
-            dst_mac, resolved = owner.mac_address, f"IP {dst_ip} = port {_id(owner.name)}"
-        else:
-            dst_mac, resolved = BROADCAST, f"IP {dst_ip}: no port of network {_id(src.network)} has it"
-    if proto != "arp" and src_ip and dst_ip and not by_mac:
-        r = segment.route(src, dst_ip)
-        if r is None:
-            raise BadRequest(
-                f"{src_id} has no route to {dst_ip}: none of its subnets holds it and they have no "
-                "gateway or host route for it"
-            )
-        if r.via != "on-link":
-            if r.holder is None:
-                raise BadRequest(
-                    f"{src_id} sends {dst_ip} to its {r.via}, but no port of network {_id(src.network)} "
-                    f"has {r.next_hop}: ARP for it is not answered, a real VM sends nothing"
-                )
-            dst_mac, resolved = r.holder.mac_address, f"{resolved}; via {r.via} = port {_id(r.holder.name)}"
-    headers: dict[str, Any] = {"eth_src": src.mac_address, "eth_dst": dst_mac}
-    if proto == "arp":
-        headers.update(
-            {
-                "eth_dst": BROADCAST,
-                "eth_type": 0x0806,
-                "arp_op": 1,
-                "arp_sha": src.mac_address,
-                "arp_spa": src_ip or "0.0.0.0",
-                "arp_tha": "00:00:00:00:00:00",
-                "arp_tpa": dst_ip or "0.0.0.0",
-            }
-        )
-        return src_id, headers, resolved
-    headers["eth_type"] = 0x0800
-    if src_ip:
-        headers["ipv4_src"] = src_ip
-    if dst_ip:
-        headers["ipv4_dst"] = dst_ip
-    if proto == "icmp":
-        headers.update({"ip_proto": 1, "icmpv4_type": 8, "icmpv4_code": 0})
-    elif proto == "tcp":
-        headers.update({"ip_proto": 6, "tcp_src": 40000, "tcp_dst": dport})
-    else:
-        headers.update({"ip_proto": 17, "udp_src": 40000, "udp_dst": dport})
-    return src_id, headers, resolved
+        raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address")
+    request.headers.update(headers)
+    return request
 
 
 def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
@@ -720,32 +608,25 @@ def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
 
 
 def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
-    """The API's Trace of the form's packet through the desired (compiled) or installed (dumped now) flows."""
-    src_id, headers, resolved = trace_headers(c, form)
-    request: dict[str, Any] = {
-        "src": src_id,
-        "dst": form.get("dst", ""),
-        "resolved": resolved,
-        "headers": headers,
-    }
-    source = (form.get("flows") or "desired").strip()
-    if source not in ("desired", "installed"):
-        raise BadRequest("flows: desired (compiled) or installed (dumped from the switches now)")
-    request["flows"] = source
+    """The API's Trace of the form's packet through the desired (compiled) or installed (dumped now) flows,
+    with what the server resolved the destination to (its first hop) and the packet it traced."""
+    request = trace_request(form)
     try:
-        result = c.debug(
-            "Trace",
-            dbg.TraceRequest(
-                port=f"ports/{src_id}",
-                headers={k: str(v) for k, v in headers.items()},
-                source=dbg.TraceRequest.INSTALLED if source == "installed" else dbg.TraceRequest.DESIRED,
-            ),
-        )
+        result = c.debug("Trace", request)
     except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(err.details() or "not found") from None
         if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
             raise BadRequest(f"cannot trace: {err.details()}") from None
         raise
-    return {"available": True, "request": request, **_trace_dict(result)}
+    asked = {
+        "src": _id(request.port),
+        "dst": (form.get("dst") or "").strip(),
+        "resolved": result.resolved,
+        "headers": dict(result.headers),
+        "flows": "installed" if request.source == dbg.TraceRequest.INSTALLED else "desired",
+    }
+    return {"available": True, "request": asked, **_trace_dict(result)}
 
 
 def trace_choices(c: Caller) -> list[dict[str, Any]]:
@@ -772,6 +653,6 @@ __all__ = [
     "topology",
     "trace",
     "trace_choices",
-    "trace_headers",
+    "trace_request",
     "whoami",
 ]
