@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))
         return 1
-    compactor = Compactor(state.store, cfg.history_policy())
-    compactor.start()
+    compactor = Compactor(state.sqlite, cfg.history_policy()) if state.sqlite is not None else None
+    if compactor is not None:  # etcd bounds its own history (its auto-compaction)
+        compactor.start()
     # The model keeps many small long-lived objects; the default thresholds make the cyclic GC walk all of
     # them every few hundred writes (it doubled CreatePort latency at 10k ports). Records form no cycles.
     gc.freeze()
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if dataplane.health is not None:
         dataplane.health.stop()
     dataplane.stop()
-    compactor.stop()
+    if compactor is not None:
+        compactor.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)
     logging.shutdown()
