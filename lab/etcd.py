@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -26,8 +27,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The members' server certificate (valid for 127.0.0.1), its key, the CA that verifies clients."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert_auth: bool = True
+
+
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path, client_port: int, peer_port: int) -> None:
+    def __init__(
+        self, name: str, data_dir: Path, client_port: int, peer_port: int, tls: ServerTls | None = None
+    ) -> None:
+        self.tls = tls
         self.name = name
         self.data_dir = data_dir
         self.client_port = client_port
@@ -38,7 +52,7 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -72,6 +86,12 @@ class EtcdMember:
                 "50",
                 "--election-timeout",
                 "500",
+                # a write is one txn op per record it changes: big ones (a network with its ports) need room
+                "--max-txn-ops",
+                "10000",
+                "--max-request-bytes",
+                str(32 << 20),
+                *self._tls_args(),
                 "--log-level",
                 "warn",
                 "--logger",
@@ -83,7 +103,21 @@ class EtcdMember:
         )
         log.close()
 
+    def _tls_args(self) -> list[str]:
+        t = self.tls
+        if t is None:
+            return []
+        return ["--cert-file", str(t.cert), "--key-file", str(t.key), "--trusted-ca-file", str(t.ca)] + (
+            ["--client-cert-auth"] if t.client_cert_auth else []
+        )
+
     def healthy(self) -> bool:
+        if self.tls is not None:  # /health would want a client certificate: is the port open?
+            try:
+                socket.create_connection(("127.0.0.1", self.client_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
         try:
             with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
                 return b'"health":"true"' in r.read()
@@ -120,10 +154,10 @@ class EtcdMember:
 class EtcdCluster:
     """`members` etcd servers forming one cluster, in `workdir`."""
 
-    def __init__(self, workdir: Path, members: int = 1) -> None:
+    def __init__(self, workdir: Path, members: int = 1, tls: ServerTls | None = None) -> None:
         self.workdir = Path(workdir)
         self.members = [
-            EtcdMember(f"m{i}", self.workdir / f"m{i}", free_port(), free_port()) for i in range(members)
+            EtcdMember(f"m{i}", self.workdir / f"m{i}", free_port(), free_port(), tls) for i in range(members)
         ]
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:

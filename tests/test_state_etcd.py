@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lab.etcd import EtcdCluster
+from lab.etcd import EtcdCluster, ServerTls
 from topology import ops
 from topology.errors import ApiError
 from topology.etcd_store import EtcdConfig, EtcdStore
@@ -251,3 +251,31 @@ def test_records_round_trip_with_their_etag(pair: tuple[EtcdState, EtcdState]) -
     _rev, changes = create_port(a, "p1")
     b.sync()
     assert dataclasses.asdict(b.topology.ports["p1"]) == dataclasses.asdict(a.topology.ports["p1"])
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    from controller.pki import Pki
+
+    authority = Pki(tmp_path / "pki")
+    authority.init()
+    server = authority.ensure_controller(["127.0.0.1"])  # server and client usages, SAN 127.0.0.1
+    client = authority.issue_client("controller-a")
+    tls = ServerTls(server.cert, server.key, server.ca)
+    with EtcdCluster(tmp_path / "etcd", tls=tls) as cluster:
+        assert cluster.endpoints[0].startswith("https://")
+        cfg = EtcdConfig(
+            tuple(cluster.endpoints),
+            ca_file=str(client.ca),
+            cert_file=str(client.cert),
+            key_file=str(client.key),
+        )
+        state = EtcdState(EtcdStore(cfg))
+        try:
+            seed(state)
+            rev, _ = create_port(state, "p1")
+            assert state.sync() == rev
+        finally:
+            state.close()
+        # without a client certificate etcd refuses the connection
+        with pytest.raises(OSError):
+            EtcdState(EtcdStore(dataclasses.replace(cfg, cert_file="", key_file="", timeout_s=1.0)))

@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+
 from topology.errors import ApiError
 from topology.etcd_store import EtcdStore, Snapshot, StoreUnavailable, WatchBatch
 from topology.model import Change, ModelConfig, Topology
@@ -152,6 +154,16 @@ class EtcdState(State):
                     done = self.etcd.commit(base, puts, deletes, write_id)
                 except StoreUnavailable as err:
                     raise _unavailable(err) from None
+                except grpc.RpcError as err:  # refused by etcd itself: too large, not permitted, ...
+                    raise ApiError(
+                        "RESOURCE_EXHAUSTED"
+                        if err.code() is grpc.StatusCode.INVALID_ARGUMENT
+                        else "INTERNAL",
+                        "STORE_REFUSED",
+                        f"etcd refused the write ({len(puts) + len(deletes) + 1} operations): {err.details()} "
+                        "(etcd's --max-txn-ops and --max-request-bytes bound one write)",
+                        metadata={"store": "etcd", "code": err.code().name},
+                    ) from None
                 if done.ok:
                     changes = [(k, i, old, _stamp(new, done.revision)) for k, i, old, new in changes]
                     self._apply(done.revision, changes)
