@@ -140,3 +140,30 @@ def test_watch_is_the_same_on_both_and_resumes_from_a_revision_read_on_the_other
         pb.CreatePortRequest(port=pb.Port(network="networks/net"), port_id="q9"), metadata=a.admin
     ).revision
     assert events(b, last - 1, 1)[0][1] == last
+
+
+def test_two_controller_processes_share_the_model(etcd: EtcdCluster, tmp_path: Path) -> None:
+    """run_controller.py with store = "etcd": a write through one is read through the other."""
+    from tests.conftest import ControllerProcess
+
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    args = ["--store", "etcd", "--etcd-endpoints", ",".join(etcd.endpoints), "--etcd-prefix", prefix]
+    procs = [ControllerProcess(tmp_path / name, args) for name in ("a", "b")]
+    try:
+        for p in procs:
+            p.start()
+        apis = []
+        for p in procs:
+            channel = p.channel()
+            apis.append(Api(p.endpoint, p.admin_token(), channel, stub(channel)))
+        a, b = apis
+        created = seed(a)
+        assert get_on(b, "ports/p1", created.revision).mac_address == created.mac_address
+        info = b.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=b.admin)
+        assert info.revision >= created.revision
+        assert not (tmp_path / "a" / "topology.sqlite").exists()  # the model is in etcd only
+        for api in apis:
+            api.channel.close()
+    finally:
+        for p in procs:
+            p.stop()
