@@ -167,3 +167,20 @@ def test_two_controller_processes_share_the_model(etcd: EtcdCluster, tmp_path: P
     finally:
         for p in procs:
             p.stop()
+
+
+def test_etags_on_the_sqlite_store_too(api: Api) -> None:
+    """The etag check is in the write, whichever the store: a stale one is ABORTED with the current one."""
+    created = seed(api)
+    first = api.stub.UpdatePort(
+        pb.UpdatePortRequest(port=pb.Port(name="ports/p1", display_name="one", etag=created.etag)),
+        metadata=api.admin,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        api.stub.UpdatePort(
+            pb.UpdatePortRequest(port=pb.Port(name="ports/p1", display_name="two", etag=created.etag)),
+            metadata=api.admin,
+        )
+    assert info.value.code() is grpc.StatusCode.ABORTED
+    assert first.etag in (info.value.details() or "")
+    api.stub.DeletePort(pb.DeletePortRequest(name="ports/p1", etag=first.etag), metadata=api.admin)

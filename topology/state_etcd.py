@@ -76,7 +76,14 @@ class RecentChanges:
         with self._lock:
             if after < self.floor:
                 return None
-            return [r for r in self._rows if after < r[0] <= upto]
+            out = []
+            for r in reversed(self._rows):  # readers are mostly near the newest: walk back to `after` only
+                if r[0] <= after:
+                    break
+                if r[0] <= upto:
+                    out.append(r)
+            out.reverse()
+            return out
 
 
 class EtcdChangeLog:
