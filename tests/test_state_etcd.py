@@ -13,11 +13,12 @@ import grpc
 import pytest
 
 from lab.etcd import EtcdCluster, ServerTls
-from topology import ops
+from topology import errors, ops
 from topology.errors import ApiError
 from topology.etcd_store import EtcdConfig, EtcdStore
 from topology.model import Change, Topology
 from topology.records import Network, Port, Subnet
+from topology.state import WriteFn
 from topology.state_etcd import EtcdState
 from topology.store import HistoryCompacted
 
@@ -279,3 +280,26 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
         # without a client certificate etcd refuses the connection
         with pytest.raises(OSError):
             EtcdState(EtcdStore(dataclasses.replace(cfg, cert_file="", key_file="", timeout_s=1.0)))
+
+
+def test_a_refusal_on_a_lagging_model_is_decided_again_at_etcds_head(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """Create through A, at once update through B: B's model may not have it yet, but B's answer is not
+    NOT_FOUND: a refused write is decided once more after B caught up with etcd."""
+    a, b = pair
+    seed(a)
+
+    def rename(pid: str) -> WriteFn:
+        def fn(t: Topology, r: int, n: float) -> list[Change]:
+            if pid not in t.ports:  # as the API's lookup answers
+                raise errors.not_found("port", pid)
+            return ops.update_port(t, t.ports[pid], {"display_name": "b"}, r, n)
+
+        return fn
+
+    for i in range(20):
+        create_port(a, f"p{i}")
+        b.write(rename(f"p{i}"))
+    b.sync()
+    assert all(p.display_name == "b" for p in b.topology.ports.values())

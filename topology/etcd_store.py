@@ -167,7 +167,7 @@ class EtcdStore:
             return answer
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
 
-    def _key(self, kind: str, ident: str) -> bytes:
+    def key(self, kind: str, ident: str) -> bytes:
         return self.model_prefix + f"{kind}/{ident}".encode()
 
     def _parse(self, kv: kv_pb2.KeyValue, value: bytes | None) -> tuple[str, str, Record | None]:

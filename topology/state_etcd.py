@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 
 from topology.errors import ApiError
-from topology.etcd_store import EtcdStore, Snapshot, StoreUnavailable, WatchBatch
+from topology.etcd_store import Commit, EtcdStore, Snapshot, StoreUnavailable, WatchBatch
 from topology.model import Change, ModelConfig, Topology
 from topology.records import Record, to_dict
 from topology.state import State, WriteFn
@@ -141,58 +141,78 @@ class EtcdState(State):
 
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
         write_id = uuid.uuid4().hex
+        rechecked = False
         for attempt in range(self.max_attempts):
             with self._lock:
                 if self.closed:
                     raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
                 base = self.topology.revision
-                changes = fn(self.topology, base + 1, self._clock())
-                if not changes:
-                    return base, []
-                changes = _collapsed(changes)
-                puts = [
-                    (self.etcd._key(kind, ident), _json(new))
-                    for kind, ident, _old, new in changes
-                    if new is not None
-                ]
-                deletes = [self.etcd._key(kind, ident) for kind, ident, _old, new in changes if new is None]
-                t0 = time.monotonic()
                 try:
-                    done = self.etcd.commit(base, puts, deletes, write_id)
-                except StoreUnavailable as err:
-                    raise _unavailable(err) from None
-                except grpc.RpcError as err:  # refused by etcd itself: too large, not permitted, ...
-                    raise ApiError(
-                        "RESOURCE_EXHAUSTED"
-                        if err.code() is grpc.StatusCode.INVALID_ARGUMENT
-                        else "INTERNAL",
-                        "STORE_REFUSED",
-                        f"etcd refused the write ({len(puts) + len(deletes) + 1} operations): {err.details()} "
-                        "(etcd's --max-txn-ops and --max-request-bytes bound one write)",
-                        metadata={"store": "etcd", "code": err.code().name},
-                    ) from None
-                if done.ok:
-                    changes = [(k, i, old, _stamp(new, done.revision)) for k, i, old, new in changes]
-                    self._apply(done.revision, changes)
-                    hook = self.on_commit
-                    if hook is not None:
-                        try:
-                            hook(time.monotonic() - t0, 1)
-                        except Exception:
-                            log.exception("on_commit hook failed")
-                    return done.revision, changes
-                self.conflicts += 1
-                seen = done.head
+                    changes = fn(self.topology, base + 1, self._clock())
+                except ApiError:
+                    # refused on this model: if another controller wrote since (a client's create there,
+                    # then its update here), the refusal may be stale: decide once more at etcd's head
+                    seen = base if rechecked else self._head_or(base)
+                    if seen <= base:
+                        raise
+                    rechecked = True
+                    changes = []
+                else:
+                    if not changes:
+                        return base, []
+                    changes = _collapsed(changes)
+                    done = self._commit(base, changes, write_id)
+                    if done.ok:
+                        changes = [(k, i, old, _stamp(new, done.revision)) for k, i, old, new in changes]
+                        self._apply(done.revision, changes)
+                        return done.revision, changes
+                    self.conflicts += 1
+                    seen = done.head
             # another controller wrote first: validate again on the model once it has that write, after a
             # pause growing with the tries (random: two controllers in step would collide again)
             self._wait_applied(seen, self.catch_up_s)
-            time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+            if changes:
+                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
         self.aborted += 1
         raise ApiError(
             "ABORTED",
             "CONCURRENT_WRITES",
             f"other controllers kept writing first ({self.max_attempts} tries): retry",
         )
+
+    def _head_or(self, default: int) -> int:
+        try:
+            return self.etcd.head()
+        except (StoreUnavailable, grpc.RpcError):
+            return default
+
+    def _commit(self, base: int, changes: list[Change], write_id: str) -> Commit:
+        """The txn of `changes` validated at `base` (one record changed at most once: etcd refuses a key
+        twice in a txn); ApiError UNAVAILABLE when etcd cannot be reached."""
+        puts = [
+            (self.etcd.key(kind, ident), _json(new)) for kind, ident, _old, new in changes if new is not None
+        ]
+        deletes = [self.etcd.key(kind, ident) for kind, ident, _old, new in changes if new is None]
+        t0 = time.monotonic()
+        try:
+            done = self.etcd.commit(base, puts, deletes, write_id)
+        except StoreUnavailable as err:
+            raise _unavailable(err) from None
+        except grpc.RpcError as err:  # refused by etcd itself: too large, not permitted, ...
+            raise ApiError(
+                "RESOURCE_EXHAUSTED" if err.code() is grpc.StatusCode.INVALID_ARGUMENT else "INTERNAL",
+                "STORE_REFUSED",
+                f"etcd refused the write ({len(puts) + len(deletes) + 1} operations): {err.details()} "
+                "(etcd's --max-txn-ops and --max-request-bytes bound one write)",
+                metadata={"store": "etcd", "code": err.code().name},
+            ) from None
+        hook = self.on_commit
+        if done.ok and hook is not None:
+            try:
+                hook(time.monotonic() - t0, 1)
+            except Exception:
+                log.exception("on_commit hook failed")
+        return done
 
     def _apply(self, revision: int, changes: list[Change]) -> None:
         """Under the model lock: make `changes` (of `revision`) current and tell everyone."""
