@@ -30,9 +30,11 @@ from controller.debug.metrics import Metrics  # noqa: E402
 from controller.services import dhcp, firewall_reject, health  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
+from topology.etcd_store import EtcdStore  # noqa: E402
 from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
 from topology.state import State  # noqa: E402
+from topology.state_etcd import EtcdState  # noqa: E402
 
 log = logging.getLogger("sdn")
 
@@ -73,6 +75,13 @@ def setup_tls(cfg: config_mod.Config) -> pki.TlsFiles:
         if listen and not config_mod.is_loopback(config_mod.split_hostport(listen)[0]):
             log.warning("the %s on %s is plain HTTP beyond loopback", what, listen)
     return files
+
+
+def open_state(cfg: config_mod.Config) -> State:
+    """The model from its store: the SQLite file in the data directory, or etcd (README "Store on etcd")."""
+    if cfg.store == "etcd":
+        return EtcdState(EtcdStore(cfg.etcd_config()), cfg.model_config())
+    return State(cfg.data_path / "topology.sqlite", cfg.model_config())
 
 
 def _authorizer(state: State) -> Callable[[int, str], str | None]:
@@ -174,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     datadir = DataDir(data)
     try:
         datadir.acquire()  # one controller per data directory, held until the process exits
-        state = State(data / "topology.sqlite", cfg.model_config())
+        state = open_state(cfg)
         tokens = TokenFile(data / "tokens.json")
     except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))
         return 1
-    compactor = Compactor(state.store, cfg.history_policy())
-    compactor.start()
+    compactor = Compactor(state.sqlite, cfg.history_policy()) if state.sqlite is not None else None
+    if compactor is not None:  # etcd bounds its own history (its auto-compaction)
+        compactor.start()
     # The model keeps many small long-lived objects; the default thresholds make the cyclic GC walk all of
     # them every few hundred writes (it doubled CreatePort latency at 10k ports). Records form no cycles.
     gc.freeze()
@@ -267,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     if dataplane.health is not None:
         dataplane.health.stop()
     dataplane.stop()
-    compactor.stop()
+    if compactor is not None:
+        compactor.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)
     logging.shutdown()
