@@ -106,6 +106,9 @@ class Installed:
     counters: dict[FlowKey, tuple[int, int]] = field(default_factory=dict)
 
 
+_FLOWS = (Flow, RawFlow)
+
+
 class Op(NamedTuple):
     """One operation: ADD / MODIFY / DELETE of a flow, group, meter, or a raw switch entry (DELETE only)."""
 
@@ -132,16 +135,12 @@ class Plan:
     @property
     def flow_mods(self) -> int:
         """Flow operations of the bundle (raw ones included)."""
-        return sum(1 for op in self.bundle if type(op.item) is Flow or type(op.item) is RawFlow)
+        return sum(1 for _, item in self.bundle if type(item) in _FLOWS)
 
     @property
     def flow_deletes(self) -> int:
         """Flow deletes of the bundle (stale, foreign and undecodable entries)."""
-        return sum(
-            1
-            for op in self.bundle
-            if op.command == DELETE and (type(op.item) is Flow or type(op.item) is RawFlow)
-        )
+        return sum(1 for command, item in self.bundle if command == DELETE and type(item) in _FLOWS)
 
     @property
     def group_mods(self) -> int:

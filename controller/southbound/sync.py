@@ -500,8 +500,9 @@ class SwitchSync:
             if self._transport is not t:
                 return
             self._stats.resyncs += 1
-            self._stats.last_resync_flow_mods = plan.flow_mods
-            self._stats.last_resync_group_mods = plan.group_mods
+            n_flow = plan.flow_mods
+            self._stats.last_resync_flow_mods = n_flow
+            self._stats.last_resync_group_mods = len(plan.bundle) - n_flow
             self._stats.last_resync_seconds = time.monotonic() - start
             if not ok:
                 self._synced = False
