@@ -570,6 +570,7 @@ class AnyOrder(RuleBasedStateMachine):
     def incremental_equals_full(self) -> None:
         dp = self.dp
         dp.settle()
+        assert self.state.listener_errors == 0, "a model listener raised (see the log)"
         with self.state.lock:
             topo = self.topo
             for ch in CHASSIS:

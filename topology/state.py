@@ -67,6 +67,7 @@ class State:
         self._cv = threading.Condition(threading.Lock())  # guards _queue, _committing, _Pending.done
         self._committing = False
         self.closed = False
+        self.listener_errors = 0  # listener calls that raised (each logged); tests assert none
         #: called after each durable transaction with (seconds, writes in it), by the committing thread
         self.on_commit: Callable[[float, int], None] | None = None
 
@@ -84,6 +85,16 @@ class State:
         """Called under the model lock after each applied write, in revision order."""
         self._listeners.append(fn)
 
+    def _notify(self, revision: int, changes: list[Change]) -> None:
+        """Tell the listeners. The write is already in the model and on its way to the store: a listener
+        that fails (a bug of its own) is logged and counted, and neither undoes nor stalls the write."""
+        for listener in self._listeners:
+            try:
+                listener(revision, changes)
+            except Exception:
+                self.listener_errors += 1
+                log.exception("model listener %r failed on revision %d", listener, revision)
+
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
         with self._lock:
             if self.closed:
@@ -96,8 +107,7 @@ class State:
             pending = _Pending(revision, changes)
             with self._cv:
                 self._queue.append(pending)
-            for listener in self._listeners:
-                listener(revision, changes)
+            self._notify(revision, changes)
         self._drive(pending)
         if pending.error is not None:
             raise ApiError(

@@ -218,8 +218,7 @@ class EtcdState(State):
         """Under the model lock: make `changes` (of `revision`) current and tell everyone."""
         self.topology.apply(changes, revision)
         self.recent.add(revision, changes)
-        for listener in self._listeners:
-            listener(revision, changes)
+        self._notify(revision, changes)
         with self.changed:
             self.durable_revision = revision
             self.changed.notify_all()
@@ -304,8 +303,7 @@ class EtcdState(State):
             fresh.load(snap.records, snap.revision)
             self.topology = fresh
             self.recent.reset(snap.revision)
-            for listener in self._listeners:
-                listener(snap.revision, changes)
+            self._notify(snap.revision, changes)
             with self.changed:
                 self.durable_revision = snap.revision
                 self.changed.notify_all()
