@@ -1,4 +1,4 @@
-"""dhcp: a port's DHCPv4 requests go to the controller (controller/dhcp.py answers), through a meter of its own.
+"""dhcp: a port's DHCPv4 requests go to the controller (controller/services/dhcp.py answers), through a meter of its own.
 
 For each port plugged on this chassis with an IPv4 address on a subnet with DHCP enabled:
 

@@ -9,7 +9,7 @@ the packet is routed: the source VM's chassis east-west, the gateway chassis for
       HIGH(1)   eth_dst = I's MAC, +trk+rpl              -> acl_egress_commit
       HIGH(0)   eth_dst = I's MAC, +trk+rel              -> acl_egress_commit
       MATCH(199 - n)  eth_dst = I's MAC + rule n's fields -> allow: acl_egress_commit; deny: drop;
-                                                             reject: packet-in (controller/firewall_reject.py)
+                                                             reject: packet-in (controller/services/firewall_reject.py)
       LOW       eth_dst = I's MAC, IPv4                  -> drop (the policy's end)
     fw_router_out  (after arp_resolve: routed; metadata = the egress network, eth_src = I's MAC)
       the same shape on eth_src, allow -> snat

@@ -506,7 +506,7 @@ MAX_METER_ID = 0xFFFF0000
 class MeterEntry:
     """An OpenFlow meter, by value: id and one drop band of `rate` packets/s with `burst` packets of burst
     (0: none). Flows reach it through the Meter instruction; the sync engine adds it before them and
-    deletes it after them (see controller/sync.py)."""
+    deletes it after them (see controller/southbound/plan.py)."""
 
     meter_id: int
     rate: int

@@ -1,4 +1,4 @@
-"""The generic layer alone (controller/resources.py, controller/interceptors.py): a toy spec over the network
+"""The generic layer alone (controller/api/resources.py, controller/api/interceptors.py): a toy spec over the network
 table, its standard methods called as the AuthInterceptor runs them, without a gRPC server."""
 
 from __future__ import annotations

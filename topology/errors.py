@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class ApiError(Exception):
     """A refused request: canonical code name, machine-readable reason, human message, field violations.
     The model names fields relative to the resource ("cidr"); the API layer names them from the request
-    (controller/resources.py `prefixed`)."""
+    (controller/api/resources.py `prefixed`)."""
 
     code: str
     reason: str

@@ -4,7 +4,7 @@ surplus free pages back, in small steps so that a write never waits long behind 
 A change is dropped once it is more than `revisions` revisions behind the head or older than `age_s`,
 whichever comes first (0 turns that bound off; both 0: everything is kept). Only the change log shrinks:
 the current objects are the model itself and are never touched. A Watch resuming from before the compacted
-revision is told to re-list (controller/northbound.py).
+revision is told to re-list (controller/api/northbound.py).
 """
 
 from __future__ import annotations

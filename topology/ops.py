@@ -2,7 +2,7 @@
 
 Each function reads the Topology and returns a list of changes without touching it; the caller persists them
 and then applies them, so a refused or failed write leaves the model as it was. Field paths in errors are
-relative to the resource ("cidr", "fixed_ips[1].ip_address"); the API layer (controller/resources.py)
+relative to the resource ("cidr", "fixed_ips[1].ip_address"); the API layer (controller/api/resources.py)
 names them from the request, and owns the request's shape (FieldMask paths: an update gets mutable fields).
 Authorization (who may set what, tenant visibility) is the northbound's job, not this module's.
 """
@@ -112,7 +112,7 @@ def _stamp(rec: Any, rev: int, now: float, created: bool) -> Any:
 
 def _check_fields(fields: Mapping[str, Any], mutable: set[str]) -> None:
     """An update changes only mutable fields: the API layer refuses every other path of a FieldMask by name
-    (controller/resources.py), so another one here is a caller's bug."""
+    (controller/api/resources.py), so another one here is a caller's bug."""
     if not fields.keys() <= mutable:
         raise ValueError(f"not mutable: {sorted(set(fields) - mutable)}")
 

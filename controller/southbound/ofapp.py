@@ -1,7 +1,7 @@
 """The os-ken application: accepts switch connections, keeps a registry of connected datapaths, and routes
 connection events and replies (barrier, multipart, errors, bundle control) to the sync engines.
 
-The sync engines (controller/sync.py) live in `OFApp.sync`, a SyncManager; they send pre-encoded bytes with
+The sync engines (controller/southbound/sync.py) live in `OFApp.sync`, a SyncManager; they send pre-encoded bytes with
 `Datapath.send` and correlate replies by xid.
 
 Who may be which switch: over TLS (the default) the listener requires a client certificate signed by the
