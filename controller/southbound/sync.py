@@ -115,6 +115,10 @@ class SyncStats:
     last_bundle_seconds: float = 0.0  # the last bundle, from first byte to barrier reply
 
 
+#: how long a dump cut short by the switch reconnecting waits for the new connection before failing
+RECONNECT_WAIT_S = 5.0
+
+
 class SwitchSync:
     """Desired vs installed flows, groups and meters of one datapath; see the module docstring.
 
@@ -611,15 +615,37 @@ class SwitchSync:
         return True
 
     def _dump(self, timeout: float, t: Transport | None = None) -> Installed:
-        """Dump the switch through the current connection's transport (or `t`) and decode it."""
+        """Dump the switch through the current connection's transport (or `t`) and decode it. A dump of the
+        current connection that the switch's reconnecting cut short is taken once more on the new one."""
         t0 = time.monotonic()
+        current = t is None
         with self._lock:
             if t is None:
                 t = self._transport
             if t is None or t is not self._transport:
                 raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
             desired = list(self._desired.values())
-        have, slow = t.dump(desired, timeout)
+        try:
+            have, slow = t.dump(desired, timeout)
+        except SyncError:
+            # the switch reconnecting cut it short: wait a moment for the new connection and dump that
+            until = min(t0 + timeout, time.monotonic() + RECONNECT_WAIT_S)
+            with self._cond:
+                while (
+                    current
+                    and t.closed
+                    and not self._closed
+                    and self._transport in (None, t)
+                    and time.monotonic() < until
+                ):
+                    self._cond.wait(0.1)
+                again = self._transport
+            if not current or again is None or again is t:
+                raise
+            log.info(
+                "dp %016x: the switch reconnected during a dump; dumping the new connection", self.datapath_id
+            )
+            have, slow = again.dump(desired, max(1.0, timeout - (time.monotonic() - t0)))
         with self._lock:
             self._stats.last_dump_seconds = time.monotonic() - t0
             self._stats.last_dump_entries = len(have.flows) + len(have.raw_flows)
