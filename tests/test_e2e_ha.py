@@ -4,8 +4,8 @@ etcd stepping down before another takes over (README "Several controllers")."""
 
 from __future__ import annotations
 
-import re
 import datetime
+import re
 import signal
 import socket
 import statistics
