@@ -99,6 +99,20 @@ class Config:
     etcd_cert_file: str = ""
     etcd_key_file: str = ""
     etcd_timeout_s: float = 5.0
+    # store = "etcd": several controllers split the chassis with OpenFlow roles (README "Several controllers").
+    # switch_targets: every controller's target, written into each chassis's OVSDB by whichever controller
+    # (all write the same list); controller_id: this one's name in etcd (default HOST:OPENFLOW_PORT);
+    # a chassis's master holds it with an etcd lease of ownership_lease_s and steps down on its own once
+    # its keepalives have failed for ownership_lease_s - ownership_margin_s
+    switch_targets: list[str] = field(default_factory=list)
+    controller_id: str = ""
+    ownership_lease_s: float = 3.0
+    ownership_margin_s: float = 1.0
+
+    @property
+    def switch_controller_targets(self) -> list[str]:
+        """The targets each chassis's br-int gets: every controller's (switch_targets), or this one's."""
+        return list(self.switch_targets) or [self.switch_controller_target]
 
     @property
     def switch_controller_target(self) -> str:
@@ -336,6 +350,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--etcd-prefix", help="store=etcd: the key prefix of this deployment (default /sdn/v1/)")
     p.add_argument(
+        "--switch-targets",
+        type=lambda v: [e for e in v.split(",") if e],
+        help="comma-separated targets of every controller, written into each chassis's OVSDB (store=etcd)",
+    )
+    p.add_argument("--controller-id", help="store=etcd: this controller's name (default HOST:OPENFLOW_PORT)")
+    p.add_argument("--ownership-lease-s", type=float, help="store=etcd: a chassis master's lease (default 3)")
+    p.add_argument(
+        "--ownership-margin-s",
+        type=float,
+        help="store=etcd: step down this long before the lease can expire (default 1)",
+    )
+    p.add_argument(
         "--demo",
         action="store_true",
         default=None,
@@ -378,6 +404,8 @@ def load(argv: list[str] | None = None) -> Config:
         raise SystemExit('store = "etcd" needs etcd_endpoints')
     if cfg.store == "etcd" and not (cfg.etcd_prefix.startswith("/") and cfg.etcd_prefix.endswith("/")):
         raise SystemExit(f"etcd_prefix must start and end with /, not {cfg.etcd_prefix!r}")
+    if not 0 < cfg.ownership_margin_s < cfg.ownership_lease_s:
+        raise SystemExit("ownership_margin_s must be above 0 and below ownership_lease_s")
     if cfg.grpc_tls not in ("auto", "always"):
         raise SystemExit(f"grpc_tls must be auto or always, not {cfg.grpc_tls!r}")
     if cfg.insecure_openflow and cfg.switch_target.startswith("ssl:"):

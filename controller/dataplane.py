@@ -158,6 +158,11 @@ class Dataplane:
         self.neighbors = NeighborService(self, neighbor_ttl_s, clock, neighbors_file)
         self.packet_in_apps[ids.NAT] = self.neighbors.on_packet_in  # ARP replies and misses of apps/nat.py
         self.announcements = Announcements(self, clock)  # gratuitous ARPs for addresses that appear or move
+        # several controllers (controller/southbound/roles.py): is this controller the chassis's master? Only
+        # the master pushes its flows, answers its packet-ins, sends out of it, writes its ports' bindings
+        # and statuses and judges its gateway health. One controller: every chassis (the default).
+        self.owns: Callable[[str], bool] = lambda _chassis_id: True
+        self.failover.scope = lambda chassis_id: self.owns(chassis_id)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -325,6 +330,23 @@ class Dataplane:
     def _port_owners(self, chassis_id: str) -> list[str]:
         return [u[1] for u in self.compiler.units.get(chassis_id, {}) if u[0] == "port"]
 
+    def chassis_role(self, chassis_id: str, master: bool) -> None:
+        """Roles: this controller became (or stopped being) the chassis's master. Its engine already has the
+        desired state (compiled all along) and adopts what the switch holds; statuses and bindings of the
+        chassis's ports are this controller's to write from now on."""
+        if master:
+            self._work.put(functools.partial(self._took_over, chassis_id))
+
+    def _took_over(self, chassis_id: str) -> None:
+        with self.state.lock:
+            plane = self.planes.get(chassis_id)
+            if plane is None or plane.runtime is None:
+                return
+            topo = self.state.topology
+            plane.pending_status |= {p.id for p in topo.ports_on_chassis(chassis_id)}
+            self._rebind(topo, list(plane.runtime.vifs))
+        self._update_statuses(chassis_id)
+
     def _push(self, chassis_id: str, delta: Delta, revision: int) -> None:
         plane = self.planes.get(chassis_id)
         if plane is None or plane.engine is None or not delta:
@@ -350,7 +372,11 @@ class Dataplane:
         own, queued (we are under the model lock, inside a write or a chassis report). `warn`: log a VIF
         reported for a port pinned elsewhere (once per report, not on every write of the port)."""
         reports = self.reports()
-        todo = binding.stale(topo, reports, port_ids)
+        todo = [
+            pid
+            for pid in binding.stale(topo, reports, port_ids)
+            if self.owns(binding.binding(topo.ports[pid], reports, topo.chassis))  # its new chassis's master
+        ]
         for pid in port_ids if warn else ():
             port = topo.ports.get(pid)
             if port is not None and (elsewhere := binding.conflicts(port, reports)):
@@ -399,7 +425,7 @@ class Dataplane:
             return
         with self.state.lock:
             plane = next((p for p in self.planes.values() if p.datapath_id == dpid), None)
-            if plane is None or plane.runtime is None:
+            if plane is None or plane.runtime is None or not self.owns(plane.chassis_id):
                 return
             try:
                 handler(
@@ -424,7 +450,7 @@ class Dataplane:
     def runtime_of(self, chassis_id: str) -> tuple[int, ChassisRuntime] | None:
         """controller/services/host.py Host: (datapath id, OVSDB facts) of a chassis whose facts are known."""
         plane = self.planes.get(chassis_id)
-        if plane is None or plane.runtime is None:
+        if plane is None or plane.runtime is None or not self.owns(chassis_id):
             return None
         return plane.datapath_id, plane.runtime
 
@@ -457,7 +483,7 @@ class Dataplane:
         return {
             ch_id: plane.runtime is not None and plane.ovsdb_connected and self.connected(plane.datapath_id)
             for ch_id in self.compiler.gateway_chassis
-            if (plane := self.planes.get(ch_id)) is not None
+            if (plane := self.planes.get(ch_id)) is not None and self.owns(ch_id)
         }
 
     def _announce_realized(self) -> None:
@@ -481,7 +507,7 @@ class Dataplane:
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
             plane = self.planes.get(chassis_id)
-            if plane is None or plane.runtime is None:
+            if plane is None or plane.runtime is None or not self.owns(chassis_id):
                 return []
             realized = plane.realized_seq()
             changes: list[Change] = []
@@ -510,6 +536,8 @@ class Dataplane:
             with self.state.lock:
                 report = []
                 for plane in sorted(self.planes.values(), key=lambda p: p.chassis_id):
+                    if not self.owns(plane.chassis_id):
+                        continue  # another controller's to realize
                     needed = plane.needed_seq(revision)
                     realized = plane.realized_seq()
                     report.append(

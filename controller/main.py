@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 # os-ken and the ovs library import eventlet (for hubs we do not use: os-ken runs its native-thread hub),
@@ -30,6 +32,7 @@ from controller.debug.metrics import Metrics  # noqa: E402
 from controller.services import dhcp, firewall_reject, health  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
+from controller.southbound.roles import Ownership  # noqa: E402
 from topology.etcd_store import EtcdStore  # noqa: E402
 from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
@@ -105,13 +108,13 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     if not cfg.insecure_openflow:
         app.authorize = _authorizer(state)
     ovsdb.set_ssl_identity(tls)  # ssl: OVSDB addresses; process-wide in the ovs library
-    target = cfg.switch_controller_target
+    targets = cfg.switch_controller_targets  # every controller's: all of them write the same list
 
     def agent(ch: Chassis, on_change: Callable[[str, Any], None]) -> ChassisAgent:
         return ChassisAgent(
             ch.id,
             ch.ovsdb_address,
-            controller_targets=[target],
+            controller_targets=targets,
             datapath_id=ch.datapath_id,
             bridge_mappings=dict(ch.bridge_mappings),
             datapath_type=cfg.datapath_type,
@@ -147,6 +150,44 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
     dataplane.drift.start()
     return dataplane
+
+
+def start_ownership(cfg: config_mod.Config, state: State, dataplane: Dataplane) -> Ownership | None:
+    """store = "etcd": split the chassis with the other controllers (OpenFlow roles, README "Several
+    controllers"); every switch is a slave of ours until this controller holds its owner key. None with
+    SQLite (one controller: every switch is ours, no role requests)."""
+    if cfg.store != "etcd":
+        return None
+    app = ofapp.ensure_started(*config_mod.split_hostport(cfg.openflow_listen))  # the running app
+    app.enable_roles()
+    # its own connections, with requests short enough to step down in time when etcd stops answering
+    store = EtcdStore(
+        replace(cfg.etcd_config(), timeout_s=min(cfg.etcd_timeout_s, cfg.ownership_margin_s / 3))
+    )
+    controller_id = (
+        cfg.controller_id or f"{socket.gethostname()}:{config_mod.split_hostport(cfg.openflow_listen)[1]}"
+    )
+
+    def chassis() -> list[str]:
+        with state.lock:
+            return list(state.topology.chassis)
+
+    def on_role(chassis_id: str, master: bool, generation: int) -> None:
+        ch = state.topology.chassis.get(chassis_id)
+        if ch is None:
+            return
+        app.set_role(ch.datapath_id, master, generation)
+        dataplane.chassis_role(chassis_id, master)
+
+    ownership = Ownership(
+        store, controller_id, chassis, on_role, lease_s=cfg.ownership_lease_s, margin_s=cfg.ownership_margin_s
+    )
+    dataplane.owns = ownership.is_master
+    if dataplane.health is not None:
+        dataplane.health.owns = app.is_master
+    ownership.start()
+    log.info("controller %s: chassis split with the other controllers on %s", controller_id, store.path)
+    return ownership
 
 
 def start_metrics(
@@ -199,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")
     tls = setup_tls(cfg)
     dataplane = start_dataplane(cfg, state, tls)
+    ownership = start_ownership(cfg, state, dataplane)
     log.info(
         "OpenFlow listener on %s; switches are told to connect to %s",
         cfg.openflow_listen,
@@ -273,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     api.stop(cfg.shutdown_grace_s)
     if metrics is not None:
         metrics.stop()
+    if ownership is not None:
+        ownership.stop()
     dataplane.drift.stop()
     if dataplane.health is not None:
         dataplane.health.stop()

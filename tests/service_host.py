@@ -53,6 +53,9 @@ class FakeHost:
     def realized_on(self, chassis_id: str, revision: int) -> bool:
         return chassis_id in self.runtimes
 
+    def owns(self, chassis_id: str) -> bool:
+        return True
+
     def packet_in(self, chassis_id: str, data: bytes, match: dict[str, Any]) -> PacketIn:
         topo = self.state.topology
         return PacketIn(chassis_id, self.runtimes[chassis_id][0], data, match, topo, self.current_view())

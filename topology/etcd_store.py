@@ -80,6 +80,7 @@ class _Endpoint:
     channel: grpc.Channel
     kv: rpc_grpc.KVStub
     watch: rpc_grpc.WatchStub
+    lease: rpc_grpc.LeaseStub
 
 
 @dataclass
@@ -134,7 +135,9 @@ class EtcdStore:
             channel = grpc.secure_channel(target, creds, options=options)
         else:
             channel = grpc.insecure_channel(target, options=options)
-        return _Endpoint(url, channel, rpc_grpc.KVStub(channel), rpc_grpc.WatchStub(channel))
+        return _Endpoint(
+            url, channel, rpc_grpc.KVStub(channel), rpc_grpc.WatchStub(channel), rpc_grpc.LeaseStub(channel)
+        )
 
     def close(self) -> None:
         self.closed = True
@@ -145,15 +148,16 @@ class EtcdStore:
 
     # ------------------------------------------------------------------------------------------ requests
 
-    def _kv(self, method: str, request: object, sent_write: bool = False) -> object:
-        """One KV request on the current endpoint, then on each other one while they are unavailable."""
+    def _kv(self, method: str, request: object, sent_write: bool = False, service: str = "kv") -> object:
+        """One KV (or `service`) request on the current endpoint, then on each other one while they are
+        unavailable."""
         n = len(self._endpoints)
         errors = []
         start = self._current
         for i in range(n):
             ep = self._endpoints[(start + i) % n]
             try:
-                answer = getattr(ep.kv, method)(request, timeout=self.config.timeout_s)
+                answer = getattr(getattr(ep, service), method)(request, timeout=self.config.timeout_s)
             except grpc.RpcError as err:
                 code = err.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -334,6 +338,73 @@ class EtcdStore:
         if kvs and kvs[0].value == write_id.encode():  # an earlier try of this very write committed
             return Commit(True, head)
         return Commit(False, head=head)
+
+    # ------------------------------------------------------------------------------------------ leases
+
+    def lease_grant(self, ttl_s: int) -> int:
+        """A new lease of `ttl_s` seconds; its id."""
+        answer = self._kv("LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl_s), service="lease")
+        return int(answer.ID)  # type: ignore[attr-defined]
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Renew a lease once; the seconds it has left now (0: it expired, its keys are gone)."""
+        request = rpc.LeaseKeepAliveRequest(ID=lease_id)
+        errors = []
+        for ep in self._endpoints[self._current :] + self._endpoints[: self._current]:
+            call = ep.lease.LeaseKeepAlive(iter([request]), timeout=self.config.timeout_s)
+            try:
+                for answer in call:
+                    return int(answer.TTL)
+                return 0
+            except grpc.RpcError as err:
+                errors.append(f"{ep.url}: {err.code().name} {err.details()}")
+            finally:
+                call.cancel()
+        raise StoreUnavailable("no etcd endpoint renewed the lease: " + "; ".join(errors))
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """End a lease now: its keys are deleted."""
+        self._kv("LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease_id), service="lease")
+
+    def range_prefix(self, prefix: bytes) -> tuple[int, list[tuple[bytes, bytes, int]]]:
+        """(etcd's revision, [(key, value, create revision)]) of the keys under `prefix`."""
+        answer = self._kv("Range", rpc.RangeRequest(key=prefix, range_end=_range_end(prefix)))
+        kvs = answer.kvs  # type: ignore[attr-defined]
+        return int(answer.header.revision), [  # type: ignore[attr-defined]
+            (bytes(kv.key), bytes(kv.value), int(kv.create_revision)) for kv in kvs
+        ]
+
+    def create_if_absent(self, key: bytes, value: bytes, lease_id: int) -> int:
+        """Put `key` (attached to the lease) only if it does not exist; its create revision, or 0 if it
+        existed."""
+        answer = self._kv(
+            "Txn",
+            rpc.TxnRequest(
+                compare=[
+                    rpc.Compare(
+                        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0
+                    )
+                ],
+                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease_id))],
+            ),
+        )
+        return int(answer.header.revision) if answer.succeeded else 0  # type: ignore[attr-defined]
+
+    def put_leased(self, key: bytes, value: bytes, lease_id: int) -> None:
+        self._kv("Put", rpc.PutRequest(key=key, value=value, lease=lease_id))
+
+    def delete_if(self, key: bytes, value: bytes) -> bool:
+        """Delete `key` only if it still holds `value`; True if it did."""
+        answer = self._kv(
+            "Txn",
+            rpc.TxnRequest(
+                compare=[
+                    rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=value)
+                ],
+                success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+            ),
+        )
+        return bool(answer.succeeded)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------------------ like Store
 

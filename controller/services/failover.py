@@ -32,6 +32,8 @@ class FailoverService:
         self.legacy_file = legacy_file
         held = frozenset(host.state.topology.gateway_holds) | self._load_legacy()
         self.liveness = GatewayLiveness(hold_s, clock(), startup_grace_s, held)
+        # the gateway chassis whose holds this controller writes (several controllers: their masters')
+        self.scope: Callable[[str], bool] = lambda _chassis_id: True
 
     @property
     def down(self) -> frozenset[str]:
@@ -74,14 +76,18 @@ class FailoverService:
         before = {r.id: view.gateway_of(r) for r in topo.routers.values()}
         log.warning("gateway chassis held down: %s", ", ".join(sorted(self.liveness.down)) or "none")
         down = self.liveness.down
+        scope = self.scope
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
             changes: list[Change] = [
-                ("gateway_hold", c, t.gateway_holds[c], None) for c in sorted(set(t.gateway_holds) - down)
+                ("gateway_hold", c, t.gateway_holds[c], None)
+                for c in sorted(set(t.gateway_holds) - down)
+                if scope(c)
             ]
             return changes + [
                 ("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now, update_time=now))
                 for c in sorted(down - set(t.gateway_holds))
+                if scope(c)
             ]
 
         internal_write(self.host.state, fn, "gateway failover")

@@ -436,6 +436,8 @@ class HealthService:
         self.clock = clock
         self.interval = interval
         self.prober = Prober()
+        # several controllers: probe only members on switches this one is master of (None: all)
+        self.owns: Callable[[int], bool] | None = None
         self._rev = -1
         self._targets: list[Target] = []
         self._stop = threading.Event()
@@ -477,6 +479,9 @@ class HealthService:
             if rev != self._rev:  # the model changed: who to probe, and how, may have
                 self._targets, self._rev = targets(self.state.topology), rev
             current = self._targets
+        owns = self.owns
+        if owns is not None:
+            current = [t for t in current if t.chassis_id is None or owns(t.datapath_id)]
         sends, changes = self.prober.tick(self.clock(), current)
         for s in sends:
             self._send(s)

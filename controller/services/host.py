@@ -48,6 +48,10 @@ class Host(Protocol):
         """(datapath id, OVSDB facts) of a chassis whose facts are known; None otherwise."""
         ...
 
+    def owns(self, chassis_id: str) -> bool:
+        """Is this controller the chassis's master (always, with one controller)?"""
+        ...
+
     def realized_on(self, chassis_id: str, revision: int) -> bool:
         """Has the chassis's switch confirmed the flows of model revision `revision` (<= 0: any)?"""
         ...

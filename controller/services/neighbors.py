@@ -165,6 +165,9 @@ class NeighborService:
         view = None
         removed: list[str] = []
         for net_id, known in sorted(topo.neighbor_map().items()):
+            view = view or self.host.current_view()
+            if not self._responsible(topo, view, net_id):
+                continue  # several controllers: the master of its gateway chassis probes and expires
             for ip in sorted(known):
                 key = (net_id, ip)
                 confirmed = self._confirmed.setdefault(key, now)
@@ -195,6 +198,16 @@ class NeighborService:
                 ],
                 "neighbour expired",
             )
+
+    def _responsible(self, topo: Topology, view: Any, net_id: str) -> bool:
+        """Does this controller probe and expire the network's neighbours: it is master of a gateway chassis
+        of a router on it (or no router has one: nobody probes, expiry is anyone's)."""
+        gcs = [
+            gc
+            for r in topo.routers.values()
+            if r.gateway_network_id == net_id and (gc := view.gateway_of(r)) is not None
+        ]
+        return not gcs or any(self.host.owns(gc) for gc in gcs)
 
     # ------------------------------------------------------------------------------------------ probes
 

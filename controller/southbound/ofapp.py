@@ -46,6 +46,9 @@ _REPLY_EVENTS = [
     ofp_event.EventONFBundleCtrlMsg,
 ]
 
+#: OFPCR_ROLE_* by whether we are master
+_ROLE_NAMES = {ofproto_v1_3.OFPCR_ROLE_MASTER: "master", ofproto_v1_3.OFPCR_ROLE_SLAVE: "slave"}
+
 #: OpenFlow 1.3 packet-in reason codes, named for metrics
 PACKET_IN_REASONS = {
     ofproto_v1_3.OFPR_NO_MATCH: "no_match",
@@ -284,6 +287,79 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         # (datapath id, chassis named by the certificate) -> None if that switch may be that datapath, else
         # the reason it may not (REJECT_REASONS); None = no certificate check (no TLS)
         self.authorize: Callable[[int, str], str | None] | None = None
+        # OpenFlow roles (several controllers, controller/southbound/roles.py): datapath id -> (master?,
+        # generation). None: one controller, no role requests, every switch is ours (the default)
+        self.roles: dict[int, tuple[bool, int]] | None = None
+        self._role_lock = threading.Lock()
+        self._role_xids: dict[tuple[int, int], bool] = {}  # (datapath id, xid) of a role request -> master?
+        self.role_requests = 0
+        self.role_errors = 0
+
+    # --- OpenFlow roles ----------------------------------------------------------------------------------
+
+    def enable_roles(self) -> None:
+        """Several controllers: every switch starts as another's (slave) until set_role makes it ours."""
+        with self._role_lock:
+            if self.roles is None:
+                self.roles = {}
+        self.sync.active = set()
+
+    def is_master(self, dpid: int) -> bool:
+        roles = self.roles
+        if roles is None:
+            return True
+        with self._role_lock:
+            return roles.get(dpid, (False, 0))[0]
+
+    def set_role(self, dpid: int, master: bool, generation: int) -> None:
+        """Become master (ROLE_REQUEST MASTER with `generation`, then the sync engine adopts what the switch
+        holds) or slave of switch `dpid` (the engine stops first, then ROLE_REQUEST SLAVE). Any thread."""
+        if self.roles is None:
+            self.enable_roles()
+        assert self.roles is not None
+        with self._role_lock:
+            self.roles[dpid] = (master, generation)
+        dp = self.registry.get(dpid)
+        if not master:
+            self.sync.set_active(dpid, False)
+        if dp is not None:
+            self._send_role(dp, master, generation)
+        if master:
+            self.sync.set_active(dpid, True)
+
+    def _send_role(self, dp: Any, master: bool, generation: int) -> None:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+        msg = parser.OFPRoleRequest(dp, role, generation & 0xFFFFFFFFFFFFFFFF)
+        dp.set_xid(msg)
+        with self._role_lock:
+            self._role_xids[(dp.id, msg.xid)] = master
+            self.role_requests += 1
+        log.info("datapath %016x: role request %s, generation %d", dp.id, _ROLE_NAMES[role], generation)
+        dp.send_msg(msg)
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)  # type: ignore[misc]
+    def on_role_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        with self._role_lock:
+            self._role_xids.pop((msg.datapath.id, msg.xid), None)
+        log.debug("datapath %016x: role %s, generation %d", msg.datapath.id, msg.role, msg.generation_id)
+
+    def _role_error(self, msg: Any) -> bool:
+        """A role request we sent was refused (a stale generation: a newer master exists): we are not
+        master. True if `msg` was that error."""
+        with self._role_lock:
+            master = self._role_xids.pop((msg.datapath.id, msg.xid), None)
+        if master is None:
+            return False
+        self.role_errors += 1
+        log.warning("datapath %016x: role request refused by the switch: %s", msg.datapath.id, msg)
+        if master and self.roles is not None:
+            with self._role_lock:
+                gen = self.roles.get(msg.datapath.id, (False, 0))[1]
+                self.roles[msg.datapath.id] = (False, gen)
+            self.sync.set_active(msg.datapath.id, False)
+        return True
 
     def rejected(self) -> dict[str, int]:
         """Refused switch connections by reason, since the process started."""
@@ -350,6 +426,10 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 self._refuse(dp, "datapath_in_use", f"connected as {getattr(current, IDENTITY_ATTR, '?')}")
                 return
             self.registry.add(dp)
+            if self.roles is not None:  # before anything else on this connection: it starts as EQUAL
+                with self._role_lock:
+                    master, generation = self.roles.get(dp.id, (False, 0))
+                self._send_role(dp, master, generation)
             self._add_meters(dp)  # before the sync engine's first flows (same connection: in order)
             self.sync.switch_connected(dp)
         elif ev.state == DEAD_DISPATCHER:
@@ -362,6 +442,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         if not self._current(ev.msg.datapath):
             return  # a refused connection, or one already replaced
         dpid = ev.msg.datapath.id
+        if not self.is_master(dpid):
+            return  # another controller's switch (a slave gets none; this covers the moment before)
         self.packet_ins[dpid] = self.packet_ins.get(dpid, 0) + 1
         key = (dpid, PACKET_IN_REASONS.get(ev.msg.reason, str(ev.msg.reason)))
         self.packet_ins_by_reason[key] = self.packet_ins_by_reason.get(key, 0) + 1
@@ -376,7 +458,7 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
     def packet_out(self, dpid: int, data: bytes, port: int) -> bool:
         """Send `data` out `port` of switch `dpid` (from the controller, no pipeline); False if not connected."""
         dp = self.registry.get(dpid)
-        if dp is None:
+        if dp is None or not self.is_master(dpid):
             return False
         ofp, parser = dp.ofproto, dp.ofproto_parser
         dp.send_msg(
@@ -395,7 +477,7 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         logical port `reg7`: set both and resubmit to egress_dispatch (the port's security groups apply).
         The load balancers' health probes (controller/health.py). False if not connected."""
         dp = self.registry.get(dpid)
-        if dp is None:
+        if dp is None or not self.is_master(dpid):
             return False
         ofp, parser = dp.ofproto, dp.ofproto_parser
         actions = [
@@ -441,6 +523,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 self._meter_xids.discard((msg.datapath.id, msg.xid))
             if ours:
                 log.debug("datapath %016x: packet-in meter: %s", msg.datapath.id, msg)
+                return
+            if self._role_error(msg):
                 return
         self.sync.dispatch(msg.datapath, msg)
 

@@ -694,6 +694,31 @@ class SyncManager:
         self._lock = threading.Lock()
         self._engines: dict[int, SwitchSync] = {}
         self._connected: dict[int, Any] = {}
+        #: datapath ids whose engines may talk to their switch (OpenFlow roles: the ones we are master of);
+        #: None = every one (one controller)
+        self.active: set[int] | None = None
+
+    def _may_attach(self, datapath_id: int) -> bool:
+        return self.active is None or datapath_id in self.active
+
+    def set_active(self, datapath_id: int, active: bool) -> None:
+        """Roles: the engine of `datapath_id` starts (attaches to its connection: dump, adopt, push) or
+        stops talking to its switch. Its desired state keeps being updated either way."""
+        with self._lock:
+            if self.active is None:
+                self.active = set()
+            if active:
+                self.active.add(datapath_id)
+            else:
+                self.active.discard(datapath_id)
+            dp = self._connected.get(datapath_id)
+            eng = self._engines.get(datapath_id)
+        if eng is None or dp is None:
+            return
+        if active:
+            eng.attach(dp)
+        else:
+            eng.detach(dp)
 
     def get(self, datapath_id: int) -> SwitchSync:
         """The engine of `datapath_id`, created (and attached, if the switch is connected) on first use."""
@@ -705,7 +730,7 @@ class SyncManager:
                 )
                 eng.on_bundle = self._bundle
                 dp = self._connected.get(datapath_id)
-                if dp is not None:
+                if dp is not None and self._may_attach(datapath_id):
                     eng.attach(dp)
             return eng
 
@@ -753,7 +778,7 @@ class SyncManager:
     def switch_connected(self, dp: Any) -> None:
         with self._lock:
             self._connected[dp.id] = dp
-            eng = self._engines.get(dp.id)
+            eng = self._engines.get(dp.id) if self._may_attach(dp.id) else None
         if eng is not None:
             eng.attach(dp)
 
