@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -207,7 +208,20 @@ class Chassis:
         """The route to the other VTEPs, held by ovs-vswitchd itself (it does not read the kernel's: see
         __init__); lost when vswitchd stops, so added after each start."""
         subnet = netaddr.IPNetwork(f"{self.tunnel_ip}/{self.tunnel_prefixlen}").cidr
-        self.appctl("ovs/route/add", str(subnet), UNDERLAY_BRIDGE)
+        # vswitchd refuses the route ("Error while inserting route") until its view of br-phy has the
+        # address, which it reads a moment after the bridge exists (seen in CI under load): retry a while
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.appctl("ovs/route/add", str(subnet), UNDERLAY_BRIDGE)
+                return
+            except proc.CommandError as err:
+                if (
+                    "Error while inserting route" not in err.stdout + err.stderr
+                    or time.monotonic() > deadline
+                ):
+                    raise
+            time.sleep(0.1)
 
     def restart_vswitchd(self) -> None:
         """Kill and start ovs-vswitchd."""
