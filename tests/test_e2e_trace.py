@@ -64,6 +64,7 @@ def test_trace_between_vms_on_two_chassis_matches_the_real_packet(
     assert _stages(hv1) == [
         "classify",
         "port_sec_in",
+        "plugin_from_port",
         "acl_egress",
         "acl_egress",
         "fw_router_in",
@@ -85,6 +86,7 @@ def test_trace_between_vms_on_two_chassis_matches_the_real_packet(
         "acl_ingress",
         "acl_ingress",
         "acl_ingress_commit",
+        "plugin_to_port",
         "output",
     ], resp.text
     assert (hv2.outputs[0].kind, hv2.outputs[0].port, hv2.outputs[0].chassis) == ("vif", "ports/tr-b", "hv2")

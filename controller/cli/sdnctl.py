@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from controller import plugins
 from controller.cli import lb as cli_lb
 from controller.cli import security as cli_security
 from controller.cli.common import (
@@ -702,6 +703,9 @@ def build_parser() -> Parser:
 
     cli_security.add_commands(sub)
     cli_lb.add_commands(sub)
+    for p in plugins.load(os.environ.get("SDN_DISABLED_PLUGINS", "").split(",")).loaded:
+        if p.cli is not None:
+            p.cli(sub)  # a plug-in's commands (apps/plugin.py: the same grammar, its own service)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
         dest="floating", metavar="ip", required=True
     )
