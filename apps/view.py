@@ -46,7 +46,7 @@ class View:
     ) -> None:
         self.topo = topo
         # gateway chassis the controller holds for failed (a runtime fact, like the ofports): skipped by
-        # gateway_of, so their routers go to the next candidate (controller/liveness.py decides)
+        # gateway_of, so their routers go to the next candidate (controller/services/failover.py decides)
         self.down = frozenset(down)
         self.dhcp_rate_pps = dhcp_rate_pps  # each port's DHCP meter (apps/dhcp.py)
         self.runtime = runtime

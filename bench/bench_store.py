@@ -31,6 +31,7 @@ from topology import ops  # noqa: E402
 from topology.history import Compactor, HistoryPolicy  # noqa: E402
 from topology.records import Network, Port, Subnet  # noqa: E402
 from topology.state import State  # noqa: E402
+from topology.store import Store  # noqa: E402
 
 LIVE_PORTS = 500
 
@@ -52,6 +53,11 @@ class Run:
         return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def _sqlite(state: State) -> Store:
+    assert state.sqlite is not None
+    return state.sqlite
+
+
 def churn(state: State, writes: int, every: int, run: Run) -> None:
     """Each step of 4 writes: create port i, delete port i-LIVE_PORTS, create network, delete it."""
 
@@ -60,8 +66,8 @@ def churn(state: State, writes: int, every: int, run: Run) -> None:
         state.write(fn)
         run.latencies.append(time.perf_counter() - t0)
         if len(run.latencies) % every == 0:
-            sizes = state.store.sizes()
-            run.samples.append((len(run.latencies), sizes["db"], sizes["wal"], state.store.history_rows()))
+            sizes = _sqlite(state).sizes()
+            run.samples.append((len(run.latencies), sizes["db"], sizes["wal"], _sqlite(state).history_rows()))
 
     timed(lambda t, r, n: ops.create_network(t, Network(id="base", tenant="t"), r, n))
     subnet = Subnet(id="s", tenant="t", network_id="base", cidr="10.0.0.0/16")
@@ -85,19 +91,19 @@ def one(label: str, writes: int, policy: HistoryPolicy | None) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix="sdn-bench-store-"))
     state = State(tmp / "topology.sqlite")
     run = Run(label)
-    compactor = Compactor(state.store, policy) if policy is not None else None
+    compactor = Compactor(_sqlite(state), policy) if policy is not None else None
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     if compactor is not None:
         compactor.start()
     churn(state, writes, max(1, writes // 10), run)
     run.seconds = time.perf_counter() - t0
-    run.longest_wait_s = state.store.longest_write_wait
+    run.longest_wait_s = _sqlite(state).longest_write_wait
     if compactor is not None:
         compactor.stop()
-        run.longest_hold_s = state.store.longest_maintenance_hold
+        run.longest_hold_s = _sqlite(state).longest_maintenance_hold
     else:
-        run.truncate_all_s = state.store.checkpoint_truncate_locked()
+        run.truncate_all_s = _sqlite(state).checkpoint_truncate_locked()
     run.loadavg = (load0, os.getloadavg()[0])
     state.close()
     for f in tmp.iterdir():
@@ -118,9 +124,9 @@ def wal_growth_cost(rounds: int, writes: int = 400) -> tuple[list[float], list[f
     for k in range(rounds):
         for truncate, out in ((True, grown), (False, reused)):
             if truncate:
-                state.store.checkpoint_truncate_locked()
+                _sqlite(state).checkpoint_truncate_locked()
             else:
-                state.store.checkpoint(truncate=False)
+                _sqlite(state).checkpoint(truncate=False)
             start = len(run.latencies)
             churn_more(state, writes, f"w{k}{int(truncate)}-", run)
             out.append(statistics.median(run.latencies[start:]))

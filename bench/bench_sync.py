@@ -15,15 +15,17 @@ from __future__ import annotations
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controller.pki import Pki
 from controller.southbound.ofapp import ensure_started
 from flows.flow import Flow
 from lab import Lab
-from tests.test_sync import Switch, pipeline_flows
+from tests.test_sync import CHASSIS_DPIDS, Switch, pipeline_flows
 
 ROUNDS = 3
 
@@ -39,12 +41,16 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
-    app = ensure_started("0.0.0.0", port)
+    # the switches connect over TLS with their chassis certificates, as in tests/test_sync.py
+    pki = Pki(Path(tempfile.mkdtemp(prefix="bench-sync-pki-")))
+    pki.init()
+    app = ensure_started("0.0.0.0", port, tls=pki.ensure_controller([]))
+    app.authorize = lambda dpid, chassis: None if CHASSIS_DPIDS.get(chassis) == dpid else "wrong_datapath_id"
     items = build(target)
     flows = [f for f in items if isinstance(f, Flow)]
     n = len(flows)
     print(f"{n} flows, {len(items) - n} groups")
-    with Lab() as lab:
+    with Lab(pki=pki) as lab:
         sw = Switch(lab, app, "bench")
         sw.connect()
         ch = sw.ch

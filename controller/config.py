@@ -11,6 +11,7 @@ from typing import Any
 
 from apps.nat import REDIRECT_BASE
 from controller.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_TENANT
+from topology.etcd_store import EtcdConfig
 from topology.history import HistoryPolicy
 from topology.model import ModelConfig
 from topology.ops_security import DEFAULT_FLOW_BUDGET
@@ -90,6 +91,16 @@ class Config:
     # where co-located chassis keep their ovs-vswitchd control sockets, DIR/<chassis id>/ovs-vswitchd*.ctl, for
     # the switch's own ofproto/trace in diff traces when their OVSDB is not a local unix socket (the lab)
     vswitchd_ctl_dir: str = ""
+    # where the model lives (README "Store on etcd"): "sqlite" (DATA_DIR/topology.sqlite, one controller) or
+    # "etcd" (shared by every controller given the same endpoints and prefix; https:// endpoints use TLS with
+    # the CA and the client certificate below)
+    store: str = "sqlite"
+    etcd_endpoints: list[str] = field(default_factory=list)
+    etcd_prefix: str = "/sdn/v1/"
+    etcd_ca_file: str = ""
+    etcd_cert_file: str = ""
+    etcd_key_file: str = ""
+    etcd_timeout_s: float = 5.0
 
     @property
     def switch_controller_target(self) -> str:
@@ -116,6 +127,16 @@ class Config:
     def history_policy(self) -> HistoryPolicy:
         return HistoryPolicy(
             revisions=self.history_revisions, age_s=self.history_age_s, interval_s=self.history_interval_s
+        )
+
+    def etcd_config(self) -> EtcdConfig:
+        return EtcdConfig(
+            tuple(self.etcd_endpoints),
+            prefix=self.etcd_prefix,
+            ca_file=self.etcd_ca_file,
+            cert_file=self.etcd_cert_file,
+            key_file=self.etcd_key_file,
+            timeout_s=self.etcd_timeout_s,
         )
 
     def model_config(self) -> ModelConfig:
@@ -316,6 +337,13 @@ def parser() -> argparse.ArgumentParser:
         help="DIR with CHASSIS/ovs-vswitchd*.ctl of chassis on this machine whose "
         "OVSDB is reached over ssl: (the lab): diff traces add the switch's ofproto/trace",
     )
+    p.add_argument("--store", choices=["sqlite", "etcd"], help="where the model lives (default sqlite)")
+    p.add_argument(
+        "--etcd-endpoints",
+        type=lambda v: [e for e in v.split(",") if e],
+        help="store=etcd: comma-separated client URLs, http://HOST:PORT or https://HOST:PORT (TLS)",
+    )
+    p.add_argument("--etcd-prefix", help="store=etcd: the key prefix of this deployment (default /sdn/v1/)")
     p.add_argument(
         "--demo",
         action="store_true",
@@ -353,6 +381,12 @@ def load(argv: list[str] | None = None) -> Config:
             "grpc_workers and max_streams must be at least 1, and max_streams_per_tenant "
             "between 1 and max_streams"
         )
+    if cfg.store not in ("sqlite", "etcd"):
+        raise SystemExit(f"store must be sqlite or etcd, not {cfg.store!r}")
+    if cfg.store == "etcd" and not cfg.etcd_endpoints:
+        raise SystemExit('store = "etcd" needs etcd_endpoints')
+    if cfg.store == "etcd" and not (cfg.etcd_prefix.startswith("/") and cfg.etcd_prefix.endswith("/")):
+        raise SystemExit(f"etcd_prefix must start and end with /, not {cfg.etcd_prefix!r}")
     if cfg.grpc_tls not in ("auto", "always"):
         raise SystemExit(f"grpc_tls must be auto or always, not {cfg.grpc_tls!r}")
     if cfg.insecure_openflow and cfg.switch_target.startswith("ssl:"):

@@ -3,6 +3,11 @@
     State write ──listener (under the model lock)──► Compiler.on_changes ──► SwitchSync.apply (per chassis)
     ChassisAgent (OVSDB) ──on_change──► Compiler.on_runtime ──► SwitchSync.apply; VIF iface-id ──► binding
     SwitchSync ──on_realized──► port status ACTIVE, WaitRealized waiters
+    OFApp packet-in ──cookie's app──► packet_in_apps handler (controller/services/: neighbours, DHCP...)
+    ticker ──► services' timed work (gateway failover, gratuitous ARPs, neighbour expiry)
+
+The services see the dataplane through controller/services/host.py's Host (current_view, runtime_of,
+realized_on, packet_out); their state is in the store, so a write of theirs comes back here like any other.
 
 Each chassis gets its switch's desired state only once its OVSDB facts (ofports) are known, so a
 controller restart never tells a switch to delete flows it merely has not recompiled yet (hitless).
@@ -13,7 +18,6 @@ a chassis's ofports changes its flows without a model revision.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import queue
 import threading
@@ -23,37 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import netaddr
-
+from apps import ids
 from apps.compiler import Compiler, Delta, Divergence
-from apps.view import ChassisRuntime
+from apps.view import ChassisRuntime, View
 from controller.api.context import REQUEST
 from controller.debug.selfcheck import SelfCheck
-from controller.services import announce
-from controller.southbound.liveness import GatewayLiveness
+from controller.services.announce import Announcements
+from controller.services.failover import FailoverService
+from controller.services.host import PacketIn, PacketInHandler
+from controller.services.neighbors import NeighborService
 from flows.cookie import MAGIC
 from topology import binding, ops
 from topology.model import Change, Topology
-from topology.records import INTERNAL_KINDS, PORT_ACTIVE, PORT_DOWN, Chassis, GatewayHold, Neighbor
+from topology.records import INTERNAL_KINDS, PORT_ACTIVE, PORT_DOWN, Chassis
 from topology.state import State
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PacketIn:
-    """A packet-in for an app's handler (registered in Dataplane.packet_in_apps by the cookie's app id),
-    called on the dataplane worker under the model lock: reply with Dataplane.packet_out."""
-
-    chassis_id: str
-    datapath_id: int
-    data: bytes
-    match: dict[str, Any]  # the packet-in's match: in_port, metadata, registers
-    topo: Topology
-    view: Any  # apps.view.View of the current model
-
-
-PacketInHandler = Callable[[PacketIn], None]
+__all__ = ["Dataplane", "PacketIn", "PacketInHandler"]  # PacketIn: controller/services/host.py's
 
 
 class Engine(Protocol):
@@ -139,15 +130,6 @@ class Dataplane:
         self.clock = clock
         # gateway failover: is a switch connected (OpenFlow)? None: the dataplane cannot tell (always yes)
         self.connected = connected if connected is not None else (lambda _dpid: True)
-        self.gateways_file = gateways_file  # the JSON file earlier versions kept holds in (migrated at start)
-        held = frozenset(state.topology.gateway_holds) | self._load_down()
-        self.liveness = GatewayLiveness(gateway_failover_s, clock(), startup_grace_s, held)
-        self.compiler.down = self.liveness.down
-        self.announcer = announce.Announcer()  # gratuitous ARPs for addresses that appear or move
-        # neighbour expiry: (network, address) -> when last confirmed by an ARP reply / first re-probed
-        self.neighbor_ttl_s = neighbor_ttl_s
-        self._confirmed: dict[tuple[str, str], float] = {}
-        self._reprobing: dict[tuple[str, str], float] = {}
         self._tick_s = tick_s
         self._ticker_stop = threading.Event()
         # sends a packet out a port of a switch: (datapath id, bytes, ofport) -> sent (attached by main)
@@ -155,9 +137,6 @@ class Dataplane:
         self.vswitchd_ctl_dir = ""  # co-located chassis' ovs-vswitchd control sockets (trace.vswitchd_ctl)
         # app id (apps.ids) -> handler of packet-ins from flows that app compiled (DHCP, firewall reject...)
         self.packet_in_apps: dict[int, PacketInHandler] = {}
-        self._probed: dict[tuple[str, str, str], float] = {}  # (chassis, network, address) -> last probe
-        # the JSON file earlier versions kept learnt next hops in (migrated into the store at start)
-        self.neighbors_file = neighbors_file
         self.planes: dict[str, ChassisPlane] = {}
         self._engine_factory = engine_factory
         self.drift: Any = None  # controller.debug.drift.DriftMonitor, attached by main
@@ -172,22 +151,29 @@ class Dataplane:
         self.provenance: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
         self.selfcheck = SelfCheck(self, self_check_interval_s)
         self.self_check_every_change = self_check_every_change
+        # the services whose state decides flows or that send packets themselves (controller/services/;
+        # the legacy JSON files are earlier versions' state, moved into the store at start)
+        self.failover = FailoverService(self, gateway_failover_s, clock, startup_grace_s, gateways_file)
+        self.compiler.down = self.failover.down
+        self.neighbors = NeighborService(self, neighbor_ttl_s, clock, neighbors_file)
+        self.packet_in_apps[ids.NAT] = self.neighbors.on_packet_in  # ARP replies and misses of apps/nat.py
+        self.announcements = Announcements(self, clock)  # gratuitous ARPs for addresses that appear or move
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._migrate_files()
+        self.neighbors.migrate()
+        self.failover.migrate()
         with self.state.lock:
             topo = self.state.topology
             self._sync_internal(topo)
-            now = self.clock()  # ages are not kept: a stored binding counts as confirmed at start
-            self._confirmed = {(n, ip): now for n, m in self.compiler.neighbors.items() for ip in m}
+            self.neighbors.reset(self.clock())
             self.compiler.rebuild(topo)
             for ch in topo.chassis.values():
                 self._add_chassis(ch)
             self.state.add_listener(self._on_write)
-            self.announcer.reset(self.compiler.view(topo))  # a start announces nothing: nothing moved
-            self.state.add_listener(self._announce_on_write)
+            self.announcements.reset()
+            self.state.add_listener(self.announcements.on_write)
         self._worker.start()
         self.selfcheck.start()
         if self._tick_s > 0:
@@ -234,7 +220,7 @@ class Dataplane:
         plane = self.planes.pop(chassis_id, None)
         self.provenance = {k: v for k, v in self.provenance.items() if k[0] != chassis_id}
         self.compiler.forget(chassis_id)
-        self.liveness.forget(chassis_id)
+        self.failover.forget(chassis_id)
         if plane is not None and plane.agent is not None:
             self._work.put(plane.agent.stop)
 
@@ -392,23 +378,25 @@ class Dataplane:
 
         self._work.put(bind)
 
-    # ------------------------------------------------------------------------------------------ neighbours
+    def _sync_internal(self, topo: Topology) -> None:
+        """The compiler reads learnt neighbours and held gateways from these copies of the model's records."""
+        self.compiler.neighbors = topo.neighbor_map()
+        self.compiler.down = frozenset(topo.gateway_holds)
 
-    #: at most one ARP probe per (chassis, external network, address) per this many seconds
-    PROBE_INTERVAL_S = 1.0
+    # ------------------------------------------------------------------------------------------ packet-ins
 
     def on_packet_in(self, dpid: int, data: bytes, match: dict[str, Any], cookie: int = 0) -> None:
-        """OFApp callback (os-ken's thread): handled on the dataplane worker. A packet-in whose flow's cookie
-        names an app registered in `packet_in_apps` goes to that app's handler; the rest are the NAT
-        app's (neighbour learning and probes)."""
+        """OFApp callback (os-ken's thread): handled on the dataplane worker (handle_packet_in)."""
+        self._work.put(functools.partial(self.handle_packet_in, dpid, data, match, cookie))
+
+    def handle_packet_in(self, dpid: int, data: bytes, match: dict[str, Any], cookie: int = 0) -> None:
+        """A packet-in goes to the handler registered in `packet_in_apps` for the app its flow's cookie
+        names (neighbours for NAT, DHCP, firewall rejects, health monitors), under the model lock."""
         app = (cookie >> 48) & 0xFF if (cookie >> 56) == MAGIC else 0
         handler = self.packet_in_apps.get(app)
-        if handler is not None:
-            self._work.put(functools.partial(self._app_packet_in, handler, dpid, data, match))
-        else:
-            self._work.put(functools.partial(self._packet_in, dpid, data, match))
-
-    def _app_packet_in(self, handler: PacketInHandler, dpid: int, data: bytes, match: dict[str, Any]) -> None:
+        if handler is None:
+            log.debug("packet-in from datapath %016x with cookie %#x: no app handles it", dpid, cookie)
+            return
         with self.state.lock:
             plane = next((p for p in self.planes.values() if p.datapath_id == dpid), None)
             if plane is None or plane.runtime is None:
@@ -427,340 +415,55 @@ class Dataplane:
             except Exception:
                 log.exception("packet-in handler failed on chassis %s", plane.chassis_id)
 
-    def _packet_in(self, dpid: int, data: bytes, match: dict[str, Any]) -> None:
-        """An ARP reply to a router's gateway MAC teaches a binding; a routed packet whose external next hop
-        is unknown makes the controller probe for it."""
-        from os_ken.lib.packet import arp, ethernet, ipv4, packet
+    # ------------------------------------------------------------------------------------------ services' host
 
-        try:
-            pkt = packet.Packet(data)
-        except Exception:  # noqa: BLE001 - a packet we cannot parse is not ours to handle
-            return
-        eth = pkt.get_protocol(ethernet.ethernet)
-        if eth is None:
-            return
-        with self.state.lock:
-            topo = self.state.topology
-            plane = next((p for p in self.planes.values() if p.datapath_id == dpid), None)
-            if plane is None or plane.runtime is None:
-                return
-            view = self.compiler.view(topo)
-            gateways = [
-                (r, gwp)
-                for r in topo.routers.values()
-                if view.gateway_of(r) == plane.chassis_id and (gwp := view.gateway_port(r)) is not None
-            ]
-            a = pkt.get_protocol(arp.arp)
-            if a is not None:
-                if a.opcode == arp.ARP_REPLY:
-                    for router, gwp in gateways:
-                        if gwp.mac == eth.dst:
-                            self._learn(topo, router.gateway_network_id, a.src_ip, a.src_mac)
-                            break
-                return
-            ip = pkt.get_protocol(ipv4.ipv4)
-            if ip is None:
-                return
-            net = next((n for n in topo.networks.values() if n.key == match.get("metadata")), None)
-            if net is None:
-                return
-            reg0 = match.get("reg0")
-            nexthop = str(netaddr.IPAddress(reg0)) if isinstance(reg0, int) and reg0 else ip.dst
-            self._probe(plane, net, nexthop, [gwp for r, gwp in gateways if r.gateway_network_id == net.id])
+    def current_view(self) -> View:
+        """controller/services/host.py Host: the compilers' view of the current model."""
+        return self.compiler.view(self.state.topology)
 
-    def _learn(self, topo: Topology, network_id: str, ip: str, mac: str) -> None:
-        """An ARP reply to a gateway's probe: the address's MAC, written to the store if it is news (the
-        write recompiles, see _on_write)."""
-        self._confirmed[(network_id, ip)] = self.clock()
-        self._reprobing.pop((network_id, ip), None)
-        ident = f"{network_id}|{ip}"
-        old = topo.neighbors.get(ident)
-        if old is not None and old.mac == mac:
-            return
+    def runtime_of(self, chassis_id: str) -> tuple[int, ChassisRuntime] | None:
+        """controller/services/host.py Host: (datapath id, OVSDB facts) of a chassis whose facts are known."""
+        plane = self.planes.get(chassis_id)
+        if plane is None or plane.runtime is None:
+            return None
+        return plane.datapath_id, plane.runtime
 
-        def fn(t: Topology, rev: int, now: float) -> list[Change]:
-            before = t.neighbors.get(ident)
-            if before is not None and before.mac == mac:
-                return []
-            new = Neighbor(
-                id=ident,
-                network_id=network_id,
-                address=ip,
-                mac=mac,
-                revision=rev,
-                create_time=before.create_time if before is not None else now,
-                update_time=now,
-            )
-            return [("neighbor", ident, before, new)]
-
-        self._internal_write(fn, "neighbour learnt")
-        log.info("external network %s: %s is at %s", network_id, ip, mac)
-
-    def _sync_internal(self, topo: Topology) -> None:
-        """The compiler reads learnt neighbours and held gateways from these copies of the model's records."""
-        self.compiler.neighbors = topo.neighbor_map()
-        self.compiler.down = frozenset(topo.gateway_holds)
-
-    def _internal_write(self, fn: Callable[[Topology, int, float], list[Change]], why: str) -> None:
-        """A write of the controller's own state (neighbours, gateway holds), named in flow provenance."""
-        token = REQUEST.set(why)
-        try:
-            self.state.write(fn)
-        except Exception:
-            log.exception("could not store %s", why)
-        finally:
-            REQUEST.reset(token)
-
-    def _migrate_files(self) -> None:
-        """Earlier versions kept learnt neighbours and gateway holds in JSON files beside the store: move
-        them into it once, then remove the files."""
-        if self.neighbors_file is not None and self.neighbors_file.exists():
-            try:
-                data = json.loads(self.neighbors_file.read_text())
-                found = [(str(n), str(ip), str(mac)) for n, m in data.items() for ip, mac in m.items()]
-            except (OSError, ValueError, AttributeError):
-                found = []
-                log.warning("%s unreadable: external next hops are learnt again", self.neighbors_file)
-
-            def fn(t: Topology, rev: int, now: float) -> list[Change]:
-                return [
-                    (
-                        "neighbor",
-                        f"{n}|{ip}",
-                        None,
-                        Neighbor(
-                            id=f"{n}|{ip}",
-                            network_id=n,
-                            address=ip,
-                            mac=mac,
-                            revision=rev,
-                            create_time=now,
-                            update_time=now,
-                        ),
-                    )
-                    for n, ip, mac in found
-                    if f"{n}|{ip}" not in t.neighbors and n in t.networks
-                ]
-
-            self._internal_write(fn, "neighbours migrated from " + self.neighbors_file.name)
-            self.neighbors_file.unlink(missing_ok=True)
-        if self.gateways_file is not None and self.gateways_file.exists():
-            held = self._load_down()
-            self._internal_write(
-                lambda t, rev, now: [
-                    (
-                        "gateway_hold",
-                        c,
-                        None,
-                        GatewayHold(id=c, revision=rev, create_time=now, update_time=now),
-                    )
-                    for c in sorted(held)
-                    if c not in t.gateway_holds
-                ],
-                "gateway holds migrated",
-            )
-            self.gateways_file.unlink(missing_ok=True)
-
-    def _probe(self, plane: ChassisPlane, net: Any, nexthop: str, gw_ports: list[Any]) -> None:
-        """ARP request for `nexthop` from a gateway port's MAC and address, out the chassis's patch port."""
-        key = (plane.chassis_id, net.id, nexthop)
-        now = self.clock()
-        if now - self._probed.get(key, -1e9) < self.PROBE_INTERVAL_S or self.packet_out is None:
-            return
-        if len(self._probed) > 4096:  # forget old probes: the table must not grow with every address tried
-            self._probed = {k: t for k, t in self._probed.items() if now - t < self.PROBE_INTERVAL_S}
-        assert plane.runtime is not None
-        patch = plane.runtime.patches.get(net.physical_network)
-        target = netaddr.IPAddress(nexthop)
-        for gwp in gw_ports:
-            src = next(
-                (
-                    ip
-                    for sid, ip in gwp.fixed_ips
-                    if (sub := self.state.topology.subnets.get(sid)) is not None
-                    and target in netaddr.IPNetwork(sub.cidr)
-                ),
-                None,
-            )
-            if src is None or patch is None:
-                continue
-            self._probed[key] = now
-            self.packet_out(plane.datapath_id, _arp_request(net, gwp.mac, src, nexthop), patch)
-            log.info("chassis %s: ARP probe for %s on %s", plane.chassis_id, nexthop, net.id)
-            return
+    def realized_on(self, chassis_id: str, revision: int) -> bool:
+        """controller/services/host.py Host: has the chassis's switch realized model revision `revision`?"""
+        plane = self.planes.get(chassis_id)
+        if plane is None or plane.engine is None or plane.runtime is None:
+            return False
+        return revision <= 0 or plane.realized_seq() >= plane.needed_seq(revision)
 
     # ------------------------------------------------------------------------------------------ timers
-
-    #: a binding re-probed this long without an answer is removed (probes go once a second meanwhile)
-    NEIGHBOR_PROBE_WAIT_S = 3.0
 
     def _run_ticker(self) -> None:
         while not self._ticker_stop.wait(self._tick_s):
             self._work.put(self.tick)
 
     def tick(self) -> None:
-        """Timed work (the ticker queues it on the worker): gateway liveness, gratuitous ARPs, neighbour
+        """Timed work (the ticker queues it on the worker): gateway failover, gratuitous ARPs, neighbour
         expiry."""
         with self.state.lock:
             now = self.clock()
-            self._gateway_liveness(now)
-            self._send_announcements(now)
-            self._age_neighbors(now)
+            if self.failover.tick(now, self._gateway_health()):
+                self.announcements.gateways_moved(now)
+            self.announcements.send(now)
+            self.neighbors.tick(now)
 
-    def _healthy(self, plane: ChassisPlane) -> bool:
-        return plane.runtime is not None and plane.ovsdb_connected and self.connected(plane.datapath_id)
-
-    def _gateway_liveness(self, now: float) -> None:
-        """Observe each gateway chassis; when the down set changes, recompile (routers move to the next
-        candidate, or back to a preferred one) and announce the moved routers' addresses."""
-        for ch_id in self.compiler.gateway_chassis:
-            plane = self.planes.get(ch_id)
-            if plane is not None:
-                self.liveness.observe(ch_id, self._healthy(plane), now)
-        if not self.liveness.update(now):
-            return
-        topo = self.state.topology
-        before = {r.id: self.compiler.view(topo).gateway_of(r) for r in topo.routers.values()}
-        log.warning("gateway chassis held down: %s", ", ".join(sorted(self.liveness.down)) or "none")
-        down = self.liveness.down
-
-        def fn(t: Topology, rev: int, now: float) -> list[Change]:
-            changes: list[Change] = [
-                ("gateway_hold", c, t.gateway_holds[c], None) for c in sorted(set(t.gateway_holds) - down)
-            ]
-            return changes + [
-                ("gateway_hold", c, None, GatewayHold(id=c, revision=rev, create_time=now, update_time=now))
-                for c in sorted(down - set(t.gateway_holds))
-            ]
-
-        self._internal_write(fn, "gateway failover")  # the write moves the routers (_on_write recompiles)
-        topo = self.state.topology
-        view = self.compiler.view(topo)
-        for r in topo.routers.values():
-            gc = view.gateway_of(r)
-            if gc != before.get(r.id):
-                log.warning("router %s: gateway chassis %s -> %s", r.id, before.get(r.id), gc)
-        # the moved routers' gateway addresses and floating IPs, from their new gateway chassis, at once
-        self.announcer.update(view, now, 0)
-
-    # ------------------------------------------------------------------------------------------ announcements
-
-    def _announce_on_write(self, revision: int, changes: list[Change]) -> None:
-        """State listener (after _on_write): router interfaces, gateways, floating IPs and VIPs that appeared,
-        changed MAC or moved are announced (controller/announce.py) once this revision's flows are realized."""
-        if any(announce.may_change(c) for c in changes):
-            moved = self.announcer.update(self.compiler.view(self.state.topology), self.clock(), revision)
-            if moved:
-                log.info("to announce: %s", ", ".join(f"{c.address} at {c.mac}" for c in moved))
-
-    def _send_announcements(self, now: float) -> None:
-        """Send the due gratuitous ARPs (requests, sender = target = the address, from the claiming MAC):
-        a gateway chassis's out its patch port (the physical network's switches and hosts learn where the
-        address is), a distributed claim's out each local VM port of its network (VMs replace a stale MAC)."""
-        if not self.announcer.pending:
-            return
-        if self.packet_out is None:
-            self.announcer.pending.clear()
-            return
-        topo = self.state.topology
-        view = self.compiler.view(topo)
-        out: dict[int, list[tuple[int, bytes]]] = {}
-
-        def targets(p: announce.Pending) -> list[tuple[int, bytes]]:
-            got = out.get(id(p))
-            if got is None:
-                got = out[id(p)] = self._announce_targets(view, p)
-            return got
-
-        for p in self.announcer.due(now, self._realized_for_announce, lambda p: len(targets(p))):
-            plane = self.planes[p.chassis]
-            for ofport, data in targets(p):
-                self.packet_out(plane.datapath_id, data, ofport)
-            if targets(p):
-                log.info(
-                    "chassis %s: gratuitous ARP for %s at %s (%d ports)",
-                    p.chassis,
-                    p.claim.address,
-                    p.claim.mac,
-                    len(targets(p)),
-                )
+    def _gateway_health(self) -> dict[str, bool]:
+        """Each gateway chassis with a plane: healthy while its switch is connected (OpenFlow) and its
+        OVSDB facts are known (the agent's session is up)."""
+        return {
+            ch_id: plane.runtime is not None and plane.ovsdb_connected and self.connected(plane.datapath_id)
+            for ch_id in self.compiler.gateway_chassis
+            if (plane := self.planes.get(ch_id)) is not None
+        }
 
     def _announce_realized(self) -> None:
         """A switch confirmed flows: announcements waiting for them go now, not at the next tick."""
         with self.state.lock:
-            self._send_announcements(self.clock())
-
-    def _realized_for_announce(self, chassis_id: str, revision: int) -> bool:
-        plane = self.planes.get(chassis_id)
-        if plane is None or plane.engine is None or plane.runtime is None:
-            return False
-        return revision <= 0 or plane.realized_seq() >= plane.needed_seq(revision)
-
-    def _announce_targets(self, view: Any, p: announce.Pending) -> list[tuple[int, bytes]]:
-        """(ofport, packet) of one announcement on its chassis."""
-        plane = self.planes.get(p.chassis)
-        net = view.topo.networks.get(p.claim.network_id)
-        if plane is None or plane.runtime is None or net is None:
-            return []
-        if p.claim.chassis is not None:
-            patch = plane.runtime.patches.get(net.physical_network)
-            data = announce.garp(p.claim.mac, p.claim.address, announce.uplink_vlan(net))
-            return [] if patch is None else [(patch, data)]
-        data = announce.garp(p.claim.mac, p.claim.address)
-        return [
-            (ofport, data)
-            for port in view.local_ports(p.chassis, net.id)
-            if (ofport := view.local_ofport(p.chassis, port)) is not None
-        ]
-
-    def _age_neighbors(self, now: float) -> None:
-        """A binding not confirmed for neighbor_ttl_s is probed again (once a second); still unanswered
-        after NEIGHBOR_PROBE_WAIT_S it is removed (the next packet to it misses and is probed afresh)."""
-        if self.neighbor_ttl_s <= 0:
-            return
-        topo = self.state.topology
-        view = None
-        removed: list[str] = []
-        for net_id, known in sorted(topo.neighbor_map().items()):
-            for ip in sorted(known):
-                key = (net_id, ip)
-                confirmed = self._confirmed.setdefault(key, now)
-                if now - confirmed < self.neighbor_ttl_s:
-                    continue
-                started = self._reprobing.setdefault(key, now)
-                if now - started >= self.NEIGHBOR_PROBE_WAIT_S:
-                    self._confirmed.pop(key, None)
-                    self._reprobing.pop(key, None)
-                    removed.append(f"{net_id}|{ip}")
-                    log.info("external network %s: %s expired (no answer to its probes)", net_id, ip)
-                    continue
-                net = topo.networks.get(net_id)
-                if net is None:
-                    continue
-                view = view or self.compiler.view(topo)
-                for router in sorted(topo.routers.values(), key=lambda r: r.id):
-                    gc = view.gateway_of(router) if router.gateway_network_id == net_id else None
-                    plane = self.planes.get(gc) if gc is not None else None
-                    gwp = view.gateway_port(router)
-                    if plane is not None and plane.runtime is not None and gwp is not None:
-                        self._probe(plane, net, ip, [gwp])
-                        break
-        if removed:
-            self._internal_write(
-                lambda t, _rev, _now: [
-                    ("neighbor", i, t.neighbors[i], None) for i in removed if i in t.neighbors
-                ],
-                "neighbour expired",
-            )
-
-    def _load_down(self) -> frozenset[str]:
-        if self.gateways_file is None or not self.gateways_file.exists():
-            return frozenset()
-        try:
-            return frozenset(str(c) for c in json.loads(self.gateways_file.read_text()).get("down", []))
-        except (OSError, ValueError, AttributeError, TypeError):
-            log.warning("%s unreadable: every gateway chassis starts up", self.gateways_file)
-            return frozenset()
+            self.announcements.send(self.clock())
 
     # ------------------------------------------------------------------------------------------ realized
 
@@ -770,7 +473,7 @@ class Dataplane:
         for plane in list(self.planes.values()):
             if plane.datapath_id == datapath_id:
                 self._work.put(functools.partial(self._update_statuses, plane.chassis_id))
-        if self.announcer.pending:
+        if self.announcements.pending:
             self._work.put(self._announce_realized)
 
     def _update_statuses(self, chassis_id: str) -> None:
@@ -825,23 +528,3 @@ class Dataplane:
                 return False, report
             with self.realized:
                 self.realized.wait(min(left, 0.2))
-
-
-def _arp_request(net: Any, src_mac: str, src_ip: str, dst_ip: str) -> bytes:
-    """A broadcast ARP request on an external network (802.1q-tagged on a VLAN one); src_ip == dst_ip makes
-    it gratuitous."""
-    from os_ken.lib.packet import arp, ethernet, packet, vlan
-
-    pkt = packet.Packet()
-    if net.segment_type == "vlan":
-        pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, 0x8100))
-        pkt.add_protocol(vlan.vlan(vid=net.segment_id, ethertype=0x0806))
-    else:
-        pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, 0x0806))
-    pkt.add_protocol(
-        arp.arp(
-            opcode=arp.ARP_REQUEST, src_mac=src_mac, src_ip=src_ip, dst_mac="00:00:00:00:00:00", dst_ip=dst_ip
-        )
-    )
-    pkt.serialize()
-    return bytes(pkt.data)

@@ -33,9 +33,11 @@ from controller.debug.metrics import Metrics  # noqa: E402
 from controller.services import dhcp, firewall_reject, health  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
+from topology.etcd_store import EtcdStore  # noqa: E402
 from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
 from topology.state import State  # noqa: E402
+from topology.state_etcd import EtcdState  # noqa: E402
 
 log = logging.getLogger("sdn")
 
@@ -76,6 +78,13 @@ def setup_tls(cfg: config_mod.Config) -> pki.TlsFiles:
         if listen and not config_mod.is_loopback(config_mod.split_hostport(listen)[0]):
             log.warning("the %s on %s is plain HTTP beyond loopback", what, listen)
     return files
+
+
+def open_state(cfg: config_mod.Config) -> State:
+    """The model from its store: the SQLite file in the data directory, or etcd (README "Store on etcd")."""
+    if cfg.store == "etcd":
+        return EtcdState(EtcdStore(cfg.etcd_config()), cfg.model_config())
+    return State(cfg.data_path / "topology.sqlite", cfg.model_config())
 
 
 def _authorizer(state: State) -> Callable[[int, str], str | None]:
@@ -135,8 +144,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
     # load balancers' health monitors: probes injected into the pipeline, answers from the LB app's packet-ins
     dataplane.health = health.HealthService(state, app.inject)
-    dataplane.packet_in_apps[ids.LB] = dataplane.health.on_packet_in
-    app.packet_in_handler = dataplane.on_packet_in
+    app.packet_in_handler = health.answers_first(dataplane.health, dataplane.on_packet_in)
     dataplane.start()
     dataplane.health.start()
     dataplane.drift = DriftMonitor(dataplane, cfg.drift_interval_s)
@@ -179,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         datadir.acquire()  # one controller per data directory, held until the process exits
         plugins.load(cfg.disabled_plugins)  # their record kinds before the store is read
-        state = State(data / "topology.sqlite", cfg.model_config())
-        plugins.report_orphans(state.store.unknown_kinds())
+        state = open_state(cfg)
+        if state.sqlite is not None:  # kinds kept without a plug-in (an etcd store does not count them yet)
+            plugins.report_orphans(state.sqlite.unknown_kinds())
         tokens = TokenFile(data / "tokens.json")
     except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))
         return 1
-    compactor = Compactor(state.store, cfg.history_policy())
-    compactor.start()
+    compactor = Compactor(state.sqlite, cfg.history_policy()) if state.sqlite is not None else None
+    if compactor is not None:  # etcd bounds its own history (its auto-compaction)
+        compactor.start()
     # The model keeps many small long-lived objects; the default thresholds make the cyclic GC walk all of
     # them every few hundred writes (it doubled CreatePort latency at 10k ports). Records form no cycles.
     gc.freeze()
@@ -226,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     dashboard = None
     if cfg.dashboard_listen:
-        from controller.dashboard import DashboardServer
+        from controller.dashboard import DashboardServer, connect
 
-        dashboard = DashboardServer(state, tokens, cfg.dashboard_listen, dataplane=dataplane)
+        # a client of the API: a channel to our own gRPC server, as any client reaches it
+        channel = connect(str(endpoints["grpc"]), tls if cfg.grpc_uses_tls else None)
+        dashboard = DashboardServer(channel, cfg.dashboard_listen)
         dashboard.start()
         endpoints["dashboard"] = dashboard.url
         log.info("dashboard on %s", dashboard.url)
@@ -271,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     if dataplane.health is not None:
         dataplane.health.stop()
     dataplane.stop()
-    compactor.stop()
+    if compactor is not None:
+        compactor.stop()
     state.close()
     log.info("stopped cleanly at revision %d", state.revision)
     logging.shutdown()

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 APT_PKGS="openvswitch-switch openvswitch-common iproute2 ethtool iputils-ping tcpdump iperf3 netcat-openbsd"
 APT_PKGS="$APT_PKGS chromium chromium-driver"  # headless browser for the dashboard test (no downloaded driver)
 APT_PKGS="$APT_PKGS busybox"  # udhcpc: the DHCP client of the DHCP end-to-end test
+APT_PKGS="$APT_PKGS etcd-server"  # store = "etcd"; tests start their own etcd processes (lab/etcd.py)
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -17,6 +18,9 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
   # The packaged service would start a system-wide ovs-vswitchd; the lab runs its own per chassis.
   systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  # Nor is the packaged etcd service needed: the tests run theirs on free loopback ports, and a controller
+  # with store = "etcd" is pointed at the operator's cluster.
+  systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

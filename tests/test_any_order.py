@@ -550,7 +550,7 @@ class AnyOrder(RuleBasedStateMachine):
     def learn_neighbor(self, host: str, mac: str) -> None:
         """The gateway chassis's ARP probe is answered (a packet-in in the real controller)."""
         with self.state.lock:
-            self.dp._learn(self.topo, "ext", host, mac)
+            self.dp.neighbors.learn("ext", host, mac)
         self.dp.settle()
 
     @rule(ch=st.sampled_from(GATEWAYS))
@@ -570,6 +570,7 @@ class AnyOrder(RuleBasedStateMachine):
     def incremental_equals_full(self) -> None:
         dp = self.dp
         dp.settle()
+        assert self.state.listener_errors == 0, "a model listener raised (see the log)"
         with self.state.lock:
             topo = self.topo
             for ch in CHASSIS:

@@ -375,7 +375,7 @@ def test_revoking_a_token_ends_its_dashboard_event_stream_within_a_second(
 ) -> None:
     env = make_env()
     api = env.api
-    dash = DashboardServer(env.state, env.server.tokens, "127.0.0.1:0")
+    dash = DashboardServer(env.api.channel, "127.0.0.1:0")
     dash.start()
     try:
         alice, bob = api.tenant_token("alice"), api.tenant_token("bob")
@@ -396,7 +396,7 @@ def test_revoking_a_token_ends_its_dashboard_event_stream_within_a_second(
         )
         wait_for(lambda: any("networks/bobs" in e for e in other.events))
         assert other.ended_at is None
-        assert dash.streams.total == 1
+        assert dash.open_streams == 1
         revoked.close()
         other.close()
     finally:
@@ -518,8 +518,8 @@ def test_wait_realized_takes_a_stream_slot_while_it_waits(tmp_path: Path) -> Non
 
 
 def test_dashboard_event_streams_are_capped_per_tenant(make_env: Callable[..., Env]) -> None:
-    env = make_env()
-    dash = DashboardServer(env.state, env.server.tokens, "127.0.0.1:0", max_streams_per_tenant=2)
+    env = make_env(max_streams_per_tenant=2)  # the API's caps: the dashboard's streams are Watch streams
+    dash = DashboardServer(env.api.channel, "127.0.0.1:0")
     dash.start()
     try:
         alice, bob = env.api.tenant_token("alice"), env.api.tenant_token("bob")
@@ -531,7 +531,7 @@ def test_dashboard_event_streams_are_capped_per_tenant(make_env: Callable[..., E
         assert "2 per tenant" in resp.read().decode()
         conn.close()
         held.append(EventStream(dash.port, bob))  # another tenant's stream is admitted
-        assert dash.streams.total == 3
+        assert dash.open_streams == 3
         for s in held:
             s.close()
     finally:

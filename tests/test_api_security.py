@@ -786,7 +786,7 @@ def _model(state: State) -> tuple[Any, ...]:
 
 
 def _stored(state: State) -> tuple[Any, ...]:
-    records, revision = state.store.load()
+    records, revision = state.sqlite.load()  # type: ignore[union-attr]
     return revision, sorted((r.KIND, sorted(to_dict(r).items(), key=str)) for r in records)
 
 
@@ -939,7 +939,7 @@ def test_the_model_reloads_from_the_store(server: InProcessServer) -> None:
         ),
         metadata=md,
     )
-    records, revision = server.state.store.load()
+    records, revision = server.state.sqlite.load()  # type: ignore[union-attr]
     fresh = Topology()
     fresh.load(records, revision)
     live = server.state.topology

@@ -12,14 +12,25 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
+from controller.api.auth import TokenFile
+from controller.api.server import ApiServer
 from controller.dashboard import DashboardServer, views
+from controller.dashboard.client import Api as DashboardApi
+from controller.dashboard.client import Caller
+from controller.dataplane import Dataplane
 from proto.sdn.v1 import topology_pb2 as pb
+from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Api, InProcessServer
+from tests.test_dataplane_nat import FakeAgent, FakeEngine
+from topology.state import State
 
 ARTIFACTS = ROOT / "test-artifacts"
 API_PATHS = [
@@ -50,12 +61,60 @@ def get(
 
 @pytest.fixture
 def dashboard(server: InProcessServer) -> Iterator[DashboardServer]:
-    dash = DashboardServer(server.state, server.server.topology.tokens, "127.0.0.1:0")
+    dash = DashboardServer(server.api.channel, "127.0.0.1:0")
     dash.start()
     try:
         yield dash
     finally:
         dash.stop()
+
+
+def caller(server: InProcessServer, token: str) -> Caller:
+    """The dashboard's way to the API, as the holder of `token`."""
+    return DashboardApi(server.api.channel).as_caller(token)
+
+
+@dataclass
+class Traced(InProcessServer):
+    dataplane: Dataplane
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[Traced]:
+    """An ApiServer with a dataplane (its switches and OVSDB agents faked): the DebugService answers."""
+    state = State(tmp_path / "topology.sqlite")
+    tokens = TokenFile(tmp_path / "tokens.json")
+    dp = Dataplane(
+        state,
+        engine_factory=lambda _dpid, _cb: FakeEngine(),
+        agent_factory=lambda _ch, _cb: FakeAgent(),
+        neighbors_file=tmp_path / "neighbors.json",
+        tick_s=0,
+    )
+    dp.start()
+    srv = ApiServer(state, tokens, "127.0.0.1:0", workers=8, dataplane=dp)
+    srv.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    api = Api(f"127.0.0.1:{srv.port}", tokens.admin_token(), channel, pb_grpc.TopologyServiceStub(channel))
+    try:
+        yield Traced(api, srv, state, tmp_path, dp)
+    finally:
+        channel.close()
+        srv.stop(0)
+        dp.stop()
+        state.close()
+
+
+def _plug(server: Traced, *ports: str) -> None:
+    """hv1's OVSDB reports a VIF for each port (ofports 1, 2...): the dataplane binds them there."""
+    dp = server.dataplane
+    vifs = {p: i for i, p in enumerate(ports, 1)}
+    dp._on_runtime("hv1", SimpleNamespace(vifs=vifs, tunnels={}, patches={}, connected=True))
+    dp.settle()
+    deadline = time.monotonic() + 10
+    while any(server.state.topology.ports[p].binding_chassis != "hv1" for p in ports):
+        assert time.monotonic() < deadline, "ports not bound"
+        time.sleep(0.02)
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -130,6 +189,97 @@ def test_a_tenant_sees_only_its_own_objects(server: InProcessServer, dashboard: 
     assert all(0 <= n["x"] <= 1 and 0 <= n["y"] <= 1 for n in topo["nodes"])
 
 
+def test_the_dashboard_shows_each_token_what_the_api_shows_it(
+    server: InProcessServer, dashboard: DashboardServer
+) -> None:
+    api = server.api
+    tokens = {**_seed(api), "admin": api.admin_token}
+    api.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name="edge"), router_id="bob-r"),
+        metadata=api.md(tokens["bob"]),
+    )
+    for who, token in tokens.items():
+        md = api.md(token)
+        listed = {
+            *(
+                f"network:{n.name.split('/')[1]}"
+                for n in api.stub.ListNetworks(pb.ListNetworksRequest(), metadata=md).networks
+            ),
+            *(
+                f"port:{x.name.split('/')[1]}"
+                for x in api.stub.ListPorts(pb.ListPortsRequest(), metadata=md).ports
+            ),
+            *(
+                f"router:{r.name.split('/')[1]}"
+                for r in api.stub.ListRouters(pb.ListRoutersRequest(), metadata=md).routers
+            ),
+        }
+        _, topo = get(dashboard.port, "/api/topology", token)
+        shown = {n["id"] for n in topo["nodes"] if n["kind"] in ("network", "port", "router")}
+        assert shown == listed, who
+        assert all(e["source"] in {n["id"] for n in topo["nodes"]} for e in topo["edges"]), who
+    _, mine = get(dashboard.port, "/api/topology", tokens["alice"])
+    assert {n["id"] for n in mine["nodes"]} == {"tenant:alice", "network:alice-web", "port:alice-vm1"}
+    _, everything = get(dashboard.port, "/api/topology", tokens["admin"])
+    assert {"tenant:alice", "tenant:bob", "router:bob-r", "port:bob-vm1", "chassis:hv1"} <= {
+        n["id"] for n in everything["nodes"]
+    }
+    assert everything["counts"]["subnets"] == 2 and mine["counts"]["subnets"] == 1
+    # the admin's trace form offers every tenant's ports
+    _, ports = get(dashboard.port, "/api/trace/ports", tokens["admin"])
+    assert {"alice-vm1", "bob-vm1"} <= {x["id"] for x in ports["ports"]}
+
+
+def test_dashboard_errors_never_reveal_another_tenants_objects(traced: Traced) -> None:
+    tokens = _seed(traced.api)
+    _plug(traced, "alice-vm1", "bob-vm1")
+    alice = caller(traced, tokens["alice"])
+    admin = caller(traced, traced.api.admin_token)
+    bob = traced.state.topology.ports["bob-vm1"]
+    # tracing is the admin's (a trace shows every tenant's flows): alice naming bob's port as the source or
+    # the destination, or bob's MAC, is refused exactly as alice naming nobody's (over HTTP: 403)
+    for theirs_form, nobodys_form in (
+        ({"src": "bob-vm1", "dst": "10.0.0.5"}, {"src": "nobody-vm1", "dst": "10.0.0.5"}),
+        ({"src": "alice-vm1", "dst": "bob-vm1"}, {"src": "alice-vm1", "dst": "nobody-vm1"}),
+        ({"src": "alice-vm1", "dst": bob.mac}, {"src": "alice-vm1", "dst": "02:00:00:00:99:99"}),
+    ):
+        with pytest.raises(grpc.RpcError) as theirs:
+            views.trace(alice, theirs_form)
+        with pytest.raises(grpc.RpcError) as nobodys:
+            views.trace(alice, nobodys_form)
+        assert theirs.value.code() == nobodys.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert theirs.value.details() == nobodys.value.details() and "bob" not in theirs.value.details()
+    # the form goes to the API as it is: the dashboard looks up no port of its own (bob's MAC is no port it
+    # knows of, it carries no address of bob's)
+    req = views.trace_request({"src": "alice-vm1", "dst": bob.mac})
+    assert dict(req.headers) == {"ip_proto": "1", "eth_dst": bob.mac} and not req.destination_port
+    # a port that does not exist is the API's NOT_FOUND, in its words
+    with pytest.raises(views.NotFound, match="nobody-vm1"):
+        views.trace(admin, {"src": "nobody-vm1", "dst": "10.0.0.5"})
+    with pytest.raises(views.NotFound, match="nobody-vm1"):
+        views.trace(admin, {"src": "alice-vm1", "dst": "nobody-vm1"})
+
+
+def test_the_dashboard_imports_nothing_of_the_api_but_the_contract() -> None:
+    """A client of the API: the generated stubs, never controller.api (servicers, private helpers)."""
+    import ast
+
+    for f in (ROOT / "controller" / "dashboard").glob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n == "controller.api" or n.startswith("controller.api.") for n in names), (
+                f,
+                names,
+            )
+
+
 def test_routers_join_their_networks_in_the_graph(
     server: InProcessServer, dashboard: DashboardServer
 ) -> None:
@@ -153,67 +303,77 @@ def test_routers_join_their_networks_in_the_graph(
     assert not any(n["kind"] == "router" for n in bobs["nodes"]) and "router" not in bobs["layers"]
 
 
-def test_trace_form_resolves_the_destination(server: InProcessServer) -> None:
-    tokens = _seed(server.api)
-    alice = server.state.topology.ports["alice-vm1"]
-    p = server.server.topology.tokens.lookup(tokens["alice"])
-    assert p is not None
+def test_trace_form_resolves_the_destination(traced: Traced) -> None:
+    _seed(traced.api)
+    _plug(traced, "alice-vm1")
+    alice = traced.state.topology.ports["alice-vm1"]
+    p = caller(traced, traced.api.admin_token)
     mac = alice.mac
     ip = alice.fixed_ips[0][1]
-    src, h, resolved = views.trace_headers(
-        server.state, p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"}
+    r = views.trace(p, {"src": "alice-vm1", "dst": ip, "proto": "tcp", "dport": "22"})["request"]
+    h = r["headers"]  # the packet the server traced: its eth_dst is what ARP for the address answers
+    assert (r["src"], h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == (
+        "alice-vm1",
+        mac,
+        ip,
+        "22",
+        "6",
     )
-    assert (src, h["eth_dst"], h["ipv4_dst"], h["tcp_dst"], h["ip_proto"]) == ("alice-vm1", mac, ip, 22, 6)
-    assert "port alice-vm1" in resolved
-    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": mac.upper()})
-    assert h["eth_dst"] == mac and h["icmpv4_type"] == 8
-    _, h, resolved = views.trace_headers(
-        server.state, p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"}
-    )
-    assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in resolved
-    with pytest.raises(views.NotFound):  # bob's port is not alice's to trace from
-        views.trace_headers(server.state, p, {"src": "bob-vm1", "dst": ip})
+    assert r["resolved"] == f"ports/alice-vm1 ({ip})"
+    h = views.trace(p, {"src": "alice-vm1", "dst": mac.upper()})["request"]["headers"]
+    assert h["eth_dst"] == mac and h["icmpv4_type"] == "8"
+    r = views.trace(p, {"src": "alice-vm1", "dst": "10.0.0.99", "proto": "arp"})["request"]
+    h = r["headers"]
+    assert h["eth_dst"] == "ff:ff:ff:ff:ff:ff" and h["arp_tpa"] == "10.0.0.99" and "no port" in r["resolved"]
+    # an IP packet to that address: ARP for it is not answered, a real VM sends nothing
+    with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
+        views.trace(p, {"src": "alice-vm1", "dst": "10.0.0.99"})
+    with pytest.raises(views.NotFound):  # a port name that is no port
+        views.trace(p, {"src": "alice-vm1", "dst": "nowhere"})
     for bad in (
-        {"src": "alice-vm1", "dst": "nowhere"},
+        {"src": "alice-vm1", "dst": "no where"},
         {"src": "alice-vm1", "dst": ip, "proto": "gre"},
         {"src": "alice-vm1", "dst": ip, "proto": "udp", "dport": "70000"},
+        {"src": "alice-vm1", "dst": mac, "proto": "arp"},
+        {"src": "alice-vm1", "dst": ip, "flows": "both"},
     ):
         with pytest.raises(views.BadRequest):
-            views.trace_headers(server.state, p, bad)
+            views.trace(p, bad)
 
 
-def test_trace_form_sends_off_subnet_destinations_to_the_gateway(server: InProcessServer) -> None:
-    tokens = _seed(server.api)
-    md = server.api.md(tokens["alice"])
-    net = server.api.stub.CreateNetwork(
+def test_trace_form_sends_off_subnet_destinations_to_the_gateway(traced: Traced) -> None:
+    tokens = _seed(traced.api)
+    _plug(traced, "alice-vm1")
+    api = traced.api
+    md = api.md(tokens["alice"])
+    net = api.stub.CreateNetwork(
         pb.CreateNetworkRequest(network=pb.Network(display_name="db"), network_id="alice-db"), metadata=md
     )
     subnet = pb.Subnet(network=net.name, cidr="10.5.0.0/24")
-    server.api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=subnet, subnet_id="alice-db-v4"), metadata=md)
-    db = server.api.stub.CreatePort(
+    api.stub.CreateSubnet(pb.CreateSubnetRequest(subnet=subnet, subnet_id="alice-db-v4"), metadata=md)
+    db = api.stub.CreatePort(
         pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="alice-db1"), metadata=md
     )
-    p = server.server.topology.tokens.lookup(tokens["alice"])
-    assert p is not None
+    p = caller(traced, api.admin_token)
     # no router yet: alice-web's gateway address is nobody's, a real VM sends nothing
     with pytest.raises(views.BadRequest, match="ARP for it is not answered"):
-        views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": "alice-db1"})
-    server.api.stub.CreateRouter(
+        views.trace(p, {"src": "alice-vm1", "dst": "alice-db1"})
+    api.stub.CreateRouter(
         pb.CreateRouterRequest(router=pb.Router(display_name="r"), router_id="r2"), metadata=md
     )
     for sub in ("alice-web-v4", "alice-db-v4"):
         req = pb.AddRouterInterfaceRequest(name="routers/r2", subnet=f"subnets/{sub}")
-        server.api.stub.AddRouterInterface(req, metadata=md)
+        api.stub.AddRouterInterface(req, metadata=md)
     gw = next(
-        x for x in server.state.topology.ports.values() if x.device_id == "r2" and x.network_id == "alice-web"
+        x for x in traced.state.topology.ports.values() if x.device_id == "r2" and x.network_id == "alice-web"
     )
     for dst in ("alice-db1", db.fixed_ips[0].ip_address):
-        form = {"src": "alice-vm1", "dst": dst, "proto": "tcp"}
-        _, h, resolved = views.trace_headers(server.state, p, form)
+        r = views.trace(p, {"src": "alice-vm1", "dst": dst, "proto": "tcp"})["request"]
+        h = r["headers"]
         assert h["eth_dst"] == gw.mac and h["ipv4_dst"] == db.fixed_ips[0].ip_address, (dst, h)
-        assert "via default gateway 10.0.0.1" in resolved
+        assert f"via default gateway 10.0.0.1 = ports/{gw.id} ({gw.mac})" in r["resolved"]
     # an explicit MAC is sent as given
-    _, h, _ = views.trace_headers(server.state, p, {"src": "alice-vm1", "dst": db.mac_address})
+    h = views.trace(p, {"src": "alice-vm1", "dst": db.mac_address})["request"]["headers"]
     assert h["eth_dst"] == db.mac_address
 
 
@@ -396,6 +556,7 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 verdict = wait.until(ec.visibility_of_element_located((By.ID, "trace-verdict")))
                 wait.until(lambda d: "delivered" in d.find_element(By.ID, "trace-verdict").text)
                 assert "alice-vm2" in verdict.text and "bob" not in verdict.text, verdict.text
+                assert "ports/alice-vm2 (10.0.0.12)" in verdict.text  # what the server resolved the IP to
                 hops = [
                     h.get_attribute("data-chassis")
                     for h in driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .hop")

@@ -12,6 +12,7 @@ from typing import Any
 import netaddr
 from os_ken.lib.packet import arp, ethernet, ipv4, packet
 
+from apps import ids
 from controller.dataplane import Dataplane
 from flows.actions import SetField
 from flows.flow import Flow
@@ -22,6 +23,12 @@ from topology.state import State
 
 PATCH, TUN = 200, 100
 EXT_HOST = ("172.24.4.100", "02:ee:00:00:00:64")
+NAT_COOKIE = int(ids.cookie(ids.NAT, "ext"))  # the cookie of the NAT app's flows sending to the controller
+
+
+def nat_packet_in(dp: Dataplane, dpid: int, data: bytes, match: dict[str, Any]) -> None:
+    """A packet-in of a NAT app's flow, as the worker handles it (the neighbour service's)."""
+    dp.handle_packet_in(dpid, data, match, NAT_COOKIE)
 
 
 class FakeEngine:
@@ -146,8 +153,8 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
         pkt.serialize()
         ext_key = topo.networks["ext"].key
         match = {"metadata": ext_key, "reg0": int(netaddr.IPAddress(EXT_HOST[0]))}
-        dp._packet_in(1, bytes(pkt.data), match)
-        dp._packet_in(1, bytes(pkt.data), match)  # within the probe interval: no second probe
+        nat_packet_in(dp, 1, bytes(pkt.data), match)
+        nat_packet_in(dp, 1, bytes(pkt.data), match)  # within the probe interval: no second probe
         assert len(sent) == 1
         dpid, data, port = sent[0]
         req = packet.Packet(data).get_protocol(arp.arp)
@@ -158,7 +165,8 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
             gw.fixed_ips[0][1],
             EXT_HOST[0],
         )
-        assert dp._packet_in(2, bytes(pkt.data), match) is None and len(sent) == 1  # hv2 is no gateway
+        nat_packet_in(dp, 2, bytes(pkt.data), match)
+        assert len(sent) == 1  # hv2 is no gateway
         # the answer, to the gateway MAC: learnt, compiled into hv1's arp_resolve, saved
         rep = packet.Packet()
         rep.add_protocol(ethernet.ethernet(gw.mac, EXT_HOST[1], 0x0806))
@@ -172,7 +180,7 @@ def test_a_miss_is_probed_once_per_second_and_the_answer_becomes_a_flow_that_sur
             )
         )
         rep.serialize()
-        dp._packet_in(1, bytes(rep.data), {})
+        nat_packet_in(dp, 1, bytes(rep.data), {})
         want = {int(netaddr.IPAddress(EXT_HOST[0])): EXT_HOST[1]}
         assert arp_resolve_flows(engines[1], ext_key) == want
         assert arp_resolve_flows(engines[2], ext_key) == {}

@@ -14,7 +14,16 @@ from controller.dataplane import Dataplane
 from controller.southbound.liveness import GatewayLiveness
 from flows.actions import SetField
 from flows.flow import Flow
-from tests.test_dataplane_nat import EXT_HOST, PATCH, TUN, FakeAgent, FakeEngine, build, gateway
+from tests.test_dataplane_nat import (
+    EXT_HOST,
+    PATCH,
+    TUN,
+    FakeAgent,
+    FakeEngine,
+    build,
+    gateway,
+    nat_packet_in,
+)
 from topology.state import State
 
 
@@ -231,7 +240,7 @@ def test_neighbours_expire_unless_a_reprobe_is_answered(tmp_path: Path) -> None:
         gw = gateway(dp)
         ext_key = dp.state.topology.networks["ext"].key
         hop = int(netaddr.IPAddress(EXT_HOST[0]))
-        dp._packet_in(1, reply(gw, EXT_HOST[1]), {})
+        nat_packet_in(dp, 1, reply(gw, EXT_HOST[1]), {})
         assert resolved(engines[1], ext_key).get(hop) == EXT_HOST[1]
         clock.now += 59
         dp.tick()
@@ -240,7 +249,7 @@ def test_neighbours_expire_unless_a_reprobe_is_answered(tmp_path: Path) -> None:
         dp.tick()
         assert probes(sent) == [EXT_HOST[0]] and sent[-1][0] == 1
         # the answer comes from a new MAC: it replaces the old one and the age starts again
-        dp._packet_in(1, reply(gw, "02:ee:00:00:00:99"), {})
+        nat_packet_in(dp, 1, reply(gw, "02:ee:00:00:00:99"), {})
         assert resolved(engines[1], ext_key).get(hop) == "02:ee:00:00:00:99"
         clock.now += 30
         dp.tick()

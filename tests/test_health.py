@@ -6,8 +6,10 @@ import random
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
 
+from apps import ids
 from controller.services import health
 from controller.services.health import TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, Prober, code_expected, targets
+from flows.cookie import Cookie
 from tests.test_apps_lb import VIP, lb_world
 from topology import ops_lb
 from topology.records import ERROR, ONLINE, HealthMonitor
@@ -190,28 +192,57 @@ def test_expected_codes() -> None:
     )
 
 
+class FakeState:
+    """What HealthService reads of controller State: the lock, the model, write()."""
+
+    def __init__(self, w) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        self.w = w
+        self.lock = threading.RLock()
+        self.topology = w.topo
+
+    def write(self, fn):  # type: ignore[no-untyped-def]
+        changes = fn(self.topology, self.w.rev + 1, 0.0)
+        if changes:
+            self.w.apply(changes)
+        return self.w.rev, changes
+
+
 def test_the_service_writes_statuses_through_the_model() -> None:
     w, _p = world()
-
-    class FakeState:
-        def __init__(self) -> None:
-            import threading
-
-            self.lock = threading.RLock()
-            self.topology = w.topo
-
-        def write(self, fn):  # type: ignore[no-untyped-def]
-            changes = fn(self.topology, w.rev + 1, 0.0)
-            if changes:
-                w.apply(changes)
-            return w.rev, changes
-
     sent = []
     now = [0.0]
-    svc = health.HealthService(FakeState(), lambda *a: sent.append(a) or True, clock=lambda: now[0])
+    svc = health.HealthService(FakeState(w), lambda *a: sent.append(a) or True, clock=lambda: now[0])
     for i in range(20):
         now[0] = i * 1.0
         svc.step()
     assert len(sent) >= 9  # three members, every 5 s
     assert {m.operating_status for m in w.topo.members.values()} == {ERROR}
     assert w.topo.load_balancers["lb"].operating_status == ERROR
+
+
+def test_answers_count_when_they_arrive_not_when_a_busy_dataplane_gets_to_them() -> None:
+    """A probe answer (an LB-app packet-in) is handled on arrival, beside a dataplane worker that is stuck
+    behind a long compile: the member stays healthy past its probe's deadline; other packet-ins still go to
+    the dataplane."""
+    w, _p = world()
+    sent: list[tuple] = []  # type: ignore[type-arg]
+    now = [0.0]
+    svc = health.HealthService(FakeState(w), lambda *a: sent.append(a) or True, clock=lambda: now[0])
+    queued: list[int] = []  # the dataplane worker's queue: nothing in it runs during this test
+    handle = health.answers_first(svc, lambda dpid, data, match, cookie: queued.append(cookie))
+    lb_cookie = Cookie.for_owner(ids.LB, "lb").value
+    svc.step()
+    probes = [s for s in sent if parse(s[1])[2].bits == TCP_SYN]
+    assert len(probes) == 3
+    for dpid, data, _md, _reg7 in probes:
+        handle(dpid, answer(data, TCP_SYN | TCP_ACK), {}, lb_cookie)
+    other = Cookie.for_owner(ids.DHCP, "net").value
+    handle(1, b"dhcp", {}, other)
+    assert queued == [other]  # only the non-LB packet-in waits for the worker
+    for i in range(1, 4):  # well past the 2 s timeout: nothing fails
+        now[0] = float(i)
+        svc.step()
+    assert all(st.fail_run == 0 and st.ok_run == 1 for st in svc.prober.members.values())
+    assert {m.operating_status for m in w.topo.members.values()} == {ONLINE}

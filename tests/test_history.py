@@ -26,7 +26,12 @@ from topology import ops
 from topology.history import Compactor, HistoryPolicy
 from topology.records import Network, Port, Subnet
 from topology.state import State, WriteFn
-from topology.store import HistoryCompacted
+from topology.store import HistoryCompacted, Store
+
+
+def _sqlite(state: State) -> Store:
+    assert state.sqlite is not None
+    return state.sqlite
 
 
 def seed(state: State) -> None:
@@ -76,12 +81,12 @@ def test_compaction_by_revisions_keeps_objects_and_whole_revisions(tmp_path: Pat
     state = State(tmp_path / "topology.sqlite")
     seed(state)
     churn(state, "p", 300, keep_every=10)
-    objects = sorted(state.store.iter_objects())
+    objects = sorted(_sqlite(state).iter_objects())
     head = state.revision
-    stats = Compactor(state.store, HistoryPolicy(revisions=50, age_s=0, batch_rows=7)).run_once()
+    stats = Compactor(_sqlite(state), HistoryPolicy(revisions=50, age_s=0, batch_rows=7)).run_once()
     assert stats.compacted_revision == head - 50 == state.store.compacted_revision
     assert stats.steps > 1 and stats.rows == head - 50  # one change per revision here, in steps of 7 rows
-    assert sorted(state.store.iter_objects()) == objects  # history only: every current object stays
+    assert sorted(_sqlite(state).iter_objects()) == objects  # history only: every current object stays
     replay = state.store.changes_since(head - 50, head)
     assert [r for r, *_ in replay] == list(range(head - 49, head + 1))  # no gap after the compacted revision
     with pytest.raises(HistoryCompacted) as info:

@@ -563,7 +563,7 @@ def test_bad_flow_is_an_error_and_the_next_good_revision_is_realized(
     ck = Cookie.for_owner(APP_PORT, "bad")
     bad = Flow("output", P.MATCH, {"reg7": 4242}, [A.GroupAction(9999)], ck)  # no such group
     good = Flow("output", P.MATCH, {"reg7": 4243}, [A.Output(3)], ck)
-    with caplog.at_level("ERROR", logger="controller.southbound.sync"):
+    with caplog.at_level("ERROR", logger="controller.southbound"):
         eng.apply([bad, good], [], 21)
         assert not eng.wait_realized(21, 3)
     assert eng.realized_revision == 20

@@ -212,3 +212,22 @@ def test_insecure_options_are_warned_about(tmp_path: Path) -> None:
     finally:
         ctl.stop()
     assert os.path.exists(tmp_path / "data" / "pki" / "controller.crt")
+
+
+def test_the_dashboard_reaches_a_tls_api_with_the_controllers_certificate(
+    tls_controller: ControllerProcess,
+) -> None:
+    """The dashboard is a client of the gRPC API: over TLS it connects with the controller's own certificate."""
+    import http.client
+
+    ctl = tls_controller
+    ctl.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", ctl.dashboard_port, timeout=10)
+        conn.request("GET", "/api/whoami", headers={"Authorization": f"Bearer {ctl.admin_token()}"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and body["admin"] is True, body
+    finally:
+        ctl.stop()

@@ -177,6 +177,25 @@ def test_bad_requests_are_api_errors(world) -> None:  # type: ignore[no-untyped-
     assert res.source["headers"]["eth_type"] == 0x0800
 
 
+def test_the_trace_says_what_the_destination_resolved_to(world) -> None:  # type: ignore[no-untyped-def]
+    _, p, dp = world
+    res = tr.trace(dp, port_id="a1", headers={"ipv4_dst": "10.0.0.7"})
+    assert res.source["resolved"] == "ports/a3 (10.0.0.7)" and "Destination: ports/a3" in res.format()
+    arp = tr.trace(dp, port_id="a1", dst_port="a2", headers={"eth_dst": BCAST, "eth_type": "0x0806"})
+    assert arp.source["headers"]["arp_tpa"] == "10.0.0.6"  # the destination port's address
+    assert arp.source["resolved"] == "ARP for 10.0.0.6: ports/a2 has it"
+    nobody = tr.trace(dp, port_id="a1", headers={"eth_dst": BCAST, "arp_tpa": "10.0.0.99"})
+    assert nobody.source["resolved"] == "ARP for 10.0.0.99: no port of network a has it"
+    mac = p["b2"].mac  # a MAC is sent as given; the trace (admins only) names its port
+    assert (
+        tr.trace(dp, port_id="a1", headers={"eth_dst": mac}).source["resolved"] == f"eth_dst {mac} = ports/b2"
+    )
+    # an on-link address no port has: ARP for it is not answered, a real VM sends nothing
+    with pytest.raises(ApiError) as e:
+        tr.trace(dp, port_id="a1", headers={"ipv4_dst": "10.0.0.99"})
+    assert e.value.code == "FAILED_PRECONDITION" and "ARP for it is not answered" in e.value.message
+
+
 def test_diff_trace_finds_a_stage_missing_on_the_switch(world) -> None:  # type: ignore[no-untyped-def]
     w, p, dp = world
     same = tr.diff_trace(dp, port_id="a1", dst_port="a3", switch_trace=False)

@@ -114,8 +114,9 @@ class Neighbor:
 
 @dataclass(frozen=True)
 class GatewayHold:
-    """A gateway chassis the controller holds for failed (controller/liveness.py): its routers' gateways go
-    to the next candidate until it is healthy long enough. In the store for the same reasons as Neighbor."""
+    """A gateway chassis the controller holds for failed (controller/services/failover.py): its routers'
+    gateways go to the next candidate until it is healthy long enough. In the store for the same reasons as
+    Neighbor."""
 
     KIND: ClassVar[str] = "gateway_hold"
     id: str  # the chassis id

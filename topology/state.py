@@ -24,7 +24,8 @@ from typing import TypeVar
 
 from topology.errors import ApiError
 from topology.model import Change, ModelConfig, Topology
-from topology.store import Store
+from topology.records import Record
+from topology.store import ChangeLog, Store
 
 log = logging.getLogger(__name__)
 WriteFn = Callable[[Topology, int, float], list[Change]]
@@ -44,9 +45,18 @@ class State:
     def __init__(
         self, path: Path, config: ModelConfig | None = None, clock: Callable[[], float] = time.time
     ) -> None:
-        self.store = Store(path)
+        self._sqlite = Store(path)
+        #: the SQLite store (None with another store): compaction, checkpoints, sizes
+        self.sqlite: Store | None = self._sqlite
+        #: the change history as readers see it (Watch), whichever store keeps it
+        self.store: ChangeLog = self._sqlite
+        records, revision = self._sqlite.load()
+        self._setup(config, clock, records, revision)
+
+    def _setup(
+        self, config: ModelConfig | None, clock: Callable[[], float], records: list[Record], revision: int
+    ) -> None:
         self.topology = Topology(config)
-        records, revision = self.store.load()
         self.topology.load(records, revision)
         self.durable_revision = revision
         self._lock = threading.RLock()
@@ -57,6 +67,7 @@ class State:
         self._cv = threading.Condition(threading.Lock())  # guards _queue, _committing, _Pending.done
         self._committing = False
         self.closed = False
+        self.listener_errors = 0  # listener calls that raised (each logged); tests assert none
         #: called after each durable transaction with (seconds, writes in it), by the committing thread
         self.on_commit: Callable[[float, int], None] | None = None
 
@@ -74,6 +85,16 @@ class State:
         """Called under the model lock after each applied write, in revision order."""
         self._listeners.append(fn)
 
+    def _notify(self, revision: int, changes: list[Change]) -> None:
+        """Tell the listeners. The write is already in the model and on its way to the store: a listener
+        that fails (a bug of its own) is logged and counted, and neither undoes nor stalls the write."""
+        for listener in self._listeners:
+            try:
+                listener(revision, changes)
+            except Exception:
+                self.listener_errors += 1
+                log.exception("model listener %r failed on revision %d", listener, revision)
+
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
         with self._lock:
             if self.closed:
@@ -86,8 +107,7 @@ class State:
             pending = _Pending(revision, changes)
             with self._cv:
                 self._queue.append(pending)
-            for listener in self._listeners:
-                listener(revision, changes)
+            self._notify(revision, changes)
         self._drive(pending)
         if pending.error is not None:
             raise ApiError(
@@ -96,6 +116,11 @@ class State:
                 f"the write could not be made durable and was not applied: {pending.error}",
             )
         return revision, changes
+
+    def catch_up(self, revision: int, timeout: float = 5.0) -> bool:
+        """Wait until the model has `revision` (one from another controller sharing the store); True if it
+        has. With one controller every revision it hands out is already in its model."""
+        return self.topology.revision >= revision
 
     def dry_run(
         self,
@@ -131,7 +156,7 @@ class State:
         error: BaseException | None = None
         t0 = time.monotonic()
         try:
-            self.store.commit_many([(p.revision, p.changes) for p in batch])
+            self._sqlite.commit_many([(p.revision, p.changes) for p in batch])
         except BaseException as err:
             log.exception("store commit failed; reloading the model from the store")
             error = err
@@ -159,7 +184,7 @@ class State:
         with self._lock:
             with self._cv:
                 failed, self._queue = batch + self._queue, []
-            records, revision = self.store.load()
+            records, revision = self._sqlite.load()
             fresh = Topology(self.topology.config)
             fresh.load(records, revision)
             self.topology = fresh
@@ -174,6 +199,6 @@ class State:
         with self._cv:
             while self._queue or self._committing:
                 self._cv.wait()
-        self.store.close()
+        self._sqlite.close()
         with self.changed:
             self.changed.notify_all()

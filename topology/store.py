@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from topology.model import Change
 from topology.records import RECORD_TYPES, Port, Record, from_dict, to_dict
@@ -49,6 +50,22 @@ class HistoryCompacted(Exception):
         super().__init__(f"changes after revision {after} are compacted up to revision {compacted_revision}")
         self.after = after
         self.compacted_revision = compacted_revision
+
+
+class ChangeLog(Protocol):
+    """What readers of the change history use, whichever store keeps it (this SQLite file, or etcd)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def compacted_revision(self) -> int: ...
+
+    def changes_since(self, after: int, upto: int) -> list[tuple[int, str, str, Record]]: ...
+
+    def oldest_retained_revision(self) -> int: ...
+
+    def sizes(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)

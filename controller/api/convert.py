@@ -98,6 +98,7 @@ def network_to_pb(n: Network) -> pb.Network:
         admin_state_up=n.admin_state_up,
         external=n.external,
         revision=n.revision,
+        etag=str(n.revision),
         tunnel_key=n.key,
         create_time=_ts(n.create_time),
         update_time=_ts(n.update_time),
@@ -118,6 +119,7 @@ def subnet_to_pb(s: Subnet) -> pb.Subnet:
         dns_servers=list(s.dns_servers),
         host_routes=[pb.HostRoute(destination=d, nexthop=n) for d, n in s.host_routes],
         revision=s.revision,
+        etag=str(s.revision),
         create_time=_ts(s.create_time),
         update_time=_ts(s.update_time),
     )
@@ -142,6 +144,7 @@ def port_to_pb(p: Port) -> pb.Port:
         binding_chassis=name_of("chassis", p.binding_chassis),
         status=STATUS_TO_PB.get(p.status, pb.Port.STATUS_UNSPECIFIED),
         revision=p.revision,
+        etag=str(p.revision),
         tunnel_key=p.key,
         create_time=_ts(p.create_time),
         update_time=_ts(p.update_time),
@@ -156,6 +159,7 @@ def chassis_to_pb(c: Chassis) -> pb.Chassis:
         ovsdb_address=c.ovsdb_address,
         bridge_mappings=dict(c.bridge_mappings),
         revision=c.revision,
+        etag=str(c.revision),
         create_time=_ts(c.create_time),
         update_time=_ts(c.update_time),
     )
@@ -181,6 +185,7 @@ def router_to_pb(r: Router, ports: list[Port] | None = None) -> pb.Router:
         admin_state_up=r.admin_state_up,
         routes=[pb.HostRoute(destination=d, nexthop=n) for d, n in r.routes],
         revision=r.revision,
+        etag=str(r.revision),
         tunnel_key=r.key,
         create_time=_ts(r.create_time),
         update_time=_ts(r.update_time),
@@ -209,6 +214,7 @@ def floating_ip_to_pb(f: FloatingIp) -> pb.FloatingIp:
         fixed_ip_address=f.fixed_ip,
         router=name_of("router", f.router_id),
         revision=f.revision,
+        etag=str(f.revision),
         create_time=_ts(f.create_time),
         update_time=_ts(f.update_time),
     )
@@ -228,6 +234,7 @@ def security_group_rule_to_pb(r: SecurityGroupRule) -> pb.SecurityGroupRule:
         remote_group=name_of("security_group", r.remote_group_id),
         description=r.description,
         revision=r.revision,
+        etag=str(r.revision),
         create_time=_ts(r.create_time),
         update_time=_ts(r.update_time),
         conjunction_id=r.key,
@@ -248,6 +255,7 @@ def security_group_to_pb(g: SecurityGroup, rules: list[SecurityGroupRule] | None
         description=g.description,
         rules=[security_group_rule_to_pb(r) for r in rules or ()],
         revision=g.revision,
+        etag=str(g.revision),
         create_time=_ts(g.create_time),
         update_time=_ts(g.update_time),
     )
@@ -270,6 +278,7 @@ def firewall_rule_to_pb(r: FirewallRule) -> pb.FirewallRule:
         destination_port_max=r.destination_port_max,
         enabled=r.enabled,
         revision=r.revision,
+        etag=str(r.revision),
         create_time=_ts(r.create_time),
         update_time=_ts(r.update_time),
     )
@@ -283,6 +292,7 @@ def firewall_policy_to_pb(p: FirewallPolicy) -> pb.FirewallPolicy:
         description=p.description,
         firewall_rules=[name_of("firewall_rule", r) for r in p.rules],
         revision=p.revision,
+        etag=str(p.revision),
         create_time=_ts(p.create_time),
         update_time=_ts(p.update_time),
     )
@@ -299,6 +309,7 @@ def firewall_group_to_pb(g: FirewallGroup) -> pb.FirewallGroup:
         ports=[name_of("port", p) for p in g.ports],
         admin_state_up=g.admin_state_up,
         revision=g.revision,
+        etag=str(g.revision),
         create_time=_ts(g.create_time),
         update_time=_ts(g.update_time),
     )
@@ -339,6 +350,7 @@ def load_balancer_to_pb(lb: LoadBalancer) -> pb.LoadBalancer:
         admin_state_up=lb.admin_state_up,
         operating_status=lb.operating_status,
         revision=lb.revision,
+        etag=str(lb.revision),
         create_time=_ts(lb.create_time),
         update_time=_ts(lb.update_time),
     )
@@ -355,6 +367,7 @@ def listener_to_pb(li: Listener) -> pb.Listener:
         default_pool=name_of("pool", li.default_pool_id),
         admin_state_up=li.admin_state_up,
         revision=li.revision,
+        etag=str(li.revision),
         create_time=_ts(li.create_time),
         update_time=_ts(li.update_time),
     )
@@ -371,6 +384,7 @@ def pool_to_pb(po: Pool) -> pb.Pool:
         admin_state_up=po.admin_state_up,
         operating_status=po.operating_status,
         revision=po.revision,
+        etag=str(po.revision),
         create_time=_ts(po.create_time),
         update_time=_ts(po.update_time),
     )
@@ -388,6 +402,7 @@ def member_to_pb(m: Member) -> pb.Member:
         admin_state_up=m.admin_state_up,
         operating_status=m.operating_status,
         revision=m.revision,
+        etag=str(m.revision),
         create_time=_ts(m.create_time),
         update_time=_ts(m.update_time),
     )
@@ -408,6 +423,7 @@ def health_monitor_to_pb(h: HealthMonitor) -> pb.HealthMonitor:
         expected_codes=h.expected_codes,
         admin_state_up=h.admin_state_up,
         revision=h.revision,
+        etag=str(h.revision),
         create_time=_ts(h.create_time),
         update_time=_ts(h.update_time),
     )

@@ -31,6 +31,7 @@ def trace_to_pb(r: trace.TraceResult) -> dbg.TraceResponse:
         verdict=r.verdict,
         flows=r.flows,
         text=r.format(),
+        resolved=r.source.get("resolved", ""),
         source_port=r.source.get("port", ""),
         source_chassis=r.source.get("chassis", ""),
         source_in_port=int(r.source.get("in_port") or 0),

@@ -476,7 +476,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         try:
             if request.start_revision < 0:
                 raise errors.invalid("start_revision", "must not be negative")
-            if request.start_revision > self.state.revision:
+            # a revision read on another controller sharing the store: this one may not have it yet
+            if request.start_revision > self.state.revision and not self.state.catch_up(
+                request.start_revision
+            ):
                 raise ApiError(
                     "OUT_OF_RANGE",
                     "FUTURE_REVISION",

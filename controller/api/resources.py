@@ -210,7 +210,7 @@ def mask(
         return sorted(mutable) if "*" in paths else paths
     out = []
     for fd, value in msg.ListFields():
-        if fd.name == "name" or fd.name in output_only:
+        if fd.name in ("name", "etag") or fd.name in output_only:
             continue
         if fd.name not in mutable and value == getattr(current, fd.name):
             continue
@@ -227,6 +227,24 @@ def check_mask(spec: Resource, paths: Sequence[str]) -> None:
             raise errors.invalid("update_mask", f"{path!r} is output only", reason="OUTPUT_ONLY_FIELD")
         if path not in spec.mutable:
             raise errors.invalid("update_mask", f"unknown field {path!r}", reason="UNKNOWN_FIELD")
+
+
+def etag(rec: Record) -> str:
+    """A resource's etag (AIP-154): the revision of its last change, the same through every controller."""
+    return str(rec.revision)
+
+
+def check_etag(rec: Record, given: str, field_path: str) -> None:
+    """ABORTED if the client read `rec` at another etag than it has now (a read-modify-write lost a race:
+    re-read and retry). Checked inside the write, so it holds against every controller's writes."""
+    if given and given != etag(rec):
+        raise ApiError(
+            "ABORTED",
+            "ETAG_MISMATCH",
+            f"{rec.KIND} {rec.id!r} changed since it was read (etag {given}, now {etag(rec)}): read it again",
+            [(field_path, "stale")],
+            metadata={"etag": etag(rec)},
+        )
 
 
 def _answer(changes: Sequence[Change], kind: str, ident: str | None) -> Any:
@@ -392,6 +410,7 @@ class Tables:
         def fn(topo: Topology, rev: int, now: float) -> list[Change]:
             call = self._call(spec, p, request, topo, rev, now)
             old = call.owned(spec.kind, message.name, f"{spec.kind}.name")
+            check_etag(old, message.etag, f"{spec.kind}.etag")
             target.append(old.id)
             paths = mask(message, request.update_mask, self.show(spec, old), spec.output_only, spec.mutable)
             if spec.check_paths is not None:
@@ -417,7 +436,9 @@ class Tables:
 
         def fn(topo: Topology, rev: int, now: float) -> list[Change]:
             call = self._call(spec, p, request, topo, rev, now)
-            return spec.delete(call, call.owned(spec.kind, request.name, "name"), force)
+            old = call.owned(spec.kind, request.name, "name")
+            check_etag(old, getattr(request, "etag", ""), "etag")
+            return spec.delete(call, old, force)
 
         self.write(fn, request, context)
         return empty_pb2.Empty()

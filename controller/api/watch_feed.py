@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 from topology.records import Record
 from topology.state import State
-from topology.store import Store
+from topology.store import ChangeLog
 
 log = logging.getLogger(__name__)
 
-Row = tuple[int, str, str, Record]  # (revision, kind, op, record) as Store.changes_since gives them
+Row = tuple[int, str, str, Record]  # (revision, kind, op, record) as ChangeLog.changes_since gives them
 
 
 class SharedChanges:
@@ -30,7 +30,7 @@ class SharedChanges:
 
     KEEP = 16  # ranges remembered
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ChangeLog) -> None:
         self.store = store
         self._lock = threading.Lock()
         self._rows: OrderedDict[tuple[int, int], list[Row]] = OrderedDict()

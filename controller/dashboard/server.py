@@ -6,13 +6,13 @@
     GET /api/topology          nodes and edges the token may see, laid out
     GET /api/chassis           chassis with switch status                      (admin)
     GET /api/flows?chassis=ID  the chassis's flow tables by stage, with counters  (admin)
-    GET /api/trace?src=&dst=&proto=&dport=   controller.debug.trace of that packet    (admin)
-    GET /api/events?from=REV   server-sent events: the topology Watch from REV (at most MAX_STREAMS at once,
-                               max_streams_per_tenant of one tenant: 503 over; a revoked token's stream
-                               gets `event: revoked` and ends within a second)
+    GET /api/trace?src=&dst=&proto=&dport=   the API's Trace of that packet    (admin)
+    GET /api/events?from=REV   server-sent events: the API's topology Watch from REV (under the API's stream
+                               caps: 503 over; a revoked token's stream gets `event: revoked` and ends)
 
-Every /api call needs ``Authorization: Bearer <token>``, checked against the controller's TokenFile
-(401 without a known token, 403 for admin views with a tenant token). The page keeps the token in
+The dashboard is a client of the gRPC API (client.py): every /api call needs ``Authorization: Bearer
+<token>`` and is answered with the API's answers to that token (401 without a known token, 403 for admin
+views with a tenant token), so a tenant sees exactly what the API shows it. The page keeps the token in
 sessionStorage and sends it on each call (fetch, also for the event stream), so no cookie is involved.
 """
 
@@ -31,15 +31,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
+
 from controller import config as config_mod
-from controller.api.auth import Principal, TokenFile
-from controller.api.northbound import TopologyService
-from controller.api.streams import StreamLimiter
 from controller.dashboard import views
+from controller.dashboard.client import Api, Caller, HttpError, error_info, http_error
 from proto.sdn.v1 import topology_pb2 as pb
-from topology.errors import ApiError
-from topology.state import State
-from topology.store import HistoryCompacted
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -57,42 +54,25 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 HEARTBEAT_S = 15.0
-MAX_STREAMS = 32  # event streams at once (each holds a thread)
-MAX_STREAMS_PER_TENANT = 8  # of them, one tenant's
+CHECK_S = 0.5  # how often an event stream looks whether its client is still there
 _EVENT_TYPES = {
     pb.WatchEvent.CREATED: "CREATED",
     pb.WatchEvent.UPDATED: "UPDATED",
     pb.WatchEvent.DELETED: "DELETED",
     pb.WatchEvent.EXISTING: "EXISTING",
 }
-
-
-class HttpError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+ADMIN_PATHS = ("/api/chassis", "/api/flows", "/api/trace", "/api/trace/ports")
 
 
 class DashboardServer:
-    """Serves the dashboard on `address` (HOST:PORT; port 0 picks one) from its own threads."""
+    """Serves the dashboard on `address` (HOST:PORT; port 0 picks one) from its own threads, asking the API
+    over `channel` (client.connect: the controller's own gRPC server) with each caller's token."""
 
-    def __init__(
-        self,
-        state: State,
-        tokens: TokenFile,
-        address: str,
-        dataplane: Any = None,
-        max_streams_per_tenant: int = MAX_STREAMS_PER_TENANT,
-    ) -> None:
-        self.state = state
-        self.tokens = tokens
-        self.dataplane = dataplane
+    def __init__(self, channel: grpc.Channel, address: str) -> None:
+        self.api = Api(channel)
         self._stopping = threading.Event()
-        # event streams, capped in total and per tenant; a revoked token's streams are woken and end
-        self.streams = StreamLimiter(MAX_STREAMS, min(max_streams_per_tenant, MAX_STREAMS), wake=self._wake)
-        tokens.on_revoke(self.streams.revoke)
-        # the northbound's own Watch logic (snapshot-free resume from a revision, visibility per principal)
-        self.watch = TopologyService(state, tokens, stopping=self._stopping.is_set)
+        self._streams_lock = threading.Lock()
+        self._streams: set[Any] = set()  # open Watch calls, cancelled on stop
         host, port = config_mod.split_hostport(address)
         handler = type("Handler", (_Handler,), {"app": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -106,87 +86,84 @@ class DashboardServer:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}/"
 
+    @property
+    def open_streams(self) -> int:
+        with self._streams_lock:
+            return len(self._streams)
+
     def start(self) -> None:
         self._thread.start()
 
-    def _wake(self) -> None:
-        self.watch.wake_streams()
-
     def stop(self) -> None:
         self._stopping.set()
-        self.tokens.remove_revoke_listener(self.streams.revoke)
-        self._wake()  # wake event streams so they end
+        with self._streams_lock:
+            streams = list(self._streams)
+        for call in streams:  # event streams end
+            call.cancel()
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(timeout=5)
 
     # --------------------------------------------------------------------------------------------- api
 
-    def authenticate(self, header: str | None) -> Principal:
+    def caller(self, header: str | None) -> Caller:
+        """The API as the holder of the request's bearer token (the API checks the token on each call)."""
         if not header:
             raise HttpError(HTTPStatus.UNAUTHORIZED, "missing 'Authorization: Bearer <token>'")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HttpError(HTTPStatus.UNAUTHORIZED, "authorization must be 'Bearer <token>'")
-        principal = self.tokens.lookup(token.strip())
-        if principal is None:
-            raise HttpError(HTTPStatus.UNAUTHORIZED, "unknown or revoked token")
-        return principal
+        return self.api.as_caller(token.strip())
 
-    def api(self, path: str, query: dict[str, str], p: Principal) -> Any:
+    def answer(self, path: str, query: dict[str, str], c: Caller) -> Any:
         if path == "/api/whoami":
-            return {
-                "tenant": p.tenant,
-                "admin": p.admin,
-                "revision": self.state.revision,
-                "features": {
-                    "flows": p.admin and self.dataplane is not None,
-                    "trace": p.admin and self.dataplane is not None,
-                },
-            }
+            return views.whoami(c)
+        admin = c.topology("GetServerInfo", pb.GetServerInfoRequest()).admin
         if path == "/api/topology":
-            return views.topology(self.state, p, self.dataplane)
-        if path in ("/api/chassis", "/api/flows", "/api/trace", "/api/trace/ports"):
-            if not p.admin:
+            return views.topology(c, admin)
+        if path in ADMIN_PATHS:
+            if not admin:
                 raise HttpError(HTTPStatus.FORBIDDEN, "chassis, flows and traces are admin only")
-            if self.dataplane is None:
-                raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "this controller runs without a dataplane")
             if path == "/api/chassis":
-                return {"chassis": views.chassis_list(self.state, self.dataplane)}
+                return {"chassis": views.chassis_list(c)}
             if path == "/api/flows":
-                return views.flow_tables(self.state, self.dataplane, query.get("chassis", ""))
+                return views.flow_tables(c, query.get("chassis", ""))
             if path == "/api/trace/ports":
-                return {"ports": views.trace_choices(self.state, p)}
-            return views.trace(self.state, self.dataplane, p, query)
+                return {"ports": views.trace_choices(c)}
+            return views.trace(c, query)
         raise HttpError(HTTPStatus.NOT_FOUND, f"no such endpoint {path}")
 
+    def watching(self, call: Any, on: bool) -> None:
+        with self._streams_lock:
+            if on:
+                self._streams.add(call)
+            else:
+                self._streams.discard(call)
 
-class _StreamContext:
-    """What TopologyService._watch asks of a gRPC context: is the client still there (and its token still
-    valid)? Also sends a heartbeat comment when the stream has been quiet, which is how a vanished client is
-    noticed."""
 
-    def __init__(self, handler: _Handler, still_authorized: Callable[[], bool]) -> None:
+class _StreamWriter:
+    """Writes an event stream to its client, one writer at a time; a watcher thread sends a heartbeat
+    comment when the stream has been quiet (which is how a vanished client is noticed) and cancels the
+    Watch call once the client has gone."""
+
+    def __init__(self, handler: _Handler) -> None:
         self.handler = handler
-        self.still_authorized = still_authorized
+        self.lock = threading.Lock()
         self.last_write = time.monotonic()
         self.closed = False
-        self.revoked = False
 
     def write(self, text: str) -> None:
-        try:
-            self.handler.wfile.write(text.encode())
-            self.handler.wfile.flush()
-            self.last_write = time.monotonic()
-        except OSError:
-            self.closed = True
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.handler.wfile.write(text.encode())
+                self.handler.wfile.flush()
+                self.last_write = time.monotonic()
+            except OSError:
+                self.closed = True
 
-    def is_active(self) -> bool:
-        if self.closed:
-            return False
-        if not self.still_authorized():  # a revoked token's stream ends (a dict lookup: checked every time)
-            self.revoked = True
-            return False
+    def client_gone(self) -> bool:
         if time.monotonic() - self.last_write > HEARTBEAT_S:
             self.write(": keepalive\n\n")
         sock = self.handler.connection
@@ -196,7 +173,16 @@ class _StreamContext:
                 self.closed = True  # the client closed its side
         except OSError:
             self.closed = True
-        return not self.closed
+        return self.closed
+
+    def guard(self, call: Any, done: threading.Event) -> Callable[[], None]:
+        def run() -> None:
+            while not done.wait(CHECK_S):
+                if self.client_gone():
+                    call.cancel()
+                    return
+
+        return run
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -247,10 +233,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {path}"})
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
-            principal = self.app.authenticate(self.headers.get("Authorization"))
+            c = self.app.caller(self.headers.get("Authorization"))
             if path == "/api/events":
-                return self._events(principal, query)
-            body = self.app.api(path, query, principal)
+                return self._events(c, query)
+            body = self.app.answer(path, query, c)
+        except grpc.RpcError as err:
+            err2 = http_error(err)
+            return self._json(err2.status, {"error": str(err2)})
         except HttpError as err:
             return self._json(err.status, {"error": str(err)})
         except views.NotFound as err:
@@ -276,52 +265,86 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.wfile.write(data)
 
-    def _events(self, p: Principal, query: dict[str, str]) -> None:
-        """text/event-stream of topology changes after revision `from` (the one /api/topology answered);
-        an unusable `from` (ahead, compacted) restarts at the head with a `reset` event: refetch."""
-        state = self.app.state
+    def _events(self, c: Caller, query: dict[str, str]) -> None:
+        """text/event-stream of topology changes after revision `from` (the one /api/topology answered), from
+        the API's Watch; an unusable `from` (ahead, compacted) restarts at the head with a `reset` event:
+        refetch."""
         try:
             start = int(query.get("from", "0") or 0)
         except ValueError:
             raise HttpError(HTTPStatus.BAD_REQUEST, "from must be a revision number") from None
-        token = (self.headers.get("Authorization") or "").partition(" ")[2].strip()
+        info = c.topology("GetServerInfo", pb.GetServerInfoRequest())
+        reset = start <= 0 or start > info.revision or start < info.compacted_revision
+        if reset:
+            start = info.revision
+        call: Any = c.watch(start)
+        self.app.watching(call, True)
         try:
-            ticket = self.app.streams.admit(p.tenant, token, "events")
-        except ApiError as err:
-            limits = self.app.streams
-            mine = "yours" if err.reason == "TENANT_STREAM_LIMIT" else "this server's"
-            raise HttpError(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"too many event streams ({mine} are full: {limits.max_per_tenant} per tenant, "
-                f"{limits.max_total} in all); close another dashboard tab or retry later",
-            ) from None
-        try:
-            self._headers(HTTPStatus.OK, "text/event-stream")
-            ctx = _StreamContext(self, lambda: not ticket.revoked and self.app.tokens.lookup(token) == p)
-            head = state.revision
-            if start <= 0 or start > head or start < state.store.oldest_retained_revision():
-                start = head
-                ctx.write(f"event: reset\ndata: {json.dumps({'revision': head})}\n\n")
-            ctx.write(f"event: hello\ndata: {json.dumps({'revision': start})}\n\n")
-            try:
-                for ev in self.app.watch._watch(p, start, ctx):  # type: ignore[arg-type]
-                    kind = ev.WhichOneof("resource")
-                    if kind is None:  # SYNCED: caught up
-                        ctx.write(f"event: synced\ndata: {json.dumps({'revision': ev.revision})}\n\n")
-                        continue
-                    obj = getattr(ev, kind)
-                    body = {
-                        "type": _EVENT_TYPES.get(ev.type, str(ev.type)),
-                        "revision": ev.revision,
-                        "kind": kind,
-                        "name": obj.name,
-                    }
-                    ctx.write(f"event: change\ndata: {json.dumps(body)}\n\n")
-                    if ctx.closed:
-                        break
-            except HistoryCompacted:  # fell behind a compaction while replaying: refetch, as for `from`
-                ctx.write(f"event: reset\ndata: {json.dumps({'revision': state.revision})}\n\n")
-            if ctx.revoked:  # tell the page why, then end the response (HTTP/1.0: the connection closes)
-                ctx.write(f"event: revoked\ndata: {json.dumps({'error': 'the token was revoked'})}\n\n")
+            try:  # the first event (SYNCED at the latest) says whether the API admitted the stream
+                first: pb.WatchEvent | None = next(call)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    info_ = error_info(err)
+                    md = dict(info_.metadata) if info_ is not None else {}
+                    mine = (
+                        "yours"
+                        if info_ is not None and info_.reason == "TENANT_STREAM_LIMIT"
+                        else "the API's"
+                    )
+                    limit = f": {md['limit']} per tenant" if mine == "yours" and "limit" in md else ""
+                    raise HttpError(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        f"too many event streams ({mine} are full{limit}); close another dashboard tab or "
+                        "retry later",
+                    ) from None
+                raise
+            except StopIteration:
+                first = None
+            self._relay(c, call, first, start, reset)
         finally:
-            self.app.streams.release(ticket)
+            self.app.watching(call, False)
+            call.cancel()
+
+    def _relay(self, c: Caller, call: Any, first: pb.WatchEvent | None, start: int, reset: bool) -> None:
+        out = _StreamWriter(self)
+        self._headers(HTTPStatus.OK, "text/event-stream")
+        if reset:
+            out.write(f"event: reset\ndata: {json.dumps({'revision': start})}\n\n")
+        out.write(f"event: hello\ndata: {json.dumps({'revision': start})}\n\n")
+        done = threading.Event()
+        threading.Thread(target=out.guard(call, done), name="dashboard-events", daemon=True).start()
+        try:
+            events = [first] if first is not None else []
+            for ev in _chain(events, call):
+                kind = ev.WhichOneof("resource")
+                if kind is None:  # SYNCED: caught up
+                    out.write(f"event: synced\ndata: {json.dumps({'revision': ev.revision})}\n\n")
+                    continue
+                body = {
+                    "type": _EVENT_TYPES.get(ev.type, str(ev.type)),
+                    "revision": ev.revision,
+                    "kind": kind,
+                    "name": getattr(ev, kind).name,
+                }
+                out.write(f"event: change\ndata: {json.dumps(body)}\n\n")
+                if out.closed:
+                    break
+        except grpc.RpcError as err:
+            code = err.code()
+            if code == grpc.StatusCode.UNAUTHENTICATED:  # revoked: tell the page why, then end the response
+                out.write(f"event: revoked\ndata: {json.dumps({'error': 'the token was revoked'})}\n\n")
+            elif code == grpc.StatusCode.OUT_OF_RANGE:  # fell behind a compaction: refetch, as for `from`
+                try:
+                    head = c.topology("GetServerInfo", pb.GetServerInfoRequest()).revision
+                except grpc.RpcError:
+                    head = 0
+                out.write(f"event: reset\ndata: {json.dumps({'revision': head})}\n\n")
+            elif code != grpc.StatusCode.CANCELLED:
+                log.warning("dashboard event stream: %s %s", code.name, err.details())
+        finally:
+            done.set()
+
+
+def _chain(first: list[pb.WatchEvent], rest: Any) -> Any:
+    yield from first
+    yield from rest

@@ -1,41 +1,38 @@
-"""What the dashboard shows, as JSON-ready dicts: pure reads of the model and the dataplane, scoped to a
-principal with the northbound's visibility rules. No HTTP here (see server.py)."""
+"""What the dashboard shows, as JSON-ready dicts, built from the API's answers to the caller (controller/
+dashboard/client.py): the API scopes them to the caller's token, so nothing here decides visibility. The
+topology is a networkx graph of those answers. No HTTP here (see server.py)."""
 
 from __future__ import annotations
 
-import inspect
-import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import netaddr
+import networkx as nx
 
-from apps import ids, owners
-from controller.api.auth import Principal
-from controller.api.resources import visible as _visible
-from controller.debug import first_hop
+from controller.dashboard.client import Caller
 from flows import pipeline
-from flows.flow import Flow, Group
-from flows.format import format_actions, format_group, format_match
-from topology.errors import ApiError
-from topology.model import Topology
-from topology.records import Chassis, Network, Port, Record, to_dict
-from topology.state import State
-
-log = logging.getLogger(__name__)
+from proto.sdn.v1 import dataplane_pb2 as dpb
+from proto.sdn.v1 import debug_pb2 as dbg
+from proto.sdn.v1 import topology_pb2 as pb
 
 #: layers of the topology drawing, top to bottom
 LAYERS = ("tenant", "router", "network", "port", "chassis")
-#: names a per-flow counter source may have on a SwitchSync (engine) or on the Dataplane (per chassis);
-#: the first one present is used. Expected to return {Flow (or anything with .key()): (packets, bytes)}.
-COUNTER_METHODS = ("flow_stats", "flow_counters", "counters")
 PORTS_PER_ROW = 14
 BESIDE_GAP = 1.5  # slots between nodes labelled beside themselves (tenants, routers, networks)
 MAX_PORT_ROWS = 6
-COUNTER_TIMEOUT_S = 3.0  # a live dump for the counters; the view shows "—" if the switch does not answer
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+#: a DumpFlows line: cookie, counters (switch dumps only), table(stage), priority, match, actions, owner
+_FLOW_LINE = re.compile(
+    r"^cookie=(?P<cookie>0x[0-9a-f]+), (?:n_packets=(?P<packets>\d+), n_bytes=(?P<bytes>\d+), )?"
+    r"table=(?P<table>\d+)\((?P<stage>[\w-]+)\), priority=(?P<priority>\d+)(?:,(?P<match>.*?))? "
+    r"actions=(?P<actions>.*?)(?:  # (?P<app>[^/\s]+)/(?P<owner>\S+)(?: rev=.*)?)?$"
+)
 
 
 class BadRequest(ValueError):
@@ -43,69 +40,230 @@ class BadRequest(ValueError):
 
 
 class NotFound(LookupError):
-    """An object that does not exist or that the principal may not see (HTTP 404)."""
+    """An object that does not exist or that the caller may not see (HTTP 404)."""
+
+
+def _id(name: str) -> str:
+    """The id of a resource name ("networks/web" -> "web"; "" stays "")."""
+    return name.rpartition("/")[2]
+
+
+def _time(ts: Any) -> float:
+    return float(ts.seconds) + ts.nanos / 1e9
+
+
+def _enum(msg: Any, field: str) -> str:
+    value = getattr(msg, field)
+    return str(msg.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[value].name)
+
+
+# ------------------------------------------------------------------------------------------------ records
+# The API's answers in the shape the page reads (the model's field names: network_id, mac, key...).
+
+
+def network_dict(n: pb.Network) -> dict[str, Any]:
+    return {
+        "id": _id(n.name),
+        "tenant": n.tenant,
+        "display_name": n.display_name,
+        "segment_type": _enum(n, "segment_type").lower(),
+        "segment_id": n.segment_id if n.segment_type != pb.Network.FLAT else None,
+        "physical_network": n.physical_network,
+        "mtu": n.mtu,
+        "admin_state_up": n.admin_state_up,
+        "external": n.external,
+        "key": n.tunnel_key,
+        "revision": n.revision,
+        "create_time": _time(n.create_time),
+        "update_time": _time(n.update_time),
+    }
+
+
+def port_dict(x: pb.Port) -> dict[str, Any]:
+    return {
+        "id": _id(x.name),
+        "tenant": x.tenant,
+        "network_id": _id(x.network),
+        "mac": x.mac_address,
+        "fixed_ips": [{"subnet": _id(f.subnet), "ip_address": f.ip_address} for f in x.fixed_ips],
+        "display_name": x.display_name,
+        "device_owner": x.device_owner,
+        "device_id": x.device_id,
+        "admin_state_up": x.admin_state_up,
+        "port_security_enabled": x.port_security_enabled,
+        "allowed_address_pairs": [
+            {"ip_address": a.ip_address, "mac_address": a.mac_address} for a in x.allowed_address_pairs
+        ],
+        "security_groups": [_id(s) for s in x.security_groups],
+        "binding_chassis": _id(x.binding_chassis),
+        "status": _enum(x, "status"),
+        "key": x.tunnel_key,
+        "revision": x.revision,
+        "create_time": _time(x.create_time),
+        "update_time": _time(x.update_time),
+    }
+
+
+def router_dict(r: pb.Router) -> dict[str, Any]:
+    gateway = r.external_gateway if r.HasField("external_gateway") else None
+    return {
+        "id": _id(r.name),
+        "tenant": r.tenant,
+        "display_name": r.display_name,
+        "admin_state_up": r.admin_state_up,
+        "gateway_network_id": _id(gateway.network) if gateway is not None else "",
+        "enable_snat": gateway.enable_snat if gateway is not None else True,
+        "routes": [[h.destination, h.nexthop] for h in r.routes],
+        "key": r.tunnel_key,
+        "revision": r.revision,
+        "create_time": _time(r.create_time),
+        "update_time": _time(r.update_time),
+    }
+
+
+def chassis_dict(c: pb.Chassis) -> dict[str, Any]:
+    return {
+        "id": _id(c.name),
+        "datapath_id": c.datapath_id,
+        "tunnel_ip": c.tunnel_ip,
+        "ovsdb_address": c.ovsdb_address,
+        "bridge_mappings": dict(sorted(c.bridge_mappings.items())),
+        "revision": c.revision,
+        "create_time": _time(c.create_time),
+        "update_time": _time(c.update_time),
+    }
+
+
+def _ipv4(port: pb.Port) -> str:
+    for f in port.fixed_ips:
+        if f.ip_address and netaddr.IPAddress(f.ip_address).version == 4:
+            return f.ip_address
+    return ""
+
+
+def whoami(c: Caller) -> dict[str, Any]:
+    info = c.topology("GetServerInfo", pb.GetServerInfoRequest())
+    dataplane = info.admin and chassis_status(c) is not None
+    return {
+        "tenant": info.tenant,
+        "admin": info.admin,
+        "revision": info.revision,
+        "features": {"flows": dataplane, "trace": dataplane},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ topology
 
 
-def _label(rec: Record) -> str:
-    if isinstance(rec, Port):
-        ips = [a for _, a in rec.fixed_ips]
-        return f"{rec.display_name or rec.id}" + (f" {ips[0]}" if ips else "")
-    if isinstance(rec, Network):
-        return rec.display_name or rec.id
-    return rec.id
-
-
-def _details(rec: Any, topo: Any, p: Principal) -> dict[str, Any]:
-    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in to_dict(rec).items()}
-    if isinstance(rec, Network):
-        d["subnets"] = [
-            {"id": s.id, "cidr": s.cidr, "gateway_ip": s.gateway_ip, "enable_dhcp": s.enable_dhcp}
-            for s in topo.subnets_of(rec.id)
-            if _visible(p, s)
-        ]
-        d["ports"] = len([x for x in topo.ports_of(rec.id) if _visible(p, x)])
-    if isinstance(rec, Port):
-        d["fixed_ips"] = [{"subnet": s, "ip_address": a} for s, a in rec.fixed_ips]
-        d["allowed_address_pairs"] = [
-            {"ip_address": a, "mac_address": m} for a, m in rec.allowed_address_pairs
-        ]
-    if isinstance(rec, Chassis):
-        d["bridge_mappings"] = {k: v for k, v in rec.bridge_mappings}
-        d["ports"] = len(topo.ports_on_chassis(rec.id))
-    return d
-
-
-def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any]:
-    """Nodes (tenants, routers, networks, ports, chassis) with a layered layout in [0, 1]², and edges
-    tenant–network, tenant–router, router–network, network–port, port–chassis; only what `p` may see
-    (chassis: admins)."""
-    with state.lock:
-        topo = state.topology
-        revision = state.revision
-        networks = sorted(
-            (n for n in topo.networks.values() if _visible(p, n)), key=lambda n: (n.tenant, n.id)
+def graph(c: Caller, admin: bool) -> tuple[nx.MultiDiGraph, int, int]:
+    """(graph, revision, subnets seen) of what the API shows the caller: a node per tenant, router, network,
+    port and (admins) chassis, keyed "kind:id" with the record as `details`; edges tenant -owns-> network
+    and router, router -routes/gateway-> network, network -attached-> port, port -bound-> chassis."""
+    revision = c.topology("GetServerInfo", pb.GetServerInfoRequest()).revision
+    networks = c.list("ListNetworks", "networks")
+    subnets = c.list("ListSubnets", "subnets")
+    ports = c.list("ListPorts", "ports")
+    routers = c.list("ListRouters", "routers")
+    chassis = c.list("ListChassis", "chassis") if admin else []
+    status = (chassis_status(c) or {}) if admin else {}
+    g = nx.MultiDiGraph()
+    owners = [*networks, *routers, *ports]
+    for t in sorted({o.tenant for o in owners if o.tenant}):
+        g.add_node(f"tenant:{t}", kind="tenant", name=t, label=t)
+    for r in routers:
+        d = router_dict(r)
+        d["interfaces"] = sorted({_id(i.network) for i in r.interfaces})
+        g.add_node(
+            f"router:{d['id']}", kind="router", name=d["id"], label=r.display_name or d["id"], details=d
         )
-        ports = [x for x in topo.ports.values() if _visible(p, x)]
-        chassis = sorted((c for c in topo.chassis.values() if _visible(p, c)), key=lambda c: c.id)
-        routers: list[Any] = sorted(
-            (r for r in getattr(topo, "routers", {}).values() if _visible(p, r)),
-            key=lambda r: (r.tenant, r.id),
+    by_net: dict[str, list[dict[str, Any]]] = {}
+    for s in subnets:
+        by_net.setdefault(_id(s.network), []).append(
+            {
+                "id": _id(s.name),
+                "cidr": s.cidr,
+                "gateway_ip": s.gateway_ip,
+                "enable_dhcp": s.enable_dhcp if s.HasField("enable_dhcp") else True,
+            }
         )
-        records: list[Any] = [*networks, *ports, *chassis, *routers]
-        details = {f"{r.KIND}:{r.id}": _details(r, topo, p) for r in records}
-        subnets = sum(1 for s in topo.subnets.values() if _visible(p, s))
-        # router id -> networks it has an interface on (its neighbours in the model's routed graph; the
-        # gateway network is added below)
-        router_nets: dict[str, set[str]] = {
-            r.id: {ident for _kind, ident in topo.routed.adj.get(("router", r.id), ())} for r in routers
-        }
-    status = chassis_status(dataplane) if dataplane is not None and p.admin else {}
-    tenants = sorted({r.tenant for r in (*networks, *ports, *routers) if r.tenant and p.can_see(r.tenant)})
-    net_order = {n.id: i for i, n in enumerate(networks)}
-    ports.sort(key=lambda x: (net_order.get(x.network_id, 1 << 30), _natural(x.id)))
+    for n in networks:
+        d = {**network_dict(n), "subnets": by_net.get(_id(n.name), [])}
+        g.add_node(
+            f"network:{d['id']}", kind="network", name=d["id"], label=n.display_name or d["id"], details=d
+        )
+    for x in ports:
+        d = port_dict(x)
+        ips = [f["ip_address"] for f in d["fixed_ips"]]
+        label = f"{x.display_name or d['id']}" + (f" {ips[0]}" if ips else "")
+        g.add_node(f"port:{d['id']}", kind="port", name=d["id"], label=label, status=d["status"], details=d)
+    for ch in chassis:
+        d = chassis_dict(ch)
+        st = status.get(d["id"], {})
+        g.add_node(
+            f"chassis:{d['id']}",
+            kind="chassis",
+            name=d["id"],
+            label=d["id"],
+            connected=st.get("connected", False),
+            details={**d, **st},
+        )
+
+    def link(source: str, target: str, kind: str) -> None:
+        if source in g and target in g:  # an end the caller may not see is not drawn
+            g.add_edge(source, target, key=kind, kind=kind)
+
+    for node, data in list(g.nodes(data=True)):
+        d = data.get("details", {})
+        if data["kind"] in ("network", "router", "port"):
+            data["tenant"] = d["tenant"]
+        if data["kind"] in ("network", "router"):
+            link(f"tenant:{d['tenant']}", node, "owns")
+        if data["kind"] == "router":
+            for net in d["interfaces"]:
+                link(node, f"network:{net}", "routes")
+            if d["gateway_network_id"]:
+                link(node, f"network:{d['gateway_network_id']}", "gateway")
+        if data["kind"] == "port":
+            link(f"network:{d['network_id']}", node, "attached")
+            if d["binding_chassis"]:
+                link(node, f"chassis:{d['binding_chassis']}", "bound")
+    for node, data in g.nodes(data=True):
+        if data["kind"] == "network":
+            data["details"]["ports"] = len(_neighbours(g, node, "attached"))
+        if data["kind"] == "chassis":
+            data["details"]["ports"] = sum(1 for _ in _in(g, node, "bound"))
+    return g, revision, len(subnets)
+
+
+def _neighbours(g: nx.MultiDiGraph, node: str, *kinds: str) -> list[str]:
+    """Targets of `node`'s edges of those kinds, in insertion order."""
+    return list(dict.fromkeys(t for _, t, k in g.out_edges(node, keys=True) if k in kinds))
+
+
+def _in(g: nx.MultiDiGraph, node: str, kind: str) -> Iterator[str]:
+    return (s for s, _, k in g.in_edges(node, keys=True) if k == kind)
+
+
+def _of_kind(g: nx.MultiDiGraph, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(n, d) for n, d in g.nodes(data=True) if d["kind"] == kind]
+
+
+def topology(c: Caller, admin: bool) -> dict[str, Any]:
+    """Nodes (tenants, routers, networks, ports, chassis) with a layered layout in [0, 1]², and the graph's
+    edges; only what the API shows the caller (chassis: admins)."""
+    g, revision, subnets = graph(c, admin)
+    networks = sorted(_of_kind(g, "network"), key=lambda n: (n[1]["tenant"], n[1]["name"]))
+    routers = _of_kind(g, "router")
+    tenants = sorted(d["name"] for _, d in _of_kind(g, "tenant"))
+    net_order = {n: i for i, (n, _) in enumerate(networks)}
+    ports = sorted(
+        _of_kind(g, "port"),
+        key=lambda x: (
+            min((net_order.get(s, 1 << 30) for s in _in(g, x[0], "attached")), default=1 << 30),
+            _natural(x[1]["name"]),
+        ),
+    )
+    chassis = _of_kind(g, "chassis")
 
     # layered layout in slots: ports evenly, each network over its ports, each router over its networks,
     # each tenant over its networks and routers, each chassis under the ports bound to it; a layer keeps
@@ -113,141 +271,62 @@ def topology(state: State, p: Principal, dataplane: Any = None) -> dict[str, Any
     # index alone (a network would not sit over its ports) and the spring layouts move between refreshes
     # many ports: zig-zag them over PORT_ROWS sub-rows so the drawing stays about as wide as a screen
     port_rows = min(MAX_PORT_ROWS, max(1, -(-len(ports) // PORTS_PER_ROW)))
-    port_slot = {x.id: float(i // port_rows) for i, x in enumerate(ports)}
-    port_row = {x.id: i % port_rows for i, x in enumerate(ports)}
-    net_ports: dict[str, list[float]] = {}
-    for x in ports:
-        net_ports.setdefault(x.network_id, []).append(port_slot[x.id])
-    net_slot = dict(
-        zip(
-            [n.id for n in networks],
-            _place([_mean(net_ports.get(n.id)) for n in networks], BESIDE_GAP),
-            strict=True,
-        )
-    )
-    linked = {
-        r.id: [net_slot[n] for n in router_nets[r.id] | {r.gateway_network_id} if n in net_slot]
-        for r in routers
-    }
-    routers.sort(key=lambda r: (_mean(linked[r.id]) or 0.0, r.id))
-    router_slot = dict(
-        zip([r.id for r in routers], _place([_mean(linked[r.id]) for r in routers], BESIDE_GAP), strict=True)
-    )
-    tenant_slot = dict(
-        zip(
-            tenants,
-            _place(
-                [
-                    _mean(
-                        [net_slot[n.id] for n in networks if n.tenant == t]
-                        + [router_slot[r.id] for r in routers if r.tenant == t]
-                    )
-                    for t in tenants
-                ],
-                BESIDE_GAP,
-            ),
-            strict=True,
-        )
-    )
-    bound = {c.id: [port_slot[x.id] for x in ports if x.binding_chassis == c.id] for c in chassis}
-    chassis.sort(key=lambda c: (_mean(bound[c.id]) if bound[c.id] else float(len(ports)), c.id))
-    chassis_slot = dict(
-        zip([c.id for c in chassis], _place([_mean(bound[c.id]) for c in chassis], 1.2), strict=True)
-    )
-    width = 1 + max(
-        [
-            0.0,
-            *port_slot.values(),
-            *net_slot.values(),
-            *tenant_slot.values(),
-            *chassis_slot.values(),
-            *router_slot.values(),
-        ]
-    )
+    slot: dict[str, float] = {x: float(i // port_rows) for i, (x, _) in enumerate(ports)}
+    port_row = {x: i % port_rows for i, (x, _) in enumerate(ports)}
+    for n, s in zip(
+        [n for n, _ in networks],
+        _place([_mean([slot[x] for x in _neighbours(g, n, "attached")]) for n, _ in networks], BESIDE_GAP),
+        strict=True,
+    ):
+        slot[n] = s
+    linked = {r: [slot[n] for n in _neighbours(g, r, "routes", "gateway")] for r, _ in routers}
+    routers.sort(key=lambda r: (_mean(linked[r[0]]) or 0.0, r[1]["name"]))
+    for r, s in zip(
+        [r for r, _ in routers], _place([_mean(linked[r]) for r, _ in routers], BESIDE_GAP), strict=True
+    ):
+        slot[r] = s
+    for t, s in zip(
+        tenants,
+        _place(
+            [_mean([slot[x] for x in _neighbours(g, f"tenant:{t}", "owns")]) for t in tenants], BESIDE_GAP
+        ),
+        strict=True,
+    ):
+        slot[f"tenant:{t}"] = s
+    bound = {ch: [slot[x] for x in _in(g, ch, "bound")] for ch, _ in chassis}
+    chassis.sort(key=lambda ch: (_mean(bound[ch[0]]) if bound[ch[0]] else float(len(ports)), ch[1]["name"]))
+    for ch, s in zip(
+        [ch for ch, _ in chassis], _place([_mean(bound[ch]) for ch, _ in chassis], 1.2), strict=True
+    ):
+        slot[ch] = s
+    width = 1 + max([0.0, *slot.values()])
     # rows that can hold something: routers once there are some, chassis for admins
-    layers = [k for k in LAYERS if (k != "router" or routers) and (k != "chassis" or p.admin)]
+    layers = [k for k in LAYERS if (k != "router" or routers) and (k != "chassis" or admin)]
     nodes: list[dict[str, Any]] = []
-
-    def add(kind: str, ident: str, label: str, slot: float, **extra: Any) -> None:
+    ordered = [*(f"tenant:{t}" for t in tenants), *(r for r, _ in routers), *(n for n, _ in networks)]
+    ordered += [*(x for x, _ in ports), *(ch for ch, _ in chassis)]
+    for node in ordered:
+        data = dict(g.nodes[node])
+        kind = data["kind"]
+        if kind == "tenant":
+            owned = _neighbours(g, node, "owns")
+            data["details"] = {
+                "tenant": data["name"],
+                "networks": sum(x.startswith("network:") for x in owned),
+                "routers": sum(x.startswith("router:") for x in owned),
+                "ports": sum(1 for x, d in ports if d["tenant"] == data["name"]),
+            }
+        if kind == "port":
+            data["row"] = port_row[node]
         nodes.append(
             {
-                "id": f"{kind}:{ident}",
-                "kind": kind,
-                "name": ident,
-                "label": label,
-                "x": (slot + 0.5) / width,
+                "id": node,
+                **data,
+                "x": (slot[node] + 0.5) / width,
                 "y": layers.index(kind) / (len(layers) - 1),
-                **extra,
             }
         )
-
-    for t in tenants:
-        add(
-            "tenant",
-            t,
-            t,
-            tenant_slot[t],
-            details={
-                "tenant": t,
-                "networks": sum(n.tenant == t for n in networks),
-                "routers": sum(r.tenant == t for r in routers),
-                "ports": sum(x.tenant == t for x in ports),
-            },
-        )
-    for r in routers:
-        add(
-            "router",
-            r.id,
-            r.display_name or r.id,
-            router_slot[r.id],
-            tenant=r.tenant,
-            details={**details[f"router:{r.id}"], "interfaces": sorted(router_nets[r.id])},
-        )
-    for n in networks:
-        add("network", n.id, _label(n), net_slot[n.id], tenant=n.tenant, details=details[f"network:{n.id}"])
-    for x in ports:
-        add(
-            "port",
-            x.id,
-            _label(x),
-            port_slot[x.id],
-            tenant=x.tenant,
-            status=x.status,
-            row=port_row[x.id],
-            details=details[f"port:{x.id}"],
-        )
-    for c in chassis:
-        st = status.get(c.id, {})
-        add(
-            "chassis",
-            c.id,
-            c.id,
-            chassis_slot[c.id],
-            connected=st.get("connected", False),
-            details={**details[f"chassis:{c.id}"], **st},
-        )
-    ids_ = {n["id"] for n in nodes}
-    edges = []
-    for n in networks:
-        if f"tenant:{n.tenant}" in ids_:
-            edges.append({"source": f"tenant:{n.tenant}", "target": f"network:{n.id}", "kind": "owns"})
-    for r in routers:
-        if f"tenant:{r.tenant}" in ids_:
-            edges.append({"source": f"tenant:{r.tenant}", "target": f"router:{r.id}", "kind": "owns"})
-        for net_id in sorted(router_nets[r.id]):
-            if f"network:{net_id}" in ids_:
-                edges.append({"source": f"router:{r.id}", "target": f"network:{net_id}", "kind": "routes"})
-        if r.gateway_network_id and f"network:{r.gateway_network_id}" in ids_:
-            edges.append(
-                {"source": f"router:{r.id}", "target": f"network:{r.gateway_network_id}", "kind": "gateway"}
-            )
-    for x in ports:
-        if f"network:{x.network_id}" in ids_:
-            edges.append({"source": f"network:{x.network_id}", "target": f"port:{x.id}", "kind": "attached"})
-        if x.binding_chassis and f"chassis:{x.binding_chassis}" in ids_:
-            edges.append(
-                {"source": f"port:{x.id}", "target": f"chassis:{x.binding_chassis}", "kind": "bound"}
-            )
+    edges = [{"source": s, "target": t, "kind": k} for s, t, k in g.edges(keys=True)]
     return {
         "revision": revision,
         "nodes": nodes,
@@ -287,154 +366,181 @@ def _place(desired: list[float | None], gap: float = 1.0) -> list[float]:
 # ------------------------------------------------------------------------------------------------ chassis
 
 
-def chassis_status(dataplane: Any) -> dict[str, dict[str, Any]]:
-    """Per chassis: switch connected, OVSDB facts known, realized revision, desired / installed flows."""
-    out = {}
-    for plane in list(dataplane.planes.values()):
-        eng = plane.engine
-        out[plane.chassis_id] = {
-            "connected": bool(getattr(eng, "connected", False)),
-            "ovsdb_ready": plane.runtime is not None,
-            "realized_revision": plane.realized_model_revision(),
-            "desired_flows": len(dataplane.compiler.desired(plane.chassis_id)),
-            "installed_flows": len(eng.installed()) if eng is not None else 0,
-            "drift_repairs": plane.drift_repairs,
-            "compile_divergences": plane.compile_divergences,  # the self-check found incremental != full
+def chassis_status(c: Caller) -> dict[str, dict[str, Any]] | None:
+    """Per chassis: switch connected, OVSDB facts known, realized revision, desired / installed flows (the
+    API's ListChassisStatus); None when the controller runs without a dataplane."""
+    try:
+        resp = c.dataplane("ListChassisStatus", dpb.ListChassisStatusRequest())
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return None
+        raise
+    return {
+        _id(s.chassis): {
+            "connected": s.connected,
+            "ovsdb_ready": s.ovsdb_ready,
+            "realized_revision": s.realized_revision,
+            "desired_flows": s.desired_flows,
+            "installed_flows": s.installed_flows,
+            "drift_repairs": s.drift_repairs,
+            "compile_divergences": s.compile_divergences,  # the self-check found incremental != full
         }
-    return out
+        for s in resp.chassis
+    }
 
 
-def chassis_list(state: State, dataplane: Any) -> list[dict[str, Any]]:
-    status = chassis_status(dataplane) if dataplane is not None else {}
-    with state.lock:
-        chassis = sorted(state.topology.chassis.values(), key=lambda c: c.id)
+def chassis_list(c: Caller) -> list[dict[str, Any]]:
+    status = chassis_status(c) or {}
+    chassis = sorted((chassis_dict(x) for x in c.list("ListChassis", "chassis")), key=lambda x: x["id"])
     return [
         {
-            "id": c.id,
-            "tunnel_ip": c.tunnel_ip,
-            "datapath_id": f"{c.datapath_id:#x}",
-            **status.get(c.id, {"connected": False}),
+            "id": x["id"],
+            "tunnel_ip": x["tunnel_ip"],
+            "datapath_id": f"{x['datapath_id']:#x}",
+            **status.get(x["id"], {"connected": False}),
         }
-        for c in chassis
+        for x in chassis
     ]
 
 
-def _counter_source(dataplane: Any, chassis_id: str, engine: Any) -> tuple[str, Any] | None:
-    """(name, callable returning the counters) of the first per-flow stats method found, or None."""
-    for name in COUNTER_METHODS:
-        fn = getattr(engine, name, None)
-        if callable(fn):
-            if "timeout" in inspect.signature(fn).parameters:
-                return f"SwitchSync.{name}", lambda fn=fn: fn(timeout=COUNTER_TIMEOUT_S)
-            return f"SwitchSync.{name}", fn
-        fn = getattr(dataplane, name, None)
-        if callable(fn):
-            return f"Dataplane.{name}", lambda fn=fn: fn(chassis_id)
-    return None
+@dataclass(frozen=True)
+class FlowLine:
+    """A DumpFlows line taken apart: what the flow table view shows of it."""
+
+    cookie: str
+    table: int
+    stage: str
+    priority: int
+    match: str
+    actions: str
+    app: str
+    owner: str
+    packets: int | None
+    bytes: int | None
+
+    @property
+    def key(self) -> tuple[str, int, int, str, str]:
+        """The flow itself, without its counters: equal in the desired set and on the switch."""
+        return (self.cookie, self.table, self.priority, self.match, self.actions)
 
 
-def _normalize_counters(raw: Any) -> dict[Any, tuple[int, int]]:
-    """{flow key (stage, priority, match): (packets, bytes)} from whatever shape the source returns."""
-    out: dict[Any, tuple[int, int]] = {}
-    if not isinstance(raw, Mapping):
-        return out
-    for k, v in raw.items():
-        key = k.key() if hasattr(k, "key") and callable(k.key) else getattr(k, "key", k)
-        if isinstance(v, tuple | list) and len(v) >= 2:
-            out[key] = (int(v[0]), int(v[1]))
-        else:
-            pk = getattr(v, "packets", getattr(v, "n_packets", getattr(v, "packet_count", None)))
-            by = getattr(v, "bytes", getattr(v, "n_bytes", getattr(v, "byte_count", None)))
-            if pk is not None and by is not None:
-                out[key] = (int(pk), int(by))
-    return out
-
-
-def flow_tables(state: State, dataplane: Any, chassis_id: str) -> dict[str, Any]:
-    """One chassis's flows by stage (in pipeline order): installed ∪ desired, each with its priority, match,
-    actions, owner, state (installed / pending = desired not yet installed / stale = installed, not desired)
-    and counters where a per-flow stats source exists (else None: shown as "—")."""
-    with state.lock:
-        topo = state.topology
-        if chassis_id not in topo.chassis:
-            raise NotFound(f"chassis {chassis_id!r}")
-        registry = ids.registry_for(owners.model_owners(topo))
-        plane = dataplane.planes.get(chassis_id)
-        desired = dataplane.compiler.desired(chassis_id)
-    engine = plane.engine if plane is not None else None
-    installed = engine.installed() if engine is not None else frozenset()
-    counters: dict[Any, tuple[int, int]] = {}
-    connected = bool(getattr(engine, "connected", False))
-    source = _counter_source(dataplane, chassis_id, engine) if connected else None
-    counter_note = (
-        "no per-flow counter source in this build: counters show —"
-        if connected
-        else "switch not connected: counters show —"
+def parse_flow(line: str) -> FlowLine:
+    m = _FLOW_LINE.match(line.strip())
+    if m is None:
+        raise ValueError(f"not a dump-flows line: {line!r}")
+    return FlowLine(
+        cookie=m["cookie"],
+        table=int(m["table"]),
+        stage=m["stage"],
+        priority=int(m["priority"]),
+        match=m["match"] or "",
+        actions=m["actions"],
+        app=m["app"] or "",
+        owner=m["owner"] or "",
+        packets=int(m["packets"]) if m["packets"] is not None else None,
+        bytes=int(m["bytes"]) if m["bytes"] is not None else None,
     )
-    if source is not None:
-        try:
-            counters = _normalize_counters(source[1]())
-            counter_note = f"counters from the switch ({source[0]})"
-        except Exception as err:  # noqa: BLE001 - a dump that fails (switch away) must not break the view
-            log.warning("flow counters of %s: %s", chassis_id, err)
-            counter_note = f"counters unavailable: {err}"
-    want = {i for i in desired if isinstance(i, Flow)}
-    have = {i for i in installed if isinstance(i, Flow)}
+
+
+def _dump(c: Caller, chassis_id: str, desired_only: bool) -> tuple[list[FlowLine], list[str]]:
+    """Every page of DumpFlows: (flows, groups)."""
+    flows: list[FlowLine] = []
+    groups: list[str] = []
+    token = ""
+    while True:
+        resp = c.dataplane(
+            "DumpFlows",
+            dpb.DumpFlowsRequest(
+                chassis=f"chassis/{chassis_id}", desired_only=desired_only, page_size=10000, page_token=token
+            ),
+        )
+        flows.extend(parse_flow(line) for line in resp.flows)
+        groups.extend(resp.groups)
+        token = resp.next_page_token
+        if not token:
+            return flows, groups
+
+
+def flow_tables(c: Caller, chassis_id: str) -> dict[str, Any]:
+    """One chassis's flows by stage (in pipeline order): the desired ones (DumpFlows desired_only) and the
+    switch's now (DumpFlows), each with its priority, match, actions, owner, state (installed / pending =
+    desired not on the switch / stale = on the switch, not desired) and the switch's counters ("—" when
+    the switch is not connected)."""
+    if not _ID.match(chassis_id):
+        raise NotFound(f"chassis {chassis_id!r}")
+    desired, groups = _dump(c, chassis_id, desired_only=True)
+    try:
+        installed, _ = _dump(c, chassis_id, desired_only=False)
+        connected, counter_note = True, "counters from the switch (DumpFlows)"
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        installed, connected, counter_note = [], False, "switch not connected: counters show —"
+    want = {f.key: f for f in desired}
+    have = {f.key: f for f in installed}
     stages: dict[str, list[dict[str, Any]]] = {s.name: [] for s in pipeline.STAGES}
-    for f in sorted(want | have, key=lambda f: (f.table, -f.priority, format_match(f))):
-        owner = registry.lookup(f.cookie)
-        c = counters.get(f.key())
-        stages[f.stage].append(
+    for key in sorted(want.keys() | have.keys(), key=lambda k: (k[1], -k[2], k[3])):
+        f = have.get(key) or want[key]
+        stages.setdefault(f.stage, []).append(
             {
                 "priority": f.priority,
-                "match": format_match(f) or "(any)",
-                "actions": format_actions(f.actions),
-                "cookie": f"{f.cookie:#x}",
-                "app": owner[0] if owner else "",
-                "owner": owner[1] if owner else "",
-                "state": "installed" if f in have and f in want else "pending" if f in want else "stale",
-                "packets": c[0] if c else None,
-                "bytes": c[1] if c else None,
+                "match": f.match or "(any)",
+                "actions": f.actions,
+                "cookie": f.cookie,
+                "app": f.app,
+                "owner": f.owner,
+                "state": "installed"
+                if key in have and key in want
+                else "pending"
+                if key in want
+                else "stale",
+                "packets": f.packets,
+                "bytes": f.bytes,
             }
         )
-    groups = sorted({i for i in (*desired, *installed) if isinstance(i, Group)}, key=lambda g: g.group_id)
     return {
         "chassis": chassis_id,
         "connected": connected,
-        "counters": bool(counters),
+        "counters": bool(have),
         "counter_note": counter_note,
         "desired": len(want),
         "installed": len(have),
         "stages": [
             {"name": s.name, "table": s.table, "doc": s.doc, "flows": stages[s.name]} for s in pipeline.STAGES
         ],
-        "groups": [format_group(g).strip() for g in groups],
+        "groups": groups,
     }
 
 
 # ------------------------------------------------------------------------------------------------ trace
 
 
-def _ipv4(rec: Port) -> str:
-    for _, addr in rec.fixed_ips:
-        if netaddr.IPAddress(addr).version == 4:
-            return addr
-    return ""
+_PROTOCOLS: dict[str, dict[str, str]] = {
+    "icmp": {"ip_proto": "1"},
+    "tcp": {"ip_proto": "6", "tcp_src": "40000"},
+    "udp": {"ip_proto": "17", "udp_src": "40000"},
+    "arp": {"eth_dst": BROADCAST, "eth_type": "0x0806"},
+}
 
 
-def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[str, dict[str, Any], str]:
-    """(source port id, packet headers, what the destination was resolved to) from the trace form:
-    src = port id; dst = port id, MAC or IPv4 address; proto = icmp|tcp|udp|arp; dport = L4 port."""
-    src_id = (form.get("src") or "").strip()
+def trace_request(form: Mapping[str, str]) -> dbg.TraceRequest:
+    """The trace form as the API's TraceRequest: src = port id; dst = port id (destination_port), MAC
+    (eth_dst, sent as given) or IPv4 address (ipv4_dst, or arp_tpa: the server picks eth_dst as the source's
+    VM would); proto = icmp|tcp|udp|arp; dport = L4 port; flows = desired|installed. Only the form's shape
+    is checked here: which ports exist, and may be seen, is the API's answer to the Trace."""
+    src = (form.get("src") or "").strip()
     dst = (form.get("dst") or "").strip()
     proto = (form.get("proto") or "icmp").strip().lower()
-    if not src_id:
+    flows = (form.get("flows") or "desired").strip()
+    if not src:
         raise BadRequest("choose a source port")
     if not dst:
         raise BadRequest("give a destination: a port, a MAC or an IPv4 address")
-    if proto not in ("icmp", "tcp", "udp", "arp"):
-        raise BadRequest(f"protocol {proto!r}: one of icmp, tcp, udp, arp")
-    dport = 0
+    if proto not in _PROTOCOLS:
+        raise BadRequest(f"protocol {proto!r}: one of {', '.join(_PROTOCOLS)}")
+    if flows not in ("desired", "installed"):
+        raise BadRequest("flows: desired (compiled) or installed (dumped from the switches now)")
+    headers = dict(_PROTOCOLS[proto])
     if proto in ("tcp", "udp"):
         try:
             dport = int(form.get("dport") or 80)
@@ -442,124 +548,100 @@ def trace_headers(state: State, p: Principal, form: Mapping[str, str]) -> tuple[
             raise BadRequest("destination port must be a number") from None
         if not 0 < dport < 65536:
             raise BadRequest("destination port must be 1..65535")
-    with state.lock:
-        topo = state.topology
-        src = topo.ports.get(src_id)
-        if src is None or not _visible(p, src):
-            raise NotFound(f"port {src_id!r}")
-        src_ip = _ipv4(src)
-        dst_mac, dst_ip, resolved = "", "", ""
-        port = topo.ports.get(dst)
-        if port is not None and _visible(p, port):
-            dst_mac, dst_ip, resolved = port.mac, _ipv4(port), f"port {port.id}"
-        elif _MAC.match(dst):
-            dst_mac = dst.lower()
-            owner = topo.ports.get(topo.macs.get(dst_mac, ""))
-            dst_ip = _ipv4(owner) if owner is not None and _visible(p, owner) else ""
-            resolved = f"MAC {dst_mac}" + (
-                f" (port {owner.id})" if owner is not None and _visible(p, owner) else ""
-            )
-        else:
-            try:
-                dst_ip = str(netaddr.IPAddress(dst, 4))
-            except (netaddr.AddrFormatError, ValueError, TypeError):
-                raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address") from None
-            # the port of the source's network holding that address (same L2 segment), if any
-            owner = next(
-                (x for x in topo.ports_of(src.network_id) if dst_ip in (a for _, a in x.fixed_ips)), None
-            )
-            if owner is not None:
-                dst_mac, resolved = owner.mac, f"IP {dst_ip} = port {owner.id}"
-            else:
-                dst_mac, resolved = BROADCAST, f"IP {dst_ip}: no port of network {src.network_id} has it"
-        by_mac = not (port is not None and _visible(p, port)) and bool(_MAC.match(dst))
-        if proto != "arp" and src_ip and dst_ip and not by_mac:
-            dst_mac, resolved = _first_hop(topo, src, dst_ip, dst_mac, resolved)
-    headers: dict[str, Any] = {"eth_src": src.mac, "eth_dst": dst_mac}
-    if proto == "arp":
-        headers.update(
-            {
-                "eth_dst": BROADCAST,
-                "eth_type": 0x0806,
-                "arp_op": 1,
-                "arp_sha": src.mac,
-                "arp_spa": src_ip or "0.0.0.0",
-                "arp_tha": "00:00:00:00:00:00",
-                "arp_tpa": dst_ip or "0.0.0.0",
-            }
-        )
-        return src_id, headers, resolved
-    headers["eth_type"] = 0x0800
-    if src_ip:
-        headers["ipv4_src"] = src_ip
-    if dst_ip:
-        headers["ipv4_dst"] = dst_ip
-    if proto == "icmp":
-        headers.update({"ip_proto": 1, "icmpv4_type": 8, "icmpv4_code": 0})
-    elif proto == "tcp":
-        headers.update({"ip_proto": 6, "tcp_src": 40000, "tcp_dst": dport})
+        headers[f"{proto}_dst"] = str(dport)
+    request = dbg.TraceRequest(
+        port=f"ports/{src}",
+        source=dbg.TraceRequest.INSTALLED if flows == "installed" else dbg.TraceRequest.DESIRED,
+    )
+    if _MAC.match(dst):
+        if proto == "arp":
+            raise BadRequest("ARP asks for an address: give a port or an IPv4 address")
+        headers["eth_dst"] = dst.lower()
+    elif netaddr.valid_ipv4(dst, netaddr.INET_PTON):
+        headers["arp_tpa" if proto == "arp" else "ipv4_dst"] = dst
+    elif _ID.match(dst):
+        request.destination_port = f"ports/{dst}"
     else:
-        headers.update({"ip_proto": 17, "udp_src": 40000, "udp_dst": dport})
-    return src_id, headers, resolved
+        raise BadRequest(f"destination {dst!r} is not a port, a MAC or an IPv4 address")
+    request.headers.update(headers)
+    return request
 
 
-def _first_hop(topo: Topology, src: Port, dst_ip: str, dst_mac: str, resolved: str) -> tuple[str, str]:
-    """A destination off the source's subnets is sent where a real VM sends it: its gateway's MAC."""
-    r = first_hop.route(topo, [src], dst_ip)
-    if r is None:
-        raise BadRequest(
-            f"{src.id} has no route to {dst_ip}: none of its subnets holds it and they have no "
-            "gateway or host route for it"
-        )
-    if r.on_link:
-        return dst_mac, resolved
-    if r.holder is None:
-        raise BadRequest(
-            f"{src.id} sends {dst_ip} to its {r.via}, but no port of network {src.network_id} "
-            f"has {r.next_hop}: ARP for it is not answered, a real VM sends nothing"
-        )
-    return r.holder.mac, f"{resolved}; via {r.via} = port {r.holder.id}"
-
-
-def trace(state: State, dataplane: Any, p: Principal, form: Mapping[str, str]) -> dict[str, Any]:
-    """Run controller.debug.trace.trace for the form's packet through the desired (compiled) or installed (dumped
-    now) flows; {"available": False, ...} when that module is not there."""
-    src_id, headers, resolved = trace_headers(state, p, form)
-    request = {"src": src_id, "dst": form.get("dst", ""), "resolved": resolved, "headers": headers}
-    try:
-        from controller.debug import trace as trace_mod  # built separately; optional until it lands
-    except ImportError as err:
-        return {
-            "available": False,
-            "request": request,
-            "message": f"trace not available in this build (controller/trace.py: {err})",
-        }
-    source = (form.get("flows") or "desired").strip()
-    if source not in ("desired", "installed"):
-        raise BadRequest("flows: desired (compiled) or installed (dumped from the switches now)")
-    request["flows"] = source
-    try:
-        result = trace_mod.trace(dataplane, port_id=src_id, headers=headers, source=source)
-    except ApiError as err:
-        raise BadRequest(f"cannot trace: {err.message}") from None
-    return {"available": True, "request": request, **result.to_dict()}
-
-
-def trace_choices(state: State, p: Principal) -> list[dict[str, Any]]:
-    """Ports the trace form offers (id, network, MAC, IPv4), visible to `p`."""
-    with state.lock:
-        ports = sorted((x for x in state.topology.ports.values() if _visible(p, x)), key=lambda x: x.id)
-        return [
+def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
+    """The API's TraceResponse in the shape the page draws (controller.debug.trace.TraceResult.to_dict)."""
+    return {
+        "source": {
+            "port": r.source_port,
+            "chassis": r.source_chassis,
+            "in_port": r.source_in_port,
+            "headers": dict(r.headers),
+        },
+        "hops": [
             {
-                "id": x.id,
-                "network": x.network_id,
-                "mac": x.mac,
-                "ip": _ipv4(x),
-                "tenant": x.tenant,
-                "chassis": x.binding_chassis,
+                "chassis": h.chassis,
+                "steps": [
+                    {
+                        "stage": s.stage,
+                        "table": s.table,
+                        "flow": s.flow,
+                        "owner": s.owner,
+                        "note": s.note,
+                        "depth": s.depth,
+                    }
+                    for s in h.steps
+                ],
+                "outputs": [
+                    {
+                        "kind": o.kind,
+                        "chassis": o.chassis,
+                        "port": o.port,
+                        "ofport": o.ofport or None,
+                        "headers": dict(o.headers),
+                    }
+                    for o in h.outputs
+                ],
             }
-            for x in ports
-        ]
+            for h in r.hops
+        ],
+        "verdict": r.verdict,
+    }
+
+
+def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
+    """The API's Trace of the form's packet through the desired (compiled) or installed (dumped now) flows,
+    with what the server resolved the destination to (its first hop) and the packet it traced."""
+    request = trace_request(form)
+    try:
+        result = c.debug("Trace", request)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(err.details() or "not found") from None
+        if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+            raise BadRequest(f"cannot trace: {err.details()}") from None
+        raise
+    asked = {
+        "src": _id(request.port),
+        "dst": (form.get("dst") or "").strip(),
+        "resolved": result.resolved,
+        "headers": dict(result.headers),
+        "flows": "installed" if request.source == dbg.TraceRequest.INSTALLED else "desired",
+    }
+    return {"available": True, "request": asked, **_trace_dict(result)}
+
+
+def trace_choices(c: Caller) -> list[dict[str, Any]]:
+    """Ports the trace form offers (id, network, MAC, IPv4), as the API shows them to the caller."""
+    return [
+        {
+            "id": _id(x.name),
+            "network": _id(x.network),
+            "mac": x.mac_address,
+            "ip": _ipv4(x),
+            "tenant": x.tenant,
+            "chassis": _id(x.binding_chassis),
+        }
+        for x in sorted(c.list("ListPorts", "ports"), key=lambda x: x.name)
+    ]
 
 
 __all__ = [
@@ -567,8 +649,10 @@ __all__ = [
     "NotFound",
     "chassis_list",
     "flow_tables",
+    "graph",
     "topology",
     "trace",
     "trace_choices",
-    "trace_headers",
+    "trace_request",
+    "whoami",
 ]

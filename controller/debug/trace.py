@@ -170,6 +170,8 @@ class TraceResult:
             f"Trace ({self.flows} flows): {where}{src.get('chassis', '')} in_port={src.get('in_port')}",
             f"Packet: {ovs_flow_text(src.get('headers', {}))}",
         ]
+        if src.get("resolved"):
+            lines.append(f"Destination: {src['resolved']}")
         if src.get("first_hop"):
             lines.append(f"First hop: {src['first_hop']}")
         lines.append("")
@@ -290,6 +292,7 @@ class _Start:
     port: str  # logical port id ("" when started from chassis + in_port)
     packet: dict[str, Any]
     first_hop: str = ""  # how the source chose eth_dst, when it is a gateway's MAC
+    resolved: str = ""  # what the destination resolved to, in words (and the first hop)
 
     def source(self) -> dict[str, Any]:
         out = {
@@ -300,6 +303,8 @@ class _Start:
         }
         if self.first_hop:
             out["first_hop"] = self.first_hop
+        if self.resolved:
+            out["resolved"] = self.resolved
         return out
 
 
@@ -349,13 +354,16 @@ def _start(
                 raise errors.not_found("port", dst_port)
         elif src is not None and not ({"eth_dst", "dl_dst"} & set(headers)):
             dst = _by_ip(topo, src, headers)  # what ARP in the source's network would answer
-        hop = ""
+        route = None
         if src is not None and not ({"eth_dst", "dl_dst"} & set(headers)):
-            headers, hop = _via_gateway(topo, src, dst, headers)
+            headers, route = _via_gateway(topo, src, dst, headers)
         packet = build_headers(headers, src, dst)
+        resolved = _resolved(topo, src, dst, packet, route)
     assert chassis_id is not None and in_port is not None
     packet["in_port"] = in_port
-    return _Start(chassis_id, in_port, src.id if src is not None and port_id else "", packet, hop)
+    port = src.id if src is not None and port_id else ""
+    hop = route.describe() if route is not None else ""
+    return _Start(chassis_id, in_port, port, packet, hop, resolved)
 
 
 def _via_gateway(
@@ -363,21 +371,22 @@ def _via_gateway(
     src: Port,
     dst: Port | None,
     headers: Mapping[str, str | int],
-) -> tuple[Mapping[str, str | int], str]:
-    """An IPv4 packet to an address off the source's subnets goes where a real VM sends it: to the MAC of
-    its gateway (or host route's next hop), not to the destination's own MAC. Returns the headers with that
-    eth_dst, and the first hop in words ("" when on-link or not an IPv4 packet)."""
+) -> tuple[Mapping[str, str | int], first_hop.Route | None]:
+    """An IPv4 packet goes where a real VM sends it: on-link to the destination's MAC (what ARP answers),
+    else to the MAC of its gateway (or host route's next hop), not to the destination's own MAC. Returns
+    the headers with that eth_dst, and the route when it is through a next hop (None: on-link, or not an
+    IPv4 packet). FAILED_PRECONDITION when the VM has no route, or ARP for the next hop is not answered."""
     if any(str(k).startswith(("arp_", "ipv6_")) for k in headers) or str(
         headers.get("eth_type", headers.get("dl_type", "0x0800"))
     ) not in ("0x0800", "0x800", "2048"):
-        return headers, ""
+        return headers, None
     dst_ip = headers.get("ipv4_dst", headers.get("nw_dst", headers.get("ip_dst"))) or _ipv4(dst)
     try:
         ip = str(netaddr.IPAddress(str(dst_ip), flags=netaddr.INET_PTON)) if dst_ip else None
     except (netaddr.AddrFormatError, ValueError):
-        return headers, ""  # build_headers says what is wrong with it
+        return headers, None  # build_headers says what is wrong with it
     if ip is None or netaddr.IPAddress(ip).version != 4 or _ipv4(src) is None:
-        return headers, ""
+        return headers, None
     r = first_hop.route(topo, [src], ip)
     if r is None:
         raise errors.failed_precondition(
@@ -386,17 +395,62 @@ def _via_gateway(
             "of its subnets, and they have no gateway or host route for it",
             port=src.id,
         )
-    if r.on_link:
-        return headers, ""
-    if r.holder is None:
+    if r.holder is None and (not r.on_link or dst is None):
+        how = (
+            f"{ip} is on-link for port {src.id!r}"
+            if r.on_link
+            else f"port {src.id!r} sends {ip} to its {r.via}"
+        )
         raise errors.failed_precondition(
             "NEXT_HOP_UNRESOLVED",
-            f"port {src.id!r} sends {ip} to its {r.via}, "
-            f"but no port of network {src.network_id!r} has {r.next_hop}: ARP "
+            f"{how}, but no port of network {src.network_id!r} has {r.next_hop}: ARP "
             "for it is not answered and a real VM sends nothing",
             port=src.id,
         )
-    return {**headers, "eth_dst": r.holder.mac}, r.describe()
+    if r.on_link:
+        if dst is None and r.holder is not None:  # an allowed address pair answers ARP for it
+            return {**headers, "eth_dst": r.holder.mac}, None
+        return headers, None
+    assert r.holder is not None
+    return {**headers, "eth_dst": r.holder.mac}, r
+
+
+def _resolved(
+    topo: Topology,
+    src: Port | None,
+    dst: Port | None,
+    packet: Mapping[str, Any],
+    route: first_hop.Route | None,
+) -> str:
+    """The destination as the trace resolved it, in words: "ports/b (10.0.0.6)", "10.9.0.5 via default
+    gateway 10.0.0.1 = ports/r (fa:16:..)", "ARP for 10.0.0.99: no port of network a has it", "eth_dst
+    fa:16:3e:..:02 = ports/b"."""
+    if packet.get("eth_type") == 0x0806:
+        tpa = str(packet.get("arp_tpa", ""))
+        if src is None or not tpa:
+            return f"ARP for {tpa or '?'}"
+        who = first_hop.holder(topo, src.network_id, tpa) if netaddr.valid_ipv4(tpa) else None
+        return f"ARP for {tpa}: " + (
+            f"ports/{who.id} has it" if who is not None else f"no port of network {src.network_id} has it"
+        )
+    ip = packet.get("ipv4_dst")
+    if dst is not None:
+        what = f"ports/{dst.id}" + (f" ({ip})" if ip else "")
+    elif route is not None:
+        what = str(ip)
+    else:
+        mac = str(packet.get("eth_dst", ""))
+        owner = topo.ports.get(topo.macs.get(mac, ""))
+        what = (
+            "broadcast"
+            if mac == "ff:ff:ff:ff:ff:ff"
+            else f"eth_dst {mac} = ports/{owner.id}"
+            if owner is not None
+            else f"eth_dst {mac}: no port has it"
+        )
+    if route is not None and route.holder is not None:
+        what += f" via {route.via} = ports/{route.holder.id} ({route.holder.mac})"
+    return what
 
 
 def _by_ip(topo: Topology, src: Port, headers: Mapping[str, str | int]) -> Port | None:
@@ -501,6 +555,8 @@ def build_headers(
         if _ipv4(src) is not None:
             pkt.setdefault("arp_spa", _ipv4(src))
         pkt.setdefault("arp_tha", "00:00:00:00:00:00")
+        if _ipv4(dst) is not None:
+            pkt.setdefault("arp_tpa", _ipv4(dst))  # an ARP request for the destination port's address
     if pkt.get("eth_type") == 0x0800:
         if _ipv4(src) is not None:
             pkt.setdefault("ipv4_src", _ipv4(src))

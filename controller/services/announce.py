@@ -12,17 +12,19 @@ A claim that appears, changes MAC or moves to another gateway chassis is announc
 (`DELAYS_S`), each send at most `rate_pps` packets a second per chassis. A VM that still holds an old MAC
 for the address updates its ARP cache from the request (sender = target = the address; Linux does so even
 with `arp_accept=0` for an entry it has, and creates none). Pure: `claims` reads a View; `Announcer` keeps the
-schedule; the dataplane sends (controller/dataplane.py `_announce_changes`, `_send_announcements`).
+schedule; `Announcements` takes the model's writes and sends through the dataplane (controller/services/host.py).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import netaddr
 
 from apps.view import View
+from controller.services.host import Host
 from topology.model import Change
 from topology.records import (
     OWNER_LOAD_BALANCER,
@@ -31,6 +33,8 @@ from topology.records import (
     FloatingIp,
     Network,
 )
+
+log = logging.getLogger(__name__)
 
 #: announce a claim this long after it changed (the first as soon as the chassis's flows are realized)
 DELAYS_S = (0.0, 1.0, 3.0)
@@ -186,6 +190,11 @@ class Announcer:
 
 def garp(mac: str, address: str, vlan: int | None = None) -> bytes:
     """A gratuitous ARP request (sender = target = `address`) from `mac`, broadcast; 802.1q-tagged if `vlan`."""
+    return arp_request(mac, address, address, vlan)
+
+
+def arp_request(mac: str, src_ip: str, dst_ip: str, vlan: int | None = None) -> bytes:
+    """A broadcast ARP request for `dst_ip` from `mac`, `src_ip`; 802.1q-tagged if `vlan`."""
     from os_ken.lib.packet import arp, ethernet, packet
     from os_ken.lib.packet import vlan as vlan_
 
@@ -197,7 +206,7 @@ def garp(mac: str, address: str, vlan: int | None = None) -> bytes:
         pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", mac, 0x0806))
     pkt.add_protocol(
         arp.arp(
-            opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=address, dst_mac="00:00:00:00:00:00", dst_ip=address
+            opcode=arp.ARP_REQUEST, src_mac=mac, src_ip=src_ip, dst_mac="00:00:00:00:00:00", dst_ip=dst_ip
         )
     )
     pkt.serialize()
@@ -207,3 +216,87 @@ def garp(mac: str, address: str, vlan: int | None = None) -> bytes:
 def uplink_vlan(net: Network) -> int | None:
     """The tag a packet sent out the patch port to the network's physical network carries."""
     return net.segment_id if net.segment_type == "vlan" else None
+
+
+class Announcements:
+    """The dataplane's side of the Announcer: the model's writes in (a state listener), the due gratuitous
+    ARPs out through the dataplane's packet-out once their chassis's flows are realized."""
+
+    def __init__(self, host: Host, clock: Callable[[], float]) -> None:
+        self.host = host
+        self.clock = clock
+        self.announcer = Announcer()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.announcer.pending)
+
+    def reset(self) -> None:
+        """At start: the model's claims are taken as known (a start announces nothing: nothing moved)."""
+        self.announcer.reset(self.host.current_view())
+
+    def on_write(self, revision: int, changes: list[Change]) -> None:
+        """State listener (after the dataplane's): router interfaces, gateways, floating IPs and VIPs that
+        appeared, changed MAC or moved are announced once this revision's flows are realized."""
+        if any(may_change(c) for c in changes):
+            moved = self.announcer.update(self.host.current_view(), self.clock(), revision)
+            if moved:
+                log.info("to announce: %s", ", ".join(f"{c.address} at {c.mac}" for c in moved))
+
+    def gateways_moved(self, now: float) -> None:
+        """Gateway failover moved routers: their gateway addresses and floating IPs are announced from
+        their new gateway chassis at once (their flows are already there: no revision to wait for)."""
+        self.announcer.update(self.host.current_view(), now, 0)
+
+    def send(self, now: float) -> None:
+        """Send the due gratuitous ARPs (requests, sender = target = the address, from the claiming MAC):
+        a gateway chassis's out its patch port (the physical network's switches and hosts learn where the
+        address is), a distributed claim's out each local VM port of its network (VMs replace a stale MAC).
+        The caller holds the model lock."""
+        if not self.announcer.pending:
+            return
+        send = self.host.packet_out
+        if send is None:
+            self.announcer.pending.clear()
+            return
+        view = self.host.current_view()
+        out: dict[int, list[tuple[int, bytes]]] = {}
+
+        def targets(p: Pending) -> list[tuple[int, bytes]]:
+            got = out.get(id(p))
+            if got is None:
+                got = out[id(p)] = self._targets(view, p)
+            return got
+
+        for p in self.announcer.due(now, self.host.realized_on, lambda p: len(targets(p))):
+            found = self.host.runtime_of(p.chassis)
+            if found is None:
+                continue
+            for ofport, data in targets(p):
+                send(found[0], data, ofport)
+            if targets(p):
+                log.info(
+                    "chassis %s: gratuitous ARP for %s at %s (%d ports)",
+                    p.chassis,
+                    p.claim.address,
+                    p.claim.mac,
+                    len(targets(p)),
+                )
+
+    def _targets(self, view: View, p: Pending) -> list[tuple[int, bytes]]:
+        """(ofport, packet) of one announcement on its chassis."""
+        found = self.host.runtime_of(p.chassis)
+        net = view.topo.networks.get(p.claim.network_id)
+        if found is None or net is None:
+            return []
+        runtime = found[1]
+        if p.claim.chassis is not None:
+            patch = runtime.patches.get(net.physical_network)
+            data = garp(p.claim.mac, p.claim.address, uplink_vlan(net))
+            return [] if patch is None else [(patch, data)]
+        data = garp(p.claim.mac, p.claim.address)
+        return [
+            (ofport, data)
+            for port in view.local_ports(p.chassis, net.id)
+            if (ofport := view.local_ofport(p.chassis, port)) is not None
+        ]

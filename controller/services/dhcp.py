@@ -34,7 +34,7 @@ from os_ken.lib.packet import dhcp, ethernet, ipv4, packet, udp
 
 from apps.dhcp import dhcp_address
 from apps.view import View
-from controller.dataplane import PacketIn
+from controller.services.host import PacketIn
 from flows.pipeline import SRC_PORT
 from topology.records import OWNER_ROUTER_INTERFACE, Port, Subnet
 

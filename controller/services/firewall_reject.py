@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from controller.dataplane import PacketIn
+from controller.services.host import PacketIn
 from topology.records import OWNER_ROUTER_INTERFACE, Port
 
 log = logging.getLogger(__name__)

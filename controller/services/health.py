@@ -28,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from apps import ids
 from apps import lb as lbapp
+from flows.cookie import Cookie
 from topology.model import Topology
 from topology.records import ERROR, ONLINE
 
@@ -405,11 +407,26 @@ def _parse(data: bytes) -> tuple[str, str, int, int, dict[str, Any]] | None:
 
 
 Inject = Callable[[int, bytes, int, int], bool]  # (datapath id, bytes, metadata, reg7) -> sent
+PacketInSink = Callable[[int, bytes, dict[str, Any], int], None]  # (datapath id, data, match, cookie)
+
+
+def answers_first(service: HealthService, rest: PacketInSink) -> PacketInSink:
+    """The switch's packet-in callback: the LB app's packet-ins (probe answers) go straight to `service` on
+    the receiving thread, everything else to `rest` (the dataplane's queue)."""
+
+    def handle(dpid: int, data: bytes, match: dict[str, Any], cookie: int) -> None:
+        c = Cookie.decode(cookie)
+        if c is not None and c.app == ids.LB:
+            service.on_answer(data)
+        else:
+            rest(dpid, data, match, cookie)
+
+    return handle
 
 
 class HealthService:
-    """Runs a Prober against the model: a thread ticking every `interval` s, answers from the dataplane's
-    packet-in handler (Dataplane.packet_in_apps[ids.LB]), status changes written through the model."""
+    """Runs a Prober against the model: a thread ticking every `interval` s, answers from the LB app's
+    packet-ins as they arrive (`answers_first`), status changes written through the model."""
 
     def __init__(
         self, state: Any, inject: Inject, clock: Callable[[], float] = time.monotonic, interval: float = 0.1
@@ -433,9 +450,12 @@ class HealthService:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def on_packet_in(self, pin: Any) -> None:
-        """Dataplane packet-in handler (its worker, under the model lock): answers only; writes wait for a tick."""
-        for s in self.prober.on_packet(pin.data):
+    def on_answer(self, data: bytes) -> None:
+        """A packet-in of the LB app (an answer to the VIP MAC), handled as it arrives on os-ken's receive
+        thread: the prober needs no model, and an answer queued behind compiles on the dataplane worker could
+        miss its probe's deadline (a member marked ERROR because the controller was busy). Status writes wait
+        for a tick."""
+        for s in self.prober.on_packet(data):
             self._send(s)
 
     def _send(self, s: Send) -> None:

@@ -30,7 +30,8 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from apps import ids
 from controller.pki import TlsFiles, peer_common_name
-from controller.southbound.sync import RAW_SINKS_ATTR, SyncManager
+from controller.southbound.sync import SyncManager
+from controller.southbound.transport import RAW_SINKS_ATTR
 from flows import pipeline
 
 log = logging.getLogger(__name__)

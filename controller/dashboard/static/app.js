@@ -519,7 +519,7 @@ function drawTrace(r) {
   s.append(defs);
   const src = r.source || {};
   const h = src.headers || req.headers || {};
-  const proto = { 1: "ICMP", 6: "TCP", 17: "UDP" }[h.ip_proto] || (h.eth_type === 0x806 ? "ARP" : "");
+  const proto = { 1: "ICMP", 6: "TCP", 17: "UDP" }[h.ip_proto] || (Number(h.eth_type) === 0x806 ? "ARP" : "");
   const l4 = h.tcp_dst || h.udp_dst ? ":" + (h.tcp_dst || h.udp_dst) : "";
   const what = h.ipv4_dst || h.arp_tpa ? `${proto} ${h.ipv4_src || h.arp_spa || "?"} → ${h.ipv4_dst || h.arp_tpa}${l4}` : `${h.eth_src} → ${h.eth_dst}`;
   const srcLabel = "packet from " + (short(src.port) || req.src || "?") + (src.chassis ? " on " + src.chassis : "") + "  ·  " + what;

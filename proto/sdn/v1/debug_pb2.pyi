@@ -94,7 +94,7 @@ class TraceHop(_message.Message):
     def __init__(self, chassis: _Optional[str] = ..., in_port: _Optional[int] = ..., from_chassis: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TraceOutput, _Mapping]]] = ..., drops: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TraceResponse(_message.Message):
-    __slots__ = ("verdict", "hops", "source_port", "source_chassis", "source_in_port", "headers", "flows", "text")
+    __slots__ = ("verdict", "hops", "source_port", "source_chassis", "source_in_port", "headers", "flows", "text", "resolved")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class TraceResponse(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     FLOWS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
     verdict: str
     hops: _containers.RepeatedCompositeFieldContainer[TraceHop]
     source_port: str
@@ -118,7 +119,8 @@ class TraceResponse(_message.Message):
     headers: _containers.ScalarMap[str, str]
     flows: str
     text: str
-    def __init__(self, verdict: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[TraceHop, _Mapping]]] = ..., source_port: _Optional[str] = ..., source_chassis: _Optional[str] = ..., source_in_port: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., flows: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    resolved: str
+    def __init__(self, verdict: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[TraceHop, _Mapping]]] = ..., source_port: _Optional[str] = ..., source_chassis: _Optional[str] = ..., source_in_port: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., flows: _Optional[str] = ..., text: _Optional[str] = ..., resolved: _Optional[str] = ...) -> None: ...
 
 class Divergence(_message.Message):
     __slots__ = ("chassis", "stage", "table", "desired_flow", "installed_flow", "description")

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Network(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time", "tunnel_key")
+    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time", "tunnel_key", "etag")
     class SegmentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SEGMENT_TYPE_UNSPECIFIED: _ClassVar[Network.SegmentType]
@@ -41,6 +41,7 @@ class Network(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -54,7 +55,8 @@ class Network(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     tunnel_key: int
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class AllocationPool(_message.Message):
     __slots__ = ("start", "end")
@@ -73,7 +75,7 @@ class HostRoute(_message.Message):
     def __init__(self, destination: _Optional[str] = ..., nexthop: _Optional[str] = ...) -> None: ...
 
 class Subnet(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "network", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "network", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +90,7 @@ class Subnet(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -102,7 +105,8 @@ class Subnet(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., cidr: _Optional[str] = ..., ip_version: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., allocation_pools: _Optional[_Iterable[_Union[AllocationPool, _Mapping]]] = ..., enable_dhcp: _Optional[bool] = ..., dns_servers: _Optional[_Iterable[str]] = ..., host_routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., cidr: _Optional[str] = ..., ip_version: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., allocation_pools: _Optional[_Iterable[_Union[AllocationPool, _Mapping]]] = ..., enable_dhcp: _Optional[bool] = ..., dns_servers: _Optional[_Iterable[str]] = ..., host_routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class FixedIp(_message.Message):
     __slots__ = ("subnet", "ip_address")
@@ -121,7 +125,7 @@ class AddressPair(_message.Message):
     def __init__(self, ip_address: _Optional[str] = ..., mac_address: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time", "tunnel_key")
+    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time", "tunnel_key", "etag")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[Port.Status]
@@ -148,6 +152,7 @@ class Port(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -166,7 +171,8 @@ class Port(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     tunnel_key: int
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class RouterInterface(_message.Message):
     __slots__ = ("router", "port", "subnet", "network", "ip_address")
@@ -195,7 +201,7 @@ class ExternalGateway(_message.Message):
     def __init__(self, network: _Optional[str] = ..., fixed_ip: _Optional[_Union[FixedIp, _Mapping]] = ..., enable_snat: _Optional[bool] = ..., port: _Optional[str] = ...) -> None: ...
 
 class Router(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "admin_state_up", "external_gateway", "routes", "interfaces", "revision", "create_time", "update_time", "tunnel_key")
+    __slots__ = ("name", "tenant", "display_name", "admin_state_up", "external_gateway", "routes", "interfaces", "revision", "create_time", "update_time", "tunnel_key", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +213,7 @@ class Router(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -218,10 +225,11 @@ class Router(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     tunnel_key: int
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., external_gateway: _Optional[_Union[ExternalGateway, _Mapping]] = ..., routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., interfaces: _Optional[_Iterable[_Union[RouterInterface, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., external_gateway: _Optional[_Union[ExternalGateway, _Mapping]] = ..., routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., interfaces: _Optional[_Iterable[_Union[RouterInterface, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class FloatingIp(_message.Message):
-    __slots__ = ("name", "tenant", "floating_network", "floating_ip_address", "port", "fixed_ip_address", "router", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "floating_network", "floating_ip_address", "port", "fixed_ip_address", "router", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     FLOATING_NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +240,7 @@ class FloatingIp(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     floating_network: str
@@ -242,10 +251,11 @@ class FloatingIp(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., floating_network: _Optional[str] = ..., floating_ip_address: _Optional[str] = ..., port: _Optional[str] = ..., fixed_ip_address: _Optional[str] = ..., router: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., floating_network: _Optional[str] = ..., floating_ip_address: _Optional[str] = ..., port: _Optional[str] = ..., fixed_ip_address: _Optional[str] = ..., router: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class SecurityGroup(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "description", "rules", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "description", "rules", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +264,7 @@ class SecurityGroup(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -262,10 +273,11 @@ class SecurityGroup(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[SecurityGroupRule, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[SecurityGroupRule, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class SecurityGroupRule(_message.Message):
-    __slots__ = ("name", "tenant", "security_group", "direction", "ethertype", "protocol", "port_range_min", "port_range_max", "icmp_type", "icmp_code", "remote_ip_prefix", "remote_group", "description", "revision", "create_time", "update_time", "conjunction_id")
+    __slots__ = ("name", "tenant", "security_group", "direction", "ethertype", "protocol", "port_range_min", "port_range_max", "icmp_type", "icmp_code", "remote_ip_prefix", "remote_group", "description", "revision", "create_time", "update_time", "conjunction_id", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     SECURITY_GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +295,7 @@ class SecurityGroupRule(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CONJUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     security_group: str
@@ -300,10 +313,11 @@ class SecurityGroupRule(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     conjunction_id: int
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., security_group: _Optional[str] = ..., direction: _Optional[str] = ..., ethertype: _Optional[str] = ..., protocol: _Optional[str] = ..., port_range_min: _Optional[int] = ..., port_range_max: _Optional[int] = ..., icmp_type: _Optional[int] = ..., icmp_code: _Optional[int] = ..., remote_ip_prefix: _Optional[str] = ..., remote_group: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conjunction_id: _Optional[int] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., security_group: _Optional[str] = ..., direction: _Optional[str] = ..., ethertype: _Optional[str] = ..., protocol: _Optional[str] = ..., port_range_min: _Optional[int] = ..., port_range_max: _Optional[int] = ..., icmp_type: _Optional[int] = ..., icmp_code: _Optional[int] = ..., remote_ip_prefix: _Optional[str] = ..., remote_group: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conjunction_id: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class FirewallRule(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "description", "action", "protocol", "ip_version", "source_ip_address", "destination_ip_address", "source_port_min", "source_port_max", "destination_port_min", "destination_port_max", "enabled", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "description", "action", "protocol", "ip_version", "source_ip_address", "destination_ip_address", "source_port_min", "source_port_max", "destination_port_min", "destination_port_max", "enabled", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +335,7 @@ class FirewallRule(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -338,10 +353,11 @@ class FirewallRule(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., action: _Optional[str] = ..., protocol: _Optional[str] = ..., ip_version: _Optional[int] = ..., source_ip_address: _Optional[str] = ..., destination_ip_address: _Optional[str] = ..., source_port_min: _Optional[int] = ..., source_port_max: _Optional[int] = ..., destination_port_min: _Optional[int] = ..., destination_port_max: _Optional[int] = ..., enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., action: _Optional[str] = ..., protocol: _Optional[str] = ..., ip_version: _Optional[int] = ..., source_ip_address: _Optional[str] = ..., destination_ip_address: _Optional[str] = ..., source_port_min: _Optional[int] = ..., source_port_max: _Optional[int] = ..., destination_port_min: _Optional[int] = ..., destination_port_max: _Optional[int] = ..., enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class FirewallPolicy(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "description", "firewall_rules", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "description", "firewall_rules", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +366,7 @@ class FirewallPolicy(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -358,10 +375,11 @@ class FirewallPolicy(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., firewall_rules: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., firewall_rules: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class FirewallGroup(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "description", "ingress_firewall_policy", "egress_firewall_policy", "ports", "admin_state_up", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "description", "ingress_firewall_policy", "egress_firewall_policy", "ports", "admin_state_up", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +391,7 @@ class FirewallGroup(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -384,10 +403,11 @@ class FirewallGroup(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., ingress_firewall_policy: _Optional[str] = ..., egress_firewall_policy: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., ingress_firewall_policy: _Optional[str] = ..., egress_firewall_policy: _Optional[str] = ..., ports: _Optional[_Iterable[str]] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Chassis(_message.Message):
-    __slots__ = ("name", "datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings", "revision", "create_time", "update_time")
+    __slots__ = ("name", "datapath_id", "tunnel_ip", "ovsdb_address", "bridge_mappings", "revision", "create_time", "update_time", "etag")
     class BridgeMappingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +423,7 @@ class Chassis(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     datapath_id: int
     tunnel_ip: str
@@ -411,7 +432,8 @@ class Chassis(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., datapath_id: _Optional[int] = ..., tunnel_ip: _Optional[str] = ..., ovsdb_address: _Optional[str] = ..., bridge_mappings: _Optional[_Mapping[str, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., datapath_id: _Optional[int] = ..., tunnel_ip: _Optional[str] = ..., ovsdb_address: _Optional[str] = ..., bridge_mappings: _Optional[_Mapping[str, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateNetworkRequest(_message.Message):
     __slots__ = ("network", "network_id", "validate_only")
@@ -458,14 +480,16 @@ class UpdateNetworkRequest(_message.Message):
     def __init__(self, network: _Optional[_Union[Network, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteNetworkRequest(_message.Message):
-    __slots__ = ("name", "force", "validate_only")
+    __slots__ = ("name", "force", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateSubnetRequest(_message.Message):
     __slots__ = ("subnet", "subnet_id", "validate_only")
@@ -514,14 +538,16 @@ class UpdateSubnetRequest(_message.Message):
     def __init__(self, subnet: _Optional[_Union[Subnet, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteSubnetRequest(_message.Message):
-    __slots__ = ("name", "force", "validate_only")
+    __slots__ = ("name", "force", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreatePortRequest(_message.Message):
     __slots__ = ("port", "port_id", "validate_only")
@@ -574,12 +600,14 @@ class UpdatePortRequest(_message.Message):
     def __init__(self, port: _Optional[_Union[Port, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeletePortRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateRouterRequest(_message.Message):
     __slots__ = ("router", "router_id", "validate_only")
@@ -626,14 +654,16 @@ class UpdateRouterRequest(_message.Message):
     def __init__(self, router: _Optional[_Union[Router, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteRouterRequest(_message.Message):
-    __slots__ = ("name", "force", "validate_only")
+    __slots__ = ("name", "force", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class AddRouterInterfaceRequest(_message.Message):
     __slots__ = ("name", "subnet", "port", "validate_only")
@@ -708,12 +738,14 @@ class UpdateFloatingIpRequest(_message.Message):
     def __init__(self, floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteFloatingIpRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateSecurityGroupRequest(_message.Message):
     __slots__ = ("security_group", "security_group_id", "validate_only")
@@ -760,14 +792,16 @@ class UpdateSecurityGroupRequest(_message.Message):
     def __init__(self, security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteSecurityGroupRequest(_message.Message):
-    __slots__ = ("name", "force", "validate_only")
+    __slots__ = ("name", "force", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateSecurityGroupRuleRequest(_message.Message):
     __slots__ = ("security_group_rule", "security_group_rule_id", "validate_only")
@@ -806,12 +840,14 @@ class ListSecurityGroupRulesResponse(_message.Message):
     def __init__(self, security_group_rules: _Optional[_Iterable[_Union[SecurityGroupRule, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteSecurityGroupRuleRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateFirewallRuleRequest(_message.Message):
     __slots__ = ("firewall_rule", "firewall_rule_id", "validate_only")
@@ -858,12 +894,14 @@ class UpdateFirewallRuleRequest(_message.Message):
     def __init__(self, firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteFirewallRuleRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateFirewallPolicyRequest(_message.Message):
     __slots__ = ("firewall_policy", "firewall_policy_id", "validate_only")
@@ -910,12 +948,14 @@ class UpdateFirewallPolicyRequest(_message.Message):
     def __init__(self, firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteFirewallPolicyRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateFirewallGroupRequest(_message.Message):
     __slots__ = ("firewall_group", "firewall_group_id", "validate_only")
@@ -962,12 +1002,14 @@ class UpdateFirewallGroupRequest(_message.Message):
     def __init__(self, firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteFirewallGroupRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateChassisRequest(_message.Message):
     __slots__ = ("chassis", "chassis_id", "validate_only")
@@ -1012,14 +1054,16 @@ class UpdateChassisRequest(_message.Message):
     def __init__(self, chassis: _Optional[_Union[Chassis, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteChassisRequest(_message.Message):
-    __slots__ = ("name", "force", "validate_only")
+    __slots__ = ("name", "force", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("start_revision",)
@@ -1158,7 +1202,7 @@ class RevokeTokenRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class LoadBalancer(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "description", "vip_subnet", "vip_address", "vip_port", "admin_state_up", "operating_status", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "description", "vip_subnet", "vip_address", "vip_port", "admin_state_up", "operating_status", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1171,6 +1215,7 @@ class LoadBalancer(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -1183,10 +1228,11 @@ class LoadBalancer(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., vip_subnet: _Optional[str] = ..., vip_address: _Optional[str] = ..., vip_port: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., vip_subnet: _Optional[str] = ..., vip_address: _Optional[str] = ..., vip_port: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Listener(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "load_balancer", "protocol", "protocol_port", "default_pool", "admin_state_up", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "load_balancer", "protocol", "protocol_port", "default_pool", "admin_state_up", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1198,6 +1244,7 @@ class Listener(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -1209,10 +1256,11 @@ class Listener(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., load_balancer: _Optional[str] = ..., protocol: _Optional[str] = ..., protocol_port: _Optional[int] = ..., default_pool: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., load_balancer: _Optional[str] = ..., protocol: _Optional[str] = ..., protocol_port: _Optional[int] = ..., default_pool: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Pool(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "load_balancer", "listener", "protocol", "lb_algorithm", "admin_state_up", "operating_status", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "load_balancer", "listener", "protocol", "lb_algorithm", "admin_state_up", "operating_status", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1225,6 +1273,7 @@ class Pool(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -1237,10 +1286,11 @@ class Pool(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., load_balancer: _Optional[str] = ..., listener: _Optional[str] = ..., protocol: _Optional[str] = ..., lb_algorithm: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., load_balancer: _Optional[str] = ..., listener: _Optional[str] = ..., protocol: _Optional[str] = ..., lb_algorithm: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "address", "protocol_port", "subnet", "weight", "admin_state_up", "operating_status", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "address", "protocol_port", "subnet", "weight", "admin_state_up", "operating_status", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1253,6 +1303,7 @@ class Member(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -1265,10 +1316,11 @@ class Member(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., address: _Optional[str] = ..., protocol_port: _Optional[int] = ..., subnet: _Optional[str] = ..., weight: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., address: _Optional[str] = ..., protocol_port: _Optional[int] = ..., subnet: _Optional[str] = ..., weight: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., operating_status: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class HealthMonitor(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "pool", "type", "delay", "timeout", "max_retries", "http_method", "url_path", "expected_codes", "admin_state_up", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "pool", "type", "delay", "timeout", "max_retries", "http_method", "url_path", "expected_codes", "admin_state_up", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1284,6 +1336,7 @@ class HealthMonitor(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -1299,7 +1352,8 @@ class HealthMonitor(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., pool: _Optional[str] = ..., type: _Optional[str] = ..., delay: _Optional[float] = ..., timeout: _Optional[float] = ..., max_retries: _Optional[int] = ..., http_method: _Optional[str] = ..., url_path: _Optional[str] = ..., expected_codes: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., pool: _Optional[str] = ..., type: _Optional[str] = ..., delay: _Optional[float] = ..., timeout: _Optional[float] = ..., max_retries: _Optional[int] = ..., http_method: _Optional[str] = ..., url_path: _Optional[str] = ..., expected_codes: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateLoadBalancerRequest(_message.Message):
     __slots__ = ("load_balancer", "load_balancer_id", "validate_only")
@@ -1346,14 +1400,16 @@ class UpdateLoadBalancerRequest(_message.Message):
     def __init__(self, load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteLoadBalancerRequest(_message.Message):
-    __slots__ = ("name", "force", "validate_only")
+    __slots__ = ("name", "force", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateListenerRequest(_message.Message):
     __slots__ = ("listener", "listener_id", "validate_only")
@@ -1402,12 +1458,14 @@ class UpdateListenerRequest(_message.Message):
     def __init__(self, listener: _Optional[_Union[Listener, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteListenerRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreatePoolRequest(_message.Message):
     __slots__ = ("pool", "pool_id", "validate_only")
@@ -1456,12 +1514,14 @@ class UpdatePoolRequest(_message.Message):
     def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeletePoolRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateMemberRequest(_message.Message):
     __slots__ = ("parent", "member", "member_id", "validate_only")
@@ -1512,12 +1572,14 @@ class UpdateMemberRequest(_message.Message):
     def __init__(self, member: _Optional[_Union[Member, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteMemberRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateHealthMonitorRequest(_message.Message):
     __slots__ = ("health_monitor", "health_monitor_id", "validate_only")
@@ -1566,9 +1628,11 @@ class UpdateHealthMonitorRequest(_message.Message):
     def __init__(self, health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteHealthMonitorRequest(_message.Message):
-    __slots__ = ("name", "validate_only")
+    __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     validate_only: bool
-    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,503 @@
+"""OpenFlow to one switch connection for the sync engine: plan operations as messages, bundles, barriers,
+errors mapped back to the operation that caused them, and flow / group / meter dumps decoded.
+
+One Transport per connection (a reconnect makes a new one); the engine (sync.py) owns it and hands it
+the replies os-ken receives (`on_message`). Bodies come from the engine's encoder (flows/encode.py, cached
+per Flow / Group), framing from ofwire.
+
+Bundles: OPEN, one ADD_MESSAGE per operation (xids counting up, so an error names the operation), COMMIT,
+then a barrier, written in chunks of SEND_CHUNK messages while the rest is still being encoded. OVS
+reports a bad message of a bundle at commit (an error with that message's xid, then OFPBFC_MSG_FAILED for
+the commit) and applies nothing. Meter-mods go the same way unbundled (OVS takes none in a bundle).
+Deletes are DELETE_STRICT carrying the entry's own cookie with a full cookie mask, so a delete never hits
+an entry we did not see.
+
+Dumps: flow-stats replies are taken as raw bytes (ofapp hands them over before os-ken parses them, which
+runs at ~7k entries/s). An entry whose bytes are what we would send for a desired flow (match fields
+compared as a set, reg_move field headers compared in OXM spelling: OVS orders matches its own way and
+reports moves with NXM headers) is that flow without decoding; anything else goes through os-ken's
+parser and flows/decode.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import logging
+import random
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from os_ken.ofproto import ofproto_common
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+
+from controller.southbound import ofwire
+from controller.southbound.plan import (
+    ADD,
+    DELETE,
+    MODIFY,
+    FlowKey,
+    Installed,
+    Op,
+    RawFlow,
+    RawGroup,
+    RawMeter,
+)
+from flows import encode
+from flows.cookie import CookieRegistry, is_ours
+from flows.decode import DecodeError, decode_flow, decode_group, decode_meter
+from flows.flow import Flow, Group, MeterEntry
+from flows.format import format_flow, format_group, format_meter
+
+log = logging.getLogger(__name__)
+
+assert (ADD, MODIFY, DELETE) == (encode.ADD, encode.MODIFY, encode.DELETE), "plan and encoder commands differ"
+
+_ALL_COOKIE = (1 << 64) - 1
+_XID_BASE = 1 << 31  # our xids live in the upper half; os-ken's own counter is random but rarely gets there
+
+#: Datapath attribute holding {xid: callable(raw reply bytes)}: ofapp hands those multipart replies over
+#: unparsed (see ofapp._raw_multipart_replies)
+RAW_SINKS_ATTR = "_sdn_raw_sinks"
+
+#: errors of one bundle logged one by one
+MAX_LOGGED_ERRORS = 20
+#: bundle messages per socket write
+SEND_CHUNK = 2048
+#: how long to wait for a dump or a barrier before calling the connection broken
+DUMP_TIMEOUT = 60.0
+BARRIER_TIMEOUT = 60.0
+
+
+class SyncError(RuntimeError):
+    """A switch that is not connected, did not answer, or rejected a request."""
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Automatic garbage collection off while a bundle is diffed and encoded: a full collection of a
+    controller's heap (every Flow value) costs ~0.1-0.2 s and would otherwise land in the middle of a
+    50k-flow bundle; it runs after the bytes are on their way instead. Re-enabled only by whoever
+    disabled it (two engines at once: the first to finish re-enables)."""
+    was = gc.isenabled()
+    if was:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What sending one step of a plan did."""
+
+    ok: bool  # confirmed by the barrier with no error
+    written: bool  # the messages went out on this connection (False: it was already closed)
+    seconds: float = 0.0  # first byte to barrier reply (or giving up)
+    write_seconds: float = 0.0  # encoding and writing
+    flow_mods: int = 0
+    group_mods: int = 0
+    meter_mods: int = 0
+    errors: tuple[str, ...] = ()
+
+
+@dataclass
+class _Waiter:
+    """A request in flight: collects multipart bodies / errors until done or the connection drops."""
+
+    kind: str  # "flows", "groups", "meters", "barrier"
+    done: threading.Event = field(default_factory=threading.Event)
+    entries: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    broken: bool = False
+
+
+def describe_raw_flow(e: Any) -> str:
+    """An os-ken OFPFlowStats no Flow describes, as text."""
+    return (
+        f"cookie={e.cookie:#x}, table={e.table_id}, priority={e.priority},"
+        f"{','.join(f'{k}={v}' for k, v in e.match.items())} instructions={e.instructions}"
+    )
+
+
+def describe(item: Any, registry: CookieRegistry | None = None) -> str:
+    """An operation's subject as one line (ovs-ofctl syntax where there is a value)."""
+    if isinstance(item, Flow):
+        return format_flow(item, registry)
+    if isinstance(item, MeterEntry):
+        return format_meter(item)
+    if isinstance(item, Group):
+        return format_group(item)
+    return str(item)
+
+
+class Transport:
+    """OpenFlow requests to one connected switch (os-ken Datapath `dp`); see the module docstring.
+
+    Thread-safe: the engine's thread sends and dumps, os-ken's thread delivers replies. Once closed
+    (the connection died or was replaced), sends return not written and dumps raise SyncError.
+    """
+
+    def __init__(
+        self, dp: Any, datapath_id: int, encoder: encode.Encoder, registry: CookieRegistry | None = None
+    ) -> None:
+        self.dp = dp
+        self.datapath_id = datapath_id
+        self.registry = registry
+        self._enc = encoder
+        self._lock = threading.Lock()
+        self._closed = False
+        self._waiters: dict[int, _Waiter] = {}
+        self._bundle_range: tuple[int, int] | None = None  # xids of the bundle in flight
+        self._bundle_ops: Sequence[Op] = ()
+        self._bundle_errors: list[str] = []
+        self._xid = _XID_BASE + random.randrange(1 << 24)
+        self._bundle_ids = itertools.count(random.randrange(1 << 16))
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def close(self) -> None:
+        """The connection is gone (or no longer ours): fail whatever waits for a reply."""
+        with self._lock:
+            self._closed = True
+            for w in self._waiters.values():
+                w.broken = True
+                w.done.set()
+            self._waiters.clear()
+
+    def _alloc_xids(self, n: int) -> int:
+        """Under the lock: `n` consecutive xids (never wrapping inside the range)."""
+        if self._xid + n >= 1 << 32:
+            self._xid = _XID_BASE
+        start = self._xid
+        self._xid += n
+        return start
+
+    # --- replies (os-ken's thread) ---------------------------------------------------------------------
+
+    def on_message(self, msg: Any) -> bool:
+        """A reply from the switch (barrier, multipart, error, bundle control); True if it is an error."""
+        with self._lock:
+            xid = msg.xid
+            if isinstance(msg, ofpp.OFPErrorMsg):
+                self._on_error(xid, msg)
+                return True
+            w = self._waiters.get(xid)
+            if w is None:
+                return False
+            if isinstance(
+                msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply, ofpp.OFPMeterConfigStatsReply)
+            ):
+                w.entries.extend(msg.body)
+                if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+                    del self._waiters[xid]
+                    w.done.set()
+            elif isinstance(msg, ofpp.OFPBarrierReply):
+                del self._waiters[xid]
+                w.done.set()
+            return False
+
+    def _on_error(self, xid: int, msg: Any) -> None:
+        """Under the lock: an error for a message of the bundle in flight names its operation; any other
+        one fails the request waiting on that xid."""
+        what = ofwire.error_name(msg)
+        rng = self._bundle_range
+        if rng is not None and rng[0] <= xid <= rng[1]:
+            if len(self._bundle_errors) >= MAX_LOGGED_ERRORS:  # a bundle of 50k bad flows: not 50k lines
+                self._bundle_errors.append(what)
+                return
+            i = xid - rng[0] - 1
+            if 0 <= i < len(self._bundle_ops):
+                op = self._bundle_ops[i]
+                detail = f"{what} for {op.command}: {describe(op.item, self.registry).strip()}"
+            else:
+                detail = f"{what} for bundle {'commit' if xid == rng[1] else 'open'} (xid {xid:#x})"
+            self._bundle_errors.append(detail)
+            log.error(
+                "dp %016x: bundle rejected: %s%s",
+                self.datapath_id,
+                detail,
+                " (further errors of this bundle are counted, not logged)"
+                if len(self._bundle_errors) == MAX_LOGGED_ERRORS
+                else "",
+            )
+            return
+        w = self._waiters.pop(xid, None)
+        if w is not None:
+            w.errors.append(what)
+            w.done.set()
+        log.error("dp %016x: OpenFlow error %s (xid %#x)", self.datapath_id, what, xid)
+
+    # --- sending ---------------------------------------------------------------------------------------
+
+    def _delete_body(self, flow: Flow) -> bytes:
+        """DELETE_STRICT body restricted to the entry's own cookie (full cookie mask)."""
+        return ofwire.COOKIES.pack(flow.cookie, _ALL_COOKIE) + self._enc.flow_body(flow, encode.DELETE)[16:]
+
+    def _message(self, command: str, item: Any) -> tuple[int, bytes]:
+        """(message type, body) of an operation on anything but a Flow (and a Flow's subclass)."""
+        if isinstance(item, Flow):
+            return ofp.OFPT_FLOW_MOD, self._delete_body(item) if command == DELETE else self._enc.flow_body(
+                item, command
+            )
+        if isinstance(item, Group):
+            return ofp.OFPT_GROUP_MOD, self._enc.group_body(item, command)
+        if isinstance(item, MeterEntry):
+            return ofp.OFPT_METER_MOD, encode.meter_mod_body(item, command)
+        if isinstance(item, RawFlow) and command == DELETE:
+            msg = ofpp.OFPFlowMod(
+                encode.DATAPATH_DESC,
+                cookie=item.cookie,
+                cookie_mask=_ALL_COOKIE,
+                table_id=item.table_id,
+                command=ofp.OFPFC_DELETE_STRICT,
+                priority=item.priority,
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+                match=item.match,
+                instructions=[],
+            )
+            msg.set_xid(0)
+            return ofp.OFPT_FLOW_MOD, encode.osken_bytes(msg)[8:]
+        if isinstance(item, RawGroup) and command == DELETE:
+            return ofp.OFPT_GROUP_MOD, struct.pack("!HBxI", ofp.OFPGC_DELETE, item.type, item.group_id)
+        raise ValueError(f"no message for {command} of {item!r}")
+
+    def send(self, ops: Sequence[Op], bundled: bool = True) -> Sent:
+        """Send `ops` as one atomic ordered bundle plus a barrier and wait for it; ok once the barrier
+        confirms no error. bundled=False: the same messages unbundled, in order (meter-mods)."""
+        t0 = time.monotonic()
+        dp = self.dp
+        with self._lock:
+            if self._closed:
+                return Sent(False, False)
+            xid = self._alloc_xids(len(ops) + 3)
+            bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
+            barrier_xid = xid + len(ops) + 2
+            waiter = _Waiter("barrier")
+            self._waiters[barrier_xid] = waiter
+            self._bundle_range = (xid, xid + len(ops) + 1)
+            self._bundle_ops = ops
+            self._bundle_errors = []
+        flags = encode.BUNDLE_FLAGS
+        parts = [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)] if bundled else []
+        pack = ofwire.BUNDLE_ADD.pack
+        flow_body, delete_body, message = self._enc.flow_body, self._delete_body, self._message
+        x = xid + 1
+        onf, add = ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
+        flow_mod, meter_mod, delete = ofp.OFPT_FLOW_MOD, ofp.OFPT_METER_MOD, DELETE
+        n_flow = n_meter = 0
+        sent = True
+        # Large writes, but streamed in chunks: the switch validates the first messages of the bundle
+        # while the rest are still being encoded.
+        with gc_paused():
+            for i, (command, item) in enumerate(ops, 1):
+                if type(item) is Flow:  # the hot path: tens of thousands of flow adds
+                    msg_type = flow_mod
+                    n_flow += 1
+                    body = flow_body(item, command) if command != delete else delete_body(item)
+                else:
+                    msg_type, body = message(command, item)
+                    if msg_type == flow_mod:
+                        n_flow += 1
+                    elif msg_type == meter_mod:
+                        n_meter += 1
+                inner = 8 + len(body)
+                if bundled:
+                    parts.append(
+                        pack(
+                            ofp.OFP_VERSION,
+                            ofp.OFPT_EXPERIMENTER,
+                            24 + inner,
+                            x,
+                            onf,
+                            add,
+                            bundle_id,
+                            flags,
+                            ofp.OFP_VERSION,
+                            msg_type,
+                            inner,
+                            x,
+                        )
+                    )
+                else:
+                    parts.append(struct.pack("!BBHI", ofp.OFP_VERSION, msg_type, inner, x))
+                parts.append(body)
+                x += 1
+                if not i % SEND_CHUNK:
+                    sent = sent and dp.send(b"".join(parts))
+                    parts = []
+            if bundled:
+                parts.append(encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_COMMIT_REQUEST, x, flags))
+            parts.append(encode.barrier_request(barrier_xid))
+            sent = sent and dp.send(b"".join(parts))
+        t_sent = time.monotonic() - t0
+        ok = sent and waiter.done.wait(BARRIER_TIMEOUT + len(ops) / 5000) and not waiter.broken
+        with self._lock:
+            errors = tuple(self._bundle_errors)
+            self._bundle_range = None
+            self._bundle_ops = ()
+            self._bundle_errors = []
+            self._waiters.pop(barrier_xid, None)
+        seconds = time.monotonic() - t0
+        counts = (n_flow, len(ops) - n_flow - n_meter, n_meter)
+        if not ok:
+            log.warning(
+                "dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
+                self.datapath_id,
+                len(ops),
+            )
+            return Sent(False, True, seconds, t_sent, *counts, errors)
+        if errors:
+            log.error(
+                "dp %016x: bundle of %d messages failed (%d errors); will resync",
+                self.datapath_id,
+                len(ops),
+                len(errors),
+            )
+            return Sent(False, True, seconds, t_sent, *counts, errors)
+        log.debug("dp %016x: bundle of %d messages in %.3fs", self.datapath_id, len(ops), seconds)
+        return Sent(True, True, seconds, t_sent, *counts)
+
+    # --- dumps -----------------------------------------------------------------------------------------
+
+    def _flow_entries(self, parts: list[Any], desired: Iterable[Flow], have: Installed) -> Iterator[Any]:
+        """Flow entries of a dump that need decoding, as os-ken OFPFlowStats.
+
+        Fast path for raw replies: an entry whose bytes are exactly what we send for a desired flow (match
+        fields compared as a set: OVS orders them its own way) is that flow; it goes straight into `have`
+        without os-ken's parser or decode (together ~5k entries/s). Entries OVS re-encodes (move with NXM
+        headers, ...) take the slow path.
+        """
+        expected: dict[tuple[Any, ...], Flow] | None = None
+        for part in parts:
+            if not isinstance(part, bytes):  # parsed by os-ken (raw sinks not installed)
+                yield from part if isinstance(part, list) else (part,)
+                continue
+            off, end = ofwire.MP_HDR.size, len(part)
+            if off < end and expected is None:  # built on the first entry: an empty switch needs none
+                enc = self._enc
+                expected = {}
+                for f in desired:
+                    body = enc.flow_body(f, encode.ADD)
+                    expected[ofwire.canonical_key(f.table, f.priority, f.cookie, body, 40)] = f
+            unpack = ofwire.FLOW_STATS.unpack_from
+            while off < end:
+                length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
+                entry = part[off : off + length]
+                key = ofwire.canonical_key(table, prio, cookie, entry, 48)
+                assert expected is not None
+                hit = expected.get(key)
+                if hit is None:
+                    moved = ofwire.oxm_moves(key[4])
+                    if moved is not None:
+                        hit = expected.get(key[:4] + (moved,))
+                if hit is not None:
+                    k = FlowKey(hit)
+                    have.flows[k] = hit
+                    have.counters[k] = (packets, nbytes)
+                else:
+                    yield ofpp.OFPFlowStats.parser(part, off)
+                off += length
+
+    def dump(self, desired: Iterable[Flow], timeout: float = DUMP_TIMEOUT) -> tuple[Installed, int]:
+        """Dump all flows, groups and meters of the switch and decode them; also how many flow entries
+        took the slow path (not byte-equal to one of `desired`). Raises SyncError."""
+        dp = self.dp
+        with self._lock:
+            if self._closed:
+                raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+            xid = self._alloc_xids(3)
+            wf, wg, wm = _Waiter("flows"), _Waiter("groups"), _Waiter("meters")
+            self._waiters[xid], self._waiters[xid + 1], self._waiters[xid + 2] = wf, wg, wm
+            sinks = getattr(dp, RAW_SINKS_ATTR, None)
+            if sinks is None:
+                sinks = {}
+                setattr(dp, RAW_SINKS_ATTR, sinks)
+            sinks[xid] = lambda buf, w=wf: self._on_raw(w, buf)
+        req = ofpp.OFPFlowStatsRequest(
+            encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
+        )
+        req.set_xid(xid)
+        greq = ofpp.OFPGroupDescStatsRequest(encode.DATAPATH_DESC, 0)
+        greq.set_xid(xid + 1)
+        mreq = ofpp.OFPMeterConfigStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPM_ALL)
+        mreq.set_xid(xid + 2)
+        dp.send(encode.osken_bytes(req) + encode.osken_bytes(greq) + encode.osken_bytes(mreq))
+        deadline = time.monotonic() + timeout
+        try:
+            for w in (wf, wg, wm):
+                if (
+                    not w.done.wait(max(0.0, deadline - time.monotonic()))
+                    or w.broken
+                    or (w.errors and w is not wm)
+                ):
+                    raise SyncError(
+                        f"dump of {self.datapath_id:016x} failed: "
+                        f"{w.errors or ('connection lost' if w.broken else 'timeout')}"
+                    )
+            if wm.errors:  # a switch without meters: it holds none (and flows using one will fail loudly)
+                log.warning("dp %016x: meter config request failed: %s", self.datapath_id, wm.errors)
+                wm.entries.clear()
+        finally:
+            sinks.pop(xid, None)
+            with self._lock:
+                self._waiters.pop(xid, None)
+                self._waiters.pop(xid + 1, None)
+                self._waiters.pop(xid + 2, None)
+        have = Installed()
+        slow = 0
+        for e in self._flow_entries(wf.entries, desired, have):
+            slow += 1
+            try:
+                f = decode_flow(e)
+            except DecodeError as err:
+                if is_ours(e.cookie):
+                    log.warning(
+                        "dp %016x: our cookie %#x on an entry no Flow describes: %s",
+                        self.datapath_id,
+                        e.cookie,
+                        err,
+                    )
+                have.raw_flows.append(
+                    RawFlow(e.cookie, e.table_id, e.priority, e.match, describe_raw_flow(e))
+                )
+                continue
+            k = FlowKey(f)
+            have.flows[k] = f
+            have.counters[k] = (e.packet_count, e.byte_count)
+        for e in wg.entries:
+            try:
+                g = decode_group(e)
+            except DecodeError:
+                have.raw_groups.append(
+                    RawGroup(e.group_id, e.type, f"group_id={e.group_id} type={e.type} buckets={e.buckets}")
+                )
+                continue
+            have.groups[g.group_id] = g
+        for e in wm.entries:
+            try:
+                have.meters[e.meter_id] = decode_meter(e)
+            except DecodeError:
+                have.raw_meters.append(
+                    RawMeter(e.meter_id, f"meter={e.meter_id} flags={e.flags:#x} bands={e.bands}")
+                )
+        return have, slow
+
+    @staticmethod
+    def _on_raw(w: _Waiter, buf: bytes) -> None:
+        """A raw flow-stats reply (os-ken's receive thread)."""
+        w.entries.append(buf)
+        if not ofwire.MP_HDR.unpack_from(buf)[5] & ofp.OFPMPF_REPLY_MORE:
+            w.done.set()

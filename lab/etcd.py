@@ -1,0 +1,189 @@
+"""Real etcd servers for tests, benchmarks and the lab: Debian's `etcd` binary on free loopback ports, each with
+its own data directory, stopped by pid (never by name: other helpers' etcds may run on the same machine).
+
+    with EtcdCluster(tmp_path, members=3) as cluster:
+        cluster.endpoints        # ["http://127.0.0.1:PORT", ...] the client URLs
+        cluster.members[0].kill()  # SIGKILL one member; .start() brings it back on the same ports and data
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The members' server certificate (valid for 127.0.0.1), its key, the CA that verifies clients."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert_auth: bool = True
+
+
+class EtcdMember:
+    def __init__(
+        self, name: str, data_dir: Path, client_port: int, peer_port: int, tls: ServerTls | None = None
+    ) -> None:
+        self.tls = tls
+        self.name = name
+        self.data_dir = data_dir
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.initial_cluster = ""
+        self.cluster_state = "new"
+
+    @property
+    def client_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self.proc = subprocess.Popen(
+            [
+                ETCD,
+                "--name",
+                self.name,
+                "--data-dir",
+                str(self.data_dir / "data"),
+                "--listen-client-urls",
+                self.client_url,
+                "--advertise-client-urls",
+                self.client_url,
+                "--listen-peer-urls",
+                self.peer_url,
+                "--initial-advertise-peer-urls",
+                self.peer_url,
+                "--initial-cluster",
+                self.initial_cluster or f"{self.name}={self.peer_url}",
+                "--initial-cluster-state",
+                self.cluster_state,
+                "--initial-cluster-token",
+                f"sdn-{os.getpid()}",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+                # a write is one txn op per record it changes: big ones (a network with its ports) need room
+                "--max-txn-ops",
+                "10000",
+                "--max-request-bytes",
+                str(32 << 20),
+                *self._tls_args(),
+                "--log-level",
+                "warn",
+                "--logger",
+                "zap",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def _tls_args(self) -> list[str]:
+        t = self.tls
+        if t is None:
+            return []
+        return ["--cert-file", str(t.cert), "--key-file", str(t.key), "--trusted-ca-file", str(t.ca)] + (
+            ["--client-cert-auth"] if t.client_cert_auth else []
+        )
+
+    def healthy(self) -> bool:
+        if self.tls is not None:  # /health would want a client certificate: is the port open?
+            try:
+                socket.create_connection(("127.0.0.1", self.client_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        try:
+            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
+                return b'"health":"true"' in r.read()
+        except OSError:
+            return False
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcd {self.name} not healthy after {timeout} s")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): its data directory stays, start() brings it back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class EtcdCluster:
+    """`members` etcd servers forming one cluster, in `workdir`."""
+
+    def __init__(self, workdir: Path, members: int = 1, tls: ServerTls | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.members = [
+            EtcdMember(f"m{i}", self.workdir / f"m{i}", free_port(), free_port(), tls) for i in range(members)
+        ]
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.initial_cluster = cluster
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def start(self) -> EtcdCluster:
+        for m in self.members:
+            m.start()
+        for m in self.members:
+            m.wait_healthy()
+        return self
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+    def __enter__(self) -> EtcdCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
