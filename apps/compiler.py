@@ -31,7 +31,7 @@ PIPELINE: Unit = ("pipeline", "")
 
 def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     kind, ident = unit
-    if kind not in plugin.CORE_UNIT_KINDS:  # a plug-in's unit (apps/plugin.py checks what it compiled)
+    if plugin.is_plugin_unit(kind):  # a plug-in's unit (apps/plugin.py checks what it compiled)
         return plugin.compile_unit(view, chassis_id, unit)
     if kind == "pipeline":
         if chassis_id not in view.topo.chassis:

@@ -121,7 +121,7 @@ def check(plugin: Plugin) -> None:
 
 #: unit kinds the core compiler owns (apps/compiler.py)
 CORE_UNIT_KINDS = frozenset(
-    {"pipeline", "network", "router", "port", "acl", "acl_clause", "sg_rule", "lb", "fw"}
+    {"pipeline", "network", "router", "port", "acl", "acl_clause", "sg_rule", "lb", "firewall_group"}
 )
 
 
@@ -138,6 +138,26 @@ def install(plugin: Plugin) -> None:
     for unit in plugin.units:
         _UNITS[unit.kind] = (plugin, unit)
     _LOADED[plugin.name] = plugin
+
+
+def uninstall(name: str) -> None:
+    """Take an installed plug-in out of this process again (its stages, record kinds, unit kinds): what a
+    test that installs one must do when it ends, so no other test sees it. A no-op for an unknown name."""
+    plugin = _LOADED.pop(name, None)
+    if plugin is None:
+        return
+    for stage in plugin.stages:
+        pipeline.remove_plugin_stage(stage.name)
+    for cls in plugin.records:
+        records.unregister_kind(cls)
+    for unit in plugin.units:
+        if _UNITS.get(unit.kind, (None,))[0] is plugin:
+            del _UNITS[unit.kind]
+
+
+def is_plugin_unit(kind: str) -> bool:
+    """Whether `kind` is an installed plug-in's unit kind (the compiler asks this, never a plug-in)."""
+    return kind in _UNITS
 
 
 def loaded() -> list[Plugin]:

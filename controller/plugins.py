@@ -45,6 +45,13 @@ def install(plugins: Iterable[api.Plugin], report: LoadReport | None = None) -> 
     return report
 
 
+def uninstall(plugin: api.Plugin) -> None:
+    """Take an installed plug-in out of this process (install's undo; tests scope a plug-in with it)."""
+    api.uninstall(plugin.name)
+    for kind in plugin.collections:
+        convert.COLLECTION.pop(kind, None)
+
+
 def load(disabled: Iterable[str] = ()) -> LoadReport:
     """Every installed plug-in's entry point, loaded and installed (but the disabled ones)."""
     report = LoadReport()

@@ -404,6 +404,17 @@ def declare_plugin_stage(name: str, hook: str, table: int, doc: str) -> Stage:
     return _BY_NAME[name]
 
 
+def remove_plugin_stage(name: str) -> None:
+    """Undo declare_plugin_stage (a plug-in uninstalled in this process): the hook's chain is relinked
+    without it. A no-op for a name that is not a plug-in stage."""
+    for hook, stages in _PLUGIN_STAGES.items():
+        for s in stages:
+            if s.name == name:
+                del _BY_NAME[name], _BY_TABLE[s.table]
+                _PLUGIN_STAGES[hook] = _relink(HOOKS[hook], [x for x in stages if x.name != name])
+                return
+
+
 def plugin_stages(hook: str) -> list[Stage]:
     """The plug-in stages of `hook`, in table order (the order a packet visits them)."""
     return list(_PLUGIN_STAGES[hook])

@@ -10,15 +10,17 @@ import pytest
 from apps import plugin
 from apps.compiler import Compiler, desired_from_scratch
 from controller import plugins
+from flows import pipeline
 from flows.flow import MeterEntry
 from sdn_qos import compile as qc
 from sdn_qos import ops as qops
 from sdn_qos.plugin import PLUGIN
 from sdn_qos.records import QosBinding, QosPolicy, QosRule
 from tests.test_apps_l2 import World
+from topology import records
 from topology.errors import ApiError
 
-plugins.install([PLUGIN])
+pytestmark = pytest.mark.usefixtures("qos_plugin")
 
 
 def ipv4(src_mac: str, dst_mac: str, src: str, dst: str) -> dict[str, object]:
@@ -141,6 +143,26 @@ def test_a_second_rule_of_a_type_per_direction_is_refused_as_neutron_does() -> N
     with pytest.raises(ApiError) as e:
         rule(w, "two", type="bandwidth_limit", direction="egress", max_kbps=200)
     assert e.value.code == "INVALID_ARGUMENT" and e.value.violations[0][0] == "direction"
+
+
+def test_uninstall_leaves_the_core_pipeline_and_kinds_as_before() -> None:
+    stages = [s.name for s in pipeline.all_stages()]
+    assert "qos_egress" in stages and "qos_policy" in records.RECORD_TYPES
+    plugins.uninstall(PLUGIN)
+    try:
+        assert pipeline.hook_next("plugin_from_port") == "acl_egress"
+        assert pipeline.hook_next("plugin_to_port") == "output"
+        assert [s.name for s in pipeline.all_stages()] == [s for s in stages if not s.startswith("qos_")]
+        assert set(records.RECORD_TYPES) == records.CORE_KINDS and not plugin.is_plugin_unit(qc.UNIT)
+        w = World()
+        w.chassis("hv1", "192.0.2.1")
+        w.network("a", "alice", "10.0.0.0/24")
+        w.port("vm", "a", "hv1", "10.0.0.5")
+        w.port("peer", "a", "hv1", "10.0.0.6")
+        res = send(w, "vm", "peer")
+        assert res.ports == [w.ofport(w.topo.ports["peer"])] and "qos_egress" not in res.stages()
+    finally:
+        assert plugins.install([PLUGIN]).loaded == [PLUGIN]
 
 
 def test_loader_refuses_another_interface_version_and_foreign_flows() -> None:

@@ -458,6 +458,13 @@ def register_kind(cls: type) -> None:
     RECORD_TYPES[kind] = cls
 
 
+def unregister_kind(cls: type) -> None:
+    """Undo register_kind (a plug-in uninstalled in this process); the core's kinds stay."""
+    kind = getattr(cls, "KIND", None)
+    if isinstance(kind, str) and kind not in CORE_KINDS and RECORD_TYPES.get(kind) is cls:
+        del RECORD_TYPES[kind]
+
+
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 
