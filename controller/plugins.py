@@ -52,15 +52,14 @@ def uninstall(plugin: api.Plugin) -> None:
         convert.COLLECTION.pop(kind, None)
 
 
-def load(disabled: Iterable[str] = ()) -> LoadReport:
-    """Every installed plug-in's entry point, loaded and installed (but the disabled ones)."""
+def discover(disabled: Iterable[str] = ()) -> LoadReport:
+    """Every installed plug-in's entry point loaded (but the disabled ones), nothing registered: `loaded`
+    holds the values (sdnctl takes their CLI hooks from here; the controller installs them with `load`)."""
     report = LoadReport()
     off = set(disabled)
-    values = []
     for ep in sorted(metadata.entry_points(group=api.ENTRY_POINT_GROUP), key=lambda e: e.name):
         if ep.name in off:
             report.disabled.append(ep.name)
-            log.warning("plug-in %s disabled by configuration: its flows will be swept", ep.name)
             continue
         try:
             value = ep.load()
@@ -72,7 +71,16 @@ def load(disabled: Iterable[str] = ()) -> LoadReport:
             log.error("plug-in %s refused: %s is not an apps.plugin.Plugin", ep.name, ep.value)
             report.refused[ep.name] = "not an apps.plugin.Plugin"
             continue
-        values.append(value)
+        report.loaded.append(value)
+    return report
+
+
+def load(disabled: Iterable[str] = ()) -> LoadReport:
+    """Every installed plug-in's entry point, loaded and installed in this process (but the disabled ones)."""
+    report = discover(disabled)
+    for name in report.disabled:
+        log.warning("plug-in %s disabled by configuration: its flows will be swept", name)
+    values, report.loaded = report.loaded, []
     return install(values, report)
 
 

@@ -26,6 +26,7 @@ def policy_to_pb(r: QosPolicy) -> pb.QosPolicy:
         revision=r.revision,
         create_time=convert._ts(r.create_time),
         update_time=convert._ts(r.update_time),
+        etag=str(r.revision),  # resources.etag (AIP-154)
     )
 
 
@@ -42,6 +43,7 @@ def rule_to_pb(r: QosRule) -> pb.QosRule:
         revision=r.revision,
         create_time=convert._ts(r.create_time),
         update_time=convert._ts(r.update_time),
+        etag=str(r.revision),  # resources.etag (AIP-154)
     )
 
 
@@ -55,6 +57,7 @@ def binding_to_pb(r: QosBinding) -> pb.QosBinding:
         revision=r.revision,
         create_time=convert._ts(r.create_time),
         update_time=convert._ts(r.update_time),
+        etag=str(r.revision),  # resources.etag (AIP-154)
     )
 
 
@@ -77,7 +80,7 @@ POLICY = Resource(
     delete=lambda c, old, force: ops.delete_policy(c.topo, old),
     mutable=frozenset(ops.POLICY_MUTABLE),
     immutable=frozenset({"tenant"}),
-    output_only=frozenset({"name", "revision", "create_time", "update_time"}),
+    output_only=frozenset({"name", "revision", "create_time", "update_time", "etag"}),
     pb_module=pb,
 )
 
@@ -106,7 +109,7 @@ RULE = Resource(
     delete=lambda c, old, force: ops.delete_rule(old),
     mutable=frozenset(ops.RULE_MUTABLE),
     immutable=frozenset({"qos_policy", "type", "direction"}),
-    output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
+    output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time", "etag"}),
     parent=Parent("qos_policy", "qos_policy", "policy_id", token_key="policy_id"),
     pb_module=pb,
 )
@@ -140,7 +143,7 @@ BINDING = Resource(
     delete=lambda c, old, force: ops.delete_binding(old),
     mutable=frozenset(ops.BINDING_MUTABLE),
     immutable=frozenset({"port", "network"}),
-    output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time"}),
+    output_only=frozenset({"name", "tenant", "revision", "create_time", "update_time", "etag"}),
     values={"qos_policy": _binding_policy},
     parent=Parent("qos_policy", "qos_policy", "policy_id", token_key="policy_id"),
     pb_module=pb,

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sdn_qos/v1/qos.proto\x12\nsdn.qos.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x01\n\tQosPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x02\n\x07QosRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nqos_policy\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x11\n\tdirection\x18\x05 \x01(\t\x12\x10\n\x08max_kbps\x18\x06 \x01(\r\x12\x16\n\x0emax_burst_kbps\x18\x07 \x01(\r\x12\x11\n\tdscp_mark\x18\x08 \x01(\r\x12\x10\n\x08revision\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x01\n\nQosBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nqos_policy\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\t\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x16\x43reateQosPolicyRequest\x12)\n\nqos_policy\x18\x01 \x01(\x0b\x32\x15.sdn.qos.v1.QosPolicy\x12\x15\n\rqos_policy_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"#\n\x13GetQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x16ListQosPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"_\n\x17ListQosPoliciesResponse\x12+\n\x0cqos_policies\x18\x01 \x03(\x0b\x32\x15.sdn.qos.v1.QosPolicy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x16UpdateQosPolicyRequest\x12)\n\nqos_policy\x18\x01 \x01(\x0b\x32\x15.sdn.qos.v1.QosPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"=\n\x16\x44\x65leteQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"i\n\x14\x43reateQosRuleRequest\x12%\n\x08qos_rule\x18\x01 \x01(\x0b\x32\x13.sdn.qos.v1.QosRule\x12\x13\n\x0bqos_rule_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"!\n\x11GetQosRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"`\n\x13ListQosRulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\nqos_policy\x18\x04 \x01(\t\"W\n\x14ListQosRulesResponse\x12&\n\tqos_rules\x18\x01 \x03(\x0b\x32\x13.sdn.qos.v1.QosRule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x85\x01\n\x14UpdateQosRuleRequest\x12%\n\x08qos_rule\x18\x01 \x01(\x0b\x32\x13.sdn.qos.v1.QosRule\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\";\n\x14\x44\x65leteQosRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"u\n\x17\x43reateQosBindingRequest\x12+\n\x0bqos_binding\x18\x01 \x01(\x0b\x32\x16.sdn.qos.v1.QosBinding\x12\x16\n\x0eqos_binding_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"$\n\x14GetQosBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"c\n\x16ListQosBindingsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\nqos_policy\x18\x04 \x01(\t\"`\n\x17ListQosBindingsResponse\x12,\n\x0cqos_bindings\x18\x01 \x03(\x0b\x32\x16.sdn.qos.v1.QosBinding\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8e\x01\n\x17UpdateQosBindingRequest\x12+\n\x0bqos_binding\x18\x01 \x01(\x0b\x32\x16.sdn.qos.v1.QosBinding\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\">\n\x17\x44\x65leteQosBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\x32\xa5\t\n\nQosService\x12L\n\x0f\x43reateQosPolicy\x12\".sdn.qos.v1.CreateQosPolicyRequest\x1a\x15.sdn.qos.v1.QosPolicy\x12\x46\n\x0cGetQosPolicy\x12\x1f.sdn.qos.v1.GetQosPolicyRequest\x1a\x15.sdn.qos.v1.QosPolicy\x12Z\n\x0fListQosPolicies\x12\".sdn.qos.v1.ListQosPoliciesRequest\x1a#.sdn.qos.v1.ListQosPoliciesResponse\x12L\n\x0fUpdateQosPolicy\x12\".sdn.qos.v1.UpdateQosPolicyRequest\x1a\x15.sdn.qos.v1.QosPolicy\x12M\n\x0f\x44\x65leteQosPolicy\x12\".sdn.qos.v1.DeleteQosPolicyRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\rCreateQosRule\x12 .sdn.qos.v1.CreateQosRuleRequest\x1a\x13.sdn.qos.v1.QosRule\x12@\n\nGetQosRule\x12\x1d.sdn.qos.v1.GetQosRuleRequest\x1a\x13.sdn.qos.v1.QosRule\x12Q\n\x0cListQosRules\x12\x1f.sdn.qos.v1.ListQosRulesRequest\x1a .sdn.qos.v1.ListQosRulesResponse\x12\x46\n\rUpdateQosRule\x12 .sdn.qos.v1.UpdateQosRuleRequest\x1a\x13.sdn.qos.v1.QosRule\x12I\n\rDeleteQosRule\x12 .sdn.qos.v1.DeleteQosRuleRequest\x1a\x16.google.protobuf.Empty\x12O\n\x10\x43reateQosBinding\x12#.sdn.qos.v1.CreateQosBindingRequest\x1a\x16.sdn.qos.v1.QosBinding\x12I\n\rGetQosBinding\x12 .sdn.qos.v1.GetQosBindingRequest\x1a\x16.sdn.qos.v1.QosBinding\x12Z\n\x0fListQosBindings\x12\".sdn.qos.v1.ListQosBindingsRequest\x1a#.sdn.qos.v1.ListQosBindingsResponse\x12O\n\x10UpdateQosBinding\x12#.sdn.qos.v1.UpdateQosBindingRequest\x1a\x16.sdn.qos.v1.QosBinding\x12O\n\x10\x44\x65leteQosBinding\x12#.sdn.qos.v1.DeleteQosBindingRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sdn_qos/v1/qos.proto\x12\nsdn.qos.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x01\n\tQosPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08revision\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\"\x9b\x02\n\x07QosRule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nqos_policy\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x11\n\tdirection\x18\x05 \x01(\t\x12\x10\n\x08max_kbps\x18\x06 \x01(\r\x12\x16\n\x0emax_burst_kbps\x18\x07 \x01(\r\x12\x11\n\tdscp_mark\x18\x08 \x01(\r\x12\x10\n\x08revision\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0c \x01(\t\"\xdf\x01\n\nQosBinding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nqos_policy\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\t\x12\x0f\n\x07network\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\"q\n\x16\x43reateQosPolicyRequest\x12)\n\nqos_policy\x18\x01 \x01(\x0b\x32\x15.sdn.qos.v1.QosPolicy\x12\x15\n\rqos_policy_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"#\n\x13GetQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x16ListQosPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"_\n\x17ListQosPoliciesResponse\x12+\n\x0cqos_policies\x18\x01 \x03(\x0b\x32\x15.sdn.qos.v1.QosPolicy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x16UpdateQosPolicyRequest\x12)\n\nqos_policy\x18\x01 \x01(\x0b\x32\x15.sdn.qos.v1.QosPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"=\n\x16\x44\x65leteQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"i\n\x14\x43reateQosRuleRequest\x12%\n\x08qos_rule\x18\x01 \x01(\x0b\x32\x13.sdn.qos.v1.QosRule\x12\x13\n\x0bqos_rule_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"!\n\x11GetQosRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"`\n\x13ListQosRulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\nqos_policy\x18\x04 \x01(\t\"W\n\x14ListQosRulesResponse\x12&\n\tqos_rules\x18\x01 \x03(\x0b\x32\x13.sdn.qos.v1.QosRule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x85\x01\n\x14UpdateQosRuleRequest\x12%\n\x08qos_rule\x18\x01 \x01(\x0b\x32\x13.sdn.qos.v1.QosRule\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\";\n\x14\x44\x65leteQosRuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"u\n\x17\x43reateQosBindingRequest\x12+\n\x0bqos_binding\x18\x01 \x01(\x0b\x32\x16.sdn.qos.v1.QosBinding\x12\x16\n\x0eqos_binding_id\x18\x02 \x01(\t\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"$\n\x14GetQosBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"c\n\x16ListQosBindingsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x12\n\nqos_policy\x18\x04 \x01(\t\"`\n\x17ListQosBindingsResponse\x12,\n\x0cqos_bindings\x18\x01 \x03(\x0b\x32\x16.sdn.qos.v1.QosBinding\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8e\x01\n\x17UpdateQosBindingRequest\x12+\n\x0bqos_binding\x18\x01 \x01(\x0b\x32\x16.sdn.qos.v1.QosBinding\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\">\n\x17\x44\x65leteQosBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\x32\xa5\t\n\nQosService\x12L\n\x0f\x43reateQosPolicy\x12\".sdn.qos.v1.CreateQosPolicyRequest\x1a\x15.sdn.qos.v1.QosPolicy\x12\x46\n\x0cGetQosPolicy\x12\x1f.sdn.qos.v1.GetQosPolicyRequest\x1a\x15.sdn.qos.v1.QosPolicy\x12Z\n\x0fListQosPolicies\x12\".sdn.qos.v1.ListQosPoliciesRequest\x1a#.sdn.qos.v1.ListQosPoliciesResponse\x12L\n\x0fUpdateQosPolicy\x12\".sdn.qos.v1.UpdateQosPolicyRequest\x1a\x15.sdn.qos.v1.QosPolicy\x12M\n\x0f\x44\x65leteQosPolicy\x12\".sdn.qos.v1.DeleteQosPolicyRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\rCreateQosRule\x12 .sdn.qos.v1.CreateQosRuleRequest\x1a\x13.sdn.qos.v1.QosRule\x12@\n\nGetQosRule\x12\x1d.sdn.qos.v1.GetQosRuleRequest\x1a\x13.sdn.qos.v1.QosRule\x12Q\n\x0cListQosRules\x12\x1f.sdn.qos.v1.ListQosRulesRequest\x1a .sdn.qos.v1.ListQosRulesResponse\x12\x46\n\rUpdateQosRule\x12 .sdn.qos.v1.UpdateQosRuleRequest\x1a\x13.sdn.qos.v1.QosRule\x12I\n\rDeleteQosRule\x12 .sdn.qos.v1.DeleteQosRuleRequest\x1a\x16.google.protobuf.Empty\x12O\n\x10\x43reateQosBinding\x12#.sdn.qos.v1.CreateQosBindingRequest\x1a\x16.sdn.qos.v1.QosBinding\x12I\n\rGetQosBinding\x12 .sdn.qos.v1.GetQosBindingRequest\x1a\x16.sdn.qos.v1.QosBinding\x12Z\n\x0fListQosBindings\x12\".sdn.qos.v1.ListQosBindingsRequest\x1a#.sdn.qos.v1.ListQosBindingsResponse\x12O\n\x10UpdateQosBinding\x12#.sdn.qos.v1.UpdateQosBindingRequest\x1a\x16.sdn.qos.v1.QosBinding\x12O\n\x10\x44\x65leteQosBinding\x12#.sdn.qos.v1.DeleteQosBindingRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,47 +35,47 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sdn_qos.v1.qos_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_QOSPOLICY']._serialized_start=133
-  _globals['_QOSPOLICY']._serialized_end=333
-  _globals['_QOSRULE']._serialized_start=336
-  _globals['_QOSRULE']._serialized_end=605
-  _globals['_QOSBINDING']._serialized_start=608
-  _globals['_QOSBINDING']._serialized_end=817
-  _globals['_CREATEQOSPOLICYREQUEST']._serialized_start=819
-  _globals['_CREATEQOSPOLICYREQUEST']._serialized_end=932
-  _globals['_GETQOSPOLICYREQUEST']._serialized_start=934
-  _globals['_GETQOSPOLICYREQUEST']._serialized_end=969
-  _globals['_LISTQOSPOLICIESREQUEST']._serialized_start=971
-  _globals['_LISTQOSPOLICIESREQUEST']._serialized_end=1050
-  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_start=1052
-  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_end=1147
-  _globals['_UPDATEQOSPOLICYREQUEST']._serialized_start=1150
-  _globals['_UPDATEQOSPOLICYREQUEST']._serialized_end=1289
-  _globals['_DELETEQOSPOLICYREQUEST']._serialized_start=1291
-  _globals['_DELETEQOSPOLICYREQUEST']._serialized_end=1352
-  _globals['_CREATEQOSRULEREQUEST']._serialized_start=1354
-  _globals['_CREATEQOSRULEREQUEST']._serialized_end=1459
-  _globals['_GETQOSRULEREQUEST']._serialized_start=1461
-  _globals['_GETQOSRULEREQUEST']._serialized_end=1494
-  _globals['_LISTQOSRULESREQUEST']._serialized_start=1496
-  _globals['_LISTQOSRULESREQUEST']._serialized_end=1592
-  _globals['_LISTQOSRULESRESPONSE']._serialized_start=1594
-  _globals['_LISTQOSRULESRESPONSE']._serialized_end=1681
-  _globals['_UPDATEQOSRULEREQUEST']._serialized_start=1684
-  _globals['_UPDATEQOSRULEREQUEST']._serialized_end=1817
-  _globals['_DELETEQOSRULEREQUEST']._serialized_start=1819
-  _globals['_DELETEQOSRULEREQUEST']._serialized_end=1878
-  _globals['_CREATEQOSBINDINGREQUEST']._serialized_start=1880
-  _globals['_CREATEQOSBINDINGREQUEST']._serialized_end=1997
-  _globals['_GETQOSBINDINGREQUEST']._serialized_start=1999
-  _globals['_GETQOSBINDINGREQUEST']._serialized_end=2035
-  _globals['_LISTQOSBINDINGSREQUEST']._serialized_start=2037
-  _globals['_LISTQOSBINDINGSREQUEST']._serialized_end=2136
-  _globals['_LISTQOSBINDINGSRESPONSE']._serialized_start=2138
-  _globals['_LISTQOSBINDINGSRESPONSE']._serialized_end=2234
-  _globals['_UPDATEQOSBINDINGREQUEST']._serialized_start=2237
-  _globals['_UPDATEQOSBINDINGREQUEST']._serialized_end=2379
-  _globals['_DELETEQOSBINDINGREQUEST']._serialized_start=2381
-  _globals['_DELETEQOSBINDINGREQUEST']._serialized_end=2443
-  _globals['_QOSSERVICE']._serialized_start=2446
-  _globals['_QOSSERVICE']._serialized_end=3635
+  _globals['_QOSPOLICY']._serialized_end=347
+  _globals['_QOSRULE']._serialized_start=350
+  _globals['_QOSRULE']._serialized_end=633
+  _globals['_QOSBINDING']._serialized_start=636
+  _globals['_QOSBINDING']._serialized_end=859
+  _globals['_CREATEQOSPOLICYREQUEST']._serialized_start=861
+  _globals['_CREATEQOSPOLICYREQUEST']._serialized_end=974
+  _globals['_GETQOSPOLICYREQUEST']._serialized_start=976
+  _globals['_GETQOSPOLICYREQUEST']._serialized_end=1011
+  _globals['_LISTQOSPOLICIESREQUEST']._serialized_start=1013
+  _globals['_LISTQOSPOLICIESREQUEST']._serialized_end=1092
+  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_start=1094
+  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_end=1189
+  _globals['_UPDATEQOSPOLICYREQUEST']._serialized_start=1192
+  _globals['_UPDATEQOSPOLICYREQUEST']._serialized_end=1331
+  _globals['_DELETEQOSPOLICYREQUEST']._serialized_start=1333
+  _globals['_DELETEQOSPOLICYREQUEST']._serialized_end=1394
+  _globals['_CREATEQOSRULEREQUEST']._serialized_start=1396
+  _globals['_CREATEQOSRULEREQUEST']._serialized_end=1501
+  _globals['_GETQOSRULEREQUEST']._serialized_start=1503
+  _globals['_GETQOSRULEREQUEST']._serialized_end=1536
+  _globals['_LISTQOSRULESREQUEST']._serialized_start=1538
+  _globals['_LISTQOSRULESREQUEST']._serialized_end=1634
+  _globals['_LISTQOSRULESRESPONSE']._serialized_start=1636
+  _globals['_LISTQOSRULESRESPONSE']._serialized_end=1723
+  _globals['_UPDATEQOSRULEREQUEST']._serialized_start=1726
+  _globals['_UPDATEQOSRULEREQUEST']._serialized_end=1859
+  _globals['_DELETEQOSRULEREQUEST']._serialized_start=1861
+  _globals['_DELETEQOSRULEREQUEST']._serialized_end=1920
+  _globals['_CREATEQOSBINDINGREQUEST']._serialized_start=1922
+  _globals['_CREATEQOSBINDINGREQUEST']._serialized_end=2039
+  _globals['_GETQOSBINDINGREQUEST']._serialized_start=2041
+  _globals['_GETQOSBINDINGREQUEST']._serialized_end=2077
+  _globals['_LISTQOSBINDINGSREQUEST']._serialized_start=2079
+  _globals['_LISTQOSBINDINGSREQUEST']._serialized_end=2178
+  _globals['_LISTQOSBINDINGSRESPONSE']._serialized_start=2180
+  _globals['_LISTQOSBINDINGSRESPONSE']._serialized_end=2276
+  _globals['_UPDATEQOSBINDINGREQUEST']._serialized_start=2279
+  _globals['_UPDATEQOSBINDINGREQUEST']._serialized_end=2421
+  _globals['_DELETEQOSBINDINGREQUEST']._serialized_start=2423
+  _globals['_DELETEQOSBINDINGREQUEST']._serialized_end=2485
+  _globals['_QOSSERVICE']._serialized_start=2488
+  _globals['_QOSSERVICE']._serialized_end=3677
 # @@protoc_insertion_point(module_scope)

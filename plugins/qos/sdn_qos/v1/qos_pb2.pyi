@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class QosPolicy(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "description", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "display_name", "description", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class QosPolicy(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -27,10 +28,11 @@ class QosPolicy(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class QosRule(_message.Message):
-    __slots__ = ("name", "tenant", "qos_policy", "type", "direction", "max_kbps", "max_burst_kbps", "dscp_mark", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "qos_policy", "type", "direction", "max_kbps", "max_burst_kbps", "dscp_mark", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QOS_POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,7 @@ class QosRule(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     qos_policy: str
@@ -53,10 +56,11 @@ class QosRule(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., qos_policy: _Optional[str] = ..., type: _Optional[str] = ..., direction: _Optional[str] = ..., max_kbps: _Optional[int] = ..., max_burst_kbps: _Optional[int] = ..., dscp_mark: _Optional[int] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., qos_policy: _Optional[str] = ..., type: _Optional[str] = ..., direction: _Optional[str] = ..., max_kbps: _Optional[int] = ..., max_burst_kbps: _Optional[int] = ..., dscp_mark: _Optional[int] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class QosBinding(_message.Message):
-    __slots__ = ("name", "tenant", "qos_policy", "port", "network", "revision", "create_time", "update_time")
+    __slots__ = ("name", "tenant", "qos_policy", "port", "network", "revision", "create_time", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QOS_POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +69,7 @@ class QosBinding(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     qos_policy: str
@@ -73,7 +78,8 @@ class QosBinding(_message.Message):
     revision: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., qos_policy: _Optional[str] = ..., port: _Optional[str] = ..., network: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., qos_policy: _Optional[str] = ..., port: _Optional[str] = ..., network: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateQosPolicyRequest(_message.Message):
     __slots__ = ("qos_policy", "qos_policy_id", "validate_only")
