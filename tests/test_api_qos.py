@@ -4,16 +4,28 @@ preconditions."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from apps import plugin
+from controller import plugins
+from controller.api.auth import TokenFile
+from controller.api.server import ApiServer
+from proto.sdn.v1 import topology_pb2 as pb
+from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
+from sdn_qos import compile as qc
+from sdn_qos import ops as qops
+from sdn_qos.plugin import PLUGIN
+from sdn_qos.records import QosPolicy, QosRule
 from sdn_qos.v1 import qos_pb2 as qpb
 from sdn_qos.v1 import qos_pb2_grpc as qpb_grpc
 from tests.conftest import Api
 from tests.test_api import expect_error, make_net, make_port, make_subnet
+from topology.state import State
 
 pytestmark = pytest.mark.usefixtures("qos_plugin")
 
@@ -192,3 +204,110 @@ def test_another_tenants_policy_is_not_found_and_lists_are_scoped(api: Api) -> N
     admin = Qos(api, api.admin)
     every = admin.call("ListQosPolicies", qpb.ListQosPoliciesRequest()).qos_policies
     assert sorted(x.name for x in every) == sorted([p, bp])
+
+
+def watch_until_synced(api: Api, md: Any, start: int = 0) -> list[pb.WatchEvent]:
+    """A Watch's events up to its SYNCED (start 0: the snapshot; N: the changes after N)."""
+    stream = api.stub.Watch(pb.WatchRequest(start_revision=start), metadata=md, timeout=20)
+    out = []
+    try:
+        for ev in stream:
+            if ev.type == pb.WatchEvent.SYNCED:
+                return out
+            out.append(ev)
+    finally:
+        stream.cancel()
+    raise AssertionError("the stream ended before SYNCED")
+
+
+def qos_events(events: list[pb.WatchEvent]) -> list[tuple[int, str, str]]:
+    """(event type, message type, resource name) of the events carrying a plug-in's resource."""
+    out: list[tuple[int, str, str]] = []
+    for ev in events:
+        if ev.WhichOneof("resource") == "plugin_resource":
+            type_name = ev.plugin_resource.TypeName()
+            msg: qpb.QosPolicy | qpb.QosRule = (
+                qpb.QosPolicy() if type_name == "sdn.qos.v1.QosPolicy" else qpb.QosRule()
+            )
+            assert ev.plugin_resource.Unpack(msg)
+            out.append((int(ev.type), type_name, msg.name))
+    return out
+
+
+def test_watch_carries_plugin_records_as_any_scoped_to_the_tenant(api: Api) -> None:
+    alice, bob = tenant(api, "alice"), tenant(api, "bob")
+    p = alice.policy("gold").name
+    start = api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=api.admin).revision
+    r = alice.rule(p, "mark", type="dscp_marking", dscp_mark=26)
+    alice.call("DeleteQosRule", qpb.DeleteQosRuleRequest(name=r.name))
+    assert qos_events(watch_until_synced(api, alice.md)) == [
+        (pb.WatchEvent.EXISTING, "sdn.qos.v1.QosPolicy", p)
+    ]
+    assert qos_events(watch_until_synced(api, alice.md, start)) == [
+        (pb.WatchEvent.CREATED, "sdn.qos.v1.QosRule", r.name),
+        (pb.WatchEvent.DELETED, "sdn.qos.v1.QosRule", r.name),
+    ]
+    assert qos_events(watch_until_synced(api, bob.md)) == []
+    assert qos_events(watch_until_synced(api, bob.md, start)) == []
+
+
+def test_server_info_lists_the_loaded_plugins(api: Api) -> None:
+    for md in (api.admin, api.md(api.tenant_token("alice"))):
+        info = api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md)
+        assert [(x.name, x.interface_version, x.app_id) for x in info.plugins] == [
+            ("qos", plugin.PLUGIN_API, qc.APP_ID)
+        ]
+        assert info.plugins[0].version == PLUGIN.version
+        assert list(info.plugins[0].kinds) == ["qos_policy", "qos_rule", "qos_binding"]
+        assert list(info.plugins[0].services) == ["sdn.qos.v1.QosService"]
+        first, count = info.plugins[0].first_meter, info.plugins[0].meter_count
+        assert range(first, first + count) == qc.METERS
+        assert dict(info.orphan_records) == {}
+
+
+def test_records_of_an_uninstalled_plugin_are_kept_reported_and_not_served(tmp_path: Path) -> None:
+    path = tmp_path / "topology.sqlite"
+    state = State(path)
+    state.write(
+        lambda topo, rev, now: qops.create_policy(topo, QosPolicy(id="gold", tenant="alice"), rev, now)
+    )
+    state.write(
+        lambda topo, rev, now: qops.create_rule(
+            topo,
+            QosRule(id="r1", tenant="alice", policy_id="gold", type="dscp_marking", dscp_mark=26),
+            rev,
+            now,
+        )
+    )
+    state.close()
+    plugins.uninstall(PLUGIN)
+    try:
+        state = State(path)
+        srv = ApiServer(state, TokenFile(tmp_path / "tokens.json"), "127.0.0.1:0", workers=4)
+        srv.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+        try:
+            endpoint = f"127.0.0.1:{srv.port}"
+            api = Api(endpoint, srv.tokens.admin_token(), channel, pb_grpc.TopologyServiceStub(channel))
+            info = api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=api.admin)
+            assert list(info.plugins) == [] and dict(info.orphan_records) == {"qos_policy": 1, "qos_rule": 1}
+            alice = api.md(api.tenant_token("alice"))
+            assert (
+                dict(api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=alice).orphan_records) == {}
+            )
+            assert watch_until_synced(api, api.admin) == []  # not served, not even to an admin
+            with pytest.raises(grpc.RpcError) as e:
+                qpb_grpc.QosServiceStub(channel).ListQosPolicies(qpb.ListQosPoliciesRequest(), metadata=alice)
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            channel.close()
+            srv.stop(0)
+            state.close()
+    finally:
+        assert plugins.install([PLUGIN]).loaded == [PLUGIN]
+    state = State(path)  # installed again: the records are served as they were
+    try:
+        assert sorted(state.topology.extra["qos_rule"]) == ["r1"]
+        assert state.topology.extra["qos_policy"]["gold"].tenant == "alice"
+    finally:
+        state.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -85,10 +86,24 @@ class World:
         """One 3-second TCP stream between `client` and the server VM on hv2 (reverse: server to client),
         as the receiver counted it, in Mbit/s."""
         cmd = ["iperf3", "-c", self.vms["server"].ip, "-p", str(IPERF_PORT), "-t", "3", "-J"]
-        out = self.vms[client].exec([*cmd, *(["-R"] if reverse else [])], timeout=30).stdout
-        mbps = float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e6
+        for _ in range(5):
+            res = json.loads(
+                self.vms[client].exec([*cmd, *(["-R"] if reverse else [])], timeout=30, check=False).stdout
+            )
+            # "the server is busy running a test": the previous stream's server side is still closing
+            if "busy" not in res.get("error", ""):
+                break
+            time.sleep(0.5)
+        assert "error" not in res, res["error"]
+        mbps = float(res["end"]["sum_received"]["bits_per_second"]) / 1e6
         print(f"iperf3 {client}{' -R' if reverse else ''}: {mbps:.1f} Mbit/s")  # the handover's numbers (-rP)
         return mbps
+
+    def unlimited(self, client: str, than: float, reverse: bool = False) -> float:
+        """A stream that no meter polices: at least 3x `than`. Measured again once if not: a shared machine's
+        load only ever slows a stream down, never lifts a policed one above its meter."""
+        mbps = self.mbps(client, reverse)
+        return mbps if mbps >= 3 * than else max(mbps, self.mbps(client, reverse))
 
 
 @pytest.fixture(scope="module")
@@ -121,22 +136,24 @@ def bandwidth(direction: str, kbps: int = LIMIT_KBPS) -> qpb.QosRule:
 
 def test_egress_limit_polices_the_bound_port_only_and_unbinding_restores_it(world: World) -> None:
     b = world.bind(world.policy("eg20", bandwidth("egress")), port="limited")
-    limited, neighbour = world.mbps("limited"), world.mbps("neighbour")
+    limited = world.mbps("limited")
+    neighbour = world.unlimited("neighbour", than=limited)
     assert limited <= LIMIT_MBPS, limited
     assert limited >= 0.5 * LIMIT_KBPS / 1000, limited  # policed, not cut off
     assert neighbour >= 3 * limited, (limited, neighbour)
     world.unbind(b)
-    assert world.mbps("limited") >= 3 * limited
+    assert world.unlimited("limited", than=limited) >= 3 * limited
 
 
 def test_ingress_limit_polices_traffic_to_the_port(world: World) -> None:
     b = world.bind(world.policy("in20", bandwidth("ingress")), port="inbound")
     try:
-        inbound, neighbour = world.mbps("inbound", reverse=True), world.mbps("neighbour", reverse=True)
+        inbound = world.mbps("inbound", reverse=True)
+        neighbour = world.unlimited("neighbour", than=inbound, reverse=True)
         assert inbound <= LIMIT_MBPS, inbound
         assert neighbour >= 3 * inbound, (inbound, neighbour)
         # the ingress policy does not limit what the port sends
-        assert world.mbps("inbound") >= 3 * inbound
+        assert world.unlimited("inbound", than=inbound) >= 3 * inbound
     finally:
         world.unbind(b)
 
@@ -171,14 +188,15 @@ def test_network_policy_applies_to_ports_without_their_own_and_the_ports_binding
     on_net = world.bind(world.policy("net20", bandwidth("egress")), network=world.net.name)
     own = world.bind(world.policy("mark", qpb.QosRule(type="dscp_marking", dscp_mark=DSCP)), port="limited")
     try:
-        neighbour, limited = world.mbps("neighbour"), world.mbps("limited")
+        neighbour = world.mbps("neighbour")
+        limited = world.unlimited("limited", than=neighbour)
         assert neighbour <= LIMIT_MBPS, neighbour  # the network's policy
         assert limited >= 3 * neighbour, (neighbour, limited)  # its own policy (marking only) replaces it
         assert dscp_seen(world, "limited")["limited"] == (10, 10)
     finally:
         world.unbind(own)
         world.unbind(on_net)
-    assert world.mbps("neighbour") >= 3 * neighbour
+    assert world.unlimited("neighbour", than=neighbour) >= 3 * neighbour
 
 
 def plugin_items(env: Env) -> dict[str, list[str]]:
@@ -210,11 +228,14 @@ def test_disabled_plugin_its_flows_and_meters_are_swept_its_records_kept_and_rep
     env.controller.extra_args += ["--disable-plugin", "qos"]
     env.restart_controller()
     assert plugin_items(env) == {"hv1": [], "hv2": []}
-    assert world.mbps("limited") >= 3 * LIMIT_MBPS  # nothing polices it any more
+    assert world.unlimited("limited", than=LIMIT_MBPS) >= 3 * LIMIT_MBPS  # nothing polices it any more
     log = env.controller.log.read_text()
     assert "plug-in qos disabled by configuration" in log
     assert re.search(r"store holds 1 qos_binding record", log) and re.search(r"store holds 7 qos_rule", log)
     assert re.search(r"store holds 6 qos_policy record", log), log[-3000:]
+    info = env.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=env.admin)
+    assert list(info.plugins) == []
+    assert dict(info.orphan_records) == {"qos_policy": 6, "qos_rule": 7, "qos_binding": 1}
     # the plug-in's API is gone with it; the core's still answers
     with pytest.raises(grpc.RpcError) as e:
         qpb_grpc.QosServiceStub(env.channel).ListQosPolicies(qpb.ListQosPoliciesRequest(), metadata=world.md)

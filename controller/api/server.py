@@ -115,7 +115,9 @@ class ApiServer:
         host = PluginHost(self.topology.tables, self.server)
         for p in plugin.loaded():
             if p.api is not None:
+                before = len(host.services)
                 p.api(host)
+                self.topology.plugin_services[p.name] = host.services[before:]
         authn.services = authn.services | frozenset(host.services)
         services += host.services
         if dataplane is not None:
