@@ -67,7 +67,13 @@ class Side:
 SIDES = {
     EGRESS: Side(EGRESS, "acl_egress", "acl_egress_commit", "fw_router_in", "arp_nd", SRC_PORT.field, "dst"),
     INGRESS: Side(
-        INGRESS, "acl_ingress", "acl_ingress_commit", "acl_ingress_commit", "output", DST_PORT.field, "src"
+        INGRESS,
+        "acl_ingress",
+        "acl_ingress_commit",
+        "acl_ingress_commit",
+        "plugin_to_port",
+        DST_PORT.field,
+        "src",
     ),
 }
 
@@ -142,7 +148,7 @@ def chassis_flows() -> list[Flow]:
             "acl_ingress",
             HIGH(40),
             match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 67, "udp_dst": 68},
-            actions=(Goto("output"),),
+            actions=(Goto("plugin_to_port"),),
             cookie=c,
         )
     )

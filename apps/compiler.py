@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, lb, nat, port_security
+from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, lb, nat, plugin, port_security
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
@@ -31,6 +31,8 @@ PIPELINE: Unit = ("pipeline", "")
 
 def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     kind, ident = unit
+    if plugin.is_plugin_unit(kind):  # a plug-in's unit (apps/plugin.py checks what it compiled)
+        return plugin.compile_unit(view, chassis_id, unit)
     if kind == "pipeline":
         if chassis_id not in view.topo.chassis:
             return frozenset()
@@ -88,6 +90,7 @@ def all_units(topo: Topology) -> list[Unit]:
         *((firewall.UNIT, g) for g in topo.firewall_groups),
         *acl.all_units(topo),
         *lb.all_units(topo),
+        *plugin.all_units(topo),
     ]
 
 
@@ -177,6 +180,9 @@ class Compiler:
         sg = acl.Dirty()
         fw: set[str] = set()  # firewall groups whose rules, policies or interfaces changed
         lbs: set[str] = set()  # load balancers whose listeners, pools, members or networks changed
+        plugged: set[Unit] = set()  # plug-ins' units the changes reach
+        for change in changes:
+            plugged |= plugin.dirty_units(topo, change)
         for kind, ident, old, new in changes:
             if kind in lb.KINDS:
                 lbs |= lb.changed_lbs(topo, kind, old, new)
@@ -242,6 +248,10 @@ class Compiler:
             where = set(view.hosting(vport.network_id)) if vport is not None else set()
             for ch in where | {ch for ch, units in self.units.items() if unit in units}:
                 dirty.setdefault(ch, set()).add(unit)
+        # a plug-in unit may live on any chassis (its compile says where): recompiled on each that has runtime
+        for unit in plugged:
+            for ch in set(self.runtime) | {ch for ch, units in self.units.items() if unit in units}:
+                dirty.setdefault(ch, set()).add(unit)
         for pid in ports:
             port = topo.ports.get(pid)
             net_id = port.network_id if port else None
@@ -266,6 +276,8 @@ class Compiler:
             port = topo.ports.get(pid)
             if port is not None:
                 units |= {("port", pid), ("network", port.network_id)}
+                # plug-ins see a VIF plugged or moved as a change of its port (its ofport is in the view)
+                units |= plugin.dirty_units(topo, ("port", pid, port, port))
         return self._recompile(view, ch, units)
 
     def plan(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from apps import plugin
 from flows.cookie import Cookie, CookieRegistry
 
 DEFAULTS = 1
@@ -95,10 +96,11 @@ def registry_for(owner_ids: Iterable[str]) -> CookieRegistry:
     """A cookie registry naming every app and the given owners (model object ids), for dumps and traces.
     Two owners whose 32-bit hashes collide keep the first name (the cookie cannot tell them apart)."""
     reg = CookieRegistry()
-    for app, name in APP_NAMES.items():
+    names = {**APP_NAMES, **plugin.app_names()}
+    for app, name in names.items():
         reg.register_app(app, name)
     for owner in ("pipeline", *owner_ids):
-        for app in APP_NAMES:
+        for app in names:
             try:
                 reg.register(app, owner)
             except ValueError:

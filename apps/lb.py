@@ -360,7 +360,7 @@ def _hairpin(
                 SetField("eth_dst", port.mac),
                 load(DST_PORT.field, port.key),
                 loop,
-                Goto("output"),
+                Goto("plugin_to_port"),
             ),
             cookie=c,
         ),

@@ -42,7 +42,7 @@ VLAN_PRESENT = 0x1000
 _UNSPECIFIED = 129
 #: above the neighbour advertisements allowed at HIGH(1 + prefix length)
 _TAGGED = 130
-_PASS = (Goto("acl_egress"),)
+_PASS = (Goto("plugin_from_port"),)
 
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:

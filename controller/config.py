@@ -58,6 +58,8 @@ class Config:
     demo: bool = False
     # chassis that may hold routers' external gateways (SNAT, floating IPs), in order of preference
     gateway_chassis: list[str] = field(default_factory=list)
+    # installed plug-ins not to load: as if uninstalled (their flows swept, their records kept)
+    disabled_plugins: list[str] = field(default_factory=list)
     # a gateway chassis whose switch is disconnected (or OVSDB unknown) this long loses its routers to the
     # next candidate; healthy this long again, it takes them back
     gateway_failover_s: float = 3.0
@@ -253,6 +255,13 @@ def parser() -> argparse.ArgumentParser:
         help="CHASSIS that may hold routers' external gateways (SNAT, floating IPs); repeatable, "
         "in order of preference: a router's gateway goes to the first one mapping its external "
         "network's physical network",
+    )
+    p.add_argument(
+        "--disable-plugin",
+        dest="disabled_plugins",
+        action="append",
+        help="NAME of an installed plug-in not to load (repeatable): as if uninstalled, its flows and "
+        "meters are swept and its stored records kept",
     )
     p.add_argument(
         "--gateway-failover-s",

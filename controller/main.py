@@ -22,7 +22,10 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
-from controller import pki  # noqa: E402
+from controller import (  # noqa: E402
+    pki,
+    plugins,
+)
 from controller.api.auth import TokenFile  # noqa: E402
 from controller.api.server import ApiServer, tls_credentials  # noqa: E402
 from controller.datadir import DataDir, DataDirError  # noqa: E402
@@ -224,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     datadir = DataDir(data)
     try:
         datadir.acquire()  # one controller per data directory, held until the process exits
+        plugins.load(cfg.disabled_plugins)  # their record kinds before the store is read
         state = open_state(cfg)
+        if state.sqlite is not None:  # kinds kept without a plug-in (an etcd store does not count them yet)
+            plugins.report_orphans(state.sqlite.unknown_kinds())
         tokens = TokenFile(data / "tokens.json")
     except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))

@@ -189,15 +189,16 @@ def decode_group(entry: Any) -> Group:
 
 
 def decode_meter(entry: Any) -> MeterEntry:
-    """The MeterEntry for an os-ken OFPMeterConfigStats (or parsed OFPMeterMod): packets/s, one drop band;
-    anything else (kbps, several bands, DSCP remarking) is no MeterEntry."""
-    if not entry.flags & ofp.OFPMF_PKTPS or entry.flags & ofp.OFPMF_KBPS:
-        raise DecodeError(f"meter {entry.meter_id}: not in packets/s (flags {entry.flags:#x})")
+    """The MeterEntry for an os-ken OFPMeterConfigStats (or parsed OFPMeterMod): packets/s or kbit/s, one
+    drop band; anything else (both units or none, several bands, DSCP remarking) is no MeterEntry."""
+    kbps = bool(entry.flags & ofp.OFPMF_KBPS)
+    if kbps == bool(entry.flags & ofp.OFPMF_PKTPS):
+        raise DecodeError(f"meter {entry.meter_id}: not in packets/s or kbit/s (flags {entry.flags:#x})")
     if len(entry.bands) != 1 or not isinstance(entry.bands[0], ofpp.OFPMeterBandDrop):
         raise DecodeError(f"meter {entry.meter_id}: not one drop band ({entry.bands})")
     band = entry.bands[0]
     burst = band.burst_size if entry.flags & ofp.OFPMF_BURST else 0
     try:
-        return MeterEntry(entry.meter_id, band.rate, burst)
+        return MeterEntry(entry.meter_id, band.rate, burst, kbps)
     except FlowError as e:
         raise DecodeError(str(e)) from None

@@ -222,8 +222,8 @@ _METER_CMD = {ADD: ofp.OFPMC_ADD, MODIFY: ofp.OFPMC_MODIFY, DELETE: ofp.OFPMC_DE
 def to_osken_meter_mod(
     meter: MeterEntry, command: str = ADD, xid: int = 0, datapath: Any = DATAPATH_DESC
 ) -> Any:
-    """The os-ken OFPMeterMod for `meter`: packets/s, one drop band (DELETE carries no band)."""
-    flags = ofp.OFPMF_PKTPS | (ofp.OFPMF_BURST if meter.burst else 0)
+    """The os-ken OFPMeterMod for `meter`: packets/s or kbit/s, one drop band (DELETE carries no band)."""
+    flags = (ofp.OFPMF_KBPS if meter.kbps else ofp.OFPMF_PKTPS) | (ofp.OFPMF_BURST if meter.burst else 0)
     bands = [] if command == DELETE else [ofpp.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)]
     msg = ofpp.OFPMeterMod(
         datapath,

@@ -255,7 +255,7 @@ def _check_targets(owner: str, actions: Iterable[Action], st: pipeline.Stage | N
 # ---------------------------------------------------------------------------------------------------------
 
 _CACHE_MAX = 1 << 14
-_STAGES: dict[str, pipeline.Stage] = {s.name: s for s in pipeline.STAGES}
+_STAGES: dict[str, pipeline.Stage] = pipeline.BY_NAME  # live: plug-in stages are declared at start
 _PRIORITIES = frozenset(p for b in pipeline.BANDS for p in range(b.base, b.base + b.width))
 #: match fields whose values (not just presence) the checks read
 _VALUE_FIELDS = frozenset(
@@ -505,12 +505,14 @@ MAX_METER_ID = 0xFFFF0000
 @dataclass(frozen=True, slots=True)
 class MeterEntry:
     """An OpenFlow meter, by value: id and one drop band of `rate` packets/s with `burst` packets of burst
-    (0: none). Flows reach it through the Meter instruction; the sync engine adds it before them and
-    deletes it after them (see controller/southbound/plan.py)."""
+    (0: none), or with `kbps` of `rate` kbit/s with `burst` kbit (rate limiting traffic, e.g. QoS).
+    Flows reach it through the Meter instruction; the sync engine adds it before them and deletes it after
+    them (see controller/southbound/plan.py)."""
 
     meter_id: int
     rate: int
     burst: int = 0
+    kbps: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.meter_id < MAX_METER_ID:

@@ -271,6 +271,7 @@ def format_group(group: Group) -> str:
 
 
 def format_meter(meter: MeterEntry) -> str:
-    """`` meter=N pktps [burst] bands=type=drop rate=R [burst_size=B]`` like ovs-ofctl dump-meters."""
+    """`` meter=N pktps|kbps [burst] bands=type=drop rate=R [burst_size=B]`` like ovs-ofctl dump-meters."""
     burst = f" burst_size={meter.burst}" if meter.burst else ""
-    return f" meter={meter.meter_id} pktps{' burst' if meter.burst else ''} bands=type=drop rate={meter.rate}{burst}"
+    unit = "kbps" if meter.kbps else "pktps"
+    return f" meter={meter.meter_id} {unit}{' burst' if meter.burst else ''} bands=type=drop rate={meter.rate}{burst}"

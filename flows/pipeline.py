@@ -5,13 +5,15 @@ Table numbers live only in this module. Everything else names stages ("l2_lookup
 
 Packet walk (logical switch, then optionally a logical router, then back to a logical switch)::
 
-    classify ─► port_sec_in ─► acl_egress ─► fw_router_in ─► acl_egress_commit ─► arp_nd ─► dhcp ─► lb ─► l2_lookup
-       │                        ▲    │  ct(table=acl_egress)                                                │
-       │                        └────┘  (replies / +rel skip to arp_nd)                                    │
+    classify ─► port_sec_in ─► plugin_from_port ─► (plug-in stages) ─► acl_egress ─► fw_router_in ─► acl_egress_commit
+       │                                                               ▲    │  ct(table=acl_egress)           │
+       │                                                               └────┘  (replies / +rel skip to arp_nd) ▼
+       │                                                                        arp_nd ─► dhcp ─► lb ─► l2_lookup
+       │                                                                                                    │
        └─ from tunnel / provider VLAN ──────────────────────────────────────────────────────────────► l2_lookup
                                                                                                             │
-    l2_lookup ─┬─► egress_dispatch ─► acl_ingress ─► acl_ingress_commit ─► output      (local port)
-               │        └─► tunnel / VLAN out                                          (remote port)
+    l2_lookup ─┬─► egress_dispatch ─► acl_ingress ─► acl_ingress_commit ─► plugin_to_port ─► (plug-in stages) ─► output
+               │        └─► tunnel / VLAN out                         (remote port; local port: the line above)
                └─► dnat ─► l3_lookup ─► arp_resolve ─► fw_router_out ─► snat ─► (resubmit) l2_lookup   (router MAC)
 
 Register map (the only place logical state is assigned to packet registers)::
@@ -206,9 +208,17 @@ STAGES: tuple[Stage, ...] = (
         "port_sec_in",
         10,
         _LOGICAL | {"in_port"} | _L2 | _IP | _L4 | _ARP | _ND,
-        {"acl_egress"},
+        {"plugin_from_port"},
         "anti-spoofing: only the port's own MAC / IPs (and allowed address pairs) may enter, ARP included; "
         "a VM never answers DHCP; everything else drops",
+    ),
+    _stage(
+        "plugin_from_port",
+        14,
+        _LOGICAL,
+        {"acl_egress"},
+        "hook for plug-ins on packets from a VM port (after port security, before the egress ACL): passes "
+        "to the first plug-in stage of the hook (tables 15-19), or on to acl_egress",
     ),
     _stage(
         "acl_egress",
@@ -254,7 +264,7 @@ STAGES: tuple[Stage, ...] = (
         "lb",
         50,
         _LOGICAL | _L2 | _IP | _L4 | _CT,
-        {"l2_lookup", "lb", "output"},
+        {"l2_lookup", "lb", "plugin_to_port"},
         "load-balancer VIPs after DNAT: eth_dst VIP MAC -> the member's (or its router's) MAC; hairpin: "
         "SNAT to the VIP in the VIP's zone (ct(table=lb)), the reply un-NAT'ed and out its own port",
     ),
@@ -315,7 +325,7 @@ STAGES: tuple[Stage, ...] = (
         "acl_ingress",
         110,
         _ACL,
-        {"acl_ingress", "acl_ingress_commit", "output"},
+        {"acl_ingress", "acl_ingress_commit", "plugin_to_port"},
         "to-port security groups: ct(zone=the destination port's zone, table=acl_ingress); as acl_egress, "
         "with rules matching the remote end as source",
     ),
@@ -323,8 +333,16 @@ STAGES: tuple[Stage, ...] = (
         "acl_ingress_commit",
         115,
         _ACL,
-        {"output"},
+        {"plugin_to_port"},
         "a new connection allowed to the port is committed to conntrack in CT_ZONE",
+    ),
+    _stage(
+        "plugin_to_port",
+        116,
+        _LOGICAL,
+        {"output"},
+        "hook for plug-ins on packets to a local VM port (after the ingress ACL, before output): passes to "
+        "the first plug-in stage of the hook (tables 117-119), or on to output",
     ),
     _stage(
         "output",
@@ -337,6 +355,102 @@ STAGES: tuple[Stage, ...] = (
 
 _BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 _BY_TABLE: dict[int, Stage] = {s.table: s for s in STAGES}
+#: every declared stage by name, plug-in stages included (live: flows/flow.py checks flows against it)
+BY_NAME = _BY_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """A place in the pipeline reserved for plug-in stages: the core stage that enters it, the tables its
+    plug-in stages may take, and the core stage the chain leaves to. With no plug-in stage the hook's
+    entry passes straight on (apps/defaults.py), so a core without plug-ins forwards as before."""
+
+    name: str
+    entry: str
+    tables: range
+    exit: str
+
+
+#: the plug-in hooks: from a VM port (policing what it sends, marking it) and to a local VM port
+HOOKS: dict[str, Hook] = {
+    "from_port": Hook("from_port", "plugin_from_port", range(15, 20), "acl_egress"),
+    "to_port": Hook("to_port", "plugin_to_port", range(117, 120), "output"),
+}
+#: hook name -> the plug-in stages declared in it, in table order
+_PLUGIN_STAGES: dict[str, list[Stage]] = {h: [] for h in HOOKS}
+#: the match fields a plug-in stage may use: the logical registers, L2, IP and L4 headers (no conntrack)
+PLUGIN_MATCHES = frozenset(_LOGICAL | _L2 | _IP | _L4)
+
+
+def declare_plugin_stage(name: str, hook: str, table: int, doc: str) -> Stage:
+    """Declare a plug-in's stage at `table` inside `hook`'s reserved tables (raises ValueError otherwise, or
+    when the name or table is taken). Its flows are then checked like every other: they match only
+    PLUGIN_MATCHES and pass only to the next stage of the hook's chain. Idempotent for an equal
+    declaration (a plug-in loaded twice in one process, as tests do)."""
+    if hook not in HOOKS:
+        raise ValueError(f"unknown plug-in hook {hook!r}; hooks: {', '.join(HOOKS)}")
+    h = HOOKS[hook]
+    old = _BY_NAME.get(name)
+    if old is not None:
+        if old.table == table and old in _PLUGIN_STAGES[hook]:
+            return old
+        raise ValueError(f"stage name {name!r} is taken")
+    if table not in h.tables:
+        raise ValueError(f"plug-in stage {name!r}: table {table} outside hook {hook}'s tables {h.tables}")
+    if table in _BY_TABLE:
+        raise ValueError(f"plug-in stage {name!r}: table {table} is taken by {_BY_TABLE[table].name}")
+    chain = sorted([*_PLUGIN_STAGES[hook], Stage(name, table, PLUGIN_MATCHES, frozenset(), doc)], key=_table)
+    _PLUGIN_STAGES[hook] = _relink(h, chain)
+    return _BY_NAME[name]
+
+
+def remove_plugin_stage(name: str) -> None:
+    """Undo declare_plugin_stage (a plug-in uninstalled in this process): the hook's chain is relinked
+    without it. A no-op for a name that is not a plug-in stage."""
+    for hook, stages in _PLUGIN_STAGES.items():
+        for s in stages:
+            if s.name == name:
+                del _BY_NAME[name], _BY_TABLE[s.table]
+                _PLUGIN_STAGES[hook] = _relink(HOOKS[hook], [x for x in stages if x.name != name])
+                return
+
+
+def plugin_stages(hook: str) -> list[Stage]:
+    """The plug-in stages of `hook`, in table order (the order a packet visits them)."""
+    return list(_PLUGIN_STAGES[hook])
+
+
+def hook_next(stage_name: str) -> str:
+    """Where a hook entry or a plug-in stage passes a packet it does not act on: the next plug-in stage of
+    the chain, or the core stage the hook leaves to."""
+    for h in HOOKS.values():
+        chain = [h.entry, *(s.name for s in _PLUGIN_STAGES[h.name]), h.exit]
+        if stage_name in chain[:-1]:
+            return chain[chain.index(stage_name) + 1]
+    raise KeyError(f"{stage_name!r} is not a hook entry or a plug-in stage")
+
+
+def all_stages() -> list[Stage]:
+    """Every declared stage, core and plug-in, in table order."""
+    return sorted(_BY_TABLE.values(), key=_table)
+
+
+def _table(s: Stage) -> int:
+    return s.table
+
+
+def _relink(h: Hook, chain: list[Stage]) -> list[Stage]:
+    """Each stage of the chain (entry, plug-in stages) may pass to the next one only."""
+    names = [h.entry, *(s.name for s in chain), h.exit]
+    linked = []
+    for s in [_BY_NAME[h.entry], *chain]:
+        nxt = names[names.index(s.name) + 1]
+        new = Stage(s.name, s.table, s.matches, frozenset({nxt}), s.doc)
+        _BY_NAME[s.name] = _BY_TABLE[s.table] = new
+        if s.name != h.entry:
+            linked.append(new)
+    return linked
+
 
 #: the stage every packet enters
 FIRST_STAGE = "classify"

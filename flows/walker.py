@@ -97,6 +97,7 @@ class Result:
     outputs: list[Delivery] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     drops: list[tuple[str, str]] = field(default_factory=list)
+    meters: list[int] = field(default_factory=list)  # meter ids the packet passed, in order
 
     @property
     def ports(self) -> list[int | str]:
@@ -315,7 +316,9 @@ class Switch:
                 _set(pkt, "metadata", a.value, a.mask)
             elif isinstance(a, CT):
                 self._ct(a, stage, pkt, result, depth)
-            elif isinstance(a, (Meter, Conjunction)):
+            elif isinstance(a, Meter):
+                result.meters.append(a.meter_id)
+            elif isinstance(a, Conjunction):
                 pass
             else:  # pragma: no cover - Flow construction rejects other values
                 raise WalkError(f"cannot apply {a!r}")

@@ -25,9 +25,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# the stamp covers the plug-in packages' pyprojects too (plugins/*/pyproject.toml: installed after the core)
+stamp=.venv/.installed-$(cat pyproject.toml plugins/*/pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  for plugin in plugins/*/; do
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps -e "$plugin" 2>&1 | grep -v "^WARNING: Location" || true
+  done
   .venv/bin/python -c "import grpc, os_ken, ovs, networkx, netaddr, pyroute2" 
   rm -f .venv/.installed-*
   touch "$stamp"

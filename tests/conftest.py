@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from controller import plugins
 from controller.api.auth import TokenFile
 from controller.api.server import ApiServer
 from proto.sdn.v1 import topology_pb2 as pb
@@ -58,6 +59,20 @@ class InProcessServer:
     server: ApiServer
     state: State
     data_dir: Path
+
+
+@pytest.fixture(scope="module")
+def qos_plugin() -> Iterator[None]:
+    """The QoS plug-in (plugins/qos, installed in the venv) installed in this process for a module's tests,
+    and taken out again after them: no other test sees its stages, kinds or units."""
+    from sdn_qos.plugin import PLUGIN
+
+    report = plugins.install([PLUGIN])
+    assert report.loaded == [PLUGIN], report.refused
+    try:
+        yield
+    finally:
+        plugins.uninstall(PLUGIN)
 
 
 @pytest.fixture

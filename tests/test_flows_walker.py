@@ -38,7 +38,7 @@ def base_flows(acl_ingress: list[Flow] | None = None) -> list[Flow]:
                 {"in_port": ofport},
                 [A.WriteMetadata(net), A.load("reg6", key), A.load("reg5", 1), A.Goto("port_sec_in")],
             ),
-            Flow("port_sec_in", P.MATCH, {"reg6": key, "eth_src": mac}, [A.Goto("acl_egress")]),
+            Flow("port_sec_in", P.MATCH, {"reg6": key, "eth_src": mac}, [A.Goto("plugin_from_port")]),
             Flow(
                 "l2_lookup",
                 P.MATCH,
@@ -62,6 +62,8 @@ def base_flows(acl_ingress: list[Flow] | None = None) -> list[Flow]:
         ),
         Flow("classify", P.DEFAULT),  # unknown ports drop
         Flow("port_sec_in", P.DEFAULT),  # spoofed sources drop
+        Flow("plugin_from_port", P.DEFAULT, {}, [A.Goto("acl_egress")]),
+        Flow("plugin_to_port", P.DEFAULT, {}, [A.Goto("output")]),
         Flow("acl_egress", P.DEFAULT, {}, [A.Goto("arp_nd")]),
         passthrough("arp_nd", "dhcp"),
         passthrough("dhcp", "lb"),
@@ -86,7 +88,11 @@ def base_flows(acl_ingress: list[Flow] | None = None) -> list[Flow]:
             [A.GroupAction(FLOOD_LOCAL)],
         ),
     ]
-    fl += acl_ingress if acl_ingress is not None else [Flow("acl_ingress", P.DEFAULT, {}, [A.Goto("output")])]
+    fl += (
+        acl_ingress
+        if acl_ingress is not None
+        else [Flow("acl_ingress", P.DEFAULT, {}, [A.Goto("plugin_to_port")])]
+    )
     return fl
 
 
@@ -110,6 +116,7 @@ def test_unicast_from_port_1_to_mac_b_leaves_on_port_2_and_nowhere_else():
     assert r.stages() == [
         "classify",
         "port_sec_in",
+        "plugin_from_port",
         "acl_egress",
         "arp_nd",
         "dhcp",
@@ -117,6 +124,7 @@ def test_unicast_from_port_1_to_mac_b_leaves_on_port_2_and_nowhere_else():
         "l2_lookup",
         "egress_dispatch",
         "acl_ingress",
+        "plugin_to_port",
         "output",
     ]
     assert r.outputs[0].headers["metadata"] == NET and r.outputs[0].headers["reg6"] == 11
@@ -164,12 +172,12 @@ def stateful_acl() -> list[Flow]:
             {"ct_state": (0, CT_TRK), "eth_type": 0x800},
             [A.CT(zone="reg5", table="acl_ingress")],
         ),
-        Flow("acl_ingress", P.MATCH, {"ct_state": (ALLOW_EST, ALLOW_EST)}, [A.Goto("output")]),
+        Flow("acl_ingress", P.MATCH, {"ct_state": (ALLOW_EST, ALLOW_EST)}, [A.Goto("plugin_to_port")]),
         Flow(
             "acl_ingress",
             P.MATCH(1),
             {"ct_state": (ALLOW_NEW, ALLOW_NEW), "eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22},
-            [A.CT(commit=True, zone="reg5"), A.Goto("output")],
+            [A.CT(commit=True, zone="reg5"), A.Goto("plugin_to_port")],
         ),
         Flow("acl_ingress", P.DEFAULT),
     ]
@@ -261,7 +269,7 @@ def test_routed_packet_crosses_the_router_with_ttl_and_macs_rewritten():
     h = r.outputs[0].headers
     assert (h["eth_src"], h["eth_dst"], h["nw_ttl"], h["metadata"]) == (R6, MAC_D, 63, NET2)
     assert h["reg10"] & P.ROUTED.mask
-    assert r.stages()[6:] == [
+    assert r.stages()[7:] == [
         "l2_lookup",
         "dnat",
         "l3_lookup",
@@ -269,6 +277,7 @@ def test_routed_packet_crosses_the_router_with_ttl_and_macs_rewritten():
         "l2_lookup",
         "egress_dispatch",
         "acl_ingress",
+        "plugin_to_port",
         "output",
     ]
     expired = sw.walk({**pkt, "nw_ttl": 1})

@@ -82,6 +82,7 @@ def test_trace_across_chassis_reaches_the_destination(world) -> None:  # type: i
         "egress_dispatch",
         "acl_ingress",
         "acl_ingress_commit",
+        "plugin_to_port",
         "output",
     ]
     assert stages.count("acl_ingress") >= 2, "tracked in a3's zone: ct() recirculates into acl_ingress"

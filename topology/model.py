@@ -14,9 +14,11 @@ import networkx as nx
 
 from topology.allocator import RangeAllocator
 from topology.records import (
+    CORE_KINDS,
     DEFAULT_GROUP_NAME,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
+    RECORD_TYPES,
     Chassis,
     FirewallGroup,
     FirewallPolicy,
@@ -96,6 +98,8 @@ class Topology:
         # the controller's own state that decides flows (records.INTERNAL_KINDS)
         self.neighbors: dict[str, Neighbor] = {}
         self.gateway_holds: dict[str, GatewayHold] = {}
+        # plug-ins' kinds (apps/plugin.py): kind -> id -> record; no index, plug-ins derive what they need
+        self.extra: dict[str, dict[str, Record]] = {}
         # load balancer id -> its listener / pool ids; pool id -> its member ids, its monitor id
         self.lb_listeners: dict[str, set[str]] = {}
         self.lb_pools: dict[str, set[str]] = {}
@@ -150,6 +154,10 @@ class Topology:
     # ------------------------------------------------------------------------------------------ access
 
     def table(self, kind: str) -> dict[str, Record]:
+        if kind not in CORE_KINDS:
+            if kind not in RECORD_TYPES:
+                raise KeyError(f"unknown record kind {kind!r}")
+            return self.extra.setdefault(kind, {})
         return {
             "network": self.networks,
             "subnet": self.subnets,
@@ -196,6 +204,8 @@ class Topology:
         yield from self.listeners.values()
         yield from self.members.values()
         yield from self.health_monitors.values()
+        for kind in sorted(self.extra):
+            yield from self.extra[kind].values()
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -284,7 +294,8 @@ class Topology:
         self.revision = revision
 
     def load(self, records: Iterable[Record], revision: int) -> None:
-        """Rebuild from stored records (chassis and networks first, then subnets, then ports)."""
+        """Rebuild from stored records (chassis and networks first, then subnets, then ports; plug-ins' kinds
+        last)."""
         order = {
             "chassis": 0,
             "network": 1,
@@ -305,7 +316,10 @@ class Topology:
             "neighbor": 16,
             "gateway_hold": 17,
         }
-        self.apply(((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order[r.KIND])), revision)
+        self.apply(
+            ((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order.get(r.KIND, len(order)))),
+            revision,
+        )
 
     @staticmethod
     def _edges(rec: Record) -> list[tuple[str, str]]:

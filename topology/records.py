@@ -439,6 +439,32 @@ RECORD_TYPES: dict[str, type] = {
         GatewayHold,
     )
 }
+#: the core's kinds; plug-ins add theirs with register_kind (apps/plugin.py install)
+CORE_KINDS = frozenset(RECORD_TYPES)
+
+
+def register_kind(cls: type) -> None:
+    """Let the store and the model hold records of a plug-in's kind: a frozen dataclass with KIND, id,
+    tenant and revision (as every record). Re-registering the same class is a no-op."""
+    kind = getattr(cls, "KIND", None)
+    if not isinstance(kind, str) or not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a record class (a dataclass with a KIND)")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not {"id", "tenant", "revision"} <= names:
+        raise TypeError(f"record class {cls.__name__} needs the fields id, tenant and revision")
+    old = RECORD_TYPES.get(kind)
+    if old is not None and old is not cls and (kind in CORE_KINDS or old.__qualname__ != cls.__qualname__):
+        raise ValueError(f"record kind {kind!r} is already {old.__qualname__}")
+    RECORD_TYPES[kind] = cls
+
+
+def unregister_kind(cls: type) -> None:
+    """Undo register_kind (a plug-in uninstalled in this process); the core's kinds stay."""
+    kind = getattr(cls, "KIND", None)
+    if isinstance(kind, str) and kind not in CORE_KINDS and RECORD_TYPES.get(kind) is cls:
+        del RECORD_TYPES[kind]
+
+
 R = TypeVar("R", Network, Subnet, Port, Chassis)
 
 

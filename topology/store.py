@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from topology.model import Change
-from topology.records import Port, Record, from_dict, to_dict
+from topology.records import RECORD_TYPES, Port, Record, from_dict, to_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -128,10 +128,18 @@ class Store:
         return int(row[0]) if row else 0
 
     def load(self) -> tuple[list[Record], int]:
+        """The records and the revision. Rows of kinds no loaded code knows (an uninstalled plug-in's) stay
+        in the file, untouched, and are left out (counted by unknown_kinds)."""
         with self._lock:
             rows = self._db.execute("SELECT kind, data FROM objects").fetchall()
             rev = self.revision()
-        return [from_dict(kind, json.loads(data)) for kind, data in rows], rev
+        return [from_dict(kind, json.loads(data)) for kind, data in rows if kind in RECORD_TYPES], rev
+
+    def unknown_kinds(self) -> dict[str, int]:
+        """Kinds stored here that no loaded code knows (an uninstalled plug-in's): kind -> records kept."""
+        with self._lock:
+            rows = self._db.execute("SELECT kind, COUNT(*) FROM objects GROUP BY kind").fetchall()
+        return {kind: n for kind, n in rows if kind not in RECORD_TYPES}
 
     def changes_since(self, after: int, upto: int) -> list[tuple[int, str, str, Record]]:
         """(revision, kind, op, record) of the changes with after < revision <= upto, oldest first (whole
@@ -153,7 +161,11 @@ class Store:
             db.execute("COMMIT")
         finally:
             db.close()
-        return [(rev, kind, op, from_dict(kind, json.loads(data))) for rev, kind, op, data in rows]
+        return [
+            (rev, kind, op, from_dict(kind, json.loads(data)))
+            for rev, kind, op, data in rows
+            if kind in RECORD_TYPES  # an uninstalled plug-in's changes are not the API's any more
+        ]
 
     def oldest_retained_revision(self) -> int:
         """The oldest revision a reader can resume from (changes after it are all kept)."""

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2, empty_pb2
 
+from apps import plugin
 from controller.api import convert, lb_api, security_api
 from controller.api.auth import LastAdminToken, Principal, TokenFile
 from controller.api.interceptors import caller, principal
@@ -407,6 +408,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         self._changes = SharedChanges(state.store)
         self._feed = ChangeFeed(state, self._changes, stopping, batch=WATCH_BATCH_REVISIONS)
         self.tables = Tables(state, [*SPECS, *security_api.SPECS, *lb_api.SPECS], flow_budget)
+        #: plug-in name -> the gRPC services its api hook added (controller/api/server.py)
+        self.plugin_services: dict[str, list[str]] = {}
 
     @property
     def flow_budget(self) -> int:
@@ -548,7 +551,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 cursor = self.state.revision
                 snapshot = [r for r in self.state.topology.all_records() if visible(p, r)]
             for rec in snapshot:
-                yield _event(pb.WatchEvent.EXISTING, cursor, rec)
+                if self._watched(rec):
+                    yield self._event(pb.WatchEvent.EXISTING, cursor, rec)
             yield pb.WatchEvent(type=pb.WatchEvent.SYNCED, revision=cursor)
         synced = start == 0
         kinds = {
@@ -564,8 +568,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 if head > cursor:
                     upto = min(head, cursor + WATCH_BATCH_REVISIONS)
                     for rev, _kind, op, rec in self._changes.get(cursor, upto):
-                        if visible(p, rec):
-                            yield _event(kinds[op], rev, rec)
+                        if visible(p, rec) and self._watched(rec):
+                            yield self._event(kinds[op], rev, rec)
                     cursor = upto
                     continue
                 if not synced:
@@ -575,6 +579,20 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 cursor = self._feed.wait(follower, cursor, WATCH_WAIT_S)
         finally:
             self._feed.unfollow(follower)
+
+    def _watched(self, rec: Record) -> bool:
+        """A core record, or a plug-in's with an API (its resource spec says how it looks)."""
+        return rec.KIND in _WATCH_FIELDS or rec.KIND in self.tables.specs
+
+    def _event(self, kind: int, revision: int, rec: Record) -> pb.WatchEvent:
+        ev = pb.WatchEvent(type=kind, revision=revision)  # type: ignore[arg-type]
+        if rec.KIND in _WATCH_FIELDS:
+            getattr(ev, rec.KIND).CopyFrom(convert.to_pb(rec))
+        else:  # a plug-in's record, in its own message type
+            packed = any_pb2.Any()
+            packed.Pack(self.tables.specs[rec.KIND].to_pb(rec))
+            ev.plugin_resource.CopyFrom(packed)
+        return ev
 
     def wake_streams(self) -> None:
         """Every open Watch re-checks its client, token and the server now (stop, revocation)."""
@@ -592,6 +610,21 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             tenant=p.tenant,
             admin=p.admin,
             compacted_revision=self.state.store.compacted_revision,
+            plugins=[
+                pb.PluginInfo(
+                    name=x.name,
+                    version=x.version,
+                    interface_version=x.api_version,
+                    app_id=x.app_id,
+                    kinds=list(x.kinds),
+                    services=self.plugin_services.get(x.name, []),
+                    first_meter=x.meters.start if x.meters else 0,
+                    meter_count=len(x.meters),
+                )
+                for x in plugin.loaded()
+            ],
+            # the SQLite store counts them (a scan of its objects): for admins only
+            orphan_records=self.state.sqlite.unknown_kinds() if p.admin and self.state.sqlite else {},
         )
 
     def CreateToken(self, request: pb.CreateTokenRequest, context: Any) -> pb.Token:
@@ -617,10 +650,10 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
 serve(TopologyService, [*SPECS, *security_api.SPECS])
 
 
-def _event(kind: int, revision: int, rec: Record) -> pb.WatchEvent:
-    ev = pb.WatchEvent(type=kind, revision=revision)  # type: ignore[arg-type]
-    getattr(ev, rec.KIND).CopyFrom(convert.to_pb(rec))
-    return ev
+#: the core kinds a WatchEvent has a field of its own for
+_WATCH_FIELDS = frozenset(f.name for f in pb.WatchEvent.DESCRIPTOR.oneofs_by_name["resource"].fields) - {
+    "plugin_resource"
+}
 
 
 def _interface_pb(port: Port, router_id: str) -> pb.RouterInterface:

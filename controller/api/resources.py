@@ -151,6 +151,7 @@ class Resource:
     before: Before | None = None
     show: Show | None = None  # default: to_pb(record)
     lookup: Lookup | None = None
+    pb_module: Any = None  # the module of the List response messages (default: sdn.v1 topology_pb2)
 
     @property
     def rpc(self) -> str:
@@ -270,6 +271,11 @@ class Tables:
         # builds the Plan of a validate_only write (set when a dataplane runs; else plans are empty)
         self.planner: Planner | None = None
 
+    def add_specs(self, specs: Sequence[Resource]) -> None:
+        """More kinds (a plug-in's): their standard methods share this store and write path."""
+        self.specs.update({s.kind: s for s in specs})
+        self.request_level = request_level(list(self.specs.values()))
+
     # ------------------------------------------------------------------------------------------ plumbing
 
     def write(
@@ -375,7 +381,8 @@ class Tables:
                 if visible(p, r) and (not tenant or r.tenant == tenant) and (keep is None or keep(r))
             ]
         chosen, token = page(items, request.page_size, request.page_token, filters)
-        response: Message = getattr(pb, f"List{spec.plural}Response")(next_page_token=token)
+        module = spec.pb_module or pb
+        response: Message = getattr(module, f"List{spec.plural}Response")(next_page_token=token)
         getattr(response, spec.list_field).extend([self.show(spec, r) for r in chosen])
         return response
 

@@ -13,17 +13,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent import futures
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from apps import plugin
 from controller.api.auth import TokenFile
 from controller.api.dataplane_api import DataplaneService, plan_pb
 from controller.api.debug_api import DebugService
 from controller.api.interceptors import AuthInterceptor
 from controller.api.lb_api import LoadBalancerService
 from controller.api.northbound import TopologyService
+from controller.api.resources import Tables
 from controller.api.streams import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_TENANT,
@@ -58,6 +61,17 @@ def tls_credentials(files: TlsFiles, require_client_cert: bool = False) -> grpc.
         root_certificates=files.ca.read_bytes(),
         require_client_auth=require_client_cert,
     )
+
+
+@dataclass
+class PluginHost:
+    """What a plug-in's `api` hook gets: the resource tables (add its specs with tables.add_specs), the gRPC
+    server (add its servicer), and `services`, where it appends its services' full names (authenticated,
+    in reflection)."""
+
+    tables: Tables
+    server: grpc.Server
+    services: list[str] = field(default_factory=list)
 
 
 class ApiServer:
@@ -97,6 +111,15 @@ class ApiServer:
             LoadBalancerService(self.topology), self.server
         )
         services = [SERVICE_NAME, LB_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        # plug-ins' services: standard methods over the same tables, authenticated like the core's
+        host = PluginHost(self.topology.tables, self.server)
+        for p in plugin.loaded():
+            if p.api is not None:
+                before = len(host.services)
+                p.api(host)
+                self.topology.plugin_services[p.name] = host.services[before:]
+        authn.services = authn.services | frozenset(host.services)
+        services += host.services
         if dataplane is not None:
             self.topology.planner = lambda revision, changes: plan_pb(dataplane, revision, changes)
             dataplane_pb2_grpc.add_DataplaneServiceServicer_to_server(

@@ -49,6 +49,8 @@ from typing import Any, NoReturn
 
 import grpc
 
+from apps.plugin import PLUGIN_API
+from controller import plugins
 from controller.cli import lb as cli_lb
 from controller.cli import security as cli_security
 from controller.cli.common import (
@@ -702,6 +704,10 @@ def build_parser() -> Parser:
 
     cli_security.add_commands(sub)
     cli_lb.add_commands(sub)
+    # their CLI hooks only: nothing is registered in this process (sdnctl compiles nothing)
+    for p in plugins.discover(os.environ.get("SDN_DISABLED_PLUGINS", "").split(",")).loaded:
+        if p.cli is not None and p.api_version == PLUGIN_API:
+            p.cli(sub)  # a plug-in's commands (apps/plugin.py: the same grammar, its own service)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
         dest="floating", metavar="ip", required=True
     )

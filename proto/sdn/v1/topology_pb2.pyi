@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -1072,7 +1073,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group", "load_balancer", "listener", "pool", "member", "health_monitor")
+    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group", "load_balancer", "listener", "pool", "member", "health_monitor", "plugin_resource")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
@@ -1105,6 +1106,7 @@ class WatchEvent(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     HEALTH_MONITOR_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_RESOURCE_FIELD_NUMBER: _ClassVar[int]
     type: WatchEvent.Type
     revision: int
     network: Network
@@ -1123,7 +1125,8 @@ class WatchEvent(_message.Message):
     pool: Pool
     member: Member
     health_monitor: HealthMonitor
-    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., listener: _Optional[_Union[Listener, _Mapping]] = ..., pool: _Optional[_Union[Pool, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ...) -> None: ...
+    plugin_resource: _any_pb2.Any
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., listener: _Optional[_Union[Listener, _Mapping]] = ..., pool: _Optional[_Union[Pool, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., plugin_resource: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
 
 class ChassisPlan(_message.Message):
     __slots__ = ("chassis", "flows_added", "flows_deleted", "groups_added", "groups_deleted", "sample_added", "sample_deleted", "flows_before", "flows_after")
@@ -1164,18 +1167,49 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "revision", "tenant", "admin", "compacted_revision")
+    __slots__ = ("version", "revision", "tenant", "admin", "compacted_revision", "plugins", "orphan_records")
+    class OrphanRecordsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     COMPACTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    PLUGINS_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_RECORDS_FIELD_NUMBER: _ClassVar[int]
     version: str
     revision: int
     tenant: str
     admin: bool
     compacted_revision: int
-    def __init__(self, version: _Optional[str] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., compacted_revision: _Optional[int] = ...) -> None: ...
+    plugins: _containers.RepeatedCompositeFieldContainer[PluginInfo]
+    orphan_records: _containers.ScalarMap[str, int]
+    def __init__(self, version: _Optional[str] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., compacted_revision: _Optional[int] = ..., plugins: _Optional[_Iterable[_Union[PluginInfo, _Mapping]]] = ..., orphan_records: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class PluginInfo(_message.Message):
+    __slots__ = ("name", "version", "interface_version", "app_id", "kinds", "services", "first_meter", "meter_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_METER_FIELD_NUMBER: _ClassVar[int]
+    METER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    interface_version: int
+    app_id: int
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    services: _containers.RepeatedScalarFieldContainer[str]
+    first_meter: int
+    meter_count: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., interface_version: _Optional[int] = ..., app_id: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., services: _Optional[_Iterable[str]] = ..., first_meter: _Optional[int] = ..., meter_count: _Optional[int] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
     __slots__ = ("tenant", "admin")
