@@ -229,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         datadir.acquire()  # one controller per data directory, held until the process exits
         plugins.load(cfg.disabled_plugins)  # their record kinds before the store is read
         state = open_state(cfg)
-        if state.sqlite is not None:  # kinds kept without a plug-in (an etcd store does not count them yet)
-            plugins.report_orphans(state.sqlite.unknown_kinds())
+        plugins.report_orphans(state.unknown_kinds())  # kinds kept in the store without their plug-in
         tokens = TokenFile(data / "tokens.json")
     except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))

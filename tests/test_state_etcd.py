@@ -303,3 +303,41 @@ def test_a_refusal_on_a_lagging_model_is_decided_again_at_etcds_head(
         b.write(rename(f"p{i}"))
     b.sync()
     assert all(p.display_name == "b" for p in b.topology.ports.values())
+
+
+def test_an_uninstalled_plugins_records_stay_in_etcd_counted_and_out_of_the_model(etcd: EtcdCluster) -> None:
+    """Records of a kind no loaded code knows (a plug-in taken out) are kept, counted at load, and left out
+    of the model and of the watch, on a controller that starts without the plug-in and on one running."""
+    from controller import plugins
+    from sdn_qos.ops import create_policy
+    from sdn_qos.plugin import PLUGIN
+    from sdn_qos.records import QosPolicy
+
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    a = open_state(etcd.endpoints, prefix)
+    try:
+        seed(a)
+        plugins.install([PLUGIN])
+        try:
+            a.write(lambda t, r, n: create_policy(t, QosPolicy(id="gold", tenant="t"), r, n))
+        finally:
+            plugins.uninstall(PLUGIN)
+        b = open_state(etcd.endpoints, prefix)  # starts without the plug-in
+        try:
+            assert b.unknown_kinds() == {"qos_policy": 1}
+            assert "qos_policy" not in {k for k, _ in model(b)}
+            plugins.install([PLUGIN])
+            try:  # a writes another while b runs without knowing the kind: b's watch passes over it
+                a.write(lambda t, r, n: create_policy(t, QosPolicy(id="silver", tenant="t"), r, n))
+            finally:
+                plugins.uninstall(PLUGIN)
+            rev, _ = create_port(a, "after")
+            deadline = time.monotonic() + 10
+            while b.revision < rev:
+                assert time.monotonic() < deadline, (b.revision, rev)
+                time.sleep(0.05)
+            assert ("port", "after") in model(b) and b.listener_errors == 0
+        finally:
+            b.close()
+    finally:
+        a.close()

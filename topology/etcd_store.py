@@ -32,7 +32,7 @@ from aetcd.rpc import kv_pb2
 from aetcd.rpc import rpc_pb2 as rpc
 from aetcd.rpc import rpc_pb2_grpc as rpc_grpc
 
-from topology.records import Record, from_dict
+from topology.records import RECORD_TYPES, Record, from_dict
 from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ class EtcdStore:
         self.compacted_revision = 0
         self._watches: set[grpc.Future] = set()
         self.closed = False
+        #: kinds of records stored that no loaded code knows (an uninstalled plug-in's), as of load()
+        self.unknown: dict[str, int] = {}
 
     @property
     def path(self) -> Path:  # what log lines and metrics name the store by
@@ -174,6 +176,13 @@ class EtcdStore:
     def key(self, kind: str, ident: str) -> bytes:
         return self.model_prefix + f"{kind}/{ident}".encode()
 
+    def _kind(self, kv: kv_pb2.KeyValue) -> str:
+        return kv.key[len(self.model_prefix) :].decode().partition("/")[0]
+
+    def unknown_kinds(self) -> dict[str, int]:
+        """Kinds stored here that no loaded code knows (an uninstalled plug-in's), as of the last load()."""
+        return dict(self.unknown)
+
     def _parse(self, kv: kv_pb2.KeyValue, value: bytes | None) -> tuple[str, str, Record | None]:
         kind, _, ident = kv.key[len(self.model_prefix) :].decode().partition("/")
         if value is None:
@@ -201,10 +210,16 @@ class EtcdStore:
         head_kvs = answer.responses[0].response_range.kvs  # type: ignore[attr-defined]
         kvs = answer.responses[1].response_range.kvs  # type: ignore[attr-defined]
         records = []
+        unknown: dict[str, int] = {}
         for kv in kvs:
+            kind = self._kind(kv)
+            if kind not in RECORD_TYPES:  # an uninstalled plug-in's: kept in etcd, counted, left out
+                unknown[kind] = unknown.get(kind, 0) + 1
+                continue
             _kind, _id, rec = self._parse(kv, kv.value)
             assert rec is not None
             records.append(rec)
+        self.unknown = unknown
         head = head_kvs[0].mod_revision if head_kvs else 0
         return Snapshot(records, head, answer.header.revision)  # type: ignore[attr-defined]
 
@@ -275,6 +290,8 @@ class EtcdStore:
                         if batch is not None:
                             yield batch
                         batch = WatchBatch(kv.mod_revision)
+                    if self._kind(kv) not in RECORD_TYPES:
+                        continue  # an uninstalled plug-in's record: not this controller's model
                     if ev.type == kv_pb2.Event.DELETE:
                         if not ev.HasField("prev_kv"):  # its old value is compacted: cannot be shown
                             raise HistoryCompacted(start - 1, kv.mod_revision)

@@ -85,6 +85,10 @@ class State:
         """Called under the model lock after each applied write, in revision order."""
         self._listeners.append(fn)
 
+    def unknown_kinds(self) -> dict[str, int]:
+        """Record kinds the store holds that no loaded code knows (an uninstalled plug-in's): kind -> count."""
+        return self._sqlite.unknown_kinds()
+
     def _notify(self, revision: int, changes: list[Change]) -> None:
         """Tell the listeners. The write is already in the model and on its way to the store: a listener
         that fails (a bug of its own) is logged and counted, and neither undoes nor stalls the write."""

@@ -137,6 +137,9 @@ class EtcdState(State):
         self._watcher = threading.Thread(target=self._follow, name="etcd-watch", daemon=True)
         self._watcher.start()
 
+    def unknown_kinds(self) -> dict[str, int]:
+        return self.etcd.unknown_kinds()
+
     # ------------------------------------------------------------------------------------------ writes
 
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:

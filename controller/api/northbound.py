@@ -623,8 +623,8 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 )
                 for x in plugin.loaded()
             ],
-            # the SQLite store counts them (a scan of its objects): for admins only
-            orphan_records=self.state.sqlite.unknown_kinds() if p.admin and self.state.sqlite else {},
+            # records kept without their plug-in, per kind: for admins only
+            orphan_records=self.state.unknown_kinds() if p.admin else {},
         )
 
     def CreateToken(self, request: pb.CreateTokenRequest, context: Any) -> pb.Token:
