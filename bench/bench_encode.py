@@ -48,14 +48,14 @@ def realistic_flows(n_ports: int) -> list[Flow]:
                 "port_sec_in",
                 P.MATCH,
                 {"reg6": p, "eth_src": m, "eth_type": 0x800, "ipv4_src": addr},
-                [A.Goto("acl_egress")],
+                [A.Goto("plugin_from_port")],
                 cookie,
             ),
             Flow(
                 "port_sec_in",
                 P.MATCH,
                 {"reg6": p, "eth_src": m, "eth_type": 0x806, "arp_spa": addr, "arp_sha": m},
-                [A.Goto("acl_egress")],
+                [A.Goto("plugin_from_port")],
                 cookie,
             ),
             Flow(
@@ -79,12 +79,12 @@ def realistic_flows(n_ports: int) -> list[Flow]:
                 cookie,
             ),
             Flow("output", P.MATCH, {"reg7": p}, [A.Output(p)], cookie),
-            Flow("acl_ingress", P.MATCH, {"reg7": p, "ct_state": est}, [A.Goto("output")], cookie),
+            Flow("acl_ingress", P.MATCH, {"reg7": p, "ct_state": est}, [A.Goto("plugin_to_port")], cookie),
             Flow(
                 "acl_ingress",
                 P.MATCH(1),
                 {"reg7": p, "eth_type": 0x800, "ip_proto": 6, "tcp_dst": 22, "ct_state": (0x21, 0x21)},
-                [A.CT(commit=True, zone="reg5"), A.Goto("output")],
+                [A.CT(commit=True, zone="reg5"), A.Goto("plugin_to_port")],
                 cookie,
             ),
             Flow(

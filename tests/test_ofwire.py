@@ -36,7 +36,7 @@ FLOW = Flow(
     "port_sec_in",
     P.MATCH,
     {"reg6": 3, "eth_src": "02:00:00:00:00:01", "eth_type": 0x0806, "arp_spa": "10.0.0.1"},
-    [A.Goto("acl_egress")],
+    [A.Goto("plugin_from_port")],
     0xC501000000010000,
 )
 
