@@ -82,6 +82,7 @@ class Checkpoint:
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._unknown: dict[str, int] = {}  # kinds of no loaded code, counted by load()
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         # private from the start: SQLite gives the -wal and -shm files the database file's mode
@@ -133,13 +134,18 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT kind, data FROM objects").fetchall()
             rev = self.revision()
+        unknown: dict[str, int] = {}
+        for kind, _data in rows:
+            if kind not in RECORD_TYPES:
+                unknown[kind] = unknown.get(kind, 0) + 1
+        self._unknown = unknown
         return [from_dict(kind, json.loads(data)) for kind, data in rows if kind in RECORD_TYPES], rev
 
     def unknown_kinds(self) -> dict[str, int]:
-        """Kinds stored here that no loaded code knows (an uninstalled plug-in's): kind -> records kept."""
-        with self._lock:
-            rows = self._db.execute("SELECT kind, COUNT(*) FROM objects GROUP BY kind").fetchall()
-        return {kind: n for kind, n in rows if kind not in RECORD_TYPES}
+        """Kinds stored here that no loaded code knows (an uninstalled plug-in's): kind -> records kept, as
+        of the last load() (nothing this process runs writes them: a plug-in's kinds are known while it is
+        loaded)."""
+        return dict(self._unknown)
 
     def changes_since(self, after: int, upto: int) -> list[tuple[int, str, str, Record]]:
         """(revision, kind, op, record) of the changes with after < revision <= upto, oldest first (whole
