@@ -199,7 +199,11 @@ def test_packet_ins_are_counted_by_named_reason() -> None:
     from controller.southbound.ofapp import OFApp
 
     app = SimpleNamespace(
-        packet_ins={}, packet_ins_by_reason={}, packet_in_handler=None, _current=lambda dp: True
+        packet_ins={},
+        packet_ins_by_reason={},
+        packet_in_handler=None,
+        _current=lambda dp: True,
+        is_master=lambda dpid: True,
     )
     for reason in (ofp.OFPR_NO_MATCH, ofp.OFPR_ACTION, ofp.OFPR_ACTION, ofp.OFPR_INVALID_TTL, 9):
         msg = SimpleNamespace(datapath=SimpleNamespace(id=1), reason=reason)
