@@ -116,7 +116,7 @@ class SyncStats:
 
 
 #: how long a dump cut short by the switch reconnecting waits for the new connection before failing
-RECONNECT_WAIT_S = 5.0
+RECONNECT_WAIT_S = 20.0
 
 
 class SwitchSync:
