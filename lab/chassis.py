@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,8 @@ UNDERLAY_BRIDGE = "br-phy"
 MGMT_IFNAME = "mgmt0"
 UNDERLAY_IFNAME = "ul0"
 TUNNEL_TYPES = ("vxlan", "gre", "geneve")
+#: how long ovs/route/add is retried while vswitchd has not seen br-phy's address yet
+ROUTE_ADD_WAIT_S = 5.0
 
 
 class Chassis:
@@ -207,7 +210,18 @@ class Chassis:
         """The route to the other VTEPs, held by ovs-vswitchd itself (it does not read the kernel's: see
         __init__); lost when vswitchd stops, so added after each start."""
         subnet = netaddr.IPNetwork(f"{self.tunnel_ip}/{self.tunnel_prefixlen}").cidr
-        self.appctl("ovs/route/add", str(subnet), UNDERLAY_BRIDGE)
+        # vswitchd picks the route's source address from br-phy's addresses as it last read them: right
+        # after the VTEP address is added (or vswitchd started) it may not have yet ("Error while inserting
+        # route"), so try again for a moment
+        deadline = time.monotonic() + ROUTE_ADD_WAIT_S
+        while True:
+            try:
+                self.appctl("ovs/route/add", str(subnet), UNDERLAY_BRIDGE)
+                return
+            except proc.CommandError as err:
+                if "Error while inserting route" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def restart_vswitchd(self) -> None:
         """Kill and start ovs-vswitchd."""
