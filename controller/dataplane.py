@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Dataplane", "PacketIn", "PacketInHandler"]  # PacketIn: controller/services/host.py's
 
+#: a new master waits this long at a time for its model to reach the store's revision (it waits on, warning,
+#: while it is master); and retries reading that revision after this long when the store does not answer
+TAKEOVER_CATCH_UP_S = 5.0
+TAKEOVER_RETRY_S = 0.2
+
 
 class Engine(Protocol):
     """What the dataplane needs from a per-switch sync engine (controller.southbound.sync.SwitchSync)."""
@@ -330,12 +335,42 @@ class Dataplane:
     def _port_owners(self, chassis_id: str) -> list[str]:
         return [u[1] for u in self.compiler.units.get(chassis_id, {}) if u[0] == "port"]
 
-    def chassis_role(self, chassis_id: str, master: bool) -> None:
+    def chassis_role(self, chassis_id: str, master: bool, activate: Callable[[], bool] | None = None) -> None:
         """Roles: this controller became (or stopped being) the chassis's master. Its engine already has the
-        desired state (compiled all along) and adopts what the switch holds; statuses and bindings of the
-        chassis's ports are this controller's to write from now on."""
+        desired state (compiled all along), but a model behind the store's would differ from the one the
+        previous master's flows came from: once the model has every write the store holds now, `activate`
+        starts the engine (it adopts what the switch holds: nothing sent when nothing changed; False: the
+        role is gone meanwhile). Statuses and bindings of the chassis's ports are this controller's to write
+        from then on. Waits on a thread of its own (a store read, maybe a wait for the watch)."""
         if master:
-            self._work.put(functools.partial(self._took_over, chassis_id))
+            threading.Thread(
+                target=self._take_over,
+                args=(chassis_id, activate),
+                name=f"takeover-{chassis_id}",
+                daemon=True,
+            ).start()
+
+    def _take_over(self, chassis_id: str, activate: Callable[[], bool] | None) -> None:
+        while True:
+            if not self.owns(chassis_id) or self._ticker_stop.is_set():
+                return  # stepped down (or stopping) before the model caught up
+            try:
+                head = self.state.head()
+            except Exception as err:  # noqa: BLE001 - the store unreachable: read again (or lose the chassis)
+                log.warning("chassis %s: cannot read the store's revision to take over: %s", chassis_id, err)
+                time.sleep(TAKEOVER_RETRY_S)
+                continue
+            if self.state.catch_up(head, TAKEOVER_CATCH_UP_S):
+                break
+            log.warning(
+                "chassis %s: the model (revision %d) has not reached the store's %d yet: not pushing",
+                chassis_id,
+                self.state.revision,
+                head,
+            )
+        if not self.owns(chassis_id) or (activate is not None and not activate()):
+            return  # the role is gone meanwhile (activate checks it again, with the role requests' lock)
+        self._work.put(functools.partial(self._took_over, chassis_id))
 
     def _took_over(self, chassis_id: str) -> None:
         with self.state.lock:

@@ -108,6 +108,8 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     """os-ken in this process (its hub runs native threads), the sync engines, the OVSDB agents."""
     host, port = config_mod.split_hostport(cfg.openflow_listen)
     app = ofapp.ensure_started(host, port, tls=None if cfg.insecure_openflow else tls)
+    if cfg.store == "etcd":  # several controllers: no engine talks to a switch before its role is known
+        app.enable_roles()
     if not cfg.insecure_openflow:
         app.authorize = _authorizer(state)
     ovsdb.set_ssl_identity(tls)  # ssl: OVSDB addresses; process-wide in the ovs library
@@ -179,8 +181,12 @@ def start_ownership(cfg: config_mod.Config, state: State, dataplane: Dataplane) 
         ch = state.topology.chassis.get(chassis_id)
         if ch is None:
             return
-        app.set_role(ch.datapath_id, master, generation)
-        dataplane.chassis_role(chassis_id, master)
+        dpid = ch.datapath_id
+        # a new master claims the switch at once (the old one stepped down before releasing the key), but
+        # its engine talks to the switch only once the model has every write etcd had by then
+        # (Dataplane.chassis_role): the old master's flows came from such a model, and are adopted as they are
+        app.set_role(dpid, master, generation, activate=False)
+        dataplane.chassis_role(chassis_id, master, activate=lambda: app.activate(dpid, generation))
 
     ownership = Ownership(
         store, controller_id, chassis, on_role, lease_s=cfg.ownership_lease_s, margin_s=cfg.ownership_margin_s

@@ -50,7 +50,8 @@ Gotchas learned:
   therefore retries until its deadline; tests also `ip neigh flush all` after installing flows.
 - The first packet to a new tun_dst can be lost while OVS ARPs for it (`appctl tnl/neigh/show`).
 - ovs-vswitchd runs with --disable-system-route and the underlay /24 added with `ovs/route/add ... br-phy`
-  (after every start: such routes live in vswitchd only). OVS 3.1 re-reads the kernel's routes after
+  (after every start: such routes live in vswitchd only; retried while vswitchd has not seen br-phy's
+  address yet: "Error while inserting route"). OVS 3.1 re-reads the kernel's routes after
   every link change in its namespace (each VM plugged or unplugged), deleting and re-inserting them, and
   with the br-phy route the tunnel-termination entries of the VTEP address: a steady tunneled packet
   translated in between was dropped before encapsulation or given to the kernel (ICMP port unreachable).

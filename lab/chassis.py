@@ -20,6 +20,7 @@ UNDERLAY_BRIDGE = "br-phy"
 MGMT_IFNAME = "mgmt0"
 UNDERLAY_IFNAME = "ul0"
 TUNNEL_TYPES = ("vxlan", "gre", "geneve")
+#: how long ovs/route/add is retried while vswitchd has not seen br-phy's address yet
 
 
 class Chassis:

@@ -26,10 +26,20 @@ from topology.state import State
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one this process handed out before: ports are picked when a
+    ControllerProcess is made, so two made before either starts could otherwise get the same one (the second
+    controller then has no OpenFlow listener: two controllers on etcd, tests/test_e2e_ha.py)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass

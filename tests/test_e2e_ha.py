@@ -322,6 +322,9 @@ def test_kill_9_master_takeover_hitless_and_no_write_lost(ha: Ha) -> None:
                 failed.append(f"{ident}: {e.code().name}")
             time.sleep(0.02)
 
+    # the first packet to a tunnel destination new to OVS can be lost while it resolves it (lab/__init__.py),
+    # and only the losses across the takeovers count: one ping first (the test may run on its own)
+    assert ha.vms["hv1"].ping(ha.vms["hv2"].ip, count=1, timeout=10)
     for round_ in range(3):
         # the first kill under writes through b; the others with nothing changing: 0 flow-mods on takeover
         before = ha.status(b)["hv1"]
@@ -356,7 +359,7 @@ def test_kill_9_master_takeover_hitless_and_no_write_lost(ha: Ha) -> None:
         while not (st := ha.status(a)["hv1"]).resyncs:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert st.flow_mods_sent == 0 and st.group_mods_sent == 0, st
+        assert st.flow_mods_sent == 0 and st.group_mods_sent == 0, (st, ha.log(a))  # the log: what it changed
     assert acked, failed
     have = {
         p.name.split("/")[1]

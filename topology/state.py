@@ -126,6 +126,11 @@ class State:
         has. With one controller every revision it hands out is already in its model."""
         return self.topology.revision >= revision
 
+    def head(self) -> int:
+        """The store's newest model revision, read now (shared with other controllers, the model may not
+        have it yet: catch_up waits for it). One controller: the model's."""
+        return self.topology.revision
+
     def dry_run(
         self,
         fn: WriteFn,

@@ -239,6 +239,10 @@ class EtcdState(State):
     def catch_up(self, revision: int, timeout: float = 5.0) -> bool:
         return self.topology.revision >= revision or self._wait_applied(revision, timeout)
 
+    def head(self) -> int:
+        """etcd's model revision now (a linearizable read); StoreUnavailable or grpc.RpcError if unreachable."""
+        return self.etcd.head()
+
     def sync(self, timeout: float = 5.0) -> int:
         """Wait until the model has every write etcd had when called (a linearizable read); its revision."""
         head = self.etcd.head()

@@ -291,6 +291,11 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         # generation). None: one controller, no role requests, every switch is ours (the default)
         self.roles: dict[int, tuple[bool, int]] | None = None
         self._role_lock = threading.Lock()
+        # per datapath id, held while its role is decided and its request sent (set_role, activate, a new
+        # connection's first request): a connection's requests go out in the order the roles were decided,
+        # so an older role read by on_state is never sent after a newer one (the same generation would not
+        # be refused as stale)
+        self._role_sends: dict[int, threading.Lock] = {}
         self._role_xids: dict[tuple[int, int], bool] = {}  # (datapath id, xid) of a role request -> master?
         self.role_requests = 0
         self.role_errors = 0
@@ -311,21 +316,42 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         with self._role_lock:
             return roles.get(dpid, (False, 0))[0]
 
-    def set_role(self, dpid: int, master: bool, generation: int) -> None:
+    def _role_send(self, dpid: int) -> threading.Lock:
+        with self._role_lock:
+            lock = self._role_sends.get(dpid)
+            if lock is None:
+                lock = self._role_sends[dpid] = threading.Lock()
+            return lock
+
+    def set_role(self, dpid: int, master: bool, generation: int, activate: bool = True) -> None:
         """Become master (ROLE_REQUEST MASTER with `generation`, then the sync engine adopts what the switch
-        holds) or slave of switch `dpid` (the engine stops first, then ROLE_REQUEST SLAVE). Any thread."""
+        holds) or slave of switch `dpid` (the engine stops first, then ROLE_REQUEST SLAVE). Any thread.
+
+        activate=False: as master, the role request only; the engine talks to the switch once
+        `activate(dpid, generation)` is called (the caller's model has caught up first)."""
         if self.roles is None:
             self.enable_roles()
         assert self.roles is not None
-        with self._role_lock:
-            self.roles[dpid] = (master, generation)
-        dp = self.registry.get(dpid)
-        if not master:
-            self.sync.set_active(dpid, False)
-        if dp is not None:
-            self._send_role(dp, master, generation)
-        if master:
-            self.sync.set_active(dpid, True)
+        with self._role_send(dpid):
+            with self._role_lock:
+                self.roles[dpid] = (master, generation)
+            dp = self.registry.get(dpid)
+            if not master:
+                self.sync.set_active(dpid, False)
+            if dp is not None:
+                self._send_role(dp, master, generation)
+            if master and activate:
+                self.sync.set_active(dpid, True)
+
+    def activate(self, dpid: int, generation: int) -> bool:
+        """Start the sync engine of switch `dpid` if we are still its master with `generation` (see
+        set_role's activate); False if that role is gone (stepped down meanwhile)."""
+        with self._role_send(dpid):
+            with self._role_lock:
+                still = self.roles is not None and self.roles.get(dpid) == (True, generation)
+            if still:
+                self.sync.set_active(dpid, True)
+            return still
 
     def _send_role(self, dp: Any, master: bool, generation: int) -> None:
         ofp, parser = dp.ofproto, dp.ofproto_parser
@@ -355,10 +381,11 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
         self.role_errors += 1
         log.warning("datapath %016x: role request refused by the switch: %s", msg.datapath.id, msg)
         if master and self.roles is not None:
-            with self._role_lock:
-                gen = self.roles.get(msg.datapath.id, (False, 0))[1]
-                self.roles[msg.datapath.id] = (False, gen)
-            self.sync.set_active(msg.datapath.id, False)
+            with self._role_send(msg.datapath.id):
+                with self._role_lock:
+                    gen = self.roles.get(msg.datapath.id, (False, 0))[1]
+                    self.roles[msg.datapath.id] = (False, gen)
+                self.sync.set_active(msg.datapath.id, False)
         return True
 
     def rejected(self) -> dict[str, int]:
@@ -427,9 +454,10 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 return
             self.registry.add(dp)
             if self.roles is not None:  # before anything else on this connection: it starts as EQUAL
-                with self._role_lock:
-                    master, generation = self.roles.get(dp.id, (False, 0))
-                self._send_role(dp, master, generation)
+                with self._role_send(dp.id):
+                    with self._role_lock:
+                        master, generation = self.roles.get(dp.id, (False, 0))
+                    self._send_role(dp, master, generation)
             self._add_meters(dp)  # before the sync engine's first flows (same connection: in order)
             self.sync.switch_connected(dp)
         elif ev.state == DEAD_DISPATCHER:

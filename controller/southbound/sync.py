@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 #: retry delay after a bundle failed and the desired state did not change since (doubles, capped)
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
+#: a resync logs its first operations this many (a takeover that adopts everything logs none)
+RESYNC_LOGGED_OPS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +501,9 @@ class SwitchSync:
             plan.meter_mods,
             revision,
         )
+        # what it did not adopt (why a reconnect or takeover changed the switch)
+        for op in plan.ops()[:RESYNC_LOGGED_OPS]:
+            log.info("dp %016x: resync %s %s", self.datapath_id, op.command, self._describe(op.item))
         ok = self._send(t, plan)
         with self._cond:
             if self._transport is not t:
@@ -520,6 +525,15 @@ class SwitchSync:
                 if op.command == DELETE and isinstance(op.item, (Flow, Group)):
                     self._enc.discard(op.item)
             self._advance(revision)
+
+    def _describe(self, item: Any) -> str:
+        if isinstance(item, Flow):
+            return format_flow(item, self.registry)
+        if isinstance(item, Group):
+            return format_group(item)
+        if isinstance(item, MeterEntry):
+            return format_meter(item)
+        return str(item)
 
     def _push(self, t: Transport) -> None:
         with self._cond:
