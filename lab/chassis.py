@@ -20,9 +20,6 @@ UNDERLAY_BRIDGE = "br-phy"
 MGMT_IFNAME = "mgmt0"
 UNDERLAY_IFNAME = "ul0"
 TUNNEL_TYPES = ("vxlan", "gre", "geneve")
-#: how long ovs/route/add is retried while vswitchd has not seen br-phy's address yet
-
-
 class Chassis:
     """One hypervisor. vswitchd runs in `namespace`; its database and logs live in `rundir`."""
 
