@@ -20,6 +20,8 @@ UNDERLAY_BRIDGE = "br-phy"
 MGMT_IFNAME = "mgmt0"
 UNDERLAY_IFNAME = "ul0"
 TUNNEL_TYPES = ("vxlan", "gre", "geneve")
+
+
 class Chassis:
     """One hypervisor. vswitchd runs in `namespace`; its database and logs live in `rundir`."""
 
