@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     if tokens.created_admin_token:
         log.info("created %s with an admin token (mode 0600)", data / "tokens.json")
     tls = setup_tls(cfg)
-    dataplane = start_dataplane(cfg, state, tls)
+    try:
+        dataplane = start_dataplane(cfg, state, tls)
+    except OSError as err:  # the OpenFlow port is taken, or the address is not ours
+        log.error("cannot start: %s", _one_line(err, data))
+        logging.shutdown()
+        os._exit(1)  # os-ken's hub threads are not daemonic
     ownership = start_ownership(cfg, state, dataplane)
     log.info(
         "OpenFlow listener on %s; switches are told to connect to %s",

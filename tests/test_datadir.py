@@ -166,3 +166,23 @@ def test_a_full_data_directory_is_refused_in_one_line(tmp_path: Path) -> None:
         assert rc == 1 and not any("Traceback" in line for line in lines), lines
         errors = [line for line in lines if "ERROR" in line]
         assert len(errors) == 1 and "full" in errors[0], lines
+
+
+def test_an_openflow_port_in_use_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
+    """The OpenFlow listener binds in os-ken's own thread: a port already taken must refuse the start (it
+    used to come up without a listener, saying nothing, and no switch could ever connect)."""
+    import socket
+
+    ctl = ControllerProcess(tmp_path / "data")
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind((ctl.of_host, ctl.of_port))
+    taken.listen(1)
+    try:
+        rc, lines = refused_start(ctl)
+    finally:
+        taken.close()
+        ctl.stop()
+    assert rc != 0
+    assert any(f"cannot listen for OpenFlow on {ctl.of_host}:{ctl.of_port}" in line for line in lines), lines
+    assert not any("Traceback" in line for line in lines), lines

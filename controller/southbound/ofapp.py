@@ -166,6 +166,11 @@ def _log_refusal(address: str, reason: str, msg: str, *args: object) -> None:
 
 
 _listener_tls: TlsFiles | None = None  # set by ensure_started before os-ken's listener starts
+#: how the listener's start went (None: listening; else why not), told by _server_loop to ensure_started
+_listening: list[Exception | None] = []
+_listen_done = threading.Event()
+#: how long ensure_started waits for os-ken's listener to bind
+LISTEN_WAIT_S = 10.0
 
 
 class _OFSSLSocket(ssl.SSLSocket):
@@ -199,8 +204,15 @@ def _server_loop(self: Any, _tcp_port: int, _ssl_port: int) -> None:
 
     host, port = cfg.CONF.ofp_listen_host, cfg.CONF.ofp_tcp_listen_port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server = hub.listen((host, port), family=family)
-    ctx = tls_server_context(_listener_tls) if _listener_tls is not None else None
+    try:
+        server = hub.listen((host, port), family=family)
+        ctx = tls_server_context(_listener_tls) if _listener_tls is not None else None
+    except Exception as err:  # noqa: BLE001 - told to ensure_started, which refuses to go on
+        _listening.append(err)
+        _listen_done.set()
+        return
+    _listening.append(None)
+    _listen_done.set()
     while True:
         conn, addr = server.accept()
         hub.spawn(_handle_connection, conn, addr, ctx)
@@ -596,5 +608,12 @@ def ensure_started(host: str, port: int, tls: TlsFiles | None = None) -> OFApp:
             t.join()
             if not result:
                 raise RuntimeError("os-ken did not start (see the log)")
+            # the listener binds in os-ken's own thread: a port in use must stop the start, not pass silently
+            if not _listen_done.wait(LISTEN_WAIT_S):
+                raise OSError(
+                    f"the OpenFlow listener on {host}:{port} did not start within {LISTEN_WAIT_S:g} s"
+                )
+            if _listening and _listening[-1] is not None:
+                raise OSError(f"cannot listen for OpenFlow on {host}:{port}: {_listening[-1]}")
             _started = result[0]
         return _started
