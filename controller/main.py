@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
 from controller import (  # noqa: E402
+    logs,
     pki,
     plugins,
 )
@@ -224,11 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["pki"]:
         return pki.main(args[1:])
     cfg = config_mod.load(args)
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(cfg.log_level, cfg.log_format)
     data = cfg.data_path
     datadir = DataDir(data)
     try:
