@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from controller.api.auth import Principal, TokenFile
+from controller.api.auth import Principal, Tokens
 from controller.api.context import REQUEST
 from controller.api.status import storage_error, to_status, unauthenticated
 from controller.logs import access
@@ -66,7 +66,7 @@ def principal() -> Principal:
     return caller().principal
 
 
-def authenticate(tokens: TokenFile, context: grpc.ServicerContext) -> Caller:
+def authenticate(tokens: Tokens, context: grpc.ServicerContext) -> Caller:
     """The caller named by the `authorization: Bearer <token>` metadata; UNAUTHENTICATED otherwise."""
     for key, value in context.invocation_metadata():
         if key == "authorization":
@@ -168,7 +168,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     the handler runs, and turns the ApiError or storage failure it raises into the call's status. A stream
     (Watch) handles its own later errors; this only authenticates it."""
 
-    def __init__(self, tokens: TokenFile, services: frozenset[str]) -> None:
+    def __init__(self, tokens: Tokens, services: frozenset[str]) -> None:
         self.tokens = tokens
         self.services = services
 

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from apps import plugin
-from controller.api.auth import TokenFile
+from controller.api.auth import Tokens
 from controller.api.dataplane_api import DataplaneService, plan_pb
 from controller.api.debug_api import DebugService
 from controller.api.interceptors import AuthInterceptor
@@ -98,7 +98,7 @@ class ApiServer:
     def __init__(
         self,
         state: State,
-        tokens: TokenFile,
+        tokens: Tokens,
         address: str,
         workers: int = 32,
         dataplane: Dataplane | None = None,
