@@ -303,6 +303,94 @@ def test_routers_join_their_networks_in_the_graph(
     assert not any(n["kind"] == "router" for n in bobs["nodes"]) and "router" not in bobs["layers"]
 
 
+def test_labels_are_names_with_the_tenant_or_id_only_where_a_name_repeats() -> None:
+    uuid = "3f2a9c1d-0b7e-4c52-9a61-0c8d2e4f5a6b"
+    got = views.labels(
+        [
+            ("alice-vm1", "vm1", "alice"),  # two tenants' vm1: the tenant tells them apart
+            ("bob-vm1", "vm1", "bob"),
+            (uuid, "vm1", "carol"),  # carol has two: their ids do
+            ("carol-2", "vm1", "carol"),
+            ("db1", "db", "alice"),  # the only db: its name alone
+            ("x", "", "alice"),  # no name: its id
+        ]
+    )
+    assert got == {
+        "alice-vm1": "vm1 (alice)",
+        "bob-vm1": "vm1 (bob)",
+        uuid: "vm1 (3f2a9c1d…)",
+        "carol-2": "vm1 (carol-2)",
+        "db1": "db",
+        "x": "x",
+    }
+    assert len(set(got.values())) == len(got)
+
+
+def test_ct_state_reads_as_ovs_flags_and_conntrack_is_no_drop() -> None:
+    assert views.ct_states("ct(zone=1,commit) -> ct_state=0x21") == "ct(zone=1,commit) -> ct_state=+new+trk"
+    assert views.ct_states("ct_state=0x2a") == "ct_state=+est+rpl+trk"
+    assert views.ct_states("ip,ct_state=0x20/0x22 actions=drop") == "ip,ct_state=-est+trk actions=drop"
+    assert views.ct_states("ct_state=+inv+trk") == "ct_state=+inv+trk"  # already flags: as it is
+    # the notes the walker (flows/walker.py) writes for steps without a flow of their own
+    assert views.step_kind("", "ct(zone=3) -> ct_state=0x21") == "ct"
+    assert views.step_kind("", "group 4 bucket 0") == "note"
+    assert views.step_kind("", "output:1 is in_port: skipped") == "note"
+    for drop in ("", "no flow matched: drop", "dec_ttl: TTL expired", "group 7 missing: drop"):
+        assert views.step_kind("", drop) == "drop", drop
+    assert views.step_kind("cookie=0x1, table=0(classify), priority=1 actions=drop", "") == "flow"
+
+
+def test_trace_and_flows_name_their_objects(traced: Traced) -> None:
+    """Two tenants' ports both named vm1 and vm2: the trace form, the trace and the flow owners say the names
+    (with the id where a name repeats); conntrack steps are "ct" with ct_state as +flags."""
+    tokens = _seed(traced.api)
+    api = traced.api
+    for tenant, token in tokens.items():
+        api.stub.UpdatePort(
+            pb.UpdatePortRequest(port=pb.Port(name=f"ports/{tenant}-vm1", display_name="vm1")),
+            metadata=api.md(token),
+        )
+        api.stub.CreatePort(
+            pb.CreatePortRequest(
+                port=pb.Port(network=f"networks/{tenant}-web", display_name="vm2"), port_id=f"{tenant}-vm2"
+            ),
+            metadata=api.md(token),
+        )
+    _plug(traced, "alice-vm1", "alice-vm2", "bob-vm1")
+    admin = caller(traced, api.admin_token)
+    choices = {p["id"]: p for p in views.trace_choices(admin)}
+    assert choices["alice-vm1"]["label"] == "vm1 (alice)" and choices["bob-vm1"]["label"] == "vm1 (bob)"
+    assert (choices["alice-vm1"]["tenant"], choices["alice-vm1"]["network_label"]) == (
+        "alice",
+        "web (alice)",
+    )
+    assert [p["id"] for p in views.trace_choices(admin)][:2] == ["alice-vm1", "alice-vm2"]  # by tenant, name
+    # a tenant alone has one vm1: the name says it all
+    alice = caller(traced, tokens["alice"])
+    assert views.owner_names(alice)["alice-vm1"] == "vm1"
+
+    r = views.trace(admin, {"src": "alice-vm1", "dst": "alice-vm2"})
+    assert r["names"]["alice-vm1"] == "vm1 (alice)" and r["names"]["alice-web"] == "web (alice)"
+    steps = [s for h in r["hops"] for s in h["steps"]]
+    ct = [s for s in steps if s["kind"] == "ct"]
+    assert ct and all(s["note"].startswith("ct(") for s in ct), steps
+    assert any("ct_state=+new+trk" in s["note"] for s in ct), [s["note"] for s in ct]
+    assert not any("ct_state=0x" in s["note"] + s["flow"] for s in steps)
+    assert not any(s["kind"] == "drop" for s in steps), "a delivered packet has no drop step"
+    # every security-group owner of a step is a rule with a name, not a bare id
+    sg = {s["owner"].split("/", 1)[1] for s in steps if s["owner"].startswith("security_group/")}
+    rules = sg - {"security-groups", "alice-vm1", "alice-vm2"}
+    assert "default (alice): ingress any from group default (alice)" in r["names"].values()
+    assert rules and all(r["names"].get(x, "").startswith("default (alice): ") for x in rules), (
+        rules,
+        list(r["names"].items()),
+    )
+
+    # the flow view's owner column says the same names (its switch is the lab's: test_browser_...)
+    names = views.owner_names(admin)
+    assert names["alice-vm2"] == "vm2 (alice)" and names["bob-web"] == "web (bob)"
+
+
 def test_trace_form_resolves_the_destination(traced: Traced) -> None:
     _seed(traced.api)
     _plug(traced, "alice-vm1")
