@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -365,6 +366,10 @@ def test_trace_and_flows_name_their_objects(traced: Traced) -> None:
         "web (alice)",
     )
     assert [p["id"] for p in views.trace_choices(admin)][:2] == ["alice-vm1", "alice-vm2"]  # by tenant, name
+    assert (
+        choices["alice-vm1"]["choice"] == "vm1 — alice/web"
+        and choices["bob-vm2"]["choice"] == "vm2 — bob/web"
+    )
     # a tenant alone has one vm1: the name says it all
     alice = caller(traced, tokens["alice"])
     assert views.owner_names(alice)["alice-vm1"] == "vm1"
@@ -550,6 +555,43 @@ def _full_screenshot(driver: Any, path: Path) -> None:
     driver.set_window_size(1440, 1000)
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: node id -> [its label as drawn, its tooltip]
+LABELS_JS = """return Object.fromEntries([...document.querySelectorAll('#graph .node')].map((n) =>
+  [n.dataset.id, [n.querySelector('text').textContent, n.querySelector('title').textContent]]));"""
+#: pairs of nodes whose label boxes (on the screen) intersect
+OVERLAPS_JS = """const boxes = [...document.querySelectorAll('#graph .node')].flatMap((n) =>
+  [...n.querySelectorAll('text')].map((t) => ({ id: n.dataset.id, r: t.getBoundingClientRect() })));
+const bad = [];
+boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b) => {
+  if (a.id !== b.id && a.r.left < b.r.right && b.r.left < a.r.right && a.r.top < b.r.bottom
+      && b.r.top < a.r.bottom) bad.push([a.id, b.id]);
+}));
+return bad;"""
+#: the flow view's owner cells: text, tooltip, overflow style, whether cut, right edge, packets' left edge
+OWNER_CELLS_JS = """return [...document.querySelectorAll('#flows td.owner')].map((td) => {
+  const cs = getComputedStyle(td);
+  return { text: td.textContent, title: td.title, style: [cs.overflowX, cs.textOverflow, cs.whiteSpace],
+    overflows: td.scrollWidth > td.clientWidth, right: td.getBoundingClientRect().right,
+    packets_left: td.nextElementSibling.getBoundingClientRect().left };
+});"""
+#: the trace drawing's steps: kind, text, the fill of their box
+STEPS_JS = """return [...document.querySelectorAll('#trace-drawing .step')].map((g) => ({
+  kind: g.dataset.kind, text: g.textContent, fill: getComputedStyle(g.querySelector('rect')).fill }));"""
+
+
+def _reddish(fill: str) -> bool:
+    r, g, b = (int(v) for v in re.findall(r"\d+", fill)[:3])
+    return r > g + 40 and r > b + 40
+
+
+def _port(env: Any, md: Any, ident: str, net: pb.Network, ip: str, name: str) -> pb.Port:
+    """A port with a display name (ident "": the API makes its id); ip "": the API picks one."""
+    fixed = [pb.FixedIp(ip_address=ip)] if ip else []
+    port = pb.Port(network=net.name, fixed_ips=fixed, display_name=name)
+    return env.stub.CreatePort(pb.CreatePortRequest(port=port, port_id=ident), metadata=md)
+
+
 @pytest.mark.lab
 def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -560,13 +602,19 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
 
     ARTIFACTS.mkdir(exist_ok=True)
     with lab_env(tmp_path, chassis=2, provider=False) as env:
-        # the README demo's shape: alice and bob both on 10.0.0.0/24, a VM of each on each chassis
+        # the README demo's shape: alice and bob both on 10.0.0.0/24, a VM of each on each chassis, both
+        # tenants' VMs named vm1 and vm2; carol's network and two ports "vm1" have ids the API made (UUIDs)
         tokens, nets = {}, {}
         for tenant in ("alice", "bob"):
             md = tokens[tenant] = env.md(tenant)
             net = nets[tenant] = env.network(md, f"{tenant}-web", "10.0.0.0/24", display_name="web")
             for vm, (ip, chassis) in {"vm1": ("10.0.0.11", "hv1"), "vm2": ("10.0.0.12", "hv2")}.items():
-                env.plug(chassis, env.port(md, f"{tenant}-{vm}", net, ip), wait=False)
+                env.plug(chassis, _port(env, md, f"{tenant}-{vm}", net, ip, vm), wait=False)
+        carol = env.md("carol")
+        carol_net = env.stub.CreateNetwork(
+            pb.CreateNetworkRequest(network=pb.Network(display_name="web")), metadata=carol
+        )
+        carol_ports = [_port(env, carol, "", carol_net, "", "vm1").name.split("/")[1] for _ in range(2)]
         for tenant in ("alice", "bob"):
             for vm, chassis in (("vm1", "hv1"), ("vm2", "hv2")):
                 env.wait_active(f"ports/{tenant}-{vm}", chassis)
@@ -610,13 +658,34 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                     By.CSS_SELECTOR, '#graph .node[data-id="network:alice-web"] .shape'
                 ).click()
                 wait.until(ec.text_to_be_present_in_element((By.ID, "details"), "10.0.0.0/24"))
-                # live: a port created through the API appears without a reload
-                env.port(tokens["alice"], "alice-vm3", nets["alice"], "10.0.0.13")
+                # live: a port created through the API appears without a reload (a long name: cut with …)
+                long_name = "reporting-batch-worker-eu-west-1-primary"
+                _port(env, tokens["alice"], "alice-vm3", nets["alice"], "10.0.0.13", long_name)
                 wait.until(
                     ec.presence_of_element_located(
                         (By.CSS_SELECTOR, '#graph .node[data-id="port:alice-vm3"]')
                     )
                 )
+                # names, not ids: two tenants' vm1 told apart by their tenant, carol's two by their ids (the
+                # whole id in the tooltip); no label overlaps another node's
+                labels = driver.execute_script(LABELS_JS)
+                assert labels["port:alice-vm1"][0] == "vm1 (alice)", labels
+                assert labels["port:bob-vm1"][0] == "vm1 (bob)", labels
+                assert labels["port:bob-vm2"][0] == "vm2 (bob)", labels
+                assert labels["network:alice-web"][0] == "web (alice)", labels
+                for ident in carol_ports:
+                    text, tip = labels[f"port:{ident}"]
+                    assert text == f"vm1 ({ident[:8]}…)" and f"id {ident}" in tip, (text, tip)
+                text, tip = labels["port:alice-vm3"]
+                assert text.endswith("…") and long_name.startswith(text[:-1]) and long_name in tip, (
+                    text,
+                    tip,
+                )
+                assert (
+                    "id alice-vm1" in labels["port:alice-vm1"][1]
+                    and "tenant alice" in labels["port:alice-vm1"][1]
+                )
+                assert driver.execute_script(OVERLAPS_JS) == []
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-topology.png"))
 
                 # flow tables of hv1: stage names with table numbers, owners, counters from the switch
@@ -628,15 +697,30 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 text = driver.find_element(By.ID, "flows").text
                 for stage in ("classify", "l2_lookup", "egress_dispatch", "output"):
                     assert stage in text, stage
-                assert "table 0" in text and "l2/alice-vm2" in text
+                assert "table 0" in text and "l2/vm2 (alice)" in text
                 summary = driver.find_element(By.ID, "flows-summary").text
                 assert "installed" in summary
+                # owners by name (security-group rules too: no bare UUID); a long one ends in … inside its
+                # column, whole in its tooltip, and never runs into the packets column
+                cells = driver.execute_script(OWNER_CELLS_JS)
+                assert cells and all(c["style"] == ["hidden", "ellipsis", "nowrap"] for c in cells), cells[:3]
+                assert not any(UUID.search(c["text"]) for c in cells), [c["text"] for c in cells]
+                assert all(c["right"] <= c["packets_left"] + 0.5 for c in cells)
+                cut = [c for c in cells if c["overflows"]]
+                assert cut and all(c["text"].split("/", 1)[1] in c["title"] for c in cut), cut[:3]
                 _full_screenshot(driver, ARTIFACTS / "dashboard-flows-hv1.png")
 
                 # trace vm1 -> vm2 (ICMP): two hops, hv1 then hv2 over the tunnel, delivered to vm2
                 driver.find_element(By.CSS_SELECTOR, '.tab[data-view="trace"]').click()
                 wait.until(lambda d: len(Select(d.find_element(By.ID, "trace-src")).options) >= 3)
-                Select(driver.find_element(By.ID, "trace-src")).select_by_value("alice-vm1")
+                source = Select(driver.find_element(By.ID, "trace-src"))
+                choices = {o.get_attribute("value"): o.text for o in source.options}
+                assert choices["alice-vm1"].startswith("vm1 — alice/web · 10.0.0.11"), choices
+                assert choices["bob-vm1"].startswith("vm1 — bob/web · 10.0.0.11"), choices
+                assert {choices[x].split(" · ")[0] for x in carol_ports} == {
+                    f"vm1 ({x[:8]}…) — carol/web" for x in carol_ports
+                }, choices
+                source.select_by_value("alice-vm1")
                 dst = driver.find_element(By.ID, "trace-dst")
                 dst.clear()
                 dst.send_keys("10.0.0.12")
@@ -656,6 +740,16 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                     for s in driver.find_elements(By.CSS_SELECTOR, "#trace-drawing .step")
                 }
                 assert {"classify", "l2_lookup", "egress_dispatch", "output"} <= stages, stages
+                # conntrack steps (the security groups') are no error: not red, ct_state as OVS's flags
+                steps = driver.execute_script(STEPS_JS)
+                ct = [s for s in steps if s["kind"] == "ct"]
+                assert ct and all(not _reddish(s["fill"]) for s in ct), ct
+                assert any("ct_state=+new+trk" in s["text"] for s in ct), ct
+                assert not any("0x21" in s["text"] or s["kind"] == "drop" for s in steps), steps
+                pill = driver.execute_script(
+                    "return document.querySelector('#trace-drawing .src-pill').textContent"
+                )
+                assert pill.startswith("packet from vm1 (alice) on hv1"), pill
                 _full_screenshot(driver, ARTIFACTS / "dashboard-trace.png")
                 driver.find_element(By.ID, "trace-on-topology").click()  # the same path on the graph
                 wait.until(
@@ -697,6 +791,8 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                     n.get_attribute("data-id") for n in driver.find_elements(By.CSS_SELECTOR, "#graph .node")
                 }
                 assert ids == {"tenant:bob", "network:bob-web", "port:bob-vm1", "port:bob-vm2"}, ids
+                labels = driver.execute_script(LABELS_JS)  # bob alone has one vm1: its name says it all
+                assert labels["port:bob-vm1"][0] == "vm1" and labels["network:bob-web"][0] == "web", labels
                 assert not driver.find_element(By.CSS_SELECTOR, '.tab[data-view="flows"]').is_displayed()
                 assert (
                     "trace path" not in driver.find_element(By.ID, "counts").text

@@ -743,17 +743,24 @@ def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
 
 
 def trace_choices(c: Caller) -> list[dict[str, Any]]:
-    """Ports the trace form offers, as the API shows them to the caller: id, display name and label
-    (labels()), network (id and label), tenant, MAC, IPv4, chassis; by tenant, network and name."""
+    """Ports the trace form offers, as the API shows them to the caller: id, display name, label (labels()),
+    choice (what the form's list says: "vm1 — alice/web"), network (id and label), tenant, MAC, IPv4,
+    chassis; by tenant, network and name."""
     ports = c.list("ListPorts", "ports")
     networks = c.list("ListNetworks", "networks")
     port_label = _named(ports)
     net_label = _named(networks)
+    # within its tenant (the form says the tenant): "vm1", or "vm1 (id)" if the tenant has two
+    in_tenant: dict[str, str] = {}
+    for tenant in {o.tenant for o in [*ports, *networks]}:
+        in_tenant.update(labels([(_id(o.name), o.display_name, "") for o in ports if o.tenant == tenant]))
+        in_tenant.update(labels([(_id(o.name), o.display_name, "") for o in networks if o.tenant == tenant]))
     out = [
         {
             "id": _id(x.name),
             "name": x.display_name,
             "label": port_label[_id(x.name)],
+            "choice": f"{in_tenant[_id(x.name)]} — {x.tenant}/{in_tenant.get(_id(x.network), _id(x.network))}",
             "network": _id(x.network),
             "network_label": net_label.get(_id(x.network), _id(x.network)),
             "mac": x.mac_address,

@@ -504,15 +504,15 @@ async function loadTracePorts() {
     const key = `${p.tenant} / ${p.network_label}`;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(el("option", { value: p.id, title: `port ${p.id} on network ${p.network}` },
-      `${p.label} — ${p.tenant}/${p.network_label} · ${p.ip || p.mac}${p.chassis ? " @" + p.chassis : ""}`));
+      `${p.choice} · ${p.ip || p.mac}${p.chassis ? " @" + p.chassis : ""}`));
   }
   src.replaceChildren(...[...groups].map(([label, options]) => el("optgroup", { label }, options)));
   if (keep && state.ports.some((p) => p.id === keep)) src.value = keep;
   const dl = $("#trace-dsts");
   dl.replaceChildren(...state.ports.flatMap((p) => [
-    el("option", { value: p.id }, `${p.label} — port of ${p.tenant}/${p.network_label}`),
-    p.ip ? el("option", { value: p.ip }, `${p.label} (${p.tenant}/${p.network_label})`) : null,
-    el("option", { value: p.mac }, `${p.label} (${p.tenant}/${p.network_label})`),
+    el("option", { value: p.id }, "port " + p.choice),
+    p.ip ? el("option", { value: p.ip }, p.choice) : null,
+    el("option", { value: p.mac }, p.choice),
   ]).filter(Boolean));
   if (!$("#trace-dst").value && state.ports.length > 1) {
     const first = state.ports.find((p) => p.id === src.value) || state.ports[0];
