@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from controller.api.auth import TokenFile
 from controller.api.server import ApiServer
@@ -29,11 +31,17 @@ from controller.dashboard.client import Caller
 from controller.dataplane import Dataplane
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, Api, InProcessServer
+from tests.conftest import ROOT, Api, InProcessServer, free_port
 from tests.test_dataplane_nat import FakeAgent, FakeEngine
 from topology.state import State
 
 ARTIFACTS = ROOT / "test-artifacts"
+GRAFANA = ROOT / "dashboards" / "grafana-sdn.json"
+PROVISIONING = ROOT / "dashboards" / "provisioning"
+PROMETHEUS_YML = ROOT / "dashboards" / "prometheus.yml"
+PROMETHEUS = "/usr/bin/prometheus"  # Debian's prometheus (scripts/setup.sh); Grafana has no Debian package
+#: a metric in a PromQL expression, and its label matchers if it has some
+METRIC_SELECTOR = re.compile(r"\b((?:sdn|process)_[a-z0-9_]+)(\{[^}]*\})?")
 API_PATHS = [
     "/api/whoami",
     "/api/topology",
@@ -517,6 +525,169 @@ def test_event_stream_follows_watch_scoped_to_the_tenant(
     assert get(dashboard.port, "/api/topology", tokens["alice"])[0] == 401
 
 
+# ------------------------------------------------------------------------------------------------ grafana
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for p in panels:
+        yield p
+        yield from _panels(p.get("panels", []))
+
+
+def _exported_names() -> set[str]:
+    """Every series name the controller's registry exports (a counter's _total, a histogram's _bucket...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from controller.debug.metrics import Metrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    names = set()
+    for fam in text_string_to_metric_families(Metrics().exposition().decode()):
+        names.update(fam.name + x for x in suffixes.get(fam.type, ("",)))
+    return names
+
+
+def test_grafana_dashboard_is_provisioning_ready() -> None:
+    """The dashboard loads from a provisioning file as it is: its data source is its `datasource` variable
+    (no import placeholder), every query is scoped by the `job` and `instance` variables and asks only for
+    series the controller exports, and a panel without series shows 0, not "No data"."""
+    text = GRAFANA.read_text()
+    dash = json.loads(text)
+    assert "${DS_" not in text and "__inputs" not in dash
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert (
+        variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    )
+    for name in ("job", "instance", "chassis"):
+        v = variables[name]
+        assert v["type"] == "query" and v["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, v
+    assert (
+        variables["job"]["definition"].startswith("label_values(")
+        and ", job)" in variables["job"]["definition"]
+    )
+    assert 'job="$job"' in variables["instance"]["definition"]
+    assert 'job="$job", instance=~"$instance"' in variables["chassis"]["definition"]
+    exported = _exported_names()
+    targets = 0
+    for p in _panels(dash["panels"]):
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert p["fieldConfig"]["defaults"]["noValue"] == "0", p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            targets += 1
+            assert t["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+            selectors = METRIC_SELECTOR.findall(t["expr"])
+            assert selectors, (p["title"], t["expr"])
+            for metric, matchers in selectors:
+                assert metric in exported, f"panel {p['title']!r} asks for {metric}, not exported"
+                assert 'job="$job"' in matchers and 'instance=~"$instance"' in matchers, (
+                    p["title"],
+                    t["expr"],
+                )
+    assert targets >= 25
+
+
+def test_grafana_provisioning_examples() -> None:
+    """A file provider for the dashboard, a Prometheus data source, and the scrape job they expect."""
+    providers = yaml.safe_load((PROVISIONING / "dashboards.yaml").read_text())
+    assert providers["apiVersion"] == 1
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+    sources = yaml.safe_load((PROVISIONING / "datasource.yaml").read_text())
+    (source,) = sources["datasources"]
+    assert source["type"] == "prometheus" and source["url"].startswith("http")
+    scrape = yaml.safe_load(PROMETHEUS_YML.read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == "sdn-controller"
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9464"]  # metrics_listen's default
+
+
+class Prometheus:
+    """Debian's prometheus scraping the controller at `target` every second with dashboards/prometheus.yml's
+    job (its own port, data in `data`; stopped by stop())."""
+
+    def __init__(self, data: Path, target: str) -> None:
+        config = yaml.safe_load(PROMETHEUS_YML.read_text())
+        config["global"]["scrape_interval"] = "1s"
+        config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.target = target
+        self.proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={data / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(data / "prometheus.log", "wb"),  # noqa: SIM115 (closed with the process)
+        )
+
+    def get(self, path: str, **params: str) -> Any:
+        from urllib.parse import urlencode
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.port}{path}?{urlencode(params)}", timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def wait_scraped(self, times: int = 3, timeout: float = 30.0) -> None:
+        """Until the target has been scraped `times` times (rate() needs two samples)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                series = self.get(
+                    "/api/v1/query", query=f'count_over_time(up{{instance="{self.target}"}}[1m])'
+                )
+                if series["result"] and float(series["result"][0]["value"][1]) >= times:
+                    return
+            except OSError:
+                pass  # not listening yet
+            assert time.monotonic() < deadline and self.proc.poll() is None, "prometheus did not scrape"
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def _check_grafana_queries(prom: Prometheus, chassis: set[str]) -> None:
+    """Every query of the Grafana dashboard, its variables set as a person would pick them, run by a real
+    Prometheus on a real controller's series: valid PromQL, and a series in every answer (no "No data")."""
+    dash = json.loads(GRAFANA.read_text())
+    prom.wait_scraped()
+    assert "sdn-controller" in prom.get("/api/v1/label/job/values", **{"match[]": "sdn_store_revision"})
+    instances = prom.get(
+        "/api/v1/label/instance/values", **{"match[]": 'sdn_store_revision{job="sdn-controller"}'}
+    )
+    assert instances == [prom.target]
+    selector = f'sdn_chassis_openflow_connected{{job="sdn-controller", instance=~"{prom.target}"}}'
+    assert set(prom.get("/api/v1/label/chassis/values", **{"match[]": selector})) == chassis
+    values = {"$job": "sdn-controller", "$instance": prom.target, "$chassis": ".*", "$__rate_interval": "1m"}
+    empty = []
+    for p in _panels(dash["panels"]):
+        for t in p.get("targets", []):
+            expr = t["expr"]
+            for var, value in values.items():
+                expr = expr.replace(var, value)
+            result = prom.get("/api/v1/query", query=expr)["result"]
+            if not result:
+                empty.append((p["title"], expr))
+    assert not empty, empty
+
+
 # ------------------------------------------------------------------------------------------------ browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -593,7 +764,8 @@ def _port(env: Any, md: Any, ident: str, net: pb.Network, ip: str, name: str) ->
 
 
 @pytest.mark.lab
-def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
+def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """...and, on the same controller, a real Prometheus answers every query of the Grafana dashboard."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -601,7 +773,10 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
     from tests.e2e import lab_env
 
     ARTIFACTS.mkdir(exist_ok=True)
+    assert Path(PROMETHEUS).exists(), "Debian's prometheus is not installed: run scripts/setup.sh"
     with lab_env(tmp_path, chassis=2, provider=False) as env:
+        prom = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{env.controller.metrics_port}")
+        request.addfinalizer(prom.stop)
         # the README demo's shape: alice and bob both on 10.0.0.0/24, a VM of each on each chassis, both
         # tenants' VMs named vm1 and vm2; carol's network and two ports "vm1" have ids the API made (UUIDs)
         tokens, nets = {}, {}
@@ -803,3 +978,4 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path) -> None:
                 raise
             finally:
                 driver.quit()
+        _check_grafana_queries(prom, {"hv1", "hv2"})
