@@ -399,9 +399,27 @@ def test_trace_and_flows_name_their_objects(traced: Traced) -> None:
         list(r["names"].items()),
     )
 
+    # a destination by name is the source's tenant's port of that name, never another tenant's
+    for src, mine in (("alice-vm1", "alice-vm2"), ("bob-vm1", "bob-vm2")):
+        r = views.trace(admin, {"src": src, "dst": "vm2"})
+        assert r["request"]["dst_port"] == mine and f"ports/{mine}" in r["request"]["resolved"], r["request"]
+    api.stub.CreatePort(
+        pb.CreatePortRequest(
+            port=pb.Port(network="networks/alice-web", display_name="vm2"), port_id="alice-x"
+        ),
+        metadata=api.md(tokens["alice"]),
+    )
+    with pytest.raises(
+        views.BadRequest, match=r"2 ports of tenant alice are named 'vm2': alice-vm2 .*alice-x"
+    ):
+        views.trace(admin, {"src": "alice-vm1", "dst": "vm2"})
+    assert views.trace(admin, {"src": "alice-vm1", "dst": "alice-x"})["request"]["dst_port"] == "alice-x"
     # the flow view's owner column says the same names (its switch is the lab's: test_browser_...)
     names = views.owner_names(admin)
-    assert names["alice-vm2"] == "vm2 (alice)" and names["bob-web"] == "web (bob)"
+    assert names["bob-web"] == "web (bob)" and names["bob-vm2"] == "vm2 (bob)"
+    assert (
+        names["alice-vm2"] == "vm2 (alice-vm2)" and names["alice-x"] == "vm2 (alice-x)"
+    )  # alice has two now
 
 
 def test_trace_form_resolves_the_destination(traced: Traced) -> None:

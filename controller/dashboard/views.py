@@ -720,10 +720,39 @@ def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
     }
 
 
+def destination(form: Mapping[str, str], ports: list[pb.Port]) -> str:
+    """The form's destination, a port given by name made its id: a port of the source port's tenant whose
+    id it is, else whose display name it is (two such: BadRequest naming them); anything else (a MAC, an
+    address, another tenant's port id, no port at all) as given, for the API to answer. Another tenant's
+    port is never picked by its name: an admin's "vm2" from alice's vm1 is alice's vm2."""
+    src = (form.get("src") or "").strip()
+    dst = (form.get("dst") or "").strip()
+    if not dst or _MAC.match(dst) or netaddr.valid_ipv4(dst, netaddr.INET_PTON):
+        return dst
+    source = next((x for x in ports if _id(x.name) == src), None)
+    if source is None:
+        return dst
+    mine = [x for x in ports if x.tenant == source.tenant]
+    if any(_id(x.name) == dst for x in mine):
+        return dst
+    named = [x for x in mine if x.display_name == dst]
+    if len(named) > 1:
+        which = ", ".join(
+            f"{_id(x.name)} (network {_id(x.network)}, {_ipv4(x) or x.mac_address})" for x in named
+        )
+        raise BadRequest(
+            f"{len(named)} ports of tenant {source.tenant} are named {dst!r}: {which}; give its id"
+        )
+    return _id(named[0].name) if named else dst
+
+
 def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
     """The API's Trace of the form's packet through the desired (compiled) or installed (dumped now) flows,
-    with what the server resolved the destination to (its first hop) and the packet it traced."""
-    request = trace_request(form)
+    with what the server resolved the destination to (its first hop) and the packet it traced. The
+    destination may be a port's display name (destination())."""
+    ports = c.list("ListPorts", "ports")
+    dst = destination(form, ports)
+    request = trace_request({**form, "dst": dst})
     try:
         result = c.debug("Trace", request)
     except grpc.RpcError as err:
@@ -735,11 +764,12 @@ def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
     asked = {
         "src": _id(request.port),
         "dst": (form.get("dst") or "").strip(),
+        "dst_port": _id(request.destination_port),
         "resolved": result.resolved,
         "headers": dict(result.headers),
         "flows": "installed" if request.source == dbg.TraceRequest.INSTALLED else "desired",
     }
-    return {"available": True, "request": asked, **_trace_dict(result), "names": owner_names(c)}
+    return {"available": True, "request": asked, **_trace_dict(result), "names": owner_names(c, ports)}
 
 
 def trace_choices(c: Caller) -> list[dict[str, Any]]:
@@ -778,6 +808,7 @@ __all__ = [
     "NotFound",
     "chassis_list",
     "ct_states",
+    "destination",
     "labels",
     "owner_names",
     "step_kind",
