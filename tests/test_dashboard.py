@@ -861,6 +861,7 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path, request: pytes
                 )
                 # names, not ids: two tenants' vm1 told apart by their tenant, carol's two by their ids (the
                 # whole id in the tooltip); no label overlaps another node's
+                assert driver.execute_script(OVERLAPS_JS) == []
                 labels = driver.execute_script(LABELS_JS)
                 assert labels["port:alice-vm1"][0] == "vm1 (alice)", labels
                 assert labels["port:bob-vm1"][0] == "vm1 (bob)", labels
@@ -878,7 +879,6 @@ def test_browser_shows_topology_flows_and_a_trace(tmp_path: Path, request: pytes
                     "id alice-vm1" in labels["port:alice-vm1"][1]
                     and "tenant alice" in labels["port:alice-vm1"][1]
                 )
-                assert driver.execute_script(OVERLAPS_JS) == []
                 driver.save_screenshot(str(ARTIFACTS / "dashboard-topology.png"))
 
                 # flow tables of hv1: stage names with table numbers, owners, counters from the switch
