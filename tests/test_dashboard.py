@@ -604,6 +604,8 @@ def test_grafana_dashboard_is_provisioning_ready() -> None:
                     p["title"],
                     t["expr"],
                 )
+            if re.search(r"\bsdn_\w+_total\b", t["expr"]):  # a count: no series means none happened, 0
+                assert t["expr"].endswith(" or on() vector(0)"), (p["title"], t["expr"])
     assert targets >= 25
 
 
@@ -703,6 +705,9 @@ def _check_grafana_queries(prom: Prometheus, chassis: set[str]) -> None:
             result = prom.get("/api/v1/query", query=expr)["result"]
             if not result:
                 empty.append((p["title"], expr))
+            if "vector(0)" in expr:  # a controller that never counted any: 0, not "No data"
+                nothing = prom.get("/api/v1/query", query=expr.replace('"sdn-controller"', '"no-such-job"'))
+                assert [float(x["value"][1]) for x in nothing["result"]] == [0.0], (p["title"], nothing)
     assert not empty, empty
 
 
