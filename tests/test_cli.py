@@ -50,7 +50,14 @@ class Cli:
 
 @pytest.fixture
 def sdnctl(api: Api, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    for var in ("SDN_ENDPOINT", "SDN_TOKEN", "SDN_TOKEN_FILE", "SDN_TIMEOUT"):
+    for var in (
+        "SDN_ENDPOINT",
+        "SDN_TOKEN",
+        "SDN_TOKEN_FILE",
+        "SDN_TIMEOUT",
+        "SDN_PROFILE",
+        "SDN_TENANT_SCOPE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return Cli(api, capsys)
 
@@ -72,14 +79,14 @@ def test_network_lifecycle(sdnctl: Cli) -> None:
 
     table = sdnctl("network", "create", "db", "--disable", "--mtu", "1400", token=t).lines
     fields = dict(line.split(None, 1) for line in table[1:] if len(line.split(None, 1)) == 2)
-    assert table[0].split() == ["FIELD", "VALUE"]
+    assert table[0].split() == ["Field", "Value"]
     assert fields["display_name"] == "db" and fields["admin_state_up"] == "false" and fields["mtu"] == "1400"
     assert fields["segment_type"] == "vxlan"
 
     listing = sdnctl("network", "list", token=t).lines
-    assert listing[0].split()[:3] == ["NAME", "DISPLAY", "NAME"] and len(listing) == 3
-    row = next(line for line in listing if line.startswith("networks/web "))
-    assert row.index(" web ") + 1 == listing[0].index("DISPLAY NAME")  # aligned under its header
+    assert listing[0].split() == ["ID", "Name", "Type", "External"] and len(listing) == 3
+    row = next(line for line in listing if line.startswith("web "))
+    assert row.index(" web ") + 1 == listing[0].index("Name")  # aligned under its header
     assert [n["display_name"] for n in sdnctl("network", "list", "-f", "json", token=t).json()] != []
     names = sdnctl("network", "list", "-f", "value", "-c", "display_name", token=t).lines
     assert sorted(names) == ["db", "web"]
@@ -358,7 +365,11 @@ def test_chassis_lifecycle(sdnctl: Cli) -> None:
     show = sdnctl("chassis", "show", "hv1").out
     assert "0x000000000000001a" in show and "physnet1:br-ex" in show
     listing = sdnctl("chassis", "list").lines
-    assert listing[0].startswith("NAME") and len(listing) == 3 and "0x000000000000001b" in listing[2]
+    assert (
+        listing[0].split()[:2] == ["ID", "Datapath"]
+        and len(listing) == 3
+        and "0x000000000000001b" in listing[2]
+    )
 
     upd = sdnctl(
         "-f",
@@ -391,8 +402,10 @@ def test_display_name_resolution_and_ambiguity(sdnctl: Cli) -> None:
     b = sdnctl("-f", "value", "-c", "name", "network", "create", "web").out.strip()
     sdnctl("network", "create", "Web Front", "--id", "front")
     res = sdnctl("network", "show", "web", code=4)
-    assert error_line(res).startswith("error: INVALID_ARGUMENT network: display name 'web' is ambiguous")
-    assert a in res.err and b in res.err and res.err.strip().endswith("(AMBIGUOUS_NAME)")
+    assert error_line(res).startswith("error: INVALID_ARGUMENT network name 'web' is ambiguous")
+    for name in (a, b):  # each candidate with its id and tenant
+        assert f"{name.split('/')[1]} (tenant admin)" in res.err
+    assert res.err.strip().endswith("(AMBIGUOUS_NAME)")
     assert sdnctl("-f", "value", "-c", "name", "network", "show", a).lines == [a]  # the resource name
     assert sdnctl("-f", "value", "-c", "name", "network", "show", a.split("/")[1]).lines == [a]  # bare id
     assert sdnctl("-f", "value", "-c", "name", "network", "show", "Web Front").lines == ["networks/front"]

@@ -12,7 +12,14 @@ from tests.test_cli import Cli, error_line
 
 @pytest.fixture
 def sdnctl(api: Api, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    for var in ("SDN_ENDPOINT", "SDN_TOKEN", "SDN_TOKEN_FILE", "SDN_TIMEOUT"):
+    for var in (
+        "SDN_ENDPOINT",
+        "SDN_TOKEN",
+        "SDN_TOKEN_FILE",
+        "SDN_TIMEOUT",
+        "SDN_PROFILE",
+        "SDN_TENANT_SCOPE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return Cli(api, capsys)
 
@@ -187,7 +194,7 @@ def test_loadbalancer_commands(sdnctl: Cli) -> None:
     assert sorted(m["weight"] for m in as_json["loadbalancer"]["pools"][0]["members"]) == [0, 5]
 
     listing = sdnctl("loadbalancer", "list", token=t).lines
-    assert listing[0].split()[:3] == ["NAME", "DISPLAY", "NAME"] and "10.0.0.100" in listing[1]
+    assert listing[0].split()[:2] == ["ID", "Name"] and "10.0.0.100" in listing[1]
     assert sdnctl(
         "-f", "value", "-c", "name", "loadbalancer", "listener", "list", "--loadbalancer", "web", token=t
     ).lines == ["listeners/l1"]

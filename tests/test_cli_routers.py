@@ -10,7 +10,14 @@ from tests.test_cli import Cli, error_line
 
 @pytest.fixture
 def sdnctl(api: Api, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    for var in ("SDN_ENDPOINT", "SDN_TOKEN", "SDN_TOKEN_FILE", "SDN_TIMEOUT"):
+    for var in (
+        "SDN_ENDPOINT",
+        "SDN_TOKEN",
+        "SDN_TOKEN_FILE",
+        "SDN_TIMEOUT",
+        "SDN_PROFILE",
+        "SDN_TENANT_SCOPE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return Cli(api, capsys)
 
@@ -95,7 +102,7 @@ def test_router_commands(sdnctl: Cli) -> None:
     assert "network=networks/public,ip-address=203.0.113.10,snat=false" in table
     assert "subnet=subnets/a-v4,ip-address=10.1.0.1" in table
     listing = sdnctl("router", "list", token=t).lines
-    assert listing[0].split()[:3] == ["NAME", "DISPLAY", "NAME"] and listing[1].startswith("routers/r1 ")
+    assert listing[0].split()[:2] == ["ID", "Name"] and listing[1].startswith("r1 ")
     assert sdnctl("router", "list", "-f", "value", "-c", "name", token=t).lines == ["routers/r1"]
     upd = sdnctl(
         "-f",
@@ -161,7 +168,7 @@ def test_floating_ip_commands(sdnctl: Cli) -> None:
         "routers/r"
     ]
     listing = sdnctl("floating", "ip", "list", "--port", "vm", token=t).lines
-    assert listing[0].split()[:3] == ["NAME", "FLOATING", "IP"] and "203.0.113.3" in listing[1]
+    assert listing[0].split()[:3] == ["ID", "Floating", "IP"] and "203.0.113.3" in listing[1]
     res = sdnctl("floating", "ip", "create", "public", "--port", "vm", token=t, code=5)
     assert error_line(res).startswith("error: ALREADY_EXISTS floating_ip.fixed_ip_address: ")
     assert error_line(res).endswith("(FIXED_IP_IN_USE)")

@@ -3,6 +3,9 @@ in-process server (OpenStack grammar)."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from tests.conftest import Api
@@ -11,7 +14,14 @@ from tests.test_cli import Cli, error_line
 
 @pytest.fixture
 def sdnctl(api: Api, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    for var in ("SDN_ENDPOINT", "SDN_TOKEN", "SDN_TOKEN_FILE", "SDN_TIMEOUT"):
+    for var in (
+        "SDN_ENDPOINT",
+        "SDN_TOKEN",
+        "SDN_TOKEN_FILE",
+        "SDN_TIMEOUT",
+        "SDN_PROFILE",
+        "SDN_TENANT_SCOPE",
+    ):
         monkeypatch.delenv(var, raising=False)
     return Cli(api, capsys)
 
@@ -28,7 +38,7 @@ def test_security_group_commands(sdnctl: Cli) -> None:
         2,
     )
     listing = sdnctl("security", "group", "list", token=t).lines
-    assert listing[0].split()[:3] == ["NAME", "DISPLAY", "NAME"] and len(listing) == 3  # web and default
+    assert listing[0].split()[:2] == ["ID", "Name"] and len(listing) == 3  # web and default
     assert sdnctl(
         "-f", "value", "-c", "display_name", "security", "group", "show", "default", token=t
     ).lines == ["default"]
@@ -101,8 +111,14 @@ def test_security_group_commands(sdnctl: Cli) -> None:
     default = sdnctl("-f", "json", "security", "group", "show", "default", token=t).json()
     assert (ping["icmp_type"], ping["icmp_code"], ping["remote_group"]) == (8, 0, default["name"])
     shown = sdnctl("security", "group", "show", "web", token=t).out
-    assert "ingress IPv4 tcp 22-22 from 10.0.0.0/8 (securityGroupRules/ssh)" in shown
-    assert f"ingress IPv4 icmp type 8 code 0 from {default['name']}" in shown
+    assert "ingress IPv4 tcp 22 from 10.0.0.0/8 (securityGroupRules/ssh)" in shown
+    assert f"ingress IPv4 icmp type 8 code 0 from default ({default['name']})" in shown
+    table = sdnctl("-f", "csv", "security", "group", "rule", "list", "web", token=t).out
+    by_id = {r["ID"]: r for r in csv.DictReader(io.StringIO(table))}
+    assert by_id["ssh"]["Port Range"] == "22" and by_id["ssh"]["Security Group"] == "web"
+    assert by_id[rng["name"].split("/")[1]]["Port Range"] == "1000:2000"
+    assert by_id[ping["name"].split("/")[1]]["Port Range"] == "any"  # no "PORT MIN 0 / PORT MAX 0"
+    assert by_id[ping["name"].split("/")[1]]["Remote Security Group"] == "default"
     rules = sdnctl("-f", "value", "-c", "name", "security", "group", "rule", "list", "web", token=t).lines
     assert "securityGroupRules/ssh" in rules and len(rules) == 5
     assert sdnctl(
@@ -352,9 +368,7 @@ def test_firewall_group_commands(sdnctl: Cli) -> None:
         upd["admin_state_up"],
     ) == ("", "firewallPolicies/in", [ia, ib], False)
     listing = sdnctl("firewall", "group", "list", token=t).lines
-    assert listing[0].split()[:3] == ["NAME", "DISPLAY", "NAME"] and listing[1].startswith(
-        "firewallGroups/edge "
-    )
+    assert listing[0].split()[:2] == ["ID", "Name"] and listing[1].startswith("edge ")
     assert sdnctl("-f", "value", "-c", "name", "firewall", "group", "policy", "list", token=t).lines == [
         "firewallPolicies/in"
     ]

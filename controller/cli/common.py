@@ -11,13 +11,14 @@ import argparse
 import os
 import re
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from controller.cli.format import EXIT_OK, CliError, chassis_name, rpc_error_line, usage_error
+from controller.cli.format import EXIT_OK, FORMATS, CliError, chassis_name, rpc_error_line, usage_error
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
 from proto.sdn.v1 import topology_pb2 as pb
@@ -43,6 +44,7 @@ COLLECTION = {
     "member": "members",
     "health_monitor": "healthMonitors",
 }
+KIND_OF = {coll: kind for kind, coll in COLLECTION.items()}
 # the RPC name part, the List method (default List<part>s) and the List response field of each kind
 METHOD = {
     "network": "Network",
@@ -74,6 +76,7 @@ LIST_FIELD = {
     "health_monitor": "health_monitors",
 }
 PAGE_SIZE = 1000
+REF_HELP = "id or name (id match first, then a unique display name)"
 
 
 class Client:
@@ -91,6 +94,7 @@ class Client:
         self.debug = dbg_grpc.DebugServiceStub(self.channel)
         self.lb = pb_grpc.LoadBalancerServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
+        self._labels: dict[str, dict[str, str]] = {}  # kind -> resource name -> display name (label())
 
     validate_only = False  # set from --validate-only: writes become dry runs that print their plan
 
@@ -124,37 +128,88 @@ class Client:
         cap = METHOD[kind]
         return self(f"Get{cap}", getattr(pb, f"Get{cap}Request")(name=name))
 
+    scope = ""  # an admin's tenant (--tenant-scope, or the command's --tenant): names resolve within it
+
     def resolve(self, kind: str, ref: str, **filters: str) -> Any:
-        """The resource a reference names: resource name, bare id, or (unambiguous) display name (for a
-        floating IP: its address)."""
+        """The resource a reference names, by the OpenStack client's rule: a resource name ("networks/x") as
+        given; else an exact id match first; else the one resource whose display name (a floating IP: its
+        address) is `ref`. Only resources the caller sees take part (a tenant: its own and external
+        networks; the server decides). An admin's scope narrows both steps to that tenant's resources (and
+        external networks): an id of another tenant's resource is then not a match. Several display-name
+        matches are an error listing each with its tenant and id."""
         coll = COLLECTION[kind]
         if "/" in ref or kind == "chassis":
             return self.get(kind, ref if "/" in ref else f"{coll}/{ref}")
-        missing: grpc.RpcError | None = None
+        missing: grpc.RpcError | CliError | None = None
         if ID_RE.match(ref):
             try:
-                return self.get(kind, f"{coll}/{ref}")
+                found = self.get(kind, f"{coll}/{ref}")
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise
                 missing = err
+            else:
+                if self._in_scope(kind, found):
+                    return found
+                missing = CliError(
+                    "NOT_FOUND",
+                    f"{kind} {ref!r} not found in tenant {self.scope!r} (the {kind} with id {ref!r} "
+                    f"is tenant {found.tenant!r}'s)",
+                    f"{kind.upper()}_NOT_FOUND",
+                )
         label = "floating_ip_address" if kind == "floating_ip" else "display_name"
         if kind == "security_group_rule":  # rules have no display name
             matches = []
         else:
-            matches = [m for m in self.list(kind, **filters) if getattr(m, label) == ref]  # type: ignore[arg-type]
+            matches = [
+                m
+                for m in self.list(kind, **filters)  # type: ignore[arg-type]
+                if getattr(m, label) == ref and self._in_scope(kind, m)
+            ]
         if len(matches) == 1:
             return matches[0]
         if matches:
             raise CliError(
                 "INVALID_ARGUMENT",
-                f"{kind}: display name {ref!r} is ambiguous: matches "
-                f"{', '.join(m.name for m in matches)}; use the resource name",
+                f"{kind} name {ref!r} is ambiguous: "
+                + ", ".join(f"{m.name.rsplit('/', 1)[-1]} (tenant {m.tenant})" for m in matches)
+                + "; give the id"
+                + ("" if self.scope else " or --tenant-scope TENANT"),
                 "AMBIGUOUS_NAME",
             )
         if missing is not None:
             raise missing
-        raise CliError("NOT_FOUND", f"{kind} {ref!r} not found", f"{kind.upper()}_NOT_FOUND")
+        where = f" in tenant {self.scope!r}" if self.scope else ""
+        raise CliError("NOT_FOUND", f"{kind} {ref!r} not found{where}", f"{kind.upper()}_NOT_FOUND")
+
+    def _in_scope(self, kind: str, m: Any) -> bool:
+        if not self.scope or not getattr(m, "tenant", ""):
+            return True
+        shared = kind == "network" and (m.external or getattr(m, "shared", False))
+        return bool(m.tenant == self.scope or shared)
+
+    def label(self, ref: str) -> str:
+        """What a table shows for a reference: the display name ("web"); "web (id)" when two resources
+        the caller sees share it; the bare id when it has none or the caller cannot list it."""
+        coll, _, rid = ref.partition("/")
+        kind = KIND_OF.get(coll)
+        if kind is None or not rid or "/" in rid:
+            return ref
+        if kind in ("chassis", "security_group_rule"):
+            return rid
+        if kind not in self._labels:
+            field = "floating_ip_address" if kind == "floating_ip" else "display_name"
+            try:
+                self._labels[kind] = {m.name: getattr(m, field) for m in self.list(kind)}
+            except grpc.RpcError:
+                self._labels[kind] = {}
+        names = self._labels[kind]
+        shown = names.get(ref, "")
+        if not shown:
+            return rid
+        if sum(1 for v in names.values() if v == shown) > 1:
+            return f"{shown} ({rid})"
+        return shown
 
 
 def put(msg: Any, paths: list[str], field: str, value: Any) -> None:
@@ -251,6 +306,13 @@ def add_globals(p: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS  # set after the command too, without the subparser's defaults undoing it
     g = p.add_argument_group("global options")
     g.add_argument(
+        "--profile",
+        default=s,
+        metavar="NAME",
+        help="a named profile of the profile file (env SDN_PROFILE; file SDN_PROFILE_FILE, default "
+        "~/.config/sdnctl/profiles.toml); options and SDN_* variables override its settings",
+    )
+    g.add_argument(
         "--endpoint", default=s, help=f"HOST:PORT of the API (env SDN_ENDPOINT, default {DEFAULT_ENDPOINT})"
     )
     g.add_argument(
@@ -260,19 +322,32 @@ def add_globals(p: argparse.ArgumentParser) -> None:
         "--token-file",
         default=s,
         metavar="PATH",
-        help="use the first admin token of a controller's tokens.json (or data directory)",
+        help="use the first admin token of a controller's tokens.json (or data directory) (env SDN_TOKEN_FILE)",
     )
     g.add_argument(
-        "-f", "--format", default=s, choices=["table", "json", "value"], help="output (default table)"
+        "--tenant-scope",
+        default=s,
+        metavar="TENANT",
+        help="admin: resolve names and ids within this tenant (env SDN_TENANT_SCOPE; a command's --tenant "
+        "does the same)",
     )
+    g.add_argument("-f", "--format", default=s, choices=FORMATS, help="output format (default table)")
     g.add_argument(
         "-c",
         "--column",
         dest="columns",
         action="append",
         default=s,
-        metavar="FIELD",
-        help="only this field (repeatable; proto field names)",
+        metavar="COLUMN",
+        help='only this column: a heading ("Fixed IPs") or a field name (fixed_ips); repeatable',
+    )
+    g.add_argument(
+        "--max-width",
+        type=int,
+        default=s,
+        metavar="N",
+        help="wrap table columns to fit N characters (env SDN_MAX_WIDTH; default: the terminal's width "
+        "when output is a terminal, else unlimited; 0: unlimited)",
     )
     g.add_argument("--timeout", type=float, default=s, help="seconds per call (env SDN_TIMEOUT, default 30)")
     g.add_argument(
@@ -287,17 +362,70 @@ def add_globals(p: argparse.ArgumentParser) -> None:
     g.add_argument("--client-key", default=s, metavar="PATH", help="its private key (env SDN_CLIENT_KEY)")
 
 
+# settings a profile may hold, with the variable that overrides it
+PROFILE_KEYS = {
+    "endpoint": "SDN_ENDPOINT",
+    "token": "SDN_TOKEN",
+    "token_file": "SDN_TOKEN_FILE",
+    "ca_cert": "SDN_CA_CERT",
+    "client_cert": "SDN_CLIENT_CERT",
+    "client_key": "SDN_CLIENT_KEY",
+    "timeout": "SDN_TIMEOUT",
+    "tenant_scope": "SDN_TENANT_SCOPE",
+    "max_width": "SDN_MAX_WIDTH",
+}
+PATH_KEYS = ("token_file", "ca_cert", "client_cert", "client_key")
+
+
+def profile_file() -> Path:
+    return Path(os.environ.get("SDN_PROFILE_FILE") or Path.home() / ".config" / "sdnctl" / "profiles.toml")
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """The settings of profile `name` ([NAME] table of the profile file); relative paths in it are relative
+    to the file."""
+    path = profile_file()
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise usage_error(f"profile {name!r}: cannot read {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise usage_error(f"profile file {path}: {err}") from None
+    profile = profiles.get(name)
+    if not isinstance(profile, dict):
+        have = ", ".join(sorted(k for k, v in profiles.items() if isinstance(v, dict))) or "none"
+        raise usage_error(f"no profile {name!r} in {path} (profiles: {have})")
+    unknown = sorted(set(profile) - set(PROFILE_KEYS))
+    if unknown:
+        raise usage_error(
+            f"profile {name!r} in {path}: unknown key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(PROFILE_KEYS)}"
+        )
+    out = dict(profile)
+    for key in PATH_KEYS:
+        if key in out:
+            out[key] = str(path.parent / Path(str(out[key])).expanduser())
+    return out
+
+
+def apply_settings(args: argparse.Namespace) -> None:
+    """Fill each unset option from its SDN_* variable, then from the profile (--profile or SDN_PROFILE).
+    The token keeps its own order (controller/cli/sdnctl.py _token)."""
+    name = getattr(args, "profile", None) or os.environ.get("SDN_PROFILE")
+    profile = load_profile(name) if name else {}
+    args.profile_settings = profile
+    for key, env in PROFILE_KEYS.items():
+        if key in ("token", "token_file"):
+            continue
+        if getattr(args, key, None) in (None, ""):
+            value = os.environ.get(env) or profile.get(key)
+            if value not in (None, ""):
+                setattr(args, key, value)
+
+
 def credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    """TLS channel credentials when a CA is given (option or environment), else None (plaintext)."""
-
-    def opt(name: str, env: str) -> str:
-        return str(getattr(args, name, None) or os.environ.get(env) or "")
-
-    ca, cert, key = (
-        opt("ca_cert", "SDN_CA_CERT"),
-        opt("client_cert", "SDN_CLIENT_CERT"),
-        opt("client_key", "SDN_CLIENT_KEY"),
-    )
+    """TLS channel credentials when a CA is given (option, environment or profile), else None (plaintext)."""
+    ca, cert, key = (str(getattr(args, k, None) or "") for k in ("ca_cert", "client_cert", "client_key"))
     if not ca:
         if cert or key:
             raise usage_error("--client-cert/--client-key need --ca-cert (TLS)")
@@ -349,4 +477,8 @@ def command(
     p = sub.add_parser(name, **kw)
     add_globals(p)
     p.set_defaults(func=func, kind=kind, out=out)
+    if out == "many":
+        p.add_argument(
+            "--long", action="store_true", help="more columns (tenant, state, ...); a plain list is narrow"
+        )
     return p

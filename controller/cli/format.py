@@ -1,11 +1,14 @@
-"""Helpers of `sdnctl` (controller/cli.py): output (table, JSON, values), one-line errors, option types."""
+"""Helpers of `sdnctl` (controller/cli/sdnctl.py): output (table, JSON, YAML, values, CSV), one-line errors,
+option types."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
@@ -14,9 +17,12 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from controller.cli.columns import COLUMNS, Column, legacy_columns
+
 # Exit codes (also documented in controller/cli.py).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INVALID = 0, 1, 2, 3, 4
 EXIT_CONFLICT, EXIT_EXHAUSTED, EXIT_DENIED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 5, 6, 7, 8, 130
+EXIT_NOT_REALIZED = 9  # wait-realized: the switches did not realize the revision within --wait
 EXIT_FOR_CODE = {
     "NOT_FOUND": EXIT_NOT_FOUND,
     "INVALID_ARGUMENT": EXIT_INVALID,
@@ -31,140 +37,8 @@ EXIT_FOR_CODE = {
     "DEADLINE_EXCEEDED": EXIT_UNREACHABLE,
 }
 
-# Columns of `list` tables: (proto field, header).
-LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "network": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("tenant", "TENANT"),
-        ("segment_type", "TYPE"),
-        ("segment_id", "SEGMENT"),
-        ("mtu", "MTU"),
-        ("admin_state_up", "UP"),
-        ("external", "EXTERNAL"),
-    ],
-    "subnet": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("network", "NETWORK"),
-        ("cidr", "CIDR"),
-        ("gateway_ip", "GATEWAY"),
-        ("enable_dhcp", "DHCP"),
-    ],
-    "port": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("network", "NETWORK"),
-        ("mac_address", "MAC"),
-        ("fixed_ips", "FIXED IPS"),
-        ("status", "STATUS"),
-        ("binding_chassis", "HOST"),
-    ],
-    "chassis": [
-        ("name", "NAME"),
-        ("datapath_id", "DATAPATH ID"),
-        ("tunnel_ip", "TUNNEL IP"),
-        ("ovsdb_address", "OVSDB"),
-        ("bridge_mappings", "BRIDGE MAPPINGS"),
-    ],
-    "router": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("tenant", "TENANT"),
-        ("external_gateway", "EXTERNAL GATEWAY"),
-        ("interfaces", "INTERFACES"),
-        ("admin_state_up", "UP"),
-    ],
-    "floating_ip": [
-        ("name", "NAME"),
-        ("floating_ip_address", "FLOATING IP"),
-        ("fixed_ip_address", "FIXED IP"),
-        ("port", "PORT"),
-        ("floating_network", "NETWORK"),
-        ("router", "ROUTER"),
-    ],
-    "security_group": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("tenant", "TENANT"),
-        ("description", "DESCRIPTION"),
-    ],
-    "security_group_rule": [
-        ("name", "NAME"),
-        ("security_group", "GROUP"),
-        ("direction", "DIRECTION"),
-        ("ethertype", "ETHERTYPE"),
-        ("protocol", "PROTOCOL"),
-        ("port_range_min", "PORT MIN"),
-        ("port_range_max", "PORT MAX"),
-        ("remote_ip_prefix", "REMOTE IP"),
-        ("remote_group", "REMOTE GROUP"),
-    ],
-    "firewall_rule": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("action", "ACTION"),
-        ("protocol", "PROTOCOL"),
-        ("source_ip_address", "SOURCE"),
-        ("destination_ip_address", "DESTINATION"),
-        ("destination_port_min", "DST PORT"),
-        ("enabled", "ENABLED"),
-    ],
-    "firewall_policy": [("name", "NAME"), ("display_name", "DISPLAY NAME"), ("firewall_rules", "RULES")],
-    "firewall_group": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("ingress_firewall_policy", "INGRESS POLICY"),
-        ("egress_firewall_policy", "EGRESS POLICY"),
-        ("ports", "PORTS"),
-        ("admin_state_up", "UP"),
-    ],
-    "load_balancer": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("tenant", "TENANT"),
-        ("vip_address", "VIP ADDRESS"),
-        ("admin_state_up", "UP"),
-        ("operating_status", "STATUS"),
-    ],
-    "listener": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("load_balancer", "LOAD BALANCER"),
-        ("protocol", "PROTOCOL"),
-        ("protocol_port", "PORT"),
-        ("default_pool", "DEFAULT POOL"),
-        ("admin_state_up", "UP"),
-    ],
-    "pool": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("load_balancer", "LOAD BALANCER"),
-        ("protocol", "PROTOCOL"),
-        ("lb_algorithm", "ALGORITHM"),
-        ("admin_state_up", "UP"),
-        ("operating_status", "STATUS"),
-    ],
-    "member": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("address", "ADDRESS"),
-        ("protocol_port", "PORT"),
-        ("weight", "WEIGHT"),
-        ("admin_state_up", "UP"),
-        ("operating_status", "STATUS"),
-    ],
-    "health_monitor": [
-        ("name", "NAME"),
-        ("display_name", "DISPLAY NAME"),
-        ("pool", "POOL"),
-        ("type", "TYPE"),
-        ("delay", "DELAY"),
-        ("timeout", "TIMEOUT"),
-        ("max_retries", "RETRIES"),
-        ("admin_state_up", "UP"),
-    ],
-}
+# Plug-ins' list columns: (proto field, header); the built-in kinds' are in columns.py.
+LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {}
 
 
 class CliError(Exception):
@@ -229,13 +103,21 @@ def to_dict(msg: Message) -> dict[str, Any]:
     )
 
 
-def _kv(d: dict[str, Any], keys: Sequence[tuple[str, str]]) -> str:
+def _kv(d: dict[str, Any], keys: Sequence[tuple[str, str]], label: Label) -> str:
     """{"ip_address": "10.0.0.5", ...} -> "ip-address=10.0.0.5,...", the grammar the options take."""
-    return ",".join(f"{label}={d[key]}" for key, label in keys if d.get(key))
+    return ",".join(f"{name}={label(str(d[key]))}" for key, name in keys if d.get(key))
 
 
-def cell(field: str, value: Any, compact: bool = False) -> list[str]:
-    """A field's value as display strings, one per list item; `compact` (lists): fixed IPs' addresses only."""
+Label = Callable[[str], str]
+
+
+def _same(ref: str) -> str:
+    return ref
+
+
+def cell(field: str, value: Any, compact: bool = False, label: Label = _same) -> list[str]:
+    """A field's value as display strings, one per list item; `compact` (lists): fixed IPs' addresses only;
+    `label` turns a reference ("networks/x") into what a person reads (its display name)."""
     if value is None:
         return [""]
     if field == "segment_type":
@@ -247,13 +129,13 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
     if field == "fixed_ips":
         if compact:
             return [f.get("ip_address", "") for f in value]
-        return [_kv(f, [("subnet", "subnet"), ("ip_address", "ip-address")]) for f in value]
+        return [_kv(f, [("subnet", "subnet"), ("ip_address", "ip-address")], label) for f in value]
     if field == "allocation_pools":
-        return [_kv(p, [("start", "start"), ("end", "end")]) for p in value]
+        return [_kv(p, [("start", "start"), ("end", "end")], _same) for p in value]
     if field == "external_gateway":
         address = (value.get("fixed_ip") or {}).get("ip_address", "")
         parts = [
-            f"network={value.get('network', '')}",
+            f"network={label(value.get('network', ''))}",
             f"ip-address={address}" if address else "",
             f"snat={'true' if value.get('enable_snat') else 'false'}",
         ]
@@ -261,47 +143,77 @@ def cell(field: str, value: Any, compact: bool = False) -> list[str]:
     if field == "interfaces":
         if compact:
             return [i.get("ip_address", "") for i in value]
-        return [_kv(i, [("subnet", "subnet"), ("ip_address", "ip-address"), ("port", "port")]) for i in value]
+        keys = [("subnet", "subnet"), ("ip_address", "ip-address"), ("port", "port")]
+        return [_kv(i, keys, label) for i in value]
     if field in ("host_routes", "routes"):
-        return [_kv(r, [("destination", "destination"), ("nexthop", "gateway")]) for r in value]
+        return [_kv(r, [("destination", "destination"), ("nexthop", "gateway")], _same) for r in value]
     if field == "allowed_address_pairs":
-        return [_kv(p, [("ip_address", "ip-address"), ("mac_address", "mac-address")]) for p in value]
+        return [_kv(p, [("ip_address", "ip-address"), ("mac_address", "mac-address")], _same) for p in value]
     if field == "rules":  # a security group's
-        return [rule_text(r) for r in value]
+        return [rule_text(r, label) for r in value]
     if field == "bridge_mappings":
         return [f"{k}:{v}" for k, v in sorted(value.items())]
     if isinstance(value, bool):
         return ["true" if value else "false"]
     if isinstance(value, list):
-        return [json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v) for v in value]
+        return [
+            json.dumps(v, sort_keys=True) if isinstance(v, dict) else _ref(field, v, label) for v in value
+        ]
     if isinstance(value, dict):
         return [json.dumps(value, sort_keys=True)]
-    return [str(value)]
+    return [_ref(field, value, label)]
 
 
-def rule_text(r: dict[str, Any]) -> str:
-    """A security group rule in one line: "ingress IPv4 tcp 22-22 from 10.0.0.0/8 (securityGroupRules/x)"."""
+def _ref(field: str, value: Any, label: Label) -> str:
+    text = str(value)
+    return label(text) if field != "name" and "/" in text else text
+
+
+def port_range(lo: int, hi: int) -> str:
+    """A rule's destination ports as a person reads them: "any", "22" or "1000:2000"."""
+    if not lo and not hi:
+        return "any"
+    return str(lo) if lo == hi or not hi else f"{lo}:{hi}"
+
+
+def rule_text(r: dict[str, Any], label: Label = _same) -> str:
+    """A security group rule in one line: "ingress IPv4 tcp 22 from 10.0.0.0/8 (securityGroupRules/x)"."""
     what = r.get("protocol") or "any"
-    if r.get("port_range_min"):
-        what += f" {r['port_range_min']}-{r.get('port_range_max', r['port_range_min'])}"
+    if r.get("port_range_min") or r.get("port_range_max"):
+        what += " " + port_range(int(r.get("port_range_min") or 0), int(r.get("port_range_max") or 0))
     if "icmp_type" in r and r.get("icmp_type") is not None:
         what += f" type {r['icmp_type']}" + (
             f" code {r['icmp_code']}" if r.get("icmp_code") is not None else ""
         )
     side = "from" if r.get("direction") == "ingress" else "to"
-    remote = r.get("remote_ip_prefix") or r.get("remote_group") or "any"
+    remote = r.get("remote_ip_prefix") or (label(r["remote_group"]) if r.get("remote_group") else "any")
     return f"{r.get('direction', '')} {r.get('ethertype', '')} {what} {side} {remote} ({r.get('name', '')})"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[list[str]]]) -> list[str]:
-    """Aligned columns; a cell may hold several lines."""
-    rows = list(rows)
+def _wrap(text: str, width: int) -> list[str]:
+    return [text[i : i + width] for i in range(0, len(text), width)] or [""]
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[list[str]]], max_width: int = 0) -> list[str]:
+    """Aligned columns; a cell may hold several lines. With `max_width`, the widest columns are wrapped
+    (never narrower than their heading or 8 characters) until a line fits, as far as it can."""
+    grid = [[list(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
-    for row in rows:
+    for row in grid:
         for i, c in enumerate(row):
             widths[i] = max([widths[i], *(len(x) for x in c)])
+    floor = [max(len(h), 8) for h in headers]
+    while max_width and sum(widths) + 2 * (len(widths) - 1) > max_width:
+        i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
+        excess = sum(widths) + 2 * (len(widths) - 1) - max_width
+        target = max(floor[i], widths[i] - excess)
+        if target >= widths[i]:
+            break  # every column at its floor: as narrow as it gets
+        widths[i] = target
+        for row in grid:
+            row[i] = [part for line in row[i] for part in _wrap(line, target)]
     out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
+    for row in grid:
         for k in range(max((len(c) for c in row), default=1) or 1):
             out.append(
                 "  ".join(
@@ -311,60 +223,202 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[list[str]]]) -> list[
     return out
 
 
-def _pick(fields: list[str], columns: Sequence[str] | None) -> list[str]:
-    if not columns:
-        return fields
-    unknown = [c for c in columns if c not in fields]
+@dataclass
+class Output:
+    """How a command's result is printed: format (-f), columns (-c), --long, --max-width, and the function
+    that turns a reference into a display name (the client's lookups; identity when there is none)."""
+
+    fmt: str = "table"
+    columns: Sequence[str] = ()
+    long: bool = False
+    max_width: int = 0
+    label: Label = _same
+
+
+FORMATS = ["table", "json", "yaml", "value", "csv"]
+
+
+def _derived(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+    """The resource's fields plus `id` (and a rule's `port_range`)."""
+    out = dict(d)
+    if isinstance(d.get("name"), str) and d["name"]:
+        out = {"id": d["name"].rsplit("/", 1)[-1], **out}
+    if kind == "security_group_rule" or ("port_range_min" in d and "direction" in d):
+        out["port_range"] = port_range(int(d.get("port_range_min") or 0), int(d.get("port_range_max") or 0))
+    return out
+
+
+def columns_of(kind: str) -> list[Column]:
+    if kind in COLUMNS:
+        return COLUMNS[kind]
+    if kind in LIST_COLUMNS:
+        return legacy_columns(LIST_COLUMNS[kind])
+    return [Column("ID", "id"), Column("Name", "display_name")]
+
+
+def _pick(kind: str, available: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """-c COLUMN...: each a field name or a column heading (case-insensitive), in the order given."""
+    by_heading = {c.heading.lower(): c.field for c in columns_of(kind)}
+    picked: list[str] = []
+    unknown: list[str] = []
+    for w in wanted:
+        field = w if w in available else by_heading.get(w.lower(), w.lower().replace(" ", "_"))
+        (picked if field in available else unknown).append(field if field in available else w)
     if unknown:
-        raise usage_error(f"unknown column(s) {', '.join(unknown)}; choose from {', '.join(fields)}")
-    return list(columns)
+        headings = [c.heading for c in columns_of(kind)]
+        raise usage_error(
+            f"unknown column(s) {', '.join(unknown)}; choose a heading ({', '.join(headings)}) "
+            f"or a field ({', '.join(available)})"
+        )
+    return picked
 
 
-def print_one(msg: Message, fmt: str, columns: Sequence[str] | None, out: TextIO) -> None:
-    """show / create / set: a field/value table, a JSON object, or one value per line."""
-    data = to_dict(msg)
-    if fmt == "json":
-        picked = _pick(list(data), columns) if columns else list(data)
-        out.write(json.dumps({k: data[k] for k in picked if k in data}, indent=2) + "\n")
+def _heading(kind: str, field: str) -> str:
+    return next((c.heading for c in columns_of(kind) if c.field == field), field)
+
+
+def dump(data: Any, fmt: str, out: TextIO) -> None:
+    """JSON (indented) or YAML."""
+    out.write(json.dumps(data, indent=2) + "\n" if fmt == "json" else to_yaml(data))
+
+
+def print_one(msg: Message, o: Output, out: TextIO, kind: str = "") -> None:
+    """show / create / set: a field/value table, a JSON or YAML object, one value per line, or CSV."""
+    data = _derived(kind, to_dict(msg))
+    fields = (
+        [f for f in data if f != "port_range"] if "id" in data else [f.name for f in msg.DESCRIPTOR.fields]
+    )
+    for f in (f.name for f in msg.DESCRIPTOR.fields):
+        if f not in fields:
+            fields.append(f)
+    picked = _pick(kind, [*fields, *(k for k in data if k not in fields)], o.columns) if o.columns else fields
+    if o.fmt in ("json", "yaml"):
+        dump({k: data[k] for k in picked if k in data}, o.fmt, out)
         return
-    fields = _pick([f.name for f in msg.DESCRIPTOR.fields], columns)
-    if fmt == "value":
-        for f in fields:
+
+    def show(f: str) -> list[str]:  # a reference: "display name (networks/x)"
+        return cell(f, data.get(f), label=lambda ref: _both(ref, o.label(ref)))
+
+    if o.fmt == "value":  # for scripts: references as resource names
+        for f in picked:
             out.write(" ".join(cell(f, data.get(f))) + "\n")
         return
-    out.write("\n".join(_table(["FIELD", "VALUE"], ([[f], cell(f, data.get(f))] for f in fields))) + "\n")
-
-
-def print_many(
-    kind: str, msgs: Sequence[Message], fmt: str, columns: Sequence[str] | None, out: TextIO
-) -> None:
-    """list: an aligned table, a JSON array, or one line of space-separated values per resource."""
-    rows = [to_dict(m) for m in msgs]
-    headers = dict(LIST_COLUMNS[kind])
-    all_fields = list(headers) + [f for f in _descriptor_fields(kind) if f not in headers]
-    fields = _pick(all_fields, columns) if columns else list(headers)
-    if fmt == "json":
-        if columns:
-            rows = [{k: r.get(k) for k in fields} for r in rows]
-        out.write(json.dumps(rows, indent=2) + "\n")
+    if o.fmt == "csv":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["Field", "Value"])
+        w.writerows([f, "\n".join(show(f))] for f in picked)
         return
-    if fmt == "value":  # one line per resource; several columns: lists joined by ",", "-" for empty
-        for r in rows:
-            values = [",".join(cell(f, r.get(f), compact=True)) for f in fields]
+    out.write("\n".join(_table(["Field", "Value"], ([[f], show(f)] for f in picked), o.max_width)) + "\n")
+
+
+def _both(ref: str, label: str) -> str:
+    return ref if label == ref or label == ref.rsplit("/", 1)[-1] else f"{label} ({ref})"
+
+
+def print_many(kind: str, msgs: Sequence[Message], o: Output, out: TextIO) -> None:
+    """list: an aligned table, a JSON/YAML array, CSV with a heading row, or one line of values per resource.
+    Tables and CSV show references as display names; values show them as resource names, and JSON and YAML
+    keep every field as the API gives it (references as resource names) unless -c picks some."""
+    rows = [_derived(kind, to_dict(m)) for m in msgs]
+    cols = [c for c in columns_of(kind) if o.long or not c.long]
+    available = [c.field for c in columns_of(kind)] + [
+        f for f in ["id", *_descriptor_fields(kind)] if f not in {c.field for c in columns_of(kind)}
+    ]
+    fields = _pick(kind, available, o.columns) if o.columns else [c.field for c in cols]
+    if o.fmt in ("json", "yaml"):
+        dump([{k: r.get(k) for k in fields} if o.columns else r for r in rows], o.fmt, out)
+        return
+    label = _same if o.fmt == "value" else o.label  # values are for scripts: references as resource names
+    cells = [[cell(f, r.get(f), compact=True, label=label) for f in fields] for r in rows]
+    if o.fmt == "value":  # one line per resource; several columns: lists joined by ",", "-" for empty
+        for row in cells:
+            values = [",".join(c) for c in row]
             out.write((values[0] if len(values) == 1 else " ".join(v or "-" for v in values)) + "\n")
         return
-    lines = _table(
-        [headers.get(f, f.upper()) for f in fields],
-        ([[", ".join(cell(f, r.get(f), compact=True))] for f in fields] for r in rows),
-    )
+    headings = [_heading(kind, f) for f in fields]
+    if o.fmt == "csv":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(headings)
+        w.writerows([", ".join(c) for c in row] for row in cells)
+        return
+    lines = _table(headings, ([[", ".join(c)] for c in row] for row in cells), o.max_width)
     out.write("\n".join(lines) + "\n")
+
+
+def print_records(
+    records: Sequence[dict[str, Any]], o: Output, out: TextIO, fields: Sequence[str] = ()
+) -> None:
+    """A list that is not of resources (chassis status, ...): its keys are the columns."""
+    keys = list(fields or (records[0] if records else []))
+    picked = _pick("", keys, o.columns) if o.columns else keys
+    if o.fmt in ("json", "yaml"):
+        dump([{k: r.get(k) for k in picked} for r in records], o.fmt, out)
+        return
+    cells = [[cell(k, r.get(k), compact=True, label=o.label) for k in picked] for r in records]
+    if o.fmt == "value":
+        for row in cells:
+            out.write(" ".join(",".join(c) or "-" for c in row) + "\n")
+    elif o.fmt == "csv":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(picked)
+        w.writerows([", ".join(c) for c in row] for row in cells)
+    else:
+        out.write(
+            "\n".join(_table(picked, ([[", ".join(c)] for c in row] for row in cells), o.max_width)) + "\n"
+        )
 
 
 def _descriptor_fields(kind: str) -> list[str]:
     from proto.sdn.v1 import topology_pb2 as pb
 
     message = "".join(part.capitalize() for part in kind.split("_"))  # floating_ip -> FloatingIp
-    return [f.name for f in getattr(pb, message).DESCRIPTOR.fields]
+    cls = getattr(pb, message, None)
+    return [f.name for f in cls.DESCRIPTOR.fields] if cls is not None else []
+
+
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@+-]*")
+_YAML_WORDS = {"yes", "no", "true", "false", "null", "on", "off", "y", "n", "~"}
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, str) and _PLAIN.fullmatch(v) and v.lower() not in _YAML_WORDS:
+        return v
+    return json.dumps(v)  # JSON scalars are YAML flow scalars
+
+
+def to_yaml(data: Any, indent: int = 0) -> str:
+    """Block-style YAML of JSON-shaped data (strings plain where unambiguous, else double-quoted)."""
+    pad = " " * indent
+    if isinstance(data, dict):
+        if not data:
+            return pad + "{}\n"
+        lines = []
+        for k, v in data.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{_scalar(k)}:\n{to_yaml(v, indent + 2)}")
+            else:
+                lines.append(f"{pad}{_scalar(k)}: {_flow(v)}\n")
+        return "".join(lines)
+    if isinstance(data, list):
+        if not data:
+            return pad + "[]\n"
+        lines = []
+        for v in data:
+            if isinstance(v, (dict, list)) and v:
+                inner = to_yaml(v, indent + 2)
+                lines.append(f"{pad}- {inner[indent + 2 :]}")
+            else:
+                lines.append(f"{pad}- {_flow(v)}\n")
+        return "".join(lines)
+    return pad + _flow(data) + "\n"
+
+
+def _flow(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{}"
+    if isinstance(v, list):
+        return "[]"
+    return _scalar(v)
 
 
 def event_line(event: Message, fmt: str) -> str:

@@ -17,7 +17,6 @@ LB, L(ISTENER), POOL and HM are a resource name, an id or a display name; MEMBER
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -36,7 +35,7 @@ from controller.cli.common import (
     report,
     update,
 )
-from controller.cli.format import EXIT_OK, CliError, positive
+from controller.cli.format import EXIT_OK, CliError, dump, positive
 from proto.sdn.v1 import topology_pb2 as pb
 
 VALIDATE_HELP = "check and print what the switches would get; store and change nothing"
@@ -273,8 +272,8 @@ def status_show(c: Client, a: argparse.Namespace) -> int:
                 ],
             }
         )
-    if a.format == "json":
-        sys.stdout.write(json.dumps({"loadbalancer": tree}, indent=2) + "\n")
+    if a.format in ("json", "yaml"):
+        dump({"loadbalancer": tree}, a.format, sys.stdout)
         return EXIT_OK
     label = f" ({lb.display_name})" if lb.display_name else ""
     lines = [f"{lb.name}{label} {lb.operating_status} vip {lb.vip_address}"]

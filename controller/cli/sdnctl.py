@@ -39,25 +39,32 @@ Set SDNCTL_DEBUG=1 to get a traceback for unexpected client failures.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import duration_pb2, json_format
 
 from apps.plugin import PLUGIN_API
 from controller import plugins
+from controller.cli import completion
 from controller.cli import lb as cli_lb
 from controller.cli import security as cli_security
 from controller.cli.common import (
     DEFAULT_ENDPOINT,
     PAGE_SIZE,
+    REF_HELP,
     Client,
     add_globals,
+    apply_settings,
     command,
     credentials,
     do_delete,
@@ -73,19 +80,23 @@ from controller.cli.format import (
     ADDRESS_PAIR,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_NOT_REALIZED,
     EXIT_OK,
     EXIT_USAGE,
     FIXED_IP,
     POOL,
     ROUTE,
     CliError,
+    Output,
     bridge_mapping,
     chassis_name,
     datapath_id,
+    dump,
     event_line,
     positive,
     print_many,
     print_one,
+    print_records,
     usage_error,
 )
 from proto.sdn.v1 import dataplane_pb2 as dpb
@@ -363,8 +374,8 @@ def flow_dump(c: Client, a: argparse.Namespace) -> int:
         token = resp.next_page_token
         if not token:
             break
-    if a.format == "json":
-        print(json.dumps({"flows": flows, "groups": groups}, indent=2))
+    if a.format in ("json", "yaml"):
+        dump({"flows": flows, "groups": groups}, a.format, sys.stdout)
     else:
         for line in [*flows, *groups]:
             print(line)
@@ -399,10 +410,8 @@ def flow_trace(c: Client, a: argparse.Namespace) -> int:
         source=dbg.TraceRequest.INSTALLED if a.installed else dbg.TraceRequest.DESIRED,
     )
     resp = (c.debug.DiffTrace if a.diff else c.debug.Trace)(req, metadata=c.md, timeout=c.timeout)
-    if a.format == "json":
-        from google.protobuf.json_format import MessageToDict
-
-        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True), indent=2))
+    if a.format in ("json", "yaml"):
+        dump(json_format.MessageToDict(resp, preserving_proto_field_name=True), a.format, sys.stdout)
     elif a.format == "value":
         print(resp.installed.verdict if a.diff else resp.verdict)
     else:
@@ -421,17 +430,11 @@ def explain(c: Client, a: argparse.Namespace) -> int:
         metadata=c.md,
         timeout=c.timeout,
     )
-    if a.format == "json":
-        from google.protobuf.json_format import MessageToDict
-
-        print(
-            json.dumps(
-                MessageToDict(
-                    resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                ),
-                indent=2,
-            )
+    if a.format in ("json", "yaml"):
+        data = json_format.MessageToDict(
+            resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+        dump(data, a.format, sys.stdout)
     elif a.format == "value":
         print("allowed" if resp.allowed else "denied")
     else:
@@ -439,47 +442,79 @@ def explain(c: Client, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+STATUS_FIELDS = [
+    "chassis",
+    "connected",
+    "ovsdb_ready",
+    "realized_revision",
+    "desired_flows",
+    "installed_flows",
+    "flow_mods_sent",
+    "resyncs",
+    "packet_ins",
+    "drift_repairs",
+    "compile_divergences",
+]
+
+
 def chassis_status(c: Client, a: argparse.Namespace) -> int:
     resp = c.dataplane.ListChassisStatus(dpb.ListChassisStatusRequest(), metadata=c.md, timeout=c.timeout)
-    rows = [
-        {
-            "chassis": s.chassis,
-            "connected": s.connected,
-            "ovsdb_ready": s.ovsdb_ready,
-            "realized_revision": s.realized_revision,
-            "desired_flows": s.desired_flows,
-            "installed_flows": s.installed_flows,
-            "flow_mods_sent": s.flow_mods_sent,
-            "resyncs": s.resyncs,
-            "packet_ins": s.packet_ins,
-            "drift_repairs": s.drift_repairs,
-            "compile_divergences": s.compile_divergences,
-        }
-        for s in resp.chassis
-    ]
-    if a.format == "json":
-        print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    cols = list(rows[0]) if rows else ["chassis"]
-    table = [cols] + [[str(r[k]) for k in cols] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    rows = [{k: getattr(s, k) for k in STATUS_FIELDS} for s in resp.chassis]
+    print_records(rows, a.output, sys.stdout, STATUS_FIELDS)
     return EXIT_OK
 
 
 def wait_realized(c: Client, a: argparse.Namespace) -> int:
-    from google.protobuf import duration_pb2
-
-    req = dpb.WaitRealizedRequest(revision=a.revision, timeout=duration_pb2.Duration(seconds=int(a.wait)))
-    resp = c.dataplane.WaitRealized(req, metadata=c.md, timeout=a.wait + 5)
-    print(f"revision {resp.revision}: {'realized' if resp.realized else 'NOT realized'}")
-    for ch in resp.chassis:
-        print(
-            f"  {ch.chassis}: realized {ch.realized_revision}, needs {ch.needed_revision}"
-            f"{'' if ch.connected else ' (no switch connection)'}"
+    """Wait for the switches to realize a revision: a progress line on stderr every couple of seconds, the
+    result on stdout; exit 0 realized, EXIT_NOT_REALIZED (9) not realized within --wait."""
+    deadline = time.monotonic() + a.wait
+    revision = a.revision
+    while True:
+        left = max(0.0, deadline - time.monotonic())
+        step = min(left, PROGRESS_EVERY_S)
+        req = dpb.WaitRealizedRequest(
+            revision=revision, timeout=duration_pb2.Duration(seconds=int(step), nanos=int(step % 1 * 1e9))
         )
-    return EXIT_OK if resp.realized else EXIT_ERROR
+        resp = c.dataplane.WaitRealized(req, metadata=c.md, timeout=step + c.timeout)
+        revision = resp.revision
+        left = deadline - time.monotonic()
+        if resp.realized or left <= 0:
+            break
+        behind = [ch for ch in resp.chassis if not ch.realized]
+        detail = (
+            f": {len(resp.chassis) - len(behind)} of {len(resp.chassis)} chassis done; behind: "
+            + ", ".join(
+                f"{ch.chassis.rsplit('/', 1)[-1]} at {ch.realized_revision}"
+                + ("" if ch.connected else " (no switch connection)")
+                for ch in behind[:5]
+            )
+            + (f" and {len(behind) - 5} more" if len(behind) > 5 else "")
+            if resp.chassis
+            else ""
+        )
+        sys.stderr.write(f"waiting for revision {revision}{detail} ({left:.0f} s left)\n")
+        sys.stderr.flush()
+    if a.format in ("json", "yaml"):
+        dump(
+            json_format.MessageToDict(
+                resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            ),
+            a.format,
+            sys.stdout,
+        )
+    else:
+        print(
+            f"revision {resp.revision}: {'realized' if resp.realized else f'NOT realized within {a.wait:g} s'}"
+        )
+        for ch in resp.chassis:
+            print(
+                f"  {ch.chassis}: realized {ch.realized_revision}, needs {ch.needed_revision}"
+                f"{'' if ch.connected else ' (no switch connection)'}"
+            )
+    return EXIT_OK if resp.realized else EXIT_NOT_REALIZED
+
+
+PROGRESS_EVERY_S = 2.0
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -498,10 +533,14 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+PLURAL = {"chassis": "chassis"}
+
+
 def _resource(
     sub: Any, kind: str, create: Callable[..., Any], set_: Callable[..., Any], ref: str
 ) -> tuple[Any, Any, Any]:
-    rs = sub.add_parser(kind, help=f"{kind} commands").add_subparsers(
+    many = PLURAL.get(kind, f"{kind}s")
+    rs = sub.add_parser(kind, help=f"{kind} commands: create, list, show, set, delete").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
     pc = command(rs, "create", create, kind, help=f"create a {kind}")
@@ -512,18 +551,20 @@ def _resource(
     )
     if kind != "chassis":
         pc.add_argument("--id", help="client-chosen id ([a-z0-9-], at most 63)")
-    pl = command(rs, "list", do_list, kind, out="many", help=f"list {kind}")
+    pl = command(rs, "list", do_list, kind, out="many", help=f"list {many}")
     pl.add_argument("--limit", type=positive, help="at most N (default: every page)")
     pl.add_argument("--page-size", type=positive, help=f"items per request (default {PAGE_SIZE})")
     if kind != "chassis":
         pl.add_argument("--tenant", help="only this tenant's (admin)")
-    command(rs, "show", do_show, kind, help=f"show a {kind}").add_argument("ref", metavar=ref)
+    command(rs, "show", do_show, kind, help=f"show a {kind}").add_argument(
+        "ref", metavar=ref, help=f"the {kind}: {REF_HELP}"
+    )
     ps = command(rs, "set", set_, kind, help=f"change a {kind}")
-    ps.add_argument("ref", metavar=ref)
+    ps.add_argument("ref", metavar=ref, help=f"the {kind}: {REF_HELP}")
     if kind != "chassis":
         ps.add_argument("--name", dest="display_name", help="new display name")
-    pd = command(rs, "delete", do_delete, kind, out="none", help=f"delete {kind}")
-    pd.add_argument("refs", metavar=ref, nargs="+")
+    pd = command(rs, "delete", do_delete, kind, out="none", help=f"delete {many}")
+    pd.add_argument("refs", metavar=ref, nargs="+", help=f"the {many}: {REF_HELP}")
     for p in (pc, ps, pd):
         p.add_argument(
             "--validate-only",
@@ -552,7 +593,16 @@ def build_parser() -> Parser:
         "6 exhausted, 7 auth, 8 unreachable, 130 interrupted.",
     )
     add_globals(parser)
+    parser.add_argument(
+        "--version", action="version", version=f"sdnctl {version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="resource", metavar="COMMAND", required=True)
+    p = sub.add_parser(
+        "complete",
+        help='print a shell completion script (bash: eval "$(sdnctl complete)" in ~/.bashrc)',
+    )
+    p.add_argument("--shell", choices=["bash", "zsh"], default="bash", help="for this shell (default bash)")
+    p.set_defaults(func=complete, kind="", out="self")
 
     pc, pl, ps = _resource(sub, "network", network_create, network_set, "NET")
     pc.add_argument("--segment-type", choices=list(SEGMENTS))
@@ -705,9 +755,9 @@ def build_parser() -> Parser:
     cli_security.add_commands(sub)
     cli_lb.add_commands(sub)
     # their CLI hooks only: nothing is registered in this process (sdnctl compiles nothing)
-    for p in plugins.discover(os.environ.get("SDN_DISABLED_PLUGINS", "").split(",")).loaded:
-        if p.cli is not None and p.api_version == PLUGIN_API:
-            p.cli(sub)  # a plug-in's commands (apps/plugin.py: the same grammar, its own service)
+    for plugin in plugins.discover(os.environ.get("SDN_DISABLED_PLUGINS", "").split(",")).loaded:
+        if plugin.cli is not None and plugin.api_version == PLUGIN_API:
+            plugin.cli(sub)  # a plug-in's commands (apps/plugin.py: the same grammar, its own service)
     fip = sub.add_parser("floating", help="floating IP commands (floating ip ACTION)").add_subparsers(
         dest="floating", metavar="ip", required=True
     )
@@ -850,16 +900,32 @@ def build_parser() -> Parser:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def version() -> str:
+    try:
+        return importlib.metadata.version("sdn-controller")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def complete(args: argparse.Namespace) -> int:
+    sys.stdout.write(completion.script(build_parser(), args.shell))
+    return EXIT_OK
+
+
 def _token(a: argparse.Namespace) -> str:
+    """--token, --token-file, SDN_TOKEN, SDN_TOKEN_FILE, then the profile's token, then its token_file."""
+    profile = getattr(a, "profile_settings", {})
     if getattr(a, "token", None):
         return str(a.token)
-    path = getattr(a, "token_file", None) or (
-        None if os.environ.get("SDN_TOKEN") else os.environ.get("SDN_TOKEN_FILE")
-    )
+    path = getattr(a, "token_file", None)
+    if not path and os.environ.get("SDN_TOKEN"):
+        return os.environ["SDN_TOKEN"]
+    path = path or os.environ.get("SDN_TOKEN_FILE")
+    if not path and profile.get("token"):
+        return str(profile["token"])
+    path = path or profile.get("token_file")
     if not path:
-        if os.environ.get("SDN_TOKEN"):
-            return os.environ["SDN_TOKEN"]
-        raise usage_error("no token: give --token, --token-file or set SDN_TOKEN")
+        raise usage_error("no token: give --token, --token-file, set SDN_TOKEN or use a --profile with one")
     p = Path(path)
     p = p / "tokens.json" if p.is_dir() else p
     try:
@@ -871,34 +937,52 @@ def _token(a: argparse.Namespace) -> str:
         raise usage_error(f"no admin token in {p}") from None
 
 
+def _number(args: argparse.Namespace, key: str, convert: Callable[[Any], Any], default: Any) -> Any:
+    value = getattr(args, key, None)
+    if value in (None, ""):
+        return default
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise usage_error(f"{key.replace('_', '-')} {value!r} is not a number") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    endpoint = getattr(args, "endpoint", None) or os.environ.get("SDN_ENDPOINT") or DEFAULT_ENDPOINT
-    try:
-        timeout = getattr(args, "timeout", None) or float(os.environ.get("SDN_TIMEOUT") or 30)
-    except ValueError:
-        bad = usage_error(f"SDN_TIMEOUT={os.environ['SDN_TIMEOUT']!r} is not a number")
-        return report(bad, endpoint, None)
-    args.format = getattr(args, "format", "table")
-    columns = getattr(args, "columns", None)
+    endpoint = DEFAULT_ENDPOINT
     client: Client | None = None
     try:
+        apply_settings(args)
+        endpoint = getattr(args, "endpoint", None) or DEFAULT_ENDPOINT
+        timeout = _number(args, "timeout", float, 30.0)
+        terminal = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+        args.format = getattr(args, "format", "table")
+        if args.func is complete:
+            return complete(args)
         client = Client(endpoint, _token(args), timeout, credentials(args))
         client.validate_only = bool(getattr(args, "validate_only", False))
+        client.scope = str(getattr(args, "tenant_scope", None) or getattr(args, "tenant", None) or "")
+        args.output = Output(
+            fmt=args.format,
+            columns=getattr(args, "columns", None) or (),
+            long=bool(getattr(args, "long", False)),
+            max_width=_number(args, "max_width", int, terminal),
+            label=client.label,
+        )
         result = args.func(client, args)
         if args.out == "one":
-            print_one(result, args.format, columns, sys.stdout)
+            print_one(result, args.output, sys.stdout, args.kind)
         elif args.out == "many":
-            print_many(args.kind, result, args.format, columns, sys.stdout)
+            print_many(args.kind, result, args.output, sys.stdout)
         elif args.out in ("none", "self") and isinstance(result, int):
             return result
         sys.stdout.flush()
         return EXIT_OK
     except (grpc.RpcError, CliError) as err:
-        return report(err, endpoint, timeout)
+        return report(err, endpoint, getattr(client, "timeout", None))
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return EXIT_INTERRUPTED
