@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from controller.cli import helptext
 from controller.cli.format import EXIT_OK, FORMATS, CliError, chassis_name, rpc_error_line, usage_error
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
@@ -76,7 +77,7 @@ LIST_FIELD = {
     "health_monitor": "health_monitors",
 }
 PAGE_SIZE = 1000
-REF_HELP = "id or name (id match first, then a unique display name)"
+REF_HELP = helptext.REF
 
 
 class Client:
@@ -140,14 +141,13 @@ class Client:
         coll = COLLECTION[kind]
         if "/" in ref or kind == "chassis":
             return self.get(kind, ref if "/" in ref else f"{coll}/{ref}")
-        missing: grpc.RpcError | CliError | None = None
+        missing: CliError | None = None
         if ID_RE.match(ref):
             try:
                 found = self.get(kind, f"{coll}/{ref}")
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise
-                missing = err
             else:
                 if self._in_scope(kind, found):
                     return found
@@ -177,7 +177,7 @@ class Client:
                 + ("" if self.scope else " or --tenant-scope TENANT"),
                 "AMBIGUOUS_NAME",
             )
-        if missing is not None:
+        if isinstance(missing, CliError):
             raise missing
         where = f" in tenant {self.scope!r}" if self.scope else ""
         raise CliError("NOT_FOUND", f"{kind} {ref!r} not found{where}", f"{kind.upper()}_NOT_FOUND")

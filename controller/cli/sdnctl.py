@@ -56,6 +56,7 @@ from google.protobuf import duration_pb2, json_format
 from apps.plugin import PLUGIN_API
 from controller import plugins
 from controller.cli import completion
+from controller.cli import helptext as cli_help
 from controller.cli import lb as cli_lb
 from controller.cli import security as cli_security
 from controller.cli.common import (
@@ -894,6 +895,7 @@ def build_parser() -> Parser:
         help="replay changes after revision N (default: a snapshot of everything first)",
     )
     p.add_argument("--max-events", type=positive, default=0, metavar="N", help="stop after N events")
+    cli_help.fill(parser)
     return parser
 
 

@@ -114,28 +114,42 @@ def register(sub: Any) -> None:
     pol = qos.add_parser("policy", help="QoS policies").add_subparsers(dest="action", required=True)
     pc = command(pol, "create", policy_create, "qos_policy", out="self", help="create a policy")
     pc.add_argument("--id", help="client-chosen id")
-    pc.add_argument("--name", dest="display_name")
-    pc.add_argument("--description")
+    pc.add_argument("--name", dest="display_name", help="display name")
+    pc.add_argument("--description", help="free text")
     command(pol, "list", policy_list, "qos_policy", out="self", help="list policies")
-    command(pol, "show", policy_show, "qos_policy", out="self", help="show a policy").add_argument("ref")
-    command(pol, "delete", policy_delete, "qos_policy", out="self").add_argument("refs", nargs="+")
+    command(pol, "show", policy_show, "qos_policy", out="self", help="show a policy").add_argument(
+        "ref", help="the policy: id or resource name"
+    )
+    command(pol, "delete", policy_delete, "qos_policy", out="self", help="delete policies").add_argument(
+        "refs", nargs="+", help="the policies: ids or resource names"
+    )
     for kind in ("port", "network"):
         p = command(pol, f"set-{kind}", bind(kind), "qos_binding", out="self", help=f"give a {kind} a policy")
-        p.add_argument("target", metavar=kind.upper())
-        p.add_argument("policy", metavar="POLICY")
+        p.add_argument("target", metavar=kind.upper(), help=f"the {kind}: id or resource name")
+        p.add_argument("policy", metavar="POLICY", help="the QoS policy: id or resource name")
         u = command(pol, f"unset-{kind}", unbind(kind), "qos_binding", out="self", help=f"{kind}: no policy")
-        u.add_argument("target", metavar=kind.upper())
+        u.add_argument("target", metavar=kind.upper(), help=f"the {kind}: id or resource name")
     rules = qos.add_parser("rule", help="QoS rules").add_subparsers(dest="action", required=True)
     rc = command(rules, "create", rule_create, "qos_rule", out="self", help="add a rule to a policy")
-    rc.add_argument("policy", metavar="POLICY")
+    rc.add_argument("policy", metavar="POLICY", help="the QoS policy: id or resource name")
     rc.add_argument("--id", help="client-chosen id")
-    rc.add_argument("--type", required=True, choices=["bandwidth-limit", "dscp-marking"])
-    rc.add_argument("--max-kbps", type=int)
-    rc.add_argument("--max-burst-kbits", type=int)
-    rc.add_argument("--dscp-mark", type=int)
+    rc.add_argument(
+        "--type", required=True, choices=["bandwidth-limit", "dscp-marking"], help="the rule type"
+    )
+    rc.add_argument("--max-kbps", type=int, help="bandwidth-limit: the rate in kbit/s")
+    rc.add_argument("--max-burst-kbits", type=int, help="bandwidth-limit: the burst in kbit")
+    rc.add_argument("--dscp-mark", type=int, help="dscp-marking: the DSCP value (0-63)")
     g = rc.add_mutually_exclusive_group()
-    g.add_argument("--egress", dest="direction", action="store_const", const="egress")
-    g.add_argument("--ingress", dest="direction", action="store_const", const="ingress")
+    g.add_argument(
+        "--egress", dest="direction", action="store_const", const="egress", help="traffic the port sends"
+    )
+    g.add_argument(
+        "--ingress", dest="direction", action="store_const", const="ingress", help="traffic to the port"
+    )
     rc.set_defaults(direction="")
-    command(rules, "list", rule_list, "qos_rule", out="self").add_argument("policy", metavar="POLICY")
-    command(rules, "delete", rule_delete, "qos_rule", out="self").add_argument("refs", nargs="+")
+    command(rules, "list", rule_list, "qos_rule", out="self", help="list a policy's rules").add_argument(
+        "policy", metavar="POLICY", help="the QoS policy: id or resource name"
+    )
+    command(rules, "delete", rule_delete, "qos_rule", out="self", help="delete rules").add_argument(
+        "refs", nargs="+", help="the rules: ids or resource names"
+    )
