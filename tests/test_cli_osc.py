@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from controller.api.auth import TokenFile
 from controller.api.server import ApiServer
