@@ -4,24 +4,37 @@
 
 Global options (also accepted after the command): --endpoint HOST:PORT (env SDN_ENDPOINT, default
 127.0.0.1:50051), --token TOKEN (env SDN_TOKEN), --token-file PATH (a controller's tokens.json, or its data
-directory: the first admin token in it; env SDN_TOKEN_FILE), -f/--format table|json|value, -c/--column FIELD
-(repeatable: only these fields, by proto field name), --timeout SECONDS (env SDN_TIMEOUT, default 30).
-The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE.
+directory: the first admin token in it; env SDN_TOKEN_FILE), --profile NAME (env SDN_PROFILE),
+--tenant-scope TENANT (env SDN_TENANT_SCOPE), -f/--format table|json|yaml|value|csv, -c/--column COLUMN
+(repeatable: a heading such as "Fixed IPs" or a field name such as fixed_ips), --max-width N (env
+SDN_MAX_WIDTH), --timeout SECONDS (env SDN_TIMEOUT, default 30); lists also take --long.
+The token is taken from --token, else --token-file, else SDN_TOKEN, else SDN_TOKEN_FILE, else the profile's
+token, else its token_file.
 TLS (an API beyond loopback, or --grpc-tls always): --ca-cert PATH (env SDN_CA_CERT; the controller's
 DATA_DIR/pki/ca.crt) verifies the controller and turns TLS on; --client-cert/--client-key PATH (env
 SDN_CLIENT_CERT, SDN_CLIENT_KEY; from `sdn-controller pki issue-client NAME`) present a client certificate.
 
-References (NET, SUBNET, PORT, ROUTER, SG, POLICY, ...) are a resource name ("networks/x"), a bare id ("x"), or a display
-name (resolved by listing; an ambiguous display name is an error naming the candidates). CHASSIS is
-"chassis/x" or "x" (chassis have no display name); FIP is "floatingIps/x", "x" or the floating address.
+Profiles: SDN_PROFILE_FILE (default ~/.config/sdnctl/profiles.toml) holds [NAME] tables with endpoint,
+token, token_file, ca_cert, client_cert, client_key, timeout, tenant_scope, max_width (paths relative to
+the file). Options override SDN_* variables, which override the profile.
+
+References (NET, SUBNET, PORT, ROUTER, SG, POLICY, ...), the OpenStack client's rule: a resource name
+("networks/x") as given; else an exact id match; else the one display name that matches (several: an
+error listing each candidate's id and tenant). A tenant only ever matches what it can see (its own, and
+external networks). An admin matches every tenant's, unless --tenant-scope TENANT (or the command's own
+--tenant) narrows both the id and the name match to that tenant's resources and external networks.
+CHASSIS is "chassis/x" or "x" (chassis have no display name); FIP is "floatingIps/x", "x" or the address.
 In `set`, list options (--fixed-ip, --dns-nameserver, ...) replace the whole list; --no-... clears it.
 Only the fields given are sent, in an explicit update mask.
 
-Output: table (aligned list table; field/value table for one resource), json (MessageToDict with proto field
-names, defaults included), value (values only: one line per resource for lists, space-separated, list values
-joined by ",", "-" for an empty value unless a single column; for one resource one field per line, list
-values space-separated).
-`delete` and `token revoke` print nothing on success.
+Output: table (lists: ID and Name columns and a few more, --long for more; references shown by display
+name, "name (id)" when two visible resources share it; show: a Field/Value table, references as
+"name (resource name)"), csv (the table's columns, headings first), json and yaml (every field as the
+API returns it: proto field names, references as resource names, plus the derived `id`; -c narrows), value
+(values only, references as resource names: one line per resource for lists, space-separated, list values
+joined by ",", "-" for an empty value unless a single column; for one resource one field per line).
+`delete` and `token revoke` print nothing on success. `sdnctl complete [--shell zsh]` prints a completion
+script; `sdnctl --version` the version.
 
 Errors are one line on stderr, e.g.
     error: INVALID_ARGUMENT subnet.cidr: '10.0.0.0/33' is not a CIDR (INVALID_FIELD)
@@ -32,6 +45,7 @@ Errors are one line on stderr, e.g.
     5 ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED
     6 RESOURCE_EXHAUSTED      7 UNAUTHENTICATED, PERMISSION_DENIED
     8 cannot reach the controller (UNAVAILABLE) or no answer in time (DEADLINE_EXCEEDED)
+    9 wait-realized: the switches did not realize the revision within --wait (progress lines on stderr)
     130 interrupted (Ctrl-C), except `watch`, which Ctrl-C ends normally (0).
 Set SDNCTL_DEBUG=1 to get a traceback for unexpected client failures.
 """
@@ -591,7 +605,7 @@ def build_parser() -> Parser:
         prog="sdnctl",
         description="Command-line client of the SDN controller's topology API.",
         epilog="Exit codes: 0 ok, 1 other, 2 usage, 3 not found, 4 invalid argument, 5 conflict, "
-        "6 exhausted, 7 auth, 8 unreachable, 130 interrupted.",
+        "6 exhausted, 7 auth, 8 unreachable, 9 not realized (wait-realized), 130 interrupted.",
     )
     add_globals(parser)
     parser.add_argument(
@@ -872,9 +886,16 @@ def build_parser() -> Parser:
         wait_realized,
         out="self",
         help="wait until the switches realize a revision (default: the current one)",
+        description="Wait until every switch has realized the revision. While waiting, a progress line "
+        "goes to stderr every 2 s (admins: which chassis are behind, at which revision). Exit codes: 0 "
+        "realized; 9 not realized within --wait; 7 auth; 8 controller unreachable; 1 other errors.",
     )
-    p.add_argument("--revision", type=positive, default=0, metavar="N")
-    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument(
+        "--revision", type=positive, default=0, metavar="N", help="the revision (default: the current one)"
+    )
+    p.add_argument(
+        "--wait", type=float, default=10.0, metavar="SECONDS", help="give up after this long (default 10)"
+    )
 
     ts = sub.add_parser("token", help="issue and revoke tokens (admin)").add_subparsers(
         dest="action", metavar="ACTION", required=True
