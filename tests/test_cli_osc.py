@@ -297,3 +297,34 @@ def test_wait_realized_progress_and_exit_codes(
         channel.close()
         srv.stop(0)
         state.close()
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_errors_name_the_callers_objects_by_name_and_id(sdnctl: Cli) -> None:
+    t = _world(sdnctl)["alice"]
+    sub = sdnctl("subnet", "show", "web-v4", "-f", "json", token=t).json()
+    lb = sdnctl(
+        "loadbalancer", "create", "--name", "front", "--vip-subnet-id", "web-v4", "-f", "json", token=t
+    ).json()
+    res = sdnctl("subnet", "delete", "web-v4", "--force", token=t, code=5)
+    assert f"subnet 'web-v4' (id {sub['id']})" in res.err
+    assert f"holds the VIP of load balancer 'front' (id {lb['id']})" in res.err
+    taken = lb["vip_address"]
+    res = sdnctl(
+        "port", "create", "x", "--network", "web", "--fixed-ip", f"ip-address={taken}", token=t, code=5
+    )
+    assert f"{taken} on subnet 'web-v4' (id {sub['id']}) is in use" in res.err
+
+
+def test_a_message_never_names_another_tenants_object() -> None:
+    from topology.ops import named, named_ref
+    from topology.records import Network
+
+    mine = Network(id="n1", tenant="alice", display_name="web")
+    theirs = Network(id="n2", tenant="bob", display_name="secret-project")
+    assert named(mine) == "'web' (id n1)" and named(Network(id="n3", tenant="alice")) == "'n3'"
+    table = {"n1": mine, "n2": theirs}
+    assert named_ref(table, "n1", "alice") == "'web' (id n1)"
+    assert named_ref(table, "n2", "alice") == "'n2'" and named_ref(table, "gone", "alice") == "'gone'"

@@ -221,7 +221,7 @@ def _check_external_flip(topo: Topology, old: Network, external: bool) -> None:
     if not external and owners & {OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP}:
         raise errors.failed_precondition(
             "NETWORK_IN_USE",
-            f"network {old.id!r} holds router gateways or floating IPs; it stays external "
+            f"network {named(old)} holds router gateways or floating IPs; it stays external "
             "until they are gone",
             network=old.id,
         )
@@ -234,7 +234,36 @@ def _check_external_flip(topo: Topology, old: Network, external: bool) -> None:
         )
 
 
-def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metadata: str) -> None:
+def named(rec: Any) -> str:
+    """How a message names a record: "'web' (id 73cf...)" when it has a display name other than its id,
+    else its id quoted. Only for a record of the caller's own (the one acted on, or `named_ref`'s check)."""
+    label = getattr(rec, "display_name", "") or ""
+    return f"{label!r} (id {rec.id})" if label and label != rec.id else repr(rec.id)
+
+
+def named_ref(table: Mapping[str, Any], rid: str, tenant: str) -> str:
+    """A record a message refers to by id: named by display name and id when it is `tenant`'s (the tenant
+    of the record the call acts on), by id alone otherwise: never another tenant's name."""
+    rec = table.get(rid)
+    return named(rec) if rec is not None and getattr(rec, "tenant", None) == tenant else repr(rid)
+
+
+_OWNER_TABLE = {
+    OWNER_ROUTER_INTERFACE: "routers",
+    OWNER_ROUTER_GATEWAY: "routers",
+    OWNER_FLOATING_IP: "floatingips",
+    OWNER_LOAD_BALANCER: "load_balancers",
+}
+
+
+def _owner(topo: Topology, p: Port) -> str:
+    """The router, floating IP or load balancer owning port `p`, named as `named_ref` does."""
+    return named_ref(getattr(topo, _OWNER_TABLE.get(p.device_owner, "routers")), p.device_id, p.tenant)
+
+
+def _refuse_router_owned(
+    topo: Topology, ports: Sequence[Port], what: str, reason: str, **metadata: str
+) -> None:
     """Even `force` does not remove router interfaces, gateways or floating IP addresses (Neutron refuses
     too): they are removed through their router or floating IP."""
     for p in ports:
@@ -242,7 +271,8 @@ def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metada
             kind = "an interface" if p.device_owner == OWNER_ROUTER_INTERFACE else "the external gateway"
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds {kind} of router {p.device_id!r} (port {p.id!r}); remove it from the "
+                f"{what} holds {kind} of router {_owner(topo, p)} "
+                f"(port {p.id!r}); remove it from the "
                 "router first (force does not)",
                 router=p.device_id,
                 port=p.id,
@@ -260,7 +290,8 @@ def _refuse_router_owned(ports: Sequence[Port], what: str, reason: str, **metada
         if p.device_owner == OWNER_LOAD_BALANCER:
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds the VIP of load balancer {p.device_id!r} (port {p.id!r}); delete the load "
+                f"{what} holds the VIP of load balancer {_owner(topo, p)} "
+                f"(port {p.id!r}); delete the load "
                 "balancer first (force does not)",
                 load_balancer=p.device_id,
                 port=p.id,
@@ -286,13 +317,13 @@ def delete_network(
 ) -> list[Change]:
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
-    _refuse_router_owned(ports, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
+    _refuse_router_owned(topo, ports, f"network {named(old)}", "NETWORK_IN_USE", network=old.id)
     for sub in subnets:
-        _refuse_lb_members(topo, sub.id, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
+        _refuse_lb_members(topo, sub.id, f"network {named(old)}", "NETWORK_IN_USE", network=old.id)
     if (subnets or ports) and not force:
         raise errors.failed_precondition(
             "NETWORK_IN_USE",
-            f"network {old.id!r} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
+            f"network {named(old)} has {len(subnets)} subnet(s) and {len(ports)} port(s); "
             "delete them first or use force",
             network=old.id,
         )
@@ -386,7 +417,8 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
         if netaddr.IPNetwork(other.cidr) in net or net in netaddr.IPNetwork(other.cidr):
             raise errors.invalid(
                 "cidr",
-                f"overlaps {other.cidr} of subnet {other.id!r} on the same network",
+                f"overlaps {other.cidr} of subnet {named_ref(topo.subnets, other.id, sub.tenant)} on the same "
+                "network",
                 reason="OVERLAPPING_CIDR",
             )
     gateway = _check_gateway(net, sub.gateway_ip if gateway_given else None)
@@ -459,12 +491,12 @@ def delete_subnet(
     topo: Topology, old: Subnet, force: bool, rev: int | None = None, now: float = 0.0
 ) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
-    _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
-    _refuse_lb_members(topo, old.id, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
+    _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
+    _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
             "SUBNET_IN_USE",
-            f"subnet {old.id!r} has addresses on {len(ports)} port(s); delete them first or use force",
+            f"subnet {named(old)} has addresses on {len(ports)} port(s); delete them first or use force",
             subnet=old.id,
         )
     changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
@@ -544,13 +576,16 @@ def _resolve_fixed_ips(
             if (owner is not None and owner != port_id) or n in taken.get(sub.id, set()):
                 if n in taken.get(sub.id, set()):
                     raise errors.invalid(f"{fp}.ip_address", f"{address} is requested twice")
+                # an external network's subnets are the operator's: by id only
+                net_rec = topo.networks.get(network_id)
+                label = repr(sub.id) if net_rec is None or net_rec.external else named(sub)
                 err = errors.in_use(
                     "IP_ADDRESS_IN_USE",
-                    f"{address} on subnet {sub.id!r} is in use",
+                    f"{address} on subnet {label} is in use",
                     subnet=sub.id,
                     ip_address=address,
                 )
-                err.violations = [(f"{fp}.ip_address", f"{address} is in use")]
+                err.violations = [(f"{fp}.ip_address", f"{address} on subnet {label} is in use")]
                 raise err
             taken.setdefault(sub.id, set()).add(n)
             explicit.append((i, sub.id, n))
@@ -678,7 +713,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     if old.device_owner == OWNER_LOAD_BALANCER and fields:  # a VIP port is the load balancer's, all of it
         err = errors.failed_precondition(
             "PORT_OWNED_BY_LOAD_BALANCER",
-            f"port {old.id!r} holds the VIP of load balancer {old.device_id!r}: it "
+            f"port {named(old)} holds the VIP of load balancer {_owner(topo, old)}: it "
             "changes only with the load balancer",
             port=old.id,
             owner=old.device_owner,
@@ -707,7 +742,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
                 owner = OWNER_LABEL.get(old.device_owner, "router")
                 err = errors.failed_precondition(
                     f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
-                    f"port {old.id!r} belongs to {owner} {old.device_id!r}: its {name} change only through "
+                    f"port {named(old)} belongs to {owner} {_owner(topo, old)}: its {name} change only through "
                     f"the {owner}",
                     port=old.id,
                     owner=old.device_owner,
@@ -723,7 +758,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
                 raise errors.failed_precondition(
                     "FLOATING_IP_ASSOCIATED",
                     f"floating IP {fip.id!r} ({fip.address}) maps {fip.fixed_ip} of "
-                    f"port {old.id!r}; dissociate it before removing that address",
+                    f"port {named(old)}; dissociate it before removing that address",
                     floating_ip=fip.id,
                     port=old.id,
                 )
@@ -758,7 +793,7 @@ def delete_port(topo: Topology, old: Port, rev: int | None = None, now: float = 
         }[owner]
         raise errors.failed_precondition(
             f"PORT_OWNED_BY_{owner.upper().replace(' ', '_')}",
-            f"port {old.id!r} belongs to {owner} {old.device_id!r}; it goes with it ({how})",
+            f"port {named(old)} belongs to {owner} {_owner(topo, old)}; it goes with it ({how})",
             port=old.id,
             owner=old.device_owner,
             device_id=old.device_id,
@@ -1113,7 +1148,7 @@ def delete_router(topo: Topology, old: Router, force: bool, rev: int, now: float
     if (ifaces or fips) and not force:
         raise errors.failed_precondition(
             "ROUTER_IN_USE",
-            f"router {old.id!r} has {len(ifaces)} interface(s) and translates {len(fips)} "
+            f"router {named(old)} has {len(ifaces)} interface(s) and translates {len(fips)} "
             "floating IP(s); remove them first or use force",
             router=old.id,
         )
@@ -1135,7 +1170,7 @@ def _check_new_interface_subnets(
                     "router_interface",
                     sub.id,
                     reason="ROUTER_INTERFACE_EXISTS",
-                    message=f"subnet {sub.id!r} is already on router {router.id!r} (port {port.id!r})",
+                    message=f"subnet {named(sub)} is already on router {named(router)} (port {port.id!r})",
                 )
                 err.violations = [(field_path, f"subnet {sub.id!r} is already an interface of the router")]
                 raise err
@@ -1198,7 +1233,7 @@ def add_router_interface(
         if port.device_owner or port.device_id or port.binding_chassis or _fips_of_port(topo, port.id):
             raise errors.failed_precondition(
                 "PORT_IN_USE",
-                f"port {port.id!r} is in use (device_owner {port.device_owner!r}, device_id "
+                f"port {named(port)} is in use (device_owner {port.device_owner!r}, device_id "
                 f"{port.device_id!r}, bound to {port.binding_chassis or 'no chassis'!s}, or has a floating IP); "
                 "a router interface must be an unused port",
                 port=port.id,

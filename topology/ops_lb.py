@@ -23,7 +23,7 @@ import netaddr
 
 from topology import errors
 from topology.model import Change, Topology
-from topology.ops import _check_fields, _check_name, _ip, _new_owned_port, _stamp
+from topology.ops import _check_fields, _check_name, _ip, _new_owned_port, _stamp, named, named_ref
 from topology.records import (
     DEGRADED,
     ERROR,
@@ -296,7 +296,7 @@ def delete_load_balancer(topo: Topology, old: LoadBalancer, force: bool) -> list
     if (listeners or pools) and not force:
         raise errors.failed_precondition(
             "LOAD_BALANCER_IN_USE",
-            f"load balancer {old.id!r} has {len(listeners)} listener(s) and {len(pools)} "
+            f"load balancer {named(old)} has {len(listeners)} listener(s) and {len(pools)} "
             "pool(s); delete them first or use force (cascade)",
             load_balancer=old.id,
         )
@@ -323,7 +323,8 @@ def _check_default_pool(topo: Topology, listener: Listener, pending: Sequence[Ch
     if pool.load_balancer_id != listener.load_balancer_id:
         raise errors.invalid(
             "default_pool",
-            f"pool {pool.id!r} belongs to load balancer {pool.load_balancer_id!r}, "
+            f"pool {named(pool)} belongs to load balancer "
+            f"{named_ref(topo.load_balancers, pool.load_balancer_id, pool.tenant)}, "
             f"not {listener.load_balancer_id!r}",
             reason="POOL_OF_ANOTHER_LOAD_BALANCER",
         )
@@ -451,7 +452,7 @@ def delete_pool(topo: Topology, old: Pool, rev: int, now: float) -> list[Change]
     if users:
         raise errors.failed_precondition(
             "POOL_IN_USE",
-            f"pool {old.id!r} is the default pool of listener(s) {', '.join(users)}; change their "
+            f"pool {named(old)} is the default pool of listener(s) {', '.join(users)}; change their "
             "default_pool first",
             pool=old.id,
             listener=users[0],

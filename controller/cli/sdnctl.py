@@ -371,13 +371,14 @@ def flow_dump(c: Client, a: argparse.Namespace) -> int:
     flows: list[str] = []
     groups: list[str] = []
     token = ""
+    port = c.resolve("port", a.port).name if a.port else ""
     while True:  # every page
         resp = c.dataplane.DumpFlows(
             dpb.DumpFlowsRequest(
                 chassis=chassis_name(a.chassis),
                 stage=a.stage or "",
                 owner=a.owner or "",
-                port=f"ports/{a.port}" if a.port and "/" not in a.port else (a.port or ""),
+                port=port,
                 desired_only=a.desired,
                 page_token=token,
             ),
