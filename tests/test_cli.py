@@ -236,7 +236,9 @@ def test_subnet_lifecycle(sdnctl: Cli) -> None:
 
     sdnctl("port", "create", "p", "--network", "web")
     res = sdnctl("subnet", "delete", "front", code=5)
-    assert error_line(res).startswith("error: FAILED_PRECONDITION subnet 'web-v4' has addresses on 1 port")
+    assert error_line(res).startswith(
+        "error: FAILED_PRECONDITION subnet 'front' (id web-v4) has addresses on 1 port"
+    )
     assert error_line(res).endswith("(SUBNET_IN_USE)")
     assert sdnctl("subnet", "delete", "front", "--force").out == ""
     assert sdnctl("-f", "value", "-c", "name", "subnet", "list").lines == [other["name"]]

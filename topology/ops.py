@@ -135,6 +135,8 @@ def new_id(topo: Topology, kind: str, requested: str, field_path: str) -> str:
 def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[Change]:
     """`net` carries the request (segment_id None = allocate, mtu 0 = default)."""
     _check_name(net.display_name)
+    check_description(net.description)
+    net = dataclasses.replace(net, tags=normalize_tags(net.tags))
     stype = net.segment_type or topo.config.default_segment_type
     if stype not in SEGMENT_TYPES:
         raise errors.invalid("segment_type", f"must be one of {', '.join(SEGMENT_TYPES)}")
@@ -194,7 +196,35 @@ def create_network(topo: Topology, net: Network, rev: int, now: float) -> list[C
     return [("network", rec.id, None, _stamp(rec, rev, now, True))]
 
 
-NETWORK_MUTABLE = {"display_name", "mtu", "admin_state_up", "external"}
+NETWORK_MUTABLE = {"display_name", "mtu", "admin_state_up", "external", "description", "tags", "shared"}
+MAX_DESCRIPTION = 255
+MAX_TAG, MAX_TAGS = 60, 50  # Neutron's tag length; a bound on how many
+
+
+def check_description(text: str, field_path: str = "description") -> None:
+    if len(text) > MAX_DESCRIPTION:
+        raise errors.invalid(field_path, f"longer than {MAX_DESCRIPTION} characters")
+
+
+def normalize_tags(tags: Sequence[str], field_path: str = "tags") -> tuple[str, ...]:
+    """Neutron's tags: each 1-60 characters without ',' (its filter's separator); a set, kept sorted."""
+    for i, tag in enumerate(tags):
+        if not tag or len(tag) > MAX_TAG or "," in tag or tag != tag.strip():
+            raise errors.invalid(
+                f"{field_path}[{i}]", f"{tag!r}: a tag is 1-{MAX_TAG} characters, no ',' or outer spaces"
+            )
+    unique = tuple(sorted(set(tags)))
+    if len(unique) > MAX_TAGS:
+        raise errors.invalid(field_path, f"at most {MAX_TAGS} tags")
+    return unique
+
+
+def _check_labels(fields: dict[str, Any]) -> None:
+    """description and tags of a create or update (in place: tags normalized)."""
+    if "description" in fields:
+        check_description(fields["description"])
+    if "tags" in fields:
+        fields["tags"] = normalize_tags(fields["tags"])
 
 
 def update_network(
@@ -203,8 +233,18 @@ def update_network(
     _check_fields(fields, NETWORK_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
+    _check_labels(fields)
     if "external" in fields and fields["external"] != old.external:
         _check_external_flip(topo, old, bool(fields["external"]))
+    if old.shared and fields.get("shared") is False:
+        others = sorted({p.tenant for p in topo.ports_of(old.id) if p.tenant != old.tenant})
+        if others:
+            raise errors.failed_precondition(
+                "NETWORK_IN_USE",
+                f"network {named(old)} has ports of {len(others)} other tenant(s); it stays shared until "
+                "they are gone",
+                network=old.id,
+            )
     if "mtu" in fields:
         max_mtu = topo.config.underlay_mtu - OVERLAY_OVERHEAD[old.segment_type]
         fields["mtu"] = fields["mtu"] or max_mtu
@@ -666,6 +706,8 @@ def create_port(
 ) -> list[Change]:
     """`port.mac` empty = generate; `ip_requests` are (subnet id, address) with either part possibly empty."""
     _check_name(port.display_name)
+    check_description(port.description)
+    port = dataclasses.replace(port, tags=normalize_tags(port.tags))
     _check_device_owner(port.device_owner)
     if port.mac:
         mac = _mac(port.mac, "mac_address")
@@ -704,6 +746,8 @@ PORT_MUTABLE = {
     "allowed_address_pairs",
     "security_groups",
     "binding_chassis",
+    "description",
+    "tags",
 }
 
 
@@ -722,6 +766,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
         raise err
     if "display_name" in fields:
         _check_name(fields["display_name"])
+    _check_labels(fields)
     if "fixed_ips" in fields:
         fields["fixed_ips"] = _resolve_fixed_ips(
             topo, old.id, old.network_id, fields["fixed_ips"] or (), keep=old.fixed_ips

@@ -30,6 +30,9 @@ class Network:
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0
+    description: str = ""
+    tags: tuple[str, ...] = ()  # sorted, unique (Neutron's tags)
+    shared: bool = False  # every tenant sees it and may attach ports (admin sets it)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class Port:
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0
+    description: str = ""
+    tags: tuple[str, ...] = ()  # sorted, unique
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,10 @@ def network_to_pb(n: Network) -> pb.Network:
         tunnel_key=n.key,
         create_time=_ts(n.create_time),
         update_time=_ts(n.update_time),
+        description=n.description,
+        tags=n.tags,
+        shared=n.shared,
+        status=pb.Network.ACTIVE if n.admin_state_up else pb.Network.DOWN,
     )
 
 
@@ -148,6 +152,8 @@ def port_to_pb(p: Port) -> pb.Port:
         tunnel_key=p.key,
         create_time=_ts(p.create_time),
         update_time=_ts(p.update_time),
+        description=p.description,
+        tags=p.tags,
     )
 
 

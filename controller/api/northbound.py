@@ -84,6 +84,8 @@ def _create_network(c: Call, m: pb.Network) -> list[Change]:
         admin_only(c.p, "network.segment_id", "choosing a segment id")
     if m.external:
         admin_only(c.p, "network.external", "an external network")
+    if m.shared:
+        admin_only(c.p, "network.shared", "a shared network")
     tenant = c.tenant_for(m.tenant, "network.tenant")
     net = Network(
         id=c.new_id(),
@@ -95,6 +97,9 @@ def _create_network(c: Call, m: pb.Network) -> list[Change]:
         mtu=m.mtu,
         admin_state_up=_up(m),
         external=m.external,
+        description=m.description,
+        tags=tuple(m.tags),
+        shared=m.shared,
     )
     return ops.create_network(c.topo, net, c.rev, c.now)
 
@@ -102,6 +107,8 @@ def _create_network(c: Call, m: pb.Network) -> list[Change]:
 def _external_admin_only(c: Call, old: Network, m: pb.Network, paths: list[str]) -> None:
     if "external" in paths and m.external != old.external:
         admin_only(c.p, "network.external", "the external flag")
+    if "shared" in paths and m.shared != old.shared:
+        admin_only(c.p, "network.shared", "sharing a network")
 
 
 NETWORK = Resource(
@@ -113,7 +120,8 @@ NETWORK = Resource(
     delete=lambda c, old, force: ops.delete_network(c.topo, old, force, c.rev, c.now),
     mutable=frozenset(ops.NETWORK_MUTABLE),
     immutable=frozenset({"name", "tenant", "segment_type", "segment_id", "physical_network"}),
-    output_only=frozenset({"revision", "create_time", "update_time", "tunnel_key"}),
+    output_only=frozenset({"revision", "create_time", "update_time", "tunnel_key", "status"}),
+    values={"tags": lambda c, m: tuple(m.tags)},
     check_paths=_external_admin_only,
 )
 
@@ -168,9 +176,12 @@ def _create_port(c: Call, m: pb.Port) -> list[Change]:
     port_security = m.port_security_enabled if m.HasField("port_security_enabled") else True
     if port_security and not groups:
         groups = [sec.DEFAULT_GROUP_REF]  # Neutron: a port with port security gets the default group
-    net = c.owned("network", m.network, "port.network")
+    net = c.get("network", m.network, "port.network")
+    if not net.shared:  # a shared network takes any tenant's ports (Neutron's); others only their owner's
+        net = c.owned("network", m.network, "port.network")
     ident = c.new_id()
-    owner = tenant or net.tenant
+    # a tenant's port on another tenant's shared network is the tenant's own
+    owner = tenant or (c.p.tenant if not c.p.can_see(net.tenant) else net.tenant)
     group_ids, made = sec.resolve_groups(c.topo, owner, groups, "security_groups", c.p.admin, c.rev, c.now)
     port = Port(
         id=ident,
@@ -185,6 +196,8 @@ def _create_port(c: Call, m: pb.Port) -> list[Change]:
         allowed_address_pairs=tuple((a.ip_address, a.mac_address) for a in m.allowed_address_pairs),
         security_groups=group_ids,
         binding_chassis=chassis,
+        description=m.description,
+        tags=tuple(m.tags),
     )
     return made + ops.create_port(c.topo, port, ip_requests, c.rev, c.now)
 
@@ -236,6 +249,7 @@ PORT = Resource(
         ),
         "security_groups": lambda c, m: tuple(convert.group_ids(list(m.security_groups))),
         "binding_chassis": lambda c, m: convert.chassis_ref(m.binding_chassis),
+        "tags": lambda c, m: tuple(m.tags),
     },
     check_paths=_binding_admin_only,
     list_filter=_port_filter,

@@ -52,7 +52,7 @@ def visible(p: Principal, rec: Record) -> bool:
         return False
     if isinstance(rec, Chassis):
         return p.admin
-    return p.can_see(rec.tenant) or (isinstance(rec, Network) and rec.external)
+    return p.can_see(rec.tenant) or (isinstance(rec, Network) and (rec.external or rec.shared))
 
 
 def admin_only(p: Principal, field_path: str, what: str) -> None:
@@ -374,11 +374,17 @@ class Tables:
             if tenant and not p.admin and tenant != p.tenant:
                 raise errors.permission_denied("tenant", "filtering by another tenant is admin only")
             filters = {"tenant": tenant, **filters}
+        tags = frozenset(getattr(request, "tags", ()))  # Neutron's `tags`: every one of them
+        if tags:
+            filters = {**filters, "tags": ",".join(sorted(tags))}
         with self.state.lock:
             items = [
                 r
                 for r in self.state.topology.table(spec.kind).values()
-                if visible(p, r) and (not tenant or r.tenant == tenant) and (keep is None or keep(r))
+                if visible(p, r)
+                and (not tenant or r.tenant == tenant)
+                and (keep is None or keep(r))
+                and tags <= frozenset(getattr(r, "tags", ()))
             ]
         chosen, token = page(items, request.page_size, request.page_token, filters)
         module = spec.pb_module or pb

@@ -38,6 +38,10 @@ COLUMNS: dict[str, list[Column]] = {
         "+Physical Network=physical_network",
         "+MTU=mtu",
         "+State=admin_state_up",
+        "+Status=status",
+        "+Shared=shared",
+        "+Tags=tags",
+        "+Description=description",
     ),
     "subnet": _c(
         "ID=id",
@@ -63,6 +67,8 @@ COLUMNS: dict[str, list[Column]] = {
         "+Device Owner=device_owner",
         "+Device ID=device_id",
         "+State=admin_state_up",
+        "+Tags=tags",
+        "+Description=description",
     ),
     "chassis": _c(
         "ID=id",

@@ -110,7 +110,7 @@ class Client:
             print_plan(pb.Plan.FromString(raw), sys.stderr)
         return response
 
-    def list(self, kind: str, *, limit: int = 0, page_size: int = PAGE_SIZE, **filters: str) -> list[Any]:
+    def list(self, kind: str, *, limit: int = 0, page_size: int = PAGE_SIZE, **filters: Any) -> list[Any]:
         """Every page (or the first `limit` items)."""
         cap = METHOD[kind]
         method = LIST_METHOD.get(kind, f"List{cap}s")
@@ -255,7 +255,8 @@ def do_list(c: Client, a: argparse.Namespace) -> list[Any]:
         filters["device_id"] = a.device_id
     if getattr(a, "host", None):
         filters["binding_chassis"] = chassis_name(a.host)
-    return c.list(a.kind, limit=a.limit or 0, page_size=a.page_size or PAGE_SIZE, **filters)
+    tag_filter: dict[str, Any] = {"tags": a.tags} if getattr(a, "tags", None) else {}
+    return c.list(a.kind, limit=a.limit or 0, page_size=a.page_size or PAGE_SIZE, **filters, **tag_filter)
 
 
 def do_delete(c: Client, a: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ OPTION_HELP = {
     "--no-dhcp": "no DHCP server on this subnet",
     "--gateway": "the gateway address (default: the subnet's first address)",
     "--no-gateway": "no gateway address",
+    "--share": "admin: every tenant sees the network and may attach ports to it",
+    "--no-share": "admin: no longer shared (refused while other tenants' ports are on it)",
     "--enable-rule": "the rule takes effect (the default)",
     "--disable-rule": "keep the rule but ignore it",
     "--segment-type": "overlay or provider type (default: the controller's, vxlan); vlan and flat: admin",

@@ -156,6 +156,9 @@ def network_create(c: Client, a: argparse.Namespace) -> Any:
         mtu=a.mtu or 0,
         external=a.external,
         tenant=a.tenant or "",
+        description=a.description or "",
+        tags=a.tags or [],
+        shared=a.shared,
     )
     if a.disable:
         net.admin_state_up = False
@@ -165,7 +168,7 @@ def network_create(c: Client, a: argparse.Namespace) -> Any:
 def network_set(c: Client, a: argparse.Namespace) -> Any:
     msg = pb.Network(name=c.resolve("network", a.ref).name)
     paths: list[str] = []
-    for field in ("display_name", "mtu", "admin_state_up", "external"):
+    for field in ("display_name", "mtu", "admin_state_up", "external", "description", "tags", "shared"):
         put(msg, paths, field, getattr(a, field))
     return update(c, "network", msg, paths)
 
@@ -209,6 +212,8 @@ def port_create(c: Client, a: argparse.Namespace) -> Any:
         security_groups=[cli_security.group_ref(c, g) for g in a.security_groups or []],
         binding_chassis=chassis_name(a.binding_chassis or ""),
         tenant=a.tenant or "",
+        description=a.description or "",
+        tags=a.tags or [],
     )
     if a.admin_state_up is not None:
         port.admin_state_up = a.admin_state_up
@@ -221,7 +226,15 @@ def port_set(c: Client, a: argparse.Namespace) -> Any:
     old = c.resolve("port", a.ref)
     msg = pb.Port(name=old.name)
     paths: list[str] = []
-    for field in ("display_name", "device_owner", "device_id", "admin_state_up", "port_security_enabled"):
+    for field in (
+        "display_name",
+        "device_owner",
+        "device_id",
+        "admin_state_up",
+        "port_security_enabled",
+        "description",
+        "tags",
+    ):
         put(msg, paths, field, getattr(a, field))
     put(msg, paths, "fixed_ips", None if a.fixed_ips is None else _fixed_ips(c, a.fixed_ips, old.network))
     put(msg, paths, "allowed_address_pairs", _opt(a.allowed_address_pairs, lambda p: pb.AddressPair(**p)))
@@ -601,6 +614,31 @@ def _resource(
     return pc, pl, ps
 
 
+SHARE_HELP = "admin: every tenant sees the network and may attach ports to it (Neutron's shared network)"
+
+
+def _labels(pc: Any, pl: Any, ps: Any, kind: str) -> None:
+    """--description and --tag on create and set (set: --tag replaces the tags, --no-tag clears them), and
+    list --tag (only those having every tag given)."""
+    for p in (pc, ps):
+        p.add_argument("--description", help="free text (at most 255 characters)")
+        repeated(
+            p,
+            "--tag",
+            "tags",
+            "--no-tag" if p is ps else None,
+            "TAG",
+            help="a tag (1-60 characters, no ',')" + ("; replaces the tags" if p is ps else ""),
+        )
+    pl.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        metavar="TAG",
+        help=f"only {kind}s having this tag (repeatable: every one)",
+    )
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="sdnctl",
@@ -631,6 +669,9 @@ def build_parser() -> Parser:
     ps.add_argument("--mtu", type=positive)
     pair(ps, "admin_state_up", "--enable", "--disable")
     pair(ps, "external", "--external", "--no-external")
+    pc.add_argument("--share", dest="shared", action="store_true", help=SHARE_HELP)
+    pair(ps, "shared", "--share", "--no-share")
+    _labels(pc, pl, ps, "network")
 
     pc, pl, ps = _resource(sub, "subnet", subnet_create, subnet_set, "SUBNET")
     pc.add_argument("--network", required=True, metavar="NET")
@@ -661,6 +702,7 @@ def build_parser() -> Parser:
     pair(ps, "enable_dhcp", "--dhcp", "--no-dhcp")
 
     pc, pl, ps = _resource(sub, "port", port_create, port_set, "PORT")
+    _labels(pc, pl, ps, "port")
     pc.add_argument("--network", required=True, metavar="NET")
     pc.add_argument("--mac-address", metavar="MAC")
     pc.add_argument("--tenant", help="owner (admin)")

@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Network(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time", "tunnel_key", "etag")
+    __slots__ = ("name", "tenant", "display_name", "segment_type", "segment_id", "physical_network", "mtu", "admin_state_up", "external", "revision", "create_time", "update_time", "tunnel_key", "etag", "description", "tags", "shared", "status")
     class SegmentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SEGMENT_TYPE_UNSPECIFIED: _ClassVar[Network.SegmentType]
@@ -29,6 +29,14 @@ class Network(_message.Message):
     GENEVE: Network.SegmentType
     VLAN: Network.SegmentType
     FLAT: Network.SegmentType
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[Network.Status]
+        ACTIVE: _ClassVar[Network.Status]
+        DOWN: _ClassVar[Network.Status]
+    STATUS_UNSPECIFIED: Network.Status
+    ACTIVE: Network.Status
+    DOWN: Network.Status
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +51,10 @@ class Network(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -57,7 +69,11 @@ class Network(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     tunnel_key: int
     etag: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+    description: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    shared: bool
+    status: Network.Status
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., segment_type: _Optional[_Union[Network.SegmentType, str]] = ..., segment_id: _Optional[int] = ..., physical_network: _Optional[str] = ..., mtu: _Optional[int] = ..., admin_state_up: _Optional[bool] = ..., external: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., shared: _Optional[bool] = ..., status: _Optional[_Union[Network.Status, str]] = ...) -> None: ...
 
 class AllocationPool(_message.Message):
     __slots__ = ("start", "end")
@@ -126,7 +142,7 @@ class AddressPair(_message.Message):
     def __init__(self, ip_address: _Optional[str] = ..., mac_address: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time", "tunnel_key", "etag")
+    __slots__ = ("name", "tenant", "display_name", "network", "mac_address", "fixed_ips", "device_owner", "device_id", "admin_state_up", "port_security_enabled", "allowed_address_pairs", "security_groups", "binding_chassis", "status", "revision", "create_time", "update_time", "tunnel_key", "etag", "description", "tags")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[Port.Status]
@@ -154,6 +170,8 @@ class Port(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     TUNNEL_KEY_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -173,7 +191,9 @@ class Port(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     tunnel_key: int
     etag: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+    description: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., mac_address: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ..., device_owner: _Optional[str] = ..., device_id: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., port_security_enabled: _Optional[bool] = ..., allowed_address_pairs: _Optional[_Iterable[_Union[AddressPair, _Mapping]]] = ..., security_groups: _Optional[_Iterable[str]] = ..., binding_chassis: _Optional[str] = ..., status: _Optional[_Union[Port.Status, str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tunnel_key: _Optional[int] = ..., etag: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouterInterface(_message.Message):
     __slots__ = ("router", "port", "subnet", "network", "ip_address")
@@ -453,14 +473,16 @@ class GetNetworkRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListNetworksRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "tenant")
+    __slots__ = ("page_size", "page_token", "tenant", "tags")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     tenant: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListNetworksResponse(_message.Message):
     __slots__ = ("networks", "next_page_token")
@@ -567,20 +589,22 @@ class GetPortRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListPortsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "tenant", "network", "device_id", "binding_chassis")
+    __slots__ = ("page_size", "page_token", "tenant", "network", "device_id", "binding_chassis", "tags")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     BINDING_CHASSIS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     tenant: str
     network: str
     device_id: str
     binding_chassis: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., network: _Optional[str] = ..., device_id: _Optional[str] = ..., binding_chassis: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., network: _Optional[str] = ..., device_id: _Optional[str] = ..., binding_chassis: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListPortsResponse(_message.Message):
     __slots__ = ("ports", "next_page_token")
