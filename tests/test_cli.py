@@ -513,6 +513,10 @@ def test_watch_prints_the_snapshot(sdnctl: Cli) -> None:
     events = [json.loads(line) for line in sdnctl("-f", "json", "watch", "--max-events", "3").lines]
     assert [e["type"] for e in events] == ["EXISTING", "EXISTING", "SYNCED"]
     assert events[0]["network"]["name"] == "networks/web"
+    import yaml  # type: ignore[import-untyped]
+
+    docs = list(yaml.safe_load_all(sdnctl("-f", "yaml", "watch", "--max-events", "3").out))
+    assert docs == events  # the same events, as a stream of YAML documents
     rev = events[2]["revision"]
     # replay from an earlier revision: the subnet's creation, then SYNCED
     replay = sdnctl("watch", "--from-revision", str(int(rev) - 1), "--max-events", "2").lines

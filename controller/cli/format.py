@@ -422,11 +422,13 @@ def _flow(v: Any) -> str:
 
 
 def event_line(event: Message, fmt: str) -> str:
-    """One Watch event: "REVISION TYPE KIND NAME [DISPLAY NAME]" or a compact JSON object."""
+    """One Watch event: "REVISION TYPE KIND NAME [DISPLAY NAME]", a compact JSON object or a YAML document."""
     if fmt == "json":
         return json.dumps(
             json_format.MessageToDict(event, preserving_proto_field_name=True), separators=(",", ":")
         )
+    if fmt == "yaml":  # a stream of YAML documents
+        return "---\n" + to_yaml(json_format.MessageToDict(event, preserving_proto_field_name=True)).rstrip()
     kind = event.WhichOneof("resource")  # type: ignore[attr-defined]
     parts = [str(event.revision), type(event).Type.Name(event.type)]  # type: ignore[attr-defined]
     if kind:
