@@ -646,6 +646,17 @@ def test_tenants_see_and_reference_only_their_own(server: InProcessServer, alice
     assert names == {CONN, "ipsecSiteConnections/bc"}
     made = admin.ike("for-bob", tenant="bob")
     assert made.tenant == "bob"
+    # acting for bob, the operator's references are checked against bob's records
+    code, fields, _ = expect_error(admin.conn, "bc2", **{**mine, "ikepolicy": "ikePolicies/ike1"})
+    assert (code, fields) == (NOT_FOUND, ["ipsec_site_connection.ikepolicy"])
+    # Watch: bob's stream carries none of alice's VPN objects (snapshot and replay)
+    names = {
+        getattr(e, e.WhichOneof("resource")).name
+        for e in _watch(server.api, bob.md, 0) + _watch(server.api, bob.md, 1)
+        if e.WhichOneof("resource")
+    }
+    assert "ipsecSiteConnections/bc" in names and "vpnServices/b-vpn" in names
+    assert not names & {CONN, "vpnServices/vpn1", "ikePolicies/ike1", "vpnEndpointGroups/local"}
     code, fields, _ = expect_error(alice.ike, "x", tenant="bob")
     assert (code, fields) == (grpc.StatusCode.PERMISSION_DENIED, ["ike_policy.tenant"])
 
