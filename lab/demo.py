@@ -21,6 +21,7 @@ import grpc
 
 from controller import demo
 from controller.pki import Pki
+from lab.chassis import Chassis
 from lab.ha import HaCluster, kill_master
 from lab.hosts import VM
 from lab.lab import Lab
@@ -197,30 +198,7 @@ def _main_ha(args: argparse.Namespace, data: Path, authority: Pki, dashboard_lis
         first.args += ["--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen]
         try:
             ha.start()
-            stub, admin = first.topology(), first.admin
-            for ch in chassis:
-                stub.CreateChassis(
-                    pb.CreateChassisRequest(
-                        chassis=pb.Chassis(
-                            datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip, ovsdb_address=ch.ovsdb_remote
-                        ),
-                        chassis_id=ch.name,
-                    ),
-                    metadata=admin,
-                )
-            ports = demo.seed(first.grpc_listen, first.admin_token(), first.data_dir)
-            vms = {
-                p.port_id: chassis[p.chassis_index].add_vm(
-                    p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu
-                )
-                for p in ports
-            }
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                listed = stub.ListPorts(pb.ListPortsRequest(), metadata=admin).ports
-                if all(p.status == pb.Port.ACTIVE for p in listed if p.name.split("/")[1] in vms):
-                    break
-                time.sleep(0.2)
+            vms = start_topology(ha, chassis)
             masters = ha.wait_settled()
             dashboard = _dashboard_url(first.data_dir, dashboard_listen)
             _guide_ha(lab, ha, vms, masters, dashboard)
@@ -255,6 +233,36 @@ def _main_ha(args: argparse.Namespace, data: Path, authority: Pki, dashboard_lis
             return 0 if ok and isolated and tls and failover else 1
         finally:
             ha.close()
+
+
+def start_topology(ha: HaCluster, chassis: list[Chassis]) -> dict[str, VM]:
+    """The demo's chassis, tenants and VMs through the first controller of `ha`; until the ports are up."""
+    first = ha.first
+    stub, admin = first.topology(), first.admin
+    for ch in chassis:
+        stub.CreateChassis(
+            pb.CreateChassisRequest(
+                chassis=pb.Chassis(
+                    datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip, ovsdb_address=ch.ovsdb_remote
+                ),
+                chassis_id=ch.name,
+            ),
+            metadata=admin,
+        )
+    ports = demo.seed(first.grpc_listen, first.admin_token(), first.data_dir)
+    vms = {
+        p.port_id: chassis[p.chassis_index].add_vm(
+            p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu
+        )
+        for p in ports
+    }
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = stub.ListPorts(pb.ListPortsRequest(), metadata=admin).ports
+        if all(p.status == pb.Port.ACTIVE for p in listed if p.name.split("/")[1] in vms):
+            break
+        time.sleep(0.2)
+    return vms
 
 
 def _guide_ha(lab: Lab, ha: HaCluster, vms: dict[str, VM], masters: dict[str, str], dashboard: str) -> None:
