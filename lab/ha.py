@@ -299,6 +299,20 @@ class _Writer(threading.Thread):
             self.done.wait(0.02)
 
 
+def network_ids(ctl: Controller) -> set[str]:
+    """Every network id `ctl` lists (page after page: a page holds at most 1000)."""
+    ids: set[str] = set()
+    token = ""
+    while True:
+        got = ctl.topology().ListNetworks(
+            pb.ListNetworksRequest(page_size=1000, page_token=token), metadata=ctl.admin, timeout=10
+        )
+        ids |= {n.name.split("/")[1] for n in got.networks}
+        token = got.next_page_token
+        if not token:
+            return ids
+
+
 def _ping_counts(out: str) -> tuple[int, int]:
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
@@ -371,10 +385,7 @@ def kill_master(
         deadline = time.monotonic() + 10
         for survivor in others:
             while True:
-                got = survivor.topology().ListNetworks(
-                    pb.ListNetworksRequest(page_size=100000), metadata=survivor.admin, timeout=10
-                )
-                have = {n.name.split("/")[1] for n in got.networks}
+                have = network_ids(survivor)
                 missing = [w for w in writer.acked if w not in have]
                 if not missing or time.monotonic() > deadline:
                     break
