@@ -281,7 +281,7 @@ The demo is up on {len(ha.controllers)} controllers sharing a {len(ha.etcd.membe
 
 Ping across chassis (alice and bob both use 10.0.0.0/24; vm1 on hv1, vm2 on hv2):
   ip netns exec {ns["alice-vm1"]} ping -i 0.01 10.0.0.12
-then kill -9 a chassis's master (its pid above): another takes over within the lease (3 s), no ping lost.
+then kill -9 a chassis's master (its pid above): another takes over in about the lease (3 s), no ping lost.
 The roles as the switch sees them:
   OVS_RUNDIR={lab.chassis["hv1"].rundir} ovs-vsctl --columns=target,role list controller
 
