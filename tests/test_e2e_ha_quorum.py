@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -299,6 +300,9 @@ def test_etcd_losing_its_quorum_then_getting_it_back(q: Quorum) -> None:
         ctl = a if ch == "hv1" else b
         took = _logged(q.ctls[ctl], f"chassis {ch}: master", back_wall)
         assert took is not None, q.log(ctl)
+        # the same generation: etcd's new leader extended the lease, the owner key is the one it had
+        gens = re.findall(rf"chassis {ch}: master \(generation (\d+)\)", q.ctls[ctl].log.read_text())
+        assert len(gens) >= 2 and gens[-1] == gens[-2], gens
         deadline = time.monotonic() + 10
         while (st := q.status(ctl)[ch]).resyncs <= before[ch].resyncs:  # it adopted the switch again
             assert time.monotonic() < deadline, (st, q.log(ctl))
