@@ -285,7 +285,7 @@ then kill -9 a chassis's master (its pid above): another takes over in about the
 The roles as the switch sees them:
   OVS_RUNDIR={lab.chassis["hv1"].rundir} ovs-vsctl --columns=target,role list controller
 
-The API (any controller; tokens are each controller's own, in its data directory):
+The API (any controller; a token works on every one: they share the token table in etcd):
   export SDN_ENDPOINT={ha.first.grpc_listen} SDN_TOKEN_FILE={ha.first.data_dir}/tokens.json
   .venv/bin/sdnctl port list
 Dashboard of {ha.first.controller_id}: {dashboard}  (admin token {ha.first.admin_token()})
