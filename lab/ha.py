@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from controller.southbound.roles import assign
 from lab.etcd import EtcdCluster, free_port
 from lab.hosts import VM
 from lab.lab import Lab
+from lab.traffic import Pinger
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
@@ -313,11 +313,6 @@ def network_ids(ctl: Controller) -> set[str]:
             return ids
 
 
-def _ping_counts(out: str) -> tuple[int, int]:
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
 def kill_master(
     ha: HaCluster, chassis: str, vm: VM, dst_ip: str, writes: bool = True, timeout: float = 20.0
 ) -> KillResult:
@@ -330,7 +325,7 @@ def kill_master(
     others = [c for cid, c in ha.controllers.items() if cid != killed and c.running]
     before = {c.controller_id: c.chassis_status()[chassis] for c in others}
     writer = _Writer(others, f"w-{chassis}-{int(time.time() * 1000)}") if writes else None
-    pinger = vm.popen(["ping", "-n", "-q", "-i", "0.01", "-W", "2", dst_ip])
+    pinger = Pinger(vm, dst_ip)
     try:
         if writer is not None:
             writer.start()
@@ -369,16 +364,11 @@ def kill_master(
                 time.sleep(0.05)
         time.sleep(1.0)  # the ping and the writes go on past the takeover
     finally:
-        pinger.send_signal(signal.SIGINT)
-        out, _ = pinger.communicate(timeout=30)
+        pings = pinger.stop()
         if writer is not None:
             writer.done.set()
             writer.join(timeout=30)
-    sent, received = _ping_counts(out)
-    # the one request in flight when ping is interrupted counts as sent and not received: left out
-    result.pings_sent, result.pings_received = (
-        (sent - 1, received) if sent == received + 1 else (sent, received)
-    )
+    result.pings_sent, result.pings_received = pings.sent, pings.received
     if writer is not None:
         result.writes_acked, result.writes_refused = writer.acked, writer.refused
         # every acknowledged write is in the survivors' model (each catches up from etcd's watch: a moment)

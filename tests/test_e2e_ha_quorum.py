@@ -9,13 +9,10 @@ from __future__ import annotations
 import datetime
 import queue
 import re
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -25,6 +22,7 @@ from grpc_status import rpc_status
 from controller.pki import Pki
 from lab import VM, Lab
 from lab.etcd import EtcdCluster
+from lab.traffic import Pinger
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
@@ -165,43 +163,6 @@ def _logged(ctl: ControllerProcess, text: str, after: float) -> float | None:
     return None
 
 
-def _timed_ping(vm: VM, ip: str, out: Path) -> subprocess.Popen[str]:
-    """A 10 ms ping until SIGINT into `out` (a file: a pipe nobody reads would fill and stall it), one line
-    per reply with its wall-clock time (-D), and one per request unanswered for a while (-O): when the
-    losses happened, if any."""
-    return vm.popen(
-        ["ping", "-n", "-D", "-O", "-i", "0.01", "-W", "2", ip],
-        stdout=out.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop_ping(
-    pinger: subprocess.Popen[str], out_file: Path, events: dict[str, float]
-) -> tuple[int, int, str]:
-    """(sent, received, where the losses were) of a ping ended now (SIGINT: it prints its statistics). The
-    one request in flight at that moment counts as sent and not received: it is left out."""
-    pinger.send_signal(signal.SIGINT)
-    pinger.wait(timeout=60)
-    out = out_file.read_text()
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert m, out[-2000:]
-    sent, received = int(m.group(1)), int(m.group(2))
-    if sent == received + 1:
-        sent -= 1
-    answered = set(re.findall(r"bytes from .* icmp_seq=(\d+)", out))
-    lost = [
-        (float(t), seq)
-        for t, seq in re.findall(r"\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)", out)
-        if seq not in answered  # -O also names replies that are only late
-    ]
-    where = ", ".join(
-        f"seq {seq} at " + ", ".join(f"{t - at:+.2f} s from {name}" for name, at in events.items())
-        for t, seq in lost[:10]
-    )
-    return sent, received, where
-
-
 def _reason(err: grpc.RpcError) -> str:
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None, err
@@ -238,7 +199,7 @@ def test_etcd_losing_one_member_of_three_writes_go_on(q: Quorum) -> None:
     assert not q.sampler.violations
 
 
-def test_etcd_losing_its_quorum_then_getting_it_back(q: Quorum, tmp_path: Path) -> None:
+def test_etcd_losing_its_quorum_then_getting_it_back(q: Quorum) -> None:
     a, b = list(q.ctls)
     q.wait_masters({"hv1": a, "hv2": b})
     before_flows = {ch: q.flows(ch) for ch in CHASSIS}
@@ -257,7 +218,7 @@ def test_etcd_losing_its_quorum_then_getting_it_back(q: Quorum, tmp_path: Path) 
 
     threading.Thread(target=read_watch, daemon=True).start()
     # a 10 ms ping across chassis for the whole outage, ended after it
-    pinger = _timed_ping(q.vms["hv1"], q.vms["hv2"].ip, tmp_path / "ping.txt")
+    pinger = Pinger(q.vms["hv1"], q.vms["hv2"].ip)
     time.sleep(0.5)
     lost, lost_wall = time.monotonic(), time.time()
     down = [m for i, m in enumerate(q.etcd.members) if i != 1]  # the survivor: the middle one
@@ -358,10 +319,10 @@ def test_etcd_losing_its_quorum_then_getting_it_back(q: Quorum, tmp_path: Path) 
     q.etcd.members[2].start()
     q.etcd.members[2].wait_healthy()
     watch.cancel()
-    sent, received, where = _stop_ping(
-        pinger, tmp_path / "ping.txt", {"the quorum lost": lost_wall, "back": back_wall}
-    )
-    assert received == sent, f"lost {sent - received} of {sent} pings around the quorum loss: {where}"
+    pings = pinger.stop()
+    sent = pings.sent
+    where = pings.lost_at({"quorum lost": lost_wall, "back": back_wall})
+    assert pings.received == sent and sent > 300, f"lost {sent - pings.received} of {sent} pings: {where}"
     assert not q.sampler.violations
     print(
         f"no quorum for {headless:.1f} s: {sent} pings, 0 lost; writes again {writable:.2f} s after the "
