@@ -43,6 +43,7 @@ from proto.sdn.v1 import apply_pb2 as apb
 from proto.sdn.v1 import apply_pb2_grpc as apb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors, ops
+from topology import ops_security as sec
 from topology.errors import ApiError
 from topology.model import Change, Topology
 from topology.records import (
@@ -92,6 +93,12 @@ SERVER_FIELDS = frozenset(
         "conjunction_id",
     }
 )
+#: how a document names its tenant's default security group (made by the server, never exported)
+DEFAULT_GROUP = json.dumps(convert.name_of("security_group", sec.DEFAULT_GROUP_REF))
+#: fields a Create reads that no answer shows (not compared on later Applies)
+CREATE_ONLY = frozenset({("pool", "listener")})
+#: string fields compared as they are (others ignoring case: "TCP" is the server's "tcp")
+CASE_SENSITIVE = frozenset({"display_name", "description", "url_path", "device_id", "device_owner", "tenant"})
 _DICT_OPTS: dict[str, Any] = {
     "preserving_proto_field_name": True,
     "always_print_fields_with_no_presence": True,
@@ -217,7 +224,7 @@ def at_path(err: ApiError, entry: Entry) -> ApiError:
     return err
 
 
-def _matches(raw: Any, canon: Any, current: Any) -> bool:
+def _matches(raw: Any, canon: Any, current: Any, name: str = "") -> bool:
     """Does the model's value `current` hold what the document gives (`raw`, normalized as `canon`)? A
     nested message matches on the fields the document names."""
     if isinstance(raw, dict):
@@ -225,17 +232,19 @@ def _matches(raw: Any, canon: Any, current: Any) -> bool:
         current = current if isinstance(current, dict) else {}
         for key, value in raw.items():
             name = key if key in canon or key in current else _snake(key)
-            if not _matches(value, canon.get(name), current.get(name)):
+            if not _matches(value, canon.get(name), current.get(name), name):
                 return False
         return True
     if isinstance(raw, list):
         canon = canon if isinstance(canon, list) else []
         current = current if isinstance(current, list) else []
         return len(raw) == len(current) == len(canon) and all(
-            _matches(r, c, m) for r, c, m in zip(raw, canon, current, strict=True)
+            _matches(r, c, m, name) for r, c, m in zip(raw, canon, current, strict=True)
         )
     if raw is None:
         return current in (None, {}, [], "", 0, False)
+    if isinstance(canon, str) and isinstance(current, str) and name not in CASE_SENSITIVE:
+        return canon.lower() == current.lower()  # the server's spelling of a protocol, a MAC, an IPv6 address
     return bool(canon == current)
 
 
@@ -309,7 +318,7 @@ class Applier:
         if spec.kind == "member" and entry.parent != convert.name_of("pool", old.pool_id):
             raise errors.invalid("parent", f"member {entry.ident!r} is in another pool")
         skip = {"interfaces", "routes"} if spec.kind == "router" else set()
-        diffs = self._diff(entry, self.tables.show(spec, old), skip)
+        diffs = self._diff(entry, self.tables.show(spec, old), skip, old.tenant)
         if diffs and spec.update is None:
             self._replace(entry, old, diffs)
             return
@@ -342,16 +351,28 @@ class Applier:
         if spec.kind == "router":
             self._router_extras(entry)
 
-    def _diff(self, entry: Entry, current: Message, skip: set[str]) -> list[tuple[str, Any, Any]]:
+    def _diff(
+        self, entry: Entry, current: Message, skip: set[str], tenant: str
+    ) -> list[tuple[str, Any, Any]]:
         """(field, model's value, document's value) of each field the document gives that differs."""
         spec = entry.spec
         now = json_format.MessageToDict(current, **_DICT_OPTS)
         mine = json_format.MessageToDict(entry.msg, **_DICT_OPTS)
+        default = self.topo.default_groups.get(tenant)
+        if default is not None and DEFAULT_GROUP in json.dumps(
+            mine
+        ):  # "securityGroups/default": the tenant's
+            mine = json.loads(json.dumps(mine).replace(DEFAULT_GROUP, json.dumps(_group_name(default))))
         out = []
         for name, value in entry.raw.items():
-            if name in skip or name in spec.output_only or name in SERVER_FIELDS:
+            if (
+                name in skip
+                or name in spec.output_only
+                or name in SERVER_FIELDS
+                or (spec.kind, name) in CREATE_ONLY
+            ):
                 continue
-            if not _matches(value, mine.get(name), now.get(name)):
+            if not _matches(value, mine.get(name), now.get(name), name):
                 out.append((name, now.get(name), mine.get(name)))
         return out
 
@@ -583,6 +604,10 @@ def _name_of(kind: str, rec: Any) -> str:
     return convert.name_of(kind, rec.id)
 
 
+def _group_name(gid: str) -> str:
+    return convert.name_of("security_group", gid)
+
+
 def _ref(name: str, kind: str, field_path: str) -> str:
     return convert.parse_name(kind, name, field_path) if name else ""
 
@@ -627,17 +652,29 @@ def export(tables: Tables, topo: Topology, p: Principal, tenant: str = "") -> di
     the same model it is an empty plan. Ports the controller makes for routers' gateways, floating IPs and
     load balancers, and router interfaces made by subnet, are left out (their owners bring them back)."""
     out: dict[str, list[dict[str, Any]]] = {}
+    defaults = {gid: topo.security_groups[gid] for gid in topo.default_groups.values()}
     for spec in ordered_specs(tables.specs):
         rows = []
         for rec in sorted(topo.table(spec.kind).values(), key=lambda r: r.id):
             if not p.can_see(rec.tenant) or (tenant and rec.tenant != tenant):
                 continue
-            if isinstance(rec, Port) and _implied(topo, rec):
+            if (isinstance(rec, Port) and _implied(topo, rec)) or rec.id in defaults:
                 continue
+            group = (
+                defaults.get(getattr(rec, "security_group_id", ""))
+                if spec.kind == "security_group_rule"
+                else None
+            )
+            if group is not None and rec.create_time == group.create_time:
+                continue  # one of the rules the server gives a default group
             rows.append(_exported(tables, spec, rec, p))
         if rows:
             out[spec.list_field] = rows
-    return out
+    # the default groups by the name that means "this tenant's default group", wherever it is
+    text = json.dumps(out)
+    for gid in defaults:
+        text = text.replace(json.dumps(_group_name(gid)), DEFAULT_GROUP)
+    return dict(json.loads(text))
 
 
 def _implied(topo: Topology, port: Port) -> bool:

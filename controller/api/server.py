@@ -147,9 +147,8 @@ class ApiServer:
         topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(
             LoadBalancerService(self.topology), self.server
         )
-        apply_pb2_grpc.add_ApplyServiceServicer_to_server(
-            ApplyService(lambda: self.topology.tables), self.server
-        )
+        self.apply = ApplyService(lambda: self.topology.tables)
+        apply_pb2_grpc.add_ApplyServiceServicer_to_server(self.apply, self.server)
         services = [
             SERVICE_NAME,
             LB_SERVICE_NAME,
