@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import yaml
 from google.protobuf import json_format, struct_pb2
 
-from controller.cli.common import Client, command
+from controller.cli.common import Client, add_globals, command
 from controller.cli.format import CliError, usage_error
 from proto.sdn.v1 import apply_pb2 as apb
 from proto.sdn.v1 import apply_pb2_grpc as apb_grpc
@@ -35,10 +35,13 @@ def load_document(path: str) -> dict[str, Any]:
         raise usage_error(f"cannot read {path}: {err.strerror}") from None
     try:
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as err:
-        raise usage_error(
-            f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: {err}"
-        ) from None
+    except ValueError as err:
+        raise usage_error(f"{path} is not valid JSON: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "cannot be parsed"
+        raise usage_error(f"{path} is not valid YAML{where}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -63,7 +66,7 @@ def print_changes(response: apb.ApplyResponse, out: TextIO, planned: bool) -> No
     for change in response.changes:
         counts[change.action] += 1
         where = f"  ({change.path})" if change.path else ""
-        out.write(f"{_SIGN[change.action]} {change.name:<{width}}{where}\n")
+        out.write(f"{_SIGN[change.action]} {change.name:<{width}}{where}".rstrip() + "\n")
         for f in change.fields:
             out.write(f"        {f.field}: {f.before} -> {f.after}\n")
     verb = "Plan" if planned else "Applied"
@@ -145,13 +148,14 @@ def _integral(value: Any) -> Any:
 
 
 def add_commands(sub: Any) -> None:
-    p = command(
-        sub,
+    # -f is the file here (kubectl's grammar): it takes -f from --format, which this command has no use for
+    p = sub.add_parser(
         "apply",
-        apply,
-        out="self",
         help="make the model hold a topology document (YAML or JSON) in one transaction",
+        conflict_handler="resolve",
     )
+    add_globals(p)
+    p.set_defaults(func=apply, kind="", out="self")
     p.add_argument("-f", "--file", required=True, metavar="FILE", help="the document ('-': stdin)")
     p.add_argument("--plan", action="store_true", help="print the plan only (nothing stored or sent)")
     p.add_argument(
