@@ -5,6 +5,9 @@ name within the document and to existing objects, export round trips."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +447,58 @@ def test_violations_carry_the_document_path_in_bad_request(api: Api, alice: Any)
     br = error_details_pb2.BadRequest()
     next(d for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)).Unpack(br)
     assert [v.field for v in br.field_violations] == ["subnets[0].cidr"]
+
+
+# ---------------------------------------------------------------------------------------------- etcd
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from lab.etcd import EtcdCluster
+
+    with EtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+def test_one_apply_is_one_etcd_transaction_seen_by_another_controller(etcd: Any, tmp_path: Path) -> None:
+    from controller.api.auth import TokenFile
+    from controller.api.server import ApiServer
+    from topology.etcd_store import EtcdConfig, EtcdStore
+    from topology.state_etcd import EtcdState
+
+    prefix = f"/apply-{uuid.uuid4().hex[:8]}/"
+    apis, cleanup, md = [], [], None
+    try:
+        for _ in range(2):  # the second reads the token file once the first has issued alice's token
+            state = EtcdState(EtcdStore(EtcdConfig(tuple(etcd.endpoints), prefix=prefix)))
+            srv = ApiServer(state, TokenFile(tmp_path / "tokens.json"), "127.0.0.1:0", workers=8)
+            srv.start()
+            channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+            cleanup.append((channel, srv, state))
+            admin = TokenFile(tmp_path / "tokens.json").admin_token()
+            apis.append(Api(f"127.0.0.1:{srv.port}", admin, channel, pb_grpc.TopologyServiceStub(channel)))
+            md = md or apis[0].md(apis[0].tenant_token("alice"))
+        a, b = apis
+        apply(a, md, {"networks": [{"name": "first"}]})  # etcd's head key exists from here on
+        head = revision(a, md)
+        done = apply(a, md, web(300, cidr="10.0.0.0/23"))
+        # 300 ports, a network, a subnet, the default group and its rules, the applied set: one etcd txn (a
+        # txn moves etcd's revision by one, whatever it holds)
+        assert done.applied and done.revision == head + 1 == cleanup[0][2].etcd.head()
+        deadline = time.monotonic() + 10
+        while revision(b, md) < done.revision:
+            assert time.monotonic() < deadline, "the other controller never saw the apply"
+            time.sleep(0.05)
+        assert len(names(b, md, "ListPorts", "ports")) == 300
+        # the other controller plans against the same model: nothing to do; prune works through it too
+        assert not apply(b, md, web(300, cidr="10.0.0.0/23")).changes
+        out = apply(b, md, web(299, cidr="10.0.0.0/23"), prune=True)
+        assert [(c.action, c.name) for c in out.changes] == [
+            (DELETE, "ports/p299"),
+            (DELETE, "networks/first"),
+        ]
+    finally:
+        for channel, srv, state in cleanup:
+            channel.close()
+            srv.stop(0)
+            state.close()
