@@ -261,6 +261,7 @@ class Applier:
         self.outcome = Outcome()
         self._log: list[Change] = []
         self._topo: Topology | None = None
+        self._scope: set[str] = set()
         self._rev = 0
         self._now = 0.0
 
@@ -270,14 +271,15 @@ class Applier:
         self.outcome = Outcome()
         self._log, self._topo, self._rev, self._now = [], topo, rev, now
         before = topo.revision
+        self._scope = self._tenants()
         try:
+            later = self._prune(self._doomed(), final=False) if self.prune else []
             for entry in self.entries:
                 try:
                     self._one(entry)
                 except ApiError as err:
                     raise at_path(err, entry) from None
-            if self.prune:
-                self._prune()
+            self._prune(later, final=True)
             self._mark()
             return collapse(self._log)
         finally:
@@ -517,31 +519,44 @@ class Applier:
 
     def _tenants(self) -> set[str]:
         """Whose applied objects this Apply answers for: the caller's; an admin's also every tenant the
-        document's objects are in."""
+        document's objects are in (as the model has them, or as the document asks)."""
         out = {self.p.tenant}
         if self.p.admin:
             for entry in self.entries:
                 rec = self.topo.table(entry.spec.kind).get(entry.ident)
                 if rec is not None:
                     out.add(rec.tenant)
+                elif isinstance(entry.raw.get("tenant"), str) and entry.raw["tenant"]:
+                    out.add(entry.raw["tenant"])
         return out
 
-    def _prune(self) -> None:
+    def _doomed(self) -> list[tuple[str, str]]:
+        """The applied objects of the tenants this Apply answers for that its document lacks, in the order
+        they can go (dependents first)."""
         rank = {s.kind: i for i, s in enumerate(ordered_specs(self.tables.specs))}
         named = {(e.spec.kind, e.ident) for e in self.entries}
         doomed = []
-        for tenant in sorted(self._tenants()):
+        for tenant in sorted(self._scope):
             marked = self.topo.applied_sets.get(tenant)
             for item in marked.objects if marked is not None else ():
                 kind, _slash, ident = item.partition("/")
                 if kind in rank and (kind, ident) not in named:
                     doomed.append((kind, ident))
-        for kind, ident in sorted(doomed, key=lambda ki: (-rank[ki[0]], ki[1])):
+        return sorted(doomed, key=lambda ki: (-rank[ki[0]], ki[1]))
+
+    def _prune(self, doomed: list[tuple[str, str]], final: bool) -> list[tuple[str, str]]:
+        """Delete `doomed`. Before the document's objects are written (not `final`) a deletion the model
+        refuses (still in use by something the document changes) is put back and returned, to be done
+        after them; then a refusal refuses the Apply. Deleting first keeps a new port from taking an
+        address on a subnet about to go; deleting last lets the document first drop its references."""
+        later = []
+        for kind, ident in doomed:
             rec = self.topo.table(kind).get(ident)
             if rec is None or not self.p.can_see(rec.tenant):
                 continue  # gone already (deleted with its parent, or by hand)
             spec = self.tables.specs[kind]
             name = _name_of(kind, rec)
+            mark = len(self._log)
             try:
                 if isinstance(rec, Router):
                     for port in self.topo.router_ports(ident):
@@ -554,6 +569,10 @@ class Applier:
                             )
                 self._add(spec.delete(self._call(spec, None), self.topo.table(kind)[ident], False))
             except ApiError as err:
+                if not final:
+                    self._undo_to(mark)
+                    later.append((kind, ident))
+                    continue
                 err.message = f"prune {name}: {err.message}"
                 err.metadata = {**err.metadata, "pruning": name}
                 raise
@@ -561,6 +580,11 @@ class Applier:
             self.outcome.objects.append(
                 apb.ObjectChange(action=apb.ObjectChange.DELETE, kind=kind, name=name, tenant=rec.tenant)
             )
+        return later
+
+    def _undo_to(self, mark: int) -> None:
+        undone, self._log = self._log[mark:], self._log[:mark]
+        self.topo.apply([(k, i, new, old) for k, i, old, new in reversed(undone)], self._rev)
 
     def _mark(self) -> None:
         """The tenants' AppliedSets: what they had, plus what this Apply created, less what is gone."""
@@ -570,7 +594,7 @@ class Applier:
             if rec is not None:
                 touched.setdefault(rec.tenant, set()).add(f"{kind}/{ident}")
         if self.prune:
-            for tenant in self._tenants():
+            for tenant in self._scope:
                 touched.setdefault(tenant, set())
         for tenant, created in sorted(touched.items()):
             old = self.topo.applied_sets.get(tenant)
@@ -660,13 +684,8 @@ def export(tables: Tables, topo: Topology, p: Principal, tenant: str = "") -> di
                 continue
             if (isinstance(rec, Port) and _implied(topo, rec)) or rec.id in defaults:
                 continue
-            group = (
-                defaults.get(getattr(rec, "security_group_id", ""))
-                if spec.kind == "security_group_rule"
-                else None
-            )
-            if group is not None and rec.create_time == group.create_time:
-                continue  # one of the rules the server gives a default group
+            if spec.kind == "security_group_rule" and _made_with_its_group(topo, rec):
+                continue  # one of the rules the server gives a new group (egress; a default group's ingress)
             rows.append(_exported(tables, spec, rec, p))
         if rows:
             out[spec.list_field] = rows
@@ -675,6 +694,15 @@ def export(tables: Tables, topo: Topology, p: Principal, tenant: str = "") -> di
     for gid in defaults:
         text = text.replace(json.dumps(_group_name(gid)), DEFAULT_GROUP)
     return dict(json.loads(text))
+
+
+def _made_with_its_group(topo: Topology, rule: Any) -> bool:
+    """A rule the server made with its group (same write, and no Apply named it)."""
+    group = topo.security_groups.get(rule.security_group_id)
+    if group is None or group.create_time != rule.create_time:
+        return False
+    applied = topo.applied_sets.get(rule.tenant)
+    return applied is None or f"security_group_rule/{rule.id}" not in applied.objects
 
 
 def _implied(topo: Topology, port: Port) -> bool:
@@ -708,10 +736,13 @@ def _exported(tables: Tables, spec: Resource, rec: Any, p: Principal) -> dict[st
         gw = row.get("external_gateway")
         if isinstance(gw, dict):
             gw.pop("port", None)
-        row["interfaces"] = [
-            {"subnet": i["subnet"]} if _by_subnet(tables, i) else {"port": i["port"]}
-            for i in row.get("interfaces", [])
-        ]
+        row["interfaces"] = sorted(
+            (
+                {"subnet": i["subnet"]} if _by_subnet(tables, i) else {"port": i["port"]}
+                for i in row.get("interfaces", [])
+            ),
+            key=lambda i: json.dumps(i, sort_keys=True),
+        )
         if not row["interfaces"]:
             del row["interfaces"]
     return row
