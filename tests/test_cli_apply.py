@@ -62,9 +62,9 @@ def test_apply_plan_apply_again_export(sdnctl: Cli, tmp_path: Path) -> None:
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     plan = sdnctl("apply", "-f", str(tmp_path / "changed.json"), "--plan", "--prune", token=t)
     assert plan.lines[:3] == [
+        "  - ports/p1",
         "  ~ networks/web  (networks[0])",
         '        display_name: "web" -> "front"',
-        "  - ports/p1",
     ]
     sdnctl("apply", "-f", str(tmp_path / "changed.json"), "--prune", token=t)
     assert [p["name"] for p in sdnctl("port", "list", "-f", "json", token=t).json()] == ["ports/p0"]
