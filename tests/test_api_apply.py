@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -502,3 +503,9 @@ def test_one_apply_is_one_etcd_transaction_seen_by_another_controller(etcd: Any,
             channel.close()
             srv.stop(0)
             state.close()
+
+
+def test_readme_shows_the_demo_document() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("<!-- demo-apply-document -->\n```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(block) == demo.document()
