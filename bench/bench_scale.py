@@ -74,8 +74,8 @@ def rss_mb(pid: int) -> float:
     return next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:")) / 1024
 
 
-def converged(env: Env, md: Any, ports: int, t0: float, timeout: float = 600.0) -> float:
-    """Seconds from t0 until every port is ACTIVE and the switches realized the model."""
+def converged(env: Env, md: Any, ports: int, t0: float, timeout: float = 600.0) -> tuple[float, float]:
+    """Seconds from t0 until every port is ACTIVE, and until the switches then realized the model."""
     while True:
         active, token = 0, ""
         while True:
@@ -89,11 +89,12 @@ def converged(env: Env, md: Any, ports: int, t0: float, timeout: float = 600.0) 
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"{active}/{ports} ports ACTIVE after {timeout} s")
         time.sleep(0.05)
+    active_at = time.monotonic() - t0
     resp = env.dp.WaitRealized(
         dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=120)), metadata=env.admin, timeout=130
     )
     assert resp.realized, resp
-    return time.monotonic() - t0
+    return active_at, time.monotonic() - t0
 
 
 def by_apply(env: Env, md: Any, doc: dict[str, Any]) -> None:
@@ -187,7 +188,7 @@ def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
         else:
             by_calls(env, md, doc, clients)
         written = time.monotonic() - t0
-        took = converged(env, md, ports, t0)
+        active, took = converged(env, md, ports, t0)
         cpu = cpu_s(pid) - cpu0
         status = env.status()
         flows = {name: st.installed_flows for name, st in sorted(status.items())}
@@ -195,6 +196,7 @@ def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
             "way": way,
             "calls": 1 if way == "apply" else objects,
             "written": written,
+            "active": active,
             "converged": took,
             "cpu": cpu,
             "rss": rss_mb(pid),
@@ -222,7 +224,8 @@ def main() -> int:
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
                 f"round {r + 1} {way:<5} {res['calls']:4d} calls: written {res['written']:6.2f} s, "
-                f"converged {res['converged']:6.2f} s, controller CPU {res['cpu']:6.2f} s, RSS {res['rss']:.0f} MB, "
+                f"all ACTIVE {res['active']:6.2f} s, converged {res['converged']:6.2f} s, "
+                f"controller CPU {res['cpu']:6.2f} s, RSS {res['rss']:.0f} MB, "
                 f"flows: {flows}  (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
