@@ -3,7 +3,8 @@
 M ports as OVS internal interfaces with an iface-id (no VM namespace each), plugged before the topology
 exists; then the topology (networks of 50 ports, a subnet each, one router with an interface on each) is
 built either by ONE Apply or by one call per object from 8 clients. Reported per way: time until converged
-(every port ACTIVE and WaitRealized), the controller's CPU seconds and RSS, flows per chassis. Each way runs
+(every port ACTIVE and WaitRealized), the controller's CPU seconds and RSS, the switches' CPU seconds (all
+ovs-vswitchd together), flows per chassis. Each way runs
 in a fresh lab and controller; rounds alternate the two ways.
 
     sudo .venv/bin/python bench/bench_scale.py [--chassis 2] [--ports 600] [--rounds 2] [--clients 8]
@@ -181,7 +182,9 @@ def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
         env.wait_realized()
         assert env.controller.proc is not None
         pid = env.controller.proc.pid
+        switches = [p for p in (ch.vswitchd_pid() for ch in env.lab.chassis.values()) if p is not None]
         cpu0 = cpu_s(pid)
+        ovs0 = sum(cpu_s(p) for p in switches)
         t0 = time.monotonic()
         if way == "apply":
             by_apply(env, md, doc)
@@ -190,6 +193,7 @@ def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
         written = time.monotonic() - t0
         active, took = converged(env, md, ports, t0)
         cpu = cpu_s(pid) - cpu0
+        ovs = sum(cpu_s(p) for p in switches) - ovs0
         status = env.status()
         flows = {name: st.installed_flows for name, st in sorted(status.items())}
         return {
@@ -199,6 +203,7 @@ def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
             "active": active,
             "converged": took,
             "cpu": cpu,
+            "ovs": ovs,
             "rss": rss_mb(pid),
             "flows": flows,
         }
@@ -210,27 +215,32 @@ def main() -> int:
     ap.add_argument("--ports", type=int, default=600)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--ways", default="apply,calls", help="which ways to measure (comma-separated)")
     a = ap.parse_args()
     print(
         f"scale: {a.chassis} chassis, {a.ports} ports ({PER_NETWORK} per network, one router), "
         f"{a.rounds} rounds, load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    results: dict[str, list[dict[str, Any]]] = {"apply": [], "calls": []}
+    ways = [w for w in ("apply", "calls") if w in a.ways.split(",")]
+    results: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
     for r in range(a.rounds):
-        for way in ("apply", "calls") if r % 2 == 0 else ("calls", "apply"):
+        for way in ways if r % 2 == 0 else ways[::-1]:
             res = one(way, a.chassis, a.ports, a.clients)
             results[way].append(res)
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
                 f"round {r + 1} {way:<5} {res['calls']:4d} calls: written {res['written']:6.2f} s, "
                 f"all ACTIVE {res['active']:6.2f} s, converged {res['converged']:6.2f} s, "
-                f"controller CPU {res['cpu']:6.2f} s, RSS {res['rss']:.0f} MB, "
+                f"controller CPU {res['cpu']:6.2f} s, ovs-vswitchd CPU {res['ovs']:6.2f} s, RSS {res['rss']:.0f} MB, "
                 f"flows: {flows}  (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
     med = {w: statistics.median(x["converged"] for x in rs) for w, rs in results.items()}
     cpu = {w: statistics.median(x["cpu"] for x in rs) for w, rs in results.items()}
+    if len(ways) < 2:
+        print(f"median converged: {ways[0]} {med[ways[0]]:.2f} s, CPU {cpu[ways[0]]:.2f} s")
+        return 0
     print(
         f"median converged: apply {med['apply']:.2f} s, calls ({a.clients} clients) {med['calls']:.2f} s, "
         f"apply / calls = {med['apply'] / med['calls']:.2f}; CPU apply / calls = {cpu['apply'] / cpu['calls']:.2f}"

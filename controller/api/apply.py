@@ -361,10 +361,9 @@ class Applier:
         now = json_format.MessageToDict(current, **_DICT_OPTS)
         mine = json_format.MessageToDict(entry.msg, **_DICT_OPTS)
         default = self.topo.default_groups.get(tenant)
-        if default is not None and DEFAULT_GROUP in json.dumps(
-            mine
-        ):  # "securityGroups/default": the tenant's
-            mine = json.loads(json.dumps(mine).replace(DEFAULT_GROUP, json.dumps(_group_name(default))))
+        text = json.dumps(mine)
+        if default is not None and DEFAULT_GROUP in text:  # "securityGroups/default": the tenant's
+            mine = json.loads(text.replace(DEFAULT_GROUP, json.dumps(_group_name(default))))
         out = []
         for name, value in entry.raw.items():
             if (
