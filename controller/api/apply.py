@@ -358,8 +358,8 @@ class Applier:
     ) -> list[tuple[str, Any, Any]]:
         """(field, model's value, document's value) of each field the document gives that differs."""
         spec = entry.spec
-        now = json_format.MessageToDict(current, **_DICT_OPTS)
-        mine = json_format.MessageToDict(entry.msg, **_DICT_OPTS)
+        now = _as_dict(current, entry.raw)
+        mine = _as_dict(entry.msg, entry.raw)
         default = self.topo.default_groups.get(tenant)
         text = json.dumps(mine)
         if default is not None and DEFAULT_GROUP in text:  # "securityGroups/default": the tenant's
@@ -611,6 +611,35 @@ class Applier:
                 update_time=self._now,
             )
             self._add([("applied_set", tenant, old, new)])
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+
+
+def _as_dict(msg: Message, fields: Iterable[str]) -> dict[str, Any]:
+    """`msg`'s `fields` in their JSON form, unset ones as their defaults: what MessageToDict with
+    always_print_fields_with_no_presence gives for them, at a fraction of its cost (only these are walked)."""
+    kind = type(msg)
+    defaults = _DEFAULTS.get(kind)
+    if defaults is None:
+        defaults = _DEFAULTS[kind] = json_format.MessageToDict(kind(), **_DICT_OPTS)
+    part = kind()
+    for name in fields:
+        fd = msg.DESCRIPTOR.fields_by_name.get(name)
+        if fd is None or (fd.has_presence and not msg.HasField(name)):
+            continue
+        value = getattr(msg, name)
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            getattr(part, name).update(value)
+        elif fd.is_repeated:
+            getattr(part, name).extend(value)
+        elif fd.message_type is not None:
+            getattr(part, name).CopyFrom(value)
+        else:
+            setattr(part, name, value)
+    out = dict(defaults)
+    out.update(json_format.MessageToDict(part, preserving_proto_field_name=True))
+    return out
 
 
 def _exists(topo: Topology, item: str) -> bool:
