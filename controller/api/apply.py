@@ -56,6 +56,8 @@ from topology.records import (
     Router,
 )
 
+#: what a plan shows for a write-only field's values
+SECRET = "<secret>"
 #: objects one document may hold (the server's default; `ApplyService(max_objects=...)`)
 DEFAULT_MAX_OBJECTS = 20_000
 #: the order objects are written in (references point backwards); plug-ins' kinds come after, in the order
@@ -325,7 +327,7 @@ class Applier:
         if spec.kind == "member" and entry.parent != convert.name_of("pool", old.pool_id):
             raise errors.invalid("parent", f"member {entry.ident!r} is in another pool")
         skip = {"interfaces", "routes"} if spec.kind == "router" else set()
-        diffs = self._diff(entry, self.tables.show(spec, old), skip, old.tenant)
+        diffs = self._diff(entry, self.tables.show(spec, old), skip, old.tenant, old)
         if diffs and spec.update is None:
             self._replace(entry, old, diffs)
             return
@@ -359,9 +361,11 @@ class Applier:
             self._router_extras(entry)
 
     def _diff(
-        self, entry: Entry, current: Message, skip: set[str], tenant: str
+        self, entry: Entry, current: Message, skip: set[str], tenant: str, record: Any = None
     ) -> list[tuple[str, Any, Any]]:
-        """(field, model's value, document's value) of each field the document gives that differs."""
+        """(field, model's value, document's value) of each field the document gives that differs. A
+        write-only field (a PSK, never shown) is compared with the record itself, and its values are
+        reported as "<secret>"."""
         spec = entry.spec
         now = _as_dict(current, entry.raw)
         mine = _as_dict(entry.msg, entry.raw)
@@ -371,6 +375,10 @@ class Applier:
             mine = json.loads(text.replace(DEFAULT_GROUP, json.dumps(_group_name(default))))
         out = []
         for name, value in entry.raw.items():
+            if name in spec.write_only:
+                if record is not None and getattr(record, name, None) != mine.get(name):
+                    out.append((name, SECRET, SECRET))
+                continue
             if (
                 name in skip
                 or name in spec.output_only
