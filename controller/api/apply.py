@@ -373,7 +373,7 @@ class Applier:
         text = json.dumps(mine)
         if default is not None and DEFAULT_GROUP in text:  # "securityGroups/default": the tenant's
             mine = json.loads(text.replace(DEFAULT_GROUP, json.dumps(_group_name(default))))
-        out = []
+        out: list[tuple[str, Any, Any]] = []
         for name, value in entry.raw.items():
             if name in spec.write_only:
                 if record is not None and getattr(record, name, None) != mine.get(name):
