@@ -192,6 +192,47 @@ COLUMNS: dict[str, list[Column]] = {
         "+State=admin_state_up",
         "+Tenant=tenant",
     ),
+    "ike_policy": _c(
+        "ID=id",
+        "Name=display_name",
+        "IKE Version=ike_version",
+        "Encryption Algorithm=encryption_algorithm",
+        "Auth Algorithm=auth_algorithm",
+        "+PFS=pfs",
+        "+Lifetime=lifetime",
+        "+Tenant=tenant",
+    ),
+    "ipsec_policy": _c(
+        "ID=id",
+        "Name=display_name",
+        "Encryption Algorithm=encryption_algorithm",
+        "Auth Algorithm=auth_algorithm",
+        "+PFS=pfs",
+        "+Lifetime=lifetime",
+        "+Tenant=tenant",
+    ),
+    "vpn_service": _c(
+        "ID=id",
+        "Name=display_name",
+        "Router=router",
+        "External IP=external_v4_ip",
+        "Status=status",
+        "+State=admin_state_up",
+        "+Tenant=tenant",
+    ),
+    "vpn_endpoint_group": _c(
+        "ID=id", "Name=display_name", "Type=type", "Endpoints=endpoints", "+Tenant=tenant"
+    ),
+    "ipsec_site_connection": _c(  # never the PSK (the API does not return it)
+        "ID=id",
+        "Name=display_name",
+        "Peer Address=peer_address",
+        "VPN Service=vpnservice",
+        "Status=status",
+        "+Status Reason=status_reason",
+        "+State=admin_state_up",
+        "+Tenant=tenant",
+    ),
 }
 
 

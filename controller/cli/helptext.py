@@ -68,6 +68,13 @@ OPTION_HELP = {
     "--revision": "the revision to wait for (default: the current one)",
     "--wait": "seconds to wait at most (default 10)",
     "--tenant": "the tenant",
+    "--router": f"the router: {REF}",
+    "--vpnservice": f"the VPN service: {REF}",
+    "--ikepolicy": f"the IKE policy: {REF}",
+    "--ipsecpolicy": f"the IPsec policy: {REF}",
+    "--local-endpoint-group": f"the endpoint group of the local subnets: {REF}",
+    "--peer-endpoint-group": f"the endpoint group of the peer's CIDRs: {REF}",
+    "--peer-address": "the peer gateway's public IP address",
     "--admin": "an admin token (sees and changes every tenant's resources)",
 }
 
@@ -88,6 +95,11 @@ WHAT = {
     "HM": "health monitor",
     "FIP": "floating IP (id or address)",
     "CHASSIS": "chassis: its id (usually the hostname)",
+    "IKE_POLICY": "IKE policy",
+    "IPSEC_POLICY": "IPsec policy",
+    "SERVICE": "VPN service",
+    "GROUP": "endpoint group",
+    "CONNECTION": "IPsec site connection",
 }
 
 

@@ -69,10 +69,12 @@ from google.protobuf import duration_pb2, json_format
 
 from apps.plugin import PLUGIN_API
 from controller import plugins
+from controller.cli import apply as cli_apply
 from controller.cli import completion
 from controller.cli import helptext as cli_help
 from controller.cli import lb as cli_lb
 from controller.cli import security as cli_security
+from controller.cli import vpn as cli_vpn
 from controller.cli.common import (
     DEFAULT_ENDPOINT,
     PAGE_SIZE,
@@ -489,7 +491,7 @@ STATUS_FIELDS = [
 def chassis_status(c: Client, a: argparse.Namespace) -> int:
     resp = c.dataplane.ListChassisStatus(dpb.ListChassisStatusRequest(), metadata=c.md, timeout=c.timeout)
     rows = [{k: getattr(s, k) for k in STATUS_FIELDS} for s in resp.chassis]
-    print_records(rows, a.output, sys.stdout, STATUS_FIELDS)
+    print_records(rows, a.view, sys.stdout, STATUS_FIELDS)
     return EXIT_OK
 
 
@@ -812,6 +814,8 @@ def build_parser() -> Parser:
 
     cli_security.add_commands(sub)
     cli_lb.add_commands(sub)
+    cli_vpn.add_commands(sub)
+    cli_apply.add_commands(sub)
     # their CLI hooks only: nothing is registered in this process (sdnctl compiles nothing)
     for plugin in plugins.discover(os.environ.get("SDN_DISABLED_PLUGINS", "").split(",")).loaded:
         if plugin.cli is not None and plugin.api_version == PLUGIN_API:
@@ -1031,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(endpoint, _token(args), timeout, credentials(args))
         client.validate_only = bool(getattr(args, "validate_only", False))
         client.scope = str(getattr(args, "tenant_scope", None) or getattr(args, "tenant", None) or "")
-        args.output = Output(
+        args.view = Output(
             fmt=args.format,
             columns=getattr(args, "columns", None) or (),
             long=bool(getattr(args, "long", False)),
@@ -1040,9 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = args.func(client, args)
         if args.out == "one":
-            print_one(result, args.output, sys.stdout, args.kind)
+            print_one(result, args.view, sys.stdout, args.kind)
         elif args.out == "many":
-            print_many(args.kind, result, args.output, sys.stdout)
+            print_many(args.kind, result, args.view, sys.stdout)
         elif args.out in ("none", "self") and isinstance(result, int):
             return result
         sys.stdout.flush()
