@@ -4,6 +4,9 @@ through the API and through sdnctl."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import grpc
 from google.protobuf import field_mask_pb2
 
@@ -138,3 +141,13 @@ def test_cli_tags_description_share(sdnctl: Cli) -> None:
     assert sdnctl("port", "list", "--tag", "y", "-f", "value", "-c", "name").lines == []
     res = sdnctl("network", "create", "bad", "--tag", "a,b", code=4)
     assert "network.tags[0]" in res.err
+
+
+def test_export_then_apply_keeps_tags_description_share(sdnctl: Cli, tmp_path: Path) -> None:
+    sdnctl("network", "create", "web", "--id", "web", "--tag", "prod", "--description", "front", "--share")
+    sdnctl("port", "create", "vm", "--id", "vm", "--network", "web", "--tag", "x", "--description", "a VM")
+    exported = sdnctl("export", "-f", "json").json()  # -f json: the document as JSON
+    net = next(n for n in exported["networks"] if n["name"] == "networks/web")
+    assert (net["tags"], net["description"], net["shared"]) == (["prod"], "front", True)
+    (tmp_path / "doc.json").write_text(json.dumps(exported))
+    assert "No changes" in sdnctl("apply", "-f", str(tmp_path / "doc.json"), "--plan").out
