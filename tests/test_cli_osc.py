@@ -328,3 +328,13 @@ def test_a_message_never_names_another_tenants_object() -> None:
     table = {"n1": mine, "n2": theirs}
     assert named_ref(table, "n1", "alice") == "'web' (id n1)"
     assert named_ref(table, "n2", "alice") == "'n2'" and named_ref(table, "gone", "alice") == "'gone'"
+
+
+def test_tables_never_write(sdnctl: Cli) -> None:
+    """Naming references reads only: any security group call makes the caller's default group, so a port
+    table shows its groups by id (the admin here has none) and the revision stays."""
+    _world(sdnctl)
+    revision = sdnctl("info", "-f", "value", "-c", "revision").out
+    for argv in (["port", "list", "--long"], ["port", "show", "db"], ["network", "list"]):
+        sdnctl(*argv)
+    assert sdnctl("info", "-f", "value", "-c", "revision").out == revision

@@ -150,6 +150,7 @@ class Client:
         cap = METHOD[kind]
         return self(f"Get{cap}", getattr(pb, f"Get{cap}Request")(name=name))
 
+    command_kind = ""  # the kind the command is about (label() looks up security groups only for theirs)
     scope = ""  # an admin's tenant (--tenant-scope, or the command's --tenant): names resolve within it
 
     def resolve(self, kind: str, ref: str, **filters: str) -> Any:
@@ -217,6 +218,10 @@ class Client:
         if kind is None or not rid or "/" in rid:
             return ref
         if kind in ("chassis", "security_group_rule"):
+            return rid
+        if kind == "security_group" and self.command_kind not in ("security_group", "security_group_rule"):
+            # any security group call makes the caller's default group if it has none (Neutron's habit):
+            # a table of ports must not write, so their groups show by id
             return rid
         if kind not in self._labels:
             field = "floating_ip_address" if kind == "floating_ip" else "display_name"

@@ -1035,6 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(endpoint, _token(args), timeout, credentials(args))
         client.validate_only = bool(getattr(args, "validate_only", False))
         client.scope = str(getattr(args, "tenant_scope", None) or getattr(args, "tenant", None) or "")
+        client.command_kind = str(getattr(args, "kind", "") or "")
         args.view = Output(
             fmt=args.format,
             columns=getattr(args, "columns", None) or (),
