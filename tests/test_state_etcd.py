@@ -341,3 +341,265 @@ def test_an_uninstalled_plugins_records_stay_in_etcd_counted_and_out_of_the_mode
             b.close()
     finally:
         a.close()
+
+
+# ------------------------------------------------------------------------------------------ group commit
+
+
+class Gate:
+    """Holds one controller's write rounds: a write whose validation waits for `release` (the leader's
+    round is stuck in it, under the model lock), so the writes started meanwhile all queue, and the next
+    round takes them as one batch."""
+
+    def __init__(self, state: EtcdState) -> None:
+        self.state = state
+        self.go = threading.Event()
+        self.inside = threading.Event()
+
+        def fn(t: Topology, r: int, n: float) -> list[Change]:
+            self.inside.set()
+            assert self.go.wait(10)
+            return []
+
+        self.thread = threading.Thread(target=state.write, args=(fn,))
+        self.thread.start()
+        assert self.inside.wait(10)
+
+    def queue(self, fns: list[WriteFn]) -> tuple[list[threading.Thread], dict[int, object]]:
+        """Start a writer per fn; wait until all are queued behind the gate. Results by index: (revision,
+        changes) or the exception."""
+        out: dict[int, object] = {}
+
+        def run(i: int, fn: WriteFn) -> None:
+            try:
+                out[i] = self.state.write(fn)
+            except Exception as err:  # noqa: BLE001 (asserted by the caller)
+                out[i] = err
+
+        threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(self.state._writes) < len(fns):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        return threads, out
+
+    def release(self, threads: list[threading.Thread]) -> None:
+        self.go.set()
+        self.thread.join(10)
+        for t in threads:
+            t.join(20)
+            assert not t.is_alive()
+
+
+def port_fn(pid: str, mac: str = "") -> WriteFn:
+    def fn(t: Topology, r: int, n: float) -> list[Change]:
+        if pid in t.ports:  # as the API checks
+            raise errors.already_exists("port", pid)
+        return ops.create_port(t, Port(id=pid, tenant="t", network_id="net", mac=mac), [], r, n)
+
+    return fn
+
+
+def test_concurrent_writes_on_one_controller_commit_as_one_txn_at_one_revision(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """Writes queued together are one txn: one etcd revision they share, their changes in the order they
+    were validated, the same in the committing controller's change log, the other's (from its watch) and
+    etcd's history; a Watch resuming from the revision before gets all of them, from it none."""
+    a, b = pair
+    seed(a)
+    b.sync()
+    start = a.revision
+    txns = a.txns
+    gate = Gate(a)
+    threads, out = gate.queue([port_fn(f"p{i}") for i in range(6)])
+    gate.release(threads)
+    assert all(isinstance(v, tuple) for v in out.values()), out
+    revisions = {v[0] for v in out.values()}  # type: ignore[index]
+    assert len(revisions) == 1 and a.txns == txns + 1  # one txn, one revision
+    (rev,) = revisions
+    for v in out.values():
+        (_kind, pid, _old, new) = v[1][0]  # type: ignore[index]
+        assert new.revision == rev == a.topology.ports[pid].revision  # the etag: the batch's revision
+    assert b.sync() == rev == a.revision
+    assert model(a) == model(b)
+    rows = a.store.changes_since(start, rev)
+    assert [r[0] for r in rows] == [rev] * 6
+    assert sorted(r[3].id for r in rows) == [f"p{i}" for i in range(6)]
+    assert b.store.changes_since(start, rev) == rows == a.etcd.changes_since(start, rev)
+    assert a.store.changes_since(rev, rev) == [] == b.etcd.changes_since(rev, rev)
+    ports = list(a.topology.ports.values())
+    assert len({p.mac for p in ports}) == 6 and len({ip for p in ports for ip in p.fixed_ips}) == 6
+
+
+def test_a_batch_mixing_deletes_and_creates_reads_the_same_on_every_controller(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """The txn's operations are the changes in order (a delete between puts): etcd's watch gives another
+    controller the same order, so both apply (and index) the revision alike: the freed MAC is taken again
+    in the same revision."""
+    a, b = pair
+    seed(a)
+    create_port(a, "old")
+    mac = a.topology.ports["old"].mac
+    b.sync()
+    start = a.revision
+    gate = Gate(a)
+    threads, out = gate.queue(
+        [
+            port_fn("x1"),
+            lambda t, r, n: ops.delete_port(t, t.ports["old"], r, n),
+            port_fn("new", mac=mac),  # validated after the delete: the MAC is free
+        ]
+    )
+    gate.release(threads)
+    assert all(isinstance(v, tuple) for v in out.values()), out
+    rev = a.revision
+    assert {v[0] for v in out.values()} == {rev}  # type: ignore[index]
+    assert b.sync() == rev
+    rows = a.store.changes_since(start, rev)
+    assert [(r[2], r[3].id) for r in rows] == [("CREATED", "x1"), ("DELETED", "old"), ("CREATED", "new")]
+    assert b.store.changes_since(start, rev) == rows == b.etcd.changes_since(start, rev)
+    assert model(a) == model(b)
+    assert a.topology.macs[mac] == b.topology.macs[mac] == "new"
+
+
+def test_a_record_changed_twice_goes_in_two_txns_and_refusals_count_the_batch(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """Two updates of one port are never in one txn (one state per revision: the etag names what its
+    write returned); a create refused because an earlier write of the batch took its id is refused."""
+    a, b = pair
+    seed(a)
+    create_port(a, "p1")
+
+    def rename(name: str) -> WriteFn:
+        return lambda t, r, n: ops.update_port(t, t.ports["p1"], {"display_name": name}, r, n)
+
+    gate = Gate(a)
+    threads, out = gate.queue([rename("one"), port_fn("dup"), rename("two"), port_fn("dup")])
+    gate.release(threads)
+    r1, r2 = out[0], out[2]
+    assert isinstance(r1, tuple) and isinstance(r2, tuple)
+    assert r1[0] != r2[0]
+    assert r1[1][0][3].display_name == "one" and r1[1][0][3].revision == r1[0]
+    assert r2[1][0][3].display_name == "two" and r2[1][0][3].revision == r2[0]
+    # the threads queue in any order: whichever create came first is in the first txn, the other refused
+    created, refused = (out[1], out[3]) if isinstance(out[1], tuple) else (out[3], out[1])
+    assert isinstance(created, tuple) and created[0] == min(r1[0], r2[0])
+    assert isinstance(refused, ApiError) and refused.code == "ALREADY_EXISTS"
+    final = a.topology.ports["p1"]
+    assert final.display_name == ("two" if r2[0] > r1[0] else "one") and final.revision == max(r1[0], r2[0])
+    b.sync()
+    assert model(a) == model(b)
+
+
+def test_a_conflicting_batch_acknowledges_nothing_and_leaves_the_model_then_retries(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """B writes while A's batch is being validated: A's txn is refused; nothing of it reached A's model or
+    its listeners; every write of it is validated again on the model with B's write (the port B took is
+    refused), then committed."""
+    a, b = pair
+    seed(a)
+    b.sync()
+    seen: list[tuple[int, list[str]]] = []
+    a.add_listener(lambda rev, changes: seen.append((rev, [i for _k, i, _o, _n in changes])))
+    conflicts = a.conflicts
+    b_write = threading.Event()
+
+    def create_with_b_first(t: Topology, r: int, n: float) -> list[Change]:
+        if not b_write.is_set():  # the first validation: B commits before A's txn goes
+            b_write.set()
+            create_port(b, "taken")
+        return ops.create_port(t, Port(id="mine", tenant="t", network_id="net", mac=""), [], r, n)
+
+    gate = Gate(a)
+    threads, out = gate.queue([port_fn("q1"), create_with_b_first, port_fn("taken"), port_fn("q2")])
+    gate.release(threads)
+    assert a.conflicts == conflicts + 1
+    assert isinstance(out[2], ApiError) and out[2].code == "ALREADY_EXISTS", out
+    oks = [out[i] for i in (0, 1, 3)]
+    assert all(isinstance(v, tuple) for v in oks), out
+    rev_b = b.topology.ports["taken"].revision
+    assert {v[0] for v in oks} == {a.revision} and a.revision > rev_b  # type: ignore[index]
+    # A's listeners saw B's write, then A's batch once: never the refused txn
+    assert seen[0] == (rev_b, ["taken"]) and seen[1][0] == a.revision and len(seen) == 2
+    assert sorted(seen[1][1]) == ["mine", "q1", "q2"]
+    assert b.sync() == a.revision and model(a) == model(b)
+
+
+def test_a_failed_batch_answers_each_write_unavailable_and_leaves_the_model(tmp_path: Path) -> None:
+    with EtcdCluster(tmp_path) as cluster:
+        a = open_state(cluster.endpoints, "/sdn/v1/")
+        try:
+            seed(a)
+            before = model(a)
+            rev = a.revision
+            seen: list[int] = []
+            a.add_listener(lambda r, c: seen.append(r))
+            gate = Gate(a)
+            threads, out = gate.queue([port_fn(f"p{i}") for i in range(4)])
+            cluster.members[0].kill()
+            gate.release(threads)
+            assert all(isinstance(v, ApiError) and v.code == "UNAVAILABLE" for v in out.values()), out
+            assert model(a) == before and a.revision == rev and seen == []
+            cluster.members[0].start()
+            cluster.members[0].wait_healthy()
+            _retry(lambda: create_port(a, "after"))
+            assert set(a.topology.ports) == {"after"}
+        finally:
+            a.close()
+
+
+def test_a_batch_too_large_for_etcd_is_committed_one_write_per_txn(tmp_path: Path) -> None:
+    """etcd refuses a txn of more than --max-txn-ops operations (its default, 128): a batch bounded
+    higher than etcd is refused whole, and its writes go again one per txn."""
+    with EtcdCluster(tmp_path, max_txn_ops=128) as cluster:
+        a = open_state(cluster.endpoints, "/sdn/v1/")
+        b = open_state(cluster.endpoints, "/sdn/v1/")
+        try:
+            seed(a)
+            a.max_batch_ops = a.max_batch = 1000
+            txns = a.txns
+            gate = Gate(a)
+            threads, out = gate.queue([port_fn(f"p{i}") for i in range(140)])
+            gate.release(threads)
+            assert all(isinstance(v, tuple) for v in out.values()), out
+            assert a.txns - txns == 140
+            assert len({v[0] for v in out.values()}) == 140  # type: ignore[index]
+            # bounded within etcd's: batches of 60 writes (one op each), none refused
+            a.max_batch_ops, a.max_batch = 60, 1000
+            txns = a.txns
+            gate = Gate(a)
+            threads, out = gate.queue([port_fn(f"q{i}") for i in range(100)])
+            gate.release(threads)
+            assert all(isinstance(v, tuple) for v in out.values()), [
+                v for v in out.values() if not isinstance(v, tuple)
+            ]
+            assert a.txns - txns == 2
+            b.sync()
+            assert model(a) == model(b)
+        finally:
+            a.close()
+            b.close()
+
+
+def test_a_write_from_under_the_model_lock_goes_alone_and_catches_up_itself(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """A packet-in handler writes holding the model lock: it must not queue behind a leader waiting for
+    that lock, and on a conflict it cannot wait for the watch thread (which needs the lock): it reads
+    the other controller's write from etcd itself."""
+    a, b = pair
+    seed(a)
+    b.sync()
+    with a.lock:
+        create_port(b, "from-b")  # A's watch cannot apply it while the lock is held
+        t0 = time.monotonic()
+        rev, _ = create_port(a, "from-a")
+        assert time.monotonic() - t0 < 2.0  # not the catch-up timeout
+        assert "from-b" in a.topology.ports and rev > b.topology.ports["from-b"].revision
+    assert b.sync() == rev and model(a) == model(b)

@@ -318,14 +318,17 @@ class EtcdStore:
 
     # ------------------------------------------------------------------------------------------ writes
 
-    def commit(
-        self, base: int, puts: list[tuple[bytes, bytes]], deletes: list[bytes], write_id: str
-    ) -> Commit:
-        """One txn: if the head's mod revision is still `base`, put and delete the keys and the head (whose
-        value is `write_id`); else read the head. A retry after an unknown outcome tells its own earlier
-        success by the head's value."""
-        ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
-        ops += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)) for k in deletes]
+    def commit(self, base: int, writes: list[tuple[bytes, bytes | None]], write_id: str) -> Commit:
+        """One txn: if the head's mod revision is still `base`, put (value) or delete (None) the keys in the
+        order given, then the head (whose value is `write_id`); else read the head. etcd's watch gives the
+        events in that order. A retry after an unknown outcome tells its own earlier success by the head's
+        value."""
+        ops = [
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
+            if v is None
+            else rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
+            for k, v in writes
+        ]
         ops.append(rpc.RequestOp(request_put=rpc.PutRequest(key=self.head_key, value=write_id.encode())))
         request = rpc.TxnRequest(
             compare=[
