@@ -603,3 +603,65 @@ def test_a_write_from_under_the_model_lock_goes_alone_and_catches_up_itself(
         assert time.monotonic() - t0 < 2.0  # not the catch-up timeout
         assert "from-b" in a.topology.ports and rev > b.topology.ports["from-b"].revision
     assert b.sync() == rev and model(a) == model(b)
+
+
+def test_conflicts_retries_aborts_and_batches_are_exported_as_metrics(
+    pair: tuple[EtcdState, EtcdState],
+) -> None:
+    """sdn_store_txn_{conflicts,retried_writes,aborted}_total count what happened on this controller;
+    sdn_store_commit_duration_seconds and sdn_store_commit_writes observe each etcd txn."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from controller.debug.metrics import Metrics
+
+    a, b = pair
+    metrics = Metrics(a)
+    metrics.start()
+    seed(a)
+    b.sync()
+
+    def scrape() -> dict[str, float]:
+        return {
+            s.name: s.value
+            for fam in text_string_to_metric_families(metrics.exposition().decode())
+            for s in fam.samples
+            if s.name.startswith("sdn_store_")
+        }
+
+    before = scrape()
+    assert before["sdn_store_txn_conflicts_total"] == 0 and before["sdn_store_txn_aborted_total"] == 0
+    n = 0
+
+    def beaten(pid: str) -> WriteFn:
+        """B commits while A validates: A's txn meets a conflict (once, or on every try)."""
+
+        def fn(t: Topology, r: int, now: float) -> list[Change]:
+            nonlocal n
+            if n < tries_b:
+                n += 1
+                create_port(b, f"b{n}")
+            return port_fn(pid)(t, r, now)
+
+        return fn
+
+    tries_b = 1
+    create_port(a, "warm")
+    gate = Gate(a)
+    threads, out = gate.queue([beaten("x"), port_fn("y")])
+    gate.release(threads)
+    assert all(isinstance(v, tuple) for v in out.values()), out
+    mid = scrape()
+    assert mid["sdn_store_txn_conflicts_total"] == 1 == a.conflicts
+    assert mid["sdn_store_txn_retried_writes_total"] == 2 == a.retried  # both writes of the batch
+    # the txns that committed: the seed's two, "warm", the batch (two writes): 4 commits, 5 writes
+    assert mid["sdn_store_commit_duration_seconds_count"] == 4
+    assert mid["sdn_store_commit_writes_sum"] == 5 and mid["sdn_store_commit_writes_count"] == 4
+    a.max_attempts, n, tries_b = 3, 0, 100
+    with pytest.raises(ApiError) as info:
+        a.write(beaten("z"))
+    assert info.value.code == "ABORTED" and info.value.reason == "CONCURRENT_WRITES"
+    after = scrape()
+    assert after["sdn_store_txn_aborted_total"] == 1 == a.aborted
+    assert after["sdn_store_txn_conflicts_total"] == 4 and after["sdn_store_txn_retried_writes_total"] == 5
+    assert "z" not in a.topology.ports
+    metrics.stop()
