@@ -164,7 +164,9 @@ def serve(endpoints: str, prefix: str, tokens: str) -> None:
     print(srv.port, flush=True)
     sys.stdin.read()
     srv.stop(0)
-    counters = {k: getattr(state, k) for k in ("conflicts", "retried", "aborted", "txns", "txn_writes")}
+    counters = {
+        k: getattr(state, k) for k in ("conflicts", "retried", "aborted", "txns", "txn_writes", "yields")
+    }
     state.close()
     print(json.dumps(counters), flush=True)
 
@@ -197,7 +199,7 @@ def controllers(runs: int, total: int, clients: int, n: int = 3) -> None:
         f"== CreatePort/s, one controller process vs {n}, on one etcd, {clients} clients spread round-robin"
     )
     load0 = os.getloadavg()
-    one_r, many_r, ratios, conflicts, aborted = [], [], [], [], []
+    one_r, many_r, ratios, conflicts, aborted, yields = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="sdn-bench-etcd3-") as d, EtcdCluster(Path(d) / "etcd") as etcd:
         tmp = Path(d)
         TokenFile(tmp / "tokens.json").admin_token()  # created once, shared (as one token file would be)
@@ -214,17 +216,21 @@ def controllers(runs: int, total: int, clients: int, n: int = 3) -> None:
                 if k == n:
                     conflicts.append(sum(c["conflicts"] for c in counts))
                     aborted.append(sum(c["aborted"] for c in counts))
+                    yields.append(sum(c["yields"] for c in counts))
             one_r.append(rates[1])
             many_r.append(rates[n])
             ratios.append(rates[n] / rates[1])
             print(
                 f"run {run}: one controller {rates[1]:.0f}/s  {n} controllers {rates[n]:.0f}/s  "
-                f"ratio {rates[n] / rates[1]:.2f}  conflicts {conflicts[-1]}  aborted {aborted[-1]}"
+                f"ratio {rates[n] / rates[1]:.2f}  conflicts {conflicts[-1]}  aborted {aborted[-1]}  "
+                f"yields {yields[-1]}"
             )
     print(f"one controller   min/median/max {mmm(one_r)} CreatePort/s")
     print(f"{n} controllers    min/median/max {mmm(many_r)} CreatePort/s")
     print(f"{n}/one            min/median/max {mmm(ratios, '{:.2f}')}")
-    print(f"conflicts {mmm(conflicts)}, aborted {mmm(aborted)} (min/median/max per run)")
+    print(
+        f"conflicts {mmm(conflicts)}, aborted {mmm(aborted)}, yields {mmm(yields)} (min/median/max per run)"
+    )
     print(f"load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f}")
 
 

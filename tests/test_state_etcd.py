@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -665,3 +666,54 @@ def test_conflicts_retries_aborts_and_batches_are_exported_as_metrics(
     assert after["sdn_store_txn_conflicts_total"] == 4 and after["sdn_store_txn_retried_writes_total"] == 5
     assert "z" not in a.topology.ports
     metrics.stop()
+
+
+def test_a_controller_that_keeps_losing_is_let_go_first(pair: tuple[EtcdState, EtcdState]) -> None:
+    """A's txn loses twice to B: its refused txns leave a hint in etcd (contend/<A>, tries 2); B's next
+    commit reads it and B pauses before its following round (a yield); A's commit clears the hint. The
+    hint never decides anything: the head compare does."""
+    from topology import state_etcd
+
+    a, b = pair
+    seed(a)
+    b.sync()
+    n = 0
+
+    def beaten(t: Topology, r: int, now: float) -> list[Change]:
+        nonlocal n
+        if n < 2:
+            n += 1
+            create_port(b, f"b{n}")  # B commits while A validates: A's txn loses
+        return port_fn("a1")(t, r, now)
+
+    a.write(beaten)
+    assert a.conflicts == 2 and n == 2
+    # A committed on its third try: its hint is gone, and B, committing before that, was told
+    key = a.etcd.contend_prefix + a.ident.encode()
+    assert a.etcd.range_prefix(key)[1] == []
+    # B read A's hint at tries 1 at most (A's second refusal came after B's last commit): below
+    # YIELD_AFTER, no yield; and a commit now finds no hint
+    assert b.yields == 0
+    yields = b.yields
+    create_port(b, "b3")
+    assert b.yields == yields
+    # a hint left by a loser (tries 2, fresh): each commit that reads it makes the next round wait
+    claim = json.dumps({"tries": state_etcd.YIELD_AFTER, "ts": time.time()}).encode()
+    a.etcd.put_leased(a.etcd.contend_prefix + b"someone", claim, 0)
+    t0 = time.monotonic()
+    create_port(b, "b4")
+    assert b.yields == yields + 1
+    assert time.monotonic() - t0 < 1.0  # the write itself is not held back
+    t0 = time.monotonic()
+    assert a.etcd.delete_if(a.etcd.contend_prefix + b"someone", claim)
+    create_port(b, "b5")  # its round starts after the pause; the hint is gone
+    assert time.monotonic() - t0 >= state_etcd.YIELD_S
+    assert b.yields == yields + 1
+    create_port(b, "b6")
+    assert b.yields == yields + 1
+    # a stale hint (a loser gone for more than YIELD_FRESH_S) or one of a single loss: no yield
+    for tries, age in ((state_etcd.YIELD_AFTER, state_etcd.YIELD_FRESH_S + 1), (1, 0)):
+        claim = json.dumps({"tries": tries, "ts": time.time() - age}).encode()
+        a.etcd.put_leased(a.etcd.contend_prefix + b"someone", claim, 0)
+        create_port(b, f"b-{tries}")
+        assert b.yields == yields + 1

@@ -52,6 +52,15 @@ log = logging.getLogger(__name__)
 Row = tuple[int, str, str, Record]
 
 
+#: fairness: a controller whose writes lost YIELD_AFTER txns in a row (said within YIELD_FRESH_S) is let go
+#: first: the others pause YIELD_S after a commit that told them; a loser retries after a random pause
+#: below RETRY_PAUSE_S times its tries (to 10), so that two controllers do not collide in step
+YIELD_AFTER = 2
+YIELD_FRESH_S = 0.5
+RETRY_PAUSE_S = 0.0005
+YIELD_S = 0.005
+
+
 class RecentChanges:
     """The newest model changes as this controller applied them, in order: most Watch reads are served
     from here (and still are while etcd is away); older ones are read from etcd's history."""
@@ -183,6 +192,10 @@ class EtcdState(State):
         self.aborted = 0
         self.txns = 0
         self.txn_writes = 0
+        #: this State's name in the fairness hints (etcd_store.commit); rounds it yielded after one
+        self.ident = uuid.uuid4().hex[:12]
+        self.yields = 0
+        self._yield_from = 0
         self._watcher = threading.Thread(target=self._follow, name="etcd-watch", daemon=True)
         self._watcher.start()
 
@@ -211,6 +224,11 @@ class EtcdState(State):
         if not w.done:
             try:
                 while not w.done:  # lead rounds until this write is decided; the next waiter leads on
+                    if self._yield_from:
+                        # another controller keeps losing to this one: let its next txn go first (the
+                        # writes acknowledged meanwhile are not held back: this is before the next round)
+                        self._yield_from = 0
+                        time.sleep(YIELD_S)
                     with self._wcv:
                         batch, self._writes = self._writes, []
                     self._run_round(batch)
@@ -307,7 +325,7 @@ class EtcdState(State):
                 return self._decide_unwritten(checked, base), 0.0
             t0 = time.monotonic()
             try:
-                done = self._commit(base, ops, uuid.uuid4().hex)
+                done = self._commit(base, ops, uuid.uuid4().hex, max(w.tries for w, _ in taken + checked))
             except ApiError as err:
                 self._undo(taken, base)
                 if err.reason == "STORE_REFUSED" and len(taken) > 1:
@@ -331,7 +349,7 @@ class EtcdState(State):
                     if w.tries >= self.max_attempts:
                         self.aborted += 1
                         w.error, w.decided = _aborted(self.max_attempts), True
-                return done.head, 0.002 * min(tries - 1, 10)
+                return done.head, RETRY_PAUSE_S * min(tries - 1, 10)
             self._undo(taken, base)
             revision = done.revision
             applied: list[Change] = []
@@ -392,11 +410,13 @@ class EtcdState(State):
         except (StoreUnavailable, grpc.RpcError):
             return default
 
-    def _commit(self, base: int, ops: list[tuple[bytes, bytes | None]], write_id: str) -> Commit:
+    def _commit(self, base: int, ops: list[tuple[bytes, bytes | None]], write_id: str, tries: int) -> Commit:
         """The txn of `ops` (key, JSON or None to delete) validated at `base` (a key at most once: etcd
-        refuses a key twice in a txn); ApiError UNAVAILABLE when etcd cannot be reached."""
+        refuses a key twice in a txn); ApiError UNAVAILABLE when etcd cannot be reached. After it commits,
+        when another controller says its txns keep losing, this one's next round waits for a write of
+        another (or YIELD_S): the loser goes first (a hint; the head compare decides)."""
         try:
-            return self.etcd.commit(base, ops, write_id)
+            done = self.etcd.commit(base, ops, write_id, self.ident, tries)
         except StoreUnavailable as err:
             raise _unavailable(err) from None
         except grpc.RpcError as err:  # refused by etcd itself: too large, not permitted, ...
@@ -407,6 +427,13 @@ class EtcdState(State):
                 "(etcd's --max-txn-ops and --max-request-bytes bound one write)",
                 metadata={"store": "etcd", "code": err.code().name},
             ) from None
+        now = time.time()
+        if done.ok and any(
+            t >= YIELD_AFTER and now - ts < YIELD_FRESH_S for t, ts in done.contenders.values()
+        ):
+            self._yield_from = done.revision
+            self.yields += 1
+        return done
 
     def _apply(self, revision: int, changes: list[Change]) -> None:
         """Under the model lock: make `changes` (of `revision`) current and tell everyone."""
