@@ -47,6 +47,7 @@ from controller.api.server import ApiServer  # noqa: E402
 from lab.etcd import EtcdCluster  # noqa: E402
 from proto.sdn.v1 import topology_pb2 as pb  # noqa: E402
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc  # noqa: E402
+from topology import state_etcd  # noqa: E402
 from topology.etcd_store import EtcdConfig, EtcdStore  # noqa: E402
 from topology.state import State  # noqa: E402
 from topology.state_etcd import EtcdState  # noqa: E402
@@ -83,15 +84,24 @@ def creates_per_s(servers: list[Server], net: str, clients: int, total: int) -> 
     """`total` CreatePorts on `net` from `clients` threads spread over `servers`."""
     per = total // clients
 
-    def client(k: int) -> None:
+    def client(k: int) -> int:
         s = servers[k % len(servers)]
+        done = 0
         for _ in range(per):
-            s.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=f"networks/{net}")), metadata=s.md)
+            try:
+                s.stub.CreatePort(
+                    pb.CreatePortRequest(port=pb.Port(network=f"networks/{net}")), metadata=s.md
+                )
+                done += 1
+            except grpc.RpcError as err:  # ABORTED CONCURRENT_WRITES: counted by the servers, not a rate
+                if err.code() is not grpc.StatusCode.ABORTED:
+                    raise
+        return done
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as ex:
-        list(ex.map(client, range(clients)))
-    return per * clients / (time.perf_counter() - t0)
+        done = sum(ex.map(client, range(clients)))
+    return done / (time.perf_counter() - t0)
 
 
 def store_ratio(runs: int, total: int, clients: int) -> None:
@@ -155,9 +165,12 @@ def store_ratio(runs: int, total: int, clients: int) -> None:
 # ------------------------------------------------------------------------------------------ controllers
 
 
-def serve(endpoints: str, prefix: str, tokens: str) -> None:
+def serve(endpoints: str, prefix: str, tokens: str, *flags: str) -> None:
     """--serve: one controller's store and API (an EtcdState and an ApiServer) in this process; prints its
-    port, runs until stdin closes, then prints its counters (JSON)."""
+    port, runs until stdin closes, then prints its counters (JSON). --no-yield: never pause for another
+    controller's fairness hint."""
+    if "--no-yield" in flags:
+        state_etcd.YIELD_AFTER = 1 << 30
     state = EtcdState(EtcdStore(EtcdConfig(tuple(endpoints.split(",")), prefix=prefix)))
     srv = ApiServer(state, TokenFile(Path(tokens)), "127.0.0.1:0", workers=32)
     srv.start()
@@ -174,10 +187,11 @@ def serve(endpoints: str, prefix: str, tokens: str) -> None:
 class Remote:
     """A controller process (`serve`) and a client channel to it."""
 
-    def __init__(self, endpoints: list[str], prefix: str, tmp: Path) -> None:
+    def __init__(self, endpoints: list[str], prefix: str, tmp: Path, no_yield: bool = False) -> None:
         tokens = tmp / "tokens.json"
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", ",".join(endpoints), prefix, str(tokens)],
+            [sys.executable, __file__, "--serve", ",".join(endpoints), prefix, str(tokens)]
+            + (["--no-yield"] if no_yield else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -196,41 +210,43 @@ class Remote:
 
 def controllers(runs: int, total: int, clients: int, n: int = 3) -> None:
     print(
-        f"== CreatePort/s, one controller process vs {n}, on one etcd, {clients} clients spread round-robin"
+        f"== CreatePort/s, one controller process vs {n}, on one etcd, {clients} clients spread round-robin; "
+        f"{n} with the fairness hint (as shipped) and without (--no-yield: no controller ever pauses)"
     )
     load0 = os.getloadavg()
-    one_r, many_r, ratios, conflicts, aborted, yields = [], [], [], [], [], []
+    rates: dict[str, list[float]] = {"one": [], "hint": [], "none": []}
+    counts: dict[str, dict[str, list[int]]] = {v: {} for v in ("hint", "none")}
     with tempfile.TemporaryDirectory(prefix="sdn-bench-etcd3-") as d, EtcdCluster(Path(d) / "etcd") as etcd:
         tmp = Path(d)
         TokenFile(tmp / "tokens.json").admin_token()  # created once, shared (as one token file would be)
         for run in range(runs):
-            rates = {}
-            for k in (1, n):
-                prefix = f"/c{run}-{k}-{uuid.uuid4().hex[:6]}/"
-                procs = [Remote(etcd.endpoints, prefix, tmp) for _ in range(k)]
+            for variant, k in (("one", 1), ("hint", n), ("none", n)):
+                prefix = f"/c{run}-{variant}-{uuid.uuid4().hex[:6]}/"
+                procs = [Remote(etcd.endpoints, prefix, tmp, no_yield=variant == "none") for _ in range(k)]
                 seed(procs[0], "n")  # type: ignore[arg-type]
                 for p in procs:  # every controller has the network before the clients start
                     get_network(p)
-                rates[k] = creates_per_s(procs, "n", clients, total)  # type: ignore[arg-type]
-                counts = [p.close() for p in procs]
-                if k == n:
-                    conflicts.append(sum(c["conflicts"] for c in counts))
-                    aborted.append(sum(c["aborted"] for c in counts))
-                    yields.append(sum(c["yields"] for c in counts))
-            one_r.append(rates[1])
-            many_r.append(rates[n])
-            ratios.append(rates[n] / rates[1])
+                rates[variant].append(creates_per_s(procs, "n", clients, total))  # type: ignore[arg-type]
+                got = [p.close() for p in procs]
+                if variant != "one":
+                    for key in ("conflicts", "aborted", "yields"):
+                        counts[variant].setdefault(key, []).append(sum(c[key] for c in got))
             print(
-                f"run {run}: one controller {rates[1]:.0f}/s  {n} controllers {rates[n]:.0f}/s  "
-                f"ratio {rates[n] / rates[1]:.2f}  conflicts {conflicts[-1]}  aborted {aborted[-1]}  "
-                f"yields {yields[-1]}"
+                f"run {run}: one {rates['one'][-1]:.0f}/s  {n} with hint {rates['hint'][-1]:.0f}/s "
+                f"(conflicts {counts['hint']['conflicts'][-1]}, aborted {counts['hint']['aborted'][-1]}, "
+                f"yields {counts['hint']['yields'][-1]})  {n} without {rates['none'][-1]:.0f}/s "
+                f"(conflicts {counts['none']['conflicts'][-1]}, aborted {counts['none']['aborted'][-1]})"
             )
-    print(f"one controller   min/median/max {mmm(one_r)} CreatePort/s")
-    print(f"{n} controllers    min/median/max {mmm(many_r)} CreatePort/s")
-    print(f"{n}/one            min/median/max {mmm(ratios, '{:.2f}')}")
-    print(
-        f"conflicts {mmm(conflicts)}, aborted {mmm(aborted)}, yields {mmm(yields)} (min/median/max per run)"
-    )
+    print(f"one controller            min/median/max {mmm(rates['one'])} CreatePort/s")
+    for v, label in (("hint", "with the hint"), ("none", "without hint")):
+        print(f"{n} controllers, {label:14s} min/median/max {mmm(rates[v])} CreatePort/s")
+        ratios = [x / o for x, o in zip(rates[v], rates["one"], strict=True)]
+        print(f"{n}/one, {label:14s}      min/median/max {mmm(ratios, '{:.2f}')}")
+        c = counts[v]
+        print(
+            f"  per run: conflicts {mmm(c['conflicts'])}, writes aborted {mmm(c['aborted'])}, "
+            f"yields {mmm(c['yields'])} (min/median/max)"
+        )
     print(f"load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f}")
 
 
@@ -303,7 +319,7 @@ def client_choice(runs: int, n: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+    if len(sys.argv) >= 5 and sys.argv[1] == "--serve":
         serve(*sys.argv[2:])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
