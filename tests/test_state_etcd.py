@@ -717,3 +717,35 @@ def test_a_controller_that_keeps_losing_is_let_go_first(pair: tuple[EtcdState, E
         a.etcd.put_leased(a.etcd.contend_prefix + b"someone", claim, 0)
         create_port(b, f"b-{tries}")
         assert b.yields == yields + 1
+
+
+def test_listeners_of_a_batch_see_each_callers_request(pair: tuple[EtcdState, EtcdState]) -> None:
+    """Flow provenance reads the API's request from a context variable while the listeners run: with group
+    commit the leader's thread tells them of other callers' writes, so it sets each request, joined."""
+    from controller.api.context import REQUEST
+
+    a, _b = pair
+    seed(a)
+    seen: list[tuple[int, str]] = []
+    a.add_listener(lambda rev, changes: seen.append((rev, REQUEST.get())))
+
+    gate = Gate(a)
+    out: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        REQUEST.set(f"CreatePort r{i}")
+        out[i] = a.write(port_fn(f"p{i}"))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    while len(a._writes) < 3:
+        time.sleep(0.005)
+    gate.release(threads)
+    rev = a.revision
+    assert {v[0] for v in out.values()} == {rev}  # type: ignore[index]
+    ((r, why),) = [s for s in seen if s[0] == rev]
+    assert sorted(why.split("; ")) == ["CreatePort r0", "CreatePort r1", "CreatePort r2"]
+    REQUEST.set("CreatePort alone")
+    rev, _ = create_port(a, "p9")
+    assert seen[-1] == (rev, "CreatePort alone")

@@ -28,6 +28,7 @@ The model lock is held for the txn's round trip: a reader waits at most one roun
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import json
 import logging
@@ -44,7 +45,7 @@ from topology.errors import ApiError
 from topology.etcd_store import Commit, EtcdStore, Snapshot, StoreUnavailable, WatchBatch
 from topology.model import Change, ModelConfig, Topology
 from topology.records import Record, to_dict
-from topology.state import State, WriteFn
+from topology.state import CALLER_CONTEXT, State, WriteFn
 from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class _Write:
     """One caller's write in the group-commit queue."""
 
     fn: WriteFn
+    ctx: contextvars.Context = dataclasses.field(default_factory=contextvars.copy_context)  # the caller's
     tries: int = 0  # rounds it was in whose txn another controller's write beat
     rechecked: bool = False  # refused once on a model behind etcd: the next refusal is final
     solo: bool = False  # in a txn of its own (a batch with it was refused by etcd as too large)
@@ -361,7 +363,7 @@ class EtcdState(State):
             # after it: the compare held, so no other controller wrote in between
             for w, _after in checked:
                 w.revision, w.decided = revision, True
-            self._apply(revision, applied)
+            _in_callers_context([w for w, _ in taken], lambda: self._apply(revision, applied))
             hook = self.on_commit
             if hook is not None:
                 try:
@@ -546,6 +548,19 @@ class EtcdState(State):
         self._watcher.join(timeout=5)
         with self.changed:
             self.changed.notify_all()
+
+
+def _in_callers_context(writes: list[_Write], call: Callable[[], None]) -> None:
+    """`call` (telling the listeners of `writes`) with CALLER_CONTEXT's variables as the writes' callers
+    set them, joined by "; " when they differ: this thread may be another writer's."""
+
+    def run() -> None:
+        for var in CALLER_CONTEXT:
+            values = dict.fromkeys(v for w in writes if (v := w.ctx.get(var, "")))
+            var.set("; ".join(values))
+        call()
+
+    contextvars.copy_context().run(run)
 
 
 def _collapsed(changes: list[Change]) -> list[Change]:
