@@ -197,7 +197,7 @@ class EtcdState(State):
         #: this State's name in the fairness hints (etcd_store.commit); rounds it yielded after one
         self.ident = uuid.uuid4().hex[:12]
         self.yields = 0
-        self._yield_from = 0
+        self._yield_until = 0.0  # time.monotonic() to pause the next round until (0: none)
         self._watcher = threading.Thread(target=self._follow, name="etcd-watch", daemon=True)
         self._watcher.start()
 
@@ -226,11 +226,13 @@ class EtcdState(State):
         if not w.done:
             try:
                 while not w.done:  # lead rounds until this write is decided; the next waiter leads on
-                    if self._yield_from:
-                        # another controller keeps losing to this one: let its next txn go first (the
-                        # writes acknowledged meanwhile are not held back: this is before the next round)
-                        self._yield_from = 0
-                        time.sleep(YIELD_S)
+                    if self._yield_until:
+                        # another controller keeps losing to this one: let its next txn go first, until
+                        # YIELD_S after the commit that told (the writes that commit acknowledged are not
+                        # held back: this is before the next round)
+                        left, self._yield_until = self._yield_until - time.monotonic(), 0.0
+                        if left > 0:
+                            time.sleep(left)
                     with self._wcv:
                         batch, self._writes = self._writes, []
                     self._run_round(batch)
@@ -433,7 +435,7 @@ class EtcdState(State):
         if done.ok and any(
             t >= YIELD_AFTER and now - ts < YIELD_FRESH_S for t, ts in done.contenders.values()
         ):
-            self._yield_from = done.revision
+            self._yield_until = time.monotonic() + YIELD_S
             self.yields += 1
         return done
 
