@@ -586,6 +586,13 @@ def test_a_batch_too_large_for_etcd_is_committed_one_write_per_txn(tmp_path: Pat
             assert a.txns - txns == 2
             b.sync()
             assert model(a) == model(b)
+            # one write larger than etcd allows: refused as such, naming the bound; nothing changed
+            before = model(a)
+            with pytest.raises(ApiError) as info:
+                a.write(lambda t, r, n: ops.delete_network(t, t.networks["net"], True, r, n))
+            assert info.value.code == "RESOURCE_EXHAUSTED" and info.value.reason == "STORE_REFUSED"
+            assert "--max-txn-ops" in info.value.message
+            assert model(a) == before
         finally:
             a.close()
             b.close()

@@ -427,7 +427,7 @@ class EtcdState(State):
             raise ApiError(
                 "RESOURCE_EXHAUSTED" if err.code() is grpc.StatusCode.INVALID_ARGUMENT else "INTERNAL",
                 "STORE_REFUSED",
-                f"etcd refused the write ({len(ops) + 1} operations): {err.details()} "
+                f"etcd refused the write ({len(ops) + 3} operations): {err.details()} "
                 "(etcd's --max-txn-ops and --max-request-bytes bound one write)",
                 metadata={"store": "etcd", "code": err.code().name},
             ) from None
