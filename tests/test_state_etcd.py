@@ -883,3 +883,43 @@ def test_any_interleaving_of_batches_on_two_controllers_is_one_serial_history(
     finally:
         a.close()
         b.close()
+
+
+def test_a_bug_in_a_batch_reaches_only_its_caller_or_leaves_the_model_as_it_was(
+    pair: tuple[EtcdState, EtcdState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write function raising something else than a refusal: its caller gets it, the batch's other writes
+    commit. A failure after some writes were applied tentatively (a record etcd cannot be given): every
+    write of the round gets it and the model is as before the round."""
+    from topology import state_etcd
+
+    a, b = pair
+    seed(a)
+
+    def broken(t: Topology, r: int, n: float) -> list[Change]:
+        raise RuntimeError("bug")
+
+    gate = Gate(a)
+    threads, out = gate.queue([port_fn("ok1"), broken, port_fn("ok2")])
+    gate.release(threads)
+    assert isinstance(out[1], RuntimeError)
+    assert isinstance(out[0], tuple) and isinstance(out[2], tuple) and out[0][0] == out[2][0]
+    before, rev = model(a), a.revision
+    real = state_etcd._json
+
+    def unencodable(rec):  # type: ignore[no-untyped-def]
+        if rec.id == "bad":
+            raise ValueError("cannot encode")
+        return real(rec)
+
+    monkeypatch.setattr(state_etcd, "_json", unencodable)
+    gate = Gate(a)
+    threads, out = gate.queue([port_fn("x1"), port_fn("bad"), port_fn("x2")])
+    gate.release(threads)
+    assert any(isinstance(v, ValueError) for v in out.values()), out
+    assert model(a) == before and a.revision == rev
+    monkeypatch.setattr(state_etcd, "_json", real)
+    for pid in ("x1", "bad", "x2"):  # whatever each got, the model and etcd agree
+        if pid not in a.topology.ports:
+            create_port(a, pid)
+    assert b.sync() == a.revision and model(a) == model(b)

@@ -293,38 +293,43 @@ class EtcdState(State):
             keys: set[tuple[str, str]] = set()
             ops: list[tuple[bytes, bytes | None]] = []
             size = 0
-            for w in batch:
-                if taken and (w.solo or taken[0][0].solo or len(taken) >= self.max_batch):
-                    continue  # next round
-                w.error, w.changes = None, []
-                try:
-                    changes = _collapsed(w.fn(self.topology, base + 1, now))
-                except ApiError as err:
-                    w.error = err
-                    checked.append((w, bool(taken)))
-                    continue
-                except Exception as err:  # noqa: BLE001 (a bug of `fn`: its caller gets it, as it is)
-                    w.error, w.decided = err, True
-                    continue
-                if not changes:
-                    checked.append((w, bool(taken)))
-                    continue
-                mine = {(k, i) for k, i, _old, _new in changes}
-                encoded = [
-                    (self.etcd.key(k, i), None if new is None else _json(new)) for k, i, _old, new in changes
-                ]
-                n = sum(len(k) + len(v or b"") for k, v in encoded)
-                if taken and (
-                    mine & keys
-                    or len(ops) + len(encoded) > self.max_batch_ops
-                    or size + n > self.max_batch_bytes
-                ):
-                    continue  # next round
-                self.topology.apply(changes, base)  # tentative: undone unless the txn commits
-                taken.append((w, changes))
-                keys |= mine
-                ops += encoded
-                size += n
+            try:
+                for w in batch:
+                    if taken and (w.solo or taken[0][0].solo or len(taken) >= self.max_batch):
+                        continue  # next round
+                    w.error, w.changes = None, []
+                    try:
+                        changes = _collapsed(w.fn(self.topology, base + 1, now))
+                    except ApiError as err:
+                        w.error = err
+                        checked.append((w, bool(taken)))
+                        continue
+                    except Exception as err:  # noqa: BLE001 (a bug of `fn`: its caller gets it, as it is)
+                        w.error, w.decided = err, True
+                        continue
+                    if not changes:
+                        checked.append((w, bool(taken)))
+                        continue
+                    mine = {(k, i) for k, i, _old, _new in changes}
+                    encoded = [
+                        (self.etcd.key(k, i), None if new is None else _json(new))
+                        for k, i, _old, new in changes
+                    ]
+                    n = sum(len(k) + len(v or b"") for k, v in encoded)
+                    if taken and (
+                        mine & keys
+                        or len(ops) + len(encoded) > self.max_batch_ops
+                        or size + n > self.max_batch_bytes
+                    ):
+                        continue  # next round
+                    self.topology.apply(changes, base)  # tentative: undone unless the txn commits
+                    taken.append((w, changes))
+                    keys |= mine
+                    ops += encoded
+                    size += n
+            except BaseException:  # encoding, a bug: the model goes back to `base` before anyone sees it
+                self._undo(taken, base)
+                raise
             if not taken:
                 return self._decide_unwritten(checked, base), 0.0
             t0 = time.monotonic()
