@@ -38,6 +38,10 @@ from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 256 << 20  # a full load of a large model is one Range answer
+#: every request: a member without a leader (the cluster lost its quorum) answers UNAVAILABLE "etcdserver: no
+#: leader" at once instead of holding it until the deadline (a write then waited 3 x timeout_s = 15 s to be
+#: refused, a read 5 s), and a watch ends instead of going silent
+REQUIRE_LEADER = (("hasleader", "true"),)
 
 
 class StoreUnavailable(OSError):
@@ -163,7 +167,9 @@ class EtcdStore:
         for i in range(n):
             ep = self._endpoints[(start + i) % n]
             try:
-                answer = getattr(getattr(ep, service), method)(request, timeout=self.config.timeout_s)
+                answer = getattr(getattr(ep, service), method)(
+                    request, timeout=self.config.timeout_s, metadata=REQUIRE_LEADER
+                )
             except grpc.RpcError as err:
                 code = err.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -278,7 +284,7 @@ class EtcdStore:
 
         ep = self._endpoints[self._current]
         # hasleader: a member cut off from the leader ends the stream instead of going silent
-        call = ep.watch.Watch(outgoing(), metadata=(("hasleader", "true"),))
+        call = ep.watch.Watch(outgoing(), metadata=REQUIRE_LEADER)
         self._watches.add(call)
         try:
             for answer in call:
@@ -372,13 +378,17 @@ class EtcdStore:
             failure=failure,
         )
         answer: object = None
+        unknown = False  # an earlier try's outcome is unknown: so is the write's, whatever a later try says
         for attempt in range(3):
             try:
                 answer = self._kv("Txn", request, sent_write=True)
                 break
             except StoreUnavailable as err:
+                if unknown and not err.maybe_applied:
+                    raise StoreUnavailable(str(err), maybe_applied=True) from None
                 if not err.maybe_applied or attempt == 2:
                     raise
+                unknown = True
                 time.sleep(0.1)
         if answer.succeeded:  # type: ignore[attr-defined]
             done = Commit(True, int(answer.header.revision))  # type: ignore[attr-defined]
@@ -407,7 +417,9 @@ class EtcdStore:
         request = rpc.LeaseKeepAliveRequest(ID=lease_id)
         errors = []
         for ep in self._endpoints[self._current :] + self._endpoints[: self._current]:
-            call = ep.lease.LeaseKeepAlive(iter([request]), timeout=self.config.timeout_s)
+            call = ep.lease.LeaseKeepAlive(
+                iter([request]), timeout=self.config.timeout_s, metadata=REQUIRE_LEADER
+            )
             try:
                 for answer in call:
                     return int(answer.TTL)
@@ -461,6 +473,60 @@ class EtcdStore:
             ),
         )
         return bool(answer.succeeded)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------------------ other keys (tokens)
+
+    def put(self, key: bytes, value: bytes) -> int:
+        """Put `key` (no lease); etcd's revision after it."""
+        answer = self._kv("Put", rpc.PutRequest(key=key, value=value), sent_write=True)
+        return int(answer.header.revision)  # type: ignore[attr-defined]
+
+    def watch_prefix(
+        self, prefix: bytes, start: int
+    ) -> Iterator[tuple[int, list[tuple[bytes, bytes | None]]]]:
+        """The changes of the keys under `prefix` from revision `start` on: (revision, [(key, value or None
+        if deleted)]) per revision, until close() (returns) or a failure (StoreUnavailable, HistoryCompacted:
+        the caller reads the prefix again and goes on from there)."""
+        requests: queue.Queue[rpc.WatchRequest | None] = queue.Queue()
+        requests.put(
+            rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(
+                    key=prefix, range_end=_range_end(prefix), start_revision=start
+                )
+            )
+        )
+
+        def outgoing() -> Iterator[rpc.WatchRequest]:
+            while (r := requests.get()) is not None:
+                yield r
+
+        ep = self._endpoints[self._current]
+        call = ep.watch.Watch(outgoing(), metadata=REQUIRE_LEADER)
+        self._watches.add(call)
+        try:
+            for answer in call:
+                if answer.compact_revision:
+                    raise HistoryCompacted(start - 1, answer.compact_revision)
+                if answer.canceled:
+                    raise StoreUnavailable(f"{ep.url}: watch canceled: {answer.cancel_reason}")
+                by_rev: dict[int, list[tuple[bytes, bytes | None]]] = {}
+                for ev in answer.events:
+                    deleted = ev.type == kv_pb2.Event.DELETE
+                    by_rev.setdefault(int(ev.kv.mod_revision), []).append(
+                        (bytes(ev.kv.key), None if deleted else bytes(ev.kv.value))
+                    )
+                for rev in sorted(by_rev):
+                    yield rev, by_rev[rev]
+                    start = rev + 1
+        except grpc.RpcError as err:
+            if self.closed or err.code() is grpc.StatusCode.CANCELLED:
+                return
+            self._current = (self._endpoints.index(ep) + 1) % len(self._endpoints)
+            raise StoreUnavailable(f"{ep.url}: watch broke: {err.code().name} {err.details()}") from None
+        finally:
+            requests.put(None)
+            call.cancel()
+            self._watches.discard(call)
 
     # ------------------------------------------------------------------------------------------ like Store
 

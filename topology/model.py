@@ -16,9 +16,11 @@ from topology.allocator import RangeAllocator
 from topology.records import (
     CORE_KINDS,
     DEFAULT_GROUP_NAME,
+    EP_SUBNET,
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     RECORD_TYPES,
+    AppliedSet,
     Chassis,
     FirewallGroup,
     FirewallPolicy,
@@ -26,6 +28,9 @@ from topology.records import (
     FloatingIp,
     GatewayHold,
     HealthMonitor,
+    IkePolicy,
+    IpsecPolicy,
+    IpsecSiteConnection,
     Listener,
     LoadBalancer,
     Member,
@@ -38,6 +43,8 @@ from topology.records import (
     SecurityGroup,
     SecurityGroupRule,
     Subnet,
+    VpnEndpointGroup,
+    VpnService,
 )
 
 # Bytes an overlay adds to a tenant frame on an IPv4 underlay (outer IP 20 + UDP/GRE/Geneve headers),
@@ -95,9 +102,15 @@ class Topology:
         self.pools: dict[str, Pool] = {}
         self.members: dict[str, Member] = {}
         self.health_monitors: dict[str, HealthMonitor] = {}
+        self.ike_policies: dict[str, IkePolicy] = {}
+        self.ipsec_policies: dict[str, IpsecPolicy] = {}
+        self.vpn_services: dict[str, VpnService] = {}
+        self.vpn_endpoint_groups: dict[str, VpnEndpointGroup] = {}
+        self.ipsec_site_connections: dict[str, IpsecSiteConnection] = {}
         # the controller's own state that decides flows (records.INTERNAL_KINDS)
         self.neighbors: dict[str, Neighbor] = {}
         self.gateway_holds: dict[str, GatewayHold] = {}
+        self.applied_sets: dict[str, AppliedSet] = {}  # tenant -> what Apply created for it (prune's marker)
         # plug-ins' kinds (apps/plugin.py): kind -> id -> record; no index, plug-ins derive what they need
         self.extra: dict[str, dict[str, Record]] = {}
         # load balancer id -> its listener / pool ids; pool id -> its member ids, its monitor id
@@ -128,6 +141,11 @@ class Topology:
         self.rule_policy: dict[str, str] = {}
         self.policy_groups: dict[str, set[str]] = {}
         self.port_firewall: dict[str, str] = {}
+        # VPNaaS: router id -> its VPN service (one per router); (kind, id) of a service, policy or endpoint
+        # group -> ids of the IPsec site connections using it; subnet id -> endpoint groups listing it
+        self.router_vpn: dict[str, str] = {}
+        self.vpn_users: dict[tuple[str, str], set[str]] = {}
+        self.subnet_epgs: dict[str, set[str]] = {}
         self.graph = nx.Graph()
         self.macs: dict[str, str] = {}  # MAC -> port id
         self.ipam: dict[str, RangeAllocator] = {}  # subnet id -> pools allocator (ints)
@@ -175,8 +193,14 @@ class Topology:
             "pool": self.pools,
             "member": self.members,
             "health_monitor": self.health_monitors,
+            "ike_policy": self.ike_policies,
+            "ipsec_policy": self.ipsec_policies,
+            "vpn_service": self.vpn_services,
+            "vpn_endpoint_group": self.vpn_endpoint_groups,
+            "ipsec_site_connection": self.ipsec_site_connections,
             "neighbor": self.neighbors,
             "gateway_hold": self.gateway_holds,
+            "applied_set": self.applied_sets,
         }[kind]  # type: ignore[return-value]
 
     def neighbor_map(self) -> dict[str, dict[str, str]]:
@@ -204,6 +228,11 @@ class Topology:
         yield from self.listeners.values()
         yield from self.members.values()
         yield from self.health_monitors.values()
+        yield from self.ike_policies.values()
+        yield from self.ipsec_policies.values()
+        yield from self.vpn_services.values()
+        yield from self.vpn_endpoint_groups.values()
+        yield from self.ipsec_site_connections.values()
         for kind in sorted(self.extra):
             yield from self.extra[kind].values()
 
@@ -313,8 +342,14 @@ class Topology:
             "listener": 13,
             "member": 14,
             "health_monitor": 15,
-            "neighbor": 16,
-            "gateway_hold": 17,
+            "ike_policy": 16,
+            "ipsec_policy": 17,
+            "vpn_service": 18,
+            "vpn_endpoint_group": 19,
+            "ipsec_site_connection": 20,
+            "neighbor": 21,
+            "gateway_hold": 22,
+            "applied_set": 23,
         }
         self.apply(
             ((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order.get(r.KIND, len(order)))),
@@ -362,6 +397,12 @@ class Topology:
             out = [("port", p) for p in rec.ports]
             out += [("firewall_policy", p) for p in {rec.ingress_policy_id, rec.egress_policy_id} if p]
             return out
+        if isinstance(rec, VpnService):
+            return [("router", rec.router_id)]
+        if isinstance(rec, VpnEndpointGroup):
+            return [("subnet", e) for e in rec.endpoints] if rec.type == EP_SUBNET else []
+        if isinstance(rec, IpsecSiteConnection):
+            return _vpn_refs(rec)
         return []
 
     def _index(self, rec: Record) -> None:
@@ -411,6 +452,15 @@ class Topology:
                 self.policy_groups.setdefault(p, set()).add(rec.id)
             for p in rec.ports:
                 self.port_firewall[p] = rec.id
+        elif isinstance(rec, VpnService):
+            self.router_vpn[rec.router_id] = rec.id
+        elif isinstance(rec, VpnEndpointGroup):
+            if rec.type == EP_SUBNET:
+                for e in rec.endpoints:
+                    self.subnet_epgs.setdefault(e, set()).add(rec.id)
+        elif isinstance(rec, IpsecSiteConnection):
+            for ref in _vpn_refs(rec):
+                self.vpn_users.setdefault(ref, set()).add(rec.id)
         elif isinstance(rec, Port):
             self.port_keys.add(rec.key)
             if rec.port_security_enabled:
@@ -491,6 +541,20 @@ class Topology:
             for p in rec.ports:
                 if self.port_firewall.get(p) == rec.id:
                     del self.port_firewall[p]
+        elif isinstance(rec, VpnService):
+            if self.router_vpn.get(rec.router_id) == rec.id:
+                del self.router_vpn[rec.router_id]
+        elif isinstance(rec, VpnEndpointGroup):
+            if rec.type == EP_SUBNET:
+                for e in rec.endpoints:
+                    _discard(self.subnet_epgs, e, rec.id)
+        elif isinstance(rec, IpsecSiteConnection):
+            for ref in _vpn_refs(rec):
+                got = self.vpn_users.get(ref)
+                if got is not None:
+                    got.discard(rec.id)
+                    if not got:
+                        del self.vpn_users[ref]
         elif isinstance(rec, Port):
             self.port_keys.remove(rec.key)
             if rec.port_security_enabled:
@@ -568,6 +632,18 @@ def member_values(port: Port) -> set[str]:
 def value_version(value: str) -> int:
     """4 or 6 for a normalized address or CIDR (as member_values / remote_value spell them)."""
     return 6 if ":" in value else 4
+
+
+def _vpn_refs(conn: IpsecSiteConnection) -> list[tuple[str, str]]:
+    """The records a connection uses: (kind, id), without duplicates (both endpoint groups may be one)."""
+    refs = [
+        ("vpn_service", conn.vpnservice_id),
+        ("ike_policy", conn.ikepolicy_id),
+        ("ipsec_policy", conn.ipsecpolicy_id),
+        ("vpn_endpoint_group", conn.local_ep_group_id),
+        ("vpn_endpoint_group", conn.peer_ep_group_id),
+    ]
+    return list(dict.fromkeys(r for r in refs if r[1]))
 
 
 def _discard(index: dict[str, set[str]], key: str, value: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 SEGMENT_TYPES = ("vxlan", "gre", "geneve", "vlan", "flat")
@@ -129,8 +129,26 @@ class GatewayHold:
         return ""
 
 
+@dataclass(frozen=True)
+class AppliedSet:
+    """The objects Apply created for a tenant ("port/web-1", sorted): the marker prune goes by, so an
+    Apply with prune deletes only among these, never objects made any other way. One record per tenant,
+    written in the same transaction as the objects it names."""
+
+    KIND: ClassVar[str] = "applied_set"
+    id: str  # the tenant
+    objects: tuple[str, ...] = ()
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return self.id
+
+
 #: kinds the controller keeps for itself: in the store and the model, never in the API (Watch, List)
-INTERNAL_KINDS = ("neighbor", "gateway_hold")
+INTERNAL_KINDS = ("neighbor", "gateway_hold", "applied_set")
 
 
 # device_owner values of ports the controller makes for routers and floating IPs (Neutron's names)
@@ -396,6 +414,157 @@ class HealthMonitor:
     update_time: float = 0.0
 
 
+# ------------------------------------------------------------------------------------------------ VPNaaS
+# Neutron VPNaaS v2 with endpoint groups: IKE and IPsec policies, a VPN service on a tenant router with an
+# external gateway, endpoint groups (local: subnets of that router; peer: CIDRs) and IPsec site connections.
+# Statuses are the controller's (what the IKE daemon reports, topology/ops_vpn.py set_vpn_status), never a
+# client's. Algorithm names are Neutron's; the values are strongSwan's (charon's) keywords for them: the
+# API accepts only what charon can do (and nothing weak: no 3des, no md5, no MODP group below 2048 bits).
+
+VPN_PENDING_CREATE, VPN_ACTIVE, VPN_DOWN, VPN_ERROR = "PENDING_CREATE", "ACTIVE", "DOWN", "ERROR"
+VPN_STATUSES = (VPN_PENDING_CREATE, VPN_ACTIVE, VPN_DOWN, VPN_ERROR)
+IKE_VERSIONS = ("v1", "v2")
+#: encryption algorithm (Neutron's name) -> charon's proposal keyword
+VPN_ENCRYPTION = {
+    "aes-128": "aes128",
+    "aes-192": "aes192",
+    "aes-256": "aes256",
+    "aes-128-ctr": "aes128ctr",
+    "aes-192-ctr": "aes192ctr",
+    "aes-256-ctr": "aes256ctr",
+    "aes-128-gcm-16": "aes128gcm16",
+    "aes-192-gcm-16": "aes192gcm16",
+    "aes-256-gcm-16": "aes256gcm16",
+}
+#: authenticated encryption (no separate integrity algorithm in ESP; in IKE the auth algorithm is the PRF)
+VPN_AEAD = frozenset(a for a in VPN_ENCRYPTION if "-gcm-" in a)
+#: auth algorithm -> charon's integrity keyword (IKE's PRF is "prf" + the hash: prfsha256)
+VPN_AUTH = {"sha1": "sha1", "sha256": "sha256", "sha384": "sha384", "sha512": "sha512"}
+#: PFS / IKE DH group -> charon's keyword ("" for no PFS in an IPsec policy: Neutron has no such value)
+VPN_PFS = {
+    "group14": "modp2048",
+    "group15": "modp3072",
+    "group16": "modp4096",
+    "group19": "ecp256",
+    "group20": "ecp384",
+    "group21": "ecp521",
+}
+PHASE1_MODES = ("main",)  # Neutron's only value (aggressive mode leaks the identity hash; not offered)
+TRANSFORM_PROTOCOLS = ("esp",)  # AH cannot cross NAT nor userspace ESP (kernel-libipsec): not offered
+ENCAPSULATION_MODES = ("tunnel",)  # transport mode protects only the gateways' own traffic: not offered
+DPD_ACTIONS = ("hold", "clear", "restart", "disabled")
+INITIATORS = ("bi-directional", "response-only")
+EP_SUBNET, EP_CIDR = "subnet", "cidr"
+ENDPOINT_TYPES = (EP_SUBNET, EP_CIDR)
+
+
+@dataclass(frozen=True)
+class IkePolicy:
+    KIND: ClassVar[str] = "ike_policy"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    ike_version: str = "v2"
+    encryption_algorithm: str = "aes-128"
+    auth_algorithm: str = "sha256"
+    pfs: str = "group14"
+    phase1_negotiation_mode: str = "main"
+    lifetime_s: int = 3600
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class IpsecPolicy:
+    KIND: ClassVar[str] = "ipsec_policy"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    transform_protocol: str = "esp"
+    encapsulation_mode: str = "tunnel"
+    encryption_algorithm: str = "aes-128"
+    auth_algorithm: str = "sha256"
+    pfs: str = "group14"
+    lifetime_s: int = 3600
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class VpnService:
+    """A tenant router's VPN endpoint: its gateway IP on the external network is the local IKE address.
+    status is derived from its connections' (ACTIVE if one is, else DOWN / PENDING_CREATE, DOWN if admin down)."""
+
+    KIND: ClassVar[str] = "vpn_service"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    router_id: str = ""
+    admin_state_up: bool = True
+    status: str = VPN_PENDING_CREATE
+    # the router's gateway addresses when the service was made (output only; the gateway cannot change while
+    # the router has a VPN service: topology/ops.py refuses it)
+    external_v4_ip: str = ""
+    external_v6_ip: str = ""
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class VpnEndpointGroup:
+    """type "subnet": endpoints are subnet ids (a connection's local side: subnets of its service's router);
+    type "cidr": endpoints are CIDRs (the peer side), stored normalized (host bits cleared)."""
+
+    KIND: ClassVar[str] = "vpn_endpoint_group"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    type: str = EP_CIDR
+    endpoints: tuple[str, ...] = ()
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class IpsecSiteConnection:
+    """A site-to-site tunnel of a VPN service to a peer gateway. psk is write-only: stored (the IKE daemon
+    needs it), never returned by the API, never in Watch, never logged; repr() leaves it out."""
+
+    KIND: ClassVar[str] = "ipsec_site_connection"
+    id: str
+    tenant: str
+    display_name: str = ""
+    description: str = ""
+    vpnservice_id: str = ""
+    ikepolicy_id: str = ""
+    ipsecpolicy_id: str = ""
+    local_ep_group_id: str = ""
+    peer_ep_group_id: str = ""
+    peer_address: str = ""
+    peer_id: str = ""  # "" in a request: the peer address
+    local_id: str = ""  # "": the router's gateway IP (decided by the realization, follows the gateway)
+    psk: str = field(default="", repr=False)
+    mtu: int = 1500
+    dpd_action: str = "hold"
+    dpd_interval_s: int = 30
+    dpd_timeout_s: int = 120
+    initiator: str = "bi-directional"
+    admin_state_up: bool = True
+    status: str = VPN_PENDING_CREATE
+    status_reason: str = ""
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
 Record = (
     Network
     | Subnet
@@ -413,8 +582,14 @@ Record = (
     | Pool
     | Member
     | HealthMonitor
+    | IkePolicy
+    | IpsecPolicy
+    | VpnService
+    | VpnEndpointGroup
+    | IpsecSiteConnection
     | Neighbor
     | GatewayHold
+    | AppliedSet
 )
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
@@ -435,8 +610,14 @@ RECORD_TYPES: dict[str, type] = {
         Pool,
         Member,
         HealthMonitor,
+        IkePolicy,
+        IpsecPolicy,
+        VpnService,
+        VpnEndpointGroup,
+        IpsecSiteConnection,
         Neighbor,
         GatewayHold,
+        AppliedSet,
     )
 }
 #: the core's kinds; plug-ins add theirs with register_kind (apps/plugin.py install)

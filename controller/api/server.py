@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from apps import plugin
-from controller.api.auth import TokenFile
+from controller.api.apply import ApplyService
+from controller.api.auth import Tokens
 from controller.api.dataplane_api import DataplaneService, plan_pb
 from controller.api.debug_api import DebugService
 from controller.api.interceptors import AuthInterceptor
@@ -33,9 +34,12 @@ from controller.api.streams import (
     StreamAdmission,
     StreamLimiter,
 )
+from controller.api.vpn_api import VpnaasService
 from controller.dataplane import Dataplane
 from controller.pki import TlsFiles
 from proto.sdn.v1 import (
+    apply_pb2,
+    apply_pb2_grpc,
     dataplane_pb2,
     dataplane_pb2_grpc,
     debug_pb2,
@@ -48,7 +52,11 @@ from topology.state import State
 
 SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 LB_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["LoadBalancerService"].full_name
+VPN_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["VpnaasService"].full_name
 DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
+APPLY_SERVICE_NAME = apply_pb2.DESCRIPTOR.services_by_name["ApplyService"].full_name
+#: the largest request (an Apply document of DEFAULT_MAX_OBJECTS objects fits; gRPC's default is 4 MiB)
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 WATCH_METHOD = f"/{SERVICE_NAME}/Watch"  # admits itself, by tenant, once authenticated
 
@@ -74,11 +82,31 @@ class PluginHost:
     services: list[str] = field(default_factory=list)
 
 
+#: gRPC server reflection v1 (what grpcurl and newer clients ask); grpcio-reflection serves only v1alpha
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(services: list[str], server: grpc.Server) -> None:
+    """Server reflection under both names, v1 and v1alpha, listing both. v1's messages are v1alpha's with
+    another package name (same fields and numbers), so the v1alpha servicer answers v1 on the wire."""
+    names = [*services, REFLECTION_V1]
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
 class ApiServer:
     def __init__(
         self,
         state: State,
-        tokens: TokenFile,
+        tokens: Tokens,
         address: str,
         workers: int = 32,
         dataplane: Dataplane | None = None,
@@ -98,10 +126,22 @@ class ApiServer:
         pool = futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="grpc")
         admission = StreamAdmission(self.streams, frozenset({WATCH_METHOD}))
         authn = AuthInterceptor(
-            tokens, frozenset({SERVICE_NAME, LB_SERVICE_NAME, DATAPLANE_SERVICE_NAME, DEBUG_SERVICE_NAME})
+            tokens,
+            frozenset(
+                {
+                    SERVICE_NAME,
+                    LB_SERVICE_NAME,
+                    VPN_SERVICE_NAME,
+                    APPLY_SERVICE_NAME,
+                    DATAPLANE_SERVICE_NAME,
+                    DEBUG_SERVICE_NAME,
+                }
+            ),
         )
         self.server = grpc.server(
-            pool, options=[("grpc.so_reuseport", 0)], interceptors=[*interceptors, admission, authn]
+            pool,
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+            interceptors=[*interceptors, admission, authn],
         )
         self.topology = TopologyService(
             state, tokens, stopping=self._stopping.is_set, flow_budget=flow_budget, streams=self.streams
@@ -110,7 +150,17 @@ class ApiServer:
         topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(
             LoadBalancerService(self.topology), self.server
         )
-        services = [SERVICE_NAME, LB_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        topology_pb2_grpc.add_VpnaasServiceServicer_to_server(VpnaasService(self.topology), self.server)
+        self.apply = ApplyService(lambda: self.topology.tables)
+        apply_pb2_grpc.add_ApplyServiceServicer_to_server(self.apply, self.server)
+        services = [
+            SERVICE_NAME,
+            LB_SERVICE_NAME,
+            VPN_SERVICE_NAME,
+            APPLY_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ]
         # plug-ins' services: standard methods over the same tables, authenticated like the core's
         host = PluginHost(self.topology.tables, self.server)
         for p in plugin.loaded():
@@ -132,7 +182,7 @@ class ApiServer:
             services.append(DEBUG_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(services, self.server)
+        enable_reflection(services, self.server)
         if credentials is None:
             self.port = self.server.add_insecure_port(address)
         else:
