@@ -7,6 +7,12 @@ or after it); only those are recompiled, and their difference is what the switch
 chassis record, or to a chassis's tunnel/patch ports, recompile that chassis (or all) in full: rare.
 
 `full()` computes a chassis from scratch; the property test checks incremental == full.
+
+Several controllers (README "Several controllers"): a controller keeps the compile of the chassis it is
+master of only (`scope`; None = every chassis, one controller). `take` compiles a chassis in full when it
+becomes ours, `release` drops it; changes recompile only chassis in scope (the hosting sets, which say
+where a change reaches, are kept for all). `compile_for` compiles any chassis once without keeping it
+(debug tools asked about a chassis another controller masters).
 """
 
 from __future__ import annotations
@@ -148,6 +154,12 @@ class Compiler:
         self.neighbors: dict[str, dict[str, str]] = {}
         # gateway chassis held for failed (runtime liveness, set by the dataplane; a change is a rebuild)
         self.down: frozenset[str] = frozenset()
+        # the chassis whose compile is kept (several controllers: those this one masters); None = all
+        self.scope: set[str] | None = None
+
+    def keeps(self, chassis_id: str) -> bool:
+        """Is this chassis's compile kept here (and so incrementally updated)?"""
+        return self.scope is None or chassis_id in self.scope
 
     def view(self, topo: Topology) -> View:
         return View(topo, self.runtime, self.gateway_chassis, self.neighbors, self.dhcp_rate_pps, self.down)
@@ -290,7 +302,10 @@ class Compiler:
             self.units, self.hosting, self.group_where = saved_units, saved_hosting, saved_groups
 
     def check(self, topo: Topology, chassis_id: str) -> Divergence:
-        """The self-check: this chassis's incremental units against a full compile from scratch."""
+        """The self-check: this chassis's incremental units against a full compile from scratch (a chassis
+        whose compile is not kept here has nothing to check)."""
+        if not self.keeps(chassis_id):
+            return Divergence(chassis_id)
         view = self.view(topo)
         want = full(view, chassis_id)
         have = self.units.get(chassis_id, {})
@@ -321,12 +336,33 @@ class Compiler:
         self.units.pop(chassis_id, None)
         self.runtime.pop(chassis_id, None)
 
+    def take(self, topo: Topology, chassis_id: str) -> Delta:
+        """Keep this chassis's compile from now on: compiled in full now (nothing if its runtime facts are
+        not known yet: on_runtime compiles it when they arrive). Its delta is everything."""
+        if self.scope is None or chassis_id in self.scope:
+            return Delta()
+        self.scope.add(chassis_id)
+        return self._recompile(self.view(topo), chassis_id, all_units(topo))
+
+    def release(self, chassis_id: str) -> None:
+        """Stop keeping this chassis's compile (another controller masters it): its units are dropped."""
+        if self.scope is not None:
+            self.scope.discard(chassis_id)
+            self.units.pop(chassis_id, None)
+
+    def compile_for(self, topo: Topology, chassis_id: str) -> frozenset[Item]:
+        """The chassis's desired state: the kept compile, or (a chassis not in scope) a full compile made
+        for this call and not kept."""
+        if self.keeps(chassis_id):
+            return self.desired(chassis_id)
+        return frozenset(item for items in full(self.view(topo), chassis_id).values() for item in items)
+
     # ------------------------------------------------------------------------------------------ internals
 
     def _recompile(self, view: View, chassis_id: str, units: Iterable[Unit]) -> Delta:
         delta = Delta()
-        if chassis_id not in view.runtime:
-            return delta  # compiled in full when its runtime facts arrive (on_runtime)
+        if chassis_id not in view.runtime or not self.keeps(chassis_id):
+            return delta  # compiled in full when its runtime facts arrive (on_runtime), or when taken
         current = self.units.setdefault(chassis_id, {})
         for unit in set(units):
             new = compile_unit(view, chassis_id, unit)

@@ -59,6 +59,7 @@ class Engine(Protocol):
 
     def apply(self, add: Any, remove: Any, revision: int) -> None: ...
     def replace_desired(self, items: Any, revision: int) -> None: ...
+    def forget(self) -> None: ...
 
 
 class Agent(Protocol):
@@ -128,10 +129,14 @@ class Dataplane:
         startup_grace_s: float = 10.0,
         self_check_interval_s: float = 0.0,
         self_check_every_change: bool = False,
+        owned_only: bool = False,
     ) -> None:
         self.state = state
         self.packet_ins = packet_ins
         self.compiler = Compiler(gateway_chassis, dhcp_rate_pps)
+        # several controllers: compile only the chassis this one masters (taken in chassis_role); one
+        # controller compiles every chassis
+        self.compiler.scope = set() if owned_only else None
         self.clock = clock
         # gateway failover: is a switch connected (OpenFlow)? None: the dataplane cannot tell (always yes)
         self.connected = connected if connected is not None else (lambda _dpid: True)
@@ -301,7 +306,8 @@ class Dataplane:
         """Tests: the self-check after every change (the caller holds the model lock)."""
         if self.self_check_every_change:
             for chassis_id in sorted(self.planes):
-                self.selfcheck.check_locked(chassis_id, repair=True)
+                if self.compiler.keeps(chassis_id):
+                    self.selfcheck.check_locked(chassis_id, repair=True)
 
     def repair_compile(self, div: Divergence) -> None:
         """Make a chassis's desired state its full compile (the self-check found them apart); the caller
@@ -312,14 +318,25 @@ class Dataplane:
         self._push(div.chassis, delta, self.state.revision)
 
     def _make_engine(self, plane: ChassisPlane) -> None:
-        plane.seq += 1
         plane.engine = self._engine_factory(plane.datapath_id, self._on_realized)
+        if self.compiler.keeps(plane.chassis_id):
+            self._hand_desired(plane, "first contact")
+
+    def _hand_desired(self, plane: ChassisPlane, why: str) -> None:
+        """Give the chassis's engine its whole desired state (first contact, or a chassis taken over)."""
+        assert plane.engine is not None
+        plane.seq += 1
         desired = self.compiler.desired(plane.chassis_id)
         plane.history.append((self.state.revision, plane.seq))
         plane.port_seq = {pid: plane.seq for pid in self._port_owners(plane.chassis_id)}
         plane.pending_status = {p.id for p in self.state.topology.ports_on_chassis(plane.chassis_id)}
         plane.engine.replace_desired(desired, plane.seq)
-        log.info("chassis %s: %d desired flows/groups handed to its switch", plane.chassis_id, len(desired))
+        log.info(
+            "chassis %s: %d desired flows/groups handed to its switch (%s)",
+            plane.chassis_id,
+            len(desired),
+            why,
+        )
 
     def why(self, chassis_id: str, owner_id: str) -> tuple[int, str] | None:
         """(revision, request) that last changed the flows `owner_id` (a port, network or "pipeline") owns."""
@@ -336,12 +353,13 @@ class Dataplane:
         return [u[1] for u in self.compiler.units.get(chassis_id, {}) if u[0] == "port"]
 
     def chassis_role(self, chassis_id: str, master: bool, activate: Callable[[], bool] | None = None) -> None:
-        """Roles: this controller became (or stopped being) the chassis's master. Its engine already has the
-        desired state (compiled all along), but a model behind the store's would differ from the one the
-        previous master's flows came from: once the model has every write the store holds now, `activate`
-        starts the engine (it adopts what the switch holds: nothing sent when nothing changed; False: the
-        role is gone meanwhile). Statuses and bindings of the chassis's ports are this controller's to write
-        from then on. Waits on a thread of its own (a store read, maybe a wait for the watch)."""
+        """Roles: this controller became (or stopped being) the chassis's master. A model behind the
+        store's would differ from the one the previous master's flows came from: once the model has every
+        write the store holds now, the chassis is compiled in full (owned_only: only a master keeps a
+        chassis's compile) and handed to its engine, then `activate` starts the engine (it adopts what the
+        switch holds: nothing sent when nothing changed; False: the role is gone meanwhile). Statuses and
+        bindings of the chassis's ports are this controller's to write from then on. Waits on a thread of
+        its own (a store read, maybe a wait for the watch). Stepping down drops the chassis's compile."""
         if master:
             threading.Thread(
                 target=self._take_over,
@@ -349,6 +367,8 @@ class Dataplane:
                 name=f"takeover-{chassis_id}",
                 daemon=True,
             ).start()
+        else:
+            self._release(chassis_id)
 
     def _take_over(self, chassis_id: str, activate: Callable[[], bool] | None) -> None:
         while True:
@@ -368,9 +388,48 @@ class Dataplane:
                 self.state.revision,
                 head,
             )
+        self._compile_taken(chassis_id)
         if not self.owns(chassis_id) or (activate is not None and not activate()):
-            return  # the role is gone meanwhile (activate checks it again, with the role requests' lock)
+            self._release(chassis_id)  # the role is gone meanwhile (activate checks it again, with the
+            return  # role requests' lock): its compile goes with it
         self._work.put(functools.partial(self._took_over, chassis_id))
+
+    def _compile_taken(self, chassis_id: str) -> None:
+        """A chassis taken over: compile it in full (owned_only) and hand its engine the result, before the
+        engine talks to the switch. Nothing to do when its compile is kept already (one controller), or
+        before its OVSDB facts are known (its first report compiles it: _on_runtime)."""
+        if self.compiler.scope is None:
+            return
+        with self.state.lock:
+            if not self.owns(chassis_id) or self.compiler.keeps(chassis_id):
+                return
+            t0 = time.monotonic()
+            delta = self.compiler.take(self.state.topology, chassis_id)
+            plane = self.planes.get(chassis_id)
+            if plane is None or plane.engine is None:
+                return
+            for unit in delta.units:
+                self.provenance[(chassis_id, unit)] = (self.state.revision, f"takeover of {chassis_id}")
+            self._hand_desired(plane, f"taken over, compiled in {time.monotonic() - t0:.2f} s")
+
+    def _release(self, chassis_id: str) -> None:
+        """No longer this chassis's master (owned_only): drop its compile and its engine's desired state
+        (memory); its statuses and realization are the new master's to tell (PREFIX/status/ in etcd)."""
+        if self.compiler.scope is None:
+            return
+        with self.state.lock:
+            if self.owns(chassis_id) or chassis_id not in self.compiler.scope:
+                return  # a newer mastership already (its takeover keeps the compile), or nothing kept
+            self.compiler.release(chassis_id)
+            self.provenance = {k: v for k, v in self.provenance.items() if k[0] != chassis_id}
+            plane = self.planes.get(chassis_id)
+            if plane is not None:
+                plane.history.clear()
+                plane.port_seq.clear()
+                plane.pending_status.clear()
+                if plane.engine is not None:
+                    plane.engine.forget()
+        log.info("chassis %s: its compile dropped (another controller masters it)", chassis_id)
 
     def _took_over(self, chassis_id: str) -> None:
         with self.state.lock:
@@ -379,7 +438,9 @@ class Dataplane:
                 return
             topo = self.state.topology
             plane.pending_status |= {p.id for p in topo.ports_on_chassis(chassis_id)}
-            self._rebind(topo, list(plane.runtime.vifs))
+            # every port whose binding is now ours to write (its VIF here, or pinned here): the previous
+            # master may have been gone when it changed
+            self._rebind(topo, list(topo.ports))
         self._update_statuses(chassis_id)
 
     def _push(self, chassis_id: str, delta: Delta, revision: int) -> None:

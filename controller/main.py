@@ -141,6 +141,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
         gateways_file=cfg.data_path / "gateways.json",
         self_check_interval_s=cfg.self_check_interval_s,
         self_check_every_change=cfg.self_check_every_change,
+        owned_only=cfg.store == "etcd",  # several controllers: each compiles the chassis it masters
     )
     app.sync.on_realized = dataplane._on_realized
     dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir

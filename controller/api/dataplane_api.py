@@ -90,7 +90,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             if chassis_id not in topo.chassis:
                 raise errors.not_found("chassis", chassis_id)
             registry = ids.registry_for(owners.model_owners(topo))
-            desired = self.dataplane.compiler.desired(chassis_id)
+            # a chassis another controller masters: compiled for this answer (not kept)
+            desired = self.dataplane.compiler.compile_for(topo, chassis_id)
             plane = self.dataplane.planes.get(chassis_id)
             port_match: tuple[str, int, int | None] | None = None
             if request.port:

@@ -215,11 +215,12 @@ FlowSource = Callable[[str], ChassisFlows]
 
 
 def desired_flows(dataplane: Any) -> FlowSource:
-    """What the compiler wants each chassis to hold."""
+    """What the compiler wants each chassis to hold (a chassis another controller masters, whose compile is
+    not kept here: compiled for this trace, not kept)."""
 
     def get(chassis_id: str) -> ChassisFlows:
         with dataplane.state.lock:
-            items = dataplane.compiler.desired(chassis_id)
+            items = dataplane.compiler.compile_for(dataplane.state.topology, chassis_id)
         return ChassisFlows(
             tuple(i for i in items if isinstance(i, Flow)), tuple(i for i in items if isinstance(i, Group))
         )
