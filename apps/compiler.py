@@ -164,6 +164,10 @@ class Compiler:
     def view(self, topo: Topology) -> View:
         return View(topo, self.runtime, self.gateway_chassis, self.neighbors, self.dhcp_rate_pps, self.down)
 
+    def desired_count(self, chassis_id: str) -> int:
+        """How many flows, groups and meters the chassis's kept compile holds (an item in two units twice)."""
+        return sum(len(items) for items in self.units.get(chassis_id, {}).values())
+
     def desired(self, chassis_id: str) -> frozenset[Item]:
         return frozenset(item for items in self.units.get(chassis_id, {}).values() for item in items)
 

@@ -36,6 +36,7 @@ from controller.services.announce import Announcements
 from controller.services.failover import FailoverService
 from controller.services.host import PacketIn, PacketInHandler
 from controller.services.neighbors import NeighborService
+from controller.southbound.status_feed import MAX_PENDING, ChassisReport
 from flows.cookie import MAGIC
 from topology import binding, ops
 from topology.model import Change, Topology
@@ -173,6 +174,11 @@ class Dataplane:
         # and statuses and judges its gateway health. One controller: every chassis (the default).
         self.owns: Callable[[str], bool] = lambda _chassis_id: True
         self.failover.scope = lambda chassis_id: self.owns(chassis_id)
+        # several controllers: what each chassis's master publishes of it (StatusFeed, attached by main):
+        # the status and realization of chassis mastered elsewhere. None: every chassis is ours
+        self.status_feed: Any = None
+        # several controllers: which controller masters a chassis (None: unknown or one controller)
+        self.master_of: Callable[[str], str | None] = lambda _chassis_id: None
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -273,6 +279,11 @@ class Dataplane:
             topo, [ident for kind, ident, _old, new in changes if kind == "port" and new is not None]
         )
         self._after_change()
+        self._wake_feed()  # our compiled revision moved
+
+    def _wake_feed(self) -> None:
+        if self.status_feed is not None:
+            self.status_feed.wake()
 
     def _on_runtime(self, chassis_id: str, ports: Any) -> None:
         """ChassisAgent callback (its thread): the chassis's ofports, as ChassisPorts."""
@@ -300,6 +311,7 @@ class Dataplane:
             old_vifs = set() if first or old_runtime is None else set(old_runtime.vifs)
             self._rebind(topo, set(runtime.vifs) ^ old_vifs, warn=True)
             self._after_change()
+        self._wake_feed()
         self._work.put(functools.partial(self._update_statuses, chassis_id))
 
     def _after_change(self) -> None:
@@ -411,6 +423,7 @@ class Dataplane:
             for unit in delta.units:
                 self.provenance[(chassis_id, unit)] = (self.state.revision, f"takeover of {chassis_id}")
             self._hand_desired(plane, f"taken over, compiled in {time.monotonic() - t0:.2f} s")
+        self._wake_feed()
 
     def _release(self, chassis_id: str) -> None:
         """No longer this chassis's master (owned_only): drop its compile and its engine's desired state
@@ -430,6 +443,7 @@ class Dataplane:
                 if plane.engine is not None:
                     plane.engine.forget()
         log.info("chassis %s: its compile dropped (another controller masters it)", chassis_id)
+        self._wake_feed()
 
     def _took_over(self, chassis_id: str) -> None:
         with self.state.lock:
@@ -590,13 +604,63 @@ class Dataplane:
     # ------------------------------------------------------------------------------------------ realized
 
     def _on_realized(self, datapath_id: int, seq: int) -> None:
-        with self.realized:
-            self.realized.notify_all()
+        self.notify_realized()
+        self._wake_feed()
         for plane in list(self.planes.values()):
             if plane.datapath_id == datapath_id:
                 self._work.put(functools.partial(self._update_statuses, plane.chassis_id))
         if self.announcements.pending:
             self._work.put(self._announce_realized)
+
+    def notify_realized(self) -> None:
+        """Wake WaitRealized waiters (a switch confirmed a bundle, or another controller's report changed)."""
+        with self.realized:
+            self.realized.notify_all()
+
+    def report(self, plane: ChassisPlane, controller: str = "") -> ChassisReport:
+        """What this controller knows of a chassis it masters (ListChassisStatus; StatusFeed publishes it);
+        the caller holds the model lock."""
+        eng: Any = plane.engine
+        stats = getattr(eng, "stats", None)
+        realized = plane.realized_seq()
+        count = getattr(eng, "installed_count", None)
+        return ChassisReport(
+            controller=controller,
+            connected=bool(getattr(eng, "connected", False)),
+            ovsdb_ready=plane.runtime is not None,
+            ready=eng is not None and self.compiler.keeps(plane.chassis_id),
+            realized_revision=plane.realized_model_revision(),
+            pending=tuple(rev for rev, seq in plane.history if seq > realized)[:MAX_PENDING],
+            desired_flows=self.compiler.desired_count(plane.chassis_id),
+            installed_flows=count() if count is not None else 0,
+            flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
+            group_mods_sent=getattr(stats, "group_mods_sent", 0),
+            bundles_sent=getattr(stats, "bundles_sent", 0),
+            resyncs=getattr(stats, "resyncs", 0),
+            packet_ins=self.packet_ins(plane.datapath_id),
+            drift_repairs=plane.drift_repairs,
+            compile_divergences=plane.compile_divergences,
+        )
+
+    def status_snapshot(self, controller: str) -> tuple[int, dict[str, ChassisReport]]:
+        """StatusFeed: (the model revision every change up to which is compiled, a report of each chassis
+        this controller masters), from one look under the model lock."""
+        with self.state.lock:
+            reports = {
+                ch: self.report(plane, controller) for ch, plane in self.planes.items() if self.owns(ch)
+            }
+            return self.state.revision, reports
+
+    def chassis_report(self, chassis_id: str) -> ChassisReport | None:
+        """A chassis's report: ours if we master it, else what its master published (None: nothing known);
+        the caller holds the model lock."""
+        plane = self.planes.get(chassis_id)
+        if plane is not None and (self.owns(chassis_id) or self.status_feed is None):
+            return self.report(plane)
+        if self.status_feed is None:
+            return None
+        got = self.status_feed.report(chassis_id)
+        return None if got is None else got[0]
 
     def _update_statuses(self, chassis_id: str) -> None:
         """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""
@@ -626,23 +690,31 @@ class Dataplane:
         self.state.write(fn)
 
     def wait_realized(self, revision: int, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
-        """Block until every chassis with a switch engine has realized `revision` (or timeout)."""
+        """Block until every chassis with a switch engine has realized `revision` (or timeout). Several
+        controllers: a chassis mastered elsewhere is judged from what its master publishes (StatusFeed),
+        one this controller masters once its own model has `revision` too."""
         deadline = time.monotonic() + timeout
         while True:
             with self.state.lock:
                 report = []
+                caught_up = self.status_feed is None or self.state.revision >= revision
                 for plane in sorted(self.planes.values(), key=lambda p: p.chassis_id):
                     if not self.owns(plane.chassis_id):
-                        continue  # another controller's to realize
+                        if self.status_feed is not None:
+                            report.append(self._remote_realization(plane.chassis_id, revision))
+                        continue  # one controller: not reached (it masters every chassis)
                     needed = plane.needed_seq(revision)
                     realized = plane.realized_seq()
+                    # mid-takeover (not compiled yet) a chassis is not ready: the switch holds the previous
+                    # master's flows, not yet adopted
+                    ready = plane.engine is not None and self.compiler.keeps(plane.chassis_id)
                     report.append(
                         {
                             "chassis": plane.chassis_id,
-                            "connected": plane.engine is not None,
+                            "connected": ready,
                             "realized_revision": plane.realized_model_revision(),
                             "needed_revision": max((r for r, s in plane.history if s <= needed), default=0),
-                            "realized": plane.engine is not None and realized >= needed,
+                            "realized": ready and realized >= needed and caught_up,
                         }
                     )
             if all(r["realized"] for r in report):
@@ -652,3 +724,23 @@ class Dataplane:
                 return False, report
             with self.realized:
                 self.realized.wait(min(left, 0.2))
+
+    def _remote_realization(self, chassis_id: str, revision: int) -> dict[str, Any]:
+        """WaitRealized's line for a chassis another controller masters, from its published report."""
+        got = self.status_feed.report(chassis_id)
+        if got is None:  # no master (yet), or its report not read yet
+            return {
+                "chassis": chassis_id,
+                "connected": False,
+                "realized_revision": 0,
+                "needed_revision": 0,
+                "realized": False,
+            }
+        rep, compiled = got
+        return {
+            "chassis": chassis_id,
+            "connected": rep.ready,
+            "realized_revision": rep.realized_revision,
+            "needed_revision": rep.needed(revision),
+            "realized": rep.realized(revision, compiled),
+        }

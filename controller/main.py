@@ -36,6 +36,7 @@ from controller.services import dhcp, firewall_reject, health  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
 from controller.southbound.roles import Ownership  # noqa: E402
+from controller.southbound.status_feed import StatusFeed  # noqa: E402
 from topology.etcd_store import EtcdStore  # noqa: E402
 from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
@@ -193,8 +194,14 @@ def start_ownership(cfg: config_mod.Config, state: State, dataplane: Dataplane) 
         store, controller_id, chassis, on_role, lease_s=cfg.ownership_lease_s, margin_s=cfg.ownership_margin_s
     )
     dataplane.owns = ownership.is_master
+    dataplane.master_of = ownership.owner_of
     if dataplane.health is not None:
         dataplane.health.owns = app.is_master
+    # what each master knows of its chassis, for every controller's ListChassisStatus and WaitRealized
+    feed = StatusFeed(store, controller_id, lambda: dataplane.status_snapshot(controller_id), ownership.lease)
+    feed.on_change = dataplane.notify_realized
+    dataplane.status_feed = feed
+    feed.start()
     ownership.start()
     log.info("controller %s: chassis split with the other controllers on %s", controller_id, store.path)
     return ownership
@@ -332,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     api.stop(cfg.shutdown_grace_s)
     if metrics is not None:
         metrics.stop()
+    if dataplane.status_feed is not None:
+        dataplane.status_feed.stop()
     if ownership is not None:
         ownership.stop()
     dataplane.drift.stop()

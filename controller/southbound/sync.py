@@ -302,6 +302,11 @@ class SwitchSync:
         have = self._dump(timeout)
         return {have.flows[k]: v for k, v in have.counters.items()}
 
+    def installed_count(self) -> int:
+        """How many flows, groups and meters we believe the switch holds."""
+        with self._lock:
+            return len(self._installed) + len(self._installed_groups) + len(self._installed_meters)
+
     def installed(self) -> frozenset[Item]:
         """What we believe the switch holds (as of the last confirmed bundle or dump)."""
         with self._lock:
