@@ -589,11 +589,13 @@ class Dataplane:
 
     def _gateway_health(self) -> dict[str, bool]:
         """Each gateway chassis with a plane: healthy while its switch is connected (OpenFlow) and its
-        OVSDB facts are known (the agent's session is up)."""
+        OVSDB facts are known (the agent's session is up). Several controllers: every one's, also those
+        another controller masters (their history is there when this one takes them over; only the
+        master's judgement is written: FailoverService.scope)."""
         return {
             ch_id: plane.runtime is not None and plane.ovsdb_connected and self.connected(plane.datapath_id)
             for ch_id in self.compiler.gateway_chassis
-            if (plane := self.planes.get(ch_id)) is not None and self.owns(ch_id)
+            if (plane := self.planes.get(ch_id)) is not None
         }
 
     def _announce_realized(self) -> None:
