@@ -665,9 +665,13 @@ class Dataplane:
         return None if got is None else got[0]
 
     def _update_statuses(self, chassis_id: str) -> None:
-        """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""
+        """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged. A port
+        leaves the pending set only once its status is written: on etcd a write that met another
+        controller's is decided again (fn runs more than once), so fn changes nothing but its answer."""
+        settled: dict[str, int | None] = {}  # port -> its port_seq when decided
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
+            settled.clear()
             plane = self.planes.get(chassis_id)
             if plane is None or plane.runtime is None or not self.owns(chassis_id):
                 return []
@@ -676,7 +680,7 @@ class Dataplane:
             for pid in sorted(plane.pending_status):
                 port = t.ports.get(pid)
                 if port is None or port.binding_chassis != chassis_id:
-                    plane.pending_status.discard(pid)  # deleted, or another chassis's to report
+                    settled[pid] = plane.port_seq.get(pid)  # deleted, or another chassis's to report
                     continue
                 plugged = port.id in plane.runtime.vifs and port.admin_state_up
                 if plugged and plane.port_seq.get(port.id, realized + 1) <= realized:
@@ -685,11 +689,17 @@ class Dataplane:
                     want = PORT_DOWN
                 else:
                     continue  # flows not confirmed yet: look again at the next realization
-                plane.pending_status.discard(pid)
+                settled[pid] = plane.port_seq.get(pid)
                 changes += ops.set_port_status(port, want, rev, now)
             return changes
 
         self.state.write(fn)
+        with self.state.lock:
+            plane = self.planes.get(chassis_id)
+            if plane is not None:
+                for pid, seq in settled.items():
+                    if plane.port_seq.get(pid) == seq:  # no newer flow change of the port meanwhile
+                        plane.pending_status.discard(pid)
 
     def wait_realized(self, revision: int, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
         """Block until every chassis with a switch engine has realized `revision` (or timeout). Several
