@@ -5,8 +5,9 @@ each controller compiles only the chassis it masters. Printed, not pass/fail; ne
 
 Per phase, the same commands through the first controller's API: build (networks, subnets, routers, ports
 whose VIFs are plugged on the chassis round-robin, up to every port ACTIVE and WaitRealized), churn (ports
-created and deleted), then idle. Each controller's CPU time (utime + stime from /proc/PID/stat) is read
-before and after each step. Reported: per controller and summed, and the ratios three ÷ one.
+created and deleted), then idle. Each controller's CPU time (utime + stime from /proc/PID/stat) and the
+part its compiler counted (sdn_compile_cpu_seconds_total: the compiling thread's CPU time) are read before
+and after each step. Reported: per controller and summed, and the ratios three ÷ one.
 
     sudo .venv/bin/python bench/bench_ha_compile.py [--chassis 10] [--ports 600] [--runs 1]
     sudo .venv/bin/python bench/bench_ha_compile.py --quick
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +48,13 @@ def cpu_s(pid: int) -> float:
     """utime + stime of the process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def compile_cpu(ctl: ControllerProcess) -> float:
+    """The controller's own count of CPU seconds spent compiling (sdn_compile_cpu_seconds_total)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ctl.metrics_port}/metrics", timeout=10).read().decode()
+    m = re.search(r"^sdn_compile_cpu_seconds_total (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def even_ids(chassis: list[str], n: int) -> list[str]:
@@ -124,8 +134,9 @@ class Phase:
         self.dp = dpb_grpc.DataplaneServiceStub(grpc.insecure_channel(ctl.endpoint))
         self.md = (("authorization", f"Bearer {ctl.admin_token()}"),)
 
-    def cpu(self) -> dict[str, float]:
-        return {c: cpu_s(p.proc.pid) for c, p in self.ctls.items() if p.proc is not None}
+    def cpu(self) -> dict[str, tuple[float, float]]:
+        """Each controller's (process CPU, compile CPU) seconds so far."""
+        return {c: (cpu_s(p.proc.pid), compile_cpu(p)) for c, p in self.ctls.items() if p.proc is not None}
 
     def wait_realized(self, timeout: float = 600.0) -> None:
         rev = self.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self.md).revision
@@ -232,7 +243,13 @@ def run_phase(
         time.sleep(args.idle_s)
         c3 = ph.cpu()
         for c in ids:
-            out[c] = {"build": c1[c] - c0[c], "churn": c2[c] - c1[c], "idle": c3[c] - c2[c]}
+            out[c] = {
+                "build": c1[c][0] - c0[c][0],
+                "churn": c2[c][0] - c1[c][0],
+                "idle": c3[c][0] - c2[c][0],
+                "build compile": c1[c][1] - c0[c][1],
+                "churn compile": c2[c][1] - c1[c][1],
+            }
         print(
             f"  {len(ids)} controller(s): build {t1 - t0:.1f} s wall, churn {t2 - t1:.1f} s wall; "
             + "; ".join(f"{c}: " + ", ".join(f"{k} {v:.1f}" for k, v in d.items()) for c, d in out.items()),
@@ -272,7 +289,7 @@ def main() -> None:
             one = run_phase(lab, etcd, authority, tmp, ["solo"], f"/bench-{run}-one/", args)
             many = run_phase(lab, etcd, authority, tmp, three, f"/bench-{run}-three/", args)
             results.append((one, many))
-    for step in ("build", "churn", "idle"):
+    for step in ("build", "build compile", "churn", "churn compile", "idle"):
         for one, many in results:
             single = one["solo"][step]
             per = [many[c][step] for c in three]

@@ -257,6 +257,14 @@ class _ScrapeCollector(Collector):
             ["chassis"],
         )
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
+        compile_cpu = _counter(
+            "sdn_compile_cpu_seconds",
+            "CPU time spent compiling the chassis this controller keeps the compile of (several "
+            "controllers: those it masters); self-checks and debug compiles not counted",
+            [],
+        )
+        if m.dataplane is not None:
+            compile_cpu.add_metric([], float(getattr(m.dataplane.compiler, "cpu_s", 0.0)))
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
         size = _gauge(
             "sdn_store_size_bytes", "Bytes on disk of the store's database file and its WAL", ["file"]
@@ -353,6 +361,7 @@ class _ScrapeCollector(Collector):
             gdesired,
             ginstalled,
             *sync.values(),
+            compile_cpu,
             pins,
             revision,
             size,
