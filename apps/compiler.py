@@ -17,6 +17,7 @@ where a change reaches, are kept for all). `compile_for` compiles any chassis on
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, l
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
-from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE
+from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port
 
 Item = Flow | Group | MeterEntry
 #: kinds whose changes reach many units at once (rare): a write with one recompiles every chassis in full;
@@ -188,7 +189,9 @@ class Compiler:
 
     def on_changes(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:
         """Recompile what a model write can reach; returns the per-chassis difference."""
-        changes = list(changes)
+        changes = [c for c in changes if not _flow_neutral(c)]
+        if not changes:
+            return {}
         # chassis records and router topology (routers, their interfaces) change what many units look
         # like at once; they are rare: recompile everything
         if any(kind in REBUILD_KINDS or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
@@ -392,6 +395,17 @@ class Compiler:
         delta.remove -= both
         self.cpu_s += time.thread_time() - t0
         return delta
+
+
+def _flow_neutral(change: Change) -> bool:
+    """A port update that changes only its status (ACTIVE/DOWN: what the switch confirmed, written back)
+    and its revision and time: no flow reads them, and there is one such write per port per realization."""
+    kind, _ident, old, new = change
+    if kind != "port" or not isinstance(old, Port) or not isinstance(new, Port):
+        return False
+    return (
+        dataclasses.replace(old, status=new.status, revision=new.revision, update_time=new.update_time) == new
+    )
 
 
 def _routerish(rec: object) -> bool:
