@@ -160,6 +160,7 @@ class Compiler:
         self.scope: set[str] | None = None
         # CPU seconds (of the compiling thread) spent compiling kept chassis' units (sdn_compile_cpu_seconds)
         self.cpu_s = 0.0
+        self.units_compiled = 0  # owner units compiled for kept chassis (sdn_compile_units): work, not time
 
     def keeps(self, chassis_id: str) -> bool:
         """Is this chassis's compile kept here (and so incrementally updated)?"""
@@ -375,7 +376,9 @@ class Compiler:
             return delta  # compiled in full when its runtime facts arrive (on_runtime), or when taken
         t0 = time.thread_time()
         current = self.units.setdefault(chassis_id, {})
-        for unit in set(units):
+        units = set(units)
+        self.units_compiled += len(units)
+        for unit in units:
             new = compile_unit(view, chassis_id, unit)
             old = current.get(unit, frozenset())
             if new == old:

@@ -6,8 +6,9 @@ each controller compiles only the chassis it masters. Printed, not pass/fail; ne
 Per phase, the same commands through the first controller's API: build (networks, subnets, routers, ports
 whose VIFs are plugged on the chassis round-robin, up to every port ACTIVE and WaitRealized), churn (ports
 created and deleted), then idle. Each controller's CPU time (utime + stime from /proc/PID/stat) and the
-part its compiler counted (sdn_compile_cpu_seconds_total: the compiling thread's CPU time) are read before
-and after each step. Reported: per controller and summed, and the ratios three ÷ one.
+part its compiler counted (sdn_compile_cpu_seconds_total: the compiling thread's CPU time; and
+sdn_compile_units_total: the owner units it compiled, the work whatever the load) are read before and after
+each step. Reported: per controller and summed, and the ratios three ÷ one.
 
     sudo .venv/bin/python bench/bench_ha_compile.py [--chassis 10] [--ports 600] [--runs 1]
     sudo .venv/bin/python bench/bench_ha_compile.py --quick
@@ -50,11 +51,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def compile_cpu(ctl: ControllerProcess) -> float:
-    """The controller's own count of CPU seconds spent compiling (sdn_compile_cpu_seconds_total)."""
+def compile_cpu(ctl: ControllerProcess) -> tuple[float, float]:
+    """The controller's own count of CPU seconds spent compiling and of owner units compiled."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{ctl.metrics_port}/metrics", timeout=10).read().decode()
-    m = re.search(r"^sdn_compile_cpu_seconds_total (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+    out = []
+    for name in ("sdn_compile_cpu_seconds_total", "sdn_compile_units_total"):
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        out.append(float(m.group(1)) if m else 0.0)
+    return out[0], out[1]
 
 
 def even_ids(chassis: list[str], n: int) -> list[str]:
@@ -134,9 +138,9 @@ class Phase:
         self.dp = dpb_grpc.DataplaneServiceStub(grpc.insecure_channel(ctl.endpoint))
         self.md = (("authorization", f"Bearer {ctl.admin_token()}"),)
 
-    def cpu(self) -> dict[str, tuple[float, float]]:
-        """Each controller's (process CPU, compile CPU) seconds so far."""
-        return {c: (cpu_s(p.proc.pid), compile_cpu(p)) for c, p in self.ctls.items() if p.proc is not None}
+    def cpu(self) -> dict[str, tuple[float, float, float]]:
+        """Each controller's (process CPU, compile CPU) seconds and owner units compiled so far."""
+        return {c: (cpu_s(p.proc.pid), *compile_cpu(p)) for c, p in self.ctls.items() if p.proc is not None}
 
     def wait_realized(self, timeout: float = 600.0) -> None:
         rev = self.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self.md).revision
@@ -249,6 +253,8 @@ def run_phase(
                 "idle": c3[c][0] - c2[c][0],
                 "build compile": c1[c][1] - c0[c][1],
                 "churn compile": c2[c][1] - c1[c][1],
+                "build units": c1[c][2] - c0[c][2],
+                "churn units": c2[c][2] - c1[c][2],
             }
         print(
             f"  {len(ids)} controller(s): build {t1 - t0:.1f} s wall, churn {t2 - t1:.1f} s wall; "
@@ -289,15 +295,16 @@ def main() -> None:
             one = run_phase(lab, etcd, authority, tmp, ["solo"], f"/bench-{run}-one/", args)
             many = run_phase(lab, etcd, authority, tmp, three, f"/bench-{run}-three/", args)
             results.append((one, many))
-    for step in ("build", "build compile", "churn", "churn compile", "idle"):
+    for step in ("build", "build compile", "build units", "churn", "churn compile", "churn units", "idle"):
         for one, many in results:
             single = one["solo"][step]
             per = [many[c][step] for c in three]
+            what, f = ("units", "{:.0f}") if "units" in step else ("s CPU", "{:.1f}")
             print(
-                f"{step}: one controller {single:.1f} s CPU; three: "
-                + " / ".join(f"{v:.1f}" for v in per)
-                + f" (sum {sum(per):.1f}) s CPU; sum ÷ one {sum(per) / single:.2f}, "
-                f"each ÷ one {' / '.join(f'{v / single:.2f}' for v in per)}"
+                f"{step}: one controller {f.format(single)} {what}; three: "
+                + " / ".join(f.format(v) for v in per)
+                + f" (sum {f.format(sum(per))}) {what}; sum ÷ one {sum(per) / max(single, 1e-9):.2f}, "
+                f"each ÷ one {' / '.join(f'{v / max(single, 1e-9):.2f}' for v in per)}"
             )
 
 
