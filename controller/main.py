@@ -38,6 +38,7 @@ from controller.services import dhcp, firewall_reject, health  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
 from controller.southbound.roles import Ownership  # noqa: E402
+from controller.southbound.status_feed import StatusFeed  # noqa: E402
 from topology.etcd_store import EtcdStore  # noqa: E402
 from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
@@ -143,6 +144,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
         gateways_file=cfg.data_path / "gateways.json",
         self_check_interval_s=cfg.self_check_interval_s,
         self_check_every_change=cfg.self_check_every_change,
+        owned_only=cfg.store == "etcd",  # several controllers: each compiles the chassis it masters
     )
     app.sync.on_realized = dataplane._on_realized
     dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir
@@ -194,8 +196,14 @@ def start_ownership(cfg: config_mod.Config, state: State, dataplane: Dataplane) 
         store, controller_id, chassis, on_role, lease_s=cfg.ownership_lease_s, margin_s=cfg.ownership_margin_s
     )
     dataplane.owns = ownership.is_master
+    dataplane.master_of = ownership.owner_of
     if dataplane.health is not None:
         dataplane.health.owns = app.is_master
+    # what each master knows of its chassis, for every controller's ListChassisStatus and WaitRealized
+    feed = StatusFeed(store, controller_id, lambda: dataplane.status_snapshot(controller_id), ownership.lease)
+    feed.on_change = dataplane.notify_realized
+    dataplane.status_feed = feed
+    feed.start()
     ownership.start()
     log.info("controller %s: chassis split with the other controllers on %s", controller_id, store.path)
     return ownership
@@ -333,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     api.stop(cfg.shutdown_grace_s)
     if metrics is not None:
         metrics.stop()
+    if dataplane.status_feed is not None:
+        dataplane.status_feed.stop()
     if ownership is not None:
         ownership.stop()
     dataplane.drift.stop()

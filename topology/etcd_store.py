@@ -326,6 +326,53 @@ class EtcdStore:
             call.cancel()
             self._watches.discard(call)
 
+    def watch_keys(self, prefix: bytes, start: int) -> Iterator[list[tuple[int, bytes, bytes | None]]]:
+        """Raw changes of the keys under `prefix` from revision `start` on, one list per answer: (mod
+        revision, key, value or None when deleted). Runs until close() or a failure: StoreUnavailable (go on
+        from the last revision seen), HistoryCompacted (read the keys again)."""
+        requests: queue.Queue[rpc.WatchRequest | None] = queue.Queue()
+        requests.put(
+            rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(
+                    key=prefix, range_end=_range_end(prefix), start_revision=start
+                )
+            )
+        )
+
+        def outgoing() -> Iterator[rpc.WatchRequest]:
+            while (r := requests.get()) is not None:
+                yield r
+
+        ep = self._endpoints[self._current]
+        call = ep.watch.Watch(outgoing(), metadata=(("hasleader", "true"),))
+        self._watches.add(call)
+        try:
+            for answer in call:
+                if answer.compact_revision:
+                    raise HistoryCompacted(start - 1, answer.compact_revision)
+                if answer.canceled:
+                    raise StoreUnavailable(f"{ep.url}: watch canceled: {answer.cancel_reason}")
+                events = [
+                    (
+                        int(ev.kv.mod_revision),
+                        bytes(ev.kv.key),
+                        None if ev.type == kv_pb2.Event.DELETE else bytes(ev.kv.value),
+                    )
+                    for ev in answer.events
+                ]
+                if events:
+                    start = events[-1][0] + 1
+                    yield events
+        except grpc.RpcError as err:
+            if self.closed or err.code() is grpc.StatusCode.CANCELLED:
+                return
+            self._current = (self._endpoints.index(ep) + 1) % len(self._endpoints)
+            raise StoreUnavailable(f"{ep.url}: watch broke: {err.code().name} {err.details()}") from None
+        finally:
+            requests.put(None)
+            call.cancel()
+            self._watches.discard(call)
+
     # ------------------------------------------------------------------------------------------ writes
 
     def commit(
@@ -460,6 +507,13 @@ class EtcdStore:
 
     def put_leased(self, key: bytes, value: bytes, lease_id: int) -> None:
         self._kv("Put", rpc.PutRequest(key=key, value=value, lease=lease_id))
+
+    def put_many_leased(self, puts: list[tuple[bytes, bytes]], deletes: list[bytes], lease_id: int) -> None:
+        """Put keys (attached to the lease) and delete keys in one txn (one revision, seen at once)."""
+        ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lease_id)) for k, v in puts]
+        ops += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)) for k in deletes]
+        if ops:
+            self._kv("Txn", rpc.TxnRequest(success=ops))
 
     def delete_if(self, key: bytes, value: bytes) -> bool:
         """Delete `key` only if it still holds `value`; True if it did."""

@@ -264,6 +264,21 @@ class _ScrapeCollector(Collector):
             ["chassis"],
         )
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
+        compile_cpu = _counter(
+            "sdn_compile_cpu_seconds",
+            "CPU time spent compiling the chassis this controller keeps the compile of (several "
+            "controllers: those it masters); self-checks and debug compiles not counted",
+            [],
+        )
+        compile_units = _counter(
+            "sdn_compile_units",
+            "Owner units (a port's, a network's, a rule's... flows) compiled for the chassis this "
+            "controller compiles: the compile's work, whatever the machine's load",
+            [],
+        )
+        if m.dataplane is not None:
+            compile_cpu.add_metric([], float(getattr(m.dataplane.compiler, "cpu_s", 0.0)))
+            compile_units.add_metric([], int(getattr(m.dataplane.compiler, "units_compiled", 0)))
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
         size = _gauge(
             "sdn_store_size_bytes", "Bytes on disk of the store's database file and its WAL", ["file"]
@@ -378,6 +393,8 @@ class _ScrapeCollector(Collector):
             gdesired,
             ginstalled,
             *sync.values(),
+            compile_cpu,
+            compile_units,
             pins,
             revision,
             size,
