@@ -20,6 +20,7 @@ import pytest
 
 from controller.services.vpn_host import remove_namespaces_of
 from lab import VM
+from lab.traffic import capture, tcp_transfer
 from lab.vpn_site import RemoteSite
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.e2e import PHYSNET, Env, lab_env
@@ -211,11 +212,111 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             remove_namespaces_of(ns)
 
 
+def vpn_flows(env: Env, chassis: str) -> list[str]:
+    """br-int flows of the VPN app (its cookies' app byte) on a chassis."""
+    return [
+        f for f in env.ovs_flows(chassis) if re.search(r"cookie=0x[0-9a-f]*?0d[0-9a-f]{4},", f) or "vpn" in f
+    ]
+
+
 def test_tunnel_carries_traffic_both_ways(world: World) -> None:
-    env, a = world.env, world.a
-    store_write(env, vpn_records(a, a.site.gateway.ip))
+    """Both tenants' VPNs at once (b's with a wrong pre-shared key): a's tunnel carries ping and TCP both ways,
+    its site sees the VM's fixed IP, and the external link carries only IKE / ESP-in-UDP between the two
+    gateways."""
+    env, a, b = world.env, world.a, world.b
+    t0 = time.monotonic()
+    store_write(env, vpn_records(a, a.site.gateway.ip) + vpn_records(b, b.site.gateway.ip, psk="not-" + PSK))
     took = wait_for(a.site.up, 20, "tenant a's CHILD_SA at its site", env)
-    print(f"\ntunnel up {took:.2f} s after the controller restarted")
-    assert a.vm.ping(a.site.host.ip, count=3, timeout=15), env.controller_log()
-    assert a.site.host.ping(a.vm.ip, count=3, timeout=10), env.controller_log()
+    print(
+        f"\ntunnel up {took:.2f} s after the controller restarted ({time.monotonic() - t0:.2f} s with the restart)"
+    )
+    with (
+        capture("eth0", "", namespace=a.site.gateway.namespace) as wire,
+        capture("eth0", "icmp or tcp", namespace=a.site.host.namespace) as inside,
+    ):
+        assert a.vm.ping(a.site.host.ip, count=3, timeout=15), env.controller_log()
+        assert a.site.host.ping(a.vm.ip, count=3, timeout=10), env.controller_log()
+        assert tcp_transfer(a.vm, a.site.host, port=5001), "TCP VM -> remote host through the tunnel"
+        assert tcp_transfer(a.site.host, a.vm, port=5002), "TCP remote host -> VM through the tunnel"
+    # the remote host talks with the VM's fixed IP (never the SNAT address)
+    assert inside.matching(f"{a.vm.ip} > {a.site.host.ip}: ICMP echo request"), inside.lines
+    assert inside.matching(f"{a.vm.ip}.") and not inside.matching(a.gateway_ip), inside.lines
+    # the external link: IKE / NAT-T between the gateways (and ARP), never a private address
+    ip_lines = [ln for ln in wire.lines if " IPv4" in ln or "ethertype IPv4" in ln]
+    assert ip_lines, wire.lines
+    pair = {a.gateway_ip, a.site.gateway.ip}
+    for ln in ip_lines:
+        m = re.search(r"(\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+): UDP", ln) or re.search(
+            r"(\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+): (NONESP-encap|UDP-encap|isakmp)", ln
+        )
+        assert (
+            m is not None and {m.group(1), m.group(3)} == pair and {m.group(2), m.group(4)} <= {"500", "4500"}
+        ), ln
+    assert not [ln for ln in wire.lines if "10.1.0." in ln or "10.2.0." in ln], (
+        "plaintext on the external link"
+    )
     wait_for(lambda: conn_status(env, "a-conn")[0] == "ACTIVE", 10, "a-conn ACTIVE", env)
+
+
+def test_wrong_psk_is_down_with_a_reason_and_carries_nothing(world: World) -> None:
+    env, b = world.env, world.b
+    wait_for(lambda: conn_status(env, "b-conn")[0] == "DOWN", 20, "b-conn DOWN", env)
+    status, reason = conn_status(env, "b-conn")
+    print(f"\nwrong PSK: {status} ({reason})")
+    assert "AUTHENTICATION_FAILED" in reason or "MAC mismatched" in reason, reason
+    assert not b.site.up()
+    with capture("eth0", "icmp", namespace=b.site.host.namespace) as inside:
+        assert not b.vm.ping(b.site.host.ip, count=1, timeout=3)
+    assert not inside.lines, inside.lines
+
+
+def test_two_tenants_with_the_same_cidrs_never_mix(world: World) -> None:
+    """b's key fixed: both tunnels up; each VM (both 10.1.0.5) reaches its own site's host (both 10.2.0.10)
+    only."""
+    env, a, b = world.env, world.a, world.b
+    store_write(env, vpn_records(b, b.site.gateway.ip))
+    wait_for(lambda: a.site.up() and b.site.up(), 20, "both tunnels", env)
+    for me, other in ((a, b), (b, a)):
+        with (
+            capture("eth0", "icmp", namespace=me.site.host.namespace) as mine,
+            capture("eth0", "icmp", namespace=other.site.host.namespace) as theirs,
+        ):
+            assert me.vm.ping(me.site.host.ip, count=3, timeout=15), (me.name, env.controller_log())
+        assert mine.matching("echo request"), mine.lines
+        assert not theirs.lines, (me.name, theirs.lines)
+    wait_for(lambda: conn_status(env, "b-conn") == ("ACTIVE", ""), 10, "b-conn ACTIVE", env)
+
+
+def test_deleting_the_connection_cuts_the_tunnel_and_its_flows(world: World) -> None:
+    env, a, b = world.env, world.a, world.b
+    assert any("nw_dst=10.2.0.0/24" in f for f in env.ovs_flows("hv3"))
+    store_write(env, [], delete=[("ipsec_site_connection", "a-conn")])
+    wait_for(lambda: not a.site.up(), 15, "a's site without its CHILD_SA", env)
+    with capture("eth0", "icmp", namespace=a.site.host.namespace) as inside:
+        assert not a.vm.ping(a.site.host.ip, count=1, timeout=3)
+    assert not inside.lines
+    a_key = {f.split("metadata=")[1].split(",")[0] for f in env.ovs_flows("hv1") if "10.2.0.0/24" in f}
+    assert len(a_key) == 1, a_key  # only b's router routes the peer CIDR now
+    assert b.vm.ping(b.site.host.ip, count=2, timeout=10), "b's tunnel is untouched"
+
+
+def test_gateway_failover_brings_the_tunnel_back(world: World) -> None:
+    env, b = world.env, world.b
+    assert b.vm.ping(b.site.host.ip, count=2, timeout=10)
+    pinger = b.vm.popen(["ping", "-n", "-D", "-i", "0.1", "-W", "1", "-w", "20", b.site.host.ip])
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    env.chassis("hv1").kill_vswitchd()
+    try:
+        wait_for(lambda: any("nw_dst=10.2.0.0/24" in f and "output" in f for f in env.ovs_flows("hv2")), 20,
+                 "b's VPN flows on hv2", env)  # fmt: skip
+        wait_for(lambda: b.vm.ping(b.site.host.ip, count=1, timeout=1), 30, "the tunnel back", env)
+        time.monotonic() - t0
+        out, _ = pinger.communicate(timeout=40)
+    finally:
+        env.chassis("hv1").start_vswitchd()
+    lost = outage(out)
+    print(
+        f"\nfailover: tunnel back {time.monotonic() - t0:.2f} s after hv1's vswitchd died; longest gap {lost:.2f} s"
+    )
+    assert lost < 25, out

@@ -64,7 +64,7 @@ def strongswan_conf(rundir: Path | str, esp: str) -> str:
   load = {kernel} {_COMMON_PLUGINS}
   install_virtual_ip = no
   retransmit_tries = 3
-  retransmit_timeout = 2.0
+  retransmit_timeout = 1.0
   retransmit_base = 1.4
   plugins {{
     vici {{

@@ -194,7 +194,12 @@ class LocalVpnHost:
         db = self.ovsdb()
         if not db:
             raise RuntimeError(f"chassis {self.chassis_id} has no OVSDB address")
-        argv = ["ovs-vsctl", f"--db={db}", "--timeout=10"]
+        argv = [
+            "ovs-vsctl",
+            f"--db={db}",
+            "--timeout=10",
+            "--no-wait",
+        ]  # the database only: vswitchd may be down
         if db.startswith("ssl:"):
             if self.tls is None:
                 raise RuntimeError(f"{db}: an ssl: OVSDB needs the controller's TLS identity")
