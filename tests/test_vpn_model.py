@@ -1,11 +1,18 @@
 """VPNaaS records in the model and the store (no API): round trip through SQLite, indices rebuilt on
-reload, the status op the realization calls, the PSK hidden from repr."""
+reload, on etcd (two controllers and a third started later), the status op the realization calls, the PSK
+hidden from repr."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from lab.etcd import EtcdCluster
 from topology import ops_vpn
+from topology.etcd_store import EtcdConfig, EtcdStore
 from topology.model import Change, Topology
 from topology.records import (
     IkePolicy,
@@ -16,6 +23,7 @@ from topology.records import (
     VpnService,
 )
 from topology.state import State
+from topology.state_etcd import EtcdState
 
 PSK = "s3cret-psk-value"
 
@@ -100,3 +108,38 @@ def test_an_admin_down_connection_stays_down_whatever_is_reported() -> None:
     topo.apply(changes, 2)
     got = topo.ipsec_site_connections["conn"]
     assert (got.status, got.status_reason) == ("DOWN", ops_vpn.ADMIN_DOWN_REASON)
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    with EtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
+
+
+def test_vpn_records_on_etcd_reach_every_controller_and_a_new_one(etcd: EtcdCluster) -> None:
+    prefix = f"/vpn-{uuid.uuid4().hex[:8]}/"
+
+    def open_state() -> EtcdState:
+        return EtcdState(EtcdStore(EtcdConfig(tuple(etcd.endpoints), prefix=prefix, timeout_s=2.0)))
+
+    a, b = open_state(), open_state()
+    try:
+        a.write(lambda t, r, n: _records())
+        rev, _ = b.write(lambda t, r, n: ops_vpn.set_vpn_status(t, "conn", "ACTIVE", "", r, n))
+        assert a.catch_up(rev) and b.catch_up(rev)
+        for state in (a, b):
+            conn = state.topology.ipsec_site_connections["conn"]
+            assert (conn.status, conn.psk) == ("ACTIVE", PSK)
+            assert state.topology.vpn_services["vpn"].status == "ACTIVE"
+            assert state.topology.router_vpn == {"r1": "vpn"}
+        c = open_state()
+        try:
+            for table in ("ike_policies", "ipsec_policies", "vpn_services", "vpn_endpoint_groups"):
+                assert getattr(c.topology, table) == getattr(a.topology, table), table
+            assert c.topology.ipsec_site_connections == a.topology.ipsec_site_connections
+            assert c.topology.vpn_users == a.topology.vpn_users
+        finally:
+            c.close()
+    finally:
+        a.close()
+        b.close()

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import netaddr
@@ -281,6 +281,39 @@ def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, *
         )
 
 
+def _refuse_vpn_subnets(
+    topo: Topology, subnet_ids: Iterable[str], what: str, reason: str, **metadata: str
+) -> None:
+    """A subnet listed by a VPN endpoint group goes only after the group (force does not remove it)."""
+    for sid in sorted(subnet_ids):
+        groups = sorted(topo.subnet_epgs.get(sid, ()))
+        if groups:
+            raise errors.failed_precondition(
+                reason,
+                f"{what}: subnet {sid!r} is in VPN endpoint group(s) {', '.join(groups)}; delete them first "
+                "(force does not)",
+                vpn_endpoint_group=groups[0],
+                **metadata,
+            )
+
+
+def _refuse_vpn_router(topo: Topology, router_id: str, what: str, reason: str) -> None:
+    """A router with a VPN service keeps its gateway (the tunnels' local address) until the service goes."""
+    service = topo.router_vpn.get(router_id)
+    if service is not None:
+        err = errors.failed_precondition(
+            reason,
+            f"router {router_id!r} has VPN service {service!r}, whose tunnels end at its gateway address: "
+            f"delete the VPN service before {what}",
+            router=router_id,
+            vpn_service=service,
+        )
+        err.violations = (
+            [("external_gateway", f"in use by VPN service {service!r}")] if "gateway" in what else []
+        )
+        raise err
+
+
 def delete_network(
     topo: Topology, old: Network, force: bool, rev: int | None = None, now: float = 0.0
 ) -> list[Change]:
@@ -289,6 +322,9 @@ def delete_network(
     _refuse_router_owned(ports, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
     for sub in subnets:
         _refuse_lb_members(topo, sub.id, f"network {old.id!r}", "NETWORK_IN_USE", network=old.id)
+    _refuse_vpn_subnets(
+        topo, [s.id for s in subnets], f"network {old.id!r}", "NETWORK_IN_USE", network=old.id
+    )
     if (subnets or ports) and not force:
         raise errors.failed_precondition(
             "NETWORK_IN_USE",
@@ -461,6 +497,7 @@ def delete_subnet(
     ports = topo.ports_with_ip_in(old.id)
     _refuse_router_owned(ports, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     _refuse_lb_members(topo, old.id, f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
+    _refuse_vpn_subnets(topo, [old.id], f"subnet {old.id!r}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
             "SUBNET_IN_USE",
@@ -1066,6 +1103,8 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
         cur = gateway_port(topo, old.id)
         using = _fips_via(topo, old.id)
         moving = gw is None or gw.network_id != old.gateway_network_id
+        if moving and old.gateway_network_id:
+            _refuse_vpn_router(topo, old.id, "changing or removing its gateway", "ROUTER_GATEWAY_IN_USE")
         if moving and using and old.gateway_network_id:
             raise errors.failed_precondition(
                 "ROUTER_GATEWAY_IN_USE",
@@ -1090,6 +1129,7 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
                 except errors.ApiError as err:
                     raise _renamed(err, GATEWAY_PATHS) from None
                 if fixed != cur.fixed_ips:
+                    _refuse_vpn_router(topo, old.id, "changing its gateway address", "ROUTER_GATEWAY_IN_USE")
                     ports.append(
                         (
                             "port",
@@ -1108,6 +1148,7 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
 def delete_router(topo: Topology, old: Router, force: bool, rev: int, now: float) -> list[Change]:
     """Refused while it has interfaces or translates floating IPs, unless `force`: then those interfaces are
     deleted and the floating IPs dissociated. The gateway port always goes with the router."""
+    _refuse_vpn_router(topo, old.id, "deleting the router (force does not)", "ROUTER_IN_USE")
     ifaces = [p for p in topo.router_ports(old.id) if p.device_owner == OWNER_ROUTER_INTERFACE]
     fips = _fips_via(topo, old.id)
     if (ifaces or fips) and not force:
@@ -1241,6 +1282,19 @@ def remove_router_interface(
             metadata={"router": router.id},
         )
     gone = {sid for p, sid, _a in ifaces if p.id in ports}
+    service = topo.router_vpn.get(router.id)
+    for cid in sorted(topo.vpn_users.get(("vpn_service", service), ()) if service else ()):
+        conn = topo.ipsec_site_connections[cid]
+        group = topo.vpn_endpoint_groups[conn.local_ep_group_id]
+        used = sorted(gone & set(group.endpoints))
+        if used:
+            raise errors.failed_precondition(
+                "ROUTER_INTERFACE_IN_USE",
+                f"subnet {used[0]!r} is a local subnet of IPsec site connection {cid!r} (endpoint group "
+                f"{group.id!r}) of router {router.id!r}'s VPN service; change or delete the connection first",
+                router=router.id,
+                ipsec_site_connection=cid,
+            )
     try:
         _check_routes(topo, router.id, router.routes, without_ports=set(ports))
     except errors.ApiError as err:

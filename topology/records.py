@@ -489,6 +489,10 @@ class VpnService:
     router_id: str = ""
     admin_state_up: bool = True
     status: str = VPN_PENDING_CREATE
+    # the router's gateway addresses when the service was made (output only; the gateway cannot change while
+    # the router has a VPN service: topology/ops.py refuses it)
+    external_v4_ip: str = ""
+    external_v6_ip: str = ""
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0

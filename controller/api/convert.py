@@ -17,6 +17,9 @@ from topology.records import (
     FirewallRule,
     FloatingIp,
     HealthMonitor,
+    IkePolicy,
+    IpsecPolicy,
+    IpsecSiteConnection,
     Listener,
     LoadBalancer,
     Member,
@@ -28,6 +31,8 @@ from topology.records import (
     SecurityGroup,
     SecurityGroupRule,
     Subnet,
+    VpnEndpointGroup,
+    VpnService,
 )
 
 #: the longest id a name may carry (ids are at most 63 characters, or UUIDs; room for older stores)
@@ -48,6 +53,11 @@ COLLECTION = {
     "listener": "listeners",
     "pool": "pools",
     "health_monitor": "healthMonitors",
+    "ike_policy": "ikePolicies",
+    "ipsec_policy": "ipsecPolicies",
+    "vpn_service": "vpnServices",
+    "vpn_endpoint_group": "vpnEndpointGroups",
+    "ipsec_site_connection": "ipsecSiteConnections",
 }  # members: "pools/{pool}/members/{member}" (member_name)
 SEGMENT_TO_PB = {
     "vxlan": pb.Network.VXLAN,
@@ -429,12 +439,120 @@ def health_monitor_to_pb(h: HealthMonitor) -> pb.HealthMonitor:
     )
 
 
+def ike_policy_to_pb(p: IkePolicy) -> pb.IkePolicy:
+    return pb.IkePolicy(
+        name=name_of("ike_policy", p.id),
+        tenant=p.tenant,
+        display_name=p.display_name,
+        description=p.description,
+        ike_version=p.ike_version,
+        encryption_algorithm=p.encryption_algorithm,
+        auth_algorithm=p.auth_algorithm,
+        pfs=p.pfs,
+        phase1_negotiation_mode=p.phase1_negotiation_mode,
+        lifetime=p.lifetime_s,
+        revision=p.revision,
+        etag=str(p.revision),
+        create_time=_ts(p.create_time),
+        update_time=_ts(p.update_time),
+    )
+
+
+def ipsec_policy_to_pb(p: IpsecPolicy) -> pb.IpsecPolicy:
+    return pb.IpsecPolicy(
+        name=name_of("ipsec_policy", p.id),
+        tenant=p.tenant,
+        display_name=p.display_name,
+        description=p.description,
+        transform_protocol=p.transform_protocol,
+        encapsulation_mode=p.encapsulation_mode,
+        encryption_algorithm=p.encryption_algorithm,
+        auth_algorithm=p.auth_algorithm,
+        pfs=p.pfs,
+        lifetime=p.lifetime_s,
+        revision=p.revision,
+        etag=str(p.revision),
+        create_time=_ts(p.create_time),
+        update_time=_ts(p.update_time),
+    )
+
+
+def vpn_service_to_pb(s: VpnService) -> pb.VpnService:
+    return pb.VpnService(
+        name=name_of("vpn_service", s.id),
+        tenant=s.tenant,
+        display_name=s.display_name,
+        description=s.description,
+        router=name_of("router", s.router_id),
+        admin_state_up=s.admin_state_up,
+        status=s.status,
+        external_v4_ip=s.external_v4_ip,
+        external_v6_ip=s.external_v6_ip,
+        revision=s.revision,
+        etag=str(s.revision),
+        create_time=_ts(s.create_time),
+        update_time=_ts(s.update_time),
+    )
+
+
+def vpn_endpoint_group_to_pb(g: VpnEndpointGroup) -> pb.VpnEndpointGroup:
+    endpoints = [name_of("subnet", e) for e in g.endpoints] if g.type == "subnet" else list(g.endpoints)
+    return pb.VpnEndpointGroup(
+        name=name_of("vpn_endpoint_group", g.id),
+        tenant=g.tenant,
+        display_name=g.display_name,
+        description=g.description,
+        type=g.type,
+        endpoints=endpoints,
+        revision=g.revision,
+        etag=str(g.revision),
+        create_time=_ts(g.create_time),
+        update_time=_ts(g.update_time),
+    )
+
+
+def ipsec_site_connection_to_pb(c: IpsecSiteConnection) -> pb.IpsecSiteConnection:
+    """Never the pre-shared key: psk stays empty, psk_set says whether one is stored."""
+    return pb.IpsecSiteConnection(
+        name=name_of("ipsec_site_connection", c.id),
+        tenant=c.tenant,
+        display_name=c.display_name,
+        description=c.description,
+        vpnservice=name_of("vpn_service", c.vpnservice_id),
+        ikepolicy=name_of("ike_policy", c.ikepolicy_id),
+        ipsecpolicy=name_of("ipsec_policy", c.ipsecpolicy_id),
+        local_ep_group=name_of("vpn_endpoint_group", c.local_ep_group_id),
+        peer_ep_group=name_of("vpn_endpoint_group", c.peer_ep_group_id),
+        peer_address=c.peer_address,
+        peer_id=c.peer_id,
+        local_id=c.local_id,
+        psk_set=bool(c.psk),
+        mtu=c.mtu,
+        dpd_action=c.dpd_action,
+        dpd_interval=c.dpd_interval_s,
+        dpd_timeout=c.dpd_timeout_s,
+        initiator=c.initiator,
+        admin_state_up=c.admin_state_up,
+        status=c.status,
+        status_reason=c.status_reason,
+        revision=c.revision,
+        etag=str(c.revision),
+        create_time=_ts(c.create_time),
+        update_time=_ts(c.update_time),
+    )
+
+
 _LB_TO_PB: dict[type, Any] = {
     LoadBalancer: load_balancer_to_pb,
     Listener: listener_to_pb,
     Pool: pool_to_pb,
     Member: member_to_pb,
     HealthMonitor: health_monitor_to_pb,
+    IkePolicy: ike_policy_to_pb,
+    IpsecPolicy: ipsec_policy_to_pb,
+    VpnService: vpn_service_to_pb,
+    VpnEndpointGroup: vpn_endpoint_group_to_pb,
+    IpsecSiteConnection: ipsec_site_connection_to_pb,
 }
 
 

@@ -1,6 +1,6 @@
 """The gRPC TopologyService: the core kinds (networks, subnets, ports, routers, floating IPs, chassis) as
 resource specs whose standard methods are controller/resources.py's; security groups and firewalls come from
-security_api.py, load balancers (their own service) from lb_api.py. Custom methods (router interfaces,
+security_api.py, load balancers and VPNaaS (their own services) from lb_api.py and vpn_api.py. Custom methods (router interfaces,
 Watch, tokens) are written out here. Authentication and error mapping are the AuthInterceptor's
 (controller/interceptors.py). No flows here: the dataplane follows the store's changes."""
 
@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import any_pb2, empty_pb2
 
 from apps import plugin
-from controller.api import convert, lb_api, security_api
+from controller.api import convert, lb_api, security_api, vpn_api
 from controller.api.auth import LastAdminToken, Principal, TokenFile
 from controller.api.interceptors import caller, principal
 from controller.api.resources import (
@@ -407,7 +407,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         self.streams = streams if streams is not None else StreamLimiter()
         self._changes = SharedChanges(state.store)
         self._feed = ChangeFeed(state, self._changes, stopping, batch=WATCH_BATCH_REVISIONS)
-        self.tables = Tables(state, [*SPECS, *security_api.SPECS, *lb_api.SPECS], flow_budget)
+        self.tables = Tables(state, [*SPECS, *security_api.SPECS, *lb_api.SPECS, *vpn_api.SPECS], flow_budget)
         #: plug-in name -> the gRPC services its api hook added (controller/api/server.py)
         self.plugin_services: dict[str, list[str]] = {}
 

@@ -33,6 +33,7 @@ from controller.api.streams import (
     StreamAdmission,
     StreamLimiter,
 )
+from controller.api.vpn_api import VpnaasService
 from controller.dataplane import Dataplane
 from controller.pki import TlsFiles
 from proto.sdn.v1 import (
@@ -48,6 +49,7 @@ from topology.state import State
 
 SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_name
 LB_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["LoadBalancerService"].full_name
+VPN_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["VpnaasService"].full_name
 DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
 DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 WATCH_METHOD = f"/{SERVICE_NAME}/Watch"  # admits itself, by tenant, once authenticated
@@ -98,7 +100,10 @@ class ApiServer:
         pool = futures.ThreadPoolExecutor(max_workers=workers + max_streams, thread_name_prefix="grpc")
         admission = StreamAdmission(self.streams, frozenset({WATCH_METHOD}))
         authn = AuthInterceptor(
-            tokens, frozenset({SERVICE_NAME, LB_SERVICE_NAME, DATAPLANE_SERVICE_NAME, DEBUG_SERVICE_NAME})
+            tokens,
+            frozenset(
+                {SERVICE_NAME, LB_SERVICE_NAME, VPN_SERVICE_NAME, DATAPLANE_SERVICE_NAME, DEBUG_SERVICE_NAME}
+            ),
         )
         self.server = grpc.server(
             pool, options=[("grpc.so_reuseport", 0)], interceptors=[*interceptors, admission, authn]
@@ -110,7 +115,14 @@ class ApiServer:
         topology_pb2_grpc.add_LoadBalancerServiceServicer_to_server(
             LoadBalancerService(self.topology), self.server
         )
-        services = [SERVICE_NAME, LB_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        topology_pb2_grpc.add_VpnaasServiceServicer_to_server(VpnaasService(self.topology), self.server)
+        services = [
+            SERVICE_NAME,
+            LB_SERVICE_NAME,
+            VPN_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ]
         # plug-ins' services: standard methods over the same tables, authenticated like the core's
         host = PluginHost(self.topology.tables, self.server)
         for p in plugin.loaded():

@@ -1,4 +1,4 @@
-"""What `sdnctl`'s command modules share (controller/cli.py, cli_security.py, cli_lb.py): the API client,
+"""What `sdnctl`'s command modules share (controller/cli/sdnctl.py, security.py, lb.py, vpn.py): the API client,
 the generic show/list/delete commands, update masks, the global options and command registration.
 
 Below the command modules (each imports this, none imports another's), so cli.py can register their
@@ -42,6 +42,11 @@ COLLECTION = {
     "pool": "pools",
     "member": "members",
     "health_monitor": "healthMonitors",
+    "ike_policy": "ikePolicies",
+    "ipsec_policy": "ipsecPolicies",
+    "vpn_service": "vpnServices",
+    "vpn_endpoint_group": "vpnEndpointGroups",
+    "ipsec_site_connection": "ipsecSiteConnections",
 }
 # the RPC name part, the List method (default List<part>s) and the List response field of each kind
 METHOD = {
@@ -61,8 +66,18 @@ METHOD = {
     "pool": "Pool",
     "member": "Member",
     "health_monitor": "HealthMonitor",
+    "ike_policy": "IkePolicy",
+    "ipsec_policy": "IpsecPolicy",
+    "vpn_service": "VpnService",
+    "vpn_endpoint_group": "VpnEndpointGroup",
+    "ipsec_site_connection": "IpsecSiteConnection",
 }
-LIST_METHOD = {"chassis": "ListChassis", "firewall_policy": "ListFirewallPolicies"}
+LIST_METHOD = {
+    "chassis": "ListChassis",
+    "firewall_policy": "ListFirewallPolicies",
+    "ike_policy": "ListIkePolicies",
+    "ipsec_policy": "ListIpsecPolicies",
+}
 LIST_FIELD = {
     "floating_ip": "floating_ips",
     "security_group": "security_groups",
@@ -72,6 +87,11 @@ LIST_FIELD = {
     "firewall_group": "firewall_groups",
     "load_balancer": "load_balancers",
     "health_monitor": "health_monitors",
+    "ike_policy": "ike_policies",
+    "ipsec_policy": "ipsec_policies",
+    "vpn_service": "vpn_services",
+    "vpn_endpoint_group": "vpn_endpoint_groups",
+    "ipsec_site_connection": "ipsec_site_connections",
 }
 PAGE_SIZE = 1000
 
@@ -90,12 +110,13 @@ class Client:
         self.dataplane = dpb_grpc.DataplaneServiceStub(self.channel)
         self.debug = dbg_grpc.DebugServiceStub(self.channel)
         self.lb = pb_grpc.LoadBalancerServiceStub(self.channel)
+        self.vpn = pb_grpc.VpnaasServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
 
     validate_only = False  # set from --validate-only: writes become dry runs that print their plan
 
     def __call__(self, method: str, request: Any) -> Any:
-        rpc = getattr(self.stub, method, None) or getattr(self.lb, method)
+        rpc = getattr(self.stub, method, None) or getattr(self.lb, method, None) or getattr(self.vpn, method)
         if not (self.validate_only and hasattr(request, "validate_only")):
             return rpc(request, metadata=self.md, timeout=self.timeout)
         request.validate_only = True

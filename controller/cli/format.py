@@ -164,6 +164,46 @@ LIST_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("max_retries", "RETRIES"),
         ("admin_state_up", "UP"),
     ],
+    "ike_policy": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("ike_version", "IKE"),
+        ("encryption_algorithm", "ENCRYPTION"),
+        ("auth_algorithm", "AUTH"),
+        ("pfs", "PFS"),
+        ("lifetime", "LIFETIME"),
+    ],
+    "ipsec_policy": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("encryption_algorithm", "ENCRYPTION"),
+        ("auth_algorithm", "AUTH"),
+        ("pfs", "PFS"),
+        ("lifetime", "LIFETIME"),
+    ],
+    "vpn_service": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("router", "ROUTER"),
+        ("external_v4_ip", "EXTERNAL IP"),
+        ("admin_state_up", "UP"),
+        ("status", "STATUS"),
+    ],
+    "vpn_endpoint_group": [
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("type", "TYPE"),
+        ("endpoints", "ENDPOINTS"),
+    ],
+    "ipsec_site_connection": [  # never the PSK (the API does not return it)
+        ("name", "NAME"),
+        ("display_name", "DISPLAY NAME"),
+        ("peer_address", "PEER"),
+        ("vpnservice", "VPN SERVICE"),
+        ("admin_state_up", "UP"),
+        ("status", "STATUS"),
+        ("status_reason", "REASON"),
+    ],
 }
 
 

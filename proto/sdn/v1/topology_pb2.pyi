@@ -1073,7 +1073,7 @@ class WatchRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group", "load_balancer", "listener", "pool", "member", "health_monitor", "plugin_resource")
+    __slots__ = ("type", "revision", "network", "subnet", "port", "chassis", "router", "floating_ip", "security_group", "security_group_rule", "firewall_rule", "firewall_policy", "firewall_group", "load_balancer", "listener", "pool", "member", "health_monitor", "plugin_resource", "ike_policy", "ipsec_policy", "vpn_service", "vpn_endpoint_group", "ipsec_site_connection")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[WatchEvent.Type]
@@ -1107,6 +1107,11 @@ class WatchEvent(_message.Message):
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     HEALTH_MONITOR_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    IKE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    IPSEC_POLICY_FIELD_NUMBER: _ClassVar[int]
+    VPN_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    VPN_ENDPOINT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    IPSEC_SITE_CONNECTION_FIELD_NUMBER: _ClassVar[int]
     type: WatchEvent.Type
     revision: int
     network: Network
@@ -1126,7 +1131,12 @@ class WatchEvent(_message.Message):
     member: Member
     health_monitor: HealthMonitor
     plugin_resource: _any_pb2.Any
-    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., listener: _Optional[_Union[Listener, _Mapping]] = ..., pool: _Optional[_Union[Pool, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., plugin_resource: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    ike_policy: IkePolicy
+    ipsec_policy: IpsecPolicy
+    vpn_service: VpnService
+    vpn_endpoint_group: VpnEndpointGroup
+    ipsec_site_connection: IpsecSiteConnection
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., revision: _Optional[int] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., subnet: _Optional[_Union[Subnet, _Mapping]] = ..., port: _Optional[_Union[Port, _Mapping]] = ..., chassis: _Optional[_Union[Chassis, _Mapping]] = ..., router: _Optional[_Union[Router, _Mapping]] = ..., floating_ip: _Optional[_Union[FloatingIp, _Mapping]] = ..., security_group: _Optional[_Union[SecurityGroup, _Mapping]] = ..., security_group_rule: _Optional[_Union[SecurityGroupRule, _Mapping]] = ..., firewall_rule: _Optional[_Union[FirewallRule, _Mapping]] = ..., firewall_policy: _Optional[_Union[FirewallPolicy, _Mapping]] = ..., firewall_group: _Optional[_Union[FirewallGroup, _Mapping]] = ..., load_balancer: _Optional[_Union[LoadBalancer, _Mapping]] = ..., listener: _Optional[_Union[Listener, _Mapping]] = ..., pool: _Optional[_Union[Pool, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., plugin_resource: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., ike_policy: _Optional[_Union[IkePolicy, _Mapping]] = ..., ipsec_policy: _Optional[_Union[IpsecPolicy, _Mapping]] = ..., vpn_service: _Optional[_Union[VpnService, _Mapping]] = ..., vpn_endpoint_group: _Optional[_Union[VpnEndpointGroup, _Mapping]] = ..., ipsec_site_connection: _Optional[_Union[IpsecSiteConnection, _Mapping]] = ...) -> None: ...
 
 class ChassisPlan(_message.Message):
     __slots__ = ("chassis", "flows_added", "flows_deleted", "groups_added", "groups_deleted", "sample_added", "sample_deleted", "flows_before", "flows_after")
@@ -1662,6 +1672,454 @@ class UpdateHealthMonitorRequest(_message.Message):
     def __init__(self, health_monitor: _Optional[_Union[HealthMonitor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class DeleteHealthMonitorRequest(_message.Message):
+    __slots__ = ("name", "validate_only", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class IkePolicy(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "ike_version", "encryption_algorithm", "auth_algorithm", "pfs", "phase1_negotiation_mode", "lifetime", "revision", "create_time", "update_time", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    IKE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    PFS_FIELD_NUMBER: _ClassVar[int]
+    PHASE1_NEGOTIATION_MODE_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    ike_version: str
+    encryption_algorithm: str
+    auth_algorithm: str
+    pfs: str
+    phase1_negotiation_mode: str
+    lifetime: int
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., ike_version: _Optional[str] = ..., encryption_algorithm: _Optional[str] = ..., auth_algorithm: _Optional[str] = ..., pfs: _Optional[str] = ..., phase1_negotiation_mode: _Optional[str] = ..., lifetime: _Optional[int] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class IpsecPolicy(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "transform_protocol", "encapsulation_mode", "encryption_algorithm", "auth_algorithm", "pfs", "lifetime", "revision", "create_time", "update_time", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    ENCAPSULATION_MODE_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    PFS_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    transform_protocol: str
+    encapsulation_mode: str
+    encryption_algorithm: str
+    auth_algorithm: str
+    pfs: str
+    lifetime: int
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., transform_protocol: _Optional[str] = ..., encapsulation_mode: _Optional[str] = ..., encryption_algorithm: _Optional[str] = ..., auth_algorithm: _Optional[str] = ..., pfs: _Optional[str] = ..., lifetime: _Optional[int] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class VpnService(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "router", "admin_state_up", "status", "external_v4_ip", "external_v6_ip", "revision", "create_time", "update_time", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_V4_IP_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_V6_IP_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    router: str
+    admin_state_up: bool
+    status: str
+    external_v4_ip: str
+    external_v6_ip: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., router: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., status: _Optional[str] = ..., external_v4_ip: _Optional[str] = ..., external_v6_ip: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class VpnEndpointGroup(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "type", "endpoints", "revision", "create_time", "update_time", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    type: str
+    endpoints: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[str] = ..., endpoints: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class IpsecSiteConnection(_message.Message):
+    __slots__ = ("name", "tenant", "display_name", "description", "vpnservice", "ikepolicy", "ipsecpolicy", "local_ep_group", "peer_ep_group", "peer_address", "peer_id", "local_id", "psk", "psk_set", "mtu", "dpd_action", "dpd_interval", "dpd_timeout", "initiator", "admin_state_up", "status", "status_reason", "revision", "create_time", "update_time", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VPNSERVICE_FIELD_NUMBER: _ClassVar[int]
+    IKEPOLICY_FIELD_NUMBER: _ClassVar[int]
+    IPSECPOLICY_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EP_GROUP_FIELD_NUMBER: _ClassVar[int]
+    PEER_EP_GROUP_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PSK_FIELD_NUMBER: _ClassVar[int]
+    PSK_SET_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    DPD_ACTION_FIELD_NUMBER: _ClassVar[int]
+    DPD_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    DPD_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    INITIATOR_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_STATE_UP_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tenant: str
+    display_name: str
+    description: str
+    vpnservice: str
+    ikepolicy: str
+    ipsecpolicy: str
+    local_ep_group: str
+    peer_ep_group: str
+    peer_address: str
+    peer_id: str
+    local_id: str
+    psk: str
+    psk_set: bool
+    mtu: int
+    dpd_action: str
+    dpd_interval: int
+    dpd_timeout: int
+    initiator: str
+    admin_state_up: bool
+    status: str
+    status_reason: str
+    revision: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., vpnservice: _Optional[str] = ..., ikepolicy: _Optional[str] = ..., ipsecpolicy: _Optional[str] = ..., local_ep_group: _Optional[str] = ..., peer_ep_group: _Optional[str] = ..., peer_address: _Optional[str] = ..., peer_id: _Optional[str] = ..., local_id: _Optional[str] = ..., psk: _Optional[str] = ..., psk_set: _Optional[bool] = ..., mtu: _Optional[int] = ..., dpd_action: _Optional[str] = ..., dpd_interval: _Optional[int] = ..., dpd_timeout: _Optional[int] = ..., initiator: _Optional[str] = ..., admin_state_up: _Optional[bool] = ..., status: _Optional[str] = ..., status_reason: _Optional[str] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CreateIkePolicyRequest(_message.Message):
+    __slots__ = ("ike_policy", "ike_policy_id", "validate_only")
+    IKE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    IKE_POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ike_policy: IkePolicy
+    ike_policy_id: str
+    validate_only: bool
+    def __init__(self, ike_policy: _Optional[_Union[IkePolicy, _Mapping]] = ..., ike_policy_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetIkePolicyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListIkePoliciesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListIkePoliciesResponse(_message.Message):
+    __slots__ = ("ike_policies", "next_page_token")
+    IKE_POLICIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ike_policies: _containers.RepeatedCompositeFieldContainer[IkePolicy]
+    next_page_token: str
+    def __init__(self, ike_policies: _Optional[_Iterable[_Union[IkePolicy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateIkePolicyRequest(_message.Message):
+    __slots__ = ("ike_policy", "update_mask", "validate_only")
+    IKE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ike_policy: IkePolicy
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, ike_policy: _Optional[_Union[IkePolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteIkePolicyRequest(_message.Message):
+    __slots__ = ("name", "validate_only", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CreateIpsecPolicyRequest(_message.Message):
+    __slots__ = ("ipsec_policy", "ipsec_policy_id", "validate_only")
+    IPSEC_POLICY_FIELD_NUMBER: _ClassVar[int]
+    IPSEC_POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ipsec_policy: IpsecPolicy
+    ipsec_policy_id: str
+    validate_only: bool
+    def __init__(self, ipsec_policy: _Optional[_Union[IpsecPolicy, _Mapping]] = ..., ipsec_policy_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetIpsecPolicyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListIpsecPoliciesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListIpsecPoliciesResponse(_message.Message):
+    __slots__ = ("ipsec_policies", "next_page_token")
+    IPSEC_POLICIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ipsec_policies: _containers.RepeatedCompositeFieldContainer[IpsecPolicy]
+    next_page_token: str
+    def __init__(self, ipsec_policies: _Optional[_Iterable[_Union[IpsecPolicy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateIpsecPolicyRequest(_message.Message):
+    __slots__ = ("ipsec_policy", "update_mask", "validate_only")
+    IPSEC_POLICY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ipsec_policy: IpsecPolicy
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, ipsec_policy: _Optional[_Union[IpsecPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteIpsecPolicyRequest(_message.Message):
+    __slots__ = ("name", "validate_only", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CreateVpnServiceRequest(_message.Message):
+    __slots__ = ("vpn_service", "vpn_service_id", "validate_only")
+    VPN_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    VPN_SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    vpn_service: VpnService
+    vpn_service_id: str
+    validate_only: bool
+    def __init__(self, vpn_service: _Optional[_Union[VpnService, _Mapping]] = ..., vpn_service_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetVpnServiceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListVpnServicesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "router")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    router: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., router: _Optional[str] = ...) -> None: ...
+
+class ListVpnServicesResponse(_message.Message):
+    __slots__ = ("vpn_services", "next_page_token")
+    VPN_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    vpn_services: _containers.RepeatedCompositeFieldContainer[VpnService]
+    next_page_token: str
+    def __init__(self, vpn_services: _Optional[_Iterable[_Union[VpnService, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateVpnServiceRequest(_message.Message):
+    __slots__ = ("vpn_service", "update_mask", "validate_only")
+    VPN_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    vpn_service: VpnService
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, vpn_service: _Optional[_Union[VpnService, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteVpnServiceRequest(_message.Message):
+    __slots__ = ("name", "validate_only", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CreateVpnEndpointGroupRequest(_message.Message):
+    __slots__ = ("vpn_endpoint_group", "vpn_endpoint_group_id", "validate_only")
+    VPN_ENDPOINT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    VPN_ENDPOINT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    vpn_endpoint_group: VpnEndpointGroup
+    vpn_endpoint_group_id: str
+    validate_only: bool
+    def __init__(self, vpn_endpoint_group: _Optional[_Union[VpnEndpointGroup, _Mapping]] = ..., vpn_endpoint_group_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetVpnEndpointGroupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListVpnEndpointGroupsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ListVpnEndpointGroupsResponse(_message.Message):
+    __slots__ = ("vpn_endpoint_groups", "next_page_token")
+    VPN_ENDPOINT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    vpn_endpoint_groups: _containers.RepeatedCompositeFieldContainer[VpnEndpointGroup]
+    next_page_token: str
+    def __init__(self, vpn_endpoint_groups: _Optional[_Iterable[_Union[VpnEndpointGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateVpnEndpointGroupRequest(_message.Message):
+    __slots__ = ("vpn_endpoint_group", "update_mask", "validate_only")
+    VPN_ENDPOINT_GROUP_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    vpn_endpoint_group: VpnEndpointGroup
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, vpn_endpoint_group: _Optional[_Union[VpnEndpointGroup, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteVpnEndpointGroupRequest(_message.Message):
+    __slots__ = ("name", "validate_only", "etag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    validate_only: bool
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., validate_only: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CreateIpsecSiteConnectionRequest(_message.Message):
+    __slots__ = ("ipsec_site_connection", "ipsec_site_connection_id", "validate_only")
+    IPSEC_SITE_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    IPSEC_SITE_CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ipsec_site_connection: IpsecSiteConnection
+    ipsec_site_connection_id: str
+    validate_only: bool
+    def __init__(self, ipsec_site_connection: _Optional[_Union[IpsecSiteConnection, _Mapping]] = ..., ipsec_site_connection_id: _Optional[str] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class GetIpsecSiteConnectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListIpsecSiteConnectionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant", "vpnservice")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    VPNSERVICE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    tenant: str
+    vpnservice: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ..., vpnservice: _Optional[str] = ...) -> None: ...
+
+class ListIpsecSiteConnectionsResponse(_message.Message):
+    __slots__ = ("ipsec_site_connections", "next_page_token")
+    IPSEC_SITE_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ipsec_site_connections: _containers.RepeatedCompositeFieldContainer[IpsecSiteConnection]
+    next_page_token: str
+    def __init__(self, ipsec_site_connections: _Optional[_Iterable[_Union[IpsecSiteConnection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateIpsecSiteConnectionRequest(_message.Message):
+    __slots__ = ("ipsec_site_connection", "update_mask", "validate_only")
+    IPSEC_SITE_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ipsec_site_connection: IpsecSiteConnection
+    update_mask: _field_mask_pb2.FieldMask
+    validate_only: bool
+    def __init__(self, ipsec_site_connection: _Optional[_Union[IpsecSiteConnection, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class DeleteIpsecSiteConnectionRequest(_message.Message):
     __slots__ = ("name", "validate_only", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]

@@ -3783,3 +3783,1150 @@ class LoadBalancerService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class VpnaasServiceStub:
+    """---------------------------------------------------------------------------------------------- VPNaaS
+
+    Site-to-site IPsec VPNs in the shape of Neutron VPNaaS v2 with endpoint groups: IKE and IPsec policies, a VPN
+    service on a tenant router with an external gateway (its gateway address is the tunnels' local end), endpoint
+    groups (local: subnets on that router; peer: CIDRs behind the remote gateway) and IPsec site connections.
+    Same conventions and errors as TopologyService; changes appear in TopologyService.Watch. Algorithm values are
+    Neutron's names, limited to what strongSwan (charon) does and is not weak: no 3des, no md5, no MODP group
+    below 2048 bits, no aggressive mode, no AH, no transport mode (refused naming the field).
+    status (output only) is the controller's, from the IKE daemon: PENDING_CREATE (not reported yet), ACTIVE
+    (the tunnel is up), DOWN (not up: status_reason says why, e.g. "administratively down", "authentication
+    failed"), ERROR (the VPN could not be set up). A service's status follows its connections'.
+    The pre-shared key is write-only: never returned (psk is always empty in answers, psk_set tells whether one
+    is stored), never in Watch events, errors or logs.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateIkePolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/CreateIkePolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIkePolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.FromString,
+                _registered_method=True)
+        self.GetIkePolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/GetIkePolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetIkePolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.FromString,
+                _registered_method=True)
+        self.ListIkePolicies = channel.unary_unary(
+                '/sdn.v1.VpnaasService/ListIkePolicies',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIkePoliciesRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIkePoliciesResponse.FromString,
+                _registered_method=True)
+        self.UpdateIkePolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/UpdateIkePolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIkePolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.FromString,
+                _registered_method=True)
+        self.DeleteIkePolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/DeleteIkePolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIkePolicyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateIpsecPolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/CreateIpsecPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIpsecPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.FromString,
+                _registered_method=True)
+        self.GetIpsecPolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/GetIpsecPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetIpsecPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.FromString,
+                _registered_method=True)
+        self.ListIpsecPolicies = channel.unary_unary(
+                '/sdn.v1.VpnaasService/ListIpsecPolicies',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecPoliciesRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecPoliciesResponse.FromString,
+                _registered_method=True)
+        self.UpdateIpsecPolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/UpdateIpsecPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIpsecPolicyRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.FromString,
+                _registered_method=True)
+        self.DeleteIpsecPolicy = channel.unary_unary(
+                '/sdn.v1.VpnaasService/DeleteIpsecPolicy',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIpsecPolicyRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateVpnService = channel.unary_unary(
+                '/sdn.v1.VpnaasService/CreateVpnService',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateVpnServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.FromString,
+                _registered_method=True)
+        self.GetVpnService = channel.unary_unary(
+                '/sdn.v1.VpnaasService/GetVpnService',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetVpnServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.FromString,
+                _registered_method=True)
+        self.ListVpnServices = channel.unary_unary(
+                '/sdn.v1.VpnaasService/ListVpnServices',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnServicesRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnServicesResponse.FromString,
+                _registered_method=True)
+        self.UpdateVpnService = channel.unary_unary(
+                '/sdn.v1.VpnaasService/UpdateVpnService',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateVpnServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.FromString,
+                _registered_method=True)
+        self.DeleteVpnService = channel.unary_unary(
+                '/sdn.v1.VpnaasService/DeleteVpnService',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteVpnServiceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateVpnEndpointGroup = channel.unary_unary(
+                '/sdn.v1.VpnaasService/CreateVpnEndpointGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateVpnEndpointGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.FromString,
+                _registered_method=True)
+        self.GetVpnEndpointGroup = channel.unary_unary(
+                '/sdn.v1.VpnaasService/GetVpnEndpointGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetVpnEndpointGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.FromString,
+                _registered_method=True)
+        self.ListVpnEndpointGroups = channel.unary_unary(
+                '/sdn.v1.VpnaasService/ListVpnEndpointGroups',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnEndpointGroupsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnEndpointGroupsResponse.FromString,
+                _registered_method=True)
+        self.UpdateVpnEndpointGroup = channel.unary_unary(
+                '/sdn.v1.VpnaasService/UpdateVpnEndpointGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateVpnEndpointGroupRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.FromString,
+                _registered_method=True)
+        self.DeleteVpnEndpointGroup = channel.unary_unary(
+                '/sdn.v1.VpnaasService/DeleteVpnEndpointGroup',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteVpnEndpointGroupRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateIpsecSiteConnection = channel.unary_unary(
+                '/sdn.v1.VpnaasService/CreateIpsecSiteConnection',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIpsecSiteConnectionRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.FromString,
+                _registered_method=True)
+        self.GetIpsecSiteConnection = channel.unary_unary(
+                '/sdn.v1.VpnaasService/GetIpsecSiteConnection',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetIpsecSiteConnectionRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.FromString,
+                _registered_method=True)
+        self.ListIpsecSiteConnections = channel.unary_unary(
+                '/sdn.v1.VpnaasService/ListIpsecSiteConnections',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecSiteConnectionsRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecSiteConnectionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateIpsecSiteConnection = channel.unary_unary(
+                '/sdn.v1.VpnaasService/UpdateIpsecSiteConnection',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIpsecSiteConnectionRequest.SerializeToString,
+                response_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.FromString,
+                _registered_method=True)
+        self.DeleteIpsecSiteConnection = channel.unary_unary(
+                '/sdn.v1.VpnaasService/DeleteIpsecSiteConnection',
+                request_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIpsecSiteConnectionRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+
+
+class VpnaasServiceServicer:
+    """---------------------------------------------------------------------------------------------- VPNaaS
+
+    Site-to-site IPsec VPNs in the shape of Neutron VPNaaS v2 with endpoint groups: IKE and IPsec policies, a VPN
+    service on a tenant router with an external gateway (its gateway address is the tunnels' local end), endpoint
+    groups (local: subnets on that router; peer: CIDRs behind the remote gateway) and IPsec site connections.
+    Same conventions and errors as TopologyService; changes appear in TopologyService.Watch. Algorithm values are
+    Neutron's names, limited to what strongSwan (charon) does and is not weak: no 3des, no md5, no MODP group
+    below 2048 bits, no aggressive mode, no AH, no transport mode (refused naming the field).
+    status (output only) is the controller's, from the IKE daemon: PENDING_CREATE (not reported yet), ACTIVE
+    (the tunnel is up), DOWN (not up: status_reason says why, e.g. "administratively down", "authentication
+    failed"), ERROR (the VPN could not be set up). A service's status follows its connections'.
+    The pre-shared key is write-only: never returned (psk is always empty in answers, psk_set tells whether one
+    is stored), never in Watch events, errors or logs.
+    """
+
+    def CreateIkePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIkePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIkePolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIkePolicy(self, request, context):
+        """Allowed while connections use it: their next IKE SAs are negotiated with the new values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteIkePolicy(self, request, context):
+        """Refused (FAILED_PRECONDITION, IKE_POLICY_IN_USE) while a connection uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateIpsecPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIpsecPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIpsecPolicies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIpsecPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteIpsecPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateVpnService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVpnService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVpnServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateVpnService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVpnService(self, request, context):
+        """Refused while it has connections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateVpnEndpointGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVpnEndpointGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVpnEndpointGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateVpnEndpointGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVpnEndpointGroup(self, request, context):
+        """Refused while a connection uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateIpsecSiteConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIpsecSiteConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIpsecSiteConnections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIpsecSiteConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteIpsecSiteConnection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_VpnaasServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateIkePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIkePolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIkePolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.SerializeToString,
+            ),
+            'GetIkePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIkePolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetIkePolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.SerializeToString,
+            ),
+            'ListIkePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIkePolicies,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIkePoliciesRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIkePoliciesResponse.SerializeToString,
+            ),
+            'UpdateIkePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIkePolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIkePolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.SerializeToString,
+            ),
+            'DeleteIkePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIkePolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIkePolicyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateIpsecPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIpsecPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIpsecPolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.SerializeToString,
+            ),
+            'GetIpsecPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIpsecPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetIpsecPolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.SerializeToString,
+            ),
+            'ListIpsecPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIpsecPolicies,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecPoliciesRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecPoliciesResponse.SerializeToString,
+            ),
+            'UpdateIpsecPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIpsecPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIpsecPolicyRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.SerializeToString,
+            ),
+            'DeleteIpsecPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIpsecPolicy,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIpsecPolicyRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateVpnService': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVpnService,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateVpnServiceRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.SerializeToString,
+            ),
+            'GetVpnService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVpnService,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetVpnServiceRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.SerializeToString,
+            ),
+            'ListVpnServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVpnServices,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnServicesRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnServicesResponse.SerializeToString,
+            ),
+            'UpdateVpnService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVpnService,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateVpnServiceRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.SerializeToString,
+            ),
+            'DeleteVpnService': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVpnService,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteVpnServiceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateVpnEndpointGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVpnEndpointGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateVpnEndpointGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.SerializeToString,
+            ),
+            'GetVpnEndpointGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVpnEndpointGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetVpnEndpointGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.SerializeToString,
+            ),
+            'ListVpnEndpointGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVpnEndpointGroups,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnEndpointGroupsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnEndpointGroupsResponse.SerializeToString,
+            ),
+            'UpdateVpnEndpointGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVpnEndpointGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateVpnEndpointGroupRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.SerializeToString,
+            ),
+            'DeleteVpnEndpointGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVpnEndpointGroup,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteVpnEndpointGroupRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateIpsecSiteConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIpsecSiteConnection,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIpsecSiteConnectionRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.SerializeToString,
+            ),
+            'GetIpsecSiteConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIpsecSiteConnection,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.GetIpsecSiteConnectionRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.SerializeToString,
+            ),
+            'ListIpsecSiteConnections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIpsecSiteConnections,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecSiteConnectionsRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecSiteConnectionsResponse.SerializeToString,
+            ),
+            'UpdateIpsecSiteConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIpsecSiteConnection,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIpsecSiteConnectionRequest.FromString,
+                    response_serializer=proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.SerializeToString,
+            ),
+            'DeleteIpsecSiteConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIpsecSiteConnection,
+                    request_deserializer=proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIpsecSiteConnectionRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sdn.v1.VpnaasService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sdn.v1.VpnaasService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class VpnaasService:
+    """---------------------------------------------------------------------------------------------- VPNaaS
+
+    Site-to-site IPsec VPNs in the shape of Neutron VPNaaS v2 with endpoint groups: IKE and IPsec policies, a VPN
+    service on a tenant router with an external gateway (its gateway address is the tunnels' local end), endpoint
+    groups (local: subnets on that router; peer: CIDRs behind the remote gateway) and IPsec site connections.
+    Same conventions and errors as TopologyService; changes appear in TopologyService.Watch. Algorithm values are
+    Neutron's names, limited to what strongSwan (charon) does and is not weak: no 3des, no md5, no MODP group
+    below 2048 bits, no aggressive mode, no AH, no transport mode (refused naming the field).
+    status (output only) is the controller's, from the IKE daemon: PENDING_CREATE (not reported yet), ACTIVE
+    (the tunnel is up), DOWN (not up: status_reason says why, e.g. "administratively down", "authentication
+    failed"), ERROR (the VPN could not be set up). A service's status follows its connections'.
+    The pre-shared key is write-only: never returned (psk is always empty in answers, psk_set tells whether one
+    is stored), never in Watch events, errors or logs.
+    """
+
+    @staticmethod
+    def CreateIkePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/CreateIkePolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIkePolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIkePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/GetIkePolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetIkePolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIkePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/ListIkePolicies',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListIkePoliciesRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListIkePoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIkePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/UpdateIkePolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIkePolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IkePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIkePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/DeleteIkePolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIkePolicyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIpsecPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/CreateIpsecPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIpsecPolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIpsecPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/GetIpsecPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetIpsecPolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIpsecPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/ListIpsecPolicies',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecPoliciesRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIpsecPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/UpdateIpsecPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIpsecPolicyRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIpsecPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/DeleteIpsecPolicy',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIpsecPolicyRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVpnService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/CreateVpnService',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateVpnServiceRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVpnService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/GetVpnService',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetVpnServiceRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVpnServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/ListVpnServices',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnServicesRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVpnService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/UpdateVpnService',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateVpnServiceRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.VpnService.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVpnService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/DeleteVpnService',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteVpnServiceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVpnEndpointGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/CreateVpnEndpointGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateVpnEndpointGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVpnEndpointGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/GetVpnEndpointGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetVpnEndpointGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVpnEndpointGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/ListVpnEndpointGroups',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnEndpointGroupsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListVpnEndpointGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVpnEndpointGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/UpdateVpnEndpointGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateVpnEndpointGroupRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.VpnEndpointGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVpnEndpointGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/DeleteVpnEndpointGroup',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteVpnEndpointGroupRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIpsecSiteConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/CreateIpsecSiteConnection',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.CreateIpsecSiteConnectionRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIpsecSiteConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/GetIpsecSiteConnection',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.GetIpsecSiteConnectionRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIpsecSiteConnections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/ListIpsecSiteConnections',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecSiteConnectionsRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.ListIpsecSiteConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIpsecSiteConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/UpdateIpsecSiteConnection',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.UpdateIpsecSiteConnectionRequest.SerializeToString,
+            proto_dot_sdn_dot_v1_dot_topology__pb2.IpsecSiteConnection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteIpsecSiteConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sdn.v1.VpnaasService/DeleteIpsecSiteConnection',
+            proto_dot_sdn_dot_v1_dot_topology__pb2.DeleteIpsecSiteConnectionRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
