@@ -59,9 +59,12 @@ class VpnHost(Protocol):
         ...
 
 
-def _prefix(chassis_netns: str) -> str:
-    """Every VPN namespace of a chassis starts with it: unique per chassis namespace on the machine."""
-    return "vpn-" + hashlib.sha256(chassis_netns.encode()).hexdigest()[:6] + "-"
+def _prefix(chassis_netns: str, workdir: Path) -> str:
+    """Every VPN namespace of a chassis starts with it: unique per chassis namespace and controller (its run
+    directory) on the machine, so that several controllers here never take each other's namespaces."""
+    return (
+        "vpn-" + hashlib.sha256(f"{chassis_netns}\0{Path(workdir).resolve()}".encode()).hexdigest()[:6] + "-"
+    )
 
 
 def _sh(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,7 +113,7 @@ class LocalVpnHost:
         self.bridge = integration_bridge
         self.workdir = Path(workdir)
         # every namespace of this host starts with it: unique per chassis namespace on the machine
-        self.prefix = _prefix(chassis_netns)
+        self.prefix = _prefix(chassis_netns, self.workdir)
         self.running: dict[str, _Running] = {}
         self._cleanup_stale()
 
@@ -383,10 +386,10 @@ def _netns_names() -> list[str]:
         return []
 
 
-def remove_namespaces_of(chassis_netns: str) -> list[str]:
-    """Kill and remove the VPN namespaces of the chassis in `chassis_netns` (a test's teardown after killing
-    the controller); returns their names."""
-    prefix = _prefix(chassis_netns)
+def remove_namespaces_of(chassis_netns: str, workdir: Path) -> list[str]:
+    """Kill and remove the VPN namespaces a controller with run directory `workdir` made for the chassis in
+    `chassis_netns` (a test's teardown after killing the controller); returns their names."""
+    prefix = _prefix(chassis_netns, workdir)
     gone = []
     for name in _netns_names():
         if name.startswith(prefix):
