@@ -15,37 +15,28 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from google.protobuf import field_mask_pb2
 
-from controller.services.vpn_host import remove_namespaces_of
-from lab import VM
 from lab.traffic import capture, tcp_transfer
-from lab.vpn_site import RemoteSite
 from proto.sdn.v1 import topology_pb2 as pb
-from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
-from tests.e2e import PHYSNET, Env, lab_env
+from tests.e2e import Env, lab_env
+from tests.e2e_vpn import (
+    PSK,
+    Tenant,
+    conn_status,
+    create_vpn,
+    make_tenant,
+    public_network,
+    vpn_hosts,
+    vpn_stub,
+)
 
 pytestmark = pytest.mark.lab
 
 EXT_CIDR = "172.27.4.0/24"
-LOCAL_CIDR = "10.1.0.0/24"
-REMOTE_CIDR = "10.2.0.0/24"
 FAILOVER_S = 2.0
-PSK = "s3cret-psk-for-the-test"
-
-
-@dataclass
-class Tenant:
-    name: str
-    md: tuple[tuple[str, str], ...]
-    router_id: str
-    gateway_ip: str
-    gateway_mac: str
-    vm: VM
-    site: RemoteSite
 
 
 @dataclass
@@ -53,90 +44,6 @@ class World:
     env: Env
     a: Tenant
     b: Tenant
-
-
-def _tenant(env: Env, name: str, site_ip: str) -> Tenant:
-    md = env.md(name)
-    net = env.network(md, f"{name}-net", LOCAL_CIDR)
-    r = env.stub.CreateRouter(
-        pb.CreateRouterRequest(
-            router=pb.Router(
-                display_name=f"{name}-r", external_gateway=pb.ExternalGateway(network="networks/public")
-            ),
-            router_id=f"{name}-r",
-        ),
-        metadata=md,
-    )
-    env.stub.AddRouterInterface(
-        pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{name}-net-v4"), metadata=md
-    )
-    r = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=md)
-    gw_port = env.stub.GetPort(pb.GetPortRequest(name=r.external_gateway.port), metadata=env.admin)
-    env.allow_ingress(md, remote_ip_prefix=REMOTE_CIDR)  # the remote site's hosts are no group members
-    vm = env.plug("hv3", env.port(md, f"{name}-vm", net, ip="10.1.0.5"))
-    site = RemoteSite(env.lab, PHYSNET, f"site{name}", f"{site_ip}/24", REMOTE_CIDR)
-    site.start()
-    site.connect(f"to-{name}", r.external_gateway.fixed_ip.ip_address, [REMOTE_CIDR], [LOCAL_CIDR], PSK)
-    return Tenant(
-        name, md, f"{name}-r", r.external_gateway.fixed_ip.ip_address, gw_port.mac_address, vm, site
-    )
-
-
-def vpn_stub(env: Env) -> pb_grpc.VpnaasServiceStub:
-    return pb_grpc.VpnaasServiceStub(env.channel)
-
-
-def create_vpn(env: Env, t: Tenant, psk: str = PSK) -> pb.IpsecSiteConnection:
-    """The tenant's VPN through the API: policies, service, endpoint groups, one connection to its site."""
-    v, n, md = vpn_stub(env), t.name, t.md
-    v.CreateIkePolicy(
-        pb.CreateIkePolicyRequest(ike_policy=pb.IkePolicy(), ike_policy_id=f"{n}-ike"), metadata=md
-    )
-    v.CreateIpsecPolicy(
-        pb.CreateIpsecPolicyRequest(ipsec_policy=pb.IpsecPolicy(), ipsec_policy_id=f"{n}-esp"), metadata=md
-    )
-    v.CreateVpnService(
-        pb.CreateVpnServiceRequest(
-            vpn_service=pb.VpnService(router=f"routers/{t.router_id}"), vpn_service_id=f"{n}-vpn"
-        ),
-        metadata=md,
-    )
-    for ident, kind, endpoints in (
-        (f"{n}-local", "subnet", [f"subnets/{n}-net-v4"]),
-        (f"{n}-peer", "cidr", [REMOTE_CIDR]),
-    ):
-        v.CreateVpnEndpointGroup(
-            pb.CreateVpnEndpointGroupRequest(
-                vpn_endpoint_group=pb.VpnEndpointGroup(type=kind, endpoints=endpoints),
-                vpn_endpoint_group_id=ident,
-            ),
-            metadata=md,
-        )
-    return v.CreateIpsecSiteConnection(
-        pb.CreateIpsecSiteConnectionRequest(
-            ipsec_site_connection=pb.IpsecSiteConnection(
-                vpnservice=f"vpnServices/{n}-vpn",
-                ikepolicy=f"ikePolicies/{n}-ike",
-                ipsecpolicy=f"ipsecPolicies/{n}-esp",
-                local_ep_group=f"vpnEndpointGroups/{n}-local",
-                peer_ep_group=f"vpnEndpointGroups/{n}-peer",
-                peer_address=t.site.gateway.ip,
-                psk=psk,
-                dpd_interval=2,
-                dpd_timeout=6,
-            ),
-            ipsec_site_connection_id=f"{n}-conn",
-        ),
-        metadata=md,
-    )
-
-
-def conn_status(env: Env, conn_id: str) -> tuple[str, str]:
-    c = vpn_stub(env).GetIpsecSiteConnection(
-        pb.GetIpsecSiteConnectionRequest(name=f"ipsecSiteConnections/{conn_id}"), metadata=env.admin
-    )
-    assert not c.psk, "the pre-shared key is never returned"
-    return c.status, c.status_reason
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, env: Env) -> float:
@@ -163,34 +70,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "--gateway-failover-s", str(FAILOVER_S), "--vpn-esp", "userspace",
     ]  # fmt: skip
     tmp = tmp_path_factory.mktemp("e2e-vpn")
-    made: list[tuple[str, Path]] = []  # (chassis namespace, the controller's VPN run directory for it)
-
-    def vpn_hosts(lab):  # type: ignore[no-untyped-def]
-        made.extend((c.namespace, tmp / "data" / "vpn" / c.name) for c in lab.chassis.values())
-        return [f"--vpn-netns={c.name}={c.namespace}" for c in lab.chassis.values()]
-
+    hosts, cleanup = vpn_hosts(tmp / "data")
     try:
-        with lab_env(tmp, chassis=3, extra_args=args, lab_args=vpn_hosts) as env:
-            ext = env.stub.CreateNetwork(
-                pb.CreateNetworkRequest(
-                    network=pb.Network(segment_type=pb.Network.FLAT, physical_network=PHYSNET, external=True),
-                    network_id="public",
-                ),
-                metadata=env.admin,
-            )
-            env.stub.CreateSubnet(
-                pb.CreateSubnetRequest(
-                    subnet=pb.Subnet(network=ext.name, cidr=EXT_CIDR), subnet_id="public-v4"
-                ),
-                metadata=env.admin,
-            )
-            a = _tenant(env, "a", "172.27.4.50")
-            b = _tenant(env, "b", "172.27.4.60")
+        with lab_env(tmp, chassis=3, extra_args=args, lab_args=hosts) as env:
+            public_network(env, EXT_CIDR)
+            a = make_tenant(env, "a", "172.27.4.50")
+            b = make_tenant(env, "b", "172.27.4.60")
             env.wait_realized()
             yield World(env, a, b)
     finally:
-        for ns, workdir in made:  # the controller is killed, not stopped: its VPN namespaces stay behind
-            remove_namespaces_of(ns, workdir)
+        cleanup()  # the controller is killed, not stopped: its VPN namespaces stay behind
 
 
 def vpn_flows(env: Env, chassis: str) -> list[str]:
