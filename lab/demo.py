@@ -20,36 +20,15 @@ import grpc
 
 from controller import demo
 from controller.pki import Pki
+from lab import demo_vpn
+from lab.demo_util import ROOT, _admin_token, _wait_ready
 from lab.lab import Lab
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("demo")
-
-
-def _admin_token(data: Path) -> str:
-    tokens = json.loads((data / "tokens.json").read_text())["tokens"]
-    return next(t for t, v in tokens.items() if v["admin"])
-
-
-def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    channel = grpc.insecure_channel(endpoint)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit("the controller exited; see its log above")
-            try:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                return
-            except grpc.FutureTimeoutError:
-                continue
-        raise SystemExit("the controller did not start")
-    finally:
-        channel.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         "--metrics-listen", default="127.0.0.1:9464", help='HOST:PORT of the Prometheus endpoint ("" = off)'
     )
     ap.add_argument("--check", action="store_true", help="run the pings yourself, print the result, exit")
+    ap.add_argument(
+        "--vpn",
+        action="store_true",
+        help="the VPN demo instead: one IPsec tunnel from a tenant's router to a remote site (store: --data-dir, "
+        "default ./data-vpn)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.vpn:
+        if args.data_dir == "data":
+            args.data_dir = "data-vpn"
+        return demo_vpn.main(args)
     data = Path(args.data_dir).resolve()
     dashboard_listen = args.dashboard_listen or _dashboard_address()
     authority = Pki(data / "pki")  # the controller's CA (kept in the store): each chassis gets a certificate

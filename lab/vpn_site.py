@@ -18,10 +18,12 @@ class RemoteSite:
     """`gateway`: an external host on `physnet` at `public_cidr` running charon (userspace ESP);
     `host`: a namespace at the private subnet's .10, routed through the gateway's .1."""
 
-    def __init__(self, lab: Lab, physnet: str, name: str, public_cidr: str, private_cidr: str) -> None:
+    def __init__(
+        self, lab: Lab, physnet: str, name: str, public_cidr: str, private_cidr: str, mac: str | None = None
+    ) -> None:
         self.name = name
         self.private = netaddr.IPNetwork(private_cidr)
-        self.gateway: ExternalHost = lab.add_external_host(physnet, name, public_cidr)
+        self.gateway: ExternalHost = lab.add_external_host(physnet, name, public_cidr, mac=mac)
         gw_ns = self.gateway.namespace
         host_ns = lab.claim_name(f"{name}-h")
         lab.state.add_namespace(host_ns)
