@@ -82,11 +82,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cleanup()  # the controller is killed, not stopped: its VPN namespaces stay behind
 
 
-def vpn_flows(env: Env, chassis: str) -> list[str]:
-    """br-int flows of the VPN app (its cookies' app byte) on a chassis."""
-    return [
-        f for f in env.ovs_flows(chassis) if re.search(r"cookie=0x[0-9a-f]*?0d[0-9a-f]{4},", f) or "vpn" in f
-    ]
+def peer_routes(env: Env, chassis: str) -> set[str]:
+    """The metadata (router keys) of the flows routing the remote CIDR on a chassis."""
+    return {
+        f.split("metadata=")[1].split(",")[0]
+        for f in env.ovs_flows(chassis)
+        if "nw_dst=10.2.0.0/24" in f and "metadata=" in f
+    }
+
+
+def vpn_entry(env: Env, t: Tenant) -> list[str]:
+    """hv1's flows delivering IKE / NAT-T to a tenant's VPN namespace."""
+    return [f for f in env.ovs_flows("hv1") if f"nw_dst={t.gateway_ip}" in f and "tp_dst=4500" in f]
 
 
 def test_tunnel_carries_traffic_both_ways(world: World) -> None:
@@ -163,7 +170,9 @@ def test_two_tenants_with_the_same_cidrs_never_mix(world: World) -> None:
 
 def test_deleting_the_connection_cuts_the_tunnel_and_its_flows(world: World) -> None:
     env, a, b = world.env, world.a, world.b
-    assert any("nw_dst=10.2.0.0/24" in f for f in env.ovs_flows("hv3"))
+    before = {ch: peer_routes(env, ch) for ch in ("hv1", "hv3")}
+    assert len(before["hv3"]) == 2 and before["hv1"] == before["hv3"], before  # a's and b's routers
+    assert vpn_entry(env, a) and vpn_entry(env, b)
     vpn_stub(env).DeleteIpsecSiteConnection(
         pb.DeleteIpsecSiteConnectionRequest(name="ipsecSiteConnections/a-conn"), metadata=a.md
     )
@@ -172,8 +181,10 @@ def test_deleting_the_connection_cuts_the_tunnel_and_its_flows(world: World) -> 
     with capture("eth0", "icmp", namespace=a.site.host.namespace) as inside:
         assert not a.vm.ping(a.site.host.ip, count=1, timeout=3)
     assert not inside.lines
-    a_key = {f.split("metadata=")[1].split(",")[0] for f in env.ovs_flows("hv1") if "10.2.0.0/24" in f}
-    assert len(a_key) == 1, a_key  # only b's router routes the peer CIDR now
+    # a's routes of the peer CIDR and its namespace's entry are gone, on the gateway chassis and elsewhere
+    after = {ch: peer_routes(env, ch) for ch in ("hv1", "hv3")}
+    assert len(after["hv3"]) == 1 and after["hv1"] == after["hv3"] and after["hv3"] < before["hv3"], after
+    assert not vpn_entry(env, a) and vpn_entry(env, b)
     assert b.vm.ping(b.site.host.ip, count=2, timeout=10), "b's tunnel is untouched"
 
 
