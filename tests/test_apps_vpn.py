@@ -10,6 +10,7 @@ import netaddr
 
 from apps import ids, vpn
 from apps.compiler import Compiler, desired_from_scratch
+from apps.owners import model_owners
 from apps.view import View
 from flows.flow import Flow
 from tests.test_apps_l2 import PATCH, TUN
@@ -292,3 +293,14 @@ def test_proposals() -> None:
     assert vpn.proposal("aes-256", "sha512", "group19", ike=True) == "aes256-sha512-ecp256"
     assert vpn.proposal("aes-128-gcm-16", "sha256", "group14", ike=True) == "aes128gcm16-prfsha256-modp2048"
     assert vpn.proposal("aes-128-gcm-16", "sha256", "group14", ike=False) == "aes128gcm16-modp2048"
+
+
+def test_vpn_flows_name_their_service_in_dumps() -> None:
+    w, _p = nat_world()
+    add_vpn(w)
+    reg = ids.registry_for(model_owners(w.topo))
+    flows = [
+        f for f in desired_from_scratch(w.topo, w.runtime, "hv1", GC, w.neighbors) if isinstance(f, Flow)
+    ]
+    mine = [f for f in flows if f.owner is not None and f.owner.app == ids.VPN]
+    assert mine and all(reg.lookup(f.cookie) == ("vpn", "svc") for f in mine), reg.lookup(mine[0].cookie)
