@@ -32,6 +32,7 @@ class Config:
     grpc_listen: str = "127.0.0.1:50051"
     data_dir: str = "data"
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" or "json" (one object per line); README "Logs"
     grpc_workers: int = 32  # API threads for unary calls; streams get threads of their own (max_streams)
     # open streams (Watch, health Watch, reflection) at once, in total and per tenant; one over is refused
     # with RESOURCE_EXHAUSTED before it starts, so streams never take the unary calls' threads
@@ -202,6 +203,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-listen", help="HOST:PORT for the API (default 127.0.0.1:50051)")
     p.add_argument("--data-dir", help="where the store and token file live (default ./data)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default text)",
+    )
     p.add_argument(
         "--grpc-workers",
         type=int,
@@ -430,6 +436,8 @@ def load(argv: list[str] | None = None) -> Config:
             "grpc_workers and max_streams must be at least 1, and max_streams_per_tenant "
             "between 1 and max_streams"
         )
+    if cfg.log_format not in ("text", "json"):
+        raise SystemExit(f"log_format must be text or json, not {cfg.log_format!r}")
     if cfg.store not in ("sqlite", "etcd"):
         raise SystemExit(f"store must be sqlite or etcd, not {cfg.store!r}")
     if cfg.store == "etcd" and not cfg.etcd_endpoints:

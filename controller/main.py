@@ -24,10 +24,12 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 from apps import ids  # noqa: E402
 from controller import config as config_mod  # noqa: E402
 from controller import (  # noqa: E402
+    logs,
     pki,
     plugins,
 )
-from controller.api.auth import TokenFile  # noqa: E402
+from controller.api.auth import TokenFile, Tokens  # noqa: E402
+from controller.api.auth_etcd import EtcdTokens  # noqa: E402
 from controller.api.server import ApiServer, tls_credentials  # noqa: E402
 from controller.datadir import DataDir, DataDirError  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
@@ -253,11 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["pki"]:
         return pki.main(args[1:])
     cfg = config_mod.load(args)
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(cfg.log_level, cfg.log_format)
     data = cfg.data_path
     datadir = DataDir(data)
     try:
@@ -265,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         plugins.load(cfg.disabled_plugins)  # their record kinds before the store is read
         state = open_state(cfg)
         plugins.report_orphans(state.unknown_kinds())  # kinds kept in the store without their plug-in
-        tokens = TokenFile(data / "tokens.json")
+        local_tokens = TokenFile(data / "tokens.json")
+        # with etcd, one token table for every controller (controller/api/auth_etcd.py)
+        tokens: Tokens = (
+            EtcdTokens(state.etcd, local_tokens) if isinstance(state, EtcdState) else local_tokens
+        )
     except (DataDirError, OSError, sqlite3.Error, ValueError, KeyError) as err:
         log.error("cannot start: %s", _one_line(err, data))
         return 1

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 APT_PKGS="openvswitch-switch openvswitch-common iproute2 ethtool iputils-ping tcpdump iperf3 netcat-openbsd"
 APT_PKGS="$APT_PKGS chromium chromium-driver"  # headless browser for the dashboard test (no downloaded driver)
 APT_PKGS="$APT_PKGS busybox"  # udhcpc: the DHCP client of the DHCP end-to-end test
+APT_PKGS="$APT_PKGS systemd"  # systemd-analyze: tests/test_deploy.py verifies contrib/sdn-controller.service
 APT_PKGS="$APT_PKGS etcd-server"  # store = "etcd"; tests start their own etcd processes (lab/etcd.py)
 # VPNaaS: strongSwan's IKE daemon (charon, one per VPN service, driven over VICI), its userspace ESP
 # (kernel-libipsec, in the extra plug-ins) and the openssl plug-in (ECP groups, AES-GCM)
@@ -28,12 +29,15 @@ if [ -n "$missing" ]; then
   systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating the venv .venv"
   python3 -m venv .venv
 fi
-# the stamp covers the plug-in packages' pyprojects too (plugins/*/pyproject.toml: installed after the core)
-stamp=.venv/.installed-$(cat pyproject.toml plugins/*/pyproject.toml | sha1sum | cut -c1-12)
+# the stamp covers the plug-in packages' pyprojects too (plugins/*/pyproject.toml: installed after the core);
+# constraints.txt pins the exact versions tested (pyproject.toml states ranges)
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt plugins/*/pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  echo "setup: installing the Python packages into .venv (constraints.txt; a few minutes the first time)"
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
   for plugin in plugins/*/; do
     .venv/bin/pip install -q --disable-pip-version-check --no-deps -e "$plugin" 2>&1 | grep -v "^WARNING: Location" || true
   done

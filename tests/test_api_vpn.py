@@ -235,6 +235,14 @@ def test_vpn_lifecycle_with_defaults_and_derived_values(server: InProcessServer,
     upd = alice.update_conn(peer_ep_group="vpnEndpointGroups/peer2")  # an empty mask: the fields given
     assert upd.peer_ep_group == "vpnEndpointGroups/peer2" and upd.peer_address == "198.51.100.9"
     assert server.state.topology.ipsec_site_connections["c1"].psk == "An0ther-Key"  # not given: kept
+    # "*": every mutable field as the message has it, but the key is kept unless given (it is never read back)
+    whole = alice.get_conn()
+    whole.mtu, whole.peer_id = 1300, "hq.example.com"
+    upd = alice.UpdateIpsecSiteConnection(
+        pb.UpdateIpsecSiteConnectionRequest(ipsec_site_connection=whole, update_mask=mask("*"))
+    )
+    assert (upd.mtu, upd.peer_id, upd.peer_ep_group) == (1300, "hq.example.com", "vpnEndpointGroups/peer2")
+    assert server.state.topology.ipsec_site_connections["c1"].psk == "An0ther-Key"
     # policies may change while in use (the next SAs use the new values)
     upd_ike = alice.UpdateIkePolicy(
         pb.UpdateIkePolicyRequest(

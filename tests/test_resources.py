@@ -155,7 +155,8 @@ def test_validate_only_changes_nothing_and_plans(tables: Tables) -> None:
     made = run(ALICE, lambda r, c: tables.create(TOY, r, c), req, ctx)
     assert made.name == "networks/dry" and made.revision == before + 1
     assert tables.state.revision == before and "dry" not in tables.state.topology.networks
-    ((key, value),) = ctx.trailing
+    (_, rid), (key, value) = ctx.trailing
+    assert rid == "req-1"  # the request id comes back in the trailing metadata too
     assert key == "sdn-plan-bin" and pb.Plan.FromString(value).revision == before + 1
     assert ctx.initial == (("x-request-id", "req-1"),)  # the request id is echoed
 

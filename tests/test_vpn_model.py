@@ -124,9 +124,10 @@ def test_vpn_records_on_etcd_reach_every_controller_and_a_new_one(etcd: EtcdClus
 
     a, b = open_state(), open_state()
     try:
-        a.write(lambda t, r, n: _records())
-        rev, _ = b.write(lambda t, r, n: ops_vpn.set_vpn_status(t, "conn", "ACTIVE", "", r, n))
-        assert a.catch_up(rev) and b.catch_up(rev)
+        made, _ = a.write(lambda t, r, n: _records())
+        assert b.catch_up(made)  # b reports about a connection it has seen (as the realization does)
+        rev, changes = b.write(lambda t, r, n: ops_vpn.set_vpn_status(t, "conn", "ACTIVE", "", r, n))
+        assert changes and a.catch_up(rev) and b.catch_up(rev)
         for state in (a, b):
             conn = state.topology.ipsec_site_connections["conn"]
             assert (conn.status, conn.psk) == ("ACTIVE", PSK)

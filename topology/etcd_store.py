@@ -423,6 +423,60 @@ class EtcdStore:
         )
         return bool(answer.succeeded)  # type: ignore[attr-defined]
 
+    # ------------------------------------------------------------------------------ other keys (tokens)
+
+    def put(self, key: bytes, value: bytes) -> int:
+        """Put `key` (no lease); etcd's revision after it."""
+        answer = self._kv("Put", rpc.PutRequest(key=key, value=value), sent_write=True)
+        return int(answer.header.revision)  # type: ignore[attr-defined]
+
+    def watch_prefix(
+        self, prefix: bytes, start: int
+    ) -> Iterator[tuple[int, list[tuple[bytes, bytes | None]]]]:
+        """The changes of the keys under `prefix` from revision `start` on: (revision, [(key, value or None
+        if deleted)]) per revision, until close() (returns) or a failure (StoreUnavailable, HistoryCompacted:
+        the caller reads the prefix again and goes on from there)."""
+        requests: queue.Queue[rpc.WatchRequest | None] = queue.Queue()
+        requests.put(
+            rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(
+                    key=prefix, range_end=_range_end(prefix), start_revision=start
+                )
+            )
+        )
+
+        def outgoing() -> Iterator[rpc.WatchRequest]:
+            while (r := requests.get()) is not None:
+                yield r
+
+        ep = self._endpoints[self._current]
+        call = ep.watch.Watch(outgoing(), metadata=(("hasleader", "true"),))
+        self._watches.add(call)
+        try:
+            for answer in call:
+                if answer.compact_revision:
+                    raise HistoryCompacted(start - 1, answer.compact_revision)
+                if answer.canceled:
+                    raise StoreUnavailable(f"{ep.url}: watch canceled: {answer.cancel_reason}")
+                by_rev: dict[int, list[tuple[bytes, bytes | None]]] = {}
+                for ev in answer.events:
+                    deleted = ev.type == kv_pb2.Event.DELETE
+                    by_rev.setdefault(int(ev.kv.mod_revision), []).append(
+                        (bytes(ev.kv.key), None if deleted else bytes(ev.kv.value))
+                    )
+                for rev in sorted(by_rev):
+                    yield rev, by_rev[rev]
+                    start = rev + 1
+        except grpc.RpcError as err:
+            if self.closed or err.code() is grpc.StatusCode.CANCELLED:
+                return
+            self._current = (self._endpoints.index(ep) + 1) % len(self._endpoints)
+            raise StoreUnavailable(f"{ep.url}: watch broke: {err.code().name} {err.details()}") from None
+        finally:
+            requests.put(None)
+            call.cancel()
+            self._watches.discard(call)
+
     # ------------------------------------------------------------------------------------------ like Store
 
     def oldest_retained_revision(self) -> int:

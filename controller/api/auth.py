@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 ADMIN_TENANT = "admin"
 
@@ -29,6 +30,19 @@ class LastAdminToken(Exception):
 def new_token() -> str:
     """A random bearer token; the prefix keeps it from starting with '-' (command-line friendly)."""
     return "sdn_" + secrets.token_urlsafe(32)
+
+
+class Tokens(Protocol):
+    """What the API needs of a token table: TokenFile (one controller), auth_etcd.EtcdTokens (shared)."""
+
+    created_admin_token: str | None
+
+    def lookup(self, token: str) -> Principal | None: ...
+    def admin_token(self) -> str: ...
+    def create(self, tenant: str, admin: bool) -> str: ...
+    def revoke(self, token: str) -> bool: ...
+    def on_revoke(self, listener: Callable[[str], object]) -> None: ...
+    def remove_revoke_listener(self, listener: Callable[[str], object]) -> None: ...
 
 
 class TokenFile:
@@ -83,6 +97,9 @@ class TokenFile:
 
     def lookup(self, token: str) -> Principal | None:
         return self._tokens.get(token)
+
+    def items(self) -> list[tuple[str, Principal]]:
+        return list(self._tokens.items())
 
     def admin_token(self) -> str:
         return next(t for t, p in self._tokens.items() if p.admin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
@@ -18,9 +19,10 @@ from typing import Any
 
 import grpc
 
-from controller.api.auth import Principal, TokenFile
+from controller.api.auth import Principal, Tokens
 from controller.api.context import REQUEST
-from controller.api.status import abort, storage_error, unauthenticated
+from controller.api.status import storage_error, to_status, unauthenticated
+from controller.logs import access
 from topology.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,21 @@ class Caller:
 
     principal: Principal
     token: str
+
+
+#: the trailing metadata of the unary call running in this thread (the request id first); see add_trailing
+TRAILING: ContextVar[list[tuple[str, str | bytes]] | None] = ContextVar("sdn_trailing", default=None)
+
+
+def add_trailing(context: grpc.ServicerContext, key: str, value: str | bytes) -> None:
+    """Add one trailing metadata entry to the call's answer, keeping those set before (grpc's
+    set_trailing_metadata replaces them all)."""
+    entries = TRAILING.get()
+    if entries is None:
+        entries = []
+        TRAILING.set(entries)
+    entries.append((key, value))
+    context.set_trailing_metadata(tuple(entries))
 
 
 #: the authenticated caller while an API call runs in this thread; None otherwise
@@ -49,7 +66,7 @@ def principal() -> Principal:
     return caller().principal
 
 
-def authenticate(tokens: TokenFile, context: grpc.ServicerContext) -> Caller:
+def authenticate(tokens: Tokens, context: grpc.ServicerContext) -> Caller:
     """The caller named by the `authorization: Bearer <token>` metadata; UNAUTHENTICATED otherwise."""
     for key, value in context.invocation_metadata():
         if key == "authorization":
@@ -78,6 +95,36 @@ def request_id(context: grpc.ServicerContext) -> str:
     return rid
 
 
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def refuse(context: grpc.ServicerContext, err: ApiError, rid: str) -> None:
+    """End the call with `err`'s status; its trailing metadata also carries the request id."""
+    st = to_status(err)
+    context.abort_with_status(_Status(st.code, st.details, (*st.trailing_metadata, ("x-request-id", rid))))
+
+
+def _code(context: grpc.ServicerContext, failed: bool) -> str:
+    """The status code a finished call ends with, by name, for the access log."""
+    try:
+        code = context.code()
+    except (AttributeError, NotImplementedError):
+        code = None
+    if code is None:
+        return "UNKNOWN" if failed else "OK"
+    return str(code.name) if isinstance(code, grpc.StatusCode) else str(code)
+
+
+def _tenant(who: Caller | None) -> str:
+    if who is None:
+        return "-"
+    return f"{who.principal.tenant}(admin)" if who.principal.admin else who.principal.tenant
+
+
 Unary = Callable[[Any, grpc.ServicerContext], Any]
 Streaming = Callable[[Any, grpc.ServicerContext], Generator[Any, None, None]]
 
@@ -87,19 +134,30 @@ def guard(method: str, who: Callable[[grpc.ServicerContext], Caller], inner: Una
     refusal or storage failure answered as a status."""
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
-        request_token = REQUEST.set(f"{method} {request_id(context)}")
+        started = time.monotonic()
+        rid = request_id(context)
+        request_token = REQUEST.set(f"{method} {rid}")
+        trailing_token = TRAILING.set(None)
+        current: Caller | None = None
+        failed = True
         try:
-            caller_token = CALLER.set(who(context))
+            add_trailing(context, "x-request-id", rid)
+            current = who(context)
+            caller_token = CALLER.set(current)
             try:
-                return inner(request, context)
+                answer = inner(request, context)
+                failed = False
+                return answer
             finally:
                 CALLER.reset(caller_token)
         except ApiError as err:
-            abort(context, err)
+            refuse(context, err, rid)
         except (OSError, sqlite3.Error) as err:
             log.error("%s: storage failure: %s", method, err)
-            abort(context, storage_error(err))
+            refuse(context, storage_error(err), rid)
         finally:
+            access(method, _tenant(current), _code(context, failed), started, rid)
+            TRAILING.reset(trailing_token)
             REQUEST.reset(request_token)
 
     return call
@@ -110,7 +168,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     the handler runs, and turns the ApiError or storage failure it raises into the call's status. A stream
     (Watch) handles its own later errors; this only authenticates it."""
 
-    def __init__(self, tokens: TokenFile, services: frozenset[str]) -> None:
+    def __init__(self, tokens: Tokens, services: frozenset[str]) -> None:
         self.tokens = tokens
         self.services = services
 
@@ -122,34 +180,45 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._stream(handler.unary_stream))
+            return handler._replace(unary_stream=self._stream(method, handler.unary_stream))
         return handler
 
     def _unary(self, method: str, inner: Unary) -> Unary:
         tokens = self.tokens
         return guard(method, lambda context: authenticate(tokens, context), inner)
 
-    def _stream(self, inner: Streaming) -> Streaming:
+    def _stream(self, method: str, inner: Streaming) -> Streaming:
         tokens = self.tokens
 
         def call(request: Any, context: grpc.ServicerContext) -> Generator[Any, None, None]:
+            started = time.monotonic()
+            rid = request_id(context)
             try:
                 who = authenticate(tokens, context)
             except ApiError as err:
-                abort(context, err)
+                try:
+                    refuse(context, err, rid)
+                finally:
+                    access(method, "-", err.code, started, rid)
                 return
             steps = inner(request, context)
+            failed = True
             try:
                 while True:  # CALLER is set around each step: the generator runs only inside next()
                     token = CALLER.set(who)
                     try:
                         item = next(steps)
                     except StopIteration:
+                        failed = False
                         return
                     finally:
                         CALLER.reset(token)
                     yield item
+            except GeneratorExit:
+                failed = False  # the client went away (or cancelled): the server's side ended fine
+                raise
             finally:
                 steps.close()  # (the client went away: the stream's own cleanup runs now)
+                access(method, _tenant(who), _code(context, failed), started, rid)
 
         return call

@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, empty_pb2
 
 from apps import plugin
 from controller.api import convert, lb_api, security_api, vpn_api
-from controller.api.auth import LastAdminToken, Principal, TokenFile
+from controller.api.auth import LastAdminToken, Principal, Tokens
 from controller.api.interceptors import caller, principal
 from controller.api.resources import (
     Call,
@@ -395,7 +395,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
     def __init__(
         self,
         state: State,
-        tokens: TokenFile,
+        tokens: Tokens,
         stopping: Callable[[], bool] = lambda: False,
         flow_budget: int = sec.DEFAULT_FLOW_BUDGET,
         streams: StreamLimiter | None = None,

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from controller.api import convert
 from controller.api.auth import Principal
 from controller.api.flow_budget import budgeted
-from controller.api.interceptors import principal
+from controller.api.interceptors import add_trailing, principal
 from proto.sdn.v1 import topology_pb2 as pb
 from topology import errors, ops
 from topology import ops_security as sec
@@ -293,7 +293,7 @@ class Tables:
             raise (prefixed(err, prefix, self.request_level) if prefix else err) from None
         if context is not None:
             plan = plan if plan is not None else pb.Plan(revision=revision)
-            context.set_trailing_metadata((("sdn-plan-bin", plan.SerializeToString()),))
+            add_trailing(context, "sdn-plan-bin", plan.SerializeToString())
         return changes
 
     def lookup(

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from apps import plugin
-from controller.api.auth import TokenFile
+from controller.api.auth import Tokens
 from controller.api.dataplane_api import DataplaneService, plan_pb
 from controller.api.debug_api import DebugService
 from controller.api.interceptors import AuthInterceptor
@@ -76,11 +76,31 @@ class PluginHost:
     services: list[str] = field(default_factory=list)
 
 
+#: gRPC server reflection v1 (what grpcurl and newer clients ask); grpcio-reflection serves only v1alpha
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(services: list[str], server: grpc.Server) -> None:
+    """Server reflection under both names, v1 and v1alpha, listing both. v1's messages are v1alpha's with
+    another package name (same fields and numbers), so the v1alpha servicer answers v1 on the wire."""
+    names = [*services, REFLECTION_V1]
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
 class ApiServer:
     def __init__(
         self,
         state: State,
-        tokens: TokenFile,
+        tokens: Tokens,
         address: str,
         workers: int = 32,
         dataplane: Dataplane | None = None,
@@ -144,7 +164,7 @@ class ApiServer:
             services.append(DEBUG_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(services, self.server)
+        enable_reflection(services, self.server)
         if credentials is None:
             self.port = self.server.add_insecure_port(address)
         else:

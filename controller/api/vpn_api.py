@@ -197,12 +197,20 @@ def _create_connection(c: Call, m: pb.IpsecSiteConnection) -> list[Any]:
     return vpn.create_ipsec_site_connection(c.topo, rec, c.rev, c.now)
 
 
+def _update_connection(c: Call, old: IpsecSiteConnection, fields: dict[str, Any]) -> list[Any]:
+    """An update mask "*" (every mutable field) keeps the stored key unless the message carries one: the key
+    is never read back, so a client replacing the whole resource could not send it again."""
+    if "*" in c.request.update_mask.paths and not fields.get("psk", "x"):
+        del fields["psk"]
+    return vpn.update_ipsec_site_connection(c.topo, old, fields, c.rev, c.now)
+
+
 IPSEC_SITE_CONNECTION = Resource(
     kind=_CONN,
     plural="IpsecSiteConnections",
     to_pb=convert.ipsec_site_connection_to_pb,
     create=_create_connection,
-    update=lambda c, old, fields: vpn.update_ipsec_site_connection(c.topo, old, fields, c.rev, c.now),
+    update=_update_connection,
     delete=lambda c, old, force: vpn.delete_ipsec_site_connection(c.topo, old, c.rev, c.now),
     mutable=frozenset(vpn.CONNECTION_MUTABLE),
     immutable=frozenset({"vpnservice", "ikepolicy", "ipsecpolicy"}),
