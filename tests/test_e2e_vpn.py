@@ -188,6 +188,31 @@ def test_deleting_the_connection_cuts_the_tunnel_and_its_flows(world: World) -> 
     assert b.vm.ping(b.site.host.ip, count=2, timeout=10), "b's tunnel is untouched"
 
 
+def test_a_controller_killed_and_restarted_keeps_the_tunnel(world: World) -> None:
+    """kill -9 of the controller under a 20/s ping through b's tunnel: the restarted controller adopts the VPN
+    namespace and its charon (the same SA at the site), the ping loses nothing noticeable."""
+    env, b = world.env, world.b
+    assert b.vm.ping(b.site.host.ip, count=2, timeout=10)
+    before = {c["spi-in"] for c in b.site.child_sas() if c.get("state") == "INSTALLED"}
+    pinger = b.vm.popen(["ping", "-n", "-D", "-i", "0.05", "-W", "1", "-w", "60", b.site.host.ip])
+    try:
+        time.sleep(1.0)
+        env.restart_controller()
+        wait_for(
+            lambda: conn_status(env, "b-conn") == ("ACTIVE", ""), 15, "b-conn ACTIVE after the restart", env
+        )
+        time.sleep(2.0)  # the restarted controller's VPN rounds have run
+    finally:
+        pinger.send_signal(signal.SIGINT)
+        out, _ = pinger.communicate(timeout=10)
+    lost = outage(out)
+    after = {c["spi-in"] for c in b.site.child_sas() if c.get("state") == "INSTALLED"}
+    print(f"\ncontroller kill -9 and restart: longest gap between echo replies {lost:.2f} s")
+    assert before and after == before, (before, after)
+    assert lost < 1.0, out
+    assert "adopted" in env.controller_log()
+
+
 def test_gateway_failover_brings_the_tunnel_back(world: World) -> None:
     env, b = world.env, world.b
     assert b.vm.ping(b.site.host.ip, count=2, timeout=10)

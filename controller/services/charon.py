@@ -104,6 +104,7 @@ class Charon:
         self.esp = esp
         self.on_event = on_event
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None  # the daemon's (ours, or one an earlier controller started: adopt)
         self._session: vici.Session | None = None
         self._lock = threading.Lock()  # one VICI request at a time on the command session
         self._listener: threading.Thread | None = None
@@ -114,7 +115,29 @@ class Charon:
         return self.rundir / "charon.vici"
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _is_charon(self.pid)
+
+    def adopt(self) -> bool:
+        """Take over a daemon an earlier controller started in this namespace and directory (still running
+        with its SAs): True if its pid file names a live charon whose VICI socket answers."""
+        try:
+            pid = int((self.rundir / "run" / "charon.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        if not _is_charon(pid):
+            return False
+        try:
+            self._session = vici.Session(self._connect())
+        except OSError:
+            return False
+        self.proc, self.pid = None, pid
+        self._stopping.clear()
+        self._listener = threading.Thread(target=self._listen, name=f"vici-{self.netns}", daemon=True)
+        self._listener.start()
+        log.info("charon in %s adopted (pid %d)", self.netns, pid)
+        return True
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the daemon and connect to its VICI socket (raises RuntimeError if it does not come up)."""
@@ -152,6 +175,7 @@ class Charon:
                 time.sleep(0.05)
         self._listener = threading.Thread(target=self._listen, name=f"vici-{self.netns}", daemon=True)
         self._listener.start()
+        self.pid = self.proc.pid  # `ip netns exec` and sh exec charon: the same process
         log.info("charon started in %s (pid %d, %s ESP)", self.netns, self.proc.pid, self.esp)
 
     def stop(self) -> None:
@@ -161,8 +185,12 @@ class Charon:
             self._listener.join(timeout=3)
             self._listener = None
         proc, self.proc = self.proc, None
+        pid, self.pid = self.pid, None
         self._session = None
         if proc is None:
+            if pid is not None:
+                _kill(pid)
+            self.socket_path.unlink(missing_ok=True)
             return
         if proc.poll() is None:
             try:
@@ -238,6 +266,30 @@ class Charon:
             except (OSError, vici.exception.SessionException):
                 pass  # the daemon is gone: nothing to unregister from
             session.transport.close()
+
+
+def _is_charon(pid: int) -> bool:
+    """A live (not zombie) charon process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and cmdline.split(b"\0")[0].endswith(b"charon")
+
+
+def _kill(pid: int) -> None:
+    """SIGTERM a charon we did not start, SIGKILL after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while _is_charon(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _is_charon(pid):
+            return
 
 
 def reason_of(message: str) -> bool:

@@ -11,6 +11,7 @@ implementing the same two calls (not built: README "VPNaaS").
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,7 +116,9 @@ class LocalVpnHost:
         # every namespace of this host starts with it: unique per chassis namespace on the machine
         self.prefix = _prefix(chassis_netns, self.workdir)
         self.running: dict[str, _Running] = {}
-        self._cleanup_stale()
+        # namespaces an earlier controller left (killed without stopping them): adopted by the first apply if
+        # still wanted (their charon keeps its SAs: a controller restart does not drop the tunnels), else removed
+        self._leftovers: set[str] | None = {n for n in _netns_names() if n.startswith(self.prefix)}
 
     def __repr__(self) -> str:
         return f"LocalVpnHost({self.chassis_id!r}, netns={self.chassis_netns!r})"
@@ -124,6 +127,8 @@ class LocalVpnHost:
 
     def apply(self, plans: Sequence[ServicePlan]) -> None:
         wanted = {p.id: p for p in plans}
+        if self._leftovers is not None:
+            self._adopt_leftovers(wanted.values())
         for sid in [s for s in self.running if s not in wanted]:
             self._stop(sid)
         for sid, plan in wanted.items():
@@ -259,7 +264,7 @@ class LocalVpnHost:
             rundir = self.workdir / netns
             rundir.mkdir(parents=True, exist_ok=True)
             holder: dict[str, _Running] = {}
-            charon = Charon(netns, rundir, self.esp, on_event=lambda k, m: self._on_event(holder, k, m))
+            charon = Charon(netns, rundir, self.esp, on_event=self._handler(holder))
             run = _Running(plan, netns, port, charon)
             holder["run"] = run
             charon.start()
@@ -330,6 +335,9 @@ class LocalVpnHost:
             target=run.charon.initiate, args=(cid, cid, 10_000), name=f"vpn-init-{cid[:8]}", daemon=True
         ).start()
 
+    def _handler(self, holder: Mapping[str, _Running]) -> Callable[[str, Mapping[str, Any]], None]:
+        return lambda kind, msg: self._on_event(holder, kind, msg)
+
     def _on_event(self, holder: Mapping[str, _Running], kind: str, msg: Mapping[str, Any]) -> None:
         run = holder.get("run")
         if run is None:
@@ -371,11 +379,22 @@ class LocalVpnHost:
         _sh(["ip", "netns", "del", netns], check=False)
         shutil.rmtree(self.workdir / netns, ignore_errors=True)
 
-    def _cleanup_stale(self) -> None:
-        """Namespaces of this chassis left by an earlier controller (killed without stopping them)."""
-        for name in _netns_names():
-            if name.startswith(self.prefix):
-                self._teardown(name, "vpn" + name[len(self.prefix) :])
+    def _adopt_leftovers(self, plans: Iterable[ServicePlan]) -> None:
+        leftovers, self._leftovers = self._leftovers or set(), None
+        for plan in plans:
+            netns, port = self._names(plan.id)
+            if netns not in leftovers:
+                continue
+            holder: dict[str, _Running] = {}
+            charon = Charon(netns, self.workdir / netns, self.esp, on_event=self._handler(holder))
+            if charon.adopt():
+                leftovers.discard(netns)
+                # its connections are loaded again (identical ones keep their SAs): the plan without them
+                run = _Running(dataclasses.replace(plan, connections=()), netns, port, charon)
+                holder["run"] = run
+                self.running[plan.id] = run
+        for name in leftovers:
+            self._teardown(name, "vpn" + name[len(self.prefix) :])
 
 
 def _netns_names() -> list[str]:
