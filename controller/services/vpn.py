@@ -80,7 +80,9 @@ class VpnRealizer:
                 for c in p.connections:
                     reports[c.id] = (VPN_DOWN, f"no VPN host for gateway chassis {p.chassis_id}")
         placed = {c.id for p in plans for c in p.connections}
-        for ch, host in self.hosts.items():
+        # hosts with services to run first: after a failover the new chassis starts before the old one stops
+        for ch in sorted(self.hosts, key=lambda c: not (by_chassis[c] and self.owns(c))):
+            host = self.hosts[ch]
             # a chassis we no longer master: stop what runs there (its new master starts it)
             host.apply(by_chassis[ch] if self.owns(ch) else [])
             reports.update((cid, st) for cid, st in host.statuses().items() if cid in placed)
