@@ -257,7 +257,9 @@ class LocalVpnHost:
     def _start_or_update(self, plan: ServicePlan) -> None:
         netns, port = self._names(plan.id)
         run = self.running.get(plan.id)
+        t0 = time.monotonic()
         self._plumb(plan, netns, port, run.plan if run else None)
+        plumbed = time.monotonic() - t0
         if run is None or not run.charon.running():
             if run is not None:
                 run.charon.stop()
@@ -277,7 +279,8 @@ class LocalVpnHost:
             if old.get(cid) != cp:
                 self._load(run, plan, cp)
         run.plan = plan
-        log.info("VPN service %s on %s: %d connection(s) in %s", plan.id, self.chassis_id, len(new), netns)
+        log.info("VPN service %s on %s: %d connection(s) in %s (namespace and port %.2f s, then charon %.2f s)",
+                 plan.id, self.chassis_id, len(new), netns, plumbed, time.monotonic() - t0 - plumbed)  # fmt: skip
 
     def _load(self, run: _Running, plan: ServicePlan, cp: ConnPlan) -> None:
         dpd = DPD_ACTIONS.get(cp.dpd_action, "restart")
