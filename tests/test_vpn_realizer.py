@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from apps.view import View
 from apps.vpn import ServicePlan
 from controller.services.vpn import VpnRealizer
+from controller.services.vpn_host import LocalVpnHost, _netns_names
 from tests.test_apps_nat import GC, nat_world
 from tests.test_apps_vpn import vpn_records
-from topology.records import VPN_ACTIVE, VPN_DOWN, VPN_PENDING_CREATE
+from topology.records import VPN_ACTIVE, VPN_DOWN, VPN_ERROR, VPN_PENDING_CREATE
 from topology.state import State
 
 
@@ -95,4 +98,23 @@ def test_a_gateway_chassis_without_a_vpn_host_reports_down(tmp_path: Path) -> No
     realizer.round()
     conn = state.topology.ipsec_site_connections["conn"]
     assert conn.status == VPN_DOWN and "hv1" in conn.status_reason
+    state.close()
+
+
+@pytest.mark.lab  # root: it makes (and removes) a namespace
+def test_a_service_that_cannot_be_set_up_is_error_with_the_reason(tmp_path: Path) -> None:
+    """A real LocalVpnHost (root) for a chassis namespace that does not exist: the veth cannot be made, the
+    half-made namespace is removed, the connection is ERROR with the reason, and the same plan is not tried
+    again at every round."""
+    state, runtime = _state(tmp_path)
+    host = LocalVpnHost("hv1", "no-such-chassis-ns", lambda: "unix:/nonexistent/db.sock", tmp_path / "vpn")
+    realizer = VpnRealizer(state, lambda: View(state.topology, runtime, GC), {"hv1": host})
+    realizer.round()
+    conn = state.topology.ipsec_site_connections["conn"]
+    assert conn.status == VPN_ERROR and "no-such-chassis-ns" in conn.status_reason, conn
+    assert not [n for n in _netns_names() if n.startswith(host.prefix)], "the half-made namespace is gone"
+    failed_at = host.failed["svc"][2]
+    realizer.round()
+    assert host.failed["svc"][2] == failed_at, "not retried before RETRY_S"
+    realizer.stop()
     state.close()

@@ -31,13 +31,15 @@ import vici
 from apps.vpn import EXT_HOP, INT_HOP, ConnPlan, ServicePlan
 from controller.pki import TlsFiles
 from controller.services.charon import Charon, reason_of
-from topology.records import VPN_ACTIVE, VPN_DOWN, VPN_PENDING_CREATE
+from topology.records import VPN_ACTIVE, VPN_DOWN, VPN_ERROR, VPN_PENDING_CREATE
 
 log = logging.getLogger(__name__)
 
 #: DPD actions (Neutron's) -> charon's; "hold" is realized as restart: the tunnel is re-established at once
 #: rather than on the next packet (a trap policy needs the kernel's acquires; userspace ESP has none here)
 DPD_ACTIONS = {"hold": "restart", "restart": "restart", "clear": "clear", "disabled": "clear"}
+#: a service that could not be set up is tried again after this long (the same plan)
+RETRY_S = 5.0
 #: an initiator whose connection has had no IKE_SA this long initiates again
 REINITIATE_S = 3.0
 
@@ -119,6 +121,8 @@ class LocalVpnHost:
         # namespaces an earlier controller left (killed without stopping them): adopted by the first apply if
         # still wanted (their charon keeps its SAs: a controller restart does not drop the tunnels), else removed
         self._leftovers: set[str] | None = {n for n in _netns_names() if n.startswith(self.prefix)}
+        # services that could not be set up: (the plan, why, when to try again); their connections are ERROR
+        self.failed: dict[str, tuple[ServicePlan, str, float]] = {}
 
     def __repr__(self) -> str:
         return f"LocalVpnHost({self.chassis_id!r}, netns={self.chassis_netns!r})"
@@ -131,12 +135,19 @@ class LocalVpnHost:
             self._adopt_leftovers(wanted.values())
         for sid in [s for s in self.running if s not in wanted]:
             self._stop(sid)
+        for sid in [s for s in self.failed if s not in wanted]:
+            del self.failed[sid]
+        now = time.monotonic()
         for sid, plan in wanted.items():
             run = self.running.get(sid)
             if run is not None and run.plan == plan and run.charon.running():
                 continue
+            failed = self.failed.get(sid)
+            if failed is not None and failed[0] == plan and now < failed[2]:
+                continue  # the same plan failed a moment ago: not again at every round
             try:
                 self._start_or_update(plan)
+                self.failed.pop(sid, None)
             except (
                 RuntimeError,
                 OSError,
@@ -146,9 +157,12 @@ class LocalVpnHost:
             ) as e:
                 log.error("VPN service %s on %s: %s", sid, self.chassis_id, e)
                 self._stop(sid)
+                self.failed[sid] = (plan, f"could not be set up on {self.chassis_id}: {e}", now + RETRY_S)
 
     def statuses(self) -> dict[str, tuple[str, str]]:
-        out: dict[str, tuple[str, str]] = {}
+        out: dict[str, tuple[str, str]] = {
+            c.id: (VPN_ERROR, why[:500]) for plan, why, _at in self.failed.values() for c in plan.connections
+        }
         now = time.monotonic()
         for run in list(self.running.values()):
             try:
