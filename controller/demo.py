@@ -1,4 +1,5 @@
-"""The demo topology through the real API: two tenants, the same CIDR, one VM of each on each chassis."""
+"""The demo topology through the real API, as one Apply document: two tenants, the same CIDR, one VM of each
+on each chassis."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 
+from proto.sdn.v1 import apply_pb2 as apb
+from proto.sdn.v1 import apply_pb2_grpc as apb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
@@ -41,49 +46,53 @@ def _tokens(
     return tokens
 
 
+def document() -> dict[str, Any]:
+    """The demo topology as an Apply document (an admin's: each object says its tenant). README.md shows it
+    as YAML (a test keeps the two the same)."""
+    doc: dict[str, list[dict[str, Any]]] = {"networks": [], "subnets": [], "ports": []}
+    for tenant in TENANTS:
+        net, sub = f"networks/{tenant}-web", f"subnets/{tenant}-web-v4"
+        doc["networks"].append({"name": net, "tenant": tenant, "display_name": "web"})
+        doc["subnets"].append(
+            {"name": sub, "tenant": tenant, "network": net, "cidr": CIDR, "display_name": "web-v4"}
+        )
+        for vm, (ip, _chassis) in VMS.items():
+            port_id = f"{tenant}-{vm}"
+            doc["ports"].append(
+                {
+                    "name": f"ports/{port_id}",
+                    "tenant": tenant,
+                    "network": net,
+                    "display_name": port_id,
+                    "device_id": port_id,
+                    "fixed_ips": [{"subnet": sub, "ip_address": ip}],
+                }
+            )
+    return doc
+
+
 def seed(endpoint: str, admin_token: str, data_dir: Path) -> list[DemoPort]:
-    """Create what is missing (safe to run again): for each tenant a token, network "web" (VXLAN),
-    subnet 10.0.0.0/24 and ports vm1 (10.0.0.11) and vm2 (10.0.0.12). Tokens go to DATA/demo-tokens.json."""
+    """Make the store hold the demo topology (safe to run again: the second Apply is an empty plan): for
+    each tenant a token, network "web" (VXLAN), subnet 10.0.0.0/24 and ports vm1 (10.0.0.11) and vm2
+    (10.0.0.12), all in one Apply. Tokens go to DATA/demo-tokens.json."""
     channel = grpc.insecure_channel(endpoint)
     stub = pb_grpc.TopologyServiceStub(channel)
     admin = (("authorization", f"Bearer {admin_token}"),)
     tokens = _tokens(stub, admin, data_dir / "demo-tokens.json")
+    request = apb.ApplyRequest(document=struct_pb2.Struct())
+    request.document.update(document())
+    done = apb_grpc.ApplyServiceStub(channel).Apply(request, metadata=admin)
+    if done.applied:
+        log.info(
+            "demo: applied the demo topology (%d changes, revision %d)", len(done.changes), done.revision
+        )
     out = []
     for tenant in TENANTS:
         md = (("authorization", f"Bearer {tokens[tenant]}"),)
-        net_name, sub_name = f"networks/{tenant}-web", f"subnets/{tenant}-web-v4"
-        try:
-            net = stub.GetNetwork(pb.GetNetworkRequest(name=net_name), metadata=md)
-        except grpc.RpcError:
-            net = stub.CreateNetwork(
-                pb.CreateNetworkRequest(network=pb.Network(display_name="web"), network_id=f"{tenant}-web"),
-                metadata=md,
-            )
-            stub.CreateSubnet(
-                pb.CreateSubnetRequest(
-                    subnet=pb.Subnet(network=net.name, cidr=CIDR, display_name="web-v4"),
-                    subnet_id=f"{tenant}-web-v4",
-                ),
-                metadata=md,
-            )
-            log.info("demo: tenant %s has %s with %s (%s)", tenant, net.name, sub_name, CIDR)
+        net = stub.GetNetwork(pb.GetNetworkRequest(name=f"networks/{tenant}-web"), metadata=md)
         for vm, (ip, chassis_index) in VMS.items():
             port_id = f"{tenant}-{vm}"
-            try:
-                port = stub.GetPort(pb.GetPortRequest(name=f"ports/{port_id}"), metadata=md)
-            except grpc.RpcError:
-                port = stub.CreatePort(
-                    pb.CreatePortRequest(
-                        port=pb.Port(
-                            network=net.name,
-                            display_name=port_id,
-                            device_id=port_id,
-                            fixed_ips=[pb.FixedIp(subnet=sub_name, ip_address=ip)],
-                        ),
-                        port_id=port_id,
-                    ),
-                    metadata=md,
-                )
+            port = stub.GetPort(pb.GetPortRequest(name=f"ports/{port_id}"), metadata=md)
             out.append(DemoPort(tenant, port_id, vm, port.mac_address, ip, chassis_index, net.mtu))
     channel.close()
     return out

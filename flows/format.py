@@ -97,14 +97,20 @@ def table_label(stage: str) -> str:
     return f"{pipeline.table_of(stage)}({stage})"
 
 
+def ct_state_text(value: int, mask: int | None = None) -> str:
+    """A ct_state as OVS writes it: ``+new+trk`` for 0x21, ``-est+trk`` for 0x20/0x22 (the bits under the
+    mask, in OVS's order: new est rel rpl inv trk snat dnat); no bit at all reads ``0``."""
+    bits = [
+        ("+" if value & (1 << i) else "-") + f
+        for i, f in enumerate(_CT_FLAGS)
+        if (mask if mask is not None else value) & (1 << i)
+    ]
+    return "".join(bits) or "0"
+
+
 def _value(name: str, value: Any, mask: Any) -> str:
     if name == "ct_state":
-        bits = [
-            ("+" if value & (1 << i) else "-") + f
-            for i, f in enumerate(_CT_FLAGS)
-            if (mask if mask is not None else value) & (1 << i)
-        ]
-        return "".join(bits)
+        return ct_state_text(value, mask) if value or mask else ""
     if isinstance(value, int) and name in _DECIMAL:
         return str(value) if mask is None else f"{value}/{mask:#x}"
     if isinstance(value, int):

@@ -50,7 +50,7 @@ from flows.actions import (
     WriteMetadata,
 )
 from flows.flow import Flow, Group
-from flows.format import format_flow
+from flows.format import ct_state_text, format_flow
 
 _ZERO_DEFAULT = {
     "metadata",
@@ -394,7 +394,7 @@ class Switch:
                     self.ct_marks[(zone, conn.orig)] = fields.to_int("ct_mark", ct_pkt["ct_mark"])
         ct_pkt["ct_state"] = state
         ct_pkt["ct_zone"] = zone
-        note = f"ct(zone={zone}{',commit' if a.commit else ''}) -> ct_state={state:#x}"
+        note = f"ct(zone={zone}{',commit' if a.commit else ''}) -> ct_state={ct_state_text(state)}"
         result.steps.append(Step(stage, None, depth + 1, note))
         if a.table is not None:
             self._table(a.table, ct_pkt, result, depth + 1)

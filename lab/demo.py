@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,10 @@ import grpc
 from controller import demo
 from controller.pki import Pki
 from lab import demo_vpn
+from lab.chassis import Chassis
 from lab.demo_util import ROOT, _admin_token, _wait_ready
+from lab.ha import HaCluster, kill_master
+from lab.hosts import VM
 from lab.lab import Lab
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
@@ -43,7 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--metrics-listen", default="127.0.0.1:9464", help='HOST:PORT of the Prometheus endpoint ("" = off)'
     )
-    ap.add_argument("--check", action="store_true", help="run the pings yourself, print the result, exit")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="run the pings yourself, print the result, exit (with --controllers N: also kill -9 each "
+        "chassis's master under a ping and a writer)",
+    )
+    ap.add_argument(
+        "--controllers",
+        type=int,
+        default=1,
+        help="1: one controller on the SQLite store in DATA_DIR; N > 1: N controllers on a 3-member etcd "
+        "cluster (started on free loopback ports, its data and the controllers' in DATA_DIR/ha, anew each run)",
+    )
     ap.add_argument(
         "--vpn",
         action="store_true",
@@ -51,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         "default ./data-vpn)",
     )
     args = ap.parse_args(argv)
+    if args.controllers < 1:
+        ap.error("--controllers must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.vpn:
         if args.data_dir == "data":
@@ -60,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     dashboard_listen = args.dashboard_listen or _dashboard_address()
     authority = Pki(data / "pki")  # the controller's CA (kept in the store): each chassis gets a certificate
     authority.init()
+    if args.controllers > 1:
+        return _main_ha(args, data, authority, dashboard_listen)
     with Lab(pki=authority) as lab:
         chassis = [lab.add_chassis(f"hv{i}") for i in (1, 2)]
         of_port = lab.free_port()
@@ -152,6 +172,116 @@ def main(argv: list[str] | None = None) -> int:
                 ctl.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 ctl.kill()
+
+
+def _main_ha(args: argparse.Namespace, data: Path, authority: Pki, dashboard_listen: str) -> int:
+    """The demo on several controllers sharing a 3-member etcd cluster (README "Several controllers")."""
+    work = data / "ha"
+    shutil.rmtree(work, ignore_errors=True)  # the last run's etcd cluster and controllers: anew each run
+    work.mkdir(parents=True)
+    with Lab(pki=authority) as lab:
+        chassis = [lab.add_chassis(f"hv{i}") for i in (1, 2)]
+        ha = HaCluster(lab, authority.root, work, controllers=args.controllers)
+        first = ha.first
+        first.grpc_listen = args.grpc_listen
+        first.args += ["--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen]
+        try:
+            ha.start()
+            vms = start_topology(ha, chassis)
+            masters = ha.wait_settled()
+            dashboard = _dashboard_url(first.data_dir, dashboard_listen)
+            _guide_ha(lab, ha, vms, masters, dashboard)
+            if not args.check:
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+                try:
+                    signal.pause()
+                except KeyboardInterrupt:
+                    pass
+                return 0
+            ok = vms["alice-vm1"].ping("10.0.0.12", count=3, timeout=15) and vms["bob-vm1"].ping(
+                "10.0.0.12", count=3, timeout=15
+            )
+            neigh = vms["bob-vm1"].exec("ip neigh show 10.0.0.12").stdout
+            isolated = vms["bob-vm2"].mac in neigh and vms["alice-vm2"].mac not in neigh
+            print(
+                f"demo check: pings {'ok' if ok else 'FAILED'}, tenants {'isolated' if isolated else 'MIXED'}",
+                flush=True,
+            )
+            tls = _tls_ok(chassis)
+            print(f"demo check: switches and OVSDB over TLS {'ok' if tls else 'FAILED'}", flush=True)
+            failover = True
+            for ch in chassis:
+                result = kill_master(ha, ch.name, vms["alice-vm1"], "10.0.0.12")
+                print(f"demo check: {result.line()}", flush=True)
+                if result.note:
+                    print(result.note, flush=True)
+                failover = failover and result.lossless
+                ha.controllers[result.killed].start()  # back: the hash hands it its chassis again
+                ha.wait_settled()
+            print(f"demo check: failover {'ok' if failover else 'FAILED'}", flush=True)
+            return 0 if ok and isolated and tls and failover else 1
+        finally:
+            ha.close()
+
+
+def start_topology(ha: HaCluster, chassis: list[Chassis]) -> dict[str, VM]:
+    """The demo's chassis, tenants and VMs through the first controller of `ha`; until the ports are up."""
+    first = ha.first
+    stub, admin = first.topology(), first.admin
+    for ch in chassis:
+        stub.CreateChassis(
+            pb.CreateChassisRequest(
+                chassis=pb.Chassis(
+                    datapath_id=ch.datapath_id, tunnel_ip=ch.tunnel_ip, ovsdb_address=ch.ovsdb_remote
+                ),
+                chassis_id=ch.name,
+            ),
+            metadata=admin,
+        )
+    ports = demo.seed(first.grpc_listen, first.admin_token(), first.data_dir)
+    vms = {
+        p.port_id: chassis[p.chassis_index].add_vm(
+            p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu
+        )
+        for p in ports
+    }
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = stub.ListPorts(pb.ListPortsRequest(), metadata=admin).ports
+        if all(p.status == pb.Port.ACTIVE for p in listed if p.name.split("/")[1] in vms):
+            break
+        time.sleep(0.2)
+    return vms
+
+
+def _guide_ha(lab: Lab, ha: HaCluster, vms: dict[str, VM], masters: dict[str, str], dashboard: str) -> None:
+    ns = {name: vm.namespace for name, vm in vms.items()}
+    rows = "\n".join(
+        f"  {c.controller_id}: API {c.grpc_listen}, OpenFlow {c.target}, pid {c.proc.pid if c.proc else '-'}, "
+        f"master of {', '.join(ch for ch, m in sorted(masters.items()) if m == c.controller_id) or 'none'}, "
+        f"log {c.log}"
+        for c in ha.controllers.values()
+    )
+    print(
+        f"""
+The demo is up on {len(ha.controllers)} controllers sharing a {len(ha.etcd.members)}-member etcd cluster
+({", ".join(ha.etcd.endpoints)}); every switch connects to every controller, one master per chassis:
+{rows}
+
+Ping across chassis (alice and bob both use 10.0.0.0/24; vm1 on hv1, vm2 on hv2):
+  ip netns exec {ns["alice-vm1"]} ping -i 0.01 10.0.0.12
+then kill -9 a chassis's master (its pid above): another takes over in about the lease (3 s), no ping lost.
+The roles as the switch sees them:
+  OVS_RUNDIR={lab.chassis["hv1"].rundir} ovs-vsctl --columns=target,role list controller
+
+The API (any controller; a token works on every one: they share the token table in etcd):
+  export SDN_ENDPOINT={ha.first.grpc_listen} SDN_TOKEN_FILE={ha.first.data_dir}/tokens.json
+  .venv/bin/sdnctl port list
+Dashboard of {ha.first.controller_id}: {dashboard}  (admin token {ha.first.admin_token()})
+Ctrl-C stops the controllers and etcd and removes the lab.
+""",
+        flush=True,
+    )
 
 
 def _tls_ok(chassis: list, timeout: float = 15.0) -> bool:  # type: ignore[type-arg]

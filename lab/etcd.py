@@ -8,6 +8,7 @@ its own data directory, stopped by pid (never by name: other helpers' etcds may 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,10 +22,19 @@ from pathlib import Path
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one this process handed out before (ports are picked before the
+    processes that listen on them start: two picked in a row could otherwise be the same)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,13 @@ class ServerTls:
     key: Path
     ca: Path
     client_cert_auth: bool = True
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    member_id: int
+    leader: int  # the leader's member id as this member knows it; 0: none (no quorum, or an election)
+    raft_term: int
 
 
 class EtcdMember:
@@ -124,6 +141,18 @@ class EtcdMember:
         except OSError:
             return False
 
+    def status(self) -> MemberStatus:
+        """The member's own view (etcd's maintenance Status through its JSON gateway; plaintext members
+        only)."""
+        if self.tls is not None:
+            raise NotImplementedError("status of a TLS member (it wants a client certificate)")
+        req = urllib.request.Request(self.client_url + "/v3/maintenance/status", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=2) as r:
+            got = json.loads(r.read())
+        return MemberStatus(
+            int(got["header"]["member_id"]), int(got.get("leader", 0)), int(got.get("raftTerm", 0))
+        )
+
     def wait_healthy(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while not self.healthy():
@@ -166,6 +195,27 @@ class EtcdCluster:
     @property
     def endpoints(self) -> list[str]:
         return [m.client_url for m in self.members]
+
+    def leader(self, timeout: float = 10.0) -> int:
+        """The index in `members` of the leader the running members agree on (waits for one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen: dict[int, int] = {}  # member id -> index
+            leaders = set()
+            for i, m in enumerate(self.members):
+                if m.proc is None:
+                    continue
+                try:
+                    st = m.status()
+                except OSError:
+                    continue
+                seen[st.member_id] = i
+                leaders.add(st.leader)
+            if len(leaders) == 1 and (lead := leaders.pop()) in seen:
+                return seen[lead]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcd: no leader agreed on ({leaders})")
+            time.sleep(0.05)
 
     def start(self) -> EtcdCluster:
         for m in self.members:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,3 +113,61 @@ def capture(
             out, _ = p.communicate()
         errors.close()
         result.lines = [ln for ln in out.splitlines() if ln.strip()]
+
+
+@dataclass
+class PingResult:
+    sent: int  # requests that could be judged (those still in flight when the ping was stopped left out)
+    received: int
+    lost: list[tuple[float, int]]  # (wall-clock time, icmp_seq) of each request never answered
+
+    def lost_at(self, events: dict[str, float]) -> str:
+        """Where the losses were, relative to named wall-clock moments."""
+        return "; ".join(
+            f"seq {seq} at " + ", ".join(f"{t - at:+.2f} s from {name}" for name, at in events.items())
+            for t, seq in self.lost[:10]
+        )
+
+
+class Pinger:
+    """A ping every `interval` s from `host` to `ip` until stop(), into a file (a pipe nobody reads would
+    fill and stall it): each reply with its wall-clock time (-D), each request unanswered when the next goes
+    (-O). stop() ends it with SIGINT; the requests sent in the last `grace` s before it cannot be judged
+    (their replies may be on their way, several under load) and are left out rather than counted lost."""
+
+    def __init__(self, host: Host, ip: str, interval: float = 0.01, grace: float = 1.0) -> None:
+        self.grace = grace
+        self._out = tempfile.NamedTemporaryFile("w+", prefix="ping-", suffix=".txt")  # noqa: SIM115
+        self.proc = host.popen(
+            ["ping", "-n", "-D", "-O", "-i", str(interval), "-W", "2", ip],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> PingResult:
+        stopped = time.time()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        self._out.seek(0)
+        out = self._out.read()
+        self._out.close()
+        m = re.search(r"(\d+) packets transmitted", out)
+        if m is None:
+            raise RuntimeError(f"ping printed no statistics: {out[-2000:]}")
+        transmitted = int(m.group(1))
+        answered = {int(s) for s in re.findall(r"bytes from .* icmp_seq=(\d+)", out)}
+        late = {
+            int(s): float(t) for t, s in re.findall(r"\[(\d+\.\d+)\] no answer yet for icmp_seq=(\d+)", out)
+        }
+        lost: list[tuple[float, int]] = []
+        unjudged = 0
+        for seq in range(1, transmitted + 1):
+            if seq in answered:
+                continue
+            at = late.get(seq)
+            if at is None or at >= stopped - self.grace:
+                unjudged += 1  # sent just before the stop: its reply may still have been on its way
+            else:
+                lost.append((at, seq))
+        sent = transmitted - unjudged
+        return PingResult(sent, sent - len(lost), lost)

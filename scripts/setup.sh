@@ -7,6 +7,7 @@ APT_PKGS="openvswitch-switch openvswitch-common iproute2 ethtool iputils-ping tc
 APT_PKGS="$APT_PKGS chromium chromium-driver"  # headless browser for the dashboard test (no downloaded driver)
 APT_PKGS="$APT_PKGS busybox"  # udhcpc: the DHCP client of the DHCP end-to-end test
 APT_PKGS="$APT_PKGS systemd"  # systemd-analyze: tests/test_deploy.py verifies contrib/sdn-controller.service
+APT_PKGS="$APT_PKGS prometheus"  # tests/test_dashboard.py runs the Grafana dashboard's queries on a real Prometheus
 APT_PKGS="$APT_PKGS etcd-server"  # store = "etcd"; tests start their own etcd processes (lab/etcd.py)
 # VPNaaS: strongSwan's IKE daemon (charon, one per VPN service, driven over VICI), its userspace ESP
 # (kernel-libipsec, in the extra plug-ins) and the openssl plug-in (ECP groups, AES-GCM)
@@ -27,6 +28,8 @@ if [ -n "$missing" ]; then
   # Nor is the packaged etcd service needed: the tests run theirs on free loopback ports, and a controller
   # with store = "etcd" is pointed at the operator's cluster.
   systemctl disable --now etcd >/dev/null 2>&1 || true
+  # Nor the packaged Prometheus: the dashboard test runs its own on a free loopback port.
+  systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating the venv .venv"

@@ -855,3 +855,62 @@ def test_vpn_objects_survive_a_reload(server: InProcessServer, alice: Vpn) -> No
         assert set(after.graph.edges) == set(before.graph.edges)
     finally:
         again.close()
+
+
+# ---------------------------------------------------------------------------------------------- in an Apply
+
+
+def test_a_vpn_in_an_apply_document(server: InProcessServer, alice: Vpn) -> None:
+    """The VPN kinds go through Apply like every table (after the router they use): one write, the same
+    document again is an empty plan, an update of one field is one change, and the PSK is never exported."""
+    from proto.sdn.v1 import apply_pb2 as apb
+    from tests.test_api_apply import applier
+    from tests.test_api_apply import apply as apply_doc
+
+    api = server.api
+    doc = {
+        "ipsec_site_connections": [
+            {
+                "name": "hq",
+                "vpnservice": "vpnServices/edge",
+                "ikepolicy": "ikePolicies/ike",
+                "ipsecpolicy": "ipsecPolicies/esp",
+                "local_ep_group": "vpnEndpointGroups/here",
+                "peer_ep_group": "vpnEndpointGroups/there",
+                "peer_address": "198.51.100.7",
+                "psk": "s3cret-key",
+            }
+        ],
+        "vpn_endpoint_groups": [
+            {"name": "here", "type": "subnet", "endpoints": ["subnets/web-v4"]},
+            {"name": "there", "type": "cidr", "endpoints": ["192.168.0.0/24"]},
+        ],
+        "vpn_services": [{"name": "edge", "router": "routers/r1"}],
+        "ike_policies": [{"name": "ike"}],
+        "ipsec_policies": [{"name": "esp"}],
+    }
+    before = revision_of(api, alice.md)
+    out = apply_doc(api, alice.md, doc)
+    assert len(out.changes) == 6 and revision_of(api, alice.md) == before + 1
+    conn = alice.get_conn("ipsecSiteConnections/hq")
+    assert conn.psk == "" and conn.psk_set and conn.peer_address == "198.51.100.7"
+    assert not apply_doc(api, alice.md, doc).changes  # the PSK it gives is not a change (write-only)
+    doc["ipsec_site_connections"][0]["mtu"] = 1400
+    assert [c.name for c in apply_doc(api, alice.md, doc).changes] == ["ipsecSiteConnections/hq"]
+    assert "s3cret" not in str(out)
+    # a new key is a change, shown as <secret> (never the key), and stored
+    doc["ipsec_site_connections"][0]["psk"] = "another-key"
+    out = apply_doc(api, alice.md, doc)
+    ((change,),) = [list(c.fields) for c in out.changes]
+    assert (change.field, change.before, change.after) == ("psk", '"<secret>"', '"<secret>"')
+    assert "another-key" not in str(out)
+    assert server.state.topology.ipsec_site_connections["hq"].psk == "another-key"
+    # export leaves the key out, and applying the export changes nothing
+    exported = applier(api).Export(apb.ExportRequest(), metadata=alice.md)
+    assert "another-key" not in str(exported) and "psk" not in str(exported.document)
+    again = applier(api).Apply(apb.ApplyRequest(document=exported.document), metadata=alice.md)
+    assert not again.changes
+
+
+def revision_of(api: Api, md: Any) -> int:
+    return int(api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md).revision)

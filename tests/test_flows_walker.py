@@ -7,6 +7,7 @@ import pytest
 from flows import actions as A
 from flows import pipeline as P
 from flows.flow import Bucket, Flow, Group
+from flows.format import ct_state_text
 from flows.walker import CT_EST, CT_NEW, CT_TRK, Switch, WalkError
 
 NET, NET2, ROUTER = 5, 6, 100
@@ -209,7 +210,7 @@ def test_security_group_allows_new_ssh_and_its_replies_but_not_http():
     assert sw.walk(tcp(40000, 22, 1, MAC_B)).ports == [2]
     reply = sw.walk(tcp(22, 40000, 2, MAC_A))
     assert reply.ports == [1]
-    assert any("ct_state=0x2a" in s.note for s in reply.steps)  # trk+est+rpl
+    assert any("ct_state=+est+rpl+trk" in s.note for s in reply.steps)  # trk+est+rpl
     assert sw.walk(tcp(40001, 80, 2, MAC_A)).dropped  # new connection the other way: not allowed
 
 
@@ -464,10 +465,10 @@ def test_an_icmp_echo_reply_opens_no_connection_but_answers_a_request():
     }
     for _ in range(2):
         unsolicited = walk({**echo, "icmpv4_type": 0})
-        assert any("ct_state=0x30" in s.note for s in unsolicited.steps), unsolicited.format()  # trk+inv
-    assert any("ct_state=0x21" in s.note for s in walk({**echo, "icmpv4_type": 8}).steps)  # trk+new
+        assert any("ct_state=+inv+trk" in s.note for s in unsolicited.steps), unsolicited.format()  # trk+inv
+    assert any("ct_state=+new+trk" in s.note for s in walk({**echo, "icmpv4_type": 8}).steps)  # trk+new
     reply = walk({**echo, "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1", "icmpv4_type": 0})
-    assert any("ct_state=0x2a" in s.note for s in reply.steps), reply.format()  # trk+est+rpl
+    assert any("ct_state=+est+rpl+trk" in s.note for s in reply.steps), reply.format()  # trk+est+rpl
 
 
 def test_a_committed_connection_stays_new_until_answered_and_translated_packets_carry_the_nat_flag():
@@ -515,9 +516,11 @@ def test_a_committed_connection_stays_new_until_answered_and_translated_packets_
     }
 
     def states(pkt: dict) -> list[int]:  # type: ignore[type-arg]
+        """The ct_states the walk's notes show (in OVS's flags, "+new+trk"), as numbers."""
         res = sw.walk(pkt)
         assert res.ports == [7], res.format()
-        return [int(st.note.split("ct_state=")[1], 16) for st in res.steps if "ct_state=" in st.note]
+        by_text = {ct_state_text(v): v for v in range(256)}
+        return [by_text[st.note.split("ct_state=")[1]] for st in res.steps if "ct_state=" in st.note]
 
     assert states(fwd) == [CT_TRK | CT_NEW, CT_TRK | CT_NEW | CT_DNAT]  # looked up, then committed with DNAT
     assert states(fwd) == [

@@ -234,6 +234,40 @@ def test_three_member_cluster_losing_one_keeps_accepting_writes(tmp_path: Path) 
             b.close()
 
 
+def test_three_member_cluster_losing_its_quorum_refuses_writes_at_once_then_takes_them_again(
+    tmp_path: Path,
+) -> None:
+    with EtcdCluster(tmp_path, members=3) as cluster:
+        a = open_state(cluster.endpoints, "/sdn/v1/")
+        try:
+            seed(a)
+            create_port(a, "p1")
+            cluster.members[0].kill()
+            cluster.members[2].kill()
+            deadline = time.monotonic() + 10
+            while cluster.members[1].status().leader:  # the survivor notices it has no leader
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            for i in range(3):  # refused at once, not after the request's timeout (5 s, 3 tries)
+                t = time.monotonic()
+                with pytest.raises(ApiError) as info:
+                    create_port(a, f"refused-{i}")
+                assert time.monotonic() - t < 1.0
+                err = info.value
+                assert err.code == "UNAVAILABLE" and err.reason == "STORE_UNAVAILABLE"
+                assert "no leader" in err.message and "was not applied" in err.message, err.message
+            assert "p1" in a.topology.ports  # reads answer from the model
+            cluster.members[0].start()
+            cluster.members[0].wait_healthy()
+            rev = _retry(lambda: create_port(a, "p2"))[0]
+            assert a.catch_up(rev, timeout=10)
+            assert "p2" in a.topology.ports and not {"refused-0", "refused-1", "refused-2"} & set(
+                a.topology.ports
+            )
+        finally:
+            a.close()
+
+
 def _retry(fn, seconds: float = 15.0):  # type: ignore[no-untyped-def]
     """`fn` until it stops answering UNAVAILABLE (an etcd member coming back, a leader election)."""
     deadline = time.monotonic() + seconds

@@ -38,6 +38,10 @@ from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 256 << 20  # a full load of a large model is one Range answer
+#: every request: a member without a leader (the cluster lost its quorum) answers UNAVAILABLE "etcdserver: no
+#: leader" at once instead of holding it until the deadline (a write then waited 3 x timeout_s = 15 s to be
+#: refused, a read 5 s), and a watch ends instead of going silent
+REQUIRE_LEADER = (("hasleader", "true"),)
 
 
 class StoreUnavailable(OSError):
@@ -159,7 +163,9 @@ class EtcdStore:
         for i in range(n):
             ep = self._endpoints[(start + i) % n]
             try:
-                answer = getattr(getattr(ep, service), method)(request, timeout=self.config.timeout_s)
+                answer = getattr(getattr(ep, service), method)(
+                    request, timeout=self.config.timeout_s, metadata=REQUIRE_LEADER
+                )
             except grpc.RpcError as err:
                 code = err.code()
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -274,7 +280,7 @@ class EtcdStore:
 
         ep = self._endpoints[self._current]
         # hasleader: a member cut off from the leader ends the stream instead of going silent
-        call = ep.watch.Watch(outgoing(), metadata=(("hasleader", "true"),))
+        call = ep.watch.Watch(outgoing(), metadata=REQUIRE_LEADER)
         self._watches.add(call)
         try:
             for answer in call:
@@ -340,13 +346,17 @@ class EtcdStore:
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self.head_key))],
         )
         answer: object = None
+        unknown = False  # an earlier try's outcome is unknown: so is the write's, whatever a later try says
         for attempt in range(3):
             try:
                 answer = self._kv("Txn", request, sent_write=True)
                 break
             except StoreUnavailable as err:
+                if unknown and not err.maybe_applied:
+                    raise StoreUnavailable(str(err), maybe_applied=True) from None
                 if not err.maybe_applied or attempt == 2:
                     raise
+                unknown = True
                 time.sleep(0.1)
         if answer.succeeded:  # type: ignore[attr-defined]
             return Commit(True, int(answer.header.revision))  # type: ignore[attr-defined]
@@ -368,7 +378,9 @@ class EtcdStore:
         request = rpc.LeaseKeepAliveRequest(ID=lease_id)
         errors = []
         for ep in self._endpoints[self._current :] + self._endpoints[: self._current]:
-            call = ep.lease.LeaseKeepAlive(iter([request]), timeout=self.config.timeout_s)
+            call = ep.lease.LeaseKeepAlive(
+                iter([request]), timeout=self.config.timeout_s, metadata=REQUIRE_LEADER
+            )
             try:
                 for answer in call:
                     return int(answer.TTL)
@@ -450,7 +462,7 @@ class EtcdStore:
                 yield r
 
         ep = self._endpoints[self._current]
-        call = ep.watch.Watch(outgoing(), metadata=(("hasleader", "true"),))
+        call = ep.watch.Watch(outgoing(), metadata=REQUIRE_LEADER)
         self._watches.add(call)
         try:
             for answer in call:

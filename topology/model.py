@@ -20,6 +20,7 @@ from topology.records import (
     OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE,
     RECORD_TYPES,
+    AppliedSet,
     Chassis,
     FirewallGroup,
     FirewallPolicy,
@@ -109,6 +110,7 @@ class Topology:
         # the controller's own state that decides flows (records.INTERNAL_KINDS)
         self.neighbors: dict[str, Neighbor] = {}
         self.gateway_holds: dict[str, GatewayHold] = {}
+        self.applied_sets: dict[str, AppliedSet] = {}  # tenant -> what Apply created for it (prune's marker)
         # plug-ins' kinds (apps/plugin.py): kind -> id -> record; no index, plug-ins derive what they need
         self.extra: dict[str, dict[str, Record]] = {}
         # load balancer id -> its listener / pool ids; pool id -> its member ids, its monitor id
@@ -198,6 +200,7 @@ class Topology:
             "ipsec_site_connection": self.ipsec_site_connections,
             "neighbor": self.neighbors,
             "gateway_hold": self.gateway_holds,
+            "applied_set": self.applied_sets,
         }[kind]  # type: ignore[return-value]
 
     def neighbor_map(self) -> dict[str, dict[str, str]]:
@@ -346,6 +349,7 @@ class Topology:
             "ipsec_site_connection": 20,
             "neighbor": 21,
             "gateway_hold": 22,
+            "applied_set": 23,
         }
         self.apply(
             ((r.KIND, r.id, None, r) for r in sorted(records, key=lambda r: order.get(r.KIND, len(order)))),

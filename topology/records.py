@@ -129,8 +129,26 @@ class GatewayHold:
         return ""
 
 
+@dataclass(frozen=True)
+class AppliedSet:
+    """The objects Apply created for a tenant ("port/web-1", sorted): the marker prune goes by, so an
+    Apply with prune deletes only among these, never objects made any other way. One record per tenant,
+    written in the same transaction as the objects it names."""
+
+    KIND: ClassVar[str] = "applied_set"
+    id: str  # the tenant
+    objects: tuple[str, ...] = ()
+    revision: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+    @property
+    def tenant(self) -> str:
+        return self.id
+
+
 #: kinds the controller keeps for itself: in the store and the model, never in the API (Watch, List)
-INTERNAL_KINDS = ("neighbor", "gateway_hold")
+INTERNAL_KINDS = ("neighbor", "gateway_hold", "applied_set")
 
 
 # device_owner values of ports the controller makes for routers and floating IPs (Neutron's names)
@@ -571,6 +589,7 @@ Record = (
     | IpsecSiteConnection
     | Neighbor
     | GatewayHold
+    | AppliedSet
 )
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
@@ -598,6 +617,7 @@ RECORD_TYPES: dict[str, type] = {
         IpsecSiteConnection,
         Neighbor,
         GatewayHold,
+        AppliedSet,
     )
 }
 #: the core's kinds; plug-ins add theirs with register_kind (apps/plugin.py install)

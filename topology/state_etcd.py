@@ -359,5 +359,8 @@ def _unavailable(err: StoreUnavailable) -> ApiError:
     if err.maybe_applied:
         what = "etcd did not answer in time: the write may or may not be applied (a Get shows which)"
     else:
-        what = "etcd is unreachable: the write was not applied; reads still answer (from this controller)"
+        what = (
+            "etcd is unreachable or has lost its quorum (no leader): the write was not applied; reads still "
+            "answer (from this controller)"
+        )
     return ApiError("UNAVAILABLE", "STORE_UNAVAILABLE", f"{what}: {err}", metadata={"store": "etcd"})

@@ -143,6 +143,8 @@ class Resource:
     mutable: frozenset[str] = frozenset()  # FieldMask paths an Update may name (the model op's fields)
     immutable: frozenset[str] = frozenset()  # paths set at create only: refused by name in a mask
     output_only: frozenset[str] = frozenset()  # set by the server: refused in a mask, ignored in a message
+    # secrets (a PSK): written, never shown; Apply compares them with the record, and never prints them
+    write_only: frozenset[str] = frozenset()
     values: Mapping[str, FieldValue] = field(default_factory=dict)
     check_paths: CheckPaths | None = None
     parent: Parent | None = None

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from apps import plugin
+from controller.api.apply import ApplyService
 from controller.api.auth import Tokens
 from controller.api.dataplane_api import DataplaneService, plan_pb
 from controller.api.debug_api import DebugService
@@ -37,6 +38,8 @@ from controller.api.vpn_api import VpnaasService
 from controller.dataplane import Dataplane
 from controller.pki import TlsFiles
 from proto.sdn.v1 import (
+    apply_pb2,
+    apply_pb2_grpc,
     dataplane_pb2,
     dataplane_pb2_grpc,
     debug_pb2,
@@ -51,6 +54,9 @@ SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["TopologyService"].full_
 LB_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["LoadBalancerService"].full_name
 VPN_SERVICE_NAME = topology_pb2.DESCRIPTOR.services_by_name["VpnaasService"].full_name
 DATAPLANE_SERVICE_NAME = dataplane_pb2.DESCRIPTOR.services_by_name["DataplaneService"].full_name
+APPLY_SERVICE_NAME = apply_pb2.DESCRIPTOR.services_by_name["ApplyService"].full_name
+#: the largest request (an Apply document of DEFAULT_MAX_OBJECTS objects fits; gRPC's default is 4 MiB)
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEBUG_SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 WATCH_METHOD = f"/{SERVICE_NAME}/Watch"  # admits itself, by tenant, once authenticated
 
@@ -122,11 +128,20 @@ class ApiServer:
         authn = AuthInterceptor(
             tokens,
             frozenset(
-                {SERVICE_NAME, LB_SERVICE_NAME, VPN_SERVICE_NAME, DATAPLANE_SERVICE_NAME, DEBUG_SERVICE_NAME}
+                {
+                    SERVICE_NAME,
+                    LB_SERVICE_NAME,
+                    VPN_SERVICE_NAME,
+                    APPLY_SERVICE_NAME,
+                    DATAPLANE_SERVICE_NAME,
+                    DEBUG_SERVICE_NAME,
+                }
             ),
         )
         self.server = grpc.server(
-            pool, options=[("grpc.so_reuseport", 0)], interceptors=[*interceptors, admission, authn]
+            pool,
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+            interceptors=[*interceptors, admission, authn],
         )
         self.topology = TopologyService(
             state, tokens, stopping=self._stopping.is_set, flow_budget=flow_budget, streams=self.streams
@@ -136,10 +151,13 @@ class ApiServer:
             LoadBalancerService(self.topology), self.server
         )
         topology_pb2_grpc.add_VpnaasServiceServicer_to_server(VpnaasService(self.topology), self.server)
+        self.apply = ApplyService(lambda: self.topology.tables)
+        apply_pb2_grpc.add_ApplyServiceServicer_to_server(self.apply, self.server)
         services = [
             SERVICE_NAME,
             LB_SERVICE_NAME,
             VPN_SERVICE_NAME,
+            APPLY_SERVICE_NAME,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]

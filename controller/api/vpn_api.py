@@ -200,7 +200,8 @@ def _create_connection(c: Call, m: pb.IpsecSiteConnection) -> list[Any]:
 def _update_connection(c: Call, old: IpsecSiteConnection, fields: dict[str, Any]) -> list[Any]:
     """An update mask "*" (every mutable field) keeps the stored key unless the message carries one: the key
     is never read back, so a client replacing the whole resource could not send it again."""
-    if "*" in c.request.update_mask.paths and not fields.get("psk", "x"):
+    mask = getattr(c.request, "update_mask", None)  # (Apply names the fields it changes: no mask)
+    if mask is not None and "*" in mask.paths and not fields.get("psk", "x"):
         del fields["psk"]
     return vpn.update_ipsec_site_connection(c.topo, old, fields, c.rev, c.now)
 
@@ -213,6 +214,7 @@ IPSEC_SITE_CONNECTION = Resource(
     update=_update_connection,
     delete=lambda c, old, force: vpn.delete_ipsec_site_connection(c.topo, old, c.rev, c.now),
     mutable=frozenset(vpn.CONNECTION_MUTABLE),
+    write_only=frozenset({"psk"}),
     immutable=frozenset({"vpnservice", "ikepolicy", "ipsecpolicy"}),
     output_only=frozenset({"name", "tenant", "psk_set", "status", "status_reason"}) | _STAMPS,
     values={

@@ -51,6 +51,7 @@ import grpc
 
 from apps.plugin import PLUGIN_API
 from controller import plugins
+from controller.cli import apply as cli_apply
 from controller.cli import lb as cli_lb
 from controller.cli import security as cli_security
 from controller.cli import vpn as cli_vpn
@@ -706,6 +707,7 @@ def build_parser() -> Parser:
     cli_security.add_commands(sub)
     cli_lb.add_commands(sub)
     cli_vpn.add_commands(sub)
+    cli_apply.add_commands(sub)
     # their CLI hooks only: nothing is registered in this process (sdnctl compiles nothing)
     for p in plugins.discover(os.environ.get("SDN_DISABLED_PLUGINS", "").split(",")).loaded:
         if p.cli is not None and p.api_version == PLUGIN_API:

@@ -15,6 +15,7 @@ import networkx as nx
 
 from controller.dashboard.client import Caller
 from flows import pipeline
+from flows.format import ct_state_text
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import debug_pb2 as dbg
 from proto.sdn.v1 import topology_pb2 as pb
@@ -27,6 +28,9 @@ MAX_PORT_ROWS = 6
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+SHORT_ID = 12  # ids longer than this are shown as their first 8 characters and "…" next to a name
+#: a ct_state as a number, in a trace note or a flow ("ct_state=0x21", "ct_state=0x20/0x22")
+_CT_STATE_NUM = re.compile(r"\bct_state=(0x[0-9a-fA-F]+|\d+)(?:/(0x[0-9a-fA-F]+|\d+))?(?![\w+-])")
 #: a DumpFlows line: cookie, counters (switch dumps only), table(stage), priority, match, actions, owner
 _FLOW_LINE = re.compile(
     r"^cookie=(?P<cookie>0x[0-9a-f]+), (?:n_packets=(?P<packets>\d+), n_bytes=(?P<bytes>\d+), )?"
@@ -55,6 +59,99 @@ def _time(ts: Any) -> float:
 def _enum(msg: Any, field: str) -> str:
     value = getattr(msg, field)
     return str(msg.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[value].name)
+
+
+# ------------------------------------------------------------------------------------------------ names
+# What a person reads: display names, with the id beside a name only where the name alone is ambiguous
+# (two tenants' "vm1"); the full id is always in the record (and the page's tooltips).
+
+
+def short_id(ident: str) -> str:
+    return ident if len(ident) <= SHORT_ID else ident[:8] + "…"
+
+
+def labels(objects: list[tuple[str, str, str]]) -> dict[str, str]:
+    """id -> label for objects of one kind given as (id, display name, tenant): the display name where no
+    other has it; "name (tenant)" where another tenant's has it too (an admin's two "vm1"); "name (id)"
+    (the id shortened) where the tenant has several; the id where there is no display name."""
+    names: dict[str, int] = {}
+    per_tenant: dict[tuple[str, str], int] = {}
+    for _, name, tenant in objects:
+        if name:
+            names[name] = names.get(name, 0) + 1
+            per_tenant[(name, tenant)] = per_tenant.get((name, tenant), 0) + 1
+    out = {}
+    for ident, name, tenant in objects:
+        if not name or name == ident:
+            out[ident] = ident
+        elif names[name] == 1:
+            out[ident] = name
+        elif per_tenant[(name, tenant)] == 1 and tenant:
+            out[ident] = f"{name} ({tenant})"
+        else:
+            out[ident] = f"{name} ({short_id(ident)})"
+    return out
+
+
+def _named(objects: list[Any]) -> dict[str, str]:
+    """labels() of API resources (name, display_name, tenant)."""
+    return labels([(_id(o.name), o.display_name, o.tenant) for o in objects])
+
+
+def _rule_label(rule: pb.SecurityGroupRule, groups: Mapping[str, str]) -> str:
+    """A security group rule the way a person would say it: "web: ingress tcp 22 from 10.0.0.0/8"."""
+    proto = rule.protocol or "any"
+    if rule.port_range_min:
+        hi = rule.port_range_max or rule.port_range_min
+        proto += f" {rule.port_range_min}" + (f"-{hi}" if hi != rule.port_range_min else "")
+    group = _id(rule.security_group)
+    remote = rule.remote_group and _id(rule.remote_group)
+    source = rule.remote_ip_prefix or (f"group {groups.get(remote, remote)}" if remote else "")
+    side = "from" if rule.direction == "ingress" else "to"
+    return f"{groups.get(group, group)}: {rule.direction} {proto}" + (f" {side} {source}" if source else "")
+
+
+def owner_names(c: Caller, ports: list[pb.Port] | None = None) -> dict[str, str]:
+    """Flow owner id -> what to call it (ports, networks, routers, security groups and their rules, router
+    firewall groups and rules), as far as the API shows them to the caller; an owner not here (pipeline,
+    a load balancer) is shown by its id."""
+    out: dict[str, str] = {}
+
+    def listed(method: str, field: str) -> list[Any]:
+        try:
+            return c.list(method, field)
+        except grpc.RpcError as err:  # a kind the caller may not list, or a server without it
+            if err.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED):
+                return []
+            raise
+
+    groups = listed("ListSecurityGroups", "security_groups")
+    group_names = _named(groups)
+    kinds = [
+        ports if ports is not None else listed("ListPorts", "ports"),
+        listed("ListNetworks", "networks"),
+        listed("ListRouters", "routers"),
+        listed("ListFirewallGroups", "firewall_groups"),
+        listed("ListFirewallRules", "firewall_rules"),
+    ]
+    for objects in reversed(kinds):  # ports last: their names win an id that two kinds share
+        out.update(_named(objects))
+    out.update(group_names)
+    for g in groups:
+        for r in g.rules:
+            out[_id(r.name)] = _rule_label(r, group_names)
+    return out
+
+
+def ct_states(text: str) -> str:
+    """`text` with every numeric ct_state written as OVS's flags: "ct_state=0x21" -> "ct_state=+new+trk"."""
+
+    def flags(m: re.Match[str]) -> str:
+        value = int(m[1], 0)
+        mask = int(m[2], 0) if m[2] is not None else None
+        return "ct_state=" + ct_state_text(value, mask)
+
+    return _CT_STATE_NUM.sub(flags, text)
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -167,6 +264,7 @@ def graph(c: Caller, admin: bool) -> tuple[nx.MultiDiGraph, int, int]:
     chassis = c.list("ListChassis", "chassis") if admin else []
     status = (chassis_status(c) or {}) if admin else {}
     g = nx.MultiDiGraph()
+    named = {"network": _named(networks), "router": _named(routers), "port": _named(ports)}
     owners = [*networks, *routers, *ports]
     for t in sorted({o.tenant for o in owners if o.tenant}):
         g.add_node(f"tenant:{t}", kind="tenant", name=t, label=t)
@@ -174,7 +272,7 @@ def graph(c: Caller, admin: bool) -> tuple[nx.MultiDiGraph, int, int]:
         d = router_dict(r)
         d["interfaces"] = sorted({_id(i.network) for i in r.interfaces})
         g.add_node(
-            f"router:{d['id']}", kind="router", name=d["id"], label=r.display_name or d["id"], details=d
+            f"router:{d['id']}", kind="router", name=d["id"], label=named["router"][d["id"]], details=d
         )
     by_net: dict[str, list[dict[str, Any]]] = {}
     for s in subnets:
@@ -189,12 +287,11 @@ def graph(c: Caller, admin: bool) -> tuple[nx.MultiDiGraph, int, int]:
     for n in networks:
         d = {**network_dict(n), "subnets": by_net.get(_id(n.name), [])}
         g.add_node(
-            f"network:{d['id']}", kind="network", name=d["id"], label=n.display_name or d["id"], details=d
+            f"network:{d['id']}", kind="network", name=d["id"], label=named["network"][d["id"]], details=d
         )
     for x in ports:
         d = port_dict(x)
-        ips = [f["ip_address"] for f in d["fixed_ips"]]
-        label = f"{x.display_name or d['id']}" + (f" {ips[0]}" if ips else "")
+        label = named["port"][d["id"]]
         g.add_node(f"port:{d['id']}", kind="port", name=d["id"], label=label, status=d["status"], details=d)
     for ch in chassis:
         d = chassis_dict(ch)
@@ -509,6 +606,7 @@ def flow_tables(c: Caller, chassis_id: str) -> dict[str, Any]:
             {"name": s.name, "table": s.table, "doc": s.doc, "flows": stages[s.name]} for s in pipeline.STAGES
         ],
         "groups": groups,
+        "owners": owner_names(c),
     }
 
 
@@ -567,8 +665,22 @@ def trace_request(form: Mapping[str, str]) -> dbg.TraceRequest:
     return request
 
 
+def step_kind(flow: str, note: str) -> str:
+    """How the page draws a trace step: "flow" (a flow matched), "ct" (conntrack, maybe recirculating:
+    no flow of its own, no error), "note" (a group bucket, an output to the in_port skipped) or "drop"
+    (a table miss, an expired TTL, a missing group: the packet ends there)."""
+    if flow:
+        return "flow"
+    if note.startswith("ct("):
+        return "ct"
+    if not note or re.search(r"\b(drop|miss|expired)\b", note):
+        return "drop"
+    return "note"
+
+
 def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
-    """The API's TraceResponse in the shape the page draws (controller.debug.trace.TraceResult.to_dict)."""
+    """The API's TraceResponse in the shape the page draws (controller.debug.trace.TraceResult.to_dict), a
+    kind per step (step_kind) and ct_state in OVS's flags."""
     return {
         "source": {
             "port": r.source_port,
@@ -583,10 +695,11 @@ def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
                     {
                         "stage": s.stage,
                         "table": s.table,
-                        "flow": s.flow,
+                        "flow": ct_states(s.flow),
                         "owner": s.owner,
-                        "note": s.note,
+                        "note": ct_states(s.note),
                         "depth": s.depth,
+                        "kind": step_kind(s.flow, s.note),
                     }
                     for s in h.steps
                 ],
@@ -607,10 +720,39 @@ def _trace_dict(r: dbg.TraceResponse) -> dict[str, Any]:
     }
 
 
+def destination(form: Mapping[str, str], ports: list[pb.Port]) -> str:
+    """The form's destination, a port given by name made its id: a port of the source port's tenant whose
+    id it is, else whose display name it is (two such: BadRequest naming them); anything else (a MAC, an
+    address, another tenant's port id, no port at all) as given, for the API to answer. Another tenant's
+    port is never picked by its name: an admin's "vm2" from alice's vm1 is alice's vm2."""
+    src = (form.get("src") or "").strip()
+    dst = (form.get("dst") or "").strip()
+    if not dst or _MAC.match(dst) or netaddr.valid_ipv4(dst, netaddr.INET_PTON):
+        return dst
+    source = next((x for x in ports if _id(x.name) == src), None)
+    if source is None:
+        return dst
+    mine = [x for x in ports if x.tenant == source.tenant]
+    if any(_id(x.name) == dst for x in mine):
+        return dst
+    named = [x for x in mine if x.display_name == dst]
+    if len(named) > 1:
+        which = ", ".join(
+            f"{_id(x.name)} (network {_id(x.network)}, {_ipv4(x) or x.mac_address})" for x in named
+        )
+        raise BadRequest(
+            f"{len(named)} ports of tenant {source.tenant} are named {dst!r}: {which}; give its id"
+        )
+    return _id(named[0].name) if named else dst
+
+
 def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
     """The API's Trace of the form's packet through the desired (compiled) or installed (dumped now) flows,
-    with what the server resolved the destination to (its first hop) and the packet it traced."""
-    request = trace_request(form)
+    with what the server resolved the destination to (its first hop) and the packet it traced. The
+    destination may be a port's display name (destination())."""
+    ports = c.list("ListPorts", "ports")
+    dst = destination(form, ports)
+    request = trace_request({**form, "dst": dst})
     try:
         result = c.debug("Trace", request)
     except grpc.RpcError as err:
@@ -622,32 +764,54 @@ def trace(c: Caller, form: Mapping[str, str]) -> dict[str, Any]:
     asked = {
         "src": _id(request.port),
         "dst": (form.get("dst") or "").strip(),
+        "dst_port": _id(request.destination_port),
         "resolved": result.resolved,
         "headers": dict(result.headers),
         "flows": "installed" if request.source == dbg.TraceRequest.INSTALLED else "desired",
     }
-    return {"available": True, "request": asked, **_trace_dict(result)}
+    return {"available": True, "request": asked, **_trace_dict(result), "names": owner_names(c, ports)}
 
 
 def trace_choices(c: Caller) -> list[dict[str, Any]]:
-    """Ports the trace form offers (id, network, MAC, IPv4), as the API shows them to the caller."""
-    return [
+    """Ports the trace form offers, as the API shows them to the caller: id, display name, label (labels()),
+    choice (what the form's list says: "vm1 — alice/web"), network (id and label), tenant, MAC, IPv4,
+    chassis; by tenant, network and name."""
+    ports = c.list("ListPorts", "ports")
+    networks = c.list("ListNetworks", "networks")
+    port_label = _named(ports)
+    net_label = _named(networks)
+    # within its tenant (the form says the tenant): "vm1", or "vm1 (id)" if the tenant has two
+    in_tenant: dict[str, str] = {}
+    for tenant in {o.tenant for o in [*ports, *networks]}:
+        in_tenant.update(labels([(_id(o.name), o.display_name, "") for o in ports if o.tenant == tenant]))
+        in_tenant.update(labels([(_id(o.name), o.display_name, "") for o in networks if o.tenant == tenant]))
+    out = [
         {
             "id": _id(x.name),
+            "name": x.display_name,
+            "label": port_label[_id(x.name)],
+            "choice": f"{in_tenant[_id(x.name)]} — {x.tenant}/{in_tenant.get(_id(x.network), _id(x.network))}",
             "network": _id(x.network),
+            "network_label": net_label.get(_id(x.network), _id(x.network)),
             "mac": x.mac_address,
             "ip": _ipv4(x),
             "tenant": x.tenant,
             "chassis": _id(x.binding_chassis),
         }
-        for x in sorted(c.list("ListPorts", "ports"), key=lambda x: x.name)
+        for x in ports
     ]
+    return sorted(out, key=lambda p: (p["tenant"], p["network_label"], _natural(p["label"]), p["id"]))
 
 
 __all__ = [
     "BadRequest",
     "NotFound",
     "chassis_list",
+    "ct_states",
+    "destination",
+    "labels",
+    "owner_names",
+    "step_kind",
     "flow_tables",
     "graph",
     "topology",

@@ -122,6 +122,7 @@ function show(view) {
   history.replaceState(null, "", "#" + view);
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.view === view));
   for (const v of ["topology", "flows", "trace"]) $("#view-" + v).hidden = v !== view;
+  if (view === "topology" && state.topo) drawTopology();  // labels are fitted while they can be measured
   if (view === "flows") loadChassis();
   if (view === "trace") loadTracePorts();
 }
@@ -188,6 +189,7 @@ function drawTopology() {
   }
   g.append(edges);
   for (const n of t.nodes) g.append(drawNode(n, pos[n.id]));
+  fitLabels(g, t.nodes, pos, W);
   if (!t.nodes.length) {
     g.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "layer-label" },
       "nothing here yet: create a network"));
@@ -214,18 +216,23 @@ function drawNode(n, p) {
   else if (n.kind === "router") shape = svg("path", { class: "shape", d: "M0,-16 L16,0 L0,16 L-16,0 Z" });
   else if (n.kind === "port") shape = svg("circle", { class: "shape", r: 10 });
   else shape = svg("rect", { class: "shape", x: -22, y: -15, width: 44, height: 30, rx: 4 });
+  // the label is the display name (the server adds the id where two share a name); the tooltip has the id
   let title = n.label, sub = "";
+  const tip = [`${n.kind} ${n.label}`];
+  if (n.label !== n.name) tip.push("id " + n.name);
+  if (n.tenant) tip.push("tenant " + n.tenant);
   if (n.kind === "port") {
     const owner = n.details.device_owner || "";
-    title = owner.startsWith("network:router") && n.details.device_id
-      ? (owner.endsWith("gateway") ? "gw of " : "if of ") + n.details.device_id : n.name;
-    title = clip(title, 18);
+    if (owner.startsWith("network:router") && n.details.device_id && !n.details.display_name) {
+      title = (owner.endsWith("gateway") ? "gw of " : "if of ") + nodeLabel("router", n.details.device_id);
+    }
     const ips = (n.details.fixed_ips || []).map((f) => f.ip_address);
     sub = [ips[0], routerPort ? "router" : n.status].filter(Boolean).join(" · ");
+    tip.push("network " + nodeLabel("network", n.details.network_id));
+    if (ips.length) tip.push(ips.join(", "));
   } else if (n.kind === "network") {
     sub = [n.details.segment_type, n.details.segment_id].filter((v) => v !== null && v !== "").join(" ")
       + ((n.details.subnets || []).length ? " · " + n.details.subnets.map((s) => s.cidr).join(", ") : "");
-    if (n.label !== n.name) title = `${n.label} (${n.name})`;
   } else if (n.kind === "chassis") {
     sub = [n.details.tunnel_ip, n.connected ? "connected" : "disconnected"].filter(Boolean).join(" · ");
   }
@@ -238,10 +245,52 @@ function drawNode(n, p) {
     class: cls.join(" "), transform: `translate(${p.x},${p.y})`, "data-id": n.id, tabindex: 0,
     onclick: () => select(n.id), onkeydown: (ev) => { if (ev.key === "Enter") select(n.id); },
   }, shape,
-  svg("text", { x: lx, y: dy, "text-anchor": anchor, class: beside ? "big" : null }, title),
+  svg("text", { x: lx, y: dy, "text-anchor": anchor, class: "label" + (beside ? " big" : "") }, title),
   sub ? svg("text", { x: lx, y: dy + 14, "text-anchor": anchor, class: "sub" }, sub) : null,
-  svg("title", {}, `${n.kind} ${n.name}`));
+  svg("title", {}, tip.join("\n")));
   return node;
+}
+
+// the label of a node of the topology by kind and id (its id when the topology has no such node)
+function nodeLabel(kind, id) {
+  const n = state.topo && state.topo.nodes.find((x) => x.id === kind + ":" + id);
+  return n ? n.label : id;
+}
+
+// Labels never overlap: each is cut (with "…"; the tooltip has it whole) to the room it has: labels
+// below a node (ports, chassis) to the distance to the nearest node of its row, labels beside a node
+// (tenants, routers, networks) to the distance to the next node of its layer.
+function fitLabels(g, nodes, pos, W) {
+  const rowKey = (n) => n.kind + ":" + (n.row || 0);
+  const xs = {};
+  for (const n of nodes) (xs[rowKey(n)] = xs[rowKey(n)] || []).push(pos[n.id].x);
+  for (const n of nodes) {
+    const x = pos[n.id].x;
+    const others = xs[rowKey(n)].filter((v) => v !== x);
+    const beside = n.kind === "tenant" || n.kind === "network" || n.kind === "router";
+    let room;
+    if (beside) {
+      const next = Math.min(W + 10, ...others.filter((v) => v > x));
+      room = next - x - 24 - 14;
+    } else {
+      room = others.length ? Math.min(...others.map((v) => Math.abs(v - x))) - 12 : 240;
+    }
+    const node = g.querySelector(`.node[data-id="${CSS.escape(n.id)}"]`);
+    for (const t of node.querySelectorAll("text")) fitText(t, Math.max(room, 24));
+  }
+}
+
+function fitText(t, max) {
+  const full = t.textContent;
+  if (t.getComputedTextLength() <= max) return;
+  let lo = 0, hi = full.length;
+  while (lo < hi) {  // the longest prefix that fits with its "…"
+    const mid = Math.ceil((lo + hi) / 2);
+    t.textContent = full.slice(0, mid) + "…";
+    if (t.getComputedTextLength() <= max) lo = mid; else hi = mid - 1;
+  }
+  t.textContent = full.slice(0, lo) + "…";
+  t.classList.add("cut");
 }
 
 // zoom with the wheel (around the pointer), pan by dragging, double-click to fit everything again
@@ -311,7 +360,8 @@ function showDetails(n) {
     box.append(el("h3", {}, "Details"), el("p", { class: "muted" }, "Click a node to see its fields."));
     return;
   }
-  box.append(el("div", { class: "kind" }, n.kind), el("h3", {}, n.label));
+  box.append(el("div", { class: "kind" }, n.kind), el("h3", {}, n.label),
+    n.label !== n.name ? el("div", { class: "muted mono small" }, n.name) : null);
   const rows = [];
   for (const [k, v] of Object.entries(n.details)) {
     if (k === "subnets") {
@@ -329,7 +379,7 @@ function showDetails(n) {
   const actions = el("div", { class: "actions" });
   if (n.kind === "port" && state.me.admin && n.details.binding_chassis) {
     actions.append(el("button", { class: "ghost", onclick: () => { show("trace"); setTraceSource(n.name); } },
-      "Trace from " + n.name + " →"));
+      "Trace from " + n.label + " →"));
     actions.append(el("button", { class: "ghost", onclick: () => showFlows(n.details.binding_chassis, n.name) },
       `Its flows on ${n.details.binding_chassis} →`));
   }
@@ -383,6 +433,14 @@ async function loadFlows() {
   drawFlows();
 }
 
+// the owner cell's tooltip: the owner by name and id, the cookie, what a click does
+function ownerTip(x, owners) {
+  if (!x.owner) return "cookie " + x.cookie;
+  const name = owners[x.owner];
+  return `${x.app}/${name || x.owner}` + (name && name !== x.owner ? ` — id ${x.owner}` : "") +
+    `\ncookie ${x.cookie}` + (x.state !== "installed" ? ` (${x.state})` : "") + "\nclick to show only its flows";
+}
+
 function num(v) { return v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US"); }
 
 function drawFlows() {
@@ -401,9 +459,10 @@ function drawFlows() {
     "; ", f.counter_note, ".");
   const out = $("#flows");
   out.replaceChildren();
+  const owners = f.owners || {};
   for (const s of f.stages) {
     if (stageFilter && s.name !== stageFilter) continue;
-    const rows = s.flows.filter((x) => !q || [x.owner, x.app, x.match, x.actions].join(" ").toLowerCase().includes(q));
+    const rows = s.flows.filter((x) => !q || [x.owner, owners[x.owner], x.app, x.match, x.actions].join(" ").toLowerCase().includes(q));
     if (hideEmpty && !rows.length && !stageFilter) continue;
     const table = el("table", { class: "flows" },
       el("colgroup", {}, ["prio", "match", "actions", "owner", "num", "num"].map((c) => el("col", { class: "c-" + c }))),
@@ -413,10 +472,10 @@ function drawFlows() {
         el("td", { class: "num" }, x.priority),
         el("td", { class: "mono" }, x.match),
         el("td", { class: "mono" }, x.actions),
-        el("td", { class: "owner", title: "cookie " + x.cookie + (x.owner ? " — click to show only " + x.owner + "'s flows" : "") },
+        el("td", { class: "owner", title: ownerTip(x, owners) },
+          x.state !== "installed" ? [el("span", { class: "state " + x.state }, x.state), " "] : null,
           x.owner ? el("a", { href: "#flows", onclick: (ev) => { ev.preventDefault(); $("#owner-filter").value = x.owner; drawFlows(); } },
-            el("span", { class: "app" }, x.app + "/"), x.owner) : el("span", { class: "muted" }, x.cookie),
-          x.state !== "installed" ? [" ", el("span", { class: "state " + x.state }, x.state)] : null),
+            el("span", { class: "app" }, x.app + "/"), owners[x.owner] || x.owner) : el("span", { class: "muted" }, x.cookie)),
         el("td", { class: "num" + (x.packets ? " hit" : " zero") }, num(x.packets)),
         el("td", { class: "num" + (x.bytes ? "" : " zero") }, num(x.bytes))))));
     out.append(el("section", { class: "card stage", "data-stage": s.name },
@@ -438,14 +497,22 @@ async function loadTracePorts() {
   try { state.ports = (await api("/api/trace/ports")).ports; } catch (err) { onAuthLost(err); return; }
   const src = $("#trace-src");
   const keep = src.value;
-  src.replaceChildren(...state.ports.map((p) => el("option", { value: p.id },
-    `${p.id} — ${p.ip || p.mac}${p.chassis ? " @" + p.chassis : ""}`)));
+  // by name, grouped by tenant and network (two tenants' "vm1" are told apart by their group and the id
+  // the server adds to a repeated name); the value sent is the port's id
+  const groups = new Map();
+  for (const p of state.ports) {
+    const key = `${p.tenant} / ${p.network_label}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(el("option", { value: p.id, title: `port ${p.id} on network ${p.network}` },
+      `${p.choice} · ${p.ip || p.mac}${p.chassis ? " @" + p.chassis : ""}`));
+  }
+  src.replaceChildren(...[...groups].map(([label, options]) => el("optgroup", { label }, options)));
   if (keep && state.ports.some((p) => p.id === keep)) src.value = keep;
   const dl = $("#trace-dsts");
   dl.replaceChildren(...state.ports.flatMap((p) => [
-    el("option", { value: p.id }, `port on ${p.network}`),
-    p.ip ? el("option", { value: p.ip }, `${p.id} (${p.network})`) : null,
-    el("option", { value: p.mac }, p.id),
+    el("option", { value: p.id }, "port " + p.choice),
+    p.ip ? el("option", { value: p.ip }, p.choice) : null,
+    el("option", { value: p.mac }, p.choice),
   ]).filter(Boolean));
   if (!$("#trace-dst").value && state.ports.length > 1) {
     const first = state.ports.find((p) => p.id === src.value) || state.ports[0];
@@ -473,8 +540,11 @@ async function runTrace(ev) {
   drawTrace(r);
 }
 
-function describeOutput(o) {
-  const where = o.port ? short(o.port) : o.ofport !== undefined && o.ofport !== null ? "ofport " + o.ofport : "";
+// what the trace calls an object (a port, a flow's owner): its name from the trace's names, else its id
+function traceName(names, id) { return (names || {})[id] || id; }
+
+function describeOutput(o, names) {
+  const where = o.port ? traceName(names, short(o.port)) : o.ofport !== undefined && o.ofport !== null ? "ofport " + o.ofport : "";
   switch (o.kind) {
     case "vif": return `→ VIF ${where}`;
     case "tunnel": {
@@ -492,7 +562,12 @@ function drawTrace(r) {
   const out = $("#trace-result");
   out.replaceChildren();
   const req = r.request || {};
-  const reqText = `${req.src} → ${req.dst}${req.resolved ? " (" + req.resolved + ")" : ""}` +
+  const names = r.names || {};
+  const owned = (owner) => {  // "app/id" -> "app/name"
+    const [app, ...rest] = String(owner || "").split("/");
+    return rest.length ? app + "/" + traceName(names, rest.join("/")) : owner;
+  };
+  const reqText = `${traceName(names, req.src)} → ${traceName(names, req.dst)}${req.resolved ? " (" + req.resolved + ")" : ""}` +
     (req.flows === "installed" ? " · switches' flows" : " · compiled flows");
   if (!r.available) {
     out.append(el("div", { class: "verdict info", id: "trace-verdict" }, el("span", {}, r.message),
@@ -522,7 +597,7 @@ function drawTrace(r) {
   const proto = { 1: "ICMP", 6: "TCP", 17: "UDP" }[h.ip_proto] || (Number(h.eth_type) === 0x806 ? "ARP" : "");
   const l4 = h.tcp_dst || h.udp_dst ? ":" + (h.tcp_dst || h.udp_dst) : "";
   const what = h.ipv4_dst || h.arp_tpa ? `${proto} ${h.ipv4_src || h.arp_spa || "?"} → ${h.ipv4_dst || h.arp_tpa}${l4}` : `${h.eth_src} → ${h.eth_dst}`;
-  const srcLabel = "packet from " + (short(src.port) || req.src || "?") + (src.chassis ? " on " + src.chassis : "") + "  ·  " + what;
+  const srcLabel = "packet from " + traceName(names, short(src.port) || req.src || "?") + (src.chassis ? " on " + src.chassis : "") + "  ·  " + what;
   s.append(svg("g", { class: "src-pill" }, svg("rect", { x: 20, y: 12, rx: 14, width: Math.max(220, srcLabel.length * 6.9 + 30), height: 28 }),
     svg("text", { x: 35, y: 31 }, srcLabel)));
   const heads = [], links = [];
@@ -543,18 +618,21 @@ function drawTrace(r) {
       if (prev) g.append(svg("path", { class: "link", d: `M${prev.x + 10},${prev.y + 30} L${sx + 10},${y}`, "marker-end": "url(#arrow)" }));
       const label = `${st.table} ${st.stage}`;
       const prio = /priority=(\d+)/.exec(st.flow || "");
-      const meta = [st.owner, st.note].filter(Boolean).join(" · ");
-      g.append(svg("g", { class: "step" + (st.flow ? "" : " miss"), "data-stage": st.stage },
+      // a flow, conntrack (ct: maybe recirculating; neutral), a note (group bucket...) or a real drop (red)
+      const kind = st.kind || (st.flow ? "flow" : "drop");
+      const meta = [owned(st.owner), st.note].filter(Boolean).join(" · ");
+      const tip = [st.flow || st.note || "table miss: drop", st.owner ? "owner " + st.owner : ""].filter(Boolean);
+      g.append(svg("g", { class: "step " + kind, "data-stage": st.stage, "data-kind": kind },
         svg("rect", { x: sx, y, width: sw, height: 30, rx: 6 }),
-        svg("text", { x: sx + 10, y: y + 13 }, label),
+        svg("text", { x: sx + 10, y: y + 13 }, kind === "ct" ? label + " · conntrack" : label),
         prio ? svg("text", { x: sx + sw - 8, y: y + 13, "text-anchor": "end", class: "meta" }, "prio " + prio[1]) : null,
-        svg("text", { x: sx + 10, y: y + 25, class: "meta" }, clip(meta || (st.flow ? "" : "no flow matched: drop"), 44)),
-        svg("title", {}, st.flow || "table miss")));
+        svg("text", { x: sx + 10, y: y + 25, class: "meta" }, clip(meta || (kind === "drop" ? "no flow matched: drop" : ""), 44)),
+        svg("title", {}, tip.join("\n"))));
       prev = { x: sx, y };
       y += stepH;
     });
     outs.forEach((o, k) => {
-      const label = describeOutput(o);
+      const label = describeOutput(o, names);
       const og = svg("g", { class: "out " + o.kind, "data-kind": o.kind },
         svg("rect", { x: x + 12, y, width: colW - 24, height: 30, rx: 15 }),
         svg("text", { x: x + 26, y: y + 19 }, clip(label, 40)),
