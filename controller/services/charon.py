@@ -74,6 +74,7 @@ def strongswan_conf(rundir: Path | str, esp: str) -> str:
   filelog {{
     main {{
       path = {rundir}/charon.log
+      flush_line = yes
       default = 1
       ike = 1
       time_format = %H:%M:%S
