@@ -22,7 +22,22 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, lb, nat, plugin, port_security
+from apps import (
+    acl,
+    arp,
+    classify,
+    defaults,
+    dhcp,
+    egress,
+    firewall,
+    l2,
+    l3,
+    lb,
+    nat,
+    plugin,
+    port_security,
+    vpn,
+)
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
@@ -204,8 +219,10 @@ class Compiler:
         fw: set[str] = set()  # firewall groups whose rules, policies or interfaces changed
         lbs: set[str] = set()  # load balancers whose listeners, pools, members or networks changed
         plugged: set[Unit] = set()  # plug-ins' units the changes reach
+        vpn_routers: set[str] = set()  # routers whose VPN flows the changes reach (in their router unit)
         for change in changes:
             plugged |= plugin.dirty_units(topo, change)
+            vpn_routers |= vpn.changed_routers(topo, change)
         for kind, ident, old, new in changes:
             if kind in lb.KINDS:
                 lbs |= lb.changed_lbs(topo, kind, old, new)
@@ -271,6 +288,10 @@ class Compiler:
             where = set(view.hosting(vport.network_id)) if vport is not None else set()
             for ch in where | {ch for ch, units in self.units.items() if unit in units}:
                 dirty.setdefault(ch, set()).add(unit)
+        for rid in vpn_routers:  # the router's own unit: on every chassis that routes it or may be its GC
+            unit = ("router", rid)
+            for ch in set(self.runtime) | {ch for ch, units in self.units.items() if unit in units}:
+                dirty.setdefault(ch, set()).add(unit)
         # a plug-in unit may live on any chassis (its compile says where): recompiled on each that has runtime
         for unit in plugged:
             for ch in set(self.runtime) | {ch for ch, units in self.units.items() if unit in units}:
@@ -296,6 +317,9 @@ class Compiler:
         for pid in set(old.vifs) ^ set(runtime.vifs) | {
             p for p in runtime.vifs if old.vifs.get(p) != runtime.vifs[p]
         }:
+            rid = vpn.router_of_iface(topo, pid)  # a VPN namespace's port: its router's VPN flows
+            if rid is not None:
+                units.add(("router", rid))
             port = topo.ports.get(pid)
             if port is not None:
                 units |= {("port", pid), ("network", port.network_id)}
