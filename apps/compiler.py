@@ -7,18 +7,41 @@ or after it); only those are recompiled, and their difference is what the switch
 chassis record, or to a chassis's tunnel/patch ports, recompile that chassis (or all) in full: rare.
 
 `full()` computes a chassis from scratch; the property test checks incremental == full.
+
+Several controllers (README "Several controllers"): a controller keeps the compile of the chassis it is
+master of only (`scope`; None = every chassis, one controller). `take` compiles a chassis in full when it
+becomes ours, `release` drops it; changes recompile only chassis in scope (the hosting sets, which say
+where a change reaches, are kept for all). `compile_for` compiles any chassis once without keeping it
+(debug tools asked about a chassis another controller masters).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from apps import acl, arp, classify, defaults, dhcp, egress, firewall, l2, l3, lb, nat, plugin, port_security
+from apps import (
+    acl,
+    arp,
+    classify,
+    defaults,
+    dhcp,
+    egress,
+    firewall,
+    l2,
+    l3,
+    lb,
+    nat,
+    plugin,
+    port_security,
+    vpn,
+)
 from apps.view import ChassisRuntime, View
 from flows.flow import Flow, Group, MeterEntry
 from topology.model import Change, Topology
-from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE
+from topology.records import OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port
 
 Item = Flow | Group | MeterEntry
 #: kinds whose changes reach many units at once (rare): a write with one recompiles every chassis in full;
@@ -148,9 +171,22 @@ class Compiler:
         self.neighbors: dict[str, dict[str, str]] = {}
         # gateway chassis held for failed (runtime liveness, set by the dataplane; a change is a rebuild)
         self.down: frozenset[str] = frozenset()
+        # the chassis whose compile is kept (several controllers: those this one masters); None = all
+        self.scope: set[str] | None = None
+        # CPU seconds (of the compiling thread) spent compiling kept chassis' units (sdn_compile_cpu_seconds)
+        self.cpu_s = 0.0
+        self.units_compiled = 0  # owner units compiled for kept chassis (sdn_compile_units): work, not time
+
+    def keeps(self, chassis_id: str) -> bool:
+        """Is this chassis's compile kept here (and so incrementally updated)?"""
+        return self.scope is None or chassis_id in self.scope
 
     def view(self, topo: Topology) -> View:
         return View(topo, self.runtime, self.gateway_chassis, self.neighbors, self.dhcp_rate_pps, self.down)
+
+    def desired_count(self, chassis_id: str) -> int:
+        """How many flows, groups and meters the chassis's kept compile holds (an item in two units twice)."""
+        return sum(len(items) for items in self.units.get(chassis_id, {}).values())
 
     def desired(self, chassis_id: str) -> frozenset[Item]:
         return frozenset(item for items in self.units.get(chassis_id, {}).values() for item in items)
@@ -169,7 +205,9 @@ class Compiler:
 
     def on_changes(self, topo: Topology, changes: Iterable[Change]) -> dict[str, Delta]:
         """Recompile what a model write can reach; returns the per-chassis difference."""
-        changes = list(changes)
+        changes = [c for c in changes if not _flow_neutral(c)]
+        if not changes:
+            return {}
         # chassis records and router topology (routers, their interfaces) change what many units look
         # like at once; they are rare: recompile everything
         if any(kind in REBUILD_KINDS or _routerish(old) or _routerish(new) for kind, _i, old, new in changes):
@@ -181,8 +219,10 @@ class Compiler:
         fw: set[str] = set()  # firewall groups whose rules, policies or interfaces changed
         lbs: set[str] = set()  # load balancers whose listeners, pools, members or networks changed
         plugged: set[Unit] = set()  # plug-ins' units the changes reach
+        vpn_routers: set[str] = set()  # routers whose VPN flows the changes reach (in their router unit)
         for change in changes:
             plugged |= plugin.dirty_units(topo, change)
+            vpn_routers |= vpn.changed_routers(topo, change)
         for kind, ident, old, new in changes:
             if kind in lb.KINDS:
                 lbs |= lb.changed_lbs(topo, kind, old, new)
@@ -248,6 +288,10 @@ class Compiler:
             where = set(view.hosting(vport.network_id)) if vport is not None else set()
             for ch in where | {ch for ch, units in self.units.items() if unit in units}:
                 dirty.setdefault(ch, set()).add(unit)
+        for rid in vpn_routers:  # the router's own unit: on every chassis that routes it or may be its GC
+            unit = ("router", rid)
+            for ch in set(self.runtime) | {ch for ch, units in self.units.items() if unit in units}:
+                dirty.setdefault(ch, set()).add(unit)
         # a plug-in unit may live on any chassis (its compile says where): recompiled on each that has runtime
         for unit in plugged:
             for ch in set(self.runtime) | {ch for ch, units in self.units.items() if unit in units}:
@@ -273,6 +317,9 @@ class Compiler:
         for pid in set(old.vifs) ^ set(runtime.vifs) | {
             p for p in runtime.vifs if old.vifs.get(p) != runtime.vifs[p]
         }:
+            rid = vpn.router_of_iface(topo, pid)  # a VPN namespace's port: its router's VPN flows
+            if rid is not None:
+                units.add(("router", rid))
             port = topo.ports.get(pid)
             if port is not None:
                 units |= {("port", pid), ("network", port.network_id)}
@@ -290,7 +337,10 @@ class Compiler:
             self.units, self.hosting, self.group_where = saved_units, saved_hosting, saved_groups
 
     def check(self, topo: Topology, chassis_id: str) -> Divergence:
-        """The self-check: this chassis's incremental units against a full compile from scratch."""
+        """The self-check: this chassis's incremental units against a full compile from scratch (a chassis
+        whose compile is not kept here has nothing to check)."""
+        if not self.keeps(chassis_id):
+            return Divergence(chassis_id)
         view = self.view(topo)
         want = full(view, chassis_id)
         have = self.units.get(chassis_id, {})
@@ -321,14 +371,38 @@ class Compiler:
         self.units.pop(chassis_id, None)
         self.runtime.pop(chassis_id, None)
 
+    def take(self, topo: Topology, chassis_id: str) -> Delta:
+        """Keep this chassis's compile from now on: compiled in full now (nothing if its runtime facts are
+        not known yet: on_runtime compiles it when they arrive). Its delta is everything."""
+        if self.scope is None or chassis_id in self.scope:
+            return Delta()
+        self.scope.add(chassis_id)
+        return self._recompile(self.view(topo), chassis_id, all_units(topo))
+
+    def release(self, chassis_id: str) -> None:
+        """Stop keeping this chassis's compile (another controller masters it): its units are dropped."""
+        if self.scope is not None:
+            self.scope.discard(chassis_id)
+            self.units.pop(chassis_id, None)
+
+    def compile_for(self, topo: Topology, chassis_id: str) -> frozenset[Item]:
+        """The chassis's desired state: the kept compile, or (a chassis not in scope) a full compile made
+        for this call and not kept."""
+        if self.keeps(chassis_id):
+            return self.desired(chassis_id)
+        return frozenset(item for items in full(self.view(topo), chassis_id).values() for item in items)
+
     # ------------------------------------------------------------------------------------------ internals
 
     def _recompile(self, view: View, chassis_id: str, units: Iterable[Unit]) -> Delta:
         delta = Delta()
-        if chassis_id not in view.runtime:
-            return delta  # compiled in full when its runtime facts arrive (on_runtime)
+        if chassis_id not in view.runtime or not self.keeps(chassis_id):
+            return delta  # compiled in full when its runtime facts arrive (on_runtime), or when taken
+        t0 = time.thread_time()
         current = self.units.setdefault(chassis_id, {})
-        for unit in set(units):
+        units = set(units)
+        self.units_compiled += len(units)
+        for unit in units:
             new = compile_unit(view, chassis_id, unit)
             old = current.get(unit, frozenset())
             if new == old:
@@ -346,7 +420,19 @@ class Compiler:
         both = delta.add & delta.remove
         delta.add -= both
         delta.remove -= both
+        self.cpu_s += time.thread_time() - t0
         return delta
+
+
+def _flow_neutral(change: Change) -> bool:
+    """A port update that changes only its status (ACTIVE/DOWN: what the switch confirmed, written back)
+    and its revision and time: no flow reads them, and there is one such write per port per realization."""
+    kind, _ident, old, new = change
+    if kind != "port" or not isinstance(old, Port) or not isinstance(new, Port):
+        return False
+    return (
+        dataclasses.replace(old, status=new.status, revision=new.revision, update_time=new.update_time) == new
+    )
 
 
 def _routerish(rec: object) -> bool:

@@ -19,6 +19,7 @@ PORT_SECURITY = 9
 FIREWALL = 10
 DHCP = 11
 LB = 12
+VPN = 13
 
 APP_NAMES = {
     DEFAULTS: "defaults",
@@ -33,6 +34,7 @@ APP_NAMES = {
     FIREWALL: "firewall",
     DHCP: "dhcp",
     LB: "lb",
+    VPN: "vpn",
 }
 
 

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import netaddr
 
-from apps import echo, ids, nat
+from apps import echo, ids, nat, vpn
 from apps.view import View
 from flows.actions import DecTtl, Goto, Move, Resubmit, SetField, WriteMetadata
 from flows.flow import Flow
@@ -46,6 +46,7 @@ def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
     interfaces = _interfaces(view, router)
     routes_here = any(view.hosts(chassis_id, port.network_id) for port, _ip, _cidr in interfaces)
     gateway = nat.router_flows(view, chassis_id, router, routes_here)
+    gateway += vpn.router_flows(view, chassis_id, router, routes_here)
     if not routes_here:
         return gateway
     c = ids.cookie(ids.L3, router.id)

@@ -12,7 +12,7 @@ from topology.model import Topology
 
 def model_owners(topo: Topology) -> list[str]:
     """Every owner id flows of the model can carry in their cookies: networks, ports, routers, floating IPs,
-    security group rules and their clause flows, firewall rules and groups, load balancers."""
+    security group rules and their clause flows, firewall rules and groups, load balancers, VPN services."""
     out = [
         *topo.networks,
         *topo.ports,
@@ -22,6 +22,7 @@ def model_owners(topo: Topology) -> list[str]:
         *topo.firewall_rules,
         *topo.firewall_groups,
         *topo.load_balancers,
+        *topo.vpn_services,
         acl.OWNER,
     ]
     out += [f"clause:{ident}" for kind, ident in acl.all_units(topo) if kind == "acl_clause"]

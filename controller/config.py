@@ -92,6 +92,13 @@ class Config:
     # where co-located chassis keep their ovs-vswitchd control sockets, DIR/<chassis id>/ovs-vswitchd*.ctl, for
     # the switch's own ofproto/trace in diff traces when their OVSDB is not a local unix socket (the lab)
     vswitchd_ctl_dir: str = ""
+    # VPNaaS (README "VPNaaS"): chassis whose network namespace is on this machine, "CHASSIS=NETNS" (the lab):
+    # the controller runs their VPN services' namespaces and IKE daemons itself; the ESP backend of those
+    # daemons: "kernel" (the kernel's xfrm ESP, real hosts) or "userspace" (strongSwan's kernel-libipsec,
+    # for kernels without ESP, as here); vpn_dir: their run directories (default DATA_DIR/vpn)
+    vpn_netns: list[str] = field(default_factory=list)
+    vpn_esp: str = "kernel"
+    vpn_dir: str = ""
     # where the model lives (README "Store on etcd"): "sqlite" (DATA_DIR/topology.sqlite, one controller) or
     # "etcd" (shared by every controller given the same endpoints and prefix; https:// endpoints use TLS with
     # the CA and the client certificate below)
@@ -357,6 +364,22 @@ def parser() -> argparse.ArgumentParser:
         help="DIR with CHASSIS/ovs-vswitchd*.ctl of chassis on this machine whose "
         "OVSDB is reached over ssl: (the lab): diff traces add the switch's ofproto/trace",
     )
+    p.add_argument(
+        "--vpn-netns",
+        dest="vpn_netns",
+        action="append",
+        help="CHASSIS=NETNS: a chassis whose network namespace NETNS is on this machine; the controller runs "
+        "the IKE daemons of the VPN services placed on it (repeatable)",
+    )
+    p.add_argument(
+        "--vpn-esp",
+        choices=["kernel", "userspace"],
+        help="ESP of the VPN services' IKE daemons: kernel (xfrm, default) or userspace (strongSwan's "
+        "kernel-libipsec: for kernels without ESP)",
+    )
+    p.add_argument(
+        "--vpn-dir", help="run directories of the VPN services' IKE daemons (default DATA_DIR/vpn)"
+    )
     p.add_argument("--store", choices=["sqlite", "etcd"], help="where the model lives (default sqlite)")
     p.add_argument(
         "--etcd-endpoints",
@@ -423,6 +446,10 @@ def load(argv: list[str] | None = None) -> Config:
         raise SystemExit(f"etcd_prefix must start and end with /, not {cfg.etcd_prefix!r}")
     if not 0 < cfg.ownership_margin_s < cfg.ownership_lease_s:
         raise SystemExit("ownership_margin_s must be above 0 and below ownership_lease_s")
+    if cfg.vpn_esp not in ("kernel", "userspace"):
+        raise SystemExit(f"vpn_esp must be kernel or userspace, not {cfg.vpn_esp!r}")
+    if any("=" not in v or not all(v.split("=", 1)) for v in cfg.vpn_netns):
+        raise SystemExit(f"vpn_netns entries are CHASSIS=NETNS, not {cfg.vpn_netns!r}")
     if cfg.grpc_tls not in ("auto", "always"):
         raise SystemExit(f"grpc_tls must be auto or always, not {cfg.grpc_tls!r}")
     if cfg.insecure_openflow and cfg.switch_target.startswith("ssl:"):

@@ -36,6 +36,7 @@ from controller.services.announce import Announcements
 from controller.services.failover import FailoverService
 from controller.services.host import PacketIn, PacketInHandler
 from controller.services.neighbors import NeighborService
+from controller.southbound.status_feed import MAX_PENDING, ChassisReport
 from flows.cookie import MAGIC
 from topology import binding, ops
 from topology.model import Change, Topology
@@ -59,6 +60,7 @@ class Engine(Protocol):
 
     def apply(self, add: Any, remove: Any, revision: int) -> None: ...
     def replace_desired(self, items: Any, revision: int) -> None: ...
+    def forget(self) -> None: ...
 
 
 class Agent(Protocol):
@@ -128,10 +130,14 @@ class Dataplane:
         startup_grace_s: float = 10.0,
         self_check_interval_s: float = 0.0,
         self_check_every_change: bool = False,
+        owned_only: bool = False,
     ) -> None:
         self.state = state
         self.packet_ins = packet_ins
         self.compiler = Compiler(gateway_chassis, dhcp_rate_pps)
+        # several controllers: compile only the chassis this one masters (taken in chassis_role); one
+        # controller compiles every chassis
+        self.compiler.scope = set() if owned_only else None
         self.clock = clock
         # gateway failover: is a switch connected (OpenFlow)? None: the dataplane cannot tell (always yes)
         self.connected = connected if connected is not None else (lambda _dpid: True)
@@ -168,6 +174,11 @@ class Dataplane:
         # and statuses and judges its gateway health. One controller: every chassis (the default).
         self.owns: Callable[[str], bool] = lambda _chassis_id: True
         self.failover.scope = lambda chassis_id: self.owns(chassis_id)
+        # several controllers: what each chassis's master publishes of it (StatusFeed, attached by main):
+        # the status and realization of chassis mastered elsewhere. None: every chassis is ours
+        self.status_feed: Any = None
+        # several controllers: which controller masters a chassis (None: unknown or one controller)
+        self.master_of: Callable[[str], str | None] = lambda _chassis_id: None
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -268,6 +279,11 @@ class Dataplane:
             topo, [ident for kind, ident, _old, new in changes if kind == "port" and new is not None]
         )
         self._after_change()
+        self._wake_feed()  # our compiled revision moved
+
+    def _wake_feed(self) -> None:
+        if self.status_feed is not None:
+            self.status_feed.wake()
 
     def _on_runtime(self, chassis_id: str, ports: Any) -> None:
         """ChassisAgent callback (its thread): the chassis's ofports, as ChassisPorts."""
@@ -295,13 +311,15 @@ class Dataplane:
             old_vifs = set() if first or old_runtime is None else set(old_runtime.vifs)
             self._rebind(topo, set(runtime.vifs) ^ old_vifs, warn=True)
             self._after_change()
+        self._wake_feed()
         self._work.put(functools.partial(self._update_statuses, chassis_id))
 
     def _after_change(self) -> None:
         """Tests: the self-check after every change (the caller holds the model lock)."""
         if self.self_check_every_change:
             for chassis_id in sorted(self.planes):
-                self.selfcheck.check_locked(chassis_id, repair=True)
+                if self.compiler.keeps(chassis_id):
+                    self.selfcheck.check_locked(chassis_id, repair=True)
 
     def repair_compile(self, div: Divergence) -> None:
         """Make a chassis's desired state its full compile (the self-check found them apart); the caller
@@ -312,14 +330,25 @@ class Dataplane:
         self._push(div.chassis, delta, self.state.revision)
 
     def _make_engine(self, plane: ChassisPlane) -> None:
-        plane.seq += 1
         plane.engine = self._engine_factory(plane.datapath_id, self._on_realized)
+        if self.compiler.keeps(plane.chassis_id):
+            self._hand_desired(plane, "first contact")
+
+    def _hand_desired(self, plane: ChassisPlane, why: str) -> None:
+        """Give the chassis's engine its whole desired state (first contact, or a chassis taken over)."""
+        assert plane.engine is not None
+        plane.seq += 1
         desired = self.compiler.desired(plane.chassis_id)
         plane.history.append((self.state.revision, plane.seq))
         plane.port_seq = {pid: plane.seq for pid in self._port_owners(plane.chassis_id)}
         plane.pending_status = {p.id for p in self.state.topology.ports_on_chassis(plane.chassis_id)}
         plane.engine.replace_desired(desired, plane.seq)
-        log.info("chassis %s: %d desired flows/groups handed to its switch", plane.chassis_id, len(desired))
+        log.info(
+            "chassis %s: %d desired flows/groups handed to its switch (%s)",
+            plane.chassis_id,
+            len(desired),
+            why,
+        )
 
     def why(self, chassis_id: str, owner_id: str) -> tuple[int, str] | None:
         """(revision, request) that last changed the flows `owner_id` (a port, network or "pipeline") owns."""
@@ -336,12 +365,13 @@ class Dataplane:
         return [u[1] for u in self.compiler.units.get(chassis_id, {}) if u[0] == "port"]
 
     def chassis_role(self, chassis_id: str, master: bool, activate: Callable[[], bool] | None = None) -> None:
-        """Roles: this controller became (or stopped being) the chassis's master. Its engine already has the
-        desired state (compiled all along), but a model behind the store's would differ from the one the
-        previous master's flows came from: once the model has every write the store holds now, `activate`
-        starts the engine (it adopts what the switch holds: nothing sent when nothing changed; False: the
-        role is gone meanwhile). Statuses and bindings of the chassis's ports are this controller's to write
-        from then on. Waits on a thread of its own (a store read, maybe a wait for the watch)."""
+        """Roles: this controller became (or stopped being) the chassis's master. A model behind the
+        store's would differ from the one the previous master's flows came from: once the model has every
+        write the store holds now, the chassis is compiled in full (owned_only: only a master keeps a
+        chassis's compile) and handed to its engine, then `activate` starts the engine (it adopts what the
+        switch holds: nothing sent when nothing changed; False: the role is gone meanwhile). Statuses and
+        bindings of the chassis's ports are this controller's to write from then on. Waits on a thread of
+        its own (a store read, maybe a wait for the watch). Stepping down drops the chassis's compile."""
         if master:
             threading.Thread(
                 target=self._take_over,
@@ -349,6 +379,8 @@ class Dataplane:
                 name=f"takeover-{chassis_id}",
                 daemon=True,
             ).start()
+        else:
+            self._release(chassis_id)
 
     def _take_over(self, chassis_id: str, activate: Callable[[], bool] | None) -> None:
         while True:
@@ -368,9 +400,50 @@ class Dataplane:
                 self.state.revision,
                 head,
             )
+        self._compile_taken(chassis_id)
         if not self.owns(chassis_id) or (activate is not None and not activate()):
-            return  # the role is gone meanwhile (activate checks it again, with the role requests' lock)
+            self._release(chassis_id)  # the role is gone meanwhile (activate checks it again, with the
+            return  # role requests' lock): its compile goes with it
         self._work.put(functools.partial(self._took_over, chassis_id))
+
+    def _compile_taken(self, chassis_id: str) -> None:
+        """A chassis taken over: compile it in full (owned_only) and hand its engine the result, before the
+        engine talks to the switch. Nothing to do when its compile is kept already (one controller), or
+        before its OVSDB facts are known (its first report compiles it: _on_runtime)."""
+        if self.compiler.scope is None:
+            return
+        with self.state.lock:
+            if not self.owns(chassis_id) or self.compiler.keeps(chassis_id):
+                return
+            t0 = time.monotonic()
+            delta = self.compiler.take(self.state.topology, chassis_id)
+            plane = self.planes.get(chassis_id)
+            if plane is None or plane.engine is None:
+                return
+            for unit in delta.units:
+                self.provenance[(chassis_id, unit)] = (self.state.revision, f"takeover of {chassis_id}")
+            self._hand_desired(plane, f"taken over, compiled in {time.monotonic() - t0:.2f} s")
+        self._wake_feed()
+
+    def _release(self, chassis_id: str) -> None:
+        """No longer this chassis's master (owned_only): drop its compile and its engine's desired state
+        (memory); its statuses and realization are the new master's to tell (PREFIX/status/ in etcd)."""
+        if self.compiler.scope is None:
+            return
+        with self.state.lock:
+            if self.owns(chassis_id) or chassis_id not in self.compiler.scope:
+                return  # a newer mastership already (its takeover keeps the compile), or nothing kept
+            self.compiler.release(chassis_id)
+            self.provenance = {k: v for k, v in self.provenance.items() if k[0] != chassis_id}
+            plane = self.planes.get(chassis_id)
+            if plane is not None:
+                plane.history.clear()
+                plane.port_seq.clear()
+                plane.pending_status.clear()
+                if plane.engine is not None:
+                    plane.engine.forget()
+        log.info("chassis %s: its compile dropped (another controller masters it)", chassis_id)
+        self._wake_feed()
 
     def _took_over(self, chassis_id: str) -> None:
         with self.state.lock:
@@ -379,7 +452,9 @@ class Dataplane:
                 return
             topo = self.state.topology
             plane.pending_status |= {p.id for p in topo.ports_on_chassis(chassis_id)}
-            self._rebind(topo, list(plane.runtime.vifs))
+            # every port whose binding is now ours to write (its VIF here, or pinned here): the previous
+            # master may have been gone when it changed
+            self._rebind(topo, list(topo.ports))
         self._update_statuses(chassis_id)
 
     def _push(self, chassis_id: str, delta: Delta, revision: int) -> None:
@@ -514,11 +589,13 @@ class Dataplane:
 
     def _gateway_health(self) -> dict[str, bool]:
         """Each gateway chassis with a plane: healthy while its switch is connected (OpenFlow) and its
-        OVSDB facts are known (the agent's session is up)."""
+        OVSDB facts are known (the agent's session is up). Several controllers: every one's, also those
+        another controller masters (their history is there when this one takes them over; only the
+        master's judgement is written: FailoverService.scope)."""
         return {
             ch_id: plane.runtime is not None and plane.ovsdb_connected and self.connected(plane.datapath_id)
             for ch_id in self.compiler.gateway_chassis
-            if (plane := self.planes.get(ch_id)) is not None and self.owns(ch_id)
+            if (plane := self.planes.get(ch_id)) is not None
         }
 
     def _announce_realized(self) -> None:
@@ -529,18 +606,72 @@ class Dataplane:
     # ------------------------------------------------------------------------------------------ realized
 
     def _on_realized(self, datapath_id: int, seq: int) -> None:
-        with self.realized:
-            self.realized.notify_all()
+        self.notify_realized()
+        self._wake_feed()
         for plane in list(self.planes.values()):
             if plane.datapath_id == datapath_id:
                 self._work.put(functools.partial(self._update_statuses, plane.chassis_id))
         if self.announcements.pending:
             self._work.put(self._announce_realized)
 
+    def notify_realized(self) -> None:
+        """Wake WaitRealized waiters (a switch confirmed a bundle, or another controller's report changed)."""
+        with self.realized:
+            self.realized.notify_all()
+
+    def report(self, plane: ChassisPlane, controller: str = "") -> ChassisReport:
+        """What this controller knows of a chassis it masters (ListChassisStatus; StatusFeed publishes it);
+        the caller holds the model lock."""
+        eng: Any = plane.engine
+        stats = getattr(eng, "stats", None)
+        realized = plane.realized_seq()
+        count = getattr(eng, "installed_count", None)
+        return ChassisReport(
+            controller=controller,
+            connected=bool(getattr(eng, "connected", False)),
+            ovsdb_ready=plane.runtime is not None,
+            ready=eng is not None and self.compiler.keeps(plane.chassis_id),
+            realized_revision=plane.realized_model_revision(),
+            pending=tuple(rev for rev, seq in plane.history if seq > realized)[:MAX_PENDING],
+            desired_flows=self.compiler.desired_count(plane.chassis_id),
+            installed_flows=count() if count is not None else 0,
+            flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
+            group_mods_sent=getattr(stats, "group_mods_sent", 0),
+            bundles_sent=getattr(stats, "bundles_sent", 0),
+            resyncs=getattr(stats, "resyncs", 0),
+            packet_ins=self.packet_ins(plane.datapath_id),
+            drift_repairs=plane.drift_repairs,
+            compile_divergences=plane.compile_divergences,
+        )
+
+    def status_snapshot(self, controller: str) -> tuple[int, dict[str, ChassisReport]]:
+        """StatusFeed: (the model revision every change up to which is compiled, a report of each chassis
+        this controller masters), from one look under the model lock."""
+        with self.state.lock:
+            reports = {
+                ch: self.report(plane, controller) for ch, plane in self.planes.items() if self.owns(ch)
+            }
+            return self.state.revision, reports
+
+    def chassis_report(self, chassis_id: str) -> ChassisReport | None:
+        """A chassis's report: ours if we master it, else what its master published (None: nothing known);
+        the caller holds the model lock."""
+        plane = self.planes.get(chassis_id)
+        if plane is not None and (self.owns(chassis_id) or self.status_feed is None):
+            return self.report(plane)
+        if self.status_feed is None:
+            return None
+        got = self.status_feed.report(chassis_id)
+        return None if got is None else got[0]
+
     def _update_statuses(self, chassis_id: str) -> None:
-        """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged."""
+        """Ports bound here: ACTIVE once plugged and their flows are realized, DOWN when unplugged. A port
+        leaves the pending set only once its status is written: on etcd a write that met another
+        controller's is decided again (fn runs more than once), so fn changes nothing but its answer."""
+        settled: dict[str, int | None] = {}  # port -> its port_seq when decided
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
+            settled.clear()
             plane = self.planes.get(chassis_id)
             if plane is None or plane.runtime is None or not self.owns(chassis_id):
                 return []
@@ -549,7 +680,7 @@ class Dataplane:
             for pid in sorted(plane.pending_status):
                 port = t.ports.get(pid)
                 if port is None or port.binding_chassis != chassis_id:
-                    plane.pending_status.discard(pid)  # deleted, or another chassis's to report
+                    settled[pid] = plane.port_seq.get(pid)  # deleted, or another chassis's to report
                     continue
                 plugged = port.id in plane.runtime.vifs and port.admin_state_up
                 if plugged and plane.port_seq.get(port.id, realized + 1) <= realized:
@@ -558,30 +689,44 @@ class Dataplane:
                     want = PORT_DOWN
                 else:
                     continue  # flows not confirmed yet: look again at the next realization
-                plane.pending_status.discard(pid)
+                settled[pid] = plane.port_seq.get(pid)
                 changes += ops.set_port_status(port, want, rev, now)
             return changes
 
         self.state.write(fn)
+        with self.state.lock:
+            plane = self.planes.get(chassis_id)
+            if plane is not None:
+                for pid, seq in settled.items():
+                    if plane.port_seq.get(pid) == seq:  # no newer flow change of the port meanwhile
+                        plane.pending_status.discard(pid)
 
     def wait_realized(self, revision: int, timeout: float) -> tuple[bool, list[dict[str, Any]]]:
-        """Block until every chassis with a switch engine has realized `revision` (or timeout)."""
+        """Block until every chassis with a switch engine has realized `revision` (or timeout). Several
+        controllers: a chassis mastered elsewhere is judged from what its master publishes (StatusFeed),
+        one this controller masters once its own model has `revision` too."""
         deadline = time.monotonic() + timeout
         while True:
             with self.state.lock:
                 report = []
+                caught_up = self.status_feed is None or self.state.revision >= revision
                 for plane in sorted(self.planes.values(), key=lambda p: p.chassis_id):
                     if not self.owns(plane.chassis_id):
-                        continue  # another controller's to realize
+                        if self.status_feed is not None:
+                            report.append(self._remote_realization(plane.chassis_id, revision))
+                        continue  # one controller: not reached (it masters every chassis)
                     needed = plane.needed_seq(revision)
                     realized = plane.realized_seq()
+                    # mid-takeover (not compiled yet) a chassis is not ready: the switch holds the previous
+                    # master's flows, not yet adopted
+                    ready = plane.engine is not None and self.compiler.keeps(plane.chassis_id)
                     report.append(
                         {
                             "chassis": plane.chassis_id,
-                            "connected": plane.engine is not None,
+                            "connected": ready,
                             "realized_revision": plane.realized_model_revision(),
                             "needed_revision": max((r for r, s in plane.history if s <= needed), default=0),
-                            "realized": plane.engine is not None and realized >= needed,
+                            "realized": ready and realized >= needed and caught_up,
                         }
                     )
             if all(r["realized"] for r in report):
@@ -591,3 +736,23 @@ class Dataplane:
                 return False, report
             with self.realized:
                 self.realized.wait(min(left, 0.2))
+
+    def _remote_realization(self, chassis_id: str, revision: int) -> dict[str, Any]:
+        """WaitRealized's line for a chassis another controller masters, from its published report."""
+        got = self.status_feed.report(chassis_id)
+        if got is None:  # no master (yet), or its report not read yet
+            return {
+                "chassis": chassis_id,
+                "connected": False,
+                "realized_revision": 0,
+                "needed_revision": 0,
+                "realized": False,
+            }
+        rep, compiled = got
+        return {
+            "chassis": chassis_id,
+            "connected": rep.ready,
+            "realized_revision": rep.realized_revision,
+            "needed_revision": rep.needed(revision),
+            "realized": rep.realized(revision, compiled),
+        }

@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 # os-ken and the ovs library import eventlet (for hubs we do not use: os-ken runs its native-thread hub),
@@ -35,9 +36,12 @@ from controller.dataplane import Dataplane  # noqa: E402
 from controller.debug.drift import DriftMonitor  # noqa: E402
 from controller.debug.metrics import Metrics  # noqa: E402
 from controller.services import dhcp, firewall_reject, health  # noqa: E402
+from controller.services.vpn import VpnRealizer  # noqa: E402
+from controller.services.vpn_host import LocalVpnHost, VpnHost  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
 from controller.southbound.ovsdb import ChassisAgent  # noqa: E402
 from controller.southbound.roles import Ownership  # noqa: E402
+from controller.southbound.status_feed import StatusFeed  # noqa: E402
 from topology.etcd_store import EtcdStore  # noqa: E402
 from topology.history import Compactor  # noqa: E402
 from topology.records import Chassis  # noqa: E402
@@ -143,6 +147,7 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
         gateways_file=cfg.data_path / "gateways.json",
         self_check_interval_s=cfg.self_check_interval_s,
         self_check_every_change=cfg.self_check_every_change,
+        owned_only=cfg.store == "etcd",  # several controllers: each compiles the chassis it masters
     )
     app.sync.on_realized = dataplane._on_realized
     dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir
@@ -194,11 +199,43 @@ def start_ownership(cfg: config_mod.Config, state: State, dataplane: Dataplane) 
         store, controller_id, chassis, on_role, lease_s=cfg.ownership_lease_s, margin_s=cfg.ownership_margin_s
     )
     dataplane.owns = ownership.is_master
+    dataplane.master_of = ownership.owner_of
     if dataplane.health is not None:
         dataplane.health.owns = app.is_master
+    # what each master knows of its chassis, for every controller's ListChassisStatus and WaitRealized
+    feed = StatusFeed(store, controller_id, lambda: dataplane.status_snapshot(controller_id), ownership.lease)
+    feed.on_change = dataplane.notify_realized
+    dataplane.status_feed = feed
+    feed.start()
     ownership.start()
     log.info("controller %s: chassis split with the other controllers on %s", controller_id, store.path)
     return ownership
+
+
+def start_vpn(cfg: config_mod.Config, state: State, dataplane: Dataplane, tls: pki.TlsFiles) -> VpnRealizer:
+    """VPN services on the gateway chassis this controller masters; the chassis named in vpn_netns are on
+    this machine and get their IKE daemons from here (controller/services/vpn_host.py)."""
+    workdir = Path(cfg.vpn_dir) if cfg.vpn_dir else cfg.data_path / "vpn"
+
+    def ovsdb_of(chassis_id: str) -> Callable[[], str]:
+        def address() -> str:
+            with state.lock:
+                ch = state.topology.chassis.get(chassis_id)
+            return ch.ovsdb_address if ch is not None else ""
+
+        return address
+
+    hosts: dict[str, VpnHost] = {}
+    for entry in cfg.vpn_netns:
+        chassis_id, netns = entry.split("=", 1)
+        hosts[chassis_id] = LocalVpnHost(
+            chassis_id, netns, ovsdb_of(chassis_id), workdir / chassis_id, esp=cfg.vpn_esp, tls=tls
+        )
+    realizer = VpnRealizer(state, dataplane.current_view, hosts, owns=lambda c: dataplane.owns(c))
+    realizer.start()
+    if hosts:
+        log.info("VPN services of chassis %s run here (%s ESP)", ", ".join(sorted(hosts)), cfg.vpn_esp)
+    return realizer
 
 
 def start_metrics(
@@ -259,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         os._exit(1)  # os-ken's hub threads are not daemonic
     ownership = start_ownership(cfg, state, dataplane)
+    vpn_realizer = start_vpn(cfg, state, dataplane, tls)
     log.info(
         "OpenFlow listener on %s; switches are told to connect to %s",
         cfg.openflow_listen,
@@ -333,8 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     api.stop(cfg.shutdown_grace_s)
     if metrics is not None:
         metrics.stop()
+    if dataplane.status_feed is not None:
+        dataplane.status_feed.stop()
     if ownership is not None:
         ownership.stop()
+    vpn_realizer.stop()
     dataplane.drift.stop()
     if dataplane.health is not None:
         dataplane.health.stop()

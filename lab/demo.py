@@ -21,7 +21,9 @@ import grpc
 
 from controller import demo
 from controller.pki import Pki
+from lab import demo_vpn
 from lab.chassis import Chassis
+from lab.demo_util import ROOT, _admin_token, _wait_ready
 from lab.ha import HaCluster, kill_master
 from lab.hosts import VM
 from lab.lab import Lab
@@ -30,30 +32,7 @@ from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("demo")
-
-
-def _admin_token(data: Path) -> str:
-    tokens = json.loads((data / "tokens.json").read_text())["tokens"]
-    return next(t for t, v in tokens.items() if v["admin"])
-
-
-def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    channel = grpc.insecure_channel(endpoint)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit("the controller exited; see its log above")
-            try:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                return
-            except grpc.FutureTimeoutError:
-                continue
-        raise SystemExit("the controller did not start")
-    finally:
-        channel.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         help="1: one controller on the SQLite store in DATA_DIR; N > 1: N controllers on a 3-member etcd "
         "cluster (started on free loopback ports, its data and the controllers' in DATA_DIR/ha, anew each run)",
     )
+    ap.add_argument(
+        "--vpn",
+        action="store_true",
+        help="the VPN demo instead: one IPsec tunnel from a tenant's router to a remote site (store: --data-dir, "
+        "default ./data-vpn)",
+    )
     args = ap.parse_args(argv)
     if args.controllers < 1:
         ap.error("--controllers must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.vpn:
+        if args.data_dir == "data":
+            args.data_dir = "data-vpn"
+        return demo_vpn.main(args)
     data = Path(args.data_dir).resolve()
     dashboard_listen = args.dashboard_listen or _dashboard_address()
     authority = Pki(data / "pki")  # the controller's CA (kept in the store): each chassis gets a certificate

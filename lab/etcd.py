@@ -56,9 +56,16 @@ class MemberStatus:
 
 class EtcdMember:
     def __init__(
-        self, name: str, data_dir: Path, client_port: int, peer_port: int, tls: ServerTls | None = None
+        self,
+        name: str,
+        data_dir: Path,
+        client_port: int,
+        peer_port: int,
+        tls: ServerTls | None = None,
+        max_txn_ops: int = 10000,
     ) -> None:
         self.tls = tls
+        self.max_txn_ops = max_txn_ops
         self.name = name
         self.data_dir = data_dir
         self.client_port = client_port
@@ -105,7 +112,7 @@ class EtcdMember:
                 "500",
                 # a write is one txn op per record it changes: big ones (a network with its ports) need room
                 "--max-txn-ops",
-                "10000",
+                str(self.max_txn_ops),
                 "--max-request-bytes",
                 str(32 << 20),
                 *self._tls_args(),
@@ -181,12 +188,16 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    """`members` etcd servers forming one cluster, in `workdir`."""
+    """`members` etcd servers forming one cluster, in `workdir` (`max_txn_ops`: etcd's --max-txn-ops; its
+    own default is 128)."""
 
-    def __init__(self, workdir: Path, members: int = 1, tls: ServerTls | None = None) -> None:
+    def __init__(
+        self, workdir: Path, members: int = 1, tls: ServerTls | None = None, max_txn_ops: int = 10000
+    ) -> None:
         self.workdir = Path(workdir)
         self.members = [
-            EtcdMember(f"m{i}", self.workdir / f"m{i}", free_port(), free_port(), tls) for i in range(members)
+            EtcdMember(f"m{i}", self.workdir / f"m{i}", free_port(), free_port(), tls, max_txn_ops)
+            for i in range(members)
         ]
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:

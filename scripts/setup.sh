@@ -9,6 +9,9 @@ APT_PKGS="$APT_PKGS busybox"  # udhcpc: the DHCP client of the DHCP end-to-end t
 APT_PKGS="$APT_PKGS systemd"  # systemd-analyze: tests/test_deploy.py verifies contrib/sdn-controller.service
 APT_PKGS="$APT_PKGS prometheus"  # tests/test_dashboard.py runs the Grafana dashboard's queries on a real Prometheus
 APT_PKGS="$APT_PKGS etcd-server"  # store = "etcd"; tests start their own etcd processes (lab/etcd.py)
+# VPNaaS: strongSwan's IKE daemon (charon, one per VPN service, driven over VICI), its userspace ESP
+# (kernel-libipsec, in the extra plug-ins) and the openssl plug-in (ECP groups, AES-GCM)
+APT_PKGS="$APT_PKGS strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins"
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -20,6 +23,8 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
   # The packaged service would start a system-wide ovs-vswitchd; the lab runs its own per chassis.
   systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  # Nor a system-wide charon: the controller runs one per VPN service, each in its own namespace
+  systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
   # Nor is the packaged etcd service needed: the tests run theirs on free loopback ports, and a controller
   # with store = "etcd" is pointed at the operator's cluster.
   systemctl disable --now etcd >/dev/null 2>&1 || true
@@ -39,7 +44,7 @@ if [ ! -f "$stamp" ]; then
   for plugin in plugins/*/; do
     .venv/bin/pip install -q --disable-pip-version-check --no-deps -e "$plugin" 2>&1 | grep -v "^WARNING: Location" || true
   done
-  .venv/bin/python -c "import grpc, os_ken, ovs, networkx, netaddr, pyroute2" 
+  .venv/bin/python -c "import grpc, os_ken, ovs, networkx, netaddr, pyroute2, vici" 
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,8 +220,10 @@ def lab_env(
     extra_args: list[str] | None = None,
     tls: bool = True,
     self_check: bool = True,
+    lab_args: Callable[[Lab], list[str]] | None = None,
 ) -> Iterator[Env]:
-    """`tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates.
+    """`lab_args`: more controller arguments that name the lab's parts (chassis namespaces), made once they exist.
+    `tls=False`: plaintext OpenFlow (--insecure-openflow) and OVSDB on the unix socket, no certificates.
     `self_check=False` (benchmarks): no compile self-check after every change (it is a full compile each)."""
     authority = (
         Pki(tmp / "data" / "pki") if tls else None
@@ -235,7 +237,8 @@ def lab_env(
             ch = lab.add_chassis(f"hv{i}")
             if provider:
                 ch.add_provider_bridge(PROVIDER_BRIDGE, PHYSNET)
-        ctl = start_controller(lab, tmp / "data", extra_args=extra_args, self_check=self_check)
+        args = [*(extra_args or []), *(lab_args(lab) if lab_args is not None else [])]
+        ctl = start_controller(lab, tmp / "data", extra_args=args, self_check=self_check)
         channel = grpc.insecure_channel(ctl.endpoint)
         try:
             stub = pb_grpc.TopologyServiceStub(channel)

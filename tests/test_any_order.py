@@ -6,6 +6,10 @@ events and controller restarts, and after every step asserts that
 - every port's binding is the fixed point of topology.binding over what the chassis report (a VIF
   plugged before its port, after it, moved, unplugged, re-plugged; a port pinned by an admin).
 
+The controller is one of several (owned_only: it compiles only the chassis it masters): chassis are
+released to another controller and taken back at any step, and the invariants hold for the ones it masters
+(a released chassis keeps no compile here).
+
 Real parts: a State on a real SQLite file (a restart reopens it), the real Dataplane with its worker;
 only the switch engines and OVSDB agents are stand-ins (the chassis's OVSDB reports are injected as the
 agent would deliver them). Writes go through topology.ops as the API's handlers call them; a write the
@@ -79,6 +83,7 @@ class AnyOrder(RuleBasedStateMachine):
         self.vifs: dict[str, dict[str, int]] = {ch: {} for ch in CHASSIS}  # what each chassis's OVSDB holds
         self.ofport = 1
         self.engines: dict[int, FakeEngine] = {}
+        self.masters = set(CHASSIS)  # the chassis this controller masters (the others: another controller)
         self.state = State(self.tmp / "topology.sqlite")
         self.dp = self._dataplane()
         self.counter = 0
@@ -98,8 +103,13 @@ class AnyOrder(RuleBasedStateMachine):
             neighbors_file=self.tmp / "neighbors.json",
             gateways_file=self.tmp / "gateways.json",
             tick_s=0,
+            owned_only=True,
         )
+        dp.owns = lambda ch: ch in self.masters
         dp.start()
+        for ch in sorted(self.masters):  # what its ownership would do as it starts (roles.py)
+            dp._take_over(ch, None)
+        dp.settle()
         return dp
 
     def report(self, ch: str) -> None:
@@ -242,6 +252,21 @@ class AnyOrder(RuleBasedStateMachine):
     @rule(ch=chassis_st)
     def report_chassis(self, ch: str) -> None:
         self.report(ch)
+
+    @rule(ch=chassis_st)
+    def release_chassis(self, ch: str) -> None:
+        """Another controller becomes the chassis's master (a handover or a step-down): its compile goes."""
+        self.masters.discard(ch)
+        self.dp.chassis_role(ch, False)
+        self.dp.settle()
+
+    @rule(ch=chassis_st)
+    def take_chassis(self, ch: str) -> None:
+        """This controller becomes the chassis's master: compiled in full before its engine starts."""
+        if ch not in self.masters:
+            self.masters.add(ch)
+            self.dp._take_over(ch, None)  # chassis_role's thread, run here
+            self.dp.settle()
 
     # ------------------------------------------------------------------------------------------ ports
 
@@ -576,6 +601,12 @@ class AnyOrder(RuleBasedStateMachine):
             for ch in CHASSIS:
                 if ch not in dp.compiler.runtime:
                     continue
+                dpid = topo.chassis[ch].datapath_id
+                if ch not in self.masters:  # another controller's: nothing kept here
+                    assert not dp.compiler.keeps(ch) and ch not in dp.compiler.units, ch
+                    assert not self.engines[dpid].desired, ch
+                    assert not dp.compiler.check(topo, ch), ch
+                    continue
                 full = desired_from_scratch(
                     topo, dp.compiler.runtime, ch, GATEWAYS, dp.compiler.neighbors, dp.compiler.down
                 )
@@ -585,18 +616,24 @@ class AnyOrder(RuleBasedStateMachine):
                     sorted(map(str, have - full))[:5],
                     sorted(map(str, full - have))[:5],
                 )
-                engine = self.engines[topo.chassis[ch].datapath_id]
+                engine = self.engines[dpid]
                 assert engine.desired == set(full), ch
                 assert not dp.compiler.check(topo, ch), ch
 
     @invariant()
     def bindings_are_the_fixed_point(self) -> None:
+        """For the ports whose chassis (the fixed point's) this controller masters: another controller
+        binds the others."""
         with self.state.lock:
             topo = self.topo
             reports = self.dp.reports()
-            assert binding.stale(topo, reports, topo.ports) == []
+
+            def ours(port: Port) -> bool:
+                return binding.binding(port, reports, topo.chassis) in self.masters
+
+            assert [p for p in binding.stale(topo, reports, topo.ports) if ours(topo.ports[p])] == []
             for port in topo.ports.values():
-                if not binding.bindable(port):
+                if not binding.bindable(port) or not ours(port):
                     continue
                 hosts = {ch for ch, vifs in reports.items() if port.id in vifs}
                 if port.requested_chassis:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,8 +27,8 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
         yield cluster
 
 
-@pytest.fixture
-def two(etcd: EtcdCluster, tmp_path: Path) -> Iterator[tuple[Api, Api]]:
+@contextlib.contextmanager
+def controllers(etcd: EtcdCluster, tmp_path: Path) -> Iterator[list[tuple[Api, EtcdState]]]:
     """Controllers A and B: each its own State and server, one etcd prefix, one token file."""
     prefix = f"/t-{uuid.uuid4().hex[:8]}/"
     out, cleanup = [], []
@@ -37,15 +38,22 @@ def two(etcd: EtcdCluster, tmp_path: Path) -> Iterator[tuple[Api, Api]]:
         srv.start()
         endpoint = f"127.0.0.1:{srv.port}"
         channel = grpc.insecure_channel(endpoint)
-        out.append(Api(endpoint, TokenFile(tmp_path / "tokens.json").admin_token(), channel, stub(channel)))
+        api = Api(endpoint, TokenFile(tmp_path / "tokens.json").admin_token(), channel, stub(channel))
+        out.append((api, state))
         cleanup.append((channel, srv, state))
     try:
-        yield out[0], out[1]
+        yield out
     finally:
         for channel, srv, state in cleanup:
             channel.close()
             srv.stop(0)
             state.close()
+
+
+@pytest.fixture
+def two(etcd: EtcdCluster, tmp_path: Path) -> Iterator[tuple[Api, Api]]:
+    with controllers(etcd, tmp_path) as pair:
+        yield pair[0][0], pair[1][0]
 
 
 def stub(channel: grpc.Channel) -> pb_grpc.TopologyServiceStub:
@@ -184,3 +192,46 @@ def test_etags_on_the_sqlite_store_too(api: Api) -> None:
     assert info.value.code() is grpc.StatusCode.ABORTED
     assert first.etag in (info.value.details() or "")
     api.stub.DeletePort(pb.DeletePortRequest(name="ports/p1", etag=first.etag), metadata=api.admin)
+
+
+def test_a_batch_is_one_revision_in_watch_on_both_and_a_resume_never_splits_it(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """CreatePorts queued behind a held write round on A commit as one txn: every controller's Watch shows
+    them at one revision, each port once; resuming from the revision before shows them all, from that
+    revision none of them; each answer names that revision."""
+    from tests.test_state_etcd import Gate
+
+    with controllers(etcd, tmp_path) as [(a, state_a), (b, _state_b)]:
+        seed(a)
+        start = a.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=a.admin).revision
+        gate = Gate(state_a)
+        answers: dict[int, pb.Port] = {}
+
+        def create(i: int) -> None:
+            answers[i] = a.stub.CreatePort(
+                pb.CreatePortRequest(port=pb.Port(network="networks/net"), port_id=f"b{i}"), metadata=a.admin
+            )
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        deadline = threading.Event()
+        for _ in range(400):  # the 4 calls reached the store's queue
+            if len(state_a._writes) == 4:
+                break
+            deadline.wait(0.01)
+        gate.release(threads)
+        revs = {p.revision for p in answers.values()}
+        assert len(revs) == 1 and len(answers) == 4
+        (rev,) = revs
+        assert all(p.etag for p in answers.values())
+        after = a.stub.CreatePort(
+            pb.CreatePortRequest(port=pb.Port(network="networks/net"), port_id="later"), metadata=a.admin
+        )
+        on_a, on_b = events(a, start, 5), events(b, start, 5)
+        assert on_a == on_b
+        assert [r for _t, r, _n in on_a] == [rev] * 4 + [after.revision]
+        assert sorted(n for _t, _r, n in on_a[:4]) == [f"ports/b{i}" for i in range(4)]
+        assert events(b, rev - 1, 5)[:4] == on_a[:4]  # nothing of the revision is left out
+        assert events(b, rev, 1) == on_a[4:]  # nor shown again

@@ -42,6 +42,9 @@ class FakeEngine:
     def replace_desired(self, items: Any, revision: int) -> None:
         self.desired = set(items)
 
+    def forget(self) -> None:
+        self.desired = set()
+
 
 class FakeAgent:
     def start(self) -> None: ...

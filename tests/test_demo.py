@@ -56,3 +56,22 @@ def test_demo_three_controllers_check_kills_each_master(tmp_path: Path) -> None:
         assert "with 0 flow/group-mods; pings lost 0 of " in ln and ", lost 0, " in ln, ln
     assert "demo check: failover ok" in out.stdout
     print("\n" + "\n".join(kills))
+
+
+def test_vpn_demo_check(tmp_path: Path) -> None:
+    """`python -m lab.demo --vpn`: one tunnel from a tenant's router to a remote site carries pings both ways."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "lab.demo",
+        "--vpn",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--grpc-listen",
+        f"127.0.0.1:{free_port()}",
+        "--check",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "demo check: vpn ACTIVE, tunnel ok" in out.stdout
+    assert "ip netns exec" in out.stdout

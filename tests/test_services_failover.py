@@ -100,3 +100,42 @@ def test_the_legacy_gateways_file_is_moved_into_the_store_once(tmp_path: Path) -
         assert not legacy.exists() and set(host.state.topology.gateway_holds) == {"hv2"}
     finally:
         host.state.close()
+
+
+def test_a_new_master_starts_from_the_stores_holds_and_its_own_observations(tmp_path: Path) -> None:
+    """Several controllers: this one masters hv2 only; hv1's master (another controller) holds it down,
+    then this one takes hv1 over: nothing moves at the takeover, hv1 is released after the hold time of
+    health as this controller saw it, and a chassis it saw healthy all along is not failed over."""
+    host, clock = FakeHost(tmp_path), Clock()
+    mine = {"hv2"}
+    fo = FailoverService(host, hold_s=2.0, clock=clock, startup_grace_s=10)
+    fo.scope = lambda ch: ch in mine
+    try:
+        clock.now += 20.0  # long after the start: no grace left
+        assert not fo.tick(clock.now, UP)
+        # hv1's master writes its hold (its switch lost that controller); this one sees hv1 healthy
+        host.state.write(
+            lambda t, rev, now: [("gateway_hold", "hv1", None, GatewayHold(id="hv1", revision=rev))]
+        )
+        clock.now += 0.5
+        assert not fo.tick(clock.now, UP) and fo.down == {"hv1"}  # not ours: as the store says
+        rev = host.state.revision
+        # hv1 taken over, healthy here for 0.5 s of the 2 s: still held, nothing written
+        hv1_back = clock.now
+        mine.add("hv1")
+        assert not fo.tick(clock.now, UP) and host.state.revision == rev and fo.down == {"hv1"}
+        clock.now = hv1_back - 0.5 + 2.0  # healthy (as this controller saw it) for the hold time
+        assert fo.tick(clock.now, UP) and not host.state.topology.gateway_holds
+        # a chassis healthy all along, taken over: no failover, and none when it was unhealthy only briefly
+        mine.discard("hv1")
+        clock.now += 1.0
+        assert not fo.tick(clock.now, {"hv1": False, "hv2": True})
+        clock.now += 1.0
+        mine.add("hv1")  # unhealthy for 1 s of the 2 s when taken over
+        assert not fo.tick(clock.now, {"hv1": False, "hv2": True}) and not host.state.topology.gateway_holds
+        clock.now += 1.0
+        assert fo.tick(clock.now, {"hv1": False, "hv2": True}) and set(host.state.topology.gateway_holds) == {
+            "hv1"
+        }
+    finally:
+        host.state.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from controller.dataplane import Dataplane
@@ -75,3 +76,53 @@ def test_no_engine_when_stepped_down_before_catching_up(tmp_path: Path) -> None:
     time.sleep(0.3)
     assert activated == []
     assert not [t for t in threading.enumerate() if t.name == "takeover-hv1"]
+
+
+class RetryingState(State):
+    """Every write's fn runs once more, its first answer thrown away: what etcd's compare does when another
+    controller wrote first (topology/state_etcd.py decides the write again on the newer model)."""
+
+    def write(self, fn: Any) -> Any:
+        with self.lock:
+            fn(self.topology, self.topology.revision + 1, 0.0)
+        return super().write(fn)
+
+
+def test_a_port_status_decided_twice_is_still_written(tmp_path: Path) -> None:
+    from tests.test_dataplane_nat import FakeAgent, FakeEngine
+    from topology import ops
+    from topology.records import PORT_ACTIVE, Chassis, Network, Port, Subnet
+
+    state = RetryingState(tmp_path / "topology.sqlite")
+    engines: dict[int, FakeEngine] = {}
+
+    def engine(dpid: int, _cb: Any) -> FakeEngine:
+        engines[dpid] = FakeEngine()
+        return engines[dpid]
+
+    for fn in (
+        lambda t, rev, now: ops.create_chassis(
+            t, Chassis(id="hv1", datapath_id=1, tunnel_ip="192.0.2.1", ovsdb_address="unix:/x"), rev, now
+        ),
+        lambda t, rev, now: ops.create_network(t, Network(id="n", tenant="t"), rev, now),
+        lambda t, rev, now: ops.create_subnet(
+            t, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/24"), False, rev, now
+        ),
+        lambda t, rev, now: ops.create_port(
+            t, Port(id="p", tenant="t", network_id="n", mac=""), [], rev, now
+        ),
+    ):
+        state.write(fn)
+    dp = Dataplane(state, engine_factory=engine, agent_factory=lambda _ch, _cb: FakeAgent(), tick_s=0)  # type: ignore[arg-type]
+    dp.start()
+    try:
+        dp._on_runtime("hv1", SimpleNamespace(vifs={"p": 5}, tunnels={"vxlan": 900}, patches={}))
+        dp.settle()
+        assert state.topology.ports["p"].binding_chassis == "hv1"
+        engines[1].realized_revision = 10**6  # the switch confirmed everything
+        dp._on_realized(1, 10**6)
+        dp.settle()
+        assert state.topology.ports["p"].status == PORT_ACTIVE
+    finally:
+        dp.stop()
+        state.close()

@@ -295,3 +295,19 @@ def test_explain_follows_router_interfaces_in_the_model(world) -> None:  # type:
     assert not nobody.allowed and "no port of networks/c has 10.1.0.99" in nobody.verdict
     # b is bob's: no router joins it to alice's networks
     assert not explain(dp, None, "c1", "b1").allowed
+
+
+def test_a_chassis_whose_compile_is_not_kept_is_compiled_for_the_trace(world) -> None:  # type: ignore[no-untyped-def]
+    """Several controllers: hv2 mastered by another one (its compile not kept here): a trace through the
+    desired flows crossing into hv2 compiles it for the trace, and answers as with every chassis kept."""
+    w, p, dp = world
+    want = tr.trace(dp, port_id="a1", dst_port="a3", headers={"ip_proto": 6, "tcp_dst": 22})
+    dp.compiler.scope = {"hv1", "hv2"}
+    dp.compiler.release("hv2")
+    assert "hv2" not in dp.compiler.units
+    got = tr.trace(dp, port_id="a1", dst_port="a3", headers={"ip_proto": 6, "tcp_dst": 22})
+    assert [h.chassis for h in got.hops] == ["hv1", "hv2"]
+    assert [[(s.stage, s.flow) for s in h.steps] for h in got.hops] == [
+        [(s.stage, s.flow) for s in h.steps] for h in want.hops
+    ]
+    assert "hv2" not in dp.compiler.units  # not kept

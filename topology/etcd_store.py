@@ -64,11 +64,13 @@ class EtcdConfig:
 
 @dataclass
 class Commit:
-    """What a write's txn did: committed at `revision`, or refused because the head moved to `head`."""
+    """What a write's txn did: committed at `revision`, or refused because the head moved to `head`;
+    `contenders`: on success, the other controllers whose txns kept losing (id -> (tries, wall time))."""
 
     ok: bool
     revision: int = 0
     head: int = 0
+    contenders: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,6 +109,8 @@ class EtcdStore:
         self.prefix = config.prefix.encode()
         self.model_prefix = self.prefix + b"model/"
         self.head_key = self.prefix + b"head"
+        # a controller whose txns keep losing says so here (a hint, never a compare: see commit)
+        self.contend_prefix = self.prefix + b"contend/"
         self._endpoints = [self._connect(url) for url in config.endpoints]
         self._current = 0
         self._lock = threading.Lock()
@@ -322,17 +326,92 @@ class EtcdStore:
             call.cancel()
             self._watches.discard(call)
 
+    def watch_keys(self, prefix: bytes, start: int) -> Iterator[list[tuple[int, bytes, bytes | None]]]:
+        """Raw changes of the keys under `prefix` from revision `start` on, one list per answer: (mod
+        revision, key, value or None when deleted). Runs until close() or a failure: StoreUnavailable (go on
+        from the last revision seen), HistoryCompacted (read the keys again)."""
+        requests: queue.Queue[rpc.WatchRequest | None] = queue.Queue()
+        requests.put(
+            rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(
+                    key=prefix, range_end=_range_end(prefix), start_revision=start
+                )
+            )
+        )
+
+        def outgoing() -> Iterator[rpc.WatchRequest]:
+            while (r := requests.get()) is not None:
+                yield r
+
+        ep = self._endpoints[self._current]
+        call = ep.watch.Watch(outgoing(), metadata=(("hasleader", "true"),))
+        self._watches.add(call)
+        try:
+            for answer in call:
+                if answer.compact_revision:
+                    raise HistoryCompacted(start - 1, answer.compact_revision)
+                if answer.canceled:
+                    raise StoreUnavailable(f"{ep.url}: watch canceled: {answer.cancel_reason}")
+                events = [
+                    (
+                        int(ev.kv.mod_revision),
+                        bytes(ev.kv.key),
+                        None if ev.type == kv_pb2.Event.DELETE else bytes(ev.kv.value),
+                    )
+                    for ev in answer.events
+                ]
+                if events:
+                    start = events[-1][0] + 1
+                    yield events
+        except grpc.RpcError as err:
+            if self.closed or err.code() is grpc.StatusCode.CANCELLED:
+                return
+            self._current = (self._endpoints.index(ep) + 1) % len(self._endpoints)
+            raise StoreUnavailable(f"{ep.url}: watch broke: {err.code().name} {err.details()}") from None
+        finally:
+            requests.put(None)
+            call.cancel()
+            self._watches.discard(call)
+
     # ------------------------------------------------------------------------------------------ writes
 
     def commit(
-        self, base: int, puts: list[tuple[bytes, bytes]], deletes: list[bytes], write_id: str
+        self,
+        base: int,
+        writes: list[tuple[bytes, bytes | None]],
+        write_id: str,
+        contender: str = "",
+        tries: int = 0,
     ) -> Commit:
-        """One txn: if the head's mod revision is still `base`, put and delete the keys and the head (whose
-        value is `write_id`); else read the head. A retry after an unknown outcome tells its own earlier
-        success by the head's value."""
-        ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v)) for k, v in puts]
-        ops += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)) for k in deletes]
+        """One txn: if the head's mod revision is still `base`, put (value) or delete (None) the keys in the
+        order given, then the head (whose value is `write_id`); else read the head. etcd's watch gives the
+        events in that order. A retry after an unknown outcome tells its own earlier success by the head's
+        value.
+
+        Fairness hint (`contender`, this controller's id; `tries`, how many txns of these writes lost): a
+        refused txn puts `contend/<contender>`, a committed one deletes it and reads the others', so a
+        controller that keeps committing learns that another keeps losing and can let it go first. Only a
+        hint: what commits is still decided by the head compare alone."""
+        ops = [
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k))
+            if v is None
+            else rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v))
+            for k, v in writes
+        ]
         ops.append(rpc.RequestOp(request_put=rpc.PutRequest(key=self.head_key, value=write_id.encode())))
+        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=self.head_key))]
+        if contender:
+            mine = self.contend_prefix + contender.encode()
+            ops.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=mine)))  # if any
+            ops.append(
+                rpc.RequestOp(
+                    request_range=rpc.RangeRequest(
+                        key=self.contend_prefix, range_end=_range_end(self.contend_prefix)
+                    )
+                )
+            )
+            claim = json.dumps({"tries": tries + 1, "ts": time.time()}).encode()
+            failure.append(rpc.RequestOp(request_put=rpc.PutRequest(key=mine, value=claim)))
         request = rpc.TxnRequest(
             compare=[
                 rpc.Compare(
@@ -343,7 +422,7 @@ class EtcdStore:
                 )
             ],
             success=ops,
-            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self.head_key))],
+            failure=failure,
         )
         answer: object = None
         unknown = False  # an earlier try's outcome is unknown: so is the write's, whatever a later try says
@@ -359,7 +438,14 @@ class EtcdStore:
                 unknown = True
                 time.sleep(0.1)
         if answer.succeeded:  # type: ignore[attr-defined]
-            return Commit(True, int(answer.header.revision))  # type: ignore[attr-defined]
+            done = Commit(True, int(answer.header.revision))  # type: ignore[attr-defined]
+            if contender:
+                for kv in answer.responses[-1].response_range.kvs:  # type: ignore[attr-defined]
+                    who = kv.key[len(self.contend_prefix) :].decode()
+                    if who != contender:
+                        claim = json.loads(kv.value)
+                        done.contenders[who] = (int(claim["tries"]), float(claim["ts"]))
+            return done
         kvs = answer.responses[0].response_range.kvs  # type: ignore[attr-defined]
         head = int(kvs[0].mod_revision) if kvs else 0
         if kvs and kvs[0].value == write_id.encode():  # an earlier try of this very write committed
@@ -421,6 +507,13 @@ class EtcdStore:
 
     def put_leased(self, key: bytes, value: bytes, lease_id: int) -> None:
         self._kv("Put", rpc.PutRequest(key=key, value=value, lease=lease_id))
+
+    def put_many_leased(self, puts: list[tuple[bytes, bytes]], deletes: list[bytes], lease_id: int) -> None:
+        """Put keys (attached to the lease) and delete keys in one txn (one revision, seen at once)."""
+        ops = [rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=v, lease=lease_id)) for k, v in puts]
+        ops += [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k)) for k in deletes]
+        if ops:
+            self._kv("Txn", rpc.TxnRequest(success=ops))
 
     def delete_if(self, key: bytes, value: bytes) -> bool:
         """Delete `key` only if it still holds `value`; True if it did."""

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +29,13 @@ from topology.records import Record
 from topology.store import ChangeLog, Store
 
 log = logging.getLogger(__name__)
+
+#: string context variables a write's caller has set (the API's request, for flow provenance) that the
+#: listeners read when told of the write. A store that commits one caller's write on another thread (etcd's
+#: group commit) tells the listeners with each variable set to the values of the writes told of, joined by
+#: "; " (controller/api/context.py registers its REQUEST here).
+CALLER_CONTEXT: list[ContextVar[str]] = []
+
 WriteFn = Callable[[Topology, int, float], list[Change]]
 T = TypeVar("T")
 Listener = Callable[[int, list[Change]], None]

@@ -9,13 +9,26 @@ times, then ABORTED). A committed write is applied to the model at once, at the 
 under the model lock; its echo from the watch is then at or below the model's revision and ignored. The
 watch thread applies other controllers' writes, in etcd's order, through the same listeners as local ones.
 
-The model lock is held for the txn's round trip: local writers are serialised (no group commit, unlike
-SQLite), and a reader waits at most one round trip.
+Group commit (as the SQLite store batches fsyncs): concurrent writers queue; one of them (the leader, the
+first to find nobody leading) takes the whole queue, validates each write in turn on the model as the ones
+before it leave it (applied tentatively, under the model lock, so no reader sees them), and commits them as
+ONE txn, still guarded by the head. Every write of it is acknowledged only once the txn succeeded; on a
+conflict or a failure the tentative changes are undone and each write is validated again (or gets the
+failure). A txn is one etcd revision, so the writes of a batch share ONE model revision: in the change log
+(Watch, resume) that revision holds their changes in the order they were validated, which is the order of
+the txn's operations and so the order etcd's watch gives every other controller; a Watch resumes between
+revisions, never inside one, as for a write that changes several records. A record is changed by at most
+one write of a batch (a write touching a record an earlier one of the batch changes waits for the next
+txn), so a record has one state per revision and its etag names exactly what the write that changed it
+returned. With one writer a batch is one write and nothing is handed between threads.
+
+The model lock is held for the txn's round trip: a reader waits at most one round trip.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import json
 import logging
@@ -32,12 +45,21 @@ from topology.errors import ApiError
 from topology.etcd_store import Commit, EtcdStore, Snapshot, StoreUnavailable, WatchBatch
 from topology.model import Change, ModelConfig, Topology
 from topology.records import Record, to_dict
-from topology.state import State, WriteFn
+from topology.state import CALLER_CONTEXT, State, WriteFn
 from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
 
 log = logging.getLogger(__name__)
 
 Row = tuple[int, str, str, Record]
+
+
+#: fairness: a controller whose writes lost YIELD_AFTER txns in a row (said within YIELD_FRESH_S) is let go
+#: first: the others pause YIELD_S after a commit that told them; a loser retries after a random pause
+#: below RETRY_PAUSE_S times its tries (to 10), so that two controllers do not collide in step
+YIELD_AFTER = 2
+YIELD_FRESH_S = 0.5
+RETRY_PAUSE_S = 0.0005
+YIELD_S = 0.005
 
 
 class RecentChanges:
@@ -112,6 +134,27 @@ class EtcdChangeLog:
         return {}
 
 
+@dataclasses.dataclass(eq=False)
+class _Write:
+    """One caller's write in the group-commit queue."""
+
+    fn: WriteFn
+    ctx: contextvars.Context = dataclasses.field(default_factory=contextvars.copy_context)  # the caller's
+    tries: int = 0  # rounds it was in whose txn another controller's write beat
+    rechecked: bool = False  # refused once on a model behind etcd: the next refusal is final
+    solo: bool = False  # in a txn of its own (a batch with it was refused by etcd as too large)
+    decided: bool = False  # answered (by a round, under the model lock)
+    done: bool = False  # answered and its caller may go (set under the queue's lock)
+    revision: int = 0
+    changes: list[Change] = dataclasses.field(default_factory=list)
+    error: BaseException | None = None
+
+
+def _owned(lock: threading.RLock) -> bool:
+    """Does this thread hold `lock`?"""
+    return bool(lock._is_owned())  # type: ignore[attr-defined]
+
+
 class EtcdState(State):
     def __init__(
         self,
@@ -120,7 +163,13 @@ class EtcdState(State):
         clock: Callable[[], float] = time.time,
         max_attempts: int = 24,
         catch_up_s: float = 5.0,
+        max_batch: int = 64,
+        max_batch_ops: int = 100,
+        max_batch_bytes: int = 1 << 20,
     ) -> None:
+        """`max_batch`: writes in one txn at most (1: no group commit); a batch also stays within
+        `max_batch_ops` keys and `max_batch_bytes` (etcd's --max-txn-ops, default 128, and
+        --max-request-bytes, default 1.5 MiB, bound one txn; a single write larger goes alone)."""
         self.etcd = store
         self.sqlite = None
         self.recent = RecentChanges()
@@ -131,9 +180,24 @@ class EtcdState(State):
         self._setup(config, clock, snap.records, snap.revision)
         self.recent.reset(snap.revision)
         self._watch_from = snap.read_at + 1
-        #: conflicts (another controller wrote first) and writes given up on, for metrics and tests
+        self.max_batch = max_batch
+        self.max_batch_ops = max_batch_ops
+        self.max_batch_bytes = max_batch_bytes
+        self._writes: list[_Write] = []  # waiting for a round, in arrival order
+        self._wcv = threading.Condition(threading.Lock())  # guards _writes, _leading, _Write.done
+        self._leading = False  # a thread runs rounds for the queue
+        #: for metrics and tests: txns refused because another controller wrote first (conflicts), writes
+        #: validated again after one (retried), writes given up on (aborted), txns committed and the writes
+        #: they carried (txn_writes / txns: the group commit's batch size)
         self.conflicts = 0
+        self.retried = 0
         self.aborted = 0
+        self.txns = 0
+        self.txn_writes = 0
+        #: this State's name in the fairness hints (etcd_store.commit); rounds it yielded after one
+        self.ident = uuid.uuid4().hex[:12]
+        self.yields = 0
+        self._yield_until = 0.0  # time.monotonic() to pause the next round until (0: none)
         self._watcher = threading.Thread(target=self._follow, name="etcd-watch", daemon=True)
         self._watcher.start()
 
@@ -143,45 +207,211 @@ class EtcdState(State):
     # ------------------------------------------------------------------------------------------ writes
 
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
-        write_id = uuid.uuid4().hex
-        rechecked = False
-        for attempt in range(self.max_attempts):
-            with self._lock:
-                if self.closed:
-                    raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
-                base = self.topology.revision
-                try:
-                    changes = fn(self.topology, base + 1, self._clock())
-                except ApiError:
-                    # refused on this model: if another controller wrote since (a client's create there,
-                    # then its update here), the refusal may be stale: decide once more at etcd's head
-                    seen = base if rechecked else self._head_or(base)
-                    if seen <= base:
-                        raise
-                    rechecked = True
-                    changes = []
-                else:
+        """Validate `fn` and commit it to etcd (with the writes queued meanwhile: group commit); return once
+        etcd has it, with the revision etcd gave it and its changes as stored. Refused as `fn` refuses it,
+        ABORTED CONCURRENT_WRITES when other controllers kept writing first, UNAVAILABLE when etcd is away."""
+        w = _Write(fn)
+        if _owned(self._lock):
+            # the caller holds the model lock (a packet-in handler, a listener): it must not wait for a
+            # leader who waits for that lock; its write goes alone, now, on this thread
+            while not w.done:
+                self._run_round([w], queue=False)
+            return self._result(w)
+        with self._wcv:
+            self._writes.append(w)
+            while not w.done and self._leading:
+                self._wcv.wait()
+            if not w.done:
+                self._leading = True
+        if not w.done:
+            try:
+                while not w.done:  # lead rounds until this write is decided; the next waiter leads on
+                    if self._yield_until:
+                        # another controller keeps losing to this one: let its next txn go first, until
+                        # YIELD_S after the commit that told (the writes that commit acknowledged are not
+                        # held back: this is before the next round)
+                        left, self._yield_until = self._yield_until - time.monotonic(), 0.0
+                        if left > 0:
+                            time.sleep(left)
+                    with self._wcv:
+                        batch, self._writes = self._writes, []
+                    self._run_round(batch)
+            finally:
+                with self._wcv:
+                    self._leading = False
+                    self._wcv.notify_all()
+        return self._result(w)
+
+    @staticmethod
+    def _result(w: _Write) -> tuple[int, list[Change]]:
+        if w.error is not None:
+            raise w.error
+        return w.revision, w.changes
+
+    def _run_round(self, batch: list[_Write], queue: bool = True) -> None:
+        """One round for `batch` (queue order): the writes decided are marked done (their callers wake);
+        with `queue`, the others go back to the head of the queue. Then, when the round found the model
+        behind etcd, wait for it to catch up."""
+        try:
+            catch_up, pause = self._round(batch)
+        except BaseException as err:  # a bug here: nobody waits forever, the model is as before the round
+            log.exception("etcd write round failed")
+            for w in batch:
+                if not w.decided:
+                    w.error, w.decided = err, True
+            catch_up, pause = 0, 0.0
+        with self._wcv:
+            for w in batch:
+                if w.decided:
+                    w.done = True
+            if queue:
+                self._writes[:0] = [w for w in batch if not w.done]
+            self._wcv.notify_all()
+        if catch_up:
+            self._catch_up_to(catch_up)
+        if pause:
+            time.sleep(random.uniform(0, pause))
+
+    def _round(self, batch: list[_Write]) -> tuple[int, float]:
+        """Validate the writes of `batch` in order on the model, each on the model as the ones taken before
+        it leave it (applied tentatively, under the model lock), and commit those taken as ONE txn guarded
+        by the head being the model's revision. A write is left for the next round when a write taken
+        already changes one of its records (each record has one state per revision: the etag names exactly
+        what the write that changed it returned) or the txn would grow past etcd's bounds. On success every
+        write taken, refused or without effect is decided at the txn's revision; on a conflict or a failure
+        the tentative changes are undone and nothing is acknowledged but the failure to the writes that
+        carried it. Returns (a head to wait for before the next round, a pause's bound in seconds)."""
+        with self._lock:
+            if self.closed:
+                for w in batch:
+                    w.error, w.decided = _shutting_down(), True
+                return 0, 0.0
+            base = self.topology.revision
+            now = self._clock()
+            taken: list[tuple[_Write, list[Change]]] = []
+            checked: list[tuple[_Write, bool]] = []  # refused or no-op: (write, validated after a taken one)
+            keys: set[tuple[str, str]] = set()
+            ops: list[tuple[bytes, bytes | None]] = []
+            size = 0
+            try:
+                for w in batch:
+                    if taken and (w.solo or taken[0][0].solo or len(taken) >= self.max_batch):
+                        continue  # next round
+                    w.error, w.changes = None, []
+                    try:
+                        changes = _collapsed(w.fn(self.topology, base + 1, now))
+                    except ApiError as err:
+                        w.error = err
+                        checked.append((w, bool(taken)))
+                        continue
+                    except Exception as err:  # noqa: BLE001 (a bug of `fn`: its caller gets it, as it is)
+                        w.error, w.decided = err, True
+                        continue
                     if not changes:
-                        return base, []
-                    changes = _collapsed(changes)
-                    done = self._commit(base, changes, write_id)
-                    if done.ok:
-                        changes = [(k, i, old, _stamp(new, done.revision)) for k, i, old, new in changes]
-                        self._apply(done.revision, changes)
-                        return done.revision, changes
-                    self.conflicts += 1
-                    seen = done.head
-            # another controller wrote first: validate again on the model once it has that write, after a
-            # pause growing with the tries (random: two controllers in step would collide again)
-            self._wait_applied(seen, self.catch_up_s)
-            if changes:
-                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
-        self.aborted += 1
-        raise ApiError(
-            "ABORTED",
-            "CONCURRENT_WRITES",
-            f"other controllers kept writing first ({self.max_attempts} tries): retry",
-        )
+                        checked.append((w, bool(taken)))
+                        continue
+                    mine = {(k, i) for k, i, _old, _new in changes}
+                    encoded = [
+                        (self.etcd.key(k, i), None if new is None else _json(new))
+                        for k, i, _old, new in changes
+                    ]
+                    n = sum(len(k) + len(v or b"") for k, v in encoded)
+                    if taken and (
+                        mine & keys
+                        or len(ops) + len(encoded) > self.max_batch_ops
+                        or size + n > self.max_batch_bytes
+                    ):
+                        continue  # next round
+                    self.topology.apply(changes, base)  # tentative: undone unless the txn commits
+                    taken.append((w, changes))
+                    keys |= mine
+                    ops += encoded
+                    size += n
+            except BaseException:  # encoding, a bug: the model goes back to `base` before anyone sees it
+                self._undo(taken, base)
+                raise
+            if not taken:
+                return self._decide_unwritten(checked, base), 0.0
+            t0 = time.monotonic()
+            try:
+                done = self._commit(base, ops, uuid.uuid4().hex, max(w.tries for w, _ in taken + checked))
+            except ApiError as err:
+                self._undo(taken, base)
+                if err.reason == "STORE_REFUSED" and len(taken) > 1:
+                    for w, _ in taken:  # too large together (etcd's bounds): each in a txn of its own
+                        w.solo = True
+                    return 0, 0.0
+                for w, _ in taken:
+                    w.error, w.decided = err, True
+                return 0, 0.0  # the refused and no-op ones are validated again in the next round
+            except BaseException:
+                self._undo(taken, base)
+                raise
+            if not done.ok:  # another controller wrote first: all of them again once the model has it
+                self._undo(taken, base)
+                self.conflicts += 1
+                tries = 0
+                for w in [w for w, _ in taken] + [w for w, _ in checked]:
+                    w.tries += 1
+                    self.retried += 1
+                    tries = max(tries, w.tries)
+                    if w.tries >= self.max_attempts:
+                        self.aborted += 1
+                        w.error, w.decided = _aborted(self.max_attempts), True
+                return done.head, RETRY_PAUSE_S * min(tries - 1, 10)
+            self._undo(taken, base)
+            revision = done.revision
+            applied: list[Change] = []
+            for w, changes in taken:
+                w.changes = [(k, i, old, _stamp(new, revision)) for k, i, old, new in changes]
+                w.revision, w.decided = revision, True
+                applied += w.changes
+            # every refusal and no-op was decided on the model at `base` plus writes now committed right
+            # after it: the compare held, so no other controller wrote in between
+            for w, _after in checked:
+                w.revision, w.decided = revision, True
+            _in_callers_context([w for w, _ in taken], lambda: self._apply(revision, applied))
+            hook = self.on_commit
+            if hook is not None:
+                try:
+                    hook(time.monotonic() - t0, len(taken))
+                except Exception:
+                    log.exception("on_commit hook failed")
+            self.txns += 1
+            self.txn_writes += len(taken)
+            return 0, 0.0
+
+    def _decide_unwritten(self, checked: list[tuple[_Write, bool]], base: int) -> int:
+        """A round that writes nothing: a no-op is answered at `base`; a refusal too, unless etcd is ahead
+        of the model (another controller's create, then this update here): then it is decided once more
+        when the model has caught up (once). Returns the head to catch up to, or 0."""
+        stale = [w for w, _ in checked if w.error is not None and not w.rechecked]
+        head = self._head_or(base) if stale else base
+        for w, _ in checked:
+            if w in stale and head > base:
+                w.rechecked = True
+                w.error = None
+                continue
+            w.revision, w.decided = base, True
+        return head if head > base and stale else 0
+
+    def _undo(self, taken: list[tuple[_Write, list[Change]]], base: int) -> None:
+        for _w, changes in reversed(taken):
+            self.topology.apply([(k, i, new, old) for k, i, old, new in reversed(changes)], base)
+
+    def _catch_up_to(self, head: int) -> None:
+        """Before validating again: the model at `head` (another controller's write). A caller holding the
+        model lock would stop the watch thread from applying it: it reads the changes from etcd itself."""
+        if _owned(self._lock):
+            try:
+                with self._lock:
+                    if self.topology.revision < head:
+                        for batch in self.etcd.watch(self.topology.revision + 1, stop_at=head):
+                            self._remote(batch)
+            except (StoreUnavailable, HistoryCompacted, grpc.RpcError) as err:
+                log.warning("catching up with etcd under the model lock: %s", err)
+            return
+        self._wait_applied(head, self.catch_up_s)
 
     def _head_or(self, default: int) -> int:
         try:
@@ -189,32 +419,29 @@ class EtcdState(State):
         except (StoreUnavailable, grpc.RpcError):
             return default
 
-    def _commit(self, base: int, changes: list[Change], write_id: str) -> Commit:
-        """The txn of `changes` validated at `base` (one record changed at most once: etcd refuses a key
-        twice in a txn); ApiError UNAVAILABLE when etcd cannot be reached."""
-        puts = [
-            (self.etcd.key(kind, ident), _json(new)) for kind, ident, _old, new in changes if new is not None
-        ]
-        deletes = [self.etcd.key(kind, ident) for kind, ident, _old, new in changes if new is None]
-        t0 = time.monotonic()
+    def _commit(self, base: int, ops: list[tuple[bytes, bytes | None]], write_id: str, tries: int) -> Commit:
+        """The txn of `ops` (key, JSON or None to delete) validated at `base` (a key at most once: etcd
+        refuses a key twice in a txn); ApiError UNAVAILABLE when etcd cannot be reached. After it commits,
+        when another controller says its txns keep losing, this one's next round waits for a write of
+        another (or YIELD_S): the loser goes first (a hint; the head compare decides)."""
         try:
-            done = self.etcd.commit(base, puts, deletes, write_id)
+            done = self.etcd.commit(base, ops, write_id, self.ident, tries)
         except StoreUnavailable as err:
             raise _unavailable(err) from None
         except grpc.RpcError as err:  # refused by etcd itself: too large, not permitted, ...
             raise ApiError(
                 "RESOURCE_EXHAUSTED" if err.code() is grpc.StatusCode.INVALID_ARGUMENT else "INTERNAL",
                 "STORE_REFUSED",
-                f"etcd refused the write ({len(puts) + len(deletes) + 1} operations): {err.details()} "
+                f"etcd refused the write ({len(ops) + 3} operations): {err.details()} "
                 "(etcd's --max-txn-ops and --max-request-bytes bound one write)",
                 metadata={"store": "etcd", "code": err.code().name},
             ) from None
-        hook = self.on_commit
-        if done.ok and hook is not None:
-            try:
-                hook(time.monotonic() - t0, 1)
-            except Exception:
-                log.exception("on_commit hook failed")
+        now = time.time()
+        if done.ok and any(
+            t >= YIELD_AFTER and now - ts < YIELD_FRESH_S for t, ts in done.contenders.values()
+        ):
+            self._yield_until = time.monotonic() + YIELD_S
+            self.yields += 1
         return done
 
     def _apply(self, revision: int, changes: list[Change]) -> None:
@@ -267,7 +494,10 @@ class EtcdState(State):
                 log.warning("etcd compacted history this controller had not read: reloading the model")
                 try:
                     self._resync(self.etcd.load())
-                except StoreUnavailable:
+                except Exception as err:  # noqa: BLE001 (etcd away, or closed meanwhile: tried again)
+                    if self.closed:
+                        return
+                    log.warning("reloading the model from etcd: %s; retrying in %.1f s", err, backoff)
                     time.sleep(backoff)
             except StoreUnavailable as err:
                 if self.closed:
@@ -327,6 +557,19 @@ class EtcdState(State):
             self.changed.notify_all()
 
 
+def _in_callers_context(writes: list[_Write], call: Callable[[], None]) -> None:
+    """`call` (telling the listeners of `writes`) with CALLER_CONTEXT's variables as the writes' callers
+    set them, joined by "; " when they differ: this thread may be another writer's."""
+
+    def run() -> None:
+        for var in CALLER_CONTEXT:
+            values = dict.fromkeys(v for w in writes if (v := w.ctx.get(var, "")))
+            var.set("; ".join(values))
+        call()
+
+    contextvars.copy_context().run(run)
+
+
 def _collapsed(changes: list[Change]) -> list[Change]:
     """One change per record (etcd refuses a txn naming a key twice): the first old, the last new, at the
     record's first place; a record created and deleted in the same write is dropped."""
@@ -353,6 +596,16 @@ def _stamp(rec: Record | None, revision: int) -> Record | None:
     if rec is None or rec.revision == revision:
         return rec
     return dataclasses.replace(rec, revision=revision)
+
+
+def _shutting_down() -> ApiError:
+    return ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
+
+
+def _aborted(tries: int) -> ApiError:
+    return ApiError(
+        "ABORTED", "CONCURRENT_WRITES", f"other controllers kept writing first ({tries} tries): retry"
+    )
 
 
 def _unavailable(err: StoreUnavailable) -> ApiError:

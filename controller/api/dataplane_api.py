@@ -11,6 +11,8 @@ from controller.api.northbound import TopologyService
 from controller.api.resources import admin_only
 from controller.api.streams import refusal_status
 from controller.dataplane import Dataplane
+from controller.debug.trace import not_master
+from controller.southbound.status_feed import ChassisReport
 from flows import pipeline
 from flows.cookie import owner_hash
 from flows.flow import Flow, Group
@@ -90,7 +92,8 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
             if chassis_id not in topo.chassis:
                 raise errors.not_found("chassis", chassis_id)
             registry = ids.registry_for(owners.model_owners(topo))
-            desired = self.dataplane.compiler.desired(chassis_id)
+            # a chassis another controller masters: compiled for this answer (not kept)
+            desired = self.dataplane.compiler.compile_for(topo, chassis_id)
             plane = self.dataplane.planes.get(chassis_id)
             port_match: tuple[str, int, int | None] | None = None
             if request.port:
@@ -104,6 +107,7 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         if request.desired_only:
             flows = [i for i in desired if isinstance(i, Flow)]
         else:
+            not_master(self.dataplane, chassis_id)
             engine: Any = plane.engine if plane is not None else None  # a SwitchSync: connected, flow_stats
             if engine is None or not engine.connected:
                 raise errors.failed_precondition(
@@ -184,29 +188,31 @@ class DataplaneService(dpb_grpc.DataplaneServiceServicer):
         self, request: dpb.ListChassisStatusRequest, context: Any
     ) -> dpb.ListChassisStatusResponse:
         admin_only(principal(), "", "chassis status")
-        out = []
+        # a chassis another controller masters: what its master published (nothing: no master yet)
         with self.topology.state.lock:
-            for plane in sorted(self.dataplane.planes.values(), key=lambda x: x.chassis_id):
-                eng: Any = plane.engine
-                stats = getattr(eng, "stats", None)
-                out.append(
-                    dpb.ChassisStatus(
-                        chassis=convert.name_of("chassis", plane.chassis_id),
-                        connected=bool(getattr(eng, "connected", False)),
-                        ovsdb_ready=plane.runtime is not None,
-                        realized_revision=plane.realized_model_revision(),
-                        desired_flows=len(self.dataplane.compiler.desired(plane.chassis_id)),
-                        flow_mods_sent=getattr(stats, "flow_mods_sent", 0),
-                        bundles_sent=getattr(stats, "bundles_sent", 0),
-                        packet_ins=self.dataplane.packet_ins(plane.datapath_id),
-                        group_mods_sent=getattr(stats, "group_mods_sent", 0),
-                        resyncs=getattr(stats, "resyncs", 0),
-                        installed_flows=len(eng.installed()) if eng is not None else 0,
-                        drift_repairs=plane.drift_repairs,
-                        compile_divergences=plane.compile_divergences,
-                    )
-                )
+            out = [_status(ch, self.dataplane.chassis_report(ch)) for ch in sorted(self.dataplane.planes)]
         return dpb.ListChassisStatusResponse(chassis=out)
+
+
+def _status(chassis_id: str, rep: ChassisReport | None) -> dpb.ChassisStatus:
+    name = convert.name_of("chassis", chassis_id)
+    if rep is None:
+        return dpb.ChassisStatus(chassis=name)
+    return dpb.ChassisStatus(
+        chassis=name,
+        connected=rep.connected,
+        ovsdb_ready=rep.ovsdb_ready,
+        realized_revision=rep.realized_revision,
+        desired_flows=rep.desired_flows,
+        flow_mods_sent=rep.flow_mods_sent,
+        bundles_sent=rep.bundles_sent,
+        packet_ins=rep.packet_ins,
+        group_mods_sent=rep.group_mods_sent,
+        resyncs=rep.resyncs,
+        installed_flows=rep.installed_flows,
+        drift_repairs=rep.drift_repairs,
+        compile_divergences=rep.compile_divergences,
+    )
 
 
 def _about_port(flow: Flow, port_id: str, key: int, ofport: int | None) -> bool:

@@ -89,7 +89,9 @@ def budgeted(fn: WriteFn, budget: int) -> WriteFn:
             return changes
         before = {t: estimate(topo, t, budget) for t in sorted(tenants)}
         old_rev = topo.revision
-        topo.apply(changes, rev)
+        # at the model's own revision: a thread waiting for a revision (etcd: another controller's) never
+        # sees it reached by this trial
+        topo.apply(changes, old_rev)
         try:
             for tenant in sorted(tenants):
                 excess = estimate(topo, tenant, budget)

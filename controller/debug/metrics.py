@@ -4,10 +4,10 @@ Two kinds of values:
 
 - read at scrape time by a custom collector, from the live objects (no copies to keep in step): chassis
   connection state, flows desired vs installed, the sync engines' counters (SyncStats), packet-ins, store
-  revision, size on disk and compacted revision, realized-revision lag, drift repairs, and the per-owner
-  flow counters last collected;
+  revision, size on disk and compacted revision, etcd txn conflicts / retried writes / aborts,
+  realized-revision lag, drift repairs, and the per-owner flow counters last collected;
 - observed where events happen: API requests (a gRPC server interceptor), bundle latency (SwitchSync's
-  `on_bundle` hook), store commit latency (State's `on_commit` hook).
+  `on_bundle` hook), store commit latency and writes per commit (State's `on_commit` hook).
 
 Per-owner packet counters: every `stats_interval_s` a FlowCounters thread dumps each connected switch's
 flows with their counters (SwitchSync.flow_stats) and rolls them up by the cookie's (app, owner object). The
@@ -104,8 +104,15 @@ class Metrics:
         )
         self.commit_duration = Histogram(
             "sdn_store_commit_duration_seconds",
-            "Store transactions (group commit: one may hold several writes), until durable",
+            "Store transactions (group commit: one may hold several writes), until durable "
+            "(SQLite: the fsync; etcd: the txn's round trip)",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_writes = Histogram(
+            "sdn_store_commit_writes",
+            "Writes per store transaction (group commit batches the writes queued meanwhile)",
+            buckets=SIZE_BUCKETS,
             registry=r,
         )
         self.flow_counters = FlowCounters(self)
@@ -173,8 +180,8 @@ class Metrics:
 
     def observe_commit(self, seconds: float, n_writes: int) -> None:
         """State.on_commit: one store transaction became durable."""
-        del n_writes
         self.commit_duration.observe(seconds)
+        self.commit_writes.observe(n_writes)
 
     def chassis_of(self, datapath_id: int) -> str:
         for plane in self.planes():
@@ -257,6 +264,21 @@ class _ScrapeCollector(Collector):
             ["chassis"],
         )
         sync = {f: _counter(name, doc, ["chassis"]) for f, (name, doc) in SYNC_COUNTERS.items()}
+        compile_cpu = _counter(
+            "sdn_compile_cpu_seconds",
+            "CPU time spent compiling the chassis this controller keeps the compile of (several "
+            "controllers: those it masters); self-checks and debug compiles not counted",
+            [],
+        )
+        compile_units = _counter(
+            "sdn_compile_units",
+            "Owner units (a port's, a network's, a rule's... flows) compiled for the chassis this "
+            "controller compiles: the compile's work, whatever the machine's load",
+            [],
+        )
+        if m.dataplane is not None:
+            compile_cpu.add_metric([], float(getattr(m.dataplane.compiler, "cpu_s", 0.0)))
+            compile_units.add_metric([], int(getattr(m.dataplane.compiler, "units_compiled", 0)))
         revision = _gauge("sdn_store_revision", "Revision of the topology store (bumps on every write)", [])
         size = _gauge(
             "sdn_store_size_bytes", "Bytes on disk of the store's database file and its WAL", ["file"]
@@ -267,6 +289,20 @@ class _ScrapeCollector(Collector):
             [],
         )
         dropped = _counter("sdn_store_compacted_changes", "Change-log rows compacted since start", [])
+        # etcd (several controllers): optimistic txns refused because another controller wrote first
+        txn_conflicts = _counter(
+            "sdn_store_txn_conflicts",
+            "etcd txns refused because another controller wrote first (their writes are validated again)",
+            [],
+        )
+        txn_retried = _counter(
+            "sdn_store_txn_retried_writes", "Writes validated again after their txn met a conflict", []
+        )
+        txn_aborted = _counter(
+            "sdn_store_txn_aborted",
+            "Writes given up on after max tries of conflicts (answered ABORTED CONCURRENT_WRITES)",
+            [],
+        )
         pins = _counter("sdn_packet_ins", "Packet-ins received, by OpenFlow reason", ["chassis", "reason"])
         s_limit = _gauge(
             "sdn_api_streams_limit",
@@ -305,6 +341,10 @@ class _ScrapeCollector(Collector):
             for name, n in state.store.sizes().items():
                 size.add_metric([name], n)
             compacted.add_metric([], state.store.compacted_revision)
+            if hasattr(state, "conflicts"):  # the etcd store's (SQLite's writes never conflict)
+                txn_conflicts.add_metric([], state.conflicts)
+                txn_retried.add_metric([], state.retried)
+                txn_aborted.add_metric([], state.aborted)
         if m.compactor is not None:
             dropped.add_metric([], m.compactor.rows_dropped)
         rows = []
@@ -353,11 +393,16 @@ class _ScrapeCollector(Collector):
             gdesired,
             ginstalled,
             *sync.values(),
+            compile_cpu,
+            compile_units,
             pins,
             revision,
             size,
             compacted,
             dropped,
+            txn_conflicts,
+            txn_retried,
+            txn_aborted,
             realized,
             lag,
             drift,

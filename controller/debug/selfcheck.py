@@ -83,11 +83,12 @@ class SelfCheck:
         self._timer.stop()
 
     def run(self, chassis_ids: list[str] | None = None, repair: bool = True) -> list[CheckResult]:
-        """Compare (and repair) the given chassis, or all; holds the model lock while it compiles one."""
+        """Compare (and repair) the given chassis, or all whose compile this controller keeps (several
+        controllers: those it masters); holds the model lock while it compiles one."""
         dp = self.dataplane
         t0 = time.monotonic()
         out = []
-        for ch in chassis_ids or sorted(dp.planes):
+        for ch in chassis_ids or [c for c in sorted(dp.planes) if dp.compiler.keeps(c)]:
             with dp.state.lock:  # per chassis: writes wait for one chassis's compile at most
                 if ch in dp.planes:
                     out.append(self.check_locked(ch, repair))

@@ -215,11 +215,12 @@ FlowSource = Callable[[str], ChassisFlows]
 
 
 def desired_flows(dataplane: Any) -> FlowSource:
-    """What the compiler wants each chassis to hold."""
+    """What the compiler wants each chassis to hold (a chassis another controller masters, whose compile is
+    not kept here: compiled for this trace, not kept)."""
 
     def get(chassis_id: str) -> ChassisFlows:
         with dataplane.state.lock:
-            items = dataplane.compiler.desired(chassis_id)
+            items = dataplane.compiler.compile_for(dataplane.state.topology, chassis_id)
         return ChassisFlows(
             tuple(i for i in items if isinstance(i, Flow)), tuple(i for i in items if isinstance(i, Group))
         )
@@ -234,6 +235,7 @@ def installed_flows(dataplane: Any, timeout: float = 10.0) -> FlowSource:
 
     def get(chassis_id: str) -> ChassisFlows:
         if chassis_id not in cache:
+            not_master(dataplane, chassis_id)
             plane = dataplane.planes.get(chassis_id)
             engine = getattr(plane, "engine", None)
             if engine is None:
@@ -251,6 +253,21 @@ def installed_flows(dataplane: Any, timeout: float = 10.0) -> FlowSource:
         return cache[chassis_id]
 
     return get
+
+
+def not_master(dataplane: Any, chassis_id: str) -> None:
+    """Several controllers: only a chassis's master talks to its switch; elsewhere say who does."""
+    owns = getattr(dataplane, "owns", None)
+    if owns is None or owns(chassis_id):
+        return
+    master = dataplane.master_of(chassis_id)
+    raise errors.failed_precondition(
+        "NOT_MASTER",
+        f"chassis {chassis_id!r} is mastered by controller {master or '(none right now)'}: only it reads "
+        "the switch; ask it (what this controller compiles for the chassis: the desired flows)",
+        chassis=chassis_id,
+        master=master or "",
+    )
 
 
 def _dump(engine: Any, timeout: float) -> ChassisFlows:

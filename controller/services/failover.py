@@ -64,19 +64,25 @@ class FailoverService:
 
     def tick(self, now: float, healthy: Mapping[str, bool]) -> bool:
         """Observe the gateway chassis (`healthy`: chassis id -> connected and its OVSDB facts known); when
-        the held set changes, store it (the write recompiles: routers move to the next candidate, or back
-        to a preferred one). True if it changed: the moved routers' addresses are to be announced. The
-        caller holds the model lock."""
+        the held set of the chassis in scope differs from the store's, store it (the write recompiles:
+        routers move to the next candidate, or back to a preferred one). True if it was written: the moved
+        routers' addresses are to be announced. The caller holds the model lock.
+
+        Several controllers: every gateway chassis is observed (a new master has its history), those not in
+        scope follow the store's holds, so a chassis taken over starts as its old master left it."""
+        scope = self.scope
         for ch_id, ok in healthy.items():
             self.liveness.observe(ch_id, ok, now)
-        if not self.liveness.update(now):
+        stored = frozenset(self.host.state.topology.gateway_holds)
+        self.liveness.follow(stored, scope)
+        self.liveness.update(now, scope)
+        if {c for c in self.liveness.down if scope(c)} == {c for c in stored if scope(c)}:
             return False
         topo = self.host.state.topology
         view = self.host.current_view()
         before = {r.id: view.gateway_of(r) for r in topo.routers.values()}
         log.warning("gateway chassis held down: %s", ", ".join(sorted(self.liveness.down)) or "none")
         down = self.liveness.down
-        scope = self.scope
 
         def fn(t: Topology, rev: int, now: float) -> list[Change]:
             changes: list[Change] = [

@@ -7,9 +7,16 @@ and forth). A chassis never seen healthy since the controller started gets `star
 start instead: switches reconnect to a restarted controller within about a second, and a restart must not
 move routers (hitless). Chassis held down when the controller stopped (the persisted set) start down and
 come up like any other after `hold_s` healthy, so a restart during a failover moves nothing either.
+
+Several controllers: each observes every gateway chassis all along (its own OpenFlow and OVSDB sessions),
+but judges only those it masters (`judge`); the others' down state follows the store (`follow`: what their
+masters wrote). A new master thus starts from the store's holds and its own history of observations, not
+from scratch: a takeover alone moves no router.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class GatewayLiveness:
@@ -37,10 +44,16 @@ class GatewayLiveness:
         self._seen_healthy.discard(chassis_id)
         self.down -= {chassis_id}
 
-    def update(self, now: float) -> bool:
-        """Apply the hold times; True if the down set changed."""
+    def follow(self, held: frozenset[str], judge: Callable[[str], bool]) -> None:
+        """The chassis not ours to judge are down as the store holds them (their masters' judgement)."""
+        self.down = frozenset(c for c in self.down if judge(c)) | frozenset(c for c in held if not judge(c))
+
+    def update(self, now: float, judge: Callable[[str], bool] = lambda _c: True) -> bool:
+        """Apply the hold times to the chassis ours to judge; True if the down set changed."""
         down = set(self.down)
         for ch, (healthy, since) in self._state.items():
+            if not judge(ch):
+                continue
             if healthy:
                 if now - since >= self.hold_s:
                     down.discard(ch)

@@ -115,6 +115,7 @@ class Ownership:
         self._last_keepalive = -1e9
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.owners: dict[str, str] = {}  # chassis -> its master's controller id, as last read
         self.step_downs = 0  # times every chassis was given up because etcd stopped answering
         self.takeovers = 0  # chassis taken (created owner keys)
 
@@ -123,6 +124,14 @@ class Ownership:
     def is_master(self, chassis_id: str) -> bool:
         with self._lock:
             return chassis_id in self._masters
+
+    def lease(self) -> int | None:
+        """The lease our keys are attached to (None: none granted now)."""
+        return self._lease
+
+    def owner_of(self, chassis_id: str) -> str | None:
+        """The controller that masters the chassis, as of the last round (None: none known)."""
+        return self.owners.get(chassis_id)
 
     def masters(self) -> dict[str, int]:
         """Chassis we are master of -> generation."""
@@ -182,6 +191,7 @@ class Ownership:
                 live.append(key[len(self.controllers_prefix) :].decode())
             elif key.startswith(self.owner_prefix):
                 owners[key[len(self.owner_prefix) :].decode()] = (value.decode(), created)
+        self.owners = {ch: owner for ch, (owner, _created) in owners.items()}
         if self.controller_id not in live:
             live.append(self.controller_id)  # our own key may be a moment behind our new lease
         chassis = sorted(self._chassis())

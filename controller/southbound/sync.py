@@ -231,6 +231,21 @@ class SwitchSync:
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
             self._changed(revision)
 
+    def forget(self) -> None:
+        """Drop the desired and installed state (another controller masters the switch now: memory). Until
+        the next replace_desired the engine never reconciles, as a new one."""
+        with self._cond:
+            self._desired, self._desired_groups, self._desired_meters = {}, {}, {}
+            self._installed, self._installed_groups, self._installed_meters = {}, {}, {}
+            self._dirty.clear()
+            self._dirty_groups.clear()
+            self._dirty_meters.clear()
+            self._full_diff = False
+            self._desired_known = False
+            self._synced = False
+            self._desired_version += 1
+            self._enc = encode.Encoder()  # its cached encodings (a transport in use keeps the old one)
+
     def _changed(self, revision: int) -> None:
         self._desired_known = True
         self._desired_version += 1
@@ -286,6 +301,11 @@ class SwitchSync:
         """Dump the switch now: each decodable flow with its (packets, bytes) counters."""
         have = self._dump(timeout)
         return {have.flows[k]: v for k, v in have.counters.items()}
+
+    def installed_count(self) -> int:
+        """How many flows, groups and meters we believe the switch holds."""
+        with self._lock:
+            return len(self._installed) + len(self._installed_groups) + len(self._installed_meters)
 
     def installed(self) -> frozenset[Item]:
         """What we believe the switch holds (as of the last confirmed bundle or dump)."""
