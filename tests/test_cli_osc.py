@@ -316,6 +316,10 @@ def test_errors_name_the_callers_objects_by_name_and_id(sdnctl: Cli) -> None:
         "port", "create", "x", "--network", "web", "--fixed-ip", f"ip-address={taken}", token=t, code=5
     )
     assert f"{taken} on subnet 'web-v4' (id {sub['id']}) is in use" in res.err
+    sg = sdnctl("security", "group", "create", "web-sg", "-f", "json", token=t).json()
+    sdnctl("port", "set", "vm2", "--security-group", "web-sg", token=t)
+    res = sdnctl("security", "group", "delete", "web-sg", token=t, code=5)
+    assert f"security group 'web-sg' (id {sg['id']}) is used by 1 port(s)" in res.err
 
 
 def test_a_message_never_names_another_tenants_object() -> None:

@@ -16,7 +16,7 @@ import netaddr
 
 from topology import errors
 from topology.model import Change, Topology
-from topology.ops import _check_fields, _check_name, _stamp, check_id
+from topology.ops import _check_fields, _check_name, _stamp, check_id, named, named_ref
 from topology.records import (
     DEFAULT_GROUP_NAME,
     DIRECTIONS,
@@ -270,7 +270,7 @@ def delete_security_group(
     if topo.default_groups.get(old.tenant) == old.id and not admin:
         raise errors.failed_precondition(
             "DEFAULT_SECURITY_GROUP",
-            f"security group {old.id!r} is the tenant's default group; it cannot be deleted",
+            f"security group {named(old)} is the tenant's default group; it cannot be deleted",
             security_group=old.id,
         )
     ports = topo.ports_in_security_group(old.id)
@@ -278,7 +278,7 @@ def delete_security_group(
     if (ports or remote) and not force:
         raise errors.failed_precondition(
             "SECURITY_GROUP_IN_USE",
-            f"security group {old.id!r} is used by {len(ports)} port(s)"
+            f"security group {named(old)} is used by {len(ports)} port(s)"
             f"{' (' + ', '.join(p.id for p in ports[:5]) + ')' if ports else ''} and named as remote group by "
             f"{len(remote)} rule(s) of other groups; detach it first or use force",
             security_group=old.id,
@@ -472,7 +472,8 @@ def delete_firewall_rule(topo: Topology, old: FirewallRule) -> list[Change]:
     if policy is not None:
         raise errors.failed_precondition(
             "FIREWALL_RULE_IN_USE",
-            f"firewall rule {old.id!r} is in policy {policy!r}; remove it from the policy first",
+            f"firewall rule {named(old)} is in policy "
+            f"{named_ref(topo.firewall_policies, policy, old.tenant)}; remove it from the policy first",
             firewall_rule=old.id,
             firewall_policy=policy,
         )
@@ -545,7 +546,7 @@ def delete_firewall_policy(topo: Topology, old: FirewallPolicy) -> list[Change]:
     if groups:
         raise errors.failed_precondition(
             "FIREWALL_POLICY_IN_USE",
-            f"firewall policy {old.id!r} is used by firewall group(s) {', '.join(groups)}",
+            f"firewall policy {named(old)} is used by firewall group(s) {', '.join(groups)}",
             firewall_policy=old.id,
         )
     return [("firewall_policy", old.id, old, None)]
