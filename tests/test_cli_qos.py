@@ -26,7 +26,8 @@ def sdnctl(api: Api, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
 
 
 def objects(out: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in out.splitlines()]
+    """A list printed with -f json."""
+    return list(json.loads(out))
 
 
 def test_policy_rules_and_port_binding(sdnctl: Cli) -> None:
@@ -37,37 +38,41 @@ def test_policy_rules_and_port_binding(sdnctl: Cli) -> None:
     )
     sdnctl("port", "create", "vm", "--id", "vm", "--network", "web", token=t)
 
-    pol = sdnctl("network-qos", "policy", "create", "--id", "gold", "--name", "Gold", token=t).json()
-    assert (pol["name"], pol["displayName"], pol["tenant"]) == ("qosPolicies/gold", "Gold", "alice")
+    pol = sdnctl(
+        "network-qos", "policy", "create", "--id", "gold", "--name", "Gold", "-f", "json", token=t
+    ).json()
+    assert (pol["name"], pol["display_name"], pol["tenant"]) == ("qosPolicies/gold", "Gold", "alice")
     bw = sdnctl(
         "network-qos", "rule", "create", "gold", "--type", "bandwidth-limit", "--max-kbps", "1000", "--ingress",
-        token=t,
+        "-f", "json", token=t,
     ).json()  # fmt: skip
-    assert (bw["type"], bw["direction"], bw["maxKbps"], bw["qosPolicy"]) == (
+    assert (bw["type"], bw["direction"], bw["max_kbps"], bw["qos_policy"]) == (
         "bandwidth_limit",
         "ingress",
         1000,
         "qosPolicies/gold",
     )
     sdnctl("network-qos", "rule", "create", "gold", "--type", "dscp-marking", "--dscp-mark", "26", token=t)
-    rules = objects(sdnctl("network-qos", "rule", "list", "gold", token=t).out)
-    assert sorted((r["type"], r.get("dscpMark", 0)) for r in rules) == [
+    rules = objects(sdnctl("network-qos", "rule", "list", "gold", "-f", "json", token=t).out)
+    assert sorted((r["type"], r.get("dscp_mark", 0)) for r in rules) == [
         ("bandwidth_limit", 0),
         ("dscp_marking", 26),
     ]
 
-    bound = sdnctl("network-qos", "policy", "set-port", "vm", "gold", token=t).json()
-    assert (bound["port"], bound["qosPolicy"]) == ("ports/vm", "qosPolicies/gold")
+    bound = sdnctl("network-qos", "policy", "set-port", "vm", "gold", "-f", "json", token=t).json()
+    assert (bound["port"], bound["qos_policy"]) == ("ports/vm", "qosPolicies/gold")
+    table = sdnctl("network-qos", "rule", "list", "gold", "-f", "csv", token=t).out.splitlines()
+    assert table[0] == "ID,Type,Direction,Max Kbps,Max Burst Kbits,DSCP Mark" and len(table) == 3
     res = sdnctl("network-qos", "policy", "delete", "gold", token=t, code=5)  # FAILED_PRECONDITION
     assert error_line(res).startswith("error: FAILED_PRECONDITION") and "(QOS_POLICY_IN_USE)" in error_line(
         res
     )
-    assert [p["name"] for p in objects(sdnctl("network-qos", "policy", "list", token=t).out)] == [
-        "qosPolicies/gold"
-    ]
+    assert [
+        p["name"] for p in objects(sdnctl("network-qos", "policy", "list", "-f", "json", token=t).out)
+    ] == ["qosPolicies/gold"]
     sdnctl("network-qos", "policy", "unset-port", "vm", token=t)
     sdnctl("network-qos", "policy", "delete", "gold", token=t)
-    assert sdnctl("network-qos", "policy", "list", token=t).out == ""
+    assert sdnctl("network-qos", "policy", "list", "-f", "json", token=t).json() == []
     sdnctl("network-qos", "policy", "show", "gold", token=t, code=3)
 
 
@@ -94,7 +99,7 @@ def test_invalid_rules_name_their_option_and_another_tenant_sees_nothing(sdnctl:
     bob = sdnctl.api.tenant_token("bob")
     sdnctl("network-qos", "policy", "show", "gold", token=bob, code=3)
     sdnctl("network-qos", "policy", "delete", "gold", token=bob, code=3)
-    assert sdnctl("network-qos", "policy", "list", token=bob).out == ""
+    assert sdnctl("network-qos", "policy", "list", "-f", "value", token=bob).out == ""
 
 
 def test_sdnctl_takes_the_cli_hook_without_installing_the_plugin(

@@ -237,7 +237,8 @@ COLUMNS: dict[str, list[Column]] = {
 
 
 def legacy_columns(fields: list[tuple[str, str]]) -> list[Column]:
-    """A plug-in's (field, HEADER) list: the resource name becomes ID, the display name Name."""
+    """A plug-in's (field, heading) list: the resource name becomes ID, the display name Name; an upper-case
+    HEADING is title-cased."""
     out = []
     for field, header in fields:
         if field == "name":
@@ -245,5 +246,6 @@ def legacy_columns(fields: list[tuple[str, str]]) -> list[Column]:
         elif field == "display_name":
             out.append(Column("Name", "display_name"))
         else:
-            out.append(Column(header.title().replace("Ip", "IP").replace("Id", "ID"), field))
+            heading = header.title().replace("Ip", "IP").replace("Id", "ID") if header.isupper() else header
+            out.append(Column(heading, field))
     return out

@@ -321,8 +321,9 @@ def print_many(kind: str, msgs: Sequence[Message], o: Output, out: TextIO) -> No
     keep every field as the API gives it (references as resource names) unless -c picks some."""
     rows = [_derived(kind, to_dict(m)) for m in msgs]
     cols = [c for c in columns_of(kind) if o.long or not c.long]
+    described = _descriptor_fields(kind) or ([f.name for f in msgs[0].DESCRIPTOR.fields] if msgs else [])
     available = [c.field for c in columns_of(kind)] + [
-        f for f in ["id", *_descriptor_fields(kind)] if f not in {c.field for c in columns_of(kind)}
+        f for f in ["id", *described] if f not in {c.field for c in columns_of(kind)}
     ]
     fields = _pick(kind, available, o.columns) if o.columns else [c.field for c in cols]
     if o.fmt in ("json", "yaml"):

@@ -7,19 +7,17 @@
     network qos policy set-port PORT POLICY | set-network NETWORK POLICY   (Neutron: port/network set --qos-policy)
     network qos policy unset-port PORT | unset-network NETWORK
 
-POLICY, RULE, PORT and NETWORK are resource names ("qosPolicies/gold") or ids.
+POLICY and RULE are resource names ("qosPolicies/gold") or ids; PORT and NETWORK also names (sdnctl's rule).
+Output as every sdnctl command's: -f table|json|yaml|value|csv, -c, --long.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from google.protobuf import json_format
-
 from controller.cli.common import Client, command
-from controller.cli.format import EXIT_OK
+from controller.cli.format import EXIT_OK, LIST_COLUMNS
 from sdn_qos.v1 import qos_pb2 as pb
 from sdn_qos.v1 import qos_pb2_grpc as pb_grpc
 
@@ -32,25 +30,17 @@ def _call(c: Client, method: str, request: Any) -> Any:
     return getattr(pb_grpc.QosServiceStub(c.channel), method)(request, metadata=c.md, timeout=c.timeout)
 
 
-def _print(*msgs: Any) -> int:
-    for m in msgs:
-        sys.stdout.write(json_format.MessageToJson(m, indent=None) + "\n")
-    return EXIT_OK
-
-
-def policy_create(c: Client, a: argparse.Namespace) -> int:
+def policy_create(c: Client, a: argparse.Namespace) -> Any:
     msg = pb.QosPolicy(display_name=a.display_name or "", description=a.description or "")
-    return _print(
-        _call(c, "CreateQosPolicy", pb.CreateQosPolicyRequest(qos_policy=msg, qos_policy_id=a.id or ""))
-    )
+    return _call(c, "CreateQosPolicy", pb.CreateQosPolicyRequest(qos_policy=msg, qos_policy_id=a.id or ""))
 
 
-def policy_list(c: Client, a: argparse.Namespace) -> int:
-    return _print(*_call(c, "ListQosPolicies", pb.ListQosPoliciesRequest(page_size=1000)).qos_policies)
+def policy_list(c: Client, a: argparse.Namespace) -> Any:
+    return list(_call(c, "ListQosPolicies", pb.ListQosPoliciesRequest(page_size=1000)).qos_policies)
 
 
-def policy_show(c: Client, a: argparse.Namespace) -> int:
-    return _print(_call(c, "GetQosPolicy", pb.GetQosPolicyRequest(name=_name("qosPolicies", a.ref))))
+def policy_show(c: Client, a: argparse.Namespace) -> Any:
+    return _call(c, "GetQosPolicy", pb.GetQosPolicyRequest(name=_name("qosPolicies", a.ref)))
 
 
 def policy_delete(c: Client, a: argparse.Namespace) -> int:
@@ -59,7 +49,7 @@ def policy_delete(c: Client, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def rule_create(c: Client, a: argparse.Namespace) -> int:
+def rule_create(c: Client, a: argparse.Namespace) -> Any:
     msg = pb.QosRule(
         qos_policy=_name("qosPolicies", a.policy),
         type=a.type.replace("-", "_"),
@@ -68,12 +58,12 @@ def rule_create(c: Client, a: argparse.Namespace) -> int:
         max_burst_kbps=a.max_burst_kbits or 0,
         dscp_mark=a.dscp_mark or 0,
     )
-    return _print(_call(c, "CreateQosRule", pb.CreateQosRuleRequest(qos_rule=msg, qos_rule_id=a.id or "")))
+    return _call(c, "CreateQosRule", pb.CreateQosRuleRequest(qos_rule=msg, qos_rule_id=a.id or ""))
 
 
-def rule_list(c: Client, a: argparse.Namespace) -> int:
+def rule_list(c: Client, a: argparse.Namespace) -> Any:
     req = pb.ListQosRulesRequest(page_size=1000, qos_policy=_name("qosPolicies", a.policy))
-    return _print(*_call(c, "ListQosRules", req).qos_rules)
+    return list(_call(c, "ListQosRules", req).qos_rules)
 
 
 def rule_delete(c: Client, a: argparse.Namespace) -> int:
@@ -88,19 +78,19 @@ def _binding_id(kind: str, ident: str) -> str:
 
 
 def bind(kind: str) -> Any:
-    def run(c: Client, a: argparse.Namespace) -> int:
-        coll = "ports" if kind == "port" else "networks"
+    def run(c: Client, a: argparse.Namespace) -> Any:
+        target = c.resolve(kind, a.target).name  # a port or network by id or name, as sdnctl's
         msg = pb.QosBinding(qos_policy=_name("qosPolicies", a.policy))
-        setattr(msg, kind, _name(coll, a.target))
-        req = pb.CreateQosBindingRequest(qos_binding=msg, qos_binding_id=_binding_id(kind, a.target))
-        return _print(_call(c, "CreateQosBinding", req))
+        setattr(msg, kind, target)
+        req = pb.CreateQosBindingRequest(qos_binding=msg, qos_binding_id=_binding_id(kind, target))
+        return _call(c, "CreateQosBinding", req)
 
     return run
 
 
 def unbind(kind: str) -> Any:
     def run(c: Client, a: argparse.Namespace) -> int:
-        name = f"qosBindings/{_binding_id(kind, a.target)}"
+        name = f"qosBindings/{_binding_id(kind, c.resolve(kind, a.target).name)}"
         _call(c, "DeleteQosBinding", pb.DeleteQosBindingRequest(name=name))
         return EXIT_OK
 
@@ -112,25 +102,34 @@ def register(sub: Any) -> None:
     top = sub.add_parser("network-qos", help="QoS policies, rules, bindings (plug-in qos)")
     qos = top.add_subparsers(dest="qos_kind", metavar="policy|rule", required=True)
     pol = qos.add_parser("policy", help="QoS policies").add_subparsers(dest="action", required=True)
-    pc = command(pol, "create", policy_create, "qos_policy", out="self", help="create a policy")
+    LIST_COLUMNS["qos_policy"] = [("name", "ID"), ("display_name", "Name"), ("description", "Description")]
+    LIST_COLUMNS["qos_rule"] = [
+        ("name", "ID"),
+        ("type", "Type"),
+        ("direction", "Direction"),
+        ("max_kbps", "Max Kbps"),
+        ("max_burst_kbps", "Max Burst Kbits"),
+        ("dscp_mark", "DSCP Mark"),
+    ]
+    pc = command(pol, "create", policy_create, "qos_policy", help="create a policy")
     pc.add_argument("--id", help="client-chosen id")
     pc.add_argument("--name", dest="display_name", help="display name")
     pc.add_argument("--description", help="free text")
-    command(pol, "list", policy_list, "qos_policy", out="self", help="list policies")
-    command(pol, "show", policy_show, "qos_policy", out="self", help="show a policy").add_argument(
+    command(pol, "list", policy_list, "qos_policy", out="many", help="list policies")
+    command(pol, "show", policy_show, "qos_policy", help="show a policy").add_argument(
         "ref", help="the policy: id or resource name"
     )
     command(pol, "delete", policy_delete, "qos_policy", out="self", help="delete policies").add_argument(
         "refs", nargs="+", help="the policies: ids or resource names"
     )
     for kind in ("port", "network"):
-        p = command(pol, f"set-{kind}", bind(kind), "qos_binding", out="self", help=f"give a {kind} a policy")
-        p.add_argument("target", metavar=kind.upper(), help=f"the {kind}: id or resource name")
+        p = command(pol, f"set-{kind}", bind(kind), "qos_binding", help=f"give a {kind} a policy")
+        p.add_argument("target", metavar=kind.upper(), help=f"the {kind}: id or name")
         p.add_argument("policy", metavar="POLICY", help="the QoS policy: id or resource name")
         u = command(pol, f"unset-{kind}", unbind(kind), "qos_binding", out="self", help=f"{kind}: no policy")
-        u.add_argument("target", metavar=kind.upper(), help=f"the {kind}: id or resource name")
+        u.add_argument("target", metavar=kind.upper(), help=f"the {kind}: id or name")
     rules = qos.add_parser("rule", help="QoS rules").add_subparsers(dest="action", required=True)
-    rc = command(rules, "create", rule_create, "qos_rule", out="self", help="add a rule to a policy")
+    rc = command(rules, "create", rule_create, "qos_rule", help="add a rule to a policy")
     rc.add_argument("policy", metavar="POLICY", help="the QoS policy: id or resource name")
     rc.add_argument("--id", help="client-chosen id")
     rc.add_argument(
@@ -147,7 +146,7 @@ def register(sub: Any) -> None:
         "--ingress", dest="direction", action="store_const", const="ingress", help="traffic to the port"
     )
     rc.set_defaults(direction="")
-    command(rules, "list", rule_list, "qos_rule", out="self", help="list a policy's rules").add_argument(
+    command(rules, "list", rule_list, "qos_rule", out="many", help="list a policy's rules").add_argument(
         "policy", metavar="POLICY", help="the QoS policy: id or resource name"
     )
     command(rules, "delete", rule_delete, "qos_rule", out="self", help="delete rules").add_argument(
