@@ -235,3 +235,27 @@ def test_flat_provider_network_is_untagged_on_the_wire(env: Env) -> None:
     assert not ext.ping(vm.ip, count=1, timeout=2), "the VM's default security group lets no outsider in"
     env.allow_ingress(env.admin)
     assert ext.ping(vm.ip, count=2, timeout=5)
+
+
+def test_a_shared_network_carries_another_tenants_port(env: Env) -> None:
+    """An admin shares alice's network; bob attaches his own port (his default group) and it talks with
+    alice's VM across chassis, as on any network: the packets do not care whose the port is."""
+    from google.protobuf import field_mask_pb2
+
+    alice, bob = env.md("share-a"), env.md("share-b")
+    net = env.network(alice, "shared-net", "10.81.0.0/24")
+    env.stub.UpdateNetwork(
+        pb.UpdateNetworkRequest(
+            network=pb.Network(name=net.name, shared=True),
+            update_mask=field_mask_pb2.FieldMask(paths=["shared"]),
+        ),
+        metadata=env.admin,
+    )
+    for md in (alice, bob):  # the two tenants' default groups let in only their own members
+        env.allow_ingress(md, "icmp")
+    a = env.plug("hv1", env.port(alice, "share-a1", net))
+    port_b = env.port(bob, "share-b1", net)
+    assert port_b.tenant == "share-b"
+    b = env.plug("hv2", port_b)
+    env.wait_realized()
+    assert a.ping(b.ip, count=2) and b.ping(a.ip, count=2)
