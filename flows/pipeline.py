@@ -136,8 +136,19 @@ ALLOW_LOOPBACK = Flag("ALLOW_LOOPBACK", 2, "may leave on its own in_port (ARP/ND
 CT_COMMIT = Flag("CT_COMMIT", 3, "acl accepted a new connection: commit it to conntrack")
 NAT_DONE = Flag("NAT_DONE", 4, "dnat/snat already applied: do not translate again")
 FLOOD = Flag("FLOOD", 5, "destination is broadcast/multicast/unknown: replicate")
+PORT_SECURED = Flag("PORT_SECURED", 6, "from a VM port with port security: port_sec_in's shared checks apply")
+REMOTE = Flag("REMOTE", 7, "DST_PORT is bound on another chassis (l2_lookup set tun_ipv4_dst): send it there")
 
-FLAG_BITS: tuple[Flag, ...] = (FROM_TUNNEL, ROUTED, ALLOW_LOOPBACK, CT_COMMIT, NAT_DONE, FLOOD)
+FLAG_BITS: tuple[Flag, ...] = (
+    FROM_TUNNEL,
+    ROUTED,
+    ALLOW_LOOPBACK,
+    CT_COMMIT,
+    NAT_DONE,
+    FLOOD,
+    PORT_SECURED,
+    REMOTE,
+)
 
 
 def flags_match(set_: Iterable[Flag] = (), clear: Iterable[Flag] = ()) -> tuple[int, int]:
