@@ -36,7 +36,14 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     if kind == "pipeline":
         if chassis_id not in view.topo.chassis:
             return frozenset()
-        return frozenset([*defaults.chassis_flows(), *dhcp.chassis_flows(), *port_security.chassis_flows()])
+        return frozenset(
+            [
+                *defaults.chassis_flows(),
+                *dhcp.chassis_flows(),
+                *port_security.chassis_flows(),
+                *egress.chassis_flows(),
+            ]
+        )
     if kind == "router":
         router = view.topo.routers.get(ident)
         return frozenset(l3.router_flows(view, chassis_id, router)) if router is not None else frozenset()
@@ -48,6 +55,7 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
             [
                 *classify.network_flows(view, chassis_id, net),
                 *l2.network_flows(view, chassis_id, net),
+                *egress.network_flows(view, chassis_id, net),
                 *nat.network_flows(view, chassis_id, net),
             ]
         )

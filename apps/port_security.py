@@ -44,7 +44,7 @@ _UNSPECIFIED = 129
 #: above the neighbour advertisements allowed at HIGH(1 + prefix length)
 _TAGGED = 130
 _PASS = (Goto("plugin_from_port"),)
-OWNER = "port-security"
+OWNER = "pipeline"
 
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:

@@ -359,8 +359,8 @@ STAGES: tuple[Stage, ...] = (
         "output",
         120,
         _LOGICAL | {"in_port", "eth_dst"},
-        set(),
-        "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK)",
+        {"output"},
+        "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK: then in_port := 0 and again)",
     ),
 )
 
