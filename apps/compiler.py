@@ -41,6 +41,7 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
                 *defaults.chassis_flows(),
                 *dhcp.chassis_flows(),
                 *port_security.chassis_flows(),
+                *arp.chassis_flows(),
                 *egress.chassis_flows(),
             ]
         )
@@ -82,7 +83,6 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
             *acl.port_flows(view, chassis_id, port),
             *l2.port_flows(view, chassis_id, port),
             *egress.port_flows(view, chassis_id, port),
-            *l3.port_flows(view, chassis_id, port),
             *port_security.port_flows(view, chassis_id, port),
             *dhcp.port_flows(view, chassis_id, port),
         ]
