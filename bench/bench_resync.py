@@ -71,17 +71,28 @@ def reply_parts(flows: list[Flow]) -> list[bytes]:
     return parts
 
 
+def _no_stats_key(flow: Flow) -> tuple[object, ...]:
+    raise encode.EncodeError("before")
+
+
 def resync_once(
     desired: dict[FlowKey, Flow], groups: dict[int, Group], parts: list[bytes], keys: bool = True
 ) -> tuple[float, float, int]:
     """(CPU seconds recognising the dump, CPU seconds planning, operations planned): CPU time, as this
     machine is shared; keys=False: the transport
-    gets the desired flows as a list (as before 2026-12-07: a key built per adopted entry)."""
+    gets the desired flows as a list and builds their keys from assembled flow-mods (as before 2026-12-07:
+    a FlowKey built per adopted entry, each desired flow-mod encoded and parsed back)."""
     fake = SimpleNamespace(_enc=encode.Encoder())  # a new engine: its encoder cache cold, as after a restart
     have = Installed()
     t0 = time.process_time()
     given = desired if keys else list(desired.values())
-    slow = sum(1 for _ in Transport._flow_entries(fake, parts, given, have))  # type: ignore[arg-type]
+    real_key = encode.stats_key
+    if not keys:  # before: every desired flow-mod assembled, then parsed back (encode.stats_key unused)
+        encode.stats_key = _no_stats_key  # type: ignore[assignment]
+    try:
+        slow = sum(1 for _ in Transport._flow_entries(fake, parts, given, have))  # type: ignore[arg-type]
+    finally:
+        encode.stats_key = real_key  # type: ignore[assignment]
     t1 = time.process_time()
     have.groups = dict(groups)
     gc.disable()

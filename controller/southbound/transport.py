@@ -396,11 +396,15 @@ class Transport:
                 pairs = (
                     desired.items() if isinstance(desired, Mapping) else ((FlowKey(f), f) for f in desired)
                 )
-                body_of = enc.flow_body
-                add = encode.ADD
-                canonical = ofwire.canonical_key
+                stats_key = encode.stats_key
                 for fk, f in pairs:
-                    expected[canonical(f.table, f.priority, f.cookie, body_of(f, add), 40)] = (fk, f)
+                    try:  # from the encoder's per-field / per-action caches, no flow-mod assembled
+                        key = stats_key(f)
+                    except encode.EncodeError:
+                        key = ofwire.canonical_key(
+                            f.table, f.priority, f.cookie, enc.flow_body(f, encode.ADD), 40
+                        )
+                    expected[key] = (fk, f)
             unpack = ofwire.FLOW_STATS.unpack_from
             while off < end:
                 length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
