@@ -90,7 +90,7 @@ def resync_once(
     if not keys:  # before: every desired flow-mod assembled, then parsed back (encode.stats_key unused)
         encode.stats_key = _no_stats_key  # type: ignore[assignment]
     try:
-        slow = sum(1 for _ in Transport._flow_entries(fake, parts, given, have))  # type: ignore[arg-type]
+        slow = sum(1 for _ in Transport._flow_entries(fake, parts, given, have))  # type: ignore[arg-type,misc]
     finally:
         encode.stats_key = real_key  # type: ignore[assignment]
     t1 = time.process_time()
