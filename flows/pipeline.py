@@ -16,6 +16,11 @@ Packet walk (logical switch, then optionally a logical router, then back to a lo
                │        └─► tunnel / VLAN out                         (remote port; local port: the line above)
                └─► dnat ─► l3_lookup ─► arp_resolve ─► fw_router_out ─► snat ─► (resubmit) l2_lookup   (router MAC)
 
+    arp_nd ─► mac_lookup ─► mac_found ─► out IN_PORT         (an ARP request for a port's address: answered)
+                   └─► dhcp                                  (an address nobody has: the request goes on)
+    arp_resolve ─► (resubmit) mac_lookup ─► mac_found ─► fw_router_out   (a port's address: its MAC)
+                                  └─► arp_resolve (LOOKED): learned neighbours, the gateway's ask-the-controller
+
 Register map (the only place logical state is assigned to packet registers)::
 
     field       bits    name            meaning
