@@ -9,7 +9,8 @@ tables:
     HIGH(30)  +inv: drop
     HIGH(21)  +rel: pass, skipping the firewall and the commit stage
     HIGH(20)  +est+rpl (a reply of a connection this port's zone committed): pass, likewise
-    HIGH(5)   untracked IP of the port: load CT_ZONE, ct(zone=CT_ZONE, nat, table=<this stage>): packets of a
+    HIGH(5)   untracked IP (one flow per ethertype for every port: the zone is the port's key, copied from
+              SRC_PORT / DST_PORT into CT_ZONE), ct(zone=CT_ZONE, nat, table=<this stage>): packets of a
               connection to a load balancer's VIP are DNAT'ed to their member (apps/lb.py), replies get the
               VIP back as source; so the rules see established packets to a VIP with the member's address
     MATCH(0)  the rules, as conjunctions: clause 1 = the port (reg6 / reg7 = its key); then the remote end
@@ -38,7 +39,7 @@ from functools import lru_cache
 
 from apps import ids
 from apps.view import View
-from flows.actions import CT, NAT, Conjunction, Goto, load
+from flows.actions import CT, NAT, Conjunction, Goto, Move
 from flows.flow import Flow
 from flows.pipeline import CT_ZONE, DST_PORT, HIGH, LOW, MATCH, SRC_PORT
 from flows.ranges import range_masks
@@ -96,6 +97,18 @@ def chassis_flows() -> list[Flow]:
     for side in SIDES.values():
         for eth in (IPV4, IPV6):
             out += [
+                # untracked IP: track it in the port's zone, which is its key (ids.ct_zone), copied from the
+                # port's register: one flow for every port of the chassis, not one per port
+                Flow(
+                    side.stage,
+                    HIGH(5),
+                    match={"eth_type": eth, "ct_state": (0, CT_TRK)},
+                    actions=(
+                        Move(side.port_reg, CT_ZONE.field, CT_ZONE.n_bits),
+                        CT(zone=CT_ZONE.field, nat=NAT(), table=side.stage),
+                    ),
+                    cookie=c,
+                ),
                 Flow(
                     side.stage, HIGH(30), match={"eth_type": eth, "ct_state": _ct(CT_TRK | CT_INV)}, cookie=c
                 ),
@@ -156,7 +169,7 @@ def chassis_flows() -> list[Flow]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# per port: tracking, and clause 1 of its groups' rules
+# per port: clause 1 of its groups' rules (or, without port security, a pass)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -175,23 +188,13 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         return []
     topo = view.topo
     c = ids.cookie(ids.SECURITY_GROUP, port.id)
-    zone = ids.ct_zone(port.key)
+    ids.ct_zone(
+        port.key
+    )  # the shared tracking flows (chassis_flows) take the key as the zone: it must be one
     out: list[Flow] = []
     for side in SIDES.values():
         me = {side.port_reg: port.key}
         for eth in (IPV4, IPV6):
-            out.append(
-                Flow(
-                    side.stage,
-                    HIGH(5),
-                    match={**me, "eth_type": eth, "ct_state": (0, CT_TRK)},
-                    actions=(
-                        load(CT_ZONE.field, zone, CT_ZONE.start, CT_ZONE.end),
-                        CT(zone=CT_ZONE.field, nat=NAT(), table=side.stage),
-                    ),
-                    cookie=c,
-                )
-            )
             if not secured(port):
                 out.append(
                     Flow(
@@ -506,8 +509,8 @@ def estimate(topo: Topology, tenant: str) -> dict[str, tuple[int, dict[str, int]
     Follows what the compiler emits on a chassis where a group has a member: per member there one clause-1
     flow per direction its groups have rules for; per rule its result flows (one per port-range piece);
     per remote end (a remote group's member addresses of the rule's ethertype, or one prefix) per side, its
-    clause-2 flows, counted once and charged to the first rule naming it. The fixed per-port tracking
-    flows (4 a port, whatever the rules) are not counted. O(groups x chassis + rules), whatever the sizes."""
+    clause-2 flows, counted once and charged to the first rule naming it. The tracking flows are shared
+    by every port (chassis_flows) and not counted. O(groups x chassis + rules), whatever the sizes."""
     per_chassis: dict[str, tuple[int, dict[str, int]]] = {}
     seen: dict[str, set[tuple[str, str, str]]] = {}
     for g in sorted(topo.security_groups.values(), key=lambda g: g.id):

@@ -12,7 +12,7 @@ from apps import ids
 from apps.view import View
 from flows.actions import Goto, PopVlan, SetField, WriteMetadata, load
 from flows.flow import Flow
-from flows.pipeline import FLAGS, FROM_TUNNEL, MATCH, SRC_PORT
+from flows.pipeline import FLAGS, FROM_TUNNEL, MATCH, PORT_SECURED, SRC_PORT
 from topology.records import OVERLAY_TYPES, Network, Port
 
 OFPVID_PRESENT = 0x1000
@@ -23,12 +23,21 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     net = view.topo.networks.get(port.network_id)
     if ofport is None or net is None:
         return []
+    # a port with port security is marked: port_sec_in's drops shared by every such port match the mark
+    secured = (
+        (load(FLAGS.field, 1, PORT_SECURED.bit, PORT_SECURED.bit),) if port.port_security_enabled else ()
+    )
     return [
         Flow(
             "classify",
             MATCH,
             match={"in_port": ofport},
-            actions=(SetField(SRC_PORT.field, port.key), WriteMetadata(net.key), Goto("port_sec_in")),
+            actions=(
+                SetField(SRC_PORT.field, port.key),
+                *secured,
+                WriteMetadata(net.key),
+                Goto("port_sec_in"),
+            ),
             cookie=ids.cookie(ids.CLASSIFY, port.id),
         )
     ]

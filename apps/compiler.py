@@ -59,7 +59,15 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
     if kind == "pipeline":
         if chassis_id not in view.topo.chassis:
             return frozenset()
-        return frozenset([*defaults.chassis_flows(), *dhcp.chassis_flows()])
+        return frozenset(
+            [
+                *defaults.chassis_flows(),
+                *dhcp.chassis_flows(),
+                *port_security.chassis_flows(),
+                *arp.chassis_flows(),
+                *egress.chassis_flows(),
+            ]
+        )
     if kind == "router":
         router = view.topo.routers.get(ident)
         return frozenset(l3.router_flows(view, chassis_id, router)) if router is not None else frozenset()
@@ -71,6 +79,7 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
             [
                 *classify.network_flows(view, chassis_id, net),
                 *l2.network_flows(view, chassis_id, net),
+                *egress.network_flows(view, chassis_id, net),
                 *nat.network_flows(view, chassis_id, net),
             ]
         )
@@ -97,7 +106,6 @@ def compile_unit(view: View, chassis_id: str, unit: Unit) -> frozenset[Item]:
             *acl.port_flows(view, chassis_id, port),
             *l2.port_flows(view, chassis_id, port),
             *egress.port_flows(view, chassis_id, port),
-            *l3.port_flows(view, chassis_id, port),
             *port_security.port_flows(view, chassis_id, port),
             *dhcp.port_flows(view, chassis_id, port),
         ]

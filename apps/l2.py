@@ -13,9 +13,9 @@ from functools import lru_cache
 from apps import ids
 from apps.egress import to_remote, to_uplink
 from apps.view import View
-from flows.actions import Goto, GroupAction, Resubmit, SetField, WriteMetadata
+from flows.actions import Action, Goto, GroupAction, Resubmit, SetField, WriteMetadata, load
 from flows.flow import Bucket, Flow, Group
-from flows.pipeline import DST_PORT, FLAGS, FROM_TUNNEL, LOW, MATCH, flags_match
+from flows.pipeline import DST_PORT, FLAGS, FROM_TUNNEL, LOW, MATCH, REMOTE, flags_match
 from topology.records import OVERLAY_TYPES, Network, Port
 
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
@@ -38,12 +38,31 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         ]
     if not view.located(port):
         return []
-    return list(_lookup(port, net.key))
+    return list(_lookup(port, net.key, _remote(view, chassis_id, net, port)))
+
+
+def _remote(view: View, chassis_id: str, net: Network, port: Port) -> tuple[Action, ...]:
+    """For a port bound on another chassis: what marks its packets for egress_dispatch's per-network flow
+    (REMOTE, and on an overlay the tunnel destination: that chassis's tunnel IP); () for a local port, or
+    one that cannot be reached from here (egress_dispatch drops it)."""
+    if port.binding_chassis == chassis_id:
+        return ()
+    remote = load(FLAGS.field, 1, REMOTE.bit, REMOTE.bit)
+    if net.segment_type not in OVERLAY_TYPES:
+        return (remote,) if to_uplink(view, chassis_id, net) else ()
+    acts = to_remote(view, chassis_id, net, port.binding_chassis)
+    return (
+        tuple(a for a in acts if isinstance(a, SetField) and a.field == "tun_ipv4_dst") + (remote,)
+        if acts
+        else ()
+    )
 
 
 @lru_cache(maxsize=1 << 16)
-def _lookup(port: Port, net_key: int) -> tuple[Flow, ...]:
-    """The same on every chassis hosting the network: computed once per port version."""
+def _lookup(port: Port, net_key: int, remote: tuple[Action, ...]) -> tuple[Flow, ...]:
+    """The same on every chassis hosting the network but for where a remote port is: once per port version
+    and place. A remote port's packets leave through egress_dispatch's flow of the network (egress.py): no
+    flow per remote port there."""
     c = ids.cookie(ids.L2, port.id)
     macs = dict.fromkeys([port.mac, *(m for _ip, m in port.allowed_address_pairs)])
     return tuple(
@@ -51,7 +70,7 @@ def _lookup(port: Port, net_key: int) -> tuple[Flow, ...]:
             "l2_lookup",
             MATCH,
             match={"metadata": net_key, "eth_dst": mac},
-            actions=(SetField(DST_PORT.field, port.key), Goto("egress_dispatch")),
+            actions=(SetField(DST_PORT.field, port.key), *remote, Goto("egress_dispatch")),
             cookie=c,
         )
         for mac in macs

@@ -6,14 +6,13 @@ A packet addressed to a router interface MAC enters the router's own datapath (l
   NEXT_HOP := the destination (connected) or the route's next hop, DATAPATH := the egress network;
   an ICMP echo request to one of the router's own addresses is turned into the reply and routed back,
   leaving with TTL 64 like any packet the router sends itself (apps/echo.py);
-- arp_resolve (DATAPATH = egress network): NEXT_HOP -> eth_dst from the model (every port is known);
+- arp_resolve (DATAPATH = egress network): NEXT_HOP -> eth_dst from the model (every port is known), through
+  mac_lookup: the same flow per address as ARP answers (apps/arp.py);
 - snat (default) resubmits to l2_lookup in the egress network, which delivers like any L2 packet.
 Each router is its own datapath, so two tenants' routers with the same CIDRs never mix.
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import netaddr
 
@@ -105,27 +104,3 @@ def router_flows(view: View, chassis_id: str, router: Router) -> list[Flow]:
             )
         )
     return out + gateway
-
-
-def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
-    """arp_resolve for a port's addresses, on chassis that route into its network."""
-    net = view.topo.networks.get(port.network_id)
-    if net is None or not view.located(port) or not view.routers_here(chassis_id, net.id):
-        return []
-    return list(_resolve(port, net.key))
-
-
-@lru_cache(maxsize=1 << 16)
-def _resolve(port: Port, net_key: int) -> tuple[Flow, ...]:
-    c = ids.cookie(ids.L3, port.id)
-    return tuple(
-        Flow(
-            "arp_resolve",
-            MATCH,
-            match={"metadata": net_key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
-            actions=(SetField("eth_dst", port.mac), Goto("fw_router_out")),
-            cookie=c,
-        )
-        for _subnet, ip in port.fixed_ips
-        if netaddr.IPAddress(ip).version == 4
-    )

@@ -12,8 +12,9 @@ address pair's, and its source address is one that MAC may use:
 
 Whatever the addresses, a VM never acts as a DHCP server (udp source port 67, DHCPv6 547) or a router
 (router advertisements, redirects), and never sends VLAN-tagged frames: dropped at HIGH. Anything else
-from the port drops (its LOW flow), so the stage's DEFAULT pass-through only serves ports without port
-security, which get no flows here.
+from the port drops (LOW), so the stage's DEFAULT pass-through only serves ports without port security.
+Those drops are the same for every port: classify marks a secured port's packets (PORT_SECURED) and one
+set of flows per chassis matches the mark (chassis_flows); only what the port may send is per port.
 
 Priorities inside MATCH and HIGH grow with the prefix length of the source (or ND target), as in
 longest-prefix routing, so an address that is both a fixed IP and inside a pair's CIDR matches one flow.
@@ -30,7 +31,7 @@ from apps import ids
 from apps.view import View
 from flows.actions import Goto
 from flows.flow import Flow
-from flows.pipeline import HIGH, LOW, MATCH, SRC_PORT
+from flows.pipeline import FLAGS, HIGH, LOW, MATCH, PORT_SECURED, SRC_PORT, flags_match
 from topology.records import Port
 
 IPV4, ARP, IPV6 = 0x0800, 0x0806, 0x86DD
@@ -43,12 +44,50 @@ _UNSPECIFIED = 129
 #: above the neighbour advertisements allowed at HIGH(1 + prefix length)
 _TAGGED = 130
 _PASS = (Goto("plugin_from_port"),)
+OWNER = "pipeline"
 
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
     if not port.port_security_enabled or view.local_ofport(chassis_id, port) is None:
         return []  # no flows: the stage's DEFAULT pass-through
     return list(_flows(port.id, port.key, port.mac, port.fixed_ips, port.allowed_address_pairs))
+
+
+def chassis_flows() -> list[Flow]:
+    """What every port with port security may never send, and the drop of whatever its own flows do not
+    allow: shared by all of them (classify marks their packets PORT_SECURED), not one set per port."""
+    c = ids.cookie(ids.PORT_SECURITY, OWNER)
+    mark = {FLAGS.field: flags_match(set_=[PORT_SECURED])}
+    return [
+        Flow("port_sec_in", LOW, match=mark, cookie=c),  # no actions: everything not allowed drops
+        # never a DHCP server or an IPv6 router, whatever its addresses
+        Flow(
+            "port_sec_in",
+            HIGH,
+            cookie=c,
+            match={**mark, "eth_type": IPV4, "ip_proto": UDP, "udp_src": DHCP_SERVER},
+        ),
+        Flow(
+            "port_sec_in",
+            HIGH,
+            cookie=c,
+            match={**mark, "eth_type": IPV6, "ip_proto": UDP, "udp_src": DHCPV6_SERVER},
+        ),
+        # (OVS refuses a masked ICMP type: one flow each) neighbour advertisements only as allowed per port
+        *(
+            Flow(
+                "port_sec_in",
+                HIGH,
+                cookie=c,
+                match={**mark, "eth_type": IPV6, "ip_proto": ICMPV6, "icmpv6_type": t},
+            )
+            for t in (ND_RA, ND_REDIRECT, ND_NA)
+        ),
+        # a VLAN tag would smuggle the frame past every check here (they match whatever the tag)
+        Flow(
+            "port_sec_in", HIGH(_TAGGED), cookie=c, match={**mark, "vlan_vid": (VLAN_PRESENT, VLAN_PRESENT)}
+        ),
+    ]
 
 
 def allowed_sources(
@@ -82,34 +121,7 @@ def _flows(
     """Computed once per port version (the port's chassis asks again on every compile of the port)."""
     c = ids.cookie(ids.PORT_SECURITY, port_id)
     src = {SRC_PORT.field: key}
-    out = [
-        Flow("port_sec_in", LOW, match=src, cookie=c),  # no actions: everything not allowed below drops
-        # never a DHCP server or an IPv6 router, whatever its addresses
-        Flow(
-            "port_sec_in",
-            HIGH,
-            cookie=c,
-            match={**src, "eth_type": IPV4, "ip_proto": UDP, "udp_src": DHCP_SERVER},
-        ),
-        Flow(
-            "port_sec_in",
-            HIGH,
-            cookie=c,
-            match={**src, "eth_type": IPV6, "ip_proto": UDP, "udp_src": DHCPV6_SERVER},
-        ),
-        # (OVS refuses a masked ICMP type: one flow each) neighbour advertisements only as allowed below
-        *(
-            Flow(
-                "port_sec_in",
-                HIGH,
-                cookie=c,
-                match={**src, "eth_type": IPV6, "ip_proto": ICMPV6, "icmpv6_type": t},
-            )
-            for t in (ND_RA, ND_REDIRECT, ND_NA)
-        ),
-        # a VLAN tag would smuggle the frame past every check here (they match whatever the tag)
-        Flow("port_sec_in", HIGH(_TAGGED), cookie=c, match={**src, "vlan_vid": (VLAN_PRESENT, VLAN_PRESENT)}),
-    ]
+    out: list[Flow] = []
     for mac_, nets in sorted(allowed_sources(mac, fixed_ips, pairs).items()):
         l2 = {**src, "eth_src": mac_}
         out += [

@@ -55,7 +55,7 @@ class View:
         self._hosting: dict[str, frozenset[str]] = {}
         self._component: dict[str, frozenset[str]] = {}
         self._routers: dict[str, tuple[str, ...]] = {}  # network -> routers with an interface on it
-        self._local: dict[str, dict[str, list[Port]]] = {}  # chassis -> network -> its plugged ports
+        self._local: dict[tuple[str, str], list[Port]] = {}  # (chassis, network) -> its plugged ports there
         self._gateways: dict[str, frozenset[str]] | None = None  # network id -> gateway chassis routing it
 
     # ------------------------------------------------------------------------------------------ gateways
@@ -204,15 +204,19 @@ class View:
         return got
 
     def local_ports(self, chassis_id: str, network_id: str) -> list[Port]:
-        """The network's ports plugged on this chassis, by id (from the chassis's VIFs, indexed once per view)."""
-        by_net = self._local.get(chassis_id)
-        if by_net is None:
-            by_net = self._local[chassis_id] = {}
-            for pid in sorted(self.rt(chassis_id).vifs):
-                port = self.topo.ports.get(pid)
-                if port is not None and self.local_ofport(chassis_id, port) is not None:
-                    by_net.setdefault(port.network_id, []).append(port)
-        return by_net.get(network_id, [])
+        """The network's ports plugged on this chassis, by id (cached per view). From the network's ports,
+        not the chassis's VIFs: a write recompiles a few networks, and indexing every VIF of every chassis
+        it touches cost O(ports) per write (87% of a CreatePort's compile at 20k ports)."""
+        key = (chassis_id, network_id)
+        got = self._local.get(key)
+        if got is None:
+            vifs = self.rt(chassis_id).vifs
+            got = self._local[key] = [
+                p
+                for p in self.topo.ports_of(network_id)  # sorted by id
+                if p.id in vifs and self.local_ofport(chassis_id, p) is not None
+            ]
+        return got
 
     def hosts(self, chassis_id: str, network_id: str) -> bool:
         return chassis_id in self.hosting(network_id)

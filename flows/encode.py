@@ -520,6 +520,29 @@ def flow_mod_body(flow: Flow, command: str = ADD) -> bytes:
     )
 
 
+def stats_key(flow: Flow) -> tuple[Any, ...]:
+    """What controller/southbound/ofwire.canonical_key gives for this flow's ADD body (table, priority,
+    cookie, its match TLVs sorted, its instructions), built from the per-field and per-action caches without
+    assembling the body: a resync recognises a dump's entries by it. EncodeError for shapes without a
+    struct encoding (the caller falls back to the body)."""
+    get = _MATCH_TLVS.get
+    tlvs = []
+    for entry in flow.match:
+        tlv = get(entry)
+        if tlv is None:
+            tlv = _entry_tlv(entry)
+        tlvs.append(tlv)
+    tlvs.sort()
+    table = _TABLES.get(flow.stage)
+    if table is None:
+        table = _table(flow.stage)
+    actions = flow.actions
+    instructions = _INSTRUCTIONS.get(actions)
+    if instructions is None:
+        instructions = instructions_bytes(actions)
+    return (table, flow.priority, flow.cookie, b"".join(tlvs), instructions)
+
+
 def group_mod_body(group: Group, command: str = ADD) -> bytes:
     """A group-mod without its 8-byte header."""
     parts = [struct.pack("!HBxI", _GROUP_CMD[command], GROUP_TYPE_CODES[group.type], group.group_id)]

@@ -16,6 +16,11 @@ Packet walk (logical switch, then optionally a logical router, then back to a lo
                │        └─► tunnel / VLAN out                         (remote port; local port: the line above)
                └─► dnat ─► l3_lookup ─► arp_resolve ─► fw_router_out ─► snat ─► (resubmit) l2_lookup   (router MAC)
 
+    arp_nd ─► mac_lookup ─► mac_found ─► out IN_PORT         (an ARP request for a port's address: answered)
+                   └─► dhcp                                  (an address nobody has: the request goes on)
+    arp_resolve ─► (resubmit) mac_lookup ─► mac_found ─► fw_router_out   (a port's address: its MAC)
+                                  └─► arp_resolve (LOOKED): learned neighbours, the gateway's ask-the-controller
+
 Register map (the only place logical state is assigned to packet registers)::
 
     field       bits    name            meaning
@@ -26,6 +31,8 @@ Register map (the only place logical state is assigned to packet registers)::
     reg5        0..15   CT_ZONE         conntrack zone of the current logical port or router
     reg6        0..31   SRC_PORT        key of the logical port the packet came from (0: none / tunnel)
     reg7        0..31   DST_PORT        key of the logical port the packet goes to (0: not decided yet)
+    reg8        0..31   MAC_LO          mac_lookup's answer (a port's MAC), low 32 bits
+    reg9        0..15   MAC_HI          mac_lookup's answer, high 16 bits
     reg10       0..31   FLAGS           named bits, see FLAGS below
 """
 
@@ -110,8 +117,10 @@ CT_ZONE = Register("CT_ZONE", "reg5", 0, 15, "conntrack zone of the current logi
 SRC_PORT = Register("SRC_PORT", "reg6", 0, 31, "key of the logical port the packet came from")
 DST_PORT = Register("DST_PORT", "reg7", 0, 31, "key of the logical port the packet goes to")
 FLAGS = Register("FLAGS", "reg10", 0, 31, "flag bits, see Flag")
+MAC_LO = Register("MAC_LO", "reg8", 0, 31, "mac_lookup's answer: the low 32 bits of the MAC")
+MAC_HI = Register("MAC_HI", "reg9", 0, 15, "mac_lookup's answer: the high 16 bits of the MAC")
 
-REGISTERS: tuple[Register, ...] = (DATAPATH, NEXT_HOP, CT_ZONE, SRC_PORT, DST_PORT, FLAGS)
+REGISTERS: tuple[Register, ...] = (DATAPATH, NEXT_HOP, CT_ZONE, SRC_PORT, DST_PORT, FLAGS, MAC_LO, MAC_HI)
 
 #: the largest datapath key: it must fit a 24-bit VNI
 MAX_DATAPATH_KEY = (1 << 24) - 1
@@ -136,8 +145,23 @@ ALLOW_LOOPBACK = Flag("ALLOW_LOOPBACK", 2, "may leave on its own in_port (ARP/ND
 CT_COMMIT = Flag("CT_COMMIT", 3, "acl accepted a new connection: commit it to conntrack")
 NAT_DONE = Flag("NAT_DONE", 4, "dnat/snat already applied: do not translate again")
 FLOOD = Flag("FLOOD", 5, "destination is broadcast/multicast/unknown: replicate")
+PORT_SECURED = Flag("PORT_SECURED", 6, "from a VM port with port security: port_sec_in's shared checks apply")
+REMOTE = Flag("REMOTE", 7, "DST_PORT is bound on another chassis (l2_lookup set tun_ipv4_dst): send it there")
+ARP_ASK = Flag(
+    "ARP_ASK", 8, "mac_lookup runs for an ARP request's target (answer it), not for a routed packet"
+)
+LOOKED = Flag("LOOKED", 9, "arp_resolve asked mac_lookup already: what is left is arp_resolve's own flows")
 
-FLAG_BITS: tuple[Flag, ...] = (FROM_TUNNEL, ROUTED, ALLOW_LOOPBACK, CT_COMMIT, NAT_DONE, FLOOD)
+FLAG_BITS: tuple[Flag, ...] = (
+    FROM_TUNNEL,
+    ROUTED,
+    ALLOW_LOOPBACK,
+    CT_COMMIT,
+    NAT_DONE,
+    FLOOD,
+    PORT_SECURED,
+    REMOTE,
+)
 
 
 def flags_match(set_: Iterable[Flag] = (), clear: Iterable[Flag] = ()) -> tuple[int, int]:
@@ -187,7 +211,7 @@ _L4 = {
 _ARP = {"arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
 _ND = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
 _CT = {"ct_state", "ct_zone", "ct_mark", "ct_label"}
-_LOGICAL = {"metadata", "reg0", "reg5", "reg6", "reg7", "reg10"}
+_LOGICAL = {"metadata", "reg0", "reg5", "reg6", "reg7", "reg8", "reg9", "reg10"}
 _ACL = _LOGICAL | _L2 | _IP | _L4 | _CT | {"conj_id"}
 
 
@@ -248,8 +272,25 @@ STAGES: tuple[Stage, ...] = (
         "arp_nd",
         30,
         _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "icmpv6_type", "icmpv6_code"},
-        {"dhcp"},
-        "answers ARP / neighbour solicitations for known addresses in flows (out IN_PORT)",
+        {"dhcp", "mac_lookup"},
+        "answers ARP / neighbour solicitations for known addresses in flows: an ARP request's target goes to "
+        "mac_lookup (a port asking about its own address is not answered)",
+    ),
+    _stage(
+        "mac_lookup",
+        32,
+        _LOGICAL,
+        {"mac_found", "dhcp", "arp_resolve"},
+        "(DATAPATH, NEXT_HOP) -> MAC_LO/MAC_HI := the MAC of the port holding that address (one flow per "
+        "address, for ARP answers and routing both); unknown: an ARP request goes on (dhcp), a routed packet "
+        "back to arp_resolve's other flows (LOOKED)",
+    ),
+    _stage(
+        "mac_found",
+        33,
+        _LOGICAL | {"eth_type"},
+        {"fw_router_out"},
+        "ARP_ASK: the ARP reply built from the registers, out IN_PORT; else (routing) eth_dst := the MAC",
     ),
     _stage(
         "dhcp",
@@ -296,8 +337,9 @@ STAGES: tuple[Stage, ...] = (
         "arp_resolve",
         85,
         _LOGICAL | {"eth_type"},
-        {"fw_router_out", "snat"},
-        "router: NEXT_HOP in the egress network -> eth_dst (every port's MAC is known: no ARP request)",
+        {"fw_router_out", "snat", "mac_lookup"},
+        "router: NEXT_HOP in the egress network -> eth_dst: a port's address through mac_lookup (every "
+        "port's MAC is known: no ARP request); learned neighbours, VIPs, the router's own gateway here",
     ),
     _stage(
         "fw_router_out",
@@ -348,8 +390,8 @@ STAGES: tuple[Stage, ...] = (
         "output",
         120,
         _LOGICAL | {"in_port", "eth_dst"},
-        set(),
-        "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK)",
+        {"output"},
+        "DST_PORT -> local OpenFlow port (drops hairpin unless ALLOW_LOOPBACK: then in_port := 0 and again)",
     ),
 )
 

@@ -268,5 +268,5 @@ def plan_resync(
     before, after = meter_ops(
         meters, have.meters, meters.keys() | have.meters.keys() | raw_meters, raw_meters
     )
-    adopted = sum(1 for k, f in have.flows.items() if desired.get(k) == f)
+    adopted = sum(1 for k, f in have.flows.items() if (want := desired.get(k)) is f or want == f)
     return Plan(before, [*g_add, *g_mod, *f_del, *f_add, *g_del], after, adopted)

@@ -658,7 +658,7 @@ class SwitchSync:
                 t = self._transport
             if t is None or t is not self._transport:
                 raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
-            desired = list(self._desired.values())
+            desired = dict(self._desired)  # its keys are reused for what the dump holds unchanged
         try:
             have, slow = t.dump(desired, timeout)
         except SyncError:

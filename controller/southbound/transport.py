@@ -29,7 +29,7 @@ import random
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,7 +372,9 @@ class Transport:
 
     # --- dumps -----------------------------------------------------------------------------------------
 
-    def _flow_entries(self, parts: list[Any], desired: Iterable[Flow], have: Installed) -> Iterator[Any]:
+    def _flow_entries(
+        self, parts: list[Any], desired: Iterable[Flow] | Mapping[FlowKey, Flow], have: Installed
+    ) -> Iterator[Any]:
         """Flow entries of a dump that need decoding, as os-ken OFPFlowStats.
 
         Fast path for raw replies: an entry whose bytes are exactly what we send for a desired flow (match
@@ -380,7 +382,7 @@ class Transport:
         without os-ken's parser or decode (together ~5k entries/s). Entries OVS re-encodes (move with NXM
         headers, ...) take the slow path.
         """
-        expected: dict[tuple[Any, ...], Flow] | None = None
+        expected: dict[tuple[Any, ...], tuple[FlowKey, Flow]] | None = None
         for part in parts:
             if not isinstance(part, bytes):  # parsed by os-ken (raw sinks not installed)
                 yield from part if isinstance(part, list) else (part,)
@@ -389,9 +391,20 @@ class Transport:
             if off < end and expected is None:  # built on the first entry: an empty switch needs none
                 enc = self._enc
                 expected = {}
-                for f in desired:
-                    body = enc.flow_body(f, encode.ADD)
-                    expected[ofwire.canonical_key(f.table, f.priority, f.cookie, body, 40)] = f
+                # the engine's own keys when it passes them (an adopted entry then shares the desired key
+                # object: no key built per entry here, and the plan's comparisons stop at identity)
+                pairs = (
+                    desired.items() if isinstance(desired, Mapping) else ((FlowKey(f), f) for f in desired)
+                )
+                stats_key = encode.stats_key
+                for fk, f in pairs:
+                    try:  # from the encoder's per-field / per-action caches, no flow-mod assembled
+                        key = stats_key(f)
+                    except encode.EncodeError:
+                        key = ofwire.canonical_key(
+                            f.table, f.priority, f.cookie, enc.flow_body(f, encode.ADD), 40
+                        )
+                    expected[key] = (fk, f)
             unpack = ofwire.FLOW_STATS.unpack_from
             while off < end:
                 length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
@@ -404,14 +417,16 @@ class Transport:
                     if moved is not None:
                         hit = expected.get(key[:4] + (moved,))
                 if hit is not None:
-                    k = FlowKey(hit)
-                    have.flows[k] = hit
+                    k, f = hit
+                    have.flows[k] = f
                     have.counters[k] = (packets, nbytes)
                 else:
                     yield ofpp.OFPFlowStats.parser(part, off)
                 off += length
 
-    def dump(self, desired: Iterable[Flow], timeout: float = DUMP_TIMEOUT) -> tuple[Installed, int]:
+    def dump(
+        self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], timeout: float = DUMP_TIMEOUT
+    ) -> tuple[Installed, int]:
         """Dump all flows, groups and meters of the switch and decode them; also how many flow entries
         took the slow path (not byte-equal to one of `desired`). Raises SyncError."""
         dp = self.dp

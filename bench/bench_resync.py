@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""The controller's half of a resync with nothing changed, without a switch (printed, not pass/fail): N
+desired flows (tests/test_sync.pipeline_flows' shapes), the flow-stats reply a switch holding exactly
+them sends (our flow-mod bodies as flow-stats entries, match fields reversed as OVS reorders them), then
+what the engine does with it: the transport's raw fast path (Transport._flow_entries: recognise each entry
+by its bytes), and plan_resync (adopt; 0 operations expected). bench/bench_sync.py measures the whole
+thing against a real ovs-vswitchd (dump included).
+
+    .venv/bin/python bench/bench_resync.py [--flows 100000] [--runs 5] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import pstats
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller.southbound import ofwire
+from controller.southbound.plan import FlowKey, Installed, plan_resync
+from controller.southbound.transport import Transport
+from flows import encode
+from flows.flow import Flow, Group
+from tests.test_sync import pipeline_flows
+
+_MP_LIMIT = 60_000  # OVS splits a dump into replies of < 64 KiB
+
+
+def reply_parts(flows: list[Flow]) -> list[bytes]:
+    """Flow-stats multipart replies holding `flows`, as a switch would send them."""
+    enc = encode.Encoder()
+    parts: list[bytes] = []
+    entries: list[bytes] = []
+    size = 0
+
+    def flush(more: bool) -> None:
+        nonlocal entries, size
+        body = b"".join(entries)
+        hdr = ofwire.MP_HDR.pack(4, 19, ofwire.MP_HDR.size + len(body), 0, 1, 1 if more else 0)
+        parts.append(hdr + body)
+        entries, size = [], 0
+
+    for f in flows:
+        body = enc.flow_body(f, encode.ADD)
+        mlen = struct.unpack_from("!H", body, 42)[0]
+        match = body[40 : 40 + mlen]
+        tlvs, off = [], 4
+        while off < mlen:
+            n = 4 + match[off + 3]
+            tlvs.append(match[off : off + n])
+            off += n
+        rest = body[40 + ((mlen + 7) & ~7) :]
+        m = match[:4] + b"".join(reversed(tlvs))
+        m += bytes(((len(m) + 7) & ~7) - len(m))
+        entry_len = 48 + len(m) + len(rest)
+        entry = ofwire.FLOW_STATS.pack(entry_len, f.table, 1, 0, f.priority, 0, 0, 0, int(f.cookie), 7, 700)
+        entries.append(entry + m + rest)
+        size += entry_len
+        if size > _MP_LIMIT:
+            flush(True)
+    flush(False)
+    return parts
+
+
+def _no_stats_key(flow: Flow) -> tuple[object, ...]:
+    raise encode.EncodeError("before")
+
+
+def resync_once(
+    desired: dict[FlowKey, Flow], groups: dict[int, Group], parts: list[bytes], keys: bool = True
+) -> tuple[float, float, int]:
+    """(CPU seconds recognising the dump, CPU seconds planning, operations planned): CPU time, as this
+    machine is shared; keys=False: the transport
+    gets the desired flows as a list and builds their keys from assembled flow-mods (as before 2026-12-07:
+    a FlowKey built per adopted entry, each desired flow-mod encoded and parsed back)."""
+    fake = SimpleNamespace(_enc=encode.Encoder())  # a new engine: its encoder cache cold, as after a restart
+    have = Installed()
+    t0 = time.process_time()
+    given = desired if keys else list(desired.values())
+    real_key = encode.stats_key
+    if not keys:  # before: every desired flow-mod assembled, then parsed back (encode.stats_key unused)
+        encode.stats_key = _no_stats_key  # type: ignore[assignment]
+    try:
+        slow = sum(1 for _ in Transport._flow_entries(fake, parts, given, have))  # type: ignore[arg-type,misc]
+    finally:
+        encode.stats_key = real_key  # type: ignore[assignment]
+    t1 = time.process_time()
+    have.groups = dict(groups)
+    gc.disable()
+    try:
+        plan = plan_resync(desired, groups, {}, have)
+    finally:
+        gc.enable()
+    t2 = time.process_time()
+    assert slow == 0 and plan.adopted == len(desired), (slow, plan.adopted, len(desired))
+    return t1 - t0, t2 - t1, len(plan.ops())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--flows", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args()
+    items = pipeline_flows(max(8, int(a.flows / 8.6)))
+    flows = [f for f in items if isinstance(f, Flow)]
+    groups = {g.group_id: g for g in items if isinstance(g, Group)}
+    desired = {FlowKey(f): f for f in flows}
+    parts = reply_parts(flows)
+    print(f"{len(flows)} flows in {len(parts)} replies; load average {os.getloadavg()[0]:.2f}")
+    if a.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        resync_once(desired, groups, parts)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
+    # before (the desired flows as a list) and after (the engine's keys), alternated
+    res: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    n_ops = 0
+    for _ in range(a.runs):
+        for keys in (False, True):
+            r, p, n_ops = resync_once(desired, groups, parts, keys)
+            res[keys].append((r, p))
+    for keys, name in ((False, "before (list)"), (True, "after (keys) ")):
+        rec = [r for r, _p in res[keys]]
+        plan = [p for _r, p in res[keys]]
+        tot = [r + p for r, p in res[keys]]
+        print(
+            f"{name}: recognise the dump median {statistics.median(rec):.3f} s, plan median "
+            f"{statistics.median(plan):.3f} s; total min {min(tot):.3f} / median {statistics.median(tot):.3f} / "
+            f"max {max(tot):.3f} s ({a.runs} runs, {n_ops} operations)"
+        )
+    before = statistics.median(r + p for r, p in res[False])
+    after = statistics.median(r + p for r, p in res[True])
+    print(f"ratio after / before (medians): {after / before:.2f}; load average now {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
