@@ -440,3 +440,15 @@ class NeutronServer:
     def stop(self) -> None:
         self.server.stop()
         self._thread.join(timeout=10)
+
+
+def listen(
+    topology: Any, tokens: Tokens, kinds: Sequence[Kind], host: str, port: int, tls: TlsFiles | None = None
+) -> NeutronServer:
+    """The Neutron API of a TopologyService (its tables and router interface methods), listening."""
+    app = NeutronApi(
+        topology.tables, tokens, kinds, topology.AddRouterInterface, topology.RemoveRouterInterface
+    )
+    server = NeutronServer(app, host, port, tls)
+    server.start()
+    return server
