@@ -31,17 +31,10 @@ from controller.neutron.mapping import (
     strings,
     text,
 )
+from controller.neutron.services import SERVICES
 from proto.sdn.v1 import topology_pb2 as pb
 
 V2 = "/v2.0"
-
-
-def _optional_common(message: Any, name: bool = True) -> tuple[Attr, ...]:
-    """common() with `name` and `description` only where the message has them."""
-    attrs = common(description=has_field(message, "description"))
-    if not name:
-        attrs = tuple(a for a in attrs if a.name != "name")
-    return attrs
 
 
 def _extras(message: Any) -> tuple[Attr, ...]:
@@ -80,7 +73,7 @@ NETWORK = Kind(
     "networks",
     V2,
     (
-        *_optional_common(pb.Network),
+        *common(pb.Network),
         flag("admin_state_up"),
         computed("status", lambda v, m: "ACTIVE" if m.admin_state_up else "DOWN"),
         computed("subnets", _subnets_of),
@@ -111,7 +104,7 @@ SUBNET = Kind(
     "subnets",
     V2,
     (
-        *_optional_common(pb.Subnet),
+        *common(pb.Subnet),
         ref("network_id", "network", "network"),
         text("cidr"),
         replace(number("ip_version", ro=True), accept=True),
@@ -135,7 +128,7 @@ PORT = Kind(
     "ports",
     V2,
     (
-        *_optional_common(pb.Port),
+        *common(pb.Port),
         ref("network_id", "network", "network"),
         text("mac_address"),
         items(
@@ -204,7 +197,7 @@ ROUTER = Kind(
     "routers",
     V2,
     (
-        *_optional_common(pb.Router),
+        *common(pb.Router),
         flag("admin_state_up"),
         computed("status", lambda v, m: "ACTIVE" if m.admin_state_up else "DOWN"),
         Attr("external_gateway_info", _gateway_info_get, _gateway_info_put, field="external_gateway"),
@@ -221,7 +214,7 @@ FLOATING_IP = Kind(
     "floatingips",
     V2,
     (
-        *_optional_common(pb.FloatingIp, name=False),
+        *common(pb.FloatingIp),
         ref("floating_network_id", "floating_network", "network"),
         text("floating_ip_address"),
         ref("port_id", "port", "port"),
@@ -283,7 +276,7 @@ def _rule_body(body: dict[str, Any], create: bool) -> dict[str, Any]:
 
 def _rule_attrs() -> tuple[Attr, ...]:
     return (
-        *_optional_common(pb.SecurityGroupRule, name=False),
+        *common(pb.SecurityGroupRule),
         ref("security_group_id", "security_group", "security_group"),
         text("direction"),
         text("ethertype"),
@@ -317,7 +310,7 @@ SECURITY_GROUP = Kind(
     "security-groups",
     V2,
     (
-        *_optional_common(pb.SecurityGroup),
+        *common(pb.SecurityGroup),
         computed("security_group_rules", _rules_get),
         const("stateful", True),
         *_extras(pb.SecurityGroup),
@@ -325,4 +318,5 @@ SECURITY_GROUP = Kind(
 )
 
 CORE = (NETWORK, SUBNET, PORT, ROUTER, FLOATING_IP, SECURITY_GROUP, SECURITY_GROUP_RULE)
-ALL = CORE
+#: every mapping: the core, then the advanced services (FWaaS, VPNaaS, Octavia)
+ALL = (*CORE, *SERVICES)

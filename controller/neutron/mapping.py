@@ -56,7 +56,8 @@ class Kind:
     parent: str = ""  # members: the parent's URL segment ("pools"): /pools/{id}/members
     parent_kind: str = ""  # its table kind ("pool"); the List and Create requests' field names it
     body: BodyHook | None = None
-    octavia: bool = False  # Octavia's error body and status codes
+    octavia: bool = False  # Octavia's error body
+    aliases: tuple[str, ...] = ()  # more prefixes it is served under (Octavia: /v2 and /v2.0)
 
     @property
     def by_name(self) -> Mapping[str, Attr]:
@@ -264,8 +265,9 @@ def computed(name: str, get: Getter, admin: bool = False) -> Attr:
     return Attr(name, get, None, admin)
 
 
-def common(description: bool = True) -> tuple[Attr, ...]:
-    """id, name, the owner (tenant_id and project_id, as Neutron names it), timestamps and revision."""
+def common(message: type[Message]) -> tuple[Attr, ...]:
+    """id, the owner (tenant_id and project_id, as Neutron names it), timestamps and revision; name and
+    description where `message` has them."""
 
     def put_tenant(m: Any, value: Any) -> list[str]:
         m.tenant = as_str("tenant_id", value)
@@ -273,14 +275,15 @@ def common(description: bool = True) -> tuple[Attr, ...]:
 
     out = [
         Attr("id", lambda v, m: ident(m.name)),
-        text("name", "display_name"),
         Attr("tenant_id", lambda v, m: m.tenant, put_tenant),
         Attr("project_id", lambda v, m: m.tenant, put_tenant),
         computed("created_at", lambda v, m: timestamp(m.create_time)),
         computed("updated_at", lambda v, m: timestamp(m.update_time)),
         computed("revision_number", lambda v, m: m.revision),
     ]
-    if description:
+    if has_field(message, "display_name"):
+        out.insert(1, text("name", "display_name"))
+    if has_field(message, "description"):
         out.append(text("description"))
     return tuple(out)
 

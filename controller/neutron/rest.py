@@ -89,24 +89,28 @@ class NeutronApi:
             Rule(f"{V2}/extensions/<alias>", endpoint=Route(None, "extension"), methods=["GET"]),
         ]
         for kind in self.kinds:
-            base = (
-                f"{kind.prefix}/{kind.parent}/<parent_id>/{kind.collection}"
-                if kind.parent
-                else (f"{kind.prefix}/{kind.collection}")
-            )
-            rules += [
-                Rule(base, endpoint=Route(kind, "list"), methods=["GET"]),
-                Rule(base, endpoint=Route(kind, "create"), methods=["POST"]),
-                Rule(f"{base}/<ident>", endpoint=Route(kind, "show"), methods=["GET"]),
-                Rule(f"{base}/<ident>", endpoint=Route(kind, "delete"), methods=["DELETE"]),
-            ]
-            if tables.specs[kind.spec].update is not None:
-                rules.append(Rule(f"{base}/<ident>", endpoint=Route(kind, "update"), methods=["PUT"]))
-            if kind.spec == "router":
-                rules.append(
-                    Rule(f"{base}/<ident>/<action>", endpoint=Route(kind, "interface"), methods=["PUT"])
-                )
+            for prefix in (kind.prefix, *kind.aliases):
+                rules += self._rules(kind, prefix)
         self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
+
+    def _rules(self, kind: Kind, prefix: str) -> list[Rule]:
+        """The standard routes of `kind` under `prefix`."""
+        base = (
+            f"{prefix}/{kind.parent}/<parent_id>/{kind.collection}"
+            if kind.parent
+            else f"{prefix}/{kind.collection}"
+        )
+        rules = [
+            Rule(base, endpoint=Route(kind, "list"), methods=["GET"]),
+            Rule(base, endpoint=Route(kind, "create"), methods=["POST"]),
+            Rule(f"{base}/<ident>", endpoint=Route(kind, "show"), methods=["GET"]),
+            Rule(f"{base}/<ident>", endpoint=Route(kind, "delete"), methods=["DELETE"]),
+        ]
+        if self.tables.specs[kind.spec].update is not None:
+            rules.append(Rule(f"{base}/<ident>", endpoint=Route(kind, "update"), methods=["PUT"]))
+        if kind.spec == "router":
+            rules.append(Rule(f"{base}/<ident>/<action>", endpoint=Route(kind, "interface"), methods=["PUT"]))
+        return rules
 
     # ------------------------------------------------------------------------------------------ WSGI
 
@@ -155,6 +159,9 @@ class NeutronApi:
         except (OSError, sqlite3.Error) as err:
             log.error("%s: storage failure: %s", method, err)
             return self._error(503, "ServiceUnavailable", "the store is unavailable; retry", rid, octavia)
+        except Exception:
+            log.exception("%s %s: internal error", method, rid)
+            return self._error(500, "HTTPInternalServerError", f"internal error ({rid})", rid, octavia)
         finally:
             tenant = "-" if who is None else who.principal.tenant + ("(admin)" if who.principal.admin else "")
             access(method, tenant, "-", started, rid)
