@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from controller.api import convert
 from controller.neutron.mapping import (
     Attr,
     BadInput,
@@ -14,6 +15,7 @@ from controller.neutron.mapping import (
     View,
     as_dict,
     as_int,
+    as_list,
     as_str,
     common,
     computed,
@@ -24,7 +26,6 @@ from controller.neutron.mapping import (
     number,
     ref,
     refs,
-    strings,
     text,
 )
 from proto.sdn.v1 import topology_pb2 as pb
@@ -179,12 +180,30 @@ VPN_SERVICE = Kind(
     ),
 )
 
+
+def _endpoints() -> Attr:
+    """Subnet ids (type "subnet"; the message names them "subnets/ID") or CIDRs (type "cidr", as they are:
+    a CIDR has a "/", an id never does)."""
+
+    def put(m: Any, value: Any) -> list[str]:
+        del m.endpoints[:]
+        for x in as_list("endpoints", value):
+            endpoint = as_str("endpoints", x)
+            m.endpoints.append(endpoint if "/" in endpoint else convert.name_of("subnet", endpoint))
+        return ["endpoints"]
+
+    def get(v: View, m: Any) -> list[str]:
+        return [e.removeprefix("subnets/") for e in m.endpoints]
+
+    return Attr("endpoints", get, put, field="endpoints")
+
+
 ENDPOINT_GROUP = Kind(
     "vpn_endpoint_group",
     "endpoint_group",
     "endpoint-groups",
     VPN,
-    (*common(pb.VpnEndpointGroup), text("type"), strings("endpoints")),
+    (*common(pb.VpnEndpointGroup), text("type"), _endpoints()),
 )
 
 
