@@ -16,7 +16,7 @@ import pytest
 
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.conftest import Api
-from tests.test_neutron_api import Rest, rest  # noqa: F401  (the fixture)
+from tests.test_neutron_api import Rest, public, rest, tenant_net  # noqa: F401  (rest: the fixture)
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
 
@@ -55,185 +55,65 @@ def run(rest: Rest, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_openstack_cli_builds_a_whole_tenant(rest: Rest, api: Api) -> None:  # noqa: F811
-    public = osc(
-        rest,
-        "admin",
-        "network",
-        "create",
-        "public",
-        "--external",
-        "--provider-network-type",
-        "flat",
-        "--provider-physical-network",
-        "ext",
+def test_openstack_cli_firewall_and_vpn_plug_ins(rest: Rest, api: Api) -> None:  # noqa: F811
+    """python-neutronclient's OSC plug-ins (FWaaS v2, VPNaaS) on a router made through REST. (Networks,
+    routers, security groups, ports, floating IPs and load balancers through the CLI: tests/test_e2e_neutron.py,
+    with packets.)"""
+    net, sub = tenant_net(rest, "alice", "web", "10.0.0.0/24")
+    ext, _ = public(rest)
+    router = rest.ok("POST", "/v2.0/routers", {"router": {"name": "r1", "external_gateway_info": {"network_id": ext}}},
+                     "alice", 201)["router"]  # fmt: skip
+    iface = rest.ok("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": sub}, "alice")
+    rule = osc(rest, "alice", "firewall", "group", "rule", "create", "--protocol", "tcp", "--destination-port",
+               "80:90", "--action", "allow", "allow-http")  # fmt: skip
+    assert (rule["Destination Port"], rule["Action"], rule["Enabled"]) == ("80:90", "allow", True)
+    policy = osc(
+        rest, "alice", "firewall", "group", "policy", "create", "--firewall-rule", "allow-http", "pol"
     )
-    assert public["router:external"] is True and public["provider:network_type"] == "flat"
+    assert policy["Firewall Rules"] == [rule["ID"]]
+    group = osc(rest, "alice", "firewall", "group", "create", "--ingress-firewall-policy", "pol", "--port",
+                iface["port_id"], "fw")  # fmt: skip
+    assert group["Ports"] == [iface["port_id"]] and group["Status"] == "ACTIVE"
+    assert group["Ingress Policy ID"] == policy["ID"] and group["Egress Policy ID"] is None
+    got = api.stub.GetFirewallGroup(pb.GetFirewallGroupRequest(name=f"firewallGroups/{group['ID']}"),
+                                    metadata=api.md(rest.alice))  # fmt: skip
+    assert list(got.ports) == [f"ports/{iface['port_id']}"]
+    osc(rest, "alice", "vpn", "ike", "policy", "create", "ike1")
+    osc(rest, "alice", "vpn", "ipsec", "policy", "create", "ipsec1")
+    service = osc(rest, "alice", "vpn", "service", "create", "--router", "r1", "vpn1")
+    assert service["Router"] == router["id"] and service["Ext v4 IP"].startswith("203.0.113.")
     osc(
-        rest,
-        "admin",
-        "subnet",
-        "create",
-        "--network",
-        "public",
-        "--subnet-range",
-        "203.0.113.0/24",
-        "--no-dhcp",
-        "public-sub",
-    )
-    net = osc(rest, "alice", "network", "create", "web")
-    assert net["project_id"] == "alice" and net["status"] == "ACTIVE"
-    sub = osc(
-        rest,
-        "alice",
-        "subnet",
-        "create",
-        "--network",
-        "web",
-        "--subnet-range",
-        "10.0.0.0/24",
-        "--dns-nameserver",
-        "10.0.0.53",
-        "web-sub",
-    )
-    assert sub["gateway_ip"] == "10.0.0.1" and sub["dns_nameservers"] == ["10.0.0.53"]
-    router = osc(rest, "alice", "router", "create", "r1", "--external-gateway", "public")
-    assert router["external_gateway_info"]["network_id"] == public["id"]
-    assert run(rest, "alice", "router", "add", "subnet", "r1", "web-sub").returncode == 0
-    sg = osc(rest, "alice", "security", "group", "create", "web-sg")
-    rule = osc(
-        rest,
-        "alice",
-        "security",
-        "group",
-        "rule",
-        "create",
-        "web-sg",
-        "--protocol",
-        "tcp",
-        "--dst-port",
-        "80",
-        "--remote-ip",
-        "0.0.0.0/0",
-    )
-    assert (rule["port_range_min"], rule["port_range_max"], rule["direction"]) == (80, 80, "ingress")
-    osc(rest, "alice", "security", "group", "rule", "create", "web-sg", "--protocol", "icmp")
-    port = osc(
-        rest,
-        "alice",
-        "port",
-        "create",
-        "--network",
-        "web",
-        "--fixed-ip",
-        "subnet=web-sub,ip-address=10.0.0.10",
-        "--security-group",
-        "web-sg",
-        "vm1",
-    )
-    assert port["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "10.0.0.10"}]
-    assert port["security_group_ids"] == [sg["id"]]
-    fip = osc(rest, "alice", "floating", "ip", "create", "public", "--port", "vm1")
-    assert fip["port_id"] == port["id"] and fip["router_id"] == router["id"]
-    # load balancer (python-octaviaclient)
-    lb = osc(rest, "alice", "loadbalancer", "create", "--vip-subnet-id", "web-sub", "--name", "lb1")
-    assert lb["provisioning_status"] == "ACTIVE" and lb["vip_address"].startswith("10.0.0.")
-    osc(
-        rest,
-        "alice",
-        "loadbalancer",
-        "listener",
-        "create",
-        "--protocol",
-        "TCP",
-        "--protocol-port",
-        "80",
-        "--name",
-        "l1",
-        "lb1",
+        rest, "alice", "vpn", "endpoint", "group", "create", "--type", "subnet", "--value", "web-sub", "local"
     )
     osc(
         rest,
         "alice",
-        "loadbalancer",
-        "pool",
-        "create",
-        "--listener",
-        "l1",
-        "--protocol",
-        "TCP",
-        "--lb-algorithm",
-        "ROUND_ROBIN",
-        "--name",
-        "p1",
-    )
-    member = osc(
-        rest,
-        "alice",
-        "loadbalancer",
-        "member",
-        "create",
-        "--address",
-        "10.0.0.10",
-        "--protocol-port",
-        "8080",
-        "--name",
-        "m1",
-        "p1",
-    )
-    assert member["address"] == "10.0.0.10" and member["protocol_port"] == 8080
-    assert [m["name"] for m in osc(rest, "alice", "loadbalancer", "member", "list", "p1")] == ["m1"]
-    # firewall group on the router's interface (python-neutronclient's FWaaS plug-in)
-    osc(
-        rest,
-        "alice",
-        "firewall",
-        "group",
-        "rule",
-        "create",
-        "--protocol",
-        "tcp",
-        "--destination-port",
-        "80",
-        "--action",
-        "allow",
-        "allow-http",
-    )
-    osc(rest, "alice", "firewall", "group", "policy", "create", "--firewall-rule", "allow-http", "web-policy")
-    iface = osc(rest, "alice", "port", "list", "--device-owner", "network:router_interface")
-    group = osc(
-        rest,
-        "alice",
-        "firewall",
+        "vpn",
+        "endpoint",
         "group",
         "create",
-        "--ingress-firewall-policy",
-        "web-policy",
-        "--port",
-        iface[0]["ID"],
-        "fw",
+        "--type",
+        "cidr",
+        "--value",
+        "10.2.0.0/24",
+        "peer",
     )
-    assert group["Ports"] == [iface[0]["ID"]] and group["Status"] == "ACTIVE"
-    # every object is the gRPC API's too
-    md = api.md(rest.alice)
-    assert api.stub.GetRouter(pb.GetRouterRequest(name=f"routers/{router['id']}"), metadata=md).interfaces
-    listed = osc(rest, "alice", "network", "list")
-    assert {n["Name"] for n in listed} == {"web", "public"}
-    assert osc(rest, "bob", "network", "list") == [
-        {
-            "ID": public["id"],
-            "Name": "public",
-            "Subnets": [osc(rest, "admin", "subnet", "show", "public-sub")["id"]],
-        }
-    ]
+    conn = osc(rest, "alice", "vpn", "ipsec", "site", "connection", "create", "--vpnservice", "vpn1", "--ikepolicy",
+               "ike1", "--ipsecpolicy", "ipsec1", "--peer-address", "198.51.100.2", "--peer-id", "198.51.100.2",
+               "--psk", "s3cret", "--local-endpoint-group", "local", "--peer-endpoint-group", "peer",
+               "conn1")  # fmt: skip
+    assert conn["Peer Address"] == "198.51.100.2" and conn["Pre-shared Key"] == "******"
+    assert net
 
 
 def test_openstack_cli_errors_read_as_neutron_errors(rest: Rest) -> None:  # noqa: F811
-    osc(rest, "alice", "network", "create", "web")
-    osc(rest, "alice", "subnet", "create", "--network", "web", "--subnet-range", "10.0.0.0/24", "web-sub")
+    tenant_net(rest, "alice", "web", "10.0.0.0/24")
     err = fails(rest, "alice", "subnet", "create", "--network", "web", "--subnet-range", "10.0.0.0/33", "bad")
     assert "BadRequestException: 400" in err and "Invalid input for cidr" in err
     osc(rest, "alice", "port", "create", "--network", "web", "--fixed-ip", "ip-address=10.0.0.7", "a")
+    assert [p["Name"] for p in osc(rest, "alice", "port", "list", "--fixed-ip", "ip-address=10.0.0.7")] == [
+        "a"
+    ]
     err = fails(rest, "alice", "port", "create", "--network", "web", "--fixed-ip", "ip-address=10.0.0.7", "b")
     assert "ConflictException: 409" in err and "IP address 10.0.0.7 already allocated in subnet" in err
     err = fails(rest, "bob", "port", "create", "--network", "web", "p")  # alice's network, by name
