@@ -575,3 +575,41 @@ def test_security_groups_and_rules(rest: Rest) -> None:
     status, _ = rest.call("DELETE", f"/v2.0/security-groups/{sg['id']}", token="bob")
     assert status == 404
     rest.ok("DELETE", f"/v2.0/security-groups/{sg['id']}", token="alice", status=204)
+
+
+def test_octavia_shapes_and_cascade_delete(rest: Rest) -> None:
+    _, sub = tenant_net(rest, "alice", "a", "10.0.0.0/24")
+    for prefix in ("/v2/lbaas", "/v2.0/lbaas"):  # Octavia answers both; python-octaviaclient asks the second
+        lb = rest.ok(
+            "POST", f"{prefix}/loadbalancers", {"loadbalancer": {"vip_subnet_id": sub}}, "alice", 201
+        )
+        lb = lb["loadbalancer"]
+        assert (
+            lb["provisioning_status"] == "ACTIVE"
+            and lb["vip_port_id"]
+            and lb["vip_address"].startswith("10.0.0.")
+        )
+        listener = rest.ok(
+            "POST", f"{prefix}/listeners", {"listener": {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}},
+            "alice", 201,
+        )["listener"]  # fmt: skip
+        pool = rest.ok(
+            "POST", f"{prefix}/pools", {"pool": {"listener_id": listener["id"], "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}},
+            "alice", 201,
+        )["pool"]  # fmt: skip
+        member = rest.ok(
+            "POST", f"{prefix}/pools/{pool['id']}/members", {"member": {"address": "10.0.0.20", "protocol_port": 8080}},
+            "alice", 201,
+        )["member"]  # fmt: skip
+        assert member["weight"] == 1 and member["subnet_id"] is None
+        shown = rest.ok("GET", f"{prefix}/loadbalancers/{lb['id']}", token="alice")["loadbalancer"]
+        assert shown["listeners"] == [{"id": listener["id"]}] and shown["pools"] == [{"id": pool["id"]}]
+        assert rest.ok("GET", f"{prefix}/pools/{pool['id']}", token="alice")["pool"]["members"] == [
+            {"id": member["id"]}
+        ]
+        status, answer = rest.call("GET", f"{prefix}/pools/{pool['id']}/members/{member['id']}", token="bob")
+        assert status == 404 and "faultstring" in answer  # Octavia's error body
+        status, answer = rest.call("DELETE", f"{prefix}/loadbalancers/{lb['id']}", token="alice")
+        assert status == 409, answer  # it has listeners: cascade, or delete them first
+        rest.ok("DELETE", f"{prefix}/loadbalancers/{lb['id']}?cascade=true", token="alice", status=204)
+        assert rest.ok("GET", f"{prefix}/listeners", token="alice")["listeners"] == []

@@ -229,6 +229,8 @@ class NeutronApi:
             }
         if route.action == "delete":
             req = self._module(spec).__dict__[f"Delete{spec.rpc}Request"](name=name)
+            if request.args.get("cascade", "").lower() == "true" and "force" in req.DESCRIPTOR.fields_by_name:
+                req.force = True  # Octavia's cascade delete: the load balancer with its listeners, pools, ...
             self._by_name(lambda: self.tables.delete(spec, req, None), kind, args["ident"])
             return 204, None
         return 200, self._interface(kind, args["ident"], args["action"], self._body(request), view)
