@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import openstack
 import pytest
 
+from controller.neutron.kinds import ALL
+from controller.neutron.rest import listen
+from controller.pki import Pki
 from proto.sdn.v1 import topology_pb2 as pb
 from tests.conftest import Api
 from tests.test_neutron_api import Rest, public, rest, tenant_net  # noqa: F401  (rest: the fixture)
@@ -167,3 +171,35 @@ def test_openstacksdk_script(rest: Rest, tmp_path: Path) -> None:  # noqa: F811
     assert names == ["default", "g0", "g1", "g2", "g3", "g4"] or names == ["g0", "g1", "g2", "g3", "g4"]
     with pytest.raises(openstack.exceptions.NotFoundException):
         conn.network.get_network("no-such-network")
+
+
+def test_https_with_the_controllers_ca(server: Any, tmp_path: Path) -> None:
+    """neutron_tls: the listener speaks HTTPS with the controller's certificate; the CLI verifies it with
+    --os-cacert (and refuses it without); plain HTTP gets no answer."""
+    authority = Pki(tmp_path / "pki")
+    authority.init()
+    files = authority.ensure_controller([])
+    srv = listen(server.server.topology, server.server.tokens, ALL, "127.0.0.1", 0, files)
+    try:
+        url = f"https://127.0.0.1:{srv.port}"
+        base = [
+            OPENSTACK,
+            "--os-auth-type",
+            "admin_token",
+            "--os-token",
+            server.api.admin_token,
+            "--os-endpoint",
+            url,
+        ]
+        made = subprocess.run([*base, "--os-cacert", str(files.ca), "network", "create", "tls-net", "-f", "json"],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["name"] == "tls-net"
+        unverified = subprocess.run(
+            [*base, "network", "list"], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert unverified.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in unverified.stderr
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/", timeout=10).read()
+    finally:
+        srv.stop()
