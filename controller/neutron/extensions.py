@@ -105,8 +105,14 @@ EXTENSIONS = (
     Extension(
         "qos",
         "Quality of Service",
-        "QoS policies and rules (/v2.0/qos), port qos_policy_id.",
+        "QoS policies, bandwidth-limit and DSCP-marking rules (/v2.0/qos).",
         _kinds("qos_policy", "qos_rule"),
+    ),
+    Extension(
+        "qos-bw-limit-direction",
+        "Direction for QoS bandwidth limit rule",
+        "direction (egress, ingress) on bandwidth limit rules.",
+        _kinds("qos_rule"),
     ),
 )
 

@@ -31,6 +31,8 @@ from controller.neutron.mapping import (
     strings,
     text,
 )
+from controller.neutron.qos import KINDS as QOS_KINDS
+from controller.neutron.qos import qos_policy_id
 from controller.neutron.services import SERVICES
 from proto.sdn.v1 import topology_pb2 as pb
 
@@ -82,6 +84,7 @@ NETWORK = Kind(
         text("provider:physical_network", "physical_network", null=True, admin=True),
         number("provider:segmentation_id", "segment_id", null=True, admin=True),
         flag("router:external", "external", default=False),
+        qos_policy_id("network"),
         *_extras(pb.Network),
     ),
 )
@@ -147,6 +150,7 @@ PORT = Kind(
         computed("status", lambda v, m: pb.Port.Status.Name(m.status).replace("STATUS_UNSPECIFIED", "DOWN")),
         replace(ref("binding:host_id", "binding_chassis", "chassis"), admin=True),
         computed("binding:vif_type", lambda v, m: "ovs" if m.binding_chassis else "unbound", admin=True),
+        qos_policy_id("port"),
         *_extras(pb.Port)[1:],
     ),
 )
@@ -318,5 +322,5 @@ SECURITY_GROUP = Kind(
 )
 
 CORE = (NETWORK, SUBNET, PORT, ROUTER, FLOATING_IP, SECURITY_GROUP, SECURITY_GROUP_RULE)
-#: every mapping: the core, then the advanced services (FWaaS, VPNaaS, Octavia)
-ALL = (*CORE, *SERVICES)
+#: every mapping: the core, the advanced services (FWaaS, VPNaaS, Octavia), QoS (while its plug-in is loaded)
+ALL = (*CORE, *SERVICES, *QOS_KINDS)

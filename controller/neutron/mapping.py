@@ -38,6 +38,9 @@ class Attr:
     accept: bool = False  # read only, but accepted (and ignored) in a create: ip_version on a subnet
     field: str = ""  # the message's field it sets: refusals naming that field name this attribute
     shown: bool = True  # False: input only (a message field Neutron carries in another attribute)
+    # written by a call of its own after the record's write, given (tables, the record's id, the value):
+    # an attribute that is another kind's record here (a port's qos_policy_id is a QoS binding)
+    after: Callable[[Tables, str, Any], None] | None = None
 
 
 #: a kind's own fix-up of a request body before its attributes are put (ICMP type/code in rules)
@@ -58,6 +61,8 @@ class Kind:
     body: BodyHook | None = None
     octavia: bool = False  # Octavia's error body
     aliases: tuple[str, ...] = ()  # more prefixes it is served under (Octavia: /v2 and /v2.0)
+    parent_field: str = ""  # the message's field naming the parent, where names are not nested (QoS rules)
+    fixed: tuple[tuple[str, str], ...] = ()  # message fields this collection holds one value of (rule type)
 
     @property
     def by_name(self) -> Mapping[str, Attr]:
@@ -268,7 +273,10 @@ def computed(name: str, get: Getter, admin: bool = False) -> Attr:
 def common(message: type[Message]) -> tuple[Attr, ...]:
     """id, the owner (tenant_id and project_id, as Neutron names it), timestamps and revision; name and
     description where `message` has them."""
+    return common_attrs(has_field(message, "display_name"), has_field(message, "description"))
 
+
+def common_attrs(name: bool, description: bool) -> tuple[Attr, ...]:
     def put_tenant(m: Any, value: Any) -> list[str]:
         m.tenant = as_str("tenant_id", value)
         return []  # the owner is chosen at create only (immutable)
@@ -281,9 +289,9 @@ def common(message: type[Message]) -> tuple[Attr, ...]:
         computed("updated_at", lambda v, m: timestamp(m.update_time)),
         computed("revision_number", lambda v, m: m.revision),
     ]
-    if has_field(message, "display_name"):
+    if name:
         out.insert(1, text("name", "display_name"))
-    if has_field(message, "description"):
+    if description:
         out.append(text("description"))
     return tuple(out)
 

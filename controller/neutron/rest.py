@@ -40,6 +40,7 @@ from controller.neutron import errors as nerrors
 from controller.neutron import query as q
 from controller.neutron.extensions import supported
 from controller.neutron.mapping import BadInput, Kind, View, as_dict, as_str
+from controller.neutron.mapping import ident as ident_of
 from controller.pki import TlsFiles
 from proto.sdn.v1 import topology_pb2 as pb
 from topology.errors import ApiError
@@ -215,14 +216,12 @@ class NeutronApi:
         name = self._name(kind, parent, args["ident"])
         fields = [f for v in request.args.getlist("fields") for f in v.split(",") if f]
         if route.action == "show":
-            msg = self._by_name(
-                lambda: self.tables.get(
-                    spec, self._module(spec).__dict__[f"Get{spec.rpc}Request"](name=name), None
-                ),
-                kind,
-                args["ident"],
-            )
+            msg = self._in_collection(kind, spec, name, parent, args["ident"])
             return 200, {kind.member: q.project(self.render(kind, msg, view), fields)}
+        if route.action != "interface" and (kind.fixed or kind.parent_field):
+            self._in_collection(
+                kind, spec, name, parent, args["ident"]
+            )  # a rule of another type or policy: 404
         if route.action == "update":
             return 200, {
                 kind.member: self._update(kind, spec, name, args["ident"], self._body(request), view)
@@ -234,6 +233,21 @@ class NeutronApi:
             self._by_name(lambda: self.tables.delete(spec, req, None), kind, args["ident"])
             return 204, None
         return 200, self._interface(kind, args["ident"], args["action"], self._body(request), view)
+
+    def _in_collection(self, kind: Kind, spec: Resource, name: str, parent: str, ident: str) -> Any:
+        """The record `name` if it is one of this collection's (its fixed fields, under `parent`); 404
+        otherwise."""
+        get = self._module(spec).__dict__[f"Get{spec.rpc}Request"]
+        msg = self._by_name(lambda: self.tables.get(spec, get(name=name), None), kind, ident)
+        if not self._belongs(kind, msg, parent):
+            raise ApiError("NOT_FOUND", "NOT_FOUND", "", metadata={"kind": kind.spec, "id": ident})
+        return msg
+
+    @staticmethod
+    def _belongs(kind: Kind, msg: Any, parent: str) -> bool:
+        if any(getattr(msg, f) != v for f, v in kind.fixed):
+            return False
+        return not (kind.parent_field and parent and ident_of(getattr(msg, kind.parent_field)) != parent)
 
     @staticmethod
     def _module(spec: Resource) -> Any:
@@ -282,7 +296,11 @@ class NeutronApi:
             if parent and spec.parent is not None:
                 setattr(req, spec.parent.request_field, convert.name_of(spec.parent.kind, parent))
             answer = self.tables.list(spec, req, None)
-            rows += [self.render(kind, m, view) for m in getattr(answer, spec.list_field)]
+            rows += [
+                self.render(kind, m, view)
+                for m in getattr(answer, spec.list_field)
+                if self._belongs(kind, m, parent)
+            ]
             token = answer.next_page_token
             if not token:
                 break
@@ -304,6 +322,8 @@ class NeutronApi:
         paths: list[str] = []
         for key, value in attrs.items():
             attr = by_name[key]
+            if attr.after is not None:
+                continue  # written after the record (see _after)
             if attr.put is None:
                 if create and attr.accept:
                     continue
@@ -326,14 +346,33 @@ class NeutronApi:
     ) -> dict[str, Any]:
         attrs = self._member_body(kind, data)
         req = self._module(spec).__dict__[f"Create{spec.rpc}Request"]()
-        if parent and kind.parent_kind:
+        if parent and kind.parent_field:
+            setattr(getattr(req, spec.kind), kind.parent_field, convert.name_of(kind.parent_kind, parent))
+        elif parent and kind.parent_kind:
             req.parent = convert.name_of(kind.parent_kind, parent)
+        for field, value in kind.fixed:
+            setattr(getattr(req, spec.kind), field, value)
         client_id = attrs.pop("id", None)
         if client_id is not None:
             setattr(req, f"{spec.kind}_id", as_str("id", client_id))
         self._fill(kind, getattr(req, spec.kind), attrs, create=True)
         created = self.tables.create(spec, req, None)
+        if self._after(kind, attrs, ident_of(created.name)):
+            created = self._get(spec, created.name, kind)
         return {kind.member: self.render(kind, created, view)}
+
+    def _after(self, kind: Kind, attrs: dict[str, Any], record: str) -> bool:
+        """Write the attributes that are records of their own (Attr.after) once `record` exists."""
+        done = False
+        for attr in kind.attrs:
+            if attr.after is not None and attr.name in attrs:
+                attr.after(self.tables, record, attrs[attr.name])
+                done = True
+        return done
+
+    def _get(self, spec: Resource, name: str, kind: Kind) -> Any:
+        get = self._module(spec).__dict__[f"Get{spec.rpc}Request"]
+        return self._by_name(lambda: self.tables.get(spec, get(name=name), None), kind, ident_of(name))
 
     def _update(
         self, kind: Kind, spec: Resource, name: str, ident: str, data: dict[str, Any], view: View
@@ -349,15 +388,15 @@ class NeutronApi:
                 raise Refusal(
                     400, "HTTPBadRequest", f"Cannot update read-only attribute {by_field.get(path, path)}"
                 )
-        get = self._module(spec).__dict__[f"Get{spec.rpc}Request"]
-        if not paths:  # nothing to change: the resource as it is
-            return self.render(
-                kind, self._by_name(lambda: self.tables.get(spec, get(name=name), None), kind, ident), view
-            )
-        req.update_mask.paths.extend(paths)
-        return self.render(
-            kind, self._by_name(lambda: self.tables.update(spec, req, None), kind, ident), view
-        )
+        answer = None
+        if paths:
+            req.update_mask.paths.extend(paths)
+            answer = self._by_name(lambda: self.tables.update(spec, req, None), kind, ident)
+        else:
+            self._get(spec, name, kind)  # the record must exist (and be the caller's to see) all the same
+        if self._after(kind, attrs, ident) or answer is None:  # the record as the other writes leave it
+            answer = self._get(spec, name, kind)
+        return self.render(kind, answer, view)
 
     def _interface(
         self, kind: Kind, router: str, action: str, data: dict[str, Any], view: View
