@@ -5,6 +5,7 @@ scope, and that REST and gRPC are the same tables (a write through one is read t
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -117,7 +118,10 @@ def tenant_net(rest: Rest, token: str, name: str, cidr: str) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------ discovery, auth
 
 
-def test_discovery_is_open_everything_else_needs_a_token(rest: Rest) -> None:
+def test_discovery_is_open_everything_else_needs_a_token(
+    rest: Rest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sdn.access")
     status, versions = rest.call("GET", "/", token=None)
     assert status == 200
     assert versions["versions"][0]["id"] == "v2.0"
@@ -132,6 +136,11 @@ def test_discovery_is_open_everything_else_needs_a_token(rest: Rest) -> None:
         assert status == 401 and error(answer)[0] == "HTTPUnauthorized"
     status, answer = rest.call("GET", "/v2.0/no-such-things")
     assert status == 404 and error(answer)[0] == "HTTPNotFound"
+    rest.ok("GET", "/v2.0/networks", token="alice")
+    # the access log has each request with its caller and status
+    lines = [r.getMessage() for r in caplog.records if r.name == "sdn.access"]
+    assert any(ln.startswith("GET /v2.0/networks tenant=- code=401 ") for ln in lines), lines
+    assert any(ln.startswith("GET /v2.0/networks tenant=alice code=200 ") for ln in lines), lines
 
 
 def test_extensions_list_only_what_is_served(rest: Rest) -> None:

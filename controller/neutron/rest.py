@@ -117,11 +117,15 @@ class NeutronApi:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
+        started = time.monotonic()
         response = self.dispatch(request)
+        tenant = request.environ.get("sdn.tenant", "-")
+        rid = response.headers.get("X-Openstack-Request-Id", "-")
+        access(f"{request.method} {request.path}", tenant, str(response.status_code), started, rid)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        started = time.monotonic()
+        """The answer to `request` (the access line is written by __call__, with its status)."""
         rid = "req-" + str(uuid.uuid4())
         method = f"{request.method} {request.path}"
         who: Caller | None = None
@@ -164,8 +168,10 @@ class NeutronApi:
             log.exception("%s %s: internal error", method, rid)
             return self._error(500, "HTTPInternalServerError", f"internal error ({rid})", rid, octavia)
         finally:
-            tenant = "-" if who is None else who.principal.tenant + ("(admin)" if who.principal.admin else "")
-            access(method, tenant, "-", started, rid)
+            if who is not None:
+                request.environ["sdn.tenant"] = who.principal.tenant + (
+                    "(admin)" if who.principal.admin else ""
+                )
 
     def _kind_of(self, request: Request) -> Kind | None:
         try:
