@@ -82,6 +82,8 @@ def start_controller(tmp: Path, port: int) -> subprocess.Popen[bytes]:
             f"127.0.0.1:{free_port()}",
             "--dashboard-listen",
             "",
+            "--neutron-listen",
+            "",
             "--metrics-listen",
             "",
             "--log-level",

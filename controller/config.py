@@ -51,6 +51,8 @@ class Config:
     datapath_type: str = "system"  # br-int's datapath: "system" (kernel) or "netdev" (userspace, the lab)
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus endpoint ("" = off)
     dashboard_listen: str = "127.0.0.1:8080"  # read-only web dashboard, token-protected ("" = off)
+    # Neutron's v2.0 REST API (and Octavia's v2) for the OpenStack tools; X-Auth-Token tokens ("" = off)
+    neutron_listen: str = "127.0.0.1:9696"
     drift_interval_s: float = 30.0  # verify every switch's flows against the desired set (0 = off)
     stats_interval_s: float = 10.0  # collect flow counters for metrics and the dashboard (0 = off)
     # compare each chassis's incremental compile with a full compile, repair a divergence (0 = off)
@@ -87,6 +89,8 @@ class Config:
     )
     insecure_ovsdb: bool = False  # let chassis register plaintext tcp: OVSDB addresses
     insecure_grpc: bool = False  # plaintext gRPC on a non-loopback grpc_listen
+    neutron_tls: str = "auto"  # "auto": HTTPS unless neutron_listen is a loopback address; "always"
+    insecure_neutron: bool = False  # plain HTTP for the Neutron API on a non-loopback neutron_listen
     grpc_tls: str = "auto"  # "auto": TLS unless grpc_listen is a loopback address; "always"
     grpc_require_client_cert: bool = False  # gRPC clients must present a certificate of our CA (tokens still)
     # where co-located chassis keep their ovs-vswitchd control sockets, DIR/<chassis id>/ovs-vswitchd*.ctl, for
@@ -135,6 +139,12 @@ class Config:
     @property
     def pki_path(self) -> Path:
         return Path(self.pki_dir) if self.pki_dir else self.data_path / "pki"
+
+    @property
+    def neutron_uses_tls(self) -> bool:
+        if self.neutron_tls == "always":
+            return True
+        return not (is_loopback(split_hostport(self.neutron_listen)[0]) or self.insecure_neutron)
 
     @property
     def grpc_uses_tls(self) -> bool:
@@ -247,6 +257,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--datapath-type", choices=["system", "netdev"], help="br-int datapath (default system)")
     p.add_argument("--metrics-listen", help='HOST:PORT of the Prometheus endpoint ("" = off)')
     p.add_argument("--dashboard-listen", help='HOST:PORT of the web dashboard ("" = off)')
+    p.add_argument(
+        "--neutron-listen",
+        help='HOST:PORT of the Neutron v2.0 REST API for the OpenStack tools (default 127.0.0.1:9696; "" = off)',
+    )
+    p.add_argument(
+        "--neutron-tls",
+        choices=["auto", "always"],
+        help="auto (default): HTTPS unless --neutron-listen is loopback; always: HTTPS on loopback too",
+    )
+    p.add_argument(
+        "--insecure-neutron",
+        action="store_true",
+        default=None,
+        help="plain HTTP on a non-loopback --neutron-listen (warned at start; tokens still needed)",
+    )
     p.add_argument("--drift-interval-s", type=float, help="seconds between flow verifications (0 = off)")
     p.add_argument("--stats-interval-s", type=float, help="seconds between flow counter collections")
     p.add_argument(
@@ -450,6 +475,8 @@ def load(argv: list[str] | None = None) -> Config:
         raise SystemExit(f"vpn_esp must be kernel or userspace, not {cfg.vpn_esp!r}")
     if any("=" not in v or not all(v.split("=", 1)) for v in cfg.vpn_netns):
         raise SystemExit(f"vpn_netns entries are CHASSIS=NETNS, not {cfg.vpn_netns!r}")
+    if cfg.neutron_tls not in ("auto", "always"):
+        raise SystemExit(f"neutron_tls must be auto or always, not {cfg.neutron_tls!r}")
     if cfg.grpc_tls not in ("auto", "always"):
         raise SystemExit(f"grpc_tls must be auto or always, not {cfg.grpc_tls!r}")
     if cfg.insecure_openflow and cfg.switch_target.startswith("ssl:"):

@@ -35,6 +35,9 @@ from controller.datadir import DataDir, DataDirError  # noqa: E402
 from controller.dataplane import Dataplane  # noqa: E402
 from controller.debug.drift import DriftMonitor  # noqa: E402
 from controller.debug.metrics import Metrics  # noqa: E402
+from controller.neutron import kinds as neutron_kinds  # noqa: E402
+from controller.neutron.rest import NeutronServer  # noqa: E402
+from controller.neutron.rest import listen as neutron_listen  # noqa: E402
 from controller.services import dhcp, firewall_reject, health  # noqa: E402
 from controller.services.vpn import VpnRealizer  # noqa: E402
 from controller.services.vpn_host import LocalVpnHost, VpnHost  # noqa: E402
@@ -62,6 +65,7 @@ def setup_tls(cfg: config_mod.Config) -> pki.TlsFiles:
         for h in (
             config_mod.split_hostport(cfg.grpc_listen)[0],
             config_mod.split_hostport(cfg.openflow_listen)[0],
+            *([config_mod.split_hostport(cfg.neutron_listen)[0]] if cfg.neutron_listen else []),
             cfg.switch_controller_target.split(":")[1],
         )
         if h not in ("0.0.0.0", "::", "")
@@ -83,6 +87,13 @@ def setup_tls(cfg: config_mod.Config) -> pki.TlsFiles:
             "insecure_grpc: the gRPC API on %s is PLAINTEXT beyond loopback: bearer tokens travel in clear",
             cfg.grpc_listen,
         )
+    if cfg.neutron_listen and not cfg.neutron_uses_tls:
+        host = config_mod.split_hostport(cfg.neutron_listen)[0]
+        if not config_mod.is_loopback(host):
+            log.warning(
+                "insecure_neutron: the Neutron API on %s is plain HTTP beyond loopback: tokens travel in clear",
+                cfg.neutron_listen,
+            )
     for what, listen in (("dashboard", cfg.dashboard_listen), ("metrics", cfg.metrics_listen)):
         if listen and not config_mod.is_loopback(config_mod.split_hostport(listen)[0]):
             log.warning("the %s on %s is plain HTTP beyond loopback", what, listen)
@@ -326,6 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         "grpc_tls": cfg.grpc_uses_tls,
         "ca_cert": str(tls.ca.resolve()),
     }
+    neutron: NeutronServer | None = None
+    if cfg.neutron_listen:
+        host, port = config_mod.split_hostport(cfg.neutron_listen)
+        try:
+            neutron = neutron_listen(
+                api.topology, tokens, neutron_kinds.ALL, host, port, tls if cfg.neutron_uses_tls else None
+            )
+        except OSError as err:
+            log.error("cannot start: the Neutron API on %s: %s", cfg.neutron_listen, err)
+            logging.shutdown()
+            os._exit(1)  # os-ken's hub threads are not daemonic
+        endpoints["neutron"] = neutron.url
+        log.info("Neutron API on %s", neutron.url)
     dashboard = None
     if cfg.dashboard_listen:
         from controller.dashboard import DashboardServer, connect
@@ -368,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if dashboard is not None:
         dashboard.stop()
+    if neutron is not None:
+        neutron.stop()
     api.stop(cfg.shutdown_grace_s)
     if metrics is not None:
         metrics.stop()

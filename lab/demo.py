@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(lab.workdir),
                 "--dashboard-listen",
                 dashboard_listen,
+                "--neutron-listen",
+                "",
                 "--metrics-listen",
                 args.metrics_listen,
                 "--log-level",

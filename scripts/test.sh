@@ -11,7 +11,7 @@ if [ $# -eq 0 ]; then  # the whole run: lint and format first (a finding fails i
   .venv/bin/ruff format --check .
   .venv/bin/mypy .
 fi
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"
 if [ $# -eq 0 ]; then
   echo "--- benchmark smoke runs (ratios; not pass/fail) ---"
   .venv/bin/python bench/bench_api.py --quick

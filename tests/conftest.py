@@ -118,6 +118,7 @@ class ControllerProcess:
         self.of_host = "127.0.0.1"
         self.metrics_port = free_port()
         self.dashboard_port = free_port()
+        self.neutron_port = free_port()  # the Neutron REST API (plain HTTP on loopback)
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "controller.log"
@@ -147,6 +148,8 @@ class ControllerProcess:
                     f"127.0.0.1:{self.metrics_port}",
                     "--dashboard-listen",
                     f"127.0.0.1:{self.dashboard_port}",
+                    "--neutron-listen",
+                    f"127.0.0.1:{self.neutron_port}",
                     *(["--self-check-every-change"] if self.self_check_every_change else []),
                     *self.extra_args,
                 ],
@@ -168,6 +171,10 @@ class ControllerProcess:
             raise TimeoutError("controller did not start")
         finally:
             channel.close()
+
+    @property
+    def neutron_url(self) -> str:
+        return f"http://127.0.0.1:{self.neutron_port}"
 
     def channel(self) -> grpc.Channel:
         """A channel to the API: TLS when `credentials` are set, else plaintext (loopback)."""

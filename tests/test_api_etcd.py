@@ -76,9 +76,14 @@ def seed(api: Api) -> pb.Port:
 def get_on(api: Api, name: str, revision: int) -> pb.Port:
     """Get through a controller once it has `revision` (its watch brings other controllers' writes)."""
     for _ in range(100):
-        port = api.stub.GetPort(pb.GetPortRequest(name=name), metadata=api.admin)
-        if port.revision >= revision:
-            return port
+        try:
+            port = api.stub.GetPort(pb.GetPortRequest(name=name), metadata=api.admin)
+        except grpc.RpcError as err:  # a read answers from the model: not there yet until the watch brings it
+            if err.code() is not grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                raise
+        else:
+            if port.revision >= revision:
+                return port
         threading.Event().wait(0.05)
     raise AssertionError(f"{api.endpoint} never reached revision {revision}")
 

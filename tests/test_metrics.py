@@ -415,22 +415,36 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
 
         # per-owner packet counters of VM port m-a on hv1 move with real pings: every packet the VM sends
         # enters through its classify flow (owner m-a), so that one counts at least the 5 echo requests
+        def flow_bytes(fams: dict[str, Any]) -> float:
+            try:
+                return sample(fams, "sdn_flow_bytes_total", chassis="hv1", app="classify", owner="m-a")
+            except KeyError:  # (no sample before the flow has counted anything)
+                return 0.0
+
         before = owner_packets(fams, "hv1", "m-a", "classify"), owner_packets(fams, "hv2", "m-b", "classify")
+        bytes_before = flow_bytes(fams)
         assert a.ping(b.ip, count=5, interval=0.1)
         deadline = time.monotonic() + 8
-        after = before
+        after, bytes_after = before, bytes_before
         while time.monotonic() < deadline:
             fams = scrape(port)
             after = (
                 owner_packets(fams, "hv1", "m-a", "classify"),
                 owner_packets(fams, "hv2", "m-b", "classify"),
             )
-            if after[0] >= before[0] + 5 and after[1] >= before[1] + 5:
+            bytes_after = flow_bytes(fams)
+            # (the counters are collected every stats interval: packets and bytes may arrive in two scrapes,
+            # and the packets may include an ARP exchange before the echo requests)
+            if (
+                after[0] >= before[0] + 5
+                and after[1] >= before[1] + 5
+                and bytes_after >= bytes_before + 5 * 84
+            ):
                 break
             time.sleep(0.5)
         # requests entered at m-a on hv1, replies at m-b on hv2
         assert after[0] >= before[0] + 5 and after[1] >= before[1] + 5, f"classify: {before} -> {after}"
-        assert sample(fams, "sdn_flow_bytes_total", chassis="hv1", app="classify", owner="m-a") >= 5 * 84
+        assert bytes_after >= bytes_before + 5 * 84, f"classify bytes: {bytes_before} -> {bytes_after}"
 
         # drift: flows deleted behind the controller's back and repaired show in the drift and resync counters
         from flows.pipeline import table_of
