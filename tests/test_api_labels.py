@@ -16,6 +16,8 @@ from tests.test_api import expect_error
 from tests.test_cli import Cli
 from tests.test_cli_osc import rows
 from tests.test_cli_osc import sdnctl as sdnctl
+from tests.test_neutron_api import Rest
+from tests.test_neutron_api import rest as rest
 
 
 def _net(api: Api, md: tuple[tuple[str, str], ...], **fields: object) -> pb.Network:
@@ -151,3 +153,18 @@ def test_export_then_apply_keeps_tags_description_share(sdnctl: Cli, tmp_path: P
     assert (net["tags"], net["description"], net["shared"]) == (["prod"], "front", True)
     (tmp_path / "doc.json").write_text(json.dumps(exported))
     assert "No changes" in sdnctl("apply", "-f", str(tmp_path / "doc.json"), "--plan").out
+
+
+def test_neutron_rest_shows_and_sets_them(rest: Rest) -> None:
+    """The Neutron API maps the fields where the messages have them: shared, tags, description, status."""
+    body = {"network": {"name": "common", "shared": True, "description": "for all", "tags": ["b", "a"]}}
+    net = rest.ok("POST", "/v2.0/networks", body, status=201)["network"]
+    assert (net["shared"], net["description"], sorted(net["tags"]), net["status"]) == (
+        True,
+        "for all",
+        ["a", "b"],
+        "ACTIVE",
+    )
+    assert net["id"] in {n["id"] for n in rest.ok("GET", "/v2.0/networks", token="bob")["networks"]}
+    got, _ = rest.call("POST", "/v2.0/networks", {"network": {"shared": True}}, "alice")
+    assert got == 403  # sharing is the admin's, as Neutron's default policy has it
