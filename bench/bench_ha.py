@@ -76,11 +76,13 @@ def main() -> int:
                     back.start()
                     ha.wait_settled()
                     deadline = time.monotonic() + 20
-                    while not (st := back.chassis_status()[ch]).resyncs:
+                    # its own engine's counters (ListChassisStatus shows whichever controller is master)
+                    while not (own := back.engine_counters(ch))["sdn_resyncs_total"]:
                         if time.monotonic() > deadline:
                             break
                         time.sleep(0.05)
-                    handbacks.append(st.flow_mods_sent + st.group_mods_sent if st.resyncs else -1)
+                    mods = own["sdn_flow_mods_sent_total"] + own["sdn_group_mods_sent_total"]
+                    handbacks.append(int(mods) if own["sdn_resyncs_total"] else -1)
             finally:
                 ha.close()
     lease = args.lease

@@ -186,7 +186,7 @@ def _main_ha(args: argparse.Namespace, data: Path, authority: Pki, dashboard_lis
         ha = HaCluster(lab, authority.root, work, controllers=args.controllers)
         first = ha.first
         first.grpc_listen = args.grpc_listen
-        first.args += ["--dashboard-listen", dashboard_listen, "--metrics-listen", args.metrics_listen]
+        first.args += ["--dashboard-listen", dashboard_listen]  # (metrics: each on its own port, lab/ha.py)
         try:
             ha.start()
             vms = start_topology(ha, chassis)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ class Controller:
         self.of_host = of_host
         self.of_port = free_port()
         self.grpc_listen = f"127.0.0.1:{free_port()}"
+        self.metrics_port = free_port()  # its own engines' counters (ListChassisStatus shows the master's)
         self.args = args  # more arguments (set before start)
         self.log = data_dir / "controller.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -139,6 +142,18 @@ class Controller:
     def topology(self) -> pb_grpc.TopologyServiceStub:
         return pb_grpc.TopologyServiceStub(self.channel())
 
+    def engine_counters(self, chassis: str) -> dict[str, float]:
+        """This controller's own engine counters for `chassis` from its /metrics: resyncs, flow-mods and
+        group-mods sent (ListChassisStatus answers what the chassis's master published, on every
+        controller, so it cannot tell which controller did the work)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        out = {}
+        for name in ("sdn_resyncs_total", "sdn_flow_mods_sent_total", "sdn_group_mods_sent_total"):
+            m = re.search(rf'^{name}{{chassis="{chassis}"}} (\S+)$', text, re.M)
+            out[name] = float(m.group(1)) if m else 0.0
+        return out
+
     def chassis_status(self) -> dict[str, dpb.ChassisStatus]:
         dp = dpb_grpc.DataplaneServiceStub(self.channel())
         got = dp.ListChassisStatus(dpb.ListChassisStatusRequest(), metadata=self.admin, timeout=10)
@@ -185,7 +200,8 @@ class HaCluster:
             ctl.args = [
                 "--store", "etcd", "--etcd-endpoints", ",".join(mine), "--switch-targets", targets,
                 "--pki-dir", str(pki_dir), "--datapath-type", "netdev", "--vswitchd-ctl-dir", str(lab.workdir),
-                "--ownership-lease-s", str(lease_s), "--metrics-listen", "", "--dashboard-listen", "",
+                "--ownership-lease-s", str(lease_s), "--metrics-listen", f"127.0.0.1:{ctl.metrics_port}",
+                "--dashboard-listen", "", "--neutron-listen", "",
                 *(args or []),
             ]  # fmt: skip
         self._store: EtcdStore | None = None
@@ -323,7 +339,7 @@ def kill_master(
     killed = owners[chassis]
     result = KillResult(chassis, killed)
     others = [c for cid, c in ha.controllers.items() if cid != killed and c.running]
-    before = {c.controller_id: c.chassis_status()[chassis] for c in others}
+    before = {c.controller_id: c.engine_counters(chassis) for c in others}
     writer = _Writer(others, f"w-{chassis}-{int(time.time() * 1000)}") if writes else None
     pinger = Pinger(vm, dst_ip)
     try:
@@ -348,11 +364,15 @@ def kill_master(
             new = ha.controllers[result.new_master]
             while True:
                 st = new.chassis_status()[chassis]
-                if st.resyncs > before[new.controller_id].resyncs and st.connected:
+                own = new.engine_counters(chassis)
+                was = before[new.controller_id]
+                if own["sdn_resyncs_total"] > was["sdn_resyncs_total"] and st.connected:
                     result.adopted_s = time.monotonic() - t0
-                    was = before[new.controller_id]
-                    result.flow_mods = (
-                        st.flow_mods_sent - was.flow_mods_sent + st.group_mods_sent - was.group_mods_sent
+                    result.flow_mods = int(
+                        own["sdn_flow_mods_sent_total"]
+                        - was["sdn_flow_mods_sent_total"]
+                        + own["sdn_group_mods_sent_total"]
+                        - was["sdn_group_mods_sent_total"]
                     )
                     break
                 if time.monotonic() > deadline:

@@ -58,7 +58,16 @@ def test_bands_do_not_overlap_and_reject_strays():
 
 
 def test_registers_and_flags():
-    assert {r.field for r in P.REGISTERS} == {"metadata", "reg0", "reg5", "reg6", "reg7", "reg10"}
+    assert {r.field for r in P.REGISTERS} == {
+        "metadata",
+        "reg0",
+        "reg5",
+        "reg6",
+        "reg7",
+        "reg8",
+        "reg9",
+        "reg10",
+    }
     assert len({f.bit for f in P.FLAG_BITS}) == len(P.FLAG_BITS)
     assert P.flags_match([P.FROM_TUNNEL], [P.ROUTED]) == (1, 3)
     with pytest.raises(ValueError):
