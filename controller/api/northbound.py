@@ -563,7 +563,11 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         if start == 0:
             with self.state.lock:
                 cursor = self.state.revision
-                snapshot = [r for r in self.state.topology.all_records() if visible(p, r)]
+                snapshot = [
+                    r
+                    for r in self.state.topology.all_records()
+                    if visible(p, r, self.state.topology.networks)
+                ]
             for rec in snapshot:
                 if self._watched(rec):
                     yield self._event(pb.WatchEvent.EXISTING, cursor, rec)
@@ -574,7 +578,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             "UPDATED": pb.WatchEvent.UPDATED,
             "DELETED": pb.WatchEvent.DELETED,
         }
-        follower = Follower(lambda rec: visible(p, rec), cursor)
+        follower = Follower(lambda rec: visible(p, rec, self.state.topology.networks), cursor)
         self._feed.follow(follower)
         try:
             while context.is_active() and not self._stopping() and not self.state.closed and valid():
@@ -582,7 +586,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 if head > cursor:
                     upto = min(head, cursor + WATCH_BATCH_REVISIONS)
                     for rev, _kind, op, rec in self._changes.get(cursor, upto):
-                        if visible(p, rec) and self._watched(rec):
+                        if visible(p, rec, self.state.topology.networks) and self._watched(rec):
                             yield self._event(kinds[op], rev, rec)
                     cursor = upto
                     continue
