@@ -296,13 +296,15 @@ _OWNER_TABLE = {
 }
 
 
-def _owner(topo: Topology, p: Port) -> str:
-    """The router, floating IP or load balancer owning port `p`, named as `named_ref` does."""
-    return named_ref(getattr(topo, _OWNER_TABLE.get(p.device_owner, "routers")), p.device_id, p.tenant)
+def _owner(topo: Topology, p: Port, tenant: str | None = None) -> str:
+    """The router, floating IP or load balancer owning port `p`, named as `named_ref` does for `tenant` (the
+    tenant of the record acted on; default the port's own)."""
+    table = getattr(topo, _OWNER_TABLE.get(p.device_owner, "routers"))
+    return named_ref(table, p.device_id, p.tenant if tenant is None else tenant)
 
 
 def _refuse_router_owned(
-    topo: Topology, ports: Sequence[Port], what: str, reason: str, **metadata: str
+    topo: Topology, ports: Sequence[Port], what: str, reason: str, tenant: str, **metadata: str
 ) -> None:
     """Even `force` does not remove router interfaces, gateways or floating IP addresses (Neutron refuses
     too): they are removed through their router or floating IP."""
@@ -311,8 +313,8 @@ def _refuse_router_owned(
             kind = "an interface" if p.device_owner == OWNER_ROUTER_INTERFACE else "the external gateway"
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds {kind} of router {_owner(topo, p)} "
-                f"(port {p.id!r}); remove it from the "
+                f"{what} holds {kind} of router {_owner(topo, p, tenant)} "
+                f"(port {named_ref(topo.ports, p.id, tenant)}); remove it from the "
                 "router first (force does not)",
                 router=p.device_id,
                 port=p.id,
@@ -321,7 +323,8 @@ def _refuse_router_owned(
         if p.device_owner == OWNER_FLOATING_IP:
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
+                f"{what} holds floating IP {_owner(topo, p, tenant)} (port {named_ref(topo.ports, p.id, tenant)}); "
+                "delete the floating IP "
                 "first (force does not)",
                 floating_ip=p.device_id,
                 port=p.id,
@@ -330,8 +333,8 @@ def _refuse_router_owned(
         if p.device_owner == OWNER_LOAD_BALANCER:
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds the VIP of load balancer {_owner(topo, p)} "
-                f"(port {p.id!r}); delete the load "
+                f"{what} holds the VIP of load balancer {_owner(topo, p, tenant)} "
+                f"(port {named_ref(topo.ports, p.id, tenant)}); delete the load "
                 "balancer first (force does not)",
                 load_balancer=p.device_id,
                 port=p.id,
@@ -339,13 +342,17 @@ def _refuse_router_owned(
             )
 
 
-def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, **metadata: str) -> None:
+def _refuse_lb_members(
+    topo: Topology, subnet_id: str, what: str, reason: str, tenant: str, **metadata: str
+) -> None:
     """A subnet named by load balancer members goes only after them (force does not remove them)."""
     members = sorted(m.id for m in topo.members.values() if m.subnet_id == subnet_id)
     if members:
+        named_members = ", ".join(named_ref(topo.members, m, tenant) for m in members)
         raise errors.failed_precondition(
             reason,
-            f"{what}: subnet {subnet_id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
+            f"{what}: subnet {named_ref(topo.subnets, subnet_id, tenant)} is the subnet of load balancer "
+            f"member(s) {named_members}; "
             "delete them first (force does not)",
             member=members[0],
             **metadata,
@@ -390,9 +397,11 @@ def delete_network(
 ) -> list[Change]:
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
-    _refuse_router_owned(topo, ports, f"network {named(old)}", "NETWORK_IN_USE", network=old.id)
+    _refuse_router_owned(topo, ports, f"network {named(old)}", "NETWORK_IN_USE", old.tenant, network=old.id)
     for sub in subnets:
-        _refuse_lb_members(topo, sub.id, f"network {named(old)}", "NETWORK_IN_USE", network=old.id)
+        _refuse_lb_members(
+            topo, sub.id, f"network {named(old)}", "NETWORK_IN_USE", old.tenant, network=old.id
+        )
     _refuse_vpn_subnets(
         topo, [s.id for s in subnets], f"network {named(old)}", "NETWORK_IN_USE", network=old.id
     )
@@ -535,8 +544,8 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
         if gateway != old.gateway_ip and holder is not None:
             raise errors.failed_precondition(
                 "GATEWAY_IN_USE",
-                f"gateway {old.gateway_ip} of subnet {old.id!r} is router {holder.device_id!r}'s "
-                f"interface (port {holder.id!r}); remove the interface first",
+                f"gateway {old.gateway_ip} of subnet {named(old)} is router {_owner(topo, holder, old.tenant)}'s "
+                f"interface (port {named_ref(topo.ports, holder.id, old.tenant)}); remove the interface first",
                 subnet=old.id,
                 port=holder.id,
             )
@@ -567,8 +576,8 @@ def delete_subnet(
     topo: Topology, old: Subnet, force: bool, rev: int | None = None, now: float = 0.0
 ) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
-    _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
-    _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
+    _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", old.tenant, subnet=old.id)
+    _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", old.tenant, subnet=old.id)
     _refuse_vpn_subnets(topo, [old.id], f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
@@ -839,7 +848,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
             if not any(a == fip.fixed_ip for _s, a in kept):
                 raise errors.failed_precondition(
                     "FLOATING_IP_ASSOCIATED",
-                    f"floating IP {fip.id!r} ({fip.address}) maps {fip.fixed_ip} of "
+                    f"floating IP {named_ref(topo.floatingips, fip.id, old.tenant)} ({fip.address}) maps {fip.fixed_ip} of "
                     f"port {named(old)}; dissociate it before removing that address",
                     floating_ip=fip.id,
                     port=old.id,
@@ -936,7 +945,7 @@ def delete_chassis(topo: Topology, old: Chassis, force: bool, rev: int, now: flo
     if ports and not force:
         raise errors.failed_precondition(
             "CHASSIS_IN_USE",
-            f"chassis {old.id!r} has {len(ports)} bound port(s); unbind them or use force",
+            f"chassis {named(old)} has {len(ports)} bound port(s); unbind them or use force",
             chassis=old.id,
         )
     changes: list[Change] = []
@@ -1418,18 +1427,22 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
     port = topo.ports[port_id]
     # a load balancer's VIP may have a floating IP (balanced on the gateway chassis: apps/lb.py)
     if port.device_owner in ROUTER_OWNERS and port.device_owner != OWNER_LOAD_BALANCER:
-        raise errors.invalid("port", f"port {port.id!r} belongs to {port.device_owner} {port.device_id!r}")
+        raise errors.invalid(
+            "port", f"port {named(port)} belongs to {port.device_owner} {_owner(topo, port, fip.tenant)}"
+        )
     if fixed_ip:
         addr = _ip(fixed_ip, "fixed_ip_address", 4)
         match = [(s, a) for s, a in port.fixed_ips if a == str(addr)]
         if not match:
-            raise errors.invalid("fixed_ip_address", f"{fixed_ip} is not an address of port {port.id!r}")
+            raise errors.invalid("fixed_ip_address", f"{fixed_ip} is not an address of port {named(port)}")
     else:
         match = [(s, a) for s, a in port.fixed_ips if topo.subnets[s].ip_version == 4]
         if not match:
-            raise errors.invalid("port", f"port {port.id!r} has no IPv4 address to map")
+            raise errors.invalid("port", f"port {named(port)} has no IPv4 address to map")
         if len(match) > 1:
-            raise errors.invalid("fixed_ip_address", f"required: port {port.id!r} has several IPv4 addresses")
+            raise errors.invalid(
+                "fixed_ip_address", f"required: port {named(port)} has several IPv4 addresses"
+            )
     sid, addr_s = match[0]
     for other in _fips_of_port(topo, port.id):
         if other.id != fip.id and other.fixed_ip == addr_s:
@@ -1438,14 +1451,14 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
                     "floating_ip",
                     other.id,
                     reason="FIXED_IP_IN_USE",
-                    message=f"{addr_s} of port {port.id!r} already has floating IP "
-                    f"{other.id!r} ({other.address})",
+                    message=f"{addr_s} of port {named(port)} already has floating IP "
+                    f"{named(other)} ({other.address})",
                 )
                 err.violations = [("fixed_ip_address", f"{addr_s} already has floating IP {other.id!r}")]
             else:
                 err = errors.in_use(
                     "FIXED_IP_IN_USE",
-                    f"{addr_s} of port {port.id!r} already has a floating IP",
+                    f"{addr_s} of port {named(port)} already has a floating IP",
                     port=port.id,
                     fixed_ip_address=addr_s,
                 )
@@ -1459,8 +1472,9 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
             return dataclasses.replace(fip, port_id=port.id, fixed_ip=addr_s, router_id=rid)
     raise errors.failed_precondition(
         "EXTERNAL_GATEWAY_UNREACHABLE",
-        f"no router joins subnet {sid!r} of port {port.id!r} to external network "
-        f"{fip.network_id!r} (add the subnet to a router whose external gateway is there)",
+        f"no router joins subnet {named_ref(topo.subnets, sid, port.tenant)} of port {named(port)} to external "
+        f"network {named_ref(topo.networks, fip.network_id, port.tenant)} (add the subnet to a router whose "
+        "external gateway is there)",
         port=port.id,
         subnet=sid,
         network=fip.network_id,
