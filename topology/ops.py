@@ -755,19 +755,19 @@ def _resolve_fixed_ips(
         exclude = taken.setdefault(sid, set())
         sub = topo.subnets[sid]
         if mac and ipv6.is_auto_address(sub):
-            n = _eui64_slot(topo, port_id, sub, mac, f"fixed_ips[{i}].subnet")
-            if n in exclude:
+            auto = _eui64_slot(topo, port_id, sub, mac, f"fixed_ips[{i}].subnet")
+            if auto in exclude:
                 raise errors.invalid(f"fixed_ips[{i}].subnet", f"subnet {named(sub)} is requested twice")
-            exclude.add(n)
-            slots[i] = (sid, _ip_str(n, 6))
+            exclude.add(auto)
+            slots[i] = (sid, _ip_str(auto, 6))
             continue
         # on update, a kept address of this subnet satisfies a bare-subnet request first
         reuse = next((n for s, n in sorted(kept) if s == sid and n not in exclude), None)
-        n = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
-        if n is None:
+        got = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
+        if got is None:
             raise errors.exhausted("IP_POOL_EXHAUSTED", f"subnet {sid!r} has no free address", subnet=sid)
-        exclude.add(n)
-        slots[i] = (sid, _ip_str(n, sub.ip_version))
+        exclude.add(got)
+        slots[i] = (sid, _ip_str(got, sub.ip_version))
     result = [slots[i] for i in range(len(requests))]
     return tuple(result)
 
