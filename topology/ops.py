@@ -510,7 +510,15 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
         dns_servers=dns,
         host_routes=routes,
     )
-    return [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+    changes: list[Change] = [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+    if ipv6.is_auto_address(rec):  # the network's tenant ports form an address there: it is theirs (Neutron)
+        for p in topo.ports_of(rec.network_id):
+            if not p.device_owner.startswith("network:"):
+                fixed = (*p.fixed_ips, (rec.id, ipv6.eui64_address(rec.cidr, p.mac)))
+                changes.append(
+                    ("port", p.id, p, _stamp(dataclasses.replace(p, fixed_ips=fixed), rev, now, False))
+                )
+    return changes
 
 
 def _check_ipv6_modes(sub: Subnet, net: netaddr.IPNetwork) -> None:
@@ -597,6 +605,20 @@ def delete_subnet(
     topo: Topology, old: Subnet, force: bool, rev: int | None = None, now: float = 0.0
 ) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
+    changes: list[Change] = []
+    if ipv6.is_auto_address(old):  # tenant ports' EUI-64 addresses go with the subnet (Neutron)
+        auto = [p for p in ports if not p.device_owner.startswith("network:")]
+        for p in auto:
+            fixed = tuple((s, a) for s, a in p.fixed_ips if s != old.id)
+            changes.append(
+                (
+                    "port",
+                    p.id,
+                    p,
+                    _stamp(dataclasses.replace(p, fixed_ips=fixed), _rev(topo, rev), now, False),
+                )
+            )
+        ports = [p for p in ports if p not in auto]
     _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
     _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
     _refuse_vpn_subnets(topo, [old.id], f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
@@ -606,7 +628,7 @@ def delete_subnet(
             f"subnet {named(old)} has addresses on {len(ports)} port(s); delete them first or use force",
             subnet=old.id,
         )
-    changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
+    changes += _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
     changes += [("port", p.id, p, None) for p in ports]
     changes.append(("subnet", old.id, old, None))
     return changes

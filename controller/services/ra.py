@@ -13,6 +13,7 @@ holds (on-link; A, autonomous, on slaac and dhcpv6-stateless).
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,8 @@ def advertisement(mtu: int, router_mac: str, subnets: list[Subnet]) -> bytes:
     """The router advertisement of one router interface (see the module docstring)."""
     flags = 0
     options: list[Any] = [icmpv6.nd_option_sla(hw_src=router_mac)]
-    if mtu:
-        options.append(icmpv6.nd_option_mtu(mtu=mtu))
+    if mtu:  # as bytes: os-ken's nd_option_mtu cannot be serialized (it has no _MIN_LEN)
+        options.append(struct.pack("!BBHI", icmpv6.ND_OPTION_MTU, 1, 0, mtu))
     for sub in subnets:
         if sub.ipv6_ra_mode == ipv6.STATEFUL:
             flags |= _M | _O
