@@ -15,11 +15,14 @@ from os_ken.lib.packet import dhcp6, ethernet, icmpv6, packet, udp
 from os_ken.lib.packet import ipv6 as ipv6_pkt
 
 from apps.view import View
+from controller.cli.format import EXIT_INVALID as CLI_INVALID
 from controller.services import ra
 from controller.services.dhcp6 import Responder6, duid_ll
 from tests.conftest import Api
 from tests.test_api import expect_error, make_net, make_port, make_subnet
 from tests.test_apps_l2 import World
+from tests.test_cli import sdnctl  # noqa: F401 - the fixture
+from tests.test_neutron_api import error, rest  # noqa: F401 - rest: the fixture
 from topology import ipv6, ops
 from topology.records import Subnet
 
@@ -381,3 +384,90 @@ def test_dhcpv6_stateless_answers_information_requests_only() -> None:
     assert msg.msg_type == dhcp6.DHCPV6_REPLY and dhcp6.DHCPV6_OPTION_IA_NA not in opts
     assert opts[23] == netaddr.IPAddress("2001:db8::53").packed
     assert r6.answer(view, "hv1", m, dhcpv6(a.mac, dhcp6.DHCPV6_SOLICIT, CLIENT, IA)) is None
+
+
+# ---------------------------------------------------------------------------------------------- Neutron REST
+
+
+def test_neutron_rest_modes_shown_set_at_create_refused_as_neutron_does(rest: Any) -> None:  # noqa: F811
+
+    net = rest.ok("POST", "/v2.0/networks", {"network": {"name": "ds"}}, "alice", 201)["network"]
+    v4 = rest.ok(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": net["id"], "cidr": "10.4.0.0/24", "ip_version": 4}},
+        "alice",
+        201,
+    )["subnet"]
+    assert v4["ipv6_ra_mode"] is None and v4["ipv6_address_mode"] is None
+    body = {"network_id": net["id"], "cidr": "2001:db8:4::/64", "ip_version": 6}
+    sub = rest.ok(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {**body, "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"}},
+        "alice",
+        201,
+    )["subnet"]
+    assert (sub["ipv6_ra_mode"], sub["ipv6_address_mode"]) == ("slaac", "slaac")
+    port = rest.ok("POST", "/v2.0/ports", {"port": {"network_id": net["id"]}}, "alice", 201)["port"]
+    assert {f["subnet_id"]: f["ip_address"] for f in port["fixed_ips"]} == {
+        v4["id"]: "10.4.0.2",
+        sub["id"]: ipv6.eui64_address("2001:db8:4::/64", port["mac_address"]),
+    }
+    bad = rest.ok(
+        "POST",
+        "/v2.0/subnets",
+        {
+            "subnet": {
+                **body,
+                "cidr": "2001:db8:5::/64",
+                "ipv6_ra_mode": "slaac",
+                "ipv6_address_mode": "dhcpv6-stateful",
+            }
+        },
+        "alice",
+        400,
+    )
+    assert error(bad)[0] == "HTTPBadRequest" and "ipv6_address_mode" in error(bad)[1]
+    put = rest.ok(
+        "PUT", f"/v2.0/subnets/{sub['id']}", {"subnet": {"ipv6_ra_mode": "dhcpv6-stateless"}}, "alice", 400
+    )
+    assert error(put)[0] == "HTTPBadRequest", put
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_subnet_create_with_modes(sdnctl: Any) -> None:  # noqa: F811
+    sdnctl("network", "create", "ds", "--id", "ds")
+    sub = sdnctl(
+        "-f", "json", "subnet", "create", "ds-v6", "--id", "ds-v6", "--network", "ds", "--cidr", "2001:db8:7::/64",
+        "--ipv6-ra-mode", "dhcpv6-stateless", "--ipv6-address-mode", "dhcpv6-stateless",
+    ).json()  # fmt: skip
+    assert (sub["ipv6_ra_mode"], sub["ipv6_address_mode"]) == ("dhcpv6-stateless", "dhcpv6-stateless")
+    assert "ipv6_address_mode  dhcpv6-stateless" in sdnctl("subnet", "show", "ds-v6").out
+    res = sdnctl(
+        "subnet",
+        "create",
+        "x",
+        "--network",
+        "ds",
+        "--cidr",
+        "10.7.0.0/24",
+        "--ipv6-ra-mode",
+        "slaac",
+        code=CLI_INVALID,
+    )
+    assert "subnet.ipv6_ra_mode" in res.err and "IPv4" in res.err
+    sdnctl(
+        "subnet",
+        "create",
+        "y",
+        "--network",
+        "ds",
+        "--cidr",
+        "2001:db8:8::/64",
+        "--ipv6-ra-mode",
+        "radvd",
+        code=2,
+    )
