@@ -471,3 +471,30 @@ def test_cli_subnet_create_with_modes(sdnctl: Any) -> None:  # noqa: F811
         "radvd",
         code=2,
     )
+
+
+def test_periodic_advertisements_go_to_each_plugged_vm_port_of_the_network() -> None:
+    import threading
+
+
+    w = world()
+    routed(w, "slaac")
+    a, b = w.port("a", "n", "hv1"), w.port("b", "n", "hv2")
+    w.network("m", "alice", "10.9.0.0/24")
+    w.port("m1", "m", "hv1")  # no advertising subnet on its network: nothing
+    sent: list[tuple[int, int]] = []
+
+    class Host:
+        state = type("S", (), {"lock": threading.RLock()})()
+        packet_out = staticmethod(lambda dpid, data, ofport: sent.append((dpid, ofport)) or True)
+
+        def current_view(self) -> View:
+            return View(w.topo, w.runtime)
+
+        def runtime_of(self, chassis_id: str) -> Any:
+            return (w.topo.chassis[chassis_id].datapath_id, w.runtime[chassis_id])
+
+    adv = ra.Advertiser(host=Host())  # type: ignore[arg-type]
+    adv.tick()
+    dp = {c: w.topo.chassis[c].datapath_id for c in ("hv1", "hv2")}
+    assert sorted(sent) == sorted([(dp["hv1"], w.ofport(a)), (dp["hv2"], w.ofport(b))])
