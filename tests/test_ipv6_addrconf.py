@@ -476,7 +476,6 @@ def test_cli_subnet_create_with_modes(sdnctl: Any) -> None:  # noqa: F811
 def test_periodic_advertisements_go_to_each_plugged_vm_port_of_the_network() -> None:
     import threading
 
-
     w = world()
     routed(w, "slaac")
     a, b = w.port("a", "n", "hv1"), w.port("b", "n", "hv2")
