@@ -497,3 +497,37 @@ def test_periodic_advertisements_go_to_each_plugged_vm_port_of_the_network() -> 
     adv.tick()
     dp = {c: w.topo.chassis[c].datapath_id for c in ("hv1", "hv2")}
     assert sorted(sent) == sorted([(dp["hv1"], w.ofport(a)), (dp["hv2"], w.ofport(b))])
+
+
+# ---------------------------------------------------------------------------------------------- Apply
+
+
+def test_apply_document_with_modes_is_idempotent_and_modes_stay_immutable(api: Api) -> None:
+    from proto.sdn.v1 import topology_pb2 as pb
+    from tests.test_api_apply import apply, refused
+
+    doc: dict[str, Any] = {
+        "ports": [{"name": f"ports/ap{i}", "network": "networks/ap"} for i in range(2)],
+        "networks": [{"name": "ap"}],
+        "subnets": [
+            {"name": "subnets/ap-v4", "network": "networks/ap", "cidr": "10.3.0.0/24"},
+            {
+                "name": "subnets/ap-v6",
+                "network": "networks/ap",
+                "cidr": "2001:db8:3::/64",
+                "ipv6_ra_mode": "slaac",
+                "ipv6_address_mode": "slaac",
+            },
+        ],
+    }
+    assert apply(api, api.admin, doc).applied
+    for i in range(2):
+        port = api.stub.GetPort(pb.GetPortRequest(name=f"ports/ap{i}"), metadata=api.admin)
+        assert [f.subnet for f in port.fixed_ips] == ["subnets/ap-v4", "subnets/ap-v6"]
+        assert port.fixed_ips[1].ip_address == ipv6.eui64_address("2001:db8:3::/64", port.mac_address)
+    again = apply(api, api.admin, doc)
+    assert list(again.changes) == [] and not again.applied
+    doc["subnets"][1]["ipv6_ra_mode"] = "dhcpv6-stateless"
+    doc["subnets"][1]["ipv6_address_mode"] = "dhcpv6-stateless"
+    code, fields, _reason, _msg = refused(api, api.admin, doc)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields and fields[0].startswith("subnets[1].ipv6_")
