@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -171,7 +172,10 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
         advertiser,
         dhcp6.Responder6(lease_s=cfg.dhcp_lease_s, send=app.packet_out),
     )
-    Periodic("router-advertisements", ra.INTERVAL_S, advertiser.tick).start()  # a daemon thread
+    state.add_listener(advertiser.on_write)
+    Periodic(
+        "router-advertisements", ra.TICK_S, lambda: advertiser.tick(time.monotonic())
+    ).start()  # a daemon
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
     # load balancers' health monitors: probes injected into the pipeline, answers from the LB app's packet-ins
     dataplane.health = health.HealthService(state, app.inject)

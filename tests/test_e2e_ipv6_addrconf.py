@@ -192,8 +192,9 @@ def test_router_solicitations_and_forged_advertisements_reach_no_other_vm(v6: V6
     c_port = env.stub.CreatePort(
         pb.CreatePortRequest(port=pb.Port(network=net.name), port_id="slaac-c"), metadata=md
     )
-    c = vm_up(v6, "hv1", c_port)
+    c = env.plug("hv1", c_port)  # not soliciting: the advertisement sent when its port turns ACTIVE
     env.wait_realized()
+    assert wait_address(c, address_of(c_port, "2001:db8:80:")), c.exec("ip -6 addr").stdout
     a = env.vms["slaac-a"]
     from os_ken.lib.packet import ethernet, icmpv6, packet
     from os_ken.lib.packet import ipv6 as ipv6_pkt

@@ -494,9 +494,23 @@ def test_periodic_advertisements_go_to_each_plugged_vm_port_of_the_network() -> 
             return (w.topo.chassis[chassis_id].datapath_id, w.runtime[chassis_id])
 
     adv = ra.Advertiser(host=Host())  # type: ignore[arg-type]
-    adv.tick()
+    adv.tick(100.0)  # the first: everything
     dp = {c: w.topo.chassis[c].datapath_id for c in ("hv1", "hv2")}
     assert sorted(sent) == sorted([(dp["hv1"], w.ofport(a)), (dp["hv2"], w.ofport(b))])
+    sent.clear()
+    adv.tick(101.0)  # nothing changed, not yet time
+    assert sent == []
+    # a port turned ACTIVE: its network's ports hear the advertisement at the next tick, not 30 s later
+    c = w.port("c", "n", "hv1")
+    adv.on_write(w.rev, w.apply(ops.set_port_status(c, "ACTIVE", w.rev + 1, 0.0)))
+    adv.on_write(w.rev, w.apply(ops.set_port_status(w.topo.ports["m1"], "ACTIVE", w.rev + 1, 0.0)))
+    adv.tick(102.0)
+    assert sorted(sent) == sorted(
+        [(dp["hv1"], w.ofport(a)), (dp["hv2"], w.ofport(b)), (dp["hv1"], w.ofport(c))]
+    )
+    sent.clear()
+    adv.tick(100.0 + ra.INTERVAL_S)  # and everything again every INTERVAL_S
+    assert len(sent) == 3
 
 
 # ---------------------------------------------------------------------------------------------- Apply

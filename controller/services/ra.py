@@ -1,7 +1,9 @@
 """IPv6 router advertisements: the controller speaks for each router interface on a subnet with an
 ipv6_ra_mode (Neutron's semantics: no router interface, no advertisement), out through packet-out to the VM
-ports of the network plugged on each chassis: every `interval_s` (RFC 4861's unsolicited advertisements) and
-to a port at once when it sends a router solicitation (apps/dhcp.py punts those, metered).
+ports of the network plugged on each chassis: every `INTERVAL_S` (RFC 4861's unsolicited advertisements),
+within a second to the ports of a network whose advertisements may have changed (a subnet written, a router
+interface added or changed, a port of it turned ACTIVE: a VM just plugged need not wait), and to a port at
+once when it sends a router solicitation (apps/dhcp.py punts those, metered).
 
 One advertisement per router interface port, from its MAC and its link-local address (fe80:: + the MAC's
 EUI-64 interface identifier), to ff02::1: hop limit 64, router lifetime `ROUTER_LIFETIME_S`, the M flag on a
@@ -27,12 +29,15 @@ from apps.view import View
 from controller.services.dhcp import Responder
 from controller.services.host import Host, PacketIn
 from topology import ipv6
-from topology.records import OWNER_ROUTER_INTERFACE, Port, Subnet
+from topology.model import Change
+from topology.records import OWNER_ROUTER_INTERFACE, PORT_ACTIVE, Port, Subnet
 
 log = logging.getLogger(__name__)
 
 #: seconds between unsolicited advertisements (radvd as Neutron configures it: 30..100 s)
 INTERVAL_S = 30.0
+#: how often the networks whose advertisements may have changed are served (Advertiser.tick's period)
+TICK_S = 1.0
 #: RFC 4861 defaults: router lifetime 3 x MaxRtrAdvInterval (600 s), prefix valid 30 days, preferred 7 days
 ROUTER_LIFETIME_S = 1800
 VALID_LIFETIME_S = 2592000
@@ -101,11 +106,14 @@ def network_advertisements(view: View, network_id: str) -> list[bytes]:
 @dataclass
 class Advertiser:
     """Router solicitations in (a packet-in handler), advertisements out (`send`: Dataplane.packet_out);
-    `tick` sends the periodic ones through `host`."""
+    `tick` sends the unsolicited ones through `host`."""
 
     host: Host | None = None
     send: Callable[[int, bytes, int], Any] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    #: networks whose advertisements go out at the next tick (on_write notes them)
+    dirty: set[str] = field(default_factory=set)
+    _last_full: float = float("-inf")
 
     def _count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n
@@ -139,10 +147,30 @@ class Advertiser:
                 self.send(pin.datapath_id, data, ofport)
             self._count("sent_solicited", len(out))
 
-    def tick(self) -> None:
-        """The unsolicited advertisements: each network's to its VM ports plugged on each chassis."""
+    def on_write(self, revision: int, changes: list[Change]) -> None:
+        """State listener (under the model lock): note the networks whose ports should hear the advertisements
+        again now (see the module docstring); `tick` sends them."""
+        for kind, _ident, old, new in changes:
+            if kind == "subnet":
+                self.dirty.update(r.network_id for r in (old, new) if isinstance(r, Subnet))
+            elif kind == "port" and isinstance(new, Port):
+                activated = new.status == PORT_ACTIVE and getattr(old, "status", "") != PORT_ACTIVE
+                if activated or new.device_owner == OWNER_ROUTER_INTERFACE:
+                    self.dirty.add(new.network_id)
+
+    def tick(self, now: float) -> None:
+        """Every TICK_S: all networks every INTERVAL_S, else the ones `on_write` noted."""
+        full = now - self._last_full >= INTERVAL_S
+        if full:
+            self._last_full = now
+        self.send_all(None if full else self.dirty)
+        self.dirty = set()
+
+    def send_all(self, networks: set[str] | None = None) -> None:
+        """The unsolicited advertisements: each network's (or only those of `networks`) to its VM ports
+        plugged on each chassis."""
         host = self.host
-        if host is None or host.packet_out is None:
+        if host is None or host.packet_out is None or networks == set():
             return
         with host.state.lock:
             view = host.current_view()
@@ -154,6 +182,8 @@ class Advertiser:
                 for port in view.topo.ports_on_chassis(chassis_id):
                     if port.device_owner.startswith("network:"):
                         continue
+                    if networks is not None and port.network_id not in networks:
+                        continue
                     ofport = view.local_ofport(chassis_id, port)
                     if ofport is None:
                         continue
@@ -162,4 +192,4 @@ class Advertiser:
                         ras = cache[port.network_id] = network_advertisements(view, port.network_id)
                     for data in ras:
                         host.packet_out(found[0], data, ofport)
-                    self._count("sent_periodic", len(ras))
+                    self._count("sent_periodic" if networks is None else "sent_on_change", len(ras))
