@@ -299,7 +299,8 @@ STAGES: tuple[Stage, ...] = (
         | _L2
         | {"ip_proto", "ipv4_src", "ipv4_dst", "udp_src", "udp_dst", "ipv6_dst", "icmpv6_type"},
         {"lb"},
-        "DHCP requests to the controller (metered packet-in); everything else passes",
+        "DHCP, DHCPv6 requests and IPv6 router solicitations to the controller (metered packet-in); everything "
+        "else passes",
     ),
     _stage(
         "lb",

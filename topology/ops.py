@@ -18,7 +18,7 @@ from typing import Any
 
 import netaddr
 
-from topology import errors
+from topology import errors, ipv6
 from topology.model import OVERLAY_OVERHEAD, Change, Topology
 from topology.records import (
     OVERLAY_TYPES,
@@ -506,6 +506,7 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
                 "network",
                 reason="OVERLAPPING_CIDR",
             )
+    _check_ipv6_modes(sub, net)
     gateway = _check_gateway(net, sub.gateway_ip if gateway_given else None)
     pools = _check_pools_and_gateway(net, gateway, sub.allocation_pools)
     dns, routes = _check_dns_and_routes(sub.dns_servers, sub.host_routes)
@@ -518,7 +519,40 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
         dns_servers=dns,
         host_routes=routes,
     )
-    return [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+    changes: list[Change] = [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+    if ipv6.is_auto_address(rec):  # the network's tenant ports form an address there: it is theirs (Neutron)
+        for p in topo.ports_of(rec.network_id):
+            if not p.device_owner.startswith("network:"):
+                fixed = (*p.fixed_ips, (rec.id, ipv6.eui64_address(rec.cidr, p.mac)))
+                changes.append(
+                    ("port", p.id, p, _stamp(dataclasses.replace(p, fixed_ips=fixed), rev, now, False))
+                )
+    return changes
+
+
+def _check_ipv6_modes(sub: Subnet, net: netaddr.IPNetwork) -> None:
+    """Neutron's rules: IPv6 only; both set means the same; not without DHCP; SLAAC and stateless need a
+    /64 (the EUI-64 interface identifier is 64 bits)."""
+    for path in ("ipv6_ra_mode", "ipv6_address_mode"):
+        mode = getattr(sub, path)
+        if mode and mode not in ipv6.MODES:
+            raise errors.invalid(path, f"{mode!r} is not one of {', '.join(ipv6.MODES)} (or empty)")
+        if mode and net.version == 4:
+            raise errors.invalid(path, f"{sub.cidr} is an IPv4 subnet: {path} is for IPv6 subnets only")
+    ra, am = sub.ipv6_ra_mode, sub.ipv6_address_mode
+    if ra and am and ra != am:
+        raise errors.invalid(
+            "ipv6_address_mode",
+            f"ipv6_ra_mode {ra!r} with ipv6_address_mode {am!r}: when both are set they must be the same",
+        )
+    if (ra or am) and not sub.enable_dhcp:
+        raise errors.invalid(
+            "enable_dhcp", "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is false"
+        )
+    if ipv6.is_auto_address(sub) and net.prefixlen != 64:
+        raise errors.invalid(
+            "cidr", f"{sub.cidr}: SLAAC and dhcpv6-stateless form EUI-64 addresses, which need a /64 prefix"
+        )
 
 
 SUBNET_MUTABLE = {
@@ -535,6 +569,10 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
     _check_fields(fields, SUBNET_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
+    if fields.get("enable_dhcp") is False and (old.ipv6_ra_mode or old.ipv6_address_mode):
+        raise errors.invalid(
+            "enable_dhcp", f"subnet {named(old)} has IPv6 modes set: DHCP cannot be disabled (as in Neutron)"
+        )
     net = netaddr.IPNetwork(old.cidr)
     gateway = old.gateway_ip
     if "gateway_ip" in fields:
@@ -576,6 +614,20 @@ def delete_subnet(
     topo: Topology, old: Subnet, force: bool, rev: int | None = None, now: float = 0.0
 ) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
+    changes: list[Change] = []
+    if ipv6.is_auto_address(old):  # tenant ports' EUI-64 addresses go with the subnet (Neutron)
+        auto = [p for p in ports if not p.device_owner.startswith("network:")]
+        for p in auto:
+            fixed = tuple((s, a) for s, a in p.fixed_ips if s != old.id)
+            changes.append(
+                (
+                    "port",
+                    p.id,
+                    p,
+                    _stamp(dataclasses.replace(p, fixed_ips=fixed), _rev(topo, rev), now, False),
+                )
+            )
+        ports = [p for p in ports if p not in auto]
     _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", old.tenant, subnet=old.id)
     _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", old.tenant, subnet=old.id)
     _refuse_vpn_subnets(topo, [old.id], f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
@@ -585,7 +637,7 @@ def delete_subnet(
             f"subnet {named(old)} has addresses on {len(ports)} port(s); delete them first or use force",
             subnet=old.id,
         )
-    changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
+    changes += _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
     changes += [("port", p.id, p, None) for p in ports]
     changes.append(("subnet", old.id, old, None))
     return changes
@@ -607,33 +659,74 @@ def _generate_mac(topo: Topology, rng: random.Random) -> str:
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))  # unpredictable enough, one syscall
 
 
+def _eui64_slot(topo: Topology, port_id: str, sub: Subnet, mac: str, field_path: str) -> int:
+    """The port's EUI-64 address on an auto-address subnet (SLAAC, dhcpv6-stateless), if free."""
+    address = ipv6.eui64_address(sub.cidr, mac)
+    n = int(netaddr.IPAddress(address))
+    owner = topo.ip_owner.get(sub.id, {}).get(n)
+    if owner is not None and owner != port_id:
+        err = errors.in_use(
+            "IP_ADDRESS_IN_USE",
+            f"{address}, the EUI-64 address of {mac} on subnet {named(sub)}, is in use",
+            subnet=sub.id,
+            ip_address=address,
+        )
+        err.violations = [(field_path, f"{address} on subnet {named(sub)} is in use")]
+        raise err
+    return n
+
+
+def _default_fixed_ips(
+    topo: Topology, port_id: str, network_id: str, mac: str, dual_stack: bool
+) -> tuple[tuple[str, str], ...]:
+    """No request: an address of the first IPv4 subnet with room; with `dual_stack` (a tenant's port) also
+    one of the first IPv6 subnet allocating addresses (stateful or without modes) and the EUI-64 address on
+    every SLAAC / dhcpv6-stateless subnet (Neutron's defaults)."""
+    subnets = topo.subnets_of(network_id)
+    families = [(4, [s for s in subnets if s.ip_version == 4])]
+    if dual_stack:
+        families.append((6, [s for s in subnets if s.ip_version == 6 and not ipv6.is_auto_address(s)]))
+    out: list[tuple[str, str]] = []
+    for version, candidates in families:
+        for candidate in candidates:
+            n = topo.ipam[candidate.id].choose()
+            if n is not None:
+                out.append((candidate.id, _ip_str(n, version)))
+                break
+        else:
+            if candidates:
+                raise errors.exhausted(
+                    "IP_POOL_EXHAUSTED",
+                    f"no free IPv{version} address on network {network_id!r}",
+                    network=network_id,
+                )
+    if dual_stack and mac:
+        for sub in subnets:
+            if sub.ip_version == 6 and ipv6.is_auto_address(sub):
+                out.append((sub.id, _ip_str(_eui64_slot(topo, port_id, sub, mac, "fixed_ips"), 6)))
+    return tuple(out)
+
+
 def _resolve_fixed_ips(
     topo: Topology,
     port_id: str,
     network_id: str,
     requests: Sequence[tuple[str, str]],
     keep: Sequence[tuple[str, str]] = (),
+    mac: str = "",
 ) -> tuple[tuple[str, str], ...]:
     """Turn (subnet id or "", address or "") requests into (subnet id, address), allocating as needed.
 
     `keep` are the port's current addresses (on update): asking for one of them again is not a conflict.
+    `mac` given (a tenant's port, not one the controller makes for a router or floating IP): no request
+    means an address of each family, and on an auto-address subnet the address is the MAC's EUI-64 one.
     """
     subnets = topo.subnets_of(network_id)
     kept = {(s, int(netaddr.IPAddress(a))) for s, a in keep}
     result: list[tuple[str, str]] = []
     taken: dict[str, set[int]] = {}
     if not requests:
-        for candidate in subnets:
-            if candidate.ip_version != 4:
-                continue
-            n = topo.ipam[candidate.id].choose()
-            if n is not None:
-                return ((candidate.id, _ip_str(n, 4)),)
-        if any(s.ip_version == 4 for s in subnets):
-            raise errors.exhausted(
-                "IP_POOL_EXHAUSTED", f"no free address on network {network_id!r}", network=network_id
-            )
-        return ()
+        return _default_fixed_ips(topo, port_id, network_id, mac, bool(mac))
     explicit: list[tuple[int, str, int]] = []
     pending: list[tuple[int, str]] = []
     for i, (subnet_id, address) in enumerate(requests):
@@ -657,6 +750,13 @@ def _resolve_fixed_ips(
             lo, hi = _host_range(net)
             if not lo <= int(addr) <= hi:
                 raise errors.invalid(f"{fp}.ip_address", f"{address} is the network or broadcast address")
+            if mac and ipv6.is_auto_address(sub) and str(addr) != ipv6.eui64_address(sub.cidr, mac):
+                raise errors.invalid(
+                    f"{fp}.ip_address",
+                    f"subnet {named(sub)} is {sub.ipv6_address_mode or sub.ipv6_ra_mode}: a port's address there "
+                    f"is the EUI-64 address of its MAC ({ipv6.eui64_address(sub.cidr, mac)}), not another",
+                    reason="AUTO_ADDRESS_SUBNET",
+                )
             n = int(addr)
             owner = topo.ip_owner.get(sub.id, {}).get(n)
             if (owner is not None and owner != port_id) or n in taken.get(sub.id, set()):
@@ -685,13 +785,20 @@ def _resolve_fixed_ips(
     for i, sid in pending:
         exclude = taken.setdefault(sid, set())
         sub = topo.subnets[sid]
+        if mac and ipv6.is_auto_address(sub):
+            auto = _eui64_slot(topo, port_id, sub, mac, f"fixed_ips[{i}].subnet")
+            if auto in exclude:
+                raise errors.invalid(f"fixed_ips[{i}].subnet", f"subnet {named(sub)} is requested twice")
+            exclude.add(auto)
+            slots[i] = (sid, _ip_str(auto, 6))
+            continue
         # on update, a kept address of this subnet satisfies a bare-subnet request first
         reuse = next((n for s, n in sorted(kept) if s == sid and n not in exclude), None)
-        n = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
-        if n is None:
+        got = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
+        if got is None:
             raise errors.exhausted("IP_POOL_EXHAUSTED", f"subnet {sid!r} has no free address", subnet=sid)
-        exclude.add(n)
-        slots[i] = (sid, _ip_str(n, sub.ip_version))
+        exclude.add(got)
+        slots[i] = (sid, _ip_str(got, sub.ip_version))
     result = [slots[i] for i in range(len(requests))]
     return tuple(result)
 
@@ -763,7 +870,7 @@ def create_port(
             raise err
     else:
         mac = _generate_mac(topo, _rng)
-    fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests)
+    fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests, mac=mac)
     _check_binding(topo, port.binding_chassis)
     key = topo.port_keys.choose()
     if key is None:
@@ -815,7 +922,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     _check_labels(fields)
     if "fixed_ips" in fields:
         fields["fixed_ips"] = _resolve_fixed_ips(
-            topo, old.id, old.network_id, fields["fixed_ips"] or (), keep=old.fixed_ips
+            topo, old.id, old.network_id, fields["fixed_ips"] or (), keep=old.fixed_ips, mac=old.mac
         )
     if "allowed_address_pairs" in fields:
         fields["allowed_address_pairs"] = _check_pairs(fields["allowed_address_pairs"], old.mac)

@@ -141,6 +141,8 @@ def _create_subnet(c: Call, m: pb.Subnet) -> list[Change]:
         enable_dhcp=m.enable_dhcp if m.HasField("enable_dhcp") else True,
         dns_servers=tuple(m.dns_servers),
         host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes),
+        ipv6_ra_mode=m.ipv6_ra_mode,
+        ipv6_address_mode=m.ipv6_address_mode,
     )
     return ops.create_subnet(c.topo, sub, m.HasField("gateway_ip"), c.rev, c.now)
 
@@ -153,7 +155,7 @@ SUBNET = Resource(
     update=lambda c, old, fields: ops.update_subnet(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_subnet(c.topo, old, force, c.rev, c.now),
     mutable=frozenset(ops.SUBNET_MUTABLE),
-    immutable=frozenset({"name", "tenant", "network", "cidr"}),
+    immutable=frozenset({"name", "tenant", "network", "cidr", "ipv6_ra_mode", "ipv6_address_mode"}),
     output_only=frozenset({"ip_version", "revision", "create_time", "update_time"}),
     values={
         "allocation_pools": lambda c, m: tuple((a.start, a.end) for a in m.allocation_pools),
