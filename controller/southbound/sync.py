@@ -217,15 +217,18 @@ class SwitchSync:
         desired: dict[FlowKey, Flow] = {}
         groups: dict[int, Group] = {}
         meters: dict[int, MeterEntry] = {}
-        for item in flows:
-            if isinstance(item, Flow):
-                desired[FlowKey(item)] = item
-            elif isinstance(item, Group):
-                groups[item.group_id] = item
-            elif isinstance(item, MeterEntry):
-                meters[item.meter_id] = item
-            else:
-                raise TypeError(f"not a Flow, Group or MeterEntry: {item!r}")
+        # tens of thousands of new FlowKeys: with the default thresholds the cyclic GC would walk the whole
+        # heap several times meanwhile (~0.3 s of a cold 50k-flow install, bench_sync.py --cold-runs)
+        with gc_paused():
+            for item in flows:
+                if isinstance(item, Flow):
+                    desired[FlowKey(item)] = item
+                elif isinstance(item, Group):
+                    groups[item.group_id] = item
+                elif isinstance(item, MeterEntry):
+                    meters[item.meter_id] = item
+                else:
+                    raise TypeError(f"not a Flow, Group or MeterEntry: {item!r}")
         with self._cond:
             self._desired, self._desired_groups, self._desired_meters = desired, groups, meters
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
