@@ -21,9 +21,12 @@ MP_HDR = struct.Struct("!BBHIHH4x")
 FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")
 
 
-def canonical_key(table: int, priority: int, cookie: int, buf: bytes, start: int) -> tuple[Any, ...]:
+def canonical_key(
+    table: int, priority: int, cookie: int, buf: bytes, start: int, stop: int | None = None
+) -> tuple[Any, ...]:
     """(table, priority, cookie, sorted match TLVs, instructions) of a flow-mod body (start=40) or a
-    flow-stats entry (start=48): equal for the same flow whatever order the switch lists match fields in."""
+    flow-stats entry (start=48: its offset + 48 in a reply, `stop` its end): equal for the same flow
+    whatever order the switch lists match fields in."""
     mlen = (buf[start + 2] << 8) | buf[start + 3]
     end = start + mlen
     off = start + 4
@@ -33,7 +36,7 @@ def canonical_key(table: int, priority: int, cookie: int, buf: bytes, start: int
         tlvs.append(buf[off : off + n])
         off += n
     tlvs.sort()
-    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7) :])
+    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7) : stop])
 
 
 def _nxm_to_oxm() -> dict[int, int]:
