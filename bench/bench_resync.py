@@ -58,6 +58,7 @@ def reply_parts(flows: list[Flow]) -> list[bytes]:
             tlvs.append(match[off : off + n])
             off += n
         rest = body[40 + ((mlen + 7) & ~7) :]
+        rest = ofwire.nxm_moves(rest) or rest  # OVS reports reg_move's fields in NXM spelling
         m = match[:4] + b"".join(sorted(tlvs, key=_rank))  # type: ignore[arg-type]  # as OVS orders
         m += bytes(((len(m) + 7) & ~7) - len(m))
         entry_len = 48 + len(m) + len(rest)
@@ -82,7 +83,10 @@ def previous_recognise(desired: dict[FlowKey, Flow], parts: list[bytes]) -> Inst
             length, table, _, _, prio, _, _, _, cookie, packets, nbytes = ofwire.FLOW_STATS.unpack_from(
                 part, off
             )
-            hit = expected.get(ofwire.canonical_key(table, prio, cookie, part[off : off + length], 48))
+            key = ofwire.canonical_key(table, prio, cookie, part[off : off + length], 48)
+            hit = expected.get(key)
+            if hit is None:
+                hit = expected.get(key[:4] + (ofwire.oxm_moves(key[4]),))
             assert hit is not None
             have.flows[hit[0]] = hit[1]
             have.counters[hit[0]] = (packets, nbytes)
@@ -109,7 +113,7 @@ def resync_once(
             slow, have = len(slow_entries), rec.have
         finally:
             gc.enable()
-        assert rec.reordered == 0, rec.reordered
+        assert have.reordered == 0, have.reordered
     else:
         have, slow = previous_recognise(desired, parts), 0
     t1 = time.process_time()

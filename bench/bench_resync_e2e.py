@@ -119,7 +119,7 @@ def main() -> int:
             print("  gc:", [(g, round(t, 3)) for g, t in GC_LOG if t > 0.01 or g == 2])
             st = eng.stats
             assert st.resyncs == 1 and st.flow_mods_sent == 0 and st.group_mods_sent == 0, st
-            assert st.last_dump_entries == n and st.last_dump_slow == 0, st
+            assert st.last_dump_entries == n and st.last_dump_slow == 0 and st.last_dump_reordered == 0, st
             resync.append(st.last_resync_seconds)
             dump.append(st.last_dump_seconds)
             print(

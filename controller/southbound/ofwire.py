@@ -62,8 +62,21 @@ _NX_REG_MOVE_HDR = struct.pack("!I", ofproto_common.NX_EXPERIMENTER_ID) + struct
 )  # NXAST_REG_MOVE
 
 
+_OXM_TO_NXM = {oxm: nxm for nxm, oxm in _NXM_TO_OXM.items()}
+
+
 def oxm_moves(instructions: bytes) -> bytes | None:
     """`instructions` with reg_move field headers spelled OXM (as we encode them), or None if none is NXM."""
+    return _respell_moves(instructions, _NXM_TO_OXM)
+
+
+def nxm_moves(instructions: bytes) -> bytes | None:
+    """`instructions` with reg_move field headers spelled NXM where the field has an NXM header (as OVS
+    reports them: it encodes NXAST_REG_MOVE's fields with NXM headers), or None if nothing changes."""
+    return _respell_moves(instructions, _OXM_TO_NXM)
+
+
+def _respell_moves(instructions: bytes, headers: dict[int, int]) -> bytes | None:
     if _NX_REG_MOVE_HDR not in instructions:
         return None
     buf = bytearray(instructions)
@@ -82,9 +95,9 @@ def oxm_moves(instructions: bytes) -> bytes | None:
                 if atype == 0xFFFF and buf[a + 4 : a + 10] == _NX_REG_MOVE_HDR:
                     for pos in (a + 16, a + 20):
                         hdr = struct.unpack_from("!I", buf, pos)[0]
-                        oxm = _NXM_TO_OXM.get(hdr)
-                        if oxm is not None:
-                            struct.pack_into("!I", buf, pos, oxm)
+                        other = headers.get(hdr)
+                        if other is not None:
+                            struct.pack_into("!I", buf, pos, other)
                             changed = True
                 a += alen
         off += ilen

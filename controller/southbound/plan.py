@@ -104,6 +104,7 @@ class Installed:
     raw_groups: list[RawGroup] = field(default_factory=list)
     raw_meters: list[RawMeter] = field(default_factory=list)
     counters: dict[FlowKey, tuple[int, int]] = field(default_factory=dict)
+    reordered: int = 0  # flows recognised only after re-ordering their match (transport.Recognizer)
 
 
 _FLOWS = (Flow, RawFlow)

@@ -113,6 +113,7 @@ class SyncStats:
     last_dump_seconds: float = 0.0  # request to decoded snapshot
     last_dump_entries: int = 0
     last_dump_slow: int = 0  # entries that needed os-ken's parser + decode (not byte-equal to a desired flow)
+    last_dump_reordered: int = 0  # recognised after re-ordering their match fields (OVS's order unexpected)
     last_send_seconds: float = 0.0  # encoding and writing the last bundle
     last_bundle_seconds: float = 0.0  # the last bundle, from first byte to barrier reply
 
@@ -690,6 +691,7 @@ class SwitchSync:
             self._stats.last_dump_seconds = time.monotonic() - t0
             self._stats.last_dump_entries = len(have.flows) + len(have.raw_flows)
             self._stats.last_dump_slow = slow
+            self._stats.last_dump_reordered = have.reordered
         return have
 
 

@@ -236,7 +236,8 @@ class Recognizer:
     and duration do not matter. The expected bytes are built on the first entry (an empty switch needs
     none) from the encoder's per-field and per-action caches, match fields in the order OVS reports them
     (_OVS_MATCH_ORDER), so a recognised entry costs a slice and a dict lookup. An entry that misses is
-    re-ordered (and its reg_move headers spelled OXM) and looked up once more. `have` collects the
+    re-ordered (and its reg_move headers respelled) and looked up once more. reg_move's field headers
+    are expected in NXM spelling where the field has one: OVS reports them so whatever we sent. `have` collects the
     recognised flows (under the engine's own keys when `desired` is a mapping: an adopted entry then shares
     the desired key object, and the plan's comparisons stop at identity)."""
 
@@ -246,7 +247,6 @@ class Recognizer:
         )
         self.enc = enc
         self.have = Installed()
-        self.reordered = 0  # recognised only after re-ordering (OVS's order differs from _OVS_MATCH_ORDER)
         self.expected: dict[int, dict[bytes, FlowKey]] | None = None  # table -> entry bytes -> key
 
     def _build(self) -> dict[int, dict[bytes, FlowKey]]:
@@ -254,10 +254,14 @@ class Recognizer:
         perms: dict[tuple[str, ...], tuple[int, ...]] = {}
         head, match_hdr, pads = _ENTRY_HEAD.pack, encode._MATCH_HDR.pack, encode._PADS
         tlvs_of, instructions_of = encode.match_tlvs, encode.flow_instructions
+        reported: dict[bytes, bytes] = {}  # our instructions -> as OVS reports them (reg_move in NXM)
         for fk, f in self.desired.items():
             try:
                 tlvs = tlvs_of(f)
-                instructions = instructions_of(f)
+                ours = instructions_of(f)
+                instructions = reported.get(ours)
+                if instructions is None:
+                    instructions = reported[ours] = ofwire.nxm_moves(ours) or ours
             except encode.EncodeError:  # no struct encoding: from the flow-mod itself
                 body = self.enc.flow_body(f, encode.ADD)
                 key = self._ordered(body, 40, len(body))
@@ -277,9 +281,9 @@ class Recognizer:
         return by_table
 
     @staticmethod
-    def _ordered(buf: bytes, start: int, stop: int, moved: bool = False) -> bytes:
+    def _ordered(buf: bytes, start: int, stop: int) -> bytes:
         """The head and body of a flow-mod body (start=40) or flow-stats entry (start=48) with its match
-        TLVs in _OVS_MATCH_ORDER (and, if `moved`, reg_move headers spelled OXM): the expected bytes."""
+        TLVs in _OVS_MATCH_ORDER and reg_move headers spelled NXM: the expected bytes."""
         if start == 40:  # flow-mod: cookie at 0, priority at 14; our timeouts and flags are 0
             cookie = int.from_bytes(buf[0:8], "big")
             prio = (buf[14] << 8) | buf[15]
@@ -296,8 +300,7 @@ class Recognizer:
             off += n
         tlvs.sort(key=_rank)
         instructions = buf[start + ((mlen + 7) & ~7) : stop]
-        if moved:
-            instructions = ofwire.oxm_moves(instructions) or instructions
+        instructions = ofwire.nxm_moves(instructions) or instructions
         return head + buf[start : start + 4] + b"".join(tlvs) + encode._PADS[-mlen & 7] + instructions
 
     def feed(self, part: bytes, slow: list[Any]) -> None:
@@ -318,10 +321,8 @@ class Recognizer:
             k = d.get(part[off + 12 : off + 32] + part[off + 48 : stop])
             if k is None and d:
                 k = d.get(self._ordered(part, off + 48, stop))
-                if k is None:
-                    k = d.get(self._ordered(part, off + 48, stop, moved=True))
                 if k is not None:
-                    self.reordered += 1
+                    self.have.reordered += 1
             if k is not None:
                 flows[k] = desired[k]
                 counters[k] = counts(part, off + 32)
