@@ -10,9 +10,11 @@ process-wide per-field and per-action caches before each run, as a fresh process
 
 The yardstick, in the same run, alternated with the resyncs: `ovs-ofctl dump-flows br-int` of the same
 flows (ovs-vswitchd producing the same dump, ovs-ofctl formatting it as text; over its management socket,
-no TLS). The ratio resync ÷ ofctl says how close the controller is to that floor.
+no TLS). The ratio resync ÷ ofctl says how close the controller is to that floor. Also measured: the
+controller process's CPU (all threads) during the resync, and ovs-vswitchd's CPU (/proc) during the resync
+and during ofctl's dump: on a loaded machine wall time follows the scheduler, CPU seconds do not.
 
-    .venv/bin/python bench/bench_resync_e2e.py [--flows 100000] [--runs 5] [--cold] [--profile-run]
+    .venv/bin/python bench/bench_resync_e2e.py [--flows 100000] [--runs 5] [--cold] [--per-table] [--profile-run]
 
 Needs root (real ovs-vswitchd in a lab namespace).
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.pki import Pki
+from controller.southbound import transport
 from controller.southbound.ofapp import ensure_started
 from flows import encode
 from flows.flow import Flow
@@ -47,15 +50,10 @@ def clear_process_caches() -> None:
             cache.clear()
 
 
-GC_LOG: list[tuple[int, float]] = []
-_gc_t0 = [0.0]
-
-
-def _gc_cb(phase: str, info: dict) -> None:
-    if phase == "start":
-        _gc_t0[0] = time.perf_counter()
-    else:
-        GC_LOG.append((info["generation"], time.perf_counter() - _gc_t0[0]))
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stats(xs: list[float]) -> str:
@@ -68,11 +66,18 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cold", action="store_true", help="empty the encoder's process-wide caches per run")
     ap.add_argument(
+        "--per-table",
+        action="store_true",
+        help="dump with one flow-stats request per table (tables 0-253) instead of one for all tables",
+    )
+    ap.add_argument(
         "--profile-run",
         action="store_true",
         help="after the runs, one more resync while py-spy records this process (collapsed stacks, /tmp)",
     )
     a = ap.parse_args()
+    if a.per_table:
+        transport.DUMP_TABLES = tuple(range(254))
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
@@ -92,7 +97,9 @@ def main() -> int:
         assert eng.wait_realized(1, 600), eng.stats
         print(f"installed in {time.perf_counter() - t0:.2f} s")
         rev = 1
-        resync, dump, ofctl, loads = [], [], [], []
+        resync, dump, ofctl, loads, cpu, vsw, ofctl_vsw = [], [], [], [], [], [], []
+        cpu_last = [0.0]
+        vpid = int((sw.ch._ovs.rundir / "ovs-vswitchd.pid").read_text())
 
         def one_resync() -> None:
             nonlocal rev, eng
@@ -102,36 +109,41 @@ def main() -> int:
             rev += 1
             eng = app.sync.get(sw.dpid)
             eng.replace_desired(items, rev)
+            c0 = time.process_time()  # the resync runs on the engine's thread from here
             assert eng.wait_realized(rev, 600), eng.stats
+            cpu_last[0] = time.process_time() - c0
 
         for i in range(a.runs):
+            v0 = cpu_of(vpid)
             t0 = time.perf_counter()
             out = sw.ch.ofctl("dump-flows", "br-int")
             ofctl.append(time.perf_counter() - t0)
+            ofctl_vsw.append(cpu_of(vpid) - v0)
             assert out.count("actions=") == n, out.count("actions=")
             loads.append(os.getloadavg()[0])
-            import gc
-
-            gc.callbacks.append(_gc_cb)
-            GC_LOG.clear()
+            v0 = cpu_of(vpid)
             one_resync()
-            gc.callbacks.remove(_gc_cb)
-            print("  gc:", [(g, round(t, 3)) for g, t in GC_LOG if t > 0.01 or g == 2])
+            vsw.append(cpu_of(vpid) - v0)
+            cpu.append(cpu_last[0])
             st = eng.stats
             assert st.resyncs == 1 and st.flow_mods_sent == 0 and st.group_mods_sent == 0, st
             assert st.last_dump_entries == n and st.last_dump_slow == 0 and st.last_dump_reordered == 0, st
             resync.append(st.last_resync_seconds)
             dump.append(st.last_dump_seconds)
             print(
-                f"  run {i + 1}: resync {resync[-1]:.3f} s (dump + decode {dump[-1]:.3f} s), 0 flow-mods; "
-                f"ovs-ofctl dump-flows {ofctl[-1]:.3f} s; ratio {resync[-1] / ofctl[-1]:.2f}"
+                f"  run {i + 1}: resync {resync[-1]:.3f} s (dump + decode {dump[-1]:.3f} s; controller CPU "
+                f"{cpu[-1]:.2f} s, ovs-vswitchd CPU {vsw[-1]:.2f} s), 0 flow-mods; ovs-ofctl dump-flows "
+                f"{ofctl[-1]:.3f} s (ovs-vswitchd CPU {ofctl_vsw[-1]:.2f} s); ratio {resync[-1] / ofctl[-1]:.2f}"
             )
         print(
-            f"{a.runs} runs{' (cold caches)' if a.cold else ''}, load average {min(loads):.2f}-{max(loads):.2f}; "
+            f"{a.runs} runs{' (cold caches)' if a.cold else ''}{' (per table)' if a.per_table else ''}, load average {min(loads):.2f}-{max(loads):.2f}; "
             f"min / median / max:\n"
             f"  resync (dump request to plan, 0 flow-mods): {stats(resync)} s\n"
             f"  of which dump + decode:                     {stats(dump)} s\n"
+            f"  controller CPU (all threads) in the resync: {stats(cpu)} s\n"
+            f"  ovs-vswitchd CPU in the resync:             {stats(vsw)} s\n"
             f"  ovs-ofctl dump-flows of the same flows:     {stats(ofctl)} s\n"
+            f"  ovs-vswitchd CPU in ovs-ofctl dump-flows:   {stats(ofctl_vsw)} s\n"
             f"  ratio resync / ofctl (per run):             "
             f"{stats([r / o for r, o in zip(resync, ofctl, strict=True)])}"
         )

@@ -12,11 +12,12 @@ the commit) and applies nothing. Meter-mods go the same way unbundled (OVS takes
 Deletes are DELETE_STRICT carrying the entry's own cookie with a full cookie mask, so a delete never hits
 an entry we did not see.
 
-Dumps: flow-stats replies are taken as raw bytes (ofapp hands them over before os-ken parses them, which
-runs at ~7k entries/s). An entry whose bytes are what we would send for a desired flow (match fields
-compared as a set, reg_move field headers compared in OXM spelling: OVS orders matches its own way and
-reports moves with NXM headers) is that flow without decoding; anything else goes through os-ken's
-parser and flows/decode.py.
+Dumps: each flow-stats reply is recognised as it arrives, on the engine's thread, while the rest are
+still coming (the request can also be split per table: DUMP_TABLES). Flow-stats replies are taken as raw bytes (ofapp hands them over before
+os-ken parses them, which runs at ~7k entries/s). An entry whose bytes are what OVS reports for a desired
+flow (Recognizer: our match fields in OVS's order, reg_move field headers in NXM spelling, timeouts and
+flags 0) is that flow without decoding; anything else goes through os-ken's parser and flows/decode.py
+(an entry with a timeout or flags, which no Flow has, is kept as undecodable: the resync replaces it).
 """
 
 from __future__ import annotations
@@ -74,9 +75,12 @@ SEND_CHUNK = 2048
 #: how long to wait for a dump or a barrier before calling the connection broken
 DUMP_TIMEOUT = 60.0
 BARRIER_TIMEOUT = 60.0
-#: the tables a dump asks for one by one: every table OVS shows in a dump of all tables (254, its hidden
-#: internal table, is left out of those and of this)
-DUMP_TABLES = tuple(range(254))
+#: the flow-stats requests of a dump, one per entry (a table id, or OFPTT_ALL), sent in one write. One for all
+#: tables: asking table by table (range(254): 254 is OVS's hidden internal table, which a dump of all tables
+#: leaves out too) let OVS send a table's replies while building the next one's, but its whole dump of 100k
+#: flows costs it ~0.18 s of CPU, the split saved nothing measurable and cost ~20 ms on a small switch
+#: (BENCHMARKS.md, bench_resync_e2e.py --per-table)
+DUMP_TABLES: tuple[int, ...] = (ofp.OFPTT_ALL,)
 
 
 class SyncError(RuntimeError):
@@ -574,10 +578,8 @@ class Transport:
         """Dump all flows, groups and meters of the switch and decode them; also how many flow entries
         took the slow path (not byte-equal to one of `desired`). Raises SyncError.
 
-        Flows are asked for table by table (DUMP_TABLES requests in one write, one xid each): OVS answers
-        them one after the other and sends each table's replies while it builds the next table's, where one
-        request for all tables is answered only once the whole dump is built. Each reply is recognised as
-        it arrives (Recognizer), overlapping ovs-vswitchd's work instead of following it."""
+        One flow-stats request per DUMP_TABLES entry (one xid each, all in one write); each reply is
+        recognised as it arrives (Recognizer), while the next ones are still on their way."""
         dp = self.dp
         n_tables = len(DUMP_TABLES)
         wf, wg, wm = _Waiter("flows", parts=queue.SimpleQueue()), _Waiter("groups"), _Waiter("meters")
