@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The controller's half of a resync with nothing changed, without a switch (printed, not pass/fail): N
 desired flows (tests/test_sync.pipeline_flows' shapes), the flow-stats reply a switch holding exactly
-them sends (our flow-mod bodies as flow-stats entries, match fields reversed as OVS reorders them), then
-what the engine does with it: the transport's raw fast path (transport.Recognizer: recognise each entry
-by its bytes), and plan_resync (adopt; 0 operations expected). bench/bench_sync.py measures the whole
-thing against a real ovs-vswitchd (dump included).
+them sends (our flow-mod bodies as flow-stats entries, match fields in OVS's order, reg_move in NXM
+spelling, as OVS reports them), then what the engine does with it: recognise each entry by its bytes
+(before: previous_recognise, sorted keys; after: transport.Recognizer), and plan_resync (adopt; 0
+operations expected; the same code on both sides). bench/bench_resync_e2e.py measures the whole thing
+against a real ovs-vswitchd (dump included).
 
     .venv/bin/python bench/bench_resync.py [--flows 100000] [--runs 5] [--profile]
 """
