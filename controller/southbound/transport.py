@@ -255,31 +255,44 @@ class Recognizer:
 
     def _build(self) -> dict[int, dict[bytes, FlowKey]]:
         by_table: dict[int, dict[bytes, FlowKey]] = {}
-        perms: dict[tuple[str, ...], tuple[int, ...]] = {}
+        perms: dict[tuple[str, ...], tuple[int, ...] | None] = {}  # None: already in OVS's order
         head, match_hdr, pads = _ENTRY_HEAD.pack, encode._MATCH_HDR.pack, encode._PADS
-        tlvs_of, instructions_of = encode.match_tlvs, encode.flow_instructions
+        tlv_of, entry_tlv, instructions_of = (
+            encode._MATCH_TLVS.get,
+            encode._entry_tlv,
+            encode.flow_instructions,
+        )
         reported: dict[bytes, bytes] = {}  # our instructions -> as OVS reports them (reg_move in NXM)
+        tables: dict[str, int] = {}
         for fk, f in self.desired.items():
             try:
-                tlvs = tlvs_of(f)
                 ours = instructions_of(f)
                 instructions = reported.get(ours)
                 if instructions is None:
                     instructions = reported[ours] = ofwire.nxm_moves(ours) or ours
+                match = f.match
+                tlvs = [tlv_of(e) or entry_tlv(e) for e in match]
             except encode.EncodeError:  # no struct encoding: from the flow-mod itself
                 body = self.enc.flow_body(f, encode.ADD)
                 key = self._ordered(body, 40, len(body))
             else:
-                names = tuple([e[0] for e in f.match])
-                perm = perms.get(names)
-                if perm is None:
-                    perm = perms[names] = tuple(sorted(range(len(tlvs)), key=lambda i: _rank(tlvs[i])))
-                m = b"".join([tlvs[i] for i in perm])
+                if len(tlvs) < 2:
+                    m = tlvs[0] if tlvs else b""
+                else:
+                    names = tuple([e[0] for e in match])
+                    perm = perms.get(names, ())
+                    if perm == ():
+                        order = tuple(sorted(range(len(tlvs)), key=lambda i: _rank(tlvs[i])))
+                        perm = perms[names] = None if order == tuple(range(len(tlvs))) else order
+                    m = b"".join(tlvs if perm is None else [tlvs[i] for i in perm])
                 n = 4 + len(m)
                 key = head(f.priority, 0, 0, 0, f.cookie) + match_hdr(1, n) + m + pads[-n & 7] + instructions
-            d = by_table.get(f.table)
+            table = tables.get(f.stage)
+            if table is None:
+                table = tables[f.stage] = f.table
+            d = by_table.get(table)
             if d is None:
-                d = by_table[f.table] = {}
+                d = by_table[table] = {}
             d[key] = fk
         self.expected = by_table
         return by_table
