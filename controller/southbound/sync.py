@@ -19,7 +19,8 @@ against the bundle's version). Meters do not (OFPBFC_MSG_UNSUP): they go before 
 Errors: OVS reports a bad message of a bundle at commit and applies nothing (atomic). The transport logs the
 failing message decoded (ovs-ofctl syntax); the engine does not advance realized_revision, and resyncs; if
 the same desired state fails again it waits for the next desired change (or a growing delay) before
-retrying. A 50k-flow resync with nothing to change takes ~1-1.5 s here and sends nothing.
+retrying. A 100k-flow resync with nothing to change costs the controller ~1.1 s of CPU (cold caches,
+BENCHMARKS.md) and sends nothing.
 
 Before the first apply()/replace_desired() an engine never reconciles: an empty desired state would sweep
 the switch (a restarted controller must not wipe a switch it has not recompiled yet).
