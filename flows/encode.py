@@ -543,19 +543,6 @@ def stats_key(flow: Flow) -> tuple[Any, ...]:
     return (table, flow.priority, flow.cookie, b"".join(tlvs), instructions)
 
 
-def match_tlvs(flow: Flow) -> list[bytes]:
-    """The OXM TLVs of a flow's match in its own order, from the per-field cache (what the flow-mod
-    carries); a resync orders them as the switch reports them (controller/southbound/transport.py)."""
-    get = _MATCH_TLVS.get
-    out = []
-    for entry in flow.match:
-        tlv = get(entry)
-        if tlv is None:
-            tlv = _entry_tlv(entry)
-        out.append(tlv)
-    return out
-
-
 def flow_instructions(flow: Flow) -> bytes:
     """A flow's instructions as the flow-mod carries them, from the per-action cache."""
     instructions = _INSTRUCTIONS.get(flow.actions)
