@@ -53,7 +53,7 @@ IPV4 = 0x0800
 CT_REL, CT_RPL, CT_TRK = 0x04, 0x08, 0x20
 L4_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 #: rules per policy the dataplane can order (one MATCH priority each)
-MAX_RULES = MATCH.width
+MAX_RULES = 200
 
 INGRESS, EGRESS = "ingress", "egress"
 #: side -> (stage, the interface MAC's field, where an allowed packet goes)
@@ -122,7 +122,7 @@ def _side_flows(
         }[rule.action]
         rc = ids.cookie(ids.FIREWALL, rule.id)
         out += [
-            Flow(stage, MATCH(MATCH.width - 1 - n), match={**base, **m}, actions=acts, cookie=rc)
+            Flow(stage, MATCH(MAX_RULES - 1 - n), match={**base, **m}, actions=acts, cookie=rc)
             for m in rule_matches(rule)
         ]
     return tuple(out)
