@@ -1,0 +1,166 @@
+"""IPv6 forwarding end to end (one lab): real ping6 across a distributed router between two chassis, both
+families routed by one router at once, neighbour discovery answered in flows without flooding, the router's
+own IPv6 addresses answering echo. VMs get static addresses (`nodad`) and a static default route: this
+module does not depend on router advertisements."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from lab.hosts import VM
+from lab.traffic import capture
+from proto.sdn.v1 import topology_pb2 as pb
+from tests.e2e import Env, lab_env
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with lab_env(tmp_path_factory.mktemp("e2e-ipv6"), provider=False) as e:
+        yield e
+
+
+def dual_stack(env: Env, md, ident: str, v4: str, v6: str) -> pb.Network:  # type: ignore[no-untyped-def]
+    net = env.network(md, ident, v4)
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(
+            subnet=pb.Subnet(network=net.name, cidr=v6, enable_dhcp=False), subnet_id=ident + "-v6"
+        ),
+        metadata=md,
+    )
+    return net
+
+
+def vm(env: Env, md, chassis: str, ident: str, net: pb.Network) -> tuple[VM, str]:  # type: ignore[no-untyped-def]
+    """A VM with an address of each family: the IPv6 one configured statically, default route via the
+    router's IPv6 address."""
+    n = net.name.split("/")[1]
+    port = env.stub.CreatePort(
+        pb.CreatePortRequest(
+            port=pb.Port(
+                network=net.name,
+                fixed_ips=[pb.FixedIp(subnet=f"subnets/{n}-v4"), pb.FixedIp(subnet=f"subnets/{n}-v6")],
+            ),
+            port_id=ident,
+        ),
+        metadata=md,
+    )
+    v = env.plug(chassis, port)
+    addr = next(f.ip_address for f in port.fixed_ips if ":" in f.ip_address)
+    sub = env.stub.GetSubnet(pb.GetSubnetRequest(name=f"subnets/{n}-v6"), metadata=md)
+    v.exec(f"ip -6 addr add {addr}/64 dev eth0 nodad && ip -6 route add default via {sub.gateway_ip}")
+    return v, addr
+
+
+def ping6(v: VM, ip: str, count: int = 1, timeout: float = 10.0) -> tuple[bool, int]:
+    """(the replies came, the hop limit of the last one)."""
+    out = v.exec(
+        f"ping -6 -n -c {count} -i 0.2 -w {int(timeout)} {ip}", check=False, timeout=timeout + 5
+    ).stdout
+    hops = re.findall(r"ttl=(\d+)", out)
+    return len(hops) >= count, int(hops[-1]) if hops else 0
+
+
+def router(env: Env, md, ident: str, *subnets: str) -> pb.Router:  # type: ignore[no-untyped-def]
+    r = env.stub.CreateRouter(
+        pb.CreateRouterRequest(router=pb.Router(display_name=ident), router_id=ident), metadata=md
+    )
+    for sub in subnets:
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{sub}"), metadata=md
+        )
+    return r
+
+
+@pytest.fixture(scope="module")
+def world(env: Env) -> dict[str, tuple[VM, str]]:
+    md = env.md("six")
+    a = dual_stack(env, md, "six-a", "10.161.0.0/24", "fd00:161::/64")
+    b = dual_stack(env, md, "six-b", "10.162.0.0/24", "fd00:162::/64")
+    router(env, md, "six-r", "six-a-v4", "six-a-v6", "six-b-v4", "six-b-v6")
+    vms = {
+        "a1": vm(env, md, "hv1", "six-a1", a),
+        "a2": vm(env, md, "hv1", "six-a2", a),
+        "a3": vm(env, md, "hv2", "six-a3", a),
+        "b1": vm(env, md, "hv2", "six-b1", b),
+    }
+    env.wait_realized()
+    return vms
+
+
+def test_ping6_across_the_router_and_chassis_with_the_hop_limit_decremented(world) -> None:  # type: ignore[no-untyped-def]
+    (a1, _), (b1, b1_6) = world["a1"], world["b1"]
+    ok, hops = ping6(a1, b1_6, count=2)
+    assert ok and hops == 63, f"one router hop: 64 - 1 (got {hops})"
+    ok, hops = ping6(a1, "fd00:162::1")
+    assert ok and hops == 64, "the router's far interface answers itself, with its own hop limit"
+    assert ping6(b1, "fd00:161::1")[0], "and on the other chassis"
+
+
+def test_one_router_routes_both_families_at_once(world) -> None:  # type: ignore[no-untyped-def]
+    (a1, _), (b1, b1_6) = world["a1"], world["b1"]
+    v4 = a1.popen(f"ping -n -c 10 -i 0.1 {b1.ip}")
+    assert ping6(a1, b1_6, count=5)[0]
+    out, _ = v4.communicate(timeout=15)
+    assert " 0% packet loss" in out and "ttl=63" in out, out
+
+
+def test_neighbour_solicitations_are_answered_in_flows_and_never_flooded(world) -> None:  # type: ignore[no-untyped-def]
+    (a1, _), (a2, a2_6), (a3, a3_6) = world["a1"], world["a2"], world["a3"]
+    nd = "icmp6 and ip6[40] == 135"  # neighbour solicitations
+    with (
+        capture("eth0", nd, namespace=a3.namespace) as third,
+        capture("eth0", nd, namespace=a2.namespace) as owner,
+    ):
+        a1.exec("ip -6 neigh flush dev eth0")
+        assert ping6(a1, a2_6)[0], "a1 reaches a2 on its own subnet"
+        assert ping6(a1, a3_6)[0], "and a3 on the other chassis"
+        assert ping6(a1, "fd00:161::1")[0], "and the router"
+    assert not third.matching(f"who has {a2_6}"), f"a3 saw a solicitation for a2: {third.lines}"
+    assert not owner.matching(f"who has {a3_6}"), f"a2 saw a solicitation for a3: {owner.lines}"
+    neigh = a1.exec("ip -6 neigh").stdout
+    assert re.search(rf"{re.escape(a2_6)} .*lladdr {a2.mac}", neigh), neigh
+    assert re.search(rf"{re.escape(a3_6)} .*lladdr {a3.mac}", neigh), neigh
+    assert re.search(r"fd00:161::1 .*lladdr \S+ router", neigh), f"the router's answer has R set: {neigh}"
+
+
+def test_an_ipv6_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) -> None:
+    admin = env.admin
+    ext = env.stub.CreateNetwork(
+        pb.CreateNetworkRequest(network=pb.Network(external=True), network_id="six-ext"), metadata=admin
+    )
+    for sub, cidr in (("six-ext-v4", "198.51.161.0/24"), ("six-ext-v6", "2001:db8:161::/64")):
+        env.stub.CreateSubnet(
+            pb.CreateSubnetRequest(
+                subnet=pb.Subnet(network=ext.name, cidr=cidr, enable_dhcp=False), subnet_id=sub
+            ),
+            metadata=admin,
+        )
+    r = env.stub.CreateRouter(
+        pb.CreateRouterRequest(
+            router=pb.Router(external_gateway=pb.ExternalGateway(network=ext.name)), router_id="six-gw"
+        ),
+        metadata=admin,
+    )
+    assert r.external_gateway.fixed_ip.ip_address.startswith("198.51.161.")
+    with pytest.raises(grpc.RpcError) as err:
+        env.stub.UpdateRouter(
+            pb.UpdateRouterRequest(
+                router=pb.Router(
+                    name=r.name,
+                    external_gateway=pb.ExternalGateway(
+                        network=ext.name, fixed_ip=pb.FixedIp(subnet="subnets/six-ext-v6")
+                    ),
+                ),
+                update_mask={"paths": ["external_gateway"]},
+            ),
+            metadata=admin,
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "IPv6" in (err.value.details() or "")
+    got = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=admin)
+    assert got.external_gateway.fixed_ip.ip_address == r.external_gateway.fixed_ip.ip_address
