@@ -9,9 +9,10 @@ from typing import Any
 import netaddr
 
 from apps import arp
+from controller.debug.explain import explain
 from tests.test_apps_l2 import TUN, World
 from topology import ops
-from topology.records import Port, Router, Subnet
+from topology.records import FirewallGroup, FirewallPolicy, FirewallRule, Port, Router, Subnet
 
 NA_R, NA_S, NA_O = arp.NA_R, arp.NA_S, arp.NA_O
 
@@ -212,3 +213,71 @@ def test_ipv6_static_routes_longest_prefix_first() -> None:
     assert to("fd00:2::20") == p["b2"].mac  # connected
     assert to("2001:db8::1") == p["b2"].mac  # default route
     assert sw.walk(ip6(w, p["a1"], g, "fd00:2::7")).dropped  # connected, nobody there
+
+
+def test_router_firewall_filters_ipv6_by_its_ip_version_6_rules_and_explain_says_so() -> None:
+    w, p = dual_stack_world()
+    i4, i6 = "alice-r-alice-b-sub", "alice-r-alice-b-v6"  # alice-b's two interface ports, one per family
+    rules = [
+        FirewallRule(
+            id="udp6",
+            tenant="alice",
+            action="allow",
+            protocol="udp",
+            ip_version=6,
+            destination_port_min=53,
+            destination_port_max=53,
+        ),
+        FirewallRule(id="icmp6", tenant="alice", action="deny", protocol="icmp", ip_version=6),
+        FirewallRule(id="any4", tenant="alice", action="allow", ip_version=4),
+    ]
+    w.apply([("firewall_rule", r.id, None, r) for r in rules])
+    w.apply(
+        [
+            (
+                "firewall_policy",
+                "pol",
+                None,
+                FirewallPolicy(id="pol", tenant="alice", rules=("udp6", "icmp6", "any4")),
+            )
+        ]
+    )
+    w.apply(
+        [
+            (
+                "firewall_group",
+                "fwg",
+                None,
+                FirewallGroup(id="fwg", tenant="alice", ports=(i4, i6), egress_policy_id="pol"),
+            )
+        ]
+    )
+    sw = w.switch("hv1")
+    g6 = iface(w, "alice-r", "alice-a-v6").mac
+    assert sw.walk(ip6(w, p["a1"], g6, v6(p["b1"]), ip_proto=17, udp_src=5000, udp_dst=53)).ports == [
+        w.ofport(p["b1"])
+    ]
+    assert sw.walk(
+        ip6(w, p["a1"], g6, v6(p["b1"]), ip_proto=17, udp_src=5000, udp_dst=54)
+    ).dropped  # policy's end
+    echo = ip6(w, p["a1"], g6, v6(p["b1"]), ip_proto=58, icmpv6_type=128, icmpv6_code=0)
+    assert sw.walk(echo).dropped  # "icmp" in an IPv6 rule is ICMPv6: denied
+    v4 = {
+        "in_port": w.ofport(p["a1"]),
+        "eth_src": p["a1"].mac,
+        "eth_dst": iface(w, "alice-r", "alice-a-sub").mac,
+        "eth_type": 0x0800,
+        "ipv4_src": "10.1.0.10",
+        "ipv4_dst": "10.2.0.10",
+        "nw_ttl": 64,
+        "ip_proto": 1,
+        "icmpv4_type": 8,
+        "icmpv4_code": 0,
+    }
+    assert sw.walk(v4).ports == [w.ofport(p["b1"])]  # the IPv4 rule lets IPv4 ICMP through
+    # Explain (the model's reasoning): an IPv6 address is judged by the IPv6 rules
+    e6 = explain(None, w.topo, "a1", v6(p["b1"]), "icmp", with_trace=False)
+    assert not e6.allowed and any("firewallRules/icmp6" in d.resource for d in e6.deciders), e6.verdict
+    e4 = explain(None, w.topo, "a1", "10.2.0.10", "icmp", with_trace=False)
+    assert e4.allowed, e4.verdict
+    assert explain(None, w.topo, "a1", v6(p["b1"]), "udp", 53, with_trace=False).allowed
