@@ -164,3 +164,86 @@ def test_an_ipv6_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) 
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "IPv6" in (err.value.details() or "")
     got = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=admin)
     assert got.external_gateway.fixed_ip.ip_address == r.external_gateway.fixed_ip.ip_address
+
+
+def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -> None:  # type: ignore[no-untyped-def]
+    """Deny ICMPv6 on the egress of six-b's IPv6 interface, allow the rest: ping6 stops, ping (IPv4) goes on."""
+    md = env.md("six")
+    (a1, _), (b1, b1_6) = world["a1"], world["b1"]
+    rules = [
+        {"action": "deny", "protocol": "icmp", "ip_version": 6},
+        {"action": "allow", "ip_version": 6},
+        {"action": "allow", "ip_version": 4},
+    ]
+    ids = []
+    for i, fields in enumerate(rules):
+        env.stub.CreateFirewallRule(
+            pb.CreateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(**fields), firewall_rule_id=f"six-fw{i}"
+            ),  # type: ignore[arg-type]
+            metadata=md,
+        )
+        ids.append(f"firewallRules/six-fw{i}")
+    pol = env.stub.CreateFirewallPolicy(
+        pb.CreateFirewallPolicyRequest(
+            firewall_policy=pb.FirewallPolicy(firewall_rules=ids), firewall_policy_id="six-fwp"
+        ),
+        metadata=md,
+    )
+    r = env.stub.GetRouter(pb.GetRouterRequest(name="routers/six-r"), metadata=md)
+    ports = [i.port for i in r.interfaces if i.subnet in ("subnets/six-b-v4", "subnets/six-b-v6")]
+    assert len(ports) == 2, r.interfaces
+    group = env.stub.CreateFirewallGroup(
+        pb.CreateFirewallGroupRequest(
+            firewall_group=pb.FirewallGroup(egress_firewall_policy=pol.name, ports=ports),
+            firewall_group_id="six-fwg",
+        ),
+        metadata=md,
+    )
+    env.wait_realized()
+    try:
+        assert not ping6(a1, b1_6, timeout=2)[0], "ICMPv6 denied by the IPv6 rule"
+        assert a1.ping(b1.ip, count=2), "IPv4 allowed by the IPv4 rule"
+    finally:
+        env.stub.DeleteFirewallGroup(pb.DeleteFirewallGroupRequest(name=group.name), metadata=md)
+        env.wait_realized()
+    assert ping6(a1, b1_6)[0], "and back once the group is gone"
+
+
+def test_security_group_rules_per_family_on_one_port(env: Env) -> None:
+    """A port whose only group lets in ICMPv6 (from anywhere) and no IPv4: from a VM of the same network
+    (not in that group), ping6 reaches it and ping (IPv4) does not."""
+    md = env.md("sixsg")
+    net = dual_stack(env, md, "sixsg-a", "10.163.0.0/24", "fd00:163::/64")
+    env.stub.CreateSecurityGroup(
+        pb.CreateSecurityGroupRequest(
+            security_group=pb.SecurityGroup(display_name="v6ping"), security_group_id="v6ping"
+        ),
+        metadata=md,
+    )
+    env.stub.CreateSecurityGroupRule(
+        pb.CreateSecurityGroupRuleRequest(
+            security_group_rule=pb.SecurityGroupRule(
+                security_group="securityGroups/v6ping", direction="ingress", ethertype="IPv6", protocol="icmp"
+            )
+        ),
+        metadata=md,
+    )
+    client, _ = vm(env, md, "hv1", "sixsg-c", net)
+    port = env.stub.CreatePort(
+        pb.CreatePortRequest(
+            port=pb.Port(
+                network=net.name,
+                security_groups=["securityGroups/v6ping"],
+                fixed_ips=[pb.FixedIp(subnet="subnets/sixsg-a-v4"), pb.FixedIp(subnet="subnets/sixsg-a-v6")],
+            ),
+            port_id="sixsg-s",
+        ),
+        metadata=md,
+    )
+    server = env.plug("hv2", port)
+    server_6 = next(f.ip_address for f in port.fixed_ips if ":" in f.ip_address)
+    server.exec(f"ip -6 addr add {server_6}/64 dev eth0 nodad")
+    env.wait_realized()
+    assert ping6(client, server_6)[0], "the IPv6 rule lets ICMPv6 in"
+    assert not client.ping(server.ip, count=1, timeout=2), "no IPv4 rule: IPv4 ICMP stays out"
