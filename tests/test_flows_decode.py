@@ -127,3 +127,14 @@ def test_foreign_entries_raise():
 def test_conjunction_flow_round_trips():
     f = Flow("acl_egress", P.MATCH, {"reg6": 3}, [A.Conjunction(12, 2, 3), A.Conjunction(13, 1, 2)])
     assert decode_flow(as_flow_stats(f)) == f
+
+
+def test_the_neighbour_advertisement_flows_round_trip() -> None:
+    """OVS's nd_reserved / nd_options_type (class 0x1000, registered with os-ken by flows/fields.py), the
+    128-bit moves into xxreg3 and the ICMPv6 matches come back from the switch's flow stats as sent."""
+    from apps import arp
+
+    nd = [f for f in arp.chassis_flows() if f.stage in ("arp_nd", "mac_found")]
+    assert any(a for f in nd for a in f.actions if isinstance(a, A.SetField) and a.field == "nd_reserved")
+    for flow in nd:
+        assert decode_flow(as_flow_stats(flow)) == flow
