@@ -247,3 +247,16 @@ def test_security_group_rules_per_family_on_one_port(env: Env) -> None:
     env.wait_realized()
     assert ping6(client, server_6)[0], "the IPv6 rule lets ICMPv6 in"
     assert not client.ping(server.ip, count=1, timeout=2), "no IPv4 rule: IPv4 ICMP stays out"
+
+
+def test_a_restarted_controller_adopts_the_ipv6_flows_without_a_flow_mod(env: Env, world) -> None:  # type: ignore[no-untyped-def]
+    """OVS reports the IPv6 flows in its own spellings (xxreg3 as reg12..reg15, NXM_NX_ND_TARGET moves,
+    nd_reserved): a controller killed with -9 reads them back as the flows it compiles, and sends nothing."""
+    before = {ch: env.ovs_flows(ch) for ch in ("hv1", "hv2")}
+    status = env.restart_controller()
+    for ch, s in status.items():
+        assert s.flow_mods_sent == 0 and s.group_mods_sent == 0, f"{ch} was sent flow-mods: {s}"
+        assert env.ovs_flows(ch) == before[ch]
+    (a1, _), (_b1, b1_6) = world["a1"], world["b1"]
+    a1.exec("ip -6 neigh flush dev eth0")
+    assert ping6(a1, b1_6)[0]
