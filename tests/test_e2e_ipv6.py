@@ -249,6 +249,27 @@ def test_security_group_rules_per_family_on_one_port(env: Env) -> None:
     assert not client.ping(server.ip, count=1, timeout=2), "no IPv4 rule: IPv4 ICMP stays out"
 
 
+def test_an_ipv6_static_route_sends_to_its_next_hop(env: Env, world) -> None:  # type: ignore[no-untyped-def]
+    """fd00:999::/64 via b1: a ping to fd00:999::1 arrives at b1 (its MAC, hop limit 63)."""
+    md = env.md("six")
+    (a1, _), (b1, b1_6) = world["a1"], world["b1"]
+    env.stub.UpdateRouter(
+        pb.UpdateRouterRequest(
+            router=pb.Router(
+                name="routers/six-r", routes=[pb.HostRoute(destination="fd00:999::/64", nexthop=b1_6)]
+            ),
+            update_mask={"paths": ["routes"]},
+        ),
+        metadata=md,
+    )
+    env.wait_realized()
+    # echo requests with hop limit 63 (ip6[7]): routed once
+    with capture("eth0", "icmp6 and ip6[40] == 128 and ip6[7] == 63", namespace=b1.namespace) as at_b1:
+        a1.exec("ping -6 -n -c 2 -i 0.2 -W 1 fd00:999::1", check=False)
+    assert at_b1.matching("fd00:999::1: ICMP6, echo request"), at_b1.lines
+    assert all(b1.mac in line for line in at_b1.lines), at_b1.lines
+
+
 def test_a_restarted_controller_adopts_the_ipv6_flows_without_a_flow_mod(env: Env, world) -> None:  # type: ignore[no-untyped-def]
     """OVS reports the IPv6 flows in its own spellings (xxreg3 as reg12..reg15, NXM_NX_ND_TARGET moves,
     nd_reserved): a controller killed with -9 reads them back as the flows it compiles, and sends nothing."""
