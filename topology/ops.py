@@ -1207,8 +1207,22 @@ def _gateway_request(gw: GatewayRequest) -> list[tuple[str, str]]:
     return [(gw.subnet_id, gw.ip_address)] if gw.subnet_id or gw.ip_address else []
 
 
+def _refuse_ipv6_gateway(topo: Topology, gw: GatewayRequest) -> None:
+    """An IPv6 gateway address forwards nothing yet (apps/nat.py and the gateway chassis handle IPv4 only), and
+    a gateway port holds one address: asking for an IPv6 one would drop the IPv4 address and its SNAT."""
+    sub = topo.subnets.get(gw.subnet_id) if gw.subnet_id else None
+    if (sub is not None and sub.ip_version == 6) or ":" in gw.ip_address:
+        raise errors.failed_precondition(
+            "IPV6_GATEWAY_NOT_SUPPORTED",
+            "an IPv6 address on a router's external gateway is not forwarded yet (IPv6 is routed east-west "
+            "only; the gateway, its SNAT and floating IPs are IPv4): ask for an IPv4 subnet or address",
+            network=gw.network_id,
+        )
+
+
 def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: int, now: float) -> Change:
     _check_external(topo, gw.network_id, "external_gateway.network")
+    _refuse_ipv6_gateway(topo, gw)
     import uuid
 
     # tenant "": like Neutron's, the gateway port is nobody's to see or touch but the operator's
@@ -1318,6 +1332,7 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
                     ports.append(("port", cur.id, cur, None))
                 ports.append(_new_gateway_port(topo, old, gw, rev, now))
             elif _gateway_request(gw):  # same network: move the gateway's address if another is asked for
+                _refuse_ipv6_gateway(topo, gw)
                 try:
                     fixed = _resolve_fixed_ips(
                         topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips
