@@ -270,3 +270,43 @@ def test_dhcpv6_stateless_gives_options_and_slaac_the_address(v6: V6) -> None:
     info = dhclient(v6, vm, stateless=True)
     assert info.get("new_dhcp6_name_servers", "").split() == ["2001:db8:82::53"], info
     assert "new_ip6_address" not in info or not info["new_ip6_address"]
+
+
+def test_slaac_addresses_and_the_advertised_default_route_carry_ping6_across_the_router(v6: V6) -> None:
+    """Routing and address configuration together: two SLAAC networks on one router, VMs on two chassis
+    learn their addresses and their default route (the router's link-local address, which neighbour
+    discovery answers in flows) from the advertisements alone, and ping6 each other across the router."""
+    env, md = v6.env, v6.md
+    far = env.network(md, "slaac-far", "10.89.0.0/24")
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(
+            subnet=pb.Subnet(
+                network=far.name, cidr="2001:db8:89::/64", ipv6_ra_mode="slaac", ipv6_address_mode="slaac"
+            ),
+            subnet_id="slaac-far-v6",
+        ),
+        metadata=md,
+    )
+    env.stub.AddRouterInterface(
+        pb.AddRouterInterfaceRequest(name="routers/slaac-r", subnet="subnets/slaac-far-v6"), metadata=md
+    )
+    d_port = env.stub.CreatePort(
+        pb.CreatePortRequest(port=pb.Port(network=far.name), port_id="slaac-d"), metadata=md
+    )
+    d = vm_up(v6, "hv2", d_port)
+    env.wait_realized()
+    wait_link_local(d)
+    rdisc6(d)
+    d_addr = address_of(d_port, "2001:db8:89:")
+    assert wait_address(d, d_addr), d.exec("ip -6 addr").stdout
+    a = env.vms["slaac-a"]
+    a_addr = next(
+        f.ip_address
+        for f in env.stub.GetPort(pb.GetPortRequest(name="ports/slaac-a"), metadata=md).fixed_ips
+        if f.ip_address.startswith("2001:db8:80:")
+    )
+    for vm in (a, d):  # the default route came from the advertisement: via the router's link-local address
+        route = vm.exec("ip -6 route show default").stdout
+        assert "via fe80::" in route and "proto ra" in route, route
+    assert a.ping(d_addr, count=2, timeout=10), "ping6 across the router with SLAAC addresses and RA routes"
+    assert d.ping(a_addr, count=1, timeout=10)
