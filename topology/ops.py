@@ -268,8 +268,9 @@ def _check_external_flip(topo: Topology, old: Network, external: bool) -> None:
     if external and topo.routers_of(old.id):
         raise errors.failed_precondition(
             "NETWORK_IN_USE",
-            f"network {old.id!r} has interfaces of router(s) "
-            f"{', '.join(sorted(topo.routers_of(old.id)))}; an external network cannot",
+            f"network {named(old)} has interfaces of router(s) "
+            f"{', '.join(named_ref(topo.routers, r, old.tenant) for r in sorted(topo.routers_of(old.id)))}; "
+            "an external network cannot",
             network=old.id,
         )
 
@@ -286,6 +287,12 @@ def named_ref(table: Mapping[str, Any], rid: str, tenant: str) -> str:
     of the record the call acts on), by id alone otherwise: never another tenant's name."""
     rec = table.get(rid)
     return named(rec) if rec is not None and getattr(rec, "tenant", None) == tenant else repr(rid)
+
+
+def _network_named(topo: Topology, network_id: str) -> str:
+    """A network a port is on (the caller's, or shared or external: visible to it), named."""
+    net = topo.networks.get(network_id)
+    return named(net) if net is not None else repr(network_id)
 
 
 _OWNER_TABLE = {
@@ -381,7 +388,9 @@ def _refuse_vpn_router(topo: Topology, router_id: str, what: str, reason: str) -
     if service is not None:
         err = errors.failed_precondition(
             reason,
-            f"router {router_id!r} has VPN service {service!r}, whose tunnels end at its gateway address: "
+            f"router {named(topo.routers[router_id])} has VPN service "
+            f"{named_ref(topo.vpn_services, service, topo.routers[router_id].tenant)}, whose tunnels end at its "
+            "gateway address: "
             f"delete the VPN service before {what}",
             router=router_id,
             vpn_service=service,
@@ -697,7 +706,7 @@ def _default_fixed_ips(
             if candidates:
                 raise errors.exhausted(
                     "IP_POOL_EXHAUSTED",
-                    f"no free IPv{version} address on network {network_id!r}",
+                    f"no free IPv{version} address on network {_network_named(topo, network_id)}",
                     network=network_id,
                 )
     if dual_stack and mac:
@@ -735,14 +744,18 @@ def _resolve_fixed_ips(
         if subnet_id:
             sub = topo.subnets.get(subnet_id)
             if sub is None or sub.network_id != network_id:
-                raise errors.invalid(f"{fp}.subnet", f"subnet {subnet_id!r} is not on network {network_id!r}")
+                raise errors.invalid(
+                    f"{fp}.subnet",
+                    f"subnet {subnet_id!r} is not on network {_network_named(topo, network_id)}",
+                )
         if address:
             addr = _ip(address, f"{fp}.ip_address")
             if sub is None:
                 sub = next((s for s in subnets if addr in netaddr.IPNetwork(s.cidr)), None)
                 if sub is None:
                     raise errors.invalid(
-                        f"{fp}.ip_address", f"{address} is in no subnet of network {network_id!r}"
+                        f"{fp}.ip_address",
+                        f"{address} is in no subnet of network {_network_named(topo, network_id)}",
                     )
             net = netaddr.IPNetwork(sub.cidr)
             if addr not in net:
@@ -796,7 +809,9 @@ def _resolve_fixed_ips(
         reuse = next((n for s, n in sorted(kept) if s == sid and n not in exclude), None)
         got = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
         if got is None:
-            raise errors.exhausted("IP_POOL_EXHAUSTED", f"subnet {sid!r} has no free address", subnet=sid)
+            raise errors.exhausted(
+                "IP_POOL_EXHAUSTED", f"subnet {named(sub)} has no free address", subnet=sid
+            )
         exclude.add(got)
         slots[i] = (sid, _ip_str(got, sub.ip_version))
     result = [slots[i] for i in range(len(requests))]
@@ -1387,7 +1402,8 @@ def _check_new_interface_subnets(
                     "router_interface",
                     sub.id,
                     reason="ROUTER_INTERFACE_EXISTS",
-                    message=f"subnet {named(sub)} is already on router {named(router)} (port {port.id!r})",
+                    message=f"subnet {named(sub)} is already on router {named(router)} "
+                    f"(port {named_ref(topo.ports, port.id, router.tenant)})",
                 )
                 err.violations = [(field_path, f"subnet {sub.id!r} is already an interface of the router")]
                 raise err
@@ -1395,8 +1411,9 @@ def _check_new_interface_subnets(
             if net in netaddr.IPNetwork(other.cidr) or netaddr.IPNetwork(other.cidr) in net:
                 raise errors.invalid(
                     field_path,
-                    f"{sub.cidr} of subnet {sub.id!r} overlaps {other.cidr} of subnet "
-                    f"{sid!r}, already on router {router.id!r}",
+                    f"{sub.cidr} of subnet {named_ref(topo.subnets, sub.id, router.tenant)} overlaps "
+                    f"{other.cidr} of subnet {named_ref(topo.subnets, sid, router.tenant)}, already on router "
+                    f"{named(router)}",
                     reason="OVERLAPPING_CIDR",
                 )
 
@@ -1411,14 +1428,15 @@ def add_router_interface(
         if topo.networks[sub.network_id].external:
             raise errors.invalid(
                 "subnet",
-                f"subnet {sub.id!r} is on external network {sub.network_id!r}: use it "
+                f"subnet {named_ref(topo.subnets, sub.id, router.tenant)} is on external network "
+                f"{named_ref(topo.networks, sub.network_id, router.tenant)}: use it "
                 "as the router's external gateway",
                 reason="EXTERNAL_NETWORK",
             )
         if not sub.gateway_ip:
             raise errors.invalid(
                 "subnet",
-                f"subnet {sub.id!r} has no gateway_ip for the router to hold "
+                f"subnet {named_ref(topo.subnets, sub.id, router.tenant)} has no gateway_ip for the router to hold "
                 "(add the interface by port instead)",
                 reason="NO_GATEWAY_IP",
             )
@@ -1427,7 +1445,8 @@ def add_router_interface(
         if owner is not None:
             err = errors.in_use(
                 "IP_ADDRESS_IN_USE",
-                f"gateway {sub.gateway_ip} of subnet {sub.id!r} is in use by a port",
+                f"gateway {sub.gateway_ip} of subnet {named_ref(topo.subnets, sub.id, router.tenant)} is in use "
+                "by a port",
                 subnet=sub.id,
                 ip_address=sub.gateway_ip,
             )
@@ -1458,17 +1477,17 @@ def add_router_interface(
         if topo.networks[port.network_id].external:
             raise errors.invalid(
                 "port",
-                f"port {port.id!r} is on external network {port.network_id!r}",
+                f"port {named(port)} is on external network {named_ref(topo.networks, port.network_id, port.tenant)}",
                 reason="EXTERNAL_NETWORK",
             )
         if not port.fixed_ips:
             raise errors.invalid(
-                "port", f"port {port.id!r} has no fixed IP for the router to use", reason="NO_FIXED_IP"
+                "port", f"port {named(port)} has no fixed IP for the router to use", reason="NO_FIXED_IP"
             )
         if sum(1 for s, _a in port.fixed_ips if topo.subnets[s].ip_version == 4) > 1:
             raise errors.invalid(
                 "port",
-                f"port {port.id!r} has several IPv4 addresses; a router port has one",
+                f"port {named(port)} has several IPv4 addresses; a router port has one",
                 reason="MULTIPLE_IPV4_ADDRESSES",
             )
         _check_new_interface_subnets(topo, router, [topo.subnets[s] for s, _a in port.fixed_ips], "port")
@@ -1485,11 +1504,15 @@ def remove_router_interface(
     ifaces = router_interfaces(topo, router.id)
     ports = {p.id: p for p, sid, _a in ifaces if (sid == subnet_id if subnet_id else p.id == port_id)}
     if not ports:
-        what = f"subnet {subnet_id!r}" if subnet_id else f"port {port_id!r}"
+        what = (
+            f"subnet {named_ref(topo.subnets, subnet_id, router.tenant)}"
+            if subnet_id
+            else f"port {named_ref(topo.ports, port_id, router.tenant)}"
+        )
         raise errors.ApiError(
             "NOT_FOUND",
             "ROUTER_INTERFACE_NOT_FOUND",
-            f"{what} is not an interface of router {router.id!r}",
+            f"{what} is not an interface of router {named(router)}",
             metadata={"router": router.id},
         )
     gone = {sid for p, sid, _a in ifaces if p.id in ports}
@@ -1501,8 +1524,9 @@ def remove_router_interface(
         if used:
             raise errors.failed_precondition(
                 "ROUTER_INTERFACE_IN_USE",
-                f"subnet {used[0]!r} is a local subnet of IPsec site connection {cid!r} (endpoint group "
-                f"{group.id!r}) of router {router.id!r}'s VPN service; change or delete the connection first",
+                f"subnet {named_ref(topo.subnets, used[0], router.tenant)} is a local subnet of IPsec site "
+                f"connection {named(conn)} (endpoint group {named(group)}) of router {named(router)}'s VPN "
+                "service; change or delete the connection first",
                 router=router.id,
                 ipsec_site_connection=cid,
             )
@@ -1512,7 +1536,7 @@ def remove_router_interface(
         raise errors.failed_precondition(
             "ROUTER_INTERFACE_IN_USE",
             f"static route {err.violations[0][0] if err.violations else ''} of router "
-            f"{router.id!r} needs this interface for its nexthop; change the routes first",
+            f"{named(router)} needs this interface for its nexthop; change the routes first",
             router=router.id,
         ) from None
     for fip in _fips_via(topo, router.id):
@@ -1520,8 +1544,9 @@ def remove_router_interface(
         if port is not None and any(a == fip.fixed_ip and s in gone for s, a in port.fixed_ips):
             raise errors.failed_precondition(
                 "ROUTER_INTERFACE_IN_USE",
-                f"floating IP {fip.id!r} ({fip.address} -> {fip.fixed_ip}) is "
-                f"translated through this interface of router {router.id!r}; dissociate it first",
+                f"floating IP {named_ref(topo.floatingips, fip.id, router.tenant)} ({fip.address} -> "
+                f"{fip.fixed_ip}) is translated through this interface of router {named(router)}; dissociate it "
+                "first",
                 router=router.id,
                 floating_ip=fip.id,
             )
