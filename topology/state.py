@@ -1,8 +1,9 @@
 """The one place writes happen: the in-memory Topology, the durable Store, and change notification.
 
 `write(fn)` runs `fn(topology, revision, now)` under the model lock; `fn` validates and returns changes
-without mutating anything, so a refused write changes nothing. Accepted changes are applied in memory at
-once (the next writer validates against them: two writers can never pick the same IP or MAC) and handed to
+without mutating anything, or changing the model as it goes and handing those changes over (model.py,
+`keeps_trial`: applied once, not taken back and applied again); a refused write changes nothing. Accepted
+changes are in memory at once (the next writer validates against them: two writers can never pick the same IP or MAC) and handed to
 the committer thread; the call returns only when the committer has them on disk.
 
 Group commit (leader/follower): a writer that finds no commit running commits every queued write itself in
@@ -107,15 +108,35 @@ class State:
                 self.listener_errors += 1
                 log.exception("model listener %r failed on revision %d", listener, revision)
 
+    def _run(self, fn: WriteFn, revision: int) -> list[Change]:
+        """`fn` on the model, under the model lock, letting it hand over the changes it made as it went
+        (Topology.keeps_trial): on return the model holds exactly its changes, at the old revision; refused
+        (or without effect), the model is as it was."""
+        topo = self.topology
+        topo.keeps_trial, topo.trial = True, []
+        try:
+            changes = fn(topo, revision, self._clock())
+        except BaseException:
+            topo.take_back()
+            raise
+        finally:
+            topo.keeps_trial = False
+        if changes:
+            topo.settle(changes)
+        else:
+            topo.take_back()
+        topo.trial = []
+        return changes
+
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
         with self._lock:
             if self.closed:
                 raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
             revision = self.topology.revision + 1
-            changes = fn(self.topology, revision, self._clock())
+            changes = self._run(fn, revision)
             if not changes:
                 return self.topology.revision, []
-            self.topology.apply(changes, revision)
+            self.topology.revision = revision  # the changes are in the model already (_run)
             pending = _Pending(revision, changes)
             with self._cv:
                 self._queue.append(pending)
@@ -151,10 +172,10 @@ class State:
                 raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
             before = self.topology.revision
             revision = before + 1
-            changes = fn(self.topology, revision, self._clock())
+            changes = self._run(fn, revision)
             if not changes:
                 return before, [], None
-            self.topology.apply(changes, revision)
+            self.topology.revision = revision
             try:
                 result = planner(revision, changes) if planner is not None else None
             finally:
