@@ -106,3 +106,42 @@ def test_a_duplicate_is_refused_and_nothing_of_the_commit_stored(tmp_path: Path)
     assert ips == {("s", "10.0.0.1", "a")} and macs == {("m1", "a")} and objects == {"a"}
     assert store.revision() == 1
     store.close()
+
+
+def test_concurrent_writers_share_commits_and_each_returns_durable(tmp_path: Path) -> None:
+    """Group commit with a writer woken once (done, or handed the commit): 8 threads, every write acknowledged
+    only once durable, each on disk after a reopen, commits shared (fewer transactions than writes)."""
+    import threading
+
+    from topology import ops
+    from topology.state import State
+
+    state = State(tmp_path / "db")
+    state.write(lambda t, r, n: ops.create_network(t, Network(id="n", tenant="t"), r, n))
+    batches: list[int] = []
+    state.on_commit = lambda _s, writes: batches.append(writes)
+    acknowledged: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for i in range(60):
+                rec = Network(id=f"w{w}-{i}", tenant="t")
+                rev, _ = state.write(lambda t, r, n, rec=rec: ops.create_network(t, rec, r, n))  # type: ignore[misc]
+                assert state.durable_revision >= rev
+                acknowledged.append(rev)
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(acknowledged) == 480 == len(set(acknowledged))
+    assert sum(batches) == 480 and len(batches) < 480
+    state.close()
+    again = Store(tmp_path / "db")
+    records, revision = again.load()
+    assert revision == max(acknowledged) and len(records) == 481
+    again.close()

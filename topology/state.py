@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -48,6 +48,8 @@ class _Pending:
     changes: list[Change]
     done: bool = False
     error: BaseException | None = None
+    lead: bool = False  # handed the commit: its writer commits the queue next
+    wake: threading.Event = field(default_factory=threading.Event)  # done, or lead
 
 
 class State:
@@ -183,14 +185,21 @@ class State:
             return revision, changes, result
 
     def _drive(self, pending: _Pending) -> None:
-        """Return once `pending` is durable (or failed), committing as the leader when nobody else is."""
+        """Return once `pending` is durable (or failed), committing as the leader when nobody else is. A
+        writer waits on its own event: the leader wakes the writers it committed and hands the commit to the
+        oldest write queued meanwhile, so each waiting thread wakes once (no herd woken by every commit)."""
         with self._cv:
-            while not pending.done and self._committing:
-                self._cv.wait()
+            if pending.done:  # committed by a leader before this writer got here
+                return
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            pending.wake.wait()
             if pending.done:
                 return
+            assert pending.lead
+        with self._cv:
             batch, self._queue = self._queue, []
-            self._committing = True
         error: BaseException | None = None
         t0 = time.monotonic()
         try:
@@ -204,12 +213,22 @@ class State:
             for p in batch:
                 p.error = error
                 p.done = True
-            self._committing = False
-            self._cv.notify_all()
+            nxt = self._queue[0] if self._queue else None
+            if nxt is None:
+                self._committing = False
+                self._cv.notify_all()  # close() waits for the queue to drain
+            else:
+                nxt.lead = True
         if error is None:
             with self.changed:
                 self.durable_revision = batch[-1].revision
                 self.changed.notify_all()
+        for p in batch:
+            if p is not pending:
+                p.wake.set()
+        if nxt is not None:
+            nxt.wake.set()
+        if error is None:
             hook = self.on_commit
             if hook is not None:
                 try:
