@@ -145,3 +145,34 @@ def test_concurrent_writers_share_commits_and_each_returns_durable(tmp_path: Pat
     records, revision = again.load()
     assert revision == max(acknowledged) and len(records) == 481
     again.close()
+
+
+def test_watch_reads_recent_changes_from_memory_as_the_file_has_them(tmp_path: Path) -> None:
+    """The change log readers use (Watch) serves recent revisions from memory — the records the model holds,
+    not decoded again from the file — with exactly the rows the file has; from before the compaction it
+    refuses as the file does."""
+    from topology import ops
+    from topology.state import State
+    from topology.store import HistoryCompacted
+
+    state = State(tmp_path / "db")
+    start = state.revision
+    state.write(lambda t, r, n: ops.create_network(t, Network(id="n", tenant="t"), r, n))
+    for i in range(5):
+        state.write(lambda t, r, n, i=i: ops.create_network(t, Network(id=f"x{i}", tenant="t"), r, n))  # type: ignore[misc]
+    state.write(lambda t, r, n: ops.delete_network(t, t.networks["x0"], False, r, n))
+    assert state.sqlite is not None
+    head = state.revision
+    rows = state.store.changes_since(start, head)
+    assert rows == state.sqlite.changes_since(start, head) and len(rows) == 7
+    assert rows[2][3] is state.topology.networks["x1"]  # the model's own record: not read back
+    assert state.store.changes_since(head - 2, head) == state.sqlite.changes_since(head - 2, head)
+    state.sqlite.compact(keep_revisions=3)
+    with pytest.raises(HistoryCompacted):
+        state.store.changes_since(start, head)
+    assert state.store.changes_since(head - 3, head) == state.sqlite.changes_since(head - 3, head)
+    state.close()
+    # a reopened store has nothing in memory: read from the file
+    again = State(tmp_path / "db")
+    assert again.store.changes_since(head - 3, head) == rows[-3:]
+    again.close()

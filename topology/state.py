@@ -15,6 +15,7 @@ and the model is reloaded from the store, i.e. from exactly what was acknowledge
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import TypeVar
 from topology.errors import ApiError
 from topology.model import Change, ModelConfig, Topology
 from topology.records import Record
-from topology.store import ChangeLog, Store
+from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, ChangeLog, HistoryCompacted, Store
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ CALLER_CONTEXT: list[ContextVar[str]] = []
 WriteFn = Callable[[Topology, int, float], list[Change]]
 T = TypeVar("T")
 Listener = Callable[[int, list[Change]], None]
+Row = tuple[int, str, str, Record]  # (revision, kind, op, record) as ChangeLog.changes_since gives them
 
 
 @dataclass
@@ -52,6 +54,84 @@ class _Pending:
     wake: threading.Event = field(default_factory=threading.Event)  # done, or lead
 
 
+class RecentChanges:
+    """The newest model changes as this controller applied them, in order, the records as the model holds
+    them: most Watch reads are served from here (not read back from the store and decoded again; on etcd,
+    also while etcd is away); older ones are read from the store's history."""
+
+    def __init__(self, keep_rows: int = 20_000) -> None:
+        self.keep_rows = keep_rows
+        self._rows: collections.deque[Row] = collections.deque()
+        self.floor = 0  # every change after this revision (up to the newest applied) is here
+        self._lock = threading.Lock()
+
+    def add(self, revision: int, changes: list[Change]) -> None:
+        rows = []
+        for kind, _ident, old, new in changes:
+            if new is None:
+                assert old is not None
+                rows.append((revision, kind, OP_DELETED, old))
+            else:
+                rows.append((revision, kind, OP_CREATED if old is None else OP_UPDATED, new))
+        with self._lock:
+            self._rows.extend(rows)
+            while len(self._rows) > self.keep_rows:  # whole revisions only
+                gone = self._rows[0][0]
+                while self._rows and self._rows[0][0] == gone:
+                    self._rows.popleft()
+                self.floor = gone
+
+    def reset(self, revision: int) -> None:
+        with self._lock:
+            self._rows.clear()
+            self.floor = revision
+
+    def get(self, after: int, upto: int) -> list[Row] | None:
+        """The rows with after < revision <= upto, or None if some may be older than what is kept."""
+        with self._lock:
+            if after < self.floor:
+                return None
+            out = []
+            for r in reversed(self._rows):  # readers are mostly near the newest: walk back to `after` only
+                if r[0] <= after:
+                    break
+                if r[0] <= upto:
+                    out.append(r)
+            out.reverse()
+            return out
+
+
+class SqliteChangeLog:
+    """The SQLite store's change history as Watch readers see it: the recent changes from memory (written
+    once, by the commit, never read back), older ones from the file; a read from before the store's
+    compaction raises HistoryCompacted as the file does."""
+
+    def __init__(self, store: Store, recent: RecentChanges) -> None:
+        self.sqlite = store
+        self.recent = recent
+
+    @property
+    def path(self) -> Path:
+        return self.sqlite.path
+
+    @property
+    def compacted_revision(self) -> int:
+        return self.sqlite.compacted_revision
+
+    def changes_since(self, after: int, upto: int) -> list[tuple[int, str, str, Record]]:
+        compacted = self.sqlite.compacted_revision
+        if after < compacted:
+            raise HistoryCompacted(after, compacted)
+        rows = self.recent.get(after, upto)
+        return rows if rows is not None else self.sqlite.changes_since(after, upto)
+
+    def oldest_retained_revision(self) -> int:
+        return self.sqlite.oldest_retained_revision()
+
+    def sizes(self) -> dict[str, int]:
+        return self.sqlite.sizes()
+
+
 class State:
     def __init__(
         self, path: Path, config: ModelConfig | None = None, clock: Callable[[], float] = time.time
@@ -59,9 +139,11 @@ class State:
         self._sqlite = Store(path)
         #: the SQLite store (None with another store): compaction, checkpoints, sizes
         self.sqlite: Store | None = self._sqlite
-        #: the change history as readers see it (Watch), whichever store keeps it
-        self.store: ChangeLog = self._sqlite
         records, revision = self._sqlite.load()
+        self.recent = RecentChanges()
+        self.recent.reset(revision)
+        #: the change history as readers see it (Watch), whichever store keeps it
+        self.store: ChangeLog = SqliteChangeLog(self._sqlite, self.recent)
         self._setup(config, clock, records, revision)
 
     def _setup(
@@ -220,6 +302,8 @@ class State:
             else:
                 nxt.lead = True
         if error is None:
+            for p in batch:
+                self.recent.add(p.revision, p.changes)
             with self.changed:
                 self.durable_revision = batch[-1].revision
                 self.changed.notify_all()

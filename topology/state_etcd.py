@@ -27,7 +27,6 @@ The model lock is held for the txn's round trip: a reader waits at most one roun
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import dataclasses
 import json
@@ -45,8 +44,8 @@ from topology.errors import ApiError
 from topology.etcd_store import Commit, EtcdStore, Snapshot, StoreUnavailable, WatchBatch
 from topology.model import Change, ModelConfig, Topology
 from topology.records import Record, to_dict
-from topology.state import CALLER_CONTEXT, State, WriteFn
-from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
+from topology.state import CALLER_CONTEXT, RecentChanges, State, WriteFn
+from topology.store import OP_DELETED, HistoryCompacted
 
 log = logging.getLogger(__name__)
 
@@ -60,52 +59,6 @@ YIELD_AFTER = 2
 YIELD_FRESH_S = 0.5
 RETRY_PAUSE_S = 0.0005
 YIELD_S = 0.005
-
-
-class RecentChanges:
-    """The newest model changes as this controller applied them, in order: most Watch reads are served
-    from here (and still are while etcd is away); older ones are read from etcd's history."""
-
-    def __init__(self, keep_rows: int = 20_000) -> None:
-        self.keep_rows = keep_rows
-        self._rows: collections.deque[Row] = collections.deque()
-        self.floor = 0  # every change after this revision (up to the newest applied) is here
-        self._lock = threading.Lock()
-
-    def add(self, revision: int, changes: list[Change]) -> None:
-        rows = []
-        for kind, _ident, old, new in changes:
-            if new is None:
-                assert old is not None
-                rows.append((revision, kind, OP_DELETED, old))
-            else:
-                rows.append((revision, kind, OP_CREATED if old is None else OP_UPDATED, new))
-        with self._lock:
-            self._rows.extend(rows)
-            while len(self._rows) > self.keep_rows:  # whole revisions only
-                gone = self._rows[0][0]
-                while self._rows and self._rows[0][0] == gone:
-                    self._rows.popleft()
-                self.floor = gone
-
-    def reset(self, revision: int) -> None:
-        with self._lock:
-            self._rows.clear()
-            self.floor = revision
-
-    def get(self, after: int, upto: int) -> list[Row] | None:
-        """The rows with after < revision <= upto, or None if some may be older than what is kept."""
-        with self._lock:
-            if after < self.floor:
-                return None
-            out = []
-            for r in reversed(self._rows):  # readers are mostly near the newest: walk back to `after` only
-                if r[0] <= after:
-                    break
-                if r[0] <= upto:
-                    out.append(r)
-            out.reverse()
-            return out
 
 
 class EtcdChangeLog:
