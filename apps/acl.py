@@ -570,15 +570,20 @@ def rule_share(topo: Topology, rule: SecurityGroupRule) -> int:
 
 def port_growth_bound(topo: Topology, port: Port) -> int:
     """An upper bound of what writing `port` (as it will be) can add to estimate() on any one chassis: its
-    addresses in the remote clauses of rules naming its groups, its clause-1 flows, and its groups' rules if
-    it is their first member on a chassis. Cheap: lets the flow budget skip the exact check."""
+    addresses in the remote clauses of rules naming its groups, and where it is bound and up its clause-1
+    flows and its groups' rules if it is their first member on that chassis (estimate() counts a group's
+    rules once per chassis with members). Cheap: lets the flow budget skip the exact check."""
     if not port.port_security_enabled:
         return 0
     n_values = len(member_values(port))
+    placed = bool(port.binding_chassis and port.admin_state_up)  # else no flows of its own anywhere
     bound = 0
     for g in port.security_groups:
-        bound += n_values * len(topo.remote_rules.get(g, ())) + 2
-        bound += sum(rule_share(topo, topo.sg_rules[r]) for r in topo.group_rules.get(g, ()))
+        bound += n_values * len(topo.remote_rules.get(g, ()))
+        if placed:
+            bound += 2
+            if not topo.group_chassis.get(g, {}).get(port.binding_chassis):  # its group's first member there
+                bound += sum(rule_share(topo, topo.sg_rules[r]) for r in topo.group_rules.get(g, ()))
     return bound
 
 

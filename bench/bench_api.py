@@ -8,12 +8,15 @@ streams open (8 tenants x 25), as a ratio.
     .venv/bin/python bench/bench_api.py            # full run
     .venv/bin/python bench/bench_api.py --quick    # a smoke run (CI)
     .venv/bin/python bench/bench_api.py --streams-only --rounds 5   # only the fairness part
+    .venv/bin/python bench/bench_api.py --api-only --profile out.txt  # the ratio, py-spy on the server
+                                                                      # during one more CreatePort round
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -93,7 +97,32 @@ def start_controller(tmp: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def api_ratio(calls: int, clients: int) -> None:
+def profile_round(
+    pid: int, out: Path, seconds: float, run: Callable[[], object], extra: tuple[str, ...] = ()
+) -> None:
+    """py-spy (a dev tool, not a dependency: `pip install py-spy`) samples the server, every thread, while
+    `run` makes calls; writes its raw collapsed stacks to `out`."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    rec = subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate", "200"]
+        + ["--duration", str(int(seconds)), "--nonblocking", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attached
+    deadline = time.monotonic() + seconds - 1.5
+    while time.monotonic() < deadline:
+        run()
+    rec.wait(timeout=60)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (every thread) has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_ratio(calls: int, clients: int, profile: Path | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sdn-bench-"))
     port = free_port()
     proc = start_controller(tmp, port)
@@ -119,14 +148,38 @@ def api_ratio(calls: int, clients: int) -> None:
         per_client = max(1, calls // clients)
         rate(noop, clients, max(1, per_client // 5))  # warm-up
         noop_rates, create_rates = [], []
+        cpu = {"noop": [0.0, 0.0], "create": [0.0, 0.0]}  # server, client CPU seconds over the rounds
+
+        def measured(kind: str, call) -> float:  # type: ignore[no-untyped-def]
+            s0, c0 = cpu_seconds(proc.pid), time.process_time()
+            r = rate(call, clients, per_client)
+            cpu[kind][0] += cpu_seconds(proc.pid) - s0
+            cpu[kind][1] += time.process_time() - c0
+            return r
+
         for _ in range(3):  # interleaved, so drift on the machine hits both alike
-            noop_rates.append(rate(noop, clients, per_client))
-            create_rates.append(rate(create, clients, per_client))
+            noop_rates.append(measured("noop", noop))
+            create_rates.append(measured("create", create))
         n, c = statistics.median(noop_rates), statistics.median(create_rates)
         print(f"api: {clients} clients, {per_client} calls each, median of 3 rounds")
         print(f"  GetServerInfo (no-op)  {n:8.0f} req/s")
         print(f"  CreatePort             {c:8.0f} req/s  (durable: SQLite WAL, synchronous=FULL)")
         print(f"  ratio CreatePort/no-op {c / n:8.2f}   (goal >= 0.5)")
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(
+            f"  rounds: no-op {' '.join(f'{x:.0f}' for x in noop_rates)}; "
+            f"CreatePort {' '.join(f'{x:.0f}' for x in create_rates)}; load average {load}"
+        )
+        done = 3 * clients * per_client
+        for kind, label in (("noop", "no-op"), ("create", "CreatePort")):
+            server, client = (x / done * 1e3 for x in cpu[kind])
+            print(f"  CPU per call, {label:10s}: server {server:.3f} ms, this client {client:.3f} ms")
+        if profile is not None:
+            gil = profile.with_name(profile.stem + ".gil" + profile.suffix)
+            profile_round(proc.pid, profile, 12.0, lambda: rate(create, clients, per_client))
+            profile_round(proc.pid, gil, 12.0, lambda: rate(create, clients, per_client), ("--gil",))
+            print(f"  py-spy of the server during CreatePort rounds (raw stacks): every thread {profile}")
+            print(f"  only the thread holding the GIL (Python CPU): {gil}")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -296,10 +349,17 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=200, help="Watch streams open in the fairness part")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the fairness part")
     ap.add_argument("--streams-only", action="store_true", help="only the fairness part")
+    ap.add_argument("--api-only", action="store_true", help="only the CreatePort / no-op ratio")
+    ap.add_argument(
+        "--profile", type=Path, help="py-spy the server during CreatePort: raw stacks to this file"
+    )
     args = ap.parse_args()
     if not args.streams_only:
-        ipam_timing([100, 10_000] if not args.quick else [100, 1000], 200 if not args.quick else 20)
-        api_ratio(400 if args.quick else 4000, args.clients)
+        if not args.api_only:
+            ipam_timing([100, 10_000] if not args.quick else [100, 1000], 200 if not args.quick else 20)
+        api_ratio(400 if args.quick else 4000, args.clients, args.profile)
+    if args.api_only:
+        return
     stream_fairness(
         args.streams if not args.quick else min(args.streams, 50),
         50 if args.quick else 200,

@@ -107,9 +107,9 @@ def test_compaction_by_age_and_off(tmp_path: Path) -> None:
     cut = time.time()
     churn(state, "new", 5)
     head = state.revision
-    off = Compactor(state.store, HistoryPolicy(revisions=0, age_s=0))
+    off = Compactor(_sqlite(state), HistoryPolicy(revisions=0, age_s=0))
     assert not off.policy.enabled and off.run_once().rows == 0
-    by_age = Compactor(state.store, HistoryPolicy(revisions=0, age_s=10.0))
+    by_age = Compactor(_sqlite(state), HistoryPolicy(revisions=0, age_s=10.0))
     # only the 10 newest writes are younger than 10 s then
     assert by_age.run_once(now=cut + 10.0).compacted_revision == head - 10
     assert by_age.run_once(now=cut + 10.0).rows == 0  # nothing more is due
@@ -122,7 +122,7 @@ def test_compactor_beside_writers_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "topology.sqlite"
     state = State(path)
     seed(state)
-    compactor = Compactor(state.store, HistoryPolicy(revisions=20, age_s=0, interval_s=0.01, batch_rows=5))
+    compactor = Compactor(_sqlite(state), HistoryPolicy(revisions=20, age_s=0, interval_s=0.01, batch_rows=5))
     compactor.start()
     writers = [threading.Thread(target=churn, args=(state, f"w{k}-", 150, 3)) for k in range(4)]
     for w in writers:
@@ -151,7 +151,7 @@ def test_files_shrink_after_everything_is_deleted(tmp_path: Path) -> None:
     seed(state)
     churn(state, "p", 1500)
     before = state.store.sizes()
-    compactor = Compactor(state.store, HistoryPolicy(revisions=100, age_s=0))
+    compactor = Compactor(_sqlite(state), HistoryPolicy(revisions=100, age_s=0))
     stats = compactor.run_once()
     assert not stats.wal_truncated  # writes came since the last round (none): the WAL would refill at once
     assert stats.pages_freed > 0 and state.store.sizes()["db"] < before["db"] / 2
@@ -165,7 +165,7 @@ def test_watch_from_a_compacted_revision_is_out_of_range_and_says_re_list(server
     seed(state)
     churn(state, "p", 30)
     head = state.revision
-    Compactor(state.store, HistoryPolicy(revisions=10, age_s=0)).run_once()
+    Compactor(_sqlite(state), HistoryPolicy(revisions=10, age_s=0)).run_once()
     compacted = head - 10
     info = api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=api.admin)
     assert info.compacted_revision == compacted and info.revision == head
@@ -206,7 +206,7 @@ def test_watch_replaying_behind_a_compaction_ends_out_of_range_without_a_gap(
     head = state.revision
     stream = api.stub.Watch(pb.WatchRequest(start_revision=2), metadata=api.admin)
     revisions = [next(stream).revision]
-    Compactor(state.store, HistoryPolicy(revisions=5, age_s=0, batch_rows=10_000)).run_once()
+    Compactor(_sqlite(state), HistoryPolicy(revisions=5, age_s=0, batch_rows=10_000)).run_once()
     with pytest.raises(grpc.RpcError) as err:
         for ev in stream:
             revisions.append(ev.revision)
@@ -227,7 +227,7 @@ def test_config_and_metrics(tmp_path: Path) -> None:
     state = State(tmp_path / "topology.sqlite")
     seed(state)
     churn(state, "p", 10)
-    compactor = Compactor(state.store, cfg.history_policy())
+    compactor = Compactor(_sqlite(state), cfg.history_policy())
     compactor.run_once()
     text = Metrics(state, compactor=compactor).exposition().decode()
     assert f"sdn_store_compacted_revision {float(state.revision - 7)}" in text
@@ -295,7 +295,7 @@ def test_a_store_from_before_compaction_opens_and_compacts(tmp_path: Path) -> No
         state.store.changes_since(2, state.revision)  # refused, not a silent gap
     churn(state, "q", 2)
     head = state.revision
-    stats = Compactor(state.store, HistoryPolicy(revisions=0, age_s=60.0)).run_once(now=time.time())
+    stats = Compactor(_sqlite(state), HistoryPolicy(revisions=0, age_s=60.0)).run_once(now=time.time())
     assert stats.compacted_revision == head - 4  # the undated ones went, the four new ones stay
     state.close()
     reopened = State(path)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import netaddr
 import networkx as nx
 
 from topology.allocator import RangeAllocator
 from topology.records import (
-    CORE_KINDS,
     DEFAULT_GROUP_NAME,
     EP_SUBNET,
     OWNER_ROUTER_GATEWAY,
@@ -168,15 +168,32 @@ class Topology:
         self.rule_keys = RangeAllocator([(1, (1 << 31) - 1)])
         # listeners' keys: their select groups' ids (apps/ids.py lb_group)
         self.listener_keys = RangeAllocator([(1, (1 << 28) - 1)])
+        # The write in progress may change the model as it goes (an Apply's objects see the ones before them;
+        # the flow budget's estimate needs the model as the write leaves it) and hand those changes over
+        # instead of taking them back for its caller to apply again: when the caller sets `keeps_trial`
+        # (State does, around a write function), such changes are made with `try_changes` and listed in
+        # `trial`, in order; the caller then keeps them (`settle`: the write returned the same net changes)
+        # or takes them back (`take_back`: it was refused). Without `keeps_trial` a write function takes back
+        # what it tried itself, as before.
+        self.keeps_trial = False
+        self.trial: list[Change] = []
 
     # ------------------------------------------------------------------------------------------ access
 
     def table(self, kind: str) -> dict[str, Record]:
-        if kind not in CORE_KINDS:
-            if kind not in RECORD_TYPES:
-                raise KeyError(f"unknown record kind {kind!r}")
-            return self.extra.setdefault(kind, {})
-        return {
+        tables = self.__dict__.get("_tables")
+        if tables is None:
+            tables = self._tables = self._core_tables()
+        got = tables.get(kind)
+        if got is not None:
+            return got
+        if kind not in RECORD_TYPES:
+            raise KeyError(f"unknown record kind {kind!r}")
+        return self.extra.setdefault(kind, {})
+
+    def _core_tables(self) -> dict[str, dict[str, Record]]:
+        """The core kinds' tables by kind (built once: `table` is on every write's path)."""
+        tables: dict[str, Any] = {
             "network": self.networks,
             "subnet": self.subnets,
             "port": self.ports,
@@ -201,7 +218,8 @@ class Topology:
             "neighbor": self.neighbors,
             "gateway_hold": self.gateway_holds,
             "applied_set": self.applied_sets,
-        }[kind]  # type: ignore[return-value]
+        }
+        return tables
 
     def neighbor_map(self) -> dict[str, dict[str, str]]:
         """Learnt external next hops: network id -> {address: MAC}."""
@@ -321,6 +339,27 @@ class Topology:
                 self.table(kind)[ident] = new
                 self._index(new)
         self.revision = revision
+
+    def try_changes(self, changes: list[Change]) -> None:
+        """Apply changes of the write in progress, at the model's revision (a reader waiting for the next
+        one never sees it reached by a trial), listed in `trial`."""
+        self.apply(changes, self.revision)
+        self.trial.extend(changes)
+
+    def take_back(self) -> None:
+        """Undo every change of `trial`, newest first."""
+        if self.trial:
+            trial, self.trial = self.trial, []
+            self.apply([(k, i, new, old) for k, i, old, new in reversed(trial)], self.revision)
+
+    def settle(self, changes: list[Change]) -> None:
+        """Make the model hold `changes` on top of what it held before the write in progress: nothing to do
+        when the trial has the same net effect (each record's first old and last new, the very objects),
+        else the trial is taken back and `changes` applied (and listed in `trial`)."""
+        if self.trial and net_effect(self.trial) == net_effect(changes):
+            return
+        self.take_back()
+        self.try_changes(changes)
 
     def load(self, records: Iterable[Record], revision: int) -> None:
         """Rebuild from stored records (chassis and networks first, then subnets, then ports; plug-ins' kinds
@@ -605,6 +644,16 @@ class Topology:
         g = self.graph
         if node in g and g.degree(node) == 0 and not g.nodes[node].get("present"):
             g.remove_node(node)
+
+
+def net_effect(changes: Iterable[Change]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Each record's (first old, last new) over `changes`, as object identities; records left as they were
+    (changed and changed back, created and deleted) are left out."""
+    first: dict[tuple[str, str], tuple[Record | None, Record | None]] = {}
+    for kind, ident, old, new in changes:
+        got = first.get((kind, ident))
+        first[(kind, ident)] = (old if got is None else got[0], new)
+    return {key: (id(old), id(new)) for key, (old, new) in first.items() if old is not new}
 
 
 def remote_value(prefix: str) -> str:

@@ -27,7 +27,6 @@ The model lock is held for the txn's round trip: a reader waits at most one roun
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import dataclasses
 import json
@@ -45,8 +44,8 @@ from topology.errors import ApiError
 from topology.etcd_store import Commit, EtcdStore, Snapshot, StoreUnavailable, WatchBatch
 from topology.model import Change, ModelConfig, Topology
 from topology.records import Record, to_dict
-from topology.state import CALLER_CONTEXT, State, WriteFn
-from topology.store import OP_CREATED, OP_DELETED, OP_UPDATED, HistoryCompacted
+from topology.state import CALLER_CONTEXT, RecentChanges, State, WriteFn
+from topology.store import OP_DELETED, HistoryCompacted
 
 log = logging.getLogger(__name__)
 
@@ -60,52 +59,6 @@ YIELD_AFTER = 2
 YIELD_FRESH_S = 0.5
 RETRY_PAUSE_S = 0.0005
 YIELD_S = 0.005
-
-
-class RecentChanges:
-    """The newest model changes as this controller applied them, in order: most Watch reads are served
-    from here (and still are while etcd is away); older ones are read from etcd's history."""
-
-    def __init__(self, keep_rows: int = 20_000) -> None:
-        self.keep_rows = keep_rows
-        self._rows: collections.deque[Row] = collections.deque()
-        self.floor = 0  # every change after this revision (up to the newest applied) is here
-        self._lock = threading.Lock()
-
-    def add(self, revision: int, changes: list[Change]) -> None:
-        rows = []
-        for kind, _ident, old, new in changes:
-            if new is None:
-                assert old is not None
-                rows.append((revision, kind, OP_DELETED, old))
-            else:
-                rows.append((revision, kind, OP_CREATED if old is None else OP_UPDATED, new))
-        with self._lock:
-            self._rows.extend(rows)
-            while len(self._rows) > self.keep_rows:  # whole revisions only
-                gone = self._rows[0][0]
-                while self._rows and self._rows[0][0] == gone:
-                    self._rows.popleft()
-                self.floor = gone
-
-    def reset(self, revision: int) -> None:
-        with self._lock:
-            self._rows.clear()
-            self.floor = revision
-
-    def get(self, after: int, upto: int) -> list[Row] | None:
-        """The rows with after < revision <= upto, or None if some may be older than what is kept."""
-        with self._lock:
-            if after < self.floor:
-                return None
-            out = []
-            for r in reversed(self._rows):  # readers are mostly near the newest: walk back to `after` only
-                if r[0] <= after:
-                    break
-                if r[0] <= upto:
-                    out.append(r)
-            out.reverse()
-            return out
 
 
 class EtcdChangeLog:
@@ -299,7 +252,7 @@ class EtcdState(State):
                         continue  # next round
                     w.error, w.changes = None, []
                     try:
-                        changes = _collapsed(w.fn(self.topology, base + 1, now))
+                        changes = self._tried(w.fn, base + 1, now)
                     except ApiError as err:
                         w.error = err
                         checked.append((w, bool(taken)))
@@ -308,6 +261,7 @@ class EtcdState(State):
                         w.error, w.decided = err, True
                         continue
                     if not changes:
+                        self.topology.take_back()
                         checked.append((w, bool(taken)))
                         continue
                     mine = {(k, i) for k, i, _old, _new in changes}
@@ -321,13 +275,17 @@ class EtcdState(State):
                         or len(ops) + len(encoded) > self.max_batch_ops
                         or size + n > self.max_batch_bytes
                     ):
+                        self.topology.take_back()
                         continue  # next round
-                    self.topology.apply(changes, base)  # tentative: undone unless the txn commits
+                    # tentative (undone unless the txn commits); in the model already if `fn` handed it over
+                    self.topology.settle(changes)
+                    self.topology.trial = []
                     taken.append((w, changes))
                     keys |= mine
                     ops += encoded
                     size += n
             except BaseException:  # encoding, a bug: the model goes back to `base` before anyone sees it
+                self.topology.take_back()
                 self._undo(taken, base)
                 raise
             if not taken:
@@ -359,7 +317,6 @@ class EtcdState(State):
                         self.aborted += 1
                         w.error, w.decided = _aborted(self.max_attempts), True
                 return done.head, RETRY_PAUSE_S * min(tries - 1, 10)
-            self._undo(taken, base)
             revision = done.revision
             applied: list[Change] = []
             for w, changes in taken:
@@ -370,7 +327,7 @@ class EtcdState(State):
             # after it: the compare held, so no other controller wrote in between
             for w, _after in checked:
                 w.revision, w.decided = revision, True
-            _in_callers_context([w for w, _ in taken], lambda: self._apply(revision, applied))
+            _in_callers_context([w for w, _ in taken], lambda: self._apply(revision, applied, restamp=True))
             hook = self.on_commit
             if hook is not None:
                 try:
@@ -380,6 +337,19 @@ class EtcdState(State):
             self.txns += 1
             self.txn_writes += len(taken)
             return 0, 0.0
+
+    def _tried(self, fn: WriteFn, revision: int, now: float) -> list[Change]:
+        """`fn`'s changes, one per record; the model changed by them as `fn` left it (Topology.keeps_trial:
+        listed in its `trial`, for the round to keep or take back). Refused, the model is as it was."""
+        topo = self.topology
+        topo.keeps_trial, topo.trial = True, []
+        try:
+            return _collapsed(fn(topo, revision, now))
+        except BaseException:
+            topo.take_back()
+            raise
+        finally:
+            topo.keeps_trial = False
 
     def _decide_unwritten(self, checked: list[tuple[_Write, bool]], base: int) -> int:
         """A round that writes nothing: a no-op is answered at `base`; a refusal too, unless etcd is ahead
@@ -444,9 +414,17 @@ class EtcdState(State):
             self.yields += 1
         return done
 
-    def _apply(self, revision: int, changes: list[Change]) -> None:
-        """Under the model lock: make `changes` (of `revision`) current and tell everyone."""
-        self.topology.apply(changes, revision)
+    def _apply(self, revision: int, changes: list[Change], restamp: bool = False) -> None:
+        """Under the model lock: make `changes` (of `revision`) current and tell everyone. With `restamp`, the
+        model has them already (a round's tentative changes) but for their records' revision (etag), which
+        only etcd's answer gave: the records are replaced, no index changes (they hold ids, never records)."""
+        if restamp:
+            for kind, ident, _old, new in changes:
+                if new is not None:
+                    self.topology.table(kind)[ident] = new
+            self.topology.revision = revision
+        else:
+            self.topology.apply(changes, revision)
         self.recent.add(revision, changes)
         self._notify(revision, changes)
         with self.changed:

@@ -215,8 +215,7 @@ class Store:
             self._last_ts = ts = max(self._last_ts, time.time())
             db.execute("BEGIN IMMEDIATE")
             try:
-                for revision, changes in writes:
-                    self._write_changes(db, revision, changes, ts)
+                self._write_changes(db, writes, ts)
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)", (str(writes[-1][0]),)
                 )
@@ -226,33 +225,51 @@ class Store:
                 raise
 
     @staticmethod
-    def _write_changes(db: sqlite3.Connection, revision: int, changes: list[Change], ts: float) -> None:
-        for kind, ident, old, new in changes:
-            if isinstance(old, Port):
-                db.execute("DELETE FROM ip_allocations WHERE port_id=?", (ident,))
-                db.execute("DELETE FROM mac_addresses WHERE port_id=?", (ident,))
-            if new is None:
-                assert old is not None
-                db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, ident))
-                op, rec = OP_DELETED, old
-                data = json.dumps(to_dict(old))
-            else:
-                data = json.dumps(to_dict(new))
-                db.execute(
-                    "INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)",
-                    (kind, ident, new.tenant, data),
-                )
-                op, rec = (OP_CREATED if old is None else OP_UPDATED), new
-            if isinstance(new, Port):
-                db.executemany(
-                    "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)",
-                    [(s, a, ident) for s, a in new.fixed_ips],
-                )
-                db.execute("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", (new.mac, ident))
-            db.execute(
-                "INSERT INTO changes (revision, kind, id, op, tenant, data, ts) VALUES (?,?,?,?,?,?,?)",
-                (revision, kind, ident, op, rec.tenant, data, ts),
+    def _write_changes(db: sqlite3.Connection, writes: list[tuple[int, list[Change]]], ts: float) -> None:
+        """The writes' rows, a few `executemany` per transaction whatever the number of writes: each record
+        serialized once (the same JSON goes to `objects` and `changes`), `objects` rows by their net effect
+        (a record's last state in the batch), and the IP / MAC keys only of ports whose addresses changed,
+        deleted and inserted by key (a port update that keeps its addresses, e.g. a binding, touches none)."""
+        upserts: dict[tuple[str, str], tuple[str, str, str, str] | None] = {}
+        history: list[tuple[int, str, str, str, str, str, float]] = []
+        ips: dict[tuple[str, str], str | None] = {}  # (subnet, address) -> port id, None: freed
+        macs: dict[str, str | None] = {}
+        freed_ips: list[tuple[str, str]] = []
+        freed_macs: list[str] = []
+        for revision, changes in writes:
+            for kind, ident, old, new in changes:
+                if isinstance(old, Port) or isinstance(new, Port):
+                    _port_keys(ident, old, new, ips, macs, freed_ips, freed_macs)
+                if new is None:
+                    assert old is not None
+                    upserts[(kind, ident)] = None
+                    history.append((revision, kind, ident, OP_DELETED, old.tenant, _json(old), ts))
+                else:
+                    data = _json(new)
+                    upserts[(kind, ident)] = (kind, ident, new.tenant, data)
+                    op = OP_CREATED if old is None else OP_UPDATED
+                    history.append((revision, kind, ident, op, new.tenant, data, ts))
+        if freed_ips:
+            db.executemany("DELETE FROM ip_allocations WHERE subnet_id=? AND address=?", freed_ips)
+        if freed_macs:
+            db.executemany("DELETE FROM mac_addresses WHERE mac=?", [(m,) for m in freed_macs])
+        taken_ips = [(s, a, p) for (s, a), p in ips.items() if p is not None]
+        if taken_ips:
+            db.executemany(
+                "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)", taken_ips
             )
+        taken_macs = [(m, p) for m, p in macs.items() if p is not None]
+        if taken_macs:
+            db.executemany("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", taken_macs)
+        gone = [key for key, row in upserts.items() if row is None]
+        if gone:
+            db.executemany("DELETE FROM objects WHERE kind=? AND id=?", gone)
+        rows = [row for row in upserts.values() if row is not None]
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)", rows)
+        db.executemany(
+            "INSERT INTO changes (revision, kind, id, op, tenant, data, ts) VALUES (?,?,?,?,?,?,?)", history
+        )
 
     # ------------------------------------------------------------------------------------------ maintenance
 
@@ -370,3 +387,53 @@ class Store:
 
     def iter_objects(self) -> Iterator[tuple[str, str]]:
         yield from self._db.execute("SELECT kind, id FROM objects")
+
+
+def _json(rec: Record) -> str:
+    return json.dumps(to_dict(rec), separators=(",", ":"))
+
+
+class DuplicateKey(sqlite3.IntegrityError):
+    """Two ports of one commit claim the same IP or MAC: refused like the UNIQUE constraint refuses one
+    already stored."""
+
+
+def _port_keys(
+    ident: str,
+    old: Record | None,
+    new: Record | None,
+    ips: dict[tuple[str, str], str | None],
+    macs: dict[str, str | None],
+    freed_ips: list[tuple[str, str]],
+    freed_macs: list[str],
+) -> None:
+    """A port change's effect on the IP and MAC keys, folded into the commit's net effect (`ips`, `macs`:
+    key -> the port holding it at the end, None: freed). A key the old port held and the new one does not
+    is freed; its row is deleted (`freed_*`) when it was stored before this commit, i.e. when this commit
+    frees it before anything of it takes it. A key the new port gains is taken: inserted at the end, where
+    the UNIQUE constraint refuses it if a port not freed in this commit holds it; taken twice in this commit
+    without a free in between raises DuplicateKey."""
+    old_ips = old.fixed_ips if isinstance(old, Port) else ()
+    new_ips = new.fixed_ips if isinstance(new, Port) else ()
+    if old_ips != new_ips:
+        if len(set(new_ips)) != len(new_ips):
+            raise DuplicateKey(f"UNIQUE constraint failed: ip_allocations, an address twice in port {ident}")
+        for key in set(old_ips).difference(new_ips):
+            if key not in ips:
+                freed_ips.append(key)
+            ips[key] = None
+        for key in set(new_ips).difference(old_ips):
+            if ips.get(key) is not None:
+                raise DuplicateKey(f"UNIQUE constraint failed: ip_allocations {key[0]} {key[1]} (one commit)")
+            ips[key] = ident
+    old_mac = old.mac if isinstance(old, Port) else None
+    new_mac = new.mac if isinstance(new, Port) else None
+    if old_mac != new_mac:
+        if old_mac is not None:
+            if old_mac not in macs:
+                freed_macs.append(old_mac)
+            macs[old_mac] = None
+        if new_mac is not None:
+            if macs.get(new_mac) is not None:
+                raise DuplicateKey(f"UNIQUE constraint failed: mac_addresses {new_mac} (one commit)")
+            macs[new_mac] = ident

@@ -257,8 +257,9 @@ def _matches(raw: Any, canon: Any, current: Any, name: str = "") -> bool:
 
 class Applier:
     """One Apply's write: runs inside State.write (or dry_run), changing the model as it goes (each object's
-    hook sees the objects before it) and putting it back before it returns the changes, collapsed to one per
-    record (the store writes each record once)."""
+    hook sees the objects before it) and returning the changes, collapsed to one per record (the store writes
+    each record once). Under State the model's changes go with them (Topology.keeps_trial: applied once);
+    otherwise it puts the model back before it returns."""
 
     def __init__(self, tables: Tables, p: Principal, entries: list[Entry], prune: bool) -> None:
         self.tables = tables
@@ -290,7 +291,8 @@ class Applier:
             self._mark()
             return collapse(self._log)
         finally:
-            topo.apply([(k, i, new, old) for k, i, old, new in reversed(self._log)], before)
+            if not topo.keeps_trial:  # else the model's changes go to State with the write (Topology.trial)
+                topo.apply([(k, i, new, old) for k, i, old, new in reversed(self._log)], before)
 
     @property
     def topo(self) -> Topology:
@@ -300,7 +302,10 @@ class Applier:
     def _add(self, changes: Iterable[Change]) -> list[Change]:
         changes = list(changes)
         if changes:
-            self.topo.apply(changes, self._rev)
+            if self.topo.keeps_trial:
+                self.topo.try_changes(changes)
+            else:
+                self.topo.apply(changes, self._rev)
             self._log.extend(changes)
         return changes
 
@@ -596,7 +601,11 @@ class Applier:
 
     def _undo_to(self, mark: int) -> None:
         undone, self._log = self._log[mark:], self._log[:mark]
-        self.topo.apply([(k, i, new, old) for k, i, old, new in reversed(undone)], self._rev)
+        inverse = [(k, i, new, old) for k, i, old, new in reversed(undone)]
+        if self.topo.keeps_trial:
+            self.topo.try_changes(inverse)
+        else:
+            self.topo.apply(inverse, self._rev)
 
     def _mark(self) -> None:
         """The tenants' AppliedSets: what they had, plus what this Apply created, less what is gone."""

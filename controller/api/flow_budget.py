@@ -2,8 +2,10 @@
 hold more of the tenant's security-group flows than the operator allows (option flow_budget_per_tenant).
 
 The estimate (apps.acl.over_budget) needs the model as it would be after the write, so the changes are applied
-to the model for the estimate and always taken back before the write goes on (or is refused): the model the
-caller's write then applies to is exactly the one it validated against.
+to the model for the estimate. Under State (Topology.keeps_trial) they are then handed over with the write:
+the model is changed once, and a refusal leaves them for State to take back. Otherwise they are always taken
+back before the write goes on (or is refused): the model the caller's write then applies to is exactly the
+one it validated against.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def budgeted(fn: WriteFn, budget: int) -> WriteFn:
         tenants = {t for t in tenants if not _surely_within(topo, changes, t, budget)}
         if not tenants:
             return changes
+        if topo.keeps_trial:
+            _check_kept(topo, changes, tenants, budget, estimate)
+            return changes
         before = {t: estimate(topo, t, budget) for t in sorted(tenants)}
         old_rev = topo.revision
         # at the model's own revision: a thread waiting for a revision (etcd: another controller's) never
@@ -106,6 +111,27 @@ def budgeted(fn: WriteFn, budget: int) -> WriteFn:
         return changes
 
     return write
+
+
+def _check_kept(
+    topo: Topology, changes: list[Change], tenants: set[str], budget: int, estimate: Callable[..., Any]
+) -> None:
+    """The check on the model as the write leaves it, kept for the caller (Topology.keeps_trial): applied
+    once, not tried, taken back and applied again. The model before the write is only looked at for a
+    tenant found over the budget (was it already, as much?); a refusal leaves the trial for the caller to
+    take back."""
+    topo.settle(changes)
+    for tenant in sorted(tenants):
+        excess = estimate(topo, tenant, budget)
+        if excess is None:
+            continue
+        tried = topo.trial
+        topo.take_back()
+        prior = estimate(topo, tenant, budget)
+        topo.try_changes(tried)
+        if prior is not None and prior.chassis == excess.chassis and excess.flows <= prior.flows:
+            continue
+        raise _refusal(topo, tenant, excess)
 
 
 def _refusal(topo: Topology, tenant: str, excess: Any) -> errors.ApiError:
