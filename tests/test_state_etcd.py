@@ -957,3 +957,43 @@ def test_a_bug_in_a_batch_reaches_only_its_caller_or_leaves_the_model_as_it_was(
         if pid not in a.topology.ports:
             create_port(a, pid)
     assert b.sync() == a.revision and model(a) == model(b)
+
+
+def test_concurrent_binds_on_both_never_share_a_zone_on_a_chassis(pair: tuple[EtcdState, EtcdState]) -> None:
+    """Ports created and bound on both controllers at once, on the same chassis: every zone is still unique per
+    chassis (each write chose at etcd's head), and both models agree on keys and zones."""
+    from tests.test_any_order import check_zones
+    from topology import binding
+    from topology.records import Chassis
+
+    a, b = pair
+    seed(a)
+    for i, ch in enumerate(("hv1", "hv2")):
+        a.write(lambda t, r, n, ch=ch, i=i: ops.create_chassis(t, Chassis(id=ch, datapath_id=i + 1), r, n))
+    b.sync()
+    failed: list[BaseException] = []
+
+    def worker(state: EtcdState, name: str) -> None:
+        for i in range(10):
+            pid = f"{name}-{i}"
+            try:
+                pin = "hv1" if i % 2 else ""
+                port = Port(id=pid, tenant="t", network_id="net", mac="", binding_chassis=pin)
+                state.write(lambda t, r, n, port=port: ops.create_port(t, port, [], r, n))
+                if not pin:  # its VIF shows up on hv1: the dataplane's binding write
+                    state.write(lambda t, r, n, pid=pid: binding.rebind(t, {"hv1": {pid}}, [pid], r, n))
+            except BaseException as err:  # noqa: BLE001 (reported below)
+                failed.append(err)
+
+    threads = [threading.Thread(target=worker, args=(s, f"{s is a}{k}")) for s in (a, b) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed
+    assert b.sync() == a.sync()
+    assert model(a) == model(b)
+    assert sum(p.binding_chassis == "hv1" for p in a.topology.ports.values()) == 40
+    for state in (a, b):
+        with state.lock:
+            check_zones(state.topology)
