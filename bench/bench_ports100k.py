@@ -281,7 +281,7 @@ def profiled_round(env: Env, names: list[str], nets: int, samples: int, out: Pat
             str(raw),
             "-r",
             "250",
-            "--threads",
+            "--gil",
         ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -393,7 +393,7 @@ def main() -> None:
             )
         if raw is not None:
             cats, leaves, total = summarize(raw)
-            print(f"\npy-spy at {args.ports} ports ({total} samples of active threads, 250/s):")
+            print(f"\npy-spy at {args.ports} ports ({total} samples holding the GIL, 250/s):")
             for cat, n in sorted(cats.items(), key=lambda kv: -kv[1]):
                 print(f"  {cat:36s} {100 * n / total:5.1f}%")
             print("  top leaf functions:")
