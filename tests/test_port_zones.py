@@ -226,3 +226,13 @@ def test_flows_use_the_low_bits_as_zone_and_meter() -> None:
     assert f"ct(zone={portkeys.zone_of(a2.key)}) -> ct_state=+new+trk" in text, text
     with pytest.raises(ValueError):
         ids.ct_zone(0x10000)  # low bits 0: no zone
+
+
+def test_a_routers_port_is_not_bound_by_a_client() -> None:
+    """A router's, floating IP's or VIP's port has no zone of a VM port (its key's low bits are a shared zone
+    or none): binding it to a chassis, where a VIF could plug it, is refused with the field named."""
+    w, _p = nat_world()
+    gw = gw_port(w)
+    with pytest.raises(ApiError) as e:
+        ops.update_port(w.topo, gw, {"binding_chassis": "hv1"}, w.rev + 1, 0.0)
+    assert e.value.code == "FAILED_PRECONDITION" and e.value.violations[0][0] == "binding_chassis"

@@ -818,7 +818,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     if portkeys.zoned_on(new) != portkeys.zoned_on(old):
         new = dataclasses.replace(new, key=_port_key(topo, new))
     if old.device_owner in ROUTER_OWNERS:
-        for name in ("fixed_ips", "device_owner", "device_id"):
+        for name in ("fixed_ips", "device_owner", "device_id", "binding_chassis"):
             if getattr(new, name) != getattr(old, name):
                 owner = OWNER_LABEL.get(old.device_owner, "router")
                 err = errors.failed_precondition(
