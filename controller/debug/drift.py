@@ -76,6 +76,9 @@ class DriftMonitor:
         if engine.realized_revision < engine.revision:
             report.note = "a change was installed during the check; not drift"
             return report
+        report.checked = True
+        if not (diff.missing or diff.unexpected or diff.undecodable):
+            return report  # clean (the usual case): no names needed (a registry of every owner is O(ports))
         topo = self.dataplane.state.topology
         registry = ids.registry_for(owners.model_owners(topo))
         order = lambda i: (
