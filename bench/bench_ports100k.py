@@ -282,6 +282,7 @@ def profiled_round(env: Env, names: list[str], nets: int, samples: int, out: Pat
             "-r",
             "250",
             "--gil",
+            "--nonblocking",
         ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
