@@ -5,7 +5,7 @@ among the ports bound to the chassis: topology/portkeys.py). An IP packet from
 the port is tracked in acl_egress (ct(zone, table=acl_egress)), one to it in acl_ingress. Then, in both
 tables:
 
-    HIGH(40)  ARP-less exceptions: DHCP client -> server (egress), server -> client (ingress), IPv6 ND: pass
+    HIGH(40)  ARP-less exceptions: DHCP client -> server (egress; DHCPv6 too), server -> client (ingress), IPv6 ND: pass
     HIGH(35)  a port without port security: every tracked packet passes (to the router firewall, commit)
     HIGH(30)  +inv: drop
     HIGH(21)  +rel: pass, skipping the firewall and the commit stage
@@ -163,6 +163,16 @@ def chassis_flows() -> list[Flow]:
             HIGH(40),
             match={"eth_type": IPV4, "ip_proto": UDP, "udp_src": 67, "udp_dst": 68},
             actions=(Goto("plugin_to_port"),),
+            cookie=c,
+        )
+    )
+    # DHCPv6 requests too (the controller's answers are packet-outs to the port: no ingress rule needed)
+    out.append(
+        Flow(
+            "acl_egress",
+            HIGH(40),
+            match={"eth_type": IPV6, "ip_proto": UDP, "udp_src": 546, "udp_dst": 547},
+            actions=(Goto("arp_nd"),),
             cookie=c,
         )
     )

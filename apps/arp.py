@@ -7,7 +7,17 @@ MAC of the port holding the address, in MAC_LO/MAC_HI. arp_nd puts an ARP reques
 marks it ARP_ASK; mac_found then builds the reply from the registers (the same flow for every address).
 arp_resolve (a routed packet, NEXT_HOP already set) resubmits to mac_lookup, and mac_found sets eth_dst.
 A router interface's or a VIP's address is answered to ARP but never resolved for routing (as before:
-nothing is routed to them through arp_resolve's port lookup)."""
+nothing is routed to them through arp_resolve's port lookup).
+
+IPv6 neighbour discovery takes the same way: arp_nd puts a neighbour solicitation's target in NEXT_HOP6,
+mac_lookup finds the MAC (one flow per IPv6 address: the port's fixed IPs and, on a port with one, its
+EUI-64 link-local address), mac_found turns the NS into the neighbour advertisement (S and O set; R too
+for a router's address, ND_ROUTER) and sends it out the asking port. An NS is never flooded for an
+address the model knows. Not answered, and passed on like any multicast (dhcp, then l2_lookup): an NS
+from the unspecified address (duplicate address detection: Linux, too, answers it only for an address it
+holds, and a port may probe only its own addresses, port_security), a port asking about its own address,
+and a target no port holds (it may be an allowed address pair, or a host outside on a provider network).
+A routed IPv6 packet resolves NEXT_HOP6 through mac_lookup like IPv4 (no NS is ever sent by a router)."""
 
 from __future__ import annotations
 
@@ -17,7 +27,8 @@ import netaddr
 
 from apps import ids
 from apps.view import View
-from flows.actions import IN_PORT, Goto, Move, Output, Resubmit, SetField, load
+from flows.actions import IN_PORT, Action, Goto, Move, Output, Resubmit, SetField, load
+from flows.cookie import Cookie
 from flows.flow import Flow
 from flows.pipeline import (
     ARP_ASK,
@@ -28,13 +39,22 @@ from flows.pipeline import (
     MAC_HI,
     MAC_LO,
     MATCH,
+    ND_ROUTER,
     NEXT_HOP,
+    NEXT_HOP6,
     SRC_PORT,
     flags_match,
 )
-from topology.records import Port
+from topology.records import OWNER_ROUTER_INTERFACE, Port
 
 ARP = 0x0806
+IPV6 = 0x86DD
+ICMPV6 = 58
+ND_NS, ND_NA = 135, 136
+#: an NA's flag bits (nd_reserved): Router, Solicited, Override
+NA_R, NA_S, NA_O = 1 << 31, 1 << 30, 1 << 29
+#: nd_options_type of a target link-layer address option
+TLL = 2
 OWNER = "pipeline"
 
 
@@ -57,7 +77,7 @@ def _lookup(port: Port, net_key: int, local: bool, routable: bool) -> tuple[Flow
     )
     # a router interface or a VIP: answered to ARP only (routing resolves them through arp_resolve's flows)
     only_arp = {} if routable else {FLAGS.field: flags_match(set_=[ARP_ASK])}
-    out = []
+    out = list(_nd_lookup(port, net_key, local, routable, found))
     for _subnet, ip in port.fixed_ips:
         if netaddr.IPAddress(ip).version != 4:
             continue
@@ -89,6 +109,61 @@ def _lookup(port: Port, net_key: int, local: bool, routable: bool) -> tuple[Flow
     return tuple(out)
 
 
+def v6_addresses(port: Port) -> list[str]:
+    """The IPv6 addresses neighbour discovery answers for a port: its fixed IPs, and its EUI-64 link-local
+    address when it has one of those (a router's link-local address is the one router advertisements come
+    from)."""
+    fixed = [ip for _s, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 6]
+    if not fixed:
+        return []
+    link_local = str(netaddr.EUI(port.mac).ipv6_link_local())
+    return list(dict.fromkeys([*fixed, link_local]))
+
+
+def _nd_lookup(
+    port: Port, net_key: int, local: bool, routable: bool, found: tuple[Action, ...]
+) -> list[Flow]:
+    c = ids.cookie(ids.ARP, port.id)
+    router = port.device_owner == OWNER_ROUTER_INTERFACE
+    only_ask = {} if routable else {FLAGS.field: flags_match(set_=[ARP_ASK])}
+    mark = (load(FLAGS.field, 1, ND_ROUTER.bit, ND_ROUTER.bit),) if router else ()
+    out = []
+    for ip in v6_addresses(port):
+        link_local = netaddr.IPAddress(ip).is_link_local()
+        out.append(
+            Flow(
+                "mac_lookup",
+                MATCH,
+                match={
+                    "metadata": net_key,
+                    NEXT_HOP6.field: int(netaddr.IPAddress(ip)),
+                    # a link-local address is never a routed packet's next hop (routes use global ones)
+                    **(only_ask if not link_local else {FLAGS.field: flags_match(set_=[ARP_ASK])}),
+                },
+                actions=(*mark, *found),
+                cookie=c,
+            )
+        )
+        if local:
+            out.append(
+                Flow(
+                    "arp_nd",
+                    HIGH,
+                    match={
+                        "metadata": net_key,
+                        "eth_type": IPV6,
+                        "ip_proto": ICMPV6,
+                        "icmpv6_type": ND_NS,
+                        "ipv6_nd_target": ip,
+                        SRC_PORT.field: port.key,
+                    },
+                    actions=(Goto("dhcp"),),
+                    cookie=c,
+                )
+            )
+    return out
+
+
 def _mac_to(fld: str) -> tuple[Move, Move]:
     """Copy mac_lookup's answer (MAC_LO, MAC_HI) into the 48-bit field `fld`."""
     return (
@@ -112,6 +187,25 @@ def chassis_flows() -> list[Flow]:
                 load(FLAGS.field, 1, ARP_ASK.bit, ARP_ASK.bit),
                 Goto("mac_lookup"),
             ),
+            cookie=c,
+        ),
+        # a neighbour solicitation (not duplicate address detection): its target into NEXT_HOP6
+        Flow(
+            "arp_nd",
+            MATCH,
+            match={"eth_type": IPV6, "ip_proto": ICMPV6, "icmpv6_type": ND_NS, "icmpv6_code": 0},
+            actions=(
+                Move("ipv6_nd_target", NEXT_HOP6.field, 128),
+                load(FLAGS.field, 1, ARP_ASK.bit, ARP_ASK.bit),
+                Goto("mac_lookup"),
+            ),
+            cookie=c,
+        ),
+        Flow(
+            "arp_nd",
+            MATCH(1),
+            match={"eth_type": IPV6, "ipv6_src": "::", "ip_proto": ICMPV6, "icmpv6_type": ND_NS},
+            actions=(Goto("dhcp"),),
             cookie=c,
         ),
         # nobody has it: the request goes on like any broadcast; a routed packet to arp_resolve's own flows
@@ -146,6 +240,7 @@ def chassis_flows() -> list[Flow]:
             ),
             cookie=c,
         ),
+        *_nd_answer(c, ask),
         Flow(
             "mac_found",
             MATCH,
@@ -160,6 +255,46 @@ def chassis_flows() -> list[Flow]:
             LOW(50),
             match={FLAGS.field: flags_match(clear=[LOOKED])},
             actions=(Resubmit("mac_lookup"),),
+            cookie=c,
+        ),
+    ]
+
+
+def _nd_answer(c: Cookie, ask: tuple[int, int]) -> list[Flow]:
+    """mac_found for an NS: first pass turns it into the NA (addresses swapped, the target's MAC as eth_src,
+    type 136, R/S/O, the option's type made TLL), second pass (the packet is an NA now, which OVS requires
+    before it sets nd_tll) writes the MAC into the option and sends it out the asking port."""
+    icmp = {"eth_type": IPV6, "ip_proto": ICMPV6}
+    first = []
+    for router in (False, True):
+        flags = flags_match(
+            set_=[ARP_ASK, ND_ROUTER] if router else [ARP_ASK], clear=[] if router else [ND_ROUTER]
+        )
+        first.append(
+            Flow(
+                "mac_found",
+                MATCH,
+                match={FLAGS.field: flags, **icmp, "icmpv6_type": ND_NS},
+                actions=(
+                    Move("eth_src", "eth_dst", 48),
+                    *_mac_to("eth_src"),
+                    Move("ipv6_src", "ipv6_dst", 128),
+                    Move("ipv6_nd_target", "ipv6_src", 128),
+                    SetField("icmpv6_type", ND_NA),
+                    SetField("nd_reserved", (NA_R if router else 0) | NA_S | NA_O),
+                    SetField("nd_options_type", TLL),
+                    Resubmit("mac_found"),
+                ),
+                cookie=c,
+            )
+        )
+    return [
+        *first,
+        Flow(
+            "mac_found",
+            MATCH,
+            match={FLAGS.field: ask, **icmp, "icmpv6_type": ND_NA},
+            actions=(*_mac_to("ipv6_nd_tll"), Output(IN_PORT)),
             cookie=c,
         ),
     ]

@@ -10,7 +10,7 @@ the packet is routed: the source VM's chassis east-west, the gateway chassis for
       HIGH(0)   eth_dst = I's MAC, +trk+rel              -> acl_egress_commit
       MATCH(199 - n)  eth_dst = I's MAC + rule n's fields -> allow: acl_egress_commit; deny: drop;
                                                              reject: packet-in (controller/services/firewall_reject.py)
-      LOW       eth_dst = I's MAC, IPv4                  -> drop (the policy's end)
+      LOW       eth_dst = I's MAC, IPv4 / IPv6           -> drop (the policy's end)
     fw_router_out  (after arp_resolve: routed; metadata = the egress network, eth_src = I's MAC)
       the same shape on eth_src, allow -> snat
 
@@ -20,10 +20,14 @@ pass fw_router_out on +rpl / +rel (untracked packets are checked as original-dir
 not match ct_state: every original-direction packet is checked against the current rules, so removing an
 allow rule (or adding a deny) also stops established connections.
 
+IPv6 is filtered the same way, by the rules with ip_version 6 (a rule matches packets of its own family
+only; protocol "icmp" in an IPv6 rule means ICMPv6, as Neutron's drivers read it), and a firewalled
+interface drops the IPv6 packets no rule allows, as it does IPv4. A "reject" rule's IPv6 packets are dropped
+without an answer (the controller's TCP reset / ICMP unreachable is IPv4 only).
+
 Limits: at most MAX_RULES rules per policy (rule n gets priority MATCH(199 - n); later rules are not
-compiled, which fails closed: what they would allow hits the policy's drop); IPv4 only (routing is), so
-ip_version 6 rules are ignored and IPv6 is not filtered; a rule with ports but no tcp/udp/sctp protocol
-matches nothing. A group whose admin state is down filters as if both its policies were empty (Neutron:
+compiled, which fails closed: what they would allow hits the policy's drop); a rule with ports but no
+tcp/udp/sctp protocol matches nothing. A group whose admin state is down filters as if both its policies were empty (Neutron:
 "does not forward packets").
 """
 
@@ -49,11 +53,11 @@ from topology.records import (
     FirewallRule,
 )
 
-IPV4 = 0x0800
+IPV4, IPV6 = 0x0800, 0x86DD
 CT_REL, CT_RPL, CT_TRK = 0x04, 0x08, 0x20
 L4_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 #: rules per policy the dataplane can order (one MATCH priority each)
-MAX_RULES = MATCH.width
+MAX_RULES = 200
 
 INGRESS, EGRESS = "ingress", "egress"
 #: side -> (stage, the interface MAC's field, where an allowed packet goes)
@@ -93,36 +97,40 @@ def _side_flows(
     side: str, net_key: int, mac: str, rules: tuple[FirewallRule | None, ...], group_id: str
 ) -> tuple[Flow, ...]:
     stage, mac_field, allowed = SIDES[side]
-    base = {"metadata": net_key, mac_field: mac, "eth_type": IPV4}
+    base = {"metadata": net_key, mac_field: mac}
     c = ids.cookie(ids.FIREWALL, group_id)
-    out = [
-        Flow(
-            stage,
-            HIGH(1),
-            match={**base, "ct_state": (CT_TRK | CT_RPL, CT_TRK | CT_RPL)},
-            actions=(Goto(allowed),),
-            cookie=c,
-        ),
-        Flow(
-            stage,
-            HIGH(0),
-            match={**base, "ct_state": (CT_TRK | CT_REL, CT_TRK | CT_REL)},
-            actions=(Goto(allowed),),
-            cookie=c,
-        ),
-        Flow(stage, LOW, match=base, cookie=c),
-    ]  # the policy's end: drop
+    out = []
+    for eth_type in (IPV4, IPV6):
+        fam = {**base, "eth_type": eth_type}
+        out += [
+            Flow(
+                stage,
+                HIGH(1),
+                match={**fam, "ct_state": (CT_TRK | CT_RPL, CT_TRK | CT_RPL)},
+                actions=(Goto(allowed),),
+                cookie=c,
+            ),
+            Flow(
+                stage,
+                HIGH(0),
+                match={**fam, "ct_state": (CT_TRK | CT_REL, CT_TRK | CT_REL)},
+                actions=(Goto(allowed),),
+                cookie=c,
+            ),
+            Flow(stage, LOW, match=fam, cookie=c),
+        ]  # the policy's end: drop
     for n, rule in enumerate(rules[:MAX_RULES]):
         if rule is None or not rule.enabled:
             continue
         acts: tuple[Action, ...] = {
             "allow": (Goto(allowed),),
             "deny": (),
-            "reject": (Meter(ids.PACKET_IN_METER), Controller()),
+            # IPv6: dropped without an answer (controller/services/firewall_reject.py answers IPv4)
+            "reject": (Meter(ids.PACKET_IN_METER), Controller()) if rule.ip_version == 4 else (),
         }[rule.action]
         rc = ids.cookie(ids.FIREWALL, rule.id)
         out += [
-            Flow(stage, MATCH(MATCH.width - 1 - n), match={**base, **m}, actions=acts, cookie=rc)
+            Flow(stage, MATCH(MAX_RULES - 1 - n), match={**base, **m}, actions=acts, cookie=rc)
             for m in rule_matches(rule)
         ]
     return tuple(out)
@@ -135,12 +143,12 @@ def protocol_number(protocol: str) -> int | None:
     return int(protocol) if protocol.isdigit() else PROTOCOL_NUMBERS[protocol.lower()]
 
 
-def _cidr(address: str) -> str | None:
-    """A rule's address as an IPv4 match value ("" -> None: any); raises for an IPv6 address."""
+def _cidr(address: str, version: int) -> str | None:
+    """A rule's address as a match value of its family ("" -> None: any); raises for the other family."""
     if not address:
         return None
     net = netaddr.IPNetwork(address)
-    if net.version != 4:
+    if net.version != version:
         raise ValueError(address)
     return str(net.cidr)
 
@@ -152,24 +160,29 @@ def _ports(lo: int, hi: int) -> list[int | tuple[int, int]]:
 
 
 def rule_matches(rule: FirewallRule) -> list[dict[str, object]]:
-    """The rule's fields as IPv4 matches, one per (source port piece, destination port piece); [] when the
-    rule can match no IPv4 packet (ip_version 6, an IPv6 address, icmpv6, ports without tcp/udp/sctp)."""
-    if rule.ip_version != 4:
+    """The rule's fields as matches of its family (eth_type included), one per (source port piece,
+    destination port piece); [] when the rule can match no packet (an address of the other family, icmpv6 in
+    an IPv4 rule, ports without tcp/udp/sctp)."""
+    v = rule.ip_version
+    if v not in (4, 6):
         return []
     try:
         proto = protocol_number(rule.protocol)
-        src, dst = _cidr(rule.source_ip_address), _cidr(rule.destination_ip_address)
+        src, dst = _cidr(rule.source_ip_address, v), _cidr(rule.destination_ip_address, v)
     except (ValueError, KeyError, netaddr.AddrFormatError):
         return []
-    if proto == 58:
+    if v == 4 and proto == 58:
         return []
-    base: dict[str, object] = {}
+    if v == 6 and proto == 1:
+        proto = 58  # "icmp" in an IPv6 rule: ICMPv6
+    fam = "ipv4" if v == 4 else "ipv6"
+    base: dict[str, object] = {"eth_type": IPV4 if v == 4 else IPV6}
     if proto is not None:
         base["ip_proto"] = proto
     if src is not None:
-        base["ipv4_src"] = src
+        base[f"{fam}_src"] = src
     if dst is not None:
-        base["ipv4_dst"] = dst
+        base[f"{fam}_dst"] = dst
     sports = _ports(rule.source_port_min, rule.source_port_max)
     dports = _ports(rule.destination_port_min, rule.destination_port_max)
     if not sports and not dports:

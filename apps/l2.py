@@ -31,10 +31,11 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
             Flow(
                 "l2_lookup",
                 MATCH,
-                match={"metadata": net.key, "eth_dst": port.mac, "eth_type": 0x0800},
+                match={"metadata": net.key, "eth_dst": port.mac, "eth_type": eth_type},
                 actions=(WriteMetadata(router.key), Goto("dnat")),
                 cookie=ids.cookie(ids.L2, port.id),
             )
+            for eth_type in (0x0800, 0x86DD)
         ]
     if not view.located(port):
         return []

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The controller's half of a resync with nothing changed, without a switch (printed, not pass/fail): N
 desired flows (tests/test_sync.pipeline_flows' shapes), the flow-stats reply a switch holding exactly
-them sends (our flow-mod bodies as flow-stats entries, match fields reversed as OVS reorders them), then
-what the engine does with it: the transport's raw fast path (Transport._flow_entries: recognise each entry
-by its bytes), and plan_resync (adopt; 0 operations expected). bench/bench_sync.py measures the whole
-thing against a real ovs-vswitchd (dump included).
+them sends (our flow-mod bodies as flow-stats entries, match fields in OVS's order, reg_move in NXM
+spelling, as OVS reports them), then what the engine does with it: recognise each entry by its bytes
+(before: previous_recognise, sorted keys; after: transport.Recognizer), and plan_resync (adopt; 0
+operations expected; the same code on both sides). bench/bench_resync_e2e.py measures the whole thing
+against a real ovs-vswitchd (dump included).
 
     .venv/bin/python bench/bench_resync.py [--flows 100000] [--runs 5] [--profile]
 """
@@ -21,13 +22,12 @@ import struct
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.southbound import ofwire
 from controller.southbound.plan import FlowKey, Installed, plan_resync
-from controller.southbound.transport import Transport
+from controller.southbound.transport import Recognizer, _rank
 from flows import encode
 from flows.flow import Flow, Group
 from tests.test_sync import pipeline_flows
@@ -59,7 +59,8 @@ def reply_parts(flows: list[Flow]) -> list[bytes]:
             tlvs.append(match[off : off + n])
             off += n
         rest = body[40 + ((mlen + 7) & ~7) :]
-        m = match[:4] + b"".join(reversed(tlvs))
+        rest = ofwire.nxm_moves(rest) or rest  # OVS reports reg_move's fields in NXM spelling
+        m = match[:4] + b"".join(sorted(tlvs, key=_rank))  # type: ignore[arg-type]  # as OVS orders
         m += bytes(((len(m) + 7) & ~7) - len(m))
         entry_len = 48 + len(m) + len(rest)
         entry = ofwire.FLOW_STATS.pack(entry_len, f.table, 1, 0, f.priority, 0, 0, 0, int(f.cookie), 7, 700)
@@ -71,28 +72,51 @@ def reply_parts(flows: list[Flow]) -> list[bytes]:
     return parts
 
 
-def _no_stats_key(flow: Flow) -> tuple[object, ...]:
-    raise encode.EncodeError("before")
+def previous_recognise(desired: dict[FlowKey, Flow], parts: list[bytes]) -> Installed:
+    """The recognition before 2026-12-07's second pass (for the A/B): every desired flow's key as
+    (table, priority, cookie, match TLVs sorted, instructions) from encode.stats_key, and each entry's
+    TLVs parsed and sorted into the same shape."""
+    have = Installed()
+    expected = {encode.stats_key(f): (k, f) for k, f in desired.items()}
+    for part in parts:
+        off, end = ofwire.MP_HDR.size, len(part)
+        while off < end:
+            length, table, _, _, prio, _, _, _, cookie, packets, nbytes = ofwire.FLOW_STATS.unpack_from(
+                part, off
+            )
+            key = ofwire.canonical_key(table, prio, cookie, part[off : off + length], 48)
+            hit = expected.get(key)
+            if hit is None:
+                hit = expected.get(key[:4] + (ofwire.oxm_moves(key[4]),))
+            assert hit is not None
+            have.flows[hit[0]] = hit[1]
+            have.counters[hit[0]] = (packets, nbytes)
+            off += length
+    return have
 
 
 def resync_once(
-    desired: dict[FlowKey, Flow], groups: dict[int, Group], parts: list[bytes], keys: bool = True
+    desired: dict[FlowKey, Flow], groups: dict[int, Group], parts: list[bytes], new: bool = True
 ) -> tuple[float, float, int]:
     """(CPU seconds recognising the dump, CPU seconds planning, operations planned): CPU time, as this
-    machine is shared; keys=False: the transport
-    gets the desired flows as a list and builds their keys from assembled flow-mods (as before 2026-12-07:
-    a FlowKey built per adopted entry, each desired flow-mod encoded and parsed back)."""
-    fake = SimpleNamespace(_enc=encode.Encoder())  # a new engine: its encoder cache cold, as after a restart
-    have = Installed()
+    machine is shared. new=False: the previous recognition (previous_recognise), with automatic garbage
+    collection on during it as it was; new=True: transport.Recognizer, reply by reply, collections paused
+    (as the transport does)."""
+    encode.Encoder()  # a new engine: its encoder cache cold, as after a restart
     t0 = time.process_time()
-    given = desired if keys else list(desired.values())
-    real_key = encode.stats_key
-    if not keys:  # before: every desired flow-mod assembled, then parsed back (encode.stats_key unused)
-        encode.stats_key = _no_stats_key  # type: ignore[assignment]
-    try:
-        slow = sum(1 for _ in Transport._flow_entries(fake, parts, given, have))  # type: ignore[arg-type,misc]
-    finally:
-        encode.stats_key = real_key  # type: ignore[assignment]
+    if new:
+        gc.disable()
+        try:
+            rec = Recognizer(desired, encode.Encoder())
+            slow_entries: list[object] = []
+            for part in parts:
+                rec.feed(part, slow_entries)
+            slow, have = len(slow_entries), rec.have
+        finally:
+            gc.enable()
+        assert have.reordered == 0, have.reordered
+    else:
+        have, slow = previous_recognise(desired, parts), 0
     t1 = time.process_time()
     have.groups = dict(groups)
     gc.disable()
@@ -123,14 +147,14 @@ def main() -> int:
         resync_once(desired, groups, parts)
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
-    # before (the desired flows as a list) and after (the engine's keys), alternated
+    # before (sorted keys) and after (transport.Recognizer), alternated
     res: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     n_ops = 0
     for _ in range(a.runs):
         for keys in (False, True):
-            r, p, n_ops = resync_once(desired, groups, parts, keys)
+            r, p, n_ops = resync_once(desired, groups, parts, new=keys)
             res[keys].append((r, p))
-    for keys, name in ((False, "before (list)"), (True, "after (keys) ")):
+    for keys, name in ((False, "before (sorted keys)"), (True, "after (OVS's order)")):
         rec = [r for r, _p in res[keys]]
         plan = [p for _r, p in res[keys]]
         tot = [r + p for r, p in res[keys]]

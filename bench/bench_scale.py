@@ -8,13 +8,21 @@ ovs-vswitchd together), flows per chassis. Each way runs
 in a fresh lab and controller; rounds alternate the two ways.
 
     sudo .venv/bin/python bench/bench_scale.py [--chassis 2] [--ports 600] [--rounds 2] [--clients 8]
+        [--ways apply,calls] [--profile DIR]
+
+`--profile DIR`: py-spy samples the controller (100/s, all threads, idle ones left out) from the first call
+until converged; DIR/<way>-<round>.txt gets the collapsed stacks, and the top functions by own and by
+inclusive samples are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -89,7 +97,7 @@ def converged(env: Env, md: Any, ports: int, t0: float, timeout: float = 600.0) 
             break
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"{active}/{ports} ports ACTIVE after {timeout} s")
-        time.sleep(0.05)
+        time.sleep(0.05 if ports <= 1000 else 0.5)  # a 10k-port listing is ten pages: poll it less often
     active_at = time.monotonic() - t0
     resp = env.dp.WaitRealized(
         dpb.WaitRealizedRequest(timeout=duration_pb2.Duration(seconds=120)), metadata=env.admin, timeout=130
@@ -172,7 +180,34 @@ def by_calls(env: Env, md: Any, doc: dict[str, Any], clients: int) -> None:
     )
 
 
-def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
+def summarize_profile(path: Path, top: int = 25) -> None:
+    """Own and inclusive sample counts per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, num = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(num)
+        frames = [f.split(" (")[0] + " " + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] if " (" in f else f
+                  for f in stack.split(";")[1:]]  # fmt: skip
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    print(f"profile {path.name}: {total} samples")
+    for title, counter in (("own", own), ("inclusive", incl)):
+        print(f"  top by {title}:")
+        for name, n in counter.most_common(top):
+            print(f"    {100 * n / max(total, 1):5.1f}%  {name}")
+
+
+def one(
+    way: str, chassis: int, ports: int, clients: int, profile: Path | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
     doc = document(ports)
     objects = sum(len(v) for v in doc.values()) + len(doc["routers"][0]["interfaces"])
     with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), chassis=chassis, provider=False,
@@ -185,13 +220,25 @@ def one(way: str, chassis: int, ports: int, clients: int) -> dict[str, Any]:
         switches = [p for p in (ch.vswitchd_pid() for ch in env.lab.chassis.values()) if p is not None]
         cpu0 = cpu_s(pid)
         ovs0 = sum(cpu_s(p) for p in switches)
+        spy = None
+        if profile is not None:
+            py_spy = Path(sys.executable).parent / "py-spy"
+            spy = subprocess.Popen(
+                [str(py_spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--nonblocking",
+                 "--output", str(profile), "--threads"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1.0)  # py-spy attached
         t0 = time.monotonic()
         if way == "apply":
             by_apply(env, md, doc)
         else:
             by_calls(env, md, doc, clients)
         written = time.monotonic() - t0
-        active, took = converged(env, md, ports, t0)
+        active, took = converged(env, md, ports, t0, timeout)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         cpu = cpu_s(pid) - cpu0
         ovs = sum(cpu_s(p) for p in switches) - ovs0
         status = env.status()
@@ -216,6 +263,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--ways", default="apply,calls", help="which ways to measure (comma-separated)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for convergence")
+    ap.add_argument("--profile", type=Path, help="directory for py-spy profiles of the controller")
     a = ap.parse_args()
     print(
         f"scale: {a.chassis} chassis, {a.ports} ports ({PER_NETWORK} per network, one router), "
@@ -226,7 +275,11 @@ def main() -> int:
     results: dict[str, list[dict[str, Any]]] = {w: [] for w in ways}
     for r in range(a.rounds):
         for way in ways if r % 2 == 0 else ways[::-1]:
-            res = one(way, a.chassis, a.ports, a.clients)
+            prof = None
+            if a.profile is not None:
+                a.profile.mkdir(parents=True, exist_ok=True)
+                prof = a.profile / f"{way}-{r + 1}.txt"
+            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout)
             results[way].append(res)
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
@@ -236,6 +289,8 @@ def main() -> int:
                 f"flows: {flows}  (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
+            if prof is not None and prof.exists():
+                summarize_profile(prof)
     med = {w: statistics.median(x["converged"] for x in rs) for w, rs in results.items()}
     cpu = {w: statistics.median(x["cpu"] for x in rs) for w, rs in results.items()}
     if len(ways) < 2:

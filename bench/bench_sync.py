@@ -8,12 +8,19 @@
 
 Prints flows/s and the ratio (wall time is never pass/fail). Needs root (real ovs-vswitchd).
 Run: .venv/bin/python bench/bench_sync.py [n_flows]
+
+`--cold-runs N`: only steps 1 and 2 (the cold-process install and ovs-ofctl right after it, same lab), each run
+in a fresh Python process, N runs; prints each ratio and min / median / max.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import resource
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +43,58 @@ def build(n_flows: int) -> list:
     return items
 
 
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's waited-for children (ovs-ofctl)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cold_runs(runs: int, target: int) -> None:
+    """`runs` fresh processes, each: cold install then ovs-ofctl; the ratios' spread."""
+    ratios, installs, ofctls = [], [], []
+    for r in range(runs):
+        load = os.getloadavg()[0]
+        out = subprocess.run(
+            [sys.executable, __file__, str(target), "--cold-only"], capture_output=True, text=True, check=True
+        ).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("COLD "))
+        _, t_sync, t_ofctl, prep, send, cpu_sync, ovs_sync, cpu_ofctl, ovs_ofctl = line.split()
+        ratios.append(float(t_ofctl) / float(t_sync))
+        installs.append(float(t_sync))
+        ofctls.append(float(t_ofctl))
+        print(
+            f"run {r + 1}: cold install {float(t_sync):.3f} s (before the bundle {float(prep):.3f} s, "
+            f"encode+write {float(send):.3f} s), ovs-ofctl --bundle {float(t_ofctl):.3f} s, "
+            f"ratio {ratios[-1]:.2f} (load {load:.2f}); CPU: bench process {float(cpu_sync):.3f} s + "
+            f"vswitchd {float(ovs_sync):.3f} s, against ovs-ofctl {float(cpu_ofctl):.3f} s + vswitchd "
+            f"{float(ovs_ofctl):.3f} s",
+            flush=True,
+        )
+    for name, xs in (
+        ("ratio ofctl / cold install", ratios),
+        ("cold install s", installs),
+        ("ofctl s", ofctls),
+    ):
+        print(f"{name}: min {min(xs):.3f} median {statistics.median(xs):.3f} max {max(xs):.3f}")
+
+
 def main() -> None:
-    target = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n_flows", type=int, nargs="?", default=50_000)
+    ap.add_argument("--cold-runs", type=int, default=0, help="only the cold install, in N fresh processes")
+    ap.add_argument("--cold-only", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    target = a.n_flows
+    if a.cold_runs:
+        cold_runs(a.cold_runs, target)
+        return
+    cold_only = a.cold_only
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
@@ -57,10 +114,14 @@ def main() -> None:
 
         # 1. SwitchSync, cold encoder cache
         eng = app.sync.get(sw.dpid)
+        vswitchd = ch.vswitchd_pid()
+        assert vswitchd is not None
+        ovs0, cpu0 = proc_cpu(vswitchd), time.process_time()
         t0 = time.perf_counter()
         eng.replace_desired(items, 1)
         assert eng.wait_realized(1, 300), eng.stats
         t_sync = time.perf_counter() - t0
+        cpu_sync, ovs_sync = time.process_time() - cpu0, proc_cpu(vswitchd) - ovs0
         assert len(ch.dump_flows()) == n
         print(
             f"SwitchSync install (cold process): {t_sync:7.3f} s  {n / t_sync:9.0f} flows/s  "
@@ -80,12 +141,22 @@ def main() -> None:
         ch.ofctl("del-flows", "br-int")
         ch.ofctl("del-groups", "br-int")
         ch.ofctl("--bundle", "add-groups", "br-int", str(group_file))
+        ovs0, child0 = proc_cpu(vswitchd), children_cpu()
         t0 = time.perf_counter()
         ch.ofctl("--bundle", "add-flows", "br-int", str(flow_file))
         t_ofctl = time.perf_counter() - t0
+        cpu_ofctl, ovs_ofctl = children_cpu() - child0, proc_cpu(vswitchd) - ovs0
         assert len(ch.dump_flows()) == n
         print(f"ovs-ofctl --bundle:        {t_ofctl:7.3f} s  {n / t_ofctl:9.0f} flows/s")
         print(f"ratio SwitchSync / ovs-ofctl --bundle (flows/s): {t_ofctl / t_sync:.2f}")
+        if cold_only:
+            prep = t_sync - eng.stats.last_bundle_seconds
+            print(
+                f"COLD {t_sync:.4f} {t_ofctl:.4f} {prep:.4f} {eng.stats.last_send_seconds:.4f} "
+                f"{cpu_sync:.4f} {ovs_sync:.4f} {cpu_ofctl:.4f} {ovs_ofctl:.4f}"
+            )
+            app.sync.reset()
+            return
 
         # 2b. the same pair alternated a few times (this 2-vCPU machine is noisy): new engine in a warm
         #     process (its encoder cache cold) vs ovs-ofctl, medians

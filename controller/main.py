@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,7 +39,8 @@ from controller.debug.metrics import Metrics  # noqa: E402
 from controller.neutron import kinds as neutron_kinds  # noqa: E402
 from controller.neutron.rest import NeutronServer  # noqa: E402
 from controller.neutron.rest import listen as neutron_listen  # noqa: E402
-from controller.services import dhcp, firewall_reject, health  # noqa: E402
+from controller.periodic import Periodic  # noqa: E402
+from controller.services import dhcp, dhcp6, firewall_reject, health, ra  # noqa: E402
 from controller.services.vpn import VpnRealizer  # noqa: E402
 from controller.services.vpn_host import LocalVpnHost, VpnHost  # noqa: E402
 from controller.southbound import ofapp, ovsdb  # noqa: E402
@@ -163,7 +165,17 @@ def start_dataplane(cfg: config_mod.Config, state: State, tls: pki.TlsFiles) -> 
     app.sync.on_realized = dataplane._on_realized
     dataplane.vswitchd_ctl_dir = cfg.vswitchd_ctl_dir
     dataplane.packet_out = app.packet_out
-    dataplane.packet_in_apps[ids.DHCP] = dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out)
+    # address configuration: DHCPv4, IPv6 router solicitations (and periodic advertisements), DHCPv6
+    advertiser = ra.Advertiser(host=dataplane, send=app.packet_out)
+    dataplane.packet_in_apps[ids.DHCP] = dhcp6.by_protocol(
+        dhcp.Responder(lease_s=cfg.dhcp_lease_s, send=app.packet_out),
+        advertiser,
+        dhcp6.Responder6(lease_s=cfg.dhcp_lease_s, send=app.packet_out),
+    )
+    state.add_listener(advertiser.on_write)
+    Periodic(
+        "router-advertisements", ra.TICK_S, lambda: advertiser.tick(time.monotonic())
+    ).start()  # a daemon
     dataplane.packet_in_apps[ids.FIREWALL] = firewall_reject.handler(app.packet_out)
     # load balancers' health monitors: probes injected into the pipeline, answers from the LB app's packet-ins
     dataplane.health = health.HealthService(state, app.inject)

@@ -54,10 +54,16 @@ def _stage_name(table_id: int) -> str:
     return st.name
 
 
+#: os-ken's names of NXM headers whose OXM name differs by more than the ``_nxm`` suffix
+_NXM_NAMES = {"nd_target": "ipv6_nd_target", "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll"}
+
+
 def _field(name: str) -> str:
     """Our (OXM) name for a field os-ken parsed from an NXM header: OVS reports reg_move / reg_load
-    with NXM_OF_ETH_SRC-style headers, which os-ken names ``eth_src_nxm``."""
-    return name.removesuffix("_nxm")
+    with NXM_OF_ETH_SRC-style headers, which os-ken names ``eth_src_nxm`` (and NXM_NX_ND_TARGET
+    ``nd_target``)."""
+    name = name.removesuffix("_nxm")
+    return _NXM_NAMES.get(name, name)
 
 
 def _nat(a: Any) -> NAT:
@@ -159,11 +165,35 @@ def decode_instructions(instructions: list[Any]) -> list[Action]:
     return out
 
 
+_XXREG3_PARTS = ("reg12", "reg13", "reg14", "reg15")  # most significant first
+
+
+def _fold_xxreg3(match: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """OVS reports a match on xxreg3 (NEXT_HOP6) as matches on reg12..reg15 in OpenFlow 1.3 (and leaves out a
+    part it does not match): fold them back into the one 128-bit field our flows use (no flow of ours matches
+    reg12..reg15 on their own: flows/pipeline.py's register map)."""
+    parts = {name: value for name, value in match if name in _XXREG3_PARTS}
+    if not parts:
+        return match
+    value = mask = 0
+    for i, name in enumerate(_XXREG3_PARTS):
+        shift = 32 * (3 - i)
+        if name not in parts:
+            continue
+        v = parts[name]
+        v, m = v if isinstance(v, tuple) else (v, 0xFFFFFFFF)
+        value |= v << shift
+        mask |= m << shift
+    full = (1 << 128) - 1
+    rest = [(name, v) for name, v in match if name not in _XXREG3_PARTS]
+    return [*rest, ("xxreg3", value if mask == full else (value, mask))]
+
+
 def decode_flow(entry: Any) -> Flow:
     """The Flow for an os-ken OFPFlowStats (or parsed OFPFlowMod): table_id, priority, cookie, match,
     instructions. Raises DecodeError if no Flow value describes it."""
     stage = _stage_name(entry.table_id)
-    match = list(entry.match.items())
+    match = _fold_xxreg3(list(entry.match.items()))
     try:
         return Flow(stage, entry.priority, match, decode_instructions(entry.instructions), entry.cookie)
     except (FlowError, ValueError) as e:

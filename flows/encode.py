@@ -543,6 +543,14 @@ def stats_key(flow: Flow) -> tuple[Any, ...]:
     return (table, flow.priority, flow.cookie, b"".join(tlvs), instructions)
 
 
+def flow_instructions(flow: Flow) -> bytes:
+    """A flow's instructions as the flow-mod carries them, from the per-action cache."""
+    instructions = _INSTRUCTIONS.get(flow.actions)
+    if instructions is None:
+        instructions = instructions_bytes(flow.actions)
+    return instructions
+
+
 def group_mod_body(group: Group, command: str = ADD) -> bytes:
     """A group-mod without its 8-byte header."""
     parts = [struct.pack("!HBxI", _GROUP_CMD[command], GROUP_TYPE_CODES[group.type], group.group_id)]

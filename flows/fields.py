@@ -14,6 +14,7 @@ from typing import Any
 
 from os_ken.lib import type_desc
 from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import oxm_fields
 
 #: (value, mask-or-None) as stored in a Flow
 Value = Any
@@ -21,6 +22,31 @@ Value = Any
 
 class FieldError(ValueError):
     """A field name or value that OpenFlow 1.3 + Nicira extensions cannot carry."""
+
+
+class _EricssonOxm(oxm_fields._OxmClass):
+    """OXM class ERICOXM_OF (0x1000), which OVS 2.11+ uses for two ND fields os-ken does not know."""
+
+    _class = 0x1000
+
+
+def _register_nd_fields() -> None:
+    """Teach os-ken OVS's `nd_reserved` (an NA's R/S/O flag bits) and `nd_options_type` (SLL 1 / TLL 2):
+    with them a neighbour solicitation is turned into the advertisement in flows (apps/arp.py). os-ken's
+    lookup tables are the dicts its generated functions close over; the fields are added to them."""
+    name_to_field = ofp.oxm_get_field_info_by_name.args[1]
+    num_to_field = ofp.oxm_to_user.args[1]
+    for f in (
+        _EricssonOxm("nd_reserved", 1, type_desc.Int4),
+        _EricssonOxm("nd_options_type", 2, type_desc.Int1),
+    ):
+        if f.name not in name_to_field:
+            ofp.oxm_types.append(f)
+            name_to_field[f.name] = f
+            num_to_field[f.num] = f
+
+
+_register_nd_fields()
 
 
 @cache

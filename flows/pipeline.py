@@ -16,7 +16,7 @@ Packet walk (logical switch, then optionally a logical router, then back to a lo
                │        └─► tunnel / VLAN out                         (remote port; local port: the line above)
                └─► dnat ─► l3_lookup ─► arp_resolve ─► fw_router_out ─► snat ─► (resubmit) l2_lookup   (router MAC)
 
-    arp_nd ─► mac_lookup ─► mac_found ─► out IN_PORT         (an ARP request for a port's address: answered)
+    arp_nd ─► mac_lookup ─► mac_found ─► out IN_PORT         (an ARP request / NS for a port's address: answered)
                    └─► dhcp                                  (an address nobody has: the request goes on)
     arp_resolve ─► (resubmit) mac_lookup ─► mac_found ─► fw_router_out   (a port's address: its MAC)
                                   └─► arp_resolve (LOOKED): learned neighbours, the gateway's ask-the-controller
@@ -28,6 +28,8 @@ Register map (the only place logical state is assigned to packet registers)::
     metadata    0..63   DATAPATH        key of the logical network (or router) the packet is in; < 2**24
                                         so it travels unchanged as a VXLAN VNI / GRE key / Geneve VNI
     reg0        0..31   NEXT_HOP        IPv4 next hop chosen by l3_lookup (read by snat / neighbour rules)
+    xxreg3      0..127  NEXT_HOP6       IPv6 next hop chosen by l3_lookup; a neighbour solicitation's target
+                                        (reg12..reg15: no other register overlaps it)
     reg5        0..15   CT_ZONE         conntrack zone of the current logical port or router
     reg6        0..31   SRC_PORT        key of the logical port the packet came from (0: none / tunnel)
     reg7        0..31   DST_PORT        key of the logical port the packet goes to (0: not decided yet)
@@ -68,8 +70,9 @@ class Band:
 DEFAULT = Band("default", 0, 1)
 #: broad fallbacks that specific matches override (flood unknown unicast, allow-all ACLs)
 LOW = Band("low", 100, 100)
-#: ordinary matches; longest-prefix routing uses MATCH(prefix_len) so longer prefixes win
-MATCH = Band("match", 1000, 200)
+#: ordinary matches; longest-prefix routing uses MATCH(2 * prefix_len (+1)) so longer prefixes win (IPv6 /128
+#: included)
+MATCH = Band("match", 1000, 300)
 #: exceptions that must beat ordinary matches (anti-spoofing drops, ct_state=+inv, conjunction results)
 HIGH = Band("high", 2000, 200)
 #: operator / debug overrides above everything the apps compile
@@ -113,6 +116,7 @@ class Register:
 
 DATAPATH = Register("DATAPATH", "metadata", 0, 63, "key of the logical network or router (< 2**24)")
 NEXT_HOP = Register("NEXT_HOP", "reg0", 0, 31, "IPv4 next hop chosen by l3_lookup")
+NEXT_HOP6 = Register("NEXT_HOP6", "xxreg3", 0, 127, "IPv6 next hop chosen by l3_lookup, or an NS's target")
 CT_ZONE = Register("CT_ZONE", "reg5", 0, 15, "conntrack zone of the current logical port or router")
 SRC_PORT = Register("SRC_PORT", "reg6", 0, 31, "key of the logical port the packet came from")
 DST_PORT = Register("DST_PORT", "reg7", 0, 31, "key of the logical port the packet goes to")
@@ -120,7 +124,17 @@ FLAGS = Register("FLAGS", "reg10", 0, 31, "flag bits, see Flag")
 MAC_LO = Register("MAC_LO", "reg8", 0, 31, "mac_lookup's answer: the low 32 bits of the MAC")
 MAC_HI = Register("MAC_HI", "reg9", 0, 15, "mac_lookup's answer: the high 16 bits of the MAC")
 
-REGISTERS: tuple[Register, ...] = (DATAPATH, NEXT_HOP, CT_ZONE, SRC_PORT, DST_PORT, FLAGS, MAC_LO, MAC_HI)
+REGISTERS: tuple[Register, ...] = (
+    DATAPATH,
+    NEXT_HOP,
+    NEXT_HOP6,
+    CT_ZONE,
+    SRC_PORT,
+    DST_PORT,
+    FLAGS,
+    MAC_LO,
+    MAC_HI,
+)
 
 #: the largest datapath key: it must fit a 24-bit VNI
 MAX_DATAPATH_KEY = (1 << 24) - 1
@@ -151,6 +165,7 @@ ARP_ASK = Flag(
     "ARP_ASK", 8, "mac_lookup runs for an ARP request's target (answer it), not for a routed packet"
 )
 LOOKED = Flag("LOOKED", 9, "arp_resolve asked mac_lookup already: what is left is arp_resolve's own flows")
+ND_ROUTER = Flag("ND_ROUTER", 10, "mac_lookup's answer is a router's address: its advertisement sets R")
 
 FLAG_BITS: tuple[Flag, ...] = (
     FROM_TUNNEL,
@@ -211,7 +226,7 @@ _L4 = {
 _ARP = {"arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha"}
 _ND = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
 _CT = {"ct_state", "ct_zone", "ct_mark", "ct_label"}
-_LOGICAL = {"metadata", "reg0", "reg5", "reg6", "reg7", "reg8", "reg9", "reg10"}
+_LOGICAL = {"metadata", "reg0", "xxreg3", "reg5", "reg6", "reg7", "reg8", "reg9", "reg10"}
 _ACL = _LOGICAL | _L2 | _IP | _L4 | _CT | {"conj_id"}
 
 
@@ -271,10 +286,11 @@ STAGES: tuple[Stage, ...] = (
     _stage(
         "arp_nd",
         30,
-        _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "icmpv6_type", "icmpv6_code"},
+        _LOGICAL | _L2 | _ARP | _ND | {"ip_proto", "ipv6_src", "icmpv6_type", "icmpv6_code"},
         {"dhcp", "mac_lookup"},
-        "answers ARP / neighbour solicitations for known addresses in flows: an ARP request's target goes to "
-        "mac_lookup (a port asking about its own address is not answered)",
+        "answers ARP / neighbour solicitations for known addresses in flows: an ARP request's target (NEXT_HOP) "
+        "or an NS's target (NEXT_HOP6) goes to mac_lookup (a port asking about its own address, or duplicate "
+        "address detection from ::, is not answered)",
     ),
     _stage(
         "mac_lookup",
@@ -288,9 +304,11 @@ STAGES: tuple[Stage, ...] = (
     _stage(
         "mac_found",
         33,
-        _LOGICAL | {"eth_type"},
-        {"fw_router_out"},
-        "ARP_ASK: the ARP reply built from the registers, out IN_PORT; else (routing) eth_dst := the MAC",
+        _LOGICAL | {"eth_type", "ip_proto", "icmpv6_type"},
+        {"fw_router_out", "mac_found"},
+        "ARP_ASK: the ARP reply (or the neighbour advertisement: made in two passes, as OVS sets nd_tll only "
+        "on a packet that is an NA already) built from the registers, out IN_PORT; else (routing) eth_dst := "
+        "the MAC",
     ),
     _stage(
         "dhcp",
@@ -299,7 +317,8 @@ STAGES: tuple[Stage, ...] = (
         | _L2
         | {"ip_proto", "ipv4_src", "ipv4_dst", "udp_src", "udp_dst", "ipv6_dst", "icmpv6_type"},
         {"lb"},
-        "DHCP requests to the controller (metered packet-in); everything else passes",
+        "DHCP, DHCPv6 requests and IPv6 router solicitations to the controller (metered packet-in); everything "
+        "else passes",
     ),
     _stage(
         "lb",
@@ -328,10 +347,11 @@ STAGES: tuple[Stage, ...] = (
     _stage(
         "l3_lookup",
         80,
-        _LOGICAL | _L2 | _IP | _ARP | {"icmpv4_type", "icmpv4_code"},
+        _LOGICAL | _L2 | _IP | _ARP | {"icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code"},
         {"l3_lookup", "arp_resolve", "snat"},
-        "router: longest-prefix routing (priority = prefix length); dec_ttl, eth_src := interface MAC, "
-        "NEXT_HOP := next hop, DATAPATH := egress network; echo replies for the router's own addresses",
+        "router: longest-prefix routing (priority = prefix length), IPv4 and IPv6; dec_ttl (hop limit), eth_src "
+        ":= interface MAC, NEXT_HOP / NEXT_HOP6 := next hop, DATAPATH := egress network; echo replies (ICMP and "
+        "ICMPv6) for the router's own addresses",
     ),
     _stage(
         "arp_resolve",

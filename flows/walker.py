@@ -52,18 +52,22 @@ from flows.actions import (
 from flows.flow import Flow, Group
 from flows.format import ct_state_text, format_flow
 
-_ZERO_DEFAULT = {
-    "metadata",
-    "tunnel_id",
-    "ct_state",
-    "ct_zone",
-    "ct_mark",
-    "ct_label",
-    "conj_id",
-    "vlan_vid",
-    "tun_ipv4_src",
-    "tun_ipv4_dst",
-} | {f"reg{i}" for i in range(16)}
+_ZERO_DEFAULT = (
+    {
+        "metadata",
+        "tunnel_id",
+        "ct_state",
+        "ct_zone",
+        "ct_mark",
+        "ct_label",
+        "conj_id",
+        "vlan_vid",
+        "tun_ipv4_src",
+        "tun_ipv4_dst",
+    }
+    | {f"reg{i}" for i in range(16)}
+    | {f"xxreg{i}" for i in range(4)}
+)
 _MAX_DEPTH = 64
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK, CT_SNAT, CT_DNAT = (1 << i for i in range(8))
 

@@ -131,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         pb.CreateChassisRequest(chassis=record, chassis_id=ch.name), metadata=admin
                     )
             ports = demo.seed(args.grpc_listen, admin_token, data)
-            vms = {}
-            for p in ports:
-                vms[p.port_id] = chassis[p.chassis_index].add_vm(
-                    p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu
-                )
+            vms = {p.port_id: _add_vm(chassis[p.chassis_index], p) for p in ports}
             dp = dpb_grpc.DataplaneServiceStub(channel)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -159,9 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'isolated' if isolated else 'MIXED'}",
                     flush=True,
                 )
+                dual = _dual_stack_ok(vms)
+                print(
+                    f"demo check: dual-stack ping across the router {'ok' if dual else 'FAILED'}", flush=True
+                )
                 tls = _tls_ok(chassis)
                 print(f"demo check: switches and OVSDB over TLS {'ok' if tls else 'FAILED'}", flush=True)
-                return 0 if ok and isolated and tls else 1
+                return 0 if ok and isolated and dual and tls else 1
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             try:
                 signal.pause()
@@ -226,6 +226,23 @@ def _main_ha(args: argparse.Namespace, data: Path, authority: Pki, dashboard_lis
             ha.close()
 
 
+def _add_vm(ch: Chassis, p: demo.DemoPort) -> VM:
+    """The demo port's VM; a dual-stack one gets its IPv6 address statically (no duplicate address detection)
+    and default routes of both families via the router."""
+    vm = ch.add_vm(p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu, gateway=p.gateway or None)
+    if p.ip6:
+        vm.exec(f"ip -6 addr add {p.ip6}/64 dev eth0 nodad && ip -6 route add default via {p.gateway6}")
+    return vm
+
+
+def _dual_stack_ok(vms: dict[str, VM]) -> bool:
+    """alice-vm1 (hv1, network web) reaches alice-db1 (hv2, network db) across her router, both families."""
+    src = vms["alice-vm1"]
+    v4 = src.ping(demo.DB_VM[1], count=3, timeout=15)
+    v6 = src.exec(f"ping -6 -n -c 3 -i 0.2 -w 15 {demo.V6['alice-db1']}", check=False).returncode == 0
+    return v4 and v6
+
+
 def start_topology(ha: HaCluster, chassis: list[Chassis]) -> dict[str, VM]:
     """The demo's chassis, tenants and VMs through the first controller of `ha`; until the ports are up."""
     first = ha.first
@@ -241,12 +258,7 @@ def start_topology(ha: HaCluster, chassis: list[Chassis]) -> dict[str, VM]:
             metadata=admin,
         )
     ports = demo.seed(first.grpc_listen, first.admin_token(), first.data_dir)
-    vms = {
-        p.port_id: chassis[p.chassis_index].add_vm(
-            p.port_id, p.mac, f"{p.ip}/24", iface_id=p.port_id, mtu=p.mtu
-        )
-        for p in ports
-    }
+    vms = {p.port_id: _add_vm(chassis[p.chassis_index], p) for p in ports}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         listed = stub.ListPorts(pb.ListPortsRequest(), metadata=admin).ports
@@ -368,6 +380,12 @@ Ping across chassis over VXLAN, inside each tenant (same addresses, separate net
   ip netns exec {ns["alice-vm1"]} ping -c 3 10.0.0.12     # alice-vm1 -> alice-vm2
   ip netns exec {ns["bob-vm1"]} ping -c 3 10.0.0.12       # bob-vm1 -> bob-vm2, never alice's
   ip netns exec {ns["bob-vm1"]} ip neigh                  # the MAC is bob-vm2's (answered by flows)
+
+Dual stack across alice's router: web also has fd00:a::/64, alice-vm1 = fd00:a::11; network db (10.0.1.0/24,
+fd00:db::/64) has alice-db1 = 10.0.1.11 / fd00:db::11 on hv2:
+  ip netns exec {ns["alice-vm1"]} ping -c 3 10.0.1.11      # IPv4, routed (TTL 63)
+  ip netns exec {ns["alice-vm1"]} ping -6 -c 3 fd00:db::11 # IPv6, routed (hop limit 63)
+  ip netns exec {ns["alice-vm1"]} ip -6 neigh              # the router's MAC (neighbour discovery answered by flows)
 
 Look at the API and the flows:
   export SDN_ENDPOINT={endpoint} SDN_TOKEN_FILE={data}/tokens.json

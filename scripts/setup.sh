@@ -8,6 +8,7 @@ APT_PKGS="$APT_PKGS chromium chromium-driver"  # headless browser for the dashbo
 APT_PKGS="$APT_PKGS busybox"  # udhcpc: the DHCP client of the DHCP end-to-end test
 APT_PKGS="$APT_PKGS systemd"  # systemd-analyze: tests/test_deploy.py verifies contrib/sdn-controller.service
 APT_PKGS="$APT_PKGS prometheus"  # tests/test_dashboard.py runs the Grafana dashboard's queries on a real Prometheus
+APT_PKGS="$APT_PKGS isc-dhcp-client ndisc6"  # dhclient -6 and rdisc6: the IPv6 address configuration e2e test
 APT_PKGS="$APT_PKGS etcd-server"  # store = "etcd"; tests start their own etcd processes (lab/etcd.py)
 # VPNaaS: strongSwan's IKE daemon (charon, one per VPN service, driven over VICI), its userspace ESP
 # (kernel-libipsec, in the extra plug-ins) and the openssl plug-in (ECP groups, AES-GCM)

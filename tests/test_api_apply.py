@@ -376,7 +376,14 @@ def test_export_round_trip_of_the_demo_topology(server: InProcessServer, api: Ap
         md = api.md(tokens[tenant])
         exported = ex.Export(apb.ExportRequest(), metadata=md)
         document = json_format.MessageToDict(exported.document)
-        assert {p["name"] for p in document["ports"]} == {f"ports/{tenant}-vm1", f"ports/{tenant}-vm2"}
+        extra = (
+            {f"ports/{demo.DB_VM[0]}"} if tenant == demo.DUAL_TENANT else set()
+        )  # alice's dual-stack db VM
+        assert {p["name"] for p in document["ports"]} == {
+            f"ports/{tenant}-vm1",
+            f"ports/{tenant}-vm2",
+            *extra,
+        }
         assert "tenant" not in document["networks"][0]
         response = ex.Apply(apb.ApplyRequest(document=exported.document, validate_only=True), metadata=md)
         assert list(response.changes) == []

@@ -102,6 +102,33 @@ def test_shared_network_takes_every_tenants_ports(api: Api) -> None:
     ]
     port = api.stub.CreatePort(pb.CreatePortRequest(port=pb.Port(network=net.name)), metadata=bob)
     assert port.tenant == "bob" and port.fixed_ips[0].ip_address.startswith("10.9.0.")
+    # the shared network's subnets are bob's to see (and to pick an address in), not to change
+    (sub,) = api.stub.ListSubnets(pb.ListSubnetsRequest(), metadata=bob).subnets
+    assert (
+        sub.cidr == "10.9.0.0/24"
+        and api.stub.GetSubnet(pb.GetSubnetRequest(name=sub.name), metadata=bob) == sub
+    )
+    picked = api.stub.CreatePort(
+        pb.CreatePortRequest(
+            port=pb.Port(network=net.name, fixed_ips=[pb.FixedIp(subnet=sub.name, ip_address="10.9.0.50")])
+        ),
+        metadata=bob,
+    )
+    assert picked.fixed_ips[0].ip_address == "10.9.0.50"
+    api.stub.DeletePort(pb.DeletePortRequest(name=picked.name), metadata=bob)
+    code, _, _ = expect_error(
+        api.stub.UpdateSubnet,
+        pb.UpdateSubnetRequest(
+            subnet=pb.Subnet(name=sub.name, display_name="mine"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        metadata=bob,
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    carol = api.md(api.tenant_token("carol"))  # shared with every tenant, as Neutron's shared=True
+    assert [s.name for s in api.stub.ListSubnets(pb.ListSubnetsRequest(), metadata=carol).subnets] == [
+        sub.name
+    ]
     # bob may not change the network itself, nor see alice's ports
     code, _, _ = expect_error(
         api.stub.UpdateNetwork,
@@ -126,6 +153,7 @@ def test_shared_network_takes_every_tenants_ports(api: Api) -> None:
         metadata=api.admin,
     )
     assert list(api.stub.ListNetworks(pb.ListNetworksRequest(), metadata=bob).networks) == []
+    assert list(api.stub.ListSubnets(pb.ListSubnetsRequest(), metadata=bob).subnets) == []
 
 
 def test_cli_tags_description_share(sdnctl: Cli) -> None:

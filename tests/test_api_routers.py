@@ -360,7 +360,8 @@ def test_interface_errors_name_the_field(api: Api, alice: Md) -> None:
         ({"subnet": wide_sub.name}, INVALID, ["subnet"], "OVERLAPPING_CIDR"),
         ({"subnet": nogw.name}, INVALID, ["subnet"], "NO_GATEWAY_IP"),
         ({"subnet": c_sub.name}, EXISTS, ["subnet"], "IP_ADDRESS_IN_USE"),
-        ({"subnet": ext_sub.name}, NOT_FOUND, [], "SUBNET_NOT_FOUND"),  # the operator's: invisible to alice
+        # the operator's external subnet: alice reads it (as Neutron shows it), may not attach it
+        ({"subnet": ext_sub.name}, grpc.StatusCode.PERMISSION_DENIED, ["subnet"], "ADMIN_ONLY"),
         ({"subnet": "nope"}, INVALID, ["subnet"], "INVALID_FIELD"),
         ({"port": used.name}, PRECONDITION, [], "PORT_IN_USE"),
         ({"port": two.name}, INVALID, ["port"], "MULTIPLE_IPV4_ADDRESSES"),

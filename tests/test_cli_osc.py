@@ -320,6 +320,8 @@ def test_errors_name_the_callers_objects_by_name_and_id(sdnctl: Cli) -> None:
     sdnctl("port", "set", "vm2", "--security-group", "web-sg", token=t)
     res = sdnctl("security", "group", "delete", "web-sg", token=t, code=5)
     assert f"security group 'web-sg' (id {sg['id']}) is used by 1 port(s)" in res.err
+    vm2 = sdnctl("port", "show", "vm2", "-f", "json", token=t).json()
+    assert f"('vm2' (id {vm2['id']}))" in res.err  # the ports using it, by name too
 
 
 def test_a_message_never_names_another_tenants_object() -> None:

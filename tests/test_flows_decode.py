@@ -103,6 +103,11 @@ def test_switch_spellings_decode_to_our_canonical_values():
     assert decode_action(nxm_move) == A.Move("eth_src", "eth_dst", 48)
     spa = ofpp.NXActionRegMove(src_field="arp_spa_nxm", dst_field="arp_tpa_nxm", n_bits=32)
     assert decode_action(spa) == A.Move("arp_spa", "arp_tpa", 32)
+    # and the ND fields with NXM_NX_ND_TARGET / NXM_NX_ND_TLL, which os-ken names nd_target / nd_tll
+    target = ofpp.NXActionRegMove(src_field="nd_target", dst_field="xxreg3", n_bits=128)
+    assert decode_action(target) == A.Move("ipv6_nd_target", "xxreg3", 128)
+    tll = ofpp.NXActionRegMove(src_field="reg9", dst_field="nd_tll", n_bits=16, dst_ofs=32)
+    assert decode_action(tll) == A.Move("reg9", "ipv6_nd_tll", 16, 0, 32)
 
 
 def test_foreign_entries_raise():
@@ -127,3 +132,30 @@ def test_foreign_entries_raise():
 def test_conjunction_flow_round_trips():
     f = Flow("acl_egress", P.MATCH, {"reg6": 3}, [A.Conjunction(12, 2, 3), A.Conjunction(13, 1, 2)])
     assert decode_flow(as_flow_stats(f)) == f
+
+
+def test_the_neighbour_advertisement_flows_round_trip() -> None:
+    """OVS's nd_reserved / nd_options_type (class 0x1000, registered with os-ken by flows/fields.py), the
+    128-bit moves into xxreg3 and the ICMPv6 matches come back from the switch's flow stats as sent."""
+    from apps import arp
+
+    nd = [f for f in arp.chassis_flows() if f.stage in ("arp_nd", "mac_found")]
+    assert any(a for f in nd for a in f.actions if isinstance(a, A.SetField) and a.field == "nd_reserved")
+    for flow in nd:
+        assert decode_flow(as_flow_stats(flow)) == flow
+
+
+def test_a_match_on_xxreg3_reported_as_reg12_to_reg15_folds_back() -> None:
+    """OVS 3.1 dumps our xxreg3 (NEXT_HOP6) match as reg12=..,reg13=0,reg14=0,reg15=.. in OpenFlow 1.3."""
+    flow = Flow(
+        "mac_lookup", P.MATCH(), {"metadata": 5, "xxreg3": (0xFD00 << 112) | 0x10}, (A.Goto("mac_found"),)
+    )
+    regs = {"reg12": 0xFD000000, "reg13": 0, "reg14": 0, "reg15": 0x10}
+    as_ovs = ofpp.OFPFlowStats(
+        table_id=flow.table,
+        priority=flow.priority,
+        cookie=0,
+        match=ofpp.OFPMatch(metadata=5, **regs),
+        instructions=[ofpp.OFPInstructionGotoTable(P.table_of("mac_found"))],
+    )
+    assert decode_flow(as_ovs) == flow

@@ -61,6 +61,7 @@ def test_registers_and_flags():
     assert {r.field for r in P.REGISTERS} == {
         "metadata",
         "reg0",
+        "xxreg3",
         "reg5",
         "reg6",
         "reg7",
@@ -73,6 +74,10 @@ def test_registers_and_flags():
     with pytest.raises(ValueError):
         P.flags_match([P.ROUTED], [P.ROUTED])
     assert P.CT_ZONE.mask == 0xFFFF and P.SRC_PORT.n_bits == 32
+    # the IPv6 next hop lives in reg12..reg15, which no other register overlaps
+    assert P.NEXT_HOP6.n_bits == 128 and not {"reg12", "reg13", "reg14", "reg15"} & {
+        r.field for r in P.REGISTERS
+    }
 
 
 # -- Flow validation ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import netaddr
 
-from topology import errors, portkeys
+from topology import errors, ipv6, portkeys
 from topology.model import OVERLAY_OVERHEAD, Change, Topology
 from topology.records import (
     OVERLAY_TYPES,
@@ -296,13 +296,15 @@ _OWNER_TABLE = {
 }
 
 
-def _owner(topo: Topology, p: Port) -> str:
-    """The router, floating IP or load balancer owning port `p`, named as `named_ref` does."""
-    return named_ref(getattr(topo, _OWNER_TABLE.get(p.device_owner, "routers")), p.device_id, p.tenant)
+def _owner(topo: Topology, p: Port, tenant: str | None = None) -> str:
+    """The router, floating IP or load balancer owning port `p`, named as `named_ref` does for `tenant` (the
+    tenant of the record acted on; default the port's own)."""
+    table = getattr(topo, _OWNER_TABLE.get(p.device_owner, "routers"))
+    return named_ref(table, p.device_id, p.tenant if tenant is None else tenant)
 
 
 def _refuse_router_owned(
-    topo: Topology, ports: Sequence[Port], what: str, reason: str, **metadata: str
+    topo: Topology, ports: Sequence[Port], what: str, reason: str, tenant: str, **metadata: str
 ) -> None:
     """Even `force` does not remove router interfaces, gateways or floating IP addresses (Neutron refuses
     too): they are removed through their router or floating IP."""
@@ -311,8 +313,8 @@ def _refuse_router_owned(
             kind = "an interface" if p.device_owner == OWNER_ROUTER_INTERFACE else "the external gateway"
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds {kind} of router {_owner(topo, p)} "
-                f"(port {p.id!r}); remove it from the "
+                f"{what} holds {kind} of router {_owner(topo, p, tenant)} "
+                f"(port {named_ref(topo.ports, p.id, tenant)}); remove it from the "
                 "router first (force does not)",
                 router=p.device_id,
                 port=p.id,
@@ -321,7 +323,8 @@ def _refuse_router_owned(
         if p.device_owner == OWNER_FLOATING_IP:
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds floating IP {p.device_id!r} (port {p.id!r}); delete the floating IP "
+                f"{what} holds floating IP {_owner(topo, p, tenant)} (port {named_ref(topo.ports, p.id, tenant)}); "
+                "delete the floating IP "
                 "first (force does not)",
                 floating_ip=p.device_id,
                 port=p.id,
@@ -330,8 +333,8 @@ def _refuse_router_owned(
         if p.device_owner == OWNER_LOAD_BALANCER:
             raise errors.failed_precondition(
                 reason,
-                f"{what} holds the VIP of load balancer {_owner(topo, p)} "
-                f"(port {p.id!r}); delete the load "
+                f"{what} holds the VIP of load balancer {_owner(topo, p, tenant)} "
+                f"(port {named_ref(topo.ports, p.id, tenant)}); delete the load "
                 "balancer first (force does not)",
                 load_balancer=p.device_id,
                 port=p.id,
@@ -339,13 +342,17 @@ def _refuse_router_owned(
             )
 
 
-def _refuse_lb_members(topo: Topology, subnet_id: str, what: str, reason: str, **metadata: str) -> None:
+def _refuse_lb_members(
+    topo: Topology, subnet_id: str, what: str, reason: str, tenant: str, **metadata: str
+) -> None:
     """A subnet named by load balancer members goes only after them (force does not remove them)."""
     members = sorted(m.id for m in topo.members.values() if m.subnet_id == subnet_id)
     if members:
+        named_members = ", ".join(named_ref(topo.members, m, tenant) for m in members)
         raise errors.failed_precondition(
             reason,
-            f"{what}: subnet {subnet_id!r} is the subnet of load balancer member(s) {', '.join(members)}; "
+            f"{what}: subnet {named_ref(topo.subnets, subnet_id, tenant)} is the subnet of load balancer "
+            f"member(s) {named_members}; "
             "delete them first (force does not)",
             member=members[0],
             **metadata,
@@ -390,9 +397,11 @@ def delete_network(
 ) -> list[Change]:
     subnets = topo.subnets_of(old.id)
     ports = topo.ports_of(old.id)
-    _refuse_router_owned(topo, ports, f"network {named(old)}", "NETWORK_IN_USE", network=old.id)
+    _refuse_router_owned(topo, ports, f"network {named(old)}", "NETWORK_IN_USE", old.tenant, network=old.id)
     for sub in subnets:
-        _refuse_lb_members(topo, sub.id, f"network {named(old)}", "NETWORK_IN_USE", network=old.id)
+        _refuse_lb_members(
+            topo, sub.id, f"network {named(old)}", "NETWORK_IN_USE", old.tenant, network=old.id
+        )
     _refuse_vpn_subnets(
         topo, [s.id for s in subnets], f"network {named(old)}", "NETWORK_IN_USE", network=old.id
     )
@@ -497,6 +506,7 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
                 "network",
                 reason="OVERLAPPING_CIDR",
             )
+    _check_ipv6_modes(sub, net)
     gateway = _check_gateway(net, sub.gateway_ip if gateway_given else None)
     pools = _check_pools_and_gateway(net, gateway, sub.allocation_pools)
     dns, routes = _check_dns_and_routes(sub.dns_servers, sub.host_routes)
@@ -509,7 +519,40 @@ def create_subnet(topo: Topology, sub: Subnet, gateway_given: bool, rev: int, no
         dns_servers=dns,
         host_routes=routes,
     )
-    return [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+    changes: list[Change] = [("subnet", rec.id, None, _stamp(rec, rev, now, True))]
+    if ipv6.is_auto_address(rec):  # the network's tenant ports form an address there: it is theirs (Neutron)
+        for p in topo.ports_of(rec.network_id):
+            if not p.device_owner.startswith("network:"):
+                fixed = (*p.fixed_ips, (rec.id, ipv6.eui64_address(rec.cidr, p.mac)))
+                changes.append(
+                    ("port", p.id, p, _stamp(dataclasses.replace(p, fixed_ips=fixed), rev, now, False))
+                )
+    return changes
+
+
+def _check_ipv6_modes(sub: Subnet, net: netaddr.IPNetwork) -> None:
+    """Neutron's rules: IPv6 only; both set means the same; not without DHCP; SLAAC and stateless need a
+    /64 (the EUI-64 interface identifier is 64 bits)."""
+    for path in ("ipv6_ra_mode", "ipv6_address_mode"):
+        mode = getattr(sub, path)
+        if mode and mode not in ipv6.MODES:
+            raise errors.invalid(path, f"{mode!r} is not one of {', '.join(ipv6.MODES)} (or empty)")
+        if mode and net.version == 4:
+            raise errors.invalid(path, f"{sub.cidr} is an IPv4 subnet: {path} is for IPv6 subnets only")
+    ra, am = sub.ipv6_ra_mode, sub.ipv6_address_mode
+    if ra and am and ra != am:
+        raise errors.invalid(
+            "ipv6_address_mode",
+            f"ipv6_ra_mode {ra!r} with ipv6_address_mode {am!r}: when both are set they must be the same",
+        )
+    if (ra or am) and not sub.enable_dhcp:
+        raise errors.invalid(
+            "enable_dhcp", "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is false"
+        )
+    if ipv6.is_auto_address(sub) and net.prefixlen != 64:
+        raise errors.invalid(
+            "cidr", f"{sub.cidr}: SLAAC and dhcpv6-stateless form EUI-64 addresses, which need a /64 prefix"
+        )
 
 
 SUBNET_MUTABLE = {
@@ -526,6 +569,10 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
     _check_fields(fields, SUBNET_MUTABLE)
     if "display_name" in fields:
         _check_name(fields["display_name"])
+    if fields.get("enable_dhcp") is False and (old.ipv6_ra_mode or old.ipv6_address_mode):
+        raise errors.invalid(
+            "enable_dhcp", f"subnet {named(old)} has IPv6 modes set: DHCP cannot be disabled (as in Neutron)"
+        )
     net = netaddr.IPNetwork(old.cidr)
     gateway = old.gateway_ip
     if "gateway_ip" in fields:
@@ -535,8 +582,8 @@ def update_subnet(topo: Topology, old: Subnet, fields: dict[str, Any], rev: int,
         if gateway != old.gateway_ip and holder is not None:
             raise errors.failed_precondition(
                 "GATEWAY_IN_USE",
-                f"gateway {old.gateway_ip} of subnet {old.id!r} is router {holder.device_id!r}'s "
-                f"interface (port {holder.id!r}); remove the interface first",
+                f"gateway {old.gateway_ip} of subnet {named(old)} is router {_owner(topo, holder, old.tenant)}'s "
+                f"interface (port {named_ref(topo.ports, holder.id, old.tenant)}); remove the interface first",
                 subnet=old.id,
                 port=holder.id,
             )
@@ -567,8 +614,22 @@ def delete_subnet(
     topo: Topology, old: Subnet, force: bool, rev: int | None = None, now: float = 0.0
 ) -> list[Change]:
     ports = topo.ports_with_ip_in(old.id)
-    _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
-    _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
+    changes: list[Change] = []
+    if ipv6.is_auto_address(old):  # tenant ports' EUI-64 addresses go with the subnet (Neutron)
+        auto = [p for p in ports if not p.device_owner.startswith("network:")]
+        for p in auto:
+            fixed = tuple((s, a) for s, a in p.fixed_ips if s != old.id)
+            changes.append(
+                (
+                    "port",
+                    p.id,
+                    p,
+                    _stamp(dataclasses.replace(p, fixed_ips=fixed), _rev(topo, rev), now, False),
+                )
+            )
+        ports = [p for p in ports if p not in auto]
+    _refuse_router_owned(topo, ports, f"subnet {named(old)}", "SUBNET_IN_USE", old.tenant, subnet=old.id)
+    _refuse_lb_members(topo, old.id, f"subnet {named(old)}", "SUBNET_IN_USE", old.tenant, subnet=old.id)
     _refuse_vpn_subnets(topo, [old.id], f"subnet {named(old)}", "SUBNET_IN_USE", subnet=old.id)
     if ports and not force:
         raise errors.failed_precondition(
@@ -576,7 +637,7 @@ def delete_subnet(
             f"subnet {named(old)} has addresses on {len(ports)} port(s); delete them first or use force",
             subnet=old.id,
         )
-    changes: list[Change] = _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
+    changes += _dissociate_ports(topo, {p.id for p in ports}, _rev(topo, rev), now)
     changes += [("port", p.id, p, None) for p in ports]
     changes.append(("subnet", old.id, old, None))
     return changes
@@ -598,33 +659,74 @@ def _generate_mac(topo: Topology, rng: random.Random) -> str:
 _rng = random.Random(int.from_bytes(os.urandom(16), "big"))  # unpredictable enough, one syscall
 
 
+def _eui64_slot(topo: Topology, port_id: str, sub: Subnet, mac: str, field_path: str) -> int:
+    """The port's EUI-64 address on an auto-address subnet (SLAAC, dhcpv6-stateless), if free."""
+    address = ipv6.eui64_address(sub.cidr, mac)
+    n = int(netaddr.IPAddress(address))
+    owner = topo.ip_owner.get(sub.id, {}).get(n)
+    if owner is not None and owner != port_id:
+        err = errors.in_use(
+            "IP_ADDRESS_IN_USE",
+            f"{address}, the EUI-64 address of {mac} on subnet {named(sub)}, is in use",
+            subnet=sub.id,
+            ip_address=address,
+        )
+        err.violations = [(field_path, f"{address} on subnet {named(sub)} is in use")]
+        raise err
+    return n
+
+
+def _default_fixed_ips(
+    topo: Topology, port_id: str, network_id: str, mac: str, dual_stack: bool
+) -> tuple[tuple[str, str], ...]:
+    """No request: an address of the first IPv4 subnet with room; with `dual_stack` (a tenant's port) also
+    one of the first IPv6 subnet allocating addresses (stateful or without modes) and the EUI-64 address on
+    every SLAAC / dhcpv6-stateless subnet (Neutron's defaults)."""
+    subnets = topo.subnets_of(network_id)
+    families = [(4, [s for s in subnets if s.ip_version == 4])]
+    if dual_stack:
+        families.append((6, [s for s in subnets if s.ip_version == 6 and not ipv6.is_auto_address(s)]))
+    out: list[tuple[str, str]] = []
+    for version, candidates in families:
+        for candidate in candidates:
+            n = topo.ipam[candidate.id].choose()
+            if n is not None:
+                out.append((candidate.id, _ip_str(n, version)))
+                break
+        else:
+            if candidates:
+                raise errors.exhausted(
+                    "IP_POOL_EXHAUSTED",
+                    f"no free IPv{version} address on network {network_id!r}",
+                    network=network_id,
+                )
+    if dual_stack and mac:
+        for sub in subnets:
+            if sub.ip_version == 6 and ipv6.is_auto_address(sub):
+                out.append((sub.id, _ip_str(_eui64_slot(topo, port_id, sub, mac, "fixed_ips"), 6)))
+    return tuple(out)
+
+
 def _resolve_fixed_ips(
     topo: Topology,
     port_id: str,
     network_id: str,
     requests: Sequence[tuple[str, str]],
     keep: Sequence[tuple[str, str]] = (),
+    mac: str = "",
 ) -> tuple[tuple[str, str], ...]:
     """Turn (subnet id or "", address or "") requests into (subnet id, address), allocating as needed.
 
     `keep` are the port's current addresses (on update): asking for one of them again is not a conflict.
+    `mac` given (a tenant's port, not one the controller makes for a router or floating IP): no request
+    means an address of each family, and on an auto-address subnet the address is the MAC's EUI-64 one.
     """
     subnets = topo.subnets_of(network_id)
     kept = {(s, int(netaddr.IPAddress(a))) for s, a in keep}
     result: list[tuple[str, str]] = []
     taken: dict[str, set[int]] = {}
     if not requests:
-        for candidate in subnets:
-            if candidate.ip_version != 4:
-                continue
-            n = topo.ipam[candidate.id].choose()
-            if n is not None:
-                return ((candidate.id, _ip_str(n, 4)),)
-        if any(s.ip_version == 4 for s in subnets):
-            raise errors.exhausted(
-                "IP_POOL_EXHAUSTED", f"no free address on network {network_id!r}", network=network_id
-            )
-        return ()
+        return _default_fixed_ips(topo, port_id, network_id, mac, bool(mac))
     explicit: list[tuple[int, str, int]] = []
     pending: list[tuple[int, str]] = []
     for i, (subnet_id, address) in enumerate(requests):
@@ -648,6 +750,13 @@ def _resolve_fixed_ips(
             lo, hi = _host_range(net)
             if not lo <= int(addr) <= hi:
                 raise errors.invalid(f"{fp}.ip_address", f"{address} is the network or broadcast address")
+            if mac and ipv6.is_auto_address(sub) and str(addr) != ipv6.eui64_address(sub.cidr, mac):
+                raise errors.invalid(
+                    f"{fp}.ip_address",
+                    f"subnet {named(sub)} is {sub.ipv6_address_mode or sub.ipv6_ra_mode}: a port's address there "
+                    f"is the EUI-64 address of its MAC ({ipv6.eui64_address(sub.cidr, mac)}), not another",
+                    reason="AUTO_ADDRESS_SUBNET",
+                )
             n = int(addr)
             owner = topo.ip_owner.get(sub.id, {}).get(n)
             if (owner is not None and owner != port_id) or n in taken.get(sub.id, set()):
@@ -676,13 +785,20 @@ def _resolve_fixed_ips(
     for i, sid in pending:
         exclude = taken.setdefault(sid, set())
         sub = topo.subnets[sid]
+        if mac and ipv6.is_auto_address(sub):
+            auto = _eui64_slot(topo, port_id, sub, mac, f"fixed_ips[{i}].subnet")
+            if auto in exclude:
+                raise errors.invalid(f"fixed_ips[{i}].subnet", f"subnet {named(sub)} is requested twice")
+            exclude.add(auto)
+            slots[i] = (sid, _ip_str(auto, 6))
+            continue
         # on update, a kept address of this subnet satisfies a bare-subnet request first
         reuse = next((n for s, n in sorted(kept) if s == sid and n not in exclude), None)
-        n = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
-        if n is None:
+        got = reuse if reuse is not None else topo.ipam[sid].choose(exclude)
+        if got is None:
             raise errors.exhausted("IP_POOL_EXHAUSTED", f"subnet {sid!r} has no free address", subnet=sid)
-        exclude.add(n)
-        slots[i] = (sid, _ip_str(n, sub.ip_version))
+        exclude.add(got)
+        slots[i] = (sid, _ip_str(got, sub.ip_version))
     result = [slots[i] for i in range(len(requests))]
     return tuple(result)
 
@@ -754,7 +870,7 @@ def create_port(
             raise err
     else:
         mac = _generate_mac(topo, _rng)
-    fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests)
+    fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests, mac=mac)
     _check_binding(topo, port.binding_chassis)
     rec = dataclasses.replace(
         port,
@@ -803,7 +919,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     _check_labels(fields)
     if "fixed_ips" in fields:
         fields["fixed_ips"] = _resolve_fixed_ips(
-            topo, old.id, old.network_id, fields["fixed_ips"] or (), keep=old.fixed_ips
+            topo, old.id, old.network_id, fields["fixed_ips"] or (), keep=old.fixed_ips, mac=old.mac
         )
     if "allowed_address_pairs" in fields:
         fields["allowed_address_pairs"] = _check_pairs(fields["allowed_address_pairs"], old.mac)
@@ -838,7 +954,7 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
             if not any(a == fip.fixed_ip for _s, a in kept):
                 raise errors.failed_precondition(
                     "FLOATING_IP_ASSOCIATED",
-                    f"floating IP {fip.id!r} ({fip.address}) maps {fip.fixed_ip} of "
+                    f"floating IP {named_ref(topo.floatingips, fip.id, old.tenant)} ({fip.address}) maps {fip.fixed_ip} of "
                     f"port {named(old)}; dissociate it before removing that address",
                     floating_ip=fip.id,
                     port=old.id,
@@ -974,7 +1090,7 @@ def delete_chassis(topo: Topology, old: Chassis, force: bool, rev: int, now: flo
     if ports and not force:
         raise errors.failed_precondition(
             "CHASSIS_IN_USE",
-            f"chassis {old.id!r} has {len(ports)} bound port(s); unbind them or use force",
+            f"chassis {named(old)} has {len(ports)} bound port(s); unbind them or use force",
             chassis=old.id,
         )
     changes: list[Change] = []
@@ -1126,8 +1242,22 @@ def _gateway_request(gw: GatewayRequest) -> list[tuple[str, str]]:
     return [(gw.subnet_id, gw.ip_address)] if gw.subnet_id or gw.ip_address else []
 
 
+def _refuse_ipv6_gateway(topo: Topology, gw: GatewayRequest) -> None:
+    """An IPv6 gateway address forwards nothing yet (apps/nat.py and the gateway chassis handle IPv4 only), and
+    a gateway port holds one address: asking for an IPv6 one would drop the IPv4 address and its SNAT."""
+    sub = topo.subnets.get(gw.subnet_id) if gw.subnet_id else None
+    if (sub is not None and sub.ip_version == 6) or ":" in gw.ip_address:
+        raise errors.failed_precondition(
+            "IPV6_GATEWAY_NOT_SUPPORTED",
+            "an IPv6 address on a router's external gateway is not forwarded yet (IPv6 is routed east-west "
+            "only; the gateway, its SNAT and floating IPs are IPv4): ask for an IPv4 subnet or address",
+            network=gw.network_id,
+        )
+
+
 def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: int, now: float) -> Change:
     _check_external(topo, gw.network_id, "external_gateway.network")
+    _refuse_ipv6_gateway(topo, gw)
     import uuid
 
     # tenant "": like Neutron's, the gateway port is nobody's to see or touch but the operator's
@@ -1237,6 +1367,7 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
                     ports.append(("port", cur.id, cur, None))
                 ports.append(_new_gateway_port(topo, old, gw, rev, now))
             elif _gateway_request(gw):  # same network: move the gateway's address if another is asked for
+                _refuse_ipv6_gateway(topo, gw)
                 try:
                     fixed = _resolve_fixed_ips(
                         topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips
@@ -1453,18 +1584,22 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
     port = topo.ports[port_id]
     # a load balancer's VIP may have a floating IP (balanced on the gateway chassis: apps/lb.py)
     if port.device_owner in ROUTER_OWNERS and port.device_owner != OWNER_LOAD_BALANCER:
-        raise errors.invalid("port", f"port {port.id!r} belongs to {port.device_owner} {port.device_id!r}")
+        raise errors.invalid(
+            "port", f"port {named(port)} belongs to {port.device_owner} {_owner(topo, port, fip.tenant)}"
+        )
     if fixed_ip:
         addr = _ip(fixed_ip, "fixed_ip_address", 4)
         match = [(s, a) for s, a in port.fixed_ips if a == str(addr)]
         if not match:
-            raise errors.invalid("fixed_ip_address", f"{fixed_ip} is not an address of port {port.id!r}")
+            raise errors.invalid("fixed_ip_address", f"{fixed_ip} is not an address of port {named(port)}")
     else:
         match = [(s, a) for s, a in port.fixed_ips if topo.subnets[s].ip_version == 4]
         if not match:
-            raise errors.invalid("port", f"port {port.id!r} has no IPv4 address to map")
+            raise errors.invalid("port", f"port {named(port)} has no IPv4 address to map")
         if len(match) > 1:
-            raise errors.invalid("fixed_ip_address", f"required: port {port.id!r} has several IPv4 addresses")
+            raise errors.invalid(
+                "fixed_ip_address", f"required: port {named(port)} has several IPv4 addresses"
+            )
     sid, addr_s = match[0]
     for other in _fips_of_port(topo, port.id):
         if other.id != fip.id and other.fixed_ip == addr_s:
@@ -1473,14 +1608,14 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
                     "floating_ip",
                     other.id,
                     reason="FIXED_IP_IN_USE",
-                    message=f"{addr_s} of port {port.id!r} already has floating IP "
-                    f"{other.id!r} ({other.address})",
+                    message=f"{addr_s} of port {named(port)} already has floating IP "
+                    f"{named(other)} ({other.address})",
                 )
                 err.violations = [("fixed_ip_address", f"{addr_s} already has floating IP {other.id!r}")]
             else:
                 err = errors.in_use(
                     "FIXED_IP_IN_USE",
-                    f"{addr_s} of port {port.id!r} already has a floating IP",
+                    f"{addr_s} of port {named(port)} already has a floating IP",
                     port=port.id,
                     fixed_ip_address=addr_s,
                 )
@@ -1494,8 +1629,9 @@ def _associate(topo: Topology, fip: FloatingIp, port_id: str, fixed_ip: str) -> 
             return dataclasses.replace(fip, port_id=port.id, fixed_ip=addr_s, router_id=rid)
     raise errors.failed_precondition(
         "EXTERNAL_GATEWAY_UNREACHABLE",
-        f"no router joins subnet {sid!r} of port {port.id!r} to external network "
-        f"{fip.network_id!r} (add the subnet to a router whose external gateway is there)",
+        f"no router joins subnet {named_ref(topo.subnets, sid, port.tenant)} of port {named(port)} to external "
+        f"network {named_ref(topo.networks, fip.network_id, port.tenant)} (add the subnet to a router whose "
+        "external gateway is there)",
         port=port.id,
         subnet=sid,
         network=fip.network_id,

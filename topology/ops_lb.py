@@ -325,13 +325,13 @@ def _check_default_pool(topo: Topology, listener: Listener, pending: Sequence[Ch
             "default_pool",
             f"pool {named(pool)} belongs to load balancer "
             f"{named_ref(topo.load_balancers, pool.load_balancer_id, pool.tenant)}, "
-            f"not {listener.load_balancer_id!r}",
+            f"not {named_ref(topo.load_balancers, listener.load_balancer_id, pool.tenant)}",
             reason="POOL_OF_ANOTHER_LOAD_BALANCER",
         )
     if pool.protocol != listener.protocol:
         raise errors.invalid(
             "default_pool",
-            f"pool {pool.id!r} is {pool.protocol}, the listener {listener.protocol}",
+            f"pool {named(pool)} is {pool.protocol}, the listener {listener.protocol}",
             reason="PROTOCOL_MISMATCH",
         )
 
@@ -349,8 +349,8 @@ def create_listener(topo: Topology, listener: Listener, rev: int, now: float) ->
                 "listener",
                 other.id,
                 reason="LISTENER_PORT_IN_USE",
-                message=f"load balancer {rec.load_balancer_id!r} already listens on "
-                f"{rec.protocol} {rec.protocol_port} (listener {other.id!r})",
+                message=f"load balancer {named_ref(topo.load_balancers, rec.load_balancer_id, rec.tenant)} "
+                f"already listens on {rec.protocol} {rec.protocol_port} (listener {named(other)})",
             )
             err.violations = [("protocol_port", f"{rec.protocol} {rec.protocol_port} is in use")]
             raise err
@@ -397,19 +397,21 @@ def create_pool(topo: Topology, pool: Pool, listener: Listener | None, rev: int,
         if rec.load_balancer_id != listener.load_balancer_id:
             raise errors.invalid(
                 "load_balancer",
-                f"listener {listener.id!r} is on load balancer {listener.load_balancer_id!r}",
+                f"listener {named(listener)} is on load balancer "
+                f"{named_ref(topo.load_balancers, listener.load_balancer_id, listener.tenant)}",
                 reason="POOL_OF_ANOTHER_LOAD_BALANCER",
             )
         if listener.protocol != protocol:
             raise errors.invalid(
                 "protocol",
-                f"{protocol} differs from listener {listener.id!r}'s {listener.protocol}",
+                f"{protocol} differs from listener {named(listener)}'s {listener.protocol}",
                 reason="PROTOCOL_MISMATCH",
             )
         if listener.default_pool_id:
             err = errors.failed_precondition(
                 "LISTENER_HAS_DEFAULT_POOL",
-                f"listener {listener.id!r} already has default pool {listener.default_pool_id!r}",
+                f"listener {named(listener)} already has default pool "
+                f"{named_ref(topo.pools, listener.default_pool_id, listener.tenant)}",
                 listener=listener.id,
             )
             err.violations = [("listener", f"has default pool {listener.default_pool_id!r}")]
@@ -486,7 +488,7 @@ def create_member(topo: Topology, member: Member, admin: bool, rev: int, now: fl
         field_path = "address"
         raise errors.invalid(
             field_path,
-            f"{member.address} is outside subnet {sub.id!r} ({sub.cidr})"
+            f"{member.address} is outside subnet {named_ref(topo.subnets, sub.id, member.tenant)} ({sub.cidr})"
             + ("" if member.subnet_id else ": name the member's subnet"),
             reason="ADDRESS_OUTSIDE_SUBNET",
         )
@@ -498,8 +500,8 @@ def create_member(topo: Topology, member: Member, admin: bool, rev: int, now: fl
                 "member",
                 other.id,
                 reason="MEMBER_EXISTS",
-                message=f"pool {pool.id!r} already has {address}:{member.protocol_port} "
-                f"(member {other.id!r})",
+                message=f"pool {named(pool)} already has {address}:{member.protocol_port} "
+                f"(member {named(other)})",
             )
             err.violations = [("address", f"{address}:{member.protocol_port} is already a member")]
             raise err
@@ -572,7 +574,8 @@ def create_health_monitor(
             "health_monitor",
             existing,
             reason="HEALTH_MONITOR_EXISTS",
-            message=f"pool {mon.pool_id!r} already has health monitor {existing!r}",
+            message=f"pool {named_ref(topo.pools, mon.pool_id, mon.tenant)} already has health monitor "
+            f"{named_ref(topo.health_monitors, existing, mon.tenant)}",
         )
         err.violations = [("pool", f"has health monitor {existing!r}")]
         raise err

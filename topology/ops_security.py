@@ -279,7 +279,8 @@ def delete_security_group(
         raise errors.failed_precondition(
             "SECURITY_GROUP_IN_USE",
             f"security group {named(old)} is used by {len(ports)} port(s)"
-            f"{' (' + ', '.join(p.id for p in ports[:5]) + ')' if ports else ''} and named as remote group by "
+            f"{' (' + ', '.join(named_ref(topo.ports, p.id, old.tenant) for p in ports[:5]) + ')' if ports else ''}"
+            " and named as remote group by "
             f"{len(remote)} rule(s) of other groups; detach it first or use force",
             security_group=old.id,
         )
@@ -377,7 +378,8 @@ def create_security_group_rule(
                 "security_group_rule",
                 other.id,
                 reason="SECURITY_GROUP_RULE_EXISTS",
-                message=f"security group {new.security_group_id!r} already has this rule ({other.id!r})",
+                message=f"security group {named_ref(topo.security_groups, new.security_group_id, new.tenant)} "
+                f"already has this rule ({other.id!r})",
             )
             raise err
     changes.append(_rule_change(topo, new, changes, rev, now))
@@ -507,7 +509,8 @@ def _check_policy_rules(topo: Topology, tenant: str, policy_id: str, rules: Sequ
         if other is not None and other != policy_id:
             err = errors.failed_precondition(
                 "FIREWALL_RULE_IN_USE",
-                f"firewall rule {rid!r} is already in policy {other!r} (a rule is in at most one policy)",
+                f"firewall rule {named(rule)} is already in policy "
+                f"{named_ref(topo.firewall_policies, other, tenant)} (a rule is in at most one policy)",
                 firewall_rule=rid,
                 firewall_policy=other,
             )
@@ -546,7 +549,8 @@ def delete_firewall_policy(topo: Topology, old: FirewallPolicy) -> list[Change]:
     if groups:
         raise errors.failed_precondition(
             "FIREWALL_POLICY_IN_USE",
-            f"firewall policy {named(old)} is used by firewall group(s) {', '.join(groups)}",
+            f"firewall policy {named(old)} is used by firewall group(s) "
+            f"{', '.join(named_ref(topo.firewall_groups, g, old.tenant) for g in groups)}",
             firewall_policy=old.id,
         )
     return [("firewall_policy", old.id, old, None)]
@@ -578,7 +582,7 @@ def _check_firewall_group(topo: Topology, group: FirewallGroup) -> FirewallGroup
         if port.device_owner != OWNER_ROUTER_INTERFACE:
             raise errors.invalid(
                 path,
-                f"port {port_id!r} is not a router interface (device_owner {OWNER_ROUTER_INTERFACE!r})",
+                f"port {named(port)} is not a router interface (device_owner {OWNER_ROUTER_INTERFACE!r})",
                 reason="NOT_ROUTER_INTERFACE",
             )
         if port_id in seen:
@@ -588,7 +592,8 @@ def _check_firewall_group(topo: Topology, group: FirewallGroup) -> FirewallGroup
         if other is not None and other != group.id:
             err = errors.failed_precondition(
                 "PORT_IN_FIREWALL_GROUP",
-                f"port {port_id!r} is already in firewall group {other!r} (a port is in at most one)",
+                f"port {named(port)} is already in firewall group "
+                f"{named_ref(topo.firewall_groups, other, group.tenant)} (a port is in at most one)",
                 port=port_id,
                 firewall_group=other,
             )

@@ -23,7 +23,7 @@ import netaddr
 
 from topology import errors
 from topology.model import Change, Topology
-from topology.ops import _check_fields, _check_name, _stamp, gateway_port, router_interfaces
+from topology.ops import _check_fields, _check_name, _stamp, gateway_port, named, named_ref, router_interfaces
 from topology.records import (
     DPD_ACTIONS,
     ENCAPSULATION_MODES,
@@ -239,7 +239,8 @@ def _in_use(kind: str, rec: Any, topo: Topology) -> None:
     if users:
         raise errors.failed_precondition(
             f"{kind.upper()}_IN_USE",
-            f"{kind.replace('_', ' ')} {rec.id!r} is used by IPsec site connection(s) {', '.join(users)}; "
+            f"{kind.replace('_', ' ')} {named(rec)} is used by IPsec site connection(s) "
+            f"{', '.join(named_ref(topo.ipsec_site_connections, u, rec.tenant) for u in users)}; "
             "delete them first",
             **{kind: rec.id},
         )
@@ -341,7 +342,7 @@ def create_vpn_service(topo: Topology, svc: VpnService, rev: int, now: float) ->
     if not router.gateway_network_id or gw is None:
         err = errors.failed_precondition(
             "ROUTER_NO_GATEWAY",
-            f"router {router.id!r} has no external gateway: a VPN service needs one (its address is the "
+            f"router {named(router)} has no external gateway: a VPN service needs one (its address is the "
             "tunnel's local end); set the router's external gateway first",
             router=router.id,
         )
@@ -351,7 +352,8 @@ def create_vpn_service(topo: Topology, svc: VpnService, rev: int, now: float) ->
     if other is not None:
         err = errors.failed_precondition(
             "ROUTER_HAS_VPN_SERVICE",
-            f"router {router.id!r} already has VPN service {other!r} (one per router: add connections to it)",
+            f"router {named(router)} already has VPN service {named_ref(topo.vpn_services, other, svc.tenant)} "
+            "(one per router: add connections to it)",
             router=router.id,
             vpn_service=other,
         )
@@ -503,7 +505,7 @@ def _peer_address(value: str, service: VpnService) -> str:
     if not local:
         raise errors.invalid(
             "peer_address",
-            f"an IPv{addr.version} peer, but VPN service {service.id!r}'s router has no IPv{addr.version} "
+            f"an IPv{addr.version} peer, but VPN service {named(service)}'s router has no IPv{addr.version} "
             "gateway address",
         )
     if str(addr) == local:
@@ -525,13 +527,13 @@ def _check_connection(topo: Topology, conn: IpsecSiteConnection) -> IpsecSiteCon
     if local.type != EP_SUBNET:
         raise errors.invalid(
             "local_ep_group",
-            f"endpoint group {local.id!r} is of type {local.type!r}: the local side is a {EP_SUBNET!r} group",
+            f"endpoint group {named(local)} is of type {local.type!r}: the local side is a {EP_SUBNET!r} group",
             reason="ENDPOINT_GROUP_TYPE",
         )
     if peer.type != EP_CIDR:
         raise errors.invalid(
             "peer_ep_group",
-            f"endpoint group {peer.id!r} is of type {peer.type!r}: the peer side is a {EP_CIDR!r} group",
+            f"endpoint group {named(peer)} is of type {peer.type!r}: the peer side is a {EP_CIDR!r} group",
             reason="ENDPOINT_GROUP_TYPE",
         )
     on_router = {sid for _p, sid, _a in router_interfaces(topo, service.router_id)}
@@ -540,8 +542,9 @@ def _check_connection(topo: Topology, conn: IpsecSiteConnection) -> IpsecSiteCon
         if sid not in on_router:
             err = errors.failed_precondition(
                 "SUBNET_NOT_ON_ROUTER",
-                f"subnet {sid!r} of local endpoint group {local.id!r} is not an interface of router "
-                f"{service.router_id!r} (VPN service {service.id!r}'s); add it to the router first",
+                f"subnet {named_ref(topo.subnets, sid, tenant)} of local endpoint group {named(local)} is not an "
+                f"interface of router {named_ref(topo.routers, service.router_id, tenant)} (VPN service "
+                f"{named(service)}'s); add it to the router first",
                 subnet=sid,
                 router=service.router_id,
             )
@@ -560,7 +563,7 @@ def _check_connection(topo: Topology, conn: IpsecSiteConnection) -> IpsecSiteCon
             if pnet in lnet or lnet in pnet:
                 raise errors.invalid(
                     "peer_ep_group",
-                    f"peer CIDR {pnet} overlaps {lnet} of local subnet {sid!r}",
+                    f"peer CIDR {pnet} overlaps {lnet} of local subnet {named_ref(topo.subnets, sid, tenant)}",
                     reason="OVERLAPPING_CIDR",
                 )
     for cid in sorted(topo.vpn_users.get(("vpn_service", service.id), ())):
@@ -574,7 +577,7 @@ def _check_connection(topo: Topology, conn: IpsecSiteConnection) -> IpsecSiteCon
                 if pnet in onet or onet in pnet:
                     raise errors.invalid(
                         "peer_ep_group",
-                        f"peer CIDR {pnet} overlaps {onet}, a peer CIDR of connection {cid!r} of the same "
+                        f"peer CIDR {pnet} overlaps {onet}, a peer CIDR of connection {named(other)} of the same "
                         "VPN service (traffic to it could take either tunnel)",
                         reason="OVERLAPPING_CIDR",
                     )

@@ -52,6 +52,8 @@ class Subnet:
     revision: int = 0
     create_time: float = 0.0
     update_time: float = 0.0
+    ipv6_ra_mode: str = ""  # topology/ipv6.py MODES or "": immutable (Neutron's)
+    ipv6_address_mode: str = ""
 
 
 @dataclass(frozen=True)

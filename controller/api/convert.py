@@ -132,6 +132,8 @@ def subnet_to_pb(s: Subnet) -> pb.Subnet:
         enable_dhcp=s.enable_dhcp,
         dns_servers=list(s.dns_servers),
         host_routes=[pb.HostRoute(destination=d, nexthop=n) for d, n in s.host_routes],
+        ipv6_ra_mode=s.ipv6_ra_mode,
+        ipv6_address_mode=s.ipv6_address_mode,
         revision=s.revision,
         etag=str(s.revision),
         create_time=_ts(s.create_time),

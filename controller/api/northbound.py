@@ -141,6 +141,8 @@ def _create_subnet(c: Call, m: pb.Subnet) -> list[Change]:
         enable_dhcp=m.enable_dhcp if m.HasField("enable_dhcp") else True,
         dns_servers=tuple(m.dns_servers),
         host_routes=tuple((r.destination, r.nexthop) for r in m.host_routes),
+        ipv6_ra_mode=m.ipv6_ra_mode,
+        ipv6_address_mode=m.ipv6_address_mode,
     )
     return ops.create_subnet(c.topo, sub, m.HasField("gateway_ip"), c.rev, c.now)
 
@@ -153,7 +155,7 @@ SUBNET = Resource(
     update=lambda c, old, fields: ops.update_subnet(c.topo, old, fields, c.rev, c.now),
     delete=lambda c, old, force: ops.delete_subnet(c.topo, old, force, c.rev, c.now),
     mutable=frozenset(ops.SUBNET_MUTABLE),
-    immutable=frozenset({"name", "tenant", "network", "cidr"}),
+    immutable=frozenset({"name", "tenant", "network", "cidr", "ipv6_ra_mode", "ipv6_address_mode"}),
     output_only=frozenset({"ip_version", "revision", "create_time", "update_time"}),
     values={
         "allocation_pools": lambda c, m: tuple((a.start, a.end) for a in m.allocation_pools),
@@ -563,7 +565,11 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
         if start == 0:
             with self.state.lock:
                 cursor = self.state.revision
-                snapshot = [r for r in self.state.topology.all_records() if visible(p, r)]
+                snapshot = [
+                    r
+                    for r in self.state.topology.all_records()
+                    if visible(p, r, self.state.topology.networks)
+                ]
             for rec in snapshot:
                 if self._watched(rec):
                     yield self._event(pb.WatchEvent.EXISTING, cursor, rec)
@@ -574,7 +580,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
             "UPDATED": pb.WatchEvent.UPDATED,
             "DELETED": pb.WatchEvent.DELETED,
         }
-        follower = Follower(lambda rec: visible(p, rec), cursor)
+        follower = Follower(lambda rec: visible(p, rec, self.state.topology.networks), cursor)
         self._feed.follow(follower)
         try:
             while context.is_active() and not self._stopping() and not self.state.closed and valid():
@@ -582,7 +588,7 @@ class TopologyService(pb_grpc.TopologyServiceServicer):
                 if head > cursor:
                     upto = min(head, cursor + WATCH_BATCH_REVISIONS)
                     for rev, _kind, op, rec in self._changes.get(cursor, upto):
-                        if visible(p, rec) and self._watched(rec):
+                        if visible(p, rec, self.state.topology.networks) and self._watched(rec):
                             yield self._event(kinds[op], rev, rec)
                     cursor = upto
                     continue

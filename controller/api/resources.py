@@ -31,7 +31,7 @@ from topology import errors, ops
 from topology import ops_security as sec
 from topology.errors import ApiError
 from topology.model import Change, Topology
-from topology.records import INTERNAL_KINDS, Chassis, Network, Record
+from topology.records import INTERNAL_KINDS, Chassis, Network, Record, Subnet
 from topology.state import State
 
 DEFAULT_PAGE_SIZE = 50
@@ -46,13 +46,22 @@ class Scope(Enum):
     ADMIN = "admin"  # the operator's only (chassis)
 
 
-def visible(p: Principal, rec: Record) -> bool:
-    """May `p` see `rec`? (External networks are seen by every tenant.)"""
+def visible(p: Principal, rec: Record, networks: Mapping[str, Any] | None = None) -> bool:
+    """May `p` see `rec`? External and shared networks are seen by every tenant, and so are their subnets
+    (as Neutron shows them: a tenant attaching a port to a shared network picks among its subnets) when
+    `networks` (the model's network table) is given."""
     if rec.KIND in INTERNAL_KINDS:  # the controller's own records (neighbours, gateway holds): not API ones
         return False
     if isinstance(rec, Chassis):
         return p.admin
-    return p.can_see(rec.tenant) or (isinstance(rec, Network) and (rec.external or rec.shared))
+    if p.can_see(rec.tenant):
+        return True
+    if isinstance(rec, Network):
+        return rec.external or rec.shared
+    if isinstance(rec, Subnet) and networks is not None:
+        net = networks.get(rec.network_id)
+        return net is not None and (net.external or net.shared)
+    return False
 
 
 def admin_only(p: Principal, field_path: str, what: str) -> None:
@@ -316,11 +325,12 @@ class Tables:
         rec = topo.table(kind).get(ident)
         if spec is not None and spec.scope is Scope.ADMIN and not p.admin:
             raise errors.permission_denied(field_path, f"{kind} are admin only")
-        if rec is None or not visible(p, rec):
+        if rec is None or not visible(p, rec, topo.networks):
             raise errors.not_found(kind, ident)
         if owned and not p.can_see(rec.tenant):
             raise errors.permission_denied(
-                field_path, f"{kind} {rec.id!r} belongs to the operator; tenants may only read it"
+                field_path,
+                f"{kind} {rec.id!r} belongs to the operator or is shared by it; tenants may only read it",
             )
         return rec
 
@@ -383,7 +393,7 @@ class Tables:
             items = [
                 r
                 for r in self.state.topology.table(spec.kind).values()
-                if visible(p, r)
+                if visible(p, r, self.state.topology.networks)
                 and (not tenant or r.tenant == tenant)
                 and (keep is None or keep(r))
                 and tags <= frozenset(getattr(r, "tags", ()))

@@ -51,6 +51,8 @@ COLUMNS: dict[str, list[Column]] = {
         "+Tenant=tenant",
         "+Gateway=gateway_ip",
         "+DHCP=enable_dhcp",
+        "+IPv6 RA Mode=ipv6_ra_mode",
+        "+IPv6 Address Mode=ipv6_address_mode",
         "+Allocation Pools=allocation_pools",
         "+DNS Nameservers=dns_servers",
     ),

@@ -183,6 +183,8 @@ def subnet_create(c: Client, a: argparse.Namespace) -> Any:
         allocation_pools=[pb.AllocationPool(**p) for p in a.allocation_pools or []],
         dns_servers=a.dns_servers or [],
         host_routes=[pb.HostRoute(**r) for r in a.host_routes or []],
+        ipv6_ra_mode=a.ipv6_ra_mode or "",
+        ipv6_address_mode=a.ipv6_address_mode or "",
     )
     if a.gateway_ip is not None:
         sub.gateway_ip = a.gateway_ip
@@ -702,6 +704,9 @@ def build_parser() -> Parser:
         )
     pc.add_argument("--no-dhcp", dest="enable_dhcp", action="store_const", const=False, default=None)
     pair(ps, "enable_dhcp", "--dhcp", "--no-dhcp")
+    v6modes = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")  # the server checks them too
+    pc.add_argument("--ipv6-ra-mode", choices=v6modes, help="router advertisements of the subnet's router")
+    pc.add_argument("--ipv6-address-mode", choices=v6modes, help="how the subnet's ports get IPv6 addresses")
 
     pc, pl, ps = _resource(sub, "port", port_create, port_set, "PORT")
     _labels(pc, pl, ps, "port")

@@ -77,10 +77,12 @@ class DriftMonitor:
             report.note = "a change was installed during the check; not drift"
             return report
         report.checked = True
-        if not (diff.missing or diff.unexpected or diff.undecodable):
-            return report  # clean (the usual case): no names needed (a registry of every owner is O(ports))
-        topo = self.dataplane.state.topology
-        registry = ids.registry_for(owners.model_owners(topo))
+        if diff.clean:
+            return report
+        # which object owns each entry, for the log lines: the model's owners, read under the model lock (a
+        # write changes its indexes in place), and only when there is drift (O(model) per chassis)
+        with self.dataplane.state.lock:
+            registry = ids.registry_for(owners.model_owners(self.dataplane.state.topology))
         order = lambda i: (
             (0, i.table, -i.priority)
             if isinstance(i, Flow)
@@ -88,7 +90,6 @@ class DriftMonitor:
             if isinstance(i, MeterEntry)
             else (1, i.group_id, 0)
         )
-        report.checked = True
         report.missing = [_text(i, registry) for i in sorted(diff.missing, key=order)]
         report.unexpected = [_text(i, registry) for i in sorted(diff.unexpected, key=order)]
         report.undecodable = list(diff.undecodable)

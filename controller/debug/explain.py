@@ -325,17 +325,32 @@ def _router_path(topo: Topology, a: str, b: str) -> list[str] | None:
     return [ident for kind, ident in path if kind == "router"]
 
 
-def _ip_of(p: Port | None, fallback: str | None = None) -> str | None:
-    return (_ipv4(p) if p is not None else None) or fallback
+def _ip_of(p: Port | None, fallback: str | None = None, version: int = 4) -> str | None:
+    """The port's address of the family (IPv4 unless the question is about an IPv6 address)."""
+    own = next((ip for _, ip in p.fixed_ips if netaddr.IPAddress(ip).version == version), None) if p else None
+    return own or fallback
+
+
+def _version(q: Query) -> int:
+    """The family the question is about: IPv6 when asked about an IPv6 address, else IPv4."""
+    return 6 if q.dst_ip and ":" in q.dst_ip else 4
 
 
 def _sg_rule_allows(
-    topo: Topology, rule: SecurityGroupRule, protocol: str, port: int | None, remote_ip: str | None
+    topo: Topology,
+    rule: SecurityGroupRule,
+    protocol: str,
+    port: int | None,
+    remote_ip: str | None,
+    version: int = 4,
 ) -> bool:
-    """Does this allow rule let IPv4 traffic of `protocol`/`port` with the far end at `remote_ip` pass?"""
-    if rule.ethertype != "IPv4":
+    """Does this allow rule let traffic of the family, `protocol`/`port` with the far end at `remote_ip` pass?
+    Only rules of the family count (ethertype IPv4 / IPv6); icmp in an IPv6 question is ICMPv6."""
+    if rule.ethertype != f"IPv{version}":
         return False
     want = PROTOCOLS[protocol]
+    if version == 6 and want == 1:
+        want = 58
     have = acl.protocol_number(rule.protocol)
     if have is not None and have != want:
         return False
@@ -343,7 +358,7 @@ def _sg_rule_allows(
         port is None or not rule.port_range_min <= port <= (rule.port_range_max or rule.port_range_min)
     ):
         return False
-    if have == 1 and rule.icmp_type >= 0 and rule.icmp_type != 8:
+    if have in (1, 58) and rule.icmp_type >= 0 and rule.icmp_type != (8 if have == 1 else 128):
         return False  # explain asks about echo requests for icmp
     if rule.remote_group_id:
         members = topo.group_ports.get(rule.remote_group_id, set())
@@ -389,7 +404,9 @@ def _sg_side(q: Query, port: Port, direction: str, remote_ip: str | None) -> lis
         ]
     for g in port.security_groups:
         for rule in topo.group_rules_of(g):
-            if rule.direction == direction and _sg_rule_allows(topo, rule, q.protocol, q.port, remote_ip):
+            if rule.direction == direction and _sg_rule_allows(
+                topo, rule, q.protocol, q.port, remote_ip, _version(q)
+            ):
                 gname = topo.security_groups[g].display_name if g in topo.security_groups else g
                 return [
                     Decider(
@@ -416,7 +433,8 @@ def _sg_side_hidden(q: Query, port: Port, direction: str, remote_ip: str | None,
     """Another tenant's port: whether its security groups let the traffic in, not which group or rule."""
     what = q.protocol + (f"/{q.port}" if q.port else "")
     allows = not port.port_security_enabled or any(
-        rule.direction == direction and _sg_rule_allows(q.topo, rule, q.protocol, q.port, remote_ip)
+        rule.direction == direction
+        and _sg_rule_allows(q.topo, rule, q.protocol, q.port, remote_ip, _version(q))
         for g in port.security_groups
         for rule in q.topo.group_rules_of(g)
     )
@@ -436,19 +454,24 @@ def check_security_groups(q: Query) -> list[Decider]:
     ingress rules must allow it from the source address (a reply of an allowed connection always passes)."""
     if q.protocol == "any":
         return []
-    out = _sg_side(q, q.src, EGRESS, _ip_of(q.dst, q.dst_ip))
+    v = _version(q)
+    out = _sg_side(q, q.src, EGRESS, _ip_of(q.dst, q.dst_ip, v))
     if q.dst is not None:
-        out += _sg_side(q, q.dst, INGRESS, _ip_of(q.src))
+        out += _sg_side(q, q.dst, INGRESS, _ip_of(q.src, None, v))
     return out
 
 
 def _fw_rule_matches(
-    rule: FirewallRule, protocol: str, port: int | None, src: str | None, dst: str | None
+    rule: FirewallRule, protocol: str, port: int | None, src: str | None, dst: str | None, version: int = 4
 ) -> bool:
-    if not rule.enabled or rule.ip_version != 4:
+    """As apps/firewall.py compiles it: a rule of the question's family only, icmp in an IPv6 rule is ICMPv6."""
+    if not rule.enabled or rule.ip_version != version:
         return False
     have = acl.protocol_number(rule.protocol)
-    if have is not None and have != PROTOCOLS[protocol]:
+    want = PROTOCOLS[protocol]
+    if version == 6:
+        have, want = (58 if have == 1 else have), (58 if want == 1 else want)
+    if have is not None and have != want:
         return False
     for cidr, ip in ((rule.source_ip_address, src), (rule.destination_ip_address, dst)):
         if cidr and (ip is None or netaddr.IPAddress(ip) not in netaddr.IPNetwork(cidr)):
@@ -471,17 +494,17 @@ def check_firewall(q: Query) -> list[Decider]:
     if not routers:
         return []
     router = routers[0]
-    src_ip, dst_ip = _ip_of(q.src), _ip_of(q.dst, q.dst_ip)
+    v = _version(q)
+    src_ip, dst_ip = _ip_of(q.src, None, v), _ip_of(q.dst, q.dst_ip, v)
     out = []
     for net, side in ((q.src.network_id, "ingress"), (q.dst.network_id, "egress")):
-        iface = next(
-            (
-                p
-                for p in topo.router_ports(router)
-                if p.network_id == net and p.device_owner == OWNER_ROUTER_INTERFACE
-            ),
-            None,
-        )
+        ifaces = [
+            p
+            for p in topo.router_ports(router)
+            if p.network_id == net and p.device_owner == OWNER_ROUTER_INTERFACE
+        ]
+        # the interface of the question's family (a dual-stack subnet pair may have one port per family)
+        iface = next((p for p in ifaces if _ip_of(p, None, v) is not None), ifaces[0] if ifaces else None)
         group = topo.firewall_groups.get(topo.port_firewall.get(iface.id, "")) if iface is not None else None
         if iface is None or group is None:
             continue
@@ -507,7 +530,7 @@ def check_firewall(q: Query) -> list[Decider]:
         where = f"the {side} policy firewallPolicies/{policy.id} of firewallGroups/{group.id} on {convert.name_of('port', iface.id)}"
         for rid in policy.rules:
             rule = topo.firewall_rules.get(rid)
-            if rule is not None and _fw_rule_matches(rule, q.protocol, q.port, src_ip, dst_ip):
+            if rule is not None and _fw_rule_matches(rule, q.protocol, q.port, src_ip, dst_ip, v):
                 out.append(
                     Decider(
                         "firewall",
@@ -550,7 +573,7 @@ def _firewall_hidden(
             r
             for rid in policy.rules
             if (r := topo.firewall_rules.get(rid)) is not None
-            and _fw_rule_matches(r, q.protocol, q.port, src_ip, dst_ip)
+            and _fw_rule_matches(r, q.protocol, q.port, src_ip, dst_ip, _version(q))
         ),
         None,
     )
@@ -626,7 +649,10 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     """Walk the packet through the flows; the walk decides, the model's deciders name why."""
     dst_ip = q.dst_ip or (_ipv4(q.dst) if q.dst is not None else None)
     if dst_ip is None or netaddr.IPAddress(dst_ip).version != 4:
-        exp.notes.append("no walk: the destination has no IPv4 address; the verdict is the model's reasoning")
+        exp.notes.append(
+            "no walk: the flows are walked for IPv4 destinations only; the verdict is the model's reasoning "
+            "(IPv6 security group and firewall rules)"
+        )
         return
     if dst_ip in {ip for _, ip in q.src.fixed_ips}:  # the VM's own stack delivers it, nothing is sent
         name = convert.name_of("port", q.src.id)

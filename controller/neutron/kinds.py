@@ -116,8 +116,8 @@ SUBNET = Kind(
         items("host_routes", "host_routes", (Sub("destination", "destination"), Sub("nexthop", "nexthop"))),
         strings("dns_nameservers", "dns_servers"),
         flag("enable_dhcp"),
-        const("ipv6_ra_mode", None),
-        const("ipv6_address_mode", None),
+        text("ipv6_ra_mode", null=True),  # immutable: a PUT naming it is refused, as Neutron does
+        text("ipv6_address_mode", null=True),
         const("subnetpool_id", None),
         *_extras(pb.Subnet)[1:],  # (subnets have no "shared" of their own)
     ),

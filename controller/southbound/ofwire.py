@@ -21,9 +21,12 @@ MP_HDR = struct.Struct("!BBHIHH4x")
 FLOW_STATS = struct.Struct("!HBxIIHHHH4xQQQ")
 
 
-def canonical_key(table: int, priority: int, cookie: int, buf: bytes, start: int) -> tuple[Any, ...]:
+def canonical_key(
+    table: int, priority: int, cookie: int, buf: bytes, start: int, stop: int | None = None
+) -> tuple[Any, ...]:
     """(table, priority, cookie, sorted match TLVs, instructions) of a flow-mod body (start=40) or a
-    flow-stats entry (start=48): equal for the same flow whatever order the switch lists match fields in."""
+    flow-stats entry (start=48: its offset + 48 in a reply, `stop` its end): equal for the same flow
+    whatever order the switch lists match fields in."""
     mlen = (buf[start + 2] << 8) | buf[start + 3]
     end = start + mlen
     off = start + 4
@@ -33,7 +36,7 @@ def canonical_key(table: int, priority: int, cookie: int, buf: bytes, start: int
         tlvs.append(buf[off : off + n])
         off += n
     tlvs.sort()
-    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7) :])
+    return (table, priority, cookie, b"".join(tlvs), buf[start + ((mlen + 7) & ~7) : stop])
 
 
 def _nxm_to_oxm() -> dict[int, int]:
@@ -59,8 +62,21 @@ _NX_REG_MOVE_HDR = struct.pack("!I", ofproto_common.NX_EXPERIMENTER_ID) + struct
 )  # NXAST_REG_MOVE
 
 
+_OXM_TO_NXM = {oxm: nxm for nxm, oxm in _NXM_TO_OXM.items()}
+
+
 def oxm_moves(instructions: bytes) -> bytes | None:
     """`instructions` with reg_move field headers spelled OXM (as we encode them), or None if none is NXM."""
+    return _respell_moves(instructions, _NXM_TO_OXM)
+
+
+def nxm_moves(instructions: bytes) -> bytes | None:
+    """`instructions` with reg_move field headers spelled NXM where the field has an NXM header (as OVS
+    reports them: it encodes NXAST_REG_MOVE's fields with NXM headers), or None if nothing changes."""
+    return _respell_moves(instructions, _OXM_TO_NXM)
+
+
+def _respell_moves(instructions: bytes, headers: dict[int, int]) -> bytes | None:
     if _NX_REG_MOVE_HDR not in instructions:
         return None
     buf = bytearray(instructions)
@@ -79,9 +95,9 @@ def oxm_moves(instructions: bytes) -> bytes | None:
                 if atype == 0xFFFF and buf[a + 4 : a + 10] == _NX_REG_MOVE_HDR:
                     for pos in (a + 16, a + 20):
                         hdr = struct.unpack_from("!I", buf, pos)[0]
-                        oxm = _NXM_TO_OXM.get(hdr)
-                        if oxm is not None:
-                            struct.pack_into("!I", buf, pos, oxm)
+                        other = headers.get(hdr)
+                        if other is not None:
+                            struct.pack_into("!I", buf, pos, other)
                             changed = True
                 a += alen
         off += ilen

@@ -198,6 +198,7 @@ class ChassisAgent:
         self._retry_at: float | None = None
         self._retry_delay = RETRY_MIN_S
         self._was_connected = False
+        self._published: tuple[Any, ...] | None = None  # what the last _publish was computed from
         self._disconnected_since: float | None = None
         self._warned_disconnected = False
         self._warned: set[str] = set()
@@ -322,6 +323,7 @@ class ChassisAgent:
                     self._txn, self._txn_actions = None, []
                     self._converged = False
                     self._seen_seqno = -1
+                    self._published = None
                     self._stopping.wait(1.0)
         finally:
             self._ready.clear()
@@ -369,7 +371,20 @@ class ChassisAgent:
                 self._retry_at = None
                 self._reconcile(config)
         self._was_connected = connected
-        self._publish(connected)
+        # What the ports and the readiness _publish reports depend on. The loop also wakes for probes, config
+        # updates that change nothing and transaction replies: reading every port again through the IDL (a
+        # third of the controller's samples at 20 chassis x 500 VIFs, bench_scale.py) would give the same answer.
+        key = (
+            idl.change_seqno,
+            connected,
+            self._converged,
+            self._txn is None,
+            self._config_version,
+            self._applied_version,
+        )
+        if key != self._published:
+            self._publish(connected)
+            self._published = key
 
         poller = ovs.poller.Poller()
         idl.wait(poller)

@@ -104,6 +104,7 @@ class Installed:
     raw_groups: list[RawGroup] = field(default_factory=list)
     raw_meters: list[RawMeter] = field(default_factory=list)
     counters: dict[FlowKey, tuple[int, int]] = field(default_factory=dict)
+    reordered: int = 0  # flows recognised only after re-ordering their match (transport.Recognizer)
 
 
 _FLOWS = (Flow, RawFlow)
@@ -191,7 +192,8 @@ def bundle_ops(
     if keys is None:
         if not inst:  # an empty switch (cold install): everything is an ADD, nothing to compare
             return g_add, g_mod, f_del, [Op(ADD, f) for f in desired.values()], g_del
-        keys = desired.keys() | inst.keys()
+        f_del, f_add, _ = _all_flow_ops(desired, inst)
+        return g_add, g_mod, f_del, f_add, g_del
     for k in keys:
         fwant, fhave = desired.get(k), inst.get(k)
         if fhave is None:
@@ -203,6 +205,34 @@ def bundle_ops(
             # same match+priority, other actions or cookie: ADD replaces (MODIFY would keep the cookie)
             f_add.append(Op(ADD, fwant))
     return g_add, g_mod, f_del, f_add, g_del
+
+
+def _all_flow_ops(
+    desired: Mapping[FlowKey, Flow], inst: Mapping[FlowKey, Flow]
+) -> tuple[list[Op], list[Op], int]:
+    """(deletes, adds, how many installed flows equal a desired one) turning every flow of `inst` into
+    `desired`. One pass over `desired` (an adopted entry is usually the desired Flow itself: the transport
+    hands back the engine's own values), and a pass over `inst` only if it holds keys `desired` lacks."""
+    f_del: list[Op] = []
+    f_add: list[Op] = []
+    get = inst.get
+    found = adopted = 0
+    for k, fwant in desired.items():
+        fhave = get(k)
+        if fhave is fwant:
+            found += 1
+            adopted += 1
+        elif fhave is None:
+            f_add.append(Op(ADD, fwant))
+        else:
+            found += 1
+            if fwant == fhave:
+                adopted += 1
+            else:  # same match+priority, other actions or cookie: ADD replaces (MODIFY would keep the cookie)
+                f_add.append(Op(ADD, fwant))
+    if found < len(inst):
+        f_del = [Op(DELETE, fhave) for k, fhave in inst.items() if k not in desired]
+    return f_del, f_add, adopted
 
 
 def meter_ops(
@@ -254,9 +284,10 @@ def plan_resync(
 ) -> Plan:
     """Everything the switch holds against the whole desired state: adopt what is equal, add what is
     missing, replace what differs, sweep the rest (undecodable entries included; meters but KEEP_METERS)."""
-    g_add, g_mod, f_del, f_add, g_del = bundle_ops(
-        desired, groups, have.flows, have.groups, None, groups.keys() | have.groups.keys()
+    g_add, g_mod, _, _, g_del = bundle_ops(
+        {}, groups, {}, have.groups, None, groups.keys() | have.groups.keys()
     )
+    f_del, f_add, adopted = _all_flow_ops(desired, have.flows)
     f_del[:0] = [Op(DELETE, e) for e in have.raw_flows]  # before an ADD of the same key
     # an undecodable group whose id we want is overwritten (MODIFY), any other one deleted
     raw_ids = {g.group_id for g in have.raw_groups}
@@ -268,5 +299,4 @@ def plan_resync(
     before, after = meter_ops(
         meters, have.meters, meters.keys() | have.meters.keys() | raw_meters, raw_meters
     )
-    adopted = sum(1 for k, f in have.flows.items() if (want := desired.get(k)) is f or want == f)
     return Plan(before, [*g_add, *g_mod, *f_del, *f_add, *g_del], after, adopted)

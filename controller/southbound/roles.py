@@ -149,7 +149,7 @@ class Ownership:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._step_down_all("controller stopping")
+        self._step_down_all("controller stopping", expected=True)
         if self._lease is not None:
             try:
                 self.store.lease_revoke(self._lease)
@@ -261,10 +261,15 @@ class Ownership:
         except Exception:
             log.exception("chassis %s: role change failed", ch)
 
-    def _step_down_all(self, why: str) -> None:
+    def _step_down_all(self, why: str, expected: bool = False) -> None:
         mine = self.masters()
-        if mine:
-            log.warning("stepping down from %s: %s", ", ".join(sorted(mine)), why)
+        if mine:  # a normal stop hands the chassis over: news, not trouble
+            log.log(
+                logging.INFO if expected else logging.WARNING,
+                "stepping down from %s: %s",
+                ", ".join(sorted(mine)),
+                why,
+            )
         for ch, gen in sorted(mine.items()):
             self._become(ch, False, gen)
 

@@ -19,7 +19,8 @@ against the bundle's version). Meters do not (OFPBFC_MSG_UNSUP): they go before 
 Errors: OVS reports a bad message of a bundle at commit and applies nothing (atomic). The transport logs the
 failing message decoded (ovs-ofctl syntax); the engine does not advance realized_revision, and resyncs; if
 the same desired state fails again it waits for the next desired change (or a growing delay) before
-retrying. A 50k-flow resync with nothing to change takes ~1-1.5 s here and sends nothing.
+retrying. A 100k-flow resync with nothing to change costs the controller ~1.1 s of CPU (cold caches,
+BENCHMARKS.md) and sends nothing.
 
 Before the first apply()/replace_desired() an engine never reconciles: an empty desired state would sweep
 the switch (a restarted controller must not wipe a switch it has not recompiled yet).
@@ -113,6 +114,7 @@ class SyncStats:
     last_dump_seconds: float = 0.0  # request to decoded snapshot
     last_dump_entries: int = 0
     last_dump_slow: int = 0  # entries that needed os-ken's parser + decode (not byte-equal to a desired flow)
+    last_dump_reordered: int = 0  # recognised after re-ordering their match fields (OVS's order unexpected)
     last_send_seconds: float = 0.0  # encoding and writing the last bundle
     last_bundle_seconds: float = 0.0  # the last bundle, from first byte to barrier reply
 
@@ -217,15 +219,18 @@ class SwitchSync:
         desired: dict[FlowKey, Flow] = {}
         groups: dict[int, Group] = {}
         meters: dict[int, MeterEntry] = {}
-        for item in flows:
-            if isinstance(item, Flow):
-                desired[FlowKey(item)] = item
-            elif isinstance(item, Group):
-                groups[item.group_id] = item
-            elif isinstance(item, MeterEntry):
-                meters[item.meter_id] = item
-            else:
-                raise TypeError(f"not a Flow, Group or MeterEntry: {item!r}")
+        # tens of thousands of new FlowKeys: with the default thresholds the cyclic GC would walk the whole
+        # heap several times meanwhile (~0.3 s of a cold 50k-flow install, bench_sync.py --cold-runs)
+        with gc_paused():
+            for item in flows:
+                if isinstance(item, Flow):
+                    desired[FlowKey(item)] = item
+                elif isinstance(item, Group):
+                    groups[item.group_id] = item
+                elif isinstance(item, MeterEntry):
+                    meters[item.meter_id] = item
+                else:
+                    raise TypeError(f"not a Flow, Group or MeterEntry: {item!r}")
         with self._cond:
             self._desired, self._desired_groups, self._desired_meters = desired, groups, meters
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
@@ -494,6 +499,13 @@ class SwitchSync:
         self._retry_at = time.monotonic() + self._retry_delay
 
     def _resync(self, t: Transport) -> None:
+        # automatic collection off for the whole resync: the dump's keys and the plan make ~10^5 young
+        # objects, and the full collection they would trigger (~0.5-1 s with a big model's heap) lands
+        # after the switch is reconciled instead of in the middle of its dump
+        with gc_paused():
+            self._resync_paused(t)
+
+    def _resync_paused(self, t: Transport) -> None:
         start = time.monotonic()
         with self._cond:
             gen = self._resync_gen
@@ -508,8 +520,7 @@ class SwitchSync:
             self._dirty_groups.clear()
             self._dirty_meters.clear()
             self._full_diff = False
-        with gc_paused():
-            plan = plan_resync(desired, groups, meters, have)
+        plan = plan_resync(desired, groups, meters, have)
         log.info(
             "dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods, "
             "%d meter-mods (revision %d)",
@@ -684,6 +695,7 @@ class SwitchSync:
             self._stats.last_dump_seconds = time.monotonic() - t0
             self._stats.last_dump_entries = len(have.flows) + len(have.raw_flows)
             self._stats.last_dump_slow = slow
+            self._stats.last_dump_reordered = have.reordered
         return have
 
 

@@ -12,11 +12,12 @@ the commit) and applies nothing. Meter-mods go the same way unbundled (OVS takes
 Deletes are DELETE_STRICT carrying the entry's own cookie with a full cookie mask, so a delete never hits
 an entry we did not see.
 
-Dumps: flow-stats replies are taken as raw bytes (ofapp hands them over before os-ken parses them, which
-runs at ~7k entries/s). An entry whose bytes are what we would send for a desired flow (match fields
-compared as a set, reg_move field headers compared in OXM spelling: OVS orders matches its own way and
-reports moves with NXM headers) is that flow without decoding; anything else goes through os-ken's
-parser and flows/decode.py.
+Dumps: each flow-stats reply is recognised as it arrives, on the engine's thread, while the rest are
+still coming (the request can also be split per table: DUMP_TABLES). Flow-stats replies are taken as raw bytes (ofapp hands them over before
+os-ken parses them, which runs at ~7k entries/s). An entry whose bytes are what OVS reports for a desired
+flow (Recognizer: our match fields in OVS's order, reg_move field headers in NXM spelling, timeouts and
+flags 0) is that flow without decoding; anything else goes through os-ken's parser and flows/decode.py
+(an entry with a timeout or flags, which no Flow has, is kept as undecodable: the resync replaces it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import gc
 import itertools
 import logging
+import queue
 import random
 import struct
 import threading
@@ -73,6 +75,12 @@ SEND_CHUNK = 2048
 #: how long to wait for a dump or a barrier before calling the connection broken
 DUMP_TIMEOUT = 60.0
 BARRIER_TIMEOUT = 60.0
+#: the flow-stats requests of a dump, one per entry (a table id, or OFPTT_ALL), sent in one write. One for all
+#: tables: asking table by table (range(254): 254 is OVS's hidden internal table, which a dump of all tables
+#: leaves out too) let OVS send a table's replies while building the next one's, but its whole dump of 100k
+#: flows costs it ~0.18 s of CPU, the split saved nothing measurable and cost ~20 ms on a small switch
+#: (BENCHMARKS.md, bench_resync_e2e.py --per-table)
+DUMP_TABLES: tuple[int, ...] = (ofp.OFPTT_ALL,)
 
 
 class SyncError(RuntimeError):
@@ -118,6 +126,14 @@ class _Waiter:
     entries: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     broken: bool = False
+    #: a flow dump's replies as they arrive (raw bytes, or (xid, flags, entries) parsed by os-ken); None
+    #: in it wakes the reader to look at `broken` / `errors`
+    parts: queue.SimpleQueue[Any] | None = None
+
+    def wake(self) -> None:
+        self.done.set()
+        if self.parts is not None:
+            self.parts.put(None)
 
 
 def describe_raw_flow(e: Any) -> str:
@@ -137,6 +153,199 @@ def describe(item: Any, registry: CookieRegistry | None = None) -> str:
     if isinstance(item, Group):
         return format_group(item)
     return str(item)
+
+
+#: the order OVS lists match fields in a flow-stats entry (lib/nx-match.c nx_put_raw: metadata, Ethernet,
+#: VLAN, L3 / ARP, L4, tunnel, registers, mark, conntrack, OpenFlow metadata). Only speed depends on it: an
+#: entry in another order is re-ordered and looked up again (Recognizer.reordered counts them).
+_OVS_MATCH_ORDER = (
+    "in_port",
+    "eth_src",
+    "eth_dst",
+    "eth_type",
+    "vlan_vid",
+    "vlan_pcp",
+    "ipv4_src",
+    "ipv4_dst",
+    "ipv6_src",
+    "ipv6_dst",
+    "ip_dscp",
+    "ip_ecn",
+    "ipv6_flabel",
+    "ip_proto",
+    "tcp_src",
+    "tcp_dst",
+    "tcp_flags",
+    "udp_src",
+    "udp_dst",
+    "sctp_src",
+    "sctp_dst",
+    "icmpv4_type",
+    "icmpv4_code",
+    "icmpv6_type",
+    "icmpv6_code",
+    "ipv6_nd_target",
+    "ipv6_nd_sll",
+    "ipv6_nd_tll",
+    "arp_op",
+    "arp_spa",
+    "arp_tpa",
+    "arp_sha",
+    "arp_tha",
+    "tunnel_id",
+    "tun_ipv4_src",
+    "tun_ipv4_dst",
+    *(f"reg{i}" for i in range(16)),
+    "pkt_mark",
+    "ct_state",
+    "ct_zone",
+    "ct_mark",
+    "ct_label",
+    "metadata",
+)
+
+
+def _match_ranks() -> dict[int, int]:
+    """OXM class and field (a TLV header's first 23 bits) -> position in _OVS_MATCH_ORDER."""
+    ranks = {}
+    for i, name in enumerate(_OVS_MATCH_ORDER):
+        try:
+            header, _ = encode._oxm_header(name, False)
+        except (encode.EncodeError, KeyError, ValueError):
+            continue
+        ranks[header >> 9] = i
+    return ranks
+
+
+_RANKS = _match_ranks()
+
+
+def _rank(tlv: bytes) -> int:
+    field_id = int.from_bytes(tlv[:3], "big") >> 1
+    return _RANKS.get(field_id, 1 << 24 | field_id)
+
+
+#: the part of a flow-stats entry after its length and table: priority, idle / hard timeouts, flags,
+#: padding, cookie (offsets 12-32; duration and counters left out)
+_ENTRY_HEAD = struct.Struct("!HHHH4xQ")
+_COUNTERS = struct.Struct("!QQ")
+
+
+class Recognizer:
+    """Flow-stats entries recognised by their bytes as desired flows, reply by reply (see the module
+    docstring); what it does not recognise is handed back parsed by os-ken for decoding.
+
+    An entry is `desired`'s flow when its table, priority, cookie, match TLVs (as a set) and instructions
+    are those of the flow-mod we send for it and its timeouts and flags are 0 as we send them; counters
+    and duration do not matter. The expected bytes are built on the first entry (an empty switch needs
+    none) from the encoder's per-field and per-action caches, match fields in the order OVS reports them
+    (_OVS_MATCH_ORDER), so a recognised entry costs a slice and a dict lookup. An entry that misses is
+    re-ordered (and its reg_move headers respelled) and looked up once more. reg_move's field headers
+    are expected in NXM spelling where the field has one: OVS reports them so whatever we sent. `have` collects the
+    recognised flows (under the engine's own keys when `desired` is a mapping: an adopted entry then shares
+    the desired key object, and the plan's comparisons stop at identity)."""
+
+    def __init__(self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], enc: encode.Encoder) -> None:
+        self.desired: Mapping[FlowKey, Flow] = (
+            desired if isinstance(desired, Mapping) else {FlowKey(f): f for f in desired}
+        )
+        self.enc = enc
+        self.have = Installed()
+        self.expected: dict[int, dict[bytes, FlowKey]] | None = None  # table -> entry bytes -> key
+
+    def _build(self) -> dict[int, dict[bytes, FlowKey]]:
+        by_table: dict[int, dict[bytes, FlowKey]] = {}
+        perms: dict[tuple[str, ...], tuple[int, ...] | None] = {}  # None: already in OVS's order
+        head, match_hdr, pads = _ENTRY_HEAD.pack, encode._MATCH_HDR.pack, encode._PADS
+        tlv_of, entry_tlv, instructions_of = (
+            encode._MATCH_TLVS.get,
+            encode._entry_tlv,
+            encode.flow_instructions,
+        )
+        reported: dict[bytes, bytes] = {}  # our instructions -> as OVS reports them (reg_move in NXM)
+        tables: dict[str, int] = {}
+        for fk, f in self.desired.items():
+            try:
+                ours = instructions_of(f)
+                instructions = reported.get(ours)
+                if instructions is None:
+                    instructions = reported[ours] = ofwire.nxm_moves(ours) or ours
+                match = f.match
+                tlvs = [tlv_of(e) or entry_tlv(e) for e in match]
+            except encode.EncodeError:  # no struct encoding: from the flow-mod itself
+                body = self.enc.flow_body(f, encode.ADD)
+                key = self._ordered(body, 40, len(body))
+            else:
+                if len(tlvs) < 2:
+                    m = tlvs[0] if tlvs else b""
+                else:
+                    names = tuple([e[0] for e in match])
+                    perm = perms.get(names, ())
+                    if perm == ():
+                        order = tuple(sorted(range(len(tlvs)), key=lambda i: _rank(tlvs[i])))
+                        perm = perms[names] = None if order == tuple(range(len(tlvs))) else order
+                    m = b"".join(tlvs if perm is None else [tlvs[i] for i in perm])
+                n = 4 + len(m)
+                key = head(f.priority, 0, 0, 0, f.cookie) + match_hdr(1, n) + m + pads[-n & 7] + instructions
+            table = tables.get(f.stage)
+            if table is None:
+                table = tables[f.stage] = f.table
+            d = by_table.get(table)
+            if d is None:
+                d = by_table[table] = {}
+            d[key] = fk
+        self.expected = by_table
+        return by_table
+
+    @staticmethod
+    def _ordered(buf: bytes, start: int, stop: int) -> bytes:
+        """The head and body of a flow-mod body (start=40) or flow-stats entry (start=48) with its match
+        TLVs in _OVS_MATCH_ORDER and reg_move headers spelled NXM: the expected bytes."""
+        if start == 40:  # flow-mod: cookie at 0, priority at 14; our timeouts and flags are 0
+            cookie = int.from_bytes(buf[0:8], "big")
+            prio = (buf[14] << 8) | buf[15]
+            head = _ENTRY_HEAD.pack(prio, 0, 0, 0, cookie)
+        else:
+            head = buf[start - 36 : start - 16]
+        mlen = (buf[start + 2] << 8) | buf[start + 3]
+        end = start + mlen
+        off = start + 4
+        tlvs = []
+        while off < end:
+            n = 4 + buf[off + 3]
+            tlvs.append(buf[off : off + n])
+            off += n
+        tlvs.sort(key=_rank)
+        instructions = buf[start + ((mlen + 7) & ~7) : stop]
+        instructions = ofwire.nxm_moves(instructions) or instructions
+        return head + buf[start : start + 4] + b"".join(tlvs) + encode._PADS[-mlen & 7] + instructions
+
+    def feed(self, part: bytes, slow: list[Any]) -> None:
+        """One raw flow-stats reply: recognised entries into `have`, the others parsed onto `slow`."""
+        off, end = ofwire.MP_HDR.size, len(part)
+        if off >= end:
+            return
+        by_table = self.expected
+        if by_table is None:
+            by_table = self._build()
+        desired, flows, counters = self.desired, self.have.flows, self.have.counters
+        counts = _COUNTERS.unpack_from
+        empty: dict[bytes, FlowKey] = {}
+        while off < end:
+            length = (part[off] << 8) | part[off + 1]
+            stop = off + length
+            d = by_table.get(part[off + 2], empty)
+            k = d.get(part[off + 12 : off + 32] + part[off + 48 : stop])
+            if k is None and d:
+                k = d.get(self._ordered(part, off + 48, stop))
+                if k is not None:
+                    self.have.reordered += 1
+            if k is not None:
+                flows[k] = desired[k]
+                counters[k] = counts(part, off + 32)
+            else:
+                slow.append(ofpp.OFPFlowStats.parser(part, off))
+            off = stop
 
 
 class Transport:
@@ -173,7 +382,7 @@ class Transport:
             self._closed = True
             for w in self._waiters.values():
                 w.broken = True
-                w.done.set()
+                w.wake()
             self._waiters.clear()
 
     def _alloc_xids(self, n: int) -> int:
@@ -196,7 +405,11 @@ class Transport:
             w = self._waiters.get(xid)
             if w is None:
                 return False
-            if isinstance(
+            if w.parts is not None and isinstance(msg, ofpp.OFPFlowStatsReply):
+                w.parts.put((xid, msg.flags, list(msg.body)))
+                if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+                    del self._waiters[xid]
+            elif isinstance(
                 msg, (ofpp.OFPFlowStatsReply, ofpp.OFPGroupDescStatsReply, ofpp.OFPMeterConfigStatsReply)
             ):
                 w.entries.extend(msg.body)
@@ -236,7 +449,7 @@ class Transport:
         w = self._waiters.pop(xid, None)
         if w is not None:
             w.errors.append(what)
-            w.done.set()
+            w.wake()
         log.error("dp %016x: OpenFlow error %s (xid %#x)", self.datapath_id, what, xid)
 
     # --- sending ---------------------------------------------------------------------------------------
@@ -372,87 +585,72 @@ class Transport:
 
     # --- dumps -----------------------------------------------------------------------------------------
 
-    def _flow_entries(
-        self, parts: list[Any], desired: Iterable[Flow] | Mapping[FlowKey, Flow], have: Installed
-    ) -> Iterator[Any]:
-        """Flow entries of a dump that need decoding, as os-ken OFPFlowStats.
-
-        Fast path for raw replies: an entry whose bytes are exactly what we send for a desired flow (match
-        fields compared as a set: OVS orders them its own way) is that flow; it goes straight into `have`
-        without os-ken's parser or decode (together ~5k entries/s). Entries OVS re-encodes (move with NXM
-        headers, ...) take the slow path.
-        """
-        expected: dict[tuple[Any, ...], tuple[FlowKey, Flow]] | None = None
-        for part in parts:
-            if not isinstance(part, bytes):  # parsed by os-ken (raw sinks not installed)
-                yield from part if isinstance(part, list) else (part,)
-                continue
-            off, end = ofwire.MP_HDR.size, len(part)
-            if off < end and expected is None:  # built on the first entry: an empty switch needs none
-                enc = self._enc
-                expected = {}
-                # the engine's own keys when it passes them (an adopted entry then shares the desired key
-                # object: no key built per entry here, and the plan's comparisons stop at identity)
-                pairs = (
-                    desired.items() if isinstance(desired, Mapping) else ((FlowKey(f), f) for f in desired)
-                )
-                stats_key = encode.stats_key
-                for fk, f in pairs:
-                    try:  # from the encoder's per-field / per-action caches, no flow-mod assembled
-                        key = stats_key(f)
-                    except encode.EncodeError:
-                        key = ofwire.canonical_key(
-                            f.table, f.priority, f.cookie, enc.flow_body(f, encode.ADD), 40
-                        )
-                    expected[key] = (fk, f)
-            unpack = ofwire.FLOW_STATS.unpack_from
-            while off < end:
-                length, table, _, _, prio, _, _, _, cookie, packets, nbytes = unpack(part, off)
-                entry = part[off : off + length]
-                key = ofwire.canonical_key(table, prio, cookie, entry, 48)
-                assert expected is not None
-                hit = expected.get(key)
-                if hit is None:
-                    moved = ofwire.oxm_moves(key[4])
-                    if moved is not None:
-                        hit = expected.get(key[:4] + (moved,))
-                if hit is not None:
-                    k, f = hit
-                    have.flows[k] = f
-                    have.counters[k] = (packets, nbytes)
-                else:
-                    yield ofpp.OFPFlowStats.parser(part, off)
-                off += length
-
     def dump(
         self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], timeout: float = DUMP_TIMEOUT
     ) -> tuple[Installed, int]:
         """Dump all flows, groups and meters of the switch and decode them; also how many flow entries
-        took the slow path (not byte-equal to one of `desired`). Raises SyncError."""
+        took the slow path (not byte-equal to one of `desired`). Raises SyncError.
+
+        One flow-stats request per DUMP_TABLES entry (one xid each, all in one write); each reply is
+        recognised as it arrives (Recognizer), while the next ones are still on their way."""
         dp = self.dp
+        n_tables = len(DUMP_TABLES)
+        wf, wg, wm = _Waiter("flows", parts=queue.SimpleQueue()), _Waiter("groups"), _Waiter("meters")
         with self._lock:
             if self._closed:
                 raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
-            xid = self._alloc_xids(3)
-            wf, wg, wm = _Waiter("flows"), _Waiter("groups"), _Waiter("meters")
-            self._waiters[xid], self._waiters[xid + 1], self._waiters[xid + 2] = wf, wg, wm
+            xid = self._alloc_xids(n_tables + 2)
+            gxid, mxid = xid + n_tables, xid + n_tables + 1
+            for i in range(n_tables):
+                self._waiters[xid + i] = wf
+            self._waiters[gxid], self._waiters[mxid] = wg, wm
             sinks = getattr(dp, RAW_SINKS_ATTR, None)
             if sinks is None:
                 sinks = {}
                 setattr(dp, RAW_SINKS_ATTR, sinks)
-            sinks[xid] = lambda buf, w=wf: self._on_raw(w, buf)
-        req = ofpp.OFPFlowStatsRequest(
-            encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
-        )
-        req.set_xid(xid)
+            put = wf.parts.put  # type: ignore[union-attr]
+            for i in range(n_tables):
+                sinks[xid + i] = put
+        reqs = []
+        for i, table in enumerate(DUMP_TABLES):
+            req = ofpp.OFPFlowStatsRequest(
+                encode.DATAPATH_DESC, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
+            )
+            req.set_xid(xid + i)
+            reqs.append(encode.osken_bytes(req))
         greq = ofpp.OFPGroupDescStatsRequest(encode.DATAPATH_DESC, 0)
-        greq.set_xid(xid + 1)
+        greq.set_xid(gxid)
         mreq = ofpp.OFPMeterConfigStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPM_ALL)
-        mreq.set_xid(xid + 2)
-        dp.send(encode.osken_bytes(req) + encode.osken_bytes(greq) + encode.osken_bytes(mreq))
+        mreq.set_xid(mxid)
         deadline = time.monotonic() + timeout
+        rec = Recognizer(desired, self._enc)
+        have = rec.have
+        slow_entries: list[Any] = []
         try:
-            for w in (wf, wg, wm):
+            dp.send(b"".join(reqs) + encode.osken_bytes(greq) + encode.osken_bytes(mreq))
+            pending = set(range(xid, xid + n_tables))
+            get, more = wf.parts.get, ofp.OFPMPF_REPLY_MORE  # type: ignore[union-attr]
+            with gc_paused():  # ~10^5 keys and tuples: no collections of the whole heap in between
+                while pending:
+                    try:
+                        part = get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        raise SyncError(f"dump of {self.datapath_id:016x} failed: timeout") from None
+                    if part is None:  # an error or the connection's end woke us
+                        if wf.broken or wf.errors:
+                            raise SyncError(
+                                f"dump of {self.datapath_id:016x} failed: {wf.errors or 'connection lost'}"
+                            )
+                        continue
+                    if type(part) is bytes:
+                        _, _, _, x, _, flags = ofwire.MP_HDR.unpack_from(part)
+                        rec.feed(part, slow_entries)
+                    else:  # parsed by os-ken (raw sinks not installed)
+                        x, flags, body = part
+                        slow_entries.extend(body)
+                    if not flags & more:
+                        pending.discard(x)
+            for w in (wg, wm):
                 if (
                     not w.done.wait(max(0.0, deadline - time.monotonic()))
                     or w.broken
@@ -466,17 +664,20 @@ class Transport:
                 log.warning("dp %016x: meter config request failed: %s", self.datapath_id, wm.errors)
                 wm.entries.clear()
         finally:
-            sinks.pop(xid, None)
             with self._lock:
-                self._waiters.pop(xid, None)
-                self._waiters.pop(xid + 1, None)
-                self._waiters.pop(xid + 2, None)
-        have = Installed()
-        slow = 0
-        for e in self._flow_entries(wf.entries, desired, have):
-            slow += 1
+                for i in range(n_tables):
+                    sinks.pop(xid + i, None)
+                    self._waiters.pop(xid + i, None)
+                self._waiters.pop(gxid, None)
+                self._waiters.pop(mxid, None)
+        slow = len(slow_entries)
+        for e in slow_entries:
             try:
                 f = decode_flow(e)
+                if e.idle_timeout or e.hard_timeout or e.flags:  # never ours: replaced
+                    raise DecodeError(
+                        f"idle_timeout={e.idle_timeout} hard_timeout={e.hard_timeout} flags={e.flags:#x}"
+                    )
             except DecodeError as err:
                 if is_ours(e.cookie):
                     log.warning(
@@ -509,10 +710,3 @@ class Transport:
                     RawMeter(e.meter_id, f"meter={e.meter_id} flags={e.flags:#x} bands={e.bands}")
                 )
         return have, slow
-
-    @staticmethod
-    def _on_raw(w: _Waiter, buf: bytes) -> None:
-        """A raw flow-stats reply (os-ken's receive thread)."""
-        w.entries.append(buf)
-        if not ofwire.MP_HDR.unpack_from(buf)[5] & ofp.OFPMPF_REPLY_MORE:
-            w.done.set()

@@ -92,7 +92,7 @@ class HostRoute(_message.Message):
     def __init__(self, destination: _Optional[str] = ..., nexthop: _Optional[str] = ...) -> None: ...
 
 class Subnet(_message.Message):
-    __slots__ = ("name", "tenant", "display_name", "network", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes", "revision", "create_time", "update_time", "etag")
+    __slots__ = ("name", "tenant", "display_name", "network", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp", "dns_servers", "host_routes", "revision", "create_time", "update_time", "etag", "ipv6_ra_mode", "ipv6_address_mode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,8 @@ class Subnet(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    IPV6_RA_MODE_FIELD_NUMBER: _ClassVar[int]
+    IPV6_ADDRESS_MODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     display_name: str
@@ -123,7 +125,9 @@ class Subnet(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., cidr: _Optional[str] = ..., ip_version: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., allocation_pools: _Optional[_Iterable[_Union[AllocationPool, _Mapping]]] = ..., enable_dhcp: _Optional[bool] = ..., dns_servers: _Optional[_Iterable[str]] = ..., host_routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    ipv6_ra_mode: str
+    ipv6_address_mode: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., display_name: _Optional[str] = ..., network: _Optional[str] = ..., cidr: _Optional[str] = ..., ip_version: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., allocation_pools: _Optional[_Iterable[_Union[AllocationPool, _Mapping]]] = ..., enable_dhcp: _Optional[bool] = ..., dns_servers: _Optional[_Iterable[str]] = ..., host_routes: _Optional[_Iterable[_Union[HostRoute, _Mapping]]] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., ipv6_ra_mode: _Optional[str] = ..., ipv6_address_mode: _Optional[str] = ...) -> None: ...
 
 class FixedIp(_message.Message):
     __slots__ = ("subnet", "ip_address")
