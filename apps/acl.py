@@ -1,6 +1,7 @@
 """Security groups: stateful allow rules per port, in conntrack zones of their own, with conjunctive matches.
 
-Every VM port located on the chassis has its own conntrack zone (ids.ct_zone: its key). An IP packet from
+Every VM port located on the chassis has its own conntrack zone (ids.ct_zone: its key's low 16 bits, unique
+among the ports bound to the chassis: topology/portkeys.py). An IP packet from
 the port is tracked in acl_egress (ct(zone, table=acl_egress)), one to it in acl_ingress. Then, in both
 tables:
 
@@ -9,8 +10,8 @@ tables:
     HIGH(30)  +inv: drop
     HIGH(21)  +rel: pass, skipping the firewall and the commit stage
     HIGH(20)  +est+rpl (a reply of a connection this port's zone committed): pass, likewise
-    HIGH(5)   untracked IP (one flow per ethertype for every port: the zone is the port's key, copied from
-              SRC_PORT / DST_PORT into CT_ZONE), ct(zone=CT_ZONE, nat, table=<this stage>): packets of a
+    HIGH(5)   untracked IP (one flow per ethertype for every port: the zone is the low 16 bits of the port's
+              key, copied from SRC_PORT / DST_PORT into CT_ZONE), ct(zone=CT_ZONE, nat, table=<this stage>): packets of a
               connection to a load balancer's VIP are DNAT'ed to their member (apps/lb.py), replies get the
               VIP back as source; so the rules see established packets to a VIP with the member's address
     MATCH(0)  the rules, as conjunctions: clause 1 = the port (reg6 / reg7 = its key); then the remote end
@@ -97,8 +98,8 @@ def chassis_flows() -> list[Flow]:
     for side in SIDES.values():
         for eth in (IPV4, IPV6):
             out += [
-                # untracked IP: track it in the port's zone, which is its key (ids.ct_zone), copied from the
-                # port's register: one flow for every port of the chassis, not one per port
+                # untracked IP: track it in the port's zone, its key's low 16 bits (ids.ct_zone), copied from
+                # the port's register: one flow for every port of the chassis, not one per port
                 Flow(
                     side.stage,
                     HIGH(5),
@@ -198,9 +199,7 @@ def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
         return []
     topo = view.topo
     c = ids.cookie(ids.SECURITY_GROUP, port.id)
-    ids.ct_zone(
-        port.key
-    )  # the shared tracking flows (chassis_flows) take the key as the zone: it must be one
+    ids.ct_zone(port.key)  # the shared tracking flows (chassis_flows) take the key's low bits as the zone
     out: list[Flow] = []
     for side in SIDES.values():
         me = {side.port_reg: port.key}

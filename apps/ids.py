@@ -40,12 +40,14 @@ APP_NAMES = {
 
 def ct_zone(port_key: int) -> int:
     """The conntrack zone of a port on its chassis (both directions of its security groups and the router
-    firewall checks made there), and of a router on its gateway chassis (its gateway port's key): port keys
-    are unique and < 2**16 (topology.model.MAX_PORT_KEY), so no two ports, or a port and a router, share
-    conntrack state, whatever addresses their tenants use."""
-    if not 0 < port_key <= 0xFFFF:
-        raise ValueError(f"port key {port_key} is not a conntrack zone (1..65535)")
-    return port_key
+    firewall checks made there), and of a router on its gateway chassis (its gateway port's zone) or a load
+    balancer's hairpin (its VIP port's): the key's low 16 bits (topology/portkeys.py), unique among the VM
+    ports bound to one chassis, and apart from every gateway's and VIP's zone on every chassis, so no two
+    ports there, or a port and a router, share conntrack state, whatever addresses their tenants use."""
+    zone = port_key & 0xFFFF
+    if not 0 < port_key <= 0xFFFFFFFF or not zone:
+        raise ValueError(f"port key {port_key:#x} holds no conntrack zone (low 16 bits 1..65535)")
+    return zone
 
 
 #: the meter every flow sending packets to the controller goes through (installed by the OpenFlow app on
@@ -54,16 +56,18 @@ PACKET_IN_METER = 1
 PACKET_IN_RATE_PPS = 100
 
 
-#: per-port DHCP meters: DHCP_METER_BASE + the port key (keys < 2**16, so ids 65537..131071: clear of the
-#: packet-in meter, and inside the 262144 meters OVS 3.1's userspace datapath holds)
+#: per-port DHCP meters: DHCP_METER_BASE + the port's zone (unique on its chassis, as meters are per switch;
+#: zones < 2**16, so ids 65537..131071: clear of the packet-in meter, and inside the 262144 meters OVS 3.1's
+#: userspace datapath holds)
 DHCP_METER_BASE = 1 << 16
 
 
 def dhcp_meter(port_key: int) -> int:
-    """The meter a port's DHCP requests pass on their way to the controller."""
-    if not 0 < port_key <= 0xFFFF:
-        raise ValueError(f"port key {port_key} has no DHCP meter (1..65535)")
-    return DHCP_METER_BASE + port_key
+    """The meter a port's DHCP requests pass on their way to the controller (on the port's chassis)."""
+    try:
+        return DHCP_METER_BASE + ct_zone(port_key)
+    except ValueError:
+        raise ValueError(f"port key {port_key:#x} has no DHCP meter (its zone is 0)") from None
 
 
 def cookie(app: int, owner_id: str) -> Cookie:

@@ -13,7 +13,7 @@ Client side (every chassis hosting the VIP's network or a network routed to it):
   a listener without usable member drops new connections;
 - lb (VIP network) MATCH(0): eth_dst = VIP MAC, ipv4_dst = a member -> eth_dst := the member's MAC, or the
   VIP network's router interface MAC for a member on another network (it is then routed);
-- hairpin (a member lands on itself), in the member's network, the VIP port key as a conntrack zone:
+- hairpin (a member lands on itself), on the member's chassis, the VIP port's (shared) zone as a conntrack zone:
   MATCH(10) src = dst = member, ct_zone = the member's, ct_mark = the VIP's: SNAT to the VIP in the VIP's
   zone, eth_src := VIP MAC, eth_dst := member MAC, ALLOW_LOOPBACK, to l2_lookup (out its own port);
   MATCH(5) member -> VIP: ct(zone=VIP zone, nat) then MATCH(20) an un-SNAT'ed hairpin reply (member ->
@@ -291,7 +291,8 @@ def lb_flows(view: View, chassis_id: str, lb: LoadBalancer) -> list[Flow | Group
                 cookie=c,
             )
         )
-        if port is not None and port.key and view.located(port) and view.hosts(chassis_id, port.network_id):
+        # the hairpin happens on the member's own chassis (its zone is unique there only)
+        if port is not None and port.key and view.located(port) and port.binding_chassis == chassis_id:
             out += _hairpin(topo.networks[port.network_id].key, lb, vip, vzone, port, addr, c)
     # anything else to the VIP MAC (a port no listener has) goes nowhere (rather than flooded as unknown)
     out.append(Flow("l2_lookup", MATCH, match={"metadata": vnet.key, "eth_dst": vip.mac}, cookie=c))

@@ -4,7 +4,10 @@ events and controller restarts, and after every step asserts that
 - each chassis's incrementally compiled desired state == a full compile from scratch (and is what its
   switch engine was handed);
 - every port's binding is the fixed point of topology.binding over what the chassis report (a VIF
-  plugged before its port, after it, moved, unplugged, re-plugged; a port pinned by an admin).
+  plugged before its port, after it, moved, unplugged, re-plugged; a port pinned by an admin);
+- port keys are unique and every bound VM port's conntrack zone (its key's low 16 bits) is unique on its
+  chassis and apart from the gateways' and VIPs' shared zones, the model's zone index matches the records,
+  and a restart keeps every key (topology/portkeys.py).
 
 The controller is one of several (owned_only: it compiles only the chassis it masters): chassis are
 released to another controller and taken back at any step, and the invariants hold for the ones it masters
@@ -33,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from apps.compiler import desired_from_scratch
 from controller.dataplane import Dataplane
 from tests.test_dataplane_nat import FakeAgent, FakeEngine
-from topology import binding, ops, ops_lb, ops_security
+from topology import binding, ops, ops_lb, ops_security, portkeys
 from topology.errors import ApiError
 from topology.model import Change, Topology
 from topology.records import (
@@ -243,8 +246,11 @@ class AnyOrder(RuleBasedStateMachine):
         """The controller restarts: the model is rebuilt from the store; only some chassis report at once
         (the others' OVSDB sessions come back later, through `report_chassis`)."""
         self.dp.stop()
+        keys = {p.id: p.key for p in self.topo.ports.values()}
         self.state.close()
         self.state = State(self.tmp / "topology.sqlite")
+        # keys, and so conntrack zones, are the records': the same after a restart (no orphaned entries)
+        assert {p.id: p.key for p in self.topo.ports.values()} == keys
         self.dp = self._dataplane()
         for ch in sorted(reconnect):
             self.report(ch)
@@ -641,6 +647,38 @@ class AnyOrder(RuleBasedStateMachine):
                 elif len(hosts) == 1:
                     assert port.binding_chassis in hosts, (port.id, port.binding_chassis, hosts)
 
+    @invariant()
+    def zones_unique_per_chassis(self) -> None:
+        """Keys unique; a bound VM port's zone (its key's low bits) unique on its chassis and no gateway's or
+        VIP's (shared) zone; the model's zone index is what the records say (after undone writes, restarts)."""
+        with self.state.lock:
+            check_zones(self.topo)
+
+
+def check_zones(topo: Topology) -> None:
+    ports = list(topo.ports.values())
+    keys = [p.key for p in ports]
+    assert all(0 < k <= portkeys.MAX_PORT_KEY for k in keys) and len(set(keys)) == len(keys)
+    shared = [portkeys.zone_of(p.key) for p in ports if portkeys.shared(p)]
+    assert 0 not in shared and len(set(shared)) == len(shared), shared
+    per_chassis: dict[str, list[int]] = {}
+    for p in ports:
+        if portkeys.zoned_on(p):
+            per_chassis.setdefault(p.binding_chassis, []).append(portkeys.zone_of(p.key))
+    for ch, zones in per_chassis.items():
+        assert 0 not in zones and len(set(zones)) == len(zones), (ch, zones)
+        assert not set(zones) & set(shared), (ch, zones, shared)
+    fresh = portkeys.PortKeys()
+    for p in ports:
+        fresh.add(p)
+    index = topo.zones
+    assert (index.keys.allocated, index.shared, index.local, index.local_use) == (
+        fresh.keys.allocated,
+        fresh.shared,
+        fresh.local,
+        fresh.local_use,
+    )
+
 
 # ANY_ORDER_EXAMPLES=2000 for a deeper search (bench/ or by hand); CI runs the default
 AnyOrder.TestCase.settings = settings(
@@ -664,5 +702,6 @@ def test_ports_bound_in_one_write_get_their_groups_rules() -> None:
         assert {m.topo.ports[p].binding_chassis for p in ("p0", "p1")} == {"hv3"}
         m.incremental_equals_full()
         m.bindings_are_the_fixed_point()
+        m.zones_unique_per_chassis()
     finally:
         m.teardown()

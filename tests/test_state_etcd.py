@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import threading
@@ -957,3 +958,56 @@ def test_a_bug_in_a_batch_reaches_only_its_caller_or_leaves_the_model_as_it_was(
         if pid not in a.topology.ports:
             create_port(a, pid)
     assert b.sync() == a.revision and model(a) == model(b)
+
+
+def _make_chassis(ch: object, t: Topology, r: int, n: float) -> list[Change]:
+    return ops.create_chassis(t, ch, r, n)  # type: ignore[arg-type]
+
+
+def _make_port(port: Port, t: Topology, r: int, n: float) -> list[Change]:
+    return ops.create_port(t, port, [], r, n)
+
+
+def _vif_on_hv1(pid: str, t: Topology, r: int, n: float) -> list[Change]:
+    from topology import binding
+
+    return binding.rebind(t, {"hv1": {pid}}, [pid], r, n)
+
+
+def test_concurrent_binds_on_both_never_share_a_zone_on_a_chassis(pair: tuple[EtcdState, EtcdState]) -> None:
+    """Ports created and bound on both controllers at once, on the same chassis: every zone is still unique per
+    chassis (each write chose at etcd's head), and both models agree on keys and zones."""
+    from tests.test_any_order import check_zones
+    from topology.records import Chassis
+
+    a, b = pair
+    seed(a)
+    for i, ch in enumerate(("hv1", "hv2")):
+        a.write(functools.partial(_make_chassis, Chassis(id=ch, datapath_id=i + 1)))
+    b.sync()
+    failed: list[BaseException] = []
+
+    def worker(state: EtcdState, name: str) -> None:
+        for i in range(10):
+            pid = f"{name}-{i}"
+            try:
+                pin = "hv1" if i % 2 else ""
+                port = Port(id=pid, tenant="t", network_id="net", mac="", binding_chassis=pin)
+                state.write(functools.partial(_make_port, port))
+                if not pin:  # its VIF shows up on hv1: the dataplane's binding write
+                    state.write(functools.partial(_vif_on_hv1, pid))
+            except BaseException as err:  # noqa: BLE001 (reported below)
+                failed.append(err)
+
+    threads = [threading.Thread(target=worker, args=(s, f"{s is a}{k}")) for s in (a, b) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed
+    assert b.sync() == a.sync()
+    assert model(a) == model(b)
+    assert sum(p.binding_chassis == "hv1" for p in a.topology.ports.values()) == 40
+    for state in (a, b):
+        with state.lock:
+            check_zones(state.topology)

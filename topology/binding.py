@@ -16,11 +16,15 @@ writes the difference through the store like any other write, so a restart finds
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Container, Iterable, Mapping
 
-from topology import ops
+from topology import ops, portkeys
+from topology.errors import ApiError
 from topology.model import Change, Topology
 from topology.records import Port
+
+log = logging.getLogger(__name__)
 
 #: chassis id -> the port ids its VIFs name (iface-id), as its OVSDB last reported
 Reports = Mapping[str, Container[str]]
@@ -63,7 +67,11 @@ def stale(topo: Topology, reports: Reports, port_ids: Iterable[str]) -> list[str
 def rebind(topo: Topology, reports: Reports, port_ids: Iterable[str], rev: int, now: float) -> list[Change]:
     """The changes that bind `port_ids` where `binding` says (none for those already there)."""
     changes: list[Change] = []
+    claims = portkeys.Claims()  # the keys and zones the ports bound here take (applied together)
     for pid in stale(topo, reports, port_ids):
         port = topo.ports[pid]
-        changes += ops.bind_port(port, binding(port, reports, topo.chassis), rev, now)
+        try:
+            changes += ops.bind_port(topo, port, binding(port, reports, topo.chassis), rev, now, claims)
+        except ApiError as err:  # no free zone on that chassis: the port stays where it was (logged)
+            log.warning("port %s not bound: %s", pid, err.message)
     return changes

@@ -13,6 +13,7 @@ from typing import Any
 import netaddr
 import networkx as nx
 
+from topology import portkeys
 from topology.allocator import RangeAllocator
 from topology.records import (
     DEFAULT_GROUP_NAME,
@@ -76,8 +77,8 @@ class ModelConfig:
 
 Change = tuple[str, str, Record | None, Record | None]  # (kind, id, old, new)
 
-#: ports (VMs', routers' and floating IPs' together) a deployment holds: a port key is its conntrack zone
-MAX_PORT_KEY = 0xFFFF
+#: port keys are 32 bits, their low 16 bits the port's conntrack zone on its chassis (topology/portkeys.py)
+MAX_PORT_KEY = portkeys.MAX_PORT_KEY
 
 
 class Topology:
@@ -162,8 +163,9 @@ class Topology:
         self.routed = nx.Graph()
         # dataplane keys (see flows/pipeline.py's register map): datapath keys fit a 24-bit VNI
         self.datapath_keys = RangeAllocator([(1, (1 << 24) - 1)])
-        # a port's key is also its conntrack zone on its chassis (apps/ids.py ct_zone): 16 bits
-        self.port_keys = RangeAllocator([(1, MAX_PORT_KEY)])
+        # port keys (unique, 32 bits) and the conntrack zones in their low 16 bits (unique per chassis)
+        self.zones = portkeys.PortKeys()
+        self.port_keys = self.zones.keys
         # security group rules' keys: their conjunction ids in the dataplane
         self.rule_keys = RangeAllocator([(1, (1 << 31) - 1)])
         # listeners' keys: their select groups' ids (apps/ids.py lb_group)
@@ -501,7 +503,7 @@ class Topology:
             for ref in _vpn_refs(rec):
                 self.vpn_users.setdefault(ref, set()).add(rec.id)
         elif isinstance(rec, Port):
-            self.port_keys.add(rec.key)
+            self.zones.add(rec)
             if rec.port_security_enabled:
                 versions = [value_version(v) for v in member_values(rec)]
                 for g in rec.security_groups:
@@ -595,7 +597,7 @@ class Topology:
                     if not got:
                         del self.vpn_users[ref]
         elif isinstance(rec, Port):
-            self.port_keys.remove(rec.key)
+            self.zones.remove(rec)
             if rec.port_security_enabled:
                 versions = [value_version(v) for v in member_values(rec)]
                 for g in rec.security_groups:

@@ -18,7 +18,7 @@ from typing import Any
 
 import netaddr
 
-from topology import errors, ipv6
+from topology import errors, ipv6, portkeys
 from topology.model import OVERLAY_OVERHEAD, Change, Topology
 from topology.records import (
     OVERLAY_TYPES,
@@ -852,7 +852,7 @@ def _check_binding(topo: Topology, chassis_id: str) -> None:
         raise errors.invalid("binding_chassis", f"chassis {chassis_id!r} does not exist")
 
 
-ROUTER_OWNERS = (OWNER_ROUTER_INTERFACE, OWNER_ROUTER_GATEWAY, OWNER_FLOATING_IP, OWNER_LOAD_BALANCER)
+ROUTER_OWNERS = portkeys.CONTROLLER_OWNERS
 #: who a controller-made port belongs to, as errors name it
 OWNER_LABEL = {OWNER_FLOATING_IP: "floating IP", OWNER_LOAD_BALANCER: "load balancer"}
 
@@ -887,15 +887,12 @@ def create_port(
         mac = _generate_mac(topo, _rng)
     fixed = _resolve_fixed_ips(topo, port.id, port.network_id, ip_requests, mac=mac)
     _check_binding(topo, port.binding_chassis)
-    key = topo.port_keys.choose()
-    if key is None:
-        raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
     rec = dataclasses.replace(
         port,
         mac=mac,
         fixed_ips=fixed,
         status=PORT_DOWN,
-        key=key,
+        key=_port_key(topo, dataclasses.replace(port, key=0)),
         requested_chassis=port.binding_chassis,
         allowed_address_pairs=_check_pairs(port.allowed_address_pairs, mac),
         security_groups=_check_groups(port.security_groups),
@@ -949,8 +946,10 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
         if fields["binding_chassis"] != old.binding_chassis:
             fields["status"] = PORT_DOWN  # the new chassis has not realized it yet
     new = dataclasses.replace(old, **fields)
+    if portkeys.zoned_on(new) != portkeys.zoned_on(old):
+        new = dataclasses.replace(new, key=_port_key(topo, new))
     if old.device_owner in ROUTER_OWNERS:
-        for name in ("fixed_ips", "device_owner", "device_id"):
+        for name in ("fixed_ips", "device_owner", "device_id", "binding_chassis"):
             if getattr(new, name) != getattr(old, name):
                 owner = OWNER_LABEL.get(old.device_owner, "router")
                 err = errors.failed_precondition(
@@ -979,12 +978,51 @@ def update_port(topo: Topology, old: Port, fields: dict[str, Any], rev: int, now
     return [("port", old.id, old, _stamp(new, rev, now, False))]
 
 
-def bind_port(old: Port, chassis_id: str, rev: int, now: float) -> list[Change]:
-    """The dataplane's binding (topology/binding.py), not a client's: the port goes where its VIF is."""
+def bind_port(
+    topo: Topology, old: Port, chassis_id: str, rev: int, now: float, claims: portkeys.Claims | None = None
+) -> list[Change]:
+    """The dataplane's binding (topology/binding.py), not a client's: the port goes where its VIF is.
+    `claims`: keys and zones other ports of the same write took (bound in it, not applied yet)."""
     if old.binding_chassis == chassis_id:
         return []
     new = dataclasses.replace(old, binding_chassis=chassis_id, status=PORT_DOWN)
+    if portkeys.zoned_on(new) != portkeys.zoned_on(old):
+        new = dataclasses.replace(new, key=_port_key(topo, new, claims))
     return [("port", old.id, old, _stamp(new, rev, now, False))]
+
+
+def _port_key(topo: Topology, port: Port, claims: portkeys.Claims | None = None) -> int:
+    """The key `port` (as it is about to be written) must have: its own key if still valid where it is now
+    bound (a VM port's zone free on its chassis), else a new one (topology/portkeys.py). 0 for a new port."""
+    zones = topo.zones
+    chassis_id = portkeys.zoned_on(port)
+    if portkeys.shared(port):
+        if port.key:
+            return port.key
+        key = zones.choose_shared_key(claims)
+    elif not chassis_id:
+        if port.key:
+            return port.key
+        key = zones.choose_key(claims)
+    elif port.key and zones.zone_free(chassis_id, portkeys.zone_of(port.key), claims):
+        key = port.key
+    else:
+        key = zones.choose_zoned_key(chassis_id, claims)
+        if key is None:
+            raise errors.exhausted(
+                "CONNTRACK_ZONES_EXHAUSTED",
+                f"chassis {chassis_id!r} has no free conntrack zone (it holds {zones.holders(chassis_id)} ports)",
+                chassis=chassis_id,
+            )
+    if key is None:
+        raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
+    if claims is not None:
+        claims.keys.add(key)
+        if portkeys.shared(port):
+            claims.shared.add(portkeys.zone_of(key))
+        elif chassis_id:
+            claims.zones.setdefault(chassis_id, set()).add(portkeys.zone_of(key))
+    return key
 
 
 def set_port_status(old: Port, status: str, rev: int, now: float) -> list[Change]:
@@ -1183,9 +1221,6 @@ def _new_owned_port(
         if addr == topo.subnets[sid].gateway_ip and owner != OWNER_ROUTER_INTERFACE:
             path = paths.get("fixed_ips[0].ip_address", "ip_address")
             raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
-    key = topo.port_keys.choose()
-    if key is None:
-        raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
     port = Port(
         id=ident,
         tenant=tenant,
@@ -1195,8 +1230,8 @@ def _new_owned_port(
         device_owner=owner,
         device_id=device_id,
         port_security_enabled=False,
-        key=key,
     )
+    port = dataclasses.replace(port, key=_port_key(topo, port))
     return ("port", ident, None, _stamp(port, rev, now, True))
 
 

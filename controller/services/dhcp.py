@@ -184,9 +184,10 @@ class Responder:
         """The logical port the packet came from: by SRC_PORT key (else in_port), and it must own `mac`."""
         key = match.get(SRC_PORT.field)
         in_port = match.get("in_port")
-        for port in view.topo.ports_on_chassis(chassis_id):
-            ofport = view.local_ofport(chassis_id, port)
-            if ofport is None:
+        for pid in sorted(view.rt(chassis_id).vifs):  # plugged here: O(VIFs), not O(ports bound here)
+            port = view.topo.ports.get(pid)
+            ofport = None if port is None else view.local_ofport(chassis_id, port)
+            if port is None or ofport is None:
                 continue
             if (key and port.key == key) or (not key and in_port is not None and ofport == in_port):
                 if in_port is not None and ofport != in_port:
