@@ -326,3 +326,60 @@ def test_incremental_compile_equals_full_as_ipv6_pieces_come_and_go() -> None:
     check([("port", new, None, w.topo.ports[new]), ("router", "alice-r", r, w.topo.routers["alice-r"])])
     b2 = w.topo.ports["b2"]
     check(w.apply(ops.update_port(w.topo, b2, {"binding_chassis": "hv1"}, w.rev + 1, 0.0)))
+
+
+def test_an_ipv6_reject_rule_answers_with_a_rst_or_administratively_prohibited() -> None:
+    """A reject rule with ip_version 6 sends the packet to the controller (as for IPv4), which answers TCP
+    with a RST and anything else with ICMPv6 destination unreachable code 1, from the destination."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet, tcp, udp
+
+    from apps import ids
+    from apps.view import View
+    from controller.dataplane import PacketIn
+    from controller.services import firewall_reject
+    from flows.cookie import Cookie
+
+    w, p = dual_stack_world()
+    rule = FirewallRule(id="rej6", tenant="alice", action="reject", ip_version=6)
+    w.apply([("firewall_rule", rule.id, None, rule)])
+    w.apply([("firewall_policy", "pol", None, FirewallPolicy(id="pol", tenant="alice", rules=("rej6",)))])
+    ports = ("alice-r-alice-b-sub", "alice-r-alice-b-v6")
+    group = FirewallGroup(id="fwg", tenant="alice", ports=ports, egress_policy_id="pol")
+    w.apply([("firewall_group", "fwg", None, group)])
+    a1, g6 = p["a1"], iface(w, "alice-r", "alice-a-v6").mac
+    res = w.switch("hv1").walk(ip6(w, a1, g6, v6(p["b1"]), ip_proto=6, tcp_src=40000, tcp_dst=22))
+    assert res.ports == ["CONTROLLER"], res
+    flow = [s.flow for s in res.steps if s.stage == "fw_router_out" and s.flow is not None][-1]
+    assert Cookie.decode(int(flow.cookie)).app == ids.FIREWALL  # type: ignore[arg-type,union-attr]
+
+    def frame(l4: object, nxt: int) -> bytes:
+        pkt = packet.Packet()
+        pkt.add_protocol(ethernet.ethernet(dst=g6, src=a1.mac, ethertype=0x86DD))
+        pkt.add_protocol(ipv6.ipv6(src=v6(a1), dst=v6(p["b1"]), nxt=nxt, hop_limit=64))
+        pkt.add_protocol(l4)
+        if nxt == 17:
+            pkt.add_protocol(b"hello")
+        pkt.serialize()
+        return bytes(pkt.data)
+
+    sent: list[tuple[int, bytes, int]] = []
+    handle = firewall_reject.handler(lambda dp, data, port: sent.append((dp, data, port)))
+
+    def pin(data: bytes) -> PacketIn:
+        return PacketIn("hv1", 1, data, {"in_port": w.ofport(a1)}, w.topo, View(w.topo, w.runtime))
+
+    syn = tcp.tcp(src_port=40000, dst_port=22, seq=1000, bits=firewall_reject.TCP_SYN, window_size=1000)
+    handle(pin(frame(syn, 6)))
+    out = packet.Packet(sent[0][1])
+    e, ip, t = out.get_protocol(ethernet.ethernet), out.get_protocol(ipv6.ipv6), out.get_protocol(tcp.tcp)
+    assert sent[0][2] == w.ofport(a1) and (e.src, e.dst, e.ethertype) == (g6, a1.mac, 0x86DD)
+    assert (ip.src, ip.dst, t.src_port, t.dst_port) == (v6(p["b1"]), v6(a1), 22, 40000)
+    assert t.bits == firewall_reject.TCP_RST | firewall_reject.TCP_ACK and (t.seq, t.ack) == (0, 1001)
+    u = frame(udp.udp(src_port=5000, dst_port=53), 17)
+    handle(pin(u))
+    ic = packet.Packet(sent[1][1]).get_protocol(icmpv6.icmpv6)
+    assert (ic.type_, ic.code) == (1, 1) and ic.data == bytes(4) + u[14:]
+    # never about an ICMPv6 error
+    err = icmpv6.icmpv6(type_=1, code=4, data=bytes(4) + u[14:])
+    handle(pin(frame(err, 58)))
+    assert len(sent) == 2

@@ -167,7 +167,8 @@ def test_an_ipv6_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) 
 
 
 def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -> None:  # type: ignore[no-untyped-def]
-    """Deny ICMPv6 on the egress of six-b's IPv6 interface, allow the rest: ping6 stops, ping (IPv4) goes on."""
+    """Deny ICMPv6 on the egress of six-b's IPv6 interface, allow the rest: ping6 stops, ping (IPv4) goes on;
+    made reject, ping6 gets ICMPv6 administratively prohibited from the destination."""
     md = env.md("six")
     (a1, _), (b1, b1_6) = world["a1"], world["b1"]
     rules = [
@@ -204,6 +205,16 @@ def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -
     try:
         assert not ping6(a1, b1_6, timeout=2)[0], "ICMPv6 denied by the IPv6 rule"
         assert a1.ping(b1.ip, count=2), "IPv4 allowed by the IPv4 rule"
+        # reject answers IPv6 too: ICMPv6 destination unreachable, administratively prohibited, from b1
+        env.stub.UpdateFirewallRule(
+            pb.UpdateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(name=ids[0], action="reject"), update_mask={"paths": ["action"]}
+            ),
+            metadata=md,
+        )
+        env.wait_realized()
+        out = a1.exec(f"ping -6 -n -c 1 -w 3 {b1_6}", check=False, timeout=8).stdout
+        assert f"From {b1_6}" in out and "Administratively prohibited" in out, out
     finally:
         env.stub.DeleteFirewallGroup(pb.DeleteFirewallGroupRequest(name=group.name), metadata=md)
         env.wait_realized()
