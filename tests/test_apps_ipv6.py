@@ -383,3 +383,41 @@ def test_an_ipv6_reject_rule_answers_with_a_rst_or_administratively_prohibited()
     err = icmpv6.icmpv6(type_=1, code=4, data=bytes(4) + u[14:])
     handle(pin(frame(err, 58)))
     assert len(sent) == 2
+
+
+def test_trace_and_explain_walk_ipv6_packets_through_the_flows() -> None:
+    """trace builds the IPv6 packet a VM sends (ICMPv6 echo by default, to its gateway's MAC when routed) and
+    walks it across chassis; Explain to an IPv6 address walks the flows and agrees with them, firewall rules of
+    ip_version 6 included; echo to the router's IPv6 address is answered in flows."""
+    from controller.debug import trace as tr
+    from tests.test_trace import FakeDataplane
+
+    w, p = dual_stack_world()
+    dp = FakeDataplane(w)
+    g6 = iface(w, "alice-r", "alice-a-v6")
+    res = tr.trace(dp, port_id="a1", headers={"ipv6_dst": v6(p["b2"])})
+    assert res.hops[0].entry["eth_dst"] == g6.mac and res.hops[0].entry["icmpv6_type"] == 128, res.hops[
+        0
+    ].entry
+    assert [h.chassis for h in res.hops] == ["hv1", "hv2"], res.verdict
+    out = res.hops[-1].outputs[0]
+    assert out.port == "ports/b2" and out.headers["nw_ttl"] == 63 and out.headers["ipv6_src"] == v6(p["a1"])
+    # a destination port and eth_type 0x86dd: TCP to its IPv6 address; on-link goes straight to its MAC
+    same = tr.trace(dp, port_id="a1", dst_port="a2", headers={"eth_type": "0x86dd", "tcp_dst": "22"})
+    assert same.hops[0].entry["ipv6_dst"] == v6(p["a2"]) and same.hops[0].entry["eth_dst"] == p["a2"].mac
+    assert same.verdict.startswith("delivered to ports/a2"), same.verdict
+    e = explain(dp, w.topo, "a1", v6(p["b2"]), "tcp", 22)
+    assert e.allowed and e.confirmed and e.trace is not None, e.verdict
+    assert not any("no walk" in n for n in e.notes), e.notes
+    echo = explain(dp, w.topo, "a1", "fd00:2::1", "icmp")
+    assert echo.allowed and echo.walk is not None and echo.walk.outcome == "answered", echo.verdict
+    rule = FirewallRule(id="icmp6", tenant="alice", action="deny", protocol="icmp", ip_version=6)
+    w.apply([("firewall_rule", rule.id, None, rule)])
+    w.apply([("firewall_policy", "pol", None, FirewallPolicy(id="pol", tenant="alice", rules=("icmp6",)))])
+    group = FirewallGroup(id="fwg", tenant="alice", ports=("alice-r-alice-b-v6",), egress_policy_id="pol")
+    w.apply([("firewall_group", "fwg", None, group)])
+    dp = FakeDataplane(w)
+    denied = explain(dp, w.topo, "a1", v6(p["b2"]), "icmp")
+    assert not denied.allowed and denied.confirmed, denied.verdict
+    assert denied.walk is not None and denied.walk.outcome == "dropped", denied.walk
+    assert any("firewallRules/icmp6" in d.resource for d in denied.deciders), denied.deciders
