@@ -292,3 +292,42 @@ def test_a_restarted_controller_adopts_the_ipv6_flows_without_a_flow_mod(env: En
     (a1, _), (_b1, b1_6) = world["a1"], world["b1"]
     a1.exec("ip -6 neigh flush dev eth0")
     assert ping6(a1, b1_6)[0]
+
+
+def test_trace_and_explain_walk_ipv6_and_agree_with_the_switch_and_real_packets(  # type: ignore[no-untyped-def]
+    env: Env, world, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Explain to an IPv6 address walks the flows and says what ping6 does; the differential trace of an
+    ICMPv6 echo finds the switch holding what the controller wants, and the switch's own ofproto/trace of the
+    same IPv6 packet delivers it (hv2's datapath actions output it); `sdnctl flow trace --ip-dst` of a v6
+    address walks it too."""
+    from controller.cli import sdnctl as cli
+    from proto.sdn.v1 import debug_pb2 as dbg
+    from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
+
+    debug = dbg_grpc.DebugServiceStub(env.channel)
+    md = env.md("six")
+    (a1, _), (_b1, b1_6), (_a2, a2_6) = world["a1"], world["b1"], world["a2"]
+    for dst in (b1_6, a2_6, "fd00:162::1"):  # across the router, on-link, the router's own address
+        e = debug.Explain(
+            dbg.ExplainRequest(source_port="ports/six-a1", destination=dst, protocol="icmp"), metadata=md
+        )
+        assert "walked through the flows is ALLOWED" in e.text and not any("no walk" in n for n in e.notes), (
+            e.text
+        )
+        assert e.allowed and ping6(a1, dst, timeout=3)[0], e.text
+        # (the router's address: the model's reasoning says its port is bound nowhere; the walk wins)
+        assert e.trace_confirms or dst == "fd00:162::1", e.text
+    req = dbg.TraceRequest(port="ports/six-a1", headers={"ipv6_dst": b1_6})
+    diff = debug.DiffTrace(req, metadata=env.admin)
+    assert not diff.divergences and diff.installed.verdict.startswith("delivered to ports/six-b1"), diff.text
+    assert {s.chassis for s in diff.switch_traces} == {"hv1", "hv2"}, diff.text
+    assert not [s.error for s in diff.switch_traces if s.error], diff.text  # OVS parses the IPv6 packet
+    hv2 = next(s for s in diff.switch_traces if s.chassis == "hv2")
+    assert not hv2.error and "ipv6_dst=" in hv2.flow, hv2
+    actions = hv2.output.rsplit("Datapath actions:", 1)[-1].strip()
+    assert actions and actions != "drop", hv2.output
+    base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
+    assert cli.main(["flow", "trace", "--port", "six-a1", "--ip-dst", b1_6, "--proto", "icmp", *base]) == 0
+    out = capsys.readouterr().out
+    assert "Verdict: delivered to ports/six-b1 on hv2" in out, out

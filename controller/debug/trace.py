@@ -42,9 +42,12 @@ SOURCES = ("desired", "installed")
 #: cross-chassis hops before a trace gives up (a flood reaches each hosting chassis once)
 MAX_HOPS = 32
 #: fields that are switch-local state: they do not travel with a packet to the next chassis
-_LOCAL_STATE = {"in_port", "metadata", "ct_state", "ct_zone", "ct_mark", "ct_label", "conj_id"} | {
-    f"reg{i}" for i in range(16)
-}
+_LOCAL_STATE = (
+    {"in_port", "metadata", "ct_state", "ct_zone", "ct_mark", "ct_label", "conj_id"}
+    | {f"reg{i}" for i in range(16)}
+    | {f"xreg{i}" for i in range(8)}
+    | {f"xxreg{i}" for i in range(4)}  # IPv6 routing's next hop (xxreg3): never crosses a tunnel
+)
 _PROTO_OF = {"tcp": 6, "udp": 17, "sctp": 132, "icmpv4": 1, "icmpv6": 58}
 OFPVID_PRESENT = 0x1000
 APPCTL_TIMEOUT = 5.0
@@ -1098,7 +1101,7 @@ def ovs_flow_text(packet: Mapping[str, Any]) -> str:
         if k in _LOCAL_STATE - {"in_port"}:
             continue
         v = packet[k]
-        name = OVS_NAMES.get(k, k)
+        name = k if k.startswith("icmpv6_") else OVS_NAMES.get(k, k)  # OVS's icmp_type is ICMPv4 only
         if k in ("tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst") and proto is None:
             continue
         if isinstance(v, int) and k in ("eth_type", "tunnel_id", "vlan_vid"):
