@@ -135,15 +135,29 @@ def test_the_routers_addresses_are_answered_with_the_router_flag() -> None:
 def test_duplicate_address_detection_and_unknown_targets_are_not_answered() -> None:
     w, p = dual_stack_world()
     sw = w.switch("hv1")
-    # a port probing its own address (from ::): nobody answers for it, the probe goes on as multicast
+    # a port probing its own address (from ::): nobody answers for it, and no other VM port gets the probe
+    # (their addresses are the model's: none listens to that group for an address it would defend); it
+    # goes on to the other chassis hosting the network, as multicast did
     dad = sw.walk(ns(w, p["a1"], v6(p["a1"]), source="::"))
-    assert w.ofport(p["a1"]) not in dad.ports and w.ofport(p["a2"]) in dad.ports
+    assert dad.ports == [TUN["vxlan"]], dad
     assert all(d.headers["icmpv6_type"] == 135 for d in dad.outputs)
-    # an address no port holds: not answered either
+    # an address no port holds: not answered either, and not flooded to the VMs
     unknown = sw.walk(ns(w, p["a1"], "fd00:1::99"))
-    assert all(d.headers["icmpv6_type"] == 135 for d in unknown.outputs)
+    assert unknown.ports == [TUN["vxlan"]], unknown
     # tenants never answer for each other: bob's fd00:1::11 does not exist
     assert all(d.headers["icmpv6_type"] == 135 for d in sw.walk(ns(w, p["xa"], "fd00:1::11")).outputs)
+    # a port that may hold addresses the model does not know (an IPv6 address pair, port security off) gets
+    # them, on its chassis and coming in from the tunnel; others (a2 on hv1, the router) still do not
+    pair = dataclasses.replace(p["a3"], allowed_address_pairs=(("fd00:1::99", p["a3"].mac),))
+    w.apply([("port", pair.id, p["a3"], pair)])
+    sw = w.switch("hv1")
+    for probe in (ns(w, p["a1"], "fd00:1::99"), ns(w, p["a1"], v6(p["a1"]), source="::")):
+        assert sorted(sw.walk(probe).ports) == sorted([w.ofport(p["a3"]), TUN["vxlan"]]), probe
+    off = dataclasses.replace(p["b1"], port_security_enabled=False, security_groups=())
+    w.apply([("port", off.id, p["b1"], off)])
+    got = w.switch("hv1").walk(ns(w, p["xb"], "fd00:2::99"))
+    assert got.ports == [], got  # bob's network: alice's b1 is not on it, and bob has nobody on hv2
+    assert w.ofport(p["b1"]) not in w.switch("hv1").walk(ns(w, p["a1"], "fd00:1::98")).ports
 
 
 def test_ipv6_is_routed_across_chassis_with_hop_limit_minus_one_and_new_macs() -> None:

@@ -331,3 +331,44 @@ def test_trace_and_explain_walk_ipv6_and_agree_with_the_switch_and_real_packets(
     assert cli.main(["flow", "trace", "--port", "six-a1", "--ip-dst", b1_6, "--proto", "icmp", *base]) == 0
     out = capsys.readouterr().out
     assert "Verdict: delivered to ports/six-b1 on hv2" in out, out
+
+
+def test_a_solicitation_nobody_answers_reaches_only_ports_that_may_hold_the_address(env: Env, world) -> None:  # type: ignore[no-untyped-def]
+    """a1 asks for fd00:161::99, which no port has: neither a2 (same chassis) nor a3 (the other) sees the
+    solicitation. Given to a3 as an allowed address pair (and configured in its VM), a3 gets the next
+    solicitation and answers it itself (the flows do not answer for pairs): ping6 works."""
+    md = env.md("six")
+    (a1, _), (a2, _), (a3, _) = world["a1"], world["a2"], world["a3"]
+    unknown = "fd00:161::99"
+    nd = "icmp6 and ip6[40] == 135"
+    with (
+        capture("eth0", nd, namespace=a2.namespace) as second,
+        capture("eth0", nd, namespace=a3.namespace) as third,
+    ):
+        assert not ping6(a1, unknown, timeout=2)[0]
+    assert not second.matching(f"who has {unknown}"), second.lines
+    assert not third.matching(f"who has {unknown}"), third.lines
+    port = env.stub.GetPort(pb.GetPortRequest(name="ports/six-a3"), metadata=md)
+    env.stub.UpdatePort(
+        pb.UpdatePortRequest(
+            port=pb.Port(name=port.name, allowed_address_pairs=[pb.AddressPair(ip_address=unknown)]),
+            update_mask={"paths": ["allowed_address_pairs"]},
+        ),
+        metadata=md,
+    )
+    a3.exec(f"ip -6 addr add {unknown}/64 dev eth0 nodad")
+    env.wait_realized()
+    try:
+        a1.exec("ip -6 neigh flush dev eth0")
+        with capture("eth0", nd, namespace=a2.namespace) as second:
+            assert ping6(a1, unknown)[0], "a3 got the solicitation for its pair's address and answered"
+        assert not second.matching(f"who has {unknown}"), second.lines
+    finally:
+        a3.exec(f"ip -6 addr del {unknown}/64 dev eth0")
+        env.stub.UpdatePort(
+            pb.UpdatePortRequest(
+                port=pb.Port(name=port.name), update_mask={"paths": ["allowed_address_pairs"]}
+            ),
+            metadata=md,
+        )
+        env.wait_realized()
