@@ -420,6 +420,9 @@ def test_trace_and_explain_walk_ipv6_packets_through_the_flows() -> None:
     same = tr.trace(dp, port_id="a1", dst_port="a2", headers={"eth_type": "0x86dd", "tcp_dst": "22"})
     assert same.hops[0].entry["ipv6_dst"] == v6(p["a2"]) and same.hops[0].entry["eth_dst"] == p["a2"].mac
     assert same.verdict.startswith("delivered to ports/a2"), same.verdict
+    ll = str(netaddr.EUI(p["a2"].mac).ipv6_link_local())  # on-link whatever the subnets: to its MAC
+    to_ll = tr.trace(dp, port_id="a1", headers={"ipv6_dst": ll, "ip_proto": "17", "udp_dst": "53"})
+    assert to_ll.hops[0].entry["eth_dst"] == p["a2"].mac and to_ll.delivered_to == [("ports/a2", "hv1")]
     e = explain(dp, w.topo, "a1", v6(p["b2"]), "tcp", 22)
     assert e.allowed and e.confirmed and e.trace is not None, e.verdict
     assert not any("no walk" in n for n in e.notes), e.notes

@@ -57,9 +57,21 @@ def ipv4_subnets(topo: Topology, port: Port, version: int = 4) -> list[tuple[Sub
 
 
 def holder(topo: Topology, network_id: str, ip: str) -> Port | None:
-    """The port of the network that answers ARP for `ip`: its fixed IP, else an allowed address pair that
-    names exactly that address."""
-    n = int(netaddr.IPAddress(ip))
+    """The port of the network that answers ARP (or neighbour discovery) for `ip`: its fixed IP (or its
+    EUI-64 link-local address), else an allowed address pair that names exactly that address."""
+    a = netaddr.IPAddress(ip)
+    if a.version == 6 and a.is_link_local():  # a port's EUI-64 link-local address (what ND answers for)
+        return next(
+            (
+                p
+                for p in topo.ports_of(network_id)
+                if p.mac
+                and any(":" in f for _, f in p.fixed_ips)
+                and netaddr.EUI(p.mac).ipv6_link_local() == a
+            ),
+            None,
+        )
+    n = int(a)
     for sub in topo.subnets_of(network_id):
         pid = topo.ip_owner.get(sub.id, {}).get(n)
         if pid is not None and pid in topo.ports:
@@ -97,6 +109,11 @@ def route(topo: Topology, ports: Sequence[Port], dst_ip: str) -> Route | None:
     MAC: the interface's)."""
     ip = netaddr.IPAddress(dst_ip)
     v = ip.version
+    if v == 6 and ip.is_link_local():  # on the link of the VM's first port with an IPv6 address
+        for p in ports:
+            if ipv4_subnets(topo, p, 6):
+                return Route(p, dst_ip, "on-link", holder(topo, p.network_id, dst_ip))
+        return None
     best: tuple[int, Route] | None = None
     for p in ports:  # on-link: the longest prefix among the VM's subnets
         for sub, _own in ipv4_subnets(topo, p, v):
