@@ -1,7 +1,7 @@
 """Follow a packet from VM to VM through the flows, the way the dataplane carries it: explain's verdict.
 
 A leg is one packet a VM sends: built as the VM builds it (its route: on-link, host route or default
-gateway; the next hop's MAC as ARP answers it), traced through every chassis it reaches
+gateway; the next hop's MAC as ARP or neighbour discovery answers it; IPv4 or IPv6), traced through every chassis it reaches
 (controller.debug.trace). When a leg delivers the packet to a port that is not its destination but was sent it
 as a next hop (eth_dst its MAC, ipv4_dst another address: the next hop of a static route, a VM that
 forwards between networks), the walk assumes that VM forwards (ip_forward=1 inside it, which the

@@ -293,7 +293,9 @@ def trace(
 ) -> TraceResult:
     """Trace a packet from logical port `port_id` (or `chassis_id` + `in_port`) with `headers` (our field
     names: eth_dst, ipv4_dst, ip_proto, tcp_dst...; eth_src, eth_type, ipv4_src, ip_proto are filled in
-    from the source port and the fields given; `dst_port` fills eth_dst / ipv4_dst from that port).
+    from the source port and the fields given; `dst_port` fills eth_dst / ipv4_dst from that port). An
+    IPv6 packet (ipv6_* or icmpv6_* fields, or eth_type 0x86dd) gets ipv6_src / ipv6_dst the same way and
+    is an ICMPv6 echo request unless told otherwise.
 
     source="desired" walks the compiled flows, "installed" the flows dumped from the switches now.
     Raises topology.errors.ApiError (NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION).
