@@ -438,3 +438,22 @@ def test_trace_and_explain_walk_ipv6_packets_through_the_flows() -> None:
     assert not denied.allowed and denied.confirmed, denied.verdict
     assert denied.walk is not None and denied.walk.outcome == "dropped", denied.walk
     assert any("firewallRules/icmp6" in d.resource for d in denied.deciders), denied.deciders
+
+
+def test_explain_between_ipv6_only_ports_walks_ipv6() -> None:
+    """Asked about a port, Explain walks IPv4 unless both ports have IPv6 addresses only: then IPv6."""
+    from tests.test_trace import FakeDataplane
+
+    w, p = dual_stack_world()
+    for ident, net, chassis, a4, a6 in (
+        ("c1", "alice-a", "hv1", "10.1.0.30", "fd00:1::30"),
+        ("d1", "alice-b", "hv2", "10.2.0.30", "fd00:2::30"),
+    ):
+        old = port(w, ident, net, chassis, a4, a6)
+        only6 = dataclasses.replace(old, fixed_ips=tuple(f for f in old.fixed_ips if ":" in f[1]))
+        w.apply([("port", ident, old, only6)])
+    e = explain(FakeDataplane(w), w.topo, "c1", "d1", "icmp")
+    assert e.allowed and e.confirmed and not any("no walk" in n for n in e.notes), (e.verdict, e.notes)
+    assert e.walk is not None and e.walk.reached is not None and e.walk.reached.id == "d1", e.walk
+    assert e.walk.legs[0].packet["ipv6_dst"] == "fd00:2::30" and e.walk.legs[0].packet["icmpv6_type"] == 128
+    assert explain(FakeDataplane(w), w.topo, "a1", "b2", "icmp").walk.legs[0].packet["eth_type"] == 0x0800  # type: ignore[union-attr]

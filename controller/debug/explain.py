@@ -332,8 +332,12 @@ def _ip_of(p: Port | None, fallback: str | None = None, version: int = 4) -> str
 
 
 def _version(q: Query) -> int:
-    """The family the question is about: IPv6 when asked about an IPv6 address, else IPv4."""
-    return 6 if q.dst_ip and ":" in q.dst_ip else 4
+    """The family the question is about: IPv6 when asked about an IPv6 address (or about a port that has
+    IPv6 addresses only, both ends), else IPv4."""
+    if q.dst_ip:
+        return 6 if ":" in q.dst_ip else 4
+    only6 = q.dst is not None and _ipv4(q.dst) is None and _ip_of(q.dst, None, 6) is not None
+    return 6 if only6 and _ipv4(q.src) is None else 4
 
 
 def _sg_rule_allows(
@@ -647,10 +651,11 @@ def _verdict(allowed: bool, deciders: list[Decider]) -> str:
 
 def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     """Walk the packet through the flows; the walk decides, the model's deciders name why."""
-    dst_ip = q.dst_ip or (_ipv4(q.dst) if q.dst is not None else None)
+    dst_ip = q.dst_ip or _ip_of(q.dst, None, _version(q))
     if dst_ip is None:
         exp.notes.append(
-            "no walk: the destination port has no IPv4 address; the verdict is the model's reasoning"
+            "no walk: the destination port has no address of the source's family (IPv4, or IPv6 for ports "
+            "with IPv6 only); the verdict is the model's reasoning"
         )
         return
     v6 = netaddr.IPAddress(dst_ip).version == 6
