@@ -66,6 +66,28 @@ def ping6(v: VM, ip: str, count: int = 1, timeout: float = 10.0) -> tuple[bool, 
     return len(hops) >= count, int(hops[-1]) if hops else 0
 
 
+_LISTEN6 = """
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(4); print("ready", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+_CONNECT6 = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print("ok")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as err:
+    print(type(err).__name__)
+"""
+
+
+def _connect6(v: VM, ip: str, port: int) -> str:
+    return v.exec(["python3", "-c", _CONNECT6, ip, str(port)], check=False, timeout=10).stdout.strip()
+
+
 def router(env: Env, md, ident: str, *subnets: str) -> pb.Router:  # type: ignore[no-untyped-def]
     r = env.stub.CreateRouter(
         pb.CreateRouterRequest(router=pb.Router(display_name=ident), router_id=ident), metadata=md
@@ -215,6 +237,26 @@ def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -
         env.wait_realized()
         out = a1.exec(f"ping -6 -n -c 1 -w 3 {b1_6}", check=False, timeout=8).stdout
         assert f"From {b1_6}" in out and "Administratively prohibited" in out, out
+        # and TCP gets a RST from the firewall, though b1 listens: connect() is refused at once
+        server = b1.popen(["python3", "-c", _LISTEN6, "22"])
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert _connect6(a1, b1_6, 22) == "ok", "b1 listens, and the IPv6 allow rule lets TCP through"
+        env.stub.UpdateFirewallRule(
+            pb.UpdateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(
+                    name=ids[0], protocol="tcp", destination_port_min=22, destination_port_max=22
+                ),
+                update_mask={"paths": ["protocol", "destination_port_min", "destination_port_max"]},
+            ),
+            metadata=md,
+        )
+        env.wait_realized()
+        try:
+            assert _connect6(a1, b1_6, 22) == "refused"
+            assert ping6(a1, b1_6)[0], "ICMPv6 is allowed again"
+        finally:
+            server.kill()
+            server.communicate()
     finally:
         env.stub.DeleteFirewallGroup(pb.DeleteFirewallGroupRequest(name=group.name), metadata=md)
         env.wait_realized()
