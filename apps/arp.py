@@ -13,7 +13,8 @@ IPv6 neighbour discovery takes the same way: arp_nd puts a neighbour solicitatio
 mac_lookup finds the MAC (one flow per IPv6 address: the port's fixed IPs and, on a port with one, its
 EUI-64 link-local address), mac_found turns the NS into the neighbour advertisement (S and O set; R too
 for a router's address, ND_ROUTER) and sends it out the asking port. An NS is never flooded for an
-address the model knows. Not answered, and passed on like any multicast (dhcp, then l2_lookup): an NS
+address the model knows. Not answered, and passed on (dhcp, then l2_lookup, which gives a solicited-node
+NS only to the ports that may hold addresses the model does not know, apps/l2.py): an NS
 from the unspecified address (duplicate address detection: Linux, too, answers it only for an address it
 holds, and a port may probe only its own addresses, port_security), a port asking about its own address,
 and a target no port holds (it may be an allowed address pair, or a host outside on a provider network).

@@ -22,8 +22,8 @@ allow rule (or adding a deny) also stops established connections.
 
 IPv6 is filtered the same way, by the rules with ip_version 6 (a rule matches packets of its own family
 only; protocol "icmp" in an IPv6 rule means ICMPv6, as Neutron's drivers read it), and a firewalled
-interface drops the IPv6 packets no rule allows, as it does IPv4. A "reject" rule's IPv6 packets are dropped
-without an answer (the controller's TCP reset / ICMP unreachable is IPv4 only).
+interface drops the IPv6 packets no rule allows, as it does IPv4. A "reject" rule answers IPv6 too (a TCP
+reset, or ICMPv6 administratively prohibited, built by the controller).
 
 Limits: at most MAX_RULES rules per policy (rule n gets priority MATCH(199 - n); later rules are not
 compiled, which fails closed: what they would allow hits the policy's drop); a rule with ports but no
@@ -125,8 +125,7 @@ def _side_flows(
         acts: tuple[Action, ...] = {
             "allow": (Goto(allowed),),
             "deny": (),
-            # IPv6: dropped without an answer (controller/services/firewall_reject.py answers IPv4)
-            "reject": (Meter(ids.PACKET_IN_METER), Controller()) if rule.ip_version == 4 else (),
+            "reject": (Meter(ids.PACKET_IN_METER), Controller()),  # controller/services/firewall_reject.py
         }[rule.action]
         rc = ids.cookie(ids.FIREWALL, rule.id)
         out += [

@@ -84,6 +84,16 @@ def flood_local_group(network_key: int) -> int:
     return network_key * 2 + 1
 
 
+#: neighbour-solicitation groups: above the flood groups (< 2**25), below the load balancers' (2**30)
+ND_GROUP_BASE = 1 << 26
+
+
+def nd_group(network_key: int, local: bool) -> int:
+    """Replicates an unanswered solicited-node NS to the ports that may hold an address the model does not
+    know (local: to local ones only, for what came in from a tunnel or the physical network)."""
+    return ND_GROUP_BASE + network_key * 2 + (1 if local else 0)
+
+
 #: load-balancer select groups live above every flood group (network keys < 2**24, flood ids < 2**25)
 LB_GROUP_BASE = 1 << 30
 

@@ -4,6 +4,13 @@ one copy per remote chassis hosting the network (overlay) or one copy to the phy
 What came in from a tunnel or the physical network is replicated to local ports only (split horizon).
 Unknown unicast: flooded on overlays; sent only to the physical network on provider networks (every
 port's MAC is known, so an unknown MAC is outside).
+
+A neighbour solicitation to a solicited-node group (ff02::1:ffXX:XXXX) that arp_nd did not answer (duplicate
+address detection, a target no port holds) is not flooded to every port: only to the ports that may hold
+an address the model does not know (port security disabled, or an IPv6 allowed address pair; the router's
+are never among them), and on to the other chassis / the physical network as before. Every other port's
+addresses are the model's, each held by one port, so none of them listens to that group for an address
+it would answer: delivering the probe to them is what a multicast-snooping switch would not do.
 """
 
 from __future__ import annotations
@@ -19,6 +26,15 @@ from flows.pipeline import DST_PORT, FLAGS, FROM_TUNNEL, LOW, MATCH, REMOTE, fla
 from topology.records import OVERLAY_TYPES, Network, Port
 
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+#: solicited-node multicast, ff02::1:ff00:0/104
+SOLICITED_NODE = ("ff02::1:ff00:0", "ffff:ffff:ffff:ffff:ffff:ffff:ff00:0")
+
+
+def may_hold_unknown(port: Port) -> bool:
+    """Can the port's VM hold an IPv6 address the model does not know (and answer an NS for it)?"""
+    if port.device_owner.startswith("network:router"):
+        return False
+    return not port.port_security_enabled or any(":" in addr for addr, _mac in port.allowed_address_pairs)
 
 
 def port_flows(view: View, chassis_id: str, port: Port) -> list[Flow]:
@@ -98,12 +114,36 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow | Grou
             outside_buckets.append(Bucket(acts))
     g_all = Group(ids.flood_all_group(net.key), "all", tuple(local_buckets + outside_buckets))
     g_local = Group(ids.flood_local_group(net.key), "all", tuple(local_buckets))
+    listeners = [
+        Bucket((SetField(DST_PORT.field, port.key), Resubmit("egress_dispatch")))
+        for port in view.local_ports(chassis_id, net.id)
+        if may_hold_unknown(port)
+    ]
+    nd_all = Group(ids.nd_group(net.key, False), "all", tuple(listeners + outside_buckets))
+    nd_local = Group(ids.nd_group(net.key, True), "all", tuple(listeners))
+    ns = {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135, "ipv6_dst": SOLICITED_NODE}
     from_outside = flags_match(set_=[FROM_TUNNEL])
     from_inside = flags_match(clear=[FROM_TUNNEL])
     md = {"metadata": net.key}
     out: list[Flow | Group] = [
         g_all,
         g_local,
+        nd_all,
+        nd_local,
+        Flow(
+            "l2_lookup",
+            MATCH(1),
+            match={**md, **ns, FLAGS.field: from_inside},
+            actions=(GroupAction(nd_all.group_id),),
+            cookie=c,
+        ),
+        Flow(
+            "l2_lookup",
+            MATCH(1),
+            match={**md, **ns, FLAGS.field: from_outside},
+            actions=(GroupAction(nd_local.group_id),),
+            cookie=c,
+        ),
         Flow(
             "l2_lookup",
             MATCH,

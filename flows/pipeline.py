@@ -331,9 +331,11 @@ STAGES: tuple[Stage, ...] = (
     _stage(
         "l2_lookup",
         60,
-        _LOGICAL | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"},
+        _LOGICAL
+        | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa", "ip_proto", "ipv6_dst", "icmpv6_type"},
         {"egress_dispatch", "dnat"},
-        "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "
+        "dst MAC -> DST_PORT, or flood group (an unanswered solicited-node NS: the ND group); router port "
+        "MACs go to the router (dnat); on a gateway "
         "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here",
     ),
     _stage(

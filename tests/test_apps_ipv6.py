@@ -135,15 +135,29 @@ def test_the_routers_addresses_are_answered_with_the_router_flag() -> None:
 def test_duplicate_address_detection_and_unknown_targets_are_not_answered() -> None:
     w, p = dual_stack_world()
     sw = w.switch("hv1")
-    # a port probing its own address (from ::): nobody answers for it, the probe goes on as multicast
+    # a port probing its own address (from ::): nobody answers for it, and no other VM port gets the probe
+    # (their addresses are the model's: none listens to that group for an address it would defend); it
+    # goes on to the other chassis hosting the network, as multicast did
     dad = sw.walk(ns(w, p["a1"], v6(p["a1"]), source="::"))
-    assert w.ofport(p["a1"]) not in dad.ports and w.ofport(p["a2"]) in dad.ports
+    assert dad.ports == [TUN["vxlan"]], dad
     assert all(d.headers["icmpv6_type"] == 135 for d in dad.outputs)
-    # an address no port holds: not answered either
+    # an address no port holds: not answered either, and not flooded to the VMs
     unknown = sw.walk(ns(w, p["a1"], "fd00:1::99"))
-    assert all(d.headers["icmpv6_type"] == 135 for d in unknown.outputs)
+    assert unknown.ports == [TUN["vxlan"]], unknown
     # tenants never answer for each other: bob's fd00:1::11 does not exist
     assert all(d.headers["icmpv6_type"] == 135 for d in sw.walk(ns(w, p["xa"], "fd00:1::11")).outputs)
+    # a port that may hold addresses the model does not know (an IPv6 address pair, port security off) gets
+    # them, on its chassis and coming in from the tunnel; others (a2 on hv1, the router) still do not
+    pair = dataclasses.replace(p["a3"], allowed_address_pairs=(("fd00:1::99", p["a3"].mac),))
+    w.apply([("port", pair.id, p["a3"], pair)])
+    sw = w.switch("hv1")
+    for probe in (ns(w, p["a1"], "fd00:1::99"), ns(w, p["a1"], v6(p["a1"]), source="::")):
+        assert sorted(sw.walk(probe).ports) == sorted([w.ofport(p["a3"]), TUN["vxlan"]]), probe
+    off = dataclasses.replace(p["b1"], port_security_enabled=False, security_groups=())
+    w.apply([("port", off.id, p["b1"], off)])
+    got = w.switch("hv1").walk(ns(w, p["xb"], "fd00:2::99"))
+    assert got.ports == [], got  # bob's network: alice's b1 is not on it, and bob has nobody on hv2
+    assert w.ofport(p["b1"]) not in w.switch("hv1").walk(ns(w, p["a1"], "fd00:1::98")).ports
 
 
 def test_ipv6_is_routed_across_chassis_with_hop_limit_minus_one_and_new_macs() -> None:
@@ -326,3 +340,120 @@ def test_incremental_compile_equals_full_as_ipv6_pieces_come_and_go() -> None:
     check([("port", new, None, w.topo.ports[new]), ("router", "alice-r", r, w.topo.routers["alice-r"])])
     b2 = w.topo.ports["b2"]
     check(w.apply(ops.update_port(w.topo, b2, {"binding_chassis": "hv1"}, w.rev + 1, 0.0)))
+
+
+def test_an_ipv6_reject_rule_answers_with_a_rst_or_administratively_prohibited() -> None:
+    """A reject rule with ip_version 6 sends the packet to the controller (as for IPv4), which answers TCP
+    with a RST and anything else with ICMPv6 destination unreachable code 1, from the destination."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet, tcp, udp
+
+    from apps import ids
+    from apps.view import View
+    from controller.dataplane import PacketIn
+    from controller.services import firewall_reject
+    from flows.cookie import Cookie
+
+    w, p = dual_stack_world()
+    rule = FirewallRule(id="rej6", tenant="alice", action="reject", ip_version=6)
+    w.apply([("firewall_rule", rule.id, None, rule)])
+    w.apply([("firewall_policy", "pol", None, FirewallPolicy(id="pol", tenant="alice", rules=("rej6",)))])
+    ports = ("alice-r-alice-b-sub", "alice-r-alice-b-v6")
+    group = FirewallGroup(id="fwg", tenant="alice", ports=ports, egress_policy_id="pol")
+    w.apply([("firewall_group", "fwg", None, group)])
+    a1, g6 = p["a1"], iface(w, "alice-r", "alice-a-v6").mac
+    res = w.switch("hv1").walk(ip6(w, a1, g6, v6(p["b1"]), ip_proto=6, tcp_src=40000, tcp_dst=22))
+    assert res.ports == ["CONTROLLER"], res
+    flow = [s.flow for s in res.steps if s.stage == "fw_router_out" and s.flow is not None][-1]
+    assert Cookie.decode(int(flow.cookie)).app == ids.FIREWALL  # type: ignore[arg-type,union-attr]
+
+    def frame(l4: object, nxt: int) -> bytes:
+        pkt = packet.Packet()
+        pkt.add_protocol(ethernet.ethernet(dst=g6, src=a1.mac, ethertype=0x86DD))
+        pkt.add_protocol(ipv6.ipv6(src=v6(a1), dst=v6(p["b1"]), nxt=nxt, hop_limit=64))
+        pkt.add_protocol(l4)
+        if nxt == 17:
+            pkt.add_protocol(b"hello")
+        pkt.serialize()
+        return bytes(pkt.data)
+
+    sent: list[tuple[int, bytes, int]] = []
+    handle = firewall_reject.handler(lambda dp, data, port: sent.append((dp, data, port)))
+
+    def pin(data: bytes) -> PacketIn:
+        return PacketIn("hv1", 1, data, {"in_port": w.ofport(a1)}, w.topo, View(w.topo, w.runtime))
+
+    syn = tcp.tcp(src_port=40000, dst_port=22, seq=1000, bits=firewall_reject.TCP_SYN, window_size=1000)
+    handle(pin(frame(syn, 6)))
+    out = packet.Packet(sent[0][1])
+    e, ip, t = out.get_protocol(ethernet.ethernet), out.get_protocol(ipv6.ipv6), out.get_protocol(tcp.tcp)
+    assert sent[0][2] == w.ofport(a1) and (e.src, e.dst, e.ethertype) == (g6, a1.mac, 0x86DD)
+    assert (ip.src, ip.dst, t.src_port, t.dst_port) == (v6(p["b1"]), v6(a1), 22, 40000)
+    assert t.bits == firewall_reject.TCP_RST | firewall_reject.TCP_ACK and (t.seq, t.ack) == (0, 1001)
+    u = frame(udp.udp(src_port=5000, dst_port=53), 17)
+    handle(pin(u))
+    ic = packet.Packet(sent[1][1]).get_protocol(icmpv6.icmpv6)
+    assert (ic.type_, ic.code) == (1, 1) and ic.data == bytes(4) + u[14:]
+    # never about an ICMPv6 error
+    err = icmpv6.icmpv6(type_=1, code=4, data=bytes(4) + u[14:])
+    handle(pin(frame(err, 58)))
+    assert len(sent) == 2
+
+
+def test_trace_and_explain_walk_ipv6_packets_through_the_flows() -> None:
+    """trace builds the IPv6 packet a VM sends (ICMPv6 echo by default, to its gateway's MAC when routed) and
+    walks it across chassis; Explain to an IPv6 address walks the flows and agrees with them, firewall rules of
+    ip_version 6 included; echo to the router's IPv6 address is answered in flows."""
+    from controller.debug import trace as tr
+    from tests.test_trace import FakeDataplane
+
+    w, p = dual_stack_world()
+    dp = FakeDataplane(w)
+    g6 = iface(w, "alice-r", "alice-a-v6")
+    res = tr.trace(dp, port_id="a1", headers={"ipv6_dst": v6(p["b2"])})
+    assert res.hops[0].entry["eth_dst"] == g6.mac and res.hops[0].entry["icmpv6_type"] == 128, res.hops[
+        0
+    ].entry
+    assert [h.chassis for h in res.hops] == ["hv1", "hv2"], res.verdict
+    out = res.hops[-1].outputs[0]
+    assert out.port == "ports/b2" and out.headers["nw_ttl"] == 63 and out.headers["ipv6_src"] == v6(p["a1"])
+    # a destination port and eth_type 0x86dd: TCP to its IPv6 address; on-link goes straight to its MAC
+    same = tr.trace(dp, port_id="a1", dst_port="a2", headers={"eth_type": "0x86dd", "tcp_dst": "22"})
+    assert same.hops[0].entry["ipv6_dst"] == v6(p["a2"]) and same.hops[0].entry["eth_dst"] == p["a2"].mac
+    assert same.verdict.startswith("delivered to ports/a2"), same.verdict
+    ll = str(netaddr.EUI(p["a2"].mac).ipv6_link_local())  # on-link whatever the subnets: to its MAC
+    to_ll = tr.trace(dp, port_id="a1", headers={"ipv6_dst": ll, "ip_proto": "17", "udp_dst": "53"})
+    assert to_ll.hops[0].entry["eth_dst"] == p["a2"].mac and to_ll.delivered_to == [("ports/a2", "hv1")]
+    e = explain(dp, w.topo, "a1", v6(p["b2"]), "tcp", 22)
+    assert e.allowed and e.confirmed and e.trace is not None, e.verdict
+    assert not any("no walk" in n for n in e.notes), e.notes
+    echo = explain(dp, w.topo, "a1", "fd00:2::1", "icmp")
+    assert echo.allowed and echo.walk is not None and echo.walk.outcome == "answered", echo.verdict
+    rule = FirewallRule(id="icmp6", tenant="alice", action="deny", protocol="icmp", ip_version=6)
+    w.apply([("firewall_rule", rule.id, None, rule)])
+    w.apply([("firewall_policy", "pol", None, FirewallPolicy(id="pol", tenant="alice", rules=("icmp6",)))])
+    group = FirewallGroup(id="fwg", tenant="alice", ports=("alice-r-alice-b-v6",), egress_policy_id="pol")
+    w.apply([("firewall_group", "fwg", None, group)])
+    dp = FakeDataplane(w)
+    denied = explain(dp, w.topo, "a1", v6(p["b2"]), "icmp")
+    assert not denied.allowed and denied.confirmed, denied.verdict
+    assert denied.walk is not None and denied.walk.outcome == "dropped", denied.walk
+    assert any("firewallRules/icmp6" in d.resource for d in denied.deciders), denied.deciders
+
+
+def test_explain_between_ipv6_only_ports_walks_ipv6() -> None:
+    """Asked about a port, Explain walks IPv4 unless both ports have IPv6 addresses only: then IPv6."""
+    from tests.test_trace import FakeDataplane
+
+    w, p = dual_stack_world()
+    for ident, net, chassis, a4, a6 in (
+        ("c1", "alice-a", "hv1", "10.1.0.30", "fd00:1::30"),
+        ("d1", "alice-b", "hv2", "10.2.0.30", "fd00:2::30"),
+    ):
+        old = port(w, ident, net, chassis, a4, a6)
+        only6 = dataclasses.replace(old, fixed_ips=tuple(f for f in old.fixed_ips if ":" in f[1]))
+        w.apply([("port", ident, old, only6)])
+    e = explain(FakeDataplane(w), w.topo, "c1", "d1", "icmp")
+    assert e.allowed and e.confirmed and not any("no walk" in n for n in e.notes), (e.verdict, e.notes)
+    assert e.walk is not None and e.walk.reached is not None and e.walk.reached.id == "d1", e.walk
+    assert e.walk.legs[0].packet["ipv6_dst"] == "fd00:2::30" and e.walk.legs[0].packet["icmpv6_type"] == 128
+    assert explain(FakeDataplane(w), w.topo, "a1", "b2", "icmp").walk.legs[0].packet["eth_type"] == 0x0800  # type: ignore[union-attr]

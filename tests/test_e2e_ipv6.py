@@ -66,6 +66,28 @@ def ping6(v: VM, ip: str, count: int = 1, timeout: float = 10.0) -> tuple[bool, 
     return len(hops) >= count, int(hops[-1]) if hops else 0
 
 
+_LISTEN6 = """
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(4); print("ready", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+_CONNECT6 = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print("ok")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as err:
+    print(type(err).__name__)
+"""
+
+
+def _connect6(v: VM, ip: str, port: int) -> str:
+    return v.exec(["python3", "-c", _CONNECT6, ip, str(port)], check=False, timeout=10).stdout.strip()
+
+
 def router(env: Env, md, ident: str, *subnets: str) -> pb.Router:  # type: ignore[no-untyped-def]
     r = env.stub.CreateRouter(
         pb.CreateRouterRequest(router=pb.Router(display_name=ident), router_id=ident), metadata=md
@@ -167,7 +189,8 @@ def test_an_ipv6_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) 
 
 
 def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -> None:  # type: ignore[no-untyped-def]
-    """Deny ICMPv6 on the egress of six-b's IPv6 interface, allow the rest: ping6 stops, ping (IPv4) goes on."""
+    """Deny ICMPv6 on the egress of six-b's IPv6 interface, allow the rest: ping6 stops, ping (IPv4) goes on;
+    made reject, ping6 gets ICMPv6 administratively prohibited from the destination."""
     md = env.md("six")
     (a1, _), (b1, b1_6) = world["a1"], world["b1"]
     rules = [
@@ -204,6 +227,36 @@ def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -
     try:
         assert not ping6(a1, b1_6, timeout=2)[0], "ICMPv6 denied by the IPv6 rule"
         assert a1.ping(b1.ip, count=2), "IPv4 allowed by the IPv4 rule"
+        # reject answers IPv6 too: ICMPv6 destination unreachable, administratively prohibited, from b1
+        env.stub.UpdateFirewallRule(
+            pb.UpdateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(name=ids[0], action="reject"), update_mask={"paths": ["action"]}
+            ),
+            metadata=md,
+        )
+        env.wait_realized()
+        out = a1.exec(f"ping -6 -n -c 1 -w 3 {b1_6}", check=False, timeout=8).stdout
+        assert f"From {b1_6}" in out and "Administratively prohibited" in out, out
+        # and TCP gets a RST from the firewall, though b1 listens: connect() is refused at once
+        server = b1.popen(["python3", "-c", _LISTEN6, "22"])
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert _connect6(a1, b1_6, 22) == "ok", "b1 listens, and the IPv6 allow rule lets TCP through"
+        env.stub.UpdateFirewallRule(
+            pb.UpdateFirewallRuleRequest(
+                firewall_rule=pb.FirewallRule(
+                    name=ids[0], protocol="tcp", destination_port_min=22, destination_port_max=22
+                ),
+                update_mask={"paths": ["protocol", "destination_port_min", "destination_port_max"]},
+            ),
+            metadata=md,
+        )
+        env.wait_realized()
+        try:
+            assert _connect6(a1, b1_6, 22) == "refused"
+            assert ping6(a1, b1_6)[0], "ICMPv6 is allowed again"
+        finally:
+            server.kill()
+            server.communicate()
     finally:
         env.stub.DeleteFirewallGroup(pb.DeleteFirewallGroupRequest(name=group.name), metadata=md)
         env.wait_realized()
@@ -281,3 +334,83 @@ def test_a_restarted_controller_adopts_the_ipv6_flows_without_a_flow_mod(env: En
     (a1, _), (_b1, b1_6) = world["a1"], world["b1"]
     a1.exec("ip -6 neigh flush dev eth0")
     assert ping6(a1, b1_6)[0]
+
+
+def test_trace_and_explain_walk_ipv6_and_agree_with_the_switch_and_real_packets(  # type: ignore[no-untyped-def]
+    env: Env, world, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Explain to an IPv6 address walks the flows and says what ping6 does; the differential trace of an
+    ICMPv6 echo finds the switch holding what the controller wants, and the switch's own ofproto/trace of the
+    same IPv6 packet delivers it (hv2's datapath actions output it); `sdnctl flow trace --ip-dst` of a v6
+    address walks it too."""
+    from controller.cli import sdnctl as cli
+    from proto.sdn.v1 import debug_pb2 as dbg
+    from proto.sdn.v1 import debug_pb2_grpc as dbg_grpc
+
+    debug = dbg_grpc.DebugServiceStub(env.channel)
+    md = env.md("six")
+    (a1, _), (_b1, b1_6), (_a2, a2_6) = world["a1"], world["b1"], world["a2"]
+    for dst in (b1_6, a2_6, "fd00:162::1"):  # across the router, on-link, the router's own address
+        e = debug.Explain(
+            dbg.ExplainRequest(source_port="ports/six-a1", destination=dst, protocol="icmp"), metadata=md
+        )
+        assert "walked through the flows is ALLOWED" in e.text and not any("no walk" in n for n in e.notes), (
+            e.text
+        )
+        assert e.allowed and ping6(a1, dst, timeout=3)[0], e.text
+        # (the router's address: the model's reasoning says its port is bound nowhere; the walk wins)
+        assert e.trace_confirms or dst == "fd00:162::1", e.text
+    req = dbg.TraceRequest(port="ports/six-a1", headers={"ipv6_dst": b1_6})
+    diff = debug.DiffTrace(req, metadata=env.admin)
+    assert not diff.divergences and diff.installed.verdict.startswith("delivered to ports/six-b1"), diff.text
+    assert {s.chassis for s in diff.switch_traces} == {"hv1", "hv2"}, diff.text
+    assert not [s.error for s in diff.switch_traces if s.error], diff.text  # OVS parses the IPv6 packet
+    hv2 = next(s for s in diff.switch_traces if s.chassis == "hv2")
+    assert not hv2.error and "ipv6_dst=" in hv2.flow, hv2
+    actions = hv2.output.rsplit("Datapath actions:", 1)[-1].strip()
+    assert actions and actions != "drop", hv2.output
+    base = ["--endpoint", env.controller.endpoint, f"--token-file={env.controller.data_dir}"]
+    assert cli.main(["flow", "trace", "--port", "six-a1", "--ip-dst", b1_6, "--proto", "icmp", *base]) == 0
+    out = capsys.readouterr().out
+    assert "Verdict: delivered to ports/six-b1 on hv2" in out, out
+
+
+def test_a_solicitation_nobody_answers_reaches_only_ports_that_may_hold_the_address(env: Env, world) -> None:  # type: ignore[no-untyped-def]
+    """a1 asks for fd00:161::99, which no port has: neither a2 (same chassis) nor a3 (the other) sees the
+    solicitation. Given to a3 as an allowed address pair (and configured in its VM), a3 gets the next
+    solicitation and answers it itself (the flows do not answer for pairs): ping6 works."""
+    md = env.md("six")
+    (a1, _), (a2, _), (a3, _) = world["a1"], world["a2"], world["a3"]
+    unknown = "fd00:161::99"
+    nd = "icmp6 and ip6[40] == 135"
+    with (
+        capture("eth0", nd, namespace=a2.namespace) as second,
+        capture("eth0", nd, namespace=a3.namespace) as third,
+    ):
+        assert not ping6(a1, unknown, timeout=2)[0]
+    assert not second.matching(f"who has {unknown}"), second.lines
+    assert not third.matching(f"who has {unknown}"), third.lines
+    port = env.stub.GetPort(pb.GetPortRequest(name="ports/six-a3"), metadata=md)
+    env.stub.UpdatePort(
+        pb.UpdatePortRequest(
+            port=pb.Port(name=port.name, allowed_address_pairs=[pb.AddressPair(ip_address=unknown)]),
+            update_mask={"paths": ["allowed_address_pairs"]},
+        ),
+        metadata=md,
+    )
+    a3.exec(f"ip -6 addr add {unknown}/64 dev eth0 nodad")
+    env.wait_realized()
+    try:
+        a1.exec("ip -6 neigh flush dev eth0")
+        with capture("eth0", nd, namespace=a2.namespace) as second:
+            assert ping6(a1, unknown)[0], "a3 got the solicitation for its pair's address and answered"
+        assert not second.matching(f"who has {unknown}"), second.lines
+    finally:
+        a3.exec(f"ip -6 addr del {unknown}/64 dev eth0")
+        env.stub.UpdatePort(
+            pb.UpdatePortRequest(
+                port=pb.Port(name=port.name), update_mask={"paths": ["allowed_address_pairs"]}
+            ),
+            metadata=md,
+        )
+        env.wait_realized()

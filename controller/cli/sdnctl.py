@@ -423,10 +423,13 @@ def flow_trace(c: Client, a: argparse.Namespace) -> int:
     headers = dict(a.headers or [])
     if a.eth_dst:
         headers["eth_dst"] = a.eth_dst
+    v6 = a.ipv6 or ":" in (a.ip_dst or "")
     if a.ip_dst:
-        headers["ipv4_dst"] = a.ip_dst
+        headers["ipv6_dst" if v6 else "ipv4_dst"] = a.ip_dst
+    if v6:
+        headers.setdefault("eth_type", "0x86dd")
     if a.proto:
-        headers["ip_proto"] = str(PROTO_NUMBERS[a.proto])
+        headers["ip_proto"] = "58" if v6 and a.proto == "icmp" else str(PROTO_NUMBERS[a.proto])
     if a.dst_port_number:
         if a.proto == "icmp":
             raise usage_error("--dst-port-number goes with --proto tcp or udp")
@@ -907,8 +910,11 @@ def build_parser() -> Parser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--dst-port", metavar="PORT", help="to this port (its MAC, and its IP for IP packets)")
     g.add_argument("--eth-dst", metavar="MAC")
-    p.add_argument("--ip-dst", metavar="IP")
-    p.add_argument("--proto", choices=list(PROTO_NUMBERS))
+    p.add_argument("--ip-dst", metavar="IP", help="an IPv4 or IPv6 destination address")
+    p.add_argument(
+        "-6", "--ipv6", action="store_true", help="an IPv6 packet (with --dst-port: to its IPv6 address)"
+    )
+    p.add_argument("--proto", choices=list(PROTO_NUMBERS), help="icmp is ICMPv6 in an IPv6 packet")
     p.add_argument("--dst-port-number", type=positive, metavar="N", help="tcp/udp destination port")
     p.add_argument(
         "--header",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,8 +332,12 @@ def _ip_of(p: Port | None, fallback: str | None = None, version: int = 4) -> str
 
 
 def _version(q: Query) -> int:
-    """The family the question is about: IPv6 when asked about an IPv6 address, else IPv4."""
-    return 6 if q.dst_ip and ":" in q.dst_ip else 4
+    """The family the question is about: IPv6 when asked about an IPv6 address (or about a port that has
+    IPv6 addresses only, both ends), else IPv4."""
+    if q.dst_ip:
+        return 6 if ":" in q.dst_ip else 4
+    only6 = q.dst is not None and _ipv4(q.dst) is None and _ip_of(q.dst, None, 6) is not None
+    return 6 if only6 and _ipv4(q.src) is None else 4
 
 
 def _sg_rule_allows(
@@ -647,13 +651,14 @@ def _verdict(allowed: bool, deciders: list[Decider]) -> str:
 
 def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
     """Walk the packet through the flows; the walk decides, the model's deciders name why."""
-    dst_ip = q.dst_ip or (_ipv4(q.dst) if q.dst is not None else None)
-    if dst_ip is None or netaddr.IPAddress(dst_ip).version != 4:
+    dst_ip = q.dst_ip or _ip_of(q.dst, None, _version(q))
+    if dst_ip is None:
         exp.notes.append(
-            "no walk: the flows are walked for IPv4 destinations only; the verdict is the model's reasoning "
-            "(IPv6 security group and firewall rules)"
+            "no walk: the destination port has no address of the source's family (IPv4, or IPv6 for ports "
+            "with IPv6 only); the verdict is the model's reasoning"
         )
         return
+    v6 = netaddr.IPAddress(dst_ip).version == 6
     if dst_ip in {ip for _, ip in q.src.fixed_ips}:  # the VM's own stack delivers it, nothing is sent
         name = convert.name_of("port", q.src.id)
         itself = q.dst is None or q.dst.id == q.src.id
@@ -670,9 +675,12 @@ def _walk(dataplane: Any, q: Query, exp: Explanation) -> None:
         return
     l4: dict[str, Any] = {"ip_proto": PROTOCOLS[q.protocol] or 1}
     if q.protocol in ("icmp", "any"):
-        l4.update({"icmpv4_type": 8, "icmpv4_code": 0})
+        if v6:
+            l4 = {"ip_proto": 58, "icmpv6_type": 128, "icmpv6_code": 0}
+        else:
+            l4.update({"icmpv4_type": 8, "icmpv4_code": 0})
         if q.protocol == "any":
-            exp.notes.append("'any' is walked as an ICMP echo request")
+            exp.notes.append(f"'any' is walked as an ICMP{'v6' if v6 else ''} echo request")
     elif q.port is not None:
         l4.update({f"{q.protocol}_src": 40000, f"{q.protocol}_dst": q.port})
     target = q.dst
@@ -750,7 +758,7 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
     out: list[Decider] = []
     for leg in w.legs:
         name = _hide(q, convert.name_of("port", leg.sender.id))
-        src, dst = str(leg.packet.get("ipv4_src")), str(leg.packet.get("ipv4_dst"))
+        src, dst = _addr(leg.packet, "src"), _addr(leg.packet, "dst")
         if leg.received_on is not None:
             out += _relay(_sg_side(q, leg.received_on, INGRESS, src))
             out.append(
@@ -765,7 +773,7 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                 app, _, obj = s.owner.partition("/")
                 if s.stage == "l3_lookup" and app == "l3" and s.matched is not None and obj in topo.routers:
                     match = s.matched.match_dict()
-                    if match.get("icmpv4_type") == 8:  # the router's own address: answered in flows
+                    if match.get("icmpv4_type") == 8 or match.get("icmpv6_type") == 128:  # answered in flows
                         out.append(
                             Decider(
                                 "router",
@@ -776,7 +784,7 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                         )
                         answered = True
                     elif not answered:
-                        out.append(_route_decider(q, obj, match.get("ipv4_dst"), dst))
+                        out.append(_route_decider(q, obj, match.get("ipv4_dst", match.get("ipv6_dst")), dst))
                 elif (
                     s.stage in ("snat", "dnat")
                     and s.matched is not None
@@ -788,7 +796,7 @@ def _path_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                     )
     last = w.ended
     if w.reached is not None and q.dst is None and last is not None:
-        out += _sg_side(q, w.reached, INGRESS, str(last.packet.get("ipv4_src")))
+        out += _sg_side(q, w.reached, INGRESS, _addr(last.packet, "src"))
     return list(dict.fromkeys(out))
 
 
@@ -867,20 +875,18 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                 "port_security",
                 False,
                 f"port security of {name} drops it: "
-                f"{leg.packet.get('ipv4_src')} is not one of its addresses or allowed address pairs",
+                f"{_addr(leg.packet, 'src')} is not one of its addresses or allowed address pairs",
                 name,
             )
         ]
     if kind == "security_group" and stage.startswith("acl_egress"):
-        found = [d for d in _sg_side(q, sender, EGRESS, str(leg.packet.get("ipv4_dst"))) if not d.allows]
+        found = [d for d in _sg_side(q, sender, EGRESS, _addr(leg.packet, "dst")) if not d.allows]
         if found:
             return found
     if kind == "security_group" and stage.startswith("acl_ingress"):
         receiver = _receiver(q, w)
         if receiver is not None:
-            found = [
-                d for d in _sg_side(q, receiver, INGRESS, str(leg.packet.get("ipv4_src"))) if not d.allows
-            ]
+            found = [d for d in _sg_side(q, receiver, INGRESS, _addr(leg.packet, "src")) if not d.allows]
             if found:
                 return found
     if kind in ("address", "route"):
@@ -904,7 +910,7 @@ def _drop_deciders(q: Query, w: pathwalk.Walk) -> list[Decider]:
                 Decider(
                     "route",
                     False,
-                    f"{router} has no route to {leg.packet.get('ipv4_dst')} (no "
+                    f"{router} has no route to {_addr(leg.packet, 'dst')} (no "
                     "connected subnet, static route or external gateway covers it)",
                     router if router.startswith("routers/") else "",
                 )
@@ -920,7 +926,7 @@ def _receiver(q: Query, w: pathwalk.Walk) -> Port | None:
     """The port a dropped leg was heading for: the destination, or the holder of its address."""
     leg = w.ended
     assert leg is not None
-    ip = str(leg.packet.get("ipv4_dst"))
+    ip = _addr(leg.packet, "dst")
     if q.dst is not None and ip in {a for _, a in q.dst.fixed_ips}:
         return q.dst
     hosts = {h.chassis for h in leg.trace.hops} if leg.trace is not None else set()
@@ -1000,3 +1006,8 @@ def _routed(topo: Topology, network_id: str, ip: netaddr.IPAddress) -> tuple[str
 
 def _ipv4(p: Port) -> str | None:
     return next((ip for _, ip in p.fixed_ips if netaddr.IPAddress(ip).version == 4), None)
+
+
+def _addr(packet: Mapping[str, Any], side: str) -> str:
+    """The packet's IPv4 or IPv6 source / destination address."""
+    return str(packet.get(f"ipv4_{side}", packet.get(f"ipv6_{side}")))

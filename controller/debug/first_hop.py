@@ -46,20 +46,32 @@ class Route:
         return f"ports/{self.port.id} sends it to its {self.via}: eth_dst = {who}"
 
 
-def ipv4_subnets(topo: Topology, port: Port) -> list[tuple[Subnet, str]]:
-    """(subnet, address) of the port's IPv4 fixed IPs."""
+def ipv4_subnets(topo: Topology, port: Port, version: int = 4) -> list[tuple[Subnet, str]]:
+    """(subnet, address) of the port's fixed IPs of the family (IPv4 unless `version` is 6)."""
     out = []
     for sid, ip in port.fixed_ips:
         sub = topo.subnets.get(sid)
-        if sub is not None and sub.ip_version == 4 and netaddr.IPAddress(ip).version == 4:
+        if sub is not None and sub.ip_version == version and netaddr.IPAddress(ip).version == version:
             out.append((sub, ip))
     return out
 
 
 def holder(topo: Topology, network_id: str, ip: str) -> Port | None:
-    """The port of the network that answers ARP for `ip`: its fixed IP, else an allowed address pair that
-    names exactly that address."""
-    n = int(netaddr.IPAddress(ip))
+    """The port of the network that answers ARP (or neighbour discovery) for `ip`: its fixed IP (or its
+    EUI-64 link-local address), else an allowed address pair that names exactly that address."""
+    a = netaddr.IPAddress(ip)
+    if a.version == 6 and a.is_link_local():  # a port's EUI-64 link-local address (what ND answers for)
+        return next(
+            (
+                p
+                for p in topo.ports_of(network_id)
+                if p.mac
+                and any(":" in f for _, f in p.fixed_ips)
+                and netaddr.EUI(p.mac).ipv6_link_local() == a
+            ),
+            None,
+        )
+    n = int(a)
     for sub in topo.subnets_of(network_id):
         pid = topo.ip_owner.get(sub.id, {}).get(n)
         if pid is not None and pid in topo.ports:
@@ -91,23 +103,32 @@ def host_ports(topo: Topology, port: Port) -> list[Port]:
 
 def route(topo: Topology, ports: Sequence[Port], dst_ip: str) -> Route | None:
     """The route a VM with `ports` (its primary port first) takes to `dst_ip`, as Linux would with the
-    addresses, host routes and default gateway DHCP gives it; None when it has no route at all."""
+    addresses, host routes and default gateway DHCP gives it; None when it has no route at all. For an
+    IPv6 destination: the IPv6 subnets, and the subnet's gateway address as default route (what a VM
+    configured statically uses; the router's link-local address a router advertisement gives has the same
+    MAC: the interface's)."""
     ip = netaddr.IPAddress(dst_ip)
+    v = ip.version
+    if v == 6 and ip.is_link_local():  # on the link of the VM's first port with an IPv6 address
+        for p in ports:
+            if ipv4_subnets(topo, p, 6):
+                return Route(p, dst_ip, "on-link", holder(topo, p.network_id, dst_ip))
+        return None
     best: tuple[int, Route] | None = None
     for p in ports:  # on-link: the longest prefix among the VM's subnets
-        for sub, _own in ipv4_subnets(topo, p):
+        for sub, _own in ipv4_subnets(topo, p, v):
             cidr = netaddr.IPNetwork(sub.cidr)
             if ip in cidr and (best is None or cidr.prefixlen > best[0]):
                 best = (cidr.prefixlen, Route(p, dst_ip, "on-link", holder(topo, p.network_id, dst_ip)))
     if best is not None:
         return best[1]
     for p in ports:  # host routes of the VM's subnets whose next hop is on-link
-        for sub, own in ipv4_subnets(topo, p):
+        for sub, own in ipv4_subnets(topo, p, v):
             for dest, nexthop in sub.host_routes:
                 cidr = netaddr.IPNetwork(dest)
                 if (
                     ip in cidr
-                    and cidr.version == 4
+                    and cidr.version == v
                     and nexthop != own
                     and netaddr.IPAddress(nexthop) in netaddr.IPNetwork(sub.cidr)
                     and (best is None or cidr.prefixlen > best[0])
@@ -124,7 +145,7 @@ def route(topo: Topology, ports: Sequence[Port], dst_ip: str) -> Route | None:
     if best is not None:
         return best[1]
     for p in ports:  # the default gateway of the first port that has one (not itself)
-        for sub, own in ipv4_subnets(topo, p):
+        for sub, own in ipv4_subnets(topo, p, v):
             if sub.gateway_ip and sub.gateway_ip != own:
                 return Route(
                     p,
@@ -135,16 +156,22 @@ def route(topo: Topology, ports: Sequence[Port], dst_ip: str) -> Route | None:
     return None
 
 
-def addresses(port: Port) -> list[netaddr.IPNetwork]:
-    """The IPv4 addresses a port's VM owns: fixed IPs and allowed address pairs (which may be prefixes)."""
-    out = [netaddr.IPNetwork(ip) for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4]
+def addresses(port: Port, version: int = 4) -> list[netaddr.IPNetwork]:
+    """The addresses of the family a port's VM owns: fixed IPs and allowed address pairs (which may be
+    prefixes); for IPv6 also its EUI-64 link-local address."""
+    out = [netaddr.IPNetwork(ip) for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == version]
+    if version == 6 and out and port.mac:
+        out.append(netaddr.IPNetwork(str(netaddr.EUI(port.mac).ipv6_link_local())))
     for addr, _mac in port.allowed_address_pairs:
         net = netaddr.IPNetwork(addr)
-        if net.version == 4 and net.prefixlen > 0:  # 0.0.0.0/0 says "may forward anything", not "is anything"
+        if (
+            net.version == version and net.prefixlen > 0
+        ):  # 0.0.0.0/0: "may forward anything", not "is anything"
             out.append(net)
     return out
 
 
 def holds(port: Port, ip: str) -> bool:
     a = netaddr.IPAddress(ip)
-    return any(a in net if net.prefixlen < 32 else a == net.ip for net in addresses(port))
+    full = 32 if a.version == 4 else 128
+    return any(a in net if net.prefixlen < full else a == net.ip for net in addresses(port, a.version))

@@ -1,7 +1,7 @@
 """Follow a packet from VM to VM through the flows, the way the dataplane carries it: explain's verdict.
 
 A leg is one packet a VM sends: built as the VM builds it (its route: on-link, host route or default
-gateway; the next hop's MAC as ARP answers it), traced through every chassis it reaches
+gateway; the next hop's MAC as ARP or neighbour discovery answers it; IPv4 or IPv6), traced through every chassis it reaches
 (controller.debug.trace). When a leg delivers the packet to a port that is not its destination but was sent it
 as a next hop (eth_dst its MAC, ipv4_dst another address: the next hop of a static route, a VM that
 forwards between networks), the walk assumes that VM forwards (ip_forward=1 inside it, which the
@@ -109,35 +109,44 @@ def walk(
     assumptions: list[str] = []
     sender, ports = source, [source]
     received_on: Port | None = None
+    v = netaddr.IPAddress(dst_ip).version
+    fam = f"ipv{v}"
     with dataplane.state.lock:
-        src_ip = next((ip for _, ip in source.fixed_ips if netaddr.IPAddress(ip).version == 4), None)
+        src_ip = next((ip for _, ip in source.fixed_ips if netaddr.IPAddress(ip).version == v), None)
     if src_ip is None:
-        return Walk(legs, "not_sent", f"{_port(source)} has no IPv4 address: it sends no IPv4 packet")
-    base: dict[str, Any] = {"eth_type": 0x0800, "ipv4_src": src_ip, "ipv4_dst": dst_ip, "nw_ttl": 64, **l4}
+        return Walk(legs, "not_sent", f"{_port(source)} has no IPv{v} address: it sends no IPv{v} packet")
+    base: dict[str, Any] = {
+        "eth_type": 0x0800 if v == 4 else 0x86DD,
+        f"{fam}_src": src_ip,
+        f"{fam}_dst": dst_ip,
+        "nw_ttl": 64,
+        **l4,
+    }
     seen: set[str] = set()
     for _ in range(MAX_LEGS):
         with dataplane.state.lock:
-            r = first_hop.route(topo, ports, base["ipv4_dst"])
+            r = first_hop.route(topo, ports, base[f"{fam}_dst"])
         who = _port(sender)
         if r is None:
             return Walk(
                 legs,
                 "no_route",
-                f"{who} has no route to {base['ipv4_dst']}: it is on none of its "
+                f"{who} has no route to {base[f'{fam}_dst']}: it is on none of its "
                 "subnets, which have no gateway or host route for it",
                 assumptions=assumptions,
             )
         if r.holder is None:
             how = (
-                f"{base['ipv4_dst']} is on-link for {_port(r.port)}"
+                f"{base[f'{fam}_dst']} is on-link for {_port(r.port)}"
                 if r.on_link
-                else f"{_port(r.port)} sends {base['ipv4_dst']} to its {r.via}"
+                else f"{_port(r.port)} sends {base[f'{fam}_dst']} to its {r.via}"
             )
             return Walk(
                 legs,
                 "unresolved",
                 f"{how}, but no port of networks/{r.port.network_id} has "
-                f"{r.next_hop}: ARP for it is not answered, nothing is sent",
+                f"{r.next_hop}: {'ARP' if v == 4 else 'neighbour discovery'} for it is not answered, "
+                "nothing is sent",
                 assumptions=assumptions,
             )
         packet = {**base, "eth_src": r.port.mac, "eth_dst": r.holder.mac}
@@ -150,7 +159,7 @@ def walk(
                 legs, "not_sent", f"{_port(r.port)} cannot send it: {err.message}", assumptions=assumptions
             )
         with dataplane.state.lock:
-            outcome = _leg_end(topo, leg.trace, base["ipv4_dst"], dst_ip)
+            outcome = _leg_end(topo, leg.trace, base[f"{fam}_dst"], dst_ip)
         if outcome[0] in ("delivered", "answered", "outside"):
             kind, port, words = outcome
             if kind == "delivered" and target is not None and port is not None and port.id != target.id:
@@ -174,7 +183,7 @@ def walk(
             )
         seen.add(fwd.id)
         assumptions.append(
-            f"{_port(fwd)} is not {out.get('ipv4_dst')} but its next hop: assumed its VM "
+            f"{_port(fwd)} is not {out.get(f'{fam}_dst')} but its next hop: assumed its VM "
             f"({'device ' + fwd.device_id if fwd.device_id else 'one port'}) forwards "
             "(ip_forward=1 inside the VM, which the controller cannot see)"
         )
@@ -190,6 +199,8 @@ _CARRIED = (
     "eth_type",
     "ipv4_src",
     "ipv4_dst",
+    "ipv6_src",
+    "ipv6_dst",
     "ip_proto",
     "tcp_src",
     "tcp_dst",
@@ -197,6 +208,8 @@ _CARRIED = (
     "udp_dst",
     "icmpv4_type",
     "icmpv4_code",
+    "icmpv6_type",
+    "icmpv6_code",
 )
 
 
@@ -235,7 +248,9 @@ def _leg_end(
     ignored = []
     for h in res.hops:
         for o in h.outputs:
-            echo_reply = o.headers.get("ipv4_src") == leg_dst and o.headers.get("icmpv4_type") == 0
+            echo_reply = (o.headers.get("ipv4_src") == leg_dst and o.headers.get("icmpv4_type") == 0) or (
+                o.headers.get("ipv6_src") == leg_dst and o.headers.get("icmpv6_type") == 129
+            )
             if o.kind == "in_port" and echo_reply:
                 return "answered", None, f"{leg_dst} answers the echo request in flows (a router's address)"
             if o.kind != "vif":
@@ -247,7 +262,7 @@ def _leg_end(
             if eth_dst not in (p.mac.lower(), BROADCAST):
                 ignored.append(o.port)  # a flooded copy to someone else's MAC: its NIC drops it
                 continue
-            ip = str(o.headers.get("ipv4_dst", ""))
+            ip = str(o.headers.get("ipv4_dst", o.headers.get("ipv6_dst", "")))
             if ip and first_hop.holds(p, ip):
                 return "delivered", p, f"delivered to {o.port} on {o.chassis}"
             if eth_dst == p.mac.lower() and forward is None:
@@ -263,7 +278,8 @@ def _leg_end(
     ]
     if leaves and not _ours(topo, dst_ip):
         o = leaves[0]
-        nat = f", source {o.headers.get('ipv4_src')}" if o.headers.get("ipv4_src") else ""
+        src = o.headers.get("ipv4_src", o.headers.get("ipv6_src"))
+        nat = f", source {src}" if src else ""
         return (
             "outside",
             None,

@@ -42,10 +42,13 @@ SOURCES = ("desired", "installed")
 #: cross-chassis hops before a trace gives up (a flood reaches each hosting chassis once)
 MAX_HOPS = 32
 #: fields that are switch-local state: they do not travel with a packet to the next chassis
-_LOCAL_STATE = {"in_port", "metadata", "ct_state", "ct_zone", "ct_mark", "ct_label", "conj_id"} | {
-    f"reg{i}" for i in range(16)
-}
-_PROTO_OF = {"tcp": 6, "udp": 17, "sctp": 132, "icmpv4": 1}
+_LOCAL_STATE = (
+    {"in_port", "metadata", "ct_state", "ct_zone", "ct_mark", "ct_label", "conj_id"}
+    | {f"reg{i}" for i in range(16)}
+    | {f"xreg{i}" for i in range(8)}
+    | {f"xxreg{i}" for i in range(4)}  # IPv6 routing's next hop (xxreg3): never crosses a tunnel
+)
+_PROTO_OF = {"tcp": 6, "udp": 17, "sctp": 132, "icmpv4": 1, "icmpv6": 58}
 OFPVID_PRESENT = 0x1000
 APPCTL_TIMEOUT = 5.0
 
@@ -290,7 +293,9 @@ def trace(
 ) -> TraceResult:
     """Trace a packet from logical port `port_id` (or `chassis_id` + `in_port`) with `headers` (our field
     names: eth_dst, ipv4_dst, ip_proto, tcp_dst...; eth_src, eth_type, ipv4_src, ip_proto are filled in
-    from the source port and the fields given; `dst_port` fills eth_dst / ipv4_dst from that port).
+    from the source port and the fields given; `dst_port` fills eth_dst / ipv4_dst from that port). An
+    IPv6 packet (ipv6_* or icmpv6_* fields, or eth_type 0x86dd) gets ipv6_src / ipv6_dst the same way and
+    is an ICMPv6 echo request unless told otherwise.
 
     source="desired" walks the compiled flows, "installed" the flows dumped from the switches now.
     Raises topology.errors.ApiError (NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION).
@@ -389,20 +394,25 @@ def _via_gateway(
     dst: Port | None,
     headers: Mapping[str, str | int],
 ) -> tuple[Mapping[str, str | int], first_hop.Route | None]:
-    """An IPv4 packet goes where a real VM sends it: on-link to the destination's MAC (what ARP answers),
-    else to the MAC of its gateway (or host route's next hop), not to the destination's own MAC. Returns
-    the headers with that eth_dst, and the route when it is through a next hop (None: on-link, or not an
-    IPv4 packet). FAILED_PRECONDITION when the VM has no route, or ARP for the next hop is not answered."""
-    if any(str(k).startswith(("arp_", "ipv6_")) for k in headers) or str(
-        headers.get("eth_type", headers.get("dl_type", "0x0800"))
-    ) not in ("0x0800", "0x800", "2048"):
+    """An IP packet goes where a real VM sends it: on-link to the destination's MAC (what ARP or neighbour
+    discovery answers), else to the MAC of its gateway (or host route's next hop), not to the destination's
+    own MAC. Returns the headers with that eth_dst, and the route when it is through a next hop (None:
+    on-link, or not an IP packet). FAILED_PRECONDITION when the VM has no route, or ARP / neighbour
+    discovery for the next hop is not answered."""
+    version = _family(headers)
+    if version is None:
         return headers, None
-    dst_ip = headers.get("ipv4_dst", headers.get("nw_dst", headers.get("ip_dst"))) or _ipv4(dst)
+    if version == 6:
+        dst_ip = headers.get("ipv6_dst") or _ip(dst, 6)
+    else:
+        dst_ip = headers.get("ipv4_dst", headers.get("nw_dst", headers.get("ip_dst"))) or _ipv4(dst)
     try:
         ip = str(netaddr.IPAddress(str(dst_ip), flags=netaddr.INET_PTON)) if dst_ip else None
     except (netaddr.AddrFormatError, ValueError):
         return headers, None  # build_headers says what is wrong with it
-    if ip is None or netaddr.IPAddress(ip).version != 4 or _ipv4(src) is None:
+    if ip is None or netaddr.IPAddress(ip).version != version or _ip(src, version) is None:
+        return headers, None
+    if version == 6 and netaddr.IPAddress(ip).is_multicast():
         return headers, None
     r = first_hop.route(topo, [src], ip)
     if r is None:
@@ -420,8 +430,9 @@ def _via_gateway(
         )
         raise errors.failed_precondition(
             "NEXT_HOP_UNRESOLVED",
-            f"{how}, but no port of network {src.network_id!r} has {r.next_hop}: ARP "
-            "for it is not answered and a real VM sends nothing",
+            f"{how}, but no port of network {src.network_id!r} has {r.next_hop}: "
+            f"{'ARP' if version == 4 else 'neighbour discovery'} for it is not answered and a real VM "
+            "sends nothing",
             port=src.id,
         )
     if r.on_link:
@@ -450,7 +461,7 @@ def _resolved(
         return f"ARP for {tpa}: " + (
             f"ports/{who.id} has it" if who is not None else f"no port of network {src.network_id} has it"
         )
-    ip = packet.get("ipv4_dst")
+    ip = packet.get("ipv4_dst", packet.get("ipv6_dst"))
     if dst is not None:
         what = f"ports/{dst.id}" + (f" ({ip})" if ip else "")
     elif route is not None:
@@ -471,8 +482,8 @@ def _resolved(
 
 
 def _by_ip(topo: Topology, src: Port, headers: Mapping[str, str | int]) -> Port | None:
-    """The port of the source's network that has the packet's ipv4_dst, if any."""
-    ip = headers.get("ipv4_dst", headers.get("nw_dst"))
+    """The port of the source's network that has the packet's ipv4_dst (or ipv6_dst), if any."""
+    ip = headers.get("ipv4_dst", headers.get("nw_dst", headers.get("ipv6_dst")))
     try:
         n = int(netaddr.IPAddress(str(ip)))
     except (netaddr.AddrFormatError, ValueError, TypeError):
@@ -504,9 +515,33 @@ def _port_at(rt: ChassisRuntime, topo: Topology, ofport: int) -> Port | None:
 
 
 def _ipv4(port: Port | None) -> str | None:
+    return _ip(port, 4)
+
+
+def _ip(port: Port | None, version: int) -> str | None:
+    """The port's first fixed IP of the family."""
     if port is None:
         return None
-    return next((ip for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4), None)
+    return next((ip for _, ip in port.fixed_ips if netaddr.IPAddress(ip).version == version), None)
+
+
+_V4_TYPES = ("0x0800", "0x800", "2048")
+_V6_TYPES = ("0x86dd", "34525")
+
+
+def _family(headers: Mapping[str, str | int]) -> int | None:
+    """4 or 6: the IP family of the packet the headers describe (IPv4 unless said otherwise), None: ARP or
+    another EtherType."""
+    if any(str(k).startswith("arp_") for k in headers):
+        return None
+    eth_type = str(headers.get("eth_type", headers.get("dl_type", ""))).lower()
+    if eth_type in _V6_TYPES or (
+        not eth_type and any(str(k).startswith(("ipv6_", "icmpv6_")) for k in headers)
+    ):
+        return 6
+    if eth_type in (*_V4_TYPES, ""):
+        return 4
+    return None
 
 
 _ALIASES = {
@@ -554,13 +589,18 @@ def build_headers(
         "udp": ("udp_src", "udp_dst"),
         "sctp": ("sctp_src", "sctp_dst"),
         "icmpv4": ("icmpv4_type", "icmpv4_code"),
+        "icmpv6": ("icmpv6_type", "icmpv6_code"),
     }
     for proto, names in l4.items():
         if any(n in pkt for n in names):
             pkt.setdefault("ip_proto", _PROTO_OF[proto])
-    if src is not None and "eth_type" not in pkt and not any(k.startswith(("arp_", "ipv6_")) for k in pkt):
+    if "eth_type" not in pkt and any(k.startswith(("ipv6_", "icmpv6_")) for k in pkt):
+        pkt["eth_type"] = 0x86DD
+    if src is not None and "eth_type" not in pkt and not any(k.startswith("arp_") for k in pkt):
         # a port's packet is an ICMP echo unless told otherwise: port security drops a bare frame
         pkt.setdefault("ip_proto", 1)
+    if src is not None and pkt.get("eth_type") == 0x86DD:
+        pkt.setdefault("ip_proto", 58)  # ICMPv6 echo
     if any(k.startswith("arp_") for k in pkt):
         pkt.setdefault("eth_type", 0x0806)
     if "ip_proto" in pkt or any(k.startswith("ipv4_") for k in pkt):
@@ -583,6 +623,15 @@ def build_headers(
         if pkt.get("ip_proto") == 1:
             pkt.setdefault("icmpv4_type", 8)
             pkt.setdefault("icmpv4_code", 0)
+    if pkt.get("eth_type") == 0x86DD:
+        if _ip(src, 6) is not None:
+            pkt.setdefault("ipv6_src", _ip(src, 6))
+        if _ip(dst, 6) is not None:
+            pkt.setdefault("ipv6_dst", _ip(dst, 6))
+        pkt.setdefault("nw_ttl", 64)
+        if pkt.get("ip_proto") == 58:
+            pkt.setdefault("icmpv6_type", 128)
+            pkt.setdefault("icmpv6_code", 0)
     if "eth_dst" not in pkt:
         raise errors.invalid("headers[eth_dst]", "required: give eth_dst or a destination port")
     if "eth_src" not in pkt:
@@ -645,7 +694,7 @@ def _next_hops(hops: list[Hop], ports: Mapping[str, Port]) -> str:
     for h in hops:
         for o in h.outputs:
             p = ports.get(o.port.removeprefix("ports/")) if o.kind == "vif" else None
-            ip = o.headers.get("ipv4_dst")
+            ip = o.headers.get("ipv4_dst", o.headers.get("ipv6_dst"))
             if p is not None and ip and o.headers.get("eth_dst") == p.mac and not first_hop.holds(p, str(ip)):
                 out.append(
                     f"; {o.port} is a next hop, not {ip}: the packet goes on only if its VM forwards "
@@ -1054,7 +1103,7 @@ def ovs_flow_text(packet: Mapping[str, Any]) -> str:
         if k in _LOCAL_STATE - {"in_port"}:
             continue
         v = packet[k]
-        name = OVS_NAMES.get(k, k)
+        name = k if k.startswith("icmpv6_") else OVS_NAMES.get(k, k)  # OVS's icmp_type is ICMPv4 only
         if k in ("tcp_src", "tcp_dst", "udp_src", "udp_dst", "sctp_src", "sctp_dst") and proto is None:
             continue
         if isinstance(v, int) and k in ("eth_type", "tunnel_id", "vlan_vid"):

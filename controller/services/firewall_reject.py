@@ -7,7 +7,10 @@ port the packet came in on:
 - TCP: a RST from the destination address and port (for a SYN: seq 0, ack = its seq + 1, so the
   client's connect() fails with ECONNREFUSED; for a segment with ACK: seq = its ack);
 - anything else: ICMP destination unreachable, port unreachable (type 3 code 3), from the destination
-  address, carrying the original IP header and the first 8 bytes after it (never about an ICMP error).
+  address, carrying the original IP header and the first 8 bytes after it (never about an ICMP error);
+- IPv6 the same way: TCP gets a RST, anything else ICMPv6 destination unreachable, administratively
+  prohibited (type 1 code 1, RFC 4443), carrying as much of the packet as fits in the IPv6 minimum MTU
+  (1280), never about an ICMPv6 error (types below 128).
 
 The reply's eth_src is the MAC of the router interface on the sender's own network (its gateway), its
 eth_dst the sender's MAC. The sender must be a VM plugged on this chassis (east-west traffic is checked
@@ -17,6 +20,7 @@ a floating IP, on the gateway chassis) is just dropped, so there reject acts as 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 
@@ -55,7 +59,7 @@ def _sender(pin: PacketIn) -> tuple[Port, int] | None:
     return None
 
 
-def _gateway_mac(pin: PacketIn, sender: Port, macs: tuple[str, ...]) -> str | None:
+def _gateway_mac(pin: PacketIn, sender: Port, macs: tuple[str, ...], version: int = 4) -> str | None:
     """The MAC of the router interface on the sender's network, of the router the packet was crossing
     (found by the interface MAC it carries: eth_dst before routing, eth_src after)."""
     topo = pin.topo
@@ -64,14 +68,14 @@ def _gateway_mac(pin: PacketIn, sender: Port, macs: tuple[str, ...]) -> str | No
         iface = topo.ports.get(pid) if pid else None
         if iface is None or iface.device_owner != OWNER_ROUTER_INTERFACE:
             continue
-        gw = next(
-            (
-                p
-                for p in topo.router_ports(iface.device_id)
-                if p.device_owner == OWNER_ROUTER_INTERFACE and p.network_id == sender.network_id
-            ),
-            None,
-        )
+        gws = [
+            p
+            for p in topo.router_ports(iface.device_id)
+            if p.device_owner == OWNER_ROUTER_INTERFACE and p.network_id == sender.network_id
+        ]
+        # the interface of the packet's family first (a dual-stack network may have one per family)
+        gw = next((p for p in gws if any((":" in ip) == (version == 6) for _, ip in p.fixed_ips)), None)
+        gw = gw or next(iter(gws), None)
         if gw is not None:
             return gw.mac
     return None
@@ -90,6 +94,8 @@ def build_reply(pin: PacketIn) -> tuple[bytes, int] | None:
     except Exception:  # noqa: BLE001 - a packet we cannot parse gets no answer
         return None
     eth = pkt.get_protocol(ethernet.ethernet)
+    if eth is not None and eth.ethertype == 0x86DD:
+        return _reply6(pin, sender, ofport, pkt)
     ip = pkt.get_protocol(ipv4.ipv4)
     if eth is None or ip is None or eth.ethertype != 0x0800:
         return None
@@ -105,35 +111,73 @@ def build_reply(pin: PacketIn) -> tuple[bytes, int] | None:
         if seg.bits & TCP_RST:
             return None  # never answer a RST
         reply.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=6, ttl=64))
-        if seg.bits & TCP_ACK:
-            reply.add_protocol(
-                tcp.tcp(
-                    src_port=seg.dst_port,
-                    dst_port=seg.src_port,
-                    seq=seg.ack,
-                    ack=0,
-                    bits=TCP_RST,
-                    window_size=0,
-                )
-            )
-        else:
-            payload = ip.total_length - ihl - seg.offset * 4
-            length = payload + (1 if seg.bits & TCP_SYN else 0) + (1 if seg.bits & TCP_FIN else 0)
-            reply.add_protocol(
-                tcp.tcp(
-                    src_port=seg.dst_port,
-                    dst_port=seg.src_port,
-                    seq=0,
-                    ack=(seg.seq + length) & 0xFFFFFFFF,
-                    bits=TCP_RST | TCP_ACK,
-                    window_size=0,
-                )
-            )
+        reply.add_protocol(_rst(seg, ip.total_length - ihl - seg.offset * 4))
     else:
         if ip.proto == 1 and len(raw_ip) > ihl and raw_ip[ihl] in ICMP_ERRORS:
             return None
         quoted = bytes(raw_ip[: ihl + 8])
         reply.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=1, ttl=64))
         reply.add_protocol(icmp.icmp(type_=3, code=3, data=icmp.dest_unreach(data=quoted)))
+    reply.serialize()
+    return bytes(reply.data), ofport
+
+
+def _rst(seg: object, payload: int) -> object:
+    """The RST answering TCP segment `seg` carrying `payload` bytes of data."""
+    from os_ken.lib.packet import tcp
+
+    assert isinstance(seg, tcp.tcp)
+    if seg.bits & TCP_ACK:
+        return tcp.tcp(
+            src_port=seg.dst_port, dst_port=seg.src_port, seq=seg.ack, ack=0, bits=TCP_RST, window_size=0
+        )
+    length = payload + (1 if seg.bits & TCP_SYN else 0) + (1 if seg.bits & TCP_FIN else 0)
+    return tcp.tcp(
+        src_port=seg.dst_port,
+        dst_port=seg.src_port,
+        seq=0,
+        ack=(seg.seq + length) & 0xFFFFFFFF,
+        bits=TCP_RST | TCP_ACK,
+        window_size=0,
+    )
+
+
+#: the most of a packet an ICMPv6 error quotes: the error must fit the IPv6 minimum MTU (RFC 4443 2.4)
+ICMP6_QUOTE = 1280 - 40 - 8  # IPv6 header, ICMPv6 header and its unused word
+
+
+def _reply6(pin: PacketIn, sender: Port, ofport: int, pkt: object) -> tuple[bytes, int] | None:
+    """The IPv6 answer: a RST for TCP (with no extension headers), else ICMPv6 administratively prohibited."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet, tcp
+
+    assert isinstance(pkt, packet.Packet)
+    eth, ip = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv6.ipv6)
+    if eth is None or ip is None:
+        return None
+    if ipaddress.IPv6Address(ip.src).is_unspecified or ipaddress.IPv6Address(ip.src).is_multicast:
+        return None  # never to the unspecified or a multicast source
+    gw_mac = _gateway_mac(pin, sender, (eth.dst, eth.src), 6)
+    if gw_mac is None:
+        return None
+    raw_ip = pin.data[14:]
+    reply = packet.Packet()
+    reply.add_protocol(ethernet.ethernet(dst=sender.mac, src=gw_mac, ethertype=0x86DD))
+    seg = pkt.get_protocol(tcp.tcp)
+    if ip.nxt == 6 and seg is not None:
+        if seg.bits & TCP_RST:
+            return None
+        reply.add_protocol(ipv6.ipv6(src=ip.dst, dst=ip.src, nxt=6, hop_limit=64))
+        reply.add_protocol(_rst(seg, ip.payload_length - seg.offset * 4))
+    else:
+        if ip.nxt == 58 and len(raw_ip) > 40 and raw_ip[40] < 128:
+            return None  # an ICMPv6 error is never answered with another (RFC 4443 2.4 e)
+        reply.add_protocol(ipv6.ipv6(src=ip.dst, dst=ip.src, nxt=58, hop_limit=64))
+        reply.add_protocol(
+            icmpv6.icmpv6(
+                type_=icmpv6.ICMPV6_DST_UNREACH,
+                code=1,
+                data=bytes(4) + bytes(raw_ip[:ICMP6_QUOTE]),  # 4 unused bytes, then the packet
+            )
+        )
     reply.serialize()
     return bytes(reply.data), ofport
