@@ -331,10 +331,13 @@ STAGES: tuple[Stage, ...] = (
     _stage(
         "l2_lookup",
         60,
-        _LOGICAL | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"},
-        {"egress_dispatch", "dnat"},
+        _LOGICAL
+        | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"}
+        | {"ip_proto", "icmpv6_type", "icmpv6_code", "ipv6_src", "ipv6_nd_target"},
+        {"egress_dispatch", "dnat", "mac_lookup"},
         "dst MAC -> DST_PORT, or flood group; router port MACs go to the router (dnat); on a gateway "
-        "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here",
+        "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here, "
+        "and neighbour solicitations for its IPv6 addresses are asked of mac_lookup",
     ),
     _stage(
         "dnat",
