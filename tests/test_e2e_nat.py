@@ -435,6 +435,16 @@ def test_dual_stack_gateway_routes_ipv6_untranslated_and_keeps_ipv4_snat(world: 
     assert any(f"{vm6} > {host6}" in line for line in lines), f"the VM's own IPv6 source, no NAT: {lines}"
     ping4_source()
     assert w.ext_host.exec(f"ping -6 -n -c 1 -w 5 {gw6}", check=False).returncode == 0, "the gateway answers"
+    # beyond the external subnet: the default route's next hop is the external IPv6 subnet's gateway_ip (the
+    # packet-in's NEXT_HOP6, not its destination), solicited by the controller like the on-link host
+    upstream = env.lab.add_external_host(PHYSNET, "upstream6", "172.24.4.206/24")
+    upstream.exec(
+        "ip -6 addr add 2001:db8:e4::1/64 dev eth0 nodad && ip -6 addr add 2001:db8:ff::1/128 dev lo"
+    )
+    upstream.exec(f"ip -6 route add fd00:131::/64 via {gw6}")
+    out = vm.exec("ping -6 -n -c 3 -i 0.3 -w 10 2001:db8:ff::1", check=False, timeout=15).stdout
+    assert re.search(r"[1-9]\d* received", out), out + env.controller_log()
+    assert "neighbour solicitation for 2001:db8:e4::1 " in env.controller_log()
 
     def set_gateway(fixed: list[pb.FixedIp]) -> pb.Router:
         return env.stub.UpdateRouter(
