@@ -267,6 +267,8 @@ def test_adding_and_removing_the_ipv6_address_keeps_the_ipv4_address_and_snat() 
         ({"fixed_ips": (("ext-sub", ""), ("", "172.24.4.9"))}, "INVALID_ARGUMENT", ""),
         ({"fixed_ips": (("ext-sub", ""), ("", ""))}, "INVALID_ARGUMENT", ""),
         ({"fixed_ips": (("ext-sub", ""),), "ip_address": "172.24.4.9"}, "INVALID_ARGUMENT", ""),
+        ({"fixed_ips": (("ext-sub", ""), ("", "2001:db8:99::5"))}, "INVALID_ARGUMENT", ""),
+        ({"fixed_ips": (("ext-sub", ""), ("ext-v6", "2001:db8:ee::1"))}, "INVALID_ARGUMENT", ""),
     ],
 )
 def test_a_gateway_without_ipv4_or_with_two_of_a_family_is_refused(
@@ -283,4 +285,8 @@ def test_a_gateway_without_ipv4_or_with_two_of_a_family_is_refused(
                     w.topo, Router(id="r2", tenant="alice"), ops.GatewayRequest("ext", **kw), 99, 0.0
                 )
         assert err.value.code == code and reason in err.value.reason, err.value
+        if code == "INVALID_ARGUMENT" and len(kw.get("fixed_ips", ())) == 2 and not kw.get("ip_address"):
+            assert [f for f, _d in err.value.violations][0].startswith("external_gateway.fixed_ips[1]"), (
+                err.value
+            )
         assert gw(w).fixed_ips == before

@@ -1167,10 +1167,8 @@ def _new_owned_port(
             f"network {network_id!r} has no IPv4 subnet to take an address from",
             network=network_id,
         )
-    for sid, addr in fixed:
-        if addr == topo.subnets[sid].gateway_ip and owner != OWNER_ROUTER_INTERFACE:
-            path = paths.get("fixed_ips[0].ip_address", "ip_address")
-            raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
+    if owner != OWNER_ROUTER_INTERFACE:
+        _refuse_subnet_gateways(topo, fixed, paths)
     key = topo.port_keys.choose()
     if key is None:
         raise errors.exhausted("PORT_KEYS_EXHAUSTED", "no free port key")
@@ -1186,6 +1184,13 @@ def _new_owned_port(
         key=key,
     )
     return ("port", ident, None, _stamp(port, rev, now, True))
+
+
+def _refuse_subnet_gateways(topo: Topology, fixed: Sequence[tuple[str, str]], paths: dict[str, str]) -> None:
+    for i, (sid, addr) in enumerate(fixed):
+        if addr == topo.subnets[sid].gateway_ip:
+            path = paths.get(f"fixed_ips[{i}].ip_address", "ip_address")
+            raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
 
 
 def _check_external(topo: Topology, network_id: str, field_path: str) -> Network:
@@ -1394,6 +1399,7 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
                     fixed = _resolve_fixed_ips(
                         topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips
                     )
+                    _refuse_subnet_gateways(topo, fixed, _gateway_paths(gw))
                 except errors.ApiError as err:
                     raise _renamed(err, _gateway_paths(gw)) from None
                 if not gw.fixed_ips:  # the single-address form moves the IPv4 address, any IPv6 one stays
