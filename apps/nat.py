@@ -22,7 +22,13 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   routed to one is SNAT'ed in snat as if it left (the source's FIP, else the gateway IP, with or without
   enable_snat), then l2_lookup leads it back into the router as if it came in (ct_clear; dnat DNATs it to the
   fixed IP: a second conntrack entry in the same zone); the target's replies, addressed to the SNAT address,
-  take the same way: un-DNAT'ed in snat, un-SNAT'ed in dnat, routed back to the VM.
+  take the same way: un-DNAT'ed in snat, un-SNAT'ed in dnat, routed back to the VM;
+- IPv6 (a dual-stack gateway: an IPv6 address beside the IPv4 one) is never translated: routed out like
+  IPv4 (redirected to GC elsewhere; there dec_ttl, eth_src := gateway MAC, NEXT_HOP6, DATAPATH := external
+  network) with no conntrack, its next hop resolved from bindings the controller learns by neighbour
+  solicitation; from outside, IPv6 to the gateway MAC passes dnat untouched into l3_lookup (echo to the
+  gateway's IPv6 address answered there); solicitations for that address are answered through mac_lookup
+  (as a router port's), advertisements to the gateway MAC go to the controller.
 """
 
 from __future__ import annotations

@@ -290,3 +290,21 @@ def test_a_gateway_without_ipv4_or_with_two_of_a_family_is_refused(
                 err.value
             )
         assert gw(w).fixed_ips == before
+
+
+def test_a_vpn_service_on_a_dual_stack_router_refuses_an_ipv6_peer() -> None:
+    """The gateway's IPv6 address shows as the service's external_v6_ip, but tunnels end at its IPv4 address:
+    an IPv6 peer is FAILED_PRECONDITION naming it (not accepted and left unrealized)."""
+    from topology import ops_vpn
+    from topology.records import VpnService
+
+    w, _p = world()
+    w.apply(
+        ops_vpn.create_vpn_service(w.topo, VpnService(id="v", tenant="alice", router_id="r"), w.rev + 1, 0.0)
+    )
+    svc = w.topo.vpn_services["v"]
+    assert (svc.external_v4_ip, svc.external_v6_ip) == (v4(gw(w)), v6(gw(w)))
+    with pytest.raises(errors.ApiError) as err:
+        ops_vpn._peer_address("2001:db8:ee::99", svc)
+    assert (err.value.code, err.value.reason) == ("FAILED_PRECONDITION", "IPV6_VPN_PEER_NOT_SUPPORTED")
+    assert ops_vpn._peer_address("172.24.4.99", svc) == "172.24.4.99"
