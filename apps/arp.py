@@ -17,7 +17,8 @@ address the model knows. Not answered, and passed on like any multicast (dhcp, t
 from the unspecified address (duplicate address detection: Linux, too, answers it only for an address it
 holds, and a port may probe only its own addresses, port_security), a port asking about its own address,
 and a target no port holds (it may be an allowed address pair, or a host outside on a provider network).
-A routed IPv6 packet resolves NEXT_HOP6 through mac_lookup like IPv4 (no NS is ever sent by a router)."""
+A routed IPv6 packet resolves NEXT_HOP6 through mac_lookup like IPv4 (no NS is ever sent by a router into a
+tenant network; on an external network the controller solicits upstream next hops: apps/nat.py)."""
 
 from __future__ import annotations
 
