@@ -18,7 +18,8 @@ NS only to the ports that may hold addresses the model does not know, apps/l2.py
 from the unspecified address (duplicate address detection: Linux, too, answers it only for an address it
 holds, and a port may probe only its own addresses, port_security), a port asking about its own address,
 and a target no port holds (it may be an allowed address pair, or a host outside on a provider network).
-A routed IPv6 packet resolves NEXT_HOP6 through mac_lookup like IPv4 (no NS is ever sent by a router)."""
+A routed IPv6 packet resolves NEXT_HOP6 through mac_lookup like IPv4 (no NS is ever sent by a router into a
+tenant network; on an external network the controller solicits upstream next hops: apps/nat.py)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ Each router is its own datapath, so two tenants' routers with the same CIDRs nev
 
 IPv6 is routed the same way (east-west): the router's IPv6 interfaces and IPv6 static routes match ipv6_dst,
 the hop limit is decremented, NEXT_HOP6 (xxreg3) carries the next hop to mac_lookup, and an ICMPv6 echo
-request to one of the router's IPv6 addresses is answered. IPv6 never leaves through the external gateway
-(the API refuses an IPv6 gateway address: apps/nat.py translates and forwards IPv4 only).
+request to one of the router's IPv6 addresses is answered. Through a dual-stack external gateway IPv6 is
+routed to and from the external network untranslated (apps/nat.py).
 """
 
 from __future__ import annotations

@@ -22,7 +22,13 @@ network (View.gateway_of). Only there does the router's gateway port exist in fl
   routed to one is SNAT'ed in snat as if it left (the source's FIP, else the gateway IP, with or without
   enable_snat), then l2_lookup leads it back into the router as if it came in (ct_clear; dnat DNATs it to the
   fixed IP: a second conntrack entry in the same zone); the target's replies, addressed to the SNAT address,
-  take the same way: un-DNAT'ed in snat, un-SNAT'ed in dnat, routed back to the VM.
+  take the same way: un-DNAT'ed in snat, un-SNAT'ed in dnat, routed back to the VM;
+- IPv6 (a dual-stack gateway: an IPv6 address beside the IPv4 one) is never translated: routed out like
+  IPv4 (redirected to GC elsewhere; there dec_ttl, eth_src := gateway MAC, NEXT_HOP6, DATAPATH := external
+  network) with no conntrack, its next hop resolved from bindings the controller learns by neighbour
+  solicitation; from outside, IPv6 to the gateway MAC passes dnat untouched into l3_lookup (echo to the
+  gateway's IPv6 address answered there); solicitations for that address are answered through mac_lookup
+  (as a router port's), advertisements to the gateway MAC go to the controller.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import netaddr
 
 from apps import echo, ids
+from apps.arp import ICMPV6, ND_NA, ND_NS
 from apps.view import View
 from flows.actions import (
     CT,
@@ -50,11 +57,26 @@ from flows.actions import (
 )
 from flows.cookie import Cookie
 from flows.flow import Flow
-from flows.pipeline import CT_ZONE, FLAGS, FROM_TUNNEL, HIGH, LOW, MATCH, NEXT_HOP
+from flows.pipeline import (
+    ARP_ASK,
+    CT_ZONE,
+    FLAGS,
+    FROM_TUNNEL,
+    HIGH,
+    LOW,
+    MAC_HI,
+    MAC_LO,
+    MATCH,
+    ND_ROUTER,
+    NEXT_HOP,
+    NEXT_HOP6,
+    flags_match,
+)
 from topology.records import FloatingIp, Network, Port, Router
 
 IPV4 = 0x0800
 ARP = 0x0806
+IPV6 = 0x86DD
 #: the tunnel type that carries router-redirected packets to the gateway chassis
 REDIRECT_TUNNEL = "vxlan"
 #: redirect ids live above every segment id tenants get: (1 << 23) | router key
@@ -75,6 +97,10 @@ def zone(gateway_port: Port) -> int:
 
 def _v4(port: Port) -> list[tuple[str, str]]:
     return [(sid, ip) for sid, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 4]
+
+
+def _v6(port: Port) -> list[tuple[str, str]]:
+    return [(sid, ip) for sid, ip in port.fixed_ips if netaddr.IPAddress(ip).version == 6]
 
 
 def floating_ips(view: View, router: Router) -> list[FloatingIp]:
@@ -120,7 +146,11 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
                 SetField("tun_ipv4_dst", gc_rec.tunnel_ip),
                 Output(tun),
             )
-    own_default = any(netaddr.IPNetwork(d).prefixlen == 0 for d, _n in router.routes)
+    own_default = any(
+        (p := netaddr.IPNetwork(d)).prefixlen == 0 and p.version == 4 for d, _n in router.routes
+    )
+    if routes_here or on_gc:
+        out += _v6_routes(view, router, ext, gwp, redirect, c)
     if routes_here or on_gc:  # on the gateway chassis also without interfaces there: echo replies to outside
         for sid, ip in gw_ips:
             sub = view.topo.subnets.get(sid)
@@ -182,6 +212,166 @@ def router_flows(view: View, chassis_id: str, router: Router, routes_here: bool)
     return out
 
 
+def _v6_routes(
+    view: View,
+    router: Router,
+    ext: Network,
+    gwp: Port,
+    redirect: tuple[Action, ...] | None,
+    c: Cookie,
+) -> list[Flow]:
+    """IPv6 into the external network, never translated: its connected subnet and the default route via the
+    external subnet's IPv6 gateway_ip (unless the router has its own ::/0), redirected to the gateway chassis
+    elsewhere; there routed out of the gateway MAC, the next hop resolved from the ND bindings the controller
+    learns (network_flows). Echo requests to the gateway's IPv6 address are answered."""
+    out: list[Flow] = []
+    md = {"metadata": router.key, "eth_type": IPV6}
+    own_default = any(
+        (p := netaddr.IPNetwork(d)).prefixlen == 0 and p.version == 6 for d, _n in router.routes
+    )
+    for sid, ip in _v6(gwp):
+        sub = view.topo.subnets.get(sid)
+        if sub is None:
+            continue
+        cidr = netaddr.IPNetwork(sub.cidr)
+        routes: list[tuple[netaddr.IPNetwork, str | None, int]] = [(cidr, None, 2 * cidr.prefixlen + 1)]
+        if sub.gateway_ip and not own_default:
+            routes.append((netaddr.IPNetwork("::/0"), sub.gateway_ip, 0))
+        for prefix, nexthop, prio in routes:
+            match = {**md, "ipv6_dst": str(prefix.cidr)}
+            if redirect is not None:
+                if redirect:
+                    out.append(Flow("l3_lookup", MATCH(prio), match=match, actions=redirect, cookie=c))
+                continue
+            hop = (
+                Move("ipv6_dst", NEXT_HOP6.field, 128)
+                if nexthop is None
+                else SetField(NEXT_HOP6.field, int(netaddr.IPAddress(nexthop)))
+            )
+            out.append(
+                Flow(
+                    "l3_lookup",
+                    MATCH(prio),
+                    match=match,
+                    actions=(
+                        DecTtl(),
+                        SetField("eth_src", gwp.mac),
+                        hop,
+                        CtClear(),
+                        WriteMetadata(ext.key),
+                        Goto("arp_resolve"),
+                    ),
+                    cookie=c,
+                )
+            )
+        out += [
+            Flow(
+                "l3_lookup",
+                HIGH,
+                match={**md, **echo.request(ip)},
+                actions=(*echo.reply(ip), Resubmit("l3_lookup")),
+                cookie=c,
+            ),
+            # anything else to the gateway's own address ends here (not routed back out to itself)
+            Flow("l3_lookup", MATCH(2 * 128 + 1), match={**md, "ipv6_dst": ip}, cookie=c),
+        ]
+    return out
+
+
+def _v6_gateway_chassis_flows(router: Router, ext: Network, gwp: Port, c: Cookie) -> list[Flow]:
+    """On the gateway chassis, the external network's side of the gateway's IPv6 addresses: neighbour
+    solicitations for them answered as any port's are (apps/arp.py: mac_lookup, R S O set, out the asking
+    port), advertisements to the gateway MAC to the controller (answers to its probes), any other IPv6 to the
+    gateway MAC into the router as is (through dnat, which translates none of it) and routed like east-west."""
+    v6 = _v6(gwp)
+    if not v6:
+        return []
+    ext_md = {"metadata": ext.key, "eth_type": IPV6}
+    mac = int(netaddr.EUI(gwp.mac))
+    out = [
+        Flow(
+            "l2_lookup",
+            MATCH,
+            match={**ext_md, "eth_dst": gwp.mac},
+            actions=(
+                CtClear(),
+                load(CT_ZONE.field, zone(gwp), CT_ZONE.start, CT_ZONE.end),
+                load(FLAGS.field, 0, FROM_TUNNEL.bit, FROM_TUNNEL.bit),
+                WriteMetadata(router.key),
+                Goto("dnat"),
+            ),
+            cookie=c,
+        ),
+        Flow(
+            "dnat",
+            MATCH,
+            match={"metadata": router.key, "eth_type": IPV6, CT_ZONE.field: zone(gwp)},
+            actions=(Goto("l3_lookup"),),
+            cookie=c,
+        ),
+        Flow(
+            "dnat",
+            MATCH(1),
+            match={
+                "metadata": router.key,
+                "eth_type": IPV6,
+                CT_ZONE.field: zone(gwp),
+                "ip_proto": ICMPV6,
+                "icmpv6_type": ND_NA,
+            },
+            actions=(Meter(ids.PACKET_IN_METER), Controller()),
+            cookie=c,
+        ),
+    ]
+    for _sid, ip in v6:
+        # a solicitation from the physical network (which skips arp_nd): answered by mac_lookup below; duplicate
+        # address detection (from ::) is no question and is dropped
+        ns = {**ext_md, "ip_proto": ICMPV6, "icmpv6_type": ND_NS, "icmpv6_code": 0, "ipv6_nd_target": ip}
+        out += [
+            Flow("l2_lookup", HIGH(1), match={**ns, "ipv6_src": "::"}, cookie=c),
+            Flow(
+                "l2_lookup",
+                HIGH,
+                match=ns,
+                actions=(
+                    Move("ipv6_nd_target", NEXT_HOP6.field, 128),
+                    load(FLAGS.field, 1, ARP_ASK.bit, ARP_ASK.bit),
+                    Resubmit("mac_lookup"),
+                ),
+                cookie=c,
+            ),
+        ]
+        # ping from outside: answered in dnat (as IPv4's), leaving by the patch port it came in by
+        out.append(
+            Flow(
+                "dnat",
+                HIGH,
+                match={"metadata": router.key, CT_ZONE.field: zone(gwp), **echo.request(ip)},
+                actions=(*echo.reply(ip), SetField("in_port_nxm", 0), Goto("l3_lookup")),
+                cookie=c,
+            )
+        )
+        out.append(
+            Flow(
+                "mac_lookup",
+                MATCH,
+                match={
+                    "metadata": ext.key,
+                    NEXT_HOP6.field: int(netaddr.IPAddress(ip)),
+                    FLAGS.field: flags_match(set_=[ARP_ASK]),
+                },
+                actions=(
+                    load(FLAGS.field, 1, ND_ROUTER.bit, ND_ROUTER.bit),
+                    load(MAC_LO.field, mac & 0xFFFFFFFF, MAC_LO.start, MAC_LO.end),
+                    load(MAC_HI.field, mac >> 32, MAC_HI.start, MAC_HI.end),
+                    Goto("mac_found"),
+                ),
+                cookie=c,
+            )
+        )
+    return out
+
+
 def _gateway_chassis_flows(
     view: View,
     chassis_id: str,
@@ -191,7 +381,7 @@ def _gateway_chassis_flows(
     gw_ips: list[tuple[str, str]],
     c: Cookie,
 ) -> list[Flow]:
-    out: list[Flow] = []
+    out: list[Flow] = _v6_gateway_chassis_flows(router, ext, gwp, c)
     z = zone(gwp)
     fips = floating_ips(view, router)
     # redirected packets from other chassis enter the router's routing
@@ -391,17 +581,20 @@ def network_flows(view: View, chassis_id: str, net: Network) -> list[Flow]:
         Flow(
             "arp_resolve",
             LOW,
-            match={"metadata": net.key, "eth_type": IPV4},
+            match={"metadata": net.key, "eth_type": eth_type},
             actions=(Meter(ids.PACKET_IN_METER), Controller()),
             cookie=c,
         )
+        for eth_type in (IPV4, IPV6)
     ]
     for ip, mac in sorted(view.neighbors.get(net.id, {}).items()):
+        addr = netaddr.IPAddress(ip)
+        nh = NEXT_HOP6 if addr.version == 6 else NEXT_HOP
         out.append(
             Flow(
                 "arp_resolve",
                 MATCH,
-                match={"metadata": net.key, NEXT_HOP.field: int(netaddr.IPAddress(ip))},
+                match={"metadata": net.key, nh.field: int(addr)},
                 actions=(SetField("eth_dst", mac), Goto("fw_router_out")),
                 cookie=c,
             )

@@ -332,11 +332,13 @@ STAGES: tuple[Stage, ...] = (
         "l2_lookup",
         60,
         _LOGICAL
-        | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa", "ip_proto", "ipv6_dst", "icmpv6_type"},
-        {"egress_dispatch", "dnat"},
+        | {"eth_dst", "eth_type", "vlan_vid", "arp_op", "arp_tpa"}
+        | {"ip_proto", "ipv6_dst", "icmpv6_type", "icmpv6_code", "ipv6_src", "ipv6_nd_target"},
+        {"egress_dispatch", "dnat", "mac_lookup"},
         "dst MAC -> DST_PORT, or flood group (an unanswered solicited-node NS: the ND group); router port "
-        "MACs go to the router (dnat); on a gateway "
-        "chassis, ARP from the physical network for a router's gateway / floating IPs is answered here",
+        "MACs go to the router (dnat); on a gateway chassis, ARP from the physical network for a router's "
+        "gateway / floating IPs is answered here, and neighbour solicitations for its IPv6 addresses are "
+        "asked of mac_lookup",
     ),
     _stage(
         "dnat",

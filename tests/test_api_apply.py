@@ -516,3 +516,20 @@ def test_readme_shows_the_demo_document() -> None:
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = text.split("<!-- demo-apply-document -->\n```yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(block) == demo.document()
+
+
+def test_a_dual_stack_gateway_applies_and_again_is_an_empty_plan(api: Api, alice: Any) -> None:
+    ext = {
+        "networks": [{"name": "public", "external": True}],
+        "subnets": [
+            {"name": "public-v4", "network": "networks/public", "cidr": "203.0.113.0/24"},
+            {"name": "public-v6", "network": "networks/public", "cidr": "2001:db8:113::/64"},
+        ],
+    }
+    apply(api, api.admin, ext)
+    both = [{"subnet": "subnets/public-v4"}, {"subnet": "subnets/public-v6"}]
+    doc = {"routers": [{"name": "r6", "external_gateway": {"network": "networks/public", "fixed_ips": both}}]}
+    apply(api, alice, doc)
+    got = api.stub.GetRouter(pb.GetRouterRequest(name="routers/r6"), metadata=alice)
+    assert [f.subnet for f in got.external_gateway.fixed_ips] == ["subnets/public-v4", "subnets/public-v6"]
+    assert not apply(api, alice, doc).changes

@@ -196,3 +196,32 @@ def test_floating_ip_commands(sdnctl: Cli) -> None:
     res = sdnctl("floating", "ip", "create", "public", "--validate-only", token=t)
     assert "validate only" in res.err
     assert sdnctl("floating", "ip", "list", token=t).lines[1:] == []
+
+
+def test_router_with_a_dual_stack_gateway(sdnctl: Cli) -> None:
+    _external(sdnctl)
+    sdnctl(
+        "subnet",
+        "create",
+        "public-v6",
+        "--id",
+        "public-v6",
+        "--network",
+        "public",
+        "--cidr",
+        "2001:db8:113::/64",
+    )
+    t = sdnctl.api.tenant_token("alice")
+    args = ["-f", "json", "router", "create", "edge6", "--id", "r6", "--external-gateway", "public"]
+    both = ["--fixed-ip", "subnet=public-v4", "--fixed-ip", "subnet=public-v6"]
+    gw = sdnctl(*args, *both, token=t).json()["external_gateway"]
+    v4, v6 = (f["ip_address"] for f in gw["fixed_ips"])
+    assert (
+        v4.startswith("203.0.113.") and v6.startswith("2001:db8:113::") and gw["fixed_ip"]["ip_address"] == v4
+    )
+    # one --fixed-ip moves the IPv4 address only: the IPv6 one stays
+    upd = sdnctl("-f", "json", "router", "set", "r6", "--fixed-ip", "ip-address=203.0.113.77", token=t).json()
+    assert [f["ip_address"] for f in upd["external_gateway"]["fixed_ips"]] == ["203.0.113.77", v6]
+    # an IPv6 address alone is refused (it would drop the IPv4 one and its SNAT)
+    res = sdnctl("router", "set", "r6", "--fixed-ip", "subnet=public-v6", token=t, code=5)
+    assert "(IPV6_ONLY_GATEWAY_NOT_SUPPORTED)" in res.err, res.err

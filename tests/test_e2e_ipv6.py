@@ -151,7 +151,9 @@ def test_neighbour_solicitations_are_answered_in_flows_and_never_flooded(world) 
     assert re.search(r"fd00:161::1 .*lladdr \S+ router", neigh), f"the router's answer has R set: {neigh}"
 
 
-def test_an_ipv6_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) -> None:
+def test_an_ipv6_only_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) -> None:
+    """Asking for an IPv6 address alone would drop the IPv4 one and its SNAT: refused; both at once (dual stack,
+    routed in tests/test_e2e_nat.py) keep the IPv4 address."""
     admin = env.admin
     ext = env.stub.CreateNetwork(
         pb.CreateNetworkRequest(network=pb.Network(external=True), network_id="six-ext"), metadata=admin
@@ -183,9 +185,25 @@ def test_an_ipv6_external_gateway_is_refused_and_v4_keeps_its_gateway(env: Env) 
             ),
             metadata=admin,
         )
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "IPv6" in (err.value.details() or "")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "IPv4" in (err.value.details() or "")
     got = env.stub.GetRouter(pb.GetRouterRequest(name=r.name), metadata=admin)
     assert got.external_gateway.fixed_ip.ip_address == r.external_gateway.fixed_ip.ip_address
+    v4 = r.external_gateway.fixed_ip.ip_address
+    both = env.stub.UpdateRouter(
+        pb.UpdateRouterRequest(
+            router=pb.Router(
+                name=r.name,
+                external_gateway=pb.ExternalGateway(
+                    network=ext.name,
+                    fixed_ips=[pb.FixedIp(ip_address=v4), pb.FixedIp(subnet="subnets/six-ext-v6")],
+                ),
+            ),
+            update_mask={"paths": ["external_gateway"]},
+        ),
+        metadata=admin,
+    )
+    got_ips = [f.ip_address for f in both.external_gateway.fixed_ips]
+    assert got_ips[0] == v4 and got_ips[1].startswith("2001:db8:161::") and len(got_ips) == 2, got_ips
 
 
 def test_a_router_firewall_rule_with_ip_version_6_is_enforced(env: Env, world) -> None:  # type: ignore[no-untyped-def]

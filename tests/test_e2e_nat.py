@@ -366,3 +366,107 @@ def test_clearing_the_gateway_cuts_north_south_and_removes_its_flows(world: Worl
     for ch in ("hv1", "hv2"):
         assert not any(gw_port.mac_address in f or w.gateway_ip in f for f in w.env.ovs_flows(ch)), ch
     assert w.vm1.ping(w.vm2.ip, count=2), "inside the subnet nothing changed"
+
+
+def test_dual_stack_gateway_routes_ipv6_untranslated_and_keeps_ipv4_snat(world: World) -> None:
+    """A router whose gateway holds an IPv4 and an IPv6 address: a VM on the other chassis pings6 the external
+    host, which sees the VM's own IPv6 source (no NAT; the host's address learnt by the controller's neighbour
+    solicitation), while the VM's IPv4 ping arrives SNAT'ed to the gateway's IPv4 address. Removing the IPv6
+    address and adding it back keeps the IPv4 address and its SNAT."""
+    w, env = world, world.env
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(
+            subnet=pb.Subnet(network="networks/public", cidr="2001:db8:e4::/64", enable_dhcp=False),
+            subnet_id="public-v6",
+        ),
+        metadata=env.admin,
+    )
+    net = env.network(w.md, "nat-d", "10.131.0.0/24")
+    env.stub.CreateSubnet(
+        pb.CreateSubnetRequest(
+            subnet=pb.Subnet(network=net.name, cidr="fd00:131::/64", enable_dhcp=False), subnet_id="nat-d-v6"
+        ),
+        metadata=w.md,
+    )
+    both = [pb.FixedIp(subnet="subnets/public-v4"), pb.FixedIp(subnet="subnets/public-v6")]
+    r = env.stub.CreateRouter(
+        pb.CreateRouterRequest(
+            router=pb.Router(external_gateway=pb.ExternalGateway(network="networks/public", fixed_ips=both)),
+            router_id="nat-r6",
+        ),
+        metadata=w.md,
+    )
+    for sub in ("nat-d-v4", "nat-d-v6"):
+        env.stub.AddRouterInterface(
+            pb.AddRouterInterfaceRequest(name=r.name, subnet=f"subnets/{sub}"), metadata=w.md
+        )
+    gw4, gw6 = (f.ip_address for f in r.external_gateway.fixed_ips)
+    assert "." in gw4 and ":" in gw6 and r.external_gateway.fixed_ip.ip_address == gw4, r.external_gateway
+    port = env.stub.CreatePort(
+        pb.CreatePortRequest(
+            port=pb.Port(
+                network=net.name,
+                fixed_ips=[pb.FixedIp(subnet="subnets/nat-d-v4"), pb.FixedIp(subnet="subnets/nat-d-v6")],
+            ),
+            port_id="nat-d1",
+        ),
+        metadata=w.md,
+    )
+    vm = env.plug("hv2", port)
+    vm6 = next(f.ip_address for f in port.fixed_ips if ":" in f.ip_address)
+    vm.exec(f"ip -6 addr add {vm6}/64 dev eth0 nodad && ip -6 route add default via fd00:131::1")
+    host6 = "2001:db8:e4::100"
+    w.ext_host.exec(f"ip -6 addr add {host6}/64 dev eth0 nodad && ip -6 route add fd00:131::/64 via {gw6}")
+    env.wait_realized()
+
+    def ping6_seen() -> list[str]:
+        with capture("eth0", "icmp6 and ip6[40] == 128", namespace=w.ext_host.namespace) as seen:
+            # the first may be lost while the controller solicits the external host's MAC
+            out = vm.exec(f"ping -6 -n -c 3 -i 0.3 -w 10 {host6}", check=False, timeout=15).stdout
+            assert re.search(r"[1-9]\d* received", out), out + env.controller_log()
+        return seen.lines
+
+    def ping4_source() -> None:
+        with capture("eth0", "icmp", namespace=w.ext_host.namespace) as seen:
+            assert vm.ping(EXT_HOST, count=2, timeout=10), env.controller_log()
+        assert seen.matching(f"{gw4} > {EXT_HOST}") and not seen.matching("10.131.0."), seen.lines
+
+    lines = ping6_seen()
+    assert any(f"{vm6} > {host6}" in line for line in lines), f"the VM's own IPv6 source, no NAT: {lines}"
+    ping4_source()
+    assert w.ext_host.exec(f"ping -6 -n -c 1 -w 5 {gw6}", check=False).returncode == 0, "the gateway answers"
+    # beyond the external subnet: the default route's next hop is the external IPv6 subnet's gateway_ip (the
+    # packet-in's NEXT_HOP6, not its destination), solicited by the controller like the on-link host
+    upstream = env.lab.add_external_host(PHYSNET, "upstream6", "172.24.4.206/24")
+    upstream.exec(
+        "ip -6 addr add 2001:db8:e4::1/64 dev eth0 nodad && ip -6 addr add 2001:db8:ff::1/128 dev lo"
+    )
+    upstream.exec(f"ip -6 route add fd00:131::/64 via {gw6}")
+    out = vm.exec("ping -6 -n -c 3 -i 0.3 -w 10 2001:db8:ff::1", check=False, timeout=15).stdout
+    assert re.search(r"[1-9]\d* received", out), out + env.controller_log()
+    assert "neighbour solicitation for 2001:db8:e4::1 " in env.controller_log()
+
+    def set_gateway(fixed: list[pb.FixedIp]) -> pb.Router:
+        return env.stub.UpdateRouter(
+            pb.UpdateRouterRequest(
+                router=pb.Router(
+                    name=r.name,
+                    external_gateway=pb.ExternalGateway(network="networks/public", fixed_ips=fixed),
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["external_gateway"]),
+            ),
+            metadata=w.md,
+        )
+
+    got = set_gateway([pb.FixedIp(ip_address=gw4)])
+    assert [f.ip_address for f in got.external_gateway.fixed_ips] == [gw4]
+    env.wait_realized()
+    assert vm.exec(f"ping -6 -n -c 1 -w 2 {host6}", check=False).returncode != 0, (
+        "no IPv6 gateway: no way out"
+    )
+    ping4_source()
+    got = set_gateway([pb.FixedIp(ip_address=gw4), pb.FixedIp(ip_address=gw6)])
+    assert [f.ip_address for f in got.external_gateway.fixed_ips] == [gw4, gw6]
+    env.wait_realized()
+    assert any(f"{vm6} > {host6}" in line for line in ping6_seen())
+    ping4_source()

@@ -242,3 +242,26 @@ def test_random_flows_install_and_dump_back_as_equal_values(switch, flows):
     assert switch.install(wanted) == []
     got, _ = switch.dump()
     assert set(got) == set(wanted)
+
+
+def test_a_dual_stack_gateway_chassis_flows_install_and_dump_back_as_equal_values(switch):
+    """Every flow and group the gateway chassis of a dual-stack gateway gets (IPv6 routes, ND answers in
+    l2_lookup, NEXT_HOP6 bindings in arp_resolve) reads back as compiled: a restart adopts them hitlessly."""
+    from apps.compiler import desired_from_scratch
+    from tests.test_apps_nat import GC
+    from tests.test_apps_nat_ipv6 import world
+
+    w, _p = world()
+    w.neighbors["ext"]["2001:db8:ee::1"] = "02:ee:00:00:00:01"
+    items = desired_from_scratch(w.topo, w.runtime, "hv1", GC, w.neighbors)
+    groups = [i for i in items if isinstance(i, Group)]
+    wanted = unique_keys(
+        [i for i in items if isinstance(i, Flow) and not any(isinstance(a, A.Meter) for a in i.actions)]
+    )
+    assert any(
+        "ipv6_nd_target" in dict((n, v) for n, v, _m in f.match) for f in wanted if f.stage == "l2_lookup"
+    )
+    assert switch.install(wanted, groups) == []
+    flows, got_groups = switch.dump()
+    assert set(flows) == set(wanted)
+    assert set(got_groups) == set(groups)

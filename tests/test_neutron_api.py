@@ -624,3 +624,45 @@ def test_octavia_shapes_and_cascade_delete(rest: Rest) -> None:
         assert status == 409, answer  # it has listeners: cascade, or delete them first
         rest.ok("DELETE", f"{prefix}/loadbalancers/{lb['id']}?cascade=true", token="alice", status=204)
         assert rest.ok("GET", f"{prefix}/listeners", token="alice")["listeners"] == []
+
+
+def test_a_dual_stack_gateway_through_external_fixed_ips(rest: Rest) -> None:
+    """external_fixed_ips lists the gateway's addresses: one of each family at once; an IPv6 one alone (which
+    would drop the IPv4 address and its SNAT) is refused with 409, leaving the gateway as it was."""
+    ext, ext_sub = public(rest)
+    v6 = rest.ok(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": ext, "cidr": "2001:db8:113::/64", "ip_version": 6, "enable_dhcp": False}},
+        status=201,
+    )["subnet"]
+    both = [{"subnet_id": ext_sub}, {"subnet_id": v6["id"]}]
+    router = rest.ok(
+        "POST",
+        "/v2.0/routers",
+        {"router": {"name": "r", "external_gateway_info": {"network_id": ext, "external_fixed_ips": both}}},
+        status=201,
+    )["router"]
+    fixed = router["external_gateway_info"]["external_fixed_ips"]
+    assert [f["subnet_id"] for f in fixed] == [ext_sub, v6["id"]], fixed
+    assert fixed[0]["ip_address"].startswith("203.0.113.") and fixed[1]["ip_address"].startswith(
+        "2001:db8:113::"
+    )
+    url = f"/v2.0/routers/{router['id']}"
+    status, answer = rest.call(
+        "PUT",
+        url,
+        {
+            "router": {
+                "external_gateway_info": {"network_id": ext, "external_fixed_ips": [{"subnet_id": v6["id"]}]}
+            }
+        },
+    )
+    assert status == 409 and "IPv4" in error(answer)[1], answer
+    assert rest.ok("GET", url)["router"]["external_gateway_info"]["external_fixed_ips"] == fixed
+    # the IPv4 address alone: the IPv6 one goes, the IPv4 one stays
+    only4 = [{"ip_address": fixed[0]["ip_address"]}]
+    got = rest.ok(
+        "PUT", url, {"router": {"external_gateway_info": {"network_id": ext, "external_fixed_ips": only4}}}
+    )
+    assert got["router"]["external_gateway_info"]["external_fixed_ips"] == fixed[:1]

@@ -153,3 +153,80 @@ def test_the_legacy_neighbors_file_is_moved_into_the_store_once(tmp_path: Path) 
         assert stored(host) == {HOP: "02:ee:00:00:00:01"} and not legacy.exists()
     finally:
         host.state.close()
+
+
+def _dual_stack(host: FakeHost) -> Port:
+    """Give ext an IPv6 subnet and router r's gateway an address on it (beside its IPv4 one)."""
+    from topology import ops
+    from topology.records import Subnet
+
+    def fn(t, rev, now):  # type: ignore[no-untyped-def]
+        sub = Subnet(id="ext-v6", tenant="alice", network_id="ext", cidr="2001:db8:ee::/64", ip_version=6)
+        c = ops.create_subnet(t, sub, False, rev, now)
+        t.apply(c, rev)
+        v4 = next(a for _s, a in host.gateway().fixed_ips)
+        gw = ops.GatewayRequest("ext", fixed_ips=(("", v4), ("ext-v6", "")))
+        return c + ops.update_router(t, t.routers["r"], {"external_gateway": gw}, rev, now)
+
+    host.state.write(fn)
+    return host.gateway()
+
+
+def test_an_ipv6_miss_is_solicited_for_its_next_hop6_and_the_advertisement_is_learnt(tmp_path: Path) -> None:
+    from os_ken.lib.packet import icmpv6, ipv6
+
+    host, clock = FakeHost(tmp_path), Clock()
+    svc = NeighborService(host, ttl_s=600, clock=clock)
+    try:
+        gw, ext = _dual_stack(host), host.state.topology.networks["ext"]
+        gw6 = next(a for _s, a in gw.fixed_ips if ":" in a)
+        pkt = packet.Packet()
+        pkt.add_protocol(ethernet.ethernet("00:00:00:00:00:00", gw.mac, 0x86DD))
+        pkt.add_protocol(ipv6.ipv6(src="fd00:a::10", dst="2001:db8:ff::7", nxt=17))
+        pkt.serialize()
+        hop = int(netaddr.IPAddress("2001:db8:ee::1"))
+        # OpenFlow 1.3 carries NEXT_HOP6 (xxreg3) as reg12 (high) .. reg15; zero registers are left out
+        regs = {f"reg{12 + i}": (hop >> (96 - 32 * i)) & 0xFFFFFFFF for i in range(4)}
+        miss = {"metadata": ext.key, **{k: v for k, v in regs.items() if v}}
+        svc.on_packet_in(host.packet_in("hv1", bytes(pkt.data), miss))
+        assert len(host.sent) == 1
+        ns = packet.Packet(host.sent[0][1])
+        eth, ip6, icmp = (
+            ns.get_protocol(ethernet.ethernet),
+            ns.get_protocol(ipv6.ipv6),
+            ns.get_protocol(icmpv6.icmpv6),
+        )
+        assert (eth.src, eth.dst, ip6.src, ip6.dst, ip6.hop_limit) == (
+            gw.mac,
+            "33:33:ff:00:00:01",
+            gw6,
+            "ff02::1:ff00:1",
+            255,
+        )
+        assert icmp.type_ == icmpv6.ND_NEIGHBOR_SOLICIT and icmp.data.dst == "2001:db8:ee::1"
+        assert icmp.data.option.hw_src == gw.mac
+        # the advertisement, to the gateway MAC: its target link-layer address is learnt
+        na = packet.Packet()
+        na.add_protocol(ethernet.ethernet(gw.mac, "02:ee:00:00:00:99", 0x86DD))
+        na.add_protocol(ipv6.ipv6(src="2001:db8:ee::1", dst=gw6, nxt=58, hop_limit=255))
+        na.add_protocol(
+            icmpv6.icmpv6(
+                type_=icmpv6.ND_NEIGHBOR_ADVERT,
+                data=icmpv6.nd_neighbor(
+                    res=6, dst="2001:db8:ee::1", option=icmpv6.nd_option_tla(hw_src="02:ee:00:00:00:01")
+                ),
+            )
+        )
+        na.serialize()
+        svc.on_packet_in(host.packet_in("hv1", bytes(na.data), {}))
+        assert stored(host) == {"2001:db8:ee::1": "02:ee:00:00:00:01"}
+        # no next hop in the registers (a destination on the external subnet): the destination is solicited
+        on_link = packet.Packet()
+        on_link.add_protocol(ethernet.ethernet("00:00:00:00:00:00", gw.mac, 0x86DD))
+        on_link.add_protocol(ipv6.ipv6(src="fd00:a::10", dst="2001:db8:ee::77", nxt=17))
+        on_link.serialize()
+        svc.on_packet_in(host.packet_in("hv1", bytes(on_link.data), {"metadata": ext.key}))
+        assert len(host.sent) == 2
+        assert packet.Packet(host.sent[-1][1]).get_protocol(icmpv6.icmpv6).data.dst == "2001:db8:ee::77"
+    finally:
+        host.state.close()

@@ -1131,6 +1131,9 @@ class GatewayRequest:
     subnet_id: str = ""
     ip_address: str = ""
     enable_snat: bool = True
+    #: dual stack: several (subnet id or "", address or "") at once, at most one per family (then subnet_id and
+    #: ip_address are empty)
+    fixed_ips: tuple[tuple[str, str], ...] = ()
 
 
 def router_interfaces(topo: Topology, router_id: str) -> list[tuple[Port, str, str]]:
@@ -1217,10 +1220,8 @@ def _new_owned_port(
             f"network {network_id!r} has no IPv4 subnet to take an address from",
             network=network_id,
         )
-    for sid, addr in fixed:
-        if addr == topo.subnets[sid].gateway_ip and owner != OWNER_ROUTER_INTERFACE:
-            path = paths.get("fixed_ips[0].ip_address", "ip_address")
-            raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
+    if owner != OWNER_ROUTER_INTERFACE:
+        _refuse_subnet_gateways(topo, fixed, paths)
     port = Port(
         id=ident,
         tenant=tenant,
@@ -1233,6 +1234,13 @@ def _new_owned_port(
     )
     port = dataclasses.replace(port, key=_port_key(topo, port))
     return ("port", ident, None, _stamp(port, rev, now, True))
+
+
+def _refuse_subnet_gateways(topo: Topology, fixed: Sequence[tuple[str, str]], paths: dict[str, str]) -> None:
+    for i, (sid, addr) in enumerate(fixed):
+        if addr == topo.subnets[sid].gateway_ip:
+            path = paths.get(f"fixed_ips[{i}].ip_address", "ip_address")
+            raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
 
 
 def _check_external(topo: Topology, network_id: str, field_path: str) -> Network:
@@ -1254,29 +1262,80 @@ GATEWAY_PATHS = {
 
 
 def _gateway_request(gw: GatewayRequest) -> list[tuple[str, str]]:
+    if gw.fixed_ips:
+        return list(gw.fixed_ips)
     return [(gw.subnet_id, gw.ip_address)] if gw.subnet_id or gw.ip_address else []
 
 
-def _refuse_ipv6_gateway(topo: Topology, gw: GatewayRequest) -> None:
-    """An IPv6 gateway address forwards nothing yet (apps/nat.py and the gateway chassis handle IPv4 only), and
-    a gateway port holds one address: asking for an IPv6 one would drop the IPv4 address and its SNAT."""
-    sub = topo.subnets.get(gw.subnet_id) if gw.subnet_id else None
-    if (sub is not None and sub.ip_version == 6) or ":" in gw.ip_address:
+def _request_version(topo: Topology, subnet_id: str, address: str) -> int:
+    sub = topo.subnets.get(subnet_id) if subnet_id else None
+    if sub is not None:
+        return sub.ip_version
+    return 6 if ":" in address else 4
+
+
+def _check_gateway_families(topo: Topology, gw: GatewayRequest) -> None:
+    """A gateway holds an IPv4 address (SNAT, floating IPs and VPN need it) and at most one IPv6 one (routed
+    without NAT): asking for IPv6 alone would drop the IPv4 address and its SNAT, so it is refused."""
+    if not gw.fixed_ips:
+        if _request_version(topo, gw.subnet_id, gw.ip_address) == 6 and (gw.subnet_id or gw.ip_address):
+            raise errors.failed_precondition(
+                "IPV6_ONLY_GATEWAY_NOT_SUPPORTED",
+                "a router's external gateway needs an IPv4 address (SNAT, floating IPs): ask for an IPv4 and "
+                "an IPv6 address together in external_gateway.fixed_ips (dual stack)",
+                network=gw.network_id,
+            )
+        return
+    if (gw.subnet_id or gw.ip_address) and not any(
+        a == gw.ip_address and s in ("", gw.subnet_id) for s, a in gw.fixed_ips
+    ):  # a Get's answer sent back (fixed_ip: the first of fixed_ips) is no contradiction
+        raise errors.invalid(
+            "external_gateway.fixed_ips",
+            "give fixed_ip or fixed_ips, not both (unless fixed_ip is among them)",
+        )
+    seen: dict[int, int] = {}
+    for i, (sid, addr) in enumerate(gw.fixed_ips):
+        if not sid and not addr:
+            raise errors.invalid(
+                f"external_gateway.fixed_ips[{i}]", "required: a subnet or an address (its family decides)"
+            )
+        v = _request_version(topo, sid, addr)
+        if v in seen:
+            raise errors.invalid(
+                f"external_gateway.fixed_ips[{i}]",
+                f"a second IPv{v} address (fixed_ips[{seen[v]}] is one): at most one per family",
+            )
+        seen[v] = i
+    if 4 not in seen:
         raise errors.failed_precondition(
-            "IPV6_GATEWAY_NOT_SUPPORTED",
-            "an IPv6 address on a router's external gateway is not forwarded yet (IPv6 is routed east-west "
-            "only; the gateway, its SNAT and floating IPs are IPv4): ask for an IPv4 subnet or address",
+            "IPV6_ONLY_GATEWAY_NOT_SUPPORTED",
+            "a router's external gateway needs an IPv4 address (SNAT, floating IPs): add one to "
+            "external_gateway.fixed_ips beside the IPv6 one",
             network=gw.network_id,
         )
 
 
+def _v4_first(fixed: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(fixed, key=lambda f: ":" in f[1]))
+
+
+def _gateway_paths(gw: GatewayRequest) -> dict[str, str]:
+    if not gw.fixed_ips:
+        return GATEWAY_PATHS
+    out: dict[str, str] = {}
+    for i in range(len(gw.fixed_ips)):
+        for leaf in ("", ".ip_address", ".subnet"):
+            out[f"fixed_ips[{i}]{leaf}"] = f"external_gateway.fixed_ips[{i}]{leaf}"
+    return out
+
+
 def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: int, now: float) -> Change:
     _check_external(topo, gw.network_id, "external_gateway.network")
-    _refuse_ipv6_gateway(topo, gw)
+    _check_gateway_families(topo, gw)
     import uuid
 
     # tenant "": like Neutron's, the gateway port is nobody's to see or touch but the operator's
-    return _new_owned_port(
+    change = _new_owned_port(
         topo,
         str(uuid.uuid4()),
         gw.network_id,
@@ -1284,10 +1343,13 @@ def _new_gateway_port(topo: Topology, router: Router, gw: GatewayRequest, rev: i
         OWNER_ROUTER_GATEWAY,
         router.id,
         _gateway_request(gw),
-        GATEWAY_PATHS,
+        _gateway_paths(gw),
         rev,
         now,
     )
+    kind, ident, before, port = change
+    assert isinstance(port, Port)
+    return (kind, ident, before, dataclasses.replace(port, fixed_ips=_v4_first(port.fixed_ips)))
 
 
 def _check_routes(
@@ -1382,13 +1444,17 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
                     ports.append(("port", cur.id, cur, None))
                 ports.append(_new_gateway_port(topo, old, gw, rev, now))
             elif _gateway_request(gw):  # same network: move the gateway's address if another is asked for
-                _refuse_ipv6_gateway(topo, gw)
+                _check_gateway_families(topo, gw)
                 try:
                     fixed = _resolve_fixed_ips(
                         topo, cur.id, cur.network_id, _gateway_request(gw), keep=cur.fixed_ips
                     )
+                    _refuse_subnet_gateways(topo, fixed, _gateway_paths(gw))
                 except errors.ApiError as err:
-                    raise _renamed(err, GATEWAY_PATHS) from None
+                    raise _renamed(err, _gateway_paths(gw)) from None
+                if not gw.fixed_ips:  # the single-address form moves the IPv4 address, any IPv6 one stays
+                    fixed = (*fixed, *((s, a) for s, a in cur.fixed_ips if ":" in a))
+                fixed = _v4_first(fixed)
                 if fixed != cur.fixed_ips:
                     _refuse_vpn_router(topo, old.id, "changing its gateway address", "ROUTER_GATEWAY_IN_USE")
                     ports.append(

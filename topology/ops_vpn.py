@@ -510,6 +510,14 @@ def _peer_address(value: str, service: VpnService) -> str:
         )
     if str(addr) == local:
         raise errors.invalid("peer_address", f"{addr} is the router's own gateway address")
+    if addr.version == 6:  # a dual-stack gateway has an IPv6 address, but tunnels are realized over IPv4 only
+        err = errors.failed_precondition(
+            "IPV6_VPN_PEER_NOT_SUPPORTED",
+            f"IPsec over IPv6 is not realized yet (tunnels end at the gateway's IPv4 address "
+            f"{service.external_v4_ip or '(none)'}): give an IPv4 peer_address",
+        )
+        err.violations = [("peer_address", "an IPv6 peer")]
+        raise err
     return str(addr)
 
 

@@ -219,6 +219,9 @@ def router_to_pb(r: Router, ports: list[Port] | None = None) -> pb.Router:
             if p.fixed_ips:
                 msg.external_gateway.fixed_ip.subnet = name_of("subnet", p.fixed_ips[0][0])
                 msg.external_gateway.fixed_ip.ip_address = p.fixed_ips[0][1]
+                msg.external_gateway.fixed_ips.extend(
+                    pb.FixedIp(subnet=name_of("subnet", s), ip_address=a) for s, a in p.fixed_ips
+                )
     return msg
 
 

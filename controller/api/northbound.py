@@ -269,11 +269,16 @@ def _gateway(c: Call, eg: pb.ExternalGateway) -> ops.GatewayRequest:
         )
     net = c.get("network", eg.network, "router.external_gateway.network")
     subnet = _ref("subnet", eg.fixed_ip.subnet, "router.external_gateway.fixed_ip.subnet")
+    fixed = tuple(
+        (_ref("subnet", f.subnet, f"router.external_gateway.fixed_ips[{i}].subnet"), f.ip_address)
+        for i, f in enumerate(eg.fixed_ips)
+    )
     return ops.GatewayRequest(
         network_id=net.id,
         subnet_id=subnet,
         ip_address=eg.fixed_ip.ip_address,
         enable_snat=eg.enable_snat if eg.HasField("enable_snat") else True,
+        fixed_ips=fixed,
     )
 
 

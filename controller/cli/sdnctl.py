@@ -268,15 +268,18 @@ def chassis_set(c: Client, a: argparse.Namespace) -> Any:
 
 
 def _gateway(
-    c: Client, network: str, fixed_ip: dict[str, str] | None, snat: bool | None
+    c: Client, network: str, fixed_ip: list[dict[str, str]] | None, snat: bool | None
 ) -> pb.ExternalGateway:
-    """--external-gateway NET [--fixed-ip ...] [--enable-snat|--disable-snat]; the external subnet is the
-    operator's (tenants cannot look it up), so it is passed on by id or name as given."""
+    """--external-gateway NET [--fixed-ip ...]... [--enable-snat|--disable-snat]; the external subnet is the
+    operator's (tenants cannot look it up), so it is passed on by id or name as given. One --fixed-ip: the
+    single-address form (an IPv6 address the gateway has stays); two (an IPv4 and an IPv6 one): dual stack,
+    exactly these addresses."""
     gw = pb.ExternalGateway(network=c.resolve("network", network).name)
-    if fixed_ip:
-        sub = fixed_ip.get("subnet", "")
-        gw.fixed_ip.subnet = sub if not sub or "/" in sub else f"subnets/{sub}"
-        gw.fixed_ip.ip_address = fixed_ip.get("ip_address", "")
+    for f in fixed_ip or []:
+        one = gw.fixed_ip if len(fixed_ip or []) == 1 else gw.fixed_ips.add()
+        sub = f.get("subnet", "")
+        one.subnet = sub if not sub or "/" in sub else f"subnets/{sub}"
+        one.ip_address = f.get("ip_address", "")
     if snat is not None:
         gw.enable_snat = snat
     return gw
@@ -784,8 +787,10 @@ def build_parser() -> Parser:
         p.add_argument(
             "--fixed-ip",
             type=FIXED_IP,
+            action="append",
             metavar="subnet=SUBNET,ip-address=IP",
-            help="the gateway's address on the external network (default: allocated)",
+            help="the gateway's address on the external network (default: an IPv4 one, allocated); repeat it "
+            "for dual stack (an IPv4 and an IPv6 address: IPv6 is routed without NAT)",
         )
         pair(p, "enable_snat", "--enable-snat", "--disable-snat")
     repeated(

@@ -162,8 +162,8 @@ def _gateway_info_get(v: View, m: pb.Router) -> dict[str, Any] | None:
     if not m.HasField("external_gateway"):
         return None
     eg = m.external_gateway
-    fixed = []
-    if eg.fixed_ip.ip_address:
+    fixed = [{"subnet_id": ident(f.subnet), "ip_address": f.ip_address} for f in eg.fixed_ips]
+    if not fixed and eg.fixed_ip.ip_address:
         fixed.append({"subnet_id": ident(eg.fixed_ip.subnet), "ip_address": eg.fixed_ip.ip_address})
     return {
         "network_id": ident(eg.network),
@@ -186,12 +186,13 @@ def _gateway_info_put(m: pb.Router, value: Any) -> list[str]:
     if "enable_snat" in info:
         eg.enable_snat = as_bool("enable_snat", info["enable_snat"])
     fixed = as_list("external_fixed_ips", info.get("external_fixed_ips"))
-    if len(fixed) > 1:
-        raise BadInput("external_fixed_ips", "one address on the external network at most")
+    # exactly the gateway's addresses, at most one per family, an IPv4 one among them (dual stack)
     for f in fixed:
         entry = as_dict("external_fixed_ips", f)
-        eg.fixed_ip.subnet = convert.name_of("subnet", as_str("subnet_id", entry.get("subnet_id")))
-        eg.fixed_ip.ip_address = as_str("ip_address", entry.get("ip_address"))
+        subnet = as_str("subnet_id", entry.get("subnet_id")) if entry.get("subnet_id") else ""
+        one = eg.fixed_ips.add()
+        one.subnet = convert.name_of("subnet", subnet) if subnet else ""
+        one.ip_address = as_str("ip_address", entry.get("ip_address")) if entry.get("ip_address") else ""
     return ["external_gateway"]
 
 

@@ -91,7 +91,7 @@ class NeighborService:
     def on_packet_in(self, pin: PacketIn) -> None:
         """An ARP reply to a router's gateway MAC teaches a binding; a routed packet whose external next hop
         is unknown makes the controller probe for it (from the gateway chassis the packet-in came from)."""
-        from os_ken.lib.packet import arp, ethernet, ipv4, packet
+        from os_ken.lib.packet import arp, ethernet, icmpv6, ipv4, ipv6, packet
 
         try:
             pkt = packet.Packet(pin.data)
@@ -114,14 +114,29 @@ class NeighborService:
                         self.learn(router.gateway_network_id, a.src_ip, a.src_mac)
                         break
             return
-        ip = pkt.get_protocol(ipv4.ipv4)
+        icmp6 = pkt.get_protocol(icmpv6.icmpv6)
+        if icmp6 is not None and icmp6.type_ == icmpv6.ND_NEIGHBOR_ADVERT:
+            na = icmp6.data
+            if isinstance(na, icmpv6.nd_neighbor):
+                # the target link-layer address option, else the sender's MAC
+                opt = na.option
+                mac = opt.hw_src if isinstance(opt, icmpv6.nd_option_tla) else eth.src
+                for router, gwp in gateways:
+                    if gwp.mac == eth.dst:
+                        self.learn(router.gateway_network_id, str(netaddr.IPAddress(na.dst)), mac)
+                        break
+            return
+        ip: Any = pkt.get_protocol(ipv4.ipv4) or pkt.get_protocol(ipv6.ipv6)
         if ip is None:
             return
         net = next((n for n in topo.networks.values() if n.key == pin.match.get("metadata")), None)
         if net is None:
             return
-        reg0 = pin.match.get("reg0")
-        nexthop = str(netaddr.IPAddress(reg0)) if isinstance(reg0, int) and reg0 else ip.dst
+        if isinstance(ip, ipv6.ipv6):
+            nexthop = _nexthop6(pin.match) or ip.dst
+        else:
+            reg0 = pin.match.get("reg0")
+            nexthop = str(netaddr.IPAddress(reg0)) if isinstance(reg0, int) and reg0 else ip.dst
         self._probe(
             pin.chassis_id, net, nexthop, [gwp for r, gwp in gateways if r.gateway_network_id == net.id]
         )
@@ -240,6 +255,51 @@ class NeighborService:
             if src is None or patch is None:
                 continue
             self._probed[key] = now
+            if target.version == 6:
+                send(datapath_id, neighbor_solicitation(gwp.mac, src, nexthop, uplink_vlan(net)), patch)
+                log.info("chassis %s: neighbour solicitation for %s on %s", chassis_id, nexthop, net.id)
+                return
             send(datapath_id, arp_request(gwp.mac, src, nexthop, uplink_vlan(net)), patch)
             log.info("chassis %s: ARP probe for %s on %s", chassis_id, nexthop, net.id)
             return
+
+
+def _nexthop6(match: dict[str, Any]) -> str | None:
+    """NEXT_HOP6 (xxreg3) of a packet-in's match: OpenFlow 1.3 carries it as reg12 (high) .. reg15."""
+    xx = match.get("xxreg3")
+    if isinstance(xx, int) and xx:
+        return str(netaddr.IPAddress(xx, 6))
+    parts = [match.get(f"reg{i}", 0) for i in range(12, 16)]
+    if not all(isinstance(x, int) for x in parts) or not any(parts):
+        return None
+    n = 0
+    for x in parts:
+        n = (n << 32) | x
+    return str(netaddr.IPAddress(n, 6))
+
+
+def neighbor_solicitation(mac: str, src_ip: str, dst_ip: str, vlan: int | None = None) -> bytes:
+    """A neighbour solicitation for `dst_ip` from `mac`, `src_ip` to its solicited-node multicast address
+    (hop limit 255, the source link-layer address option); 802.1q-tagged if `vlan`."""
+    from os_ken.lib.packet import ethernet, icmpv6, ipv6, packet
+    from os_ken.lib.packet import vlan as vlan_
+
+    target = netaddr.IPAddress(dst_ip)
+    low24 = int(target) & 0xFFFFFF
+    group = netaddr.IPAddress((0xFF020000000000000000000000000000 | (1 << 32) | (0xFF << 24)) | low24, 6)
+    eth_dst = "33:33:" + ":".join(f"{b:02x}" for b in (int(group) & 0xFFFFFFFF).to_bytes(4, "big"))
+    pkt = packet.Packet()
+    if vlan is not None:
+        pkt.add_protocol(ethernet.ethernet(eth_dst, mac, 0x8100))
+        pkt.add_protocol(vlan_.vlan(vid=vlan, ethertype=0x86DD))
+    else:
+        pkt.add_protocol(ethernet.ethernet(eth_dst, mac, 0x86DD))
+    pkt.add_protocol(ipv6.ipv6(src=src_ip, dst=str(group), nxt=58, hop_limit=255))
+    pkt.add_protocol(
+        icmpv6.icmpv6(
+            type_=icmpv6.ND_NEIGHBOR_SOLICIT,
+            data=icmpv6.nd_neighbor(dst=str(target), option=icmpv6.nd_option_sla(hw_src=mac)),
+        )
+    )
+    pkt.serialize()
+    return bytes(pkt.data)

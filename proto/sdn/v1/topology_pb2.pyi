@@ -214,16 +214,18 @@ class RouterInterface(_message.Message):
     def __init__(self, router: _Optional[str] = ..., port: _Optional[str] = ..., subnet: _Optional[str] = ..., network: _Optional[str] = ..., ip_address: _Optional[str] = ...) -> None: ...
 
 class ExternalGateway(_message.Message):
-    __slots__ = ("network", "fixed_ip", "enable_snat", "port")
+    __slots__ = ("network", "fixed_ip", "enable_snat", "port", "fixed_ips")
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     FIXED_IP_FIELD_NUMBER: _ClassVar[int]
     ENABLE_SNAT_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
+    FIXED_IPS_FIELD_NUMBER: _ClassVar[int]
     network: str
     fixed_ip: FixedIp
     enable_snat: bool
     port: str
-    def __init__(self, network: _Optional[str] = ..., fixed_ip: _Optional[_Union[FixedIp, _Mapping]] = ..., enable_snat: _Optional[bool] = ..., port: _Optional[str] = ...) -> None: ...
+    fixed_ips: _containers.RepeatedCompositeFieldContainer[FixedIp]
+    def __init__(self, network: _Optional[str] = ..., fixed_ip: _Optional[_Union[FixedIp, _Mapping]] = ..., enable_snat: _Optional[bool] = ..., port: _Optional[str] = ..., fixed_ips: _Optional[_Iterable[_Union[FixedIp, _Mapping]]] = ...) -> None: ...
 
 class Router(_message.Message):
     __slots__ = ("name", "tenant", "display_name", "admin_state_up", "external_gateway", "routes", "interfaces", "revision", "create_time", "update_time", "tunnel_key", "etag")
