@@ -914,3 +914,21 @@ def test_a_vpn_in_an_apply_document(server: InProcessServer, alice: Vpn) -> None
 
 def revision_of(api: Api, md: Any) -> int:
     return int(api.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=md).revision)
+
+
+def test_ipv6_endpoints_are_refused_not_left_pending(api: Api, alice: Vpn) -> None:
+    """Tunnels are realized for IPv4 subnets only: IPv6 local subnets and peer CIDRs are refused with
+    FAILED_PRECONDITION naming the group, never accepted and left PENDING_CREATE."""
+    _base(alice)
+    make_subnet(api, alice.md, "networks/web", "2001:db8:5::/64", "web-v6")
+    add_iface(api, alice.md, "routers/r1", subnet="subnets/web-v6")
+    alice.group("local6", "subnet", "subnets/web-v6")
+    alice.group("peer6", "cidr", "2001:db8:99::/64")
+    got = expect_error(
+        alice.conn, local_ep_group="vpnEndpointGroups/local6", peer_ep_group="vpnEndpointGroups/peer6"
+    )
+    assert got == (PRECONDITION, ["ipsec_site_connection.peer_ep_group"], "IPV6_VPN_NOT_SUPPORTED")
+    assert (
+        list(alice.ListIpsecSiteConnections(pb.ListIpsecSiteConnectionsRequest()).ipsec_site_connections)
+        == []
+    )

@@ -566,6 +566,14 @@ def _check_connection(topo: Topology, conn: IpsecSiteConnection) -> IpsecSiteCon
             f"IPv{peer_nets[0].version} peer CIDRs with IPv{local_nets[0][1].version} local subnets",
             reason="IP_VERSION_MISMATCH",
         )
+    if any(n.version == 6 for n in peer_nets) or any(n.version == 6 for _s, n in local_nets):
+        err = errors.failed_precondition(  # refused, not accepted and left PENDING_CREATE
+            "IPV6_VPN_NOT_SUPPORTED",
+            "IPsec tunnels carrying IPv6 subnets are not realized yet (IPv4 local subnets and peer CIDRs only)",
+        )
+        which = "peer_ep_group" if any(n.version == 6 for n in peer_nets) else "local_ep_group"
+        err.violations = [(which, "IPv6 endpoints")]
+        raise err
     for pnet in peer_nets:
         for sid, lnet in local_nets:
             if pnet in lnet or lnet in pnet:
