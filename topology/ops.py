@@ -1217,7 +1217,7 @@ def _new_owned_port(
     if not fixed:
         raise errors.failed_precondition(
             "NO_SUBNET",
-            f"network {network_id!r} has no IPv4 subnet to take an address from",
+            f"network {_network_named(topo, network_id)} has no IPv4 subnet to take an address from",
             network=network_id,
         )
     if owner != OWNER_ROUTER_INTERFACE:
@@ -1240,7 +1240,7 @@ def _refuse_subnet_gateways(topo: Topology, fixed: Sequence[tuple[str, str]], pa
     for i, (sid, addr) in enumerate(fixed):
         if addr == topo.subnets[sid].gateway_ip:
             path = paths.get(f"fixed_ips[{i}].ip_address", "ip_address")
-            raise errors.invalid(path, f"{addr} is the gateway address of subnet {sid!r}")
+            raise errors.invalid(path, f"{addr} is the gateway address of subnet {named(topo.subnets[sid])}")
 
 
 def _check_external(topo: Topology, network_id: str, field_path: str) -> Network:
@@ -1430,8 +1430,8 @@ def update_router(topo: Topology, old: Router, fields: dict[str, Any], rev: int,
         if moving and using and old.gateway_network_id:
             raise errors.failed_precondition(
                 "ROUTER_GATEWAY_IN_USE",
-                f"floating IP(s) {', '.join(f.id for f in using)} reach their external "
-                f"network through router {old.id!r}'s gateway; dissociate them first",
+                f"floating IP(s) {', '.join(named_ref(topo.floatingips, f.id, old.tenant) for f in using)} "
+                f"reach their external network through router {named(old)}'s gateway; dissociate them first",
                 router=old.id,
             )
         if gw is None:
