@@ -8,11 +8,15 @@ ovs-vswitchd together), flows per chassis. Each way runs
 in a fresh lab and controller; rounds alternate the two ways.
 
     sudo .venv/bin/python bench/bench_scale.py [--chassis 2] [--ports 600] [--rounds 2] [--clients 8]
-        [--ways apply,calls] [--profile DIR]
+        [--ways apply,calls] [--profile DIR] [--idle S]
 
 `--profile DIR`: py-spy samples the controller (100/s, all threads, idle ones left out) from the first call
 until converged; DIR/<way>-<round>.txt gets the collapsed stacks, and the top functions by own and by
 inclusive samples are printed.
+
+`--idle S`: after converging, S seconds more with nothing changing (after a 5 s settle): the controller's and
+the switches' CPU seconds per minute of idle, i.e. the periodic work (flow-counter polling, drift checks,
+self-checks) at their configured intervals.
 """
 
 from __future__ import annotations
@@ -206,7 +210,13 @@ def summarize_profile(path: Path, top: int = 25) -> None:
 
 
 def one(
-    way: str, chassis: int, ports: int, clients: int, profile: Path | None = None, timeout: float = 600.0
+    way: str,
+    chassis: int,
+    ports: int,
+    clients: int,
+    profile: Path | None = None,
+    timeout: float = 600.0,
+    idle: float = 0.0,
 ) -> dict[str, Any]:
     doc = document(ports)
     objects = sum(len(v) for v in doc.values()) + len(doc["routers"][0]["interfaces"])
@@ -243,7 +253,16 @@ def one(
         ovs = sum(cpu_s(p) for p in switches) - ovs0
         status = env.status()
         flows = {name: st.installed_flows for name, st in sorted(status.items())}
+        idle_cpu = idle_ovs = 0.0
+        if idle > 0:
+            time.sleep(5.0)  # what converging left running (status writes, the last bundles) settles
+            c0, o0 = cpu_s(pid), sum(cpu_s(p) for p in switches)
+            time.sleep(idle)
+            idle_cpu = (cpu_s(pid) - c0) * 60.0 / idle
+            idle_ovs = (sum(cpu_s(p) for p in switches) - o0) * 60.0 / idle
         return {
+            "idle_cpu": idle_cpu,
+            "idle_ovs": idle_ovs,
             "way": way,
             "calls": 1 if way == "apply" else objects,
             "written": written,
@@ -265,6 +284,7 @@ def main() -> int:
     ap.add_argument("--ways", default="apply,calls", help="which ways to measure (comma-separated)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for convergence")
     ap.add_argument("--profile", type=Path, help="directory for py-spy profiles of the controller")
+    ap.add_argument("--idle", type=float, default=0.0, help="seconds of idle after converging to measure")
     a = ap.parse_args()
     print(
         f"scale: {a.chassis} chassis, {a.ports} ports ({PER_NETWORK} per network, one router), "
@@ -279,7 +299,7 @@ def main() -> int:
             if a.profile is not None:
                 a.profile.mkdir(parents=True, exist_ok=True)
                 prof = a.profile / f"{way}-{r + 1}.txt"
-            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout)
+            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout, a.idle)
             results[way].append(res)
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
@@ -289,8 +309,22 @@ def main() -> int:
                 f"flows: {flows}  (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
+            if a.idle > 0:
+                print(
+                    f"  idle {a.idle:.0f} s: controller CPU {res['idle_cpu']:.2f} s per minute, "
+                    f"ovs-vswitchd CPU (all) {res['idle_ovs']:.2f} s per minute (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
             if prof is not None and prof.exists():
                 summarize_profile(prof)
+    if a.idle > 0:
+        for w, rs in results.items():
+            for k, what in (("idle_cpu", "controller"), ("idle_ovs", "ovs-vswitchd")):
+                v = sorted(x[k] for x in rs)
+                print(
+                    f"{w}: idle {what} CPU s per minute min / median / max: "
+                    f"{v[0]:.2f} / {statistics.median(v):.2f} / {v[-1]:.2f}"
+                )
     med = {w: statistics.median(x["converged"] for x in rs) for w, rs in results.items()}
     cpu = {w: statistics.median(x["cpu"] for x in rs) for w, rs in results.items()}
     if len(ways) < 2:
