@@ -217,10 +217,11 @@ def one(
     profile: Path | None = None,
     timeout: float = 600.0,
     idle: float = 0.0,
+    extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
     doc = document(ports)
     objects = sum(len(v) for v in doc.values()) + len(doc["routers"][0]["interfaces"])
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), chassis=chassis, provider=False,
+    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), chassis=chassis, provider=False, extra_args=extra_args,
                                                       self_check=False) as env:  # fmt: skip
         md = env.md("scale")
         plug_all(env, ports)
@@ -285,10 +286,14 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for convergence")
     ap.add_argument("--profile", type=Path, help="directory for py-spy profiles of the controller")
     ap.add_argument("--idle", type=float, default=0.0, help="seconds of idle after converging to measure")
+    ap.add_argument(
+        "--controller-arg", action="append", default=[], help="one more controller argument (repeatable)"
+    )
     a = ap.parse_args()
     print(
         f"scale: {a.chassis} chassis, {a.ports} ports ({PER_NETWORK} per network, one router), "
-        f"{a.rounds} rounds, load average {os.getloadavg()[0]:.2f}",
+        f"{a.rounds} rounds, load average {os.getloadavg()[0]:.2f}"
+        + (f", controller arguments {' '.join(a.controller_arg)}" if a.controller_arg else ""),
         flush=True,
     )
     ways = [w for w in ("apply", "calls") if w in a.ways.split(",")]
@@ -299,7 +304,7 @@ def main() -> int:
             if a.profile is not None:
                 a.profile.mkdir(parents=True, exist_ok=True)
                 prof = a.profile / f"{way}-{r + 1}.txt"
-            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout, a.idle)
+            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout, a.idle, a.controller_arg)
             results[way].append(res)
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
