@@ -9,8 +9,8 @@ and compared unit by unit. A divergence is logged with the differing flows and t
 the desired state becomes the full compile and the switch gets the minimal difference.
 
 The periodic and on-demand runs compile outside the model lock: under it they only copy what the compile
-reads (the records, the chassis facts, neighbours, gateway holds) and the chassis's kept units — the same
-moment of both — then rebuild a model from the copy and compile it with the lock free (a full compile of
+reads (the records, the chassis facts, neighbours, gateway holds) and the chassis' kept units — the same
+moment of both — then rebuild a model from the copy (once per run) and compile it with the lock free (a full compile of
 one chassis of a 10,000-port model took seconds, and held a ListPorts for 264 s under load). Only a
 divergence found that way takes the lock again: checked once more on the live model and repaired there.
 """
@@ -76,18 +76,18 @@ def describe(div: Divergence, topo: Any) -> CheckResult:
 
 @dataclass
 class Snapshot:
-    """What one chassis's full compile reads, and its kept units, copied under the model lock."""
+    """What the full compile of some chassis reads, and their kept units, copied under the model lock."""
 
-    chassis: str
     config: Any
     records: list[Any]
     revision: int
     view_args: tuple[Any, ...]
-    units: dict[Any, frozenset[Any]]
+    units: dict[str, dict[Any, frozenset[Any]]]
+    _topo: Topology | None = None
 
     @staticmethod
-    def take(dp: Any, chassis_id: str) -> Snapshot:
-        """The caller holds the model lock. O(records) copies of references: no compile."""
+    def take(dp: Any, chassis_ids: list[str]) -> Snapshot:
+        """The caller holds the model lock. Copies of references, O(records + units): no compile."""
         topo, c = dp.state.topology, dp.compiler
         records = [
             *topo.all_records(),
@@ -102,15 +102,17 @@ class Snapshot:
             c.dhcp_rate_pps,
             c.down,
         )
-        return Snapshot(
-            chassis_id, topo.config, records, topo.revision, view_args, dict(c.units.get(chassis_id, {}))
-        )
+        units = {ch: dict(c.units.get(ch, {})) for ch in chassis_ids}
+        return Snapshot(topo.config, records, topo.revision, view_args, units)
 
-    def check(self) -> Divergence:
-        """The full compile of the copy against the copied units (no lock needed)."""
-        topo = Topology(self.config)
-        topo.load(self.records, self.revision)
-        return divergence(self.chassis, full(View(topo, *self.view_args), self.chassis), self.units)
+    def check(self, chassis_id: str) -> Divergence:
+        """The full compile of the copy against the copied units (no lock needed); the model is rebuilt
+        from the copy once for all its chassis."""
+        if self._topo is None:
+            self._topo = Topology(self.config)
+            self._topo.load(self.records, self.revision)
+        view = View(self._topo, *self.view_args)
+        return divergence(chassis_id, full(view, chassis_id), self.units[chassis_id])
 
 
 class SelfCheck:
@@ -136,16 +138,17 @@ class SelfCheck:
         dp = self.dataplane
         t0 = time.monotonic()
         out = []
-        for ch in chassis_ids or [c for c in sorted(dp.planes) if dp.compiler.keeps(c)]:
+        wanted = chassis_ids or [c for c in sorted(dp.planes) if dp.compiler.keeps(c)]
+        with dp.state.lock:  # only the copies: writes do not wait for the compiles
+            live = [c for c in wanted if c in dp.planes]
+            kept = [c for c in live if dp.compiler.keeps(c)]
+            snap = Snapshot.take(dp, kept)
+        for ch in live:
             t1 = time.monotonic()
-            with dp.state.lock:  # only the copies: writes do not wait for the compile
-                if ch not in dp.planes:
-                    continue
-                if not dp.compiler.keeps(ch):
-                    out.append(CheckResult(ch))
-                    continue
-                snap = Snapshot.take(dp, ch)
-            if not snap.check():
+            if ch not in kept:
+                out.append(CheckResult(ch))
+                continue
+            if not snap.check(ch):
                 self.checks += 1
                 out.append(CheckResult(ch, seconds=time.monotonic() - t1))
                 continue
