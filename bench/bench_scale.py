@@ -14,7 +14,7 @@ in a fresh lab and controller; rounds alternate the two ways.
 until converged; DIR/<way>-<round>.txt gets the collapsed stacks, and the top functions by own and by
 inclusive samples are printed.
 
-`--idle S`: after converging, S seconds more with nothing changing (after a 5 s settle): the controller's and
+`--idle S`: after converging, S seconds more with nothing changing (after `--settle` seconds, default 5): the controller's and
 the switches' CPU seconds per minute of idle, i.e. the periodic work (flow-counter polling, drift checks,
 self-checks) at their configured intervals.
 """
@@ -218,6 +218,7 @@ def one(
     timeout: float = 600.0,
     idle: float = 0.0,
     extra_args: list[str] | None = None,
+    settle: float = 5.0,
 ) -> dict[str, Any]:
     doc = document(ports)
     objects = sum(len(v) for v in doc.values()) + len(doc["routers"][0]["interfaces"])
@@ -256,7 +257,7 @@ def one(
         flows = {name: st.installed_flows for name, st in sorted(status.items())}
         idle_cpu = idle_ovs = 0.0
         if idle > 0:
-            time.sleep(5.0)  # what converging left running (status writes, the last bundles) settles
+            time.sleep(settle)  # what converging left running (status writes, the last bundles) settles
             c0, o0 = cpu_s(pid), sum(cpu_s(p) for p in switches)
             time.sleep(idle)
             idle_cpu = (cpu_s(pid) - c0) * 60.0 / idle
@@ -287,6 +288,9 @@ def main() -> int:
     ap.add_argument("--profile", type=Path, help="directory for py-spy profiles of the controller")
     ap.add_argument("--idle", type=float, default=0.0, help="seconds of idle after converging to measure")
     ap.add_argument(
+        "--settle", type=float, default=5.0, help="seconds after converging before the idle window"
+    )
+    ap.add_argument(
         "--controller-arg", action="append", default=[], help="one more controller argument (repeatable)"
     )
     a = ap.parse_args()
@@ -304,7 +308,7 @@ def main() -> int:
             if a.profile is not None:
                 a.profile.mkdir(parents=True, exist_ok=True)
                 prof = a.profile / f"{way}-{r + 1}.txt"
-            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout, a.idle, a.controller_arg)
+            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout, a.idle, a.controller_arg, a.settle)
             results[way].append(res)
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
