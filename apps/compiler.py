@@ -125,6 +125,24 @@ def all_units(topo: Topology) -> list[Unit]:
     ]
 
 
+def divergence(
+    chassis_id: str, want: Mapping[Unit, frozenset[Item]], have: Mapping[Unit, frozenset[Item]]
+) -> Divergence:
+    """A full compile's units (`want`) against the kept ones (`have`)."""
+    out = Divergence(chassis_id)
+    for unit in set(want) | set(have):
+        new, old = want.get(unit, frozenset()), have.get(unit, frozenset())
+        if new != old:
+            out.units.add(unit)
+            out.missing |= new - old
+            out.extra |= old - new
+    moved = out.missing & out.extra  # an item kept under another unit is no divergence of the switch
+    out.missing -= moved
+    out.extra -= moved
+    out.full = dict(want)
+    return out
+
+
 def full(view: View, chassis_id: str) -> dict[Unit, frozenset[Item]]:
     """Every non-empty unit of a chassis, from scratch. A chassis whose OVSDB facts are not known yet has
     no desired state (its switch is not programmed before them)."""
@@ -349,21 +367,7 @@ class Compiler:
         whose compile is not kept here has nothing to check)."""
         if not self.keeps(chassis_id):
             return Divergence(chassis_id)
-        view = self.view(topo)
-        want = full(view, chassis_id)
-        have = self.units.get(chassis_id, {})
-        out = Divergence(chassis_id)
-        for unit in set(want) | set(have):
-            new, old = want.get(unit, frozenset()), have.get(unit, frozenset())
-            if new != old:
-                out.units.add(unit)
-                out.missing |= new - old
-                out.extra |= old - new
-        moved = out.missing & out.extra  # an item kept under another unit is no divergence of the switch
-        out.missing -= moved
-        out.extra -= moved
-        out.full = want
-        return out
+        return divergence(chassis_id, full(self.view(topo), chassis_id), self.units.get(chassis_id, {}))
 
     def repair(self, div: Divergence) -> Delta:
         """Replace the chassis's units with the full compile `check` made; the switch gets the difference."""

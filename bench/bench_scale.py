@@ -8,11 +8,15 @@ ovs-vswitchd together), flows per chassis. Each way runs
 in a fresh lab and controller; rounds alternate the two ways.
 
     sudo .venv/bin/python bench/bench_scale.py [--chassis 2] [--ports 600] [--rounds 2] [--clients 8]
-        [--ways apply,calls] [--profile DIR]
+        [--ways apply,calls] [--profile DIR] [--idle S]
 
 `--profile DIR`: py-spy samples the controller (100/s, all threads, idle ones left out) from the first call
 until converged; DIR/<way>-<round>.txt gets the collapsed stacks, and the top functions by own and by
 inclusive samples are printed.
+
+`--idle S`: after converging, S seconds more with nothing changing (after `--settle` seconds, default 5): the controller's and
+the switches' CPU seconds per minute of idle, i.e. the periodic work (flow-counter polling, drift checks,
+self-checks) at their configured intervals.
 """
 
 from __future__ import annotations
@@ -206,11 +210,19 @@ def summarize_profile(path: Path, top: int = 25) -> None:
 
 
 def one(
-    way: str, chassis: int, ports: int, clients: int, profile: Path | None = None, timeout: float = 600.0
+    way: str,
+    chassis: int,
+    ports: int,
+    clients: int,
+    profile: Path | None = None,
+    timeout: float = 600.0,
+    idle: float = 0.0,
+    extra_args: list[str] | None = None,
+    settle: float = 5.0,
 ) -> dict[str, Any]:
     doc = document(ports)
     objects = sum(len(v) for v in doc.values()) + len(doc["routers"][0]["interfaces"])
-    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), chassis=chassis, provider=False,
+    with tempfile.TemporaryDirectory() as tmp, lab_env(Path(tmp), chassis=chassis, provider=False, extra_args=extra_args,
                                                       self_check=False) as env:  # fmt: skip
         md = env.md("scale")
         plug_all(env, ports)
@@ -243,7 +255,16 @@ def one(
         ovs = sum(cpu_s(p) for p in switches) - ovs0
         status = env.status()
         flows = {name: st.installed_flows for name, st in sorted(status.items())}
+        idle_cpu = idle_ovs = 0.0
+        if idle > 0:
+            time.sleep(settle)  # what converging left running (status writes, the last bundles) settles
+            c0, o0 = cpu_s(pid), sum(cpu_s(p) for p in switches)
+            time.sleep(idle)
+            idle_cpu = (cpu_s(pid) - c0) * 60.0 / idle
+            idle_ovs = (sum(cpu_s(p) for p in switches) - o0) * 60.0 / idle
         return {
+            "idle_cpu": idle_cpu,
+            "idle_ovs": idle_ovs,
             "way": way,
             "calls": 1 if way == "apply" else objects,
             "written": written,
@@ -265,10 +286,18 @@ def main() -> int:
     ap.add_argument("--ways", default="apply,calls", help="which ways to measure (comma-separated)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for convergence")
     ap.add_argument("--profile", type=Path, help="directory for py-spy profiles of the controller")
+    ap.add_argument("--idle", type=float, default=0.0, help="seconds of idle after converging to measure")
+    ap.add_argument(
+        "--settle", type=float, default=5.0, help="seconds after converging before the idle window"
+    )
+    ap.add_argument(
+        "--controller-arg", action="append", default=[], help="one more controller argument (repeatable)"
+    )
     a = ap.parse_args()
     print(
         f"scale: {a.chassis} chassis, {a.ports} ports ({PER_NETWORK} per network, one router), "
-        f"{a.rounds} rounds, load average {os.getloadavg()[0]:.2f}",
+        f"{a.rounds} rounds, load average {os.getloadavg()[0]:.2f}"
+        + (f", controller arguments {' '.join(a.controller_arg)}" if a.controller_arg else ""),
         flush=True,
     )
     ways = [w for w in ("apply", "calls") if w in a.ways.split(",")]
@@ -279,7 +308,7 @@ def main() -> int:
             if a.profile is not None:
                 a.profile.mkdir(parents=True, exist_ok=True)
                 prof = a.profile / f"{way}-{r + 1}.txt"
-            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout)
+            res = one(way, a.chassis, a.ports, a.clients, prof, a.timeout, a.idle, a.controller_arg, a.settle)
             results[way].append(res)
             flows = ", ".join(f"{k} {v}" for k, v in res["flows"].items())
             print(
@@ -289,8 +318,22 @@ def main() -> int:
                 f"flows: {flows}  (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
+            if a.idle > 0:
+                print(
+                    f"  idle {a.idle:.0f} s: controller CPU {res['idle_cpu']:.2f} s per minute, "
+                    f"ovs-vswitchd CPU (all) {res['idle_ovs']:.2f} s per minute (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
             if prof is not None and prof.exists():
                 summarize_profile(prof)
+    if a.idle > 0:
+        for w, rs in results.items():
+            for k, what in (("idle_cpu", "controller"), ("idle_ovs", "ovs-vswitchd")):
+                v = sorted(x[k] for x in rs)
+                print(
+                    f"{w}: idle {what} CPU s per minute min / median / max: "
+                    f"{v[0]:.2f} / {statistics.median(v):.2f} / {v[-1]:.2f}"
+                )
     med = {w: statistics.median(x["converged"] for x in rs) for w, rs in results.items()}
     cpu = {w: statistics.median(x["cpu"] for x in rs) for w, rs in results.items()}
     if len(ways) < 2:

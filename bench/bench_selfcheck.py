@@ -5,7 +5,11 @@ remote-group rule, every port plugged), for one chassis:
 
 - full: one compile of the chassis from scratch (apps.compiler.full), the baseline;
 - check: the self-check of that chassis (a full compile + the comparison with the incremental units);
-- ratio check / full, and the time for all chassis (what one periodic self-check run holds the model lock).
+- ratio check / full, and the time for all chassis (what one periodic self-check run held the model lock
+  before it compiled a copy);
+- the copy (controller/debug/selfcheck.py Snapshot): taking it (all the model lock is held now) and checking
+  it (model rebuilt from the copy, full compile, comparison: with the lock free), each as a ratio to the
+  locked check.
 
     .venv/bin/python bench/bench_selfcheck.py [--ports 10000] [--chassis 10] [--runs 5]
     .venv/bin/python bench/bench_selfcheck.py --quick
@@ -19,12 +23,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from apps.compiler import Compiler, full  # noqa: E402
 from apps.view import ChassisRuntime  # noqa: E402
+from controller.debug.selfcheck import Snapshot  # noqa: E402
 from topology import ops, ops_security  # noqa: E402
 from topology.model import Change, Topology  # noqa: E402
 from topology.records import INGRESS, Chassis, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet  # noqa: E402
@@ -142,7 +148,37 @@ def main() -> int:
     )
     print(f"ratio self-check / full compile (medians): {med_check / med_full:.2f}")
     print(
-        f"self-check of all {a.chassis} chassis: {every:.2f} s (the model lock is held that long per periodic run)"
+        f"self-check of all {a.chassis} chassis: {every:.2f} s (the model lock was held that long per periodic run)"
+    )
+    dp = SimpleNamespace(state=SimpleNamespace(topology=topo), compiler=comp)
+    takes, copies = [], []
+    for _ in range(a.runs):
+        s = time.perf_counter()
+        snap = Snapshot.take(dp, [ch])
+        takes.append(time.perf_counter() - s)
+        s = time.perf_counter()
+        div = snap.check(ch)
+        copies.append(time.perf_counter() - s)
+        assert not div, div
+    med_take, med_copy = statistics.median(takes), statistics.median(copies)
+    print(
+        f"copy taken (model lock held): min {min(takes) * 1e3:.1f} / median {med_take * 1e3:.1f} / "
+        f"max {max(takes) * 1e3:.1f} ms; ratio to the locked self-check {med_take / med_check:.4f}"
+    )
+    print(
+        f"copy checked (lock free: rebuild + full compile + compare): min {min(copies) * 1e3:.0f} / median "
+        f"{med_copy * 1e3:.0f} / max {max(copies) * 1e3:.0f} ms; CPU ratio (take + check) / locked check "
+        f"{(med_take + med_copy) / med_check:.2f}"
+    )
+    s = time.perf_counter()
+    snap = Snapshot.take(dp, sorted(runtime))
+    took = time.perf_counter() - s
+    for c in sorted(runtime):
+        assert not snap.check(c)
+    copied = time.perf_counter() - s
+    print(
+        f"one periodic run over all {a.chassis} chassis from one copy: lock held {took * 1e3:.1f} ms "
+        f"(÷ {every:.2f} s before = {took / every:.4f}); CPU {copied:.2f} s (÷ before = {copied / every:.2f})"
     )
     return 0
 

@@ -197,6 +197,41 @@ def test_flow_counters_stay_monotonic_across_flow_churn(fake: SimpleNamespace) -
     assert {s.labels["owner"] for s in fams["sdn_flow_packets"].samples} == {"vm1"}
 
 
+def test_flow_counters_skip_the_dump_while_the_switch_fingerprint_stays(fake: SimpleNamespace) -> None:
+    """A switch whose activity fingerprint (aggregate counters, flow count, our bundles) is the one of its
+    last dump is not dumped again; any move of it, or of the store revision (owner names), dumps it."""
+    m: Metrics = fake.metrics
+    fc, eng = m.flow_counters, fake.engine
+    dumps: list[int] = []
+    fingerprint = [(6, 600, 2, 2, 1, 1)]
+    eng.activity = lambda timeout=0: fingerprint[0]
+    plain = eng.flow_stats
+    eng.flow_stats = lambda timeout=0: (dumps.append(1), plain())[1]
+    fc.collect_once()
+    fc.collect_once()
+    assert len(dumps) == 1 and (fc.dumps, fc.skipped) == (1, 1)
+    assert fc.totals()[("hv1", "classify", "vm1")] == (5, 500)
+    eng.counters[port_flow("vm1", 1)] = (9, 900)
+    fingerprint[0] = (10, 1000, 2, 2, 1, 1)  # the packets moved
+    fc.collect_once()
+    assert len(dumps) == 2 and fc.totals()[("hv1", "classify", "vm1")] == (9, 900)
+    fc.collect_once()
+    assert len(dumps) == 2
+    from topology import ops
+    from topology.records import Chassis
+
+    fake.state.write(lambda t, rev, now: ops.create_chassis(t, Chassis("hv9", 9, "192.0.2.9"), rev, now))
+    fc.collect_once()  # the store moved: owner names may have changed
+    assert len(dumps) == 3
+    eng.activity = lambda timeout=0: (_ for _ in ()).throw(RuntimeError("switch gone"))
+    fc.collect_once()  # no fingerprint: no dump either (the switch is away); the next one dumps
+    fingerprint[0] = (10, 1000, 2, 2, 1, 1)
+    eng.activity = lambda timeout=0: fingerprint[0]
+    n = len(dumps)
+    fc.collect_once()
+    assert len(dumps) == n + 1
+
+
 def test_packet_ins_are_counted_by_named_reason() -> None:
     from os_ken.ofproto import ofproto_v1_3 as ofp
 

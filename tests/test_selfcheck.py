@@ -4,6 +4,7 @@ counts it and repairs it (the switch engine gets exactly the difference); a clea
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -50,4 +51,34 @@ def test_a_lost_unit_is_found_named_counted_and_repaired(machine, caplog) -> Non
     assert dp.planes["hv1"].compile_divergences == 1
     assert engine.desired == before  # the switch got back exactly what was lost
     assert SelfCheck(dp, interval_s=0).run(["hv1"])[0].clean
+    machine.incremental_equals_full()
+
+
+def test_the_full_compile_runs_with_the_model_lock_free(machine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The self-check compiles a copy: while it compiles, another thread takes the model lock and a write
+    (a port created, compiled into the live state) completes; the copy is still consistent (clean), and
+    the live state still equals a full compile after."""
+    from controller.debug import selfcheck
+
+    real, seen = selfcheck.full, []
+
+    def probe(view, chassis_id):  # type: ignore[no-untyped-def]
+        def write() -> None:
+            ok = machine.state.lock.acquire(timeout=5)
+            if ok:
+                machine.state.lock.release()
+                if not seen:
+                    machine.create_port("p9", "n0", "", set())
+            seen.append(ok)
+
+        t = threading.Thread(target=write)
+        t.start()
+        t.join(15)
+        assert not t.is_alive()
+        return real(view, chassis_id)
+
+    monkeypatch.setattr(selfcheck, "full", probe)
+    results = SelfCheck(machine.dp, interval_s=0).run()
+    assert seen == [True, True, True] and all(r.clean for r in results), results
+    assert "p9" in machine.topo.ports
     machine.incremental_equals_full()

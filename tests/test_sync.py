@@ -632,6 +632,36 @@ def test_verify_reports_drift_without_changing_anything_and_resync_repairs_it(
     assert eng.verify().clean
 
 
+def test_activity_fingerprint_moves_with_packets_foreign_flows_and_our_bundles(
+    ofapp: OFApp, sw: Switch
+) -> None:
+    """activity(): the switch's aggregate (packets, bytes, flows) and our bundles; equal while nothing moves
+    (metrics and drift skip their dumps on it), different after a packet, a flow added behind our back, or
+    a bundle of ours."""
+    clean_switch(sw)
+    items = pipeline_flows(4)
+    eng = install(ofapp, sw, items, revision=45)
+    a = eng.activity()
+    assert a[2] == len(flows_only(items)) and a[:2] == (0, 0)
+    assert eng.activity() == a
+    sw.ch.ofctl("add-flow", "br-int", "table=0,priority=1,actions=drop")  # not ours: the count moves
+    b = eng.activity()
+    assert b[2] == a[2] + 1 and b[:2] == a[:2] and b[3:] == a[3:]
+    # one packet through the pipeline (from LOCAL: only the drop flow above matches it)
+    frame = (
+        "ffffffffffff" + "020000000001" + "0800" + "45000014000000004011" + "0000" + "0a000001" + "0a000002"
+    )
+    sw.ch.ofctl("packet-out", "br-int", "LOCAL", "resubmit(,0)", frame)
+    wait_for(lambda: eng.activity()[0] == 1, 5, "the packet counted")
+    c = eng.activity()
+    assert c[1] == len(frame) // 2 and c[2:] == b[2:]
+    extra = Flow("output", P.MATCH, {"reg7": 4545}, [A.Output(5)], Cookie.for_owner(APP_PORT, "fp"))
+    eng.apply([extra], [], 46)
+    assert eng.wait_realized(46, 15)
+    d = eng.activity()
+    assert d[2] == c[2] + 1 and d[3:] != c[3:]  # a bundle of ours, realized
+
+
 def test_a_dump_cut_short_by_a_reconnect_is_taken_on_the_new_connection(ofapp: OFApp, sw: Switch) -> None:
     """verify() while the switch reconnects: the old connection's dump fails, the new one answers."""
     clean_switch(sw)

@@ -7,6 +7,12 @@ and — in tests — after every change (`self_check_every_change`), each chassi
 and compared unit by unit. A divergence is logged with the differing flows and their owners, counted
 (`sdn_compile_divergence_total{chassis}`, ChassisStatus.compile_divergences, the dashboard) and repaired:
 the desired state becomes the full compile and the switch gets the minimal difference.
+
+The periodic and on-demand runs compile outside the model lock: under it they only copy what the compile
+reads (the records, the chassis facts, neighbours, gateway holds) and the chassis' kept units — the same
+moment of both — then rebuild a model from the copy (once per run) and compile it with the lock free (a full compile of
+one chassis of a 10,000-port model took seconds, and held a ListPorts for 264 s under load). Only a
+divergence found that way takes the lock again: checked once more on the live model and repaired there.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps import ids, owners
-from apps.compiler import Divergence
+from apps.compiler import Divergence, divergence, full
+from apps.view import View
 from controller.periodic import Periodic
 from flows.flow import Flow, MeterEntry
 from flows.format import format_flow, format_group, format_meter
+from topology.model import Topology
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,47 @@ def describe(div: Divergence, topo: Any) -> CheckResult:
     )
 
 
+@dataclass
+class Snapshot:
+    """What the full compile of some chassis reads, and their kept units, copied under the model lock."""
+
+    config: Any
+    records: list[Any]
+    revision: int
+    view_args: tuple[Any, ...]
+    units: dict[str, dict[Any, frozenset[Any]]]
+    _topo: Topology | None = None
+
+    @staticmethod
+    def take(dp: Any, chassis_ids: list[str]) -> Snapshot:
+        """The caller holds the model lock. Copies of references, O(records + units): no compile."""
+        topo, c = dp.state.topology, dp.compiler
+        records = [
+            *topo.all_records(),
+            *topo.neighbors.values(),
+            *topo.gateway_holds.values(),
+            *topo.applied_sets.values(),
+        ]
+        view_args = (
+            dict(c.runtime),
+            c.gateway_chassis,
+            {k: dict(v) for k, v in c.neighbors.items()},
+            c.dhcp_rate_pps,
+            c.down,
+        )
+        units = {ch: dict(c.units.get(ch, {})) for ch in chassis_ids}
+        return Snapshot(topo.config, records, topo.revision, view_args, units)
+
+    def check(self, chassis_id: str) -> Divergence:
+        """The full compile of the copy against the copied units (no lock needed); the model is rebuilt
+        from the copy once for all its chassis."""
+        if self._topo is None:
+            self._topo = Topology(self.config)
+            self._topo.load(self.records, self.revision)
+        view = View(self._topo, *self.view_args)
+        return divergence(chassis_id, full(view, chassis_id), self.units[chassis_id])
+
+
 class SelfCheck:
     """Runs the compile self-check on a dataplane: on a timer, on demand, or after every change."""
 
@@ -84,12 +133,26 @@ class SelfCheck:
 
     def run(self, chassis_ids: list[str] | None = None, repair: bool = True) -> list[CheckResult]:
         """Compare (and repair) the given chassis, or all whose compile this controller keeps (several
-        controllers: those it masters); holds the model lock while it compiles one."""
+        controllers: those it masters). Compiles a copy with the model lock free; holds it to compile the
+        live model only when the copy diverged."""
         dp = self.dataplane
         t0 = time.monotonic()
         out = []
-        for ch in chassis_ids or [c for c in sorted(dp.planes) if dp.compiler.keeps(c)]:
-            with dp.state.lock:  # per chassis: writes wait for one chassis's compile at most
+        wanted = chassis_ids or [c for c in sorted(dp.planes) if dp.compiler.keeps(c)]
+        with dp.state.lock:  # only the copies: writes do not wait for the compiles
+            live = [c for c in wanted if c in dp.planes]
+            kept = [c for c in live if dp.compiler.keeps(c)]
+            snap = Snapshot.take(dp, kept)
+        for ch in live:
+            t1 = time.monotonic()
+            if ch not in kept:
+                out.append(CheckResult(ch))
+                continue
+            if not snap.check(ch):
+                self.checks += 1
+                out.append(CheckResult(ch, seconds=time.monotonic() - t1))
+                continue
+            with dp.state.lock:  # a divergence: again on the live model, repaired there
                 if ch in dp.planes:
                     out.append(self.check_locked(ch, repair))
         if chassis_ids is None:

@@ -41,6 +41,7 @@ _REPLY_EVENTS = [
     ofp_event.EventOFPBarrierReply,
     ofp_event.EventOFPErrorMsg,
     ofp_event.EventOFPFlowStatsReply,
+    ofp_event.EventOFPAggregateStatsReply,
     ofp_event.EventOFPGroupDescStatsReply,
     ofp_event.EventOFPMeterConfigStatsReply,
     ofp_event.EventONFBundleCtrlMsg,

@@ -416,6 +416,10 @@ class Transport:
                 if not msg.flags & ofp.OFPMPF_REPLY_MORE:
                     del self._waiters[xid]
                     w.done.set()
+            elif isinstance(msg, ofpp.OFPAggregateStatsReply):
+                w.entries.append(msg.body)
+                del self._waiters[xid]
+                w.done.set()
             elif isinstance(msg, ofpp.OFPBarrierReply):
                 del self._waiters[xid]
                 w.done.set()
@@ -584,6 +588,32 @@ class Transport:
         return Sent(True, True, seconds, t_sent, *counts)
 
     # --- dumps -----------------------------------------------------------------------------------------
+
+    def aggregate(self, timeout: float = DUMP_TIMEOUT) -> tuple[int, int, int]:
+        """(packets, bytes, flows) summed over every flow of the switch: one aggregate-stats request, a
+        24-byte answer (the switch sums its rules; nothing is encoded per flow). Raises SyncError."""
+        w = _Waiter("aggregate")
+        with self._lock:
+            if self._closed:
+                raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+            xid = self._alloc_xids(1)
+            self._waiters[xid] = w
+        req = ofpp.OFPAggregateStatsRequest(
+            encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
+        )
+        req.set_xid(xid)
+        try:
+            self.dp.send(encode.osken_bytes(req))
+            if not w.done.wait(timeout) or w.broken or w.errors or not w.entries:
+                raise SyncError(
+                    f"aggregate stats of {self.datapath_id:016x} failed: "
+                    f"{w.errors or ('connection lost' if w.broken else 'timeout')}"
+                )
+        finally:
+            with self._lock:
+                self._waiters.pop(xid, None)
+        body = w.entries[0]
+        return int(body.packet_count), int(body.byte_count), int(body.flow_count)
 
     def dump(
         self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], timeout: float = DUMP_TIMEOUT
