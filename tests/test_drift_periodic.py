@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from apps import ids
-from controller.debug.drift import FULL_EVERY, DriftMonitor
+from controller.debug.drift import FULL_EVERY, SKIP_MIN_FLOWS, DriftMonitor
 from controller.southbound.sync import Diff
 from flows import pipeline as P
 from flows.actions import Goto
@@ -27,7 +27,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.connected = True
         self.revision = self.realized_revision = 3
-        self.fingerprint: tuple[int, ...] = (0, 0, 10, 1, 1, 3)
+        self.fingerprint: tuple[int, ...] = (0, 0, 10_000, 1, 1, 3)
         self.diff = Diff(frozenset(), frozenset())
         self.verifies = 0
         self.resyncs = 0
@@ -67,13 +67,23 @@ def test_unmoved_switches_are_skipped_until_full_every(
     assert m.periodic_check("hv1") is not None and eng.verifies == 2  # FULL_EVERY rounds: dumped again
     assert m.periodic_check("hv1") is None
     # the flow count moved (a flow added or deleted behind our back), the packet counters alone do not count
-    eng.fingerprint = (99, 9900, 10, 1, 1, 3)
+    eng.fingerprint = (99, 9900, 10_000, 1, 1, 3)
     assert m.periodic_check("hv1") is None
-    eng.fingerprint = (99, 9900, 9, 1, 1, 3)
+    eng.fingerprint = (99, 9900, 9_999, 1, 1, 3)
     assert m.periodic_check("hv1") is not None and eng.verifies == 3
-    eng.fingerprint = (99, 9900, 9, 2, 1, 4)  # a bundle of ours
+    eng.fingerprint = (99, 9900, 9_999, 2, 1, 4)  # a bundle of ours
     assert m.periodic_check("hv1") is not None and eng.verifies == 4
     assert (m.dumped, m.skipped) == (4, FULL_EVERY + 1)
+
+
+def test_small_switches_are_dumped_every_round(mon: tuple[DriftMonitor, dict[str, FakeEngine]]) -> None:
+    """Below SKIP_MIN_FLOWS a dump costs milliseconds: a flow changed in place is found within one interval."""
+    m, engines = mon
+    eng = engines["hv1"]
+    eng.fingerprint = (0, 0, SKIP_MIN_FLOWS - 1, 1, 1, 3)
+    for i in range(3):
+        assert m.periodic_check("hv1") is not None and eng.verifies == i + 1
+    assert m.skipped == 0
 
 
 def test_drift_found_is_repaired_and_checked_again_next_round(
@@ -82,7 +92,7 @@ def test_drift_found_is_repaired_and_checked_again_next_round(
     m, engines = mon
     eng = engines["hv2"]
     foreign = Flow("classify", P.MATCH, {"in_port": 7}, [Goto("port_sec_in")], ids.cookie(ids.CLASSIFY, "x"))
-    eng.fingerprint = (0, 0, 11, 1, 1, 3)
+    eng.fingerprint = (0, 0, 10_001, 1, 1, 3)
     eng.diff = Diff(frozenset(), frozenset([foreign]))
     report = m.periodic_check("hv2")
     assert report is not None and report.repaired and len(report.unexpected) == 1 and eng.resyncs == 1
