@@ -7,10 +7,12 @@ over TLS with their chassis certificates, admitted by datapath id as in the cont
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -630,6 +632,52 @@ def test_verify_reports_drift_without_changing_anything_and_resync_repairs_it(
     wait_for(lambda: eng.stats.resyncs > before.resyncs, 10, "resync")
     assert eng.stats.last_resync_flow_mods == 3  # re-add one, delete two; the rest adopted
     assert eng.verify().clean
+
+
+def test_verify_leaves_out_what_changed_while_it_dumped_and_still_reports_real_drift(
+    ofapp: OFApp, sw: Switch
+) -> None:
+    """A write realized while verify()'s dump runs is not drift (the dump may show either side of it); a
+    flow deleted behind our back meanwhile still is; a whole new desired state meanwhile gives no verdict."""
+    clean_switch(sw)
+    items = pipeline_flows(4)
+    eng = install(ofapp, sw, items, revision=42)
+    flows = flows_only(items)
+    old = flows[1]
+    new = dataclasses.replace(old, actions=())  # same key, now a drop
+    extra = Flow("output", P.MATCH, {"reg7": 4242}, [A.Output(5)], Cookie.for_owner(APP_PORT, "mid-dump"))
+    gone = flows[0]  # classify in_port=100
+    dump = eng._dump
+    during: list[Callable[[], None]] = []
+
+    def dump_then_write(timeout: float, t: Any = None) -> Any:
+        have = dump(timeout, t)  # the switch answered before the write below
+        for step in during:
+            step()
+        return have
+
+    eng._dump = dump_then_write  # type: ignore[method-assign]
+
+    def write() -> None:
+        eng.apply([new, extra], [old], 43)
+        assert eng.wait_realized(43, 10), eng.stats
+
+    during.append(write)
+    diff = eng.verify()
+    assert diff.settled and diff.clean, (diff.missing, diff.unexpected)
+    # the same race, with a flow deleted behind our back before the dump: that one is reported
+    sw.ch.ofctl("del-flows", "br-int", "--strict", "table=0,priority=1000,in_port=100")
+    during[:] = [lambda: (eng.apply([old], [new], 44), eng.wait_realized(44, 10))]
+    diff = eng.verify()
+    assert diff.settled and diff.missing == {gone} and not diff.unexpected
+    # a new whole desired state while it dumps: no verdict
+    during[:] = [lambda: eng.replace_desired(items, 45)]
+    diff = eng.verify()
+    assert not diff.settled and not diff.clean
+    eng._dump = dump  # type: ignore[method-assign]
+    eng.request_resync()
+    assert eng.wait_realized(45, 10)
+    wait_for(lambda: eng.verify().clean, 10, "repaired")
 
 
 def test_activity_fingerprint_moves_with_packets_foreign_flows_and_our_bundles(

@@ -135,8 +135,8 @@ class DriftMonitor:
             report.note = "a change is being installed; not drift"
             return report
         diff = engine.verify(timeout)
-        if engine.realized_revision < engine.revision:
-            report.note = "a change was installed during the check; not drift"
+        if not diff.settled:
+            report.note = "a change was being installed; not drift"
             return report
         report.checked = True
         if diff.clean:

@@ -81,10 +81,26 @@ class Diff:
     missing: frozenset[Item]
     unexpected: frozenset[Item]
     undecodable: tuple[str, ...] = ()
+    #: False: a change was not yet realized when the dump began, or the whole desired state was replaced
+    #: while it ran: no verdict (the switch may hold either side of the change)
+    settled: bool = True
 
     @property
     def clean(self) -> bool:
-        return not (self.missing or self.unexpected or self.undecodable)
+        return self.settled and not (self.missing or self.unexpected or self.undecodable)
+
+
+class _Touched:
+    """What of the desired state changed while a verify() dump ran (its flows' keys, group and meter ids;
+    `all` after a replace or forget): the dump may show those entries before or after their change."""
+
+    __slots__ = ("all", "flows", "groups", "meters")
+
+    def __init__(self) -> None:
+        self.all = False
+        self.flows: set[FlowKey] = set()
+        self.groups: set[int] = set()
+        self.meters: set[int] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,7 @@ class SwitchSync:
         self._dirty_meters: set[int] = set()
         self._full_diff = False
         self._resync_gen = 0  # bumped by request_resync
+        self._touching: list[_Touched] = []  # one per verify() in progress
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
@@ -212,6 +229,14 @@ class SwitchSync:
                 else:
                     self._desired_groups[item.group_id] = item
                     self._dirty_groups.add(item.group_id)
+            for touched in self._touching:
+                for item in (*add, *remove):
+                    if isinstance(item, Flow):
+                        touched.flows.add(FlowKey(item))
+                    elif isinstance(item, MeterEntry):
+                        touched.meters.add(item.meter_id)
+                    else:
+                        touched.groups.add(item.group_id)
             self._changed(revision)
 
     def replace_desired(self, flows: Iterable[Item], revision: int) -> None:
@@ -234,6 +259,8 @@ class SwitchSync:
         with self._cond:
             self._desired, self._desired_groups, self._desired_meters = desired, groups, meters
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
+            for touched in self._touching:
+                touched.all = True
             self._changed(revision)
 
     def forget(self) -> None:
@@ -249,6 +276,8 @@ class SwitchSync:
             self._desired_known = False
             self._synced = False
             self._desired_version += 1
+            for touched in self._touching:
+                touched.all = True
             self._enc = encode.Encoder()  # its cached encodings (a transport in use keeps the old one)
 
     def _changed(self, revision: int) -> None:
@@ -353,14 +382,28 @@ class SwitchSync:
         )
 
     def verify(self, timeout: float = DUMP_TIMEOUT) -> Diff:
-        """Dump the switch now and compare with the desired state; changes nothing."""
-        have = self._dump(timeout)
+        """Dump the switch now and compare with the desired state; changes nothing.
+
+        The dump takes a while (seconds at 100k flows) and writes go on meanwhile: an entry whose desired
+        state changed while it ran is left out of the comparison (the switch may show it before or after
+        the change, and the change's own bundle confirms it); a change not yet realized when the dump began,
+        or a new whole desired state meanwhile, gives no verdict (`settled` False)."""
+        touched = _Touched()
         with self._lock:
-            want = (
-                set(self._desired.values())
-                | set(self._desired_groups.values())
-                | set(self._desired_meters.values())
-            )
+            touched.all = self._realized < self._revision
+            self._touching.append(touched)
+        try:
+            have = self._dump(timeout)
+        finally:
+            with self._lock:
+                self._touching.remove(touched)
+                want = (
+                    set(self._desired.values())
+                    | set(self._desired_groups.values())
+                    | set(self._desired_meters.values())
+                )
+        if touched.all:
+            return Diff(frozenset(), frozenset(), settled=False)
         found = (
             set(have.flows.values())
             | set(have.groups.values())
@@ -371,7 +414,19 @@ class SwitchSync:
             + tuple(g.text for g in have.raw_groups)
             + tuple(m.text for m in have.raw_meters if m.meter_id not in KEEP_METERS)
         )
-        return Diff(frozenset(want - found), frozenset(found - want), raw)
+
+        def changed(item: Item) -> bool:
+            if isinstance(item, Flow):
+                return FlowKey(item) in touched.flows
+            if isinstance(item, MeterEntry):
+                return item.meter_id in touched.meters
+            return item.group_id in touched.groups
+
+        return Diff(
+            frozenset(i for i in want - found if not changed(i)),
+            frozenset(i for i in found - want if not changed(i)),
+            raw,
+        )
 
     def dump_text(self, live: bool = False, timeout: float = DUMP_TIMEOUT) -> str:
         """`ovs-ofctl dump-flows`-shaped lines with stage names and owners (``# app/owner``), then groups.
