@@ -38,7 +38,7 @@ from controller.services.host import PacketIn, PacketInHandler
 from controller.services.neighbors import NeighborService
 from controller.southbound.status_feed import MAX_PENDING, ChassisReport
 from flows.cookie import MAGIC
-from topology import binding, ops
+from topology import binding, ops, portkeys
 from topology.model import Change, Topology
 from topology.records import INTERNAL_KINDS, PORT_ACTIVE, PORT_DOWN, Chassis
 from topology.state import State
@@ -273,6 +273,7 @@ class Dataplane:
             for unit in delta.units:
                 self.provenance[(chassis_id, unit)] = (revision, why)
             self._push(chassis_id, delta, revision)
+        self._flush_freed_zones(topo, changes)
         # a port written after its VIF was plugged (or re-created, or unpinned) binds now, not at the next
         # OVSDB report of its chassis
         self._rebind(
@@ -280,6 +281,26 @@ class Dataplane:
         )
         self._after_change()
         self._wake_feed()  # our compiled revision moved
+
+    def _flush_freed_zones(self, topo: Topology, changes: list[Change]) -> None:
+        """Under the model lock, after the write's deltas were handed to the engines: each conntrack zone a
+        port gave up (deleted, moved, unbound, re-keyed) is flushed on the chassis where it was used, once the
+        bundle removing its flows is confirmed, unless another port holds it there again already. So a port
+        that gets the zone later (with the same address, maybe) inherits no connection state."""
+        zones = topo.zones
+        for kind, _ident, old, new in changes:
+            if kind != "port":
+                continue
+            gone = portkeys.freed(old, new)  # type: ignore[arg-type]
+            if gone is None:
+                continue
+            chassis_id, z = gone
+            for cid in [chassis_id] if chassis_id else list(self.planes):
+                plane = self.planes.get(cid)
+                flush = getattr(plane.engine, "flush_zones", None) if plane is not None else None
+                if flush is None or z in zones.shared or z in zones.local.get(cid, ()):
+                    continue
+                flush([z])
 
     def _wake_feed(self) -> None:
         if self.status_feed is not None:

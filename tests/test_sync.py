@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from os_ken.lib.packet import ethernet, ipv4, packet, udp
 
 from controller.pki import Pki
 from controller.southbound.ofapp import OFApp, ensure_started
@@ -678,6 +679,37 @@ def test_verify_leaves_out_what_changed_while_it_dumped_and_still_reports_real_d
     eng.request_resync()
     assert eng.wait_realized(45, 10)
     wait_for(lambda: eng.verify().clean, 10, "repaired")
+
+
+def test_flush_zones_empties_exactly_those_conntrack_zones_after_the_next_bundle(
+    ofapp: OFApp, sw: Switch
+) -> None:
+    """flush_zones: NXT_CT_FLUSH_ZONE goes after the next bundle; the named zone's connections are gone, the
+    others' stay."""
+    clean_switch(sw)
+    eng = install(ofapp, sw, pipeline_flows(2), revision=46)
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst="02:00:00:00:00:02", src="02:00:00:00:00:01"))
+    pkt.add_protocol(ipv4.ipv4(src="10.9.0.1", dst="10.9.0.2", proto=17))
+    pkt.add_protocol(udp.udp(src_port=1234, dst_port=5678))
+    pkt.serialize()
+    for zone in (7, 8):
+        sw.ch.ofctl(
+            "-O", "OpenFlow13", "packet-out", "br-int",
+            f"in_port=LOCAL packet={bytes(pkt.data).hex()} actions=ct(commit,zone={zone})",
+        )  # fmt: skip
+
+    def zone_entries(zone: int) -> list[str]:
+        out = sw.ch.appctl("dpctl/dump-conntrack", f"zone={zone}")
+        return [ln for ln in out.splitlines() if "10.9.0.1" in ln]
+
+    assert zone_entries(7) and zone_entries(8)
+    before = eng.stats
+    eng.flush_zones([7])
+    wait_for(lambda: not zone_entries(7), 10, "zone 7 flushed")
+    assert zone_entries(8)  # only the zone asked for
+    assert eng.stats.flow_mods_sent == before.flow_mods_sent and eng.stats.bundles_failed == 0
+    assert eng.verify().clean
 
 
 def test_activity_fingerprint_moves_with_packets_foreign_flows_and_our_bundles(

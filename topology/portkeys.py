@@ -62,6 +62,21 @@ def zoned_on(port: Port) -> str:
     return port.binding_chassis
 
 
+def freed(old: Port | None, new: Port | None) -> tuple[str, int] | None:
+    """The conntrack zone the port change `old -> new` gives up, as (chassis, zone): chassis "" for a shared
+    zone (used on every chassis); None when the port keeps its zone or had none."""
+    if old is None or not zone_of(old.key):
+        return None
+    z = zone_of(old.key)
+    if shared(old):
+        kept = new is not None and shared(new) and zone_of(new.key) == z
+        return None if kept else ("", z)
+    chassis_id = zoned_on(old)
+    if not chassis_id or (new is not None and zoned_on(new) == chassis_id and zone_of(new.key) == z):
+        return None
+    return chassis_id, z
+
+
 @dataclass
 class Claims:
     """Keys and zones chosen by one write for ports not yet applied to the model (several ports bound in one

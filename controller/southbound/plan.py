@@ -85,6 +85,21 @@ class RawGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneFlush:
+    """Flush the switch's conntrack entries of one zone (sent after the bundle that removed the zone's last
+    flows: a zone given up by a port starts empty when another port gets it)."""
+
+    zone: int
+
+    def __str__(self) -> str:
+        return f"ct flush zone={self.zone}"
+
+
+#: the Op command of a ZoneFlush
+FLUSH: Final = "flush"
+
+
+@dataclass(frozen=True, slots=True)
 class RawMeter:
     """A switch meter whose config no MeterEntry describes."""
 
@@ -114,7 +129,7 @@ class Op(NamedTuple):
     """One operation: ADD / MODIFY / DELETE of a flow, group, meter, or a raw switch entry (DELETE only)."""
 
     command: str
-    item: Item | RawFlow | RawGroup
+    item: Item | RawFlow | RawGroup | ZoneFlush
 
 
 @dataclass(slots=True)

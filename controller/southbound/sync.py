@@ -38,11 +38,14 @@ from typing import Any
 
 from controller.southbound.plan import (
     DELETE,
+    FLUSH,
     KEEP_METERS,
     FlowKey,
     Installed,
     Item,
+    Op,
     Plan,
+    ZoneFlush,
     plan_push,
     plan_resync,
 )
@@ -88,6 +91,10 @@ class Diff:
     @property
     def clean(self) -> bool:
         return self.settled and not (self.missing or self.unexpected or self.undecodable)
+
+
+def _flushes(zones: set[int]) -> list[Op]:
+    return [Op(FLUSH, ZoneFlush(z)) for z in sorted(zones)]
 
 
 class _Touched:
@@ -174,6 +181,7 @@ class SwitchSync:
         self._full_diff = False
         self._resync_gen = 0  # bumped by request_resync
         self._touching: list[_Touched] = []  # one per verify() in progress
+        self._flush: set[int] = set()  # conntrack zones to flush after the next bundle (flush_zones)
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
@@ -263,6 +271,14 @@ class SwitchSync:
                 touched.all = True
             self._changed(revision)
 
+    def flush_zones(self, zones: Iterable[int]) -> None:
+        """Flush the switch's conntrack entries of `zones` once the next bundle is confirmed (the caller's
+        delta removing the zones' last flows goes in it or in an earlier one): a zone a port gave up is
+        empty when another port gets it. Kept across a reconnect; lost with the process."""
+        with self._cond:
+            self._flush.update(zones)
+            self._cond.notify_all()
+
     def forget(self) -> None:
         """Drop the desired and installed state (another controller masters the switch now: memory). Until
         the next replace_desired the engine never reconciles, as a new one."""
@@ -272,6 +288,7 @@ class SwitchSync:
             self._dirty.clear()
             self._dirty_groups.clear()
             self._dirty_meters.clear()
+            self._flush.clear()  # the new master's to do (it flushes what it frees)
             self._full_diff = False
             self._desired_known = False
             self._synced = False
@@ -550,6 +567,7 @@ class SwitchSync:
             or self._dirty_groups
             or self._dirty_meters
             or self._full_diff
+            or self._flush
             or self._realized < self._revision
         ):
             return "push"
@@ -588,7 +606,9 @@ class SwitchSync:
             self._dirty_groups.clear()
             self._dirty_meters.clear()
             self._full_diff = False
+            flush, self._flush = self._flush, set()
         plan = plan_resync(desired, groups, meters, have)
+        plan.meters_after += _flushes(flush)
         log.info(
             "dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods, "
             "%d meter-mods (revision %d)",
@@ -606,6 +626,7 @@ class SwitchSync:
         ok = self._send(t, plan)
         with self._cond:
             if self._transport is not t:
+                self._flush |= flush
                 return
             self._stats.resyncs += 1
             n_flow = plan.flow_mods
@@ -613,6 +634,7 @@ class SwitchSync:
             self._stats.last_resync_group_mods = len(plan.bundle) - n_flow
             self._stats.last_resync_seconds = time.monotonic() - start
             if not ok:
+                self._flush |= flush
                 self._synced = False
                 self._note_failure(version)
                 return
@@ -647,6 +669,7 @@ class SwitchSync:
             groups = {g: self._desired_groups[g] for g in gkeys if g in self._desired_groups}
             meters = {m: self._desired_meters[m] for m in mkeys if m in self._desired_meters}
             revision, version = self._revision, self._desired_version
+            flush, self._flush = self._flush, set()
         with gc_paused():
             plan = plan_push(
                 desired,
@@ -659,11 +682,14 @@ class SwitchSync:
                 gkeys,
                 mkeys,
             )
+        plan.meters_after += _flushes(flush)
         ok = self._send(t, plan)
         with self._cond:
             if self._transport is not t:
+                self._flush |= flush
                 return
             if not ok:
+                self._flush |= flush
                 self._synced = False
                 self._note_failure(version)
                 return

@@ -50,6 +50,7 @@ from controller.southbound.plan import (
     RawFlow,
     RawGroup,
     RawMeter,
+    ZoneFlush,
 )
 from flows import encode
 from flows.cookie import CookieRegistry, is_ours
@@ -58,6 +59,9 @@ from flows.flow import Flow, Group, MeterEntry
 from flows.format import format_flow, format_group, format_meter
 
 log = logging.getLogger(__name__)
+
+#: Nicira vendor message subtype: flush one conntrack zone (struct nx_zone_id: 6 zero bytes, then the zone), OVS 2.10+
+NXT_CT_FLUSH_ZONE = 29
 
 assert (ADD, MODIFY, DELETE) == (encode.ADD, encode.MODIFY, encode.DELETE), "plan and encoder commands differ"
 
@@ -489,6 +493,10 @@ class Transport:
             return ofp.OFPT_FLOW_MOD, encode.osken_bytes(msg)[8:]
         if isinstance(item, RawGroup) and command == DELETE:
             return ofp.OFPT_GROUP_MOD, struct.pack("!HBxI", ofp.OFPGC_DELETE, item.type, item.group_id)
+        if isinstance(item, ZoneFlush):  # Nicira's NXT_CT_FLUSH_ZONE (os-ken has no class for it)
+            return ofp.OFPT_EXPERIMENTER, struct.pack(
+                "!II6xH", ofproto_common.NX_EXPERIMENTER_ID, NXT_CT_FLUSH_ZONE, item.zone
+            )
         raise ValueError(f"no message for {command} of {item!r}")
 
     def send(self, ops: Sequence[Op], bundled: bool = True) -> Sent:
@@ -514,7 +522,7 @@ class Transport:
         x = xid + 1
         onf, add = ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
         flow_mod, meter_mod, delete = ofp.OFPT_FLOW_MOD, ofp.OFPT_METER_MOD, DELETE
-        n_flow = n_meter = 0
+        n_flow = n_meter = n_other = 0
         sent = True
         # Large writes, but streamed in chunks: the switch validates the first messages of the bundle
         # while the rest are still being encoded.
@@ -530,6 +538,8 @@ class Transport:
                         n_flow += 1
                     elif msg_type == meter_mod:
                         n_meter += 1
+                    elif msg_type == ofp.OFPT_EXPERIMENTER:
+                        n_other += 1
                 inner = 8 + len(body)
                 if bundled:
                     parts.append(
@@ -568,7 +578,7 @@ class Transport:
             self._bundle_errors = []
             self._waiters.pop(barrier_xid, None)
         seconds = time.monotonic() - t0
-        counts = (n_flow, len(ops) - n_flow - n_meter, n_meter)
+        counts = (n_flow, len(ops) - n_flow - n_meter - n_other, n_meter)
         if not ok:
             log.warning(
                 "dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
