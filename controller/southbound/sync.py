@@ -608,7 +608,6 @@ class SwitchSync:
             self._full_diff = False
             flush, self._flush = self._flush, set()
         plan = plan_resync(desired, groups, meters, have)
-        plan.meters_after += _flushes(flush)
         log.info(
             "dp %016x: resync: %d flows on switch, %d adopted, %d raw/stale to delete, %d mods, "
             "%d meter-mods (revision %d)",
@@ -646,6 +645,7 @@ class SwitchSync:
                 if op.command == DELETE and isinstance(op.item, (Flow, Group)):
                     self._enc.discard(op.item)
             self._advance(revision)
+        self._send_flushes(t, flush)
 
     def _describe(self, item: Any) -> str:
         if isinstance(item, Flow):
@@ -682,7 +682,6 @@ class SwitchSync:
                 gkeys,
                 mkeys,
             )
-        plan.meters_after += _flushes(flush)
         ok = self._send(t, plan)
         with self._cond:
             if self._transport is not t:
@@ -717,6 +716,24 @@ class SwitchSync:
                 else:
                     self._installed_meters[m] = meter
             self._advance(revision)
+        self._send_flushes(t, flush)
+
+    def _send_flushes(self, t: Transport, zones: set[int]) -> None:
+        """After a confirmed bundle: flush `zones`' conntrack entries. A switch refusing it is logged and not
+        asked again (stale entries then expire by conntrack's timeouts; no resync loop over it); a lost
+        connection keeps them for the next connection's resync."""
+        if not zones:
+            return
+        sent = t.send(_flushes(zones), bundled=False)
+        if sent.ok:
+            return
+        if sent.errors:
+            log.warning(
+                "dp %016x: conntrack zones %s not flushed: %s", self.datapath_id, sorted(zones), sent.errors
+            )
+            return
+        with self._cond:
+            self._flush |= zones
 
     def _advance(self, revision: int) -> None:
         """Under the lock: the desired state of `revision` is on the switch."""
