@@ -298,7 +298,12 @@ class Dataplane:
             for cid in [chassis_id] if chassis_id else list(self.planes):
                 plane = self.planes.get(cid)
                 flush = getattr(plane.engine, "flush_zones", None) if plane is not None else None
-                if flush is None or z in zones.shared or z in zones.local.get(cid, ()):
+                if (
+                    flush is None
+                    or not self.compiler.keeps(cid)  # another controller's chassis: its master flushes
+                    or z in zones.shared
+                    or z in zones.local.get(cid, ())
+                ):
                     continue
                 flush([z])
 

@@ -5,6 +5,7 @@ events and controller restarts, and after every step asserts that
   switch engine was handed);
 - every port's binding is the fixed point of topology.binding over what the chassis report (a VIF
   plugged before its port, after it, moved, unplugged, re-plugged; a port pinned by an admin);
+- a conntrack zone given up on a chassis it compiles is asked to be flushed there, and no zone in use is;
 - port keys are unique and every bound VM port's conntrack zone (its key's low 16 bits) is unique on its
   chassis and apart from the gateways' and VIPs' shared zones, the model's zone index matches the records,
   and a restart keeps every key (topology/portkeys.py).
@@ -90,6 +91,9 @@ class AnyOrder(RuleBasedStateMachine):
         self.state = State(self.tmp / "topology.sqlite")
         self.dp = self._dataplane()
         self.counter = 0
+        self.zones_before: set[tuple[str, int]] = set()  # freed_zones_are_flushed: the last step's zones
+        self.engine_before: dict[str, Any] = {}
+        self.compiled_before: set[str] = set()
 
     # ------------------------------------------------------------------------------------------ plumbing
 
@@ -648,11 +652,49 @@ class AnyOrder(RuleBasedStateMachine):
                     assert port.binding_chassis in hosts, (port.id, port.binding_chassis, hosts)
 
     @invariant()
+    def freed_zones_are_flushed(self) -> None:
+        """Every conntrack zone given up on a chassis this controller compiles since the last step (a port
+        deleted, moved, unbound, re-keyed; a shared zone anywhere) and not held there again was asked to be
+        flushed there; no zone held there now was."""
+        with self.state.lock:
+            topo = self.topo
+            now = zones_in_use(topo)
+            for ch in CHASSIS:
+                if ch not in topo.chassis or not self.dp.compiler.keeps(ch):
+                    continue
+                plane = self.dp.planes.get(ch)
+                engine = plane.engine if plane is not None else None
+                if not isinstance(engine, FakeEngine):  # no switch engine (yet) in this controller's life
+                    continue
+                held = {z for c, z in now if c in (ch, "")}
+                freed = {z for c, z in self.zones_before - now if c in (ch, "")} - held
+                flushed = set(engine.flushed)
+                assert not flushed & held, (ch, flushed & held)
+                if engine is self.engine_before.get(ch) and ch in self.compiled_before:
+                    assert freed <= flushed, (ch, freed - flushed)
+                engine.flushed.clear()
+            self.zones_before = now
+            self.engine_before = {c: p.engine for c, p in self.dp.planes.items()}
+            self.compiled_before = {ch for ch in CHASSIS if self.dp.compiler.keeps(ch)}
+
+    @invariant()
     def zones_unique_per_chassis(self) -> None:
         """Keys unique; a bound VM port's zone (its key's low bits) unique on its chassis and no gateway's or
         VIP's (shared) zone; the model's zone index is what the records say (after undone writes, restarts)."""
         with self.state.lock:
             check_zones(self.topo)
+
+
+def zones_in_use(topo: Topology) -> set[tuple[str, int]]:
+    """(chassis, zone) of every bound VM port and ("", zone) of every shared zone."""
+    out: set[tuple[str, int]] = set()
+    for p in topo.ports.values():
+        z = portkeys.zone_of(p.key)
+        if z and portkeys.shared(p):
+            out.add(("", z))
+        elif z and portkeys.zoned_on(p):
+            out.add((portkeys.zoned_on(p), z))
+    return out
 
 
 def check_zones(topo: Topology) -> None:

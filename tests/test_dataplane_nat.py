@@ -35,6 +35,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.realized_revision = 0
         self.desired: set[Any] = set()
+        self.flushed: list[int] = []  # conntrack zones asked to be flushed
 
     def apply(self, add: Any, remove: Any, revision: int) -> None:
         self.desired = (self.desired - set(remove)) | set(add)
@@ -44,6 +45,9 @@ class FakeEngine:
 
     def forget(self) -> None:
         self.desired = set()
+
+    def flush_zones(self, zones: Any) -> None:
+        self.flushed += list(zones)
 
 
 class FakeAgent:
