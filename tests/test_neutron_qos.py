@@ -83,6 +83,17 @@ def test_policies_rules_and_bindings(rest: Rest, api: Api) -> None:  # noqa: F81
     assert status == 404 and error(answer)[0] == "QosPolicyNotFound"
     status, answer = rest.call("DELETE", f"/v2.0/qos/policies/{pid}", token="alice")
     assert status == 409, answer  # the network still uses it
+    # a POST whose qos_policy_id names no policy of the caller's fails whole: no port is left behind
+    before = {p["id"] for p in rest.ok("GET", "/v2.0/ports", None, "alice")["ports"]}
+    for policy in ("nope", pid):
+        who = "bob" if policy == pid else "alice"  # bob may not see alice's policy
+        bob_net = net if who == "alice" else tenant_net(rest, "bob", "b", "10.1.0.0/24")[0]
+        status, answer = rest.call(
+            "POST", "/v2.0/ports", {"port": {"network_id": bob_net, "qos_policy_id": policy}}, who
+        )
+        assert status == 404 and error(answer)[0] == "QosPolicyNotFound", answer
+        assert not rest.ok("GET", "/v2.0/ports", None, "bob")["ports"]
+    assert {p["id"] for p in rest.ok("GET", "/v2.0/ports", None, "alice")["ports"]} == before
 
 
 def test_openstack_cli_qos(rest: Rest) -> None:  # noqa: F811

@@ -363,7 +363,18 @@ class NeutronApi:
             setattr(req, f"{spec.kind}_id", as_str("id", client_id))
         self._fill(kind, getattr(req, spec.kind), attrs, create=True)
         created = self.tables.create(spec, req, None)
-        if self._after(kind, attrs, ident_of(created.name)):
+        try:
+            after = self._after(kind, attrs, ident_of(created.name))
+        except Exception:
+            # a refused second write (a qos_policy_id naming no policy of the caller's) fails the whole POST:
+            # the record just created goes again, so the request leaves nothing behind
+            delete = self._module(spec).__dict__[f"Delete{spec.rpc}Request"](name=created.name)
+            try:
+                self.tables.delete(spec, delete, None)
+            except Exception:  # noqa: BLE001 - the refusal is the answer; say the leftover in the log
+                log.exception("%s %s: created, its second write refused, not deleted", spec.kind, created.name)
+            raise
+        if after:
             created = self._get(spec, created.name, kind)
         return {kind.member: self.render(kind, created, view)}
 
