@@ -371,7 +371,7 @@ class NeutronApi:
             delete = self._module(spec).__dict__[f"Delete{spec.rpc}Request"](name=created.name)
             try:
                 self.tables.delete(spec, delete, None)
-            except Exception:  # noqa: BLE001 - the refusal is the answer; say the leftover in the log
+            except Exception:  # the refusal is the answer; say the leftover in the log
                 log.exception("%s %s: created, its second write refused, not deleted", spec.kind, created.name)
             raise
         if after:
