@@ -372,7 +372,9 @@ class NeutronApi:
             try:
                 self.tables.delete(spec, delete, None)
             except Exception:  # the refusal is the answer; say the leftover in the log
-                log.exception("%s %s: created, its second write refused, not deleted", spec.kind, created.name)
+                log.exception(
+                    "%s %s: created, its second write refused, not deleted", spec.kind, created.name
+                )
             raise
         if after:
             created = self._get(spec, created.name, kind)
