@@ -46,7 +46,7 @@ from controller.southbound.plan import (
     plan_push,
     plan_resync,
 )
-from controller.southbound.transport import DUMP_TIMEOUT, SyncError, Transport, gc_paused
+from controller.southbound.transport import DUMP_TIMEOUT, ExpectedIndex, SyncError, Transport, gc_paused
 from flows import encode
 from flows.cookie import CookieRegistry
 from flows.flow import Flow, Group, MeterEntry
@@ -117,6 +117,9 @@ class SyncStats:
     last_dump_reordered: int = 0  # recognised after re-ordering their match fields (OVS's order unexpected)
     last_send_seconds: float = 0.0  # encoding and writing the last bundle
     last_bundle_seconds: float = 0.0  # the last bundle, from first byte to barrier reply
+    index_builds: int = 0  # expected-bytes indexes built from a whole desired state (ExpectedIndex)
+    last_index_seconds: float = 0.0  # the last build, wall
+    last_index_cpu: float = 0.0  # the last build, CPU of the building thread
 
 
 #: how long a dump cut short by the switch reconnecting waits for the new connection before failing
@@ -157,6 +160,13 @@ class SwitchSync:
         self._dirty_meters: set[int] = set()
         self._full_diff = False
         self._resync_gen = 0  # bumped by request_resync
+        # the expected bytes of the desired flows for recognising a dump (see _expected): built by the sender
+        # thread while idle or by the first dump after replace_desired, patched with the flow keys apply()
+        # changed since. Used and changed only under _index_lock (taken before _lock, never after it).
+        self._index_lock = threading.Lock()
+        self._index: ExpectedIndex | None = None
+        self._index_dirty: set[FlowKey] = set()  # changed since the index's snapshot
+        self._index_tracked = False  # an index of this desired state exists or is being built
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
@@ -190,6 +200,8 @@ class SwitchSync:
                     if self._desired.get(key) == item:
                         del self._desired[key]
                         self._dirty.add(key)
+                        if self._index_tracked:
+                            self._index_dirty.add(key)
                 elif isinstance(item, MeterEntry):
                     if self._desired_meters.get(item.meter_id) == item:
                         del self._desired_meters[item.meter_id]
@@ -206,6 +218,8 @@ class SwitchSync:
                         log.debug("dp %016x: %s replaces %s", self.datapath_id, item, old)
                     self._desired[key] = item
                     self._dirty.add(key)
+                    if self._index_tracked:
+                        self._index_dirty.add(key)
                 elif isinstance(item, MeterEntry):
                     self._desired_meters[item.meter_id] = item
                     self._dirty_meters.add(item.meter_id)
@@ -234,6 +248,7 @@ class SwitchSync:
         with self._cond:
             self._desired, self._desired_groups, self._desired_meters = desired, groups, meters
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
+            self._drop_index()
             self._changed(revision)
 
     def forget(self) -> None:
@@ -249,7 +264,15 @@ class SwitchSync:
             self._desired_known = False
             self._synced = False
             self._desired_version += 1
+            self._drop_index()
             self._enc = encode.Encoder()  # its cached encodings (a transport in use keeps the old one)
+
+    def _drop_index(self) -> None:
+        """Under the lock: the desired state was replaced whole; the next index is built anew (a dump using
+        the old one keeps it: it matches that dump's snapshot of the desired state)."""
+        self._index = None
+        self._index_dirty = set()
+        self._index_tracked = False
 
     def _changed(self, revision: int) -> None:
         self._desired_known = True
@@ -451,24 +474,29 @@ class SwitchSync:
                     job = self._next_job()
                     if job:
                         break
+                    if self._desired_known and not self._index_tracked:
+                        job = "index"  # nothing else to do: have the next resync's index ready
+                        break
                     wait = None
                     if self._failed_version is not None and self._dp is not None:
                         wait = max(0.01, self._retry_at - time.monotonic())
                     self._cond.wait(wait)
                 t = self._transport
-                assert t is not None
+                assert t is not None or job == "index"
             try:
-                if job == "resync":
-                    self._resync(t)
+                if job == "index":
+                    self._build_index()
+                elif job == "resync":
+                    self._resync(t)  # type: ignore[arg-type]
                 else:
-                    self._push(t)
+                    self._push(t)  # type: ignore[arg-type]
             except Exception as e:  # never let the sender die: log, and reconcile from scratch
                 if isinstance(e, SyncError):
                     log.warning("dp %016x: %s", self.datapath_id, e)
                 else:
                     log.exception("dp %016x: sync failed", self.datapath_id)
                 with self._cond:
-                    if self._transport is t:
+                    if self._transport is t and t is not None:
                         self._synced = False
                         self._note_failure(self._desired_version)
             with self._cond:
@@ -682,9 +710,42 @@ class SwitchSync:
                 t = self._transport
             if t is None or t is not self._transport:
                 raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+        with self._index_lock:
+            return self._dump_indexed(timeout, t, current, t0)
+
+    def _build_index(self) -> None:
+        """The sender thread, idle: build the index of the desired state ahead of the next dump."""
+        with self._index_lock, gc_paused():
+            self._expected()
+
+    def _expected(self) -> tuple[dict[FlowKey, Flow], ExpectedIndex]:
+        """Under _index_lock: a snapshot of the desired flows and the index of exactly them (the kept one
+        patched with the keys changed since its snapshot, or a new one)."""
+        with self._lock:
             desired = dict(self._desired)  # its keys are reused for what the dump holds unchanged
+            index, dirty = self._index, self._index_dirty
+            self._index_dirty = set()
+            self._index_tracked = True  # apply() records changed keys from this snapshot on
+            enc = self._enc
+        if index is None:
+            t0, c0 = time.monotonic(), time.thread_time()
+            index = ExpectedIndex.build(desired, enc)
+            seconds, cpu = time.monotonic() - t0, time.thread_time() - c0
+            with self._lock:
+                self._stats.index_builds += 1
+                self._stats.last_index_seconds = seconds
+                self._stats.last_index_cpu = cpu
+        elif dirty:
+            index.patch(dirty, desired, enc)
+        with self._lock:
+            if self._index_tracked:  # else replace_desired / forget came meanwhile: serves this dump only
+                self._index = index
+        return desired, index
+
+    def _dump_indexed(self, timeout: float, t: Transport, current: bool, t0: float) -> Installed:
+        desired, index = self._expected()
         try:
-            have, slow = t.dump(desired, timeout)
+            have, slow = t.dump(desired, timeout, index)
         except SyncError:
             # the switch reconnecting cut it short: wait a moment for the new connection and dump that
             until = min(t0 + timeout, time.monotonic() + RECONNECT_WAIT_S)
@@ -703,7 +764,7 @@ class SwitchSync:
             log.info(
                 "dp %016x: the switch reconnected during a dump; dumping the new connection", self.datapath_id
             )
-            have, slow = again.dump(desired, max(1.0, timeout - (time.monotonic() - t0)))
+            have, slow = again.dump(desired, max(1.0, timeout - (time.monotonic() - t0)), index)
         with self._lock:
             self._stats.last_dump_seconds = time.monotonic() - t0
             self._stats.last_dump_entries = len(have.flows) + len(have.raw_flows)
