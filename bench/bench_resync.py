@@ -116,9 +116,19 @@ def rss_mib() -> float:
     return 0.0
 
 
+def index_mib(idx: ExpectedIndex) -> float:
+    """What the index holds beyond the desired flows and their keys: its dicts, the expected bytes and
+    the (table, bytes) pairs (sys.getsizeof; the bytes are shared by both maps)."""
+    n = sys.getsizeof(idx.by_table) + sys.getsizeof(idx.where)
+    for d in idx.by_table.values():
+        n += sys.getsizeof(d) + sum(sys.getsizeof(k) for k in d)
+    n += sum(sys.getsizeof(v) for v in idx.where.values())
+    return n / (1 << 20)
+
+
 def index_costs(desired: dict[FlowKey, Flow], runs: int) -> None:
     """The kept index: its build cold and warm (CPU), its memory, and a patch of 1,000 keys."""
-    cold, warm, patch, mem = [], [], [], []
+    cold, warm, patch, mem, size = [], [], [], [], 0.0
     keys = list(desired)[:: max(1, len(desired) // 1000)][:1000]
     for _ in range(runs):
         clear_process_caches()
@@ -139,13 +149,14 @@ def index_costs(desired: dict[FlowKey, Flow], runs: int) -> None:
             t0 = time.process_time()
             idx.patch(keys, changed, encode.Encoder())
             patch.append(time.process_time() - t0)
+            size = index_mib(idx)
         finally:
             gc.enable()
         del idx
     print(
         f"kept index ({len(desired)} flows, {runs} runs, CPU min / median / max): build cold "
         f"{stats(cold)} s, warm {stats(warm)} s; patch of {len(keys)} changed keys {stats(patch)} s; "
-        f"RSS growth of one build {stats(mem, '.0f')} MiB"
+        f"RSS growth of one build {stats(mem, '.0f')} MiB; its objects {size:.0f} MiB (sys.getsizeof)"
     )
 
 

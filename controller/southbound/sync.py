@@ -19,8 +19,14 @@ against the bundle's version). Meters do not (OFPBFC_MSG_UNSUP): they go before 
 Errors: OVS reports a bad message of a bundle at commit and applies nothing (atomic). The transport logs the
 failing message decoded (ovs-ofctl syntax); the engine does not advance realized_revision, and resyncs; if
 the same desired state fails again it waits for the next desired change (or a growing delay) before
-retrying. A 100k-flow resync with nothing to change costs the controller ~1.1 s of CPU (cold caches,
-BENCHMARKS.md) and sends nothing.
+retrying. A 100k-flow resync with nothing to change sends nothing and costs the controller ~0.4 s of CPU
+(BENCHMARKS.md): the engine keeps the bytes the switch reports for each desired flow (ExpectedIndex), built
+by the sender thread when it has nothing else to do (after replace_desired: a restart's first compile,
+typically before the switch connects) or else by the next dump, and patched with the flow keys apply()
+changed since, so a dump only looks its entries up. The index is used and changed only under _index_lock,
+with a snapshot of the desired flows taken together with the changed keys, so it is always that of the
+snapshot the dump recognises against (a delta or a replace_desired during a build or a dump reaches the
+next dump's index).
 
 Before the first apply()/replace_desired() an engine never reconciles: an empty desired state would sweep
 the switch (a restarted controller must not wipe a switch it has not recompiled yet).

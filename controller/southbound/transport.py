@@ -18,6 +18,8 @@ os-ken parses them, which runs at ~7k entries/s). An entry whose bytes are what 
 flow (Recognizer: our match fields in OVS's order, reg_move field headers in NXM spelling, timeouts and
 flags 0) is that flow without decoding; anything else goes through os-ken's parser and flows/decode.py
 (an entry with a timeout or flags, which no Flow has, is kept as undecodable: the resync replaces it).
+Those expected bytes (ExpectedIndex) are the caller's when it keeps them (the engine does, patched with
+its deltas: sync.py), else built on the dump's first entry.
 """
 
 from __future__ import annotations
