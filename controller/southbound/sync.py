@@ -490,12 +490,12 @@ class SwitchSync:
                 t = self._transport
                 assert t is not None or job == "index"
             try:
-                if job == "index":
+                if job == "index" or t is None:  # no transport: only the index job (asserted above)
                     self._build_index()
                 elif job == "resync":
-                    self._resync(t)  # type: ignore[arg-type]
+                    self._resync(t)
                 else:
-                    self._push(t)  # type: ignore[arg-type]
+                    self._push(t)
             except Exception as e:  # never let the sender die: log, and reconcile from scratch
                 if isinstance(e, SyncError):
                     log.warning("dp %016x: %s", self.datapath_id, e)
