@@ -7,6 +7,12 @@ spelling, as OVS reports them), then what the engine does with it: recognise eac
 operations expected; the same code on both sides). bench/bench_resync_e2e.py measures the whole thing
 against a real ovs-vswitchd (dump included).
 
+Third pass (the engine keeps the index, sync.py): "built in the resync" is the Recognizer building the
+expected bytes of every desired flow on the first entry (as before the engine kept them), "kept index" is
+the same with the engine's ExpectedIndex built beforehand (recognise + plan only). Also measured: that
+build, cold (the encoder's process caches emptied, as a restarted process has them) and warm, its memory
+(RSS growth), and patching it with a delta of 1,000 changed keys.
+
     .venv/bin/python bench/bench_resync.py [--flows 100000] [--runs 5] [--profile]
 """
 
@@ -27,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller.southbound import ofwire
 from controller.southbound.plan import FlowKey, Installed, plan_resync
-from controller.southbound.transport import Recognizer, _rank
+from controller.southbound.transport import ExpectedIndex, Recognizer, _rank
 from flows import encode
 from flows.flow import Flow, Group
 from tests.test_sync import pipeline_flows
@@ -95,8 +101,75 @@ def previous_recognise(desired: dict[FlowKey, Flow], parts: list[bytes]) -> Inst
     return have
 
 
+def clear_process_caches() -> None:
+    """The encoder's process-wide caches, as a freshly started controller has them (empty)."""
+    for name in ("_MATCH_TLVS", "_INSTRUCTIONS", "_TLV_PREFIX", "_TABLES"):
+        cache = getattr(encode, name, None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def index_mib(idx: ExpectedIndex) -> float:
+    """What the index holds beyond the desired flows and their keys: its dicts, the expected bytes and
+    the (table, bytes) pairs (sys.getsizeof; the bytes are shared by both maps)."""
+    n = sys.getsizeof(idx.by_table) + sys.getsizeof(idx.where)
+    for d in idx.by_table.values():
+        n += sys.getsizeof(d) + sum(sys.getsizeof(k) for k in d)
+    n += sum(sys.getsizeof(v) for v in idx.where.values())
+    return n / (1 << 20)
+
+
+def index_costs(desired: dict[FlowKey, Flow], runs: int) -> None:
+    """The kept index: its build cold and warm (CPU), its memory, and a patch of 1,000 keys."""
+    cold, warm, patch, mem, size = [], [], [], [], 0.0
+    keys = list(desired)[:: max(1, len(desired) // 1000)][:1000]
+    for _ in range(runs):
+        clear_process_caches()
+        gc.collect()
+        r0 = rss_mib()
+        gc.disable()
+        try:
+            t0 = time.process_time()
+            idx = ExpectedIndex.build(desired, encode.Encoder())
+            cold.append(time.process_time() - t0)
+            mem.append(rss_mib() - r0)
+            t0 = time.process_time()
+            ExpectedIndex.build(desired, encode.Encoder())
+            warm.append(time.process_time() - t0)
+            changed = dict(desired)
+            for k in keys[::2]:
+                del changed[k]
+            t0 = time.process_time()
+            idx.patch(keys, changed, encode.Encoder())
+            patch.append(time.process_time() - t0)
+            size = index_mib(idx)
+        finally:
+            gc.enable()
+        del idx
+    print(
+        f"kept index ({len(desired)} flows, {runs} runs, CPU min / median / max): build cold "
+        f"{stats(cold)} s, warm {stats(warm)} s; patch of {len(keys)} changed keys {stats(patch)} s; "
+        f"RSS growth of one build {stats(mem, '.0f')} MiB; its objects {size:.0f} MiB (sys.getsizeof)"
+    )
+
+
+def stats(xs: list[float], fmt: str = ".3f") -> str:
+    return f"{min(xs):{fmt}} / {statistics.median(xs):{fmt}} / {max(xs):{fmt}}"
+
+
 def resync_once(
-    desired: dict[FlowKey, Flow], groups: dict[int, Group], parts: list[bytes], new: bool = True
+    desired: dict[FlowKey, Flow],
+    groups: dict[int, Group],
+    parts: list[bytes],
+    new: bool = True,
+    kept: ExpectedIndex | None = None,
 ) -> tuple[float, float, int]:
     """(CPU seconds recognising the dump, CPU seconds planning, operations planned): CPU time, as this
     machine is shared. new=False: the previous recognition (previous_recognise), with automatic garbage
@@ -107,7 +180,7 @@ def resync_once(
     if new:
         gc.disable()
         try:
-            rec = Recognizer(desired, encode.Encoder())
+            rec = Recognizer(desired, encode.Encoder(), kept)
             slow_entries: list[object] = []
             for part in parts:
                 rec.feed(part, slow_entries)
@@ -147,25 +220,34 @@ def main() -> int:
         resync_once(desired, groups, parts)
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
-    # before (sorted keys) and after (transport.Recognizer), alternated
-    res: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    # sorted keys (first pass), the Recognizer building its index (second pass), and the kept index
+    # (third pass), alternated; the process caches warm (a reconnect; cold: index_costs)
+    kept = ExpectedIndex.build(desired, encode.Encoder())
+    res: dict[str, list[tuple[float, float]]] = {"sorted": [], "built": [], "kept": []}
     n_ops = 0
     for _ in range(a.runs):
-        for keys in (False, True):
-            r, p, n_ops = resync_once(desired, groups, parts, new=keys)
-            res[keys].append((r, p))
-    for keys, name in ((False, "before (sorted keys)"), (True, "after (OVS's order)")):
-        rec = [r for r, _p in res[keys]]
-        plan = [p for _r, p in res[keys]]
-        tot = [r + p for r, p in res[keys]]
+        for mode in res:
+            r, p, n_ops = resync_once(
+                desired, groups, parts, new=mode != "sorted", kept=kept if mode == "kept" else None
+            )
+            res[mode].append((r, p))
+    names = {
+        "sorted": "first pass (sorted keys)",
+        "built": "second pass (OVS's order, index built in the resync)",
+        "kept": "third pass (index kept by the engine)",
+    }
+    for mode, name in names.items():
+        rec = [r for r, _p in res[mode]]
+        plan = [p for _r, p in res[mode]]
+        tot = [r + p for r, p in res[mode]]
         print(
             f"{name}: recognise the dump median {statistics.median(rec):.3f} s, plan median "
-            f"{statistics.median(plan):.3f} s; total min {min(tot):.3f} / median {statistics.median(tot):.3f} / "
-            f"max {max(tot):.3f} s ({a.runs} runs, {n_ops} operations)"
+            f"{statistics.median(plan):.3f} s; total {stats(tot)} s ({a.runs} runs, {n_ops} operations)"
         )
-    before = statistics.median(r + p for r, p in res[False])
-    after = statistics.median(r + p for r, p in res[True])
-    print(f"ratio after / before (medians): {after / before:.2f}; load average now {os.getloadavg()[0]:.2f}")
+    built = statistics.median(r + p for r, p in res["built"])
+    after = statistics.median(r + p for r, p in res["kept"])
+    print(f"ratio kept / built (medians): {after / built:.2f}; load average now {os.getloadavg()[0]:.2f}")
+    index_costs(desired, a.runs)
     return 0
 
 

@@ -14,7 +14,15 @@ no TLS). The ratio resync ÷ ofctl says how close the controller is to that floo
 controller process's CPU (all threads) during the resync, and ovs-vswitchd's CPU (/proc) during the resync
 and during ofctl's dump: on a loaded machine wall time follows the scheduler, CPU seconds do not.
 
-    .venv/bin/python bench/bench_resync_e2e.py [--flows 100000] [--runs 5] [--cold] [--per-table] [--profile-run]
+The engine keeps the expected bytes of its desired flows (transport.ExpectedIndex), built by its sender
+thread while it has nothing else to do, as after a restart's first compile, before the switch connects.
+So each run first gives the new engine its desired state with the switch held back (the engine is not
+yet active for it), waits for that index and reports its build (wall, CPU) and the process's RSS, then
+lets the engine attach to the connected switch: the resync is timed from there (attach to plan done).
+`--lazy` attaches at once instead: the index is then built inside the resync, as before it was kept.
+
+    .venv/bin/python bench/bench_resync_e2e.py [--flows 100000] [--runs 5] [--cold] [--lazy] [--per-table]
+        [--profile-run]
 
 Needs root (real ovs-vswitchd in a lab namespace).
 """
@@ -56,6 +64,14 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mib() -> float:
+    """This process's resident memory (MiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def stats(xs: list[float]) -> str:
     return f"{min(xs):.3f} / {statistics.median(xs):.3f} / {max(xs):.3f}"
 
@@ -65,6 +81,11 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cold", action="store_true", help="empty the encoder's process-wide caches per run")
+    ap.add_argument(
+        "--lazy",
+        action="store_true",
+        help="attach the new engine at once: its index is built inside the resync (no head start)",
+    )
     ap.add_argument(
         "--per-table",
         action="store_true",
@@ -98,6 +119,7 @@ def main() -> int:
         print(f"installed in {time.perf_counter() - t0:.2f} s")
         rev = 1
         resync, dump, ofctl, loads, cpu, vsw, ofctl_vsw = [], [], [], [], [], [], []
+        idx_wall, idx_cpu, rss = [], [], []
         cpu_last = [0.0]
         vpid = int((sw.ch._ovs.rundir / "ovs-vswitchd.pid").read_text())
 
@@ -107,11 +129,27 @@ def main() -> int:
             if a.cold:
                 clear_process_caches()
             rev += 1
-            eng = app.sync.get(sw.dpid)
-            eng.replace_desired(items, rev)
+            if a.lazy:
+                eng = app.sync.get(sw.dpid)
+                eng.replace_desired(items, rev)
+            else:
+                app.sync.active = set()  # connected, but the new engine may not talk to it yet
+                eng = app.sync.get(sw.dpid)
+                eng.replace_desired(items, rev)
+                deadline = time.monotonic() + 120
+                while eng.stats.index_builds < 1:  # the idle engine builds its index
+                    assert time.monotonic() < deadline, eng.stats
+                    time.sleep(0.005)
+                st = eng.stats
+                idx_wall.append(st.last_index_seconds)
+                idx_cpu.append(st.last_index_cpu)
+                rss.append(rss_mib())
             c0 = time.process_time()  # the resync runs on the engine's thread from here
+            if not a.lazy:
+                app.sync.set_active(sw.dpid, True)  # the switch "connects": attach, dump, adopt
             assert eng.wait_realized(rev, 600), eng.stats
             cpu_last[0] = time.process_time() - c0
+            app.sync.active = None
 
         for i in range(a.runs):
             v0 = cpu_of(vpid)
@@ -130,6 +168,11 @@ def main() -> int:
             assert st.last_dump_entries == n and st.last_dump_slow == 0 and st.last_dump_reordered == 0, st
             resync.append(st.last_resync_seconds)
             dump.append(st.last_dump_seconds)
+            if idx_wall:
+                print(
+                    f"  run {i + 1}: index built ahead in {idx_wall[-1]:.3f} s ({idx_cpu[-1]:.2f} s CPU); "
+                    f"RSS {rss[-1]:.0f} MiB"
+                )
             print(
                 f"  run {i + 1}: resync {resync[-1]:.3f} s (dump + decode {dump[-1]:.3f} s; controller CPU "
                 f"{cpu[-1]:.2f} s, ovs-vswitchd CPU {vsw[-1]:.2f} s), 0 flow-mods; ovs-ofctl dump-flows "
@@ -145,8 +188,15 @@ def main() -> int:
             f"  ovs-ofctl dump-flows of the same flows:     {stats(ofctl)} s\n"
             f"  ovs-vswitchd CPU in ovs-ofctl dump-flows:   {stats(ofctl_vsw)} s\n"
             f"  ratio resync / ofctl (per run):             "
-            f"{stats([r / o for r, o in zip(resync, ofctl, strict=True)])}"
+            f"{stats([r / o for r, o in zip(resync, ofctl, strict=True)])}\n"
+            f"  controller CPU / ovs-vswitchd CPU (per run): "
+            f"{stats([c / max(v, 0.01) for c, v in zip(cpu, vsw, strict=True)])}"
         )
+        if idx_wall:
+            print(
+                f"  index built ahead (not in the resync): {stats(idx_wall)} s wall, {stats(idx_cpu)} s CPU; "
+                f"process RSS {stats(rss)} MiB"
+            )
         if a.profile_run:
             out_svg = Path(tempfile.mkdtemp(prefix="bench-resync-spy-")) / "resync.txt"
             spy = subprocess.Popen(

@@ -19,8 +19,14 @@ against the bundle's version). Meters do not (OFPBFC_MSG_UNSUP): they go before 
 Errors: OVS reports a bad message of a bundle at commit and applies nothing (atomic). The transport logs the
 failing message decoded (ovs-ofctl syntax); the engine does not advance realized_revision, and resyncs; if
 the same desired state fails again it waits for the next desired change (or a growing delay) before
-retrying. A 100k-flow resync with nothing to change costs the controller ~1.1 s of CPU (cold caches,
-BENCHMARKS.md) and sends nothing.
+retrying. A 100k-flow resync with nothing to change sends nothing and costs the controller ~0.4 s of CPU
+(BENCHMARKS.md): the engine keeps the bytes the switch reports for each desired flow (ExpectedIndex), built
+by the sender thread when it has nothing else to do (after replace_desired: a restart's first compile,
+typically before the switch connects) or else by the next dump, and patched with the flow keys apply()
+changed since, so a dump only looks its entries up. The index is used and changed only under _index_lock,
+with a snapshot of the desired flows taken together with the changed keys, so it is always that of the
+snapshot the dump recognises against (a delta or a replace_desired during a build or a dump reaches the
+next dump's index).
 
 Before the first apply()/replace_desired() an engine never reconciles: an empty desired state would sweep
 the switch (a restarted controller must not wipe a switch it has not recompiled yet).
@@ -49,7 +55,7 @@ from controller.southbound.plan import (
     plan_push,
     plan_resync,
 )
-from controller.southbound.transport import DUMP_TIMEOUT, SyncError, Transport, gc_paused
+from controller.southbound.transport import DUMP_TIMEOUT, ExpectedIndex, SyncError, Transport, gc_paused
 from flows import encode
 from flows.cookie import CookieRegistry
 from flows.flow import Flow, Group, MeterEntry
@@ -140,6 +146,9 @@ class SyncStats:
     last_dump_reordered: int = 0  # recognised after re-ordering their match fields (OVS's order unexpected)
     last_send_seconds: float = 0.0  # encoding and writing the last bundle
     last_bundle_seconds: float = 0.0  # the last bundle, from first byte to barrier reply
+    index_builds: int = 0  # expected-bytes indexes built from a whole desired state (ExpectedIndex)
+    last_index_seconds: float = 0.0  # the last build, wall
+    last_index_cpu: float = 0.0  # the last build, CPU of the building thread
 
 
 #: how long a dump cut short by the switch reconnecting waits for the new connection before failing
@@ -182,6 +191,13 @@ class SwitchSync:
         self._resync_gen = 0  # bumped by request_resync
         self._touching: list[_Touched] = []  # one per verify() in progress
         self._flush: set[int] = set()  # conntrack zones to flush after the next bundle (flush_zones)
+        # the expected bytes of the desired flows for recognising a dump (see _expected): built by the sender
+        # thread while idle or by the first dump after replace_desired, patched with the flow keys apply()
+        # changed since. Used and changed only under _index_lock (taken before _lock, never after it).
+        self._index_lock = threading.Lock()
+        self._index: ExpectedIndex | None = None
+        self._index_dirty: set[FlowKey] = set()  # changed since the index's snapshot
+        self._index_tracked = False  # an index of this desired state exists or is being built
         # what we believe the switch holds (written by the sender thread only)
         self._installed: dict[FlowKey, Flow] = {}
         self._installed_groups: dict[int, Group] = {}
@@ -215,6 +231,8 @@ class SwitchSync:
                     if self._desired.get(key) == item:
                         del self._desired[key]
                         self._dirty.add(key)
+                        if self._index_tracked:
+                            self._index_dirty.add(key)
                 elif isinstance(item, MeterEntry):
                     if self._desired_meters.get(item.meter_id) == item:
                         del self._desired_meters[item.meter_id]
@@ -231,6 +249,8 @@ class SwitchSync:
                         log.debug("dp %016x: %s replaces %s", self.datapath_id, item, old)
                     self._desired[key] = item
                     self._dirty.add(key)
+                    if self._index_tracked:
+                        self._index_dirty.add(key)
                 elif isinstance(item, MeterEntry):
                     self._desired_meters[item.meter_id] = item
                     self._dirty_meters.add(item.meter_id)
@@ -269,6 +289,7 @@ class SwitchSync:
             self._full_diff = True  # the next push compares everything (cheaper than tracking keys here)
             for touched in self._touching:
                 touched.all = True
+            self._drop_index()
             self._changed(revision)
 
     def flush_zones(self, zones: Iterable[int]) -> None:
@@ -295,7 +316,15 @@ class SwitchSync:
             self._desired_version += 1
             for touched in self._touching:
                 touched.all = True
+            self._drop_index()
             self._enc = encode.Encoder()  # its cached encodings (a transport in use keeps the old one)
+
+    def _drop_index(self) -> None:
+        """Under the lock: the desired state was replaced whole; the next index is built anew (a dump using
+        the old one keeps it: it matches that dump's snapshot of the desired state)."""
+        self._index = None
+        self._index_dirty = set()
+        self._index_tracked = False
 
     def _changed(self, revision: int) -> None:
         self._desired_known = True
@@ -523,14 +552,19 @@ class SwitchSync:
                     job = self._next_job()
                     if job:
                         break
+                    if self._desired_known and not self._index_tracked:
+                        job = "index"  # nothing else to do: have the next resync's index ready
+                        break
                     wait = None
                     if self._failed_version is not None and self._dp is not None:
                         wait = max(0.01, self._retry_at - time.monotonic())
                     self._cond.wait(wait)
                 t = self._transport
-                assert t is not None
+                assert t is not None or job == "index"
             try:
-                if job == "resync":
+                if job == "index" or t is None:  # no transport: only the index job (asserted above)
+                    self._build_index()
+                elif job == "resync":
                     self._resync(t)
                 else:
                     self._push(t)
@@ -540,7 +574,7 @@ class SwitchSync:
                 else:
                     log.exception("dp %016x: sync failed", self.datapath_id)
                 with self._cond:
-                    if self._transport is t:
+                    if self._transport is t and t is not None:
                         self._synced = False
                         self._note_failure(self._desired_version)
             with self._cond:
@@ -780,9 +814,42 @@ class SwitchSync:
                 t = self._transport
             if t is None or t is not self._transport:
                 raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+        with self._index_lock:
+            return self._dump_indexed(timeout, t, current, t0)
+
+    def _build_index(self) -> None:
+        """The sender thread, idle: build the index of the desired state ahead of the next dump."""
+        with self._index_lock, gc_paused():
+            self._expected()
+
+    def _expected(self) -> tuple[dict[FlowKey, Flow], ExpectedIndex]:
+        """Under _index_lock: a snapshot of the desired flows and the index of exactly them (the kept one
+        patched with the keys changed since its snapshot, or a new one)."""
+        with self._lock:
             desired = dict(self._desired)  # its keys are reused for what the dump holds unchanged
+            index, dirty = self._index, self._index_dirty
+            self._index_dirty = set()
+            self._index_tracked = True  # apply() records changed keys from this snapshot on
+            enc = self._enc
+        if index is None:
+            t0, c0 = time.monotonic(), time.thread_time()
+            index = ExpectedIndex.build(desired, enc)
+            seconds, cpu = time.monotonic() - t0, time.thread_time() - c0
+            with self._lock:
+                self._stats.index_builds += 1
+                self._stats.last_index_seconds = seconds
+                self._stats.last_index_cpu = cpu
+        elif dirty:
+            index.patch(dirty, desired, enc)
+        with self._lock:
+            if self._index_tracked:  # else replace_desired / forget came meanwhile: serves this dump only
+                self._index = index
+        return desired, index
+
+    def _dump_indexed(self, timeout: float, t: Transport, current: bool, t0: float) -> Installed:
+        desired, index = self._expected()
         try:
-            have, slow = t.dump(desired, timeout)
+            have, slow = t.dump(desired, timeout, index)
         except SyncError:
             # the switch reconnecting cut it short: wait a moment for the new connection and dump that
             until = min(t0 + timeout, time.monotonic() + RECONNECT_WAIT_S)
@@ -801,7 +868,7 @@ class SwitchSync:
             log.info(
                 "dp %016x: the switch reconnected during a dump; dumping the new connection", self.datapath_id
             )
-            have, slow = again.dump(desired, max(1.0, timeout - (time.monotonic() - t0)))
+            have, slow = again.dump(desired, max(1.0, timeout - (time.monotonic() - t0)), index)
         with self._lock:
             self._stats.last_dump_seconds = time.monotonic() - t0
             self._stats.last_dump_entries = len(have.flows) + len(have.raw_flows)

@@ -18,6 +18,8 @@ os-ken parses them, which runs at ~7k entries/s). An entry whose bytes are what 
 flow (Recognizer: our match fields in OVS's order, reg_move field headers in NXM spelling, timeouts and
 flags 0) is that flow without decoding; anything else goes through os-ken's parser and flows/decode.py
 (an entry with a timeout or flags, which no Flow has, is kept as undecodable: the resync replaces it).
+Those expected bytes (ExpectedIndex) are the caller's when it keeps them (the engine does, patched with
+its deltas: sync.py), else built on the dump's first entry.
 """
 
 from __future__ import annotations
@@ -235,40 +237,65 @@ _ENTRY_HEAD = struct.Struct("!HHHH4xQ")
 _COUNTERS = struct.Struct("!QQ")
 
 
-class Recognizer:
-    """Flow-stats entries recognised by their bytes as desired flows, reply by reply (see the module
-    docstring); what it does not recognise is handed back parsed by os-ken for decoding.
+class ExpectedIndex:
+    """The bytes a switch reports for each desired flow (see Recognizer), per table: table -> entry bytes
+    (priority, timeouts, flags, cookie, match TLVs in OVS's order, instructions with reg_move in NXM
+    spelling) -> the flow's key. Built once from a desired state (`build`) and kept up to date by
+    `patch` with the keys a delta changed, so that a resync only dumps and looks up (the engine keeps one,
+    sync.py). Not thread-safe: its owner serialises use."""
 
-    An entry is `desired`'s flow when its table, priority, cookie, match TLVs (as a set) and instructions
-    are those of the flow-mod we send for it and its timeouts and flags are 0 as we send them; counters
-    and duration do not matter. The expected bytes are built on the first entry (an empty switch needs
-    none) from the encoder's per-field and per-action caches, match fields in the order OVS reports them
-    (_OVS_MATCH_ORDER), so a recognised entry costs a slice and a dict lookup. An entry that misses is
-    re-ordered (and its reg_move headers respelled) and looked up once more. reg_move's field headers
-    are expected in NXM spelling where the field has one: OVS reports them so whatever we sent. `have` collects the
-    recognised flows (under the engine's own keys when `desired` is a mapping: an adopted entry then shares
-    the desired key object, and the plan's comparisons stop at identity)."""
+    __slots__ = ("by_table", "where", "_perms", "_reported", "_tables")
 
-    def __init__(self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], enc: encode.Encoder) -> None:
-        self.desired: Mapping[FlowKey, Flow] = (
-            desired if isinstance(desired, Mapping) else {FlowKey(f): f for f in desired}
+    def __init__(self) -> None:
+        self.by_table: dict[int, dict[bytes, FlowKey]] = {}
+        self.where: dict[FlowKey, tuple[int, bytes]] = {}  # what patch removes
+        self._perms: dict[tuple[str, ...], tuple[int, ...] | None] = {}  # None: already in OVS's order
+        self._reported: dict[bytes, bytes] = {}  # our instructions -> as OVS reports them (NXM reg_move)
+        self._tables: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    @classmethod
+    def build(cls, desired: Mapping[FlowKey, Flow], enc: encode.Encoder) -> ExpectedIndex:
+        """The index of `desired` (its own key objects as values)."""
+        idx = cls()
+        idx._add(desired.items(), enc)
+        return idx
+
+    def patch(self, keys: Iterable[FlowKey], desired: Mapping[FlowKey, Flow], enc: encode.Encoder) -> None:
+        """Make the index that of `desired`, given that only the flows under `keys` may differ from those
+        it was built or last patched for."""
+        by_table, where = self.by_table, self.where
+        add = []
+        for fk in keys:
+            old = where.pop(fk, None)
+            if old is not None:
+                d = by_table[old[0]]
+                if d.get(old[1]) == fk:
+                    del d[old[1]]
+            f = desired.get(fk)
+            if f is not None:
+                add.append((fk, f))
+        self._add(add, enc)
+
+    def _add(self, flows: Iterable[tuple[FlowKey, Flow]], enc: encode.Encoder) -> None:
+        by_table, where, perms, reported, tables = (
+            self.by_table,
+            self.where,
+            self._perms,
+            self._reported,
+            self._tables,
         )
-        self.enc = enc
-        self.have = Installed()
-        self.expected: dict[int, dict[bytes, FlowKey]] | None = None  # table -> entry bytes -> key
-
-    def _build(self) -> dict[int, dict[bytes, FlowKey]]:
-        by_table: dict[int, dict[bytes, FlowKey]] = {}
-        perms: dict[tuple[str, ...], tuple[int, ...] | None] = {}  # None: already in OVS's order
         head, match_hdr, pads = _ENTRY_HEAD.pack, encode._MATCH_HDR.pack, encode._PADS
         tlv_of, entry_tlv, instructions_of = (
             encode._MATCH_TLVS.get,
             encode._entry_tlv,
             encode.flow_instructions,
         )
-        reported: dict[bytes, bytes] = {}  # our instructions -> as OVS reports them (reg_move in NXM)
-        tables: dict[str, int] = {}
-        for fk, f in self.desired.items():
+        if len(reported) >= encode.CACHE_LIMIT:
+            reported.clear()
+        for fk, f in flows:
             try:
                 ours = instructions_of(f)
                 instructions = reported.get(ours)
@@ -277,8 +304,8 @@ class Recognizer:
                 match = f.match
                 tlvs = [tlv_of(e) or entry_tlv(e) for e in match]
             except encode.EncodeError:  # no struct encoding: from the flow-mod itself
-                body = self.enc.flow_body(f, encode.ADD)
-                key = self._ordered(body, 40, len(body))
+                body = enc.flow_body(f, encode.ADD)
+                key = Recognizer._ordered(body, 40, len(body))
             else:
                 if len(tlvs) < 2:
                     m = tlvs[0] if tlvs else b""
@@ -298,8 +325,43 @@ class Recognizer:
             if d is None:
                 d = by_table[table] = {}
             d[key] = fk
-        self.expected = by_table
-        return by_table
+            where[fk] = (table, key)
+
+
+class Recognizer:
+    """Flow-stats entries recognised by their bytes as desired flows, reply by reply (see the module
+    docstring); what it does not recognise is handed back parsed by os-ken for decoding.
+
+    An entry is `desired`'s flow when its table, priority, cookie, match TLVs (as a set) and instructions
+    are those of the flow-mod we send for it and its timeouts and flags are 0 as we send them; counters
+    and duration do not matter. The expected bytes (ExpectedIndex) are those of `expected` when given (the
+    engine's index, which must be that of `desired`), else built on the first entry (an empty switch needs
+    none) from the encoder's per-field and per-action caches, match fields in the order OVS reports them
+    (_OVS_MATCH_ORDER), so a recognised entry costs a slice and a dict lookup. An entry that misses is
+    re-ordered (and its reg_move headers respelled) and looked up once more. reg_move's field headers
+    are expected in NXM spelling where the field has one: OVS reports them so whatever we sent. `have` collects the
+    recognised flows (under the engine's own keys when `desired` is a mapping: an adopted entry then shares
+    the desired key object, and the plan's comparisons stop at identity)."""
+
+    def __init__(
+        self,
+        desired: Iterable[Flow] | Mapping[FlowKey, Flow],
+        enc: encode.Encoder,
+        expected: ExpectedIndex | None = None,
+    ) -> None:
+        self.desired: Mapping[FlowKey, Flow] = (
+            desired if isinstance(desired, Mapping) else {FlowKey(f): f for f in desired}
+        )
+        self.enc = enc
+        self.have = Installed()
+        # table -> entry bytes -> key
+        self.expected: dict[int, dict[bytes, FlowKey]] | None = (
+            None if expected is None else expected.by_table
+        )
+
+    def _build(self) -> dict[int, dict[bytes, FlowKey]]:
+        self.expected = ExpectedIndex.build(self.desired, self.enc).by_table
+        return self.expected
 
     @staticmethod
     def _ordered(buf: bytes, start: int, stop: int) -> bytes:
@@ -626,10 +688,14 @@ class Transport:
         return int(body.packet_count), int(body.byte_count), int(body.flow_count)
 
     def dump(
-        self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], timeout: float = DUMP_TIMEOUT
+        self,
+        desired: Iterable[Flow] | Mapping[FlowKey, Flow],
+        timeout: float = DUMP_TIMEOUT,
+        expected: ExpectedIndex | None = None,
     ) -> tuple[Installed, int]:
         """Dump all flows, groups and meters of the switch and decode them; also how many flow entries
-        took the slow path (not byte-equal to one of `desired`). Raises SyncError.
+        took the slow path (not byte-equal to one of `desired`). `expected`: the index of `desired`, if
+        the caller keeps one (else built here on the first entry). Raises SyncError.
 
         One flow-stats request per DUMP_TABLES entry (one xid each, all in one write); each reply is
         recognised as it arrives (Recognizer), while the next ones are still on their way."""
@@ -663,7 +729,7 @@ class Transport:
         mreq = ofpp.OFPMeterConfigStatsRequest(encode.DATAPATH_DESC, 0, ofp.OFPM_ALL)
         mreq.set_xid(mxid)
         deadline = time.monotonic() + timeout
-        rec = Recognizer(desired, self._enc)
+        rec = Recognizer(desired, self._enc, expected)
         have = rec.have
         slow_entries: list[Any] = []
         try:
