@@ -181,6 +181,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--plugged", type=int, default=50)
     ap.add_argument("--tree", type=Path, default=HERE, help="the checkout whose controller runs")
+    ap.add_argument("--keep-trace", type=Path, help="copy the controller's stamps there")
     ap.add_argument(
         "--switch-interval", type=float, default=0.0, help="the controller's sys.setswitchinterval"
     )
@@ -220,6 +221,10 @@ def main() -> None:
                     f"  round {r}: p50 {p50s[-1]:.2f} ms, p99 {p99s[-1]:.2f} ms (load {os.getloadavg()[0]:.1f})"
                 )
         rows = read_trace(trace)
+        if args.keep_trace is not None and trace.exists():
+            args.keep_trace.write_bytes(trace.read_bytes())
+        if args.keep_trace is not None and trace.exists():
+            args.keep_trace.write_bytes(trace.read_bytes())
     total = [(s["c.done"] - s["c.create"]) / 1e6 for s in samples]
     print(f"\nload average at the end: {os.getloadavg()}")
     print(
