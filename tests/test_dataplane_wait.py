@@ -58,7 +58,7 @@ def test_a_confirmation_between_the_look_and_the_wait_is_not_missed(tmp_path: Pa
             now,
         )
     )
-    engine = RacingEngine()
+    engine: Any = RacingEngine()  # realized_revision is a property here (the Protocol has an attribute)
     dp = Dataplane(
         state, engine_factory=lambda _d, _cb: engine, agent_factory=lambda _c, _cb: Agent(), tick_s=0
     )
