@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from apps import ids
 from apps.compiler import Compiler, Delta, Divergence
 from apps.view import ChassisRuntime, View
+from controller import latency
 from controller.api.context import REQUEST
 from controller.debug.selfcheck import SelfCheck
 from controller.services.announce import Announcements
@@ -158,6 +159,7 @@ class Dataplane:
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)
         self.realized = threading.Condition(threading.Lock())
+        self._realized_gen = 0  # notify_realized calls so far (under `realized`): no wake-up is lost
         # why each unit's flows are what they are: (chassis, unit) -> (model revision, request)
         self.provenance: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
         self.selfcheck = SelfCheck(self, self_check_interval_s)
@@ -249,6 +251,8 @@ class Dataplane:
 
     def _on_write(self, revision: int, changes: list[Change]) -> None:
         """State listener, called under the model lock after each applied write."""
+        if latency.ON:
+            latency.stamp("dp.write", revision)
         topo = self.state.topology
         for kind, ident, old, new in changes:
             if kind != "chassis":
@@ -268,6 +272,8 @@ class Dataplane:
         if any(kind in INTERNAL_KINDS for kind, _i, _o, _n in changes):
             self._sync_internal(topo)
         deltas = self.compiler.on_changes(topo, changes)
+        if latency.ON:
+            latency.stamp("dp.compiled", revision)
         why = REQUEST.get() or "controller"
         for chassis_id, delta in deltas.items():
             for unit in delta.units:
@@ -281,6 +287,8 @@ class Dataplane:
         )
         self._after_change()
         self._wake_feed()  # our compiled revision moved
+        if latency.ON:
+            latency.stamp("dp.written", revision)
 
     def _flush_freed_zones(self, topo: Topology, changes: list[Change]) -> None:
         """Under the model lock, after the write's deltas were handed to the engines: each conntrack zone a
@@ -497,6 +505,8 @@ class Dataplane:
                 plane.port_seq[ident] = plane.seq
                 plane.pending_status.add(ident)
         plane.engine.apply(delta.add, delta.remove, plane.seq)
+        if latency.ON:
+            latency.stamp("dp.push", f"{plane.datapath_id:x}/{plane.seq}/{revision}")
 
     def reports(self) -> dict[str, Mapping[str, int]]:
         """Each chassis's VIFs (port id -> ofport) as its OVSDB last reported them (chassis not heard from:
@@ -632,6 +642,8 @@ class Dataplane:
     # ------------------------------------------------------------------------------------------ realized
 
     def _on_realized(self, datapath_id: int, seq: int) -> None:
+        if latency.ON:
+            latency.stamp("dp.realized", f"{datapath_id:x}/{seq}")
         self.notify_realized()
         self._wake_feed()
         for plane in list(self.planes.values()):
@@ -643,6 +655,7 @@ class Dataplane:
     def notify_realized(self) -> None:
         """Wake WaitRealized waiters (a switch confirmed a bundle, or another controller's report changed)."""
         with self.realized:
+            self._realized_gen += 1
             self.realized.notify_all()
 
     def report(self, plane: ChassisPlane, controller: str = "") -> ChassisReport:
@@ -733,6 +746,10 @@ class Dataplane:
         one this controller masters once its own model has `revision` too."""
         deadline = time.monotonic() + timeout
         while True:
+            # a switch confirming between the look below and the wait after it must not be missed (it would
+            # cost the wait's 0.2 s): the wait is skipped if any notify_realized came since this read
+            with self.realized:
+                gen = self._realized_gen
             with self.state.lock:
                 report = []
                 caught_up = self.status_feed is None or self.state.revision >= revision
@@ -755,13 +772,16 @@ class Dataplane:
                             "realized": ready and realized >= needed and caught_up,
                         }
                     )
+            if latency.ON:
+                latency.stamp("wr.check", f"{revision}/{sum(r['realized'] for r in report)}/{len(report)}")
             if all(r["realized"] for r in report):
                 return True, report
             left = deadline - time.monotonic()
             if left <= 0:
                 return False, report
             with self.realized:
-                self.realized.wait(min(left, 0.2))
+                if self._realized_gen == gen:
+                    self.realized.wait(min(left, 0.2))
 
     def _remote_realization(self, chassis_id: str, revision: int) -> dict[str, Any]:
         """WaitRealized's line for a chassis another controller masters, from its published report."""

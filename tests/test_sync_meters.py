@@ -122,3 +122,33 @@ def test_unknown_meters_are_swept_and_wrong_ones_repaired(ofapp: OFApp, sw: Swit
     assert set(got) == {1, 65537} and "rate=10 burst_size=10" in got[65537], got
     assert eng.stats.meter_mods_sent == 3, eng.stats  # two deletes, one modify
     assert eng.verify().clean
+
+
+def test_a_new_meter_shares_the_round_trip_of_the_bundle_that_uses_it(ofapp: OFApp, sw: Switch) -> None:  # noqa: F811
+    """A port's DHCP meter and its flows (CreatePort -> WaitRealized): the meter-mod is written ahead of the
+    bundle and one barrier confirms both (one send, not two). A meter-mod the switch refuses fails that send
+    like an error in the bundle: the engine resyncs."""
+    eng = install(ofapp, sw, items(1))  # type: ignore[arg-type]
+    sends: list[tuple[int, bool]] = []
+    eng.on_bundle = lambda _dp, _s, n, ok: sends.append((n, ok))
+    meter, flow = items(2)[2:4]
+    eng.apply([meter, flow], [], 2)
+    assert eng.wait_realized(2, 30), eng.stats
+    assert sends == [(2, True)], sends
+    assert 65538 in meters(sw) and eng.verify().clean
+    # a meter added behind the engine's back: its ADD is refused (meter exists), which fails the send; the
+    # resync that follows adopts the switch's meter and sets its rate
+    sends.clear()
+    sw.ch.ofctl(
+        "-O",
+        "OpenFlow13",
+        "add-meter",
+        "br-int",
+        "meter=65539 pktps burst bands=type=drop rate=7 burst_size=7",
+    )
+    meter, flow = items(3)[4:6]
+    eng.apply([meter, flow], [], 3)
+    assert eng.wait_realized(3, 30), eng.stats
+    assert sends[0] == (2, False), sends
+    assert eng.stats.resyncs >= 2 and eng.verify().clean, eng.stats
+    assert "rate=10 burst_size=10" in meters(sw)[65539]

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from controller import latency
 from controller.api.auth import Principal, Tokens
 from controller.api.context import REQUEST
 from controller.api.status import storage_error, to_status, unauthenticated
@@ -134,6 +135,8 @@ def guard(method: str, who: Callable[[grpc.ServicerContext], Caller], inner: Una
     refusal or storage failure answered as a status."""
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
+        if latency.ON:
+            latency.stamp("api.in", method)
         started = time.monotonic()
         rid = request_id(context)
         request_token = REQUEST.set(f"{method} {rid}")
@@ -143,9 +146,13 @@ def guard(method: str, who: Callable[[grpc.ServicerContext], Caller], inner: Una
         try:
             add_trailing(context, "x-request-id", rid)
             current = who(context)
+            if latency.ON:
+                latency.stamp("api.authed", method)
             caller_token = CALLER.set(current)
             try:
                 answer = inner(request, context)
+                if latency.ON:
+                    latency.stamp("api.handled", method)
                 failed = False
                 return answer
             finally:
@@ -159,6 +166,8 @@ def guard(method: str, who: Callable[[grpc.ServicerContext], Caller], inner: Una
             access(method, _tenant(current), _code(context, failed), started, rid)
             TRAILING.reset(trailing_token)
             REQUEST.reset(request_token)
+            if latency.ON:
+                latency.stamp("api.out", method)
 
     return call
 

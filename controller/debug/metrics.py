@@ -33,6 +33,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from apps import ids
+from controller import latency
 from controller.periodic import pause_after
 from flows.cookie import Cookie, owner_hash
 from flows.flow import Flow, Group
@@ -187,6 +188,8 @@ class Metrics:
 
     def observe_commit(self, seconds: float, n_writes: int) -> None:
         """State.on_commit: one store transaction became durable."""
+        if latency.ON:
+            latency.stamp("w.committed", f"{seconds * 1e3:.3f}")
         self.commit_duration.observe(seconds)
         self.commit_writes.observe(n_writes)
 

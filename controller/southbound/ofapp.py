@@ -29,6 +29,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from apps import ids
+from controller import latency
 from controller.pki import TlsFiles, peer_common_name
 from controller.southbound.sync import SyncManager
 from controller.southbound.transport import RAW_SINKS_ATTR
@@ -117,6 +118,25 @@ def _raw_multipart_replies() -> None:
 
 
 _raw_multipart_replies()
+
+
+def _stamp_barrier_replies() -> None:
+    """Latency tracing (controller/latency.py): stamp each barrier reply as os-ken's receive thread parses it."""
+    from os_ken.ofproto import ofproto_v1_3 as ofp13
+    from os_ken.ofproto import ofproto_v1_3_parser as ofpp13
+
+    parsers = ofpp13._MSG_PARSERS
+    orig = parsers[ofp13.OFPT_BARRIER_REPLY]
+
+    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
+        latency.stamp("of.rx", f"{datapath.id or 0:x}")
+        return orig(datapath, version, msg_type, msg_len, xid, buf)
+
+    parsers[ofp13.OFPT_BARRIER_REPLY] = parse
+
+
+if latency.ON:
+    _stamp_barrier_replies()
 
 
 #: why a switch connection was refused (label of sdn_southbound_rejected_total)
@@ -219,7 +239,23 @@ def _server_loop(self: Any, _tcp_port: int, _ssl_port: int) -> None:
         hub.spawn(_handle_connection, conn, addr, ctx)
 
 
-def _handle_connection(conn: socket.socket, addr: Any, ctx: ssl.SSLContext | None) -> None:
+class _StampedSocket:
+    """Latency tracing: a switch connection's socket that stamps each write (os-ken's send thread)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def sendall(self, data: Any, *args: Any) -> Any:
+        got = self._sock.sendall(data, *args)
+        if data:
+            latency.stamp("of.tx", len(data))
+        return got
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _handle_connection(conn: Any, addr: Any, ctx: ssl.SSLContext | None) -> None:
     if ctx is not None:
         conn.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
         try:
@@ -235,6 +271,8 @@ def _handle_connection(conn: socket.socket, addr: Any, ctx: ssl.SSLContext | Non
             )
             conn.close()
             return
+    if latency.ON:
+        conn = _StampedSocket(conn)
     osken_controller.datapath_connection_factory(conn, addr)
 
 
@@ -556,6 +594,8 @@ class OFApp(app_manager.OSKenApp):  # type: ignore[misc]
     @set_ev_cls(_REPLY_EVENTS, MAIN_DISPATCHER)  # type: ignore[misc]
     def on_reply(self, ev: Any) -> None:
         msg = ev.msg
+        if latency.ON:
+            latency.stamp("of.event", f"{msg.datapath.id or 0:x}")
         if not self._current(msg.datapath):
             return
         if isinstance(msg, ofproto_v1_3_parser.OFPErrorMsg):

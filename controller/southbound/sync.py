@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from controller import latency
 from controller.southbound.plan import (
     DELETE,
     FLUSH,
@@ -561,6 +562,8 @@ class SwitchSync:
                     self._cond.wait(wait)
                 t = self._transport
                 assert t is not None or job == "index"
+                if latency.ON:
+                    latency.stamp("s.job", f"{self.datapath_id:x}/{self._revision}")
             try:
                 if job == "index" or t is None:  # no transport: only the index job (asserted above)
                     self._build_index()
@@ -580,6 +583,8 @@ class SwitchSync:
             with self._cond:
                 notify, self._notify = self._notify, None
             cb = self._on_realized
+            if latency.ON and notify is not None:
+                latency.stamp("s.realized", f"{self.datapath_id:x}/{notify}")
             if notify is not None and cb is not None:
                 try:  # on the sender thread, without the lock: a slow callback delays the next bundle
                     cb(self.datapath_id, notify)
@@ -716,6 +721,8 @@ class SwitchSync:
                 gkeys,
                 mkeys,
             )
+        if latency.ON:
+            latency.stamp("s.planned", f"{self.datapath_id:x}/{revision}")
         ok = self._send(t, plan)
         with self._cond:
             if self._transport is not t:
@@ -781,11 +788,19 @@ class SwitchSync:
 
     def _send(self, t: Transport, plan: Plan) -> bool:
         """The plan's steps in order, each only if it has operations and the one before was confirmed;
-        True when all of them were confirmed without error."""
-        for ops, bundled in plan.steps():
+        True when all of them were confirmed without error. Meter adds / modifies go ahead of the bundle in
+        its write (one round trip, not two: Transport.send's `ahead`); meter deletes wait for the bundle's
+        confirmation (OVS deletes the flows that use a deleted meter)."""
+        ahead = plan.meters_before if plan.bundle else []
+        steps = (
+            (plan.meters_before if not ahead else [], False),
+            (plan.bundle, True),
+            (plan.meters_after, False),
+        )
+        for ops, bundled in steps:
             if not ops:
                 continue
-            sent = t.send(ops, bundled)
+            sent = t.send(ops, bundled, ahead) if bundled and ahead else t.send(ops, bundled)
             if sent.written:
                 with self._cond:
                     st = self._stats
@@ -797,7 +812,8 @@ class SwitchSync:
                     st.last_send_seconds = sent.write_seconds
                 if self.on_bundle is not None:
                     try:
-                        self.on_bundle(self.datapath_id, sent.seconds, len(ops), sent.ok)
+                        n = len(ops) + (len(ahead) if bundled else 0)
+                        self.on_bundle(self.datapath_id, sent.seconds, n, sent.ok)
                     except Exception:
                         log.exception("dp %016x: on_bundle callback failed", self.datapath_id)
             if not sent.ok:

@@ -41,6 +41,7 @@ from os_ken.ofproto import ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
+from controller import latency
 from controller.southbound import ofwire
 from controller.southbound.plan import (
     ADD,
@@ -489,6 +490,8 @@ class Transport:
             elif isinstance(msg, ofpp.OFPBarrierReply):
                 del self._waiters[xid]
                 w.done.set()
+                if latency.ON:
+                    latency.stamp("s.reply", f"{self.datapath_id:x}")
             return False
 
     def _on_error(self, xid: int, msg: Any) -> None:
@@ -561,27 +564,38 @@ class Transport:
             )
         raise ValueError(f"no message for {command} of {item!r}")
 
-    def send(self, ops: Sequence[Op], bundled: bool = True) -> Sent:
+    def send(self, ops: Sequence[Op], bundled: bool = True, ahead: Sequence[Op] = ()) -> Sent:
         """Send `ops` as one atomic ordered bundle plus a barrier and wait for it; ok once the barrier
-        confirms no error. bundled=False: the same messages unbundled, in order (meter-mods)."""
+        confirms no error. bundled=False: the same messages unbundled, in order (meter-mods). `ahead`:
+        unbundled messages (meter adds the bundle's flows use) written before the bundle in the same write,
+        confirmed by the same barrier: OVS applies them in order, so the bundle's flows find them, and an
+        error of one fails the send (the bundle's flows that use a refused meter fail its commit)."""
         t0 = time.monotonic()
         dp = self.dp
+        n = len(ahead) + len(ops)
         with self._lock:
             if self._closed:
                 return Sent(False, False)
-            xid = self._alloc_xids(len(ops) + 3)
+            xid = self._alloc_xids(n + 3)
             bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
-            barrier_xid = xid + len(ops) + 2
+            barrier_xid = xid + n + 2
             waiter = _Waiter("barrier")
             self._waiters[barrier_xid] = waiter
-            self._bundle_range = (xid, xid + len(ops) + 1)
-            self._bundle_ops = ops
+            self._bundle_range = (xid, xid + n + 1)
+            self._bundle_ops = [*ahead, *ops] if ahead else ops
             self._bundle_errors = []
         flags = encode.BUNDLE_FLAGS
-        parts = [encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags)] if bundled else []
+        parts: list[bytes] = []
+        n_ahead_meter = 0
+        for x, (command, item) in enumerate(ahead, xid + 1):
+            msg_type, body = self._message(command, item)
+            n_ahead_meter += msg_type == ofp.OFPT_METER_MOD
+            parts += [struct.pack("!BBHI", ofp.OFP_VERSION, msg_type, 8 + len(body), x), body]
+        if bundled:
+            parts.append(encode.bundle_ctrl(bundle_id, ofp.ONF_BCT_OPEN_REQUEST, xid, flags))
         pack = ofwire.BUNDLE_ADD.pack
         flow_body, delete_body, message = self._enc.flow_body, self._delete_body, self._message
-        x = xid + 1
+        x = xid + 1 + len(ahead)
         onf, add = ofproto_common.ONF_EXPERIMENTER_ID, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
         flow_mod, meter_mod, delete = ofp.OFPT_FLOW_MOD, ofp.OFPT_METER_MOD, DELETE
         n_flow = n_meter = n_other = 0
@@ -632,7 +646,11 @@ class Transport:
             parts.append(encode.barrier_request(barrier_xid))
             sent = sent and dp.send(b"".join(parts))
         t_sent = time.monotonic() - t0
+        if latency.ON:
+            latency.stamp("s.written", f"{self.datapath_id:x}/{len(ops)}")
         ok = sent and waiter.done.wait(BARRIER_TIMEOUT + len(ops) / 5000) and not waiter.broken
+        if latency.ON:
+            latency.stamp("s.acked", f"{self.datapath_id:x}")
         with self._lock:
             errors = tuple(self._bundle_errors)
             self._bundle_range = None
@@ -640,7 +658,7 @@ class Transport:
             self._bundle_errors = []
             self._waiters.pop(barrier_xid, None)
         seconds = time.monotonic() - t0
-        counts = (n_flow, len(ops) - n_flow - n_meter - n_other, n_meter)
+        counts = (n_flow, len(ops) - n_flow - n_meter - n_other, n_meter + n_ahead_meter)
         if not ok:
             log.warning(
                 "dp %016x: no barrier reply for a bundle of %d messages (connection lost?)",
