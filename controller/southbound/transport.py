@@ -348,6 +348,65 @@ class Recognizer:
             off = stop
 
 
+#: counters of an entry that never matched a packet (most of a big switch's)
+_NO_COUNTS = bytes(16)
+#: a long scan gives the GIL away (time.sleep(0)) after this much work, so a request arriving meanwhile is
+#: not queued behind a whole dump's loop (CPython hands the GIL over only every 5 ms otherwise)
+YIELD_S = 0.002
+
+
+@dataclass(slots=True)
+class CounterScan:
+    """One flow-stats dump read for its counters only (Transport.counters): no entry decoded.
+
+    `now`: identity -> the 16 counter bytes (packets, bytes) of every entry that matched something, the
+    identity being hash(table, priority, match bytes) (what OpenFlow identifies a flow by); `moved`:
+    (cookie, counters at `last` or None, counters now) of the entries whose counters differ from `last`;
+    `owners`: the cookie's app and owner-hash bytes (flows.cookie: bytes 1-5 of the 8) of every entry,
+    those that never matched included (an owner with any flow left keeps its series); `entries`: how many
+    entries the dump held."""
+
+    now: dict[int, bytes] = field(default_factory=dict)
+    moved: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
+    owners: set[bytes] = field(default_factory=set)
+    entries: int = 0
+
+    def feed(self, part: bytes, last: Mapping[int, bytes]) -> None:
+        """One raw flow-stats reply: ofp_flow_stats entries, read by offset (table at 2, priority at 12,
+        cookie at 24, packets and bytes at 32, the match from 48: its length at 50)."""
+        off, end = ofwire.MP_HDR.size, len(part)
+        now, moved, add_owner, no_counts = self.now, self.moved, self.owners.add, _NO_COUNTS
+        n = 0
+        while off < end:
+            stop = off + ((part[off] << 8) | part[off + 1])
+            n += 1
+            add_owner(part[off + 25 : off + 30])
+            counts = part[off + 32 : off + 48]
+            if counts != no_counts:
+                mend = off + 48 + ((part[off + 50] << 8) | part[off + 51])
+                ident = hash(part[off + 2 : off + 3] + part[off + 12 : off + 14] + part[off + 48 : mend])
+                now[ident] = counts
+                old = last.get(ident)
+                if old != counts:
+                    moved.append((int.from_bytes(part[off + 24 : off + 32], "big"), old, counts))
+            off = stop
+        self.entries += n
+
+    def feed_parsed(self, entries: Iterable[Any], last: Mapping[int, bytes]) -> None:
+        """Entries os-ken parsed (raw sinks not installed): the same, the match's fields as its identity."""
+        for e in entries:
+            self.entries += 1
+            self.owners.add(e.cookie.to_bytes(8, "big")[1:6])
+            counts = _COUNTERS.pack(e.packet_count, e.byte_count)
+            if counts == _NO_COUNTS:
+                continue
+            ident = hash((e.table_id, e.priority, tuple(sorted(e.match.items(), key=repr))))
+            self.now[ident] = counts
+            old = last.get(ident)
+            if old != counts:
+                self.moved.append((e.cookie, old, counts))
+
+
 class Transport:
     """OpenFlow requests to one connected switch (os-ken Datapath `dp`); see the module docstring.
 
@@ -614,6 +673,58 @@ class Transport:
                 self._waiters.pop(xid, None)
         body = w.entries[0]
         return int(body.packet_count), int(body.byte_count), int(body.flow_count)
+
+    def counters(self, last: Mapping[int, bytes], timeout: float = DUMP_TIMEOUT) -> CounterScan:
+        """Dump every flow's counters (one flow-stats request of all tables; no groups, no meters) and read
+        them by offset as the replies arrive (CounterScan.feed), against `last` (a previous scan's `now`).
+        Gives the GIL away every YIELD_S of work. Raises SyncError."""
+        w = _Waiter("flows", parts=queue.SimpleQueue())
+        with self._lock:
+            if self._closed:
+                raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+            xid = self._alloc_xids(1)
+            self._waiters[xid] = w
+            sinks = getattr(self.dp, RAW_SINKS_ATTR, None)
+            if sinks is None:
+                sinks = {}
+                setattr(self.dp, RAW_SINKS_ATTR, sinks)
+            sinks[xid] = w.parts.put  # type: ignore[union-attr]
+        req = ofpp.OFPFlowStatsRequest(
+            encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
+        )
+        req.set_xid(xid)
+        deadline = time.monotonic() + timeout
+        scan = CounterScan()
+        get, more, clock = w.parts.get, ofp.OFPMPF_REPLY_MORE, time.perf_counter  # type: ignore[union-attr]
+        try:
+            self.dp.send(encode.osken_bytes(req))
+            ran = clock()
+            while True:
+                try:
+                    part = get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise SyncError(f"counters of {self.datapath_id:016x}: timeout") from None
+                if part is None:
+                    if w.broken or w.errors:
+                        raise SyncError(
+                            f"counters of {self.datapath_id:016x}: {w.errors or 'connection lost'}"
+                        )
+                    continue
+                if type(part) is bytes:
+                    flags = ofwire.MP_HDR.unpack_from(part)[5]
+                    scan.feed(part, last)
+                else:
+                    _, flags, body = part
+                    scan.feed_parsed(body, last)
+                if not flags & more:
+                    return scan
+                if clock() - ran > YIELD_S:
+                    time.sleep(0)  # let a thread waiting for the GIL (an API call) go first
+                    ran = clock()
+        finally:
+            with self._lock:
+                sinks.pop(xid, None)
+                self._waiters.pop(xid, None)
 
     def dump(
         self, desired: Iterable[Flow] | Mapping[FlowKey, Flow], timeout: float = DUMP_TIMEOUT
