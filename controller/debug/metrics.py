@@ -13,7 +13,8 @@ Per-owner packet counters: every `stats_interval_s` a FlowCounters thread dumps 
 flows with their counters (SwitchSync.flow_stats) and rolls them up by the cookie's (app, owner object) —
 unless the switch's fingerprint (SwitchSync.activity: one aggregate-stats request, the sums over all its flows,
 and our own bundles) is the one of its last dump: then no counter moved and no flow came or went, and the
-dump (~40k entries a switch at 10,000 ports, most of an idle controller's and switch's CPU) is skipped. The
+dump (~40k entries a switch at 10,000 ports, most of an idle controller's and switch's CPU) is skipped. A dump
+decodes no entry (SwitchSync.counters, transport.CounterScan: read by offset, only moved entries folded). The
 owner is whatever model object an app stamps into its cookies, so per security-group-rule and per
 load-balancer-member counters appear without change here once those apps name rules and members as owners.
 """

@@ -264,7 +264,12 @@ class Recognizer:
         )
         reported: dict[bytes, bytes] = {}  # our instructions -> as OVS reports them (reg_move in NXM)
         tables: dict[str, int] = {}
-        for fk, f in self.desired.items():
+        clock = time.perf_counter
+        ran = clock()
+        for n, (fk, f) in enumerate(self.desired.items()):
+            if not n & 1023 and clock() - ran > YIELD_S:
+                time.sleep(0)  # ~1 s for 240k flows: let a thread waiting for the GIL (an API call) go first
+                ran = clock()
             try:
                 ours = instructions_of(f)
                 instructions = reported.get(ours)
@@ -771,6 +776,8 @@ class Transport:
             dp.send(b"".join(reqs) + encode.osken_bytes(greq) + encode.osken_bytes(mreq))
             pending = set(range(xid, xid + n_tables))
             get, more = wf.parts.get, ofp.OFPMPF_REPLY_MORE  # type: ignore[union-attr]
+            clock = time.perf_counter
+            ran = clock()
             with gc_paused():  # ~10^5 keys and tuples: no collections of the whole heap in between
                 while pending:
                     try:
@@ -786,6 +793,9 @@ class Transport:
                     if type(part) is bytes:
                         _, _, _, x, _, flags = ofwire.MP_HDR.unpack_from(part)
                         rec.feed(part, slow_entries)
+                        if clock() - ran > YIELD_S:
+                            time.sleep(0)  # a reply is ~0.3 ms of work; the GIL to whoever waits for it
+                            ran = clock()
                     else:  # parsed by os-ken (raw sinks not installed)
                         x, flags, body = part
                         slow_entries.extend(body)
