@@ -481,10 +481,16 @@ class Dataplane:
         realized = plane.realized_seq()
         while len(plane.history) > 1 and plane.history[1][1] <= realized:
             plane.history.pop(0)  # keep one realized entry: it answers "realized up to which revision"
+        vifs = plane.runtime.vifs if plane.runtime is not None else {}
+        ports = self.state.topology.ports
         for kind, ident in delta.units:
             if kind == "port":
                 plane.port_seq[ident] = plane.seq
-                plane.pending_status.add(ident)
+                # only a port plugged here or not DOWN can change status (as _status_candidates): a write
+                # touching a security group's ports (remote-group rules: every port of the group) would
+                # otherwise make each realization walk them all, under the model lock
+                if ident in vifs or ((p := ports.get(ident)) is not None and p.status != PORT_DOWN):
+                    plane.pending_status.add(ident)
         plane.engine.apply(delta.add, delta.remove, plane.seq)
 
     def reports(self) -> dict[str, Mapping[str, int]]:

@@ -183,6 +183,13 @@ def test_after_first_contact_only_plugged_and_active_ports_wait_for_a_status(tmp
         assert ports["was-active"].status == PORT_DOWN
         assert {ports[f"idle{i}"].status for i in range(20)} == {PORT_DOWN}
         assert dp.planes["hv1"].pending_status == set()
+        from apps.compiler import Delta
+
+        # a change of every port's flows (a security group's remote-group rule): only the plugged one waits
+        units = {("port", pid) for pid in ports}
+        with state.lock:
+            dp._push("hv1", Delta(add={object()}, units=units), state.revision)  # type: ignore[arg-type]
+            assert dp.planes["hv1"].pending_status == {"plugged"}
     finally:
         dp.stop()
         state.close()
