@@ -18,6 +18,7 @@ a chassis's ofports changes its flows without a model revision.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import queue
 import threading
@@ -160,6 +161,7 @@ class Dataplane:
         self._worker = threading.Thread(target=self._run_worker, name="dataplane", daemon=True)
         self.realized = threading.Condition(threading.Lock())
         self._realized_gen = 0  # notify_realized calls so far (under `realized`): no wake-up is lost
+        self._frozen: set[int] = set()  # datapaths whose first realization froze the heap (gc.freeze)
         # why each unit's flows are what they are: (chassis, unit) -> (model revision, request)
         self.provenance: dict[tuple[str, tuple[str, str]], tuple[int, str]] = {}
         self.selfcheck = SelfCheck(self, self_check_interval_s)
@@ -375,7 +377,7 @@ class Dataplane:
         desired = self.compiler.desired(plane.chassis_id)
         plane.history.append((self.state.revision, plane.seq))
         plane.port_seq = {pid: plane.seq for pid in self._port_owners(plane.chassis_id)}
-        plane.pending_status = {p.id for p in self.state.topology.ports_on_chassis(plane.chassis_id)}
+        plane.pending_status = self._status_candidates(self.state.topology, plane)
         plane.engine.replace_desired(desired, plane.seq)
         log.info(
             "chassis %s: %d desired flows/groups handed to its switch (%s)",
@@ -485,11 +487,24 @@ class Dataplane:
             if plane is None or plane.runtime is None:
                 return
             topo = self.state.topology
-            plane.pending_status |= {p.id for p in topo.ports_on_chassis(chassis_id)}
+            plane.pending_status |= self._status_candidates(topo, plane)
             # every port whose binding is now ours to write (its VIF here, or pinned here): the previous
             # master may have been gone when it changed
             self._rebind(topo, list(topo.ports))
         self._update_statuses(chassis_id)
+
+    @staticmethod
+    def _status_candidates(topo: Topology, plane: ChassisPlane) -> set[str]:
+        """The ports bound to the chassis whose status may have to change after its whole desired state was
+        handed over (first contact, takeover): the plugged ones (ACTIVE once realized, DOWN if admin down)
+        and those not DOWN (ACTIVE before, maybe unplugged since). A bound port neither plugged nor ACTIVE
+        has nothing to change: at 100k ports most of a chassis's ~25k, which _update_statuses would
+        otherwise walk (sorted, under the model lock) after every resync. One unsorted pass reading a field."""
+        ports, chassis_id = topo.ports, plane.chassis_id
+        vifs = plane.runtime.vifs if plane.runtime is not None else {}
+        out = {pid for pid in vifs if (p := ports.get(pid)) is not None and p.binding_chassis == chassis_id}
+        out.update(pid for pid in topo.port_ids_on_chassis(chassis_id) if ports[pid].status != PORT_DOWN)
+        return out
 
     def _push(self, chassis_id: str, delta: Delta, revision: int) -> None:
         plane = self.planes.get(chassis_id)
@@ -500,10 +515,16 @@ class Dataplane:
         realized = plane.realized_seq()
         while len(plane.history) > 1 and plane.history[1][1] <= realized:
             plane.history.pop(0)  # keep one realized entry: it answers "realized up to which revision"
+        vifs = plane.runtime.vifs if plane.runtime is not None else {}
+        ports = self.state.topology.ports
         for kind, ident in delta.units:
             if kind == "port":
                 plane.port_seq[ident] = plane.seq
-                plane.pending_status.add(ident)
+                # only a port plugged here or not DOWN can change status (as _status_candidates): a write
+                # touching a security group's ports (remote-group rules: every port of the group) would
+                # otherwise make each realization walk them all, under the model lock
+                if ident in vifs or ((p := ports.get(ident)) is not None and p.status != PORT_DOWN):
+                    plane.pending_status.add(ident)
         plane.engine.apply(delta.add, delta.remove, plane.seq)
         if latency.ON:
             latency.stamp("dp.push", f"{plane.datapath_id:x}/{plane.seq}/{revision}")
@@ -644,6 +665,12 @@ class Dataplane:
     def _on_realized(self, datapath_id: int, seq: int) -> None:
         if latency.ON:
             latency.stamp("dp.realized", f"{datapath_id:x}/{seq}")
+        if datapath_id not in self._frozen:
+            # a switch's first confirmed state: its compile and engine state (at 100k ports ~1M objects per
+            # chassis) are long-lived; moved out of the cyclic GC's reach (as main does after the store's
+            # load) so a full collection later does not walk them for seconds, stalling every thread
+            self._frozen.add(datapath_id)
+            gc.freeze()
         self.notify_realized()
         self._wake_feed()
         for plane in list(self.planes.values()):

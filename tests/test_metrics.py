@@ -504,3 +504,16 @@ def test_metrics_endpoint_end_to_end(tmp_path: Path) -> None:
         assert sample(fams, "sdn_drift_repairs_total", chassis="hv2") == 0
         assert sample(fams, "sdn_resyncs_total", chassis="hv1") > resyncs
         assert sample(fams, "sdn_api_requests_total", method="Verify", code="OK") == 1
+
+
+def test_flow_counters_wait_for_the_switchs_first_reconcile(fake: SimpleNamespace) -> None:
+    """A switch whose engine has realized nothing yet (its first reconcile under way, as at the start) is not
+    dumped; once realized, its counters are folded as they stand (nothing lost: they are cumulative)."""
+    m: Metrics = fake.metrics
+    fc, eng = m.flow_counters, fake.engine
+    eng.realized_revision = 0
+    fc.collect_once()
+    assert (fc.dumps, fc.totals()) == (0, {})
+    eng.realized_revision = 1
+    fc.collect_once()
+    assert fc.dumps == 1 and fc.totals()[("hv1", "classify", "vm1")] == (5, 500)

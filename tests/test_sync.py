@@ -848,3 +848,55 @@ def test_restart_replaces_every_kind_of_difference_and_adopts_the_rest(ofapp: OF
     assert not [h for h in heads if "timeout=" in h or "in_port=107" in h or "priority=1001,in_port=105" in h]
     assert len(after) == len(flows_only(items))
     assert eng.verify().clean
+
+
+def test_counter_dump_reads_every_entry_by_offset_and_folds_as_the_decoded_dump(
+    ofapp: OFApp, sw: Switch
+) -> None:
+    """SwitchSync.counters (metrics: no entry decoded) against flow_stats (every entry decoded) on the same
+    switch: every entry's owner bytes seen, the entries with counters reported as moved with their cookie
+    and counts, nothing moved on a second scan without traffic, only the hit flow after one more packet;
+    and FlowCounters over either gives the same per-owner totals."""
+    from types import SimpleNamespace
+
+    from controller.debug.metrics import Metrics
+
+    clean_switch(sw)
+    hit = Flow("classify", P.LOW, {"in_port": 0xFFFFFFFE}, [], Cookie.for_owner(APP_PORT, "counted"))
+    items = [*pipeline_flows(4), hit]
+    eng = install(ofapp, sw, items, revision=47)
+    frame = (
+        "ffffffffffff" + "020000000001" + "0800" + "45000014000000004011" + "0000" + "0a000001" + "0a000002"
+    )
+
+    def send() -> None:
+        before = eng.activity()[0]
+        sw.ch.ofctl("packet-out", "br-int", "LOCAL", "resubmit(,0)", frame)
+        wait_for(lambda: eng.activity()[0] == before + 1, 5, "the packet counted")
+
+    send()
+    decoded = {f: c for f, c in eng.flow_stats().items() if c != (0, 0)}
+    assert decoded == {hit: (1, len(frame) // 2)}
+    scan = eng.counters({})
+    assert scan.entries == len(flows_only(items))
+    assert scan.owners == {int(f.cookie).to_bytes(8, "big")[1:6] for f in flows_only(items)}
+    assert [
+        (c, old, int.from_bytes(new[:8], "big"), int.from_bytes(new[8:], "big")) for c, old, new in scan.moved
+    ] == [(int(hit.cookie), None, 1, len(frame) // 2)]
+    assert len(scan.now) == 1
+    again = eng.counters(scan.now)
+    assert again.moved == [] and again.now == scan.now and again.entries == scan.entries
+    send()
+    third = eng.counters(again.now)
+    assert [(c, old) for c, old, _ in third.moved] == [(int(hit.cookie), scan.now[next(iter(scan.now))])]
+    assert int.from_bytes(third.moved[0][2][:8], "big") == 2
+
+    def totals(engine: object) -> dict[tuple[str, str, str], tuple[int, int]]:
+        plane = SimpleNamespace(chassis_id="s1", datapath_id=sw.dpid, engine=engine)
+        m = Metrics(None, SimpleNamespace(planes={"s1": plane}))
+        m.flow_counters.collect_once()
+        return m.flow_counters.totals()
+
+    decoding = SimpleNamespace(connected=True, flow_stats=eng.flow_stats)  # no counters(): decodes the dump
+    raw = totals(eng)
+    assert raw == totals(decoding) and list(raw.values()) == [(2, 2 * len(frame) // 2)]

@@ -126,3 +126,70 @@ def test_a_port_status_decided_twice_is_still_written(tmp_path: Path) -> None:
     finally:
         dp.stop()
         state.close()
+
+
+def test_after_first_contact_only_plugged_and_active_ports_wait_for_a_status(tmp_path: Path) -> None:
+    """A chassis's whole desired state handed over (first contact): the ports whose status may change are
+    the plugged ones and those not DOWN, not every port bound there (at 100k ports ~25k per chassis,
+    walked under the model lock after every resync); the plugged port becomes ACTIVE, the ACTIVE one no
+    longer plugged DOWN, the bound unplugged DOWN ones stay as they are."""
+    from tests.test_dataplane_nat import FakeAgent, FakeEngine
+    from topology import ops
+    from topology.records import PORT_ACTIVE, PORT_DOWN, Chassis, Network, Port, Subnet
+
+    state = State(tmp_path / "topology.sqlite")
+    engines: dict[int, FakeEngine] = {}
+
+    def engine(dpid: int, _cb: Any) -> FakeEngine:
+        engines[dpid] = FakeEngine()
+        return engines[dpid]
+
+    def port(pid: str) -> Any:
+        return lambda t, rev, now: ops.create_port(
+            t,
+            Port(id=pid, tenant="t", network_id="n", mac="", requested_chassis="hv1", binding_chassis="hv1"),
+            [],
+            rev,
+            now,
+        )
+
+    for fn in (
+        lambda t, rev, now: ops.create_chassis(
+            t, Chassis(id="hv1", datapath_id=1, tunnel_ip="192.0.2.1", ovsdb_address="unix:/x"), rev, now
+        ),
+        lambda t, rev, now: ops.create_network(t, Network(id="n", tenant="t"), rev, now),
+        lambda t, rev, now: ops.create_subnet(
+            t, Subnet(id="s", tenant="t", network_id="n", cidr="10.0.0.0/24"), False, rev, now
+        ),
+        *(port(f"idle{i}") for i in range(20)),
+        port("plugged"),
+        port("was-active"),
+        lambda t, rev, now: ops.set_port_status(t.ports["was-active"], PORT_ACTIVE, rev, now),
+    ):
+        state.write(fn)
+    assert {p.binding_chassis for p in state.topology.ports.values()} == {"hv1"}
+    dp = Dataplane(state, engine_factory=engine, agent_factory=lambda _ch, _cb: FakeAgent(), tick_s=0)  # type: ignore[arg-type]
+    dp.start()
+    try:
+        with state.lock:  # the worker may not run the status update before we look
+            dp._on_runtime("hv1", SimpleNamespace(vifs={"plugged": 5}, tunnels={"vxlan": 900}, patches={}))
+            assert dp.planes["hv1"].pending_status == {"plugged", "was-active"}
+        dp.settle()
+        engines[1].realized_revision = 10**6  # the switch confirmed everything
+        dp._on_realized(1, 10**6)
+        dp.settle()
+        ports = state.topology.ports
+        assert ports["plugged"].status == PORT_ACTIVE
+        assert ports["was-active"].status == PORT_DOWN
+        assert {ports[f"idle{i}"].status for i in range(20)} == {PORT_DOWN}
+        assert dp.planes["hv1"].pending_status == set()
+        from apps.compiler import Delta
+
+        # a change of every port's flows (a security group's remote-group rule): only the plugged one waits
+        units = {("port", pid) for pid in ports}
+        with state.lock:
+            dp._push("hv1", Delta(add={object()}, units=units), state.revision)  # type: ignore[arg-type]
+            assert dp.planes["hv1"].pending_status == {"plugged"}
+    finally:
+        dp.stop()
+        state.close()

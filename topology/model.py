@@ -273,6 +273,12 @@ class Topology:
             return []
         return sorted((self.ports[i] for k, i in self.graph[node] if k == "port"), key=lambda p: p.id)
 
+    def port_ids_on_chassis(self, chassis_id: str) -> Iterator[str]:
+        """The ids of the ports bound to the chassis, unsorted (ports_on_chassis without the sort)."""
+        node = ("chassis", chassis_id)
+        if node in self.graph:
+            yield from (i for k, i in self.graph[node] if k == "port")
+
     def chassis_hosting(self, network_id: str) -> set[str]:
         """Chassis with at least one port of the network bound to them (where its flows must exist)."""
         return {p.binding_chassis for p in self.ports_of(network_id) if p.binding_chassis}

@@ -13,7 +13,8 @@ Per-owner packet counters: every `stats_interval_s` a FlowCounters thread dumps 
 flows with their counters (SwitchSync.flow_stats) and rolls them up by the cookie's (app, owner object) —
 unless the switch's fingerprint (SwitchSync.activity: one aggregate-stats request, the sums over all its flows,
 and our own bundles) is the one of its last dump: then no counter moved and no flow came or went, and the
-dump (~40k entries a switch at 10,000 ports, most of an idle controller's and switch's CPU) is skipped. The
+dump (~40k entries a switch at 10,000 ports, most of an idle controller's and switch's CPU) is skipped. A dump
+decodes no entry (SwitchSync.counters, transport.CounterScan: read by offset, only moved entries folded). The
 owner is whatever model object an app stamps into its cookies, so per security-group-rule and per
 load-balancer-member counters appear without change here once those apps name rules and members as owners.
 """
@@ -21,6 +22,7 @@ load-balancer-member counters appear without change here once those apps name ru
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,8 +37,11 @@ from prometheus_client.registry import Collector
 from apps import ids
 from controller import latency
 from controller.periodic import pause_after
+from controller.southbound.transport import CounterScan
 from flows.cookie import Cookie, owner_hash
 from flows.flow import Flow, Group
+
+_COUNTS = struct.Struct("!QQ")  # an ofp_flow_stats entry's packet and byte counts
 
 log = logging.getLogger(__name__)
 
@@ -443,24 +448,32 @@ Owner = tuple[str, str, str]  # (chassis, app name, owner id)
 class FlowCounters:
     """Packet and byte counters of the installed flows, rolled up per (chassis, app, owner object).
 
-    Kept monotonic across flow churn: each round adds, per flow (stage, priority, match), what its counters
+    Kept monotonic across flow churn: each round adds, per flow (table, priority, match), what its counters
     grew since the last round (a counter that went down was reset by a re-add: its whole value is new).
     An owner's series appears once its flows have matched a packet (idle objects cost no series: a scrape
     spends ~20 us per sample) and disappears once it has no flows on that chassis anymore.
+
+    A round decodes no entry (SwitchSync.counters: each entry's table, priority, match bytes, cookie and
+    counters read by offset, transport.CounterScan); only the entries whose counters moved since the last
+    round are folded, and the last round is kept per chassis for the flows that ever matched a packet only,
+    as a hash of the flow's identity -> its 16 counter bytes (a flow never hit has nothing to remember).
     """
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
         self._lock = threading.Lock()
-        # (chassis, flow key) -> (packets, bytes) at the last round
-        self._last: dict[tuple[str, Any], tuple[int, int]] = {}
-        self._totals: dict[Owner, list[int]] = {}  # -> [packets, bytes]
+        # chassis -> hash(flow identity) -> its (packets, bytes) as 16 bytes at the last round, flows whose
+        # counters are not 0 only
+        self._last: dict[str, dict[int, bytes]] = {}
+        self._totals: dict[Owner, list[Any]] = {}  # -> [packets, bytes, cookie bytes 1-5 (app, owner hash)]
         self._names: tuple[int, dict[int, str]] | None = None  # (store revision, owner hash -> id)
         # chassis -> (its switch's activity fingerprint, store revision) when it was last dumped
         self._seen: dict[str, tuple[Any, int]] = {}
         self.rounds = 0
         self.dumps = 0  # switches dumped (all rounds)
         self.skipped = 0  # switches not dumped: nothing moved since their last dump
+        self.entries = 0  # flow entries read (all rounds)
+        self.moved = 0  # of which folded: their counters had moved
 
     def collect_once(self, timeout: float = 10.0) -> None:
         """Dump every connected switch's flow counters now and fold them in."""
@@ -469,7 +482,12 @@ class FlowCounters:
         for plane in self.m.planes():
             eng = plane.engine
             chassis = str(plane.chassis_id)
-            if eng is None or not getattr(eng, "connected", False) or not hasattr(eng, "flow_stats"):
+            if eng is None or not getattr(eng, "connected", False):
+                continue
+            if not getattr(eng, "realized_revision", 1):
+                continue  # its first reconcile is still under way (the start): count once our flows are in
+            raw = callable(getattr(eng, "counters", None))
+            if not raw and not hasattr(eng, "flow_stats"):
                 continue
             try:
                 # the fingerprint before the dump: what moves after it shows in the next round's
@@ -477,13 +495,14 @@ class FlowCounters:
                 if seen is not None and self._seen.get(chassis) == seen:
                     self.skipped += 1
                     continue
-                stats = eng.flow_stats(timeout)
+                last = self._last.get(chassis, {})
+                scan = eng.counters(last, timeout) if raw else scan_flows(eng.flow_stats(timeout), last)
             except Exception as err:  # noqa: BLE001 - a switch that went away: next round
                 log.debug("chassis %s: no flow counters: %s", chassis, err)
                 self._seen.pop(chassis, None)
                 continue
             self.dumps += 1
-            self.fold(chassis, stats, names)
+            self.fold(chassis, scan, names)
             if seen is not None:
                 self._seen[chassis] = seen
         with self._lock:
@@ -492,22 +511,23 @@ class FlowCounters:
                 del self._seen[chassis]
             for owner in [k for k in self._totals if k[0] not in live]:
                 del self._totals[owner]
-            for key in [k for k in self._last if k[0] not in live]:
-                del self._last[key]
+            for chassis in [c for c in self._last if c not in live]:
+                del self._last[chassis]
             self.rounds += 1
 
-    def fold(self, chassis: str, stats: Mapping[Flow, tuple[int, int]], names: Mapping[int, str]) -> None:
-        """Add one dump of `chassis` (flow -> (packets, bytes)) to the per-owner totals; `names` maps owner
-        hashes to model object ids (an unknown owner is labelled with its hash in hex)."""
-        seen: dict[tuple[str, Any], tuple[int, int]] = {}
-        owners: set[Owner] = set()
+    def fold(self, chassis: str, scan: CounterScan, names: Mapping[int, str]) -> None:
+        """Add one dump of `chassis` (a CounterScan against this chassis's last one) to the per-owner
+        totals; `names` maps owner hashes to model object ids (an unknown owner is labelled with its hash in
+        hex)."""
         by_cookie: dict[int, Owner | None] = {}  # many flows share a cookie
+        unpack = _COUNTS.unpack
         with self._lock:
-            for flow, (packets, nbytes) in stats.items():
-                o: Any = by_cookie.get(flow.cookie, ())
+            totals = self._totals
+            for cookie, old, new in scan.moved:
+                o: Any = by_cookie.get(cookie, ())
                 if o == ():
-                    c = Cookie.decode(flow.cookie)
-                    o = by_cookie[flow.cookie] = (
+                    c = Cookie.decode(cookie)
+                    o = by_cookie[cookie] = (
                         None
                         if c is None
                         else (
@@ -518,24 +538,25 @@ class FlowCounters:
                     )
                 if o is None:
                     continue  # not ours: sync sweeps it
-                key = (chassis, flow.key())
-                owners.add(o)
-                last = self._last.get(key)
-                if last is None or packets < last[0] or nbytes < last[1]:
-                    last = (0, 0)
-                tot = self._totals.setdefault(o, [0, 0])
-                tot[0] += packets - last[0]
-                tot[1] += nbytes - last[1]
-                seen[key] = (packets, nbytes)
-            for k in [k for k in self._last if k[0] == chassis]:
-                del self._last[k]
-            self._last.update(seen)
-            for o in [o for o in self._totals if o[0] == chassis and o not in owners]:
-                del self._totals[o]
+                packets, nbytes = unpack(new)
+                lp, lb = (0, 0) if old is None else unpack(old)
+                if packets < lp or nbytes < lb:
+                    lp = lb = 0
+                tot = totals.get(o)
+                if tot is None:
+                    tot = totals[o] = [0, 0, cookie.to_bytes(8, "big")[1:6]]
+                tot[0] += packets - lp
+                tot[1] += nbytes - lb
+            self._last[chassis] = scan.now
+            present = scan.owners
+            for o in [o for o, t in totals.items() if o[0] == chassis and t[2] not in present]:
+                del totals[o]
+            self.entries += scan.entries
+            self.moved += len(scan.moved)
 
     def totals(self) -> dict[Owner, tuple[int, int]]:
         with self._lock:
-            return {k: (v[0], v[1]) for k, v in self._totals.items()}
+            return {k: (int(v[0]), int(v[1])) for k, v in self._totals.items()}
 
     def families(self) -> Iterator[Metric]:
         labels = ["chassis", "app", "owner"]
@@ -575,6 +596,25 @@ class FlowCounters:
             names.setdefault(owner_hash(owner), owner)
         self._names = (rev, names)
         return names
+
+
+def scan_flows(stats: Mapping[Flow, tuple[int, int]], last: Mapping[int, bytes]) -> CounterScan:
+    """A CounterScan of decoded flows and their counters (an engine without SwitchSync.counters: the same
+    fold, the flow's key() as its identity)."""
+    scan = CounterScan()
+    for flow, (packets, nbytes) in stats.items():
+        scan.entries += 1
+        cookie = int(flow.cookie)
+        scan.owners.add(cookie.to_bytes(8, "big")[1:6])
+        counts = _COUNTS.pack(packets, nbytes)
+        if not packets and not nbytes:
+            continue
+        ident = hash(flow.key())
+        scan.now[ident] = counts
+        old = last.get(ident)
+        if old != counts:
+            scan.moved.append((cookie, old, counts))
+    return scan
 
 
 # --- gRPC ---------------------------------------------------------------------------------------------------

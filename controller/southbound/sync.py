@@ -38,7 +38,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,7 +56,14 @@ from controller.southbound.plan import (
     plan_push,
     plan_resync,
 )
-from controller.southbound.transport import DUMP_TIMEOUT, ExpectedIndex, SyncError, Transport, gc_paused
+from controller.southbound.transport import (
+    DUMP_TIMEOUT,
+    CounterScan,
+    ExpectedIndex,
+    SyncError,
+    Transport,
+    gc_paused,
+)
 from flows import encode
 from flows.cookie import CookieRegistry
 from flows.flow import Flow, Group, MeterEntry
@@ -382,6 +389,15 @@ class SwitchSync:
         """Dump the switch now: each decodable flow with its (packets, bytes) counters."""
         have = self._dump(timeout)
         return {have.flows[k]: v for k, v in have.counters.items()}
+
+    def counters(self, last: Mapping[int, bytes], timeout: float = DUMP_TIMEOUT) -> CounterScan:
+        """Dump the switch's flow counters now, no entry decoded (transport.CounterScan: each entry's
+        identity, cookie and counters read by offset; `last` a previous scan's `now`). Raises SyncError."""
+        with self._lock:
+            t = self._transport
+            if t is None:
+                raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+        return t.counters(last, timeout)
 
     def activity(self, timeout: float = DUMP_TIMEOUT) -> tuple[int, ...]:
         """A cheap fingerprint of what a dump would show, for skipping dumps that would show nothing new:

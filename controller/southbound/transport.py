@@ -296,7 +296,12 @@ class ExpectedIndex:
         )
         if len(reported) >= encode.CACHE_LIMIT:
             reported.clear()
-        for fk, f in flows:
+        clock = time.perf_counter
+        ran = clock()
+        for i, (fk, f) in enumerate(flows):
+            if not i & 1023 and clock() - ran > YIELD_S:
+                time.sleep(0)  # ~1 s for 240k flows: let a thread waiting for the GIL (an API call) go first
+                ran = clock()
             try:
                 ours = instructions_of(f)
                 instructions = reported.get(ours)
@@ -413,6 +418,65 @@ class Recognizer:
             else:
                 slow.append(ofpp.OFPFlowStats.parser(part, off))
             off = stop
+
+
+#: counters of an entry that never matched a packet (most of a big switch's)
+_NO_COUNTS = bytes(16)
+#: a long scan gives the GIL away (time.sleep(0)) after this much work, so a request arriving meanwhile is
+#: not queued behind a whole dump's loop (CPython hands the GIL over only every 5 ms otherwise)
+YIELD_S = 0.002
+
+
+@dataclass(slots=True)
+class CounterScan:
+    """One flow-stats dump read for its counters only (Transport.counters): no entry decoded.
+
+    `now`: identity -> the 16 counter bytes (packets, bytes) of every entry that matched something, the
+    identity being hash(table, priority, match bytes) (what OpenFlow identifies a flow by); `moved`:
+    (cookie, counters at `last` or None, counters now) of the entries whose counters differ from `last`;
+    `owners`: the cookie's app and owner-hash bytes (flows.cookie: bytes 1-5 of the 8) of every entry,
+    those that never matched included (an owner with any flow left keeps its series); `entries`: how many
+    entries the dump held."""
+
+    now: dict[int, bytes] = field(default_factory=dict)
+    moved: list[tuple[int, bytes | None, bytes]] = field(default_factory=list)
+    owners: set[bytes] = field(default_factory=set)
+    entries: int = 0
+
+    def feed(self, part: bytes, last: Mapping[int, bytes]) -> None:
+        """One raw flow-stats reply: ofp_flow_stats entries, read by offset (table at 2, priority at 12,
+        cookie at 24, packets and bytes at 32, the match from 48: its length at 50)."""
+        off, end = ofwire.MP_HDR.size, len(part)
+        now, moved, add_owner, no_counts = self.now, self.moved, self.owners.add, _NO_COUNTS
+        n = 0
+        while off < end:
+            stop = off + ((part[off] << 8) | part[off + 1])
+            n += 1
+            add_owner(part[off + 25 : off + 30])
+            counts = part[off + 32 : off + 48]
+            if counts != no_counts:
+                mend = off + 48 + ((part[off + 50] << 8) | part[off + 51])
+                ident = hash(part[off + 2 : off + 3] + part[off + 12 : off + 14] + part[off + 48 : mend])
+                now[ident] = counts
+                old = last.get(ident)
+                if old != counts:
+                    moved.append((int.from_bytes(part[off + 24 : off + 32], "big"), old, counts))
+            off = stop
+        self.entries += n
+
+    def feed_parsed(self, entries: Iterable[Any], last: Mapping[int, bytes]) -> None:
+        """Entries os-ken parsed (raw sinks not installed): the same, the match's fields as its identity."""
+        for e in entries:
+            self.entries += 1
+            self.owners.add(e.cookie.to_bytes(8, "big")[1:6])
+            counts = _COUNTERS.pack(e.packet_count, e.byte_count)
+            if counts == _NO_COUNTS:
+                continue
+            ident = hash((e.table_id, e.priority, tuple(sorted(e.match.items(), key=repr))))
+            self.now[ident] = counts
+            old = last.get(ident)
+            if old != counts:
+                self.moved.append((e.cookie, old, counts))
 
 
 class Transport:
@@ -705,6 +769,58 @@ class Transport:
         body = w.entries[0]
         return int(body.packet_count), int(body.byte_count), int(body.flow_count)
 
+    def counters(self, last: Mapping[int, bytes], timeout: float = DUMP_TIMEOUT) -> CounterScan:
+        """Dump every flow's counters (one flow-stats request of all tables; no groups, no meters) and read
+        them by offset as the replies arrive (CounterScan.feed), against `last` (a previous scan's `now`).
+        Gives the GIL away every YIELD_S of work. Raises SyncError."""
+        w = _Waiter("flows", parts=queue.SimpleQueue())
+        with self._lock:
+            if self._closed:
+                raise SyncError(f"datapath {self.datapath_id:016x} is not connected")
+            xid = self._alloc_xids(1)
+            self._waiters[xid] = w
+            sinks = getattr(self.dp, RAW_SINKS_ATTR, None)
+            if sinks is None:
+                sinks = {}
+                setattr(self.dp, RAW_SINKS_ATTR, sinks)
+            sinks[xid] = w.parts.put  # type: ignore[union-attr]
+        req = ofpp.OFPFlowStatsRequest(
+            encode.DATAPATH_DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, ofpp.OFPMatch()
+        )
+        req.set_xid(xid)
+        deadline = time.monotonic() + timeout
+        scan = CounterScan()
+        get, more, clock = w.parts.get, ofp.OFPMPF_REPLY_MORE, time.perf_counter  # type: ignore[union-attr]
+        try:
+            self.dp.send(encode.osken_bytes(req))
+            ran = clock()
+            while True:
+                try:
+                    part = get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise SyncError(f"counters of {self.datapath_id:016x}: timeout") from None
+                if part is None:
+                    if w.broken or w.errors:
+                        raise SyncError(
+                            f"counters of {self.datapath_id:016x}: {w.errors or 'connection lost'}"
+                        )
+                    continue
+                if type(part) is bytes:
+                    flags = ofwire.MP_HDR.unpack_from(part)[5]
+                    scan.feed(part, last)
+                else:
+                    _, flags, body = part
+                    scan.feed_parsed(body, last)
+                if not flags & more:
+                    return scan
+                if clock() - ran > YIELD_S:
+                    time.sleep(0)  # let a thread waiting for the GIL (an API call) go first
+                    ran = clock()
+        finally:
+            with self._lock:
+                sinks.pop(xid, None)
+                self._waiters.pop(xid, None)
+
     def dump(
         self,
         desired: Iterable[Flow] | Mapping[FlowKey, Flow],
@@ -754,6 +870,8 @@ class Transport:
             dp.send(b"".join(reqs) + encode.osken_bytes(greq) + encode.osken_bytes(mreq))
             pending = set(range(xid, xid + n_tables))
             get, more = wf.parts.get, ofp.OFPMPF_REPLY_MORE  # type: ignore[union-attr]
+            clock = time.perf_counter
+            ran = clock()
             with gc_paused():  # ~10^5 keys and tuples: no collections of the whole heap in between
                 while pending:
                     try:
@@ -769,6 +887,9 @@ class Transport:
                     if type(part) is bytes:
                         _, _, _, x, _, flags = ofwire.MP_HDR.unpack_from(part)
                         rec.feed(part, slow_entries)
+                        if clock() - ran > YIELD_S:
+                            time.sleep(0)  # a reply is ~0.3 ms of work; the GIL to whoever waits for it
+                            ran = clock()
                     else:  # parsed by os-ken (raw sinks not installed)
                         x, flags, body = part
                         slow_entries.extend(body)
