@@ -108,6 +108,27 @@ def test_a_duplicate_is_refused_and_nothing_of_the_commit_stored(tmp_path: Path)
     store.close()
 
 
+@pytest.mark.parametrize("n", [1, 7, 256, 600])
+def test_a_big_commit_stores_every_row_in_order(tmp_path: Path, n: int) -> None:
+    """Rows go in by multi-row INSERTs in chunks (powers of two, at most 256 rows): every row of every
+    table stored, the history in the writes' order; a duplicate in the last chunk refuses the whole commit."""
+    store = Store(tmp_path / "db")
+    ports = [port(f"p{i:04d}", f"m{i}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(n)]
+    store.commit_many([(1 + i, [("port", p.id, None, p)]) for i, p in enumerate(ports)])
+    ips, macs, objects = keys(tmp_path / "db")
+    assert ips == {("s", p.fixed_ips[0][1], p.id) for p in ports}
+    assert macs == {(p.mac, p.id) for p in ports}
+    assert objects == {p.id for p in ports}
+    assert [r[0] for r in store.changes_since(0, n)] == list(range(1, n + 1))
+    assert store.revision() == n
+    dup = [port(f"q{i:04d}", f"mq{i}", f"10.9.{i // 250}.{i % 250 + 1}") for i in range(n)]
+    dup[-1] = port("q-last", "mq-last", ports[0].fixed_ips[0][1])  # in the last chunk
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit_many([(n + 1 + i, [("port", p.id, None, p)]) for i, p in enumerate(dup)])
+    assert keys(tmp_path / "db")[2] == {p.id for p in ports} and store.revision() == n
+    store.close()
+
+
 def test_concurrent_writers_share_commits_and_each_returns_durable(tmp_path: Path) -> None:
     """Group commit with a writer woken once (done, or handed the commit): 8 threads, every write acknowledged
     only once durable, each on disk after a reopen, commits shared (fewer transactions than writes)."""

@@ -15,6 +15,7 @@ and the model is reloaded from the store, i.e. from exactly what was acknowledge
 
 from __future__ import annotations
 
+import _thread
 import collections
 import logging
 import threading
@@ -44,6 +45,21 @@ Listener = Callable[[int, list[Change]], None]
 Row = tuple[int, str, str, Record]  # (revision, kind, op, record) as ChangeLog.changes_since gives them
 
 
+class _Wake:
+    """A one-shot wake-up for one waiting writer: a bare lock taken at creation, `set` releases it once (the
+    committing thread sets each writer's at most once), `wait` blocks until then. A threading.Event is a
+    Condition over a lock plus a waiter lock allocated on each wait: ~3x the Python work for the same
+    futex wake."""
+
+    __slots__ = ("set", "wait")
+
+    def __init__(self) -> None:
+        lock = _thread.allocate_lock()
+        lock.acquire()
+        self.set = lock.release
+        self.wait = lock.acquire
+
+
 @dataclass
 class _Pending:
     revision: int
@@ -51,7 +67,7 @@ class _Pending:
     done: bool = False
     error: BaseException | None = None
     lead: bool = False  # handed the commit: its writer commits the queue next
-    wake: threading.Event = field(default_factory=threading.Event)  # done, or lead
+    wake: _Wake = field(default_factory=_Wake)  # done, or lead
 
 
 class RecentChanges:

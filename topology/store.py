@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -253,23 +253,28 @@ class Store:
             db.executemany("DELETE FROM ip_allocations WHERE subnet_id=? AND address=?", freed_ips)
         if freed_macs:
             db.executemany("DELETE FROM mac_addresses WHERE mac=?", [(m,) for m in freed_macs])
-        taken_ips = [(s, a, p) for (s, a), p in ips.items() if p is not None]
-        if taken_ips:
-            db.executemany(
-                "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)", taken_ips
-            )
-        taken_macs = [(m, p) for m, p in macs.items() if p is not None]
-        if taken_macs:
-            db.executemany("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", taken_macs)
+        _insert(
+            db,
+            "INSERT INTO ip_allocations (subnet_id, address, port_id)",
+            3,
+            [(s, a, p) for (s, a), p in ips.items() if p is not None],
+        )
+        _insert(
+            db,
+            "INSERT INTO mac_addresses (mac, port_id)",
+            2,
+            [(m, p) for m, p in macs.items() if p is not None],
+        )
         gone = [key for key, row in upserts.items() if row is None]
         if gone:
             db.executemany("DELETE FROM objects WHERE kind=? AND id=?", gone)
-        rows = [row for row in upserts.values() if row is not None]
-        if rows:
-            db.executemany("INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)", rows)
-        db.executemany(
-            "INSERT INTO changes (revision, kind, id, op, tenant, data, ts) VALUES (?,?,?,?,?,?,?)", history
+        _insert(
+            db,
+            "INSERT OR REPLACE INTO objects (kind, id, tenant, data)",
+            4,
+            [row for row in upserts.values() if row is not None],
         )
+        _insert(db, "INSERT INTO changes (revision, kind, id, op, tenant, data, ts)", 7, history)
 
     # ------------------------------------------------------------------------------------------ maintenance
 
@@ -387,6 +392,26 @@ class Store:
 
     def iter_objects(self) -> Iterator[tuple[str, str]]:
         yield from self._db.execute("SELECT kind, id FROM objects")
+
+
+#: the most rows one INSERT statement carries (its variables stay far below SQLite's limit of 32,766)
+_MOST_ROWS = 256
+
+
+def _insert(db: sqlite3.Connection, head: str, columns: int, rows: Sequence[tuple[object, ...]]) -> None:
+    """`rows` inserted by a few multi-row statements (`head` VALUES (...), (...), ...) in their order: one
+    SQLite step each, where `executemany` takes one per row. Every step lets go of the GIL and the committing
+    thread then waits to get it back behind the API's other threads, so steps are what a commit's wall time
+    (every queued writer waits for it) is made of under load. Chunks of powers of two rows: a handful of
+    statement texts per table, which stay in the connection's statement cache."""
+    done = 0
+    while done < len(rows):
+        left = len(rows) - done
+        n = _MOST_ROWS if left >= _MOST_ROWS else 1 << (left.bit_length() - 1)
+        chunk = rows[done : done + n]
+        one = "(" + ",".join("?" * columns) + ")"
+        db.execute(f"{head} VALUES {','.join([one] * n)}", [v for row in chunk for v in row])
+        done += n
 
 
 def _json(rec: Record) -> str:
