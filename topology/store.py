@@ -226,7 +226,8 @@ class Store:
 
     @staticmethod
     def _write_changes(db: sqlite3.Connection, writes: list[tuple[int, list[Change]]], ts: float) -> None:
-        """The writes' rows, a few `executemany` per transaction whatever the number of writes: each record
+        """The writes' rows, a few statements per transaction whatever the number of writes (a multi-row
+        INSERT per table, `_insert`; `executemany` only for deletes): each record
         serialized once (the same JSON goes to `objects` and `changes`), `objects` rows by their net effect
         (a record's last state in the batch), and the IP / MAC keys only of ports whose addresses changed,
         deleted and inserted by key (a port update that keeps its addresses, e.g. a binding, touches none)."""
@@ -400,10 +401,11 @@ _MOST_ROWS = 256
 
 def _insert(db: sqlite3.Connection, head: str, columns: int, rows: Sequence[tuple[object, ...]]) -> None:
     """`rows` inserted by a few multi-row statements (`head` VALUES (...), (...), ...) in their order: one
-    SQLite step each, where `executemany` takes one per row. Every step lets go of the GIL and the committing
-    thread then waits to get it back behind the API's other threads, so steps are what a commit's wall time
-    (every queued writer waits for it) is made of under load. Chunks of powers of two rows: a handful of
-    statement texts per table, which stay in the connection's statement cache."""
+    SQLite step each, where `executemany` takes a step and a reset per row; the sqlite3 module lets go of the
+    GIL around each, and the committing thread (which every queued writer waits for) may then wait to get it
+    back behind the API's other threads. (Measured: no throughput change this machine's noise lets one see,
+    BENCHMARKS.md "third pass".) Chunks of powers of two rows: a handful of statement texts per table, which
+    stay in the connection's statement cache."""
     done = 0
     while done < len(rows):
         left = len(rows) - done
