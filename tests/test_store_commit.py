@@ -168,6 +168,79 @@ def test_concurrent_writers_share_commits_and_each_returns_durable(tmp_path: Pat
     again.close()
 
 
+def test_writes_applied_by_another_caller_keep_their_outcome_and_context(tmp_path: Path) -> None:
+    """Concurrent writes are applied by whichever caller is applying (State.write): each caller still gets
+    its own outcome (its refusal raised in its own thread, its revision), its write runs and is told to the
+    listeners in its own context (provenance), refusals and no-ops are answered without a commit, and a
+    listener that writes while holding the model lock writes at once (no wait for itself)."""
+    import contextvars
+    import threading
+
+    from topology import errors as model_errors
+    from topology import ops
+    from topology.state import State
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
+    state = State(tmp_path / "db")
+    state.write(lambda t, r, n: ops.create_network(t, Network(id="n", tenant="t"), r, n))
+    seen_by_fn: dict[str, str] = {}
+    told: dict[int, str] = {}
+    nested: list[int] = []
+
+    def listener(revision: int, changes: list[Change]) -> None:
+        told[revision] = who.get()
+        if any(i == "trigger" for _k, i, _o, _n in changes):  # a write from a listener: under the lock
+            rec = Network(id="from-listener", tenant="t")
+            nested.append(state.write(lambda t, r, n: ops.create_network(t, rec, r, n))[0])
+
+    state.add_listener(listener)
+    results: dict[str, object] = {}
+
+    def writer(w: int) -> None:
+        for i in range(40):
+            name = f"w{w}-{i}"
+            who.set(name)
+            kind = i % 4  # a create, a refusal, a no-op, a create
+
+            def fn(t: object, r: int, n: float, name: str = name, kind: int = kind) -> list[Change]:
+                seen_by_fn[name] = who.get()
+                if kind == 1:
+                    raise model_errors.invalid("network.display_name", f"refused {name}")
+                if kind == 2:
+                    return []
+                return ops.create_network(t, Network(id=name, tenant="t"), r, n)  # type: ignore[arg-type]
+
+            try:
+                results[name] = state.write(fn)
+            except model_errors.ApiError as err:
+                results[name] = err
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    state.write(lambda t, r, n: ops.create_network(t, Network(id="trigger", tenant="t"), r, n))
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 320 and seen_by_fn == {name: name for name in results}
+    for name, got in results.items():
+        kind = int(name.split("-")[1]) % 4
+        if kind == 1:
+            assert isinstance(got, model_errors.ApiError) and name in got.message
+        elif kind == 2:
+            assert isinstance(got, tuple) and got[1] == []
+        else:
+            assert isinstance(got, tuple) and got[1][0][1] == name and told[got[0]] == name
+            assert state.durable_revision >= got[0]
+    assert len(nested) == 1 and "from-listener" in state.topology.networks
+    state.close()
+    again = Store(tmp_path / "db")
+    records, _revision = again.load()
+    assert {r.id for r in records} == {"n", "trigger", "from-listener"} | {
+        name for name in results if int(name.split("-")[1]) % 4 in (0, 3)
+    }
+    again.close()
+
+
 def test_watch_reads_recent_changes_from_memory_as_the_file_has_them(tmp_path: Path) -> None:
     """The change log readers use (Watch) serves recent revisions from memory — the records the model holds,
     not decoded again from the file — with exactly the rows the file has; from before the compaction it
