@@ -280,12 +280,12 @@ class State:
                     return
             with self._lock:
                 for job in batch:
-                    job.ctx.run(self._apply, job)
+                    job.ctx.run(self._apply_job, job)
             for job in batch:
                 if job is not mine and job.pending is None:
                     job.wake.set()  # refused or without effect: its caller answers now
 
-    def _apply(self, job: _Job) -> None:
+    def _apply_job(self, job: _Job) -> None:
         """`job` on the model (under the model lock, in its caller's context): queued for the commit, or
         refused (its error kept for its caller)."""
         try:
