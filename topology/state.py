@@ -9,7 +9,9 @@ the committer thread; the call returns only when the committer has them on disk.
 Group commit (leader/follower): a writer that finds no commit running commits every queued write itself in
 one SQLite transaction with one fsync; writers arriving meanwhile queue and the next leader takes them all.
 With one client that is one transaction per call and no thread hand-off. Each call is still all-or-nothing and acknowledged only once durable; under
-concurrency this turns N fsyncs into one. If a commit ever fails, every write not yet durable is refused
+concurrency this turns N fsyncs into one. Concurrent writes are applied to the model the same way: the
+first caller that finds nobody applying applies every write queued meanwhile (each in its caller's
+context), so a caller sleeps once in all (refused, durable, or handed the commit). If a commit ever fails, every write not yet durable is refused
 and the model is reloaded from the store, i.e. from exactly what was acknowledged.
 """
 
