@@ -9,6 +9,8 @@ from pathlib import Path
 
 import grpc
 
+from lab.proc import READY_POLL_OPTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,7 +20,7 @@ def _admin_token(data: Path) -> str:
 
 
 def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    channel = grpc.insecure_channel(endpoint)
+    channel = grpc.insecure_channel(endpoint, options=READY_POLL_OPTIONS)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

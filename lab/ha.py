@@ -32,6 +32,7 @@ from controller.southbound.roles import assign
 from lab.etcd import EtcdCluster, free_port
 from lab.hosts import VM
 from lab.lab import Lab
+from lab.proc import READY_POLL_OPTIONS
 from lab.traffic import Pinger
 from proto.sdn.v1 import dataplane_pb2 as dpb
 from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
@@ -90,7 +91,7 @@ class Controller:
                 stdin=subprocess.DEVNULL,
                 cwd=ROOT,
             )
-        channel = grpc.insecure_channel(self.grpc_listen)
+        channel = grpc.insecure_channel(self.grpc_listen, options=READY_POLL_OPTIONS)
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -15,6 +15,14 @@ from pyroute2 import netns as pr_netns
 
 Cmd = Sequence[str]
 
+#: gRPC channel options for waiting on a server that is starting: a refused connect is retried every 50 ms
+#: (gRPC's default backoff, 1 s growing by 1.6x, found a freshly started controller up to ~1.5 s late)
+READY_POLL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 50),
+]
+
 
 class CommandError(RuntimeError):
     """A command exited non-zero; carries its output so failures say why."""

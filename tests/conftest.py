@@ -19,6 +19,7 @@ import pytest
 from controller import plugins
 from controller.api.auth import TokenFile
 from controller.api.server import ApiServer
+from lab.proc import READY_POLL_OPTIONS
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from topology.state import State
@@ -158,7 +159,7 @@ class ControllerProcess:
                 cwd=ROOT,
             )
         deadline = time.monotonic() + timeout
-        channel = self.channel()
+        channel = self.channel(READY_POLL_OPTIONS)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -176,11 +177,11 @@ class ControllerProcess:
     def neutron_url(self) -> str:
         return f"http://127.0.0.1:{self.neutron_port}"
 
-    def channel(self) -> grpc.Channel:
+    def channel(self, options: list[tuple[str, int]] | None = None) -> grpc.Channel:
         """A channel to the API: TLS when `credentials` are set, else plaintext (loopback)."""
         if self.credentials is not None:
-            return grpc.secure_channel(self.endpoint, self.credentials)
-        return grpc.insecure_channel(self.endpoint)
+            return grpc.secure_channel(self.endpoint, self.credentials, options=options)
+        return grpc.insecure_channel(self.endpoint, options=options)
 
     def admin_token(self) -> str:
         data = json.loads((self.data_dir / "tokens.json").read_text())

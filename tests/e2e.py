@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
@@ -19,6 +21,8 @@ from proto.sdn.v1 import dataplane_pb2_grpc as dpb_grpc
 from proto.sdn.v1 import topology_pb2 as pb
 from proto.sdn.v1 import topology_pb2_grpc as pb_grpc
 from tests.conftest import ControllerProcess, free_port
+
+T = TypeVar("T")
 
 PHYSNET = "physnet1"
 PROVIDER_BRIDGE = "br-prov"
@@ -254,4 +258,11 @@ def lab_env(
         ctl.assert_no_divergence()  # the self-check ran after every change (restarts share the log)
 
 
-__all__ = ["Env", "free_port", "lab_env", "start_controller"]
+def at_once(*checks: Callable[[], T]) -> list[T]:
+    """Run probes side by side and return their results in order: checks that something does NOT arrive
+    each wait out their own window, so together they cost one window instead of one each."""
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        return [f.result() for f in [pool.submit(c) for c in checks]]
+
+
+__all__ = ["Env", "at_once", "free_port", "lab_env", "start_controller"]

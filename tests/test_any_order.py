@@ -724,7 +724,7 @@ def check_zones(topo: Topology) -> None:
 
 # ANY_ORDER_EXAMPLES=2000 for a deeper search (bench/ or by hand); CI runs the default
 AnyOrder.TestCase.settings = settings(
-    max_examples=int(os.environ.get("ANY_ORDER_EXAMPLES", "100")),
+    max_examples=int(os.environ.get("ANY_ORDER_EXAMPLES", "60")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,10 +143,14 @@ def test_gateway_fails_over_to_the_next_chassis_and_moves_back(world: World) -> 
         t0 = time.monotonic()
         hv1.kill_vswitchd()
         moved = wait_for(lambda: holds_gateway(env, "hv2", w.gateway_mac), 15, "the gateway on hv2", env)
-        out, _ = pinger.communicate(timeout=30)
-        lost = outage(out)
         # the floating IP answers from outside (the physical network learnt the move from the gratuitous ARP)
         assert w.ext_host.ping(w.fip, count=2, timeout=10), env.controller_log()
+        # SNAT carries again: a second of the pinger's replies after the gap, then it stops (-w 15 bounds it)
+        assert w.vm1.ping(EXT_HOST, count=1, timeout=10), env.controller_log()
+        time.sleep(1.0)
+        pinger.send_signal(signal.SIGINT)
+        out, _ = pinger.communicate(timeout=30)
+        lost = outage(out)
     print(
         f"\nfailover: gateway flows on hv2 {moved:.2f} s after hv1's vswitchd died; "
         f"longest gap between echo replies {lost:.2f} s; failover_s={FAILOVER_S}"

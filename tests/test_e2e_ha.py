@@ -5,6 +5,7 @@ etcd stepping down before another takes over (README "Several controllers")."""
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import signal
 import socket
@@ -35,6 +36,9 @@ from tests.test_e2e_dhcp import SCRIPT, udhcpc
 pytestmark = pytest.mark.lab
 
 LEASE_S = 3.0
+#: kill -9 rounds: the first under writes, the others with nothing changing (HA_KILLS=3+ for the numbers in
+#: BENCHMARKS.md; CI runs one of each kind)
+KILLS = max(2, int(os.environ.get("HA_KILLS", "2")))
 CHASSIS = ("hv1", "hv2")
 COUNTERS = ("sdn_flow_mods_sent_total", "sdn_group_mods_sent_total", "sdn_resyncs_total")
 
@@ -389,7 +393,7 @@ def test_kill_9_master_takeover_hitless_and_no_write_lost(ha: Ha) -> None:
     # the first packet to a tunnel destination new to OVS can be lost while it resolves it (lab/__init__.py),
     # and only the losses across the takeovers count: one ping first (the test may run on its own)
     assert ha.vms["hv1"].ping(ha.vms["hv2"].ip, count=1, timeout=10)
-    for round_ in range(3):
+    for round_ in range(KILLS):
         # the first kill under writes through b; the others with nothing changing: 0 flow-mods on takeover
         # b's own engine for hv1 (its ListChassisStatus shows a's while a is master)
         before = {m: ha.metric(b, m, "hv1") for m in COUNTERS}
@@ -399,7 +403,7 @@ def test_kill_9_master_takeover_hitless_and_no_write_lost(ha: Ha) -> None:
         time.sleep(1.0)
         killed, killed_wall = time.monotonic(), time.time()
         ha.ctls[a].kill(signal.SIGKILL)
-        deadline = killed + LEASE_S + 8
+        deadline = killed + LEASE_S + 15  # the role column, refreshed late (see the cut-off test)
         while ha.sampler.first("hv1", ha.targets[b], "master", killed) is None:
             assert time.monotonic() < deadline, ha.log(b)
             time.sleep(0.05)
@@ -503,7 +507,9 @@ def test_controller_cut_off_from_etcd_steps_down_first(ha: Ha) -> None:
     time.sleep(0.5)
     cut, cut_wall = time.monotonic(), time.time()
     ha.proxy.cut()
-    deadline = cut + LEASE_S + 5
+    # how long to wait for the switch's role column: OVS refreshes it seconds after the role request (the
+    # takeover's own bound, from the logs, is asserted below); under load that took more than the lease + 5 s
+    deadline = cut + LEASE_S + 15
     while (up := ha.sampler.first("hv2", ha.targets[a], "master", cut)) is None:
         assert time.monotonic() < deadline, ha.log(a) + ha.log(b)
         time.sleep(0.05)
