@@ -372,7 +372,18 @@ def test_replace_desired_installs_exactly_the_desired_flows(ofapp: OFApp, sw: Sw
     items = pipeline_flows(40)
     flows = flows_only(items)
     assert 300 <= len(flows) <= 600
+    dp = ofapp.registry.get(sw.dpid)
     eng = install(ofapp, sw, items)
+    if ofapp.registry.get(sw.dpid) is not dp:
+        # the switch's connection was replaced during the install (seen once in CI, right after the module's
+        # switch connected; cause not found): the engine resynced, right, but the counts below are of one
+        # connection: once more on this one
+        print(f"the switch reconnected during the install ({eng.stats}); once more")
+        ofapp.sync.reset()
+        clean_switch(sw)
+        dp = ofapp.registry.get(sw.dpid)
+        eng = install(ofapp, sw, items)
+        assert ofapp.registry.get(sw.dpid) is dp, "the switch reconnected twice"
     # decoded dump == desired, both ways, and nothing undecodable
     diff = eng.verify()
     assert diff.clean, (list(diff.missing)[:3], list(diff.unexpected)[:3], diff.undecodable[:3])
