@@ -108,27 +108,6 @@ def test_a_duplicate_is_refused_and_nothing_of_the_commit_stored(tmp_path: Path)
     store.close()
 
 
-@pytest.mark.parametrize("n", [1, 7, 256, 600])
-def test_a_big_commit_stores_every_row_in_order(tmp_path: Path, n: int) -> None:
-    """Rows go in by multi-row INSERTs in chunks (powers of two, at most 256 rows): every row of every
-    table stored, the history in the writes' order; a duplicate in the last chunk refuses the whole commit."""
-    store = Store(tmp_path / "db")
-    ports = [port(f"p{i:04d}", f"m{i}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(n)]
-    store.commit_many([(1 + i, [("port", p.id, None, p)]) for i, p in enumerate(ports)])
-    ips, macs, objects = keys(tmp_path / "db")
-    assert ips == {("s", p.fixed_ips[0][1], p.id) for p in ports}
-    assert macs == {(p.mac, p.id) for p in ports}
-    assert objects == {p.id for p in ports}
-    assert [r[0] for r in store.changes_since(0, n)] == list(range(1, n + 1))
-    assert store.revision() == n
-    dup = [port(f"q{i:04d}", f"mq{i}", f"10.9.{i // 250}.{i % 250 + 1}") for i in range(n)]
-    dup[-1] = port("q-last", "mq-last", ports[0].fixed_ips[0][1])  # in the last chunk
-    with pytest.raises(sqlite3.IntegrityError):
-        store.commit_many([(n + 1 + i, [("port", p.id, None, p)]) for i, p in enumerate(dup)])
-    assert keys(tmp_path / "db")[2] == {p.id for p in ports} and store.revision() == n
-    store.close()
-
-
 def test_concurrent_writers_share_commits_and_each_returns_durable(tmp_path: Path) -> None:
     """Group commit with a writer woken once (done, or handed the commit): 8 threads, every write acknowledged
     only once durable, each on disk after a reopen, commits shared (fewer transactions than writes)."""
@@ -165,79 +144,6 @@ def test_concurrent_writers_share_commits_and_each_returns_durable(tmp_path: Pat
     again = Store(tmp_path / "db")
     records, revision = again.load()
     assert revision == max(acknowledged) and len(records) == 481
-    again.close()
-
-
-def test_writes_applied_by_another_caller_keep_their_outcome_and_context(tmp_path: Path) -> None:
-    """Concurrent writes are applied by whichever caller is applying (State.write): each caller still gets
-    its own outcome (its refusal raised in its own thread, its revision), its write runs and is told to the
-    listeners in its own context (provenance), refusals and no-ops are answered without a commit, and a
-    listener that writes while holding the model lock writes at once (no wait for itself)."""
-    import contextvars
-    import threading
-
-    from topology import errors as model_errors
-    from topology import ops
-    from topology.state import State
-
-    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
-    state = State(tmp_path / "db")
-    state.write(lambda t, r, n: ops.create_network(t, Network(id="n", tenant="t"), r, n))
-    seen_by_fn: dict[str, str] = {}
-    told: dict[int, str] = {}
-    nested: list[int] = []
-
-    def listener(revision: int, changes: list[Change]) -> None:
-        told[revision] = who.get()
-        if any(i == "trigger" for _k, i, _o, _n in changes):  # a write from a listener: under the lock
-            rec = Network(id="from-listener", tenant="t")
-            nested.append(state.write(lambda t, r, n: ops.create_network(t, rec, r, n))[0])
-
-    state.add_listener(listener)
-    results: dict[str, object] = {}
-
-    def writer(w: int) -> None:
-        for i in range(40):
-            name = f"w{w}-{i}"
-            who.set(name)
-            kind = i % 4  # a create, a refusal, a no-op, a create
-
-            def fn(t: object, r: int, n: float, name: str = name, kind: int = kind) -> list[Change]:
-                seen_by_fn[name] = who.get()
-                if kind == 1:
-                    raise model_errors.invalid("network.display_name", f"refused {name}")
-                if kind == 2:
-                    return []
-                return ops.create_network(t, Network(id=name, tenant="t"), r, n)  # type: ignore[arg-type]
-
-            try:
-                results[name] = state.write(fn)
-            except model_errors.ApiError as err:
-                results[name] = err
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    state.write(lambda t, r, n: ops.create_network(t, Network(id="trigger", tenant="t"), r, n))
-    for t in threads:
-        t.join(timeout=120)
-    assert len(results) == 320 and seen_by_fn == {name: name for name in results}
-    for name, got in results.items():
-        kind = int(name.split("-")[1]) % 4
-        if kind == 1:
-            assert isinstance(got, model_errors.ApiError) and name in got.message
-        elif kind == 2:
-            assert isinstance(got, tuple) and got[1] == []
-        else:
-            assert isinstance(got, tuple) and got[1][0][1] == name and told[got[0]] == name
-            assert state.durable_revision >= got[0]
-    assert len(nested) == 1 and "from-listener" in state.topology.networks
-    state.close()
-    again = Store(tmp_path / "db")
-    records, _revision = again.load()
-    assert {r.id for r in records} == {"n", "trigger", "from-listener"} | {
-        name for name in results if int(name.split("-")[1]) % 4 in (0, 3)
-    }
     again.close()
 
 

@@ -9,21 +9,18 @@ the committer thread; the call returns only when the committer has them on disk.
 Group commit (leader/follower): a writer that finds no commit running commits every queued write itself in
 one SQLite transaction with one fsync; writers arriving meanwhile queue and the next leader takes them all.
 With one client that is one transaction per call and no thread hand-off. Each call is still all-or-nothing and acknowledged only once durable; under
-concurrency this turns N fsyncs into one. Concurrent writes are applied to the model the same way: the
-first caller that finds nobody applying applies every write queued meanwhile (each in its caller's
-context), so a caller sleeps once in all (refused, durable, or handed the commit). If a commit ever fails, every write not yet durable is refused
+concurrency this turns N fsyncs into one. If a commit ever fails, every write not yet durable is refused
 and the model is reloaded from the store, i.e. from exactly what was acknowledged.
 """
 
 from __future__ import annotations
 
-import _thread
 import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
-from contextvars import Context, ContextVar, copy_context
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -47,21 +44,6 @@ Listener = Callable[[int, list[Change]], None]
 Row = tuple[int, str, str, Record]  # (revision, kind, op, record) as ChangeLog.changes_since gives them
 
 
-class _Wake:
-    """A one-shot wake-up for one waiting writer: a bare lock taken at creation, `set` releases it once (the
-    committing thread sets each writer's at most once), `wait` blocks until then. A threading.Event is a
-    Condition over a lock plus a waiter lock allocated on each wait: ~3x the Python work for the same
-    futex wake."""
-
-    __slots__ = ("set", "wait")
-
-    def __init__(self) -> None:
-        lock = _thread.allocate_lock()
-        lock.acquire()
-        self.set = lock.release
-        self.wait = lock.acquire
-
-
 @dataclass
 class _Pending:
     revision: int
@@ -69,25 +51,7 @@ class _Pending:
     done: bool = False
     error: BaseException | None = None
     lead: bool = False  # handed the commit: its writer commits the queue next
-    wake: _Wake = field(default_factory=_Wake)  # done, or lead
-
-
-@dataclass(eq=False)
-class _Job:
-    """One caller's write waiting to be applied by the thread applying the writes queued (State.write)."""
-
-    fn: WriteFn
-    ctx: Context = field(default_factory=copy_context)  # the caller's: fn and the listeners run in it
-    wake: _Wake = field(default_factory=_Wake)  # decided without a commit, or (as its _Pending's) done / lead
-    pending: _Pending | None = None  # applied: its place in the commit queue
-    revision: int = 0
-    changes: list[Change] = field(default_factory=list)
-    error: BaseException | None = None
-
-
-def _owned(lock: threading.RLock) -> bool:
-    """Does this thread hold `lock`?"""
-    return bool(lock._is_owned())  # type: ignore[attr-defined]
+    wake: threading.Event = field(default_factory=threading.Event)  # done, or lead
 
 
 class RecentChanges:
@@ -193,11 +157,8 @@ class State:
         self._clock = clock
         self._listeners: list[Listener] = []
         self._queue: list[_Pending] = []
-        # guards _queue, _committing, _Pending.done, _intake, _applying
-        self._cv = threading.Condition(threading.Lock())
+        self._cv = threading.Condition(threading.Lock())  # guards _queue, _committing, _Pending.done
         self._committing = False
-        self._intake: list[_Job] = []  # writes waiting for the applying thread
-        self._applying = False  # a thread is applying the intake
         self.closed = False
         self.listener_errors = 0  # listener calls that raised (each logged); tests assert none
         #: called after each durable transaction with (seconds, writes in it), by the committing thread
@@ -252,76 +213,6 @@ class State:
         return changes
 
     def write(self, fn: WriteFn) -> tuple[int, list[Change]]:
-        """Apply `fn` (refused: raised as it raises) and return once it is durable. The writes of concurrent
-        callers are applied by one of them in turn (the first that finds nobody applying; it applies every
-        write queued meanwhile, each in its caller's context, under the model lock once), so a caller
-        sleeps once, until its write is refused or durable, instead of once for the model lock and once
-        more for the commit: on this 2-vCPU machine each wake-up is a context switch made holding the GIL.
-        A caller that holds the model lock (a listener, a packet-in handler) writes alone, now."""
-        if _owned(self._lock):
-            return self._write_now(fn)
-        job = _Job(fn)
-        with self._cv:
-            self._intake.append(job)
-            apply = not self._applying
-            self._applying = True
-        if apply:
-            self._apply_intake(job)
-            return self._finish(job, woken=False)
-        job.wake.wait()  # decided without a commit, or its commit done, or handed the commit
-        return self._finish(job, woken=True)
-
-    def _apply_intake(self, mine: _Job) -> None:
-        """Apply the queued writes in order until none is left (bounded by the callers' threads: each
-        has at most one write queued), then let the next caller apply."""
-        while True:
-            with self._cv:
-                batch, self._intake = self._intake, []
-                if not batch:
-                    self._applying = False
-                    return
-            with self._lock:
-                for job in batch:
-                    job.ctx.run(self._apply_job, job)
-            for job in batch:
-                if job is not mine and job.pending is None:
-                    job.wake.set()  # refused or without effect: its caller answers now
-
-    def _apply_job(self, job: _Job) -> None:
-        """`job` on the model (under the model lock, in its caller's context): queued for the commit, or
-        refused (its error kept for its caller)."""
-        try:
-            if self.closed:
-                raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
-            revision = self.topology.revision + 1
-            changes = self._run(job.fn, revision)
-            if not changes:
-                job.revision = self.topology.revision
-                return
-            self.topology.revision = revision  # the changes are in the model already (_run)
-            job.revision, job.changes = revision, changes
-            job.pending = _Pending(revision, changes, wake=job.wake)
-            with self._cv:
-                self._queue.append(job.pending)
-            self._notify(revision, changes)
-        except BaseException as err:  # noqa: BLE001 (raised again in its caller, State._finish)
-            job.error = err
-
-    def _finish(self, job: _Job, woken: bool) -> tuple[int, list[Change]]:
-        if job.pending is not None:
-            self._drive(job.pending, woken)
-        if job.error is not None:
-            raise job.error
-        if job.pending is not None and job.pending.error is not None:
-            raise ApiError(
-                "UNAVAILABLE",
-                "STORE_WRITE_FAILED",
-                f"the write could not be made durable and was not applied: {job.pending.error}",
-            )
-        return job.revision, job.changes
-
-    def _write_now(self, fn: WriteFn) -> tuple[int, list[Change]]:
-        """The write of a caller holding the model lock: applied on this thread at once."""
         with self._lock:
             if self.closed:
                 raise ApiError("UNAVAILABLE", "SHUTTING_DOWN", "the controller is shutting down")
@@ -375,21 +266,17 @@ class State:
                 self.topology.apply([(k, i, new, old) for k, i, old, new in reversed(changes)], before)
             return revision, changes, result
 
-    def _drive(self, pending: _Pending, woken: bool = False) -> None:
+    def _drive(self, pending: _Pending) -> None:
         """Return once `pending` is durable (or failed), committing as the leader when nobody else is. A
         writer waits on its own event: the leader wakes the writers it committed and hands the commit to the
-        oldest write queued meanwhile, so each waiting thread wakes once (no herd woken by every commit).
-        `woken`: the writer has waited on its wake-up already (State.write)."""
-        if not woken:
-            with self._cv:
-                if pending.done:  # committed by a leader before this writer got here
-                    return
-                lead = not self._committing
-                self._committing = True
-            if not lead:
-                pending.wake.wait()
-                woken = True
-        if woken:
+        oldest write queued meanwhile, so each waiting thread wakes once (no herd woken by every commit)."""
+        with self._cv:
+            if pending.done:  # committed by a leader before this writer got here
+                return
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            pending.wake.wait()
             if pending.done:
                 return
             assert pending.lead

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -226,8 +226,7 @@ class Store:
 
     @staticmethod
     def _write_changes(db: sqlite3.Connection, writes: list[tuple[int, list[Change]]], ts: float) -> None:
-        """The writes' rows, a few statements per transaction whatever the number of writes (a multi-row
-        INSERT per table, `_insert`; `executemany` only for deletes): each record
+        """The writes' rows, a few `executemany` per transaction whatever the number of writes: each record
         serialized once (the same JSON goes to `objects` and `changes`), `objects` rows by their net effect
         (a record's last state in the batch), and the IP / MAC keys only of ports whose addresses changed,
         deleted and inserted by key (a port update that keeps its addresses, e.g. a binding, touches none)."""
@@ -254,28 +253,23 @@ class Store:
             db.executemany("DELETE FROM ip_allocations WHERE subnet_id=? AND address=?", freed_ips)
         if freed_macs:
             db.executemany("DELETE FROM mac_addresses WHERE mac=?", [(m,) for m in freed_macs])
-        _insert(
-            db,
-            "INSERT INTO ip_allocations (subnet_id, address, port_id)",
-            3,
-            [(s, a, p) for (s, a), p in ips.items() if p is not None],
-        )
-        _insert(
-            db,
-            "INSERT INTO mac_addresses (mac, port_id)",
-            2,
-            [(m, p) for m, p in macs.items() if p is not None],
-        )
+        taken_ips = [(s, a, p) for (s, a), p in ips.items() if p is not None]
+        if taken_ips:
+            db.executemany(
+                "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?,?,?)", taken_ips
+            )
+        taken_macs = [(m, p) for m, p in macs.items() if p is not None]
+        if taken_macs:
+            db.executemany("INSERT INTO mac_addresses (mac, port_id) VALUES (?,?)", taken_macs)
         gone = [key for key, row in upserts.items() if row is None]
         if gone:
             db.executemany("DELETE FROM objects WHERE kind=? AND id=?", gone)
-        _insert(
-            db,
-            "INSERT OR REPLACE INTO objects (kind, id, tenant, data)",
-            4,
-            [row for row in upserts.values() if row is not None],
+        rows = [row for row in upserts.values() if row is not None]
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO objects (kind, id, tenant, data) VALUES (?,?,?,?)", rows)
+        db.executemany(
+            "INSERT INTO changes (revision, kind, id, op, tenant, data, ts) VALUES (?,?,?,?,?,?,?)", history
         )
-        _insert(db, "INSERT INTO changes (revision, kind, id, op, tenant, data, ts)", 7, history)
 
     # ------------------------------------------------------------------------------------------ maintenance
 
@@ -393,27 +387,6 @@ class Store:
 
     def iter_objects(self) -> Iterator[tuple[str, str]]:
         yield from self._db.execute("SELECT kind, id FROM objects")
-
-
-#: the most rows one INSERT statement carries (its variables stay far below SQLite's limit of 32,766)
-_MOST_ROWS = 256
-
-
-def _insert(db: sqlite3.Connection, head: str, columns: int, rows: Sequence[tuple[object, ...]]) -> None:
-    """`rows` inserted by a few multi-row statements (`head` VALUES (...), (...), ...) in their order: one
-    SQLite step each, where `executemany` takes a step and a reset per row; the sqlite3 module lets go of the
-    GIL around each, and the committing thread (which every queued writer waits for) may then wait to get it
-    back behind the API's other threads. (Measured: no throughput change this machine's noise lets one see,
-    BENCHMARKS.md "third pass".) Chunks of powers of two rows: a handful of statement texts per table, which
-    stay in the connection's statement cache."""
-    done = 0
-    while done < len(rows):
-        left = len(rows) - done
-        n = _MOST_ROWS if left >= _MOST_ROWS else 1 << (left.bit_length() - 1)
-        chunk = rows[done : done + n]
-        one = "(" + ",".join("?" * columns) + ")"
-        db.execute(f"{head} VALUES {','.join([one] * n)}", [v for row in chunk for v in row])
-        done += n
 
 
 def _json(rec: Record) -> str:

@@ -65,19 +65,11 @@ def _surely_within(topo: Topology, changes: list[Change], tenant: str, budget: i
     return peak + bound <= budget
 
 
-_estimator: list[
-    Callable[[Topology, str, int], Any] | None
-] = []  # found once (an import per write is not free)
-
-
 def _over_budget() -> Callable[[Topology, str, int], Any] | None:
-    if _estimator:
-        return _estimator[0]
     try:
         from apps.acl import over_budget
     except ImportError:  # the estimator is not there yet: no budget to enforce
         return None
-    _estimator.append(over_budget)
     return over_budget  # type: ignore[no-any-return]
 
 
