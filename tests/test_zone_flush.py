@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from controller.dataplane import Dataplane
+from tests.test_dataplane_nat import FakeAgent, FakeEngine
 from topology import ops, portkeys
 from topology.records import OWNER_ROUTER_GATEWAY, Chassis, Network, Port, Router, Subnet
 from topology.state import State
@@ -43,25 +44,6 @@ def test_which_changes_free_a_zone() -> None:
     )
     assert portkeys.freed(gw, None) == ("", 65535)  # shared: every chassis
     assert portkeys.freed(gw, replace(gw, display_name="x")) is None
-
-
-class FakeEngine:
-    def __init__(self) -> None:
-        self.realized_revision = 0
-        self.flushed: list[int] = []
-
-    def apply(self, add: Any, remove: Any, revision: int) -> None: ...
-    def replace_desired(self, items: Any, revision: int) -> None: ...
-    def forget(self) -> None: ...
-
-    def flush_zones(self, zones: Any) -> None:
-        self.flushed += list(zones)
-
-
-class FakeAgent:
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def update(self, **_kw: Any) -> None: ...
 
 
 @pytest.fixture
